@@ -1,0 +1,245 @@
+//! vCPU setup for a CPL3 program in long mode, and decoding of VM exits into guest events.
+
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs, kvm_xcrs, Msrs, kvm_msr_entry, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+
+use crate::error::VmmError;
+use crate::layout::*;
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_SFMASK: u32 = 0xc000_0084;
+const MSR_FS_BASE: u32 = 0xc000_0100;
+const MSR_GS_BASE: u32 = 0xc000_0101;
+
+const CR0_PE: u64 = 1;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_AM: u64 = 1 << 18;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const CR4_OSXSAVE: u64 = 1 << 18;
+const EFER_SCE: u64 = 1;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+
+/// RFLAGS bits `sysret` takes from R11 (as the CPU masks them).
+const SYSRET_RFLAGS_MASK: u64 = 0x3c_7fd7;
+/// RFLAGS cleared on `syscall` entry: TF, IF, DF, IOPL, NT, AC, as Linux sets `SFMASK`.
+const SFMASK: u64 = 0x4_7700;
+
+/// What a VM exit means for the vNode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestEvent {
+    /// The program executed `syscall`.
+    Syscall,
+    /// The program raised exception `vector`; its frame is on the kernel stack.
+    Exception(u8),
+    /// User code wrote to a stub port itself (`out` at CPL3): a privileged instruction, #GP.
+    UserPortIo(u16),
+    /// Anything else: a VMM or KVM problem, never a guest fault.
+    Unexpected(String),
+}
+
+/// A stub exit is genuine only if RIP is just past that port's own stub instruction. (CS
+/// cannot tell: on this nested PVM, `syscall` reaches LSTAR without leaving user mode, so the
+/// stub runs with user privileges.) The same port written from anywhere else is the program
+/// executing `out` itself: a privileged instruction, #GP on Linux.
+pub fn check_origin(event: GuestEvent, port: Option<u16>, rip: u64) -> GuestEvent {
+    let expected = match event {
+        GuestEvent::Syscall => SYSCALL_ENTRY,
+        GuestEvent::Exception(v) => EXCEPTION_STUBS + 16 * u64::from(v),
+        e => return e,
+    };
+    if rip == expected + STUB_OUT_LEN {
+        event
+    } else {
+        GuestEvent::UserPortIo(port.unwrap_or_default())
+    }
+}
+
+/// The port of an `out` exit.
+pub fn exit_port(exit: &VcpuExit<'_>) -> Option<u16> {
+    match exit {
+        VcpuExit::IoOut(port, _) => Some(*port),
+        _ => None,
+    }
+}
+
+/// Decodes an exit. Pure, so every case can be tested without KVM.
+pub fn decode_exit(exit: &VcpuExit<'_>) -> GuestEvent {
+    match exit {
+        VcpuExit::IoOut(SYSCALL_PORT, _) => GuestEvent::Syscall,
+        VcpuExit::IoOut(port, _)
+            if (EXCEPTION_PORT_BASE..EXCEPTION_PORT_BASE + u16::from(NUM_VECTORS)).contains(port) =>
+        {
+            GuestEvent::Exception((port - EXCEPTION_PORT_BASE) as u8)
+        }
+        VcpuExit::IoOut(port, _) => GuestEvent::Unexpected(format!("write to unknown port {port:#x}")),
+        VcpuExit::Hlt => GuestEvent::Unexpected("halt in a CPL0 stub".into()),
+        VcpuExit::Shutdown => GuestEvent::Unexpected("triple fault".into()),
+        VcpuExit::FailEntry(reason, cpu) => GuestEvent::Unexpected(format!("entry failure {reason:#x} on cpu {cpu}")),
+        VcpuExit::InternalError => GuestEvent::Unexpected("KVM internal error".into()),
+        VcpuExit::MemoryFault { gpa, flags, .. } => {
+            GuestEvent::Unexpected(format!("host memory fault at guest address {gpa:#x} (flags {flags:#x})"))
+        }
+        other => GuestEvent::Unexpected(format!("unexpected exit {other:?}")),
+    }
+}
+
+/// User-mode code segment.
+pub fn user_cs() -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: USER_CS,
+        type_: 11,
+        present: 1,
+        dpl: 3,
+        db: 0,
+        s: 1,
+        l: 1,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// User-mode data/stack segment.
+pub fn user_ds() -> kvm_segment {
+    kvm_segment { selector: USER_DS, type_: 3, db: 1, l: 0, ..user_cs() }
+}
+
+/// Returns to user mode as `sysret` would: RIP from RCX, RFLAGS from R11, user CS/SS.
+pub fn emulate_sysret(regs: &mut kvm_regs, sregs: &mut kvm_sregs) {
+    regs.rip = regs.rcx;
+    regs.rflags = (regs.r11 & SYSRET_RFLAGS_MASK) | 2;
+    sregs.cs = user_cs();
+    sregs.ss = user_ds();
+}
+
+/// Host XCR0 (the feature set the host kernel enabled for XSAVE).
+fn host_xcr0() -> u64 {
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    if leaf1.ecx & (1 << 27) == 0 {
+        return 0; // no OSXSAVE
+    }
+    // SAFETY: OSXSAVE is set, so XGETBV is enabled; reading XCR0 has no side effects.
+    unsafe { std::arch::x86_64::_xgetbv(0) }
+}
+
+/// CPUID.1:EDX, the value Linux puts in `AT_HWCAP` on x86-64.
+pub fn hwcap() -> u64 {
+    u64::from(std::arch::x86_64::__cpuid(1).edx)
+}
+
+/// Configures a fresh vCPU: host CPUID and XCR0, long mode with our descriptor tables and page
+/// tables, the syscall MSRs, and user mode at `entry` with stack `rsp`.
+pub fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64, rsp: u64) -> Result<(), VmmError> {
+    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("GET_SUPPORTED_CPUID"))?;
+    let supported_xcr0 = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0xd && e.index == 0)
+        .map(|e| u64::from(e.eax) | (u64::from(e.edx) << 32))
+        .unwrap_or(0);
+    vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("SET_CPUID2"))?;
+
+    let xcr0 = host_xcr0() & supported_xcr0;
+    let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("GET_SREGS"))?;
+    sregs.cs = user_cs();
+    sregs.ss = user_ds();
+    sregs.ds = user_ds();
+    sregs.es = user_ds();
+    sregs.fs = user_ds();
+    sregs.gs = user_ds();
+    sregs.tr = kvm_segment {
+        base: TSS_ADDR,
+        limit: crate::sysmem::TSS_LIMIT as u32,
+        selector: TSS_SEL,
+        type_: 11,
+        present: 1,
+        s: 0,
+        ..Default::default()
+    };
+    sregs.gdt.base = GDT_ADDR;
+    sregs.gdt.limit = 7 * 8 - 1;
+    sregs.idt.base = IDT_ADDR;
+    sregs.idt.limit = u16::from(NUM_VECTORS) * 16 - 1;
+    sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
+    sregs.cr3 = cr3;
+    sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | if xcr0 != 0 { CR4_OSXSAVE } else { 0 };
+    sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE;
+    vcpu.set_sregs(&sregs).map_err(VmmError::kvm("SET_SREGS"))?;
+
+    if xcr0 != 0 {
+        let mut xcrs = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = xcr0;
+        vcpu.set_xcrs(&xcrs).map_err(VmmError::kvm("SET_XCRS"))?;
+    }
+
+    let entries = [
+        (MSR_STAR, (u64::from(KERNEL_DS) << 48) | (u64::from(KERNEL_CS) << 32)),
+        (MSR_LSTAR, SYSCALL_ENTRY),
+        (MSR_SFMASK, SFMASK),
+        (MSR_FS_BASE, 0),
+        (MSR_GS_BASE, 0),
+    ]
+    .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() });
+    let msrs = Msrs::from_entries(&entries).map_err(|e| VmmError::GuestCrashed(format!("MSR list: {e:?}")))?;
+    let n = vcpu.set_msrs(&msrs).map_err(VmmError::kvm("SET_MSRS"))?;
+    if n != entries.len() {
+        return Err(VmmError::GuestCrashed(format!("KVM accepted only {n} of {} MSRs", entries.len())));
+    }
+
+    let mut fpu = vcpu.get_fpu().map_err(VmmError::kvm("GET_FPU"))?;
+    fpu.fcw = 0x37f;
+    fpu.mxcsr = 0x1f80;
+    vcpu.set_fpu(&fpu).map_err(VmmError::kvm("SET_FPU"))?;
+
+    let regs = kvm_regs { rip: entry, rsp, rflags: 0x202, ..Default::default() };
+    vcpu.set_regs(&regs).map_err(VmmError::kvm("SET_REGS"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exits_decode() {
+        assert_eq!(decode_exit(&VcpuExit::IoOut(SYSCALL_PORT, &[0])), GuestEvent::Syscall);
+        assert_eq!(decode_exit(&VcpuExit::IoOut(EXCEPTION_PORT_BASE + 14, &[0])), GuestEvent::Exception(14));
+        assert!(matches!(decode_exit(&VcpuExit::IoOut(0x3f8, &[0])), GuestEvent::Unexpected(_)));
+        assert!(matches!(decode_exit(&VcpuExit::IoOut(EXCEPTION_PORT_BASE + 32, &[0])), GuestEvent::Unexpected(_)));
+        assert!(matches!(decode_exit(&VcpuExit::Hlt), GuestEvent::Unexpected(_)));
+    }
+
+    #[test]
+    fn stub_ports_written_from_user_mode_are_not_trusted() {
+        let syscall_rip = SYSCALL_ENTRY + STUB_OUT_LEN;
+        assert_eq!(check_origin(GuestEvent::Syscall, Some(SYSCALL_PORT), syscall_rip), GuestEvent::Syscall);
+        assert_eq!(check_origin(GuestEvent::Syscall, Some(SYSCALL_PORT), 0x401002), GuestEvent::UserPortIo(SYSCALL_PORT));
+        let pf_rip = EXCEPTION_STUBS + 16 * 14 + STUB_OUT_LEN;
+        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), pf_rip), GuestEvent::Exception(14));
+        // The page-fault port reached from the syscall stub's address is not a page fault.
+        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), syscall_rip), GuestEvent::UserPortIo(0x2e));
+    }
+
+    #[test]
+    fn sysret_takes_rip_and_flags_from_rcx_r11() {
+        let mut regs = kvm_regs { rcx: 0x401000, r11: 0xffff_ffff_ffff_ffff, ..Default::default() };
+        let mut sregs = kvm_sregs::default();
+        emulate_sysret(&mut regs, &mut sregs);
+        assert_eq!(regs.rip, 0x401000);
+        assert_eq!(regs.rflags, SYSRET_RFLAGS_MASK | 2);
+        assert_eq!((sregs.cs.selector, sregs.cs.dpl, sregs.ss.selector), (USER_CS, 3, USER_DS));
+    }
+}

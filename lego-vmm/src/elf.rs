@@ -1,0 +1,309 @@
+//! Static x86-64 ELF executables: validation (pure, so it can be fuzzed) and loading into user
+//! memory with linux-loader.
+
+use std::io::Cursor;
+
+use linux_loader::loader::{elf::Elf, KernelLoader};
+use vm_memory::GuestAddress;
+
+use crate::layout::{page_ceil, page_floor, PIE_BASE, USER_MIN};
+use crate::mm::Mm;
+use crate::paging::Prot;
+use crate::vma::VmaKind;
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const PT_INTERP: u32 = 3;
+const PT_PHDR: u32 = 6;
+const ET_EXEC: u16 = 2;
+const ET_DYN: u16 = 3;
+const EM_X86_64: u16 = 62;
+const EHDR_SIZE: usize = 64;
+const PHDR_SIZE: usize = 56;
+const MAX_PHNUM: usize = 256;
+
+/// Why a file is not something lego can run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElfError {
+    #[error("not an ELF executable")]
+    NotElf,
+    #[error("truncated ELF file ({0})")]
+    Truncated(&'static str),
+    #[error("not a 64-bit ELF file: lego runs x86-64 Linux programs")]
+    Not64Bit,
+    #[error("big-endian ELF file: lego runs x86-64 Linux programs")]
+    BigEndian,
+    #[error("ELF file for another architecture ({0}): lego runs x86-64 Linux programs")]
+    WrongArch(&'static str),
+    #[error("ELF file is not an executable (type {0}): lego runs executables")]
+    NotExecutable(u16),
+    #[error("dynamically linked executable (interpreter {0}): only static binaries are supported")]
+    Dynamic(String),
+    #[error("malformed ELF file: {0}")]
+    Malformed(String),
+    #[error("ELF segment at {0:#x}..{1:#x} does not fit in the vNode's user memory")]
+    DoesNotFit(u64, u64),
+}
+
+/// One loadable segment, at its final (biased) address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub prot: Prot,
+}
+
+/// A validated executable, with everything the initial stack needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElfInfo {
+    pub entry: u64,
+    pub load_bias: u64,
+    /// Address of the program headers in memory (`AT_PHDR`).
+    pub phdr: u64,
+    pub phnum: u64,
+    pub segments: Vec<Segment>,
+    /// End of the highest segment (where brk starts).
+    pub end: u64,
+}
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default())
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default())
+}
+
+fn machine_name(m: u16) -> &'static str {
+    match m {
+        3 => "i386",
+        8 => "MIPS",
+        20 => "PowerPC",
+        21 => "PowerPC64",
+        40 => "ARM",
+        183 => "AArch64",
+        243 => "RISC-V",
+        _ => "unknown machine",
+    }
+}
+
+/// Validates `file` as a static x86-64 executable that fits below `user_top`.
+pub fn parse(file: &[u8], user_top: u64) -> Result<ElfInfo, ElfError> {
+    if file.len() < 4 || &file[..4] != b"\x7fELF" {
+        return Err(ElfError::NotElf);
+    }
+    if file.len() < EHDR_SIZE {
+        return Err(ElfError::Truncated("ELF header"));
+    }
+    if file[4] != 2 {
+        return Err(ElfError::Not64Bit);
+    }
+    if file[5] != 1 {
+        return Err(ElfError::BigEndian);
+    }
+    let (e_type, machine) = (u16_at(file, 16), u16_at(file, 18));
+    if machine != EM_X86_64 {
+        return Err(ElfError::WrongArch(machine_name(machine)));
+    }
+    if e_type != ET_EXEC && e_type != ET_DYN {
+        return Err(ElfError::NotExecutable(e_type));
+    }
+    let entry = u64_at(file, 24);
+    let phoff = u64_at(file, 32);
+    let (phentsize, phnum) = (u16_at(file, 54) as usize, u16_at(file, 56) as usize);
+    if phoff < EHDR_SIZE as u64 {
+        return Err(ElfError::Malformed(format!("program headers at offset {phoff}")));
+    }
+    if phentsize != PHDR_SIZE {
+        return Err(ElfError::Malformed(format!("program header size {phentsize}")));
+    }
+    if phnum == 0 || phnum > MAX_PHNUM {
+        return Err(ElfError::Malformed(format!("{phnum} program headers")));
+    }
+    let ph_end = phoff
+        .checked_add((phnum * PHDR_SIZE) as u64)
+        .ok_or_else(|| ElfError::Malformed("program header offset".into()))?;
+    if ph_end > file.len() as u64 {
+        return Err(ElfError::Truncated("program headers"));
+    }
+    let bias = if e_type == ET_DYN { PIE_BASE } else { 0 };
+    let mut segments = Vec::new();
+    let mut phdr_vaddr = None;
+    let mut has_dynamic = false;
+    for i in 0..phnum {
+        let h = &file[phoff as usize + i * PHDR_SIZE..][..PHDR_SIZE];
+        let (p_type, p_flags) = (u32_at(h, 0), u32_at(h, 4));
+        let (offset, vaddr, paddr) = (u64_at(h, 8), u64_at(h, 16), u64_at(h, 24));
+        let (filesz, memsz) = (u64_at(h, 32), u64_at(h, 40));
+        match p_type {
+            PT_INTERP => {
+                let name = file
+                    .get(offset as usize..offset.saturating_add(filesz) as usize)
+                    .map(|s| String::from_utf8_lossy(s).trim_end_matches('\0').to_string())
+                    .unwrap_or_else(|| "?".into());
+                return Err(ElfError::Dynamic(name));
+            }
+            PT_DYNAMIC => has_dynamic = true,
+            PT_PHDR => phdr_vaddr = Some(vaddr),
+            PT_LOAD => {
+                if memsz == 0 {
+                    continue;
+                }
+                if filesz > memsz {
+                    return Err(ElfError::Malformed(format!("segment {i}: file size above memory size")));
+                }
+                if offset.checked_add(filesz).is_none_or(|e| e > file.len() as u64) {
+                    return Err(ElfError::Truncated("segment data"));
+                }
+                if paddr != vaddr {
+                    return Err(ElfError::Malformed(format!(
+                        "segment {i}: physical address {paddr:#x} differs from virtual {vaddr:#x}"
+                    )));
+                }
+                let start = vaddr.checked_add(bias);
+                let end = start.and_then(|s| s.checked_add(memsz)).and_then(page_ceil);
+                match (start, end) {
+                    (Some(s), Some(e)) if s >= USER_MIN && e <= user_top => {}
+                    _ => return Err(ElfError::DoesNotFit(vaddr.wrapping_add(bias), vaddr.wrapping_add(bias).wrapping_add(memsz))),
+                }
+                let prot = Prot(((p_flags & 4) >> 2) | (p_flags & 2) | ((p_flags & 1) << 2));
+                segments.push(Segment { vaddr: vaddr + bias, memsz, offset, filesz, prot });
+            }
+            _ => {}
+        }
+    }
+    if e_type == ET_DYN && !has_dynamic {
+        return Err(ElfError::Malformed("position-independent file without dynamic section".into()));
+    }
+    if segments.is_empty() {
+        return Err(ElfError::Malformed("no loadable segment".into()));
+    }
+    segments.sort_by_key(|s| s.vaddr);
+    for w in segments.windows(2) {
+        if w[0].vaddr + w[0].memsz > w[1].vaddr {
+            return Err(ElfError::Malformed("overlapping segments".into()));
+        }
+    }
+    let entry = entry.wrapping_add(bias);
+    if !segments.iter().any(|s| s.prot.executable() && (s.vaddr..s.vaddr + s.memsz).contains(&entry)) {
+        return Err(ElfError::Malformed(format!("entry point {entry:#x} is not in an executable segment")));
+    }
+    let phdr = match phdr_vaddr {
+        Some(v) => v.wrapping_add(bias),
+        None => segments
+            .iter()
+            .find(|s| s.offset <= phoff && ph_end <= s.offset + s.filesz)
+            .map(|s| s.vaddr + (phoff - s.offset))
+            .unwrap_or(0),
+    };
+    let end = segments.iter().map(|s| s.vaddr + s.memsz).max().unwrap_or(0);
+    Ok(ElfInfo { entry, load_bias: bias, phdr, phnum: phnum as u64, segments, end })
+}
+
+/// Maps the segments of a validated executable and copies them in with linux-loader.
+pub fn load(info: &ElfInfo, file: &[u8], mm: &mut Mm) -> Result<(), ElfError> {
+    let no_room = |s: &Segment| ElfError::DoesNotFit(s.vaddr, s.vaddr + s.memsz);
+    // A page shared by two segments gets the union of their rights, as the kernel's
+    // page-granular mappings would give. Nothing is loaded yet, so remapping it loses nothing.
+    let mut mapped_end = 0;
+    for s in &info.segments {
+        let (start, end) = (page_floor(s.vaddr), page_ceil(s.vaddr + s.memsz).ok_or_else(|| no_room(s))?);
+        if start < mapped_end {
+            let shared = mm.vmas().find(start).map(|v| v.prot).unwrap_or_default().union(s.prot);
+            mm.map_region(start, mapped_end, shared, VmaKind::Image).map_err(|_| no_room(s))?;
+        }
+        if end > mapped_end.max(start) {
+            mm.map_region(mapped_end.max(start), end, s.prot, VmaKind::Image).map_err(|_| no_room(s))?;
+        }
+        mapped_end = mapped_end.max(end);
+    }
+    Elf::load(
+        mm.user().guest_memory(),
+        Some(GuestAddress(info.load_bias)),
+        &mut Cursor::new(file),
+        None,
+    )
+    .map_err(|e| ElfError::Malformed(e.to_string()))?;
+    for s in &info.segments {
+        let zeroes = vec![0u8; (s.memsz - s.filesz) as usize];
+        mm.user().write(s.vaddr + s.filesz, &zeroes).map_err(|_| no_room(s))?;
+    }
+    mm.set_brk_start(info.end);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A minimal static executable: one RX segment holding the headers and `code`.
+    pub(crate) fn tiny_elf(code: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 0x78];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 2;
+        f[5] = 1;
+        f[6] = 1;
+        f[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
+        f[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        f[24..32].copy_from_slice(&(0x40_0078u64).to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes());
+        f[52..54].copy_from_slice(&64u16.to_le_bytes());
+        f[54..56].copy_from_slice(&56u16.to_le_bytes());
+        f[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let total = (0x78 + code.len()) as u64;
+        let ph = &mut f[64..120];
+        ph[0..4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        ph[4..8].copy_from_slice(&5u32.to_le_bytes());
+        ph[16..24].copy_from_slice(&0x40_0000u64.to_le_bytes());
+        ph[24..32].copy_from_slice(&0x40_0000u64.to_le_bytes());
+        ph[32..40].copy_from_slice(&total.to_le_bytes());
+        ph[40..48].copy_from_slice(&total.to_le_bytes());
+        f.extend_from_slice(code);
+        f
+    }
+
+    #[test]
+    fn accepts_a_minimal_executable() {
+        let info = parse(&tiny_elf(&[0xf4]), 1 << 32).unwrap();
+        assert_eq!(info.entry, 0x40_0078);
+        assert_eq!(info.phdr, 0x40_0040);
+        assert_eq!(info.segments[0].prot, Prot(5));
+    }
+
+    #[test]
+    fn clear_errors() {
+        let good = tiny_elf(&[0xf4]);
+        assert_eq!(parse(b"#!/bin/sh\n", 1 << 32), Err(ElfError::NotElf));
+        assert_eq!(parse(&good[..40], 1 << 32), Err(ElfError::Truncated("ELF header")));
+        assert_eq!(parse(&good[..100], 1 << 32), Err(ElfError::Truncated("program headers")));
+        let mut arm = good.clone();
+        arm[18] = 183;
+        assert_eq!(parse(&arm, 1 << 32), Err(ElfError::WrongArch("AArch64")));
+        let mut small = good.clone();
+        small[4] = 1;
+        assert_eq!(parse(&small, 1 << 32), Err(ElfError::Not64Bit));
+        assert!(matches!(parse(&good, 0x40_0000), Err(ElfError::DoesNotFit(..))));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(&bytes, 1 << 32);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_headers(pos in 0usize..0x79, val in any::<u8>(), pos2 in 0usize..0x79, val2 in any::<u8>()) {
+            let mut f = tiny_elf(&[0xf4]);
+            f[pos] = val;
+            f[pos2] = val2;
+            if let Ok(info) = parse(&f, 1 << 32) {
+                prop_assert!(info.segments.iter().all(|s| s.vaddr >= USER_MIN && s.vaddr + s.memsz <= 1 << 32));
+            }
+        }
+    }
+}

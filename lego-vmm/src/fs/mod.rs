@@ -1,0 +1,83 @@
+//! The vNode file system seam: every file-system system call of the Linux state layer goes
+//! through [`FileSystem`] and [`File`].
+//!
+//! Paths handed to a [`FileSystem`] are *vNode paths*: absolute byte strings as the guest sees
+//! them, already joined with the cwd or directory fd by the state layer, but not normalised
+//! (`..` and symlinks are resolved by the implementation, inside the vNode root: nothing can
+//! escape it). Open files carry no position: the state layer keeps offsets, so an implementation
+//! can be stateless (the storage issue puts one behind a network).
+
+pub mod hostdir;
+
+use crate::errno::SysResult;
+
+/// File metadata in the shape of Linux `struct stat` / `statx`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    /// File type and permission bits (`S_IFMT | 0o7777`).
+    pub mode: u32,
+    pub nlink: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub blksize: u64,
+    pub blocks: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+}
+
+/// Seconds and nanoseconds, as in `struct timespec`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: i64,
+}
+
+/// One directory entry, as `getdents64` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    /// Opaque position just after this entry: passing it to [`File::read_dir`] continues there.
+    pub next: u64,
+    /// `DT_*` type byte.
+    pub kind: u8,
+    pub name: Vec<u8>,
+}
+
+/// A file system holding one vNode's files.
+pub trait FileSystem: Send + Sync {
+    /// Opens (and with `O_CREAT` creates) `path`. `flags` are Linux `open(2)` flags; the access
+    /// mode, `O_CREAT`, `O_EXCL`, `O_TRUNC`, `O_DIRECTORY` and `O_NOFOLLOW` are honoured here;
+    /// `O_APPEND`, `O_CLOEXEC` and `O_NONBLOCK` are the state layer's business.
+    fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>>;
+    /// `stat` (`follow == true`) or `lstat` of `path`.
+    fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat>;
+    /// Target of the symlink at `path`.
+    fn readlink(&self, path: &[u8]) -> SysResult<Vec<u8>>;
+    /// `access(2)` check of `mode` (`F_OK`, or `R_OK|W_OK|X_OK` bits).
+    fn access(&self, path: &[u8], mode: i32) -> SysResult<()>;
+    fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()>;
+    fn rmdir(&self, path: &[u8]) -> SysResult<()>;
+    fn unlink(&self, path: &[u8]) -> SysResult<()>;
+    fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()>;
+}
+
+/// An open file or directory.
+pub trait File: Send + Sync {
+    /// Reads at `offset`; returns bytes read (0 at end of file). `EISDIR` on a directory.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> SysResult<usize>;
+    /// Writes at `offset`; returns bytes written.
+    fn write_at(&self, buf: &[u8], offset: u64) -> SysResult<usize>;
+    fn stat(&self) -> SysResult<Stat>;
+    /// `ftruncate(2)`.
+    fn set_len(&self, len: u64) -> SysResult<()>;
+    /// `fsync(2)` (`data_only == false`) or `fdatasync(2)`.
+    fn sync(&self, data_only: bool) -> SysResult<()>;
+    /// Directory entries from position `pos` (0 = start, else a [`DirEntry::next`]), at most
+    /// `max` of them, including `.` and `..`. `ENOTDIR` on a non-directory.
+    fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>>;
+}

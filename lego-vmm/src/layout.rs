@@ -1,0 +1,84 @@
+//! The guest address space of a vNode.
+//!
+//! User memory is identity mapped: guest-virtual address == guest-physical address, in one memslot
+//! `[0, mem_size)`. VMM-private structures (descriptor tables, the CPL0 stubs, the kernel stack
+//! the CPU pushes exception frames on, page tables) live in a second memslot at [`SYS_BASE`],
+//! mapped supervisor-only, so user code can neither read nor write them. The one exception is
+//! the stub page: on this nested PVM, code reached by `syscall` runs with user-mode page
+//! permissions, so the stubs (a few `out` instructions, nothing secret) are user-executable and
+//! read-only.
+
+/// Size of a page and of an ExCache line.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Guest-physical (and guest-virtual) base of the VMM-private memslot. User memory must lie below.
+pub const SYS_BASE: u64 = 1 << 40;
+/// Largest user memory a vNode may have.
+pub const MAX_USER_MEM: u64 = SYS_BASE;
+/// Smallest user memory a vNode may have.
+pub const MIN_USER_MEM: u64 = 64 << 20;
+
+/// Global descriptor table.
+pub const GDT_ADDR: u64 = SYS_BASE;
+/// Interrupt descriptor table (vectors 0..[`NUM_VECTORS`]).
+pub const IDT_ADDR: u64 = SYS_BASE + 0x1000;
+/// 64-bit task state segment (only `rsp0` is used).
+pub const TSS_ADDR: u64 = SYS_BASE + 0x2000;
+/// Page with the CPL0 stubs; the only executable VMM-private page, and the only one user mode
+/// can reach (read and execute).
+pub const STUB_PAGE: u64 = SYS_BASE + 0x3000;
+/// Length of the `out imm8, al` instruction each stub starts with: a genuine stub exit has RIP
+/// just past it.
+pub const STUB_OUT_LEN: u64 = 2;
+/// `LSTAR`: the `syscall` entry stub.
+pub const SYSCALL_ENTRY: u64 = STUB_PAGE;
+/// Exception stub of vector `v` is at `EXCEPTION_STUBS + 16 * v`.
+pub const EXCEPTION_STUBS: u64 = STUB_PAGE + 0x100;
+/// Kernel stack the CPU switches to on an exception from CPL3 (`TSS.rsp0`).
+pub const KSTACK_BOTTOM: u64 = SYS_BASE + 0x4000;
+/// Top of the kernel stack.
+pub const KSTACK_TOP: u64 = SYS_BASE + 0x6000;
+/// First page of the page-table pool.
+pub const PT_POOL: u64 = SYS_BASE + 0x10000;
+
+/// I/O port the syscall stub writes to: one exit per system call.
+pub const SYSCALL_PORT: u16 = 0x10;
+/// Port the bare-exit benchmark guest writes to from CPL3.
+pub const BENCH_PORT: u16 = 0x11;
+/// Exception stub of vector `v` writes to port `EXCEPTION_PORT_BASE + v`.
+pub const EXCEPTION_PORT_BASE: u16 = 0x20;
+/// Number of exception vectors with a gate in the IDT.
+pub const NUM_VECTORS: u8 = 32;
+
+/// Kernel code selector (what `syscall` and exception gates load).
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data selector.
+pub const KERNEL_DS: u16 = 0x10;
+/// User data/stack selector (RPL 3).
+pub const USER_DS: u16 = 0x18 | 3;
+/// User 64-bit code selector (RPL 3).
+pub const USER_CS: u16 = 0x20 | 3;
+/// Task register selector.
+pub const TSS_SEL: u16 = 0x28;
+
+/// Nothing is ever mapped below this address (Linux `mmap_min_addr`).
+pub const USER_MIN: u64 = 0x10000;
+/// Load bias of position-independent (static-PIE) executables.
+pub const PIE_BASE: u64 = 0x0100_0000;
+/// Maximum stack size (`RLIMIT_STACK`); the whole stack is mapped at start.
+pub const STACK_MAX: u64 = 8 << 20;
+/// Gap between the top of the mmap area and the stack.
+pub const STACK_GAP: u64 = 1 << 20;
+
+/// Rounds `x` down to a page boundary.
+pub const fn page_floor(x: u64) -> u64 {
+    x & !(PAGE_SIZE - 1)
+}
+
+/// Rounds `x` up to a page boundary; `None` on overflow.
+pub const fn page_ceil(x: u64) -> Option<u64> {
+    match x.checked_add(PAGE_SIZE - 1) {
+        Some(v) => Some(v & !(PAGE_SIZE - 1)),
+        None => None,
+    }
+}

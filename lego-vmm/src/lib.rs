@@ -1,0 +1,29 @@
+//! `lego-vmm`: the pComponent of lego. It runs an unmodified, statically linked x86-64 Linux
+//! program as a KVM guest in user mode (CPL3); `syscall` enters a one-instruction CPL0 stub that
+//! exits to the VMM, which acts as LegoOS's process monitor and Linux state layer.
+//!
+//! Data flow of one system call: guest `syscall` -> stub `out` -> [`vnode`] run loop ->
+//! [`syscall::handle`] against the [`process::Process`] state -> `sysret` emulated by writing
+//! RIP/RFLAGS/CS/SS back through KVM sync regs.
+
+pub mod bench;
+pub mod cpu;
+pub mod elf;
+pub mod errno;
+pub mod error;
+pub mod fault;
+pub mod fdtable;
+pub mod fs;
+pub mod layout;
+pub mod mm;
+pub mod paging;
+pub mod process;
+pub mod stack;
+pub mod syscall;
+pub mod sysmem;
+pub mod user_mem;
+pub mod vma;
+pub mod vnode;
+
+pub use error::VmmError;
+pub use vnode::{Program, RunReport, Vnode, VnodeConfig};

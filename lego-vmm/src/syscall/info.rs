@@ -1,0 +1,100 @@
+//! System information: uname, sysinfo, getrandom, CPU affinity.
+
+use super::{Args, Cpu};
+use crate::errno::{Errno, SysResult};
+use crate::process::Process;
+
+pub fn uname(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    // SAFETY: an all-zero utsname is valid; uname fills it.
+    let mut host: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `host` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut host) } != 0 {
+        return Err(Errno::last());
+    }
+    let field = |f: &[libc::c_char]| -> [u8; 65] {
+        let mut out = [0u8; 65];
+        for (o, c) in out.iter_mut().zip(f.iter().take(64)) {
+            *o = *c as u8;
+        }
+        out
+    };
+    let mut node = [0u8; 65];
+    let name = p.hostname.as_bytes();
+    node[..name.len().min(64)].copy_from_slice(&name[..name.len().min(64)]);
+    let mut buf = Vec::with_capacity(6 * 65);
+    buf.extend_from_slice(&field(&host.sysname));
+    buf.extend_from_slice(&node);
+    buf.extend_from_slice(&field(&host.release));
+    buf.extend_from_slice(&field(&host.version));
+    buf.extend_from_slice(&field(&host.machine));
+    let mut domain = [0u8; 65];
+    domain[..6].copy_from_slice(b"(none)");
+    buf.extend_from_slice(&domain);
+    p.mm.write_user(a[0], &buf).map(|()| 0)
+}
+
+/// `sysinfo`: memory figures are the vNode's (its user memory and what is mapped of it).
+pub fn sysinfo(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let total = p.mm.user().size();
+    let free = total.saturating_sub(p.mm.mapped_bytes());
+    let mut b = [0u8; 112];
+    b[..8].copy_from_slice(&p.started.elapsed().as_secs().to_le_bytes());
+    b[32..40].copy_from_slice(&total.to_le_bytes());
+    b[40..48].copy_from_slice(&free.to_le_bytes());
+    b[80..82].copy_from_slice(&1u16.to_le_bytes());
+    b[104..108].copy_from_slice(&1u32.to_le_bytes());
+    p.mm.write_user(a[0], &b).map(|()| 0)
+}
+
+pub fn getrandom(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [addr, len, flags, ..] = a;
+    if flags & !7 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // Linux returns at most 32 MiB - 1 per call.
+    let len = len.min((32 << 20) - 1) as usize;
+    if !p.mm.user_accessible(addr, len as u64, true) {
+        return Err(Errno::EFAULT);
+    }
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), len - done, 0) };
+        if n < 0 {
+            let e = Errno::last();
+            if e == Errno::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    p.mm.write_user(addr, &buf).map(|()| len as u64)
+}
+
+/// `sched_getaffinity`: the host CPUs this pComponent may use.
+pub fn sched_getaffinity(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [pid, len, addr, ..] = a;
+    if pid != 0 && pid as i32 != p.pid {
+        return Err(Errno::ESRCH);
+    }
+    if len < 8 || len % 8 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(Errno::last());
+    }
+    let mut mask = 0u64;
+    for cpu in 0..64 {
+        // SAFETY: `set` is initialised and cpu < CPU_SETSIZE.
+        if unsafe { libc::CPU_ISSET(cpu, &set) } {
+            mask |= 1 << cpu;
+        }
+    }
+    p.mm.write_u64(addr, mask)?;
+    Ok(8)
+}

@@ -1,0 +1,103 @@
+//! Memory system calls: brk, mmap, munmap, mprotect, mremap, madvise.
+
+use super::{Args, Cpu};
+use crate::errno::{Errno, SysResult};
+use crate::fdtable::Backing;
+use crate::layout::PAGE_SIZE;
+use crate::mm::flags::*;
+use crate::paging::Prot;
+use crate::process::Process;
+use crate::vma::VmaKind;
+
+/// Largest chunk copied from a file into memory at once.
+const FILE_CHUNK: u64 = 1 << 20;
+
+pub fn brk(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    Ok(p.mm.brk(a[0]))
+}
+
+/// `mmap`: anonymous memory, or a private copy of a file's contents (shared writable file
+/// mappings would need write-back coherence lego does not provide: `ENODEV`).
+pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [addr, len, prot, flags, fd, off] = a;
+    let (prot, flags) = (prot as u32, flags as u32);
+    if prot & !7 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let map_type = flags & MAP_TYPE;
+    if !matches!(map_type, MAP_SHARED | MAP_PRIVATE | 0x03) {
+        return Err(Errno::EINVAL);
+    }
+    if flags & MAP_ANONYMOUS != 0 {
+        return p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::Anon);
+    }
+    if off % PAGE_SIZE != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let file = p.fds.get(fd as u32 as u64)?;
+    if !file.readable() {
+        return Err(Errno::EACCES);
+    }
+    if map_type != MAP_PRIVATE && prot & libc::PROT_WRITE as u32 != 0 {
+        return Err(if file.writable() { Errno::ENODEV } else { Errno::EACCES });
+    }
+    let Backing::File(f) = &file.backing else { return Err(Errno::ENODEV) };
+    if f.stat()?.mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Errno::ENODEV);
+    }
+    let start = p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::File(file.path.clone()))?;
+    let mut done = 0;
+    while done < len {
+        let want = (len - done).min(FILE_CHUNK) as usize;
+        let mut buf = vec![0u8; want];
+        let n = f.read_at(&mut buf, off.saturating_add(done))?;
+        if n == 0 {
+            break;
+        }
+        p.mm.user().write(start + done, &buf[..n])?;
+        done += n as u64;
+    }
+    Ok(start)
+}
+
+pub fn munmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.mm.munmap(a[0], a[1]).map(|()| 0)
+}
+
+pub fn mprotect(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    // PROT_GROWSDOWN/GROWSUP are accepted and ignored: the stack is mapped whole.
+    let prot = (a[2] as u32) & !(0x0100_0000 | 0x0200_0000);
+    p.mm.mprotect(a[0], a[1], Prot(prot)).map(|()| 0)
+}
+
+pub fn mremap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.mm.mremap(a[0], a[1], a[2], a[3] as u32, a[4])
+}
+
+pub fn madvise(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [addr, len, advice, ..] = a;
+    match advice as i32 {
+        // MADV_FREE may drop the contents whenever it likes; dropping them now is allowed.
+        libc::MADV_DONTNEED | libc::MADV_FREE => p.mm.madvise_dontneed(addr, len).map(|()| 0),
+        libc::MADV_NORMAL
+        | libc::MADV_RANDOM
+        | libc::MADV_SEQUENTIAL
+        | libc::MADV_WILLNEED
+        | libc::MADV_HUGEPAGE
+        | libc::MADV_NOHUGEPAGE
+        | libc::MADV_DONTDUMP
+        | libc::MADV_DODUMP
+        | libc::MADV_DONTFORK
+        | libc::MADV_DOFORK
+        | libc::MADV_MERGEABLE
+        | libc::MADV_UNMERGEABLE
+        | libc::MADV_COLD
+        | libc::MADV_PAGEOUT => {
+            if addr % PAGE_SIZE != 0 {
+                return Err(Errno::EINVAL);
+            }
+            Ok(0)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}

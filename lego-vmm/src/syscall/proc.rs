@@ -1,0 +1,475 @@
+//! Process identity, exit, signals, limits and per-thread registrations.
+
+use super::{Args, Cpu};
+use crate::errno::{Errno, SysResult};
+use crate::process::{default_ignores, Process, SigAction, Termination, NSIG, SIG_DFL, SIG_IGN};
+
+const SIGKILL: i32 = libc::SIGKILL;
+const SIGSTOP: i32 = libc::SIGSTOP;
+/// Signals that can be neither caught nor blocked.
+const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
+
+fn bit(sig: i32) -> u64 {
+    1 << (sig - 1)
+}
+
+pub fn getpid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(p.pid as u64)
+}
+pub fn gettid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(p.pid as u64)
+}
+pub fn getppid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(p.ppid as u64)
+}
+
+/// `exit`: with one thread per process this ends the process, as `exit_group` does.
+pub fn exit(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    exit_group(p, cpu, a)
+}
+
+pub fn exit_group(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.exit = Some(Termination::Exited((a[0] & 0xff) as i32));
+    Ok(0)
+}
+
+/// Raises `sig` at the process and acts on whatever is now deliverable.
+pub fn raise(p: &mut Process, sig: i32) {
+    p.signals.pending |= bit(sig);
+    deliver_pending(p);
+}
+
+/// Applies the disposition of every pending, unblocked signal. Handlers are not run: a signal
+/// whose disposition is a handler ends the program with a message saying so (delivery to
+/// handlers comes with the threads-and-signals work).
+pub fn deliver_pending(p: &mut Process) {
+    let ready = p.signals.pending & !p.signals.mask;
+    for sig in 1..=NSIG as i32 {
+        if ready & bit(sig) == 0 || p.exit.is_some() {
+            continue;
+        }
+        p.signals.pending &= !bit(sig);
+        let act = p.signals.actions[sig as usize];
+        match act.handler {
+            SIG_IGN if sig != SIGKILL => {}
+            SIG_DFL if default_ignores(sig) => {}
+            SIG_DFL if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => {
+                tracing::warn!(sig, "stop signal ignored: a vNode has no job control");
+            }
+            SIG_DFL => p.exit = Some(Termination::Signaled { signal: sig, detail: None }),
+            handler => {
+                p.exit = Some(Termination::Signaled {
+                    signal: sig,
+                    detail: Some(format!(
+                        "the program has a handler for it at {handler:#x}, and lego does not run signal handlers yet"
+                    )),
+                })
+            }
+        }
+    }
+}
+
+fn check_sig(sig: u64) -> SysResult<Option<i32>> {
+    match sig {
+        0 => Ok(None),
+        1..=64 => Ok(Some(sig as i32)),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `kill`: a vNode process can signal itself (pid, 0, -1 or its own group).
+pub fn kill(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let pid = a[0] as i32;
+    let sig = check_sig(a[1])?;
+    if !(pid == p.pid || pid == 0 || pid == -1 || pid == -p.pid) {
+        return Err(Errno::ESRCH);
+    }
+    if let Some(sig) = sig {
+        raise(p, sig);
+    }
+    Ok(0)
+}
+
+pub fn tkill(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let tid = a[0] as i32;
+    let sig = check_sig(a[1])?;
+    if tid <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    if tid != p.pid {
+        return Err(Errno::ESRCH);
+    }
+    if let Some(sig) = sig {
+        raise(p, sig);
+    }
+    Ok(0)
+}
+
+pub fn tgkill(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if (a[0] as i32) <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    if a[0] as i32 != p.pid {
+        return Err(Errno::ESRCH);
+    }
+    tkill(p, cpu, [a[1], a[2], 0, 0, 0, 0])
+}
+
+pub fn rt_sigaction(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [sig, act, oact, size, ..] = a;
+    if size != 8 || !(1..=64).contains(&sig) {
+        return Err(Errno::EINVAL);
+    }
+    let sig = sig as usize;
+    let old = p.signals.actions[sig];
+    if act != 0 {
+        if sig as i32 == SIGKILL || sig as i32 == SIGSTOP {
+            return Err(Errno::EINVAL);
+        }
+        let new = SigAction {
+            handler: p.mm.read_u64(act)?,
+            flags: p.mm.read_u64(act + 8)?,
+            restorer: p.mm.read_u64(act + 16)?,
+            mask: p.mm.read_u64(act + 24)? & !UNBLOCKABLE,
+        };
+        if oact != 0 && !p.mm.user_accessible(oact, 32, true) {
+            return Err(Errno::EFAULT);
+        }
+        p.signals.actions[sig] = new;
+    }
+    if oact != 0 {
+        let words = [old.handler, old.flags, old.restorer, old.mask];
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        p.mm.write_user(oact, &bytes)?;
+    }
+    Ok(0)
+}
+
+pub fn rt_sigprocmask(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [how, set, oset, size, ..] = a;
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let old = p.signals.mask;
+    if set != 0 {
+        let s = p.mm.read_u64(set)? & !UNBLOCKABLE;
+        p.signals.mask = match how as i32 {
+            libc::SIG_BLOCK => old | s,
+            libc::SIG_UNBLOCK => old & !s,
+            libc::SIG_SETMASK => s,
+            _ => return Err(Errno::EINVAL),
+        };
+    }
+    if oset != 0 {
+        p.mm.write_u64(oset, old)?;
+    }
+    deliver_pending(p);
+    Ok(0)
+}
+
+pub fn sigaltstack(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [ss, old, ..] = a;
+    let cur = p.signals.altstack;
+    if ss != 0 {
+        let sp = p.mm.read_u64(ss)?;
+        let flags = p.mm.read_u64(ss + 8)? as i32;
+        let size = p.mm.read_u64(ss + 16)?;
+        if flags & !(libc::SS_DISABLE | (1 << 31)) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if flags & libc::SS_DISABLE == 0 && size < libc::MINSIGSTKSZ as u64 {
+            return Err(Errno::ENOMEM);
+        }
+        p.signals.altstack = if flags & libc::SS_DISABLE != 0 { (0, libc::SS_DISABLE, 0) } else { (sp, flags, size) };
+    }
+    if old != 0 {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&cur.0.to_le_bytes());
+        b[8..12].copy_from_slice(&cur.1.to_le_bytes());
+        b[16..].copy_from_slice(&cur.2.to_le_bytes());
+        p.mm.write_user(old, &b)?;
+    }
+    Ok(0)
+}
+
+pub fn set_tid_address(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.clear_child_tid = a[0];
+    Ok(p.pid as u64)
+}
+
+pub fn set_robust_list(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if a[1] != 24 {
+        return Err(Errno::EINVAL);
+    }
+    p.robust_list = (a[0], a[1]);
+    Ok(0)
+}
+
+/// `rseq`: registration is accepted and the CPU id fields are kept at 0. A vNode thread is never
+/// preempted, migrated or interrupted by a signal inside a critical section, so no abort is ever
+/// owed.
+pub fn rseq(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [addr, len, flags, _sig, ..] = a;
+    if flags & !1 != 0 || len < 32 || addr % 32 != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if flags & 1 == 0 {
+        // cpu_id_start, cpu_id; node_id and mm_cid when the area has them.
+        p.mm.write_user(addr, &[0u8; 8])?;
+        if len >= 32 {
+            p.mm.write_user(addr + 24, &[0u8; 8])?;
+        }
+    }
+    Ok(0)
+}
+
+pub fn sched_yield(_: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(0)
+}
+
+/// `arch_prctl`: FS/GS bases live in the segment registers the VMM writes back on return.
+pub fn arch_prctl(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    const ARCH_SET_GS: u64 = 0x1001;
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    const ARCH_GET_GS: u64 = 0x1004;
+    const ARCH_GET_CPUID: u64 = 0x1011;
+    let canonical = |v: u64| v < (1 << 47);
+    match a[0] {
+        ARCH_SET_FS | ARCH_SET_GS if !canonical(a[1]) => Err(Errno::EPERM),
+        ARCH_SET_FS => {
+            cpu.sregs.fs.base = a[1];
+            Ok(0)
+        }
+        ARCH_SET_GS => {
+            cpu.sregs.gs.base = a[1];
+            Ok(0)
+        }
+        ARCH_GET_FS => p.mm.write_u64(a[1], cpu.sregs.fs.base).map(|()| 0),
+        ARCH_GET_GS => p.mm.write_u64(a[1], cpu.sregs.gs.base).map(|()| 0),
+        ARCH_GET_CPUID => Ok(1),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+pub fn prctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    match a[0] as i32 {
+        libc::PR_SET_NAME => {
+            let mut name = [0u8; 16];
+            let s = p.mm.read_cstr(a[1], 4096).or_else(|e| if e == Errno::ENAMETOOLONG { Ok(Vec::new()) } else { Err(e) })?;
+            let n = s.len().min(15);
+            name[..n].copy_from_slice(&s[..n]);
+            p.comm = name;
+            Ok(0)
+        }
+        libc::PR_GET_NAME => p.mm.write_user(a[1], &p.comm).map(|()| 0),
+        libc::PR_GET_DUMPABLE => Ok(1),
+        libc::PR_SET_DUMPABLE | libc::PR_SET_PDEATHSIG | libc::PR_SET_NO_NEW_PRIVS
+        | libc::PR_SET_THP_DISABLE | libc::PR_SET_TIMERSLACK => Ok(0),
+        libc::PR_GET_NO_NEW_PRIVS | libc::PR_GET_THP_DISABLE => Ok(0),
+        libc::PR_GET_PDEATHSIG => p.mm.write_user(a[1], &0i32.to_le_bytes()).map(|()| 0),
+        libc::PR_CAPBSET_READ => Ok(0),
+        // PR_SET_VMA (naming anonymous regions) is advisory.
+        0x5356_4d41 => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn check_resource(r: u64) -> SysResult<usize> {
+    if r < 16 {
+        Ok(r as usize)
+    } else {
+        Err(Errno::EINVAL)
+    }
+}
+
+fn set_limit(p: &mut Process, r: usize, cur: u64, max: u64) -> SysResult<()> {
+    if cur > max {
+        return Err(Errno::EINVAL);
+    }
+    if max > p.rlimits[r].1 && p.creds.euid != 0 {
+        return Err(Errno::EPERM);
+    }
+    if r == libc::RLIMIT_NOFILE as usize {
+        if cur > 1 << 20 {
+            return Err(Errno::EPERM);
+        }
+        p.fds.limit = cur as usize;
+    }
+    p.rlimits[r] = (cur, max);
+    Ok(())
+}
+
+pub fn prlimit64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [pid, res, new, old, ..] = a;
+    if pid != 0 && pid as i32 != p.pid {
+        return Err(Errno::ESRCH);
+    }
+    let r = check_resource(res)?;
+    let before = p.rlimits[r];
+    if new != 0 {
+        let (cur, max) = (p.mm.read_u64(new)?, p.mm.read_u64(new + 8)?);
+        set_limit(p, r, cur, max)?;
+    }
+    if old != 0 {
+        p.mm.write_u64(old, before.0)?;
+        p.mm.write_u64(old + 8, before.1)?;
+    }
+    Ok(0)
+}
+
+pub fn getrlimit(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    prlimit64(p, cpu, [0, a[0], 0, a[1], 0, 0])
+}
+
+pub fn setrlimit(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    prlimit64(p, cpu, [0, a[0], a[1], 0, 0, 0])
+}
+
+pub fn getuid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(u64::from(p.creds.uid))
+}
+pub fn geteuid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(u64::from(p.creds.euid))
+}
+pub fn getgid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(u64::from(p.creds.gid))
+}
+pub fn getegid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(u64::from(p.creds.egid))
+}
+
+/// Applies `setres[ug]id` rules: -1 keeps a value; unprivileged callers may only pick among the
+/// current real, effective and saved ids.
+fn set_ids(privileged: bool, ids: &mut (u32, u32, u32), new: [u64; 3]) -> SysResult<()> {
+    let allowed = [ids.0, ids.1, ids.2];
+    let mut out = [ids.0, ids.1, ids.2];
+    for (slot, v) in out.iter_mut().zip(new) {
+        if v as i32 == -1 {
+            continue;
+        }
+        let v = v as u32;
+        if !privileged && !allowed.contains(&v) {
+            return Err(Errno::EPERM);
+        }
+        *slot = v;
+    }
+    *ids = (out[0], out[1], out[2]);
+    Ok(())
+}
+
+fn set_uids(p: &mut Process, new: [u64; 3]) -> SysResult<u64> {
+    let c = &mut p.creds;
+    let mut ids = (c.uid, c.euid, c.suid);
+    set_ids(c.euid == 0, &mut ids, new)?;
+    (c.uid, c.euid, c.suid) = ids;
+    Ok(0)
+}
+
+fn set_gids(p: &mut Process, new: [u64; 3]) -> SysResult<u64> {
+    let c = &mut p.creds;
+    let mut ids = (c.gid, c.egid, c.sgid);
+    set_ids(c.euid == 0, &mut ids, new)?;
+    (c.gid, c.egid, c.sgid) = ids;
+    Ok(0)
+}
+
+const KEEP: u64 = u32::MAX as u64;
+
+pub fn setuid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if p.creds.euid == 0 {
+        set_uids(p, [a[0], a[0], a[0]])
+    } else {
+        set_uids(p, [KEEP, a[0], KEEP])
+    }
+}
+pub fn setgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if p.creds.euid == 0 {
+        set_gids(p, [a[0], a[0], a[0]])
+    } else {
+        set_gids(p, [KEEP, a[0], KEEP])
+    }
+}
+pub fn setreuid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    set_uids(p, [a[0], a[1], KEEP])
+}
+pub fn setregid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    set_gids(p, [a[0], a[1], KEEP])
+}
+pub fn setresuid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    set_uids(p, [a[0], a[1], a[2]])
+}
+pub fn setresgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    set_gids(p, [a[0], a[1], a[2]])
+}
+
+fn write_three(p: &Process, addrs: [u64; 3], vals: [u32; 3]) -> SysResult<u64> {
+    for (a, v) in addrs.into_iter().zip(vals) {
+        p.mm.write_user(a, &v.to_le_bytes())?;
+    }
+    Ok(0)
+}
+
+pub fn getresuid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    write_three(p, [a[0], a[1], a[2]], [p.creds.uid, p.creds.euid, p.creds.suid])
+}
+pub fn getresgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    write_three(p, [a[0], a[1], a[2]], [p.creds.gid, p.creds.egid, p.creds.sgid])
+}
+
+pub fn getgroups(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let size = a[0] as i32;
+    if size < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let n = p.groups.len();
+    if size == 0 {
+        return Ok(n as u64);
+    }
+    if (size as usize) < n {
+        return Err(Errno::EINVAL);
+    }
+    let bytes: Vec<u8> = p.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    p.mm.write_user(a[1], &bytes).map(|()| n as u64)
+}
+
+pub fn setgroups(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if p.creds.euid != 0 {
+        return Err(Errno::EPERM);
+    }
+    let n = a[0] as usize;
+    if n > 65536 {
+        return Err(Errno::EINVAL);
+    }
+    let mut buf = vec![0u8; n * 4];
+    p.mm.read_user(a[1], &mut buf)?;
+    p.groups = buf.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok(0)
+}
+
+/// The vNode process is its own process group and session leader.
+pub fn getpgrp(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(p.pid as u64)
+}
+pub fn getpgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if a[0] != 0 && a[0] as i32 != p.pid {
+        return Err(Errno::ESRCH);
+    }
+    Ok(p.pid as u64)
+}
+pub fn getsid(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    getpgid(p, cpu, a)
+}
+pub fn setpgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let (pid, pgid) = (a[0] as i32, a[1] as i32);
+    if pid != 0 && pid != p.pid {
+        return Err(Errno::ESRCH);
+    }
+    if pgid != 0 && pgid != p.pid {
+        return Err(Errno::EPERM);
+    }
+    Ok(0)
+}
+pub fn setsid(_: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Err(Errno::EPERM)
+}

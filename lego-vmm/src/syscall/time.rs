@@ -1,0 +1,107 @@
+//! Clocks and sleeping: the host's clocks, read on the guest's behalf.
+
+use super::{Args, Cpu};
+use crate::errno::{Errno, SysResult};
+use crate::process::Process;
+
+fn host_clock(clock: u64) -> SysResult<libc::clockid_t> {
+    // Negative ids name per-process CPU clocks of other processes; not supported.
+    match clock as i32 {
+        c @ (0..=7 | 8 | 9 | 11) => Ok(c),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn now(clock: libc::clockid_t) -> SysResult<libc::timespec> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(ts)
+}
+
+fn write_timespec(p: &Process, addr: u64, ts: &libc::timespec) -> SysResult<()> {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&ts.tv_sec.to_le_bytes());
+    b[8..].copy_from_slice(&ts.tv_nsec.to_le_bytes());
+    p.mm.write_user(addr, &b)
+}
+
+fn read_timespec(p: &Process, addr: u64) -> SysResult<libc::timespec> {
+    let (sec, nsec) = (p.mm.read_u64(addr)? as i64, p.mm.read_u64(addr + 8)? as i64);
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(libc::timespec { tv_sec: sec, tv_nsec: nsec })
+}
+
+pub fn clock_gettime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let ts = now(host_clock(a[0])?)?;
+    write_timespec(p, a[1], &ts).map(|()| 0)
+}
+
+pub fn clock_getres(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let clock = host_clock(a[0])?;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_getres(clock, &mut ts) } != 0 {
+        return Err(Errno::last());
+    }
+    if a[1] != 0 {
+        write_timespec(p, a[1], &ts)?;
+    }
+    Ok(0)
+}
+
+pub fn gettimeofday(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let ts = now(libc::CLOCK_REALTIME)?;
+    if a[0] != 0 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&ts.tv_sec.to_le_bytes());
+        b[8..].copy_from_slice(&(ts.tv_nsec / 1000).to_le_bytes());
+        p.mm.write_user(a[0], &b)?;
+    }
+    if a[1] != 0 {
+        p.mm.write_user(a[1], &[0u8; 8])?;
+    }
+    Ok(0)
+}
+
+pub fn time(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let t = now(libc::CLOCK_REALTIME)?.tv_sec as u64;
+    if a[0] != 0 {
+        p.mm.write_u64(a[0], t)?;
+    }
+    Ok(t)
+}
+
+/// Sleeps on the host. The guest sees no signal while it sleeps, so a host-side EINTR is not
+/// its business: the sleep goes on for what is left.
+fn sleep(clock: libc::clockid_t, flags: i32, req: &libc::timespec) -> SysResult<()> {
+    let mut left = *req;
+    loop {
+        let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `left` and `rem` are valid timespecs.
+        match unsafe { libc::clock_nanosleep(clock, flags, &left, &mut rem) } {
+            0 => return Ok(()),
+            libc::EINTR if flags & libc::TIMER_ABSTIME == 0 => left = rem,
+            libc::EINTR => {}
+            e => return Err(Errno(e)),
+        }
+    }
+}
+
+pub fn nanosleep(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let req = read_timespec(p, a[0])?;
+    sleep(libc::CLOCK_MONOTONIC, 0, &req).map(|()| 0)
+}
+
+pub fn clock_nanosleep(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let clock = host_clock(a[0])?;
+    if matches!(clock, libc::CLOCK_PROCESS_CPUTIME_ID | libc::CLOCK_THREAD_CPUTIME_ID) {
+        return Err(Errno::EINVAL);
+    }
+    let req = read_timespec(p, a[2])?;
+    sleep(clock, (a[1] as i32) & libc::TIMER_ABSTIME, &req).map(|()| 0)
+}

@@ -1,0 +1,119 @@
+//! The user-memory memslot: `mem_size` bytes of host memory reserved with `MAP_NORESERVE`,
+//! identity mapped at guest address 0. The VMM reads and writes guest buffers through it.
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use crate::errno::{Errno, SysResult};
+use crate::error::VmmError;
+
+/// Host side of the user memslot.
+pub struct UserMemory {
+    mem: GuestMemoryMmap,
+    size: u64,
+    host: *mut u8,
+}
+
+// SAFETY: `host` points into the mapping owned by `mem`, which is itself Send + Sync; the raw
+// pointer is only used for madvise/mprotect on ranges inside that mapping.
+unsafe impl Send for UserMemory {}
+// SAFETY: as above; no method hands out references derived from `host`.
+unsafe impl Sync for UserMemory {}
+
+impl UserMemory {
+    /// Reserves `size` bytes (no memory is committed until touched).
+    pub fn new(size: u64) -> Result<UserMemory, VmmError> {
+        let err = |reason: String| VmmError::Memory { size, reason };
+        let region = MmapRegion::build(
+            None,
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let region = GuestRegionMmap::new(region, GuestAddress(0)).ok_or_else(|| err("bad region".into()))?;
+        let mem = GuestMemoryMmap::from_regions(vec![region]).map_err(|e| err(e.to_string()))?;
+        let host = mem.get_host_address(GuestAddress(0)).map_err(|e| err(e.to_string()))?;
+        Ok(UserMemory { mem, size, host })
+    }
+
+    /// The memory as vm-memory sees it (for the ELF loader).
+    pub fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Host virtual address of guest address 0.
+    pub fn host_addr(&self) -> u64 {
+        self.host as u64
+    }
+
+    fn check(&self, addr: u64, len: u64) -> SysResult<()> {
+        match addr.checked_add(len) {
+            Some(end) if end <= self.size => Ok(()),
+            _ => Err(Errno::EFAULT),
+        }
+    }
+
+    /// Copies guest memory out. Permission checks are the caller's (see [`crate::mm`]).
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()> {
+        self.check(addr, buf.len() as u64)?;
+        self.mem.read_slice(buf, GuestAddress(addr)).map_err(|_| Errno::EFAULT)
+    }
+
+    /// Copies into guest memory. Permission checks are the caller's (see [`crate::mm`]).
+    pub fn write(&self, addr: u64, buf: &[u8]) -> SysResult<()> {
+        self.check(addr, buf.len() as u64)?;
+        self.mem.write_slice(buf, GuestAddress(addr)).map_err(|_| Errno::EFAULT)
+    }
+
+    /// Zero-fills a range (contents dropped, host memory released).
+    pub fn discard(&self, addr: u64, len: u64) -> SysResult<()> {
+        self.check(addr, len)?;
+        // SAFETY: the range lies inside our own anonymous mapping (checked above); MADV_DONTNEED
+        // on private anonymous memory only replaces its contents with zeroes.
+        let r = unsafe { libc::madvise(self.host.add(addr as usize).cast(), len as usize, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+
+    /// Makes KVM drop every guest mapping of a range while keeping its contents, so that a
+    /// permission the VMM took away in the guest page tables is seen at once. An mprotect round
+    /// trip on the host mapping fires KVM's MMU notifier, which zaps the shadow entries.
+    pub fn revoke(&self, addr: u64, len: u64) -> SysResult<()> {
+        self.check(addr, len)?;
+        // SAFETY: the range lies inside our own mapping (checked above); it is made read-only and
+        // then restored to its original read/write protection before anyone else uses it (the
+        // VMM thread that calls this is the only host-side user of guest memory while the vCPU
+        // is stopped in an exit).
+        unsafe {
+            let p = self.host.add(addr as usize).cast();
+            if libc::mprotect(p, len as usize, libc::PROT_READ) != 0 {
+                return Err(Errno::last());
+            }
+            if libc::mprotect(p, len as usize, libc::PROT_READ | libc::PROT_WRITE) != 0 {
+                return Err(Errno::last());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UserMemory {
+    /// Copies `len` bytes from `src` to a non-overlapping `dst`, both inside the slot.
+    pub fn copy_within(&self, src: u64, dst: u64, len: u64) -> SysResult<()> {
+        self.check(src, len)?;
+        self.check(dst, len)?;
+        if src < dst + len && dst < src + len {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: both ranges are inside our mapping (checked) and do not overlap (checked).
+        unsafe { std::ptr::copy_nonoverlapping(self.host.add(src as usize), self.host.add(dst as usize), len as usize) };
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! The region list of a process address space (Linux's vmas), as a pure data structure.
+
+use std::collections::BTreeMap;
+
+use crate::paging::Prot;
+
+/// What a region holds (for `/proc`-style listings and traces; semantics are the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    /// A PT_LOAD segment of the executable.
+    Image,
+    /// The brk heap.
+    Heap,
+    /// The main thread's stack.
+    Stack,
+    /// Anonymous mmap.
+    Anon,
+    /// Private copy of a file (the vNode path).
+    File(Vec<u8>),
+}
+
+/// One region `[start, end)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub prot: Prot,
+    pub kind: VmaKind,
+}
+
+/// Non-overlapping regions keyed by start address.
+#[derive(Default, Debug)]
+pub struct VmaList {
+    map: BTreeMap<u64, Vma>,
+}
+
+impl VmaList {
+    /// The region containing `addr`.
+    pub fn find(&self, addr: u64) -> Option<&Vma> {
+        self.map.range(..=addr).next_back().map(|(_, v)| v).filter(|v| addr < v.end)
+    }
+
+    /// All regions in address order.
+    pub fn iter(&self) -> impl Iterator<Item = &Vma> {
+        self.map.values()
+    }
+
+    /// Whether nothing overlaps `[start, end)`.
+    pub fn is_free(&self, start: u64, end: u64) -> bool {
+        !self.overlapping(start, end).any(|_| true)
+    }
+
+    fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &Vma> {
+        let first = self.map.range(..start).next_back().filter(|(_, v)| v.end > start).map(|(_, v)| v);
+        first.into_iter().chain(self.map.range(start..end).map(|(_, v)| v))
+    }
+
+    /// Whether every byte of `[start, end)` is in some region satisfying `ok`.
+    pub fn covered(&self, start: u64, end: u64, ok: impl Fn(&Vma) -> bool) -> bool {
+        let mut at = start;
+        for v in self.overlapping(start, end) {
+            if v.start > at || !ok(v) {
+                return false;
+            }
+            at = v.end;
+            if at >= end {
+                return true;
+            }
+        }
+        at >= end
+    }
+
+    /// Inserts a region over free space (callers remove what was there first).
+    pub fn insert(&mut self, vma: Vma) {
+        debug_assert!(vma.start < vma.end && self.is_free(vma.start, vma.end));
+        self.map.insert(vma.start, vma);
+    }
+
+    /// Removes `[start, end)`, splitting regions at the edges; returns the pieces removed.
+    pub fn remove(&mut self, start: u64, end: u64) -> Vec<Vma> {
+        self.split_at(start);
+        self.split_at(end);
+        let keys: Vec<u64> = self.map.range(start..end).map(|(k, _)| *k).collect();
+        keys.into_iter().filter_map(|k| self.map.remove(&k)).collect()
+    }
+
+    /// Splits the region containing `addr` (if any) so that a region starts at `addr`.
+    fn split_at(&mut self, addr: u64) {
+        let Some(v) = self.find(addr).cloned() else { return };
+        if v.start == addr {
+            return;
+        }
+        let mut hi = v.clone();
+        hi.start = addr;
+        self.map.get_mut(&v.start).expect("region just found").end = addr;
+        self.map.insert(addr, hi);
+    }
+
+    /// Changes the protection of `[start, end)`, which must be fully covered; returns the old
+    /// pieces (for deciding what to invalidate), or `None` (and changes nothing) on a hole.
+    pub fn protect(&mut self, start: u64, end: u64, prot: Prot) -> Option<Vec<Vma>> {
+        if !self.covered(start, end, |_| true) {
+            return None;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        let mut old = Vec::new();
+        for (_, v) in self.map.range_mut(start..end) {
+            old.push(v.clone());
+            v.prot = prot;
+        }
+        Some(old)
+    }
+
+    /// Highest free gap of `len` bytes inside `[low, high)`, top-down like Linux's mmap.
+    pub fn find_free_top_down(&self, len: u64, low: u64, high: u64) -> Option<u64> {
+        let mut top = high;
+        for v in self.map.range(..high).rev().map(|(_, v)| v) {
+            if v.end <= top && top - v.end >= len && top - len >= low {
+                return Some(top - len);
+            }
+            top = top.min(v.start);
+            if top < low.saturating_add(len) {
+                return None;
+            }
+        }
+        (top >= low && top - low >= len).then(|| top - len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn vma(s: u64, e: u64) -> Vma {
+        Vma { start: s, end: e, prot: Prot::RW, kind: VmaKind::Anon }
+    }
+
+    #[test]
+    fn split_protect_remove() {
+        let mut l = VmaList::default();
+        l.insert(vma(0x1000, 0x5000));
+        let old = l.protect(0x2000, 0x3000, Prot::READ).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(l.iter().count(), 3);
+        assert_eq!(l.find(0x2fff).unwrap().prot, Prot::READ);
+        assert!(l.protect(0x4000, 0x6000, Prot::READ).is_none());
+        let gone = l.remove(0x1800, 0x4800);
+        assert_eq!(gone.iter().map(|v| v.end - v.start).sum::<u64>(), 0x3000);
+        assert!(l.find(0x1000).is_some() && l.find(0x1800).is_none() && l.find(0x4800).is_some());
+        assert!(l.covered(0x1000, 0x1800, |_| true) && !l.covered(0x1000, 0x1801, |_| true));
+    }
+
+    #[test]
+    fn top_down_allocation() {
+        let mut l = VmaList::default();
+        l.insert(vma(0x8000, 0x9000));
+        assert_eq!(l.find_free_top_down(0x1000, 0x1000, 0xa000), Some(0x9000));
+        assert_eq!(l.find_free_top_down(0x2000, 0x1000, 0xa000), Some(0x6000));
+        assert_eq!(l.find_free_top_down(0x8000, 0x1000, 0xa000), None);
+    }
+
+    proptest! {
+        // Any sequence of inserts/removes/protects keeps the list sorted and non-overlapping,
+        // and find() agrees with a page-by-page model.
+        #[test]
+        fn model(ops in proptest::collection::vec((0u8..3, 0u64..64, 1u64..16), 1..60)) {
+            let mut l = VmaList::default();
+            let mut model = [None::<u32>; 80];
+            for (op, s, n) in ops {
+                let (s, e) = (s, (s + n).min(80));
+                match op {
+                    0 => { l.remove(s * 4096, e * 4096);
+                           l.insert(vma(s * 4096, e * 4096));
+                           for p in s..e { model[p as usize] = Some(3); } }
+                    1 => { l.remove(s * 4096, e * 4096);
+                           for p in s..e { model[p as usize] = None; } }
+                    _ => { let full = (s..e).all(|p| model[p as usize].is_some());
+                           prop_assert_eq!(l.protect(s * 4096, e * 4096, Prot::READ).is_some(), full);
+                           if full { for p in s..e { model[p as usize] = Some(1); } } }
+                }
+            }
+            let mut last_end = 0;
+            for v in l.iter() { prop_assert!(v.start >= last_end && v.start < v.end); last_end = v.end; }
+            for p in 0..80u64 {
+                prop_assert_eq!(l.find(p * 4096 + 7).map(|v| v.prot.0), model[p as usize]);
+            }
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! A vNode process running as a KVM guest: creation and the vCPU run loop.
+
+use std::io::Write;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, SyncReg, VcpuFd, VmFd};
+
+use crate::cpu::{self, GuestEvent};
+use crate::elf::{self, ElfInfo};
+use crate::errno::Errno;
+use crate::error::VmmError;
+use crate::fault::{self, Frame};
+use crate::fdtable::{Backing, FdTable, OpenFile};
+use crate::fs::{hostdir::HostDir, FileSystem};
+use crate::layout::{PAGE_SIZE, SYS_BASE, USER_MIN};
+use crate::mm::Mm;
+use crate::paging::Prot;
+use crate::process::{Creds, Process, Signals, SyscallStats, Termination};
+use crate::stack::{self, AuxInfo};
+use crate::syscall::{self, Cpu};
+use crate::vma::VmaKind;
+
+/// How to build a vNode.
+#[derive(Debug, Clone)]
+pub struct VnodeConfig {
+    /// The vNode's name (its `uname` node name).
+    pub name: String,
+    /// Bytes of user memory (the guest's address space).
+    pub mem_size: u64,
+    /// Host directory holding the vNode's files.
+    pub root: PathBuf,
+    /// Print every system call to stderr, strace-style.
+    pub trace_syscalls: bool,
+}
+
+/// The program a vNode runs.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// Host path of the executable.
+    pub path: PathBuf,
+    pub argv: Vec<Vec<u8>>,
+    pub envp: Vec<Vec<u8>>,
+}
+
+/// How a run ended, with what it did.
+#[derive(Debug)]
+pub struct RunReport {
+    pub termination: Termination,
+    pub stats: SyscallStats,
+    pub elapsed: std::time::Duration,
+}
+
+/// A vNode process ready to run.
+pub struct Vnode {
+    // Field order matters for drop: the vCPU and VM go before the memory they map.
+    vcpu: VcpuFd,
+    _vm: VmFd,
+    process: Process,
+    trace: bool,
+}
+
+/// A guest image: a validated ELF, or raw code (for benchmarks and tests).
+pub(crate) enum Image<'a> {
+    Elf { info: ElfInfo, bytes: &'a [u8] },
+    Code { code: &'a [u8], load_at: u64, iopl3: bool },
+}
+
+/// Opens `/dev/kvm`, saying clearly why not.
+pub fn open_kvm() -> Result<Kvm, VmmError> {
+    Kvm::new().map_err(|e| VmmError::KvmUnavailable(format!("/dev/kvm: {e}")))
+}
+
+impl Vnode {
+    /// Validates and loads `program` into a new vNode.
+    pub fn new(config: &VnodeConfig, program: &Program) -> Result<Vnode, VmmError> {
+        let shown = program.path.display().to_string();
+        let bytes = std::fs::read(&program.path).map_err(|source| VmmError::Program { path: shown.clone(), source })?;
+        let info = elf::parse(&bytes, config.mem_size).map_err(|source| VmmError::BadElf { path: shown.clone(), source })?;
+        let fs = HostDir::new(&config.root)
+            .map_err(|e| VmmError::Config(format!("vNode root {}: {e}", config.root.display())))?;
+        let execfn = program.argv.first().cloned().unwrap_or_else(|| shown.clone().into_bytes());
+        Vnode::create(config, Arc::new(fs), Image::Elf { info, bytes: &bytes }, program, &execfn)
+    }
+
+    pub(crate) fn create(
+        config: &VnodeConfig,
+        fs: Arc<dyn FileSystem>,
+        image: Image<'_>,
+        program: &Program,
+        execfn: &[u8],
+    ) -> Result<Vnode, VmmError> {
+        let kvm = open_kvm()?;
+        let mut mm = Mm::new(config.mem_size)?;
+        let (entry, rflags) = match &image {
+            Image::Elf { info, bytes } => {
+                elf::load(info, bytes, &mut mm).map_err(|source| VmmError::BadElf {
+                    path: program.path.display().to_string(),
+                    source,
+                })?;
+                (info.entry, 0x202)
+            }
+            Image::Code { code, load_at, iopl3 } => {
+                let end = load_at + (code.len() as u64).div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+                let rx = Prot(Prot::READ.0 | Prot::EXEC.0);
+                let bad = |e: Errno| VmmError::Config(format!("code at {load_at:#x}: {e}"));
+                if *load_at < USER_MIN {
+                    return Err(bad(Errno::EINVAL));
+                }
+                mm.map_region(*load_at, end, rx, VmaKind::Image).map_err(bad)?;
+                mm.user().write(*load_at, code).map_err(bad)?;
+                mm.set_brk_start(end);
+                (*load_at, if *iopl3 { 0x3202 } else { 0x202 })
+            }
+        };
+
+        let vm = kvm.create_vm().map_err(VmmError::kvm("CREATE_VM"))?;
+        let slots = [
+            (0, 0, mm.user().size(), mm.user().host_addr()),
+            (1, SYS_BASE, mm.sys().size(), mm.sys().host_addr()),
+        ];
+        for (slot, gpa, size, host) in slots {
+            let region = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: gpa,
+                memory_size: size,
+                userspace_addr: host,
+            };
+            // SAFETY: `host..host+size` is a mapping owned by `mm`, which outlives the VM: the
+            // process (holding `mm`) is dropped after the VM fd (field order of `Vnode`).
+            unsafe { vm.set_user_memory_region(region) }.map_err(VmmError::kvm("SET_USER_MEMORY_REGION"))?;
+        }
+
+        let creds = host_creds();
+        let mut random = [0u8; 16];
+        // SAFETY: `random` is a valid 16-byte buffer.
+        let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+        if got != 16 {
+            return Err(VmmError::Config("getrandom failed for AT_RANDOM".into()));
+        }
+        let aux = AuxInfo { uid: creds.uid, euid: creds.euid, gid: creds.gid, egid: creds.egid, hwcap: cpu::hwcap(), random };
+        let rsp = match &image {
+            Image::Elf { info, .. } => stack::build(&mm, info, &program.argv, &program.envp, execfn, &aux)
+                .map_err(|e| VmmError::Config(format!("arguments and environment do not fit on the stack: {e}")))?,
+            Image::Code { .. } => mm.stack_top() - 64,
+        };
+
+        let mut process = Process {
+            pid: 1,
+            ppid: 0,
+            mm,
+            fds: FdTable::new(host_rlimit(libc::RLIMIT_NOFILE).0.min(1 << 20) as usize),
+            fs,
+            cwd: b"/".to_vec(),
+            umask: 0o022,
+            creds,
+            groups: host_groups(),
+            hostname: config.name.clone(),
+            rlimits: std::array::from_fn(|r| host_rlimit(r as _)),
+            clear_child_tid: 0,
+            robust_list: (0, 0),
+            signals: Signals::default(),
+            comm: comm_of(execfn),
+            stats: SyscallStats::default(),
+            started: Instant::now(),
+            exit: None,
+        };
+        install_stdio(&mut process.fds);
+
+        let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("CREATE_VCPU"))?;
+        cpu::setup_vcpu(&kvm, &vcpu, process.mm.cr3(), entry, rsp)?;
+        if rflags != 0x202 {
+            let mut regs = vcpu.get_regs().map_err(VmmError::kvm("GET_REGS"))?;
+            regs.rflags = rflags;
+            vcpu.set_regs(&regs).map_err(VmmError::kvm("SET_REGS"))?;
+        }
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+        vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+        Ok(Vnode { vcpu, _vm: vm, process, trace: config.trace_syscalls })
+    }
+
+    /// The process state (for tests and reports).
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// Runs the program until it ends.
+    pub fn run(mut self) -> Result<RunReport, VmmError> {
+        let started = Instant::now();
+        let termination = self.run_loop()?;
+        Ok(RunReport { termination, stats: std::mem::take(&mut self.process.stats), elapsed: started.elapsed() })
+    }
+
+    fn run_loop(&mut self) -> Result<Termination, VmmError> {
+        let mut stderr = std::io::stderr();
+        loop {
+            let event = self.next_event()?;
+            let sync = self.vcpu.sync_regs_mut();
+            match event {
+                GuestEvent::Syscall => {
+                    let mut cpu = Cpu { regs: &mut sync.regs, sregs: &mut sync.sregs };
+                    let trace = self.trace.then_some(&mut stderr as &mut dyn Write);
+                    syscall::handle(&mut self.process, &mut cpu, trace);
+                    if let Some(t) = self.process.exit.take() {
+                        return Ok(t);
+                    }
+                    cpu::emulate_sysret(&mut sync.regs, &mut sync.sregs);
+                    self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+                    self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+                }
+                GuestEvent::Exception(vector) => {
+                    let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
+                    return self.exception(vector, kernel_rsp, cr2);
+                }
+                GuestEvent::UserPortIo(port) => {
+                    let rip = sync.regs.rip;
+                    return Ok(Termination::Signaled {
+                        signal: libc::SIGSEGV,
+                        detail: Some(format!("general protection fault (out to port {port:#x}), rip {rip:#x}")),
+                    });
+                }
+                GuestEvent::Unexpected(what) => return Err(VmmError::GuestCrashed(what)),
+            }
+        }
+    }
+
+    /// Runs the vCPU to its next exit.
+    pub(crate) fn next_event(&mut self) -> Result<GuestEvent, VmmError> {
+        loop {
+            match self.vcpu.run() {
+                Ok(exit) => {
+                    let (event, port) = (cpu::decode_exit(&exit), cpu::exit_port(&exit));
+                    let rip = self.vcpu.sync_regs().regs.rip;
+                    return Ok(cpu::check_origin(event, port, rip));
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(source) => return Err(VmmError::Kvm { op: "RUN", source }),
+            }
+        }
+    }
+
+    pub(crate) fn vcpu_mut(&mut self) -> &mut VcpuFd {
+        &mut self.vcpu
+    }
+
+    /// Turns exception `vector` into the signal that ends the program.
+    fn exception(&mut self, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<Termination, VmmError> {
+        let sys = self.process.mm.sys();
+        let has_err = crate::sysmem::has_error_code(vector);
+        let base = kernel_rsp + if has_err { 8 } else { 0 };
+        let frame = Frame {
+            error_code: if has_err { sys.read_u64(kernel_rsp) } else { 0 },
+            rip: sys.read_u64(base),
+            cs: sys.read_u64(base + 8),
+            rflags: sys.read_u64(base + 16),
+            rsp: sys.read_u64(base + 24),
+        };
+        if frame.cs & 3 != 3 {
+            return Err(VmmError::GuestCrashed(format!(
+                "exception {vector} in guest kernel mode at rip {:#x}: a VMM bug",
+                frame.rip
+            )));
+        }
+        let fault = fault::classify(vector, &frame, cr2)
+            .ok_or_else(|| VmmError::GuestCrashed(format!("exception {vector} at rip {:#x}", frame.rip)))?;
+        let handler = self.process.signals.actions[fault.signal as usize].handler;
+        let mut detail = fault.detail;
+        if handler > 1 {
+            detail.push_str(&format!(
+                " (the program's handler at {handler:#x} was not run: lego does not run signal handlers yet)"
+            ));
+        }
+        Ok(Termination::Signaled { signal: fault.signal, detail: Some(detail) })
+    }
+}
+
+fn install_stdio(fds: &mut FdTable) {
+    for fd in 0..3 {
+        // SAFETY: F_GETFL on any integer is harmless; it tells whether the host fd is open.
+        let status = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if status < 0 {
+            continue;
+        }
+        // SAFETY: duplicating an open descriptor; the duplicate is owned by the OwnedFd below.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if dup < 0 {
+            continue;
+        }
+        // SAFETY: `dup` is a fresh descriptor nobody else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+        let file = OpenFile::new(Backing::Host(owned), format!("host:{fd}").into_bytes(), status);
+        // fd < 3 is within any descriptor limit.
+        let _ = fds.install(fd as u64, file, false);
+    }
+}
+
+fn host_creds() -> Creds {
+    // SAFETY: these calls only read the caller's credentials.
+    unsafe {
+        Creds {
+            uid: libc::getuid(),
+            euid: libc::geteuid(),
+            suid: libc::geteuid(),
+            gid: libc::getgid(),
+            egid: libc::getegid(),
+            sgid: libc::getegid(),
+        }
+    }
+}
+
+fn host_groups() -> Vec<u32> {
+    let mut groups = vec![0 as libc::gid_t; 256];
+    // SAFETY: `groups` has room for 256 entries, the size passed.
+    let n = unsafe { libc::getgroups(256, groups.as_mut_ptr()) };
+    groups.truncate(n.max(0) as usize);
+    groups
+}
+
+fn host_rlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `r` is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(resource, &mut r) } != 0 {
+        return (u64::MAX, u64::MAX);
+    }
+    (r.rlim_cur, r.rlim_max)
+}
+
+fn comm_of(execfn: &[u8]) -> [u8; 16] {
+    let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
+    let mut comm = [0u8; 16];
+    let n = base.len().min(15);
+    comm[..n].copy_from_slice(&base[..n]);
+    comm
+}
+
+/// The default vNode root: the current directory.
+pub fn default_root() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf())
+}
