@@ -1,0 +1,1050 @@
+//! [`HostDir`]: a vNode file system whose root is a directory on the host.
+//!
+//! # Confinement
+//!
+//! Every guest path is resolved by the host kernel, never lexically here: [`HostDir`] keeps an
+//! `O_PATH` descriptor of the root directory and resolves paths against it with `openat2(2)` and
+//! `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`. The kernel then treats that directory as `/` for the
+//! whole walk: absolute paths start there, `..` at it stays there, and symlinks (absolute or
+//! relative, in any component) are resolved inside it, free of races with concurrent renames.
+//!
+//! Operations on a *name* (`mkdir`, `rmdir`, `unlink`, `rename`) resolve the parent directory
+//! that way and hand the final component, trailing slashes included, to the `*at` system call on
+//! the parent's descriptor. Those calls never follow the final component and reject `.` and `..`
+//! by their *type* before any lookup, so the host kernel gives Linux's exact errors (`EEXIST`,
+//! `EINVAL`, `ENOTEMPTY`, `EISDIR`, `EBUSY`, `ENOTDIR`, ...) without leaving the root. Operations
+//! that look at the final component (`stat`, `lstat`, `readlink`, `access`) open the whole path
+//! with `O_PATH` (plus `O_NOFOLLOW` when the final symlink must not be followed) and work on that
+//! descriptor, so `..` as a final component is confined as well.
+//!
+//! Requires Linux 5.6 (`openat2`); [`FileSystem::access`] with `R_OK`/`W_OK`/`X_OK` uses
+//! `faccessat2` (5.8) and falls back to `/proc/self/fd` before that.
+//!
+//! What this does *not* confine: device nodes, FIFOs and sockets that exist inside the root are
+//! opened as the host sees them, and mount points inside the root are crossed. Export a root
+//! without device nodes (or on a `nodev` mount).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use super::{DirEntry, File, FileSystem, Stat, Timespec};
+use crate::errno::{Errno, SysResult};
+
+/// Linux `PATH_MAX`: a path of this many bytes or more (without its NUL) is `ENAMETOOLONG`.
+const PATH_MAX: usize = 4096;
+
+/// `openat2` resolution flags used for every guest path.
+const RESOLVE: u64 = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+
+/// How often `openat2` is retried when it reports `EAGAIN` (a rename or mount raced with
+/// `RESOLVE_IN_ROOT` resolution) before the error is passed on.
+const EAGAIN_RETRIES: u32 = 64;
+
+/// Guest `open(2)` flags passed through to the host unchanged (besides the access mode).
+/// `O_APPEND`, `O_NONBLOCK`, `O_ASYNC` and `O_CLOEXEC` are the state layer's business; `O_DIRECT`
+/// is dropped because buffers handed to [`File::read_at`] need not be aligned; `O_LARGEFILE` is
+/// implied on a 64-bit host.
+const PASSED_OPEN_FLAGS: i32 = libc::O_CREAT
+    | libc::O_EXCL
+    | libc::O_TRUNC
+    | libc::O_DIRECTORY
+    | libc::O_NOFOLLOW
+    | libc::O_DSYNC
+    | libc::O_SYNC
+    | libc::O_NOATIME
+    | libc::O_TMPFILE;
+
+/// `EBUSY`, which [`Errno`] does not name (yet).
+const EBUSY: Errno = Errno(libc::EBUSY);
+
+/// Size of `struct linux_dirent64` up to `d_name`.
+const DIRENT_HEADER: usize = 19;
+
+/// A [`FileSystem`] rooted at a host directory; see the [module documentation](self) for how
+/// paths are confined to it.
+#[derive(Debug)]
+pub struct HostDir {
+    /// `O_PATH | O_DIRECTORY` descriptor of the root directory.
+    root: OwnedFd,
+    /// `(st_dev, st_ino)` of the root directory.
+    root_id: (u64, u64),
+}
+
+impl HostDir {
+    /// Opens `root` (a host directory, relative to the VMM's working directory or absolute) as
+    /// the vNode's `/`. Fails if it is not a directory or the host kernel lacks `openat2(2)`.
+    pub fn new(root: &Path) -> io::Result<HostDir> {
+        let path = CString::new(root.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        // SAFETY: `path` is a NUL-terminated string that outlives the call; `open` only reads it.
+        let fd = retry(|| unsafe { libc::open(path.as_ptr(), flags) }).map_err(errno_to_io)?;
+        // SAFETY: `open` just returned this descriptor; nothing else owns it.
+        let root = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Probe `openat2` now rather than failing every guest call later.
+        openat2(root.as_fd(), c".", flags, 0).map_err(|e| {
+            let inner = errno_to_io(e);
+            if e == Errno::ENOSYS {
+                io::Error::new(io::ErrorKind::Unsupported, format!("openat2(2) unavailable: {inner}"))
+            } else {
+                inner
+            }
+        })?;
+        let st = fstat(root.as_fd()).map_err(errno_to_io)?;
+        Ok(HostDir { root, root_id: (st.dev, st.ino) })
+    }
+
+    /// Opens `path` with host `flags` (`O_CLOEXEC` is added) inside the root.
+    fn resolve(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<OwnedFd> {
+        check_path(path)?;
+        openat2(self.root.as_fd(), &c_bytes(path)?, flags | libc::O_CLOEXEC, mode)
+    }
+
+    /// Resolves the parent directory of `path`'s final component.
+    fn locate(&self, path: &[u8]) -> SysResult<Target> {
+        check_path(path)?;
+        match split(path) {
+            Split::Root => Ok(Target::Root),
+            Split::Child { parent, name } => {
+                let name = c_bytes(name)?;
+                let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+                let dir = openat2(self.root.as_fd(), &c_bytes(parent)?, flags, 0)?;
+                Ok(Target::Child { dir, name })
+            }
+        }
+    }
+}
+
+impl FileSystem for HostDir {
+    /// Opens `path`. The host kernel applies the *host* process umask to `mode` when it creates
+    /// a file: the caller applies the guest's umask to `mode` first, and the VMM should run with
+    /// umask 0 so that the guest's is the only one in effect.
+    ///
+    /// Guest `O_PATH` keeps only `O_DIRECTORY` and `O_NOFOLLOW`, as `open(2)` does. Unknown
+    /// flag bits are ignored, as `open(2)` ignores them. The host descriptor always has
+    /// `O_CLOEXEC` and `O_NOCTTY`.
+    fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>> {
+        let (flags, mode) = host_open_flags(flags, mode);
+        let fd = self.resolve(path, flags, mode)?;
+        Ok(Box::new(HostFile::new(fd, self.root_id)))
+    }
+
+    fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat> {
+        let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+        let fd = self.resolve(path, libc::O_PATH | nofollow, 0)?;
+        fstat(fd.as_fd())
+    }
+
+    fn readlink(&self, path: &[u8]) -> SysResult<Vec<u8>> {
+        let fd = self.resolve(path, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = fstat(fd.as_fd())?;
+        if st.mode & libc::S_IFMT != libc::S_IFLNK {
+            return Err(Errno::EINVAL);
+        }
+        // A symlink's size is its target's length (procfs-like file systems report 0).
+        let mut cap = usize::try_from(st.size).unwrap_or(0).saturating_add(1).clamp(256, PATH_MAX);
+        loop {
+            let mut buf = vec![0u8; cap];
+            // SAFETY: the path is NUL-terminated; `buf` is writable for `buf.len()` bytes and
+            // outlives the call; `fd` is an open descriptor.
+            let n = retry(|| unsafe {
+                libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            })?;
+            let n = usize::try_from(n).map_err(|_| Errno::EIO)?;
+            // A full buffer may mean truncation: grow (bounded), as readlink(2) never reports it.
+            if n < buf.len() || cap >= 1 << 20 {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            cap = cap.saturating_mul(4);
+        }
+    }
+
+    fn access(&self, path: &[u8], mode: i32) -> SysResult<()> {
+        if mode & !(libc::F_OK | libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let fd = self.resolve(path, libc::O_PATH, 0)?;
+        // SAFETY: the path is NUL-terminated and outlives the call; `fd` is open; the kernel only
+        // reads the arguments.
+        let r = retry(|| unsafe {
+            libc::syscall(libc::SYS_faccessat2, fd.as_raw_fd(), c"".as_ptr(), mode, libc::AT_EMPTY_PATH)
+        });
+        match r {
+            Ok(_) => Ok(()),
+            Err(Errno::ENOSYS) if mode == libc::F_OK => Ok(()),
+            Err(Errno::ENOSYS) => {
+                // Before Linux 5.8: check through the descriptor's /proc entry. This follows a
+                // magic link the VMM made itself, to the file already resolved inside the root.
+                let proc = c_bytes(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+                // SAFETY: `proc` is NUL-terminated and outlives the call.
+                retry(|| unsafe { libc::faccessat(libc::AT_FDCWD, proc.as_ptr(), mode, 0) })?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates directory `path`. The host umask applies on top of `mode`, as for
+    /// [`FileSystem::open`].
+    fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()> {
+        match self.locate(path)? {
+            Target::Root => Err(Errno::EEXIST),
+            Target::Child { dir, name } => {
+                // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
+                retry(|| unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) })?;
+                Ok(())
+            }
+        }
+    }
+
+    fn rmdir(&self, path: &[u8]) -> SysResult<()> {
+        match self.locate(path)? {
+            Target::Root => Err(EBUSY),
+            Target::Child { dir, name } => {
+                // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
+                retry(|| unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })?;
+                Ok(())
+            }
+        }
+    }
+
+    fn unlink(&self, path: &[u8]) -> SysResult<()> {
+        match self.locate(path)? {
+            Target::Root => Err(Errno::EISDIR),
+            Target::Child { dir, name } => {
+                // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
+                retry(|| unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) })?;
+                Ok(())
+            }
+        }
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()> {
+        let from = self.locate(from)?;
+        let to = self.locate(to)?;
+        match (from, to) {
+            (Target::Child { dir: fdir, name: fname }, Target::Child { dir: tdir, name: tname }) => {
+                // SAFETY: both names are NUL-terminated and outlive the call; both descriptors
+                // are open.
+                retry(|| unsafe {
+                    libc::renameat(fdir.as_raw_fd(), fname.as_ptr(), tdir.as_raw_fd(), tname.as_ptr())
+                })?;
+                Ok(())
+            }
+            _ => Err(EBUSY),
+        }
+    }
+}
+
+/// An open host file or directory, as [`HostDir::open`](FileSystem::open) returns it.
+#[derive(Debug)]
+pub struct HostFile {
+    fd: OwnedFd,
+    /// `(st_dev, st_ino)` of the vNode root, so that `..` of the root reads as the root itself.
+    root_id: (u64, u64),
+    /// Serialises [`File::read_dir`], which moves the host descriptor's position; nothing else
+    /// uses that position (reads and writes are positioned).
+    dir_lock: Mutex<()>,
+}
+
+impl HostFile {
+    fn new(fd: OwnedFd, root_id: (u64, u64)) -> HostFile {
+        HostFile { fd, root_id, dir_lock: Mutex::new(()) }
+    }
+
+    /// Whether this is the vNode root directory.
+    fn is_root(&self) -> SysResult<bool> {
+        let st = fstat(self.fd.as_fd())?;
+        Ok((st.dev, st.ino) == self.root_id)
+    }
+}
+
+impl AsFd for HostFile {
+    /// The host descriptor (for `mmap` of file-backed memory, say). Its file position is
+    /// [`File::read_dir`]'s: do not move it.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl File for HostFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+        let offset = to_off(offset)?;
+        // SAFETY: `buf` is writable for `buf.len()` bytes and outlives the call; the descriptor
+        // is open.
+        let n = retry(|| unsafe { libc::pread(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) })?;
+        usize::try_from(n).map_err(|_| Errno::EIO)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> SysResult<usize> {
+        let offset = to_off(offset)?;
+        // SAFETY: `buf` is readable for `buf.len()` bytes and outlives the call; the descriptor
+        // is open.
+        let n = retry(|| unsafe { libc::pwrite(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) })?;
+        usize::try_from(n).map_err(|_| Errno::EIO)
+    }
+
+    fn stat(&self) -> SysResult<Stat> {
+        fstat(self.fd.as_fd())
+    }
+
+    fn set_len(&self, len: u64) -> SysResult<()> {
+        let len = to_off(len)?;
+        // SAFETY: plain system call on an open descriptor, no memory is passed.
+        retry(|| unsafe { libc::ftruncate(self.fd.as_raw_fd(), len) })?;
+        Ok(())
+    }
+
+    fn sync(&self, data_only: bool) -> SysResult<()> {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: plain system calls on an open descriptor, no memory is passed.
+        retry(|| unsafe {
+            if data_only {
+                libc::fdatasync(fd)
+            } else {
+                libc::fsync(fd)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Reads entries with the host's `getdents64`, after `lseek`ing to `pos`: `next` cookies are
+    /// the host's `d_off` values. `max == 0` returns no entries but still reports `ENOTDIR`.
+    fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
+        let _guard = self.dir_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let fd = self.fd.as_raw_fd();
+        // Cookies are `d_off` (an `off_t`) carried bit for bit in a `u64`.
+        let off = i64::from_ne_bytes(pos.to_ne_bytes());
+        // SAFETY: plain system call on an open descriptor, no memory is passed.
+        match retry(|| unsafe { libc::lseek(fd, off, libc::SEEK_SET) }) {
+            Ok(_) => {}
+            // Pipes and the like cannot seek, and they are not directories either.
+            Err(Errno::ESPIPE) => return Err(Errno::ENOTDIR),
+            Err(e) => return Err(e),
+        }
+        let mut out = Vec::with_capacity(max.min(64));
+        let mut buf = vec![0u8; max.saturating_mul(64).clamp(1024, 32 * 1024)];
+        let mut is_root = None;
+        loop {
+            // SAFETY: `buf` is writable for `buf.len()` bytes and outlives the call; the
+            // descriptor is open.
+            let n = retry(|| unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) })?;
+            let n = usize::try_from(n).map_err(|_| Errno::EIO)?;
+            if n == 0 {
+                break;
+            }
+            let mut data = buf.get(..n).ok_or(Errno::EIO)?;
+            while !data.is_empty() && out.len() < max {
+                let (mut entry, reclen) = parse_dirent(data)?;
+                if entry.name == b".." {
+                    let root = match is_root {
+                        Some(root) => root,
+                        None => *is_root.insert(self.is_root()?),
+                    };
+                    if root {
+                        entry.ino = self.root_id.1;
+                    }
+                }
+                out.push(entry);
+                data = data.get(reclen..).ok_or(Errno::EIO)?;
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where [`HostDir::locate`] found a path's final component.
+enum Target {
+    /// The path names the root itself.
+    Root,
+    /// Component `name` (trailing slashes kept) of directory `dir`.
+    Child { dir: OwnedFd, name: CString },
+}
+
+/// A path cut before its final component.
+#[derive(Debug, PartialEq, Eq)]
+enum Split<'a> {
+    /// The path is only slashes: it names the root.
+    Root,
+    /// `parent` (never empty) and final component `name`, with any trailing slashes kept so the
+    /// host kernel applies Linux's trailing-slash rules to it.
+    Child { parent: &'a [u8], name: &'a [u8] },
+}
+
+/// Splits `path` (not empty) before its final component.
+fn split(path: &[u8]) -> Split<'_> {
+    let Some(last) = path.iter().rposition(|&b| b != b'/') else {
+        return Split::Root;
+    };
+    // `last < path.len()` and `start <= last + 1`: every slice below is in bounds.
+    let start = path[..=last].iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1);
+    let parent = if start == 0 { &b"."[..] } else { &path[..start] };
+    Split::Child { parent, name: &path[start..] }
+}
+
+/// Rejects paths Linux would refuse before any lookup.
+fn check_path(path: &[u8]) -> SysResult<()> {
+    if path.is_empty() {
+        Err(Errno::ENOENT)
+    } else if path.len() >= PATH_MAX {
+        Err(Errno::ENAMETOOLONG)
+    } else {
+        Ok(())
+    }
+}
+
+/// `bytes` as a C string; `EINVAL` for an inner NUL (which a guest C string cannot contain).
+fn c_bytes(bytes: &[u8]) -> SysResult<CString> {
+    CString::new(bytes).map_err(|_| Errno::EINVAL)
+}
+
+/// A file offset or length as an `off_t`; `EINVAL` past `i64::MAX`, as Linux says for negative
+/// ones.
+fn to_off(value: u64) -> SysResult<libc::off_t> {
+    libc::off_t::try_from(value).map_err(|_| Errno::EINVAL)
+}
+
+/// Host flags and mode for a guest `open(2)`.
+fn host_open_flags(flags: i32, mode: u32) -> (i32, u32) {
+    if flags & libc::O_PATH != 0 {
+        return (libc::O_PATH | (flags & (libc::O_DIRECTORY | libc::O_NOFOLLOW)) | libc::O_CLOEXEC, 0);
+    }
+    let host = (flags & libc::O_ACCMODE) | (flags & PASSED_OPEN_FLAGS) | libc::O_CLOEXEC | libc::O_NOCTTY;
+    let creating = host & libc::O_CREAT != 0 || host & libc::O_TMPFILE == libc::O_TMPFILE;
+    // openat2 refuses a mode without O_CREAT/O_TMPFILE and mode bits beyond 0o7777.
+    (host, if creating { mode & 0o7777 } else { 0 })
+}
+
+/// Converts an [`Errno`] for [`HostDir::new`]'s `io::Result`.
+fn errno_to_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.0)
+}
+
+/// A raw system-call return value that is `-1` on failure (with `errno` set).
+trait SysRet: Copy {
+    fn failed(self) -> bool;
+}
+
+impl SysRet for i32 {
+    fn failed(self) -> bool {
+        self == -1
+    }
+}
+
+impl SysRet for i64 {
+    fn failed(self) -> bool {
+        self == -1
+    }
+}
+
+impl SysRet for isize {
+    fn failed(self) -> bool {
+        self == -1
+    }
+}
+
+/// Runs a system call until it does not fail with `EINTR`.
+fn retry<T: SysRet>(mut call: impl FnMut() -> T) -> SysResult<T> {
+    loop {
+        let r = call();
+        if !r.failed() {
+            return Ok(r);
+        }
+        let e = Errno::last();
+        if e != Errno::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// `openat2(dir, path, flags, mode)` with [`RESOLVE`]: `path` stays inside `dir`.
+fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32) -> SysResult<OwnedFd> {
+    // SAFETY: `open_how` is plain old data (integer fields only), for which all-zero bytes are a
+    // valid value (and the "unset" value of any field a later libc adds).
+    let mut how: libc::open_how = unsafe { mem::zeroed() };
+    // Open flags are a bit set: reinterpret, do not sign-extend.
+    how.flags = u64::from(u32::from_ne_bytes(flags.to_ne_bytes()));
+    how.mode = u64::from(mode);
+    how.resolve = RESOLVE;
+    let mut again = 0;
+    loop {
+        // SAFETY: `path` is NUL-terminated and `how` is a valid `open_how` of the size passed;
+        // both outlive the call and the kernel only reads them. `dir` is an open descriptor.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                mem::size_of::<libc::open_how>(),
+            )
+        };
+        if r >= 0 {
+            // A descriptor always fits an int; anything else would be a kernel bug.
+            let fd = RawFd::try_from(r).map_err(|_| Errno::EIO)?;
+            // SAFETY: the kernel just returned this new descriptor; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        match Errno::last() {
+            Errno::EINTR => {}
+            Errno::EAGAIN if again < EAGAIN_RETRIES => again += 1,
+            e => return Err(e),
+        }
+    }
+}
+
+/// `fstat(2)` of `fd` (also works on `O_PATH` descriptors).
+fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable memory for one `struct stat` that outlives the call; `fd` is open.
+    retry(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: `fstat` succeeded, so the kernel filled in all of `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(to_stat(&st))
+}
+
+/// Converts a host `struct stat`. The field types vary between architectures, hence the casts;
+/// the signed size fields are never negative.
+#[allow(clippy::unnecessary_cast)]
+fn to_stat(st: &libc::stat) -> Stat {
+    Stat {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        mode: st.st_mode as u32,
+        nlink: st.st_nlink as u64,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u64,
+        size: st.st_size as u64,
+        blksize: st.st_blksize as u64,
+        blocks: st.st_blocks as u64,
+        atime: Timespec { sec: st.st_atime as i64, nsec: st.st_atime_nsec as i64 },
+        mtime: Timespec { sec: st.st_mtime as i64, nsec: st.st_mtime_nsec as i64 },
+        ctime: Timespec { sec: st.st_ctime as i64, nsec: st.st_ctime_nsec as i64 },
+    }
+}
+
+/// Parses the `struct linux_dirent64` at the start of `data`; returns it and its record length.
+fn parse_dirent(data: &[u8]) -> SysResult<(DirEntry, usize)> {
+    let field =
+        |at: usize| -> SysResult<[u8; 8]> { data.get(at..at + 8).and_then(|b| b.try_into().ok()).ok_or(Errno::EIO) };
+    let ino = u64::from_ne_bytes(field(0)?);
+    let next = u64::from_ne_bytes(field(8)?);
+    let reclen = data.get(16..18).and_then(|b| b.try_into().ok()).map(u16::from_ne_bytes).ok_or(Errno::EIO)?;
+    let reclen = usize::from(reclen);
+    let kind = *data.get(18).ok_or(Errno::EIO)?;
+    let name = data.get(DIRENT_HEADER..reclen).ok_or(Errno::EIO)?;
+    let name = name.split(|&b| b == 0).next().unwrap_or_default().to_vec();
+    Ok((DirEntry { ino, next, kind, name }, reclen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::PathBuf;
+
+    /// A vNode root `<tmp>/outer/root`, with `<tmp>/outer/secret` and `<tmp>/outer/dir/`
+    /// outside it and `/etc/passwd` inside it.
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        outer: PathBuf,
+        root: PathBuf,
+        fs: HostDir,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outer = tmp.path().join("outer");
+        let root = outer.join("root");
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        std::fs::create_dir_all(outer.join("dir")).expect("mkdir");
+        std::fs::write(outer.join("secret"), b"outside").expect("write");
+        std::fs::write(root.join("etc/passwd"), b"inside").expect("write");
+        let fs = HostDir::new(&root).expect("HostDir::new");
+        Fixture { _tmp: tmp, outer, root, fs }
+    }
+
+    fn read_all(fs: &HostDir, path: &[u8]) -> SysResult<Vec<u8>> {
+        let f = fs.open(path, libc::O_RDONLY, 0)?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            let n = f.read_at(&mut buf, out.len() as u64)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    fn names(fs: &HostDir, path: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let dir = fs.open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0).expect("open dir");
+        let mut pos = 0;
+        let mut out = Vec::new();
+        loop {
+            let batch = dir.read_dir(pos, max).expect("read_dir");
+            assert!(batch.len() <= max);
+            let Some(last) = batch.last() else { return out };
+            pos = last.next;
+            out.extend(batch.into_iter().map(|e| e.name));
+        }
+    }
+
+    #[test]
+    fn split_paths() {
+        assert_eq!(split(b"/"), Split::Root);
+        assert_eq!(split(b"///"), Split::Root);
+        assert_eq!(split(b"a"), Split::Child { parent: b".", name: b"a" });
+        assert_eq!(split(b"/a"), Split::Child { parent: b"/", name: b"a" });
+        assert_eq!(split(b"/a/b//"), Split::Child { parent: b"/a/", name: b"b//" });
+        assert_eq!(split(b"//a//b"), Split::Child { parent: b"//a//", name: b"b" });
+        assert_eq!(split(b"/a/.."), Split::Child { parent: b"/a/", name: b".." });
+    }
+
+    #[test]
+    fn new_rejects_non_directories() {
+        let f = fixture();
+        assert!(HostDir::new(&f.outer.join("secret")).is_err());
+        assert!(HostDir::new(&f.outer.join("missing")).is_err());
+        assert!(HostDir::new(Path::new("a\0b")).is_err());
+    }
+
+    #[test]
+    fn dotdot_stays_inside() {
+        let f = fixture();
+        assert_eq!(read_all(&f.fs, b"../../etc/passwd").unwrap(), b"inside");
+        assert_eq!(read_all(&f.fs, b"/../../etc/passwd").unwrap(), b"inside");
+        assert_eq!(read_all(&f.fs, b"/etc/../../../etc/passwd").unwrap(), b"inside");
+        assert_eq!(read_all(&f.fs, b"/../secret"), Err(Errno::ENOENT));
+        let root = f.fs.stat(b"/", true).unwrap();
+        assert_eq!(f.fs.stat(b"/..", true).unwrap().ino, root.ino);
+        assert_eq!(f.fs.stat(b"/..", false).unwrap().ino, root.ino);
+        assert_eq!(f.fs.stat(b"/../..", false).unwrap().ino, root.ino);
+    }
+
+    #[test]
+    fn symlinks_resolve_inside() {
+        let f = fixture();
+        symlink("/etc", f.root.join("abs")).unwrap();
+        symlink("../../..", f.root.join("up")).unwrap();
+        symlink(&f.outer, f.root.join("host")).unwrap();
+        symlink("..", f.root.join("etc/parent")).unwrap();
+        assert_eq!(read_all(&f.fs, b"/abs/passwd").unwrap(), b"inside");
+        assert_eq!(read_all(&f.fs, b"/up/etc/passwd").unwrap(), b"inside");
+        assert_eq!(read_all(&f.fs, b"/etc/parent/up/abs/passwd").unwrap(), b"inside");
+        assert_eq!(read_all(&f.fs, b"/up/secret"), Err(Errno::ENOENT));
+        assert_eq!(read_all(&f.fs, b"/host/secret"), Err(Errno::ENOENT));
+        assert_eq!(f.fs.stat(b"/up", true).unwrap().ino, f.fs.stat(b"/", true).unwrap().ino);
+        // Creating through symlinks lands inside too.
+        symlink("../escaped", f.root.join("dangling")).unwrap();
+        f.fs.open(b"/dangling", libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap();
+        assert!(f.root.join("escaped").exists());
+        assert!(!f.outer.join("escaped").exists());
+        f.fs.mkdir(b"/up/made", 0o755).unwrap();
+        assert!(f.root.join("made").is_dir());
+        f.fs.rename(b"/up/made", b"/etc/parent/up/moved").unwrap();
+        assert!(f.root.join("moved").is_dir());
+        assert_eq!(f.fs.unlink(b"/host/secret"), Err(Errno::ENOENT));
+        assert_eq!(f.fs.rename(b"/host/secret", b"/stolen"), Err(Errno::ENOENT));
+        assert_eq!(f.fs.rename(b"/etc/passwd", b"/host/dir/passwd"), Err(Errno::ENOENT));
+        assert!(f.outer.join("secret").exists());
+        assert!(!f.outer.join("dir/passwd").exists());
+    }
+
+    #[test]
+    fn symlink_loop_is_eloop() {
+        let f = fixture();
+        symlink("b", f.root.join("a")).unwrap();
+        symlink("a", f.root.join("b")).unwrap();
+        assert_eq!(f.fs.open(b"/a", libc::O_RDONLY, 0).err(), Some(Errno::ELOOP));
+        assert_eq!(f.fs.stat(b"/a", true), Err(Errno::ELOOP));
+        assert_eq!(f.fs.access(b"/a", libc::F_OK), Err(Errno::ELOOP));
+        assert_eq!(f.fs.mkdir(b"/a/x", 0o755), Err(Errno::ELOOP));
+        assert_eq!(f.fs.stat(b"/a", false).unwrap().mode & libc::S_IFMT, libc::S_IFLNK);
+        assert_eq!(f.fs.readlink(b"/a").unwrap(), b"b");
+    }
+
+    #[test]
+    fn round_trip() {
+        let f = fixture();
+        f.fs.mkdir(b"/d", 0o755).unwrap();
+        let file = f.fs.open(b"/d/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        assert_eq!(file.write_at(b"hello world", 0).unwrap(), 11);
+        assert_eq!(file.write_at(b"W", 6).unwrap(), 1);
+        let mut buf = [0u8; 32];
+        assert_eq!(file.read_at(&mut buf, 0).unwrap(), 11);
+        assert_eq!(&buf[..11], b"hello World");
+        assert_eq!(file.read_at(&mut buf, 100).unwrap(), 0);
+        assert_eq!(file.read_at(&mut buf, u64::MAX), Err(Errno::EINVAL));
+        let st = file.stat().unwrap();
+        assert_eq!(st.size, 11);
+        assert_eq!(st.mode, libc::S_IFREG | 0o644);
+        assert_eq!(st.nlink, 1);
+        let host = std::fs::metadata(f.root.join("d/f")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((st.dev, st.ino), (host.dev(), host.ino()));
+        assert_eq!(st.mtime, Timespec { sec: host.mtime(), nsec: host.mtime_nsec() });
+        file.set_len(5).unwrap();
+        file.sync(false).unwrap();
+        file.sync(true).unwrap();
+        assert_eq!(f.fs.stat(b"/d/f", true).unwrap().size, 5);
+        f.fs.rename(b"/d/f", b"/d/g").unwrap();
+        assert_eq!(f.fs.stat(b"/d/f", true), Err(Errno::ENOENT));
+        assert_eq!(read_all(&f.fs, b"/d/g").unwrap(), b"hello");
+        assert_eq!(f.fs.rmdir(b"/d"), Err(Errno::ENOTEMPTY));
+        f.fs.unlink(b"/d/g").unwrap();
+        assert_eq!(f.fs.unlink(b"/d/g"), Err(Errno::ENOENT));
+        f.fs.rmdir(b"/d/").unwrap();
+        assert_eq!(f.fs.stat(b"/d", false), Err(Errno::ENOENT));
+        // The open file outlives its name.
+        assert_eq!(file.read_at(&mut buf, 0).unwrap(), 5);
+    }
+
+    #[test]
+    fn open_flags() {
+        let f = fixture();
+        let p = b"/etc/passwd";
+        assert_eq!(f.fs.open(p, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644).err(), Some(Errno::EEXIST));
+        symlink("nowhere", f.root.join("dangling")).unwrap();
+        let excl = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+        assert_eq!(f.fs.open(b"/dangling", excl, 0o644).err(), Some(Errno::EEXIST));
+        assert_eq!(f.fs.open(p, libc::O_RDONLY | libc::O_DIRECTORY, 0).err(), Some(Errno::ENOTDIR));
+        assert_eq!(f.fs.open(b"/etc/passwd/", libc::O_RDONLY, 0).err(), Some(Errno::ENOTDIR));
+        assert_eq!(f.fs.open(b"/missing", libc::O_RDONLY, 0).err(), Some(Errno::ENOENT));
+        assert_eq!(f.fs.open(b"/dangling", libc::O_RDONLY | libc::O_NOFOLLOW, 0).err(), Some(Errno::ELOOP));
+        assert_eq!(f.fs.open(b"/etc", libc::O_WRONLY, 0).err(), Some(Errno::EISDIR));
+        // Access modes are enforced by the host descriptor.
+        let ro = f.fs.open(p, libc::O_RDONLY | libc::O_APPEND | libc::O_NONBLOCK, 0).unwrap();
+        assert_eq!(ro.write_at(b"x", 0), Err(Errno::EBADF));
+        let wo = f.fs.open(p, libc::O_WRONLY, 0).unwrap();
+        assert_eq!(wo.read_at(&mut [0u8; 4], 0), Err(Errno::EBADF));
+        // O_APPEND is the state layer's: positioned writes stay positioned.
+        let app = f.fs.open(p, libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
+        assert_eq!(app.write_at(b"I", 0).unwrap(), 1);
+        assert_eq!(read_all(&f.fs, p).unwrap(), b"Inside");
+        f.fs.open(p, libc::O_WRONLY | libc::O_TRUNC, 0).unwrap();
+        assert_eq!(read_all(&f.fs, p).unwrap(), b"");
+        // O_CREAT uses the mode (under the host umask, which is at most 0o022 here).
+        f.fs.open(b"/new", libc::O_CREAT | libc::O_WRONLY, 0o640).unwrap();
+        assert_eq!(f.fs.stat(b"/new", true).unwrap().mode, libc::S_IFREG | 0o640);
+        // Unknown bits are ignored, as open(2) does; O_PATH drops the rest.
+        f.fs.open(p, libc::O_RDONLY | 0x4000_0000, 0).unwrap();
+        let path = f.fs.open(p, libc::O_PATH | libc::O_CREAT | libc::O_TRUNC | libc::O_RDWR, 0o777).unwrap();
+        assert_eq!(path.read_at(&mut [0u8; 4], 0), Err(Errno::EBADF));
+        assert_eq!(path.stat().unwrap().mode & libc::S_IFMT, libc::S_IFREG);
+        // O_TMPFILE creates an unnamed file in a directory of the root.
+        let tmp = f.fs.open(b"/etc", libc::O_TMPFILE | libc::O_RDWR, 0o600);
+        match tmp {
+            Ok(t) => assert_eq!(t.write_at(b"x", 0).unwrap(), 1),
+            Err(e) => assert_eq!(e, Errno::EOPNOTSUPP),
+        }
+        // Directories open read-only (for getdents) and refuse reads.
+        let dir = f.fs.open(b"/", libc::O_RDONLY, 0).unwrap();
+        assert_eq!(dir.read_at(&mut [0u8; 4], 0), Err(Errno::EISDIR));
+        assert_eq!(dir.stat().unwrap().mode & libc::S_IFMT, libc::S_IFDIR);
+    }
+
+    #[test]
+    fn read_dir_pages() {
+        let f = fixture();
+        f.fs.mkdir(b"/d", 0o755).unwrap();
+        let mut expected = BTreeSet::from([b".".to_vec(), b"..".to_vec()]);
+        for i in 0..57 {
+            let name = format!("file-{i}-{}", "x".repeat(i * 4));
+            f.fs.open(format!("/d/{name}").as_bytes(), libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap();
+            expected.insert(name.into_bytes());
+        }
+        for max in [1, 2, 3, 5, 8, 64, 1000] {
+            let got = names(&f.fs, b"/d", max);
+            assert_eq!(got.len(), expected.len(), "max {max}");
+            assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected, "max {max}");
+        }
+        // Position 0 rewinds; a cookie continues; max 0 reads nothing.
+        let dir = f.fs.open(b"/d", libc::O_RDONLY, 0).unwrap();
+        let first = dir.read_dir(0, 3).unwrap();
+        let again = dir.read_dir(0, 3).unwrap();
+        assert_eq!(first, again);
+        let rest = dir.read_dir(first[1].next, 1).unwrap();
+        assert_eq!(rest[0], first[2]);
+        assert!(dir.read_dir(0, 0).unwrap().is_empty());
+        // Kinds and inode numbers come from the host.
+        let all = dir.read_dir(0, usize::MAX).unwrap();
+        let dot = all.iter().find(|e| e.name == b".").unwrap();
+        assert_eq!(dot.kind, libc::DT_DIR);
+        assert_eq!(dot.ino, f.fs.stat(b"/d", true).unwrap().ino);
+        let dotdot = all.iter().find(|e| e.name == b"..").unwrap();
+        assert_eq!(dotdot.ino, f.fs.stat(b"/", true).unwrap().ino);
+        assert!(all.iter().filter(|e| e.name.starts_with(b"file-")).all(|e| e.kind == libc::DT_REG));
+        // At the root, `..` is the root.
+        let root = f.fs.open(b"/", libc::O_RDONLY, 0).unwrap().read_dir(0, usize::MAX).unwrap();
+        let ino = |n: &[u8]| root.iter().find(|e| e.name == n).map(|e| e.ino);
+        assert_eq!(ino(b".."), ino(b"."));
+        assert!(ino(b"etc").is_some());
+        // Not a directory.
+        let file = f.fs.open(b"/etc/passwd", libc::O_RDONLY, 0).unwrap();
+        assert_eq!(file.read_dir(0, 10), Err(Errno::ENOTDIR));
+        assert_eq!(file.read_dir(0, 0), Err(Errno::ENOTDIR));
+        let path = f.fs.open(b"/d", libc::O_PATH, 0).unwrap();
+        assert_eq!(path.read_dir(0, 10), Err(Errno::EBADF));
+    }
+
+    #[test]
+    fn stat_and_lstat() {
+        let f = fixture();
+        symlink("etc/passwd", f.root.join("link")).unwrap();
+        symlink("etc", f.root.join("dirlink")).unwrap();
+        let l = f.fs.stat(b"/link", false).unwrap();
+        assert_eq!(l.mode & libc::S_IFMT, libc::S_IFLNK);
+        assert_eq!(l.size, 10);
+        let s = f.fs.stat(b"/link", true).unwrap();
+        assert_eq!(s.mode & libc::S_IFMT, libc::S_IFREG);
+        assert_eq!(s.size, 6);
+        assert_eq!(f.fs.readlink(b"/link").unwrap(), b"etc/passwd");
+        assert_eq!(f.fs.readlink(b"/etc/passwd"), Err(Errno::EINVAL));
+        assert_eq!(f.fs.readlink(b"/"), Err(Errno::EINVAL));
+        assert_eq!(f.fs.readlink(b"/missing"), Err(Errno::ENOENT));
+        // A trailing slash follows the link, as on Linux.
+        assert_eq!(f.fs.stat(b"/dirlink/", false).unwrap().mode & libc::S_IFMT, libc::S_IFDIR);
+        assert_eq!(f.fs.stat(b"/dirlink", false).unwrap().mode & libc::S_IFMT, libc::S_IFLNK);
+        assert_eq!(f.fs.stat(b"/link/", true), Err(Errno::ENOTDIR));
+        assert_eq!(f.fs.readlink(b"/dirlink/"), Err(Errno::EINVAL));
+        let long = "t".repeat(4000);
+        symlink(&long, f.root.join("long")).unwrap();
+        assert_eq!(f.fs.readlink(b"/long").unwrap(), long.as_bytes());
+    }
+
+    #[test]
+    fn access_modes() {
+        let f = fixture();
+        let p = f.root.join("etc/passwd");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(f.fs.access(b"/etc/passwd", libc::F_OK), Ok(()));
+        assert_eq!(f.fs.access(b"/etc/passwd", libc::R_OK), Ok(()));
+        // Even root needs an execute bit.
+        assert_eq!(f.fs.access(b"/etc/passwd", libc::X_OK), Err(Errno::EACCES));
+        assert_eq!(f.fs.access(b"/etc", libc::X_OK), Ok(()));
+        assert_eq!(f.fs.access(b"/missing", libc::F_OK), Err(Errno::ENOENT));
+        assert_eq!(f.fs.access(b"/missing", 0x40), Err(Errno::EINVAL));
+        assert_eq!(f.fs.access(b"/../secret", libc::F_OK), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn linux_edge_cases() {
+        let f = fixture();
+        for r in [
+            f.fs.open(b"", libc::O_RDONLY, 0).err(),
+            f.fs.stat(b"", true).err(),
+            f.fs.stat(b"", false).err(),
+            f.fs.readlink(b"").err(),
+            f.fs.access(b"", 0).err(),
+            f.fs.mkdir(b"", 0).err(),
+            f.fs.rmdir(b"").err(),
+            f.fs.unlink(b"").err(),
+            f.fs.rename(b"", b"/x").err(),
+            f.fs.rename(b"/etc", b"").err(),
+        ] {
+            assert_eq!(r, Some(Errno::ENOENT));
+        }
+        assert_eq!(f.fs.mkdir(b"/", 0o755), Err(Errno::EEXIST));
+        assert_eq!(f.fs.mkdir(b"/etc/.", 0o755), Err(Errno::EEXIST));
+        assert_eq!(f.fs.mkdir(b"/..", 0o755), Err(Errno::EEXIST));
+        assert_eq!(f.fs.rmdir(b"/"), Err(EBUSY));
+        assert_eq!(f.fs.rmdir(b"/etc/."), Err(Errno::EINVAL));
+        assert_eq!(f.fs.rmdir(b"/.."), Err(Errno::ENOTEMPTY));
+        assert_eq!(f.fs.rmdir(b"/etc/passwd"), Err(Errno::ENOTDIR));
+        assert_eq!(f.fs.unlink(b"/etc"), Err(Errno::EISDIR));
+        assert_eq!(f.fs.unlink(b"/"), Err(Errno::EISDIR));
+        assert_eq!(f.fs.unlink(b"/.."), Err(Errno::EISDIR));
+        assert_eq!(f.fs.unlink(b"/etc/passwd/"), Err(Errno::ENOTDIR));
+        assert_eq!(f.fs.rename(b"/etc", b"/etc/sub"), Err(Errno::EINVAL));
+        assert_eq!(f.fs.rename(b"/", b"/x"), Err(EBUSY));
+        assert_eq!(f.fs.rename(b"/etc/..", b"/x"), Err(EBUSY));
+        assert_eq!(f.fs.rename(b"/etc/passwd", b"/.."), Err(EBUSY));
+        assert_eq!(f.fs.rename(b"/etc/passwd", b"/etc/passwd/"), Err(Errno::ENOTDIR));
+        assert_eq!(f.fs.mkdir(b"/missing/x", 0o755), Err(Errno::ENOENT));
+        assert_eq!(f.fs.mkdir(b"/etc/passwd/x", 0o755), Err(Errno::ENOTDIR));
+        f.fs.mkdir(b"//new//dir//", 0o755).err();
+        f.fs.mkdir(b"//new", 0o755).unwrap();
+        f.fs.mkdir(b"//new//dir//", 0o755).unwrap();
+        assert!(f.root.join("new/dir").is_dir());
+        f.fs.rename(b"/new/dir/", b"/new/moved/").unwrap();
+        assert!(f.root.join("new/moved").is_dir());
+        assert_eq!(f.fs.stat(b"/new/./moved/../moved/.", false).unwrap().mode & libc::S_IFMT, libc::S_IFDIR);
+        // Relative paths are taken from the root too.
+        assert_eq!(read_all(&f.fs, b"etc/passwd").unwrap(), b"inside");
+        // Out-of-range offsets.
+        let file = f.fs.open(b"/etc/passwd", libc::O_RDWR, 0).unwrap();
+        assert_eq!(file.set_len(u64::MAX), Err(Errno::EINVAL));
+        assert_eq!(file.write_at(b"x", 1 << 63), Err(Errno::EINVAL));
+        assert!(f.fs.open(b"/etc\0/passwd", libc::O_RDONLY, 0).is_err());
+    }
+
+    #[test]
+    fn long_names() {
+        let f = fixture();
+        let long = format!("/{}", "n".repeat(256));
+        let lb = long.as_bytes();
+        assert_eq!(f.fs.open(lb, libc::O_CREAT | libc::O_WRONLY, 0o644).err(), Some(Errno::ENAMETOOLONG));
+        assert_eq!(f.fs.mkdir(lb, 0o755), Err(Errno::ENAMETOOLONG));
+        assert_eq!(f.fs.stat(lb, true), Err(Errno::ENAMETOOLONG));
+        assert_eq!(f.fs.rename(b"/etc/passwd", lb), Err(Errno::ENAMETOOLONG));
+        let ok = format!("/{}", "n".repeat(255));
+        f.fs.mkdir(ok.as_bytes(), 0o755).unwrap();
+        let deep = "/a".repeat(2048);
+        for r in [
+            f.fs.open(deep.as_bytes(), libc::O_RDONLY, 0).err(),
+            f.fs.stat(deep.as_bytes(), false).err(),
+            f.fs.readlink(deep.as_bytes()).err(),
+            f.fs.access(deep.as_bytes(), 0).err(),
+            f.fs.mkdir(deep.as_bytes(), 0).err(),
+            f.fs.rmdir(deep.as_bytes()).err(),
+            f.fs.unlink(deep.as_bytes()).err(),
+            f.fs.rename(deep.as_bytes(), b"/x").err(),
+        ] {
+            assert_eq!(r, Some(Errno::ENAMETOOLONG));
+        }
+        // 4095 bytes is a legal length.
+        let just = format!("/{}", "a/".repeat(2047));
+        assert_eq!(just.len(), 4095);
+        assert_eq!(f.fs.stat(just.as_bytes(), false), Err(Errno::ENOENT));
+    }
+
+    /// Every file under `dir` (not following symlinks) except the `skip` subtree, with its
+    /// kind, size and modification time.
+    fn snapshot(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, (u32, u64, i64, i64)>) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path == skip {
+                continue;
+            }
+            if let Ok(md) = std::fs::symlink_metadata(&path) {
+                out.insert(path.clone(), (md.mode(), md.size(), md.mtime(), md.mtime_nsec()));
+                if md.is_dir() {
+                    snapshot(&path, skip, out);
+                }
+            }
+        }
+    }
+
+    fn names_of(dir: &Path) -> BTreeSet<std::ffi::OsString> {
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default()
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Path pieces likely to hit confinement and parsing corner cases, plus random bytes.
+        fn piece() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                4 => prop::sample::select(vec![
+                    "/", "//", ".", "..", "../..", "a", "b", "etc", "passwd", "up", "abs", "host",
+                    "dotdot", "loop", "f", "", "secret", "dir", "root", "outer",
+                ])
+                .prop_map(|s| s.as_bytes().to_vec()),
+                1 => prop::collection::vec(1u8..=255, 0..12),
+                1 => (250usize..260).prop_map(|n| vec![b'z'; n]),
+            ]
+        }
+
+        fn path() -> impl Strategy<Value = Vec<u8>> {
+            (any::<bool>(), prop::collection::vec(piece(), 0..8)).prop_map(|(abs, pieces)| {
+                let mut p = if abs { b"/".to_vec() } else { Vec::new() };
+                for (i, piece) in pieces.iter().enumerate() {
+                    if i > 0 {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(piece);
+                }
+                p
+            })
+        }
+
+        fn op() -> impl Strategy<Value = (u8, Vec<u8>, Vec<u8>, i32, u32, u64, usize)> {
+            (0u8..12, path(), path(), any::<i32>(), any::<u32>(), 0u64..(1 << 20), 0usize..8)
+        }
+
+        fn run(fs: &HostDir, (op, a, b, flags, mode, off, max): (u8, Vec<u8>, Vec<u8>, i32, u32, u64, usize)) {
+            let mode = mode | 0o700;
+            match op {
+                0 => {
+                    let _ = fs.stat(&a, true);
+                }
+                1 => {
+                    let _ = fs.stat(&a, false);
+                }
+                2 => {
+                    let _ = fs.readlink(&a);
+                }
+                3 => {
+                    let _ = fs.access(&a, flags & 7);
+                }
+                4 => {
+                    let _ = fs.mkdir(&a, mode);
+                }
+                5 => {
+                    let _ = fs.rmdir(&a);
+                }
+                6 => {
+                    let _ = fs.unlink(&a);
+                }
+                7 => {
+                    let _ = fs.rename(&a, &b);
+                }
+                8 => {
+                    let _ = fs.access(&a, flags);
+                }
+                _ => {
+                    // The fixture holds no FIFOs, so no open can block.
+                    if let Ok(file) = fs.open(&a, flags, mode) {
+                        let mut buf = [0u8; 64];
+                        let _ = file.read_at(&mut buf, off);
+                        let _ = file.write_at(b"fuzz", off);
+                        let _ = file.read_dir(off, max);
+                        let _ = file.read_dir(0, max);
+                        let _ = file.set_len(off);
+                        let _ = file.stat();
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+            #[test]
+            fn random_paths_stay_inside(ops in prop::collection::vec(op(), 1..40)) {
+                let f = fixture();
+                symlink("../../..", f.root.join("up")).unwrap();
+                symlink("/etc", f.root.join("abs")).unwrap();
+                symlink(&f.outer, f.root.join("host")).unwrap();
+                symlink("..", f.root.join("dotdot")).unwrap();
+                symlink("loop", f.root.join("loop")).unwrap();
+                std::fs::write(f.root.join("f"), b"file").unwrap();
+                let top = f.outer.parent().unwrap().to_path_buf();
+                let mut before = BTreeMap::new();
+                snapshot(&top, &f.root, &mut before);
+                let host_root = names_of(Path::new("/"));
+                for op in ops {
+                    run(&f.fs, op);
+                }
+                let mut after = BTreeMap::new();
+                snapshot(&top, &f.root, &mut after);
+                prop_assert_eq!(before, after);
+                prop_assert_eq!(host_root, names_of(Path::new("/")));
+            }
+        }
+    }
+}
