@@ -21,6 +21,7 @@ impl Errno {
     pub const ENOMEM: Errno = Errno(libc::ENOMEM);
     pub const EACCES: Errno = Errno(libc::EACCES);
     pub const EFAULT: Errno = Errno(libc::EFAULT);
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
     pub const EEXIST: Errno = Errno(libc::EEXIST);
     pub const EXDEV: Errno = Errno(libc::EXDEV);
     pub const ENODEV: Errno = Errno(libc::ENODEV);
@@ -60,6 +61,7 @@ impl Errno {
             libc::ENOMEM => "ENOMEM",
             libc::EACCES => "EACCES",
             libc::EFAULT => "EFAULT",
+            libc::EBUSY => "EBUSY",
             libc::EEXIST => "EEXIST",
             libc::EXDEV => "EXDEV",
             libc::ENODEV => "ENODEV",

@@ -146,6 +146,17 @@ impl PipeEnd {
         Ok(done)
     }
 
+    /// Whether the other side is gone (no writers for a read end, no readers for a write end).
+    pub fn peer_closed(&self) -> bool {
+        let st = self.lock();
+        if self.write { st.readers == 0 } else { st.writers == 0 }
+    }
+
+    /// Whether a write would not block.
+    pub fn has_room(&self) -> bool {
+        self.lock().buf.len() < PIPE_CAPACITY
+    }
+
     /// Bytes waiting to be read (`FIONREAD`).
     pub fn available(&self) -> usize {
         self.lock().buf.len()

@@ -70,9 +70,23 @@ impl VmaList {
         at >= end
     }
 
-    /// Inserts a region over free space (callers remove what was there first).
-    pub fn insert(&mut self, vma: Vma) {
+    /// Inserts a region over free space (callers remove what was there first), merging it with
+    /// neighbours of the same protection and kind, as Linux merges vmas.
+    pub fn insert(&mut self, mut vma: Vma) {
         debug_assert!(vma.start < vma.end && self.is_free(vma.start, vma.end));
+        let same = |a: &Vma, b: &Vma| a.prot == b.prot && a.kind == b.kind;
+        if let Some(prev) = self.map.range(..vma.start).next_back().map(|(_, v)| v.clone()) {
+            if prev.end == vma.start && same(&prev, &vma) {
+                self.map.remove(&prev.start);
+                vma.start = prev.start;
+            }
+        }
+        if let Some(next) = self.map.get(&vma.end).cloned() {
+            if same(&next, &vma) {
+                self.map.remove(&next.start);
+                vma.end = next.end;
+            }
+        }
         self.map.insert(vma.start, vma);
     }
 
@@ -159,6 +173,18 @@ mod tests {
         assert_eq!(l.find_free_top_down(0x1000, 0x1000, 0xa000), Some(0x9000));
         assert_eq!(l.find_free_top_down(0x2000, 0x1000, 0xa000), Some(0x6000));
         assert_eq!(l.find_free_top_down(0x8000, 0x1000, 0xa000), None);
+    }
+
+    #[test]
+    fn adjacent_compatible_regions_merge() {
+        let mut l = VmaList::default();
+        l.insert(vma(0x1000, 0x2000));
+        l.insert(vma(0x3000, 0x4000));
+        l.insert(vma(0x2000, 0x3000));
+        assert_eq!(l.iter().count(), 1);
+        assert_eq!(l.find(0x1000).unwrap().end, 0x4000);
+        l.insert(Vma { start: 0x4000, end: 0x5000, prot: Prot::READ, kind: VmaKind::Anon });
+        assert_eq!(l.iter().count(), 2);
     }
 
     proptest! {

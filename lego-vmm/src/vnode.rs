@@ -80,6 +80,9 @@ impl Vnode {
         let shown = program.path.display().to_string();
         let bytes = std::fs::read(&program.path).map_err(|source| VmmError::Program { path: shown.clone(), source })?;
         let info = elf::parse(&bytes, config.mem_size).map_err(|source| VmmError::BadElf { path: shown.clone(), source })?;
+        // The state layer applies the guest's umask; the host's must not apply a second time.
+        // SAFETY: umask only changes this process's file-creation mask.
+        unsafe { libc::umask(0) };
         let fs = HostDir::new(&config.root)
             .map_err(|e| VmmError::Config(format!("vNode root {}: {e}", config.root.display())))?;
         let execfn = program.argv.first().cloned().unwrap_or_else(|| shown.clone().into_bytes());

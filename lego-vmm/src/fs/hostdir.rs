@@ -59,8 +59,6 @@ const PASSED_OPEN_FLAGS: i32 = libc::O_CREAT
     | libc::O_NOATIME
     | libc::O_TMPFILE;
 
-/// `EBUSY`, which [`Errno`] does not name (yet).
-const EBUSY: Errno = Errno(libc::EBUSY);
 
 /// Size of `struct linux_dirent64` up to `d_name`.
 const DIRENT_HEADER: usize = 19;
@@ -205,7 +203,7 @@ impl FileSystem for HostDir {
 
     fn rmdir(&self, path: &[u8]) -> SysResult<()> {
         match self.locate(path)? {
-            Target::Root => Err(EBUSY),
+            Target::Root => Err(Errno::EBUSY),
             Target::Child { dir, name } => {
                 // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
                 retry(|| unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })?;
@@ -237,7 +235,7 @@ impl FileSystem for HostDir {
                 })?;
                 Ok(())
             }
-            _ => Err(EBUSY),
+            _ => Err(Errno::EBUSY),
         }
     }
 }
@@ -859,7 +857,7 @@ mod tests {
         assert_eq!(f.fs.mkdir(b"/", 0o755), Err(Errno::EEXIST));
         assert_eq!(f.fs.mkdir(b"/etc/.", 0o755), Err(Errno::EEXIST));
         assert_eq!(f.fs.mkdir(b"/..", 0o755), Err(Errno::EEXIST));
-        assert_eq!(f.fs.rmdir(b"/"), Err(EBUSY));
+        assert_eq!(f.fs.rmdir(b"/"), Err(Errno::EBUSY));
         assert_eq!(f.fs.rmdir(b"/etc/."), Err(Errno::EINVAL));
         assert_eq!(f.fs.rmdir(b"/.."), Err(Errno::ENOTEMPTY));
         assert_eq!(f.fs.rmdir(b"/etc/passwd"), Err(Errno::ENOTDIR));
@@ -868,9 +866,9 @@ mod tests {
         assert_eq!(f.fs.unlink(b"/.."), Err(Errno::EISDIR));
         assert_eq!(f.fs.unlink(b"/etc/passwd/"), Err(Errno::ENOTDIR));
         assert_eq!(f.fs.rename(b"/etc", b"/etc/sub"), Err(Errno::EINVAL));
-        assert_eq!(f.fs.rename(b"/", b"/x"), Err(EBUSY));
-        assert_eq!(f.fs.rename(b"/etc/..", b"/x"), Err(EBUSY));
-        assert_eq!(f.fs.rename(b"/etc/passwd", b"/.."), Err(EBUSY));
+        assert_eq!(f.fs.rename(b"/", b"/x"), Err(Errno::EBUSY));
+        assert_eq!(f.fs.rename(b"/etc/..", b"/x"), Err(Errno::EBUSY));
+        assert_eq!(f.fs.rename(b"/etc/passwd", b"/.."), Err(Errno::EBUSY));
         assert_eq!(f.fs.rename(b"/etc/passwd", b"/etc/passwd/"), Err(Errno::ENOTDIR));
         assert_eq!(f.fs.mkdir(b"/missing/x", 0o755), Err(Errno::ENOENT));
         assert_eq!(f.fs.mkdir(b"/etc/passwd/x", 0o755), Err(Errno::ENOTDIR));

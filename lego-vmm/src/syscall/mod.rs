@@ -8,6 +8,7 @@ mod fs;
 mod info;
 mod mem;
 pub mod names;
+mod poll;
 mod proc;
 mod time;
 
@@ -39,6 +40,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use fs::*;
     use info::*;
     use mem::*;
+    use poll::*;
     use proc::*;
     use time::*;
     Some(match nr {
@@ -49,6 +51,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         4 => ("sx", stat),
         5 => ("fx", fstat),
         6 => ("sx", lstat),
+        7 => ("xud", poll),
         8 => ("fdd", lseek),
         9 => ("xuxxfd", mmap),
         10 => ("xux", mprotect),
@@ -131,6 +134,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         264 => ("fsfs", renameat),
         267 => ("fsxu", readlinkat),
         269 => ("fsd", faccessat),
+        271 => ("xuxxu", ppoll),
         273 => ("xu", set_robust_list),
         292 => ("ffx", dup3),
         293 => ("xx", pipe2),

@@ -1,0 +1,38 @@
+# lego: two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Missing apt packages (busybox-static, musl-tools, build tools) are installed by
+# scripts/install-deps.sh.
+
+CARGO ?= cargo
+LEGO := target/release/lego
+
+.PHONY: all deps build guest-images demo test bench clean
+
+all: build guest-images
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace
+
+guest-images: deps
+	$(MAKE) -C guest-images
+
+demo: build guest-images
+	@echo "== a static C program in a vNode"
+	$(LEGO) run guest-images/out/hello
+	@echo "== Debian's unmodified busybox-static in a vNode, counting the words of README.md"
+	$(LEGO) run guest-images/out/busybox wc README.md
+	@echo "== 64 MiB random-access checksum in a vNode, then natively"
+	$(LEGO) run guest-images/out/checksum 64
+	guest-images/out/checksum 64
+
+test: build guest-images
+	$(CARGO) test --release --workspace
+
+bench: build
+	$(LEGO) bench syscall
+
+clean:
+	$(CARGO) clean
+	$(MAKE) -C guest-images clean

@@ -1,0 +1,331 @@
+//! End-to-end tests of `lego run`: real vNodes under KVM, compared with native runs of the same
+//! static binaries from `guest-images/out` (built by `make guest-images`).
+//!
+//! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`,
+//! in which case each says on stderr that it was skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::io::Write;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+}
+
+fn image(name: &str) -> PathBuf {
+    let p = repo().join("guest-images/out").join(name);
+    assert!(p.exists(), "{} is missing: run `make guest-images` first", p.display());
+    p
+}
+
+/// Whether KVM tests can run; panics with the reason if not, unless told to skip.
+fn kvm() -> bool {
+    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
+    match ok {
+        Ok(_) => true,
+        Err(e) if std::env::var("LEGO_SKIP_KVM_TESTS").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED (LEGO_SKIP_KVM_TESTS=1): /dev/kvm is not usable: {e}");
+            false
+        }
+        Err(e) => panic!(
+            "/dev/kvm is not usable ({e}): lego runs programs as KVM guests. \
+             Run on a machine with KVM, or set LEGO_SKIP_KVM_TESTS=1 to skip these tests."
+        ),
+    }
+}
+
+struct Run {
+    status: i32,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            status: o.status.code().unwrap_or_else(|| {
+                use std::os::unix::process::ExitStatusExt;
+                128 + o.status.signal().unwrap_or(0)
+            }),
+            stdout: o.stdout,
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+fn run(mut cmd: Command, stdin: &[u8]) -> Run {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    // From a thread, so a child writing lots of output before it reads cannot deadlock us; a
+    // child that never reads its input (EPIPE here) is fine.
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    feeder.join().expect("stdin feeder");
+    out.into()
+}
+
+/// Runs `prog args` natively in `dir`.
+fn native(prog: &Path, args: &[&str], dir: &Path, stdin: &[u8]) -> Run {
+    let mut c = Command::new(prog);
+    c.args(args).current_dir(dir).env("TZ", "UTC");
+    run(c, stdin)
+}
+
+/// Runs `prog args` in a vNode whose root is `dir` (also the host cwd, so argv[0] matches).
+fn vnode(prog: &Path, args: &[&str], dir: &Path, stdin: &[u8], extra: &[&str]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+    c.arg("run").arg("--mem").arg("1G").arg("--root").arg(dir).args(extra).arg(prog).args(args);
+    c.current_dir(dir).env("TZ", "UTC");
+    run(c, stdin)
+}
+
+fn assert_same(name: &str, native: &Run, lego: &Run) {
+    assert_eq!(
+        String::from_utf8_lossy(&lego.stdout),
+        String::from_utf8_lossy(&native.stdout),
+        "{name}: stdout differs (vNode stderr: {})",
+        lego.stderr
+    );
+    assert_eq!(lego.status, native.status, "{name}: status differs (vNode stderr: {})", lego.stderr);
+}
+
+/// Runs a guest image natively and in a vNode, each in a fresh directory, and compares.
+fn compare(name: &str, args: &[&str], stdin: &[u8]) -> (Run, Run) {
+    let prog = image(name);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let n = native(&prog, args, a.path(), stdin);
+    let l = vnode(&prog, args, b.path(), stdin, &[]);
+    assert_same(&format!("{name} {args:?}"), &n, &l);
+    (n, l)
+}
+
+#[test]
+fn hello_glibc_musl_pie_rust() {
+    if !kvm() {
+        return;
+    }
+    for name in ["hello", "hello.musl", "hello.pie"] {
+        let (_, l) = compare(name, &[], b"");
+        assert_eq!(l.stdout, b"hello from a vNode\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    compare("rust-hello", &[], b"");
+    let prog = image("rust-hello");
+    let n = native(&prog, &["."], dir.path(), b"");
+    let l = vnode(&prog, &["."], dir.path(), b"", &[]);
+    assert_same(&format!("rust-hello {d}"), &n, &l);
+}
+
+#[test]
+fn argv_env_auxv() {
+    if !kvm() {
+        return;
+    }
+    for name in ["auxv", "auxv.musl"] {
+        let (_, l) = compare(name, &["one", "two words", ""], b"");
+        assert_eq!(l.status, 4);
+    }
+}
+
+#[test]
+fn exit_status_and_stdin() {
+    if !kvm() {
+        return;
+    }
+    assert_eq!(compare("exitcode", &[], b"").1.status, 42);
+    assert_eq!(compare("exitcode", &["300"], b"").1.status, 44);
+    let input: Vec<u8> = (0..200_000u32).map(|i| b"abcdefgh\n"[(i % 9) as usize]).collect();
+    for name in ["stdin_echo", "stdin_echo.musl"] {
+        let (n, l) = compare(name, &[], &input);
+        assert_eq!(n.stderr, l.stderr, "{name}: stderr differs");
+    }
+}
+
+#[test]
+fn file_io_round_trip() {
+    if !kvm() {
+        return;
+    }
+    for name in ["fileio", "fileio.musl"] {
+        let (_, l) = compare(name, &["."], b"");
+        assert_eq!(l.status, 0, "{}", String::from_utf8_lossy(&l.stdout));
+    }
+}
+
+#[test]
+fn memory_heavy_programs() {
+    if !kvm() {
+        return;
+    }
+    for name in ["malloc", "malloc.musl"] {
+        compare(name, &[], b"");
+    }
+    compare("checksum", &["48", "7"], b"");
+    compare("checksum.musl", &["16"], b"");
+    compare("sort", &["300000", "3"], b"");
+    compare("sort.musl", &["100000"], b"");
+}
+
+#[test]
+fn time_and_system_information() {
+    if !kvm() {
+        return;
+    }
+    for name in ["timeinfo", "timeinfo.musl"] {
+        assert_eq!(compare(name, &[], b"").1.status, 0);
+    }
+}
+
+#[test]
+fn guest_faults_become_linux_signals() {
+    if !kvm() {
+        return;
+    }
+    let cases: &[(&str, &[&str], i32, &str)] = &[
+        ("segv", &[], 139, "page fault at address 0x10 (write, address not mapped)"),
+        ("segv.musl", &[], 139, "page fault at address 0x10"),
+        ("segv_ro", &["ro"], 139, "(write, access not permitted)"),
+        ("segv_ro", &["unmapped"], 139, "(read, address not mapped)"),
+        ("ud2", &[], 132, "SIGILL: invalid opcode"),
+        ("divzero", &[], 136, "SIGFPE: divide error"),
+        ("gp", &[], 139, "SIGSEGV: general protection fault"),
+        ("abort", &[], 134, ""),
+        ("abort.musl", &[], 134, ""),
+    ];
+    for (name, args, status, message) in cases {
+        let (_, l) = compare(name, args, b"");
+        assert_eq!(l.status, *status, "{name}");
+        assert!(l.stderr.contains(message), "{name}: stderr {:?} lacks {message:?}", l.stderr);
+        if !message.is_empty() {
+            assert!(l.stderr.contains("rip 0x"), "{name}: no RIP in {:?}", l.stderr);
+            assert_eq!(l.stderr.lines().count(), 1, "{name}: one line expected: {:?}", l.stderr);
+        }
+    }
+}
+
+#[test]
+fn bad_programs_get_a_clear_error_and_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let hello = std::fs::read(image("hello")).unwrap();
+    let mut arm = hello.clone();
+    arm[18] = 183;
+    let mut elf32 = hello.clone();
+    elf32[4] = 1;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("script", b"#!/bin/sh\necho hi\n".to_vec(), "not an ELF executable"),
+        ("empty", Vec::new(), "not an ELF executable"),
+        ("truncated", hello[..100].to_vec(), "truncated ELF file"),
+        ("truncated-data", hello[..hello.len() / 2].to_vec(), "truncated ELF file"),
+        ("arm", arm, "another architecture (AArch64)"),
+        ("elf32", elf32, "not a 64-bit ELF file"),
+    ];
+    for (name, bytes, message) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let l = vnode(&path, &[], dir.path(), b"", &[]);
+        assert_eq!(l.status, 2, "{name}: {}", l.stderr);
+        assert!(l.stderr.contains(message), "{name}: {:?} lacks {message:?}", l.stderr);
+        assert_eq!(l.stderr.lines().count(), 1, "{name}: {:?}", l.stderr);
+    }
+    let dynamic = vnode(Path::new("/bin/true"), &[], dir.path(), b"", &[]);
+    assert_eq!(dynamic.status, 2);
+    assert!(dynamic.stderr.contains("only static binaries are supported"), "{}", dynamic.stderr);
+    let missing = vnode(&dir.path().join("nope"), &[], dir.path(), b"", &[]);
+    assert_eq!(missing.status, 2);
+    assert!(missing.stderr.contains("No such file"), "{}", missing.stderr);
+}
+
+#[test]
+fn files_are_confined_to_the_vnode_root() {
+    if !kvm() {
+        return;
+    }
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "host secret\n").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("inside"), "vnode file\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("abs-link")).unwrap();
+    let bb = image("busybox");
+    let secret = outside.path().join("secret");
+    let up = format!("../../../../../../..{}", secret.display());
+    for path in [secret.to_str().unwrap(), up.as_str(), "abs-link"] {
+        let l = vnode(&bb, &["cat", path], root.path(), b"", &[]);
+        assert_ne!(l.status, 0, "{path} was readable from the vNode");
+        assert!(!String::from_utf8_lossy(&l.stdout).contains("host secret"), "{path} escaped");
+    }
+    let l = vnode(&bb, &["cat", "/inside"], root.path(), b"", &[]);
+    assert_eq!(l.stdout, b"vnode file\n");
+}
+
+#[test]
+fn trace_syscalls_prints_each_call() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let l = vnode(&image("hello"), &[], dir.path(), b"", &["--trace-syscalls"]);
+    assert_eq!(l.status, 0);
+    assert!(l.stderr.contains("write(1, \"hello from a vNode\\n\", 19) = 19"), "{}", l.stderr);
+    assert!(l.stderr.contains("exit_group(0)"), "{}", l.stderr);
+    assert!(l.stderr.lines().all(|line| line.starts_with("[1] ")), "{}", l.stderr);
+}
+
+/// The busybox applets the issue names, on fixed inputs, byte-identical to native.
+#[test]
+fn busybox_applets_match_native() {
+    if !kvm() {
+        return;
+    }
+    let bb = image("busybox");
+    let words = "pear\napple\nfig\napple\nbanana\nfig\nfig\ncherry\n";
+    let table = "id,name,qty\n3,fig,7\n1,apple,12\n2,pear,5\n";
+    let setup = |dir: &Path| {
+        std::fs::write(dir.join("words.txt"), words).unwrap();
+        std::fs::write(dir.join("table.csv"), table).unwrap();
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/a"), "a\n").unwrap();
+        std::fs::write(dir.join("sub/b"), vec![7u8; 10000]).unwrap();
+    };
+    let cases: &[&[&str]] = &[
+        &["echo", "-n", "hello", "world"],
+        &["echo", "-e", "a\\tb\\nc"],
+        &["cat", "words.txt", "table.csv"],
+        &["wc", "words.txt", "table.csv"],
+        &["wc", "-c", "sub/b"],
+        &["sort", "words.txt"],
+        &["sort", "-r", "-u", "words.txt"],
+        &["sort", "-t,", "-k3", "-n", "table.csv"],
+        &["uniq", "-c", "words.txt"],
+        &["md5sum", "words.txt", "sub/b"],
+        &["sha256sum", "table.csv"],
+        &["grep", "-n", "an", "words.txt"],
+        &["grep", "-c", "zzz", "words.txt"],
+        &["sed", "-e", "s/fig/FIG/g;2d", "words.txt"],
+        &["awk", "-F,", "NR>1 { s += $3 } END { print s, NR }", "table.csv"],
+        &["head", "-n", "3", "words.txt"],
+        &["tail", "-n", "2", "words.txt"],
+        &["tr", "a-z", "A-Z"],
+        &["cut", "-d,", "-f2", "table.csv"],
+        &["ls"],
+        &["ls", "-a", "sub"],
+        &["ls", "-1s", "sub"],
+        &["seq", "1", "3", "20"],
+        &["expr", "7", "*", "6"],
+        &["expr", "length", "vnode"],
+        &["od", "-A", "x", "-t", "x1z", "table.csv"],
+        &["cat", "does-not-exist"],
+    ];
+    for args in cases {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        setup(a.path());
+        setup(b.path());
+        let n = native(&bb, args, a.path(), words.as_bytes());
+        let l = vnode(&bb, args, b.path(), words.as_bytes(), &[]);
+        assert_same(&format!("busybox {args:?}"), &n, &l);
+    }
+}
