@@ -113,3 +113,75 @@ pub struct Process {
     /// Set when the process has ended.
     pub exit: Option<Termination>,
 }
+
+impl Creds {
+    /// The credentials of the VMM process, which a vNode process starts with.
+    pub fn of_host() -> Creds {
+        // SAFETY: these calls only read the caller's credentials.
+        unsafe {
+            Creds {
+                uid: libc::getuid(),
+                euid: libc::geteuid(),
+                suid: libc::geteuid(),
+                gid: libc::getgid(),
+                egid: libc::getegid(),
+                sgid: libc::getegid(),
+            }
+        }
+    }
+}
+
+impl Process {
+    /// A fresh process (pid 1 of its vNode) over `mm` and `fs`, with the host's credentials,
+    /// groups and resource limits, no descriptors, `/` as cwd and umask 022. `execfn` names it
+    /// (`PR_GET_NAME`).
+    pub fn new(mm: Mm, fs: Arc<dyn FileSystem>, hostname: String, execfn: &[u8]) -> Process {
+        let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
+        Process {
+            pid: 1,
+            ppid: 0,
+            mm,
+            fds: FdTable::new(rlimits[libc::RLIMIT_NOFILE as usize].0.min(1 << 20) as usize),
+            fs,
+            cwd: b"/".to_vec(),
+            umask: 0o022,
+            creds: Creds::of_host(),
+            groups: host_groups(),
+            hostname,
+            rlimits,
+            clear_child_tid: 0,
+            robust_list: (0, 0),
+            signals: Signals::default(),
+            comm: comm_of(execfn),
+            stats: SyscallStats::default(),
+            started: Instant::now(),
+            exit: None,
+        }
+    }
+}
+
+fn host_groups() -> Vec<u32> {
+    let mut groups = vec![0 as libc::gid_t; 256];
+    // SAFETY: `groups` has room for 256 entries, the size passed.
+    let n = unsafe { libc::getgroups(256, groups.as_mut_ptr()) };
+    groups.truncate(n.max(0) as usize);
+    groups
+}
+
+fn host_rlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `r` is a valid rlimit to fill.
+    if unsafe { libc::getrlimit(resource, &mut r) } != 0 {
+        return (u64::MAX, u64::MAX);
+    }
+    (r.rlim_cur, r.rlim_max)
+}
+
+fn comm_of(execfn: &[u8]) -> [u8; 16] {
+    let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
+    let mut comm = [0u8; 16];
+    let n = base.len().min(15);
+    comm[..n].copy_from_slice(&base[..n]);
+    comm
+}
+

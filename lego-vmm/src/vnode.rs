@@ -19,7 +19,7 @@ use crate::fs::{hostdir::HostDir, FileSystem};
 use crate::layout::{PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
-use crate::process::{Creds, Process, Signals, SyscallStats, Termination};
+use crate::process::{Creds, Process, SyscallStats, Termination};
 use crate::stack::{self, AuxInfo};
 use crate::syscall::{self, Cpu};
 use crate::vma::VmaKind;
@@ -138,7 +138,7 @@ impl Vnode {
             unsafe { vm.set_user_memory_region(region) }.map_err(VmmError::kvm("SET_USER_MEMORY_REGION"))?;
         }
 
-        let creds = host_creds();
+        let creds = Creds::of_host();
         let mut random = [0u8; 16];
         // SAFETY: `random` is a valid 16-byte buffer.
         let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
@@ -152,26 +152,7 @@ impl Vnode {
             Image::Code { .. } => mm.stack_top() - 64,
         };
 
-        let mut process = Process {
-            pid: 1,
-            ppid: 0,
-            mm,
-            fds: FdTable::new(host_rlimit(libc::RLIMIT_NOFILE).0.min(1 << 20) as usize),
-            fs,
-            cwd: b"/".to_vec(),
-            umask: 0o022,
-            creds,
-            groups: host_groups(),
-            hostname: config.name.clone(),
-            rlimits: std::array::from_fn(|r| host_rlimit(r as _)),
-            clear_child_tid: 0,
-            robust_list: (0, 0),
-            signals: Signals::default(),
-            comm: comm_of(execfn),
-            stats: SyscallStats::default(),
-            started: Instant::now(),
-            exit: None,
-        };
+        let mut process = Process::new(mm, fs, config.name.clone(), execfn);
         install_stdio(&mut process.fds);
 
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("CREATE_VCPU"))?;
@@ -299,45 +280,6 @@ fn install_stdio(fds: &mut FdTable) {
         // fd < 3 is within any descriptor limit.
         let _ = fds.install(fd as u64, file, false);
     }
-}
-
-fn host_creds() -> Creds {
-    // SAFETY: these calls only read the caller's credentials.
-    unsafe {
-        Creds {
-            uid: libc::getuid(),
-            euid: libc::geteuid(),
-            suid: libc::geteuid(),
-            gid: libc::getgid(),
-            egid: libc::getegid(),
-            sgid: libc::getegid(),
-        }
-    }
-}
-
-fn host_groups() -> Vec<u32> {
-    let mut groups = vec![0 as libc::gid_t; 256];
-    // SAFETY: `groups` has room for 256 entries, the size passed.
-    let n = unsafe { libc::getgroups(256, groups.as_mut_ptr()) };
-    groups.truncate(n.max(0) as usize);
-    groups
-}
-
-fn host_rlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `r` is a valid rlimit to fill.
-    if unsafe { libc::getrlimit(resource, &mut r) } != 0 {
-        return (u64::MAX, u64::MAX);
-    }
-    (r.rlim_cur, r.rlim_max)
-}
-
-fn comm_of(execfn: &[u8]) -> [u8; 16] {
-    let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
-    let mut comm = [0u8; 16];
-    let n = base.len().min(15);
-    comm[..n].copy_from_slice(&base[..n]);
-    comm
 }
 
 /// The default vNode root: the current directory.

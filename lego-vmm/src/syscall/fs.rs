@@ -1479,7 +1479,6 @@ pub fn umask(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Instant;
 
     use kvm_bindings::{kvm_regs, kvm_sregs};
 
@@ -1489,7 +1488,7 @@ mod tests {
     use crate::mm::flags::{MAP_ANONYMOUS, MAP_PRIVATE};
     use crate::mm::Mm;
     use crate::paging::Prot;
-    use crate::process::{Creds, Signals, SyscallStats, Termination, SIG_IGN};
+    use crate::process::{Creds, Termination, SIG_IGN};
     use crate::vma::VmaKind;
 
     type Handler = fn(&mut Process, &mut Cpu<'_>, Args) -> SysResult<u64>;
@@ -1518,26 +1517,11 @@ mod tests {
             mm.mprotect(ro, 4096, Prot::READ).unwrap();
             let scratch = mm.mmap(0, 1 << 16, Prot::RW, flags, VmaKind::Anon).unwrap();
             let creds = Creds { uid: 1000, euid: 1000, suid: 1000, gid: 1000, egid: 1000, sgid: 1000 };
-            let p = Process {
-                pid: 1,
-                ppid: 0,
-                mm,
-                fds: FdTable::new(64),
-                fs,
-                cwd: b"/".to_vec(),
-                umask: 0o022,
-                creds,
-                groups: Vec::new(),
-                hostname: "t".into(),
-                rlimits: [(u64::MAX, u64::MAX); 16],
-                clear_child_tid: 0,
-                robust_list: (0, 0),
-                signals: Signals::default(),
-                comm: [0; 16],
-                stats: SyscallStats::default(),
-                started: Instant::now(),
-                exit: None,
-            };
+            let mut p = Process::new(mm, fs, "t".into(), b"t");
+            p.creds = creds;
+            p.groups = Vec::new();
+            p.fds = FdTable::new(64);
+            p.rlimits = [(u64::MAX, u64::MAX); 16];
             T { p, dir, buf, ro, scratch, next: std::cell::Cell::new(scratch) }
         }
 

@@ -241,3 +241,60 @@ fn quote(s: &mut String, b: &[u8], max: usize) {
         s.push_str("...");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::hostdir::HostDir;
+    use crate::mm::Mm;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn process(root: &std::path::Path) -> Process {
+        let fs = Arc::new(HostDir::new(root).unwrap());
+        let mut p = Process::new(Mm::new(64 << 20).unwrap(), fs, "fuzz".into(), b"fuzz");
+        let heap = p.mm.mmap(0, 1 << 16, crate::paging::Prot::RW, 0x22, crate::vma::VmaKind::Anon).unwrap();
+        p.mm.write_user(heap, b"/tmp\0x\0").unwrap();
+        p
+    }
+
+    /// Interesting argument values: small numbers, fds, flags, wild and kernel addresses, and
+    /// a pointer to valid memory.
+    fn arg() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..8,
+            Just(u64::MAX),
+            Just(-100i64 as u64),
+            any::<u64>(),
+            Just(crate::layout::SYS_BASE),
+            Just(crate::layout::STUB_PAGE),
+            (0u64..0x1_0000).prop_map(|o| (64 << 20) - crate::layout::STACK_MAX - (1 << 20) - (1 << 16) + o),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+        /// No syscall number or argument can panic the VMM or touch anything outside the
+        /// process; every result is a value or a Linux errno.
+        #[test]
+        fn any_call_with_any_arguments_is_handled(calls in proptest::collection::vec(
+            (prop_oneof![0u64..335, 400u64..460, any::<u64>()], proptest::array::uniform6(arg())), 1..8)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut p = process(dir.path());
+            for (nr, args) in calls {
+                // Calls that would sleep or wait on the host are not fuzzed.
+                if matches!(nr, 7 | 35 | 230 | 271) {
+                    continue;
+                }
+                let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };
+                let mut sregs = kvm_sregs::default();
+                handle(&mut p, &mut Cpu { regs: &mut regs, sregs: &mut sregs }, None);
+                let r = regs.rax as i64;
+                prop_assert!(r >= -4095, "syscall {} returned {}", nr, r);
+                if p.exit.is_some() {
+                    break;
+                }
+            }
+        }
+    }
+}
