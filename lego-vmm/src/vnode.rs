@@ -218,7 +218,7 @@ impl Vnode {
             match self.vcpu.run() {
                 Ok(exit) => {
                     let (event, port) = (cpu::decode_exit(&exit), cpu::exit_port(&exit));
-                    let rip = self.vcpu.sync_regs().regs.rip;
+                    let rip = self.vcpu.sync_regs_mut().regs.rip;
                     return Ok(cpu::check_origin(event, port, rip));
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,

@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
@@ -853,8 +854,9 @@ pub fn write(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     do_write(p, &file, &one_seg(a[1], a[2])?, None)
 }
 
-/// `pread64(fd, buf, count, pos)`; `ESPIPE` on pipes (and, from the host, on host ttys/pipes).
-pub fn pread64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// The description and position of a `pread64`/`pwrite64`: `EINVAL` for a negative position,
+/// `ESPIPE` on pipes (and, from the host, on host ttys/pipes).
+fn positioned(p: &Process, a: &Args, write: bool) -> SysResult<(Arc<OpenFile>, u64)> {
     let pos = a[3] as i64;
     if pos < 0 {
         return Err(Errno::EINVAL);
@@ -863,21 +865,18 @@ pub fn pread64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     if matches!(file.backing, Backing::Pipe(_)) {
         return Err(Errno::ESPIPE);
     }
-    check_mode(&file, false)?;
-    do_read(p, &file, &one_seg(a[1], a[2])?, Some(pos as u64))
+    check_mode(&file, write)?;
+    Ok((file, pos as u64))
+}
+
+pub fn pread64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let (file, pos) = positioned(p, &a, false)?;
+    do_read(p, &file, &one_seg(a[1], a[2])?, Some(pos))
 }
 
 pub fn pwrite64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let pos = a[3] as i64;
-    if pos < 0 {
-        return Err(Errno::EINVAL);
-    }
-    let file = p.fds.get(fdarg(a[0]))?;
-    if matches!(file.backing, Backing::Pipe(_)) {
-        return Err(Errno::ESPIPE);
-    }
-    check_mode(&file, true)?;
-    do_write(p, &file, &one_seg(a[1], a[2])?, Some(pos as u64))
+    let (file, pos) = positioned(p, &a, true)?;
+    do_write(p, &file, &one_seg(a[1], a[2])?, Some(pos))
 }
 
 pub fn readv(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
