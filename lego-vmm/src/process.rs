@@ -61,7 +61,7 @@ impl Default for Signals {
     }
 }
 
-/// What the default action of a signal does.
+/// Whether the default action of `sig` is to ignore it.
 pub fn default_ignores(sig: i32) -> bool {
     matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT)
 }

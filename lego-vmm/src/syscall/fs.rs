@@ -429,42 +429,40 @@ fn clip(p: &Process, segs: &[(u64, u64)], write: bool) -> SysResult<(Segs, u64)>
     Ok((out, total))
 }
 
-/// Copies `data` into the segment list starting `skip` bytes into it.
-fn scatter(p: &Process, segs: &[(u64, u64)], mut skip: u64, mut data: &[u8]) -> SysResult<()> {
-    for &(base, len) in segs {
-        if data.is_empty() {
+/// Lays `len` bytes over the segment list, starting `skip` bytes into it: the guest address
+/// of each piece and the byte range of the buffer that goes there.
+fn pieces(segs: &[(u64, u64)], mut skip: u64, len: usize) -> SysResult<Vec<(u64, std::ops::Range<usize>)>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &(base, seg_len) in segs {
+        if at == len {
             break;
         }
-        if skip >= len {
-            skip -= len;
+        if skip >= seg_len {
+            skip -= seg_len;
             continue;
         }
-        let room = usize::try_from(len - skip).unwrap_or(usize::MAX);
-        let n = room.min(data.len());
-        let (now, rest) = data.split_at(n);
-        p.mm.write_user(base.checked_add(skip).ok_or(Errno::EFAULT)?, now)?;
-        data = rest;
+        let room = usize::try_from(seg_len - skip).unwrap_or(usize::MAX);
+        let n = room.min(len - at);
+        out.push((base.checked_add(skip).ok_or(Errno::EFAULT)?, at..at + n));
+        at += n;
         skip = 0;
+    }
+    Ok(out)
+}
+
+/// Copies `data` into the segment list starting `skip` bytes into it.
+fn scatter(p: &Process, segs: &[(u64, u64)], skip: u64, data: &[u8]) -> SysResult<()> {
+    for (addr, range) in pieces(segs, skip, data.len())? {
+        p.mm.write_user(addr, &data[range])?;
     }
     Ok(())
 }
 
 /// Fills `buf` from the segment list starting `skip` bytes into it.
-fn gather(p: &Process, segs: &[(u64, u64)], mut skip: u64, mut buf: &mut [u8]) -> SysResult<()> {
-    for &(base, len) in segs {
-        if buf.is_empty() {
-            break;
-        }
-        if skip >= len {
-            skip -= len;
-            continue;
-        }
-        let room = usize::try_from(len - skip).unwrap_or(usize::MAX);
-        let n = room.min(buf.len());
-        let (now, rest) = std::mem::take(&mut buf).split_at_mut(n);
-        p.mm.read_user(base.checked_add(skip).ok_or(Errno::EFAULT)?, now)?;
-        buf = rest;
-        skip = 0;
+fn gather(p: &Process, segs: &[(u64, u64)], skip: u64, buf: &mut [u8]) -> SysResult<()> {
+    for (addr, range) in pieces(segs, skip, buf.len())? {
+        p.mm.read_user(addr, &mut buf[range])?;
     }
     Ok(())
 }
