@@ -9,7 +9,7 @@ use vm_memory::GuestAddress;
 use crate::layout::{page_ceil, page_floor, PIE_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
-use crate::vma::VmaKind;
+use lego_proto::vma::VmaKind;
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;

@@ -22,7 +22,6 @@ pub mod stack;
 pub mod syscall;
 pub mod sysmem;
 pub mod user_mem;
-pub mod vma;
 pub mod vnode;
 
 pub use error::VmmError;

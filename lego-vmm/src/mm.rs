@@ -8,7 +8,7 @@ use crate::layout::*;
 use crate::paging::{PageTables, Prot};
 use crate::sysmem::SysMem;
 use crate::user_mem::UserMemory;
-use crate::vma::{Vma, VmaKind, VmaList};
+use lego_proto::vma::{Vma, VmaKind, VmaList};
 
 /// `mmap(2)` flags the memory manager looks at.
 pub mod flags {

@@ -19,37 +19,7 @@ const DIRTY: u64 = 1 << 6;
 const NO_EXEC: u64 = 1 << 63;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
-/// Protection of a page, as `mmap(2)` `PROT_*` bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Prot(pub u32);
-
-impl Prot {
-    pub const NONE: Prot = Prot(0);
-    pub const READ: Prot = Prot(libc::PROT_READ as u32);
-    pub const WRITE: Prot = Prot(libc::PROT_WRITE as u32);
-    pub const EXEC: Prot = Prot(libc::PROT_EXEC as u32);
-    pub const RW: Prot = Prot((libc::PROT_READ | libc::PROT_WRITE) as u32);
-
-    /// Whether user code may read (on x86 any access right implies read).
-    pub fn readable(self) -> bool {
-        self.0 & 7 != 0
-    }
-    pub fn writable(self) -> bool {
-        self.0 & Self::WRITE.0 != 0
-    }
-    pub fn executable(self) -> bool {
-        self.0 & Self::EXEC.0 != 0
-    }
-    pub fn union(self, other: Prot) -> Prot {
-        Prot(self.0 | other.0)
-    }
-    /// True when `self` allows something `new` does not.
-    pub fn loses_rights_to(self, new: Prot) -> bool {
-        (self.readable() && !new.readable())
-            || (self.writable() && !new.writable())
-            || (self.executable() && !new.executable())
-    }
-}
+pub use lego_proto::vma::Prot;
 
 /// The page-table tree rooted at one PML4 page in [`SysMem`].
 pub struct PageTables {

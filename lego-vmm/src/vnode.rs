@@ -22,7 +22,7 @@ use crate::paging::Prot;
 use crate::process::{Creds, Process, SyscallStats, Termination};
 use crate::stack::{self, AuxInfo};
 use crate::syscall::{self, Cpu};
-use crate::vma::VmaKind;
+use lego_proto::vma::VmaKind;
 
 /// How to build a vNode.
 #[derive(Debug, Clone)]

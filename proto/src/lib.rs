@@ -1,3 +1,18 @@
 //! Wire messages and transports shared by the lego components.
 //!
-//! Empty until the ExCache issue: the vNode runner alone talks to no other component.
+//! - [`handshake`]: the versioned introduction every connection starts with.
+//! - [`frame`]: the fixed binary header and the page path's 4 KB payloads.
+//! - [`mm`]: control messages of two-level memory management (LegoOS §4.4.1).
+//! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
+//! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
+//! - [`aio`]: the server side on tokio.
+
+pub mod aio;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mm;
+pub mod transport;
+pub mod vma;
+
+pub use error::ProtoError;

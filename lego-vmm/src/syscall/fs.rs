@@ -1486,7 +1486,7 @@ mod tests {
     use crate::mm::Mm;
     use crate::paging::Prot;
     use crate::process::{Creds, Termination, SIG_IGN};
-    use crate::vma::VmaKind;
+    use lego_proto::vma::VmaKind;
 
     type Handler = fn(&mut Process, &mut Cpu<'_>, Args) -> SysResult<u64>;
 

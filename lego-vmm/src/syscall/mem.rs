@@ -7,7 +7,7 @@ use crate::layout::PAGE_SIZE;
 use crate::mm::flags::*;
 use crate::paging::Prot;
 use crate::process::Process;
-use crate::vma::VmaKind;
+use lego_proto::vma::VmaKind;
 
 /// Largest chunk copied from a file into memory at once.
 const FILE_CHUNK: u64 = 1 << 20;

@@ -253,7 +253,7 @@ mod tests {
     fn process(root: &std::path::Path) -> Process {
         let fs = Arc::new(HostDir::new(root).unwrap());
         let mut p = Process::new(Mm::new(64 << 20).unwrap(), fs, "fuzz".into(), b"fuzz");
-        let heap = p.mm.mmap(0, 1 << 16, crate::paging::Prot::RW, 0x22, crate::vma::VmaKind::Anon).unwrap();
+        let heap = p.mm.mmap(0, 1 << 16, crate::paging::Prot::RW, 0x22, lego_proto::vma::VmaKind::Anon).unwrap();
         p.mm.write_user(heap, b"/tmp\0x\0").unwrap();
         p
     }

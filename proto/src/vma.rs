@@ -1,11 +1,53 @@
-//! The region list of a process address space (Linux's vmas), as a pure data structure.
+//! Regions of a process address space (Linux's vmas): the types that cross the wire, and the
+//! region list both the owner of a vRegion (its vma tree) and the pComponent (its cache of the
+//! regions it needs for page tables) keep.
 
 use std::collections::BTreeMap;
 
-use crate::paging::Prot;
+use serde::{Deserialize, Serialize};
+
+/// Protection of a page, as `mmap(2)` `PROT_*` bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Prot(pub u32);
+
+impl Prot {
+    /// No access.
+    pub const NONE: Prot = Prot(0);
+    /// `PROT_READ`.
+    pub const READ: Prot = Prot(libc::PROT_READ as u32);
+    /// `PROT_WRITE`.
+    pub const WRITE: Prot = Prot(libc::PROT_WRITE as u32);
+    /// `PROT_EXEC`.
+    pub const EXEC: Prot = Prot(libc::PROT_EXEC as u32);
+    /// `PROT_READ | PROT_WRITE`.
+    pub const RW: Prot = Prot((libc::PROT_READ | libc::PROT_WRITE) as u32);
+
+    /// Whether user code may read (on x86 any access right implies read).
+    pub fn readable(self) -> bool {
+        self.0 & 7 != 0
+    }
+    /// Whether user code may write.
+    pub fn writable(self) -> bool {
+        self.0 & Self::WRITE.0 != 0
+    }
+    /// Whether user code may execute.
+    pub fn executable(self) -> bool {
+        self.0 & Self::EXEC.0 != 0
+    }
+    /// Both sets of rights.
+    pub fn union(self, other: Prot) -> Prot {
+        Prot(self.0 | other.0)
+    }
+    /// True when `self` allows something `new` does not.
+    pub fn loses_rights_to(self, new: Prot) -> bool {
+        (self.readable() && !new.readable())
+            || (self.writable() && !new.writable())
+            || (self.executable() && !new.executable())
+    }
+}
 
 /// What a region holds (for `/proc`-style listings and traces; semantics are the same).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VmaKind {
     /// A PT_LOAD segment of the executable.
     Image,
@@ -20,11 +62,15 @@ pub enum VmaKind {
 }
 
 /// One region `[start, end)`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vma {
+    /// First byte (page aligned).
     pub start: u64,
+    /// One past the last byte (page aligned).
     pub end: u64,
+    /// Access rights.
     pub prot: Prot,
+    /// What it holds.
     pub kind: VmaKind,
 }
 
@@ -38,6 +84,13 @@ impl VmaList {
     /// The region containing `addr`.
     pub fn find(&self, addr: u64) -> Option<&Vma> {
         self.map.range(..=addr).next_back().map(|(_, v)| v).filter(|v| addr < v.end)
+    }
+
+    /// The parts of regions inside `[start, end)`, clipped to it.
+    pub fn clipped(&self, start: u64, end: u64) -> Vec<Vma> {
+        self.overlapping(start, end)
+            .map(|v| Vma { start: v.start.max(start), end: v.end.min(end), ..v.clone() })
+            .collect()
     }
 
     /// All regions in address order.

@@ -1,0 +1,228 @@
+//! The client side of a connection to a server, behind the [`Transport`] trait.
+//!
+//! The trait is shaped for RDMA as well as TCP: page transfers go between the server and a
+//! [`RegisteredBuf`] (memory an RDMA transport registers with the NIC once, at connect time), and
+//! they are one-sided in form (`read_page`/`write_page` of a remote address), so an RDMA transport
+//! can serve them with RDMA READ/WRITE into the server's registered frames. Control messages are
+//! two-sided calls. [`TcpTransport`] implements it over a TCP stream with `TCP_NODELAY`: every
+//! operation is one request frame and one reply frame, read straight into the caller's buffer.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::error::ProtoError;
+use crate::frame::{Header, Op, Status, HEADER_LEN, PAGE_SIZE};
+use crate::handshake::{Hello, HELLO_LEN};
+
+/// Page-aligned memory that page transfers read into and write from. An RDMA transport
+/// registers it (one memory region for the whole buffer); over TCP it is plain memory.
+pub struct RegisteredBuf {
+    pages: Box<[Page]>,
+}
+
+#[repr(C, align(4096))]
+#[derive(Clone, Copy)]
+struct Page([u8; PAGE_SIZE]);
+
+impl RegisteredBuf {
+    /// A zeroed buffer of `pages` pages.
+    pub fn new(pages: usize) -> RegisteredBuf {
+        RegisteredBuf { pages: vec![Page([0; PAGE_SIZE]); pages.max(1)].into_boxed_slice() }
+    }
+    /// Page `i`.
+    pub fn page(&self, i: usize) -> &[u8; PAGE_SIZE] {
+        &self.pages[i].0
+    }
+    /// Page `i`, writable.
+    pub fn page_mut(&mut self, i: usize) -> &mut [u8; PAGE_SIZE] {
+        &mut self.pages[i].0
+    }
+    /// Number of pages.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+    /// Always false: a buffer has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// One page slot of a [`RegisteredBuf`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(pub usize);
+
+/// A connection to one server.
+pub trait Transport: Send {
+    /// The server's address, for messages.
+    fn peer(&self) -> &str;
+    /// One-sided read of page `addr` of process `proc` into `slot` of `buf`.
+    fn read_page(&mut self, proc: u64, addr: u64, buf: &mut RegisteredBuf, slot: Slot) -> Result<(), ProtoError>;
+    /// One-sided write of `slot` of `buf` to page `addr` of process `proc`.
+    fn write_page(&mut self, proc: u64, addr: u64, buf: &RegisteredBuf, slot: Slot) -> Result<(), ProtoError>;
+    /// Writes `src` to page `write_addr`, then reads page `read_addr` into `dst`, in one exchange
+    /// (the piggybacked flush of an eviction whose victim has the same owner as the miss).
+    fn write_read_page(
+        &mut self,
+        proc: u64,
+        write_addr: u64,
+        read_addr: u64,
+        buf: &mut RegisteredBuf,
+        src: Slot,
+        dst: Slot,
+    ) -> Result<(), ProtoError>;
+    /// A two-sided control call about process `proc` (0 for none): request and reply bodies.
+    fn call(&mut self, proc: u64, request: &[u8]) -> Result<Vec<u8>, ProtoError>;
+}
+
+/// [`Transport`] over TCP.
+pub struct TcpTransport {
+    stream: TcpStream,
+    peer: String,
+    seq: u32,
+    timeout: Duration,
+    /// Outgoing frame (header + one page): built in place, sent with one write.
+    out: Box<[u8; HEADER_LEN + PAGE_SIZE]>,
+}
+
+impl TcpTransport {
+    /// Connects to `addr`, introduces itself with `me` and waits for the server's verdict.
+    /// Replies slower than `timeout` are errors, so a stopped server cannot hang the caller.
+    pub fn connect(addr: &str, me: Hello, timeout: Duration) -> Result<TcpTransport, ProtoError> {
+        let peer = addr.to_string();
+        let io = |source| ProtoError::Io { peer: peer.clone(), source };
+        let sock = addr
+            .to_socket_addrs()
+            .map_err(io)?
+            .next()
+            .ok_or_else(|| io(std::io::Error::new(ErrorKind::InvalidInput, "no address")))?;
+        let stream = TcpStream::connect_timeout(&sock, timeout).map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(timeout)).map_err(io)?;
+        let mut t = TcpTransport { stream, peer, seq: 0, timeout, out: Box::new([0; HEADER_LEN + PAGE_SIZE]) };
+        t.send(&me.encode())?;
+        let mut b = [0u8; HELLO_LEN];
+        t.recv(&mut b)?;
+        let theirs = Hello::decode(&b)?;
+        if theirs.refusal != 0 {
+            return Err(me.mismatch(&theirs, theirs.refusal));
+        }
+        Ok(t)
+    }
+
+    fn err(&self, e: std::io::Error) -> ProtoError {
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                ProtoError::Timeout { peer: self.peer.clone(), secs: self.timeout.as_secs().max(1) }
+            }
+            ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
+                ProtoError::Closed { peer: self.peer.clone() }
+            }
+            _ => ProtoError::Io { peer: self.peer.clone(), source: e },
+        }
+    }
+
+    fn send(&mut self, b: &[u8]) -> Result<(), ProtoError> {
+        self.stream.write_all(b).map_err(|e| self.err(e))
+    }
+
+    fn recv(&mut self, b: &mut [u8]) -> Result<(), ProtoError> {
+        self.stream.read_exact(b).map_err(|e| self.err(e))
+    }
+
+    /// Sends a page request (the page, if any, from `page`) and reads the reply header.
+    fn page_request(&mut self, h: Header, page: Option<&[u8; PAGE_SIZE]>) -> Result<Header, ProtoError> {
+        self.out[..HEADER_LEN].copy_from_slice(&h.encode());
+        let n = match page {
+            Some(p) => {
+                self.out[HEADER_LEN..].copy_from_slice(p);
+                HEADER_LEN + PAGE_SIZE
+            }
+            None => HEADER_LEN,
+        };
+        let sent = self.stream.write_all(&self.out[..n]);
+        sent.map_err(|e| self.err(e))?;
+        self.reply_header(&h)
+    }
+
+    fn reply_header(&mut self, req: &Header) -> Result<Header, ProtoError> {
+        let mut b = [0u8; HEADER_LEN];
+        self.recv(&mut b)?;
+        let r = Header::decode(&b)?;
+        r.check_reply()?;
+        if r.seq != req.seq || r.op != req.op {
+            return Err(ProtoError::Malformed(format!(
+                "{} answered {:?} #{} to {:?} #{}",
+                self.peer, r.op, r.seq, req.op, req.seq
+            )));
+        }
+        Ok(r)
+    }
+
+    fn next(&mut self, op: Op, proc: u64, addr: u64, addr2: u64) -> Header {
+        self.seq = self.seq.wrapping_add(1);
+        Header::request(op, self.seq, proc, addr, addr2)
+    }
+
+    fn finish_page(&mut self, r: Header, dst: Option<&mut [u8; PAGE_SIZE]>) -> Result<(), ProtoError> {
+        if r.status != Status::Ok {
+            return Err(ProtoError::Remote { peer: self.peer.clone(), status: r.status });
+        }
+        match dst {
+            Some(d) => self.recv(d),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Transport for TcpTransport {
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    fn read_page(&mut self, proc: u64, addr: u64, buf: &mut RegisteredBuf, slot: Slot) -> Result<(), ProtoError> {
+        let h = self.next(Op::Fetch, proc, addr, 0);
+        let r = self.page_request(h, None)?;
+        self.finish_page(r, Some(buf.page_mut(slot.0)))
+    }
+
+    fn write_page(&mut self, proc: u64, addr: u64, buf: &RegisteredBuf, slot: Slot) -> Result<(), ProtoError> {
+        let h = self.next(Op::Flush, proc, addr, 0);
+        let r = self.page_request(h, Some(buf.page(slot.0)))?;
+        self.finish_page(r, None)
+    }
+
+    fn write_read_page(
+        &mut self,
+        proc: u64,
+        write_addr: u64,
+        read_addr: u64,
+        buf: &mut RegisteredBuf,
+        src: Slot,
+        dst: Slot,
+    ) -> Result<(), ProtoError> {
+        let h = self.next(Op::FlushFetch, proc, read_addr, write_addr);
+        let r = self.page_request(h, Some(buf.page(src.0)))?;
+        self.finish_page(r, Some(buf.page_mut(dst.0)))
+    }
+
+    fn call(&mut self, proc: u64, request: &[u8]) -> Result<Vec<u8>, ProtoError> {
+        let mut h = self.next(Op::Control, proc, 0, 0);
+        h.len = u32::try_from(request.len())
+            .ok()
+            .filter(|&l| l as usize <= crate::frame::MAX_CONTROL_LEN)
+            .ok_or(ProtoError::Oversized { op: "Control".into(), len: request.len() })?;
+        let mut frame = Vec::with_capacity(HEADER_LEN + request.len());
+        frame.extend_from_slice(&h.encode());
+        frame.extend_from_slice(request);
+        self.send(&frame)?;
+        let r = self.reply_header(&h)?;
+        if r.status != Status::Ok {
+            return Err(ProtoError::Remote { peer: self.peer.clone(), status: r.status });
+        }
+        let mut body = vec![0u8; r.len as usize];
+        self.recv(&mut body)?;
+        Ok(body)
+    }
+}
