@@ -1,0 +1,317 @@
+//! The owner side of two-level memory management (LegoOS §4.4.1): the vRegions this server has
+//! adopted, each with its vma tree, and the pages stored in them.
+//!
+//! Page requests are served only for pages inside an adopted vRegion and inside a mapped region
+//! of it; anything else is refused, never answered with wrong data.
+
+use std::collections::HashMap;
+
+use lego_proto::frame::{Status, PAGE_SIZE};
+use lego_proto::mm::{OwnerCall, OwnerOutcome};
+use lego_proto::vma::VmaList;
+
+use crate::store::{page_aligned as aligned, Page, PageStore};
+
+const P: u64 = PAGE_SIZE as u64;
+
+/// Most pages one [`OwnerCall::TakePages`] answer carries, so that it stays well inside a
+/// control frame.
+pub const TAKE_MAX: u32 = 128;
+
+/// Why an owner call was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OwnerError {
+    /// A range lies outside every vRegion this server adopted for the process.
+    #[error("the range is not in a vRegion this server owns")]
+    NotOwner,
+    /// The call made no sense (unaligned or empty range, bad vRegion size...).
+    #[error("invalid owner call")]
+    Invalid,
+    /// No frame is left for the pages handed over.
+    #[error("out of frames")]
+    NoSpace,
+}
+
+impl OwnerError {
+    /// The errno a home reports for this refusal.
+    pub fn errno(self) -> i32 {
+        match self {
+            OwnerError::NotOwner | OwnerError::Invalid => libc::EINVAL,
+            OwnerError::NoSpace => libc::ENOMEM,
+        }
+    }
+}
+
+/// The vRegions one process has on this server.
+struct ProcRegions {
+    vregion_size: u64,
+    /// vRegion index -> its vma tree.
+    regions: HashMap<u64, VmaList>,
+}
+
+/// Adopted vRegions and the page store.
+pub struct Owner {
+    store: PageStore,
+    procs: HashMap<u64, ProcRegions>,
+}
+
+impl Owner {
+    /// An owner with room for `capacity_pages` frames.
+    pub fn new(capacity_pages: u64) -> Owner {
+        Owner { store: PageStore::new(capacity_pages), procs: HashMap::new() }
+    }
+
+    /// The page store.
+    pub fn store(&self) -> &PageStore {
+        &self.store
+    }
+
+    /// vRegions adopted, over all processes.
+    pub fn vregions(&self) -> u64 {
+        self.procs.values().map(|p| p.regions.len() as u64).sum()
+    }
+
+    /// The vma tree of the adopted vRegion holding all of `[start, end)` (`end` may be the
+    /// vRegion's end).
+    fn region(&mut self, proc: u64, start: u64, end: u64) -> Result<&mut VmaList, OwnerError> {
+        if !aligned(start) || !aligned(end) || start >= end {
+            return Err(OwnerError::Invalid);
+        }
+        let p = self.procs.get_mut(&proc).ok_or(OwnerError::NotOwner)?;
+        let index = start / p.vregion_size;
+        if (end - 1) / p.vregion_size != index {
+            return Err(OwnerError::NotOwner);
+        }
+        p.regions.get_mut(&index).ok_or(OwnerError::NotOwner)
+    }
+
+    /// Checks that a page request for `addr` may be served: `NotOwner` outside adopted
+    /// vRegions, `BadRequest` when unaligned or outside every region.
+    fn check_page(&self, proc: u64, addr: u64) -> Result<(), Status> {
+        if !aligned(addr) {
+            return Err(Status::BadRequest);
+        }
+        let p = self.procs.get(&proc).ok_or(Status::NotOwner)?;
+        let vmas = p.regions.get(&(addr / p.vregion_size)).ok_or(Status::NotOwner)?;
+        vmas.find(addr).map(|_| ()).ok_or(Status::BadRequest)
+    }
+
+    /// A page to send back: the stored one, or `None` for a page never written (zeroes).
+    pub fn fetch(&self, proc: u64, addr: u64) -> Result<Option<&Page>, Status> {
+        self.check_page(proc, addr)?;
+        Ok(self.store.read(proc, addr))
+    }
+
+    /// Stores a flushed page (`data` must be one page).
+    pub fn flush(&mut self, proc: u64, addr: u64, data: &[u8]) -> Result<(), Status> {
+        self.check_page(proc, addr)?;
+        let page: &Page = data.try_into().map_err(|_| Status::BadRequest)?;
+        self.store.write(proc, addr, page).map_err(|_| Status::NoSpace)
+    }
+
+    /// Serves one call of the home.
+    pub fn call(&mut self, proc: u64, call: OwnerCall) -> Result<OwnerOutcome, OwnerError> {
+        use OwnerOutcome::*;
+        Ok(match call {
+            OwnerCall::Adopt { index, vregion_size } => {
+                self.adopt(proc, index, vregion_size)?;
+                Done
+            }
+            OwnerCall::Place { low, high, len } => {
+                if len == 0 || !aligned(len) {
+                    return Err(OwnerError::Invalid);
+                }
+                Placed(self.region(proc, low, high)?.find_free_top_down(len, low, high))
+            }
+            OwnerCall::Map { vma } => {
+                let vmas = self.region(proc, vma.start, vma.end)?;
+                vmas.remove(vma.start, vma.end);
+                let (start, end) = (vma.start, vma.end);
+                vmas.insert(vma);
+                self.store.free_range(proc, start, end);
+                Done
+            }
+            OwnerCall::Unmap { start, end } => {
+                let removed = self.region(proc, start, end)?.remove(start, end);
+                self.store.free_range(proc, start, end);
+                Regions(Some(removed))
+            }
+            OwnerCall::Protect { start, end, prot } => {
+                if prot.0 & !7 != 0 {
+                    return Err(OwnerError::Invalid);
+                }
+                Regions(self.region(proc, start, end)?.protect(start, end, prot))
+            }
+            OwnerCall::Discard { start, end } => {
+                self.region(proc, start, end)?;
+                self.store.free_range(proc, start, end);
+                Done
+            }
+            OwnerCall::Regions { start, end } => Regions(Some(self.region(proc, start, end)?.clipped(start, end))),
+            OwnerCall::MovePages { from, to, len } => {
+                let (from_end, to_end) = (
+                    from.checked_add(len).ok_or(OwnerError::Invalid)?,
+                    to.checked_add(len).ok_or(OwnerError::Invalid)?,
+                );
+                self.region(proc, from, from_end)?;
+                self.region(proc, to, to_end)?;
+                self.store.rekey(proc, from, to, len);
+                Done
+            }
+            OwnerCall::TakePages { start, end, max } => {
+                self.region(proc, start, end)?;
+                let (pages, more) = self.store.take(proc, start, end, max.clamp(1, TAKE_MAX) as usize);
+                Pages { pages, more }
+            }
+            OwnerCall::PutPages { pages } => {
+                self.put_pages(proc, &pages)?;
+                Done
+            }
+            OwnerCall::Release => {
+                self.procs.remove(&proc);
+                self.store.release(proc);
+                Done
+            }
+        })
+    }
+
+    fn adopt(&mut self, proc: u64, index: u64, vregion_size: u64) -> Result<(), OwnerError> {
+        let fits = index.checked_add(1).and_then(|n| n.checked_mul(vregion_size)).is_some();
+        if !vregion_size.is_power_of_two() || vregion_size < P || !fits {
+            return Err(OwnerError::Invalid);
+        }
+        let p = self.procs.entry(proc).or_insert_with(|| ProcRegions { vregion_size, regions: HashMap::new() });
+        if p.vregion_size != vregion_size {
+            return Err(OwnerError::Invalid);
+        }
+        p.regions.entry(index).or_default();
+        Ok(())
+    }
+
+    /// Stores pages handed over from another owner: all or none.
+    fn put_pages(&mut self, proc: u64, pages: &[(u64, Vec<u8>)]) -> Result<(), OwnerError> {
+        let mut new = 0;
+        for (addr, data) in pages {
+            if data.len() != PAGE_SIZE {
+                return Err(OwnerError::Invalid);
+            }
+            match self.check_page(proc, *addr) {
+                Ok(()) => {}
+                Err(Status::NotOwner) => return Err(OwnerError::NotOwner),
+                Err(_) => return Err(OwnerError::Invalid),
+            }
+            new += u64::from(self.store.read(proc, *addr).is_none());
+        }
+        if !self.store.can_hold(new) {
+            return Err(OwnerError::NoSpace);
+        }
+        for (addr, data) in pages {
+            let page: &Page = data.as_slice().try_into().map_err(|_| OwnerError::Invalid)?;
+            self.store.write(proc, *addr, page).map_err(|_| OwnerError::NoSpace)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lego_proto::vma::{Prot, Vma, VmaKind};
+
+    const VS: u64 = 16 << 20;
+
+    fn vma(start: u64, end: u64) -> Vma {
+        Vma { start, end, prot: Prot::RW, kind: VmaKind::Anon }
+    }
+
+    fn owner_with_region() -> Owner {
+        let mut o = Owner::new(64);
+        o.call(1, OwnerCall::Adopt { index: 2, vregion_size: VS }).unwrap();
+        o.call(1, OwnerCall::Map { vma: vma(2 * VS + 0x1000, 2 * VS + 0x5000) }).unwrap();
+        o
+    }
+
+    #[test]
+    fn pages_outside_adopted_vregions_are_not_owned() {
+        let mut o = owner_with_region();
+        let page = [3u8; PAGE_SIZE];
+        assert_eq!(o.flush(1, 2 * VS + 0x1000, &page), Ok(()));
+        assert_eq!(o.fetch(1, 2 * VS + 0x1000).unwrap().unwrap()[0], 3);
+        assert_eq!(o.fetch(1, 3 * VS + 0x1000).err(), Some(Status::NotOwner));
+        assert_eq!(o.fetch(2, 2 * VS + 0x1000).err(), Some(Status::NotOwner), "another process");
+        assert_eq!(o.flush(1, VS, &page), Err(Status::NotOwner));
+        assert_eq!(o.call(1, OwnerCall::Map { vma: vma(3 * VS, 3 * VS + 0x1000) }), Err(OwnerError::NotOwner));
+        assert_eq!(
+            o.call(1, OwnerCall::Map { vma: vma(3 * VS - 0x1000, 3 * VS + 0x1000) }),
+            Err(OwnerError::NotOwner),
+            "a range crossing the vRegion's end"
+        );
+    }
+
+    #[test]
+    fn pages_outside_regions_are_bad_requests() {
+        let mut o = owner_with_region();
+        let page = [3u8; PAGE_SIZE];
+        assert_eq!(o.fetch(1, 2 * VS + 0x6000).err(), Some(Status::BadRequest), "unmapped");
+        assert_eq!(o.fetch(1, 2 * VS + 0x1001).err(), Some(Status::BadRequest), "unaligned");
+        assert_eq!(o.flush(1, 2 * VS, &page), Err(Status::BadRequest));
+        assert_eq!(o.flush(1, 2 * VS + 0x1000, &page[..100]), Err(Status::BadRequest));
+        assert!(o.fetch(1, 2 * VS + 0x2000).unwrap().is_none(), "mapped, never written: zeroes");
+        assert_eq!(o.store().used_pages(), 0);
+    }
+
+    #[test]
+    fn unmap_discard_and_protect() {
+        let mut o = owner_with_region();
+        let base = 2 * VS;
+        let page = [9u8; PAGE_SIZE];
+        for a in [0x1000, 0x2000, 0x4000] {
+            o.flush(1, base + a, &page).unwrap();
+        }
+        o.call(1, OwnerCall::Discard { start: base + 0x1000, end: base + 0x2000 }).unwrap();
+        assert!(o.fetch(1, base + 0x1000).unwrap().is_none());
+        let removed = o.call(1, OwnerCall::Unmap { start: base + 0x3000, end: base + 0x6000 }).unwrap();
+        assert_eq!(removed, OwnerOutcome::Regions(Some(vec![vma(base + 0x3000, base + 0x5000)])));
+        assert_eq!(o.fetch(1, base + 0x4000).err(), Some(Status::BadRequest));
+        assert_eq!(o.store().used_pages(), 1);
+        let hole = o.call(1, OwnerCall::Protect { start: base + 0x1000, end: base + 0x4000, prot: Prot::READ });
+        assert_eq!(hole, Ok(OwnerOutcome::Regions(None)));
+        let old = o.call(1, OwnerCall::Protect { start: base + 0x1000, end: base + 0x2000, prot: Prot::READ });
+        assert_eq!(old, Ok(OwnerOutcome::Regions(Some(vec![vma(base + 0x1000, base + 0x2000)]))));
+        assert_eq!(
+            o.call(1, OwnerCall::Place { low: base, high: base + VS, len: 0x1000 }),
+            Ok(OwnerOutcome::Placed(Some(base + VS - 0x1000)))
+        );
+        o.call(1, OwnerCall::Release).unwrap();
+        assert_eq!((o.store().used_pages(), o.vregions()), (0, 0));
+        assert_eq!(o.fetch(1, base + 0x2000).err(), Some(Status::NotOwner));
+    }
+
+    #[test]
+    fn pages_move_between_and_within_owners() {
+        let mut o = owner_with_region();
+        let base = 2 * VS;
+        o.flush(1, base + 0x1000, &[1u8; PAGE_SIZE]).unwrap();
+        o.flush(1, base + 0x2000, &[2u8; PAGE_SIZE]).unwrap();
+        o.call(1, OwnerCall::Map { vma: vma(base + 0x10000, base + 0x14000) }).unwrap();
+        o.call(1, OwnerCall::MovePages { from: base + 0x1000, to: base + 0x10000, len: 0x4000 }).unwrap();
+        assert_eq!(o.fetch(1, base + 0x11000).unwrap().unwrap()[0], 2);
+        let OwnerOutcome::Pages { pages, more } =
+            o.call(1, OwnerCall::TakePages { start: base + 0x10000, end: base + 0x14000, max: 1 }).unwrap()
+        else {
+            panic!("not pages")
+        };
+        assert!(more);
+        assert_eq!(pages[0].0, base + 0x10000);
+        assert!(o.fetch(1, base + 0x10000).unwrap().is_none(), "taken pages are freed");
+        let mut other = Owner::new(1);
+        other.call(1, OwnerCall::Adopt { index: 0, vregion_size: VS }).unwrap();
+        let put = |o: &mut Owner, addr: u64| o.call(1, OwnerCall::PutPages { pages: vec![(addr, vec![5; PAGE_SIZE])] });
+        assert_eq!(put(&mut other, 0x1000), Err(OwnerError::Invalid), "not mapped there");
+        other.call(1, OwnerCall::Map { vma: vma(0x1000, 0x3000) }).unwrap();
+        put(&mut other, 0x1000).unwrap();
+        assert_eq!(put(&mut other, 0x2000), Err(OwnerError::NoSpace));
+        assert_eq!(other.fetch(1, 0x1000).unwrap().unwrap()[0], 5);
+        assert_eq!(other.call(1, OwnerCall::Adopt { index: 1, vregion_size: VS * 2 }), Err(OwnerError::Invalid));
+    }
+}

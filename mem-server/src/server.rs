@@ -1,0 +1,254 @@
+//! The network side: accepts connections, checks their handshake and serves their frames.
+//!
+//! Page requests (fetch, flush, the piggybacked flush+fetch) and owner calls take the owner's
+//! lock for the length of one page copy or one vma-tree change. Home calls (process creation,
+//! memory system calls, exit) may have to wait on other mem-servers: they run under
+//! `block_in_place` holding only the lock of their own process, never the owner's lock while a
+//! peer is being waited on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lego_proto::aio::{accept_handshake, push_reply, serve, FrameHandler};
+use lego_proto::frame::{Header, Op, Status, MAX_CONTROL_LEN};
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::home::{HomeProcess, OwnerFailure, Owners};
+use crate::lock;
+use crate::owner::{Owner, OwnerError};
+use crate::peers::Peers;
+use crate::store::ZERO_PAGE;
+
+/// Kinds of peers a mem-server talks to.
+const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client];
+
+/// How long a new connection may take to introduce itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by every connection of one server.
+pub(crate) struct Shared {
+    me: Hello,
+    owner: Mutex<Owner>,
+    homes: Mutex<HashMap<u64, Arc<Mutex<HomeProcess>>>>,
+    peers: Peers,
+    requests: AtomicU64,
+}
+
+impl Shared {
+    /// A server of `capacity_pages` frames in `cluster`.
+    pub(crate) fn new(capacity_pages: u64, cluster: u64) -> Shared {
+        Shared {
+            me: Hello::new(ComponentKind::Memory, cluster),
+            owner: Mutex::new(Owner::new(capacity_pages)),
+            homes: Mutex::new(HashMap::new()),
+            peers: Peers::new(cluster),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    fn stat(&self) -> ServerStat {
+        let (capacity_pages, used_pages, vregions) = {
+            let o = lock(&self.owner);
+            (o.store().capacity_pages(), o.store().used_pages(), o.vregions())
+        };
+        ServerStat {
+            capacity_pages,
+            used_pages,
+            vregions,
+            homed: lock(&self.homes).len() as u64,
+            requests: self.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    fn process(&self, proc: u64) -> Option<Arc<Mutex<HomeProcess>>> {
+        lock(&self.homes).get(&proc).cloned()
+    }
+
+    fn create(&self, proc: u64, spec: ProcessSpec) -> Reply {
+        let home = match HomeProcess::new(proc, spec) {
+            Ok(h) => Arc::new(Mutex::new(h)),
+            Err(e) => return Reply::Mem(Err(e)),
+        };
+        {
+            let mut homes = lock(&self.homes);
+            if homes.contains_key(&proc) {
+                return Reply::Mem(Err(libc::EEXIST));
+            }
+            homes.insert(proc, home.clone());
+        }
+        let mut p = lock(&home);
+        let mut route = Route::new(self, &p);
+        let r = p.start(&mut route);
+        if !matches!(r, Ok(Ok(_))) {
+            lock(&self.homes).remove(&proc);
+        }
+        match r {
+            Ok(outcome) => Reply::Mem(outcome),
+            Err(e) => Reply::Failed(format!("creating process {proc}: {e}")),
+        }
+    }
+
+    fn mem(&self, proc: u64, call: MemCall) -> Result<Reply, Status> {
+        let home = self.process(proc).ok_or(Status::UnknownProcess)?;
+        let mut p = lock(&home);
+        let mut route = Route::new(self, &p);
+        Ok(match p.call(call, &mut route) {
+            Ok(outcome) => Reply::Mem(outcome),
+            Err(e) => Reply::Failed(format!("process {proc}: {e}")),
+        })
+    }
+
+    fn exit(&self, proc: u64) -> Result<Reply, Status> {
+        let home = lock(&self.homes).remove(&proc).ok_or(Status::UnknownProcess)?;
+        let mut p = lock(&home);
+        let mut route = Route::new(self, &p);
+        Ok(match p.exit(&mut route) {
+            Ok(()) => Reply::Done,
+            Err(e) => Reply::Failed(format!("releasing process {proc}: {e}")),
+        })
+    }
+
+    /// Serves a control request; `Err` is a status for the reply header.
+    fn control(&self, proc: u64, body: &[u8]) -> Result<Reply, Status> {
+        let req: Request = match decode(body) {
+            Ok(r) => r,
+            Err(e) => return Ok(Reply::Failed(e.to_string())),
+        };
+        match req {
+            Request::Stat => Ok(Reply::Stat(self.stat())),
+            Request::Owner(call) => match lock(&self.owner).call(proc, call) {
+                Ok(outcome) => Ok(Reply::Owner(Ok(outcome))),
+                Err(OwnerError::NotOwner) => Err(Status::NotOwner),
+                Err(e) => Ok(Reply::Owner(Err(e.errno()))),
+            },
+            Request::CreateProcess(spec) => Ok(tokio::task::block_in_place(|| self.create(proc, spec))),
+            Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
+            Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
+        }
+    }
+}
+
+/// The owners of one process as its home reaches them: itself directly, the others over the
+/// network.
+struct Route<'a> {
+    shared: &'a Shared,
+    servers: Vec<String>,
+    home: usize,
+}
+
+impl<'a> Route<'a> {
+    fn new(shared: &'a Shared, p: &HomeProcess) -> Route<'a> {
+        Route { shared, servers: p.spec().servers.clone(), home: p.spec().home }
+    }
+}
+
+impl Owners for Route<'_> {
+    fn call(&mut self, owner: usize, proc: u64, call: OwnerCall) -> Result<OwnerOutcome, OwnerFailure> {
+        if owner == self.home {
+            return Ok(lock(&self.shared.owner).call(proc, call)?);
+        }
+        self.shared.peers.owner_call(&self.servers[owner], proc, call)
+    }
+
+    fn stat(&mut self, owner: usize) -> Result<ServerStat, OwnerFailure> {
+        if owner == self.home {
+            return Ok(self.shared.stat());
+        }
+        self.shared.peers.stat(&self.servers[owner])
+    }
+}
+
+/// The frame handler of one connection.
+struct Conn {
+    shared: Arc<Shared>,
+}
+
+impl FrameHandler for Conn {
+    fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        match req.op {
+            Op::Fetch | Op::Flush | Op::FlushFetch => {
+                let mut owner = lock(&self.shared.owner);
+                let flushed = match req.op {
+                    Op::Fetch => Ok(()),
+                    Op::Flush => owner.flush(req.proc, req.addr, payload),
+                    _ => owner.flush(req.proc, req.addr2, payload),
+                };
+                let page = flushed.and_then(|()| match req.op {
+                    Op::Flush => Ok(None),
+                    _ => owner.fetch(req.proc, req.addr).map(|p| Some(p.unwrap_or(&ZERO_PAGE))),
+                });
+                match page {
+                    Ok(Some(p)) => push_reply(out, &req.reply(Status::Ok), p),
+                    Ok(None) => push_reply(out, &req.reply(Status::Ok), &[]),
+                    Err(status) => push_reply(out, &req.reply(status), &[]),
+                }
+            }
+            Op::Control => match self.shared.control(req.proc, payload) {
+                Ok(reply) => {
+                    let mut body = encode(&reply);
+                    if body.len() > MAX_CONTROL_LEN {
+                        body = encode(&Reply::Failed(format!("reply of {} bytes is too large", body.len())));
+                    }
+                    let mut h = req.reply(Status::Ok);
+                    h.len = body.len() as u32;
+                    push_reply(out, &h, &body);
+                }
+                Err(status) => push_reply(out, &req.reply(status), &[]),
+            },
+        }
+    }
+}
+
+/// Accepts connections until `stop` completes.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(connection(stream, peer, shared.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+    }
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, shared.me, &ACCEPTS)).await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs());
+            return;
+        }
+    };
+    tracing::debug!(%peer, kind = %hello.kind, "connected");
+    let mut conn = Conn { shared };
+    match serve(&mut stream, &mut conn).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(e) => tracing::warn!(%peer, error = %e, "closing the connection"),
+    }
+}

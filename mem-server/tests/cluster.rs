@@ -1,0 +1,288 @@
+//! Three mem-servers on loopback, talking to each other and to a pComponent-like client over TCP.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
+use lego_proto::handshake::{ComponentKind, Hello, HELLO_LEN, PROTOCOL_VERSION};
+use lego_proto::mm::{decode, encode, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
+use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
+use lego_proto::vma::{Prot, VmaKind};
+use lego_proto::ProtoError;
+use mem_server::{Config, Handle, MemServer};
+
+const CLUSTER: u64 = 7;
+const VS: u64 = 16 << 20;
+const TOP: u64 = 64 * VS;
+const MMAP_TOP: u64 = 60 * VS;
+const PROC: u64 = 0x1_0000_0005;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn start(n: usize, capacity_bytes: u64) -> Vec<Handle> {
+    (0..n)
+        .map(|_| {
+            let config = Config { listen: "127.0.0.1:0".into(), capacity_bytes, cluster: CLUSTER };
+            MemServer::bind(config).unwrap().spawn().unwrap()
+        })
+        .collect()
+}
+
+fn connect(h: &Handle) -> TcpTransport {
+    TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Processor, CLUSTER), TIMEOUT).unwrap()
+}
+
+fn spec(servers: &[Handle]) -> ProcessSpec {
+    ProcessSpec {
+        servers: servers.iter().map(|h| h.addr().to_string()).collect(),
+        home: 0,
+        vregion_size: VS,
+        user_min: 0x10000,
+        space_top: TOP,
+        mmap_top: MMAP_TOP,
+        stack: (TOP - VS / 2, TOP),
+    }
+}
+
+fn call(t: &mut TcpTransport, proc: u64, req: &Request) -> Reply {
+    decode(&t.call(proc, &encode(req)).unwrap()).unwrap()
+}
+
+/// A pComponent's view: the home connection, one connection per server and the vRegion owners
+/// it learnt from the home's answers.
+struct Client {
+    home: TcpTransport,
+    conns: HashMap<String, TcpTransport>,
+    owners: HashMap<u64, String>,
+    buf: RegisteredBuf,
+}
+
+impl Client {
+    fn new(servers: &[Handle]) -> Client {
+        let conns = servers.iter().map(|h| (h.addr().to_string(), connect(h))).collect();
+        Client { home: connect(&servers[0]), conns, owners: HashMap::new(), buf: RegisteredBuf::new(2) }
+    }
+
+    fn learn(&mut self, reply: Reply) -> MemOutcome {
+        let Reply::Mem(Ok(outcome)) = reply else { panic!("{reply:?}") };
+        for o in &outcome.owners {
+            self.owners.insert(o.index, o.owner.clone());
+        }
+        outcome
+    }
+
+    fn mem(&mut self, c: MemCall) -> MemOutcome {
+        let reply = call(&mut self.home, PROC, &Request::Mem(c));
+        self.learn(reply)
+    }
+
+    fn owner(&self, addr: u64) -> String {
+        self.owners[&(addr / VS)].clone()
+    }
+
+    fn write(&mut self, addr: u64, byte: u8) {
+        self.buf.page_mut(0).fill(byte);
+        let owner = self.owner(addr);
+        self.conns.get_mut(&owner).unwrap().write_page(PROC, addr, &self.buf, Slot(0)).unwrap();
+    }
+
+    fn read_at(&mut self, server: &str, addr: u64) -> Result<u8, ProtoError> {
+        self.conns.get_mut(server).unwrap().read_page(PROC, addr, &mut self.buf, Slot(1))?;
+        let p = self.buf.page(1);
+        assert!(p.iter().all(|&b| b == p[0]), "a page is written whole");
+        Ok(p[0])
+    }
+
+    /// Reads through the owner, and checks every other server refuses the page.
+    fn read(&mut self, addr: u64) -> u8 {
+        let owner = self.owner(addr);
+        let others: Vec<String> = self.conns.keys().filter(|s| **s != owner).cloned().collect();
+        for s in others {
+            match self.read_at(&s, addr) {
+                Err(ProtoError::Remote { status: Status::NotOwner, .. }) => {}
+                other => panic!("{s} answered {other:?} for {addr:#x} owned by {owner}"),
+            }
+        }
+        self.read_at(&owner, addr).unwrap()
+    }
+}
+
+fn mmap(len: u64) -> MemCall {
+    MemCall::Mmap { addr: 0, len, prot: Prot::RW, flags: 0x22, kind: VmaKind::Anon }
+}
+
+#[test]
+fn a_process_spreads_over_three_servers() {
+    let servers = start(3, 64 << 20);
+    let mut c = Client::new(&servers);
+    let created = call(&mut c.home, PROC, &Request::CreateProcess(spec(&servers)));
+    let created = c.learn(created);
+    assert_eq!(created.owners.len(), 1);
+    assert!(matches!(created.effects[..], [Effect::Map(ref v)] if v.kind == VmaKind::Stack));
+    // Three vRegions' worth, just below mmap_top: each new vRegion goes to a server with fewer.
+    let a = c.mem(mmap(3 * VS)).value;
+    assert_eq!(a, MMAP_TOP - 3 * VS);
+    let used: BTreeSet<String> = [57, 58, 59, 63].iter().map(|i| c.owners[i].clone()).collect();
+    assert_eq!(used.len(), 3, "{:?}", c.owners);
+    // Pages go to their owners and come back; the others say NotOwner.
+    for (i, addr) in [a, a + VS, a + 2 * VS + 4096, TOP - 4096].into_iter().enumerate() {
+        c.write(addr, i as u8 + 1);
+        assert_eq!(c.read(addr), i as u8 + 1);
+    }
+    assert_eq!(c.read(a + 8192), 0, "mapped, never written");
+    // The piggybacked eviction: flush one page and fetch another in one exchange.
+    let owner = c.owner(a);
+    c.buf.page_mut(0).fill(0xab);
+    c.conns.get_mut(&owner).unwrap().write_read_page(PROC, a + 4096, a, &mut c.buf, Slot(0), Slot(1)).unwrap();
+    assert_eq!(c.buf.page(1)[0], 1);
+    assert_eq!(c.read(a + 4096), 0xab);
+    // Outside any region of an owned vRegion: a bad request, not zeroes.
+    c.mem(MemCall::Munmap { addr: a, len: 4096 });
+    match c.read_at(&owner, a) {
+        Err(ProtoError::Remote { status: Status::BadRequest, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // mremap across owners moves the pages through the home.
+    let moved = c.mem(MemCall::Mremap { old: a + 2 * VS, old_len: 8192, new_len: 8192, flags: 3, new_addr: 20 * VS });
+    assert_eq!(moved.value, 20 * VS);
+    assert_eq!(c.read(20 * VS + 4096), 3);
+    // Stat counts the homed process and the frames.
+    let Reply::Stat(s) = call(&mut c.home, 0, &Request::Stat) else { panic!() };
+    assert_eq!(s.homed, 1);
+    assert!(s.requests > 0 && s.capacity_pages == (64 << 20) / 4096);
+    // Exit releases everything everywhere.
+    assert_eq!(call(&mut c.home, PROC, &Request::ExitProcess), Reply::Done);
+    for h in &servers {
+        let Reply::Stat(s) = call(&mut connect(h), 0, &Request::Stat) else { panic!() };
+        assert_eq!((s.used_pages, s.vregions, s.homed), (0, 0, 0), "{}", h.addr());
+    }
+    match c.home.call(PROC, &encode(&Request::Mem(mmap(4096)))) {
+        Err(ProtoError::Remote { status: Status::UnknownProcess, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn full_server_answers_no_space() {
+    let servers = start(1, 2 * 4096);
+    let mut c = Client::new(&servers);
+    let created = call(&mut c.home, PROC, &Request::CreateProcess(spec(&servers)));
+    c.learn(created);
+    c.write(TOP - 4096, 1);
+    c.write(TOP - 8192, 2);
+    c.buf.page_mut(0).fill(3);
+    let owner = c.owner(TOP - 4096);
+    match c.conns.get_mut(&owner).unwrap().write_page(PROC, TOP - 3 * 4096, &c.buf, Slot(0)) {
+        Err(ProtoError::Remote { status: Status::NoSpace, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.read(TOP - 3 * 4096), 0, "reading an unwritten page needs no frame");
+    assert_eq!(c.read(TOP - 4096), 1);
+}
+
+/// A raw connection past the handshake.
+fn raw(h: &Handle) -> TcpStream {
+    let mut s = TcpStream::connect(h.addr()).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(&Hello::new(ComponentKind::Client, CLUSTER).encode()).unwrap();
+    let mut b = [0u8; HELLO_LEN];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(Hello::decode(&b).unwrap().refusal, 0);
+    s
+}
+
+/// The server closed the connection (EOF or reset), without answering.
+fn assert_closed(mut s: TcpStream) {
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection not closed: {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let servers = start(1, 1 << 20);
+    let mut good = connect(&servers[0]);
+    let mut bad_magic = Header::request(Op::Fetch, 1, 1, 0, 0).encode();
+    bad_magic[0] ^= 0xff;
+    let mut oversized = Header::request(Op::Control, 1, 1, 0, 0);
+    oversized.len = MAX_CONTROL_LEN as u32 + 1;
+    let mut short_page = Header::request(Op::Flush, 1, 1, 0, 0);
+    short_page.len = 0;
+    let garbage: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
+    for bytes in [bad_magic.to_vec(), oversized.encode().to_vec(), short_page.encode().to_vec(), garbage] {
+        let mut s = raw(&servers[0]);
+        s.write_all(&bytes).unwrap();
+        assert_closed(s);
+        assert!(matches!(call(&mut good, 0, &Request::Stat), Reply::Stat(_)), "the other connection still works");
+    }
+    // A well-formed frame whose control body is not a request gets an answer, not a hang-up.
+    let body = vec![0xffu8; 16];
+    let reply: Reply = decode(&good.call(0, &body).unwrap()).unwrap();
+    assert!(matches!(reply, Reply::Failed(ref m) if m.contains("bad control message")), "{reply:?}");
+    // Page requests for a process nobody knows.
+    let mut buf = RegisteredBuf::new(1);
+    match good.read_page(99, 0x1000, &mut buf, Slot(0)) {
+        Err(ProtoError::Remote { status: Status::NotOwner, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    match good.read_page(99, 0x1001, &mut buf, Slot(0)) {
+        Err(ProtoError::Remote { status: Status::BadRequest, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Pipelined requests on one raw connection get one reply each, in order.
+    let mut s = raw(&servers[0]);
+    let mut frames = Vec::new();
+    for seq in 1..=3 {
+        frames.extend_from_slice(&Header::request(Op::Fetch, seq, 99, 0x1000, 0).encode());
+    }
+    s.write_all(&frames).unwrap();
+    for seq in 1..=3 {
+        let mut b = [0u8; HEADER_LEN];
+        s.read_exact(&mut b).unwrap();
+        let h = Header::decode(&b).unwrap();
+        assert_eq!((h.seq, h.status, h.len), (seq, Status::NotOwner, 0));
+    }
+}
+
+#[test]
+fn handshakes_from_other_clusters_versions_and_kinds_are_refused() {
+    let servers = start(1, 1 << 20);
+    let addr = servers[0].addr().to_string();
+    let refused = |me: Hello| match TcpTransport::connect(&addr, me, TIMEOUT) {
+        Err(ProtoError::Refused(m)) => m,
+        Err(e) => panic!("not a refusal: {e}"),
+        Ok(_) => panic!("accepted {me:?}"),
+    };
+    let m = refused(Hello::new(ComponentKind::Processor, 8));
+    assert!(m.contains("0x7") && m.contains("0x8") && m.contains("mem-server") && m.contains("pComponent"), "{m}");
+    let m = refused(Hello { version: PROTOCOL_VERSION + 1, ..Hello::new(ComponentKind::Memory, CLUSTER) });
+    assert!(m.contains(&format!("v{PROTOCOL_VERSION}")) && m.contains(&format!("v{}", PROTOCOL_VERSION + 1)), "{m}");
+    let m = refused(Hello::new(ComponentKind::Storage, CLUSTER));
+    assert!(m.contains("storage-server"), "{m}");
+    // The server is still fine.
+    assert!(matches!(call(&mut connect(&servers[0]), 0, &Request::Stat), Reply::Stat(_)));
+}
+
+#[test]
+fn a_stopped_server_accepts_nothing() {
+    let mut servers = start(1, 1 << 20);
+    let h = servers.pop().unwrap();
+    let addr = h.addr();
+    let mut t = connect(&h);
+    h.shutdown();
+    assert!(TcpStream::connect(addr).is_err(), "still listening");
+    assert!(t.call(0, &encode(&Request::Stat)).is_err(), "connection not closed");
+}
+
+#[test]
+fn bind_errors_name_the_problem() {
+    let c = |listen: &str, capacity_bytes| Config { listen: listen.into(), capacity_bytes, cluster: 1 };
+    let e = MemServer::bind(c("127.0.0.1:0", 100)).err().unwrap();
+    assert!(e.to_string().contains("capacity of 100 bytes"), "{e}");
+    let e = MemServer::bind(c("no-such-host.invalid:1", 1 << 20)).err().unwrap();
+    assert!(e.to_string().contains("no-such-host.invalid:1"), "{e}");
+}
