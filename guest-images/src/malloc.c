@@ -1,5 +1,7 @@
 /*
- * malloc: allocator workload. Runs a fixed-seed (LCG) sequence of malloc,
+ * malloc: allocator workload.
+ *   malloc [ops]      (default: 60000 heap operations)
+ * Runs a fixed-seed (LCG) sequence of ops malloc,
  * realloc and free over a table of slots, with sizes from a few bytes
  * (served from brk/heap arenas) up to several hundred KiB (> 128 KiB, so
  * glibc serves them with mmap), growing blocks with realloc (mremap for big
@@ -21,7 +23,7 @@
 #include <unistd.h>
 
 #define SLOTS 2048
-#define OPS 60000
+#define DEFAULT_OPS 60000
 #define MAX_SIZE (4u << 20)
 
 struct slot {
@@ -102,12 +104,12 @@ static size_t pick_size(void)
     return 128 * 1024 + 1 + lcg() % (768 * 1024); /* large: mmap */
 }
 
-static int heap_workload(void)
+static int heap_workload(unsigned long ops)
 {
     uint64_t next_id = 1;
     unsigned long n_malloc = 0, n_realloc = 0, n_free = 0, n_large = 0;
 
-    for (int op = 0; op < OPS; op++) {
+    for (unsigned long op = 0; op < ops; op++) {
         struct slot *s = &slots[lcg() % SLOTS];
 
         if (!s->p) {
@@ -232,9 +234,11 @@ static void mmap_workload(void)
     check(munmap(p, 16 * pg) == 0, "munmap reservation");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    if (heap_workload() != 0)
+    unsigned long ops = argc > 1 ? strtoul(argv[1], NULL, 0) : DEFAULT_OPS;
+
+    if (heap_workload(ops) != 0)
         return 1;
     mmap_workload();
     printf("%s\n", failures ? "FAILED" : "all checks passed");

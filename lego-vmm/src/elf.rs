@@ -207,6 +207,7 @@ pub fn parse(file: &[u8], user_top: u64) -> Result<ElfInfo, ElfError> {
 /// Maps the segments of a validated executable and copies them in with linux-loader.
 pub fn load(info: &ElfInfo, file: &[u8], mm: &mut Mm) -> Result<(), ElfError> {
     let no_room = |s: &Segment| ElfError::DoesNotFit(s.vaddr, s.vaddr + s.memsz);
+    let no_room_at = |end: u64| ElfError::DoesNotFit(end, end);
     // A page shared by two segments gets the union of their rights, as the kernel's
     // page-granular mappings would give. Nothing is loaded yet, so remapping it loses nothing.
     let mut mapped_end = 0;
@@ -228,11 +229,14 @@ pub fn load(info: &ElfInfo, file: &[u8], mm: &mut Mm) -> Result<(), ElfError> {
         None,
     )
     .map_err(|e| ElfError::Malformed(e.to_string()))?;
+    // The regions were mapped fresh (zero-filled): only the rest of the page the file data ends
+    // in can hold anything but zeroes. Writing zeroes over the whole bss would dirty every line.
     for s in &info.segments {
-        let zeroes = vec![0u8; (s.memsz - s.filesz) as usize];
-        mm.user().write(s.vaddr + s.filesz, &zeroes).map_err(|_| no_room(s))?;
+        let bss = s.vaddr + s.filesz;
+        let len = (page_ceil(bss).unwrap_or(bss) - bss).min(s.memsz - s.filesz);
+        mm.user().write(bss, &vec![0u8; len as usize]).map_err(|_| no_room(s))?;
     }
-    mm.set_brk_start(info.end);
+    mm.set_brk_start(info.end).map_err(|_| no_room_at(info.end))?;
     Ok(())
 }
 

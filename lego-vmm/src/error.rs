@@ -32,6 +32,9 @@ pub enum VmmError {
         #[source]
         source: ElfError,
     },
+    /// A mem-server could not be reached, refused, or failed while the process ran.
+    #[error("memory server: {0}")]
+    MemoryServer(String),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -5,12 +5,16 @@
 //! Data flow of one system call: guest `syscall` -> stub `out` -> [`vnode`] run loop ->
 //! [`syscall::handle`] against the [`process::Process`] state -> `sysret` emulated by writing
 //! RIP/RFLAGS/CS/SS back through KVM sync regs.
+//!
+//! Memory: the guest's memory lives on mem-servers; only the [`excache`] is resident here, and
+//! memory system calls go to the process's home mem-server through [`mm::Mm`].
 
 pub mod bench;
 pub mod cpu;
 pub mod elf;
 pub mod errno;
 pub mod error;
+pub mod excache;
 pub mod fault;
 pub mod fdtable;
 pub mod fs;
@@ -21,6 +25,9 @@ pub mod process;
 pub mod stack;
 pub mod syscall;
 pub mod sysmem;
+#[cfg(test)]
+mod testing;
+pub mod uffd;
 pub mod user_mem;
 pub mod vnode;
 

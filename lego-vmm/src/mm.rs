@@ -1,14 +1,25 @@
-//! The memory manager of one process: its region list, its page tables and its user memory,
-//! kept consistent with each other. Every change that takes a right away from a page goes
-//! through here, so it is always paired with the invalidation KVM needs (see [`crate::paging`]).
+//! The memory manager of one process, on the pComponent side of LegoOS's two-level memory
+//! management (§4.4.1): memory system calls go to the process's *home* mem-server, which decides
+//! everything (addresses, vRegions, owners); this side caches the resulting regions for the guest
+//! page tables and for checking user pointers, and applies each answer's effects to the page
+//! tables and to the [`ExCache`]. Every change that takes a right away from a page is paired with
+//! the invalidation KVM needs (see [`crate::paging`]).
+
+use std::time::Duration;
+
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::mm::{self as msg, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
+use lego_proto::transport::{TcpTransport, Transport};
+use lego_proto::vma::{VmaKind, VmaList};
 
 use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
+use crate::excache::owners::Owners;
+use crate::excache::{CacheStats, ExCache, MemoryConfig};
 use crate::layout::*;
 use crate::paging::{PageTables, Prot};
 use crate::sysmem::SysMem;
 use crate::user_mem::UserMemory;
-use lego_proto::vma::{Vma, VmaKind, VmaList};
 
 /// `mmap(2)` flags the memory manager looks at.
 pub mod flags {
@@ -27,20 +38,61 @@ use flags::*;
 
 /// A process address space.
 pub struct Mm {
+    // Drop order: the handler thread stops before the memory it serves is unmapped.
+    cache: ExCache,
+    home: Home,
     user: UserMemory,
     sys: SysMem,
     pt: PageTables,
     vmas: VmaList,
-    brk_start: u64,
-    brk: u64,
-    /// Upper end of the area `mmap` places regions in.
-    mmap_top: u64,
     stack_top: u64,
 }
 
+/// The control connection to the process's home mem-server.
+struct Home {
+    link: TcpTransport,
+    proc: u64,
+}
+
+impl Home {
+    /// Sends a request; a failure of the home is a failure of the process's memory.
+    fn call(&mut self, req: &Request) -> Result<Reply, String> {
+        let body = self.link.call(self.proc, &msg::encode(req)).map_err(|e| format!("home mem-server: {e}"))?;
+        msg::decode(&body).map_err(|e| format!("home mem-server {}: {e}", self.link.peer()))
+    }
+}
+
+/// Picks the home of a new process: the mem-server with the most free memory (the global
+/// process manager takes this over once it exists).
+fn choose_home(config: &MemoryConfig, hello: Hello) -> Result<(usize, TcpTransport), VmmError> {
+    let mut best: Option<(u64, usize, TcpTransport)> = None;
+    let mut errors = Vec::new();
+    for (i, addr) in config.servers.iter().enumerate() {
+        let stat = TcpTransport::connect(addr, hello, config.timeout).and_then(|mut t| {
+            let body = t.call(0, &msg::encode(&Request::Stat))?;
+            Ok((msg::decode::<Reply>(&body)?, t))
+        });
+        match stat {
+            Ok((Reply::Stat(s), t)) => {
+                let free = s.capacity_pages.saturating_sub(s.used_pages);
+                if best.as_ref().is_none_or(|(f, ..)| free > *f) {
+                    best = Some((free, i, t));
+                }
+            }
+            Ok((other, _)) => errors.push(format!("{addr}: unexpected answer {other:?}")),
+            Err(e) => errors.push(format!("{addr}: {e}")),
+        }
+    }
+    match best {
+        Some((_, i, t)) if errors.is_empty() => Ok((i, t)),
+        _ => Err(VmmError::MemoryServer(errors.join("; "))),
+    }
+}
+
 impl Mm {
-    /// Reserves `size` bytes of user memory and maps the main stack at its top.
-    pub fn new(size: u64) -> Result<Mm, VmmError> {
+    /// Reserves `size` bytes of guest address space, starts the ExCache on it and makes a home
+    /// mem-server create the process (with its main stack at the top).
+    pub fn new(size: u64, config: &MemoryConfig) -> Result<Mm, VmmError> {
         if !(MIN_USER_MEM..=MAX_USER_MEM).contains(&size) || size % PAGE_SIZE != 0 {
             return Err(VmmError::Config(format!(
                 "memory size {size} must be a multiple of 4 KiB between {} MiB and {} GiB",
@@ -48,23 +100,46 @@ impl Mm {
                 MAX_USER_MEM >> 30
             )));
         }
-        let user = UserMemory::new(size)?;
-        let mut sys = SysMem::new(size)?;
-        let pt = PageTables::new(&mut sys)
-            .map_err(|e| VmmError::Memory { size, reason: e.to_string() })?;
-        let stack_top = size;
-        let mut mm = Mm {
-            user,
-            sys,
-            pt,
-            vmas: VmaList::default(),
-            brk_start: 0,
-            brk: 0,
-            mmap_top: stack_top - STACK_MAX - STACK_GAP,
-            stack_top,
+        if !config.vregion_size.is_power_of_two() || config.vregion_size < (1 << 21) {
+            return Err(VmmError::Config(format!(
+                "vRegion size {} must be a power of two of at least 2 MiB",
+                config.vregion_size
+            )));
+        }
+        if config.servers.is_empty() {
+            return Err(VmmError::Config("no mem-server to keep the memory on".into()));
+        }
+        let proc = loop {
+            let mut b = [0u8; 8];
+            // SAFETY: `b` is a valid 8-byte buffer.
+            if unsafe { libc::getrandom(b.as_mut_ptr().cast(), 8, 0) } == 8 && u64::from_le_bytes(b) != 0 {
+                break u64::from_le_bytes(b);
+            }
         };
-        mm.map_region(stack_top - STACK_MAX, stack_top, Prot::RW, VmaKind::Stack)
-            .map_err(|e| VmmError::Memory { size, reason: format!("mapping the stack: {e}") })?;
+        let hello = Hello::new(ComponentKind::Processor, config.cluster);
+        let (home_index, link) = choose_home(config, hello)?;
+        let user = UserMemory::new(size)?;
+        let owners = Owners::new(config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
+        let cache = ExCache::start(user.host_addr(), size, config.excache, owners, proc)?;
+        let mut sys = SysMem::new(size)?;
+        let pt = PageTables::new(&mut sys).map_err(|e| VmmError::Memory { size, reason: e.to_string() })?;
+        let stack_top = size;
+        let mut mm = Mm { cache, home: Home { link, proc }, user, sys, pt, vmas: VmaList::default(), stack_top };
+        let spec = ProcessSpec {
+            servers: config.servers.clone(),
+            home: home_index,
+            vregion_size: config.vregion_size,
+            user_min: USER_MIN,
+            space_top: stack_top,
+            mmap_top: stack_top - STACK_MAX - STACK_GAP,
+            stack: (stack_top - STACK_MAX, stack_top),
+        };
+        let created = match mm.home.call(&Request::CreateProcess(spec)) {
+            Ok(Reply::Mem(Ok(outcome))) => mm.apply(outcome).map_err(|e| e.to_string()),
+            Ok(other) => Err(format!("the home refused to create the process: {other:?}")),
+            Err(e) => Err(e),
+        };
+        created.map_err(VmmError::MemoryServer)?;
         Ok(mm)
     }
 
@@ -84,7 +159,7 @@ impl Mm {
     pub fn stack_top(&self) -> u64 {
         self.stack_top
     }
-    /// The region list.
+    /// The cached region list.
     pub fn vmas(&self) -> &VmaList {
         &self.vmas
     }
@@ -92,189 +167,143 @@ impl Mm {
     pub fn mapped_bytes(&self) -> u64 {
         self.vmas.iter().map(|v| v.end - v.start).sum()
     }
-
-    /// Sets where the brk heap starts (just after the executable image).
-    pub fn set_brk_start(&mut self, addr: u64) {
-        let start = page_ceil(addr).unwrap_or(addr);
-        self.brk_start = start;
-        self.brk = start;
+    /// The process id the mem-servers know this process by.
+    pub fn proc_id(&self) -> u64 {
+        self.home.proc
+    }
+    /// The ExCache.
+    pub fn cache(&self) -> &ExCache {
+        &self.cache
+    }
+    /// ExCache statistics.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+    /// Why the process's memory failed, if it did: the run loop ends the program then.
+    pub fn failure(&self) -> Option<String> {
+        self.cache.failure()
     }
 
-    /// Maps `[start, end)` (page aligned, previously free or replaced) with zeroed memory.
-    pub fn map_region(&mut self, start: u64, end: u64, prot: Prot, kind: VmaKind) -> SysResult<()> {
-        self.unmap_range(start, end)?;
-        self.pt.map_user(&mut self.sys, start, end, prot).map_err(|_| Errno::ENOMEM)?;
-        self.vmas.insert(Vma { start, end, prot, kind });
-        Ok(())
-    }
-
-    /// Removes every region in `[start, end)` and drops its contents.
-    fn unmap_range(&mut self, start: u64, end: u64) -> SysResult<()> {
-        let removed = self.vmas.remove(start, end);
-        for v in removed {
-            self.pt.unmap(&mut self.sys, v.start, v.end);
-            // Releasing the host pages is also what makes KVM forget the old translations.
-            self.user.discard(v.start, v.end - v.start)?;
-        }
-        Ok(())
-    }
-
-    fn check_user_range(&self, addr: u64, len: u64) -> SysResult<u64> {
-        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
-        if addr < USER_MIN {
-            return Err(Errno::EPERM);
-        }
-        if end > self.stack_top {
-            return Err(Errno::ENOMEM);
-        }
-        Ok(end)
-    }
-
-    /// `mmap(2)` placement and mapping (zero-filled; file contents are the caller's).
-    pub fn mmap(&mut self, addr: u64, len: u64, prot: Prot, flags: u32, kind: VmaKind) -> SysResult<u64> {
-        if len == 0 || addr % PAGE_SIZE != 0 && flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let len = page_ceil(len).ok_or(Errno::ENOMEM)?;
-        let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-            let end = self.check_user_range(addr, len)?;
-            if flags & MAP_FIXED == 0 && !self.vmas.is_free(addr, end) {
-                return Err(Errno::EEXIST);
-            }
-            addr
-        } else {
-            self.place(page_floor(addr), len, flags & MAP_32BIT != 0)?
+    /// Sends a memory system call to the home and applies the answer. A home that fails ends the
+    /// process (see [`Mm::failure`]); the call itself then returns `EIO`.
+    fn call(&mut self, call: MemCall) -> SysResult<u64> {
+        let reply = self.home.call(&Request::Mem(call));
+        let outcome = match reply {
+            Ok(Reply::Mem(Ok(o))) => o,
+            Ok(Reply::Mem(Err(errno))) => return Err(Errno(errno)),
+            Ok(other) => return Err(self.fatal(format!("home mem-server answered {other:?}"))),
+            Err(e) => return Err(self.fatal(e)),
         };
-        self.map_region(start, start + len, prot, kind)?;
-        Ok(start)
+        self.apply(outcome).map_err(|e| self.fatal(e))
     }
 
-    /// Chooses an address for a new region of `len` bytes: the hint if it is free, else the
-    /// highest free gap below the stack.
-    fn place(&self, hint: u64, len: u64, low_2g: bool) -> SysResult<u64> {
-        if hint != 0 {
-            if let Ok(end) = self.check_user_range(hint, len) {
-                if self.vmas.is_free(hint, end) {
-                    return Ok(hint);
+    fn fatal(&self, msg: String) -> Errno {
+        self.cache.fail(msg);
+        Errno::EIO
+    }
+
+    /// Applies the home's effects, in order, to the region cache, page tables and ExCache.
+    fn apply(&mut self, outcome: MemOutcome) -> Result<u64, String> {
+        for o in &outcome.owners {
+            self.cache.set_owner(o.index, &o.owner)?;
+        }
+        for effect in outcome.effects {
+            match effect {
+                Effect::Map(vma) => {
+                    self.check_effect(vma.start, vma.end)?;
+                    self.vmas.remove(vma.start, vma.end);
+                    self.pt
+                        .map_user(&mut self.sys, vma.start, vma.end, vma.prot)
+                        .map_err(|e| format!("page tables for {:#x}..{:#x}: {e}", vma.start, vma.end))?;
+                    self.vmas.insert(vma);
+                }
+                Effect::Unmap { start, end } => {
+                    self.check_effect(start, end)?;
+                    for v in self.vmas.remove(start, end) {
+                        self.pt.unmap(&mut self.sys, v.start, v.end);
+                    }
+                    // Dropping the host pages is also what makes KVM forget the translations.
+                    self.cache.discard(start, end)?;
+                }
+                Effect::Protect { start, end, prot } => {
+                    self.check_effect(start, end)?;
+                    let old = self.vmas.protect(start, end, prot).unwrap_or_default();
+                    self.pt
+                        .map_user(&mut self.sys, start, end, prot)
+                        .map_err(|e| format!("page tables for {start:#x}..{end:#x}: {e}"))?;
+                    for piece in old.iter().filter(|v| v.prot.loses_rights_to(prot)) {
+                        self.user.revoke(piece.start, piece.end - piece.start).map_err(|e| e.to_string())?;
+                    }
+                }
+                Effect::Discard { start, end } => {
+                    self.check_effect(start, end)?;
+                    self.cache.discard(start, end)?;
+                }
+                Effect::Move { from, to, len } => {
+                    self.check_effect(from, from.saturating_add(len))?;
+                    self.check_effect(to, to.saturating_add(len))?;
+                    self.cache.relocate(from, to, len);
                 }
             }
         }
-        let top = if low_2g { self.mmap_top.min(1 << 31) } else { self.mmap_top };
-        let low = self.brk.max(USER_MIN);
-        self.vmas.find_free_top_down(len, low, top).ok_or(Errno::ENOMEM)
+        Ok(outcome.value)
+    }
+
+    /// The home may only describe the user part of this address space.
+    fn check_effect(&self, start: u64, end: u64) -> Result<(), String> {
+        if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end || start < USER_MIN || end > self.stack_top {
+            return Err(format!("the home sent an impossible range {start:#x}..{end:#x}"));
+        }
+        Ok(())
+    }
+
+    /// Sets where the brk heap starts (just after the executable image).
+    pub fn set_brk_start(&mut self, addr: u64) -> SysResult<()> {
+        self.call(MemCall::SetBrkStart { addr }).map(|_| ())
+    }
+
+    /// Maps `[start, end)` (page aligned) with zeroed memory, replacing what was there.
+    pub fn map_region(&mut self, start: u64, end: u64, prot: Prot, kind: VmaKind) -> SysResult<()> {
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+        self.call(MemCall::Mmap { addr: start, len: end.saturating_sub(start), prot, flags, kind }).map(|_| ())
+    }
+
+    /// `mmap(2)`: zero-filled memory (file contents are the caller's to copy in).
+    pub fn mmap(&mut self, addr: u64, len: u64, prot: Prot, flags: u32, kind: VmaKind) -> SysResult<u64> {
+        self.call(MemCall::Mmap { addr, len, prot, flags, kind })
     }
 
     /// `munmap(2)`.
     pub fn munmap(&mut self, addr: u64, len: u64) -> SysResult<()> {
-        if addr % PAGE_SIZE != 0 || len == 0 {
-            return Err(Errno::EINVAL);
-        }
-        let len = page_ceil(len).ok_or(Errno::EINVAL)?;
-        let end = addr.checked_add(len).ok_or(Errno::EINVAL)?;
-        self.unmap_range(addr, end.min(self.stack_top.max(addr)))
+        self.call(MemCall::Munmap { addr, len }).map(|_| ())
     }
 
     /// `mprotect(2)`.
     pub fn mprotect(&mut self, addr: u64, len: u64, prot: Prot) -> SysResult<()> {
-        if addr % PAGE_SIZE != 0 || prot.0 & !7 != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let len = page_ceil(len).ok_or(Errno::ENOMEM)?;
-        if len == 0 {
-            return Ok(());
-        }
-        let end = addr.checked_add(len).ok_or(Errno::ENOMEM)?;
-        let old = self.vmas.protect(addr, end, prot).ok_or(Errno::ENOMEM)?;
-        self.pt.map_user(&mut self.sys, addr, end, prot).map_err(|_| Errno::ENOMEM)?;
-        for piece in old.iter().filter(|v| v.prot.loses_rights_to(prot)) {
-            self.user.revoke(piece.start, piece.end - piece.start)?;
-        }
-        Ok(())
+        self.call(MemCall::Mprotect { addr, len, prot }).map(|_| ())
     }
 
     /// `madvise(MADV_DONTNEED)`: anonymous private pages read back as zeroes.
     pub fn madvise_dontneed(&mut self, addr: u64, len: u64) -> SysResult<()> {
-        if addr % PAGE_SIZE != 0 {
-            return Err(Errno::EINVAL);
-        }
-        let len = page_ceil(len).ok_or(Errno::EINVAL)?;
-        let end = addr.checked_add(len).ok_or(Errno::EINVAL)?;
-        if !self.vmas.covered(addr, end, |_| true) {
-            return Err(Errno::ENOMEM);
-        }
-        self.user.discard(addr, len)
+        self.call(MemCall::MadviseDontneed { addr, len }).map(|_| ())
     }
 
-    /// `mremap(2)`.
+    /// `mremap(2)`. When the region may move, its dirty lines are written back first so that
+    /// the owners, which move the pages, hold the only copy.
     pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u64) -> SysResult<u64> {
-        if old % PAGE_SIZE != 0
-            || flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0
-            || flags & MREMAP_FIXED != 0 && flags & MREMAP_MAYMOVE == 0
-        {
-            return Err(Errno::EINVAL);
-        }
-        let old_len = page_ceil(old_len).ok_or(Errno::EINVAL)?;
-        let new_len = page_ceil(new_len).ok_or(Errno::EINVAL)?;
-        if new_len == 0 || old_len == 0 || flags & MREMAP_DONTUNMAP != 0 {
-            // old_len == 0 duplicates shared mappings; DONTUNMAP keeps both: neither has a
-            // meaning for private anonymous memory worth supporting here.
-            return Err(Errno::EINVAL);
-        }
-        let old_end = old.checked_add(old_len).ok_or(Errno::EFAULT)?;
-        let vma = self.vmas.find(old).cloned().ok_or(Errno::EFAULT)?;
-        if old_end > vma.end {
-            return Err(Errno::EFAULT);
-        }
-        if flags & MREMAP_FIXED == 0 {
-            if new_len <= old_len {
-                self.unmap_range(old + new_len, old_end)?;
-                return Ok(old);
-            }
-            let grow_end = old.checked_add(new_len).ok_or(Errno::ENOMEM)?;
-            if old_end == vma.end && grow_end <= self.stack_top && self.vmas.is_free(old_end, grow_end) {
-                self.pt.map_user(&mut self.sys, old_end, grow_end, vma.prot).map_err(|_| Errno::ENOMEM)?;
-                self.vmas.insert(Vma { start: old_end, end: grow_end, prot: vma.prot, kind: vma.kind });
-                return Ok(old);
-            }
-            if flags & MREMAP_MAYMOVE == 0 {
-                return Err(Errno::ENOMEM);
+        if flags & (MREMAP_MAYMOVE | MREMAP_FIXED) != 0 && old % PAGE_SIZE == 0 {
+            let end = old.saturating_add(page_ceil(old_len).unwrap_or(u64::MAX)).min(self.stack_top);
+            if let Some(v) = self.vmas.find(old) {
+                let end = end.min(v.end);
+                self.cache.write_back(old, end).map_err(|e| self.fatal(e))?;
             }
         }
-        let dst = if flags & MREMAP_FIXED != 0 {
-            if new_addr % PAGE_SIZE != 0 {
-                return Err(Errno::EINVAL);
-            }
-            let dst_end = self.check_user_range(new_addr, new_len)?;
-            if new_addr < old_end && old < dst_end {
-                return Err(Errno::EINVAL);
-            }
-            new_addr
-        } else {
-            self.place(0, new_len, false)?
-        };
-        self.map_region(dst, dst + new_len, vma.prot, vma.kind)?;
-        self.user.copy_within(old, dst, old_len.min(new_len))?;
-        self.unmap_range(old, old_end)?;
-        Ok(dst)
+        self.call(MemCall::Mremap { old, old_len, new_len, flags, new_addr })
     }
 
     /// `brk(2)`: returns the new break (the old one if the request cannot be met).
     pub fn brk(&mut self, want: u64) -> u64 {
-        if want < self.brk_start || want >= self.mmap_top {
-            return self.brk;
-        }
-        let (old_top, new_top) = (page_ceil(self.brk).unwrap_or(self.brk), page_ceil(want).unwrap_or(want));
-        if new_top > old_top {
-            if !self.vmas.is_free(old_top, new_top)
-                || self.map_region(old_top, new_top, Prot::RW, VmaKind::Heap).is_err()
-            {
-                return self.brk;
-            }
-        } else if new_top < old_top && self.unmap_range(new_top, old_top).is_err() {
-            return self.brk;
-        }
-        self.brk = want;
-        self.brk
+        self.call(MemCall::Brk { want }).unwrap_or(0)
     }
 
     /// Whether user code may access `[addr, addr+len)` (`write`: for writing).
@@ -288,7 +317,12 @@ impl Mm {
         if !self.user_accessible(addr, buf.len() as u64, false) {
             return Err(Errno::EFAULT);
         }
-        self.user.read(addr, buf)
+        self.user.read(addr, buf)?;
+        // After a memory failure, faults are resolved with zeroes: nothing read may leave.
+        if self.cache.failure().is_some() {
+            return Err(Errno::EIO);
+        }
+        Ok(())
     }
 
     /// `copy_to_user`: writes guest memory the program could write, else `EFAULT`.
@@ -332,3 +366,16 @@ impl Mm {
         self.write_user(addr, &v.to_le_bytes())
     }
 }
+
+impl Drop for Mm {
+    fn drop(&mut self) {
+        if self.cache.failure().is_none() {
+            if let Err(e) = self.home.call(&Request::ExitProcess) {
+                tracing::warn!("releasing the process's memory: {e}");
+            }
+        }
+    }
+}
+
+/// How long the VMM waits for a mem-server by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -70,18 +70,6 @@ impl UserMemory {
         self.mem.write_slice(buf, GuestAddress(addr)).map_err(|_| Errno::EFAULT)
     }
 
-    /// Zero-fills a range (contents dropped, host memory released).
-    pub fn discard(&self, addr: u64, len: u64) -> SysResult<()> {
-        self.check(addr, len)?;
-        // SAFETY: the range lies inside our own anonymous mapping (checked above); MADV_DONTNEED
-        // on private anonymous memory only replaces its contents with zeroes.
-        let r = unsafe { libc::madvise(self.host.add(addr as usize).cast(), len as usize, libc::MADV_DONTNEED) };
-        if r != 0 {
-            return Err(Errno::last());
-        }
-        Ok(())
-    }
-
     /// Makes KVM drop every guest mapping of a range while keeping its contents, so that a
     /// permission the VMM took away in the guest page tables is seen at once. An mprotect round
     /// trip on the host mapping fires KVM's MMU notifier, which zaps the shadow entries.
@@ -100,20 +88,6 @@ impl UserMemory {
                 return Err(Errno::last());
             }
         }
-        Ok(())
-    }
-}
-
-impl UserMemory {
-    /// Copies `len` bytes from `src` to a non-overlapping `dst`, both inside the slot.
-    pub fn copy_within(&self, src: u64, dst: u64, len: u64) -> SysResult<()> {
-        self.check(src, len)?;
-        self.check(dst, len)?;
-        if src < dst + len && dst < src + len {
-            return Err(Errno::EINVAL);
-        }
-        // SAFETY: both ranges are inside our mapping (checked) and do not overlap (checked).
-        unsafe { std::ptr::copy_nonoverlapping(self.host.add(src as usize), self.host.add(dst as usize), len as usize) };
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use crate::cpu::{self, GuestEvent};
 use crate::elf::{self, ElfInfo};
 use crate::errno::Errno;
 use crate::error::VmmError;
+use crate::excache::{kick_signal, CacheStats, MemoryConfig};
 use crate::fault::{self, Frame};
 use crate::fdtable::{Backing, FdTable, OpenFile};
 use crate::fs::{hostdir::HostDir, FileSystem};
@@ -35,6 +36,8 @@ pub struct VnodeConfig {
     pub root: PathBuf,
     /// Print every system call to stderr, strace-style.
     pub trace_syscalls: bool,
+    /// Where the memory lives and how much of it may be resident.
+    pub memory: MemoryConfig,
 }
 
 /// The program a vNode runs.
@@ -51,6 +54,8 @@ pub struct Program {
 pub struct RunReport {
     pub termination: Termination,
     pub stats: SyscallStats,
+    /// What the ExCache did.
+    pub cache: CacheStats,
     pub elapsed: std::time::Duration,
 }
 
@@ -97,7 +102,7 @@ impl Vnode {
         execfn: &[u8],
     ) -> Result<Vnode, VmmError> {
         let kvm = open_kvm()?;
-        let mut mm = Mm::new(config.mem_size)?;
+        let mut mm = Mm::new(config.mem_size, &config.memory)?;
         let (entry, rflags) = match &image {
             Image::Elf { info, bytes } => {
                 elf::load(info, bytes, &mut mm).map_err(|source| VmmError::BadElf {
@@ -115,7 +120,7 @@ impl Vnode {
                 }
                 mm.map_region(*load_at, end, rx, VmaKind::Image).map_err(bad)?;
                 mm.user().write(*load_at, code).map_err(bad)?;
-                mm.set_brk_start(end);
+                mm.set_brk_start(end).map_err(bad)?;
                 (*load_at, if *iopl3 { 0x3202 } else { 0x202 })
             }
         };
@@ -175,9 +180,22 @@ impl Vnode {
     /// Runs the program until it ends.
     pub fn run(mut self) -> Result<RunReport, VmmError> {
         let started = Instant::now();
+        // A memory failure interrupts KVM_RUN with this signal; its handler does nothing.
+        extern "C" fn kicked(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+        vmm_sys_util::signal::register_signal_handler(kick_signal(), kicked)
+            .map_err(|e| VmmError::Config(format!("installing the vCPU kick handler: {e}")))?;
+        self.process.mm.cache().set_vcpu_thread();
         let termination = self.run_loop()?;
-        Ok(RunReport { termination, stats: std::mem::take(&mut self.process.stats), elapsed: started.elapsed() })
+        let elapsed = started.elapsed();
+        Ok(RunReport {
+            termination,
+            stats: std::mem::take(&mut self.process.stats),
+            cache: self.process.mm.cache_stats(),
+            elapsed,
+        })
     }
+
+
 
     fn run_loop(&mut self) -> Result<Termination, VmmError> {
         let mut stderr = std::io::stderr();
@@ -189,6 +207,7 @@ impl Vnode {
                     let mut cpu = Cpu { regs: &mut sync.regs, sregs: &mut sync.sregs };
                     let trace = self.trace.then_some(&mut stderr as &mut dyn Write);
                     syscall::handle(&mut self.process, &mut cpu, trace);
+                    check_memory(&self.process)?;
                     if let Some(t) = self.process.exit.take() {
                         return Ok(t);
                     }
@@ -197,6 +216,7 @@ impl Vnode {
                     self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
                 }
                 GuestEvent::Exception(vector) => {
+                    check_memory(&self.process)?;
                     let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
                     return self.exception(vector, kernel_rsp, cr2);
                 }
@@ -221,10 +241,14 @@ impl Vnode {
                     let rip = self.vcpu.sync_regs_mut().regs.rip;
                     return Ok(cpu::check_origin(event, port, rip));
                 }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => check_memory(&self.process)?,
                 Err(source) => return Err(VmmError::Kvm { op: "RUN", source }),
             }
         }
+    }
+
+    pub(crate) fn process_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 
     pub(crate) fn vcpu_mut(&mut self) -> &mut VcpuFd {
@@ -259,6 +283,14 @@ impl Vnode {
             ));
         }
         Ok(Termination::Signaled { signal: fault.signal, detail: Some(detail) })
+    }
+}
+
+/// Ends the run if the process's memory failed (nothing computed since can be trusted).
+fn check_memory(process: &Process) -> Result<(), VmmError> {
+    match process.mm.failure() {
+        Some(msg) => Err(VmmError::MemoryServer(msg)),
+        None => Ok(()),
     }
 }
 

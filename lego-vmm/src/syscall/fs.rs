@@ -1483,7 +1483,6 @@ mod tests {
     use crate::fdtable::FdTable;
     use crate::fs::hostdir::HostDir;
     use crate::mm::flags::{MAP_ANONYMOUS, MAP_PRIVATE};
-    use crate::mm::Mm;
     use crate::paging::Prot;
     use crate::process::{Creds, Termination, SIG_IGN};
     use lego_proto::vma::VmaKind;
@@ -1496,6 +1495,7 @@ mod tests {
     /// after it and a scratch area for strings.
     struct T {
         p: Process,
+        _server: mem_server::Handle,
         dir: tempfile::TempDir,
         buf: u64,
         ro: u64,
@@ -1507,7 +1507,7 @@ mod tests {
         fn new() -> T {
             let dir = tempfile::tempdir().unwrap();
             let fs = Arc::new(HostDir::new(dir.path()).unwrap());
-            let mut mm = Mm::new(64 << 20).unwrap();
+            let crate::testing::TestMm { mut mm, server } = crate::testing::mm(64 << 20);
             let flags = MAP_PRIVATE | MAP_ANONYMOUS;
             let buf = mm.mmap(0, BUF_LEN + 4096, Prot::RW, flags, VmaKind::Anon).unwrap();
             let ro = buf + BUF_LEN;
@@ -1519,7 +1519,7 @@ mod tests {
             p.groups = Vec::new();
             p.fds = FdTable::new(64);
             p.rlimits = [(u64::MAX, u64::MAX); 16];
-            T { p, dir, buf, ro, scratch, next: std::cell::Cell::new(scratch) }
+            T { p, _server: server, dir, buf, ro, scratch, next: std::cell::Cell::new(scratch) }
         }
 
         fn call(&mut self, h: Handler, args: &[u64]) -> SysResult<u64> {

@@ -246,16 +246,22 @@ fn quote(s: &mut String, b: &[u8], max: usize) {
 mod tests {
     use super::*;
     use crate::fs::hostdir::HostDir;
-    use crate::mm::Mm;
     use proptest::prelude::*;
     use std::sync::Arc;
 
-    fn process(root: &std::path::Path) -> Process {
+    /// A process and the mem-server its memory lives on (dropped in this order).
+    struct Fuzzed {
+        p: Process,
+        _server: mem_server::Handle,
+    }
+
+    fn process(root: &std::path::Path) -> Fuzzed {
         let fs = Arc::new(HostDir::new(root).unwrap());
-        let mut p = Process::new(Mm::new(64 << 20).unwrap(), fs, "fuzz".into(), b"fuzz");
+        let crate::testing::TestMm { mm, server } = crate::testing::mm(64 << 20);
+        let mut p = Process::new(mm, fs, "fuzz".into(), b"fuzz");
         let heap = p.mm.mmap(0, 1 << 16, crate::paging::Prot::RW, 0x22, lego_proto::vma::VmaKind::Anon).unwrap();
         p.mm.write_user(heap, b"/tmp\0x\0").unwrap();
-        p
+        Fuzzed { p, _server: server }
     }
 
     /// Interesting argument values: small numbers, fds, flags, wild and kernel addresses, and
@@ -280,7 +286,8 @@ mod tests {
         fn any_call_with_any_arguments_is_handled(calls in proptest::collection::vec(
             (prop_oneof![0u64..335, 400u64..460, any::<u64>()], proptest::array::uniform6(arg())), 1..8)) {
             let dir = tempfile::tempdir().unwrap();
-            let mut p = process(dir.path());
+            let mut f = process(dir.path());
+            let p = &mut f.p;
             for (nr, args) in calls {
                 // Calls that would sleep or wait on the host are not fuzzed.
                 if matches!(nr, 7 | 35 | 230 | 271) {
@@ -288,7 +295,7 @@ mod tests {
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };
                 let mut sregs = kvm_sregs::default();
-                handle(&mut p, &mut Cpu { regs: &mut regs, sregs: &mut sregs }, None);
+                handle(p, &mut Cpu { regs: &mut regs, sregs: &mut sregs }, None);
                 let r = regs.rax as i64;
                 prop_assert!(r >= -4095, "syscall {} returned {}", nr, r);
                 if p.exit.is_some() {

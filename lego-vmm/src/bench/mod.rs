@@ -6,13 +6,19 @@ use std::time::{Duration, Instant};
 
 use kvm_ioctls::VcpuExit;
 
+mod fault;
+pub use fault::{fault, FaultFigures, Percentiles};
+
 use crate::error::VmmError;
+use crate::excache::MemoryConfig;
 use crate::layout::BENCH_PORT;
 use crate::fs::hostdir::HostDir;
 use crate::process::Termination;
 use crate::vnode::{Image, Program, Vnode, VnodeConfig};
 
 const LOAD_AT: u64 = 0x40_0000;
+/// Address space of benchmark vNodes.
+const BENCH_MEM: u64 = 1 << 30;
 
 /// `out 0x11, al; dec rbx; jnz 0; exit_group(0)` — run with IOPL=3 so `out` is legal at CPL3.
 const BARE_EXIT_LOOP: &[u8] = &[
@@ -35,12 +41,13 @@ pub struct SyscallFigures {
     pub native_getpid: Duration,
 }
 
-fn code_vnode(code: &[u8], iopl3: bool, iterations: u64) -> Result<Vnode, VmmError> {
+pub(crate) fn code_vnode(code: &[u8], iopl3: bool, iterations: u64, memory: &MemoryConfig) -> Result<Vnode, VmmError> {
     let config = VnodeConfig {
         name: "bench".into(),
-        mem_size: 256 << 20,
+        mem_size: BENCH_MEM,
         root: std::env::temp_dir(),
         trace_syscalls: false,
+        memory: memory.clone(),
     };
     let fs = HostDir::new(&config.root).map_err(|e| VmmError::Config(e.to_string()))?;
     let program = Program { path: "bench".into(), argv: Vec::new(), envp: Vec::new() };
@@ -52,27 +59,36 @@ fn code_vnode(code: &[u8], iopl3: bool, iterations: u64) -> Result<Vnode, VmmErr
     Ok(vnode)
 }
 
-fn forwarded_getpid(iterations: u64) -> Result<Duration, VmmError> {
-    let report = code_vnode(GETPID_LOOP, false, iterations)?.run()?;
+fn forwarded_getpid(iterations: u64, memory: &MemoryConfig) -> Result<Duration, VmmError> {
+    let report = code_vnode(GETPID_LOOP, false, iterations, memory)?.run()?;
     if report.termination != Termination::Exited(0) || report.stats.calls != iterations + 1 {
         return Err(VmmError::GuestCrashed(format!("getpid loop ended with {:?}", report.termination)));
     }
     Ok(report.elapsed / iterations as u32)
 }
 
-fn bare_exit(iterations: u64) -> Result<Duration, VmmError> {
-    let mut vnode = code_vnode(BARE_EXIT_LOOP, true, iterations)?;
-    let start = Instant::now();
+/// Runs a benchmark guest to its first system call (its exit), counting its bench-port exits.
+pub(crate) fn run_to_syscall(vnode: &mut Vnode, what: &str) -> Result<u64, VmmError> {
     let mut exits = 0u64;
     loop {
         match vnode.vcpu_mut().run() {
             Ok(VcpuExit::IoOut(BENCH_PORT, _)) => exits += 1,
-            Ok(VcpuExit::IoOut(crate::layout::SYSCALL_PORT, _)) => break,
-            Ok(other) => return Err(VmmError::GuestCrashed(format!("bare-exit loop: {other:?}"))),
-            Err(e) if e.errno() == libc::EINTR => continue,
+            Ok(VcpuExit::IoOut(crate::layout::SYSCALL_PORT, _)) => return Ok(exits),
+            Ok(other) => return Err(VmmError::GuestCrashed(format!("{what}: {other:?}"))),
+            Err(e) if e.errno() == libc::EINTR => {
+                if let Some(msg) = vnode.process().mm.failure() {
+                    return Err(VmmError::MemoryServer(msg));
+                }
+            }
             Err(source) => return Err(VmmError::Kvm { op: "RUN", source }),
         }
     }
+}
+
+fn bare_exit(iterations: u64, memory: &MemoryConfig) -> Result<Duration, VmmError> {
+    let mut vnode = code_vnode(BARE_EXIT_LOOP, true, iterations, memory)?;
+    let start = Instant::now();
+    let exits = run_to_syscall(&mut vnode, "bare-exit loop")?;
     let elapsed = start.elapsed();
     if exits != iterations {
         return Err(VmmError::GuestCrashed(format!("bare-exit loop made {exits} exits, not {iterations}")));
@@ -91,12 +107,12 @@ fn native_getpid(iterations: u64) -> Duration {
 
 /// Measures a forwarded `getpid`, the bare exit and a native `getpid`, interleaved over
 /// `rounds` rounds (median of each), so that machine noise hits all three alike.
-pub fn syscall(iterations: u64, rounds: usize) -> Result<SyscallFigures, VmmError> {
+pub fn syscall(iterations: u64, rounds: usize, memory: &MemoryConfig) -> Result<SyscallFigures, VmmError> {
     let iterations = iterations.max(1);
     let (mut fwd, mut bare, mut native) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds.max(1) {
-        bare.push(bare_exit(iterations)?);
-        fwd.push(forwarded_getpid(iterations)?);
+        bare.push(bare_exit(iterations, memory)?);
+        fwd.push(forwarded_getpid(iterations, memory)?);
         native.push(native_getpid(iterations * 10));
     }
     let median = |v: &mut Vec<Duration>| {

@@ -1,0 +1,40 @@
+//! `lego mem-server`: a memory component.
+
+use std::process::ExitCode;
+
+use crate::size::parse_size;
+
+/// Options of `lego mem-server`.
+#[derive(clap::Args)]
+pub struct MemServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: String,
+    /// Most page memory to hold (e.g. 4G).
+    #[arg(long, value_parser = parse_size)]
+    capacity: u64,
+    /// Cluster id peers must present.
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
+    cluster: u64,
+}
+
+/// Serves until killed.
+pub fn run(args: MemServerArgs) -> ExitCode {
+    let config = mem_server::Config { listen: args.listen, capacity_bytes: args.capacity, cluster: args.cluster };
+    let server = match mem_server::MemServer::bind(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("lego mem-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Scripts and tests wait for this line to know the server is up, and where.
+    println!("lego mem-server listening on {}", server.local_addr());
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lego mem-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Where a vNode's memory lives: the `--mem-server` and `--excache*` options, and the embedded
+//! mem-server `lego run` starts when no server is named.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lego_vmm::excache::{ExCacheConfig, MemoryConfig, Policy};
+
+use crate::size::parse_size;
+
+/// Replacement policy names.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// First in, first out (LegoOS's default).
+    Fifo,
+    /// Least recently used.
+    Lru,
+}
+
+/// Memory options shared by `lego run` and the benchmarks.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MemoryArgs {
+    /// Mem-servers holding the memory (ADDR[,ADDR...]). Default: an embedded mem-server in
+    /// this process, on a loopback port.
+    #[arg(long, value_delimiter = ',', value_name = "ADDR")]
+    pub mem_server: Vec<String>,
+    /// Most user memory resident in this pComponent at once (the ExCache).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub excache: u64,
+    /// Lines per ExCache set.
+    #[arg(long, default_value_t = 64)]
+    pub excache_ways: usize,
+    /// ExCache replacement policy.
+    #[arg(long, value_enum, default_value = "fifo")]
+    pub excache_policy: PolicyArg,
+    /// Size of a vRegion, the unit mem-servers own address space in.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub vregion_size: u64,
+    /// Cluster id presented to the mem-servers.
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
+    pub cluster: u64,
+    /// Seconds to wait for a mem-server before giving the process up.
+    #[arg(long, default_value_t = 30)]
+    pub mem_timeout: u64,
+}
+
+/// An embedded mem-server, stopped when dropped.
+pub type Embedded = Option<mem_server::Handle>;
+
+impl MemoryArgs {
+    /// The VMM's memory configuration, starting an embedded mem-server of `capacity` bytes when
+    /// no server was named (keep the returned handle alive as long as the vNode runs).
+    pub fn config(&self, capacity: u64) -> anyhow::Result<(MemoryConfig, Embedded)> {
+        let (servers, embedded) = if self.mem_server.is_empty() {
+            let server = mem_server::MemServer::bind(mem_server::Config {
+                listen: "127.0.0.1:0".into(),
+                capacity_bytes: capacity,
+                cluster: self.cluster,
+            })
+            .context("starting the embedded mem-server")?;
+            let handle = server.spawn().context("starting the embedded mem-server")?;
+            (vec![handle.addr().to_string()], Some(handle))
+        } else {
+            (self.mem_server.clone(), None)
+        };
+        let policy = match self.excache_policy {
+            PolicyArg::Fifo => Policy::Fifo,
+            PolicyArg::Lru => Policy::Lru,
+        };
+        let config = MemoryConfig {
+            servers,
+            cluster: self.cluster,
+            vregion_size: self.vregion_size,
+            timeout: Duration::from_secs(self.mem_timeout.max(1)),
+            excache: ExCacheConfig { bytes: self.excache, ways: self.excache_ways, policy },
+        };
+        Ok((config, embedded))
+    }
+}

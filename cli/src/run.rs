@@ -1,0 +1,130 @@
+//! `lego run`: one program in a vNode.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lego_vmm::fault::signal_name;
+use lego_vmm::process::Termination;
+use lego_vmm::{syscall::names, Program, RunReport, Vnode, VnodeConfig, VmmError};
+
+use crate::memory::MemoryArgs;
+use crate::size::parse_size;
+
+/// Exit status when the program is not something lego can run (bad ELF, missing file, bad option).
+const STATUS_BAD_PROGRAM: u8 = 2;
+/// Exit status when the VMM itself failed (no KVM, KVM error, memory servers lost).
+pub const STATUS_VMM_FAILURE: u8 = 125;
+
+/// Options of `lego run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Name of the vNode (its host name inside).
+    #[arg(long, default_value = "vnode")]
+    vnode: String,
+    /// User address space of the vNode (e.g. 512M, 4G).
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    mem: u64,
+    #[command(flatten)]
+    memory: MemoryArgs,
+    /// Host directory holding the vNode's files (default: the current directory). Paths the
+    /// program uses cannot leave it.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Print every system call, its arguments and result to stderr, strace-style.
+    #[arg(long)]
+    trace_syscalls: bool,
+    /// Print system-call and ExCache statistics at exit.
+    #[arg(long)]
+    stats: bool,
+    /// argv[0] for the program (default: PROGRAM as given).
+    #[arg(long)]
+    argv0: Option<OsString>,
+    /// Host path of the program.
+    program: PathBuf,
+    /// Arguments for the program.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+/// Runs the program; the exit code is the program's own status.
+pub fn run(args: RunArgs) -> ExitCode {
+    let (memory, _embedded) = match args.memory.config(args.mem) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("lego: {e:#}");
+            return ExitCode::from(STATUS_VMM_FAILURE);
+        }
+    };
+    let config = VnodeConfig {
+        name: args.vnode,
+        mem_size: args.mem,
+        root: args.root.unwrap_or_else(lego_vmm::vnode::default_root),
+        trace_syscalls: args.trace_syscalls,
+        memory,
+    };
+    let argv0 = args.argv0.unwrap_or_else(|| args.program.clone().into_os_string());
+    let argv = std::iter::once(argv0).chain(args.args).map(OsString::into_vec).collect();
+    let envp = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut e = k.into_vec();
+            e.push(b'=');
+            e.extend(v.into_vec());
+            e
+        })
+        .collect();
+    let program = Program { path: args.program, argv, envp };
+    let report = match Vnode::new(&config, &program).and_then(Vnode::run) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lego: {e}");
+            let status = match e {
+                VmmError::Program { .. } | VmmError::BadElf { .. } | VmmError::Config(_) => STATUS_BAD_PROGRAM,
+                _ => STATUS_VMM_FAILURE,
+            };
+            return ExitCode::from(status);
+        }
+    };
+    if let Termination::Signaled { signal, detail: Some(detail) } = &report.termination {
+        eprintln!("lego: {} killed by {}: {detail}", program.path.display(), signal_name(*signal));
+    }
+    if args.stats {
+        print_stats(&report);
+    }
+    ExitCode::from(report.termination.shell_status() as u8)
+}
+
+fn print_stats(report: &RunReport) {
+    let s = &report.stats;
+    eprintln!("lego: {} system calls in {:.3} s", s.calls, report.elapsed.as_secs_f64());
+    for (nr, n) in &s.by_nr {
+        let name = names::name(*nr).unwrap_or("?");
+        let note = if s.unimplemented.contains_key(nr) { "  (unimplemented: ENOSYS)" } else { "" };
+        eprintln!("lego:   {name:<20} {n:>10}{note}");
+    }
+    let c = &report.cache;
+    eprintln!(
+        "lego: ExCache {} lines ({} KiB), {} resident at exit, memory on {} mem-server(s)",
+        c.lines,
+        c.lines * 4,
+        c.resident,
+        c.owners
+    );
+    eprintln!("lego:   misses (remote fetches) {:>10}", c.misses);
+    eprintln!("lego:   p-local fills           {:>10}", c.plocal_fills);
+    eprintln!("lego:   evictions               {:>10}", c.evictions);
+    eprintln!("lego:   dirty flushes           {:>10}", c.dirty_flushes);
+    eprintln!("lego:   piggybacked flushes     {:>10}", c.piggybacked);
+    eprintln!("lego:   first writes (dirtied)  {:>10}", c.dirtied);
+    eprintln!("lego:   bytes in / out          {:>10} / {}", c.bytes_in, c.bytes_out);
+    if !c.miss_ns.is_empty() {
+        let us = |q: f64| c.miss_ns.value_at_quantile(q) as f64 / 1000.0;
+        eprintln!(
+            "lego:   miss latency (handler)  p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us",
+            us(0.5),
+            us(0.99),
+            us(0.999)
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! The ExCache (LegoOS §4.3.2, §5.3): the only part of a process's memory resident in the
+//! pComponent.
+//!
+//! The user-memory memslot is registered with userfaultfd; at most `lines` 4 KB pages of it are
+//! present at any time. A dedicated handler thread ([`handler`]) serves every fault on it, from
+//! the vCPU and from the VMM's own copies to and from guest buffers alike: it makes room in the
+//! page's set, writing the victim back to its owner if it is dirty, then fetches the line from its
+//! owner (or zero-fills a line that never left the pComponent) and installs it.
+//!
+//! Dirty state comes from userfaultfd write-protection: a line installed for a read is
+//! write-protected, so its first write (by the guest through KVM, or by the VMM) arrives as a
+//! write-protect fault that marks it dirty; a line installed for a write starts dirty. Eviction is
+//! race-free because a clean line is write-protected, and a dirty one is write-protected before
+//! its contents are copied out: a write after the check waits in the kernel until the handler
+//! has flushed and unmapped the line, then faults it back in with the flushed data.
+
+mod handler;
+pub mod owners;
+pub mod sets;
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use lego_proto::transport::{RegisteredBuf, Slot, Transport};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::error::VmmError;
+use crate::layout::PAGE_SIZE;
+use crate::uffd::Uffd;
+use owners::{Owners, RemotePages};
+pub use sets::Policy;
+use sets::Sets;
+
+/// Size and organisation of an ExCache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExCacheConfig {
+    /// Bytes of user memory that may be resident (a multiple of 4 KB).
+    pub bytes: u64,
+    /// Lines per set.
+    pub ways: usize,
+    /// Replacement policy.
+    pub policy: Policy,
+}
+
+/// The smallest ExCache: an x86 instruction may need about six distinct pages resident at once.
+pub const MIN_LINES: u64 = 16;
+
+impl ExCacheConfig {
+    /// Checks the configuration against a memory of `mem_size` bytes.
+    pub fn validate(&self) -> Result<(), VmmError> {
+        if self.bytes % PAGE_SIZE != 0 || self.bytes / PAGE_SIZE < MIN_LINES {
+            return Err(VmmError::Config(format!(
+                "ExCache size {} must be a multiple of 4 KiB and at least {} KiB",
+                self.bytes,
+                MIN_LINES * 4
+            )));
+        }
+        if self.ways < 8 {
+            return Err(VmmError::Config(format!("ExCache ways {} must be at least 8", self.ways)));
+        }
+        Ok(())
+    }
+}
+
+/// What the ExCache did, for `--stats`.
+#[derive(Clone, Debug)]
+pub struct CacheStats {
+    /// Lines fetched from their owner (misses on pages that exist remotely).
+    pub misses: u64,
+    /// Lines filled with zeroes locally (first touch of never-flushed memory).
+    pub plocal_fills: u64,
+    /// Lines evicted.
+    pub evictions: u64,
+    /// Dirty lines written back.
+    pub dirty_flushes: u64,
+    /// Write-backs that travelled with the fetch of the missing line.
+    pub piggybacked: u64,
+    /// First writes to clean lines (write-protect faults).
+    pub dirtied: u64,
+    /// Page bytes received from and sent to mem-servers.
+    pub bytes_in: u64,
+    /// See `bytes_in`.
+    pub bytes_out: u64,
+    /// Handler-side service time of remote misses, in nanoseconds.
+    pub miss_ns: Histogram<u64>,
+    /// Lines resident at the end.
+    pub resident: u64,
+    /// Capacity in lines.
+    pub lines: u64,
+    /// Distinct mem-servers owning vRegions of the process.
+    pub owners: u64,
+}
+
+impl Default for CacheStats {
+    fn default() -> Self {
+        CacheStats {
+            misses: 0,
+            plocal_fills: 0,
+            evictions: 0,
+            dirty_flushes: 0,
+            piggybacked: 0,
+            dirtied: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            miss_ns: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
+            resident: 0,
+            lines: 0,
+            owners: 0,
+        }
+    }
+}
+
+/// The state the handler thread and the memory manager share, under one lock. Nobody holding
+/// the lock touches guest memory: that could fault and wait for the handler, which waits for the
+/// lock.
+pub(crate) struct State {
+    sets: Sets,
+    remote: RemotePages,
+    pub(crate) owners: Owners,
+    /// Slot 0: the line being installed; slot 1: the victim being written back; slot 2: zeroes.
+    buf: RegisteredBuf,
+    stats: CacheStats,
+    proc: u64,
+}
+
+const INSTALL: Slot = Slot(0);
+const VICTIM: Slot = Slot(1);
+const ZERO: Slot = Slot(2);
+
+/// Everything the handler thread needs.
+struct Shared {
+    state: Mutex<State>,
+    uffd: Uffd,
+    /// Host address of guest address 0, and the slot size.
+    host: u64,
+    size: u64,
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+    /// The thread running the vCPU, kicked out of KVM_RUN when memory fails.
+    vcpu_thread: Mutex<Option<libc::pthread_t>>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the first failure and kicks the vCPU so the run loop sees it.
+    fn fail(&self, msg: String) {
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            tracing::error!("{msg}");
+            *f = Some(msg);
+        }
+        self.failed.store(true, Ordering::Release);
+        if let Some(t) = *self.vcpu_thread.lock().unwrap_or_else(|e| e.into_inner()) {
+            // SAFETY: `t` is the vCPU thread registered by `set_vcpu_thread`, which lives as long as
+            // the vNode runs; the signal has a no-op handler installed by the run loop.
+            unsafe { libc::pthread_kill(t, kick_signal()) };
+        }
+    }
+
+    /// Drops a page from the host mapping: KVM's MMU notifier removes the guest's translation.
+    fn zap(&self, page: u64, len: u64) -> Result<(), String> {
+        // SAFETY: the range lies inside the user memslot mapping (callers pass guest addresses
+        // below `size`); MADV_DONTNEED on private anonymous memory only drops its contents.
+        let r = unsafe { libc::madvise((self.host + page) as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(format!("madvise(DONTNEED) of guest page {page:#x}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+/// The signal that interrupts KVM_RUN when the memory of the process fails.
+pub fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 1
+}
+
+/// A process's ExCache and its fault-handler thread.
+pub struct ExCache {
+    shared: Arc<Shared>,
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ExCache {
+    /// Registers the memslot `[host, host+size)` and starts serving its faults for process
+    /// `proc`, with the pages of vRegions found through `owners`.
+    pub fn start(host: u64, size: u64, config: ExCacheConfig, owners: Owners, proc: u64) -> Result<ExCache, VmmError> {
+        config.validate()?;
+        let err = |what: &str, e: std::io::Error| VmmError::Memory { size, reason: format!("{what}: {e}") };
+        let uffd = Uffd::new().map_err(|e| err("userfaultfd", e))?;
+        uffd.register(host, size).map_err(|e| err("registering guest memory with userfaultfd", e))?;
+        // Lines are 4 KB: a transparent huge page would put 512 of them in at once.
+        // SAFETY: the range is the caller's mapping; the advice changes no contents.
+        unsafe { libc::madvise(host as *mut libc::c_void, size as usize, libc::MADV_NOHUGEPAGE) };
+        let sets = Sets::new((config.bytes / PAGE_SIZE) as usize, config.ways, config.policy);
+        let stats = CacheStats { lines: sets.capacity() as u64, ..CacheStats::default() };
+        let state = State { sets, remote: RemotePages::default(), owners, buf: RegisteredBuf::new(3), stats, proc };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            uffd,
+            host,
+            size,
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            vcpu_thread: Mutex::new(None),
+        });
+        let stop = EventFd::new(libc::EFD_CLOEXEC).map_err(|e| err("eventfd", e))?;
+        let stop_fd = stop.as_raw_fd();
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("excache".into())
+            .spawn(move || handler::run(&s, stop_fd))
+            .map_err(|e| err("starting the ExCache thread", e))?;
+        Ok(ExCache { shared, stop, thread: Some(thread) })
+    }
+
+    /// Names the thread that runs the vCPU, so a memory failure can interrupt it.
+    pub fn set_vcpu_thread(&self) {
+        // SAFETY: pthread_self has no preconditions.
+        *self.shared.vcpu_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(unsafe { libc::pthread_self() });
+    }
+
+    /// The failure that ended the process's memory, if any: after one, faults are resolved with
+    /// zeroes only so that nothing hangs, and no guest data may be trusted.
+    pub fn failure(&self) -> Option<String> {
+        if !self.shared.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records a failure found outside the handler (e.g. the home stopped answering).
+    pub fn fail(&self, msg: String) {
+        self.shared.fail(msg);
+    }
+
+    /// Records the owner of vRegion `index`.
+    pub fn set_owner(&self, index: u64, owner: &str) -> Result<(), String> {
+        self.shared.state().owners.set(index, owner)
+    }
+
+    /// Drops every line of `[start, end)` without writing anything back (its pages are gone at the
+    /// owners, or are about to be: munmap, MADV_DONTNEED) and forgets that they exist remotely.
+    pub fn discard(&self, start: u64, end: u64) -> Result<(), String> {
+        let end = end.min(self.shared.size);
+        if start >= end {
+            return Ok(());
+        }
+        let mut st = self.shared.state();
+        for line in st.sets.in_range(start, end) {
+            st.sets.remove(line.page);
+        }
+        st.remote.clear(start, end);
+        self.shared.zap(start, end - start)
+    }
+
+    /// Writes back the dirty lines of `[start, end)` and drops all its lines, so that the owners
+    /// hold the only copy (before mremap moves the pages there).
+    pub fn write_back(&self, start: u64, end: u64) -> Result<(), String> {
+        let end = end.min(self.shared.size);
+        let mut st = self.shared.state();
+        for line in st.sets.in_range(start, end) {
+            st.evict(&self.shared, line, None)?;
+        }
+        Ok(())
+    }
+
+    /// The owners' pages of `[from, from+len)` moved to `[to, to+len)`.
+    pub fn relocate(&self, from: u64, to: u64, len: u64) {
+        self.shared.state().remote.relocate(from, to, len);
+    }
+
+    /// Address of the mem-server owning the vRegion of `page`.
+    pub fn owner_name(&self, page: u64) -> Option<String> {
+        let st = self.shared.state();
+        st.owners.owner_of(page).map(|i| st.owners.name(i).to_string())
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> CacheStats {
+        let st = self.shared.state();
+        CacheStats { resident: st.sets.resident() as u64, owners: st.owners.owners_in_use() as u64, ..st.stats.clone() }
+    }
+}
+
+impl Drop for ExCache {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl State {
+    /// The page path, top to bottom: a missing line `page` (written if `write`) is made
+    /// resident. Room is made in its set first; the victim goes back to its owner if dirty, in
+    /// the same exchange as the fetch when both have the same owner. The line then comes from its
+    /// owner if it exists there, else it is zeroes (p-local), and is installed write-protected
+    /// unless the access was a write.
+    fn serve_miss(&mut self, mem: &Shared, page: u64, write: bool) -> Result<(), String> {
+        if self.sets.get(page).is_some() {
+            return Ok(());
+        }
+        let source = if self.remote.contains(page) {
+            Some(self.owners.owner_of(page).ok_or_else(|| format!("page {page:#x} exists remotely but its vRegion has no owner"))?)
+        } else {
+            None
+        };
+        let mut fetched = false;
+        if let Some(victim) = self.sets.victim_for(page) {
+            fetched = self.evict(mem, victim, source.map(|owner| (owner, page)))?;
+        }
+        let src = match source {
+            _ if fetched => INSTALL,
+            Some(owner) => {
+                let proc = self.proc;
+                let link = self.owners.link(owner).map_err(|e| e.to_string())?;
+                link.read_page(proc, page, &mut self.buf, INSTALL)
+                    .map_err(|e| format!("fetching page {page:#x}: {e}"))?;
+                self.stats.misses += 1;
+                self.stats.bytes_in += PAGE_SIZE;
+                INSTALL
+            }
+            None => {
+                self.stats.plocal_fills += 1;
+                ZERO
+            }
+        };
+        // SAFETY: the source is a page of our registered buffer.
+        unsafe { mem.uffd.copy(mem.host + page, self.buf.page(src.0).as_ptr(), PAGE_SIZE, !write) }
+            .map_err(|e| format!("installing page {page:#x}: {e}"))?;
+        self.sets.insert(page, write);
+        Ok(())
+    }
+
+    /// Evicts `victim`, writing it back first if dirty. With `fetch = Some((owner, page))` and
+    /// the victim owned by `owner` too, the write-back carries the fetch of `page` into
+    /// [`INSTALL`]; returns whether it did.
+    fn evict(&mut self, mem: &Shared, victim: sets::Resident, fetch: Option<(usize, u64)>) -> Result<bool, String> {
+        let mut fetched = false;
+        if victim.dirty {
+            let at = mem.host + victim.page;
+            // From here on a write to the victim waits in the kernel until it is gone.
+            mem.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {:#x}: {e}", victim.page))?;
+            // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
+            // while write-protected; the destination is our own buffer page.
+            unsafe { std::ptr::copy_nonoverlapping(at as *const u8, self.buf.page_mut(VICTIM.0).as_mut_ptr(), PAGE_SIZE as usize) };
+            let owner = self
+                .owners
+                .owner_of(victim.page)
+                .ok_or_else(|| format!("dirty page {:#x} lies in a vRegion without an owner", victim.page))?;
+            let proc = self.proc;
+            let link = self.owners.link(owner).map_err(|e| e.to_string())?;
+            match fetch {
+                Some((o, page)) if o == owner => {
+                    link.write_read_page(proc, victim.page, page, &mut self.buf, VICTIM, INSTALL)
+                        .map_err(|e| format!("writing back page {:#x} and fetching {page:#x}: {e}", victim.page))?;
+                    self.stats.piggybacked += 1;
+                    self.stats.misses += 1;
+                    self.stats.bytes_in += PAGE_SIZE;
+                    fetched = true;
+                }
+                _ => link
+                    .write_page(proc, victim.page, &self.buf, VICTIM)
+                    .map_err(|e| format!("writing back page {:#x}: {e}", victim.page))?,
+            }
+            self.remote.insert(victim.page);
+            self.stats.dirty_flushes += 1;
+            self.stats.bytes_out += PAGE_SIZE;
+        }
+        mem.zap(victim.page, PAGE_SIZE)?;
+        self.sets.remove(victim.page);
+        self.stats.evictions += 1;
+        Ok(fetched)
+    }
+}
+
+/// Connection settings for the mem-servers.
+#[derive(Clone, Debug)]
+pub struct MemoryConfig {
+    /// Every mem-server (`host:port`); the process's home is chosen among them.
+    pub servers: Vec<String>,
+    /// Cluster id in the handshake.
+    pub cluster: u64,
+    /// Bytes per vRegion.
+    pub vregion_size: u64,
+    /// How long to wait for a mem-server before declaring it failed.
+    pub timeout: Duration,
+    /// The ExCache.
+    pub excache: ExCacheConfig,
+}
+
+/// Default vRegion size (LegoOS: 1 GB).
+pub const DEFAULT_VREGION_SIZE: u64 = 1 << 30;

@@ -1,0 +1,159 @@
+//! Where each page lives: the cached vRegion array (owner of each vRegion, §4.4.1), connections
+//! to the owners, and which pages have a copy at their owner at all. A page that was never
+//! flushed has none, so its first touch is served locally with zeroes (a p-local line, §4.4.2).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::transport::TcpTransport;
+use lego_proto::ProtoError;
+
+const CHUNK_PAGES: u64 = 1 << 15;
+const CHUNK_WORDS: usize = (CHUNK_PAGES / 64) as usize;
+
+/// One bit per page: set once the page has been flushed to its owner.
+#[derive(Default)]
+pub struct RemotePages {
+    chunks: HashMap<u64, Box<[u64; CHUNK_WORDS]>>,
+}
+
+impl RemotePages {
+    fn at(page: u64) -> (u64, usize, u64) {
+        let n = page >> 12;
+        (n / CHUNK_PAGES, ((n % CHUNK_PAGES) / 64) as usize, 1u64 << (n % 64))
+    }
+
+    /// Whether `page` has a copy at its owner.
+    pub fn contains(&self, page: u64) -> bool {
+        let (c, w, b) = Self::at(page);
+        self.chunks.get(&c).is_some_and(|words| words[w] & b != 0)
+    }
+
+    /// Records that `page` now has a copy at its owner.
+    pub fn insert(&mut self, page: u64) {
+        let (c, w, b) = Self::at(page);
+        self.chunks.entry(c).or_insert_with(|| Box::new([0; CHUNK_WORDS]))[w] |= b;
+    }
+
+    fn set(&mut self, page: u64, on: bool) {
+        if on {
+            self.insert(page);
+        } else {
+            let (c, w, b) = Self::at(page);
+            if let Some(words) = self.chunks.get_mut(&c) {
+                words[w] &= !b;
+            }
+        }
+    }
+
+    /// Forgets `[start, end)` (its pages were freed at the owners).
+    pub fn clear(&mut self, start: u64, end: u64) {
+        let mut page = start;
+        while page < end {
+            let (c, w, _) = Self::at(page);
+            // Whole absent chunks and whole zero words are skipped quickly.
+            if !self.chunks.contains_key(&c) {
+                page = ((page >> 12) / CHUNK_PAGES + 1) * CHUNK_PAGES * 4096;
+                continue;
+            }
+            if page % (64 * 4096) == 0 && page + 64 * 4096 <= end {
+                self.chunks.get_mut(&c).expect("checked")[w] = 0;
+                page += 64 * 4096;
+            } else {
+                self.set(page, false);
+                page += 4096;
+            }
+        }
+    }
+
+    /// Moves the bits of `[from, from+len)` to `[to, to+len)` (the ranges do not overlap).
+    pub fn relocate(&mut self, from: u64, to: u64, len: u64) {
+        let moved: Vec<u64> = (0..len / 4096).filter(|i| self.contains(from + i * 4096)).collect();
+        self.clear(from, from + len);
+        self.clear(to, to + len);
+        for i in moved {
+            self.insert(to + i * 4096);
+        }
+    }
+}
+
+/// The vRegion array as cached by the pComponent, and one page-path connection per owner.
+pub struct Owners {
+    servers: Vec<String>,
+    links: Vec<Option<TcpTransport>>,
+    by_vregion: HashMap<u64, usize>,
+    vregion_shift: u32,
+    hello: Hello,
+    timeout: Duration,
+}
+
+impl Owners {
+    /// No vRegion owned yet; `servers` are the addresses owners are named by.
+    pub fn new(servers: Vec<String>, vregion_size: u64, cluster: u64, timeout: Duration) -> Owners {
+        let links = servers.iter().map(|_| None).collect();
+        Owners {
+            servers,
+            links,
+            by_vregion: HashMap::new(),
+            vregion_shift: vregion_size.trailing_zeros(),
+            hello: Hello::new(ComponentKind::Processor, cluster),
+            timeout,
+        }
+    }
+
+    /// Records that `owner` owns vRegion `index`; unknown owner names are an error.
+    pub fn set(&mut self, index: u64, owner: &str) -> Result<(), String> {
+        let i = self
+            .servers
+            .iter()
+            .position(|s| s == owner)
+            .ok_or_else(|| format!("the home named an unknown mem-server {owner} as owner of vRegion {index}"))?;
+        self.by_vregion.insert(index, i);
+        Ok(())
+    }
+
+    /// The owner (server index) of the vRegion holding `page`.
+    pub fn owner_of(&self, page: u64) -> Option<usize> {
+        self.by_vregion.get(&(page >> self.vregion_shift)).copied()
+    }
+
+    /// Address of server `i`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.servers[i]
+    }
+
+    /// The page-path connection to server `i`, opened on first use.
+    pub fn link(&mut self, i: usize) -> Result<&mut TcpTransport, ProtoError> {
+        if self.links[i].is_none() {
+            self.links[i] = Some(TcpTransport::connect(&self.servers[i], self.hello, self.timeout)?);
+        }
+        Ok(self.links[i].as_mut().expect("just connected"))
+    }
+
+    /// Number of distinct owners in use.
+    pub fn owners_in_use(&self) -> usize {
+        let mut v: Vec<usize> = self.by_vregion.values().copied().collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_bits() {
+        let mut r = RemotePages::default();
+        for p in [0u64, 4096, 64 * 4096, (1 << 27) + 4096] {
+            r.insert(p);
+        }
+        assert!(r.contains(4096) && !r.contains(8192));
+        r.relocate(0, 1 << 30, 65 * 4096);
+        assert!(!r.contains(0) && r.contains(1 << 30) && r.contains((1 << 30) + 64 * 4096));
+        r.clear(0, 1 << 31);
+        assert!(!r.contains(1 << 30) && !r.contains((1 << 27) + 4096));
+    }
+}

@@ -1,0 +1,40 @@
+//! Test support: a real mem-server in this process and a memory configuration pointing at it.
+
+use std::time::Duration;
+
+use crate::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_VREGION_SIZE};
+use crate::mm::Mm;
+
+/// A memory manager whose memory lives on its own embedded mem-server (field order: the
+/// manager goes first, then the server).
+pub(crate) struct TestMm {
+    pub mm: Mm,
+    pub server: mem_server::Handle,
+}
+
+/// An embedded mem-server of `capacity` bytes and a configuration with an ExCache of `excache`
+/// bytes on it.
+pub(crate) fn memory(capacity: u64, excache: u64) -> (mem_server::Handle, MemoryConfig) {
+    let server = mem_server::MemServer::bind(mem_server::Config {
+        listen: "127.0.0.1:0".into(),
+        capacity_bytes: capacity,
+        cluster: 0,
+    })
+    .expect("binding a test mem-server")
+    .spawn()
+    .expect("starting a test mem-server");
+    let config = MemoryConfig {
+        servers: vec![server.addr().to_string()],
+        cluster: 0,
+        vregion_size: DEFAULT_VREGION_SIZE,
+        timeout: Duration::from_secs(10),
+        excache: ExCacheConfig { bytes: excache, ways: 64, policy: Policy::Fifo },
+    };
+    (server, config)
+}
+
+/// A `size`-byte address space with a generous ExCache on a fresh embedded mem-server.
+pub(crate) fn mm(size: u64) -> TestMm {
+    let (server, config) = memory(size, 16 << 20);
+    TestMm { mm: Mm::new(size, &config).expect("creating a test address space"), server }
+}

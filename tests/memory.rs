@@ -1,0 +1,273 @@
+//! End-to-end tests of disaggregated memory: programs run in vNodes whose memory lives on
+//! `lego mem-server` processes, with ExCaches much smaller than their working sets, and must
+//! print exactly what they print natively. Also: the resident set stays bounded (checked from
+//! outside, in /proc/PID/smaps), and a mem-server that dies or stops ends the program with a
+//! clear error instead of a hang.
+//!
+//! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+}
+
+fn image(name: &str) -> PathBuf {
+    let p = repo().join("guest-images/out").join(name);
+    assert!(p.exists(), "{} is missing: run `make guest-images` first", p.display());
+    p
+}
+
+fn kvm() -> bool {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        Ok(_) => true,
+        Err(e) if std::env::var("LEGO_SKIP_KVM_TESTS").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED (LEGO_SKIP_KVM_TESTS=1): /dev/kvm is not usable: {e}");
+            false
+        }
+        Err(e) => panic!(
+            "/dev/kvm is not usable ({e}): lego runs programs as KVM guests. \
+             Run on a machine with KVM, or set LEGO_SKIP_KVM_TESTS=1 to skip these tests."
+        ),
+    }
+}
+
+/// A `lego mem-server` process on a loopback port, killed when dropped.
+struct MemServer {
+    child: Child,
+    addr: String,
+}
+
+impl MemServer {
+    fn start(extra: &[&str]) -> MemServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lego"))
+            .args(["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning lego mem-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(addr.contains(':'), "mem-server said {line:?}");
+        MemServer { child, addr }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for MemServer {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn servers(n: usize) -> Vec<MemServer> {
+    (0..n).map(|_| MemServer::start(&[])).collect()
+}
+
+fn addrs(s: &[MemServer]) -> String {
+    s.iter().map(|m| m.addr.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn lego(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+    c.arg("run").arg("--mem").arg("256M").args(args).current_dir(std::env::temp_dir()).env("TZ", "UTC");
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+fn native(prog: &Path, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().expect("native run");
+    assert!(out.status.success(), "native {} failed", prog.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn check(out: Output, want: &str, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{what}: status {:?}, stderr: {stderr}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{what}: output differs; stderr: {stderr}");
+}
+
+/// Runs `prog args` with the ExCache at each percentage of `working_set`, on `servers`
+/// mem-servers with 2 MiB vRegions (so the memory spreads over all of them), and compares with
+/// the native output.
+fn matrix(prog: &str, args: &[&str], working_set: u64, runs: &[(u64, usize, &str)]) {
+    if !kvm() {
+        return;
+    }
+    let prog = image(prog);
+    let want = native(&prog, args);
+    for &(percent, nservers, policy) in runs {
+        let s = servers(nservers);
+        let excache = (working_set * percent / 100).max(64 << 10) / 4096 * 4096;
+        let what = format!("{} {args:?} at {percent}% ExCache ({excache} bytes), {nservers} mem-server(s), {policy}", prog.display());
+        let out = lego(&["--mem-server", &addrs(&s), "--excache", &excache.to_string(), "--excache-policy", policy,
+                         "--vregion-size", "2M", "--stats"])
+            .arg(&prog)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        check(out, &want, &what);
+        if percent < 100 {
+            assert!(stderr.contains("evictions"), "{what}: no ExCache statistics: {stderr}");
+            let evictions = stat(&stderr, "evictions");
+            assert!(evictions > 0, "{what}: a {percent}% ExCache evicted nothing: {stderr}");
+        }
+        if nservers > 1 {
+            assert!(stderr.contains(&format!("memory on {nservers} mem-server(s)")), "{what}: not spread: {stderr}");
+        }
+    }
+}
+
+fn stat(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .find(|l| l.contains(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no '{name}' in {stderr}"))
+}
+
+const RUNS: &[(u64, usize, &str)] =
+    &[(100, 1, "fifo"), (25, 1, "fifo"), (5, 1, "lru"), (25, 3, "lru"), (5, 3, "fifo")];
+
+#[test]
+fn checksum_is_identical_at_every_excache_size() {
+    // 1 MiB of random read-modify-writes: nearly every access misses at 5%.
+    matrix("checksum", &["1", "7"], 1 << 20, RUNS);
+}
+
+#[test]
+fn sort_is_identical_at_every_excache_size() {
+    matrix("sort", &["262144", "3"], 262144 * 8, RUNS);
+}
+
+#[test]
+fn malloc_heavy_program_is_identical_at_every_excache_size() {
+    // mmap, munmap, mremap and brk all go through the home; realloc moves pages between owners.
+    matrix("malloc", &["3000"], 8 << 20, &[(100, 1, "fifo"), (25, 3, "lru"), (5, 3, "fifo")]);
+}
+
+/// Resident bytes of the user-memory mapping (the one of exactly `size` bytes) of process `pid`.
+fn resident_of_user_memory(pid: u32, size_kb: u64) -> Option<u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut in_slot = false;
+    for line in smaps.lines() {
+        if let Some(v) = line.strip_prefix("Size:") {
+            in_slot = v.trim().trim_end_matches("kB").trim().parse::<u64>().ok() == Some(size_kb);
+        } else if in_slot {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                return v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn resident_set_stays_within_the_excache() {
+    if !kvm() {
+        return;
+    }
+    let s = servers(1);
+    let prog = image("sort");
+    let want = native(&prog, &["262144", "3"]);
+    let excache: u64 = 256 << 10;
+    // 300 MiB is a size no other mapping of the VMM has.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lego"))
+        .args(["run", "--mem", "300M", "--mem-server", &s[0].addr, "--excache", "256K"])
+        .arg(&prog)
+        .args(["262144", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut samples, mut max) = (0, 0);
+    while child.try_wait().unwrap().is_none() {
+        if let Some(rss) = resident_of_user_memory(child.id(), 300 << 10) {
+            samples += 1;
+            max = max.max(rss);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    check(out, &want, "sort of 2 MiB with a 256 KiB ExCache");
+    assert!(samples >= 5, "only {samples} samples of the VMM's smaps");
+    // Stated slack: none. Every line is installed only after its victim is unmapped.
+    assert!(max <= excache, "resident user memory reached {max} bytes with a {excache}-byte ExCache");
+    assert!(max >= excache / 2, "resident user memory peaked at {max} bytes: was the slot found?");
+}
+
+#[test]
+fn killed_mem_server_ends_the_program_with_a_clear_error() {
+    if !kvm() {
+        return;
+    }
+    let s = servers(1);
+    let prog = image("checksum");
+    let mut child = lego(&["--mem-server", &s[0].addr, "--excache", "256K"]).arg(&prog).args(["64", "1"]).spawn().unwrap();
+    // Kill the server once the program is well into its run (it needs many seconds).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the program ended before the server was killed");
+    s[0].signal(libc::SIGKILL);
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?} to notice", started.elapsed());
+    assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
+    assert!(stderr.contains("memory server") && stderr.contains(&s[0].addr), "unclear error: {stderr}");
+    assert!(out.stdout.is_empty(), "the program printed after losing its memory: {:?}", out.stdout);
+}
+
+#[test]
+fn stopped_mem_server_times_out_instead_of_hanging() {
+    if !kvm() {
+        return;
+    }
+    let s = servers(1);
+    let prog = image("checksum");
+    let mut child = lego(&["--mem-server", &s[0].addr, "--excache", "256K", "--mem-timeout", "2"])
+        .arg(&prog)
+        .args(["64", "1"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    s[0].signal(libc::SIGSTOP);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
+    assert!(stderr.contains("did not answer within 2 s"), "unclear error: {stderr}");
+}
+
+#[test]
+fn cluster_mismatch_is_refused_naming_both_sides() {
+    if !kvm() {
+        return;
+    }
+    let s = MemServer::start(&["--cluster", "7"]);
+    let out = lego(&["--mem-server", &s.addr, "--cluster", "9"]).arg(image("hello")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
+    assert!(stderr.contains("cluster 0x9") && stderr.contains("cluster 0x7"), "stderr: {stderr}");
+}
+
+#[test]
+fn embedded_mem_server_is_the_default() {
+    if !kvm() {
+        return;
+    }
+    let prog = image("sort");
+    let want = native(&prog, &["100000", "2"]);
+    check(lego(&["--excache", "256K"]).arg(&prog).args(["100000", "2"]).output().unwrap(), &want, "embedded");
+}
