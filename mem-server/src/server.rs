@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lego_proto::aio::{accept_handshake, push_reply, serve, FrameHandler};
+use lego_proto::error::ProtoError;
 use lego_proto::frame::{Header, Op, Status, MAX_CONTROL_LEN};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
@@ -249,6 +250,12 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let mut conn = Conn { shared };
     match serve(&mut stream, &mut conn).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
+        // A client that goes away with requests in flight resets the connection: not an error.
+        Err(ProtoError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) =>
+        {
+            tracing::debug!(%peer, "connection reset by the client")
+        }
         Err(e) => tracing::warn!(%peer, error = %e, "closing the connection"),
     }
 }
