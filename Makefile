@@ -26,12 +26,17 @@ demo: build guest-images
 	@echo "== 64 MiB random-access checksum in a vNode, then natively"
 	$(LEGO) run guest-images/out/checksum 64
 	guest-images/out/checksum 64
+	@echo "== sorting 8 MiB through a 4 MiB ExCache: the rest lives on a mem-server (embedded, loopback)"
+	$(LEGO) run --excache 4M --stats guest-images/out/sort 1000000 3
 
 test: build guest-images
 	$(CARGO) test --release --workspace
 
-bench: build
+bench: build guest-images
 	$(LEGO) bench syscall
+	$(LEGO) bench fault
+	$(LEGO) bench throughput
+	$(LEGO) bench slowdown
 
 clean:
 	$(CARGO) clean

@@ -36,6 +36,8 @@ pub enum Bench {
     /// Requests per second one mem-server serves on one core, beside a raw socket echo of the
     /// same sizes.
     Throughput(crate::throughput::ThroughputArgs),
+    /// Whole programs at ExCache sizes relative to their working set, beside native runs.
+    Slowdown(crate::slowdown::SlowdownArgs),
 }
 
 /// Runs one benchmark.
@@ -44,6 +46,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Syscall { iterations, rounds, memory } => syscall(iterations, rounds, &memory),
         Bench::Fault { pages, lines, seed, memory } => fault(pages, lines, seed, &memory),
         Bench::Throughput(args) => crate::throughput::run(&args),
+        Bench::Slowdown(args) => crate::slowdown::run(&args),
     }
 }
 

@@ -6,6 +6,7 @@ mod mem_server;
 mod memory;
 mod run;
 mod size;
+mod slowdown;
 mod throughput;
 
 use std::process::ExitCode;
