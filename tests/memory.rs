@@ -7,33 +7,12 @@
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
-}
-
-fn image(name: &str) -> PathBuf {
-    let p = repo().join("guest-images/out").join(name);
-    assert!(p.exists(), "{} is missing: run `make guest-images` first", p.display());
-    p
-}
-
-fn kvm() -> bool {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => true,
-        Err(e) if std::env::var("LEGO_SKIP_KVM_TESTS").as_deref() == Ok("1") => {
-            eprintln!("SKIPPED (LEGO_SKIP_KVM_TESTS=1): /dev/kvm is not usable: {e}");
-            false
-        }
-        Err(e) => panic!(
-            "/dev/kvm is not usable ({e}): lego runs programs as KVM guests. \
-             Run on a machine with KVM, or set LEGO_SKIP_KVM_TESTS=1 to skip these tests."
-        ),
-    }
-}
+mod common;
+use common::{image, kvm};
 
 /// A `lego mem-server` process on a loopback port, killed when dropped.
 struct MemServer {
@@ -209,24 +188,36 @@ fn resident_set_stays_within_the_excache() {
     assert!(max >= excache / 2, "resident user memory peaked at {max} bytes: was the slot found?");
 }
 
+/// Starts a long random-access run against one mem-server, sends the server `sig` once the
+/// program is well into its run, and returns the server's address, lego's output and how long
+/// lego took to end after the signal.
+fn lose_the_server_mid_run(sig: i32, extra: &[&str]) -> (String, Output, Duration) {
+    let s = servers(1);
+    let mut child = lego(&["--mem-server", &s[0].addr, "--excache", "256K"])
+        .args(extra)
+        .arg(image("checksum"))
+        .args(["64", "1"])
+        .spawn()
+        .unwrap();
+    // checksum 64 through a 256 KiB ExCache needs minutes; 1.5 s is well into it.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the program ended before the server was lost");
+    s[0].signal(sig);
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    (s[0].addr.clone(), out, started.elapsed())
+}
+
 #[test]
 fn killed_mem_server_ends_the_program_with_a_clear_error() {
     if !kvm() {
         return;
     }
-    let s = servers(1);
-    let prog = image("checksum");
-    let mut child = lego(&["--mem-server", &s[0].addr, "--excache", "256K"]).arg(&prog).args(["64", "1"]).spawn().unwrap();
-    // Kill the server once the program is well into its run (it needs many seconds).
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "the program ended before the server was killed");
-    s[0].signal(libc::SIGKILL);
-    let started = Instant::now();
-    let out = child.wait_with_output().unwrap();
+    let (addr, out, took) = lose_the_server_mid_run(libc::SIGKILL, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(started.elapsed() < Duration::from_secs(20), "took {:?} to notice", started.elapsed());
+    assert!(took < Duration::from_secs(20), "took {took:?} to notice");
     assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
-    assert!(stderr.contains("memory server") && stderr.contains(&s[0].addr), "unclear error: {stderr}");
+    assert!(stderr.contains("memory server") && stderr.contains(&addr), "unclear error: {stderr}");
     assert!(out.stdout.is_empty(), "the program printed after losing its memory: {:?}", out.stdout);
 }
 
@@ -235,19 +226,11 @@ fn stopped_mem_server_times_out_instead_of_hanging() {
     if !kvm() {
         return;
     }
-    let s = servers(1);
-    let prog = image("checksum");
-    let mut child = lego(&["--mem-server", &s[0].addr, "--excache", "256K", "--mem-timeout", "2"])
-        .arg(&prog)
-        .args(["64", "1"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    s[0].signal(libc::SIGSTOP);
-    let out = child.wait_with_output().unwrap();
+    let (addr, out, took) = lose_the_server_mid_run(libc::SIGSTOP, &["--mem-timeout", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(took < Duration::from_secs(20), "took {took:?} to give up on a 2 s timeout");
     assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
-    assert!(stderr.contains("did not answer within 2 s"), "unclear error: {stderr}");
+    assert!(stderr.contains(&format!("{addr} did not answer within 2 s")), "unclear error: {stderr}");
 }
 
 #[test]

@@ -4,35 +4,12 @@
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`,
 //! in which case each says on stderr that it was skipped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::io::Write;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
-}
-
-fn image(name: &str) -> PathBuf {
-    let p = repo().join("guest-images/out").join(name);
-    assert!(p.exists(), "{} is missing: run `make guest-images` first", p.display());
-    p
-}
-
-/// Whether KVM tests can run; panics with the reason if not, unless told to skip.
-fn kvm() -> bool {
-    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
-    match ok {
-        Ok(_) => true,
-        Err(e) if std::env::var("LEGO_SKIP_KVM_TESTS").as_deref() == Ok("1") => {
-            eprintln!("SKIPPED (LEGO_SKIP_KVM_TESTS=1): /dev/kvm is not usable: {e}");
-            false
-        }
-        Err(e) => panic!(
-            "/dev/kvm is not usable ({e}): lego runs programs as KVM guests. \
-             Run on a machine with KVM, or set LEGO_SKIP_KVM_TESTS=1 to skip these tests."
-        ),
-    }
-}
+mod common;
+use common::{image, kvm};
 
 struct Run {
     status: i32,

@@ -153,7 +153,8 @@ impl Shared {
     fn fail(&self, msg: String) {
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
-            tracing::error!("{msg}");
+            // The run loop reports it as the reason the process ended; this is for traces.
+            tracing::info!("{msg}");
             *f = Some(msg);
         }
         self.failed.store(true, Ordering::Release);
