@@ -1,12 +1,15 @@
 //! `lego bench fault`: the latency of an ExCache miss as the guest sees it, beside its limit
 //! measured in the same run: a guest CPL3 fault served by userfaultfd from local memory, plus one
-//! 4 KB fetch round trip to the same mem-server.
+//! raw 4 KB TCP round trip over the same loopback path (an echo thread answering a request the
+//! size of a fetch with a reply the size of a page). The fetch round trip through the mem-server
+//! itself is measured too, to show what the protocol and page store add to the raw one.
 //!
 //! A hand-assembled guest loop reads one word from each address of a list and times each read
 //! with `rdtsc`, writing the deltas to a result array the VMM reads afterwards.
 
 use std::time::{Duration, Instant};
 
+use lego_proto::frame::HEADER_LEN;
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
@@ -79,7 +82,10 @@ pub struct FaultFigures {
     /// Limit, part 1: a guest CPL3 fault served by userfaultfd from local memory (a p-local
     /// fill with room in the cache: no network, no eviction).
     pub local_fault: Percentiles,
-    /// Limit, part 2: one 4 KB fetch round trip to the same mem-server, from the VMM.
+    /// Limit, part 2: one raw TCP round trip of the same sizes as a fetch (header out, header
+    /// and page back) to an echo thread on the mem-server's host.
+    pub raw_rtt: Percentiles,
+    /// One 4 KB fetch round trip to the same mem-server, from the VMM (not part of the limit).
     pub fetch_rtt: Percentiles,
     /// ExCache counters of the miss run.
     pub cache: CacheStats,
@@ -196,6 +202,8 @@ pub fn fault(pages: u64, lines: u64, memory: &MemoryConfig, seed: u64) -> Result
         t.read_page(mm.proc_id(), a, &mut buf, Slot(0)).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
         rtt.push(started.elapsed());
     }
+    let host = owner.rsplit_once(':').map_or(owner.as_str(), |(h, _)| h);
+    let raw_rtt = raw_round_trips(host, rtt.len()).map_err(|e| VmmError::MemoryServer(format!("raw TCP round trips: {e}")))?;
     Ok(FaultFigures {
         pages,
         lines,
@@ -204,7 +212,40 @@ pub fn fault(pages: u64, lines: u64, memory: &MemoryConfig, seed: u64) -> Result
         sequential: Percentiles::of(lat[n..2 * n].to_vec()),
         random: Percentiles::of(lat[2 * n..].to_vec()),
         local_fault: Percentiles::of(local_fault),
+        raw_rtt: Percentiles::of(raw_rtt),
         fetch_rtt: Percentiles::of(rtt),
         cache,
     })
+}
+
+/// `n` round trips to an echo thread listening on `host`: a frame header out, a header and a
+/// page back, both sides with TCP_NODELAY, as on the page path but with no protocol and no store.
+fn raw_round_trips(host: &str, n: usize) -> std::io::Result<Vec<Duration>> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    const REPLY: usize = HEADER_LEN + PAGE_SIZE as usize;
+    let listener = TcpListener::bind((host, 0))?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let (mut req, reply) = ([0u8; HEADER_LEN], [0u8; REPLY]);
+        for _ in 0..n {
+            s.read_exact(&mut req)?;
+            s.write_all(&reply)?;
+        }
+        Ok(())
+    });
+    let mut c = TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let (req, mut reply) = ([0u8; HEADER_LEN], vec![0u8; REPLY]);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        c.write_all(&req)?;
+        c.read_exact(&mut reply)?;
+        out.push(started.elapsed());
+    }
+    echo.join().map_err(|_| std::io::Error::other("the echo thread panicked"))??;
+    Ok(out)
 }
