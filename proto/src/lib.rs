@@ -3,6 +3,7 @@
 //! - [`handshake`]: the versioned introduction every connection starts with.
 //! - [`frame`]: the fixed binary header and the page path's 4 KB payloads.
 //! - [`mm`]: control messages of two-level memory management (LegoOS §4.4.1).
+//! - [`storage`]: stateless file requests of the storage path (LegoOS §4.5).
 //! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
 //! - [`aio`]: the server side on tokio.
@@ -12,6 +13,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mm;
+pub mod storage;
 pub mod transport;
 pub mod vma;
 

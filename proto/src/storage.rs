@@ -1,0 +1,266 @@
+//! Control messages of the storage path (LegoOS §4.5), carried in [`crate::frame::Op::Control`]
+//! frames as bincode.
+//!
+//! Storage is stateless, like NFSv2: every [`StorageRequest`] names the vNode, the full path and,
+//! for I/O, the absolute offset and length, so a storage server keeps no per-client state and a
+//! restarted server answers the next request as if nothing happened. Paths are absolute and
+//! already normalised by the sender (no `.`, `..` or empty components); [`check_path`] is the one
+//! rule both sides apply.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest path, in bytes (Linux `PATH_MAX` minus its NUL).
+pub const MAX_PATH: usize = 4095;
+/// Longest name of one path component, in bytes (Linux `NAME_MAX`).
+pub const MAX_NAME: usize = 255;
+/// Longest vNode name, in bytes.
+pub const MAX_VNODE: usize = 64;
+/// Most bytes one read or write request moves; larger I/O is split by the sender.
+pub const MAX_IO: usize = 512 * 1024;
+/// Most entries one readdir reply carries.
+pub const MAX_DIRENTS: usize = 1024;
+
+/// Linux errno values the storage path answers with.
+pub mod errno {
+    /// No such file or directory.
+    pub const ENOENT: i32 = 2;
+    /// I/O error.
+    pub const EIO: i32 = 5;
+    /// Permission denied.
+    pub const EACCES: i32 = 13;
+    /// File exists.
+    pub const EEXIST: i32 = 17;
+    /// Not a directory.
+    pub const ENOTDIR: i32 = 20;
+    /// Is a directory.
+    pub const EISDIR: i32 = 21;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// File too large.
+    pub const EFBIG: i32 = 27;
+    /// No space left on device.
+    pub const ENOSPC: i32 = 28;
+    /// File name too long.
+    pub const ENAMETOOLONG: i32 = 36;
+    /// Directory not empty.
+    pub const ENOTEMPTY: i32 = 39;
+}
+
+/// One request: which vNode's mount, and what to do there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageRequest {
+    /// The vNode whose mount the path lies in (see [`check_vnode`]).
+    pub vnode: String,
+    /// The operation.
+    pub op: StorageOp,
+}
+
+/// A storage operation. Every path is absolute within the vNode's mount.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageOp {
+    /// Attributes of `path` (symbolic links do not exist on this storage).
+    Stat { path: Vec<u8> },
+    /// Up to `len` bytes of the file at `offset` (fewer at the end of the file).
+    Read { path: Vec<u8>, offset: u64, len: u32 },
+    /// Writes `data` at `offset`, extending the file as needed.
+    Write { path: Vec<u8>, offset: u64, data: Vec<u8> },
+    /// Creates a regular file (its parent must be a directory). With `exclusive`, an existing
+    /// file is `EEXIST`; otherwise an existing file is kept, and emptied if `truncate`.
+    Create { path: Vec<u8>, mode: u32, exclusive: bool, truncate: bool },
+    /// Sets the file's length.
+    Truncate { path: Vec<u8>, len: u64 },
+    /// Removes a file.
+    Unlink { path: Vec<u8> },
+    /// Renames a file or directory, replacing a file (or an empty directory) at `to` as
+    /// rename(2) does.
+    Rename { from: Vec<u8>, to: Vec<u8> },
+    /// Creates a directory.
+    Mkdir { path: Vec<u8>, mode: u32 },
+    /// Removes an empty directory.
+    Rmdir { path: Vec<u8> },
+    /// Up to `max` entries of a directory, starting after `cookie` (0 for the start), in a stable
+    /// order. `.` and `..` are not included.
+    Readdir { path: Vec<u8>, cookie: u64, max: u32 },
+    /// Returns once the file's data and attributes are durable on disk.
+    Fsync { path: Vec<u8> },
+}
+
+/// What kind of object a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+}
+
+/// Attributes of a file or directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAttr {
+    /// File or directory.
+    pub kind: FileKind,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    /// Bytes (files), or a nominal size (directories).
+    pub size: u64,
+    /// A number unique within the vNode's mount for the object's lifetime.
+    pub ino: u64,
+    /// Last modification, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Last attribute change, nanoseconds since the epoch.
+    pub ctime_ns: i64,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The name within the directory.
+    pub name: Vec<u8>,
+    /// What it is.
+    pub kind: FileKind,
+    /// Its inode number.
+    pub ino: u64,
+    /// Pass as `cookie` to continue after this entry.
+    pub cookie: u64,
+}
+
+/// The answer to a [`StorageRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageReply {
+    /// `Stat`, `Create`, `Mkdir`, `Truncate`, `Write`: the object's attributes afterwards.
+    Attr(FileAttr),
+    /// `Read`: the bytes read (empty at or past the end).
+    Data(Vec<u8>),
+    /// `Readdir`: entries, and whether more follow.
+    Entries { entries: Vec<DirEntry>, more: bool },
+    /// `Unlink`, `Rename`, `Rmdir`, `Fsync`: done.
+    Done,
+    /// The operation failed with this errno (see [`errno`]).
+    Error(i32),
+}
+
+/// Checks a vNode name: 1 to [`MAX_VNODE`] bytes of `[A-Za-z0-9._-]`, not `.` or `..`, so it is
+/// safe as a directory name on the server.
+pub fn check_vnode(name: &str) -> Result<(), i32> {
+    let ok_char = |c: u8| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-';
+    if name.is_empty() || name.len() > MAX_VNODE || name == "." || name == ".." || !name.bytes().all(ok_char) {
+        return Err(errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Checks a path as the storage path requires it, giving the errno Linux would: too long or a
+/// component over [`MAX_NAME`] is `ENAMETOOLONG`; a NUL byte, a relative path, or an empty, `.`
+/// or `..` component (the sender normalises paths, so these are attempts to escape) is `EINVAL`.
+/// `/` itself is valid.
+pub fn check_path(path: &[u8]) -> Result<(), i32> {
+    if path.len() > MAX_PATH {
+        return Err(errno::ENAMETOOLONG);
+    }
+    if path.first() != Some(&b'/') || path.contains(&0) {
+        return Err(errno::EINVAL);
+    }
+    if path == b"/" {
+        return Ok(());
+    }
+    for c in path[1..].split(|&b| b == b'/') {
+        if c.len() > MAX_NAME {
+            return Err(errno::ENAMETOOLONG);
+        }
+        if c.is_empty() || c == b"." || c == b".." {
+            return Err(errno::EINVAL);
+        }
+    }
+    Ok(())
+}
+
+/// Turns any absolute or relative path into the normalised form [`check_path`] accepts,
+/// resolving `.` and `..` lexically with `/..` staying at `/` (as in a chroot), relative to
+/// `cwd` (itself normalised). Length limits are left to [`check_path`].
+pub fn normalize(cwd: &[u8], path: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let start: &[&[u8]] = if path.first() == Some(&b'/') { &[] } else { &[cwd, b"/"] };
+    for piece in start.iter().copied().chain(std::iter::once(path)) {
+        for c in piece.split(|&b| b == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(path.len() + 1);
+    for p in &parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mm::{decode, encode};
+    use proptest::prelude::*;
+
+    #[test]
+    fn paths_get_the_errno_linux_gives() {
+        assert_eq!(check_path(b"/"), Ok(()));
+        assert_eq!(check_path(b"/a/b.txt"), Ok(()));
+        assert_eq!(check_path(b"a/b"), Err(errno::EINVAL));
+        assert_eq!(check_path(b"/a/../b"), Err(errno::EINVAL));
+        assert_eq!(check_path(b"/a/./b"), Err(errno::EINVAL));
+        assert_eq!(check_path(b"/a//b"), Err(errno::EINVAL));
+        assert_eq!(check_path(b"/a\0b"), Err(errno::EINVAL));
+        assert_eq!(check_path(&[b"/".as_slice(), &[b'x'; 256]].concat()), Err(errno::ENAMETOOLONG));
+        assert_eq!(check_path(&[b"/".as_slice(), &[b'x'; 255]].concat()), Ok(()));
+        let long: Vec<u8> = (0..2048).flat_map(|_| *b"/x").collect();
+        assert_eq!(long.len(), 4096);
+        assert_eq!(check_path(&long), Err(errno::ENAMETOOLONG));
+    }
+
+    #[test]
+    fn vnode_names_are_safe_directory_names() {
+        assert_eq!(check_vnode("demo-1.a_b"), Ok(()));
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(65)] {
+            assert_eq!(check_vnode(bad), Err(errno::EINVAL), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn normalize_stays_inside_the_mount() {
+        assert_eq!(normalize(b"/", b"../../etc/passwd"), b"/etc/passwd");
+        assert_eq!(normalize(b"/home/u", b"./x/../y//z/"), b"/home/u/y/z");
+        assert_eq!(normalize(b"/home/u", b"/.."), b"/");
+        assert_eq!(normalize(b"/", b""), b"/");
+    }
+
+    proptest! {
+        /// Whatever comes in, the normalised path passes the check unless it is too long, and
+        /// normalising is idempotent.
+        #[test]
+        fn normalized_paths_are_valid(path in proptest::collection::vec(prop_oneof![Just(b'/'), Just(b'.'), Just(b'a')], 0..64)) {
+            let n = normalize(b"/", &path);
+            prop_assert_eq!(check_path(&n), Ok(()));
+            prop_assert_eq!(normalize(b"/", &n), n);
+        }
+
+        /// Garbage never panics the decoder.
+        #[test]
+        fn garbage(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<StorageRequest>(&bytes);
+            let _ = decode::<StorageReply>(&bytes);
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let r = StorageRequest { vnode: "demo".into(), op: StorageOp::Write { path: b"/f".to_vec(), offset: 7, data: vec![1, 2, 3] } };
+        assert_eq!(decode::<StorageRequest>(&encode(&r)).unwrap(), r);
+    }
+}
