@@ -16,11 +16,21 @@ pub struct MemServerArgs {
     /// Cluster id peers must present.
     #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
     cluster: u64,
+    /// The storage server whose files this server caches (`host:port`).
+    #[arg(long)]
+    storage_server: Option<String>,
+    /// Most file data the buffer cache holds (at least 1M).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    buffer_cache: u64,
 }
 
 /// Serves until killed.
 pub fn run(args: MemServerArgs) -> ExitCode {
-    let config = mem_server::Config { listen: args.listen, capacity_bytes: args.capacity, cluster: args.cluster };
+    let config = mem_server::Config {
+        storage: args.storage_server,
+        buffer_cache_bytes: args.buffer_cache,
+        ..mem_server::Config::new(args.listen, args.capacity, args.cluster)
+    };
     let server = match mem_server::MemServer::bind(config) {
         Ok(s) => s,
         Err(e) => {

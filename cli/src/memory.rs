@@ -52,11 +52,7 @@ impl MemoryArgs {
     /// no server was named (keep the returned handle alive as long as the vNode runs).
     pub fn config(&self, capacity: u64) -> anyhow::Result<(MemoryConfig, Embedded)> {
         let (servers, embedded) = if self.mem_server.is_empty() {
-            let server = mem_server::MemServer::bind(mem_server::Config {
-                listen: "127.0.0.1:0".into(),
-                capacity_bytes: capacity,
-                cluster: self.cluster,
-            })
+            let server = mem_server::MemServer::bind(mem_server::Config::new("127.0.0.1:0", capacity, self.cluster))
             .context("starting the embedded mem-server")?;
             let handle = server.spawn().context("starting the embedded mem-server")?;
             (vec![handle.addr().to_string()], Some(handle))

@@ -15,11 +15,7 @@ pub(crate) struct TestMm {
 /// An embedded mem-server of `capacity` bytes and a configuration with an ExCache of `excache`
 /// bytes on it.
 pub(crate) fn memory(capacity: u64, excache: u64) -> (mem_server::Handle, MemoryConfig) {
-    let server = mem_server::MemServer::bind(mem_server::Config {
-        listen: "127.0.0.1:0".into(),
-        capacity_bytes: capacity,
-        cluster: 0,
-    })
+    let server = mem_server::MemServer::bind(mem_server::Config::new("127.0.0.1:0", capacity, 0))
     .expect("binding a test mem-server")
     .spawn()
     .expect("starting a test mem-server");

@@ -6,6 +6,7 @@
 //! - [`owner`]: the vRegions this server owns, with their vma trees.
 //! - [`home`]: the memory system calls of the processes this server is home for.
 //! - [`placement`]: which server owns a new vRegion.
+//! - [`buffer_cache`]: file pages cached in front of the storage server (§4.5).
 //! - `peers` and `server`: the network, as client of the other mem-servers and as server.
 //!
 //! [`MemServer::bind`] then [`MemServer::run`] (the `lego mem-server` command) or
@@ -20,11 +21,13 @@ use std::time::Duration;
 
 use lego_proto::frame::PAGE_SIZE;
 
+pub mod buffer_cache;
 pub mod home;
 pub mod owner;
 mod peers;
 pub mod placement;
 mod server;
+mod storage_link;
 pub mod store;
 
 /// How a mem-server is set up.
@@ -36,6 +39,21 @@ pub struct Config {
     pub capacity_bytes: u64,
     /// Cluster id: only peers with the same id are accepted.
     pub cluster: u64,
+    /// The storage server behind the buffer cache; without one, file requests answer `EIO`.
+    pub storage: Option<String>,
+    /// Bytes of file pages the buffer cache may hold.
+    pub buffer_cache_bytes: u64,
+}
+
+/// Default size of the buffer cache.
+pub const DEFAULT_BUFFER_CACHE: u64 = 256 << 20;
+
+impl Config {
+    /// A server on `listen` with `capacity_bytes` of page frames in `cluster`, no storage server
+    /// and the default buffer cache.
+    pub fn new(listen: impl Into<String>, capacity_bytes: u64, cluster: u64) -> Config {
+        Config { listen: listen.into(), capacity_bytes, cluster, storage: None, buffer_cache_bytes: DEFAULT_BUFFER_CACHE }
+    }
 }
 
 /// Why a server could not start.
@@ -76,7 +94,8 @@ impl MemServer {
         let listener = std::net::TcpListener::bind(&config.listen).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
         let addr = listener.local_addr().map_err(bind_err)?;
-        Ok(MemServer { listener, addr, shared: Arc::new(server::Shared::new(pages, config.cluster)) })
+        let shared = server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes);
+        Ok(MemServer { listener, addr, shared: Arc::new(shared) })
     }
 
     /// The address the server listens on.

@@ -17,12 +17,15 @@ use lego_proto::error::ProtoError;
 use lego_proto::frame::{Header, Op, Status, MAX_CONTROL_LEN};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
+use lego_proto::storage::StorageReply;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::buffer_cache::BufferCache;
 use crate::home::{HomeProcess, OwnerFailure, Owners};
 use crate::lock;
 use crate::owner::{Owner, OwnerError};
 use crate::peers::Peers;
+use crate::storage_link::StorageLink;
 use crate::store::ZERO_PAGE;
 
 /// Kinds of peers a mem-server talks to.
@@ -35,17 +38,22 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Shared {
     me: Hello,
     owner: Mutex<Owner>,
+    /// The buffer cache and the storage server behind it, under one lock: a miss or write-back
+    /// holds it while storage answers.
+    files: Mutex<(BufferCache, StorageLink)>,
     homes: Mutex<HashMap<u64, Arc<Mutex<HomeProcess>>>>,
     peers: Peers,
     requests: AtomicU64,
 }
 
 impl Shared {
-    /// A server of `capacity_pages` frames in `cluster`.
-    pub(crate) fn new(capacity_pages: u64, cluster: u64) -> Shared {
+    /// A server of `capacity_pages` frames in `cluster`, caching the files of `storage` in a
+    /// buffer cache of `buffer_cache_bytes`.
+    pub(crate) fn new(capacity_pages: u64, cluster: u64, storage: Option<String>, buffer_cache_bytes: u64) -> Shared {
         Shared {
             me: Hello::new(ComponentKind::Memory, cluster),
             owner: Mutex::new(Owner::new(capacity_pages)),
+            files: Mutex::new((BufferCache::new(buffer_cache_bytes), StorageLink::new(storage, cluster))),
             homes: Mutex::new(HashMap::new()),
             peers: Peers::new(cluster),
             requests: AtomicU64::new(0),
@@ -130,6 +138,14 @@ impl Shared {
             Request::CreateProcess(spec) => Ok(tokio::task::block_in_place(|| self.create(proc, spec))),
             Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
+            Request::File(req) => Ok(tokio::task::block_in_place(|| {
+                let (cache, storage) = &mut *lock(&self.files);
+                Reply::File(cache.serve(req, storage))
+            })),
+            Request::FileClosed { vnode, path } => Ok(tokio::task::block_in_place(|| {
+                let (cache, storage) = &mut *lock(&self.files);
+                Reply::File(cache.write_back(&vnode, &path, storage).map_or_else(StorageReply::Error, |()| StorageReply::Done))
+            })),
         }
     }
 }

@@ -23,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 fn start(n: usize, capacity_bytes: u64) -> Vec<Handle> {
     (0..n)
         .map(|_| {
-            let config = Config { listen: "127.0.0.1:0".into(), capacity_bytes, cluster: CLUSTER };
+            let config = Config::new("127.0.0.1:0", capacity_bytes, CLUSTER);
             MemServer::bind(config).unwrap().spawn().unwrap()
         })
         .collect()
@@ -280,7 +280,7 @@ fn a_stopped_server_accepts_nothing() {
 
 #[test]
 fn bind_errors_name_the_problem() {
-    let c = |listen: &str, capacity_bytes| Config { listen: listen.into(), capacity_bytes, cluster: 1 };
+    let c = |listen: &str, capacity_bytes| Config::new(listen, capacity_bytes, 1);
     let e = MemServer::bind(c("127.0.0.1:0", 100)).err().unwrap();
     assert!(e.to_string().contains("capacity of 100 bytes"), "{e}");
     let e = MemServer::bind(c("no-such-host.invalid:1", 1 << 20)).err().unwrap();

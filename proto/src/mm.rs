@@ -160,6 +160,12 @@ pub enum Request {
     Owner(OwnerCall),
     /// Anyone: capacity and load.
     Stat,
+    /// pComponent -> the mem-server caching a file: a file request, served by its buffer cache
+    /// in front of the storage server (LegoOS §4.5).
+    File(crate::storage::StorageRequest),
+    /// pComponent -> the mem-server caching a file: the file was closed after a write; write its
+    /// dirty pages back to storage (without fsync). Answered with [`Reply::File`].
+    FileClosed { vnode: String, path: Vec<u8> },
 }
 
 /// A control reply.
@@ -175,6 +181,8 @@ pub enum Reply {
     Stat(ServerStat),
     /// The request could not be served at all (a peer unreachable, an unknown process...).
     Failed(String),
+    /// Answer to `File` and `FileClosed` (`Done` or an errno for the latter).
+    File(crate::storage::StorageReply),
 }
 
 /// Serialises a control message (infallible for these types).

@@ -1,0 +1,595 @@
+//! The storage buffer cache (LegoOS §4.5): file pages cached in a mem-server's memory in front of
+//! a stateless storage server.
+//!
+//! pComponents send their file requests ([`StorageRequest`]) to the mem-server that caches the
+//! file. A read is answered from cached 4 KB pages where it can and fills the missing ones with one
+//! storage read; a write lands in the cache (reading the page first if the write covers it only
+//! partly) and is written back on fsync, on close-after-write ([`BufferCache::write_back`]), and
+//! when its page is evicted; the cache holds at most `capacity` pages, evicted least recently used
+//! first. Namespace operations go straight to storage, after writing back (rename) or dropping
+//! (unlink, truncate) the pages they affect. A file's size is the larger of what storage says and
+//! what cached writes made it, so stat sees writes that are not written back yet.
+//!
+//! If a write-back fails, the data it carried is gone; the file is marked failed and every
+//! later request on it answers `EIO` until it is unlinked, renamed over or the failure is
+//! read by an `fsync`, so an application learns it, as with a Linux write-back error.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use lego_proto::storage::{errno, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
+use lru::LruCache;
+
+/// Bytes per cached page.
+pub const PAGE: u64 = 4096;
+/// The smallest cache: two requests of the largest size.
+pub const MIN_CAPACITY: u64 = 2 * MAX_IO as u64;
+
+/// Where the cache sends what it cannot answer: the storage server.
+pub trait Backing {
+    /// Sends one request. `Err` means storage could not be reached (the cache answers `EIO`).
+    fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, String>;
+}
+
+/// A file, as the cache names it.
+type FileKey = (String, Vec<u8>);
+
+struct Page {
+    data: Box<[u8; PAGE as usize]>,
+    dirty: bool,
+}
+
+struct FileState {
+    /// Indices of the file's cached pages.
+    pages: BTreeSet<u64>,
+    /// Attributes as storage gave them when the file was first used, with the size cached
+    /// writes gave it (never less than storage's). Every change to the file passes through
+    /// this cache, which owns the file, so they stay true.
+    attr: FileAttr,
+    /// A write-back of this file failed: requests answer `EIO`.
+    failed: bool,
+}
+
+/// Figures of the cache, for statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheFigures {
+    /// Pages answered from the cache.
+    pub hits: u64,
+    /// Pages read from storage.
+    pub misses: u64,
+    /// Dirty pages written to storage.
+    pub write_backs: u64,
+    /// Pages evicted.
+    pub evictions: u64,
+}
+
+/// The buffer cache of one mem-server.
+pub struct BufferCache {
+    pages: LruCache<(FileKey, u64), Page>,
+    files: HashMap<FileKey, FileState>,
+    capacity: usize,
+    figures: CacheFigures,
+}
+
+impl BufferCache {
+    /// A cache of at most `capacity_bytes`, and at least [`MIN_CAPACITY`] so that the pages of
+    /// the largest request fit at once.
+    pub fn new(capacity_bytes: u64) -> BufferCache {
+        BufferCache {
+            pages: LruCache::unbounded(),
+            files: HashMap::new(),
+            capacity: (capacity_bytes.max(MIN_CAPACITY) / PAGE) as usize,
+            figures: CacheFigures::default(),
+        }
+    }
+
+    /// The cache's figures so far.
+    pub fn figures(&self) -> CacheFigures {
+        self.figures
+    }
+
+    /// Pages cached now.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// Serves one file request.
+    pub fn serve(&mut self, req: StorageRequest, storage: &mut dyn Backing) -> StorageReply {
+        let key = |path: &[u8]| (req.vnode.clone(), path.to_vec());
+        let result = match &req.op {
+            StorageOp::Read { path, offset, len } => self.read(&key(path), *offset, *len, storage),
+            StorageOp::Write { path, offset, data } => self.write(&key(path), *offset, data, storage),
+            StorageOp::Stat { path } => self.stat(&key(path), storage),
+            StorageOp::Fsync { path } => self.fsync(&key(path), storage),
+            StorageOp::Create { path, truncate: true, .. } | StorageOp::Truncate { path, .. } => {
+                let k = key(path);
+                self.write_back_file(&k, storage).and_then(|()| {
+                    self.forget(&k);
+                    forward(&req, storage)
+                })
+            }
+            StorageOp::Unlink { path } => forward(&req, storage).inspect(|_| self.forget(&key(path))),
+            StorageOp::Rename { from, to } => self.rename(&req, from, to, storage),
+            StorageOp::Create { .. } | StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } => {
+                forward(&req, storage)
+            }
+        };
+        result.unwrap_or_else(StorageReply::Error)
+    }
+
+    /// Writes the dirty pages of one file back to storage, without fsync (close after write).
+    pub fn write_back(&mut self, vnode: &str, path: &[u8], storage: &mut dyn Backing) -> Result<(), i32> {
+        self.write_back_file(&(vnode.to_string(), path.to_vec()), storage)
+    }
+
+    fn check(&self, key: &FileKey) -> Result<(), i32> {
+        match self.files.get(key) {
+            Some(f) if f.failed => Err(errno::EIO),
+            _ => Ok(()),
+        }
+    }
+
+    fn read(&mut self, key: &FileKey, offset: u64, len: u32, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+        self.check(key)?;
+        if len as usize > MAX_IO {
+            return Err(errno::EINVAL);
+        }
+        let size = self.size(key, storage)?;
+        let end = offset.saturating_add(u64::from(len)).min(size);
+        if offset >= end {
+            return Ok(StorageReply::Data(Vec::new()));
+        }
+        let (first, last) = (offset / PAGE, (end - 1) / PAGE);
+        self.fill(key, first, last, storage)?;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for idx in first..=last {
+            let page = self.pages.get(&(key.clone(), idx)).ok_or(errno::EIO)?;
+            let from = if idx == first { (offset % PAGE) as usize } else { 0 };
+            let to = if idx == last { ((end - 1) % PAGE + 1) as usize } else { PAGE as usize };
+            out.extend_from_slice(&page.data[from..to]);
+        }
+        Ok(StorageReply::Data(out))
+    }
+
+    fn write(&mut self, key: &FileKey, offset: u64, data: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+        self.check(key)?;
+        if data.len() > MAX_IO {
+            return Err(errno::EINVAL);
+        }
+        let end = offset.checked_add(data.len() as u64).filter(|&e| e <= i64::MAX as u64).ok_or(errno::EFBIG)?;
+        let size = self.size(key, storage)?;
+        // The new size first: a page of this write evicted before the write ends is clipped to it.
+        let attr = {
+            let f = self.files.get_mut(key).ok_or(errno::EIO)?;
+            f.attr.size = f.attr.size.max(end);
+            f.attr.mtime_ns = now_ns();
+            f.attr.ctime_ns = f.attr.mtime_ns;
+            f.attr
+        };
+        if !data.is_empty() {
+            let (first, last) = (offset / PAGE, (end - 1) / PAGE);
+            // Pages the write covers only partly must hold the file's bytes around it.
+            for idx in [first, last] {
+                let whole = offset <= idx * PAGE && end >= (idx + 1) * PAGE;
+                if !whole && idx * PAGE < size {
+                    self.fill(key, idx, idx, storage)?;
+                }
+            }
+            for idx in first..=last {
+                let from = offset.max(idx * PAGE);
+                let to = end.min((idx + 1) * PAGE);
+                let src = &data[(from - offset) as usize..(to - offset) as usize];
+                let k = (key.clone(), idx);
+                if let Some(page) = self.pages.get_mut(&k) {
+                    page.data[(from % PAGE) as usize..][..src.len()].copy_from_slice(src);
+                    page.dirty = true;
+                } else {
+                    let mut page = Page { data: Box::new([0; PAGE as usize]), dirty: true };
+                    page.data[(from % PAGE) as usize..][..src.len()].copy_from_slice(src);
+                    self.insert(k, page, storage);
+                }
+            }
+        }
+        Ok(StorageReply::Attr(attr))
+    }
+
+    fn stat(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+        self.check(key)?;
+        match self.files.get(key) {
+            Some(f) => Ok(StorageReply::Attr(f.attr)),
+            None => Ok(StorageReply::Attr(self.storage_attr(key, storage)?)),
+        }
+    }
+
+    fn fsync(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+        if let Some(f) = self.files.get_mut(key) {
+            if f.failed {
+                // The error is reported once, as fsync(2) reports a write-back error.
+                f.failed = false;
+                return Err(errno::EIO);
+            }
+        }
+        self.write_back_file(key, storage)?;
+        forward(&StorageRequest { vnode: key.0.clone(), op: StorageOp::Fsync { path: key.1.clone() } }, storage)
+    }
+
+    fn rename(&mut self, req: &StorageRequest, from: &[u8], to: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+        // Everything cached at or under either name is written back and dropped: storage then
+        // holds the only copy, under whichever name the rename leaves it.
+        let under = |path: &[u8], root: &[u8]| path == root || (path.starts_with(root) && path.get(root.len()) == Some(&b'/'));
+        let affected: Vec<FileKey> = self
+            .files
+            .keys()
+            .filter(|(v, p)| *v == req.vnode && (under(p, from) || under(p, to)))
+            .cloned()
+            .collect();
+        for k in &affected {
+            self.write_back_file(k, storage)?;
+        }
+        for k in &affected {
+            self.forget(k);
+        }
+        forward(req, storage)
+    }
+
+    /// The file's size as far as the cache knows it, asking storage the first time.
+    fn size(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<u64, i32> {
+        if let Some(f) = self.files.get(key) {
+            return Ok(f.attr.size);
+        }
+        let attr = self.storage_attr(key, storage)?;
+        if attr.kind == FileKind::Dir {
+            return Err(errno::EISDIR);
+        }
+        self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, failed: false });
+        Ok(attr.size)
+    }
+
+    fn storage_attr(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<FileAttr, i32> {
+        match forward(&StorageRequest { vnode: key.0.clone(), op: StorageOp::Stat { path: key.1.clone() } }, storage)? {
+            StorageReply::Attr(a) => Ok(a),
+            _ => Err(errno::EIO),
+        }
+    }
+
+    /// Makes pages `first..=last` of the file resident, reading the missing run from storage
+    /// with one request (pages past storage's end of file are zeroes).
+    fn fill(&mut self, key: &FileKey, first: u64, last: u64, storage: &mut dyn Backing) -> Result<(), i32> {
+        // Present pages are marked used first, so that making room for the missing ones (at
+        // most MAX_IO of them, within a cache of at least twice that) never evicts them.
+        let missing: Vec<u64> = (first..=last).filter(|&i| self.pages.get(&(key.clone(), i)).is_none()).collect();
+        let (Some(&lo), Some(&hi)) = (missing.first(), missing.last()) else {
+            self.figures.hits += last - first + 1;
+            return Ok(());
+        };
+        self.figures.hits += (last - first + 1) - missing.len() as u64;
+        let len = ((hi - lo + 1) * PAGE) as u32;
+        let req = StorageRequest { vnode: key.0.clone(), op: StorageOp::Read { path: key.1.clone(), offset: lo * PAGE, len } };
+        let data = match forward(&req, storage)? {
+            StorageReply::Data(d) => d,
+            _ => return Err(errno::EIO),
+        };
+        for idx in missing {
+            let mut page = Page { data: Box::new([0; PAGE as usize]), dirty: false };
+            let at = ((idx - lo) * PAGE) as usize;
+            if at < data.len() {
+                let n = (data.len() - at).min(PAGE as usize);
+                page.data[..n].copy_from_slice(&data[at..at + n]);
+            }
+            self.insert((key.clone(), idx), page, storage);
+            self.figures.misses += 1;
+        }
+        Ok(())
+    }
+
+    /// Caches a page, evicting the least recently used ones beyond capacity. A dirty victim is
+    /// written back; if that fails its file is marked failed.
+    fn insert(&mut self, k: (FileKey, u64), page: Page, storage: &mut dyn Backing) {
+        // Callers learn the file's size (creating its state) before they cache any of its pages.
+        if let Some(f) = self.files.get_mut(&k.0) {
+            f.pages.insert(k.1);
+        }
+        self.pages.put(k, page);
+        while self.pages.len() > self.capacity {
+            let Some(((file, idx), victim)) = self.pages.pop_lru() else { break };
+            self.figures.evictions += 1;
+            let size = self.files.get(&file).map_or(0, |f| f.attr.size);
+            if victim.dirty && self.put(&file, idx, &victim.data, size, storage).is_err() {
+                if let Some(f) = self.files.get_mut(&file) {
+                    f.failed = true;
+                }
+            }
+            if let Some(f) = self.files.get_mut(&file) {
+                f.pages.remove(&idx);
+            }
+        }
+    }
+
+    /// Writes one page (clipped to the file's size) to storage.
+    fn put(&mut self, file: &FileKey, idx: u64, data: &[u8; PAGE as usize], size: u64, storage: &mut dyn Backing) -> Result<(), i32> {
+        let start = idx * PAGE;
+        let n = size.saturating_sub(start).min(PAGE) as usize;
+        let req = StorageRequest { vnode: file.0.clone(), op: StorageOp::Write { path: file.1.clone(), offset: start, data: data[..n].to_vec() } };
+        forward(&req, storage)?;
+        self.figures.write_backs += 1;
+        Ok(())
+    }
+
+    /// Writes back every dirty page of the file, in order, and extends the file on storage to the
+    /// cached size if writes made it longer than its pages reach.
+    fn write_back_file(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<(), i32> {
+        self.check(key)?;
+        let Some(file) = self.files.get(key) else { return Ok(()) };
+        let (size, idxs): (u64, Vec<u64>) = (file.attr.size, file.pages.iter().copied().collect());
+        let mut wrote: HashSet<u64> = HashSet::new();
+        for idx in idxs {
+            let k = (key.clone(), idx);
+            let Some(page) = self.pages.peek(&k) else { continue };
+            if !page.dirty {
+                continue;
+            }
+            let data = page.data.clone();
+            if let Err(e) = self.put(key, idx, &data, size, storage) {
+                if let Some(f) = self.files.get_mut(key) {
+                    f.failed = true;
+                }
+                return Err(e);
+            }
+            if let Some(p) = self.pages.peek_mut(&k) {
+                p.dirty = false;
+            }
+            wrote.insert(idx);
+        }
+        // A write beyond every cached page (e.g. a page evicted clean) leaves the size to set.
+        let reaches = wrote.iter().map(|i| ((i + 1) * PAGE).min(size)).max().unwrap_or(0);
+        if reaches < size {
+            let attr = self.storage_attr(key, storage)?;
+            if attr.size < size {
+                let req = StorageRequest { vnode: key.0.clone(), op: StorageOp::Truncate { path: key.1.clone(), len: size } };
+                forward(&req, storage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops everything cached of a file, dirty or not.
+    fn forget(&mut self, key: &FileKey) {
+        if let Some(f) = self.files.remove(key) {
+            for idx in f.pages {
+                self.pages.pop(&(key.clone(), idx));
+            }
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Sends a request to storage; an unreachable storage server is `EIO`, an error reply its errno.
+fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+    match storage.call(req) {
+        Ok(StorageReply::Error(e)) => Err(e),
+        Ok(r) => Ok(r),
+        Err(msg) => {
+            tracing::warn!(vnode = %req.vnode, "storage unreachable: {msg}");
+            Err(errno::EIO)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lego_proto::storage::FileKind;
+    use proptest::prelude::*;
+
+    /// A storage server in memory: files only (enough for the cache), counting what it is asked.
+    #[derive(Default)]
+    struct Disk {
+        files: HashMap<Vec<u8>, Vec<u8>>,
+        reads: u64,
+        writes: u64,
+        fsyncs: u64,
+        down: bool,
+    }
+
+    impl Backing for Disk {
+        fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, String> {
+            if self.down {
+                return Err("storage is down".into());
+            }
+            let attr = |f: &Vec<u8>| FileAttr { kind: FileKind::File, mode: 0o644, size: f.len() as u64, ino: 1, mtime_ns: 0, ctime_ns: 0 };
+            let missing = StorageReply::Error(errno::ENOENT);
+            Ok(match &req.op {
+                StorageOp::Stat { path } => self.files.get(path).map_or(missing, |f| StorageReply::Attr(attr(f))),
+                StorageOp::Read { path, offset, len } => {
+                    self.reads += 1;
+                    let Some(f) = self.files.get(path) else { return Ok(missing) };
+                    let from = (*offset as usize).min(f.len());
+                    let to = (from + *len as usize).min(f.len());
+                    StorageReply::Data(f[from..to].to_vec())
+                }
+                StorageOp::Write { path, offset, data } => {
+                    self.writes += 1;
+                    let Some(f) = self.files.get_mut(path) else { return Ok(missing) };
+                    let end = *offset as usize + data.len();
+                    if f.len() < end {
+                        f.resize(end, 0);
+                    }
+                    f[*offset as usize..end].copy_from_slice(data);
+                    StorageReply::Attr(attr(f))
+                }
+                StorageOp::Create { path, truncate, .. } => {
+                    let f = self.files.entry(path.clone()).or_default();
+                    if *truncate {
+                        f.clear();
+                    }
+                    StorageReply::Attr(attr(f))
+                }
+                StorageOp::Truncate { path, len } => {
+                    let Some(f) = self.files.get_mut(path) else { return Ok(missing) };
+                    f.resize(*len as usize, 0);
+                    StorageReply::Attr(attr(f))
+                }
+                StorageOp::Unlink { path } => self.files.remove(path).map_or(missing, |_| StorageReply::Done),
+                StorageOp::Rename { from, to } => match self.files.remove(from) {
+                    Some(f) => {
+                        self.files.insert(to.clone(), f);
+                        StorageReply::Done
+                    }
+                    None => missing,
+                },
+                StorageOp::Fsync { .. } => {
+                    self.fsyncs += 1;
+                    StorageReply::Done
+                }
+                StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } => StorageReply::Error(errno::EINVAL),
+            })
+        }
+    }
+
+    fn req(op: StorageOp) -> StorageRequest {
+        StorageRequest { vnode: "v".into(), op }
+    }
+
+    fn p(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    fn read(c: &mut BufferCache, d: &mut Disk, path: &str, offset: u64, len: u32) -> Vec<u8> {
+        match c.serve(req(StorageOp::Read { path: p(path), offset, len }), d) {
+            StorageReply::Data(v) => v,
+            other => panic!("read {path}: {other:?}"),
+        }
+    }
+
+    fn write(c: &mut BufferCache, d: &mut Disk, path: &str, offset: u64, data: &[u8]) -> StorageReply {
+        c.serve(req(StorageOp::Write { path: p(path), offset, data: data.to_vec() }), d)
+    }
+
+    fn size(c: &mut BufferCache, d: &mut Disk, path: &str) -> u64 {
+        match c.serve(req(StorageOp::Stat { path: p(path) }), d) {
+            StorageReply::Attr(a) => a.size,
+            other => panic!("stat {path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_fill_once_then_hit() {
+        let mut d = Disk::default();
+        d.files.insert(p("/f"), (0..10_000u32).map(|i| i as u8).collect());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        assert_eq!(read(&mut c, &mut d, "/f", 100, 9000), d.files[&p("/f")][100..9100]);
+        assert_eq!(d.reads, 1, "one storage read for the whole run of missing pages");
+        assert_eq!(read(&mut c, &mut d, "/f", 4096, 100), d.files[&p("/f")][4096..4196]);
+        assert_eq!(d.reads, 1, "the second read is a hit");
+        assert_eq!(read(&mut c, &mut d, "/f", 9990, 100).len(), 10, "short at the end of the file");
+        assert!(read(&mut c, &mut d, "/f", 20_000, 100).is_empty());
+        assert_eq!(c.figures().misses, 3);
+    }
+
+    #[test]
+    fn writes_stay_cached_until_fsync_and_stat_sees_them() {
+        let mut d = Disk::default();
+        d.files.insert(p("/f"), b"hello world".to_vec());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        assert!(matches!(write(&mut c, &mut d, "/f", 6, b"there, friend"), StorageReply::Attr(a) if a.size == 19));
+        assert_eq!(d.files[&p("/f")], b"hello world", "nothing written back yet");
+        assert_eq!(size(&mut c, &mut d, "/f"), 19);
+        assert_eq!(read(&mut c, &mut d, "/f", 0, 100), b"hello there, friend");
+        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done);
+        assert_eq!(d.files[&p("/f")], b"hello there, friend");
+        assert_eq!(d.fsyncs, 1);
+        let writes = d.writes;
+        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done);
+        assert_eq!(d.writes, writes, "clean pages are not written again");
+    }
+
+    #[test]
+    fn close_after_write_writes_back_without_fsync() {
+        let mut d = Disk::default();
+        d.files.insert(p("/f"), Vec::new());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        write(&mut c, &mut d, "/f", 5000, b"x");
+        c.write_back("v", b"/f", &mut d).unwrap();
+        assert_eq!(d.files[&p("/f")].len(), 5001);
+        assert_eq!(d.files[&p("/f")][5000], b'x');
+        assert_eq!(d.fsyncs, 0);
+    }
+
+    #[test]
+    fn a_failed_write_back_is_eio_until_fsync_reports_it() {
+        let mut d = Disk::default();
+        d.files.insert(p("/f"), Vec::new());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        write(&mut c, &mut d, "/f", 0, b"data");
+        d.down = true;
+        assert_eq!(c.write_back("v", b"/f", &mut d), Err(errno::EIO));
+        d.down = false;
+        assert_eq!(c.serve(req(StorageOp::Read { path: p("/f"), offset: 0, len: 4 }), &mut d), StorageReply::Error(errno::EIO));
+        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Error(errno::EIO));
+        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done, "reported once");
+    }
+
+    #[test]
+    fn rename_writes_back_and_unlink_discards() {
+        let mut d = Disk::default();
+        d.files.insert(p("/a"), Vec::new());
+        d.files.insert(p("/b"), Vec::new());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        write(&mut c, &mut d, "/a", 0, b"moved");
+        write(&mut c, &mut d, "/b", 0, b"gone");
+        assert_eq!(c.serve(req(StorageOp::Rename { from: p("/a"), to: p("/c") }), &mut d), StorageReply::Done);
+        assert_eq!(d.files[&p("/c")], b"moved");
+        let writes = d.writes;
+        assert_eq!(c.serve(req(StorageOp::Unlink { path: p("/b") }), &mut d), StorageReply::Done);
+        assert_eq!(d.writes, writes, "an unlinked file's dirty pages are dropped, not written");
+        assert!(c.is_empty() || c.len() <= 1);
+    }
+
+    proptest! {
+        /// Against a byte vector: any sequence of writes, reads, truncates, fsyncs and closes
+        /// through a cache much smaller than the file reads back what was written, and after an
+        /// fsync storage holds exactly the model.
+        #[test]
+        fn model(ops in proptest::collection::vec((0u8..5, 0u64..3_000_000, 1usize..300_000), 1..40)) {
+            let mut d = Disk::default();
+            d.files.insert(p("/f"), Vec::new());
+            let mut c = BufferCache::new(MIN_CAPACITY);
+            let mut model: Vec<u8> = Vec::new();
+            for (i, (op, off, len)) in ops.into_iter().enumerate() {
+                match op {
+                    0 | 1 => {
+                        let data: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
+                        let r = write(&mut c, &mut d, "/f", off, &data);
+                        prop_assert!(matches!(r, StorageReply::Attr(_)), "{r:?}");
+                        let end = off as usize + len;
+                        if model.len() < end { model.resize(end, 0); }
+                        model[off as usize..end].copy_from_slice(&data);
+                    }
+                    2 => {
+                        let got = read(&mut c, &mut d, "/f", off, len as u32);
+                        let from = (off as usize).min(model.len());
+                        let to = (from + len).min(model.len());
+                        prop_assert_eq!(got, model[from..to].to_vec());
+                    }
+                    3 => {
+                        let r = c.serve(req(StorageOp::Truncate { path: p("/f"), len: off }), &mut d);
+                        prop_assert!(matches!(r, StorageReply::Attr(_)), "{r:?}");
+                        model.resize(off as usize, 0);
+                    }
+                    _ => { c.write_back("v", b"/f", &mut d).unwrap(); }
+                }
+                prop_assert_eq!(size(&mut c, &mut d, "/f"), model.len() as u64);
+                prop_assert!(c.len() <= (MIN_CAPACITY / PAGE) as usize);
+            }
+            prop_assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done);
+            prop_assert!(d.files[&p("/f")] == model, "storage differs from the model after fsync");
+        }
+    }
+}
