@@ -6,55 +6,25 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{image, kvm};
+use common::{image, kvm, Server};
 
-/// A `lego mem-server` process on a loopback port, killed when dropped.
-struct MemServer {
-    child: Child,
-    addr: String,
+/// A `lego mem-server` process with `extra` options.
+fn mem_server(extra: &[&str]) -> Server {
+    let mut args = vec!["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
-impl MemServer {
-    fn start(extra: &[&str]) -> MemServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lego"))
-            .args(["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning lego mem-server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-        assert!(addr.contains(':'), "mem-server said {line:?}");
-        MemServer { child, addr }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
+fn servers(n: usize) -> Vec<Server> {
+    (0..n).map(|_| mem_server(&[])).collect()
 }
 
-impl Drop for MemServer {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn servers(n: usize) -> Vec<MemServer> {
-    (0..n).map(|_| MemServer::start(&[])).collect()
-}
-
-fn addrs(s: &[MemServer]) -> String {
+fn addrs(s: &[Server]) -> String {
     s.iter().map(|m| m.addr.as_str()).collect::<Vec<_>>().join(",")
 }
 
@@ -238,7 +208,7 @@ fn cluster_mismatch_is_refused_naming_both_sides() {
     if !kvm() {
         return;
     }
-    let s = MemServer::start(&["--cluster", "7"]);
+    let s = mem_server(&["--cluster", "7"]);
     let out = lego(&["--mem-server", &s.addr, "--cluster", "9"]).arg(image("hello")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::io::Write;
 
 mod common;
-use common::{image, kvm};
+use common::{busybox_files, image, kvm, BUSYBOX_CASES, WORDS};
 
 struct Run {
     status: i32,
@@ -259,50 +259,12 @@ fn busybox_applets_match_native() {
         return;
     }
     let bb = image("busybox");
-    let words = "pear\napple\nfig\napple\nbanana\nfig\nfig\ncherry\n";
-    let table = "id,name,qty\n3,fig,7\n1,apple,12\n2,pear,5\n";
-    let setup = |dir: &Path| {
-        std::fs::write(dir.join("words.txt"), words).unwrap();
-        std::fs::write(dir.join("table.csv"), table).unwrap();
-        std::fs::create_dir(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("sub/a"), "a\n").unwrap();
-        std::fs::write(dir.join("sub/b"), vec![7u8; 10000]).unwrap();
-    };
-    let cases: &[&[&str]] = &[
-        &["echo", "-n", "hello", "world"],
-        &["echo", "-e", "a\\tb\\nc"],
-        &["cat", "words.txt", "table.csv"],
-        &["wc", "words.txt", "table.csv"],
-        &["wc", "-c", "sub/b"],
-        &["sort", "words.txt"],
-        &["sort", "-r", "-u", "words.txt"],
-        &["sort", "-t,", "-k3", "-n", "table.csv"],
-        &["uniq", "-c", "words.txt"],
-        &["md5sum", "words.txt", "sub/b"],
-        &["sha256sum", "table.csv"],
-        &["grep", "-n", "an", "words.txt"],
-        &["grep", "-c", "zzz", "words.txt"],
-        &["sed", "-e", "s/fig/FIG/g;2d", "words.txt"],
-        &["awk", "-F,", "NR>1 { s += $3 } END { print s, NR }", "table.csv"],
-        &["head", "-n", "3", "words.txt"],
-        &["tail", "-n", "2", "words.txt"],
-        &["tr", "a-z", "A-Z"],
-        &["cut", "-d,", "-f2", "table.csv"],
-        &["ls"],
-        &["ls", "-a", "sub"],
-        &["ls", "-1s", "sub"],
-        &["seq", "1", "3", "20"],
-        &["expr", "7", "*", "6"],
-        &["expr", "length", "vnode"],
-        &["od", "-A", "x", "-t", "x1z", "table.csv"],
-        &["cat", "does-not-exist"],
-    ];
-    for args in cases {
+    for args in BUSYBOX_CASES {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        setup(a.path());
-        setup(b.path());
-        let n = native(&bb, args, a.path(), words.as_bytes());
-        let l = vnode(&bb, args, b.path(), words.as_bytes(), &[]);
+        busybox_files(a.path());
+        busybox_files(b.path());
+        let n = native(&bb, args, a.path(), WORDS.as_bytes());
+        let l = vnode(&bb, args, b.path(), WORDS.as_bytes(), &[]);
         assert_same(&format!("busybox {args:?}"), &n, &l);
     }
 }

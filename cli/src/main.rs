@@ -7,6 +7,7 @@ mod memory;
 mod run;
 mod size;
 mod slowdown;
+mod storage_server;
 mod throughput;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run a memory server (mComponent).
     MemServer(mem_server::MemServerArgs),
+    /// Run a storage server (sComponent).
+    StorageServer(storage_server::StorageServerArgs),
     /// Measure the vNode execution and memory paths.
     Bench {
         #[command(subcommand)]
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run::run(args),
         Command::MemServer(args) => mem_server::run(args),
+        Command::StorageServer(args) => storage_server::run(args),
         Command::Bench { which } => match bench::run(which) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
-use lego_proto::storage::{StorageReply, StorageRequest};
-use lego_proto::transport::{TcpTransport, Transport};
+use lego_proto::storage::{self, StorageReply, StorageRequest};
+use lego_proto::transport::TcpTransport;
 
 use crate::buffer_cache::Backing;
 
@@ -37,7 +36,7 @@ impl Backing for StorageLink {
             Some(c) => c,
             None => self.conn.insert(TcpTransport::connect(addr, self.me, TIMEOUT).map_err(|e| e.to_string())?),
         };
-        let result = conn.call(0, &encode(req)).and_then(|body| decode::<StorageReply>(&body));
+        let result = storage::call(conn, req);
         if result.is_err() {
             self.conn = None;
         }

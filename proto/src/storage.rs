@@ -139,6 +139,11 @@ pub enum StorageReply {
     Error(i32),
 }
 
+/// Sends `req` straight to a storage server over `conn` and decodes the answer.
+pub fn call(conn: &mut dyn crate::transport::Transport, req: &StorageRequest) -> Result<StorageReply, crate::ProtoError> {
+    conn.call(0, &crate::mm::encode(req)).and_then(|body| crate::mm::decode(&body))
+}
+
 /// Checks a vNode name: 1 to [`MAX_VNODE`] bytes of `[A-Za-z0-9._-]`, not `.` or `..`, so it is
 /// safe as a directory name on the server.
 pub fn check_vnode(name: &str) -> Result<(), i32> {

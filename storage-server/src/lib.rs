@@ -1,5 +1,210 @@
 //! The storage component (LegoOS sComponent, paper §4.5): a stateless file server where every
 //! request carries the vNode, the full path and the offset.
 //!
-//! Not implemented yet: until the storage issue lands, `lego run --root DIR` serves a vNode's files
-//! from a confined host directory (see `lego_vmm::fs`). This crate exports nothing.
+//! - [`store`]: the files of every vNode: a hash table from (vNode, full path) to the file's
+//!   attributes, persisted in an index, with each regular file's bytes in a host file named by
+//!   its inode number.
+//! - `server`: the network side (handshake, frames, one [`lego_proto::storage::StorageRequest`]
+//!   per control frame).
+//!
+//! [`StorageServer::bind`] then [`StorageServer::run`] (the `lego storage-server` command) or
+//! [`StorageServer::spawn`] (a server on its own thread, for embedding and tests).
+//!
+//! # Layout of the storage directory
+//!
+//! ```text
+//! DIR/index.redb                     the index: (vNode, full path) -> attributes, per-vNode id counter
+//! DIR/vnodes/<vnode>/data/<ino>      the bytes of one regular file
+//! ```
+//!
+//! Guest paths never name host files: a file's bytes live in a file named by its inode number,
+//! under the directory of the vNode named in the request, so no path a vNode sends can reach
+//! another vNode's files (or anything else on the host). Renaming is an index update.
+//!
+//! # Why redb for the index
+//!
+//! The index is kept in [redb](https://docs.rs/redb), an embedded copy-on-write B-tree with
+//! checksummed commit slots, rather than in a hand-written append-only journal:
+//!
+//! - a commit is atomic, and reopening after a crash (even `SIGKILL` in the middle of a
+//!   commit) yields the last durable commit, so the index can never be half-written;
+//! - commits can be non-durable ([`redb::Durability::None`]: no `fsync`) and made durable later
+//!   by one durable commit, which is exactly the split between ordinary requests and `Fsync`;
+//! - it needs no compaction or snapshotting, which a journal needs to bound its size and its
+//!   replay time.
+//!
+//! The whole index is also kept in memory (a hash table per vNode, plus each directory's
+//! children in creation order for readdir and rmdir); redb is read only at start.
+//!
+//! # Durability
+//!
+//! Every request commits its index changes non-durably (and a durable commit is made every few
+//! thousand requests to bound redb's pending state). `Fsync` writes the file's bytes to disk,
+//! syncs the vNode's data directory, then makes a durable commit, which also makes every earlier
+//! change durable. After a crash, the index is the last durable commit; at start, host files no
+//! entry refers to are removed and files longer than their entry are cut to it, so an entry never
+//! shows bytes written after its last durable commit beyond its size. Files whose entry is
+//! removed are deleted only after a durable commit, so a crash can never leave an entry whose
+//! bytes are gone.
+
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+mod server;
+pub mod store;
+
+/// How a storage server is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Address to listen on (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Directory holding the index and the files of every vNode (created if missing).
+    pub dir: PathBuf,
+    /// Cluster id: only peers with the same id are accepted.
+    pub cluster: u64,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The storage directory or its index could not be opened.
+    #[error("opening the storage in {dir}: {source}")]
+    Store {
+        /// The configured directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: store::StoreError,
+    },
+    /// The listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime or the server thread could not be started.
+    #[error("starting the server runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A bound, not yet running, storage server.
+pub struct StorageServer {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    shared: Arc<server::Shared>,
+}
+
+impl StorageServer {
+    /// Opens (or creates) the storage in `config.dir`, recovering from a crash if need be, and
+    /// binds the listening socket.
+    pub fn bind(config: Config) -> Result<StorageServer, ServerError> {
+        let store = store::Store::open(&config.dir)
+            .map_err(|source| ServerError::Store { dir: config.dir.clone(), source })?;
+        let bind_err = |source| ServerError::Bind { addr: config.listen.clone(), source };
+        let listener = std::net::TcpListener::bind(&config.listen).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        Ok(StorageServer { listener, addr, shared: Arc::new(server::Shared::new(store, config.cluster)) })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves on the calling thread, forever (until the process is killed).
+    pub fn run(self) -> Result<(), ServerError> {
+        let rt = runtime(None)?;
+        tracing::info!(addr = %self.addr, "storage-server listening");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(self.listener).map_err(ServerError::Runtime)?;
+            server::accept_loop(listener, self.shared, std::future::pending()).await;
+            Ok(())
+        })
+    }
+
+    /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
+    /// Shutting down makes every change durable and closes the index, so another server may then
+    /// open the same directory.
+    pub fn spawn(self) -> Result<Handle, ServerError> {
+        let rt = runtime(Some(2))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(self.listener).map_err(ServerError::Runtime)?
+        };
+        let (addr, shared) = (self.addr, self.shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("storage-server {addr}"))
+            .spawn(move || {
+                rt.block_on(server::accept_loop(listener, shared.clone(), async move {
+                    // A dropped sender stops the server just as a sent stop does.
+                    let _ = stop_rx.await;
+                }));
+                rt.shutdown_timeout(Duration::from_secs(1));
+                shared.sync();
+            })
+            .map_err(ServerError::Runtime)?;
+        Ok(Handle { addr, stop: Some(stop_tx), thread: Some(thread) })
+    }
+}
+
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ServerError> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().thread_name("storage-server").build().map_err(ServerError::Runtime)
+}
+
+/// A running storage server on its own thread; dropping it stops the server.
+pub struct Handle {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits for its thread: no new connection is accepted afterwards, the
+    /// existing ones are closed, and every change is durable.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The receiver is gone only if the server thread already ended.
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!(addr = %self.addr, "the storage-server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Locks `m`, going on with the data if a thread panicked while holding it (the store changes
+/// its memory only after its index commit succeeded, so it is consistent at every panic point).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,5 +1,8 @@
-//! What the end-to-end test files share: where the repository and the guest programs are, and
-//! whether KVM tests can run.
+//! What the end-to-end test files share: where the repository and the guest programs are,
+//! whether KVM tests can run, and lego server processes.
+
+// Each test file is its own crate and uses only part of this module.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -30,3 +33,93 @@ pub fn kvm() -> bool {
         ),
     }
 }
+
+/// A `lego` server process (`mem-server`, `storage-server`) on a loopback port, killed when
+/// dropped. It is up once it has printed `lego <kind> listening on ADDR`.
+pub struct Server {
+    child: std::process::Child,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+impl Server {
+    /// Runs `lego ARGS` and waits for its "listening on" line.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Server {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lego"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning a lego server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reading its first line");
+        assert!(line.contains(" listening on "), "the server said {line:?}");
+        let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
+        Server { child, addr }
+    }
+
+    /// Sends `sig` to the server.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the busybox cases read on stdin and as `words.txt`.
+pub const WORDS: &str = "pear\napple\nfig\napple\nbanana\nfig\nfig\ncherry\n";
+
+/// Creates the files the busybox cases read, in `dir`.
+pub fn busybox_files(dir: &Path) {
+    std::fs::write(dir.join("words.txt"), WORDS).unwrap();
+    std::fs::write(dir.join("table.csv"), "id,name,qty\n3,fig,7\n1,apple,12\n2,pear,5\n").unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/a"), "a\n").unwrap();
+    std::fs::write(dir.join("sub/b"), vec![7u8; 10000]).unwrap();
+}
+
+/// The busybox applet invocations compared with native runs, in the directory
+/// [`busybox_files`] made, with [`WORDS`] on stdin.
+pub const BUSYBOX_CASES: &[&[&str]] = &[
+    &["echo", "-n", "hello", "world"],
+    &["echo", "-e", "a\\tb\\nc"],
+    &["cat", "words.txt", "table.csv"],
+    &["wc", "words.txt", "table.csv"],
+    &["wc", "-c", "sub/b"],
+    &["sort", "words.txt"],
+    &["sort", "-r", "-u", "words.txt"],
+    &["sort", "-t,", "-k3", "-n", "table.csv"],
+    &["uniq", "-c", "words.txt"],
+    &["md5sum", "words.txt", "sub/b"],
+    &["sha256sum", "table.csv"],
+    &["grep", "-n", "an", "words.txt"],
+    &["grep", "-c", "zzz", "words.txt"],
+    &["sed", "-e", "s/fig/FIG/g;2d", "words.txt"],
+    &["awk", "-F,", "NR>1 { s += $3 } END { print s, NR }", "table.csv"],
+    &["head", "-n", "3", "words.txt"],
+    &["tail", "-n", "2", "words.txt"],
+    &["tr", "a-z", "A-Z"],
+    &["cut", "-d,", "-f2", "table.csv"],
+    &["ls"],
+    &["ls", "-a", "sub"],
+    &["ls", "-1s", "sub"],
+    &["seq", "1", "3", "20"],
+    &["expr", "7", "*", "6"],
+    &["expr", "length", "vnode"],
+    &["od", "-A", "x", "-t", "x1z", "table.csv"],
+    &["cat", "does-not-exist"],
+];

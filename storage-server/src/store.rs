@@ -1,0 +1,796 @@
+//! The files of every vNode, as LegoOS §4.5 keeps them: full paths are names in a hash table.
+//!
+//! A request costs one hash lookup of its full path (plus its parent's for the calls that add or
+//! remove a name); the directory tree is never walked component by component (only an error path
+//! walks up to tell `ENOENT` from `ENOTDIR`, and renaming a directory moves the keys of its
+//! subtree). Each directory's children are also kept, in creation order, for readdir (whose
+//! cookie is a child's creation number, so paging is stable while the directory changes) and for
+//! rmdir's emptiness check; they are rebuilt from the index at start.
+//!
+//! The index lives in redb (see the crate documentation for why and for the durability rules);
+//! every change is committed there before the in-memory tables are updated, so a failed commit
+//! leaves both unchanged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lego_proto::storage::{
+    check_path, check_vnode, errno, DirEntry, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest,
+    MAX_DIRENTS, MAX_IO,
+};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// (vNode, full path) -> encoded [`Entry`].
+const ENTRIES: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("entries");
+/// vNode -> next id to hand out (inode numbers and readdir cookies).
+const NEXT_ID: TableDefinition<&str, u64> = TableDefinition::new("next_id");
+
+/// Device or resource busy (renaming or removing `/`).
+const EBUSY: i32 = 16;
+/// Inode number of every vNode's `/`.
+const ROOT_INO: u64 = 1;
+/// Nominal size of a directory.
+const DIR_SIZE: u64 = 4096;
+/// Largest offset or length a file may have (`off_t` is signed).
+const MAX_OFF: u64 = i64::MAX as u64;
+/// Non-durable commits after which a durable one is made, bounding redb's pending state.
+const DURABLE_EVERY: u32 = 4096;
+/// Removed files whose deletion waits for a durable commit, after which one is made.
+const MAX_PENDING: usize = 256;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A directory or file of the store could not be created, read or repaired.
+    #[error("{path}: {source}")]
+    Io {
+        /// The host path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The index could not be opened or read.
+    #[error("index: {0}")]
+    Index(#[from] redb::Error),
+    /// The index holds an entry this build cannot read.
+    #[error("index: corrupt entry for vNode {vnode:?}, path {path:?}")]
+    Corrupt {
+        /// The vNode.
+        vnode: String,
+        /// The path, lossily decoded.
+        path: String,
+    },
+}
+
+/// One file or directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    kind: FileKind,
+    mode: u32,
+    size: u64,
+    ino: u64,
+    mtime: i64,
+    ctime: i64,
+    /// Creation number within the parent directory: orders readdir, and is its cookie.
+    dseq: u64,
+}
+
+impl Entry {
+    const LEN: usize = 45;
+
+    fn encode(&self) -> [u8; Entry::LEN] {
+        let mut b = [0u8; Entry::LEN];
+        b[0] = match self.kind {
+            FileKind::File => 1,
+            FileKind::Dir => 2,
+        };
+        b[1..5].copy_from_slice(&self.mode.to_le_bytes());
+        b[5..13].copy_from_slice(&self.size.to_le_bytes());
+        b[13..21].copy_from_slice(&self.ino.to_le_bytes());
+        b[21..29].copy_from_slice(&self.mtime.to_le_bytes());
+        b[29..37].copy_from_slice(&self.ctime.to_le_bytes());
+        b[37..45].copy_from_slice(&self.dseq.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        if b.len() != Entry::LEN {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let kind = match b[0] {
+            1 => FileKind::File,
+            2 => FileKind::Dir,
+            _ => return None,
+        };
+        Some(Entry {
+            kind,
+            mode: u32::from_le_bytes(b[1..5].try_into().expect("4 bytes")),
+            size: u64_at(5),
+            ino: u64_at(13),
+            mtime: u64_at(21) as i64,
+            ctime: u64_at(29) as i64,
+            dseq: u64_at(37),
+        })
+    }
+
+    fn attr(&self) -> FileAttr {
+        FileAttr { kind: self.kind, mode: self.mode, size: self.size, ino: self.ino, mtime_ns: self.mtime, ctime_ns: self.ctime }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.kind == FileKind::Dir
+    }
+}
+
+/// The in-memory tables of one vNode.
+#[derive(Default)]
+struct Vnode {
+    /// Full path -> entry.
+    entries: HashMap<Vec<u8>, Entry>,
+    /// Directory path -> its children's names by creation number (absent: no children).
+    children: HashMap<Vec<u8>, BTreeMap<u64, Vec<u8>>>,
+    /// Next inode number / creation number.
+    next_id: u64,
+}
+
+impl Vnode {
+    fn has_children(&self, dir: &[u8]) -> bool {
+        self.children.get(dir).is_some_and(|c| !c.is_empty())
+    }
+
+    /// The errno for a missing `path`: `ENOTDIR` if its nearest existing ancestor is a file
+    /// (Linux reports the component that is not a directory), `ENOENT` otherwise.
+    fn missing(&self, path: &[u8]) -> i32 {
+        let mut p = path;
+        while p != b"/" {
+            p = parent(p);
+            if let Some(e) = self.entries.get(p) {
+                return if e.is_dir() { errno::ENOENT } else { errno::ENOTDIR };
+            }
+        }
+        errno::ENOENT
+    }
+
+    fn get(&self, path: &[u8]) -> Result<Entry, i32> {
+        self.entries.get(path).copied().ok_or_else(|| self.missing(path))
+    }
+
+    /// The directory `path` would be created in: it must exist and be a directory.
+    fn parent_dir(&self, path: &[u8]) -> Result<Entry, i32> {
+        match self.entries.get(parent(path)) {
+            Some(e) if e.is_dir() => Ok(*e),
+            Some(_) => Err(errno::ENOTDIR),
+            None => Err(self.missing(path)),
+        }
+    }
+
+    fn alloc(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Every path strictly below directory `dir`, with its entry.
+    fn subtree(&self, dir: &[u8]) -> Vec<(Vec<u8>, Entry)> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_vec()];
+        while let Some(d) = todo.pop() {
+            for name in self.children.get(&d).into_iter().flat_map(|c| c.values()) {
+                let p = join(&d, name);
+                if let Some(e) = self.entries.get(&p) {
+                    if e.is_dir() {
+                        todo.push(p.clone());
+                    }
+                    out.push((p, *e));
+                }
+            }
+        }
+        out
+    }
+
+    fn apply(&mut self, batch: &Batch) {
+        for p in &batch.dels {
+            if let Some(e) = self.entries.remove(p) {
+                self.unlink_child(p, &e);
+                if e.is_dir() {
+                    self.children.remove(p);
+                }
+            }
+        }
+        for (p, e) in &batch.puts {
+            if let Some(old) = self.entries.insert(p.clone(), *e) {
+                self.unlink_child(p, &old);
+            }
+            if p != b"/" {
+                let (dir, name) = split(p);
+                self.children.entry(dir.to_vec()).or_default().insert(e.dseq, name.to_vec());
+            }
+        }
+        if let Some(n) = batch.next_id {
+            self.next_id = n;
+        }
+    }
+
+    fn unlink_child(&mut self, path: &[u8], e: &Entry) {
+        if path == b"/" {
+            return;
+        }
+        if let Some(c) = self.children.get_mut(parent(path)) {
+            c.remove(&e.dseq);
+        }
+    }
+}
+
+/// Index changes of one vNode, committed together.
+#[derive(Default)]
+struct Batch {
+    /// Paths removed (applied before `puts`).
+    dels: Vec<Vec<u8>>,
+    /// Paths added or changed.
+    puts: Vec<(Vec<u8>, Entry)>,
+    /// The vNode's new id counter.
+    next_id: Option<u64>,
+    /// Inode numbers whose host files go once this batch is durable.
+    freed: Vec<u64>,
+}
+
+impl Batch {
+    fn put(path: &[u8], e: Entry) -> Batch {
+        Batch { puts: vec![(path.to_vec(), e)], ..Batch::default() }
+    }
+
+    /// Also records that directory `path` (entry `e`) changed at `now`.
+    fn touch(&mut self, path: &[u8], e: Entry, now: i64) {
+        self.puts.push((path.to_vec(), Entry { mtime: now, ctime: now, ..e }));
+    }
+}
+
+/// The storage of every vNode in one host directory.
+pub struct Store {
+    root: PathBuf,
+    db: Database,
+    vnodes: HashMap<String, Vnode>,
+    /// Host files to delete after the next durable commit.
+    pending: Vec<PathBuf>,
+    /// Non-durable commits since the last durable one.
+    since_durable: u32,
+}
+
+impl Store {
+    /// Opens the store in `root` (creating it if need be), recovering from a crash: host files
+    /// that no entry refers to are removed and files longer than their entry are cut to its size.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        let vnodes_dir = root.join("vnodes");
+        std::fs::create_dir_all(&vnodes_dir).map_err(io(&vnodes_dir))?;
+        let index = root.join("index.redb");
+        let db = Database::create(&index).map_err(redb::Error::from)?;
+        sync_dir(root).map_err(io(root))?;
+        {
+            // Make sure both tables exist, so that reads below find them.
+            let txn = db.begin_write().map_err(redb::Error::from)?;
+            txn.open_table(ENTRIES).map_err(redb::Error::from)?;
+            txn.open_table(NEXT_ID).map_err(redb::Error::from)?;
+            txn.commit().map_err(redb::Error::from)?;
+        }
+        let mut vnodes: HashMap<String, Vnode> = HashMap::new();
+        {
+            let txn = db.begin_read().map_err(redb::Error::from)?;
+            let entries = txn.open_table(ENTRIES).map_err(redb::Error::from)?;
+            for item in entries.iter().map_err(redb::Error::from)? {
+                let (k, v) = item.map_err(redb::Error::from)?;
+                let (vnode, path) = k.value();
+                let corrupt = || StoreError::Corrupt { vnode: vnode.to_string(), path: String::from_utf8_lossy(path).into() };
+                let e = Entry::decode(v.value()).ok_or_else(corrupt)?;
+                if check_vnode(vnode).is_err() || check_path(path).is_err() {
+                    return Err(corrupt());
+                }
+                vnodes.entry(vnode.to_string()).or_default().entries.insert(path.to_vec(), e);
+            }
+            let ids = txn.open_table(NEXT_ID).map_err(redb::Error::from)?;
+            for item in ids.iter().map_err(redb::Error::from)? {
+                let (k, v) = item.map_err(redb::Error::from)?;
+                vnodes.entry(k.value().to_string()).or_default().next_id = v.value();
+            }
+        }
+        for (name, v) in vnodes.iter_mut() {
+            if !v.entries.contains_key(b"/".as_slice()) {
+                return Err(StoreError::Corrupt { vnode: name.clone(), path: "/".into() });
+            }
+            let Vnode { entries, children, next_id } = v;
+            for (p, e) in entries.iter() {
+                *next_id = (*next_id).max(e.ino.max(e.dseq) + 1);
+                if p != b"/" {
+                    let (dir, n) = split(p);
+                    children.entry(dir.to_vec()).or_default().insert(e.dseq, n.to_vec());
+                }
+            }
+        }
+        let store = Store { root: root.to_path_buf(), db, vnodes, pending: Vec::new(), since_durable: 0 };
+        store.repair_data().map_err(|(path, source)| StoreError::Io { path, source })?;
+        Ok(store)
+    }
+
+    /// Removes host files no entry refers to, and cuts files longer than their entry.
+    fn repair_data(&self) -> Result<(), (PathBuf, std::io::Error)> {
+        let vnodes_dir = self.root.join("vnodes");
+        let at = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| (p, e)
+        };
+        for d in std::fs::read_dir(&vnodes_dir).map_err(at(&vnodes_dir))? {
+            let d = d.map_err(at(&vnodes_dir))?;
+            let data_dir = d.path().join("data");
+            let Ok(files) = std::fs::read_dir(&data_dir) else { continue };
+            let sizes: HashMap<u64, u64> = d
+                .file_name()
+                .to_str()
+                .and_then(|name| self.vnodes.get(name))
+                .map(|v| v.entries.values().filter(|e| !e.is_dir()).map(|e| (e.ino, e.size)).collect())
+                .unwrap_or_default();
+            for f in files {
+                let f = f.map_err(at(&data_dir))?;
+                let path = f.path();
+                let size = f.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).and_then(|ino| sizes.get(&ino));
+                match size {
+                    None => {
+                        tracing::info!(path = %path.display(), "removing a file no entry refers to");
+                        std::fs::remove_file(&path).map_err(at(&path))?;
+                    }
+                    Some(&size) => {
+                        let len = f.metadata().map_err(at(&path))?.len();
+                        if len > size {
+                            let file = OpenOptions::new().write(true).open(&path).map_err(at(&path))?;
+                            file.set_len(size).map_err(at(&path))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves one request; never panics on any input.
+    pub fn handle(&mut self, req: StorageRequest) -> StorageReply {
+        match self.op(&req.vnode, req.op) {
+            Ok(r) => r,
+            Err(e) => StorageReply::Error(e),
+        }
+    }
+
+    /// Makes every change so far durable, then deletes the host files of removed entries.
+    pub fn sync(&mut self) -> Result<(), i32> {
+        let mut txn = self.db.begin_write().map_err(eio)?;
+        txn.set_durability(Durability::Immediate).map_err(eio)?;
+        txn.commit().map_err(eio)?;
+        self.since_durable = 0;
+        for p in self.pending.drain(..) {
+            if let Err(e) = std::fs::remove_file(&p) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %p.display(), error = %e, "removing a deleted file's data");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn op(&mut self, vnode: &str, op: StorageOp) -> Result<StorageReply, i32> {
+        check_vnode(vnode)?;
+        match &op {
+            StorageOp::Rename { from, to } => {
+                check_path(from)?;
+                check_path(to)?;
+            }
+            StorageOp::Stat { path }
+            | StorageOp::Read { path, .. }
+            | StorageOp::Write { path, .. }
+            | StorageOp::Create { path, .. }
+            | StorageOp::Truncate { path, .. }
+            | StorageOp::Unlink { path }
+            | StorageOp::Mkdir { path, .. }
+            | StorageOp::Rmdir { path }
+            | StorageOp::Readdir { path, .. }
+            | StorageOp::Fsync { path } => check_path(path)?,
+        }
+        self.ensure_vnode(vnode)?;
+        match op {
+            StorageOp::Stat { path } => Ok(StorageReply::Attr(self.vnode(vnode).get(&path)?.attr())),
+            StorageOp::Read { path, offset, len } => self.read(vnode, &path, offset, len),
+            StorageOp::Write { path, offset, data } => self.write(vnode, &path, offset, &data),
+            StorageOp::Create { path, mode, exclusive, truncate } => {
+                self.create(vnode, &path, mode, exclusive, truncate)
+            }
+            StorageOp::Truncate { path, len } => self.truncate(vnode, &path, len),
+            StorageOp::Unlink { path } => self.unlink(vnode, &path),
+            StorageOp::Rename { from, to } => self.rename(vnode, &from, &to),
+            StorageOp::Mkdir { path, mode } => self.mkdir(vnode, &path, mode),
+            StorageOp::Rmdir { path } => self.rmdir(vnode, &path),
+            StorageOp::Readdir { path, cookie, max } => self.readdir(vnode, &path, cookie, max),
+            StorageOp::Fsync { path } => self.fsync(vnode, &path),
+        }
+    }
+
+    fn vnode(&self, vnode: &str) -> &Vnode {
+        self.vnodes.get(vnode).expect("ensure_vnode ran first")
+    }
+
+    fn vnode_mut(&mut self, vnode: &str) -> &mut Vnode {
+        self.vnodes.get_mut(vnode).expect("ensure_vnode ran first")
+    }
+
+    /// Creates the vNode's directory and `/` on its first use.
+    fn ensure_vnode(&mut self, vnode: &str) -> Result<(), i32> {
+        if self.vnodes.contains_key(vnode) {
+            return Ok(());
+        }
+        let dir = self.root.join("vnodes").join(vnode);
+        std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
+        sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
+        self.vnodes.insert(vnode.to_string(), Vnode { next_id: ROOT_INO + 1, ..Vnode::default() });
+        let now = now_ns();
+        let root = Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0 };
+        let batch = Batch { next_id: Some(ROOT_INO + 1), ..Batch::put(b"/", root) };
+        if let Err(e) = self.commit(vnode, batch) {
+            self.vnodes.remove(vnode);
+            return Err(e);
+        }
+        tracing::info!(vnode, "new vNode");
+        Ok(())
+    }
+
+    /// Commits `batch` to the index (non-durably), then applies it in memory.
+    fn commit(&mut self, vnode: &str, batch: Batch) -> Result<(), i32> {
+        let mut txn = self.db.begin_write().map_err(eio)?;
+        txn.set_durability(Durability::None).map_err(eio)?;
+        {
+            let mut t = txn.open_table(ENTRIES).map_err(eio)?;
+            for p in &batch.dels {
+                t.remove((vnode, p.as_slice())).map_err(eio)?;
+            }
+            for (p, e) in &batch.puts {
+                t.insert((vnode, p.as_slice()), e.encode().as_slice()).map_err(eio)?;
+            }
+        }
+        if let Some(n) = batch.next_id {
+            txn.open_table(NEXT_ID).map_err(eio)?.insert(vnode, n).map_err(eio)?;
+        }
+        txn.commit().map_err(eio)?;
+        self.vnode_mut(vnode).apply(&batch);
+        for ino in &batch.freed {
+            let p = self.data_path(vnode, *ino);
+            self.pending.push(p);
+        }
+        self.since_durable += 1;
+        if self.since_durable >= DURABLE_EVERY || self.pending.len() >= MAX_PENDING {
+            // The change itself is committed; a failure here only delays durability.
+            if let Err(e) = self.sync() {
+                tracing::warn!(errno = e, "periodic durable commit failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn data_path(&self, vnode: &str, ino: u64) -> PathBuf {
+        self.root.join("vnodes").join(vnode).join("data").join(ino.to_string())
+    }
+
+    /// Opens the host file of `ino` for writing, creating it if missing (after a crash, a file
+    /// whose bytes never reached the disk reads as zeros).
+    fn open_data(&self, vnode: &str, ino: u64, truncate: bool) -> Result<File, i32> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .open(self.data_path(vnode, ino))
+            .map_err(io_errno)
+    }
+
+    fn file(&self, vnode: &str, path: &[u8]) -> Result<Entry, i32> {
+        let e = self.vnode(vnode).get(path)?;
+        if e.is_dir() {
+            return Err(errno::EISDIR);
+        }
+        Ok(e)
+    }
+
+    fn read(&mut self, vnode: &str, path: &[u8], offset: u64, len: u32) -> Result<StorageReply, i32> {
+        if offset > MAX_OFF || len as usize > MAX_IO {
+            return Err(errno::EINVAL);
+        }
+        let e = self.file(vnode, path)?;
+        if offset >= e.size {
+            return Ok(StorageReply::Data(Vec::new()));
+        }
+        let n = u64::from(len).min(e.size - offset) as usize;
+        let mut buf = vec![0u8; n];
+        match File::open(self.data_path(vnode, e.ino)) {
+            Ok(f) => {
+                // The host file may be shorter than the entry (a sparse tail, or bytes lost in a
+                // crash): what it lacks reads as zeros.
+                let mut done = 0;
+                while done < n {
+                    match f.read_at(&mut buf[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(k) => done += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(io_errno(e)),
+                    }
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io_errno(err)),
+        }
+        Ok(StorageReply::Data(buf))
+    }
+
+    fn write(&mut self, vnode: &str, path: &[u8], offset: u64, data: &[u8]) -> Result<StorageReply, i32> {
+        if data.len() > MAX_IO || offset > MAX_OFF {
+            return Err(errno::EINVAL);
+        }
+        let end = offset + data.len() as u64;
+        if end > MAX_OFF {
+            return Err(errno::EFBIG);
+        }
+        let e = self.file(vnode, path)?;
+        if data.is_empty() {
+            return Ok(StorageReply::Attr(e.attr()));
+        }
+        self.open_data(vnode, e.ino, false)?.write_all_at(data, offset).map_err(io_errno)?;
+        let now = now_ns();
+        let e = Entry { size: e.size.max(end), mtime: now, ctime: now, ..e };
+        self.commit(vnode, Batch::put(path, e))?;
+        Ok(StorageReply::Attr(e.attr()))
+    }
+
+    fn create(&mut self, vnode: &str, path: &[u8], mode: u32, exclusive: bool, truncate: bool) -> Result<StorageReply, i32> {
+        let v = self.vnode(vnode);
+        let now = now_ns();
+        if let Some(&e) = v.entries.get(path) {
+            return match (exclusive, e.kind) {
+                (true, _) => Err(errno::EEXIST),
+                (false, FileKind::Dir) => Err(errno::EISDIR),
+                (false, FileKind::File) if truncate => {
+                    self.open_data(vnode, e.ino, true)?;
+                    let e = Entry { size: 0, mtime: now, ctime: now, ..e };
+                    self.commit(vnode, Batch::put(path, e))?;
+                    Ok(StorageReply::Attr(e.attr()))
+                }
+                (false, FileKind::File) => Ok(StorageReply::Attr(e.attr())),
+            };
+        }
+        let dir = v.parent_dir(path)?;
+        let id = self.vnode_mut(vnode).alloc();
+        let next_id = self.vnode(vnode).next_id;
+        let e = Entry { kind: FileKind::File, mode: mode & 0o7777, size: 0, ino: id, mtime: now, ctime: now, dseq: id };
+        let mut batch = Batch { next_id: Some(next_id), ..Batch::put(path, e) };
+        batch.touch(parent(path), dir, now);
+        // A host file left over from before a crash would show stale bytes: start empty.
+        self.open_data(vnode, id, true)?;
+        self.commit(vnode, batch)?;
+        Ok(StorageReply::Attr(e.attr()))
+    }
+
+    fn truncate(&mut self, vnode: &str, path: &[u8], len: u64) -> Result<StorageReply, i32> {
+        if len > MAX_OFF {
+            return Err(errno::EINVAL);
+        }
+        let e = self.file(vnode, path)?;
+        self.open_data(vnode, e.ino, false)?.set_len(len).map_err(io_errno)?;
+        let now = now_ns();
+        let e = Entry { size: len, mtime: now, ctime: now, ..e };
+        self.commit(vnode, Batch::put(path, e))?;
+        Ok(StorageReply::Attr(e.attr()))
+    }
+
+    fn unlink(&mut self, vnode: &str, path: &[u8]) -> Result<StorageReply, i32> {
+        if path == b"/" {
+            return Err(errno::EISDIR);
+        }
+        let e = self.file(vnode, path)?;
+        let dir = self.vnode(vnode).get(parent(path))?;
+        let mut batch = Batch { dels: vec![path.to_vec()], freed: vec![e.ino], ..Batch::default() };
+        batch.touch(parent(path), dir, now_ns());
+        self.commit(vnode, batch)?;
+        Ok(StorageReply::Done)
+    }
+
+    fn mkdir(&mut self, vnode: &str, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
+        let v = self.vnode(vnode);
+        if v.entries.contains_key(path) {
+            return Err(errno::EEXIST);
+        }
+        let dir = v.parent_dir(path)?;
+        let id = self.vnode_mut(vnode).alloc();
+        let next_id = self.vnode(vnode).next_id;
+        let now = now_ns();
+        let e = Entry { kind: FileKind::Dir, mode: mode & 0o7777, size: DIR_SIZE, ino: id, mtime: now, ctime: now, dseq: id };
+        let mut batch = Batch { next_id: Some(next_id), ..Batch::put(path, e) };
+        batch.touch(parent(path), dir, now);
+        self.commit(vnode, batch)?;
+        Ok(StorageReply::Attr(e.attr()))
+    }
+
+    fn rmdir(&mut self, vnode: &str, path: &[u8]) -> Result<StorageReply, i32> {
+        if path == b"/" {
+            return Err(EBUSY);
+        }
+        let v = self.vnode(vnode);
+        let e = v.get(path)?;
+        if !e.is_dir() {
+            return Err(errno::ENOTDIR);
+        }
+        if v.has_children(path) {
+            return Err(errno::ENOTEMPTY);
+        }
+        let dir = v.get(parent(path))?;
+        let mut batch = Batch { dels: vec![path.to_vec()], ..Batch::default() };
+        batch.touch(parent(path), dir, now_ns());
+        self.commit(vnode, batch)?;
+        Ok(StorageReply::Done)
+    }
+
+    fn rename(&mut self, vnode: &str, from: &[u8], to: &[u8]) -> Result<StorageReply, i32> {
+        let v = self.vnode(vnode);
+        if from == to {
+            v.get(from)?;
+            return Ok(StorageReply::Done);
+        }
+        if from == b"/" || to == b"/" {
+            return Err(EBUSY);
+        }
+        let src = v.get(from)?;
+        if src.is_dir() && to.len() > from.len() && to.starts_with(from) && to[from.len()] == b'/' {
+            return Err(errno::EINVAL);
+        }
+        let to_dir = v.parent_dir(to)?;
+        let from_dir = v.get(parent(from))?;
+        let mut batch = Batch::default();
+        if let Some(dst) = v.entries.get(to) {
+            match (src.kind, dst.kind) {
+                (FileKind::File, FileKind::Dir) => return Err(errno::EISDIR),
+                (FileKind::Dir, FileKind::File) => return Err(errno::ENOTDIR),
+                (FileKind::Dir, FileKind::Dir) if v.has_children(to) => return Err(errno::ENOTEMPTY),
+                (FileKind::Dir, FileKind::Dir) => {}
+                (FileKind::File, FileKind::File) => batch.freed.push(dst.ino),
+            }
+            batch.dels.push(to.to_vec());
+        }
+        let moved = if src.is_dir() { v.subtree(from) } else { Vec::new() };
+        let id = self.vnode_mut(vnode).alloc();
+        batch.next_id = Some(self.vnode(vnode).next_id);
+        let now = now_ns();
+        batch.dels.push(from.to_vec());
+        batch.puts.push((to.to_vec(), Entry { dseq: id, ctime: now, ..src }));
+        for (p, e) in moved {
+            let mut np = to.to_vec();
+            np.extend_from_slice(&p[from.len()..]);
+            batch.dels.push(p);
+            batch.puts.push((np, e));
+        }
+        batch.touch(parent(from), from_dir, now);
+        if parent(from) != parent(to) {
+            batch.touch(parent(to), to_dir, now);
+        }
+        self.commit(vnode, batch)?;
+        Ok(StorageReply::Done)
+    }
+
+    fn readdir(&mut self, vnode: &str, path: &[u8], cookie: u64, max: u32) -> Result<StorageReply, i32> {
+        if max == 0 {
+            return Err(errno::EINVAL);
+        }
+        let max = (max as usize).min(MAX_DIRENTS);
+        let v = self.vnode(vnode);
+        if !v.get(path)?.is_dir() {
+            return Err(errno::ENOTDIR);
+        }
+        let mut entries = Vec::new();
+        let mut more = false;
+        if let Some(kids) = v.children.get(path) {
+            for (&seq, name) in kids.range((Bound::Excluded(cookie), Bound::Unbounded)) {
+                if entries.len() == max {
+                    more = true;
+                    break;
+                }
+                match v.entries.get(&join(path, name)) {
+                    Some(e) => entries.push(DirEntry { name: name.clone(), kind: e.kind, ino: e.ino, cookie: seq }),
+                    None => tracing::error!(vnode, name = %String::from_utf8_lossy(name), "a child without an entry"),
+                }
+            }
+        }
+        Ok(StorageReply::Entries { entries, more })
+    }
+
+    fn fsync(&mut self, vnode: &str, path: &[u8]) -> Result<StorageReply, i32> {
+        let e = self.vnode(vnode).get(path)?;
+        if !e.is_dir() {
+            self.open_data(vnode, e.ino, false)?.sync_all().map_err(io_errno)?;
+            // The host file's own name, in case it was created since the last sync.
+            sync_dir(&self.root.join("vnodes").join(vnode).join("data")).map_err(io_errno)?;
+        }
+        self.sync()?;
+        Ok(StorageReply::Done)
+    }
+}
+
+/// The directory part of a checked path (`/` for `/` itself).
+fn parent(path: &[u8]) -> &[u8] {
+    split(path).0
+}
+
+/// A checked path other than `/` as (parent directory, name).
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => (b"/", &path[path.len().min(1)..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if dir != b"/" {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// An index failure: logged, and `EIO` for the client.
+fn eio(e: impl std::fmt::Display) -> i32 {
+    tracing::error!(error = %e, "storage index");
+    errno::EIO
+}
+
+/// A host I/O failure: the errno the client should see.
+fn io_errno(e: std::io::Error) -> i32 {
+    match e.raw_os_error() {
+        Some(c) if c == errno::ENOSPC || c == errno::EFBIG => c,
+        _ => {
+            tracing::error!(error = %e, "storage I/O");
+            errno::EIO
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_and_join() {
+        assert_eq!(split(b"/a"), (b"/".as_slice(), b"a".as_slice()));
+        assert_eq!(split(b"/a/b/c"), (b"/a/b".as_slice(), b"c".as_slice()));
+        assert_eq!(parent(b"/"), b"/");
+        assert_eq!(join(b"/", b"x"), b"/x");
+        assert_eq!(join(b"/a", b"x"), b"/a/x");
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let e = Entry { kind: FileKind::Dir, mode: 0o755, size: 9, ino: 3, mtime: -1, ctime: 7, dseq: 4 };
+        assert_eq!(Entry::decode(&e.encode()), Some(e));
+        assert_eq!(Entry::decode(&[0u8; Entry::LEN]), None);
+        assert_eq!(Entry::decode(&[1u8; 3]), None);
+    }
+}

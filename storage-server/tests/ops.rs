@@ -1,0 +1,501 @@
+//! A storage server on loopback, driven through `TcpTransport::call` with encoded requests: every
+//! operation's happy path and the errno Linux would give, readdir paging, isolation between
+//! vNodes, hostile paths and names, malformed frames, and a restart on the same directory.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
+use lego_proto::handshake::{ComponentKind, Hello, HELLO_LEN};
+use lego_proto::mm::{decode, encode};
+use lego_proto::storage::errno::*;
+use lego_proto::storage::{
+    DirEntry, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO, MAX_NAME, MAX_PATH,
+};
+use lego_proto::transport::{TcpTransport, Transport};
+use storage_server::{Config, Handle, StorageServer};
+
+const CLUSTER: u64 = 3;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn start(dir: &std::path::Path) -> Handle {
+    let config = Config { listen: "127.0.0.1:0".into(), dir: dir.to_path_buf(), cluster: CLUSTER };
+    StorageServer::bind(config).unwrap().spawn().unwrap()
+}
+
+/// A client speaking for one vNode.
+struct Client {
+    t: TcpTransport,
+    vnode: String,
+}
+
+impl Client {
+    fn new(h: &Handle, vnode: &str) -> Client {
+        let t = TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Processor, CLUSTER), TIMEOUT)
+            .unwrap();
+        Client { t, vnode: vnode.into() }
+    }
+
+    fn call(&mut self, op: StorageOp) -> StorageReply {
+        let req = StorageRequest { vnode: self.vnode.clone(), op };
+        decode(&self.t.call(0, &encode(&req)).unwrap()).unwrap()
+    }
+
+    fn err(&mut self, op: StorageOp) -> i32 {
+        let desc = format!("{op:?}");
+        match self.call(op) {
+            StorageReply::Error(e) => e,
+            other => panic!("{}: expected an error, got {other:?}", &desc[..desc.len().min(200)]),
+        }
+    }
+
+    fn attr(&mut self, op: StorageOp) -> FileAttr {
+        match self.call(op) {
+            StorageReply::Attr(a) => a,
+            other => panic!("expected attributes, got {other:?}"),
+        }
+    }
+
+    fn done(&mut self, op: StorageOp) {
+        let desc = format!("{op:?}");
+        assert_eq!(self.call(op), StorageReply::Done, "{desc}");
+    }
+
+    fn stat(&mut self, path: &str) -> Result<FileAttr, i32> {
+        match self.call(StorageOp::Stat { path: path.into() }) {
+            StorageReply::Attr(a) => Ok(a),
+            StorageReply::Error(e) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn create(&mut self, path: &str) -> FileAttr {
+        self.attr(StorageOp::Create { path: path.into(), mode: 0o644, exclusive: true, truncate: false })
+    }
+
+    fn mkdir(&mut self, path: &str) -> FileAttr {
+        self.attr(StorageOp::Mkdir { path: path.into(), mode: 0o755 })
+    }
+
+    fn write(&mut self, path: &str, offset: u64, data: &[u8]) -> FileAttr {
+        self.attr(StorageOp::Write { path: path.into(), offset, data: data.to_vec() })
+    }
+
+    fn read(&mut self, path: &str, offset: u64, len: u32) -> Result<Vec<u8>, i32> {
+        match self.call(StorageOp::Read { path: path.into(), offset, len }) {
+            StorageReply::Data(d) => Ok(d),
+            StorageReply::Error(e) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn readdir_page(&mut self, path: &str, cookie: u64, max: u32) -> (Vec<DirEntry>, bool) {
+        match self.call(StorageOp::Readdir { path: path.into(), cookie, max }) {
+            StorageReply::Entries { entries, more } => (entries, more),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every name in `path`, paging `max` at a time.
+    fn ls(&mut self, path: &str, max: u32) -> Vec<String> {
+        let (mut names, mut cookie) = (Vec::new(), 0);
+        loop {
+            let (entries, more) = self.readdir_page(path, cookie, max);
+            assert!(entries.len() <= max as usize);
+            names.extend(entries.iter().map(|e| String::from_utf8(e.name.clone()).unwrap()));
+            if !more {
+                return names;
+            }
+            cookie = entries.last().expect("more without entries").cookie;
+        }
+    }
+}
+
+#[test]
+fn files_read_write_truncate() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "demo");
+    let root = c.stat("/").unwrap();
+    assert_eq!(root.kind, FileKind::Dir);
+
+    let a = c.create("/f");
+    assert_eq!((a.kind, a.mode, a.size), (FileKind::File, 0o644, 0));
+    assert_eq!(c.write("/f", 0, b"hello world").size, 11);
+    assert_eq!(c.read("/f", 0, 100).unwrap(), b"hello world", "short read at EOF");
+    assert_eq!(c.read("/f", 6, 3).unwrap(), b"wor");
+    assert_eq!(c.read("/f", 11, 10).unwrap(), b"", "empty at EOF");
+    assert_eq!(c.read("/f", 1000, 10).unwrap(), b"", "empty past EOF");
+
+    // A write past the end leaves a hole of zeros.
+    assert_eq!(c.write("/f", 20, b"xyz").size, 23);
+    let mut want = b"hello world".to_vec();
+    want.resize(20, 0);
+    want.extend_from_slice(b"xyz");
+    assert_eq!(c.read("/f", 0, 100).unwrap(), want);
+
+    // Truncate down and back up: the cut bytes come back as zeros.
+    assert_eq!(c.attr(StorageOp::Truncate { path: b"/f".to_vec(), len: 5 }).size, 5);
+    assert_eq!(c.read("/f", 0, 100).unwrap(), b"hello");
+    assert_eq!(c.attr(StorageOp::Truncate { path: b"/f".to_vec(), len: 8 }).size, 8);
+    assert_eq!(c.read("/f", 0, 100).unwrap(), b"hello\0\0\0");
+    assert_eq!(c.stat("/f").unwrap().size, 8);
+
+    // Create: exclusive, keep, truncate.
+    assert_eq!(c.err(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: true, truncate: false }), EEXIST);
+    let kept = c.attr(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: false, truncate: false });
+    assert_eq!((kept.size, kept.ino, kept.mode), (8, a.ino, 0o644));
+    let emptied = c.attr(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: false, truncate: true });
+    assert_eq!((emptied.size, emptied.ino), (0, a.ino));
+    assert_eq!(c.read("/f", 0, 100).unwrap(), b"");
+
+    // A large write and read, at the limit.
+    let big: Vec<u8> = (0..MAX_IO).map(|i| (i * 7 % 251) as u8).collect();
+    c.create("/big");
+    assert_eq!(c.write("/big", 0, &[]).size, 0, "an empty write changes nothing");
+    assert_eq!(c.write("/big", 3, &big).size, MAX_IO as u64 + 3);
+    assert_eq!(c.read("/big", 3, MAX_IO as u32).unwrap(), big);
+
+    // Errors.
+    assert_eq!(c.read("/nope", 0, 1), Err(ENOENT));
+    assert_eq!(c.err(StorageOp::Write { path: b"/nope".to_vec(), offset: 0, data: vec![1] }), ENOENT);
+    assert_eq!(c.err(StorageOp::Truncate { path: b"/nope".to_vec(), len: 0 }), ENOENT);
+    assert_eq!(c.read("/f", 0, MAX_IO as u32 + 1), Err(EINVAL));
+    assert_eq!(c.err(StorageOp::Write { path: b"/f".to_vec(), offset: 0, data: vec![0; MAX_IO + 1] }), EINVAL);
+    assert_eq!(c.read("/f", u64::MAX, 1), Err(EINVAL));
+    assert_eq!(c.err(StorageOp::Write { path: b"/f".to_vec(), offset: u64::MAX, data: vec![1] }), EINVAL);
+    assert_eq!(c.err(StorageOp::Write { path: b"/f".to_vec(), offset: i64::MAX as u64, data: vec![1] }), EFBIG);
+    assert_eq!(c.err(StorageOp::Truncate { path: b"/f".to_vec(), len: u64::MAX }), EINVAL);
+    c.mkdir("/d");
+    assert_eq!(c.read("/d", 0, 1), Err(EISDIR));
+    assert_eq!(c.err(StorageOp::Write { path: b"/d".to_vec(), offset: 0, data: vec![1] }), EISDIR);
+    assert_eq!(c.err(StorageOp::Truncate { path: b"/d".to_vec(), len: 0 }), EISDIR);
+    assert_eq!(c.err(StorageOp::Create { path: b"/d".to_vec(), mode: 0o644, exclusive: false, truncate: true }), EISDIR);
+    assert_eq!(c.err(StorageOp::Create { path: b"/d".to_vec(), mode: 0o644, exclusive: true, truncate: false }), EEXIST);
+    assert_eq!(c.err(StorageOp::Create { path: b"/".to_vec(), mode: 0o644, exclusive: false, truncate: false }), EISDIR);
+    // The parent must exist and be a directory.
+    assert_eq!(c.err(StorageOp::Create { path: b"/no/x".to_vec(), mode: 0o644, exclusive: true, truncate: false }), ENOENT);
+    assert_eq!(c.err(StorageOp::Create { path: b"/f/x".to_vec(), mode: 0o644, exclusive: true, truncate: false }), ENOTDIR);
+    assert_eq!(c.stat("/f/x"), Err(ENOTDIR));
+    assert_eq!(c.stat("/f/x/y"), Err(ENOTDIR));
+    assert_eq!(c.stat("/no/x/y"), Err(ENOENT));
+
+    // Unlink.
+    assert_eq!(c.err(StorageOp::Unlink { path: b"/d".to_vec() }), EISDIR);
+    assert_eq!(c.err(StorageOp::Unlink { path: b"/".to_vec() }), EISDIR);
+    assert_eq!(c.err(StorageOp::Unlink { path: b"/nope".to_vec() }), ENOENT);
+    c.done(StorageOp::Unlink { path: b"/f".to_vec() });
+    assert_eq!(c.stat("/f"), Err(ENOENT));
+    assert_eq!(c.read("/f", 0, 1), Err(ENOENT));
+    // A new file at the same path is a new, empty file.
+    let again = c.create("/f");
+    assert_ne!(again.ino, a.ino);
+    assert_eq!(c.read("/f", 0, 100).unwrap(), b"");
+
+    // Fsync of files and directories.
+    c.done(StorageOp::Fsync { path: b"/big".to_vec() });
+    c.done(StorageOp::Fsync { path: b"/d".to_vec() });
+    assert_eq!(c.err(StorageOp::Fsync { path: b"/nope".to_vec() }), ENOENT);
+}
+
+#[test]
+fn directories_and_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "demo");
+
+    let d = c.mkdir("/a");
+    assert_eq!((d.kind, d.mode), (FileKind::Dir, 0o755));
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/a".to_vec(), mode: 0o755 }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/".to_vec(), mode: 0o755 }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/x/y".to_vec(), mode: 0o755 }), ENOENT);
+    c.mkdir("/a/b");
+    c.create("/a/b/f");
+    c.write("/a/b/f", 0, b"deep");
+    c.create("/file");
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/file".to_vec(), mode: 0o755 }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/file/x".to_vec(), mode: 0o755 }), ENOTDIR);
+
+    // Rmdir.
+    assert_eq!(c.err(StorageOp::Rmdir { path: b"/a".to_vec() }), ENOTEMPTY);
+    assert_eq!(c.err(StorageOp::Rmdir { path: b"/file".to_vec() }), ENOTDIR);
+    assert_eq!(c.err(StorageOp::Rmdir { path: b"/nope".to_vec() }), ENOENT);
+    let e = c.err(StorageOp::Rmdir { path: b"/".to_vec() });
+    assert!(e == 16 || e == EINVAL, "{e}");
+    c.mkdir("/empty");
+    c.done(StorageOp::Rmdir { path: b"/empty".to_vec() });
+    assert_eq!(c.stat("/empty"), Err(ENOENT));
+
+    // Readdir.
+    assert_eq!(c.ls("/", 100), ["a", "file"]);
+    assert_eq!(c.ls("/a", 100), ["b"]);
+    assert_eq!(c.call(StorageOp::Readdir { path: b"/file".to_vec(), cookie: 0, max: 10 }), StorageReply::Error(ENOTDIR));
+    assert_eq!(c.call(StorageOp::Readdir { path: b"/nope".to_vec(), cookie: 0, max: 10 }), StorageReply::Error(ENOENT));
+    let (entries, more) = c.readdir_page("/a", 0, 10);
+    assert!(!more);
+    assert_eq!(entries[0].kind, FileKind::Dir);
+    assert_eq!(entries[0].ino, c.stat("/a/b").unwrap().ino);
+
+    // Rename of a file, keeping its inode and bytes.
+    let f = c.stat("/a/b/f").unwrap();
+    c.done(StorageOp::Rename { from: b"/a/b/f".to_vec(), to: b"/g".to_vec() });
+    assert_eq!(c.stat("/a/b/f"), Err(ENOENT));
+    assert_eq!(c.stat("/g").unwrap().ino, f.ino);
+    assert_eq!(c.read("/g", 0, 10).unwrap(), b"deep");
+    // Same path: nothing happens.
+    c.done(StorageOp::Rename { from: b"/g".to_vec(), to: b"/g".to_vec() });
+    assert_eq!(c.err(StorageOp::Rename { from: b"/nope".to_vec(), to: b"/nope".to_vec() }), ENOENT);
+    // File over file replaces it.
+    c.write("/file", 0, b"old");
+    c.done(StorageOp::Rename { from: b"/g".to_vec(), to: b"/file".to_vec() });
+    assert_eq!(c.read("/file", 0, 10).unwrap(), b"deep");
+    assert_eq!(c.stat("/g"), Err(ENOENT));
+    // File over directory, directory over file.
+    assert_eq!(c.err(StorageOp::Rename { from: b"/file".to_vec(), to: b"/a".to_vec() }), EISDIR);
+    assert_eq!(c.err(StorageOp::Rename { from: b"/a".to_vec(), to: b"/file".to_vec() }), ENOTDIR);
+    // Directory over a non-empty / an empty directory.
+    c.mkdir("/c");
+    c.create("/c/keep");
+    assert_eq!(c.err(StorageOp::Rename { from: b"/a".to_vec(), to: b"/c".to_vec() }), ENOTEMPTY);
+    c.done(StorageOp::Unlink { path: b"/c/keep".to_vec() });
+    // A directory into its own subtree; onto its own ancestor.
+    assert_eq!(c.err(StorageOp::Rename { from: b"/a".to_vec(), to: b"/a/b/z".to_vec() }), EINVAL);
+    assert_eq!(c.err(StorageOp::Rename { from: b"/a/b".to_vec(), to: b"/a".to_vec() }), ENOTEMPTY);
+    assert_eq!(c.err(StorageOp::Rename { from: b"/nope".to_vec(), to: b"/x".to_vec() }), ENOENT);
+    assert_eq!(c.err(StorageOp::Rename { from: b"/file".to_vec(), to: b"/nope/x".to_vec() }), ENOENT);
+    assert_eq!(c.err(StorageOp::Rename { from: b"/file".to_vec(), to: b"/file/x".to_vec() }), ENOTDIR);
+    // Rename of a directory moves its subtree.
+    c.create("/a/b/f2");
+    c.write("/a/b/f2", 0, b"moved along");
+    c.mkdir("/a/b/sub");
+    c.done(StorageOp::Rename { from: b"/a".to_vec(), to: b"/c".to_vec() });
+    assert_eq!(c.stat("/a"), Err(ENOENT));
+    assert_eq!(c.stat("/a/b/f2"), Err(ENOENT));
+    assert_eq!(c.read("/c/b/f2", 0, 100).unwrap(), b"moved along");
+    assert_eq!(c.stat("/c/b/sub").unwrap().kind, FileKind::Dir);
+    assert_eq!(c.ls("/c/b", 100), ["f2", "sub"]);
+    assert_eq!(c.ls("/", 100), ["file", "c"]);
+    // And the moved tree behaves normally: rmdir, unlink, new files.
+    c.done(StorageOp::Rmdir { path: b"/c/b/sub".to_vec() });
+    c.done(StorageOp::Unlink { path: b"/c/b/f2".to_vec() });
+    c.done(StorageOp::Rmdir { path: b"/c/b".to_vec() });
+    assert_eq!(c.ls("/c", 100), Vec::<String>::new());
+    c.create("/c/new");
+    assert_eq!(c.ls("/c", 100), ["new"]);
+    // `/` cannot be renamed.
+    assert_eq!(c.err(StorageOp::Rename { from: b"/".to_vec(), to: b"/x".to_vec() }), 16);
+}
+
+#[test]
+fn readdir_pages_with_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "pages");
+    c.mkdir("/d");
+    let names: Vec<String> = (0..50).map(|i| format!("file-{i:02}")).collect();
+    for n in &names {
+        c.create(&format!("/d/{n}"));
+    }
+    assert_eq!(c.ls("/d", 7), names);
+    // Pages are at most `max` long and say whether more follow.
+    let (first, more) = c.readdir_page("/d", 0, 7);
+    assert_eq!((first.len(), more), (7, true));
+    // Removing an entry already returned does not disturb the continuation.
+    c.done(StorageOp::Unlink { path: format!("/d/{}", names[0]).into_bytes() });
+    let (second, _) = c.readdir_page("/d", first.last().unwrap().cookie, 7);
+    let got: Vec<&[u8]> = second.iter().map(|e| e.name.as_slice()).collect();
+    let want: Vec<&[u8]> = names[7..14].iter().map(|n| n.as_bytes()).collect();
+    assert_eq!(got, want);
+    // The last page.
+    let (last, more) = c.readdir_page("/d", second.last().unwrap().cookie, 1000);
+    assert_eq!((last.len(), more), (36, false));
+    // max 0 makes no sense.
+    assert_eq!(c.err(StorageOp::Readdir { path: b"/d".to_vec(), cookie: 0, max: 0 }), EINVAL);
+}
+
+#[test]
+fn readdir_caps_at_max_dirents() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "many");
+    let n = MAX_DIRENTS + 5;
+    for i in 0..n {
+        c.create(&format!("/{i}"));
+    }
+    let (entries, more) = c.readdir_page("/", 0, u32::MAX);
+    assert_eq!((entries.len(), more), (MAX_DIRENTS, true));
+    assert_eq!(c.ls("/", u32::MAX).len(), n);
+}
+
+#[test]
+fn vnodes_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut a = Client::new(&h, "a");
+    let mut b = Client::new(&h, "b");
+    let secret = a.create("/secret");
+    a.write("/secret", 0, b"for a only");
+    a.mkdir("/private");
+    b.create("/mine");
+    assert_eq!(b.stat("/secret"), Err(ENOENT));
+    assert_eq!(b.read("/secret", 0, 100), Err(ENOENT));
+    assert_eq!(b.err(StorageOp::Write { path: b"/secret".to_vec(), offset: 0, data: b"x".to_vec() }), ENOENT);
+    assert_eq!(b.err(StorageOp::Unlink { path: b"/secret".to_vec() }), ENOENT);
+    assert_eq!(b.err(StorageOp::Rename { from: b"/secret".to_vec(), to: b"/stolen".to_vec() }), ENOENT);
+    assert_eq!(b.ls("/", 100), ["mine"]);
+    assert_eq!(a.ls("/", 100), ["secret", "private"]);
+    // The same inode number in another vNode is another file.
+    let theirs = b.create("/secret");
+    assert_eq!(b.read("/secret", 0, 100).unwrap(), b"");
+    b.write("/secret", 0, b"b's");
+    assert_eq!(a.read("/secret", 0, 100).unwrap(), b"for a only");
+    assert_eq!(a.stat("/secret").unwrap().ino, secret.ino);
+    let _ = theirs;
+    // Hand-made requests trying to reach the other vNode, or the host, through the path or the
+    // vNode name.
+    for path in ["/../a/secret", "/../../vnodes/a/data/2", "../a/secret", "/./secret", "//secret", "/secret/"] {
+        assert_eq!(b.read(path, 0, 100), Err(EINVAL), "{path}");
+        assert_eq!(b.stat(path), Err(EINVAL), "{path}");
+    }
+    for vnode in ["", ".", "..", "a/../a", "../a", "a/", "a b", "a\0", &"v".repeat(65)] {
+        let mut evil = Client::new(&h, vnode);
+        assert_eq!(evil.stat("/secret"), Err(EINVAL), "{vnode:?}");
+        assert_eq!(evil.call(StorageOp::Readdir { path: b"/".to_vec(), cookie: 0, max: 10 }), StorageReply::Error(EINVAL));
+    }
+}
+
+#[test]
+fn bad_paths_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "demo");
+    let long_name = format!("/{}", "n".repeat(MAX_NAME + 1));
+    let ok_name = format!("/{}", "n".repeat(MAX_NAME));
+    let long_path: String = "/x".repeat(MAX_PATH / 2 + 1);
+    assert!(long_path.len() > MAX_PATH);
+    assert_eq!(c.stat(&long_name), Err(ENAMETOOLONG));
+    assert_eq!(c.err(StorageOp::Create { path: long_name.clone().into(), mode: 0o644, exclusive: true, truncate: false }), ENAMETOOLONG);
+    assert_eq!(c.err(StorageOp::Mkdir { path: long_path.clone().into(), mode: 0o755 }), ENAMETOOLONG);
+    assert_eq!(c.err(StorageOp::Rename { from: b"/x".to_vec(), to: long_name.clone().into() }), ENAMETOOLONG);
+    c.create(&ok_name);
+    assert_eq!(c.stat(&ok_name).unwrap().size, 0);
+    for bad in [&b"/a/../b"[..], b"/a\0b", b"relative", b"", b"/a//b", b"/.", b"/a/.."] {
+        let path = bad.to_vec();
+        assert_eq!(c.err(StorageOp::Stat { path: path.clone() }), EINVAL, "{bad:?}");
+        assert_eq!(c.err(StorageOp::Create { path: path.clone(), mode: 0o644, exclusive: true, truncate: false }), EINVAL);
+        assert_eq!(c.err(StorageOp::Unlink { path: path.clone() }), EINVAL);
+        assert_eq!(c.err(StorageOp::Rename { from: ok_name.clone().into(), to: path.clone() }), EINVAL);
+        assert_eq!(c.err(StorageOp::Rename { from: path.clone(), to: b"/y".to_vec() }), EINVAL);
+    }
+    // Nothing was created by the refused requests.
+    let names = c.ls("/", 100);
+    assert_eq!(names, [ok_name[1..].to_string()]);
+}
+
+fn raw(h: &Handle) -> TcpStream {
+    let mut s = TcpStream::connect(h.addr()).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(&Hello::new(ComponentKind::Client, CLUSTER).encode()).unwrap();
+    let mut b = [0u8; HELLO_LEN];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(Hello::decode(&b).unwrap().refusal, 0);
+    s
+}
+
+/// The server closed the connection (EOF or reset), without answering.
+fn assert_closed(mut s: TcpStream) {
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection not closed: {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut good = Client::new(&h, "demo");
+    good.create("/f");
+    let mut bad_magic = Header::request(Op::Control, 1, 0, 0, 0).encode();
+    bad_magic[0] ^= 0xff;
+    let mut oversized = Header::request(Op::Control, 1, 0, 0, 0);
+    oversized.len = MAX_CONTROL_LEN as u32 + 1;
+    let garbage: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
+    for bytes in [bad_magic.to_vec(), oversized.encode().to_vec(), garbage] {
+        let mut s = raw(&h);
+        s.write_all(&bytes).unwrap();
+        assert_closed(s);
+        assert!(good.stat("/f").is_ok(), "the other connection still works");
+    }
+    // A well-formed frame whose body is not a request gets an error reply, not a hang-up.
+    for body in [vec![0xffu8; 16], vec![], encode(&StorageReply::Done)] {
+        let reply: StorageReply = decode(&good.t.call(0, &body).unwrap()).unwrap();
+        assert_eq!(reply, StorageReply::Error(EINVAL));
+    }
+    // A request whose inner lengths lie (a path claiming 2^40 bytes) is refused without harm.
+    let mut lying = encode(&StorageRequest { vnode: "demo".into(), op: StorageOp::Stat { path: b"/f".to_vec() } });
+    let n = lying.len();
+    lying[n - 10..n - 2].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let reply: StorageReply = decode(&good.t.call(0, &lying).unwrap()).unwrap();
+    assert_eq!(reply, StorageReply::Error(EINVAL));
+    // Page requests make no sense to a storage server.
+    let mut s = raw(&h);
+    s.write_all(&Header::request(Op::Fetch, 5, 1, 0x1000, 0).encode()).unwrap();
+    let mut b = [0u8; HEADER_LEN];
+    s.read_exact(&mut b).unwrap();
+    let r = Header::decode(&b).unwrap();
+    assert_eq!((r.seq, r.status, r.len), (5, Status::BadRequest, 0));
+    assert_eq!(good.read("/f", 0, 10).unwrap(), b"");
+}
+
+#[test]
+fn handshakes_from_other_clusters_and_kinds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let addr = h.addr().to_string();
+    for me in [Hello::new(ComponentKind::Processor, CLUSTER + 1), Hello::new(ComponentKind::Storage, CLUSTER)] {
+        match TcpTransport::connect(&addr, me, TIMEOUT) {
+            Err(lego_proto::ProtoError::Refused(m)) => assert!(m.contains("storage-server"), "{m}"),
+            Err(e) => panic!("not a refusal: {e}"),
+            Ok(_) => panic!("accepted {me:?}"),
+        }
+    }
+    // pComponents, mem-servers (which forward their vNodes' file requests) and clients are welcome.
+    for kind in [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client] {
+        let t = TcpTransport::connect(&addr, Hello::new(kind, CLUSTER), TIMEOUT).unwrap();
+        Client { t, vnode: "demo".into() }.stat("/").unwrap();
+    }
+}
+
+#[test]
+fn restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "demo");
+    c.mkdir("/d");
+    c.create("/d/f");
+    c.write("/d/f", 0, b"persistent");
+    c.create("/gone");
+    c.write("/gone", 0, b"bye");
+    c.done(StorageOp::Fsync { path: b"/gone".to_vec() });
+    c.done(StorageOp::Unlink { path: b"/gone".to_vec() });
+    let before = c.stat("/d/f").unwrap();
+    drop(c);
+    h.shutdown();
+
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "demo");
+    assert_eq!(c.stat("/d/f").unwrap(), before);
+    assert_eq!(c.read("/d/f", 0, 100).unwrap(), b"persistent");
+    assert_eq!(c.stat("/gone"), Err(ENOENT));
+    assert_eq!(c.ls("/", 10), ["d"]);
+    // New inode numbers do not collide with the old ones.
+    let n = c.create("/new");
+    assert!(n.ino > before.ino);
+    // Exactly the two live files have host files.
+    let data = dir.path().join("vnodes/demo/data");
+    assert_eq!(std::fs::read_dir(data).unwrap().count(), 2);
+}
