@@ -51,7 +51,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
 }
 
 fn syscall(iterations: u64, rounds: usize, memory: &MemoryArgs) -> anyhow::Result<()> {
-    let (memory, _embedded) = memory.config(1 << 30)?;
+    let (memory, _embedded) = memory.config(1 << 30, None)?;
     let f = lego_vmm::bench::syscall(iterations, rounds, &memory).context("syscall benchmark")?;
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
     let ratio = us(f.forwarded_getpid) / us(f.bare_exit);
@@ -65,7 +65,7 @@ fn syscall(iterations: u64, rounds: usize, memory: &MemoryArgs) -> anyhow::Resul
 }
 
 fn fault(pages: u64, lines: u64, seed: u64, memory: &MemoryArgs) -> anyhow::Result<()> {
-    let (memory, _embedded) = memory.config(4 * (pages + lines) * 4096 + (512 << 20))?;
+    let (memory, _embedded) = memory.config(4 * (pages + lines) * 4096 + (512 << 20), None)?;
     let f = lego_vmm::bench::fault(pages, lines, &memory, seed).context("fault benchmark")?;
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
     let limit_p50 = us(f.local_fault.p50) + us(f.raw_rtt.p50);

@@ -2,6 +2,7 @@
 //! call the component libraries.
 
 mod bench;
+mod image;
 mod mem_server;
 mod memory;
 mod run;
@@ -29,6 +30,11 @@ enum Command {
     MemServer(mem_server::MemServerArgs),
     /// Run a storage server (sComponent).
     StorageServer(storage_server::StorageServerArgs),
+    /// Put guest images into a vNode's storage, and list them.
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
     /// Measure the vNode execution and memory paths.
     Bench {
         #[command(subcommand)]
@@ -47,6 +53,13 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::MemServer(args) => mem_server::run(args),
         Command::StorageServer(args) => storage_server::run(args),
+        Command::Image { cmd } => match image::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lego image: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench { which } => match bench::run(which) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -48,12 +48,16 @@ pub struct MemoryArgs {
 pub type Embedded = Option<mem_server::Handle>;
 
 impl MemoryArgs {
-    /// The VMM's memory configuration, starting an embedded mem-server of `capacity` bytes when
-    /// no server was named (keep the returned handle alive as long as the vNode runs).
-    pub fn config(&self, capacity: u64) -> anyhow::Result<(MemoryConfig, Embedded)> {
+    /// The VMM's memory configuration, starting an embedded mem-server of `capacity` bytes (in
+    /// front of the storage server `storage`, if any) when no server was named (keep the
+    /// returned handle alive as long as the vNode runs).
+    pub fn config(&self, capacity: u64, storage: Option<&str>) -> anyhow::Result<(MemoryConfig, Embedded)> {
         let (servers, embedded) = if self.mem_server.is_empty() {
-            let server = mem_server::MemServer::bind(mem_server::Config::new("127.0.0.1:0", capacity, self.cluster))
-            .context("starting the embedded mem-server")?;
+            let config = mem_server::Config {
+                storage: storage.map(str::to_string),
+                ..mem_server::Config::new("127.0.0.1:0", capacity, self.cluster)
+            };
+            let server = mem_server::MemServer::bind(config).context("starting the embedded mem-server")?;
             let handle = server.spawn().context("starting the embedded mem-server")?;
             (vec![handle.addr().to_string()], Some(handle))
         } else {

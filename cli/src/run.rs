@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use lego_vmm::fault::signal_name;
 use lego_vmm::process::Termination;
-use lego_vmm::{syscall::names, Program, RunReport, Vnode, VnodeConfig, VmmError};
+use lego_vmm::fs::remote::cache_server;
+use lego_vmm::{syscall::names, Files, Program, RunReport, Vnode, VnodeConfig, VmmError};
 
 use crate::memory::MemoryArgs;
 use crate::size::parse_size;
@@ -32,6 +33,10 @@ pub struct RunArgs {
     /// program uses cannot leave it.
     #[arg(long)]
     root: Option<PathBuf>,
+    /// Storage server holding the vNode's files (its mount for --vnode), reached through the
+    /// buffer cache of a mem-server; PROGRAM is then a path in that mount.
+    #[arg(long, value_name = "ADDR", conflicts_with = "root")]
+    storage_server: Option<String>,
     /// Print every system call, its arguments and result to stderr, strace-style.
     #[arg(long)]
     trace_syscalls: bool,
@@ -50,17 +55,24 @@ pub struct RunArgs {
 
 /// Runs the program; the exit code is the program's own status.
 pub fn run(args: RunArgs) -> ExitCode {
-    let (memory, _embedded) = match args.memory.config(args.mem) {
+    let (memory, _embedded) = match args.memory.config(args.mem, args.storage_server.as_deref()) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("lego: {e:#}");
             return ExitCode::from(STATUS_VMM_FAILURE);
         }
     };
+    let files = match args.storage_server {
+        Some(storage) => Files::Remote {
+            cache: cache_server(&memory.servers, &args.vnode).unwrap_or_default().to_string(),
+            storage,
+        },
+        None => Files::HostDir(args.root.unwrap_or_else(lego_vmm::vnode::default_root)),
+    };
     let config = VnodeConfig {
         name: args.vnode,
         mem_size: args.mem,
-        root: args.root.unwrap_or_else(lego_vmm::vnode::default_root),
+        files,
         trace_syscalls: args.trace_syscalls,
         memory,
     };

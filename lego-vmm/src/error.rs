@@ -35,6 +35,9 @@ pub enum VmmError {
     /// A mem-server could not be reached, refused, or failed while the process ran.
     #[error("memory server: {0}")]
     MemoryServer(String),
+    /// The vNode's remote files could not be reached.
+    #[error("storage: {0}")]
+    Storage(String),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -32,4 +32,4 @@ pub mod user_mem;
 pub mod vnode;
 
 pub use error::VmmError;
-pub use vnode::{Program, RunReport, Vnode, VnodeConfig};
+pub use vnode::{Files, Program, RunReport, Vnode, VnodeConfig};

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use crate::error::VmmError;
 use crate::excache::{kick_signal, CacheStats, MemoryConfig};
 use crate::fault::{self, Frame};
 use crate::fdtable::{Backing, FdTable, OpenFile};
-use crate::fs::{hostdir::HostDir, FileSystem};
+use crate::fs::{hostdir::HostDir, remote::RemoteFs, FileSystem};
 use crate::layout::{PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
@@ -25,6 +26,21 @@ use crate::stack::{self, AuxInfo};
 use crate::syscall::{self, Cpu};
 use lego_proto::vma::VmaKind;
 
+/// Where a vNode's files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Files {
+    /// A host directory the program cannot leave (quick local use); the program is a host path.
+    HostDir(PathBuf),
+    /// The vNode's own mount on a storage server, through the buffer cache of the mem-server at
+    /// `cache`; the program is a path in that mount.
+    Remote {
+        /// The mem-server caching the vNode's files.
+        cache: String,
+        /// The storage server behind it.
+        storage: String,
+    },
+}
+
 /// How to build a vNode.
 #[derive(Debug, Clone)]
 pub struct VnodeConfig {
@@ -32,8 +48,8 @@ pub struct VnodeConfig {
     pub name: String,
     /// Bytes of user memory (the guest's address space).
     pub mem_size: u64,
-    /// Host directory holding the vNode's files.
-    pub root: PathBuf,
+    /// Where the vNode's files are.
+    pub files: Files,
     /// Print every system call to stderr, strace-style.
     pub trace_syscalls: bool,
     /// Where the memory lives and how much of it may be resident.
@@ -83,15 +99,26 @@ impl Vnode {
     /// Validates and loads `program` into a new vNode.
     pub fn new(config: &VnodeConfig, program: &Program) -> Result<Vnode, VmmError> {
         let shown = program.path.display().to_string();
-        let bytes = std::fs::read(&program.path).map_err(|source| VmmError::Program { path: shown.clone(), source })?;
+        let fs: Arc<dyn FileSystem> = match &config.files {
+            Files::HostDir(root) => {
+                Arc::new(HostDir::new(root).map_err(|e| VmmError::Config(format!("vNode root {}: {e}", root.display())))?)
+            }
+            Files::Remote { cache, storage } => Arc::new(
+                RemoteFs::connect(cache, storage, &config.name, config.memory.cluster, config.memory.timeout)
+                    .map_err(VmmError::Storage)?,
+            ),
+        };
+        let program_error = |source| VmmError::Program { path: shown.clone(), source };
+        let bytes = match &config.files {
+            Files::HostDir(_) => std::fs::read(&program.path).map_err(program_error)?,
+            Files::Remote { .. } => read_whole(fs.as_ref(), program.path.as_os_str().as_bytes()).map_err(program_error)?,
+        };
         let info = elf::parse(&bytes, config.mem_size).map_err(|source| VmmError::BadElf { path: shown.clone(), source })?;
         // The state layer applies the guest's umask; the host's must not apply a second time.
         // SAFETY: umask only changes this process's file-creation mask.
         unsafe { libc::umask(0) };
-        let fs = HostDir::new(&config.root)
-            .map_err(|e| VmmError::Config(format!("vNode root {}: {e}", config.root.display())))?;
         let execfn = program.argv.first().cloned().unwrap_or_else(|| shown.clone().into_bytes());
-        Vnode::create(config, Arc::new(fs), Image::Elf { info, bytes: &bytes }, program, &execfn)
+        Vnode::create(config, fs, Image::Elf { info, bytes: &bytes }, program, &execfn)
     }
 
     pub(crate) fn create(
@@ -312,6 +339,18 @@ fn install_stdio(fds: &mut FdTable) {
         // fd < 3 is within any descriptor limit.
         let _ = fds.install(fd as u64, file, false);
     }
+}
+
+/// All of the file at vNode path `path`, read through `fs` (the program of a vNode whose files
+/// are remote).
+fn read_whole(fs: &dyn FileSystem, path: &[u8]) -> std::io::Result<Vec<u8>> {
+    let errno = |e: Errno| std::io::Error::from_raw_os_error(e.0);
+    let file = fs.open(path, libc::O_RDONLY, 0).map_err(errno)?;
+    let size = file.stat().map_err(errno)?.size;
+    let mut bytes = vec![0u8; usize::try_from(size).map_err(|_| errno(Errno::EFBIG))?];
+    let n = file.read_at(&mut bytes, 0).map_err(errno)?;
+    bytes.truncate(n);
+    Ok(bytes)
 }
 
 /// The default vNode root: the current directory.

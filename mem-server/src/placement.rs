@@ -28,7 +28,7 @@ mod tests {
     use super::*;
 
     fn stat(capacity_pages: u64, used_pages: u64, vregions: u64, requests: u64) -> ServerStat {
-        ServerStat { capacity_pages, used_pages, vregions, homed: 0, requests }
+        ServerStat { capacity_pages, used_pages, vregions, requests, ..ServerStat::default() }
     }
 
     #[test]

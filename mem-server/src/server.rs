@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// The buffer cache and the storage server behind it, under one lock: a miss or write-back
     /// holds it while storage answers.
     files: Mutex<(BufferCache, StorageLink)>,
+    /// The storage server's address, for statistics (without waiting on `files`).
+    storage: Option<String>,
     homes: Mutex<HashMap<u64, Arc<Mutex<HomeProcess>>>>,
     peers: Peers,
     requests: AtomicU64,
@@ -53,7 +55,8 @@ impl Shared {
         Shared {
             me: Hello::new(ComponentKind::Memory, cluster),
             owner: Mutex::new(Owner::new(capacity_pages)),
-            files: Mutex::new((BufferCache::new(buffer_cache_bytes), StorageLink::new(storage, cluster))),
+            files: Mutex::new((BufferCache::new(buffer_cache_bytes), StorageLink::new(storage.clone(), cluster))),
+            storage,
             homes: Mutex::new(HashMap::new()),
             peers: Peers::new(cluster),
             requests: AtomicU64::new(0),
@@ -71,6 +74,7 @@ impl Shared {
             vregions,
             homed: lock(&self.homes).len() as u64,
             requests: self.requests.load(Ordering::Relaxed),
+            storage: self.storage.clone(),
         }
     }
 

@@ -144,6 +144,8 @@ pub struct ServerStat {
     pub homed: u64,
     /// Requests served since start.
     pub requests: u64,
+    /// The storage server behind this server's buffer cache, if any.
+    pub storage: Option<String>,
 }
 
 /// A control request.

@@ -14,7 +14,7 @@ use crate::excache::MemoryConfig;
 use crate::layout::BENCH_PORT;
 use crate::fs::hostdir::HostDir;
 use crate::process::Termination;
-use crate::vnode::{Image, Program, Vnode, VnodeConfig};
+use crate::vnode::{Files, Image, Program, Vnode, VnodeConfig};
 
 const LOAD_AT: u64 = 0x40_0000;
 /// Address space of benchmark vNodes.
@@ -45,11 +45,11 @@ pub(crate) fn code_vnode(code: &[u8], iopl3: bool, iterations: u64, memory: &Mem
     let config = VnodeConfig {
         name: "bench".into(),
         mem_size: BENCH_MEM,
-        root: std::env::temp_dir(),
+        files: Files::HostDir(std::env::temp_dir()),
         trace_syscalls: false,
         memory: memory.clone(),
     };
-    let fs = HostDir::new(&config.root).map_err(|e| VmmError::Config(e.to_string()))?;
+    let fs = HostDir::new(&std::env::temp_dir()).map_err(|e| VmmError::Config(e.to_string()))?;
     let program = Program { path: "bench".into(), argv: Vec::new(), envp: Vec::new() };
     let mut vnode = Vnode::create(&config, Arc::new(fs), Image::Code { code, load_at: LOAD_AT, iopl3 }, &program, b"bench")?;
     let vcpu = vnode.vcpu_mut();

@@ -8,6 +8,7 @@
 //! can be stateless (the storage issue puts one behind a network).
 
 pub mod hostdir;
+pub mod remote;
 
 use crate::errno::SysResult;
 

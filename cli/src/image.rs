@@ -1,0 +1,247 @@
+//! `lego image`: guest images in a vNode's storage mount.
+//!
+//! `push` copies a host directory or a tar archive into the mount, straight to the storage
+//! server (each file created, written in `MAX_IO` pieces and fsync'd, so a pushed image survives
+//! a storage-server crash); `ls` lists the mount. Push while no program of that vNode runs: a
+//! mem-server caching the vNode's files would not see the new contents of files it holds.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::storage::{self, errno, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
+use lego_proto::transport::TcpTransport;
+
+/// `lego image` subcommands.
+#[derive(clap::Subcommand)]
+pub enum ImageCmd {
+    /// Copy a directory or a .tar archive into a vNode's storage mount.
+    Push {
+        /// Host directory, or tar archive, whose contents become the vNode's `/`.
+        source: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List a vNode's storage mount, recursively, with sizes.
+    Ls {
+        /// Directory to list.
+        #[arg(default_value = "/")]
+        path: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which vNode, on which storage server.
+#[derive(clap::Args)]
+pub struct Target {
+    /// The vNode whose mount to use.
+    #[arg(long)]
+    vnode: String,
+    /// The storage server.
+    #[arg(long, value_name = "ADDR")]
+    storage_server: String,
+    /// Cluster id presented to the storage server.
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
+    cluster: u64,
+}
+
+/// A connection to one vNode's mount.
+struct Mount {
+    conn: TcpTransport,
+    vnode: String,
+}
+
+impl Mount {
+    fn open(t: &Target) -> anyhow::Result<Mount> {
+        if storage::check_vnode(&t.vnode).is_err() {
+            bail!("vNode name {:?} must be 1-64 bytes of [A-Za-z0-9._-]", t.vnode);
+        }
+        let hello = Hello::new(ComponentKind::Client, t.cluster);
+        let conn = TcpTransport::connect(&t.storage_server, hello, Duration::from_secs(30))
+            .with_context(|| format!("storage server {}", t.storage_server))?;
+        Ok(Mount { conn, vnode: t.vnode.clone() })
+    }
+
+    /// One request; an errno answer is `Err(errno)`, a transport failure an error.
+    fn op(&mut self, op: StorageOp) -> anyhow::Result<Result<StorageReply, i32>> {
+        let req = StorageRequest { vnode: self.vnode.clone(), op };
+        Ok(match storage::call(&mut self.conn, &req)? {
+            StorageReply::Error(e) => Err(e),
+            r => Ok(r),
+        })
+    }
+
+    fn must(&mut self, what: &str, path: &[u8], op: StorageOp) -> anyhow::Result<StorageReply> {
+        self.op(op)?.map_err(|e| {
+            anyhow::anyhow!("{what} {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e))
+        })
+    }
+
+    fn mkdir(&mut self, path: &[u8], mode: u32) -> anyhow::Result<()> {
+        match self.op(StorageOp::Mkdir { path: path.to_vec(), mode })? {
+            Ok(_) | Err(errno::EEXIST) => Ok(()),
+            Err(e) => bail!("mkdir {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    fn put(&mut self, path: &[u8], mode: u32, mut data: impl Read) -> anyhow::Result<u64> {
+        self.must("create", path, StorageOp::Create { path: path.to_vec(), mode, exclusive: false, truncate: true })?;
+        let mut buf = vec![0u8; MAX_IO];
+        let mut offset = 0u64;
+        loop {
+            let n = read_full(&mut data, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            self.must("write", path, StorageOp::Write { path: path.to_vec(), offset, data: buf[..n].to_vec() })?;
+            offset += n as u64;
+        }
+        self.must("fsync", path, StorageOp::Fsync { path: path.to_vec() })?;
+        Ok(offset)
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The vNode path of `rel` (a relative path inside the image), checked.
+fn vnode_path(rel: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = storage::normalize(b"/", rel.as_os_str().as_bytes());
+    if let Err(e) = storage::check_path(&p) {
+        bail!("{}: {}", rel.display(), std::io::Error::from_raw_os_error(e));
+    }
+    Ok(p)
+}
+
+/// Runs an image command.
+pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
+    match cmd {
+        ImageCmd::Push { source, target } => push(&source, &target),
+        ImageCmd::Ls { path, target } => ls(&path, &target),
+    }
+}
+
+fn push(source: &Path, target: &Target) -> anyhow::Result<()> {
+    let mut m = Mount::open(target)?;
+    let (mut files, mut bytes, mut skipped) = (0u64, 0u64, Vec::new());
+    let meta = std::fs::metadata(source).with_context(|| format!("{}", source.display()))?;
+    if meta.is_dir() {
+        push_dir(&mut m, source, Path::new(""), &mut files, &mut bytes, &mut skipped)?;
+    } else {
+        let f = std::fs::File::open(source).with_context(|| format!("{}", source.display()))?;
+        let mut archive = tar::Archive::new(f);
+        for entry in archive.entries().with_context(|| format!("reading {} as a tar archive", source.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", source.display()))?;
+            let rel = entry.path()?.into_owned();
+            let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+            let path = vnode_path(&rel)?;
+            match entry.header().entry_type() {
+                tar::EntryType::Directory => mkdir_all(&mut m, &path, mode)?,
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    if let Some(parent) = rel.parent() {
+                        mkdir_all(&mut m, &vnode_path(parent)?, 0o755)?;
+                    }
+                    bytes += m.put(&path, mode, entry)?;
+                    files += 1;
+                }
+                _ => skipped.push(rel.display().to_string()),
+            }
+        }
+    }
+    println!("pushed {files} files ({bytes} bytes) into vNode {} on {}", target.vnode, target.storage_server);
+    if !skipped.is_empty() {
+        println!("skipped (remote storage holds only files and directories): {}", skipped.join(", "));
+    }
+    Ok(())
+}
+
+/// Creates `path` and its missing parents.
+fn mkdir_all(m: &mut Mount, path: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut at = 0;
+    while let Some(i) = path[at + 1..].iter().position(|&b| b == b'/').map(|i| i + at + 1) {
+        m.mkdir(&path[..i], 0o755)?;
+        at = i;
+    }
+    if path != b"/" {
+        m.mkdir(path, mode)?;
+    }
+    Ok(())
+}
+
+fn push_dir(
+    m: &mut Mount,
+    root: &Path,
+    rel: &Path,
+    files: &mut u64,
+    bytes: &mut u64,
+    skipped: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join(rel);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let rel = rel.join(e.file_name());
+        let meta = std::fs::symlink_metadata(e.path())?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let path = vnode_path(&rel)?;
+        if meta.is_dir() {
+            m.mkdir(&path, mode)?;
+            push_dir(m, root, &rel, files, bytes, skipped)?;
+        } else if meta.is_file() {
+            let f = std::fs::File::open(e.path()).with_context(|| format!("{}", e.path().display()))?;
+            *bytes += m.put(&path, mode, f)?;
+            *files += 1;
+        } else {
+            skipped.push(rel.display().to_string());
+        }
+    }
+    Ok(())
+}
+
+fn ls(path: &str, target: &Target) -> anyhow::Result<()> {
+    let mut m = Mount::open(target)?;
+    let root = vnode_path(Path::new(path))?;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let mut cookie = 0;
+        let mut children = Vec::new();
+        loop {
+            let op = StorageOp::Readdir { path: dir.clone(), cookie, max: MAX_DIRENTS as u32 };
+            let StorageReply::Entries { entries, more } = m.must("readdir", &dir, op)? else { bail!("unexpected readdir answer") };
+            cookie = entries.last().map_or(cookie, |e| e.cookie);
+            children.extend(entries);
+            if !more {
+                break;
+            }
+        }
+        for e in children {
+            let mut p = dir.clone();
+            if p != b"/" {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&e.name);
+            let StorageReply::Attr(a) = m.must("stat", &p, StorageOp::Stat { path: p.clone() })? else {
+                bail!("unexpected stat answer")
+            };
+            let kind = if a.kind == FileKind::Dir { 'd' } else { '-' };
+            println!("{kind}{:04o} {:>12} {}", a.mode, a.size, String::from_utf8_lossy(&p));
+            if a.kind == FileKind::Dir {
+                stack.push(p);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! A vNode's files on remote storage (LegoOS §4.5): every file system call becomes one stateless
+//! request (vNode, full path, offset) to the mem-server whose buffer cache holds the file, which
+//! answers from its cache or asks the storage server.
+//!
+//! The state layer keeps descriptors and offsets; a [`RemoteFile`] is only a normalised path.
+//! Paths are normalised here, lexically, with `..` stopping at the vNode's root as in a chroot,
+//! so no path can name anything outside the vNode's mount; the storage server checks again.
+//! Remote storage has no symbolic links.
+//!
+//! Failure: once the connection to the caching mem-server fails, the data it held but had not
+//! written back is gone, so every later file call of the process answers `EIO` rather than
+//! reading around the loss.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::mm::{decode, encode, Reply, Request};
+use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
+use lego_proto::transport::{TcpTransport, Transport};
+
+use super::{DirEntry, File, FileSystem, Stat, Timespec};
+use crate::errno::{Errno, SysResult};
+
+/// The connection to the mem-server caching the vNode's files.
+struct Link {
+    vnode: String,
+    conn: Mutex<Option<TcpTransport>>,
+    server: String,
+}
+
+impl Link {
+    /// Sends one request; a broken connection is `EIO` now and for every later call.
+    fn call(&self, request: &Request) -> SysResult<StorageReply> {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let conn = guard.as_mut().ok_or(Errno::EIO)?;
+        match conn.call(0, &encode(request)).and_then(|body| decode::<Reply>(&body)) {
+            Ok(Reply::File(StorageReply::Error(e))) => Err(Errno(e)),
+            Ok(Reply::File(r)) => Ok(r),
+            Ok(other) => {
+                tracing::error!(server = %self.server, "unexpected answer to a file request: {other:?}");
+                Err(Errno::EIO)
+            }
+            Err(e) => {
+                tracing::error!(server = %self.server, "buffer-cache mem-server lost; file calls now fail with EIO: {e}");
+                *guard = None;
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    fn op(&self, op: StorageOp) -> SysResult<StorageReply> {
+        self.call(&Request::File(StorageRequest { vnode: self.vnode.clone(), op }))
+    }
+
+    fn attr(&self, path: &[u8]) -> SysResult<FileAttr> {
+        match self.op(StorageOp::Stat { path: path.to_vec() })? {
+            StorageReply::Attr(a) => Ok(a),
+            _ => Err(Errno::EIO),
+        }
+    }
+}
+
+/// One vNode's files, through the mem-server at `server`.
+pub struct RemoteFs {
+    link: Arc<Link>,
+}
+
+impl RemoteFs {
+    /// Connects to the mem-server at `server` for the files of vNode `vnode`, checking that its
+    /// buffer cache is in front of the storage server at `storage`.
+    pub fn connect(server: &str, storage: &str, vnode: &str, cluster: u64, timeout: Duration) -> Result<RemoteFs, String> {
+        storage::check_vnode(vnode).map_err(|_| format!("vNode name {vnode:?} must be 1-64 bytes of [A-Za-z0-9._-]"))?;
+        let failed = |e: lego_proto::ProtoError| format!("buffer-cache mem-server {server}: {e}");
+        let mut conn = TcpTransport::connect(server, Hello::new(ComponentKind::Processor, cluster), timeout).map_err(failed)?;
+        let stat = conn.call(0, &encode(&Request::Stat)).and_then(|body| decode::<Reply>(&body)).map_err(failed)?;
+        match stat {
+            Reply::Stat(s) if s.storage.as_deref() == Some(storage) => {}
+            Reply::Stat(s) => {
+                return Err(format!(
+                    "mem-server {server} caches files of storage server {}, not {storage} (start it with \
+                     `lego mem-server --storage-server {storage}`)",
+                    s.storage.as_deref().unwrap_or("(none)")
+                ))
+            }
+            other => return Err(format!("mem-server {server} answered {other:?} to a statistics request")),
+        }
+        let link = Link { vnode: vnode.to_string(), conn: Mutex::new(Some(conn)), server: server.to_string() };
+        Ok(RemoteFs { link: Arc::new(link) })
+    }
+}
+
+/// The mem-server among `servers` whose buffer cache holds the files of `vnode`: one per vNode,
+/// so that a rename never moves a file between caches. The global storage manager takes this
+/// choice over once it exists.
+pub fn cache_server<'a>(servers: &'a [String], vnode: &str) -> Option<&'a str> {
+    // FNV-1a: stable across runs and builds, unlike the standard hasher.
+    let h = vnode.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    servers.get((h % servers.len().max(1) as u64) as usize).map(String::as_str)
+}
+
+/// The normalised form of a vNode path, or the errno Linux gives for it.
+fn normal(path: &[u8]) -> SysResult<Vec<u8>> {
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let p = storage::normalize(b"/", path);
+    storage::check_path(&p).map_err(Errno)?;
+    Ok(p)
+}
+
+impl FileSystem for RemoteFs {
+    fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>> {
+        let path = normal(path)?;
+        let access = flags & libc::O_ACCMODE;
+        let attr = if flags & libc::O_CREAT != 0 {
+            let op = StorageOp::Create {
+                path: path.clone(),
+                mode: mode & 0o7777,
+                exclusive: flags & libc::O_EXCL != 0,
+                truncate: flags & libc::O_TRUNC != 0 && access != libc::O_RDONLY,
+            };
+            // O_CREAT on an existing directory is EISDIR from storage, as from Linux.
+            let StorageReply::Attr(a) = self.link.op(op)? else { return Err(Errno::EIO) };
+            a
+        } else {
+            let a = self.link.attr(&path)?;
+            if a.kind == FileKind::File && flags & libc::O_TRUNC != 0 && access != libc::O_RDONLY {
+                self.link.op(StorageOp::Truncate { path: path.clone(), len: 0 })?;
+            }
+            a
+        };
+        if flags & libc::O_DIRECTORY != 0 && attr.kind != FileKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if attr.kind == FileKind::Dir && access != libc::O_RDONLY {
+            return Err(Errno::EISDIR);
+        }
+        Ok(Box::new(RemoteFile { link: self.link.clone(), path, kind: attr.kind, wrote: AtomicBool::new(false) }))
+    }
+
+    fn stat(&self, path: &[u8], _follow: bool) -> SysResult<Stat> {
+        Ok(to_stat(&self.link.attr(&normal(path)?)?))
+    }
+
+    fn readlink(&self, path: &[u8]) -> SysResult<Vec<u8>> {
+        self.link.attr(&normal(path)?)?;
+        Err(Errno::EINVAL)
+    }
+
+    fn access(&self, path: &[u8], mode: i32) -> SysResult<()> {
+        if mode & !(libc::F_OK | libc::R_OK | libc::W_OK | libc::X_OK) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        // The vNode's processes own all of its files.
+        self.link.attr(&normal(path)?).map(drop)
+    }
+
+    fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()> {
+        self.link.op(StorageOp::Mkdir { path: normal(path)?, mode: mode & 0o7777 }).map(drop)
+    }
+
+    fn rmdir(&self, path: &[u8]) -> SysResult<()> {
+        self.link.op(StorageOp::Rmdir { path: normal(path)? }).map(drop)
+    }
+
+    fn unlink(&self, path: &[u8]) -> SysResult<()> {
+        self.link.op(StorageOp::Unlink { path: normal(path)? }).map(drop)
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()> {
+        self.link.op(StorageOp::Rename { from: normal(from)?, to: normal(to)? }).map(drop)
+    }
+}
+
+/// An open remote file: its path, nothing else.
+pub struct RemoteFile {
+    link: Arc<Link>,
+    path: Vec<u8>,
+    kind: FileKind,
+    /// Written through this descriptor: closing it writes the dirty pages back.
+    wrote: AtomicBool,
+}
+
+impl File for RemoteFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+        if self.kind == FileKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        let mut done = 0;
+        while done < buf.len() {
+            let len = (buf.len() - done).min(MAX_IO) as u32;
+            let op = StorageOp::Read { path: self.path.clone(), offset: offset + done as u64, len };
+            let StorageReply::Data(data) = self.link.op(op)? else { return Err(Errno::EIO) };
+            if data.len() > len as usize {
+                return Err(Errno::EIO);
+            }
+            buf[done..done + data.len()].copy_from_slice(&data);
+            done += data.len();
+            if data.len() < len as usize {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> SysResult<usize> {
+        if self.kind == FileKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        self.wrote.store(true, Ordering::Relaxed);
+        for (i, chunk) in buf.chunks(MAX_IO).enumerate() {
+            let at = offset.checked_add((i * MAX_IO) as u64).ok_or(Errno::EFBIG)?;
+            self.link.op(StorageOp::Write { path: self.path.clone(), offset: at, data: chunk.to_vec() })?;
+        }
+        Ok(buf.len())
+    }
+
+    fn stat(&self) -> SysResult<Stat> {
+        Ok(to_stat(&self.link.attr(&self.path)?))
+    }
+
+    fn set_len(&self, len: u64) -> SysResult<()> {
+        if self.kind == FileKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        self.link.op(StorageOp::Truncate { path: self.path.clone(), len }).map(drop)
+    }
+
+    fn sync(&self, _data_only: bool) -> SysResult<()> {
+        self.link.op(StorageOp::Fsync { path: self.path.clone() }).map(drop)
+    }
+
+    fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
+        if self.kind != FileKind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        // Positions 0 and 1 are `.` and `..`; from 2 on, position p continues after the
+        // storage cookie p - 2.
+        let mut out = Vec::new();
+        for (at, name) in [(0u64, &b"."[..]), (1, &b".."[..])] {
+            if pos <= at && out.len() < max {
+                out.push(DirEntry { ino: 1, next: at + 1, kind: libc::DT_DIR, name: name.to_vec() });
+            }
+        }
+        let want = max.saturating_sub(out.len()).min(MAX_DIRENTS);
+        if want == 0 {
+            return Ok(out);
+        }
+        let cookie = pos.saturating_sub(2);
+        let op = StorageOp::Readdir { path: self.path.clone(), cookie, max: want as u32 };
+        let StorageReply::Entries { entries, .. } = self.link.op(op)? else { return Err(Errno::EIO) };
+        out.extend(entries.into_iter().map(|e| DirEntry {
+            ino: e.ino,
+            next: e.cookie.saturating_add(2),
+            kind: if e.kind == FileKind::Dir { libc::DT_DIR } else { libc::DT_REG },
+            name: e.name,
+        }));
+        Ok(out)
+    }
+}
+
+impl Drop for RemoteFile {
+    fn drop(&mut self) {
+        if self.wrote.load(Ordering::Relaxed) {
+            let req = Request::FileClosed { vnode: self.link.vnode.clone(), path: self.path.clone() };
+            if let Err(e) = self.link.call(&req) {
+                tracing::warn!(path = %String::from_utf8_lossy(&self.path), "writing back at close: {e:?}");
+            }
+        }
+    }
+}
+
+fn to_stat(a: &FileAttr) -> Stat {
+    let ts = |ns: i64| Timespec { sec: ns.div_euclid(1_000_000_000), nsec: ns.rem_euclid(1_000_000_000) };
+    let (kind, nlink) = match a.kind {
+        FileKind::File => (libc::S_IFREG, 1),
+        FileKind::Dir => (libc::S_IFDIR, 2),
+    };
+    Stat {
+        dev: 0x4c45_474f, // "LEGO": one device per vNode mount
+        ino: a.ino,
+        mode: kind | (a.mode & 0o7777),
+        nlink,
+        size: a.size,
+        blksize: 4096,
+        // In 512-byte units, for 4 KB blocks, as a local file system reports them.
+        blocks: a.size.div_ceil(4096) * 8,
+        atime: ts(a.mtime_ns),
+        mtime: ts(a.mtime_ns),
+        ctime: ts(a.ctime_ns),
+        ..Stat::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A storage server on a temporary directory and a mem-server caching it, in-process.
+    fn cluster() -> (tempfile::TempDir, storage_server::Handle, mem_server::Handle) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = storage_server::Config { listen: "127.0.0.1:0".into(), dir: dir.path().to_path_buf(), cluster: 0 };
+        let storage = storage_server::StorageServer::bind(config).unwrap().spawn().unwrap();
+        let mem = mem_server::MemServer::bind(mem_server::Config {
+            storage: Some(storage.addr().to_string()),
+            ..mem_server::Config::new("127.0.0.1:0", 1 << 30, 0)
+        })
+        .unwrap()
+        .spawn()
+        .unwrap();
+        (dir, storage, mem)
+    }
+
+    fn connect(mem: &mem_server::Handle, storage: &storage_server::Handle, vnode: &str) -> RemoteFs {
+        RemoteFs::connect(&mem.addr().to_string(), &storage.addr().to_string(), vnode, 0, Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn files_round_trip_through_the_cache_with_linux_errnos() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "t");
+        fs.mkdir(b"/d", 0o755).unwrap();
+        assert_eq!(fs.mkdir(b"/d", 0o755).unwrap_err(), Errno(libc::EEXIST));
+        let f = fs.open(b"/d/../d/./f", libc::O_CREAT | libc::O_RDWR, 0o600).unwrap();
+        let data: Vec<u8> = (0..3 * MAX_IO + 77).map(|i| (i % 251) as u8).collect();
+        assert_eq!(f.write_at(&data, 10).unwrap(), data.len());
+        let mut back = vec![0xffu8; data.len() + 100];
+        assert_eq!(f.read_at(&mut back, 0).unwrap(), data.len() + 10);
+        assert_eq!(&back[..10], &[0; 10], "the hole before the write reads as zeroes");
+        assert_eq!(&back[10..data.len() + 10], &data[..]);
+        let st = fs.stat(b"/d/f", true).unwrap();
+        assert_eq!((st.mode, st.size), (libc::S_IFREG | 0o600, data.len() as u64 + 10));
+        f.sync(false).unwrap();
+        assert_eq!(fs.open(b"/d/f", libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600).err(), Some(Errno(libc::EEXIST)));
+        assert_eq!(fs.open(b"/d", libc::O_RDWR, 0).err(), Some(Errno(libc::EISDIR)));
+        assert_eq!(fs.open(b"/d/f", libc::O_RDONLY | libc::O_DIRECTORY, 0).err(), Some(Errno(libc::ENOTDIR)));
+        assert_eq!(fs.stat(b"/../../etc/passwd", true).err(), Some(Errno(libc::ENOENT)), "`..` stops at the vNode's root");
+        let long = [b"/".as_slice(), &[b'x'; 256]].concat();
+        assert_eq!(fs.stat(&long, true).err(), Some(Errno(libc::ENAMETOOLONG)));
+        let dir = fs.open(b"/d", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+        let names: Vec<Vec<u8>> = dir.read_dir(0, 100).unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec![b".".to_vec(), b"..".to_vec(), b"f".to_vec()]);
+        fs.rename(b"/d/f", b"/g").unwrap();
+        assert_eq!(fs.stat(b"/g", true).unwrap().size, data.len() as u64 + 10);
+        assert_eq!(fs.rmdir(b"/d"), Ok(()));
+    }
+
+    #[test]
+    fn another_vnode_sees_nothing() {
+        let (_dir, storage, mem) = cluster();
+        let a = connect(&mem, &storage, "a");
+        a.open(b"/secret", libc::O_CREAT | libc::O_WRONLY, 0o600).unwrap().write_at(b"key", 0).unwrap();
+        let b = connect(&mem, &storage, "b");
+        assert_eq!(b.stat(b"/secret", true).err(), Some(Errno(libc::ENOENT)));
+        assert_eq!(b.stat(b"/../a/secret", true).err(), Some(Errno(libc::ENOENT)));
+    }
+
+    #[test]
+    fn a_lost_cache_server_is_eio_from_then_on() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "t");
+        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        f.write_at(b"not yet written back", 0).unwrap();
+        mem.shutdown();
+        // The unsynced bytes died with the mem-server: every later call says so.
+        assert_eq!(f.read_at(&mut [0u8; 8], 0).err(), Some(Errno::EIO));
+        assert_eq!(f.sync(false).err(), Some(Errno::EIO));
+        assert_eq!(fs.stat(b"/f", true).err(), Some(Errno::EIO));
+    }
+
+    #[test]
+    fn a_cache_server_in_front_of_another_storage_server_is_refused() {
+        let (_dir, storage, mem) = cluster();
+        let e = RemoteFs::connect(&mem.addr().to_string(), "127.0.0.1:1", "t", 0, Duration::from_secs(5)).err().unwrap();
+        assert!(e.contains(&storage.addr().to_string()) && e.contains("127.0.0.1:1"), "{e}");
+    }
+
+    #[test]
+    fn cache_server_is_stable_per_vnode() {
+        let servers: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+        assert_eq!(cache_server(&servers, "demo"), cache_server(&servers, "demo"));
+        assert_eq!(cache_server(&[], "demo"), None);
+        let spread: std::collections::HashSet<_> = (0..32).map(|i| cache_server(&servers, &format!("v{i}"))).collect();
+        assert_eq!(spread.len(), 3, "vNodes spread over every server");
+    }
+}
