@@ -56,7 +56,7 @@ fn image_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     busybox_files(d.path());
     std::fs::create_dir(d.path().join("bin")).unwrap();
-    for prog in ["busybox", "fileio"] {
+    for prog in ["busybox", "fileio", "mmapfile"] {
         std::fs::copy(image(prog), d.path().join("bin").join(prog)).unwrap();
     }
     d
@@ -99,6 +99,25 @@ fn file_round_trip_program_passes_on_remote_storage() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.ends_with("all checks passed\n"), "{stdout}");
+}
+
+#[test]
+fn private_file_mappings_work_on_remote_storage() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage_server(dir.path(), "127.0.0.1:0");
+    let mem = mem_server(&storage.addr);
+    let img = image_dir();
+    push(&storage.addr, "mm", img.path());
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(image("mmapfile"));
+    cmd.arg(scratch.path());
+    let native = output(cmd, b"");
+    let remote = run(&mem, &storage, "mm", "/bin/mmapfile", &["/sub"], b"");
+    assert_eq!(remote.status.code(), Some(0), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout));
 }
 
 #[test]

@@ -5,7 +5,11 @@
 //! them, already joined with the cwd or directory fd by the state layer, but not normalised
 //! (`..` and symlinks are resolved by the implementation, inside the vNode root: nothing can
 //! escape it). Open files carry no position: the state layer keeps offsets, so an implementation
-//! can be stateless (the storage issue puts one behind a network).
+//! can be stateless: [`remote`] sends every call over the network as one request.
+//!
+//! - [`hostdir`]: a confined host directory (`lego run --root`).
+//! - [`remote`]: the vNode's mount on a storage server, through a mem-server's buffer cache
+//!   (`lego run --storage-server`).
 
 pub mod hostdir;
 pub mod remote;
