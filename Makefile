@@ -37,6 +37,7 @@ bench: build guest-images
 	$(LEGO) bench fault
 	$(LEGO) bench throughput
 	$(LEGO) bench slowdown
+	$(LEGO) bench storage
 
 clean:
 	$(CARGO) clean

@@ -38,6 +38,8 @@ pub enum Bench {
     Throughput(crate::throughput::ThroughputArgs),
     /// Whole programs at ExCache sizes relative to their working set, beside native runs.
     Slowdown(crate::slowdown::SlowdownArgs),
+    /// 4 KB file I/O through the buffer cache and storage server, beside native I/O.
+    Storage(crate::storage_bench::StorageBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -47,6 +49,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Fault { pages, lines, seed, memory } => fault(pages, lines, seed, &memory),
         Bench::Throughput(args) => crate::throughput::run(&args),
         Bench::Slowdown(args) => crate::slowdown::run(&args),
+        Bench::Storage(args) => crate::storage_bench::run(&args),
     }
 }
 

@@ -8,6 +8,7 @@ mod memory;
 mod run;
 mod size;
 mod slowdown;
+mod storage_bench;
 mod storage_server;
 mod throughput;
 

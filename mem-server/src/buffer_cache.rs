@@ -14,15 +14,17 @@
 //! later request on it answers `EIO` until it is unlinked, renamed over or the failure is
 //! read by an `fsync`, so an application learns it, as with a Linux write-back error.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use lego_proto::storage::{errno, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lru::LruCache;
 
 /// Bytes per cached page.
 pub const PAGE: u64 = 4096;
-/// The smallest cache: two requests of the largest size.
+/// The smallest cache: two requests of the largest size (and their read-ahead).
 pub const MIN_CAPACITY: u64 = 2 * MAX_IO as u64;
+/// Most pages one storage read brings in on a sequential miss.
+const READAHEAD: u64 = 32;
 
 /// Where the cache sends what it cannot answer: the storage server.
 pub trait Backing {
@@ -267,6 +269,16 @@ impl BufferCache {
             return Ok(());
         };
         self.figures.hits += (last - first + 1) - missing.len() as u64;
+        // Read-ahead: a miss right after a cached page (or at the start of the file) is taken as
+        // sequential, and the next pages of the file come in the same request.
+        let mut missing = missing;
+        let mut hi = hi;
+        let sequential = lo == 0 || self.pages.contains(&(key.clone(), lo - 1));
+        let end_page = self.files.get(key).map_or(0, |f| f.attr.size.div_ceil(PAGE));
+        while sequential && hi + 1 < end_page && hi + 1 - lo < READAHEAD && !self.pages.contains(&(key.clone(), hi + 1)) {
+            hi += 1;
+            missing.push(hi);
+        }
         let len = ((hi - lo + 1) * PAGE) as u32;
         let req = StorageRequest { vnode: key.0.clone(), op: StorageOp::Read { path: key.1.clone(), offset: lo * PAGE, len } };
         let data = match forward(&req, storage)? {
@@ -298,7 +310,7 @@ impl BufferCache {
             let Some(((file, idx), victim)) = self.pages.pop_lru() else { break };
             self.figures.evictions += 1;
             let size = self.files.get(&file).map_or(0, |f| f.attr.size);
-            if victim.dirty && self.put(&file, idx, &victim.data, size, storage).is_err() {
+            if victim.dirty && self.put(&file, idx, &victim.data[..], size, storage).is_err() {
                 if let Some(f) = self.files.get_mut(&file) {
                     f.failed = true;
                 }
@@ -309,43 +321,57 @@ impl BufferCache {
         }
     }
 
-    /// Writes one page (clipped to the file's size) to storage.
-    fn put(&mut self, file: &FileKey, idx: u64, data: &[u8; PAGE as usize], size: u64, storage: &mut dyn Backing) -> Result<(), i32> {
+    /// Writes consecutive pages starting at page `idx` (clipped to the file's size) to storage
+    /// in one request.
+    fn put(&mut self, file: &FileKey, idx: u64, data: &[u8], size: u64, storage: &mut dyn Backing) -> Result<(), i32> {
         let start = idx * PAGE;
-        let n = size.saturating_sub(start).min(PAGE) as usize;
+        let n = size.saturating_sub(start).min(data.len() as u64) as usize;
         let req = StorageRequest { vnode: file.0.clone(), op: StorageOp::Write { path: file.1.clone(), offset: start, data: data[..n].to_vec() } };
         forward(&req, storage)?;
-        self.figures.write_backs += 1;
+        self.figures.write_backs += data.len() as u64 / PAGE;
         Ok(())
     }
 
-    /// Writes back every dirty page of the file, in order, and extends the file on storage to the
-    /// cached size if writes made it longer than its pages reach.
+    /// Writes back every dirty page of the file, in order, runs of consecutive dirty pages (up to
+    /// `MAX_IO`) in one request each, and extends the file on storage to the cached size if writes
+    /// made it longer than its pages reach.
     fn write_back_file(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<(), i32> {
         self.check(key)?;
         let Some(file) = self.files.get(key) else { return Ok(()) };
-        let (size, idxs): (u64, Vec<u64>) = (file.attr.size, file.pages.iter().copied().collect());
-        let mut wrote: HashSet<u64> = HashSet::new();
-        for idx in idxs {
-            let k = (key.clone(), idx);
-            let Some(page) = self.pages.peek(&k) else { continue };
-            if !page.dirty {
-                continue;
+        let size = file.attr.size;
+        let dirty: Vec<u64> = file
+            .pages
+            .iter()
+            .copied()
+            .filter(|&i| self.pages.peek(&(key.clone(), i)).is_some_and(|p| p.dirty))
+            .collect();
+        let mut reaches = 0;
+        let mut at = 0;
+        while at < dirty.len() {
+            let first = dirty[at];
+            let mut run = 1;
+            while at + run < dirty.len() && dirty[at + run] == first + run as u64 && run < MAX_IO / PAGE as usize {
+                run += 1;
             }
-            let data = page.data.clone();
-            if let Err(e) = self.put(key, idx, &data, size, storage) {
+            let mut data = Vec::with_capacity(run * PAGE as usize);
+            for idx in first..first + run as u64 {
+                data.extend_from_slice(&self.pages.peek(&(key.clone(), idx)).ok_or(errno::EIO)?.data[..]);
+            }
+            if let Err(e) = self.put(key, first, &data, size, storage) {
                 if let Some(f) = self.files.get_mut(key) {
                     f.failed = true;
                 }
                 return Err(e);
             }
-            if let Some(p) = self.pages.peek_mut(&k) {
-                p.dirty = false;
+            for idx in first..first + run as u64 {
+                if let Some(p) = self.pages.peek_mut(&(key.clone(), idx)) {
+                    p.dirty = false;
+                }
             }
-            wrote.insert(idx);
+            reaches = ((first + run as u64) * PAGE).min(size);
+            at += run;
         }
         // A write beyond every cached page (e.g. a page evicted clean) leaves the size to set.
-        let reaches = wrote.iter().map(|i| ((i + 1) * PAGE).min(size)).max().unwrap_or(0);
         if reaches < size {
             let attr = self.storage_attr(key, storage)?;
             if attr.size < size {

@@ -220,7 +220,7 @@ pub fn fault(pages: u64, lines: u64, memory: &MemoryConfig, seed: u64) -> Result
 
 /// `n` round trips to an echo thread listening on `host`: a frame header out, a header and a
 /// page back, both sides with TCP_NODELAY, as on the page path but with no protocol and no store.
-fn raw_round_trips(host: &str, n: usize) -> std::io::Result<Vec<Duration>> {
+pub fn raw_round_trips(host: &str, n: usize) -> std::io::Result<Vec<Duration>> {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     const REPLY: usize = HEADER_LEN + PAGE_SIZE as usize;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kvm_ioctls::VcpuExit;
 
 mod fault;
-pub use fault::{fault, FaultFigures, Percentiles};
+pub use fault::{fault, raw_round_trips, FaultFigures, Percentiles};
 
 use crate::error::VmmError;
 use crate::excache::MemoryConfig;
