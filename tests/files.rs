@@ -151,3 +151,29 @@ fn fsynced_files_survive_a_storage_server_restart_between_programs() {
     let out = run(&mem, &storage, "keep", "/bin/busybox", &["ls", "/"], b"");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "bin\nkept.bin\nsub\ntable.csv\nwords.txt\n");
 }
+
+/// `lego image ls` of `vnode`.
+fn ls(storage: &str, vnode: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_lego"))
+        .args(["image", "ls", "--vnode", vnode, "--storage-server", storage])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "image ls: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_tar_archive_pushes_like_its_directory() {
+    // No vNode runs here: this needs no /dev/kvm.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage_server(dir.path(), "127.0.0.1:0");
+    let img = image_dir();
+    let tar = dir.path().join("image.tar");
+    let status = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(img.path()).arg(".").status().unwrap();
+    assert!(status.success());
+    push(&storage.addr, "from-dir", img.path());
+    push(&storage.addr, "from-tar", &tar);
+    let listing = ls(&storage.addr, "from-dir");
+    assert!(listing.contains("/bin/busybox") && listing.contains("/sub/b"), "{listing}");
+    assert_eq!(ls(&storage.addr, "from-tar"), listing);
+}

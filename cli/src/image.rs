@@ -213,34 +213,36 @@ fn push_dir(
 
 fn ls(path: &str, target: &Target) -> anyhow::Result<()> {
     let mut m = Mount::open(target)?;
-    let root = vnode_path(Path::new(path))?;
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        let mut cookie = 0;
-        let mut children = Vec::new();
-        loop {
-            let op = StorageOp::Readdir { path: dir.clone(), cookie, max: MAX_DIRENTS as u32 };
-            let StorageReply::Entries { entries, more } = m.must("readdir", &dir, op)? else { bail!("unexpected readdir answer") };
-            cookie = entries.last().map_or(cookie, |e| e.cookie);
-            children.extend(entries);
-            if !more {
-                break;
-            }
+    list(&mut m, &vnode_path(Path::new(path))?)
+}
+
+/// Prints the entries of `dir` in name order, each directory followed by its own listing.
+fn list(m: &mut Mount, dir: &[u8]) -> anyhow::Result<()> {
+    let mut cookie = 0;
+    let mut children = Vec::new();
+    loop {
+        let op = StorageOp::Readdir { path: dir.to_vec(), cookie, max: MAX_DIRENTS as u32 };
+        let StorageReply::Entries { entries, more } = m.must("readdir", dir, op)? else { bail!("unexpected readdir answer") };
+        cookie = entries.last().map_or(cookie, |e| e.cookie);
+        children.extend(entries.into_iter().map(|e| e.name));
+        if !more {
+            break;
         }
-        for e in children {
-            let mut p = dir.clone();
-            if p != b"/" {
-                p.push(b'/');
-            }
-            p.extend_from_slice(&e.name);
-            let StorageReply::Attr(a) = m.must("stat", &p, StorageOp::Stat { path: p.clone() })? else {
-                bail!("unexpected stat answer")
-            };
-            let kind = if a.kind == FileKind::Dir { 'd' } else { '-' };
-            println!("{kind}{:04o} {:>12} {}", a.mode, a.size, String::from_utf8_lossy(&p));
-            if a.kind == FileKind::Dir {
-                stack.push(p);
-            }
+    }
+    children.sort();
+    for name in children {
+        let mut p = dir.to_vec();
+        if p != b"/" {
+            p.push(b'/');
+        }
+        p.extend_from_slice(&name);
+        let StorageReply::Attr(a) = m.must("stat", &p, StorageOp::Stat { path: p.clone() })? else {
+            bail!("unexpected stat answer")
+        };
+        let kind = if a.kind == FileKind::Dir { 'd' } else { '-' };
+        println!("{kind}{:04o} {:>12} {}", a.mode, a.size, String::from_utf8_lossy(&p));
+        if a.kind == FileKind::Dir {
+            list(m, &p)?;
         }
     }
     Ok(())
