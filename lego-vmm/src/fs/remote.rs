@@ -87,6 +87,11 @@ impl RemoteFs {
             other => return Err(format!("mem-server {server} answered {other:?} to a statistics request")),
         }
         let link = Link { vnode: vnode.to_string(), conn: Mutex::new(Some(conn)), server: server.to_string() };
+        // One request through to storage now, so an unreachable storage server is a clear
+        // start-up error rather than EIO from the program's first file call.
+        if let Err(e) = link.attr(b"/") {
+            return Err(format!("storage server {storage}, through mem-server {server}: the vNode's root answered {e:?}"));
+        }
         Ok(RemoteFs { link: Arc::new(link) })
     }
 }
