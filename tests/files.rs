@@ -62,16 +62,32 @@ fn image_dir() -> tempfile::TempDir {
     d
 }
 
+/// A storage server on a temporary directory, a mem-server caching it, and the image of
+/// [`image_dir`] pushed into `vnode`. Keep the directories alive while the servers run.
+struct Setup {
+    storage: Server,
+    mem: Server,
+    img: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn setup(vnode: &str, extra: impl FnOnce(&Path)) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage_server(dir.path(), "127.0.0.1:0");
+    let mem = mem_server(&storage.addr);
+    let img = image_dir();
+    extra(img.path());
+    push(&storage.addr, vnode, img.path());
+    Setup { storage, mem, img, dir }
+}
+
 #[test]
 fn busybox_applets_on_remote_storage_match_native() {
     if !kvm() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
-    let mem = mem_server(&storage.addr);
-    let img = image_dir();
-    push(&storage.addr, "bb", img.path());
+    let s = setup("bb", |_| ());
+    let (storage, mem, img) = (&s.storage, &s.mem, &s.img);
     for args in BUSYBOX_CASES {
         // Natively, in the tree that was pushed (so `ls` sees `bin` too).
         let mut cmd = Command::new(img.path().join("bin/busybox"));
@@ -89,12 +105,8 @@ fn file_round_trip_program_passes_on_remote_storage() {
     if !kvm() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
-    let mem = mem_server(&storage.addr);
-    let img = image_dir();
-    std::fs::create_dir(img.path().join("work")).unwrap();
-    push(&storage.addr, "io", img.path());
+    let s = setup("io", |img| std::fs::create_dir(img.join("work")).unwrap());
+    let (storage, mem) = (&s.storage, &s.mem);
     let out = run(&mem, &storage, "io", "/bin/fileio", &["/work"], b"");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -106,11 +118,8 @@ fn private_file_mappings_work_on_remote_storage() {
     if !kvm() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
-    let mem = mem_server(&storage.addr);
-    let img = image_dir();
-    push(&storage.addr, "mm", img.path());
+    let s = setup("mm", |_| ());
+    let (storage, mem) = (&s.storage, &s.mem);
     let scratch = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(image("mmapfile"));
     cmd.arg(scratch.path());
@@ -125,11 +134,7 @@ fn fsynced_files_survive_a_storage_server_restart_between_programs() {
     if !kvm() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
-    let mem = mem_server(&storage.addr);
-    let img = image_dir();
-    push(&storage.addr, "keep", img.path());
+    let Setup { storage, mem, dir, .. } = setup("keep", |_| ());
     // Two programs: one writes the file (written back at close), the next fsyncs it.
     for args in [&["cp", "/bin/busybox", "/kept.bin"][..], &["sync", "/kept.bin"]] {
         let out = run(&mem, &storage, "keep", "/bin/busybox", args, b"");

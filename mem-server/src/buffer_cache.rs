@@ -30,6 +30,9 @@ const READAHEAD: u64 = 32;
 pub trait Backing {
     /// Sends one request. `Err` means storage could not be reached (the cache answers `EIO`).
     fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, String>;
+    /// Which connection to storage answered the last call: it changes when the connection is
+    /// replaced (the storage server may have restarted and lost what was not fsync'd).
+    fn generation(&self) -> u64;
 }
 
 /// A file, as the cache names it.
@@ -49,6 +52,8 @@ struct FileState {
     attr: FileAttr,
     /// A write-back of this file failed: requests answer `EIO`.
     failed: bool,
+    /// The storage connection generation of the first write-back since the last fsync.
+    unsynced: Option<u64>,
 }
 
 /// Figures of the cache, for statistics.
@@ -216,7 +221,16 @@ impl BufferCache {
             }
         }
         self.write_back_file(key, storage)?;
-        forward(&StorageRequest { vnode: key.0.clone(), op: StorageOp::Fsync { path: key.1.clone() } }, storage)
+        let reply = forward(&StorageRequest { vnode: key.0.clone(), op: StorageOp::Fsync { path: key.1.clone() } }, storage)?;
+        // Write-backs sent on an earlier connection than the one that answered the fsync may
+        // have died with a storage server that restarted in between: the fsync cannot vouch
+        // for them.
+        if let Some(f) = self.files.get_mut(key) {
+            if f.unsynced.take().is_some_and(|g| g != storage.generation()) {
+                return Err(errno::EIO);
+            }
+        }
+        Ok(reply)
     }
 
     fn rename(&mut self, req: &StorageRequest, from: &[u8], to: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
@@ -247,7 +261,7 @@ impl BufferCache {
         if attr.kind == FileKind::Dir {
             return Err(errno::EISDIR);
         }
-        self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, failed: false });
+        self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, failed: false, unsynced: None });
         Ok(attr.size)
     }
 
@@ -329,6 +343,9 @@ impl BufferCache {
         let req = StorageRequest { vnode: file.0.clone(), op: StorageOp::Write { path: file.1.clone(), offset: start, data: data[..n].to_vec() } };
         forward(&req, storage)?;
         self.figures.write_backs += data.len() as u64 / PAGE;
+        if let Some(f) = self.files.get_mut(file) {
+            f.unsynced.get_or_insert(storage.generation());
+        }
         Ok(())
     }
 
@@ -422,9 +439,14 @@ mod tests {
         writes: u64,
         fsyncs: u64,
         down: bool,
+        generation: u64,
     }
 
     impl Backing for Disk {
+        fn generation(&self) -> u64 {
+            self.generation
+        }
+
         fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, String> {
             if self.down {
                 return Err("storage is down".into());
@@ -560,6 +582,19 @@ mod tests {
         assert_eq!(c.serve(req(StorageOp::Read { path: p("/f"), offset: 0, len: 4 }), &mut d), StorageReply::Error(errno::EIO));
         assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Error(errno::EIO));
         assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done, "reported once");
+    }
+
+    #[test]
+    fn an_fsync_on_a_new_storage_connection_cannot_vouch_for_older_write_backs() {
+        let mut d = Disk::default();
+        d.files.insert(p("/f"), Vec::new());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        write(&mut c, &mut d, "/f", 0, b"data");
+        c.write_back("v", b"/f", &mut d).unwrap();
+        d.generation += 1; // the storage server restarted; what it had not synced may be gone
+        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Error(errno::EIO));
+        write(&mut c, &mut d, "/f", 0, b"again");
+        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done, "a fresh write-back and fsync");
     }
 
     #[test]

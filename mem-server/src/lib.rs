@@ -10,16 +10,16 @@
 //! - `peers` and `server`: the network, as client of the other mem-servers and as server.
 //!
 //! [`MemServer::bind`] then [`MemServer::run`] (the `lego mem-server` command) or
-//! [`MemServer::spawn`] (a server on its own thread, for embedding and tests).
+//! [`MemServer::spawn`] (a server on its own thread, for embedding and tests); the network front
+//! is [`lego_proto::service`], shared with the storage server.
 
 #![warn(missing_docs)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use lego_proto::frame::PAGE_SIZE;
+use lego_proto::service::Service;
 
 pub mod buffer_cache;
 pub mod home;
@@ -78,10 +78,11 @@ pub enum ServerError {
 
 /// A bound, not yet running, mem-server.
 pub struct MemServer {
-    listener: std::net::TcpListener,
-    addr: SocketAddr,
-    shared: Arc<server::Shared>,
+    service: Service<server::Conn>,
 }
+
+/// A running mem-server on its own thread; dropping it stops the server.
+pub type Handle = lego_proto::service::Handle;
 
 impl MemServer {
     /// Checks `config` and binds the listening socket.
@@ -90,96 +91,26 @@ impl MemServer {
         if pages == 0 || pages > u64::from(u32::MAX) {
             return Err(ServerError::Capacity(config.capacity_bytes));
         }
-        let bind_err = |source| ServerError::Bind { addr: config.listen.clone(), source };
-        let listener = std::net::TcpListener::bind(&config.listen).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        let shared = server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes);
-        Ok(MemServer { listener, addr, shared: Arc::new(shared) })
+        let shared = Arc::new(server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes));
+        let me = shared.me();
+        let service = Service::bind("mem-server", &config.listen, me, &server::ACCEPTS, move |_, _| server::Conn::new(shared.clone()))
+            .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        Ok(MemServer { service })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.service.local_addr()
     }
 
     /// Serves on the calling thread, forever (until the process is killed).
     pub fn run(self) -> Result<(), ServerError> {
-        let rt = runtime(None)?;
-        tracing::info!(addr = %self.addr, "mem-server listening");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(self.listener).map_err(ServerError::Runtime)?;
-            server::accept_loop(listener, self.shared, std::future::pending()).await;
-            Ok(())
-        })
+        self.service.run().map_err(ServerError::Runtime)
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
     pub fn spawn(self) -> Result<Handle, ServerError> {
-        let rt = runtime(Some(2))?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(self.listener).map_err(ServerError::Runtime)?
-        };
-        let (addr, shared) = (self.addr, self.shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("mem-server {addr}"))
-            .spawn(move || {
-                rt.block_on(server::accept_loop(listener, shared, async move {
-                    // A dropped sender stops the server just as a sent stop does.
-                    let _ = stop_rx.await;
-                }));
-                rt.shutdown_timeout(Duration::from_secs(1));
-            })
-            .map_err(ServerError::Runtime)?;
-        Ok(Handle { addr, stop: Some(stop_tx), thread: Some(thread) })
-    }
-}
-
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ServerError> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
-    b.enable_all().thread_name("mem-server").build().map_err(ServerError::Runtime)
-}
-
-/// A running mem-server on its own thread; dropping it stops the server.
-pub struct Handle {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Handle {
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops the server and waits for its thread: no new connection is accepted afterwards and
-    /// the existing ones are closed.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            // The receiver is gone only if the server thread already ended.
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!(addr = %self.addr, "the mem-server thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.stop_and_join();
+        self.service.spawn(|| ()).map_err(ServerError::Runtime)
     }
 }
 

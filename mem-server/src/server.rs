@@ -1,4 +1,4 @@
-//! The network side: accepts connections, checks their handshake and serves their frames.
+//! The frames of one connection: page requests, owner calls, home calls and file requests.
 //!
 //! Page requests (fetch, flush, the piggybacked flush+fetch) and owner calls take the owner's
 //! lock for the length of one page copy or one vma-tree change. Home calls (process creation,
@@ -7,18 +7,14 @@
 //! peer is being waited on.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use lego_proto::aio::{accept_handshake, push_reply, serve, FrameHandler};
-use lego_proto::error::ProtoError;
+use lego_proto::aio::{push_reply, FrameHandler};
 use lego_proto::frame::{Header, Op, Status, MAX_CONTROL_LEN};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
 use lego_proto::storage::StorageReply;
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::buffer_cache::BufferCache;
 use crate::home::{HomeProcess, OwnerFailure, Owners};
@@ -29,10 +25,7 @@ use crate::storage_link::StorageLink;
 use crate::store::ZERO_PAGE;
 
 /// Kinds of peers a mem-server talks to.
-const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client];
-
-/// How long a new connection may take to introduce itself.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client];
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -61,6 +54,11 @@ impl Shared {
             peers: Peers::new(cluster),
             requests: AtomicU64::new(0),
         }
+    }
+
+    /// How this server introduces itself.
+    pub(crate) fn me(&self) -> Hello {
+        self.me
     }
 
     fn stat(&self) -> ServerStat {
@@ -185,8 +183,16 @@ impl Owners for Route<'_> {
 }
 
 /// The frame handler of one connection.
-struct Conn {
+/// One connection's frame handler.
+pub(crate) struct Conn {
     shared: Arc<Shared>,
+}
+
+impl Conn {
+    /// A handler for a new connection to the server sharing `shared`.
+    pub(crate) fn new(shared: Arc<Shared>) -> Conn {
+        Conn { shared }
+    }
 }
 
 impl FrameHandler for Conn {
@@ -223,59 +229,5 @@ impl FrameHandler for Conn {
                 Err(status) => push_reply(out, &req.reply(status), &[]),
             },
         }
-    }
-}
-
-/// Accepts connections until `stop` completes.
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stop: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, shared.clone()));
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-}
-
-async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "TCP_NODELAY");
-    }
-    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, shared.me, &ACCEPTS)).await
-    {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => {
-            tracing::warn!(%peer, error = %e, "handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%peer, "no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs());
-            return;
-        }
-    };
-    tracing::debug!(%peer, kind = %hello.kind, "connected");
-    let mut conn = Conn { shared };
-    match serve(&mut stream, &mut conn).await {
-        Ok(()) => tracing::debug!(%peer, "connection closed"),
-        // A client that goes away with requests in flight resets the connection: not an error.
-        Err(ProtoError::Io { source, .. })
-            if matches!(source.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) =>
-        {
-            tracing::debug!(%peer, "connection reset by the client")
-        }
-        Err(e) => tracing::warn!(%peer, error = %e, "closing the connection"),
     }
 }

@@ -7,12 +7,14 @@
 //! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
 //! - [`aio`]: the server side on tokio.
+//! - [`service`]: a whole server front (listener, runtime, handshake, frame loop) on top of it.
 
 pub mod aio;
 pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mm;
+pub mod service;
 pub mod storage;
 pub mod transport;
 pub mod vma;

@@ -52,8 +52,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::Duration;
+
+use lego_proto::service::Service;
 
 mod server;
 pub mod store;
@@ -97,10 +97,12 @@ pub enum ServerError {
 
 /// A bound, not yet running, storage server.
 pub struct StorageServer {
-    listener: std::net::TcpListener,
-    addr: SocketAddr,
+    service: Service<server::Conn>,
     shared: Arc<server::Shared>,
 }
+
+/// A running storage server on its own thread; dropping it stops the server.
+pub type Handle = lego_proto::service::Handle;
 
 impl StorageServer {
     /// Opens (or creates) the storage in `config.dir`, recovering from a crash if need be, and
@@ -108,98 +110,31 @@ impl StorageServer {
     pub fn bind(config: Config) -> Result<StorageServer, ServerError> {
         let store = store::Store::open(&config.dir)
             .map_err(|source| ServerError::Store { dir: config.dir.clone(), source })?;
-        let bind_err = |source| ServerError::Bind { addr: config.listen.clone(), source };
-        let listener = std::net::TcpListener::bind(&config.listen).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        Ok(StorageServer { listener, addr, shared: Arc::new(server::Shared::new(store, config.cluster)) })
+        let shared = Arc::new(server::Shared::new(store, config.cluster));
+        let for_conns = shared.clone();
+        let service = Service::bind("storage-server", &config.listen, shared.me(), &server::ACCEPTS, move |peer, _| {
+            server::Conn::new(for_conns.clone(), peer)
+        })
+        .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        Ok(StorageServer { service, shared })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.service.local_addr()
     }
 
     /// Serves on the calling thread, forever (until the process is killed).
     pub fn run(self) -> Result<(), ServerError> {
-        let rt = runtime(None)?;
-        tracing::info!(addr = %self.addr, "storage-server listening");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(self.listener).map_err(ServerError::Runtime)?;
-            server::accept_loop(listener, self.shared, std::future::pending()).await;
-            Ok(())
-        })
+        self.service.run().map_err(ServerError::Runtime)
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
     /// Shutting down makes every change durable and closes the index, so another server may then
     /// open the same directory.
     pub fn spawn(self) -> Result<Handle, ServerError> {
-        let rt = runtime(Some(2))?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(self.listener).map_err(ServerError::Runtime)?
-        };
-        let (addr, shared) = (self.addr, self.shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("storage-server {addr}"))
-            .spawn(move || {
-                rt.block_on(server::accept_loop(listener, shared.clone(), async move {
-                    // A dropped sender stops the server just as a sent stop does.
-                    let _ = stop_rx.await;
-                }));
-                rt.shutdown_timeout(Duration::from_secs(1));
-                shared.sync();
-            })
-            .map_err(ServerError::Runtime)?;
-        Ok(Handle { addr, stop: Some(stop_tx), thread: Some(thread) })
-    }
-}
-
-fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ServerError> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n);
-    }
-    b.enable_all().thread_name("storage-server").build().map_err(ServerError::Runtime)
-}
-
-/// A running storage server on its own thread; dropping it stops the server.
-pub struct Handle {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Handle {
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops the server and waits for its thread: no new connection is accepted afterwards, the
-    /// existing ones are closed, and every change is durable.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            // The receiver is gone only if the server thread already ended.
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!(addr = %self.addr, "the storage-server thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.stop_and_join();
+        let shared = self.shared;
+        self.service.spawn(move || shared.sync()).map_err(ServerError::Runtime)
     }
 }
 

@@ -1,0 +1,198 @@
+//! A server component's network front, shared by the mem-server and the storage server: a bound
+//! listener, a tokio runtime, and per connection the handshake followed by the frame loop of
+//! [`crate::aio::serve`] with a handler made for that connection.
+//!
+//! [`Service::run`] serves on the calling thread (the `lego mem-server` / `lego storage-server`
+//! commands); [`Service::spawn`] serves on a thread of its own until its [`Handle`] is shut down
+//! or dropped (embedded servers and tests).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::aio::{accept_handshake, serve, FrameHandler};
+use crate::error::ProtoError;
+use crate::handshake::{ComponentKind, Hello};
+
+/// How long a new connection may take to introduce itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Makes the handler of a new connection from the peer's address and introduction.
+pub type MakeHandler<H> = dyn Fn(SocketAddr, Hello) -> H + Send + Sync;
+
+/// A bound, not yet running, server.
+pub struct Service<H> {
+    name: &'static str,
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    me: Hello,
+    accepts: &'static [ComponentKind],
+    make: Arc<MakeHandler<H>>,
+}
+
+impl<H: FrameHandler + 'static> Service<H> {
+    /// Binds `listen` for a server called `name` (for logs and thread names) that introduces
+    /// itself as `me`, accepts peers of the `accepts` kinds, and serves each connection with a
+    /// handler from `make`.
+    pub fn bind(
+        name: &'static str,
+        listen: &str,
+        me: Hello,
+        accepts: &'static [ComponentKind],
+        make: impl Fn(SocketAddr, Hello) -> H + Send + Sync + 'static,
+    ) -> std::io::Result<Service<H>> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        Ok(Service { name, listener, addr, me, accepts, make: Arc::new(make) })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves on the calling thread, forever (until the process is killed).
+    pub fn run(self) -> std::io::Result<()> {
+        let rt = runtime(self.name, None)?;
+        tracing::info!(addr = %self.addr, "{} listening", self.name);
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(self.listener)?;
+            accept_loop(listener, self.me, self.accepts, self.make, std::future::pending()).await;
+            Ok(())
+        })
+    }
+
+    /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped, then
+    /// runs `on_stop` on that thread once every connection is closed.
+    pub fn spawn(self, on_stop: impl FnOnce() + Send + 'static) -> std::io::Result<Handle> {
+        let rt = runtime(self.name, Some(2))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = {
+            let _guard = rt.enter();
+            TcpListener::from_std(self.listener)?
+        };
+        let Service { name, addr, me, accepts, make, .. } = self;
+        let thread = std::thread::Builder::new().name(format!("{name} {addr}")).spawn(move || {
+            rt.block_on(accept_loop(listener, me, accepts, make, async move {
+                // A dropped sender stops the server just as a sent stop does.
+                let _ = stop_rx.await;
+            }));
+            rt.shutdown_timeout(Duration::from_secs(1));
+            on_stop();
+        })?;
+        Ok(Handle { name, addr, stop: Some(stop_tx), thread: Some(thread) })
+    }
+}
+
+fn runtime(name: &str, workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all().thread_name(name).build()
+}
+
+/// A server running on its own thread; dropping it stops the server.
+pub struct Handle {
+    name: &'static str,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits for its thread: no new connection is accepted afterwards, the
+    /// existing ones are closed, and the `on_stop` given to [`Service::spawn`] has run.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The receiver is gone only if the server thread already ended.
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!(addr = %self.addr, "the {} thread panicked", self.name);
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Accepts connections until `stop` completes.
+async fn accept_loop<H: FrameHandler + 'static>(
+    listener: TcpListener,
+    me: Hello,
+    accepts: &'static [ComponentKind],
+    make: Arc<MakeHandler<H>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(connection(stream, peer, me, accepts, make.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+/// One connection: handshake, then frames until the peer leaves or misbehaves.
+async fn connection<H: FrameHandler>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    me: Hello,
+    accepts: &'static [ComponentKind],
+    make: Arc<MakeHandler<H>>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+    }
+    let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, me, accepts)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "handshake refused");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs());
+            return;
+        }
+    };
+    tracing::debug!(%peer, kind = %hello.kind, "connected");
+    let mut handler = make(peer, hello);
+    match serve(&mut stream, &mut handler).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        // A client that goes away with requests in flight resets the connection: not an error.
+        Err(ProtoError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) =>
+        {
+            tracing::debug!(%peer, "connection reset by the client")
+        }
+        Err(e) => tracing::warn!(%peer, error = %e, "closing the connection"),
+    }
+}
