@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
-use lego_proto::handshake::{ComponentKind, Hello, HELLO_LEN, PROTOCOL_VERSION};
+use lego_proto::handshake::{ComponentKind, Hello, PROTOCOL_VERSION};
 use lego_proto::mm::{decode, encode, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
@@ -183,13 +183,7 @@ fn full_server_answers_no_space() {
 
 /// A raw connection past the handshake.
 fn raw(h: &Handle) -> TcpStream {
-    let mut s = TcpStream::connect(h.addr()).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(&Hello::new(ComponentKind::Client, CLUSTER).encode()).unwrap();
-    let mut b = [0u8; HELLO_LEN];
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(Hello::decode(&b).unwrap().refusal, 0);
-    s
+    TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Client, CLUSTER), TIMEOUT).unwrap().into_stream()
 }
 
 /// The server closed the connection (EOF or reset), without answering.

@@ -111,6 +111,11 @@ impl TcpTransport {
         Ok(t)
     }
 
+    /// The socket, past the handshake: for tools and tests that speak raw frames.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     fn err(&self, e: std::io::Error) -> ProtoError {
         match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => {

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
-use lego_proto::handshake::{ComponentKind, Hello, HELLO_LEN};
+use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::storage::errno::*;
 use lego_proto::storage::{
@@ -394,13 +394,7 @@ fn bad_paths_are_refused() {
 }
 
 fn raw(h: &Handle) -> TcpStream {
-    let mut s = TcpStream::connect(h.addr()).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s.write_all(&Hello::new(ComponentKind::Client, CLUSTER).encode()).unwrap();
-    let mut b = [0u8; HELLO_LEN];
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(Hello::decode(&b).unwrap().refusal, 0);
-    s
+    TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Client, CLUSTER), TIMEOUT).unwrap().into_stream()
 }
 
 /// The server closed the connection (EOF or reset), without answering.
