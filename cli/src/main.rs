@@ -2,6 +2,7 @@
 //! call the component libraries.
 
 mod bench;
+mod global;
 mod image;
 mod mem_server;
 mod memory;
@@ -31,6 +32,10 @@ enum Command {
     MemServer(mem_server::MemServerArgs),
     /// Run a storage server (sComponent).
     StorageServer(storage_server::StorageServerArgs),
+    /// Run the global managers (registry, heartbeats, failure detection).
+    GlobalMgr(global::GlobalMgrArgs),
+    /// List the components a global manager knows, and whether they are up.
+    Ps(global::PsArgs),
     /// Put guest images into a vNode's storage, and list them.
     Image {
         #[command(subcommand)]
@@ -54,6 +59,14 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::MemServer(args) => mem_server::run(args),
         Command::StorageServer(args) => storage_server::run(args),
+        Command::GlobalMgr(args) => global::run_global_mgr(args),
+        Command::Ps(args) => match global::ps(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lego ps: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Image { cmd } => match image::run(cmd) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

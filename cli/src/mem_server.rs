@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use lego_proto::global::Role;
+
 use crate::size::parse_size;
 
 /// Options of `lego mem-server`.
@@ -22,6 +24,8 @@ pub struct MemServerArgs {
     /// Most file data the buffer cache holds (at least 1M).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     buffer_cache: u64,
+    #[command(flatten)]
+    join: crate::global::JoinArgs,
 }
 
 /// Serves until killed.
@@ -35,6 +39,13 @@ pub fn run(args: MemServerArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lego mem-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _heartbeats = match args.join.join(Role::Memory, server.local_addr().to_string(), args.cluster, server.load_probe()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("lego mem-server: {e:#}");
             return ExitCode::FAILURE;
         }
     };

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use lego_proto::global::Role;
+
 /// Options of `lego storage-server`.
 #[derive(clap::Args)]
 pub struct StorageServerArgs {
@@ -15,15 +17,25 @@ pub struct StorageServerArgs {
     /// Cluster id peers must present.
     #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
     cluster: u64,
+    #[command(flatten)]
+    join: crate::global::JoinArgs,
 }
 
 /// Serves until killed.
 pub fn run(args: StorageServerArgs) -> ExitCode {
-    let config = storage_server::Config { listen: args.listen, dir: args.dir, cluster: args.cluster };
+    let config = storage_server::Config { listen: args.listen, dir: args.dir.clone(), cluster: args.cluster };
     let server = match storage_server::StorageServer::bind(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("lego storage-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let probe = server.load_probe(args.dir);
+    let _heartbeats = match args.join.join(Role::Storage, server.local_addr().to_string(), args.cluster, probe) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("lego storage-server: {e:#}");
             return ExitCode::FAILURE;
         }
     };

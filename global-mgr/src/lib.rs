@@ -1,3 +1,154 @@
-//! The global process, memory and storage managers (LegoOS GPM/GMM/GSM, paper §4.6).
+//! The global process, memory and storage managers (LegoOS GPM/GMM/GSM, paper §4.6), in one
+//! server process: `lego global-mgr`.
 //!
-//! Not implemented yet; this crate exports nothing.
+//! - [`registry`]: the components (persisted in `STATE_DIR/registry.redb`, so a restart keeps
+//!   them), their last heartbeat and load; a component that misses three heartbeats is down.
+//! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
+//!
+//! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
+//! with the components.
+
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lego_proto::aio::{push_reply, FrameHandler};
+use lego_proto::frame::{Header, Op, Status};
+use lego_proto::global::{GlobalReply, GlobalRequest};
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::mm::{decode, encode};
+use lego_proto::service::Service;
+
+pub mod heartbeat;
+pub mod registry;
+
+/// Default interval between heartbeats.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How the global manager is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory of the persisted registry (created if missing).
+    pub state_dir: PathBuf,
+    /// Cluster id components must present.
+    pub cluster: u64,
+    /// Heartbeat interval components use; three missed ones mark a component down.
+    pub heartbeat: Duration,
+}
+
+/// Why the global manager could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The registry could not be opened.
+    #[error("registry in {dir}: {source}")]
+    Registry {
+        /// The state directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: registry::RegistryError,
+    },
+    /// The listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime or the server thread could not be started.
+    #[error("starting the server runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Kinds of peers the global manager talks to.
+const ACCEPTS: [ComponentKind; 4] =
+    [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Storage, ComponentKind::Client];
+
+/// A bound, not yet running, global manager.
+pub struct GlobalMgr {
+    service: Service<Conn>,
+}
+
+/// A running global manager on its own thread; dropping it stops the server.
+pub type Handle = lego_proto::service::Handle;
+
+impl GlobalMgr {
+    /// Opens the registry and binds the listening socket.
+    pub fn bind(config: Config) -> Result<GlobalMgr, ServerError> {
+        let registry = registry::Registry::open(&config.state_dir, config.heartbeat)
+            .map_err(|source| ServerError::Registry { dir: config.state_dir.clone(), source })?;
+        let registry = Arc::new(Mutex::new(registry));
+        let me = Hello::new(ComponentKind::Global, config.cluster);
+        let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn { registry: registry.clone() })
+            .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        Ok(GlobalMgr { service })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.service.local_addr()
+    }
+
+    /// Serves on the calling thread, forever (until the process is killed).
+    pub fn run(self) -> Result<(), ServerError> {
+        self.service.run().map_err(ServerError::Runtime)
+    }
+
+    /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
+    pub fn spawn(self) -> Result<Handle, ServerError> {
+        self.service.spawn(|| ()).map_err(ServerError::Runtime)
+    }
+}
+
+/// One connection's frame handler.
+struct Conn {
+    registry: Arc<Mutex<registry::Registry>>,
+}
+
+impl Conn {
+    fn serve(&self, body: &[u8]) -> GlobalReply {
+        let req: GlobalRequest = match decode(body) {
+            Ok(r) => r,
+            Err(e) => return GlobalReply::Failed(e.to_string()),
+        };
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        match req {
+            GlobalRequest::Register { role, addr, cores, load } => match reg.register(role, &addr, cores, load) {
+                Ok(id) => {
+                    tracing::info!(%role, %addr, id, "component registered");
+                    GlobalReply::Registered { id }
+                }
+                Err(e) => GlobalReply::Failed(e.to_string()),
+            },
+            GlobalRequest::Heartbeat { id, load } => {
+                if reg.heartbeat(id, load) {
+                    GlobalReply::Ok
+                } else {
+                    GlobalReply::UnknownComponent
+                }
+            }
+            GlobalRequest::List => GlobalReply::Components(reg.list()),
+        }
+    }
+}
+
+impl FrameHandler for Conn {
+    fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
+        match req.op {
+            Op::Fetch | Op::Flush | Op::FlushFetch => push_reply(out, &req.reply(Status::BadRequest), &[]),
+            Op::Control => {
+                let body = encode(&self.serve(payload));
+                let mut h = req.reply(Status::Ok);
+                h.len = body.len() as u32;
+                push_reply(out, &h, &body);
+            }
+        }
+    }
+}

@@ -79,6 +79,7 @@ pub enum ServerError {
 /// A bound, not yet running, mem-server.
 pub struct MemServer {
     service: Service<server::Conn>,
+    shared: Arc<server::Shared>,
 }
 
 /// A running mem-server on its own thread; dropping it stops the server.
@@ -92,10 +93,12 @@ impl MemServer {
             return Err(ServerError::Capacity(config.capacity_bytes));
         }
         let shared = Arc::new(server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes));
-        let me = shared.me();
-        let service = Service::bind("mem-server", &config.listen, me, &server::ACCEPTS, move |_, _| server::Conn::new(shared.clone()))
-            .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
-        Ok(MemServer { service })
+        let for_conns = shared.clone();
+        let service = Service::bind("mem-server", &config.listen, shared.me(), &server::ACCEPTS, move |_, _| {
+            server::Conn::new(for_conns.clone())
+        })
+        .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        Ok(MemServer { service, shared })
     }
 
     /// The address the server listens on.
@@ -106,6 +109,20 @@ impl MemServer {
     /// Serves on the calling thread, forever (until the process is killed).
     pub fn run(self) -> Result<(), ServerError> {
         self.service.run().map_err(ServerError::Runtime)
+    }
+
+    /// A probe of the server's load for heartbeats: page frames held and used, requests served.
+    pub fn load_probe(&self) -> impl Fn() -> lego_proto::global::Load + Send + 'static {
+        let shared = self.shared.clone();
+        move || {
+            let s = shared.stat();
+            lego_proto::global::Load {
+                capacity_bytes: s.capacity_pages * PAGE_SIZE as u64,
+                used_bytes: s.used_pages * PAGE_SIZE as u64,
+                requests: s.requests,
+                threads: 0,
+            }
+        }
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.

@@ -61,7 +61,8 @@ impl Shared {
         self.me
     }
 
-    fn stat(&self) -> ServerStat {
+    /// Capacity and load.
+    pub(crate) fn stat(&self) -> ServerStat {
         let (capacity_pages, used_pages, vregions) = {
             let o = lock(&self.owner);
             (o.store().capacity_pages(), o.store().used_pages(), o.vregions())

@@ -2,6 +2,7 @@
 //!
 //! - [`handshake`]: the versioned introduction every connection starts with.
 //! - [`frame`]: the fixed binary header and the page path's 4 KB payloads.
+//! - [`global`]: registration and heartbeats to the global managers (LegoOS §4.6).
 //! - [`mm`]: control messages of two-level memory management (LegoOS §4.4.1).
 //! - [`storage`]: stateless file requests of the storage path (LegoOS §4.5).
 //! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
@@ -12,6 +13,7 @@
 pub mod aio;
 pub mod error;
 pub mod frame;
+pub mod global;
 pub mod handshake;
 pub mod mm;
 pub mod service;

@@ -129,6 +129,16 @@ impl StorageServer {
         self.service.run().map_err(ServerError::Runtime)
     }
 
+    /// A probe of the server's load for heartbeats: the disk holding `dir` (capacity and use)
+    /// and the requests served so far.
+    pub fn load_probe(&self, dir: PathBuf) -> impl Fn() -> lego_proto::global::Load + Send + 'static {
+        let shared = self.shared.clone();
+        move || {
+            let (capacity_bytes, used_bytes) = disk_usage(&dir).unwrap_or((0, 0));
+            lego_proto::global::Load { capacity_bytes, used_bytes, requests: shared.requests(), threads: 0 }
+        }
+    }
+
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
     /// Shutting down makes every change durable and closes the index, so another server may then
     /// open the same directory.
@@ -136,6 +146,20 @@ impl StorageServer {
         let shared = self.shared;
         self.service.spawn(move || shared.sync()).map_err(ServerError::Runtime)
     }
+}
+
+/// Capacity and used bytes of the file system holding `dir`.
+fn disk_usage(dir: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statvfs is a valid value for statvfs(2) to overwrite.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and outlives the call; `st` is a live, writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frag = st.f_frsize as u64;
+    Some((st.f_blocks as u64 * frag, (st.f_blocks - st.f_bfree) as u64 * frag))
 }
 
 /// Locks `m`, going on with the data if a thread panicked while holding it (the store changes

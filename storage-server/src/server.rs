@@ -3,6 +3,7 @@
 //! under `block_in_place` since it does file I/O (and, for `Fsync`, waits for the disk).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lego_proto::aio::{push_reply, FrameHandler};
@@ -21,11 +22,13 @@ pub(crate) const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, Compon
 pub(crate) struct Shared {
     me: Hello,
     store: Mutex<Store>,
+    /// Requests served since start.
+    requests: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn new(store: Store, cluster: u64) -> Shared {
-        Shared { me: Hello::new(ComponentKind::Storage, cluster), store: Mutex::new(store) }
+        Shared { me: Hello::new(ComponentKind::Storage, cluster), store: Mutex::new(store), requests: AtomicU64::new(0) }
     }
 
     /// How this server introduces itself.
@@ -40,7 +43,13 @@ impl Shared {
         }
     }
 
+    /// Requests served since start.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     fn control(&self, peer: SocketAddr, body: &[u8]) -> StorageReply {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         match decode::<StorageRequest>(body) {
             Ok(req) => tokio::task::block_in_place(|| lock(&self.store).handle(req)),
             Err(e) => {

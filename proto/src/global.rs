@@ -1,0 +1,91 @@
+//! Control messages between components and the global managers (LegoOS §4.6), carried in
+//! [`crate::frame::Op::Control`] frames as bincode.
+//!
+//! A component registers once at start ([`GlobalRequest::Register`]) and then sends a
+//! [`GlobalRequest::Heartbeat`] with its load at a fixed interval; the global manager marks a
+//! component that misses three heartbeats as down. The managers keep only this approximate,
+//! coarse view: every fine-grained decision stays with the components.
+
+use serde::{Deserialize, Serialize};
+
+/// What a component is, as the global manager records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A pComponent (`lego-vmm` host).
+    Processor,
+    /// A mem-server.
+    Memory,
+    /// A storage server.
+    Storage,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Processor => "pcomp",
+            Role::Memory => "mem-server",
+            Role::Storage => "storage-server",
+        })
+    }
+}
+
+/// The load a component reports in each heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// Bytes the component can hold (memory frames, buffer cache, disk), 0 if not applicable.
+    pub capacity_bytes: u64,
+    /// Bytes of that in use.
+    pub used_bytes: u64,
+    /// Requests served since the component started.
+    pub requests: u64,
+    /// Guest threads running (pComponents).
+    pub threads: u64,
+}
+
+/// A request to the global manager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GlobalRequest {
+    /// A component introduces itself; the answer is its id ([`GlobalReply::Registered`]). The
+    /// same role and address get the same id again after a restart of either side.
+    Register { role: Role, addr: String, cores: u32, load: Load },
+    /// A component is alive, with its current load.
+    Heartbeat { id: u64, load: Load },
+    /// The registry, for `lego ps`.
+    List,
+}
+
+/// One registered component, as `lego ps` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComponentInfo {
+    /// The id the global manager gave it.
+    pub id: u64,
+    /// What it is.
+    pub role: Role,
+    /// Where it listens.
+    pub addr: String,
+    /// CPU cores it reported.
+    pub cores: u32,
+    /// Whether it sent a heartbeat within the last three intervals.
+    pub up: bool,
+    /// Milliseconds since its last heartbeat (or registration), as seen by the manager.
+    pub last_seen_ms: u64,
+    /// The load of its last heartbeat.
+    pub load: Load,
+    /// Requests per second between its last two heartbeats.
+    pub requests_per_s: f64,
+}
+
+/// An answer of the global manager.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum GlobalReply {
+    /// The id of a registered component.
+    Registered { id: u64 },
+    /// The heartbeat was recorded.
+    Ok,
+    /// The id is unknown (the manager lost it): register again.
+    UnknownComponent,
+    /// Every registered component, in id order.
+    Components(Vec<ComponentInfo>),
+    /// The request could not be decoded or served.
+    Failed(String),
+}

@@ -1,0 +1,105 @@
+//! End-to-end tests of the global manager with every component a separate process: components
+//! register and send heartbeats, `lego ps --json` shows them, a killed mem-server is marked
+//! down within three heartbeats, and a restarted global manager keeps its registry. These
+//! tests do not need /dev/kvm.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Server;
+
+const HEARTBEAT_MS: u64 = 200;
+
+fn global_mgr(state: &Path, listen: &str) -> Server {
+    let hb = HEARTBEAT_MS.to_string();
+    Server::start(&["global-mgr", "--listen", listen, "--state-dir", state.to_str().unwrap(), "--heartbeat-ms", &hb])
+}
+
+fn join<'a>(global: &'a str, hb: &'a str) -> [&'a str; 4] {
+    ["--global-mgr", global, "--heartbeat-ms", hb]
+}
+
+/// `lego ps --json`: (address, kind, up) of every component, in id order.
+fn ps(global: &str) -> Vec<(String, String, bool, u64)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(["ps", "--json", "--global-mgr", global]).output().unwrap();
+    assert!(out.status.success(), "lego ps: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lego ps --json prints JSON");
+    v["components"]
+        .as_array()
+        .expect("a components array")
+        .iter()
+        .map(|c| {
+            (
+                c["addr"].as_str().unwrap().to_string(),
+                c["role"].as_str().unwrap().to_string(),
+                c["up"].as_bool().unwrap(),
+                c["id"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Polls `ps` until `done` holds, for at most `limit`; returns how long it took.
+fn wait_for(global: &str, limit: Duration, done: impl Fn(&[(String, String, bool, u64)]) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let list = ps(global);
+        if done(&list) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "not reached within {limit:?}: {list:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn components_register_go_down_when_killed_and_survive_a_manager_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let global = global_mgr(&state.path().join("state"), "127.0.0.1:0");
+    let hb = HEARTBEAT_MS.to_string();
+    let j = join(&global.addr, &hb);
+    let mut mem: Vec<Server> = (0..2)
+        .map(|_| Server::start(&[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "256M"][..], &j].concat()))
+        .collect();
+    let sdir = state.path().join("storage");
+    let storage = Server::start(&[&["storage-server", "--listen", "127.0.0.1:0", "--dir", sdir.to_str().unwrap()][..], &j].concat());
+
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.len() == 3 && l.iter().all(|c| c.2));
+    let before = ps(&global.addr);
+    let kinds: Vec<&str> = before.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "Memory").count(), 2, "{before:?}");
+    assert!(kinds.contains(&"Storage"), "{before:?}");
+
+    // A killed mem-server is down within three heartbeats (plus one for the poll and slack).
+    let victim = mem[0].addr.clone();
+    mem.remove(0).kill();
+    let took = wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().any(|c| c.0 == victim && !c.2));
+    assert!(took <= Duration::from_millis(4 * HEARTBEAT_MS + 1000), "took {took:?} to mark {victim} down");
+    assert!(ps(&global.addr).iter().filter(|c| c.0 != victim).all(|c| c.2), "the others stay up");
+
+    // A restarted global manager knows every component, with the same ids, and the live ones
+    // are up again through their heartbeats.
+    let addr = global.addr.clone();
+    global.kill();
+    let global = global_mgr(&state.path().join("state"), &addr);
+    let after = ps(&global.addr);
+    let ids = |l: &[(String, String, bool, u64)]| l.iter().map(|c| (c.0.clone(), c.3)).collect::<Vec<_>>();
+    assert_eq!(ids(&after), ids(&before), "the registry survived the restart");
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().any(|c| c.0 == victim && !c.2) && l.iter().filter(|c| c.2).count() == 2);
+    drop((storage, mem));
+}
+
+#[test]
+fn a_client_of_another_cluster_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let global = global_mgr(state.path(), "127.0.0.1:0");
+    let out = Command::new(env!("CARGO_BIN_EXE_lego"))
+        .args(["ps", "--global-mgr", &global.addr, "--cluster", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cluster 0x5") && err.contains("cluster 0x0"), "{err}");
+}
