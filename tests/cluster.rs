@@ -103,3 +103,38 @@ fn a_client_of_another_cluster_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster 0x5") && err.contains("cluster 0x0"), "{err}");
 }
+
+fn lego(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lego")).args(args).output().unwrap()
+}
+
+#[test]
+fn vnodes_get_unique_ids_and_vips_and_survive_a_manager_restart() {
+    let state = tempfile::tempdir().unwrap();
+    let global = global_mgr(state.path(), "127.0.0.1:0");
+    let g = global.addr.clone();
+    let out = lego(&["vnode", "create", "web", "--mem", "2G", "--global-mgr", &g]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "created vNode web (id 1, virtual IP 10.77.0.1)\n");
+    assert!(lego(&["vnode", "create", "db", "--vip", "10.1.2.3", "--global-mgr", &g]).status.success());
+    let dup = lego(&["vnode", "create", "web", "--global-mgr", &g]);
+    assert!(!dup.status.success() && String::from_utf8_lossy(&dup.stderr).contains("vNode web exists"));
+    let taken = lego(&["vnode", "create", "x", "--vip", "10.1.2.3", "--global-mgr", &g]);
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("virtual IP 10.1.2.3 is taken"));
+
+    global.kill();
+    let global = global_mgr(state.path(), &g);
+    let out = lego(&["ps", "--json", "--global-mgr", &global.addr]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<(&str, u64, u64)> = v["vnodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["name"].as_str().unwrap(), x["id"].as_u64().unwrap(), x["mem_bytes"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(names, [("web", 1, 2 << 30), ("db", 2, 4 << 30)]);
+    assert!(lego(&["vnode", "rm", "web", "--global-mgr", &g]).status.success());
+    let ls = lego(&["vnode", "ls", "--global-mgr", &g]);
+    let ls = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.contains("db") && ls.contains("10.1.2.3") && !ls.contains("web"), "{ls}");
+}

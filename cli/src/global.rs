@@ -1,15 +1,17 @@
 //! `lego global-mgr`, `lego ps`, and the `--global-mgr` option of the servers.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
-use lego_proto::global::{GlobalReply, GlobalRequest, Load, Role};
+use lego_proto::global::{GlobalReply, GlobalRequest, Load, Role, VnodeInfo};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
+
+use crate::size::parse_size;
 
 /// Options of `lego global-mgr`.
 #[derive(clap::Args)]
@@ -63,29 +65,16 @@ impl JoinArgs {
 }
 
 /// Serves until killed.
-pub fn run_global_mgr(args: GlobalMgrArgs) -> ExitCode {
+pub fn run_global_mgr(args: GlobalMgrArgs) -> anyhow::Result<()> {
     let config = global_mgr::Config {
         listen: args.listen,
         state_dir: args.state_dir,
         cluster: args.cluster,
         heartbeat: args.heartbeat.interval(),
     };
-    let server = match global_mgr::GlobalMgr::bind(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lego global-mgr: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Scripts and tests wait for this line to know the server is up, and where.
-    println!("lego global-mgr listening on {}", server.local_addr());
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lego global-mgr: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let server = global_mgr::GlobalMgr::bind(config)?;
+    crate::announce("global-mgr", server.local_addr());
+    Ok(server.run()?)
 }
 
 /// Options of `lego ps`.
@@ -102,16 +91,26 @@ pub struct PsArgs {
     json: bool,
 }
 
-/// Prints the components the global manager knows.
+/// One request to the global manager at `addr`; a `Failed` answer is an error.
+fn ask(addr: &str, cluster: u64, req: &GlobalRequest) -> anyhow::Result<GlobalReply> {
+    let mut t = TcpTransport::connect(addr, Hello::new(ComponentKind::Client, cluster), Duration::from_secs(10))
+        .with_context(|| format!("global manager {addr}"))?;
+    match decode::<GlobalReply>(&t.call(0, &encode(req))?)? {
+        GlobalReply::Failed(e) => bail!("{e}"),
+        r => Ok(r),
+    }
+}
+
+/// Prints the components and vNodes the global manager knows.
 pub fn ps(args: &PsArgs) -> anyhow::Result<()> {
-    let mut t = TcpTransport::connect(&args.global_mgr, Hello::new(ComponentKind::Client, args.cluster), Duration::from_secs(10))
-        .with_context(|| format!("global manager {}", args.global_mgr))?;
-    let list = match decode::<GlobalReply>(&t.call(0, &encode(&GlobalRequest::List))?)? {
-        GlobalReply::Components(list) => list,
-        other => bail!("global manager answered {other:?}"),
+    let GlobalReply::Components(list) = ask(&args.global_mgr, args.cluster, &GlobalRequest::List)? else {
+        bail!("unexpected answer to a component list")
+    };
+    let GlobalReply::Vnodes(vnodes) = ask(&args.global_mgr, args.cluster, &GlobalRequest::ListVnodes)? else {
+        bail!("unexpected answer to a vNode list")
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "components": list }))?);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "components": list, "vnodes": vnodes }))?);
         return Ok(());
     }
     println!("{:>4}  {:<15} {:<22} {:<5} {:>6} {:>10} {:>10} {:>9}", "ID", "KIND", "ADDRESS", "STATE", "SEEN", "USED", "CAPACITY", "REQ/S");
@@ -127,6 +126,83 @@ pub fn ps(args: &PsArgs) -> anyhow::Result<()> {
             mib(c.load.capacity_bytes),
             c.requests_per_s
         );
+    }
+    if !vnodes.is_empty() {
+        println!();
+        print_vnodes(&vnodes);
+    }
+    Ok(())
+}
+
+fn print_vnodes(vnodes: &[VnodeInfo]) {
+    println!("{:>4}  {:<20} {:<15} {:>10} {:>10}", "ID", "VNODE", "VIP", "MEM", "EXCACHE");
+    for v in vnodes {
+        println!("{:>4}  {:<20} {:<15} {:>10} {:>10}", v.id, v.name, Ipv4Addr::from(v.vip).to_string(), mib(v.mem_bytes), mib(v.excache_bytes));
+    }
+}
+
+/// `lego vnode` subcommands.
+#[derive(clap::Subcommand)]
+pub enum VnodeCmd {
+    /// Create a vNode: a unique id, a unique virtual IP, its own storage mount.
+    Create {
+        /// Its name (1-64 bytes of [A-Za-z0-9._-]).
+        name: String,
+        /// Its virtual IP (default: the first free one in 10.77.0.0/16).
+        #[arg(long)]
+        vip: Option<Ipv4Addr>,
+        /// Address space of its processes.
+        #[arg(long, default_value = "4G", value_parser = parse_size)]
+        mem: u64,
+        /// ExCache of its processes.
+        #[arg(long, default_value = "256M", value_parser = parse_size)]
+        excache: u64,
+        #[command(flatten)]
+        at: ManagerArgs,
+    },
+    /// List the vNodes.
+    Ls {
+        #[command(flatten)]
+        at: ManagerArgs,
+    },
+    /// Remove a vNode (its files stay on the storage servers).
+    Rm {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        at: ManagerArgs,
+    },
+}
+
+/// Which global manager.
+#[derive(clap::Args)]
+pub struct ManagerArgs {
+    /// The global manager.
+    #[arg(long, value_name = "ADDR")]
+    global_mgr: String,
+    /// Cluster id presented to it.
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
+    cluster: u64,
+}
+
+/// Runs a vNode command.
+pub fn vnode(cmd: VnodeCmd) -> anyhow::Result<()> {
+    match cmd {
+        VnodeCmd::Create { name, vip, mem, excache, at } => {
+            let req = GlobalRequest::CreateVnode { name, vip: vip.map(|ip| ip.octets()), mem_bytes: mem, excache_bytes: excache };
+            let GlobalReply::Vnode(v) = ask(&at.global_mgr, at.cluster, &req)? else { bail!("unexpected answer to a vNode creation") };
+            println!("created vNode {} (id {}, virtual IP {})", v.name, v.id, Ipv4Addr::from(v.vip));
+        }
+        VnodeCmd::Ls { at } => {
+            let GlobalReply::Vnodes(v) = ask(&at.global_mgr, at.cluster, &GlobalRequest::ListVnodes)? else {
+                bail!("unexpected answer to a vNode list")
+            };
+            print_vnodes(&v);
+        }
+        VnodeCmd::Rm { name, at } => {
+            ask(&at.global_mgr, at.cluster, &GlobalRequest::RemoveVnode { name: name.clone() })?;
+            println!("removed vNode {name}");
+        }
     }
     Ok(())
 }

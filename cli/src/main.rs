@@ -34,8 +34,13 @@ enum Command {
     StorageServer(storage_server::StorageServerArgs),
     /// Run the global managers (registry, heartbeats, failure detection).
     GlobalMgr(global::GlobalMgrArgs),
-    /// List the components a global manager knows, and whether they are up.
+    /// List the components a global manager knows, whether they are up, and the vNodes.
     Ps(global::PsArgs),
+    /// Create, list and remove vNodes.
+    Vnode {
+        #[command(subcommand)]
+        cmd: global::VnodeCmd,
+    },
     /// Put guest images into a vNode's storage, and list them.
     Image {
         #[command(subcommand)]
@@ -57,29 +62,28 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Run(args) => run::run(args),
-        Command::MemServer(args) => mem_server::run(args),
-        Command::StorageServer(args) => storage_server::run(args),
-        Command::GlobalMgr(args) => global::run_global_mgr(args),
-        Command::Ps(args) => match global::ps(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lego ps: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Image { cmd } => match image::run(cmd) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lego image: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Bench { which } => match bench::run(which) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("lego: {e:#}");
-                ExitCode::from(run::STATUS_VMM_FAILURE)
-            }
-        },
+        Command::MemServer(args) => status("mem-server", mem_server::run(args), ExitCode::FAILURE),
+        Command::StorageServer(args) => status("storage-server", storage_server::run(args), ExitCode::FAILURE),
+        Command::GlobalMgr(args) => status("global-mgr", global::run_global_mgr(args), ExitCode::FAILURE),
+        Command::Ps(args) => status("ps", global::ps(&args), ExitCode::FAILURE),
+        Command::Vnode { cmd } => status("vnode", global::vnode(cmd), ExitCode::FAILURE),
+        Command::Image { cmd } => status("image", image::run(cmd), ExitCode::FAILURE),
+        Command::Bench { which } => status("bench", bench::run(which), ExitCode::from(run::STATUS_VMM_FAILURE)),
     }
+}
+
+/// The exit status of a command: success, or `failure` after printing `lego WHAT: error`.
+fn status(what: &str, result: anyhow::Result<()>, failure: ExitCode) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lego {what}: {e:#}");
+            failure
+        }
+    }
+}
+
+/// Prints the line scripts and tests wait for to know a server is up, and where.
+fn announce(kind: &str, addr: std::net::SocketAddr) {
+    println!("lego {kind} listening on {addr}");
 }

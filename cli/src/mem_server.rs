@@ -1,7 +1,5 @@
 //! `lego mem-server`: a memory component.
 
-use std::process::ExitCode;
-
 use lego_proto::global::Role;
 
 use crate::size::parse_size;
@@ -29,33 +27,14 @@ pub struct MemServerArgs {
 }
 
 /// Serves until killed.
-pub fn run(args: MemServerArgs) -> ExitCode {
+pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
     let config = mem_server::Config {
         storage: args.storage_server,
         buffer_cache_bytes: args.buffer_cache,
         ..mem_server::Config::new(args.listen, args.capacity, args.cluster)
     };
-    let server = match mem_server::MemServer::bind(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lego mem-server: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let _heartbeats = match args.join.join(Role::Memory, server.local_addr().to_string(), args.cluster, server.load_probe()) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("lego mem-server: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Scripts and tests wait for this line to know the server is up, and where.
-    println!("lego mem-server listening on {}", server.local_addr());
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lego mem-server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let server = mem_server::MemServer::bind(config)?;
+    let _heartbeats = args.join.join(Role::Memory, server.local_addr().to_string(), args.cluster, server.load_probe())?;
+    crate::announce("mem-server", server.local_addr());
+    Ok(server.run()?)
 }

@@ -1,7 +1,6 @@
 //! `lego storage-server`: a storage component.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use lego_proto::global::Role;
 
@@ -22,30 +21,11 @@ pub struct StorageServerArgs {
 }
 
 /// Serves until killed.
-pub fn run(args: StorageServerArgs) -> ExitCode {
+pub fn run(args: StorageServerArgs) -> anyhow::Result<()> {
     let config = storage_server::Config { listen: args.listen, dir: args.dir.clone(), cluster: args.cluster };
-    let server = match storage_server::StorageServer::bind(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("lego storage-server: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let server = storage_server::StorageServer::bind(config)?;
     let probe = server.load_probe(args.dir);
-    let _heartbeats = match args.join.join(Role::Storage, server.local_addr().to_string(), args.cluster, probe) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("lego storage-server: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Scripts and tests wait for this line to know the server is up, and where.
-    println!("lego storage-server listening on {}", server.local_addr());
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lego storage-server: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let _heartbeats = args.join.join(Role::Storage, server.local_addr().to_string(), args.cluster, probe)?;
+    crate::announce("storage-server", server.local_addr());
+    Ok(server.run()?)
 }

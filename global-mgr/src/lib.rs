@@ -135,6 +135,17 @@ impl Conn {
                 }
             }
             GlobalRequest::List => GlobalReply::Components(reg.list()),
+            GlobalRequest::CreateVnode { name, vip, mem_bytes, excache_bytes } => {
+                match reg.create_vnode(&name, vip, mem_bytes, excache_bytes) {
+                    Ok(v) => GlobalReply::Vnode(v),
+                    Err(e) => GlobalReply::Failed(e.to_string()),
+                }
+            }
+            GlobalRequest::ListVnodes => GlobalReply::Vnodes(reg.vnodes()),
+            GlobalRequest::RemoveVnode { name } => match reg.remove_vnode(&name) {
+                Ok(()) => GlobalReply::Removed,
+                Err(e) => GlobalReply::Failed(e.to_string()),
+            },
         }
     }
 }

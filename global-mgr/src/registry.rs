@@ -1,15 +1,22 @@
-//! The registry of components: who they are (persisted, so a restart of the global manager
-//! keeps it) and how they are doing (in memory: last heartbeat and load).
+//! The registry: the components, who they are (persisted, so a restart of the global manager
+//! keeps it) and how they are doing (in memory: last heartbeat and load); and the vNodes
+//! (persisted).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lego_proto::global::{ComponentInfo, Load, Role};
+use std::net::Ipv4Addr;
+
+use lego_proto::global::{ComponentInfo, Load, Role, VnodeInfo};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// id -> bincode of [`Known`].
 const COMPONENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("components");
+/// vNode name -> bincode of [`VnodeInfo`].
+const VNODES: TableDefinition<&str, &[u8]> = TableDefinition::new("vnodes");
+/// Counters that only grow ("vnode_id": the last vNode id given out).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
 /// Heartbeats a component may miss before it counts as down.
 pub const MISSED_HEARTBEATS: u32 = 3;
@@ -21,8 +28,11 @@ pub enum RegistryError {
     #[error("registry store: {0}")]
     Store(#[from] redb::Error),
     /// A stored record could not be read back.
-    #[error("registry store: component {0} is unreadable")]
-    Corrupt(u64),
+    #[error("registry store: record {0} is unreadable")]
+    Corrupt(String),
+    /// A vNode request that cannot be granted.
+    #[error("{0}")]
+    Vnode(String),
 }
 
 /// What the registry persists of a component.
@@ -45,6 +55,7 @@ struct Component {
 pub struct Registry {
     db: Database,
     components: BTreeMap<u64, Component>,
+    vnodes: BTreeMap<String, VnodeInfo>,
     interval: Duration,
 }
 
@@ -61,18 +72,28 @@ impl Registry {
         let db = Database::create(dir.join("registry.redb")).map_err(store_err)?;
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(COMPONENTS).map_err(store_err)?;
+        txn.open_table(VNODES).map_err(store_err)?;
+        txn.open_table(COUNTERS).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
-        let mut components = BTreeMap::new();
+        let (mut components, mut vnodes) = (BTreeMap::new(), BTreeMap::new());
         {
             let txn = db.begin_read().map_err(store_err)?;
             let table = txn.open_table(COMPONENTS).map_err(store_err)?;
             for item in table.iter().map_err(store_err)? {
                 let (id, v) = item.map_err(store_err)?;
-                let known: Known = lego_proto::mm::decode(v.value()).map_err(|_| RegistryError::Corrupt(id.value()))?;
+                let known: Known =
+                    lego_proto::mm::decode(v.value()).map_err(|_| RegistryError::Corrupt(format!("component {}", id.value())))?;
                 components.insert(id.value(), Component { known, last_seen: Instant::now(), load: Load::default(), rate: 0.0 });
             }
+            let table = txn.open_table(VNODES).map_err(store_err)?;
+            for item in table.iter().map_err(store_err)? {
+                let (name, v) = item.map_err(store_err)?;
+                let info: VnodeInfo =
+                    lego_proto::mm::decode(v.value()).map_err(|_| RegistryError::Corrupt(format!("vNode {}", name.value())))?;
+                vnodes.insert(name.value().to_string(), info);
+            }
         }
-        Ok(Registry { db, components, interval })
+        Ok(Registry { db, components, vnodes, interval })
     }
 
     /// Registers a component, or finds it again by role and address; returns its id.
@@ -101,6 +122,57 @@ impl Registry {
         c.last_seen = Instant::now();
         c.load = load;
         true
+    }
+
+    /// Creates a vNode with a new id and the given or the first free virtual IP.
+    pub fn create_vnode(&mut self, name: &str, vip: Option<[u8; 4]>, mem_bytes: u64, excache_bytes: u64) -> Result<VnodeInfo, RegistryError> {
+        let refuse = |m: String| Err(RegistryError::Vnode(m));
+        if lego_proto::storage::check_vnode(name).is_err() {
+            return refuse(format!("vNode name {name:?} must be 1-64 bytes of [A-Za-z0-9._-]"));
+        }
+        if self.vnodes.contains_key(name) {
+            return refuse(format!("vNode {name} exists"));
+        }
+        let taken = |ip: [u8; 4]| self.vnodes.values().any(|v| v.vip == ip);
+        let vip = match vip {
+            Some(ip) if taken(ip) => return refuse(format!("virtual IP {} is taken", Ipv4Addr::from(ip))),
+            Some(ip) => ip,
+            None => match (1..=0xfffeu32).map(|n| [10, 77, (n >> 8) as u8, n as u8]).find(|&ip| ip[3] != 0 && ip[3] != 255 && !taken(ip)) {
+                Some(ip) => ip,
+                None => return refuse("no free virtual IP left in 10.77.0.0/16".into()),
+            },
+        };
+        let txn = self.db.begin_write().map_err(store_err)?;
+        let info = {
+            let mut counters = txn.open_table(COUNTERS).map_err(store_err)?;
+            let id = counters.get("vnode_id").map_err(store_err)?.map_or(0, |v| v.value()) + 1;
+            counters.insert("vnode_id", id).map_err(store_err)?;
+            let info = VnodeInfo { id, name: name.to_string(), vip, mem_bytes, excache_bytes };
+            txn.open_table(VNODES).map_err(store_err)?.insert(name, lego_proto::mm::encode(&info).as_slice()).map_err(store_err)?;
+            info
+        };
+        txn.commit().map_err(store_err)?;
+        self.vnodes.insert(name.to_string(), info.clone());
+        Ok(info)
+    }
+
+    /// Removes a vNode.
+    pub fn remove_vnode(&mut self, name: &str) -> Result<(), RegistryError> {
+        if !self.vnodes.contains_key(name) {
+            return Err(RegistryError::Vnode(format!("no vNode {name}")));
+        }
+        let txn = self.db.begin_write().map_err(store_err)?;
+        txn.open_table(VNODES).map_err(store_err)?.remove(name).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        self.vnodes.remove(name);
+        Ok(())
+    }
+
+    /// Every vNode, in id order.
+    pub fn vnodes(&self) -> Vec<VnodeInfo> {
+        let mut v: Vec<VnodeInfo> = self.vnodes.values().cloned().collect();
+        v.sort_by_key(|v| v.id);
+        v
     }
 
     /// Every component, in id order.
@@ -141,6 +213,26 @@ mod tests {
         assert_eq!((list[0].id, list[0].cores, list[0].addr.as_str()), (a, 4, "10.0.0.1:7070"));
         assert!(r.heartbeat(b, Load { requests: 10, ..Load::default() }));
         assert!(!r.heartbeat(99, Load::default()));
+    }
+
+    #[test]
+    fn vnodes_get_unique_ids_and_vips_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let a = r.create_vnode("a", None, 1 << 30, 1 << 26).unwrap();
+        let b = r.create_vnode("b", Some([10, 0, 0, 9]), 1 << 30, 1 << 26).unwrap();
+        assert_eq!(a.vip, [10, 77, 0, 1]);
+        assert!(r.create_vnode("a", None, 1, 1).is_err(), "duplicate name");
+        assert!(r.create_vnode("c", Some([10, 0, 0, 9]), 1, 1).is_err(), "duplicate VIP");
+        assert!(r.create_vnode("../x", None, 1, 1).is_err(), "bad name");
+        r.remove_vnode("a").unwrap();
+        assert!(r.remove_vnode("a").is_err());
+        drop(r);
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        assert_eq!(r.vnodes(), vec![b.clone()]);
+        let c = r.create_vnode("c", None, 1, 1).unwrap();
+        assert!(c.id > b.id, "ids are never reused");
+        assert_eq!(c.vip, [10, 77, 0, 1], "a removed vNode's VIP is free again");
     }
 
     #[test]

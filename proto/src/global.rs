@@ -52,6 +52,27 @@ pub enum GlobalRequest {
     Heartbeat { id: u64, load: Load },
     /// The registry, for `lego ps`.
     List,
+    /// Creates a vNode; with no `vip`, the manager assigns a free one in 10.77.0.0/16.
+    CreateVnode { name: String, vip: Option<[u8; 4]>, mem_bytes: u64, excache_bytes: u64 },
+    /// Every vNode, in id order.
+    ListVnodes,
+    /// Removes a vNode (its storage mount is left in place on the storage servers).
+    RemoveVnode { name: String },
+}
+
+/// A vNode (LegoOS §4.1): a named machine of its own, with a unique id and virtual IP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnodeInfo {
+    /// Unique, never reused.
+    pub id: u64,
+    /// Its name (also the name of its storage mount).
+    pub name: String,
+    /// Its virtual IP, unique among vNodes.
+    pub vip: [u8; 4],
+    /// Address space of its processes.
+    pub mem_bytes: u64,
+    /// ExCache of its processes.
+    pub excache_bytes: u64,
 }
 
 /// One registered component, as `lego ps` shows it.
@@ -86,6 +107,12 @@ pub enum GlobalReply {
     UnknownComponent,
     /// Every registered component, in id order.
     Components(Vec<ComponentInfo>),
-    /// The request could not be decoded or served.
+    /// The vNode that was created.
+    Vnode(VnodeInfo),
+    /// Every vNode, in id order.
+    Vnodes(Vec<VnodeInfo>),
+    /// The vNode was removed.
+    Removed,
+    /// The request could not be decoded or served (a duplicate name or VIP, an unknown vNode).
     Failed(String),
 }
