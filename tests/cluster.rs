@@ -1,7 +1,8 @@
 //! End-to-end tests of the global manager with every component a separate process: components
 //! register and send heartbeats, `lego ps --json` shows them, a killed mem-server is marked
-//! down within three heartbeats, and a restarted global manager keeps its registry. These
-//! tests do not need /dev/kvm.
+//! down within three heartbeats, a restarted global manager keeps its registry, and `lego run
+//! --global-mgr` takes its vNode, mem-servers, storage server and file cache from the managers.
+//! Only that last test needs /dev/kvm.
 
 use std::path::Path;
 use std::process::Command;
@@ -137,4 +138,48 @@ fn vnodes_get_unique_ids_and_vips_and_survive_a_manager_restart() {
     let ls = lego(&["vnode", "ls", "--global-mgr", &g]);
     let ls = String::from_utf8_lossy(&ls.stdout);
     assert!(ls.contains("db") && ls.contains("10.1.2.3") && !ls.contains("web"), "{ls}");
+}
+
+#[test]
+fn lego_run_is_placed_by_the_managers() {
+    if !common::kvm() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let global = global_mgr(&state.path().join("state"), "127.0.0.1:0");
+    let hb = HEARTBEAT_MS.to_string();
+    let j = join(&global.addr, &hb);
+    let sdir = state.path().join("storage");
+    let storage = Server::start(&[&["storage-server", "--listen", "127.0.0.1:0", "--dir", sdir.to_str().unwrap()][..], &j].concat());
+    let fronting = ["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G", "--storage-server", &storage.addr];
+    let mem = [Server::start(&[&fronting[..], &j].concat()), Server::start(&[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G"][..], &j].concat())];
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.len() == 3 && l.iter().all(|c| c.2));
+
+    // Before the vNode exists, lego run says so.
+    let out = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "/bin/busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no vNode demo"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    assert!(lego(&["vnode", "create", "demo", "--mem", "1G", "--excache", "4M", "--global-mgr", &global.addr]).status.success());
+    let img = tempfile::tempdir().unwrap();
+    std::fs::create_dir(img.path().join("bin")).unwrap();
+    std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();
+    std::fs::write(img.path().join("greeting"), "placed by the global managers\n").unwrap();
+    assert!(lego(&["image", "push", img.path().to_str().unwrap(), "--vnode", "demo", "--storage-server", &storage.addr]).status.success());
+
+    // No --mem-server, no --storage-server, no --excache: all of it comes from the managers.
+    let out = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "--stats", "/bin/busybox", "cat", "/greeting"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "placed by the global managers\n");
+    assert!(stderr.contains("ExCache 1024 lines (4096 KiB)"), "the vNode's ExCache: {stderr}");
+
+    // With the only mem-server fronting its storage server gone, the GSM has no cache for it.
+    let [fronting, other] = mem;
+    fronting.kill();
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().filter(|c| c.2).count() == 2);
+    let out = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "/bin/busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no mem-server that is up caches storage server"));
+    drop(other);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
-use lego_proto::global::{GlobalReply, GlobalRequest, Load, Role, VnodeInfo};
+use lego_proto::global::{GlobalReply, GlobalRequest, Load, Placement, Role, VnodeInfo};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
@@ -54,12 +54,19 @@ pub struct JoinArgs {
 }
 
 impl JoinArgs {
-    /// Starts heartbeats for the component `role` listening on `addr`, if a global manager was
-    /// named.
-    pub fn join(&self, role: Role, addr: String, cluster: u64, load: impl Fn() -> Load + Send + 'static) -> anyhow::Result<Option<Heartbeats>> {
+    /// Starts heartbeats for the component `role` listening on `addr` (a mem-server in front of
+    /// the storage server `fronts`), if a global manager was named.
+    pub fn join(
+        &self,
+        role: Role,
+        addr: String,
+        fronts: Option<String>,
+        cluster: u64,
+        load: impl Fn() -> Load + Send + 'static,
+    ) -> anyhow::Result<Option<Heartbeats>> {
         let Some(global) = self.global_mgr.clone() else { return Ok(None) };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let me = Identity { role, addr, cores, cluster };
+        let me = Identity { role, addr, cores, fronts, cluster };
         Ok(Some(heartbeat::start(global, me, self.heartbeat.interval(), load).context("starting heartbeats")?))
     }
 }
@@ -98,6 +105,14 @@ fn ask(addr: &str, cluster: u64, req: &GlobalRequest) -> anyhow::Result<GlobalRe
     match decode::<GlobalReply>(&t.call(0, &encode(req))?)? {
         GlobalReply::Failed(e) => bail!("{e}"),
         r => Ok(r),
+    }
+}
+
+/// The managers' placement for a new process of `vnode`.
+pub fn place(addr: &str, cluster: u64, vnode: &str) -> anyhow::Result<Placement> {
+    match ask(addr, cluster, &GlobalRequest::Place { vnode: vnode.to_string() })? {
+        GlobalReply::Placement(p) => Ok(p),
+        other => bail!("global manager answered {other:?}"),
     }
 }
 

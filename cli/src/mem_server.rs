@@ -29,12 +29,12 @@ pub struct MemServerArgs {
 /// Serves until killed.
 pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
     let config = mem_server::Config {
-        storage: args.storage_server,
+        storage: args.storage_server.clone(),
         buffer_cache_bytes: args.buffer_cache,
         ..mem_server::Config::new(args.listen, args.capacity, args.cluster)
     };
     let server = mem_server::MemServer::bind(config)?;
-    let _heartbeats = args.join.join(Role::Memory, server.local_addr().to_string(), args.cluster, server.load_probe())?;
+    let _heartbeats = args.join.join(Role::Memory, server.local_addr().to_string(), args.storage_server, args.cluster, server.load_probe())?;
     crate::announce("mem-server", server.local_addr());
     Ok(server.run()?)
 }

@@ -24,9 +24,10 @@ pub struct MemoryArgs {
     /// this process, on a loopback port.
     #[arg(long, value_delimiter = ',', value_name = "ADDR")]
     pub mem_server: Vec<String>,
-    /// Most user memory resident in this pComponent at once (the ExCache).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    pub excache: u64,
+    /// Most user memory resident in this pComponent at once (the ExCache) [default: the vNode's
+    /// with --global-mgr, else 256M].
+    #[arg(long, value_parser = parse_size)]
+    pub excache: Option<u64>,
     /// Lines per ExCache set.
     #[arg(long, default_value_t = 64)]
     pub excache_ways: usize,
@@ -43,6 +44,9 @@ pub struct MemoryArgs {
     #[arg(long, default_value_t = 30)]
     pub mem_timeout: u64,
 }
+
+/// ExCache size when neither `--excache` nor a vNode gives one.
+const DEFAULT_EXCACHE: u64 = 256 << 20;
 
 /// An embedded mem-server, stopped when dropped.
 pub type Embedded = Option<mem_server::Handle>;
@@ -72,7 +76,7 @@ impl MemoryArgs {
             cluster: self.cluster,
             vregion_size: self.vregion_size,
             timeout: Duration::from_secs(self.mem_timeout.max(1)),
-            excache: ExCacheConfig { bytes: self.excache, ways: self.excache_ways, policy },
+            excache: ExCacheConfig { bytes: self.excache.unwrap_or(DEFAULT_EXCACHE), ways: self.excache_ways, policy },
         };
         Ok((config, embedded))
     }

@@ -24,9 +24,15 @@ pub struct RunArgs {
     /// Name of the vNode (its host name inside).
     #[arg(long, default_value = "vnode")]
     vnode: String,
-    /// User address space of the vNode (e.g. 512M, 4G).
-    #[arg(long, default_value = "4G", value_parser = parse_size)]
-    mem: u64,
+    /// User address space of the vNode (e.g. 512M, 4G) [default: the vNode's with
+    /// --global-mgr, else 4G].
+    #[arg(long, value_parser = parse_size)]
+    mem: Option<u64>,
+    /// Global manager that places the process: the vNode (`lego vnode create`) gives its memory
+    /// size and ExCache, the GMM its mem-servers, the GSM its storage server and the mem-server
+    /// caching its files. Options given here override those choices.
+    #[arg(long, value_name = "ADDR")]
+    global_mgr: Option<String>,
     #[command(flatten)]
     memory: MemoryArgs,
     /// Host directory holding the vNode's files (default: the current directory). Paths the
@@ -53,25 +59,64 @@ pub struct RunArgs {
     args: Vec<OsString>,
 }
 
+/// Default address space when neither `--mem` nor a vNode gives one.
+const DEFAULT_MEM: u64 = 4 << 30;
+
+/// Asks the global manager (if one was named) where the process goes, and fills in what the
+/// options left open. Returns the vNode's remote files if the managers chose them.
+fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
+    let Some(global) = &args.global_mgr else { return Ok(None) };
+    let p = crate::global::place(global, args.memory.cluster, &args.vnode)?;
+    args.mem.get_or_insert(p.vnode.mem_bytes);
+    args.memory.excache.get_or_insert(p.vnode.excache_bytes);
+    if args.memory.mem_server.is_empty() {
+        if p.mem_servers.is_empty() {
+            anyhow::bail!("no mem-server is up (lego ps --global-mgr {global})");
+        }
+        args.memory.mem_server = p.mem_servers;
+    }
+    if args.storage_server.is_some() || args.root.is_some() {
+        return Ok(None);
+    }
+    match (p.vnode.storage, p.cache) {
+        (Some(storage), Some(cache)) => Ok(Some(Files::Remote { cache, storage })),
+        (Some(storage), None) => anyhow::bail!(
+            "no mem-server that is up caches storage server {storage}, which holds vNode {} (start one with \
+             `lego mem-server --storage-server {storage} --global-mgr {global}`)",
+            args.vnode
+        ),
+        (None, _) => anyhow::bail!("no storage server is up to hold vNode {}'s files", args.vnode),
+    }
+}
+
 /// Runs the program; the exit code is the program's own status.
-pub fn run(args: RunArgs) -> ExitCode {
-    let (memory, _embedded) = match args.memory.config(args.mem, args.storage_server.as_deref()) {
+pub fn run(mut args: RunArgs) -> ExitCode {
+    let placed = match place(&mut args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("lego: {e:#}");
+            return ExitCode::from(STATUS_VMM_FAILURE);
+        }
+    };
+    let mem = args.mem.unwrap_or(DEFAULT_MEM);
+    let (memory, _embedded) = match args.memory.config(mem, args.storage_server.as_deref()) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("lego: {e:#}");
             return ExitCode::from(STATUS_VMM_FAILURE);
         }
     };
-    let files = match args.storage_server {
-        Some(storage) => Files::Remote {
+    let files = match (placed, args.storage_server) {
+        (Some(files), _) => files,
+        (None, Some(storage)) => Files::Remote {
             cache: cache_server(&memory.servers, &args.vnode).unwrap_or_default().to_string(),
             storage,
         },
-        None => Files::HostDir(args.root.unwrap_or_else(lego_vmm::vnode::default_root)),
+        (None, None) => Files::HostDir(args.root.unwrap_or_else(lego_vmm::vnode::default_root)),
     };
     let config = VnodeConfig {
         name: args.vnode,
-        mem_size: args.mem,
+        mem_size: mem,
         files,
         trace_syscalls: args.trace_syscalls,
         memory,

@@ -25,7 +25,7 @@ pub fn run(args: StorageServerArgs) -> anyhow::Result<()> {
     let config = storage_server::Config { listen: args.listen, dir: args.dir.clone(), cluster: args.cluster };
     let server = storage_server::StorageServer::bind(config)?;
     let probe = server.load_probe(args.dir);
-    let _heartbeats = args.join.join(Role::Storage, server.local_addr().to_string(), args.cluster, probe)?;
+    let _heartbeats = args.join.join(Role::Storage, server.local_addr().to_string(), None, args.cluster, probe)?;
     crate::announce("storage-server", server.local_addr());
     Ok(server.run()?)
 }

@@ -20,6 +20,8 @@ pub struct Identity {
     pub addr: String,
     /// Its CPU cores.
     pub cores: u32,
+    /// For a mem-server, the storage server behind its buffer cache.
+    pub fronts: Option<String>,
     /// Cluster id for the handshake.
     pub cluster: u64,
 }
@@ -60,7 +62,13 @@ pub fn start(
         while !flag.load(Ordering::Acquire) {
             let req = match id {
                 Some(id) => GlobalRequest::Heartbeat { id, load: load() },
-                None => GlobalRequest::Register { role: me.role, addr: me.addr.clone(), cores: me.cores, load: load() },
+                None => GlobalRequest::Register {
+                    role: me.role,
+                    addr: me.addr.clone(),
+                    cores: me.cores,
+                    fronts: me.fronts.clone(),
+                    load: load(),
+                },
             };
             let reply = (|| {
                 let c = match &mut conn {

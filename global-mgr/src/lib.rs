@@ -3,6 +3,8 @@
 //!
 //! - [`registry`]: the components (persisted in `STATE_DIR/registry.redb`, so a restart keeps
 //!   them), their last heartbeat and load; a component that misses three heartbeats is down.
+//! - [`placement`]: the GMM and GSM decisions: mem-servers for a process, the storage server of a
+//!   vNode's mount, the mem-server caching its files.
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
 //!
 //! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
@@ -23,6 +25,7 @@ use lego_proto::mm::{decode, encode};
 use lego_proto::service::Service;
 
 pub mod heartbeat;
+pub mod placement;
 pub mod registry;
 
 /// Default interval between heartbeats.
@@ -120,7 +123,7 @@ impl Conn {
         };
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         match req {
-            GlobalRequest::Register { role, addr, cores, load } => match reg.register(role, &addr, cores, load) {
+            GlobalRequest::Register { role, addr, cores, fronts, load } => match reg.register(role, &addr, cores, fronts, load) {
                 Ok(id) => {
                     tracing::info!(%role, %addr, id, "component registered");
                     GlobalReply::Registered { id }
@@ -142,6 +145,10 @@ impl Conn {
                 }
             }
             GlobalRequest::ListVnodes => GlobalReply::Vnodes(reg.vnodes()),
+            GlobalRequest::Place { vnode } => match reg.place(&vnode) {
+                Ok(p) => GlobalReply::Placement(p),
+                Err(e) => GlobalReply::Failed(e.to_string()),
+            },
             GlobalRequest::RemoveVnode { name } => match reg.remove_vnode(&name) {
                 Ok(()) => GlobalReply::Removed,
                 Err(e) => GlobalReply::Failed(e.to_string()),

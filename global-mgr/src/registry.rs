@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use std::net::Ipv4Addr;
 
-use lego_proto::global::{ComponentInfo, Load, Role, VnodeInfo};
+use lego_proto::global::{ComponentInfo, Load, Placement, Role, VnodeInfo};
+
+use crate::placement;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// id -> bincode of [`Known`].
@@ -41,6 +43,7 @@ struct Known {
     role: Role,
     addr: String,
     cores: u32,
+    fronts: Option<String>,
 }
 
 struct Component {
@@ -97,8 +100,8 @@ impl Registry {
     }
 
     /// Registers a component, or finds it again by role and address; returns its id.
-    pub fn register(&mut self, role: Role, addr: &str, cores: u32, load: Load) -> Result<u64, RegistryError> {
-        let known = Known { role, addr: addr.to_string(), cores };
+    pub fn register(&mut self, role: Role, addr: &str, cores: u32, fronts: Option<String>, load: Load) -> Result<u64, RegistryError> {
+        let known = Known { role, addr: addr.to_string(), cores, fronts };
         let id = match self.components.iter().find(|(_, c)| c.known.role == role && c.known.addr == addr) {
             Some((&id, _)) => id,
             None => self.components.keys().next_back().map_or(1, |last| last + 1),
@@ -142,18 +145,42 @@ impl Registry {
                 None => return refuse("no free virtual IP left in 10.77.0.0/16".into()),
             },
         };
+        let storage = placement::storage(&self.list());
         let txn = self.db.begin_write().map_err(store_err)?;
-        let info = {
+        let id = {
             let mut counters = txn.open_table(COUNTERS).map_err(store_err)?;
             let id = counters.get("vnode_id").map_err(store_err)?.map_or(0, |v| v.value()) + 1;
             counters.insert("vnode_id", id).map_err(store_err)?;
-            let info = VnodeInfo { id, name: name.to_string(), vip, mem_bytes, excache_bytes };
-            txn.open_table(VNODES).map_err(store_err)?.insert(name, lego_proto::mm::encode(&info).as_slice()).map_err(store_err)?;
-            info
+            id
         };
+        let info = VnodeInfo { id, name: name.to_string(), vip, storage, mem_bytes, excache_bytes };
+        txn.open_table(VNODES).map_err(store_err)?.insert(name, lego_proto::mm::encode(&info).as_slice()).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         self.vnodes.insert(name.to_string(), info.clone());
         Ok(info)
+    }
+
+    fn save_vnode(&mut self, info: VnodeInfo) -> Result<(), RegistryError> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        txn.open_table(VNODES).map_err(store_err)?.insert(info.name.as_str(), lego_proto::mm::encode(&info).as_slice()).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        self.vnodes.insert(info.name.clone(), info);
+        Ok(())
+    }
+
+    /// Where a new process of `vnode` runs its memory and files. A vNode created while no
+    /// storage server was up gets its storage server now, once and for good.
+    pub fn place(&mut self, vnode: &str) -> Result<Placement, RegistryError> {
+        let mut info = self.vnodes.get(vnode).cloned().ok_or_else(|| RegistryError::Vnode(format!("no vNode {vnode}")))?;
+        let components = self.list();
+        if info.storage.is_none() {
+            if let Some(storage) = placement::storage(&components) {
+                info.storage = Some(storage);
+                self.save_vnode(info.clone())?;
+            }
+        }
+        let cache = info.storage.as_deref().and_then(|s| placement::cache(&components, s, vnode));
+        Ok(Placement { mem_servers: placement::mem_servers(&components), cache, vnode: info })
     }
 
     /// Removes a vNode.
@@ -185,6 +212,7 @@ impl Registry {
                 role: c.known.role,
                 addr: c.known.addr.clone(),
                 cores: c.known.cores,
+                fronts: c.known.fronts.clone(),
                 up: c.last_seen.elapsed() <= limit,
                 last_seen_ms: c.last_seen.elapsed().as_millis() as u64,
                 load: c.load,
@@ -202,10 +230,10 @@ mod tests {
     fn ids_are_stable_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Registry::open(dir.path(), Duration::from_millis(20)).unwrap();
-        let a = r.register(Role::Memory, "10.0.0.1:7070", 2, Load::default()).unwrap();
-        let b = r.register(Role::Storage, "10.0.0.2:7080", 2, Load::default()).unwrap();
+        let a = r.register(Role::Memory, "10.0.0.1:7070", 2, None, Load::default()).unwrap();
+        let b = r.register(Role::Storage, "10.0.0.2:7080", 2, None, Load::default()).unwrap();
         assert_ne!(a, b);
-        assert_eq!(r.register(Role::Memory, "10.0.0.1:7070", 4, Load::default()).unwrap(), a, "same role and address");
+        assert_eq!(r.register(Role::Memory, "10.0.0.1:7070", 4, None, Load::default()).unwrap(), a, "same role and address");
         drop(r);
         let mut r = Registry::open(dir.path(), Duration::from_millis(20)).unwrap();
         let list = r.list();
@@ -239,8 +267,8 @@ mod tests {
     fn silent_components_go_down_after_three_intervals() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Registry::open(dir.path(), Duration::from_millis(20)).unwrap();
-        let a = r.register(Role::Memory, "a:1", 1, Load::default()).unwrap();
-        let b = r.register(Role::Memory, "b:1", 1, Load::default()).unwrap();
+        let a = r.register(Role::Memory, "a:1", 1, None, Load::default()).unwrap();
+        let b = r.register(Role::Memory, "b:1", 1, None, Load::default()).unwrap();
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(20));
             r.heartbeat(a, Load::default());

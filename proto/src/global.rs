@@ -47,7 +47,8 @@ pub struct Load {
 pub enum GlobalRequest {
     /// A component introduces itself; the answer is its id ([`GlobalReply::Registered`]). The
     /// same role and address get the same id again after a restart of either side.
-    Register { role: Role, addr: String, cores: u32, load: Load },
+    /// `fronts`: for a mem-server, the storage server behind its buffer cache.
+    Register { role: Role, addr: String, cores: u32, fronts: Option<String>, load: Load },
     /// A component is alive, with its current load.
     Heartbeat { id: u64, load: Load },
     /// The registry, for `lego ps`.
@@ -58,6 +59,21 @@ pub enum GlobalRequest {
     ListVnodes,
     /// Removes a vNode (its storage mount is left in place on the storage servers).
     RemoveVnode { name: String },
+    /// Where a process of `vnode` should run its memory and files (GMM and GSM decisions).
+    Place { vnode: String },
+}
+
+/// The managers' placement for a new process of a vNode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The vNode.
+    pub vnode: VnodeInfo,
+    /// Mem-servers that are up, the preferred (least loaded, most free) first: the home and the
+    /// owners of new vRegions are chosen among them.
+    pub mem_servers: Vec<String>,
+    /// The mem-server whose buffer cache holds the vNode's files, if its storage server is up and
+    /// some mem-server that is up fronts it.
+    pub cache: Option<String>,
 }
 
 /// A vNode (LegoOS §4.1): a named machine of its own, with a unique id and virtual IP.
@@ -69,6 +85,9 @@ pub struct VnodeInfo {
     pub name: String,
     /// Its virtual IP, unique among vNodes.
     pub vip: [u8; 4],
+    /// The storage server holding its mount (the GSM's choice when the vNode was created or
+    /// first placed).
+    pub storage: Option<String>,
     /// Address space of its processes.
     pub mem_bytes: u64,
     /// ExCache of its processes.
@@ -86,6 +105,8 @@ pub struct ComponentInfo {
     pub addr: String,
     /// CPU cores it reported.
     pub cores: u32,
+    /// For a mem-server, the storage server behind its buffer cache.
+    pub fronts: Option<String>,
     /// Whether it sent a heartbeat within the last three intervals.
     pub up: bool,
     /// Milliseconds since its last heartbeat (or registration), as seen by the manager.
@@ -113,6 +134,8 @@ pub enum GlobalReply {
     Vnodes(Vec<VnodeInfo>),
     /// The vNode was removed.
     Removed,
+    /// Answer to `Place`.
+    Placement(Placement),
     /// The request could not be decoded or served (a duplicate name or VIP, an unknown vNode).
     Failed(String),
 }

@@ -144,6 +144,12 @@ pub fn call(conn: &mut dyn crate::transport::Transport, req: &StorageRequest) ->
     conn.call(0, &crate::mm::encode(req)).and_then(|body| crate::mm::decode(&body))
 }
 
+/// A hash of a vNode name that is the same in every build and run (FNV-1a), for choices that
+/// must come out the same wherever they are made, such as which mem-server caches its files.
+pub fn vnode_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
 /// Checks a vNode name: 1 to [`MAX_VNODE`] bytes of `[A-Za-z0-9._-]`, not `.` or `..`, so it is
 /// safe as a directory name on the server.
 pub fn check_vnode(name: &str) -> Result<(), i32> {

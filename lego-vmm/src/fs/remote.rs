@@ -100,9 +100,7 @@ impl RemoteFs {
 /// so that a rename never moves a file between caches. The global storage manager takes this
 /// choice over once it exists.
 pub fn cache_server<'a>(servers: &'a [String], vnode: &str) -> Option<&'a str> {
-    // FNV-1a: stable across runs and builds, unlike the standard hasher.
-    let h = vnode.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    servers.get((h % servers.len().max(1) as u64) as usize).map(String::as_str)
+    servers.get((storage::vnode_hash(vnode) % servers.len().max(1) as u64) as usize).map(String::as_str)
 }
 
 /// The normalised form of a vNode path, or the errno Linux gives for it.

@@ -1,0 +1,79 @@
+//! The coarse decisions of the global managers (LegoOS §4.6), as pure functions of the registry:
+//! which mem-servers a new process should use (GMM), which storage server holds a new vNode's
+//! mount and which mem-server caches its files (GSM). Only components that are up are chosen.
+
+use lego_proto::global::{ComponentInfo, Role};
+use lego_proto::storage::vnode_hash;
+
+fn up(components: &[ComponentInfo], role: Role) -> impl Iterator<Item = &ComponentInfo> {
+    components.iter().filter(move |c| c.role == role && c.up)
+}
+
+fn free(c: &ComponentInfo) -> u64 {
+    c.load.capacity_bytes.saturating_sub(c.load.used_bytes)
+}
+
+/// GMM: the mem-servers that are up, most free memory first, then the least busy, so that a
+/// second mem-server never sits idle while the first fills (LegoOS issue #10).
+pub fn mem_servers(components: &[ComponentInfo]) -> Vec<String> {
+    let mut m: Vec<&ComponentInfo> = up(components, Role::Memory).collect();
+    m.sort_by(|a, b| free(b).cmp(&free(a)).then(a.requests_per_s.total_cmp(&b.requests_per_s)).then(a.id.cmp(&b.id)));
+    m.into_iter().map(|c| c.addr.clone()).collect()
+}
+
+/// GSM: the storage server for a new vNode's mount: the one that is up with the most free space.
+pub fn storage(components: &[ComponentInfo]) -> Option<String> {
+    up(components, Role::Storage).max_by(|a, b| free(a).cmp(&free(b)).then(b.id.cmp(&a.id))).map(|c| c.addr.clone())
+}
+
+/// GSM: the mem-server caching `vnode`'s files on `storage`: among the mem-servers that are up
+/// and front that storage server, one chosen by the vNode's name, so that every process of the
+/// vNode uses the same cache while the set of mem-servers stays the same.
+pub fn cache(components: &[ComponentInfo], storage: &str, vnode: &str) -> Option<String> {
+    let mut m: Vec<&ComponentInfo> =
+        up(components, Role::Memory).filter(|c| c.fronts.as_deref() == Some(storage)).collect();
+    m.sort_by_key(|c| c.id);
+    m.get((vnode_hash(vnode) % m.len().max(1) as u64) as usize).map(|c| c.addr.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lego_proto::global::Load;
+
+    fn c(id: u64, role: Role, up: bool, free_mib: u64, fronts: Option<&str>) -> ComponentInfo {
+        ComponentInfo {
+            id,
+            role,
+            addr: format!("h{id}:1"),
+            cores: 2,
+            fronts: fronts.map(str::to_string),
+            up,
+            last_seen_ms: 0,
+            load: Load { capacity_bytes: 1 << 40, used_bytes: (1 << 40) - (free_mib << 20), ..Load::default() },
+            requests_per_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_freest_mem_server_comes_first_and_down_ones_never() {
+        let all = [c(1, Role::Memory, true, 100, None), c(2, Role::Memory, true, 900, None), c(3, Role::Memory, false, 5000, None)];
+        assert_eq!(mem_servers(&all), ["h2:1", "h1:1"]);
+    }
+
+    #[test]
+    fn storage_and_cache_choices() {
+        let all = [
+            c(1, Role::Storage, true, 10, None),
+            c(2, Role::Storage, true, 50, None),
+            c(3, Role::Storage, false, 900, None),
+            c(4, Role::Memory, true, 1, Some("h2:1")),
+            c(5, Role::Memory, true, 1, Some("h1:1")),
+            c(6, Role::Memory, false, 1, Some("h2:1")),
+        ];
+        assert_eq!(storage(&all).as_deref(), Some("h2:1"));
+        assert_eq!(cache(&all, "h2:1", "any").as_deref(), Some("h4:1"), "the only up mem-server fronting h2");
+        assert_eq!(cache(&all, "h3:1", "any"), None);
+        assert_eq!(storage(&[]), None);
+    }
+}
