@@ -28,14 +28,13 @@ demo: build guest-images
 	guest-images/out/checksum 64
 	@echo "== sorting 8 MiB through a 4 MiB ExCache: the rest lives on a mem-server (embedded, loopback)"
 	$(LEGO) run --excache 4M --stats guest-images/out/sort 1000000 3
-	@echo "== files on a storage server: push the guest image into vNode demo, run busybox from it"
-	@dir=$$(mktemp -d) && trap 'kill $$pid 2>/dev/null; rm -rf $$dir' EXIT && \
-	  { $(LEGO) storage-server --listen 127.0.0.1:0 --dir $$dir/storage > $$dir/addr & pid=$$!; } && \
-	  n=0 && until grep -q listening $$dir/addr 2>/dev/null; do \
-	    n=$$((n+1)); [ $$n -lt 100 ] || { echo "storage-server did not start" >&2; exit 1; }; sleep 0.1; done && \
-	  addr=$$(awk '{ print $$NF }' $$dir/addr) && \
-	  $(LEGO) image push guest-images/out/image --vnode demo --storage-server $$addr && \
-	  $(LEGO) run --vnode demo --storage-server $$addr /bin/busybox wc -l /data/lines.txt
+	@echo "== a whole cluster on this machine: lego up, a vNode, its image on a storage server, lego ps, lego down"
+	@export LEGO_STATE_DIR=$$(mktemp -d) && trap '$(LEGO) down >/dev/null 2>&1; rm -rf $$LEGO_STATE_DIR' EXIT && \
+	  $(LEGO) up && \
+	  $(LEGO) vnode create demo --excache 16M && \
+	  $(LEGO) image push guest-images/out/image --vnode demo && \
+	  $(LEGO) run --vnode demo /bin/busybox wc -l /data/lines.txt && \
+	  $(LEGO) ps
 
 test: build guest-images
 	$(CARGO) test --release --workspace

@@ -183,3 +183,58 @@ fn lego_run_is_placed_by_the_managers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mem-server that is up caches storage server"));
     drop(other);
 }
+
+/// `lego ARGS` with the state directory `state`.
+fn lego_in(state: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(args).env("LEGO_STATE_DIR", state).output().unwrap();
+    assert!(out.status.success(), "lego {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
+    if !common::kvm() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path();
+    lego_in(s, &["up", "--mem-servers", "2", "--heartbeat-ms", "200"]);
+    let cluster: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.join("cluster.json")).unwrap()).unwrap();
+    let pids: Vec<i32> = cluster["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect();
+    assert_eq!(pids.len(), 4, "global manager, one storage server, two mem-servers");
+
+    // No addresses anywhere below: everything comes from the state directory.
+    lego_in(s, &["vnode", "create", "demo", "--excache", "4M"]);
+    let img = tempfile::tempdir().unwrap();
+    std::fs::create_dir(img.path().join("bin")).unwrap();
+    std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();
+    std::fs::write(img.path().join("note"), "kept across down and up\n").unwrap();
+    lego_in(s, &["image", "push", img.path().to_str().unwrap(), "--vnode", "demo"]);
+    let out = lego_in(s, &["run", "--vnode", "demo", "/bin/busybox", "cat", "/note"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept across down and up\n");
+    // Every component (the storage server and both mem-servers) registers with its first
+    // heartbeat.
+    let all_up = || {
+        let v: serde_json::Value = serde_json::from_slice(&lego_in(s, &["ps", "--json"]).stdout).unwrap();
+        v["components"].as_array().unwrap().iter().filter(|c| c["up"].as_bool() == Some(true)).count() == 3
+    };
+    let started = Instant::now();
+    while !all_up() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not every component is up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    lego_in(s, &["down"]);
+    // SAFETY: signal 0 only asks whether the process exists.
+    assert!(pids.iter().all(|&p| unsafe { libc::kill(p, 0) } != 0), "every process is gone");
+    let refused = Command::new(env!("CARGO_BIN_EXE_lego")).args(["ps"]).env("LEGO_STATE_DIR", s).output().unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no cluster is up"));
+
+    // Up again: same addresses, same registry, same files.
+    lego_in(s, &["up", "--mem-servers", "2", "--heartbeat-ms", "200"]);
+    let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.join("cluster.json")).unwrap()).unwrap();
+    assert_eq!(again["storage_servers"], cluster["storage_servers"]);
+    let out = lego_in(s, &["run", "--vnode", "demo", "/bin/busybox", "cat", "/note"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept across down and up\n");
+    lego_in(s, &["down"]);
+}

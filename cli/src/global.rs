@@ -11,6 +11,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 
+use crate::cluster::StateArgs;
 use crate::size::parse_size;
 
 /// Options of `lego global-mgr`.
@@ -87,12 +88,8 @@ pub fn run_global_mgr(args: GlobalMgrArgs) -> anyhow::Result<()> {
 /// Options of `lego ps`.
 #[derive(clap::Args)]
 pub struct PsArgs {
-    /// The global manager.
-    #[arg(long, value_name = "ADDR")]
-    global_mgr: String,
-    /// Cluster id presented to it.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
-    cluster: u64,
+    #[command(flatten)]
+    at: ManagerArgs,
     /// JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -117,11 +114,12 @@ pub fn place(addr: &str, cluster: u64, vnode: &str) -> anyhow::Result<Placement>
 }
 
 /// Prints the components and vNodes the global manager knows.
-pub fn ps(args: &PsArgs) -> anyhow::Result<()> {
-    let GlobalReply::Components(list) = ask(&args.global_mgr, args.cluster, &GlobalRequest::List)? else {
+pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
+    let global = args.at.addr(state)?;
+    let GlobalReply::Components(list) = ask(&global, args.at.cluster, &GlobalRequest::List)? else {
         bail!("unexpected answer to a component list")
     };
-    let GlobalReply::Vnodes(vnodes) = ask(&args.global_mgr, args.cluster, &GlobalRequest::ListVnodes)? else {
+    let GlobalReply::Vnodes(vnodes) = ask(&global, args.at.cluster, &GlobalRequest::ListVnodes)? else {
         bail!("unexpected answer to a vNode list")
     };
     if args.json {
@@ -192,30 +190,36 @@ pub enum VnodeCmd {
 /// Which global manager.
 #[derive(clap::Args)]
 pub struct ManagerArgs {
-    /// The global manager.
+    /// The global manager [default: the one of the cluster `lego up` started].
     #[arg(long, value_name = "ADDR")]
-    global_mgr: String,
+    global_mgr: Option<String>,
     /// Cluster id presented to it.
     #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
     cluster: u64,
 }
 
+impl ManagerArgs {
+    fn addr(&self, state: &StateArgs) -> anyhow::Result<String> {
+        state.global_mgr(self.global_mgr.as_deref())
+    }
+}
+
 /// Runs a vNode command.
-pub fn vnode(cmd: VnodeCmd) -> anyhow::Result<()> {
+pub fn vnode(cmd: VnodeCmd, state: &StateArgs) -> anyhow::Result<()> {
     match cmd {
         VnodeCmd::Create { name, vip, mem, excache, at } => {
             let req = GlobalRequest::CreateVnode { name, vip: vip.map(|ip| ip.octets()), mem_bytes: mem, excache_bytes: excache };
-            let GlobalReply::Vnode(v) = ask(&at.global_mgr, at.cluster, &req)? else { bail!("unexpected answer to a vNode creation") };
+            let GlobalReply::Vnode(v) = ask(&at.addr(state)?, at.cluster, &req)? else { bail!("unexpected answer to a vNode creation") };
             println!("created vNode {} (id {}, virtual IP {})", v.name, v.id, Ipv4Addr::from(v.vip));
         }
         VnodeCmd::Ls { at } => {
-            let GlobalReply::Vnodes(v) = ask(&at.global_mgr, at.cluster, &GlobalRequest::ListVnodes)? else {
+            let GlobalReply::Vnodes(v) = ask(&at.addr(state)?, at.cluster, &GlobalRequest::ListVnodes)? else {
                 bail!("unexpected answer to a vNode list")
             };
             print_vnodes(&v);
         }
         VnodeCmd::Rm { name, at } => {
-            ask(&at.global_mgr, at.cluster, &GlobalRequest::RemoveVnode { name: name.clone() })?;
+            ask(&at.addr(state)?, at.cluster, &GlobalRequest::RemoveVnode { name: name.clone() })?;
             println!("removed vNode {name}");
         }
     }

@@ -14,6 +14,8 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::{self, errno, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
+use crate::cluster::StateArgs;
+
 /// `lego image` subcommands.
 #[derive(clap::Subcommand)]
 pub enum ImageCmd {
@@ -40,9 +42,10 @@ pub struct Target {
     /// The vNode whose mount to use.
     #[arg(long)]
     vnode: String,
-    /// The storage server.
+    /// The storage server [default: the one holding the vNode's mount in the cluster `lego up`
+    /// started].
     #[arg(long, value_name = "ADDR")]
-    storage_server: String,
+    storage_server: Option<String>,
     /// Cluster id presented to the storage server.
     #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
     cluster: u64,
@@ -54,15 +57,27 @@ struct Mount {
     vnode: String,
 }
 
+impl Target {
+    /// The storage server: the one given, or the one the running cluster's GSM chose for the vNode.
+    fn storage(&self, state: &StateArgs) -> anyhow::Result<String> {
+        if let Some(s) = &self.storage_server {
+            return Ok(s.clone());
+        }
+        let global = state.global_mgr(None).context("no --storage-server given")?;
+        let p = crate::global::place(&global, self.cluster, &self.vnode)?;
+        p.vnode.storage.ok_or_else(|| anyhow::anyhow!("no storage server is up to hold vNode {}", self.vnode))
+    }
+}
+
 impl Mount {
-    fn open(t: &Target) -> anyhow::Result<Mount> {
+    fn open(t: &Target, state: &StateArgs) -> anyhow::Result<(Mount, String)> {
         if storage::check_vnode(&t.vnode).is_err() {
             bail!("vNode name {:?} must be 1-64 bytes of [A-Za-z0-9._-]", t.vnode);
         }
+        let addr = t.storage(state)?;
         let hello = Hello::new(ComponentKind::Client, t.cluster);
-        let conn = TcpTransport::connect(&t.storage_server, hello, Duration::from_secs(30))
-            .with_context(|| format!("storage server {}", t.storage_server))?;
-        Ok(Mount { conn, vnode: t.vnode.clone() })
+        let conn = TcpTransport::connect(&addr, hello, Duration::from_secs(30)).with_context(|| format!("storage server {addr}"))?;
+        Ok((Mount { conn, vnode: t.vnode.clone() }, addr))
     }
 
     /// One request; an errno answer is `Err(errno)`, a transport failure an error.
@@ -126,15 +141,15 @@ fn vnode_path(rel: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Runs an image command.
-pub fn run(cmd: ImageCmd) -> anyhow::Result<()> {
+pub fn run(cmd: ImageCmd, state: &StateArgs) -> anyhow::Result<()> {
     match cmd {
-        ImageCmd::Push { source, target } => push(&source, &target),
-        ImageCmd::Ls { path, target } => ls(&path, &target),
+        ImageCmd::Push { source, target } => push(&source, &target, state),
+        ImageCmd::Ls { path, target } => ls(&path, &target, state),
     }
 }
 
-fn push(source: &Path, target: &Target) -> anyhow::Result<()> {
-    let mut m = Mount::open(target)?;
+fn push(source: &Path, target: &Target, state: &StateArgs) -> anyhow::Result<()> {
+    let (mut m, addr) = Mount::open(target, state)?;
     let (mut files, mut bytes, mut skipped) = (0u64, 0u64, Vec::new());
     let meta = std::fs::metadata(source).with_context(|| format!("{}", source.display()))?;
     if meta.is_dir() {
@@ -160,7 +175,7 @@ fn push(source: &Path, target: &Target) -> anyhow::Result<()> {
             }
         }
     }
-    println!("pushed {files} files ({bytes} bytes) into vNode {} on {}", target.vnode, target.storage_server);
+    println!("pushed {files} files ({bytes} bytes) into vNode {} on {addr}", target.vnode);
     if !skipped.is_empty() {
         println!("skipped (remote storage holds only files and directories): {}", skipped.join(", "));
     }
@@ -211,8 +226,8 @@ fn push_dir(
     Ok(())
 }
 
-fn ls(path: &str, target: &Target) -> anyhow::Result<()> {
-    let mut m = Mount::open(target)?;
+fn ls(path: &str, target: &Target, state: &StateArgs) -> anyhow::Result<()> {
+    let (mut m, _) = Mount::open(target, state)?;
     list(&mut m, &vnode_path(Path::new(path))?)
 }
 

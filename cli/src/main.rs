@@ -2,6 +2,7 @@
 //! call the component libraries.
 
 mod bench;
+mod cluster;
 mod global;
 mod image;
 mod mem_server;
@@ -22,6 +23,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    state: cluster::StateArgs,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +35,10 @@ enum Command {
     MemServer(mem_server::MemServerArgs),
     /// Run a storage server (sComponent).
     StorageServer(storage_server::StorageServerArgs),
+    /// Start a whole cluster on this machine (global manager, storage and mem-servers).
+    Up(cluster::UpArgs),
+    /// Stop the cluster `lego up` started.
+    Down,
     /// Run the global managers (registry, heartbeats, failure detection).
     GlobalMgr(global::GlobalMgrArgs),
     /// List the components a global manager knows, whether they are up, and the vNodes.
@@ -60,14 +67,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Run(args) => run::run(args),
+    let cli = Cli::parse();
+    let state = &cli.state;
+    match cli.command {
+        Command::Run(args) => run::run(args, state),
+        Command::Up(args) => status("up", cluster::up(&args, state), ExitCode::FAILURE),
+        Command::Down => status("down", cluster::down(state), ExitCode::FAILURE),
         Command::MemServer(args) => status("mem-server", mem_server::run(args), ExitCode::FAILURE),
         Command::StorageServer(args) => status("storage-server", storage_server::run(args), ExitCode::FAILURE),
         Command::GlobalMgr(args) => status("global-mgr", global::run_global_mgr(args), ExitCode::FAILURE),
-        Command::Ps(args) => status("ps", global::ps(&args), ExitCode::FAILURE),
-        Command::Vnode { cmd } => status("vnode", global::vnode(cmd), ExitCode::FAILURE),
-        Command::Image { cmd } => status("image", image::run(cmd), ExitCode::FAILURE),
+        Command::Ps(args) => status("ps", global::ps(&args, state), ExitCode::FAILURE),
+        Command::Vnode { cmd } => status("vnode", global::vnode(cmd, state), ExitCode::FAILURE),
+        Command::Image { cmd } => status("image", image::run(cmd, state), ExitCode::FAILURE),
         Command::Bench { which } => status("bench", bench::run(which), ExitCode::from(run::STATUS_VMM_FAILURE)),
     }
 }

@@ -10,6 +10,7 @@ use lego_vmm::process::Termination;
 use lego_vmm::fs::remote::cache_server;
 use lego_vmm::{syscall::names, Files, Program, RunReport, Vnode, VnodeConfig, VmmError};
 
+use crate::cluster::StateArgs;
 use crate::memory::MemoryArgs;
 use crate::size::parse_size;
 
@@ -21,9 +22,10 @@ pub const STATUS_VMM_FAILURE: u8 = 125;
 /// Options of `lego run`.
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Name of the vNode (its host name inside).
-    #[arg(long, default_value = "vnode")]
-    vnode: String,
+    /// Name of the vNode (its host name inside) [default: vnode]. Given with no server address
+    /// while a `lego up` cluster runs, the cluster's managers place the process.
+    #[arg(long)]
+    vnode: Option<String>,
     /// User address space of the vNode (e.g. 512M, 4G) [default: the vNode's with
     /// --global-mgr, else 4G].
     #[arg(long, value_parser = parse_size)]
@@ -59,14 +61,23 @@ pub struct RunArgs {
     args: Vec<OsString>,
 }
 
+/// The vNode name when none is given.
+const DEFAULT_VNODE: &str = "vnode";
+
 /// Default address space when neither `--mem` nor a vNode gives one.
 const DEFAULT_MEM: u64 = 4 << 30;
 
 /// Asks the global manager (if one was named) where the process goes, and fills in what the
 /// options left open. Returns the vNode's remote files if the managers chose them.
-fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
+fn place(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<Option<Files>> {
+    // With no address at all, a cluster `lego up` started places the process.
+    let no_address = args.global_mgr.is_none() && args.memory.mem_server.is_empty() && args.storage_server.is_none();
+    if no_address && args.root.is_none() && args.vnode.is_some() {
+        args.global_mgr = state.running()?.map(|c| c.global_mgr);
+    }
     let Some(global) = &args.global_mgr else { return Ok(None) };
-    let p = crate::global::place(global, args.memory.cluster, &args.vnode)?;
+    let vnode = args.vnode.get_or_insert_with(|| DEFAULT_VNODE.to_string()).clone();
+    let p = crate::global::place(global, args.memory.cluster, &vnode)?;
     args.mem.get_or_insert(p.vnode.mem_bytes);
     args.memory.excache.get_or_insert(p.vnode.excache_bytes);
     if args.memory.mem_server.is_empty() {
@@ -83,15 +94,15 @@ fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
         (Some(storage), None) => anyhow::bail!(
             "no mem-server that is up caches storage server {storage}, which holds vNode {} (start one with \
              `lego mem-server --storage-server {storage} --global-mgr {global}`)",
-            args.vnode
+            vnode
         ),
-        (None, _) => anyhow::bail!("no storage server is up to hold vNode {}'s files", args.vnode),
+        (None, _) => anyhow::bail!("no storage server is up to hold vNode {vnode}'s files"),
     }
 }
 
 /// Runs the program; the exit code is the program's own status.
-pub fn run(mut args: RunArgs) -> ExitCode {
-    let placed = match place(&mut args) {
+pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
+    let placed = match place(&mut args, state) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("lego: {e:#}");
@@ -106,16 +117,17 @@ pub fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(STATUS_VMM_FAILURE);
         }
     };
+    let vnode = args.vnode.unwrap_or_else(|| DEFAULT_VNODE.to_string());
     let files = match (placed, args.storage_server) {
         (Some(files), _) => files,
         (None, Some(storage)) => Files::Remote {
-            cache: cache_server(&memory.servers, &args.vnode).unwrap_or_default().to_string(),
+            cache: cache_server(&memory.servers, &vnode).unwrap_or_default().to_string(),
             storage,
         },
         (None, None) => Files::HostDir(args.root.unwrap_or_else(lego_vmm::vnode::default_root)),
     };
     let config = VnodeConfig {
-        name: args.vnode,
+        name: vnode,
         mem_size: mem,
         files,
         trace_syscalls: args.trace_syscalls,

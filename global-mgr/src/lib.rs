@@ -99,7 +99,7 @@ impl GlobalMgr {
         self.service.local_addr()
     }
 
-    /// Serves on the calling thread, forever (until the process is killed).
+    /// Serves on the calling thread until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ServerError> {
         self.service.run().map_err(ServerError::Runtime)
     }

@@ -106,7 +106,7 @@ impl MemServer {
         self.service.local_addr()
     }
 
-    /// Serves on the calling thread, forever (until the process is killed).
+    /// Serves on the calling thread until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ServerError> {
         self.service.run().map_err(ServerError::Runtime)
     }

@@ -55,15 +55,28 @@ impl<H: FrameHandler + 'static> Service<H> {
         self.addr
     }
 
-    /// Serves on the calling thread, forever (until the process is killed).
+    /// Serves on the calling thread until SIGTERM or SIGINT, then closes every connection and
+    /// returns, so the caller can make its state durable (`lego down` stops servers this way).
     pub fn run(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
         let rt = runtime(self.name, None)?;
         tracing::info!(addr = %self.addr, "{} listening", self.name);
+        let name = self.name;
         rt.block_on(async move {
             let listener = TcpListener::from_std(self.listener)?;
-            accept_loop(listener, self.me, self.accepts, self.make, std::future::pending()).await;
-            Ok(())
-        })
+            let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+            let stop = async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::info!("{name} stopping");
+            };
+            accept_loop(listener, self.me, self.accepts, self.make, stop).await;
+            Ok::<(), std::io::Error>(())
+        })?;
+        rt.shutdown_timeout(Duration::from_secs(1));
+        Ok(())
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped, then

@@ -124,9 +124,12 @@ impl StorageServer {
         self.service.local_addr()
     }
 
-    /// Serves on the calling thread, forever (until the process is killed).
+    /// Serves on the calling thread until SIGTERM or SIGINT, then makes every change durable.
     pub fn run(self) -> Result<(), ServerError> {
-        self.service.run().map_err(ServerError::Runtime)
+        let shared = self.shared;
+        self.service.run().map_err(ServerError::Runtime)?;
+        shared.sync();
+        Ok(())
     }
 
     /// A probe of the server's load for heartbeats: the disk holding `dir` (capacity and use)
