@@ -191,6 +191,15 @@ fn lego_in(state: &Path, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// Stops a `lego up` cluster when dropped, so a failing test leaves no processes behind.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_lego")).arg("down").env("LEGO_STATE_DIR", self.0).output();
+    }
+}
+
 #[test]
 fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     if !common::kvm() {
@@ -199,6 +208,7 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     let state = tempfile::tempdir().unwrap();
     let s = state.path();
     lego_in(s, &["up", "--mem-servers", "2", "--heartbeat-ms", "200"]);
+    let _down = Down(s);
     let cluster: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.join("cluster.json")).unwrap()).unwrap();
     let pids: Vec<i32> = cluster["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect();
     assert_eq!(pids.len(), 4, "global manager, one storage server, two mem-servers");
