@@ -56,18 +56,9 @@ pub enum ServerError {
         #[source]
         source: registry::RegistryError,
     },
-    /// The listening socket could not be set up.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The configured address.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The async runtime or the server thread could not be started.
-    #[error("starting the server runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    /// The network front could not start.
+    #[error(transparent)]
+    Service(#[from] lego_proto::service::ServiceError),
 }
 
 /// Kinds of peers the global manager talks to.
@@ -89,8 +80,7 @@ impl GlobalMgr {
             .map_err(|source| ServerError::Registry { dir: config.state_dir.clone(), source })?;
         let registry = Arc::new(Mutex::new(registry));
         let me = Hello::new(ComponentKind::Global, config.cluster);
-        let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn { registry: registry.clone() })
-            .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn { registry: registry.clone() })?;
         Ok(GlobalMgr { service })
     }
 
@@ -101,12 +91,12 @@ impl GlobalMgr {
 
     /// Serves on the calling thread until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ServerError> {
-        self.service.run().map_err(ServerError::Runtime)
+        self.service.run().map_err(ServerError::from)
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
     pub fn spawn(self) -> Result<Handle, ServerError> {
-        self.service.spawn(|| ()).map_err(ServerError::Runtime)
+        self.service.spawn(|| ()).map_err(ServerError::from)
     }
 }
 

@@ -62,18 +62,9 @@ pub enum ServerError {
     /// The capacity is below one page, or above what the store can index.
     #[error("capacity of {0} bytes must be between one page (4 KiB) and 16 TiB")]
     Capacity(u64),
-    /// The listening socket could not be set up.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The configured address.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The async runtime or the server thread could not be started.
-    #[error("starting the server runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    /// The network front could not start.
+    #[error(transparent)]
+    Service(#[from] lego_proto::service::ServiceError),
 }
 
 /// A bound, not yet running, mem-server.
@@ -96,8 +87,7 @@ impl MemServer {
         let for_conns = shared.clone();
         let service = Service::bind("mem-server", &config.listen, shared.me(), &server::ACCEPTS, move |_, _| {
             server::Conn::new(for_conns.clone())
-        })
-        .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        })?;
         Ok(MemServer { service, shared })
     }
 
@@ -108,7 +98,7 @@ impl MemServer {
 
     /// Serves on the calling thread until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ServerError> {
-        self.service.run().map_err(ServerError::Runtime)
+        self.service.run().map_err(ServerError::from)
     }
 
     /// A probe of the server's load for heartbeats: page frames held and used, requests served.
@@ -127,7 +117,7 @@ impl MemServer {
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
     pub fn spawn(self) -> Result<Handle, ServerError> {
-        self.service.spawn(|| ()).map_err(ServerError::Runtime)
+        self.service.spawn(|| ()).map_err(ServerError::from)
     }
 }
 

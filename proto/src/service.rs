@@ -20,6 +20,23 @@ use crate::handshake::{ComponentKind, Hello};
 /// How long a new connection may take to introduce itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a server's network front could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The listening socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime or the server thread could not be started.
+    #[error("starting the server runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
 /// Makes the handler of a new connection from the peer's address and introduction.
 pub type MakeHandler<H> = dyn Fn(SocketAddr, Hello) -> H + Send + Sync;
 
@@ -43,10 +60,11 @@ impl<H: FrameHandler + 'static> Service<H> {
         me: Hello,
         accepts: &'static [ComponentKind],
         make: impl Fn(SocketAddr, Hello) -> H + Send + Sync + 'static,
-    ) -> std::io::Result<Service<H>> {
-        let listener = std::net::TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+    ) -> Result<Service<H>, ServiceError> {
+        let bind_err = |source| ServiceError::Bind { addr: listen.to_string(), source };
+        let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
         Ok(Service { name, listener, addr, me, accepts, make: Arc::new(make) })
     }
 
@@ -57,7 +75,11 @@ impl<H: FrameHandler + 'static> Service<H> {
 
     /// Serves on the calling thread until SIGTERM or SIGINT, then closes every connection and
     /// returns, so the caller can make its state durable (`lego down` stops servers this way).
-    pub fn run(self) -> std::io::Result<()> {
+    pub fn run(self) -> Result<(), ServiceError> {
+        self.serve_here().map_err(ServiceError::Runtime)
+    }
+
+    fn serve_here(self) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let rt = runtime(self.name, None)?;
         tracing::info!(addr = %self.addr, "{} listening", self.name);
@@ -81,7 +103,11 @@ impl<H: FrameHandler + 'static> Service<H> {
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped, then
     /// runs `on_stop` on that thread once every connection is closed.
-    pub fn spawn(self, on_stop: impl FnOnce() + Send + 'static) -> std::io::Result<Handle> {
+    pub fn spawn(self, on_stop: impl FnOnce() + Send + 'static) -> Result<Handle, ServiceError> {
+        self.spawn_thread(on_stop).map_err(ServiceError::Runtime)
+    }
+
+    fn spawn_thread(self, on_stop: impl FnOnce() + Send + 'static) -> std::io::Result<Handle> {
         let rt = runtime(self.name, Some(2))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let listener = {

@@ -115,6 +115,22 @@ impl TcpTransport {
     pub fn into_stream(self) -> TcpStream {
         self.stream
     }
+}
+
+/// Waits (up to the stream's read timeout) for the peer to close `stream`: `true` on end of
+/// file or a reset, `false` if bytes arrived instead. For checking that a server dropped a
+/// connection it should have dropped.
+pub fn closed_by_peer(stream: &mut TcpStream) -> std::io::Result<bool> {
+    let mut b = [0u8; 64];
+    match stream.read(&mut b) {
+        Ok(0) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+impl TcpTransport {
 
     fn err(&self, e: std::io::Error) -> ProtoError {
         match e.kind() {

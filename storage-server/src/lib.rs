@@ -81,18 +81,9 @@ pub enum ServerError {
         #[source]
         source: store::StoreError,
     },
-    /// The listening socket could not be set up.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The configured address.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The async runtime or the server thread could not be started.
-    #[error("starting the server runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    /// The network front could not start.
+    #[error(transparent)]
+    Service(#[from] lego_proto::service::ServiceError),
 }
 
 /// A bound, not yet running, storage server.
@@ -114,8 +105,7 @@ impl StorageServer {
         let for_conns = shared.clone();
         let service = Service::bind("storage-server", &config.listen, shared.me(), &server::ACCEPTS, move |peer, _| {
             server::Conn::new(for_conns.clone(), peer)
-        })
-        .map_err(|source| ServerError::Bind { addr: config.listen.clone(), source })?;
+        })?;
         Ok(StorageServer { service, shared })
     }
 
@@ -127,7 +117,7 @@ impl StorageServer {
     /// Serves on the calling thread until SIGTERM or SIGINT, then makes every change durable.
     pub fn run(self) -> Result<(), ServerError> {
         let shared = self.shared;
-        self.service.run().map_err(ServerError::Runtime)?;
+        self.service.run().map_err(ServerError::from)?;
         shared.sync();
         Ok(())
     }
@@ -147,7 +137,7 @@ impl StorageServer {
     /// open the same directory.
     pub fn spawn(self) -> Result<Handle, ServerError> {
         let shared = self.shared;
-        self.service.spawn(move || shared.sync()).map_err(ServerError::Runtime)
+        self.service.spawn(move || shared.sync()).map_err(ServerError::from)
     }
 }
 

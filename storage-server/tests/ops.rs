@@ -399,12 +399,7 @@ fn raw(h: &Handle) -> TcpStream {
 
 /// The server closed the connection (EOF or reset), without answering.
 fn assert_closed(mut s: TcpStream) {
-    let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("connection not closed: {other:?}"),
-    }
+    assert!(lego_proto::transport::closed_by_peer(&mut s).unwrap(), "the connection was not closed");
 }
 
 #[test]
