@@ -248,3 +248,44 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept across down and up\n");
     lego_in(s, &["down"]);
 }
+
+#[test]
+fn only_holders_of_the_cluster_secret_get_in() {
+    let state = tempfile::tempdir().unwrap();
+    let secret = [("LEGO_CLUSTER_SECRET", "correct horse")];
+    let hb = HEARTBEAT_MS.to_string();
+    let global = Server::start_with_env(
+        &secret,
+        &["global-mgr", "--listen", "127.0.0.1:0", "--state-dir", state.path().to_str().unwrap(), "--heartbeat-ms", &hb],
+    );
+    let ps_with = |value: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+        c.args(["ps", "--json", "--global-mgr", &global.addr]).env_remove("LEGO_CLUSTER_SECRET");
+        if let Some(v) = value {
+            c.env("LEGO_CLUSTER_SECRET", v);
+        }
+        c.output().unwrap()
+    };
+    for wrong in [None, Some("battery staple")] {
+        let out = ps_with(wrong);
+        assert!(!out.status.success(), "{wrong:?} got in");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("wrong or missing cluster secret"), "{err}");
+    }
+    // A mem-server with the secret joins; one without it never shows up.
+    let _member = Server::start_with_env(&secret, &[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "64M"][..], &join(&global.addr, &hb)].concat());
+    let _outsider = Server::start(&[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "64M"][..], &join(&global.addr, &hb)].concat());
+    let started = Instant::now();
+    loop {
+        let out = ps_with(Some("correct horse"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let n = v["components"].as_array().unwrap().len();
+        if n == 1 && started.elapsed() > Duration::from_millis(5 * HEARTBEAT_MS) {
+            break;
+        }
+        assert!(n <= 1, "the outsider registered: {v}");
+        assert!(started.elapsed() < Duration::from_secs(10), "the member never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use lego_proto::frame::{Header, Op, HEADER_LEN, PAGE_SIZE};
-use lego_proto::handshake::{ComponentKind, Hello, HELLO_LEN};
+use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{self as msg, MemCall, ProcessSpec, Reply, Request};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
@@ -123,16 +123,15 @@ fn populate(addr: &str, pages: u64) -> anyhow::Result<u64> {
 /// One client connection: keeps `depth` fetches in flight for `secs`; returns replies received.
 fn client(addr: &str, base: u64, pages: u64, depth: usize, secs: f64, handshake: bool) -> anyhow::Result<u64> {
     pin_to(0);
-    let mut s = TcpStream::connect(addr)?;
+    let mut s = if handshake {
+        // The hello and the cluster secret, then raw frames on the same socket.
+        TcpTransport::connect(addr, Hello::new(ComponentKind::Client, 0), Duration::from_secs(10))?.into_stream()
+    } else {
+        TcpStream::connect(addr)?
+    };
     s.set_nodelay(true)?;
-    if handshake {
-        s.write_all(&Hello::new(ComponentKind::Client, 0).encode())?;
-        let mut b = [0u8; HELLO_LEN];
-        s.read_exact(&mut b)?;
-        if Hello::decode(&b)?.refusal != 0 {
-            bail!("handshake refused");
-        }
-    }
+    s.set_read_timeout(None)?;
+    s.set_write_timeout(None)?;
     let mut next = 0u64;
     let mut requests = |n: usize, out: &mut Vec<u8>| {
         out.clear();

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::auth::{nonce, Secret, CLIENT_LEN};
 use crate::error::ProtoError;
 use crate::frame::{Header, HEADER_LEN, PAGE_SIZE};
 use crate::handshake::{ComponentKind, Hello, HELLO_LEN};
@@ -42,11 +43,23 @@ pub async fn accept_handshake(
     let theirs = Hello::decode(&b)?;
     let verdict = me.judge(&theirs, accepts);
     let reply = Hello { refusal: verdict.err().unwrap_or(0), ..me };
-    stream.write_all(&reply.encode()).await.map_err(|source| ProtoError::Io { peer: peer.clone(), source })?;
-    match verdict {
-        Ok(()) => Ok(theirs),
-        Err(code) => Err(theirs.mismatch(&me, code)),
+    let io = |source| ProtoError::Io { peer: peer.clone(), source };
+    stream.write_all(&reply.encode()).await.map_err(io)?;
+    if let Err(code) = verdict {
+        return Err(theirs.mismatch(&me, code));
     }
+    // The cluster secret, both ways (see `crate::auth`).
+    let secret = Secret::from_env();
+    let server_nonce = nonce();
+    stream.write_all(&server_nonce).await.map_err(io)?;
+    let mut msg = [0u8; CLIENT_LEN];
+    stream.read_exact(&mut msg).await.map_err(io)?;
+    let (ok, out) = secret.verdict(&server_nonce, &msg);
+    stream.write_all(&out).await.map_err(io)?;
+    if !ok {
+        return Err(ProtoError::Refused(format!("a {} without the cluster secret", theirs.kind)));
+    }
+    Ok(theirs)
 }
 
 fn peer_name(stream: &TcpStream) -> String {

@@ -7,7 +7,7 @@ use std::fmt;
 use crate::error::ProtoError;
 
 /// Version of everything in this crate that crosses the wire. Bump it on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 const MAGIC: [u8; 4] = *b"LEGO";
 /// Encoded size of a [`Hello`].
@@ -150,7 +150,7 @@ mod tests {
         let old = Hello { version: 0, ..peer };
         let code = me.judge(&old, &[ComponentKind::Processor]).unwrap_err();
         let msg = old.mismatch(&me, code).to_string();
-        assert!(msg.contains("v0") && msg.contains("v1") && msg.contains("mem-server"), "{msg}");
+        assert!(msg.contains("v0") && msg.contains(&format!("v{PROTOCOL_VERSION}")) && msg.contains("mem-server"), "{msg}");
         let other = Hello { cluster: 8, ..peer };
         let msg = other.mismatch(&me, me.judge(&other, &[ComponentKind::Processor]).unwrap_err()).to_string();
         assert!(msg.contains("0x7") && msg.contains("0x8"), "{msg}");

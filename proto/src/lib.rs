@@ -1,5 +1,6 @@
 //! Wire messages and transports shared by the lego components.
 //!
+//! - [`auth`]: the cluster secret, proven both ways after the hello.
 //! - [`handshake`]: the versioned introduction every connection starts with.
 //! - [`frame`]: the fixed binary header and the page path's 4 KB payloads.
 //! - [`global`]: registration and heartbeats to the global managers (LegoOS §4.6).
@@ -11,6 +12,7 @@
 //! - [`service`]: a whole server front (listener, runtime, handshake, frame loop) on top of it.
 
 pub mod aio;
+pub mod auth;
 pub mod error;
 pub mod frame;
 pub mod global;

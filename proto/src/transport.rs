@@ -11,6 +11,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::auth::{AuthError, Secret, NONCE_LEN, SECRET_ENV, VERDICT_LEN};
 use crate::error::ProtoError;
 use crate::frame::{Header, Op, Status, HEADER_LEN, PAGE_SIZE};
 use crate::handshake::{Hello, HELLO_LEN};
@@ -108,7 +109,24 @@ impl TcpTransport {
         if theirs.refusal != 0 {
             return Err(me.mismatch(&theirs, theirs.refusal));
         }
-        Ok(t)
+        // The cluster secret, both ways.
+        let secret = Secret::from_env();
+        let mut server_nonce = [0u8; NONCE_LEN];
+        t.recv(&mut server_nonce)?;
+        let sent = secret.client_message(&server_nonce);
+        t.send(&sent)?;
+        let mut verdict = [0u8; VERDICT_LEN];
+        t.recv(&mut verdict)?;
+        match secret.check_verdict(&server_nonce, &sent, &verdict) {
+            Ok(()) => Ok(t),
+            Err(AuthError::Refused) => Err(ProtoError::Refused(format!(
+                "the {} at {addr} refused this {}: wrong or missing cluster secret ({SECRET_ENV})",
+                theirs.kind, me.kind
+            ))),
+            Err(AuthError::Impostor) => {
+                Err(ProtoError::Refused(format!("the {} at {addr} does not know the cluster secret ({SECRET_ENV})", theirs.kind)))
+            }
+        }
     }
 
     /// The socket, past the handshake: for tools and tests that speak raw frames.

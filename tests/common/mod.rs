@@ -45,9 +45,15 @@ pub struct Server {
 impl Server {
     /// Runs `lego ARGS` and waits for its "listening on" line.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Server {
+        Server::start_with_env(&[], args)
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(env: &[(&str, &str)], args: &[S]) -> Server {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lego"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
