@@ -10,9 +10,10 @@
 #   musl-tools       musl-gcc, for the *.musl guest binaries
 #   build-essential  gcc, make, glibc static libs (libc6-dev)
 #   iproute2         `ip`, for network namespace tests
+#   tmux             a terminal for the `lego top` test
 set -euo pipefail
 
-PACKAGES=(busybox-static musl-tools build-essential iproute2)
+PACKAGES=(busybox-static musl-tools build-essential iproute2 tmux)
 
 is_installed() {
     # dpkg -s succeeds for packages in e.g. "deinstall" state too, so check

@@ -289,3 +289,50 @@ fn only_holders_of_the_cluster_secret_get_in() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The screen of tmux session `name`.
+fn screen(name: &str) -> String {
+    let out = Command::new("tmux").args(["capture-pane", "-p", "-t", name]).output().expect("tmux (scripts/install-deps.sh installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn lego_top_shows_components_live_in_a_terminal() {
+    let state = tempfile::tempdir().unwrap();
+    let global = global_mgr(state.path(), "127.0.0.1:0");
+    let hb = HEARTBEAT_MS.to_string();
+    let mem = Server::start(&[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "64M"][..], &join(&global.addr, &hb)].concat());
+    let session = format!("lego-top-{}", std::process::id());
+    let cmd = format!("{} top --global-mgr {}", env!("CARGO_BIN_EXE_lego"), global.addr);
+    let started = Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "30", &cmd]).status();
+    assert!(started.is_ok_and(|s| s.success()), "tmux is needed for this test (scripts/install-deps.sh installs it)");
+    struct Kill<'a>(&'a str);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux").args(["kill-session", "-t", self.0]).status();
+        }
+    }
+    let _kill = Kill(&session);
+    let until = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let t = Instant::now();
+        loop {
+            let s = screen(&session);
+            if done(&s) {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "the screen never showed {what}:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let addr = mem.addr.clone();
+    let row_of = |s: &str| s.lines().find(|l| l.contains(&addr)).map(str::to_string);
+    until("the mem-server up", &|s| s.contains("lego top") && row_of(s).is_some_and(|r| r.contains("mem-server") && r.contains(" up ")));
+    mem.kill();
+    until("the mem-server down", &|s| row_of(s).is_some_and(|r| r.contains("down")));
+    Command::new("tmux").args(["send-keys", "-t", &session, "q"]).status().unwrap();
+    let t = Instant::now();
+    while Command::new("tmux").args(["has-session", "-t", &session]).status().unwrap().success() {
+        assert!(t.elapsed() < Duration::from_secs(5), "lego top did not quit on q");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -96,7 +96,7 @@ pub struct PsArgs {
 }
 
 /// One request to the global manager at `addr`; a `Failed` answer is an error.
-fn ask(addr: &str, cluster: u64, req: &GlobalRequest) -> anyhow::Result<GlobalReply> {
+pub fn ask(addr: &str, cluster: u64, req: &GlobalRequest) -> anyhow::Result<GlobalReply> {
     let mut t = TcpTransport::connect(addr, Hello::new(ComponentKind::Client, cluster), Duration::from_secs(10))
         .with_context(|| format!("global manager {addr}"))?;
     match decode::<GlobalReply>(&t.call(0, &encode(req))?)? {
@@ -199,8 +199,14 @@ pub struct ManagerArgs {
 }
 
 impl ManagerArgs {
-    fn addr(&self, state: &StateArgs) -> anyhow::Result<String> {
+    /// The global manager's address: given, or the running cluster's.
+    pub fn addr(&self, state: &StateArgs) -> anyhow::Result<String> {
         state.global_mgr(self.global_mgr.as_deref())
+    }
+
+    /// The cluster id to present.
+    pub fn cluster(&self) -> u64 {
+        self.cluster
     }
 }
 

@@ -13,6 +13,7 @@ mod slowdown;
 mod storage_bench;
 mod storage_server;
 mod throughput;
+mod top;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum Command {
     GlobalMgr(global::GlobalMgrArgs),
     /// List the components a global manager knows, whether they are up, and the vNodes.
     Ps(global::PsArgs),
+    /// A live view of the cluster, refreshed every second.
+    Top(top::TopArgs),
     /// Create, list and remove vNodes.
     Vnode {
         #[command(subcommand)]
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::StorageServer(args) => status("storage-server", storage_server::run(args), ExitCode::FAILURE),
         Command::GlobalMgr(args) => status("global-mgr", global::run_global_mgr(args), ExitCode::FAILURE),
         Command::Ps(args) => status("ps", global::ps(&args, state), ExitCode::FAILURE),
+        Command::Top(args) => status("top", top::run(&args, state), ExitCode::FAILURE),
         Command::Vnode { cmd } => status("vnode", global::vnode(cmd, state), ExitCode::FAILURE),
         Command::Image { cmd } => status("image", image::run(cmd, state), ExitCode::FAILURE),
         Command::Bench { which } => status("bench", bench::run(which), ExitCode::from(run::STATUS_VMM_FAILURE)),
