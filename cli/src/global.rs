@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
-use lego_proto::global::{GlobalReply, GlobalRequest, Load, Placement, Role, VnodeInfo};
+use lego_proto::global::{ComponentInfo, GlobalReply, GlobalRequest, Load, Placement, Role, VnodeInfo};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
@@ -96,7 +96,7 @@ pub struct PsArgs {
 }
 
 /// One request to the global manager at `addr`; a `Failed` answer is an error.
-pub fn ask(addr: &str, cluster: u64, req: &GlobalRequest) -> anyhow::Result<GlobalReply> {
+fn ask(addr: &str, cluster: u64, req: &GlobalRequest) -> anyhow::Result<GlobalReply> {
     let mut t = TcpTransport::connect(addr, Hello::new(ComponentKind::Client, cluster), Duration::from_secs(10))
         .with_context(|| format!("global manager {addr}"))?;
     match decode::<GlobalReply>(&t.call(0, &encode(req))?)? {
@@ -113,15 +113,21 @@ pub fn place(addr: &str, cluster: u64, vnode: &str) -> anyhow::Result<Placement>
     }
 }
 
+/// The components and the vNodes the global manager at `addr` knows.
+pub fn registry(addr: &str, cluster: u64) -> anyhow::Result<(Vec<ComponentInfo>, Vec<VnodeInfo>)> {
+    let GlobalReply::Components(components) = ask(addr, cluster, &GlobalRequest::List)? else {
+        bail!("unexpected answer to a component list")
+    };
+    let GlobalReply::Vnodes(vnodes) = ask(addr, cluster, &GlobalRequest::ListVnodes)? else {
+        bail!("unexpected answer to a vNode list")
+    };
+    Ok((components, vnodes))
+}
+
 /// Prints the components and vNodes the global manager knows.
 pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
     let global = args.at.addr(state)?;
-    let GlobalReply::Components(list) = ask(&global, args.at.cluster, &GlobalRequest::List)? else {
-        bail!("unexpected answer to a component list")
-    };
-    let GlobalReply::Vnodes(vnodes) = ask(&global, args.at.cluster, &GlobalRequest::ListVnodes)? else {
-        bail!("unexpected answer to a vNode list")
-    };
+    let (list, vnodes) = registry(&global, args.at.cluster)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "components": list, "vnodes": vnodes }))?);
         return Ok(());
@@ -232,6 +238,7 @@ pub fn vnode(cmd: VnodeCmd, state: &StateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mib(b: u64) -> String {
+/// `b` bytes in whole MiB, for tables.
+pub fn mib(b: u64) -> String {
     format!("{} MiB", b >> 20)
 }

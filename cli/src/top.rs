@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use lego_proto::global::{ComponentInfo, GlobalReply, GlobalRequest, VnodeInfo};
+use lego_proto::global::{ComponentInfo, VnodeInfo};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use crate::cluster::StateArgs;
-use crate::global::{ask, ManagerArgs};
+use crate::global::{mib, registry, ManagerArgs};
 
 /// Options of `lego top`.
 #[derive(clap::Args)]
@@ -29,17 +29,10 @@ struct View {
 }
 
 fn fetch(addr: &str, cluster: u64) -> View {
-    let list = ask(addr, cluster, &GlobalRequest::List);
-    let vnodes = ask(addr, cluster, &GlobalRequest::ListVnodes);
-    match (list, vnodes) {
-        (Ok(GlobalReply::Components(components)), Ok(GlobalReply::Vnodes(vnodes))) => View { components, vnodes, error: None },
-        (Err(e), _) | (_, Err(e)) => View { components: Vec::new(), vnodes: Vec::new(), error: Some(format!("{e:#}")) },
-        _ => View { components: Vec::new(), vnodes: Vec::new(), error: Some("unexpected answer".into()) },
+    match registry(addr, cluster) {
+        Ok((components, vnodes)) => View { components, vnodes, error: None },
+        Err(e) => View { components: Vec::new(), vnodes: Vec::new(), error: Some(format!("{e:#}")) },
     }
-}
-
-fn mib(b: u64) -> String {
-    format!("{} MiB", b >> 20)
 }
 
 fn draw(f: &mut Frame, addr: &str, view: &View) {
