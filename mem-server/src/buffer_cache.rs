@@ -54,6 +54,9 @@ struct FileState {
     failed: bool,
     /// The storage connection generation of the first write-back since the last fsync.
     unsynced: Option<u64>,
+    /// The file's size on storage: what storage said when the file was first used, extended by
+    /// every write-back (this cache owns the file, so nothing else changes it).
+    stored: u64,
 }
 
 /// Figures of the cache, for statistics.
@@ -191,14 +194,13 @@ impl BufferCache {
                 let to = end.min((idx + 1) * PAGE);
                 let src = &data[(from - offset) as usize..(to - offset) as usize];
                 let k = (key.clone(), idx);
-                if let Some(page) = self.pages.get_mut(&k) {
-                    page.data[(from % PAGE) as usize..][..src.len()].copy_from_slice(src);
-                    page.dirty = true;
-                } else {
-                    let mut page = Page { data: Box::new([0; PAGE as usize]), dirty: true };
-                    page.data[(from % PAGE) as usize..][..src.len()].copy_from_slice(src);
-                    self.insert(k, page, storage);
+                if !self.pages.contains(&k) {
+                    // A page the write covers whole, or one past storage's end of file.
+                    self.insert(k.clone(), Page { data: Box::new([0; PAGE as usize]), dirty: true }, storage);
                 }
+                let page = self.pages.get_mut(&k).ok_or(errno::EIO)?;
+                page.data[(from % PAGE) as usize..][..src.len()].copy_from_slice(src);
+                page.dirty = true;
             }
         }
         Ok(StorageReply::Attr(attr))
@@ -261,7 +263,7 @@ impl BufferCache {
         if attr.kind == FileKind::Dir {
             return Err(errno::EISDIR);
         }
-        self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, failed: false, unsynced: None });
+        self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, failed: false, unsynced: None, stored: attr.size });
         Ok(attr.size)
     }
 
@@ -324,10 +326,9 @@ impl BufferCache {
             let Some(((file, idx), victim)) = self.pages.pop_lru() else { break };
             self.figures.evictions += 1;
             let size = self.files.get(&file).map_or(0, |f| f.attr.size);
-            if victim.dirty && self.put(&file, idx, &victim.data[..], size, storage).is_err() {
-                if let Some(f) = self.files.get_mut(&file) {
-                    f.failed = true;
-                }
+            if victim.dirty {
+                // A failure marks the file failed; the eviction goes on.
+                let _ = self.put(&file, idx, &victim.data[..], size, storage);
             }
             if let Some(f) = self.files.get_mut(&file) {
                 f.pages.remove(&idx);
@@ -336,16 +337,23 @@ impl BufferCache {
     }
 
     /// Writes consecutive pages starting at page `idx` (clipped to the file's size) to storage
-    /// in one request.
+    /// in one request. If that fails, the data is lost and the file is marked failed.
     fn put(&mut self, file: &FileKey, idx: u64, data: &[u8], size: u64, storage: &mut dyn Backing) -> Result<(), i32> {
         let start = idx * PAGE;
         let n = size.saturating_sub(start).min(data.len() as u64) as usize;
         let req = StorageRequest { vnode: file.0.clone(), op: StorageOp::Write { path: file.1.clone(), offset: start, data: data[..n].to_vec() } };
-        forward(&req, storage)?;
-        self.figures.write_backs += data.len() as u64 / PAGE;
+        let result = forward(&req, storage);
         if let Some(f) = self.files.get_mut(file) {
-            f.unsynced.get_or_insert(storage.generation());
+            match result {
+                Ok(_) => {
+                    f.unsynced.get_or_insert(storage.generation());
+                    f.stored = f.stored.max(start + n as u64);
+                }
+                Err(_) => f.failed = true,
+            }
         }
+        result?;
+        self.figures.write_backs += data.len() as u64 / PAGE;
         Ok(())
     }
 
@@ -362,7 +370,6 @@ impl BufferCache {
             .copied()
             .filter(|&i| self.pages.peek(&(key.clone(), i)).is_some_and(|p| p.dirty))
             .collect();
-        let mut reaches = 0;
         let mut at = 0;
         while at < dirty.len() {
             let first = dirty[at];
@@ -374,26 +381,21 @@ impl BufferCache {
             for idx in first..first + run as u64 {
                 data.extend_from_slice(&self.pages.peek(&(key.clone(), idx)).ok_or(errno::EIO)?.data[..]);
             }
-            if let Err(e) = self.put(key, first, &data, size, storage) {
-                if let Some(f) = self.files.get_mut(key) {
-                    f.failed = true;
-                }
-                return Err(e);
-            }
+            self.put(key, first, &data, size, storage)?;
             for idx in first..first + run as u64 {
                 if let Some(p) = self.pages.peek_mut(&(key.clone(), idx)) {
                     p.dirty = false;
                 }
             }
-            reaches = ((first + run as u64) * PAGE).min(size);
             at += run;
         }
-        // A write beyond every cached page (e.g. a page evicted clean) leaves the size to set.
-        if reaches < size {
-            let attr = self.storage_attr(key, storage)?;
-            if attr.size < size {
-                let req = StorageRequest { vnode: key.0.clone(), op: StorageOp::Truncate { path: key.1.clone(), len: size } };
-                forward(&req, storage)?;
+        // Writes that left zeroes at the end (extending the file past its last written byte)
+        // set the size on storage explicitly.
+        if self.files.get(key).is_some_and(|f| f.stored < size) {
+            let req = StorageRequest { vnode: key.0.clone(), op: StorageOp::Truncate { path: key.1.clone(), len: size } };
+            forward(&req, storage)?;
+            if let Some(f) = self.files.get_mut(key) {
+                f.stored = size;
             }
         }
         Ok(())
