@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use lego_proto::storage::{errno, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
+use lego_proto::storage::{errno, now_ns, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lru::LruCache;
 
 /// Bytes per cached page.
@@ -409,10 +409,6 @@ impl BufferCache {
             }
         }
     }
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Sends a request to storage; an unreachable storage server is `EIO`, an error reply its errno.

@@ -144,6 +144,14 @@ pub fn call(conn: &mut dyn crate::transport::Transport, req: &StorageRequest) ->
     conn.call(0, &crate::mm::encode(req)).and_then(|body| crate::mm::decode(&body))
 }
 
+/// The current time in nanoseconds since the epoch, as [`FileAttr`] times are kept.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// A hash of a vNode name that is the same in every build and run (FNV-1a), for choices that
 /// must come out the same wherever they are made, such as which mem-server caches its files.
 pub fn vnode_hash(name: &str) -> u64 {

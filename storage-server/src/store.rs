@@ -16,10 +16,9 @@ use std::fs::{File, OpenOptions};
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use lego_proto::storage::{
-    check_path, check_vnode, errno, DirEntry, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest,
+    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest,
     MAX_DIRENTS, MAX_IO,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -743,13 +742,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
