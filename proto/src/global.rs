@@ -43,7 +43,7 @@ pub struct Load {
 }
 
 /// A request to the global manager.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum GlobalRequest {
     /// A component introduces itself; the answer is its id ([`GlobalReply::Registered`]). The
     /// same role and address get the same id again after a restart of either side.
@@ -61,6 +61,58 @@ pub enum GlobalRequest {
     RemoveVnode { name: String },
     /// Where a process of `vnode` should run its memory and files (GMM and GSM decisions).
     Place { vnode: String },
+    /// Which pComponent should run a new process (the GPM decision): answered with
+    /// [`GlobalReply::Pcomp`].
+    ChoosePcomp,
+    /// A running process's figures, sent by its VMM every heartbeat interval and once more at
+    /// exit (`exited`).
+    Process(ProcessReport),
+    /// Every running process, for `lego ps` and `lego top`.
+    Processes,
+}
+
+/// How often a running process reports ([`GlobalRequest::Process`]); the manager forgets one
+/// that misses three reports (or three heartbeat intervals, if those are longer).
+pub const PROCESS_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a running vNode process reports about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessReport {
+    /// Where it runs: the pComponent's address, or `local:HOST` for a `lego run` in a shell.
+    pub pcomp: String,
+    /// Host process id of its VMM.
+    pub pid: u32,
+    /// Its vNode.
+    pub vnode: String,
+    /// The program.
+    pub program: String,
+    /// Its home mem-server.
+    pub home: String,
+    /// Milliseconds since the Unix epoch when it started.
+    pub started_unix_ms: u64,
+    /// ExCache capacity.
+    pub excache_bytes: u64,
+    /// ExCache lines in use, in bytes.
+    pub resident_bytes: u64,
+    /// Remote misses since it started.
+    pub misses: u64,
+    /// Evictions since it started.
+    pub evictions: u64,
+    /// Page bytes received from and sent to mem-servers since it started.
+    pub bytes_in: u64,
+    /// See `bytes_in`.
+    pub bytes_out: u64,
+    /// Remote misses per second over the last interval.
+    pub misses_per_s: f64,
+    /// Evictions per second over the last interval.
+    pub evictions_per_s: f64,
+    /// Median and 99th-percentile miss latency over the last interval (handler side, µs);
+    /// `None` when the interval had no miss.
+    pub miss_p50_us: Option<f64>,
+    /// See `miss_p50_us`.
+    pub miss_p99_us: Option<f64>,
+    /// The process has ended; this is its last report.
+    pub exited: bool,
 }
 
 /// The managers' placement for a new process of a vNode.
@@ -136,6 +188,11 @@ pub enum GlobalReply {
     Removed,
     /// Answer to `Place`.
     Placement(Placement),
+    /// Answer to `ChoosePcomp`: the pComponent that is up with the fewest threads, if any.
+    Pcomp(Option<String>),
+    /// Answer to `Processes`: every process that reported within the last three intervals,
+    /// by pComponent and pid.
+    Processes(Vec<ProcessReport>),
     /// The request could not be decoded or served (a duplicate name or VIP, an unknown vNode).
     Failed(String),
 }

@@ -5,6 +5,7 @@
 //! - [`frame`]: the fixed binary header and the page path's 4 KB payloads.
 //! - [`global`]: registration and heartbeats to the global managers (LegoOS §4.6).
 //! - [`mm`]: control messages of two-level memory management (LegoOS §4.4.1).
+//! - [`pcomp`]: run sessions between `lego run` and a pComponent, streaming standard I/O.
 //! - [`storage`]: stateless file requests of the storage path (LegoOS §4.5).
 //! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
@@ -18,6 +19,7 @@ pub mod frame;
 pub mod global;
 pub mod handshake;
 pub mod mm;
+pub mod pcomp;
 pub mod service;
 pub mod storage;
 pub mod transport;

@@ -2,11 +2,19 @@
 //! listener, a tokio runtime, and per connection the handshake followed by the frame loop of
 //! [`crate::aio::serve`] with a handler made for that connection.
 //!
+//! A service either answers request frames ([`Service::bind`]: the mem-server, storage server
+//! and global manager) or hands each authenticated connection, as a blocking socket, to a
+//! session function on a thread of its own ([`Service::bind_sessions`]: the pComponent's run
+//! sessions, which stream a program's input and output both ways).
+//!
 //! [`Service::run`] serves on the calling thread (the `lego mem-server` / `lego storage-server`
 //! commands); [`Service::spawn`] serves on a thread of its own until its [`Handle`] is shut down
 //! or dropped (embedded servers and tests).
 
+use std::future::Future;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -37,23 +45,36 @@ pub enum ServiceError {
     Runtime(#[source] std::io::Error),
 }
 
-/// Makes the handler of a new connection from the peer's address and introduction.
-pub type MakeHandler<H> = dyn Fn(SocketAddr, Hello) -> H + Send + Sync;
+/// What a service does with a connection once the peer is authenticated.
+type Serve = dyn Fn(TcpStream, SocketAddr, Hello) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
-/// A bound, not yet running, server.
+/// A bound, not yet running, server. `H` is the frame handler of each connection, or
+/// [`Sessions`].
 pub struct Service<H> {
     name: &'static str,
     listener: std::net::TcpListener,
     addr: SocketAddr,
     me: Hello,
     accepts: &'static [ComponentKind],
-    make: Arc<MakeHandler<H>>,
+    serve: Arc<Serve>,
+    kind: PhantomData<fn() -> H>,
+}
+
+/// The kind of a [`Service`] whose connections are blocking sessions.
+pub struct Sessions;
+
+fn bind_listener(listen: &str) -> Result<(std::net::TcpListener, SocketAddr), ServiceError> {
+    let bind_err = |source| ServiceError::Bind { addr: listen.to_string(), source };
+    let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, addr))
 }
 
 impl<H: FrameHandler + 'static> Service<H> {
     /// Binds `listen` for a server called `name` (for logs and thread names) that introduces
-    /// itself as `me`, accepts peers of the `accepts` kinds, and serves each connection with a
-    /// handler from `make`.
+    /// itself as `me`, accepts peers of the `accepts` kinds, and serves each connection's request
+    /// frames with a handler from `make`.
     pub fn bind(
         name: &'static str,
         listen: &str,
@@ -61,13 +82,42 @@ impl<H: FrameHandler + 'static> Service<H> {
         accepts: &'static [ComponentKind],
         make: impl Fn(SocketAddr, Hello) -> H + Send + Sync + 'static,
     ) -> Result<Service<H>, ServiceError> {
-        let bind_err = |source| ServiceError::Bind { addr: listen.to_string(), source };
-        let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        Ok(Service { name, listener, addr, me, accepts, make: Arc::new(make) })
+        let (listener, addr) = bind_listener(listen)?;
+        let serve: Arc<Serve> = Arc::new(move |stream, peer, hello| Box::pin(frames(stream, peer, make(peer, hello))));
+        Ok(Service { name, listener, addr, me, accepts, serve, kind: PhantomData })
     }
+}
 
+impl Service<Sessions> {
+    /// Binds `listen` like [`Service::bind`], but runs `session` on a thread of its own for each
+    /// authenticated connection, with the connection as a blocking socket; the connection closes
+    /// when `session` returns.
+    pub fn bind_sessions(
+        name: &'static str,
+        listen: &str,
+        me: Hello,
+        accepts: &'static [ComponentKind],
+        session: impl Fn(std::net::TcpStream, SocketAddr, Hello) + Send + Sync + 'static,
+    ) -> Result<Service<Sessions>, ServiceError> {
+        let (listener, addr) = bind_listener(listen)?;
+        let session = Arc::new(session);
+        let serve: Arc<Serve> = Arc::new(move |stream: TcpStream, peer, hello| {
+            let session = session.clone();
+            Box::pin(async move {
+                let stream = match stream.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s)) {
+                    Ok(s) => s,
+                    Err(e) => return tracing::warn!(%peer, error = %e, "making the connection blocking"),
+                };
+                if let Err(e) = std::thread::Builder::new().name(format!("{name} {peer}")).spawn(move || session(stream, peer, hello)) {
+                    tracing::warn!(%peer, error = %e, "starting a session thread");
+                }
+            })
+        });
+        Ok(Service { name, listener, addr, me, accepts, serve, kind: PhantomData })
+    }
+}
+
+impl<H> Service<H> {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -94,7 +144,7 @@ impl<H: FrameHandler + 'static> Service<H> {
                 }
                 tracing::info!("{name} stopping");
             };
-            accept_loop(listener, self.me, self.accepts, self.make, stop).await;
+            accept_loop(listener, self.me, self.accepts, self.serve, stop).await;
             Ok::<(), std::io::Error>(())
         })?;
         rt.shutdown_timeout(Duration::from_secs(1));
@@ -114,9 +164,9 @@ impl<H: FrameHandler + 'static> Service<H> {
             let _guard = rt.enter();
             TcpListener::from_std(self.listener)?
         };
-        let Service { name, addr, me, accepts, make, .. } = self;
+        let Service { name, addr, me, accepts, serve, .. } = self;
         let thread = std::thread::Builder::new().name(format!("{name} {addr}")).spawn(move || {
-            rt.block_on(accept_loop(listener, me, accepts, make, async move {
+            rt.block_on(accept_loop(listener, me, accepts, serve, async move {
                 // A dropped sender stops the server just as a sent stop does.
                 let _ = stop_rx.await;
             }));
@@ -175,11 +225,11 @@ impl Drop for Handle {
 }
 
 /// Accepts connections until `stop` completes.
-async fn accept_loop<H: FrameHandler + 'static>(
+async fn accept_loop(
     listener: TcpListener,
     me: Hello,
     accepts: &'static [ComponentKind],
-    make: Arc<MakeHandler<H>>,
+    serve: Arc<Serve>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -188,7 +238,7 @@ async fn accept_loop<H: FrameHandler + 'static>(
             () = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, me, accepts, make.clone()));
+                    tokio::spawn(connection(stream, peer, me, accepts, serve.clone()));
                 }
                 Err(e) => {
                     // Out of descriptors and the like: wait a little rather than spin.
@@ -200,14 +250,8 @@ async fn accept_loop<H: FrameHandler + 'static>(
     }
 }
 
-/// One connection: handshake, then frames until the peer leaves or misbehaves.
-async fn connection<H: FrameHandler>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    me: Hello,
-    accepts: &'static [ComponentKind],
-    make: Arc<MakeHandler<H>>,
-) {
+/// One connection: handshake, then what the service does with it.
+async fn connection(mut stream: TcpStream, peer: SocketAddr, me: Hello, accepts: &'static [ComponentKind], serve: Arc<Serve>) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY");
     }
@@ -223,7 +267,11 @@ async fn connection<H: FrameHandler>(
         }
     };
     tracing::debug!(%peer, kind = %hello.kind, "connected");
-    let mut handler = make(peer, hello);
+    serve(stream, peer, hello).await;
+}
+
+/// Request frames until the peer leaves or misbehaves.
+async fn frames<H: FrameHandler>(mut stream: TcpStream, peer: SocketAddr, mut handler: H) {
     match serve(&mut stream, &mut handler).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         // A client that goes away with requests in flight resets the connection: not an error.
