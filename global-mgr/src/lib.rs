@@ -3,8 +3,8 @@
 //!
 //! - [`registry`]: the components (persisted in `STATE_DIR/registry.redb`, so a restart keeps
 //!   them), their last heartbeat and load; a component that misses three heartbeats is down.
-//! - [`placement`]: the GMM and GSM decisions: mem-servers for a process, the storage server of a
-//!   vNode's mount, the mem-server caching its files.
+//! - [`placement`]: the GPM, GMM and GSM decisions: the pComponent of a new process, its
+//!   mem-servers, the storage server of a vNode's mount, the mem-server caching its files.
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
 //!
 //! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
@@ -139,6 +139,12 @@ impl Conn {
                 Ok(p) => GlobalReply::Placement(p),
                 Err(e) => GlobalReply::Failed(e.to_string()),
             },
+            GlobalRequest::ChoosePcomp => GlobalReply::Pcomp(reg.choose_pcomp()),
+            GlobalRequest::Process(report) => {
+                reg.report_process(report);
+                GlobalReply::Ok
+            }
+            GlobalRequest::Processes => GlobalReply::Processes(reg.processes()),
             GlobalRequest::RemoveVnode { name } => match reg.remove_vnode(&name) {
                 Ok(()) => GlobalReply::Removed,
                 Err(e) => GlobalReply::Failed(e.to_string()),

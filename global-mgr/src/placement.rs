@@ -1,5 +1,5 @@
 //! The coarse decisions of the global managers (LegoOS §4.6), as pure functions of the registry:
-//! which mem-servers a new process should use (GMM), which storage server holds a new vNode's
+//! which pComponent runs a new process (GPM), which mem-servers it should use (GMM), which storage server holds a new vNode's
 //! mount and which mem-server caches its files (GSM). Only components that are up are chosen.
 
 use lego_proto::global::{ComponentInfo, Role};
@@ -19,6 +19,12 @@ pub fn mem_servers(components: &[ComponentInfo]) -> Vec<String> {
     let mut m: Vec<&ComponentInfo> = up(components, Role::Memory).collect();
     m.sort_by(|a, b| free(b).cmp(&free(a)).then(a.requests_per_s.total_cmp(&b.requests_per_s)).then(a.id.cmp(&b.id)));
     m.into_iter().map(|c| c.addr.clone()).collect()
+}
+
+/// GPM: the pComponent for a new process: the one that is up running the fewest guest threads,
+/// then the lowest id. Returns its id.
+pub fn pcomp(components: &[ComponentInfo]) -> Option<u64> {
+    up(components, Role::Processor).min_by_key(|c| (c.load.threads, c.id)).map(|c| c.id)
 }
 
 /// GSM: the storage server for a new vNode's mount: the one that is up with the most free space.

@@ -1,6 +1,7 @@
 //! The registry: the components, who they are (persisted, so a restart of the global manager
-//! keeps it) and how they are doing (in memory: last heartbeat and load); and the vNodes
-//! (persisted).
+//! keeps it) and how they are doing (in memory: last heartbeat and load); the vNodes
+//! (persisted); and the running processes' last reports (in memory: a process lives no longer
+//! than the manager's view of it matters).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::net::Ipv4Addr;
 
-use lego_proto::global::{ComponentInfo, Load, Placement, Role, VnodeInfo};
+use lego_proto::global::{ComponentInfo, Load, Placement, ProcessReport, Role, VnodeInfo, PROCESS_REPORT_INTERVAL};
 
 use crate::placement;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -59,6 +60,8 @@ pub struct Registry {
     db: Database,
     components: BTreeMap<u64, Component>,
     vnodes: BTreeMap<String, VnodeInfo>,
+    /// (pComponent, pid) -> last report and when it came.
+    processes: BTreeMap<(String, u32), (ProcessReport, Instant)>,
     interval: Duration,
 }
 
@@ -96,7 +99,7 @@ impl Registry {
                 vnodes.insert(name.value().to_string(), info);
             }
         }
-        Ok(Registry { db, components, vnodes, interval })
+        Ok(Registry { db, components, vnodes, processes: BTreeMap::new(), interval })
     }
 
     /// Registers a component, or finds it again by role and address; returns its id.
@@ -183,6 +186,35 @@ impl Registry {
         Ok(Placement { mem_servers: placement::mem_servers(&components), cache, vnode: info })
     }
 
+    /// GPM: the pComponent for a new process, the one that is up with the fewest threads. Its
+    /// thread count goes up by one until its next heartbeat says how many it really runs, so
+    /// processes started in quick succession spread out.
+    pub fn choose_pcomp(&mut self) -> Option<String> {
+        let id = placement::pcomp(&self.list())?;
+        let c = self.components.get_mut(&id)?;
+        c.load.threads += 1;
+        Some(c.known.addr.clone())
+    }
+
+    /// Records a process's report; its last one (`exited`) removes it.
+    pub fn report_process(&mut self, report: ProcessReport) {
+        let key = (report.pcomp.clone(), report.pid);
+        if report.exited {
+            self.processes.remove(&key);
+        } else {
+            self.processes.insert(key, (report, Instant::now()));
+        }
+    }
+
+    /// The processes that reported within the last [`MISSED_HEARTBEATS`] intervals (of
+    /// heartbeats or of process reports, whichever is longer); the others (their VMM was killed,
+    /// or its host is gone) are forgotten.
+    pub fn processes(&mut self) -> Vec<ProcessReport> {
+        let limit = self.interval.max(PROCESS_REPORT_INTERVAL) * MISSED_HEARTBEATS;
+        self.processes.retain(|_, (_, seen)| seen.elapsed() <= limit);
+        self.processes.values().map(|(r, _)| r.clone()).collect()
+    }
+
     /// Removes a vNode.
     pub fn remove_vnode(&mut self, name: &str) -> Result<(), RegistryError> {
         if !self.vnodes.contains_key(name) {
@@ -261,6 +293,55 @@ mod tests {
         let c = r.create_vnode("c", None, 1, 1).unwrap();
         assert!(c.id > b.id, "ids are never reused");
         assert_eq!(c.vip, [10, 77, 0, 1], "a removed vNode's VIP is free again");
+    }
+
+    fn report(pcomp: &str, pid: u32, exited: bool) -> ProcessReport {
+        ProcessReport {
+            pcomp: pcomp.into(),
+            pid,
+            vnode: "v".into(),
+            program: "/bin/x".into(),
+            home: "m:1".into(),
+            started_unix_ms: 0,
+            excache_bytes: 0,
+            resident_bytes: 0,
+            misses: 0,
+            evictions: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            misses_per_s: 0.0,
+            evictions_per_s: 0.0,
+            miss_p50_us: None,
+            miss_p99_us: None,
+            exited,
+        }
+    }
+
+    #[test]
+    fn processes_are_listed_until_they_exit_or_fall_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_millis(20)).unwrap();
+        r.report_process(report("p:1", 10, false));
+        r.report_process(report("p:1", 11, false));
+        r.report_process(report("p:2", 10, false));
+        r.report_process(report("p:1", 11, true));
+        let pids: Vec<_> = r.processes().iter().map(|p| (p.pcomp.clone(), p.pid)).collect();
+        assert_eq!(pids, [("p:1".to_string(), 10), ("p:2".to_string(), 10)]);
+        r.processes.get_mut(&("p:1".to_string(), 10)).unwrap().1 -= PROCESS_REPORT_INTERVAL * (MISSED_HEARTBEATS + 1);
+        assert_eq!(r.processes().len(), 1, "the silent one is forgotten");
+    }
+
+    #[test]
+    fn the_gpm_spreads_quick_successive_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        assert_eq!(r.choose_pcomp(), None, "no pComponent");
+        let a = r.register(Role::Processor, "a:1", 2, None, Load { threads: 1, ..Load::default() }).unwrap();
+        r.register(Role::Processor, "b:1", 2, None, Load::default()).unwrap();
+        let picks: Vec<_> = (0..4).map(|_| r.choose_pcomp().unwrap()).collect();
+        assert_eq!(picks, ["b:1", "a:1", "b:1", "a:1"]);
+        r.heartbeat(a, Load::default());
+        assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"), "the heartbeat's count replaces the guess");
     }
 
     #[test]
