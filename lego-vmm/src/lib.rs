@@ -21,6 +21,7 @@ pub mod fs;
 pub mod layout;
 pub mod mm;
 pub mod paging;
+pub mod pcomp;
 pub mod process;
 pub mod stack;
 pub mod syscall;

@@ -171,6 +171,12 @@ impl Mm {
     pub fn proc_id(&self) -> u64 {
         self.home.proc
     }
+
+    /// Address of the process's home mem-server.
+    pub fn home(&self) -> &str {
+        self.home.link.peer()
+    }
+
     /// The ExCache.
     pub fn cache(&self) -> &ExCache {
         &self.cache

@@ -286,7 +286,23 @@ impl ExCache {
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> CacheStats {
-        let st = self.shared.state();
+        self.probe().stats()
+    }
+
+    /// A handle that reads the statistics from another thread while the process runs.
+    pub fn probe(&self) -> StatsProbe {
+        StatsProbe(self.shared.clone())
+    }
+}
+
+/// Reads a running ExCache's statistics (for live reports such as `lego top`).
+#[derive(Clone)]
+pub struct StatsProbe(Arc<Shared>);
+
+impl StatsProbe {
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> CacheStats {
+        let st = self.0.state();
         CacheStats { resident: st.sets.resident() as u64, owners: st.owners.owners_in_use() as u64, ..st.stats.clone() }
     }
 }

@@ -1,0 +1,324 @@
+//! The pComponent daemon (`lego pcomp`): accepts run sessions ([`lego_proto::pcomp`]) from
+//! `lego run` in any shell of the cluster and runs each program in a VMM process of its own on
+//! this machine, streaming its standard input, output and error and returning its exit status.
+//!
+//! One VMM process per vNode process, as Firecracker and Cloud Hypervisor do: a guest that
+//! crashes its VMM takes nothing else down, and the VMM's own standard streams are the guest's.
+//! How a VMM process is started is the caller's choice ([`Launch`]: `lego pcomp` starts
+//! `lego run --local` with the request's options).
+//!
+//! The load the daemon reports to the global process manager (GPM) is the number of guest
+//! threads it runs, which is its number of processes while every guest is single-threaded.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lego_proto::global::Load;
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::pcomp::{recv, send, FromPcomp, RunRequest, ToPcomp, CHUNK};
+use lego_proto::service::{Handle, Service, ServiceError, Sessions};
+
+/// Makes the command that runs one request in a VMM process of its own, for the daemon at the
+/// given address (as the client reached it). The daemon sets its standard streams.
+pub type Launch = dyn Fn(&RunRequest, SocketAddr) -> Command + Send + Sync;
+
+/// Who may ask for a run.
+const ACCEPTS: [ComponentKind; 1] = [ComponentKind::Client];
+
+/// A bound, not yet running, pComponent daemon.
+pub struct Pcomp {
+    service: Service<Sessions>,
+    running: Arc<AtomicU64>,
+}
+
+impl Pcomp {
+    /// Binds `listen`; peers must present cluster id `cluster` (and the cluster secret).
+    pub fn bind(
+        listen: &str,
+        cluster: u64,
+        launch: impl Fn(&RunRequest, SocketAddr) -> Command + Send + Sync + 'static,
+    ) -> Result<Pcomp, ServiceError> {
+        let running = Arc::new(AtomicU64::new(0));
+        let (count, launch): (_, Arc<Launch>) = (running.clone(), Arc::new(launch));
+        let me = Hello::new(ComponentKind::Processor, cluster);
+        let service = Service::bind_sessions("pcomp", listen, me, &ACCEPTS, move |stream, peer, _| {
+            session(stream, peer, launch.as_ref(), &count);
+        })?;
+        Ok(Pcomp { service, running })
+    }
+
+    /// The address the daemon listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.service.local_addr()
+    }
+
+    /// The load for heartbeats: guest threads running.
+    pub fn load_probe(&self) -> impl Fn() -> Load + Send + 'static {
+        let running = self.running.clone();
+        move || Load { threads: running.load(Ordering::Relaxed), ..Load::default() }
+    }
+
+    /// Serves on the calling thread until SIGTERM or SIGINT. Processes still running are
+    /// killed: each VMM dies with the session thread that started it.
+    pub fn run(self) -> Result<(), ServiceError> {
+        self.service.run()
+    }
+
+    /// Serves on a thread of its own until the returned handle is dropped.
+    pub fn spawn(self) -> Result<Handle, ServiceError> {
+        self.service.spawn(|| ())
+    }
+}
+
+/// Counts a running process for as long as it lives.
+struct Running<'a>(&'a AtomicU64);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One run session, from the request to the exit status.
+fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, running: &AtomicU64) {
+    let mut input = stream;
+    let output = match input.try_clone() {
+        Ok(s) => Arc::new(Mutex::new(s)),
+        Err(e) => return tracing::warn!(%peer, error = %e, "cloning the session socket"),
+    };
+    let say = |msg: &FromPcomp| send(&mut *output.lock().unwrap_or_else(|e| e.into_inner()), msg).is_ok();
+    let req = match recv::<ToPcomp>(&mut input) {
+        Ok(Some(ToPcomp::Run(req))) => req,
+        Ok(None) => return,
+        Ok(Some(other)) => {
+            say(&FromPcomp::Refused(format!("expected a run request first, got {other:?}")));
+            return;
+        }
+        Err(e) => return tracing::warn!(%peer, error = %e, "a bad run request"),
+    };
+    let program = String::from_utf8_lossy(&req.program).into_owned();
+    let me = match input.local_addr() {
+        Ok(a) => a,
+        Err(e) => return tracing::warn!(%peer, error = %e, "the session socket's address"),
+    };
+    let mut command = launch(&req, me);
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: the closure only calls prctl, which is async-signal-safe.
+    unsafe {
+        // The VMM dies with the thread that started it, which waits for it: a daemon that is
+        // stopped leaves no guest running behind it.
+        command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
+    let spawned = command.spawn().and_then(|child| Ok((pidfd(&child)?, child)));
+    let (pidfd, mut child) = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            say(&FromPcomp::Refused(format!("cannot start a VMM for {program}: {e}")));
+            return;
+        }
+    };
+    running.fetch_add(1, Ordering::Relaxed);
+    let _running = Running(running);
+    tracing::info!(%peer, vnode = %req.vnode, %program, pid = child.id(), "process started");
+    if !say(&FromPcomp::Started { pid: child.id() }) {
+        kill(&pidfd);
+    }
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let status = std::thread::scope(|s| {
+        s.spawn(|| relay_input(&mut input, stdin, &pidfd));
+        if let Some(pipe) = stdout {
+            s.spawn(|| relay_output(pipe, FromPcomp::Stdout, &say, &pidfd));
+        }
+        if let Some(pipe) = stderr {
+            s.spawn(|| relay_output(pipe, FromPcomp::Stderr, &say, &pidfd));
+        }
+        let status = wait(&mut child);
+        // The output relays end at end of file; the input relay ends here.
+        let _ = output.lock().unwrap_or_else(|e| e.into_inner()).shutdown(std::net::Shutdown::Read);
+        status
+    });
+    tracing::info!(%peer, %program, status, "process ended");
+    say(&FromPcomp::Exited { status });
+}
+
+/// Copies one of the process's output pipes to the client until it ends; a client that is gone
+/// kills the process, since nobody will see what it writes.
+fn relay_output(mut pipe: impl Read, wrap: fn(Vec<u8>) -> FromPcomp, say: &dyn Fn(&FromPcomp) -> bool, pidfd: &OwnedFd) {
+    let mut buf = vec![0u8; CHUNK];
+    while let Ok(n @ 1..) = pipe.read(&mut buf) {
+        if !say(&wrap(buf[..n].to_vec())) {
+            kill(pidfd);
+            return;
+        }
+    }
+}
+
+/// Copies the client's standard input to the process until it ends; a client that goes away
+/// kills the process.
+fn relay_input(input: &mut TcpStream, mut stdin: Option<std::process::ChildStdin>, pidfd: &OwnedFd) {
+    loop {
+        match recv::<ToPcomp>(input) {
+            Ok(Some(ToPcomp::Stdin(bytes))) => {
+                // A process that closed its input just does not get it, as with a shell pipe.
+                if let Some(p) = &mut stdin {
+                    if p.write_all(&bytes).is_err() {
+                        stdin = None;
+                    }
+                }
+            }
+            Ok(Some(ToPcomp::StdinClosed)) => stdin = None,
+            Ok(Some(ToPcomp::Run(_))) | Err(_) | Ok(None) => {
+                // The client left or misbehaved, so nobody waits for the process; or the process
+                // ended and the session shut the socket down, and this does nothing.
+                kill(pidfd);
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for the process; its status as a shell shows it.
+fn wait(child: &mut Child) -> u8 {
+    match child.wait() {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => code as u8,
+            (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+            (None, None) => 255,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "waiting for a VMM process");
+            255
+        }
+    }
+}
+
+/// A pidfd of the child, so that killing it later can never hit a recycled pid.
+fn pidfd(child: &Child) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we just opened and nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends SIGKILL through the pidfd (nothing happens once the process is gone).
+fn kill(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo.
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lego_proto::transport::TcpTransport;
+    use std::time::{Duration, Instant};
+
+    /// A daemon whose "VMM" is `sh -c PROGRAM ARGV...`, so sessions can be tested without KVM.
+    fn daemon() -> (Handle, impl Fn() -> Load) {
+        let pcomp = Pcomp::bind("127.0.0.1:0", 7, |req, _| {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(String::from_utf8_lossy(&req.program).into_owned());
+            c
+        })
+        .unwrap();
+        let load = pcomp.load_probe();
+        (pcomp.spawn().unwrap(), load)
+    }
+
+    fn request(script: &str) -> RunRequest {
+        RunRequest {
+            vnode: "v".into(),
+            program: script.as_bytes().to_vec(),
+            argv: vec![],
+            envp: vec![],
+            mem: None,
+            excache: None,
+            excache_ways: 64,
+            excache_lru: false,
+            vregion_size: 1 << 30,
+            mem_timeout_s: 30,
+            trace_syscalls: false,
+            stats: false,
+        }
+    }
+
+    fn connect(h: &Handle, script: &str) -> (TcpStream, FromPcomp) {
+        let t = TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Client, 7), Duration::from_secs(5)).unwrap();
+        let mut s = t.into_stream();
+        send(&mut s, &ToPcomp::Run(request(script))).unwrap();
+        let first = recv::<FromPcomp>(&mut s).unwrap().unwrap();
+        (s, first)
+    }
+
+    /// Everything the session sends until the exit status: (stdout, stderr, status).
+    fn finish(s: &mut TcpStream) -> (Vec<u8>, Vec<u8>, u8) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        loop {
+            match recv::<FromPcomp>(s).unwrap().expect("the session ended without a status") {
+                FromPcomp::Stdout(b) => out.extend(b),
+                FromPcomp::Stderr(b) => err.extend(b),
+                FromPcomp::Exited { status } => return (out, err, status),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn input_output_and_status_are_streamed() {
+        let (h, _) = daemon();
+        let (mut s, first) = connect(&h, "tr a-z A-Z; echo oops >&2; exit 3");
+        assert!(matches!(first, FromPcomp::Started { .. }), "{first:?}");
+        send(&mut s, &ToPcomp::Stdin(b"hello ".to_vec())).unwrap();
+        send(&mut s, &ToPcomp::Stdin(vec![b'x'; 3 * CHUNK])).unwrap();
+        send(&mut s, &ToPcomp::StdinClosed).unwrap();
+        let (out, err, status) = finish(&mut s);
+        assert_eq!(out.len(), 6 + 3 * CHUNK);
+        assert!(out.starts_with(b"HELLO XXX"));
+        assert_eq!((err, status), (b"oops\n".to_vec(), 3));
+    }
+
+    #[test]
+    fn a_process_killed_by_a_signal_gets_128_plus_the_signal() {
+        let (h, _) = daemon();
+        let (mut s, _) = connect(&h, "kill -9 $$");
+        assert_eq!(finish(&mut s).2, 128 + 9);
+    }
+
+    #[test]
+    fn a_client_that_leaves_ends_its_process_and_the_thread_count() {
+        let (h, load) = daemon();
+        let (s, first) = connect(&h, "sleep 60");
+        let FromPcomp::Started { pid } = first else { panic!("{first:?}") };
+        assert_eq!(load().threads, 1);
+        drop(s);
+        let t = Instant::now();
+        // SAFETY: signal 0 only asks whether the process exists.
+        while unsafe { libc::kill(pid as i32, 0) } == 0 || load().threads != 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "the process outlived its client");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_bad_first_message_or_launch_is_refused() {
+        let bad = Pcomp::bind("127.0.0.1:0", 7, |_, _| Command::new("/nonexistent/vmm")).unwrap().spawn().unwrap();
+        let (_, first) = connect(&bad, "true");
+        assert!(matches!(&first, FromPcomp::Refused(m) if m.contains("cannot start a VMM")), "{first:?}");
+        let (h, _) = daemon();
+        let t = TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Client, 7), Duration::from_secs(5)).unwrap();
+        let mut s = t.into_stream();
+        send(&mut s, &ToPcomp::StdinClosed).unwrap();
+        let first = recv::<FromPcomp>(&mut s).unwrap().unwrap();
+        assert!(matches!(&first, FromPcomp::Refused(m) if m.contains("run request first")), "{first:?}");
+    }
+}
