@@ -1,8 +1,9 @@
 //! End-to-end tests of the global manager with every component a separate process: components
 //! register and send heartbeats, `lego ps --json` shows them, a killed mem-server is marked
-//! down within three heartbeats, a restarted global manager keeps its registry, and `lego run
-//! --global-mgr` takes its vNode, mem-servers, storage server and file cache from the managers.
-//! Only that last test needs /dev/kvm.
+//! down within three heartbeats, a restarted global manager keeps its registry, `lego run
+//! --global-mgr` takes its vNode, mem-servers, storage server and file cache from the managers,
+//! and `lego run` in a `lego up` cluster runs on the pComponent the GPM picks, with its standard
+//! streams and exit status carried back. The tests that run programs need /dev/kvm.
 
 use std::path::Path;
 use std::process::Command;
@@ -184,11 +185,18 @@ fn lego_run_is_placed_by_the_managers() {
     drop(other);
 }
 
-/// `lego ARGS` with the state directory `state`.
+/// `lego ARGS` with the state directory `state`, which must succeed.
 fn lego_in(state: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(args).env("LEGO_STATE_DIR", state).output().unwrap();
+    let out = lego_at(state).args(args).output().unwrap();
     assert!(out.status.success(), "lego {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out
+}
+
+/// A `lego` command with the state directory `state`.
+fn lego_at(state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+    c.env("LEGO_STATE_DIR", state);
+    c
 }
 
 /// Stops a `lego up` cluster when dropped, so a failing test leaves no processes behind.
@@ -196,7 +204,7 @@ struct Down<'a>(&'a Path);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_lego")).arg("down").env("LEGO_STATE_DIR", self.0).output();
+        let _ = lego_at(self.0).arg("down").output();
     }
 }
 
@@ -211,7 +219,7 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     let _down = Down(s);
     let cluster: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.join("cluster.json")).unwrap()).unwrap();
     let pids: Vec<i32> = cluster["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap() as i32).collect();
-    assert_eq!(pids.len(), 4, "global manager, one storage server, two mem-servers");
+    assert_eq!(pids.len(), 5, "global manager, one storage server, two mem-servers, one pComponent");
 
     // No addresses anywhere below: everything comes from the state directory.
     lego_in(s, &["vnode", "create", "demo", "--excache", "4M"]);
@@ -222,11 +230,11 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     lego_in(s, &["image", "push", img.path().to_str().unwrap(), "--vnode", "demo"]);
     let out = lego_in(s, &["run", "--vnode", "demo", "/bin/busybox", "cat", "/note"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept across down and up\n");
-    // Every component (the storage server and both mem-servers) registers with its first
-    // heartbeat.
+    // Every component (the storage server, both mem-servers, the pComponent) registers with its
+    // first heartbeat.
     let all_up = || {
         let v: serde_json::Value = serde_json::from_slice(&lego_in(s, &["ps", "--json"]).stdout).unwrap();
-        v["components"].as_array().unwrap().iter().filter(|c| c["up"].as_bool() == Some(true)).count() == 3
+        v["components"].as_array().unwrap().iter().filter(|c| c["up"].as_bool() == Some(true)).count() == 4
     };
     let started = Instant::now();
     while !all_up() {
@@ -237,7 +245,7 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     lego_in(s, &["down"]);
     // SAFETY: signal 0 only asks whether the process exists.
     assert!(pids.iter().all(|&p| unsafe { libc::kill(p, 0) } != 0), "every process is gone");
-    let refused = Command::new(env!("CARGO_BIN_EXE_lego")).args(["ps"]).env("LEGO_STATE_DIR", s).output().unwrap();
+    let refused = lego_at(s).args(["ps"]).output().unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no cluster is up"));
 
     // Up again: same addresses, same registry, same files.
@@ -247,6 +255,123 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     let out = lego_in(s, &["run", "--vnode", "demo", "/bin/busybox", "cat", "/note"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept across down and up\n");
     lego_in(s, &["down"]);
+}
+
+/// The parent of process `pid`, from /proc.
+fn parent(pid: i64) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
+    if !common::kvm() {
+        return;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path();
+    let secret = ("LEGO_CLUSTER_SECRET", "pcomp test secret");
+    let lego = |args: &[&str]| {
+        let mut c = lego_at(s);
+        c.env(secret.0, secret.1).args(args);
+        c
+    };
+    let ok = |args: &[&str]| {
+        let out = lego(args).output().unwrap();
+        assert!(out.status.success(), "lego {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    ok(&["up", "--mem-servers", "1", "--pcomps", "2", "--capacity", "1G", "--heartbeat-ms", "200"]);
+    let _down = Down(s);
+    let cluster: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.join("cluster.json")).unwrap()).unwrap();
+    let pcomps: Vec<&str> = cluster["pcomps"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert_eq!(pcomps.len(), 2);
+    ok(&["vnode", "create", "demo", "--excache", "4M", "--mem", "1G"]);
+    let img = tempfile::tempdir().unwrap();
+    std::fs::create_dir(img.path().join("bin")).unwrap();
+    std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();
+    ok(&["image", "push", img.path().to_str().unwrap(), "--vnode", "demo"]);
+    let ps = || -> serde_json::Value { serde_json::from_slice(&ok(&["ps", "--json"]).stdout).unwrap() };
+    let t = Instant::now();
+    while ps()["components"].as_array().unwrap().iter().filter(|c| c["role"] == "Processor" && c["up"] == true).count() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the pComponents never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Standard input goes to the program, its output comes back.
+    let mut sort = lego(&["run", "--vnode", "demo", "/bin/busybox", "sort"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    sort.stdin.take().unwrap().write_all(common::WORDS.as_bytes()).unwrap();
+    let out = sort.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let mut want: Vec<&str> = common::WORDS.lines().collect();
+    want.sort();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want.iter().map(|w| format!("{w}\n")).collect::<String>());
+    // Standard error and the exit status come back too.
+    let out = lego(&["run", "--vnode", "demo", "/bin/busybox", "ls", "/no/such/file"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"), "{}", String::from_utf8_lossy(&out.stderr));
+    // The environment is this shell's, with --env applied and without the cluster secret.
+    let out = lego(&["run", "--vnode", "demo", "--env", "GREETING=from the shell", "/bin/busybox", "env"]).output().unwrap();
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(env.contains("GREETING=from the shell") && env.contains("LEGO_STATE_DIR=") && !env.contains("LEGO_CLUSTER_SECRET"), "{env}");
+
+    // Two processes at once go to different pComponents (the GPM picks the one with the fewest
+    // threads), run as children of the daemons, and show in lego ps with their home.
+    let sleeper = |secs| lego(&["run", "--vnode", "demo", "/bin/busybox", "sleep", secs]).stdin(std::process::Stdio::null()).spawn().unwrap();
+    let (mut first, mut second) = (sleeper("60"), sleeper("8"));
+    let t = Instant::now();
+    let processes = loop {
+        let p = ps()["processes"].as_array().unwrap().clone();
+        if p.len() == 2 {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the processes never showed in lego ps: {p:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut on: Vec<&str> = processes.iter().map(|p| p["pcomp"].as_str().unwrap()).collect();
+    on.sort();
+    let mut all = pcomps.clone();
+    all.sort();
+    assert_eq!(on, all, "one process on each pComponent");
+    let daemons: Vec<i64> = cluster["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
+    for p in &processes {
+        assert_eq!((p["vnode"].as_str(), p["home"].as_str()), (Some("demo"), cluster["mem_servers"][0].as_str()));
+        assert_eq!(p["excache_bytes"], 4 << 20);
+        let ppid = parent(p["pid"].as_i64().unwrap()).expect("the VMM process exists");
+        assert!(daemons.contains(&ppid), "the VMM {p} is a child of a pComponent daemon, not of {ppid}");
+    }
+    // A client that goes away takes its process with it; the other one runs on.
+    let vmms: Vec<i64> = processes.iter().map(|p| p["pid"].as_i64().unwrap()).collect();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let t = Instant::now();
+    while vmms.iter().filter(|&&pid| parent(pid).is_some()).count() != 1 {
+        assert!(t.elapsed() < Duration::from_secs(5), "a process outlived its client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = *vmms.iter().find(|&&pid| parent(pid).is_none()).unwrap();
+    // Killed, it sends no last report: the manager forgets it after three missed ones.
+    while ps()["processes"].as_array().unwrap().iter().any(|p| p["pid"] == killed) {
+        assert!(t.elapsed() < Duration::from_secs(10), "lego ps still lists the killed process");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(second.wait().unwrap().success());
+
+    // --local runs in this shell's VMM, and says so in lego ps.
+    let mut local = lego(&["run", "--local", "--vnode", "demo", "/bin/busybox", "sleep", "2"]).stdin(std::process::Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        let p = ps()["processes"].as_array().unwrap().clone();
+        if let Some(p) = p.first() {
+            assert!(p["pcomp"].as_str().unwrap().starts_with("local:"), "{p}");
+            assert_eq!(p["pid"].as_u64(), Some(local.id() as u64), "the VMM is lego run itself");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the local process never showed in lego ps");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(local.wait().unwrap().success());
 }
 
 #[test]

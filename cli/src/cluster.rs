@@ -1,4 +1,5 @@
-//! `lego up` and `lego down`: a whole cluster on this machine, each component its own process
+//! `lego up` and `lego down`: a whole cluster on this machine (global manager, storage servers,
+//! mem-servers, pComponent daemons), each component its own process
 //! on a loopback port, with its data under a state directory; and how the other commands find
 //! that cluster when no address is given.
 //!
@@ -27,6 +28,9 @@ pub struct ClusterFile {
     pub mem_servers: Vec<String>,
     /// Every storage server's address.
     pub storage_servers: Vec<String>,
+    /// Every pComponent daemon's address.
+    #[serde(default)]
+    pub pcomps: Vec<String>,
     /// Process ids, the global manager's first.
     pub pids: Vec<u32>,
 }
@@ -86,6 +90,9 @@ pub struct UpArgs {
     /// Storage servers to start (at least one; mem-servers front them in turn).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     storage_servers: u64,
+    /// pComponent daemons to start (0: `lego run` runs processes in its own shell).
+    #[arg(long, default_value_t = 1)]
+    pcomps: usize,
     /// Page memory of each mem-server.
     #[arg(long, default_value = "4G", value_parser = parse_size)]
     capacity: u64,
@@ -169,7 +176,15 @@ pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
             pids.push(pid);
             mem.push(addr);
         }
-        Ok::<_, anyhow::Error>(ClusterFile { global_mgr: global, mem_servers: mem, storage_servers: storage, pids: pids.clone() })
+        let mut pcomps = Vec::new();
+        for i in 0..args.pcomps {
+            let mut a = vec![s("pcomp")];
+            a.extend_from_slice(&join);
+            let (pid, addr) = start(&format!("pcomp-{i}"), &a)?;
+            pids.push(pid);
+            pcomps.push(addr);
+        }
+        Ok::<_, anyhow::Error>(ClusterFile { global_mgr: global, mem_servers: mem, storage_servers: storage, pcomps, pids: pids.clone() })
     })();
     let cluster = match result {
         Ok(c) => c,
@@ -184,6 +199,7 @@ pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
     println!("  global manager   {}", cluster.global_mgr);
     println!("  mem-servers      {}", cluster.mem_servers.join(" "));
     println!("  storage servers  {}", cluster.storage_servers.join(" "));
+    println!("  pComponents      {}", if cluster.pcomps.is_empty() { "none: lego run runs processes in its own shell".into() } else { cluster.pcomps.join(" ") });
     println!("next: lego vnode create demo && lego image push guest-images/out/image --vnode demo && \\");
     println!("      lego run --vnode demo /bin/busybox wc -l /data/lines.txt; lego ps; lego down");
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
-use lego_proto::global::{ComponentInfo, GlobalReply, GlobalRequest, Load, Placement, Role, VnodeInfo};
+use lego_proto::global::{ComponentInfo, GlobalReply, GlobalRequest, Load, Placement, ProcessReport, Role, VnodeInfo};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
@@ -55,6 +55,11 @@ pub struct JoinArgs {
 }
 
 impl JoinArgs {
+    /// The global manager named, if any.
+    pub fn global_mgr(&self) -> Option<String> {
+        self.global_mgr.clone()
+    }
+
     /// Starts heartbeats for the component `role` listening on `addr` (a mem-server in front of
     /// the storage server `fronts`), if a global manager was named.
     pub fn join(
@@ -113,29 +118,66 @@ pub fn place(addr: &str, cluster: u64, vnode: &str) -> anyhow::Result<Placement>
     }
 }
 
-/// The components and the vNodes the global manager at `addr` knows.
-pub fn registry(addr: &str, cluster: u64) -> anyhow::Result<(Vec<ComponentInfo>, Vec<VnodeInfo>)> {
+/// The GPM's choice of pComponent for a new process, if any is up.
+pub fn choose_pcomp(addr: &str, cluster: u64) -> anyhow::Result<Option<String>> {
+    match ask(addr, cluster, &GlobalRequest::ChoosePcomp)? {
+        GlobalReply::Pcomp(p) => Ok(p),
+        other => bail!("global manager answered {other:?}"),
+    }
+}
+
+/// What the global manager knows: components, vNodes, running processes.
+#[derive(serde::Serialize)]
+pub struct ClusterView {
+    /// Every component, in id order.
+    pub components: Vec<ComponentInfo>,
+    /// Every vNode, in id order.
+    pub vnodes: Vec<VnodeInfo>,
+    /// Every running process, by pComponent and pid.
+    pub processes: Vec<ProcessReport>,
+}
+
+/// The components, vNodes and processes the global manager at `addr` knows.
+pub fn registry(addr: &str, cluster: u64) -> anyhow::Result<ClusterView> {
     let GlobalReply::Components(components) = ask(addr, cluster, &GlobalRequest::List)? else {
         bail!("unexpected answer to a component list")
     };
     let GlobalReply::Vnodes(vnodes) = ask(addr, cluster, &GlobalRequest::ListVnodes)? else {
         bail!("unexpected answer to a vNode list")
     };
-    Ok((components, vnodes))
+    let GlobalReply::Processes(processes) = ask(addr, cluster, &GlobalRequest::Processes)? else {
+        bail!("unexpected answer to a process list")
+    };
+    Ok(ClusterView { components, vnodes, processes })
 }
 
-/// Prints the components and vNodes the global manager knows.
+/// How long ago `started_unix_ms` was, for tables.
+pub fn uptime(started_unix_ms: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let s = now.saturating_sub(started_unix_ms) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    }
+}
+
+/// Prints the components, vNodes and processes the global manager knows.
 pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
     let global = args.at.addr(state)?;
-    let (list, vnodes) = registry(&global, args.at.cluster)?;
+    let view = registry(&global, args.at.cluster)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "components": list, "vnodes": vnodes }))?);
+        println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
     }
-    println!("{:>4}  {:<15} {:<22} {:<5} {:>6} {:>10} {:>10} {:>9}", "ID", "KIND", "ADDRESS", "STATE", "SEEN", "USED", "CAPACITY", "REQ/S");
+    let ClusterView { components: list, vnodes, processes } = view;
+    println!(
+        "{:>4}  {:<15} {:<22} {:<5} {:>6} {:>10} {:>10} {:>9} {:>7}",
+        "ID", "KIND", "ADDRESS", "STATE", "SEEN", "USED", "CAPACITY", "REQ/S", "THREADS"
+    );
     for c in &list {
         println!(
-            "{:>4}  {:<15} {:<22} {:<5} {:>5.1}s {:>10} {:>10} {:>9.0}",
+            "{:>4}  {:<15} {:<22} {:<5} {:>5.1}s {:>10} {:>10} {:>9.0} {:>7}",
             c.id,
             c.role.to_string(),
             c.addr,
@@ -143,12 +185,33 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
             c.last_seen_ms as f64 / 1000.0,
             mib(c.load.used_bytes),
             mib(c.load.capacity_bytes),
-            c.requests_per_s
+            c.requests_per_s,
+            threads(c)
         );
     }
     if !vnodes.is_empty() {
         println!();
         print_vnodes(&vnodes);
+    }
+    if !processes.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:>8}  {:<22} {:<22} {:>10} {:>10} {:>8}  PROGRAM",
+            "VNODE", "PID", "PCOMPONENT", "HOME", "EXCACHE", "IN USE", "UPTIME"
+        );
+        for p in &processes {
+            println!(
+                "{:<12} {:>8}  {:<22} {:<22} {:>10} {:>10} {:>8}  {}",
+                p.vnode,
+                p.pid,
+                p.pcomp,
+                p.home,
+                mib(p.excache_bytes),
+                mib(p.resident_bytes),
+                uptime(p.started_unix_ms),
+                p.program
+            );
+        }
     }
     Ok(())
 }
@@ -236,6 +299,15 @@ pub fn vnode(cmd: VnodeCmd, state: &StateArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Guest threads a pComponent runs ("-" for other components), for tables.
+pub fn threads(c: &ComponentInfo) -> String {
+    if c.role == Role::Processor {
+        c.load.threads.to_string()
+    } else {
+        "-".into()
+    }
 }
 
 /// `b` bytes in whole MiB, for tables.

@@ -7,6 +7,9 @@ mod global;
 mod image;
 mod mem_server;
 mod memory;
+mod pcomp;
+mod remote;
+mod report;
 mod run;
 mod size;
 mod slowdown;
@@ -34,9 +37,11 @@ enum Command {
     Run(run::RunArgs),
     /// Run a memory server (mComponent).
     MemServer(mem_server::MemServerArgs),
+    /// Run a pComponent daemon: it runs the processes the global manager places on it.
+    Pcomp(pcomp::PcompArgs),
     /// Run a storage server (sComponent).
     StorageServer(storage_server::StorageServerArgs),
-    /// Start a whole cluster on this machine (global manager, storage and mem-servers).
+    /// Start a whole cluster on this machine (global manager, storage servers, mem-servers, pComponents).
     Up(cluster::UpArgs),
     /// Stop the cluster `lego up` started.
     Down,
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Up(args) => status("up", cluster::up(&args, state), ExitCode::FAILURE),
         Command::Down => status("down", cluster::down(state), ExitCode::FAILURE),
         Command::MemServer(args) => status("mem-server", mem_server::run(args), ExitCode::FAILURE),
+        Command::Pcomp(args) => status("pcomp", pcomp::run(args), ExitCode::FAILURE),
         Command::StorageServer(args) => status("storage-server", storage_server::run(args), ExitCode::FAILURE),
         Command::GlobalMgr(args) => status("global-mgr", global::run_global_mgr(args), ExitCode::FAILURE),
         Command::Ps(args) => status("ps", global::ps(&args, state), ExitCode::FAILURE),

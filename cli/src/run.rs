@@ -1,10 +1,12 @@
 //! `lego run`: one program in a vNode.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use lego_proto::auth::SECRET_ENV;
+use lego_proto::pcomp::RunRequest;
 use lego_vmm::fault::signal_name;
 use lego_vmm::process::Termination;
 use lego_vmm::fs::remote::cache_server;
@@ -51,6 +53,19 @@ pub struct RunArgs {
     /// Print system-call and ExCache statistics at exit.
     #[arg(long)]
     stats: bool,
+    /// Run in this shell's own VMM even when the cluster has pComponents (the GPM then does not
+    /// place the process; the GMM and GSM still do).
+    #[arg(long)]
+    local: bool,
+    /// Start the program with an empty environment instead of this shell's.
+    #[arg(long)]
+    clear_env: bool,
+    /// Set KEY=VALUE in the program's environment (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<OsString>,
+    /// The pComponent this VMM runs for (set by `lego pcomp`), for the process's reports.
+    #[arg(long, value_name = "ADDR", hide = true)]
+    on_pcomp: Option<String>,
     /// argv[0] for the program (default: PROGRAM as given).
     #[arg(long)]
     argv0: Option<OsString>,
@@ -67,14 +82,81 @@ const DEFAULT_VNODE: &str = "vnode";
 /// Default address space when neither `--mem` nor a vNode gives one.
 const DEFAULT_MEM: u64 = 4 << 30;
 
-/// Asks the global manager (if one was named) where the process goes, and fills in what the
-/// options left open. Returns the vNode's remote files if the managers chose them.
-fn place(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<Option<Files>> {
-    // With no address at all, a cluster `lego up` started places the process.
+fn parse_env(s: &str) -> Result<OsString, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() => Ok(s.into()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// The program's environment: this shell's (unless `--clear-env`) with `--env` applied. The
+/// cluster secret is lego's, never the program's.
+fn guest_env(args: &RunArgs) -> Vec<Vec<u8>> {
+    let mut env: Vec<Vec<u8>> = if args.clear_env {
+        Vec::new()
+    } else {
+        std::env::vars_os()
+            .filter(|(k, _)| k != SECRET_ENV)
+            .map(|(k, v)| {
+                let mut e = k.into_vec();
+                e.push(b'=');
+                e.extend(v.into_vec());
+                e
+            })
+            .collect()
+    };
+    for set in &args.env {
+        let set = set.as_bytes();
+        let key = &set[..=set.iter().position(|&b| b == b'=').unwrap_or(set.len() - 1)];
+        env.retain(|e| !e.starts_with(key));
+        env.push(set.to_vec());
+    }
+    env
+}
+
+/// With a vNode and no address at all, a cluster `lego up` started places the process.
+fn find_cluster(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<()> {
     let no_address = args.global_mgr.is_none() && args.memory.mem_server.is_empty() && args.storage_server.is_none();
     if no_address && args.root.is_none() && args.vnode.is_some() {
         args.global_mgr = state.running()?.map(|c| c.global_mgr);
     }
+    Ok(())
+}
+
+/// The pComponent the GPM chooses for the process, if the managers place it (a global manager,
+/// no address or directory given, no `--local`) and some pComponent is up.
+fn choose_pcomp(args: &RunArgs) -> anyhow::Result<Option<String>> {
+    let placed = args.memory.mem_server.is_empty() && args.storage_server.is_none() && args.root.is_none();
+    match &args.global_mgr {
+        Some(global) if placed && !args.local => crate::global::choose_pcomp(global, args.memory.cluster),
+        _ => Ok(None),
+    }
+}
+
+/// The request that runs this command's program on a pComponent.
+fn request(args: &RunArgs) -> RunRequest {
+    let m = &args.memory;
+    let argv0 = args.argv0.clone().unwrap_or_else(|| args.program.clone().into_os_string());
+    RunRequest {
+        vnode: args.vnode.clone().unwrap_or_else(|| DEFAULT_VNODE.to_string()),
+        program: args.program.clone().into_os_string().into_vec(),
+        argv: std::iter::once(argv0).chain(args.args.iter().cloned()).map(OsString::into_vec).collect(),
+        envp: guest_env(args),
+        mem: args.mem,
+        excache: m.excache,
+        excache_ways: m.excache_ways as u32,
+        excache_lru: matches!(m.excache_policy, crate::memory::PolicyArg::Lru),
+        vregion_size: m.vregion_size,
+        mem_timeout_s: m.mem_timeout,
+        trace_syscalls: args.trace_syscalls,
+        stats: args.stats,
+    }
+}
+
+/// Asks the global manager (if there is one) where the process's memory and files go, and
+/// fills in what the options left open. Returns the vNode's remote files if the managers chose
+/// them.
+fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
     let Some(global) = &args.global_mgr else { return Ok(None) };
     let vnode = args.vnode.get_or_insert_with(|| DEFAULT_VNODE.to_string()).clone();
     let p = crate::global::place(global, args.memory.cluster, &vnode)?;
@@ -102,7 +184,24 @@ fn place(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<Option<Files>>
 
 /// Runs the program; the exit code is the program's own status.
 pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
-    let placed = match place(&mut args, state) {
+    let pcomp = find_cluster(&mut args, state).and_then(|()| choose_pcomp(&args));
+    match pcomp {
+        Ok(Some(pcomp)) => {
+            return match crate::remote::run(&pcomp, args.memory.cluster, request(&args)) {
+                Ok(status) => ExitCode::from(status),
+                Err(e) => {
+                    eprintln!("lego: {e:#}");
+                    ExitCode::from(STATUS_VMM_FAILURE)
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("lego: {e:#}");
+            return ExitCode::from(STATUS_VMM_FAILURE);
+        }
+    }
+    let placed = match place(&mut args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("lego: {e:#}");
@@ -117,7 +216,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
             return ExitCode::from(STATUS_VMM_FAILURE);
         }
     };
-    let vnode = args.vnode.unwrap_or_else(|| DEFAULT_VNODE.to_string());
+    let RunRequest { vnode, argv, envp, .. } = request(&args);
     let files = match (placed, args.storage_server) {
         (Some(files), _) => files,
         (None, Some(storage)) => Files::Remote {
@@ -133,18 +232,24 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         trace_syscalls: args.trace_syscalls,
         memory,
     };
-    let argv0 = args.argv0.unwrap_or_else(|| args.program.clone().into_os_string());
-    let argv = std::iter::once(argv0).chain(args.args).map(OsString::into_vec).collect();
-    let envp = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut e = k.into_vec();
-            e.push(b'=');
-            e.extend(v.into_vec());
-            e
-        })
-        .collect();
     let program = Program { path: args.program, argv, envp };
-    let report = match Vnode::new(&config, &program).and_then(Vnode::run) {
+    let vnode = Vnode::new(&config, &program);
+    // Processes the managers placed report to them while they run.
+    let _reporter = match (&vnode, &args.global_mgr) {
+        (Ok(v), Some(global)) => {
+            let me = crate::report::Identity {
+                pcomp: args.on_pcomp,
+                vnode: config.name.clone(),
+                program: program.path.display().to_string(),
+                home: v.process().mm.home().to_string(),
+            };
+            crate::report::start(global.clone(), args.memory.cluster, me, v.process().mm.cache().probe())
+                .map_err(|e| tracing::warn!("cannot start the process reports: {e}"))
+                .ok()
+        }
+        _ => None,
+    };
+    let report = match vnode.and_then(Vnode::run) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lego: {e}");

@@ -1,10 +1,14 @@
 //! `lego top`: a live view of the cluster, refreshed every second: each component's state, load
-//! and request rate, and the vNodes. `q`, Esc or Ctrl-C quits.
+//! and request rate; each running process's ExCache (misses and evictions per second, miss
+//! latency percentiles, bytes moved); and the vNodes. `q`, Esc or Ctrl-C quits.
+//!
+//! The ExCache hit ratio is not shown: hits never leave the guest (they are plain memory
+//! accesses), so the VMM cannot count them.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use lego_proto::global::{ComponentInfo, VnodeInfo};
+use lego_proto::global::{ComponentInfo, ProcessReport, VnodeInfo};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -12,7 +16,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use crate::cluster::StateArgs;
-use crate::global::{mib, registry, ManagerArgs};
+use crate::global::{mib, registry, threads, uptime, ClusterView, ManagerArgs};
 
 /// Options of `lego top`.
 #[derive(clap::Args)]
@@ -25,25 +29,40 @@ pub struct TopArgs {
 struct View {
     components: Vec<ComponentInfo>,
     vnodes: Vec<VnodeInfo>,
+    processes: Vec<ProcessReport>,
     error: Option<String>,
 }
 
 fn fetch(addr: &str, cluster: u64) -> View {
     match registry(addr, cluster) {
-        Ok((components, vnodes)) => View { components, vnodes, error: None },
-        Err(e) => View { components: Vec::new(), vnodes: Vec::new(), error: Some(format!("{e:#}")) },
+        Ok(ClusterView { components, vnodes, processes }) => View { components, vnodes, processes, error: None },
+        Err(e) => View { components: Vec::new(), vnodes: Vec::new(), processes: Vec::new(), error: Some(format!("{e:#}")) },
     }
 }
 
+fn us(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
+}
+
 fn draw(f: &mut Frame, addr: &str, view: &View) {
-    let [title, comps, vnodes] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(5), Constraint::Length(view.vnodes.len() as u16 + 3)]).areas(f.area());
+    let [title, comps, procs, vnodes] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(view.processes.len() as u16 + 3),
+        Constraint::Length(view.vnodes.len() as u16 + 3),
+    ])
+    .areas(f.area());
     let status = match &view.error {
         Some(e) => format!("lego top - global manager {addr} - UNREACHABLE: {e}"),
-        None => format!("lego top - global manager {addr} - {} components, {} vNodes - q quits", view.components.len(), view.vnodes.len()),
+        None => format!(
+            "lego top - global manager {addr} - {} components, {} processes, {} vNodes - q quits",
+            view.components.len(),
+            view.processes.len(),
+            view.vnodes.len()
+        ),
     };
     f.render_widget(Paragraph::new(status).style(Style::new().add_modifier(Modifier::BOLD)), title);
-    let header = Row::new(["ID", "KIND", "ADDRESS", "STATE", "REQ/S", "USED", "CAPACITY", "SEEN"]).style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new(["ID", "KIND", "ADDRESS", "STATE", "REQ/S", "USED", "CAPACITY", "THREADS", "SEEN"]).style(Style::new().add_modifier(Modifier::BOLD));
     let rows = view.components.iter().map(|c| {
         let state = if c.up { Style::new().fg(Color::Green) } else { Style::new().fg(Color::Red) };
         Row::new([
@@ -54,12 +73,36 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
             format!("{:.0}", c.requests_per_s),
             mib(c.load.used_bytes),
             mib(c.load.capacity_bytes),
+            threads(c),
             format!("{:.1}s", c.last_seen_ms as f64 / 1000.0),
         ])
         .style(state)
     });
-    let widths = [4, 15, 22, 6, 9, 12, 12, 7].map(Constraint::Length);
+    let widths = [4, 15, 22, 6, 9, 12, 12, 8, 7].map(Constraint::Length);
     f.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title("components")), comps);
+    let header = Row::new([
+        "VNODE", "PID", "PCOMPONENT", "HOME", "MISSES/S", "P50 US", "P99 US", "EVICT/S", "IN MiB", "OUT MiB", "EXCACHE", "UP", "PROGRAM",
+    ])
+    .style(Style::new().add_modifier(Modifier::BOLD));
+    let rows = view.processes.iter().map(|p| {
+        Row::new([
+            p.vnode.clone(),
+            p.pid.to_string(),
+            p.pcomp.clone(),
+            p.home.clone(),
+            format!("{:.0}", p.misses_per_s),
+            us(p.miss_p50_us),
+            us(p.miss_p99_us),
+            format!("{:.0}", p.evictions_per_s),
+            (p.bytes_in >> 20).to_string(),
+            (p.bytes_out >> 20).to_string(),
+            format!("{}/{}", p.resident_bytes >> 20, mib(p.excache_bytes)),
+            uptime(p.started_unix_ms),
+            p.program.clone(),
+        ])
+    });
+    let widths = [10, 8, 22, 22, 9, 7, 7, 8, 7, 8, 14, 7, 20].map(Constraint::Length);
+    f.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title("processes (ExCache)")), procs);
     let header = Row::new(["ID", "VNODE", "VIP", "MEM", "EXCACHE", "STORAGE"]).style(Style::new().add_modifier(Modifier::BOLD));
     let rows = view.vnodes.iter().map(|v| {
         Row::new([

@@ -1,0 +1,105 @@
+//! `lego pcomp`: a pComponent daemon. It registers with the global manager, reports how many
+//! guest threads it runs, and runs the processes the GPM places on it, each in a VMM process of
+//! its own (`lego run --local`, placed for memory and files by the same managers).
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::process::Command;
+
+use anyhow::Context;
+use lego_proto::auth::SECRET_ENV;
+use lego_proto::global::Role;
+use lego_proto::pcomp::RunRequest;
+
+/// Options of `lego pcomp`.
+#[derive(clap::Args)]
+pub struct PcompArgs {
+    /// Address to listen on for run requests.
+    #[arg(long, default_value = "127.0.0.1:7050")]
+    listen: String,
+    /// Cluster id peers must present.
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
+    cluster: u64,
+    #[command(flatten)]
+    join: crate::global::JoinArgs,
+}
+
+/// The `lego run` command line that runs `req` here for the pComponent at `me`.
+fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunRequest) -> Command {
+    let mut c = Command::new(lego);
+    c.args(["run", "--local", "--on-pcomp", me, "--global-mgr", global, "--vnode", &req.vnode]);
+    c.args(["--cluster", &cluster.to_string(), "--excache-ways", &req.excache_ways.to_string()]);
+    c.args(["--excache-policy", if req.excache_lru { "lru" } else { "fifo" }]);
+    c.args(["--vregion-size", &req.vregion_size.to_string(), "--mem-timeout", &req.mem_timeout_s.to_string()]);
+    if let Some(m) = req.mem {
+        c.args(["--mem", &m.to_string()]);
+    }
+    if let Some(e) = req.excache {
+        c.args(["--excache", &e.to_string()]);
+    }
+    if req.trace_syscalls {
+        c.arg("--trace-syscalls");
+    }
+    if req.stats {
+        c.arg("--stats");
+    }
+    // The program's environment is the VMM's own (so it stays off the command line, which any
+    // user of this host can read), with this daemon's cluster secret for reaching the servers.
+    c.env_clear();
+    for e in &req.envp {
+        let at = e.iter().position(|&b| b == b'=').unwrap_or(e.len());
+        c.env(OsStr::from_bytes(&e[..at]), OsStr::from_bytes(e.get(at + 1..).unwrap_or_default()));
+    }
+    if let Some(secret) = std::env::var_os(SECRET_ENV) {
+        c.env(SECRET_ENV, secret);
+    }
+    let mut argv = req.argv.iter().map(|a| OsString::from_vec(a.clone()));
+    if let Some(argv0) = argv.next() {
+        c.arg("--argv0").arg(argv0);
+    }
+    c.arg("--").arg(OsString::from_vec(req.program.clone())).args(argv);
+    c
+}
+
+/// Serves until SIGTERM or SIGINT.
+pub fn run(args: PcompArgs) -> anyhow::Result<()> {
+    let global = args.join.global_mgr().context("a pComponent needs --global-mgr: the managers place its processes")?;
+    let lego = std::env::current_exe().context("finding the lego executable")?.into_os_string();
+    let (cluster, g) = (args.cluster, global.clone());
+    let pcomp = lego_vmm::pcomp::Pcomp::bind(&args.listen, cluster, move |req, me| launch(&lego, &me.to_string(), &g, cluster, req))?;
+    let addr = pcomp.local_addr().to_string();
+    let _heartbeats = args.join.join(Role::Processor, addr, None, cluster, pcomp.load_probe())?;
+    crate::announce("pcomp", pcomp.local_addr());
+    Ok(pcomp.run()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vmm_gets_the_request_options_and_its_environment_off_the_command_line() {
+        let req = RunRequest {
+            vnode: "web".into(),
+            program: b"/bin/-odd name".to_vec(),
+            argv: vec![b"prog".to_vec(), b"--flag".to_vec()],
+            envp: vec![b"A=1=2".to_vec(), b"EMPTY=".to_vec()],
+            mem: Some(1 << 30),
+            excache: None,
+            excache_ways: 8,
+            excache_lru: true,
+            vregion_size: 1 << 28,
+            mem_timeout_s: 5,
+            trace_syscalls: false,
+            stats: true,
+        };
+        let c = launch(&"lego".into(), "10.0.0.1:7050", "10.0.0.2:7060", 3, &req);
+        let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let want = "run --local --on-pcomp 10.0.0.1:7050 --global-mgr 10.0.0.2:7060 --vnode web --cluster 3 --excache-ways 8 \
+                    --excache-policy lru --vregion-size 268435456 --mem-timeout 5 --mem 1073741824 --stats --argv0 prog -- /bin/-odd name --flag";
+        assert_eq!(args.join(" "), want);
+        let env: Vec<(String, Option<String>)> =
+            c.get_envs().map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned()))).collect();
+        assert!(env.contains(&("A".into(), Some("1=2".into()))) && env.contains(&("EMPTY".into(), Some(String::new()))), "{env:?}");
+    }
+}

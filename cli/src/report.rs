@@ -1,0 +1,174 @@
+//! A running vNode process's reports to the global manager, for `lego ps` and `lego top`: every
+//! [`PROCESS_REPORT_INTERVAL`] its ExCache figures, with the miss rate and the miss latency
+//! percentiles of that interval, and a last report when it ends. A manager that cannot be
+//! reached costs the process nothing but a warning: reports are best effort.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use lego_proto::global::{GlobalReply, GlobalRequest, ProcessReport, PROCESS_REPORT_INTERVAL};
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::mm::{decode, encode};
+use lego_proto::transport::{TcpTransport, Transport};
+use lego_vmm::excache::{CacheStats, StatsProbe};
+
+/// Reports running on their own thread; dropping this sends the last one and stops.
+pub struct Reporter {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Who the process is, as `lego ps` shows it.
+pub struct Identity {
+    /// The pComponent it runs on, or `None` for a shell of this host.
+    pub pcomp: Option<String>,
+    /// Its vNode.
+    pub vnode: String,
+    /// The program.
+    pub program: String,
+    /// Its home mem-server.
+    pub home: String,
+}
+
+/// Starts reporting the process whose ExCache `probe` reads to the global manager at `global`.
+pub fn start(global: String, cluster: u64, me: Identity, probe: StatsProbe) -> std::io::Result<Reporter> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let pcomp = me.pcomp.unwrap_or_else(|| format!("local:{}", hostname()));
+    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let thread = std::thread::Builder::new().name("process report".into()).spawn(move || {
+        let hello = Hello::new(ComponentKind::Client, cluster);
+        let mut conn: Option<TcpTransport> = None;
+        let mut last = (Instant::now(), CacheStats::default());
+        let mut warned = false;
+        loop {
+            let exited = match stopped.recv_timeout(PROCESS_REPORT_INTERVAL) {
+                Err(RecvTimeoutError::Timeout) => false,
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+            };
+            let now = (Instant::now(), probe.stats());
+            let report = figures(&last, &now, exited, |s| ProcessReport {
+                pcomp: pcomp.clone(),
+                pid: std::process::id(),
+                vnode: me.vnode.clone(),
+                program: me.program.clone(),
+                home: me.home.clone(),
+                started_unix_ms,
+                excache_bytes: s.lines * 4096,
+                resident_bytes: s.resident * 4096,
+                misses: s.misses,
+                evictions: s.evictions,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                misses_per_s: 0.0,
+                evictions_per_s: 0.0,
+                miss_p50_us: None,
+                miss_p99_us: None,
+                exited,
+            });
+            last = now;
+            let sent = (|| {
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => conn.insert(TcpTransport::connect(&global, hello, Duration::from_secs(2))?),
+                };
+                decode::<GlobalReply>(&c.call(0, &encode(&GlobalRequest::Process(report)))?)
+            })();
+            if let Err(e) = sent {
+                conn = None;
+                if !warned {
+                    tracing::warn!(%global, "cannot report the process to the global manager: {e}");
+                    warned = true;
+                }
+            }
+            if exited {
+                return;
+            }
+        }
+    })?;
+    Ok(Reporter { stop: Some(stop), thread: Some(thread) })
+}
+
+/// The report for the interval from `last` to `now`: totals from `base(now)`, rates and miss
+/// percentiles of the interval.
+fn figures(
+    last: &(Instant, CacheStats),
+    now: &(Instant, CacheStats),
+    exited: bool,
+    base: impl Fn(&CacheStats) -> ProcessReport,
+) -> ProcessReport {
+    let (s, prev) = (&now.1, &last.1);
+    let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
+    let mut interval: Histogram<u64> = s.miss_ns.clone();
+    // Both come from the same histogram, which only grows: the subtraction cannot fail, and if
+    // it did the interval would just count the whole run.
+    let _ = interval.subtract(&prev.miss_ns);
+    let us = |q: f64| (!interval.is_empty()).then(|| interval.value_at_quantile(q) as f64 / 1000.0);
+    ProcessReport {
+        misses_per_s: s.misses.saturating_sub(prev.misses) as f64 / secs,
+        evictions_per_s: s.evictions.saturating_sub(prev.evictions) as f64 / secs,
+        miss_p50_us: us(0.5),
+        miss_p99_us: us(0.99),
+        exited,
+        ..base(s)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "unknown".into(), |h| h.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_percentiles_cover_only_the_interval() {
+        let t0 = Instant::now();
+        let mut a = CacheStats { misses: 100, evictions: 10, ..CacheStats::default() };
+        for _ in 0..100 {
+            a.miss_ns.record(1_000_000).unwrap();
+        }
+        let mut b = a.clone();
+        b.misses += 50;
+        b.evictions += 20;
+        for _ in 0..50 {
+            b.miss_ns.record(100_000).unwrap();
+        }
+        let base = |s: &CacheStats| ProcessReport {
+            pcomp: "p".into(),
+            pid: 1,
+            vnode: "v".into(),
+            program: "x".into(),
+            home: "h".into(),
+            started_unix_ms: 0,
+            excache_bytes: 0,
+            resident_bytes: 0,
+            misses: s.misses,
+            evictions: s.evictions,
+            bytes_in: 0,
+            bytes_out: 0,
+            misses_per_s: 0.0,
+            evictions_per_s: 0.0,
+            miss_p50_us: None,
+            miss_p99_us: None,
+            exited: false,
+        };
+        let r = figures(&(t0, a.clone()), &(t0 + Duration::from_secs(2), b.clone()), false, base);
+        assert_eq!((r.misses, r.misses_per_s, r.evictions_per_s), (150, 25.0, 10.0));
+        let p50 = r.miss_p50_us.unwrap();
+        assert!((99.0..=101.0).contains(&p50), "the interval's misses took 100 us, the earlier ones 1 ms: {p50}");
+        let idle = figures(&(t0, b.clone()), &(t0 + Duration::from_secs(1), b), true, base);
+        assert_eq!((idle.misses_per_s, idle.miss_p50_us, idle.exited), (0.0, None, true));
+    }
+}
