@@ -140,6 +140,7 @@ impl Conn {
                 Err(e) => GlobalReply::Failed(e.to_string()),
             },
             GlobalRequest::ChoosePcomp => GlobalReply::Pcomp(reg.choose_pcomp()),
+            GlobalRequest::ChooseOwner { among, vregion_size } => GlobalReply::Owner(reg.choose_owner(&among, vregion_size)),
             GlobalRequest::Process(report) => {
                 reg.report_process(report);
                 GlobalReply::Ok

@@ -27,6 +27,21 @@ pub fn pcomp(components: &[ComponentInfo]) -> Option<u64> {
     up(components, Role::Processor).min_by_key(|c| (c.load.threads, c.id)).map(|c| c.id)
 }
 
+/// GMM: the owner of a new vRegion of `vregion_size` bytes among the mem-servers `among`: of
+/// those that are up and have a vRegion free (fewer vRegions than capacity / vRegion size), the
+/// one owning the fewest vRegions, then the most free memory, then the least busy. Spreading
+/// by vRegions owned keeps a second mem-server from sitting idle while the first fills (LegoOS
+/// issue #10). Returns its id.
+pub fn vregion_owner(components: &[ComponentInfo], among: &[String], vregion_size: u64) -> Option<u64> {
+    let slots = |c: &ComponentInfo| (c.load.capacity_bytes / vregion_size.max(1)).max(1);
+    up(components, Role::Memory)
+        .filter(|c| among.contains(&c.addr) && c.load.vregions < slots(c))
+        .min_by(|a, b| {
+            a.load.vregions.cmp(&b.load.vregions).then(free(b).cmp(&free(a))).then(a.requests_per_s.total_cmp(&b.requests_per_s)).then(a.id.cmp(&b.id))
+        })
+        .map(|c| c.id)
+}
+
 /// GSM: the storage server for a new vNode's mount: the one that is up with the most free space.
 pub fn storage(components: &[ComponentInfo]) -> Option<String> {
     up(components, Role::Storage).max_by(|a, b| free(a).cmp(&free(b)).then(b.id.cmp(&a.id))).map(|c| c.addr.clone())
@@ -65,6 +80,23 @@ mod tests {
     fn the_freest_mem_server_comes_first_and_down_ones_never() {
         let all = [c(1, Role::Memory, true, 100, None), c(2, Role::Memory, true, 900, None), c(3, Role::Memory, false, 5000, None)];
         assert_eq!(mem_servers(&all), ["h2:1", "h1:1"]);
+    }
+
+    #[test]
+    fn new_vregions_go_to_the_member_owning_fewest_with_a_slot_free() {
+        let with = |id, up, vregions| {
+            let mut m = c(id, Role::Memory, up, 4096, None);
+            m.load.capacity_bytes = 4 << 30;
+            m.load.vregions = vregions;
+            m
+        };
+        let all = [with(1, true, 2), with(2, true, 1), with(3, false, 0), with(4, true, 0)];
+        let among = |ids: &[u64]| ids.iter().map(|i| format!("h{i}:1")).collect::<Vec<_>>();
+        assert_eq!(vregion_owner(&all, &among(&[1, 2, 3]), 1 << 30), Some(2), "fewest owned among the process's servers, and up");
+        assert_eq!(vregion_owner(&all, &among(&[1, 2, 3, 4]), 1 << 30), Some(4));
+        assert_eq!(vregion_owner(&all, &among(&[1, 2]), 2 << 30), Some(2), "1 has both of its 2 GiB slots taken");
+        assert_eq!(vregion_owner(&all, &among(&[1]), 2 << 30), None, "no slot free");
+        assert_eq!(vregion_owner(&all, &among(&[3]), 1 << 30), None, "down");
     }
 
     #[test]

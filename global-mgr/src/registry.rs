@@ -196,6 +196,16 @@ impl Registry {
         Some(c.known.addr.clone())
     }
 
+    /// GMM: the owner of a new vRegion among the mem-servers `among` (addresses), if one is up
+    /// with a vRegion free. Its vRegion count goes up by one until its next heartbeat, so the
+    /// vRegions of one burst of allocations spread.
+    pub fn choose_owner(&mut self, among: &[String], vregion_size: u64) -> Option<String> {
+        let id = placement::vregion_owner(&self.list(), among, vregion_size)?;
+        let c = self.components.get_mut(&id)?;
+        c.load.vregions += 1;
+        Some(c.known.addr.clone())
+    }
+
     /// Records a process's report; its last one (`exited`) removes it.
     pub fn report_process(&mut self, report: ProcessReport) {
         let key = (report.pcomp.clone(), report.pid);
@@ -329,6 +339,19 @@ mod tests {
         assert_eq!(pids, [("p:1".to_string(), 10), ("p:2".to_string(), 10)]);
         r.processes.get_mut(&("p:1".to_string(), 10)).unwrap().1 -= PROCESS_REPORT_INTERVAL * (MISSED_HEARTBEATS + 1);
         assert_eq!(r.processes().len(), 1, "the silent one is forgotten");
+    }
+
+    #[test]
+    fn the_gmm_spreads_a_burst_of_vregions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let load = Load { capacity_bytes: 2 << 30, ..Load::default() };
+        r.register(Role::Memory, "a:1", 2, None, load).unwrap();
+        r.register(Role::Memory, "b:1", 2, None, load).unwrap();
+        let among = ["a:1".to_string(), "b:1".to_string()];
+        let picks: Vec<_> = (0..5).map(|_| r.choose_owner(&among, 1 << 30)).collect();
+        let s = |a: &str| Some(a.to_string());
+        assert_eq!(picks, [s("a:1"), s("b:1"), s("a:1"), s("b:1"), None], "two 1 GiB slots each");
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub trait Owners {
     fn call(&mut self, owner: usize, proc: u64, call: OwnerCall) -> Result<OwnerOutcome, OwnerFailure>;
     /// Asks a server for its capacity and load.
     fn stat(&mut self, owner: usize) -> Result<ServerStat, OwnerFailure>;
+    /// The global memory manager's owner for a new vRegion among `among`, if there is a manager
+    /// and it chose one; otherwise the home chooses from [`Owners::stat`].
+    fn gmm_owner(&mut self, _among: &[String], _vregion_size: u64) -> Option<String> {
+        None
+    }
 }
 
 /// A memory system call could not be served at all (the process must not go on as if it had).
@@ -296,15 +301,21 @@ impl HomeProcess {
         if let Some(v) = self.vregions.get(&index) {
             return Ok(v.owner);
         }
-        let mut candidates = Vec::with_capacity(self.spec.servers.len());
-        for i in 0..self.spec.servers.len() {
-            match o.stat(i) {
-                Ok(s) => candidates.push((i, s)),
-                Err(e) => tracing::warn!(server = %self.spec.servers[i], error = %e, "no statistics, not a candidate"),
+        let servers = &self.spec.servers;
+        let chosen = o.gmm_owner(servers, self.vs()).and_then(|addr| servers.iter().position(|s| *s == addr));
+        let owner = match chosen {
+            Some(i) => i,
+            None => {
+                let mut candidates = Vec::with_capacity(servers.len());
+                for i in 0..servers.len() {
+                    match o.stat(i) {
+                        Ok(s) => candidates.push((i, s)),
+                        Err(e) => tracing::warn!(server = %servers[i], error = %e, "no statistics, not a candidate"),
+                    }
+                }
+                choose_owner(&candidates).ok_or(HomeError::NoCandidate { index, tried: servers.len() })?
             }
-        }
-        let owner =
-            choose_owner(&candidates).ok_or(HomeError::NoCandidate { index, tried: self.spec.servers.len() })?;
+        };
         self.owner_call(o, owner, OwnerCall::Adopt { index, vregion_size: self.vs() })?;
         self.vregions.insert(index, VRegion { owner, mapped: 0 });
         out.owners.push(VRegionOwner { index, owner: self.spec.servers[owner].clone() });

@@ -5,7 +5,8 @@
 //! - [`store`]: the pages, in a hash table from (process, page) to a frame.
 //! - [`owner`]: the vRegions this server owns, with their vma trees.
 //! - [`home`]: the memory system calls of the processes this server is home for.
-//! - [`placement`]: which server owns a new vRegion.
+//! - [`placement`]: which server owns a new vRegion when the home decides alone; `gmm`: asking
+//!   the global memory manager instead.
 //! - [`buffer_cache`]: file pages cached in front of the storage server (§4.5).
 //! - `peers` and `server`: the network, as client of the other mem-servers and as server.
 //!
@@ -22,6 +23,7 @@ use lego_proto::frame::PAGE_SIZE;
 use lego_proto::service::Service;
 
 pub mod buffer_cache;
+mod gmm;
 pub mod home;
 pub mod owner;
 mod peers;
@@ -43,16 +45,19 @@ pub struct Config {
     pub storage: Option<String>,
     /// Bytes of file pages the buffer cache may hold.
     pub buffer_cache_bytes: u64,
+    /// The global manager, whose GMM chooses the owner of each new vRegion of the processes this
+    /// server is home for; without one the home chooses.
+    pub global_mgr: Option<String>,
 }
 
 /// Default size of the buffer cache.
 pub const DEFAULT_BUFFER_CACHE: u64 = 256 << 20;
 
 impl Config {
-    /// A server on `listen` with `capacity_bytes` of page frames in `cluster`, no storage server
-    /// and the default buffer cache.
+    /// A server on `listen` with `capacity_bytes` of page frames in `cluster`, no storage server,
+    /// the default buffer cache and no global manager.
     pub fn new(listen: impl Into<String>, capacity_bytes: u64, cluster: u64) -> Config {
-        Config { listen: listen.into(), capacity_bytes, cluster, storage: None, buffer_cache_bytes: DEFAULT_BUFFER_CACHE }
+        Config { listen: listen.into(), capacity_bytes, cluster, storage: None, buffer_cache_bytes: DEFAULT_BUFFER_CACHE, global_mgr: None }
     }
 }
 
@@ -83,7 +88,8 @@ impl MemServer {
         if pages == 0 || pages > u64::from(u32::MAX) {
             return Err(ServerError::Capacity(config.capacity_bytes));
         }
-        let shared = Arc::new(server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes));
+        let gmm = config.global_mgr.map(|g| gmm::Gmm::new(g, config.cluster));
+        let shared = Arc::new(server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes, gmm));
         let for_conns = shared.clone();
         let service = Service::bind("mem-server", &config.listen, shared.me(), &server::ACCEPTS, move |_, _| {
             server::Conn::new(for_conns.clone())
@@ -111,6 +117,7 @@ impl MemServer {
                 used_bytes: s.used_pages * PAGE_SIZE as u64,
                 requests: s.requests,
                 threads: 0,
+                vregions: s.vregions,
             }
         }
     }

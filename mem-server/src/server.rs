@@ -17,6 +17,7 @@ use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSp
 use lego_proto::storage::StorageReply;
 
 use crate::buffer_cache::BufferCache;
+use crate::gmm::Gmm;
 use crate::home::{HomeProcess, OwnerFailure, Owners};
 use crate::lock;
 use crate::owner::{Owner, OwnerError};
@@ -38,13 +39,14 @@ pub(crate) struct Shared {
     storage: Option<String>,
     homes: Mutex<HashMap<u64, Arc<Mutex<HomeProcess>>>>,
     peers: Peers,
+    gmm: Option<Gmm>,
     requests: AtomicU64,
 }
 
 impl Shared {
     /// A server of `capacity_pages` frames in `cluster`, caching the files of `storage` in a
-    /// buffer cache of `buffer_cache_bytes`.
-    pub(crate) fn new(capacity_pages: u64, cluster: u64, storage: Option<String>, buffer_cache_bytes: u64) -> Shared {
+    /// buffer cache of `buffer_cache_bytes`, asking `gmm` for the owners of new vRegions.
+    pub(crate) fn new(capacity_pages: u64, cluster: u64, storage: Option<String>, buffer_cache_bytes: u64, gmm: Option<Gmm>) -> Shared {
         Shared {
             me: Hello::new(ComponentKind::Memory, cluster),
             owner: Mutex::new(Owner::new(capacity_pages)),
@@ -52,6 +54,7 @@ impl Shared {
             storage,
             homes: Mutex::new(HashMap::new()),
             peers: Peers::new(cluster),
+            gmm,
             requests: AtomicU64::new(0),
         }
     }
@@ -180,6 +183,10 @@ impl Owners for Route<'_> {
             return Ok(self.shared.stat());
         }
         self.shared.peers.stat(&self.servers[owner])
+    }
+
+    fn gmm_owner(&mut self, among: &[String], vregion_size: u64) -> Option<String> {
+        self.shared.gmm.as_ref()?.choose_owner(among, vregion_size)
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Load {
     pub requests: u64,
     /// Guest threads running (pComponents).
     pub threads: u64,
+    /// vRegions owned, over all processes (mem-servers).
+    pub vregions: u64,
 }
 
 /// A request to the global manager.
@@ -64,6 +66,9 @@ pub enum GlobalRequest {
     /// Which pComponent should run a new process (the GPM decision): answered with
     /// [`GlobalReply::Pcomp`].
     ChoosePcomp,
+    /// Which of the mem-servers `among` should own a new vRegion of `vregion_size` bytes (the GMM
+    /// decision, asked by the process's home): answered with [`GlobalReply::Owner`].
+    ChooseOwner { among: Vec<String>, vregion_size: u64 },
     /// A running process's figures, sent by its VMM every heartbeat interval and once more at
     /// exit (`exited`).
     Process(ProcessReport),
@@ -190,6 +195,8 @@ pub enum GlobalReply {
     Placement(Placement),
     /// Answer to `ChoosePcomp`: the pComponent that is up with the fewest threads, if any.
     Pcomp(Option<String>),
+    /// Answer to `ChooseOwner`: the least loaded of them that is up with a vRegion free, if any.
+    Owner(Option<String>),
     /// Answer to `Processes`: every process that reported within the last three intervals,
     /// by pComponent and pid.
     Processes(Vec<ProcessReport>),

@@ -128,7 +128,7 @@ impl StorageServer {
         let shared = self.shared.clone();
         move || {
             let (capacity_bytes, used_bytes) = disk_usage(&dir).unwrap_or((0, 0));
-            lego_proto::global::Load { capacity_bytes, used_bytes, requests: shared.requests(), threads: 0 }
+            lego_proto::global::Load { capacity_bytes, used_bytes, requests: shared.requests(), ..Default::default() }
         }
     }
 

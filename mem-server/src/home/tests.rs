@@ -13,6 +13,8 @@ const MAYMOVE: u32 = MREMAP_MAYMOVE;
 
 struct Fake {
     owners: Vec<Owner>,
+    /// What the global memory manager answers, if there is one.
+    gmm: Option<String>,
 }
 
 impl Owners for Fake {
@@ -27,6 +29,9 @@ impl Owners for Fake {
             vregions: o.vregions(),
             ..ServerStat::default()
         })
+    }
+    fn gmm_owner(&mut self, _: &[String], _: u64) -> Option<String> {
+        self.gmm.clone()
     }
 }
 
@@ -44,7 +49,7 @@ fn spec() -> ProcessSpec {
 
 /// A started process and its owners; the stack's vRegion (63) went to owner 0.
 fn setup() -> (HomeProcess, Fake) {
-    let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 16)).collect() };
+    let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
     let mut h = HomeProcess::new(PROC, spec()).unwrap();
     let out = h.start(&mut f).unwrap().unwrap();
     assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: "a".into() }]);
@@ -147,6 +152,18 @@ fn mmap_errors() {
     assert_eq!(err(&mut h, &mut f, mmap(0, 4096, 0)), libc::ENOMEM, "full");
     assert_eq!(err(&mut h, &mut f, mmap(10 * VS - 4096, 8192, MAP_FIXED_NOREPLACE)), libc::EEXIST);
     assert_eq!(ok(&mut h, &mut f, mmap(10 * VS - 4096, 8192, MAP_FIXED)).effects.len(), 2, "replaced");
+}
+
+#[test]
+fn the_gmm_choice_comes_first_and_an_unknown_one_is_ignored() {
+    let (mut h, mut f) = setup();
+    f.gmm = Some("c".into());
+    let out = ok(&mut h, &mut f, mmap(0, VS, 0));
+    assert_eq!(out.owners.iter().map(|o| o.owner.as_str()).collect::<Vec<_>>(), ["c"], "the GMM's pick, not the emptiest");
+    f.gmm = Some("not one of the process's servers".into());
+    let out = ok(&mut h, &mut f, mmap(0, VS, 0));
+    assert_eq!(out.owners.len(), 1);
+    assert_ne!(out.owners[0].owner, "c", "the home's own choice: c already owns one more vRegion than b");
 }
 
 #[test]
@@ -424,7 +441,7 @@ mod model {
         /// MAP_FIXED_NOREPLACE (which trusts the home's free-space summary) agrees too.
         #[test]
         fn home_and_owners_agree_with_a_model(ops in proptest::collection::vec((0u8..5, 0..CHUNKS, 1u64..24), 1..40)) {
-            let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 12)).collect() };
+            let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 12)).collect(), gmm: None };
             let mut h = HomeProcess::new(PROC, ProcessSpec { vregion_size: V, ..spec() }).unwrap();
             h.start(&mut f).unwrap().unwrap();
             let mut model = [None::<Prot>; CHUNKS as usize];
