@@ -307,10 +307,10 @@ impl HomeProcess {
             Some(i) => i,
             None => {
                 let mut candidates = Vec::with_capacity(servers.len());
-                for i in 0..servers.len() {
+                for (i, server) in servers.iter().enumerate() {
                     match o.stat(i) {
                         Ok(s) => candidates.push((i, s)),
-                        Err(e) => tracing::warn!(server = %servers[i], error = %e, "no statistics, not a candidate"),
+                        Err(e) => tracing::warn!(%server, error = %e, "no statistics, not a candidate"),
                     }
                 }
                 choose_owner(&candidates).ok_or(HomeError::NoCandidate { index, tried: servers.len() })?
