@@ -315,6 +315,8 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
     let out = lego(&["run", "--vnode", "demo", "--env", "GREETING=from the shell", "/bin/busybox", "env"]).output().unwrap();
     let env = String::from_utf8_lossy(&out.stdout);
     assert!(env.contains("GREETING=from the shell") && env.contains("LEGO_STATE_DIR=") && !env.contains("LEGO_CLUSTER_SECRET"), "{env}");
+    let vip = ps()["vnodes"][0]["vip"].as_array().unwrap().iter().map(|b| b.to_string()).collect::<Vec<_>>().join(".");
+    assert!(env.contains(&format!("LEGO_VNODE_IP={vip}\n")), "the vNode's virtual IP {vip}: {env}");
 
     // Two processes at once go to different pComponents (the GPM picks the one with the fewest
     // threads), run as children of the daemons, and show in lego ps with their home.

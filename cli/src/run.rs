@@ -76,6 +76,9 @@ pub struct RunArgs {
     args: Vec<OsString>,
 }
 
+/// The variable that gives a placed program its vNode's virtual IP.
+const VIP_ENV: &str = "LEGO_VNODE_IP";
+
 /// The vNode name when none is given.
 const DEFAULT_VNODE: &str = "vnode";
 
@@ -160,6 +163,8 @@ fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
     let Some(global) = &args.global_mgr else { return Ok(None) };
     let vnode = args.vnode.get_or_insert_with(|| DEFAULT_VNODE.to_string()).clone();
     let p = crate::global::place(global, args.memory.cluster, &vnode)?;
+    // The vNode's virtual IP, for programs that want to know who they are (an --env wins).
+    args.env.insert(0, format!("{VIP_ENV}={}", std::net::Ipv4Addr::from(p.vnode.vip)).into());
     args.mem.get_or_insert(p.vnode.mem_bytes);
     args.memory.excache.get_or_insert(p.vnode.excache_bytes);
     if args.memory.mem_server.is_empty() {
