@@ -34,6 +34,23 @@ pub fn kvm() -> bool {
     }
 }
 
+/// The stdout of a native run of `prog args`, which must succeed.
+pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(prog).args(args).output().expect("native run");
+    assert!(out.status.success(), "native {} failed", prog.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The counter `name` of `lego run --stats` output (the last number on its line).
+pub fn stat(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .find(|l| l.contains(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no '{name}' in {stderr}"))
+}
+
 /// A `lego` server process (`mem-server`, `storage-server`, `global-mgr`), killed when
 /// dropped. It is up once it has printed `lego <kind> listening on ADDR`.
 pub struct Server {
