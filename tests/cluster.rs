@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Server;
+use common::{Component, Server};
 
 const HEARTBEAT_MS: u64 = 200;
 
@@ -23,37 +23,22 @@ fn join<'a>(global: &'a str, hb: &'a str) -> [&'a str; 4] {
     ["--global-mgr", global, "--heartbeat-ms", hb]
 }
 
-/// `lego ps --json`: (address, kind, up) of every component, in id order.
-fn ps(global: &str) -> Vec<(String, String, bool, u64)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(["ps", "--json", "--global-mgr", global]).output().unwrap();
-    assert!(out.status.success(), "lego ps: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lego ps --json prints JSON");
-    v["components"]
-        .as_array()
-        .expect("a components array")
-        .iter()
-        .map(|c| {
-            (
-                c["addr"].as_str().unwrap().to_string(),
-                c["role"].as_str().unwrap().to_string(),
-                c["up"].as_bool().unwrap(),
-                c["id"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+/// `lego ps --json`: every component, in id order.
+fn ps(global: &str) -> Vec<Component> {
+    common::ps_json(&lego(&["ps", "--json", "--global-mgr", global])).0
 }
 
 /// Polls `ps` until `done` holds, for at most `limit`; returns how long it took.
-fn wait_for(global: &str, limit: Duration, done: impl Fn(&[(String, String, bool, u64)]) -> bool) -> Duration {
-    let started = Instant::now();
-    loop {
+fn wait_for(global: &str, limit: Duration, done: impl Fn(&[Component]) -> bool) -> Duration {
+    let (_, took) = common::poll("lego ps", limit, || {
         let list = ps(global);
         if done(&list) {
-            return started.elapsed();
+            Ok(())
+        } else {
+            Err(format!("{list:?}"))
         }
-        assert!(started.elapsed() < limit, "not reached within {limit:?}: {list:?}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    });
+    took
 }
 
 #[test]
@@ -68,18 +53,18 @@ fn components_register_go_down_when_killed_and_survive_a_manager_restart() {
     let sdir = state.path().join("storage");
     let storage = Server::start(&[&["storage-server", "--listen", "127.0.0.1:0", "--dir", sdir.to_str().unwrap()][..], &j].concat());
 
-    wait_for(&global.addr, Duration::from_secs(10), |l| l.len() == 3 && l.iter().all(|c| c.2));
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.len() == 3 && l.iter().all(|c| c.up));
     let before = ps(&global.addr);
-    let kinds: Vec<&str> = before.iter().map(|c| c.1.as_str()).collect();
+    let kinds: Vec<&str> = before.iter().map(|c| c.role.as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "Memory").count(), 2, "{before:?}");
     assert!(kinds.contains(&"Storage"), "{before:?}");
 
     // A killed mem-server is down within three heartbeats (plus one for the poll and slack).
     let victim = mem[0].addr.clone();
     mem.remove(0).kill();
-    let took = wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().any(|c| c.0 == victim && !c.2));
+    let took = wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().any(|c| c.addr == victim && !c.up));
     assert!(took <= Duration::from_millis(4 * HEARTBEAT_MS + 1000), "took {took:?} to mark {victim} down");
-    assert!(ps(&global.addr).iter().filter(|c| c.0 != victim).all(|c| c.2), "the others stay up");
+    assert!(ps(&global.addr).iter().filter(|c| c.addr != victim).all(|c| c.up), "the others stay up");
 
     // A restarted global manager knows every component, with the same ids, and the live ones
     // are up again through their heartbeats.
@@ -87,9 +72,9 @@ fn components_register_go_down_when_killed_and_survive_a_manager_restart() {
     global.kill();
     let global = global_mgr(&state.path().join("state"), &addr);
     let after = ps(&global.addr);
-    let ids = |l: &[(String, String, bool, u64)]| l.iter().map(|c| (c.0.clone(), c.3)).collect::<Vec<_>>();
+    let ids = |l: &[Component]| l.iter().map(|c| (c.addr.clone(), c.id)).collect::<Vec<_>>();
     assert_eq!(ids(&after), ids(&before), "the registry survived the restart");
-    wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().any(|c| c.0 == victim && !c.2) && l.iter().filter(|c| c.2).count() == 2);
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().any(|c| c.addr == victim && !c.up) && l.iter().filter(|c| c.up).count() == 2);
     drop((storage, mem));
 }
 
@@ -154,7 +139,7 @@ fn lego_run_is_placed_by_the_managers() {
     let storage = Server::start(&[&["storage-server", "--listen", "127.0.0.1:0", "--dir", sdir.to_str().unwrap()][..], &j].concat());
     let fronting = ["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G", "--storage-server", &storage.addr];
     let mem = [Server::start(&[&fronting[..], &j].concat()), Server::start(&[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G"][..], &j].concat())];
-    wait_for(&global.addr, Duration::from_secs(10), |l| l.len() == 3 && l.iter().all(|c| c.2));
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.len() == 3 && l.iter().all(|c| c.up));
 
     // Before the vNode exists, lego run says so.
     let out = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "/bin/busybox", "true"]);
@@ -178,7 +163,7 @@ fn lego_run_is_placed_by_the_managers() {
     // With the only mem-server fronting its storage server gone, the GSM has no cache for it.
     let [fronting, other] = mem;
     fronting.kill();
-    wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().filter(|c| c.2).count() == 2);
+    wait_for(&global.addr, Duration::from_secs(10), |l| l.iter().filter(|c| c.up).count() == 2);
     let out = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "/bin/busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mem-server that is up caches storage server"));

@@ -6,12 +6,11 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{image, kvm, Server};
+use common::{image, kvm, native_stdout as native, stat, Server};
 
 /// A `lego mem-server` process with `extra` options.
 fn mem_server(extra: &[&str]) -> Server {
@@ -33,12 +32,6 @@ fn lego(args: &[&str]) -> Command {
     c.arg("run").arg("--mem").arg("256M").args(args).current_dir(std::env::temp_dir()).env("TZ", "UTC");
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     c
-}
-
-fn native(prog: &Path, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().expect("native run");
-    assert!(out.status.success(), "native {} failed", prog.display());
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn check(out: Output, want: &str, what: &str) {
@@ -77,15 +70,6 @@ fn matrix(prog: &str, args: &[&str], working_set: u64, runs: &[(u64, usize, &str
             assert!(stderr.contains(&format!("memory on {nservers} mem-server(s)")), "{what}: not spread: {stderr}");
         }
     }
-}
-
-fn stat(stderr: &str, name: &str) -> u64 {
-    stderr
-        .lines()
-        .find(|l| l.contains(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no '{name}' in {stderr}"))
 }
 
 const RUNS: &[(u64, usize, &str)] =

@@ -34,7 +34,24 @@ pub fn kvm() -> bool {
     }
 }
 
-/// A `lego` server process (`mem-server`, `storage-server`) on a loopback port, killed when
+/// The stdout of a native run of `prog args`, which must succeed.
+pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(prog).args(args).output().expect("native run");
+    assert!(out.status.success(), "native {} failed", prog.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The counter `name` of `lego run --stats` output (the last number on its line).
+pub fn stat(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .find(|l| l.contains(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no '{name}' in {stderr}"))
+}
+
+/// A `lego` server process (`mem-server`, `storage-server`, `global-mgr`), killed when
 /// dropped. It is up once it has printed `lego <kind> listening on ADDR`.
 pub struct Server {
     child: std::process::Child,
@@ -50,14 +67,17 @@ impl Server {
 
     /// [`Server::start`] with extra environment variables.
     pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(env: &[(&str, &str)], args: &[S]) -> Server {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lego"));
+        cmd.args(args).envs(env.iter().copied()).stderr(std::process::Stdio::null());
+        Server::spawn(cmd)
+    }
+
+    /// Spawns `cmd`, a `lego` server command, and waits for its "listening on" line. `cmd` may
+    /// wrap lego in a launcher that execs it (`ip netns exec NS lego ...`), so that the child is
+    /// the server itself; its stderr goes where `cmd` says.
+    pub fn spawn(mut cmd: std::process::Command) -> Server {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lego"))
-            .args(args)
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawning a lego server");
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("spawning a lego server");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reading its first line");
         assert!(line.contains(" listening on "), "the server said {line:?}");
@@ -83,6 +103,57 @@ impl Drop for Server {
         self.signal(libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A component as `lego ps --json` lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Component {
+    /// The id the global manager gave it.
+    pub id: u64,
+    /// `Memory`, `Storage` or `Processor`.
+    pub role: String,
+    /// The address it listens on.
+    pub addr: String,
+    /// Whether it is up (heard from within three heartbeats).
+    pub up: bool,
+    /// Milliseconds since the manager last heard from it.
+    pub last_seen_ms: u64,
+    /// Requests it has served, as of its last heartbeat.
+    pub requests: u64,
+}
+
+/// The output of `lego ps --json`, which must have succeeded: its components in id order, and
+/// the whole document (for the vNodes).
+pub fn ps_json(out: &std::process::Output) -> (Vec<Component>, serde_json::Value) {
+    assert!(out.status.success(), "lego ps: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("lego ps --json prints JSON");
+    let components = v["components"]
+        .as_array()
+        .expect("a components array")
+        .iter()
+        .map(|c| Component {
+            id: c["id"].as_u64().unwrap(),
+            role: c["role"].as_str().unwrap().to_string(),
+            addr: c["addr"].as_str().unwrap().to_string(),
+            up: c["up"].as_bool().unwrap(),
+            last_seen_ms: c["last_seen_ms"].as_u64().unwrap(),
+            requests: c["load"]["requests"].as_u64().unwrap(),
+        })
+        .collect();
+    (components, v)
+}
+
+/// Calls `probe` every 25 ms until it answers `Ok`, for at most `limit`; returns the answer and
+/// how long it took. Panics with `what` and the last `Err` (what was seen instead) otherwise.
+pub fn poll<T>(what: &str, limit: std::time::Duration, mut probe: impl FnMut() -> Result<T, String>) -> (T, std::time::Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        match probe() {
+            Ok(v) => return (v, started.elapsed()),
+            Err(seen) => assert!(started.elapsed() < limit, "{what}: not within {limit:?}; last seen: {seen}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
     }
 }
 
