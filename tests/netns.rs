@@ -6,8 +6,8 @@
 //! - the global manager places a process's memory on both mem-servers: with 2 MiB vRegions,
 //!   sort's data spans several, the VMM reports memory on 2 mem-servers, the `requests` counter
 //!   of both grows in `lego ps --json`, and the output is the native one. A program from the
-//!   vNode's storage mount also runs, through the mem-server fronting the storage server (these
-//!   two runs need /dev/kvm);
+//!   vNode's storage mount also runs, placed on the pComponent host and reading its files
+//!   through the mem-server fronting the storage server (these two runs need /dev/kvm);
 //! - a mem-server killed with SIGKILL shows as down in `lego ps --json` within three heartbeats;
 //! - a global manager killed and restarted on the same address and state directory keeps its
 //!   vNodes (same ids, same virtual IPs) and components;
@@ -36,12 +36,13 @@ const HEARTBEAT_MS: u64 = 200;
 const SECRET: &str = "netns test secret";
 
 /// The hosts, and the last byte of each one's address in 10.99.0.0/24.
-const HOSTS: [(&str, u8); 5] = [("global", 1), ("storage", 2), ("mem1", 3), ("mem2", 4), ("client", 5)];
+const HOSTS: [(&str, u8); 6] = [("global", 1), ("storage", 2), ("mem1", 3), ("mem2", 4), ("client", 5), ("pcomp", 6)];
 
 /// Where the servers listen: their host's address in [`HOSTS`], never loopback.
 const GLOBAL: &str = "10.99.0.1:7060";
 const STORAGE: &str = "10.99.0.2:7080";
 const MEM: [&str; 2] = ["10.99.0.3:7070", "10.99.0.4:7070"];
+const PCOMP: &str = "10.99.0.6:7050";
 /// The client host's address, as the global manager sees its connections.
 const CLIENT_IP: &str = "10.99.0.5";
 
@@ -158,8 +159,8 @@ fn network() -> Option<Netns> {
 }
 
 /// A cluster on the hosts of a [`Netns`]: global manager, storage server, two mem-servers
-/// (`mem1` fronts the storage server), all with the cluster secret. The client host runs the
-/// commands.
+/// (`mem1` fronts the storage server), a pComponent, all with the cluster secret. The client
+/// host runs the commands.
 struct Cluster {
     /// The running servers by host. Fields drop in order: the processes before the network.
     servers: BTreeMap<&'static str, Server>,
@@ -174,13 +175,13 @@ impl Cluster {
     fn start() -> Option<Cluster> {
         let net = network()?;
         let mut c = Cluster { servers: BTreeMap::new(), net, dir: tempfile::tempdir().unwrap() };
-        for host in ["global", "storage", "mem1", "mem2"] {
+        for host in ["global", "storage", "mem1", "mem2", "pcomp"] {
             c.start_server(host);
         }
-        let (list, _) = c.wait_for("the three components up", |l| l.len() == 3 && l.iter().all(|x| x.up));
+        let (list, _) = c.wait_for("the four components up", |l| l.len() == 4 && l.iter().all(|x| x.up));
         let mut addrs: Vec<&str> = list.iter().map(|x| x.addr.as_str()).collect();
         addrs.sort_unstable();
-        assert_eq!(addrs, [STORAGE, MEM[0], MEM[1]], "each registers its own host's address");
+        assert_eq!(addrs, [STORAGE, MEM[0], MEM[1], PCOMP], "each registers its own host's address");
         Some(c)
     }
 
@@ -195,6 +196,7 @@ impl Cluster {
             "storage" => [&["storage-server", "--listen", STORAGE, "--dir", &storage][..], &join].concat(),
             "mem1" => [&["mem-server", "--listen", MEM[0], "--capacity", "256M", "--storage-server", STORAGE][..], &join].concat(),
             "mem2" => [&["mem-server", "--listen", MEM[1], "--capacity", "256M"][..], &join].concat(),
+            "pcomp" => [&["pcomp", "--listen", PCOMP][..], &join].concat(),
             other => panic!("no server runs on {other}"),
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(host)).unwrap();
@@ -327,9 +329,13 @@ fn the_global_manager_spreads_a_process_over_both_mem_servers() {
     std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();
     std::fs::write(img.path().join("greeting"), "from the storage host\n").unwrap();
     c.ok(&["image", "push", img.path().to_str().unwrap(), "--vnode", "demo", "--storage-server", STORAGE]);
+    // Placed by the GPM, it runs on the pComponent host, its output streamed back to the client.
     let out = c.lego(&["run", "--global-mgr", GLOBAL, "--vnode", "demo", "/bin/busybox", "cat", "/greeting"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from the storage host\n");
+    let log = c.log("pcomp");
+    let started = log.lines().find(|l| l.contains("process started")).unwrap_or_else(|| panic!("the pComponent ran nothing:\n{log}"));
+    assert!(started.contains(&format!("peer={CLIENT_IP}:")) && started.contains("/bin/busybox"), "{started}");
 }
 
 #[test]
@@ -368,7 +374,7 @@ fn a_restarted_global_manager_keeps_the_vnode_registry() {
     // Known components count as just seen after a restart; still up three heartbeats later
     // means their heartbeats reach the new manager.
     c.wait_for("the components heartbeating to the new manager", |l| {
-        restarted.elapsed() > Duration::from_millis(3 * HEARTBEAT_MS) && l.len() == 3 && l.iter().all(|x| x.up)
+        restarted.elapsed() > Duration::from_millis(3 * HEARTBEAT_MS) && l.len() == 4 && l.iter().all(|x| x.up)
     });
     let created = c.ok(&["vnode", "create", "cache", "--global-mgr", GLOBAL]);
     assert_eq!(created, "created vNode cache (id 3, virtual IP 10.77.0.2)\n", "ids are never given twice");
