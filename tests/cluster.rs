@@ -409,14 +409,14 @@ fn screen(name: &str) -> String {
 }
 
 #[test]
-fn lego_top_shows_components_live_in_a_terminal() {
+fn lego_top_shows_components_and_processes_live_in_a_terminal() {
     let state = tempfile::tempdir().unwrap();
     let global = global_mgr(state.path(), "127.0.0.1:0");
     let hb = HEARTBEAT_MS.to_string();
-    let mem = Server::start(&[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "64M"][..], &join(&global.addr, &hb)].concat());
+    let mem = Server::start(&[&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "256M"][..], &join(&global.addr, &hb)].concat());
     let session = format!("lego-top-{}", std::process::id());
     let cmd = format!("{} top --global-mgr {}", env!("CARGO_BIN_EXE_lego"), global.addr);
-    let started = Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "120", "-y", "30", &cmd]).status();
+    let started = Command::new("tmux").args(["new-session", "-d", "-s", &session, "-x", "200", "-y", "30", &cmd]).status();
     assert!(started.is_ok_and(|s| s.success()), "tmux is needed for this test (scripts/install-deps.sh installs it)");
     struct Kill<'a>(&'a str);
     impl Drop for Kill<'_> {
@@ -439,6 +439,31 @@ fn lego_top_shows_components_live_in_a_terminal() {
     let addr = mem.addr.clone();
     let row_of = |s: &str| s.lines().find(|l| l.contains(&addr)).map(str::to_string);
     until("the mem-server up", &|s| s.contains("lego top") && row_of(s).is_some_and(|r| r.contains("mem-server") && r.contains(" up ")));
+    if common::kvm() {
+        // A placed process missing in a 1 MiB ExCache over 64 MiB shows with its miss rate.
+        assert!(lego(&["vnode", "create", "topvn", "--excache", "1M", "--global-mgr", &global.addr]).status.success());
+        let dir = tempfile::tempdir().unwrap();
+        let checksum = common::image("checksum");
+        let run = [
+            "run", "--global-mgr", &global.addr, "--vnode", "topvn", "--root", dir.path().to_str().unwrap(), checksum.to_str().unwrap(), "64",
+        ];
+        struct Running(std::process::Child);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let process = Running(Command::new(env!("CARGO_BIN_EXE_lego")).args(run).stdout(std::process::Stdio::null()).spawn().unwrap());
+        let pid = process.0.id().to_string();
+        until("the process missing", &|s| {
+            s.lines().find(|l| l.contains("topvn") && l.contains(&pid)).is_some_and(|r| {
+                let misses: f64 = r.split_whitespace().nth(4).and_then(|m| m.parse().ok()).unwrap_or(0.0);
+                misses > 0.0 && r.contains(&addr) && r.contains("checksum")
+            })
+        });
+        drop(process);
+    }
     mem.kill();
     until("the mem-server down", &|s| row_of(s).is_some_and(|r| r.contains("down")));
     Command::new("tmux").args(["send-keys", "-t", &session, "q"]).status().unwrap();

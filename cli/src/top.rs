@@ -101,7 +101,7 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
             p.program.clone(),
         ])
     });
-    let widths = [10, 8, 22, 22, 9, 7, 7, 8, 7, 8, 14, 7, 20].map(Constraint::Length);
+    let widths = [10, 8, 22, 22, 9, 7, 7, 8, 7, 8, 14, 7].map(Constraint::Length).into_iter().chain([Constraint::Min(20)]);
     f.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title("processes (ExCache)")), procs);
     let header = Row::new(["ID", "VNODE", "VIP", "MEM", "EXCACHE", "STORAGE"]).style(Style::new().add_modifier(Modifier::BOLD));
     let rows = view.vnodes.iter().map(|v| {
