@@ -316,20 +316,20 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
         assert!(t.elapsed() < Duration::from_secs(10), "the processes never showed in lego ps: {p:?}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut on: Vec<&str> = processes.iter().map(|p| p["pcomp"].as_str().unwrap()).collect();
+    let mut on: Vec<&str> = processes.iter().map(|p| p["who"]["pcomp"].as_str().unwrap()).collect();
     on.sort();
     let mut all = pcomps.clone();
     all.sort();
     assert_eq!(on, all, "one process on each pComponent");
     let daemons: Vec<i64> = cluster["pids"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
     for p in &processes {
-        assert_eq!((p["vnode"].as_str(), p["home"].as_str()), (Some("demo"), cluster["mem_servers"][0].as_str()));
-        assert_eq!(p["excache_bytes"], 4 << 20);
-        let ppid = parent(p["pid"].as_i64().unwrap()).expect("the VMM process exists");
+        assert_eq!((p["who"]["vnode"].as_str(), p["who"]["home"].as_str()), (Some("demo"), cluster["mem_servers"][0].as_str()));
+        assert_eq!(p["cache"]["excache_bytes"], 4 << 20);
+        let ppid = parent(p["who"]["pid"].as_i64().unwrap()).expect("the VMM process exists");
         assert!(daemons.contains(&ppid), "the VMM {p} is a child of a pComponent daemon, not of {ppid}");
     }
     // A client that goes away takes its process with it; the other one runs on.
-    let vmms: Vec<i64> = processes.iter().map(|p| p["pid"].as_i64().unwrap()).collect();
+    let vmms: Vec<i64> = processes.iter().map(|p| p["who"]["pid"].as_i64().unwrap()).collect();
     first.kill().unwrap();
     first.wait().unwrap();
     let t = Instant::now();
@@ -339,7 +339,7 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
     }
     let killed = *vmms.iter().find(|&&pid| parent(pid).is_none()).unwrap();
     // Killed, it sends no last report: the manager forgets it after three missed ones.
-    while ps()["processes"].as_array().unwrap().iter().any(|p| p["pid"] == killed) {
+    while ps()["processes"].as_array().unwrap().iter().any(|p| p["who"]["pid"] == killed) {
         assert!(t.elapsed() < Duration::from_secs(10), "lego ps still lists the killed process");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -351,8 +351,8 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
     loop {
         let p = ps()["processes"].as_array().unwrap().clone();
         if let Some(p) = p.first() {
-            assert!(p["pcomp"].as_str().unwrap().starts_with("local:"), "{p}");
-            assert_eq!(p["pid"].as_u64(), Some(local.id() as u64), "the VMM is lego run itself");
+            assert!(p["who"]["pcomp"].as_str().unwrap().starts_with("local:"), "{p}");
+            assert_eq!(p["who"]["pid"].as_u64(), Some(local.id() as u64), "the VMM is lego run itself");
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "the local process never showed in lego ps");

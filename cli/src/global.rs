@@ -202,14 +202,14 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
         for p in &processes {
             println!(
                 "{:<12} {:>8}  {:<22} {:<22} {:>10} {:>10} {:>8}  {}",
-                p.vnode,
-                p.pid,
-                p.pcomp,
-                p.home,
-                mib(p.excache_bytes),
-                mib(p.resident_bytes),
-                uptime(p.started_unix_ms),
-                p.program
+                p.who.vnode,
+                p.who.pid,
+                p.who.pcomp,
+                p.who.home,
+                mib(p.cache.excache_bytes),
+                mib(p.cache.resident_bytes),
+                uptime(p.who.started_unix_ms),
+                p.who.program
             );
         }
     }

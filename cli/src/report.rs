@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use lego_proto::global::{GlobalReply, GlobalRequest, ProcessReport, PROCESS_REPORT_INTERVAL};
+use lego_proto::frame::PAGE_SIZE;
+use lego_proto::global::{GlobalReply, GlobalRequest, ProcessFigures, ProcessIdentity, ProcessReport, PROCESS_REPORT_INTERVAL};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
@@ -29,23 +30,12 @@ impl Drop for Reporter {
     }
 }
 
-/// Who the process is, as `lego ps` shows it.
-pub struct Identity {
-    /// The pComponent it runs on, or `None` for a shell of this host.
-    pub pcomp: Option<String>,
-    /// Its vNode.
-    pub vnode: String,
-    /// The program.
-    pub program: String,
-    /// Its home mem-server.
-    pub home: String,
-}
-
 /// Starts reporting the process whose ExCache `probe` reads to the global manager at `global`.
-pub fn start(global: String, cluster: u64, me: Identity, probe: StatsProbe) -> std::io::Result<Reporter> {
+/// `who` needs no `pid` or start time: they are this process's and now.
+pub fn start(global: String, cluster: u64, who: ProcessIdentity, probe: StatsProbe) -> std::io::Result<Reporter> {
     let (stop, stopped) = mpsc::channel::<()>();
-    let pcomp = me.pcomp.unwrap_or_else(|| format!("local:{}", hostname()));
     let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let who = ProcessIdentity { pid: std::process::id(), started_unix_ms, ..who };
     let thread = std::thread::Builder::new().name("process report".into()).spawn(move || {
         let hello = Hello::new(ComponentKind::Client, cluster);
         let mut conn: Option<TcpTransport> = None;
@@ -57,25 +47,7 @@ pub fn start(global: String, cluster: u64, me: Identity, probe: StatsProbe) -> s
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             };
             let now = (Instant::now(), probe.stats());
-            let report = figures(&last, &now, exited, |s| ProcessReport {
-                pcomp: pcomp.clone(),
-                pid: std::process::id(),
-                vnode: me.vnode.clone(),
-                program: me.program.clone(),
-                home: me.home.clone(),
-                started_unix_ms,
-                excache_bytes: s.lines * 4096,
-                resident_bytes: s.resident * 4096,
-                misses: s.misses,
-                evictions: s.evictions,
-                bytes_in: s.bytes_in,
-                bytes_out: s.bytes_out,
-                misses_per_s: 0.0,
-                evictions_per_s: 0.0,
-                miss_p50_us: None,
-                miss_p99_us: None,
-                exited,
-            });
+            let report = ProcessReport { who: who.clone(), cache: figures(&last, &now), exited };
             last = now;
             let sent = (|| {
                 let c = match &mut conn {
@@ -99,14 +71,8 @@ pub fn start(global: String, cluster: u64, me: Identity, probe: StatsProbe) -> s
     Ok(Reporter { stop: Some(stop), thread: Some(thread) })
 }
 
-/// The report for the interval from `last` to `now`: totals from `base(now)`, rates and miss
-/// percentiles of the interval.
-fn figures(
-    last: &(Instant, CacheStats),
-    now: &(Instant, CacheStats),
-    exited: bool,
-    base: impl Fn(&CacheStats) -> ProcessReport,
-) -> ProcessReport {
+/// The figures at `now`: totals, and the rates and miss percentiles of the interval since `last`.
+fn figures(last: &(Instant, CacheStats), now: &(Instant, CacheStats)) -> ProcessFigures {
     let (s, prev) = (&now.1, &last.1);
     let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
     let mut interval: Histogram<u64> = s.miss_ns.clone();
@@ -114,14 +80,23 @@ fn figures(
     // it did the interval would just count the whole run.
     let _ = interval.subtract(&prev.miss_ns);
     let us = |q: f64| (!interval.is_empty()).then(|| interval.value_at_quantile(q) as f64 / 1000.0);
-    ProcessReport {
+    ProcessFigures {
+        excache_bytes: s.lines * PAGE_SIZE as u64,
+        resident_bytes: s.resident * PAGE_SIZE as u64,
+        misses: s.misses,
+        evictions: s.evictions,
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
         misses_per_s: s.misses.saturating_sub(prev.misses) as f64 / secs,
         evictions_per_s: s.evictions.saturating_sub(prev.evictions) as f64 / secs,
         miss_p50_us: us(0.5),
         miss_p99_us: us(0.99),
-        exited,
-        ..base(s)
     }
+}
+
+/// This host's name, for the processes of `lego run --local` (`local:HOST`).
+pub fn local_pcomp() -> String {
+    format!("local:{}", hostname())
 }
 
 fn hostname() -> String {
@@ -145,30 +120,11 @@ mod tests {
         for _ in 0..50 {
             b.miss_ns.record(100_000).unwrap();
         }
-        let base = |s: &CacheStats| ProcessReport {
-            pcomp: "p".into(),
-            pid: 1,
-            vnode: "v".into(),
-            program: "x".into(),
-            home: "h".into(),
-            started_unix_ms: 0,
-            excache_bytes: 0,
-            resident_bytes: 0,
-            misses: s.misses,
-            evictions: s.evictions,
-            bytes_in: 0,
-            bytes_out: 0,
-            misses_per_s: 0.0,
-            evictions_per_s: 0.0,
-            miss_p50_us: None,
-            miss_p99_us: None,
-            exited: false,
-        };
-        let r = figures(&(t0, a.clone()), &(t0 + Duration::from_secs(2), b.clone()), false, base);
+        let r = figures(&(t0, a.clone()), &(t0 + Duration::from_secs(2), b.clone()));
         assert_eq!((r.misses, r.misses_per_s, r.evictions_per_s), (150, 25.0, 10.0));
         let p50 = r.miss_p50_us.unwrap();
         assert!((99.0..=101.0).contains(&p50), "the interval's misses took 100 us, the earlier ones 1 ms: {p50}");
-        let idle = figures(&(t0, b.clone()), &(t0 + Duration::from_secs(1), b), true, base);
-        assert_eq!((idle.misses_per_s, idle.miss_p50_us, idle.exited), (0.0, None, true));
+        let idle = figures(&(t0, b.clone()), &(t0 + Duration::from_secs(1), b));
+        assert_eq!((idle.misses_per_s, idle.miss_p50_us), (0.0, None));
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lego_proto::auth::SECRET_ENV;
+use lego_proto::global::ProcessIdentity;
 use lego_proto::pcomp::RunRequest;
 use lego_vmm::fault::signal_name;
 use lego_vmm::process::Termination;
@@ -242,13 +243,14 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
     // Processes the managers placed report to them while they run.
     let _reporter = match (&vnode, &args.global_mgr) {
         (Ok(v), Some(global)) => {
-            let me = crate::report::Identity {
-                pcomp: args.on_pcomp,
+            let who = ProcessIdentity {
+                pcomp: args.on_pcomp.unwrap_or_else(crate::report::local_pcomp),
                 vnode: config.name.clone(),
                 program: program.path.display().to_string(),
                 home: v.process().mm.home().to_string(),
+                ..ProcessIdentity::default()
             };
-            crate::report::start(global.clone(), args.memory.cluster, me, v.process().mm.cache().probe())
+            crate::report::start(global.clone(), args.memory.cluster, who, v.process().mm.cache().probe())
                 .map_err(|e| tracing::warn!("cannot start the process reports: {e}"))
                 .ok()
         }

@@ -86,19 +86,19 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
     .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = view.processes.iter().map(|p| {
         Row::new([
-            p.vnode.clone(),
-            p.pid.to_string(),
-            p.pcomp.clone(),
-            p.home.clone(),
-            format!("{:.0}", p.misses_per_s),
-            us(p.miss_p50_us),
-            us(p.miss_p99_us),
-            format!("{:.0}", p.evictions_per_s),
-            (p.bytes_in >> 20).to_string(),
-            (p.bytes_out >> 20).to_string(),
-            format!("{}/{}", p.resident_bytes >> 20, mib(p.excache_bytes)),
-            uptime(p.started_unix_ms),
-            p.program.clone(),
+            p.who.vnode.clone(),
+            p.who.pid.to_string(),
+            p.who.pcomp.clone(),
+            p.who.home.clone(),
+            format!("{:.0}", p.cache.misses_per_s),
+            us(p.cache.miss_p50_us),
+            us(p.cache.miss_p99_us),
+            format!("{:.0}", p.cache.evictions_per_s),
+            (p.cache.bytes_in >> 20).to_string(),
+            (p.cache.bytes_out >> 20).to_string(),
+            format!("{}/{}", p.cache.resident_bytes >> 20, mib(p.cache.excache_bytes)),
+            uptime(p.who.started_unix_ms),
+            p.who.program.clone(),
         ])
     });
     let widths = [10, 8, 22, 22, 9, 7, 7, 8, 7, 8, 14, 7].map(Constraint::Length).into_iter().chain([Constraint::Min(20)]);

@@ -208,7 +208,7 @@ impl Registry {
 
     /// Records a process's report; its last one (`exited`) removes it.
     pub fn report_process(&mut self, report: ProcessReport) {
-        let key = (report.pcomp.clone(), report.pid);
+        let key = (report.who.pcomp.clone(), report.who.pid);
         if report.exited {
             self.processes.remove(&key);
         } else {
@@ -267,6 +267,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lego_proto::global::{ProcessFigures, ProcessIdentity};
 
     #[test]
     fn ids_are_stable_and_survive_a_reopen() {
@@ -306,25 +307,8 @@ mod tests {
     }
 
     fn report(pcomp: &str, pid: u32, exited: bool) -> ProcessReport {
-        ProcessReport {
-            pcomp: pcomp.into(),
-            pid,
-            vnode: "v".into(),
-            program: "/bin/x".into(),
-            home: "m:1".into(),
-            started_unix_ms: 0,
-            excache_bytes: 0,
-            resident_bytes: 0,
-            misses: 0,
-            evictions: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            misses_per_s: 0.0,
-            evictions_per_s: 0.0,
-            miss_p50_us: None,
-            miss_p99_us: None,
-            exited,
-        }
+        let who = ProcessIdentity { pcomp: pcomp.into(), pid, ..ProcessIdentity::default() };
+        ProcessReport { who, cache: ProcessFigures::default(), exited }
     }
 
     #[test]
@@ -335,7 +319,7 @@ mod tests {
         r.report_process(report("p:1", 11, false));
         r.report_process(report("p:2", 10, false));
         r.report_process(report("p:1", 11, true));
-        let pids: Vec<_> = r.processes().iter().map(|p| (p.pcomp.clone(), p.pid)).collect();
+        let pids: Vec<_> = r.processes().iter().map(|p| (p.who.pcomp.clone(), p.who.pid)).collect();
         assert_eq!(pids, [("p:1".to_string(), 10), ("p:2".to_string(), 10)]);
         r.processes.get_mut(&("p:1".to_string(), 10)).unwrap().1 -= PROCESS_REPORT_INTERVAL * (MISSED_HEARTBEATS + 1);
         assert_eq!(r.processes().len(), 1, "the silent one is forgotten");

@@ -83,6 +83,17 @@ pub const PROCESS_REPORT_INTERVAL: std::time::Duration = std::time::Duration::fr
 /// What a running vNode process reports about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessReport {
+    /// Which process.
+    pub who: ProcessIdentity,
+    /// Its ExCache figures.
+    pub cache: ProcessFigures,
+    /// The process has ended; this is its last report.
+    pub exited: bool,
+}
+
+/// Which process a report is about.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
     /// Where it runs: the pComponent's address, or `local:HOST` for a `lego run` in a shell.
     pub pcomp: String,
     /// Host process id of its VMM.
@@ -95,6 +106,11 @@ pub struct ProcessReport {
     pub home: String,
     /// Milliseconds since the Unix epoch when it started.
     pub started_unix_ms: u64,
+}
+
+/// A process's ExCache figures: totals since it started, rates over the last report interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessFigures {
     /// ExCache capacity.
     pub excache_bytes: u64,
     /// ExCache lines in use, in bytes.
@@ -116,8 +132,6 @@ pub struct ProcessReport {
     pub miss_p50_us: Option<f64>,
     /// See `miss_p50_us`.
     pub miss_p99_us: Option<f64>,
-    /// The process has ended; this is its last report.
-    pub exited: bool,
 }
 
 /// The managers' placement for a new process of a vNode.
