@@ -10,6 +10,7 @@
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
 //! - [`aio`]: the server side on tokio.
 //! - [`service`]: a whole server front (listener, runtime, handshake, frame loop) on top of it.
+//! - [`metrics`]: the Prometheus `/metrics` endpoint every component can serve.
 
 pub mod aio;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod global;
 pub mod handshake;
+pub mod metrics;
 pub mod mm;
 pub mod service;
 pub mod storage;

@@ -7,6 +7,7 @@
 //! or dropped (embedded servers and tests).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub struct Service<H> {
     me: Hello,
     accepts: &'static [ComponentKind],
     make: Arc<MakeHandler<H>>,
+    connections: Arc<Connections>,
 }
 
 impl<H: FrameHandler + 'static> Service<H> {
@@ -61,16 +63,18 @@ impl<H: FrameHandler + 'static> Service<H> {
         accepts: &'static [ComponentKind],
         make: impl Fn(SocketAddr, Hello) -> H + Send + Sync + 'static,
     ) -> Result<Service<H>, ServiceError> {
-        let bind_err = |source| ServiceError::Bind { addr: listen.to_string(), source };
-        let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        Ok(Service { name, listener, addr, me, accepts, make: Arc::new(make) })
+        let (listener, addr) = bind_listener(listen)?;
+        Ok(Service { name, listener, addr, me, accepts, make: Arc::new(make), connections: Arc::default() })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server's connection counts, for its metrics.
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
     }
 
     /// Serves on the calling thread until SIGTERM or SIGINT, then closes every connection and
@@ -94,7 +98,7 @@ impl<H: FrameHandler + 'static> Service<H> {
                 }
                 tracing::info!("{name} stopping");
             };
-            accept_loop(listener, self.me, self.accepts, self.make, stop).await;
+            accept_loop(listener, self.me, self.accepts, self.make, self.connections, stop).await;
             Ok::<(), std::io::Error>(())
         })?;
         rt.shutdown_timeout(Duration::from_secs(1));
@@ -109,31 +113,35 @@ impl<H: FrameHandler + 'static> Service<H> {
 
     fn spawn_thread(self, on_stop: impl FnOnce() + Send + 'static) -> std::io::Result<Handle> {
         let rt = runtime(self.name, Some(2))?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let listener = {
             let _guard = rt.enter();
             TcpListener::from_std(self.listener)?
         };
-        let Service { name, addr, me, accepts, make, .. } = self;
-        let thread = std::thread::Builder::new().name(format!("{name} {addr}")).spawn(move || {
-            rt.block_on(accept_loop(listener, me, accepts, make, async move {
-                // A dropped sender stops the server just as a sent stop does.
-                let _ = stop_rx.await;
-            }));
-            rt.shutdown_timeout(Duration::from_secs(1));
-            on_stop();
-        })?;
-        Ok(Handle { name, addr, stop: Some(stop_tx), thread: Some(thread) })
+        let Service { name, addr, me, accepts, make, connections, .. } = self;
+        Handle::spawn(name, addr, rt, move |stop| accept_loop(listener, me, accepts, make, connections, stop), on_stop)
     }
 }
 
-fn runtime(name: &str, workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+/// Binds a non-blocking listening socket on `listen`.
+pub(crate) fn bind_listener(listen: &str) -> Result<(std::net::TcpListener, SocketAddr), ServiceError> {
+    let bind_err = |source| ServiceError::Bind { addr: listen.to_string(), source };
+    let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, addr))
+}
+
+/// A tokio runtime for a server called `name`, with `workers` threads (default: one per core).
+pub(crate) fn runtime(name: &str, workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         b.worker_threads(n);
     }
     b.enable_all().thread_name(name).build()
 }
+
+/// Completes when a server spawned with [`Handle::spawn`] is to stop.
+pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A server running on its own thread; dropping it stops the server.
 pub struct Handle {
@@ -144,13 +152,35 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Runs the future `serve` makes on `rt`, on a thread of its own named after `name` and
+    /// `addr`, until the returned handle is shut down or dropped: that completes the future
+    /// `serve` was given, which must then end. `on_stop` runs on that thread afterwards.
+    pub(crate) fn spawn<F: std::future::Future<Output = ()>>(
+        name: &'static str,
+        addr: SocketAddr,
+        rt: tokio::runtime::Runtime,
+        serve: impl FnOnce(Stop) -> F + Send + 'static,
+        on_stop: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Handle> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name(format!("{name} {addr}")).spawn(move || {
+            rt.block_on(serve(Box::pin(async move {
+                // A dropped sender stops the server just as a sent stop does.
+                let _ = stop_rx.await;
+            })));
+            rt.shutdown_timeout(Duration::from_secs(1));
+            on_stop();
+        })?;
+        Ok(Handle { name, addr, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Stops the server and waits for its thread: no new connection is accepted afterwards, the
-    /// existing ones are closed, and the `on_stop` given to [`Service::spawn`] has run.
+    /// existing ones are closed, and the `on_stop` given to [`Service::spawn`] (if any) has run.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
@@ -174,12 +204,55 @@ impl Drop for Handle {
     }
 }
 
+/// Connections of one server since it started: the figures of its `lego_connections_*`
+/// metrics.
+#[derive(Debug, Default)]
+pub struct Connections {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Connections {
+    /// Counts a connection open until the returned guard is dropped.
+    fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+}
+
+/// One open connection, counted in [`Connections`] while it lives.
+struct OpenConnection(Arc<Connections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::collector::Collector for Connections {
+    fn encode(&self, mut e: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{counter, gauge};
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        counter(&mut e, "lego_connections_accepted", "Connections accepted since start.", get(&self.accepted))?;
+        gauge(&mut e, "lego_connections_open", "Connections open now.", get(&self.open))?;
+        counter(
+            &mut e,
+            "lego_connections_refused",
+            "Connections closed at the handshake (wrong kind, version, cluster or secret, or too slow).",
+            get(&self.refused),
+        )
+    }
+}
+
 /// Accepts connections until `stop` completes.
 async fn accept_loop<H: FrameHandler + 'static>(
     listener: TcpListener,
     me: Hello,
     accepts: &'static [ComponentKind],
     make: Arc<MakeHandler<H>>,
+    connections: Arc<Connections>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -188,7 +261,7 @@ async fn accept_loop<H: FrameHandler + 'static>(
             () = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, me, accepts, make.clone()));
+                    tokio::spawn(connection(stream, peer, me, accepts, make.clone(), connections.opened()));
                 }
                 Err(e) => {
                     // Out of descriptors and the like: wait a little rather than spin.
@@ -207,6 +280,7 @@ async fn connection<H: FrameHandler>(
     me: Hello,
     accepts: &'static [ComponentKind],
     make: Arc<MakeHandler<H>>,
+    open: OpenConnection,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY");
@@ -215,10 +289,12 @@ async fn connection<H: FrameHandler>(
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, "handshake refused");
+            open.0.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
         Err(_) => {
             tracing::warn!(%peer, "no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs());
+            open.0.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
