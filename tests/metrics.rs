@@ -1,7 +1,10 @@
 //! End-to-end tests of the Prometheus endpoints: real component processes started with
 //! `--metrics`, scraped over TCP, whose figures must follow real work (registrations and
-//! heartbeats, an image push, `lego run`s). The `lego run` part needs /dev/kvm.
+//! heartbeats, an image push, `lego run`s), and `lego up`, which gives every component an
+//! endpoint that keeps its address across `lego down`/`lego up`. The `lego run` part needs
+//! /dev/kvm.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -124,4 +127,55 @@ fn a_bad_metrics_address_stops_the_component_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("metrics") && err.contains("127.0.0.1:99999"), "{err}");
+}
+
+/// `lego ARGS` with the state directory `state`, which must succeed.
+fn lego_in(state: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(args).env("LEGO_STATE_DIR", state).output().unwrap();
+    assert!(out.status.success(), "lego {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Stops a `lego up` cluster when dropped, so a failing test leaves no processes behind.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_lego")).arg("down").env("LEGO_STATE_DIR", self.0).output();
+    }
+}
+
+/// The metrics endpoints `lego up` recorded, by component.
+fn endpoints(state: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state.join("cluster.json")).unwrap()).unwrap();
+    c["metrics"].as_object().expect("a metrics object").clone()
+}
+
+#[test]
+fn lego_up_gives_every_component_an_endpoint_that_keeps_its_address() {
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path();
+    let up = lego_in(s, &["up", "--mem-servers", "2", "--heartbeat-ms", HB]);
+    let _down = Down(s);
+    let first = endpoints(s);
+    let names: Vec<&str> = first.keys().map(String::as_str).collect();
+    assert_eq!(names, ["global-mgr", "mem-server-0", "mem-server-1", "storage-server-0"]);
+    let printed = String::from_utf8_lossy(&up.stdout);
+    for (name, url) in &first {
+        let url = url.as_str().unwrap();
+        assert!(printed.contains(url), "lego up prints {name}'s {url}:\n{printed}");
+        let (status, body) = scrape(url.trim_start_matches("http://").trim_end_matches("/metrics"));
+        assert!(status.starts_with("HTTP/1.1 200") && body.contains("lego_connections_open"), "{name}: {status}\n{body}");
+    }
+    let global = first["global-mgr"].as_str().unwrap().trim_start_matches("http://").trim_end_matches("/metrics").to_string();
+    let started = Instant::now();
+    while sample(&scrape(&global).1, "lego_global_components{role=\"mem-server\",state=\"up\"}") != Some(2.0) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the mem-servers never showed up:\n{}", scrape(&global).1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    lego_in(s, &["down"]);
+    lego_in(s, &["up", "--mem-servers", "2", "--heartbeat-ms", HB]);
+    assert_eq!(endpoints(s), first, "the same endpoints after lego down and lego up");
+    lego_in(s, &["down"]);
 }
