@@ -6,10 +6,11 @@
 //! The state directory is `--state-dir`, else `LEGO_STATE_DIR`, else `lego` under the user's
 //! data directory (`$XDG_DATA_HOME`, else `~/.local/share`). `STATE/cluster.json` records the
 //! running cluster; `STATE/logs/` has each component's output; `STATE/addresses.json` keeps the
-//! address each component got the first time, so a cluster started again (`lego down`, `lego up`)
-//! has the same addresses, and the registry's records (which vNode's mount is on which storage
-//! server) stay true.
+//! address (and the `--metrics` address) each component got the first time, so a cluster started
+//! again (`lego down`, `lego up`) has the same addresses, and the registry's records (which
+//! vNode's mount is on which storage server) stay true.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +34,9 @@ pub struct ClusterFile {
     pub pcomps: Vec<String>,
     /// Process ids, the global manager's first.
     pub pids: Vec<u32>,
+    /// Each component's Prometheus endpoint (`http://ADDR/metrics`), by component name.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, String>,
 }
 
 /// The state directory option, shared by every command that can find a running cluster.
@@ -101,15 +105,15 @@ pub struct UpArgs {
     heartbeat_ms: u64,
 }
 
-/// Starts one component in the background, its output in `logs/NAME.log`, and returns its pid
-/// and address once it says it is listening.
-fn launch(logs: &Path, name: &str, args: &[String], listen: &str) -> anyhow::Result<(u32, String)> {
+/// Starts one component in the background, its output in `logs/NAME.log`, and returns its pid,
+/// its address and its metrics address once it says it is listening.
+fn launch(logs: &Path, name: &str, args: &[String], listen: &str, metrics: &str) -> anyhow::Result<(u32, String, String)> {
     use std::os::unix::process::CommandExt;
     let log = logs.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new(std::env::current_exe()?)
         .args(&args[..1])
-        .args(["--listen", listen])
+        .args(["--listen", listen, "--metrics", metrics])
         .args(&args[1..])
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -121,8 +125,11 @@ fn launch(logs: &Path, name: &str, args: &[String], listen: &str) -> anyhow::Res
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(" listening on ")) {
-            return Ok((child.id(), line.rsplit(' ').next().unwrap_or_default().to_string()));
+        // The metrics line comes first, so both are there once the component listens.
+        let last_word = |marker: &str| text.lines().find(|l| l.contains(marker)).and_then(|l| l.rsplit(' ').next());
+        if let (Some(addr), Some(url)) = (last_word(" listening on "), last_word(" metrics on ")) {
+            let metrics = url.trim_start_matches("http://").trim_end_matches("/metrics");
+            return Ok((child.id(), addr.to_string(), metrics.to_string()));
         }
         if !alive(child.id()) || started.elapsed() > Duration::from_secs(20) {
             bail!("{name} did not start; see {}:\n{text}", log.display());
@@ -140,14 +147,18 @@ pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let addresses_path = dir.join("addresses.json");
-    let mut addresses: std::collections::BTreeMap<String, String> = match std::fs::read_to_string(&addresses_path) {
+    let mut addresses: BTreeMap<String, String> = match std::fs::read_to_string(&addresses_path) {
         Ok(t) => serde_json::from_str(&t).with_context(|| format!("reading {}", addresses_path.display()))?,
         Err(_) => Default::default(),
     };
+    let mut metrics = BTreeMap::new();
     let mut start = |name: &str, args: &[String]| -> anyhow::Result<(u32, String)> {
-        let listen = addresses.get(name).cloned().unwrap_or_else(|| "127.0.0.1:0".to_string());
-        let (pid, addr) = launch(&logs, name, args, &listen)?;
+        let metrics_name = format!("{name} metrics");
+        let listen = |key: &str| addresses.get(key).cloned().unwrap_or_else(|| "127.0.0.1:0".to_string());
+        let (pid, addr, metrics_addr) = launch(&logs, name, args, &listen(name), &listen(&metrics_name))?;
         addresses.insert(name.to_string(), addr.clone());
+        addresses.insert(metrics_name, metrics_addr.clone());
+        metrics.insert(name.to_string(), format!("http://{metrics_addr}/metrics"));
         Ok((pid, addr))
     };
     let hb = args.heartbeat_ms.to_string();
@@ -184,10 +195,10 @@ pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
             pids.push(pid);
             pcomps.push(addr);
         }
-        Ok::<_, anyhow::Error>(ClusterFile { global_mgr: global, mem_servers: mem, storage_servers: storage, pcomps, pids: pids.clone() })
+        Ok::<_, anyhow::Error>(ClusterFile { global_mgr: global, mem_servers: mem, storage_servers: storage, pcomps, pids: pids.clone(), metrics: BTreeMap::new() })
     })();
     let cluster = match result {
-        Ok(c) => c,
+        Ok(c) => ClusterFile { metrics, ..c },
         Err(e) => {
             stop(&pids);
             return Err(e);
@@ -200,6 +211,9 @@ pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
     println!("  mem-servers      {}", cluster.mem_servers.join(" "));
     println!("  storage servers  {}", cluster.storage_servers.join(" "));
     println!("  pComponents      {}", if cluster.pcomps.is_empty() { "none: lego run runs processes in its own shell".into() } else { cluster.pcomps.join(" ") });
+    for (name, url) in &cluster.metrics {
+        println!("  metrics          {url}  ({name})");
+    }
     println!("next: lego vnode create demo && lego image push guest-images/out/image --vnode demo && \\");
     println!("      lego run --vnode demo /bin/busybox wc -l /data/lines.txt; lego ps; lego down");
     Ok(())

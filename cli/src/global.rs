@@ -28,6 +28,8 @@ pub struct GlobalMgrArgs {
     cluster: u64,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
 }
 
 /// The heartbeat interval, shared by the manager and the components.
@@ -86,6 +88,7 @@ pub fn run_global_mgr(args: GlobalMgrArgs) -> anyhow::Result<()> {
         heartbeat: args.heartbeat.interval(),
     };
     let server = global_mgr::GlobalMgr::bind(config)?;
+    let _metrics = args.metrics.serve("global-mgr", |r| server.register_metrics(r))?;
     crate::announce("global-mgr", server.local_addr());
     Ok(server.run()?)
 }

@@ -7,6 +7,7 @@ mod global;
 mod image;
 mod mem_server;
 mod memory;
+mod metrics;
 mod pcomp;
 mod remote;
 mod report;

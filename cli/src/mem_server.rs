@@ -24,6 +24,8 @@ pub struct MemServerArgs {
     buffer_cache: u64,
     #[command(flatten)]
     join: crate::global::JoinArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
 }
 
 /// Serves until killed.
@@ -35,6 +37,7 @@ pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
     };
     let server = mem_server::MemServer::bind(config)?;
     let _heartbeats = args.join.join(Role::Memory, server.local_addr().to_string(), args.storage_server, args.cluster, server.load_probe())?;
+    let _metrics = args.metrics.serve("mem-server", |r| server.register_metrics(r))?;
     crate::announce("mem-server", server.local_addr());
     Ok(server.run()?)
 }

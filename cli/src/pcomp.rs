@@ -22,6 +22,8 @@ pub struct PcompArgs {
     cluster: u64,
     #[command(flatten)]
     join: crate::global::JoinArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
 }
 
 /// The `lego run` command line that runs `req` here for the pComponent at `me`.
@@ -68,6 +70,7 @@ pub fn run(args: PcompArgs) -> anyhow::Result<()> {
     let (cluster, g) = (args.cluster, global.clone());
     let pcomp = lego_vmm::pcomp::Pcomp::bind(&args.listen, cluster, move |req, me| launch(&lego, &me.to_string(), &g, cluster, req))?;
     let addr = pcomp.local_addr().to_string();
+    let _metrics = args.metrics.serve("pcomp", |r| pcomp.register_metrics(r))?;
     let _heartbeats = args.join.join(Role::Processor, addr, None, cluster, pcomp.load_probe())?;
     crate::announce("pcomp", pcomp.local_addr());
     Ok(pcomp.run()?)

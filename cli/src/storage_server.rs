@@ -18,14 +18,16 @@ pub struct StorageServerArgs {
     cluster: u64,
     #[command(flatten)]
     join: crate::global::JoinArgs,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
 }
 
 /// Serves until killed.
 pub fn run(args: StorageServerArgs) -> anyhow::Result<()> {
-    let config = storage_server::Config { listen: args.listen, dir: args.dir.clone(), cluster: args.cluster };
+    let config = storage_server::Config { listen: args.listen, dir: args.dir, cluster: args.cluster };
     let server = storage_server::StorageServer::bind(config)?;
-    let probe = server.load_probe(args.dir);
-    let _heartbeats = args.join.join(Role::Storage, server.local_addr().to_string(), None, args.cluster, probe)?;
+    let _heartbeats = args.join.join(Role::Storage, server.local_addr().to_string(), None, args.cluster, server.load_probe())?;
+    let _metrics = args.metrics.serve("storage-server", |r| server.register_metrics(r))?;
     crate::announce("storage-server", server.local_addr());
     Ok(server.run()?)
 }

@@ -6,6 +6,7 @@
 //! - [`placement`]: the GPM, GMM and GSM decisions: the pComponent of a new process, its
 //!   mem-servers, the storage server of a vNode's mount, the mem-server caching its files.
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
+//! - `metrics`: the manager's Prometheus metrics ([`GlobalMgr::register_metrics`]).
 //!
 //! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
 //! with the components.
@@ -25,6 +26,7 @@ use lego_proto::mm::{decode, encode};
 use lego_proto::service::Service;
 
 pub mod heartbeat;
+mod metrics;
 pub mod placement;
 pub mod registry;
 
@@ -68,6 +70,7 @@ const ACCEPTS: [ComponentKind; 4] =
 /// A bound, not yet running, global manager.
 pub struct GlobalMgr {
     service: Service<Conn>,
+    registry: Arc<Mutex<registry::Registry>>,
 }
 
 /// A running global manager on its own thread; dropping it stops the server.
@@ -80,8 +83,9 @@ impl GlobalMgr {
             .map_err(|source| ServerError::Registry { dir: config.state_dir.clone(), source })?;
         let registry = Arc::new(Mutex::new(registry));
         let me = Hello::new(ComponentKind::Global, config.cluster);
-        let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn { registry: registry.clone() })?;
-        Ok(GlobalMgr { service })
+        let for_conns = registry.clone();
+        let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn { registry: for_conns.clone() })?;
+        Ok(GlobalMgr { service, registry })
     }
 
     /// The address the server listens on.
@@ -92,6 +96,13 @@ impl GlobalMgr {
     /// Serves on the calling thread until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ServerError> {
         self.service.run().map_err(ServerError::from)
+    }
+
+    /// Registers the manager's metrics (`lego_global_*`, `lego_connections_*`) with `registry`,
+    /// for [`lego_proto::metrics::serve`].
+    pub fn register_metrics(&self, registry: &mut lego_proto::metrics::Registry) {
+        registry.register_collector(Box::new(metrics::Metrics::new(self.registry.clone())));
+        registry.register_collector(Box::new(self.service.connections()));
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.

@@ -63,6 +63,10 @@ pub struct Registry {
     /// (pComponent, pid) -> last report and when it came.
     processes: BTreeMap<(String, u32), (ProcessReport, Instant)>,
     interval: Duration,
+    /// Heartbeats received since the registry was opened.
+    heartbeats: u64,
+    /// Registrations since the registry was opened.
+    registrations: u64,
 }
 
 fn store_err<E: Into<redb::Error>>(e: E) -> RegistryError {
@@ -99,7 +103,7 @@ impl Registry {
                 vnodes.insert(name.value().to_string(), info);
             }
         }
-        Ok(Registry { db, components, vnodes, processes: BTreeMap::new(), interval })
+        Ok(Registry { db, components, vnodes, processes: BTreeMap::new(), interval, heartbeats: 0, registrations: 0 })
     }
 
     /// Registers a component, or finds it again by role and address; returns its id.
@@ -115,11 +119,13 @@ impl Registry {
             txn.commit().map_err(store_err)?;
         }
         self.components.insert(id, Component { known, last_seen: Instant::now(), load, rate: 0.0 });
+        self.registrations += 1;
         Ok(id)
     }
 
     /// Records a heartbeat; `false` if the id is unknown.
     pub fn heartbeat(&mut self, id: u64, load: Load) -> bool {
+        self.heartbeats += 1;
         let Some(c) = self.components.get_mut(&id) else { return false };
         let elapsed = c.last_seen.elapsed().as_secs_f64();
         if elapsed > 0.0 && load.requests >= c.load.requests {
@@ -242,6 +248,11 @@ impl Registry {
         let mut v: Vec<VnodeInfo> = self.vnodes.values().cloned().collect();
         v.sort_by_key(|v| v.id);
         v
+    }
+
+    /// Heartbeats and registrations received since the registry was opened.
+    pub fn received(&self) -> (u64, u64) {
+        (self.heartbeats, self.registrations)
     }
 
     /// Every component, in id order.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use lego_proto::global::Load;
 use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::metrics::{counter, gauge, Collector, DescriptorEncoder, Registry};
 use lego_proto::pcomp::{recv, send, FromPcomp, RunRequest, ToPcomp, CHUNK};
 use lego_proto::service::{Handle, Service, ServiceError, Sessions};
 
@@ -33,7 +34,27 @@ const ACCEPTS: [ComponentKind; 1] = [ComponentKind::Client];
 /// A bound, not yet running, pComponent daemon.
 pub struct Pcomp {
     service: Service<Sessions>,
-    running: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+/// What the daemon has done: its heartbeat load and its metrics.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Processes running now.
+    running: AtomicU64,
+    /// Processes started since the daemon started.
+    started: AtomicU64,
+    /// Run requests refused (a bad first message, a VMM that could not start).
+    refused: AtomicU64,
+}
+
+impl Collector for Counts {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        gauge(&mut e, "lego_pcomp_processes", "vNode processes running on this pComponent.", get(&self.running))?;
+        counter(&mut e, "lego_pcomp_processes_started", "vNode processes started since the daemon started.", get(&self.started))?;
+        counter(&mut e, "lego_pcomp_runs_refused", "Run requests refused (bad request, VMM that could not start).", get(&self.refused))
+    }
 }
 
 impl Pcomp {
@@ -43,13 +64,13 @@ impl Pcomp {
         cluster: u64,
         launch: impl Fn(&RunRequest, SocketAddr) -> Command + Send + Sync + 'static,
     ) -> Result<Pcomp, ServiceError> {
-        let running = Arc::new(AtomicU64::new(0));
-        let (count, launch): (_, Arc<Launch>) = (running.clone(), Arc::new(launch));
+        let counts = Arc::new(Counts::default());
+        let (count, launch): (_, Arc<Launch>) = (counts.clone(), Arc::new(launch));
         let me = Hello::new(ComponentKind::Processor, cluster);
         let service = Service::bind_sessions("pcomp", listen, me, &ACCEPTS, move |stream, peer, _| {
             session(stream, peer, launch.as_ref(), &count);
         })?;
-        Ok(Pcomp { service, running })
+        Ok(Pcomp { service, counts })
     }
 
     /// The address the daemon listens on.
@@ -59,8 +80,14 @@ impl Pcomp {
 
     /// The load for heartbeats: guest threads running.
     pub fn load_probe(&self) -> impl Fn() -> Load + Send + 'static {
-        let running = self.running.clone();
-        move || Load { threads: running.load(Ordering::Relaxed), ..Load::default() }
+        let counts = self.counts.clone();
+        move || Load { threads: counts.running.load(Ordering::Relaxed), ..Load::default() }
+    }
+
+    /// Adds the daemon's metrics (processes, connections) to `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.counts.clone()));
+        registry.register_collector(Box::new(self.service.connections()));
     }
 
     /// Serves on the calling thread until SIGTERM or SIGINT. Processes still running are
@@ -76,29 +103,38 @@ impl Pcomp {
 }
 
 /// Counts a running process for as long as it lives.
-struct Running<'a>(&'a AtomicU64);
+struct Running<'a>(&'a Counts);
+
+impl<'a> Running<'a> {
+    fn start(counts: &'a Counts) -> Running<'a> {
+        counts.started.fetch_add(1, Ordering::Relaxed);
+        counts.running.fetch_add(1, Ordering::Relaxed);
+        Running(counts)
+    }
+}
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// One run session, from the request to the exit status.
-fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, running: &AtomicU64) {
+fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts) {
     let mut input = stream;
     let output = match input.try_clone() {
         Ok(s) => Arc::new(Mutex::new(s)),
         Err(e) => return tracing::warn!(%peer, error = %e, "cloning the session socket"),
     };
     let say = |msg: &FromPcomp| send(&mut *output.lock().unwrap_or_else(|e| e.into_inner()), msg).is_ok();
+    let refuse = |why: String| {
+        counts.refused.fetch_add(1, Ordering::Relaxed);
+        say(&FromPcomp::Refused(why));
+    };
     let req = match recv::<ToPcomp>(&mut input) {
         Ok(Some(ToPcomp::Run(req))) => req,
         Ok(None) => return,
-        Ok(Some(other)) => {
-            say(&FromPcomp::Refused(format!("expected a run request first, got {other:?}")));
-            return;
-        }
+        Ok(Some(other)) => return refuse(format!("expected a run request first, got {other:?}")),
         Err(e) => return tracing::warn!(%peer, error = %e, "a bad run request"),
     };
     let program = String::from_utf8_lossy(&req.program).into_owned();
@@ -120,13 +156,9 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, running: &Atomi
     let spawned = command.spawn().and_then(|child| Ok((pidfd(&child)?, child)));
     let (pidfd, mut child) = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            say(&FromPcomp::Refused(format!("cannot start a VMM for {program}: {e}")));
-            return;
-        }
+        Err(e) => return refuse(format!("cannot start a VMM for {program}: {e}")),
     };
-    running.fetch_add(1, Ordering::Relaxed);
-    let _running = Running(running);
+    let _running = Running::start(counts);
     tracing::info!(%peer, vnode = %req.vnode, %program, pid = child.id(), "process started");
     if !say(&FromPcomp::Started { pid: child.id() }) {
         kill(&pidfd);

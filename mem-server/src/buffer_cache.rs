@@ -15,6 +15,8 @@
 //! read by an `fsync`, so an application learns it, as with a Linux write-back error.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use lego_proto::storage::{errno, now_ns, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lru::LruCache;
@@ -70,6 +72,41 @@ pub struct CacheFigures {
     pub write_backs: u64,
     /// Pages evicted.
     pub evictions: u64,
+    /// Pages cached after the last request.
+    pub pages: u64,
+    /// Most pages the cache holds.
+    pub capacity: u64,
+}
+
+/// The cache's figures, counted as they happen; they can be read while the cache is busy (its
+/// lock is held across storage requests), for metrics.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    write_backs: AtomicU64,
+    evictions: AtomicU64,
+    pages: AtomicU64,
+    capacity: u64,
+}
+
+impl CacheCounters {
+    /// The figures so far.
+    pub fn figures(&self) -> CacheFigures {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        CacheFigures {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            write_backs: get(&self.write_backs),
+            evictions: get(&self.evictions),
+            pages: get(&self.pages),
+            capacity: self.capacity,
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// The buffer cache of one mem-server.
@@ -77,24 +114,30 @@ pub struct BufferCache {
     pages: LruCache<(FileKey, u64), Page>,
     files: HashMap<FileKey, FileState>,
     capacity: usize,
-    figures: CacheFigures,
+    counters: Arc<CacheCounters>,
 }
 
 impl BufferCache {
     /// A cache of at most `capacity_bytes`, and at least [`MIN_CAPACITY`] so that the pages of
     /// the largest request fit at once.
     pub fn new(capacity_bytes: u64) -> BufferCache {
+        let capacity = capacity_bytes.max(MIN_CAPACITY) / PAGE;
         BufferCache {
             pages: LruCache::unbounded(),
             files: HashMap::new(),
-            capacity: (capacity_bytes.max(MIN_CAPACITY) / PAGE) as usize,
-            figures: CacheFigures::default(),
+            capacity: capacity as usize,
+            counters: Arc::new(CacheCounters { capacity, ..CacheCounters::default() }),
         }
     }
 
     /// The cache's figures so far.
     pub fn figures(&self) -> CacheFigures {
-        self.figures
+        self.counters.figures()
+    }
+
+    /// The cache's counters, to read its figures without holding the cache.
+    pub fn counters(&self) -> Arc<CacheCounters> {
+        self.counters.clone()
     }
 
     /// Pages cached now.
@@ -128,6 +171,7 @@ impl BufferCache {
                 forward(&req, storage)
             }
         };
+        self.counters.pages.store(self.pages.len() as u64, Ordering::Relaxed);
         result.unwrap_or_else(StorageReply::Error)
     }
 
@@ -281,10 +325,10 @@ impl BufferCache {
         // most MAX_IO of them, within a cache of at least twice that) never evicts them.
         let missing: Vec<u64> = (first..=last).filter(|&i| self.pages.get(&(key.clone(), i)).is_none()).collect();
         let (Some(&lo), Some(&hi)) = (missing.first(), missing.last()) else {
-            self.figures.hits += last - first + 1;
+            add(&self.counters.hits, last - first + 1);
             return Ok(());
         };
-        self.figures.hits += (last - first + 1) - missing.len() as u64;
+        add(&self.counters.hits, (last - first + 1) - missing.len() as u64);
         // Read-ahead: a miss right after a cached page (or at the start of the file) is taken as
         // sequential, and the next pages of the file come in the same request.
         let mut missing = missing;
@@ -309,7 +353,7 @@ impl BufferCache {
                 page.data[..n].copy_from_slice(&data[at..at + n]);
             }
             self.insert((key.clone(), idx), page, storage);
-            self.figures.misses += 1;
+            add(&self.counters.misses, 1);
         }
         Ok(())
     }
@@ -324,7 +368,7 @@ impl BufferCache {
         self.pages.put(k, page);
         while self.pages.len() > self.capacity {
             let Some(((file, idx), victim)) = self.pages.pop_lru() else { break };
-            self.figures.evictions += 1;
+            add(&self.counters.evictions, 1);
             let size = self.files.get(&file).map_or(0, |f| f.attr.size);
             if victim.dirty {
                 // A failure marks the file failed; the eviction goes on.
@@ -353,7 +397,7 @@ impl BufferCache {
             }
         }
         result?;
-        self.figures.write_backs += data.len() as u64 / PAGE;
+        add(&self.counters.write_backs, data.len() as u64 / PAGE);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 //!   the global memory manager instead.
 //! - [`buffer_cache`]: file pages cached in front of the storage server (§4.5).
 //! - `peers` and `server`: the network, as client of the other mem-servers and as server.
+//! - `metrics`: the server's Prometheus metrics ([`MemServer::register_metrics`]).
 //!
 //! [`MemServer::bind`] then [`MemServer::run`] (the `lego mem-server` command) or
 //! [`MemServer::spawn`] (a server on its own thread, for embedding and tests); the network front
@@ -25,6 +26,7 @@ use lego_proto::service::Service;
 pub mod buffer_cache;
 mod gmm;
 pub mod home;
+mod metrics;
 pub mod owner;
 mod peers;
 pub mod placement;
@@ -120,6 +122,13 @@ impl MemServer {
                 vregions: s.vregions,
             }
         }
+    }
+
+    /// Registers the server's metrics (`lego_mem_*`, `lego_connections_*`) with `registry`, for
+    /// [`lego_proto::metrics::serve`].
+    pub fn register_metrics(&self, registry: &mut lego_proto::metrics::Registry) {
+        registry.register_collector(Box::new(metrics::Metrics::new(self.shared.clone())));
+        registry.register_collector(Box::new(self.service.connections()));
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lego_proto::aio::{push_reply, FrameHandler};
-use lego_proto::frame::{Header, Op, Status, MAX_CONTROL_LEN};
+use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
 use lego_proto::storage::StorageReply;
 
-use crate::buffer_cache::BufferCache;
+use crate::buffer_cache::{BufferCache, CacheCounters, CacheFigures};
 use crate::gmm::Gmm;
 use crate::home::{HomeProcess, OwnerFailure, Owners};
 use crate::lock;
@@ -37,31 +37,82 @@ pub(crate) struct Shared {
     files: Mutex<(BufferCache, StorageLink)>,
     /// The storage server's address, for statistics (without waiting on `files`).
     storage: Option<String>,
+    /// The buffer cache's figures, for metrics (without waiting on `files`).
+    cache: Arc<CacheCounters>,
     homes: Mutex<HashMap<u64, Arc<Mutex<HomeProcess>>>>,
     peers: Peers,
     gmm: Option<Gmm>,
-    requests: AtomicU64,
+    traffic: Traffic,
+}
+
+/// Requests served since start, by operation, and the bytes of their frames: the `requests` of
+/// the heartbeat load and the server's metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// Indexed like [`OPS`].
+    requests: [AtomicU64; 4],
+    received_bytes: AtomicU64,
+    sent_bytes: AtomicU64,
+}
+
+/// Names of the operations [`Traffic`] counts, for the metrics' `op` label.
+pub(crate) const OPS: [&str; 4] = ["fetch", "flush", "flush_fetch", "control"];
+
+impl Traffic {
+    fn count(&self, op: Op, received: usize, sent: usize) {
+        let i = match op {
+            Op::Fetch => 0,
+            Op::Flush => 1,
+            Op::FlushFetch => 2,
+            Op::Control => 3,
+        };
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+        self.received_bytes.fetch_add(received as u64, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+    }
+
+    /// Requests of each operation in [`OPS`].
+    pub(crate) fn requests(&self) -> [u64; 4] {
+        self.requests.each_ref().map(|n| n.load(Ordering::Relaxed))
+    }
+
+    /// Bytes of request frames received, and of reply frames sent (headers included).
+    pub(crate) fn bytes(&self) -> (u64, u64) {
+        (self.received_bytes.load(Ordering::Relaxed), self.sent_bytes.load(Ordering::Relaxed))
+    }
 }
 
 impl Shared {
     /// A server of `capacity_pages` frames in `cluster`, caching the files of `storage` in a
     /// buffer cache of `buffer_cache_bytes`, asking `gmm` for the owners of new vRegions.
     pub(crate) fn new(capacity_pages: u64, cluster: u64, storage: Option<String>, buffer_cache_bytes: u64, gmm: Option<Gmm>) -> Shared {
+        let cache = BufferCache::new(buffer_cache_bytes);
         Shared {
             me: Hello::new(ComponentKind::Memory, cluster),
             owner: Mutex::new(Owner::new(capacity_pages)),
-            files: Mutex::new((BufferCache::new(buffer_cache_bytes), StorageLink::new(storage.clone(), cluster))),
+            cache: cache.counters(),
+            files: Mutex::new((cache, StorageLink::new(storage.clone(), cluster))),
             storage,
             homes: Mutex::new(HashMap::new()),
             peers: Peers::new(cluster),
             gmm,
-            requests: AtomicU64::new(0),
+            traffic: Traffic::default(),
         }
     }
 
     /// How this server introduces itself.
     pub(crate) fn me(&self) -> Hello {
         self.me
+    }
+
+    /// Requests served and their bytes.
+    pub(crate) fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// The buffer cache's figures.
+    pub(crate) fn cache(&self) -> CacheFigures {
+        self.cache.figures()
     }
 
     /// Capacity and load.
@@ -75,7 +126,7 @@ impl Shared {
             used_pages,
             vregions,
             homed: lock(&self.homes).len() as u64,
-            requests: self.requests.load(Ordering::Relaxed),
+            requests: self.traffic.requests().iter().sum(),
             storage: self.storage.clone(),
         }
     }
@@ -190,7 +241,6 @@ impl Owners for Route<'_> {
     }
 }
 
-/// The frame handler of one connection.
 /// One connection's frame handler.
 pub(crate) struct Conn {
     shared: Arc<Shared>,
@@ -201,11 +251,9 @@ impl Conn {
     pub(crate) fn new(shared: Arc<Shared>) -> Conn {
         Conn { shared }
     }
-}
 
-impl FrameHandler for Conn {
-    fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
-        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+    /// Serves one request, appending its reply to `out`.
+    fn serve(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
         match req.op {
             Op::Fetch | Op::Flush | Op::FlushFetch => {
                 let mut owner = lock(&self.shared.owner);
@@ -237,5 +285,13 @@ impl FrameHandler for Conn {
                 Err(status) => push_reply(out, &req.reply(status), &[]),
             },
         }
+    }
+}
+
+impl FrameHandler for Conn {
+    fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
+        let before = out.len();
+        self.serve(req, payload, out);
+        self.shared.traffic.count(req.op, HEADER_LEN + payload.len(), out.len() - before);
     }
 }

@@ -11,6 +11,7 @@
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
 //! - [`aio`]: the server side on tokio.
 //! - [`service`]: a whole server front (listener, runtime, handshake, frame loop) on top of it.
+//! - [`metrics`]: the Prometheus `/metrics` endpoint every component can serve.
 
 pub mod aio;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod global;
 pub mod handshake;
+pub mod metrics;
 pub mod mm;
 pub mod pcomp;
 pub mod service;

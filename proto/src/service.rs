@@ -15,6 +15,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,8 +46,9 @@ pub enum ServiceError {
     Runtime(#[source] std::io::Error),
 }
 
-/// What a service does with a connection once the peer is authenticated.
-type Serve = dyn Fn(TcpStream, SocketAddr, Hello) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+/// What a service does with a connection once the peer is authenticated; the connection counts
+/// as open as long as the [`OpenConnection`] lives.
+type Serve = dyn Fn(TcpStream, SocketAddr, Hello, OpenConnection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
 /// A bound, not yet running, server. `H` is the frame handler of each connection, or
 /// [`Sessions`].
@@ -57,19 +59,12 @@ pub struct Service<H> {
     me: Hello,
     accepts: &'static [ComponentKind],
     serve: Arc<Serve>,
+    connections: Arc<Connections>,
     kind: PhantomData<fn() -> H>,
 }
 
 /// The kind of a [`Service`] whose connections are blocking sessions.
 pub struct Sessions;
-
-fn bind_listener(listen: &str) -> Result<(std::net::TcpListener, SocketAddr), ServiceError> {
-    let bind_err = |source| ServiceError::Bind { addr: listen.to_string(), source };
-    let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
-    listener.set_nonblocking(true).map_err(bind_err)?;
-    let addr = listener.local_addr().map_err(bind_err)?;
-    Ok((listener, addr))
-}
 
 impl<H: FrameHandler + 'static> Service<H> {
     /// Binds `listen` for a server called `name` (for logs and thread names) that introduces
@@ -83,8 +78,8 @@ impl<H: FrameHandler + 'static> Service<H> {
         make: impl Fn(SocketAddr, Hello) -> H + Send + Sync + 'static,
     ) -> Result<Service<H>, ServiceError> {
         let (listener, addr) = bind_listener(listen)?;
-        let serve: Arc<Serve> = Arc::new(move |stream, peer, hello| Box::pin(frames(stream, peer, make(peer, hello))));
-        Ok(Service { name, listener, addr, me, accepts, serve, kind: PhantomData })
+        let serve: Arc<Serve> = Arc::new(move |stream, peer, hello, open| Box::pin(frames(stream, peer, make(peer, hello), open)));
+        Ok(Service { name, listener, addr, me, accepts, serve, connections: Arc::default(), kind: PhantomData })
     }
 }
 
@@ -101,19 +96,23 @@ impl Service<Sessions> {
     ) -> Result<Service<Sessions>, ServiceError> {
         let (listener, addr) = bind_listener(listen)?;
         let session = Arc::new(session);
-        let serve: Arc<Serve> = Arc::new(move |stream: TcpStream, peer, hello| {
+        let serve: Arc<Serve> = Arc::new(move |stream: TcpStream, peer, hello, open| {
             let session = session.clone();
             Box::pin(async move {
                 let stream = match stream.into_std().and_then(|s| s.set_nonblocking(false).map(|()| s)) {
                     Ok(s) => s,
                     Err(e) => return tracing::warn!(%peer, error = %e, "making the connection blocking"),
                 };
-                if let Err(e) = std::thread::Builder::new().name(format!("{name} {peer}")).spawn(move || session(stream, peer, hello)) {
+                let run = move || {
+                    session(stream, peer, hello);
+                    drop(open);
+                };
+                if let Err(e) = std::thread::Builder::new().name(format!("{name} {peer}")).spawn(run) {
                     tracing::warn!(%peer, error = %e, "starting a session thread");
                 }
             })
         });
-        Ok(Service { name, listener, addr, me, accepts, serve, kind: PhantomData })
+        Ok(Service { name, listener, addr, me, accepts, serve, connections: Arc::default(), kind: PhantomData })
     }
 }
 
@@ -121,6 +120,11 @@ impl<H> Service<H> {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server's connection counts, for its metrics.
+    pub fn connections(&self) -> Arc<Connections> {
+        self.connections.clone()
     }
 
     /// Serves on the calling thread until SIGTERM or SIGINT, then closes every connection and
@@ -144,7 +148,7 @@ impl<H> Service<H> {
                 }
                 tracing::info!("{name} stopping");
             };
-            accept_loop(listener, self.me, self.accepts, self.serve, stop).await;
+            accept_loop(listener, self.me, self.accepts, self.serve, self.connections, stop).await;
             Ok::<(), std::io::Error>(())
         })?;
         rt.shutdown_timeout(Duration::from_secs(1));
@@ -159,31 +163,35 @@ impl<H> Service<H> {
 
     fn spawn_thread(self, on_stop: impl FnOnce() + Send + 'static) -> std::io::Result<Handle> {
         let rt = runtime(self.name, Some(2))?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let listener = {
             let _guard = rt.enter();
             TcpListener::from_std(self.listener)?
         };
-        let Service { name, addr, me, accepts, serve, .. } = self;
-        let thread = std::thread::Builder::new().name(format!("{name} {addr}")).spawn(move || {
-            rt.block_on(accept_loop(listener, me, accepts, serve, async move {
-                // A dropped sender stops the server just as a sent stop does.
-                let _ = stop_rx.await;
-            }));
-            rt.shutdown_timeout(Duration::from_secs(1));
-            on_stop();
-        })?;
-        Ok(Handle { name, addr, stop: Some(stop_tx), thread: Some(thread) })
+        let Service { name, addr, me, accepts, serve, connections, .. } = self;
+        Handle::spawn(name, addr, rt, move |stop| accept_loop(listener, me, accepts, serve, connections, stop), on_stop)
     }
 }
 
-fn runtime(name: &str, workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+/// Binds a non-blocking listening socket on `listen`.
+pub(crate) fn bind_listener(listen: &str) -> Result<(std::net::TcpListener, SocketAddr), ServiceError> {
+    let bind_err = |source| ServiceError::Bind { addr: listen.to_string(), source };
+    let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, addr))
+}
+
+/// A tokio runtime for a server called `name`, with `workers` threads (default: one per core).
+pub(crate) fn runtime(name: &str, workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut b = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = workers {
         b.worker_threads(n);
     }
     b.enable_all().thread_name(name).build()
 }
+
+/// Completes when a server spawned with [`Handle::spawn`] is to stop.
+pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A server running on its own thread; dropping it stops the server.
 pub struct Handle {
@@ -194,13 +202,35 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Runs the future `serve` makes on `rt`, on a thread of its own named after `name` and
+    /// `addr`, until the returned handle is shut down or dropped: that completes the future
+    /// `serve` was given, which must then end. `on_stop` runs on that thread afterwards.
+    pub(crate) fn spawn<F: std::future::Future<Output = ()>>(
+        name: &'static str,
+        addr: SocketAddr,
+        rt: tokio::runtime::Runtime,
+        serve: impl FnOnce(Stop) -> F + Send + 'static,
+        on_stop: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Handle> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name(format!("{name} {addr}")).spawn(move || {
+            rt.block_on(serve(Box::pin(async move {
+                // A dropped sender stops the server just as a sent stop does.
+                let _ = stop_rx.await;
+            })));
+            rt.shutdown_timeout(Duration::from_secs(1));
+            on_stop();
+        })?;
+        Ok(Handle { name, addr, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Stops the server and waits for its thread: no new connection is accepted afterwards, the
-    /// existing ones are closed, and the `on_stop` given to [`Service::spawn`] has run.
+    /// existing ones are closed, and the `on_stop` given to [`Service::spawn`] (if any) has run.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
@@ -224,12 +254,55 @@ impl Drop for Handle {
     }
 }
 
+/// Connections of one server since it started: the figures of its `lego_connections_*`
+/// metrics.
+#[derive(Debug, Default)]
+pub struct Connections {
+    accepted: AtomicU64,
+    open: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Connections {
+    /// Counts a connection open until the returned guard is dropped.
+    fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(self.clone())
+    }
+}
+
+/// One open connection, counted in [`Connections`] while it lives.
+struct OpenConnection(Arc<Connections>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl prometheus_client::collector::Collector for Connections {
+    fn encode(&self, mut e: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{counter, gauge};
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        counter(&mut e, "lego_connections_accepted", "Connections accepted since start.", get(&self.accepted))?;
+        gauge(&mut e, "lego_connections_open", "Connections open now.", get(&self.open))?;
+        counter(
+            &mut e,
+            "lego_connections_refused",
+            "Connections closed at the handshake (wrong kind, version, cluster or secret, or too slow).",
+            get(&self.refused),
+        )
+    }
+}
+
 /// Accepts connections until `stop` completes.
 async fn accept_loop(
     listener: TcpListener,
     me: Hello,
     accepts: &'static [ComponentKind],
     serve: Arc<Serve>,
+    connections: Arc<Connections>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -238,7 +311,7 @@ async fn accept_loop(
             () = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(stream, peer, me, accepts, serve.clone()));
+                    tokio::spawn(connection(stream, peer, me, accepts, serve.clone(), connections.opened()));
                 }
                 Err(e) => {
                     // Out of descriptors and the like: wait a little rather than spin.
@@ -251,7 +324,14 @@ async fn accept_loop(
 }
 
 /// One connection: handshake, then what the service does with it.
-async fn connection(mut stream: TcpStream, peer: SocketAddr, me: Hello, accepts: &'static [ComponentKind], serve: Arc<Serve>) {
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    me: Hello,
+    accepts: &'static [ComponentKind],
+    serve: Arc<Serve>,
+    open: OpenConnection,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "TCP_NODELAY");
     }
@@ -259,19 +339,21 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, me: Hello, accepts:
         Ok(Ok(h)) => h,
         Ok(Err(e)) => {
             tracing::warn!(%peer, error = %e, "handshake refused");
+            open.0.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
         Err(_) => {
             tracing::warn!(%peer, "no handshake within {} s", HANDSHAKE_TIMEOUT.as_secs());
+            open.0.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
     tracing::debug!(%peer, kind = %hello.kind, "connected");
-    serve(stream, peer, hello).await;
+    serve(stream, peer, hello, open).await;
 }
 
-/// Request frames until the peer leaves or misbehaves.
-async fn frames<H: FrameHandler>(mut stream: TcpStream, peer: SocketAddr, mut handler: H) {
+/// Request frames until the peer leaves or misbehaves; the connection counts as open until then.
+async fn frames<H: FrameHandler>(mut stream: TcpStream, peer: SocketAddr, mut handler: H, _open: OpenConnection) {
     match serve(&mut stream, &mut handler).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         // A client that goes away with requests in flight resets the connection: not an error.

@@ -6,6 +6,7 @@
 //!   its inode number.
 //! - `server`: the network side (handshake, frames, one [`lego_proto::storage::StorageRequest`]
 //!   per control frame).
+//! - `metrics`: the server's Prometheus metrics ([`StorageServer::register_metrics`]).
 //!
 //! [`StorageServer::bind`] then [`StorageServer::run`] (the `lego storage-server` command) or
 //! [`StorageServer::spawn`] (a server on its own thread, for embedding and tests).
@@ -55,6 +56,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lego_proto::service::Service;
 
+mod metrics;
 mod server;
 pub mod store;
 
@@ -90,6 +92,7 @@ pub enum ServerError {
 pub struct StorageServer {
     service: Service<server::Conn>,
     shared: Arc<server::Shared>,
+    dir: PathBuf,
 }
 
 /// A running storage server on its own thread; dropping it stops the server.
@@ -106,7 +109,7 @@ impl StorageServer {
         let service = Service::bind("storage-server", &config.listen, shared.me(), &server::ACCEPTS, move |peer, _| {
             server::Conn::new(for_conns.clone(), peer)
         })?;
-        Ok(StorageServer { service, shared })
+        Ok(StorageServer { service, shared, dir: config.dir })
     }
 
     /// The address the server listens on.
@@ -122,14 +125,21 @@ impl StorageServer {
         Ok(())
     }
 
-    /// A probe of the server's load for heartbeats: the disk holding `dir` (capacity and use)
-    /// and the requests served so far.
-    pub fn load_probe(&self, dir: PathBuf) -> impl Fn() -> lego_proto::global::Load + Send + 'static {
-        let shared = self.shared.clone();
+    /// A probe of the server's load for heartbeats: the disk holding the storage directory
+    /// (capacity and use) and the requests served so far.
+    pub fn load_probe(&self) -> impl Fn() -> lego_proto::global::Load + Send + 'static {
+        let (shared, dir) = (self.shared.clone(), self.dir.clone());
         move || {
             let (capacity_bytes, used_bytes) = disk_usage(&dir).unwrap_or((0, 0));
             lego_proto::global::Load { capacity_bytes, used_bytes, requests: shared.requests(), ..Default::default() }
         }
+    }
+
+    /// Registers the server's metrics (`lego_storage_*`, `lego_connections_*`) with `registry`,
+    /// for [`lego_proto::metrics::serve`].
+    pub fn register_metrics(&self, registry: &mut lego_proto::metrics::Registry) {
+        registry.register_collector(Box::new(metrics::Metrics::new(self.shared.clone(), self.dir.clone())));
+        registry.register_collector(Box::new(self.service.connections()));
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
@@ -142,7 +152,7 @@ impl StorageServer {
 }
 
 /// Capacity and used bytes of the file system holding `dir`.
-fn disk_usage(dir: &std::path::Path) -> Option<(u64, u64)> {
+pub(crate) fn disk_usage(dir: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: an all-zero statvfs is a valid value for statvfs(2) to overwrite.

@@ -10,7 +10,7 @@ use lego_proto::aio::{push_reply, FrameHandler};
 use lego_proto::frame::{Header, Op, Status};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
-use lego_proto::storage::{errno, StorageReply, StorageRequest};
+use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
 use crate::lock;
 use crate::store::Store;
@@ -22,13 +22,77 @@ pub(crate) const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, Compon
 pub(crate) struct Shared {
     me: Hello,
     store: Mutex<Store>,
-    /// Requests served since start.
-    requests: AtomicU64,
+    traffic: Traffic,
+}
+
+/// Names of the storage operations, for the metrics' `op` label, in the order of [`op_index`].
+pub(crate) const OPS: [&str; 11] =
+    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync"];
+
+fn op_index(op: &StorageOp) -> usize {
+    match op {
+        StorageOp::Stat { .. } => 0,
+        StorageOp::Read { .. } => 1,
+        StorageOp::Write { .. } => 2,
+        StorageOp::Create { .. } => 3,
+        StorageOp::Truncate { .. } => 4,
+        StorageOp::Unlink { .. } => 5,
+        StorageOp::Rename { .. } => 6,
+        StorageOp::Mkdir { .. } => 7,
+        StorageOp::Rmdir { .. } => 8,
+        StorageOp::Readdir { .. } => 9,
+        StorageOp::Fsync { .. } => 10,
+    }
+}
+
+/// Requests served since start: the `requests` of the heartbeat load and the server's metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// Requests of each operation in [`OPS`].
+    requests: [AtomicU64; OPS.len()],
+    /// Those of them answered with an errno.
+    errors: [AtomicU64; OPS.len()],
+    /// Requests that could not be decoded.
+    undecodable: AtomicU64,
+    read_bytes: AtomicU64,
+    written_bytes: AtomicU64,
+}
+
+/// What [`Traffic`] has counted.
+pub(crate) struct TrafficFigures {
+    pub(crate) requests: [u64; OPS.len()],
+    pub(crate) errors: [u64; OPS.len()],
+    pub(crate) undecodable: u64,
+    pub(crate) read_bytes: u64,
+    pub(crate) written_bytes: u64,
+}
+
+impl Traffic {
+    fn count(&self, op: usize, reply: &StorageReply, written: usize) {
+        let add = |n: &AtomicU64, v: usize| n.fetch_add(v as u64, Ordering::Relaxed);
+        add(&self.requests[op], 1);
+        match reply {
+            StorageReply::Error(_) => add(&self.errors[op], 1),
+            StorageReply::Data(d) => add(&self.read_bytes, d.len()),
+            _ => add(&self.written_bytes, written),
+        };
+    }
+
+    pub(crate) fn figures(&self) -> TrafficFigures {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        TrafficFigures {
+            requests: self.requests.each_ref().map(get),
+            errors: self.errors.each_ref().map(get),
+            undecodable: get(&self.undecodable),
+            read_bytes: get(&self.read_bytes),
+            written_bytes: get(&self.written_bytes),
+        }
+    }
 }
 
 impl Shared {
     pub(crate) fn new(store: Store, cluster: u64) -> Shared {
-        Shared { me: Hello::new(ComponentKind::Storage, cluster), store: Mutex::new(store), requests: AtomicU64::new(0) }
+        Shared { me: Hello::new(ComponentKind::Storage, cluster), store: Mutex::new(store), traffic: Traffic::default() }
     }
 
     /// How this server introduces itself.
@@ -43,17 +107,32 @@ impl Shared {
         }
     }
 
+    /// Requests served since start, and their figures.
+    pub(crate) fn traffic(&self) -> TrafficFigures {
+        self.traffic.figures()
+    }
+
     /// Requests served since start.
     pub(crate) fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        let t = self.traffic();
+        t.requests.iter().sum::<u64>() + t.undecodable
     }
 
     fn control(&self, peer: SocketAddr, body: &[u8]) -> StorageReply {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         match decode::<StorageRequest>(body) {
-            Ok(req) => tokio::task::block_in_place(|| lock(&self.store).handle(req)),
+            Ok(req) => {
+                let op = op_index(&req.op);
+                let written = match &req.op {
+                    StorageOp::Write { data, .. } => data.len(),
+                    _ => 0,
+                };
+                let reply = tokio::task::block_in_place(|| lock(&self.store).handle(req));
+                self.traffic.count(op, &reply, written);
+                reply
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "undecodable storage request");
+                self.traffic.undecodable.fetch_add(1, Ordering::Relaxed);
                 StorageReply::Error(errno::EINVAL)
             }
         }

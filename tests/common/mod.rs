@@ -51,12 +51,15 @@ pub fn stat(stderr: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no '{name}' in {stderr}"))
 }
 
-/// A `lego` server process (`mem-server`, `storage-server`, `global-mgr`), killed when
-/// dropped. It is up once it has printed `lego <kind> listening on ADDR`.
+/// A `lego` server process (`mem-server`, `storage-server`, `global-mgr`, `pcomp`), killed
+/// when dropped. It is up once it has printed `lego <kind> listening on ADDR` (after `lego
+/// <kind> metrics on http://ADDR/metrics` with `--metrics`).
 pub struct Server {
     child: std::process::Child,
     /// The address it listens on.
     pub addr: String,
+    /// The address of its `/metrics` endpoint, if it was started with `--metrics`.
+    pub metrics: Option<String>,
 }
 
 impl Server {
@@ -78,11 +81,19 @@ impl Server {
     pub fn spawn(mut cmd: std::process::Command) -> Server {
         use std::io::{BufRead, BufReader};
         let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().expect("spawning a lego server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped stdout")).read_line(&mut line).expect("reading its first line");
-        assert!(line.contains(" listening on "), "the server said {line:?}");
-        let addr = line.trim().rsplit(' ').next().expect("an address").to_string();
-        Server { child, addr }
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let last_word = |line: &str| line.trim().rsplit(' ').next().expect("an address").to_string();
+        let mut metrics = None;
+        loop {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("reading what it prints");
+            if line.contains(" metrics on ") && metrics.is_none() {
+                metrics = Some(last_word(&line).trim_start_matches("http://").trim_end_matches("/metrics").to_string());
+                continue;
+            }
+            assert!(line.contains(" listening on "), "the server said {line:?}");
+            return Server { child, addr: last_word(&line), metrics };
+        }
     }
 
     /// Sends `sig` to the server.
@@ -155,6 +166,24 @@ pub fn poll<T>(what: &str, limit: std::time::Duration, mut probe: impl FnMut() -
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
+}
+
+/// The body of `GET /metrics` from the endpoint at `addr`, and the reply's status line.
+pub fn scrape(addr: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lego\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("reading the metrics");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// The value of the sample `series` (a name and its labels as printed, e.g.
+/// `lego_mem_requests_total{op="fetch"}`) in the metrics `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// What the busybox cases read on stdin and as `words.txt`.
