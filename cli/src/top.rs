@@ -40,6 +40,9 @@ fn fetch(addr: &str, cluster: u64) -> View {
     }
 }
 
+/// Bytes in a MiB, for rates.
+const MIB: f64 = (1 << 20) as f64;
+
 fn us(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.0}"))
 }
@@ -62,7 +65,7 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
         ),
     };
     f.render_widget(Paragraph::new(status).style(Style::new().add_modifier(Modifier::BOLD)), title);
-    let header = Row::new(["ID", "KIND", "ADDRESS", "STATE", "REQ/S", "USED", "CAPACITY", "THREADS", "SEEN"]).style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new(["ID", "KIND", "ADDRESS", "STATE", "REQ/S", "IN MiB/s", "OUT MiB/s", "USED", "CAPACITY", "THREADS", "SEEN"]).style(Style::new().add_modifier(Modifier::BOLD));
     let rows = view.components.iter().map(|c| {
         let state = if c.up { Style::new().fg(Color::Green) } else { Style::new().fg(Color::Red) };
         Row::new([
@@ -71,6 +74,8 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
             c.addr.clone(),
             if c.up { "up" } else { "down" }.to_string(),
             format!("{:.0}", c.requests_per_s),
+            format!("{:.1}", c.bytes_in_per_s / MIB),
+            format!("{:.1}", c.bytes_out_per_s / MIB),
             mib(c.load.used_bytes),
             mib(c.load.capacity_bytes),
             threads(c),
@@ -78,7 +83,7 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
         ])
         .style(state)
     });
-    let widths = [4, 15, 22, 6, 9, 12, 12, 8, 7].map(Constraint::Length);
+    let widths = [4, 15, 22, 6, 9, 9, 10, 12, 12, 8, 7].map(Constraint::Length);
     f.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title("components")), comps);
     let header = Row::new([
         "VNODE", "PID", "PCOMPONENT", "HOME", "MISSES/S", "P50 US", "P99 US", "EVICT/S", "IN MiB", "OUT MiB", "EXCACHE", "UP", "PROGRAM",

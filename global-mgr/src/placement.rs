@@ -73,6 +73,8 @@ mod tests {
             last_seen_ms: 0,
             load: Load { capacity_bytes: 1 << 40, used_bytes: (1 << 40) - (free_mib << 20), ..Load::default() },
             requests_per_s: 0.0,
+            bytes_in_per_s: 0.0,
+            bytes_out_per_s: 0.0,
         }
     }
 

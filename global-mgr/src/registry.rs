@@ -51,8 +51,8 @@ struct Component {
     known: Known,
     last_seen: Instant,
     load: Load,
-    /// Requests per second between the last two heartbeats.
-    rate: f64,
+    /// Requests, bytes in and bytes out per second between the last two heartbeats.
+    rates: [f64; 3],
 }
 
 /// The registry.
@@ -93,7 +93,7 @@ impl Registry {
                 let (id, v) = item.map_err(store_err)?;
                 let known: Known =
                     lego_proto::mm::decode(v.value()).map_err(|_| RegistryError::Corrupt(format!("component {}", id.value())))?;
-                components.insert(id.value(), Component { known, last_seen: Instant::now(), load: Load::default(), rate: 0.0 });
+                components.insert(id.value(), Component { known, last_seen: Instant::now(), load: Load::default(), rates: [0.0; 3] });
             }
             let table = txn.open_table(VNODES).map_err(store_err)?;
             for item in table.iter().map_err(store_err)? {
@@ -118,7 +118,7 @@ impl Registry {
             txn.open_table(COMPONENTS).map_err(store_err)?.insert(id, lego_proto::mm::encode(&known).as_slice()).map_err(store_err)?;
             txn.commit().map_err(store_err)?;
         }
-        self.components.insert(id, Component { known, last_seen: Instant::now(), load, rate: 0.0 });
+        self.components.insert(id, Component { known, last_seen: Instant::now(), load, rates: [0.0; 3] });
         self.registrations += 1;
         Ok(id)
     }
@@ -128,8 +128,12 @@ impl Registry {
         self.heartbeats += 1;
         let Some(c) = self.components.get_mut(&id) else { return false };
         let elapsed = c.last_seen.elapsed().as_secs_f64();
-        if elapsed > 0.0 && load.requests >= c.load.requests {
-            c.rate = (load.requests - c.load.requests) as f64 / elapsed;
+        let counts = |l: &Load| [l.requests, l.bytes_in, l.bytes_out];
+        for ((rate, now), before) in c.rates.iter_mut().zip(counts(&load)).zip(counts(&c.load)) {
+            // A restarted component counts from zero again: no rate until its next heartbeat.
+            if elapsed > 0.0 && now >= before {
+                *rate = (now - before) as f64 / elapsed;
+            }
         }
         c.last_seen = Instant::now();
         c.load = load;
@@ -269,7 +273,9 @@ impl Registry {
                 up: c.last_seen.elapsed() <= limit,
                 last_seen_ms: c.last_seen.elapsed().as_millis() as u64,
                 load: c.load,
-                requests_per_s: c.rate,
+                requests_per_s: c.rates[0],
+                bytes_in_per_s: c.rates[1],
+                bytes_out_per_s: c.rates[2],
             })
             .collect()
     }
@@ -360,6 +366,21 @@ mod tests {
         assert_eq!(picks, ["b:1", "a:1", "b:1", "a:1"]);
         r.heartbeat(a, Load::default());
         assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"), "the heartbeat's count replaces the guess");
+    }
+
+    #[test]
+    fn rates_come_from_the_last_two_heartbeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let a = r.register(Role::Memory, "a:1", 1, None, Load::default()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        r.heartbeat(a, Load { requests: 100, bytes_in: 4096 * 100, bytes_out: 4096 * 50, ..Load::default() });
+        let c = r.list().remove(0);
+        assert!((c.requests_per_s - 1000.0).abs() < 300.0, "100 requests in about 0.1 s: {c:?}");
+        assert!(c.bytes_in_per_s > 1.5 * c.bytes_out_per_s && c.bytes_out_per_s > 0.0, "{c:?}");
+        // A restarted component counts from zero: the rates wait for its next heartbeat.
+        r.heartbeat(a, Load::default());
+        assert!(r.list()[0].requests_per_s > 0.0);
     }
 
     #[test]

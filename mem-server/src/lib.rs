@@ -114,12 +114,15 @@ impl MemServer {
         let shared = self.shared.clone();
         move || {
             let s = shared.stat();
+            let (bytes_in, bytes_out) = shared.traffic().bytes();
             lego_proto::global::Load {
                 capacity_bytes: s.capacity_pages * PAGE_SIZE as u64,
                 used_bytes: s.used_pages * PAGE_SIZE as u64,
                 requests: s.requests,
                 threads: 0,
                 vregions: s.vregions,
+                bytes_in,
+                bytes_out,
             }
         }
     }

@@ -42,6 +42,11 @@ pub struct Load {
     pub threads: u64,
     /// vRegions owned, over all processes (mem-servers).
     pub vregions: u64,
+    /// Bytes of the frames received and sent since the component started (mem-servers: page
+    /// traffic included).
+    pub bytes_in: u64,
+    /// See `bytes_in`.
+    pub bytes_out: u64,
 }
 
 /// A request to the global manager.
@@ -186,6 +191,10 @@ pub struct ComponentInfo {
     pub load: Load,
     /// Requests per second between its last two heartbeats.
     pub requests_per_s: f64,
+    /// Bytes received per second between its last two heartbeats.
+    pub bytes_in_per_s: f64,
+    /// Bytes sent per second between its last two heartbeats.
+    pub bytes_out_per_s: f64,
 }
 
 /// An answer of the global manager.

@@ -126,12 +126,21 @@ impl StorageServer {
     }
 
     /// A probe of the server's load for heartbeats: the disk holding the storage directory
-    /// (capacity and use) and the requests served so far.
+    /// (capacity and use), the requests served so far, and the file bytes written (in) and read
+    /// (out).
     pub fn load_probe(&self) -> impl Fn() -> lego_proto::global::Load + Send + 'static {
         let (shared, dir) = (self.shared.clone(), self.dir.clone());
         move || {
             let (capacity_bytes, used_bytes) = disk_usage(&dir).unwrap_or((0, 0));
-            lego_proto::global::Load { capacity_bytes, used_bytes, requests: shared.requests(), ..Default::default() }
+            let t = shared.traffic();
+            lego_proto::global::Load {
+                capacity_bytes,
+                used_bytes,
+                requests: shared.requests(),
+                bytes_in: t.written_bytes,
+                bytes_out: t.read_bytes,
+                ..Default::default()
+            }
         }
     }
 
