@@ -144,6 +144,8 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
     };
     let mut command = launch(&req, me);
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A process group of its own, so that whatever the VMM leaves behind can be killed with it.
+    command.process_group(0);
     // SAFETY: the closure only calls prctl, which is async-signal-safe.
     unsafe {
         // The VMM dies with the thread that started it, which waits for it: a daemon that is
@@ -158,7 +160,7 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
         Ok(c) => c,
         Err(e) => return refuse(format!("cannot start a VMM for {program}: {e}")),
     };
-    let _running = Running::start(counts);
+    let running = Running::start(counts);
     tracing::info!(%peer, vnode = %req.vnode, %program, pid = child.id(), "process started");
     if !say(&FromPcomp::Started { pid: child.id() }) {
         kill(&pidfd);
@@ -173,11 +175,14 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
             s.spawn(|| relay_output(pipe, FromPcomp::Stderr, &say, &pidfd));
         }
         let status = wait(&mut child);
-        // The output relays end at end of file; the input relay ends here.
+        // The output relays end at end of file, once nothing the VMM started holds the pipes;
+        // the input relay ends here.
         let _ = output.lock().unwrap_or_else(|e| e.into_inner()).shutdown(std::net::Shutdown::Read);
         status
     });
     tracing::info!(%peer, %program, status, "process ended");
+    // Not counted any more by the time the client hears that it ended.
+    drop(running);
     say(&FromPcomp::Exited { status });
 }
 
@@ -217,8 +222,21 @@ fn relay_input(input: &mut TcpStream, mut stdin: Option<std::process::ChildStdin
     }
 }
 
-/// Waits for the process; its status as a shell shows it.
+/// Waits for the process, kills what it leaves in its process group (which would otherwise hold
+/// its output pipes open), and returns its status as a shell shows it.
 fn wait(child: &mut Child) -> u8 {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: an all-zero siginfo_t is a valid value for waitid to fill in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid on our own child with a valid siginfo pointer. WNOWAIT leaves it a zombie,
+    // which keeps its pid, and so the group id, from being reused until the killpg below.
+    while unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) } != 0 {
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    // SAFETY: kill with a negative pid signals the process group the child leads.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
     match child.wait() {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => code as u8,
@@ -337,6 +355,24 @@ mod tests {
         // SAFETY: signal 0 only asks whether the process exists.
         while unsafe { libc::kill(pid as i32, 0) } == 0 || load().threads != 0 {
             assert!(t.elapsed() < Duration::from_secs(5), "the process outlived its client");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn what_a_process_leaves_behind_does_not_keep_its_session_open() {
+        let (h, load) = daemon();
+        // The background sleep holds the output pipe; it dies with the process it outlived.
+        let (mut s, _) = connect(&h, "sleep 60 & echo $!");
+        let (out, _, status) = finish(&mut s);
+        assert_eq!(status, 0);
+        let orphan: i32 = String::from_utf8(out).unwrap().trim().parse().unwrap();
+        assert_eq!(load().threads, 0);
+        // Killed; gone once init has reaped it.
+        let t = Instant::now();
+        // SAFETY: signal 0 only asks whether the process exists.
+        while unsafe { libc::kill(orphan, 0) } == 0 {
+            assert!(t.elapsed() < Duration::from_secs(5), "the left-behind process still runs");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
