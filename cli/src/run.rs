@@ -33,7 +33,7 @@ pub struct RunArgs {
     /// Global manager that places the process: the vNode (`lego vnode create`) gives its memory
     /// size and ExCache, the GMM its mem-servers, the GSM its storage server and the mem-server
     /// caching its files. Options given here override those choices.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", visible_alias = "cluster", env = "LEGO_CLUSTER")]
     global_mgr: Option<String>,
     #[command(flatten)]
     memory: MemoryArgs,
@@ -77,7 +77,7 @@ fn place(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<Option<Files>>
     }
     let Some(global) = &args.global_mgr else { return Ok(None) };
     let vnode = args.vnode.get_or_insert_with(|| DEFAULT_VNODE.to_string()).clone();
-    let p = crate::global::place(global, args.memory.cluster, &vnode)?;
+    let p = crate::global::place(global, args.memory.cluster_id, &vnode)?;
     args.mem.get_or_insert(p.vnode.mem_bytes);
     args.memory.excache.get_or_insert(p.vnode.excache_bytes);
     if args.memory.mem_server.is_empty() {
