@@ -32,11 +32,14 @@ pub struct GlobalMgrArgs {
     metrics: crate::metrics::MetricsArgs,
 }
 
+/// Heartbeat intervals the options accept, in milliseconds.
+pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
+
 /// The heartbeat interval, shared by the manager and the components.
 #[derive(clap::Args, Clone, Copy)]
 pub struct HeartbeatArgs {
     /// Milliseconds between heartbeats; a component missing three is down.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(HEARTBEAT_MS))]
     heartbeat_ms: u64,
 }
 

@@ -9,7 +9,8 @@ use lego_vmm::excache::{ExCacheConfig, MemoryConfig, Policy};
 use crate::size::parse_size;
 
 /// Replacement policy names.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PolicyArg {
     /// First in, first out (LegoOS's default).
     Fifo,
