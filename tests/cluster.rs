@@ -83,7 +83,7 @@ fn a_client_of_another_cluster_is_refused() {
     let state = tempfile::tempdir().unwrap();
     let global = global_mgr(state.path(), "127.0.0.1:0");
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
-        .args(["ps", "--global-mgr", &global.addr, "--cluster", "5"])
+        .args(["ps", "--global-mgr", &global.addr, "--cluster-id", "5"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -192,8 +192,8 @@ fn cluster_mismatch_is_refused_naming_both_sides() {
     if !kvm() {
         return;
     }
-    let s = mem_server(&["--cluster", "7"]);
-    let out = lego(&["--mem-server", &s.addr, "--cluster", "9"]).arg(image("hello")).output().unwrap();
+    let s = mem_server(&["--cluster-id", "7"]);
+    let out = lego(&["--mem-server", &s.addr, "--cluster-id", "9"]).arg(image("hello")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
     assert!(stderr.contains("cluster 0x9") && stderr.contains("cluster 0x7"), "stderr: {stderr}");

@@ -142,7 +142,7 @@ fn fsynced_data_survives_sigkill() {
 #[test]
 fn cluster_id_and_bad_directories() {
     let dir = tempfile::tempdir().unwrap();
-    let server = storage_server(dir.path(), &["--cluster", "42"]);
+    let server = storage_server(dir.path(), &["--cluster-id", "42"]);
     let refused = TcpTransport::connect(&server.addr, Hello::new(ComponentKind::Processor, 0), TIMEOUT);
     assert!(matches!(refused, Err(lego_proto::ProtoError::Refused(_))));
     let mut c = client(&server, "demo", 42);

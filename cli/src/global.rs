@@ -24,19 +24,22 @@ pub struct GlobalMgrArgs {
     #[arg(long)]
     state_dir: PathBuf,
     /// Cluster id components must present.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
-    cluster: u64,
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
+    cluster_id: u64,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
     #[command(flatten)]
     metrics: crate::metrics::MetricsArgs,
 }
 
+/// Heartbeat intervals the options accept, in milliseconds.
+pub const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 10..=60_000;
+
 /// The heartbeat interval, shared by the manager and the components.
 #[derive(clap::Args, Clone, Copy)]
 pub struct HeartbeatArgs {
     /// Milliseconds between heartbeats; a component missing three is down.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(HEARTBEAT_MS))]
     heartbeat_ms: u64,
 }
 
@@ -49,8 +52,8 @@ impl HeartbeatArgs {
 /// The `--global-mgr` option of a component.
 #[derive(clap::Args)]
 pub struct JoinArgs {
-    /// Global manager to register with and send heartbeats to.
-    #[arg(long, value_name = "ADDR")]
+    /// Global manager (the cluster's address) to register with and send heartbeats to.
+    #[arg(long, value_name = "ADDR", visible_alias = "cluster", env = "LEGO_CLUSTER")]
     global_mgr: Option<String>,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
@@ -84,7 +87,7 @@ pub fn run_global_mgr(args: GlobalMgrArgs) -> anyhow::Result<()> {
     let config = global_mgr::Config {
         listen: args.listen,
         state_dir: args.state_dir,
-        cluster: args.cluster,
+        cluster: args.cluster_id,
         heartbeat: args.heartbeat.interval(),
     };
     let server = global_mgr::GlobalMgr::bind(config)?;
@@ -168,7 +171,7 @@ pub fn uptime(started_unix_ms: u64) -> String {
 /// Prints the components, vNodes and processes the global manager knows.
 pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
     let global = args.at.addr(state)?;
-    let view = registry(&global, args.at.cluster)?;
+    let view = registry(&global, args.at.cluster_id)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
@@ -262,12 +265,13 @@ pub enum VnodeCmd {
 /// Which global manager.
 #[derive(clap::Args)]
 pub struct ManagerArgs {
-    /// The global manager [default: the one of the cluster `lego up` started].
-    #[arg(long, value_name = "ADDR")]
+    /// The global manager: the cluster's address [default: the one of the cluster `lego up`
+    /// started].
+    #[arg(long, value_name = "ADDR", visible_alias = "cluster", env = "LEGO_CLUSTER")]
     global_mgr: Option<String>,
     /// Cluster id presented to it.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
-    cluster: u64,
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
+    cluster_id: u64,
 }
 
 impl ManagerArgs {
@@ -277,8 +281,8 @@ impl ManagerArgs {
     }
 
     /// The cluster id to present.
-    pub fn cluster(&self) -> u64 {
-        self.cluster
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
     }
 }
 
@@ -287,17 +291,17 @@ pub fn vnode(cmd: VnodeCmd, state: &StateArgs) -> anyhow::Result<()> {
     match cmd {
         VnodeCmd::Create { name, vip, mem, excache, at } => {
             let req = GlobalRequest::CreateVnode { name, vip: vip.map(|ip| ip.octets()), mem_bytes: mem, excache_bytes: excache };
-            let GlobalReply::Vnode(v) = ask(&at.addr(state)?, at.cluster, &req)? else { bail!("unexpected answer to a vNode creation") };
+            let GlobalReply::Vnode(v) = ask(&at.addr(state)?, at.cluster_id, &req)? else { bail!("unexpected answer to a vNode creation") };
             println!("created vNode {} (id {}, virtual IP {})", v.name, v.id, Ipv4Addr::from(v.vip));
         }
         VnodeCmd::Ls { at } => {
-            let GlobalReply::Vnodes(v) = ask(&at.addr(state)?, at.cluster, &GlobalRequest::ListVnodes)? else {
+            let GlobalReply::Vnodes(v) = ask(&at.addr(state)?, at.cluster_id, &GlobalRequest::ListVnodes)? else {
                 bail!("unexpected answer to a vNode list")
             };
             print_vnodes(&v);
         }
         VnodeCmd::Rm { name, at } => {
-            ask(&at.addr(state)?, at.cluster, &GlobalRequest::RemoveVnode { name: name.clone() })?;
+            ask(&at.addr(state)?, at.cluster_id, &GlobalRequest::RemoveVnode { name: name.clone() })?;
             println!("removed vNode {name}");
         }
     }

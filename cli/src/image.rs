@@ -15,6 +15,7 @@ use lego_proto::storage::{self, errno, FileKind, StorageOp, StorageReply, Storag
 use lego_proto::transport::TcpTransport;
 
 use crate::cluster::StateArgs;
+use crate::global::ManagerArgs;
 
 /// `lego image` subcommands.
 #[derive(clap::Subcommand)]
@@ -42,13 +43,12 @@ pub struct Target {
     /// The vNode whose mount to use.
     #[arg(long)]
     vnode: String,
-    /// The storage server [default: the one holding the vNode's mount in the cluster `lego up`
-    /// started].
+    /// The storage server [default: the one holding the vNode's mount, from the global manager].
     #[arg(long, value_name = "ADDR")]
     storage_server: Option<String>,
-    /// Cluster id presented to the storage server.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
-    cluster: u64,
+    /// The global manager asked for that storage server, and the cluster id presented to both.
+    #[command(flatten)]
+    at: ManagerArgs,
 }
 
 /// A connection to one vNode's mount.
@@ -63,8 +63,8 @@ impl Target {
         if let Some(s) = &self.storage_server {
             return Ok(s.clone());
         }
-        let global = state.global_mgr(None).context("no --storage-server given")?;
-        let p = crate::global::place(&global, self.cluster, &self.vnode)?;
+        let global = self.at.addr(state).context("no --storage-server given")?;
+        let p = crate::global::place(&global, self.at.cluster_id(), &self.vnode)?;
         p.vnode.storage.ok_or_else(|| anyhow::anyhow!("no storage server is up to hold vNode {}", self.vnode))
     }
 }
@@ -75,7 +75,7 @@ impl Mount {
             bail!("vNode name {:?} must be 1-64 bytes of [A-Za-z0-9._-]", t.vnode);
         }
         let addr = t.storage(state)?;
-        let hello = Hello::new(ComponentKind::Client, t.cluster);
+        let hello = Hello::new(ComponentKind::Client, t.at.cluster_id());
         let conn = TcpTransport::connect(&addr, hello, Duration::from_secs(30)).with_context(|| format!("storage server {addr}"))?;
         Ok((Mount { conn, vnode: t.vnode.clone() }, addr))
     }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod config;
 mod global;
 mod image;
 mod mem_server;
@@ -23,13 +24,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// How options get their values, for `lego --help`.
+const PRECEDENCE: &str = "\
+Each option's value comes from, in order: the command line; its environment variable \
+(LEGO_CLUSTER, LEGO_CLUSTER_ID, LEGO_STATE_DIR, ...); the TOML file of --config or LEGO_CONFIG, \
+whose keys are named like the options ([cluster] for every command, [global_mgr], [mem_server], \
+[storage_server], [run]); the built-in default. The cluster secret comes from \
+LEGO_CLUSTER_SECRET or the file's cluster.secret.";
+
 #[derive(Parser)]
-#[command(name = "lego", version, about = "Run unmodified Linux programs in vNodes on disaggregated memory")]
+#[command(name = "lego", version, about = "Run unmodified Linux programs in vNodes on disaggregated memory", after_help = PRECEDENCE)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     #[command(flatten)]
     state: cluster::StateArgs,
+    #[command(flatten)]
+    config: config::ConfigArgs,
 }
 
 #[derive(Subcommand)]
@@ -79,11 +90,17 @@ fn main() -> ExitCode {
         // escape codes would split `peer=ADDR` and the like for grep.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli: Cli = match config::parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("lego: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let state = &cli.state;
     match cli.command {
         Command::Run(args) => run::run(args, state),
-        Command::Up(args) => status("up", cluster::up(&args, state), ExitCode::FAILURE),
+        Command::Up(args) => status("up", cli.config.export().and_then(|()| cluster::up(&args, state)), ExitCode::FAILURE),
         Command::Down => status("down", cluster::down(state), ExitCode::FAILURE),
         Command::MemServer(args) => status("mem-server", mem_server::run(args), ExitCode::FAILURE),
         Command::Pcomp(args) => status("pcomp", pcomp::run(args), ExitCode::FAILURE),

@@ -9,7 +9,8 @@ use lego_vmm::excache::{ExCacheConfig, MemoryConfig, Policy};
 use crate::size::parse_size;
 
 /// Replacement policy names.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PolicyArg {
     /// First in, first out (LegoOS's default).
     Fifo,
@@ -38,8 +39,8 @@ pub struct MemoryArgs {
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub vregion_size: u64,
     /// Cluster id presented to the mem-servers.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
-    pub cluster: u64,
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: u64,
     /// Seconds to wait for a mem-server before giving the process up.
     #[arg(long, default_value_t = 30)]
     pub mem_timeout: u64,
@@ -59,7 +60,7 @@ impl MemoryArgs {
         let (servers, embedded) = if self.mem_server.is_empty() {
             let config = mem_server::Config {
                 storage: storage.map(str::to_string),
-                ..mem_server::Config::new("127.0.0.1:0", capacity, self.cluster)
+                ..mem_server::Config::new("127.0.0.1:0", capacity, self.cluster_id)
             };
             let server = mem_server::MemServer::bind(config).context("starting the embedded mem-server")?;
             let handle = server.spawn().context("starting the embedded mem-server")?;
@@ -73,7 +74,7 @@ impl MemoryArgs {
         };
         let config = MemoryConfig {
             servers,
-            cluster: self.cluster,
+            cluster: self.cluster_id,
             vregion_size: self.vregion_size,
             timeout: Duration::from_secs(self.mem_timeout.max(1)),
             excache: ExCacheConfig { bytes: self.excache.unwrap_or(DEFAULT_EXCACHE), ways: self.excache_ways, policy },

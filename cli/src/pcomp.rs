@@ -18,8 +18,8 @@ pub struct PcompArgs {
     #[arg(long, default_value = "127.0.0.1:7050")]
     listen: String,
     /// Cluster id peers must present.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID")]
-    cluster: u64,
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
+    cluster_id: u64,
     #[command(flatten)]
     join: crate::global::JoinArgs,
     #[command(flatten)]
@@ -30,7 +30,7 @@ pub struct PcompArgs {
 fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunRequest) -> Command {
     let mut c = Command::new(lego);
     c.args(["run", "--local", "--on-pcomp", me, "--global-mgr", global, "--vnode", &req.vnode]);
-    c.args(["--cluster", &cluster.to_string(), "--excache-ways", &req.excache_ways.to_string()]);
+    c.args(["--cluster-id", &cluster.to_string(), "--excache-ways", &req.excache_ways.to_string()]);
     c.args(["--excache-policy", if req.excache_lru { "lru" } else { "fifo" }]);
     c.args(["--vregion-size", &req.vregion_size.to_string(), "--mem-timeout", &req.mem_timeout_s.to_string()]);
     if let Some(m) = req.mem {
@@ -67,7 +67,7 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
 pub fn run(args: PcompArgs) -> anyhow::Result<()> {
     let global = args.join.global_mgr().context("a pComponent needs --global-mgr: the managers place its processes")?;
     let lego = std::env::current_exe().context("finding the lego executable")?.into_os_string();
-    let (cluster, g) = (args.cluster, global.clone());
+    let (cluster, g) = (args.cluster_id, global.clone());
     let pcomp = lego_vmm::pcomp::Pcomp::bind(&args.listen, cluster, move |req, me| launch(&lego, &me.to_string(), &g, cluster, req))?;
     let addr = pcomp.local_addr().to_string();
     let _metrics = args.metrics.serve("pcomp", |r| pcomp.register_metrics(r))?;
@@ -98,7 +98,7 @@ mod tests {
         };
         let c = launch(&"lego".into(), "10.0.0.1:7050", "10.0.0.2:7060", 3, &req);
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        let want = "run --local --on-pcomp 10.0.0.1:7050 --global-mgr 10.0.0.2:7060 --vnode web --cluster 3 --excache-ways 8 \
+        let want = "run --local --on-pcomp 10.0.0.1:7050 --global-mgr 10.0.0.2:7060 --vnode web --cluster-id 3 --excache-ways 8 \
                     --excache-policy lru --vregion-size 268435456 --mem-timeout 5 --mem 1073741824 --stats --argv0 prog -- /bin/-odd name --flag";
         assert_eq!(args.join(" "), want);
         let env: Vec<(String, Option<String>)> =

@@ -36,7 +36,7 @@ pub struct RunArgs {
     /// Global manager that places the process: the vNode (`lego vnode create`) gives its memory
     /// size and ExCache, the GMM its mem-servers, the GSM its storage server and the mem-server
     /// caching its files. Options given here override those choices.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", visible_alias = "cluster", env = "LEGO_CLUSTER")]
     global_mgr: Option<String>,
     #[command(flatten)]
     memory: MemoryArgs,
@@ -132,7 +132,7 @@ fn find_cluster(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<()> {
 fn choose_pcomp(args: &RunArgs) -> anyhow::Result<Option<String>> {
     let placed = args.memory.mem_server.is_empty() && args.storage_server.is_none() && args.root.is_none();
     match &args.global_mgr {
-        Some(global) if placed && !args.local => crate::global::choose_pcomp(global, args.memory.cluster),
+        Some(global) if placed && !args.local => crate::global::choose_pcomp(global, args.memory.cluster_id),
         _ => Ok(None),
     }
 }
@@ -163,7 +163,7 @@ fn request(args: &RunArgs) -> RunRequest {
 fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
     let Some(global) = &args.global_mgr else { return Ok(None) };
     let vnode = args.vnode.get_or_insert_with(|| DEFAULT_VNODE.to_string()).clone();
-    let p = crate::global::place(global, args.memory.cluster, &vnode)?;
+    let p = crate::global::place(global, args.memory.cluster_id, &vnode)?;
     // The vNode's virtual IP, for programs that want to know who they are (an --env wins).
     args.env.insert(0, format!("{VIP_ENV}={}", std::net::Ipv4Addr::from(p.vnode.vip)).into());
     args.mem.get_or_insert(p.vnode.mem_bytes);
@@ -193,7 +193,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
     let pcomp = find_cluster(&mut args, state).and_then(|()| choose_pcomp(&args));
     match pcomp {
         Ok(Some(pcomp)) => {
-            return match crate::remote::run(&pcomp, args.memory.cluster, request(&args)) {
+            return match crate::remote::run(&pcomp, args.memory.cluster_id, request(&args)) {
                 Ok(status) => ExitCode::from(status),
                 Err(e) => {
                     eprintln!("lego: {e:#}");
@@ -250,7 +250,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
                 home: v.process().mm.home().to_string(),
                 ..ProcessIdentity::default()
             };
-            crate::report::start(global.clone(), args.memory.cluster, who, v.process().mm.cache().probe())
+            crate::report::start(global.clone(), args.memory.cluster_id, who, v.process().mm.cache().probe())
                 .map_err(|e| tracing::warn!("cannot start the process reports: {e}"))
                 .ok()
         }

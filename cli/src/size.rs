@@ -10,8 +10,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         Some('T' | 't') => (&t[..t.len() - 1], 40),
         _ => (t, 0),
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("'{s}' is not a size (e.g. 512M, 4G)"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("'{s}' is too large"))
+    // Callers name the value: clap says "invalid value '4X' for '--mem <MEM>'", a config error
+    // "mem_server.capacity = \"4X\"".
+    let n: u64 = num.trim().parse().map_err(|_| "not a size (use e.g. 512M, 4G)".to_string())?;
+    n.checked_mul(1 << shift).ok_or_else(|| "too large".to_string())
 }
 
 #[cfg(test)]

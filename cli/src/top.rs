@@ -126,7 +126,7 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
 /// Runs the live view until the user quits.
 pub fn run(args: &TopArgs, state: &StateArgs) -> anyhow::Result<()> {
     let addr = args.at.addr(state)?;
-    let cluster = args.at.cluster();
+    let cluster = args.at.cluster_id();
     let mut terminal = ratatui::init();
     let result = (|| -> anyhow::Result<()> {
         loop {

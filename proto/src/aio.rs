@@ -49,7 +49,7 @@ pub async fn accept_handshake(
         return Err(theirs.mismatch(&me, code));
     }
     // The cluster secret, both ways (see `crate::auth`).
-    let secret = Secret::from_env();
+    let secret = Secret::current();
     let server_nonce = nonce();
     stream.write_all(&server_nonce).await.map_err(io)?;
     let mut msg = [0u8; CLIENT_LEN];

@@ -1,7 +1,9 @@
 //! The cluster secret: after the hello exchange, both sides prove they know it, so a component
 //! or client without it can neither join nor be talked to.
 //!
-//! The secret comes from `LEGO_CLUSTER_SECRET` (empty when unset: a cluster without a secret).
+//! The secret comes from `LEGO_CLUSTER_SECRET`, else from what the process set with
+//! [`Secret::set_fallback`] (the `lego` command's configuration file), else it is empty (a
+//! cluster without a secret).
 //! The exchange, with HMAC-SHA256 keyed by the secret:
 //!
 //! ```text
@@ -38,10 +40,24 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The secret of this process when `LEGO_CLUSTER_SECRET` is unset.
+static FALLBACK: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
+
 impl Secret {
-    /// The secret in `LEGO_CLUSTER_SECRET`, or the empty secret.
-    pub fn from_env() -> Secret {
-        Secret(std::env::var_os(SECRET_ENV).map(|v| std::os::unix::ffi::OsStringExt::into_vec(v)).unwrap_or_default())
+    /// The secret of this process: the one in `LEGO_CLUSTER_SECRET`, else the one given to
+    /// [`Secret::set_fallback`], else the empty secret.
+    pub fn current() -> Secret {
+        match std::env::var_os(SECRET_ENV) {
+            Some(v) => Secret(std::os::unix::ffi::OsStringExt::into_vec(v)),
+            None => FALLBACK.get().cloned().unwrap_or_else(|| Secret(Vec::new())),
+        }
+    }
+
+    /// Makes `secret` the secret of this process wherever `LEGO_CLUSTER_SECRET` is unset. Only
+    /// the first call counts.
+    pub fn set_fallback(secret: Secret) {
+        // A later call is ignored, as documented: the secret of a process does not change.
+        let _ = FALLBACK.set(secret);
     }
 
     /// A secret of these bytes.
@@ -117,6 +133,14 @@ mod tests {
         let (ok, verdict) = s.verdict(&sn, &msg);
         assert!(ok);
         assert_eq!(s.check_verdict(&sn, &msg, &verdict), Ok(()));
+    }
+
+    #[test]
+    fn the_fallback_counts_where_the_environment_says_nothing() {
+        Secret::set_fallback(Secret::new("from a file"));
+        Secret::set_fallback(Secret::new("a second call is ignored"));
+        let want = std::env::var_os(SECRET_ENV).map_or(b"from a file".to_vec(), |v| v.into_encoded_bytes());
+        assert_eq!(Secret::current().0, want);
     }
 
     #[test]

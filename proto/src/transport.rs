@@ -110,7 +110,7 @@ impl TcpTransport {
             return Err(me.mismatch(&theirs, theirs.refusal));
         }
         // The cluster secret, both ways.
-        let secret = Secret::from_env();
+        let secret = Secret::current();
         let mut server_nonce = [0u8; NONCE_LEN];
         t.recv(&mut server_nonce)?;
         let sent = secret.client_message(&server_nonce);
