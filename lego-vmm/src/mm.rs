@@ -360,6 +360,18 @@ impl Mm {
         }
     }
 
+    /// The futex word at `addr`: `EINVAL` if unaligned, `EFAULT` unless the program could read
+    /// it (and write it, with `write`).
+    pub fn futex_word(&self, addr: u64, write: bool) -> SysResult<&std::sync::atomic::AtomicU32> {
+        if addr % 4 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !self.user_accessible(addr, 4, write) {
+            return Err(Errno::EFAULT);
+        }
+        self.user.word(addr)
+    }
+
     /// Reads a little-endian u64.
     pub fn read_u64(&self, addr: u64) -> SysResult<u64> {
         let mut b = [0u8; 8];
