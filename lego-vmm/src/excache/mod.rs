@@ -234,40 +234,13 @@ impl ExCache {
         self.shared.fail(msg);
     }
 
-    /// Records the owner of vRegion `index`.
-    pub fn set_owner(&self, index: u64, owner: &str) -> Result<(), String> {
-        self.shared.state().owners.set(index, owner)
-    }
-
-    /// Drops every line of `[start, end)` without writing anything back (its pages are gone at the
-    /// owners, or are about to be: munmap, MADV_DONTNEED) and forgets that they exist remotely.
-    pub fn discard(&self, start: u64, end: u64) -> Result<(), String> {
-        let end = end.min(self.shared.size);
-        if start >= end {
-            return Ok(());
-        }
-        let mut st = self.shared.state();
-        for line in st.sets.in_range(start, end) {
-            st.sets.remove(line.page);
-        }
-        st.remote.clear(start, end);
-        self.shared.zap(start, end - start)
-    }
-
-    /// Writes back the dirty lines of `[start, end)` and drops all its lines, so that the owners
-    /// hold the only copy (before mremap moves the pages there).
-    pub fn write_back(&self, start: u64, end: u64) -> Result<(), String> {
-        let end = end.min(self.shared.size);
-        let mut st = self.shared.state();
-        for line in st.sets.in_range(start, end) {
-            st.evict(&self.shared, line, None)?;
-        }
-        Ok(())
-    }
-
-    /// The owners' pages of `[from, from+len)` moved to `[to, to+len)`.
-    pub fn relocate(&self, from: u64, to: u64, len: u64) {
-        self.shared.state().remote.relocate(from, to, len);
+    /// Holds the ExCache still: no fault is served and no line is evicted until the returned
+    /// guard is dropped. The memory manager holds it across a memory call to the home and the
+    /// application of its effects, so that no dirty line of a range the owners unmap (or map
+    /// anew) is written back between the two: the owner would refuse the write, or take it
+    /// into the new mapping. Nothing holding it may touch guest memory (see [`State`]).
+    pub fn hold(&self) -> Held<'_> {
+        Held { shared: &self.shared, st: self.shared.state() }
     }
 
     /// Address of the mem-server owning the vRegion of `page`.
@@ -284,6 +257,48 @@ impl ExCache {
     /// A handle that reads the statistics from another thread while the process runs.
     pub fn probe(&self) -> StatsProbe {
         StatsProbe(self.shared.clone())
+    }
+}
+
+/// The ExCache held still (see [`ExCache::hold`]).
+pub struct Held<'a> {
+    shared: &'a Shared,
+    st: MutexGuard<'a, State>,
+}
+
+impl Held<'_> {
+    /// Records the owner of vRegion `index`.
+    pub fn set_owner(&mut self, index: u64, owner: &str) -> Result<(), String> {
+        self.st.owners.set(index, owner)
+    }
+
+    /// Drops every line of `[start, end)` without writing anything back (its pages are gone at the
+    /// owners, or are about to be: munmap, MADV_DONTNEED) and forgets that they exist remotely.
+    pub fn discard(&mut self, start: u64, end: u64) -> Result<(), String> {
+        let end = end.min(self.shared.size);
+        if start >= end {
+            return Ok(());
+        }
+        for line in self.st.sets.in_range(start, end) {
+            self.st.sets.remove(line.page);
+        }
+        self.st.remote.clear(start, end);
+        self.shared.zap(start, end - start)
+    }
+
+    /// Writes back the dirty lines of `[start, end)` and drops all its lines, so that the owners
+    /// hold the only copy (before mremap moves the pages there).
+    pub fn write_back(&mut self, start: u64, end: u64) -> Result<(), String> {
+        let end = end.min(self.shared.size);
+        for line in self.st.sets.in_range(start, end) {
+            self.st.evict(self.shared, line, None)?;
+        }
+        Ok(())
+    }
+
+    /// The owners' pages of `[from, from+len)` moved to `[to, to+len)`.
+    pub fn relocate(&mut self, from: u64, to: u64, len: u64) {
+        self.st.remote.relocate(from, to, len);
     }
 }
 
