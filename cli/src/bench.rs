@@ -40,6 +40,8 @@ pub enum Bench {
     Slowdown(crate::slowdown::SlowdownArgs),
     /// 4 KB file I/O through the buffer cache and storage server, beside native I/O.
     Storage(crate::storage_bench::StorageBenchArgs),
+    /// The threaded word count at 1, 2 and 4 threads, 100% and 25% ExCache, beside native runs.
+    Threads(crate::threads_bench::ThreadsBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -50,6 +52,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Throughput(args) => crate::throughput::run(&args),
         Bench::Slowdown(args) => crate::slowdown::run(&args),
         Bench::Storage(args) => crate::storage_bench::run(&args),
+        Bench::Threads(args) => crate::threads_bench::run(&args),
     }
 }
 

@@ -16,6 +16,7 @@ mod run;
 mod size;
 mod slowdown;
 mod storage_bench;
+mod threads_bench;
 mod storage_server;
 mod throughput;
 mod top;

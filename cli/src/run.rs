@@ -278,7 +278,12 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
 
 fn print_stats(report: &RunReport) {
     let s = &report.stats;
-    eprintln!("lego: {} system calls in {:.3} s", s.calls, report.elapsed.as_secs_f64());
+    eprintln!(
+        "lego: {} system calls in {:.3} s, {} thread(s) started besides the first",
+        s.calls,
+        report.elapsed.as_secs_f64(),
+        s.threads_created
+    );
     for (nr, n) in &s.by_nr {
         let name = names::name(*nr).unwrap_or("?");
         let note = if s.unimplemented.contains_key(nr) { "  (unimplemented: ENOSYS)" } else { "" };

@@ -39,17 +39,17 @@ pub struct SlowdownArgs {
 }
 
 /// One run's result.
-struct Sample {
-    elapsed: Duration,
-    stdout: Vec<u8>,
+pub(crate) struct Sample {
+    pub elapsed: Duration,
+    pub stdout: Vec<u8>,
     /// Peak resident set of a native run, in bytes.
-    max_rss: u64,
+    pub max_rss: u64,
     /// `--stats` lines of a lego run.
-    stats: String,
+    pub stats: String,
 }
 
 /// Runs `cmd` to completion, timing it and collecting its peak resident set.
-fn measure(mut cmd: Command) -> anyhow::Result<Sample> {
+pub(crate) fn measure(mut cmd: Command) -> anyhow::Result<Sample> {
     let what = format!("{cmd:?}");
     let started = Instant::now();
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
@@ -80,13 +80,13 @@ fn measure(mut cmd: Command) -> anyhow::Result<Sample> {
     Ok(Sample { elapsed, stdout, max_rss: usage.ru_maxrss as u64 * 1024, stats: String::from_utf8_lossy(&stderr).into_owned() })
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
 /// The last number on the `--stats` line containing `name`, if any.
-fn stat(stats: &str, name: &str) -> Option<u64> {
+pub(crate) fn stat(stats: &str, name: &str) -> Option<u64> {
     stats.lines().find(|l| l.contains(name))?.split_whitespace().last()?.parse().ok()
 }
 

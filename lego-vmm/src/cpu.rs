@@ -139,9 +139,20 @@ pub fn hwcap() -> u64 {
     u64::from(std::arch::x86_64::__cpuid(1).edx)
 }
 
-/// Configures a fresh vCPU: host CPUID and XCR0, long mode with our descriptor tables and page
-/// tables, the syscall MSRs, and user mode at `entry` with stack `rsp`.
-pub fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64, rsp: u64) -> Result<(), VmmError> {
+/// Configures a fresh vCPU, number `index` of its VM: host CPUID, then [`reset_vcpu`].
+pub fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, index: u32, cr3: u64, entry: u64, rsp: u64) -> Result<(), VmmError> {
+    let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("GET_SUPPORTED_CPUID"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("SET_CPUID2"))?;
+    reset_vcpu(kvm, vcpu, index, cr3, entry, rsp)
+}
+
+/// Puts vCPU `index` (fresh, or one a thread that ended left behind) in the state a new thread
+/// starts in: XCR0 as the host's, long mode with our descriptor tables, its own TSS and the page
+/// tables at `cr3`, the syscall MSRs, a clean FPU, and user mode at `entry` with stack `rsp`.
+pub fn reset_vcpu(kvm: &Kvm, vcpu: &VcpuFd, index: u32, cr3: u64, entry: u64, rsp: u64) -> Result<(), VmmError> {
+    if index >= MAX_VCPUS {
+        return Err(VmmError::Config(format!("vCPU {index}: a vNode process has at most {MAX_VCPUS}")));
+    }
     let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("GET_SUPPORTED_CPUID"))?;
     let supported_xcr0 = cpuid
         .as_slice()
@@ -149,8 +160,6 @@ pub fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64, rsp: u64) -> R
         .find(|e| e.function == 0xd && e.index == 0)
         .map(|e| u64::from(e.eax) | (u64::from(e.edx) << 32))
         .unwrap_or(0);
-    vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("SET_CPUID2"))?;
-
     let xcr0 = host_xcr0() & supported_xcr0;
     let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("GET_SREGS"))?;
     sregs.cs = user_cs();
@@ -160,7 +169,7 @@ pub fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, cr3: u64, entry: u64, rsp: u64) -> R
     sregs.fs = user_ds();
     sregs.gs = user_ds();
     sregs.tr = kvm_segment {
-        base: TSS_ADDR,
+        base: vcpu_tss(index),
         limit: crate::sysmem::TSS_LIMIT as u32,
         selector: TSS_SEL,
         type_: 11,

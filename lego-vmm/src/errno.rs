@@ -41,6 +41,8 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     pub const EOVERFLOW: Errno = Errno(libc::EOVERFLOW);
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
+    pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
+    pub const E2BIG: Errno = Errno(libc::E2BIG);
 
     /// The errno of the calling host thread's last failed libc call.
     pub fn last() -> Errno {
@@ -57,6 +59,8 @@ impl Errno {
             libc::EIO => "EIO",
             libc::EBADF => "EBADF",
             libc::ECHILD => "ECHILD",
+            libc::ETIMEDOUT => "ETIMEDOUT",
+            libc::E2BIG => "E2BIG",
             libc::EAGAIN => "EAGAIN",
             libc::ENOMEM => "ENOMEM",
             libc::EACCES => "EACCES",

@@ -146,6 +146,31 @@ impl PipeEnd {
         Ok(done)
     }
 
+    /// Whether a read (on a read end) or a write (on a write end) would not wait now: there is
+    /// data or room, or the other side is gone. Returns the room left (write end) or the bytes
+    /// waiting (read end).
+    pub fn ready(&self) -> Option<usize> {
+        let st = self.lock();
+        self.ready_locked(&st).then(|| if self.write { PIPE_CAPACITY - st.buf.len() } else { st.buf.len() })
+    }
+
+    /// Waits up to `timeout` for [`PipeEnd::ready`].
+    pub fn wait_ready(&self, timeout: std::time::Duration) {
+        let st = self.lock();
+        if self.ready_locked(&st) {
+            return;
+        }
+        drop(self.pipe.changed.wait_timeout(st, timeout).unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn ready_locked(&self, st: &PipeState) -> bool {
+        if self.write {
+            st.readers == 0 || st.buf.len() < PIPE_CAPACITY
+        } else {
+            st.writers == 0 || !st.buf.is_empty()
+        }
+    }
+
     /// Whether the other side is gone (no writers for a read end, no readers for a write end).
     pub fn peer_closed(&self) -> bool {
         let st = self.lock();

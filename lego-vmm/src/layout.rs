@@ -22,8 +22,6 @@ pub const MIN_USER_MEM: u64 = 64 << 20;
 pub const GDT_ADDR: u64 = SYS_BASE;
 /// Interrupt descriptor table (vectors 0..[`NUM_VECTORS`]).
 pub const IDT_ADDR: u64 = SYS_BASE + 0x1000;
-/// 64-bit task state segment (only `rsp0` is used).
-pub const TSS_ADDR: u64 = SYS_BASE + 0x2000;
 /// Page with the CPL0 stubs; the only executable VMM-private page, and the only one user mode
 /// can reach (read and execute).
 pub const STUB_PAGE: u64 = SYS_BASE + 0x3000;
@@ -34,12 +32,28 @@ pub const STUB_OUT_LEN: u64 = 2;
 pub const SYSCALL_ENTRY: u64 = STUB_PAGE;
 /// Exception stub of vector `v` is at `EXCEPTION_STUBS + 16 * v`.
 pub const EXCEPTION_STUBS: u64 = STUB_PAGE + 0x100;
-/// Kernel stack the CPU switches to on an exception from CPL3 (`TSS.rsp0`).
-pub const KSTACK_BOTTOM: u64 = SYS_BASE + 0x4000;
-/// Top of the kernel stack.
-pub const KSTACK_TOP: u64 = SYS_BASE + 0x6000;
+/// Per-vCPU structures. vCPU `i` has its own 64-bit TSS at [`vcpu_tss`]`(i)` (only `rsp0` and
+/// the I/O bitmap are used) and, above it in the same slot, the stack the CPU pushes its
+/// exception frames on (`TSS.rsp0` = [`vcpu_kstack_top`]`(i)`): vCPUs that fault at the same
+/// time must not share one.
+pub const VCPU_AREA: u64 = SYS_BASE + 0x10000;
+/// Bytes of [`VCPU_AREA`] per vCPU: a TSS and its I/O bitmap (113 bytes), and room for an
+/// exception frame (48 bytes at most).
+pub const VCPU_SLOT: u64 = 1024;
+/// Most vCPUs a vNode process has (threads alive at once).
+pub const MAX_VCPUS: u32 = 256;
 /// First page of the page-table pool.
-pub const PT_POOL: u64 = SYS_BASE + 0x10000;
+pub const PT_POOL: u64 = VCPU_AREA + MAX_VCPUS as u64 * VCPU_SLOT;
+
+/// The TSS of vCPU `i`.
+pub const fn vcpu_tss(i: u32) -> u64 {
+    VCPU_AREA + i as u64 * VCPU_SLOT
+}
+
+/// The top of vCPU `i`'s exception stack.
+pub const fn vcpu_kstack_top(i: u32) -> u64 {
+    VCPU_AREA + (i as u64 + 1) * VCPU_SLOT
+}
 
 /// I/O port the syscall stub writes to: one exit per system call.
 pub const SYSCALL_PORT: u16 = 0x10;

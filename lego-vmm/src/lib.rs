@@ -18,6 +18,8 @@ pub mod excache;
 pub mod fault;
 pub mod fdtable;
 pub mod fs;
+pub mod futex;
+pub mod kick;
 pub mod layout;
 pub mod mm;
 pub mod paging;
@@ -26,6 +28,7 @@ pub mod process;
 pub mod stack;
 pub mod syscall;
 pub mod sysmem;
+pub mod threads;
 #[cfg(test)]
 mod testing;
 pub mod uffd;

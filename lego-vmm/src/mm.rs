@@ -15,7 +15,7 @@ use lego_proto::vma::{VmaKind, VmaList};
 use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
 use crate::excache::owners::Owners;
-use crate::excache::{CacheStats, ExCache, MemoryConfig};
+use crate::excache::{CacheStats, ExCache, Held, MemoryConfig};
 use crate::layout::*;
 use crate::paging::{PageTables, Prot};
 use crate::sysmem::SysMem;
@@ -135,7 +135,10 @@ impl Mm {
             stack: (stack_top - STACK_MAX, stack_top),
         };
         let created = match mm.home.call(&Request::CreateProcess(spec)) {
-            Ok(Reply::Mem(Ok(outcome))) => mm.apply(outcome).map_err(|e| e.to_string()),
+            Ok(Reply::Mem(Ok(outcome))) => {
+                let Mm { cache, user, sys, pt, vmas, stack_top, .. } = &mut mm;
+                apply(sys, pt, vmas, user, &mut cache.hold(), *stack_top, outcome)
+            }
             Ok(other) => Err(format!("the home refused to create the process: {other:?}")),
             Err(e) => Err(e),
         };
@@ -192,75 +195,40 @@ impl Mm {
 
     /// Sends a memory system call to the home and applies the answer. A home that fails ends the
     /// process (see [`Mm::failure`]); the call itself then returns `EIO`.
+    ///
+    /// The ExCache is held still from before the request until its effects are applied (see
+    /// [`ExCache::hold`]): with several threads, the handler may be evicting lines for one
+    /// while another's call changes the owners' mappings.
     fn call(&mut self, call: MemCall) -> SysResult<u64> {
+        let mut cache = self.cache.hold();
+        if let MemCall::Mremap { old, old_len, flags, .. } = call {
+            // When the region may move, its dirty lines are written back first so that the
+            // owners, which move the pages, hold the only copy.
+            if flags & (MREMAP_MAYMOVE | MREMAP_FIXED) != 0 && old % PAGE_SIZE == 0 {
+                if let Some(v) = self.vmas.find(old) {
+                    let end = old.saturating_add(page_ceil(old_len).unwrap_or(u64::MAX)).min(v.end);
+                    if let Err(e) = cache.write_back(old, end) {
+                        drop(cache);
+                        return Err(self.fatal(e));
+                    }
+                }
+            }
+        }
         let reply = self.home.call(&Request::Mem(call));
         let outcome = match reply {
-            Ok(Reply::Mem(Ok(o))) => o,
+            Ok(Reply::Mem(Ok(o))) => Ok(o),
             Ok(Reply::Mem(Err(errno))) => return Err(Errno(errno)),
-            Ok(other) => return Err(self.fatal(format!("home mem-server answered {other:?}"))),
-            Err(e) => return Err(self.fatal(e)),
+            Ok(other) => Err(format!("home mem-server answered {other:?}")),
+            Err(e) => Err(e),
         };
-        self.apply(outcome).map_err(|e| self.fatal(e))
+        let applied = outcome.and_then(|o| apply(&mut self.sys, &mut self.pt, &mut self.vmas, &self.user, &mut cache, self.stack_top, o));
+        drop(cache);
+        applied.map_err(|e| self.fatal(e))
     }
 
     fn fatal(&self, msg: String) -> Errno {
         self.cache.fail(msg);
         Errno::EIO
-    }
-
-    /// Applies the home's effects, in order, to the region cache, page tables and ExCache.
-    fn apply(&mut self, outcome: MemOutcome) -> Result<u64, String> {
-        for o in &outcome.owners {
-            self.cache.set_owner(o.index, &o.owner)?;
-        }
-        for effect in outcome.effects {
-            match effect {
-                Effect::Map(vma) => {
-                    self.check_effect(vma.start, vma.end)?;
-                    self.vmas.remove(vma.start, vma.end);
-                    self.pt
-                        .map_user(&mut self.sys, vma.start, vma.end, vma.prot)
-                        .map_err(|e| format!("page tables for {:#x}..{:#x}: {e}", vma.start, vma.end))?;
-                    self.vmas.insert(vma);
-                }
-                Effect::Unmap { start, end } => {
-                    self.check_effect(start, end)?;
-                    for v in self.vmas.remove(start, end) {
-                        self.pt.unmap(&mut self.sys, v.start, v.end);
-                    }
-                    // Dropping the host pages is also what makes KVM forget the translations.
-                    self.cache.discard(start, end)?;
-                }
-                Effect::Protect { start, end, prot } => {
-                    self.check_effect(start, end)?;
-                    let old = self.vmas.protect(start, end, prot).unwrap_or_default();
-                    self.pt
-                        .map_user(&mut self.sys, start, end, prot)
-                        .map_err(|e| format!("page tables for {start:#x}..{end:#x}: {e}"))?;
-                    for piece in old.iter().filter(|v| v.prot.loses_rights_to(prot)) {
-                        self.user.revoke(piece.start, piece.end - piece.start).map_err(|e| e.to_string())?;
-                    }
-                }
-                Effect::Discard { start, end } => {
-                    self.check_effect(start, end)?;
-                    self.cache.discard(start, end)?;
-                }
-                Effect::Move { from, to, len } => {
-                    self.check_effect(from, from.saturating_add(len))?;
-                    self.check_effect(to, to.saturating_add(len))?;
-                    self.cache.relocate(from, to, len);
-                }
-            }
-        }
-        Ok(outcome.value)
-    }
-
-    /// The home may only describe the user part of this address space.
-    fn check_effect(&self, start: u64, end: u64) -> Result<(), String> {
-        if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end || start < USER_MIN || end > self.stack_top {
-            return Err(format!("the home sent an impossible range {start:#x}..{end:#x}"));
-        }
-        Ok(())
     }
 
     /// Sets where the brk heap starts (just after the executable image).
@@ -294,16 +262,8 @@ impl Mm {
         self.call(MemCall::MadviseDontneed { addr, len }).map(|_| ())
     }
 
-    /// `mremap(2)`. When the region may move, its dirty lines are written back first so that
-    /// the owners, which move the pages, hold the only copy.
+    /// `mremap(2)` (see [`Mm::call`] for the lines of a region that may move).
     pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u64) -> SysResult<u64> {
-        if flags & (MREMAP_MAYMOVE | MREMAP_FIXED) != 0 && old % PAGE_SIZE == 0 {
-            let end = old.saturating_add(page_ceil(old_len).unwrap_or(u64::MAX)).min(self.stack_top);
-            if let Some(v) = self.vmas.find(old) {
-                let end = end.min(v.end);
-                self.cache.write_back(old, end).map_err(|e| self.fatal(e))?;
-            }
-        }
         self.call(MemCall::Mremap { old, old_len, new_len, flags, new_addr })
     }
 
@@ -360,6 +320,18 @@ impl Mm {
         }
     }
 
+    /// The futex word at `addr`: `EINVAL` if unaligned, `EFAULT` unless the program could read
+    /// it (and write it, with `write`).
+    pub fn futex_word(&self, addr: u64, write: bool) -> SysResult<&std::sync::atomic::AtomicU32> {
+        if addr % 4 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !self.user_accessible(addr, 4, write) {
+            return Err(Errno::EFAULT);
+        }
+        self.user.word(addr)
+    }
+
     /// Reads a little-endian u64.
     pub fn read_u64(&self, addr: u64) -> SysResult<u64> {
         let mut b = [0u8; 8];
@@ -381,6 +353,66 @@ impl Drop for Mm {
             }
         }
     }
+}
+
+/// Applies the home's effects, in order, to the region cache, page tables and ExCache (held
+/// still by the caller since before the request).
+fn apply(
+    sys: &mut SysMem,
+    pt: &mut PageTables,
+    vmas: &mut VmaList,
+    user: &UserMemory,
+    cache: &mut Held<'_>,
+    stack_top: u64,
+    outcome: MemOutcome,
+) -> Result<u64, String> {
+    // The home may only describe the user part of this address space.
+    let check_effect = |start: u64, end: u64| {
+        if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end || start < USER_MIN || end > stack_top {
+            return Err(format!("the home sent an impossible range {start:#x}..{end:#x}"));
+        }
+        Ok(())
+    };
+    for o in &outcome.owners {
+        cache.set_owner(o.index, &o.owner)?;
+    }
+    for effect in outcome.effects {
+        match effect {
+            Effect::Map(vma) => {
+                check_effect(vma.start, vma.end)?;
+                vmas.remove(vma.start, vma.end);
+                pt.map_user(sys, vma.start, vma.end, vma.prot)
+                    .map_err(|e| format!("page tables for {:#x}..{:#x}: {e}", vma.start, vma.end))?;
+                vmas.insert(vma);
+            }
+            Effect::Unmap { start, end } => {
+                check_effect(start, end)?;
+                for v in vmas.remove(start, end) {
+                    pt.unmap(sys, v.start, v.end);
+                }
+                // Dropping the host pages is also what makes KVM forget the translations.
+                cache.discard(start, end)?;
+            }
+            Effect::Protect { start, end, prot } => {
+                check_effect(start, end)?;
+                let old = vmas.protect(start, end, prot).unwrap_or_default();
+                pt.map_user(sys, start, end, prot).map_err(|e| format!("page tables for {start:#x}..{end:#x}: {e}"))?;
+                for piece in old.iter().filter(|v| v.prot.loses_rights_to(prot)) {
+                    user.revoke(piece.start, piece.end - piece.start).map_err(|e| e.to_string())?;
+                }
+            }
+            Effect::Discard { start, end } => {
+                check_effect(start, end)?;
+                cache.discard(start, end)?;
+            }
+            Effect::Move { from, to, len } => {
+                check_effect(from, from.saturating_add(len))?;
+                check_effect(to, to.saturating_add(len))?;
+                cache.relocate(from, to, len);
+            }
+        }
+    }
+    Ok(outcome.value)
 }
 
 /// How long the VMM waits for a mem-server by default.

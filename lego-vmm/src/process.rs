@@ -2,12 +2,13 @@
 //! between system calls.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::fdtable::FdTable;
 use crate::fs::FileSystem;
 use crate::mm::Mm;
+use crate::threads::ThreadGroup;
 
 /// Number of signals (1..=64).
 pub const NSIG: usize = 64;
@@ -44,12 +45,12 @@ pub struct SigAction {
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 
-/// Signal state of the process.
+/// Signal state of the process (each thread's mask and own pending signals are in its
+/// [`ThreadState`]).
 #[derive(Debug, Clone)]
 pub struct Signals {
     pub actions: [SigAction; NSIG + 1],
-    pub mask: u64,
-    /// Raised but blocked signals, delivered when unblocked.
+    /// Signals raised at the process, blocked by every thread, delivered when one unblocks them.
     pub pending: u64,
     /// `sigaltstack`: (ss_sp, ss_flags, ss_size).
     pub altstack: (u64, i32, u64),
@@ -57,7 +58,7 @@ pub struct Signals {
 
 impl Default for Signals {
     fn default() -> Self {
-        Signals { actions: [SigAction::default(); NSIG + 1], mask: 0, pending: 0, altstack: (0, libc::SS_DISABLE, 0) }
+        Signals { actions: [SigAction::default(); NSIG + 1], pending: 0, altstack: (0, libc::SS_DISABLE, 0) }
     }
 }
 
@@ -84,9 +85,28 @@ pub struct SyscallStats {
     pub by_nr: BTreeMap<u64, u64>,
     /// Calls answered with ENOSYS because lego does not implement them.
     pub unimplemented: BTreeMap<u64, u64>,
+    /// Threads the process started (`clone`), besides its first.
+    pub threads_created: u64,
 }
 
-/// A vNode process.
+/// What belongs to one thread of the process, kept in the process so that other threads can
+/// signal it.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadState {
+    /// `CLONE_CHILD_CLEARTID` / `set_tid_address`: zeroed and futex-woken when the thread ends.
+    pub clear_child_tid: u64,
+    /// `set_robust_list`: (head, length).
+    pub robust_list: (u64, u64),
+    /// Blocked signals.
+    pub sigmask: u64,
+    /// Signals sent to this thread (`tkill`, `tgkill`) and not yet delivered.
+    pub pending: u64,
+}
+
+/// Id of the first thread, which is also the process id.
+pub const MAIN_TID: i32 = 1;
+
+/// A vNode process: the state all its threads share, behind one lock (see [`Locked`]).
 pub struct Process {
     pub pid: i32,
     pub ppid: i32,
@@ -103,8 +123,12 @@ pub struct Process {
     pub hostname: String,
     /// `RLIMIT_*` (soft, hard) by resource number.
     pub rlimits: [(u64, u64); 16],
-    pub clear_child_tid: u64,
-    pub robust_list: (u64, u64),
+    /// The live threads by id.
+    pub threads: BTreeMap<i32, ThreadState>,
+    /// The id the next thread gets.
+    pub next_tid: i32,
+    /// What the threads share outside the lock: futexes, and whether the process is ending.
+    pub group: Arc<ThreadGroup>,
     pub signals: Signals,
     /// `PR_SET_NAME` name.
     pub comm: [u8; 16],
@@ -134,11 +158,12 @@ impl Creds {
 impl Process {
     /// A fresh process (pid 1 of its vNode) over `mm` and `fs`, with the host's credentials,
     /// groups and resource limits, no descriptors, `/` as cwd and umask 022. `execfn` names it
-    /// (`PR_GET_NAME`).
-    pub fn new(mm: Mm, fs: Arc<dyn FileSystem>, hostname: String, execfn: &[u8]) -> Process {
+    /// (`PR_GET_NAME`). It has one thread, [`MAIN_TID`].
+    pub fn new(mm: Mm, fs: Arc<dyn FileSystem>, hostname: String, execfn: &[u8]) -> std::io::Result<Process> {
+        let group = Arc::new(ThreadGroup::new()?);
         let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
-        Process {
-            pid: 1,
+        Ok(Process {
+            pid: MAIN_TID,
             ppid: 0,
             mm,
             fds: FdTable::new(rlimits[libc::RLIMIT_NOFILE as usize].0.min(1 << 20) as usize),
@@ -149,14 +174,57 @@ impl Process {
             groups: host_groups(),
             hostname,
             rlimits,
-            clear_child_tid: 0,
-            robust_list: (0, 0),
+            threads: BTreeMap::from([(MAIN_TID, ThreadState::default())]),
+            next_tid: MAIN_TID + 1,
+            group,
             signals: Signals::default(),
             comm: comm_of(execfn),
             stats: SyscallStats::default(),
             started: Instant::now(),
             exit: None,
-        }
+        })
+    }
+
+    /// The state of thread `tid` (created empty if the thread is unknown, which the run loop
+    /// never lets happen).
+    pub fn thread(&mut self, tid: i32) -> &mut ThreadState {
+        self.threads.entry(tid).or_default()
+    }
+}
+
+/// The process lock as a system call holds it. A call that blocks releases it for the wait
+/// ([`Locked::unlocked`]), so that the other threads go on.
+pub struct Locked<'a> {
+    mutex: &'a Mutex<Process>,
+    guard: Option<MutexGuard<'a, Process>>,
+}
+
+impl<'a> Locked<'a> {
+    /// Takes the lock.
+    pub fn lock(mutex: &'a Mutex<Process>) -> Locked<'a> {
+        Locked { mutex, guard: Some(mutex.lock().unwrap_or_else(|e| e.into_inner())) }
+    }
+
+    /// Runs `f` without the lock and takes it again. Anything read from the process before may
+    /// have changed by then.
+    pub fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.guard = None;
+        let r = f();
+        self.guard = Some(self.mutex.lock().unwrap_or_else(|e| e.into_inner()));
+        r
+    }
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        self.guard.as_deref().expect("the lock is held outside `unlocked`")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Process {
+        self.guard.as_deref_mut().expect("the lock is held outside `unlocked`")
     }
 }
 

@@ -71,11 +71,14 @@ impl SysMem {
 
     fn write_descriptor_tables(&self) {
         // GDT: null, kernel code64, kernel data, user data, user code64, TSS (two slots). The
-        // accessed bit is preset so the CPU never writes to the table.
+        // accessed bit is preset so the CPU never writes to the table. The TSS descriptor names
+        // vCPU 0's TSS; each vCPU's task register is loaded with its own (`cpu::reset_vcpu`),
+        // and nothing reloads it from the table.
+        let tss0 = vcpu_tss(0);
         let tss_lo = TSS_LIMIT
-            | ((TSS_ADDR & 0xff_ffff) << 16)
+            | ((tss0 & 0xff_ffff) << 16)
             | (0x89u64 << 40)
-            | (((TSS_ADDR >> 24) & 0xff) << 56);
+            | (((tss0 >> 24) & 0xff) << 56);
         let gdt: [u64; 7] = [
             0,
             0x0020_9b00_0000_0000,
@@ -83,7 +86,7 @@ impl SysMem {
             0x0000_f300_0000_0000,
             0x0020_fb00_0000_0000,
             tss_lo,
-            TSS_ADDR >> 32,
+            tss0 >> 32,
         ];
         for (i, d) in gdt.iter().enumerate() {
             self.write_u64(GDT_ADDR + 8 * i as u64, *d);
@@ -102,13 +105,17 @@ impl SysMem {
             self.write_u64(IDT_ADDR + 16 * u64::from(v) + 8, handler >> 32);
             self.write_bytes(handler, &stub(EXCEPTION_PORT_BASE + u16::from(v)));
         }
-        // TSS: rsp0 at offset 4, then the I/O permission bitmap. The syscall stub runs with
-        // user privileges on this KVM, so the stub ports are open in the bitmap. User code can
-        // therefore reach them too; the run loop tells the two apart by RIP (see
-        // `cpu::check_origin`) and treats a user `out` as the #GP it would be on Linux.
-        self.write_u64(TSS_ADDR + 4, KSTACK_TOP);
-        self.write_bytes(TSS_ADDR + 102, &(IO_BITMAP_OFFSET as u16).to_le_bytes());
-        self.write_bytes(TSS_ADDR + IO_BITMAP_OFFSET, &io_bitmap());
+        // One TSS per vCPU: rsp0 at offset 4 (its own exception stack), then the I/O permission
+        // bitmap. The syscall stub runs with user privileges on this KVM, so the stub ports are
+        // open in the bitmap. User code can therefore reach them too; the run loop tells the two
+        // apart by RIP (see `cpu::check_origin`) and treats a user `out` as the #GP it would be
+        // on Linux.
+        for i in 0..MAX_VCPUS {
+            let tss = vcpu_tss(i);
+            self.write_u64(tss + 4, vcpu_kstack_top(i));
+            self.write_bytes(tss + 102, &(IO_BITMAP_OFFSET as u16).to_le_bytes());
+            self.write_bytes(tss + IO_BITMAP_OFFSET, &io_bitmap());
+        }
         self.write_bytes(SYSCALL_ENTRY, &stub(SYSCALL_PORT));
     }
 

@@ -1,6 +1,8 @@
 //! The user-memory memslot: `mem_size` bytes of host memory reserved with `MAP_NORESERVE`,
 //! identity mapped at guest address 0. The VMM reads and writes guest buffers through it.
 
+use std::sync::atomic::AtomicU32;
+
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::errno::{Errno, SysResult};
@@ -16,7 +18,7 @@ pub struct UserMemory {
 // SAFETY: `host` points into the mapping owned by `mem`, which is itself Send + Sync; the raw
 // pointer is only used for madvise/mprotect on ranges inside that mapping.
 unsafe impl Send for UserMemory {}
-// SAFETY: as above; no method hands out references derived from `host`.
+// SAFETY: as above; the only references derived from `host` are atomic words (`word`).
 unsafe impl Sync for UserMemory {}
 
 impl UserMemory {
@@ -68,6 +70,20 @@ impl UserMemory {
     pub fn write(&self, addr: u64, buf: &[u8]) -> SysResult<()> {
         self.check(addr, buf.len() as u64)?;
         self.mem.write_slice(buf, GuestAddress(addr)).map_err(|_| Errno::EFAULT)
+    }
+
+    /// The aligned 32-bit word at `addr`, for atomic operations shared with the guest's threads
+    /// (futexes). Permission checks are the caller's. A missing or write-protected page faults
+    /// into the ExCache handler like any other VMM access.
+    pub fn word(&self, addr: u64) -> SysResult<&AtomicU32> {
+        self.check(addr, 4)?;
+        if addr % 4 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        // SAFETY: `addr + 4` lies inside our mapping (checked above) and is 4-byte aligned; the
+        // mapping lives as long as `self`. Guest memory is shared with running vCPUs, which is
+        // why it is only accessed atomically here.
+        Ok(unsafe { &*self.host.add(addr as usize).cast::<AtomicU32>() })
     }
 
     /// Makes KVM drop every guest mapping of a range while keeping its contents, so that a

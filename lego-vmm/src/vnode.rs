@@ -4,7 +4,9 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use kvm_bindings::kvm_userspace_memory_region;
@@ -14,16 +16,18 @@ use crate::cpu::{self, GuestEvent};
 use crate::elf::{self, ElfInfo};
 use crate::errno::Errno;
 use crate::error::VmmError;
-use crate::excache::{kick_signal, CacheStats, MemoryConfig};
+use crate::excache::{CacheStats, MemoryConfig};
 use crate::fault::{self, Frame};
 use crate::fdtable::{Backing, FdTable, OpenFile};
 use crate::fs::{hostdir::HostDir, remote::RemoteFs, FileSystem};
-use crate::layout::{PAGE_SIZE, SYS_BASE, USER_MIN};
+use crate::kick::{self, Kicker};
+use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
-use crate::process::{Creds, Process, SyscallStats, Termination};
+use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
 use crate::stack::{self, AuxInfo};
-use crate::syscall::{self, Cpu};
+use crate::syscall::{self, Cpu, NewThread, ThreadRequest};
+use crate::threads::ThreadGroup;
 use lego_proto::vma::VmaKind;
 
 /// Where a vNode's files live.
@@ -77,10 +81,34 @@ pub struct RunReport {
 
 /// A vNode process ready to run.
 pub struct Vnode {
-    // Field order matters for drop: the vCPU and VM go before the memory they map.
+    // Field order matters for drop: the vCPU goes before the VM and memory in the group.
     vcpu: VcpuFd,
-    _vm: VmFd,
-    process: Process,
+    group: Arc<Group>,
+}
+
+/// What the host threads running a process's vCPUs share: one host thread per guest thread,
+/// each running its own vCPU of the one VM (LegoOS §4.3.1: a process's threads stay on its
+/// pComponent, one core each while there are free cores; the host scheduler places them).
+struct Group {
+    // Field order matters for drop: vCPUs, then the VM, then the process and its memory.
+    /// vCPUs of threads that ended, for the next threads (KVM frees vCPUs only with their VM).
+    idle: Mutex<Vec<(u32, VcpuFd)>>,
+    vm: VmFd,
+    kvm: Kvm,
+    process: Mutex<Process>,
+    /// The process's [`ThreadGroup`], reachable without the process lock.
+    threads: Arc<ThreadGroup>,
+    kicker: Arc<Kicker>,
+    /// Page-table root, for new vCPUs.
+    cr3: u64,
+    /// vCPUs created so far.
+    vcpus: AtomicU32,
+    /// How the process ended: the first thread to end it decides.
+    outcome: Mutex<Option<Result<Termination, VmmError>>>,
+    /// Host threads of guest threads other than the first, until they are joined.
+    joins: Mutex<Vec<JoinHandle<()>>>,
+    /// Host threads running guest threads other than the first, signalled when one ends.
+    live: (Mutex<usize>, Condvar),
     trace: bool,
 }
 
@@ -184,11 +212,13 @@ impl Vnode {
             Image::Code { .. } => mm.stack_top() - 64,
         };
 
-        let mut process = Process::new(mm, fs, config.name.clone(), execfn);
+        let mut process = Process::new(mm, fs, config.name.clone(), execfn)
+            .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
 
+        let cr3 = process.mm.cr3();
         let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("CREATE_VCPU"))?;
-        cpu::setup_vcpu(&kvm, &vcpu, process.mm.cr3(), entry, rsp)?;
+        cpu::setup_vcpu(&kvm, &vcpu, 0, cr3, entry, rsp)?;
         if rflags != 0x202 {
             let mut regs = vcpu.get_regs().map_err(VmmError::kvm("GET_REGS"))?;
             regs.rflags = rflags;
@@ -196,121 +226,266 @@ impl Vnode {
         }
         vcpu.set_sync_valid_reg(SyncReg::Register);
         vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-        Ok(Vnode { vcpu, _vm: vm, process, trace: config.trace_syscalls })
+        let group = Group {
+            idle: Mutex::new(Vec::new()),
+            vm,
+            kvm,
+            threads: process.group.clone(),
+            kicker: process.mm.cache().kicker(),
+            process: Mutex::new(process),
+            cr3,
+            vcpus: AtomicU32::new(1),
+            outcome: Mutex::new(None),
+            joins: Mutex::new(Vec::new()),
+            live: (Mutex::new(0), Condvar::new()),
+            trace: config.trace_syscalls,
+        };
+        Ok(Vnode { vcpu, group: Arc::new(group) })
     }
 
     /// The process state (for tests and reports).
-    pub fn process(&self) -> &Process {
-        &self.process
+    pub fn process(&self) -> MutexGuard<'_, Process> {
+        lock(&self.group.process)
     }
 
-    /// Runs the program until it ends.
-    pub fn run(mut self) -> Result<RunReport, VmmError> {
+    /// Runs the program until it ends: its first thread on the calling thread, every other
+    /// one on a host thread of its own.
+    pub fn run(self) -> Result<RunReport, VmmError> {
         let started = Instant::now();
-        // A memory failure interrupts KVM_RUN with this signal; its handler does nothing.
-        extern "C" fn kicked(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-        vmm_sys_util::signal::register_signal_handler(kick_signal(), kicked)
-            .map_err(|e| VmmError::Config(format!("installing the vCPU kick handler: {e}")))?;
-        self.process.mm.cache().set_vcpu_thread();
-        let termination = self.run_loop()?;
+        kick::install_handler()?;
+        let Vnode { mut vcpu, group } = self;
+        group.run_thread(&mut vcpu, MAIN_TID);
+        group.wait_for_threads();
         let elapsed = started.elapsed();
-        Ok(RunReport {
-            termination,
-            stats: std::mem::take(&mut self.process.stats),
-            cache: self.process.mm.cache_stats(),
-            elapsed,
-        })
+        let outcome = lock(&group.outcome).take();
+        let termination = outcome.unwrap_or_else(|| {
+            Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into()))
+        })?;
+        let mut p = lock(&group.process);
+        Ok(RunReport { termination, stats: std::mem::take(&mut p.stats), cache: p.mm.cache_stats(), elapsed })
     }
 
-
-
-    fn run_loop(&mut self) -> Result<Termination, VmmError> {
-        let mut stderr = std::io::stderr();
-        loop {
-            let event = self.next_event()?;
-            let sync = self.vcpu.sync_regs_mut();
-            match event {
-                GuestEvent::Syscall => {
-                    let mut cpu = Cpu { regs: &mut sync.regs, sregs: &mut sync.sregs };
-                    let trace = self.trace.then_some(&mut stderr as &mut dyn Write);
-                    syscall::handle(&mut self.process, &mut cpu, trace);
-                    check_memory(&self.process)?;
-                    if let Some(t) = self.process.exit.take() {
-                        return Ok(t);
-                    }
-                    cpu::emulate_sysret(&mut sync.regs, &mut sync.sregs);
-                    self.vcpu.set_sync_dirty_reg(SyncReg::Register);
-                    self.vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
-                }
-                GuestEvent::Exception(vector) => {
-                    check_memory(&self.process)?;
-                    let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
-                    return self.exception(vector, kernel_rsp, cr2);
-                }
-                GuestEvent::UserPortIo(port) => {
-                    let rip = sync.regs.rip;
-                    return Ok(Termination::Signaled {
-                        signal: libc::SIGSEGV,
-                        detail: Some(format!("general protection fault (out to port {port:#x}), rip {rip:#x}")),
-                    });
-                }
-                GuestEvent::Unexpected(what) => return Err(VmmError::GuestCrashed(what)),
-            }
-        }
-    }
-
-    /// Runs the vCPU to its next exit.
-    pub(crate) fn next_event(&mut self) -> Result<GuestEvent, VmmError> {
-        loop {
-            match self.vcpu.run() {
-                Ok(exit) => {
-                    let (event, port) = (cpu::decode_exit(&exit), cpu::exit_port(&exit));
-                    let rip = self.vcpu.sync_regs_mut().regs.rip;
-                    return Ok(cpu::check_origin(event, port, rip));
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => check_memory(&self.process)?,
-                Err(source) => return Err(VmmError::Kvm { op: "RUN", source }),
-            }
-        }
-    }
-
+    /// The process, before it runs.
     pub(crate) fn process_mut(&mut self) -> &mut Process {
-        &mut self.process
+        Arc::get_mut(&mut self.group)
+            .expect("a vNode that has not run has no other thread")
+            .process
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn vcpu_mut(&mut self) -> &mut VcpuFd {
         &mut self.vcpu
     }
+}
 
-    /// Turns exception `vector` into the signal that ends the program.
-    fn exception(&mut self, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<Termination, VmmError> {
-        let sys = self.process.mm.sys();
-        let has_err = crate::sysmem::has_error_code(vector);
-        let base = kernel_rsp + if has_err { 8 } else { 0 };
-        let frame = Frame {
-            error_code: if has_err { sys.read_u64(kernel_rsp) } else { 0 },
-            rip: sys.read_u64(base),
-            cs: sys.read_u64(base + 8),
-            rflags: sys.read_u64(base + 16),
-            rsp: sys.read_u64(base + 24),
-        };
-        if frame.cs & 3 != 3 {
-            return Err(VmmError::GuestCrashed(format!(
-                "exception {vector} in guest kernel mode at rip {:#x}: a VMM bug",
-                frame.rip
-            )));
+impl Group {
+    /// Runs guest thread `tid` on `vcpu` until the thread or the process ends.
+    fn run_thread(self: &Arc<Self>, vcpu: &mut VcpuFd, tid: i32) {
+        self.kicker.register(tid, vcpu);
+        if let Some(outcome) = self.run_loop(vcpu, tid) {
+            self.end(outcome);
         }
-        let fault = fault::classify(vector, &frame, cr2)
-            .ok_or_else(|| VmmError::GuestCrashed(format!("exception {vector} at rip {:#x}", frame.rip)))?;
-        let handler = self.process.signals.actions[fault.signal as usize].handler;
-        let mut detail = fault.detail;
-        if handler > 1 {
-            detail.push_str(&format!(
-                " (the program's handler at {handler:#x} was not run: lego does not run signal handlers yet)"
-            ));
-        }
-        Ok(Termination::Signaled { signal: fault.signal, detail: Some(detail) })
+        self.kicker.unregister(tid);
     }
+
+    /// Ends the process (the first outcome counts): every other thread is woken from its waits
+    /// and kicked out of its vCPU, and none runs again.
+    fn end(&self, outcome: Result<Termination, VmmError>) {
+        lock(&self.outcome).get_or_insert(outcome);
+        self.threads.end();
+        self.kicker.kick_all();
+    }
+
+    /// Waits until every thread but the first has ended, and joins their host threads.
+    fn wait_for_threads(&self) {
+        let (count, changed) = &self.live;
+        let mut live = lock(count);
+        while *live > 0 {
+            live = changed.wait(live).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(live);
+        for handle in std::mem::take(&mut *lock(&self.joins)) {
+            // A panicking vCPU thread has already ended the process (see `spawn`).
+            let _ = handle.join();
+        }
+    }
+
+    /// Starts a host thread running `new` on a vCPU of its own: an idle one, or a new one.
+    fn spawn(self: &Arc<Self>, new: &NewThread) -> Result<(), VmmError> {
+        let idle = lock(&self.idle).pop();
+        let reused = idle.is_some();
+        let (index, mut vcpu) = match idle {
+            Some(v) => v,
+            None => {
+                let index = self.vcpus.fetch_add(1, Ordering::Relaxed);
+                if index >= MAX_VCPUS {
+                    self.vcpus.fetch_sub(1, Ordering::Relaxed);
+                    return Err(VmmError::Config(format!("more than {MAX_VCPUS} threads at once")));
+                }
+                let mut vcpu = self.vm.create_vcpu(u64::from(index)).map_err(VmmError::kvm("CREATE_VCPU"))?;
+                cpu::setup_vcpu(&self.kvm, &vcpu, index, self.cr3, new.regs.rip, new.regs.rsp)?;
+                vcpu.set_sync_valid_reg(SyncReg::Register);
+                vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+                (index, vcpu)
+            }
+        };
+        let prepared = (|| {
+            if reused {
+                cpu::reset_vcpu(&self.kvm, &vcpu, index, self.cr3, new.regs.rip, new.regs.rsp)?;
+            }
+            vcpu.set_kvm_immediate_exit(0);
+            vcpu.set_regs(&new.regs).map_err(VmmError::kvm("SET_REGS"))?;
+            let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("GET_SREGS"))?;
+            (sregs.fs.base, sregs.gs.base) = (new.fs_base, new.gs_base);
+            vcpu.set_sregs(&sregs).map_err(VmmError::kvm("SET_SREGS"))
+        })();
+        if let Err(e) = prepared {
+            lock(&self.idle).push((index, vcpu));
+            return Err(e);
+        }
+        *lock(&self.live.0) += 1;
+        let (group, tid) = (self.clone(), new.tid);
+        let started = std::thread::Builder::new().name(format!("vcpu-{tid}")).spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.run_thread(&mut vcpu, tid)));
+            if run.is_err() {
+                group.end(Err(VmmError::GuestCrashed(format!("the host thread of guest thread {tid} panicked"))));
+            }
+            lock(&group.idle).push((index, vcpu));
+            let (count, changed) = &group.live;
+            *lock(count) -= 1;
+            changed.notify_all();
+        });
+        if let Err(e) = started {
+            *lock(&self.live.0) -= 1;
+            return Err(VmmError::Config(format!("starting a vCPU thread: {e}")));
+        }
+        lock(&self.joins).extend(started.ok());
+        Ok(())
+    }
+
+    /// The run loop of guest thread `tid`. Returns how the process ended if this thread ended
+    /// it, `None` if only the thread ended (`exit`) or the process is ending anyway.
+    fn run_loop(self: &Arc<Self>, vcpu: &mut VcpuFd, tid: i32) -> Option<Result<Termination, VmmError>> {
+        let mut stderr = std::io::stderr();
+        loop {
+            if self.threads.ending() {
+                return None;
+            }
+            let event = match next_event(vcpu, &self.process) {
+                Ok(e) => e,
+                Err(_) if self.threads.ending() => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let sync = vcpu.sync_regs_mut();
+            match event {
+                GuestEvent::Syscall => {
+                    let mut p = Locked::lock(&self.process);
+                    let mut cpu = Cpu::new(&mut sync.regs, &mut sync.sregs, tid);
+                    let trace = self.trace.then_some(&mut stderr as &mut dyn Write);
+                    syscall::handle(&mut p, &mut cpu, trace);
+                    let request = cpu.request.take();
+                    if let Err(e) = check_memory(&p) {
+                        return Some(Err(e));
+                    }
+                    if let Some(t) = p.exit.take() {
+                        return Some(Ok(t));
+                    }
+                    match request {
+                        Some(ThreadRequest::Exit(status)) => return self.thread_exit(&mut p, tid, status),
+                        Some(ThreadRequest::Spawn(new)) => {
+                            if let Err(e) = self.spawn(&new) {
+                                tracing::warn!(tid = new.tid, "clone: {e}");
+                                p.threads.remove(&new.tid);
+                                sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
+                            }
+                        }
+                        None => {}
+                    }
+                    drop(p);
+                    cpu::emulate_sysret(&mut sync.regs, &mut sync.sregs);
+                    vcpu.set_sync_dirty_reg(SyncReg::Register);
+                    vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+                }
+                GuestEvent::Exception(vector) => {
+                    let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
+                    let p = lock(&self.process);
+                    return Some(check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2)));
+                }
+                GuestEvent::UserPortIo(port) => {
+                    let rip = sync.regs.rip;
+                    return Some(Ok(Termination::Signaled {
+                        signal: libc::SIGSEGV,
+                        detail: Some(format!("general protection fault (out to port {port:#x}), rip {rip:#x}")),
+                    }));
+                }
+                GuestEvent::Unexpected(what) => return Some(Err(VmmError::GuestCrashed(what))),
+            }
+        }
+    }
+
+    /// Guest thread `tid` called `exit`: it leaves (see [`syscall::exit_thread`]). The process
+    /// ends with its last thread, with that thread's status (as Linux 6.x reports it to the
+    /// parent, also when the first thread exited earlier with another).
+    fn thread_exit(&self, p: &mut Process, tid: i32, status: i32) -> Option<Result<Termination, VmmError>> {
+        syscall::exit_thread(p, tid);
+        p.threads.is_empty().then_some(Ok(Termination::Exited(status)))
+    }
+}
+
+/// Runs `vcpu` to its next exit. After a kick it fails: with the memory's failure, or because
+/// the process is ending.
+fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>) -> Result<GuestEvent, VmmError> {
+    loop {
+        match vcpu.run() {
+            Ok(exit) => {
+                let (event, port) = (cpu::decode_exit(&exit), cpu::exit_port(&exit));
+                let rip = vcpu.sync_regs_mut().regs.rip;
+                return Ok(cpu::check_origin(event, port, rip));
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                check_memory(&lock(process))?;
+                if vcpu.get_kvm_run().immediate_exit != 0 {
+                    return Err(VmmError::GuestCrashed("vCPU stopped: the process is ending".into()));
+                }
+            }
+            Err(source) => return Err(VmmError::Kvm { op: "RUN", source }),
+        }
+    }
+}
+
+/// Turns exception `vector` into the signal that ends the program.
+fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<Termination, VmmError> {
+    let sys = p.mm.sys();
+    let has_err = crate::sysmem::has_error_code(vector);
+    let base = kernel_rsp + if has_err { 8 } else { 0 };
+    let frame = Frame {
+        error_code: if has_err { sys.read_u64(kernel_rsp) } else { 0 },
+        rip: sys.read_u64(base),
+        cs: sys.read_u64(base + 8),
+        rflags: sys.read_u64(base + 16),
+        rsp: sys.read_u64(base + 24),
+    };
+    if frame.cs & 3 != 3 {
+        return Err(VmmError::GuestCrashed(format!(
+            "exception {vector} in guest kernel mode at rip {:#x}: a VMM bug",
+            frame.rip
+        )));
+    }
+    let fault = fault::classify(vector, &frame, cr2)
+        .ok_or_else(|| VmmError::GuestCrashed(format!("exception {vector} at rip {:#x}", frame.rip)))?;
+    let handler = p.signals.actions[fault.signal as usize].handler;
+    let mut detail = fault.detail;
+    if handler > 1 {
+        detail.push_str(&format!(
+            " (the program's handler at {handler:#x} was not run: lego does not run signal handlers yet)"
+        ));
+    }
+    Ok(Termination::Signaled { signal: fault.signal, detail: Some(detail) })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Ends the run if the process's memory failed (nothing computed since can be trusted).

@@ -131,16 +131,16 @@ impl TimedReads {
     /// Runs the guest over `addrs` and returns each read's latency.
     fn run(mut self, addrs: &[u64], tsc: f64) -> Result<(Vec<Duration>, Vnode), VmmError> {
         let bytes: Vec<u8> = addrs.iter().flat_map(|a| a.to_le_bytes()).collect();
-        let mm = &self.vnode.process().mm;
-        mm.write_user(self.list, &bytes).map_err(|e| VmmError::Config(format!("address list: {e}")))?;
+        let written = self.vnode.process().mm.write_user(self.list, &bytes);
+        written.map_err(|e| VmmError::Config(format!("address list: {e}")))?;
         let vcpu = self.vnode.vcpu_mut();
         let mut regs = vcpu.get_regs().map_err(VmmError::kvm("GET_REGS"))?;
         (regs.rdi, regs.rsi, regs.r9) = (self.list, addrs.len() as u64, self.results);
         vcpu.set_regs(&regs).map_err(VmmError::kvm("SET_REGS"))?;
         run_to_syscall(&mut self.vnode, "timed reads")?;
         let mut raw = vec![0u8; addrs.len() * 8];
-        let mm = &self.vnode.process().mm;
-        mm.read_user(self.results, &mut raw).map_err(|e| VmmError::Config(format!("results: {e}")))?;
+        let read = self.vnode.process().mm.read_user(self.results, &mut raw);
+        read.map_err(|e| VmmError::Config(format!("results: {e}")))?;
         let ticks = raw.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")));
         Ok((ticks.map(|t| Duration::from_nanos((t as f64 / tsc) as u64)).collect(), self.vnode))
     }

@@ -37,14 +37,17 @@ pub(super) fn run(mem: &Shared, stop: i32) {
         let started = Instant::now();
         let mut st = mem.state();
         let result = if fault.wp {
-            // First write to a clean line: it is dirty from now on. If the line was evicted since
-            // the fault was queued, waking the writer makes it fault again as a miss.
-            if st.sets.get(page).is_some() {
-                st.sets.mark_dirty(page);
-                st.stats.dirtied += 1;
-                mem.uffd.write_protect(at, PAGE_SIZE, false).map_err(|e| format!("unprotecting {page:#x}: {e}"))
-            } else {
-                Ok(())
+            // First write to a clean line: it is dirty from now on. Several vCPUs may have
+            // written the same clean line at once: the first of their faults dirties it, the
+            // others find it dirty and only wake. If the line was evicted since the fault was
+            // queued, waking the writer makes it fault again as a miss.
+            match st.sets.get(page) {
+                Some(line) if !line.dirty => {
+                    st.sets.mark_dirty(page);
+                    st.stats.dirtied += 1;
+                    mem.uffd.write_protect(at, PAGE_SIZE, false).map_err(|e| format!("unprotecting {page:#x}: {e}"))
+                }
+                _ => Ok(()),
             }
         } else {
             let misses = st.stats.misses;

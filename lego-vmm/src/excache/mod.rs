@@ -29,6 +29,7 @@ use lego_proto::transport::{RegisteredBuf, Slot, Transport};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::VmmError;
+use crate::kick::Kicker;
 use crate::layout::PAGE_SIZE;
 use crate::uffd::Uffd;
 use owners::{Owners, RemotePages};
@@ -140,8 +141,8 @@ struct Shared {
     size: u64,
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
-    /// The thread running the vCPU, kicked out of KVM_RUN when memory fails.
-    vcpu_thread: Mutex<Option<libc::pthread_t>>,
+    /// The vCPU threads, kicked out of KVM_RUN when memory fails.
+    kicker: Arc<Kicker>,
 }
 
 impl Shared {
@@ -149,7 +150,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records the first failure and kicks the vCPU so the run loop sees it.
+    /// Records the first failure and kicks the vCPUs so their run loops see it.
     fn fail(&self, msg: String) {
         let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_none() {
@@ -158,11 +159,7 @@ impl Shared {
             *f = Some(msg);
         }
         self.failed.store(true, Ordering::Release);
-        if let Some(t) = *self.vcpu_thread.lock().unwrap_or_else(|e| e.into_inner()) {
-            // SAFETY: `t` is the vCPU thread registered by `set_vcpu_thread`, which lives as long as
-            // the vNode runs; the signal has a no-op handler installed by the run loop.
-            unsafe { libc::pthread_kill(t, kick_signal()) };
-        }
+        self.kicker.kick_all();
     }
 
     /// Drops a page from the host mapping: KVM's MMU notifier removes the guest's translation.
@@ -175,11 +172,6 @@ impl Shared {
         }
         Ok(())
     }
-}
-
-/// The signal that interrupts KVM_RUN when the memory of the process fails.
-pub fn kick_signal() -> i32 {
-    libc::SIGRTMIN() + 1
 }
 
 /// A process's ExCache and its fault-handler thread.
@@ -210,7 +202,7 @@ impl ExCache {
             size,
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
-            vcpu_thread: Mutex::new(None),
+            kicker: Arc::new(Kicker::default()),
         });
         let stop = EventFd::new(libc::EFD_CLOEXEC).map_err(|e| err("eventfd", e))?;
         let stop_fd = stop.as_raw_fd();
@@ -222,10 +214,10 @@ impl ExCache {
         Ok(ExCache { shared, stop, thread: Some(thread) })
     }
 
-    /// Names the thread that runs the vCPU, so a memory failure can interrupt it.
-    pub fn set_vcpu_thread(&self) {
-        // SAFETY: pthread_self has no preconditions.
-        *self.shared.vcpu_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(unsafe { libc::pthread_self() });
+    /// The registry of the process's vCPU threads, all kicked when memory fails (and when the
+    /// process ends for any other reason).
+    pub fn kicker(&self) -> Arc<Kicker> {
+        self.shared.kicker.clone()
     }
 
     /// The failure that ended the process's memory, if any: after one, faults are resolved with
@@ -242,40 +234,13 @@ impl ExCache {
         self.shared.fail(msg);
     }
 
-    /// Records the owner of vRegion `index`.
-    pub fn set_owner(&self, index: u64, owner: &str) -> Result<(), String> {
-        self.shared.state().owners.set(index, owner)
-    }
-
-    /// Drops every line of `[start, end)` without writing anything back (its pages are gone at the
-    /// owners, or are about to be: munmap, MADV_DONTNEED) and forgets that they exist remotely.
-    pub fn discard(&self, start: u64, end: u64) -> Result<(), String> {
-        let end = end.min(self.shared.size);
-        if start >= end {
-            return Ok(());
-        }
-        let mut st = self.shared.state();
-        for line in st.sets.in_range(start, end) {
-            st.sets.remove(line.page);
-        }
-        st.remote.clear(start, end);
-        self.shared.zap(start, end - start)
-    }
-
-    /// Writes back the dirty lines of `[start, end)` and drops all its lines, so that the owners
-    /// hold the only copy (before mremap moves the pages there).
-    pub fn write_back(&self, start: u64, end: u64) -> Result<(), String> {
-        let end = end.min(self.shared.size);
-        let mut st = self.shared.state();
-        for line in st.sets.in_range(start, end) {
-            st.evict(&self.shared, line, None)?;
-        }
-        Ok(())
-    }
-
-    /// The owners' pages of `[from, from+len)` moved to `[to, to+len)`.
-    pub fn relocate(&self, from: u64, to: u64, len: u64) {
-        self.shared.state().remote.relocate(from, to, len);
+    /// Holds the ExCache still: no fault is served and no line is evicted until the returned
+    /// guard is dropped. The memory manager holds it across a memory call to the home and the
+    /// application of its effects, so that no dirty line of a range the owners unmap (or map
+    /// anew) is written back between the two: the owner would refuse the write, or take it
+    /// into the new mapping. Nothing holding it may touch guest memory (see [`State`]).
+    pub fn hold(&self) -> Held<'_> {
+        Held { shared: &self.shared, st: self.shared.state() }
     }
 
     /// Address of the mem-server owning the vRegion of `page`.
@@ -292,6 +257,48 @@ impl ExCache {
     /// A handle that reads the statistics from another thread while the process runs.
     pub fn probe(&self) -> StatsProbe {
         StatsProbe(self.shared.clone())
+    }
+}
+
+/// The ExCache held still (see [`ExCache::hold`]).
+pub struct Held<'a> {
+    shared: &'a Shared,
+    st: MutexGuard<'a, State>,
+}
+
+impl Held<'_> {
+    /// Records the owner of vRegion `index`.
+    pub fn set_owner(&mut self, index: u64, owner: &str) -> Result<(), String> {
+        self.st.owners.set(index, owner)
+    }
+
+    /// Drops every line of `[start, end)` without writing anything back (its pages are gone at the
+    /// owners, or are about to be: munmap, MADV_DONTNEED) and forgets that they exist remotely.
+    pub fn discard(&mut self, start: u64, end: u64) -> Result<(), String> {
+        let end = end.min(self.shared.size);
+        if start >= end {
+            return Ok(());
+        }
+        for line in self.st.sets.in_range(start, end) {
+            self.st.sets.remove(line.page);
+        }
+        self.st.remote.clear(start, end);
+        self.shared.zap(start, end - start)
+    }
+
+    /// Writes back the dirty lines of `[start, end)` and drops all its lines, so that the owners
+    /// hold the only copy (before mremap moves the pages there).
+    pub fn write_back(&mut self, start: u64, end: u64) -> Result<(), String> {
+        let end = end.min(self.shared.size);
+        for line in self.st.sets.in_range(start, end) {
+            self.st.evict(self.shared, line, None)?;
+        }
+        Ok(())
+    }
+
+    /// The owners' pages of `[from, from+len)` moved to `[to, to+len)`.
+    pub fn relocate(&mut self, from: u64, to: u64, len: u64) {
+        self.st.remote.relocate(from, to, len);
     }
 }
 
@@ -322,6 +329,14 @@ impl State {
     /// the same exchange as the fetch when both have the same owner. The line then comes from its
     /// owner if it exists there, else it is zeroes (p-local), and is installed write-protected
     /// unless the access was a write.
+    ///
+    /// Several threads (vCPUs, or the VMM copying to a guest buffer) may miss on the same page
+    /// at once: each fault is queued, the first one installs the line and the others find it
+    /// resident here, so the line is fetched and counted once; the handler's wake then releases
+    /// every thread waiting on the page. (A write that finds the line installed for a read
+    /// faults again, as a first write.) The sets and the mapping change together under the
+    /// state lock, so `UFFDIO_COPY` never meets a present page (`EEXIST`); if it did, the
+    /// bookkeeping would be wrong and the copy error ends the process's memory.
     fn serve_miss(&mut self, mem: &Shared, page: u64, write: bool) -> Result<(), String> {
         if self.sets.get(page).is_some() {
             return Ok(());

@@ -2,7 +2,9 @@
 //!
 //! [`handle`] decodes the call from the guest registers, runs its handler against the
 //! [`Process`] state and puts the result in RAX. Handlers are plain functions of the process,
-//! the CPU registers and six argument words, so they can be tested without KVM.
+//! the calling vCPU's registers and thread, and six argument words, so they can be tested
+//! without KVM. They run with the process lock held; the few that may block ([`Handler::Blocking`])
+//! get the lock itself and release it while they wait.
 
 mod fs;
 mod info;
@@ -10,6 +12,7 @@ mod mem;
 pub mod names;
 mod poll;
 mod proc;
+mod thread;
 mod time;
 
 use std::fmt::Write as _;
@@ -17,18 +20,60 @@ use std::fmt::Write as _;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 
 use crate::errno::{Errno, SysResult};
-use crate::process::Process;
+use crate::process::{Locked, Process};
+pub use thread::{exit_thread, CloneArgs};
 
-/// The registers of the calling vCPU, for the calls that read or change them.
+/// The calling vCPU: its registers, its thread, and what the call asks of the run loop.
 pub struct Cpu<'a> {
     pub regs: &'a mut kvm_regs,
     pub sregs: &'a mut kvm_sregs,
+    /// The calling thread's id.
+    pub tid: i32,
+    /// Set by a call that needs the run loop to act beyond returning a value.
+    pub request: Option<ThreadRequest>,
+}
+
+impl<'a> Cpu<'a> {
+    /// Thread `tid` making a call with these registers.
+    pub fn new(regs: &'a mut kvm_regs, sregs: &'a mut kvm_sregs, tid: i32) -> Cpu<'a> {
+        Cpu { regs, sregs, tid, request: None }
+    }
+}
+
+/// What a system call asks of the run loop of the calling thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ThreadRequest {
+    /// `clone` of a thread: start a vCPU for it. Its state is already in the process; the
+    /// call's result is its id.
+    Spawn(NewThread),
+    /// `exit`: the calling thread ends (its state has already been cleaned up).
+    Exit(i32),
+}
+
+/// A thread `clone` created, for the run loop to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewThread {
+    pub tid: i32,
+    /// Its user registers, as it returns from `clone` (RAX 0, its own stack).
+    pub regs: kvm_regs,
+    /// Its FS base (TLS) and GS base.
+    pub fs_base: u64,
+    pub gs_base: u64,
 }
 
 /// The six argument registers.
 pub type Args = [u64; 6];
 
-type Handler = fn(&mut Process, &mut Cpu<'_>, Args) -> SysResult<u64>;
+/// A system call's implementation.
+#[derive(Clone, Copy)]
+enum Handler {
+    /// Runs under the process lock from start to end.
+    Plain(fn(&mut Process, &mut Cpu<'_>, Args) -> SysResult<u64>),
+    /// May wait (for another thread, a timer, the host): holds the lock, and releases it while
+    /// it waits.
+    Blocking(fn(&mut Locked<'_>, &mut Cpu<'_>, Args) -> SysResult<u64>),
+}
+use Handler::{Blocking, Plain};
 
 /// How to print each argument in a trace: `d` signed, `u` unsigned, `x` hex, `o` octal,
 /// `f` fd (AT_FDCWD by name), `s` C string, `b` buffer whose length is the next argument,
@@ -42,121 +87,127 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use mem::*;
     use poll::*;
     use proc::*;
+    use thread::*;
     use time::*;
     Some(match nr {
-        0 => ("fBu", read),
-        1 => ("fbu", write),
-        2 => ("sxo", open),
-        3 => ("f", close),
-        4 => ("sx", stat),
-        5 => ("fx", fstat),
-        6 => ("sx", lstat),
-        7 => ("xud", poll),
-        8 => ("fdd", lseek),
-        9 => ("xuxxfd", mmap),
-        10 => ("xux", mprotect),
-        11 => ("xu", munmap),
-        12 => ("x", brk),
-        13 => ("dxxu", rt_sigaction),
-        14 => ("dxxu", rt_sigprocmask),
-        16 => ("fxx", ioctl),
-        17 => ("fBud", pread64),
-        18 => ("fbud", pwrite64),
-        19 => ("fxd", readv),
-        20 => ("fxd", writev),
-        21 => ("sd", access),
-        22 => ("x", pipe),
-        24 => ("", sched_yield),
-        25 => ("xuuxx", mremap),
-        28 => ("xud", madvise),
-        32 => ("f", dup),
-        33 => ("ff", dup2),
-        35 => ("xx", nanosleep),
-        39 => ("", getpid),
-        60 => ("d", exit),
-        62 => ("dd", kill),
-        63 => ("x", uname),
-        72 => ("fdx", fcntl),
-        74 => ("f", fsync),
-        75 => ("f", fdatasync),
-        77 => ("fd", ftruncate),
-        79 => ("xu", getcwd),
-        80 => ("s", chdir),
-        81 => ("f", fchdir),
-        82 => ("ss", rename),
-        83 => ("so", mkdir),
-        84 => ("s", rmdir),
-        87 => ("s", unlink),
-        89 => ("sxu", readlink),
-        95 => ("o", umask),
-        96 => ("xx", gettimeofday),
-        97 => ("dx", getrlimit),
-        99 => ("x", sysinfo),
-        102 => ("", getuid),
-        104 => ("", getgid),
-        105 => ("d", setuid),
-        106 => ("d", setgid),
-        107 => ("", geteuid),
-        108 => ("", getegid),
-        109 => ("dd", setpgid),
-        110 => ("", getppid),
-        111 => ("", getpgrp),
-        112 => ("", setsid),
-        113 => ("dd", setreuid),
-        114 => ("dd", setregid),
-        115 => ("dx", getgroups),
-        116 => ("dx", setgroups),
-        117 => ("ddd", setresuid),
-        118 => ("xxx", getresuid),
-        119 => ("ddd", setresgid),
-        120 => ("xxx", getresgid),
-        121 => ("d", getpgid),
-        124 => ("d", getsid),
-        131 => ("xx", sigaltstack),
-        157 => ("dxxxx", prctl),
-        158 => ("dx", arch_prctl),
-        160 => ("dx", setrlimit),
-        186 => ("", gettid),
-        201 => ("x", time),
-        200 => ("dd", tkill),
-        204 => ("dux", sched_getaffinity),
-        217 => ("fxu", getdents64),
-        218 => ("x", set_tid_address),
-        228 => ("dx", clock_gettime),
-        229 => ("dx", clock_getres),
-        230 => ("ddxx", clock_nanosleep),
-        231 => ("d", exit_group),
-        234 => ("ddd", tgkill),
-        257 => ("fsxo", openat),
-        258 => ("fso", mkdirat),
-        262 => ("fsxx", newfstatat),
-        263 => ("fsx", unlinkat),
-        264 => ("fsfs", renameat),
-        267 => ("fsxu", readlinkat),
-        269 => ("fsd", faccessat),
-        271 => ("xuxxu", ppoll),
-        273 => ("xu", set_robust_list),
-        292 => ("ffx", dup3),
-        293 => ("xx", pipe2),
-        302 => ("ddxx", prlimit64),
-        316 => ("fsfsx", renameat2),
-        318 => ("xux", getrandom),
-        332 => ("fsxxx", statx),
-        334 => ("xudx", rseq),
-        439 => ("fsdx", faccessat2),
+        0 => ("fBu", Blocking(read)),
+        1 => ("fbu", Blocking(write)),
+        2 => ("sxo", Plain(open)),
+        3 => ("f", Plain(close)),
+        4 => ("sx", Plain(stat)),
+        5 => ("fx", Plain(fstat)),
+        6 => ("sx", Plain(lstat)),
+        7 => ("xud", Blocking(poll)),
+        8 => ("fdd", Plain(lseek)),
+        9 => ("xuxxfd", Plain(mmap)),
+        10 => ("xux", Plain(mprotect)),
+        11 => ("xu", Plain(munmap)),
+        12 => ("x", Plain(brk)),
+        13 => ("dxxu", Plain(rt_sigaction)),
+        14 => ("dxxu", Plain(rt_sigprocmask)),
+        16 => ("fxx", Plain(ioctl)),
+        17 => ("fBud", Plain(pread64)),
+        18 => ("fbud", Plain(pwrite64)),
+        19 => ("fxd", Blocking(readv)),
+        20 => ("fxd", Blocking(writev)),
+        21 => ("sd", Plain(access)),
+        22 => ("x", Plain(pipe)),
+        24 => ("", Plain(sched_yield)),
+        25 => ("xuuxx", Plain(mremap)),
+        28 => ("xud", Plain(madvise)),
+        32 => ("f", Plain(dup)),
+        33 => ("ff", Plain(dup2)),
+        35 => ("xx", Blocking(nanosleep)),
+        39 => ("", Plain(getpid)),
+        56 => ("xxxxx", Plain(clone)),
+        60 => ("d", Plain(exit)),
+        62 => ("dd", Plain(kill)),
+        63 => ("x", Plain(uname)),
+        72 => ("fdx", Plain(fcntl)),
+        74 => ("f", Plain(fsync)),
+        75 => ("f", Plain(fdatasync)),
+        77 => ("fd", Plain(ftruncate)),
+        79 => ("xu", Plain(getcwd)),
+        80 => ("s", Plain(chdir)),
+        81 => ("f", Plain(fchdir)),
+        82 => ("ss", Plain(rename)),
+        83 => ("so", Plain(mkdir)),
+        84 => ("s", Plain(rmdir)),
+        87 => ("s", Plain(unlink)),
+        89 => ("sxu", Plain(readlink)),
+        95 => ("o", Plain(umask)),
+        96 => ("xx", Plain(gettimeofday)),
+        97 => ("dx", Plain(getrlimit)),
+        99 => ("x", Plain(sysinfo)),
+        102 => ("", Plain(getuid)),
+        104 => ("", Plain(getgid)),
+        105 => ("d", Plain(setuid)),
+        106 => ("d", Plain(setgid)),
+        107 => ("", Plain(geteuid)),
+        108 => ("", Plain(getegid)),
+        109 => ("dd", Plain(setpgid)),
+        110 => ("", Plain(getppid)),
+        111 => ("", Plain(getpgrp)),
+        112 => ("", Plain(setsid)),
+        113 => ("dd", Plain(setreuid)),
+        114 => ("dd", Plain(setregid)),
+        115 => ("dx", Plain(getgroups)),
+        116 => ("dx", Plain(setgroups)),
+        117 => ("ddd", Plain(setresuid)),
+        118 => ("xxx", Plain(getresuid)),
+        119 => ("ddd", Plain(setresgid)),
+        120 => ("xxx", Plain(getresgid)),
+        121 => ("d", Plain(getpgid)),
+        124 => ("d", Plain(getsid)),
+        131 => ("xx", Plain(sigaltstack)),
+        157 => ("dxxxx", Plain(prctl)),
+        158 => ("dx", Plain(arch_prctl)),
+        160 => ("dx", Plain(setrlimit)),
+        186 => ("", Plain(gettid)),
+        200 => ("dd", Plain(tkill)),
+        201 => ("x", Plain(time)),
+        202 => ("xdux", Blocking(futex)),
+        204 => ("dux", Plain(sched_getaffinity)),
+        217 => ("fxu", Plain(getdents64)),
+        218 => ("x", Plain(set_tid_address)),
+        228 => ("dx", Plain(clock_gettime)),
+        229 => ("dx", Plain(clock_getres)),
+        230 => ("ddxx", Blocking(clock_nanosleep)),
+        231 => ("d", Plain(exit_group)),
+        234 => ("ddd", Plain(tgkill)),
+        257 => ("fsxo", Plain(openat)),
+        258 => ("fso", Plain(mkdirat)),
+        262 => ("fsxx", Plain(newfstatat)),
+        263 => ("fsx", Plain(unlinkat)),
+        264 => ("fsfs", Plain(renameat)),
+        267 => ("fsxu", Plain(readlinkat)),
+        269 => ("fsd", Plain(faccessat)),
+        271 => ("xuxxu", Blocking(ppoll)),
+        273 => ("xu", Plain(set_robust_list)),
+        274 => ("dxx", Plain(get_robust_list)),
+        292 => ("ffx", Plain(dup3)),
+        293 => ("xx", Plain(pipe2)),
+        302 => ("ddxx", Plain(prlimit64)),
+        316 => ("fsfsx", Plain(renameat2)),
+        318 => ("xux", Plain(getrandom)),
+        332 => ("fsxxx", Plain(statx)),
+        334 => ("xudx", Plain(rseq)),
+        435 => ("xu", Plain(clone3)),
+        439 => ("fsdx", Plain(faccessat2)),
         _ => return None,
     })
 }
 
 /// Handles the system call the vCPU stopped on; the result is in RAX afterwards. `trace` gets
 /// one strace-style line per call.
-pub fn handle(p: &mut Process, cpu: &mut Cpu<'_>, trace: Option<&mut dyn std::io::Write>) {
+pub fn handle(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, trace: Option<&mut dyn std::io::Write>) {
     let nr = cpu.regs.rax;
     let args: Args = [cpu.regs.rdi, cpu.regs.rsi, cpu.regs.rdx, cpu.regs.r10, cpu.regs.r8, cpu.regs.r9];
     p.stats.calls += 1;
     *p.stats.by_nr.entry(nr).or_default() += 1;
     let (sig, result) = match lookup(nr) {
-        Some((sig, handler)) => (sig, handler(p, cpu, args)),
+        Some((sig, Plain(handler))) => (sig, handler(p, cpu, args)),
+        Some((sig, Blocking(handler))) => (sig, handler(p, cpu, args)),
         None => {
             *p.stats.unimplemented.entry(nr).or_default() += 1;
             tracing::debug!(nr, name = names::name(nr).unwrap_or("?"), "unimplemented system call");
@@ -171,7 +222,7 @@ pub fn handle(p: &mut Process, cpu: &mut Cpu<'_>, trace: Option<&mut dyn std::io
     if let Some(out) = trace {
         let line = format_call(p, nr, sig, &args, ret);
         // A failing trace sink must not change what the program sees.
-        let _ = writeln!(out, "[{}] {}", p.pid, line);
+        let _ = writeln!(out, "[{}] {}", cpu.tid, line);
     }
 }
 
@@ -251,17 +302,17 @@ mod tests {
 
     /// A process and the mem-server its memory lives on (dropped in this order).
     struct Fuzzed {
-        p: Process,
+        p: std::sync::Mutex<Process>,
         _server: mem_server::Handle,
     }
 
     fn process(root: &std::path::Path) -> Fuzzed {
         let fs = Arc::new(HostDir::new(root).unwrap());
         let crate::testing::TestMm { mm, server } = crate::testing::mm(64 << 20);
-        let mut p = Process::new(mm, fs, "fuzz".into(), b"fuzz");
+        let mut p = Process::new(mm, fs, "fuzz".into(), b"fuzz").unwrap();
         let heap = p.mm.mmap(0, 1 << 16, crate::paging::Prot::RW, 0x22, lego_proto::vma::VmaKind::Anon).unwrap();
         p.mm.write_user(heap, b"/tmp\0x\0").unwrap();
-        Fuzzed { p, _server: server }
+        Fuzzed { p: std::sync::Mutex::new(p), _server: server }
     }
 
     /// Interesting argument values: small numbers, fds, flags, wild and kernel addresses, and
@@ -286,16 +337,16 @@ mod tests {
         fn any_call_with_any_arguments_is_handled(calls in proptest::collection::vec(
             (prop_oneof![0u64..335, 400u64..460, any::<u64>()], proptest::array::uniform6(arg())), 1..8)) {
             let dir = tempfile::tempdir().unwrap();
-            let mut f = process(dir.path());
-            let p = &mut f.p;
+            let f = process(dir.path());
+            let p = &mut Locked::lock(&f.p);
             for (nr, args) in calls {
                 // Calls that would sleep or wait on the host are not fuzzed.
-                if matches!(nr, 7 | 35 | 230 | 271) {
+                if matches!(nr, 7 | 35 | 202 | 230 | 271) {
                     continue;
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };
                 let mut sregs = kvm_sregs::default();
-                handle(p, &mut Cpu { regs: &mut regs, sregs: &mut sregs }, None);
+                handle(p, &mut Cpu::new(&mut regs, &mut sregs, 1), None);
                 let r = regs.rax as i64;
                 prop_assert!(r >= -4095, "syscall {} returned {}", nr, r);
                 if p.exit.is_some() {

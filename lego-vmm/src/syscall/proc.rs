@@ -16,21 +16,8 @@ fn bit(sig: i32) -> u64 {
 pub fn getpid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
     Ok(p.pid as u64)
 }
-pub fn gettid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    Ok(p.pid as u64)
-}
 pub fn getppid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
     Ok(p.ppid as u64)
-}
-
-/// `exit`: with one thread per process this ends the process, as `exit_group` does.
-pub fn exit(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    exit_group(p, cpu, a)
-}
-
-pub fn exit_group(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    p.exit = Some(Termination::Exited((a[0] & 0xff) as i32));
-    Ok(0)
 }
 
 /// Raises `sig` at the process and acts on whatever is now deliverable.
@@ -39,32 +26,47 @@ pub fn raise(p: &mut Process, sig: i32) {
     deliver_pending(p);
 }
 
-/// Applies the disposition of every pending, unblocked signal. Handlers are not run: a signal
-/// whose disposition is a handler ends the program with a message saying so (delivery to
-/// handlers comes with the threads-and-signals work).
+/// Applies the disposition of every deliverable signal: one sent to a thread that does not
+/// block it, or one sent to the process that some thread does not block. Handlers are not run:
+/// a signal whose disposition is a handler ends the program with a message saying so (delivery
+/// to handlers comes with the signals work).
 pub fn deliver_pending(p: &mut Process) {
-    let ready = p.signals.pending & !p.signals.mask;
+    let unblocked_somewhere = p.threads.values().fold(0, |acc, t| acc | !t.sigmask);
     for sig in 1..=NSIG as i32 {
-        if ready & bit(sig) == 0 || p.exit.is_some() {
-            continue;
+        if p.exit.is_some() {
+            return;
         }
-        p.signals.pending &= !bit(sig);
-        let act = p.signals.actions[sig as usize];
-        match act.handler {
-            SIG_IGN if sig != SIGKILL => {}
-            SIG_DFL if default_ignores(sig) => {}
-            SIG_DFL if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => {
-                tracing::warn!(sig, "stop signal ignored: a vNode has no job control");
-            }
-            SIG_DFL => p.exit = Some(Termination::Signaled { signal: sig, detail: None }),
-            handler => {
-                p.exit = Some(Termination::Signaled {
-                    signal: sig,
-                    detail: Some(format!(
-                        "the program has a handler for it at {handler:#x}, and lego does not run signal handlers yet"
-                    )),
-                })
-            }
+        let mut ready = false;
+        if p.signals.pending & unblocked_somewhere & bit(sig) != 0 {
+            p.signals.pending &= !bit(sig);
+            ready = true;
+        }
+        for t in p.threads.values_mut().filter(|t| t.pending & !t.sigmask & bit(sig) != 0) {
+            t.pending &= !bit(sig);
+            ready = true;
+        }
+        if ready {
+            act(p, sig);
+        }
+    }
+}
+
+/// The default action (or `SIG_IGN`) of `sig`, or the end of the program for a handler.
+fn act(p: &mut Process, sig: i32) {
+    match p.signals.actions[sig as usize].handler {
+        SIG_IGN if sig != SIGKILL => {}
+        SIG_DFL if default_ignores(sig) => {}
+        SIG_DFL if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => {
+            tracing::warn!(sig, "stop signal ignored: a vNode has no job control");
+        }
+        SIG_DFL => p.exit = Some(Termination::Signaled { signal: sig, detail: None }),
+        handler => {
+            p.exit = Some(Termination::Signaled {
+                signal: sig,
+                detail: Some(format!(
+                    "the program has a handler for it at {handler:#x}, and lego does not run signal handlers yet"
+                )),
+            })
         }
     }
 }
@@ -90,17 +92,17 @@ pub fn kill(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(0)
 }
 
+/// `tkill`: a signal for one thread of the process.
 pub fn tkill(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let tid = a[0] as i32;
     let sig = check_sig(a[1])?;
     if tid <= 0 {
         return Err(Errno::EINVAL);
     }
-    if tid != p.pid {
-        return Err(Errno::ESRCH);
-    }
+    let thread = p.threads.get_mut(&tid).ok_or(Errno::ESRCH)?;
     if let Some(sig) = sig {
-        raise(p, sig);
+        thread.pending |= bit(sig);
+        deliver_pending(p);
     }
     Ok(0)
 }
@@ -145,15 +147,16 @@ pub fn rt_sigaction(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
     Ok(0)
 }
 
-pub fn rt_sigprocmask(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `rt_sigprocmask`: the calling thread's mask.
+pub fn rt_sigprocmask(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [how, set, oset, size, ..] = a;
     if size != 8 {
         return Err(Errno::EINVAL);
     }
-    let old = p.signals.mask;
+    let old = p.thread(cpu.tid).sigmask;
     if set != 0 {
         let s = p.mm.read_u64(set)? & !UNBLOCKABLE;
-        p.signals.mask = match how as i32 {
+        p.thread(cpu.tid).sigmask = match how as i32 {
             libc::SIG_BLOCK => old | s,
             libc::SIG_UNBLOCK => old & !s,
             libc::SIG_SETMASK => s,
@@ -192,19 +195,6 @@ pub fn sigaltstack(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     Ok(0)
 }
 
-pub fn set_tid_address(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    p.clear_child_tid = a[0];
-    Ok(p.pid as u64)
-}
-
-pub fn set_robust_list(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    if a[1] != 24 {
-        return Err(Errno::EINVAL);
-    }
-    p.robust_list = (a[0], a[1]);
-    Ok(0)
-}
-
 /// `rseq`: registration is accepted and the CPU id fields are kept at 0. A vNode thread is never
 /// preempted, migrated or interrupted by a signal inside a critical section, so no abort is ever
 /// owed.
@@ -223,7 +213,10 @@ pub fn rseq(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(0)
 }
 
+/// `sched_yield`: the vCPU's host thread yields its core (other threads of the process may be
+/// waiting for it).
 pub fn sched_yield(_: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    std::thread::yield_now();
     Ok(0)
 }
 

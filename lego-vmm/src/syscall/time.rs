@@ -1,8 +1,10 @@
 //! Clocks and sleeping: the host's clocks, read on the guest's behalf.
 
+use std::time::{Duration, Instant};
+
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
-use crate::process::Process;
+use crate::process::{Locked, Process};
 
 fn host_clock(clock: u64) -> SysResult<libc::clockid_t> {
     // Negative ids name per-process CPU clocks of other processes; not supported.
@@ -12,7 +14,7 @@ fn host_clock(clock: u64) -> SysResult<libc::clockid_t> {
     }
 }
 
-fn now(clock: libc::clockid_t) -> SysResult<libc::timespec> {
+pub(super) fn now(clock: libc::clockid_t) -> SysResult<libc::timespec> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.
     if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
@@ -28,7 +30,7 @@ fn write_timespec(p: &Process, addr: u64, ts: &libc::timespec) -> SysResult<()> 
     p.mm.write_user(addr, &b)
 }
 
-fn read_timespec(p: &Process, addr: u64) -> SysResult<libc::timespec> {
+pub(super) fn read_timespec(p: &Process, addr: u64) -> SysResult<libc::timespec> {
     let (sec, nsec) = (p.mm.read_u64(addr)? as i64, p.mm.read_u64(addr + 8)? as i64);
     if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
         return Err(Errno::EINVAL);
@@ -76,32 +78,29 @@ pub fn time(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(t)
 }
 
-/// Sleeps on the host. The guest sees no signal while it sleeps, so a host-side EINTR is not
-/// its business: the sleep goes on for what is left.
-fn sleep(clock: libc::clockid_t, flags: i32, req: &libc::timespec) -> SysResult<()> {
-    let mut left = *req;
-    loop {
-        let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `left` and `rem` are valid timespecs.
-        match unsafe { libc::clock_nanosleep(clock, flags, &left, &mut rem) } {
-            0 => return Ok(()),
-            libc::EINTR if flags & libc::TIMER_ABSTIME == 0 => left = rem,
-            libc::EINTR => {}
-            e => return Err(Errno(e)),
-        }
+/// Sleeps until `clock` reads `req` (`TIMER_ABSTIME` in `flags`) or for `req`, without the
+/// process lock; `EINTR` when the process ends meanwhile.
+fn sleep(p: &mut Locked<'_>, clock: libc::clockid_t, flags: i32, req: &libc::timespec) -> SysResult<u64> {
+    let mut d = Duration::new(req.tv_sec as u64, req.tv_nsec as u32);
+    if flags & libc::TIMER_ABSTIME != 0 {
+        let now = now(clock)?;
+        d = d.saturating_sub(Duration::new(now.tv_sec as u64, now.tv_nsec as u32));
     }
+    let deadline = Instant::now() + d;
+    let group = p.group.clone();
+    p.unlocked(|| group.sleep_until(deadline)).map(|()| 0)
 }
 
-pub fn nanosleep(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn nanosleep(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let req = read_timespec(p, a[0])?;
-    sleep(libc::CLOCK_MONOTONIC, 0, &req).map(|()| 0)
+    sleep(p, libc::CLOCK_MONOTONIC, 0, &req)
 }
 
-pub fn clock_nanosleep(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn clock_nanosleep(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let clock = host_clock(a[0])?;
     if matches!(clock, libc::CLOCK_PROCESS_CPUTIME_ID | libc::CLOCK_THREAD_CPUTIME_ID) {
         return Err(Errno::EINVAL);
     }
     let req = read_timespec(p, a[2])?;
-    sleep(clock, (a[1] as i32) & libc::TIMER_ABSTIME, &req).map(|()| 0)
+    sleep(p, clock, (a[1] as i32) & libc::TIMER_ABSTIME, &req)
 }

@@ -1,0 +1,76 @@
+//! Stopping every vCPU of a process for good: when the process ends (`exit_group`, a fatal
+//! fault in any thread, a failed memory), each vCPU thread is kicked out of `KVM_RUN` and kept
+//! out.
+//!
+//! A kick sets `immediate_exit` in the vCPU's `kvm_run` page, then signals its thread with
+//! [`kick_signal`], whose handler does nothing. A vCPU in `KVM_RUN` returns `EINTR` because of
+//! the signal; one about to enter returns `EINTR` at once because of the flag, so no kick is
+//! ever lost between a thread's last check and its next entry.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use kvm_bindings::kvm_run;
+use kvm_ioctls::VcpuFd;
+
+use crate::error::VmmError;
+
+/// The signal that interrupts `KVM_RUN`.
+pub fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 1
+}
+
+/// Installs the (empty) handler of [`kick_signal`] for the whole VMM process.
+pub fn install_handler() -> Result<(), VmmError> {
+    extern "C" fn kicked(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), kicked)
+        .map_err(|e| VmmError::Config(format!("installing the vCPU kick handler: {e}")))
+}
+
+struct Target {
+    thread: libc::pthread_t,
+    run: *mut kvm_run,
+}
+
+// SAFETY: `run` points at the vCPU's kvm_run mapping, which stays mapped while the target is
+// registered (the vCPU thread unregisters before dropping its VcpuFd, and unregistering waits
+// for the registry lock a kick holds); it is only written with a volatile one-byte store.
+unsafe impl Send for Target {}
+
+/// The vCPU threads of one process.
+#[derive(Default)]
+pub struct Kicker {
+    targets: Mutex<HashMap<i32, Target>>,
+}
+
+impl Kicker {
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, Target>> {
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers the calling thread as the one running `vcpu` (guest thread `tid`). It must call
+    /// [`Kicker::unregister`] before dropping `vcpu`.
+    pub fn register(&self, tid: i32, vcpu: &mut VcpuFd) {
+        let run: *mut kvm_run = vcpu.get_kvm_run();
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() };
+        self.lock().insert(tid, Target { thread, run });
+    }
+
+    /// Forgets guest thread `tid`'s vCPU.
+    pub fn unregister(&self, tid: i32) {
+        self.lock().remove(&tid);
+    }
+
+    /// Stops every registered vCPU and keeps it from running again.
+    pub fn kick_all(&self) {
+        for t in self.lock().values() {
+            // SAFETY: see `Target`: the mapping is alive while registered, and we hold the
+            // registry lock; `immediate_exit` is a byte KVM reads on entry.
+            unsafe { std::ptr::addr_of_mut!((*t.run).immediate_exit).write_volatile(1) };
+            // SAFETY: the thread is alive while registered (it unregisters before it ends); the
+            // signal has a no-op handler (`install_handler`).
+            unsafe { libc::pthread_kill(t.thread, kick_signal()) };
+        }
+    }
+}
