@@ -275,6 +275,7 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
     let img = tempfile::tempdir().unwrap();
     std::fs::create_dir(img.path().join("bin")).unwrap();
     std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();
+    std::fs::copy(common::image("threads"), img.path().join("bin/threads")).unwrap();
     ok(&["image", "push", img.path().to_str().unwrap(), "--vnode", "demo"]);
     let ps = || -> serde_json::Value { serde_json::from_slice(&ok(&["ps", "--json"]).stdout).unwrap() };
     let t = Instant::now();
@@ -344,6 +345,16 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(second.wait().unwrap().success());
+
+    // A pComponent's load is its guest threads: a process with four counts four.
+    let threads = lego(&["run", "--vnode", "demo", "/bin/threads", "idle", "3", "5000"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while !ps()["components"].as_array().unwrap().iter().any(|c| c["role"] == "Processor" && c["load"]["threads"] == 4) {
+        assert!(t.elapsed() < Duration::from_secs(4), "no pComponent reported the 4 guest threads: {}", ps()["components"]);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = threads.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "3 threads slept 5000 ms\n");
 
     // --local runs in this shell's VMM, and says so in lego ps.
     let mut local = lego(&["run", "--local", "--vnode", "demo", "/bin/busybox", "sleep", "2"]).stdin(std::process::Stdio::null()).spawn().unwrap();

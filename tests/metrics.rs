@@ -57,6 +57,7 @@ fn components_serve_figures_that_follow_real_work() {
     wait_for(&global, "lego_global_components{role=\"pcomp\",state=\"up\"}", |n| n == 1.0);
     let p = metrics_of(&pcomp);
     assert_eq!(sample(&p, "lego_pcomp_processes"), Some(0.0), "{p}");
+    assert_eq!(sample(&p, "lego_pcomp_threads"), Some(0.0), "{p}");
     assert_eq!(sample(&p, "lego_pcomp_processes_started_total"), Some(0.0), "{p}");
     wait_for(&global, "lego_global_components{role=\"storage-server\",state=\"up\"}", |n| n == 1.0);
     wait_for(&global, "lego_global_heartbeats_total", |n| n >= 2.0);

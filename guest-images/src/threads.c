@@ -7,6 +7,7 @@
  *   threads segv         a thread's SIGSEGV ends the whole process
  *   threads futex        futex timeouts, EAGAIN, bitsets, requeue, wake-op
  *   threads robust       a robust mutex whose owner thread died: EOWNERDEAD
+ *   threads idle N MS    N threads besides the first sleep MS milliseconds (for load figures)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -98,6 +99,21 @@ static int basic(int n) {
         sum += (long)ret;
     }
     printf("joined %d threads: counter %ld, sum of returns %ld, main tls %ld\n", n, counter, sum, mine);
+    return 0;
+}
+
+static void *sleeps(void *ms) {
+    struct timespec d = {(long)ms / 1000, (long)ms % 1000 * 1000000};
+    nanosleep(&d, NULL);
+    return NULL;
+}
+
+static int idle(int n, long ms) {
+    pthread_t t[64];
+    if (n < 1 || n > 64 || ms < 0) return 2;
+    for (int i = 0; i < n; i++) CHECK(pthread_create(&t[i], NULL, sleeps, (void *)ms));
+    for (int i = 0; i < n; i++) CHECK(pthread_join(t[i], NULL));
+    printf("%d threads slept %ld ms\n", n, ms);
     return 0;
 }
 
@@ -310,7 +326,7 @@ static int robust_case(void) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: threads basic N|exit|leader-exit|exit-group|segv|futex|robust\n");
+        fprintf(stderr, "usage: threads basic N|exit|leader-exit|exit-group|segv|futex|robust|idle N MS\n");
         return 2;
     }
     const char *c = argv[1];
@@ -321,6 +337,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "segv")) return segv();
     if (!strcmp(c, "futex")) return futex_case();
     if (!strcmp(c, "robust")) return robust_case();
+    if (!strcmp(c, "idle") && argc == 4) return idle(atoi(argv[2]), atol(argv[3]));
     fprintf(stderr, "unknown case %s\n", c);
     return 2;
 }

@@ -8,13 +8,15 @@
 //! `lego run --local` with the request's options).
 //!
 //! The load the daemon reports to the global process manager (GPM) is the number of guest
-//! threads it runs, which is its number of processes while every guest is single-threaded.
+//! threads it runs: for each VMM, its first guest thread plus its host threads named `vcpu-*`
+//! (one per further guest thread, see `vnode.rs`), read from `/proc` at each heartbeat.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,8 +42,8 @@ pub struct Pcomp {
 /// What the daemon has done: its heartbeat load and its metrics.
 #[derive(Debug, Default)]
 struct Counts {
-    /// Processes running now.
-    running: AtomicU64,
+    /// Host process ids of the VMMs running now.
+    running: Mutex<BTreeSet<u32>>,
     /// Processes started since the daemon started.
     started: AtomicU64,
     /// Run requests refused (a bad first message, a VMM that could not start).
@@ -51,7 +53,8 @@ struct Counts {
 impl Collector for Counts {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        gauge(&mut e, "lego_pcomp_processes", "vNode processes running on this pComponent.", get(&self.running))?;
+        gauge(&mut e, "lego_pcomp_processes", "vNode processes running on this pComponent.", self.processes())?;
+        gauge(&mut e, "lego_pcomp_threads", "Guest threads of the vNode processes running on this pComponent.", self.threads())?;
         counter(&mut e, "lego_pcomp_processes_started", "vNode processes started since the daemon started.", get(&self.started))?;
         counter(&mut e, "lego_pcomp_runs_refused", "Run requests refused (bad request, VMM that could not start).", get(&self.refused))
     }
@@ -81,7 +84,7 @@ impl Pcomp {
     /// The load for heartbeats: guest threads running.
     pub fn load_probe(&self) -> impl Fn() -> Load + Send + 'static {
         let counts = self.counts.clone();
-        move || Load { threads: counts.running.load(Ordering::Relaxed), ..Load::default() }
+        move || Load { threads: counts.threads(), ..Load::default() }
     }
 
     /// Adds the daemon's metrics (processes, connections) to `registry`.
@@ -102,20 +105,43 @@ impl Pcomp {
     }
 }
 
+impl Counts {
+    fn running(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn processes(&self) -> u64 {
+        self.running().len() as u64
+    }
+
+    /// Guest threads of the running VMMs. A VMM that is just starting or ending counts one.
+    fn threads(&self) -> u64 {
+        self.running().iter().map(|&pid| guest_threads(pid)).sum()
+    }
+}
+
+/// The guest threads of VMM `pid`: its first thread, which runs the first guest thread, and its
+/// `vcpu-*` threads, which run the others.
+fn guest_threads(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 1 };
+    let vcpu = |t: &std::fs::DirEntry| std::fs::read(t.path().join("comm")).is_ok_and(|c| c.starts_with(b"vcpu-"));
+    1 + tasks.flatten().filter(|t| vcpu(t)).count() as u64
+}
+
 /// Counts a running process for as long as it lives.
-struct Running<'a>(&'a Counts);
+struct Running<'a>(&'a Counts, u32);
 
 impl<'a> Running<'a> {
-    fn start(counts: &'a Counts) -> Running<'a> {
+    fn start(counts: &'a Counts, pid: u32) -> Running<'a> {
         counts.started.fetch_add(1, Ordering::Relaxed);
-        counts.running.fetch_add(1, Ordering::Relaxed);
-        Running(counts)
+        counts.running().insert(pid);
+        Running(counts, pid)
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.running().remove(&self.1);
     }
 }
 
@@ -160,7 +186,7 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
         Ok(c) => c,
         Err(e) => return refuse(format!("cannot start a VMM for {program}: {e}")),
     };
-    let running = Running::start(counts);
+    let running = Running::start(counts, child.id());
     tracing::info!(%peer, vnode = %req.vnode, %program, pid = child.id(), "process started");
     if !say(&FromPcomp::Started { pid: child.id() }) {
         kill(&pidfd);

@@ -346,6 +346,7 @@ impl Group {
         }
         *lock(&self.live.0) += 1;
         let (group, tid) = (self.clone(), new.tid);
+        // The name is how a pComponent daemon counts guest threads (`pcomp.rs`).
         let started = std::thread::Builder::new().name(format!("vcpu-{tid}")).spawn(move || {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.run_thread(&mut vcpu, tid)));
             if run.is_err() {
