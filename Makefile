@@ -45,6 +45,7 @@ bench: build guest-images
 	$(LEGO) bench throughput
 	$(LEGO) bench slowdown
 	$(LEGO) bench storage
+	$(LEGO) bench apps
 
 clean:
 	$(CARGO) clean

@@ -144,6 +144,9 @@ pub enum Outcome {
     Skipped(String),
     /// A run exceeded `--timeout`.
     TimedOut(Duration),
+    /// The kernel's OOM killer ended a run: the limit is below what Linux cannot swap out
+    /// (page tables, kernel stacks, pinned pages). A result of the configuration, not an error.
+    OomKilled,
     /// A run failed or printed something other than the reference.
     Failed(String),
 }
@@ -463,8 +466,15 @@ impl Ctx<'_> {
     /// Runs one workload in one configuration with `local` bytes of local memory.
     fn one(&self, setup: Setup, servers: &[String], p: &Prepared, r: &Reference, local: u64) -> anyhow::Result<(Outcome, String)> {
         let mut guard = Guard::default();
-        let cmd: Box<dyn Fn() -> Command> = match setup {
-            Setup::Lego(n) => {
+        let cgroup = match setup {
+            Setup::Lego(_) => None,
+            _ => {
+                let name = format!("lego-bench-{}-{}-{}", std::process::id(), p.w.name, setup.letter());
+                Some(system::Cgroup::create(&mut guard, &name, Some(local))?)
+            }
+        };
+        let cmd: Box<dyn Fn() -> Command> = match (setup, &cgroup) {
+            (Setup::Lego(n), _) => {
                 let excache = local.max(64 << 10);
                 let vregion = if n > 1 { "4M" } else { "1G" };
                 let servers = servers.join(",");
@@ -479,20 +489,22 @@ impl Ctx<'_> {
                     c
                 })
             }
-            _ => {
-                let name = format!("lego-bench-{}-{}-{}", std::process::id(), p.w.name, setup.letter());
-                let cgroup = system::Cgroup::create(&mut guard, &name, Some(local))?;
-                Box::new(move || {
-                    let mut c = Command::new(&p.program);
-                    c.args(&p.argv).current_dir(&p.dir);
-                    cgroup.enter_on_exec(&mut c);
-                    c
-                })
-            }
+            (_, cg) => Box::new(move || {
+                let mut c = Command::new(&p.program);
+                c.args(&p.argv).current_dir(&p.dir);
+                if let Some(cg) = cg {
+                    cg.enter_on_exec(&mut c);
+                }
+                c
+            }),
         };
         let before = system::swap_counters();
-        let (outcome, samples) = self.runs(&*cmd, Some(&r.stdout))?;
+        let (mut outcome, samples) = self.runs(&*cmd, Some(&r.stdout))?;
         let after = system::swap_counters();
+        if matches!(outcome, Outcome::Failed(_)) && cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0) {
+            outcome = Outcome::OomKilled;
+        }
+        drop(cmd);
         guard.undo_all()?;
         let detail = match (setup, samples.last()) {
             (Setup::Lego(_), Some(s)) => lego_detail(&s.stats, s.elapsed),

@@ -101,7 +101,7 @@ pub fn markdown(h: &Header, rows: &[Row], plot_note: &str) -> String {
     let _ = writeln!(
         s,
         "- {} thread(s) per workload; median of {} run(s) after {} warm-up run(s); inputs at scale {}; \
-         local memory is a share of the working set (the reference run's peak RSS)",
+         local memory is a share of the working set (the reference run's peak memory use)",
         h.threads, h.runs, h.warmup, h.scale
     );
     if h.interrupted {
@@ -119,6 +119,7 @@ pub fn markdown(h: &Header, rows: &[Row], plot_note: &str) -> String {
             ),
             Outcome::Skipped(why) => ("skipped".into(), "-".into(), why.clone()),
             Outcome::TimedOut(t) => (format!("> {}", t.as_secs()), "-".into(), "timed out".into()),
+            Outcome::OomKilled => ("OOM-killed".into(), "-".into(), "the OOM killer ended it: the limit is below what Linux cannot swap".into()),
             Outcome::Failed(e) => ("FAILED".into(), "-".into(), e.replace('|', "/").replace('\n', " ")),
         };
         let _ = writeln!(s, "| {} | {} | {local} | {median} | {slow} | {range} | {} |", r.workload, config_name(r), r.detail.replace('|', "/"));
@@ -143,6 +144,7 @@ pub fn csv(rows: &[Row]) -> String {
             Outcome::Measured { median, min, max } => ("ok".to_string(), secs(*median), secs(*min), secs(*max)),
             Outcome::Skipped(why) => (format!("skipped: {why}"), String::new(), String::new(), String::new()),
             Outcome::TimedOut(t) => (format!("timed out after {} s", t.as_secs()), String::new(), String::new(), String::new()),
+            Outcome::OomKilled => ("oom-killed".into(), String::new(), String::new(), String::new()),
             Outcome::Failed(e) => (format!("failed: {e}"), String::new(), String::new(), String::new()),
         };
         let slow = slowdown(rows, r).map_or(String::new(), |x| format!("{x:.3}"));

@@ -103,6 +103,12 @@ impl Cgroup {
         Ok(Cgroup { dir, procs })
     }
 
+    /// How many processes of the group the kernel's OOM killer has killed.
+    pub fn oom_kills(&self) -> u64 {
+        let s = std::fs::read_to_string(self.dir.join("memory.oom_control")).unwrap_or_default();
+        s.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok()).unwrap_or(0)
+    }
+
     /// The most memory the group's processes have used at once, in bytes. Only what they
     /// allocate after joining counts (v1 does not move charges), so unlike a child's peak RSS
     /// it leaves out the harness's pages a forked child shares before it executes.
@@ -310,4 +316,38 @@ pub fn machine() -> String {
         "no KVM module found"
     };
     format!("{cores} cores ({cpu}), {:.1} GiB memory, Linux {kernel}, {kvm}", mem_kib as f64 / (1 << 20) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[test]
+    fn guard_undoes_in_reverse_and_tries_everything() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        {
+            let mut g = Guard::default();
+            for i in 0..3 {
+                let l = log.clone();
+                g.push(format!("step {i}"), move || {
+                    l.borrow_mut().push(i);
+                    if i == 1 {
+                        bail!("step 1 cannot be undone");
+                    }
+                    Ok(())
+                });
+            }
+            let e = g.undo_all().unwrap_err();
+            assert!(e.to_string().contains("undoing step 1"), "{e}");
+            assert_eq!(*log.borrow(), [2, 1, 0]);
+            let l = log.clone();
+            g.push("step 3", move || {
+                l.borrow_mut().push(3);
+                Ok(())
+            });
+        } // dropped: runs what is left
+        assert_eq!(*log.borrow(), [2, 1, 0, 3]);
+    }
 }
