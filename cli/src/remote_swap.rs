@@ -85,7 +85,7 @@ impl Blocks {
         if !v.is_power_of_two() || v < (2 << 20) {
             bail!("--vregion-size must be a power of two of at least 2 MiB");
         }
-        if args.size == 0 || args.size % PAGE != 0 {
+        if args.size == 0 || !args.size.is_multiple_of(PAGE) {
             bail!("--size must be a positive multiple of 4 KiB");
         }
         let timeout = Duration::from_secs(args.mem_timeout.max(1));

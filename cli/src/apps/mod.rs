@@ -91,7 +91,7 @@ impl AppsArgs {
             warmup: self.warmup.unwrap_or(if q { 0 } else { 1 }),
             scale: self.scale.unwrap_or(if q { 0.25 } else { 1.0 }),
         };
-        if plan.runs == 0 || plan.percents.iter().any(|&p| p == 0 || p > 100) || !(plan.scale > 0.0) || self.threads == 0 {
+        if plan.runs == 0 || plan.percents.iter().any(|&p| p == 0 || p > 100) || plan.scale.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || self.threads == 0 {
             bail!("--runs and --threads must be at least 1, --percents in 1..=100, --scale positive");
         }
         Ok(plan)
