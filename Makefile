@@ -46,6 +46,7 @@ bench: build guest-images
 	$(LEGO) bench slowdown
 	$(LEGO) bench storage
 	$(LEGO) bench threads
+	$(LEGO) bench apps
 
 clean:
 	$(CARGO) clean

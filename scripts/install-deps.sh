@@ -11,9 +11,11 @@
 #   build-essential  gcc, make, glibc static libs (libc6-dev)
 #   iproute2         `ip`, for network namespace tests
 #   tmux             a terminal for the `lego top` test
+#   fonts-dejavu-core  the font of `lego bench apps`'s plot
+#   util-linux       losetup, mkswap, swapon for `lego bench apps`
 set -euo pipefail
 
-PACKAGES=(busybox-static musl-tools build-essential iproute2 tmux)
+PACKAGES=(busybox-static musl-tools build-essential iproute2 tmux fonts-dejavu-core util-linux)
 
 is_installed() {
     # dpkg -s succeeds for packages in e.g. "deinstall" state too, so check

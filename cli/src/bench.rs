@@ -38,6 +38,8 @@ pub enum Bench {
     Throughput(crate::throughput::ThroughputArgs),
     /// Whole programs at ExCache sizes relative to their working set, beside native runs.
     Slowdown(crate::slowdown::SlowdownArgs),
+    /// Applications on lego beside Linux swap (disk, zram) and Infiniswap-style remote swap.
+    Apps(crate::apps::AppsArgs),
     /// 4 KB file I/O through the buffer cache and storage server, beside native I/O.
     Storage(crate::storage_bench::StorageBenchArgs),
     /// The threaded word count at 1, 2 and 4 threads, 100% and 25% ExCache, beside native runs.
@@ -53,6 +55,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Slowdown(args) => crate::slowdown::run(&args),
         Bench::Storage(args) => crate::storage_bench::run(&args),
         Bench::Threads(args) => crate::threads_bench::run(&args),
+        Bench::Apps(args) => crate::apps::run(&args),
     }
 }
 

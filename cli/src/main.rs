@@ -1,16 +1,19 @@
 //! `lego`: the one command of the lego system. Subcommands are thin: they parse arguments and
 //! call the component libraries.
 
+mod apps;
 mod bench;
 mod cluster;
 mod config;
 mod global;
 mod image;
 mod mem_server;
+mod measure;
 mod memory;
 mod metrics;
 mod pcomp;
 mod remote;
+mod remote_swap;
 mod report;
 mod run;
 mod size;
@@ -74,6 +77,9 @@ enum Command {
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Serve an Infiniswap-style swap device: a FUSE file whose blocks live on mem-servers
+    /// (for `losetup` and `swapon`).
+    RemoteSwap(remote_swap::RemoteSwapArgs),
     /// Measure the vNode execution and memory paths.
     Bench {
         #[command(subcommand)]
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
         Command::Top(args) => status("top", top::run(&args, state), ExitCode::FAILURE),
         Command::Vnode { cmd } => status("vnode", global::vnode(cmd, state), ExitCode::FAILURE),
         Command::Image { cmd } => status("image", image::run(cmd, state), ExitCode::FAILURE),
+        Command::RemoteSwap(args) => status("remote-swap", remote_swap::run(args), ExitCode::FAILURE),
         Command::Bench { which } => status("bench", bench::run(which), ExitCode::from(run::STATUS_VMM_FAILURE)),
     }
 }

@@ -10,12 +10,12 @@
 //! `--runs` runs.
 
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{bail, Context};
+
+use crate::measure::{Interrupt, measure, median, stat};
 
 /// Options of `lego bench slowdown`.
 #[derive(clap::Args)]
@@ -36,58 +36,6 @@ pub struct SlowdownArgs {
     /// Number of 64-bit integers `sort` sorts.
     #[arg(long, default_value_t = 1_000_000)]
     sort_n: u64,
-}
-
-/// One run's result.
-pub(crate) struct Sample {
-    pub elapsed: Duration,
-    pub stdout: Vec<u8>,
-    /// Peak resident set of a native run, in bytes.
-    pub max_rss: u64,
-    /// `--stats` lines of a lego run.
-    pub stats: String,
-}
-
-/// Runs `cmd` to completion, timing it and collecting its peak resident set.
-pub(crate) fn measure(mut cmd: Command) -> anyhow::Result<Sample> {
-    let what = format!("{cmd:?}");
-    let started = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {what}"))?;
-    // Drain both pipes before reaping, so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut err, &mut v);
-        v
-    });
-    let mut stdout = Vec::new();
-    std::io::Read::read_to_end(&mut out, &mut stdout).with_context(|| format!("reading the output of {what}"))?;
-    let stderr = err_reader.join().unwrap_or_default();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `child` is our unreaped child; status and usage point to live locals.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let elapsed = started.elapsed();
-    if pid < 0 {
-        bail!("waiting for {what}: {}", std::io::Error::last_os_error());
-    }
-    let status = std::process::ExitStatus::from_raw(status);
-    if !status.success() {
-        bail!("{what} failed ({status}): {}", String::from_utf8_lossy(&stderr));
-    }
-    Ok(Sample { elapsed, stdout, max_rss: usage.ru_maxrss as u64 * 1024, stats: String::from_utf8_lossy(&stderr).into_owned() })
-}
-
-pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-/// The last number on the `--stats` line containing `name`, if any.
-pub(crate) fn stat(stats: &str, name: &str) -> Option<u64> {
-    stats.lines().find(|l| l.contains(name))?.split_whitespace().last()?.parse().ok()
 }
 
 /// Runs the benchmark.
@@ -119,7 +67,7 @@ pub fn run(args: &SlowdownArgs) -> anyhow::Result<()> {
         for _ in 0..args.runs {
             let mut c = Command::new(&prog);
             c.args(wargs);
-            native.push(measure(c)?);
+            native.push(measure(c, None, &Interrupt::default())?);
         }
         let want = native[0].stdout.clone();
         let rss = native.iter().map(|s| s.max_rss).max().unwrap_or(0);
@@ -142,7 +90,7 @@ pub fn run(args: &SlowdownArgs) -> anyhow::Result<()> {
             for _ in 0..args.runs {
                 let mut c = Command::new(&lego);
                 c.arg("run").arg("--stats").arg("--excache").arg(excache.to_string()).arg(&prog).args(wargs.iter().map(OsString::from));
-                let s = measure(c)?;
+                let s = measure(c, None, &Interrupt::default())?;
                 if s.stdout != want {
                     bail!(
                         "{label} at {percent}% ExCache printed {:?}, natively {:?}",

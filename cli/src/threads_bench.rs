@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::slowdown::{measure, median, stat, Sample};
+use crate::measure::{Interrupt, measure, median, stat, Sample};
 
 /// Options of `lego bench threads`.
 #[derive(clap::Args)]
@@ -42,7 +42,7 @@ fn runs(n: usize, want: Option<&[u8]>, what: &str, make: impl Fn() -> Command) -
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..n {
-        let s = measure(make())?;
+        let s = measure(make(), None, &Interrupt::default())?;
         if let Some(want) = want {
             if s.stdout != want {
                 bail!("{what} printed {:?}, natively {:?}", String::from_utf8_lossy(&s.stdout), String::from_utf8_lossy(want));
