@@ -10,7 +10,14 @@
 use std::time::Duration;
 
 mod common;
-use common::{image, kvm, lego, native, run};
+use common::{image, kvm, lego, native, run, Run};
+
+/// `lego run OPTIONS signals CASE` (glibc).
+fn signals_in_lego(options: &[&str], case: &str) -> Run {
+    let prog = image("signals");
+    let dir = prog.parent().unwrap().to_path_buf();
+    run(lego(options, &prog, &[case], &dir), Duration::from_secs(30), &format!("signals {case} {options:?}"))
+}
 
 const CASES: &[&str] =
     &["info", "thread", "segv", "fpe", "restart", "suspend", "altstack", "masks", "sse", "context", "badframe"];
@@ -41,9 +48,7 @@ fn a_garbage_frame_is_the_programs_sigsegv() {
     if !kvm() {
         return;
     }
-    let prog = image("signals");
-    let dir = prog.parent().unwrap().to_path_buf();
-    let got = run(lego(&[], &prog, &["badframe"], &dir), Duration::from_secs(30), "signals badframe");
+    let got = signals_in_lego(&[], "badframe");
     assert_eq!(got.status, Some(139), "{}", got.stderr);
     assert!(got.stderr.contains("killed by SIGSEGV: bad signal frame at"), "{}", got.stderr);
     assert!(got.stderr.contains("in rt_sigreturn: non-canonical rip"), "{}", got.stderr);
@@ -55,12 +60,10 @@ fn sigreturn_is_traced_and_counted() {
     if !kvm() {
         return;
     }
-    let prog = image("signals");
-    let dir = prog.parent().unwrap().to_path_buf();
-    let traced = run(lego(&["--trace-syscalls"], &prog, &["info"], &dir), Duration::from_secs(30), "signals info, traced");
+    let traced = signals_in_lego(&["--trace-syscalls"], "info");
     assert_eq!(traced.status, Some(0), "{}", traced.stderr);
     // raise, kill and tgkill each return 0 before their handler runs.
     assert_eq!(traced.stderr.matches("] rt_sigreturn() = 0").count(), 3, "{}", traced.stderr);
-    let counted = run(lego(&["--stats"], &prog, &["info"], &dir), Duration::from_secs(30), "signals info, counted");
+    let counted = signals_in_lego(&["--stats"], "info");
     assert_eq!(common::stat(&counted.stderr, "rt_sigreturn"), 3, "{}", counted.stderr);
 }

@@ -574,7 +574,7 @@ fn restore(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, uc: u64) -> Result<(), 
     let r = &mut sync.regs;
     let user_flags = r.r11;
     [r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rdi, r.rsi, r.rbp, r.rbx, r.rdx, r.rax, r.rcx, r.rsp, r.rip] =
-        std::array::from_fn(|i| g(i));
+        std::array::from_fn(g);
     r.rflags = (user_flags & !FIX_EFLAGS) | (g(17) & FIX_EFLAGS) | 2;
     (sync.sregs.cs, sync.sregs.ss) = (cpu::user_cs(), cpu::user_ds());
     let sp = r.rsp;
