@@ -1,7 +1,8 @@
 //! End-to-end tests of signal handlers: each case of `signals` (glibc and musl) prints in a
 //! vNode what it prints natively and ends with the same status: `siginfo` fields, signals to a
 //! thread running user code and to the process, fault handlers that `siglongjmp` out, system
-//! calls interrupted and restarted (`SA_RESTART`) or not, `sigsuspend`, the alternate stack,
+//! calls interrupted and restarted (`SA_RESTART`) or not, `sigsuspend`, `sigwaitinfo`,
+//! `sigtimedwait` and `sigwait`, the alternate stack,
 //! handler masks, the FPU state of the interrupted code, `uc_mcontext` changes taking effect,
 //! and a garbage frame given to `rt_sigreturn`.
 //!
@@ -20,7 +21,7 @@ fn signals_in_lego(options: &[&str], case: &str) -> Run {
 }
 
 const CASES: &[&str] =
-    &["info", "thread", "segv", "fpe", "restart", "suspend", "altstack", "masks", "sse", "context", "badframe"];
+    &["info", "thread", "segv", "fpe", "restart", "suspend", "wait", "altstack", "masks", "sse", "context", "badframe"];
 
 #[test]
 fn every_case_matches_native() {

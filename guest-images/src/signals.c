@@ -8,6 +8,8 @@
  *   restart   a read of an empty pipe interrupted by a signal: restarted with SA_RESTART,
  *             EINTR without; nanosleep and pause give EINTR even with SA_RESTART
  *   suspend   sigsuspend, sigpending, and the mask given back after the handler
+ *   wait      sigwaitinfo takes a pending signal, sigtimedwait times out, sigwait gets one
+ *             another thread sends, and no handler runs
  *   altstack  SA_ONSTACK runs the handler on the sigaltstack; EPERM changing it from there
  *   masks     sa_mask defers a signal raised in the handler; SA_NODEFER nests; SA_RESETHAND
  *   sse       a handler doing double arithmetic and printf does not disturb the doubles of the
@@ -249,7 +251,7 @@ static void read_pipe(void) {
     if (r < 0)
         printf("  read: -1 %s, handler ran: %s\n", errno == EINTR ? "EINTR" : strerror(errno), handler_calls ? "yes" : "no");
     else
-        printf("  read: %zd, handler ran: %s\n", r, handler_calls >= 2 ? "yes, more than once" : "not enough");
+        printf("  read: %zd, handler ran: %s\n", r, handler_calls ? "yes" : "no");
 }
 
 static void long_nanosleep(void) {
@@ -297,6 +299,41 @@ static int case_suspend(void) {
     sigpending(&pending);
     printf("after: SIGUSR1 %s, pending %s\n", sigismember(&now, SIGUSR1) ? "blocked again" : "unblocked",
            sigismember(&pending, SIGUSR1) ? "SIGUSR1" : "nothing");
+    return 0;
+}
+
+/* ---- wait ---- */
+
+static void *send_usr2_later(void *arg) {
+    (void)arg;
+    sleep_ms(30);
+    pthread_kill(main_thread, SIGUSR2);
+    return NULL;
+}
+
+static int case_wait(void) {
+    main_thread = pthread_self();
+    on(SIGUSR1, count_handler, 0);
+    on(SIGUSR2, count_handler, 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    raise(SIGUSR1);
+    siginfo_t si;
+    int sig = sigwaitinfo(&set, &si);
+    printf("sigwaitinfo: %s, code %s\n", sig == SIGUSR1 ? "SIGUSR1" : "other", code_name(si.si_code));
+    struct timespec ts = {0, 20 * 1000000L};
+    sig = sigtimedwait(&set, &si, &ts);
+    printf("sigtimedwait with nothing pending: %d %s\n", sig, errno == EAGAIN ? "EAGAIN" : strerror(errno));
+    pthread_t t;
+    pthread_create(&t, NULL, send_usr2_later, NULL);
+    int got = 0;
+    int r = sigwait(&set, &got);
+    pthread_join(t, NULL);
+    printf("sigwait: %d, %s from the other thread\n", r, got == SIGUSR2 ? "SIGUSR2" : "other");
+    printf("handlers ran: %d\n", handler_calls);
     return 0;
 }
 
@@ -532,7 +569,8 @@ int main(int argc, char **argv) {
         int (*fn)(void);
     } cases[] = {
         {"info", case_info},         {"thread", case_thread}, {"segv", case_segv},   {"fpe", case_fpe},
-        {"restart", case_restart},   {"suspend", case_suspend}, {"altstack", case_altstack},
+        {"restart", case_restart},   {"suspend", case_suspend}, {"wait", case_wait},
+        {"altstack", case_altstack},
         {"masks", case_masks},       {"sse", case_sse},       {"context", case_context},
         {"badframe", case_badframe},
     };

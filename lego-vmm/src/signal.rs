@@ -79,7 +79,7 @@ impl SigInfo {
     }
 
     /// The 128-byte `siginfo_t`: signo, errno, code, then the union at 16.
-    fn bytes(&self) -> [u8; SIGINFO_SIZE] {
+    pub fn bytes(&self) -> [u8; SIGINFO_SIZE] {
         let mut b = [0u8; SIGINFO_SIZE];
         b[0..4].copy_from_slice(&self.signo.to_le_bytes());
         b[8..12].copy_from_slice(&self.code.to_le_bytes());
@@ -268,6 +268,19 @@ pub fn deliverable(p: &Process, tid: i32) -> u64 {
 /// Takes the next signal for thread `tid`: its own before the process's, lowest number first.
 fn next(p: &mut Process, tid: i32) -> Option<SigInfo> {
     let ready = deliverable(p, tid);
+    if ready == 0 {
+        return None;
+    }
+    let sig = ready.trailing_zeros() as i32 + 1;
+    let own = p.thread(tid).pending.take(sig);
+    own.or_else(|| p.signals.pending.take(sig))
+}
+
+/// Takes the lowest signal of `set` pending for thread `tid` (its own first), for
+/// `rt_sigtimedwait`: it is accepted without running its handler.
+pub fn take_waited(p: &mut Process, tid: i32, set: u64) -> Option<SigInfo> {
+    let t = p.threads.get(&tid)?;
+    let ready = (t.pending.bits() | p.signals.pending.bits()) & set;
     if ready == 0 {
         return None;
     }

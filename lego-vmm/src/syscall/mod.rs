@@ -164,6 +164,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         121 => ("d", Plain(getpgid)),
         124 => ("d", Plain(getsid)),
         127 => ("xu", Plain(rt_sigpending)),
+        128 => ("xxxu", Blocking(rt_sigtimedwait)),
         130 => ("xu", Blocking(rt_sigsuspend)),
         131 => ("xx", Plain(sigaltstack)),
         157 => ("dxxxx", Plain(prctl)),
@@ -347,7 +348,7 @@ mod tests {
             let p = &mut Locked::lock(&f.p);
             for (nr, args) in calls {
                 // Calls that would sleep or wait on the host are not fuzzed.
-                if matches!(nr, 7 | 34 | 35 | 130 | 202 | 230 | 271) {
+                if matches!(nr, 7 | 34 | 35 | 128 | 130 | 202 | 230 | 271) {
                     continue;
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };

@@ -1,7 +1,9 @@
 //! Signal system calls: sending (`kill`, `tkill`, `tgkill`), dispositions and masks
 //! (`rt_sigaction`, `rt_sigprocmask`, `rt_sigpending`, `sigaltstack`) and waiting for a signal
-//! (`rt_sigsuspend`, `pause`). Delivery and `rt_sigreturn` are [`crate::signal`]'s, run by the
+//! (`rt_sigsuspend`, `pause`, `rt_sigtimedwait`). Delivery and `rt_sigreturn` are [`crate::signal`]'s, run by the
 //! run loop.
+
+use std::time::{Duration, Instant};
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
@@ -140,6 +142,52 @@ fn suspend(p: &mut Locked<'_>, tid: i32, mask: u64) -> SysResult<u64> {
     let group = p.group.clone();
     p.unlocked(|| group.sleep_until(tid, None))?;
     Err(Errno::EINTR)
+}
+
+/// `rt_sigtimedwait(set, info, timeout, size)`: takes a signal of `set` (normally blocked)
+/// without running its handler, waiting for one up to `timeout` (`EAGAIN` then). The set is
+/// unblocked while the thread waits, so that a signal of it wakes the thread; another signal
+/// the thread does not block ends the wait with `EINTR`, and its handler runs.
+pub fn rt_sigtimedwait(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [set, info, timeout, size, ..] = a;
+    if size != 8 {
+        return Err(Errno::EINVAL);
+    }
+    let set = p.mm.read_u64(set)? & !UNBLOCKABLE;
+    let deadline = if timeout == 0 {
+        None
+    } else {
+        let ts = super::time::read_timespec(p, timeout)?;
+        Some(Instant::now() + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    };
+    let tid = cpu.tid;
+    let old = p.thread(tid).sigmask;
+    p.thread(tid).sigmask = old & !set;
+    let group = p.group.clone();
+    let taken = loop {
+        if let Some(got) = signal::take_waited(p, tid, set) {
+            break Ok(got);
+        }
+        if signal::deliverable(p, tid) != 0 {
+            break Err(Errno::EINTR);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break Err(Errno::EAGAIN);
+        }
+        // A signal of the set ends the sleep early (EINTR); the loop then takes it.
+        if let Err(e) = p.unlocked(|| group.sleep_until(tid, deadline)) {
+            if group.ending() {
+                break Err(e);
+            }
+            group.clear_interrupt(tid);
+        }
+    };
+    p.thread(tid).sigmask = old;
+    let got = taken?;
+    if info != 0 {
+        p.mm.write_user(info, &got.bytes())?;
+    }
+    Ok(got.signo as u64)
 }
 
 /// `rt_sigsuspend(mask, size)`.
