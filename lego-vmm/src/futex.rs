@@ -277,6 +277,23 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupt_ends_only_the_wait_it_is_for() {
+        let f = Arc::new(Futexes::default());
+        let signalled = Arc::new(AtomicBool::new(false));
+        let w = f.enqueue(8, MATCH_ANY, || Ok(())).unwrap();
+        let (f2, s2) = (f.clone(), signalled.clone());
+        let t = std::thread::spawn(move || f2.wait(&w, None, || s2.load(Ordering::SeqCst)));
+        // An interrupt for another thread: this one looks, and waits on.
+        f.interrupt();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!t.is_finished());
+        signalled.store(true, Ordering::SeqCst);
+        f.interrupt();
+        assert_eq!(t.join().unwrap(), Err(Errno::EINTR));
+        assert_eq!(f.waiting(), 0);
+    }
+
+    #[test]
     fn closing_ends_every_wait() {
         let f = Arc::new(Futexes::default());
         let t = waiting_thread(&f, 8, MATCH_ANY);

@@ -38,7 +38,6 @@ pub const SI_KERNEL: i32 = 0x80;
 /// `si_code` of a signal sent by `tkill` or `tgkill`.
 pub const SI_TKILL: i32 = -6;
 
-pub const SA_SIGINFO: u64 = 4;
 pub const SA_ONSTACK: u64 = 0x0800_0000;
 pub const SA_RESTART: u64 = 0x1000_0000;
 pub const SA_NODEFER: u64 = 0x4000_0000;
@@ -253,6 +252,15 @@ pub fn post_process(p: &mut Process, info: SigInfo, from: Option<i32>) {
     }
 }
 
+/// Thread `tid` ended: a process signal it was woken to take goes to another thread that can.
+pub fn thread_gone(p: &Process, tid: i32) {
+    p.group.forget(tid);
+    let pending = p.signals.pending.bits();
+    if let Some((&taker, _)) = p.threads.iter().find(|(_, t)| pending & !t.sigmask != 0) {
+        wake(p, taker, None);
+    }
+}
+
 fn wake(p: &Process, tid: i32, from: Option<i32>) {
     p.group.interrupt(tid);
     if from != Some(tid) {
@@ -375,10 +383,10 @@ fn back_to_syscall(regs: &mut kvm_regs, nr: u64) {
 
 /// The exception behind a signal, for `uc_mcontext` (zero for a signal that is not a fault).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Trap {
-    pub vector: u64,
-    pub error_code: u64,
-    pub cr2: u64,
+struct Trap {
+    vector: u64,
+    error_code: u64,
+    cr2: u64,
 }
 
 /// Thread `tid` raised exception `vector` in user mode (frame `frame`, CR2 `cr2`), which

@@ -175,3 +175,33 @@ impl ThreadGroup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_for_a_thread_ends_its_sleep_and_its_poll() {
+        let g = Arc::new(ThreadGroup::new().unwrap());
+        let g2 = g.clone();
+        let sleeper = std::thread::spawn(move || g2.sleep_until(2, None));
+        std::thread::sleep(Duration::from_millis(20));
+        g.interrupt(3);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!sleeper.is_finished(), "a signal for thread 3 woke thread 2 for good");
+        g.interrupt(2);
+        assert_eq!(sleeper.join().unwrap(), Err(Errno::EINTR));
+        // Until the thread takes its signal, every wait ends at once.
+        assert_eq!(g.sleep_until(2, Some(Instant::now() + Duration::from_secs(5))), Err(Errno::EINTR));
+        g.clear_interrupt(2);
+        assert_eq!(g.sleep_until(2, Some(Instant::now())), Ok(()));
+
+        let g3 = g.clone();
+        let poller = std::thread::spawn(move || g3.poll_host(2, &[], None).map(|(n, _)| n));
+        std::thread::sleep(Duration::from_millis(20));
+        g.interrupt(2);
+        assert_eq!(poller.join().unwrap(), Err(Errno::EINTR));
+        g.forget(2);
+        assert!(!g.interrupted(2));
+    }
+}
