@@ -13,7 +13,8 @@
  *   altstack  SA_ONSTACK runs the handler on the sigaltstack; EPERM changing it from there
  *   masks     sa_mask defers a signal raised in the handler; SA_NODEFER nests; SA_RESETHAND
  *   sse       a handler doing double arithmetic and printf does not disturb the doubles of the
- *             loop it interrupts
+ *             loop it interrupts; a handler starts with a clean MXCSR, and the interrupted
+ *             code's comes back
  *   context   a handler that changes uc_mcontext (RIP, RAX) changes the interrupted code; the
  *             other registers come back exactly
  *   badframe  rt_sigreturn on a garbage frame: the program dies of SIGSEGV
@@ -497,6 +498,19 @@ __attribute__((noinline)) static void again(long n, double out[4]) {
     out[0] = a, out[1] = b, out[2] = c, out[3] = d;
 }
 
+static unsigned mxcsr(void) {
+    unsigned v;
+    __asm__ volatile("stmxcsr %0" : "=m"(v));
+    return v;
+}
+
+static volatile unsigned handler_mxcsr;
+
+static void mxcsr_handler(int sig) {
+    (void)sig;
+    handler_mxcsr = mxcsr();
+}
+
 static int case_sse(void) {
     main_thread = pthread_self();
     on(SIGUSR1, sse_handler, SA_RESTART);
@@ -508,6 +522,15 @@ static int case_sse(void) {
     again(n, want);
     printf("handler ran: %s\n", handler_calls >= 10 ? "yes" : "too few times");
     printf("interrupted doubles: %s\n", memcmp(got, want, sizeof got) == 0 ? "intact" : "CORRUPTED");
+
+    signal(SIGUSR2, mxcsr_handler);
+    unsigned round_to_zero = (mxcsr() & ~0x6000u) | 0x6000u;
+    __asm__ volatile("ldmxcsr %0" : : "m"(round_to_zero));
+    raise(SIGUSR2);
+    unsigned after = mxcsr();
+    unsigned dflt = 0x1f80;
+    __asm__ volatile("ldmxcsr %0" : : "m"(dflt));
+    printf("MXCSR in the handler: %#x; after it: %#x\n", handler_mxcsr, after);
     return 0;
 }
 

@@ -453,6 +453,20 @@ fn fpstate_size() -> usize {
     ebx.clamp(512 + 64, std::mem::size_of::<kvm_xsave>())
 }
 
+/// The FPU as after `execve`: default control words, no state in use.
+fn clean_fpu() -> kvm_xsave {
+    let mut x = kvm_xsave::default();
+    x.region[0] = 0x37f; // FCW
+    x.region[6] = 0x1f80; // MXCSR
+    x
+}
+
+fn set_fpu(vcpu: &VcpuFd, x: &kvm_xsave) -> Result<(), kvm_ioctls::Error> {
+    // SAFETY: `x` is a whole `kvm_xsave` (4096 bytes); the VMM never asks KVM for dynamic
+    // (AMX) xstate permission, so KVM reads no more than that.
+    unsafe { vcpu.set_xsave(x) }
+}
+
 fn xsave_bytes(x: &kvm_xsave) -> Vec<u8> {
     x.region.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
@@ -527,6 +541,8 @@ fn setup_frame(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, info: &SigInfo, act
     if written.is_err() {
         return Err(segv(format!("no room for the frame of {name} at {sp:#x} (stack pointer {:#x})", regs.rsp)));
     }
+    // As on Linux, the handler starts with a clean FPU; its frame has the interrupted state.
+    set_fpu(vcpu, &clean_fpu()).map_err(|e| Ended::Vmm(VmmError::Kvm { op: "SET_XSAVE", source: e }))?;
 
     let sync = vcpu.sync_regs_mut();
     let r = &mut sync.regs;
@@ -568,11 +584,7 @@ fn restore(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, uc: u64) -> Result<(), 
     }
     let fpstate = g(23);
     let xsave = if fpstate == 0 {
-        // No FPU state: the FPU starts clean, as after `execve`.
-        let mut x = kvm_xsave::default();
-        x.region[0] = 0x37f;
-        x.region[6] = 0x1f80;
-        x
+        clean_fpu()
     } else {
         if fpstate % 64 != 0 {
             return Err(format!("FPU state at {fpstate:#x} is not 64-byte aligned"));
@@ -587,9 +599,7 @@ fn restore(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, uc: u64) -> Result<(), 
         x.region[SW_RESERVED / 4..512 / 4].fill(0);
         x
     };
-    // SAFETY: `xsave` is a whole `kvm_xsave` (4096 bytes); the VMM never asks KVM for dynamic
-    // (AMX) xstate permission, so KVM reads no more than that.
-    unsafe { vcpu.set_xsave(&xsave) }.map_err(|e| format!("FPU state at {fpstate:#x} refused: {e}"))?;
+    set_fpu(vcpu, &xsave).map_err(|e| format!("FPU state at {fpstate:#x} refused: {e}"))?;
 
     let sync = vcpu.sync_regs_mut();
     let r = &mut sync.regs;
