@@ -7,7 +7,8 @@
  *   fpe       SIGFPE (integer divide by zero) and SIGILL (ud2) handlers, siglongjmp out
  *   restart   a read of an empty pipe interrupted by a signal: restarted with SA_RESTART,
  *             EINTR without; nanosleep and pause give EINTR even with SA_RESTART
- *   suspend   sigsuspend, sigpending, and the mask given back after the handler
+ *   suspend   sigsuspend, sigpending, ppoll with a mask, and the mask given back after the
+ *             handler
  *   wait      sigwaitinfo takes a pending signal, sigtimedwait times out, sigwait gets one
  *             another thread sends, and no handler runs
  *   altstack  SA_ONSTACK runs the handler on the sigaltstack; EPERM changing it from there
@@ -21,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -300,6 +302,20 @@ static int case_suspend(void) {
     sigpending(&pending);
     printf("after: SIGUSR1 %s, pending %s\n", sigismember(&now, SIGUSR1) ? "blocked again" : "unblocked",
            sigismember(&pending, SIGUSR1) ? "SIGUSR1" : "nothing");
+
+    int never[2];
+    if (pipe(never) != 0)
+        return 2;
+    struct pollfd pfd = {.fd = never[0], .events = POLLIN};
+    struct timespec brief = {0, 10 * 1000000L}, five = {5, 0};
+    r = ppoll(&pfd, 1, &brief, &old);
+    printf("ppoll with nothing pending: %d, handler ran: %d\n", r, handler_calls);
+    raise(SIGUSR1);
+    r = ppoll(&pfd, 1, &five, &old);
+    printf("ppoll letting SIGUSR1 through: %d %s, handler ran: %d\n", r, errno == EINTR ? "EINTR" : strerror(errno),
+           handler_calls);
+    sigprocmask(SIG_BLOCK, NULL, &now);
+    printf("after: SIGUSR1 %s\n", sigismember(&now, SIGUSR1) ? "blocked again" : "unblocked");
     return 0;
 }
 

@@ -273,6 +273,19 @@ pub fn deliverable(p: &Process, tid: i32) -> u64 {
     p.threads.get(&tid).map_or(0, |t| (t.pending.bits() | p.signals.pending.bits()) & !t.sigmask)
 }
 
+/// Thread `tid` waits with `mask` as its signal mask (`rt_sigsuspend`, `ppoll`). The mask it
+/// had comes back through the frame of the handler that interrupts the wait, or, if none
+/// does, when the call returns ([`deliver`]). `EINTR` if a signal can be taken at once.
+pub fn wait_with_mask(p: &mut Process, tid: i32, mask: u64) -> SysResult<()> {
+    let t = p.thread(tid);
+    let old = t.saved_mask.unwrap_or(t.sigmask);
+    (t.saved_mask, t.sigmask) = (Some(old), mask & !UNBLOCKABLE);
+    if deliverable(p, tid) != 0 {
+        return Err(Errno::EINTR);
+    }
+    Ok(())
+}
+
 /// Takes the next signal for thread `tid`: its own before the process's, lowest number first.
 fn next(p: &mut Process, tid: i32) -> Option<SigInfo> {
     let ready = deliverable(p, tid);
@@ -365,7 +378,7 @@ pub fn deliver(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, entry: Entry) -> Re
     if let Some(nr) = restart {
         back_to_syscall(&mut vcpu.sync_regs_mut().regs, nr);
     }
-    // A `rt_sigsuspend` no handler ended (the signal went to another thread) gets its mask back.
+    // A wait with a mask of its own that no handler ended gets the old mask back.
     let t = p.thread(tid);
     if let Some(mask) = t.saved_mask.take() {
         t.sigmask = mask;

@@ -22,6 +22,7 @@ pub fn poll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     do_poll(p, cpu.tid, a[0], a[1], timeout)
 }
 
+/// `ppoll`: [`poll`] with a timespec, and with `sigmask` as the thread's mask while it waits.
 pub fn ppoll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [fds, nfds, tsp, sigmask, sigsetsize, _] = a;
     if sigmask != 0 && sigsetsize != 8 {
@@ -36,6 +37,10 @@ pub fn ppoll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
         Some(Duration::new(sec as u64, nsec as u32))
     };
+    if sigmask != 0 {
+        let mask = p.mm.read_u64(sigmask)?;
+        crate::signal::wait_with_mask(p, cpu.tid, mask)?;
+    }
     do_poll(p, cpu.tid, fds, nfds, timeout)
 }
 

@@ -133,12 +133,7 @@ pub fn sigaltstack(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
 /// Waits, with `mask` as the caller's signal mask, until a signal is delivered: `EINTR` (after
 /// its handler, which runs with that mask; the old one comes back through the frame).
 fn suspend(p: &mut Locked<'_>, tid: i32, mask: u64) -> SysResult<u64> {
-    let t = p.thread(tid);
-    let old = t.saved_mask.unwrap_or(t.sigmask);
-    (t.saved_mask, t.sigmask) = (Some(old), mask & !UNBLOCKABLE);
-    if signal::deliverable(p, tid) != 0 {
-        return Err(Errno::EINTR);
-    }
+    signal::wait_with_mask(p, tid, mask)?;
     let group = p.group.clone();
     p.unlocked(|| group.sleep_until(tid, None))?;
     Err(Errno::EINTR)
