@@ -286,20 +286,16 @@ pub fn wait_with_mask(p: &mut Process, tid: i32, mask: u64) -> SysResult<()> {
     Ok(())
 }
 
-/// Takes the next signal for thread `tid`: its own before the process's, lowest number first.
+/// Takes the next signal for thread `tid` to deliver: its own before the process's, lowest
+/// number first.
 fn next(p: &mut Process, tid: i32) -> Option<SigInfo> {
-    let ready = deliverable(p, tid);
-    if ready == 0 {
-        return None;
-    }
-    let sig = ready.trailing_zeros() as i32 + 1;
-    let own = p.thread(tid).pending.take(sig);
-    own.or_else(|| p.signals.pending.take(sig))
+    let mask = p.threads.get(&tid)?.sigmask;
+    take(p, tid, !mask)
 }
 
-/// Takes the lowest signal of `set` pending for thread `tid` (its own first), for
-/// `rt_sigtimedwait`: it is accepted without running its handler.
-pub fn take_waited(p: &mut Process, tid: i32, set: u64) -> Option<SigInfo> {
+/// Takes the lowest signal of `set` pending for thread `tid` (its own first). `rt_sigtimedwait`
+/// takes its signal so, without running its handler.
+pub fn take(p: &mut Process, tid: i32, set: u64) -> Option<SigInfo> {
     let t = p.threads.get(&tid)?;
     let ready = (t.pending.bits() | p.signals.pending.bits()) & set;
     if ready == 0 {

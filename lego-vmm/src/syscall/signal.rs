@@ -160,7 +160,7 @@ pub fn rt_sigtimedwait(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysRes
     p.thread(tid).sigmask = old & !set;
     let group = p.group.clone();
     let taken = loop {
-        if let Some(got) = signal::take_waited(p, tid, set) {
+        if let Some(got) = signal::take(p, tid, set) {
             break Ok(got);
         }
         if signal::deliverable(p, tid) != 0 {
