@@ -25,6 +25,7 @@ pub mod mm;
 pub mod paging;
 pub mod pcomp;
 pub mod process;
+pub mod signal;
 pub mod stack;
 pub mod syscall;
 pub mod sysmem;

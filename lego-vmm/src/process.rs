@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::fdtable::FdTable;
 use crate::fs::FileSystem;
 use crate::mm::Mm;
+use crate::signal::{AltStack, Pending};
 use crate::threads::ThreadGroup;
 
 /// Number of signals (1..=64).
@@ -45,20 +46,18 @@ pub struct SigAction {
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 
-/// Signal state of the process (each thread's mask and own pending signals are in its
-/// [`ThreadState`]).
+/// Signal state of the process (each thread's mask, alternate stack and own pending signals
+/// are in its [`ThreadState`]; delivery is [`crate::signal`]).
 #[derive(Debug, Clone)]
 pub struct Signals {
     pub actions: [SigAction; NSIG + 1],
-    /// Signals raised at the process, blocked by every thread, delivered when one unblocks them.
-    pub pending: u64,
-    /// `sigaltstack`: (ss_sp, ss_flags, ss_size).
-    pub altstack: (u64, i32, u64),
+    /// Signals sent to the process, not yet taken by a thread.
+    pub pending: Pending,
 }
 
 impl Default for Signals {
     fn default() -> Self {
-        Signals { actions: [SigAction::default(); NSIG + 1], pending: 0, altstack: (0, libc::SS_DISABLE, 0) }
+        Signals { actions: [SigAction::default(); NSIG + 1], pending: Pending::default() }
     }
 }
 
@@ -100,7 +99,11 @@ pub struct ThreadState {
     /// Blocked signals.
     pub sigmask: u64,
     /// Signals sent to this thread (`tkill`, `tgkill`) and not yet delivered.
-    pub pending: u64,
+    pub pending: Pending,
+    /// `sigaltstack`.
+    pub altstack: AltStack,
+    /// The mask `rt_sigsuspend` replaced, given back when its handler returns.
+    pub saved_mask: Option<u64>,
 }
 
 /// Id of the first thread, which is also the process id.

@@ -12,6 +12,7 @@ mod mem;
 pub mod names;
 mod poll;
 mod proc;
+mod signal;
 mod thread;
 mod time;
 
@@ -87,6 +88,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use mem::*;
     use poll::*;
     use proc::*;
+    use signal::*;
     use thread::*;
     use time::*;
     Some(match nr {
@@ -105,6 +107,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         12 => ("x", Plain(brk)),
         13 => ("dxxu", Plain(rt_sigaction)),
         14 => ("dxxu", Plain(rt_sigprocmask)),
+        // 15, rt_sigreturn, is the run loop's (`crate::signal::sigreturn`).
         16 => ("fxx", Plain(ioctl)),
         17 => ("fBud", Plain(pread64)),
         18 => ("fbud", Plain(pwrite64)),
@@ -117,6 +120,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         28 => ("xud", Plain(madvise)),
         32 => ("f", Plain(dup)),
         33 => ("ff", Plain(dup2)),
+        34 => ("", Blocking(pause)),
         35 => ("xx", Blocking(nanosleep)),
         39 => ("", Plain(getpid)),
         56 => ("xxxxx", Plain(clone)),
@@ -159,6 +163,9 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         120 => ("xxx", Plain(getresgid)),
         121 => ("d", Plain(getpgid)),
         124 => ("d", Plain(getsid)),
+        127 => ("xu", Plain(rt_sigpending)),
+        128 => ("xxxu", Blocking(rt_sigtimedwait)),
+        130 => ("xu", Blocking(rt_sigsuspend)),
         131 => ("xx", Plain(sigaltstack)),
         157 => ("dxxxx", Plain(prctl)),
         158 => ("dx", Plain(arch_prctl)),
@@ -341,7 +348,7 @@ mod tests {
             let p = &mut Locked::lock(&f.p);
             for (nr, args) in calls {
                 // Calls that would sleep or wait on the host are not fuzzed.
-                if matches!(nr, 7 | 35 | 202 | 230 | 271) {
+                if matches!(nr, 7 | 34 | 35 | 128 | 130 | 202 | 230 | 271) {
                     continue;
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };
