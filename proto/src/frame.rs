@@ -178,7 +178,7 @@ impl Header {
         let len = h.len as usize;
         let ok = match op {
             Op::Control => len <= MAX_CONTROL_LEN,
-            Op::FetchRun => len % PAGE_SIZE == 0 && len as u64 <= MAX_RUN_PAGES * PAGE_SIZE as u64,
+            Op::FetchRun => len.is_multiple_of(PAGE_SIZE) && len as u64 <= MAX_RUN_PAGES * PAGE_SIZE as u64,
             _ => len == 0 || len == PAGE_SIZE,
         };
         if !ok {
