@@ -81,6 +81,9 @@ pub trait Transport: Send {
     fn read_pages(&mut self, proc: u64, addr: u64, n: u64, buf: &mut RegisteredBuf, first: Slot) -> Result<u64, ProtoError>;
     /// One-sided write of `slot` of `buf` to page `addr` of process `proc`.
     fn write_page(&mut self, proc: u64, addr: u64, buf: &RegisteredBuf, slot: Slot) -> Result<(), ProtoError>;
+    /// One-sided writes of several pages (`(addr, slot)` each) of process `proc`, pipelined: one
+    /// round trip for all of them.
+    fn write_pages(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<(), ProtoError>;
     /// Writes `src` to page `write_addr`, then reads page `read_addr` into `dst`, in one exchange
     /// (the piggybacked flush of an eviction whose victim has the same owner as the miss).
     fn write_read_page(
@@ -266,6 +269,23 @@ impl Transport for TcpTransport {
         let h = self.next(Op::Flush, proc, addr, 0);
         let r = self.page_request(h, Some(buf.page(slot.0)))?;
         self.finish_page(r, None)
+    }
+
+    fn write_pages(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<(), ProtoError> {
+        let mut frames = Vec::with_capacity(pages.len() * (HEADER_LEN + PAGE_SIZE));
+        let mut sent = Vec::with_capacity(pages.len());
+        for &(addr, slot) in pages {
+            let h = self.next(Op::Flush, proc, addr, 0);
+            frames.extend_from_slice(&h.encode());
+            frames.extend_from_slice(buf.page(slot.0));
+            sent.push(h);
+        }
+        self.send(&frames)?;
+        for h in &sent {
+            let r = self.reply_header(h)?;
+            self.finish_page(r, None)?;
+        }
+        Ok(())
     }
 
     fn write_read_page(

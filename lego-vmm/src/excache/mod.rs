@@ -163,7 +163,7 @@ pub(crate) struct State {
     remote: RemotePages,
     pub(crate) owners: Owners,
     /// Slot 0: the line being installed; slot 1: the victim being written back; slot 2: zeroes;
-    /// from slot 3 on: a prefetch window.
+    /// from slot 3 on: a prefetch window, then its dirty victims.
     buf: RegisteredBuf,
     stats: CacheStats,
     streams: Streams,
@@ -174,6 +174,8 @@ const INSTALL: Slot = Slot(0);
 const VICTIM: Slot = Slot(1);
 const ZERO: Slot = Slot(2);
 const WINDOW: Slot = Slot(3);
+/// From here on: the dirty victims of a prefetch window.
+const WRITE_BACK: Slot = Slot(WINDOW.0 + MAX_RUN_PAGES as usize);
 
 /// Everything the handler thread needs.
 struct Shared {
@@ -238,7 +240,7 @@ impl ExCache {
         let sets = Sets::new((config.bytes / PAGE_SIZE) as usize, config.ways, config.policy);
         let stats = CacheStats { lines: sets.capacity() as u64, ..CacheStats::default() };
         let streams = Streams::new(config.prefetch_window());
-        let buf = RegisteredBuf::new(WINDOW.0 + MAX_RUN_PAGES as usize);
+        let buf = RegisteredBuf::new(WRITE_BACK.0 + MAX_RUN_PAGES as usize);
         let state = State { sets, remote: RemotePages::default(), owners, buf, stats, streams, proc };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
@@ -436,7 +438,8 @@ impl State {
     /// which also bounds it: the owner stops at the end of the mapped region. The window is cut
     /// at the end of the memslot and of the vRegion (one owner). Lines already resident are
     /// skipped; every other line is placed in its set like a missing line, evicting (and writing
-    /// back) a victim first, so the resident bound holds. The window stops before a line whose
+    /// back) a victim first, so the resident bound holds. The dirty victims of a window are
+    /// written back together, one pipelined exchange per owner, before the state is let go. The window stops before a line whose
     /// victim would be the missed line or a line of the window. Lines that were never flushed
     /// are zero lines, as on a miss. Each contiguous run of new lines is installed with one
     /// `UFFDIO_COPY`: write-protected (clean), or writable and dirty when the stream writes,
@@ -468,6 +471,7 @@ impl State {
         let end = w.start + got * PAGE_SIZE;
         let mut reached = w.start;
         let mut run = 0u64; // lines of the current run, ending at `reached`
+        let mut staged = Vec::new();
         for i in 0..got {
             let at = w.start + i * PAGE_SIZE;
             if self.sets.get(at).is_some() {
@@ -480,7 +484,7 @@ impl State {
                 if (page..end).contains(&victim.page) {
                     break;
                 }
-                self.evict(mem, victim, None)?;
+                self.evict_for_prefetch(mem, victim, &mut staged)?;
             }
             if !self.remote.contains(at) {
                 self.buf.page_mut(WINDOW.0 + i as usize).fill(0);
@@ -491,6 +495,7 @@ impl State {
             reached = at + PAGE_SIZE;
         }
         self.install_run(mem, w.start, reached - run * PAGE_SIZE, run, w.writes)?;
+        self.write_back_staged(&staged)?;
         if reached < w.start + w.lines * PAGE_SIZE {
             self.streams.cut(&w, reached);
         }
@@ -521,16 +526,7 @@ impl State {
             self.stats.prefetch_unused += 1;
         }
         if victim.dirty {
-            let at = mem.host + victim.page;
-            // From here on a write to the victim waits in the kernel until it is gone.
-            mem.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {:#x}: {e}", victim.page))?;
-            // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
-            // while write-protected; the destination is our own buffer page.
-            unsafe { std::ptr::copy_nonoverlapping(at as *const u8, self.buf.page_mut(VICTIM.0).as_mut_ptr(), PAGE_SIZE as usize) };
-            let owner = self
-                .owners
-                .owner_of(victim.page)
-                .ok_or_else(|| format!("dirty page {:#x} lies in a vRegion without an owner", victim.page))?;
+            let owner = self.copy_out(mem, victim.page, VICTIM)?;
             let proc = self.proc;
             let link = self.owners.link(owner).map_err(|e| e.to_string())?;
             match fetch {
@@ -546,14 +542,69 @@ impl State {
                     .write_page(proc, victim.page, &self.buf, VICTIM)
                     .map_err(|e| format!("writing back page {:#x}: {e}", victim.page))?,
             }
-            self.remote.insert(victim.page);
-            self.stats.dirty_flushes += 1;
-            self.stats.bytes_out += PAGE_SIZE;
+            self.flushed(victim.page);
         }
         mem.zap(victim.page, PAGE_SIZE)?;
         self.sets.remove(victim.page);
         self.stats.evictions += 1;
         Ok(fetched)
+    }
+
+    /// Write-protects the dirty line `page` and copies it into `slot`; returns its owner. From
+    /// here on a write to the line waits in the kernel until the line is gone.
+    fn copy_out(&mut self, mem: &Shared, page: u64, slot: Slot) -> Result<usize, String> {
+        let at = mem.host + page;
+        mem.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {page:#x}: {e}"))?;
+        // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
+        // while write-protected; the destination is our own buffer page.
+        unsafe { std::ptr::copy_nonoverlapping(at as *const u8, self.buf.page_mut(slot.0).as_mut_ptr(), PAGE_SIZE as usize) };
+        self.owners.owner_of(page).ok_or_else(|| format!("dirty page {page:#x} lies in a vRegion without an owner"))
+    }
+
+    /// Records that the dirty line `page` was written back.
+    fn flushed(&mut self, page: u64) {
+        self.remote.insert(page);
+        self.stats.dirty_flushes += 1;
+        self.stats.bytes_out += PAGE_SIZE;
+    }
+
+    /// Evicts the victims of a prefetch window: clean ones at once, dirty ones copied out into
+    /// the write-back slots and unmapped, to be written back together by
+    /// [`State::write_back_staged`] before the handler lets go of the state.
+    fn evict_for_prefetch(&mut self, mem: &Shared, victim: sets::Resident, staged: &mut Vec<(usize, u64, Slot)>) -> Result<(), String> {
+        if !victim.dirty {
+            self.evict(mem, victim, None)?;
+            return Ok(());
+        }
+        if self.sets.take_prefetched(victim.page) {
+            self.stats.prefetch_unused += 1;
+        }
+        let slot = Slot(WRITE_BACK.0 + staged.len());
+        let owner = self.copy_out(mem, victim.page, slot)?;
+        staged.push((owner, victim.page, slot));
+        mem.zap(victim.page, PAGE_SIZE)?;
+        self.sets.remove(victim.page);
+        self.stats.evictions += 1;
+        Ok(())
+    }
+
+    /// Writes back the dirty victims `evict_for_prefetch` staged: one pipelined exchange per
+    /// owner.
+    fn write_back_staged(&mut self, staged: &[(usize, u64, Slot)]) -> Result<(), String> {
+        let mut owners: Vec<usize> = staged.iter().map(|s| s.0).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let proc = self.proc;
+        for owner in owners {
+            let pages: Vec<(u64, Slot)> = staged.iter().filter(|s| s.0 == owner).map(|s| (s.1, s.2)).collect();
+            let link = self.owners.link(owner).map_err(|e| e.to_string())?;
+            link.write_pages(proc, &pages, &self.buf)
+                .map_err(|e| format!("writing back {} pages evicted for a prefetch: {e}", pages.len()))?;
+            for (page, _) in pages {
+                self.flushed(page);
+            }
+        }
+        Ok(())
     }
 }
 
