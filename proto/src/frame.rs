@@ -1,6 +1,7 @@
 //! Frames: a fixed 40-byte little-endian header, then a payload whose length the header states.
-//! On the page path the payload is exactly one 4 KB page (or nothing), so a frame is read straight
-//! into a page buffer with no allocation; control messages carry a bounded, serialised body.
+//! On the page path the payload is exactly one 4 KB page (or nothing; a prefetch reply carries up to
+//! [`MAX_RUN_PAGES`] pages), so a frame is read straight into page buffers with no allocation;
+//! control messages carry a bounded, serialised body.
 
 use crate::error::ProtoError;
 
