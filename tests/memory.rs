@@ -92,6 +92,42 @@ fn malloc_heavy_program_is_identical_at_every_excache_size() {
     matrix("malloc", &["3000"], 8 << 20, &[(100, 1, "fifo"), (25, 3, "lru"), (5, 3, "fifo")]);
 }
 
+/// The ExCache faults of a `--stats` run: remote misses, p-local fills and first writes.
+fn faults(stderr: &str) -> u64 {
+    stat(stderr, "misses (remote fetches)") + stat(stderr, "p-local fills") + stat(stderr, "first writes (dirtied)")
+}
+
+#[test]
+fn prefetch_keeps_a_sequential_scan_identical_and_saves_faults() {
+    if !kvm() {
+        return;
+    }
+    // 4 MiB scanned front to back 4 times through a 1 MiB (25%) ExCache, on 2 mem-servers with
+    // 2 MiB vRegions, so windows meet vRegion and region ends.
+    let prog = image("scan");
+    let args = ["4", "4", "3"];
+    let want = native(&prog, &args);
+    let run = |prefetch: &str| {
+        let s = servers(2);
+        let out = lego(&["--mem-server", &addrs(&s), "--excache", "1M", "--vregion-size", "2M", "--prefetch", prefetch, "--stats"])
+            .arg(&prog)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        check(out, &want, &format!("scan with --prefetch {prefetch}"));
+        stderr
+    };
+    let off = run("0");
+    let on = run("32");
+    assert_eq!(stat(&off, "prefetched lines"), 0, "prefetch off prefetched: {off}");
+    let prefetched = stat(&on, "prefetched lines");
+    assert!(prefetched > 1000, "a sequential scan prefetched only {prefetched} lines: {on}");
+    assert!(stat(&on, "prefetched, used") > prefetched / 2, "most prefetched lines should be used: {on}");
+    let (f_off, f_on) = (faults(&off), faults(&on));
+    assert!(f_on * 3 < f_off, "prefetch should save most faults: {f_on} with it, {f_off} without\n{on}\n{off}");
+}
+
 /// Resident bytes of the user-memory mapping (the one of exactly `size` bytes) of process `pid`.
 fn resident_of_user_memory(pid: u32, size_kb: u64) -> Option<u64> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;

@@ -34,6 +34,7 @@
 //! excache = "64M"
 //! excache_ways = 64
 //! excache_policy = "lru"
+//! prefetch = 32
 //! vregion_size = "1G"
 //! mem_timeout = 30
 //! ```
@@ -164,6 +165,7 @@ struct Run {
     excache: Option<Size>,
     excache_ways: Option<usize>,
     excache_policy: Option<PolicyArg>,
+    prefetch: Option<u64>,
     vregion_size: Option<Size>,
     mem_timeout: Option<u64>,
 }
@@ -374,6 +376,7 @@ mod tests {
         excache = "64M"
         excache_ways = 16
         excache_policy = "lru"
+        prefetch = 8
         vregion_size = "2M"
         mem_timeout = 5
     "#;
@@ -450,6 +453,7 @@ mod tests {
         let servers: Vec<&String> = run.get_many("mem_server").unwrap().collect();
         assert_eq!(servers, ["10.0.0.2:7070", "10.0.0.3:7070"]);
         assert_eq!(run.get_one::<u64>("excache"), Some(&(64 << 20)));
+        assert_eq!(run.get_one::<u64>("prefetch"), Some(&8));
     }
 
     #[test]

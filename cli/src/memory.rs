@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use lego_vmm::excache::{ExCacheConfig, MemoryConfig, Policy};
+use lego_vmm::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_PREFETCH};
 
 use crate::size::parse_size;
 
@@ -35,6 +35,10 @@ pub struct MemoryArgs {
     /// ExCache replacement policy.
     #[arg(long, value_enum, default_value = "fifo")]
     pub excache_policy: PolicyArg,
+    /// Most ExCache lines prefetched after a miss that continues a sequential stream of misses
+    /// (at most 64, and at most a sixteenth of the ExCache); 0 turns prefetch off.
+    #[arg(long, default_value_t = DEFAULT_PREFETCH, value_name = "LINES")]
+    pub prefetch: u64,
     /// Size of a vRegion, the unit mem-servers own address space in.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub vregion_size: u64,
@@ -77,7 +81,12 @@ impl MemoryArgs {
             cluster: self.cluster_id,
             vregion_size: self.vregion_size,
             timeout: Duration::from_secs(self.mem_timeout.max(1)),
-            excache: ExCacheConfig { bytes: self.excache.unwrap_or(DEFAULT_EXCACHE), ways: self.excache_ways, policy },
+            excache: ExCacheConfig {
+                bytes: self.excache.unwrap_or(DEFAULT_EXCACHE),
+                ways: self.excache_ways,
+                policy,
+                prefetch: self.prefetch,
+            },
         };
         Ok((config, embedded))
     }

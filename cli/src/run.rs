@@ -150,6 +150,7 @@ fn request(args: &RunArgs) -> RunRequest {
         excache: m.excache,
         excache_ways: m.excache_ways as u32,
         excache_lru: matches!(m.excache_policy, crate::memory::PolicyArg::Lru),
+        excache_prefetch: m.prefetch.min(u64::from(u32::MAX)) as u32,
         vregion_size: m.vregion_size,
         mem_timeout_s: m.mem_timeout,
         trace_syscalls: args.trace_syscalls,
@@ -303,6 +304,9 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   dirty flushes           {:>10}", c.dirty_flushes);
     eprintln!("lego:   piggybacked flushes     {:>10}", c.piggybacked);
     eprintln!("lego:   first writes (dirtied)  {:>10}", c.dirtied);
+    eprintln!("lego:   prefetched lines        {:>10}", c.prefetched);
+    eprintln!("lego:   prefetched, used        {:>10}", c.prefetch_used);
+    eprintln!("lego:   prefetched, evicted unused {:>7}", c.prefetch_unused);
     eprintln!("lego:   bytes in / out          {:>10} / {}", c.bytes_in, c.bytes_out);
     if !c.miss_ns.is_empty() {
         let us = |q: f64| c.miss_ns.value_at_quantile(q) as f64 / 1000.0;

@@ -168,7 +168,7 @@ impl Conn {
 impl FrameHandler for Conn {
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
         match req.op {
-            Op::Fetch | Op::Flush | Op::FlushFetch => push_reply(out, &req.reply(Status::BadRequest), &[]),
+            Op::Fetch | Op::Flush | Op::FlushFetch | Op::FetchRun => push_reply(out, &req.reply(Status::BadRequest), &[]),
             Op::Control => {
                 let body = encode(&self.serve(payload));
                 let mut h = req.reply(Status::Ok);

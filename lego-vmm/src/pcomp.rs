@@ -321,6 +321,7 @@ mod tests {
             excache: None,
             excache_ways: 64,
             excache_lru: false,
+            excache_prefetch: 0,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,
             trace_syscalls: false,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_VREGION_SIZE};
+use crate::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_PREFETCH, DEFAULT_VREGION_SIZE};
 use crate::mm::Mm;
 
 /// A memory manager whose memory lives on its own embedded mem-server (field order: the
@@ -24,7 +24,7 @@ pub(crate) fn memory(capacity: u64, excache: u64) -> (mem_server::Handle, Memory
         cluster: 0,
         vregion_size: DEFAULT_VREGION_SIZE,
         timeout: Duration::from_secs(10),
-        excache: ExCacheConfig { bytes: excache, ways: 64, policy: Policy::Fifo },
+        excache: ExCacheConfig { bytes: excache, ways: 64, policy: Policy::Fifo, prefetch: DEFAULT_PREFETCH },
     };
     (server, config)
 }

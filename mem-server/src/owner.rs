@@ -102,6 +102,15 @@ impl Owner {
         Ok(self.store.read(proc, addr))
     }
 
+    /// Up to `n` contiguous pages from `addr` for a prefetch: stops before the first page that
+    /// may not be served (outside the vRegions or the mapped regions). Fails like [`Owner::fetch`]
+    /// if the first page may not be served.
+    pub fn fetch_run(&self, proc: u64, addr: u64, n: u64) -> Result<Vec<Option<&Page>>, Status> {
+        self.check_page(proc, addr)?;
+        let servable = (0..n).map(|i| addr.checked_add(i * P)).take_while(|a| a.is_some_and(|a| self.check_page(proc, a).is_ok()));
+        Ok(servable.flatten().map(|a| self.store.read(proc, a)).collect())
+    }
+
     /// Stores a flushed page (`data` must be one page).
     pub fn flush(&mut self, proc: u64, addr: u64, data: &[u8]) -> Result<(), Status> {
         self.check_page(proc, addr)?;
@@ -258,6 +267,18 @@ mod tests {
         assert_eq!(o.flush(1, 2 * VS + 0x1000, &page[..100]), Err(Status::BadRequest));
         assert!(o.fetch(1, 2 * VS + 0x2000).unwrap().is_none(), "mapped, never written: zeroes");
         assert_eq!(o.store().used_pages(), 0);
+    }
+
+    #[test]
+    fn fetch_runs_stop_at_the_end_of_the_region() {
+        let mut o = owner_with_region();
+        o.flush(1, 2 * VS + 0x2000, &[7u8; PAGE_SIZE]).unwrap();
+        let run = o.fetch_run(1, 2 * VS + 0x1000, 8).unwrap();
+        assert_eq!(run.len(), 4, "the region is 0x1000..0x5000");
+        assert!(run[0].is_none() && run[1].unwrap()[0] == 7 && run[2].is_none());
+        assert_eq!(o.fetch_run(1, 2 * VS + 0x4000, 1).unwrap().len(), 1);
+        assert_eq!(o.fetch_run(1, 2 * VS + 0x5000, 4).err(), Some(Status::BadRequest));
+        assert_eq!(o.fetch_run(2, 2 * VS + 0x1000, 4).err(), Some(Status::NotOwner));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lego_proto::aio::{push_reply, FrameHandler};
-use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
+use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN, MAX_RUN_PAGES};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
 use lego_proto::storage::StorageReply;
@@ -50,13 +50,13 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Traffic {
     /// Indexed like [`OPS`].
-    requests: [AtomicU64; 4],
+    requests: [AtomicU64; 5],
     received_bytes: AtomicU64,
     sent_bytes: AtomicU64,
 }
 
 /// Names of the operations [`Traffic`] counts, for the metrics' `op` label.
-pub(crate) const OPS: [&str; 4] = ["fetch", "flush", "flush_fetch", "control"];
+pub(crate) const OPS: [&str; 5] = ["fetch", "flush", "flush_fetch", "control", "fetch_run"];
 
 impl Traffic {
     fn count(&self, op: Op, received: usize, sent: usize) {
@@ -65,6 +65,7 @@ impl Traffic {
             Op::Flush => 1,
             Op::FlushFetch => 2,
             Op::Control => 3,
+            Op::FetchRun => 4,
         };
         self.requests[i].fetch_add(1, Ordering::Relaxed);
         self.received_bytes.fetch_add(received as u64, Ordering::Relaxed);
@@ -72,7 +73,7 @@ impl Traffic {
     }
 
     /// Requests of each operation in [`OPS`].
-    pub(crate) fn requests(&self) -> [u64; 4] {
+    pub(crate) fn requests(&self) -> [u64; 5] {
         self.requests.each_ref().map(|n| n.load(Ordering::Relaxed))
     }
 
@@ -269,6 +270,19 @@ impl Conn {
                 match page {
                     Ok(Some(p)) => push_reply(out, &req.reply(Status::Ok), p),
                     Ok(None) => push_reply(out, &req.reply(Status::Ok), &[]),
+                    Err(status) => push_reply(out, &req.reply(status), &[]),
+                }
+            }
+            Op::FetchRun => {
+                let owner = lock(&self.shared.owner);
+                let n = req.addr2.min(MAX_RUN_PAGES);
+                match owner.fetch_run(req.proc, req.addr, n) {
+                    Ok(pages) => {
+                        out.extend_from_slice(&req.run_reply(pages.len() as u64).encode());
+                        for p in pages {
+                            out.extend_from_slice(p.unwrap_or(&ZERO_PAGE));
+                        }
+                    }
                     Err(status) => push_reply(out, &req.reply(status), &[]),
                 }
             }

@@ -1,6 +1,7 @@
 //! Frames: a fixed 40-byte little-endian header, then a payload whose length the header states.
-//! On the page path the payload is exactly one 4 KB page (or nothing), so a frame is read straight
-//! into a page buffer with no allocation; control messages carry a bounded, serialised body.
+//! On the page path the payload is exactly one 4 KB page (or nothing; a prefetch reply carries up to
+//! [`MAX_RUN_PAGES`] pages), so a frame is read straight into page buffers with no allocation;
+//! control messages carry a bounded, serialised body.
 
 use crate::error::ProtoError;
 
@@ -10,6 +11,8 @@ pub const PAGE_SIZE: usize = 4096;
 pub const HEADER_LEN: usize = 40;
 /// Largest control payload a peer may send; anything larger closes the connection.
 pub const MAX_CONTROL_LEN: usize = 1 << 20;
+/// Most pages one [`Op::FetchRun`] asks for.
+pub const MAX_RUN_PAGES: u64 = 64;
 
 const MAGIC: u16 = 0x474c; // "LG"
 
@@ -25,6 +28,10 @@ pub enum Op {
     FlushFetch = 3,
     /// A serialised control message (memory management, statistics).
     Control = 4,
+    /// Read up to `addr2` contiguous pages from `addr` (1 to [`MAX_RUN_PAGES`]), stopping before
+    /// the first page the server may not serve. Reply payload: the `addr2` pages read, the count
+    /// echoed in the reply's `addr2` (a prefetch window, one round trip).
+    FetchRun = 5,
 }
 
 impl Op {
@@ -34,6 +41,7 @@ impl Op {
             2 => Op::Flush,
             3 => Op::FlushFetch,
             4 => Op::Control,
+            5 => Op::FetchRun,
             _ => return None,
         })
     }
@@ -46,6 +54,14 @@ impl Op {
     /// Whether a successful reply of this kind carries a page.
     pub fn reply_has_page(self) -> bool {
         matches!(self, Op::Fetch | Op::FlushFetch)
+    }
+
+    /// Pages a successful reply of this kind carries; `addr2` is the reply's.
+    fn reply_pages(self, addr2: u64) -> u64 {
+        match self {
+            Op::FetchRun => addr2,
+            _ => u64::from(self.reply_has_page()),
+        }
     }
 }
 
@@ -108,7 +124,7 @@ pub struct Header {
     pub proc: u64,
     /// Page address (fetch address for [`Op::FlushFetch`]).
     pub addr: u64,
-    /// Flush address of [`Op::FlushFetch`]; 0 otherwise.
+    /// Flush address of [`Op::FlushFetch`]; page count of [`Op::FetchRun`]; 0 otherwise.
     pub addr2: u64,
 }
 
@@ -123,6 +139,11 @@ impl Header {
     pub fn reply(&self, status: Status) -> Header {
         let len = if status == Status::Ok && self.op.reply_has_page() { PAGE_SIZE as u32 } else { 0 };
         Header { status, len, addr2: 0, ..*self }
+    }
+
+    /// The successful reply to an [`Op::FetchRun`] request that carries `pages` pages.
+    pub fn run_reply(&self, pages: u64) -> Header {
+        Header { status: Status::Ok, len: (pages as usize * PAGE_SIZE) as u32, addr2: pages, ..*self }
     }
 
     /// Wire form.
@@ -158,6 +179,7 @@ impl Header {
         let len = h.len as usize;
         let ok = match op {
             Op::Control => len <= MAX_CONTROL_LEN,
+            Op::FetchRun => len.is_multiple_of(PAGE_SIZE) && len as u64 <= MAX_RUN_PAGES * PAGE_SIZE as u64,
             _ => len == 0 || len == PAGE_SIZE,
         };
         if !ok {
@@ -168,8 +190,8 @@ impl Header {
 
     /// Checks that a request's payload length is the one its op needs.
     pub fn check_request(&self) -> Result<(), ProtoError> {
-        let want_page = self.op.request_has_page();
-        if self.op != Op::Control && (self.len as usize == PAGE_SIZE) != want_page {
+        let want = if self.op.request_has_page() { PAGE_SIZE } else { 0 };
+        if self.op != Op::Control && self.len as usize != want {
             return Err(ProtoError::Malformed(format!("{:?} request with a {}-byte payload", self.op, self.len)));
         }
         Ok(())
@@ -177,8 +199,8 @@ impl Header {
 
     /// Checks that a reply's payload length fits its op and status.
     pub fn check_reply(&self) -> Result<(), ProtoError> {
-        let want_page = self.status == Status::Ok && self.op.reply_has_page();
-        if self.op != Op::Control && (self.len as usize == PAGE_SIZE) != want_page {
+        let pages = if self.status == Status::Ok { self.op.reply_pages(self.addr2) } else { 0 };
+        if self.op != Op::Control && u64::from(self.len) != pages.saturating_mul(PAGE_SIZE as u64) {
             return Err(ProtoError::Malformed(format!("{:?} reply with a {}-byte payload", self.op, self.len)));
         }
         Ok(())
@@ -201,6 +223,19 @@ mod tests {
         r.check_reply().unwrap();
     }
 
+    #[test]
+    fn fetch_run_replies_carry_the_pages_they_count() {
+        let h = Header::request(Op::FetchRun, 3, 1, 0x7000, 16);
+        assert_eq!(h.len, 0);
+        h.check_request().unwrap();
+        let r = h.run_reply(5);
+        assert_eq!(Header::decode(&r.encode()).unwrap(), r);
+        r.check_reply().unwrap();
+        assert!(Header { addr2: 4, ..r }.check_reply().is_err(), "count and length disagree");
+        assert!(Header::decode(&h.run_reply(MAX_RUN_PAGES + 1).encode()).is_err(), "too many pages");
+        h.reply(Status::BadRequest).check_reply().unwrap();
+    }
+
     proptest! {
         /// Any 40 bytes either decode to a header that re-encodes to the same bytes, or are
         /// refused; never a panic, never a payload length the op cannot have.
@@ -215,7 +250,7 @@ mod tests {
 
         /// Mutating one byte of a valid header is either still valid or refused.
         #[test]
-        fn mutated_headers(i in 0..HEADER_LEN, v in any::<u8>(), op in 1u8..=4) {
+        fn mutated_headers(i in 0..HEADER_LEN, v in any::<u8>(), op in 1u8..=5) {
             let mut b = Header::request(Op::from_u8(op).unwrap(), 1, 2, 4096, 0).encode();
             b[i] = v;
             if let Ok(h) = Header::decode(&b) {

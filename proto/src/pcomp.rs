@@ -39,6 +39,8 @@ pub struct RunRequest {
     pub excache_ways: u32,
     /// LRU replacement instead of FIFO.
     pub excache_lru: bool,
+    /// Most ExCache lines prefetched after a sequential miss (0: none).
+    pub excache_prefetch: u32,
     /// vRegion size.
     pub vregion_size: u64,
     /// Seconds to wait for a mem-server before giving the process up.
@@ -134,6 +136,7 @@ mod tests {
             excache: None,
             excache_ways: 64,
             excache_lru: true,
+            excache_prefetch: 16,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,
             trace_syscalls: false,

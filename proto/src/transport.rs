@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::auth::{AuthError, Secret, NONCE_LEN, SECRET_ENV, VERDICT_LEN};
 use crate::error::ProtoError;
-use crate::frame::{Header, Op, Status, HEADER_LEN, PAGE_SIZE};
+use crate::frame::{Header, Op, Status, HEADER_LEN, MAX_RUN_PAGES, PAGE_SIZE};
 use crate::handshake::{Hello, HELLO_LEN};
 
 /// Page-aligned memory that page transfers read into and write from. An RDMA transport
@@ -39,6 +39,21 @@ impl RegisteredBuf {
     pub fn page_mut(&mut self, i: usize) -> &mut [u8; PAGE_SIZE] {
         &mut self.pages[i].0
     }
+    /// Pages `first..first + n` as one contiguous byte slice (for a copy of several pages at
+    /// once). Panics if the range is outside the buffer.
+    pub fn run(&self, first: usize, n: usize) -> &[u8] {
+        let pages = &self.pages[first..first + n];
+        // SAFETY: `Page` is `repr(C)` over a byte array whose size is a multiple of its
+        // alignment, so a slice of pages is `n * PAGE_SIZE` contiguous, initialised bytes that
+        // live as long as the borrow of `self`.
+        unsafe { std::slice::from_raw_parts(pages.as_ptr().cast::<u8>(), n * PAGE_SIZE) }
+    }
+    /// See [`RegisteredBuf::run`], writable.
+    pub fn run_mut(&mut self, first: usize, n: usize) -> &mut [u8] {
+        let pages = &mut self.pages[first..first + n];
+        // SAFETY: as in `run`; the bytes are borrowed mutably through `pages`.
+        unsafe { std::slice::from_raw_parts_mut(pages.as_mut_ptr().cast::<u8>(), n * PAGE_SIZE) }
+    }
     /// Number of pages.
     pub fn len(&self) -> usize {
         self.pages.len()
@@ -59,8 +74,16 @@ pub trait Transport: Send {
     fn peer(&self) -> &str;
     /// One-sided read of page `addr` of process `proc` into `slot` of `buf`.
     fn read_page(&mut self, proc: u64, addr: u64, buf: &mut RegisteredBuf, slot: Slot) -> Result<(), ProtoError>;
+    /// One-sided read of up to `n` contiguous pages from `addr` into the slots from `first` on
+    /// (a prefetch window, one round trip; `n` at most [`MAX_RUN_PAGES`]). The server stops
+    /// before the first page it may not serve (outside the vRegion or the mapped region);
+    /// returns how many pages were read, at least 1.
+    fn read_pages(&mut self, proc: u64, addr: u64, n: u64, buf: &mut RegisteredBuf, first: Slot) -> Result<u64, ProtoError>;
     /// One-sided write of `slot` of `buf` to page `addr` of process `proc`.
     fn write_page(&mut self, proc: u64, addr: u64, buf: &RegisteredBuf, slot: Slot) -> Result<(), ProtoError>;
+    /// One-sided writes of several pages (`(addr, slot)` each) of process `proc`, pipelined: one
+    /// round trip for all of them.
+    fn write_pages(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<(), ProtoError>;
     /// Writes `src` to page `write_addr`, then reads page `read_addr` into `dst`, in one exchange
     /// (the piggybacked flush of an eviction whose victim has the same owner as the miss).
     fn write_read_page(
@@ -226,10 +249,43 @@ impl Transport for TcpTransport {
         self.finish_page(r, Some(buf.page_mut(slot.0)))
     }
 
+    fn read_pages(&mut self, proc: u64, addr: u64, n: u64, buf: &mut RegisteredBuf, first: Slot) -> Result<u64, ProtoError> {
+        if n == 0 || n > MAX_RUN_PAGES || first.0 as u64 + n > buf.len() as u64 {
+            return Err(ProtoError::Oversized { op: "FetchRun".into(), len: n as usize * PAGE_SIZE });
+        }
+        let h = self.next(Op::FetchRun, proc, addr, n);
+        let r = self.page_request(h, None)?;
+        if r.status != Status::Ok {
+            return Err(ProtoError::Remote { peer: self.peer.clone(), status: r.status });
+        }
+        if r.addr2 == 0 || r.addr2 > n {
+            return Err(ProtoError::Malformed(format!("{} answered {} pages to a fetch of {n}", self.peer, r.addr2)));
+        }
+        self.recv(buf.run_mut(first.0, r.addr2 as usize))?;
+        Ok(r.addr2)
+    }
+
     fn write_page(&mut self, proc: u64, addr: u64, buf: &RegisteredBuf, slot: Slot) -> Result<(), ProtoError> {
         let h = self.next(Op::Flush, proc, addr, 0);
         let r = self.page_request(h, Some(buf.page(slot.0)))?;
         self.finish_page(r, None)
+    }
+
+    fn write_pages(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<(), ProtoError> {
+        let mut frames = Vec::with_capacity(pages.len() * (HEADER_LEN + PAGE_SIZE));
+        let mut sent = Vec::with_capacity(pages.len());
+        for &(addr, slot) in pages {
+            let h = self.next(Op::Flush, proc, addr, 0);
+            frames.extend_from_slice(&h.encode());
+            frames.extend_from_slice(buf.page(slot.0));
+            sent.push(h);
+        }
+        self.send(&frames)?;
+        for h in &sent {
+            let r = self.reply_header(h)?;
+            self.finish_page(r, None)?;
+        }
+        Ok(())
     }
 
     fn write_read_page(

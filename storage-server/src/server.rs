@@ -156,7 +156,7 @@ impl FrameHandler for Conn {
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
         match req.op {
             // A storage server has no pages.
-            Op::Fetch | Op::Flush | Op::FlushFetch => push_reply(out, &req.reply(Status::BadRequest), &[]),
+            Op::Fetch | Op::Flush | Op::FlushFetch | Op::FetchRun => push_reply(out, &req.reply(Status::BadRequest), &[]),
             Op::Control => {
                 // Replies are bounded well below the frame limit (MAX_IO bytes of data, or
                 // MAX_DIRENTS names of at most MAX_NAME bytes).

@@ -1,4 +1,5 @@
-//! The ExCache fault-handler thread: reads userfaultfd events and serves them, one at a time.
+//! The ExCache fault-handler thread: reads userfaultfd events and serves them, one at a time,
+//! prefetching after a miss that continues a sequential stream.
 
 use std::os::fd::AsRawFd;
 use std::time::Instant;
@@ -45,9 +46,14 @@ pub(super) fn run(mem: &Shared, stop: i32) {
                 Some(line) if !line.dirty => {
                     st.sets.mark_dirty(page);
                     st.stats.dirtied += 1;
-                    mem.uffd.write_protect(at, PAGE_SIZE, false).map_err(|e| format!("unprotecting {page:#x}: {e}"))
+                    if st.note_use(page) {
+                        st.streams.wrote(page);
+                    }
+                    mem.uffd.write_protect(at, PAGE_SIZE, false)
+                        .map(|()| false)
+                        .map_err(|e| format!("unprotecting {page:#x}: {e}"))
                 }
-                _ => Ok(()),
+                _ => Ok(false),
             }
         } else {
             let misses = st.stats.misses;
@@ -57,14 +63,25 @@ pub(super) fn run(mem: &Shared, stop: i32) {
             }
             r
         };
+        let prefetch = st.streams.enabled();
         drop(st);
-        if let Err(msg) = result {
-            mem.fail(format!("memory of the process failed: {msg}"));
-            resolve_with_zeroes(mem, at);
-            continue;
-        }
+        let installed = match result {
+            Ok(installed) => installed,
+            Err(msg) => {
+                mem.fail(format!("memory of the process failed: {msg}"));
+                resolve_with_zeroes(mem, at);
+                continue;
+            }
+        };
         if let Err(e) = mem.uffd.wake(at, PAGE_SIZE) {
             mem.fail(format!("waking the faulting thread at {page:#x}: {e}"));
+            continue;
+        }
+        // The faulting thread runs on while the next lines of its stream come in.
+        if installed && prefetch {
+            if let Err(msg) = mem.state().prefetch(mem, page, fault.write) {
+                mem.fail(format!("memory of the process failed: {msg}"));
+            }
         }
     }
 }

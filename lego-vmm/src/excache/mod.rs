@@ -13,10 +13,15 @@
 //! race-free because a clean line is write-protected, and a dirty one is write-protected before
 //! its contents are copied out: a write after the check waits in the kernel until the handler
 //! has flushed and unmapped the line, then faults it back in with the flushed data.
+//!
+//! A miss that continues a sequential stream of misses ([`streams`]) also prefetches the
+//! stream's next lines: one round trip to the owner for the whole window, one `UFFDIO_COPY` per
+//! contiguous run of lines not yet resident, each line placed in its set like any other.
 
 mod handler;
 pub mod owners;
 pub mod sets;
+pub mod streams;
 
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +30,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use lego_proto::frame::MAX_RUN_PAGES;
 use lego_proto::transport::{RegisteredBuf, Slot, Transport};
+use lego_proto::ProtoError;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::VmmError;
@@ -35,6 +42,7 @@ use crate::uffd::Uffd;
 use owners::{Owners, RemotePages};
 pub use sets::Policy;
 use sets::Sets;
+use streams::Streams;
 
 /// Size and organisation of an ExCache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +53,14 @@ pub struct ExCacheConfig {
     pub ways: usize,
     /// Replacement policy.
     pub policy: Policy,
+    /// Most lines prefetched after a miss that continues a sequential stream (0: no prefetch).
+    /// The window is also bounded by a sixteenth of the lines, so prefetch cannot flood the
+    /// cache.
+    pub prefetch: u64,
 }
+
+/// Default prefetch window, in lines.
+pub const DEFAULT_PREFETCH: u64 = 32;
 
 /// The smallest ExCache: an x86 instruction may need about six distinct pages resident at once.
 pub const MIN_LINES: u64 = 16;
@@ -63,7 +78,21 @@ impl ExCacheConfig {
         if self.ways < 8 {
             return Err(VmmError::Config(format!("ExCache ways {} must be at least 8", self.ways)));
         }
+        if self.prefetch > MAX_RUN_PAGES {
+            return Err(VmmError::Config(format!("prefetch window {} must be at most {MAX_RUN_PAGES} lines", self.prefetch)));
+        }
         Ok(())
+    }
+
+    /// The largest prefetch window this cache uses: `prefetch`, at most a sixteenth of the
+    /// lines (0 when that is under 2 lines).
+    pub fn prefetch_window(&self) -> u64 {
+        let w = self.prefetch.min(self.bytes / PAGE_SIZE / 16);
+        if w < 2 {
+            0
+        } else {
+            w
+        }
     }
 }
 
@@ -82,6 +111,14 @@ pub struct CacheStats {
     pub piggybacked: u64,
     /// First writes to clean lines (write-protect faults).
     pub dirtied: u64,
+    /// Lines installed by prefetch.
+    pub prefetched: u64,
+    /// Prefetched lines known to be used: the program faulted on them (a first write, or an
+    /// access while they were being installed), or its stream's next miss came after them while
+    /// they were resident (it went past them).
+    pub prefetch_used: u64,
+    /// Prefetched lines evicted before either.
+    pub prefetch_unused: u64,
     /// Page bytes received from and sent to mem-servers.
     pub bytes_in: u64,
     /// See `bytes_in`.
@@ -105,6 +142,9 @@ impl Default for CacheStats {
             dirty_flushes: 0,
             piggybacked: 0,
             dirtied: 0,
+            prefetched: 0,
+            prefetch_used: 0,
+            prefetch_unused: 0,
             bytes_in: 0,
             bytes_out: 0,
             miss_ns: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
@@ -122,15 +162,20 @@ pub(crate) struct State {
     sets: Sets,
     remote: RemotePages,
     pub(crate) owners: Owners,
-    /// Slot 0: the line being installed; slot 1: the victim being written back; slot 2: zeroes.
+    /// Slot 0: the line being installed; slot 1: the victim being written back; slot 2: zeroes;
+    /// from slot 3 on: a prefetch window, then its dirty victims.
     buf: RegisteredBuf,
     stats: CacheStats,
+    streams: Streams,
     proc: u64,
 }
 
 const INSTALL: Slot = Slot(0);
 const VICTIM: Slot = Slot(1);
 const ZERO: Slot = Slot(2);
+const WINDOW: Slot = Slot(3);
+/// From here on: the dirty victims of a prefetch window.
+const WRITE_BACK: Slot = Slot(WINDOW.0 + MAX_RUN_PAGES as usize);
 
 /// Everything the handler thread needs.
 struct Shared {
@@ -194,7 +239,9 @@ impl ExCache {
         unsafe { libc::madvise(host as *mut libc::c_void, size as usize, libc::MADV_NOHUGEPAGE) };
         let sets = Sets::new((config.bytes / PAGE_SIZE) as usize, config.ways, config.policy);
         let stats = CacheStats { lines: sets.capacity() as u64, ..CacheStats::default() };
-        let state = State { sets, remote: RemotePages::default(), owners, buf: RegisteredBuf::new(3), stats, proc };
+        let streams = Streams::new(config.prefetch_window());
+        let buf = RegisteredBuf::new(WRITE_BACK.0 + MAX_RUN_PAGES as usize);
+        let state = State { sets, remote: RemotePages::default(), owners, buf, stats, streams, proc };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             uffd,
@@ -337,9 +384,13 @@ impl State {
     /// faults again, as a first write.) The sets and the mapping change together under the
     /// state lock, so `UFFDIO_COPY` never meets a present page (`EEXIST`); if it did, the
     /// bookkeeping would be wrong and the copy error ends the process's memory.
-    fn serve_miss(&mut self, mem: &Shared, page: u64, write: bool) -> Result<(), String> {
+    ///
+    /// Returns whether the line was installed (it was not resident).
+    fn serve_miss(&mut self, mem: &Shared, page: u64, write: bool) -> Result<bool, String> {
         if self.sets.get(page).is_some() {
-            return Ok(());
+            // A prefetched line faulted on while it was being installed was used.
+            self.note_use(page);
+            return Ok(false);
         }
         let source = if self.remote.contains(page) {
             Some(self.owners.owner_of(page).ok_or_else(|| format!("page {page:#x} exists remotely but its vRegion has no owner"))?)
@@ -370,7 +421,100 @@ impl State {
         unsafe { mem.uffd.copy(mem.host + page, self.buf.page(src.0).as_ptr(), PAGE_SIZE, !write) }
             .map_err(|e| format!("installing page {page:#x}: {e}"))?;
         self.sets.insert(page, write);
+        Ok(true)
+    }
+
+    /// Counts a prefetched line as used the first time the program is seen using it.
+    fn note_use(&mut self, page: u64) -> bool {
+        let used = self.sets.take_prefetched(page);
+        self.stats.prefetch_used += u64::from(used);
+        used
+    }
+
+    /// After the miss on `page` (a write if `write`) was served: if it continues a sequential
+    /// stream, installs the stream's next window of lines.
+    ///
+    /// The window is fetched from its owner in one round trip ([`Transport::read_pages`]),
+    /// which also bounds it: the owner stops at the end of the mapped region. The window is cut
+    /// at the end of the memslot and of the vRegion (one owner). Lines already resident are
+    /// skipped; every other line is placed in its set like a missing line, evicting (and writing
+    /// back) a victim first, so the resident bound holds. The dirty victims of a window are
+    /// written back together, one pipelined exchange per owner, before the state is let go. The window stops before a line whose
+    /// victim would be the missed line or a line of the window. Lines that were never flushed
+    /// are zero lines, as on a miss. Each contiguous run of new lines is installed with one
+    /// `UFFDIO_COPY`: write-protected (clean), or writable and dirty when the stream writes,
+    /// which is what a write miss installs (so eviction stays race-free: a dirty line is
+    /// write-protected before it is copied out).
+    fn prefetch(&mut self, mem: &Shared, page: u64, write: bool) -> Result<(), String> {
+        let Some(w) = self.streams.miss(page, write) else { return Ok(()) };
+        // The program went past the previous window: its lines still resident were used.
+        for p in (w.passed.0..w.passed.1).step_by(PAGE_SIZE as usize) {
+            self.note_use(p);
+        }
+        let end = (w.start + w.lines * PAGE_SIZE).min(mem.size).min(self.owners.vregion_end(w.start));
+        let Some(owner) = self.owners.owner_of(w.start).filter(|_| end > w.start) else {
+            self.streams.cut(&w, w.start);
+            return Ok(());
+        };
+        let proc = self.proc;
+        let link = self.owners.link(owner).map_err(|e| e.to_string())?;
+        let got = match link.read_pages(proc, w.start, (end - w.start) / PAGE_SIZE, &mut self.buf, WINDOW) {
+            Ok(n) => n,
+            // The stream ran off its mapped region: nothing to prefetch.
+            Err(ProtoError::Remote { .. }) => {
+                self.streams.cut(&w, w.start);
+                return Ok(());
+            }
+            Err(e) => return Err(format!("prefetching {} pages from {:#x}: {e}", (end - w.start) / PAGE_SIZE, w.start)),
+        };
+        self.stats.bytes_in += got * PAGE_SIZE;
+        let end = w.start + got * PAGE_SIZE;
+        let mut reached = w.start;
+        let mut run = 0u64; // lines of the current run, ending at `reached`
+        let mut staged = Vec::new();
+        for i in 0..got {
+            let at = w.start + i * PAGE_SIZE;
+            if self.sets.get(at).is_some() {
+                self.install_run(mem, w.start, reached - run * PAGE_SIZE, run, w.writes)?;
+                run = 0;
+                reached = at + PAGE_SIZE;
+                continue;
+            }
+            if let Some(victim) = self.sets.victim_for(at) {
+                if (page..end).contains(&victim.page) {
+                    break;
+                }
+                self.evict_for_prefetch(mem, victim, &mut staged)?;
+            }
+            if !self.remote.contains(at) {
+                self.buf.page_mut(WINDOW.0 + i as usize).fill(0);
+            }
+            self.sets.insert_prefetched(at, w.writes);
+            self.stats.prefetched += 1;
+            run += 1;
+            reached = at + PAGE_SIZE;
+        }
+        self.install_run(mem, w.start, reached - run * PAGE_SIZE, run, w.writes)?;
+        self.write_back_staged(&staged)?;
+        if reached < w.start + w.lines * PAGE_SIZE {
+            self.streams.cut(&w, reached);
+        }
         Ok(())
+    }
+
+    /// Installs `lines` prefetched lines from `first` on, from their slots of the window that
+    /// starts at `start`, with one copy, and wakes any thread that faulted on them meanwhile.
+    fn install_run(&self, mem: &Shared, start: u64, first: u64, lines: u64, dirty: bool) -> Result<(), String> {
+        if lines == 0 {
+            return Ok(());
+        }
+        let slot = WINDOW.0 + ((first - start) / PAGE_SIZE) as usize;
+        let len = lines * PAGE_SIZE;
+        let src = self.buf.run(slot, lines as usize);
+        // SAFETY: `src` is `len` bytes of our registered buffer.
+        unsafe { mem.uffd.copy(mem.host + first, src.as_ptr(), len, !dirty) }
+            .map_err(|e| format!("installing {lines} prefetched pages from {first:#x}: {e}"))?;
+        mem.uffd.wake(mem.host + first, len).map_err(|e| format!("waking threads at {first:#x}: {e}"))
     }
 
     /// Evicts `victim`, writing it back first if dirty. With `fetch = Some((owner, page))` and
@@ -378,17 +522,11 @@ impl State {
     /// [`INSTALL`]; returns whether it did.
     fn evict(&mut self, mem: &Shared, victim: sets::Resident, fetch: Option<(usize, u64)>) -> Result<bool, String> {
         let mut fetched = false;
+        if self.sets.take_prefetched(victim.page) {
+            self.stats.prefetch_unused += 1;
+        }
         if victim.dirty {
-            let at = mem.host + victim.page;
-            // From here on a write to the victim waits in the kernel until it is gone.
-            mem.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {:#x}: {e}", victim.page))?;
-            // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
-            // while write-protected; the destination is our own buffer page.
-            unsafe { std::ptr::copy_nonoverlapping(at as *const u8, self.buf.page_mut(VICTIM.0).as_mut_ptr(), PAGE_SIZE as usize) };
-            let owner = self
-                .owners
-                .owner_of(victim.page)
-                .ok_or_else(|| format!("dirty page {:#x} lies in a vRegion without an owner", victim.page))?;
+            let owner = self.copy_out(mem, victim.page, VICTIM)?;
             let proc = self.proc;
             let link = self.owners.link(owner).map_err(|e| e.to_string())?;
             match fetch {
@@ -404,14 +542,69 @@ impl State {
                     .write_page(proc, victim.page, &self.buf, VICTIM)
                     .map_err(|e| format!("writing back page {:#x}: {e}", victim.page))?,
             }
-            self.remote.insert(victim.page);
-            self.stats.dirty_flushes += 1;
-            self.stats.bytes_out += PAGE_SIZE;
+            self.flushed(victim.page);
         }
         mem.zap(victim.page, PAGE_SIZE)?;
         self.sets.remove(victim.page);
         self.stats.evictions += 1;
         Ok(fetched)
+    }
+
+    /// Write-protects the dirty line `page` and copies it into `slot`; returns its owner. From
+    /// here on a write to the line waits in the kernel until the line is gone.
+    fn copy_out(&mut self, mem: &Shared, page: u64, slot: Slot) -> Result<usize, String> {
+        let at = mem.host + page;
+        mem.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {page:#x}: {e}"))?;
+        // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
+        // while write-protected; the destination is our own buffer page.
+        unsafe { std::ptr::copy_nonoverlapping(at as *const u8, self.buf.page_mut(slot.0).as_mut_ptr(), PAGE_SIZE as usize) };
+        self.owners.owner_of(page).ok_or_else(|| format!("dirty page {page:#x} lies in a vRegion without an owner"))
+    }
+
+    /// Records that the dirty line `page` was written back.
+    fn flushed(&mut self, page: u64) {
+        self.remote.insert(page);
+        self.stats.dirty_flushes += 1;
+        self.stats.bytes_out += PAGE_SIZE;
+    }
+
+    /// Evicts the victims of a prefetch window: clean ones at once, dirty ones copied out into
+    /// the write-back slots and unmapped, to be written back together by
+    /// [`State::write_back_staged`] before the handler lets go of the state.
+    fn evict_for_prefetch(&mut self, mem: &Shared, victim: sets::Resident, staged: &mut Vec<(usize, u64, Slot)>) -> Result<(), String> {
+        if !victim.dirty {
+            self.evict(mem, victim, None)?;
+            return Ok(());
+        }
+        if self.sets.take_prefetched(victim.page) {
+            self.stats.prefetch_unused += 1;
+        }
+        let slot = Slot(WRITE_BACK.0 + staged.len());
+        let owner = self.copy_out(mem, victim.page, slot)?;
+        staged.push((owner, victim.page, slot));
+        mem.zap(victim.page, PAGE_SIZE)?;
+        self.sets.remove(victim.page);
+        self.stats.evictions += 1;
+        Ok(())
+    }
+
+    /// Writes back the dirty victims `evict_for_prefetch` staged: one pipelined exchange per
+    /// owner.
+    fn write_back_staged(&mut self, staged: &[(usize, u64, Slot)]) -> Result<(), String> {
+        let mut owners: Vec<usize> = staged.iter().map(|s| s.0).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let proc = self.proc;
+        for owner in owners {
+            let pages: Vec<(u64, Slot)> = staged.iter().filter(|s| s.0 == owner).map(|s| (s.1, s.2)).collect();
+            let link = self.owners.link(owner).map_err(|e| e.to_string())?;
+            link.write_pages(proc, &pages, &self.buf)
+                .map_err(|e| format!("writing back {} pages evicted for a prefetch: {e}", pages.len()))?;
+            for (page, _) in pages {
+                self.flushed(page);
+            }
+        }
+        Ok(())
     }
 }
 

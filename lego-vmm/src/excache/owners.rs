@@ -118,6 +118,11 @@ impl Owners {
         self.by_vregion.get(&(page >> self.vregion_shift)).copied()
     }
 
+    /// The first address past the vRegion holding `page`.
+    pub fn vregion_end(&self, page: u64) -> u64 {
+        ((page >> self.vregion_shift) + 1).checked_shl(self.vregion_shift).unwrap_or(u64::MAX)
+    }
+
     /// Address of server `i`.
     pub fn name(&self, i: usize) -> &str {
         &self.servers[i]

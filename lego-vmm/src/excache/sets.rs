@@ -23,6 +23,8 @@ const NIL: u32 = u32::MAX;
 struct Line {
     page: u64,
     dirty: bool,
+    /// Installed by prefetch, and not known to be used yet.
+    prefetched: bool,
     prev: u32,
     next: u32,
 }
@@ -68,7 +70,7 @@ impl Sets {
             })
             .collect();
         Sets {
-            lines: vec![Line { page: 0, dirty: false, prev: NIL, next: NIL }; lines],
+            lines: vec![Line { page: 0, dirty: false, prefetched: false, prev: NIL, next: NIL }; lines],
             free: (0..lines as u32).rev().collect(),
             sets,
             index: HashMap::with_capacity(lines),
@@ -109,9 +111,27 @@ impl Sets {
 
     /// Installs `page` (not resident, its set not full) from the free list.
     pub fn insert(&mut self, page: u64, dirty: bool) {
+        self.insert_line(page, dirty, false);
+    }
+
+    /// Installs `page` like [`Sets::insert`], marked as prefetched until
+    /// [`Sets::take_prefetched`].
+    pub fn insert_prefetched(&mut self, page: u64, dirty: bool) {
+        self.insert_line(page, dirty, true);
+    }
+
+    /// Whether `page` is resident and still marked prefetched; clears the mark.
+    pub fn take_prefetched(&mut self, page: u64) -> bool {
+        match self.index.get(&page) {
+            Some(&slot) => std::mem::take(&mut self.lines[slot as usize].prefetched),
+            None => false,
+        }
+    }
+
+    fn insert_line(&mut self, page: u64, dirty: bool, prefetched: bool) {
         debug_assert!(!self.index.contains_key(&page) && self.victim_for(page).is_none());
         let slot = self.free.pop().expect("a set with room implies a free slot");
-        self.lines[slot as usize] = Line { page, dirty, prev: NIL, next: NIL };
+        self.lines[slot as usize] = Line { page, dirty, prefetched, prev: NIL, next: NIL };
         self.index.insert(page, slot);
         let s = self.set_of(page);
         self.link_tail(s, slot);
@@ -221,6 +241,16 @@ mod tests {
         s.insert(4 * P, false);
         assert_eq!(s.queue_of(0), vec![2 * P, 4 * P]);
         assert_eq!(s.in_range(0, 8 * P).len(), 2);
+    }
+
+    #[test]
+    fn the_prefetched_mark_is_taken_once() {
+        let mut s = Sets::new(4, 2, Policy::Fifo);
+        s.insert_prefetched(P, false);
+        s.insert(0, false);
+        assert!(!s.take_prefetched(0) && !s.take_prefetched(2 * P));
+        assert!(s.take_prefetched(P));
+        assert!(!s.take_prefetched(P), "cleared");
     }
 
     #[test]
