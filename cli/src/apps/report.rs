@@ -120,9 +120,9 @@ pub fn markdown(h: &Header, rows: &[Row], plot_note: &str) -> String {
             Outcome::Skipped(why) => ("skipped".into(), "-".into(), why.clone()),
             Outcome::TimedOut(t) => (format!("> {}", t.as_secs()), "-".into(), "timed out".into()),
             Outcome::OomKilled => ("OOM-killed".into(), "-".into(), "the OOM killer ended it: the limit is below what Linux cannot swap".into()),
-            Outcome::Failed(e) => ("FAILED".into(), "-".into(), e.replace('|', "/").replace('\n', " ")),
+            Outcome::Failed(e) => ("FAILED".into(), "-".into(), table_cell(e)),
         };
-        let _ = writeln!(s, "| {} | {} | {local} | {median} | {slow} | {range} | {} |", r.workload, config_name(r), r.detail.replace('|', "/"));
+        let _ = writeln!(s, "| {} | {} | {local} | {median} | {slow} | {range} | {} |", r.workload, config_name(r), table_cell(&r.detail));
     }
     let _ = writeln!(s, "\n{plot_note}");
     s
@@ -247,6 +247,11 @@ fn plot(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `text` as one Markdown table cell: a program's multi-line output on one line, no `|`.
+fn table_cell(text: &str) -> String {
+    text.trim_end().replace('|', "/").replace('\n', " / ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +279,10 @@ mod tests {
         let m = markdown(&h, &rows, "");
         assert!(m.contains("| w | lego, 1 mem-server (e) | 25% (1024 KiB) | 3.000 | 1.50x |"), "{m}");
         assert!(m.contains("| skipped |"));
+        // A multi-line program output stays in its row.
+        let multi = Row { detail: "total 3\nthe 2\na|b 1\n".into(), ..row(None, 100, 2.0) };
+        let m = markdown(&h, &[multi], "");
+        assert!(m.contains("| total 3 / the 2 / a/b 1 |"), "{m}");
     }
 
     #[test]
