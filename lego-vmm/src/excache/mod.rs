@@ -296,6 +296,17 @@ impl Held<'_> {
         Ok(())
     }
 
+    /// Which pages exist at their owners (for a fork, whose copy has the same).
+    pub fn remote_pages(&self) -> RemotePages {
+        self.st.remote.clone()
+    }
+
+    /// Takes `remote` as the record of which pages exist at their owners (a fork's copy, before
+    /// it runs).
+    pub fn set_remote_pages(&mut self, remote: RemotePages) {
+        self.st.remote = remote;
+    }
+
     /// The owners' pages of `[from, from+len)` moved to `[to, to+len)`.
     pub fn relocate(&mut self, from: u64, to: u64, len: u64) {
         self.st.remote.relocate(from, to, len);
