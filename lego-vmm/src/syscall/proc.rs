@@ -2,7 +2,7 @@
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
-use crate::process::{default_ignores, Process, SigAction, Termination, NSIG, SIG_DFL, SIG_IGN};
+use crate::process::{default_ignores, Locked, Process, SigAction, Termination, NSIG, SIG_DFL, SIG_IGN};
 
 const SIGKILL: i32 = libc::SIGKILL;
 const SIGSTOP: i32 = libc::SIGSTOP;
@@ -16,8 +16,9 @@ fn bit(sig: i32) -> u64 {
 pub fn getpid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
     Ok(p.pid as u64)
 }
+/// `getppid`: the parent may have changed since the fork (orphans go to the first process).
 pub fn getppid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    Ok(p.ppid as u64)
+    Ok(p.procs.ppid(p.pid) as u64)
 }
 
 /// Raises `sig` at the process and acts on whatever is now deliverable.
@@ -79,14 +80,24 @@ fn check_sig(sig: u64) -> SysResult<Option<i32>> {
     }
 }
 
-/// `kill`: a vNode process can signal itself (pid, 0, -1 or its own group).
-pub fn kill(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `kill(pid, sig)` to processes of the vNode run (see
+/// [`crate::proctable::ProcTable::kill_targets`]). Other processes are signalled without the
+/// caller's lock held, so two processes signalling each other cannot wait on each other.
+pub fn kill(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let pid = a[0] as i32;
     let sig = check_sig(a[1])?;
-    if !(pid == p.pid || pid == 0 || pid == -1 || pid == -p.pid) {
+    if pid == i32::MIN {
         return Err(Errno::ESRCH);
     }
-    if let Some(sig) = sig {
+    let targets = p.procs.kill_targets(p.pid, pid)?;
+    let Some(sig) = sig else { return Ok(0) };
+    let me = p.pid;
+    let to_self = targets.iter().any(|(pid, _)| *pid == me);
+    let others: Vec<_> = targets.into_iter().filter(|(pid, _)| *pid != me).filter_map(|(_, t)| t).collect();
+    if !others.is_empty() {
+        p.unlocked(|| others.iter().for_each(|t| t.signal(sig)));
+    }
+    if to_self {
         raise(p, sig);
     }
     Ok(0)
@@ -138,6 +149,10 @@ pub fn rt_sigaction(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
             return Err(Errno::EFAULT);
         }
         p.signals.actions[sig] = new;
+        if sig as i32 == libc::SIGCHLD {
+            const SA_NOCLDWAIT: u64 = 2;
+            p.procs.set_nocldwait(p.pid, new.handler == SIG_IGN || new.flags & SA_NOCLDWAIT != 0);
+        }
     }
     if oact != 0 {
         let words = [old.handler, old.flags, old.restorer, old.mask];
@@ -440,29 +455,34 @@ pub fn setgroups(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(0)
 }
 
-/// The vNode process is its own process group and session leader.
+/// `getpgrp`: the caller's process group.
 pub fn getpgrp(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    Ok(p.pid as u64)
+    Ok(p.procs.pgid(p.pid)? as u64)
+}
+/// A pid argument: 0 is the caller.
+fn pid_arg(p: &Process, a: u64) -> SysResult<i32> {
+    match a as i32 {
+        0 => Ok(p.pid),
+        pid if pid > 0 => Ok(pid),
+        _ => Err(Errno::EINVAL),
+    }
 }
 pub fn getpgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    if a[0] != 0 && a[0] as i32 != p.pid {
-        return Err(Errno::ESRCH);
-    }
-    Ok(p.pid as u64)
+    Ok(p.procs.pgid(pid_arg(p, a[0]).map_err(|_| Errno::ESRCH)?)? as u64)
 }
-pub fn getsid(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    getpgid(p, cpu, a)
+pub fn getsid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    Ok(p.procs.sid(pid_arg(p, a[0]).map_err(|_| Errno::ESRCH)?)? as u64)
 }
 pub fn setpgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let (pid, pgid) = (a[0] as i32, a[1] as i32);
-    if pid != 0 && pid != p.pid {
-        return Err(Errno::ESRCH);
-    }
-    if pgid != 0 && pgid != p.pid {
-        return Err(Errno::EPERM);
-    }
+    let pid = pid_arg(p, a[0])?;
+    let pgid = match a[1] as i32 {
+        0 => pid,
+        g if g > 0 => g,
+        _ => return Err(Errno::EINVAL),
+    };
+    p.procs.setpgid(p.pid, pid, pgid)?;
     Ok(0)
 }
-pub fn setsid(_: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    Err(Errno::EPERM)
+pub fn setsid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(p.procs.setsid(p.pid)? as u64)
 }
