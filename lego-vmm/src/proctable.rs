@@ -23,6 +23,9 @@ pub trait Signalable: Send + Sync {
     fn signal(&self, sig: i32);
 }
 
+/// A process `kill` reaches: its pid, and how to signal it (`None` once it ended).
+pub type KillTarget = (i32, Option<Arc<dyn Signalable>>);
+
 /// One process of the run.
 struct Entry {
     ppid: i32,
@@ -245,7 +248,7 @@ impl ProcTable {
     /// process, 0 the caller's group, -1 every process but the first and the caller, `< -1` the
     /// group `-pid`. Zombies count (a signal to one does nothing), so an empty answer is `ESRCH`.
     /// Each comes with how to signal it, `None` once it ended.
-    pub fn kill_targets(&self, caller: i32, pid: i32) -> SysResult<Vec<(i32, Option<Arc<dyn Signalable>>)>> {
+    pub fn kill_targets(&self, caller: i32, pid: i32) -> SysResult<Vec<KillTarget>> {
         let t = self.lock();
         let caller_pgid = t.procs.get(&caller).map_or(caller, |e| e.pgid);
         let selected: Vec<_> = t

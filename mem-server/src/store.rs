@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_copied_process_has_its_own_frames() {
-        let mut s = PageStore::new(3);
+        let mut s = PageStore::new(5);
         s.write(1, 0x1000, &page(1)).unwrap();
         s.write(1, 0x2000, &page(2)).unwrap();
         assert_eq!(s.copy_process(1, 2), Ok(2));
