@@ -118,7 +118,6 @@ pub const MAIN_TID: i32 = crate::proctable::FIRST_PID;
 /// A vNode process: the state all its threads share, behind one lock (see [`Locked`]).
 pub struct Process {
     pub pid: i32,
-    pub ppid: i32,
     pub mm: Mm,
     pub fds: FdTable,
     pub fs: Arc<dyn FileSystem>,
@@ -173,7 +172,6 @@ impl Process {
         let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
         Ok(Process {
             pid: MAIN_TID,
-            ppid: 0,
             mm,
             fds: FdTable::new(rlimits[libc::RLIMIT_NOFILE as usize].0.min(1 << 20) as usize),
             fs,
@@ -205,7 +203,6 @@ impl Process {
         signals.pending = 0;
         Ok(Process {
             pid,
-            ppid: self.pid,
             mm,
             fds: self.fds.clone(),
             fs: self.fs.clone(),

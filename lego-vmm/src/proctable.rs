@@ -38,6 +38,8 @@ struct Entry {
     target: Option<Weak<dyn Signalable>>,
     /// `SIGCHLD` is ignored (`SIG_IGN` or `SA_NOCLDWAIT`): children are reaped when they end.
     nocldwait: bool,
+    /// The process has exec'd: a parent waiting on its `vfork` goes on.
+    execed: bool,
 }
 
 struct Table {
@@ -83,7 +85,7 @@ impl Default for ProcTable {
 impl ProcTable {
     /// A table holding the first process, leader of its own group and session.
     pub fn new() -> ProcTable {
-        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false };
+        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execed: false };
         ProcTable {
             table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]) }),
             changed: Condvar::new(),
@@ -107,7 +109,7 @@ impl ProcTable {
     pub fn add_child(&self, parent: i32, pid: i32) {
         let mut t = self.lock();
         let (pgid, sid) = t.procs.get(&parent).map_or((parent, parent), |e| (e.pgid, e.sid));
-        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false });
+        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false, execed: false });
     }
 
     /// Forgets `pid`, a child that could not be started.
@@ -145,6 +147,22 @@ impl ProcTable {
         }
         drop(t);
         self.changed.notify_all();
+    }
+
+    /// Process `pid` has exec'd: its `vfork` parent goes on.
+    pub fn released(&self, pid: i32) {
+        if let Some(e) = self.lock().procs.get_mut(&pid) {
+            e.execed = true;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until the `vfork` child `pid` has exec'd or ended, or `abort` says to stop.
+    pub fn wait_vfork(&self, pid: i32, abort: impl Fn() -> bool) {
+        let mut t = self.lock();
+        while t.procs.get(&pid).is_some_and(|e| !e.execed && e.status.is_none()) && !abort() {
+            t = self.changed.wait_timeout(t, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 
     /// Whether `pid` ignores `SIGCHLD` (its children are reaped when they end).

@@ -302,7 +302,7 @@ impl Group {
     /// When it ends, its memory is released and its status goes to the process table, where its
     /// parent waits for it.
     fn start_process(forked: Forked, trace: bool) -> Result<(), VmmError> {
-        let Forked { process, thread } = forked;
+        let Forked { process, thread, .. } = forked;
         let (pid, procs) = (thread.tid, process.procs.clone());
         let (mut vcpu, group) = Group::new(process, thread.regs.rip, thread.regs.rsp, trace)?;
         vcpu.set_regs(&thread.regs).map_err(VmmError::kvm("SET_REGS"))?;
@@ -465,11 +465,18 @@ impl Group {
                             }
                         }
                         Some(ThreadRequest::Fork(forked)) => {
-                            let pid = forked.thread.tid;
-                            if let Err(e) = Group::start_process(*forked, self.trace) {
-                                tracing::warn!(pid, "fork: {e}");
-                                p.procs.forget(pid);
-                                sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
+                            let (pid, vfork) = (forked.thread.tid, forked.vfork);
+                            match Group::start_process(*forked, self.trace) {
+                                Err(e) => {
+                                    tracing::warn!(pid, "fork: {e}");
+                                    p.procs.forget(pid);
+                                    sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
+                                }
+                                Ok(()) if vfork => {
+                                    let (procs, threads) = (p.procs.clone(), self.threads.clone());
+                                    p.unlocked(|| procs.wait_vfork(pid, || threads.ending()));
+                                }
+                                Ok(()) => {}
                             }
                         }
                         Some(ThreadRequest::Exec { entry, rsp }) => {

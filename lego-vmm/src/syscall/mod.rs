@@ -60,6 +60,8 @@ pub struct Forked {
     pub process: Process,
     /// Its first thread (whose id is the child's pid).
     pub thread: NewThread,
+    /// A `vfork`: the parent waits until the child has exec'd or ended.
+    pub vfork: bool,
 }
 
 /// A thread `clone` created, for the run loop to start.

@@ -12,7 +12,7 @@ use crate::process::{Locked, Process, Termination, SIG_DFL};
 use crate::proctable::WaitFor;
 use crate::stack::{self, AuxInfo};
 
-use super::thread::{CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS};
+use super::thread::{CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CLONE_VFORK};
 
 /// Longest argument or environment vector `execve` takes (Linux's `MAX_ARG_STRINGS` is larger;
 /// the total size limit below is what bites first).
@@ -27,10 +27,11 @@ pub fn fork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
     fork_process(p, cpu, 0, 0, 0, 0, 0)
 }
 
-/// `vfork`: a fork whose child gets a copy of the memory (the parent goes on at once; a program
-/// that only execs or exits in the child cannot tell).
-pub fn vfork(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    fork(p, cpu, a)
+/// `vfork`: the parent waits until the child has exec'd or ended. The child has a copy of the
+/// memory rather than the parent's own, which a program that only execs or exits in the child
+/// cannot tell.
+pub fn vfork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    fork_process(p, cpu, CLONE_VFORK, 0, 0, 0, 0)
 }
 
 /// A `clone` without `CLONE_VM` (or with `CLONE_VM | CLONE_VFORK`, whose child only execs):
@@ -72,7 +73,8 @@ pub(super) fn fork_process(
     let fs_base = if flags & CLONE_SETTLS != 0 { tls } else { cpu.sregs.fs.base };
     let thread = NewThread { tid: pid, regs, fs_base, gs_base: cpu.sregs.gs.base };
     p.procs.add_child(p.pid, pid);
-    cpu.request = Some(ThreadRequest::Fork(Box::new(Forked { process: child, thread })));
+    let vfork = flags & CLONE_VFORK != 0;
+    cpu.request = Some(ThreadRequest::Fork(Box::new(Forked { process: child, thread, vfork })));
     Ok(pid as u64)
 }
 
@@ -141,6 +143,7 @@ pub fn execve(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     p.signals.altstack = (0, libc::SS_DISABLE, 0);
     p.comm = crate::process::comm_of(&given);
+    p.procs.released(p.pid);
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));
     }

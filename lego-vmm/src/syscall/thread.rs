@@ -41,7 +41,7 @@ pub struct CloneArgs {
     pub tls: u64,
 }
 
-const CLONE_VFORK: u64 = 0x4000;
+pub(super) const CLONE_VFORK: u64 = 0x4000;
 /// Flags a clone making a process may carry: its own copy of everything (`CLONE_VM` only with
 /// `CLONE_VFORK`, whose child only execs or exits), the exit signal and the id words.
 const PROCESS_OPTIONS: u64 = CLONE_VM | CLONE_VFORK | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID
