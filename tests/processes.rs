@@ -7,7 +7,7 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,45 +15,10 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{image, kvm, Server};
 
-/// What a run printed and how it ended.
-#[derive(Debug, PartialEq)]
-struct Run {
-    stdout: String,
-    /// The exit status, or 128 + the signal that ended it.
-    status: Option<i32>,
-}
-
-/// Runs `cmd` to its end with nothing on stdin, failing the test if it takes longer than
-/// `limit` (a hang). Its stderr is returned apart, for messages.
-fn run(mut cmd: Command, limit: Duration, what: &str) -> (Run, String) {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("TZ", "UTC");
-    let mut child = cmd.spawn().expect("spawning");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?} (a hang?)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    use std::os::unix::process::ExitStatusExt;
-    let status = status.code().or(status.signal().map(|s| 128 + s));
-    (Run { stdout: reader.join().unwrap(), status }, err_reader.join().unwrap())
+/// What a run printed and how it ended: its stdout and status (its stderr, for messages, apart).
+fn run(cmd: Command, limit: Duration, what: &str) -> (Outcome, String) {
+    let r = common::run(cmd, limit, what);
+    ((r.stdout, r.status), r.stderr)
 }
 
 /// A `lego mem-server` process, with a storage server behind its buffer cache if given.
@@ -69,7 +34,7 @@ fn mem_server(storage: Option<&str>) -> Server {
 /// are the options saying where the files are (with `--root`, `prog` is a host path).
 fn lego(mem: &Server, excache: &str, files: &[&str], prog: &str, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
-    c.args(["run", "--mem", "256M", "--mem-server", &mem.addr, "--excache", excache, "--env", "PATH=/bin"])
+    c.args(["run", "--mem", "256M", "--mem-server", &mem.addr, "--excache", excache, "--env", "PATH=/bin"]).env("TZ", "UTC")
         .args(files)
         .arg(prog)
         .args(args);
@@ -133,9 +98,12 @@ fn shell_root(links: bool) -> tempfile::TempDir {
     d
 }
 
+/// What a run printed on stdout, and its status.
+type Outcome = (String, Option<i32>);
+
 /// busybox `sh ARGS` natively in `root` (whose /bin comes first in `PATH`), starting from an
 /// empty `work/`.
-fn native_sh(root: &Path, args: &[&str]) -> Run {
+fn native_sh(root: &Path, args: &[&str]) -> Outcome {
     clear_work(root);
     let mut c = Command::new(root.join("bin/busybox"));
     c.arg("sh").args(args).current_dir(root).env("PATH", root.join("bin"));
@@ -149,10 +117,10 @@ fn clear_work(root: &Path) {
 }
 
 /// The shell cases, each run natively and in a vNode by `in_vnode`, must match.
-fn shell_cases_match(root: &Path, mut in_vnode: impl FnMut(&[&str]) -> (Run, String)) {
+fn shell_cases_match(root: &Path, mut in_vnode: impl FnMut(&[&str]) -> (Outcome, String)) {
     for args in [&["-c", PIPELINE][..], &["script.sh"]] {
         let native = native_sh(root, args);
-        assert_eq!(native.status, Some(if args[0] == "-c" { 0 } else { 3 }), "native sh {args:?}: {native:?}");
+        assert_eq!(native.1, Some(if args[0] == "-c" { 0 } else { 3 }), "native sh {args:?}: {native:?}");
         let (got, stderr) = in_vnode(args);
         assert_eq!(got, native, "sh {args:?} in a vNode; its stderr: {stderr}");
     }
@@ -242,7 +210,7 @@ fn procs_cases_match_native_at_full_and_small_excache() {
             let mut c = Command::new(&host);
             c.args(native_args).current_dir(root.path());
             let (native, _) = run(c, Duration::from_secs(60), "native procs");
-            assert_eq!(native.status, Some(0), "native {prog} {native_args:?}: {native:?}");
+            assert_eq!(native.1, Some(0), "native {prog} {native_args:?}: {native:?}");
             for excache in ["256M", "1M"] {
                 let what = format!("{prog} {vnode_args:?} at a {excache} ExCache");
                 let c = lego(&mem, excache, &["--root", dir], host.to_str().unwrap(), vnode_args);

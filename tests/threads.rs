@@ -5,54 +5,12 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
-use common::{image, kvm, stat, Server};
-
-/// What a run printed and how it ended.
-struct Run {
-    stdout: String,
-    stderr: String,
-    /// The exit status, or 128 + the signal that ended it.
-    status: Option<i32>,
-}
-
-/// Runs `cmd` to its end, failing the test if it takes longer than `limit` (a hang).
-fn run(mut cmd: Command, limit: Duration, what: &str) -> Run {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawning");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?} (a hang?)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    use std::os::unix::process::ExitStatusExt;
-    // As a shell reports it: 128 + N for a death by signal N.
-    let status = status.code().or(status.signal().map(|s| 128 + s));
-    Run { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
-}
+use common::{image, kvm, run, stat, Run, Server};
 
 /// The program natively, in `dir`.
 fn native(prog: &Path, args: &[&str], dir: &Path) -> Run {

@@ -41,6 +41,50 @@ pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// What a run printed and how it ended.
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    /// The exit status, or 128 + the signal that ended it.
+    pub status: Option<i32>,
+}
+
+/// Runs `cmd` to its end with nothing on stdin, failing the test if it takes longer than
+/// `limit` (a hang).
+pub fn run(mut cmd: std::process::Command, limit: std::time::Duration, what: &str) -> Run {
+    use std::io::Read;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?} (a hang?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    // As a shell reports it: 128 + N for a death by signal N.
+    let status = status.code().or(status.signal().map(|s| 128 + s));
+    Run { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
+}
+
 /// The counter `name` of `lego run --stats` output (the last number on its line).
 pub fn stat(stderr: &str, name: &str) -> u64 {
     stderr
