@@ -198,12 +198,16 @@ fn procs_cases_match_native_at_full_and_small_excache() {
     for prog in ["procs", "procs.musl"] {
         std::fs::copy(image(prog), root.path().join(prog)).unwrap();
     }
+    // An executable file that is not a program: ENOEXEC.
+    let text = root.path().join("notes.txt");
+    std::fs::write(&text, "just words\n").unwrap();
+    std::fs::set_permissions(&text, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let dir = root.path().to_str().unwrap();
     for prog in ["procs", "procs.musl"] {
         let host = root.path().join(prog);
         // execve of the program itself: by its host path natively, its vNode path in a vNode.
-        let exec_native = ["exec", host.to_str().unwrap()];
-        let exec_vnode = ["exec", &format!("/{prog}")];
+        let exec_native = ["exec", host.to_str().unwrap(), text.to_str().unwrap()];
+        let exec_vnode = ["exec", &format!("/{prog}"), "/notes.txt"];
         let cases: Vec<(&[&str], &[&str])> =
             PROCS_CASES.iter().map(|c| (*c, *c)).chain([(&exec_native[..], &exec_vnode[..])]).collect();
         for (native_args, vnode_args) in cases {

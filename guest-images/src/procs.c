@@ -3,7 +3,8 @@
  *   procs status          fork + waitpid: exit(n), and deaths by SIGTERM, SIGKILL and SIGINT
  *   procs memory MIB      after a fork, parent and child each write MIB MiB; neither sees the
  *                         other's writes, and the child sees what the parent wrote before
- *   procs exec PATH       execve of PATH (this program) with argv and envp; ENOENT, EACCES
+ *   procs exec PATH TEXT  execve of PATH (this program) with argv and envp; ENOENT, EACCES,
+ *                         and ENOEXEC for TEXT, an executable file that is not a program
  *   procs echo ARGS...    prints its arguments and $PROCS_GREETING (what `exec` runs)
  *   procs ppid            getppid in a child, process groups
  *   procs kill            kill of a child blocked in read and of one in nanosleep; WNOHANG
@@ -159,7 +160,7 @@ static int memory_case(long mib) {
     return 0;
 }
 
-static int exec_case(const char *self) {
+static int exec_case(const char *self, const char *text) {
     pid_t pid = fork_or_die();
     if (pid == 0) {
         char *argv[] = {(char *)self, "echo", "one", "two words", "", "three", NULL};
@@ -176,6 +177,11 @@ static int exec_case(const char *self) {
     errno = 0;
     execve("/", argv, envp);
     say("execve of a directory: %s\n", errname(errno));
+    if (text != NULL) {
+        errno = 0;
+        execve(text, argv, envp);
+        say("execve of a text file: %s\n", errname(errno));
+    }
     return 0;
 }
 
@@ -322,7 +328,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "memory"))
         return memory_case(argc > 2 ? atol(argv[2]) : 8);
     if (!strcmp(c, "exec"))
-        return exec_case(argc > 2 ? argv[2] : argv[0]);
+        return exec_case(argc > 2 ? argv[2] : argv[0], argc > 3 ? argv[3] : NULL);
     if (!strcmp(c, "echo"))
         return echo_case(argc, argv);
     if (!strcmp(c, "ppid"))
