@@ -265,9 +265,8 @@ impl Group {
             unsafe { vm.set_user_memory_region(region) }.map_err(VmmError::kvm("SET_USER_MEMORY_REGION"))?;
         }
         let cr3 = mm.cr3();
-        let vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("CREATE_VCPU"))?;
+        let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("CREATE_VCPU"))?;
         cpu::setup_vcpu(&kvm, &vcpu, 0, cr3, entry, rsp)?;
-        let mut vcpu = vcpu;
         vcpu.set_sync_valid_reg(SyncReg::Register);
         vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
         let group = Group {
