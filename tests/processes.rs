@@ -206,10 +206,16 @@ fn procs_cases_match_native_at_full_and_small_excache() {
     for prog in ["procs", "procs.musl"] {
         let host = root.path().join(prog);
         // execve of the program itself: by its host path natively, its vNode path in a vNode.
+        let in_vnode = format!("/{prog}");
         let exec_native = ["exec", host.to_str().unwrap(), text.to_str().unwrap()];
-        let exec_vnode = ["exec", &format!("/{prog}"), "/notes.txt"];
-        let cases: Vec<(&[&str], &[&str])> =
-            PROCS_CASES.iter().map(|c| (*c, *c)).chain([(&exec_native[..], &exec_vnode[..])]).collect();
+        let exec_vnode = ["exec", &in_vnode, "/notes.txt"];
+        let threads_native = ["exec-threads", host.to_str().unwrap()];
+        let threads_vnode = ["exec-threads", &in_vnode];
+        let cases: Vec<(&[&str], &[&str])> = PROCS_CASES
+            .iter()
+            .map(|c| (*c, *c))
+            .chain([(&exec_native[..], &exec_vnode[..]), (&threads_native[..], &threads_vnode[..])])
+            .collect();
         for (native_args, vnode_args) in cases {
             let mut c = Command::new(&host);
             c.args(native_args).current_dir(root.path());

@@ -5,6 +5,8 @@
  *                         other's writes, and the child sees what the parent wrote before
  *   procs exec PATH TEXT  execve of PATH (this program) with argv and envp; ENOENT, EACCES,
  *                         and ENOEXEC for TEXT, an executable file that is not a program
+ *   procs exec-threads PATH  execve of PATH from a thread, while other threads wait on a
+ *                         condition variable, sleep, and spin
  *   procs echo ARGS...    prints its arguments and $PROCS_GREETING (what `exec` runs)
  *   procs ppid            getppid in a child, process groups
  *   procs kill            kill of a child blocked in read and of one in nanosleep; WNOHANG
@@ -17,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -185,6 +188,56 @@ static int exec_case(const char *self, const char *text) {
     return 0;
 }
 
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t never = PTHREAD_COND_INITIALIZER;
+static volatile unsigned long spins;
+
+static void *waiter(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&lock);
+    for (;;)
+        pthread_cond_wait(&never, &lock);
+    return NULL;
+}
+
+static void *sleeper(void *arg) {
+    (void)arg;
+    sleep_ms(60000);
+    return NULL;
+}
+
+static void *spinner(void *arg) {
+    (void)arg;
+    for (;;)
+        spins++;
+    return NULL;
+}
+
+static void *execer(void *arg) {
+    sleep_ms(100);
+    char *argv[] = {(char *)arg, "echo", "from a thread", NULL};
+    char *envp[] = {"PROCS_GREETING=the other threads are gone", NULL};
+    execve((const char *)arg, argv, envp);
+    _exit(100 + errno);
+}
+
+/* A child with four threads besides the first: one execs while the others wait, sleep and spin,
+ * and the first joins it. */
+static int exec_threads_case(const char *self) {
+    pid_t pid = fork_or_die();
+    if (pid == 0) {
+        void *(*fns[])(void *) = {waiter, sleeper, spinner, execer};
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++)
+            if (pthread_create(&t[i], NULL, fns[i], (void *)self) != 0)
+                _exit(98);
+        pthread_join(t[3], NULL);
+        _exit(99);
+    }
+    report("exec from a thread", pid);
+    return 0;
+}
+
 static int echo_case(int argc, char **argv) {
     for (int i = 2; i < argc; i++)
         say("argv[%d] = \"%s\"\n", i - 1, argv[i]);
@@ -329,6 +382,8 @@ int main(int argc, char **argv) {
         return memory_case(argc > 2 ? atol(argv[2]) : 8);
     if (!strcmp(c, "exec"))
         return exec_case(argc > 2 ? argv[2] : argv[0], argc > 3 ? argv[3] : NULL);
+    if (!strcmp(c, "exec-threads"))
+        return exec_threads_case(argc > 2 ? argv[2] : argv[0]);
     if (!strcmp(c, "echo"))
         return echo_case(argc, argv);
     if (!strcmp(c, "ppid"))

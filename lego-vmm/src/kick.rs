@@ -64,7 +64,24 @@ impl Kicker {
 
     /// Stops every registered vCPU and keeps it from running again.
     pub fn kick_all(&self) {
-        for t in self.lock().values() {
+        self.kick(|_| true);
+    }
+
+    /// Stops every registered vCPU but guest thread `keep`'s (`execve` ending the other threads).
+    pub fn kick_all_but(&self, keep: i32) {
+        self.kick(|tid| tid != keep);
+    }
+
+    /// Waits until no vCPU but guest thread `keep`'s is registered: the others have left
+    /// `KVM_RUN` for good.
+    pub fn wait_alone(&self, keep: i32) {
+        while self.lock().keys().any(|&tid| tid != keep) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    fn kick(&self, which: impl Fn(i32) -> bool) {
+        for t in self.lock().iter().filter(|(tid, _)| which(**tid)).map(|(_, t)| t) {
             // SAFETY: see `Target`: the mapping is alive while registered, and we hold the
             // registry lock; `immediate_exit` is a byte KVM reads on entry.
             unsafe { std::ptr::addr_of_mut!((*t.run).immediate_exit).write_volatile(1) };

@@ -28,7 +28,6 @@ use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID
 use crate::stack::{self, AuxInfo};
 use crate::proctable::{ProcTable, Signalable};
 use crate::syscall::{self, Cpu, Forked, NewThread, ThreadRequest};
-use crate::threads::ThreadGroup;
 use lego_proto::vma::VmaKind;
 
 /// Where a vNode's files live.
@@ -97,8 +96,6 @@ struct Group {
     vm: VmFd,
     kvm: Kvm,
     process: Mutex<Process>,
-    /// The process's [`ThreadGroup`], reachable without the process lock.
-    threads: Arc<ThreadGroup>,
     kicker: Arc<Kicker>,
     /// Page-table root, for new vCPUs.
     cr3: u64,
@@ -273,7 +270,6 @@ impl Group {
             idle: Mutex::new(Vec::new()),
             vm,
             kvm,
-            threads: process.group.clone(),
             kicker: process.mm.cache().kicker(),
             pid: process.pid,
             procs: process.procs.clone(),
@@ -355,7 +351,8 @@ impl Group {
     /// and kicked out of its vCPU, and none runs again.
     fn end(&self, outcome: Result<Termination, VmmError>) {
         lock(&self.outcome).get_or_insert(outcome);
-        self.threads.end();
+        let threads = lock(&self.process).group.clone();
+        threads.end();
         self.kicker.kick_all();
     }
 
@@ -429,21 +426,36 @@ impl Group {
 
     /// The run loop of guest thread `tid`. Returns how the process ended if this thread ended
     /// it, `None` if only the thread ended (`exit`) or the process is ending anyway.
+    ///
+    /// The thread's [`ThreadGroup`] is the one of the image it runs: an `execve` in another
+    /// thread ends it (and the thread with it) and gives the process a new one.
     fn run_loop(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) -> Option<Result<Termination, VmmError>> {
         let mut stderr = std::io::stderr();
+        let mut threads = {
+            let p = lock(&self.process);
+            if !p.threads.contains_key(&tid) {
+                // An execve ended the thread before it first ran.
+                return None;
+            }
+            p.group.clone()
+        };
         loop {
-            if self.threads.ending() {
+            if threads.ending() {
                 return None;
             }
             let event = match next_event(vcpu, &self.process) {
                 Ok(e) => e,
-                Err(_) if self.threads.ending() => return None,
+                Err(_) if threads.ending() => return None,
                 Err(e) => return Some(Err(e)),
             };
             let sync = vcpu.sync_regs_mut();
             match event {
                 GuestEvent::Syscall => {
                     let mut p = Locked::lock(&self.process);
+                    if threads.ending() {
+                        // The call was made in an image that is gone, or the process is ending.
+                        return None;
+                    }
                     let mut cpu = Cpu::new(&mut sync.regs, &mut sync.sregs, tid);
                     let trace = self.trace.then_some(&mut stderr as &mut dyn Write);
                     syscall::handle(&mut p, &mut cpu, trace);
@@ -456,6 +468,11 @@ impl Group {
                     }
                     match request {
                         Some(ThreadRequest::Exit(status)) => return self.thread_exit(&mut p, tid, status),
+                        Some(ThreadRequest::Spawn(new)) if threads.ending() => {
+                            // An execve in another thread is replacing the image the new thread
+                            // was made for.
+                            p.threads.remove(&new.tid);
+                        }
                         Some(ThreadRequest::Spawn(new)) => {
                             if let Err(e) = self.spawn(&new) {
                                 tracing::warn!(tid = new.tid, "clone: {e}");
@@ -472,13 +489,14 @@ impl Group {
                                     sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
                                 }
                                 Ok(()) if vfork => {
-                                    let (procs, threads) = (p.procs.clone(), self.threads.clone());
+                                    let (procs, threads) = (p.procs.clone(), threads.clone());
                                     p.unlocked(|| procs.wait_vfork(pid, || threads.ending()));
                                 }
                                 Ok(()) => {}
                             }
                         }
                         Some(ThreadRequest::Exec { entry, rsp }) => {
+                            threads = p.group.clone();
                             drop(p);
                             // The new program starts from a fresh vCPU state, not a return.
                             if let Err(e) = cpu::reset_vcpu(&self.kvm, vcpu, index, self.cr3, entry, rsp) {
@@ -496,6 +514,10 @@ impl Group {
                 GuestEvent::Exception(vector) => {
                     let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
                     let p = lock(&self.process);
+                    if threads.ending() {
+                        // A fault of an image an execve in another thread replaced.
+                        return None;
+                    }
                     return Some(check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2)));
                 }
                 GuestEvent::UserPortIo(port) => {

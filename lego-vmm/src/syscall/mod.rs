@@ -137,7 +137,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         56 => ("xxxxx", Plain(clone)),
         57 => ("", Plain(fork)),
         58 => ("", Plain(vfork)),
-        59 => ("sxx", Plain(execve)),
+        59 => ("sxx", Blocking(execve)),
         60 => ("d", Plain(exit)),
         61 => ("dxxx", Blocking(wait4)),
         62 => ("dd", Blocking(kill)),

@@ -11,6 +11,7 @@ use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process, Termination, SIG_DFL};
 use crate::proctable::WaitFor;
 use crate::stack::{self, AuxInfo};
+use crate::threads::ThreadGroup;
 
 use super::thread::{CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CLONE_VFORK};
 
@@ -105,7 +106,7 @@ fn read_strings(p: &Process, addr: u64, total: &mut usize) -> SysResult<Vec<Vec<
 /// Until the old image is gone the errors are Linux's (`ENOENT`, `EACCES` for a directory or a
 /// file without execute permission, `ENOEXEC` for what is not a static x86-64 executable);
 /// after that, a failure ends the process with `SIGKILL`, as in Linux.
-pub fn execve(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [path_addr, argv_addr, envp_addr, ..] = a;
     let given = super::fs::read_path(p, path_addr)?;
     let path = super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?;
@@ -119,9 +120,7 @@ pub fn execve(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let bytes = crate::fs::read_all(p.fs.as_ref(), &path)?;
     let info = elf::parse(&bytes, p.mm.user().size()).map_err(|_| Errno::ENOEXEC)?;
     if p.threads.len() > 1 {
-        // Ending the other threads first is not done yet; refusing keeps the old image intact.
-        tracing::warn!("execve from a process with {} threads is not supported", p.threads.len());
-        return Err(Errno::EAGAIN);
+        end_other_threads(p, cpu.tid)?;
     }
     let loaded = (|| {
         p.mm.reset().map_err(|e| format!("emptying the address space: {e}"))?;
@@ -149,6 +148,21 @@ pub fn execve(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     cpu.request = Some(ThreadRequest::Exec { entry: info.entry, rsp });
     Ok(0)
+}
+
+/// Ends every thread but `keep` before an `execve` (Linux's `de_thread`): the process gets a new
+/// thread group, and ending the old one wakes the other threads from their waits; their vCPUs
+/// are kicked out of `KVM_RUN`, and their run loops, seeing their group ended, leave without
+/// running anything more. Returns once no other vCPU runs, so none touches the new image.
+fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
+    let fresh = ThreadGroup::new().map_err(|_| Errno::ENOMEM)?;
+    let old = std::mem::replace(&mut p.group, std::sync::Arc::new(fresh));
+    old.end();
+    p.threads.retain(|&tid, _| tid == keep);
+    let kicker = p.mm.cache().kicker();
+    kicker.kick_all_but(keep);
+    p.unlocked(|| kicker.wait_alone(keep));
+    Ok(())
 }
 
 /// Waits for a child `which` selects to end: `(pid, wait status)`, `None` at once with
