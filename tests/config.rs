@@ -109,10 +109,11 @@ fn lego_up_passes_the_file_to_the_components_it_starts() {
     }
     let _down = Down(&s);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    // The components have the file's cluster id and secret: clients with the file get in, and
-    // see them all register; clients without it are refused.
+    // The components (storage server, mem-server, pComponent) have the file's cluster id and
+    // secret: clients with the file get in, and see them all register; clients without it are
+    // refused.
     let started = Instant::now();
-    while ps(&[s[0], ("LEGO_CONFIG", &file)], &[]).iter().filter(|c| c.1).count() != 2 {
+    while ps(&[s[0], ("LEGO_CONFIG", &file)], &[]).iter().filter(|c| c.1).count() != 3 {
         assert!(started.elapsed() < Duration::from_secs(10), "the components never registered");
         std::thread::sleep(Duration::from_millis(50));
     }

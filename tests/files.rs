@@ -93,7 +93,7 @@ fn busybox_applets_on_remote_storage_match_native() {
         let mut cmd = Command::new(img.path().join("bin/busybox"));
         cmd.args(*args).current_dir(img.path());
         let native = output(cmd, WORDS.as_bytes());
-        let remote = run(&mem, &storage, "bb", "/bin/busybox", args, WORDS.as_bytes());
+        let remote = run(mem, storage, "bb", "/bin/busybox", args, WORDS.as_bytes());
         let what = format!("busybox {args:?}");
         assert_eq!(remote.status.code(), native.status.code(), "{what}: stderr {}", String::from_utf8_lossy(&remote.stderr));
         assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{what}");
@@ -107,7 +107,7 @@ fn file_round_trip_program_passes_on_remote_storage() {
     }
     let s = setup("io", |img| std::fs::create_dir(img.join("work")).unwrap());
     let (storage, mem) = (&s.storage, &s.mem);
-    let out = run(&mem, &storage, "io", "/bin/fileio", &["/work"], b"");
+    let out = run(mem, storage, "io", "/bin/fileio", &["/work"], b"");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.ends_with("all checks passed\n"), "{stdout}");
@@ -124,7 +124,7 @@ fn private_file_mappings_work_on_remote_storage() {
     let mut cmd = Command::new(image("mmapfile"));
     cmd.arg(scratch.path());
     let native = output(cmd, b"");
-    let remote = run(&mem, &storage, "mm", "/bin/mmapfile", &["/sub"], b"");
+    let remote = run(mem, storage, "mm", "/bin/mmapfile", &["/sub"], b"");
     assert_eq!(remote.status.code(), Some(0), "{}", String::from_utf8_lossy(&remote.stderr));
     assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout));
 }

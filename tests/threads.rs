@@ -5,27 +5,10 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{image, kvm, run, stat, Run, Server};
-
-/// The program natively, in `dir`.
-fn native(prog: &Path, args: &[&str], dir: &Path) -> Run {
-    let mut c = Command::new(prog);
-    c.args(args).current_dir(dir);
-    run(c, Duration::from_secs(60), "native run")
-}
-
-/// `lego run OPTIONS PROG ARGS` with the vNode's files in `dir`.
-fn lego(options: &[&str], prog: &Path, args: &[&str], dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
-    c.arg("run").arg("--mem").arg("1G").arg("--root").arg(dir).args(options).arg(prog).args(args);
-    c.current_dir(dir);
-    c
-}
+use common::{image, kvm, lego, native, run, stat, Server};
 
 fn out_dir() -> std::path::PathBuf {
     image("words.txt").parent().unwrap().to_path_buf()

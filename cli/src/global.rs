@@ -49,9 +49,12 @@ impl HeartbeatArgs {
     }
 }
 
-/// The `--global-mgr` option of a component.
+/// The cluster options of a component: its cluster id and the global manager it joins.
 #[derive(clap::Args)]
 pub struct JoinArgs {
+    /// Cluster id peers must present.
+    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: u64,
     /// Global manager (the cluster's address) to register with and send heartbeats to.
     #[arg(long, value_name = "ADDR", visible_alias = "cluster", env = "LEGO_CLUSTER")]
     global_mgr: Option<String>,
@@ -72,12 +75,11 @@ impl JoinArgs {
         role: Role,
         addr: String,
         fronts: Option<String>,
-        cluster: u64,
         load: impl Fn() -> Load + Send + 'static,
     ) -> anyhow::Result<Option<Heartbeats>> {
         let Some(global) = self.global_mgr.clone() else { return Ok(None) };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let me = Identity { role, addr, cores, fronts, cluster };
+        let me = Identity { role, addr, cores, fronts, cluster: self.cluster_id };
         Ok(Some(heartbeat::start(global, me, self.heartbeat.interval(), load).context("starting heartbeats")?))
     }
 }

@@ -13,9 +13,6 @@ pub struct MemServerArgs {
     /// Most page memory to hold (e.g. 4G).
     #[arg(long, value_parser = parse_size)]
     capacity: u64,
-    /// Cluster id peers must present.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
-    cluster_id: u64,
     /// The storage server whose files this server caches (`host:port`).
     #[arg(long)]
     storage_server: Option<String>,
@@ -33,10 +30,10 @@ pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
     let config = mem_server::Config {
         storage: args.storage_server.clone(),
         buffer_cache_bytes: args.buffer_cache,
-        ..mem_server::Config::new(args.listen, args.capacity, args.cluster_id)
+        ..mem_server::Config::new(args.listen, args.capacity, args.join.cluster_id)
     };
     let server = mem_server::MemServer::bind(config)?;
-    let _heartbeats = args.join.join(Role::Memory, server.local_addr().to_string(), args.storage_server, args.cluster_id, server.load_probe())?;
+    let _heartbeats = args.join.join(Role::Memory, server.local_addr().to_string(), args.storage_server, server.load_probe())?;
     let _metrics = args.metrics.serve("mem-server", |r| server.register_metrics(r))?;
     crate::announce("mem-server", server.local_addr());
     Ok(server.run()?)

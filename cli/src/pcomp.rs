@@ -17,9 +17,6 @@ pub struct PcompArgs {
     /// Address to listen on for run requests.
     #[arg(long, default_value = "127.0.0.1:7050")]
     listen: String,
-    /// Cluster id peers must present.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
-    cluster_id: u64,
     #[command(flatten)]
     join: crate::global::JoinArgs,
     #[command(flatten)]
@@ -67,11 +64,11 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
 pub fn run(args: PcompArgs) -> anyhow::Result<()> {
     let global = args.join.global_mgr().context("a pComponent needs --global-mgr: the managers place its processes")?;
     let lego = std::env::current_exe().context("finding the lego executable")?.into_os_string();
-    let (cluster, g) = (args.cluster_id, global.clone());
+    let (cluster, g) = (args.join.cluster_id, global.clone());
     let pcomp = lego_vmm::pcomp::Pcomp::bind(&args.listen, cluster, move |req, me| launch(&lego, &me.to_string(), &g, cluster, req))?;
     let addr = pcomp.local_addr().to_string();
     let _metrics = args.metrics.serve("pcomp", |r| pcomp.register_metrics(r))?;
-    let _heartbeats = args.join.join(Role::Processor, addr, None, cluster, pcomp.load_probe())?;
+    let _heartbeats = args.join.join(Role::Processor, addr, None, pcomp.load_probe())?;
     crate::announce("pcomp", pcomp.local_addr());
     Ok(pcomp.run()?)
 }

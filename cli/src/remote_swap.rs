@@ -13,7 +13,6 @@
 //! must wait for reclaim: the daemon locks its memory (`mlockall`) and is meant to run outside
 //! the memory cgroup whose pages it swaps.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -28,6 +27,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{self as msg, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request as MemRequest};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
+use lego_vmm::excache::owners::Owners;
 
 use crate::size::parse_size;
 
@@ -68,13 +68,8 @@ struct Blocks {
     /// Device offset 0 is this address of the process.
     base: u64,
     size: u64,
-    servers: Vec<String>,
-    links: Vec<Option<TcpTransport>>,
-    /// Owner (index into `servers`) of each slab (vRegion) of the device.
-    owners: HashMap<u64, usize>,
-    slab_shift: u32,
-    hello: Hello,
-    timeout: Duration,
+    /// The owner of each slab (vRegion) of the device, and a page-path link to each.
+    owners: Owners,
     buf: RegisteredBuf,
 }
 
@@ -117,12 +112,7 @@ impl Blocks {
             proc,
             base,
             size: args.size,
-            links: args.mem_server.iter().map(|_| None).collect(),
-            servers: args.mem_server.clone(),
-            owners: HashMap::new(),
-            slab_shift: v.trailing_zeros(),
-            hello,
-            timeout,
+            owners: Owners::new(args.mem_server.clone(), v, args.cluster, timeout),
             buf: RegisteredBuf::new(1),
         };
         b.home_call(MemRequest::CreateProcess(spec)).context("creating the device's process at the home")?;
@@ -144,8 +134,7 @@ impl Blocks {
             other => bail!("the home answered {other:?}"),
         };
         for o in &outcome.owners {
-            let i = self.servers.iter().position(|s| *s == o.owner).with_context(|| format!("unknown owner {}", o.owner))?;
-            self.owners.insert(o.index, i);
+            self.owners.set(o.index, &o.owner).map_err(anyhow::Error::msg)?;
         }
         if let Some(e) = outcome.effects.iter().find(|e| !matches!(e, Effect::Map(_))) {
             bail!("unexpected effect {e:?}");
@@ -155,12 +144,8 @@ impl Blocks {
 
     /// The page-path connection to the owner of the slab holding `addr`.
     fn owner(&mut self, addr: u64) -> Result<&mut TcpTransport, String> {
-        let i = *self.owners.get(&(addr >> self.slab_shift)).ok_or_else(|| format!("no owner for {addr:#x}"))?;
-        if self.links[i].is_none() {
-            let t = TcpTransport::connect(&self.servers[i], self.hello, self.timeout).map_err(|e| e.to_string())?;
-            self.links[i] = Some(t);
-        }
-        Ok(self.links[i].as_mut().expect("just connected"))
+        let i = self.owners.owner_of(addr).ok_or_else(|| format!("no owner for {addr:#x}"))?;
+        self.owners.link(i).map_err(|e| e.to_string())
     }
 
     /// Reads the block at device offset `off` (page aligned) into the buffer.
@@ -357,7 +342,7 @@ pub fn run(args: RemoteSwapArgs) -> anyhow::Result<()> {
         bail!("mlockall: {}", std::io::Error::last_os_error());
     }
     let blocks = Blocks::connect(&args)?;
-    let slabs = blocks.owners.len();
+    let slabs = args.size.div_ceil(args.vregion_size);
     let fs = RemoteDisk { blocks: Mutex::new(blocks), size: args.size };
     let (stop_tx, stop_rx) = std::sync::mpsc::channel();
     ctrlc::set_handler(move || {

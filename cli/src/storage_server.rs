@@ -13,9 +13,6 @@ pub struct StorageServerArgs {
     /// Directory holding the files of every vNode (created if missing; reused after a restart).
     #[arg(long)]
     dir: PathBuf,
-    /// Cluster id peers must present.
-    #[arg(long, default_value_t = 0, env = "LEGO_CLUSTER_ID", value_name = "ID")]
-    cluster_id: u64,
     #[command(flatten)]
     join: crate::global::JoinArgs,
     #[command(flatten)]
@@ -24,9 +21,9 @@ pub struct StorageServerArgs {
 
 /// Serves until killed.
 pub fn run(args: StorageServerArgs) -> anyhow::Result<()> {
-    let config = storage_server::Config { listen: args.listen, dir: args.dir, cluster: args.cluster_id };
+    let config = storage_server::Config { listen: args.listen, dir: args.dir, cluster: args.join.cluster_id };
     let server = storage_server::StorageServer::bind(config)?;
-    let _heartbeats = args.join.join(Role::Storage, server.local_addr().to_string(), None, args.cluster_id, server.load_probe())?;
+    let _heartbeats = args.join.join(Role::Storage, server.local_addr().to_string(), None, server.load_probe())?;
     let _metrics = args.metrics.serve("storage-server", |r| server.register_metrics(r))?;
     crate::announce("storage-server", server.local_addr());
     Ok(server.run()?)

@@ -42,6 +42,9 @@ pub enum GuestEvent {
     Exception(u8),
     /// User code wrote to a stub port itself (`out` at CPL3): a privileged instruction, #GP.
     UserPortIo(u16),
+    /// The vCPU was kicked out of the guest because a signal waits for its thread (see
+    /// [`crate::kick`]); the registers are where it stopped.
+    Kicked,
     /// Anything else: a VMM or KVM problem, never a guest fault.
     Unexpected(String),
 }

@@ -95,15 +95,16 @@ impl Futexes {
         Ok(w)
     }
 
-    /// Blocks until `w` is woken (`Ok`), `deadline` passes (`ETIMEDOUT`) or the process ends
-    /// (`EINTR`). The waiter is off every queue when this returns.
-    pub fn wait(&self, w: &Arc<Waiter>, deadline: Option<Instant>) -> SysResult<()> {
+    /// Blocks until `w` is woken (`Ok`), `deadline` passes (`ETIMEDOUT`), or the process ends
+    /// or `interrupted` says a signal waits for the thread (`EINTR`; it is asked again after
+    /// each [`Futexes::interrupt`]). The waiter is off every queue when this returns.
+    pub fn wait(&self, w: &Arc<Waiter>, deadline: Option<Instant>, interrupted: impl Fn() -> bool) -> SysResult<()> {
         let mut t = self.lock();
         loop {
             if w.woken.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if t.closed {
+            if t.closed || interrupted() {
                 t.remove(w);
                 return Err(Errno::EINTR);
             }
@@ -174,6 +175,14 @@ impl Futexes {
         }
     }
 
+    /// A signal waits for some thread: every waiter looks whether it is the one.
+    pub fn interrupt(&self) {
+        let t = self.lock();
+        for w in t.queues.values().flatten() {
+            w.cv.notify_one();
+        }
+    }
+
     /// Threads waiting now (for tests).
     pub fn waiting(&self) -> usize {
         self.lock().queues.values().map(VecDeque::len).sum()
@@ -189,7 +198,7 @@ mod tests {
     fn waiting_thread(f: &Arc<Futexes>, key: u64, bitset: u32) -> std::thread::JoinHandle<SysResult<()>> {
         let w = f.enqueue(key, bitset, || Ok(())).unwrap();
         let f = f.clone();
-        std::thread::spawn(move || f.wait(&w, None))
+        std::thread::spawn(move || f.wait(&w, None, || false))
     }
 
     #[test]
@@ -205,7 +214,7 @@ mod tests {
         let f = Futexes::default();
         let w = f.enqueue(8, MATCH_ANY, || Ok(())).unwrap();
         assert_eq!(f.wake(8, 1, MATCH_ANY), Ok(1));
-        assert_eq!(f.wait(&w, Some(Instant::now())), Ok(()));
+        assert_eq!(f.wait(&w, Some(Instant::now()), || false), Ok(()));
     }
 
     #[test]
@@ -229,7 +238,7 @@ mod tests {
         let f = Futexes::default();
         let w = f.enqueue(8, MATCH_ANY, || Ok(())).unwrap();
         let start = Instant::now();
-        assert_eq!(f.wait(&w, Some(start + Duration::from_millis(30))), Err(Errno::ETIMEDOUT));
+        assert_eq!(f.wait(&w, Some(start + Duration::from_millis(30)), || false), Err(Errno::ETIMEDOUT));
         assert!(start.elapsed() >= Duration::from_millis(30));
         assert_eq!(f.waiting(), 0);
         assert_eq!(f.wake(8, 1, MATCH_ANY), Ok(0));
@@ -265,6 +274,23 @@ mod tests {
         for t in [a, b] {
             assert_eq!(t.join().unwrap(), Ok(()));
         }
+    }
+
+    #[test]
+    fn an_interrupt_ends_only_the_wait_it_is_for() {
+        let f = Arc::new(Futexes::default());
+        let signalled = Arc::new(AtomicBool::new(false));
+        let w = f.enqueue(8, MATCH_ANY, || Ok(())).unwrap();
+        let (f2, s2) = (f.clone(), signalled.clone());
+        let t = std::thread::spawn(move || f2.wait(&w, None, || s2.load(Ordering::SeqCst)));
+        // An interrupt for another thread: this one looks, and waits on.
+        f.interrupt();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!t.is_finished());
+        signalled.store(true, Ordering::SeqCst);
+        f.interrupt();
+        assert_eq!(t.join().unwrap(), Err(Errno::EINTR));
+        assert_eq!(f.waiting(), 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Stopping every vCPU of a process for good: when the process ends (`exit_group`, a fatal
 //! fault in any thread, a failed memory), each vCPU thread is kicked out of `KVM_RUN` and kept
-//! out.
+//! out. One vCPU is kicked alone when a signal waits for its thread ([`Kicker::kick`]): its run
+//! loop takes the signal and goes back in.
 //!
 //! A kick sets `immediate_exit` in the vCPU's `kvm_run` page, then signals its thread with
 //! [`kick_signal`], whose handler does nothing. A vCPU in `KVM_RUN` returns `EINTR` because of
@@ -64,12 +65,12 @@ impl Kicker {
 
     /// Stops every registered vCPU and keeps it from running again.
     pub fn kick_all(&self) {
-        self.kick(|_| true);
+        self.kick_which(|_| true);
     }
 
     /// Stops every registered vCPU but guest thread `keep`'s (`execve` ending the other threads).
     pub fn kick_all_but(&self, keep: i32) {
-        self.kick(|tid| tid != keep);
+        self.kick_which(|tid| tid != keep);
     }
 
     /// Waits until no vCPU but guest thread `keep`'s is registered: the others have left
@@ -80,14 +81,29 @@ impl Kicker {
         }
     }
 
-    fn kick(&self, which: impl Fn(i32) -> bool) {
-        for t in self.lock().iter().filter(|(tid, _)| which(**tid)).map(|(_, t)| t) {
-            // SAFETY: see `Target`: the mapping is alive while registered, and we hold the
-            // registry lock; `immediate_exit` is a byte KVM reads on entry.
-            unsafe { std::ptr::addr_of_mut!((*t.run).immediate_exit).write_volatile(1) };
-            // SAFETY: the thread is alive while registered (it unregisters before it ends); the
-            // signal has a no-op handler (`install_handler`).
-            unsafe { libc::pthread_kill(t.thread, kick_signal()) };
+    /// Stops guest thread `tid`'s vCPU (if it runs one): its next or current `KVM_RUN` returns
+    /// `EINTR` until the thread clears `immediate_exit`.
+    pub fn kick(&self, tid: i32) {
+        if let Some(t) = self.lock().get(&tid) {
+            t.kick();
         }
+    }
+
+    fn kick_which(&self, which: impl Fn(i32) -> bool) {
+        for t in self.lock().iter().filter(|(tid, _)| which(**tid)).map(|(_, t)| t) {
+            t.kick();
+        }
+    }
+}
+
+impl Target {
+    /// Called with the registry lock held.
+    fn kick(&self) {
+        // SAFETY: see `Target`: the mapping is alive while registered, and the caller holds the
+        // registry lock; `immediate_exit` is a byte KVM reads on entry.
+        unsafe { std::ptr::addr_of_mut!((*self.run).immediate_exit).write_volatile(1) };
+        // SAFETY: the thread is alive while registered (it unregisters before it ends); the
+        // signal has a no-op handler (`install_handler`).
+        unsafe { libc::pthread_kill(self.thread, kick_signal()) };
     }
 }

@@ -26,6 +26,7 @@ pub mod paging;
 pub mod pcomp;
 pub mod proctable;
 pub mod process;
+pub mod signal;
 pub mod stack;
 pub mod syscall;
 pub mod sysmem;

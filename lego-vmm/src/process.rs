@@ -9,6 +9,7 @@ use crate::fdtable::FdTable;
 use crate::fs::FileSystem;
 use crate::mm::Mm;
 use crate::proctable::ProcTable;
+use crate::signal::{AltStack, Pending};
 use crate::threads::ThreadGroup;
 
 /// Number of signals (1..=64).
@@ -54,20 +55,18 @@ pub struct SigAction {
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 
-/// Signal state of the process (each thread's mask and own pending signals are in its
-/// [`ThreadState`]).
+/// Signal state of the process (each thread's mask, alternate stack and own pending signals
+/// are in its [`ThreadState`]; delivery is [`crate::signal`]).
 #[derive(Debug, Clone)]
 pub struct Signals {
     pub actions: [SigAction; NSIG + 1],
-    /// Signals raised at the process, blocked by every thread, delivered when one unblocks them.
-    pub pending: u64,
-    /// `sigaltstack`: (ss_sp, ss_flags, ss_size).
-    pub altstack: (u64, i32, u64),
+    /// Signals sent to the process, not yet taken by a thread.
+    pub pending: Pending,
 }
 
 impl Default for Signals {
     fn default() -> Self {
-        Signals { actions: [SigAction::default(); NSIG + 1], pending: 0, altstack: (0, libc::SS_DISABLE, 0) }
+        Signals { actions: [SigAction::default(); NSIG + 1], pending: Pending::default() }
     }
 }
 
@@ -109,7 +108,11 @@ pub struct ThreadState {
     /// Blocked signals.
     pub sigmask: u64,
     /// Signals sent to this thread (`tkill`, `tgkill`) and not yet delivered.
-    pub pending: u64,
+    pub pending: Pending,
+    /// `sigaltstack`.
+    pub altstack: AltStack,
+    /// The mask `rt_sigsuspend` replaced, given back when its handler returns.
+    pub saved_mask: Option<u64>,
 }
 
 /// Id of the first thread of the first process, which is also its process id.
@@ -194,13 +197,13 @@ impl Process {
 
     /// A child of this process made by thread `tid` (fork): pid `pid`, a copy of the address
     /// space (see [`Mm::fork`]), the same open file descriptions, dispositions and identity, one
-    /// thread with the caller's signal mask, nothing pending.
+    /// thread with the caller's signal mask and alternate stack, nothing pending.
     pub fn fork(&mut self, tid: i32, pid: i32) -> Result<Process, crate::error::VmmError> {
         let mm = self.mm.fork()?;
         let group = Arc::new(ThreadGroup::new().map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
-        let sigmask = self.thread(tid).sigmask;
-        let mut signals = self.signals.clone();
-        signals.pending = 0;
+        let caller = self.thread(tid);
+        let thread = ThreadState { sigmask: caller.sigmask, altstack: caller.altstack, ..ThreadState::default() };
+        let signals = Signals { actions: self.signals.actions, pending: Pending::default() };
         Ok(Process {
             pid,
             mm,
@@ -212,7 +215,7 @@ impl Process {
             groups: self.groups.clone(),
             hostname: self.hostname.clone(),
             rlimits: self.rlimits,
-            threads: BTreeMap::from([(pid, ThreadState { sigmask, ..ThreadState::default() })]),
+            threads: BTreeMap::from([(pid, thread)]),
             procs: self.procs.clone(),
             group,
             signals,

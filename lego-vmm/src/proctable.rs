@@ -12,15 +12,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::errno::{Errno, SysResult};
+use crate::signal::{SigInfo, SI_KERNEL};
 
 /// Id of the first process of a run.
 pub const FIRST_PID: i32 = 1;
 
 /// A running process another one can signal.
 pub trait Signalable: Send + Sync {
-    /// Raises `sig` at the process and applies its disposition (a default action may end it,
-    /// waking its threads from whatever they wait for).
-    fn signal(&self, sig: i32);
+    /// Posts `info` to the process ([`crate::signal::post_process`]): a thread that can take it
+    /// is woken, and its run loop delivers it (a default action may end the process).
+    fn signal(&self, info: SigInfo);
 }
 
 /// A process `kill` reaches: its pid, and how to signal it (`None` once it ended).
@@ -126,13 +127,14 @@ impl ProcTable {
 
     /// Process `pid` ended with wait status `status`: its children go to the first process,
     /// and it stays a zombie until its parent waits for it (unless the parent ignores
-    /// `SIGCHLD`, or is gone).
-    pub fn exited(&self, pid: i32, status: i32) {
+    /// `SIGCHLD`, or is gone). Returns the parent if it still runs, to be sent `SIGCHLD`.
+    pub fn exited(&self, pid: i32, status: i32) -> Option<Arc<dyn Signalable>> {
         let mut t = self.lock();
         for e in t.procs.values_mut().filter(|e| e.ppid == pid) {
             e.ppid = FIRST_PID;
         }
         let ppid = t.procs.get(&pid).map_or(0, |e| e.ppid);
+        let parent = t.procs.get(&ppid).and_then(|e| e.target.as_ref()).and_then(Weak::upgrade);
         let reap = t.procs.get(&ppid).is_none_or(|p| p.nocldwait || p.status.is_some());
         if reap && pid != FIRST_PID {
             t.procs.remove(&pid);
@@ -147,6 +149,7 @@ impl ProcTable {
         }
         drop(t);
         self.changed.notify_all();
+        parent
     }
 
     /// Process `pid` has exec'd: its `vfork` parent goes on.
@@ -301,7 +304,7 @@ impl ProcTable {
     pub fn end_all(&self) {
         loop {
             for p in self.running() {
-                p.signal(libc::SIGKILL);
+                p.signal(SigInfo::sent(libc::SIGKILL, SI_KERNEL, 0, 0));
             }
             let hosts = std::mem::take(&mut *self.hosts.lock().unwrap_or_else(|e| e.into_inner()));
             if hosts.is_empty() {

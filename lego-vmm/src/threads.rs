@@ -1,14 +1,17 @@
-//! What the threads of a process share outside the process lock: the futex table, and the news
-//! that the process is ending.
+//! What the threads of a process share outside the process lock: the futex table, the news
+//! that the process is ending, and the news that a signal waits for a thread.
 //!
 //! A system call that blocks (futex wait, sleep, poll, a read from a pipe or the terminal)
 //! releases the process lock first ([`crate::process::Locked::unlocked`]) and then waits here,
-//! on its own event or on the end of the process, whichever comes first: `exit_group` in
-//! another thread must never wait for it.
+//! on its own event, on the end of the process or on a signal for its thread, whichever comes
+//! first: `exit_group` in another thread must never wait for it, and a signal handler must run
+//! (the wait then fails with `EINTR`, and the run loop restarts the call or not, see
+//! [`crate::signal`]).
 
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
@@ -25,6 +28,15 @@ pub struct ThreadGroup {
     sleepers: (Mutex<()>, Condvar),
     /// Readable once the process is ending, so that a host `poll` returns.
     ended: EventFd,
+    /// Threads with a signal to take, by id.
+    interrupts: Mutex<HashMap<i32, Arc<Interrupt>>>,
+}
+
+/// That a signal waits for one thread: a flag for the waits that look, and an eventfd for a
+/// host `poll`.
+struct Interrupt {
+    flag: AtomicBool,
+    fd: EventFd,
 }
 
 impl ThreadGroup {
@@ -35,7 +47,68 @@ impl ThreadGroup {
             ending: AtomicBool::new(false),
             sleepers: (Mutex::new(()), Condvar::new()),
             ended: EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)?,
+            interrupts: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn interrupts(&self) -> MutexGuard<'_, HashMap<i32, Arc<Interrupt>>> {
+        self.interrupts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Thread `tid`'s interrupt, made on first use.
+    fn interrupt_of(&self, tid: i32) -> SysResult<Arc<Interrupt>> {
+        let mut all = self.interrupts();
+        if let Some(i) = all.get(&tid) {
+            return Ok(i.clone());
+        }
+        let fd = EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK).map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EMFILE)))?;
+        let i = Arc::new(Interrupt { flag: AtomicBool::new(false), fd });
+        all.insert(tid, i.clone());
+        Ok(i)
+    }
+
+    /// A signal waits for thread `tid`: its wait in a sleep, a futex or a poll ends with `EINTR`
+    /// (a wait on a pipe looks every few milliseconds), and so does every wait it starts until
+    /// [`ThreadGroup::clear_interrupt`].
+    pub fn interrupt(&self, tid: i32) {
+        match self.interrupt_of(tid) {
+            Ok(i) => {
+                i.flag.store(true, Ordering::Release);
+                // The counter cannot overflow from writes of 1 between two reads.
+                let _ = i.fd.write(1);
+            }
+            Err(e) => tracing::warn!(tid, "no eventfd to interrupt a poll with: {e}"),
+        }
+        drop(self.sleepers.0.lock().unwrap_or_else(|e| e.into_inner()));
+        self.sleepers.1.notify_all();
+        self.futexes.interrupt();
+    }
+
+    /// Whether a signal waits for thread `tid` (see [`ThreadGroup::interrupt`]).
+    pub fn interrupted(&self, tid: i32) -> bool {
+        self.interrupts().get(&tid).is_some_and(|i| i.flag.load(Ordering::Acquire))
+    }
+
+    /// Thread `tid` has taken its signals: its waits wait again.
+    pub fn clear_interrupt(&self, tid: i32) {
+        if let Some(i) = self.interrupts().get(&tid) {
+            i.flag.store(false, Ordering::Release);
+            // Empty already is fine: the flag is what counts.
+            let _ = i.fd.read();
+        }
+    }
+
+    /// Thread `tid` ended.
+    pub fn forget(&self, tid: i32) {
+        self.interrupts().remove(&tid);
+    }
+
+    /// `EINTR` if the process is ending or a signal waits for `tid`.
+    fn check(&self, tid: i32) -> SysResult<()> {
+        if self.ending() || self.interrupted(tid) {
+            return Err(Errno::EINTR);
+        }
+        Ok(())
     }
 
     /// Whether the process is ending: no thread may start waiting or run guest code again.
@@ -53,31 +126,36 @@ impl ThreadGroup {
         let _ = self.ended.write(1);
     }
 
-    /// Sleeps until `deadline`; `EINTR` if the process ends first.
-    pub fn sleep_until(&self, deadline: Instant) -> SysResult<()> {
+    /// Thread `tid` sleeps until `deadline` (`None`: until a signal); `EINTR` if the process
+    /// ends or a signal waits for the thread first.
+    pub fn sleep_until(&self, tid: i32, deadline: Option<Instant>) -> SysResult<()> {
         let mut guard = self.sleepers.0.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if self.ending() {
-                return Err(Errno::EINTR);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(());
-            }
-            guard = self.sleepers.1.wait_timeout(guard, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            self.check(tid)?;
+            guard = match deadline {
+                None => self.sleepers.1.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Ok(());
+                    }
+                    self.sleepers.1.wait_timeout(guard, d - now).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
         }
     }
 
-    /// Host `poll` of `fds` for up to `timeout` (`None`: no limit); `EINTR` if the process ends
-    /// first. Returns the number of ready descriptors, as `poll` does.
-    pub fn poll_host(&self, fds: &[libc::pollfd], timeout: Option<Duration>) -> SysResult<(usize, Vec<libc::pollfd>)> {
+    /// Host `poll` of `fds` by thread `tid` for up to `timeout` (`None`: no limit); `EINTR` if
+    /// the process ends or a signal waits for the thread first. Returns the number of ready
+    /// descriptors, as `poll` does.
+    pub fn poll_host(&self, tid: i32, fds: &[libc::pollfd], timeout: Option<Duration>) -> SysResult<(usize, Vec<libc::pollfd>)> {
+        let interrupt = self.interrupt_of(tid)?;
         let mut all: Vec<libc::pollfd> = fds.to_vec();
         all.push(libc::pollfd { fd: self.ended.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        all.push(libc::pollfd { fd: interrupt.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if self.ending() {
-                return Err(Errno::EINTR);
-            }
+            self.check(tid)?;
             let ms = match deadline {
                 None => -1,
                 Some(d) => d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32,
@@ -91,11 +169,39 @@ impl ThreadGroup {
                 }
                 continue;
             }
-            if self.ending() {
-                return Err(Errno::EINTR);
-            }
-            all.pop();
+            self.check(tid)?;
+            all.truncate(fds.len());
             return Ok((n as usize, all));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_for_a_thread_ends_its_sleep_and_its_poll() {
+        let g = Arc::new(ThreadGroup::new().unwrap());
+        let g2 = g.clone();
+        let sleeper = std::thread::spawn(move || g2.sleep_until(2, None));
+        std::thread::sleep(Duration::from_millis(20));
+        g.interrupt(3);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!sleeper.is_finished(), "a signal for thread 3 woke thread 2 for good");
+        g.interrupt(2);
+        assert_eq!(sleeper.join().unwrap(), Err(Errno::EINTR));
+        // Until the thread takes its signal, every wait ends at once.
+        assert_eq!(g.sleep_until(2, Some(Instant::now() + Duration::from_secs(5))), Err(Errno::EINTR));
+        g.clear_interrupt(2);
+        assert_eq!(g.sleep_until(2, Some(Instant::now())), Ok(()));
+
+        let g3 = g.clone();
+        let poller = std::thread::spawn(move || g3.poll_host(2, &[], None).map(|(n, _)| n));
+        std::thread::sleep(Duration::from_millis(20));
+        g.interrupt(2);
+        assert_eq!(poller.join().unwrap(), Err(Errno::EINTR));
+        g.forget(2);
+        assert!(!g.interrupted(2));
     }
 }

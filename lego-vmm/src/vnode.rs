@@ -25,9 +25,11 @@ use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
 use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
+use crate::signal::{self, SigInfo};
 use crate::stack::{self, AuxInfo};
 use crate::proctable::{ProcTable, Signalable};
 use crate::syscall::{self, Cpu, Forked, NewThread, ThreadRequest};
+use crate::threads::ThreadGroup;
 use lego_proto::vma::VmaKind;
 
 /// Where a vNode's files live.
@@ -325,9 +327,13 @@ impl Group {
                 tracing::info!(pid, signal, "process {pid} killed: {detail}");
             }
             // Its descriptors close and its memory goes before its parent hears of its end.
+            let uid = lock(&group.process).creds.uid;
             drop(vcpu);
             drop(group);
-            table.exited(pid, termination.wait_status());
+            let status = termination.wait_status();
+            if let Some(parent) = table.exited(pid, status) {
+                parent.signal(SigInfo::child(pid, uid, status));
+            }
         });
         match host {
             Ok(h) => {
@@ -443,14 +449,26 @@ impl Group {
             if threads.ending() {
                 return None;
             }
-            let event = match next_event(vcpu, &self.process) {
+            let event = match next_event(vcpu, &self.process, &threads) {
                 Ok(e) => e,
                 Err(_) if threads.ending() => return None,
                 Err(e) => return Some(Err(e)),
             };
-            let sync = vcpu.sync_regs_mut();
             match event {
+                GuestEvent::Syscall if vcpu.sync_regs_mut().regs.rax == signal::SYS_RT_SIGRETURN => {
+                    let mut p = lock(&self.process);
+                    p.stats.calls += 1;
+                    *p.stats.by_nr.entry(signal::SYS_RT_SIGRETURN).or_default() += 1;
+                    if let Err(end) = signal::sigreturn(&mut p, vcpu, tid) {
+                        return Some(end.into());
+                    }
+                    if self.trace {
+                        let _ = writeln!(stderr, "[{tid}] rt_sigreturn() = {}", vcpu.sync_regs_mut().regs.rax as i64);
+                    }
+                }
                 GuestEvent::Syscall => {
+                    let sync = vcpu.sync_regs_mut();
+                    let nr = sync.regs.rax;
                     let mut p = Locked::lock(&self.process);
                     if threads.ending() {
                         // The call was made in an image that is gone, or the process is ending.
@@ -489,8 +507,10 @@ impl Group {
                                     sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
                                 }
                                 Ok(()) if vfork => {
+                                    // A signal ends the wait, to be delivered (the child has a
+                                    // memory of its own, which the parent's handler cannot harm).
                                     let (procs, threads) = (p.procs.clone(), threads.clone());
-                                    p.unlocked(|| procs.wait_vfork(pid, || threads.ending()));
+                                    p.unlocked(|| procs.wait_vfork(pid, || threads.ending() || threads.interrupted(tid)));
                                 }
                                 Ok(()) => {}
                             }
@@ -506,22 +526,42 @@ impl Group {
                         }
                         None => {}
                     }
-                    drop(p);
                     cpu::emulate_sysret(&mut sync.regs, &mut sync.sregs);
                     vcpu.set_sync_dirty_reg(SyncReg::Register);
                     vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+                    if let Err(end) = signal::deliver(&mut p, vcpu, tid, signal::Entry::Syscall(nr)) {
+                        return Some(end.into());
+                    }
                 }
                 GuestEvent::Exception(vector) => {
+                    let sync = vcpu.sync_regs_mut();
                     let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
-                    let p = lock(&self.process);
+                    let mut p = lock(&self.process);
                     if threads.ending() {
                         // A fault of an image an execve in another thread replaced.
                         return None;
                     }
-                    return Some(check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2)));
+                    let fault = check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2));
+                    let (fault, frame) = match fault {
+                        Ok(f) => f,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    if let Err(end) = signal::fault(&mut p, vcpu, tid, &fault, &frame, vector, cr2) {
+                        return Some(end.into());
+                    }
+                }
+                GuestEvent::Kicked => {
+                    // Between user instructions only: a vCPU kicked inside a stub exits from it
+                    // at once, and takes its signals on the way back.
+                    if vcpu.sync_regs_mut().regs.rip < SYS_BASE {
+                        let mut p = lock(&self.process);
+                        if let Err(end) = signal::deliver(&mut p, vcpu, tid, signal::Entry::Other) {
+                            return Some(end.into());
+                        }
+                    }
                 }
                 GuestEvent::UserPortIo(port) => {
-                    let rip = sync.regs.rip;
+                    let rip = vcpu.sync_regs_mut().regs.rip;
                     return Some(Ok(Termination::Signaled {
                         signal: libc::SIGSEGV,
                         detail: Some(format!("general protection fault (out to port {port:#x}), rip {rip:#x}")),
@@ -542,20 +582,22 @@ impl Group {
 }
 
 impl Signalable for Group {
-    fn signal(&self, sig: i32) {
+    /// The signal is posted, and the thread that takes it delivers it in its run loop. A
+    /// `SIGKILL` ends the process at once, wherever its threads wait, as Linux ends a process
+    /// on a fatal signal before any thread takes it.
+    fn signal(&self, info: SigInfo) {
         let mut p = lock(&self.process);
-        syscall::raise(&mut p, sig);
-        let ended = p.exit.clone();
+        signal::post_process(&mut p, info, None);
         drop(p);
-        if let Some(t) = ended {
-            self.end(Ok(t));
+        if info.signo == libc::SIGKILL {
+            self.end(Ok(Termination::Signaled { signal: libc::SIGKILL, detail: None }));
         }
     }
 }
 
-/// Runs `vcpu` to its next exit. After a kick it fails: with the memory's failure, or because
-/// the process is ending.
-fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>) -> Result<GuestEvent, VmmError> {
+/// Runs `vcpu` to its next exit. After a kick it fails with the memory's failure, or because
+/// the process is ending; otherwise the kick was for a signal ([`GuestEvent::Kicked`]).
+fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>, threads: &ThreadGroup) -> Result<GuestEvent, VmmError> {
     loop {
         match vcpu.run() {
             Ok(exit) => {
@@ -565,8 +607,12 @@ fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>) -> Result<GuestEvent,
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 check_memory(&lock(process))?;
-                if vcpu.get_kvm_run().immediate_exit != 0 {
+                if threads.ending() {
                     return Err(VmmError::GuestCrashed("vCPU stopped: the process is ending".into()));
+                }
+                if vcpu.get_kvm_run().immediate_exit != 0 {
+                    vcpu.set_kvm_immediate_exit(0);
+                    return Ok(GuestEvent::Kicked);
                 }
             }
             Err(source) => return Err(VmmError::Kvm { op: "RUN", source }),
@@ -574,8 +620,9 @@ fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>) -> Result<GuestEvent,
     }
 }
 
-/// Turns exception `vector` into the signal that ends the program.
-fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<Termination, VmmError> {
+/// Reads the frame exception `vector` pushed on the kernel stack at `kernel_rsp`, and the
+/// signal Linux would send for it.
+fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<(fault::Fault, Frame), VmmError> {
     let sys = p.mm.sys();
     let has_err = crate::sysmem::has_error_code(vector);
     let base = kernel_rsp + if has_err { 8 } else { 0 };
@@ -594,14 +641,7 @@ fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<Termi
     }
     let fault = fault::classify(vector, &frame, cr2)
         .ok_or_else(|| VmmError::GuestCrashed(format!("exception {vector} at rip {:#x}", frame.rip)))?;
-    let handler = p.signals.actions[fault.signal as usize].handler;
-    let mut detail = fault.detail;
-    if handler > 1 {
-        detail.push_str(&format!(
-            " (the program's handler at {handler:#x} was not run: lego does not run signal handlers yet)"
-        ));
-    }
-    Ok(Termination::Signaled { signal: fault.signal, detail: Some(detail) })
+    Ok((fault, frame))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -4,7 +4,10 @@
 // Each test file is its own crate and uses only part of this module.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The repository root (the tests are built as part of `cli/`).
 fn repo() -> PathBuf {
@@ -39,50 +42,6 @@ pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(prog).args(args).output().expect("native run");
     assert!(out.status.success(), "native {} failed", prog.display());
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// What a run printed and how it ended.
-pub struct Run {
-    pub stdout: String,
-    pub stderr: String,
-    /// The exit status, or 128 + the signal that ended it.
-    pub status: Option<i32>,
-}
-
-/// Runs `cmd` to its end with nothing on stdin, failing the test if it takes longer than
-/// `limit` (a hang).
-pub fn run(mut cmd: std::process::Command, limit: std::time::Duration, what: &str) -> Run {
-    use std::io::Read;
-    use std::process::Stdio;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawning");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?} (a hang?)");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    use std::os::unix::process::ExitStatusExt;
-    // As a shell reports it: 128 + N for a death by signal N.
-    let status = status.code().or(status.signal().map(|s| 128 + s));
-    Run { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
 }
 
 /// The counter `name` of `lego run --stats` output (the last number on its line).
@@ -214,7 +173,7 @@ pub fn poll<T>(what: &str, limit: std::time::Duration, mut probe: impl FnMut() -
 
 /// The body of `GET /metrics` from the endpoint at `addr`, and the reply's status line.
 pub fn scrape(addr: &str) -> (String, String) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(addr).expect("connecting to the metrics endpoint");
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: lego\r\nConnection: close\r\n\r\n").unwrap();
@@ -273,3 +232,59 @@ pub const BUSYBOX_CASES: &[&[&str]] = &[
     &["od", "-A", "x", "-t", "x1z", "table.csv"],
     &["cat", "does-not-exist"],
 ];
+
+/// What a run printed and how it ended.
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    /// The exit status, or 128 + the signal that ended it.
+    pub status: Option<i32>,
+}
+
+/// Runs `cmd` to its end, failing the test if it takes longer than `limit` (a hang).
+pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Run {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?} (a hang?)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    // As a shell reports it: 128 + N for a death by signal N.
+    let status = status.code().or(status.signal().map(|s| 128 + s));
+    Run { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
+}
+
+/// The program natively, in `dir`.
+pub fn native(prog: &Path, args: &[&str], dir: &Path) -> Run {
+    let mut c = Command::new(prog);
+    c.args(args).current_dir(dir);
+    run(c, Duration::from_secs(60), "native run")
+}
+
+/// `lego run OPTIONS PROG ARGS` with the vNode's files in `dir`.
+pub fn lego(options: &[&str], prog: &Path, args: &[&str], dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+    c.arg("run").arg("--mem").arg("1G").arg("--root").arg(dir).args(options).arg(prog).args(args);
+    c.current_dir(dir);
+    c
+}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile, Pipe};
+use crate::signal::{self, SigInfo, SI_USER};
 use crate::fs::{Stat, Timespec};
 use crate::process::{Locked, Process};
 
@@ -569,9 +570,9 @@ fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) 
 }
 
 /// Writes the guest segments to `file`, at `pos` (`pwrite`) or the description's offset
-/// (`O_APPEND`: at the end of the file, for `pwrite` too, as Linux does). `EPIPE` also raises
-/// `SIGPIPE`. The caller has checked the description is writable.
-fn do_write(p: &mut Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
+/// (`O_APPEND`: at the end of the file, for `pwrite` too, as Linux does). `EPIPE` also sends
+/// `SIGPIPE` to the calling thread `tid`. The caller has checked the description is writable.
+fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
     let (segs, total) = clip(p, segs, false)?;
     let status = file.status();
     let nonblock = status & libc::O_NONBLOCK != 0;
@@ -601,7 +602,9 @@ fn do_write(p: &mut Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u
         }
     };
     if res == Err(Errno::EPIPE) {
-        super::proc::raise(p, libc::SIGPIPE);
+        let info = SigInfo::sent(libc::SIGPIPE, SI_USER, p.pid, p.creds.uid);
+        // The writer exists: it is the caller.
+        let _ = signal::post_thread(p, tid, info, Some(tid));
     }
     res
 }
@@ -847,8 +850,9 @@ const PIPE_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
 /// Waits, without the process lock, until a read (or a write) on `fd` would not block: a pipe
 /// with data (room) or without a peer, a host descriptor the host says is ready. Returns the
 /// room of a pipe's write end. Descriptors that never block, non-blocking ones and bad ones
-/// return at once: the call itself deals with them. `EINTR` when the process ends meanwhile.
-fn wait_ready(p: &mut Locked<'_>, fd: u64, write: bool) -> SysResult<Option<usize>> {
+/// return at once: the call itself deals with them. `EINTR` when the process ends or a signal
+/// comes for thread `tid` meanwhile.
+fn wait_ready(p: &mut Locked<'_>, tid: i32, fd: u64, write: bool) -> SysResult<Option<usize>> {
     let group = p.group.clone();
     loop {
         let Ok(file) = p.fds.get(fdarg(fd)) else { return Ok(None) };
@@ -863,14 +867,14 @@ fn wait_ready(p: &mut Locked<'_>, fd: u64, write: bool) -> SysResult<Option<usiz
                     return Ok(write.then_some(n));
                 }
                 p.unlocked(|| end.wait_ready(PIPE_SLICE));
-                if group.ending() {
+                if group.ending() || group.interrupted(tid) {
                     return Err(Errno::EINTR);
                 }
             }
             Backing::Host(h) => {
                 let events = if write { libc::POLLOUT } else { libc::POLLIN };
                 let fds = [libc::pollfd { fd: h.as_raw_fd(), events, revents: 0 }];
-                let (n, _) = p.unlocked(|| group.poll_host(&fds, None))?;
+                let (n, _) = p.unlocked(|| group.poll_host(tid, &fds, None))?;
                 if n > 0 {
                     return Ok(None);
                 }
@@ -879,8 +883,8 @@ fn wait_ready(p: &mut Locked<'_>, fd: u64, write: bool) -> SysResult<Option<usiz
     }
 }
 
-pub fn read(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    wait_ready(p, a[0], false)?;
+pub fn read(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    wait_ready(p, cpu.tid, a[0], false)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, false)?;
     do_read(p, &file, &one_seg(a[1], a[2])?, None)
@@ -888,11 +892,11 @@ pub fn read(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// `write`. A blocking write to a pipe goes in pieces that fit, each written with the lock
 /// held and each wait made without it, so that a reader in another thread can drain the pipe.
-pub fn write(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn write(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [fd, buf, count, ..] = a;
     let mut done = 0u64;
     loop {
-        let room = match wait_ready(p, fd, true) {
+        let room = match wait_ready(p, cpu.tid, fd, true) {
             Ok(room) => room,
             Err(e) if done == 0 => return Err(e),
             Err(_) => return Ok(done),
@@ -904,7 +908,7 @@ pub fn write(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             Some(room) if room > 0 => left.min(room as u64),
             _ => left,
         };
-        let n = match do_write(p, &file, &one_seg(buf.saturating_add(done), piece)?, None) {
+        let n = match do_write(p, cpu.tid, &file, &one_seg(buf.saturating_add(done), piece)?, None) {
             Ok(n) => n,
             Err(e) if done == 0 => return Err(e),
             Err(_) => return Ok(done),
@@ -936,13 +940,13 @@ pub fn pread64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     do_read(p, &file, &one_seg(a[1], a[2])?, Some(pos))
 }
 
-pub fn pwrite64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn pwrite64(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (file, pos) = positioned(p, &a, true)?;
-    do_write(p, &file, &one_seg(a[1], a[2])?, Some(pos))
+    do_write(p, cpu.tid, &file, &one_seg(a[1], a[2])?, Some(pos))
 }
 
-pub fn readv(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    wait_ready(p, a[0], false)?;
+pub fn readv(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    wait_ready(p, cpu.tid, a[0], false)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, false)?;
     let segs = read_iovecs(p, a[1], a[2])?;
@@ -951,12 +955,12 @@ pub fn readv(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// `writev`. It waits for room without the lock, but then writes everything with it held: a
 /// vector larger than a pipe's room, read by another thread of the process, would wait for good.
-pub fn writev(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    wait_ready(p, a[0], true)?;
+pub fn writev(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    wait_ready(p, cpu.tid, a[0], true)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, true)?;
     let segs = read_iovecs(p, a[1], a[2])?;
-    do_write(p, &file, &segs, None)
+    do_write(p, cpu.tid, &file, &segs, None)
 }
 
 /// `lseek(fd, offset, whence)`. Regular files support `SEEK_DATA`/`SEEK_HOLE` (the whole file
@@ -1552,7 +1556,7 @@ mod tests {
     use crate::fs::hostdir::HostDir;
     use crate::mm::flags::{MAP_ANONYMOUS, MAP_PRIVATE};
     use crate::paging::Prot;
-    use crate::process::{Creds, Termination, SIG_IGN};
+    use crate::process::{Creds, MAIN_TID, SIG_IGN};
     use lego_proto::vma::VmaKind;
 
     type Handler = fn(&mut Process, &mut Cpu<'_>, Args) -> SysResult<u64>;
@@ -1804,12 +1808,14 @@ mod tests {
         assert_eq!(t.call(fstat, &[r, st]), Ok(0));
         assert_eq!(u32_at(&t.get(st, STAT_SIZE), 24), S_IFIFO | 0o600);
         assert_eq!(t.call(close, &[r]), Ok(0));
+        // SIGPIPE goes to the writer, unless ignored; the run loop delivers it.
+        let sigpipe = crate::signal::bit(libc::SIGPIPE);
         t.p().signals.actions[libc::SIGPIPE as usize].handler = SIG_IGN;
         assert_eq!(t.write_str(w, "x"), Err(Errno::EPIPE));
-        assert_eq!(t.p().exit, None);
+        assert_eq!(t.p().thread(MAIN_TID).pending.bits(), 0);
         t.p().signals.actions[libc::SIGPIPE as usize].handler = 0;
         assert_eq!(t.write_str(w, "x"), Err(Errno::EPIPE));
-        assert_eq!(t.p().exit, Some(Termination::Signaled { signal: libc::SIGPIPE, detail: None }));
+        assert_eq!(t.p().thread(MAIN_TID).pending.bits(), sigpipe);
         assert_eq!(t.call(pipe2, &[fds, libc::O_DIRECT as u64]), Err(Errno::EINVAL));
         assert_eq!(t.call(pipe2, &[t.ro, 0]), Err(Errno::EFAULT));
         assert_eq!(t.p().fds.count(), 1, "a failed pipe2 leaves no descriptors behind");

@@ -13,6 +13,7 @@ pub mod names;
 mod poll;
 mod proc;
 mod procs;
+mod signal;
 mod thread;
 mod time;
 
@@ -22,7 +23,6 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process};
-pub use proc::raise;
 pub use thread::{exit_thread, CloneArgs};
 
 /// The calling vCPU: its registers, its thread, and what the call asks of the run loop.
@@ -102,6 +102,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use poll::*;
     use proc::*;
     use procs::*;
+    use signal::*;
     use thread::*;
     use time::*;
     Some(match nr {
@@ -120,6 +121,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         12 => ("x", Plain(brk)),
         13 => ("dxxu", Plain(rt_sigaction)),
         14 => ("dxxu", Plain(rt_sigprocmask)),
+        // 15, rt_sigreturn, is the run loop's (`crate::signal::sigreturn`).
         16 => ("fxx", Plain(ioctl)),
         17 => ("fBud", Plain(pread64)),
         18 => ("fbud", Plain(pwrite64)),
@@ -132,6 +134,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         28 => ("xud", Plain(madvise)),
         32 => ("f", Plain(dup)),
         33 => ("ff", Plain(dup2)),
+        34 => ("", Blocking(pause)),
         35 => ("xx", Blocking(nanosleep)),
         39 => ("", Plain(getpid)),
         56 => ("xxxxx", Plain(clone)),
@@ -178,6 +181,9 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         120 => ("xxx", Plain(getresgid)),
         121 => ("d", Plain(getpgid)),
         124 => ("d", Plain(getsid)),
+        127 => ("xu", Plain(rt_sigpending)),
+        128 => ("xxxu", Blocking(rt_sigtimedwait)),
+        130 => ("xu", Blocking(rt_sigsuspend)),
         131 => ("xx", Plain(sigaltstack)),
         157 => ("dxxxx", Plain(prctl)),
         158 => ("dx", Plain(arch_prctl)),
@@ -362,7 +368,7 @@ mod tests {
             for (nr, args) in calls {
                 // Calls that would sleep or wait on the host are not fuzzed.
                 // wait4 and waitid would wait for children the fuzzer's forks never start.
-                if matches!(nr, 7 | 35 | 61 | 202 | 230 | 247 | 271) {
+                if matches!(nr, 7 | 34 | 35 | 61 | 128 | 130 | 202 | 230 | 247 | 271) {
                     continue;
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };

@@ -16,13 +16,14 @@ const MAX_FDS: u64 = 1 << 16;
 /// How often a wait that involves pipes looks at them again.
 const PIPE_SLICE: Duration = Duration::from_millis(5);
 
-pub fn poll(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn poll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let timeout_ms = a[2] as i32;
     let timeout = (timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64));
-    do_poll(p, a[0], a[1], timeout)
+    do_poll(p, cpu.tid, a[0], a[1], timeout)
 }
 
-pub fn ppoll(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `ppoll`: [`poll`] with a timespec, and with `sigmask` as the thread's mask while it waits.
+pub fn ppoll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [fds, nfds, tsp, sigmask, sigsetsize, _] = a;
     if sigmask != 0 && sigsetsize != 8 {
         return Err(Errno::EINVAL);
@@ -36,7 +37,11 @@ pub fn ppoll(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
         Some(Duration::new(sec as u64, nsec as u32))
     };
-    do_poll(p, fds, nfds, timeout)
+    if sigmask != 0 {
+        let mask = p.mm.read_u64(sigmask)?;
+        crate::signal::wait_with_mask(p, cpu.tid, mask)?;
+    }
+    do_poll(p, cpu.tid, fds, nfds, timeout)
 }
 
 /// The readiness of every entry that can be known without the host; host descriptors to ask,
@@ -79,7 +84,8 @@ fn scan(p: &Process, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)
     (host, pipes)
 }
 
-fn do_poll(p: &mut Locked<'_>, addr: u64, nfds: u64, timeout: Option<Duration>) -> SysResult<u64> {
+/// `poll` by thread `tid`: `EINTR` if a signal comes for it while it waits.
+fn do_poll(p: &mut Locked<'_>, tid: i32, addr: u64, nfds: u64, timeout: Option<Duration>) -> SysResult<u64> {
     if nfds > MAX_FDS.min(p.rlimits[libc::RLIMIT_NOFILE as usize].0) {
         return Err(Errno::EINVAL);
     }
@@ -101,7 +107,7 @@ fn do_poll(p: &mut Locked<'_>, addr: u64, nfds: u64, timeout: Option<Duration>) 
         let mut ready = entries.iter().any(|e| e.revents != 0);
         if !fds.is_empty() {
             // The host descriptors as they are now (this does not wait).
-            let (n, polled) = group.poll_host(&fds, Some(Duration::ZERO))?;
+            let (n, polled) = group.poll_host(tid, &fds, Some(Duration::ZERO))?;
             for ((i, _), f) in host.iter().zip(&polled) {
                 entries[*i].revents = f.revents;
             }
@@ -115,7 +121,7 @@ fn do_poll(p: &mut Locked<'_>, addr: u64, nfds: u64, timeout: Option<Duration>) 
             tracing::warn!("poll with no timeout on descriptors nothing can make ready: the thread waits until the process ends");
         }
         let slice = if pipes { Some(left.map_or(PIPE_SLICE, |l| l.min(PIPE_SLICE))) } else { left };
-        p.unlocked(|| group.poll_host(&fds, slice))?;
+        p.unlocked(|| group.poll_host(tid, &fds, slice))?;
     }
     let mut out = Vec::with_capacity(raw.len());
     for e in &entries {

@@ -8,8 +8,9 @@
 use super::{Args, Cpu, Forked, NewThread, ThreadRequest};
 use crate::elf;
 use crate::errno::{Errno, SysResult};
-use crate::process::{Locked, Process, Termination, SIG_DFL};
+use crate::process::{Locked, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
 use crate::proctable::WaitFor;
+use crate::signal::{self, AltStack, SigInfo, SIGINFO_SIZE};
 use crate::stack::{self, AuxInfo};
 use crate::threads::ThreadGroup;
 
@@ -137,10 +138,15 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         }
     };
     p.fds.close_on_exec();
-    for action in p.signals.actions.iter_mut().filter(|a| a.handler > 1) {
-        *action = crate::process::SigAction { handler: SIG_DFL, ..Default::default() };
+    // Handled signals go back to their defaults, ignored ones stay ignored; the mask and what
+    // is pending stay, the alternate stack was in the old image.
+    for action in p.signals.actions.iter_mut() {
+        let handler = if action.handler == SIG_IGN { SIG_IGN } else { SIG_DFL };
+        *action = SigAction { handler, ..Default::default() };
     }
-    p.signals.altstack = (0, libc::SS_DISABLE, 0);
+    let t = p.thread(cpu.tid);
+    (t.altstack, t.saved_mask) = (AltStack::default(), None);
+    p.procs.set_nocldwait(p.pid, signal::reaps_children(&p.signals.actions[libc::SIGCHLD as usize]));
     p.comm = crate::process::comm_of(&given);
     p.procs.released(p.pid);
     for t in p.threads.values_mut() {
@@ -156,6 +162,11 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
 /// running anything more. Returns once no other vCPU runs, so none touches the new image.
 fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
     let fresh = ThreadGroup::new().map_err(|_| Errno::ENOMEM)?;
+    // A signal on its way to the caller stays on its way in the new group; the interrupt state
+    // of the threads that end goes with the old one.
+    if p.group.interrupted(keep) {
+        fresh.interrupt(keep);
+    }
     let old = std::mem::replace(&mut p.group, std::sync::Arc::new(fresh));
     old.end();
     p.threads.retain(|&tid, _| tid == keep);
@@ -165,10 +176,12 @@ fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
     Ok(())
 }
 
-/// Waits for a child `which` selects to end: `(pid, wait status)`, `None` at once with
-/// `nohang` if none has ended, `ECHILD` without such children, `EINTR` if the caller's process
-/// ends meanwhile. With `reap == false` the child stays a zombie.
-fn wait_child(p: &mut Locked<'_>, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32)>> {
+/// Thread `tid` waits for a child `which` selects to end: `(pid, wait status)`, `None` at once
+/// with `nohang` if none has ended, `ECHILD` without such children, `EINTR` if the caller's
+/// process ends or a signal comes for the thread meanwhile (a handler with `SA_RESTART`
+/// restarts the call, [`crate::signal::restartable`]). With `reap == false` the child stays a
+/// zombie.
+fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32)>> {
     let (procs, group, me) = (p.procs.clone(), p.group.clone(), p.pid);
     loop {
         if let Some(found) = procs.try_wait(me, which, reap)? {
@@ -177,16 +190,16 @@ fn wait_child(p: &mut Locked<'_>, which: WaitFor, nohang: bool, reap: bool) -> S
         if nohang {
             return Ok(None);
         }
-        p.unlocked(|| procs.wait_change(WAIT_SLICE));
-        if group.ending() {
+        if group.ending() || group.interrupted(tid) {
             return Err(Errno::EINTR);
         }
+        p.unlocked(|| procs.wait_change(WAIT_SLICE));
     }
 }
 
 /// `wait4(pid, status, options, rusage)`. Stopped and continued children do not exist in a
 /// vNode, so `WUNTRACED` and `WCONTINUED` change nothing; the resource usage is zeroes.
-pub fn wait4(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [pid, status_addr, options, rusage, ..] = a;
     let (pid, options) = (pid as i32, options as i32);
     if options & !(libc::WNOHANG | libc::WUNTRACED | libc::WCONTINUED | libc::__WALL | libc::__WCLONE | libc::__WNOTHREAD) != 0 {
@@ -201,7 +214,7 @@ pub fn wait4(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         g if g < -1 => WaitFor::Group(-g),
         pid => WaitFor::Pid(pid),
     };
-    let Some((child, status)) = wait_child(p, which, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
+    let Some((child, status)) = wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
     if status_addr != 0 {
         p.mm.write_user(status_addr, &status.to_le_bytes())?;
     }
@@ -213,7 +226,7 @@ pub fn wait4(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// `waitid(idtype, id, infop, options, rusage)`: `WEXITED` only (stopped and continued children
 /// do not exist in a vNode), with `WNOHANG` and `WNOWAIT`.
-pub fn waitid(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn waitid(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [idtype, id, infop, options, rusage, ..] = a;
     let options = options as i32;
     let known = libc::WNOHANG | libc::WEXITED | libc::WSTOPPED | libc::WCONTINUED | libc::WNOWAIT | libc::__WALL | libc::__WCLONE | libc::__WNOTHREAD;
@@ -228,22 +241,14 @@ pub fn waitid(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         _ => return Err(Errno::EINVAL),
     };
     let found = if options & libc::WEXITED != 0 {
-        wait_child(p, which, options & libc::WNOHANG != 0, options & libc::WNOWAIT == 0)?
+        wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, options & libc::WNOWAIT == 0)?
     } else {
         // Only stopped or continued children are asked for: there are none to wait for.
         p.procs.try_wait(p.pid, which, false)?;
         None
     };
-    let mut info = [0u8; 128];
-    if let Some((child, status)) = found {
-        let (code, value) = if status & 0x7f == 0 { (libc::CLD_EXITED, (status >> 8) & 0xff) } else { (libc::CLD_KILLED, status & 0x7f) };
-        info[0..4].copy_from_slice(&libc::SIGCHLD.to_le_bytes());
-        info[8..12].copy_from_slice(&code.to_le_bytes());
-        info[16..20].copy_from_slice(&child.to_le_bytes());
-        info[20..24].copy_from_slice(&p.creds.uid.to_le_bytes());
-        info[24..28].copy_from_slice(&value.to_le_bytes());
-    }
     if infop != 0 {
+        let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status)| SigInfo::child(child, p.creds.uid, status).bytes());
         p.mm.write_user(infop, &info)?;
     }
     if rusage != 0 {

@@ -198,6 +198,7 @@ pub fn get_robust_list(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult
 /// woken (how `pthread_join` learns of the end), and its state goes.
 pub fn exit_thread(p: &mut Process, tid: i32) {
     let Some(state) = p.threads.remove(&tid) else { return };
+    crate::signal::thread_gone(p, tid);
     if state.robust_list.0 != 0 {
         release_robust_list(p, tid, state.robust_list.0);
     }
@@ -281,15 +282,15 @@ fn count(v: u64) -> SysResult<usize> {
 /// `futex(uaddr, op, val, timeout | val2, uaddr2, val3)`: the wait, wake, requeue and wake-op
 /// operations, private or not (every futex of a vNode process is in its one address space).
 /// Priority-inheritance operations are `ENOSYS`.
-pub fn futex(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [uaddr, op, val, timeout, uaddr2, val3] = a;
     let cmd = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
     let realtime = op & FUTEX_CLOCK_REALTIME != 0;
     if realtime && !matches!(cmd, FUTEX_WAIT | FUTEX_WAIT_BITSET) {
         return Err(Errno::ENOSYS);
     }
-    let futexes = p.group.clone();
-    let futexes = &futexes.futexes;
+    let group = p.group.clone();
+    let futexes = &group.futexes;
     // The word as it is now, compared with what the caller expects.
     let expect = |p: &Process, addr: u64, want: u64| -> SysResult<()> {
         let now = p.mm.futex_word(addr, false)?.load(Ordering::SeqCst);
@@ -316,7 +317,7 @@ pub fn futex(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
                 })
             };
             let waiter = futexes.enqueue(uaddr, bitset, || expect(p, uaddr, val))?;
-            p.unlocked(|| futexes.wait(&waiter, deadline)).map(|()| 0)
+            p.unlocked(|| futexes.wait(&waiter, deadline, || group.interrupted(cpu.tid))).map(|()| 0)
         }
         FUTEX_WAKE | FUTEX_WAKE_BITSET => {
             if uaddr % 4 != 0 {

@@ -79,8 +79,8 @@ pub fn time(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 /// Sleeps until `clock` reads `req` (`TIMER_ABSTIME` in `flags`) or for `req`, without the
-/// process lock; `EINTR` when the process ends meanwhile.
-fn sleep(p: &mut Locked<'_>, clock: libc::clockid_t, flags: i32, req: &libc::timespec) -> SysResult<u64> {
+/// process lock; `EINTR` when the process ends or a signal comes for thread `tid` meanwhile.
+fn sleep(p: &mut Locked<'_>, tid: i32, clock: libc::clockid_t, flags: i32, req: &libc::timespec) -> SysResult<u64> {
     let mut d = Duration::new(req.tv_sec as u64, req.tv_nsec as u32);
     if flags & libc::TIMER_ABSTIME != 0 {
         let now = now(clock)?;
@@ -88,19 +88,19 @@ fn sleep(p: &mut Locked<'_>, clock: libc::clockid_t, flags: i32, req: &libc::tim
     }
     let deadline = Instant::now() + d;
     let group = p.group.clone();
-    p.unlocked(|| group.sleep_until(deadline)).map(|()| 0)
+    p.unlocked(|| group.sleep_until(tid, Some(deadline))).map(|()| 0)
 }
 
-pub fn nanosleep(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn nanosleep(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let req = read_timespec(p, a[0])?;
-    sleep(p, libc::CLOCK_MONOTONIC, 0, &req)
+    sleep(p, cpu.tid, libc::CLOCK_MONOTONIC, 0, &req)
 }
 
-pub fn clock_nanosleep(p: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn clock_nanosleep(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let clock = host_clock(a[0])?;
     if matches!(clock, libc::CLOCK_PROCESS_CPUTIME_ID | libc::CLOCK_THREAD_CPUTIME_ID) {
         return Err(Errno::EINVAL);
     }
     let req = read_timespec(p, a[2])?;
-    sleep(p, clock, (a[1] as i32) & libc::TIMER_ABSTIME, &req)
+    sleep(p, cpu.tid, clock, (a[1] as i32) & libc::TIMER_ABSTIME, &req)
 }
