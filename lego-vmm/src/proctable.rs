@@ -22,6 +22,11 @@ pub trait Signalable: Send + Sync {
     /// Posts `info` to the process ([`crate::signal::post_process`]): a thread that can take it
     /// is woken, and its run loop delivers it (a default action may end the process).
     fn signal(&self, info: SigInfo);
+
+    /// Runs `record` (which makes a child of the process a zombie) and posts the child's
+    /// `SIGCHLD` `info`, both under the process's lock: the signal is pending before a wait can
+    /// take the zombie, and a handler that waits finds it, as with Linux's `exit_notify`.
+    fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut());
 }
 
 /// A process `kill` reaches: its pid, and how to signal it (`None` once it ended).
@@ -127,14 +132,13 @@ impl ProcTable {
 
     /// Process `pid` ended with wait status `status`: its children go to the first process,
     /// and it stays a zombie until its parent waits for it (unless the parent ignores
-    /// `SIGCHLD`, or is gone). Returns the parent if it still runs, to be sent `SIGCHLD`.
-    pub fn exited(&self, pid: i32, status: i32) -> Option<Arc<dyn Signalable>> {
+    /// `SIGCHLD`, or is gone).
+    pub fn exited(&self, pid: i32, status: i32) {
         let mut t = self.lock();
         for e in t.procs.values_mut().filter(|e| e.ppid == pid) {
             e.ppid = FIRST_PID;
         }
         let ppid = t.procs.get(&pid).map_or(0, |e| e.ppid);
-        let parent = t.procs.get(&ppid).and_then(|e| e.target.as_ref()).and_then(Weak::upgrade);
         let reap = t.procs.get(&ppid).is_none_or(|p| p.nocldwait || p.status.is_some());
         if reap && pid != FIRST_PID {
             t.procs.remove(&pid);
@@ -149,7 +153,13 @@ impl ProcTable {
         }
         drop(t);
         self.changed.notify_all();
-        parent
+    }
+
+    /// The parent of `pid`, if it runs.
+    pub fn parent(&self, pid: i32) -> Option<Arc<dyn Signalable>> {
+        let t = self.lock();
+        let ppid = t.procs.get(&pid)?.ppid;
+        t.procs.get(&ppid)?.target.as_ref()?.upgrade()
     }
 
     /// Process `pid` has exec'd: its `vfork` parent goes on.

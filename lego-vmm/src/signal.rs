@@ -679,6 +679,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_childs_sigchld_says_how_it_ended() {
+        let word = |b: &[u8; SIGINFO_SIZE], at: usize| i32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        let exited = SigInfo::child(42, 1000, crate::proctable::wait_status(Some(7), None)).bytes();
+        let (signo, code, pid, uid, status) = (word(&exited, 0), word(&exited, 8), word(&exited, 16), word(&exited, 20), word(&exited, 24));
+        assert_eq!((signo, code, pid, uid, status), (libc::SIGCHLD, libc::CLD_EXITED, 42, 1000, 7));
+        let killed = SigInfo::child(43, 0, crate::proctable::wait_status(None, Some(libc::SIGKILL))).bytes();
+        assert_eq!((word(&killed, 8), word(&killed, 16), word(&killed, 24)), (libc::CLD_KILLED, 43, libc::SIGKILL));
+    }
+
+    #[test]
     fn frame_layout_is_linuxs() {
         // sizeof(struct rt_sigframe) on x86-64, and glibc's REG_* indices.
         assert_eq!(FRAME_SIZE, 440);

@@ -331,8 +331,10 @@ impl Group {
             drop(vcpu);
             drop(group);
             let status = termination.wait_status();
-            if let Some(parent) = table.exited(pid, status) {
-                parent.signal(SigInfo::child(pid, uid, status));
+            let mut record = || table.exited(pid, status);
+            match table.parent(pid) {
+                Some(parent) => parent.child_ended(SigInfo::child(pid, uid, status), &mut record),
+                None => record(),
             }
         });
         match host {
@@ -592,6 +594,12 @@ impl Signalable for Group {
         if info.signo == libc::SIGKILL {
             self.end(Ok(Termination::Signaled { signal: libc::SIGKILL, detail: None }));
         }
+    }
+
+    fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut()) {
+        let mut p = lock(&self.process);
+        record();
+        signal::post_process(&mut p, info, None);
     }
 }
 
