@@ -186,6 +186,7 @@ const PROCS_CASES: &[&[&str]] = &[
     &["pipe"],
     &["sigpipe"],
     &["echild"],
+    &["sigchld"],
 ];
 
 #[test]

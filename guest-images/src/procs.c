@@ -13,6 +13,11 @@
  *   procs pipe            a pipe across fork, EOF when the writer exits; dup2 onto stdout
  *   procs sigpipe         a child writing to a pipe without readers dies of SIGPIPE
  *   procs echild          waitpid without children: ECHILD; waitid; vfork
+ *   procs sigchld         a SA_SIGINFO | SA_RESTART handler of SIGCHLD records si_code, si_pid
+ *                         and si_status of a child that exits with 7 and of one killed by
+ *                         SIGKILL; waitpid then reports the same child and status. A child
+ *                         that exits while the parent waits for another: the handler runs
+ *                         and the waitpid is restarted
  *
  * Only the parent prints (the children report through their exit status), except in `pipe`
  * and `exec`, so the output does not depend on scheduling.
@@ -370,6 +375,61 @@ static int echild_case(void) {
     return 0;
 }
 
+static volatile sig_atomic_t chld_calls, chld_signo, chld_code, chld_pid, chld_status;
+
+static void on_sigchld(int sig, siginfo_t *info, void *uc) {
+    (void)uc;
+    chld_calls++;
+    chld_signo = sig;
+    chld_code = info->si_code;
+    chld_pid = info->si_pid;
+    chld_status = info->si_status;
+}
+
+static int sigchld_case(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigchld;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    if (sigaction(SIGCHLD, &sa, NULL) != 0)
+        die("sigaction");
+    for (int killed = 0; killed < 2; killed++) {
+        chld_calls = 0;
+        pid_t pid = fork_or_die();
+        if (pid == 0) {
+            if (killed)
+                kill(getpid(), SIGKILL);
+            sleep_ms(100);
+            _exit(7);
+        }
+        int status;
+        pid_t got = waitpid(pid, &status, 0);
+        if (got != pid)
+            die("waitpid");
+        say("handler: calls %d signo %d code %s pid-match %d status %d\n", (int)chld_calls, (int)chld_signo,
+            chld_code == CLD_EXITED ? "CLD_EXITED" : chld_code == CLD_KILLED ? "CLD_KILLED" : "another",
+            chld_pid == pid, (int)chld_status);
+        say("waitpid: %s %d\n", WIFEXITED(status) ? "exited" : WIFSIGNALED(status) ? "killed by" : "status",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? WTERMSIG(status) : status);
+    }
+    chld_calls = 0;
+    pid_t slow = fork_or_die();
+    if (slow == 0) {
+        sleep_ms(300);
+        _exit(8);
+    }
+    pid_t fast = fork_or_die();
+    if (fast == 0)
+        _exit(7);
+    int status;
+    pid_t got = waitpid(slow, &status, 0);
+    say("waitpid of the slow child while the fast one ends: pid-match %d status %d, handler calls %d\n", got == slow,
+        WEXITSTATUS(status), (int)chld_calls);
+    got = waitpid(fast, &status, 0);
+    say("then the fast child: pid-match %d status %d\n", got == fast, WEXITSTATUS(status));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         say("usage: procs CASE\n");
@@ -396,6 +456,8 @@ int main(int argc, char **argv) {
         return sigpipe_case();
     if (!strcmp(c, "echild"))
         return echild_case();
+    if (!strcmp(c, "sigchld"))
+        return sigchld_case();
     say("unknown case %s\n", c);
     return 2;
 }
