@@ -46,6 +46,9 @@ struct Entry {
     nocldwait: bool,
     /// The process has exec'd: a parent waiting on its `vfork` goes on.
     execed: bool,
+    /// The signal its parent gets when it ends (`SIGCHLD` for a fork; a `clone` names it, 0 for
+    /// none).
+    exit_signal: i32,
 }
 
 struct Table {
@@ -91,7 +94,7 @@ impl Default for ProcTable {
 impl ProcTable {
     /// A table holding the first process, leader of its own group and session.
     pub fn new() -> ProcTable {
-        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execed: false };
+        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execed: false, exit_signal: 0 };
         ProcTable {
             table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]) }),
             changed: Condvar::new(),
@@ -112,10 +115,10 @@ impl ProcTable {
     }
 
     /// Records `pid` as a new child of `parent`, in its parent's group and session.
-    pub fn add_child(&self, parent: i32, pid: i32) {
+    pub fn add_child(&self, parent: i32, pid: i32, exit_signal: i32) {
         let mut t = self.lock();
         let (pgid, sid) = t.procs.get(&parent).map_or((parent, parent), |e| (e.pgid, e.sid));
-        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false, execed: false });
+        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false, execed: false, exit_signal });
     }
 
     /// Forgets `pid`, a child that could not be started.
@@ -155,11 +158,12 @@ impl ProcTable {
         self.changed.notify_all();
     }
 
-    /// The parent of `pid`, if it runs.
-    pub fn parent(&self, pid: i32) -> Option<Arc<dyn Signalable>> {
+    /// The parent of `pid` if it runs and is to hear of `pid`'s end, with the signal to send.
+    pub fn to_notify(&self, pid: i32) -> Option<(Arc<dyn Signalable>, i32)> {
         let t = self.lock();
-        let ppid = t.procs.get(&pid)?.ppid;
-        t.procs.get(&ppid)?.target.as_ref()?.upgrade()
+        let e = t.procs.get(&pid)?;
+        let parent = t.procs.get(&e.ppid)?.target.as_ref()?.upgrade()?;
+        (e.exit_signal != 0).then_some((parent, e.exit_signal))
     }
 
     /// Process `pid` has exec'd: its `vfork` parent goes on.
@@ -336,8 +340,8 @@ mod tests {
     fn zombies_wait_for_their_parent_and_orphans_go_to_the_first() {
         let t = ProcTable::new();
         let (a, b) = (t.alloc_id().unwrap(), t.alloc_id().unwrap());
-        t.add_child(FIRST_PID, a);
-        t.add_child(a, b);
+        t.add_child(FIRST_PID, a, libc::SIGCHLD);
+        t.add_child(a, b, libc::SIGCHLD);
         assert_eq!(t.try_wait(FIRST_PID, WaitFor::Any, true), Ok(None), "a child, still running");
         assert_eq!(t.try_wait(a, WaitFor::Pid(FIRST_PID), true), Err(Errno::ECHILD));
         t.exited(a, wait_status(Some(3), None));
@@ -353,7 +357,7 @@ mod tests {
     fn groups_and_sessions() {
         let t = ProcTable::new();
         let a = t.alloc_id().unwrap();
-        t.add_child(FIRST_PID, a);
+        t.add_child(FIRST_PID, a, libc::SIGCHLD);
         assert_eq!(t.setsid(FIRST_PID), Err(Errno::EPERM), "a group leader");
         t.setpgid(FIRST_PID, a, a).unwrap();
         assert_eq!(t.pgid(a), Ok(a));
@@ -361,5 +365,28 @@ mod tests {
         assert_eq!(t.kill_targets(FIRST_PID, -77).err(), Some(Errno::ESRCH));
         assert_eq!(t.setpgid(FIRST_PID, a, 99), Err(Errno::EPERM), "no such group");
         assert_eq!(t.setsid(a), Err(Errno::EPERM), "it leads its group now");
+    }
+
+    /// A parent that takes what it is told and does nothing with it.
+    struct Quiet;
+    impl Signalable for Quiet {
+        fn signal(&self, _: SigInfo) {}
+        fn child_ended(&self, _: SigInfo, record: &mut dyn FnMut()) {
+            record();
+        }
+    }
+
+    #[test]
+    fn a_child_tells_a_running_parent_with_its_exit_signal() {
+        let t = ProcTable::new();
+        let parent: Arc<dyn Signalable> = Arc::new(Quiet);
+        t.set_target(FIRST_PID, Arc::downgrade(&parent));
+        let (a, b) = (t.alloc_id().unwrap(), t.alloc_id().unwrap());
+        t.add_child(FIRST_PID, a, libc::SIGCHLD);
+        t.add_child(FIRST_PID, b, 0);
+        assert_eq!(t.to_notify(a).map(|(_, sig)| sig), Some(libc::SIGCHLD));
+        assert!(t.to_notify(b).is_none(), "a clone with no exit signal");
+        drop(parent);
+        assert!(t.to_notify(a).is_none(), "the parent is gone");
     }
 }

@@ -74,15 +74,16 @@ impl SigInfo {
         SigInfo { signo, code, sender: Some((pid, uid)), addr: 0, status: 0 }
     }
 
-    /// The `SIGCHLD` of child `pid` (of user `uid`) that ended with wait status `wait_status`
-    /// (as `wait4` encodes it): `CLD_EXITED` with the exit code, or `CLD_KILLED` with the
-    /// signal. `waitid` reports a child so too.
-    pub fn child(pid: i32, uid: u32, wait_status: i32) -> SigInfo {
+    /// What the parent of child `pid` (of user `uid`) that ended with wait status
+    /// `wait_status` (as `wait4` encodes it) gets, as signal `signo` (its exit signal, normally
+    /// `SIGCHLD`): `CLD_EXITED` with the exit code, or `CLD_KILLED` with the signal. `waitid`
+    /// reports a child so too.
+    pub fn child(signo: i32, pid: i32, uid: u32, wait_status: i32) -> SigInfo {
         let (code, status) = match wait_status & 0x7f {
             0 => (libc::CLD_EXITED, (wait_status >> 8) & 0xff),
             sig => (libc::CLD_KILLED, sig),
         };
-        SigInfo { status, ..SigInfo::sent(libc::SIGCHLD, code, pid, uid) }
+        SigInfo { status, ..SigInfo::sent(signo, code, pid, uid) }
     }
 
     /// A fault at `addr`.
@@ -681,10 +682,10 @@ mod tests {
     #[test]
     fn a_childs_sigchld_says_how_it_ended() {
         let word = |b: &[u8; SIGINFO_SIZE], at: usize| i32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-        let exited = SigInfo::child(42, 1000, crate::proctable::wait_status(Some(7), None)).bytes();
+        let exited = SigInfo::child(libc::SIGCHLD, 42, 1000, crate::proctable::wait_status(Some(7), None)).bytes();
         let (signo, code, pid, uid, status) = (word(&exited, 0), word(&exited, 8), word(&exited, 16), word(&exited, 20), word(&exited, 24));
         assert_eq!((signo, code, pid, uid, status), (libc::SIGCHLD, libc::CLD_EXITED, 42, 1000, 7));
-        let killed = SigInfo::child(43, 0, crate::proctable::wait_status(None, Some(libc::SIGKILL))).bytes();
+        let killed = SigInfo::child(libc::SIGCHLD, 43, 0, crate::proctable::wait_status(None, Some(libc::SIGKILL))).bytes();
         assert_eq!((word(&killed, 8), word(&killed, 16), word(&killed, 24)), (libc::CLD_KILLED, 43, libc::SIGKILL));
     }
 

@@ -332,8 +332,8 @@ impl Group {
             drop(group);
             let status = termination.wait_status();
             let mut record = || table.exited(pid, status);
-            match table.parent(pid) {
-                Some(parent) => parent.child_ended(SigInfo::child(pid, uid, status), &mut record),
+            match table.to_notify(pid) {
+                Some((parent, signo)) => parent.child_ended(SigInfo::child(signo, pid, uid, status), &mut record),
                 None => record(),
             }
         });

@@ -26,14 +26,14 @@ const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `fork`.
 pub fn fork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    fork_process(p, cpu, 0, 0, 0, 0, 0)
+    fork_process(p, cpu, libc::SIGCHLD as u64, 0, 0, 0, 0)
 }
 
 /// `vfork`: the parent waits until the child has exec'd or ended. The child has a copy of the
 /// memory rather than the parent's own, which a program that only execs or exits in the child
 /// cannot tell.
 pub fn vfork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    fork_process(p, cpu, CLONE_VFORK, 0, 0, 0, 0)
+    fork_process(p, cpu, CLONE_VFORK | libc::SIGCHLD as u64, 0, 0, 0, 0)
 }
 
 /// A `clone` without `CLONE_VM` (or with `CLONE_VM | CLONE_VFORK`, whose child only execs):
@@ -47,6 +47,11 @@ pub(super) fn fork_process(
     child_tid: u64,
     tls: u64,
 ) -> SysResult<u64> {
+    // The low byte is the signal the parent gets when the child ends (0: none).
+    let exit_signal = (flags & 0xff) as i32;
+    if exit_signal > crate::process::NSIG as i32 {
+        return Err(Errno::EINVAL);
+    }
     if flags & CLONE_SETTLS != 0 && tls >= 1 << 47 {
         return Err(Errno::EPERM);
     }
@@ -74,7 +79,7 @@ pub(super) fn fork_process(
     crate::cpu::emulate_sysret(&mut regs, &mut sregs);
     let fs_base = if flags & CLONE_SETTLS != 0 { tls } else { cpu.sregs.fs.base };
     let thread = NewThread { tid: pid, regs, fs_base, gs_base: cpu.sregs.gs.base };
-    p.procs.add_child(p.pid, pid);
+    p.procs.add_child(p.pid, pid, exit_signal);
     let vfork = flags & CLONE_VFORK != 0;
     cpu.request = Some(ThreadRequest::Fork(Box::new(Forked { process: child, thread, vfork })));
     Ok(pid as u64)
@@ -248,7 +253,7 @@ pub fn waitid(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         None
     };
     if infop != 0 {
-        let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status)| SigInfo::child(child, p.creds.uid, status).bytes());
+        let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status)| SigInfo::child(libc::SIGCHLD, child, p.creds.uid, status).bytes());
         p.mm.write_user(infop, &info)?;
     }
     if rusage != 0 {
