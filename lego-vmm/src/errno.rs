@@ -43,6 +43,7 @@ impl Errno {
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
     pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     pub const E2BIG: Errno = Errno(libc::E2BIG);
+    pub const ENOEXEC: Errno = Errno(libc::ENOEXEC);
 
     /// The errno of the calling host thread's last failed libc call.
     pub fn last() -> Errno {
@@ -61,6 +62,7 @@ impl Errno {
             libc::ECHILD => "ECHILD",
             libc::ETIMEDOUT => "ETIMEDOUT",
             libc::E2BIG => "E2BIG",
+            libc::ENOEXEC => "ENOEXEC",
             libc::EAGAIN => "EAGAIN",
             libc::ENOMEM => "ENOMEM",
             libc::EACCES => "EACCES",

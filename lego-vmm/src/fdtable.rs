@@ -212,7 +212,8 @@ struct Slot {
     cloexec: bool,
 }
 
-/// The descriptor table.
+/// The descriptor table. A fork's copy shares the open file descriptions.
+#[derive(Clone)]
 pub struct FdTable {
     slots: Vec<Option<Slot>>,
     /// `RLIMIT_NOFILE`.
@@ -273,6 +274,15 @@ impl FdTable {
         let s = self.slots.get_mut(fd as usize).and_then(|s| s.as_mut()).ok_or(Errno::EBADF)?;
         s.cloexec = on;
         Ok(())
+    }
+
+    /// Closes every descriptor marked close-on-exec (`execve`).
+    pub fn close_on_exec(&mut self) {
+        for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|s| s.cloexec) {
+                *slot = None;
+            }
+        }
     }
 
     /// Number of open descriptors.

@@ -65,8 +65,19 @@ impl Kicker {
 
     /// Stops every registered vCPU and keeps it from running again.
     pub fn kick_all(&self) {
-        for t in self.lock().values() {
-            t.kick();
+        self.kick_which(|_| true);
+    }
+
+    /// Stops every registered vCPU but guest thread `keep`'s (`execve` ending the other threads).
+    pub fn kick_all_but(&self, keep: i32) {
+        self.kick_which(|tid| tid != keep);
+    }
+
+    /// Waits until no vCPU but guest thread `keep`'s is registered: the others have left
+    /// `KVM_RUN` for good.
+    pub fn wait_alone(&self, keep: i32) {
+        while self.lock().keys().any(|&tid| tid != keep) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 
@@ -74,6 +85,12 @@ impl Kicker {
     /// `EINTR` until the thread clears `immediate_exit`.
     pub fn kick(&self, tid: i32) {
         if let Some(t) = self.lock().get(&tid) {
+            t.kick();
+        }
+    }
+
+    fn kick_which(&self, which: impl Fn(i32) -> bool) {
+        for t in self.lock().iter().filter(|(tid, _)| which(**tid)).map(|(_, t)| t) {
             t.kick();
         }
     }

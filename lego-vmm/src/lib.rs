@@ -24,6 +24,7 @@ pub mod layout;
 pub mod mm;
 pub mod paging;
 pub mod pcomp;
+pub mod proctable;
 pub mod process;
 pub mod signal;
 pub mod stack;

@@ -46,6 +46,8 @@ pub struct Mm {
     pt: PageTables,
     vmas: VmaList,
     stack_top: u64,
+    /// Where the memory lives, for a fork's copy.
+    config: MemoryConfig,
 }
 
 /// The control connection to the process's home mem-server.
@@ -109,6 +111,25 @@ impl Mm {
         if config.servers.is_empty() {
             return Err(VmmError::Config("no mem-server to keep the memory on".into()));
         }
+        let hello = Hello::new(ComponentKind::Processor, config.cluster);
+        let (home_index, link) = choose_home(config, hello)?;
+        let mut mm = Mm::unmapped(size, config, link)?;
+        let spec = ProcessSpec {
+            servers: config.servers.clone(),
+            home: home_index,
+            vregion_size: config.vregion_size,
+            user_min: USER_MIN,
+            space_top: mm.stack_top,
+            mmap_top: mm.stack_top - STACK_MAX - STACK_GAP,
+            stack: (mm.stack_top - STACK_MAX, mm.stack_top),
+        };
+        mm.start(&Request::CreateProcess(spec), "create")?;
+        Ok(mm)
+    }
+
+    /// The memory side of a process with a fresh process id whose home is at the other end of
+    /// `link`: nothing mapped, nothing asked of the home yet.
+    fn unmapped(size: u64, config: &MemoryConfig, link: TcpTransport) -> Result<Mm, VmmError> {
         let proc = loop {
             let mut b = [0u8; 8];
             // SAFETY: `b` is a valid 8-byte buffer.
@@ -116,34 +137,61 @@ impl Mm {
                 break u64::from_le_bytes(b);
             }
         };
-        let hello = Hello::new(ComponentKind::Processor, config.cluster);
-        let (home_index, link) = choose_home(config, hello)?;
         let user = UserMemory::new(size)?;
         let owners = Owners::new(config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
         let cache = ExCache::start(user.host_addr(), size, config.excache, owners, proc)?;
         let mut sys = SysMem::new(size)?;
         let pt = PageTables::new(&mut sys).map_err(|e| VmmError::Memory { size, reason: e.to_string() })?;
-        let stack_top = size;
-        let mut mm = Mm { cache, home: Home { link, proc }, user, sys, pt, vmas: VmaList::default(), stack_top };
-        let spec = ProcessSpec {
-            servers: config.servers.clone(),
-            home: home_index,
-            vregion_size: config.vregion_size,
-            user_min: USER_MIN,
-            space_top: stack_top,
-            mmap_top: stack_top - STACK_MAX - STACK_GAP,
-            stack: (stack_top - STACK_MAX, stack_top),
-        };
-        let created = match mm.home.call(&Request::CreateProcess(spec)) {
+        Ok(Mm {
+            cache,
+            home: Home { link, proc },
+            user,
+            sys,
+            pt,
+            vmas: VmaList::default(),
+            stack_top: size,
+            config: config.clone(),
+        })
+    }
+
+    /// Sends `req` (which creates the process at the home) and applies the answer.
+    fn start(&mut self, req: &Request, what: &str) -> Result<(), VmmError> {
+        let created = match self.home.call(req) {
             Ok(Reply::Mem(Ok(outcome))) => {
-                let Mm { cache, user, sys, pt, vmas, stack_top, .. } = &mut mm;
+                let Mm { cache, user, sys, pt, vmas, stack_top, .. } = self;
                 apply(sys, pt, vmas, user, &mut cache.hold(), *stack_top, outcome)
             }
-            Ok(other) => Err(format!("the home refused to create the process: {other:?}")),
+            Ok(other) => Err(format!("the home refused to {what} the process: {other:?}")),
             Err(e) => Err(e),
         };
-        created.map_err(VmmError::MemoryServer)?;
-        Ok(mm)
+        created.map(|_| ()).map_err(VmmError::MemoryServer)
+    }
+
+    /// A copy of this address space for a child process (fork), with a home session of its own
+    /// at the same home. The dirty lines are written back first; then the home has the owners
+    /// copy the pages among themselves, so no page data passes through here. Both address
+    /// spaces then fault their lines in independently.
+    pub fn fork(&mut self) -> Result<Mm, VmmError> {
+        let hello = Hello::new(ComponentKind::Processor, self.config.cluster);
+        let link = TcpTransport::connect(self.home.link.peer(), hello, self.config.timeout)
+            .map_err(|e| VmmError::MemoryServer(format!("home mem-server {}: {e}", self.home.link.peer())))?;
+        let mut child = Mm::unmapped(self.user.size(), &self.config, link)?;
+        // Held from the write-back until the copy is made: no line of the parent goes back
+        // to its owner in between.
+        let mut cache = self.cache.hold();
+        cache.write_back_batched(USER_MIN, self.stack_top).map_err(VmmError::MemoryServer)?;
+        let remote = cache.remote_pages();
+        child.start(&Request::ForkProcess { parent: self.home.proc }, "fork")?;
+        drop(cache);
+        child.cache.hold().set_remote_pages(remote);
+        Ok(child)
+    }
+
+    /// Empties the address space for a new program (`execve`): every region goes, and a fresh
+    /// main stack is mapped.
+    pub fn reset(&mut self) -> SysResult<()> {
+        self.munmap(USER_MIN, self.stack_top - USER_MIN)?;
+        self.map_region(self.stack_top - STACK_MAX, self.stack_top, Prot::RW, VmaKind::Stack)
     }
 
     /// The user memory slot.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::fdtable::FdTable;
 use crate::fs::FileSystem;
 use crate::mm::Mm;
+use crate::proctable::ProcTable;
 use crate::signal::{AltStack, Pending};
 use crate::threads::ThreadGroup;
 
@@ -24,6 +25,14 @@ pub enum Termination {
 }
 
 impl Termination {
+    /// The status `wait4` reports for this end.
+    pub fn wait_status(&self) -> i32 {
+        match self {
+            Termination::Exited(c) => crate::proctable::wait_status(Some(*c), None),
+            Termination::Signaled { signal, .. } => crate::proctable::wait_status(None, Some(*signal)),
+        }
+    }
+
     /// The status a shell would report: the exit code, or 128 + signal.
     pub fn shell_status(&self) -> i32 {
         match self {
@@ -106,13 +115,12 @@ pub struct ThreadState {
     pub saved_mask: Option<u64>,
 }
 
-/// Id of the first thread, which is also the process id.
-pub const MAIN_TID: i32 = 1;
+/// Id of the first thread of the first process, which is also its process id.
+pub const MAIN_TID: i32 = crate::proctable::FIRST_PID;
 
 /// A vNode process: the state all its threads share, behind one lock (see [`Locked`]).
 pub struct Process {
     pub pid: i32,
-    pub ppid: i32,
     pub mm: Mm,
     pub fds: FdTable,
     pub fs: Arc<dyn FileSystem>,
@@ -128,8 +136,8 @@ pub struct Process {
     pub rlimits: [(u64, u64); 16],
     /// The live threads by id.
     pub threads: BTreeMap<i32, ThreadState>,
-    /// The id the next thread gets.
-    pub next_tid: i32,
+    /// The processes of the run, which thread ids also come from.
+    pub procs: Arc<ProcTable>,
     /// What the threads share outside the lock: futexes, and whether the process is ending.
     pub group: Arc<ThreadGroup>,
     pub signals: Signals,
@@ -167,7 +175,6 @@ impl Process {
         let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
         Ok(Process {
             pid: MAIN_TID,
-            ppid: 0,
             mm,
             fds: FdTable::new(rlimits[libc::RLIMIT_NOFILE as usize].0.min(1 << 20) as usize),
             fs,
@@ -178,10 +185,41 @@ impl Process {
             hostname,
             rlimits,
             threads: BTreeMap::from([(MAIN_TID, ThreadState::default())]),
-            next_tid: MAIN_TID + 1,
+            procs: Arc::new(ProcTable::new()),
             group,
             signals: Signals::default(),
             comm: comm_of(execfn),
+            stats: SyscallStats::default(),
+            started: Instant::now(),
+            exit: None,
+        })
+    }
+
+    /// A child of this process made by thread `tid` (fork): pid `pid`, a copy of the address
+    /// space (see [`Mm::fork`]), the same open file descriptions, dispositions and identity, one
+    /// thread with the caller's signal mask and alternate stack, nothing pending.
+    pub fn fork(&mut self, tid: i32, pid: i32) -> Result<Process, crate::error::VmmError> {
+        let mm = self.mm.fork()?;
+        let group = Arc::new(ThreadGroup::new().map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
+        let caller = self.thread(tid);
+        let thread = ThreadState { sigmask: caller.sigmask, altstack: caller.altstack, ..ThreadState::default() };
+        let signals = Signals { actions: self.signals.actions, pending: Pending::default() };
+        Ok(Process {
+            pid,
+            mm,
+            fds: self.fds.clone(),
+            fs: self.fs.clone(),
+            cwd: self.cwd.clone(),
+            umask: self.umask,
+            creds: self.creds,
+            groups: self.groups.clone(),
+            hostname: self.hostname.clone(),
+            rlimits: self.rlimits,
+            threads: BTreeMap::from([(pid, thread)]),
+            procs: self.procs.clone(),
+            group,
+            signals,
+            comm: self.comm,
             stats: SyscallStats::default(),
             started: Instant::now(),
             exit: None,
@@ -248,7 +286,8 @@ fn host_rlimit(resource: libc::__rlimit_resource_t) -> (u64, u64) {
     (r.rlim_cur, r.rlim_max)
 }
 
-fn comm_of(execfn: &[u8]) -> [u8; 16] {
+/// The `comm` name of a program run as `execfn`: its last path component, at most 15 bytes.
+pub fn comm_of(execfn: &[u8]) -> [u8; 16] {
     let base = execfn.rsplit(|&b| b == b'/').next().unwrap_or(execfn);
     let mut comm = [0u8; 16];
     let n = base.len().min(15);

@@ -64,17 +64,31 @@ pub struct SigInfo {
     pub sender: Option<(i32, u32)>,
     /// The faulting address (`si_addr`).
     pub addr: u64,
+    /// `si_status` of a `SIGCHLD`: the exit code or the signal that ended the child.
+    pub status: i32,
 }
 
 impl SigInfo {
     /// A signal sent by a process (`kill`: [`SI_USER`], `tgkill`: [`SI_TKILL`]).
     pub fn sent(signo: i32, code: i32, pid: i32, uid: u32) -> SigInfo {
-        SigInfo { signo, code, sender: Some((pid, uid)), addr: 0 }
+        SigInfo { signo, code, sender: Some((pid, uid)), addr: 0, status: 0 }
+    }
+
+    /// What the parent of child `pid` (of user `uid`) that ended with wait status
+    /// `wait_status` (as `wait4` encodes it) gets, as signal `signo` (its exit signal, normally
+    /// `SIGCHLD`): `CLD_EXITED` with the exit code, or `CLD_KILLED` with the signal. `waitid`
+    /// reports a child so too.
+    pub fn child(signo: i32, pid: i32, uid: u32, wait_status: i32) -> SigInfo {
+        let (code, status) = match wait_status & 0x7f {
+            0 => (libc::CLD_EXITED, (wait_status >> 8) & 0xff),
+            sig => (libc::CLD_KILLED, sig),
+        };
+        SigInfo { status, ..SigInfo::sent(signo, code, pid, uid) }
     }
 
     /// A fault at `addr`.
     pub fn fault(signo: i32, code: i32, addr: u64) -> SigInfo {
-        SigInfo { signo, code, sender: None, addr }
+        SigInfo { signo, code, sender: None, addr, status: 0 }
     }
 
     /// The 128-byte `siginfo_t`: signo, errno, code, then the union at 16.
@@ -86,6 +100,7 @@ impl SigInfo {
             Some((pid, uid)) => {
                 b[16..20].copy_from_slice(&pid.to_le_bytes());
                 b[20..24].copy_from_slice(&uid.to_le_bytes());
+                b[24..28].copy_from_slice(&self.status.to_le_bytes());
             }
             None => b[16..24].copy_from_slice(&self.addr.to_le_bytes()),
         }
@@ -203,6 +218,15 @@ impl From<Ended> for Result<Termination, VmmError> {
 // Posting
 // -------------------------------------------------------------------------------------------
 
+/// `sa_flags` bit: the children of a process whose `SIGCHLD` has it are reaped when they end.
+pub const SA_NOCLDWAIT: u64 = 2;
+
+/// Whether a process whose `SIGCHLD` disposition is `action` leaves no zombies: `SIG_IGN` or
+/// [`SA_NOCLDWAIT`] (its children are reaped when they end).
+pub fn reaps_children(action: &SigAction) -> bool {
+    action.handler == SIG_IGN || action.flags & SA_NOCLDWAIT != 0
+}
+
 /// Whether `sig`'s disposition throws it away.
 fn ignored(p: &Process, sig: i32) -> bool {
     match p.signals.actions[sig as usize].handler {
@@ -316,8 +340,8 @@ pub fn take(p: &mut Process, tid: i32, set: u64) -> Option<SigInfo> {
 pub fn restartable(nr: u64, regs: &kvm_regs) -> bool {
     const FUTEX: u64 = 202;
     match nr {
-        // read, write, readv, writev, wait4
-        0 | 1 | 19 | 20 | 61 => true,
+        // read, write, readv, writev, wait4, waitid
+        0 | 1 | 19 | 20 | 61 | 247 => true,
         // A futex wait with no timeout.
         FUTEX => regs.r10 == 0,
         _ => false,
@@ -427,7 +451,8 @@ fn force(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, info: &SigInfo, detail: S
 const FRAME_SIZE: u64 = 8 + UC_SIZE as u64 + SIGINFO_SIZE as u64;
 /// `struct ucontext`: flags, link, `stack_t` (24), `sigcontext` (256), sigset (8).
 const UC_SIZE: usize = 304;
-const SIGINFO_SIZE: usize = 128;
+/// `siginfo_t`.
+pub const SIGINFO_SIZE: usize = 128;
 /// Offsets in the `ucontext`.
 const UC_STACK: usize = 16;
 const UC_MCONTEXT: usize = 40;
@@ -653,6 +678,16 @@ pub fn sigaltstack(p: &mut Process, tid: i32, sp: u64, ss: u64, old: u64) -> Sys
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_childs_sigchld_says_how_it_ended() {
+        let word = |b: &[u8; SIGINFO_SIZE], at: usize| i32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        let exited = SigInfo::child(libc::SIGCHLD, 42, 1000, crate::proctable::wait_status(Some(7), None)).bytes();
+        let (signo, code, pid, uid, status) = (word(&exited, 0), word(&exited, 8), word(&exited, 16), word(&exited, 20), word(&exited, 24));
+        assert_eq!((signo, code, pid, uid, status), (libc::SIGCHLD, libc::CLD_EXITED, 42, 1000, 7));
+        let killed = SigInfo::child(libc::SIGCHLD, 43, 0, crate::proctable::wait_status(None, Some(libc::SIGKILL))).bytes();
+        assert_eq!((word(&killed, 8), word(&killed, 16), word(&killed, 24)), (libc::CLD_KILLED, 43, libc::SIGKILL));
+    }
 
     #[test]
     fn frame_layout_is_linuxs() {

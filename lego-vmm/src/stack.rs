@@ -39,6 +39,24 @@ pub struct AuxInfo {
     pub random: [u8; 16],
 }
 
+impl AuxInfo {
+    /// The auxiliary information of a new program run with `creds`, with fresh `AT_RANDOM`
+    /// bytes; `None` if the host gives no random bytes.
+    pub fn new(creds: &crate::process::Creds) -> Option<AuxInfo> {
+        let mut random = [0u8; 16];
+        // SAFETY: `random` is a valid 16-byte buffer.
+        let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
+        (got == 16).then(|| AuxInfo {
+            uid: creds.uid,
+            euid: creds.euid,
+            gid: creds.gid,
+            egid: creds.egid,
+            hwcap: crate::cpu::hwcap(),
+            random,
+        })
+    }
+}
+
 /// Writes the initial stack below `mm.stack_top()` and returns the initial RSP.
 pub fn build(mm: &Mm, elf: &ElfInfo, argv: &[Vec<u8>], envp: &[Vec<u8>], execfn: &[u8], aux: &AuxInfo) -> SysResult<u64> {
     let mut sp = mm.stack_top();

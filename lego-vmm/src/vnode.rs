@@ -5,7 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -25,9 +25,10 @@ use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
 use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
-use crate::signal;
+use crate::signal::{self, SigInfo};
 use crate::stack::{self, AuxInfo};
-use crate::syscall::{self, Cpu, NewThread, ThreadRequest};
+use crate::proctable::{ProcTable, Signalable};
+use crate::syscall::{self, Cpu, Forked, NewThread, ThreadRequest};
 use crate::threads::ThreadGroup;
 use lego_proto::vma::VmaKind;
 
@@ -97,8 +98,6 @@ struct Group {
     vm: VmFd,
     kvm: Kvm,
     process: Mutex<Process>,
-    /// The process's [`ThreadGroup`], reachable without the process lock.
-    threads: Arc<ThreadGroup>,
     kicker: Arc<Kicker>,
     /// Page-table root, for new vCPUs.
     cr3: u64,
@@ -111,6 +110,9 @@ struct Group {
     /// Host threads running guest threads other than the first, signalled when one ends.
     live: (Mutex<usize>, Condvar),
     trace: bool,
+    /// The process's id, and the table of the run's processes.
+    pid: i32,
+    procs: Arc<ProcTable>,
 }
 
 /// A guest image: a validated ELF, or raw code (for benchmarks and tests).
@@ -140,7 +142,8 @@ impl Vnode {
         let program_error = |source| VmmError::Program { path: shown.clone(), source };
         let bytes = match &config.files {
             Files::HostDir(_) => std::fs::read(&program.path).map_err(program_error)?,
-            Files::Remote { .. } => read_whole(fs.as_ref(), program.path.as_os_str().as_bytes()).map_err(program_error)?,
+            Files::Remote { .. } => crate::fs::read_all(fs.as_ref(), program.path.as_os_str().as_bytes())
+                .map_err(|e| program_error(std::io::Error::from_raw_os_error(e.0)))?,
         };
         let info = elf::parse(&bytes, config.mem_size).map_err(|source| VmmError::BadElf { path: shown.clone(), source })?;
         // The state layer applies the guest's umask; the host's must not apply a second time.
@@ -157,7 +160,6 @@ impl Vnode {
         program: &Program,
         execfn: &[u8],
     ) -> Result<Vnode, VmmError> {
-        let kvm = open_kvm()?;
         let mut mm = Mm::new(config.mem_size, &config.memory)?;
         let (entry, rflags) = match &image {
             Image::Elf { info, bytes } => {
@@ -181,32 +183,7 @@ impl Vnode {
             }
         };
 
-        let vm = kvm.create_vm().map_err(VmmError::kvm("CREATE_VM"))?;
-        let slots = [
-            (0, 0, mm.user().size(), mm.user().host_addr()),
-            (1, SYS_BASE, mm.sys().size(), mm.sys().host_addr()),
-        ];
-        for (slot, gpa, size, host) in slots {
-            let region = kvm_userspace_memory_region {
-                slot,
-                flags: 0,
-                guest_phys_addr: gpa,
-                memory_size: size,
-                userspace_addr: host,
-            };
-            // SAFETY: `host..host+size` is a mapping owned by `mm`, which outlives the VM: the
-            // process (holding `mm`) is dropped after the VM fd (field order of `Vnode`).
-            unsafe { vm.set_user_memory_region(region) }.map_err(VmmError::kvm("SET_USER_MEMORY_REGION"))?;
-        }
-
-        let creds = Creds::of_host();
-        let mut random = [0u8; 16];
-        // SAFETY: `random` is a valid 16-byte buffer.
-        let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };
-        if got != 16 {
-            return Err(VmmError::Config("getrandom failed for AT_RANDOM".into()));
-        }
-        let aux = AuxInfo { uid: creds.uid, euid: creds.euid, gid: creds.gid, egid: creds.egid, hwcap: cpu::hwcap(), random };
+        let aux = AuxInfo::new(&Creds::of_host()).ok_or_else(|| VmmError::Config("getrandom failed for AT_RANDOM".into()))?;
         let rsp = match &image {
             Image::Elf { info, .. } => stack::build(&mm, info, &program.argv, &program.envp, execfn, &aux)
                 .map_err(|e| VmmError::Config(format!("arguments and environment do not fit on the stack: {e}")))?,
@@ -216,31 +193,12 @@ impl Vnode {
         let mut process = Process::new(mm, fs, config.name.clone(), execfn)
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
-
-        let cr3 = process.mm.cr3();
-        let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("CREATE_VCPU"))?;
-        cpu::setup_vcpu(&kvm, &vcpu, 0, cr3, entry, rsp)?;
+        let (vcpu, group) = Group::new(process, entry, rsp, config.trace_syscalls)?;
         if rflags != 0x202 {
             let mut regs = vcpu.get_regs().map_err(VmmError::kvm("GET_REGS"))?;
             regs.rflags = rflags;
             vcpu.set_regs(&regs).map_err(VmmError::kvm("SET_REGS"))?;
         }
-        vcpu.set_sync_valid_reg(SyncReg::Register);
-        vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
-        let group = Group {
-            idle: Mutex::new(Vec::new()),
-            vm,
-            kvm,
-            threads: process.group.clone(),
-            kicker: process.mm.cache().kicker(),
-            process: Mutex::new(process),
-            cr3,
-            vcpus: AtomicU32::new(1),
-            outcome: Mutex::new(None),
-            joins: Mutex::new(Vec::new()),
-            live: (Mutex::new(0), Condvar::new()),
-            trace: config.trace_syscalls,
-        };
         Ok(Vnode { vcpu, group: Arc::new(group) })
     }
 
@@ -255,13 +213,16 @@ impl Vnode {
         let started = Instant::now();
         kick::install_handler()?;
         let Vnode { mut vcpu, group } = self;
-        group.run_thread(&mut vcpu, MAIN_TID);
-        group.wait_for_threads();
+        let procs = group.procs.clone();
+        procs.set_target(MAIN_TID, Arc::downgrade(&group) as Weak<dyn Signalable>);
+        let outcome = group.run_process(&mut vcpu);
         let elapsed = started.elapsed();
-        let outcome = lock(&group.outcome).take();
-        let termination = outcome.unwrap_or_else(|| {
-            Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into()))
-        })?;
+        if let Ok(t) = &outcome {
+            procs.exited(MAIN_TID, t.wait_status());
+        }
+        // The run is the first process's: whatever it leaves running ends with it.
+        procs.end_all();
+        let termination = outcome?;
         let mut p = lock(&group.process);
         Ok(RunReport { termination, stats: std::mem::take(&mut p.stats), cache: p.mm.cache_stats(), elapsed })
     }
@@ -281,10 +242,114 @@ impl Vnode {
 }
 
 impl Group {
-    /// Runs guest thread `tid` on `vcpu` until the thread or the process ends.
-    fn run_thread(self: &Arc<Self>, vcpu: &mut VcpuFd, tid: i32) {
+    /// A VM over `process`'s memory, with vCPU 0 set up to start at `entry` with stack `rsp`.
+    fn new(process: Process, entry: u64, rsp: u64, trace: bool) -> Result<(VcpuFd, Group), VmmError> {
+        let kvm = open_kvm()?;
+        let vm = kvm.create_vm().map_err(VmmError::kvm("CREATE_VM"))?;
+        let mm = &process.mm;
+        let slots = [
+            (0, 0, mm.user().size(), mm.user().host_addr()),
+            (1, SYS_BASE, mm.sys().size(), mm.sys().host_addr()),
+        ];
+        for (slot, gpa, size, host) in slots {
+            let region = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: gpa,
+                memory_size: size,
+                userspace_addr: host,
+            };
+            // SAFETY: `host..host+size` is a mapping owned by `mm`, which outlives the VM: the
+            // process (holding `mm`) is dropped after the VM fd (field order of `Group`).
+            unsafe { vm.set_user_memory_region(region) }.map_err(VmmError::kvm("SET_USER_MEMORY_REGION"))?;
+        }
+        let cr3 = mm.cr3();
+        let mut vcpu = vm.create_vcpu(0).map_err(VmmError::kvm("CREATE_VCPU"))?;
+        cpu::setup_vcpu(&kvm, &vcpu, 0, cr3, entry, rsp)?;
+        vcpu.set_sync_valid_reg(SyncReg::Register);
+        vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+        let group = Group {
+            idle: Mutex::new(Vec::new()),
+            vm,
+            kvm,
+            kicker: process.mm.cache().kicker(),
+            pid: process.pid,
+            procs: process.procs.clone(),
+            process: Mutex::new(process),
+            cr3,
+            vcpus: AtomicU32::new(1),
+            outcome: Mutex::new(None),
+            joins: Mutex::new(Vec::new()),
+            live: (Mutex::new(0), Condvar::new()),
+            trace,
+        };
+        Ok((vcpu, group))
+    }
+
+    /// Runs the process, its first thread on `vcpu` (vCPU 0) on the calling thread, until every
+    /// thread has ended; returns how the process ended.
+    fn run_process(self: &Arc<Self>, vcpu: &mut VcpuFd) -> Result<Termination, VmmError> {
+        self.run_thread(vcpu, 0, self.pid);
+        self.wait_for_threads();
+        let outcome = lock(&self.outcome).take();
+        outcome.unwrap_or_else(|| Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into())))
+    }
+
+    /// Starts a child process a fork made, in a VM of its own run by a host thread of its own.
+    /// When it ends, its memory is released and its status goes to the process table, where its
+    /// parent waits for it.
+    fn start_process(forked: Forked, trace: bool) -> Result<(), VmmError> {
+        let Forked { process, thread, .. } = forked;
+        let (pid, procs) = (thread.tid, process.procs.clone());
+        let (mut vcpu, group) = Group::new(process, thread.regs.rip, thread.regs.rsp, trace)?;
+        vcpu.set_regs(&thread.regs).map_err(VmmError::kvm("SET_REGS"))?;
+        let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("GET_SREGS"))?;
+        (sregs.fs.base, sregs.gs.base) = (thread.fs_base, thread.gs_base);
+        vcpu.set_sregs(&sregs).map_err(VmmError::kvm("SET_SREGS"))?;
+        let group = Arc::new(group);
+        procs.set_target(pid, Arc::downgrade(&group) as Weak<dyn Signalable>);
+        let table = procs.clone();
+        // The name is how a pComponent daemon counts guest threads (`pcomp.rs`).
+        let host = std::thread::Builder::new().name(format!("vcpu-{pid}")).spawn(move || {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.run_process(&mut vcpu)));
+            let termination = match run {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::error!(pid, "process {pid} failed: {e}");
+                    Termination::Signaled { signal: libc::SIGKILL, detail: Some(e.to_string()) }
+                }
+                Err(_) => {
+                    tracing::error!(pid, "the host thread of process {pid} panicked");
+                    Termination::Signaled { signal: libc::SIGKILL, detail: None }
+                }
+            };
+            if let Termination::Signaled { signal, detail: Some(detail) } = &termination {
+                tracing::info!(pid, signal, "process {pid} killed: {detail}");
+            }
+            // Its descriptors close and its memory goes before its parent hears of its end.
+            let uid = lock(&group.process).creds.uid;
+            drop(vcpu);
+            drop(group);
+            let status = termination.wait_status();
+            let mut record = || table.exited(pid, status);
+            match table.to_notify(pid) {
+                Some((parent, signo)) => parent.child_ended(SigInfo::child(signo, pid, uid, status), &mut record),
+                None => record(),
+            }
+        });
+        match host {
+            Ok(h) => {
+                procs.add_host(h);
+                Ok(())
+            }
+            Err(e) => Err(VmmError::Config(format!("starting the host thread of process {pid}: {e}"))),
+        }
+    }
+
+    /// Runs guest thread `tid` on `vcpu` (vCPU `index`) until the thread or the process ends.
+    fn run_thread(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) {
         self.kicker.register(tid, vcpu);
-        if let Some(outcome) = self.run_loop(vcpu, tid) {
+        if let Some(outcome) = self.run_loop(vcpu, index, tid) {
             self.end(outcome);
         }
         self.kicker.unregister(tid);
@@ -294,7 +359,8 @@ impl Group {
     /// and kicked out of its vCPU, and none runs again.
     fn end(&self, outcome: Result<Termination, VmmError>) {
         lock(&self.outcome).get_or_insert(outcome);
-        self.threads.end();
+        let threads = lock(&self.process).group.clone();
+        threads.end();
         self.kicker.kick_all();
     }
 
@@ -349,7 +415,7 @@ impl Group {
         let (group, tid) = (self.clone(), new.tid);
         // The name is how a pComponent daemon counts guest threads (`pcomp.rs`).
         let started = std::thread::Builder::new().name(format!("vcpu-{tid}")).spawn(move || {
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.run_thread(&mut vcpu, tid)));
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| group.run_thread(&mut vcpu, index, tid)));
             if run.is_err() {
                 group.end(Err(VmmError::GuestCrashed(format!("the host thread of guest thread {tid} panicked"))));
             }
@@ -368,15 +434,26 @@ impl Group {
 
     /// The run loop of guest thread `tid`. Returns how the process ended if this thread ended
     /// it, `None` if only the thread ended (`exit`) or the process is ending anyway.
-    fn run_loop(self: &Arc<Self>, vcpu: &mut VcpuFd, tid: i32) -> Option<Result<Termination, VmmError>> {
+    ///
+    /// The thread's [`ThreadGroup`] is the one of the image it runs: an `execve` in another
+    /// thread ends it (and the thread with it) and gives the process a new one.
+    fn run_loop(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) -> Option<Result<Termination, VmmError>> {
         let mut stderr = std::io::stderr();
-        loop {
-            if self.threads.ending() {
+        let mut threads = {
+            let p = lock(&self.process);
+            if !p.threads.contains_key(&tid) {
+                // An execve ended the thread before it first ran.
                 return None;
             }
-            let event = match next_event(vcpu, &self.process, &self.threads) {
+            p.group.clone()
+        };
+        loop {
+            if threads.ending() {
+                return None;
+            }
+            let event = match next_event(vcpu, &self.process, &threads) {
                 Ok(e) => e,
-                Err(_) if self.threads.ending() => return None,
+                Err(_) if threads.ending() => return None,
                 Err(e) => return Some(Err(e)),
             };
             match event {
@@ -395,6 +472,10 @@ impl Group {
                     let sync = vcpu.sync_regs_mut();
                     let nr = sync.regs.rax;
                     let mut p = Locked::lock(&self.process);
+                    if threads.ending() {
+                        // The call was made in an image that is gone, or the process is ending.
+                        return None;
+                    }
                     let mut cpu = Cpu::new(&mut sync.regs, &mut sync.sregs, tid);
                     let trace = self.trace.then_some(&mut stderr as &mut dyn Write);
                     syscall::handle(&mut p, &mut cpu, trace);
@@ -407,12 +488,43 @@ impl Group {
                     }
                     match request {
                         Some(ThreadRequest::Exit(status)) => return self.thread_exit(&mut p, tid, status),
+                        Some(ThreadRequest::Spawn(new)) if threads.ending() => {
+                            // An execve in another thread is replacing the image the new thread
+                            // was made for.
+                            p.threads.remove(&new.tid);
+                        }
                         Some(ThreadRequest::Spawn(new)) => {
                             if let Err(e) = self.spawn(&new) {
                                 tracing::warn!(tid = new.tid, "clone: {e}");
                                 p.threads.remove(&new.tid);
                                 sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
                             }
+                        }
+                        Some(ThreadRequest::Fork(forked)) => {
+                            let (pid, vfork) = (forked.thread.tid, forked.vfork);
+                            match Group::start_process(*forked, self.trace) {
+                                Err(e) => {
+                                    tracing::warn!(pid, "fork: {e}");
+                                    p.procs.forget(pid);
+                                    sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
+                                }
+                                Ok(()) if vfork => {
+                                    // A signal ends the wait, to be delivered (the child has a
+                                    // memory of its own, which the parent's handler cannot harm).
+                                    let (procs, threads) = (p.procs.clone(), threads.clone());
+                                    p.unlocked(|| procs.wait_vfork(pid, || threads.ending() || threads.interrupted(tid)));
+                                }
+                                Ok(()) => {}
+                            }
+                        }
+                        Some(ThreadRequest::Exec { entry, rsp }) => {
+                            threads = p.group.clone();
+                            drop(p);
+                            // The new program starts from a fresh vCPU state, not a return.
+                            if let Err(e) = cpu::reset_vcpu(&self.kvm, vcpu, index, self.cr3, entry, rsp) {
+                                return Some(Err(e));
+                            }
+                            continue;
                         }
                         None => {}
                     }
@@ -427,6 +539,10 @@ impl Group {
                     let sync = vcpu.sync_regs_mut();
                     let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
                     let mut p = lock(&self.process);
+                    if threads.ending() {
+                        // A fault of an image an execve in another thread replaced.
+                        return None;
+                    }
                     let fault = check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2));
                     let (fault, frame) = match fault {
                         Ok(f) => f,
@@ -464,6 +580,26 @@ impl Group {
     fn thread_exit(&self, p: &mut Process, tid: i32, status: i32) -> Option<Result<Termination, VmmError>> {
         syscall::exit_thread(p, tid);
         p.threads.is_empty().then_some(Ok(Termination::Exited(status)))
+    }
+}
+
+impl Signalable for Group {
+    /// The signal is posted, and the thread that takes it delivers it in its run loop. A
+    /// `SIGKILL` ends the process at once, wherever its threads wait, as Linux ends a process
+    /// on a fatal signal before any thread takes it.
+    fn signal(&self, info: SigInfo) {
+        let mut p = lock(&self.process);
+        signal::post_process(&mut p, info, None);
+        drop(p);
+        if info.signo == libc::SIGKILL {
+            self.end(Ok(Termination::Signaled { signal: libc::SIGKILL, detail: None }));
+        }
+    }
+
+    fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut()) {
+        let mut p = lock(&self.process);
+        record();
+        signal::post_process(&mut p, info, None);
     }
 }
 
@@ -546,18 +682,6 @@ fn install_stdio(fds: &mut FdTable) {
         // fd < 3 is within any descriptor limit.
         let _ = fds.install(fd as u64, file, false);
     }
-}
-
-/// All of the file at vNode path `path`, read through `fs` (the program of a vNode whose files
-/// are remote).
-fn read_whole(fs: &dyn FileSystem, path: &[u8]) -> std::io::Result<Vec<u8>> {
-    let errno = |e: Errno| std::io::Error::from_raw_os_error(e.0);
-    let file = fs.open(path, libc::O_RDONLY, 0).map_err(errno)?;
-    let size = file.stat().map_err(errno)?.size;
-    let mut bytes = vec![0u8; usize::try_from(size).map_err(|_| errno(Errno::EFBIG))?];
-    let n = file.read_at(&mut bytes, 0).map_err(errno)?;
-    bytes.truncate(n);
-    Ok(bytes)
 }
 
 /// The default vNode root: the current directory.

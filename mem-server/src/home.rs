@@ -142,6 +142,7 @@ fn call_name(c: &OwnerCall) -> &'static str {
         OwnerCall::TakePages { .. } => "TakePages",
         OwnerCall::PutPages { .. } => "PutPages",
         OwnerCall::Release => "Release",
+        OwnerCall::CopyOf { .. } => "CopyOf",
     }
 }
 
@@ -162,6 +163,7 @@ struct Out {
 }
 
 /// The home's record of one process.
+#[derive(Clone)]
 pub struct HomeProcess {
     proc: u64,
     spec: ProcessSpec,
@@ -213,6 +215,42 @@ impl HomeProcess {
         let mut out = Out::default();
         let r = self.map_region(o, &mut out, start, end, Prot::RW, VmaKind::Stack).map(|()| 0);
         finish(r.map_err(Fail::Home), out)
+    }
+
+    /// Process `child`, a copy of this one (fork): every owner copies this process's regions and
+    /// pages to `child`. The outcome maps every region of the copy and names every owner. If an
+    /// owner fails, the owners that copied release the copy again.
+    pub fn fork(&self, child: u64, o: &mut dyn Owners) -> Result<Result<(HomeProcess, MemOutcome), i32>, HomeError> {
+        let copy = HomeProcess { proc: child, ..self.clone() };
+        let mut copied = Vec::new();
+        let mut failed = None;
+        for owner in self.owners() {
+            match copy.owner_call(o, owner, OwnerCall::CopyOf { parent: self.proc }) {
+                Ok(_) => copied.push(owner),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failed {
+            for owner in copied {
+                let _ = copy.owner_call(o, owner, OwnerCall::Release);
+            }
+            return match e {
+                HomeError::Owner { failure: OwnerFailure::Refused(r), .. } => Ok(Err(r.errno())),
+                e => Err(e),
+            };
+        }
+        let mut out = Out::default();
+        for (&index, v) in &copy.vregions {
+            out.owners.push(VRegionOwner { index, owner: self.spec.servers[v.owner].clone() });
+            let start = index * self.vs();
+            for vma in copy.regions(o, v.owner, start, start + self.vs())? {
+                out.effects.push(Effect::Map(vma));
+            }
+        }
+        Ok(Ok((copy, MemOutcome { value: 0, effects: out.effects, owners: out.owners })))
     }
 
     /// Serves one memory system call: `Ok(Err(errno))` is the call failing as Linux would,

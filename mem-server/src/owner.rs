@@ -43,6 +43,7 @@ impl OwnerError {
 }
 
 /// The vRegions one process has on this server.
+#[derive(Clone)]
 struct ProcRegions {
     vregion_size: u64,
     /// vRegion index -> its vma tree.
@@ -179,6 +180,15 @@ impl Owner {
             OwnerCall::Release => {
                 self.procs.remove(&proc);
                 self.store.release(proc);
+                Done
+            }
+            OwnerCall::CopyOf { parent } => {
+                if parent == proc {
+                    return Err(OwnerError::Invalid);
+                }
+                let regions = self.procs.get(&parent).ok_or(OwnerError::NotOwner)?.clone();
+                self.store.copy_process(parent, proc).map_err(|_| OwnerError::NoSpace)?;
+                self.procs.insert(proc, regions);
                 Done
             }
         })

@@ -170,6 +170,24 @@ impl Shared {
         })
     }
 
+    /// Makes `child` a copy of `parent`, homed here too.
+    fn fork(&self, child: u64, parent: u64) -> Result<Reply, Status> {
+        let home = self.process(parent).ok_or(Status::UnknownProcess)?;
+        if self.process(child).is_some() {
+            return Ok(Reply::Mem(Err(libc::EEXIST)));
+        }
+        let p = lock(&home);
+        let mut route = Route::new(self, &p);
+        Ok(match p.fork(child, &mut route) {
+            Ok(Ok((copy, outcome))) => {
+                lock(&self.homes).insert(child, Arc::new(Mutex::new(copy)));
+                Reply::Mem(Ok(outcome))
+            }
+            Ok(Err(errno)) => Reply::Mem(Err(errno)),
+            Err(e) => Reply::Failed(format!("forking process {parent} as {child}: {e}")),
+        })
+    }
+
     fn exit(&self, proc: u64) -> Result<Reply, Status> {
         let home = lock(&self.homes).remove(&proc).ok_or(Status::UnknownProcess)?;
         let mut p = lock(&home);
@@ -196,6 +214,7 @@ impl Shared {
             Request::CreateProcess(spec) => Ok(tokio::task::block_in_place(|| self.create(proc, spec))),
             Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
+            Request::ForkProcess { parent } => tokio::task::block_in_place(|| self.fork(proc, parent)),
             Request::File(req) => Ok(tokio::task::block_in_place(|| {
                 let (cache, storage) = &mut *lock(&self.files);
                 Reply::File(cache.serve(req, storage))

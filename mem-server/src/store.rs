@@ -167,6 +167,29 @@ impl PageStore {
         (out, more)
     }
 
+    /// Copies every stored page of `parent` to `child` (a fork): all or none. Pages `child`
+    /// already had are replaced.
+    pub fn copy_process(&mut self, parent: u64, child: u64) -> Result<u64, NoSpace> {
+        let keys: Vec<(u64, u32)> = self.map.iter().filter(|((p, _), _)| *p == parent).map(|((_, a), f)| (*a, *f)).collect();
+        let new = keys.iter().filter(|(a, _)| !self.map.contains_key(&(child, *a))).count() as u64;
+        if !self.can_hold(new) {
+            return Err(NoSpace);
+        }
+        for (addr, from) in &keys {
+            let to = match self.map.get(&(child, *addr)) {
+                Some(&f) => f,
+                None => {
+                    let f = self.alloc()?;
+                    self.map.insert((child, *addr), f);
+                    f
+                }
+            };
+            let page = *self.frame(*from);
+            self.frame_mut(to).copy_from_slice(&page);
+        }
+        Ok(keys.len() as u64)
+    }
+
     /// Frees every page of `proc`; returns how many there were.
     pub fn release(&mut self, proc: u64) -> u64 {
         let before = self.map.len();
@@ -191,6 +214,19 @@ mod tests {
 
     fn page(b: u8) -> Page {
         [b; PAGE_SIZE]
+    }
+
+    #[test]
+    fn a_copied_process_has_its_own_frames() {
+        let mut s = PageStore::new(5);
+        s.write(1, 0x1000, &page(1)).unwrap();
+        s.write(1, 0x2000, &page(2)).unwrap();
+        assert_eq!(s.copy_process(1, 2), Ok(2));
+        s.write(1, 0x1000, &page(9)).unwrap();
+        assert_eq!(s.read(2, 0x1000).unwrap()[0], 1, "the parent's later write is not the child's");
+        assert_eq!(s.read(2, 0x2000).unwrap()[0], 2);
+        assert_eq!(s.copy_process(1, 3), Err(NoSpace), "only one frame left for two pages");
+        assert!(s.read(3, 0x1000).is_none(), "all or none");
     }
 
     #[test]

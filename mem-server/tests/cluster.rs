@@ -52,6 +52,8 @@ fn call(t: &mut TcpTransport, proc: u64, req: &Request) -> Reply {
 /// A pComponent's view: the home connection, one connection per server and the vRegion owners
 /// it learnt from the home's answers.
 struct Client {
+    /// The process it is.
+    proc: u64,
     home: TcpTransport,
     conns: HashMap<String, TcpTransport>,
     owners: HashMap<u64, String>,
@@ -61,7 +63,7 @@ struct Client {
 impl Client {
     fn new(servers: &[Handle]) -> Client {
         let conns = servers.iter().map(|h| (h.addr().to_string(), connect(h))).collect();
-        Client { home: connect(&servers[0]), conns, owners: HashMap::new(), buf: RegisteredBuf::new(2) }
+        Client { proc: PROC, home: connect(&servers[0]), conns, owners: HashMap::new(), buf: RegisteredBuf::new(2) }
     }
 
     fn learn(&mut self, reply: Reply) -> MemOutcome {
@@ -73,7 +75,7 @@ impl Client {
     }
 
     fn mem(&mut self, c: MemCall) -> MemOutcome {
-        let reply = call(&mut self.home, PROC, &Request::Mem(c));
+        let reply = call(&mut self.home, self.proc, &Request::Mem(c));
         self.learn(reply)
     }
 
@@ -84,11 +86,11 @@ impl Client {
     fn write(&mut self, addr: u64, byte: u8) {
         self.buf.page_mut(0).fill(byte);
         let owner = self.owner(addr);
-        self.conns.get_mut(&owner).unwrap().write_page(PROC, addr, &self.buf, Slot(0)).unwrap();
+        self.conns.get_mut(&owner).unwrap().write_page(self.proc, addr, &self.buf, Slot(0)).unwrap();
     }
 
     fn read_at(&mut self, server: &str, addr: u64) -> Result<u8, ProtoError> {
-        self.conns.get_mut(server).unwrap().read_page(PROC, addr, &mut self.buf, Slot(1))?;
+        self.conns.get_mut(server).unwrap().read_page(self.proc, addr, &mut self.buf, Slot(1))?;
         let p = self.buf.page(1);
         assert!(p.iter().all(|&b| b == p[0]), "a page is written whole");
         Ok(p[0])
@@ -160,6 +162,46 @@ fn a_process_spreads_over_three_servers() {
     match c.home.call(PROC, &encode(&Request::Mem(mmap(4096)))) {
         Err(ProtoError::Remote { status: Status::UnknownProcess, .. }) => {}
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_fork_copies_the_pages_at_their_owners() {
+    let servers = start(2, 64 << 20);
+    let mut parent = Client::new(&servers);
+    let created = call(&mut parent.home, PROC, &Request::CreateProcess(spec(&servers)));
+    parent.learn(created);
+    // Two vRegions: the second goes to the other server.
+    let a = parent.mem(mmap(2 * VS)).value;
+    assert_ne!(parent.owner(a), parent.owner(a + VS));
+    parent.write(a, 1);
+    parent.write(a + VS, 2);
+    let mut child = Client::new(&servers);
+    child.proc = PROC + 1;
+    let forked = call(&mut child.home, child.proc, &Request::ForkProcess { parent: PROC });
+    let forked = child.learn(forked);
+    assert!(forked.effects.iter().any(|e| matches!(e, Effect::Map(v) if v.start <= a && a < v.end)), "{forked:?}");
+    assert!(forked.effects.iter().any(|e| matches!(e, Effect::Map(v) if v.kind == VmaKind::Stack)), "{forked:?}");
+    assert_eq!(child.owners, parent.owners, "the copy stays on the same owners");
+    assert_eq!((child.read(a), child.read(a + VS), child.read(a + 4096)), (1, 2, 0));
+    // From now on each writes its own pages.
+    parent.write(a, 9);
+    child.write(a + VS, 8);
+    assert_eq!((parent.read(a), parent.read(a + VS)), (9, 2));
+    assert_eq!((child.read(a), child.read(a + VS)), (1, 8));
+    // The copy's memory calls are its own too.
+    child.mem(MemCall::Munmap { addr: a, len: 4096 });
+    assert_eq!(parent.read(a), 9);
+    match child.home.call(PROC + 2, &encode(&Request::ForkProcess { parent: 77 })) {
+        Err(ProtoError::Remote { status: Status::UnknownProcess, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(call(&mut parent.home, PROC, &Request::ExitProcess), Reply::Done);
+    assert_eq!(child.read(a + VS), 8, "the parent's exit leaves the copy");
+    assert_eq!(call(&mut child.home, child.proc, &Request::ExitProcess), Reply::Done);
+    for h in &servers {
+        let Reply::Stat(s) = call(&mut connect(h), 0, &Request::Stat) else { panic!() };
+        assert_eq!((s.used_pages, s.vregions, s.homed), (0, 0, 0), "{}", h.addr());
     }
 }
 

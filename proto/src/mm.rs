@@ -115,6 +115,9 @@ pub enum OwnerCall {
     PutPages { pages: Vec<(u64, Vec<u8>)> },
     /// Forget the process: its regions and pages in every vRegion this server owns.
     Release,
+    /// Make the process (named in the frame header) a copy of process `parent` on this server:
+    /// the same vRegions and regions, and a copy of every stored page (a fork).
+    CopyOf { parent: u64 },
 }
 
 /// An owner's answer.
@@ -158,6 +161,11 @@ pub enum Request {
     Mem(MemCall),
     /// pComponent -> home: the process ended; release it everywhere.
     ExitProcess,
+    /// pComponent -> the home of process `parent`: become the home of the process named in the
+    /// frame header, a copy of `parent` (fork). The owners copy the pages among themselves; no
+    /// page travels to the pComponent, which flushed `parent`'s dirty lines first. Answered with
+    /// [`Reply::Mem`]: a `Map` effect for every region and the owner of every vRegion.
+    ForkProcess { parent: u64 },
     /// home -> owner.
     Owner(OwnerCall),
     /// Anyone: capacity and load.

@@ -75,7 +75,7 @@ pub struct Vma {
 }
 
 /// Non-overlapping regions keyed by start address.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 pub struct VmaList {
     map: BTreeMap<u64, Vma>,
 }

@@ -23,6 +23,7 @@ pub mod owners;
 pub mod sets;
 pub mod streams;
 
+use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use lego_proto::frame::MAX_RUN_PAGES;
+use lego_proto::mm::{self as msg, OwnerCall, Reply, Request};
 use lego_proto::transport::{RegisteredBuf, Slot, Transport};
 use lego_proto::ProtoError;
 use vmm_sys_util::eventfd::EventFd;
@@ -343,6 +345,59 @@ impl Held<'_> {
         Ok(())
     }
 
+    /// [`Held::write_back`] for a whole address space about to be copied (a fork): the dirty
+    /// pages go to each owner in batches of up to [`FLUSH_BATCH`] pages, one control call each,
+    /// rather than one round trip per page.
+    pub fn write_back_batched(&mut self, start: u64, end: u64) -> Result<(), String> {
+        let end = end.min(self.shared.size);
+        let lines = self.st.sets.in_range(start, end);
+        let mut batches: HashMap<usize, Vec<(u64, Vec<u8>)>> = HashMap::new();
+        for line in lines.iter().filter(|l| l.dirty) {
+            let at = self.shared.host + line.page;
+            // From here on a write to the page waits in the kernel until the line is gone.
+            self.shared.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {:#x}: {e}", line.page))?;
+            // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
+            // while write-protected.
+            let data = unsafe { std::slice::from_raw_parts(at as *const u8, PAGE_SIZE as usize) }.to_vec();
+            let owner = self
+                .st
+                .owners
+                .owner_of(line.page)
+                .ok_or_else(|| format!("dirty page {:#x} lies in a vRegion without an owner", line.page))?;
+            let batch = batches.entry(owner).or_default();
+            batch.push((line.page, data));
+            if batch.len() == FLUSH_BATCH {
+                let pages = std::mem::take(batch);
+                self.st.put_pages(owner, pages)?;
+            }
+        }
+        for (owner, pages) in batches.into_iter().filter(|(_, p)| !p.is_empty()) {
+            self.st.put_pages(owner, pages)?;
+        }
+        for line in lines {
+            if line.dirty {
+                self.st.remote.insert(line.page);
+                self.st.stats.dirty_flushes += 1;
+                self.st.stats.bytes_out += PAGE_SIZE;
+            }
+            self.shared.zap(line.page, PAGE_SIZE)?;
+            self.st.sets.remove(line.page);
+            self.st.stats.evictions += 1;
+        }
+        Ok(())
+    }
+
+    /// Which pages exist at their owners (for a fork, whose copy has the same).
+    pub fn remote_pages(&self) -> RemotePages {
+        self.st.remote.clone()
+    }
+
+    /// Takes `remote` as the record of which pages exist at their owners (a fork's copy, before
+    /// it runs).
+    pub fn set_remote_pages(&mut self, remote: RemotePages) {
+        self.st.remote = remote;
+    }
+
     /// The owners' pages of `[from, from+len)` moved to `[to, to+len)`.
     pub fn relocate(&mut self, from: u64, to: u64, len: u64) {
         self.st.remote.relocate(from, to, len);
@@ -370,7 +425,24 @@ impl Drop for ExCache {
     }
 }
 
+/// Most pages one batched write-back call carries (about half a control frame).
+pub const FLUSH_BATCH: usize = 128;
+
 impl State {
+    /// Stores `pages` at `owner` in one control call.
+    fn put_pages(&mut self, owner: usize, pages: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+        let n = pages.len();
+        let proc = self.proc;
+        let link = self.owners.link(owner).map_err(|e| e.to_string())?;
+        let body = link
+            .call(proc, &msg::encode(&Request::Owner(OwnerCall::PutPages { pages })))
+            .map_err(|e| format!("writing back {n} pages: {e}"))?;
+        match msg::decode::<Reply>(&body) {
+            Ok(Reply::Owner(Ok(_))) => Ok(()),
+            other => Err(format!("writing back {n} pages: the owner answered {other:?}")),
+        }
+    }
+
     /// The page path, top to bottom: a missing line `page` (written if `write`) is made
     /// resident. Room is made in its set first; the victim goes back to its owner if dirty, in
     /// the same exchange as the fetch when both have the same owner. The line then comes from its

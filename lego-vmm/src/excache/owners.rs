@@ -13,7 +13,7 @@ const CHUNK_PAGES: u64 = 1 << 15;
 const CHUNK_WORDS: usize = (CHUNK_PAGES / 64) as usize;
 
 /// One bit per page: set once the page has been flushed to its owner.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct RemotePages {
     chunks: HashMap<u64, Box<[u64; CHUNK_WORDS]>>,
 }

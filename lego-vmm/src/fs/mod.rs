@@ -86,3 +86,13 @@ pub trait File: Send + Sync {
     /// `max` of them, including `.` and `..`. `ENOTDIR` on a non-directory.
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>>;
 }
+
+/// All of the file at vNode path `path`, read through `fs` (a program to run).
+pub fn read_all(fs: &dyn FileSystem, path: &[u8]) -> SysResult<Vec<u8>> {
+    let file = fs.open(path, libc::O_RDONLY, 0)?;
+    let size = file.stat()?.size;
+    let mut bytes = vec![0u8; usize::try_from(size).map_err(|_| crate::errno::Errno::EFBIG)?];
+    let n = file.read_at(&mut bytes, 0)?;
+    bytes.truncate(n);
+    Ok(bytes)
+}

@@ -260,7 +260,7 @@ fn host_stat(fd: i32) -> SysResult<Stat> {
 // ---------------------------------------------------------------------------------------------
 
 /// Reads a path argument: `EFAULT`, or `ENAMETOOLONG` beyond `PATH_MAX`.
-fn read_path(p: &Process, addr: u64) -> SysResult<Vec<u8>> {
+pub(super) fn read_path(p: &Process, addr: u64) -> SysResult<Vec<u8>> {
     p.mm.read_cstr(addr, PATH_MAX)
 }
 
@@ -295,7 +295,7 @@ fn dir_path(p: &Process, dirfd: u64) -> SysResult<Vec<u8>> {
 
 /// Joins guest path `path` with the directory `dirfd` names (ignored for absolute paths).
 /// Empty paths are `ENOENT` (callers handling `AT_EMPTY_PATH` check before).
-fn resolve(p: &Process, dirfd: u64, path: &[u8]) -> SysResult<Vec<u8>> {
+pub(super) fn resolve(p: &Process, dirfd: u64, path: &[u8]) -> SysResult<Vec<u8>> {
     match path.first() {
         None => Err(Errno::ENOENT),
         Some(b'/') => Ok(path.to_vec()),

@@ -12,6 +12,7 @@ mod mem;
 pub mod names;
 mod poll;
 mod proc;
+mod procs;
 mod signal;
 mod thread;
 mod time;
@@ -42,13 +43,25 @@ impl<'a> Cpu<'a> {
 }
 
 /// What a system call asks of the run loop of the calling thread.
-#[derive(Debug, Clone, PartialEq)]
 pub enum ThreadRequest {
     /// `clone` of a thread: start a vCPU for it. Its state is already in the process; the
     /// call's result is its id.
     Spawn(NewThread),
     /// `exit`: the calling thread ends (its state has already been cleaned up).
     Exit(i32),
+    /// A fork: start the child process (already in the process table) in a VM of its own.
+    Fork(Box<Forked>),
+    /// `execve` replaced the image: the calling vCPU starts over at `entry` with stack `rsp`.
+    Exec { entry: u64, rsp: u64 },
+}
+
+/// A child process a fork made, for the run loop to start.
+pub struct Forked {
+    pub process: Process,
+    /// Its first thread (whose id is the child's pid).
+    pub thread: NewThread,
+    /// A `vfork`: the parent waits until the child has exec'd or ended.
+    pub vfork: bool,
 }
 
 /// A thread `clone` created, for the run loop to start.
@@ -88,6 +101,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use mem::*;
     use poll::*;
     use proc::*;
+    use procs::*;
     use signal::*;
     use thread::*;
     use time::*;
@@ -124,8 +138,12 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         35 => ("xx", Blocking(nanosleep)),
         39 => ("", Plain(getpid)),
         56 => ("xxxxx", Plain(clone)),
+        57 => ("", Plain(fork)),
+        58 => ("", Plain(vfork)),
+        59 => ("sxx", Blocking(execve)),
         60 => ("d", Plain(exit)),
-        62 => ("dd", Plain(kill)),
+        61 => ("dxxx", Blocking(wait4)),
+        62 => ("dd", Blocking(kill)),
         63 => ("x", Plain(uname)),
         72 => ("fdx", Plain(fcntl)),
         74 => ("f", Plain(fsync)),
@@ -182,6 +200,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         230 => ("ddxx", Blocking(clock_nanosleep)),
         231 => ("d", Plain(exit_group)),
         234 => ("ddd", Plain(tgkill)),
+        247 => ("ddxxx", Blocking(waitid)),
         257 => ("fsxo", Plain(openat)),
         258 => ("fso", Plain(mkdirat)),
         262 => ("fsxx", Plain(newfstatat)),
@@ -348,7 +367,8 @@ mod tests {
             let p = &mut Locked::lock(&f.p);
             for (nr, args) in calls {
                 // Calls that would sleep or wait on the host are not fuzzed.
-                if matches!(nr, 7 | 34 | 35 | 128 | 130 | 202 | 230 | 271) {
+                // wait4 and waitid would wait for children the fuzzer's forks never start.
+                if matches!(nr, 7 | 34 | 35 | 61 | 128 | 130 | 202 | 230 | 247 | 271) {
                     continue;
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };

@@ -7,8 +7,9 @@ use crate::process::Process;
 pub fn getpid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
     Ok(p.pid as u64)
 }
+/// `getppid`: the parent may have changed since the fork (orphans go to the first process).
 pub fn getppid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    Ok(p.ppid as u64)
+    Ok(p.procs.ppid(p.pid) as u64)
 }
 
 /// `rseq`: registration is accepted and the CPU id fields are kept at 0. A vNode thread is never
@@ -256,29 +257,34 @@ pub fn setgroups(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(0)
 }
 
-/// The vNode process is its own process group and session leader.
+/// `getpgrp`: the caller's process group.
 pub fn getpgrp(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    Ok(p.pid as u64)
+    Ok(p.procs.pgid(p.pid)? as u64)
+}
+/// A pid argument: 0 is the caller.
+fn pid_arg(p: &Process, a: u64) -> SysResult<i32> {
+    match a as i32 {
+        0 => Ok(p.pid),
+        pid if pid > 0 => Ok(pid),
+        _ => Err(Errno::EINVAL),
+    }
 }
 pub fn getpgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    if a[0] != 0 && a[0] as i32 != p.pid {
-        return Err(Errno::ESRCH);
-    }
-    Ok(p.pid as u64)
+    Ok(p.procs.pgid(pid_arg(p, a[0]).map_err(|_| Errno::ESRCH)?)? as u64)
 }
-pub fn getsid(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    getpgid(p, cpu, a)
+pub fn getsid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    Ok(p.procs.sid(pid_arg(p, a[0]).map_err(|_| Errno::ESRCH)?)? as u64)
 }
 pub fn setpgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let (pid, pgid) = (a[0] as i32, a[1] as i32);
-    if pid != 0 && pid != p.pid {
-        return Err(Errno::ESRCH);
-    }
-    if pgid != 0 && pgid != p.pid {
-        return Err(Errno::EPERM);
-    }
+    let pid = pid_arg(p, a[0])?;
+    let pgid = match a[1] as i32 {
+        0 => pid,
+        g if g > 0 => g,
+        _ => return Err(Errno::EINVAL),
+    };
+    p.procs.setpgid(p.pid, pid, pgid)?;
     Ok(0)
 }
-pub fn setsid(_: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
-    Err(Errno::EPERM)
+pub fn setsid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    Ok(p.procs.setsid(p.pid)? as u64)
 }

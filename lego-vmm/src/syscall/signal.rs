@@ -19,15 +19,24 @@ fn check_sig(sig: u64) -> SysResult<Option<i32>> {
     }
 }
 
-/// `kill`: a vNode process can signal itself (pid, 0, -1 or its own group).
-pub fn kill(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `kill(pid, sig)` to processes of the vNode run (see
+/// [`crate::proctable::ProcTable::kill_targets`]). Other processes are signalled without the
+/// caller's lock held, so two processes signalling each other cannot wait on each other.
+pub fn kill(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let pid = a[0] as i32;
     let sig = check_sig(a[1])?;
-    if !(pid == p.pid || pid == 0 || pid == -1 || pid == -p.pid) {
+    if pid == i32::MIN {
         return Err(Errno::ESRCH);
     }
-    if let Some(sig) = sig {
-        let info = SigInfo::sent(sig, SI_USER, p.pid, p.creds.uid);
+    let targets = p.procs.kill_targets(p.pid, pid)?;
+    let Some(sig) = sig else { return Ok(0) };
+    let (me, info) = (p.pid, SigInfo::sent(sig, SI_USER, p.pid, p.creds.uid));
+    let to_self = targets.iter().any(|(pid, _)| *pid == me);
+    let others: Vec<_> = targets.into_iter().filter(|(pid, _)| *pid != me).filter_map(|(_, t)| t).collect();
+    if !others.is_empty() {
+        p.unlocked(|| others.iter().for_each(|t| t.signal(info)));
+    }
+    if to_self {
         signal::post_process(p, info, Some(cpu.tid));
     }
     Ok(0)
@@ -83,6 +92,9 @@ pub fn rt_sigaction(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
             return Err(Errno::EFAULT);
         }
         p.signals.actions[sig] = new;
+        if sig as i32 == libc::SIGCHLD {
+            p.procs.set_nocldwait(p.pid, signal::reaps_children(&new));
+        }
     }
     if oact != 0 {
         let words = [old.handler, old.flags, old.restorer, old.mask];

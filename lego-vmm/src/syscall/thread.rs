@@ -15,11 +15,11 @@ const CLONE_FILES: u64 = 0x400;
 const CLONE_SIGHAND: u64 = 0x800;
 const CLONE_THREAD: u64 = 0x1_0000;
 const CLONE_SYSVSEM: u64 = 0x4_0000;
-const CLONE_SETTLS: u64 = 0x8_0000;
-const CLONE_PARENT_SETTID: u64 = 0x10_0000;
-const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+pub(super) const CLONE_SETTLS: u64 = 0x8_0000;
+pub(super) const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+pub(super) const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
 const CLONE_DETACHED: u64 = 0x40_0000;
-const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+pub(super) const CLONE_CHILD_SETTID: u64 = 0x100_0000;
 /// The low byte: the signal sent to the parent when a child process ends (threads send none).
 const CSIGNAL: u64 = 0xff;
 
@@ -41,19 +41,40 @@ pub struct CloneArgs {
     pub tls: u64,
 }
 
+pub(super) const CLONE_VFORK: u64 = 0x4000;
+/// Flags a clone making a process may carry: its own copy of everything (`CLONE_VM` only with
+/// `CLONE_VFORK`, whose child only execs or exits), the exit signal and the id words.
+const PROCESS_OPTIONS: u64 = CLONE_VM | CLONE_VFORK | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID
+    | CLONE_CHILD_CLEARTID | CLONE_DETACHED | CLONE_CHILD_SETTID | CSIGNAL;
+
+/// What a `clone` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneKind {
+    /// A thread of the caller's process.
+    Thread,
+    /// A new process (a fork).
+    Process,
+}
+
 /// Checks `clone` flags: `EINVAL` for combinations Linux refuses, `ENOSYS` for clones lego
-/// does not make yet (new processes, namespaces, pidfds), `Ok` for a thread.
-pub fn check_flags(flags: u64) -> SysResult<()> {
+/// does not make yet (partly shared processes, namespaces, pidfds).
+pub fn check_flags(flags: u64) -> SysResult<CloneKind> {
     if flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0 {
         return Err(Errno::EINVAL);
     }
     if flags & CLONE_SIGHAND != 0 && flags & CLONE_VM == 0 {
         return Err(Errno::EINVAL);
     }
+    if flags & CLONE_THREAD == 0 && (flags & CLONE_VM == 0 || flags & CLONE_VFORK != 0) {
+        if flags & !PROCESS_OPTIONS != 0 {
+            return Err(Errno::ENOSYS);
+        }
+        return Ok(CloneKind::Process);
+    }
     if flags & THREAD != THREAD || flags & !(THREAD | THREAD_OPTIONS) != 0 {
         return Err(Errno::ENOSYS);
     }
-    Ok(())
+    Ok(CloneKind::Thread)
 }
 
 /// `clone(flags, stack, parent_tid, child_tid, tls)` (the x86-64 argument order).
@@ -96,11 +117,13 @@ pub fn clone3(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// Creates thread state for a clone and asks the run loop to start its vCPU.
 fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<u64> {
-    check_flags(c.flags)?;
+    if check_flags(c.flags)? == CloneKind::Process {
+        return super::procs::fork_process(p, cpu, c.flags, c.stack, c.parent_tid, c.child_tid, c.tls);
+    }
     if c.flags & CLONE_SETTLS != 0 && c.tls >= 1 << 47 {
         return Err(Errno::EPERM);
     }
-    let tid = p.next_tid;
+    let tid = p.procs.alloc_id()?;
     let id = (tid as u32).to_le_bytes();
     if c.flags & CLONE_PARENT_SETTID != 0 {
         p.mm.write_user(c.parent_tid, &id)?;
@@ -108,7 +131,6 @@ fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<u
     if c.flags & CLONE_CHILD_SETTID != 0 {
         p.mm.write_user(c.child_tid, &id)?;
     }
-    p.next_tid = tid.checked_add(1).ok_or(Errno::EAGAIN)?;
     let state = ThreadState {
         clear_child_tid: if c.flags & CLONE_CHILD_CLEARTID != 0 { c.child_tid } else { 0 },
         sigmask: p.thread(cpu.tid).sigmask,
@@ -376,10 +398,10 @@ mod tests {
 
     #[test]
     fn pthread_create_flags_make_a_thread() {
-        assert_eq!(check_flags(GLIBC), Ok(()));
+        assert_eq!(check_flags(GLIBC), Ok(CloneKind::Thread));
         // musl adds CLONE_DETACHED.
-        assert_eq!(check_flags(GLIBC | CLONE_DETACHED), Ok(()));
-        assert_eq!(check_flags(THREAD), Ok(()));
+        assert_eq!(check_flags(GLIBC | CLONE_DETACHED), Ok(CloneKind::Thread));
+        assert_eq!(check_flags(THREAD), Ok(CloneKind::Thread));
     }
 
     #[test]
@@ -389,10 +411,17 @@ mod tests {
     }
 
     #[test]
+    fn forks_make_processes() {
+        // glibc's fork, posix_spawn's vfork-style clone.
+        let glibc_fork = CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | libc::SIGCHLD as u64;
+        assert_eq!(check_flags(glibc_fork), Ok(CloneKind::Process));
+        assert_eq!(check_flags(CLONE_VM | CLONE_VFORK | libc::SIGCHLD as u64), Ok(CloneKind::Process));
+    }
+
+    #[test]
     fn other_clones_are_not_there_yet() {
-        // fork (SIGCHLD), vfork, a thread with its own files, a namespace flag.
-        assert_eq!(check_flags(libc::SIGCHLD as u64), Err(Errno::ENOSYS));
-        assert_eq!(check_flags(CLONE_VM | 0x4000 | libc::SIGCHLD as u64), Err(Errno::ENOSYS));
+        // A process sharing its files, a thread with its own files, a namespace flag.
+        assert_eq!(check_flags(CLONE_FILES | libc::SIGCHLD as u64), Err(Errno::ENOSYS));
         assert_eq!(check_flags(THREAD & !CLONE_FILES), Err(Errno::ENOSYS));
         assert_eq!(check_flags(GLIBC | 0x2_0000), Err(Errno::ENOSYS));
     }
