@@ -28,6 +28,10 @@ demo: build guest-images
 	guest-images/out/checksum 64
 	@echo "== sorting 8 MiB through a 4 MiB ExCache: the rest lives on a mem-server (embedded, loopback)"
 	$(LEGO) run --excache 4M --stats guest-images/out/sort 1000000 3
+	@echo "== busybox sh in a vNode: a pipeline of three processes, each its own VM"
+	$(LEGO) run guest-images/out/busybox sh -c 'seq 1 1000 | sort -rn | head -3; echo status $$?'
+	@echo "== a map-reduce word count with 2 threads, each a vCPU, through a 2 MiB ExCache"
+	$(LEGO) run --excache 2M --stats guest-images/out/wordcount guest-images/out/words.txt 2
 	@echo "== a whole cluster on this machine: lego up, a vNode, its image on a storage server, lego ps, lego down"
 	@export LEGO_STATE_DIR=$$(mktemp -d) && trap '$(LEGO) down >/dev/null 2>&1; rm -rf $$LEGO_STATE_DIR' EXIT && \
 	  $(LEGO) up && \

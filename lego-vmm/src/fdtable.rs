@@ -81,7 +81,7 @@ pub struct PipeEnd {
 
 impl Pipe {
     /// Creates a pipe and returns its (read, write) ends.
-    pub fn new() -> (PipeEnd, PipeEnd) {
+    pub fn create() -> (PipeEnd, PipeEnd) {
         let pipe = Arc::new(Pipe {
             state: Mutex::new(PipeState { buf: VecDeque::new(), readers: 1, writers: 1 }),
             changed: Condvar::new(),
@@ -296,7 +296,7 @@ mod tests {
     use super::*;
 
     fn pipe_file() -> Arc<OpenFile> {
-        let (r, _w) = Pipe::new();
+        let (r, _w) = Pipe::create();
         OpenFile::new(Backing::Pipe(r), b"pipe:".to_vec(), libc::O_RDONLY)
     }
 
@@ -317,14 +317,14 @@ mod tests {
 
     #[test]
     fn pipe_semantics() {
-        let (r, w) = Pipe::new();
+        let (r, w) = Pipe::create();
         assert_eq!(w.write(b"abc", false), Ok(3));
         let mut b = [0u8; 8];
         assert_eq!(r.read(&mut b, false), Ok(3));
         assert_eq!(r.read(&mut b, true), Err(Errno::EAGAIN));
         drop(w);
         assert_eq!(r.read(&mut b, false), Ok(0));
-        let (r, w) = Pipe::new();
+        let (r, w) = Pipe::create();
         drop(r);
         assert_eq!(w.write(b"x", false), Err(Errno::EPIPE));
     }

@@ -95,7 +95,7 @@ impl Mm {
     /// Reserves `size` bytes of guest address space, starts the ExCache on it and makes a home
     /// mem-server create the process (with its main stack at the top).
     pub fn new(size: u64, config: &MemoryConfig) -> Result<Mm, VmmError> {
-        if !(MIN_USER_MEM..=MAX_USER_MEM).contains(&size) || size % PAGE_SIZE != 0 {
+        if !(MIN_USER_MEM..=MAX_USER_MEM).contains(&size) || !size.is_multiple_of(PAGE_SIZE) {
             return Err(VmmError::Config(format!(
                 "memory size {size} must be a multiple of 4 KiB between {} MiB and {} GiB",
                 MIN_USER_MEM >> 20,
@@ -371,7 +371,7 @@ impl Mm {
     /// The futex word at `addr`: `EINVAL` if unaligned, `EFAULT` unless the program could read
     /// it (and write it, with `write`).
     pub fn futex_word(&self, addr: u64, write: bool) -> SysResult<&std::sync::atomic::AtomicU32> {
-        if addr % 4 != 0 {
+        if !addr.is_multiple_of(4) {
             return Err(Errno::EINVAL);
         }
         if !self.user_accessible(addr, 4, write) {
@@ -416,7 +416,7 @@ fn apply(
 ) -> Result<u64, String> {
     // The home may only describe the user part of this address space.
     let check_effect = |start: u64, end: u64| {
-        if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start >= end || start < USER_MIN || end > stack_top {
+        if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || start >= end || start < USER_MIN || end > stack_top {
             return Err(format!("the home sent an impossible range {start:#x}..{end:#x}"));
         }
         Ok(())

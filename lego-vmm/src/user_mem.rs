@@ -77,7 +77,7 @@ impl UserMemory {
     /// into the ExCache handler like any other VMM access.
     pub fn word(&self, addr: u64) -> SysResult<&AtomicU32> {
         self.check(addr, 4)?;
-        if addr % 4 != 0 {
+        if !addr.is_multiple_of(4) {
             return Err(Errno::EINVAL);
         }
         // SAFETY: `addr + 4` lies inside our mapping (checked above) and is 4-byte aligned; the

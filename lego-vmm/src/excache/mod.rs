@@ -70,7 +70,7 @@ pub const MIN_LINES: u64 = 16;
 impl ExCacheConfig {
     /// Checks the configuration against a memory of `mem_size` bytes.
     pub fn validate(&self) -> Result<(), VmmError> {
-        if self.bytes % PAGE_SIZE != 0 || self.bytes / PAGE_SIZE < MIN_LINES {
+        if !self.bytes.is_multiple_of(PAGE_SIZE) || self.bytes / PAGE_SIZE < MIN_LINES {
             return Err(VmmError::Config(format!(
                 "ExCache size {} must be a multiple of 4 KiB and at least {} KiB",
                 self.bytes,

@@ -57,7 +57,7 @@ impl RemotePages {
                 page = ((page >> 12) / CHUNK_PAGES + 1) * CHUNK_PAGES * 4096;
                 continue;
             }
-            if page % (64 * 4096) == 0 && page + 64 * 4096 <= end {
+            if page.is_multiple_of(64 * 4096) && page + 64 * 4096 <= end {
                 self.chunks.get_mut(&c).expect("checked")[w] = 0;
                 page += 64 * 4096;
             } else {

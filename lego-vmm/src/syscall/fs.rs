@@ -819,7 +819,7 @@ pub fn pipe2(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     let cloexec = flags & libc::O_CLOEXEC != 0;
     let nonblock = flags & libc::O_NONBLOCK;
-    let (r, w) = Pipe::new();
+    let (r, w) = Pipe::create();
     let rfd = p.fds.alloc(OpenFile::new(Backing::Pipe(r), b"pipe:".to_vec(), libc::O_RDONLY | nonblock), 0, cloexec)?;
     let wfd = match p.fds.alloc(OpenFile::new(Backing::Pipe(w), b"pipe:".to_vec(), libc::O_WRONLY | nonblock), 0, cloexec) {
         Ok(fd) => fd,
