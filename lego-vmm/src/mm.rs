@@ -179,7 +179,7 @@ impl Mm {
         // Held from the write-back until the copy is made: no line of the parent goes back
         // to its owner in between.
         let mut cache = self.cache.hold();
-        cache.write_back_batched(USER_MIN, self.stack_top).map_err(VmmError::MemoryServer)?;
+        cache.write_back(USER_MIN, self.stack_top).map_err(VmmError::MemoryServer)?;
         let remote = cache.remote_pages();
         child.start(&Request::ForkProcess { parent: self.home.proc }, "fork")?;
         drop(cache);

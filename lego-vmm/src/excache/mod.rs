@@ -23,7 +23,6 @@ pub mod owners;
 pub mod sets;
 pub mod streams;
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +31,6 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use lego_proto::frame::MAX_RUN_PAGES;
-use lego_proto::mm::{self as msg, OwnerCall, Reply, Request};
 use lego_proto::transport::{RegisteredBuf, Slot, Transport};
 use lego_proto::ProtoError;
 use vmm_sys_util::eventfd::EventFd;
@@ -336,55 +334,19 @@ impl Held<'_> {
     }
 
     /// Writes back the dirty lines of `[start, end)` and drops all its lines, so that the owners
-    /// hold the only copy (before mremap moves the pages there).
+    /// hold the only copy (before mremap moves the pages there, or a fork copies the address
+    /// space). The dirty lines go to each owner as pipelined flushes of up to
+    /// [`MAX_RUN_PAGES`] pages ([`State::write_back_staged`]), not one round trip each.
     pub fn write_back(&mut self, start: u64, end: u64) -> Result<(), String> {
         let end = end.min(self.shared.size);
+        let mut staged = Vec::new();
         for line in self.st.sets.in_range(start, end) {
-            self.st.evict(self.shared, line, None)?;
-        }
-        Ok(())
-    }
-
-    /// [`Held::write_back`] for a whole address space about to be copied (a fork): the dirty
-    /// pages go to each owner in batches of up to [`FLUSH_BATCH`] pages, one control call each,
-    /// rather than one round trip per page.
-    pub fn write_back_batched(&mut self, start: u64, end: u64) -> Result<(), String> {
-        let end = end.min(self.shared.size);
-        let lines = self.st.sets.in_range(start, end);
-        let mut batches: HashMap<usize, Vec<(u64, Vec<u8>)>> = HashMap::new();
-        for line in lines.iter().filter(|l| l.dirty) {
-            let at = self.shared.host + line.page;
-            // From here on a write to the page waits in the kernel until the line is gone.
-            self.shared.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {:#x}: {e}", line.page))?;
-            // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
-            // while write-protected.
-            let data = unsafe { std::slice::from_raw_parts(at as *const u8, PAGE_SIZE as usize) }.to_vec();
-            let owner = self
-                .st
-                .owners
-                .owner_of(line.page)
-                .ok_or_else(|| format!("dirty page {:#x} lies in a vRegion without an owner", line.page))?;
-            let batch = batches.entry(owner).or_default();
-            batch.push((line.page, data));
-            if batch.len() == FLUSH_BATCH {
-                let pages = std::mem::take(batch);
-                self.st.put_pages(owner, pages)?;
+            self.st.evict_staged(self.shared, line, &mut staged)?;
+            if staged.len() == MAX_RUN_PAGES as usize {
+                self.st.write_back_staged(&std::mem::take(&mut staged))?;
             }
         }
-        for (owner, pages) in batches.into_iter().filter(|(_, p)| !p.is_empty()) {
-            self.st.put_pages(owner, pages)?;
-        }
-        for line in lines {
-            if line.dirty {
-                self.st.remote.insert(line.page);
-                self.st.stats.dirty_flushes += 1;
-                self.st.stats.bytes_out += PAGE_SIZE;
-            }
-            self.shared.zap(line.page, PAGE_SIZE)?;
-            self.st.sets.remove(line.page);
-            self.st.stats.evictions += 1;
-        }
-        Ok(())
+        self.st.write_back_staged(&staged)
     }
 
     /// Which pages exist at their owners (for a fork, whose copy has the same).
@@ -425,24 +387,7 @@ impl Drop for ExCache {
     }
 }
 
-/// Most pages one batched write-back call carries (about half a control frame).
-pub const FLUSH_BATCH: usize = 128;
-
 impl State {
-    /// Stores `pages` at `owner` in one control call.
-    fn put_pages(&mut self, owner: usize, pages: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
-        let n = pages.len();
-        let proc = self.proc;
-        let link = self.owners.link(owner).map_err(|e| e.to_string())?;
-        let body = link
-            .call(proc, &msg::encode(&Request::Owner(OwnerCall::PutPages { pages })))
-            .map_err(|e| format!("writing back {n} pages: {e}"))?;
-        match msg::decode::<Reply>(&body) {
-            Ok(Reply::Owner(Ok(_))) => Ok(()),
-            other => Err(format!("writing back {n} pages: the owner answered {other:?}")),
-        }
-    }
-
     /// The page path, top to bottom: a missing line `page` (written if `write`) is made
     /// resident. Room is made in its set first; the victim goes back to its owner if dirty, in
     /// the same exchange as the fetch when both have the same owner. The line then comes from its
@@ -556,7 +501,7 @@ impl State {
                 if (page..end).contains(&victim.page) {
                     break;
                 }
-                self.evict_for_prefetch(mem, victim, &mut staged)?;
+                self.evict_staged(mem, victim, &mut staged)?;
             }
             if !self.remote.contains(at) {
                 self.buf.page_mut(WINDOW.0 + i as usize).fill(0);
@@ -594,9 +539,6 @@ impl State {
     /// [`INSTALL`]; returns whether it did.
     fn evict(&mut self, mem: &Shared, victim: sets::Resident, fetch: Option<(usize, u64)>) -> Result<bool, String> {
         let mut fetched = false;
-        if self.sets.take_prefetched(victim.page) {
-            self.stats.prefetch_unused += 1;
-        }
         if victim.dirty {
             let owner = self.copy_out(mem, victim.page, VICTIM)?;
             let proc = self.proc;
@@ -616,10 +558,19 @@ impl State {
             }
             self.flushed(victim.page);
         }
-        mem.zap(victim.page, PAGE_SIZE)?;
-        self.sets.remove(victim.page);
-        self.stats.evictions += 1;
+        self.drop_line(mem, victim.page)?;
         Ok(fetched)
+    }
+
+    /// Unmaps the line `page` and forgets it (a prefetched line never used counts as such).
+    fn drop_line(&mut self, mem: &Shared, page: u64) -> Result<(), String> {
+        if self.sets.take_prefetched(page) {
+            self.stats.prefetch_unused += 1;
+        }
+        mem.zap(page, PAGE_SIZE)?;
+        self.sets.remove(page);
+        self.stats.evictions += 1;
+        Ok(())
     }
 
     /// Write-protects the dirty line `page` and copies it into `slot`; returns its owner. From
@@ -640,28 +591,20 @@ impl State {
         self.stats.bytes_out += PAGE_SIZE;
     }
 
-    /// Evicts the victims of a prefetch window: clean ones at once, dirty ones copied out into
-    /// the write-back slots and unmapped, to be written back together by
-    /// [`State::write_back_staged`] before the handler lets go of the state.
-    fn evict_for_prefetch(&mut self, mem: &Shared, victim: sets::Resident, staged: &mut Vec<(usize, u64, Slot)>) -> Result<(), String> {
-        if !victim.dirty {
-            self.evict(mem, victim, None)?;
-            return Ok(());
+    /// Evicts `victim` with its write-back deferred: a dirty line is copied out into the next of
+    /// the (at most [`MAX_RUN_PAGES`]) write-back slots and unmapped, to be written back
+    /// together with the others `staged` by [`State::write_back_staged`] before the state is
+    /// let go (a prefetch window's victims, or the lines of [`Held::write_back`]).
+    fn evict_staged(&mut self, mem: &Shared, victim: sets::Resident, staged: &mut Vec<(usize, u64, Slot)>) -> Result<(), String> {
+        if victim.dirty {
+            let slot = Slot(WRITE_BACK.0 + staged.len());
+            let owner = self.copy_out(mem, victim.page, slot)?;
+            staged.push((owner, victim.page, slot));
         }
-        if self.sets.take_prefetched(victim.page) {
-            self.stats.prefetch_unused += 1;
-        }
-        let slot = Slot(WRITE_BACK.0 + staged.len());
-        let owner = self.copy_out(mem, victim.page, slot)?;
-        staged.push((owner, victim.page, slot));
-        mem.zap(victim.page, PAGE_SIZE)?;
-        self.sets.remove(victim.page);
-        self.stats.evictions += 1;
-        Ok(())
+        self.drop_line(mem, victim.page)
     }
 
-    /// Writes back the dirty victims `evict_for_prefetch` staged: one pipelined exchange per
-    /// owner.
+    /// Writes back the dirty lines `evict_staged` staged: one pipelined exchange per owner.
     fn write_back_staged(&mut self, staged: &[(usize, u64, Slot)]) -> Result<(), String> {
         let mut owners: Vec<usize> = staged.iter().map(|s| s.0).collect();
         owners.sort_unstable();
