@@ -12,10 +12,14 @@ use crate::size::parse_size;
 #[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyArg {
-    /// First in, first out (LegoOS's default).
+    /// First in, first out (LegoOS's default): lines leave in the order the hand meets them.
     Fifo,
-    /// Least recently used.
-    Lru,
+    /// CLOCK: a line accessed since the hand last passed gets a second chance. The accessed
+    /// bits are the ones KVM sets in the guest page tables, so every access counts. The usual
+    /// approximation of LRU, which is what `lru` names too.
+    #[value(alias = "lru")]
+    #[serde(alias = "lru")]
+    Clock,
 }
 
 /// Memory options shared by `lego run` and the benchmarks.
@@ -29,11 +33,11 @@ pub struct MemoryArgs {
     /// with --global-mgr, else 256M].
     #[arg(long, value_parser = parse_size)]
     pub excache: Option<u64>,
-    /// Lines per ExCache set.
-    #[arg(long, default_value_t = 64)]
+    /// Lines per ExCache set (0: one set of all lines, fully associative).
+    #[arg(long, default_value_t = 0)]
     pub excache_ways: usize,
     /// ExCache replacement policy.
-    #[arg(long, value_enum, default_value = "fifo")]
+    #[arg(long, value_enum, default_value = "clock")]
     pub excache_policy: PolicyArg,
     /// Most ExCache lines prefetched after a miss that continues a sequential stream of misses
     /// (at most 64, and at most a sixteenth of the ExCache); 0 turns prefetch off.
@@ -74,7 +78,7 @@ impl MemoryArgs {
         };
         let policy = match self.excache_policy {
             PolicyArg::Fifo => Policy::Fifo,
-            PolicyArg::Lru => Policy::Lru,
+            PolicyArg::Clock => Policy::Clock,
         };
         let config = MemoryConfig {
             servers,

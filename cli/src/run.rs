@@ -149,7 +149,7 @@ fn request(args: &RunArgs) -> RunRequest {
         mem: args.mem,
         excache: m.excache,
         excache_ways: m.excache_ways as u32,
-        excache_lru: matches!(m.excache_policy, crate::memory::PolicyArg::Lru),
+        excache_clock: matches!(m.excache_policy, crate::memory::PolicyArg::Clock),
         excache_prefetch: m.prefetch.min(u64::from(u32::MAX)) as u32,
         vregion_size: m.vregion_size,
         mem_timeout_s: m.mem_timeout,
@@ -304,6 +304,9 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   dirty flushes           {:>10}", c.dirty_flushes);
     eprintln!("lego:   piggybacked flushes     {:>10}", c.piggybacked);
     eprintln!("lego:   first writes (dirtied)  {:>10}", c.dirtied);
+    eprintln!("lego:   waits on write-back     {:>10}", c.writeback_waits);
+    eprintln!("lego:   second chances (CLOCK)  {:>10}", c.second_chances);
+    eprintln!("lego:   invalidated frame runs  {:>10}", c.invalidations);
     eprintln!("lego:   prefetched lines        {:>10}", c.prefetched);
     eprintln!("lego:   prefetched, used        {:>10}", c.prefetch_used);
     eprintln!("lego:   prefetched, evicted unused {:>7}", c.prefetch_unused);
@@ -311,7 +314,7 @@ fn print_stats(report: &RunReport) {
     if !c.miss_ns.is_empty() {
         let us = |q: f64| c.miss_ns.value_at_quantile(q) as f64 / 1000.0;
         eprintln!(
-            "lego:   miss latency (handler)  p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us",
+            "lego:   miss latency (VMM side) p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us",
             us(0.5),
             us(0.99),
             us(0.999)

@@ -1,10 +1,5 @@
 //! Static x86-64 ELF executables: validation (pure, so it can be fuzzed) and loading into user
-//! memory with linux-loader.
-
-use std::io::Cursor;
-
-use linux_loader::loader::{elf::Elf, KernelLoader};
-use vm_memory::GuestAddress;
+//! memory.
 
 use crate::layout::{page_ceil, page_floor, PIE_BASE, USER_MIN};
 use crate::mm::Mm;
@@ -204,7 +199,7 @@ pub fn parse(file: &[u8], user_top: u64) -> Result<ElfInfo, ElfError> {
     Ok(ElfInfo { entry, load_bias: bias, phdr, phnum: phnum as u64, segments, end })
 }
 
-/// Maps the segments of a validated executable and copies them in with linux-loader.
+/// Maps the segments of a validated executable and copies their file data in.
 pub fn load(info: &ElfInfo, file: &[u8], mm: &mut Mm) -> Result<(), ElfError> {
     let no_room = |s: &Segment| ElfError::DoesNotFit(s.vaddr, s.vaddr + s.memsz);
     let no_room_at = |end: u64| ElfError::DoesNotFit(end, end);
@@ -222,19 +217,18 @@ pub fn load(info: &ElfInfo, file: &[u8], mm: &mut Mm) -> Result<(), ElfError> {
         }
         mapped_end = mapped_end.max(end);
     }
-    Elf::load(
-        mm.user().guest_memory(),
-        Some(GuestAddress(info.load_bias)),
-        &mut Cursor::new(file),
-        None,
-    )
-    .map_err(|e| ElfError::Malformed(e.to_string()))?;
-    // The regions were mapped fresh (zero-filled): only the rest of the page the file data ends
-    // in can hold anything but zeroes. Writing zeroes over the whole bss would dirty every line.
+    // The regions were mapped fresh (zero-filled): only the file data, and the rest of the page
+    // it ends in, can hold anything but zeroes. Writing zeroes over the whole bss would dirty
+    // every line.
     for s in &info.segments {
+        let data = usize::try_from(s.offset)
+            .ok()
+            .and_then(|o| file.get(o..o.checked_add(usize::try_from(s.filesz).ok()?)?))
+            .ok_or_else(|| ElfError::Malformed(format!("segment at {:#x}: file data out of bounds", s.vaddr)))?;
+        mm.load(s.vaddr, data).map_err(|_| no_room(s))?;
         let bss = s.vaddr + s.filesz;
         let len = (page_ceil(bss).unwrap_or(bss) - bss).min(s.memsz - s.filesz);
-        mm.user().write(bss, &vec![0u8; len as usize]).map_err(|_| no_room(s))?;
+        mm.load(bss, &vec![0u8; len as usize]).map_err(|_| no_room(s))?;
     }
     mm.set_brk_start(info.end).map_err(|_| no_room_at(info.end))?;
     Ok(())

@@ -5,6 +5,7 @@
 //! tables and to the [`ExCache`]. Every change that takes a right away from a page is paired with
 //! the invalidation KVM needs (see [`crate::paging`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lego_proto::handshake::{ComponentKind, Hello};
@@ -17,9 +18,8 @@ use crate::error::VmmError;
 use crate::excache::owners::Owners;
 use crate::excache::{CacheStats, ExCache, Held, MemoryConfig};
 use crate::layout::*;
-use crate::paging::{PageTables, Prot};
+use crate::paging::Prot;
 use crate::sysmem::SysMem;
-use crate::user_mem::UserMemory;
 
 /// `mmap(2)` flags the memory manager looks at.
 pub mod flags {
@@ -38,12 +38,11 @@ use flags::*;
 
 /// A process address space.
 pub struct Mm {
-    // Drop order: the handler thread stops before the memory it serves is unmapped.
     cache: ExCache,
     home: Home,
-    user: UserMemory,
-    sys: SysMem,
-    pt: PageTables,
+    sys: Arc<SysMem>,
+    /// Bytes of user address space.
+    size: u64,
     vmas: VmaList,
     stack_top: u64,
     /// Where the memory lives, for a fork's copy.
@@ -137,17 +136,14 @@ impl Mm {
                 break u64::from_le_bytes(b);
             }
         };
-        let user = UserMemory::new(size)?;
         let owners = Owners::new(config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
-        let cache = ExCache::start(user.host_addr(), size, config.excache, owners, proc)?;
-        let mut sys = SysMem::new(size)?;
-        let pt = PageTables::new(&mut sys).map_err(|e| VmmError::Memory { size, reason: e.to_string() })?;
+        let sys = Arc::new(SysMem::new(size)?);
+        let cache = ExCache::start(config.excache, owners, proc, sys.clone())?;
         Ok(Mm {
             cache,
             home: Home { link, proc },
-            user,
             sys,
-            pt,
+            size,
             vmas: VmaList::default(),
             stack_top: size,
             config: config.clone(),
@@ -158,8 +154,8 @@ impl Mm {
     fn start(&mut self, req: &Request, what: &str) -> Result<(), VmmError> {
         let created = match self.home.call(req) {
             Ok(Reply::Mem(Ok(outcome))) => {
-                let Mm { cache, user, sys, pt, vmas, stack_top, .. } = self;
-                apply(sys, pt, vmas, user, &mut cache.hold(), *stack_top, outcome)
+                let Mm { cache, vmas, stack_top, .. } = self;
+                apply(vmas, &mut cache.hold(), *stack_top, outcome)
             }
             Ok(other) => Err(format!("the home refused to {what} the process: {other:?}")),
             Err(e) => Err(e),
@@ -169,17 +165,17 @@ impl Mm {
 
     /// A copy of this address space for a child process (fork), with a home session of its own
     /// at the same home. The dirty lines are written back first; then the home has the owners
-    /// copy the pages among themselves, so no page data passes through here. Both address
-    /// spaces then fault their lines in independently.
+    /// copy the pages among themselves, so no page data passes through here. The parent keeps
+    /// its lines (now clean); the child faults its own in.
     pub fn fork(&mut self) -> Result<Mm, VmmError> {
         let hello = Hello::new(ComponentKind::Processor, self.config.cluster);
         let link = TcpTransport::connect(self.home.link.peer(), hello, self.config.timeout)
             .map_err(|e| VmmError::MemoryServer(format!("home mem-server {}: {e}", self.home.link.peer())))?;
-        let mut child = Mm::unmapped(self.user.size(), &self.config, link)?;
+        let mut child = Mm::unmapped(self.size, &self.config, link)?;
         // Held from the write-back until the copy is made: no line of the parent goes back
         // to its owner in between.
         let mut cache = self.cache.hold();
-        cache.write_back(USER_MIN, self.stack_top).map_err(VmmError::MemoryServer)?;
+        cache.clean(USER_MIN, self.stack_top).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
         let remote = cache.remote_pages();
         child.start(&Request::ForkProcess { parent: self.home.proc }, "fork")?;
         drop(cache);
@@ -194,9 +190,9 @@ impl Mm {
         self.map_region(self.stack_top - STACK_MAX, self.stack_top, Prot::RW, VmaKind::Stack)
     }
 
-    /// The user memory slot.
-    pub fn user(&self) -> &UserMemory {
-        &self.user
+    /// Bytes of user address space.
+    pub fn size(&self) -> u64 {
+        self.size
     }
     /// The VMM-private slot.
     pub fn sys(&self) -> &SysMem {
@@ -204,7 +200,7 @@ impl Mm {
     }
     /// Page-table root (CR3).
     pub fn cr3(&self) -> u64 {
-        self.pt.root()
+        self.cache.cr3()
     }
     /// Top of the main stack.
     pub fn stack_top(&self) -> u64 {
@@ -257,7 +253,7 @@ impl Mm {
                     let end = old.saturating_add(page_ceil(old_len).unwrap_or(u64::MAX)).min(v.end);
                     if let Err(e) = cache.write_back(old, end) {
                         drop(cache);
-                        return Err(self.fatal(e));
+                        return Err(self.fatal(e.to_string()));
                     }
                 }
             }
@@ -269,7 +265,7 @@ impl Mm {
             Ok(other) => Err(format!("home mem-server answered {other:?}")),
             Err(e) => Err(e),
         };
-        let applied = outcome.and_then(|o| apply(&mut self.sys, &mut self.pt, &mut self.vmas, &self.user, &mut cache, self.stack_top, o));
+        let applied = outcome.and_then(|o| apply(&mut self.vmas, &mut cache, self.stack_top, o));
         drop(cache);
         applied.map_err(|e| self.fatal(e))
     }
@@ -331,12 +327,7 @@ impl Mm {
         if !self.user_accessible(addr, buf.len() as u64, false) {
             return Err(Errno::EFAULT);
         }
-        self.user.read(addr, buf)?;
-        // After a memory failure, faults are resolved with zeroes: nothing read may leave.
-        if self.cache.failure().is_some() {
-            return Err(Errno::EIO);
-        }
-        Ok(())
+        self.cache.access(addr, buf.len() as u64, false, |src, at| buf[at..at + src.len()].copy_from_slice(src))
     }
 
     /// `copy_to_user`: writes guest memory the program could write, else `EFAULT`.
@@ -344,7 +335,13 @@ impl Mm {
         if !self.user_accessible(addr, buf.len() as u64, true) {
             return Err(Errno::EFAULT);
         }
-        self.user.write(addr, buf)
+        self.load(addr, buf)
+    }
+
+    /// Copies `buf` into mapped memory whatever its rights (program images, file contents of
+    /// a new mapping); `EFAULT` where nothing is mapped.
+    pub fn load(&self, addr: u64, buf: &[u8]) -> SysResult<()> {
+        self.cache.access(addr, buf.len() as u64, true, |dst, at| dst.copy_from_slice(&buf[at..at + dst.len()]))
     }
 
     /// Reads a NUL-terminated string of at most `max` bytes (without the NUL):
@@ -368,16 +365,16 @@ impl Mm {
         }
     }
 
-    /// The futex word at `addr`: `EINVAL` if unaligned, `EFAULT` unless the program could read
-    /// it (and write it, with `write`).
-    pub fn futex_word(&self, addr: u64, write: bool) -> SysResult<&std::sync::atomic::AtomicU32> {
+    /// Runs `f` on the futex word at `addr` (which must not block): `EINVAL` if unaligned,
+    /// `EFAULT` unless the program could read it (and write it, with `write`).
+    pub fn with_futex_word<R>(&self, addr: u64, write: bool, f: impl FnOnce(&std::sync::atomic::AtomicU32) -> R) -> SysResult<R> {
         if !addr.is_multiple_of(4) {
             return Err(Errno::EINVAL);
         }
         if !self.user_accessible(addr, 4, write) {
             return Err(Errno::EFAULT);
         }
-        self.user.word(addr)
+        self.cache.with_word(addr, write, f)
     }
 
     /// Reads a little-endian u64.
@@ -403,17 +400,9 @@ impl Drop for Mm {
     }
 }
 
-/// Applies the home's effects, in order, to the region cache, page tables and ExCache (held
-/// still by the caller since before the request).
-fn apply(
-    sys: &mut SysMem,
-    pt: &mut PageTables,
-    vmas: &mut VmaList,
-    user: &UserMemory,
-    cache: &mut Held<'_>,
-    stack_top: u64,
-    outcome: MemOutcome,
-) -> Result<u64, String> {
+/// Applies the home's effects, in order, to the region cache and the ExCache (its page tables
+/// and lines), held still by the caller since before the request.
+fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemOutcome) -> Result<u64, String> {
     // The home may only describe the user part of this address space.
     let check_effect = |start: u64, end: u64| {
         if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || start >= end || start < USER_MIN || end > stack_top {
@@ -421,37 +410,31 @@ fn apply(
         }
         Ok(())
     };
+    let mem = |e: crate::excache::MemError| e.to_string();
     for o in &outcome.owners {
-        cache.set_owner(o.index, &o.owner)?;
+        cache.set_owner(o.index, &o.owner).map_err(mem)?;
     }
     for effect in outcome.effects {
         match effect {
             Effect::Map(vma) => {
                 check_effect(vma.start, vma.end)?;
                 vmas.remove(vma.start, vma.end);
-                pt.map_user(sys, vma.start, vma.end, vma.prot)
-                    .map_err(|e| format!("page tables for {:#x}..{:#x}: {e}", vma.start, vma.end))?;
+                cache.map(vma.start, vma.end, vma.prot).map_err(|e| format!("mapping {:#x}..{:#x}: {e}", vma.start, vma.end))?;
                 vmas.insert(vma);
             }
             Effect::Unmap { start, end } => {
                 check_effect(start, end)?;
-                for v in vmas.remove(start, end) {
-                    pt.unmap(sys, v.start, v.end);
-                }
-                // Dropping the host pages is also what makes KVM forget the translations.
-                cache.discard(start, end)?;
+                vmas.remove(start, end);
+                cache.unmap(start, end).map_err(mem)?;
             }
             Effect::Protect { start, end, prot } => {
                 check_effect(start, end)?;
-                let old = vmas.protect(start, end, prot).unwrap_or_default();
-                pt.map_user(sys, start, end, prot).map_err(|e| format!("page tables for {start:#x}..{end:#x}: {e}"))?;
-                for piece in old.iter().filter(|v| v.prot.loses_rights_to(prot)) {
-                    user.revoke(piece.start, piece.end - piece.start).map_err(|e| e.to_string())?;
-                }
+                vmas.protect(start, end, prot);
+                cache.protect(start, end, prot).map_err(mem)?;
             }
             Effect::Discard { start, end } => {
                 check_effect(start, end)?;
-                cache.discard(start, end)?;
+                cache.discard(start, end).map_err(mem)?;
             }
             Effect::Move { from, to, len } => {
                 check_effect(from, from.saturating_add(len))?;

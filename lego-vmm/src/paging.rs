@@ -1,29 +1,124 @@
 //! The guest's 4-level page tables, kept by the VMM at 4 KB granularity.
 //!
-//! User pages are identity mapped (virtual == physical), so a leaf entry only carries the
-//! permission bits of the region it belongs to. Accessed and dirty bits are preset, so the guest
-//! never writes to its own tables.
+//! A user page is mapped to a *frame* of the ExCache (LegoOS tags its lines by virtual page the
+//! same way): a resident line's leaf entry is present and holds the frame's guest-physical
+//! address. A page that belongs to a region but is not resident has a non-present entry with the
+//! software bit [`MAPPED`] and the region's rights, so a guest #PF on it is told apart from a
+//! wild access with one look at the entry ([`Pte`]). When present bit is clear, the CPU and KVM
+//! ignore every other bit, so the entry is free to carry this.
 //!
-//! KVM here shadows the guest tables and write-protects them against *guest* writes only, so a
-//! VMM-side write that takes a permission away must be paired with a host-side invalidation of the
-//! same range (see [`crate::user_mem::UserMemory::revoke`]); adding permissions needs nothing.
+//! KVM's shadow MMU sets the accessed (A) bit of a present entry when it builds a shadow entry
+//! for it, and the dirty (D) bit on the first write through it, with no exit to the VMM. The
+//! ExCache reads them for replacement and dirty tracking, and so must change present entries
+//! atomically ([`PageTables::entry`] gives the word). A VMM-side change that takes something
+//! away (a right, A, D, the whole mapping) is seen by the guest only after a host-side
+//! invalidation of the *frame* (see [`crate::user_mem::FramePool::invalidate`]); adding rights or
+//! making an entry present needs nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::layout::{PAGE_SIZE, SYS_BASE};
 use crate::sysmem::SysMem;
 
-const PRESENT: u64 = 1;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const ACCESSED: u64 = 1 << 5;
-const DIRTY: u64 = 1 << 6;
-const NO_EXEC: u64 = 1 << 63;
-const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// Present.
+pub const PRESENT: u64 = 1;
+/// Writable.
+pub const WRITABLE: u64 = 1 << 1;
+/// User-accessible.
+pub const USER: u64 = 1 << 2;
+/// Accessed: set by KVM when it builds a shadow entry for the page.
+pub const ACCESSED: u64 = 1 << 5;
+/// Dirty: set by KVM on the first write through the entry.
+pub const DIRTY: u64 = 1 << 6;
+/// Software bit (ignored by the CPU): the page belongs to a user region. A non-present entry
+/// with it is a page that is not resident; without it, an address nothing is mapped at.
+pub const MAPPED: u64 = 1 << 9;
+/// No execute.
+pub const NO_EXEC: u64 = 1 << 63;
+/// The frame address bits.
+pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 pub use lego_proto::vma::Prot;
 
-/// The page-table tree rooted at one PML4 page in [`SysMem`].
+/// A decoded leaf entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pte(pub u64);
+
+impl Pte {
+    /// The entry of a page of a region with rights `prot`, not resident.
+    pub fn absent(prot: Prot) -> Pte {
+        let mut e = MAPPED | USER;
+        if prot.writable() {
+            e |= WRITABLE;
+        }
+        if !prot.executable() {
+            e |= NO_EXEC;
+        }
+        Pte(e)
+    }
+    /// Whether the page belongs to a user region (resident or not).
+    pub fn mapped(self) -> bool {
+        self.0 & MAPPED != 0
+    }
+    /// Whether the line is resident.
+    pub fn present(self) -> bool {
+        self.0 & PRESENT != 0
+    }
+    /// Guest-physical address of the frame (meaningful when present).
+    pub fn frame(self) -> u64 {
+        self.0 & ADDR_MASK
+    }
+    /// Whether the guest may write the page.
+    pub fn writable(self) -> bool {
+        self.0 & WRITABLE != 0
+    }
+    /// Whether the guest may execute the page.
+    pub fn executable(self) -> bool {
+        self.0 & NO_EXEC == 0
+    }
+    /// Set by KVM since the bit was last cleared.
+    pub fn accessed(self) -> bool {
+        self.0 & ACCESSED != 0
+    }
+    /// Written since the bit was last cleared.
+    pub fn dirty(self) -> bool {
+        self.0 & DIRTY != 0
+    }
+    /// The same page made resident in `frame`: accessed if `accessed`, dirty if `dirty`.
+    pub fn resident(self, frame: u64, accessed: bool, dirty: bool) -> Pte {
+        let rights = self.0 & (WRITABLE | NO_EXEC);
+        let mut e = MAPPED | USER | PRESENT | rights | (frame & ADDR_MASK);
+        if accessed {
+            e |= ACCESSED;
+        }
+        if dirty {
+            e |= DIRTY;
+        }
+        Pte(e)
+    }
+    /// The same page, no longer resident (rights kept).
+    pub fn evicted(self) -> Pte {
+        Pte(self.0 & (MAPPED | USER | WRITABLE | NO_EXEC))
+    }
+    /// The same entry with the rights of `prot` (frame, A and D kept).
+    pub fn with_rights(self, prot: Prot) -> Pte {
+        let mut e = self.0 & !(WRITABLE | NO_EXEC);
+        if prot.writable() {
+            e |= WRITABLE;
+        }
+        if !prot.executable() {
+            e |= NO_EXEC;
+        }
+        Pte(e)
+    }
+}
+
+/// The page-table tree rooted at one PML4 page in [`SysMem`], with the pool its table pages come
+/// from.
 pub struct PageTables {
     root: u64,
+    next: u64,
+    end: u64,
 }
 
 /// Page tables need more pages than the pool has: the region list is bigger than `--mem` allows.
@@ -35,18 +130,22 @@ impl PageTables {
     /// Creates an empty tree and maps the VMM-private slot: supervisor-only and non-executable,
     /// but for the stub page, which is read-only, executable and user-reachable (see
     /// [`crate::layout`]).
-    pub fn new(sys: &mut SysMem) -> Result<PageTables, PoolExhausted> {
-        let root = sys.alloc_page().ok_or(PoolExhausted)?;
-        let mut pt = PageTables { root };
+    pub fn new(sys: &SysMem) -> Result<PageTables, PoolExhausted> {
+        let (next, end) = sys.pt_pool();
+        let mut pt = PageTables { root: 0, next, end };
+        pt.root = pt.alloc_page()?;
         let size = sys.size();
-        pt.set_range(sys, SYS_BASE, SYS_BASE + size, |va| {
-            let base = va | PRESENT | ACCESSED | DIRTY;
-            if va == crate::layout::STUB_PAGE {
-                base | USER
-            } else {
-                base | WRITABLE | NO_EXEC
+        let mut va = SYS_BASE;
+        while va < SYS_BASE + size {
+            let table = pt.leaf_table(sys, va, true)?.ok_or(PoolExhausted)?;
+            let chunk_end = ((va | 0x1f_ffff) + 1).min(SYS_BASE + size);
+            while va < chunk_end {
+                let base = va | PRESENT | ACCESSED | DIRTY;
+                let e = if va == crate::layout::STUB_PAGE { base | USER } else { base | WRITABLE | NO_EXEC };
+                sys.write_u64(table + 8 * ((va >> 12) & 511), e);
+                va += PAGE_SIZE;
             }
-        })?;
+        }
         Ok(pt)
     }
 
@@ -55,41 +154,46 @@ impl PageTables {
         self.root
     }
 
-    /// Maps `[start, end)` for user mode with `prot` (`PROT_NONE` unmaps).
-    pub fn map_user(&mut self, sys: &mut SysMem, start: u64, end: u64, prot: Prot) -> Result<(), PoolExhausted> {
-        if !prot.readable() {
-            self.unmap(sys, start, end);
-            return Ok(());
+    fn alloc_page(&mut self) -> Result<u64, PoolExhausted> {
+        if self.next + PAGE_SIZE > self.end {
+            return Err(PoolExhausted);
         }
-        let mut flags = PRESENT | USER | ACCESSED | DIRTY;
-        if prot.writable() {
-            flags |= WRITABLE;
-        }
-        if !prot.executable() {
-            flags |= NO_EXEC;
-        }
-        self.set_range(sys, start, end, |va| va | flags)
+        let page = self.next;
+        self.next += PAGE_SIZE;
+        Ok(page)
     }
 
-    /// Clears the leaf entries of `[start, end)`. Tables are kept (they are cheap and reused).
-    pub fn unmap(&mut self, sys: &mut SysMem, start: u64, end: u64) {
+    /// Calls `f` with the leaf entry word of every page of `[start, end)` that has a leaf table;
+    /// with `create`, tables are made for all of it first.
+    pub fn for_each<'s>(
+        &mut self,
+        sys: &'s SysMem,
+        start: u64,
+        end: u64,
+        create: bool,
+        mut f: impl FnMut(u64, &'s AtomicU64),
+    ) -> Result<(), PoolExhausted> {
         let mut va = start;
         while va < end {
-            match self.leaf_table(sys, va, false) {
-                Ok(Some(table)) => {
-                    let chunk_end = ((va | 0x1f_ffff) + 1).min(end);
+            let chunk_end = ((va | 0x1f_ffff) + 1).min(end);
+            match self.leaf_table(sys, va, create)? {
+                Some(table) => {
                     while va < chunk_end {
-                        sys.write_u64(table + 8 * ((va >> 12) & 511), 0);
+                        f(va, sys.word(table + 8 * ((va >> 12) & 511)));
                         va += PAGE_SIZE;
                     }
                 }
-                _ => va = (va | 0x1f_ffff) + 1,
+                None => va = chunk_end,
             }
         }
+        Ok(())
     }
 
-    /// The leaf entry's (physical address, prot) for `va`, if mapped for user mode.
-    pub fn translate(&self, sys: &SysMem, va: u64) -> Option<(u64, Prot)> {
+    /// The leaf entry word of `va`, if its leaf table exists.
+    pub fn entry<'s>(&self, sys: &'s SysMem, va: u64) -> Option<&'s AtomicU64> {
+        if va >= SYS_BASE {
+            return None;
+        }
         let mut table = self.root;
         for level in (1..4).rev() {
             let e = sys.read_u64(table + 8 * ((va >> (12 + 9 * level)) & 511));
@@ -98,41 +202,16 @@ impl PageTables {
             }
             table = e & ADDR_MASK;
         }
-        let e = sys.read_u64(table + 8 * ((va >> 12) & 511));
-        if e & PRESENT == 0 || e & USER == 0 {
-            return None;
-        }
-        let mut p = Prot::READ;
-        if e & WRITABLE != 0 {
-            p = p.union(Prot::WRITE);
-        }
-        if e & NO_EXEC == 0 {
-            p = p.union(Prot::EXEC);
-        }
-        Some((e & ADDR_MASK, p))
+        Some(sys.word(table + 8 * ((va >> 12) & 511)))
     }
 
-    fn set_range(
-        &mut self,
-        sys: &mut SysMem,
-        start: u64,
-        end: u64,
-        entry: impl Fn(u64) -> u64,
-    ) -> Result<(), PoolExhausted> {
-        let mut va = start;
-        while va < end {
-            let table = self.leaf_table(sys, va, true)?.ok_or(PoolExhausted)?;
-            let chunk_end = ((va | 0x1f_ffff) + 1).min(end);
-            while va < chunk_end {
-                sys.write_u64(table + 8 * ((va >> 12) & 511), entry(va));
-                va += PAGE_SIZE;
-            }
-        }
-        Ok(())
+    /// The decoded leaf entry of `va` (0 where there is no table).
+    pub fn pte(&self, sys: &SysMem, va: u64) -> Pte {
+        Pte(self.entry(sys, va).map_or(0, |w| w.load(Ordering::Acquire)))
     }
 
     /// The leaf (level-1) table covering `va`, created on the way if `create`.
-    fn leaf_table(&mut self, sys: &mut SysMem, va: u64, create: bool) -> Result<Option<u64>, PoolExhausted> {
+    fn leaf_table(&mut self, sys: &SysMem, va: u64, create: bool) -> Result<Option<u64>, PoolExhausted> {
         let mut table = self.root;
         for level in (1..4).rev() {
             let slot = table + 8 * ((va >> (12 + 9 * level)) & 511);
@@ -144,7 +223,7 @@ impl PageTables {
             if !create {
                 return Ok(None);
             }
-            let page = sys.alloc_page().ok_or(PoolExhausted)?;
+            let page = self.alloc_page()?;
             // Intermediate levels allow everything; the leaf decides.
             sys.write_u64(slot, page | PRESENT | WRITABLE | USER | ACCESSED);
             table = page;
@@ -157,33 +236,42 @@ impl PageTables {
 mod tests {
     use super::*;
 
+    fn set(pt: &mut PageTables, sys: &SysMem, start: u64, end: u64, prot: Prot) {
+        pt.for_each(sys, start, end, true, |_, w| w.store(Pte::absent(prot).0, Ordering::Release)).unwrap();
+    }
+
     #[test]
-    fn map_protect_unmap_roundtrip() {
-        let mut sys = SysMem::new(64 << 20).unwrap();
-        let mut pt = PageTables::new(&mut sys).unwrap();
-        pt.map_user(&mut sys, 0x40_0000, 0x40_3000, Prot::RW).unwrap();
-        assert_eq!(pt.translate(&sys, 0x40_1000), Some((0x40_1000, Prot::RW)));
-        assert_eq!(pt.translate(&sys, 0x40_3000), None);
-        pt.map_user(&mut sys, 0x40_1000, 0x40_2000, Prot(Prot::READ.0 | Prot::EXEC.0)).unwrap();
-        assert_eq!(pt.translate(&sys, 0x40_1000).unwrap().1, Prot(5));
-        pt.unmap(&mut sys, 0x40_0000, 0x40_2000);
-        assert_eq!(pt.translate(&sys, 0x40_0000), None);
-        assert!(pt.translate(&sys, 0x40_2000).is_some());
+    fn absent_resident_evicted_roundtrip() {
+        let sys = SysMem::new(64 << 20).unwrap();
+        let mut pt = PageTables::new(&sys).unwrap();
+        set(&mut pt, &sys, 0x40_0000, 0x40_3000, Prot::RW);
+        let e = pt.pte(&sys, 0x40_1000);
+        assert!(e.mapped() && !e.present() && e.writable() && !e.executable());
+        assert!(!pt.pte(&sys, 0x40_3000).mapped());
+        let r = e.resident(0x7000, true, false);
+        assert!(r.present() && r.accessed() && !r.dirty() && r.writable());
+        assert_eq!(r.frame(), 0x7000);
+        assert_eq!(r.evicted(), e);
+        let ro = r.with_rights(Prot(Prot::READ.0 | Prot::EXEC.0));
+        assert!(!ro.writable() && ro.executable() && ro.present() && ro.frame() == 0x7000);
         // The private slot is mapped, but not for user mode, except the read-only stub page.
-        assert_eq!(pt.translate(&sys, SYS_BASE), None);
-        assert_eq!(pt.translate(&sys, crate::layout::STUB_PAGE).map(|e| e.1), Some(Prot(5)));
+        assert!(!pt.pte(&sys, SYS_BASE).mapped());
+        assert!(pt.entry(&sys, SYS_BASE).is_none());
     }
 
     #[test]
     fn ranges_crossing_table_boundaries() {
-        let mut sys = SysMem::new(1 << 30).unwrap();
-        let mut pt = PageTables::new(&mut sys).unwrap();
+        let sys = SysMem::new(1 << 30).unwrap();
+        let mut pt = PageTables::new(&sys).unwrap();
         let (s, e) = (0x1ff000, 0x4000_3000);
-        pt.map_user(&mut sys, s, e, Prot::READ).unwrap();
+        set(&mut pt, &sys, s, e, Prot::READ);
         for va in [s, 0x200000, 0x3fff_f000, e - 0x1000] {
-            assert!(pt.translate(&sys, va).is_some(), "{va:#x}");
+            assert!(pt.pte(&sys, va).mapped(), "{va:#x}");
         }
-        assert!(pt.translate(&sys, e).is_none());
-        assert!(pt.translate(&sys, s - 0x1000).is_none());
+        assert!(!pt.pte(&sys, e).mapped());
+        assert!(!pt.pte(&sys, s - 0x1000).mapped());
+        let mut n = 0;
+        pt.for_each(&sys, 0, 1 << 31, false, |_, w| n += u64::from(Pte(w.load(Ordering::Relaxed)).mapped())).unwrap();
+        assert_eq!(n, (e - s) / PAGE_SIZE);
     }
 }

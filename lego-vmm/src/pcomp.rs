@@ -320,7 +320,7 @@ mod tests {
             mem: None,
             excache: None,
             excache_ways: 64,
-            excache_lru: false,
+            excache_clock: false,
             excache_prefetch: 0,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,

@@ -1,6 +1,8 @@
 //! VMM-private guest memory: descriptor tables, CPL0 stubs, the exception stack and the pool the
 //! page tables are allocated from. None of it is ever mapped for user mode.
 
+use std::sync::atomic::AtomicU64;
+
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::error::VmmError;
@@ -10,15 +12,27 @@ use crate::layout::*;
 pub struct SysMem {
     mem: GuestMemoryMmap,
     size: u64,
-    /// Next free page of the page-table pool.
-    next_pt: u64,
+    /// Host address of the slot's start.
+    host: u64,
 }
 
-/// `out imm8, al` followed by `hlt`: the whole of a CPL0 stub. The VMM never resumes a stub, so
-/// the `hlt` is only reached if it has a bug, and then shows up as a clear error.
-fn stub(port: u16) -> [u8; 3] {
-    [0xe6, port as u8, 0xf4]
+/// `out imm8, al` followed by `hlt`: the whole of a CPL0 stub. The VMM does not resume a stub
+/// (it sets the registers the thread goes on with), so the `hlt` is only reached if it has a
+/// bug, and then shows up as a clear error.
+fn stub(port: u16) -> Vec<u8> {
+    vec![0xe6, port as u8, 0xf4]
 }
+
+/// The page-fault stub: `out imm8, al`, then `add rsp, 8; iretq`. A miss the VMM served resumes
+/// the stub, which drops the error code and returns to the faulting instruction itself: two
+/// emulated instructions cost less here than the VMM setting CS and SS through KVM, and the
+/// registers need no round trip at all. Any other outcome sets the registers, as for any stub.
+fn page_fault_stub(port: u16) -> Vec<u8> {
+    vec![0xe6, port as u8, 0x48, 0x83, 0xc4, 0x08, 0x48, 0xcf]
+}
+
+/// Vector of the page fault.
+pub const PAGE_FAULT: u8 = 14;
 
 /// Offset of the I/O permission bitmap in the TSS.
 const IO_BITMAP_OFFSET: u64 = 104;
@@ -64,7 +78,12 @@ impl SysMem {
             .ok_or_else(|| VmmError::Memory { size, reason: "bad region".into() })?;
         let mem = GuestMemoryMmap::from_regions(vec![region])
             .map_err(|e| VmmError::Memory { size, reason: e.to_string() })?;
-        let sys = SysMem { mem, size, next_pt: PT_POOL };
+        let host = {
+            use vm_memory::GuestMemoryBackend;
+            mem.get_host_address(GuestAddress(SYS_BASE))
+                .map_err(|e| VmmError::Memory { size, reason: e.to_string() })? as u64
+        };
+        let sys = SysMem { mem, size, host };
         sys.write_descriptor_tables();
         Ok(sys)
     }
@@ -103,7 +122,9 @@ impl SysMem {
                 | (((handler >> 16) & 0xffff) << 48);
             self.write_u64(IDT_ADDR + 16 * u64::from(v), lo);
             self.write_u64(IDT_ADDR + 16 * u64::from(v) + 8, handler >> 32);
-            self.write_bytes(handler, &stub(EXCEPTION_PORT_BASE + u16::from(v)));
+            let port = EXCEPTION_PORT_BASE + u16::from(v);
+            let code = if v == PAGE_FAULT { page_fault_stub(port) } else { stub(port) };
+            self.write_bytes(handler, &code);
         }
         // One TSS per vCPU: rsp0 at offset 4 (its own exception stack), then the I/O permission
         // bitmap. The syscall stub runs with user privileges on this KVM, so the stub ports are
@@ -131,21 +152,25 @@ impl SysMem {
 
     /// Host address of the slot (for the memslot ioctl).
     pub fn host_addr(&self) -> u64 {
-        use vm_memory::GuestMemoryBackend;
-        self.mem
-            .get_host_address(GuestAddress(SYS_BASE))
-            .map(|p| p as u64)
-            .unwrap_or(0)
+        self.host
     }
 
-    /// Takes a zeroed page from the page-table pool; `None` when the pool is exhausted.
-    pub fn alloc_page(&mut self) -> Option<u64> {
-        if self.next_pt + PAGE_SIZE > SYS_BASE + self.size {
-            return None;
-        }
-        let page = self.next_pt;
-        self.next_pt += PAGE_SIZE;
-        Some(page)
+    /// The page-table pool, `[first, end)`: zeroed pages for [`crate::paging::PageTables`].
+    pub fn pt_pool(&self) -> (u64, u64) {
+        (PT_POOL, SYS_BASE + self.size)
+    }
+
+    /// The aligned u64 at guest-physical `gpa`, for entries the guest (through KVM) updates
+    /// too: page-table entries, whose A and D bits KVM sets with atomic operations.
+    ///
+    /// # Panics
+    /// If `gpa` is outside the slot or unaligned: callers pass entries of tables they allocated.
+    pub fn word(&self, gpa: u64) -> &AtomicU64 {
+        assert!(gpa >= SYS_BASE && gpa + 8 <= SYS_BASE + self.size && gpa.is_multiple_of(8), "sysmem word {gpa:#x}");
+        // SAFETY: the address lies inside the slot's mapping (asserted), which lives as long as
+        // `self`, and is 8-byte aligned; the guest and KVM access it concurrently, which is why
+        // it is only ever accessed atomically through this reference.
+        unsafe { &*((self.host + (gpa - SYS_BASE)) as *const AtomicU64) }
     }
 
     /// Reads a u64 at a guest-physical address inside the slot (0 outside: callers only pass

@@ -16,12 +16,13 @@ use crate::cpu::{self, GuestEvent};
 use crate::elf::{self, ElfInfo};
 use crate::errno::Errno;
 use crate::error::VmmError;
-use crate::excache::{CacheStats, MemoryConfig};
+use crate::excache::{Access, CacheStats, Fault, MemoryConfig, Pager};
 use crate::fault::{self, Frame};
 use crate::fdtable::{Backing, FdTable, OpenFile};
 use crate::fs::{hostdir::HostDir, remote::RemoteFs, FileSystem};
 use crate::kick::{self, Kicker};
-use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
+use crate::sysmem::PAGE_FAULT;
+use crate::layout::{vcpu_kstack_top, MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
 use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
@@ -99,6 +100,8 @@ struct Group {
     kvm: Kvm,
     process: Mutex<Process>,
     kicker: Arc<Kicker>,
+    /// Serves the vCPUs' page faults (ExCache misses) without the process lock.
+    pager: Pager,
     /// Page-table root, for new vCPUs.
     cr3: u64,
     /// vCPUs created so far.
@@ -177,7 +180,7 @@ impl Vnode {
                     return Err(bad(Errno::EINVAL));
                 }
                 mm.map_region(*load_at, end, rx, VmaKind::Image).map_err(bad)?;
-                mm.user().write(*load_at, code).map_err(bad)?;
+                mm.load(*load_at, code).map_err(bad)?;
                 mm.set_brk_start(end).map_err(bad)?;
                 (*load_at, if *iopl3 { 0x3202 } else { 0x202 })
             }
@@ -248,7 +251,7 @@ impl Group {
         let vm = kvm.create_vm().map_err(VmmError::kvm("CREATE_VM"))?;
         let mm = &process.mm;
         let slots = [
-            (0, 0, mm.user().size(), mm.user().host_addr()),
+            (0, 0, mm.cache().pool().size(), mm.cache().pool().host_addr()),
             (1, SYS_BASE, mm.sys().size(), mm.sys().host_addr()),
         ];
         for (slot, gpa, size, host) in slots {
@@ -273,6 +276,7 @@ impl Group {
             vm,
             kvm,
             kicker: process.mm.cache().kicker(),
+            pager: process.mm.cache().pager(),
             pid: process.pid,
             procs: process.procs.clone(),
             process: Mutex::new(process),
@@ -536,6 +540,14 @@ impl Group {
                     }
                 }
                 GuestEvent::Exception(vector) => {
+                    let mut denied = false;
+                    if vector == PAGE_FAULT {
+                        match self.page_fault(vcpu, index) {
+                            Ok(None) => continue,
+                            Ok(Some(d)) => denied = d,
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
                     let sync = vcpu.sync_regs_mut();
                     let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
                     let mut p = lock(&self.process);
@@ -543,7 +555,7 @@ impl Group {
                         // A fault of an image an execve in another thread replaced.
                         return None;
                     }
-                    let fault = check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2));
+                    let fault = check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2, denied));
                     let (fault, frame) = match fault {
                         Ok(f) => f,
                         Err(e) => return Some(Err(e)),
@@ -571,6 +583,35 @@ impl Group {
                 }
                 GuestEvent::Unexpected(what) => return Some(Err(VmmError::GuestCrashed(what))),
             }
+        }
+    }
+
+    /// Serves a page fault of the thread on vCPU `index`, on this thread: an ExCache miss is
+    /// made resident and the page-fault stub resumed (it returns to the faulting instruction),
+    /// with `None`.
+    /// Anything else is for the signal path: `Some(denied)`, where `denied` says the page is
+    /// mapped without the right the access needed. A fault not raised by the CPU from user
+    /// mode (a jump into the stub) is left to the signal path as it is.
+    fn page_fault(&self, vcpu: &mut VcpuFd, index: u32) -> Result<Option<bool>, VmmError> {
+        let sync = vcpu.sync_regs_mut();
+        let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
+        // The CPU pushed error code, RIP, CS, RFLAGS, RSP and SS on this vCPU's own stack.
+        if kernel_rsp != vcpu_kstack_top(index) - 48 {
+            return Ok(Some(false));
+        }
+        let sys = self.pager.sys();
+        let word = |i: u64| sys.read_u64(kernel_rsp + 8 * i);
+        let (error, cs) = (word(0), word(2));
+        if cs & 3 != 3 {
+            return Ok(Some(false));
+        }
+        let access = Access { write: error & 2 != 0, exec: error & 16 != 0, by_vmm: false };
+        match self.pager.fault(cr2, access) {
+            // The stub goes on from just past its `out`: it returns to the faulting instruction.
+            Ok(Fault::Installed | Fault::Resident) => Ok(None),
+            Ok(Fault::Unmapped) => Ok(Some(false)),
+            Ok(Fault::Denied) => Ok(Some(true)),
+            Err(msg) => Err(VmmError::MemoryServer(msg)),
         }
     }
 
@@ -629,13 +670,14 @@ fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>, threads: &ThreadGroup
 }
 
 /// Reads the frame exception `vector` pushed on the kernel stack at `kernel_rsp`, and the
-/// signal Linux would send for it.
-fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<(fault::Fault, Frame), VmmError> {
+/// signal Linux would send for it. `denied`: a page fault on a page mapped without the right
+/// the access needed (whether resident or not), which Linux reports as `SEGV_ACCERR`.
+fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64, denied: bool) -> Result<(fault::Fault, Frame), VmmError> {
     let sys = p.mm.sys();
     let has_err = crate::sysmem::has_error_code(vector);
     let base = kernel_rsp + if has_err { 8 } else { 0 };
     let frame = Frame {
-        error_code: if has_err { sys.read_u64(kernel_rsp) } else { 0 },
+        error_code: if has_err { sys.read_u64(kernel_rsp) | u64::from(denied) } else { 0 },
         rip: sys.read_u64(base),
         cs: sys.read_u64(base + 8),
         rflags: sys.read_u64(base + 16),

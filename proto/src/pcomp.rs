@@ -37,8 +37,8 @@ pub struct RunRequest {
     pub excache: Option<u64>,
     /// Lines per ExCache set.
     pub excache_ways: u32,
-    /// LRU replacement instead of FIFO.
-    pub excache_lru: bool,
+    /// CLOCK replacement instead of FIFO.
+    pub excache_clock: bool,
     /// Most ExCache lines prefetched after a sequential miss (0: none).
     pub excache_prefetch: u32,
     /// vRegion size.
@@ -135,7 +135,7 @@ mod tests {
             mem: Some(1 << 30),
             excache: None,
             excache_ways: 64,
-            excache_lru: true,
+            excache_clock: true,
             excache_prefetch: 16,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,

@@ -1,55 +1,80 @@
 //! The ExCache (LegoOS §4.3.2, §5.3): the only part of a process's memory resident in the
 //! pComponent.
 //!
-//! The user-memory memslot is registered with userfaultfd; at most `lines` 4 KB pages of it are
-//! present at any time. A dedicated handler thread ([`handler`]) serves every fault on it, from
-//! the vCPU and from the VMM's own copies to and from guest buffers alike: it makes room in the
-//! page's set, writing the victim back to its owner if it is dirty, then fetches the line from its
-//! owner (or zero-fills a line that never left the pComponent) and installs it.
+//! The cache is exactly `--excache` bytes of guest-physical frames ([`FramePool`]), populated up
+//! front. A resident line is a guest page-table entry from the virtual page to its frame
+//! ([`crate::paging`]), so the resident bound holds by construction. The whole data path lives
+//! in [`State::fault`], top to bottom:
 //!
-//! Dirty state comes from userfaultfd write-protection: a line installed for a read is
-//! write-protected, so its first write (by the guest through KVM, or by the VMM) arrives as a
-//! write-protect fault that marks it dirty; a line installed for a write starts dirty. Eviction is
-//! race-free because a clean line is write-protected, and a dirty one is write-protected before
-//! its contents are copied out: a write after the check waits in the kernel until the handler
-//! has flushed and unmapped the line, then faults it back in with the flushed data.
+//! 1. **A miss is a guest #PF**, taken on the faulting vCPU's own thread (its exception stub
+//!    exits to the VMM, see `vnode.rs`). The page's entry says whether it belongs to a region at
+//!    all ([`Pte::mapped`]) and with which rights; a wild or forbidden access goes back to the
+//!    run loop as a signal. The VMM's own accesses to guest buffers take the same path.
+//! 2. **A frame** comes from the page's set; when the set is full, a CLOCK sweep
+//!    ([`State::reclaim`]) evicts a batch: a line whose accessed bit KVM set since the last
+//!    sweep gets a second chance (the bit is cleared), any other is unmapped. All the frames one
+//!    sweep passed are invalidated together, one write-protect round trip per run of frames
+//!    ([`FramePool::invalidate`]). Only then are the dirty victims copied out (a stale writable
+//!    translation can no longer write them) and written back, pipelined per owner.
+//! 3. **The line** comes from its owner if it was ever flushed there (a dirty victim of the same
+//!    owner carries the fetch with its write-back), else it is zeroes (p-local, §4.4.2).
+//! 4. **The entry** is made present, with D preset for a write miss. Later first writes set D
+//!    in KVM without any exit; eviction reads D to know what to write back.
+//! 5. **Prefetch**: a miss that continues a sequential stream ([`streams`]) installs the stream's
+//!    next window too: one round trip for the lines that exist remotely, none at all for a
+//!    window of p-local lines (first touches are zero-filled in runs). Prefetched lines start
+//!    with A clear, so CLOCK evicts the unused ones first, and their A bit says whether they
+//!    were used.
 //!
-//! A miss that continues a sequential stream of misses ([`streams`]) also prefetches the
-//! stream's next lines: one round trip to the owner for the whole window, one `UFFDIO_COPY` per
-//! contiguous run of lines not yet resident, each line placed in its set like any other.
+//! Race-free eviction: an entry is unmapped with one atomic exchange, which also reads the D bit
+//! as KVM last set it. KVM sets D with a compare-exchange on the same word, so a write either
+//! happened before (D is seen) or walks the tables after and finds the page absent (a #PF that
+//! waits for the state lock). Translations KVM built before the exchange survive until the
+//! frame is invalidated; the victim's contents are copied out only after that.
 
-mod handler;
+mod frames;
 pub mod owners;
-pub mod sets;
 pub mod streams;
 
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use lego_proto::frame::MAX_RUN_PAGES;
-use lego_proto::transport::{RegisteredBuf, Slot, Transport};
+use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
+use lego_proto::vma::Prot;
 use lego_proto::ProtoError;
-use vmm_sys_util::eventfd::EventFd;
 
+use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
 use crate::kick::Kicker;
-use crate::layout::PAGE_SIZE;
-use crate::uffd::Uffd;
+use crate::layout::{page_floor, PAGE_SIZE};
+use crate::paging::{PageTables, PoolExhausted, Pte, ACCESSED, DIRTY};
+use crate::sysmem::SysMem;
+use crate::user_mem::FramePool;
+use frames::{Frames, Swept};
 use owners::{Owners, RemotePages};
-pub use sets::Policy;
-use sets::Sets;
 use streams::Streams;
+
+/// Replacement policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Evict lines in the order the hand meets them, used or not (LegoOS's FIFO).
+    Fifo,
+    /// CLOCK: a line the guest accessed since the hand last passed gets a second chance. The
+    /// accessed bits are the ones KVM sets in the guest page tables, so every access counts,
+    /// not only the ones that exit.
+    Clock,
+}
 
 /// Size and organisation of an ExCache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExCacheConfig {
     /// Bytes of user memory that may be resident (a multiple of 4 KB).
     pub bytes: u64,
-    /// Lines per set.
+    /// Lines per set (0: one set of all lines, fully associative).
     pub ways: usize,
     /// Replacement policy.
     pub policy: Policy,
@@ -66,7 +91,7 @@ pub const DEFAULT_PREFETCH: u64 = 32;
 pub const MIN_LINES: u64 = 16;
 
 impl ExCacheConfig {
-    /// Checks the configuration against a memory of `mem_size` bytes.
+    /// Checks the configuration.
     pub fn validate(&self) -> Result<(), VmmError> {
         if !self.bytes.is_multiple_of(PAGE_SIZE) || self.bytes / PAGE_SIZE < MIN_LINES {
             return Err(VmmError::Config(format!(
@@ -75,8 +100,8 @@ impl ExCacheConfig {
                 MIN_LINES * 4
             )));
         }
-        if self.ways < 8 {
-            return Err(VmmError::Config(format!("ExCache ways {} must be at least 8", self.ways)));
+        if self.ways != 0 && self.ways < 8 {
+            return Err(VmmError::Config(format!("ExCache ways {} must be 0 (one set) or at least 8", self.ways)));
         }
         if self.prefetch > MAX_RUN_PAGES {
             return Err(VmmError::Config(format!("prefetch window {} must be at most {MAX_RUN_PAGES} lines", self.prefetch)));
@@ -85,9 +110,11 @@ impl ExCacheConfig {
     }
 
     /// The largest prefetch window this cache uses: `prefetch`, at most a sixteenth of the
-    /// lines (0 when that is under 2 lines).
+    /// lines of a set (0 when that is under 2 lines).
     pub fn prefetch_window(&self) -> u64 {
-        let w = self.prefetch.min(self.bytes / PAGE_SIZE / 16);
+        let lines = self.bytes / PAGE_SIZE;
+        let set = if self.ways == 0 { lines } else { (self.ways as u64).min(lines) };
+        let w = self.prefetch.min(set / 16);
         if w < 2 {
             0
         } else {
@@ -99,9 +126,9 @@ impl ExCacheConfig {
 /// What the ExCache did, for `--stats`.
 #[derive(Clone, Debug)]
 pub struct CacheStats {
-    /// Lines fetched from their owner (misses on pages that exist remotely).
+    /// Lines fetched from their owner on a miss (pages that exist remotely).
     pub misses: u64,
-    /// Lines filled with zeroes locally (first touch of never-flushed memory).
+    /// Lines filled with zeroes locally on a miss (first touch of never-flushed memory).
     pub plocal_fills: u64,
     /// Lines evicted.
     pub evictions: u64,
@@ -109,21 +136,26 @@ pub struct CacheStats {
     pub dirty_flushes: u64,
     /// Write-backs that travelled with the fetch of the missing line.
     pub piggybacked: u64,
-    /// First writes to clean lines (write-protect faults).
+    /// Lines installed clean that the guest then wrote: first writes, taken by KVM through the
+    /// D bit without an exit (counted when the line is evicted or cleaned).
     pub dirtied: u64,
-    /// Lines installed by prefetch.
+    /// Misses that waited for dirty victims to be written back before their line could come in.
+    pub writeback_waits: u64,
+    /// Lines given a second chance by CLOCK (accessed bit found set and cleared).
+    pub second_chances: u64,
+    /// Invalidations of frame runs (one per run, however many lines it covers).
+    pub invalidations: u64,
+    /// Lines installed by prefetch (including zero-filled runs of first touches).
     pub prefetched: u64,
-    /// Prefetched lines known to be used: the program faulted on them (a first write, or an
-    /// access while they were being installed), or its stream's next miss came after them while
-    /// they were resident (it went past them).
+    /// Prefetched lines the guest accessed (KVM set their accessed bit).
     pub prefetch_used: u64,
-    /// Prefetched lines evicted before either.
+    /// Prefetched lines evicted without an access.
     pub prefetch_unused: u64,
     /// Page bytes received from and sent to mem-servers.
     pub bytes_in: u64,
     /// See `bytes_in`.
     pub bytes_out: u64,
-    /// Handler-side service time of remote misses, in nanoseconds.
+    /// VMM-side service time of misses fetched from an owner, in nanoseconds.
     pub miss_ns: Histogram<u64>,
     /// Lines resident at the end.
     pub resident: u64,
@@ -142,6 +174,9 @@ impl Default for CacheStats {
             dirty_flushes: 0,
             piggybacked: 0,
             dirtied: 0,
+            writeback_waits: 0,
+            second_chances: 0,
+            invalidations: 0,
             prefetched: 0,
             prefetch_used: 0,
             prefetch_unused: 0,
@@ -155,35 +190,111 @@ impl Default for CacheStats {
     }
 }
 
-/// The state the handler thread and the memory manager share, under one lock. Nobody holding
-/// the lock touches guest memory: that could fault and wait for the handler, which waits for the
-/// lock.
+/// Why the memory path failed. Any of these ends the process (status 125): its memory can no
+/// longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// An owner did not do what was asked.
+    #[error("{what} page {page:#x} at mem-server {server}: {source}")]
+    Owner {
+        /// What was asked.
+        what: &'static str,
+        /// The page.
+        page: u64,
+        /// The owner's address.
+        server: String,
+        /// What went wrong.
+        #[source]
+        source: ProtoError,
+    },
+    /// A page that exists remotely lies in a vRegion without an owner.
+    #[error("page {0:#x} exists remotely but its vRegion has no owner")]
+    NoOwner(u64),
+    /// A resident line's page-table entry is gone: the bookkeeping is wrong.
+    #[error("line {0:#x} is resident but has no page-table entry: a VMM bug")]
+    LostEntry(u64),
+    /// Every line of a set was needed at once.
+    #[error("no ExCache line of page {0:#x}'s set can be evicted")]
+    NoVictim(u64),
+    /// Frames could not be invalidated.
+    #[error("invalidating ExCache frames: {0}")]
+    Invalidate(std::io::Error),
+    /// The page tables need more pages than the pool has.
+    #[error("page tables: {0}")]
+    PageTables(#[from] PoolExhausted),
+    /// The home named an owner nobody knows.
+    #[error("{0}")]
+    UnknownOwner(String),
+}
+
+/// An access that missed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// A write.
+    pub write: bool,
+    /// An instruction fetch.
+    pub exec: bool,
+    /// Made by the VMM on the program's behalf (ignores the page's rights; the caller checked
+    /// them, or is loading an image).
+    pub by_vmm: bool,
+}
+
+impl Access {
+    /// A VMM access.
+    pub fn vmm(write: bool) -> Access {
+        Access { write, exec: false, by_vmm: true }
+    }
+}
+
+/// What a miss came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The line was installed.
+    Installed,
+    /// The line was already resident (another vCPU installed it meanwhile).
+    Resident,
+    /// Nothing is mapped at the address: `SIGSEGV` (`SEGV_MAPERR`).
+    Unmapped,
+    /// The page is mapped without the right the access needs: `SIGSEGV` (`SEGV_ACCERR`).
+    Denied,
+}
+
+/// The cache's state, under one lock: page tables, frames, where pages live, and the links to
+/// their owners. A miss holds it from the look-up to the install; a memory call holds it
+/// across its round trip to the home ([`ExCache::hold`]).
 pub(crate) struct State {
-    sets: Sets,
+    pt: PageTables,
+    frames: Frames,
+    policy: Policy,
     remote: RemotePages,
     pub(crate) owners: Owners,
-    /// Slot 0: the line being installed; slot 1: the victim being written back; slot 2: zeroes;
-    /// from slot 3 on: a prefetch window, then its dirty victims.
+    /// [`INSTALL`], then a prefetch window, then the write-back staging slots.
     buf: RegisteredBuf,
     stats: CacheStats,
     streams: Streams,
+    /// Per frame: installed dirty (a write miss, or a writing stream), so its D bit is no first
+    /// write.
+    born_dirty: Vec<bool>,
     proc: u64,
 }
 
 const INSTALL: Slot = Slot(0);
-const VICTIM: Slot = Slot(1);
-const ZERO: Slot = Slot(2);
-const WINDOW: Slot = Slot(3);
-/// From here on: the dirty victims of a prefetch window.
+const WINDOW: Slot = Slot(1);
 const WRITE_BACK: Slot = Slot(WINDOW.0 + MAX_RUN_PAGES as usize);
 
-/// Everything the handler thread needs.
+/// A dirty line copied out for write-back.
+#[derive(Clone, Copy)]
+struct Staged {
+    owner: usize,
+    page: u64,
+    slot: Slot,
+}
+
+/// Everything the vCPU threads and the memory manager share.
 struct Shared {
     state: Mutex<State>,
-    uffd: Uffd,
-    /// Host address of guest address 0, and the slot size.
-    host: u64,
-    size: u64,
+    pool: FramePool,
+    sys: Arc<SysMem>,
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
     /// The vCPU threads, kicked out of KVM_RUN when memory fails.
@@ -207,58 +318,84 @@ impl Shared {
         self.kicker.kick_all();
     }
 
-    /// Drops a page from the host mapping: KVM's MMU notifier removes the guest's translation.
-    fn zap(&self, page: u64, len: u64) -> Result<(), String> {
-        // SAFETY: the range lies inside the user memslot mapping (callers pass guest addresses
-        // below `size`); MADV_DONTNEED on private anonymous memory only drops its contents.
-        let r = unsafe { libc::madvise((self.host + page) as *mut libc::c_void, len as usize, libc::MADV_DONTNEED) };
-        if r != 0 {
-            return Err(format!("madvise(DONTNEED) of guest page {page:#x}: {}", std::io::Error::last_os_error()));
-        }
-        Ok(())
+    /// Serves a miss, recording a failure.
+    fn fault(&self, va: u64, access: Access) -> Result<Fault, String> {
+        let r = self.state().fault(self, va, access);
+        r.map_err(|e| {
+            let msg = e.to_string();
+            self.fail(msg.clone());
+            msg
+        })
     }
 }
 
-/// A process's ExCache and its fault-handler thread.
+/// A process's ExCache.
 pub struct ExCache {
     shared: Arc<Shared>,
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+}
+
+/// The handle a vCPU thread serves its page faults with.
+#[derive(Clone)]
+pub struct Pager(Arc<Shared>);
+
+impl Pager {
+    /// Serves a guest page fault at `va` (see [`State::fault`]). An error is the failure that
+    /// ends the process's memory (already recorded).
+    pub fn fault(&self, va: u64, access: Access) -> Result<Fault, String> {
+        self.0.fault(va, access)
+    }
+
+    /// The VMM-private memory (to read the exception frame).
+    pub fn sys(&self) -> &SysMem {
+        &self.0.sys
+    }
 }
 
 impl ExCache {
-    /// Registers the memslot `[host, host+size)` and starts serving its faults for process
-    /// `proc`, with the pages of vRegions found through `owners`.
-    pub fn start(host: u64, size: u64, config: ExCacheConfig, owners: Owners, proc: u64) -> Result<ExCache, VmmError> {
+    /// A cache of `config.bytes` of frames for process `proc`, with page tables in `sys` and
+    /// the pages of vRegions found through `owners`.
+    pub fn start(config: ExCacheConfig, owners: Owners, proc: u64, sys: Arc<SysMem>) -> Result<ExCache, VmmError> {
         config.validate()?;
-        let err = |what: &str, e: std::io::Error| VmmError::Memory { size, reason: format!("{what}: {e}") };
-        let uffd = Uffd::new().map_err(|e| err("userfaultfd", e))?;
-        uffd.register(host, size).map_err(|e| err("registering guest memory with userfaultfd", e))?;
-        // Lines are 4 KB: a transparent huge page would put 512 of them in at once.
-        // SAFETY: the range is the caller's mapping; the advice changes no contents.
-        unsafe { libc::madvise(host as *mut libc::c_void, size as usize, libc::MADV_NOHUGEPAGE) };
-        let sets = Sets::new((config.bytes / PAGE_SIZE) as usize, config.ways, config.policy);
-        let stats = CacheStats { lines: sets.capacity() as u64, ..CacheStats::default() };
-        let streams = Streams::new(config.prefetch_window());
-        let buf = RegisteredBuf::new(WRITE_BACK.0 + MAX_RUN_PAGES as usize);
-        let state = State { sets, remote: RemotePages::default(), owners, buf, stats, streams, proc };
-        let shared = Arc::new(Shared {
+        let pool = FramePool::new(config.bytes)?;
+        let pt = PageTables::new(&sys).map_err(|e| VmmError::Memory { size: sys.size(), reason: e.to_string() })?;
+        let frames = Frames::new((config.bytes / PAGE_SIZE) as usize, config.ways);
+        let stats = CacheStats { lines: frames.capacity() as u64, ..CacheStats::default() };
+        let state = State {
+            pt,
+            born_dirty: vec![false; frames.capacity()],
+            frames,
+            policy: config.policy,
+            remote: RemotePages::default(),
+            owners,
+            buf: RegisteredBuf::new(WRITE_BACK.0 + MAX_RUN_PAGES as usize),
+            stats,
+            streams: Streams::new(config.prefetch_window()),
+            proc,
+        };
+        let shared = Shared {
             state: Mutex::new(state),
-            uffd,
-            host,
-            size,
+            pool,
+            sys,
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             kicker: Arc::new(Kicker::default()),
-        });
-        let stop = EventFd::new(libc::EFD_CLOEXEC).map_err(|e| err("eventfd", e))?;
-        let stop_fd = stop.as_raw_fd();
-        let s = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("excache".into())
-            .spawn(move || handler::run(&s, stop_fd))
-            .map_err(|e| err("starting the ExCache thread", e))?;
-        Ok(ExCache { shared, stop, thread: Some(thread) })
+        };
+        Ok(ExCache { shared: Arc::new(shared) })
+    }
+
+    /// The frames (for the memslot).
+    pub fn pool(&self) -> &FramePool {
+        &self.shared.pool
+    }
+
+    /// Guest-physical address of the page-table root (CR3).
+    pub fn cr3(&self) -> u64 {
+        self.shared.state().pt.root()
+    }
+
+    /// The handle vCPU threads serve page faults with.
+    pub fn pager(&self) -> Pager {
+        Pager(self.shared.clone())
     }
 
     /// The registry of the process's vCPU threads, all kicked when memory fails (and when the
@@ -267,8 +404,8 @@ impl ExCache {
         self.shared.kicker.clone()
     }
 
-    /// The failure that ended the process's memory, if any: after one, faults are resolved with
-    /// zeroes only so that nothing hangs, and no guest data may be trusted.
+    /// The failure that ended the process's memory, if any: no guest data may be trusted after
+    /// one.
     pub fn failure(&self) -> Option<String> {
         if !self.shared.failed.load(Ordering::Acquire) {
             return None;
@@ -276,18 +413,69 @@ impl ExCache {
         self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Records a failure found outside the handler (e.g. the home stopped answering).
+    /// Records a failure found outside the cache (e.g. the home stopped answering).
     pub fn fail(&self, msg: String) {
         self.shared.fail(msg);
     }
 
-    /// Holds the ExCache still: no fault is served and no line is evicted until the returned
+    /// Holds the ExCache still: no miss is served and no line is evicted until the returned
     /// guard is dropped. The memory manager holds it across a memory call to the home and the
     /// application of its effects, so that no dirty line of a range the owners unmap (or map
-    /// anew) is written back between the two: the owner would refuse the write, or take it
-    /// into the new mapping. Nothing holding it may touch guest memory (see [`State`]).
+    /// anew) is written back between the two.
     pub fn hold(&self) -> Held<'_> {
         Held { shared: &self.shared, st: self.shared.state() }
+    }
+
+    /// Copies between guest memory at `[addr, addr + len)` and the VMM: `f` gets each piece
+    /// of guest memory (resident for the call, missed in like a guest access if it was not)
+    /// and its offset in the whole. With `write`, the lines are marked dirty. The range must be
+    /// mapped (rights are the caller's to check): `EFAULT` otherwise; `EIO` if memory failed.
+    pub fn access(&self, addr: u64, len: u64, write: bool, mut f: impl FnMut(&mut [u8], usize)) -> SysResult<()> {
+        let end = addr.checked_add(len).ok_or(Errno::EFAULT)?;
+        let mut st = self.shared.state();
+        let mut at = addr;
+        while at < end {
+            let page = page_floor(at);
+            let n = (page + PAGE_SIZE).min(end) - at;
+            let frame = self.resident_frame(&mut st, page, write)?;
+            // SAFETY: the line is resident and stays so while we hold the state lock, which
+            // serialises every VMM access to frames.
+            let bytes = unsafe { self.shared.pool.frame(frame) };
+            let off = (at - page) as usize;
+            f(&mut bytes[off..off + n as usize], (at - addr) as usize);
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the aligned 32-bit word at `addr` (a futex word), resident while `f` runs.
+    /// `f` must not block. With `write`, the line is marked dirty.
+    pub fn with_word<R>(&self, addr: u64, write: bool, f: impl FnOnce(&AtomicU32) -> R) -> SysResult<R> {
+        if !addr.is_multiple_of(4) {
+            return Err(Errno::EINVAL);
+        }
+        let mut st = self.shared.state();
+        let page = page_floor(addr);
+        let frame = self.resident_frame(&mut st, page, write)?;
+        // SAFETY: as in `access`; the word is aligned and inside the frame, and the guest shares
+        // it, which is why it is only accessed atomically.
+        let word = unsafe { &*self.shared.pool.frame(frame)[(addr - page) as usize..].as_ptr().cast::<AtomicU32>() };
+        Ok(f(word))
+    }
+
+    /// Makes `page` resident for a VMM access and returns its frame.
+    fn resident_frame(&self, st: &mut State, page: u64, write: bool) -> SysResult<u64> {
+        match st.fault(&self.shared, page, Access::vmm(write)) {
+            Ok(Fault::Installed | Fault::Resident) => {}
+            Ok(Fault::Unmapped | Fault::Denied) => return Err(Errno::EFAULT),
+            Err(e) => {
+                self.shared.fail(e.to_string());
+                return Err(Errno::EIO);
+            }
+        }
+        let word = st.pt.entry(&self.shared.sys, page).ok_or(Errno::EFAULT)?;
+        let bits = if write { ACCESSED | DIRTY } else { ACCESSED };
+        Ok(Pte(word.fetch_or(bits, Ordering::AcqRel)).frame())
     }
 
     /// Address of the mem-server owning the vRegion of `page`.
@@ -307,7 +495,20 @@ impl ExCache {
     }
 }
 
-/// The ExCache held still (see [`ExCache::hold`]).
+/// Reads a running ExCache's statistics (for live reports such as `lego top`).
+#[derive(Clone)]
+pub struct StatsProbe(Arc<Shared>);
+
+impl StatsProbe {
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> CacheStats {
+        let st = self.0.state();
+        CacheStats { resident: st.frames.resident() as u64, owners: st.owners.owners_in_use() as u64, ..st.stats.clone() }
+    }
+}
+
+/// The ExCache held still (see [`ExCache::hold`]): the memory manager applies the home's
+/// answers through it.
 pub struct Held<'a> {
     shared: &'a Shared,
     st: MutexGuard<'a, State>,
@@ -315,38 +516,69 @@ pub struct Held<'a> {
 
 impl Held<'_> {
     /// Records the owner of vRegion `index`.
-    pub fn set_owner(&mut self, index: u64, owner: &str) -> Result<(), String> {
-        self.st.owners.set(index, owner)
+    pub fn set_owner(&mut self, index: u64, owner: &str) -> Result<(), MemError> {
+        self.st.owners.set(index, owner).map_err(MemError::UnknownOwner)
     }
 
-    /// Drops every line of `[start, end)` without writing anything back (its pages are gone at the
-    /// owners, or are about to be: munmap, MADV_DONTNEED) and forgets that they exist remotely.
-    pub fn discard(&mut self, start: u64, end: u64) -> Result<(), String> {
-        let end = end.min(self.shared.size);
-        if start >= end {
-            return Ok(());
-        }
-        for line in self.st.sets.in_range(start, end) {
-            self.st.sets.remove(line.page);
-        }
+    /// Maps `[start, end)` with `prot`: its pages become mapped, not resident; a page already
+    /// resident keeps its line with the new rights.
+    pub fn map(&mut self, start: u64, end: u64, prot: Prot) -> Result<(), MemError> {
+        self.set_rights(start, end, prot, true)
+    }
+
+    /// Gives the pages of `[start, end)` the rights `prot`. A resident line that loses a right
+    /// has its frame invalidated, so the guest sees the change at once.
+    pub fn protect(&mut self, start: u64, end: u64, prot: Prot) -> Result<(), MemError> {
+        self.set_rights(start, end, prot, false)
+    }
+
+    fn set_rights(&mut self, start: u64, end: u64, prot: Prot, create: bool) -> Result<(), MemError> {
+        let sys = &self.shared.sys;
+        let mut lost = Vec::new();
+        self.st.pt.for_each(sys, start, end, create, |_, w| {
+            let old = Pte(w.load(Ordering::Acquire));
+            if !old.present() {
+                if create || old.mapped() {
+                    w.store(Pte::absent(prot).0, Ordering::Release);
+                }
+                return;
+            }
+            let new = old.with_rights(prot);
+            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).with_rights(prot).0));
+            if (old.writable() && !new.writable()) || (old.executable() && !new.executable()) {
+                lost.push(old.frame() / PAGE_SIZE);
+            }
+        })?;
+        self.st.invalidate_frames(self.shared, lost)
+    }
+
+    /// Unmaps `[start, end)`: its lines go without being written back (their pages are gone at
+    /// the owners, or are about to be), and nothing is mapped there any more.
+    pub fn unmap(&mut self, start: u64, end: u64) -> Result<(), MemError> {
+        self.st.drop_lines(self.shared, start, end, false)?;
+        self.st.pt.for_each(&self.shared.sys, start, end, false, |_, w| w.store(0, Ordering::Release))?;
         self.st.remote.clear(start, end);
-        self.shared.zap(start, end - start)
+        Ok(())
+    }
+
+    /// Drops every line of `[start, end)` without writing anything back and forgets that they
+    /// exist remotely (`MADV_DONTNEED`: they read back as zeroes); the pages stay mapped.
+    pub fn discard(&mut self, start: u64, end: u64) -> Result<(), MemError> {
+        self.st.drop_lines(self.shared, start, end, false)?;
+        self.st.remote.clear(start, end);
+        Ok(())
     }
 
     /// Writes back the dirty lines of `[start, end)` and drops all its lines, so that the owners
-    /// hold the only copy (before mremap moves the pages there, or a fork copies the address
-    /// space). The dirty lines go to each owner as pipelined flushes of up to
-    /// [`MAX_RUN_PAGES`] pages ([`State::write_back_staged`]), not one round trip each.
-    pub fn write_back(&mut self, start: u64, end: u64) -> Result<(), String> {
-        let end = end.min(self.shared.size);
-        let mut staged = Vec::new();
-        for line in self.st.sets.in_range(start, end) {
-            self.st.evict_staged(self.shared, line, &mut staged)?;
-            if staged.len() == MAX_RUN_PAGES as usize {
-                self.st.write_back_staged(&std::mem::take(&mut staged))?;
-            }
-        }
-        self.st.write_back_staged(&staged)
+    /// hold the only copy (before mremap moves the pages there).
+    pub fn write_back(&mut self, start: u64, end: u64) -> Result<(), MemError> {
+        self.st.drop_lines(self.shared, start, end, true)
+    }
+
+    /// Writes back the dirty lines of `[start, end)`, which stay resident and clean (before a
+    /// fork copies the address space at the owners).
+    pub fn clean(&mut self, start: u64, end: u64) -> Result<(), MemError> {
+        self.st.clean(self.shared, start, end)
     }
 
     /// Which pages exist at their owners (for a fork, whose copy has the same).
@@ -366,258 +598,356 @@ impl Held<'_> {
     }
 }
 
-/// Reads a running ExCache's statistics (for live reports such as `lego top`).
-#[derive(Clone)]
-pub struct StatsProbe(Arc<Shared>);
-
-impl StatsProbe {
-    /// A snapshot of the statistics.
-    pub fn stats(&self) -> CacheStats {
-        let st = self.0.state();
-        CacheStats { resident: st.sets.resident() as u64, owners: st.owners.owners_in_use() as u64, ..st.stats.clone() }
-    }
-}
-
-impl Drop for ExCache {
-    fn drop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 impl State {
-    /// The page path, top to bottom: a missing line `page` (written if `write`) is made
-    /// resident. Room is made in its set first; the victim goes back to its owner if dirty, in
-    /// the same exchange as the fetch when both have the same owner. The line then comes from its
-    /// owner if it exists there, else it is zeroes (p-local), and is installed write-protected
-    /// unless the access was a write.
-    ///
-    /// Several threads (vCPUs, or the VMM copying to a guest buffer) may miss on the same page
-    /// at once: each fault is queued, the first one installs the line and the others find it
-    /// resident here, so the line is fetched and counted once; the handler's wake then releases
-    /// every thread waiting on the page. (A write that finds the line installed for a read
-    /// faults again, as a first write.) The sets and the mapping change together under the
-    /// state lock, so `UFFDIO_COPY` never meets a present page (`EEXIST`); if it did, the
-    /// bookkeeping would be wrong and the copy error ends the process's memory.
-    ///
-    /// Returns whether the line was installed (it was not resident).
-    fn serve_miss(&mut self, mem: &Shared, page: u64, write: bool) -> Result<bool, String> {
-        if self.sets.get(page).is_some() {
-            // A prefetched line faulted on while it was being installed was used.
-            self.note_use(page);
-            return Ok(false);
+    /// The data path, top to bottom: a miss at `va` (see the module documentation).
+    fn fault(&mut self, mem: &Shared, va: u64, access: Access) -> Result<Fault, MemError> {
+        let page = page_floor(va);
+        let Some(word) = self.pt.entry(&mem.sys, page) else { return Ok(Fault::Unmapped) };
+        let pte = Pte(word.load(Ordering::Acquire));
+        if !pte.mapped() {
+            return Ok(Fault::Unmapped);
         }
+        if !access.by_vmm && ((access.write && !pte.writable()) || (access.exec && !pte.executable())) {
+            return Ok(Fault::Denied);
+        }
+        if pte.present() {
+            return Ok(Fault::Resident);
+        }
+        let started = Instant::now();
         let source = if self.remote.contains(page) {
-            Some(self.owners.owner_of(page).ok_or_else(|| format!("page {page:#x} exists remotely but its vRegion has no owner"))?)
+            Some(self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?)
         } else {
             None
         };
-        let mut fetched = false;
-        if let Some(victim) = self.sets.victim_for(page) {
-            fetched = self.evict(mem, victim, source.map(|owner| (owner, page)))?;
-        }
-        let src = match source {
-            _ if fetched => INSTALL,
+        let (frame, fetched) = self.frame_for(mem, page, page..page + PAGE_SIZE, source.map(|o| (o, page)), false)?;
+        // SAFETY: the frame was just taken for this line: nothing maps it, and we hold the lock.
+        let line = unsafe { mem.pool.frame(frame) };
+        match source {
             Some(owner) => {
-                let proc = self.proc;
-                let link = self.owners.link(owner).map_err(|e| e.to_string())?;
-                link.read_page(proc, page, &mut self.buf, INSTALL)
-                    .map_err(|e| format!("fetching page {page:#x}: {e}"))?;
+                if !fetched {
+                    let proc = self.proc;
+                    self.with_link(owner, "fetching", page, |link, buf| link.read_page(proc, page, buf, INSTALL))?;
+                }
+                line.copy_from_slice(self.buf.page(INSTALL.0));
                 self.stats.misses += 1;
                 self.stats.bytes_in += PAGE_SIZE;
-                INSTALL
             }
             None => {
+                line.fill(0);
                 self.stats.plocal_fills += 1;
-                ZERO
             }
-        };
-        // SAFETY: the source is a page of our registered buffer.
-        unsafe { mem.uffd.copy(mem.host + page, self.buf.page(src.0).as_ptr(), PAGE_SIZE, !write) }
-            .map_err(|e| format!("installing page {page:#x}: {e}"))?;
-        self.sets.insert(page, write);
-        Ok(true)
-    }
-
-    /// Counts a prefetched line as used the first time the program is seen using it.
-    fn note_use(&mut self, page: u64) -> bool {
-        let used = self.sets.take_prefetched(page);
-        self.stats.prefetch_used += u64::from(used);
-        used
-    }
-
-    /// After the miss on `page` (a write if `write`) was served: if it continues a sequential
-    /// stream, installs the stream's next window of lines.
-    ///
-    /// The window is fetched from its owner in one round trip ([`Transport::read_pages`]),
-    /// which also bounds it: the owner stops at the end of the mapped region. The window is cut
-    /// at the end of the memslot and of the vRegion (one owner). Lines already resident are
-    /// skipped; every other line is placed in its set like a missing line, evicting (and writing
-    /// back) a victim first, so the resident bound holds. The dirty victims of a window are
-    /// written back together, one pipelined exchange per owner, before the state is let go. The window stops before a line whose
-    /// victim would be the missed line or a line of the window. Lines that were never flushed
-    /// are zero lines, as on a miss. Each contiguous run of new lines is installed with one
-    /// `UFFDIO_COPY`: write-protected (clean), or writable and dirty when the stream writes,
-    /// which is what a write miss installs (so eviction stays race-free: a dirty line is
-    /// write-protected before it is copied out).
-    fn prefetch(&mut self, mem: &Shared, page: u64, write: bool) -> Result<(), String> {
-        let Some(w) = self.streams.miss(page, write) else { return Ok(()) };
-        // The program went past the previous window: its lines still resident were used.
-        for p in (w.passed.0..w.passed.1).step_by(PAGE_SIZE as usize) {
-            self.note_use(p);
         }
-        let end = (w.start + w.lines * PAGE_SIZE).min(mem.size).min(self.owners.vregion_end(w.start));
-        let Some(owner) = self.owners.owner_of(w.start).filter(|_| end > w.start) else {
-            self.streams.cut(&w, w.start);
-            return Ok(());
+        self.born_dirty[(frame / PAGE_SIZE) as usize] = access.write;
+        word.store(pte.resident(frame, true, access.write).0, Ordering::Release);
+        if source.is_some() {
+            let ns = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+            let _ = self.stats.miss_ns.record(ns.max(1));
+        }
+        self.prefetch(mem, page, access.write)?;
+        Ok(Fault::Installed)
+    }
+
+    /// Runs `f` on the page-path connection to `owner` (opened on first use) and the page
+    /// buffer; a failure names what was asked of which owner for which page.
+    fn with_link<R>(
+        &mut self,
+        owner: usize,
+        what: &'static str,
+        page: u64,
+        f: impl FnOnce(&mut TcpTransport, &mut RegisteredBuf) -> Result<R, ProtoError>,
+    ) -> Result<R, MemError> {
+        let r = match self.owners.link(owner) {
+            Ok(link) => f(link, &mut self.buf),
+            Err(e) => Err(e),
         };
-        let proc = self.proc;
-        let link = self.owners.link(owner).map_err(|e| e.to_string())?;
-        let got = match link.read_pages(proc, w.start, (end - w.start) / PAGE_SIZE, &mut self.buf, WINDOW) {
-            Ok(n) => n,
-            // The stream ran off its mapped region: nothing to prefetch.
-            Err(ProtoError::Remote { .. }) => {
-                self.streams.cut(&w, w.start);
-                return Ok(());
+        r.map_err(|source| MemError::Owner { what, page, server: self.owners.name(owner).to_string(), source })
+    }
+
+    /// A free frame of `page`'s set for it, made by a CLOCK sweep if the set is full (never
+    /// evicting a line of `keep`). With `fetch = Some((owner, page))`, a dirty victim of the
+    /// same owner carries that fetch into [`INSTALL`] with its write-back; the second value
+    /// says whether one did. Returns the frame's guest-physical address.
+    fn frame_for(
+        &mut self,
+        mem: &Shared,
+        page: u64,
+        keep: Range<u64>,
+        fetch: Option<(usize, u64)>,
+        prefetched: bool,
+    ) -> Result<(u64, bool), MemError> {
+        let mut fetched = false;
+        if self.frames.free_in_set_of(page) == 0 {
+            let staged = self.reclaim(mem, self.frames.set_of(page), keep)?;
+            if !staged.is_empty() {
+                self.stats.writeback_waits += 1;
             }
-            Err(e) => return Err(format!("prefetching {} pages from {:#x}: {e}", (end - w.start) / PAGE_SIZE, w.start)),
-        };
-        self.stats.bytes_in += got * PAGE_SIZE;
-        let end = w.start + got * PAGE_SIZE;
-        let mut reached = w.start;
-        let mut run = 0u64; // lines of the current run, ending at `reached`
-        let mut staged = Vec::new();
-        for i in 0..got {
-            let at = w.start + i * PAGE_SIZE;
-            if self.sets.get(at).is_some() {
-                self.install_run(mem, w.start, reached - run * PAGE_SIZE, run, w.writes)?;
-                run = 0;
-                reached = at + PAGE_SIZE;
+            fetched = self.write_staged(&staged, fetch)?;
+        }
+        let f = self.frames.take(page, prefetched).ok_or(MemError::NoVictim(page))?;
+        Ok((u64::from(f) * PAGE_SIZE, fetched))
+    }
+
+    /// One CLOCK sweep of `set`: evicts a batch of lines (never one of `keep`), giving lines the
+    /// guest accessed since the last sweep a second chance. Every frame the hand passed is
+    /// invalidated, one run at a time (that re-arms the cleared accessed bits, and makes the
+    /// evicted entries' absence seen). The dirty victims are then copied into staging slots, to
+    /// be written back by [`State::write_staged`] before the lock is let go.
+    fn reclaim(&mut self, mem: &Shared, set: usize, keep: Range<u64>) -> Result<Vec<Staged>, MemError> {
+        let len = self.frames.set_len(set) as u32;
+        let want = (len as usize / 32).clamp(1, MAX_RUN_PAGES as usize);
+        let from = self.frames.hand(set);
+        let mut victims = Vec::with_capacity(want);
+        let mut passed = 0;
+        while victims.len() < want && passed < 2 * len {
+            let f = self.frames.advance(set);
+            passed += 1;
+            let Some(page) = self.frames.page(f) else { continue };
+            if keep.contains(&page) {
                 continue;
             }
-            if let Some(victim) = self.sets.victim_for(at) {
-                if (page..end).contains(&victim.page) {
-                    break;
+            let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
+            if self.policy == Policy::Clock && word.fetch_and(!ACCESSED, Ordering::AcqRel) & ACCESSED != 0 {
+                self.stats.second_chances += 1;
+                if self.frames.take_prefetched(f) {
+                    self.stats.prefetch_used += 1;
                 }
-                self.evict_staged(mem, victim, &mut staged)?;
+                continue;
             }
-            if !self.remote.contains(at) {
-                self.buf.page_mut(WINDOW.0 + i as usize).fill(0);
-            }
-            self.sets.insert_prefetched(at, w.writes);
-            self.stats.prefetched += 1;
-            run += 1;
-            reached = at + PAGE_SIZE;
+            let old = Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).evicted().0)).expect("always Some"));
+            victims.push((f, page, old));
         }
-        self.install_run(mem, w.start, reached - run * PAGE_SIZE, run, w.writes)?;
-        self.write_back_staged(&staged)?;
-        if reached < w.start + w.lines * PAGE_SIZE {
-            self.streams.cut(&w, reached);
+        for (first, n) in self.frames.runs(Swept { set, from, len: passed.min(len) }) {
+            self.invalidate(mem, u64::from(first), u64::from(n))?;
+        }
+        let mut staged = Vec::new();
+        for (f, page, old) in victims {
+            if let Some(s) = self.retire(mem, f, page, old, staged.len())? {
+                staged.push(s);
+            }
+        }
+        Ok(staged)
+    }
+
+    /// Frees frame `f`, whose line `page` was unmapped with entry `old` and invalidated; if it
+    /// was dirty, copies it into staging slot `n` first and returns what to write back.
+    fn retire(&mut self, mem: &Shared, f: u32, page: u64, old: Pte, n: usize) -> Result<Option<Staged>, MemError> {
+        if self.frames.take_prefetched(f) {
+            if old.accessed() {
+                self.stats.prefetch_used += 1;
+            } else {
+                self.stats.prefetch_unused += 1;
+            }
+        }
+        let staged = if old.dirty() {
+            let owner = self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
+            let slot = Slot(WRITE_BACK.0 + n);
+            // SAFETY: the line is unmapped and its frame invalidated: nothing writes it now.
+            self.buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
+            self.dirtied(f);
+            Some(Staged { owner, page, slot })
+        } else {
+            None
+        };
+        self.frames.release(f);
+        self.stats.evictions += 1;
+        Ok(staged)
+    }
+
+    /// Counts a first write to the line in frame `f`, if it was installed clean.
+    fn dirtied(&mut self, f: u32) {
+        if !std::mem::take(&mut self.born_dirty[f as usize]) {
+            self.stats.dirtied += 1;
+        }
+    }
+
+    /// Invalidates `n` frames from frame number `first`.
+    fn invalidate(&mut self, mem: &Shared, first: u64, n: u64) -> Result<(), MemError> {
+        mem.pool.invalidate(first * PAGE_SIZE, n * PAGE_SIZE).map_err(MemError::Invalidate)?;
+        self.stats.invalidations += 1;
+        Ok(())
+    }
+
+    /// Invalidates the frames numbered in `frames`, in runs (gaps of up to 64 frames are
+    /// covered rather than split: invalidating a frame that needs none costs only a refill).
+    fn invalidate_frames(&mut self, mem: &Shared, mut frames: Vec<u64>) -> Result<(), MemError> {
+        frames.sort_unstable();
+        let mut i = 0;
+        while i < frames.len() {
+            let first = frames[i];
+            let mut last = first;
+            while i + 1 < frames.len() && frames[i + 1] <= last + 64 {
+                i += 1;
+                last = frames[i];
+            }
+            self.invalidate(mem, first, last - first + 1)?;
+            i += 1;
         }
         Ok(())
     }
 
-    /// Installs `lines` prefetched lines from `first` on, from their slots of the window that
-    /// starts at `start`, with one copy, and wakes any thread that faulted on them meanwhile.
-    fn install_run(&self, mem: &Shared, start: u64, first: u64, lines: u64, dirty: bool) -> Result<(), String> {
-        if lines == 0 {
-            return Ok(());
-        }
-        let slot = WINDOW.0 + ((first - start) / PAGE_SIZE) as usize;
-        let len = lines * PAGE_SIZE;
-        let src = self.buf.run(slot, lines as usize);
-        // SAFETY: `src` is `len` bytes of our registered buffer.
-        unsafe { mem.uffd.copy(mem.host + first, src.as_ptr(), len, !dirty) }
-            .map_err(|e| format!("installing {lines} prefetched pages from {first:#x}: {e}"))?;
-        mem.uffd.wake(mem.host + first, len).map_err(|e| format!("waking threads at {first:#x}: {e}"))
-    }
-
-    /// Evicts `victim`, writing it back first if dirty. With `fetch = Some((owner, page))` and
-    /// the victim owned by `owner` too, the write-back carries the fetch of `page` into
-    /// [`INSTALL`]; returns whether it did.
-    fn evict(&mut self, mem: &Shared, victim: sets::Resident, fetch: Option<(usize, u64)>) -> Result<bool, String> {
+    /// Writes back `staged` lines: one pipelined exchange per owner. With `fetch = Some((owner,
+    /// page))`, the last line of that owner carries the fetch of `page` into [`INSTALL`];
+    /// returns whether it did.
+    fn write_staged(&mut self, staged: &[Staged], fetch: Option<(usize, u64)>) -> Result<bool, MemError> {
+        let mut owners: Vec<usize> = staged.iter().map(|s| s.owner).collect();
+        owners.sort_unstable();
+        owners.dedup();
         let mut fetched = false;
-        if victim.dirty {
-            let owner = self.copy_out(mem, victim.page, VICTIM)?;
-            let proc = self.proc;
-            let link = self.owners.link(owner).map_err(|e| e.to_string())?;
-            match fetch {
-                Some((o, page)) if o == owner => {
-                    link.write_read_page(proc, victim.page, page, &mut self.buf, VICTIM, INSTALL)
-                        .map_err(|e| format!("writing back page {:#x} and fetching {page:#x}: {e}", victim.page))?;
-                    self.stats.piggybacked += 1;
-                    self.stats.misses += 1;
-                    self.stats.bytes_in += PAGE_SIZE;
-                    fetched = true;
+        let proc = self.proc;
+        for owner in owners {
+            let pages: Vec<(u64, Slot)> = staged.iter().filter(|s| s.owner == owner).map(|s| (s.page, s.slot)).collect();
+            let piggyback = fetch.filter(|&(o, _)| o == owner).map(|(_, want)| want);
+            self.with_link(owner, "writing back", pages[0].0, |link, buf| match (piggyback, pages.split_last()) {
+                (Some(want), Some(((last, slot), rest))) => {
+                    if !rest.is_empty() {
+                        link.write_pages(proc, rest, buf)?;
+                    }
+                    link.write_read_page(proc, *last, want, buf, *slot, INSTALL)
                 }
-                _ => link
-                    .write_page(proc, victim.page, &self.buf, VICTIM)
-                    .map_err(|e| format!("writing back page {:#x}: {e}", victim.page))?,
+                _ => link.write_pages(proc, &pages, buf),
+            })?;
+            if matches!(fetch, Some((o, _)) if o == owner) {
+                fetched = true;
+                self.stats.piggybacked += 1;
             }
-            self.flushed(victim.page);
+            for (page, _) in pages {
+                self.remote.insert(page);
+                self.stats.dirty_flushes += 1;
+                self.stats.bytes_out += PAGE_SIZE;
+            }
         }
-        self.drop_line(mem, victim.page)?;
         Ok(fetched)
     }
 
-    /// Unmaps the line `page` and forgets it (a prefetched line never used counts as such).
-    fn drop_line(&mut self, mem: &Shared, page: u64) -> Result<(), String> {
-        if self.sets.take_prefetched(page) {
-            self.stats.prefetch_unused += 1;
+    /// The resident lines of `[start, end)`, as (frame number, page).
+    fn lines_in(&mut self, mem: &Shared, start: u64, end: u64) -> Result<Vec<(u32, u64)>, MemError> {
+        let pages = (end.saturating_sub(start)) / PAGE_SIZE;
+        if pages > self.frames.capacity() as u64 {
+            return Ok(self.frames.in_range(start, end));
         }
-        mem.zap(page, PAGE_SIZE)?;
-        self.sets.remove(page);
-        self.stats.evictions += 1;
+        let mut found = Vec::new();
+        self.pt.for_each(&mem.sys, start, end, false, |va, w| {
+            let e = Pte(w.load(Ordering::Acquire));
+            if e.present() {
+                found.push(((e.frame() / PAGE_SIZE) as u32, va));
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Unmaps every line of `[start, end)` (entries stay mapped, not resident), invalidates
+    /// their frames and frees them; with `write_back`, dirty lines go to their owners first.
+    fn drop_lines(&mut self, mem: &Shared, start: u64, end: u64, write_back: bool) -> Result<(), MemError> {
+        let lines = self.lines_in(mem, start, end)?;
+        let mut gone = Vec::with_capacity(lines.len());
+        for (f, page) in lines {
+            let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
+            let old = Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).evicted().0)).expect("always Some"));
+            gone.push((f, page, old));
+        }
+        self.invalidate_frames(mem, gone.iter().map(|g| u64::from(g.0)).collect())?;
+        for batch in gone.chunks(MAX_RUN_PAGES as usize) {
+            let mut staged = Vec::new();
+            for &(f, page, old) in batch {
+                let old = if write_back { old } else { Pte(old.0 & !DIRTY) };
+                if let Some(s) = self.retire(mem, f, page, old, staged.len())? {
+                    staged.push(s);
+                }
+            }
+            self.write_staged(&staged, None)?;
+        }
         Ok(())
     }
 
-    /// Write-protects the dirty line `page` and copies it into `slot`; returns its owner. From
-    /// here on a write to the line waits in the kernel until the line is gone.
-    fn copy_out(&mut self, mem: &Shared, page: u64, slot: Slot) -> Result<usize, String> {
-        let at = mem.host + page;
-        mem.uffd.write_protect(at, PAGE_SIZE, true).map_err(|e| format!("write-protecting {page:#x}: {e}"))?;
-        // SAFETY: `at` is a resident page of the memslot (the line is in the cache), readable
-        // while write-protected; the destination is our own buffer page.
-        unsafe { std::ptr::copy_nonoverlapping(at as *const u8, self.buf.page_mut(slot.0).as_mut_ptr(), PAGE_SIZE as usize) };
-        self.owners.owner_of(page).ok_or_else(|| format!("dirty page {page:#x} lies in a vRegion without an owner"))
-    }
-
-    /// Records that the dirty line `page` was written back.
-    fn flushed(&mut self, page: u64) {
-        self.remote.insert(page);
-        self.stats.dirty_flushes += 1;
-        self.stats.bytes_out += PAGE_SIZE;
-    }
-
-    /// Evicts `victim` with its write-back deferred: a dirty line is copied out into the next of
-    /// the (at most [`MAX_RUN_PAGES`]) write-back slots and unmapped, to be written back
-    /// together with the others `staged` by [`State::write_back_staged`] before the state is
-    /// let go (a prefetch window's victims, or the lines of [`Held::write_back`]).
-    fn evict_staged(&mut self, mem: &Shared, victim: sets::Resident, staged: &mut Vec<(usize, u64, Slot)>) -> Result<(), String> {
-        if victim.dirty {
-            let slot = Slot(WRITE_BACK.0 + staged.len());
-            let owner = self.copy_out(mem, victim.page, slot)?;
-            staged.push((owner, victim.page, slot));
-        }
-        self.drop_line(mem, victim.page)
-    }
-
-    /// Writes back the dirty lines `evict_staged` staged: one pipelined exchange per owner.
-    fn write_back_staged(&mut self, staged: &[(usize, u64, Slot)]) -> Result<(), String> {
-        let mut owners: Vec<usize> = staged.iter().map(|s| s.0).collect();
-        owners.sort_unstable();
-        owners.dedup();
-        let proc = self.proc;
-        for owner in owners {
-            let pages: Vec<(u64, Slot)> = staged.iter().filter(|s| s.0 == owner).map(|s| (s.1, s.2)).collect();
-            let link = self.owners.link(owner).map_err(|e| e.to_string())?;
-            link.write_pages(proc, &pages, &self.buf)
-                .map_err(|e| format!("writing back {} pages evicted for a prefetch: {e}", pages.len()))?;
-            for (page, _) in pages {
-                self.flushed(page);
+    /// Writes back the dirty lines of `[start, end)` and leaves them resident and clean. D is
+    /// cleared first and the frames invalidated, then the lines are copied out: a write after
+    /// the invalidation sets D again (the line stays dirty), and one before it is in the copy.
+    fn clean(&mut self, mem: &Shared, start: u64, end: u64) -> Result<(), MemError> {
+        let mut dirty = Vec::new();
+        for (f, page) in self.lines_in(mem, start, end)? {
+            let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
+            if word.fetch_and(!DIRTY, Ordering::AcqRel) & DIRTY != 0 {
+                dirty.push((f, page));
             }
+        }
+        self.invalidate_frames(mem, dirty.iter().map(|d| u64::from(d.0)).collect())?;
+        for batch in dirty.chunks(MAX_RUN_PAGES as usize) {
+            let mut staged = Vec::new();
+            for &(f, page) in batch {
+                let owner = self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
+                let slot = Slot(WRITE_BACK.0 + staged.len());
+                // SAFETY: a resident frame; a concurrent guest write lands either in this copy
+                // or after it, setting D again.
+                self.buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
+                self.dirtied(f);
+                staged.push(Staged { owner, page, slot });
+            }
+            self.write_staged(&staged, None)?;
+        }
+        Ok(())
+    }
+
+    /// After the miss on `page` (a write if `write`): if it continues a sequential stream,
+    /// installs the stream's next window of lines (see the module documentation). The window
+    /// stops at the first page that is not mapped, at the end of the vRegion, or where the
+    /// cache cannot take more without evicting the window itself; lines already resident are
+    /// skipped.
+    fn prefetch(&mut self, mem: &Shared, page: u64, write: bool) -> Result<(), MemError> {
+        let Some(w) = self.streams.miss(page, write) else { return Ok(()) };
+        let mut end = (w.start + w.lines * PAGE_SIZE).min(self.owners.vregion_end(w.start));
+        let mut any_remote = false;
+        let mut at = w.start;
+        while at < end {
+            if !self.pt.pte(&mem.sys, at).mapped() {
+                end = at;
+                break;
+            }
+            any_remote |= self.remote.contains(at);
+            at += PAGE_SIZE;
+        }
+        if any_remote {
+            let Some(owner) = self.owners.owner_of(w.start) else {
+                self.streams.cut(&w, w.start);
+                return Ok(());
+            };
+            let proc = self.proc;
+            let n = (end - w.start) / PAGE_SIZE;
+            match self.with_link(owner, "prefetching from", w.start, |link, buf| link.read_pages(proc, w.start, n, buf, WINDOW)) {
+                Ok(got) => {
+                    self.stats.bytes_in += got * PAGE_SIZE;
+                    end = w.start + got * PAGE_SIZE;
+                }
+                // The stream ran off the owner's mapped region: nothing to prefetch.
+                Err(MemError::Owner { source: ProtoError::Remote { .. }, .. }) => end = w.start,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut reached = w.start;
+        while reached < end {
+            let at = reached;
+            let word = self.pt.entry(&mem.sys, at).ok_or(MemError::LostEntry(at))?;
+            let pte = Pte(word.load(Ordering::Acquire));
+            if !pte.present() {
+                let frame = match self.frame_for(mem, at, page..end, None, true) {
+                    Ok((frame, _)) => frame,
+                    Err(MemError::NoVictim(_)) => break,
+                    Err(e) => return Err(e),
+                };
+                // SAFETY: a frame just taken for this line; we hold the lock.
+                let line = unsafe { mem.pool.frame(frame) };
+                if self.remote.contains(at) {
+                    line.copy_from_slice(self.buf.page(WINDOW.0 + ((at - w.start) / PAGE_SIZE) as usize));
+                } else {
+                    line.fill(0);
+                }
+                self.born_dirty[(frame / PAGE_SIZE) as usize] = w.writes;
+                word.store(pte.resident(frame, false, w.writes).0, Ordering::Release);
+                self.stats.prefetched += 1;
+            }
+            reached += PAGE_SIZE;
+        }
+        if reached < w.start + w.lines * PAGE_SIZE {
+            self.streams.cut(&w, reached);
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ pub fn uname(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// `sysinfo`: memory figures are the vNode's (its user memory and what is mapped of it).
 pub fn sysinfo(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let total = p.mm.user().size();
+    let total = p.mm.size();
     let free = total.saturating_sub(p.mm.mapped_bytes());
     let mut b = [0u8; 112];
     b[..8].copy_from_slice(&p.started.elapsed().as_secs().to_le_bytes());

@@ -54,7 +54,7 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         if n == 0 {
             break;
         }
-        p.mm.user().write(start + done, &buf[..n])?;
+        p.mm.load(start + done, &buf[..n])?;
         done += n as u64;
     }
     Ok(start)

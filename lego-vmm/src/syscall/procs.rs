@@ -124,7 +124,7 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         return Err(Errno::EACCES);
     }
     let bytes = crate::fs::read_all(p.fs.as_ref(), &path)?;
-    let info = elf::parse(&bytes, p.mm.user().size()).map_err(|_| Errno::ENOEXEC)?;
+    let info = elf::parse(&bytes, p.mm.size()).map_err(|_| Errno::ENOEXEC)?;
     if p.threads.len() > 1 {
         end_other_threads(p, cpu.tid)?;
     }

@@ -204,8 +204,7 @@ pub fn exit_thread(p: &mut Process, tid: i32) {
     }
     let addr = state.clear_child_tid;
     if addr != 0 {
-        if let Ok(word) = p.mm.futex_word(addr, true) {
-            word.store(0, Ordering::SeqCst);
+        if p.mm.with_futex_word(addr, true, |word| word.store(0, Ordering::SeqCst)).is_ok() {
             let _ = p.group.futexes.wake(addr, 1, MATCH_ANY);
         }
     }
@@ -247,18 +246,20 @@ fn release_robust_list(p: &Process, tid: i32, head: u64) {
 /// Marks the robust futex at `addr`, if `tid` holds it, as held by a dead owner, and wakes a
 /// waiter.
 fn owner_died(p: &Process, tid: i32, addr: u64) {
-    let Ok(word) = p.mm.futex_word(addr, true) else { return };
-    let mut old = word.load(Ordering::SeqCst);
-    loop {
-        if old & FUTEX_TID_MASK != tid as u32 {
-            return;
+    let mark = |word: &std::sync::atomic::AtomicU32| {
+        let mut old = word.load(Ordering::SeqCst);
+        loop {
+            if old & FUTEX_TID_MASK != tid as u32 {
+                return None;
+            }
+            let new = (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+            match word.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(old),
+                Err(cur) => old = cur,
+            }
         }
-        let new = (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
-        match word.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => break,
-            Err(cur) => old = cur,
-        }
-    }
+    };
+    let Ok(Some(old)) = p.mm.with_futex_word(addr, true, mark) else { return };
     if old & FUTEX_WAITERS != 0 {
         let _ = p.group.futexes.wake(addr, 1, MATCH_ANY);
     }
@@ -293,7 +294,7 @@ pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let futexes = &group.futexes;
     // The word as it is now, compared with what the caller expects.
     let expect = |p: &Process, addr: u64, want: u64| -> SysResult<()> {
-        let now = p.mm.futex_word(addr, false)?.load(Ordering::SeqCst);
+        let now = p.mm.with_futex_word(addr, false, |word| word.load(Ordering::SeqCst))?;
         if now == want as u32 {
             Ok(())
         } else {
@@ -341,10 +342,7 @@ pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             if uaddr % 4 != 0 {
                 return Err(Errno::EINVAL);
             }
-            let op = || {
-                let word = p.mm.futex_word(uaddr2, true)?;
-                wake_op(word, val3 as u32)
-            };
+            let op = || p.mm.with_futex_word(uaddr2, true, |word| wake_op(word, val3 as u32))?;
             futexes.wake_op(uaddr, n, uaddr2, n2, op).map(|n| n as u64)
         }
         _ => Err(Errno::ENOSYS),
