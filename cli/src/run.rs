@@ -307,6 +307,9 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   waits on write-back     {:>10}", c.writeback_waits);
     eprintln!("lego:   second chances (CLOCK)  {:>10}", c.second_chances);
     eprintln!("lego:   invalidated frame runs  {:>10}", c.invalidations);
+    if c.evictions > 0 {
+        eprintln!("lego:   eviction work per line  {:>10.2} us", c.evict_ns as f64 / 1e3 / c.evictions as f64);
+    }
     eprintln!("lego:   prefetched lines        {:>10}", c.prefetched);
     eprintln!("lego:   prefetched, used        {:>10}", c.prefetch_used);
     eprintln!("lego:   prefetched, evicted unused {:>7}", c.prefetch_unused);

@@ -230,15 +230,6 @@ impl Vnode {
         Ok(RunReport { termination, stats: std::mem::take(&mut p.stats), cache: p.mm.cache_stats(), elapsed })
     }
 
-    /// The process, before it runs.
-    pub(crate) fn process_mut(&mut self) -> &mut Process {
-        Arc::get_mut(&mut self.group)
-            .expect("a vNode that has not run has no other thread")
-            .process
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     pub(crate) fn vcpu_mut(&mut self) -> &mut VcpuFd {
         &mut self.vcpu
     }

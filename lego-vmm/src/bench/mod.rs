@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kvm_ioctls::VcpuExit;
 
 mod fault;
-pub use fault::{fault, raw_round_trips, FaultFigures, Percentiles};
+pub use fault::{raw_round_trips, tsc_per_ns, Percentiles};
 
 use crate::error::VmmError;
 use crate::excache::MemoryConfig;
@@ -85,7 +85,8 @@ pub(crate) fn run_to_syscall(vnode: &mut Vnode, what: &str) -> Result<u64, VmmEr
     }
 }
 
-fn bare_exit(iterations: u64, memory: &MemoryConfig) -> Result<Duration, VmmError> {
+/// The bare exit: a CPL3 `out` exit and resume with sync regs, per exit, over `iterations`.
+pub fn bare_exit(iterations: u64, memory: &MemoryConfig) -> Result<Duration, VmmError> {
     let mut vnode = code_vnode(BARE_EXIT_LOOP, true, iterations, memory)?;
     let start = Instant::now();
     let exits = run_to_syscall(&mut vnode, "bare-exit loop")?;

@@ -145,6 +145,9 @@ pub struct CacheStats {
     pub second_chances: u64,
     /// Invalidations of frame runs (one per run, however many lines it covers).
     pub invalidations: u64,
+    /// Time CLOCK sweeps took to evict their lines (sweep, invalidation, copy-out; not the
+    /// write-back round trips), in nanoseconds.
+    pub evict_ns: u64,
     /// Lines installed by prefetch (including zero-filled runs of first touches).
     pub prefetched: u64,
     /// Prefetched lines the guest accessed (KVM set their accessed bit).
@@ -177,6 +180,7 @@ impl Default for CacheStats {
             writeback_waits: 0,
             second_chances: 0,
             invalidations: 0,
+            evict_ns: 0,
             prefetched: 0,
             prefetch_used: 0,
             prefetch_unused: 0,
@@ -693,6 +697,7 @@ impl State {
     /// evicted entries' absence seen). The dirty victims are then copied into staging slots, to
     /// be written back by [`State::write_staged`] before the lock is let go.
     fn reclaim(&mut self, mem: &Shared, set: usize, keep: Range<u64>) -> Result<Vec<Staged>, MemError> {
+        let started = Instant::now();
         let len = self.frames.set_len(set) as u32;
         let want = (len as usize / 32).clamp(1, MAX_RUN_PAGES as usize);
         let from = self.frames.hand(set);
@@ -725,6 +730,7 @@ impl State {
                 staged.push(s);
             }
         }
+        self.stats.evict_ns += started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
         Ok(staged)
     }
 
