@@ -394,7 +394,7 @@ mod tests {
             ("[run]\nmem_server = [\"a:1\", \"b:99999\"]", "run.mem_server[1] = \"b:99999\": not an address"),
             ("[cluster]\nid = \"seven\"", "cluster.id = \"seven\": invalid type: string \"seven\", expected u64"),
             ("[cluster]\nheartbeat_ms = 5", "cluster.heartbeat_ms = 5: not in 10..=60000 milliseconds"),
-            ("[run]\nexcache_policy = \"random\"", "run.excache_policy = \"random\": unknown variant `random`, expected `fifo` or `clock`"),
+            ("[run]\nexcache_policy = \"random\"", "run.excache_policy = \"random\": unknown variant `random`, expected one of `fifo`, `clock`, `lru`"),
             ("mem_server = 5", "mem_server = 5: invalid type: integer `5`"),
         ];
         for (text, want) in cases {

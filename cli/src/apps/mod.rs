@@ -526,7 +526,9 @@ impl Ctx<'_> {
 }
 
 /// Where a lego run's time went, from its `--stats`: misses and their latency, the share of the
-/// run they account for, first-write faults, prefetched lines and the bytes moved.
+/// run they account for, first writes, evictions and write-backs (with the misses that waited
+/// for them), prefetched lines and the bytes moved: the counterparts of Linux's `pswpin`/`pswpout`
+/// in the swap rows.
 fn lego_detail(stats: &str, elapsed: Duration) -> String {
     let n = |name| stat(stats, name).unwrap_or(0);
     let misses = n("misses (remote fetches)");
@@ -542,12 +544,14 @@ fn lego_detail(stats: &str, elapsed: Duration) -> String {
     });
     let share = misses as f64 * p50_us * 1e-6 / elapsed.as_secs_f64().max(1e-9);
     format!(
-        "{misses} misses x p50 {p50_us:.0} us = ~{:.0}% of the run; {} p-local fills, {} first writes, {} dirty flushes; \
-         {} lines prefetched ({} used); {}",
+        "{misses} misses x p50 {p50_us:.0} us = ~{:.0}% of the run; {} p-local fills, {} first writes (no exit), \
+         {} evictions, {} dirty flushes, {} waits on write-back; {} lines prefetched ({} used); {}",
         share * 100.0,
         n("p-local fills"),
         n("first writes (dirtied)"),
+        n("evictions"),
         n("dirty flushes"),
+        n("waits on write-back"),
         n("prefetched lines"),
         n("prefetched, used"),
         bytes.unwrap_or_default()
