@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::size::parse_size;
 
 /// The running cluster, as `lego up` recorded it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -98,7 +97,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 1)]
     pcomps: usize,
     /// Page memory of each mem-server.
-    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    #[arg(long, default_value = "4G", value_parser = crate::size::mem_server_capacity())]
     capacity: u64,
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 1000)]

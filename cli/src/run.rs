@@ -15,7 +15,6 @@ use lego_vmm::{syscall::names, Files, Program, RunReport, Vnode, VnodeConfig, Vm
 
 use crate::cluster::StateArgs;
 use crate::memory::MemoryArgs;
-use crate::size::parse_size;
 
 /// Exit status when the program is not something lego can run (bad ELF, missing file, bad option).
 const STATUS_BAD_PROGRAM: u8 = 2;
@@ -31,7 +30,7 @@ pub struct RunArgs {
     vnode: Option<String>,
     /// User address space of the vNode (e.g. 512M, 4G) [default: the vNode's with
     /// --global-mgr, else 4G].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = crate::size::vnode_mem())]
     mem: Option<u64>,
     /// Global manager that places the process: the vNode (`lego vnode create`) gives its memory
     /// size and ExCache, the GMM its mem-servers, the GSM its storage server and the mem-server
