@@ -9,6 +9,10 @@
 //! address (and the `--metrics` address) each component got the first time, so a cluster started
 //! again (`lego down`, `lego up`) has the same addresses, and the registry's records (which
 //! vNode's mount is on which storage server) stay true.
+//!
+//! The other commands find the cluster's global manager by the address `cluster.json` records,
+//! not by its process id: a manager restarted by hand on that address is found again, and one
+//! that is down is an error naming the address, never a silent "no cluster".
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,24 +63,36 @@ impl StateArgs {
         Ok(data.join("lego"))
     }
 
-    /// The cluster running from the state directory, if any.
-    pub fn running(&self) -> anyhow::Result<Option<ClusterFile>> {
+    /// The cluster `lego up` started from the state directory and `lego down` has not stopped,
+    /// if any. Whether its components are up is for their addresses to answer.
+    pub fn recorded(&self) -> anyhow::Result<Option<ClusterFile>> {
         let path = self.dir()?.join("cluster.json");
         let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
         let c: ClusterFile = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-        Ok(c.pids.first().is_some_and(|&pid| alive(pid)).then_some(c))
+        Ok(Some(c))
     }
 
-    /// `explicit`, or the running cluster's global manager.
+    /// `explicit`, or the recorded cluster's global manager.
     pub fn global_mgr(&self, explicit: Option<&str>) -> anyhow::Result<String> {
         if let Some(a) = explicit {
             return Ok(a.to_string());
         }
-        match self.running()? {
+        match self.recorded()? {
             Some(c) => Ok(c.global_mgr),
             None => bail!("no --global-mgr given and no cluster is up in {} (start one with `lego up`)", self.dir()?.display()),
         }
     }
+}
+
+/// Whether the recorded cluster's global manager is still there: its process, or (restarted
+/// by hand) something listening on its address.
+fn manager_up(c: &ClusterFile) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let listening = || {
+        let addrs = c.global_mgr.to_socket_addrs().map(Iterator::collect::<Vec<_>>).unwrap_or_default();
+        addrs.iter().any(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok())
+    };
+    c.pids.first().is_some_and(|&pid| alive(pid)) || listening()
 }
 
 fn alive(pid: u32) -> bool {
@@ -140,7 +156,7 @@ fn launch(logs: &Path, name: &str, args: &[String], listen: &str, metrics: &str)
 /// Starts a cluster and records it.
 pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
     let dir = state.dir()?;
-    if let Some(c) = state.running()? {
+    if let Some(c) = state.recorded()?.filter(manager_up) {
         bail!("a cluster is already up in {} (global manager {}); `lego down` stops it", dir.display(), c.global_mgr);
     }
     let logs = dir.join("logs");
