@@ -304,6 +304,21 @@ fn a_restarted_manager_is_found_by_its_address_and_a_run_naming_a_vnode_never_go
     assert_eq!(String::from_utf8_lossy(&out.stdout), native.stdout);
 }
 
+#[test]
+fn lego_down_leaves_a_process_that_took_a_recorded_pid_alone() {
+    // The recorded manager died and its pid went to some other program.
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let record = serde_json::json!({
+        "global_mgr": "127.0.0.1:1", "mem_servers": [], "storage_servers": [], "pids": [other.id()],
+    });
+    std::fs::write(state.path().join("cluster.json"), record.to_string()).unwrap();
+    lego_in(state.path(), &["down"]);
+    assert!(other.try_wait().unwrap().is_none(), "lego down killed a process that is not lego's");
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
 /// The parent of process `pid`, from /proc.
 fn parent(pid: i64) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -95,9 +95,16 @@ fn manager_up(c: &ClusterFile) -> bool {
     c.pids.first().is_some_and(|&pid| alive(pid)) || listening()
 }
 
+/// Whether `pid` is a live lego process. A pid the state directory recorded may have died and
+/// been reused by an unrelated process since (a manager restarted by hand has a new one), so
+/// the process's name must be this program's too.
 fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    let exists = unsafe { libc::kill(pid as i32, 0) == 0 };
+    // The kernel keeps the first 15 bytes of the executable's name.
+    let name = |n: &str| n.as_bytes()[..n.len().min(15)].to_vec();
+    let ours = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| name(&n.to_string_lossy()))).unwrap_or_else(|| name("lego"));
+    exists && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| name(comm.trim_end()) == ours)
 }
 
 /// Options of `lego up`.
@@ -237,15 +244,16 @@ pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
 /// Stops the processes: SIGTERM (servers make their state durable and exit), then SIGKILL for
 /// any still there after 10 s. Components are stopped in reverse order of start.
 fn stop(pids: &[u32]) {
+    let pids: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
     for &pid in pids.iter().rev() {
-        // SAFETY: kill(2) on a process this cluster started.
+        // SAFETY: kill(2) on a lego process with a pid this cluster recorded.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
     let started = Instant::now();
     while pids.iter().any(|&p| alive(p) && !reaped(p)) && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for &pid in pids {
+    for &pid in &pids {
         if alive(pid) && !reaped(pid) {
             // SAFETY: as above.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
