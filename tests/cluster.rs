@@ -242,6 +242,83 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     lego_in(s, &["down"]);
 }
 
+#[test]
+fn a_restarted_manager_is_found_by_its_address_and_a_run_naming_a_vnode_never_goes_local() {
+    // The current directory has a /note of its own: a run that quietly went local would print it.
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("note"), "the current directory\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let s = state.path();
+    let busybox = common::image("busybox");
+    let run_note = || lego_at(s).args(["run", "--vnode", "demo", "/bin/busybox", "cat", "/note"]).current_dir(cwd.path()).output().unwrap();
+
+    // No cluster at all: a usage error, not a local run.
+    let out = run_note();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--vnode demo: no cluster is up in") && err.contains("--root DIR"), "{err}");
+    assert!(out.stdout.is_empty());
+    if !common::kvm() {
+        return;
+    }
+
+    lego_in(s, &["up", "--mem-servers", "1", "--heartbeat-ms", "200"]);
+    let _down = Down(s);
+    let cluster: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s.join("cluster.json")).unwrap()).unwrap();
+    let (manager_pid, addr) = (cluster["pids"][0].as_i64().unwrap() as i32, cluster["global_mgr"].as_str().unwrap().to_string());
+    lego_in(s, &["vnode", "create", "demo", "--excache", "4M"]);
+    let img = tempfile::tempdir().unwrap();
+    std::fs::create_dir(img.path().join("bin")).unwrap();
+    std::fs::copy(&busybox, img.path().join("bin/busybox")).unwrap();
+    std::fs::write(img.path().join("note"), "on the vNode's storage\n").unwrap();
+    lego_in(s, &["image", "push", img.path().to_str().unwrap(), "--vnode", "demo"]);
+    let native = common::native(&busybox, &["cat", "note"], img.path());
+
+    // The manager dies: every command says it cannot reach it, at its address.
+    // SAFETY: kill(2) on the manager this test's `lego up` started.
+    assert_eq!(unsafe { libc::kill(manager_pid, libc::SIGKILL) }, 0);
+    common::poll("the manager's end", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&addr).map(|_| ()).err().ok_or_else(|| "still listening".to_string())
+    });
+    let out = lego_at(s).args(["ps"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("global manager {addr}")), "{err}");
+    let out = run_note();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains(&format!("global manager {addr}")), "{err}");
+    assert!(out.stdout.is_empty(), "ran locally: {}", String::from_utf8_lossy(&out.stdout));
+
+    // Restarted by hand on its address (with a pid the state directory does not know), it is
+    // found again: `lego ps` lists the components, and the run is placed as before.
+    let hb = "200".to_string();
+    let _manager = Server::start(&["global-mgr", "--listen", &addr, "--state-dir", s.join("global").to_str().unwrap(), "--heartbeat-ms", &hb]);
+    let components = |out: std::process::Output| common::ps_json(&out).0;
+    common::poll("the components back in lego ps", Duration::from_secs(10), || {
+        let list = components(lego_at(s).args(["ps", "--json"]).output().unwrap());
+        let up = list.iter().filter(|c| c.up).count();
+        if up == 3 { Ok(()) } else { Err(format!("{list:?}")) }
+    });
+    let out = run_note();
+    assert_eq!(out.status.code(), native.status, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), native.stdout);
+}
+
+#[test]
+fn lego_down_leaves_a_process_that_took_a_recorded_pid_alone() {
+    // The recorded manager died and its pid went to some other program.
+    let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let record = serde_json::json!({
+        "global_mgr": "127.0.0.1:1", "mem_servers": [], "storage_servers": [], "pids": [other.id()],
+    });
+    std::fs::write(state.path().join("cluster.json"), record.to_string()).unwrap();
+    lego_in(state.path(), &["down"]);
+    assert!(other.try_wait().unwrap().is_none(), "lego down killed a process that is not lego's");
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
 /// The parent of process `pid`, from /proc.
 fn parent(pid: i64) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

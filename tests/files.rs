@@ -1,12 +1,15 @@
 //! End-to-end tests of remote files: vNode programs whose files live on a `lego storage-server`
 //! process, read and written through the buffer cache of a `lego mem-server` process, print
 //! exactly what they print natively on a local directory. A storage server killed and restarted
-//! between two programs loses nothing that was fsync'd.
+//! between two programs loses nothing that was fsync'd; one killed while a write waits in the
+//! cache fails the fsync that owned it, once, and the file works again once it is back.
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
 mod common;
 use common::{busybox_files, image, kvm, Server, BUSYBOX_CASES, WORDS};
@@ -155,6 +158,73 @@ fn fsynced_files_survive_a_storage_server_restart_between_programs() {
     // A listing goes to the restarted storage server itself, not to the mem-server's cache.
     let out = run(&mem, &storage, "keep", "/bin/busybox", &["ls", "/"], b"");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "bin\nkept.bin\nsub\ntable.csv\nwords.txt\n");
+}
+
+/// A pComponent's connection to a mem-server, sending file requests as a vNode's VMM does.
+struct FileClient {
+    t: lego_proto::transport::TcpTransport,
+    vnode: String,
+}
+
+impl FileClient {
+    fn new(mem: &Server, vnode: &str) -> FileClient {
+        use lego_proto::handshake::{ComponentKind, Hello};
+        let hello = Hello::new(ComponentKind::Processor, 0);
+        let t = lego_proto::transport::TcpTransport::connect(&mem.addr, hello, std::time::Duration::from_secs(60)).unwrap();
+        FileClient { t, vnode: vnode.into() }
+    }
+
+    fn call(&mut self, req: &lego_proto::mm::Request) -> StorageReply {
+        use lego_proto::transport::Transport;
+        match lego_proto::mm::decode(&self.t.call(0, &lego_proto::mm::encode(req)).unwrap()).unwrap() {
+            lego_proto::mm::Reply::File(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn file(&mut self, op: StorageOp) -> StorageReply {
+        self.call(&lego_proto::mm::Request::File(StorageRequest { vnode: self.vnode.clone(), op }))
+    }
+
+    /// What the VMM sends when a file it wrote to is closed.
+    fn closed(&mut self, path: &str) -> StorageReply {
+        self.call(&lego_proto::mm::Request::FileClosed { vnode: self.vnode.clone(), path: path.into() })
+    }
+}
+
+#[test]
+fn a_storage_restart_that_loses_write_backs_fails_one_fsync_and_the_file_works_again() {
+    let Setup { storage, mem, dir, .. } = setup("poison", |img| std::fs::write(img.join("f"), "old\n").unwrap());
+    let mut c = FileClient::new(&mem, "poison");
+    // A write the buffer cache holds; the storage server is SIGKILLed before the fsync.
+    assert!(matches!(c.file(StorageOp::Write { path: b"/f".to_vec(), offset: 0, data: b"lost".to_vec() }), StorageReply::Attr(_)));
+    let addr = storage.addr.clone();
+    storage.kill();
+    let fsync = || StorageOp::Fsync { path: b"/f".to_vec() };
+    assert_eq!(c.file(fsync()), StorageReply::Error(errno::EIO), "the fsync that owned the write learns it was lost");
+    assert_eq!(c.closed("/f"), StorageReply::Done, "reported once: not again at close");
+
+    // Restarted, the storage server holds the file as it was; the mem-server reconnects, and the
+    // file works again, as on Linux once the error was reported.
+    let storage = storage_server(dir.path(), &addr);
+    assert!(matches!(c.file(StorageOp::Stat { path: b"/f".to_vec() }), StorageReply::Attr(a) if a.size == 4));
+    assert_eq!(c.file(StorageOp::Read { path: b"/f".to_vec(), offset: 0, len: 100 }), StorageReply::Data(b"old\n".to_vec()));
+    assert_eq!(c.file(fsync()), StorageReply::Done);
+    if !kvm() {
+        return;
+    }
+    // Later programs open, stat and remove it as they do natively.
+    let native_dir = tempfile::tempdir().unwrap();
+    std::fs::write(native_dir.path().join("f"), "old\n").unwrap();
+    for args in [&["cat", "f"][..], &["stat", "-c", "%s %F", "f"], &["rm", "f"], &["cat", "f"]] {
+        let mut cmd = Command::new(image("busybox"));
+        cmd.args(args).current_dir(native_dir.path());
+        let native = output(cmd, b"");
+        let remote = run(&mem, &storage, "poison", "/bin/busybox", args, b"");
+        let what = format!("busybox {args:?}");
+        assert_eq!(remote.status.code(), native.status.code(), "{what}: stderr {}", String::from_utf8_lossy(&remote.stderr));
+        assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{what}");
+    }
 }
 
 /// `lego image ls` of `vnode`.

@@ -268,3 +268,45 @@ fn busybox_applets_match_native() {
         assert_same(&format!("busybox {args:?}"), &n, &l);
     }
 }
+
+#[test]
+fn bad_sizes_are_usage_errors_that_name_the_option_and_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let busybox = image("busybox");
+    let busybox = busybox.to_str().unwrap();
+    let mem = "'--mem <MEM>': must be a multiple of 4K from 64M to 1T";
+    let excache = "'--excache <EXCACHE>': must be a multiple of 4K from 64K to 1T";
+    let capacity = "'--capacity <CAPACITY>': must be a multiple of 4K from 4K to 16T";
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--mem", "0", busybox, "true"], mem),
+        (&["run", "--mem", "1", busybox, "true"], mem),
+        (&["run", "--mem", "100T", busybox, "true"], mem),
+        (&["run", "--mem", "65537K", busybox, "true"], mem),
+        (&["run", "--excache", "1", busybox, "true"], excache),
+        (&["run", "--excache", "100T", busybox, "true"], excache),
+        (&["vnode", "create", "v", "--global-mgr", "127.0.0.1:1", "--mem", "0"], mem),
+        (&["vnode", "create", "v", "--global-mgr", "127.0.0.1:1", "--excache", "2T"], excache),
+        (&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "0"], capacity),
+        (&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "32T"], capacity),
+        (&["up", "--capacity", "1"], capacity),
+    ];
+    for (args, message) in cases {
+        // A state directory of its own, so that `lego up` could not touch a real cluster.
+        let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(*args).env("LEGO_STATE_DIR", dir.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(message), "{args:?}: {err:?} lacks {message:?}");
+        assert!(!err.contains("embedded"), "{args:?} blames the embedded mem-server: {err}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "lego up started nothing");
+
+    // The ends of the ranges are good sizes: a vNode of the smallest memory and ExCache runs.
+    if !kvm() {
+        return;
+    }
+    let args = ["echo", "smallest"];
+    let n = native(Path::new(busybox), &args, dir.path(), b"");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+    c.args(["run", "--mem", "64M", "--excache", "64K", "--root"]).arg(dir.path()).arg(busybox).args(args).current_dir(dir.path());
+    assert_same("busybox echo in the smallest vNode", &n, &run(c, b""));
+}

@@ -9,6 +9,10 @@
 //! address (and the `--metrics` address) each component got the first time, so a cluster started
 //! again (`lego down`, `lego up`) has the same addresses, and the registry's records (which
 //! vNode's mount is on which storage server) stay true.
+//!
+//! The other commands find the cluster's global manager by the address `cluster.json` records,
+//! not by its process id: a manager restarted by hand on that address is found again, and one
+//! that is down is an error naming the address, never a silent "no cluster".
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::size::parse_size;
 
 /// The running cluster, as `lego up` recorded it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,29 +63,48 @@ impl StateArgs {
         Ok(data.join("lego"))
     }
 
-    /// The cluster running from the state directory, if any.
-    pub fn running(&self) -> anyhow::Result<Option<ClusterFile>> {
+    /// The cluster `lego up` started from the state directory and `lego down` has not stopped,
+    /// if any. Whether its components are up is for their addresses to answer.
+    pub fn recorded(&self) -> anyhow::Result<Option<ClusterFile>> {
         let path = self.dir()?.join("cluster.json");
         let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
         let c: ClusterFile = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-        Ok(c.pids.first().is_some_and(|&pid| alive(pid)).then_some(c))
+        Ok(Some(c))
     }
 
-    /// `explicit`, or the running cluster's global manager.
+    /// `explicit`, or the recorded cluster's global manager.
     pub fn global_mgr(&self, explicit: Option<&str>) -> anyhow::Result<String> {
         if let Some(a) = explicit {
             return Ok(a.to_string());
         }
-        match self.running()? {
+        match self.recorded()? {
             Some(c) => Ok(c.global_mgr),
             None => bail!("no --global-mgr given and no cluster is up in {} (start one with `lego up`)", self.dir()?.display()),
         }
     }
 }
 
+/// Whether the recorded cluster's global manager is still there: its process, or (restarted
+/// by hand) something listening on its address.
+fn manager_up(c: &ClusterFile) -> bool {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let listening = || {
+        let addrs = c.global_mgr.to_socket_addrs().map(Iterator::collect::<Vec<_>>).unwrap_or_default();
+        addrs.iter().any(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok())
+    };
+    c.pids.first().is_some_and(|&pid| alive(pid)) || listening()
+}
+
+/// Whether `pid` is a live lego process. A pid the state directory recorded may have died and
+/// been reused by an unrelated process since (a manager restarted by hand has a new one), so
+/// the process's name must be this program's too.
 fn alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+    let exists = unsafe { libc::kill(pid as i32, 0) == 0 };
+    // The kernel keeps the first 15 bytes of the executable's name.
+    let name = |n: &str| n.as_bytes()[..n.len().min(15)].to_vec();
+    let ours = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| name(&n.to_string_lossy()))).unwrap_or_else(|| name("lego"));
+    exists && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| name(comm.trim_end()) == ours)
 }
 
 /// Options of `lego up`.
@@ -98,7 +120,7 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 1)]
     pcomps: usize,
     /// Page memory of each mem-server.
-    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    #[arg(long, default_value = "4G", value_parser = crate::size::mem_server_capacity())]
     capacity: u64,
     /// Milliseconds between heartbeats.
     #[arg(long, default_value_t = 1000)]
@@ -141,7 +163,7 @@ fn launch(logs: &Path, name: &str, args: &[String], listen: &str, metrics: &str)
 /// Starts a cluster and records it.
 pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
     let dir = state.dir()?;
-    if let Some(c) = state.running()? {
+    if let Some(c) = state.recorded()?.filter(manager_up) {
         bail!("a cluster is already up in {} (global manager {}); `lego down` stops it", dir.display(), c.global_mgr);
     }
     let logs = dir.join("logs");
@@ -222,15 +244,16 @@ pub fn up(args: &UpArgs, state: &StateArgs) -> anyhow::Result<()> {
 /// Stops the processes: SIGTERM (servers make their state durable and exit), then SIGKILL for
 /// any still there after 10 s. Components are stopped in reverse order of start.
 fn stop(pids: &[u32]) {
+    let pids: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
     for &pid in pids.iter().rev() {
-        // SAFETY: kill(2) on a process this cluster started.
+        // SAFETY: kill(2) on a lego process with a pid this cluster recorded.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
     let started = Instant::now();
     while pids.iter().any(|&p| alive(p) && !reaped(p)) && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    for &pid in pids {
+    for &pid in &pids {
         if alive(pid) && !reaped(pid) {
             // SAFETY: as above.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };

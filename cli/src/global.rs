@@ -12,7 +12,6 @@ use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 
 use crate::cluster::StateArgs;
-use crate::size::parse_size;
 
 /// Options of `lego global-mgr`.
 #[derive(clap::Args)]
@@ -242,10 +241,10 @@ pub enum VnodeCmd {
         #[arg(long)]
         vip: Option<Ipv4Addr>,
         /// Address space of its processes.
-        #[arg(long, default_value = "4G", value_parser = parse_size)]
+        #[arg(long, default_value = "4G", value_parser = crate::size::vnode_mem())]
         mem: u64,
         /// ExCache of its processes.
-        #[arg(long, default_value = "256M", value_parser = parse_size)]
+        #[arg(long, default_value = "256M", value_parser = crate::size::excache())]
         excache: u64,
         #[command(flatten)]
         at: ManagerArgs,

@@ -11,7 +11,7 @@ pub struct MemServerArgs {
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: String,
     /// Most page memory to hold (e.g. 4G).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = crate::size::mem_server_capacity())]
     capacity: u64,
     /// The storage server whose files this server caches (`host:port`).
     #[arg(long)]

@@ -31,7 +31,7 @@ pub struct MemoryArgs {
     pub mem_server: Vec<String>,
     /// Most user memory resident in this pComponent at once (the ExCache) [default: the vNode's
     /// with --global-mgr, else 256M].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = crate::size::excache())]
     pub excache: Option<u64>,
     /// Lines per ExCache set (0: one set of all lines, fully associative).
     #[arg(long, default_value_t = 0)]

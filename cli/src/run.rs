@@ -15,7 +15,6 @@ use lego_vmm::{syscall::names, Files, Program, RunReport, Vnode, VnodeConfig, Vm
 
 use crate::cluster::StateArgs;
 use crate::memory::MemoryArgs;
-use crate::size::parse_size;
 
 /// Exit status when the program is not something lego can run (bad ELF, missing file, bad option).
 const STATUS_BAD_PROGRAM: u8 = 2;
@@ -26,12 +25,13 @@ pub const STATUS_VMM_FAILURE: u8 = 125;
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Name of the vNode (its host name inside) [default: vnode]. Given with no server address
-    /// while a `lego up` cluster runs, the cluster's managers place the process.
+    /// and no --root, the managers of the cluster `lego up` started place the process (an
+    /// error if there is none, or its manager does not answer).
     #[arg(long)]
     vnode: Option<String>,
     /// User address space of the vNode (e.g. 512M, 4G) [default: the vNode's with
     /// --global-mgr, else 4G].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = crate::size::vnode_mem())]
     mem: Option<u64>,
     /// Global manager that places the process: the vNode (`lego vnode create`) gives its memory
     /// size and ExCache, the GMM its mem-servers, the GSM its storage server and the mem-server
@@ -118,11 +118,20 @@ fn guest_env(args: &RunArgs) -> Vec<Vec<u8>> {
     env
 }
 
-/// With a vNode and no address at all, a cluster `lego up` started places the process.
+/// With a vNode and no address or directory at all, the cluster `lego up` started places the
+/// process: its global manager is asked at the address the state directory records (a manager
+/// that is down is then an error naming it). Without a recorded cluster that is a usage error,
+/// never a quiet run here with the current directory as the vNode's files.
 fn find_cluster(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<()> {
     let no_address = args.global_mgr.is_none() && args.memory.mem_server.is_empty() && args.storage_server.is_none();
-    if no_address && args.root.is_none() && args.vnode.is_some() {
-        args.global_mgr = state.running()?.map(|c| c.global_mgr);
+    let Some(vnode) = args.vnode.as_deref().filter(|_| no_address && args.root.is_none()) else { return Ok(()) };
+    match state.recorded()? {
+        Some(c) => args.global_mgr = Some(c.global_mgr),
+        None => anyhow::bail!(
+            "--vnode {vnode}: no cluster is up in {} to place it (start one with `lego up`, name its manager with \
+             --global-mgr, or run it here with --root DIR)",
+            state.dir()?.display()
+        ),
     }
     Ok(())
 }
@@ -191,8 +200,11 @@ fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
 
 /// Runs the program; the exit code is the program's own status.
 pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
-    let pcomp = find_cluster(&mut args, state).and_then(|()| choose_pcomp(&args));
-    match pcomp {
+    if let Err(e) = find_cluster(&mut args, state) {
+        eprintln!("lego: {e:#}");
+        return ExitCode::from(STATUS_BAD_PROGRAM);
+    }
+    match choose_pcomp(&args) {
         Ok(Some(pcomp)) => {
             return match crate::remote::run(&pcomp, args.memory.cluster_id, request(&args)) {
                 Ok(status) => ExitCode::from(status),

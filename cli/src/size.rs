@@ -16,9 +16,48 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).ok_or_else(|| "too large".to_string())
 }
 
+/// A value parser for sizes from `min` to `max` bytes (both multiples of 4 KiB) in whole 4 KiB
+/// pages: what clap reports for anything else ("invalid value '0' for '--mem <MEM>': ...") names
+/// the option and the range, and exits 2 like any other usage error.
+pub fn pages_between(min: u64, max: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let n = parse_size(s)?;
+        if (min..=max).contains(&n) && n.is_multiple_of(4096) {
+            Ok(n)
+        } else {
+            Err(format!("must be a multiple of 4K from {} to {}", show(min), show(max)))
+        }
+    }
+}
+
+/// `--mem`: a vNode's user address space, as the VMM accepts it.
+pub fn vnode_mem() -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    use lego_vmm::layout::{MAX_USER_MEM, MIN_USER_MEM};
+    pages_between(MIN_USER_MEM, MAX_USER_MEM)
+}
+
+/// `--excache`: from the smallest ExCache the VMM accepts to the largest address space.
+pub fn excache() -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    use lego_vmm::layout::{MAX_USER_MEM, PAGE_SIZE};
+    pages_between(lego_vmm::excache::MIN_LINES * PAGE_SIZE, MAX_USER_MEM)
+}
+
+/// `--capacity` of a mem-server: one page to [`mem_server::MAX_CAPACITY`].
+pub fn mem_server_capacity() -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    pages_between(4096, mem_server::MAX_CAPACITY)
+}
+
+/// `n` bytes as the largest binary unit that divides it (`64M`, `1T`, `4K`, `100`).
+fn show(n: u64) -> String {
+    match ["T", "G", "M", "K"].iter().zip([40, 30, 20, 10]).find(|&(_, shift)| n != 0 && n.trailing_zeros() >= shift) {
+        Some((unit, shift)) => format!("{}{unit}", n >> shift),
+        None => n.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{pages_between, parse_size, show};
 
     #[test]
     fn sizes() {
@@ -27,5 +66,17 @@ mod tests {
         assert_eq!(parse_size("65536"), Ok(65536));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn ranges() {
+        let mem = pages_between(64 << 20, 1 << 40);
+        assert_eq!(mem("64M"), Ok(64 << 20));
+        assert_eq!(mem("1T"), Ok(1 << 40));
+        for bad in ["0", "1", "63M", "100T", "65537K"] {
+            assert_eq!(mem(bad), Err("must be a multiple of 4K from 64M to 1T".to_string()), "{bad}");
+        }
+        assert_eq!(mem("lots"), Err("not a size (use e.g. 512M, 4G)".to_string()));
+        assert_eq!((show(0), show(4096), show(1536 << 20), show(12345)), ("0".into(), "4K".into(), "1536M".into(), "12345".into()));
     }
 }

@@ -10,9 +10,11 @@
 //! (unlink, truncate) the pages they affect. A file's size is the larger of what storage says and
 //! what cached writes made it, so stat sees writes that are not written back yet.
 //!
-//! If a write-back fails, the data it carried is gone; the file is marked failed and every
-//! later request on it answers `EIO` until it is unlinked, renamed over or the failure is
-//! read by an `fsync`, so an application learns it, as with a Linux write-back error.
+//! If a write-back fails, the data it carried is gone. As Linux's errseq does, the error is
+//! reported once, to the next fsync or close-after-write of the file (normally those of the
+//! program whose writes were lost), and nothing else fails because of it: the cache forgets what
+//! it held of the file, so later requests see what storage holds (its data is intact when a
+//! storage server merely restarted). An unlink forgets the error with the file; a rename moves it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,8 +54,6 @@ struct FileState {
     /// writes gave it (never less than storage's). Every change to the file passes through
     /// this cache, which owns the file, so they stay true.
     attr: FileAttr,
-    /// A write-back of this file failed: requests answer `EIO`.
-    failed: bool,
     /// The storage connection generation of the first write-back since the last fsync.
     unsynced: Option<u64>,
     /// The file's size on storage: what storage said when the file was first used, extended by
@@ -113,6 +113,10 @@ fn add(counter: &AtomicU64, n: u64) {
 pub struct BufferCache {
     pages: LruCache<(FileKey, u64), Page>,
     files: HashMap<FileKey, FileState>,
+    /// Write-back errors not reported yet (an errno by file); they outlive the file's state.
+    errors: HashMap<FileKey, i32>,
+    /// Files whose write-back failed during the request in progress, to forget at its end.
+    lost: Vec<FileKey>,
     capacity: usize,
     counters: Arc<CacheCounters>,
 }
@@ -125,6 +129,8 @@ impl BufferCache {
         BufferCache {
             pages: LruCache::unbounded(),
             files: HashMap::new(),
+            errors: HashMap::new(),
+            lost: Vec::new(),
             capacity: capacity as usize,
             counters: Arc::new(CacheCounters { capacity, ..CacheCounters::default() }),
         }
@@ -160,35 +166,49 @@ impl BufferCache {
             StorageOp::Fsync { path } => self.fsync(&key(path), storage),
             StorageOp::Create { path, truncate: true, .. } | StorageOp::Truncate { path, .. } => {
                 let k = key(path);
-                self.write_back_file(&k, storage).and_then(|()| {
-                    self.forget(&k);
-                    forward(&req, storage)
-                })
+                // A failed write-back is kept for the file's next fsync or close.
+                let _ = self.write_back_file(&k, storage);
+                self.forget(&k);
+                forward(&req, storage)
             }
-            StorageOp::Unlink { path } => forward(&req, storage).inspect(|_| self.forget(&key(path))),
+            StorageOp::Unlink { path } => forward(&req, storage).inspect(|_| {
+                let k = key(path);
+                self.forget(&k);
+                self.errors.remove(&k);
+            }),
             StorageOp::Rename { from, to } => self.rename(&req, from, to, storage),
             StorageOp::Create { .. } | StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } => {
                 forward(&req, storage)
             }
         };
-        self.counters.pages.store(self.pages.len() as u64, Ordering::Relaxed);
+        self.forget_lost();
         result.unwrap_or_else(StorageReply::Error)
     }
 
     /// Writes the dirty pages of one file back to storage, without fsync (close after write).
+    /// Answers the error of this or an earlier lost write-back of the file, once.
     pub fn write_back(&mut self, vnode: &str, path: &[u8], storage: &mut dyn Backing) -> Result<(), i32> {
-        self.write_back_file(&(vnode.to_string(), path.to_vec()), storage)
+        let key = (vnode.to_string(), path.to_vec());
+        let written = self.write_back_file(&key, storage);
+        self.forget_lost();
+        self.errors.remove(&key).map_or(written, Err)
     }
 
-    fn check(&self, key: &FileKey) -> Result<(), i32> {
-        match self.files.get(key) {
-            Some(f) if f.failed => Err(errno::EIO),
-            _ => Ok(()),
+    /// Drops what the cache holds of files whose write-back failed (at the end of a request,
+    /// when no step of it needs their state any more): storage's copy is then the only one, and
+    /// the next request on such a file reads it afresh, from a restarted storage server too.
+    fn forget_lost(&mut self) {
+        for k in std::mem::take(&mut self.lost) {
+            if !self.files.contains_key(&k) {
+                continue;
+            }
+            tracing::warn!(vnode = %k.0, path = %String::from_utf8_lossy(&k.1), "a write-back failed: dropped the cached file, its error goes to the next fsync or close");
+            self.forget(&k);
         }
+        self.counters.pages.store(self.pages.len() as u64, Ordering::Relaxed);
     }
 
     fn read(&mut self, key: &FileKey, offset: u64, len: u32, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
-        self.check(key)?;
         if len as usize > MAX_IO {
             return Err(errno::EINVAL);
         }
@@ -210,7 +230,6 @@ impl BufferCache {
     }
 
     fn write(&mut self, key: &FileKey, offset: u64, data: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
-        self.check(key)?;
         if data.len() > MAX_IO {
             return Err(errno::EINVAL);
         }
@@ -251,32 +270,25 @@ impl BufferCache {
     }
 
     fn stat(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
-        self.check(key)?;
         match self.files.get(key) {
             Some(f) => Ok(StorageReply::Attr(f.attr)),
             None => Ok(StorageReply::Attr(self.storage_attr(key, storage)?)),
         }
     }
 
+    /// Writes the file back and has storage sync it. Answers the error of this or an earlier
+    /// lost write-back of the file, once, as fsync(2) reports a write-back error.
     fn fsync(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
-        if let Some(f) = self.files.get_mut(key) {
-            if f.failed {
-                // The error is reported once, as fsync(2) reports a write-back error.
-                f.failed = false;
-                return Err(errno::EIO);
-            }
-        }
-        self.write_back_file(key, storage)?;
-        let reply = forward(&StorageRequest { vnode: key.0.clone(), op: StorageOp::Fsync { path: key.1.clone() } }, storage)?;
+        let fsync = StorageRequest { vnode: key.0.clone(), op: StorageOp::Fsync { path: key.1.clone() } };
+        let synced = self.write_back_file(key, storage).and_then(|()| forward(&fsync, storage));
         // Write-backs sent on an earlier connection than the one that answered the fsync may
         // have died with a storage server that restarted in between: the fsync cannot vouch
-        // for them.
-        if let Some(f) = self.files.get_mut(key) {
-            if f.unsynced.take().is_some_and(|g| g != storage.generation()) {
-                return Err(errno::EIO);
-            }
+        // for them. Either way this fsync is the one that reports on them.
+        let since = self.files.get_mut(key).and_then(|f| f.unsynced.take());
+        if synced.is_ok() && since.is_some_and(|g| g != storage.generation()) {
+            self.errors.entry(key.clone()).or_insert(errno::EIO);
         }
-        Ok(reply)
+        self.errors.remove(key).map_or(synced, Err)
     }
 
     fn rename(&mut self, req: &StorageRequest, from: &[u8], to: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
@@ -290,12 +302,23 @@ impl BufferCache {
             .cloned()
             .collect();
         for k in &affected {
-            self.write_back_file(k, storage)?;
+            // A failed write-back is kept for the file's next fsync or close.
+            let _ = self.write_back_file(k, storage);
         }
         for k in &affected {
             self.forget(k);
         }
-        forward(req, storage)
+        let reply = forward(req, storage)?;
+        // The errors not reported yet go with the files: dropped with those the rename replaced,
+        // moved with the renamed ones.
+        let affected: Vec<FileKey> = self.errors.keys().filter(|(v, p)| *v == req.vnode && (under(p, from) || under(p, to))).cloned().collect();
+        let errors: Vec<(FileKey, i32)> = affected.into_iter().filter_map(|k| self.errors.remove(&k).map(|e| (k, e))).collect();
+        for ((vnode, path), e) in errors {
+            if under(&path, from) {
+                self.errors.insert((vnode, [to, &path[from.len()..]].concat()), e);
+            }
+        }
+        Ok(reply)
     }
 
     /// The file's size as far as the cache knows it, asking storage the first time.
@@ -307,7 +330,7 @@ impl BufferCache {
         if attr.kind == FileKind::Dir {
             return Err(errno::EISDIR);
         }
-        self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, failed: false, unsynced: None, stored: attr.size });
+        self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, unsynced: None, stored: attr.size });
         Ok(attr.size)
     }
 
@@ -359,7 +382,7 @@ impl BufferCache {
     }
 
     /// Caches a page, evicting the least recently used ones beyond capacity. A dirty victim is
-    /// written back; if that fails its file is marked failed.
+    /// written back; if that fails its file is marked lost.
     fn insert(&mut self, k: (FileKey, u64), page: Page, storage: &mut dyn Backing) {
         // Callers learn the file's size (creating its state) before they cache any of its pages.
         if let Some(f) = self.files.get_mut(&k.0) {
@@ -371,7 +394,7 @@ impl BufferCache {
             add(&self.counters.evictions, 1);
             let size = self.files.get(&file).map_or(0, |f| f.attr.size);
             if victim.dirty {
-                // A failure marks the file failed; the eviction goes on.
+                // A failure marks the file lost; the eviction goes on.
                 let _ = self.put(&file, idx, &victim.data[..], size, storage);
             }
             if let Some(f) = self.files.get_mut(&file) {
@@ -381,22 +404,25 @@ impl BufferCache {
     }
 
     /// Writes consecutive pages starting at page `idx` (clipped to the file's size) to storage
-    /// in one request. If that fails, the data is lost and the file is marked failed.
+    /// in one request. If that fails, the data is lost: the file is marked lost and the error
+    /// kept for its next fsync or close.
     fn put(&mut self, file: &FileKey, idx: u64, data: &[u8], size: u64, storage: &mut dyn Backing) -> Result<(), i32> {
         let start = idx * PAGE;
         let n = size.saturating_sub(start).min(data.len() as u64) as usize;
         let req = StorageRequest { vnode: file.0.clone(), op: StorageOp::Write { path: file.1.clone(), offset: start, data: data[..n].to_vec() } };
         let result = forward(&req, storage);
-        if let Some(f) = self.files.get_mut(file) {
-            match result {
-                Ok(_) => {
-                    f.unsynced.get_or_insert(storage.generation());
-                    f.stored = f.stored.max(start + n as u64);
-                }
-                Err(_) => f.failed = true,
+        match (result, self.files.get_mut(file)) {
+            (Ok(_), Some(f)) => {
+                f.unsynced.get_or_insert(storage.generation());
+                f.stored = f.stored.max(start + n as u64);
+            }
+            (Ok(_), None) => {}
+            (Err(e), _) => {
+                self.errors.insert(file.clone(), e);
+                self.lost.push(file.clone());
+                return Err(e);
             }
         }
-        result?;
         add(&self.counters.write_backs, data.len() as u64 / PAGE);
         Ok(())
     }
@@ -405,7 +431,6 @@ impl BufferCache {
     /// `MAX_IO`) in one request each, and extends the file on storage to the cached size if writes
     /// made it longer than its pages reach.
     fn write_back_file(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<(), i32> {
-        self.check(key)?;
         let Some(file) = self.files.get(key) else { return Ok(()) };
         let size = file.attr.size;
         let dirty: Vec<u64> = file
@@ -612,18 +637,84 @@ mod tests {
         assert_eq!(d.fsyncs, 0);
     }
 
+    fn fsync(c: &mut BufferCache, d: &mut Disk, path: &str) -> StorageReply {
+        c.serve(req(StorageOp::Fsync { path: p(path) }), d)
+    }
+
     #[test]
-    fn a_failed_write_back_is_eio_until_fsync_reports_it() {
+    fn a_failed_write_back_is_reported_once_to_the_fsync_that_owned_it_and_the_file_works_again() {
+        let mut d = Disk::default();
+        d.files.insert(p("/f"), b"old".to_vec());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        write(&mut c, &mut d, "/f", 0, b"new data");
+        d.down = true;
+        assert_eq!(fsync(&mut c, &mut d, "/f"), StorageReply::Error(errno::EIO));
+        d.down = false;
+        assert_eq!(c.write_back("v", b"/f", &mut d), Ok(()), "the close after it has nothing to report");
+        assert_eq!(fsync(&mut c, &mut d, "/f"), StorageReply::Done, "reported once");
+        // What was lost is forgotten: the cache serves what storage holds, and writes again.
+        assert!(c.is_empty());
+        assert_eq!(size(&mut c, &mut d, "/f"), 3);
+        assert_eq!(read(&mut c, &mut d, "/f", 0, 100), b"old");
+        write(&mut c, &mut d, "/f", 3, b"er");
+        assert_eq!(fsync(&mut c, &mut d, "/f"), StorageReply::Done);
+        assert_eq!(d.files[&p("/f")], b"older");
+        assert_eq!(c.serve(req(StorageOp::Unlink { path: p("/f") }), &mut d), StorageReply::Done);
+    }
+
+    #[test]
+    fn a_write_back_lost_on_eviction_or_close_goes_to_the_next_fsync_or_close_once() {
         let mut d = Disk::default();
         d.files.insert(p("/f"), Vec::new());
+        d.files.insert(p("/g"), Vec::new());
         let mut c = BufferCache::new(MIN_CAPACITY);
-        write(&mut c, &mut d, "/f", 0, b"data");
+        write(&mut c, &mut d, "/f", 0, &[1; 4096]);
         d.down = true;
-        assert_eq!(c.write_back("v", b"/f", &mut d), Err(errno::EIO));
+        assert_eq!(c.write_back("v", b"/f", &mut d), Err(errno::EIO), "the close that owned the write");
+        assert_eq!(c.write_back("v", b"/f", &mut d), Ok(()), "reported once; the lost pages are forgotten");
         d.down = false;
-        assert_eq!(c.serve(req(StorageOp::Read { path: p("/f"), offset: 0, len: 4 }), &mut d), StorageReply::Error(errno::EIO));
-        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Error(errno::EIO));
-        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done, "reported once");
+        // Evicting a dirty page while storage is down: its writer learns it at fsync.
+        write(&mut c, &mut d, "/f", 0, b"x");
+        assert_eq!(c.write_back("v", b"/f", &mut d), Ok(()));
+        write(&mut c, &mut d, "/g", 0, &[2; 4096]);
+        d.down = true;
+        let big = vec![3u8; MAX_IO];
+        for i in 0..(MIN_CAPACITY as usize / MAX_IO) {
+            assert!(matches!(write(&mut c, &mut d, "/f", (i * MAX_IO) as u64, &big), StorageReply::Attr(_)));
+        }
+        d.down = false;
+        assert_eq!(size(&mut c, &mut d, "/g"), 0, "storage's size, not the lost write's");
+        assert_eq!(fsync(&mut c, &mut d, "/g"), StorageReply::Error(errno::EIO));
+        assert_eq!(fsync(&mut c, &mut d, "/g"), StorageReply::Done);
+    }
+
+    #[test]
+    fn an_unreported_error_moves_with_a_rename_and_goes_with_an_unlink() {
+        let mut d = Disk::default();
+        for f in ["/a", "/b"] {
+            d.files.insert(p(f), Vec::new());
+        }
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        for f in ["/a", "/b"] {
+            write(&mut c, &mut d, f, 0, b"x");
+            d.down = true;
+            // A truncate writes back first; the namespace operation still fails, storage is down.
+            assert_eq!(c.serve(req(StorageOp::Truncate { path: p(f), len: 1 }), &mut d), StorageReply::Error(errno::EIO));
+            d.down = false;
+        }
+        // Renamed over /b, /a takes its error along and /b's goes.
+        assert_eq!(c.serve(req(StorageOp::Rename { from: p("/a"), to: p("/b") }), &mut d), StorageReply::Done);
+        assert_eq!(fsync(&mut c, &mut d, "/b"), StorageReply::Error(errno::EIO));
+        assert_eq!(fsync(&mut c, &mut d, "/b"), StorageReply::Done);
+        d.files.insert(p("/a"), Vec::new());
+        assert_eq!(fsync(&mut c, &mut d, "/a"), StorageReply::Done, "a new file of the old name starts clean");
+        write(&mut c, &mut d, "/b", 0, b"x");
+        d.down = true;
+        assert_eq!(c.serve(req(StorageOp::Truncate { path: p("/b"), len: 0 }), &mut d), StorageReply::Error(errno::EIO));
+        d.down = false;
+        assert_eq!(c.serve(req(StorageOp::Unlink { path: p("/b") }), &mut d), StorageReply::Done);
+        d.files.insert(p("/b"), Vec::new());
+        assert_eq!(fsync(&mut c, &mut d, "/b"), StorageReply::Done, "an unlink takes the error with the file");
     }
 
     #[test]

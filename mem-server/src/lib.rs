@@ -52,6 +52,9 @@ pub struct Config {
     pub global_mgr: Option<String>,
 }
 
+/// Most page memory a server may hold: 16 TiB (the store indexes frames with 32 bits).
+pub const MAX_CAPACITY: u64 = 1 << 44;
+
 /// Default size of the buffer cache.
 pub const DEFAULT_BUFFER_CACHE: u64 = 256 << 20;
 
@@ -87,7 +90,7 @@ impl MemServer {
     /// Checks `config` and binds the listening socket.
     pub fn bind(config: Config) -> Result<MemServer, ServerError> {
         let pages = config.capacity_bytes / PAGE_SIZE as u64;
-        if pages == 0 || pages > u64::from(u32::MAX) {
+        if pages == 0 || config.capacity_bytes > MAX_CAPACITY {
             return Err(ServerError::Capacity(config.capacity_bytes));
         }
         let gmm = config.global_mgr.map(|g| gmm::Gmm::new(g, config.cluster));
