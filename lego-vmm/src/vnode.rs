@@ -451,7 +451,7 @@ impl Group {
             if threads.ending() {
                 return None;
             }
-            let event = match next_event(vcpu, &self.process, &threads) {
+            let event = match next_event(vcpu, index, &self.process, &threads) {
                 Ok(e) => e,
                 Err(_) if threads.ending() => return None,
                 Err(e) => return Some(Err(e)),
@@ -566,7 +566,7 @@ impl Group {
                     let rip = vcpu.sync_regs_mut().regs.rip;
                     return Some(Ok(Termination::Signaled {
                         signal: libc::SIGSEGV,
-                        detail: Some(format!("general protection fault (out to port {port:#x}), rip {rip:#x}")),
+                        detail: Some(format!("general protection fault (I/O to port {port:#x}), rip {rip:#x}")),
                     }));
                 }
                 GuestEvent::Unexpected(what) => return Some(Err(VmmError::GuestCrashed(what))),
@@ -605,13 +605,20 @@ impl Signalable for Group {
 
 /// Runs `vcpu` to its next exit. After a kick it fails with the memory's failure, or because
 /// the process is ending; otherwise the kick was for a signal ([`GuestEvent::Kicked`]).
-fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>, threads: &ThreadGroup) -> Result<GuestEvent, VmmError> {
+fn next_event(vcpu: &mut VcpuFd, index: u32, process: &Mutex<Process>, threads: &ThreadGroup) -> Result<GuestEvent, VmmError> {
     loop {
         match vcpu.run() {
             Ok(exit) => {
                 let (event, port) = (cpu::decode_exit(&exit), cpu::exit_port(&exit));
-                let rip = vcpu.sync_regs_mut().regs.rip;
-                return Ok(cpu::check_origin(event, port, rip));
+                let sync = vcpu.sync_regs_mut();
+                let at = cpu::ExitState {
+                    rip: sync.regs.rip,
+                    rsp: sync.regs.rsp,
+                    rflags: sync.regs.rflags,
+                    cs: sync.sregs.cs.selector,
+                    vcpu: index,
+                };
+                return Ok(cpu::check_origin(event, port, &at));
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 check_memory(&lock(process))?;
@@ -647,7 +654,15 @@ fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64) -> Result<(faul
             frame.rip
         )));
     }
-    let fault = fault::classify(vector, &frame, cr2)
+    // #UD may be an `int N` (see `fault::classify`): the instruction tells.
+    let mut insn = Vec::new();
+    if vector == 6 {
+        let mut b = [0u8];
+        while insn.len() < 15 && p.mm.read_user(frame.rip.wrapping_add(insn.len() as u64), &mut b).is_ok() {
+            insn.push(b[0]);
+        }
+    }
+    let fault = fault::classify(vector, &frame, cr2, &insn)
         .ok_or_else(|| VmmError::GuestCrashed(format!("exception {vector} at rip {:#x}", frame.rip)))?;
     Ok((fault, frame))
 }
