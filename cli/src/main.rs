@@ -5,6 +5,7 @@ mod apps;
 mod bench;
 mod cluster;
 mod config;
+mod fuzz_bench;
 mod global;
 mod image;
 mod mem_server;

@@ -93,6 +93,13 @@ pub fn classify(vector: u8, frame: &Frame, cr2: u64, insn: &[u8]) -> Option<Faul
     Some(Fault { signal, code, addr, detail: format!("{what}, rip {rip:#x}") })
 }
 
+/// The #GP of user code doing port I/O itself (or jumping into a stub), RIP just past the
+/// instruction: `SIGSEGV` as Linux sends it.
+pub fn port_io(port: u16, rip: u64) -> Fault {
+    let detail = format!("general protection fault (I/O to port {port:#x}), rip {rip:#x}");
+    Fault { signal: libc::SIGSEGV, code: SI_KERNEL, addr: 0, detail }
+}
+
 fn describe_page_fault(err: u64, addr: u64) -> String {
     let access = if err & (1 << 4) != 0 {
         "instruction fetch"

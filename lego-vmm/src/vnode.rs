@@ -563,11 +563,16 @@ impl Group {
                     }
                 }
                 GuestEvent::UserPortIo(port) => {
-                    let rip = vcpu.sync_regs_mut().regs.rip;
-                    return Some(Ok(Termination::Signaled {
-                        signal: libc::SIGSEGV,
-                        detail: Some(format!("general protection fault (I/O to port {port:#x}), rip {rip:#x}")),
-                    }));
+                    // A #GP: to the program's SIGSEGV handler if it has one, as on Linux.
+                    let regs = &vcpu.sync_regs_mut().regs;
+                    let frame = Frame { error_code: 0, rip: regs.rip, cs: 0, rflags: regs.rflags, rsp: regs.rsp };
+                    let mut p = lock(&self.process);
+                    if threads.ending() {
+                        return None;
+                    }
+                    if let Err(end) = signal::fault(&mut p, vcpu, tid, &fault::port_io(port, frame.rip), &frame, 13, 0) {
+                        return Some(end.into());
+                    }
                 }
                 GuestEvent::Unexpected(what) => return Some(Err(VmmError::GuestCrashed(what))),
             }
