@@ -212,7 +212,7 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
         }
     };
     // An idle connection gives its place up after a while.
-    let req = match input.set_read_timeout(Some(REQUEST_TIMEOUT)).and_then(|()| Ok(recv::<ToPcomp>(&mut input))) {
+    let req = match input.set_read_timeout(Some(REQUEST_TIMEOUT)).map(|()| recv::<ToPcomp>(&mut input)) {
         Ok(Ok(Some(ToPcomp::Run(req)))) => req,
         Ok(Ok(None)) => return,
         Ok(Ok(Some(other))) => return refuse(format!("expected a run request first, got {other:?}")),
