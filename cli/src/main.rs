@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod config;
 mod fault_bench;
+mod fuzz_bench;
 mod global;
 mod image;
 mod mem_server;

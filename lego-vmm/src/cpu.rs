@@ -40,7 +40,8 @@ pub enum GuestEvent {
     Syscall,
     /// The program raised exception `vector`; its frame is on the kernel stack.
     Exception(u8),
-    /// User code wrote to a stub port itself (`out` at CPL3): a privileged instruction, #GP.
+    /// User code did port I/O itself (`out` or `in` at CPL3, or a jump into a stub): a
+    /// privileged instruction, #GP on Linux.
     UserPortIo(u16),
     /// The vCPU was kicked out of the guest because a signal waits for its thread (see
     /// [`crate::kick`]); the registers are where it stopped.
@@ -49,17 +50,48 @@ pub enum GuestEvent {
     Unexpected(String),
 }
 
-/// A stub exit is genuine only if RIP is just past that port's own stub instruction. (CS
-/// cannot tell: on this nested PVM, `syscall` reaches LSTAR without leaving user mode, so the
-/// stub runs with user privileges.) The same port written from anywhere else is the program
-/// executing `out` itself: a privileged instruction, #GP on Linux.
-pub fn check_origin(event: GuestEvent, port: Option<u16>, rip: u64) -> GuestEvent {
-    let expected = match event {
-        GuestEvent::Syscall => SYSCALL_ENTRY,
-        GuestEvent::Exception(v) => EXCEPTION_STUBS + 16 * u64::from(v),
+/// RFLAGS.IF, which `syscall` (through `SFMASK`) and the interrupt gates clear; user code
+/// cannot clear it (`cli` and `popf` need IOPL 3).
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// The registers [`check_origin`] looks at, as they were at the exit.
+#[derive(Debug, Clone, Copy)]
+pub struct ExitState {
+    /// RIP at the exit.
+    pub rip: u64,
+    /// RSP at the exit.
+    pub rsp: u64,
+    /// RFLAGS at the exit.
+    pub rflags: u64,
+    /// The code selector at the exit (its low bits are the CPL).
+    pub cs: u16,
+    /// The vCPU's index in its VM (which kernel stack an exception switches to).
+    pub vcpu: u32,
+}
+
+/// A stub exit is genuine only if the stub was entered the way the CPU enters it, not by a
+/// user jump or call to its address (the stub page is user-executable, see `layout.rs`); any
+/// other write to a stub port is the program executing `out` itself: a privileged
+/// instruction, #GP on Linux.
+/// - RIP must be just past that port's own stub instruction.
+/// - The syscall stub: IF must be clear, as `syscall` clears it through `SFMASK`. (CS cannot
+///   tell: on this nested PVM, `syscall` reaches LSTAR without leaving user mode.)
+/// - An exception stub: the CPU went through the interrupt gate to CPL0 and switched to the
+///   vCPU's own kernel stack, so RSP is just below the frame it pushed there.
+pub fn check_origin(event: GuestEvent, port: Option<u16>, at: &ExitState) -> GuestEvent {
+    let genuine = match event {
+        GuestEvent::Syscall => at.rip == SYSCALL_ENTRY + STUB_OUT_LEN && at.rflags & RFLAGS_IF == 0,
+        GuestEvent::Exception(v) => {
+            // RIP, CS, RFLAGS, RSP, SS, and the error code if the vector has one.
+            let frame = if crate::sysmem::has_error_code(v) { 48 } else { 40 };
+            at.rip == EXCEPTION_STUBS + 16 * u64::from(v) + STUB_OUT_LEN
+                && at.cs & 3 == 0
+                && at.vcpu < MAX_VCPUS
+                && at.rsp == vcpu_kstack_top(at.vcpu) - frame
+        }
         e => return e,
     };
-    if rip == expected + STUB_OUT_LEN {
+    if genuine {
         event
     } else {
         GuestEvent::UserPortIo(port.unwrap_or_default())
@@ -83,7 +115,9 @@ pub fn decode_exit(exit: &VcpuExit<'_>) -> GuestEvent {
         {
             GuestEvent::Exception((port - EXCEPTION_PORT_BASE) as u8)
         }
-        VcpuExit::IoOut(port, _) => GuestEvent::Unexpected(format!("write to unknown port {port:#x}")),
+        // Only the stub ports and the benchmark port are open to the guest (`sysmem::io_bitmap`),
+        // and no stub reads a port: anything else there is the program's own `out` or `in`.
+        VcpuExit::IoOut(port, _) | VcpuExit::IoIn(port, _) => GuestEvent::UserPortIo(*port),
         VcpuExit::Hlt => GuestEvent::Unexpected("halt in a CPL0 stub".into()),
         VcpuExit::Shutdown => GuestEvent::Unexpected("triple fault".into()),
         VcpuExit::FailEntry(reason, cpu) => GuestEvent::Unexpected(format!("entry failure {reason:#x} on cpu {cpu}")),
@@ -229,20 +263,40 @@ mod tests {
     fn exits_decode() {
         assert_eq!(decode_exit(&VcpuExit::IoOut(SYSCALL_PORT, &[0])), GuestEvent::Syscall);
         assert_eq!(decode_exit(&VcpuExit::IoOut(EXCEPTION_PORT_BASE + 14, &[0])), GuestEvent::Exception(14));
-        assert!(matches!(decode_exit(&VcpuExit::IoOut(0x3f8, &[0])), GuestEvent::Unexpected(_)));
-        assert!(matches!(decode_exit(&VcpuExit::IoOut(EXCEPTION_PORT_BASE + 32, &[0])), GuestEvent::Unexpected(_)));
+        assert_eq!(decode_exit(&VcpuExit::IoOut(BENCH_PORT, &[0])), GuestEvent::UserPortIo(BENCH_PORT));
+        let port = EXCEPTION_PORT_BASE + 32;
+        assert_eq!(decode_exit(&VcpuExit::IoOut(port, &[0])), GuestEvent::UserPortIo(port));
+        assert_eq!(decode_exit(&VcpuExit::IoIn(SYSCALL_PORT, &mut [0])), GuestEvent::UserPortIo(SYSCALL_PORT));
         assert!(matches!(decode_exit(&VcpuExit::Hlt), GuestEvent::Unexpected(_)));
     }
 
     #[test]
     fn stub_ports_written_from_user_mode_are_not_trusted() {
         let syscall_rip = SYSCALL_ENTRY + STUB_OUT_LEN;
-        assert_eq!(check_origin(GuestEvent::Syscall, Some(SYSCALL_PORT), syscall_rip), GuestEvent::Syscall);
-        assert_eq!(check_origin(GuestEvent::Syscall, Some(SYSCALL_PORT), 0x401002), GuestEvent::UserPortIo(SYSCALL_PORT));
+        let user = ExitState { rip: syscall_rip, rsp: 0x7fff_0000, rflags: 0x202, cs: USER_CS, vcpu: 1 };
+        let syscall = ExitState { rflags: 0x2, ..user };
+        assert_eq!(check_origin(GuestEvent::Syscall, Some(SYSCALL_PORT), &syscall), GuestEvent::Syscall);
+        let elsewhere = ExitState { rip: 0x401002, ..syscall };
+        assert_eq!(check_origin(GuestEvent::Syscall, Some(SYSCALL_PORT), &elsewhere), GuestEvent::UserPortIo(SYSCALL_PORT));
+        // A call to the syscall stub's address: IF is still set.
+        assert_eq!(check_origin(GuestEvent::Syscall, Some(SYSCALL_PORT), &user), GuestEvent::UserPortIo(SYSCALL_PORT));
+
         let pf_rip = EXCEPTION_STUBS + 16 * 14 + STUB_OUT_LEN;
-        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), pf_rip), GuestEvent::Exception(14));
+        let pf = ExitState { rip: pf_rip, rsp: vcpu_kstack_top(1) - 48, rflags: 0x2, cs: KERNEL_CS, vcpu: 1 };
+        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), &pf), GuestEvent::Exception(14));
+        let de = ExitState { rip: EXCEPTION_STUBS + STUB_OUT_LEN, rsp: vcpu_kstack_top(1) - 40, ..pf };
+        assert_eq!(check_origin(GuestEvent::Exception(0), Some(0x20), &de), GuestEvent::Exception(0));
         // The page-fault port reached from the syscall stub's address is not a page fault.
-        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), syscall_rip), GuestEvent::UserPortIo(0x2e));
+        let wrong_stub = ExitState { rip: syscall_rip, ..pf };
+        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), &wrong_stub), GuestEvent::UserPortIo(0x2e));
+        // A call to an exception stub from user code: user CS, the user's stack.
+        let called = ExitState { rip: pf_rip, rsp: 0x7fff_0000, rflags: 0x202, cs: USER_CS, vcpu: 1 };
+        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), &called), GuestEvent::UserPortIo(0x2e));
+        // Even with RSP set to where the frame would be, or on another vCPU's kernel stack.
+        let forged = ExitState { rsp: vcpu_kstack_top(1) - 48, ..called };
+        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), &forged), GuestEvent::UserPortIo(0x2e));
+        let other_stack = ExitState { rsp: vcpu_kstack_top(0) - 48, ..pf };
+        assert_eq!(check_origin(GuestEvent::Exception(14), Some(0x2e), &other_stack), GuestEvent::UserPortIo(0x2e));
     }
 
     #[test]

@@ -17,7 +17,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 use std::sync::{Arc, Mutex};
 
 use lego_proto::global::Load;
@@ -33,6 +34,13 @@ pub type Launch = dyn Fn(&RunRequest, SocketAddr) -> Command + Send + Sync;
 /// Who may ask for a run.
 const ACCEPTS: [ComponentKind; 1] = [ComponentKind::Client];
 
+/// Sessions a daemon holds at once unless told otherwise ([`Pcomp::max_sessions`]): each holds a
+/// host thread (four while its process runs) and, once it runs, a VMM process.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
+
+/// How long an authenticated connection may stay idle before its run request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A bound, not yet running, pComponent daemon.
 pub struct Pcomp {
     service: Service<Sessions>,
@@ -46,8 +54,12 @@ struct Counts {
     running: Mutex<BTreeSet<u32>>,
     /// Processes started since the daemon started.
     started: AtomicU64,
-    /// Run requests refused (a bad first message, a VMM that could not start).
+    /// Run requests refused (a bad first message, a VMM that could not start, too many sessions).
     refused: AtomicU64,
+    /// Sessions open now, from the handshake to the exit status.
+    sessions: AtomicUsize,
+    /// Most sessions open at once.
+    max_sessions: AtomicUsize,
 }
 
 impl Collector for Counts {
@@ -56,7 +68,7 @@ impl Collector for Counts {
         gauge(&mut e, "lego_pcomp_processes", "vNode processes running on this pComponent.", self.processes())?;
         gauge(&mut e, "lego_pcomp_threads", "Guest threads of the vNode processes running on this pComponent.", self.threads())?;
         counter(&mut e, "lego_pcomp_processes_started", "vNode processes started since the daemon started.", get(&self.started))?;
-        counter(&mut e, "lego_pcomp_runs_refused", "Run requests refused (bad request, VMM that could not start).", get(&self.refused))
+        counter(&mut e, "lego_pcomp_runs_refused", "Run requests refused (bad request, VMM that could not start, too many sessions).", get(&self.refused))
     }
 }
 
@@ -67,13 +79,20 @@ impl Pcomp {
         cluster: u64,
         launch: impl Fn(&RunRequest, SocketAddr) -> Command + Send + Sync + 'static,
     ) -> Result<Pcomp, ServiceError> {
-        let counts = Arc::new(Counts::default());
+        let counts = Arc::new(Counts { max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS), ..Counts::default() });
         let (count, launch): (_, Arc<Launch>) = (counts.clone(), Arc::new(launch));
         let me = Hello::new(ComponentKind::Processor, cluster);
         let service = Service::bind_sessions("pcomp", listen, me, &ACCEPTS, move |stream, peer, _| {
             session(stream, peer, launch.as_ref(), &count);
         })?;
         Ok(Pcomp { service, counts })
+    }
+
+    /// Holds at most `n` sessions at once (idle or running a process): a connection beyond them
+    /// is refused at once, so idle connections cannot pile up host threads.
+    pub fn max_sessions(self, n: usize) -> Pcomp {
+        self.counts.max_sessions.store(n, Ordering::Relaxed);
+        self
     }
 
     /// The address the daemon listens on.
@@ -96,12 +115,19 @@ impl Pcomp {
     /// Serves on the calling thread until SIGTERM or SIGINT. Processes still running are
     /// killed: each VMM dies with the session thread that started it.
     pub fn run(self) -> Result<(), ServiceError> {
+        self.log_cap();
         self.service.run()
     }
 
     /// Serves on a thread of its own until the returned handle is dropped.
     pub fn spawn(self) -> Result<Handle, ServiceError> {
+        self.log_cap();
         self.service.spawn(|| ())
+    }
+
+    fn log_cap(&self) {
+        let max_sessions = self.counts.max_sessions.load(Ordering::Relaxed);
+        tracing::info!(max_sessions, "pcomp holds at most {max_sessions} sessions at once");
     }
 }
 
@@ -126,6 +152,27 @@ fn guest_threads(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 1 };
     let vcpu = |t: &std::fs::DirEntry| std::fs::read(t.path().join("comm")).is_ok_and(|c| c.starts_with(b"vcpu-"));
     1 + tasks.flatten().filter(|t| vcpu(t)).count() as u64
+}
+
+/// Counts an open session for as long as it lives.
+struct Session<'a>(&'a Counts);
+
+impl<'a> Session<'a> {
+    /// The session, or the cap if that many are open already.
+    fn open(counts: &'a Counts) -> Result<Session<'a>, usize> {
+        let cap = counts.max_sessions.load(Ordering::Relaxed);
+        counts
+            .sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1))
+            .map(|_| Session(counts))
+            .map_err(|_| cap)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts a running process for as long as it lives.
@@ -157,12 +204,24 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
         counts.refused.fetch_add(1, Ordering::Relaxed);
         say(&FromPcomp::Refused(why));
     };
-    let req = match recv::<ToPcomp>(&mut input) {
-        Ok(Some(ToPcomp::Run(req))) => req,
-        Ok(None) => return,
-        Ok(Some(other)) => return refuse(format!("expected a run request first, got {other:?}")),
-        Err(e) => return tracing::warn!(%peer, error = %e, "a bad run request"),
+    let _session = match Session::open(counts) {
+        Ok(s) => s,
+        Err(cap) => {
+            tracing::warn!(%peer, max_sessions = cap, "refusing a session: {cap} are open already");
+            return refuse(format!("this pComponent holds {cap} sessions already"));
+        }
     };
+    // An idle connection gives its place up after a while.
+    let req = match input.set_read_timeout(Some(REQUEST_TIMEOUT)).map(|()| recv::<ToPcomp>(&mut input)) {
+        Ok(Ok(Some(ToPcomp::Run(req)))) => req,
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(other))) => return refuse(format!("expected a run request first, got {other:?}")),
+        Ok(Err(e)) => return tracing::warn!(%peer, error = %e, "no run request"),
+        Err(e) => return tracing::warn!(%peer, error = %e, "setting the session's request timeout"),
+    };
+    if let Err(e) = input.set_read_timeout(None) {
+        return tracing::warn!(%peer, error = %e, "clearing the session's request timeout");
+    }
     let program = String::from_utf8_lossy(&req.program).into_owned();
     let me = match input.local_addr() {
         Ok(a) => a,
@@ -402,6 +461,38 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(5), "the left-behind process still runs");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn sessions_beyond_the_cap_are_refused_and_a_closed_one_frees_its_place() {
+        let pcomp = Pcomp::bind("127.0.0.1:0", 7, |_, _| Command::new("/bin/true")).unwrap().max_sessions(2);
+        let counts = pcomp.counts.clone();
+        let h = pcomp.spawn().unwrap();
+        let open_now = |n: usize| {
+            let t = Instant::now();
+            while counts.sessions.load(Ordering::Acquire) != n {
+                assert!(t.elapsed() < Duration::from_secs(5), "never {n} sessions open");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let hello = || {
+            let t = TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Client, 7), Duration::from_secs(5));
+            t.unwrap().into_stream()
+        };
+        // Two idle authenticated connections hold the two places...
+        let (idle1, _idle2) = (hello(), hello());
+        open_now(2);
+        // ... so a third is refused, and the daemon closes it.
+        let mut third = hello();
+        let first = recv::<FromPcomp>(&mut third).unwrap().unwrap();
+        assert!(matches!(&first, FromPcomp::Refused(m) if m.contains("holds 2 sessions")), "{first:?}");
+        assert!(recv::<FromPcomp>(&mut third).unwrap().is_none(), "closed after the refusal");
+        // An idle one that leaves frees its place (its session sees the end of the stream).
+        drop(idle1);
+        open_now(1);
+        let (mut s, first) = connect(&h, "true");
+        assert!(matches!(first, FromPcomp::Started { .. }), "{first:?}");
+        assert_eq!(finish(&mut s).2, 0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::fdtable::{Backing, FdTable, OpenFile};
 use crate::fs::{hostdir::HostDir, remote::RemoteFs, FileSystem};
 use crate::kick::{self, Kicker};
 use crate::sysmem::PAGE_FAULT;
-use crate::layout::{vcpu_kstack_top, MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
+use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::mm::Mm;
 use crate::paging::Prot;
 use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
@@ -446,7 +446,7 @@ impl Group {
             if threads.ending() {
                 return None;
             }
-            let event = match next_event(vcpu, &self.process, &threads) {
+            let event = match next_event(vcpu, index, &self.process, &threads) {
                 Ok(e) => e,
                 Err(_) if threads.ending() => return None,
                 Err(e) => return Some(Err(e)),
@@ -533,7 +533,7 @@ impl Group {
                 GuestEvent::Exception(vector) => {
                     let mut denied = false;
                     if vector == PAGE_FAULT {
-                        match self.page_fault(vcpu, index) {
+                        match self.page_fault(vcpu) {
                             Ok(None) => continue,
                             Ok(Some(d)) => denied = d,
                             Err(e) => return Some(Err(e)),
@@ -566,30 +566,33 @@ impl Group {
                     }
                 }
                 GuestEvent::UserPortIo(port) => {
-                    let rip = vcpu.sync_regs_mut().regs.rip;
-                    return Some(Ok(Termination::Signaled {
-                        signal: libc::SIGSEGV,
-                        detail: Some(format!("general protection fault (out to port {port:#x}), rip {rip:#x}")),
-                    }));
+                    // A #GP: to the program's SIGSEGV handler if it has one, as on Linux.
+                    let regs = &vcpu.sync_regs_mut().regs;
+                    let frame = Frame { error_code: 0, rip: regs.rip, cs: 0, rflags: regs.rflags, rsp: regs.rsp };
+                    let mut p = lock(&self.process);
+                    if threads.ending() {
+                        return None;
+                    }
+                    if let Err(end) = signal::fault(&mut p, vcpu, tid, &fault::port_io(port, frame.rip), &frame, 13, 0) {
+                        return Some(end.into());
+                    }
                 }
                 GuestEvent::Unexpected(what) => return Some(Err(VmmError::GuestCrashed(what))),
             }
         }
     }
 
-    /// Serves a page fault of the thread on vCPU `index`, on this thread: an ExCache miss is
+    /// Serves a page fault of the thread on `vcpu`, on this thread: an ExCache miss is
     /// made resident and the page-fault stub resumed (it returns to the faulting instruction),
     /// with `None`.
     /// Anything else is for the signal path: `Some(denied)`, where `denied` says the page is
     /// mapped without the right the access needed. A fault not raised by the CPU from user
     /// mode (a jump into the stub) is left to the signal path as it is.
-    fn page_fault(&self, vcpu: &mut VcpuFd, index: u32) -> Result<Option<bool>, VmmError> {
+    fn page_fault(&self, vcpu: &mut VcpuFd) -> Result<Option<bool>, VmmError> {
         let sync = vcpu.sync_regs_mut();
         let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
-        // The CPU pushed error code, RIP, CS, RFLAGS, RSP and SS on this vCPU's own stack.
-        if kernel_rsp != vcpu_kstack_top(index) - 48 {
-            return Ok(Some(false));
-        }
+        // The CPU pushed error code, RIP, CS, RFLAGS, RSP and SS on this vCPU's own kernel stack
+        // (`cpu::check_origin` made sure of it).
         let sys = self.pager.sys();
         let word = |i: u64| sys.read_u64(kernel_rsp + 8 * i);
         let (error, cs) = (word(0), word(2));
@@ -637,13 +640,20 @@ impl Signalable for Group {
 
 /// Runs `vcpu` to its next exit. After a kick it fails with the memory's failure, or because
 /// the process is ending; otherwise the kick was for a signal ([`GuestEvent::Kicked`]).
-fn next_event(vcpu: &mut VcpuFd, process: &Mutex<Process>, threads: &ThreadGroup) -> Result<GuestEvent, VmmError> {
+fn next_event(vcpu: &mut VcpuFd, index: u32, process: &Mutex<Process>, threads: &ThreadGroup) -> Result<GuestEvent, VmmError> {
     loop {
         match vcpu.run() {
             Ok(exit) => {
                 let (event, port) = (cpu::decode_exit(&exit), cpu::exit_port(&exit));
-                let rip = vcpu.sync_regs_mut().regs.rip;
-                return Ok(cpu::check_origin(event, port, rip));
+                let sync = vcpu.sync_regs_mut();
+                let at = cpu::ExitState {
+                    rip: sync.regs.rip,
+                    rsp: sync.regs.rsp,
+                    rflags: sync.regs.rflags,
+                    cs: sync.sregs.cs.selector,
+                    vcpu: index,
+                };
+                return Ok(cpu::check_origin(event, port, &at));
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 check_memory(&lock(process))?;
@@ -680,7 +690,15 @@ fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64, denied: bool) -
             frame.rip
         )));
     }
-    let fault = fault::classify(vector, &frame, cr2)
+    // #UD may be an `int N` (see `fault::classify`): the instruction tells.
+    let mut insn = Vec::new();
+    if vector == 6 {
+        let mut b = [0u8];
+        while insn.len() < 15 && p.mm.read_user(frame.rip.wrapping_add(insn.len() as u64), &mut b).is_ok() {
+            insn.push(b[0]);
+        }
+    }
+    let fault = fault::classify(vector, &frame, cr2, &insn)
         .ok_or_else(|| VmmError::GuestCrashed(format!("exception {vector} at rip {:#x}", frame.rip)))?;
     Ok((fault, frame))
 }

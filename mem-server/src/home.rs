@@ -421,8 +421,15 @@ impl HomeProcess {
         Ok(())
     }
 
-    /// Removes whatever is mapped in `[start, end)` and its pages.
+    /// Removes whatever is mapped in `[start, end)` and its pages. Only the user part of the
+    /// address space, `[user_min, space_top)`, can hold mappings, so the range is clipped to it
+    /// first (as Linux unmaps nothing below `mmap_min_addr`): the effect describes no address
+    /// the process could never map, whatever range a program asks for.
     fn unmap_range(&mut self, o: &mut dyn Owners, out: &mut Out, start: u64, end: u64) -> Result<(), HomeError> {
+        let (start, end) = (start.max(self.spec.user_min), end.min(self.spec.space_top));
+        if start >= end {
+            return Ok(());
+        }
         let mut removed_any = false;
         for (index, v, s, e) in self.owned_in(start, end) {
             if v.mapped == 0 {
@@ -544,7 +551,6 @@ impl HomeProcess {
             return errno(libc::EINVAL);
         }
         let Some(end) = page_ceil(len).and_then(|l| addr.checked_add(l)) else { return errno(libc::EINVAL) };
-        let end = end.min(self.spec.space_top.max(addr));
         Ok(self.unmap_range(o, out, addr, end)?)
     }
 

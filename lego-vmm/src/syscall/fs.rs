@@ -850,13 +850,14 @@ const PIPE_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
 /// Waits, without the process lock, until a read (or a write) on `fd` would not block: a pipe
 /// with data (room) or without a peer, a host descriptor the host says is ready. Returns the
 /// room of a pipe's write end. Descriptors that never block, non-blocking ones and bad ones
+/// (also those not open for that direction, such as a read of a write-only standard output)
 /// return at once: the call itself deals with them. `EINTR` when the process ends or a signal
 /// comes for thread `tid` meanwhile.
 fn wait_ready(p: &mut Locked<'_>, tid: i32, fd: u64, write: bool) -> SysResult<Option<usize>> {
     let group = p.group.clone();
     loop {
         let Ok(file) = p.fds.get(fdarg(fd)) else { return Ok(None) };
-        if file.status() & libc::O_NONBLOCK != 0 {
+        if file.status() & libc::O_NONBLOCK != 0 || check_mode(&file, write).is_err() {
             return Ok(None);
         }
         match &file.backing {
@@ -1832,6 +1833,14 @@ mod tests {
         let (hr, hw) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let r = t.p().fds.alloc(OpenFile::new(Backing::Host(hr), b"host:r".to_vec(), libc::O_RDONLY), 0, false).unwrap();
         let w = t.p().fds.alloc(OpenFile::new(Backing::Host(hw), b"host:w".to_vec(), libc::O_WRONLY), 0, false).unwrap();
+        // A read of a write-only end (a piped standard output) fails at once: it must not wait
+        // for the end to become readable, which it never does.
+        let iov = t.scratch + 0x4000;
+        t.put(iov, &[t.buf.to_le_bytes(), 8u64.to_le_bytes()].concat());
+        assert_eq!(t.callb(read, &[w, t.buf, 10]), Err(Errno::EBADF));
+        assert_eq!(t.callb(readv, &[w, iov, 1]), Err(Errno::EBADF));
+        assert_eq!(t.callb(write, &[r, t.buf, 10]), Err(Errno::EBADF));
+        assert_eq!(t.callb(writev, &[r, iov, 1]), Err(Errno::EBADF));
         assert_eq!(t.call(fcntl, &[r, F_SETFL as u64, libc::O_NONBLOCK as u64]), Ok(0));
         assert_eq!(t.callb(read, &[r, t.buf, 10]), Err(Errno::EAGAIN), "emulated, host flags untouched");
         assert_eq!(t.write_str(w, "host"), Ok(4));

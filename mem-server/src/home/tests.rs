@@ -243,6 +243,22 @@ fn munmap_mprotect_madvise_split_across_owners() {
 }
 
 #[test]
+fn munmap_is_clipped_to_the_user_part() {
+    let (mut h, mut f) = setup();
+    ok(&mut h, &mut f, mmap(USER_MIN, 0x10000, MAP_FIXED));
+    // From below USER_MIN over a mapping: only the user part is unmapped, and only it is named.
+    let out = ok(&mut h, &mut f, MemCall::Munmap { addr: 0x8000, len: 0x10000 });
+    assert_eq!(out.effects, vec![Effect::Unmap { start: USER_MIN, end: 0x18000 }]);
+    assert_eq!(regions_at(&mut f, h.owner_of(0).unwrap(), 0, VS), vec![anon(0x18000, 0x20000)]);
+    // Wholly below USER_MIN, or past the top: nothing to do, no effect.
+    assert!(ok(&mut h, &mut f, MemCall::Munmap { addr: 0, len: USER_MIN }).effects.is_empty());
+    assert!(ok(&mut h, &mut f, MemCall::Munmap { addr: TOP, len: 4096 }).effects.is_empty());
+    // Through the top of the space: stops at the top.
+    let out = ok(&mut h, &mut f, MemCall::Munmap { addr: TOP - 4096, len: 1 << 40 });
+    assert_eq!(out.effects, vec![Effect::Unmap { start: TOP - 4096, end: TOP }]);
+}
+
+#[test]
 fn mremap_grow_shrink_and_errors() {
     let (mut h, mut f) = setup();
     let a = 30 * VS - 8192;
