@@ -19,16 +19,8 @@ pub struct SysMem {
 /// `out imm8, al` followed by `hlt`: the whole of a CPL0 stub. The VMM does not resume a stub
 /// (it sets the registers the thread goes on with), so the `hlt` is only reached if it has a
 /// bug, and then shows up as a clear error.
-fn stub(port: u16) -> Vec<u8> {
-    vec![0xe6, port as u8, 0xf4]
-}
-
-/// The page-fault stub: `out imm8, al`, then `add rsp, 8; iretq`. A miss the VMM served resumes
-/// the stub, which drops the error code and returns to the faulting instruction itself: two
-/// emulated instructions cost less here than the VMM setting CS and SS through KVM, and the
-/// registers need no round trip at all. Any other outcome sets the registers, as for any stub.
-fn page_fault_stub(port: u16) -> Vec<u8> {
-    vec![0xe6, port as u8, 0x48, 0x83, 0xc4, 0x08, 0x48, 0xcf]
+fn stub(port: u16) -> [u8; 3] {
+    [0xe6, port as u8, 0xf4]
 }
 
 /// Vector of the page fault.
@@ -123,8 +115,7 @@ impl SysMem {
             self.write_u64(IDT_ADDR + 16 * u64::from(v), lo);
             self.write_u64(IDT_ADDR + 16 * u64::from(v) + 8, handler >> 32);
             let port = EXCEPTION_PORT_BASE + u16::from(v);
-            let code = if v == PAGE_FAULT { page_fault_stub(port) } else { stub(port) };
-            self.write_bytes(handler, &code);
+            self.write_bytes(handler, &stub(port));
         }
         // One TSS per vCPU: rsp0 at offset 4 (its own exception stack), then the I/O permission
         // bitmap. The syscall stub runs with user privileges on this KVM, so the stub ports are
