@@ -112,7 +112,7 @@ impl Blocks {
             proc,
             base,
             size: args.size,
-            owners: Owners::new(args.mem_server.clone(), v, args.cluster, timeout),
+            owners: Owners::tcp(args.mem_server.clone(), v, args.cluster, timeout),
             buf: RegisteredBuf::new(1),
         };
         b.home_call(MemRequest::CreateProcess(spec)).context("creating the device's process at the home")?;
@@ -143,7 +143,7 @@ impl Blocks {
     }
 
     /// The page-path connection to the owner of the slab holding `addr`.
-    fn owner(&mut self, addr: u64) -> Result<&mut TcpTransport, String> {
+    fn owner(&mut self, addr: u64) -> Result<&mut dyn Transport, String> {
         let i = self.owners.owner_of(addr).ok_or_else(|| format!("no owner for {addr:#x}"))?;
         self.owners.link(i).map_err(|e| e.to_string())
     }

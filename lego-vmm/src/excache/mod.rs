@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use lego_proto::frame::MAX_RUN_PAGES;
-use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
+use lego_proto::transport::{RegisteredBuf, Slot, Transport};
 use lego_proto::vma::Prot;
 use lego_proto::ProtoError;
 
@@ -658,7 +658,7 @@ impl State {
         owner: usize,
         what: &'static str,
         page: u64,
-        f: impl FnOnce(&mut TcpTransport, &mut RegisteredBuf) -> Result<R, ProtoError>,
+        f: impl FnOnce(&mut dyn Transport, &mut RegisteredBuf) -> Result<R, ProtoError>,
     ) -> Result<R, MemError> {
         let r = match self.owners.link(owner) {
             Ok(link) => f(link, &mut self.buf),
@@ -976,3 +976,189 @@ pub struct MemoryConfig {
 
 /// Default vRegion size (LegoOS: 1 GB).
 pub const DEFAULT_VREGION_SIZE: u64 = 1 << 30;
+
+#[cfg(test)]
+mod tests {
+    //! The miss path against pages kept in memory: no KVM, no server. Accesses here are the
+    //! VMM's (`ExCache::access`), which take the same `State::fault` as a guest #PF.
+
+    use std::collections::HashMap;
+
+    use lego_proto::transport::Transport;
+
+    use super::*;
+
+    /// An owner that keeps pages in a map, and counts what it was asked.
+    #[derive(Clone, Default)]
+    struct MemOwner {
+        pages: Arc<Mutex<HashMap<u64, Vec<u8>>>>,
+        reads: Arc<std::sync::atomic::AtomicU64>,
+        writes: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl Transport for MemOwner {
+        fn peer(&self) -> &str {
+            "memory"
+        }
+        fn read_page(&mut self, _: u64, addr: u64, buf: &mut RegisteredBuf, slot: Slot) -> Result<(), ProtoError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let pages = self.pages.lock().unwrap();
+            let page = pages.get(&addr).ok_or_else(|| ProtoError::Malformed(format!("page {addr:#x} was never written")))?;
+            buf.page_mut(slot.0).copy_from_slice(page);
+            Ok(())
+        }
+        fn read_pages(&mut self, proc: u64, addr: u64, n: u64, buf: &mut RegisteredBuf, first: Slot) -> Result<u64, ProtoError> {
+            for i in 0..n {
+                let at = addr + i * PAGE_SIZE;
+                if self.pages.lock().unwrap().contains_key(&at) {
+                    self.read_page(proc, at, buf, Slot(first.0 + i as usize))?;
+                }
+            }
+            Ok(n)
+        }
+        fn write_page(&mut self, _: u64, addr: u64, buf: &RegisteredBuf, slot: Slot) -> Result<(), ProtoError> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.pages.lock().unwrap().insert(addr, buf.page(slot.0).to_vec());
+            Ok(())
+        }
+        fn write_pages(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<(), ProtoError> {
+            pages.iter().try_for_each(|&(addr, slot)| self.write_page(proc, addr, buf, slot))
+        }
+        fn write_read_page(&mut self, proc: u64, w: u64, r: u64, buf: &mut RegisteredBuf, src: Slot, dst: Slot) -> Result<(), ProtoError> {
+            self.write_page(proc, w, buf, src)?;
+            self.read_page(proc, r, buf, dst)
+        }
+        fn call(&mut self, _: u64, _: &[u8]) -> Result<Vec<u8>, ProtoError> {
+            Err(ProtoError::Malformed("no control calls here".into()))
+        }
+    }
+
+    const BASE: u64 = 0x40_0000;
+
+    /// A cache of `lines` lines, `pages` pages mapped read-write from `BASE`, owned by `owner`.
+    fn cache(lines: u64, pages: u64, owner: &MemOwner, policy: Policy, prefetch: u64) -> ExCache {
+        let owner = owner.clone();
+        let connect: owners::Connector = Arc::new(move |_: &str| Ok(Box::new(owner.clone()) as Box<dyn Transport>));
+        let owners = Owners::new(vec!["memory".into()], 1 << 30, connect);
+        let sys = Arc::new(SysMem::new(1 << 30).unwrap());
+        let config = ExCacheConfig { bytes: lines * PAGE_SIZE, ways: 0, policy, prefetch };
+        let c = ExCache::start(config, owners, 1, sys).unwrap();
+        let mut held = c.hold();
+        held.set_owner(0, "memory").unwrap();
+        held.map(BASE, BASE + pages * PAGE_SIZE, Prot::RW).unwrap();
+        drop(held);
+        c
+    }
+
+    fn write(c: &ExCache, page: u64, v: u64) {
+        c.access(BASE + page * PAGE_SIZE + 8 * (page % 512), 8, true, |b, _| b.copy_from_slice(&v.to_le_bytes())).unwrap();
+    }
+
+    fn read(c: &ExCache, page: u64) -> u64 {
+        let mut v = [0u8; 8];
+        c.access(BASE + page * PAGE_SIZE + 8 * (page % 512), 8, false, |b, at| v[at..at + b.len()].copy_from_slice(b)).unwrap();
+        u64::from_le_bytes(v)
+    }
+
+    #[test]
+    fn every_write_comes_back_through_evictions() {
+        for policy in [Policy::Clock, Policy::Fifo] {
+            let owner = MemOwner::default();
+            let c = cache(32, 256, &owner, policy, 0);
+            for round in 1..=3u64 {
+                for p in 0..256 {
+                    write(&c, p, p * 1000 + round);
+                }
+            }
+            for p in (0..256).rev() {
+                assert_eq!(read(&c, p), p * 1000 + 3, "page {p} ({policy:?})");
+            }
+            let s = c.stats();
+            assert!(s.resident <= 32 && s.lines == 32, "{s:?}");
+            assert_eq!(s.plocal_fills, 256, "first touches are zero lines, no fetch: {s:?}");
+            assert!(s.misses > 0 && s.dirty_flushes >= 224 && s.evictions >= 224, "{s:?}");
+            assert!(owner.writes.load(Ordering::Relaxed) >= s.dirty_flushes);
+        }
+    }
+
+    #[test]
+    fn clean_lines_go_without_a_write_back() {
+        let owner = MemOwner::default();
+        let c = cache(16, 64, &owner, Policy::Clock, 0);
+        for p in 0..64 {
+            write(&c, p, p + 7);
+        }
+        let flushed = c.stats().dirty_flushes;
+        // Reading everything twice evicts only lines fetched clean: nothing more to write.
+        for _ in 0..2 {
+            for p in 0..64 {
+                assert_eq!(read(&c, p), p + 7);
+            }
+        }
+        let s = c.stats();
+        // The lines still dirty from the writes went back once each, and never again.
+        assert!(s.dirty_flushes <= flushed + 16, "{s:?}");
+        assert!(s.misses >= 64, "{s:?}");
+    }
+
+    #[test]
+    fn clean_writes_back_and_keeps_lines_resident() {
+        let owner = MemOwner::default();
+        let c = cache(64, 32, &owner, Policy::Clock, 0);
+        for p in 0..32 {
+            write(&c, p, p + 1);
+        }
+        assert_eq!(c.stats().dirty_flushes, 0);
+        c.hold().clean(BASE, BASE + 32 * PAGE_SIZE).unwrap();
+        let s = c.stats();
+        assert_eq!((s.dirty_flushes, s.resident, s.evictions), (32, 32, 0), "{s:?}");
+        assert_eq!(owner.pages.lock().unwrap().len(), 32);
+        // Clean now: a second clean has nothing to send.
+        c.hold().clean(BASE, BASE + 32 * PAGE_SIZE).unwrap();
+        assert_eq!(c.stats().dirty_flushes, 32);
+    }
+
+    #[test]
+    fn unmapped_and_discarded_ranges() {
+        let owner = MemOwner::default();
+        let c = cache(16, 64, &owner, Policy::Clock, 0);
+        for p in 0..64 {
+            write(&c, p, 5);
+        }
+        // MADV_DONTNEED: zeroes again, nothing fetched.
+        c.hold().discard(BASE, BASE + 64 * PAGE_SIZE).unwrap();
+        let before = c.stats().misses;
+        assert_eq!(read(&c, 3), 0);
+        assert_eq!(c.stats().misses, before);
+        // munmap: nothing there any more.
+        c.hold().unmap(BASE, BASE + 64 * PAGE_SIZE).unwrap();
+        assert_eq!(c.access(BASE, 8, false, |_, _| {}), Err(Errno::EFAULT));
+        assert_eq!(c.stats().resident, 0);
+    }
+
+    #[test]
+    fn a_sequential_stream_prefetches_and_a_failing_owner_fails_the_memory() {
+        let owner = MemOwner::default();
+        let c = cache(256, 1024, &owner, Policy::Clock, 32);
+        for p in 0..1024 {
+            write(&c, p, p);
+        }
+        let reads = owner.reads.load(Ordering::Relaxed);
+        for p in 0..1024 {
+            assert_eq!(read(&c, p), p);
+        }
+        let s = c.stats();
+        assert!(s.prefetched > 500, "a front-to-back read should mostly be prefetched: {s:?}");
+        assert!(owner.reads.load(Ordering::Relaxed) > reads);
+        // An owner that lost a page: the access fails with EIO and the memory is failed.
+        owner.pages.lock().unwrap().clear();
+        let mut failed = false;
+        for p in 0..1024 {
+            if c.access(BASE + p * PAGE_SIZE, 8, false, |_, _| {}).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed && c.failure().is_some_and(|m| m.contains("never written")), "{:?}", c.failure());
+    }
+}

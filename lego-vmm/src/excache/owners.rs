@@ -3,10 +3,11 @@
 //! flushed has none, so its first touch is served locally with zeroes (a p-local line, §4.4.2).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::transport::TcpTransport;
+use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 
 const CHUNK_PAGES: u64 = 1 << 15;
@@ -78,28 +79,34 @@ impl RemotePages {
     }
 }
 
+/// Opens the page-path connection to the server at an address: the seam between the ExCache
+/// and the network, so the miss path can be tested against pages kept in memory.
+pub type Connector = Arc<dyn Fn(&str) -> Result<Box<dyn Transport>, ProtoError> + Send + Sync>;
+
 /// The vRegion array as cached by the pComponent, and one page-path connection per owner.
 pub struct Owners {
     servers: Vec<String>,
-    links: Vec<Option<TcpTransport>>,
+    links: Vec<Option<Box<dyn Transport>>>,
     by_vregion: HashMap<u64, usize>,
     vregion_shift: u32,
-    hello: Hello,
-    timeout: Duration,
+    connect: Connector,
 }
 
 impl Owners {
-    /// No vRegion owned yet; `servers` are the addresses owners are named by.
-    pub fn new(servers: Vec<String>, vregion_size: u64, cluster: u64, timeout: Duration) -> Owners {
+    /// No vRegion owned yet; `servers` are the addresses owners are named by, reached through
+    /// `connect`.
+    pub fn new(servers: Vec<String>, vregion_size: u64, connect: Connector) -> Owners {
         let links = servers.iter().map(|_| None).collect();
-        Owners {
-            servers,
-            links,
-            by_vregion: HashMap::new(),
-            vregion_shift: vregion_size.trailing_zeros(),
-            hello: Hello::new(ComponentKind::Processor, cluster),
-            timeout,
-        }
+        Owners { servers, links, by_vregion: HashMap::new(), vregion_shift: vregion_size.trailing_zeros(), connect }
+    }
+
+    /// Owners reached over TCP, as a pComponent of cluster `cluster`.
+    pub fn tcp(servers: Vec<String>, vregion_size: u64, cluster: u64, timeout: Duration) -> Owners {
+        let hello = Hello::new(ComponentKind::Processor, cluster);
+        let connect: Connector = Arc::new(move |addr: &str| {
+            TcpTransport::connect(addr, hello, timeout).map(|t| Box::new(t) as Box<dyn Transport>)
+        });
+        Owners::new(servers, vregion_size, connect)
     }
 
     /// Records that `owner` owns vRegion `index`; unknown owner names are an error.
@@ -129,11 +136,11 @@ impl Owners {
     }
 
     /// The page-path connection to server `i`, opened on first use.
-    pub fn link(&mut self, i: usize) -> Result<&mut TcpTransport, ProtoError> {
+    pub fn link(&mut self, i: usize) -> Result<&mut dyn Transport, ProtoError> {
         if self.links[i].is_none() {
-            self.links[i] = Some(TcpTransport::connect(&self.servers[i], self.hello, self.timeout)?);
+            self.links[i] = Some((self.connect)(&self.servers[i])?);
         }
-        Ok(self.links[i].as_mut().expect("just connected"))
+        Ok(self.links[i].as_deref_mut().expect("just connected"))
     }
 
     /// Number of distinct owners in use.

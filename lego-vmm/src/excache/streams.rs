@@ -29,8 +29,9 @@ struct Stream {
     start: u64,
     /// When the stream last missed, for replacement.
     used: u64,
-    /// The stream writes: a miss of it was a write, or a line prefetched for it took a
-    /// first-write fault. Kept for the stream's life: lines installed dirty show no more writes.
+    /// The stream writes: a miss of it was a write. Kept for the stream's life: the lines of a
+    /// writing stream are installed dirty, and first writes never reach the VMM anyway (KVM
+    /// takes them through the D bit).
     wrote: bool,
     live: bool,
 }
@@ -42,10 +43,7 @@ pub struct Window {
     pub start: u64,
     /// Lines to prefetch.
     pub lines: u64,
-    /// The previous window of the stream, `[start, end)`: the program went past it.
-    pub passed: (u64, u64),
-    /// The stream writes: this miss or an earlier one of the stream was a write, or a line
-    /// prefetched for it took a first-write fault.
+    /// The stream writes: this miss or an earlier one of the stream was a write.
     pub writes: bool,
 }
 
@@ -76,14 +74,13 @@ impl Streams {
         self.clock += 1;
         let clock = self.clock;
         if let Some(s) = self.streams.iter_mut().find(|s| s.live && s.next == page) {
-            let passed = (s.start, s.start + s.window * PAGE_SIZE);
             s.wrote |= write;
             let writes = s.wrote;
             s.window = if s.window == 0 { FIRST_WINDOW.min(self.max) } else { (s.window * 2).min(self.max) };
             s.start = page + PAGE_SIZE;
             s.next = s.start + s.window * PAGE_SIZE;
             s.used = clock;
-            return Some(Window { start: s.start, lines: s.window, passed, writes });
+            return Some(Window { start: s.start, lines: s.window, writes });
         }
         if let Some(s) = self.streams.iter_mut().find(|s| s.live && s.window > 0 && (s.start..s.next).contains(&page)) {
             // A line of the window was evicted before the program reached it.
@@ -109,14 +106,6 @@ impl Streams {
             }
         }
     }
-
-    /// A prefetched line at `page` took a first-write fault: if it belongs to a stream's last
-    /// window, the stream writes.
-    pub fn wrote(&mut self, page: u64) {
-        if let Some(s) = self.streams.iter_mut().find(|s| s.live && (s.start..s.next).contains(&page)) {
-            s.wrote = true;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -133,7 +122,7 @@ mod tests {
         assert_eq!((w.start, w.lines, w.writes), (102 * P, FIRST_WINDOW, false));
         // The program runs through the window; its next miss is just past it.
         let w = s.miss(106 * P, true).unwrap();
-        assert_eq!((w.start, w.lines, w.passed, w.writes), (107 * P, 8, (102 * P, 106 * P), true));
+        assert_eq!((w.start, w.lines, w.writes), (107 * P, 8, true));
         let w = s.miss(115 * P, false).unwrap();
         assert_eq!((w.lines, w.writes), (16, true), "a stream that wrote goes on writing");
         let w = s.miss(132 * P, false).unwrap();
@@ -175,14 +164,13 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_window_moves_the_expected_miss_and_first_writes_mark_the_stream() {
+    fn a_cut_window_moves_the_expected_miss_and_write_misses_mark_the_stream() {
         let mut s = Streams::new(16);
         s.miss(0, false);
         let w = s.miss(P, false).unwrap();
         s.cut(&w, 4 * P); // only pages 2 and 3 could be installed
-        s.wrote(3 * P);
-        let w = s.miss(4 * P, false).expect("the stream goes on after the cut");
-        assert_eq!((w.passed, w.writes), ((2 * P, 4 * P), true));
+        let w = s.miss(4 * P, true).expect("the stream goes on after the cut");
+        assert_eq!((w.start, w.writes), (5 * P, true), "a write miss marks the stream");
         s.cut(&w, w.start);
         assert_eq!(s.miss(5 * P, false), None, "a stream cut to nothing ends");
     }
