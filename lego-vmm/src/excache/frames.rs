@@ -19,12 +19,25 @@ struct Set {
     free: Vec<u32>,
 }
 
+/// Where a prefetched line stands. It is installed with A preset, which lets one KVM shadow
+/// fault fill its aligned neighbours, so its first sweep only re-arms A; from then on A says
+/// whether the program used it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Not prefetched, or judged already.
+    No,
+    /// Installed, A preset: not yet re-armed by a sweep.
+    Fresh,
+    /// A re-armed once: set again means used, clear at eviction means unused.
+    Armed,
+}
+
 /// Frames, sets and hands.
 pub struct Frames {
     /// The page each frame holds (`FREE`: none).
     pages: Vec<u64>,
-    /// Installed by prefetch, and not seen used yet.
-    prefetched: Vec<bool>,
+    /// Installed by prefetch, and not judged yet (see [`Prefetch`]).
+    prefetched: Vec<Prefetch>,
     sets: Vec<Set>,
     resident: usize,
 }
@@ -54,7 +67,7 @@ impl Frames {
                 Set { first, len, hand: 0, free: (first..first + len).rev().collect() }
             })
             .collect();
-        Frames { pages: vec![FREE; lines], prefetched: vec![false; lines], sets, resident: 0 }
+        Frames { pages: vec![FREE; lines], prefetched: vec![Prefetch::No; lines], sets, resident: 0 }
     }
 
     /// Number of frames.
@@ -87,7 +100,7 @@ impl Frames {
         let set = self.set_of(page);
         let f = self.sets[set].free.pop()?;
         self.pages[f as usize] = page;
-        self.prefetched[f as usize] = prefetched;
+        self.prefetched[f as usize] = if prefetched { Prefetch::Fresh } else { Prefetch::No };
         self.resident += 1;
         Some(f)
     }
@@ -109,9 +122,14 @@ impl Frames {
         Some(self.pages[f as usize]).filter(|&p| p != FREE)
     }
 
-    /// Clears frame `f`'s prefetched mark; returns whether it was set.
-    pub fn take_prefetched(&mut self, f: u32) -> bool {
-        std::mem::take(&mut self.prefetched[f as usize])
+    /// Where the prefetched line of frame `f` stands.
+    pub fn prefetch(&self, f: u32) -> Prefetch {
+        self.prefetched[f as usize]
+    }
+
+    /// Sets where the prefetched line of frame `f` stands.
+    pub fn set_prefetch(&mut self, f: u32, p: Prefetch) {
+        self.prefetched[f as usize] = p;
     }
 
     /// Every (frame, page) pair whose page lies in `[start, end)`.
@@ -180,7 +198,12 @@ mod tests {
         assert_eq!(fr.release(fs[3]), Some(3 * PAGE_SIZE));
         assert_eq!(fr.release(fs[3]), None);
         assert_eq!(fr.take(99 * PAGE_SIZE, true), Some(fs[3]));
-        assert!(fr.take_prefetched(fs[3]) && !fr.take_prefetched(fs[3]));
+        assert_eq!(fr.prefetch(fs[3]), Prefetch::Fresh);
+        fr.set_prefetch(fs[3], Prefetch::Armed);
+        assert_eq!(fr.prefetch(fs[3]), Prefetch::Armed);
+        fr.release(fs[3]);
+        assert_eq!(fr.take(98 * PAGE_SIZE, false), Some(fs[3]));
+        assert_eq!(fr.prefetch(fs[3]), Prefetch::No);
         assert_eq!(fr.in_range(0, 2 * PAGE_SIZE).len(), 2);
     }
 

@@ -22,9 +22,9 @@
 //!    in KVM without any exit; eviction reads D to know what to write back.
 //! 5. **Prefetch**: a miss that continues a sequential stream ([`streams`]) installs the stream's
 //!    next window too: one round trip for the lines that exist remotely, none at all for a
-//!    window of p-local lines (first touches are zero-filled in runs). Prefetched lines start
-//!    with A clear, so CLOCK evicts the unused ones first, and their A bit says whether they
-//!    were used.
+//!    window of p-local lines (first touches are zero-filled in runs). Prefetched lines are
+//!    installed with A preset: then one KVM shadow fault fills up to 8 aligned neighbours
+//!    (`ptprobe` P0a), instead of one fault per line.
 //!
 //! Race-free eviction: an entry is unmapped with one atomic exchange, which also reads the D bit
 //! as KVM last set it. KVM sets D with a compare-exchange on the same word, so a write either
@@ -54,7 +54,7 @@ use crate::layout::{page_floor, PAGE_SIZE};
 use crate::paging::{PageTables, PoolExhausted, Pte, ACCESSED, DIRTY};
 use crate::sysmem::SysMem;
 use crate::user_mem::FramePool;
-use frames::{Frames, Swept};
+use frames::{Frames, Prefetch, Swept};
 use owners::{Owners, RemotePages};
 use streams::Streams;
 
@@ -150,9 +150,10 @@ pub struct CacheStats {
     pub evict_ns: u64,
     /// Lines installed by prefetch (including zero-filled runs of first touches).
     pub prefetched: u64,
-    /// Prefetched lines the guest accessed (KVM set their accessed bit).
+    /// Prefetched lines the guest accessed: KVM set their accessed bit again after CLOCK first
+    /// re-armed it (they are installed with it set; judged under CLOCK only).
     pub prefetch_used: u64,
-    /// Prefetched lines evicted without an access.
+    /// Prefetched lines evicted without an access since CLOCK re-armed them.
     pub prefetch_unused: u64,
     /// Page bytes received from and sent to mem-servers.
     pub bytes_in: u64,
@@ -713,8 +714,13 @@ impl State {
             let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
             if self.policy == Policy::Clock && word.fetch_and(!ACCESSED, Ordering::AcqRel) & ACCESSED != 0 {
                 self.stats.second_chances += 1;
-                if self.frames.take_prefetched(f) {
-                    self.stats.prefetch_used += 1;
+                match self.frames.prefetch(f) {
+                    Prefetch::Fresh => self.frames.set_prefetch(f, Prefetch::Armed),
+                    Prefetch::Armed => {
+                        self.frames.set_prefetch(f, Prefetch::No);
+                        self.stats.prefetch_used += 1;
+                    }
+                    Prefetch::No => {}
                 }
                 continue;
             }
@@ -737,7 +743,7 @@ impl State {
     /// Frees frame `f`, whose line `page` was unmapped with entry `old` and invalidated; if it
     /// was dirty, copies it into staging slot `n` first and returns what to write back.
     fn retire(&mut self, mem: &Shared, f: u32, page: u64, old: Pte, n: usize) -> Result<Option<Staged>, MemError> {
-        if self.frames.take_prefetched(f) {
+        if self.frames.prefetch(f) == Prefetch::Armed {
             if old.accessed() {
                 self.stats.prefetch_used += 1;
             } else {
@@ -947,7 +953,7 @@ impl State {
                     line.fill(0);
                 }
                 self.born_dirty[(frame / PAGE_SIZE) as usize] = w.writes;
-                word.store(pte.resident(frame, false, w.writes).0, Ordering::Release);
+                word.store(pte.resident(frame, true, w.writes).0, Ordering::Release);
                 self.stats.prefetched += 1;
             }
             reached += PAGE_SIZE;

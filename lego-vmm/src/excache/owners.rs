@@ -100,11 +100,14 @@ impl Owners {
         Owners { servers, links, by_vregion: HashMap::new(), vregion_shift: vregion_size.trailing_zeros(), connect }
     }
 
-    /// Owners reached over TCP, as a pComponent of cluster `cluster`.
+    /// Owners reached over TCP, as a pComponent of cluster `cluster`. The faulting thread polls
+    /// for each reply before blocking ([`TcpTransport::set_poll`]): it has nothing else to do.
     pub fn tcp(servers: Vec<String>, vregion_size: u64, cluster: u64, timeout: Duration) -> Owners {
         let hello = Hello::new(ComponentKind::Processor, cluster);
         let connect: Connector = Arc::new(move |addr: &str| {
-            TcpTransport::connect(addr, hello, timeout).map(|t| Box::new(t) as Box<dyn Transport>)
+            let mut t = TcpTransport::connect(addr, hello, timeout)?;
+            t.set_poll(lego_proto::transport::DEFAULT_POLL);
+            Ok(Box::new(t) as Box<dyn Transport>)
         });
         Owners::new(servers, vregion_size, connect)
     }
