@@ -138,7 +138,7 @@ pub fn run(args: &StorageBenchArgs) -> anyhow::Result<()> {
         args.buffer_cache >> 20
     );
     // The limit of every remote row: one round trip to a server on the same host.
-    let rtt = lego_vmm::bench::raw_round_trips("127.0.0.1", args.ops as usize)?;
+    let rtt = lego_vmm::bench::raw_round_trips("127.0.0.1", args.ops as usize, std::time::Duration::ZERO)?;
     let limit = rate(args.ops, rtt.iter().sum());
     println!("  limit: one raw TCP round trip (40 B out, 4 KB back, loopback) = {limit:.0} ops/s");
     println!("  {:<34} {:>12} {:>12} {:>9} {:>9}", "pattern", "lego ops/s", "native ops/s", "lego/nat", "lego/lim");

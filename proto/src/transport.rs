@@ -175,28 +175,35 @@ impl TcpTransport {
         self.poll = poll;
     }
 
-    /// Waits for the first byte of a reply by polling the socket, for at most `self.poll`;
-    /// the blocking read that follows then finds it there.
+    /// Waits for the first byte of a reply by polling (see [`poll_readable`]).
     fn poll_reply(&self) {
-        if self.poll.is_zero() {
-            return;
-        }
-        let fd = self.stream.as_raw_fd();
-        let started = Instant::now();
-        let mut b = 0u8;
-        loop {
-            // SAFETY: a one-byte peek into our own byte; the fd is our socket.
-            let n = unsafe { libc::recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
-            if n >= 0 || std::io::Error::last_os_error().kind() != ErrorKind::WouldBlock || started.elapsed() >= self.poll {
-                return;
-            }
-            std::hint::spin_loop();
-        }
+        poll_readable(&self.stream, self.poll);
     }
 
     /// The socket, past the handshake: for tools and tests that speak raw frames.
     pub fn into_stream(self) -> TcpStream {
         self.stream
+    }
+}
+
+/// Polls `stream` for up to `poll` until a byte can be read (or an error or end of file is
+/// pending), yielding the core between looks so that a server thread waiting for it can run.
+/// A blocking read after it then finds its data at once, without paying the kernel's wake-up
+/// latency. Returns at once for a zero `poll`.
+pub fn poll_readable(stream: &TcpStream, poll: Duration) {
+    if poll.is_zero() {
+        return;
+    }
+    let fd = stream.as_raw_fd();
+    let started = Instant::now();
+    let mut b = 0u8;
+    loop {
+        // SAFETY: a one-byte peek into our own byte; the fd is the caller's socket.
+        let n = unsafe { libc::recv(fd, (&mut b as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n >= 0 || std::io::Error::last_os_error().kind() != ErrorKind::WouldBlock || started.elapsed() >= poll {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 

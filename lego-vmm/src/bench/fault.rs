@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use lego_proto::frame::HEADER_LEN;
+use lego_proto::transport::poll_readable;
 
 use crate::layout::PAGE_SIZE;
 
@@ -42,8 +43,10 @@ pub fn tsc_per_ns() -> f64 {
 }
 
 /// `n` round trips to an echo thread listening on `host`: a frame header out, a header and a
-/// page back, both sides with TCP_NODELAY, as on the page path but with no protocol and no store.
-pub fn raw_round_trips(host: &str, n: usize) -> std::io::Result<Vec<Duration>> {
+/// page back, both sides with TCP_NODELAY, as on the page path but with no protocol and no
+/// store. The client polls for each reply for up to `poll` first, as the path it is the limit
+/// of does (the page path: [`lego_proto::transport::DEFAULT_POLL`]; zero: block at once).
+pub fn raw_round_trips(host: &str, n: usize, poll: Duration) -> std::io::Result<Vec<Duration>> {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     const REPLY: usize = HEADER_LEN + PAGE_SIZE as usize;
@@ -66,6 +69,7 @@ pub fn raw_round_trips(host: &str, n: usize) -> std::io::Result<Vec<Duration>> {
     for _ in 0..n {
         let started = Instant::now();
         c.write_all(&req)?;
+        poll_readable(&c, poll);
         c.read_exact(&mut reply)?;
         out.push(started.elapsed());
     }
