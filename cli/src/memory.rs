@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use lego_vmm::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_PREFETCH};
+use lego_vmm::memory::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_PREFETCH};
 
 use crate::size::parse_size;
 

@@ -27,7 +27,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{self as msg, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request as MemRequest};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
-use lego_vmm::excache::owners::Owners;
+use lego_vmm::memory::excache::owners::Owners;
 
 use crate::size::parse_size;
 

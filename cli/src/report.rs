@@ -13,7 +13,7 @@ use lego_proto::global::{GlobalReply, GlobalRequest, ProcessFigures, ProcessIden
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
-use lego_vmm::excache::{CacheStats, StatsProbe};
+use lego_vmm::memory::excache::{CacheStats, StatsProbe};
 
 /// Reports running on their own thread; dropping this sends the last one and stops.
 pub struct Reporter {

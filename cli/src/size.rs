@@ -39,7 +39,7 @@ pub fn vnode_mem() -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync
 /// `--excache`: from the smallest ExCache the VMM accepts to the largest address space.
 pub fn excache() -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
     use lego_vmm::layout::{MAX_USER_MEM, PAGE_SIZE};
-    pages_between(lego_vmm::excache::MIN_LINES * PAGE_SIZE, MAX_USER_MEM)
+    pages_between(lego_vmm::memory::excache::MIN_LINES * PAGE_SIZE, MAX_USER_MEM)
 }
 
 /// `--capacity` of a mem-server: one page to [`mem_server::MAX_CAPACITY`].

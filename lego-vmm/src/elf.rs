@@ -2,8 +2,8 @@
 //! memory.
 
 use crate::layout::{page_ceil, page_floor, PIE_BASE, USER_MIN};
-use crate::mm::Mm;
-use crate::paging::Prot;
+use crate::memory::mm::Mm;
+use crate::memory::paging::Prot;
 use lego_proto::vma::VmaKind;
 
 const PT_LOAD: u32 = 1;

@@ -14,15 +14,13 @@ pub mod cpu;
 pub mod elf;
 pub mod errno;
 pub mod error;
-pub mod excache;
 pub mod fault;
 pub mod fdtable;
 pub mod fs;
 pub mod futex;
 pub mod kick;
 pub mod layout;
-pub mod mm;
-pub mod paging;
+pub mod memory;
 pub mod pcomp;
 pub mod proctable;
 pub mod process;
@@ -33,8 +31,6 @@ pub mod sysmem;
 pub mod threads;
 #[cfg(test)]
 mod testing;
-pub mod uffd;
-pub mod user_mem;
 pub mod vnode;
 
 pub use error::VmmError;

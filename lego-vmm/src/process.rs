@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::fdtable::FdTable;
 use crate::fs::FileSystem;
-use crate::mm::Mm;
+use crate::memory::mm::Mm;
 use crate::proctable::ProcTable;
 use crate::signal::{AltStack, Pending};
 use crate::threads::ThreadGroup;

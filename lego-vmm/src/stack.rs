@@ -3,7 +3,7 @@
 
 use crate::elf::ElfInfo;
 use crate::errno::SysResult;
-use crate::mm::Mm;
+use crate::memory::mm::Mm;
 
 /// Auxiliary vector keys (`<linux/auxvec.h>`).
 pub mod at {

@@ -146,7 +146,7 @@ impl SysMem {
         self.host
     }
 
-    /// The page-table pool, `[first, end)`: zeroed pages for [`crate::paging::PageTables`].
+    /// The page-table pool, `[first, end)`: zeroed pages for [`crate::memory::paging::PageTables`].
     pub fn pt_pool(&self) -> (u64, u64) {
         (PT_POOL, SYS_BASE + self.size)
     }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_PREFETCH, DEFAULT_VREGION_SIZE};
-use crate::mm::Mm;
+use crate::memory::excache::{ExCacheConfig, MemoryConfig, Policy, DEFAULT_PREFETCH, DEFAULT_VREGION_SIZE};
+use crate::memory::mm::Mm;
 
 /// A memory manager whose memory lives on its own embedded mem-server (field order: the
 /// manager goes first, then the server).

@@ -10,7 +10,7 @@ mod fault;
 pub use fault::{raw_round_trips, tsc_per_ns, Percentiles};
 
 use crate::error::VmmError;
-use crate::excache::MemoryConfig;
+use crate::memory::excache::MemoryConfig;
 use crate::layout::BENCH_PORT;
 use crate::fs::hostdir::HostDir;
 use crate::process::Termination;

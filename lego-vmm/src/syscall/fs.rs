@@ -1555,8 +1555,8 @@ mod tests {
     use super::*;
     use crate::fdtable::FdTable;
     use crate::fs::hostdir::HostDir;
-    use crate::mm::flags::{MAP_ANONYMOUS, MAP_PRIVATE};
-    use crate::paging::Prot;
+    use crate::memory::mm::flags::{MAP_ANONYMOUS, MAP_PRIVATE};
+    use crate::memory::paging::Prot;
     use crate::process::{Creds, MAIN_TID, SIG_IGN};
     use lego_proto::vma::VmaKind;
 

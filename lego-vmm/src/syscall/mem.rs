@@ -4,8 +4,8 @@ use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::Backing;
 use crate::layout::PAGE_SIZE;
-use crate::mm::flags::*;
-use crate::paging::Prot;
+use crate::memory::mm::flags::*;
+use crate::memory::paging::Prot;
 use crate::process::Process;
 use lego_proto::vma::VmaKind;
 

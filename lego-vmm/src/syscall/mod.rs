@@ -336,7 +336,7 @@ mod tests {
         let fs = Arc::new(HostDir::new(root).unwrap());
         let crate::testing::TestMm { mm, server } = crate::testing::mm(64 << 20);
         let mut p = Process::new(mm, fs, "fuzz".into(), b"fuzz").unwrap();
-        let heap = p.mm.mmap(0, 1 << 16, crate::paging::Prot::RW, 0x22, lego_proto::vma::VmaKind::Anon).unwrap();
+        let heap = p.mm.mmap(0, 1 << 16, crate::memory::paging::Prot::RW, 0x22, lego_proto::vma::VmaKind::Anon).unwrap();
         p.mm.write_user(heap, b"/tmp\0x\0").unwrap();
         Fuzzed { p: std::sync::Mutex::new(p), _server: server }
     }

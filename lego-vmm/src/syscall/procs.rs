@@ -1,7 +1,7 @@
 //! Processes: `fork`, `vfork`, `clone` of a process, `execve`, `wait4` and `waitid`.
 //!
 //! A fork builds the child's state here (its address space a copy made at the mem-servers, see
-//! [`crate::mm::Mm::fork`]) and asks the run loop to start it in a VM of its own; `execve`
+//! [`crate::memory::mm::Mm::fork`]) and asks the run loop to start it in a VM of its own; `execve`
 //! replaces the image in place and asks the run loop to restart the calling vCPU at the new
 //! entry point.
 

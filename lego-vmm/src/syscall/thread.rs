@@ -203,10 +203,8 @@ pub fn exit_thread(p: &mut Process, tid: i32) {
         release_robust_list(p, tid, state.robust_list.0);
     }
     let addr = state.clear_child_tid;
-    if addr != 0 {
-        if p.mm.with_futex_word(addr, true, |word| word.store(0, Ordering::SeqCst)).is_ok() {
-            let _ = p.group.futexes.wake(addr, 1, MATCH_ANY);
-        }
+    if addr != 0 && p.mm.with_futex_word(addr, true, |word| word.store(0, Ordering::SeqCst)).is_ok() {
+        let _ = p.group.futexes.wake(addr, 1, MATCH_ANY);
     }
 }
 

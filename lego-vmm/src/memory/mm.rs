@@ -3,7 +3,7 @@
 //! everything (addresses, vRegions, owners); this side caches the resulting regions for the guest
 //! page tables and for checking user pointers, and applies each answer's effects to the page
 //! tables and to the [`ExCache`]. Every change that takes a right away from a page is paired with
-//! the invalidation KVM needs (see [`crate::paging`]).
+//! the invalidation KVM needs (see [`crate::memory::paging`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +15,10 @@ use lego_proto::vma::{VmaKind, VmaList};
 
 use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
-use crate::excache::owners::Owners;
-use crate::excache::{CacheStats, ExCache, Held, MemoryConfig};
+use crate::memory::excache::owners::Owners;
+use crate::memory::excache::{CacheStats, ExCache, Held, MemoryConfig};
 use crate::layout::*;
-use crate::paging::Prot;
+use crate::memory::paging::Prot;
 use crate::sysmem::SysMem;
 
 /// `mmap(2)` flags the memory manager looks at.
@@ -410,7 +410,7 @@ fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemO
         }
         Ok(())
     };
-    let mem = |e: crate::excache::MemError| e.to_string();
+    let mem = |e: crate::memory::excache::MemError| e.to_string();
     for o in &outcome.owners {
         cache.set_owner(o.index, &o.owner).map_err(mem)?;
     }

@@ -1,6 +1,6 @@
 //! The ExCache's frames: exactly `--excache` bytes of host memory, populated up front and given
 //! to the guest as the user memslot at guest-physical 0. Guest page tables map user pages onto
-//! these frames ([`crate::paging`]), so the resident bound holds by construction and a line is
+//! these frames ([`crate::memory::paging`]), so the resident bound holds by construction and a line is
 //! installed without any host-side fault.
 //!
 //! A frame is *invalidated* (every KVM shadow entry that maps it dropped) by a userfaultfd
@@ -11,7 +11,7 @@
 
 use crate::error::VmmError;
 use crate::layout::PAGE_SIZE;
-use crate::uffd::Uffd;
+use crate::memory::uffd::Uffd;
 
 /// The frame pool.
 pub struct FramePool {

@@ -1,5 +1,5 @@
 //! A small userfaultfd wrapper: write-protection of the ExCache frames, which is how a run of
-//! frames is invalidated in KVM while vCPUs run (see [`crate::user_mem::FramePool::invalidate`]).
+//! frames is invalidated in KVM while vCPUs run (see [`crate::memory::frame_pool::FramePool::invalidate`]).
 //!
 //! Written by hand because the `userfaultfd` crate's `-sys` crate needs libclang at build time,
 //! for the three ioctls used here.

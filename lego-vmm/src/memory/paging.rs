@@ -12,7 +12,7 @@
 //! ExCache reads them for replacement and dirty tracking, and so must change present entries
 //! atomically ([`PageTables::entry`] gives the word). A VMM-side change that takes something
 //! away (a right, A, D, the whole mapping) is seen by the guest only after a host-side
-//! invalidation of the *frame* (see [`crate::user_mem::FramePool::invalidate`]); adding rights or
+//! invalidation of the *frame* (see [`crate::memory::frame_pool::FramePool::invalidate`]); adding rights or
 //! making an entry present needs nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};

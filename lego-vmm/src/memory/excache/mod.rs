@@ -3,7 +3,7 @@
 //!
 //! The cache is exactly `--excache` bytes of guest-physical frames ([`FramePool`]), populated up
 //! front. A resident line is a guest page-table entry from the virtual page to its frame
-//! ([`crate::paging`]), so the resident bound holds by construction. The whole data path lives
+//! ([`crate::memory::paging`]), so the resident bound holds by construction. The whole data path lives
 //! in [`State::fault`], top to bottom:
 //!
 //! 1. **A miss is a guest #PF**, taken on the faulting vCPU's own thread (its exception stub
@@ -51,9 +51,9 @@ use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
 use crate::kick::Kicker;
 use crate::layout::{page_floor, PAGE_SIZE};
-use crate::paging::{PageTables, PoolExhausted, Pte, ACCESSED, DIRTY};
+use crate::memory::paging::{PageTables, PoolExhausted, Pte, ACCESSED, DIRTY};
 use crate::sysmem::SysMem;
-use crate::user_mem::FramePool;
+use crate::memory::frame_pool::FramePool;
 use frames::{Frames, Prefetch, Swept};
 use owners::{Owners, RemotePages};
 use streams::Streams;
