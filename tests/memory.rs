@@ -177,7 +177,7 @@ fn resident_set_stays_within_the_excache() {
     let prog = image("sort");
     let want = native(&prog, &["262144", "3"]);
     // The ExCache is the only host memory behind the guest's user memory: one mapping of
-    // exactly its size (264 KiB, a size no other mapping of the VMM has), populated up front,
+    // exactly its size (264 KiB, a size no other mapping of the VMM has),
     // and no mapping the size of the address space (300 MiB) at all.
     let excache: u64 = 264 << 10;
     let mut child = Command::new(env!("CARGO_BIN_EXE_lego"))

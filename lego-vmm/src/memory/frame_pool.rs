@@ -1,7 +1,10 @@
-//! The ExCache's frames: exactly `--excache` bytes of host memory, populated up front and given
-//! to the guest as the user memslot at guest-physical 0. Guest page tables map user pages onto
-//! these frames ([`crate::memory::paging`]), so the resident bound holds by construction and a line is
-//! installed without any host-side fault.
+//! The ExCache's frames: exactly `--excache` bytes of host memory, given to the guest as the
+//! user memslot at guest-physical 0. Guest page tables map user pages onto
+//! these frames ([`crate::memory::paging`]), so the resident bound holds by construction. A frame's
+//! host page comes in when the VMM first fills it (zeroes or a fetched line), a cheap native
+//! fault, so the guest never takes a host fault through KVM; populating all of them up front
+//! measured no faster per miss and made every fork pay for the whole cache (ten `fork`+`exec`
+//! of busybox: 1.6-3.6 s populated, 0.25-0.44 s lazy, 256 MiB ExCache).
 //!
 //! A frame is *invalidated* (every KVM shadow entry that maps it dropped) by a userfaultfd
 //! write-protect round trip over its host range: write-protecting fires KVM's MMU notifier, and
@@ -27,7 +30,7 @@ unsafe impl Send for FramePool {}
 unsafe impl Sync for FramePool {}
 
 impl FramePool {
-    /// Maps and populates `size` bytes (a multiple of 4 KB) of frames and registers them for
+    /// Maps `size` bytes (a multiple of 4 KB) of frames and registers them for
     /// write-protection.
     pub fn new(size: u64) -> Result<FramePool, VmmError> {
         let err = |what: &str, e: std::io::Error| VmmError::Memory { size, reason: format!("{what}: {e}") };
@@ -49,11 +52,6 @@ impl FramePool {
         // Lines are 4 KB: a transparent huge page would be split by the first invalidation.
         // SAFETY: the range is our own mapping; the advice changes no contents.
         unsafe { libc::madvise(host, size as usize, libc::MADV_NOHUGEPAGE) };
-        // Populate every frame now (a write fault each, once), so no install ever faults.
-        // SAFETY: the range is our own mapping; MADV_POPULATE_WRITE only faults pages in.
-        if unsafe { libc::madvise(host, size as usize, libc::MADV_POPULATE_WRITE) } != 0 {
-            return Err(err("populating the ExCache frames", std::io::Error::last_os_error()));
-        }
         pool.uffd.register_wp(pool.host as u64, size).map_err(|e| err("registering the frames for write-protection", e))?;
         Ok(pool)
     }

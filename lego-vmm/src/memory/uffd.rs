@@ -80,7 +80,7 @@ impl Uffd {
         Ok(Uffd { fd })
     }
 
-    /// Registers `[start, start+len)` (populated anonymous memory) for write-protection.
+    /// Registers `[start, start+len)` (private anonymous memory) for write-protection.
     pub fn register_wp(&self, start: u64, len: u64) -> io::Result<()> {
         let mut r = Register { range: Range { start, len }, mode: REGISTER_MODE_WP, ioctls: 0 };
         // SAFETY: UFFDIO_REGISTER reads and writes a `Register` struct we own; the range is the

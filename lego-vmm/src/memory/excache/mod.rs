@@ -1,8 +1,7 @@
 //! The ExCache (LegoOS §4.3.2, §5.3): the only part of a process's memory resident in the
 //! pComponent.
 //!
-//! The cache is exactly `--excache` bytes of guest-physical frames ([`FramePool`]), populated up
-//! front. A resident line is a guest page-table entry from the virtual page to its frame
+//! The cache is exactly `--excache` bytes of guest-physical frames ([`FramePool`]). A resident line is a guest page-table entry from the virtual page to its frame
 //! ([`crate::memory::paging`]), so the resident bound holds by construction. The whole data path lives
 //! in [`State::fault`], top to bottom:
 //!
