@@ -5,7 +5,8 @@
 //! vNode, on 1 and on 2 vCPUs faulting at once; each configuration is a `lego run` of its own
 //! with an embedded mem-server on loopback (or the `--mem-server`s given). Rows:
 //! - the limit of a miss: a *do-nothing miss* (the same #PF path into a VMM that only zero-fills
-//!   a line, with room in the cache: no network, no eviction) plus one raw TCP round trip of a
+//!   a line, with room in the cache: no network, no eviction; in the same random order as the
+//!   misses) plus one raw TCP round trip of a
 //!   fetch's sizes, each measured alone; the bare exit is shown for reference;
 //! - misses with prefetch off, random order, with clean and with dirty victims;
 //! - the first write to a resident clean line, which KVM takes through the D bit;

@@ -20,8 +20,9 @@ struct Set {
 }
 
 /// Where a prefetched line stands. It is installed with A preset, which lets one KVM shadow
-/// fault fill its aligned neighbours, so its first sweep only re-arms A; from then on A says
-/// whether the program used it.
+/// fault fill its aligned neighbours, so A tells nothing until a sweep re-arms it; from then on
+/// A set again says the program used it. A stream whose next miss comes past the line says so
+/// too, at any time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prefetch {
     /// Not prefetched, or judged already.

@@ -149,10 +149,11 @@ pub struct CacheStats {
     pub evict_ns: u64,
     /// Lines installed by prefetch (including zero-filled runs of first touches).
     pub prefetched: u64,
-    /// Prefetched lines the guest accessed: KVM set their accessed bit again after CLOCK first
-    /// re-armed it (they are installed with it set; judged under CLOCK only).
+    /// Prefetched lines known to be used: their stream's next miss came past them while they
+    /// were resident, or KVM set their accessed bit again after CLOCK first re-armed it (they
+    /// are installed with it set).
     pub prefetch_used: u64,
-    /// Prefetched lines evicted without an access since CLOCK re-armed them.
+    /// Prefetched lines evicted without either (judged under CLOCK only).
     pub prefetch_unused: u64,
     /// Page bytes received from and sent to mem-servers.
     pub bytes_in: u64,
@@ -905,6 +906,15 @@ impl State {
     /// skipped.
     fn prefetch(&mut self, mem: &Shared, page: u64, write: bool) -> Result<(), MemError> {
         let Some(w) = self.streams.miss(page, write) else { return Ok(()) };
+        // The program went past the previous window: its lines still resident were used.
+        for at in (w.passed.0..w.passed.1).step_by(PAGE_SIZE as usize) {
+            let e = self.pt.pte(&mem.sys, at);
+            let f = (e.frame() / PAGE_SIZE) as u32;
+            if e.present() && self.frames.prefetch(f) != Prefetch::No {
+                self.frames.set_prefetch(f, Prefetch::No);
+                self.stats.prefetch_used += 1;
+            }
+        }
         let mut end = (w.start + w.lines * PAGE_SIZE).min(self.owners.vregion_end(w.start));
         let mut any_remote = false;
         let mut at = w.start;

@@ -43,6 +43,8 @@ pub struct Window {
     pub start: u64,
     /// Lines to prefetch.
     pub lines: u64,
+    /// The previous window of the stream, `[start, end)`: the program went past it.
+    pub passed: (u64, u64),
     /// The stream writes: this miss or an earlier one of the stream was a write.
     pub writes: bool,
 }
@@ -74,13 +76,14 @@ impl Streams {
         self.clock += 1;
         let clock = self.clock;
         if let Some(s) = self.streams.iter_mut().find(|s| s.live && s.next == page) {
+            let passed = (s.start, s.start + s.window * PAGE_SIZE);
             s.wrote |= write;
             let writes = s.wrote;
             s.window = if s.window == 0 { FIRST_WINDOW.min(self.max) } else { (s.window * 2).min(self.max) };
             s.start = page + PAGE_SIZE;
             s.next = s.start + s.window * PAGE_SIZE;
             s.used = clock;
-            return Some(Window { start: s.start, lines: s.window, writes });
+            return Some(Window { start: s.start, lines: s.window, passed, writes });
         }
         if let Some(s) = self.streams.iter_mut().find(|s| s.live && s.window > 0 && (s.start..s.next).contains(&page)) {
             // A line of the window was evicted before the program reached it.
@@ -122,7 +125,7 @@ mod tests {
         assert_eq!((w.start, w.lines, w.writes), (102 * P, FIRST_WINDOW, false));
         // The program runs through the window; its next miss is just past it.
         let w = s.miss(106 * P, true).unwrap();
-        assert_eq!((w.start, w.lines, w.writes), (107 * P, 8, true));
+        assert_eq!((w.start, w.lines, w.passed, w.writes), (107 * P, 8, (102 * P, 106 * P), true));
         let w = s.miss(115 * P, false).unwrap();
         assert_eq!((w.lines, w.writes), (16, true), "a stream that wrote goes on writing");
         let w = s.miss(132 * P, false).unwrap();
@@ -170,7 +173,7 @@ mod tests {
         let w = s.miss(P, false).unwrap();
         s.cut(&w, 4 * P); // only pages 2 and 3 could be installed
         let w = s.miss(4 * P, true).expect("the stream goes on after the cut");
-        assert_eq!((w.start, w.writes), (5 * P, true), "a write miss marks the stream");
+        assert_eq!((w.start, w.passed, w.writes), (5 * P, (2 * P, 4 * P), true), "a write miss marks the stream");
         s.cut(&w, w.start);
         assert_eq!(s.miss(5 * P, false), None, "a stream cut to nothing ends");
     }
