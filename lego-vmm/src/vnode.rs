@@ -615,7 +615,7 @@ impl Group {
             }
             Ok(Fault::Unmapped) => Ok(Some(false)),
             Ok(Fault::Denied) => Ok(Some(true)),
-            Err(msg) => Err(VmmError::MemoryServer(msg)),
+            Err(e) => Err(VmmError::MemoryServer(e.to_string())),
         }
     }
 

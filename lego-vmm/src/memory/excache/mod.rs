@@ -324,13 +324,9 @@ impl Shared {
     }
 
     /// Serves a miss, recording a failure.
-    fn fault(&self, va: u64, access: Access) -> Result<Fault, String> {
+    fn fault(&self, va: u64, access: Access) -> Result<Fault, MemError> {
         let r = self.state().fault(self, va, access);
-        r.map_err(|e| {
-            let msg = e.to_string();
-            self.fail(msg.clone());
-            msg
-        })
+        r.inspect_err(|e| self.fail(e.to_string()))
     }
 }
 
@@ -346,7 +342,7 @@ pub struct Pager(Arc<Shared>);
 impl Pager {
     /// Serves a guest page fault at `va` (see [`State::fault`]). An error is the failure that
     /// ends the process's memory (already recorded).
-    pub fn fault(&self, va: u64, access: Access) -> Result<Fault, String> {
+    pub fn fault(&self, va: u64, access: Access) -> Result<Fault, MemError> {
         self.0.fault(va, access)
     }
 
