@@ -33,12 +33,29 @@ pub enum Prefetch {
     Armed,
 }
 
+/// Why a line is taken into a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Install {
+    /// A miss; a write miss installs the line dirty.
+    Miss {
+        /// The access was a write.
+        write: bool,
+    },
+    /// Prefetch; a writing stream installs the line dirty.
+    Prefetch {
+        /// The stream writes.
+        write: bool,
+    },
+}
+
 /// Frames, sets and hands.
 pub struct Frames {
     /// The page each frame holds (`FREE`: none).
     pages: Vec<u64>,
     /// Installed by prefetch, and not judged yet (see [`Prefetch`]).
     prefetched: Vec<Prefetch>,
+    /// Installed dirty (a write miss, or a writing stream): its D bit is no first write.
+    born_dirty: Vec<bool>,
     sets: Vec<Set>,
     resident: usize,
 }
@@ -68,7 +85,7 @@ impl Frames {
                 Set { first, len, hand: 0, free: (first..first + len).rev().collect() }
             })
             .collect();
-        Frames { pages: vec![FREE; lines], prefetched: vec![Prefetch::No; lines], sets, resident: 0 }
+        Frames { pages: vec![FREE; lines], prefetched: vec![Prefetch::No; lines], born_dirty: vec![false; lines], sets, resident: 0 }
     }
 
     /// Number of frames.
@@ -97,11 +114,16 @@ impl Frames {
     }
 
     /// Takes a free frame of `page`'s set for it; `None` when the set is full.
-    pub fn take(&mut self, page: u64, prefetched: bool) -> Option<u32> {
+    pub fn take(&mut self, page: u64, install: Install) -> Option<u32> {
         let set = self.set_of(page);
         let f = self.sets[set].free.pop()?;
         self.pages[f as usize] = page;
-        self.prefetched[f as usize] = if prefetched { Prefetch::Fresh } else { Prefetch::No };
+        let (prefetch, dirty) = match install {
+            Install::Miss { write } => (Prefetch::No, write),
+            Install::Prefetch { write } => (Prefetch::Fresh, write),
+        };
+        self.prefetched[f as usize] = prefetch;
+        self.born_dirty[f as usize] = dirty;
         self.resident += 1;
         Some(f)
     }
@@ -121,6 +143,12 @@ impl Frames {
     /// The page frame `f` holds.
     pub fn page(&self, f: u32) -> Option<u64> {
         Some(self.pages[f as usize]).filter(|&p| p != FREE)
+    }
+
+    /// Whether the line of frame `f` was installed dirty; clears it (the line is clean from
+    /// its next write-back on).
+    pub fn take_born_dirty(&mut self, f: u32) -> bool {
+        std::mem::take(&mut self.born_dirty[f as usize])
     }
 
     /// Where the prefetched line of frame `f` stands.
@@ -193,17 +221,18 @@ mod tests {
     #[test]
     fn take_release_and_bound() {
         let mut fr = Frames::new(16, 0);
-        let fs: Vec<u32> = (0..16).map(|i| fr.take(i * PAGE_SIZE, false).unwrap()).collect();
+        let fs: Vec<u32> = (0..16).map(|i| fr.take(i * PAGE_SIZE, Install::Miss { write: false }).unwrap()).collect();
         assert_eq!(fr.resident(), 16);
-        assert!(fr.take(99 * PAGE_SIZE, false).is_none(), "the bound holds");
+        assert!(fr.take(99 * PAGE_SIZE, Install::Miss { write: false }).is_none(), "the bound holds");
         assert_eq!(fr.release(fs[3]), Some(3 * PAGE_SIZE));
         assert_eq!(fr.release(fs[3]), None);
-        assert_eq!(fr.take(99 * PAGE_SIZE, true), Some(fs[3]));
+        assert_eq!(fr.take(99 * PAGE_SIZE, Install::Prefetch { write: true }), Some(fs[3]));
+        assert!(fr.take_born_dirty(fs[3]) && !fr.take_born_dirty(fs[3]));
         assert_eq!(fr.prefetch(fs[3]), Prefetch::Fresh);
         fr.set_prefetch(fs[3], Prefetch::Armed);
         assert_eq!(fr.prefetch(fs[3]), Prefetch::Armed);
         fr.release(fs[3]);
-        assert_eq!(fr.take(98 * PAGE_SIZE, false), Some(fs[3]));
+        assert_eq!(fr.take(98 * PAGE_SIZE, Install::Miss { write: false }), Some(fs[3]));
         assert_eq!(fr.prefetch(fs[3]), Prefetch::No);
         assert_eq!(fr.in_range(0, 2 * PAGE_SIZE).len(), 2);
     }

@@ -1,9 +1,10 @@
 //! The ExCache (LegoOS §4.3.2, §5.3): the only part of a process's memory resident in the
 //! pComponent.
 //!
-//! The cache is exactly `--excache` bytes of guest-physical frames ([`FramePool`]). A resident line is a guest page-table entry from the virtual page to its frame
-//! ([`crate::memory::paging`]), so the resident bound holds by construction. The whole data path lives
-//! in [`State::fault`], top to bottom:
+//! The cache is exactly `--excache` bytes of guest-physical frames ([`FramePool`]). A resident
+//! line is a guest page-table entry from the virtual page to its frame
+//! ([`crate::memory::paging`]), so the resident bound holds by construction. The whole data path
+//! lives in [`State::fault`], top to bottom:
 //!
 //! 1. **A miss is a guest #PF**, taken on the faulting vCPU's own thread (its exception stub
 //!    exits to the VMM, see `vnode.rs`). The page's entry says whether it belongs to a region at
@@ -53,7 +54,7 @@ use crate::layout::{page_floor, PAGE_SIZE};
 use crate::memory::paging::{PageTables, PoolExhausted, Pte, ACCESSED, DIRTY};
 use crate::sysmem::SysMem;
 use crate::memory::frame_pool::FramePool;
-use frames::{Frames, Prefetch, Swept};
+use frames::{Frames, Install, Prefetch, Swept};
 use owners::{Owners, RemotePages};
 use streams::Streams;
 
@@ -277,9 +278,6 @@ pub(crate) struct State {
     buf: RegisteredBuf,
     stats: CacheStats,
     streams: Streams,
-    /// Per frame: installed dirty (a write miss, or a writing stream), so its D bit is no first
-    /// write.
-    born_dirty: Vec<bool>,
     proc: u64,
 }
 
@@ -325,8 +323,12 @@ impl Shared {
 
     /// Serves a miss, recording a failure.
     fn fault(&self, va: u64, access: Access) -> Result<Fault, MemError> {
-        let r = self.state().fault(self, va, access);
-        r.inspect_err(|e| self.fail(e.to_string()))
+        self.fault_held(&mut self.state(), va, access)
+    }
+
+    /// [`Shared::fault`] with the state already held.
+    fn fault_held(&self, st: &mut State, va: u64, access: Access) -> Result<Fault, MemError> {
+        st.fault(self, va, access).inspect_err(|e| self.fail(e.to_string()))
     }
 }
 
@@ -363,7 +365,6 @@ impl ExCache {
         let stats = CacheStats { lines: frames.capacity() as u64, ..CacheStats::default() };
         let state = State {
             pt,
-            born_dirty: vec![false; frames.capacity()],
             frames,
             policy: config.policy,
             remote: RemotePages::default(),
@@ -466,13 +467,10 @@ impl ExCache {
 
     /// Makes `page` resident for a VMM access and returns its frame.
     fn resident_frame(&self, st: &mut State, page: u64, write: bool) -> SysResult<u64> {
-        match st.fault(&self.shared, page, Access::vmm(write)) {
+        match self.shared.fault_held(st, page, Access::vmm(write)) {
             Ok(Fault::Installed | Fault::Resident) => {}
             Ok(Fault::Unmapped | Fault::Denied) => return Err(Errno::EFAULT),
-            Err(e) => {
-                self.shared.fail(e.to_string());
-                return Err(Errno::EIO);
-            }
+            Err(_) => return Err(Errno::EIO),
         }
         let word = st.pt.entry(&self.shared.sys, page).ok_or(Errno::EFAULT)?;
         let bits = if write { ACCESSED | DIRTY } else { ACCESSED };
@@ -620,7 +618,7 @@ impl State {
         } else {
             None
         };
-        let (frame, fetched) = self.frame_for(mem, page, page..page + PAGE_SIZE, source.map(|o| (o, page)), false)?;
+        let (frame, fetched) = self.frame_for(mem, page, page..page + PAGE_SIZE, source.map(|o| (o, page)), Install::Miss { write: access.write })?;
         // SAFETY: the frame was just taken for this line: nothing maps it, and we hold the lock.
         let line = unsafe { mem.pool.frame(frame) };
         match source {
@@ -638,7 +636,6 @@ impl State {
                 self.stats.plocal_fills += 1;
             }
         }
-        self.born_dirty[(frame / PAGE_SIZE) as usize] = access.write;
         word.store(pte.resident(frame, true, access.write).0, Ordering::Release);
         if source.is_some() {
             let ns = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
@@ -664,17 +661,17 @@ impl State {
         r.map_err(|source| MemError::Owner { what, page, server: self.owners.name(owner).to_string(), source })
     }
 
-    /// A free frame of `page`'s set for it, made by a CLOCK sweep if the set is full (never
-    /// evicting a line of `keep`). With `fetch = Some((owner, page))`, a dirty victim of the
-    /// same owner carries that fetch into [`INSTALL`] with its write-back; the second value
-    /// says whether one did. Returns the frame's guest-physical address.
+    /// A free frame of `page`'s set for it (taken as `install` says), made by a CLOCK sweep if
+    /// the set is full (never evicting a line of `keep`). With `fetch = Some((owner, page))`, a
+    /// dirty victim of the same owner carries that fetch into [`INSTALL`] with its write-back;
+    /// the second value says whether one did. Returns the frame's guest-physical address.
     fn frame_for(
         &mut self,
         mem: &Shared,
         page: u64,
         keep: Range<u64>,
         fetch: Option<(usize, u64)>,
-        prefetched: bool,
+        install: Install,
     ) -> Result<(u64, bool), MemError> {
         let mut fetched = false;
         if self.frames.free_in_set_of(page) == 0 {
@@ -684,7 +681,7 @@ impl State {
             }
             fetched = self.write_staged(&staged, fetch)?;
         }
-        let f = self.frames.take(page, prefetched).ok_or(MemError::NoVictim(page))?;
+        let f = self.frames.take(page, install).ok_or(MemError::NoVictim(page))?;
         Ok((u64::from(f) * PAGE_SIZE, fetched))
     }
 
@@ -746,24 +743,28 @@ impl State {
                 self.stats.prefetch_unused += 1;
             }
         }
-        let staged = if old.dirty() {
-            let owner = self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
-            let slot = Slot(WRITE_BACK.0 + n);
-            // SAFETY: the line is unmapped and its frame invalidated: nothing writes it now.
-            self.buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
-            self.dirtied(f);
-            Some(Staged { owner, page, slot })
-        } else {
-            None
-        };
+        let staged = if old.dirty() { Some(self.stage(mem, f, page, n)?) } else { None };
         self.frames.release(f);
         self.stats.evictions += 1;
         Ok(staged)
     }
 
+    /// Copies the dirty line `page` of frame `f` into write-back staging slot `n`. The caller
+    /// has taken D (or the whole entry) away and invalidated the frame first: a guest write
+    /// after that either cannot happen (the line is unmapped) or sets D again, so none is lost.
+    fn stage(&mut self, mem: &Shared, f: u32, page: u64, n: usize) -> Result<Staged, MemError> {
+        let owner = self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
+        let slot = Slot(WRITE_BACK.0 + n);
+        // SAFETY: we hold the state lock, which serialises VMM access to frames; the guest's
+        // concurrent access is covered above.
+        self.buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
+        self.dirtied(f);
+        Ok(Staged { owner, page, slot })
+    }
+
     /// Counts a first write to the line in frame `f`, if it was installed clean.
     fn dirtied(&mut self, f: u32) {
-        if !std::mem::take(&mut self.born_dirty[f as usize]) {
+        if !self.frames.take_born_dirty(f) {
             self.stats.dirtied += 1;
         }
     }
@@ -882,13 +883,8 @@ impl State {
         for batch in dirty.chunks(MAX_RUN_PAGES as usize) {
             let mut staged = Vec::new();
             for &(f, page) in batch {
-                let owner = self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
-                let slot = Slot(WRITE_BACK.0 + staged.len());
-                // SAFETY: a resident frame; a concurrent guest write lands either in this copy
-                // or after it, setting D again.
-                self.buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
-                self.dirtied(f);
-                staged.push(Staged { owner, page, slot });
+                let s = self.stage(mem, f, page, staged.len())?;
+                staged.push(s);
             }
             self.write_staged(&staged, None)?;
         }
@@ -945,7 +941,7 @@ impl State {
             let word = self.pt.entry(&mem.sys, at).ok_or(MemError::LostEntry(at))?;
             let pte = Pte(word.load(Ordering::Acquire));
             if !pte.present() {
-                let frame = match self.frame_for(mem, at, page..end, None, true) {
+                let frame = match self.frame_for(mem, at, page..end, None, Install::Prefetch { write: w.writes }) {
                     Ok((frame, _)) => frame,
                     Err(MemError::NoVictim(_)) => break,
                     Err(e) => return Err(e),
@@ -957,7 +953,6 @@ impl State {
                 } else {
                     line.fill(0);
                 }
-                self.born_dirty[(frame / PAGE_SIZE) as usize] = w.writes;
                 word.store(pte.resident(frame, true, w.writes).0, Ordering::Release);
                 self.stats.prefetched += 1;
             }
