@@ -162,7 +162,7 @@ pub fn run(a: &FaultArgs) -> anyhow::Result<()> {
     println!("  limits, each measured alone                                   1 vCPU     2 vCPUs at once");
     println!("    bare exit (CPL3 out -> VMM -> resume), for reference     {:>8.1} us", m["exit"]);
     println!("    do-nothing miss (#PF -> VMM zero-fills, no evict)        {:>8.1} us  {:>8.1} us", m["local1"], m["local2"]);
-    println!("    raw TCP round trip, fetch sizes, client polls as lego    {:>8.1} us", m["rtt"]);
+    println!("    raw TCP round trip, fetch sizes, both sides poll as lego {:>8.1} us", m["rtt"]);
     println!("    = limit of a miss                                        {limit1:>8.1} us  {limit2:>8.1} us");
     println!("  misses, prefetch off, random order (p50)");
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };

@@ -9,12 +9,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lego_proto::aio::{push_reply, FrameHandler};
 use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN, MAX_RUN_PAGES};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
 use lego_proto::storage::StorageReply;
+use lego_proto::transport::DEFAULT_POLL;
 
 use crate::buffer_cache::{BufferCache, CacheCounters, CacheFigures};
 use crate::gmm::Gmm;
@@ -264,12 +266,15 @@ impl Owners for Route<'_> {
 /// One connection's frame handler.
 pub(crate) struct Conn {
     shared: Arc<Shared>,
+    /// The connection carries page requests: it is a pComponent's page path, whose next miss
+    /// follows within tens of microseconds, so the server polls for it.
+    page_path: bool,
 }
 
 impl Conn {
     /// A handler for a new connection to the server sharing `shared`.
     pub(crate) fn new(shared: Arc<Shared>) -> Conn {
-        Conn { shared }
+        Conn { shared, page_path: false }
     }
 
     /// Serves one request, appending its reply to `out`.
@@ -323,8 +328,17 @@ impl Conn {
 
 impl FrameHandler for Conn {
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
+        self.page_path |= req.op != Op::Control;
         let before = out.len();
         self.serve(req, payload, out);
         self.shared.traffic.count(req.op, HEADER_LEN + payload.len(), out.len() - before);
+    }
+
+    fn poll(&self) -> Duration {
+        if self.page_path {
+            DEFAULT_POLL
+        } else {
+            Duration::ZERO
+        }
     }
 }

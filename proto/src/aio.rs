@@ -7,6 +7,7 @@
 //! are not affected.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +22,15 @@ pub trait FrameHandler: Send {
     /// Handles one request with its payload, appending exactly one reply frame (header and
     /// payload) to `out`.
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>);
+
+    /// How long to poll for the next request after replying, before waiting in the runtime.
+    /// A page-path client polls for its reply ([`crate::transport::poll_readable`]) and sends
+    /// its next miss within tens of microseconds; a server that sleeps in between pays the
+    /// kernel's wake-up latency on every request, which here is as long as the round trip
+    /// itself. Zero (the default): never poll.
+    fn poll(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Appends a reply frame to `out`.
@@ -106,6 +116,10 @@ pub async fn serve<H: FrameHandler>(stream: &mut TcpStream, handler: &mut H) -> 
             filled -= start;
             start = 0;
         }
+        // The last read found data, so tokio still takes the socket as readable and the read
+        // below tries the socket at once: a request that arrives while we poll skips the
+        // reactor.
+        crate::transport::poll_readable(stream, handler.poll());
         let n = stream.read(&mut inbuf[filled..]).await.map_err(io)?;
         if n == 0 {
             return if filled == 0 {

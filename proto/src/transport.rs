@@ -189,8 +189,8 @@ impl TcpTransport {
 /// Polls `stream` for up to `poll` until a byte can be read (or an error or end of file is
 /// pending), yielding the core between looks so that a server thread waiting for it can run.
 /// A blocking read after it then finds its data at once, without paying the kernel's wake-up
-/// latency. Returns at once for a zero `poll`.
-pub fn poll_readable(stream: &TcpStream, poll: Duration) {
+/// latency. Returns at once for a zero `poll`. Works on any socket (a tokio stream too).
+pub fn poll_readable(stream: &impl AsRawFd, poll: Duration) {
     if poll.is_zero() {
         return;
     }

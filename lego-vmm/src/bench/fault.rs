@@ -44,8 +44,9 @@ pub fn tsc_per_ns() -> f64 {
 
 /// `n` round trips to an echo thread listening on `host`: a frame header out, a header and a
 /// page back, both sides with TCP_NODELAY, as on the page path but with no protocol and no
-/// store. The client polls for each reply for up to `poll` first, as the path it is the limit
-/// of does (the page path: [`lego_proto::transport::DEFAULT_POLL`]; zero: block at once).
+/// store. Each side polls for up to `poll` before it blocks, as the path it is the limit of
+/// does (the page path's client waiting for a reply and the mem-server waiting for the next
+/// request: [`lego_proto::transport::DEFAULT_POLL`]; zero: block at once).
 pub fn raw_round_trips(host: &str, n: usize, poll: Duration) -> std::io::Result<Vec<Duration>> {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
@@ -57,6 +58,7 @@ pub fn raw_round_trips(host: &str, n: usize, poll: Duration) -> std::io::Result<
         s.set_nodelay(true)?;
         let (mut req, reply) = ([0u8; HEADER_LEN], [0u8; REPLY]);
         for _ in 0..n {
+            poll_readable(&s, poll);
             s.read_exact(&mut req)?;
             s.write_all(&reply)?;
         }
