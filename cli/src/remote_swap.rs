@@ -134,7 +134,7 @@ impl Blocks {
             other => bail!("the home answered {other:?}"),
         };
         for o in &outcome.owners {
-            self.owners.set(o.index, &o.owner).map_err(anyhow::Error::msg)?;
+            self.owners.set(o.index, &o.owner)?;
         }
         if let Some(e) = outcome.effects.iter().find(|e| !matches!(e, Effect::Map(_))) {
             bail!("unexpected effect {e:?}");
@@ -142,31 +142,34 @@ impl Blocks {
         Ok(outcome.value)
     }
 
-    /// The page-path connection to the owner of the slab holding `addr`.
-    fn owner(&mut self, addr: u64) -> Result<&mut dyn Transport, String> {
-        let i = self.owners.owner_of(addr).ok_or_else(|| format!("no owner for {addr:#x}"))?;
-        self.owners.link(i).map_err(|e| e.to_string())
+    /// Runs `f` on the page-path connection to the owner of the slab holding `addr`, and the
+    /// block buffer.
+    fn with_owner<R>(
+        &mut self,
+        addr: u64,
+        f: impl FnOnce(&mut dyn Transport, &mut RegisteredBuf) -> Result<R, lego_proto::ProtoError>,
+    ) -> anyhow::Result<R> {
+        let i = self.owners.owner_of(addr).with_context(|| format!("no owner for {addr:#x}"))?;
+        let mut link = self.owners.take_link(i)?;
+        let r = f(&mut *link, &mut self.buf);
+        self.owners.put_link(i, link);
+        Ok(r?)
     }
 
     /// Reads the block at device offset `off` (page aligned) into the buffer.
-    fn fetch(&mut self, off: u64) -> Result<&[u8; 4096], String> {
+    fn fetch(&mut self, off: u64) -> anyhow::Result<&[u8; 4096]> {
         let (proc, addr) = (self.proc, self.base + off);
-        let mut buf = std::mem::replace(&mut self.buf, RegisteredBuf::new(1));
-        let r = self.owner(addr).and_then(|l| l.read_page(proc, addr, &mut buf, Slot(0)).map_err(|e| e.to_string()));
-        self.buf = buf;
-        r.map(|()| self.buf.page(0))
+        self.with_owner(addr, |l, buf| l.read_page(proc, addr, buf, Slot(0)))?;
+        Ok(self.buf.page(0))
     }
 
     /// Writes the buffer to the block at device offset `off` (page aligned).
-    fn store(&mut self, off: u64) -> Result<(), String> {
+    fn store(&mut self, off: u64) -> anyhow::Result<()> {
         let (proc, addr) = (self.proc, self.base + off);
-        let buf = std::mem::replace(&mut self.buf, RegisteredBuf::new(1));
-        let r = self.owner(addr).and_then(|l| l.write_page(proc, addr, &buf, Slot(0)).map_err(|e| e.to_string()));
-        self.buf = buf;
-        r
+        self.with_owner(addr, |l, buf| l.write_page(proc, addr, buf, Slot(0)))
     }
 
-    fn read(&mut self, off: u64, len: u64) -> Result<Vec<u8>, String> {
+    fn read(&mut self, off: u64, len: u64) -> anyhow::Result<Vec<u8>> {
         let end = (off + len).min(self.size);
         let mut out = Vec::with_capacity(end.saturating_sub(off) as usize);
         let mut at = off;
@@ -180,9 +183,9 @@ impl Blocks {
         Ok(out)
     }
 
-    fn write(&mut self, off: u64, data: &[u8]) -> Result<(), String> {
+    fn write(&mut self, off: u64, data: &[u8]) -> anyhow::Result<()> {
         if off + data.len() as u64 > self.size {
-            return Err("write past the end of the device".into());
+            bail!("write past the end of the device");
         }
         let mut done = 0usize;
         while done < data.len() {

@@ -36,9 +36,10 @@ mod frames;
 pub mod owners;
 pub mod streams;
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -229,8 +230,8 @@ pub enum MemError {
     #[error("page tables: {0}")]
     PageTables(#[from] PoolExhausted),
     /// The home named an owner nobody knows.
-    #[error("{0}")]
-    UnknownOwner(String),
+    #[error(transparent)]
+    UnknownOwner(#[from] owners::UnknownOwner),
 }
 
 /// An access that missed.
@@ -279,6 +280,40 @@ pub(crate) struct State {
     stats: CacheStats,
     streams: Streams,
     proc: u64,
+    /// Pages whose lines a vCPU is fetching with the lock let go ([`Shared::fault`]): each has
+    /// a frame taken for it and a non-present entry. Nobody else installs, evicts or fetches
+    /// them meanwhile; [`Shared::settled`] is notified when one arrives.
+    fetching: HashSet<u64>,
+}
+
+/// A miss whose fetch runs with the state lock let go: the page, the frame taken for it, and
+/// the connection and buffer only this fetch uses.
+struct Ticket {
+    proc: u64,
+    page: u64,
+    frame: u64,
+    owner: usize,
+    write: bool,
+    link: Box<dyn Transport>,
+    buf: RegisteredBuf,
+    started: Instant,
+}
+
+impl Ticket {
+    /// The round trip: the line into the ticket's own buffer.
+    fn fetch(&mut self) -> Result<(), ProtoError> {
+        self.link.read_page(self.proc, self.page, &mut self.buf, Slot(0))
+    }
+}
+
+/// The step a miss got to under the lock.
+enum Step {
+    /// Served (or found to need no service).
+    Done(Fault),
+    /// Another vCPU is fetching the line: wait for it to arrive.
+    Wait,
+    /// Fetch it with the lock let go, then [`State::arrived`].
+    Fetch(Ticket),
 }
 
 const INSTALL: Slot = Slot(0);
@@ -296,6 +331,8 @@ struct Staged {
 /// Everything the vCPU threads and the memory manager share.
 struct Shared {
     state: Mutex<State>,
+    /// Notified when a line fetched with the lock let go arrives (see `State::fetching`).
+    settled: Condvar,
     pool: FramePool,
     sys: Arc<SysMem>,
     failure: Mutex<Option<String>>,
@@ -321,14 +358,64 @@ impl Shared {
         self.kicker.kick_all();
     }
 
-    /// Serves a miss, recording a failure.
+    /// Serves a guest's miss, recording a failure (see [`Shared::serve`]).
     fn fault(&self, va: u64, access: Access) -> Result<Fault, MemError> {
-        self.fault_held(&mut self.state(), va, access)
+        self.serve(self.state(), va, access, true).1
     }
 
-    /// [`Shared::fault`] with the state already held.
-    fn fault_held(&self, st: &mut State, va: u64, access: Access) -> Result<Fault, MemError> {
-        st.fault(self, va, access).inspect_err(|e| self.fail(e.to_string()))
+    /// Serves a miss at `va`, recording a failure. A miss on a line that exists at its owner
+    /// and finds a free frame fetches it into a [`Ticket`]; with `let_go` (a guest's miss), the
+    /// state lock is let go for that round trip, so the misses of several vCPUs overlap. A
+    /// miss that has to evict keeps the lock: its fetch rides on the write-back. The VMM's own
+    /// accesses keep it throughout, as they may span several lines.
+    fn serve<'a>(&'a self, mut st: MutexGuard<'a, State>, va: u64, access: Access, let_go: bool) -> (MutexGuard<'a, State>, Result<Fault, MemError>) {
+        loop {
+            let r = match st.fault(self, va, access) {
+                Ok(Step::Done(f)) => Ok(f),
+                Ok(Step::Wait) => {
+                    st = self.wait(st);
+                    continue;
+                }
+                // Every frame the sweep could take is held by fetches under way.
+                Err(MemError::NoVictim(_)) if !st.fetching.is_empty() => {
+                    st = self.wait(st);
+                    continue;
+                }
+                Ok(Step::Fetch(mut t)) => {
+                    let got = if let_go {
+                        drop(st);
+                        let got = t.fetch();
+                        st = self.state();
+                        got
+                    } else {
+                        t.fetch()
+                    };
+                    let r = st.arrived(self, t, got);
+                    self.settled.notify_all();
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &r {
+                self.fail(e.to_string());
+            }
+            return (st, r);
+        }
+    }
+
+    /// Waits for a line fetched with the lock let go to arrive.
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.settled.wait(st).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, once no fetch is under way with the lock let go (for changes to the address
+    /// space, which must not race one).
+    fn quiet(&self) -> MutexGuard<'_, State> {
+        let mut st = self.state();
+        while !st.fetching.is_empty() {
+            st = self.wait(st);
+        }
+        st
     }
 }
 
@@ -373,9 +460,11 @@ impl ExCache {
             stats,
             streams: Streams::new(config.prefetch_window()),
             proc,
+            fetching: HashSet::new(),
         };
         let shared = Shared {
             state: Mutex::new(state),
+            settled: Condvar::new(),
             pool,
             sys,
             failure: Mutex::new(None),
@@ -425,7 +514,7 @@ impl ExCache {
     /// application of its effects, so that no dirty line of a range the owners unmap (or map
     /// anew) is written back between the two.
     pub fn hold(&self) -> Held<'_> {
-        Held { shared: &self.shared, st: self.shared.state() }
+        Held { shared: &self.shared, st: self.shared.quiet() }
     }
 
     /// Copies between guest memory at `[addr, addr + len)` and the VMM: `f` gets each piece
@@ -439,7 +528,9 @@ impl ExCache {
         while at < end {
             let page = page_floor(at);
             let n = (page + PAGE_SIZE).min(end) - at;
-            let frame = self.resident_frame(&mut st, page, write)?;
+            let frame;
+            (st, frame) = self.resident_frame(st, page, write);
+            let frame = frame?;
             // SAFETY: the line is resident and stays so while we hold the state lock, which
             // serialises every VMM access to frames.
             let bytes = unsafe { self.shared.pool.frame(frame) };
@@ -456,25 +547,28 @@ impl ExCache {
         if !addr.is_multiple_of(4) {
             return Err(Errno::EINVAL);
         }
-        let mut st = self.shared.state();
         let page = page_floor(addr);
-        let frame = self.resident_frame(&mut st, page, write)?;
+        let (_st, frame) = self.resident_frame(self.shared.state(), page, write);
+        let frame = frame?;
         // SAFETY: as in `access`; the word is aligned and inside the frame, and the guest shares
         // it, which is why it is only accessed atomically.
         let word = unsafe { &*self.shared.pool.frame(frame)[(addr - page) as usize..].as_ptr().cast::<AtomicU32>() };
         Ok(f(word))
     }
 
-    /// Makes `page` resident for a VMM access and returns its frame.
-    fn resident_frame(&self, st: &mut State, page: u64, write: bool) -> SysResult<u64> {
-        match self.shared.fault_held(st, page, Access::vmm(write)) {
-            Ok(Fault::Installed | Fault::Resident) => {}
-            Ok(Fault::Unmapped | Fault::Denied) => return Err(Errno::EFAULT),
-            Err(_) => return Err(Errno::EIO),
-        }
-        let word = st.pt.entry(&self.shared.sys, page).ok_or(Errno::EFAULT)?;
-        let bits = if write { ACCESSED | DIRTY } else { ACCESSED };
-        Ok(Pte(word.fetch_or(bits, Ordering::AcqRel)).frame())
+    /// Makes `page` resident for a VMM access and returns its frame, with the state still held
+    /// (the guard comes back either way: a miss may have waited for another vCPU's fetch).
+    fn resident_frame<'a>(&'a self, st: MutexGuard<'a, State>, page: u64, write: bool) -> (MutexGuard<'a, State>, SysResult<u64>) {
+        let (st, r) = self.shared.serve(st, page, Access::vmm(write), false);
+        let frame = match r {
+            Ok(Fault::Installed | Fault::Resident) => st.pt.entry(&self.shared.sys, page).ok_or(Errno::EFAULT).map(|word| {
+                let bits = if write { ACCESSED | DIRTY } else { ACCESSED };
+                Pte(word.fetch_or(bits, Ordering::AcqRel)).frame()
+            }),
+            Ok(Fault::Unmapped | Fault::Denied) => Err(Errno::EFAULT),
+            Err(_) => Err(Errno::EIO),
+        };
+        (st, frame)
     }
 
     /// Address of the mem-server owning the vRegion of `page`.
@@ -516,7 +610,7 @@ pub struct Held<'a> {
 impl Held<'_> {
     /// Records the owner of vRegion `index`.
     pub fn set_owner(&mut self, index: u64, owner: &str) -> Result<(), MemError> {
-        self.st.owners.set(index, owner).map_err(MemError::UnknownOwner)
+        Ok(self.st.owners.set(index, owner)?)
     }
 
     /// Maps `[start, end)` with `prot`: its pages become mapped, not resident; a page already
@@ -598,19 +692,24 @@ impl Held<'_> {
 }
 
 impl State {
-    /// The data path, top to bottom: a miss at `va` (see the module documentation).
-    fn fault(&mut self, mem: &Shared, va: u64, access: Access) -> Result<Fault, MemError> {
+    /// The data path, top to bottom: a miss at `va` (see the module documentation). A line
+    /// that exists at its owner and found a free frame comes back as a [`Step::Fetch`]: the
+    /// caller fetches it (with the lock let go or not) and hands it to [`State::arrived`].
+    fn fault(&mut self, mem: &Shared, va: u64, access: Access) -> Result<Step, MemError> {
         let page = page_floor(va);
-        let Some(word) = self.pt.entry(&mem.sys, page) else { return Ok(Fault::Unmapped) };
+        let Some(word) = self.pt.entry(&mem.sys, page) else { return Ok(Step::Done(Fault::Unmapped)) };
         let pte = Pte(word.load(Ordering::Acquire));
         if !pte.mapped() {
-            return Ok(Fault::Unmapped);
+            return Ok(Step::Done(Fault::Unmapped));
         }
         if !access.by_vmm && ((access.write && !pte.writable()) || (access.exec && !pte.executable())) {
-            return Ok(Fault::Denied);
+            return Ok(Step::Done(Fault::Denied));
         }
         if pte.present() {
-            return Ok(Fault::Resident);
+            return Ok(Step::Done(Fault::Resident));
+        }
+        if self.fetching.contains(&page) {
+            return Ok(Step::Wait);
         }
         let started = Instant::now();
         let source = if self.remote.contains(page) {
@@ -619,30 +718,58 @@ impl State {
             None
         };
         let (frame, fetched) = self.frame_for(mem, page, page..page + PAGE_SIZE, source.map(|o| (o, page)), Install::Miss { write: access.write })?;
-        // SAFETY: the frame was just taken for this line: nothing maps it, and we hold the lock.
-        let line = unsafe { mem.pool.frame(frame) };
-        match source {
-            Some(owner) => {
-                if !fetched {
-                    let proc = self.proc;
-                    self.with_link(owner, "fetching", page, |link, buf| link.read_page(proc, page, buf, INSTALL))?;
-                }
-                line.copy_from_slice(self.buf.page(INSTALL.0));
+        let data = match source {
+            Some(owner) if !fetched => {
+                let link = match self.owners.take_link(owner) {
+                    Ok(link) => link,
+                    Err(source) => {
+                        self.frames.release((frame / PAGE_SIZE) as u32);
+                        return Err(MemError::Owner { what: "fetching", page, server: self.owners.name(owner).to_string(), source });
+                    }
+                };
+                self.fetching.insert(page);
+                let (proc, write, buf) = (self.proc, access.write, RegisteredBuf::new(1));
+                return Ok(Step::Fetch(Ticket { proc, page, frame, owner, write, link, buf, started }));
+            }
+            Some(_) => Some(INSTALL),
+            None => None,
+        };
+        fill(mem, frame, data.map(|slot| self.buf.page(slot.0)));
+        self.install(mem, page, frame, access.write, data.is_some().then_some(started))?;
+        Ok(Step::Done(Fault::Installed))
+    }
+
+    /// The line of `t` arrived (or its fetch failed, `got`): installs it, as [`State::fault`]
+    /// would have.
+    fn arrived(&mut self, mem: &Shared, t: Ticket, got: Result<(), ProtoError>) -> Result<Fault, MemError> {
+        self.fetching.remove(&t.page);
+        let Ticket { page, frame, owner, write, link, buf, started, .. } = t;
+        self.owners.put_link(owner, link);
+        if let Err(source) = got {
+            self.frames.release((frame / PAGE_SIZE) as u32);
+            return Err(MemError::Owner { what: "fetching", page, server: self.owners.name(owner).to_string(), source });
+        }
+        fill(mem, frame, Some(buf.page(0)));
+        self.install(mem, page, frame, write, Some(started))?;
+        Ok(Fault::Installed)
+    }
+
+    /// Makes the line of `page`, filled into `frame`, resident (D preset for a write) and counts
+    /// it: a fetched line (`fetched`: when its miss started) or a p-local one. Then prefetches.
+    fn install(&mut self, mem: &Shared, page: u64, frame: u64, write: bool, fetched: Option<Instant>) -> Result<(), MemError> {
+        let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
+        let pte = Pte(word.load(Ordering::Acquire));
+        word.store(pte.resident(frame, true, write).0, Ordering::Release);
+        match fetched {
+            Some(started) => {
                 self.stats.misses += 1;
                 self.stats.bytes_in += PAGE_SIZE;
+                let ns = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                let _ = self.stats.miss_ns.record(ns.max(1));
             }
-            None => {
-                line.fill(0);
-                self.stats.plocal_fills += 1;
-            }
+            None => self.stats.plocal_fills += 1,
         }
-        word.store(pte.resident(frame, true, access.write).0, Ordering::Release);
-        if source.is_some() {
-            let ns = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
-            let _ = self.stats.miss_ns.record(ns.max(1));
-        }
-        self.prefetch(mem, page, access.write)?;
-        Ok(Fault::Installed)
+        self.prefetch(mem, page, write)
     }
 
     /// Runs `f` on the page-path connection to `owner` (opened on first use) and the page
@@ -654,10 +781,11 @@ impl State {
         page: u64,
         f: impl FnOnce(&mut dyn Transport, &mut RegisteredBuf) -> Result<R, ProtoError>,
     ) -> Result<R, MemError> {
-        let r = match self.owners.link(owner) {
-            Ok(link) => f(link, &mut self.buf),
-            Err(e) => Err(e),
-        };
+        let r = self.owners.take_link(owner).and_then(|mut link| {
+            let r = f(&mut *link, &mut self.buf);
+            self.owners.put_link(owner, link);
+            r
+        });
         r.map_err(|source| MemError::Owner { what, page, server: self.owners.name(owner).to_string(), source })
     }
 
@@ -701,7 +829,7 @@ impl State {
             let f = self.frames.advance(set);
             passed += 1;
             let Some(page) = self.frames.page(f) else { continue };
-            if keep.contains(&page) {
+            if keep.contains(&page) || self.fetching.contains(&page) {
                 continue;
             }
             let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
@@ -940,7 +1068,7 @@ impl State {
             let at = reached;
             let word = self.pt.entry(&mem.sys, at).ok_or(MemError::LostEntry(at))?;
             let pte = Pte(word.load(Ordering::Acquire));
-            if !pte.present() {
+            if !pte.present() && !self.fetching.contains(&at) {
                 let frame = match self.frame_for(mem, at, page..end, None, Install::Prefetch { write: w.writes }) {
                     Ok((frame, _)) => frame,
                     Err(MemError::NoVictim(_)) => break,
@@ -962,6 +1090,17 @@ impl State {
             self.streams.cut(&w, reached);
         }
         Ok(())
+    }
+}
+
+/// Fills the line of `frame` with `data`, or with zeroes.
+fn fill(mem: &Shared, frame: u64, data: Option<&[u8; PAGE_SIZE as usize]>) {
+    // SAFETY: the frame was taken for this line: nothing maps it yet, and the caller holds the
+    // state lock.
+    let line = unsafe { mem.pool.frame(frame) };
+    match data {
+        Some(d) => line.copy_from_slice(d),
+        None => line.fill(0),
     }
 }
 
@@ -1000,6 +1139,11 @@ mod tests {
         pages: Arc<Mutex<HashMap<u64, Vec<u8>>>>,
         reads: Arc<std::sync::atomic::AtomicU64>,
         writes: Arc<std::sync::atomic::AtomicU64>,
+        /// How long a single-page read takes, in microseconds (a network round trip).
+        delay_us: Arc<std::sync::atomic::AtomicU64>,
+        /// Single-page reads under way now, and the most ever under way at once.
+        reading: Arc<std::sync::atomic::AtomicU64>,
+        most_reading: Arc<std::sync::atomic::AtomicU64>,
     }
 
     impl Transport for MemOwner {
@@ -1008,6 +1152,10 @@ mod tests {
         }
         fn read_page(&mut self, _: u64, addr: u64, buf: &mut RegisteredBuf, slot: Slot) -> Result<(), ProtoError> {
             self.reads.fetch_add(1, Ordering::Relaxed);
+            let now = self.reading.fetch_add(1, Ordering::AcqRel) + 1;
+            self.most_reading.fetch_max(now, Ordering::AcqRel);
+            std::thread::sleep(Duration::from_micros(self.delay_us.load(Ordering::Relaxed)));
+            self.reading.fetch_sub(1, Ordering::AcqRel);
             let pages = self.pages.lock().unwrap();
             let page = pages.get(&addr).ok_or_else(|| ProtoError::Malformed(format!("page {addr:#x} was never written")))?;
             buf.page_mut(slot.0).copy_from_slice(page);
@@ -1085,6 +1233,52 @@ mod tests {
             assert!(s.misses > 0 && s.dirty_flushes >= 224 && s.evictions >= 224, "{s:?}");
             assert!(owner.writes.load(Ordering::Relaxed) >= s.dirty_flushes);
         }
+    }
+
+    #[test]
+    fn guest_misses_fetch_in_parallel_and_every_line_is_right() {
+        let owner = MemOwner::default();
+        let c = cache(32, 256, &owner, Policy::Clock, 0);
+        for p in 0..256 {
+            write(&c, p, p + 11);
+        }
+        owner.delay_us.store(300, Ordering::Relaxed);
+        let pager = c.pager();
+        let guest = Access { write: false, exec: false, by_vmm: false };
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let pager = pager.clone();
+                // Overlapping orders: the threads often miss on the same line at once.
+                s.spawn(move || {
+                    for i in 0..256u64 {
+                        let p = (i * 7 + t * 5) % 256;
+                        let f = pager.fault(BASE + p * PAGE_SIZE, guest).unwrap();
+                        assert!(matches!(f, Fault::Installed | Fault::Resident), "{f:?}");
+                    }
+                });
+            }
+        });
+        assert!(owner.most_reading.load(Ordering::Relaxed) >= 2, "misses of different vCPUs never overlapped");
+        owner.delay_us.store(0, Ordering::Relaxed);
+        // Mixed with the VMM's own accesses and address-space changes, nothing is lost.
+        std::thread::scope(|s| {
+            let pager = pager.clone();
+            s.spawn(move || {
+                for p in 0..256u64 {
+                    pager.fault(BASE + ((p * 3) % 256) * PAGE_SIZE, guest).unwrap();
+                }
+            });
+            for p in 0..128 {
+                write(&c, p, p + 12);
+                c.hold().clean(BASE, BASE + 16 * PAGE_SIZE).unwrap();
+            }
+        });
+        for p in 0..256 {
+            assert_eq!(read(&c, p), p + if p < 128 { 12 } else { 11 }, "page {p}");
+        }
+        let s = c.stats();
+        assert!(s.resident <= 32, "{s:?}");
+        assert!(c.failure().is_none());
     }
 
     #[test]

@@ -83,10 +83,23 @@ impl RemotePages {
 /// and the network, so the miss path can be tested against pages kept in memory.
 pub type Connector = Arc<dyn Fn(&str) -> Result<Box<dyn Transport>, ProtoError> + Send + Sync>;
 
-/// The vRegion array as cached by the pComponent, and one page-path connection per owner.
+/// The home named, as owner of a vRegion, a mem-server that is not among the process's servers.
+#[derive(Debug, thiserror::Error)]
+#[error("the home named an unknown mem-server {owner} as owner of vRegion {vregion}")]
+pub struct UnknownOwner {
+    /// The name the home gave.
+    pub owner: String,
+    /// The vRegion's index.
+    pub vregion: u64,
+}
+
+/// The vRegion array as cached by the pComponent, and the page-path connections to each owner:
+/// as many as misses were ever fetched from it at once (one per faulting vCPU at most), each
+/// used by one thread at a time.
 pub struct Owners {
     servers: Vec<String>,
-    links: Vec<Option<Box<dyn Transport>>>,
+    /// Idle connections, per owner.
+    links: Vec<Vec<Box<dyn Transport>>>,
     by_vregion: HashMap<u64, usize>,
     vregion_shift: u32,
     connect: Connector,
@@ -96,7 +109,7 @@ impl Owners {
     /// No vRegion owned yet; `servers` are the addresses owners are named by, reached through
     /// `connect`.
     pub fn new(servers: Vec<String>, vregion_size: u64, connect: Connector) -> Owners {
-        let links = servers.iter().map(|_| None).collect();
+        let links = servers.iter().map(|_| Vec::new()).collect();
         Owners { servers, links, by_vregion: HashMap::new(), vregion_shift: vregion_size.trailing_zeros(), connect }
     }
 
@@ -113,12 +126,12 @@ impl Owners {
     }
 
     /// Records that `owner` owns vRegion `index`; unknown owner names are an error.
-    pub fn set(&mut self, index: u64, owner: &str) -> Result<(), String> {
+    pub fn set(&mut self, index: u64, owner: &str) -> Result<(), UnknownOwner> {
         let i = self
             .servers
             .iter()
             .position(|s| s == owner)
-            .ok_or_else(|| format!("the home named an unknown mem-server {owner} as owner of vRegion {index}"))?;
+            .ok_or_else(|| UnknownOwner { owner: owner.to_string(), vregion: index })?;
         self.by_vregion.insert(index, i);
         Ok(())
     }
@@ -138,12 +151,18 @@ impl Owners {
         &self.servers[i]
     }
 
-    /// The page-path connection to server `i`, opened on first use.
-    pub fn link(&mut self, i: usize) -> Result<&mut dyn Transport, ProtoError> {
-        if self.links[i].is_none() {
-            self.links[i] = Some((self.connect)(&self.servers[i])?);
+    /// An idle page-path connection to server `i` (a new one if none is idle), for the caller
+    /// alone until it gives it back with [`Owners::put_link`].
+    pub fn take_link(&mut self, i: usize) -> Result<Box<dyn Transport>, ProtoError> {
+        match self.links[i].pop() {
+            Some(link) => Ok(link),
+            None => (self.connect)(&self.servers[i]),
         }
-        Ok(self.links[i].as_deref_mut().expect("just connected"))
+    }
+
+    /// Gives back a connection to server `i` taken with [`Owners::take_link`].
+    pub fn put_link(&mut self, i: usize, link: Box<dyn Transport>) {
+        self.links[i].push(link);
     }
 
     /// Number of distinct owners in use.
