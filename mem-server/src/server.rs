@@ -7,16 +7,16 @@
 //! peer is being waited on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::os::fd::BorrowedFd;
 
 use lego_proto::aio::{push_reply, FrameHandler};
 use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN, MAX_RUN_PAGES};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
 use lego_proto::storage::StorageReply;
-use lego_proto::transport::DEFAULT_POLL;
+use lego_proto::transport::{poll_readable, DEFAULT_POLL};
 
 use crate::buffer_cache::{BufferCache, CacheCounters, CacheFigures};
 use crate::gmm::Gmm;
@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     peers: Peers,
     gmm: Option<Gmm>,
     traffic: Traffic,
+    /// A page-path connection is polling for its next request (see `Conn::idle`).
+    pollers: AtomicBool,
 }
 
 /// Requests served since start, by operation, and the bytes of their frames: the `requests` of
@@ -100,6 +102,7 @@ impl Shared {
             peers: Peers::new(cluster),
             gmm,
             traffic: Traffic::default(),
+            pollers: AtomicBool::new(false),
         }
     }
 
@@ -334,11 +337,13 @@ impl FrameHandler for Conn {
         self.shared.traffic.count(req.op, HEADER_LEN + payload.len(), out.len() - before);
     }
 
-    fn poll(&self) -> Duration {
-        if self.page_path {
-            DEFAULT_POLL
-        } else {
-            Duration::ZERO
+    /// A page-path connection polls for its next request, unless another one already does:
+    /// a poller holds a core, and on a small machine the pComponent's vCPUs need the others.
+    fn idle(&mut self, socket: BorrowedFd<'_>) {
+        let pollers = &self.shared.pollers;
+        if self.page_path && pollers.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            poll_readable(&socket, DEFAULT_POLL);
+            pollers.store(false, Ordering::Release);
         }
     }
 }

@@ -7,7 +7,7 @@
 //! are not affected.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,13 +23,14 @@ pub trait FrameHandler: Send {
     /// payload) to `out`.
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>);
 
-    /// How long to poll for the next request after replying, before waiting in the runtime.
-    /// A page-path client polls for its reply ([`crate::transport::poll_readable`]) and sends
+    /// Called after the replies went out and before the loop waits in the runtime for more:
+    /// a handler may poll `socket` for the next request here
+    /// ([`crate::transport::poll_readable`]). A page-path client polls for its reply and sends
     /// its next miss within tens of microseconds; a server that sleeps in between pays the
-    /// kernel's wake-up latency on every request, which here is as long as the round trip
-    /// itself. Zero (the default): never poll.
-    fn poll(&self) -> Duration {
-        Duration::ZERO
+    /// kernel's wake-up latency on every request, as long as the round trip itself here. The
+    /// default does nothing.
+    fn idle(&mut self, socket: BorrowedFd<'_>) {
+        let _ = socket;
     }
 }
 
@@ -119,7 +120,7 @@ pub async fn serve<H: FrameHandler>(stream: &mut TcpStream, handler: &mut H) -> 
         // The last read found data, so tokio still takes the socket as readable and the read
         // below tries the socket at once: a request that arrives while we poll skips the
         // reactor.
-        crate::transport::poll_readable(stream, handler.poll());
+        handler.idle(stream.as_fd());
         let n = stream.read(&mut inbuf[filled..]).await.map_err(io)?;
         if n == 0 {
             return if filled == 0 {
