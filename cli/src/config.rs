@@ -35,6 +35,7 @@
 //! excache_ways = 0
 //! excache_policy = "clock"
 //! prefetch = 32
+//! excache_cleaner = true
 //! vregion_size = "1G"
 //! mem_timeout = 30
 //! ```
@@ -166,6 +167,7 @@ struct Run {
     excache_ways: Option<usize>,
     excache_policy: Option<PolicyArg>,
     prefetch: Option<u64>,
+    excache_cleaner: Option<bool>,
     vregion_size: Option<Size>,
     mem_timeout: Option<u64>,
 }

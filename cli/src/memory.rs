@@ -43,6 +43,10 @@ pub struct MemoryArgs {
     /// (at most 64, and at most a sixteenth of the ExCache); 0 turns prefetch off.
     #[arg(long, default_value_t = DEFAULT_PREFETCH, value_name = "LINES")]
     pub prefetch: u64,
+    /// Run the ExCache's background cleaner, which writes dirty lines back before the CLOCK
+    /// hand reaches them, so that misses find clean victims.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub excache_cleaner: bool,
     /// Size of a vRegion, the unit mem-servers own address space in.
     #[arg(long, default_value = "1G", value_parser = parse_size)]
     pub vregion_size: u64,
@@ -90,6 +94,7 @@ impl MemoryArgs {
                 ways: self.excache_ways,
                 policy,
                 prefetch: self.prefetch,
+                cleaner: self.excache_cleaner,
             },
         };
         Ok((config, embedded))

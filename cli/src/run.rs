@@ -160,6 +160,7 @@ fn request(args: &RunArgs) -> RunRequest {
         excache_ways: m.excache_ways as u32,
         excache_clock: matches!(m.excache_policy, crate::memory::PolicyArg::Clock),
         excache_prefetch: m.prefetch.min(u64::from(u32::MAX)) as u32,
+        excache_cleaner: m.excache_cleaner,
         vregion_size: m.vregion_size,
         mem_timeout_s: m.mem_timeout,
         trace_syscalls: args.trace_syscalls,
@@ -317,6 +318,7 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   piggybacked flushes     {:>10}", c.piggybacked);
     eprintln!("lego:   first writes (dirtied)  {:>10}", c.dirtied);
     eprintln!("lego:   waits on write-back     {:>10}", c.writeback_waits);
+    eprintln!("lego:   cleaned ahead (cleaner) {:>10}", c.cleaned);
     eprintln!("lego:   second chances (CLOCK)  {:>10}", c.second_chances);
     eprintln!("lego:   invalidated frame runs  {:>10}", c.invalidations);
     if c.evictions > 0 {

@@ -381,6 +381,7 @@ mod tests {
             excache_ways: 64,
             excache_clock: false,
             excache_prefetch: 0,
+            excache_cleaner: false,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,
             trace_syscalls: false,

@@ -41,6 +41,8 @@ pub struct RunRequest {
     pub excache_clock: bool,
     /// Most ExCache lines prefetched after a sequential miss (0: none).
     pub excache_prefetch: u32,
+    /// Run the ExCache's background cleaner.
+    pub excache_cleaner: bool,
     /// vRegion size.
     pub vregion_size: u64,
     /// Seconds to wait for a mem-server before giving the process up.
@@ -137,6 +139,7 @@ mod tests {
             excache_ways: 64,
             excache_clock: true,
             excache_prefetch: 16,
+            excache_cleaner: true,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,
             trace_syscalls: false,

@@ -7,6 +7,8 @@
 //! Pure bookkeeping: which frame holds which page, and where the hand is. Reading the accessed
 //! bits and moving data is the cache's business ([`super`]).
 
+use lego_proto::frame::MAX_RUN_PAGES;
+
 use crate::layout::PAGE_SIZE;
 
 const FREE: u64 = u64::MAX;
@@ -164,6 +166,25 @@ impl Frames {
     /// Every (frame, page) pair whose page lies in `[start, end)`.
     pub fn in_range(&self, start: u64, end: u64) -> Vec<(u32, u64)> {
         (0..self.pages.len() as u32).filter_map(|f| self.page(f).filter(|p| (start..end).contains(p)).map(|p| (f, p))).collect()
+    }
+
+    /// Number of sets.
+    pub fn sets(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// Lines one sweep of `set` evicts: a thirty-second of the set, at most `MAX_RUN_PAGES`.
+    pub fn batch(&self, set: usize) -> usize {
+        (self.sets[set].len as usize / 32).clamp(1, MAX_RUN_PAGES as usize)
+    }
+
+    /// The `n` frames of `set` the hand meets after the next `skip` (fewer if the set is
+    /// smaller), in the order it meets them; the hand does not move.
+    pub fn ahead(&self, set: usize, skip: usize, n: usize) -> impl Iterator<Item = u32> + use<> {
+        let s = &self.sets[set];
+        let (first, len, hand) = (s.first, s.len, s.hand);
+        let n = n.min((len as usize).saturating_sub(skip)) as u32;
+        (0..n).map(move |i| first + (hand + skip as u32 + i) % len)
     }
 
     /// Moves the hand of `set` one frame on and returns the frame it was on.

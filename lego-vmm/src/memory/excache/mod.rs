@@ -32,6 +32,7 @@
 //! waits for the state lock). Translations KVM built before the exchange survive until the
 //! frame is invalidated; the victim's contents are copied out only after that.
 
+mod cleaner;
 mod frames;
 pub mod owners;
 pub mod streams;
@@ -83,6 +84,9 @@ pub struct ExCacheConfig {
     /// The window is also bounded by a sixteenth of the lines, so prefetch cannot flood the
     /// cache.
     pub prefetch: u64,
+    /// Run the background cleaner ([`cleaner`]), which writes dirty lines back before the
+    /// CLOCK hand reaches them.
+    pub cleaner: bool,
 }
 
 /// Default prefetch window, in lines.
@@ -142,6 +146,8 @@ pub struct CacheStats {
     pub dirtied: u64,
     /// Misses that waited for dirty victims to be written back before their line could come in.
     pub writeback_waits: u64,
+    /// Dirty lines the background cleaner wrote back ahead of eviction.
+    pub cleaned: u64,
     /// Lines given a second chance by CLOCK (accessed bit found set and cleared).
     pub second_chances: u64,
     /// Invalidations of frame runs (one per run, however many lines it covers).
@@ -181,6 +187,7 @@ impl Default for CacheStats {
             piggybacked: 0,
             dirtied: 0,
             writeback_waits: 0,
+            cleaned: 0,
             second_chances: 0,
             invalidations: 0,
             evict_ns: 0,
@@ -284,6 +291,8 @@ pub(crate) struct State {
     /// a frame taken for it and a non-present entry. Nobody else installs, evicts or fetches
     /// them meanwhile; [`Shared::settled`] is notified when one arrives.
     fetching: HashSet<u64>,
+    /// Resident pages the cleaner is writing back with the lock let go: sweeps pass them by.
+    cleaning: HashSet<u64>,
 }
 
 /// A miss whose fetch runs with the state lock let go: the page, the frame taken for it, and
@@ -331,8 +340,13 @@ struct Staged {
 /// Everything the vCPU threads and the memory manager share.
 struct Shared {
     state: Mutex<State>,
-    /// Notified when a line fetched with the lock let go arrives (see `State::fetching`).
+    /// Notified when a line fetched, or cleaned, with the lock let go is done (see
+    /// `State::fetching` and `State::cleaning`).
     settled: Condvar,
+    /// Wakes the cleaner: a sweep moved a hand.
+    work: Condvar,
+    /// Tells the cleaner to end.
+    stop: AtomicBool,
     pool: FramePool,
     sys: Arc<SysMem>,
     failure: Mutex<Option<String>>,
@@ -412,7 +426,7 @@ impl Shared {
     /// space, which must not race one).
     fn quiet(&self) -> MutexGuard<'_, State> {
         let mut st = self.state();
-        while !st.fetching.is_empty() {
+        while !st.fetching.is_empty() || !st.cleaning.is_empty() {
             st = self.wait(st);
         }
         st
@@ -422,6 +436,21 @@ impl Shared {
 /// A process's ExCache.
 pub struct ExCache {
     shared: Arc<Shared>,
+    cleaner: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ExCache {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        {
+            // Under the lock, so the cleaner is either waiting (and woken) or sees the flag.
+            let _st = self.shared.state();
+            self.shared.work.notify_all();
+        }
+        if let Some(t) = self.cleaner.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The handle a vCPU thread serves its page faults with.
@@ -461,17 +490,26 @@ impl ExCache {
             streams: Streams::new(config.prefetch_window()),
             proc,
             fetching: HashSet::new(),
+            cleaning: HashSet::new(),
         };
         let shared = Shared {
             state: Mutex::new(state),
             settled: Condvar::new(),
+            work: Condvar::new(),
+            stop: AtomicBool::new(false),
             pool,
             sys,
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             kicker: Arc::new(Kicker::default()),
         };
-        Ok(ExCache { shared: Arc::new(shared) })
+        let shared = Arc::new(shared);
+        let cleaner = if config.cleaner {
+            Some(cleaner::spawn(shared.clone()).map_err(|e| VmmError::Memory { size: config.bytes, reason: format!("starting the ExCache cleaner: {e}") })?)
+        } else {
+            None
+        };
+        Ok(ExCache { shared, cleaner })
     }
 
     /// The frames (for the memslot).
@@ -821,7 +859,7 @@ impl State {
     fn reclaim(&mut self, mem: &Shared, set: usize, keep: Range<u64>) -> Result<Vec<Staged>, MemError> {
         let started = Instant::now();
         let len = self.frames.set_len(set) as u32;
-        let want = (len as usize / 32).clamp(1, MAX_RUN_PAGES as usize);
+        let want = self.frames.batch(set);
         let from = self.frames.hand(set);
         let mut victims = Vec::with_capacity(want);
         let mut passed = 0;
@@ -829,7 +867,7 @@ impl State {
             let f = self.frames.advance(set);
             passed += 1;
             let Some(page) = self.frames.page(f) else { continue };
-            if keep.contains(&page) || self.fetching.contains(&page) {
+            if keep.contains(&page) || self.fetching.contains(&page) || self.cleaning.contains(&page) {
                 continue;
             }
             let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
@@ -858,6 +896,7 @@ impl State {
             }
         }
         self.stats.evict_ns += started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        mem.work.notify_one();
         Ok(staged)
     }
 
@@ -881,11 +920,20 @@ impl State {
     /// has taken D (or the whole entry) away and invalidated the frame first: a guest write
     /// after that either cannot happen (the line is unmapped) or sets D again, so none is lost.
     fn stage(&mut self, mem: &Shared, f: u32, page: u64, n: usize) -> Result<Staged, MemError> {
+        self.copy_out(mem, f, page, n, None)
+    }
+
+    /// [`State::stage`] into slot `n` of `buf` (`None`: the write-back slots of the state's own
+    /// buffer).
+    fn copy_out(&mut self, mem: &Shared, f: u32, page: u64, n: usize, buf: Option<&mut RegisteredBuf>) -> Result<Staged, MemError> {
         let owner = self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
-        let slot = Slot(WRITE_BACK.0 + n);
+        let (slot, buf) = match buf {
+            Some(b) => (Slot(n), b),
+            None => (Slot(WRITE_BACK.0 + n), &mut self.buf),
+        };
         // SAFETY: we hold the state lock, which serialises VMM access to frames; the guest's
         // concurrent access is covered above.
-        self.buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
+        buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
         self.dirtied(f);
         Ok(Staged { owner, page, slot })
     }
@@ -1195,7 +1243,7 @@ mod tests {
         let connect: owners::Connector = Arc::new(move |_: &str| Ok(Box::new(owner.clone()) as Box<dyn Transport>));
         let owners = Owners::new(vec!["memory".into()], 1 << 30, connect);
         let sys = Arc::new(SysMem::new(1 << 30).unwrap());
-        let config = ExCacheConfig { bytes: lines * PAGE_SIZE, ways: 0, policy, prefetch };
+        let config = ExCacheConfig { bytes: lines * PAGE_SIZE, ways: 0, policy, prefetch, cleaner: true };
         let c = ExCache::start(config, owners, 1, sys).unwrap();
         let mut held = c.hold();
         held.set_owner(0, "memory").unwrap();
