@@ -5,6 +5,7 @@ mod apps;
 mod bench;
 mod cluster;
 mod config;
+mod endpoints;
 mod fault_bench;
 mod fuzz_bench;
 mod global;

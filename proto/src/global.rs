@@ -79,6 +79,50 @@ pub enum GlobalRequest {
     Process(ProcessReport),
     /// Every running process, for `lego ps` and `lego top`.
     Processes,
+    /// A vNode socket serves `endpoint` from the host address `host` (`bind` on the vIP):
+    /// answered with `Ok`, or [`GlobalReply::EndpointTaken`].
+    RegisterEndpoint { endpoint: Endpoint, host: String, vnode: String },
+    /// The socket serving `endpoint` is closed.
+    UnregisterEndpoint { endpoint: Endpoint },
+    /// The host address serving `endpoint` (`connect`): answered with
+    /// [`GlobalReply::EndpointAt`].
+    ResolveEndpoint { endpoint: Endpoint },
+    /// The endpoint the host socket at `host` serves (the source of a datagram): answered with
+    /// [`GlobalReply::EndpointOf`].
+    ReverseEndpoint { proto: NetProto, host: String },
+    /// Every registered endpoint, for `lego ps`.
+    Endpoints,
+}
+
+/// The transport protocol of a vNode endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NetProto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A vNode endpoint: virtual IP, port, protocol (LegoOS §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The protocol.
+    pub proto: NetProto,
+    /// The vNode's virtual IP.
+    pub vip: [u8; 4],
+    /// The virtual port.
+    pub port: u16,
+}
+
+/// A registered endpoint, as `lego ps` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// The host address of the socket serving it.
+    pub host: String,
+    /// The vNode it belongs to.
+    pub vnode: String,
 }
 
 /// How often a running process reports ([`GlobalRequest::Process`]); the manager forgets one
@@ -223,6 +267,14 @@ pub enum GlobalReply {
     /// Answer to `Processes`: every process that reported within the last three intervals,
     /// by pComponent and pid.
     Processes(Vec<ProcessReport>),
+    /// Answer to `RegisterEndpoint`: another socket has the endpoint.
+    EndpointTaken,
+    /// Answer to `ResolveEndpoint`: the host address serving it, if any.
+    EndpointAt(Option<String>),
+    /// Answer to `ReverseEndpoint`: the endpoint the host address serves, if any.
+    EndpointOf(Option<Endpoint>),
+    /// Answer to `Endpoints`, in endpoint order.
+    Endpoints(Vec<EndpointInfo>),
     /// The request could not be decoded or served (a duplicate name or VIP, an unknown vNode).
     Failed(String),
 }
