@@ -284,8 +284,9 @@ impl Net {
     /// A host token standing for `file` in an `SCM_RIGHTS` message; the receiver gets the same
     /// open file description back with [`Net::take_rights`].
     pub fn send_rights(&self, file: Arc<OpenFile>) -> SysResult<OwnedFd> {
-        // SAFETY: plain syscall; on success the returned descriptor is ours alone.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        // A memfd, unlike anonymous-inode descriptors, has an inode of its own.
+        // SAFETY: the name is a NUL-terminated string; on success the descriptor is ours alone.
+        let fd = unsafe { libc::memfd_create(c"lego-scm-rights".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
             return Err(Errno::last());
         }
