@@ -5,7 +5,7 @@ use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lego_proto::global::{Endpoint, GlobalReply, GlobalRequest, NetProto};
+use lego_proto::global::{Endpoint, EndpointOwner, GlobalReply, GlobalRequest, NetProto};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
@@ -19,13 +19,17 @@ pub struct GlobalDirectory {
     addr: String,
     cluster: u64,
     vnode: String,
+    /// This VMM, as its process reports name it.
+    owner: EndpointOwner,
     conn: Mutex<Option<TcpTransport>>,
 }
 
 impl GlobalDirectory {
-    /// The directory of the manager at `addr` (connected on first use).
-    pub fn new(addr: String, cluster: u64, vnode: String) -> GlobalDirectory {
-        GlobalDirectory { addr, cluster, vnode, conn: Mutex::new(None) }
+    /// The directory of the manager at `addr` (connected on first use), for the VMM of this
+    /// process running on `pcomp`.
+    pub fn new(addr: String, cluster: u64, vnode: String, pcomp: String) -> GlobalDirectory {
+        let owner = EndpointOwner { pcomp, pid: std::process::id() };
+        GlobalDirectory { addr, cluster, vnode, owner, conn: Mutex::new(None) }
     }
 
     /// One request, on the kept connection (made again once if it broke).
@@ -71,7 +75,12 @@ fn unexpected(r: GlobalReply) -> DirectoryError {
 
 impl Directory for GlobalDirectory {
     fn register(&self, ep: VEndpoint, host: SocketAddrV4) -> Result<(), DirectoryError> {
-        let req = GlobalRequest::RegisterEndpoint { endpoint: endpoint(ep), host: host.to_string(), vnode: self.vnode.clone() };
+        let req = GlobalRequest::RegisterEndpoint {
+            endpoint: endpoint(ep),
+            host: host.to_string(),
+            vnode: self.vnode.clone(),
+            owner: self.owner.clone(),
+        };
         match self.ask(&req)? {
             GlobalReply::Ok => Ok(()),
             GlobalReply::EndpointTaken => Err(DirectoryError::Taken),

@@ -318,7 +318,8 @@ fn net_config(args: &RunArgs, vip: Option<std::net::Ipv4Addr>, vnode: &str) -> N
     net.egress = args.egress;
     if let (Some(vip), Some(global)) = (vip, &args.global_mgr) {
         net.vip = vip;
-        net.directory = Arc::new(GlobalDirectory::new(global.clone(), args.memory.cluster_id, vnode.to_string()));
+        let pcomp = args.on_pcomp.clone().unwrap_or_else(crate::report::local_pcomp);
+        net.directory = Arc::new(GlobalDirectory::new(global.clone(), args.memory.cluster_id, vnode.to_string(), pcomp));
     }
     let host = args.on_pcomp.as_deref().and_then(|a| a.to_socket_addrs().ok()?.find(|a| a.is_ipv4()));
     if let Some(std::net::SocketAddr::V4(a)) = host {

@@ -168,8 +168,10 @@ impl Conn {
                 Ok(()) => GlobalReply::Removed,
                 Err(e) => GlobalReply::Failed(e.to_string()),
             },
-            GlobalRequest::RegisterEndpoint { endpoint, host, vnode } => {
-                if self.endpoints().register(endpoint, host, vnode) {
+            GlobalRequest::RegisterEndpoint { endpoint, host, vnode, owner } => {
+                let live = reg.processes();
+                let alive = |o: &lego_proto::global::EndpointOwner| live.iter().any(|p| p.who.pcomp == o.pcomp && p.who.pid == o.pid);
+                if self.endpoints().register(endpoint, host, vnode, owner, alive) {
                     GlobalReply::Ok
                 } else {
                     GlobalReply::EndpointTaken

@@ -79,9 +79,10 @@ pub enum GlobalRequest {
     Process(ProcessReport),
     /// Every running process, for `lego ps` and `lego top`.
     Processes,
-    /// A vNode socket serves `endpoint` from the host address `host` (`bind` on the vIP):
-    /// answered with `Ok`, or [`GlobalReply::EndpointTaken`].
-    RegisterEndpoint { endpoint: Endpoint, host: String, vnode: String },
+    /// A vNode socket of the process `owner` serves `endpoint` from the host address `host`
+    /// (`bind` on the vIP): answered with `Ok`, or [`GlobalReply::EndpointTaken`] (unless the
+    /// process that has it has stopped reporting: its endpoints are stale).
+    RegisterEndpoint { endpoint: Endpoint, host: String, vnode: String, owner: EndpointOwner },
     /// The socket serving `endpoint` is closed.
     UnregisterEndpoint { endpoint: Endpoint },
     /// The host address serving `endpoint` (`connect`): answered with
@@ -114,6 +115,16 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// The process whose socket serves an endpoint, as its reports name it
+/// ([`ProcessIdentity`]'s `pcomp` and `pid`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointOwner {
+    /// Where it runs.
+    pub pcomp: String,
+    /// Host process id of its VMM.
+    pub pid: u32,
+}
+
 /// A registered endpoint, as `lego ps` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointInfo {
@@ -123,6 +134,8 @@ pub struct EndpointInfo {
     pub host: String,
     /// The vNode it belongs to.
     pub vnode: String,
+    /// The process serving it.
+    pub owner: EndpointOwner,
 }
 
 /// How often a running process reports ([`GlobalRequest::Process`]); the manager forgets one
