@@ -62,9 +62,14 @@ impl Cluster {
 
     /// `lego run` of `prog args` in vNode `vnode` with files in `root`.
     fn run(&self, vnode: &str, root: &Path, prog: &Path, args: &[&str]) -> Command {
+        self.run_with(&[], vnode, root, prog, args)
+    }
+
+    /// [`Cluster::run`] with more options of `lego run`.
+    fn run_with(&self, options: &[&str], vnode: &str, root: &Path, prog: &Path, args: &[&str]) -> Command {
         let mut c = lego();
         c.args(["run", "--global-mgr", &self.global.addr, "--vnode", vnode, "--local", "--root", root.to_str().unwrap()]);
-        c.arg(prog).args(args);
+        c.args(options).arg(prog).args(args);
         c
     }
 }
@@ -338,4 +343,40 @@ fn busybox_wget_fetches_a_file_from_busybox_httpd_in_another_vnode() {
         }
     });
     assert!(std::fs::read(dl.path().join("got.bin")).unwrap() == std::fs::read(file).unwrap(), "the file came through byte-identical");
+}
+
+#[test]
+fn a_published_port_serves_the_host_and_lego_ps_lists_the_endpoint() {
+    if !common::kvm() {
+        return;
+    }
+    let c = Cluster::new(&["web"]);
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "served from a vNode\n").unwrap();
+    let port = free_port().to_string();
+    let publish = format!("{port}:80");
+    let httpd = c.run_with(&["--publish", &publish], "web", www.path(), &common::image("busybox"), &["httpd", "-f", "-p", "80", "-h", "/"]);
+    let _httpd = Background::start(httpd);
+    let (endpoints, _) = common::poll("lego ps lists the vNode's endpoint", Duration::from_secs(20), || {
+        let out = lego().args(["ps", "--json", "--global-mgr", &c.global.addr]).output().unwrap();
+        let (_, v) = common::ps_json(&out);
+        let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
+        if eps.is_empty() { Err(v.to_string()) } else { Ok(eps) }
+    });
+    let e = &endpoints[0];
+    let vip: Vec<String> = e["endpoint"]["vip"].as_array().unwrap().iter().map(|b| b.to_string()).collect();
+    assert_eq!((e["vnode"].as_str(), e["endpoint"]["proto"].as_str(), e["endpoint"]["port"].as_u64()), (Some("web"), Some("Tcp"), Some(80)));
+    assert_eq!(vip.join("."), c.vip("web"));
+    let table = stdout_of(lego().args(["ps", "--global-mgr", &c.global.addr]));
+    assert!(table.contains(&format!("tcp   {}:80", c.vip("web"))), "{table}");
+    // A plain host client reaches the service through the published port.
+    let (reply, _) = common::poll("the published port answers", Duration::from_secs(20), || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).map_err(|e| e.to_string())?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+        if reply.is_empty() { Err("an empty reply".into()) } else { Ok(reply) }
+    });
+    assert!(reply.starts_with("HTTP/1.") && reply.ends_with("\r\n\r\nserved from a vNode\n"), "{reply}");
 }

@@ -16,6 +16,7 @@ use lego_vmm::{syscall::names, Files, Program, RunReport, Vnode, VnodeConfig, Vm
 use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
+use lego_vmm::net::publish::{Forwarder, Publish};
 use lego_vmm::net::NetConfig;
 
 use crate::cluster::StateArgs;
@@ -77,6 +78,10 @@ pub struct RunArgs {
     /// pComponent's network; without it they are unreachable (ENETUNREACH).
     #[arg(long)]
     egress: bool,
+    /// Publish the vNode's TCP port VPORT on port HOSTPORT of the host it runs on (all its
+    /// addresses), as `docker run -p` does (repeatable).
+    #[arg(long, value_name = "HOSTPORT:VPORT")]
+    publish: Vec<Publish>,
     /// argv[0] for the program (default: PROGRAM as given).
     #[arg(long)]
     argv0: Option<OsString>,
@@ -174,6 +179,8 @@ fn request(args: &RunArgs) -> RunRequest {
         mem_timeout_s: m.mem_timeout,
         trace_syscalls: args.trace_syscalls,
         stats: args.stats,
+        egress: args.egress,
+        publish: args.publish.iter().map(|p| format!("{}:{}", p.host_port, p.vport)).collect(),
     }
 }
 
@@ -290,6 +297,19 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         }
         _ => None,
     };
+    let mut forwarders = Vec::new();
+    if let Ok(v) = &vnode {
+        let net = v.process().net.clone();
+        for p in &args.publish {
+            match Forwarder::start(net.clone(), *p) {
+                Ok(f) => forwarders.push(f),
+                Err(e) => {
+                    eprintln!("lego: --publish {}:{}: {e}", p.host_port, p.vport);
+                    return ExitCode::from(STATUS_BAD_PROGRAM);
+                }
+            }
+        }
+    }
     let report = match vnode.and_then(Vnode::run) {
         Ok(r) => r,
         Err(e) => {

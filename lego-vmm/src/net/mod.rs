@@ -19,6 +19,7 @@ pub mod addr;
 pub mod directory;
 pub mod host;
 pub mod preamble;
+pub mod publish;
 pub mod socket;
 
 use std::collections::HashMap;
