@@ -14,6 +14,7 @@ mod mem_server;
 mod measure;
 mod memory;
 mod metrics;
+mod net_bench;
 mod pcomp;
 mod remote;
 mod remote_swap;
