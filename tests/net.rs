@@ -129,7 +129,7 @@ fn free_port() -> u16 {
 }
 
 fn echo_server_and_client(server: (Command, Command), client: (Command, Command)) {
-    let native = |mut srv: Command, mut cli: Command| {
+    let native = |srv: Command, mut cli: Command| {
         let mut s = Background::start(srv);
         await_listening(&mut s);
         let c = stdout_of(&mut cli);

@@ -131,6 +131,6 @@ mod tests {
         let mut abs = (libc::AF_UNIX as u16).to_le_bytes().to_vec();
         abs.extend_from_slice(b"\0x");
         assert_eq!(parse(libc::AF_UNIX, &abs), Ok(SockAddr::Unix(b"\0x".to_vec())));
-        assert_eq!(parse(libc::AF_UNIX, &vec![1u8; 200]), Err(Errno::EINVAL));
+        assert_eq!(parse(libc::AF_UNIX, &[1u8; 200]), Err(Errno::EINVAL));
     }
 }
