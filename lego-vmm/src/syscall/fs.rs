@@ -1138,10 +1138,11 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             p.mm.write_user(arg, &p.pid.to_le_bytes())?;
             Ok(0)
         }
-        (Backing::Host(h), FIONREAD) => {
+        (Backing::Host(_) | Backing::Socket(_), FIONREAD) => {
+            let fd = file.host_fd().ok_or(Errno::ENOTTY)?;
             let mut n: libc::c_int = 0;
             // SAFETY: FIONREAD writes one int into `n`; the fd is owned by `file`.
-            if unsafe { libc::ioctl(h.as_raw_fd(), FIONREAD as _, &mut n) } < 0 {
+            if unsafe { libc::ioctl(fd, FIONREAD as _, &mut n) } < 0 {
                 return Err(Errno::last());
             }
             p.mm.write_user(arg, &n.to_le_bytes())?;
