@@ -12,7 +12,9 @@
 //! - a global manager killed and restarted on the same address and state directory keeps its
 //!   vNodes (same ids, same virtual IPs) and components;
 //! - a client without the secret, or with a wrong one, is refused with a clear error, and the
-//!   global manager logs the refusal with the client's address.
+//!   global manager logs the refusal with the client's address;
+//! - busybox `wget` in a vNode on one pComponent host fetches a 10 MiB file byte-identical from
+//!   busybox `httpd` in another vNode on the other pComponent host, over their virtual IPs.
 //!
 //! They need root and iproute2's `ip`. Where network namespaces cannot be made they fail and
 //! say why, unless `LEGO_SKIP_NETNS_TESTS=1`, in which case each says on stderr that it was
@@ -36,13 +38,15 @@ const HEARTBEAT_MS: u64 = 200;
 const SECRET: &str = "netns test secret";
 
 /// The hosts, and the last byte of each one's address in 10.99.0.0/24.
-const HOSTS: [(&str, u8); 6] = [("global", 1), ("storage", 2), ("mem1", 3), ("mem2", 4), ("client", 5), ("pcomp", 6)];
+const HOSTS: [(&str, u8); 7] = [("global", 1), ("storage", 2), ("mem1", 3), ("mem2", 4), ("client", 5), ("pcomp", 6), ("pcomp2", 7)];
 
 /// Where the servers listen: their host's address in [`HOSTS`], never loopback.
 const GLOBAL: &str = "10.99.0.1:7060";
 const STORAGE: &str = "10.99.0.2:7080";
 const MEM: [&str; 2] = ["10.99.0.3:7070", "10.99.0.4:7070"];
 const PCOMP: &str = "10.99.0.6:7050";
+/// A second pComponent, started only by the tests that need two.
+const PCOMP2: &str = "10.99.0.7:7050";
 /// The client host's address, as the global manager sees its connections.
 const CLIENT_IP: &str = "10.99.0.5";
 
@@ -197,6 +201,7 @@ impl Cluster {
             "mem1" => [&["mem-server", "--listen", MEM[0], "--capacity", "256M", "--storage-server", STORAGE][..], &join].concat(),
             "mem2" => [&["mem-server", "--listen", MEM[1], "--capacity", "256M"][..], &join].concat(),
             "pcomp" => [&["pcomp", "--listen", PCOMP][..], &join].concat(),
+            "pcomp2" => [&["pcomp", "--listen", PCOMP2][..], &join].concat(),
             other => panic!("no server runs on {other}"),
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(host)).unwrap();
@@ -412,4 +417,72 @@ fn a_client_without_the_secret_is_refused_and_the_refusal_logged() {
     // With the secret the client gets in, and the refused creation left nothing.
     let ls = c.ok(&["vnode", "ls", "--global-mgr", GLOBAL]);
     assert!(!ls.contains("intruder"), "{ls}");
+}
+
+#[test]
+fn wget_in_a_vnode_on_one_pcomponent_fetches_from_httpd_in_a_vnode_on_another() {
+    if !common::kvm() {
+        return;
+    }
+    let Some(mut c) = Cluster::start() else { return };
+    c.start_server("pcomp2");
+    c.wait_for("both pComponents up", |l| l.len() == 5 && l.iter().all(|x| x.up));
+    for v in ["web", "fetch"] {
+        c.ok(&["vnode", "create", v, "--mem", "1G", "--excache", "16M", "--global-mgr", GLOBAL]);
+    }
+    // A 10 MiB file of pseudo-random bytes in the web vNode, busybox in both.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let data: Vec<u8> = (0..10 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let img = tempfile::tempdir().unwrap();
+    std::fs::create_dir(img.path().join("bin")).unwrap();
+    std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();
+    c.ok(&["image", "push", img.path().to_str().unwrap(), "--vnode", "fetch", "--storage-server", STORAGE]);
+    std::fs::write(img.path().join("big.bin"), &data).unwrap();
+    c.ok(&["image", "push", img.path().to_str().unwrap(), "--vnode", "web", "--storage-server", STORAGE]);
+    let (_, view) = c.ps();
+    let web = view["vnodes"].as_array().unwrap().iter().find(|v| v["name"] == "web").unwrap();
+    let vip: Vec<String> = web["vip"].as_array().unwrap().iter().map(|b| b.to_string()).collect();
+    let url = format!("http://{}/big.bin", vip.join("."));
+
+    // httpd, placed by the GPM on one pComponent; once that one reports its threads, the GPM
+    // places the next process on the other.
+    let mut httpd = c.net.lego("client");
+    httpd.args(["run", "--global-mgr", GLOBAL, "--vnode", "web", "/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/"]);
+    httpd.env("LEGO_CLUSTER_SECRET", SECRET).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _httpd = Kill(httpd.spawn().unwrap());
+    let (server_pcomp, _) = common::poll("httpd runs and its pComponent reports it", Duration::from_secs(20), || {
+        let (_, v) = c.ps();
+        let on = v["processes"].as_array().unwrap().iter().find(|p| p["who"]["vnode"] == "web").map(|p| p["who"]["pcomp"].as_str().unwrap().to_string());
+        let busy = v["components"].as_array().unwrap().iter().find(|x| Some(x["addr"].as_str().unwrap().to_string()) == on);
+        match (on.clone(), busy) {
+            (Some(on), Some(b)) if b["load"]["threads"].as_u64().unwrap_or(0) > 0 => Ok(on),
+            _ => Err(v.to_string()),
+        }
+    });
+    let client_pcomp = if server_pcomp == PCOMP { PCOMP2 } else { PCOMP };
+    common::poll("wget from the httpd on the other pComponent", Duration::from_secs(30), || {
+        let out = c.lego(&["run", "--global-mgr", GLOBAL, "--vnode", "fetch", "/bin/busybox", "wget", "-q", "-O", "/got.bin", &url]);
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).to_string()) }
+    });
+    let log = c.log(if client_pcomp == PCOMP { "pcomp" } else { "pcomp2" });
+    assert!(log.contains("process started"), "wget did not run on the other pComponent {client_pcomp}:\n{log}");
+    // The file is byte-identical: its checksum in the fetch vNode is the native one.
+    let out = c.ok(&["run", "--global-mgr", GLOBAL, "--vnode", "fetch", "/bin/busybox", "md5sum", "/got.bin"]);
+    let local = img.path().join("big.bin");
+    let native = common::native_stdout(&common::image("busybox"), &["md5sum", local.to_str().unwrap()]);
+    assert_eq!(out.split_whitespace().next(), native.split_whitespace().next(), "the fetched file differs");
 }

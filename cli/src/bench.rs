@@ -32,6 +32,8 @@ pub enum Bench {
     Storage(crate::storage_bench::StorageBenchArgs),
     /// The threaded word count at 1, 2 and 4 threads, 100% and 25% ExCache, beside native runs.
     Threads(crate::threads_bench::ThreadsBenchArgs),
+    /// TCP latency and throughput between two vNodes, beside raw host sockets.
+    Net(crate::net_bench::NetBenchArgs),
     /// The guest fuzzers (system calls, instructions) for longer than `make test` runs them.
     Fuzz(crate::fuzz_bench::FuzzArgs),
 }
@@ -47,6 +49,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Threads(args) => crate::threads_bench::run(&args),
         Bench::Apps(args) => crate::apps::run(&args),
         Bench::Fuzz(args) => crate::fuzz_bench::run(&args),
+        Bench::Net(args) => crate::net_bench::run(&args),
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
-use lego_proto::global::{ComponentInfo, GlobalReply, GlobalRequest, Load, Placement, ProcessReport, Role, VnodeInfo};
+use lego_proto::global::{ComponentInfo, EndpointInfo, GlobalReply, NetProto, GlobalRequest, Load, Placement, ProcessReport, Role, VnodeInfo};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
@@ -142,6 +142,8 @@ pub struct ClusterView {
     pub vnodes: Vec<VnodeInfo>,
     /// Every running process, by pComponent and pid.
     pub processes: Vec<ProcessReport>,
+    /// The vNodes' listening endpoints.
+    pub endpoints: Vec<EndpointInfo>,
 }
 
 /// The components, vNodes and processes the global manager at `addr` knows.
@@ -155,7 +157,10 @@ pub fn registry(addr: &str, cluster: u64) -> anyhow::Result<ClusterView> {
     let GlobalReply::Processes(processes) = ask(addr, cluster, &GlobalRequest::Processes)? else {
         bail!("unexpected answer to a process list")
     };
-    Ok(ClusterView { components, vnodes, processes })
+    let GlobalReply::Endpoints(endpoints) = ask(addr, cluster, &GlobalRequest::Endpoints)? else {
+        bail!("unexpected answer to an endpoint list")
+    };
+    Ok(ClusterView { components, vnodes, processes, endpoints })
 }
 
 /// How long ago `started_unix_ms` was, for tables.
@@ -177,7 +182,7 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
     }
-    let ClusterView { components: list, vnodes, processes } = view;
+    let ClusterView { components: list, vnodes, processes, endpoints } = view;
     println!(
         "{:>4}  {:<15} {:<22} {:<5} {:>6} {:>10} {:>10} {:>9} {:>7}",
         "ID", "KIND", "ADDRESS", "STATE", "SEEN", "USED", "CAPACITY", "REQ/S", "THREADS"
@@ -218,6 +223,18 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
                 uptime(p.who.started_unix_ms),
                 p.who.program
             );
+        }
+    }
+    if !endpoints.is_empty() {
+        println!();
+        println!("{:<12} {:<5} {:<21} {:<22} {:>8}  PCOMPONENT", "VNODE", "PROTO", "ENDPOINT", "HOST ADDRESS", "PID");
+        for e in &endpoints {
+            let proto = match e.endpoint.proto {
+                NetProto::Tcp => "tcp",
+                NetProto::Udp => "udp",
+            };
+            let at = format!("{}:{}", Ipv4Addr::from(e.endpoint.vip), e.endpoint.port);
+            println!("{:<12} {:<5} {:<21} {:<22} {:>8}  {}", e.vnode, proto, at, e.host, e.owner.pid, e.owner.pcomp);
         }
     }
     Ok(())

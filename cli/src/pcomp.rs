@@ -44,6 +44,12 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
     if req.stats {
         c.arg("--stats");
     }
+    if req.egress {
+        c.arg("--egress");
+    }
+    for p in &req.publish {
+        c.args(["--publish", p]);
+    }
     // The program's environment is the VMM's own (so it stays off the command line, which any
     // user of this host can read), with this daemon's cluster secret for reaching the servers.
     c.env_clear();
@@ -96,6 +102,8 @@ mod tests {
             mem_timeout_s: 5,
             trace_syscalls: false,
             stats: true,
+            egress: false,
+            publish: Vec::new(),
         };
         let c = launch(&"lego".into(), "10.0.0.1:7050", "10.0.0.2:7060", 3, &req);
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();

@@ -13,7 +13,14 @@ use lego_vmm::process::Termination;
 use lego_vmm::fs::remote::cache_server;
 use lego_vmm::{syscall::names, Files, Program, RunReport, Vnode, VnodeConfig, VmmError};
 
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+
+use lego_vmm::net::publish::{Forwarder, Publish};
+use lego_vmm::net::NetConfig;
+
 use crate::cluster::StateArgs;
+use crate::endpoints::GlobalDirectory;
 use crate::memory::MemoryArgs;
 
 /// Exit status when the program is not something lego can run (bad ELF, missing file, bad option).
@@ -67,6 +74,14 @@ pub struct RunArgs {
     /// The pComponent this VMM runs for (set by `lego pcomp`), for the process's reports.
     #[arg(long, value_name = "ADDR", hide = true)]
     on_pcomp: Option<String>,
+    /// Let the program reach addresses outside the virtual IP space (10.0.0.0/8) through the
+    /// pComponent's network; without it they are unreachable (ENETUNREACH).
+    #[arg(long)]
+    egress: bool,
+    /// Publish the vNode's TCP port VPORT on port HOSTPORT of the host it runs on (all its
+    /// addresses), as `docker run -p` does (repeatable).
+    #[arg(long, value_name = "HOSTPORT:VPORT")]
+    publish: Vec<Publish>,
     /// argv[0] for the program (default: PROGRAM as given).
     #[arg(long)]
     argv0: Option<OsString>,
@@ -165,14 +180,24 @@ fn request(args: &RunArgs) -> RunRequest {
         mem_timeout_s: m.mem_timeout,
         trace_syscalls: args.trace_syscalls,
         stats: args.stats,
+        egress: args.egress,
+        publish: args.publish.iter().map(|p| format!("{}:{}", p.host_port, p.vport)).collect(),
     }
 }
 
+/// What the managers decided for the process.
+#[derive(Default)]
+struct Placed {
+    /// The vNode's remote files, if the managers chose them.
+    files: Option<Files>,
+    /// The vNode's virtual IP.
+    vip: Option<std::net::Ipv4Addr>,
+}
+
 /// Asks the global manager (if there is one) where the process's memory and files go, and
-/// fills in what the options left open. Returns the vNode's remote files if the managers chose
-/// them.
-fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
-    let Some(global) = &args.global_mgr else { return Ok(None) };
+/// fills in what the options left open.
+fn place(args: &mut RunArgs) -> anyhow::Result<Placed> {
+    let Some(global) = &args.global_mgr else { return Ok(Placed::default()) };
     let vnode = args.vnode.get_or_insert_with(|| DEFAULT_VNODE.to_string()).clone();
     let p = crate::global::place(global, args.memory.cluster_id, &vnode)?;
     // The vNode's virtual IP, for programs that want to know who they are (an --env wins).
@@ -185,11 +210,12 @@ fn place(args: &mut RunArgs) -> anyhow::Result<Option<Files>> {
         }
         args.memory.mem_server = p.mem_servers;
     }
+    let vip = Some(p.vnode.vip.into());
     if args.storage_server.is_some() || args.root.is_some() {
-        return Ok(None);
+        return Ok(Placed { files: None, vip });
     }
     match (p.vnode.storage, p.cache) {
-        (Some(storage), Some(cache)) => Ok(Some(Files::Remote { cache, storage })),
+        (Some(storage), Some(cache)) => Ok(Placed { files: Some(Files::Remote { cache, storage }), vip }),
         (Some(storage), None) => anyhow::bail!(
             "no mem-server that is up caches storage server {storage}, which holds vNode {} (start one with \
              `lego mem-server --storage-server {storage} --global-mgr {global}`)",
@@ -237,7 +263,8 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         }
     };
     let RunRequest { vnode, argv, envp, .. } = request(&args);
-    let files = match (placed, args.storage_server) {
+    let net = net_config(&args, placed.vip, &vnode);
+    let files = match (placed.files, args.storage_server) {
         (Some(files), _) => files,
         (None, Some(storage)) => Files::Remote {
             cache: cache_server(&memory.servers, &vnode).unwrap_or_default().to_string(),
@@ -251,6 +278,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         files,
         trace_syscalls: args.trace_syscalls,
         memory,
+        net,
     };
     let program = Program { path: args.program, argv, envp };
     let vnode = Vnode::new(&config, &program);
@@ -270,6 +298,19 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         }
         _ => None,
     };
+    let mut forwarders = Vec::new();
+    if let Ok(v) = &vnode {
+        let net = v.process().net.clone();
+        for p in &args.publish {
+            match Forwarder::start(net.clone(), *p) {
+                Ok(f) => forwarders.push(f),
+                Err(e) => {
+                    eprintln!("lego: --publish {}:{}: {e}", p.host_port, p.vport);
+                    return ExitCode::from(STATUS_BAD_PROGRAM);
+                }
+            }
+        }
+    }
     let report = match vnode.and_then(Vnode::run) {
         Ok(r) => r,
         Err(e) => {
@@ -288,6 +329,24 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         print_stats(&report);
     }
     ExitCode::from(report.termination.shell_status() as u8)
+}
+
+/// The vNode's network: with a global manager, its virtual IP and the cluster's endpoint
+/// table, sockets bound on the host address of the pComponent it runs for; else a network of
+/// its own on the loopback.
+fn net_config(args: &RunArgs, vip: Option<std::net::Ipv4Addr>, vnode: &str) -> NetConfig {
+    let mut net = NetConfig::standalone();
+    net.egress = args.egress;
+    if let (Some(vip), Some(global)) = (vip, &args.global_mgr) {
+        net.vip = vip;
+        let pcomp = args.on_pcomp.clone().unwrap_or_else(crate::report::local_pcomp);
+        net.directory = Arc::new(GlobalDirectory::new(global.clone(), args.memory.cluster_id, vnode.to_string(), pcomp));
+    }
+    let host = args.on_pcomp.as_deref().and_then(|a| a.to_socket_addrs().ok()?.find(|a| a.is_ipv4()));
+    if let Some(std::net::SocketAddr::V4(a)) = host {
+        net.host_ip = *a.ip();
+    }
+    net
 }
 
 fn print_stats(report: &RunReport) {

@@ -35,7 +35,7 @@ struct View {
 
 fn fetch(addr: &str, cluster: u64) -> View {
     match registry(addr, cluster) {
-        Ok(ClusterView { components, vnodes, processes }) => View { components, vnodes, processes, error: None },
+        Ok(ClusterView { components, vnodes, processes, .. }) => View { components, vnodes, processes, error: None },
         Err(e) => View { components: Vec::new(), vnodes: Vec::new(), processes: Vec::new(), error: Some(format!("{e:#}")) },
     }
 }

@@ -6,6 +6,7 @@
 //! - [`placement`]: the GPM, GMM and GSM decisions: the pComponent of a new process, its
 //!   mem-servers, the storage server of a vNode's mount, the mem-server caching its files.
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
+//! - [`endpoints`]: the vNodes' listening endpoints (virtual IP and port to host address).
 //! - `metrics`: the manager's Prometheus metrics ([`GlobalMgr::register_metrics`]).
 //!
 //! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
@@ -25,6 +26,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::service::Service;
 
+pub mod endpoints;
 pub mod heartbeat;
 mod metrics;
 pub mod placement;
@@ -84,7 +86,11 @@ impl GlobalMgr {
         let registry = Arc::new(Mutex::new(registry));
         let me = Hello::new(ComponentKind::Global, config.cluster);
         let for_conns = registry.clone();
-        let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn { registry: for_conns.clone() })?;
+        let endpoints = Arc::new(Mutex::new(endpoints::Endpoints::default()));
+        let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn {
+            registry: for_conns.clone(),
+            endpoints: endpoints.clone(),
+        })?;
         Ok(GlobalMgr { service, registry })
     }
 
@@ -114,6 +120,7 @@ impl GlobalMgr {
 /// One connection's frame handler.
 struct Conn {
     registry: Arc<Mutex<registry::Registry>>,
+    endpoints: Arc<Mutex<endpoints::Endpoints>>,
 }
 
 impl Conn {
@@ -161,7 +168,27 @@ impl Conn {
                 Ok(()) => GlobalReply::Removed,
                 Err(e) => GlobalReply::Failed(e.to_string()),
             },
+            GlobalRequest::RegisterEndpoint { endpoint, host, vnode, owner } => {
+                let live = reg.processes();
+                let alive = |o: &lego_proto::global::EndpointOwner| live.iter().any(|p| p.who.pcomp == o.pcomp && p.who.pid == o.pid);
+                if self.endpoints().register(endpoint, host, vnode, owner, alive) {
+                    GlobalReply::Ok
+                } else {
+                    GlobalReply::EndpointTaken
+                }
+            }
+            GlobalRequest::UnregisterEndpoint { endpoint } => {
+                self.endpoints().unregister(&endpoint);
+                GlobalReply::Ok
+            }
+            GlobalRequest::ResolveEndpoint { endpoint } => GlobalReply::EndpointAt(self.endpoints().resolve(&endpoint)),
+            GlobalRequest::ReverseEndpoint { proto, host } => GlobalReply::EndpointOf(self.endpoints().reverse(proto, &host)),
+            GlobalRequest::Endpoints => GlobalReply::Endpoints(self.endpoints().list()),
         }
+    }
+
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, endpoints::Endpoints> {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

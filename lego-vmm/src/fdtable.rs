@@ -21,6 +21,10 @@ pub enum Backing {
     Host(OwnedFd),
     /// One end of a pipe.
     Pipe(PipeEnd),
+    /// A socket, over a host socket ([`crate::net`]).
+    Socket(crate::net::socket::Socket),
+    /// An epoll instance ([`crate::epoll`]).
+    Epoll(crate::epoll::Epoll),
 }
 
 /// An open file description (`struct file`).
@@ -52,10 +56,12 @@ impl OpenFile {
         matches!(self.status() & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
     }
 
-    /// The host descriptor, for host-backed files.
+    /// The host descriptor, for host-backed files (sockets and epoll instances included).
     pub fn host_fd(&self) -> Option<i32> {
         match &self.backing {
             Backing::Host(fd) => Some(fd.as_raw_fd()),
+            Backing::Socket(s) => Some(s.fd()),
+            Backing::Epoll(e) => Some(e.host_fd()),
             _ => None,
         }
     }

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod elf;
+pub mod epoll;
 pub mod errno;
 pub mod error;
 pub mod fault;
@@ -21,6 +22,7 @@ pub mod futex;
 pub mod kick;
 pub mod layout;
 pub mod memory;
+pub mod net;
 pub mod pcomp;
 pub mod proctable;
 pub mod process;

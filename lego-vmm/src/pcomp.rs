@@ -386,6 +386,8 @@ mod tests {
             mem_timeout_s: 30,
             trace_syscalls: false,
             stats: false,
+            egress: false,
+            publish: Vec::new(),
         }
     }
 

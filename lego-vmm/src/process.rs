@@ -141,6 +141,8 @@ pub struct Process {
     /// What the threads share outside the lock: futexes, and whether the process is ending.
     pub group: Arc<ThreadGroup>,
     pub signals: Signals,
+    /// The vNode's network, shared by its processes ([`crate::net`]).
+    pub net: Arc<crate::net::Net>,
     /// `PR_SET_NAME` name.
     pub comm: [u8; 16],
     pub stats: SyscallStats,
@@ -173,6 +175,7 @@ impl Process {
     pub fn new(mm: Mm, fs: Arc<dyn FileSystem>, hostname: String, execfn: &[u8]) -> std::io::Result<Process> {
         let group = Arc::new(ThreadGroup::new()?);
         let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
+        let net = crate::net::Net::new(&hostname, crate::net::NetConfig::standalone());
         Ok(Process {
             pid: MAIN_TID,
             mm,
@@ -188,6 +191,7 @@ impl Process {
             procs: Arc::new(ProcTable::new()),
             group,
             signals: Signals::default(),
+            net,
             comm: comm_of(execfn),
             stats: SyscallStats::default(),
             started: Instant::now(),
@@ -219,6 +223,7 @@ impl Process {
             procs: self.procs.clone(),
             group,
             signals,
+            net: self.net.clone(),
             comm: self.comm,
             stats: SyscallStats::default(),
             started: Instant::now(),

@@ -61,6 +61,8 @@ pub struct VnodeConfig {
     pub trace_syscalls: bool,
     /// Where the memory lives and how much of it may be resident.
     pub memory: MemoryConfig,
+    /// Its network: virtual IP and the cluster's endpoint directory.
+    pub net: crate::net::NetConfig,
 }
 
 /// The program a vNode runs.
@@ -196,6 +198,7 @@ impl Vnode {
         let mut process = Process::new(mm, fs, config.name.clone(), execfn)
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
+        process.net = crate::net::Net::new(&config.name, config.net.clone());
         let (vcpu, group) = Group::new(process, entry, rsp, config.trace_syscalls)?;
         if rflags != 0x202 {
             let mut regs = vcpu.get_regs().map_err(VmmError::kvm("GET_REGS"))?;

@@ -79,6 +79,63 @@ pub enum GlobalRequest {
     Process(ProcessReport),
     /// Every running process, for `lego ps` and `lego top`.
     Processes,
+    /// A vNode socket of the process `owner` serves `endpoint` from the host address `host`
+    /// (`bind` on the vIP): answered with `Ok`, or [`GlobalReply::EndpointTaken`] (unless the
+    /// process that has it has stopped reporting: its endpoints are stale).
+    RegisterEndpoint { endpoint: Endpoint, host: String, vnode: String, owner: EndpointOwner },
+    /// The socket serving `endpoint` is closed.
+    UnregisterEndpoint { endpoint: Endpoint },
+    /// The host address serving `endpoint` (`connect`): answered with
+    /// [`GlobalReply::EndpointAt`].
+    ResolveEndpoint { endpoint: Endpoint },
+    /// The endpoint the host socket at `host` serves (the source of a datagram): answered with
+    /// [`GlobalReply::EndpointOf`].
+    ReverseEndpoint { proto: NetProto, host: String },
+    /// Every registered endpoint, for `lego ps`.
+    Endpoints,
+}
+
+/// The transport protocol of a vNode endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NetProto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A vNode endpoint: virtual IP, port, protocol (LegoOS §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The protocol.
+    pub proto: NetProto,
+    /// The vNode's virtual IP.
+    pub vip: [u8; 4],
+    /// The virtual port.
+    pub port: u16,
+}
+
+/// The process whose socket serves an endpoint, as its reports name it
+/// ([`ProcessIdentity`]'s `pcomp` and `pid`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointOwner {
+    /// Where it runs.
+    pub pcomp: String,
+    /// Host process id of its VMM.
+    pub pid: u32,
+}
+
+/// A registered endpoint, as `lego ps` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// The host address of the socket serving it.
+    pub host: String,
+    /// The vNode it belongs to.
+    pub vnode: String,
+    /// The process serving it.
+    pub owner: EndpointOwner,
 }
 
 /// How often a running process reports ([`GlobalRequest::Process`]); the manager forgets one
@@ -223,6 +280,14 @@ pub enum GlobalReply {
     /// Answer to `Processes`: every process that reported within the last three intervals,
     /// by pComponent and pid.
     Processes(Vec<ProcessReport>),
+    /// Answer to `RegisterEndpoint`: another socket has the endpoint.
+    EndpointTaken,
+    /// Answer to `ResolveEndpoint`: the host address serving it, if any.
+    EndpointAt(Option<String>),
+    /// Answer to `ReverseEndpoint`: the endpoint the host address serves, if any.
+    EndpointOf(Option<Endpoint>),
+    /// Answer to `Endpoints`, in endpoint order.
+    Endpoints(Vec<EndpointInfo>),
     /// The request could not be decoded or served (a duplicate name or VIP, an unknown vNode).
     Failed(String),
 }

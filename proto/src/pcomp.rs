@@ -51,6 +51,10 @@ pub struct RunRequest {
     pub trace_syscalls: bool,
     /// Print system-call and ExCache statistics to standard error at exit.
     pub stats: bool,
+    /// Addresses outside the virtual IP space are reachable (`--egress`).
+    pub egress: bool,
+    /// Ports of the vNode published on the pComponent host, `HOSTPORT:VPORT` each.
+    pub publish: Vec<String>,
 }
 
 /// Client to pComponent.
@@ -144,6 +148,8 @@ mod tests {
             mem_timeout_s: 30,
             trace_syscalls: false,
             stats: true,
+            egress: false,
+            publish: Vec::new(),
         });
         send(&mut wire, &run).unwrap();
         send(&mut wire, &ToPcomp::Stdin(vec![7; CHUNK])).unwrap();

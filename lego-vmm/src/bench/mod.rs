@@ -48,6 +48,7 @@ pub(crate) fn code_vnode(code: &[u8], iopl3: bool, iterations: u64, memory: &Mem
         files: Files::HostDir(std::env::temp_dir()),
         trace_syscalls: false,
         memory: memory.clone(),
+        net: crate::net::NetConfig::standalone(),
     };
     let fs = HostDir::new(&std::env::temp_dir()).map_err(|e| VmmError::Config(e.to_string()))?;
     let program = Program { path: "bench".into(), argv: Vec::new(), envp: Vec::new() };

@@ -118,7 +118,7 @@ type Segs = Vec<(u64, u64)>;
 // ---------------------------------------------------------------------------------------------
 
 /// A descriptor argument: the kernel takes `unsigned int`, so only the low 32 bits count.
-fn fdarg(x: u64) -> u64 {
+pub(super) fn fdarg(x: u64) -> u64 {
     u64::from(x as u32)
 }
 
@@ -407,7 +407,7 @@ fn user_prefix(p: &Process, addr: u64, len: u64, write: bool) -> u64 {
 
 /// Cuts `segs` at the first byte the program may not access; `EFAULT` if that leaves nothing
 /// of a non-empty request. Returns the kept segments and their total length.
-fn clip(p: &Process, segs: &[(u64, u64)], write: bool) -> SysResult<(Segs, u64)> {
+pub(super) fn clip(p: &Process, segs: &[(u64, u64)], write: bool) -> SysResult<(Segs, u64)> {
     let mut out = Vec::with_capacity(segs.len());
     let (mut requested, mut total) = (0u64, 0u64);
     for &(base, len) in segs {
@@ -453,7 +453,7 @@ fn pieces(segs: &[(u64, u64)], mut skip: u64, len: usize) -> SysResult<Vec<(u64,
 }
 
 /// Copies `data` into the segment list starting `skip` bytes into it.
-fn scatter(p: &Process, segs: &[(u64, u64)], skip: u64, data: &[u8]) -> SysResult<()> {
+pub(super) fn scatter(p: &Process, segs: &[(u64, u64)], skip: u64, data: &[u8]) -> SysResult<()> {
     for (addr, range) in pieces(segs, skip, data.len())? {
         p.mm.write_user(addr, &data[range])?;
     }
@@ -461,7 +461,7 @@ fn scatter(p: &Process, segs: &[(u64, u64)], skip: u64, data: &[u8]) -> SysResul
 }
 
 /// Fills `buf` from the segment list starting `skip` bytes into it.
-fn gather(p: &Process, segs: &[(u64, u64)], skip: u64, buf: &mut [u8]) -> SysResult<()> {
+pub(super) fn gather(p: &Process, segs: &[(u64, u64)], skip: u64, buf: &mut [u8]) -> SysResult<()> {
     for (addr, range) in pieces(segs, skip, buf.len())? {
         p.mm.read_user(addr, &mut buf[range])?;
     }
@@ -566,6 +566,9 @@ fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) 
             }
             fill(p, &segs, total, false, |buf, _| end.read(buf, nonblock))
         }
+        // Sockets are read through `super::net`; what comes here is positioned.
+        Backing::Socket(_) => Err(Errno::ESPIPE),
+        Backing::Epoll(_) => Err(Errno::EINVAL),
     }
 }
 
@@ -600,6 +603,8 @@ fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos
             }
             drain(p, &segs, total, |buf, _| end.write(buf, nonblock))
         }
+        Backing::Socket(_) => Err(Errno::ESPIPE),
+        Backing::Epoll(_) => Err(Errno::EINVAL),
     };
     if res == Err(Errno::EPIPE) {
         let info = SigInfo::sent(libc::SIGPIPE, SI_USER, p.pid, p.creds.uid);
@@ -611,7 +616,7 @@ fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos
 
 /// One guest buffer of a `read`/`write`-style call: `EFAULT` outside the user range, and the
 /// length capped at `MAX_RW_COUNT`.
-fn one_seg(addr: u64, count: u64) -> SysResult<[(u64, u64); 1]> {
+pub(super) fn one_seg(addr: u64, count: u64) -> SysResult<[(u64, u64); 1]> {
     if !access_ok(addr, count) {
         return Err(Errno::EFAULT);
     }
@@ -621,7 +626,7 @@ fn one_seg(addr: u64, count: u64) -> SysResult<[(u64, u64); 1]> {
 /// Reads an `iovec` array: `EINVAL` for more than `UIO_MAXIOV` entries or a negative length,
 /// `EFAULT` for an entry outside the user range; the total is capped at `MAX_RW_COUNT` (later
 /// entries shortened), as Linux does.
-fn read_iovecs(p: &Process, addr: u64, count: u64) -> SysResult<Segs> {
+pub(super) fn read_iovecs(p: &Process, addr: u64, count: u64) -> SysResult<Segs> {
     if count > UIO_MAXIOV {
         return Err(Errno::EINVAL);
     }
@@ -653,6 +658,8 @@ fn file_stat(p: &Process, file: &OpenFile) -> SysResult<Stat> {
     match &file.backing {
         Backing::File(f) => f.stat(),
         Backing::Host(h) => host_stat(h.as_raw_fd()),
+        Backing::Socket(s) => host_stat(s.fd()),
+        Backing::Epoll(e) => host_stat(e.host_fd()),
         Backing::Pipe(end) => Ok(Stat {
             // pipefs: an anonymous device, one inode shared by both ends, owned by the creator.
             dev: 0xc,
@@ -861,7 +868,7 @@ fn wait_ready(p: &mut Locked<'_>, tid: i32, fd: u64, write: bool) -> SysResult<O
             return Ok(None);
         }
         match &file.backing {
-            Backing::File(_) => return Ok(None),
+            Backing::File(_) | Backing::Socket(_) | Backing::Epoll(_) => return Ok(None),
             Backing::Pipe(end) if end.is_write_end() != write => return Ok(None),
             Backing::Pipe(end) => {
                 if let Some(n) = end.ready() {
@@ -885,6 +892,9 @@ fn wait_ready(p: &mut Locked<'_>, tid: i32, fd: u64, write: bool) -> SysResult<O
 }
 
 pub fn read(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if super::net::is_socket(p, a[0]) {
+        return super::net::read_socket(p, cpu.tid, a[0], &one_seg(a[1], a[2])?);
+    }
     wait_ready(p, cpu.tid, a[0], false)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, false)?;
@@ -895,6 +905,9 @@ pub fn read(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 /// held and each wait made without it, so that a reader in another thread can drain the pipe.
 pub fn write(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [fd, buf, count, ..] = a;
+    if super::net::is_socket(p, fd) {
+        return super::net::write_socket(p, cpu.tid, fd, &one_seg(buf, count)?);
+    }
     let mut done = 0u64;
     loop {
         let room = match wait_ready(p, cpu.tid, fd, true) {
@@ -947,6 +960,10 @@ pub fn pwrite64(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 pub fn readv(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if super::net::is_socket(p, a[0]) {
+        let segs = read_iovecs(p, a[1], a[2])?;
+        return super::net::read_socket(p, cpu.tid, a[0], &segs);
+    }
     wait_ready(p, cpu.tid, a[0], false)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, false)?;
@@ -957,6 +974,10 @@ pub fn readv(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 /// `writev`. It waits for room without the lock, but then writes everything with it held: a
 /// vector larger than a pipe's room, read by another thread of the process, would wait for good.
 pub fn writev(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if super::net::is_socket(p, a[0]) {
+        let segs = read_iovecs(p, a[1], a[2])?;
+        return super::net::write_socket(p, cpu.tid, a[0], &segs);
+    }
     wait_ready(p, cpu.tid, a[0], true)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, true)?;
@@ -976,7 +997,7 @@ pub fn lseek(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     let f = match &file.backing {
         Backing::File(f) => f,
-        Backing::Pipe(_) => return Err(Errno::ESPIPE),
+        Backing::Pipe(_) | Backing::Socket(_) | Backing::Epoll(_) => return Err(Errno::ESPIPE),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor the description owns.
             let r = unsafe { libc::lseek(h.as_raw_fd(), off, whence as i32) };
@@ -1117,10 +1138,11 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             p.mm.write_user(arg, &p.pid.to_le_bytes())?;
             Ok(0)
         }
-        (Backing::Host(h), FIONREAD) => {
+        (Backing::Host(_) | Backing::Socket(_), FIONREAD) => {
+            let fd = file.host_fd().ok_or(Errno::ENOTTY)?;
             let mut n: libc::c_int = 0;
             // SAFETY: FIONREAD writes one int into `n`; the fd is owned by `file`.
-            if unsafe { libc::ioctl(h.as_raw_fd(), FIONREAD as _, &mut n) } < 0 {
+            if unsafe { libc::ioctl(fd, FIONREAD as _, &mut n) } < 0 {
                 return Err(Errno::last());
             }
             p.mm.write_user(arg, &n.to_le_bytes())?;
@@ -1227,7 +1249,7 @@ fn sync(p: &Process, fd: u64, data_only: bool) -> SysResult<u64> {
     not_opath(&file)?;
     match &file.backing {
         Backing::File(f) => f.sync(data_only).map(|()| 0),
-        Backing::Pipe(_) => Err(Errno::EINVAL),
+        Backing::Pipe(_) | Backing::Socket(_) | Backing::Epoll(_) => Err(Errno::EINVAL),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor `file` owns.
             let r = unsafe { if data_only { libc::fdatasync(h.as_raw_fd()) } else { libc::fsync(h.as_raw_fd()) } };
@@ -1268,7 +1290,7 @@ pub fn ftruncate(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             f.set_len(len as u64)?;
             Ok(0)
         }
-        Backing::Pipe(_) => Err(Errno::EINVAL),
+        Backing::Pipe(_) | Backing::Socket(_) | Backing::Epoll(_) => Err(Errno::EINVAL),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor `file` owns (the caller's redirected output).
             if unsafe { libc::ftruncate(h.as_raw_fd(), len) } < 0 {

@@ -6,10 +6,12 @@
 //! without KVM. They run with the process lock held; the few that may block ([`Handler::Blocking`])
 //! get the lock itself and release it while they wait.
 
+mod epoll;
 mod fs;
 mod info;
 mod mem;
 pub mod names;
+mod net;
 mod poll;
 mod proc;
 mod procs;
@@ -105,6 +107,9 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use signal::*;
     use thread::*;
     use time::*;
+    if let Some(call) = net::lookup(nr) {
+        return Some(call);
+    }
     Some(match nr {
         0 => ("fBu", Blocking(read)),
         1 => ("fbu", Blocking(write)),
@@ -368,7 +373,7 @@ mod tests {
             for (nr, args) in calls {
                 // Calls that would sleep or wait on the host are not fuzzed.
                 // wait4 and waitid would wait for children the fuzzer's forks never start.
-                if matches!(nr, 7 | 34 | 35 | 61 | 128 | 130 | 202 | 230 | 247 | 271) {
+                if matches!(nr, 7 | 23 | 34 | 35 | 42 | 43 | 44 | 45 | 46 | 47 | 61 | 128 | 130 | 202 | 230 | 232 | 247 | 270 | 271 | 281 | 288 | 299 | 307 | 441) {
                     continue;
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };

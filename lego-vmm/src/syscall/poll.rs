@@ -1,7 +1,7 @@
-//! `poll` and `ppoll` over the descriptor kinds a vNode process has.
+//! `poll`, `ppoll`, `select` and `pselect6` over the descriptor kinds a vNode process has.
 //!
-//! Files are always ready; pipe readiness is computed from the pipe; the host's stdio
-//! descriptors are asked with the host's `poll`. A call that has to wait does so without the
+//! Files are always ready; pipe readiness is computed from the pipe; host-backed descriptors
+//! (the host's stdio, sockets, eventfds, epoll instances) are asked with the host's `poll`. A call that has to wait does so without the
 //! process lock: on the host descriptors, and, when pipes are polled too (another thread may fill
 //! or drain them), in slices of [`PIPE_SLICE`] after which everything is looked at again.
 
@@ -28,20 +28,25 @@ pub fn ppoll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     if sigmask != 0 && sigsetsize != 8 {
         return Err(Errno::EINVAL);
     }
-    let timeout = if tsp == 0 {
-        None
-    } else {
-        let (sec, nsec) = (p.mm.read_u64(tsp)? as i64, p.mm.read_u64(tsp + 8)? as i64);
-        if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
-            return Err(Errno::EINVAL);
-        }
-        Some(Duration::new(sec as u64, nsec as u32))
-    };
+    let timeout = read_timespec(p, tsp)?;
     if sigmask != 0 {
         let mask = p.mm.read_u64(sigmask)?;
         crate::signal::wait_with_mask(p, cpu.tid, mask)?;
     }
     do_poll(p, cpu.tid, fds, nfds, timeout)
+}
+
+/// A guest `struct timespec` timeout (`None` for a NULL pointer: no limit); `EINVAL` if it
+/// is not a valid time.
+pub(super) fn read_timespec(p: &Process, at: u64) -> SysResult<Option<Duration>> {
+    if at == 0 {
+        return Ok(None);
+    }
+    let (sec, nsec) = (p.mm.read_u64(at)? as i64, p.mm.read_u64(at + 8)? as i64);
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(Some(Duration::new(sec as u64, nsec as u32)))
 }
 
 /// The readiness of every entry that can be known without the host; host descriptors to ask,
@@ -73,7 +78,7 @@ fn scan(p: &Process, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)
                 }
                 e.revents = r;
             }
-            Backing::Host(_) => {
+            Backing::Host(_) | Backing::Socket(_) | Backing::Epoll(_) => {
                 if let Some(fd) = file.host_fd() {
                     host.push((i, libc::pollfd { fd, events: e.events, revents: 0 }));
                 }
@@ -99,10 +104,24 @@ fn do_poll(p: &mut Locked<'_>, tid: i32, addr: u64, nfds: u64, timeout: Option<D
             revents: 0,
         })
         .collect();
+    let n = wait_entries(p, tid, &mut entries, timeout)?;
+    let mut out = Vec::with_capacity(raw.len());
+    for e in &entries {
+        out.extend_from_slice(&e.fd.to_le_bytes());
+        out.extend_from_slice(&e.events.to_le_bytes());
+        out.extend_from_slice(&e.revents.to_le_bytes());
+    }
+    p.mm.write_user(addr, &out)?;
+    Ok(n)
+}
+
+/// Waits until one of `entries` is ready or `timeout` passes; fills in their `revents` and
+/// returns how many have some.
+fn wait_entries(p: &mut Locked<'_>, tid: i32, entries: &mut [libc::pollfd], timeout: Option<Duration>) -> SysResult<u64> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let group = p.group.clone();
     loop {
-        let (host, pipes) = scan(p, &mut entries);
+        let (host, pipes) = scan(p, entries);
         let fds: Vec<libc::pollfd> = host.iter().map(|(_, f)| *f).collect();
         let mut ready = entries.iter().any(|e| e.revents != 0);
         if !fds.is_empty() {
@@ -123,12 +142,96 @@ fn do_poll(p: &mut Locked<'_>, tid: i32, addr: u64, nfds: u64, timeout: Option<D
         let slice = if pipes { Some(left.map_or(PIPE_SLICE, |l| l.min(PIPE_SLICE))) } else { left };
         p.unlocked(|| group.poll_host(tid, &fds, slice))?;
     }
-    let mut out = Vec::with_capacity(raw.len());
-    for e in &entries {
-        out.extend_from_slice(&e.fd.to_le_bytes());
-        out.extend_from_slice(&e.events.to_le_bytes());
-        out.extend_from_slice(&e.revents.to_le_bytes());
-    }
-    p.mm.write_user(addr, &out)?;
     Ok(entries.iter().filter(|e| e.revents != 0).count() as u64)
+}
+
+/// `FD_SETSIZE`: the most descriptors `select` takes.
+const FD_SETSIZE: u64 = 1024;
+
+/// `select(nfds, readfds, writefds, exceptfds, timeout)` (a `struct timeval`, left as it is).
+pub fn select(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let tv = a[4];
+    let timeout = if tv == 0 {
+        None
+    } else {
+        let (sec, usec) = (p.mm.read_u64(tv)? as i64, p.mm.read_u64(tv + 8)? as i64);
+        if sec < 0 || usec < 0 {
+            return Err(Errno::EINVAL);
+        }
+        Some(Duration::from_secs(sec as u64) + Duration::from_micros(usec as u64))
+    };
+    do_select(p, cpu.tid, [a[0], a[1], a[2], a[3]], timeout)
+}
+
+/// `pselect6(nfds, readfds, writefds, exceptfds, timespec, {sigmask, size})`.
+pub fn pselect6(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let timeout = read_timespec(p, a[4])?;
+    if a[5] != 0 {
+        let (mask_at, size) = (p.mm.read_u64(a[5])?, p.mm.read_u64(a[5] + 8)?);
+        if mask_at != 0 {
+            if size != 8 {
+                return Err(Errno::EINVAL);
+            }
+            let mask = p.mm.read_u64(mask_at)?;
+            crate::signal::wait_with_mask(p, cpu.tid, mask)?;
+        }
+    }
+    do_select(p, cpu.tid, [a[0], a[1], a[2], a[3]], timeout)
+}
+
+/// `select` over the three sets as `poll` entries: `EBADF` for a descriptor that is not open.
+fn do_select(p: &mut Locked<'_>, tid: i32, [nfds, r, w, x]: [u64; 4], timeout: Option<Duration>) -> SysResult<u64> {
+    let nfds = nfds as i32;
+    if nfds < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let nfds = (nfds as u64).min(FD_SETSIZE);
+    let bytes = nfds.div_ceil(64) as usize * 8;
+    let mut sets = [vec![0u8; bytes], vec![0u8; bytes], vec![0u8; bytes]];
+    for (set, at) in sets.iter_mut().zip([r, w, x]) {
+        if at != 0 {
+            p.mm.read_user(at, set)?;
+        }
+    }
+    let bit = |set: &[u8], fd: usize| set[fd / 8] & (1 << (fd % 8)) != 0;
+    let mut entries = Vec::new();
+    for fd in 0..nfds as usize {
+        let mut events = 0;
+        if bit(&sets[0], fd) {
+            events |= libc::POLLIN;
+        }
+        if bit(&sets[1], fd) {
+            events |= libc::POLLOUT;
+        }
+        if bit(&sets[2], fd) {
+            events |= libc::POLLPRI;
+        }
+        if events != 0 {
+            p.fds.get(fd as u64)?;
+            entries.push(libc::pollfd { fd: fd as i32, events, revents: 0 });
+        }
+    }
+    wait_entries(p, tid, &mut entries, timeout)?;
+    let mut out = [vec![0u8; bytes], vec![0u8; bytes], vec![0u8; bytes]];
+    let mut count = 0;
+    for e in &entries {
+        let fd = e.fd as usize;
+        let hits = [
+            e.events & libc::POLLIN != 0 && e.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0,
+            e.events & libc::POLLOUT != 0 && e.revents & (libc::POLLOUT | libc::POLLERR) != 0,
+            e.events & libc::POLLPRI != 0 && e.revents & libc::POLLPRI != 0,
+        ];
+        for (set, hit) in out.iter_mut().zip(hits) {
+            if hit {
+                set[fd / 8] |= 1 << (fd % 8);
+                count += 1;
+            }
+        }
+    }
+    for (set, at) in out.iter().zip([r, w, x]) {
+        if at != 0 {
+            p.mm.write_user(at, set)?;
+        }
+    }
+    Ok(count)
 }
