@@ -286,6 +286,13 @@ impl Group {
     fn run_process(self: &Arc<Self>, vcpu: &mut VcpuFd) -> Result<Termination, VmmError> {
         self.run_thread(vcpu, 0, self.pid);
         self.wait_for_threads();
+        {
+            // Its shared file mappings are written back; its record locks go with it, its
+            // descriptions' locks go when they close.
+            let mut p = lock(&self.process);
+            syscall::unmapping_all(&mut p);
+            p.locks.release_owner(crate::locks::Owner::Process(self.pid));
+        }
         let outcome = lock(&self.outcome).take();
         outcome.unwrap_or_else(|| Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into())))
     }
@@ -322,7 +329,11 @@ impl Group {
                 tracing::info!(pid, signal, "process {pid} killed: {detail}");
             }
             // Its descriptors close and its memory goes before its parent hears of its end.
-            let uid = lock(&group.process).creds.uid;
+            let (uid, usage) = {
+                let p = lock(&group.process);
+                (p.creds.uid, p.usage + p.children_usage)
+            };
+            table.set_usage(pid, usage);
             drop(vcpu);
             drop(group);
             let status = termination.wait_status();
@@ -344,10 +355,33 @@ impl Group {
     /// Runs guest thread `tid` on `vcpu` (vCPU `index`) until the thread or the process ends.
     fn run_thread(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) {
         self.kicker.register(tid, vcpu);
+        let host = self.host_thread(tid);
         if let Some(outcome) = self.run_loop(vcpu, index, tid) {
             self.end(outcome);
         }
+        let mut p = lock(&self.process);
+        p.usage += host.spent();
+        if let Some(t) = p.threads.get_mut(&tid) {
+            t.host = None;
+        }
+        drop(p);
         self.kicker.unregister(tid);
+    }
+
+    /// The calling host thread now runs guest thread `tid`: it is recorded (for `getrusage`
+    /// and `sched_setaffinity`), and pinned as the thread's affinity says.
+    fn host_thread(&self, tid: i32) -> crate::hostcpu::HostThread {
+        let host = crate::hostcpu::HostThread::current();
+        let mut p = lock(&self.process);
+        if let Some(t) = p.threads.get_mut(&tid) {
+            t.host = Some(host);
+            if let Some(mask) = t.affinity {
+                if let Err(e) = crate::hostcpu::pin(host.tid, mask) {
+                    tracing::warn!(tid, "pinning the host thread: {e}");
+                }
+            }
+        }
+        host
     }
 
     /// Ends the process (the first outcome counts): every other thread is woken from its waits
@@ -645,6 +679,10 @@ impl Signalable for Group {
         let mut p = lock(&self.process);
         record();
         signal::post_process(&mut p, info, None);
+    }
+
+    fn with_process(&self, f: &mut dyn FnMut(&mut Process)) {
+        f(&mut lock(&self.process));
     }
 }
 

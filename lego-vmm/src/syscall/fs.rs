@@ -81,22 +81,11 @@ const F_GETFD: i32 = 1;
 const F_SETFD: i32 = 2;
 const F_GETFL: i32 = 3;
 const F_SETFL: i32 = 4;
-const F_GETLK: i32 = 5;
-const F_SETLK: i32 = 6;
-const F_SETLKW: i32 = 7;
 const F_SETOWN: i32 = 8;
 const F_GETOWN: i32 = 9;
-const F_OFD_GETLK: i32 = 36;
-const F_OFD_SETLK: i32 = 37;
-const F_OFD_SETLKW: i32 = 38;
 const F_DUPFD_CLOEXEC: i32 = 1030;
 const F_SETPIPE_SZ: i32 = 1031;
 const F_GETPIPE_SZ: i32 = 1032;
-const F_RDLCK: i16 = 0;
-const F_WRLCK: i16 = 1;
-const F_UNLCK: i16 = 2;
-/// `sizeof(struct flock)` on x86-64.
-const FLOCK_SIZE: usize = 32;
 
 /// `STATX_BASIC_STATS`: everything but the birth time.
 const STATX_BASIC_STATS: u32 = 0x7ff;
@@ -772,6 +761,8 @@ pub fn openat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 pub fn close(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let file = p.fds.get(fdarg(a[0]))?;
+    super::locks::closing(p, &file);
     p.fds.close(fdarg(a[0]))?;
     Ok(0)
 }
@@ -1144,20 +1135,8 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
 }
 
-/// Reads and checks the `struct flock` at `arg`; returns its `l_type`.
-fn read_flock(p: &Process, arg: u64) -> SysResult<(i16, [u8; FLOCK_SIZE])> {
-    let mut fl = [0u8; FLOCK_SIZE];
-    p.mm.read_user(arg, &mut fl)?;
-    let l_type = i16::from_le_bytes([fl[0], fl[1]]);
-    if !matches!(l_type, F_RDLCK | F_WRLCK | F_UNLCK) {
-        return Err(Errno::EINVAL);
-    }
-    Ok((l_type, fl))
-}
-
-/// `fcntl(fd, cmd, arg)`. Record locks always succeed: a vNode's files have one process using
-/// them, so no lock can conflict (`F_GETLK` reports `F_UNLCK`).
-pub fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `fcntl(fd, cmd, arg)`, but for the record locks ([`super::locks::fcntl`]).
+pub(super) fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (fd, cmd, arg) = (fdarg(a[0]), a[1] as i32, a[2]);
     let file = p.fds.get(fd)?;
     if file.status() & libc::O_PATH != 0 && !matches!(cmd, F_DUPFD | F_DUPFD_CLOEXEC | F_GETFD | F_SETFD | F_GETFL) {
@@ -1181,27 +1160,6 @@ pub fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             let changeable = libc::O_APPEND | libc::O_NONBLOCK;
             let mut st = lock(&file.status);
             *st = (*st & !changeable) | (arg as i32 & changeable);
-            Ok(0)
-        }
-        F_GETLK | F_OFD_GETLK => {
-            let (l_type, fl) = read_flock(p, arg)?;
-            // The query names a lock to test: F_UNLCK makes no sense; OFD locks need l_pid 0.
-            if l_type == F_UNLCK || (cmd == F_OFD_GETLK && fl[24..28] != [0; 4]) {
-                return Err(Errno::EINVAL);
-            }
-            p.mm.write_user(arg, &F_UNLCK.to_le_bytes())?;
-            Ok(0)
-        }
-        F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW => {
-            let (l_type, fl) = read_flock(p, arg)?;
-            if matches!(cmd, F_OFD_SETLK | F_OFD_SETLKW) && fl[24..28] != [0; 4] {
-                return Err(Errno::EINVAL);
-            }
-            match l_type {
-                F_RDLCK => check_mode(&file, false)?,
-                F_WRLCK => check_mode(&file, true)?,
-                _ => {}
-            }
             Ok(0)
         }
         F_GETOWN => Ok(0),
@@ -1885,15 +1843,6 @@ mod tests {
         // Shared description: the offset moves for both.
         t.write_str(fd, "abc").unwrap();
         assert_eq!(t.call(lseek, &[10, 0, u64::from(SEEK_CUR)]), Ok(3));
-        let fl = t.scratch + 0x4000;
-        t.put(fl, &[0u8; FLOCK_SIZE]);
-        t.put(fl, &F_WRLCK.to_le_bytes());
-        assert_eq!(t.call(fcntl, &[fd, F_SETLK as u64, fl]), Ok(0));
-        assert_eq!(t.call(fcntl, &[fd, F_GETLK as u64, fl]), Ok(0));
-        assert_eq!(t.get(fl, 2), F_UNLCK.to_le_bytes());
-        assert_eq!(t.call(fcntl, &[fd, F_GETLK as u64, fl]), Err(Errno::EINVAL), "F_UNLCK is no query");
-        t.put(fl, &7i16.to_le_bytes());
-        assert_eq!(t.call(fcntl, &[fd, F_SETLK as u64, fl]), Err(Errno::EINVAL));
         assert_eq!(t.call(fcntl, &[fd, 12345]), Err(Errno::EINVAL));
         assert_eq!(t.call(umask, &[0o7077]), Ok(0o022));
         assert_eq!(t.call(umask, &[0o022]), Ok(0o077));

@@ -8,14 +8,18 @@
 
 mod fs;
 mod info;
+mod locks;
+mod mapping;
 mod mem;
 pub mod names;
 mod poll;
 mod proc;
 mod procs;
+mod sched;
 mod signal;
 mod thread;
 mod time;
+mod usage;
 
 use std::fmt::Write as _;
 
@@ -23,6 +27,7 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process};
+pub use mapping::unmapping_all;
 pub use thread::{exit_thread, CloneArgs};
 
 /// The calling vCPU: its registers, its thread, and what the call asks of the run loop.
@@ -98,13 +103,17 @@ type Signature = &'static str;
 fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use fs::*;
     use info::*;
+    use locks::{fcntl, flock};
+    use mapping::*;
     use mem::*;
     use poll::*;
     use proc::*;
     use procs::*;
+    use sched::*;
     use signal::*;
     use thread::*;
     use time::*;
+    use usage::*;
     Some(match nr {
         0 => ("fBu", Blocking(read)),
         1 => ("fbu", Blocking(write)),
@@ -131,6 +140,8 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         22 => ("x", Plain(pipe)),
         24 => ("", Plain(sched_yield)),
         25 => ("xuuxx", Plain(mremap)),
+        26 => ("xux", Plain(msync)),
+        27 => ("xux", Plain(mincore)),
         28 => ("xud", Plain(madvise)),
         32 => ("f", Plain(dup)),
         33 => ("ff", Plain(dup2)),
@@ -145,7 +156,8 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         61 => ("dxxx", Blocking(wait4)),
         62 => ("dd", Blocking(kill)),
         63 => ("x", Plain(uname)),
-        72 => ("fdx", Plain(fcntl)),
+        72 => ("fdx", Blocking(fcntl)),
+        73 => ("fx", Blocking(flock)),
         74 => ("f", Plain(fsync)),
         75 => ("f", Plain(fdatasync)),
         77 => ("fd", Plain(ftruncate)),
@@ -160,7 +172,9 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         95 => ("o", Plain(umask)),
         96 => ("xx", Plain(gettimeofday)),
         97 => ("dx", Plain(getrlimit)),
+        98 => ("dx", Plain(getrusage)),
         99 => ("x", Plain(sysinfo)),
+        100 => ("x", Plain(times)),
         102 => ("", Plain(getuid)),
         104 => ("", Plain(getgid)),
         105 => ("d", Plain(setuid)),
@@ -185,6 +199,18 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         128 => ("xxxu", Blocking(rt_sigtimedwait)),
         130 => ("xu", Blocking(rt_sigsuspend)),
         131 => ("xx", Plain(sigaltstack)),
+        135 => ("x", Plain(personality)),
+        142 => ("dx", Plain(sched_setparam)),
+        143 => ("dx", Plain(sched_getparam)),
+        144 => ("ddx", Plain(sched_setscheduler)),
+        145 => ("d", Plain(sched_getscheduler)),
+        146 => ("d", Plain(sched_get_priority_max)),
+        147 => ("d", Plain(sched_get_priority_min)),
+        148 => ("dx", Plain(sched_rr_get_interval)),
+        149 => ("xu", Plain(mlock)),
+        150 => ("xu", Plain(munlock)),
+        151 => ("x", Plain(mlockall)),
+        152 => ("", Plain(munlockall)),
         157 => ("dxxxx", Plain(prctl)),
         158 => ("dx", Plain(arch_prctl)),
         160 => ("dx", Plain(setrlimit)),
@@ -192,6 +218,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         200 => ("dd", Plain(tkill)),
         201 => ("x", Plain(time)),
         202 => ("xdux", Blocking(futex)),
+        203 => ("dux", Plain(sched_setaffinity)),
         204 => ("dux", Plain(sched_getaffinity)),
         217 => ("fxu", Plain(getdents64)),
         218 => ("x", Plain(set_tid_address)),
@@ -214,8 +241,10 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         292 => ("ffx", Plain(dup3)),
         293 => ("xx", Plain(pipe2)),
         302 => ("ddxx", Plain(prlimit64)),
+        309 => ("xxx", Plain(getcpu)),
         316 => ("fsfsx", Plain(renameat2)),
         318 => ("xux", Plain(getrandom)),
+        325 => ("xux", Plain(mlock2)),
         332 => ("fsxxx", Plain(statx)),
         334 => ("xudx", Plain(rseq)),
         435 => ("xu", Plain(clone3)),

@@ -128,6 +128,8 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     if p.threads.len() > 1 {
         end_other_threads(p, cpu.tid)?;
     }
+    super::mapping::unmapping_all(p);
+    p.timers.delete_all();
     let loaded = (|| {
         p.mm.reset().map_err(|e| format!("emptying the address space: {e}"))?;
         elf::load(&info, &bytes, &mut p.mm).map_err(|e| e.to_string())?;
@@ -190,6 +192,10 @@ fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: 
     let (procs, group, me) = (p.procs.clone(), p.group.clone(), p.pid);
     loop {
         if let Some(found) = procs.try_wait(me, which, reap)? {
+            if reap {
+                let spent = procs.take_usage(found.0);
+                p.children_usage += spent;
+            }
             return Ok(Some(found));
         }
         if nohang {
