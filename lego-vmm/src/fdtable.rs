@@ -21,6 +21,8 @@ pub enum Backing {
     Host(OwnedFd),
     /// One end of a pipe.
     Pipe(PipeEnd),
+    /// A descriptor the VMM answers itself (signalfd, pidfd).
+    Anon(crate::anonfd::AnonFile),
 }
 
 /// An open file description (`struct file`).

@@ -9,6 +9,7 @@
 //! Memory: the guest's memory lives on mem-servers; only the [`excache`] is resident here, and
 //! memory system calls go to the process's home mem-server through [`mm::Mm`].
 
+pub mod anonfd;
 pub mod bench;
 pub mod cpu;
 pub mod elf;

@@ -250,6 +250,11 @@ impl ProcTable {
         drop(self.changed.wait_timeout(t, limit).unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// Whether process `pid` has ended (a zombie, or reaped already).
+    pub fn ended(&self, pid: i32) -> bool {
+        self.lock().procs.get(&pid).is_none_or(|e| e.status.is_some())
+    }
+
     /// The parent of `pid` (0 for the first process).
     pub fn ppid(&self, pid: i32) -> i32 {
         self.lock().procs.get(&pid).map_or(0, |e| e.ppid)

@@ -223,6 +223,13 @@ impl Timers {
         Ok(id)
     }
 
+    /// How POSIX timer `id` tells its expiry.
+    pub fn set_notify(&mut self, id: i32, notify: Notify) {
+        if let Some(t) = self.posix.get_mut(&id) {
+            t.notify = notify;
+        }
+    }
+
     /// POSIX timer `id`, `EINVAL` if there is none.
     pub fn posix(&self, id: i32) -> SysResult<&PosixTimer> {
         self.posix.get(&id).ok_or(Errno::EINVAL)

@@ -555,6 +555,8 @@ fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) 
             }
             fill(p, &segs, total, false, |buf, _| end.read(buf, nonblock))
         }
+        // A signalfd is read by `read` itself ([`super::anon::read_anon`]); a pidfd is not read.
+        Backing::Anon(_) => Err(Errno::EINVAL),
     }
 }
 
@@ -589,6 +591,7 @@ fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos
             }
             drain(p, &segs, total, |buf, _| end.write(buf, nonblock))
         }
+        Backing::Anon(_) => Err(Errno::EINVAL),
     };
     if res == Err(Errno::EPIPE) {
         let info = SigInfo::sent(libc::SIGPIPE, SI_USER, p.pid, p.creds.uid);
@@ -642,6 +645,7 @@ fn file_stat(p: &Process, file: &OpenFile) -> SysResult<Stat> {
     match &file.backing {
         Backing::File(f) => f.stat(),
         Backing::Host(h) => host_stat(h.as_raw_fd()),
+        Backing::Anon(a) => Ok(a.stat(p)),
         Backing::Pipe(end) => Ok(Stat {
             // pipefs: an anonymous device, one inode shared by both ends, owned by the creator.
             dev: 0xc,
@@ -853,6 +857,14 @@ fn wait_ready(p: &mut Locked<'_>, tid: i32, fd: u64, write: bool) -> SysResult<O
         }
         match &file.backing {
             Backing::File(_) => return Ok(None),
+            Backing::Anon(a) => {
+                if write || !matches!(a, crate::anonfd::AnonFile::Signal(_)) || a.readable(p, tid) {
+                    return Ok(None);
+                }
+                // Signals a signalfd takes are blocked, so they do not interrupt the sleep.
+                let until = std::time::Instant::now() + PIPE_SLICE;
+                p.unlocked(|| group.sleep_until(tid, Some(until)))?;
+            }
             Backing::Pipe(end) if end.is_write_end() != write => return Ok(None),
             Backing::Pipe(end) => {
                 if let Some(n) = end.ready() {
@@ -879,6 +891,9 @@ pub fn read(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     wait_ready(p, cpu.tid, a[0], false)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, false)?;
+    if let Backing::Anon(anon) = &file.backing {
+        return super::anon::read_anon(p, cpu.tid, &file, anon, one_seg(a[1], a[2])?[0]);
+    }
     do_read(p, &file, &one_seg(a[1], a[2])?, None)
 }
 
@@ -920,7 +935,7 @@ fn positioned(p: &Process, a: &Args, write: bool) -> SysResult<(Arc<OpenFile>, u
         return Err(Errno::EINVAL);
     }
     let file = p.fds.get(fdarg(a[0]))?;
-    if matches!(file.backing, Backing::Pipe(_)) {
+    if matches!(file.backing, Backing::Pipe(_) | Backing::Anon(_)) {
         return Err(Errno::ESPIPE);
     }
     check_mode(&file, write)?;
@@ -967,7 +982,7 @@ pub fn lseek(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     let f = match &file.backing {
         Backing::File(f) => f,
-        Backing::Pipe(_) => return Err(Errno::ESPIPE),
+        Backing::Pipe(_) | Backing::Anon(_) => return Err(Errno::ESPIPE),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor the description owns.
             let r = unsafe { libc::lseek(h.as_raw_fd(), off, whence as i32) };
@@ -1185,7 +1200,7 @@ fn sync(p: &Process, fd: u64, data_only: bool) -> SysResult<u64> {
     not_opath(&file)?;
     match &file.backing {
         Backing::File(f) => f.sync(data_only).map(|()| 0),
-        Backing::Pipe(_) => Err(Errno::EINVAL),
+        Backing::Pipe(_) | Backing::Anon(_) => Err(Errno::EINVAL),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor `file` owns.
             let r = unsafe { if data_only { libc::fdatasync(h.as_raw_fd()) } else { libc::fsync(h.as_raw_fd()) } };
@@ -1226,7 +1241,7 @@ pub fn ftruncate(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             f.set_len(len as u64)?;
             Ok(0)
         }
-        Backing::Pipe(_) => Err(Errno::EINVAL),
+        Backing::Pipe(_) | Backing::Anon(_) => Err(Errno::EINVAL),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor `file` owns (the caller's redirected output).
             if unsafe { libc::ftruncate(h.as_raw_fd(), len) } < 0 {

@@ -45,6 +45,7 @@ fn key(file: &OpenFile) -> SysResult<FileKey> {
             Ok((st.st_dev, st.st_ino))
         }
         Backing::Pipe(end) => Ok((0xc, end.id() >> 4)),
+        Backing::Anon(_) => Ok((0xd, file as *const OpenFile as u64)),
     }
 }
 

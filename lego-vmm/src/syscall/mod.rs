@@ -6,6 +6,7 @@
 //! without KVM. They run with the process lock held; the few that may block ([`Handler::Blocking`])
 //! get the lock itself and release it while they wait.
 
+mod anon;
 mod fs;
 mod info;
 mod locks;
@@ -19,6 +20,7 @@ mod sched;
 mod signal;
 mod thread;
 mod time;
+mod timers;
 mod usage;
 
 use std::fmt::Write as _;
@@ -101,6 +103,7 @@ type Signature = &'static str;
 
 /// The system calls lego implements.
 fn lookup(nr: u64) -> Option<(Signature, Handler)> {
+    use anon::*;
     use fs::*;
     use info::*;
     use locks::{fcntl, flock};
@@ -113,6 +116,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use signal::*;
     use thread::*;
     use time::*;
+    use timers::*;
     use usage::*;
     Some(match nr {
         0 => ("fBu", Blocking(read)),
@@ -147,6 +151,9 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         33 => ("ff", Plain(dup2)),
         34 => ("", Blocking(pause)),
         35 => ("xx", Blocking(nanosleep)),
+        36 => ("dx", Plain(getitimer)),
+        37 => ("u", Plain(alarm)),
+        38 => ("dxx", Plain(setitimer)),
         39 => ("", Plain(getpid)),
         56 => ("xxxxx", Plain(clone)),
         57 => ("", Plain(fork)),
@@ -197,6 +204,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         124 => ("d", Plain(getsid)),
         127 => ("xu", Plain(rt_sigpending)),
         128 => ("xxxu", Blocking(rt_sigtimedwait)),
+        129 => ("ddx", Blocking(rt_sigqueueinfo)),
         130 => ("xu", Blocking(rt_sigsuspend)),
         131 => ("xx", Plain(sigaltstack)),
         135 => ("x", Plain(personality)),
@@ -222,6 +230,11 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         204 => ("dux", Plain(sched_getaffinity)),
         217 => ("fxu", Plain(getdents64)),
         218 => ("x", Plain(set_tid_address)),
+        222 => ("dxx", Plain(timer_create)),
+        223 => ("ddxx", Plain(timer_settime)),
+        224 => ("dx", Plain(timer_gettime)),
+        225 => ("d", Plain(timer_getoverrun)),
+        226 => ("d", Plain(timer_delete)),
         228 => ("dx", Plain(clock_gettime)),
         229 => ("dx", Plain(clock_getres)),
         230 => ("ddxx", Blocking(clock_nanosleep)),
@@ -238,8 +251,14 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         271 => ("xuxxu", Blocking(ppoll)),
         273 => ("xu", Plain(set_robust_list)),
         274 => ("dxx", Plain(get_robust_list)),
+        282 => ("fxu", Plain(signalfd)),
+        283 => ("dx", Plain(timerfd_create)),
+        286 => ("fdxx", Plain(timerfd_settime)),
+        287 => ("fx", Plain(timerfd_gettime)),
+        289 => ("fxux", Plain(signalfd4)),
         292 => ("ffx", Plain(dup3)),
         293 => ("xx", Plain(pipe2)),
+        297 => ("dddx", Blocking(rt_tgsigqueueinfo)),
         302 => ("ddxx", Plain(prlimit64)),
         309 => ("xxx", Plain(getcpu)),
         316 => ("fsfsx", Plain(renameat2)),
@@ -247,6 +266,8 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         325 => ("xux", Plain(mlock2)),
         332 => ("fsxxx", Plain(statx)),
         334 => ("xudx", Plain(rseq)),
+        424 => ("fdxu", Blocking(pidfd_send_signal)),
+        434 => ("dx", Plain(pidfd_open)),
         435 => ("xu", Plain(clone3)),
         439 => ("fsdx", Plain(faccessat2)),
         _ => return None,

@@ -46,7 +46,7 @@ pub fn ppoll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// The readiness of every entry that can be known without the host; host descriptors to ask,
 /// with the index of their entry; whether pipes are among the descriptors.
-fn scan(p: &Process, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)>, bool) {
+fn scan(p: &Process, tid: i32, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)>, bool) {
     let mut host = Vec::new();
     let mut pipes = false;
     let always = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
@@ -72,6 +72,11 @@ fn scan(p: &Process, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)
                     r |= libc::POLLHUP;
                 }
                 e.revents = r;
+            }
+            Backing::Anon(a) => {
+                // Looked at again after each slice, as pipes are.
+                pipes = true;
+                e.revents = if a.readable(p, tid) { e.events & libc::POLLIN } else { 0 };
             }
             Backing::Host(_) => {
                 if let Some(fd) = file.host_fd() {
@@ -102,7 +107,7 @@ fn do_poll(p: &mut Locked<'_>, tid: i32, addr: u64, nfds: u64, timeout: Option<D
     let deadline = timeout.map(|t| Instant::now() + t);
     let group = p.group.clone();
     loop {
-        let (host, pipes) = scan(p, &mut entries);
+        let (host, pipes) = scan(p, tid, &mut entries);
         let fds: Vec<libc::pollfd> = host.iter().map(|(_, f)| *f).collect();
         let mut ready = entries.iter().any(|e| e.revents != 0);
         if !fds.is_empty() {
