@@ -119,6 +119,8 @@ pub struct ThreadState {
     pub affinity: Option<u64>,
     /// `sched_setscheduler`: (policy, priority).
     pub sched: (i32, i32),
+    /// Its registered `struct rseq` (0: none), whose CPU id a pinned thread's pin sets.
+    pub rseq: u64,
 }
 
 /// Id of the first thread of the first process, which is also its process id.

@@ -2,6 +2,7 @@
 //! them, `pidfd_open` and `pidfd_send_signal`.
 
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::{Args, Cpu};
 use crate::anonfd::{signalfd_siginfo, AnonFile, SIGNALFD_SIZE};
@@ -37,25 +38,37 @@ pub fn signalfd(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     signalfd4(p, cpu, [a[0], a[1], a[2], 0, 0, 0])
 }
 
+/// How long a blocking signalfd read sleeps before it looks again: the signals it takes are
+/// blocked, so their arrival does not interrupt the sleep.
+const SIGNAL_SLICE: Duration = Duration::from_millis(5);
+
 /// `read` of an anonymous descriptor into `(addr, len)`: a signalfd takes as many of the
-/// caller's pending signals of its mask as fit (at least one; `read` has waited for it unless
-/// the descriptor is non-blocking: `EAGAIN`); a pidfd cannot be read.
+/// caller's pending signals of its mask as fit, waiting for one unless the descriptor is
+/// non-blocking (`EAGAIN`); a signal the caller does not block ends the wait (`EINTR`). A pidfd
+/// cannot be read.
 pub fn read_anon(p: &mut Locked<'_>, tid: i32, file: &OpenFile, anon: &AnonFile, (addr, len): (u64, u64)) -> SysResult<u64> {
     let AnonFile::Signal(_) = anon else { return Err(Errno::EINVAL) };
     if len < SIGNALFD_SIZE as u64 {
         return Err(Errno::EINVAL);
     }
-    let mask = anon.signal_mask();
-    let mut out = Vec::new();
-    while out.len() + SIGNALFD_SIZE <= len as usize {
-        let Some(info) = signal::take(p, tid, mask) else { break };
-        out.extend_from_slice(&signalfd_siginfo(&info));
+    let group = p.group.clone();
+    loop {
+        let mask = anon.signal_mask();
+        let mut out = Vec::new();
+        while out.len() + SIGNALFD_SIZE <= len as usize {
+            let Some(info) = signal::take(p, tid, mask) else { break };
+            out.extend_from_slice(&signalfd_siginfo(&info));
+        }
+        if !out.is_empty() {
+            p.mm.write_user(addr, &out)?;
+            return Ok(out.len() as u64);
+        }
+        if file.status() & libc::O_NONBLOCK != 0 {
+            return Err(Errno::EAGAIN);
+        }
+        let until = Instant::now() + SIGNAL_SLICE;
+        p.unlocked(|| group.sleep_until(tid, Some(until)))?;
     }
-    if out.is_empty() {
-        return Err(if file.status() & libc::O_NONBLOCK != 0 { Errno::EAGAIN } else { Errno::EINTR });
-    }
-    p.mm.write_user(addr, &out)?;
-    Ok(out.len() as u64)
 }
 
 /// `pidfd_open(pid, flags)`: a descriptor of process `pid` of the run, readable once it ended.

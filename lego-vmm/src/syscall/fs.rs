@@ -857,14 +857,8 @@ fn wait_ready(p: &mut Locked<'_>, tid: i32, fd: u64, write: bool) -> SysResult<O
         }
         match &file.backing {
             Backing::File(_) => return Ok(None),
-            Backing::Anon(a) => {
-                if write || !matches!(a, crate::anonfd::AnonFile::Signal(_)) || a.readable(p, tid) {
-                    return Ok(None);
-                }
-                // Signals a signalfd takes are blocked, so they do not interrupt the sleep.
-                let until = std::time::Instant::now() + PIPE_SLICE;
-                p.unlocked(|| group.sleep_until(tid, Some(until)))?;
-            }
+            // A signalfd read waits itself ([`super::anon::read_anon`]).
+            Backing::Anon(_) => return Ok(None),
             Backing::Pipe(end) if end.is_write_end() != write => return Ok(None),
             Backing::Pipe(end) => {
                 if let Some(n) = end.ready() {

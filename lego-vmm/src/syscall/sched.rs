@@ -39,7 +39,23 @@ pub fn sched_setaffinity(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResu
         hostcpu::pin(host.tid, mask)?;
     }
     t.affinity = Some(mask);
+    pinned_cpu_to_rseq(p, tid);
     Ok(0)
+}
+
+/// A thread pinned to one core has its registered `struct rseq` say so (`cpu_id_start`,
+/// `cpu_id`): that is where C libraries' `sched_getcpu` looks.
+pub(super) fn pinned_cpu_to_rseq(p: &mut Process, tid: i32) {
+    let t = p.thread(tid);
+    let (mask, area) = (t.affinity.unwrap_or(0), t.rseq);
+    if mask.count_ones() == 1 && area != 0 {
+        let core = mask.trailing_zeros();
+        let mut ids = [0u8; 8];
+        ids[..4].copy_from_slice(&core.to_le_bytes());
+        ids[4..].copy_from_slice(&core.to_le_bytes());
+        // A bad area only misleads the program that registered it.
+        let _ = p.mm.write_user(area, &ids);
+    }
 }
 
 /// `sched_getaffinity(pid, len, mask)`: the thread's cores; returns the mask's size.
