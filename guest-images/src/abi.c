@@ -29,6 +29,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/personality.h>
+#include <sys/sendfile.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -40,6 +41,24 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC 4
+#endif
+#ifndef RWF_APPEND
+#define RWF_APPEND 0x10
+#endif
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 1
+#define FALLOC_FL_PUNCH_HOLE 2
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 1
+#endif
+/* Through syscall(): not every C library wraps them. */
+#define close_range_(a, b, f) syscall(SYS_close_range, a, b, f)
+#define preadv2_(fd, iov, n, off, f) syscall(SYS_preadv2, fd, iov, n, (long)(off), 0L, f)
+#define pwritev2_(fd, iov, n, off, f) syscall(SYS_pwritev2, fd, iov, n, (long)(off), 0L, f)
 
 #define CHECK(cond)                                                                   \
     do {                                                                              \
@@ -631,8 +650,143 @@ static void case_mapshared(void) {
 
 /* ------------------------------------------------------------------------------------------ */
 
+#define SRCFILE "abi-src.tmp"
+#define DSTFILE "abi-dst.tmp"
+
+static void show_fd(const char *what, int fd, off_t at, size_t len) {
+    char buf[128] = {0};
+    ssize_t n = pread(fd, buf, len, at);
+    printf("%s: %zd [%.*s]\n", what, n, (int)(n > 0 ? n : 0), buf);
+}
+
 static void case_files(const char *self) {
-    (void)self;
+    /* memfd_create. */
+    int m = memfd_create("abi", MFD_CLOEXEC);
+    CHECK(m >= 0);
+    CHECK(write(m, "memory file", 11) == 11);
+    struct stat st;
+    CHECK(fstat(m, &st) == 0);
+    printf("memfd: size %ld regular %d cloexec %d\n", (long)st.st_size, S_ISREG(st.st_mode), fcntl(m, F_GETFD) & FD_CLOEXEC);
+    CHECK(ftruncate(m, 6) == 0);
+    show_fd("memfd after ftruncate", m, 0, 32);
+    char *mm = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, m, 0);
+    CHECK(mm != MAP_FAILED);
+    printf("memfd mapped: %.6s\n", mm);
+    munmap(mm, 4096);
+    CHECK(memfd_create("x", 0x100) == -1 && errno == EINVAL);
+
+    /* sendfile from a file to a file and to a pipe, with and without an offset. */
+    int src = open(SRCFILE, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(src >= 0);
+    CHECK(write(src, "0123456789abcdefghij", 20) == 20);
+    int dst = open(DSTFILE, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(dst >= 0);
+    off_t off = 5;
+    ssize_t n;
+    n = sendfile(dst, src, &off, 8);
+    printf("sendfile with offset: %zd, offset now %ld, src offset %ld\n", n, (long)off, (long)lseek(src, 0, SEEK_CUR));
+    lseek(src, 2, SEEK_SET);
+    n = sendfile(dst, src, NULL, 4);
+    printf("sendfile from the offset: %zd, src offset now %ld\n", n, (long)lseek(src, 0, SEEK_CUR));
+    show_fd("dst", dst, 0, 32);
+    int pp[2];
+    CHECK(pipe(pp) == 0);
+    off = 10;
+    printf("sendfile to a pipe: %zd\n", sendfile(pp[1], src, &off, 100));
+    char buf[64] = {0};
+    n = read(pp[0], buf, sizeof buf);
+    printf("pipe got %zd [%.*s]\n", n, (int)n, buf);
+    CHECK(sendfile(dst, pp[0], NULL, 4) == -1 && errno == EINVAL);
+
+    /* copy_file_range. */
+    off_t in = 0, out = 20;
+    n = copy_file_range(src, &in, dst, &out, 10, 0);
+    printf("copy_file_range: %zd, in %ld out %ld\n", n, (long)in, (long)out);
+    show_fd("dst after copy_file_range", dst, 0, 64);
+    in = 0, out = 5;
+    CHECK(copy_file_range(src, &in, src, &out, 10, 0) == -1 && errno == EINVAL);
+    CHECK(copy_file_range(src, &in, dst, &out, 10, 1) == -1 && errno == EINVAL);
+
+    /* fallocate. */
+    CHECK(fallocate(dst, 0, 0, 100) == 0);
+    CHECK(fstat(dst, &st) == 0);
+    printf("fallocate grows to %ld\n", (long)st.st_size);
+    CHECK(fallocate(dst, FALLOC_FL_KEEP_SIZE, 0, 200) == 0);
+    CHECK(fstat(dst, &st) == 0);
+    printf("KEEP_SIZE keeps %ld\n", (long)st.st_size);
+    CHECK(fallocate(dst, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2, 3) == 0);
+    n = pread(dst, buf, 8, 0);
+    printf("punched:");
+    for (int i = 0; i < n; i++) printf(" %02x", (unsigned char)buf[i]);
+    printf("\n");
+    CHECK(fallocate(dst, 0, -1, 10) == -1 && errno == EINVAL);
+    CHECK(fallocate(pp[1], 0, 0, 10) == -1 && errno == ESPIPE);
+
+    /* preadv2/pwritev2, preadv/pwritev. */
+    char a1[4], a2[6];
+    struct iovec iov[2] = {{a1, 4}, {a2, 6}};
+    lseek(src, 3, SEEK_SET);
+    long r2 = preadv2_(src, iov, 2, -1, 0);
+    printf("preadv2 at -1: %ld [%.4s|%.6s] offset now %ld\n", r2, a1, a2, (long)lseek(src, 0, SEEK_CUR));
+    n = preadv(src, iov, 2, 10);
+    printf("preadv at 10: %zd [%.4s|%.6s] offset stays %ld\n", n, a1, a2, (long)lseek(src, 0, SEEK_CUR));
+    struct iovec w[2] = {{"AB", 2}, {"CD", 2}};
+    printf("pwritev2 RWF_APPEND: %ld\n", pwritev2_(src, w, 2, 0, RWF_APPEND));
+    printf("pwritev at 0: %zd\n", pwritev(src, w, 1, 0));
+    show_fd("src", src, 0, 64);
+    CHECK(preadv2_(src, iov, 2, 0, 0x1000) == -1 && errno == EOPNOTSUPP);
+
+    /* close_range. */
+    int fds[4];
+    for (int i = 0; i < 4; i++) fds[i] = dup(src);
+    CHECK(close_range_(fds[2], fds[3], CLOSE_RANGE_CLOEXEC) == 0);
+    printf("close_range CLOEXEC: %d %d\n", fcntl(fds[2], F_GETFD), fcntl(fds[3], F_GETFD));
+    CHECK(close_range_(fds[0], ~0U, 0) == 0);
+    printf("closed: %d %d\n", fcntl(fds[0], F_GETFD) == -1 && errno == EBADF, fcntl(fds[3], F_GETFD) == -1);
+    CHECK(close_range_(5, 4, 0) == -1 && errno == EINVAL);
+    CHECK(fcntl(src, F_GETFD) >= 0);
+
+    /* mknod: a regular file; a device is refused. */
+    unlink("abi-node.tmp");
+    CHECK(mknod("abi-node.tmp", S_IFREG | 0600, 0) == 0);
+    CHECK(stat("abi-node.tmp", &st) == 0);
+    printf("mknod S_IFREG: regular %d mode %o\n", S_ISREG(st.st_mode), st.st_mode & 0777);
+    CHECK(mknod("abi-node.tmp", S_IFREG | 0600, 0) == -1 && errno == EEXIST);
+    unlink("abi-node.tmp");
+
+    /* pidfd_open: readable once the child ended. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        sleep_ms(30);
+        _exit(3);
+    }
+    int pfd = syscall(SYS_pidfd_open, pid, 0);
+    CHECK(pfd >= 0);
+    struct pollfd pl = {pfd, POLLIN, 0};
+    int before = poll(&pl, 1, 0);
+    int after = poll(&pl, 1, 5000);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    printf("pidfd: ready before %d, after %d, exit %d\n", before, after, WEXITSTATUS(status));
+    CHECK(read(pfd, buf, 8) == -1 && errno == EINVAL);
+    close(pfd);
+    CHECK(syscall(SYS_pidfd_open, -1, 0) == -1 && errno == EINVAL);
+
+    close(src);
+    close(dst);
+    unlink(SRCFILE);
+    unlink(DSTFILE);
+
+    /* execveat of this program through a descriptor (AT_EMPTY_PATH). */
+    const char *base = strrchr(self, '/') ? strrchr(self, '/') + 1 : self;
+    int exe = open(base, O_RDONLY | O_CLOEXEC);
+    CHECK(exe >= 0);
+    char *args[] = {(char *)base, "execed", NULL};
+    char *env[] = {NULL};
+    fflush(stdout);
+    syscall(SYS_execveat, exe, "", args, env, AT_EMPTY_PATH);
+    printf("FAILED: execveat returned (errno %s)\n", strerror(errno));
+    exit(1);
 }
 
 int main(int argc, char **argv) {
@@ -649,6 +803,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "locks")) case_locks();
     else if (!strcmp(c, "mapshared")) case_mapshared();
     else if (!strcmp(c, "files")) case_files(argv[0]);
+    else if (!strcmp(c, "execed")) printf("running again through execveat\n");
     else {
         fprintf(stderr, "unknown case %s\n", c);
         return 2;

@@ -100,14 +100,14 @@ const S_IFLNK: u32 = libc::S_IFLNK;
 const S_IFIFO: u32 = libc::S_IFIFO;
 
 /// A guest buffer list: (address, length) pairs, in transfer order.
-type Segs = Vec<(u64, u64)>;
+pub(super) type Segs = Vec<(u64, u64)>;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
 /// A descriptor argument: the kernel takes `unsigned int`, so only the low 32 bits count.
-fn fdarg(x: u64) -> u64 {
+pub(super) fn fdarg(x: u64) -> u64 {
     u64::from(x as u32)
 }
 
@@ -142,7 +142,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Checks the description may be read (`write == false`) or written, as `FMODE_READ` /
 /// `FMODE_WRITE` do: `EBADF` otherwise (also for `O_PATH` descriptors).
-fn check_mode(file: &OpenFile, write: bool) -> SysResult<()> {
+pub(super) fn check_mode(file: &OpenFile, write: bool) -> SysResult<()> {
     let st = file.status();
     let acc = st & libc::O_ACCMODE;
     let ok = st & libc::O_PATH == 0
@@ -196,7 +196,7 @@ fn host_ready(fd: i32, events: i16) -> SysResult<bool> {
 }
 
 /// `read`/`pread` on a host descriptor.
-fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
+pub(super) fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
     let pos = pos.map(|o| i64::try_from(o).map_err(|_| Errno::EINVAL)).transpose()?;
     host_retry(|| match pos {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is owned by the open
@@ -208,7 +208,7 @@ fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
 }
 
 /// `write`/`pwrite` on a host descriptor.
-fn host_write(fd: i32, buf: &[u8], pos: Option<u64>) -> SysResult<usize> {
+pub(super) fn host_write(fd: i32, buf: &[u8], pos: Option<u64>) -> SysResult<usize> {
     let pos = pos.map(|o| i64::try_from(o).map_err(|_| Errno::EINVAL)).transpose()?;
     host_retry(|| match pos {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes; `fd` is owned by the open file
@@ -293,7 +293,7 @@ pub(super) fn resolve(p: &Process, dirfd: u64, path: &[u8]) -> SysResult<Vec<u8>
 }
 
 /// Reads the path at `addr` and resolves it against `dirfd`.
-fn at_path(p: &Process, dirfd: u64, addr: u64) -> SysResult<Vec<u8>> {
+pub(super) fn at_path(p: &Process, dirfd: u64, addr: u64) -> SysResult<Vec<u8>> {
     let path = read_path(p, addr)?;
     resolve(p, dirfd, &path)
 }
@@ -527,7 +527,7 @@ fn check_range(start: u64, len: u64) -> SysResult<()> {
 
 /// Reads from `file` into the guest segments, at `pos` (`pread`) or the description's offset.
 /// The caller has checked the description is readable.
-fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
+pub(super) fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
     let (segs, total) = clip(p, segs, true)?;
     let nonblock = file.status() & libc::O_NONBLOCK != 0;
     match &file.backing {
@@ -563,7 +563,7 @@ fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) 
 /// Writes the guest segments to `file`, at `pos` (`pwrite`) or the description's offset
 /// (`O_APPEND`: at the end of the file, for `pwrite` too, as Linux does). `EPIPE` also sends
 /// `SIGPIPE` to the calling thread `tid`. The caller has checked the description is writable.
-fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
+pub(super) fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
     let (segs, total) = clip(p, segs, false)?;
     let status = file.status();
     let nonblock = status & libc::O_NONBLOCK != 0;
@@ -613,7 +613,7 @@ fn one_seg(addr: u64, count: u64) -> SysResult<[(u64, u64); 1]> {
 /// Reads an `iovec` array: `EINVAL` for more than `UIO_MAXIOV` entries or a negative length,
 /// `EFAULT` for an entry outside the user range; the total is capped at `MAX_RW_COUNT` (later
 /// entries shortened), as Linux does.
-fn read_iovecs(p: &Process, addr: u64, count: u64) -> SysResult<Segs> {
+pub(super) fn read_iovecs(p: &Process, addr: u64, count: u64) -> SysResult<Segs> {
     if count > UIO_MAXIOV {
         return Err(Errno::EINVAL);
     }

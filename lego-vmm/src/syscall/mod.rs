@@ -7,6 +7,7 @@
 //! get the lock itself and release it while they wait.
 
 mod anon;
+mod fileops;
 mod fs;
 mod info;
 mod locks;
@@ -104,6 +105,7 @@ type Signature = &'static str;
 /// The system calls lego implements.
 fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use anon::*;
+    use fileops::*;
     use fs::*;
     use info::*;
     use locks::{fcntl, flock};
@@ -155,6 +157,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         37 => ("u", Plain(alarm)),
         38 => ("dxx", Plain(setitimer)),
         39 => ("", Plain(getpid)),
+        40 => ("ffxu", Plain(sendfile)),
         56 => ("xxxxx", Plain(clone)),
         57 => ("", Plain(fork)),
         58 => ("", Plain(vfork)),
@@ -207,6 +210,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         129 => ("ddx", Blocking(rt_sigqueueinfo)),
         130 => ("xu", Blocking(rt_sigsuspend)),
         131 => ("xx", Plain(sigaltstack)),
+        133 => ("sox", Plain(mknod)),
         135 => ("x", Plain(personality)),
         142 => ("dx", Plain(sched_setparam)),
         143 => ("dx", Plain(sched_getparam)),
@@ -243,6 +247,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         247 => ("ddxxx", Blocking(waitid)),
         257 => ("fsxo", Plain(openat)),
         258 => ("fso", Plain(mkdirat)),
+        259 => ("fsox", Plain(mknodat)),
         262 => ("fsxx", Plain(newfstatat)),
         263 => ("fsx", Plain(unlinkat)),
         264 => ("fsfs", Plain(renameat)),
@@ -253,22 +258,31 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         274 => ("dxx", Plain(get_robust_list)),
         282 => ("fxu", Plain(signalfd)),
         283 => ("dx", Plain(timerfd_create)),
+        285 => ("fddd", Plain(fallocate)),
         286 => ("fdxx", Plain(timerfd_settime)),
         287 => ("fx", Plain(timerfd_gettime)),
         289 => ("fxux", Plain(signalfd4)),
         292 => ("ffx", Plain(dup3)),
         293 => ("xx", Plain(pipe2)),
+        295 => ("fxdd", Plain(preadv)),
+        296 => ("fxdd", Plain(pwritev)),
         297 => ("dddx", Blocking(rt_tgsigqueueinfo)),
         302 => ("ddxx", Plain(prlimit64)),
         309 => ("xxx", Plain(getcpu)),
         316 => ("fsfsx", Plain(renameat2)),
         318 => ("xux", Plain(getrandom)),
+        319 => ("sx", Plain(memfd_create)),
+        322 => ("fsxxx", Blocking(execveat)),
         325 => ("xux", Plain(mlock2)),
+        326 => ("fxfxux", Plain(copy_file_range)),
+        327 => ("fxddxx", Plain(preadv2)),
+        328 => ("fxddxx", Plain(pwritev2)),
         332 => ("fsxxx", Plain(statx)),
         334 => ("xudx", Plain(rseq)),
         424 => ("fdxu", Blocking(pidfd_send_signal)),
         434 => ("dx", Plain(pidfd_open)),
         435 => ("xu", Plain(clone3)),
+        436 => ("uux", Plain(close_range)),
         439 => ("fsdx", Plain(faccessat2)),
         _ => return None,
     })

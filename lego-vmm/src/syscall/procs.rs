@@ -116,6 +116,39 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     let [path_addr, argv_addr, envp_addr, ..] = a;
     let given = super::fs::read_path(p, path_addr)?;
     let path = super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?;
+    exec(p, cpu, given, path, argv_addr, envp_addr)
+}
+
+/// `execveat(dirfd, path, argv, envp, flags)`: `path` relative to `dirfd`, or with
+/// `AT_EMPTY_PATH` and an empty path the file `dirfd` is open on (named `/dev/fd/N`, as Linux
+/// names it).
+pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+    const AT_EMPTY_PATH: u64 = 0x1000;
+    let [dirfd, path_addr, argv_addr, envp_addr, flags, _] = a;
+    if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let raw = p.mm.read_cstr(path_addr, 4096)?;
+    let (given, path) = if raw.is_empty() {
+        if flags & AT_EMPTY_PATH == 0 {
+            return Err(Errno::ENOENT);
+        }
+        let fd = u64::from(dirfd as u32);
+        let file = p.fds.get(fd)?;
+        (format!("/dev/fd/{fd}").into_bytes(), file.path.clone())
+    } else {
+        let path = super::fs::resolve(p, dirfd, &raw)?;
+        if flags & AT_SYMLINK_NOFOLLOW != 0 && p.fs.stat(&path, false)?.mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(Errno::ELOOP);
+        }
+        (raw, path)
+    };
+    exec(p, cpu, given, path, argv_addr, envp_addr)
+}
+
+/// Replaces the program with the one at vNode path `path` (`given` as the program named it).
+fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, argv_addr: u64, envp_addr: u64) -> SysResult<u64> {
     let mut total = 0;
     let argv = read_strings(p, argv_addr, &mut total)?;
     let envp = read_strings(p, envp_addr, &mut total)?;
