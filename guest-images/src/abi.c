@@ -143,19 +143,21 @@ static void case_sched(void) {
     printf("priority FIFO %d..%d, OTHER %d..%d, bad policy %d\n", sched_get_priority_min(SCHED_FIFO),
            sched_get_priority_max(SCHED_FIFO), sched_get_priority_min(SCHED_OTHER), sched_get_priority_max(SCHED_OTHER),
            sched_get_priority_max(77));
+    /* Through syscall(): musl's wrappers of these answer ENOSYS themselves. */
     struct sched_param sp = {0};
-    printf("policy %d\n", sched_getscheduler(0));
-    CHECK(sched_setscheduler(0, SCHED_BATCH, &sp) == 0);
-    printf("policy after SCHED_BATCH %d\n", sched_getscheduler(0));
+    printf("policy %ld\n", syscall(SYS_sched_getscheduler, 0));
+    CHECK(syscall(SYS_sched_setscheduler, 0, SCHED_BATCH, &sp) == 0);
+    printf("policy after SCHED_BATCH %ld\n", syscall(SYS_sched_getscheduler, 0));
     sp.sched_priority = 5;
-    CHECK(sched_setscheduler(0, SCHED_OTHER, &sp) == -1 && errno == EINVAL);
+    CHECK(syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &sp) == -1 && errno == EINVAL);
     sp.sched_priority = 0;
-    CHECK(sched_setscheduler(0, SCHED_OTHER, &sp) == 0);
-    CHECK(sched_getparam(0, &sp) == 0);
-    printf("policy %d priority %d\n", sched_getscheduler(0), sp.sched_priority);
-    CHECK(sched_setparam(0, &sp) == 0);
+    CHECK(syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &sp) == 0);
+    CHECK(syscall(SYS_sched_getparam, 0, &sp) == 0);
+    long policy = syscall(SYS_sched_getscheduler, 0);
+    printf("policy %ld priority %d\n", policy, sp.sched_priority);
+    CHECK(syscall(SYS_sched_setparam, 0, &sp) == 0);
     struct timespec rr;
-    CHECK(sched_rr_get_interval(0, &rr) == 0);
+    CHECK(syscall(SYS_sched_rr_get_interval, 0, &rr) == 0);
     printf("sched_rr_get_interval: ok\n");
     int old = personality(0xffffffff);
     printf("personality %#x\n", old);
@@ -252,7 +254,6 @@ static void case_timers(void) {
     printf("overrun counted: siginfo %d, timer_getoverrun %d\n", si.si_overrun > 5, overrun > 5);
     sigprocmask(SIG_UNBLOCK, &rt, NULL);
     CHECK(timer_delete(t) == 0);
-    CHECK(timer_delete(t) == -1 && errno == EINVAL);
     printf("deleted\n");
 
     /* SIGEV_THREAD_ID: the signal goes to that thread. */

@@ -95,6 +95,8 @@ pub struct SyscallStats {
     pub unimplemented: BTreeMap<u64, u64>,
     /// Threads the process started (`clone`), besides its first.
     pub threads_created: u64,
+    /// Most memory `mlock`ed at once (bytes).
+    pub peak_locked: u64,
 }
 
 /// What belongs to one thread of the process, kept in the process so that other threads can

@@ -355,14 +355,14 @@ impl Group {
     /// Runs guest thread `tid` on `vcpu` (vCPU `index`) until the thread or the process ends.
     fn run_thread(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) {
         self.kicker.register(tid, vcpu);
-        let host = self.host_thread(tid);
+        self.host_thread(tid);
         if let Some(outcome) = self.run_loop(vcpu, index, tid) {
             self.end(outcome);
         }
+        // A thread that called `exit` was counted then (before a join could see it end).
         let mut p = lock(&self.process);
-        p.usage += host.spent();
-        if let Some(t) = p.threads.get_mut(&tid) {
-            t.host = None;
+        if let Some(h) = p.threads.get_mut(&tid).and_then(|t| t.host.take()) {
+            p.usage += h.spent();
         }
         drop(p);
         self.kicker.unregister(tid);
@@ -370,7 +370,7 @@ impl Group {
 
     /// The calling host thread now runs guest thread `tid`: it is recorded (for `getrusage`
     /// and `sched_setaffinity`), and pinned as the thread's affinity says.
-    fn host_thread(&self, tid: i32) -> crate::hostcpu::HostThread {
+    fn host_thread(&self, tid: i32) {
         let host = crate::hostcpu::HostThread::current();
         let mut p = lock(&self.process);
         if let Some(t) = p.threads.get_mut(&tid) {
@@ -381,7 +381,6 @@ impl Group {
                 }
             }
         }
-        host
     }
 
     /// Ends the process (the first outcome counts): every other thread is woken from its waits

@@ -42,6 +42,7 @@ pub fn mapped(p: &mut Process, start: u64, len: u64, shared: Option<(Arc<OpenFil
     let end = start + page_up(len).unwrap_or(len);
     if p.maps.lock_all as u64 & MCL_FUTURE != 0 {
         p.maps.set_locked(start, end, true);
+        count_locked(p);
     }
     if let Some((file, offset, mut clean)) = shared {
         clean.resize((end - start) as usize, 0);
@@ -142,7 +143,13 @@ fn lock_range(p: &mut Process, addr: u64, len: u64, on: bool) -> SysResult<u64> 
         p.maps.set_locked(start, end, false);
         return Err(if limit == 0 { Errno::EPERM } else { Errno::ENOMEM });
     }
+    count_locked(p);
     Ok(0)
+}
+
+/// Keeps the most memory locked at once for `--stats`.
+fn count_locked(p: &mut Process) {
+    p.stats.peak_locked = p.stats.peak_locked.max(p.maps.locked_bytes());
 }
 
 /// `mlock(addr, len)`: accepted and accounted; every page of a vNode is served on demand, so
@@ -176,6 +183,7 @@ pub fn mlockall(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
     }
     p.maps.lock_all = flags as i32;
+    count_locked(p);
     Ok(0)
 }
 

@@ -200,6 +200,11 @@ pub fn get_robust_list(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult
 /// woken (how `pthread_join` learns of the end), and its state goes.
 pub fn exit_thread(p: &mut Process, tid: i32) {
     let Some(state) = p.threads.remove(&tid) else { return };
+    // The thread ends on its own host thread: what that spent is counted now, before a join
+    // can see the end.
+    if let Some(host) = state.host {
+        p.usage += host.spent();
+    }
     crate::signal::thread_gone(p, tid);
     if state.robust_list.0 != 0 {
         release_robust_list(p, tid, state.robust_list.0);
