@@ -25,11 +25,30 @@ fn matches_native(case: &str) {
         let prog = image(prog);
         let args = [case];
         let want = native(&prog, &args, &dir);
-        assert_eq!(want.status, Some(0), "{} {case} natively: {}{}", prog.display(), want.stdout, want.stderr);
+        assert_eq!(
+            want.status,
+            Some(0),
+            "{} {case} natively: {}{}",
+            prog.display(),
+            want.stdout,
+            want.stderr
+        );
         let what = format!("{} {case}", prog.display());
-        let got = run(lego(&[], &prog, &args, &dir), Duration::from_secs(60), &what);
-        assert_eq!(got.stdout, want.stdout, "{what}: output; stderr: {}", got.stderr);
-        assert_eq!(got.status, want.status, "{what}: status; stderr: {}", got.stderr);
+        let got = run(
+            lego(&[], &prog, &args, &dir),
+            Duration::from_secs(60),
+            &what,
+        );
+        assert_eq!(
+            got.stdout, want.stdout,
+            "{what}: output; stderr: {}",
+            got.stderr
+        );
+        assert_eq!(
+            got.status, want.status,
+            "{what}: status; stderr: {}",
+            got.stderr
+        );
     }
 }
 
@@ -69,10 +88,22 @@ fn stats_count_the_implemented_calls() {
     }
     let prog = image("abi");
     let dir = prog.parent().unwrap().to_path_buf();
-    let got = run(lego(&["--stats"], &prog, &["mapshared"], &dir), Duration::from_secs(60), "abi mapshared --stats");
+    let got = run(
+        lego(&["--stats"], &prog, &["mapshared"], &dir),
+        Duration::from_secs(60),
+        "abi mapshared --stats",
+    );
     assert_eq!(got.status, Some(0), "{}", got.stderr);
-    let line = got.stderr.lines().find(|l| l.contains("system calls implemented")).expect("the count");
+    let line = got
+        .stderr
+        .lines()
+        .find(|l| l.contains("system calls implemented"))
+        .expect("the count");
     let n: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(n >= 160, "{line}");
-    assert!(got.stderr.contains("lego: mlock'd memory at most"), "{}", got.stderr);
+    assert!(
+        got.stderr.contains("lego: mlock'd memory at most"),
+        "{}",
+        got.stderr
+    );
 }

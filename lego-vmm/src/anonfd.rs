@@ -49,7 +49,16 @@ impl AnonFile {
 
     /// `fstat` of the descriptor: the anonymous inode, owned by the caller.
     pub fn stat(&self, p: &Process) -> Stat {
-        Stat { dev: 0xd, ino: 1, mode: 0o600, nlink: 1, uid: p.creds.euid, gid: p.creds.egid, blksize: 4096, ..Stat::default() }
+        Stat {
+            dev: 0xd,
+            ino: 1,
+            mode: 0o600,
+            nlink: 1,
+            uid: p.creds.euid,
+            gid: p.creds.egid,
+            blksize: 4096,
+            ..Stat::default()
+        }
     }
 }
 

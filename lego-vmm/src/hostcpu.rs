@@ -15,7 +15,10 @@ pub struct CpuTime {
 impl std::ops::Add for CpuTime {
     type Output = CpuTime;
     fn add(self, o: CpuTime) -> CpuTime {
-        CpuTime { user: self.user + o.user, system: self.system + o.system }
+        CpuTime {
+            user: self.user + o.user,
+            system: self.system + o.system,
+        }
     }
 }
 
@@ -28,7 +31,10 @@ impl std::ops::AddAssign for CpuTime {
 impl CpuTime {
     /// What was spent since `base`.
     pub fn since(self, base: CpuTime) -> CpuTime {
-        CpuTime { user: self.user.saturating_sub(base.user), system: self.system.saturating_sub(base.system) }
+        CpuTime {
+            user: self.user.saturating_sub(base.user),
+            system: self.system.saturating_sub(base.system),
+        }
     }
 }
 
@@ -47,14 +53,21 @@ impl HostThread {
     pub fn current() -> HostThread {
         // SAFETY: gettid has no arguments and cannot fail.
         let tid = unsafe { libc::gettid() };
-        HostThread { tid, base: own_time() }
+        HostThread {
+            tid,
+            base: own_time(),
+        }
     }
 
     /// The CPU time the thread has spent on the guest thread so far.
     pub fn spent(&self) -> CpuTime {
         // SAFETY: gettid has no arguments and cannot fail.
         let me = unsafe { libc::gettid() };
-        let now = if me == self.tid { own_time() } else { other_time(self.tid).unwrap_or(self.base) };
+        let now = if me == self.tid {
+            own_time()
+        } else {
+            other_time(self.tid).unwrap_or(self.base)
+        };
         now.since(self.base)
     }
 }
@@ -71,7 +84,10 @@ fn own_time() -> CpuTime {
     if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
         return CpuTime::default();
     }
-    CpuTime { user: timeval(ru.ru_utime), system: timeval(ru.ru_stime) }
+    CpuTime {
+        user: timeval(ru.ru_utime),
+        system: timeval(ru.ru_stime),
+    }
 }
 
 /// Another host thread's CPU time, from `/proc/self/task/TID/stat` (clock-tick precision).
@@ -84,7 +100,10 @@ fn other_time(tid: i32) -> Option<CpuTime> {
     // SAFETY: sysconf has no memory arguments.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let tick = |t: u64| Duration::from_nanos(t.saturating_mul(1_000_000_000 / hz));
-    Some(CpuTime { user: tick(utime), system: tick(stime) })
+    Some(CpuTime {
+        user: tick(utime),
+        system: tick(stime),
+    })
 }
 
 /// The host cores this VMM process may use (the pComponent's cores given to the vNode), as a
@@ -93,13 +112,16 @@ pub fn cores() -> u64 {
     // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
         return 1;
     }
-    (0..64).filter(|&c| {
-        // SAFETY: `set` is initialised and c < CPU_SETSIZE.
-        unsafe { libc::CPU_ISSET(c, &set) }
-    }).fold(0u64, |m, c| m | 1 << c)
+    (0..64)
+        .filter(|&c| {
+            // SAFETY: `set` is initialised and c < CPU_SETSIZE.
+            unsafe { libc::CPU_ISSET(c, &set) }
+        })
+        .fold(0u64, |m, c| m | 1 << c)
 }
 
 /// Pins host thread `tid` to the cores of `mask`.
@@ -130,10 +152,16 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         let spent = me.spent();
-        assert!(spent.user + spent.system >= Duration::from_millis(10), "{spent:?}");
+        assert!(
+            spent.user + spent.system >= Duration::from_millis(10),
+            "{spent:?}"
+        );
         // Read from another thread, through /proc, at clock-tick precision.
         let other = std::thread::spawn(move || me.spent()).join().unwrap();
-        assert!(other.user + other.system + Duration::from_millis(20) >= spent.user + spent.system, "{other:?} against {spent:?}");
+        assert!(
+            other.user + other.system + Duration::from_millis(20) >= spent.user + spent.system,
+            "{other:?} against {spent:?}"
+        );
         assert_ne!(cores(), 0);
     }
 }

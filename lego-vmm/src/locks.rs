@@ -51,7 +51,9 @@ impl RangeLock {
     }
 
     fn conflicts(&self, other: &RangeLock) -> bool {
-        self.owner != other.owner && self.overlaps(other.start, other.end) && (self.kind == Kind::Write || other.kind == Kind::Write)
+        self.owner != other.owner
+            && self.overlaps(other.start, other.end)
+            && (self.kind == Kind::Write || other.kind == Kind::Write)
     }
 }
 
@@ -86,13 +88,24 @@ impl LockTable {
 
     /// The first lock on `file` that would stop `want`, if any (`F_GETLK`).
     pub fn conflict(&self, file: FileKey, want: &RangeLock) -> Option<RangeLock> {
-        self.lock().ranges.get(&file).and_then(|l| l.iter().find(|l| l.conflicts(want)).copied())
+        self.lock()
+            .ranges
+            .get(&file)
+            .and_then(|l| l.iter().find(|l| l.conflicts(want)).copied())
     }
 
     /// Sets (or with `None` as kind, removes) `owner`'s record lock on bytes `start..=end` of
     /// `file`. Without `wait`, a conflict is `EAGAIN`; with it, the call waits for the
     /// conflicting locks to go (`EDEADLK` if their owners wait, through a chain, on this one).
-    pub fn set(&self, file: FileKey, owner: Owner, kind: Option<Kind>, start: u64, end: u64, mut wait: Option<&mut dyn Wait>) -> SysResult<()> {
+    pub fn set(
+        &self,
+        file: FileKey,
+        owner: Owner,
+        kind: Option<Kind>,
+        start: u64,
+        end: u64,
+        mut wait: Option<&mut dyn Wait>,
+    ) -> SysResult<()> {
         let mut st = self.lock();
         loop {
             let Some(kind) = kind else {
@@ -101,11 +114,21 @@ impl LockTable {
                 self.released();
                 return Ok(());
             };
-            let want = RangeLock { owner, kind, start, end };
-            let blocker = st.ranges.get(&file).and_then(|l| l.iter().find(|l| l.conflicts(&want)).map(|l| l.owner));
+            let want = RangeLock {
+                owner,
+                kind,
+                start,
+                end,
+            };
+            let blocker = st
+                .ranges
+                .get(&file)
+                .and_then(|l| l.iter().find(|l| l.conflicts(&want)).map(|l| l.owner));
             let Some(blocker) = blocker else {
                 let list = st.ranges.entry(file).or_default();
-                let downgrade = list.iter().any(|l| l.owner == owner && l.kind == Kind::Write && l.overlaps(start, end));
+                let downgrade = list
+                    .iter()
+                    .any(|l| l.owner == owner && l.kind == Kind::Write && l.overlaps(start, end));
                 carve(list, owner, start, end);
                 list.push(want);
                 merge(list, owner);
@@ -115,7 +138,9 @@ impl LockTable {
                 }
                 return Ok(());
             };
-            let Some(w) = wait.as_deref_mut() else { return Err(Errno::EAGAIN) };
+            let Some(w) = wait.as_deref_mut() else {
+                return Err(Errno::EAGAIN);
+            };
             if matches!(owner, Owner::Process(_)) && leads_back(&st.waiting, blocker, owner) {
                 return Err(Errno(libc::EDEADLK));
             }
@@ -124,8 +149,16 @@ impl LockTable {
     }
 
     /// Waits once for a release, with `owner` recorded as waiting on `blocker`.
-    fn wait_once<'a>(&'a self, mut st: MutexGuard<'a, State>, owner: Owner, blocker: Option<Owner>, w: &mut dyn Wait) -> SysResult<MutexGuard<'a, State>> {
-        let wake = Arc::new(EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK).map_err(|_| Errno::ENOMEM)?);
+    fn wait_once<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        owner: Owner,
+        blocker: Option<Owner>,
+        w: &mut dyn Wait,
+    ) -> SysResult<MutexGuard<'a, State>> {
+        let wake = Arc::new(
+            EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK).map_err(|_| Errno::ENOMEM)?,
+        );
         st.waiters.push(wake.clone());
         if let Some(b) = blocker {
             st.waiting.insert(owner, b);
@@ -150,10 +183,19 @@ impl LockTable {
 
     /// `flock(file, kind)` by description `owner`; `None` unlocks. A conversion drops the old
     /// lock first, as Linux does.
-    pub fn flock(&self, file: FileKey, owner: Owner, kind: Option<Kind>, mut wait: Option<&mut dyn Wait>) -> SysResult<()> {
+    pub fn flock(
+        &self,
+        file: FileKey,
+        owner: Owner,
+        kind: Option<Kind>,
+        mut wait: Option<&mut dyn Wait>,
+    ) -> SysResult<()> {
         let mut st = self.lock();
         let list = st.flocks.entry(file).or_default();
-        let had = list.iter().position(|(o, _)| *o == owner).map(|i| list.remove(i));
+        let had = list
+            .iter()
+            .position(|(o, _)| *o == owner)
+            .map(|i| list.remove(i));
         if had.is_some() {
             drop(st);
             self.released();
@@ -162,12 +204,16 @@ impl LockTable {
         let Some(kind) = kind else { return Ok(()) };
         loop {
             let list = st.flocks.entry(file).or_default();
-            let busy = list.iter().any(|(o, k)| *o != owner && (*k == Kind::Write || kind == Kind::Write));
+            let busy = list
+                .iter()
+                .any(|(o, k)| *o != owner && (*k == Kind::Write || kind == Kind::Write));
             if !busy {
                 list.push((owner, kind));
                 return Ok(());
             }
-            let Some(w) = wait.as_deref_mut() else { return Err(Errno::EAGAIN) };
+            let Some(w) = wait.as_deref_mut() else {
+                return Err(Errno::EAGAIN);
+            };
             st = self.wait_once(st, owner, None, w)?;
         }
     }
@@ -175,7 +221,10 @@ impl LockTable {
     /// Whether process `pid` holds a record lock anywhere (a cheap test before the work of
     /// [`LockTable::close_posix`]).
     pub fn holds_posix(&self, pid: i32) -> bool {
-        self.lock().ranges.values().any(|l| l.iter().any(|l| l.owner == Owner::Process(pid)))
+        self.lock()
+            .ranges
+            .values()
+            .any(|l| l.iter().any(|l| l.owner == Owner::Process(pid)))
     }
 
     /// Process `pid` closed a descriptor of `file`: its POSIX locks on the file go (POSIX).
@@ -228,10 +277,16 @@ fn carve(list: &mut Vec<RangeLock>, owner: Owner, start: u64, end: u64) {
             continue;
         }
         if l.start < start {
-            out.push(RangeLock { end: start - 1, ..l });
+            out.push(RangeLock {
+                end: start - 1,
+                ..l
+            });
         }
         if l.end > end {
-            out.push(RangeLock { start: end + 1, ..l });
+            out.push(RangeLock {
+                start: end + 1,
+                ..l
+            });
         }
     }
     *list = out;
@@ -244,7 +299,9 @@ fn merge(list: &mut Vec<RangeLock>, owner: Owner) {
     let mut merged: Vec<RangeLock> = Vec::with_capacity(mine.len());
     for l in mine {
         match merged.last_mut() {
-            Some(m) if m.kind == l.kind && l.start <= m.end.saturating_add(1) => m.end = m.end.max(l.end),
+            Some(m) if m.kind == l.kind && l.start <= m.end.saturating_add(1) => {
+                m.end = m.end.max(l.end)
+            }
             _ => merged.push(l),
         }
     }
@@ -272,17 +329,55 @@ mod tests {
     fn ranges_conflict_split_merge_and_go() {
         let t = LockTable::default();
         t.set(F, A, Some(Kind::Write), 0, 99, None).unwrap();
-        let want = RangeLock { owner: B, kind: Kind::Read, start: 50, end: 60 };
-        assert_eq!(t.conflict(F, &want).map(|l| (l.owner, l.start, l.end)), Some((A, 0, 99)));
-        assert_eq!(t.set(F, B, Some(Kind::Read), 50, 60, None), Err(Errno::EAGAIN));
+        let want = RangeLock {
+            owner: B,
+            kind: Kind::Read,
+            start: 50,
+            end: 60,
+        };
+        assert_eq!(
+            t.conflict(F, &want).map(|l| (l.owner, l.start, l.end)),
+            Some((A, 0, 99))
+        );
+        assert_eq!(
+            t.set(F, B, Some(Kind::Read), 50, 60, None),
+            Err(Errno::EAGAIN)
+        );
         // Unlocking the middle splits the lock: B may have the middle then.
         t.set(F, A, None, 40, 69, None).unwrap();
         t.set(F, B, Some(Kind::Read), 50, 60, None).unwrap();
-        assert_eq!(t.conflict(F, &RangeLock { owner: B, kind: Kind::Write, start: 0, end: 39 }).map(|l| l.end), Some(39));
+        assert_eq!(
+            t.conflict(
+                F,
+                &RangeLock {
+                    owner: B,
+                    kind: Kind::Write,
+                    start: 0,
+                    end: 39
+                }
+            )
+            .map(|l| l.end),
+            Some(39)
+        );
         // Adjacent locks of one kind merge.
         t.set(F, A, Some(Kind::Write), 40, 45, None).unwrap();
-        assert_eq!(t.conflict(F, &RangeLock { owner: B, kind: Kind::Read, start: 0, end: 0 }).map(|l| (l.start, l.end)), Some((0, 45)));
-        assert_eq!(t.set(F, B, Some(Kind::Write), 0, 10, Some(&mut Interrupted)), Err(Errno::EINTR));
+        assert_eq!(
+            t.conflict(
+                F,
+                &RangeLock {
+                    owner: B,
+                    kind: Kind::Read,
+                    start: 0,
+                    end: 0
+                }
+            )
+            .map(|l| (l.start, l.end)),
+            Some((0, 45))
+        );
+        assert_eq!(
+            t.set(F, B, Some(Kind::Write), 0, 10, Some(&mut Interrupted)),
+            Err(Errno::EINTR)
+        );
         assert!(t.holds_posix(10));
         t.release_owner(A);
         assert!(!t.holds_posix(10));
@@ -296,7 +391,10 @@ mod tests {
         t.set(F, B, Some(Kind::Write), 1, 1, None).unwrap();
         // B waits on A (recorded as a waiting edge), then A asks for B's byte.
         t.lock().waiting.insert(B, A);
-        assert_eq!(t.set(F, A, Some(Kind::Write), 1, 1, Some(&mut Interrupted)), Err(Errno(libc::EDEADLK)));
+        assert_eq!(
+            t.set(F, A, Some(Kind::Write), 1, 1, Some(&mut Interrupted)),
+            Err(Errno(libc::EDEADLK))
+        );
     }
 
     #[test]
@@ -308,7 +406,10 @@ mod tests {
         assert_eq!(t.flock(F, d2, Some(Kind::Write), None), Err(Errno::EAGAIN));
         t.flock(F, d1, None, None).unwrap();
         t.flock(F, d2, Some(Kind::Write), None).unwrap();
-        assert_eq!(t.flock(F, d1, Some(Kind::Read), Some(&mut Interrupted)), Err(Errno::EINTR));
+        assert_eq!(
+            t.flock(F, d1, Some(Kind::Read), Some(&mut Interrupted)),
+            Err(Errno::EINTR)
+        );
         // Record locks are another table: flock does not stop them.
         t.set(F, A, Some(Kind::Write), 0, 9, None).unwrap();
     }

@@ -46,7 +46,11 @@ impl MapState {
     /// The state a fork's child starts with: no locks (they are not inherited), the shared
     /// mappings (the child has a copy of their memory).
     pub fn forked(&self) -> MapState {
-        MapState { locked: Vec::new(), lock_all: 0, shared: self.shared.clone() }
+        MapState {
+            locked: Vec::new(),
+            lock_all: 0,
+            shared: self.shared.clone(),
+        }
     }
 
     /// Bytes locked (`VmLck`).
@@ -101,7 +105,11 @@ impl MapState {
             }
             if m.start < start {
                 let n = start - m.start;
-                out.push(SharedMap { len: n, clean: m.clean[..n as usize].to_vec(), ..m.clone() });
+                out.push(SharedMap {
+                    len: n,
+                    clean: m.clean[..n as usize].to_vec(),
+                    ..m.clone()
+                });
             }
             if m.end() > end {
                 let skip = end - m.start;
@@ -161,6 +169,9 @@ mod tests {
         now[5] = 1;
         now[page + 7] = 1;
         now[3 * page + 9] = 1;
-        assert_eq!(dirty_pages(&clean, &now), vec![(0, 2 * page), (3 * page, 10)]);
+        assert_eq!(
+            dirty_pages(&clean, &now),
+            vec![(0, 2 * page), (3 * page, 10)]
+        );
     }
 }

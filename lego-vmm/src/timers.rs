@@ -21,7 +21,10 @@ use crate::signal::{self, SigInfo, SI_KERNEL};
 #[derive(Clone)]
 enum Action {
     /// Fires timer `key` of the process (see [`fire`]).
-    Process { target: Weak<dyn Signalable>, key: u64 },
+    Process {
+        target: Weak<dyn Signalable>,
+        key: u64,
+    },
     /// Nothing (a timer being disarmed).
     Nothing,
 }
@@ -68,13 +71,30 @@ impl TimerService {
 
     /// Arms timer `key` to expire after `value` and then every `interval` (none if zero), or
     /// disarms it (zero `value`). Returns what it was set to before.
-    fn set(self: &Arc<Self>, key: u64, action: Action, value: Duration, interval: Duration) -> SysResult<Setting> {
+    fn set(
+        self: &Arc<Self>,
+        key: u64,
+        action: Action,
+        value: Duration,
+        interval: Duration,
+    ) -> SysResult<Setting> {
         let mut s = self.lock();
-        let old = s.armed.remove(&key).map(|a| remaining(&a)).unwrap_or_default();
+        let old = s
+            .armed
+            .remove(&key)
+            .map(|a| remaining(&a))
+            .unwrap_or_default();
         if !value.is_zero() {
             // A period below the floor would keep the host thread firing without a pause.
             let interval = (!interval.is_zero()).then_some(interval.max(MIN_INTERVAL));
-            s.armed.insert(key, Armed { next: Instant::now() + value, interval, action });
+            s.armed.insert(
+                key,
+                Armed {
+                    next: Instant::now() + value,
+                    interval,
+                    action,
+                },
+            );
             if !s.running {
                 let me = self.clone();
                 std::thread::Builder::new()
@@ -91,7 +111,11 @@ impl TimerService {
 
     /// What timer `key` is set to now.
     fn get(&self, key: u64) -> Setting {
-        self.lock().armed.get(&key).map(remaining).unwrap_or_default()
+        self.lock()
+            .armed
+            .get(&key)
+            .map(remaining)
+            .unwrap_or_default()
     }
 
     /// The service thread: fires what is due, sleeps until the next expiry, and ends when
@@ -105,20 +129,37 @@ impl TimerService {
                 return;
             };
             if next > now {
-                s = self.changed.wait_timeout(s, next - now).unwrap_or_else(|e| e.into_inner()).0;
+                s = self
+                    .changed
+                    .wait_timeout(s, next - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
                 continue;
             }
-            let due: Vec<u64> = s.armed.iter().filter(|(_, a)| a.next <= now).map(|(&k, _)| k).collect();
+            let due: Vec<u64> = s
+                .armed
+                .iter()
+                .filter(|(_, a)| a.next <= now)
+                .map(|(&k, _)| k)
+                .collect();
             let mut fire_now = Vec::new();
             for key in due {
-                let Some(a) = s.armed.get_mut(&key) else { continue };
+                let Some(a) = s.armed.get_mut(&key) else {
+                    continue;
+                };
                 let mut count = 1u64;
                 match a.interval {
                     Some(i) => {
                         // Expirations missed while the host was busy count too.
-                        let late = u32::try_from(now.duration_since(a.next).as_nanos() / i.as_nanos().max(1)).unwrap_or(u32::MAX);
+                        let late = u32::try_from(
+                            now.duration_since(a.next).as_nanos() / i.as_nanos().max(1),
+                        )
+                        .unwrap_or(u32::MAX);
                         count += u64::from(late);
-                        a.next = i.checked_mul(late.saturating_add(1)).and_then(|d| a.next.checked_add(d)).unwrap_or(now + i);
+                        a.next = i
+                            .checked_mul(late.saturating_add(1))
+                            .and_then(|d| a.next.checked_add(d))
+                            .unwrap_or(now + i);
                         fire_now.push((a.action.clone(), count));
                     }
                     None => {
@@ -147,14 +188,17 @@ impl TimerService {
             }
             s = self.lock();
             // Timers of a process or a timerfd that are gone are dropped.
-            s.armed.retain(|_, a| !gone.iter().any(|g| same(g, &a.action)));
+            s.armed
+                .retain(|_, a| !gone.iter().any(|g| same(g, &a.action)));
         }
     }
 }
 
 fn same(a: &Action, b: &Action) -> bool {
     match (a, b) {
-        (Action::Process { key: x, target: t }, Action::Process { key: y, target: u }) => x == y && Weak::ptr_eq(t, u),
+        (Action::Process { key: x, target: t }, Action::Process { key: y, target: u }) => {
+            x == y && Weak::ptr_eq(t, u)
+        }
         _ => false,
     }
 }
@@ -162,7 +206,10 @@ fn same(a: &Action, b: &Action) -> bool {
 fn remaining(a: &Armed) -> Setting {
     let left = a.next.saturating_duration_since(Instant::now());
     // An armed timer never reads as disarmed.
-    (left.max(Duration::from_nanos(1)), a.interval.unwrap_or_default())
+    (
+        left.max(Duration::from_nanos(1)),
+        a.interval.unwrap_or_default(),
+    )
 }
 
 /// How a POSIX timer tells its expiry (`struct sigevent`).
@@ -202,9 +249,15 @@ pub struct Timers {
 
 impl Timers {
     /// `ITIMER_REAL`: sets it (zero value disarms) and returns the old setting.
-    pub fn set_real(&mut self, target: Weak<dyn Signalable>, value: Duration, interval: Duration) -> SysResult<Setting> {
+    pub fn set_real(
+        &mut self,
+        target: Weak<dyn Signalable>,
+        value: Duration,
+        interval: Duration,
+    ) -> SysResult<Setting> {
         let key = *self.real.get_or_insert_with(|| self.service.key());
-        self.service.set(key, Action::Process { target, key }, value, interval)
+        self.service
+            .set(key, Action::Process { target, key }, value, interval)
     }
 
     /// The `ITIMER_REAL` setting.
@@ -217,9 +270,20 @@ impl Timers {
         if self.posix.len() >= MAX_TIMERS {
             return Err(Errno::EAGAIN);
         }
-        let id = (0..).find(|i| !self.posix.contains_key(i)).ok_or(Errno::EAGAIN)?;
+        let id = (0..)
+            .find(|i| !self.posix.contains_key(i))
+            .ok_or(Errno::EAGAIN)?;
         let key = self.service.key();
-        self.posix.insert(id, PosixTimer { key, clock, notify, overrun_queued: 0, overrun_last: 0 });
+        self.posix.insert(
+            id,
+            PosixTimer {
+                key,
+                clock,
+                notify,
+                overrun_queued: 0,
+                overrun_last: 0,
+            },
+        );
         Ok(id)
     }
 
@@ -236,9 +300,16 @@ impl Timers {
     }
 
     /// Arms or disarms POSIX timer `id`; returns its old setting.
-    pub fn set_posix(&mut self, target: Weak<dyn Signalable>, id: i32, value: Duration, interval: Duration) -> SysResult<Setting> {
+    pub fn set_posix(
+        &mut self,
+        target: Weak<dyn Signalable>,
+        id: i32,
+        value: Duration,
+        interval: Duration,
+    ) -> SysResult<Setting> {
         let key = self.posix(id)?.key;
-        self.service.set(key, Action::Process { target, key }, value, interval)
+        self.service
+            .set(key, Action::Process { target, key }, value, interval)
     }
 
     /// The setting of POSIX timer `id`.
@@ -249,7 +320,9 @@ impl Timers {
     /// Deletes POSIX timer `id`.
     pub fn delete(&mut self, id: i32) -> SysResult<()> {
         let t = self.posix.remove(&id).ok_or(Errno::EINVAL)?;
-        self.service.set(t.key, Action::Nothing, Duration::ZERO, Duration::ZERO).map(drop)
+        self.service
+            .set(t.key, Action::Nothing, Duration::ZERO, Duration::ZERO)
+            .map(drop)
     }
 
     /// Deletes every POSIX timer (`execve`).
@@ -265,14 +338,21 @@ impl Timers {
 pub fn overrun(p: &mut Process, id: i32) -> SysResult<u32> {
     let t = *p.timers.posix(id)?;
     let queued = signal_queued(p, id, t.notify);
-    Ok(if queued { t.overrun_last } else { t.overrun_queued })
+    Ok(if queued {
+        t.overrun_last
+    } else {
+        t.overrun_queued
+    })
 }
 
 fn signal_queued(p: &mut Process, id: i32, notify: Notify) -> bool {
     match notify {
         Notify::None => false,
         Notify::Process { .. } => p.signals.pending.timer_mut(id).is_some(),
-        Notify::Thread { tid, .. } => p.threads.get_mut(&tid).is_some_and(|t| t.pending.timer_mut(id).is_some()),
+        Notify::Thread { tid, .. } => p
+            .threads
+            .get_mut(&tid)
+            .is_some_and(|t| t.pending.timer_mut(id).is_some()),
     }
 }
 
@@ -283,7 +363,9 @@ fn fire(p: &mut Process, key: u64, count: u64) {
         signal::post_process(p, SigInfo::sent(libc::SIGALRM, SI_KERNEL, 0, 0), None);
         return;
     }
-    let Some((&id, &t)) = p.timers.posix.iter().find(|(_, t)| t.key == key) else { return };
+    let Some((&id, &t)) = p.timers.posix.iter().find(|(_, t)| t.key == key) else {
+        return;
+    };
     let extra = u32::try_from(count - 1).unwrap_or(u32::MAX);
     let (signo, value, tid) = match t.notify {
         Notify::None => return,
@@ -292,10 +374,17 @@ fn fire(p: &mut Process, key: u64, count: u64) {
     };
     let queued = match tid {
         None => p.signals.pending.timer_mut(id),
-        Some(tid) => p.threads.get_mut(&tid).and_then(|t| t.pending.timer_mut(id)),
+        Some(tid) => p
+            .threads
+            .get_mut(&tid)
+            .and_then(|t| t.pending.timer_mut(id)),
     };
     if let Some(info) = queued {
-        let overrun = info.sender.map_or(0, |(_, o)| o).saturating_add(1).saturating_add(extra);
+        let overrun = info
+            .sender
+            .map_or(0, |(_, o)| o)
+            .saturating_add(1)
+            .saturating_add(extra);
         info.sender = Some((id, overrun));
         if let Some(t) = p.timers.posix.get_mut(&id) {
             t.overrun_queued = overrun;
@@ -337,23 +426,40 @@ mod tests {
         let mut timers = Timers::default();
         let counter = Arc::new(Counter(Mutex::new(0)));
         let target = Arc::downgrade(&counter) as Weak<dyn Signalable>;
-        assert_eq!(timers.set_real(target.clone(), Duration::from_millis(5), Duration::from_millis(5)).unwrap(), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            timers
+                .set_real(
+                    target.clone(),
+                    Duration::from_millis(5),
+                    Duration::from_millis(5)
+                )
+                .unwrap(),
+            (Duration::ZERO, Duration::ZERO)
+        );
         let (value, interval) = timers.real();
         assert!(value > Duration::ZERO && value <= Duration::from_millis(5));
         assert_eq!(interval, Duration::from_millis(5));
         while *counter.0.lock().unwrap() < 3 {
             std::thread::sleep(Duration::from_millis(2));
         }
-        let old = timers.set_real(target.clone(), Duration::ZERO, Duration::ZERO).unwrap();
+        let old = timers
+            .set_real(target.clone(), Duration::ZERO, Duration::ZERO)
+            .unwrap();
         assert_eq!(old.1, Duration::from_millis(5));
         assert_eq!(timers.real(), (Duration::ZERO, Duration::ZERO));
         let id = timers.create(libc::CLOCK_MONOTONIC, Notify::None).unwrap();
         let before = *counter.0.lock().unwrap();
-        timers.set_posix(target, id, Duration::from_millis(1), Duration::ZERO).unwrap();
+        timers
+            .set_posix(target, id, Duration::from_millis(1), Duration::ZERO)
+            .unwrap();
         while *counter.0.lock().unwrap() == before {
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(timers.get_posix(id).unwrap(), (Duration::ZERO, Duration::ZERO), "a one-shot timer disarms when it fires");
+        assert_eq!(
+            timers.get_posix(id).unwrap(),
+            (Duration::ZERO, Duration::ZERO),
+            "a one-shot timer disarms when it fires"
+        );
         timers.delete(id).unwrap();
         assert_eq!(timers.delete(id), Err(Errno::EINVAL));
     }

@@ -20,9 +20,19 @@ pub struct MemFile {
 impl MemFile {
     /// An empty file owned by `uid`/`gid`.
     pub fn new(uid: u32, gid: u32) -> MemFile {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let created = Timespec { sec: now.as_secs() as i64, nsec: i64::from(now.subsec_nanos()) };
-        MemFile { data: Mutex::new(Vec::new()), uid, gid, created }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let created = Timespec {
+            sec: now.as_secs() as i64,
+            nsec: i64::from(now.subsec_nanos()),
+        };
+        MemFile {
+            data: Mutex::new(Vec::new()),
+            uid,
+            gid,
+            created,
+        }
     }
 
     fn data(&self) -> MutexGuard<'_, Vec<u8>> {
@@ -33,7 +43,9 @@ impl MemFile {
 impl File for MemFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> SysResult<usize> {
         let d = self.data();
-        let Ok(at) = usize::try_from(offset) else { return Ok(0) };
+        let Ok(at) = usize::try_from(offset) else {
+            return Ok(0);
+        };
         if at >= d.len() {
             return Ok(0);
         }
@@ -43,7 +55,10 @@ impl File for MemFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> SysResult<usize> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= MAX_SIZE).ok_or(Errno::EFBIG)?;
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= MAX_SIZE)
+            .ok_or(Errno::EFBIG)?;
         let mut d = self.data();
         if d.len() < end as usize {
             d.resize(end as usize, 0);

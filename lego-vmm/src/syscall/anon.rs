@@ -23,13 +23,19 @@ pub fn signalfd4(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let mask = p.mm.read_u64(mask)? & !UNBLOCKABLE;
     if fd as i32 != -1 {
         let file = p.fds.get(u64::from(fd as u32))?;
-        let Backing::Anon(AnonFile::Signal(m)) = &file.backing else { return Err(Errno::EINVAL) };
+        let Backing::Anon(AnonFile::Signal(m)) = &file.backing else {
+            return Err(Errno::EINVAL);
+        };
         *m.lock().unwrap_or_else(|e| e.into_inner()) = mask;
         return Ok(fd);
     }
     let status = libc::O_RDWR | (flags & SFD_NONBLOCK) as i32;
     let anon = AnonFile::Signal(Mutex::new(mask));
-    let file = OpenFile::new(Backing::Anon(anon), b"anon_inode:[signalfd]".to_vec(), status);
+    let file = OpenFile::new(
+        Backing::Anon(anon),
+        b"anon_inode:[signalfd]".to_vec(),
+        status,
+    );
     p.fds.alloc(file, 0, flags & SFD_CLOEXEC != 0)
 }
 
@@ -46,8 +52,16 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(5);
 /// caller's pending signals of its mask as fit, waiting for one unless the descriptor is
 /// non-blocking (`EAGAIN`); a signal the caller does not block ends the wait (`EINTR`). A pidfd
 /// cannot be read.
-pub fn read_anon(p: &mut Locked<'_>, tid: i32, file: &OpenFile, anon: &AnonFile, (addr, len): (u64, u64)) -> SysResult<u64> {
-    let AnonFile::Signal(_) = anon else { return Err(Errno::EINVAL) };
+pub fn read_anon(
+    p: &mut Locked<'_>,
+    tid: i32,
+    file: &OpenFile,
+    anon: &AnonFile,
+    (addr, len): (u64, u64),
+) -> SysResult<u64> {
+    let AnonFile::Signal(_) = anon else {
+        return Err(Errno::EINVAL);
+    };
     if len < SIGNALFD_SIZE as u64 {
         return Err(Errno::EINVAL);
     }
@@ -56,7 +70,9 @@ pub fn read_anon(p: &mut Locked<'_>, tid: i32, file: &OpenFile, anon: &AnonFile,
         let mask = anon.signal_mask();
         let mut out = Vec::new();
         while out.len() + SIGNALFD_SIZE <= len as usize {
-            let Some(info) = signal::take(p, tid, mask) else { break };
+            let Some(info) = signal::take(p, tid, mask) else {
+                break;
+            };
             out.extend_from_slice(&signalfd_siginfo(&info));
         }
         if !out.is_empty() {
@@ -80,8 +96,15 @@ pub fn pidfd_open(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     // A thread id that is not a process is EINVAL on Linux; a gone process is ESRCH.
     p.procs.pgid(pid)?;
-    let anon = AnonFile::Pid { pid, procs: p.procs.clone() };
-    let file = OpenFile::new(Backing::Anon(anon), b"anon_inode:[pidfd]".to_vec(), libc::O_RDWR | flags as i32);
+    let anon = AnonFile::Pid {
+        pid,
+        procs: p.procs.clone(),
+    };
+    let file = OpenFile::new(
+        Backing::Anon(anon),
+        b"anon_inode:[pidfd]".to_vec(),
+        libc::O_RDWR | flags as i32,
+    );
     p.fds.alloc(file, 0, true)
 }
 
@@ -92,7 +115,9 @@ pub fn pidfd_send_signal(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysR
         return Err(Errno::EINVAL);
     }
     let file = p.fds.get(u64::from(fd as u32))?;
-    let Backing::Anon(AnonFile::Pid { pid, procs }) = &file.backing else { return Err(Errno::EBADF) };
+    let Backing::Anon(AnonFile::Pid { pid, procs }) = &file.backing else {
+        return Err(Errno::EBADF);
+    };
     if procs.ended(*pid) {
         return Err(Errno::ESRCH);
     }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::fs::{at_path, check_mode, do_read, do_write, fdarg, host_read, host_write, read_iovecs};
+use super::fs::{
+    at_path, check_mode, do_read, do_write, fdarg, host_read, host_write, read_iovecs,
+};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
@@ -20,7 +22,13 @@ const CHUNK: usize = 1 << 20;
 
 /// The description and position of a vectored positioned call: `-1` (the `2` forms) is the
 /// description's own offset.
-fn vectored(p: &Process, fd: u64, pos: u64, write: bool, minus_one: bool) -> SysResult<(Arc<OpenFile>, Option<u64>)> {
+fn vectored(
+    p: &Process,
+    fd: u64,
+    pos: u64,
+    write: bool,
+    minus_one: bool,
+) -> SysResult<(Arc<OpenFile>, Option<u64>)> {
     let file = p.fds.get(fdarg(fd))?;
     check_mode(&file, write)?;
     let pos = pos as i64;
@@ -109,7 +117,11 @@ fn put(file: &OpenFile, data: &[u8], pos: Option<u64>) -> SysResult<usize> {
         (Backing::File(f), Some(at)) => f.write_at(data, at),
         (Backing::File(f), None) => {
             let mut off = file.offset.lock().unwrap_or_else(|e| e.into_inner());
-            let at = if file.status() & libc::O_APPEND != 0 { f.stat()?.size } else { *off };
+            let at = if file.status() & libc::O_APPEND != 0 {
+                f.stat()?.size
+            } else {
+                *off
+            };
             let n = f.write_at(data, at)?;
             *off = at + n as u64;
             Ok(n)
@@ -122,7 +134,13 @@ fn put(file: &OpenFile, data: &[u8], pos: Option<u64>) -> SysResult<usize> {
 
 /// Moves up to `count` bytes from `input` (at `*from`, advanced, or its offset) to `output`
 /// (likewise `to`); returns the bytes moved (a short count at the end of the input).
-fn transfer(input: &OpenFile, mut from: Option<u64>, output: &OpenFile, mut to: Option<u64>, count: u64) -> SysResult<(u64, Option<u64>, Option<u64>)> {
+fn transfer(
+    input: &OpenFile,
+    mut from: Option<u64>,
+    output: &OpenFile,
+    mut to: Option<u64>,
+    count: u64,
+) -> SysResult<(u64, Option<u64>, Option<u64>)> {
     let mut done = 0u64;
     let mut buf = vec![0u8; CHUNK.min(count as usize)];
     while done < count {
@@ -194,7 +212,9 @@ pub fn copy_file_range(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u
     let (input, output) = (p.fds.get(fdarg(in_fd))?, p.fds.get(fdarg(out_fd))?);
     check_mode(&input, false)?;
     check_mode(&output, true)?;
-    let (Backing::File(fi), Backing::File(fo)) = (&input.backing, &output.backing) else { return Err(Errno::EINVAL) };
+    let (Backing::File(fi), Backing::File(fo)) = (&input.backing, &output.backing) else {
+        return Err(Errno::EINVAL);
+    };
     if output.status() & libc::O_APPEND != 0 {
         return Err(Errno::EBADF);
     }
@@ -323,7 +343,11 @@ pub fn memfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
     path.extend_from_slice(b" (deleted)");
     let file = MemFile::new(p.creds.euid, p.creds.egid);
     let status = libc::O_RDWR | 0o100000;
-    p.fds.alloc(OpenFile::new(Backing::File(Box::new(file)), path, status), 0, flags & MFD_CLOEXEC != 0)
+    p.fds.alloc(
+        OpenFile::new(Backing::File(Box::new(file)), path, status),
+        0,
+        flags & MFD_CLOEXEC != 0,
+    )
 }
 
 /// `mknodat(dirfd, path, mode, dev)`: a regular file (type 0 or `S_IFREG`) is created as
@@ -336,7 +360,8 @@ pub fn mknodat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     match mode & libc::S_IFMT {
         0 | libc::S_IFREG => {
             let perm = mode & 0o7777 & !p.umask;
-            p.fs.open(&path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, perm).map(|_| 0)
+            p.fs.open(&path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, perm)
+                .map(|_| 0)
         }
         libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => Err(Errno::EPERM),
         _ => Err(Errno::EINVAL),

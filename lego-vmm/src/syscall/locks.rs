@@ -57,7 +57,11 @@ struct HostWait {
 
 impl Wait for HostWait {
     fn wait(&mut self, wake: &EventFd) -> SysResult<()> {
-        let fds = [libc::pollfd { fd: wake.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let fds = [libc::pollfd {
+            fd: wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         self.group.poll_host(self.tid, &fds, None).map(drop)
     }
 }
@@ -65,7 +69,10 @@ impl Wait for HostWait {
 /// `fcntl`: record locks here, every other command in [`super::fs::fcntl`].
 pub fn fcntl(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let cmd = a[1] as i32;
-    if !matches!(cmd, F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW) {
+    if !matches!(
+        cmd,
+        F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW
+    ) {
         return super::fs::fcntl(p, cpu, a);
     }
     let file = p.fds.get(u64::from(a[0] as u32))?;
@@ -88,18 +95,38 @@ pub fn fcntl(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EINVAL);
     }
     let (start, end) = range(&file, &fl)?;
-    let owner = if ofd { file.lock_owner() } else { Owner::Process(p.pid) };
+    let owner = if ofd {
+        file.lock_owner()
+    } else {
+        Owner::Process(p.pid)
+    };
     let fkey = key(&file)?;
     let table = p.locks.clone();
     if matches!(cmd, F_GETLK | F_OFD_GETLK) {
         let kind = kind.ok_or(Errno::EINVAL)?;
-        let found = table.conflict(fkey, &RangeLock { owner, kind, start, end });
+        let found = table.conflict(
+            fkey,
+            &RangeLock {
+                owner,
+                kind,
+                start,
+                end,
+            },
+        );
         let mut out = fl;
         match found {
             None => out[0..2].copy_from_slice(&F_UNLCK.to_le_bytes()),
             Some(l) => {
-                let t = if l.kind == Kind::Write { F_WRLCK } else { F_RDLCK };
-                let len = if l.end == u64::MAX { 0 } else { l.end - l.start + 1 };
+                let t = if l.kind == Kind::Write {
+                    F_WRLCK
+                } else {
+                    F_RDLCK
+                };
+                let len = if l.end == u64::MAX {
+                    0
+                } else {
+                    l.end - l.start + 1
+                };
                 let pid = match l.owner {
                     Owner::Process(pid) => pid,
                     Owner::Description(_) => -1,
@@ -123,7 +150,10 @@ pub fn fcntl(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         *file.locks.lock().unwrap_or_else(|e| e.into_inner()) = Some(table.clone());
     }
     if matches!(cmd, F_SETLKW | F_OFD_SETLKW) && kind.is_some() {
-        let mut wait = HostWait { group: p.group.clone(), tid: cpu.tid };
+        let mut wait = HostWait {
+            group: p.group.clone(),
+            tid: cpu.tid,
+        };
         p.unlocked(|| table.set(fkey, owner, kind, start, end, Some(&mut wait)))?;
     } else {
         table.set(fkey, owner, kind, start, end, None)?;
@@ -173,7 +203,10 @@ pub fn flock(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (fkey, owner, table) = (key(&file)?, file.lock_owner(), p.locks.clone());
     *file.locks.lock().unwrap_or_else(|e| e.into_inner()) = Some(table.clone());
     if op & LOCK_NB == 0 && kind.is_some() {
-        let mut wait = HostWait { group: p.group.clone(), tid: cpu.tid };
+        let mut wait = HostWait {
+            group: p.group.clone(),
+            tid: cpu.tid,
+        };
         p.unlocked(|| table.flock(fkey, owner, kind, Some(&mut wait)))?;
     } else {
         table.flock(fkey, owner, kind, None)?;

@@ -29,7 +29,10 @@ fn mapped_range(p: &Process, addr: u64, len: u64) -> SysResult<(u64, u64)> {
     if addr % PAGE_SIZE != 0 {
         return Err(Errno::EINVAL);
     }
-    let end = addr.checked_add(len).and_then(page_up).ok_or(Errno::ENOMEM)?;
+    let end = addr
+        .checked_add(len)
+        .and_then(page_up)
+        .ok_or(Errno::ENOMEM)?;
     if !p.mm.vmas().covered(addr, end, |_| true) {
         return Err(Errno::ENOMEM);
     }
@@ -38,7 +41,12 @@ fn mapped_range(p: &Process, addr: u64, len: u64) -> SysResult<(u64, u64)> {
 
 /// A new mapping `[start, start + len)` was made: `MCL_FUTURE` locks it, and a writable shared
 /// file mapping of `file` at `offset`, whose bytes are `clean`, is tracked for write-back.
-pub fn mapped(p: &mut Process, start: u64, len: u64, shared: Option<(Arc<OpenFile>, u64, Vec<u8>)>) {
+pub fn mapped(
+    p: &mut Process,
+    start: u64,
+    len: u64,
+    shared: Option<(Arc<OpenFile>, u64, Vec<u8>)>,
+) {
     let end = start + page_up(len).unwrap_or(len);
     if p.maps.lock_all as u64 & MCL_FUTURE != 0 {
         p.maps.set_locked(start, end, true);
@@ -46,7 +54,13 @@ pub fn mapped(p: &mut Process, start: u64, len: u64, shared: Option<(Arc<OpenFil
     }
     if let Some((file, offset, mut clean)) = shared {
         clean.resize((end - start) as usize, 0);
-        p.maps.shared.push(SharedMap { start, len: end - start, file, offset, clean });
+        p.maps.shared.push(SharedMap {
+            start,
+            len: end - start,
+            file,
+            offset,
+            clean,
+        });
     }
 }
 
@@ -64,7 +78,9 @@ pub fn write_back(p: &mut Process, start: u64, end: u64, sync: bool) -> SysResul
         if p.mm.read_user(from, &mut now).is_err() {
             continue;
         }
-        let Backing::File(f) = &m.file.backing else { continue };
+        let Backing::File(f) = &m.file.backing else {
+            continue;
+        };
         let size = match f.stat() {
             Ok(st) => st.size,
             Err(e) => {
@@ -112,7 +128,9 @@ pub fn unmapping_all(p: &mut Process) {
 /// `msync(addr, len, flags)`: the shared file mappings of the range go to their files.
 pub fn msync(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [addr, len, flags, ..] = a;
-    if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC {
+    if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0
+        || flags & (MS_ASYNC | MS_SYNC) == MS_ASYNC | MS_SYNC
+    {
         return Err(Errno::EINVAL);
     }
     let (start, end) = mapped_range(p, addr, len)?;
@@ -132,7 +150,10 @@ pub fn mincore(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 /// Locks or unlocks a range: checked against `RLIMIT_MEMLOCK` for an unprivileged caller.
 fn lock_range(p: &mut Process, addr: u64, len: u64, on: bool) -> SysResult<u64> {
     let start = addr & !(PAGE_SIZE - 1);
-    let end = addr.checked_add(len).and_then(page_up).ok_or(Errno::ENOMEM)?;
+    let end = addr
+        .checked_add(len)
+        .and_then(page_up)
+        .ok_or(Errno::ENOMEM)?;
     if !p.mm.vmas().covered(start, end, |_| true) {
         return Err(Errno::ENOMEM);
     }
@@ -141,7 +162,11 @@ fn lock_range(p: &mut Process, addr: u64, len: u64, on: bool) -> SysResult<u64> 
     let limit = p.rlimits[libc::RLIMIT_MEMLOCK as usize].0;
     if on && p.creds.euid != 0 && p.maps.locked_bytes() > limit && p.maps.locked_bytes() > before {
         p.maps.set_locked(start, end, false);
-        return Err(if limit == 0 { Errno::EPERM } else { Errno::ENOMEM });
+        return Err(if limit == 0 {
+            Errno::EPERM
+        } else {
+            Errno::ENOMEM
+        });
     }
     count_locked(p);
     Ok(0)
@@ -173,7 +198,8 @@ pub fn munlock(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 /// `mlockall(flags)`: `MCL_CURRENT` locks what is mapped, `MCL_FUTURE` what will be.
 pub fn mlockall(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let flags = a[0];
-    if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 || flags == MCL_ONFAULT {
+    if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 || flags == MCL_ONFAULT
+    {
         return Err(Errno::EINVAL);
     }
     if flags & MCL_CURRENT != 0 {

@@ -161,7 +161,10 @@ pub fn sched_getparam(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<
 pub fn sched_rr_get_interval(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let tid = target(p, cpu, a[0])?;
     let host = p.thread(tid).host.map_or(0, |h| h.tid);
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     if unsafe { libc::sched_rr_get_interval(host, &mut ts) } != 0 {
         return Err(Errno::last());

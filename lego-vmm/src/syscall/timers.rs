@@ -24,7 +24,11 @@ const TFD_TIMER_CANCEL_ON_SET: u64 = 2;
 /// How the process's timers reach it: its entry in the process table.
 fn me(p: &Process) -> SysResult<Weak<dyn Signalable>> {
     let targets = p.procs.kill_targets(p.pid, p.pid)?;
-    targets.into_iter().find_map(|(_, t)| t).map(|t| std::sync::Arc::downgrade(&t)).ok_or(Errno::ESRCH)
+    targets
+        .into_iter()
+        .find_map(|(_, t)| t)
+        .map(|t| std::sync::Arc::downgrade(&t))
+        .ok_or(Errno::ESRCH)
 }
 
 /// Reads a `(sec, sub)` pair at `addr` with `sub` in units of `unit` nanoseconds below `max`.
@@ -38,7 +42,11 @@ fn read_pair(p: &Process, addr: u64, unit: u32, max: i64) -> SysResult<Duration>
 
 fn pair(d: Duration, micros: bool) -> [u8; 16] {
     let mut b = [0u8; 16];
-    let sub = if micros { u64::from(d.subsec_micros()) } else { u64::from(d.subsec_nanos()) };
+    let sub = if micros {
+        u64::from(d.subsec_micros())
+    } else {
+        u64::from(d.subsec_nanos())
+    };
     b[..8].copy_from_slice(&d.as_secs().to_le_bytes());
     b[8..].copy_from_slice(&sub.to_le_bytes());
     b
@@ -46,10 +54,19 @@ fn pair(d: Duration, micros: bool) -> [u8; 16] {
 
 /// Writes `(value, interval)` as `struct itimerval` (`micros`) or `struct itimerspec`: the
 /// interval comes first.
-fn write_setting(p: &Process, addr: u64, (value, interval): Setting, micros: bool) -> SysResult<()> {
+fn write_setting(
+    p: &Process,
+    addr: u64,
+    (value, interval): Setting,
+    micros: bool,
+) -> SysResult<()> {
     let mut b = [0u8; 32];
     // A timeval rounds an armed timer's remaining time up, so that it never reads as disarmed.
-    let value = if micros && !value.is_zero() { value.max(Duration::from_micros(1)) } else { value };
+    let value = if micros && !value.is_zero() {
+        value.max(Duration::from_micros(1))
+    } else {
+        value
+    };
     b[..16].copy_from_slice(&pair(interval, micros));
     b[16..].copy_from_slice(&pair(value, micros));
     p.mm.write_user(addr, &b)
@@ -71,7 +88,10 @@ pub fn setitimer(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (interval, value) = if new == 0 {
         (Duration::ZERO, Duration::ZERO)
     } else {
-        (read_pair(p, new, 1000, 1_000_000)?, read_pair(p, new + 16, 1000, 1_000_000)?)
+        (
+            read_pair(p, new, 1000, 1_000_000)?,
+            read_pair(p, new + 16, 1000, 1_000_000)?,
+        )
     };
     let target = me(p)?;
     let was = p.timers.set_real(target, value, interval)?;
@@ -92,7 +112,9 @@ pub fn getitimer(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 pub fn alarm(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let secs = u64::from(a[0] as u32);
     let target = me(p)?;
-    let (left, _) = p.timers.set_real(target, Duration::from_secs(secs), Duration::ZERO)?;
+    let (left, _) = p
+        .timers
+        .set_real(target, Duration::from_secs(secs), Duration::ZERO)?;
     if left.is_zero() {
         return Ok(0);
     }
@@ -104,7 +126,14 @@ pub fn alarm(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 pub fn timer_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [clock, sevp, idp, ..] = a;
     let clock = clock as i32;
-    if !matches!(clock, libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME | libc::CLOCK_REALTIME_ALARM | libc::CLOCK_BOOTTIME_ALARM) {
+    if !matches!(
+        clock,
+        libc::CLOCK_REALTIME
+            | libc::CLOCK_MONOTONIC
+            | libc::CLOCK_BOOTTIME
+            | libc::CLOCK_REALTIME_ALARM
+            | libc::CLOCK_BOOTTIME_ALARM
+    ) {
         return Err(Errno::EINVAL);
     }
     let notify = if sevp == 0 {
@@ -119,13 +148,18 @@ pub fn timer_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
         Some(match how {
             SIGEV_NONE => Notify::None,
             SIGEV_SIGNAL if valid_sig => Notify::Process { signo, value },
-            SIGEV_THREAD_ID if valid_sig && p.threads.contains_key(&tid) => Notify::Thread { signo, value, tid },
+            SIGEV_THREAD_ID if valid_sig && p.threads.contains_key(&tid) => {
+                Notify::Thread { signo, value, tid }
+            }
             _ => return Err(Errno::EINVAL),
         })
     };
     let id = p.timers.create(clock, Notify::None)?;
     // Without a sigevent: SIGALRM with the timer's id as its value.
-    let notify = notify.unwrap_or(Notify::Process { signo: libc::SIGALRM, value: id as u64 });
+    let notify = notify.unwrap_or(Notify::Process {
+        signo: libc::SIGALRM,
+        value: id as u64,
+    });
     p.timers.set_notify(id, notify);
     if let Err(e) = p.mm.write_user(idp, &id.to_le_bytes()) {
         let _ = p.timers.delete(id);
@@ -150,7 +184,10 @@ pub fn timer_settime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64
         };
         let now = super::time::now(host_clock)?;
         let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
-        value = value.checked_sub(now).filter(|d| !d.is_zero()).unwrap_or(Duration::from_nanos(1));
+        value = value
+            .checked_sub(now)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_nanos(1));
     }
     let target = me(p)?;
     let was = p.timers.set_posix(target, id, value, interval)?;
@@ -183,7 +220,14 @@ pub fn timerfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u6
     if flags & !(cloexec | nonblock) != 0 {
         return Err(Errno::EINVAL);
     }
-    if !matches!(clock as i32, libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME | libc::CLOCK_REALTIME_ALARM | libc::CLOCK_BOOTTIME_ALARM) {
+    if !matches!(
+        clock as i32,
+        libc::CLOCK_REALTIME
+            | libc::CLOCK_MONOTONIC
+            | libc::CLOCK_BOOTTIME
+            | libc::CLOCK_REALTIME_ALARM
+            | libc::CLOCK_BOOTTIME_ALARM
+    ) {
         return Err(Errno::EINVAL);
     }
     // The host descriptor never blocks the VMM: a blocking read waits in `read` first.
@@ -195,7 +239,11 @@ pub fn timerfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u6
     // SAFETY: `fd` was just created and is owned by nothing else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let status = libc::O_RDWR | (flags & nonblock) as i32;
-    let file = OpenFile::new(Backing::Host(owned), b"anon_inode:[timerfd]".to_vec(), status);
+    let file = OpenFile::new(
+        Backing::Host(owned),
+        b"anon_inode:[timerfd]".to_vec(),
+        status,
+    );
     p.fds.alloc(file, 0, flags & cloexec != 0)
 }
 
@@ -213,12 +261,23 @@ fn host_timerfd(p: &Process, fd: u64) -> SysResult<(std::sync::Arc<OpenFile>, i3
 fn read_itimerspec(p: &Process, addr: u64) -> SysResult<libc::itimerspec> {
     let interval = read_pair(p, addr, 1, 1_000_000_000)?;
     let value = read_pair(p, addr + 16, 1, 1_000_000_000)?;
-    let ts = |d: Duration| libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: i64::from(d.subsec_nanos()) };
-    Ok(libc::itimerspec { it_interval: ts(interval), it_value: ts(value) })
+    let ts = |d: Duration| libc::timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    };
+    Ok(libc::itimerspec {
+        it_interval: ts(interval),
+        it_value: ts(value),
+    })
 }
 
 fn write_itimerspec(p: &Process, addr: u64, its: &libc::itimerspec) -> SysResult<()> {
-    let d = |t: libc::timespec| Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32);
+    let d = |t: libc::timespec| {
+        Duration::new(
+            t.tv_sec.max(0) as u64,
+            t.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    };
     write_setting(p, addr, (d(its.it_value), d(its.it_interval)), false)
 }
 

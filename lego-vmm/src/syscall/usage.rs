@@ -14,7 +14,10 @@ const RUSAGE_SIZE: usize = 144;
 
 /// The CPU time of `p` so far: its live threads' and its ended threads'.
 pub fn process_time(p: &Process) -> CpuTime {
-    p.threads.values().filter_map(|t| t.host).fold(p.usage, |sum, h| sum + h.spent())
+    p.threads
+        .values()
+        .filter_map(|t| t.host)
+        .fold(p.usage, |sum, h| sum + h.spent())
 }
 
 /// A `struct rusage` with `time` and the maximum resident set (KiB).
@@ -39,7 +42,14 @@ pub fn getrusage(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     let rss = p.mm.mapped_bytes() / 1024;
     let b = match a[0] as i32 {
         RUSAGE_SELF => rusage(process_time(p), rss),
-        RUSAGE_THREAD => rusage(p.threads.get(&cpu.tid).and_then(|t| t.host).map(|h| h.spent()).unwrap_or_default(), rss),
+        RUSAGE_THREAD => rusage(
+            p.threads
+                .get(&cpu.tid)
+                .and_then(|t| t.host)
+                .map(|h| h.spent())
+                .unwrap_or_default(),
+            rss,
+        ),
         RUSAGE_CHILDREN => rusage(p.children_usage, 0),
         _ => return Err(Errno::EINVAL),
     };
@@ -54,10 +64,18 @@ pub fn times(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let ticks = |d: std::time::Duration| (d.as_nanos() * USER_HZ / 1_000_000_000) as u64;
     if a[0] != 0 {
         let (own, children) = (process_time(p), p.children_usage);
-        let words = [ticks(own.user), ticks(own.system), ticks(children.user), ticks(children.system)];
+        let words = [
+            ticks(own.user),
+            ticks(own.system),
+            ticks(children.user),
+            ticks(children.system),
+        ];
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         p.mm.write_user(a[0], &bytes)?;
     }
     let up = super::time::now(libc::CLOCK_BOOTTIME)?;
-    Ok(ticks(std::time::Duration::new(up.tv_sec as u64, up.tv_nsec as u32)))
+    Ok(ticks(std::time::Duration::new(
+        up.tv_sec as u64,
+        up.tv_nsec as u32,
+    )))
 }
