@@ -119,6 +119,13 @@ static void *worker(void *arg) {
     CHECK(syscall(SYS_getcpu, &c, &node, NULL) == 0);
     CHECK((int)c == cpu && node == 0);
     CHECK(sched_getcpu() == cpu);
+    /* Moving on to another core (or back to all of them) works from a pinned thread too. */
+    int next = cpus[(i + 1) % ncpus];
+    CPU_ZERO(&set);
+    CPU_SET(next, &set);
+    CHECK(sched_setaffinity(0, sizeof set, &set) == 0);
+    CHECK(sched_getaffinity(0, sizeof got, &got) == 0 && CPU_EQUAL(&got, &set));
+    CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
     return NULL;
 }
 

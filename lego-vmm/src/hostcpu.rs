@@ -106,8 +106,8 @@ fn other_time(tid: i32) -> Option<CpuTime> {
     })
 }
 
-/// The host cores this VMM process may use (the pComponent's cores given to the vNode), as a
-/// mask of the first 64.
+/// The host cores the calling thread may use (when the run starts: the pComponent's cores given
+/// to the vNode), as a mask of the first 64.
 pub fn cores() -> u64 {
     // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };

@@ -156,6 +156,8 @@ pub struct Process {
     pub stats: SyscallStats,
     /// `personality(2)`.
     pub personality: u32,
+    /// The host cores the vNode may use (as the VMM found them when the run started).
+    pub cores: u64,
     /// CPU time of its threads that ended, and of the children it reaped (`getrusage`).
     pub usage: crate::hostcpu::CpuTime,
     pub children_usage: crate::hostcpu::CpuTime,
@@ -212,6 +214,7 @@ impl Process {
             comm: comm_of(execfn),
             stats: SyscallStats::default(),
             personality: 0,
+            cores: crate::hostcpu::cores(),
             usage: Default::default(),
             children_usage: Default::default(),
             timers: Default::default(),
@@ -249,6 +252,7 @@ impl Process {
             comm: self.comm,
             stats: SyscallStats::default(),
             personality: self.personality,
+            cores: self.cores,
             usage: Default::default(),
             children_usage: Default::default(),
             timers: Default::default(),

@@ -168,6 +168,17 @@ impl Pending {
         Some(info)
     }
 
+    /// Drops the queued signal of POSIX timer `id` (the timer was set again or deleted: Linux
+    /// does not deliver a signal of an earlier arming).
+    pub fn drop_timer(&mut self, id: i32) {
+        if let Some(at) = self.info.iter().position(|i| i.timer_id() == Some(id)) {
+            let sig = self.info.remove(at).signo;
+            if !self.info.iter().any(|i| i.signo == sig) {
+                self.bits &= !bit(sig);
+            }
+        }
+    }
+
     /// The queued signal of POSIX timer `id`, if one waits.
     pub fn timer_mut(&mut self, id: i32) -> Option<&mut SigInfo> {
         self.info.iter_mut().find(|i| i.timer_id() == Some(id))

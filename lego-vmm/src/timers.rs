@@ -334,6 +334,15 @@ impl Timers {
     }
 }
 
+/// Timer `id` of `p` is set again or deleted: a signal of its earlier arming that still waits
+/// is not delivered.
+pub fn forget_signal(p: &mut Process, id: i32) {
+    p.signals.pending.drop_timer(id);
+    for t in p.threads.values_mut() {
+        t.pending.drop_timer(id);
+    }
+}
+
 /// `timer_getoverrun` of timer `id`: the overruns of the signal delivered last.
 pub fn overrun(p: &mut Process, id: i32) -> SysResult<u32> {
     let t = *p.timers.posix(id)?;

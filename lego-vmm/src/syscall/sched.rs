@@ -30,7 +30,7 @@ pub fn sched_setaffinity(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResu
     let mut raw = [0u8; 8];
     let n = len.min(MASK_BYTES) as usize;
     p.mm.read_user(addr, &mut raw[..n])?;
-    let mask = u64::from_le_bytes(raw) & hostcpu::cores();
+    let mask = u64::from_le_bytes(raw) & p.cores;
     if mask == 0 {
         return Err(Errno::EINVAL);
     }
@@ -65,7 +65,8 @@ pub fn sched_getaffinity(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResu
     if len < MASK_BYTES || len % 8 != 0 {
         return Err(Errno::EINVAL);
     }
-    let mask = p.thread(tid).affinity.unwrap_or_else(hostcpu::cores);
+    let cores = p.cores;
+    let mask = p.thread(tid).affinity.unwrap_or(cores);
     p.mm.write_u64(addr, mask)?;
     Ok(MASK_BYTES)
 }

@@ -191,6 +191,7 @@ pub fn timer_settime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64
     }
     let target = me(p)?;
     let was = p.timers.set_posix(target, id, value, interval)?;
+    crate::timers::forget_signal(p, id);
     if old != 0 {
         write_setting(p, old, was, false)?;
     }
@@ -210,7 +211,9 @@ pub fn timer_getoverrun(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<
 
 /// `timer_delete(id)`.
 pub fn timer_delete(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    p.timers.delete(a[0] as i32).map(|()| 0)
+    p.timers.delete(a[0] as i32)?;
+    crate::timers::forget_signal(p, a[0] as i32);
+    Ok(0)
 }
 
 /// `timerfd_create(clock, flags)`: a host timerfd on the same clock.
