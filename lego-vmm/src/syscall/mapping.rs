@@ -26,7 +26,7 @@ fn page_up(x: u64) -> Option<u64> {
 /// `[start, end)` of a page-aligned call's range: `EINVAL` if `addr` is not aligned or the range
 /// wraps, `ENOMEM` if any of it is not mapped.
 fn mapped_range(p: &Process, addr: u64, len: u64) -> SysResult<(u64, u64)> {
-    if addr % PAGE_SIZE != 0 {
+    if !addr.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::EINVAL);
     }
     let end = addr

@@ -76,7 +76,7 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 pub fn munmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    if a[0] % PAGE_SIZE == 0 {
+    if a[0].is_multiple_of(PAGE_SIZE) {
         super::mapping::unmapping(p, a[0], a[0].saturating_add(a[1]));
     }
     p.mm.munmap(a[0], a[1]).map(|()| 0)
