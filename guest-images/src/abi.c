@@ -787,7 +787,9 @@ static void case_files(const char *self) {
 
     /* execveat of this program through a descriptor (AT_EMPTY_PATH). */
     const char *base = strrchr(self, '/') ? strrchr(self, '/') + 1 : self;
-    int exe = open(base, O_RDONLY | O_CLOEXEC);
+    /* The program as it was started, or (a host path a vNode does not have) by its name. */
+    int exe = open(self, O_RDONLY | O_CLOEXEC);
+    if (exe < 0) exe = open(base, O_RDONLY | O_CLOEXEC);
     CHECK(exe >= 0);
     char *args[] = {(char *)base, "execed", NULL};
     char *env[] = {NULL};
