@@ -6,20 +6,19 @@ use std::sync::{Mutex, MutexGuard};
 use super::{DirEntry, File, Stat, Timespec};
 use crate::errno::{Errno, SysResult};
 
-/// Largest memfd (as `RLIMIT_FSIZE` would be by default: the host's memory is the bound).
-const MAX_SIZE: u64 = 1 << 40;
-
 /// The bytes of a memfd.
 pub struct MemFile {
     data: Mutex<Vec<u8>>,
+    /// Largest size: its bytes are the VMM's memory, so no more than the vNode's memory.
+    max: u64,
     uid: u32,
     gid: u32,
     created: Timespec,
 }
 
 impl MemFile {
-    /// An empty file owned by `uid`/`gid`.
-    pub fn new(uid: u32, gid: u32) -> MemFile {
+    /// An empty file owned by `uid`/`gid`, at most `max` bytes long.
+    pub fn new(max: u64, uid: u32, gid: u32) -> MemFile {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -29,6 +28,7 @@ impl MemFile {
         };
         MemFile {
             data: Mutex::new(Vec::new()),
+            max,
             uid,
             gid,
             created,
@@ -57,7 +57,7 @@ impl File for MemFile {
     fn write_at(&self, buf: &[u8], offset: u64) -> SysResult<usize> {
         let end = offset
             .checked_add(buf.len() as u64)
-            .filter(|&e| e <= MAX_SIZE)
+            .filter(|&e| e <= self.max)
             .ok_or(Errno::EFBIG)?;
         let mut d = self.data();
         if d.len() < end as usize {
@@ -89,7 +89,7 @@ impl File for MemFile {
     }
 
     fn set_len(&self, len: u64) -> SysResult<()> {
-        if len > MAX_SIZE {
+        if len > self.max {
             return Err(Errno::EFBIG);
         }
         self.data().resize(len as usize, 0);
@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn grows_reads_back_and_truncates() {
-        let f = MemFile::new(0, 0);
+        let f = MemFile::new(1 << 20, 0, 0);
         assert_eq!(f.write_at(b"abc", 5), Ok(3));
         let mut b = [9u8; 10];
         assert_eq!(f.read_at(&mut b, 0), Ok(8));
@@ -119,8 +119,9 @@ mod tests {
         f.set_len(2).unwrap();
         assert_eq!(f.stat().unwrap().size, 2);
         assert_eq!(f.read_at(&mut b, 7), Ok(0));
-        assert_eq!(f.write_at(b"x", MAX_SIZE), Err(Errno::EFBIG));
-        let other = Box::new(MemFile::new(0, 0));
+        assert_eq!(f.write_at(b"x", 1 << 20), Err(Errno::EFBIG));
+        assert_eq!(f.set_len((1 << 20) + 1), Err(Errno::EFBIG));
+        let other = Box::new(MemFile::new(1 << 20, 0, 0));
         assert_ne!(other.stat().unwrap().ino, f.stat().unwrap().ino);
     }
 }

@@ -327,7 +327,8 @@ const MFD_EXEC: u64 = 0x10;
 /// Longest memfd name (Linux's `MFD_NAME_MAX_LEN`).
 const MFD_NAME_MAX: usize = 249;
 
-/// `memfd_create(name, flags)`: a file in the VMM's memory ([`MemFile`]). Seals are not
+/// `memfd_create(name, flags)`: a file in the VMM's memory ([`MemFile`]), at most as large as
+/// the vNode's memory (`EFBIG` beyond). Seals are not
 /// provided (`F_ADD_SEALS` fails), and huge pages are not asked for (`EINVAL`).
 pub fn memfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [name, flags, ..] = a;
@@ -341,7 +342,7 @@ pub fn memfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
     let mut path = b"/memfd:".to_vec();
     path.extend_from_slice(&name);
     path.extend_from_slice(b" (deleted)");
-    let file = MemFile::new(p.creds.euid, p.creds.egid);
+    let file = MemFile::new(p.mm.size(), p.creds.euid, p.creds.egid);
     let status = libc::O_RDWR | 0o100000;
     p.fds.alloc(
         OpenFile::new(Backing::File(Box::new(file)), path, status),

@@ -40,7 +40,8 @@ fn mapped_range(p: &Process, addr: u64, len: u64) -> SysResult<(u64, u64)> {
 }
 
 /// A new mapping `[start, start + len)` was made: `MCL_FUTURE` locks it, and a writable shared
-/// file mapping of `file` at `offset`, whose bytes are `clean`, is tracked for write-back.
+/// file mapping of `file` at `offset`, whose bytes within the file are `clean`, is tracked for
+/// write-back (its pages that hold file bytes).
 pub fn mapped(
     p: &mut Process,
     start: u64,
@@ -53,14 +54,12 @@ pub fn mapped(
         count_locked(p);
     }
     if let Some((file, offset, mut clean)) = shared {
-        clean.resize((end - start) as usize, 0);
-        p.maps.shared.push(SharedMap {
-            start,
-            len: end - start,
-            file,
-            offset,
-            clean,
-        });
+        // Only what lies within the file is ever written back: the rest is not tracked.
+        let len = page_up(clean.len() as u64).unwrap_or(0).min(end - start);
+        clean.resize(len as usize, 0);
+        if len > 0 {
+            p.maps.shared.push(SharedMap { start, len, file, offset, clean });
+        }
     }
 }
 

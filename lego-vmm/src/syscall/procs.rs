@@ -9,6 +9,7 @@ use super::{Args, Cpu, Forked, NewThread, ThreadRequest};
 use crate::elf;
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
+use crate::hostcpu::CpuTime;
 use crate::proctable::WaitFor;
 use crate::signal::{self, AltStack, SigInfo, SIGINFO_SIZE};
 use crate::stack::{self, AuxInfo};
@@ -221,15 +222,13 @@ fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
 /// process ends or a signal comes for the thread meanwhile (a handler with `SA_RESTART`
 /// restarts the call, [`crate::signal::restartable`]). With `reap == false` the child stays a
 /// zombie.
-fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32)>> {
+fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32, CpuTime)>> {
     let (procs, group, me) = (p.procs.clone(), p.group.clone(), p.pid);
     loop {
-        if let Some(found) = procs.try_wait(me, which, reap)? {
-            if reap {
-                let spent = procs.take_usage(found.0);
-                p.children_usage += spent;
-            }
-            return Ok(Some(found));
+        if let Some((pid, status)) = procs.try_wait(me, which, reap)? {
+            let spent = if reap { procs.take_usage(pid) } else { CpuTime::default() };
+            p.children_usage += spent;
+            return Ok(Some((pid, status, spent)));
         }
         if nohang {
             return Ok(None);
@@ -242,7 +241,8 @@ fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: 
 }
 
 /// `wait4(pid, status, options, rusage)`. Stopped and continued children do not exist in a
-/// vNode, so `WUNTRACED` and `WCONTINUED` change nothing; the resource usage is zeroes.
+/// vNode, so `WUNTRACED` and `WCONTINUED` change nothing; the resource usage is the child's CPU
+/// time (with its reaped children's).
 pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [pid, status_addr, options, rusage, ..] = a;
     let (pid, options) = (pid as i32, options as i32);
@@ -258,12 +258,12 @@ pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         g if g < -1 => WaitFor::Group(-g),
         pid => WaitFor::Pid(pid),
     };
-    let Some((child, status)) = wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
+    let Some((child, status, spent)) = wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
     if status_addr != 0 {
         p.mm.write_user(status_addr, &status.to_le_bytes())?;
     }
     if rusage != 0 {
-        p.mm.write_user(rusage, &[0u8; std::mem::size_of::<libc::rusage>()])?;
+        p.mm.write_user(rusage, &super::usage::rusage(spent, 0))?;
     }
     Ok(child as u64)
 }
@@ -292,11 +292,12 @@ pub fn waitid(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         None
     };
     if infop != 0 {
-        let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status)| SigInfo::child(libc::SIGCHLD, child, p.creds.uid, status).bytes());
+        let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status, _)| SigInfo::child(libc::SIGCHLD, child, p.creds.uid, status).bytes());
         p.mm.write_user(infop, &info)?;
     }
     if rusage != 0 {
-        p.mm.write_user(rusage, &[0u8; std::mem::size_of::<libc::rusage>()])?;
+        let spent = found.map(|(_, _, spent)| spent).unwrap_or_default();
+        p.mm.write_user(rusage, &super::usage::rusage(spent, 0))?;
     }
     Ok(0)
 }

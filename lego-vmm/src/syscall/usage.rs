@@ -21,7 +21,7 @@ pub fn process_time(p: &Process) -> CpuTime {
 }
 
 /// A `struct rusage` with `time` and the maximum resident set (KiB).
-fn rusage(time: CpuTime, maxrss_kib: u64) -> [u8; RUSAGE_SIZE] {
+pub(super) fn rusage(time: CpuTime, maxrss_kib: u64) -> [u8; RUSAGE_SIZE] {
     let mut b = [0u8; RUSAGE_SIZE];
     let tv = |d: std::time::Duration| {
         let mut t = [0u8; 16];
