@@ -59,7 +59,7 @@ fn image_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     busybox_files(d.path());
     std::fs::create_dir(d.path().join("bin")).unwrap();
-    for prog in ["busybox", "fileio", "mmapfile"] {
+    for prog in ["busybox", "fileio", "mmapfile", "abi"] {
         std::fs::copy(image(prog), d.path().join("bin").join(prog)).unwrap();
     }
     d
@@ -130,6 +130,26 @@ fn private_file_mappings_work_on_remote_storage() {
     let remote = run(mem, storage, "mm", "/bin/mmapfile", &["/sub"], b"");
     assert_eq!(remote.status.code(), Some(0), "{}", String::from_utf8_lossy(&remote.stderr));
     assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout));
+}
+
+/// Record locks across processes, shared file mappings written back, and the file calls of
+/// issue 17 (`tests/abi.rs` runs them on a host directory) behave the same on remote storage.
+#[test]
+fn locks_shared_mappings_and_file_calls_work_on_remote_storage() {
+    if !kvm() {
+        return;
+    }
+    let s = setup("abi", |_| ());
+    for case in ["locks", "mapshared", "files"] {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(image("abi"));
+        cmd.arg(case).current_dir(scratch.path());
+        let native = output(cmd, b"");
+        assert_eq!(native.status.code(), Some(0), "abi {case} natively: {}", String::from_utf8_lossy(&native.stdout));
+        let remote = run(&s.mem, &s.storage, "abi", "/bin/abi", &[case], b"");
+        assert_eq!(remote.status.code(), Some(0), "abi {case}: {}", String::from_utf8_lossy(&remote.stderr));
+        assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "abi {case}");
+    }
 }
 
 #[test]

@@ -357,6 +357,10 @@ fn print_stats(report: &RunReport) {
         report.elapsed.as_secs_f64(),
         s.threads_created
     );
+    eprintln!("lego: {} system calls implemented", lego_vmm::syscall::implemented().len());
+    if s.peak_locked > 0 {
+        eprintln!("lego: mlock'd memory at most {} KiB", s.peak_locked / 1024);
+    }
     for (nr, n) in &s.by_nr {
         let name = names::name(*nr).unwrap_or("?");
         let note = if s.unimplemented.contains_key(nr) { "  (unimplemented: ENOSYS)" } else { "" };

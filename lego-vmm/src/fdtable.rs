@@ -25,6 +25,8 @@ pub enum Backing {
     Socket(crate::net::socket::Socket),
     /// An epoll instance ([`crate::epoll`]).
     Epoll(crate::epoll::Epoll),
+    /// A descriptor the VMM answers itself (signalfd, pidfd).
+    Anon(crate::anonfd::AnonFile),
 }
 
 /// An open file description (`struct file`).
@@ -35,12 +37,19 @@ pub struct OpenFile {
     /// Access mode and status flags (`O_APPEND`, `O_NONBLOCK`, ...).
     pub status: Mutex<i32>,
     pub offset: Mutex<u64>,
+    /// The lock table it took an OFD lock or a `flock` in: they go when it is closed for good.
+    pub locks: Mutex<Option<Arc<crate::locks::LockTable>>>,
 }
 
 impl OpenFile {
     /// A new description at offset 0.
     pub fn new(backing: Backing, path: Vec<u8>, status: i32) -> Arc<OpenFile> {
-        Arc::new(OpenFile { backing, path, status: Mutex::new(status), offset: Mutex::new(0) })
+        Arc::new(OpenFile { backing, path, status: Mutex::new(status), offset: Mutex::new(0), locks: Mutex::new(None) })
+    }
+
+    /// The owner of the locks the description holds itself (OFD locks, `flock`).
+    pub fn lock_owner(&self) -> crate::locks::Owner {
+        crate::locks::Owner::Description(self as *const OpenFile as usize)
     }
 
     /// Current status flags.
@@ -63,6 +72,15 @@ impl OpenFile {
             Backing::Socket(s) => Some(s.fd()),
             Backing::Epoll(e) => Some(e.host_fd()),
             _ => None,
+        }
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        let table = self.locks.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(table) = table {
+            table.release_owner(self.lock_owner());
         }
     }
 }

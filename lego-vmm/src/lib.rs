@@ -9,6 +9,7 @@
 //! Memory: the guest's memory lives on mem-servers; only the [`excache`] is resident here, and
 //! memory system calls go to the process's home mem-server through [`mm::Mm`].
 
+pub mod anonfd;
 pub mod bench;
 pub mod cpu;
 pub mod elf;
@@ -19,8 +20,11 @@ pub mod fault;
 pub mod fdtable;
 pub mod fs;
 pub mod futex;
+pub mod hostcpu;
 pub mod kick;
 pub mod layout;
+pub mod locks;
+pub mod mapstate;
 pub mod memory;
 pub mod net;
 pub mod pcomp;
@@ -31,6 +35,7 @@ pub mod stack;
 pub mod syscall;
 pub mod sysmem;
 pub mod threads;
+pub mod timers;
 #[cfg(test)]
 mod testing;
 pub mod vnode;

@@ -95,6 +95,8 @@ pub struct SyscallStats {
     pub unimplemented: BTreeMap<u64, u64>,
     /// Threads the process started (`clone`), besides its first.
     pub threads_created: u64,
+    /// Most memory `mlock`ed at once (bytes).
+    pub peak_locked: u64,
 }
 
 /// What belongs to one thread of the process, kept in the process so that other threads can
@@ -113,6 +115,14 @@ pub struct ThreadState {
     pub altstack: AltStack,
     /// The mask `rt_sigsuspend` replaced, given back when its handler returns.
     pub saved_mask: Option<u64>,
+    /// The host thread running it, once it runs.
+    pub host: Option<crate::hostcpu::HostThread>,
+    /// `sched_setaffinity`: the host cores it may run on (`None`: all of the vNode's).
+    pub affinity: Option<u64>,
+    /// `sched_setscheduler`: (policy, priority).
+    pub sched: (i32, i32),
+    /// Its registered `struct rseq` (0: none), whose CPU id a pinned thread's pin sets.
+    pub rseq: u64,
 }
 
 /// Id of the first thread of the first process, which is also its process id.
@@ -146,6 +156,19 @@ pub struct Process {
     /// `PR_SET_NAME` name.
     pub comm: [u8; 16],
     pub stats: SyscallStats,
+    /// `personality(2)`.
+    pub personality: u32,
+    /// The host cores the vNode may use (as the VMM found them when the run started).
+    pub cores: u64,
+    /// CPU time of its threads that ended, and of the children it reaped (`getrusage`).
+    pub usage: crate::hostcpu::CpuTime,
+    pub children_usage: crate::hostcpu::CpuTime,
+    /// Its interval and POSIX timers.
+    pub timers: crate::timers::Timers,
+    /// The file locks of the run, one table for every process of it.
+    pub locks: Arc<crate::locks::LockTable>,
+    /// `mlock` state and the writable shared file mappings.
+    pub maps: crate::mapstate::MapState,
     pub started: Instant,
     /// Set when the process has ended.
     pub exit: Option<Termination>,
@@ -194,6 +217,13 @@ impl Process {
             net,
             comm: comm_of(execfn),
             stats: SyscallStats::default(),
+            personality: 0,
+            cores: crate::hostcpu::cores(),
+            usage: Default::default(),
+            children_usage: Default::default(),
+            timers: Default::default(),
+            locks: Default::default(),
+            maps: Default::default(),
             started: Instant::now(),
             exit: None,
         })
@@ -206,7 +236,7 @@ impl Process {
         let mm = self.mm.fork()?;
         let group = Arc::new(ThreadGroup::new().map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
         let caller = self.thread(tid);
-        let thread = ThreadState { sigmask: caller.sigmask, altstack: caller.altstack, ..ThreadState::default() };
+        let thread = ThreadState { sigmask: caller.sigmask, altstack: caller.altstack, affinity: caller.affinity, sched: caller.sched, ..ThreadState::default() };
         let signals = Signals { actions: self.signals.actions, pending: Pending::default() };
         Ok(Process {
             pid,
@@ -226,6 +256,13 @@ impl Process {
             net: self.net.clone(),
             comm: self.comm,
             stats: SyscallStats::default(),
+            personality: self.personality,
+            cores: self.cores,
+            usage: Default::default(),
+            children_usage: Default::default(),
+            timers: Default::default(),
+            locks: self.locks.clone(),
+            maps: self.maps.forked(),
             started: Instant::now(),
             exit: None,
         })

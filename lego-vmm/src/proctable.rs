@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::errno::{Errno, SysResult};
+use crate::hostcpu::CpuTime;
 use crate::signal::{SigInfo, SI_KERNEL};
 
 /// Id of the first process of a run.
@@ -27,6 +28,10 @@ pub trait Signalable: Send + Sync {
     /// `SIGCHLD` `info`, both under the process's lock: the signal is pending before a wait can
     /// take the zombie, and a handler that waits finds it, as with Linux's `exit_notify`.
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut());
+
+    /// Runs `f` on the process under its lock (a timer firing, a signal for one of its
+    /// threads); a signal `f` posts wakes the thread that is to take it.
+    fn with_process(&self, f: &mut dyn FnMut(&mut crate::process::Process));
 }
 
 /// A process `kill` reaches: its pid, and how to signal it (`None` once it ended).
@@ -74,6 +79,8 @@ pub struct ProcTable {
     changed: Condvar,
     /// Host threads running processes other than the first, until they are joined.
     hosts: Mutex<Vec<JoinHandle<()>>>,
+    /// CPU time of ended processes (with their reaped children), until their parent reaps them.
+    usage: Mutex<BTreeMap<i32, CpuTime>>,
 }
 
 /// Encodes how a process ended as `wait4` reports it: the exit code, or the signal.
@@ -99,6 +106,7 @@ impl ProcTable {
             table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]) }),
             changed: Condvar::new(),
             hosts: Mutex::new(Vec::new()),
+            usage: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -145,6 +153,7 @@ impl ProcTable {
         let reap = t.procs.get(&ppid).is_none_or(|p| p.nocldwait || p.status.is_some());
         if reap && pid != FIRST_PID {
             t.procs.remove(&pid);
+            self.usage.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
         } else if let Some(e) = t.procs.get_mut(&pid) {
             e.status = Some(status);
             e.target = None;
@@ -164,6 +173,16 @@ impl ProcTable {
         let e = t.procs.get(&pid)?;
         let parent = t.procs.get(&e.ppid)?.target.as_ref()?.upgrade()?;
         (e.exit_signal != 0).then_some((parent, e.exit_signal))
+    }
+
+    /// Process `pid`, ending, spent `usage` (with its reaped children's).
+    pub fn set_usage(&self, pid: i32, usage: CpuTime) {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, usage);
+    }
+
+    /// What the child `pid` that was just reaped spent, for its parent's `RUSAGE_CHILDREN`.
+    pub fn take_usage(&self, pid: i32) -> CpuTime {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid).unwrap_or_default()
     }
 
     /// Process `pid` has exec'd: its `vfork` parent goes on.
@@ -229,6 +248,11 @@ impl ProcTable {
     pub fn wait_change(&self, limit: Duration) {
         let t = self.lock();
         drop(self.changed.wait_timeout(t, limit).unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Whether process `pid` has ended (a zombie, or reaped already).
+    pub fn ended(&self, pid: i32) -> bool {
+        self.lock().procs.get(&pid).is_none_or(|e| e.status.is_some())
     }
 
     /// The parent of `pid` (0 for the first process).
@@ -374,6 +398,7 @@ mod tests {
         fn child_ended(&self, _: SigInfo, record: &mut dyn FnMut()) {
             record();
         }
+        fn with_process(&self, _: &mut dyn FnMut(&mut crate::process::Process)) {}
     }
 
     #[test]

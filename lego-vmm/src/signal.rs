@@ -66,12 +66,14 @@ pub struct SigInfo {
     pub addr: u64,
     /// `si_status` of a `SIGCHLD`: the exit code or the signal that ended the child.
     pub status: i32,
+    /// `si_value` of a queued signal (`sigqueue`, a POSIX timer's `sigev_value`).
+    pub value: u64,
 }
 
 impl SigInfo {
     /// A signal sent by a process (`kill`: [`SI_USER`], `tgkill`: [`SI_TKILL`]).
     pub fn sent(signo: i32, code: i32, pid: i32, uid: u32) -> SigInfo {
-        SigInfo { signo, code, sender: Some((pid, uid)), addr: 0, status: 0 }
+        SigInfo { signo, code, sender: Some((pid, uid)), addr: 0, status: 0, value: 0 }
     }
 
     /// What the parent of child `pid` (of user `uid`) that ended with wait status
@@ -88,7 +90,7 @@ impl SigInfo {
 
     /// A fault at `addr`.
     pub fn fault(signo: i32, code: i32, addr: u64) -> SigInfo {
-        SigInfo { signo, code, sender: None, addr, status: 0 }
+        SigInfo { signo, code, sender: None, addr, status: 0, value: 0 }
     }
 
     /// The 128-byte `siginfo_t`: signo, errno, code, then the union at 16.
@@ -104,12 +106,36 @@ impl SigInfo {
             }
             None => b[16..24].copy_from_slice(&self.addr.to_le_bytes()),
         }
+        if self.value != 0 {
+            b[24..32].copy_from_slice(&self.value.to_le_bytes());
+        }
         b
+    }
+
+    /// The signal of POSIX timer `id` (`SI_TIMER`): `si_timerid`, `si_overrun` and `si_value`
+    /// share the layout of a sender's pid, uid and value.
+    pub fn timer(signo: i32, id: i32, overrun: u32, value: u64) -> SigInfo {
+        SigInfo { value, ..SigInfo::sent(signo, SI_TIMER, id, overrun) }
+    }
+
+    /// The POSIX timer whose signal this is, if it is one.
+    pub fn timer_id(&self) -> Option<i32> {
+        (self.code == SI_TIMER).then(|| self.sender.map_or(0, |(id, _)| id))
     }
 }
 
+/// `si_code` of a signal sent by `sigqueue`.
+pub const SI_QUEUE: i32 = -1;
+/// `si_code` of a POSIX timer's signal.
+pub const SI_TIMER: i32 = -2;
+/// The first real-time signal (`SIGRTMIN` of the kernel; C libraries keep a few for themselves).
+pub const SIGRTMIN: i32 = 32;
+/// Most signals queued for one thread or process, as a default `RLIMIT_SIGPENDING` would allow.
+const MAX_QUEUED: usize = 4096;
+
 /// Signals waiting for delivery, each with its `siginfo`. A standard signal is pending at most
-/// once; so is a real-time one here (Linux would queue each instance).
+/// once; each instance of a real-time signal is queued, and they are taken in the order they
+/// came.
 #[derive(Debug, Clone, Default)]
 pub struct Pending {
     bits: u64,
@@ -123,7 +149,8 @@ impl Pending {
     }
 
     fn add(&mut self, info: SigInfo) {
-        if self.bits & bit(info.signo) == 0 {
+        let queues = info.signo >= SIGRTMIN && self.info.len() < MAX_QUEUED;
+        if self.bits & bit(info.signo) == 0 || queues {
             self.bits |= bit(info.signo);
             self.info.push(info);
         }
@@ -133,9 +160,28 @@ impl Pending {
         if self.bits & bit(sig) == 0 {
             return None;
         }
-        self.bits &= !bit(sig);
         let at = self.info.iter().position(|i| i.signo == sig)?;
-        Some(self.info.swap_remove(at))
+        let info = self.info.remove(at);
+        if !self.info.iter().any(|i| i.signo == sig) {
+            self.bits &= !bit(sig);
+        }
+        Some(info)
+    }
+
+    /// Drops the queued signal of POSIX timer `id` (the timer was set again or deleted: Linux
+    /// does not deliver a signal of an earlier arming).
+    pub fn drop_timer(&mut self, id: i32) {
+        if let Some(at) = self.info.iter().position(|i| i.timer_id() == Some(id)) {
+            let sig = self.info.remove(at).signo;
+            if !self.info.iter().any(|i| i.signo == sig) {
+                self.bits &= !bit(sig);
+            }
+        }
+    }
+
+    /// The queued signal of POSIX timer `id`, if one waits.
+    pub fn timer_mut(&mut self, id: i32) -> Option<&mut SigInfo> {
+        self.info.iter_mut().find(|i| i.timer_id() == Some(id))
     }
 }
 
@@ -340,8 +386,8 @@ pub fn take(p: &mut Process, tid: i32, set: u64) -> Option<SigInfo> {
 pub fn restartable(nr: u64, regs: &kvm_regs) -> bool {
     const FUTEX: u64 = 202;
     match nr {
-        // read, write, readv, writev, wait4, waitid
-        0 | 1 | 19 | 20 | 61 | 247 => true,
+        // read, write, readv, writev, wait4, waitid, fcntl (F_SETLKW), flock
+        0 | 1 | 19 | 20 | 61 | 72 | 73 | 247 => true,
         // A futex wait with no timeout.
         FUTEX => regs.r10 == 0,
         _ => false,

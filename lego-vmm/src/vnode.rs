@@ -289,6 +289,13 @@ impl Group {
     fn run_process(self: &Arc<Self>, vcpu: &mut VcpuFd) -> Result<Termination, VmmError> {
         self.run_thread(vcpu, 0, self.pid);
         self.wait_for_threads();
+        {
+            // Its shared file mappings are written back; its record locks go with it, its
+            // descriptions' locks go when they close.
+            let mut p = lock(&self.process);
+            syscall::unmapping_all(&mut p);
+            p.locks.release_owner(crate::locks::Owner::Process(self.pid));
+        }
         let outcome = lock(&self.outcome).take();
         outcome.unwrap_or_else(|| Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into())))
     }
@@ -325,7 +332,11 @@ impl Group {
                 tracing::info!(pid, signal, "process {pid} killed: {detail}");
             }
             // Its descriptors close and its memory goes before its parent hears of its end.
-            let uid = lock(&group.process).creds.uid;
+            let (uid, usage) = {
+                let p = lock(&group.process);
+                (p.creds.uid, p.usage + p.children_usage)
+            };
+            table.set_usage(pid, usage);
             drop(vcpu);
             drop(group);
             let status = termination.wait_status();
@@ -347,10 +358,32 @@ impl Group {
     /// Runs guest thread `tid` on `vcpu` (vCPU `index`) until the thread or the process ends.
     fn run_thread(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) {
         self.kicker.register(tid, vcpu);
+        self.host_thread(tid);
         if let Some(outcome) = self.run_loop(vcpu, index, tid) {
             self.end(outcome);
         }
+        // A thread that called `exit` was counted then (before a join could see it end).
+        let mut p = lock(&self.process);
+        if let Some(h) = p.threads.get_mut(&tid).and_then(|t| t.host.take()) {
+            p.usage += h.spent();
+        }
+        drop(p);
         self.kicker.unregister(tid);
+    }
+
+    /// The calling host thread now runs guest thread `tid`: it is recorded (for `getrusage`
+    /// and `sched_setaffinity`), and pinned as the thread's affinity says.
+    fn host_thread(&self, tid: i32) {
+        let host = crate::hostcpu::HostThread::current();
+        let mut p = lock(&self.process);
+        if let Some(t) = p.threads.get_mut(&tid) {
+            t.host = Some(host);
+            if let Some(mask) = t.affinity {
+                if let Err(e) = crate::hostcpu::pin(host.tid, mask) {
+                    tracing::warn!(tid, "pinning the host thread: {e}");
+                }
+            }
+        }
     }
 
     /// Ends the process (the first outcome counts): every other thread is woken from its waits
@@ -648,6 +681,10 @@ impl Signalable for Group {
         let mut p = lock(&self.process);
         record();
         signal::post_process(&mut p, info, None);
+    }
+
+    fn with_process(&self, f: &mut dyn FnMut(&mut Process)) {
+        f(&mut lock(&self.process));
     }
 }
 

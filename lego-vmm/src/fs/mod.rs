@@ -12,6 +12,7 @@
 //!   (`lego run --storage-server`).
 
 pub mod hostdir;
+pub mod memfd;
 pub mod remote;
 
 use crate::errno::SysResult;

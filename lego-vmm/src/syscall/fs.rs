@@ -81,22 +81,11 @@ const F_GETFD: i32 = 1;
 const F_SETFD: i32 = 2;
 const F_GETFL: i32 = 3;
 const F_SETFL: i32 = 4;
-const F_GETLK: i32 = 5;
-const F_SETLK: i32 = 6;
-const F_SETLKW: i32 = 7;
 const F_SETOWN: i32 = 8;
 const F_GETOWN: i32 = 9;
-const F_OFD_GETLK: i32 = 36;
-const F_OFD_SETLK: i32 = 37;
-const F_OFD_SETLKW: i32 = 38;
 const F_DUPFD_CLOEXEC: i32 = 1030;
 const F_SETPIPE_SZ: i32 = 1031;
 const F_GETPIPE_SZ: i32 = 1032;
-const F_RDLCK: i16 = 0;
-const F_WRLCK: i16 = 1;
-const F_UNLCK: i16 = 2;
-/// `sizeof(struct flock)` on x86-64.
-const FLOCK_SIZE: usize = 32;
 
 /// `STATX_BASIC_STATS`: everything but the birth time.
 const STATX_BASIC_STATS: u32 = 0x7ff;
@@ -111,7 +100,7 @@ const S_IFLNK: u32 = libc::S_IFLNK;
 const S_IFIFO: u32 = libc::S_IFIFO;
 
 /// A guest buffer list: (address, length) pairs, in transfer order.
-type Segs = Vec<(u64, u64)>;
+pub(super) type Segs = Vec<(u64, u64)>;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -153,7 +142,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Checks the description may be read (`write == false`) or written, as `FMODE_READ` /
 /// `FMODE_WRITE` do: `EBADF` otherwise (also for `O_PATH` descriptors).
-fn check_mode(file: &OpenFile, write: bool) -> SysResult<()> {
+pub(super) fn check_mode(file: &OpenFile, write: bool) -> SysResult<()> {
     let st = file.status();
     let acc = st & libc::O_ACCMODE;
     let ok = st & libc::O_PATH == 0
@@ -207,7 +196,7 @@ fn host_ready(fd: i32, events: i16) -> SysResult<bool> {
 }
 
 /// `read`/`pread` on a host descriptor.
-fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
+pub(super) fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
     let pos = pos.map(|o| i64::try_from(o).map_err(|_| Errno::EINVAL)).transpose()?;
     host_retry(|| match pos {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is owned by the open
@@ -219,7 +208,7 @@ fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
 }
 
 /// `write`/`pwrite` on a host descriptor.
-fn host_write(fd: i32, buf: &[u8], pos: Option<u64>) -> SysResult<usize> {
+pub(super) fn host_write(fd: i32, buf: &[u8], pos: Option<u64>) -> SysResult<usize> {
     let pos = pos.map(|o| i64::try_from(o).map_err(|_| Errno::EINVAL)).transpose()?;
     host_retry(|| match pos {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes; `fd` is owned by the open file
@@ -304,7 +293,7 @@ pub(super) fn resolve(p: &Process, dirfd: u64, path: &[u8]) -> SysResult<Vec<u8>
 }
 
 /// Reads the path at `addr` and resolves it against `dirfd`.
-fn at_path(p: &Process, dirfd: u64, addr: u64) -> SysResult<Vec<u8>> {
+pub(super) fn at_path(p: &Process, dirfd: u64, addr: u64) -> SysResult<Vec<u8>> {
     let path = read_path(p, addr)?;
     resolve(p, dirfd, &path)
 }
@@ -538,7 +527,7 @@ fn check_range(start: u64, len: u64) -> SysResult<()> {
 
 /// Reads from `file` into the guest segments, at `pos` (`pread`) or the description's offset.
 /// The caller has checked the description is readable.
-fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
+pub(super) fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
     let (segs, total) = clip(p, segs, true)?;
     let nonblock = file.status() & libc::O_NONBLOCK != 0;
     match &file.backing {
@@ -569,13 +558,15 @@ fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) 
         // Sockets are read through `super::net`; what comes here is positioned.
         Backing::Socket(_) => Err(Errno::ESPIPE),
         Backing::Epoll(_) => Err(Errno::EINVAL),
+        // A signalfd is read by `read` itself ([`super::anon::read_anon`]); a pidfd is not read.
+        Backing::Anon(_) => Err(Errno::EINVAL),
     }
 }
 
 /// Writes the guest segments to `file`, at `pos` (`pwrite`) or the description's offset
 /// (`O_APPEND`: at the end of the file, for `pwrite` too, as Linux does). `EPIPE` also sends
 /// `SIGPIPE` to the calling thread `tid`. The caller has checked the description is writable.
-fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
+pub(super) fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos: Option<u64>) -> SysResult<u64> {
     let (segs, total) = clip(p, segs, false)?;
     let status = file.status();
     let nonblock = status & libc::O_NONBLOCK != 0;
@@ -605,6 +596,7 @@ fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64, u64)], pos
         }
         Backing::Socket(_) => Err(Errno::ESPIPE),
         Backing::Epoll(_) => Err(Errno::EINVAL),
+        Backing::Anon(_) => Err(Errno::EINVAL),
     };
     if res == Err(Errno::EPIPE) {
         let info = SigInfo::sent(libc::SIGPIPE, SI_USER, p.pid, p.creds.uid);
@@ -660,6 +652,7 @@ fn file_stat(p: &Process, file: &OpenFile) -> SysResult<Stat> {
         Backing::Host(h) => host_stat(h.as_raw_fd()),
         Backing::Socket(s) => host_stat(s.fd()),
         Backing::Epoll(e) => host_stat(e.host_fd()),
+        Backing::Anon(a) => Ok(a.stat(p)),
         Backing::Pipe(end) => Ok(Stat {
             // pipefs: an anonymous device, one inode shared by both ends, owned by the creator.
             dev: 0xc,
@@ -779,6 +772,8 @@ pub fn openat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 pub fn close(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let file = p.fds.get(fdarg(a[0]))?;
+    super::locks::closing(p, &file);
     p.fds.close(fdarg(a[0]))?;
     Ok(0)
 }
@@ -869,6 +864,8 @@ fn wait_ready(p: &mut Locked<'_>, tid: i32, fd: u64, write: bool) -> SysResult<O
         }
         match &file.backing {
             Backing::File(_) | Backing::Socket(_) | Backing::Epoll(_) => return Ok(None),
+            // A signalfd read waits itself ([`super::anon::read_anon`]).
+            Backing::Anon(_) => return Ok(None),
             Backing::Pipe(end) if end.is_write_end() != write => return Ok(None),
             Backing::Pipe(end) => {
                 if let Some(n) = end.ready() {
@@ -898,6 +895,9 @@ pub fn read(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     wait_ready(p, cpu.tid, a[0], false)?;
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, false)?;
+    if let Backing::Anon(anon) = &file.backing {
+        return super::anon::read_anon(p, cpu.tid, &file, anon, one_seg(a[1], a[2])?[0]);
+    }
     do_read(p, &file, &one_seg(a[1], a[2])?, None)
 }
 
@@ -942,7 +942,7 @@ fn positioned(p: &Process, a: &Args, write: bool) -> SysResult<(Arc<OpenFile>, u
         return Err(Errno::EINVAL);
     }
     let file = p.fds.get(fdarg(a[0]))?;
-    if matches!(file.backing, Backing::Pipe(_)) {
+    if matches!(file.backing, Backing::Pipe(_) | Backing::Anon(_)) {
         return Err(Errno::ESPIPE);
     }
     check_mode(&file, write)?;
@@ -997,7 +997,7 @@ pub fn lseek(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     let f = match &file.backing {
         Backing::File(f) => f,
-        Backing::Pipe(_) | Backing::Socket(_) | Backing::Epoll(_) => return Err(Errno::ESPIPE),
+        Backing::Pipe(_) | Backing::Anon(_) | Backing::Socket(_) | Backing::Epoll(_) => return Err(Errno::ESPIPE),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor the description owns.
             let r = unsafe { libc::lseek(h.as_raw_fd(), off, whence as i32) };
@@ -1166,20 +1166,8 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
 }
 
-/// Reads and checks the `struct flock` at `arg`; returns its `l_type`.
-fn read_flock(p: &Process, arg: u64) -> SysResult<(i16, [u8; FLOCK_SIZE])> {
-    let mut fl = [0u8; FLOCK_SIZE];
-    p.mm.read_user(arg, &mut fl)?;
-    let l_type = i16::from_le_bytes([fl[0], fl[1]]);
-    if !matches!(l_type, F_RDLCK | F_WRLCK | F_UNLCK) {
-        return Err(Errno::EINVAL);
-    }
-    Ok((l_type, fl))
-}
-
-/// `fcntl(fd, cmd, arg)`. Record locks always succeed: a vNode's files have one process using
-/// them, so no lock can conflict (`F_GETLK` reports `F_UNLCK`).
-pub fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `fcntl(fd, cmd, arg)`, but for the record locks ([`super::locks::fcntl`]).
+pub(super) fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (fd, cmd, arg) = (fdarg(a[0]), a[1] as i32, a[2]);
     let file = p.fds.get(fd)?;
     if file.status() & libc::O_PATH != 0 && !matches!(cmd, F_DUPFD | F_DUPFD_CLOEXEC | F_GETFD | F_SETFD | F_GETFL) {
@@ -1205,27 +1193,6 @@ pub fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             *st = (*st & !changeable) | (arg as i32 & changeable);
             Ok(0)
         }
-        F_GETLK | F_OFD_GETLK => {
-            let (l_type, fl) = read_flock(p, arg)?;
-            // The query names a lock to test: F_UNLCK makes no sense; OFD locks need l_pid 0.
-            if l_type == F_UNLCK || (cmd == F_OFD_GETLK && fl[24..28] != [0; 4]) {
-                return Err(Errno::EINVAL);
-            }
-            p.mm.write_user(arg, &F_UNLCK.to_le_bytes())?;
-            Ok(0)
-        }
-        F_SETLK | F_SETLKW | F_OFD_SETLK | F_OFD_SETLKW => {
-            let (l_type, fl) = read_flock(p, arg)?;
-            if matches!(cmd, F_OFD_SETLK | F_OFD_SETLKW) && fl[24..28] != [0; 4] {
-                return Err(Errno::EINVAL);
-            }
-            match l_type {
-                F_RDLCK => check_mode(&file, false)?,
-                F_WRLCK => check_mode(&file, true)?,
-                _ => {}
-            }
-            Ok(0)
-        }
         F_GETOWN => Ok(0),
         F_SETOWN => Ok(0),
         F_GETPIPE_SZ | F_SETPIPE_SZ => {
@@ -1249,7 +1216,7 @@ fn sync(p: &Process, fd: u64, data_only: bool) -> SysResult<u64> {
     not_opath(&file)?;
     match &file.backing {
         Backing::File(f) => f.sync(data_only).map(|()| 0),
-        Backing::Pipe(_) | Backing::Socket(_) | Backing::Epoll(_) => Err(Errno::EINVAL),
+        Backing::Pipe(_) | Backing::Anon(_) | Backing::Socket(_) | Backing::Epoll(_) => Err(Errno::EINVAL),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor `file` owns.
             let r = unsafe { if data_only { libc::fdatasync(h.as_raw_fd()) } else { libc::fsync(h.as_raw_fd()) } };
@@ -1290,7 +1257,7 @@ pub fn ftruncate(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             f.set_len(len as u64)?;
             Ok(0)
         }
-        Backing::Pipe(_) | Backing::Socket(_) | Backing::Epoll(_) => Err(Errno::EINVAL),
+        Backing::Pipe(_) | Backing::Anon(_) | Backing::Socket(_) | Backing::Epoll(_) => Err(Errno::EINVAL),
         Backing::Host(h) => {
             // SAFETY: plain syscall on a descriptor `file` owns (the caller's redirected output).
             if unsafe { libc::ftruncate(h.as_raw_fd(), len) } < 0 {
@@ -1907,15 +1874,6 @@ mod tests {
         // Shared description: the offset moves for both.
         t.write_str(fd, "abc").unwrap();
         assert_eq!(t.call(lseek, &[10, 0, u64::from(SEEK_CUR)]), Ok(3));
-        let fl = t.scratch + 0x4000;
-        t.put(fl, &[0u8; FLOCK_SIZE]);
-        t.put(fl, &F_WRLCK.to_le_bytes());
-        assert_eq!(t.call(fcntl, &[fd, F_SETLK as u64, fl]), Ok(0));
-        assert_eq!(t.call(fcntl, &[fd, F_GETLK as u64, fl]), Ok(0));
-        assert_eq!(t.get(fl, 2), F_UNLCK.to_le_bytes());
-        assert_eq!(t.call(fcntl, &[fd, F_GETLK as u64, fl]), Err(Errno::EINVAL), "F_UNLCK is no query");
-        t.put(fl, &7i16.to_le_bytes());
-        assert_eq!(t.call(fcntl, &[fd, F_SETLK as u64, fl]), Err(Errno::EINVAL));
         assert_eq!(t.call(fcntl, &[fd, 12345]), Err(Errno::EINVAL));
         assert_eq!(t.call(umask, &[0o7077]), Ok(0o022));
         assert_eq!(t.call(umask, &[0o022]), Ok(0o077));

@@ -1,4 +1,4 @@
-//! System information: uname, sysinfo, getrandom, CPU affinity.
+//! System information: uname, sysinfo, getrandom.
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
@@ -71,30 +71,4 @@ pub fn getrandom(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         done += n as usize;
     }
     p.mm.write_user(addr, &buf).map(|()| len as u64)
-}
-
-/// `sched_getaffinity`: the host CPUs this pComponent may use.
-pub fn sched_getaffinity(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let [pid, len, addr, ..] = a;
-    if pid != 0 && pid as i32 != p.pid {
-        return Err(Errno::ESRCH);
-    }
-    if len < 8 || len % 8 != 0 {
-        return Err(Errno::EINVAL);
-    }
-    // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return Err(Errno::last());
-    }
-    let mut mask = 0u64;
-    for cpu in 0..64 {
-        // SAFETY: `set` is initialised and cpu < CPU_SETSIZE.
-        if unsafe { libc::CPU_ISSET(cpu, &set) } {
-            mask |= 1 << cpu;
-        }
-    }
-    p.mm.write_u64(addr, mask)?;
-    Ok(8)
 }

@@ -1,4 +1,5 @@
-//! Memory system calls: brk, mmap, munmap, mprotect, mremap, madvise.
+//! Memory system calls: brk, mmap, munmap, mprotect, mremap, madvise (msync, mincore and
+//! mlock are [`super::mapping`]'s).
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
@@ -16,8 +17,8 @@ pub fn brk(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(p.mm.brk(a[0]))
 }
 
-/// `mmap`: anonymous memory, or a private copy of a file's contents (shared writable file
-/// mappings would need write-back coherence lego does not provide: `ENODEV`).
+/// `mmap`: anonymous memory, or a copy of a file's contents. A writable shared file mapping
+/// is written back to its file on `msync`, `munmap` and exit ([`super::mapping`]).
 pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [addr, len, prot, flags, fd, off] = a;
     let (prot, flags) = (prot as u32, flags as u32);
@@ -28,8 +29,13 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     if !matches!(map_type, MAP_SHARED | MAP_PRIVATE | 0x03) {
         return Err(Errno::EINVAL);
     }
+    if flags & MAP_FIXED != 0 {
+        super::mapping::unmapping(p, addr, addr.saturating_add(len));
+    }
     if flags & MAP_ANONYMOUS != 0 {
-        return p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::Anon);
+        let start = p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::Anon)?;
+        super::mapping::mapped(p, start, len, None);
+        return Ok(start);
     }
     if off % PAGE_SIZE != 0 {
         return Err(Errno::EINVAL);
@@ -38,14 +44,18 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     if !file.readable() {
         return Err(Errno::EACCES);
     }
-    if map_type != MAP_PRIVATE && prot & libc::PROT_WRITE as u32 != 0 {
-        return Err(if file.writable() { Errno::ENODEV } else { Errno::EACCES });
+    let shared = map_type != MAP_PRIVATE;
+    if shared && prot & libc::PROT_WRITE as u32 != 0 && !file.writable() {
+        return Err(Errno::EACCES);
     }
     let Backing::File(f) = &file.backing else { return Err(Errno::ENODEV) };
     if f.stat()?.mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Errno::ENODEV);
     }
     let start = p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::File(file.path.clone()))?;
+    // A shared mapping of a file open for writing may be written (now, or after mprotect).
+    let track = shared && file.writable();
+    let mut clean = Vec::new();
     let mut done = 0;
     while done < len {
         let want = (len - done).min(FILE_CHUNK) as usize;
@@ -55,12 +65,20 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             break;
         }
         p.mm.load(start + done, &buf[..n])?;
+        if track {
+            clean.extend_from_slice(&buf[..n]);
+        }
         done += n as u64;
     }
+    let shared = track.then(|| (file.clone(), off, clean));
+    super::mapping::mapped(p, start, len, shared);
     Ok(start)
 }
 
 pub fn munmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    if a[0].is_multiple_of(PAGE_SIZE) {
+        super::mapping::unmapping(p, a[0], a[0].saturating_add(a[1]));
+    }
     p.mm.munmap(a[0], a[1]).map(|()| 0)
 }
 
@@ -70,7 +88,13 @@ pub fn mprotect(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     p.mm.mprotect(a[0], a[1], Prot(prot)).map(|()| 0)
 }
 
+/// `mremap`. A writable shared file mapping that moves or changes size is written back first
+/// and is a private copy from then on.
 pub fn mremap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let old_end = a[0].saturating_add(a[1]);
+    if p.maps.shared.iter().any(|m| m.start < old_end && a[0] < m.end()) {
+        super::mapping::unmapping(p, a[0], old_end);
+    }
     p.mm.mremap(a[0], a[1], a[2], a[3] as u32, a[4])
 }
 

@@ -51,7 +51,7 @@ pub(super) fn read_timespec(p: &Process, at: u64) -> SysResult<Option<Duration>>
 
 /// The readiness of every entry that can be known without the host; host descriptors to ask,
 /// with the index of their entry; whether pipes are among the descriptors.
-fn scan(p: &Process, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)>, bool) {
+fn scan(p: &Process, tid: i32, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)>, bool) {
     let mut host = Vec::new();
     let mut pipes = false;
     let always = libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
@@ -77,6 +77,11 @@ fn scan(p: &Process, entries: &mut [libc::pollfd]) -> (Vec<(usize, libc::pollfd)
                     r |= libc::POLLHUP;
                 }
                 e.revents = r;
+            }
+            Backing::Anon(a) => {
+                // Looked at again after each slice, as pipes are.
+                pipes = true;
+                e.revents = if a.readable(p, tid) { e.events & libc::POLLIN } else { 0 };
             }
             Backing::Host(_) | Backing::Socket(_) | Backing::Epoll(_) => {
                 if let Some(fd) = file.host_fd() {
@@ -121,7 +126,7 @@ fn wait_entries(p: &mut Locked<'_>, tid: i32, entries: &mut [libc::pollfd], time
     let deadline = timeout.map(|t| Instant::now() + t);
     let group = p.group.clone();
     loop {
-        let (host, pipes) = scan(p, entries);
+        let (host, pipes) = scan(p, tid, entries);
         let fds: Vec<libc::pollfd> = host.iter().map(|(_, f)| *f).collect();
         let mut ready = entries.iter().any(|e| e.revents != 0);
         if !fds.is_empty() {

@@ -12,10 +12,10 @@ pub fn getppid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
     Ok(p.procs.ppid(p.pid) as u64)
 }
 
-/// `rseq`: registration is accepted and the CPU id fields are kept at 0. A vNode thread is never
-/// preempted, migrated or interrupted by a signal inside a critical section, so no abort is ever
-/// owed.
-pub fn rseq(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `rseq`: registration is accepted and the CPU id fields are kept at 0, or at the one core a
+/// thread pinned itself to (`sched_setaffinity`). A vNode thread is never preempted, migrated or
+/// interrupted by a signal inside a critical section, so no abort is ever owed.
+pub fn rseq(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [addr, len, flags, _sig, ..] = a;
     if flags & !1 != 0 || len < 32 || addr % 32 != 0 {
         return Err(Errno::EINVAL);
@@ -27,6 +27,8 @@ pub fn rseq(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             p.mm.write_user(addr + 24, &[0u8; 8])?;
         }
     }
+    p.thread(cpu.tid).rseq = if flags & 1 == 0 { addr } else { 0 };
+    super::sched::pinned_cpu_to_rseq(p, cpu.tid);
     Ok(0)
 }
 

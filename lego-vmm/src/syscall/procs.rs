@@ -9,6 +9,7 @@ use super::{Args, Cpu, Forked, NewThread, ThreadRequest};
 use crate::elf;
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
+use crate::hostcpu::CpuTime;
 use crate::proctable::WaitFor;
 use crate::signal::{self, AltStack, SigInfo, SIGINFO_SIZE};
 use crate::stack::{self, AuxInfo};
@@ -116,6 +117,39 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     let [path_addr, argv_addr, envp_addr, ..] = a;
     let given = super::fs::read_path(p, path_addr)?;
     let path = super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?;
+    exec(p, cpu, given, path, argv_addr, envp_addr)
+}
+
+/// `execveat(dirfd, path, argv, envp, flags)`: `path` relative to `dirfd`, or with
+/// `AT_EMPTY_PATH` and an empty path the file `dirfd` is open on (named `/dev/fd/N`, as Linux
+/// names it).
+pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+    const AT_EMPTY_PATH: u64 = 0x1000;
+    let [dirfd, path_addr, argv_addr, envp_addr, flags, _] = a;
+    if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let raw = p.mm.read_cstr(path_addr, 4096)?;
+    let (given, path) = if raw.is_empty() {
+        if flags & AT_EMPTY_PATH == 0 {
+            return Err(Errno::ENOENT);
+        }
+        let fd = u64::from(dirfd as u32);
+        let file = p.fds.get(fd)?;
+        (format!("/dev/fd/{fd}").into_bytes(), file.path.clone())
+    } else {
+        let path = super::fs::resolve(p, dirfd, &raw)?;
+        if flags & AT_SYMLINK_NOFOLLOW != 0 && p.fs.stat(&path, false)?.mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(Errno::ELOOP);
+        }
+        (raw, path)
+    };
+    exec(p, cpu, given, path, argv_addr, envp_addr)
+}
+
+/// Replaces the program with the one at vNode path `path` (`given` as the program named it).
+fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, argv_addr: u64, envp_addr: u64) -> SysResult<u64> {
     let mut total = 0;
     let argv = read_strings(p, argv_addr, &mut total)?;
     let envp = read_strings(p, envp_addr, &mut total)?;
@@ -128,6 +162,8 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     if p.threads.len() > 1 {
         end_other_threads(p, cpu.tid)?;
     }
+    super::mapping::unmapping_all(p);
+    p.timers.delete_all();
     let loaded = (|| {
         p.mm.reset().map_err(|e| format!("emptying the address space: {e}"))?;
         elf::load(&info, &bytes, &mut p.mm).map_err(|e| e.to_string())?;
@@ -186,11 +222,13 @@ fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
 /// process ends or a signal comes for the thread meanwhile (a handler with `SA_RESTART`
 /// restarts the call, [`crate::signal::restartable`]). With `reap == false` the child stays a
 /// zombie.
-fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32)>> {
+fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32, CpuTime)>> {
     let (procs, group, me) = (p.procs.clone(), p.group.clone(), p.pid);
     loop {
-        if let Some(found) = procs.try_wait(me, which, reap)? {
-            return Ok(Some(found));
+        if let Some((pid, status)) = procs.try_wait(me, which, reap)? {
+            let spent = if reap { procs.take_usage(pid) } else { CpuTime::default() };
+            p.children_usage += spent;
+            return Ok(Some((pid, status, spent)));
         }
         if nohang {
             return Ok(None);
@@ -203,7 +241,8 @@ fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: 
 }
 
 /// `wait4(pid, status, options, rusage)`. Stopped and continued children do not exist in a
-/// vNode, so `WUNTRACED` and `WCONTINUED` change nothing; the resource usage is zeroes.
+/// vNode, so `WUNTRACED` and `WCONTINUED` change nothing; the resource usage is the child's CPU
+/// time (with its reaped children's).
 pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [pid, status_addr, options, rusage, ..] = a;
     let (pid, options) = (pid as i32, options as i32);
@@ -219,12 +258,12 @@ pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         g if g < -1 => WaitFor::Group(-g),
         pid => WaitFor::Pid(pid),
     };
-    let Some((child, status)) = wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
+    let Some((child, status, spent)) = wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
     if status_addr != 0 {
         p.mm.write_user(status_addr, &status.to_le_bytes())?;
     }
     if rusage != 0 {
-        p.mm.write_user(rusage, &[0u8; std::mem::size_of::<libc::rusage>()])?;
+        p.mm.write_user(rusage, &super::usage::rusage(spent, 0))?;
     }
     Ok(child as u64)
 }
@@ -253,11 +292,12 @@ pub fn waitid(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         None
     };
     if infop != 0 {
-        let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status)| SigInfo::child(libc::SIGCHLD, child, p.creds.uid, status).bytes());
+        let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status, _)| SigInfo::child(libc::SIGCHLD, child, p.creds.uid, status).bytes());
         p.mm.write_user(infop, &info)?;
     }
     if rusage != 0 {
-        p.mm.write_user(rusage, &[0u8; std::mem::size_of::<libc::rusage>()])?;
+        let spent = found.map(|(_, _, spent)| spent).unwrap_or_default();
+        p.mm.write_user(rusage, &super::usage::rusage(spent, 0))?;
     }
     Ok(0)
 }

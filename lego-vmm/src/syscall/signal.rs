@@ -211,3 +211,65 @@ pub fn pause(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
     let mask = p.thread(cpu.tid).sigmask;
     suspend(p, cpu.tid, mask)
 }
+
+/// Reads the `siginfo_t` a `rt_sigqueueinfo` call passes, for signal `sig`: a caller may pass
+/// any `si_code` to itself, but only negative ones other than `SI_TKILL` to other processes.
+fn queued_info(p: &Process, sig: i32, addr: u64, to_self: bool) -> SysResult<SigInfo> {
+    let mut raw = [0u8; signal::SIGINFO_SIZE];
+    p.mm.read_user(addr, &mut raw)?;
+    let word = |at: usize| i32::from_le_bytes(raw[at..at + 4].try_into().unwrap_or_default());
+    let code = word(8);
+    if !to_self && (code >= 0 || code == SI_TKILL) {
+        return Err(Errno::EPERM);
+    }
+    let value = u64::from_le_bytes(raw[24..32].try_into().unwrap_or_default());
+    Ok(SigInfo { value, ..SigInfo::sent(sig, code, word(16), word(20) as u32) })
+}
+
+/// Runs `post` on process `pid` of the run: the caller's own (with the calling thread `tid`
+/// as the poster), or another one (without the caller's lock held, as in [`kill`]).
+fn on_process(p: &mut Locked<'_>, tid: i32, pid: i32, mut post: impl FnMut(&mut Process, Option<i32>) -> SysResult<()>) -> SysResult<u64> {
+    if pid == p.pid {
+        return post(p, Some(tid)).map(|()| 0);
+    }
+    let targets = p.procs.kill_targets(p.pid, pid)?;
+    let Some((_, Some(target))) = targets.into_iter().next() else { return Err(Errno::ESRCH) };
+    let mut result = Err(Errno::ESRCH);
+    p.unlocked(|| target.with_process(&mut |q| result = post(q, None)));
+    result.map(|()| 0)
+}
+
+/// `rt_sigqueueinfo(pid, sig, info)`: a signal with its `siginfo` (`sigqueue`) to process `pid`.
+pub fn rt_sigqueueinfo(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let pid = a[0] as i32;
+    let sig = check_sig(a[1])?;
+    if pid <= 0 {
+        return Err(Errno::ESRCH);
+    }
+    let info = queued_info(p, sig.unwrap_or(0), a[2], pid == p.pid)?;
+    on_process(p, cpu.tid, pid, |q, from| {
+        if let Some(sig) = sig {
+            signal::post_process(q, SigInfo { signo: sig, ..info }, from);
+        }
+        Ok(())
+    })
+}
+
+/// `rt_tgsigqueueinfo(tgid, tid, sig, info)`: the same, to one thread.
+pub fn rt_tgsigqueueinfo(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let (tgid, tid) = (a[0] as i32, a[1] as i32);
+    let sig = check_sig(a[2])?;
+    if tgid <= 0 || tid <= 0 {
+        return Err(Errno::EINVAL);
+    }
+    let info = queued_info(p, sig.unwrap_or(0), a[3], tgid == p.pid)?;
+    on_process(p, cpu.tid, tgid, |q, from| {
+        if !q.threads.contains_key(&tid) {
+            return Err(Errno::ESRCH);
+        }
+        match sig {
+            Some(sig) => signal::post_thread(q, tid, SigInfo { signo: sig, ..info }, from),
+            None => Ok(()),
+        }
+    })
+}

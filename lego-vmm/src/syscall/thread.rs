@@ -134,6 +134,8 @@ fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<u
     let state = ThreadState {
         clear_child_tid: if c.flags & CLONE_CHILD_CLEARTID != 0 { c.child_tid } else { 0 },
         sigmask: p.thread(cpu.tid).sigmask,
+        affinity: p.thread(cpu.tid).affinity,
+        sched: p.thread(cpu.tid).sched,
         ..ThreadState::default()
     };
     p.threads.insert(tid, state);
@@ -198,6 +200,11 @@ pub fn get_robust_list(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult
 /// woken (how `pthread_join` learns of the end), and its state goes.
 pub fn exit_thread(p: &mut Process, tid: i32) {
     let Some(state) = p.threads.remove(&tid) else { return };
+    // The thread ends on its own host thread: what that spent is counted now, before a join
+    // can see the end.
+    if let Some(host) = state.host {
+        p.usage += host.spent();
+    }
     crate::signal::thread_gone(p, tid);
     if state.robust_list.0 != 0 {
         release_robust_list(p, tid, state.robust_list.0);

@@ -1,0 +1,824 @@
+/* Linux ABI breadth, one case per argument; every case prints the same lines on Linux and in a
+ * vNode (no addresses, no timings, no host CPU numbers):
+ *   sched     pthreads workers that each pin themselves with sched_setaffinity and assert it
+ *             (what a well-known map-reduce suite does), read it back, run there (getcpu);
+ *             policies, priorities, personality
+ *   timers    setitimer/getitimer/alarm, POSIX timers (SIGEV_SIGNAL with a value,
+ *             SIGEV_THREAD_ID, SIGEV_NONE, overruns), timerfd reads and settings
+ *   rtsig     queued real-time signals arrive in order with their values; standard ones
+ *             coalesce; rt_tgsigqueueinfo; signalfd reads, polls and non-blocking reads
+ *   usage     getrusage (self, thread, children) and times() show CPU time that was spent
+ *   locks     record locks across 4 processes (a shared counter), F_GETLK names the holder,
+ *             EDEADLK, OFD locks, flock, and F_SETLKW interrupted by a signal
+ *   mapshared MAP_SHARED write-back seen by read() after munmap, msync, a forked child's
+ *             changes, no growth past the end of the file; mincore, mlock and friends
+ *   files     memfd_create, sendfile, copy_file_range, fallocate, close_range, preadv2/
+ *             pwritev2, pidfd_open, execveat, mknod of a FIFO
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/sendfile.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <sys/times.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC 4
+#endif
+#ifndef RWF_APPEND
+#define RWF_APPEND 0x10
+#endif
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 1
+#define FALLOC_FL_PUNCH_HOLE 2
+#endif
+#ifndef MFD_CLOEXEC
+#define MFD_CLOEXEC 1
+#endif
+/* Through syscall(): not every C library wraps them. */
+#define close_range_(a, b, f) syscall(SYS_close_range, a, b, f)
+#define preadv2_(fd, iov, n, off, f) syscall(SYS_preadv2, fd, iov, n, (long)(off), 0L, f)
+#define pwritev2_(fd, iov, n, off, f) syscall(SYS_pwritev2, fd, iov, n, (long)(off), 0L, f)
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            printf("FAILED line %d: %s (errno %s)\n", __LINE__, #cond, strerror(errno)); \
+            exit(1);                                                                  \
+        }                                                                             \
+    } while (0)
+
+static void on(int sig, void (*fn)(int, siginfo_t *, void *), int flags) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fn;
+    sa.sa_flags = SA_SIGINFO | flags;
+    sigemptyset(&sa.sa_mask);
+    CHECK(sigaction(sig, &sa, NULL) == 0);
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static pid_t gettid_(void) { return (pid_t)syscall(SYS_gettid); }
+
+/* Spends `ms` of the calling thread's CPU time. */
+static void burn_ms(long ms) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    volatile unsigned long x = 0;
+    do {
+        for (int i = 0; i < 100000; i++) x += i;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 < ms);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+#define WORKERS 4
+static cpu_set_t allowed;
+static int cpus[64], ncpus;
+
+static void *worker(void *arg) {
+    int i = (int)(intptr_t)arg;
+    int cpu = cpus[i % ncpus];
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    /* The assertion the map-reduce suite makes. */
+    CHECK(sched_setaffinity(0, sizeof set, &set) == 0);
+    cpu_set_t got;
+    CPU_ZERO(&got);
+    CHECK(sched_getaffinity(0, sizeof got, &got) == 0);
+    CHECK(CPU_EQUAL(&got, &set));
+    burn_ms(5);
+    unsigned c = 99, node = 99;
+    CHECK(syscall(SYS_getcpu, &c, &node, NULL) == 0);
+    CHECK((int)c == cpu && node == 0);
+    CHECK(sched_getcpu() == cpu);
+    /* Moving on to another core (or back to all of them) works from a pinned thread too. */
+    int next = cpus[(i + 1) % ncpus];
+    CPU_ZERO(&set);
+    CPU_SET(next, &set);
+    CHECK(sched_setaffinity(0, sizeof set, &set) == 0);
+    CHECK(sched_getaffinity(0, sizeof got, &got) == 0 && CPU_EQUAL(&got, &set));
+    CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+    return NULL;
+}
+
+static void case_sched(void) {
+    CPU_ZERO(&allowed);
+    CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+    for (int c = 0; c < 64; c++)
+        if (CPU_ISSET(c, &allowed)) cpus[ncpus++] = c;
+    CHECK(ncpus > 0);
+    pthread_t t[WORKERS];
+    for (int i = 0; i < WORKERS; i++) CHECK(pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < WORKERS; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    printf("%d workers pinned themselves and ran where they were pinned\n", WORKERS);
+
+    cpu_set_t none;
+    CPU_ZERO(&none);
+    CHECK(sched_setaffinity(0, sizeof none, &none) == -1 && errno == EINVAL);
+    CHECK(sched_setaffinity(0, sizeof allowed, &allowed) == 0);
+    CHECK(sched_getaffinity(999999, sizeof allowed, &allowed) == -1 && errno == ESRCH);
+    printf("empty mask: EINVAL; unknown pid: ESRCH\n");
+
+    printf("priority FIFO %d..%d, OTHER %d..%d, bad policy %d\n", sched_get_priority_min(SCHED_FIFO),
+           sched_get_priority_max(SCHED_FIFO), sched_get_priority_min(SCHED_OTHER), sched_get_priority_max(SCHED_OTHER),
+           sched_get_priority_max(77));
+    /* Through syscall(): musl's wrappers of these answer ENOSYS themselves. */
+    struct sched_param sp = {0};
+    printf("policy %ld\n", syscall(SYS_sched_getscheduler, 0));
+    CHECK(syscall(SYS_sched_setscheduler, 0, SCHED_BATCH, &sp) == 0);
+    printf("policy after SCHED_BATCH %ld\n", syscall(SYS_sched_getscheduler, 0));
+    sp.sched_priority = 5;
+    CHECK(syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &sp) == -1 && errno == EINVAL);
+    sp.sched_priority = 0;
+    CHECK(syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &sp) == 0);
+    CHECK(syscall(SYS_sched_getparam, 0, &sp) == 0);
+    long policy = syscall(SYS_sched_getscheduler, 0);
+    printf("policy %ld priority %d\n", policy, sp.sched_priority);
+    CHECK(syscall(SYS_sched_setparam, 0, &sp) == 0);
+    struct timespec rr;
+    CHECK(syscall(SYS_sched_rr_get_interval, 0, &rr) == 0);
+    printf("sched_rr_get_interval: ok\n");
+    int old = personality(0xffffffff);
+    printf("personality %#x\n", old);
+    CHECK(personality(ADDR_NO_RANDOMIZE) == old);
+    printf("personality now %#x\n", personality(0xffffffff));
+    personality(old);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static volatile sig_atomic_t alarms, timer_hits, thread_hits;
+static volatile int last_code, last_value, last_timer_tid;
+
+static void on_alarm(int sig, siginfo_t *si, void *uc) {
+    (void)sig, (void)si, (void)uc;
+    alarms++;
+}
+
+static void on_timer(int sig, siginfo_t *si, void *uc) {
+    (void)sig, (void)uc;
+    timer_hits++;
+    last_code = si->si_code;
+    last_value = si->si_value.sival_int;
+    last_timer_tid = gettid_();
+}
+
+static pid_t target_tid;
+static volatile int stop_target;
+
+static void *target_thread(void *arg) {
+    (void)arg;
+    target_tid = gettid_();
+    while (!stop_target) sleep_ms(1);
+    return NULL;
+}
+
+static void case_timers(void) {
+    on(SIGALRM, on_alarm, 0);
+    struct itimerval it = {{0, 20000}, {0, 20000}}, cur;
+    CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    CHECK(getitimer(ITIMER_REAL, &cur) == 0);
+    printf("itimer armed: interval %ld us, value set %d\n", (long)cur.it_interval.tv_usec, cur.it_value.tv_usec > 0 || cur.it_value.tv_sec > 0);
+    sigset_t none;
+    sigemptyset(&none);
+    while (alarms < 3) sigsuspend(&none);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    CHECK(setitimer(ITIMER_REAL, &off, &cur) == 0);
+    printf("3 SIGALRMs; old interval %ld us\n", (long)cur.it_interval.tv_usec);
+    CHECK(getitimer(ITIMER_REAL, &cur) == 0);
+    printf("disarmed: %ld %ld\n", (long)cur.it_value.tv_sec, (long)cur.it_value.tv_usec);
+    CHECK(setitimer(ITIMER_VIRTUAL + 7, &off, NULL) == -1 && errno == EINVAL);
+    unsigned first = alarm(5);
+    unsigned left = alarm(0);
+    printf("alarm(5) = %u, alarm(0) = %u\n", first, left);
+
+    /* SIGEV_SIGNAL with a value. */
+    on(SIGRTMIN, on_timer, 0);
+    struct sigevent ev;
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_SIGNAL;
+    ev.sigev_signo = SIGRTMIN;
+    ev.sigev_value.sival_int = 42;
+    timer_t t;
+    CHECK(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0);
+    struct itimerspec its = {{0, 0}, {0, 10000000}}, got;
+    CHECK(timer_settime(t, 0, &its, NULL) == 0);
+    CHECK(timer_gettime(t, &got) == 0);
+    printf("one-shot armed: %d\n", got.it_value.tv_nsec > 0);
+    while (timer_hits < 1) sigsuspend(&none);
+    printf("timer signal: code SI_TIMER %d, value %d\n", last_code == SI_TIMER, last_value);
+    CHECK(timer_gettime(t, &got) == 0);
+    printf("after firing: %ld %ld\n", (long)got.it_value.tv_sec, got.it_value.tv_nsec);
+
+    /* An absolute time already past fires at once. */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    its.it_value = now;
+    CHECK(timer_settime(t, TIMER_ABSTIME, &its, NULL) == 0);
+    while (timer_hits < 2) sigsuspend(&none);
+    printf("absolute time in the past fired\n");
+
+    /* Overruns: the signal stays blocked while a 1 ms timer fires many times. */
+    sigset_t rt;
+    sigemptyset(&rt);
+    sigaddset(&rt, SIGRTMIN);
+    sigprocmask(SIG_BLOCK, &rt, NULL);
+    struct itimerspec fast = {{0, 1000000}, {0, 1000000}};
+    CHECK(timer_settime(t, 0, &fast, NULL) == 0);
+    sleep_ms(60);
+    siginfo_t si;
+    CHECK(sigwaitinfo(&rt, &si) == SIGRTMIN);
+    int overrun = timer_getoverrun(t);
+    CHECK(timer_settime(t, 0, &(struct itimerspec){{0, 0}, {0, 0}}, NULL) == 0);
+    printf("overrun counted: siginfo %d, timer_getoverrun %d\n", si.si_overrun > 5, overrun > 5);
+    sigprocmask(SIG_UNBLOCK, &rt, NULL);
+    CHECK(timer_delete(t) == 0);
+    printf("deleted\n");
+
+    /* SIGEV_THREAD_ID: the signal goes to that thread. */
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, target_thread, NULL) == 0);
+    while (!target_tid) sleep_ms(1);
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_THREAD_ID;
+    ev.sigev_signo = SIGRTMIN;
+    ev.sigev_value.sival_int = 7;
+#ifdef sigev_notify_thread_id
+    ev.sigev_notify_thread_id = target_tid;
+#else
+    ev._sigev_un._tid = target_tid;
+#endif
+    CHECK(timer_create(CLOCK_REALTIME, &ev, &t) == 0);
+    its = (struct itimerspec){{0, 0}, {0, 5000000}};
+    CHECK(timer_settime(t, 0, &its, NULL) == 0);
+    while (timer_hits < 3) sleep_ms(1);
+    printf("SIGEV_THREAD_ID: in the target thread %d, value %d\n", last_timer_tid == target_tid, last_value);
+    stop_target = 1;
+    pthread_join(th, NULL);
+    timer_delete(t);
+
+    /* SIGEV_NONE: nothing is sent; the time can be read. */
+    memset(&ev, 0, sizeof ev);
+    ev.sigev_notify = SIGEV_NONE;
+    CHECK(timer_create(CLOCK_MONOTONIC, &ev, &t) == 0);
+    its = (struct itimerspec){{0, 0}, {5, 0}};
+    CHECK(timer_settime(t, 0, &its, NULL) == 0);
+    CHECK(timer_gettime(t, &got) == 0);
+    printf("SIGEV_NONE: %d s left at most\n", (int)got.it_value.tv_sec + 1);
+    timer_delete(t);
+    ev.sigev_notify = 99;
+    CHECK(timer_create(CLOCK_MONOTONIC, &ev, &t) == -1 && errno == EINVAL);
+
+    /* timerfd. */
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    CHECK(fd >= 0);
+    its = (struct itimerspec){{0, 10000000}, {0, 10000000}};
+    CHECK(timerfd_settime(fd, 0, &its, NULL) == 0);
+    uint64_t n = 0;
+    CHECK(read(fd, &n, 8) == 8);
+    printf("timerfd: %d expirations read\n", n >= 1);
+    CHECK(timerfd_gettime(fd, &got) == 0);
+    printf("timerfd interval %ld ns\n", got.it_interval.tv_nsec);
+    its = (struct itimerspec){{0, 0}, {0, 0}};
+    CHECK(timerfd_settime(fd, 0, &its, &got) == 0);
+    CHECK(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
+    CHECK(read(fd, &n, 8) == -1 && errno == EAGAIN);
+    struct pollfd pfd = {fd, POLLIN, 0};
+    printf("disarmed timerfd: poll %d, read EAGAIN\n", poll(&pfd, 1, 20));
+    close(fd);
+    CHECK(timerfd_settime(0, 0, &its, NULL) == -1 && errno == EINVAL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static volatile int order[16], norder;
+static volatile int usr1;
+
+static void on_rt(int sig, siginfo_t *si, void *uc) {
+    (void)sig, (void)uc;
+    if (norder < 16) order[norder++] = si->si_value.sival_int * (si->si_code == SI_QUEUE ? 1 : -1);
+}
+
+static void on_usr1(int sig, siginfo_t *si, void *uc) {
+    (void)sig, (void)si, (void)uc;
+    usr1++;
+}
+
+static void case_rtsig(void) {
+    int sig = SIGRTMIN + 1;
+    on(sig, on_rt, 0);
+    on(SIGUSR1, on_usr1, 0);
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    for (int i = 0; i < 5; i++) CHECK(sigqueue(getpid(), sig, (union sigval){.sival_int = i + 10}) == 0);
+    raise(SIGUSR1);
+    raise(SIGUSR1);
+    sigset_t pend;
+    sigpending(&pend);
+    printf("pending: rt %d usr1 %d\n", sigismember(&pend, sig), sigismember(&pend, SIGUSR1));
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    printf("queued instances in order:");
+    for (int i = 0; i < norder; i++) printf(" %d", order[i]);
+    printf("; SIGUSR1 ran %d time(s)\n", usr1);
+
+    /* rt_tgsigqueueinfo to the calling thread. */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = sig;
+    si.si_code = SI_QUEUE;
+    si.si_value.sival_int = 99;
+    norder = 0;
+    CHECK(syscall(SYS_rt_tgsigqueueinfo, getpid(), gettid_(), sig, &si) == 0);
+    printf("rt_tgsigqueueinfo delivered %d (%d)\n", norder == 1 ? order[0] : -1, norder);
+    CHECK(syscall(SYS_rt_sigqueueinfo, getpid(), 65, &si) == -1 && errno == EINVAL);
+
+    /* signalfd. */
+    sigset_t sfd_set;
+    sigemptyset(&sfd_set);
+    sigaddset(&sfd_set, SIGUSR2);
+    sigaddset(&sfd_set, sig);
+    sigprocmask(SIG_BLOCK, &sfd_set, NULL);
+    int fd = signalfd(-1, &sfd_set, SFD_CLOEXEC);
+    CHECK(fd >= 0);
+    struct pollfd pfd = {fd, POLLIN, 0};
+    printf("signalfd poll before: %d\n", poll(&pfd, 1, 0));
+    CHECK(sigqueue(getpid(), SIGUSR2, (union sigval){.sival_int = 7}) == 0);
+    CHECK(sigqueue(getpid(), sig, (union sigval){.sival_int = 1}) == 0);
+    CHECK(sigqueue(getpid(), sig, (union sigval){.sival_int = 2}) == 0);
+    int ready = poll(&pfd, 1, 0);
+    printf("signalfd poll after: %d revents %#x\n", ready, pfd.revents);
+    struct signalfd_siginfo ssi[4];
+    ssize_t n = read(fd, ssi, sizeof ssi);
+    printf("signalfd read %zd records:", n / (ssize_t)sizeof ssi[0]);
+    for (int i = 0; i < n / (ssize_t)sizeof ssi[0]; i++)
+        printf(" [%s code %d int %d pid-ok %d]", ssi[i].ssi_signo == SIGUSR2 ? "USR2" : "RT", ssi[i].ssi_code, ssi[i].ssi_int,
+               ssi[i].ssi_pid == (uint32_t)getpid());
+    printf("\n");
+    CHECK(read(fd, ssi, 8) == -1 && errno == EINVAL);
+    CHECK(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
+    CHECK(read(fd, ssi, sizeof ssi) == -1 && errno == EAGAIN);
+    /* A blocking read waits for a signal another thread sends. */
+    CHECK(fcntl(fd, F_SETFL, 0) == 0);
+    if (fork() == 0) {
+        sleep_ms(20);
+        kill(getppid(), SIGUSR2);
+        _exit(0);
+    }
+    n = read(fd, ssi, sizeof ssi);
+    printf("blocking signalfd read got %s\n", n == sizeof ssi[0] && ssi[0].ssi_signo == SIGUSR2 ? "SIGUSR2" : "?");
+    wait(NULL);
+    sigaddset(&sfd_set, SIGUSR1);
+    CHECK(signalfd(fd, &sfd_set, 0) == fd);
+    CHECK(signalfd(1, &sfd_set, 0) == -1 && errno == EINVAL);
+    close(fd);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static double secs(struct timeval tv) { return tv.tv_sec + tv.tv_usec / 1e6; }
+
+static void *burner(void *arg) {
+    (void)arg;
+    burn_ms(100);
+    return NULL;
+}
+
+static void case_usage(void) {
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, burner, NULL) == 0);
+    burn_ms(100);
+    struct rusage me;
+    CHECK(getrusage(RUSAGE_THREAD, &me) == 0);
+    printf("thread cpu >= 50ms: %d\n", secs(me.ru_utime) + secs(me.ru_stime) >= 0.05);
+    pthread_join(t, NULL);
+    CHECK(getrusage(RUSAGE_SELF, &me) == 0);
+    double self = secs(me.ru_utime) + secs(me.ru_stime);
+    printf("process cpu >= 150ms: %d\n", self >= 0.15);
+    struct rusage ch;
+    CHECK(getrusage(RUSAGE_CHILDREN, &ch) == 0);
+    printf("children before: %d\n", secs(ch.ru_utime) + secs(ch.ru_stime) < 0.01);
+    pid_t pid = fork();
+    if (pid == 0) {
+        burn_ms(100);
+        _exit(0);
+    }
+    struct rusage wru;
+    int status;
+    CHECK(wait4(pid, &status, 0, &wru) == pid);
+    CHECK(getrusage(RUSAGE_CHILDREN, &ch) == 0);
+    printf("children after >= 50ms: %d, in wait4's rusage %d\n", secs(ch.ru_utime) + secs(ch.ru_stime) >= 0.05,
+           secs(wru.ru_utime) + secs(wru.ru_stime) >= 0.05);
+    struct tms tms;
+    clock_t up = times(&tms);
+    CHECK(up != (clock_t)-1);
+    printf("times: self %d children %d\n", tms.tms_utime + tms.tms_stime >= 5, tms.tms_cutime + tms.tms_cstime >= 5);
+    CHECK(getrusage(7, &me) == -1 && errno == EINVAL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+#define LOCKFILE "abi-locks.tmp"
+#define PROCS 4
+#define ROUNDS 50
+
+static int lock_range(int fd, int cmd, short type, off_t start, off_t len) {
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+    return fcntl(fd, cmd, &fl);
+}
+
+static void on_plain(int sig) { (void)sig; }
+
+static void case_locks(void) {
+    int fd = open(LOCKFILE, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "0000000000", 10) == 10);
+    /* 4 processes add to a counter in the file under a write lock. */
+    pid_t kids[PROCS];
+    for (int k = 0; k < PROCS; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            int f = open(LOCKFILE, O_RDWR);
+            for (int r = 0; r < ROUNDS; r++) {
+                CHECK(lock_range(f, F_SETLKW, F_WRLCK, 0, 10) == 0);
+                char buf[24] = {0};
+                CHECK(pread(f, buf, 10, 0) == 10);
+                long v = strtol(buf, NULL, 10) % 1000000;
+                sched_yield();
+                snprintf(buf, sizeof buf, "%010ld", v + 1);
+                CHECK(pwrite(f, buf, 10, 0) == 10);
+                CHECK(lock_range(f, F_SETLK, F_UNLCK, 0, 10) == 0);
+            }
+            _exit(0);
+        }
+    }
+    for (int k = 0; k < PROCS; k++) waitpid(kids[k], NULL, 0);
+    char buf[11] = {0};
+    CHECK(pread(fd, buf, 10, 0) == 10);
+    printf("counter after %d processes x %d locked increments: %ld\n", PROCS, ROUNDS, strtol(buf, NULL, 10));
+
+    /* The holder is named by F_GETLK; F_SETLK fails with EAGAIN; the lock goes when the holder
+     * closes any descriptor of the file. */
+    int p2c[2], c2p[2];
+    CHECK(pipe(p2c) == 0 && pipe(c2p) == 0);
+    CHECK(lock_range(fd, F_SETLK, F_WRLCK, 0, 5) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        int f = open(LOCKFILE, O_RDWR);
+        struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 2, .l_len = 1};
+        CHECK(fcntl(f, F_GETLK, &q) == 0);
+        printf("child: F_GETLK sees %s held by the parent %d, bytes %ld+%ld\n", q.l_type == F_WRLCK ? "a write lock" : "?",
+               q.l_pid == getppid(), (long)q.l_start, (long)q.l_len);
+        CHECK(lock_range(f, F_SETLK, F_RDLCK, 4, 2) == -1 && (errno == EAGAIN || errno == EACCES));
+        CHECK(lock_range(f, F_SETLK, F_RDLCK, 5, 2) == 0);
+        printf("child: overlapping F_SETLK refused, the next bytes granted\n");
+        fflush(stdout);
+        /* Deadlock: the child holds byte 5 and waits for byte 0, which the parent holds; the
+         * parent then asks for byte 5. */
+        CHECK(write(c2p[1], "r", 1) == 1);
+        int r = lock_range(f, F_SETLKW, F_WRLCK, 0, 1);
+        printf("child: got byte 0 after the parent gave up: %d\n", r == 0);
+        fflush(stdout);
+        _exit(0);
+    }
+    char c;
+    CHECK(read(c2p[0], &c, 1) == 1);
+    sleep_ms(50);
+    int r = lock_range(fd, F_SETLKW, F_WRLCK, 5, 1);
+    printf("parent: waiting on the waiting child: %s\n", r == -1 && errno == EDEADLK ? "EDEADLK" : "no deadlock seen");
+    /* Closing another descriptor of the file drops the parent's POSIX locks. */
+    int dup_fd = open(LOCKFILE, O_RDONLY);
+    close(dup_fd);
+    waitpid(child, NULL, 0);
+    fflush(stdout);
+
+    /* OFD locks belong to the open file description: two opens in one process conflict. */
+    int a = open(LOCKFILE, O_RDWR), b = open(LOCKFILE, O_RDWR);
+    struct flock ofd = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    CHECK(fcntl(a, F_OFD_SETLK, &ofd) == 0);
+    CHECK(fcntl(b, F_OFD_SETLK, &ofd) == -1 && errno == EAGAIN);
+    struct flock q = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+    CHECK(fcntl(b, F_OFD_GETLK, &q) == 0);
+    printf("OFD: second open refused; F_OFD_GETLK sees pid %d\n", q.l_pid);
+    close(a);
+    CHECK(fcntl(b, F_OFD_SETLK, &ofd) == 0);
+    printf("OFD: closing the holder frees it\n");
+    close(b);
+
+    /* flock: per description, shared with a fork's child through the inherited descriptor. */
+    a = open(LOCKFILE, O_RDONLY);
+    b = open(LOCKFILE, O_RDONLY);
+    CHECK(flock(a, LOCK_EX) == 0);
+    CHECK(flock(b, LOCK_EX | LOCK_NB) == -1 && errno == EWOULDBLOCK);
+    CHECK(flock(b, LOCK_SH | LOCK_NB) == -1 && errno == EWOULDBLOCK);
+    child = fork();
+    if (child == 0) {
+        printf("flock: child converts the inherited lock: %d\n", flock(a, LOCK_SH) == 0);
+        _exit(0);
+    }
+    waitpid(child, NULL, 0);
+    CHECK(flock(b, LOCK_SH | LOCK_NB) == 0);
+    printf("flock: shared now\n");
+    CHECK(flock(a, LOCK_UN) == 0 && flock(b, LOCK_UN) == 0);
+    CHECK(flock(a, 0) == -1 && errno == EINVAL);
+    fflush(stdout);
+
+    /* F_SETLKW is interrupted by a signal without SA_RESTART. */
+    CHECK(lock_range(fd, F_SETLK, F_WRLCK, 0, 1) == 0);
+    child = fork();
+    if (child == 0) {
+        int f = open(LOCKFILE, O_RDWR);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_plain;
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval it = {{0, 0}, {0, 50000}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        int r = lock_range(f, F_SETLKW, F_WRLCK, 0, 1);
+        printf("F_SETLKW interrupted: %s\n", r == -1 && errno == EINTR ? "EINTR" : "?");
+        _exit(0);
+    }
+    waitpid(child, NULL, 0);
+    close(fd);
+    unlink(LOCKFILE);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+#define MAPFILE "abi-map.tmp"
+
+static void show_file(const char *what, int fd, off_t at, size_t len) {
+    char buf[64] = {0};
+    CHECK(pread(fd, buf, len, at) == (ssize_t)len);
+    printf("%s: %.*s\n", what, (int)len, buf);
+}
+
+static void case_mapshared(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    int fd = open(MAPFILE, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0);
+    char *fill = malloc(3 * page);
+    memset(fill, 'a', 3 * page);
+    CHECK(write(fd, fill, 3 * page) == 3 * page);
+    char *m = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(m != MAP_FAILED);
+    memcpy(m + 10, "written", 7);
+    memcpy(m + 2 * page, "third", 5);
+    CHECK(munmap(m, 3 * page) == 0);
+    show_file("after munmap, page 0", fd, 10, 7);
+    show_file("after munmap, page 2", fd, 2 * page, 5);
+
+    m = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(m != MAP_FAILED);
+    memcpy(m + page, "synced", 6);
+    CHECK(msync(m, 3 * page, MS_SYNC) == 0);
+    show_file("after msync", fd, page, 6);
+    CHECK(msync(m + 1, page, MS_SYNC) == -1 && errno == EINVAL);
+    CHECK(msync(m, page, MS_SYNC | MS_ASYNC) == -1 && errno == EINVAL);
+
+    /* A child changes one page and exits; the parent's other pages do not overwrite it. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        memcpy(m + page + 100, "child", 5);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+    show_file("after the child exited", fd, page + 100, 5);
+    memcpy(m + 20, "parent", 6);
+    CHECK(munmap(m, 3 * page) == 0);
+    show_file("parent's change", fd, 20, 6);
+    show_file("child's change kept", fd, page + 100, 5);
+
+    /* Past the end of the file nothing is written, and the file does not grow. */
+    CHECK(ftruncate(fd, page + page / 2) == 0);
+    m = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(m != MAP_FAILED);
+    memcpy(m + page + page / 2 - 4, "tailTAIL", 8);
+    CHECK(munmap(m, 2 * page) == 0);
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0);
+    printf("size stays %ld\n", (long)st.st_size - page);
+    show_file("tail", fd, page + page / 2 - 4, 4);
+
+    /* A read-only descriptor cannot have a writable shared mapping. */
+    int ro = open(MAPFILE, O_RDONLY);
+    CHECK(mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0) == MAP_FAILED && errno == EACCES);
+    close(ro);
+
+    /* mincore and the mlock family. */
+    char *anon = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(anon != MAP_FAILED);
+    anon[0] = 1;
+    unsigned char vec[4];
+    CHECK(mincore(anon, 4 * page, vec) == 0);
+    printf("mincore: touched page resident %d\n", vec[0] & 1);
+    CHECK(mincore(anon + 1, page, vec) == -1 && errno == EINVAL);
+    CHECK(mlock(anon, 2 * page) == 0);
+    CHECK(munlock(anon, 2 * page) == 0);
+    CHECK(syscall(SYS_mlock2, anon, page, 1) == 0);
+    CHECK(syscall(SYS_mlock2, anon, page, 8) == -1 && errno == EINVAL);
+    CHECK(mlockall(MCL_CURRENT) == 0);
+    CHECK(munlockall() == 0);
+    CHECK(mlockall(0) == -1 && errno == EINVAL);
+    CHECK(munmap(anon, 4 * page) == 0);
+    CHECK(mlock(anon, page) == -1 && errno == ENOMEM);
+    printf("mlock, munlock, mlock2, mlockall, munlockall: ok\n");
+    close(fd);
+    unlink(MAPFILE);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+#define SRCFILE "abi-src.tmp"
+#define DSTFILE "abi-dst.tmp"
+
+static void show_fd(const char *what, int fd, off_t at, size_t len) {
+    char buf[128] = {0};
+    ssize_t n = pread(fd, buf, len, at);
+    printf("%s: %zd [%.*s]\n", what, n, (int)(n > 0 ? n : 0), buf);
+}
+
+static void case_files(const char *self) {
+    /* memfd_create. */
+    int m = memfd_create("abi", MFD_CLOEXEC);
+    CHECK(m >= 0);
+    CHECK(write(m, "memory file", 11) == 11);
+    struct stat st;
+    CHECK(fstat(m, &st) == 0);
+    printf("memfd: size %ld regular %d cloexec %d\n", (long)st.st_size, S_ISREG(st.st_mode), fcntl(m, F_GETFD) & FD_CLOEXEC);
+    CHECK(ftruncate(m, 6) == 0);
+    show_fd("memfd after ftruncate", m, 0, 32);
+    char *mm = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, m, 0);
+    CHECK(mm != MAP_FAILED);
+    printf("memfd mapped: %.6s\n", mm);
+    munmap(mm, 4096);
+    CHECK(memfd_create("x", 0x100) == -1 && errno == EINVAL);
+
+    /* sendfile from a file to a file and to a pipe, with and without an offset. */
+    int src = open(SRCFILE, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(src >= 0);
+    CHECK(write(src, "0123456789abcdefghij", 20) == 20);
+    int dst = open(DSTFILE, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHECK(dst >= 0);
+    off_t off = 5;
+    ssize_t n;
+    n = sendfile(dst, src, &off, 8);
+    printf("sendfile with offset: %zd, offset now %ld, src offset %ld\n", n, (long)off, (long)lseek(src, 0, SEEK_CUR));
+    lseek(src, 2, SEEK_SET);
+    n = sendfile(dst, src, NULL, 4);
+    printf("sendfile from the offset: %zd, src offset now %ld\n", n, (long)lseek(src, 0, SEEK_CUR));
+    show_fd("dst", dst, 0, 32);
+    int pp[2];
+    CHECK(pipe(pp) == 0);
+    off = 10;
+    printf("sendfile to a pipe: %zd\n", sendfile(pp[1], src, &off, 100));
+    char buf[64] = {0};
+    n = read(pp[0], buf, sizeof buf);
+    printf("pipe got %zd [%.*s]\n", n, (int)n, buf);
+    CHECK(sendfile(dst, pp[0], NULL, 4) == -1 && errno == EINVAL);
+
+    /* copy_file_range. */
+    off_t in = 0, out = 20;
+    n = copy_file_range(src, &in, dst, &out, 10, 0);
+    printf("copy_file_range: %zd, in %ld out %ld\n", n, (long)in, (long)out);
+    show_fd("dst after copy_file_range", dst, 0, 64);
+    in = 0, out = 5;
+    CHECK(copy_file_range(src, &in, src, &out, 10, 0) == -1 && errno == EINVAL);
+    CHECK(copy_file_range(src, &in, dst, &out, 10, 1) == -1 && errno == EINVAL);
+
+    /* fallocate. */
+    CHECK(fallocate(dst, 0, 0, 100) == 0);
+    CHECK(fstat(dst, &st) == 0);
+    printf("fallocate grows to %ld\n", (long)st.st_size);
+    CHECK(fallocate(dst, FALLOC_FL_KEEP_SIZE, 0, 200) == 0);
+    CHECK(fstat(dst, &st) == 0);
+    printf("KEEP_SIZE keeps %ld\n", (long)st.st_size);
+    CHECK(fallocate(dst, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 2, 3) == 0);
+    n = pread(dst, buf, 8, 0);
+    printf("punched:");
+    for (int i = 0; i < n; i++) printf(" %02x", (unsigned char)buf[i]);
+    printf("\n");
+    CHECK(fallocate(dst, 0, -1, 10) == -1 && errno == EINVAL);
+    CHECK(fallocate(pp[1], 0, 0, 10) == -1 && errno == ESPIPE);
+
+    /* preadv2/pwritev2, preadv/pwritev. */
+    char a1[4], a2[6];
+    struct iovec iov[2] = {{a1, 4}, {a2, 6}};
+    lseek(src, 3, SEEK_SET);
+    long r2 = preadv2_(src, iov, 2, -1, 0);
+    printf("preadv2 at -1: %ld [%.4s|%.6s] offset now %ld\n", r2, a1, a2, (long)lseek(src, 0, SEEK_CUR));
+    n = preadv(src, iov, 2, 10);
+    printf("preadv at 10: %zd [%.4s|%.6s] offset stays %ld\n", n, a1, a2, (long)lseek(src, 0, SEEK_CUR));
+    struct iovec w[2] = {{"AB", 2}, {"CD", 2}};
+    printf("pwritev2 RWF_APPEND: %ld\n", pwritev2_(src, w, 2, 0, RWF_APPEND));
+    printf("pwritev at 0: %zd\n", pwritev(src, w, 1, 0));
+    show_fd("src", src, 0, 64);
+    CHECK(preadv2_(src, iov, 2, 0, 0x1000) == -1 && errno == EOPNOTSUPP);
+
+    /* close_range. */
+    int fds[4];
+    for (int i = 0; i < 4; i++) fds[i] = dup(src);
+    CHECK(close_range_(fds[2], fds[3], CLOSE_RANGE_CLOEXEC) == 0);
+    printf("close_range CLOEXEC: %d %d\n", fcntl(fds[2], F_GETFD), fcntl(fds[3], F_GETFD));
+    CHECK(close_range_(fds[0], ~0U, 0) == 0);
+    printf("closed: %d %d\n", fcntl(fds[0], F_GETFD) == -1 && errno == EBADF, fcntl(fds[3], F_GETFD) == -1);
+    CHECK(close_range_(5, 4, 0) == -1 && errno == EINVAL);
+    CHECK(fcntl(src, F_GETFD) >= 0);
+
+    /* mknod: a regular file; a device is refused. */
+    unlink("abi-node.tmp");
+    CHECK(mknod("abi-node.tmp", S_IFREG | 0600, 0) == 0);
+    CHECK(stat("abi-node.tmp", &st) == 0);
+    printf("mknod S_IFREG: regular %d mode %o\n", S_ISREG(st.st_mode), st.st_mode & 0777);
+    CHECK(mknod("abi-node.tmp", S_IFREG | 0600, 0) == -1 && errno == EEXIST);
+    unlink("abi-node.tmp");
+
+    /* pidfd_open: readable once the child ended. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        sleep_ms(30);
+        _exit(3);
+    }
+    int pfd = syscall(SYS_pidfd_open, pid, 0);
+    CHECK(pfd >= 0);
+    struct pollfd pl = {pfd, POLLIN, 0};
+    int before = poll(&pl, 1, 0);
+    int after = poll(&pl, 1, 5000);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    printf("pidfd: ready before %d, after %d, exit %d\n", before, after, WEXITSTATUS(status));
+    CHECK(read(pfd, buf, 8) == -1 && errno == EINVAL);
+    close(pfd);
+    CHECK(syscall(SYS_pidfd_open, -1, 0) == -1 && errno == EINVAL);
+
+    close(src);
+    close(dst);
+    unlink(SRCFILE);
+    unlink(DSTFILE);
+
+    /* execveat of this program through a descriptor (AT_EMPTY_PATH). */
+    const char *base = strrchr(self, '/') ? strrchr(self, '/') + 1 : self;
+    /* The program as it was started, or (a host path a vNode does not have) by its name. */
+    int exe = open(self, O_RDONLY | O_CLOEXEC);
+    if (exe < 0) exe = open(base, O_RDONLY | O_CLOEXEC);
+    CHECK(exe >= 0);
+    char *args[] = {(char *)base, "execed", NULL};
+    char *env[] = {NULL};
+    fflush(stdout);
+    syscall(SYS_execveat, exe, "", args, env, AT_EMPTY_PATH);
+    printf("FAILED: execveat returned (errno %s)\n", strerror(errno));
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) {
+        fprintf(stderr, "usage: abi CASE\n");
+        return 2;
+    }
+    const char *c = argv[1];
+    if (!strcmp(c, "sched")) case_sched();
+    else if (!strcmp(c, "timers")) case_timers();
+    else if (!strcmp(c, "rtsig")) case_rtsig();
+    else if (!strcmp(c, "usage")) case_usage();
+    else if (!strcmp(c, "locks")) case_locks();
+    else if (!strcmp(c, "mapshared")) case_mapshared();
+    else if (!strcmp(c, "files")) case_files(argv[0]);
+    else if (!strcmp(c, "execed")) printf("running again through execveat\n");
+    else {
+        fprintf(stderr, "unknown case %s\n", c);
+        return 2;
+    }
+    printf("done\n");
+    return 0;
+}

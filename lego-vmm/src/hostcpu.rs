@@ -1,0 +1,167 @@
+//! The host side of a guest thread: the host thread that runs its vCPU, the cores it may use,
+//! and the CPU time it has spent (what `getrusage`, `times` and `sched_setaffinity` act on).
+
+use std::time::Duration;
+
+use crate::errno::{Errno, SysResult};
+
+/// CPU time, split as `getrusage` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl std::ops::Add for CpuTime {
+    type Output = CpuTime;
+    fn add(self, o: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user + o.user,
+            system: self.system + o.system,
+        }
+    }
+}
+
+impl std::ops::AddAssign for CpuTime {
+    fn add_assign(&mut self, o: CpuTime) {
+        *self = *self + o;
+    }
+}
+
+impl CpuTime {
+    /// What was spent since `base`.
+    pub fn since(self, base: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(base.user),
+            system: self.system.saturating_sub(base.system),
+        }
+    }
+}
+
+/// The host thread running a guest thread's vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostThread {
+    /// Its host thread id.
+    pub tid: i32,
+    /// Its CPU time when it started running the guest thread (a host thread may have done VMM
+    /// work before: that is not the guest's).
+    pub base: CpuTime,
+}
+
+impl HostThread {
+    /// The calling host thread, from now on.
+    pub fn current() -> HostThread {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() };
+        HostThread {
+            tid,
+            base: own_time(),
+        }
+    }
+
+    /// The CPU time the thread has spent on the guest thread so far.
+    pub fn spent(&self) -> CpuTime {
+        // SAFETY: gettid has no arguments and cannot fail.
+        let me = unsafe { libc::gettid() };
+        let now = if me == self.tid {
+            own_time()
+        } else {
+            other_time(self.tid).unwrap_or(self.base)
+        };
+        now.since(self.base)
+    }
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+}
+
+/// The calling host thread's CPU time (`RUSAGE_THREAD`, microsecond precision).
+fn own_time() -> CpuTime {
+    // SAFETY: an all-zero rusage is valid; getrusage fills it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return CpuTime::default();
+    }
+    CpuTime {
+        user: timeval(ru.ru_utime),
+        system: timeval(ru.ru_stime),
+    }
+}
+
+/// Another host thread's CPU time, from `/proc/self/task/TID/stat` (clock-tick precision).
+fn other_time(tid: i32) -> Option<CpuTime> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start at the state, field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let (utime, stime): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    // SAFETY: sysconf has no memory arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let tick = |t: u64| Duration::from_nanos(t.saturating_mul(1_000_000_000 / hz));
+    Some(CpuTime {
+        user: tick(utime),
+        system: tick(stime),
+    })
+}
+
+/// The host cores the calling thread may use (when the run starts: the pComponent's cores given
+/// to the vNode), as a mask of the first 64.
+pub fn cores() -> u64 {
+    // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0
+    {
+        return 1;
+    }
+    (0..64)
+        .filter(|&c| {
+            // SAFETY: `set` is initialised and c < CPU_SETSIZE.
+            unsafe { libc::CPU_ISSET(c, &set) }
+        })
+        .fold(0u64, |m, c| m | 1 << c)
+}
+
+/// Pins host thread `tid` to the cores of `mask`.
+pub fn pin(tid: i32, mask: u64) -> SysResult<()> {
+    // SAFETY: an all-zero cpu_set_t is valid.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in (0..64).filter(|c| mask & (1 << c) != 0) {
+        // SAFETY: `set` is a valid cpu_set_t and c < CPU_SETSIZE.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_sees_its_own_cpu_time_grow() {
+        let me = HostThread::current();
+        let until = std::time::Instant::now() + Duration::from_millis(30);
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spent = me.spent();
+        assert!(
+            spent.user + spent.system >= Duration::from_millis(10),
+            "{spent:?}"
+        );
+        // Read from another thread, through /proc, at clock-tick precision.
+        let other = std::thread::spawn(move || me.spent()).join().unwrap();
+        assert!(
+            other.user + other.system + Duration::from_millis(20) >= spent.user + spent.system,
+            "{other:?} against {spent:?}"
+        );
+        assert_ne!(cores(), 0);
+    }
+}

@@ -1,0 +1,109 @@
+//! End-to-end tests of the Linux ABI breadth of issue 17: each case of `abi` (glibc and musl)
+//! prints in a vNode what it prints natively and ends with the same status. The cases:
+//! pthreads workers pinning themselves with `sched_setaffinity` (the assertion a well-known
+//! map-reduce suite aborts on), the `sched_*` calls and `personality`; interval and POSIX timers
+//! delivering signals, timerfds; queued real-time signals in order, `rt_tgsigqueueinfo` and
+//! signalfd; `getrusage`/`times` with real CPU time; record locks across 4 processes of one
+//! vNode, `EDEADLK`, OFD locks, `flock` and an interrupted `F_SETLKW`; `MAP_SHARED` write-back
+//! seen by `read` after `munmap`; and the file calls (`memfd_create`, `sendfile`,
+//! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`).
+//!
+//! Cases that make files run one after another (they share the image directory).
+//! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
+
+use std::time::Duration;
+
+mod common;
+use common::{image, kvm, lego, native, run};
+
+fn matches_native(case: &str) {
+    if !kvm() {
+        return;
+    }
+    let dir = image("abi").parent().unwrap().to_path_buf();
+    for prog in ["abi", "abi.musl"] {
+        let prog = image(prog);
+        let args = [case];
+        let want = native(&prog, &args, &dir);
+        assert_eq!(
+            want.status,
+            Some(0),
+            "{} {case} natively: {}{}",
+            prog.display(),
+            want.stdout,
+            want.stderr
+        );
+        let what = format!("{} {case}", prog.display());
+        let got = run(
+            lego(&[], &prog, &args, &dir),
+            Duration::from_secs(60),
+            &what,
+        );
+        assert_eq!(
+            got.stdout, want.stdout,
+            "{what}: output; stderr: {}",
+            got.stderr
+        );
+        assert_eq!(
+            got.status, want.status,
+            "{what}: status; stderr: {}",
+            got.stderr
+        );
+    }
+}
+
+#[test]
+fn affinity_and_scheduling_match_native() {
+    matches_native("sched");
+}
+
+#[test]
+fn timers_match_native() {
+    matches_native("timers");
+}
+
+#[test]
+fn queued_signals_and_signalfd_match_native() {
+    matches_native("rtsig");
+}
+
+#[test]
+fn resource_usage_matches_native() {
+    matches_native("usage");
+}
+
+/// The cases that make files in the image directory, one after another.
+#[test]
+fn locks_shared_mappings_and_file_calls_match_native() {
+    for case in ["locks", "mapshared", "files"] {
+        matches_native(case);
+    }
+}
+
+/// `--stats` says how many system calls lego implements, and how much memory was locked.
+#[test]
+fn stats_count_the_implemented_calls() {
+    if !kvm() {
+        return;
+    }
+    let prog = image("abi");
+    let dir = prog.parent().unwrap().to_path_buf();
+    let got = run(
+        lego(&["--stats"], &prog, &["mapshared"], &dir),
+        Duration::from_secs(60),
+        "abi mapshared --stats",
+    );
+    assert_eq!(got.status, Some(0), "{}", got.stderr);
+    let line = got
+        .stderr
+        .lines()
+        .find(|l| l.contains("system calls implemented"))
+        .expect("the count");
+    let n: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(n >= 160, "{line}");
+    assert!(
+        got.stderr.contains("lego: mlock'd memory at most"),
+        "{}",
+        got.stderr
+    );
+}
