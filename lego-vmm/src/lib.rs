@@ -23,6 +23,7 @@ pub mod layout;
 pub mod memory;
 pub mod pcomp;
 pub mod proctable;
+pub mod pseudo;
 pub mod process;
 pub mod signal;
 pub mod stack;

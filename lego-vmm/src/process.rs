@@ -147,6 +147,8 @@ pub struct Process {
     pub started: Instant,
     /// Set when the process has ended.
     pub exit: Option<Termination>,
+    /// The program it runs (for `/proc/PID`).
+    pub image: crate::pseudo::ExecImage,
 }
 
 impl Creds {
@@ -192,6 +194,7 @@ impl Process {
             stats: SyscallStats::default(),
             started: Instant::now(),
             exit: None,
+            image: crate::pseudo::ExecImage::default(),
         })
     }
 
@@ -223,6 +226,7 @@ impl Process {
             stats: SyscallStats::default(),
             started: Instant::now(),
             exit: None,
+            image: self.image.clone(),
         })
     }
 

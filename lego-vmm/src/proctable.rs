@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::errno::{Errno, SysResult};
 use crate::signal::{SigInfo, SI_KERNEL};
@@ -27,6 +27,11 @@ pub trait Signalable: Send + Sync {
     /// `SIGCHLD` `info`, both under the process's lock: the signal is pending before a wait can
     /// take the zombie, and a handler that waits finds it, as with Linux's `exit_notify`.
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut());
+
+    /// A snapshot of the process for `/proc` (`None` if it cannot be had now).
+    fn view(&self) -> Option<crate::pseudo::ProcView> {
+        None
+    }
 }
 
 /// A process `kill` reaches: its pid, and how to signal it (`None` once it ended).
@@ -74,6 +79,8 @@ pub struct ProcTable {
     changed: Condvar,
     /// Host threads running processes other than the first, until they are joined.
     hosts: Mutex<Vec<JoinHandle<()>>>,
+    /// When the run (the vNode, as its processes see it) started.
+    started: Instant,
 }
 
 /// Encodes how a process ended as `wait4` reports it: the exit code, or the signal.
@@ -99,6 +106,7 @@ impl ProcTable {
             table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]) }),
             changed: Condvar::new(),
             hosts: Mutex::new(Vec::new()),
+            started: Instant::now(),
         }
     }
 
@@ -306,6 +314,28 @@ impl ProcTable {
     /// Every process still running, for ending the run.
     pub fn running(&self) -> Vec<Arc<dyn Signalable>> {
         self.lock().procs.values().filter_map(|e| e.target.as_ref().and_then(Weak::upgrade)).collect()
+    }
+
+    /// When the run started (the vNode's boot time, for `/proc`).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The last id handed out.
+    pub fn last_id(&self) -> i32 {
+        self.lock().next - 1
+    }
+
+    /// The ids of the processes still running, `caller` among them, ascending.
+    pub fn running_pids(&self, caller: i32) -> Vec<i32> {
+        let t = self.lock();
+        t.procs.iter().filter(|(&p, e)| p == caller || e.target.as_ref().is_some_and(|w| w.strong_count() > 0)).map(|(&p, _)| p).collect()
+    }
+
+    /// A snapshot of running process `pid` for `/proc`.
+    pub fn view(&self, pid: i32) -> Option<crate::pseudo::ProcView> {
+        let target = self.lock().procs.get(&pid)?.target.as_ref()?.upgrade()?;
+        target.view()
     }
 
     /// Keeps the host thread running a process, to be joined at the end of the run.

@@ -196,6 +196,11 @@ impl Vnode {
         let mut process = Process::new(mm, fs, config.name.clone(), execfn)
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
+        process.image = crate::pseudo::ExecImage {
+            exe: program.path.as_os_str().as_bytes().to_vec(),
+            argv: program.argv.clone(),
+            envp: program.envp.clone(),
+        };
         let (vcpu, group) = Group::new(process, entry, rsp, config.trace_syscalls)?;
         if rflags != 0x202 {
             let mut regs = vcpu.get_regs().map_err(VmmError::kvm("GET_REGS"))?;
@@ -645,6 +650,20 @@ impl Signalable for Group {
         let mut p = lock(&self.process);
         record();
         signal::post_process(&mut p, info, None);
+    }
+
+    /// The process lock is held only for the length of a system call, but the caller (reading
+    /// `/proc`) holds its own: two processes reading each other's would wait for ever, so this
+    /// tries for a while and gives up.
+    fn view(&self) -> Option<crate::pseudo::ProcView> {
+        for _ in 0..200 {
+            match self.process.try_lock() {
+                Ok(p) => return Some(crate::pseudo::ProcView::of(&p)),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(crate::pseudo::ProcView::of(&e.into_inner())),
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        None
     }
 }
 

@@ -115,7 +115,7 @@ fn read_strings(p: &Process, addr: u64, total: &mut usize) -> SysResult<Vec<Vec<
 pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [path_addr, argv_addr, envp_addr, ..] = a;
     let given = super::fs::read_path(p, path_addr)?;
-    let path = super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?;
+    let path = crate::pseudo::file_path(p, &super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?)?;
     let mut total = 0;
     let argv = read_strings(p, argv_addr, &mut total)?;
     let envp = read_strings(p, envp_addr, &mut total)?;
@@ -153,6 +153,7 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     (t.altstack, t.saved_mask) = (AltStack::default(), None);
     p.procs.set_nocldwait(p.pid, signal::reaps_children(&p.signals.actions[libc::SIGCHLD as usize]));
     p.comm = crate::process::comm_of(&given);
+    p.image = crate::pseudo::ExecImage { exe: path, argv, envp };
     p.procs.released(p.pid);
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));
