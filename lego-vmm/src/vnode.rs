@@ -124,6 +124,20 @@ pub(crate) enum Image<'a> {
     Code { code: &'a [u8], load_at: u64, iopl3: bool },
 }
 
+/// The vNode path of the program (`/proc/PID/exe`, absolute as on Linux): for a host
+/// directory, the host path made absolute and taken relative to the root when it lies inside.
+fn vnode_exe(files: &Files, program: &Path) -> Vec<u8> {
+    let Files::HostDir(root) = files else {
+        let p = program.as_os_str().as_bytes();
+        return if p.starts_with(b"/") { p.to_vec() } else { [&b"/"[..], p].concat() };
+    };
+    let host = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    match std::fs::canonicalize(root).ok().and_then(|r| host.strip_prefix(r).ok().map(Path::to_path_buf)) {
+        Some(inside) => [&b"/"[..], inside.as_os_str().as_bytes()].concat(),
+        None => host.as_os_str().as_bytes().to_vec(),
+    }
+}
+
 /// Opens `/dev/kvm`, saying clearly why not.
 pub fn open_kvm() -> Result<Kvm, VmmError> {
     Kvm::new().map_err(|e| VmmError::KvmUnavailable(format!("/dev/kvm: {e}")))
@@ -197,7 +211,7 @@ impl Vnode {
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
         process.image = crate::pseudo::ExecImage {
-            exe: program.path.as_os_str().as_bytes().to_vec(),
+            exe: vnode_exe(&config.files, &program.path),
             argv: program.argv.clone(),
             envp: program.envp.clone(),
         };
