@@ -30,6 +30,7 @@ pub mod stack;
 pub mod syscall;
 pub mod sysmem;
 pub mod threads;
+pub mod vdso;
 #[cfg(test)]
 mod testing;
 pub mod vnode;

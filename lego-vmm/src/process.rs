@@ -175,6 +175,8 @@ impl Process {
     pub fn new(mm: Mm, fs: Arc<dyn FileSystem>, hostname: String, execfn: &[u8]) -> std::io::Result<Process> {
         let group = Arc::new(ThreadGroup::new()?);
         let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
+        let procs = Arc::new(ProcTable::new());
+        procs.vdso_clock().attach(mm.sys_shared());
         Ok(Process {
             pid: MAIN_TID,
             mm,
@@ -187,7 +189,7 @@ impl Process {
             hostname,
             rlimits,
             threads: BTreeMap::from([(MAIN_TID, ThreadState::default())]),
-            procs: Arc::new(ProcTable::new()),
+            procs,
             group,
             signals: Signals::default(),
             comm: comm_of(execfn),
@@ -203,6 +205,7 @@ impl Process {
     /// thread with the caller's signal mask and alternate stack, nothing pending.
     pub fn fork(&mut self, tid: i32, pid: i32) -> Result<Process, crate::error::VmmError> {
         let mm = self.mm.fork()?;
+        self.procs.vdso_clock().attach(mm.sys_shared());
         let group = Arc::new(ThreadGroup::new().map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
         let caller = self.thread(tid);
         let thread = ThreadState { sigmask: caller.sigmask, altstack: caller.altstack, ..ThreadState::default() };

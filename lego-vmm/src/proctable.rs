@@ -81,6 +81,8 @@ pub struct ProcTable {
     hosts: Mutex<Vec<JoinHandle<()>>>,
     /// When the run (the vNode, as its processes see it) started.
     started: Instant,
+    /// The clock behind the vDSO data pages of the run's processes.
+    clock: crate::vdso::Clock,
 }
 
 /// Encodes how a process ended as `wait4` reports it: the exit code, or the signal.
@@ -107,6 +109,7 @@ impl ProcTable {
             changed: Condvar::new(),
             hosts: Mutex::new(Vec::new()),
             started: Instant::now(),
+            clock: crate::vdso::Clock::new(),
         }
     }
 
@@ -319,6 +322,11 @@ impl ProcTable {
     /// When the run started (the vNode's boot time, for `/proc`).
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The clock that keeps the vDSO data pages of the run's processes current.
+    pub fn vdso_clock(&self) -> &crate::vdso::Clock {
+        &self.clock
     }
 
     /// The last id handed out.

@@ -214,7 +214,22 @@ pub fn maps(v: &ProcView) -> Vec<u8> {
         line.push(b'\n');
         out.extend_from_slice(&line);
     }
+    use crate::layout::{VDSO_BASE, VDSO_PAGES, VVAR_PAGE};
+    for (start, end, perm, name) in [(VVAR_PAGE, VDSO_BASE, "r--p", "[vvar]"), (VDSO_BASE, VDSO_BASE + VDSO_PAGES * PAGE_SIZE, "r-xp", "[vdso]")] {
+        let line = format!("{start:08x}-{end:08x} {perm} 00000000 00:00 0");
+        let _ = write!(FmtVec(&mut out), "{line:<73}{name}\n");
+    }
     out
+}
+
+/// `fmt::Write` into a byte vector.
+struct FmtVec<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for FmtVec<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// Clock ticks from the vNode's start to the process's.
