@@ -245,6 +245,31 @@ fn publish(sys: &SysMem, p: &Params) {
     seq.store(s.wrapping_add(2), Ordering::Release);
 }
 
+/// Whether the data page in `sys` lets the vDSO read the clocks itself (the clock has been
+/// calibrated and published there).
+pub fn ready(sys: &SysMem) -> bool {
+    sys.word(VVAR_PAGE + field::MODE).load(Ordering::Acquire) == MODE_TSC
+}
+
+/// Offset in the image of the dynamic symbol `name` (a function the vDSO exports).
+pub fn symbol(name: &[u8]) -> Option<u64> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(IMAGE.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(IMAGE.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(IMAGE.get(o..o + 8)?.try_into().ok()?));
+    // Section headers: find .dynsym (type 11) and its string table (its sh_link).
+    let (shoff, shentsize, shnum) = (u64_at(0x28)? as usize, usize::from(u16_at(0x3a)?), usize::from(u16_at(0x3c)?));
+    let section = |i: usize| shoff + i * shentsize;
+    let dynsym = (0..shnum).find(|&i| u32_at(section(i) + 4) == Some(11))?;
+    let strtab = section(u32_at(section(dynsym) + 40)? as usize);
+    let (sym_off, sym_size) = (u64_at(section(dynsym) + 24)? as usize, u64_at(section(dynsym) + 32)? as usize);
+    let str_off = u64_at(strtab + 24)? as usize;
+    (0..sym_size / 24).map(|i| sym_off + 24 * i).find_map(|sym| {
+        let name_at = str_off + u32_at(sym)? as usize;
+        let end = name_at + IMAGE.get(name_at..)?.iter().position(|&c| c == 0)?;
+        (&IMAGE[name_at..end] == name).then(|| u64_at(sym + 8)).flatten()
+    })
+}
+
 /// Writes the image into `sys` (the data page stays zero: system-call mode).
 pub fn install(sys: &SysMem) {
     sys.write_bytes(VDSO_BASE, IMAGE);
@@ -304,6 +329,14 @@ mod tests {
         let p2 = c.update(at(40_000_000, 19_999_000)).unwrap();
         assert!(p2.mono_ns >= p1.mono_at(40_000_000));
         assert!(p2.mono_at(40_000_001) >= p1.mono_at(40_000_000));
+    }
+
+    #[test]
+    fn exported_functions_are_found_in_the_image() {
+        let at = symbol(b"__vdso_clock_gettime").expect("exported");
+        assert!(at > 0 && (at as usize) < IMAGE.len());
+        assert_eq!(symbol(b"clock_gettime"), Some(at), "the alias");
+        assert_eq!(symbol(b"no_such_function"), None);
     }
 
     #[test]
