@@ -71,18 +71,30 @@ fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Readings taken for one [`Sample`]: the tightest is kept, so that a reading the host
+/// scheduler interrupted does not skew the rate.
+const SAMPLE_TRIES: usize = 8;
+
 impl Sample {
     /// The TSC in the middle of a `CLOCK_MONOTONIC` reading, and the other clocks' offsets
-    /// from it read right after.
+    /// from it read right after: of [`SAMPLE_TRIES`] readings, the one that took least time.
     fn now() -> Sample {
-        let t0 = rdtsc();
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
-        let t1 = rdtsc();
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        let boot = clock_ns(libc::CLOCK_BOOTTIME);
-        let mono2 = clock_ns(libc::CLOCK_MONOTONIC);
-        let skew = (mono2 - mono) / 2;
-        Sample { tsc: t0 / 2 + t1 / 2, mono, real: real.wrapping_sub(skew), boot: boot.wrapping_sub(skew) }
+        (0..SAMPLE_TRIES)
+            .map(|_| {
+                let t0 = rdtsc();
+                let mono = clock_ns(libc::CLOCK_MONOTONIC);
+                let real = clock_ns(libc::CLOCK_REALTIME);
+                let boot = clock_ns(libc::CLOCK_BOOTTIME);
+                let mono2 = clock_ns(libc::CLOCK_MONOTONIC);
+                let t1 = rdtsc();
+                // `real` and `boot` were read about a third and two thirds of the way.
+                let step = mono2.saturating_sub(mono) / 3;
+                let s = Sample { tsc: t0 / 2 + t1 / 2, mono: mono + step * 3 / 2, real: real + step / 2, boot: boot.saturating_sub(step / 2) };
+                (t1.wrapping_sub(t0), s)
+            })
+            .min_by_key(|(took, _)| *took)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| unreachable!("SAMPLE_TRIES > 0"))
     }
 }
 
@@ -120,9 +132,13 @@ impl Calibration {
         if span < MIN_BASELINE.as_nanos() as u64 {
             return None;
         }
-        let mult = u64::try_from((u128::from(span) << 32) / u128::from(cycles)).ok()?;
-        // Never behind what the previous parameters already gave for this TSC value.
+        let rate = u64::try_from((u128::from(span) << 32) / u128::from(cycles)).ok()?;
+        // Never behind what the previous parameters already gave for this TSC value; a lead
+        // over the host's clock is given back by running slower (by at most 1%) until the
+        // next refresh, as NTP slews a clock rather than stepping it back.
         let ahead = self.last.map_or(0, |p| p.mono_at(now.tsc).saturating_sub(now.mono));
+        let slew = (u128::from(ahead) * u128::from(rate) / REFRESH.as_nanos()).min(u128::from(rate) / 100);
+        let mult = rate - slew as u64;
         let p = Params {
             tsc_base: now.tsc,
             mult,

@@ -45,6 +45,8 @@ pub struct ProcView {
     pub sig_blocked: u64,
     pub sig_ignored: u64,
     pub sig_caught: u64,
+    /// Reads its ExCache's statistics later, without its lock (for process reports).
+    pub probe: crate::memory::excache::StatsProbe,
 }
 
 impl ProcView {
@@ -81,7 +83,14 @@ impl ProcView {
             sig_blocked: first.map_or(0, |t| t.sigmask),
             sig_ignored: ignored,
             sig_caught: caught,
+            probe: p.mm.cache().probe(),
         }
+    }
+
+    /// When it started, in milliseconds since the Unix epoch.
+    pub fn started_unix_ms(&self) -> u64 {
+        let t = super::node::wall_time(self.started);
+        (t.sec as u64) * 1000 + (t.nsec as u64) / 1_000_000
     }
 
     /// Bytes of address space in regions (`VmSize`).
