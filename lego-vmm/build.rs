@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("vdso.so");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("vdso.so");
     for f in ["vdso/vdso.c", "vdso/vdso.h", "vdso/vdso.lds"] {
         println!("cargo:rerun-if-changed={f}");
     }
@@ -38,6 +39,11 @@ fn main() {
         .arg(&out)
         .arg("vdso/vdso.c")
         .status()
-        .unwrap_or_else(|e| panic!("running {cc} to build the vDSO: {e} (install build-essential)"));
-    assert!(status.success(), "{cc} failed to build the vDSO (lego-vmm/vdso/vdso.c)");
+        .unwrap_or_else(|e| {
+            panic!("running {cc} to build the vDSO: {e} (install build-essential)")
+        });
+    assert!(
+        status.success(),
+        "{cc} failed to build the vDSO (lego-vmm/vdso/vdso.c)"
+    );
 }

@@ -15,7 +15,11 @@ use common::{busybox_files, image, kvm, lego, native, run, Run};
 
 /// A vNode run of `prog args` with its files in `dir` (and its host path as the program).
 fn vnode(prog: &Path, args: &[&str], dir: &Path, options: &[&str]) -> Run {
-    run(lego(options, prog, args, dir), Duration::from_secs(120), &format!("lego run {} {args:?}", prog.display()))
+    run(
+        lego(options, prog, args, dir),
+        Duration::from_secs(120),
+        &format!("lego run {} {args:?}", prog.display()),
+    )
 }
 
 /// Busybox in `dir/bin` with a link for each of its applets, so that a shell finds the same
@@ -29,11 +33,17 @@ fn busybox_root(dir: &Path) -> PathBuf {
     // execs: wait for that to pass (ETXTBSY) before anything runs the copy.
     let list = loop {
         match Command::new(&bb).arg("--list").output() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
             r => break r.unwrap(),
         }
     };
-    for applet in String::from_utf8(list.stdout).unwrap().lines().filter(|a| *a != "busybox") {
+    for applet in String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .filter(|a| *a != "busybox")
+    {
         std::fs::hard_link(&bb, bin.join(applet)).unwrap();
     }
     bb
@@ -42,7 +52,9 @@ fn busybox_root(dir: &Path) -> PathBuf {
 /// `busybox args` natively, with the applets of [`busybox_root`] first in `PATH`.
 fn native_bb(bb: &Path, args: &[&str], dir: &Path) -> Run {
     let mut c = Command::new(bb);
-    c.args(args).current_dir(dir).env("PATH", bb.parent().unwrap());
+    c.args(args)
+        .current_dir(dir)
+        .env("PATH", bb.parent().unwrap());
     run(c, Duration::from_secs(60), "native run")
 }
 
@@ -91,7 +103,10 @@ fn proc_dev_and_sys_files_read_as_natively() {
     let n = native_bb(&bb, &["sh", "-c", SAME_AS_NATIVE], dir.path());
     let l = vnode_bb(&bb, &["sh", "-c", SAME_AS_NATIVE], dir.path());
     assert_eq!(n.status, Some(0), "native: {}", n.stderr);
-    assert_eq!((l.status, l.stdout.as_str(), l.stderr.as_str()), (Some(0), n.stdout.as_str(), n.stderr.as_str()));
+    assert_eq!(
+        (l.status, l.stdout.as_str(), l.stderr.as_str()),
+        (Some(0), n.stdout.as_str(), n.stderr.as_str())
+    );
 }
 
 /// The vNode's own figures: the format Linux uses, values of the vNode.
@@ -112,7 +127,11 @@ kill %1
 
 /// The lines of `out` from the one after `== section` to the next section.
 fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
-    out.lines().skip_while(|l| *l != format!("== {name}")).skip(1).take_while(|l| !l.starts_with("== ")).collect()
+    out.lines()
+        .skip_while(|l| *l != format!("== {name}"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
 }
 
 #[test]
@@ -127,44 +146,90 @@ fn ps_free_uptime_and_top_show_the_vnode() {
     assert!(l.stderr.is_empty(), "{}", l.stderr);
     // ps: the shell (pid 1), the sleeper it started (pid 2), and ps itself, nothing of the host.
     let ps = section(out, "ps");
-    assert_eq!(ps[0].split_whitespace().collect::<Vec<_>>(), ["PID", "USER", "COMMAND"], "{ps:?}");
-    let pids: Vec<&str> = ps[1..].iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(
+        ps[0].split_whitespace().collect::<Vec<_>>(),
+        ["PID", "USER", "COMMAND"],
+        "{ps:?}"
+    );
+    let pids: Vec<&str> = ps[1..]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     assert_eq!(&pids[..2], ["1", "2"], "{ps:?}");
     assert_eq!(pids.len(), 3, "the shell, the sleeper and ps: {ps:?}");
     assert!(ps[2].ends_with("sleep 5"), "{ps:?}");
     // free: the vNode's 1 GiB.
     let free = section(out, "free");
     let mem: Vec<&str> = free[1].split_whitespace().collect();
-    assert_eq!((mem[0], mem[1], mem.len()), ("Mem:", "1048576", 7), "{free:?}");
+    assert_eq!(
+        (mem[0], mem[1], mem.len()),
+        ("Mem:", "1048576", 7),
+        "{free:?}"
+    );
     let uptime = section(out, "uptime").join("\n");
-    assert!(uptime.contains(" up ") && uptime.contains("load average:"), "{uptime}");
+    assert!(
+        uptime.contains(" up ") && uptime.contains("load average:"),
+        "{uptime}"
+    );
     let top = section(out, "top");
-    assert!(top[0].starts_with("Mem: ") && top[1].starts_with("CPU:") && top[2].starts_with("Load average:"), "{top:?}");
-    assert!(top.iter().any(|l| l.ends_with("top -b -n 1")) && top.iter().any(|l| l.trim_start().starts_with("2 ")), "{top:?}");
+    assert!(
+        top[0].starts_with("Mem: ")
+            && top[1].starts_with("CPU:")
+            && top[2].starts_with("Load average:"),
+        "{top:?}"
+    );
+    assert!(
+        top.iter().any(|l| l.ends_with("top -b -n 1"))
+            && top.iter().any(|l| l.trim_start().starts_with("2 ")),
+        "{top:?}"
+    );
     // /proc lists the vNode's processes and files.
     let proc = section(out, "proc");
-    for name in ["1", "2", "cpuinfo", "loadavg", "meminfo", "self", "stat", "uptime"] {
+    for name in [
+        "1", "2", "cpuinfo", "loadavg", "meminfo", "self", "stat", "uptime",
+    ] {
         assert!(proc.contains(&name), "{name} in {proc:?}");
     }
     let maps = section(out, "maps");
-    assert!(maps.iter().any(|l| l.ends_with("[heap]")) && maps.iter().any(|l| l.ends_with(" /bin/busybox")), "{maps:?}");
+    assert!(
+        maps.iter().any(|l| l.ends_with("[heap]"))
+            && maps.iter().any(|l| l.ends_with(" /bin/busybox")),
+        "{maps:?}"
+    );
     assert!(maps.last().unwrap().ends_with("[vdso]"), "{maps:?}");
     let status = section(out, "status");
-    assert!(status.contains(&"Name:\tbusybox") && status.contains(&"Pid:\t1") && status.contains(&"PPid:\t0"), "{status:?}");
+    assert!(
+        status.contains(&"Name:\tbusybox")
+            && status.contains(&"Pid:\t1")
+            && status.contains(&"PPid:\t0"),
+        "{status:?}"
+    );
     let meminfo = section(out, "meminfo");
-    assert_eq!(meminfo[0].split_whitespace().collect::<Vec<_>>(), ["MemTotal:", "1048576", "kB"]);
-    assert!(meminfo.iter().any(|l| l.starts_with("ExCacheTotal:")), "{meminfo:?}");
+    assert_eq!(
+        meminfo[0].split_whitespace().collect::<Vec<_>>(),
+        ["MemTotal:", "1048576", "kB"]
+    );
+    assert!(
+        meminfo.iter().any(|l| l.starts_with("ExCacheTotal:")),
+        "{meminfo:?}"
+    );
     let stat = section(out, "stat");
     assert_eq!(stat[0].split_whitespace().count(), 11, "{stat:?}");
     assert!(stat.iter().any(|l| l.starts_with("btime ")), "{stat:?}");
     // Paths are the vNode's: the program is /bin/busybox below its root (the shell starts its
     // applets through /proc/self/exe, which Linux too resolves to the file).
-    assert_eq!(section(out, "sleeper"), ["sleep 5 ", "/bin/busybox", "/bin/busybox"]);
+    assert_eq!(
+        section(out, "sleeper"),
+        ["sleep 5 ", "/bin/busybox", "/bin/busybox"]
+    );
 }
 
 /// Seconds since the epoch now.
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
@@ -184,19 +249,39 @@ fn clocks_come_from_the_vdso_with_glibc_and_musl() {
         let checks = |out: &str| out.lines().take(5).map(str::to_string).collect::<Vec<_>>();
         assert_eq!(checks(&l.stdout), checks(&n.stdout), "{prog}");
         // The guest's wall clock is the host's.
-        let real: f64 = l.stdout.lines().find_map(|l| l.strip_prefix("realtime: ")).unwrap().parse().unwrap();
-        assert!(before - 0.01 <= real && real <= after + 0.01, "{prog}: {real} outside [{before}, {after}]");
+        let real: f64 = l
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("realtime: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            before - 0.01 <= real && real <= after + 0.01,
+            "{prog}: {real} outside [{before}, {after}]"
+        );
         // 1.2 million clock reads, and they cost no exit: the system calls are start-up's.
         let first = l.stderr.lines().next().unwrap_or_default();
-        let calls: u64 = first.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count in {first}"));
-        assert!(calls < 200, "{prog} made {calls} system calls: the clock reads exited\n{}", l.stderr);
+        let calls: u64 = first
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {first}"));
+        assert!(
+            calls < 200,
+            "{prog} made {calls} system calls: the clock reads exited\n{}",
+            l.stderr
+        );
     }
 }
+
+/// Why a vNode run prints something else than a native one by design, and what it prints.
+type Differs = Option<(&'static str, &'static str)>;
 
 /// Busybox applets compared with native runs: each case is the applet and its arguments, and
 /// `None` if the vNode must print exactly what the native run prints, or the reason and the
 /// expected vNode output where the two differ by design.
-const SWEEP: &[(&[&str], Option<(&str, &str)>)] = &[
+const SWEEP: &[(&[&str], Differs)] = &[
     (&["basename", "/a/b/c.txt", ".txt"], None),
     (&["dirname", "/a/b/c.txt"], None),
     (&["printf", "%s-%d\\n", "x", "42"], None),
@@ -258,9 +343,17 @@ fn busybox_applets_sweep_as_natively() {
         match differs {
             None => {
                 let n = native_bb(&busybox_root(a.path()), args, a.path());
-                assert_eq!((&l.stdout, &l.stderr, l.status), (&n.stdout, &n.stderr, n.status), "busybox {args:?}");
+                assert_eq!(
+                    (&l.stdout, &l.stderr, l.status),
+                    (&n.stdout, &n.stderr, n.status),
+                    "busybox {args:?}"
+                );
             }
-            Some((why, want)) => assert_eq!((l.stdout.as_str(), l.status), (*want, Some(0)), "busybox {args:?}: {why}"),
+            Some((why, want)) => assert_eq!(
+                (l.stdout.as_str(), l.status),
+                (*want, Some(0)),
+                "busybox {args:?}: {why}"
+            ),
         }
     }
 }

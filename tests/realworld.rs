@@ -43,7 +43,9 @@ fn image_dir(dir: &Path) {
     for prog in ["rust-realworld", "busybox"] {
         std::fs::copy(image(prog), dir.join("bin").join(prog)).unwrap();
     }
-    let lines: String = (1..=20000).map(|i| format!("{}\n", (i * 7919) % 100003)).collect();
+    let lines: String = (1..=20000)
+        .map(|i| format!("{}\n", (i * 7919) % 100003))
+        .collect();
     std::fs::write(dir.join("data/in.txt"), lines).unwrap();
     std::fs::write(dir.join("data/s.lua"), LUA).unwrap();
 }
@@ -57,27 +59,65 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
     image_dir(native_dir.path());
     image_dir(pushed.path());
     let state = tempfile::tempdir().unwrap();
-    let storage = Server::start(&["storage-server", "--listen", "127.0.0.1:0", "--dir", state.path().to_str().unwrap()]);
-    let mem = Server::start(&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "2G", "--storage-server", &storage.addr]);
+    let storage = Server::start(&[
+        "storage-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+        state.path().to_str().unwrap(),
+    ]);
+    let mem = Server::start(&[
+        "mem-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--capacity",
+        "2G",
+        "--storage-server",
+        &storage.addr,
+    ]);
     let push = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["image", "push"])
         .arg(pushed.path())
         .args(["--vnode", "rw", "--storage-server", &storage.addr])
         .output()
         .unwrap();
-    assert!(push.status.success(), "image push: {}", String::from_utf8_lossy(&push.stderr));
+    assert!(
+        push.status.success(),
+        "image push: {}",
+        String::from_utf8_lossy(&push.stderr)
+    );
     for args in RUNS {
         let mut native = Command::new(native_dir.path().join("bin").join(args[0]));
         native.args(&args[1..]).current_dir(native_dir.path());
-        let n = run(native, Duration::from_secs(120), &format!("native {args:?}"));
+        let n = run(
+            native,
+            Duration::from_secs(120),
+            &format!("native {args:?}"),
+        );
         let mut vnode = Command::new(env!("CARGO_BIN_EXE_lego"));
         vnode
-            .args(["run", "--mem", "1G", "--mem-server", &mem.addr, "--excache", "64M"])
+            .args([
+                "run",
+                "--mem",
+                "1G",
+                "--mem-server",
+                &mem.addr,
+                "--excache",
+                "64M",
+            ])
             .args(["--vnode", "rw", "--storage-server", &storage.addr])
             .arg(format!("/bin/{}", args[0]))
             .args(&args[1..]);
-        let l = run(vnode, Duration::from_secs(300), &format!("lego run {args:?}"));
+        let l = run(
+            vnode,
+            Duration::from_secs(300),
+            &format!("lego run {args:?}"),
+        );
         assert_eq!(n.status, Some(0), "native {args:?}: {}", n.stderr);
-        assert_eq!((&l.stdout, &l.stderr, l.status), (&n.stdout, &n.stderr, n.status), "{args:?}");
+        assert_eq!(
+            (&l.stdout, &l.stderr, l.status),
+            (&n.stdout, &n.stderr, n.status),
+            "{args:?}"
+        );
     }
 }

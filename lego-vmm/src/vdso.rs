@@ -27,7 +27,10 @@ use crate::sysmem::SysMem;
 /// The vDSO image (an ELF shared object linked at 0).
 pub const IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vdso.so"));
 
-const _: () = assert!(IMAGE.len() as u64 <= VDSO_PAGES * PAGE_SIZE, "the vDSO outgrew its pages");
+const _: () = assert!(
+    IMAGE.len() as u64 <= VDSO_PAGES * PAGE_SIZE,
+    "the vDSO outgrew its pages"
+);
 
 /// How often the parameters are refreshed.
 pub const REFRESH: Duration = Duration::from_millis(10);
@@ -60,7 +63,10 @@ struct Sample {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -89,7 +95,12 @@ impl Sample {
                 let t1 = rdtsc();
                 // `real` and `boot` were read about a third and two thirds of the way.
                 let step = mono2.saturating_sub(mono) / 3;
-                let s = Sample { tsc: t0 / 2 + t1 / 2, mono: mono + step * 3 / 2, real: real + step / 2, boot: boot.saturating_sub(step / 2) };
+                let s = Sample {
+                    tsc: t0 / 2 + t1 / 2,
+                    mono: mono + step * 3 / 2,
+                    real: real + step / 2,
+                    boot: boot.saturating_sub(step / 2),
+                };
                 (t1.wrapping_sub(t0), s)
             })
             .min_by_key(|(took, _)| *took)
@@ -112,7 +123,8 @@ struct Params {
 impl Params {
     /// What these parameters give `CLOCK_MONOTONIC` at `tsc` (as the vDSO computes it).
     fn mono_at(&self, tsc: u64) -> u64 {
-        self.mono_ns + ((u128::from(tsc.saturating_sub(self.tsc_base)) * u128::from(self.mult)) >> 32) as u64
+        self.mono_ns
+            + ((u128::from(tsc.saturating_sub(self.tsc_base)) * u128::from(self.mult)) >> 32) as u64
     }
 }
 
@@ -136,8 +148,11 @@ impl Calibration {
         // Never behind what the previous parameters already gave for this TSC value; a lead
         // over the host's clock is given back by running slower (by at most 1%) until the
         // next refresh, as NTP slews a clock rather than stepping it back.
-        let ahead = self.last.map_or(0, |p| p.mono_at(now.tsc).saturating_sub(now.mono));
-        let slew = (u128::from(ahead) * u128::from(rate) / REFRESH.as_nanos()).min(u128::from(rate) / 100);
+        let ahead = self
+            .last
+            .map_or(0, |p| p.mono_at(now.tsc).saturating_sub(now.mono));
+        let slew =
+            (u128::from(ahead) * u128::from(rate) / REFRESH.as_nanos()).min(u128::from(rate) / 100);
         let mult = rate - slew as u64;
         let p = Params {
             tsc_base: now.tsc,
@@ -185,7 +200,10 @@ impl Clock {
             stopped: (Mutex::new(false), Condvar::new()),
         });
         lock(&shared.calibration).update(Sample::now());
-        Clock { shared, thread: Mutex::new(None) }
+        Clock {
+            shared,
+            thread: Mutex::new(None),
+        }
     }
 
     /// Keeps the data page in `sys` current from now on (until `sys` is dropped).
@@ -199,10 +217,15 @@ impl Clock {
         let mut thread = lock(&self.thread);
         if thread.is_none() {
             let shared = self.shared.clone();
-            match std::thread::Builder::new().name("vdso-clock".into()).spawn(move || refresh_loop(&shared)) {
+            match std::thread::Builder::new()
+                .name("vdso-clock".into())
+                .spawn(move || refresh_loop(&shared))
+            {
                 Ok(h) => *thread = Some(h),
                 // Without the thread the pages stay in system-call mode: slower, still right.
-                Err(e) => tracing::warn!("the vDSO clock thread did not start ({e}): clock calls exit"),
+                Err(e) => {
+                    tracing::warn!("the vDSO clock thread did not start ({e}): clock calls exit")
+                }
             }
         }
     }
@@ -233,7 +256,11 @@ fn refresh_loop(shared: &Shared) {
             });
         }
         let stopped = lock(&shared.stopped.0);
-        let (stopped, _) = shared.stopped.1.wait_timeout_while(stopped, REFRESH, |s| !*s).unwrap_or_else(|e| e.into_inner());
+        let (stopped, _) = shared
+            .stopped
+            .1
+            .wait_timeout_while(stopped, REFRESH, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
         if *stopped {
             return;
         }
@@ -273,17 +300,28 @@ pub fn symbol(name: &[u8]) -> Option<u64> {
     let u32_at = |o: usize| Some(u32::from_le_bytes(IMAGE.get(o..o + 4)?.try_into().ok()?));
     let u64_at = |o: usize| Some(u64::from_le_bytes(IMAGE.get(o..o + 8)?.try_into().ok()?));
     // Section headers: find .dynsym (type 11) and its string table (its sh_link).
-    let (shoff, shentsize, shnum) = (u64_at(0x28)? as usize, usize::from(u16_at(0x3a)?), usize::from(u16_at(0x3c)?));
+    let (shoff, shentsize, shnum) = (
+        u64_at(0x28)? as usize,
+        usize::from(u16_at(0x3a)?),
+        usize::from(u16_at(0x3c)?),
+    );
     let section = |i: usize| shoff + i * shentsize;
     let dynsym = (0..shnum).find(|&i| u32_at(section(i) + 4) == Some(11))?;
     let strtab = section(u32_at(section(dynsym) + 40)? as usize);
-    let (sym_off, sym_size) = (u64_at(section(dynsym) + 24)? as usize, u64_at(section(dynsym) + 32)? as usize);
+    let (sym_off, sym_size) = (
+        u64_at(section(dynsym) + 24)? as usize,
+        u64_at(section(dynsym) + 32)? as usize,
+    );
     let str_off = u64_at(strtab + 24)? as usize;
-    (0..sym_size / 24).map(|i| sym_off + 24 * i).find_map(|sym| {
-        let name_at = str_off + u32_at(sym)? as usize;
-        let end = name_at + IMAGE.get(name_at..)?.iter().position(|&c| c == 0)?;
-        (&IMAGE[name_at..end] == name).then(|| u64_at(sym + 8)).flatten()
-    })
+    (0..sym_size / 24)
+        .map(|i| sym_off + 24 * i)
+        .find_map(|sym| {
+            let name_at = str_off + u32_at(sym)? as usize;
+            let end = name_at + IMAGE.get(name_at..)?.iter().position(|&c| c == 0)?;
+            (&IMAGE[name_at..end] == name)
+                .then(|| u64_at(sym + 8))
+                .flatten()
+        })
 }
 
 /// Writes the image into `sys` (the data page stays zero: system-call mode).
@@ -296,21 +334,33 @@ pub fn install(sys: &SysMem) {
 /// guest's TSC between two host readings and, if it is off, writes the host's value.
 pub fn align_tsc(vcpu: &VcpuFd) {
     let read = || -> Option<(u64, u64, u64)> {
-        let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: MSR_TSC, ..Default::default() }]).ok()?;
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
+            index: MSR_TSC,
+            ..Default::default()
+        }])
+        .ok()?;
         let before = rdtsc();
         let n = vcpu.get_msrs(&mut msrs).ok()?;
         let after = rdtsc();
         (n == 1).then(|| (before, msrs.as_slice()[0].data, after))
     };
-    let Some((before, guest, after)) = read() else { return };
+    let Some((before, guest, after)) = read() else {
+        return;
+    };
     // Within the time the ioctl took, plus a margin: the same counter.
     let slack = (after - before).max(1) * 4;
     if guest + slack >= before && guest <= after + slack {
         return;
     }
-    if let Ok(msrs) = Msrs::from_entries(&[kvm_msr_entry { index: MSR_TSC, data: rdtsc(), ..Default::default() }]) {
+    if let Ok(msrs) = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_TSC,
+        data: rdtsc(),
+        ..Default::default()
+    }]) {
         if vcpu.set_msrs(&msrs).is_err() {
-            tracing::warn!("the guest TSC differs from the host's and cannot be set: vDSO times will be wrong");
+            tracing::warn!(
+                "the guest TSC differs from the host's and cannot be set: vDSO times will be wrong"
+            );
         }
     }
 }
@@ -320,15 +370,26 @@ mod tests {
     use super::*;
 
     fn at(tsc: u64, mono: u64) -> Sample {
-        Sample { tsc, mono, real: mono + 1_000_000_000_000, boot: mono + 5 }
+        Sample {
+            tsc,
+            mono,
+            real: mono + 1_000_000_000_000,
+            boot: mono + 5,
+        }
     }
 
     #[test]
     fn the_rate_comes_from_the_baseline_and_waits_for_it() {
         let mut c = Calibration::default();
         assert_eq!(c.update(at(1_000, 0)), None, "the origin");
-        assert_eq!(c.update(at(1_000 + 2_000_000, 1_000_000)), None, "1 ms is too short a baseline");
-        let p = c.update(at(1_000 + 20_000_000, 10_000_000)).expect("10 ms is enough");
+        assert_eq!(
+            c.update(at(1_000 + 2_000_000, 1_000_000)),
+            None,
+            "1 ms is too short a baseline"
+        );
+        let p = c
+            .update(at(1_000 + 20_000_000, 10_000_000))
+            .expect("10 ms is enough");
         // 2 cycles per ns: half a ns per cycle.
         assert_eq!(p.mult, 1 << 31);
         assert_eq!(p.mono_at(p.tsc_base + 2_000), p.mono_ns + 1_000);
@@ -360,7 +421,13 @@ mod tests {
         assert_eq!(&IMAGE[..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([IMAGE[16], IMAGE[17]]), 3, "ET_DYN");
         let has = |s: &[u8]| IMAGE.windows(s.len()).any(|w| w == s);
-        for name in [&b"__vdso_clock_gettime"[..], b"__vdso_gettimeofday", b"__vdso_time", b"__vdso_getcpu", b"LINUX_2.6"] {
+        for name in [
+            &b"__vdso_clock_gettime"[..],
+            b"__vdso_gettimeofday",
+            b"__vdso_time",
+            b"__vdso_getcpu",
+            b"LINUX_2.6",
+        ] {
             assert!(has(name), "{}", String::from_utf8_lossy(name));
         }
     }

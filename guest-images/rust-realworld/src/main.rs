@@ -17,11 +17,20 @@ fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in arguments")
 }
 
-unsafe extern "C" fn print_row(_: *mut c_void, n: c_int, values: *mut *mut c_char, _: *mut *mut c_char) -> c_int {
+unsafe extern "C" fn print_row(
+    _: *mut c_void,
+    n: c_int,
+    values: *mut *mut c_char,
+    _: *mut *mut c_char,
+) -> c_int {
     let mut cols = Vec::new();
     for i in 0..n as usize {
         let v = *values.add(i);
-        cols.push(if v.is_null() { "NULL".to_string() } else { CStr::from_ptr(v).to_string_lossy().into_owned() });
+        cols.push(if v.is_null() {
+            "NULL".to_string()
+        } else {
+            CStr::from_ptr(v).to_string_lossy().into_owned()
+        });
     }
     println!("{}", cols.join("\t"));
     0
@@ -32,7 +41,9 @@ fn sqlite(db: &str, statements: &[String]) -> Result<(), String> {
     let mut handle = std::ptr::null_mut();
     let flags = ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE;
     // SAFETY: valid NUL-terminated strings and an out pointer.
-    let rc = unsafe { ffi::sqlite3_open_v2(cstr(db).as_ptr(), &mut handle, flags, c"unix-none".as_ptr()) };
+    let rc = unsafe {
+        ffi::sqlite3_open_v2(cstr(db).as_ptr(), &mut handle, flags, c"unix-none".as_ptr())
+    };
     if rc != ffi::SQLITE_OK {
         return Err(format!("opening {db}: error {rc}"));
     }
@@ -40,10 +51,24 @@ fn sqlite(db: &str, statements: &[String]) -> Result<(), String> {
     for sql in statements {
         let mut err = std::ptr::null_mut();
         // SAFETY: an open handle, a NUL-terminated statement, a callback of the right type.
-        let rc = unsafe { ffi::sqlite3_exec(handle, cstr(sql).as_ptr(), Some(print_row), std::ptr::null_mut(), &mut err) };
+        let rc = unsafe {
+            ffi::sqlite3_exec(
+                handle,
+                cstr(sql).as_ptr(),
+                Some(print_row),
+                std::ptr::null_mut(),
+                &mut err,
+            )
+        };
         if rc != ffi::SQLITE_OK {
             // SAFETY: sqlite3_exec set `err` to a message it allocated (or left it NULL).
-            let msg = if err.is_null() { format!("error {rc}") } else { unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned() };
+            let msg = if err.is_null() {
+                format!("error {rc}")
+            } else {
+                unsafe { CStr::from_ptr(err) }
+                    .to_string_lossy()
+                    .into_owned()
+            };
             // SAFETY: the message came from sqlite3_malloc.
             unsafe { ffi::sqlite3_free(err.cast()) };
             result = Err(format!("{sql}: {msg}"));
@@ -61,7 +86,15 @@ fn zstd(level: i32, input: &str, output: &str) -> Result<(), String> {
     let bound = unsafe { zstd_sys::ZSTD_compressBound(data.len()) };
     let mut out = vec![0u8; bound];
     // SAFETY: both buffers are valid for the lengths passed.
-    let n = unsafe { zstd_sys::ZSTD_compress(out.as_mut_ptr().cast(), out.len(), data.as_ptr().cast(), data.len(), level) };
+    let n = unsafe {
+        zstd_sys::ZSTD_compress(
+            out.as_mut_ptr().cast(),
+            out.len(),
+            data.as_ptr().cast(),
+            data.len(),
+            level,
+        )
+    };
     // SAFETY: ZSTD_isError is a pure function.
     if unsafe { zstd_sys::ZSTD_isError(n) } != 0 {
         return Err(format!("compressing {input}: error {n}"));
@@ -81,7 +114,14 @@ fn unzstd(input: &str, output: &str) -> Result<(), String> {
     }
     let mut out = vec![0u8; size as usize];
     // SAFETY: both buffers are valid for the lengths passed.
-    let n = unsafe { zstd_sys::ZSTD_decompress(out.as_mut_ptr().cast(), out.len(), data.as_ptr().cast(), data.len()) };
+    let n = unsafe {
+        zstd_sys::ZSTD_decompress(
+            out.as_mut_ptr().cast(),
+            out.len(),
+            data.as_ptr().cast(),
+            data.len(),
+        )
+    };
     // SAFETY: ZSTD_isError is a pure function.
     if unsafe { zstd_sys::ZSTD_isError(n) } != 0 {
         return Err(format!("decompressing {input}: error {n}"));
@@ -99,7 +139,14 @@ mod lua {
         pub fn luaL_newstate() -> *mut c_void;
         pub fn luaL_openlibs(l: *mut c_void);
         pub fn luaL_loadfilex(l: *mut c_void, name: *const c_char, mode: *const c_char) -> c_int;
-        pub fn lua_pcallk(l: *mut c_void, nargs: c_int, nres: c_int, errfunc: c_int, ctx: isize, k: *const c_void) -> c_int;
+        pub fn lua_pcallk(
+            l: *mut c_void,
+            nargs: c_int,
+            nres: c_int,
+            errfunc: c_int,
+            ctx: isize,
+            k: *const c_void,
+        ) -> c_int;
         pub fn lua_createtable(l: *mut c_void, narr: c_int, nrec: c_int);
         pub fn lua_pushstring(l: *mut c_void, s: *const c_char) -> *const c_char;
         pub fn lua_rawseti(l: *mut c_void, idx: c_int, n: i64);
@@ -132,7 +179,11 @@ fn run_lua(script: &str, args: &[String]) -> Result<(), String> {
             Ok(())
         } else {
             let msg = lua::lua_tolstring(l, -1, std::ptr::null_mut());
-            Err(if msg.is_null() { format!("lua error {rc}") } else { CStr::from_ptr(msg).to_string_lossy().into_owned() })
+            Err(if msg.is_null() {
+                format!("lua error {rc}")
+            } else {
+                CStr::from_ptr(msg).to_string_lossy().into_owned()
+            })
         };
         lua::lua_close(l);
         result

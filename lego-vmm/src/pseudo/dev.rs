@@ -15,7 +15,14 @@ pub enum Device {
 
 impl Device {
     /// Every device, in `ls /dev` order.
-    pub const ALL: [Device; 6] = [Device::Full, Device::Null, Device::Random, Device::Tty, Device::Urandom, Device::Zero];
+    pub const ALL: [Device; 6] = [
+        Device::Full,
+        Device::Null,
+        Device::Random,
+        Device::Tty,
+        Device::Urandom,
+        Device::Zero,
+    ];
 
     /// Its name in `/dev`.
     pub fn name(self) -> &'static [u8] {
@@ -96,7 +103,10 @@ mod tests {
         assert_eq!(Device::Zero.read(&mut b), Ok(64));
         assert!(b.iter().all(|&x| x == 0));
         assert_eq!(Device::Urandom.read(&mut b), Ok(64));
-        assert!(b.iter().any(|&x| x != 0), "64 random bytes are not all zero");
+        assert!(
+            b.iter().any(|&x| x != 0),
+            "64 random bytes are not all zero"
+        );
         assert_eq!(Device::Full.write(b"x"), Err(Errno(libc::ENOSPC)));
         assert_eq!(Device::Null.write(b"abc"), Ok(3));
         // /dev/null is 1:3, /dev/tty 5:0 in `ls -l`.

@@ -58,7 +58,10 @@ fn pseudo_root(first: &[u8]) -> bool {
 fn route(p: &Process, path: &[u8], follow: bool) -> SysResult<Route> {
     // A trailing slash follows the last link, as in Linux's path walk.
     let follow = follow || path.ends_with(b"/");
-    let comps: Vec<&[u8]> = path.split(|&c| c == b'/').filter(|c| !c.is_empty()).collect();
+    let comps: Vec<&[u8]> = path
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     // Cheap exit for every ordinary path: only a first component naming a pseudo root (after
     // `.` and `..`) enters the tree.
     let first = comps.iter().find(|c| **c != b"." && **c != b"..");
@@ -105,15 +108,25 @@ fn route(p: &Process, path: &[u8], follow: bool) -> SysResult<Route> {
                 if t.first() == Some(&b'/') {
                     at.clear();
                 }
-                let split: Vec<Vec<u8>> = t.split(|&c| c == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect();
-                if split.first().is_some_and(|c| pseudo_root(c)) || (t.first() != Some(&b'/') && !at.is_empty()) {
+                let split: Vec<Vec<u8>> = t
+                    .split(|&c| c == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                if split.first().is_some_and(|c| pseudo_root(c))
+                    || (t.first() != Some(&b'/') && !at.is_empty())
+                {
                     for s in split.into_iter().rev() {
                         todo.push_front(s);
                     }
                     continue;
                 }
                 // Back into the vNode's files, where the file system resolves the rest.
-                let mut out = if t.first() == Some(&b'/') { t } else { node::join(&split) };
+                let mut out = if t.first() == Some(&b'/') {
+                    t
+                } else {
+                    node::join(&split)
+                };
                 for rest in todo {
                     out.push(b'/');
                     out.extend_from_slice(&rest);
@@ -138,7 +151,10 @@ pub fn open(p: &Process, path: Vec<u8>, flags: i32, mode: u32) -> SysResult<Open
     match route(p, &path, follow)? {
         Route::Backend(real) => {
             let f = p.fs.open(&real, flags, mode)?;
-            Ok(Opened::New(Backing::File(f), if real == path { path } else { real }))
+            Ok(Opened::New(
+                Backing::File(f),
+                if real == path { path } else { real },
+            ))
         }
         Route::Fd(file) => Ok(Opened::Shared(file)),
         Route::Pseudo(node) => {
@@ -152,7 +168,12 @@ pub fn open(p: &Process, path: Vec<u8>, flags: i32, mode: u32) -> SysResult<Open
 
 /// `stat` (`follow`) or `lstat` of `path`; `of_file` gives the metadata of a descriptor a
 /// `/proc/PID/fd/N` link leads to.
-pub fn stat(p: &Process, path: &[u8], follow: bool, of_file: impl Fn(&Process, &OpenFile) -> SysResult<Stat>) -> SysResult<Stat> {
+pub fn stat(
+    p: &Process,
+    path: &[u8],
+    follow: bool,
+    of_file: impl Fn(&Process, &OpenFile) -> SysResult<Stat>,
+) -> SysResult<Stat> {
     match route(p, path, follow)? {
         Route::Backend(real) => p.fs.stat(&real, follow),
         Route::Fd(file) => of_file(p, &file),
@@ -165,7 +186,10 @@ pub fn readlink(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
     match route(p, path, false)? {
         Route::Backend(real) => p.fs.readlink(&real),
         Route::Fd(_) => Err(Errno::EINVAL),
-        Route::Pseudo(Node { kind: Kind::Link(t), .. }) => Ok(t.text()),
+        Route::Pseudo(Node {
+            kind: Kind::Link(t),
+            ..
+        }) => Ok(t.text()),
         Route::Pseudo(_) => Err(Errno::EINVAL),
     }
 }
@@ -204,8 +228,13 @@ pub fn access(p: &Process, path: &[u8], mode: i32) -> SysResult<()> {
         Route::Fd(_) => Ok(()),
         Route::Pseudo(node) => {
             let perm = node.stat().mode;
-            let denied = (mode & libc::W_OK != 0 && perm & 0o222 == 0) || (mode & libc::X_OK != 0 && perm & 0o111 == 0);
-            if denied { Err(Errno::EACCES) } else { Ok(()) }
+            let denied = (mode & libc::W_OK != 0 && perm & 0o222 == 0)
+                || (mode & libc::X_OK != 0 && perm & 0o111 == 0);
+            if denied {
+                Err(Errno::EACCES)
+            } else {
+                Ok(())
+            }
         }
     }
 }

@@ -71,15 +71,23 @@ pub fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     if comps.is_empty() {
         return b"/".to_vec();
     }
-    comps.iter().flat_map(|c| std::iter::once(b'/').chain(c.iter().copied())).collect()
+    comps
+        .iter()
+        .flat_map(|c| std::iter::once(b'/').chain(c.iter().copied()))
+        .collect()
 }
 
 /// Seconds and nanoseconds of the wall clock at `at`.
 pub fn wall_time(at: std::time::Instant) -> Timespec {
     let ago = at.elapsed();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let t = now.saturating_sub(ago);
-    Timespec { sec: t.as_secs() as i64, nsec: i64::from(t.subsec_nanos()) }
+    Timespec {
+        sec: t.as_secs() as i64,
+        nsec: i64::from(t.subsec_nanos()),
+    }
 }
 
 /// What a look-up needs: the calling process, and through its process table the others.
@@ -123,15 +131,29 @@ fn name_ino(base: u64, i: usize) -> u64 {
 
 impl<'a> Ctx<'a> {
     pub fn new(p: &'a Process) -> Ctx<'a> {
-        Ctx { p, boot: wall_time(p.procs.started()) }
+        Ctx {
+            p,
+            boot: wall_time(p.procs.started()),
+        }
     }
 
     fn meta(&self, dev: u64, ino: u64, mode: u32) -> Meta {
-        Meta { dev, ino, mode, uid: 0, gid: 0, rdev: 0, time: self.boot }
+        Meta {
+            dev,
+            ino,
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            time: self.boot,
+        }
     }
 
     fn dir(&self, dev: u64, ino: u64, entries: Vec<(Vec<u8>, u8, u64)>) -> Node {
-        Node { meta: self.meta(dev, ino, libc::S_IFDIR | 0o555), kind: Kind::Dir(entries) }
+        Node {
+            meta: self.meta(dev, ino, libc::S_IFDIR | 0o555),
+            kind: Kind::Dir(entries),
+        }
     }
 
     /// The snapshot of process `pid` of the vNode (the caller's own without its table look-up).
@@ -156,27 +178,45 @@ impl<'a> Ctx<'a> {
         let depth = rest.len();
         if depth < SYS_CHAIN.len() && rest.iter().zip(&SYS_CHAIN[1..]).all(|(a, b)| a == b) {
             let entries = if depth + 1 < SYS_CHAIN.len() {
-                vec![(SYS_CHAIN[depth + 1].to_vec(), libc::DT_DIR, name_ino(0x100, depth + 1))]
+                vec![(
+                    SYS_CHAIN[depth + 1].to_vec(),
+                    libc::DT_DIR,
+                    name_ino(0x100, depth + 1),
+                )]
             } else {
-                vec![(b"online".to_vec(), libc::DT_REG, 0x120), (b"possible".to_vec(), libc::DT_REG, 0x121)]
+                vec![
+                    (b"online".to_vec(), libc::DT_REG, 0x120),
+                    (b"possible".to_vec(), libc::DT_REG, 0x121),
+                ]
             };
             return Ok(self.dir(SYS_DEV, name_ino(0x100, depth), entries));
         }
-        if depth == SYS_CHAIN.len() && rest[..depth - 1].iter().zip(&SYS_CHAIN[1..]).all(|(a, b)| a == b) {
+        if depth == SYS_CHAIN.len()
+            && rest[..depth - 1]
+                .iter()
+                .zip(&SYS_CHAIN[1..])
+                .all(|(a, b)| a == b)
+        {
             let ino = match rest[depth - 1].as_slice() {
                 b"online" => 0x120,
                 b"possible" => 0x121,
                 _ => return Err(Errno::ENOENT),
             };
             let text = procfs::cpu_list(&procfs::host_cpus());
-            return Ok(Node { meta: self.meta(SYS_DEV, ino, libc::S_IFREG | 0o444), kind: Kind::File(text) });
+            return Ok(Node {
+                meta: self.meta(SYS_DEV, ino, libc::S_IFREG | 0o444),
+                kind: Kind::File(text),
+            });
         }
         Err(Errno::ENOENT)
     }
 
     fn dev(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
         let Some(name) = rest.first() else {
-            let mut entries: Vec<_> = Device::ALL.iter().map(|d| (d.name().to_vec(), libc::DT_CHR, d.ino())).collect();
+            let mut entries: Vec<_> = Device::ALL
+                .iter()
+                .map(|d| (d.name().to_vec(), libc::DT_CHR, d.ino()))
+                .collect();
             entries.push((b"fd".to_vec(), libc::DT_LNK, 0x40));
             for (i, n) in [&b"stdin"[..], b"stdout", b"stderr"].iter().enumerate() {
                 entries.push((n.to_vec(), libc::DT_LNK, 0x41 + i as u64));
@@ -197,16 +237,25 @@ impl<'a> Ctx<'a> {
             b"stderr" => return Ok(link(0x43, "/proc/self/fd/2".into())),
             _ => {}
         }
-        let d = Device::ALL.iter().find(|d| d.name() == name.as_slice()).ok_or(Errno::ENOENT)?;
+        let d = Device::ALL
+            .iter()
+            .find(|d| d.name() == name.as_slice())
+            .ok_or(Errno::ENOENT)?;
         let mut meta = self.meta(DEV_DEV, d.ino(), libc::S_IFCHR | 0o666);
         meta.rdev = d.rdev();
-        Ok(Node { meta, kind: Kind::Device(*d) })
+        Ok(Node {
+            meta,
+            kind: Kind::Device(*d),
+        })
     }
 
     fn proc(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
         let Some(first) = rest.first() else {
-            let mut entries: Vec<_> =
-                PROC_FILES.iter().enumerate().map(|(i, (n, t))| (n.to_vec(), *t, name_ino(0x10, i))).collect();
+            let mut entries: Vec<_> = PROC_FILES
+                .iter()
+                .enumerate()
+                .map(|(i, (n, t))| (n.to_vec(), *t, name_ino(0x10, i)))
+                .collect();
             for pid in self.p.procs.running_pids(self.p.pid) {
                 entries.push((pid.to_string().into_bytes(), libc::DT_DIR, pid_ino(pid, 0)));
             }
@@ -217,7 +266,10 @@ impl<'a> Ctx<'a> {
                 return Err(Errno::ENOTDIR);
             }
             let meta = |mode| self.meta(PROC_DEV, name_ino(0x10, i), mode);
-            let link = |target: String| Node { meta: meta(libc::S_IFLNK | 0o777), kind: Kind::Link(Target::Path(target.into_bytes())) };
+            let link = |target: String| Node {
+                meta: meta(libc::S_IFLNK | 0o777),
+                kind: Kind::Link(Target::Path(target.into_bytes())),
+            };
             let text = match first.as_slice() {
                 b"self" => return Ok(link(self.p.pid.to_string())),
                 b"thread-self" => return Ok(link(format!("{}/task/{}", self.p.pid, self.p.pid))),
@@ -227,17 +279,39 @@ impl<'a> Ctx<'a> {
                 b"stat" => procfs::stat(self),
                 _ => procfs::uptime(self),
             };
-            return Ok(Node { meta: meta(libc::S_IFREG | 0o444), kind: Kind::File(text) });
+            return Ok(Node {
+                meta: meta(libc::S_IFREG | 0o444),
+                kind: Kind::File(text),
+            });
         }
-        let pid: i32 = std::str::from_utf8(first).ok().and_then(|s| s.parse().ok()).filter(|&p| p > 0).ok_or(Errno::ENOENT)?;
+        let pid: i32 = std::str::from_utf8(first)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&p| p > 0)
+            .ok_or(Errno::ENOENT)?;
         let v = self.view(pid).ok_or(Errno::ENOENT)?;
-        let owned = |ino: u64, mode: u32| Meta { uid: v.creds.euid, gid: v.creds.egid, time: wall_time(v.started), ..self.meta(PROC_DEV, ino, mode) };
+        let owned = |ino: u64, mode: u32| Meta {
+            uid: v.creds.euid,
+            gid: v.creds.egid,
+            time: wall_time(v.started),
+            ..self.meta(PROC_DEV, ino, mode)
+        };
         let Some(name) = rest.get(1) else {
-            let entries = PID_FILES.iter().enumerate().map(|(i, (n, t))| (n.to_vec(), *t, pid_ino(pid, i + 1))).collect();
-            return Ok(Node { meta: owned(pid_ino(pid, 0), libc::S_IFDIR | 0o555), kind: Kind::Dir(entries) });
+            let entries = PID_FILES
+                .iter()
+                .enumerate()
+                .map(|(i, (n, t))| (n.to_vec(), *t, pid_ino(pid, i + 1)))
+                .collect();
+            return Ok(Node {
+                meta: owned(pid_ino(pid, 0), libc::S_IFDIR | 0o555),
+                kind: Kind::Dir(entries),
+            });
         };
         // `task/TID` is not there; everything else of `/proc/PID` is.
-        let i = PID_FILES.iter().position(|(n, _)| *n == name.as_slice()).ok_or(Errno::ENOENT)?;
+        let i = PID_FILES
+            .iter()
+            .position(|(n, _)| *n == name.as_slice())
+            .ok_or(Errno::ENOENT)?;
         let ino = pid_ino(pid, i + 1);
         if name.as_slice() == b"fd" {
             return self.fd_dir(&v, &rest[2..], owned(ino, libc::S_IFDIR | 0o500));
@@ -245,7 +319,10 @@ impl<'a> Ctx<'a> {
         if rest.len() > 2 {
             return Err(Errno::ENOTDIR);
         }
-        let link = |t: Vec<u8>| Node { meta: owned(ino, libc::S_IFLNK | 0o777), kind: Kind::Link(Target::Path(t)) };
+        let link = |t: Vec<u8>| Node {
+            meta: owned(ino, libc::S_IFLNK | 0o777),
+            kind: Kind::Link(Target::Path(t)),
+        };
         let text = match name.as_slice() {
             b"cwd" => return Ok(link(v.cwd.clone())),
             b"exe" => return Ok(link(v.image.exe.clone())),
@@ -258,28 +335,57 @@ impl<'a> Ctx<'a> {
             b"statm" => procfs::statm(&v),
             _ => procfs::status(self, &v),
         };
-        let mode = if name.as_slice() == b"environ" { 0o400 } else { 0o444 };
-        Ok(Node { meta: owned(ino, libc::S_IFREG | mode), kind: Kind::File(text) })
+        let mode = if name.as_slice() == b"environ" {
+            0o400
+        } else {
+            0o444
+        };
+        Ok(Node {
+            meta: owned(ino, libc::S_IFREG | mode),
+            kind: Kind::File(text),
+        })
     }
 
     fn fd_dir(&self, v: &ProcView, rest: &[Vec<u8>], meta: Meta) -> SysResult<Node> {
         let fd_ino = |fd: u64| meta.ino.wrapping_mul(0x1_0000) + fd;
         let Some(name) = rest.first() else {
-            let entries = v.fds.iter().map(|(fd, _)| (fd.to_string().into_bytes(), libc::DT_LNK, fd_ino(*fd))).collect();
-            return Ok(Node { meta, kind: Kind::Dir(entries) });
+            let entries = v
+                .fds
+                .iter()
+                .map(|(fd, _)| (fd.to_string().into_bytes(), libc::DT_LNK, fd_ino(*fd)))
+                .collect();
+            return Ok(Node {
+                meta,
+                kind: Kind::Dir(entries),
+            });
         };
         if rest.len() > 1 {
             return Err(Errno::ENOTDIR);
         }
-        let fd: u64 = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok()).ok_or(Errno::ENOENT)?;
+        let fd: u64 = std::str::from_utf8(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(Errno::ENOENT)?;
         let (_, file) = v.fds.iter().find(|(f, _)| *f == fd).ok_or(Errno::ENOENT)?;
         let target = match &file.backing {
             Backing::File(_) => Target::Path(file.path.clone()),
-            Backing::Pipe(end) => Target::Fd(file.clone(), format!("pipe:[{}]", end.id() >> 4).into_bytes()),
+            Backing::Pipe(end) => Target::Fd(
+                file.clone(),
+                format!("pipe:[{}]", end.id() >> 4).into_bytes(),
+            ),
             Backing::Host(h) => Target::Fd(file.clone(), procfs::host_fd_name(h)),
         };
-        let mode = libc::S_IFLNK | if file.readable() { 0o500 } else { 0 } | if file.writable() { 0o200 } else { 0 };
-        Ok(Node { meta: Meta { ino: fd_ino(fd), mode, ..meta }, kind: Kind::Link(target) })
+        let mode = libc::S_IFLNK
+            | if file.readable() { 0o500 } else { 0 }
+            | if file.writable() { 0o200 } else { 0 };
+        Ok(Node {
+            meta: Meta {
+                ino: fd_ino(fd),
+                mode,
+                ..meta
+            },
+            kind: Kind::Link(target),
+        })
     }
 }
 
@@ -293,7 +399,10 @@ impl Node {
     pub fn stat(&self) -> Stat {
         let m = &self.meta;
         let (nlink, size) = match &self.kind {
-            Kind::Dir(e) => (2 + e.iter().filter(|(_, t, _)| *t == libc::DT_DIR).count() as u64, 0),
+            Kind::Dir(e) => (
+                2 + e.iter().filter(|(_, t, _)| *t == libc::DT_DIR).count() as u64,
+                0,
+            ),
             Kind::Link(t) => (1, t.text().len() as u64),
             _ => (1, 0),
         };
@@ -320,17 +429,29 @@ impl Node {
         let opath = flags & libc::O_PATH != 0;
         let stat = self.stat();
         let file: Box<dyn File> = match self.kind {
-            Kind::Link(_) if opath => Box::new(PseudoFile { stat, body: Body::Text(Vec::new()) }),
+            Kind::Link(_) if opath => Box::new(PseudoFile {
+                stat,
+                body: Body::Text(Vec::new()),
+            }),
             Kind::Link(_) => return Err(Errno::ELOOP),
             Kind::Dir(_) if write => return Err(Errno::EISDIR),
-            Kind::Dir(entries) => Box::new(PseudoFile { stat, body: Body::Dir(entries) }),
+            Kind::Dir(entries) => Box::new(PseudoFile {
+                stat,
+                body: Body::Dir(entries),
+            }),
             _ if flags & libc::O_DIRECTORY != 0 && !opath => return Err(Errno::ENOTDIR),
             Kind::File(_) if write && !opath => return Err(Errno::EACCES),
-            Kind::File(text) => Box::new(PseudoFile { stat, body: Body::Text(text) }),
+            Kind::File(text) => Box::new(PseudoFile {
+                stat,
+                body: Body::Text(text),
+            }),
             Kind::Device(Device::Tty) if !opath => {
                 return Ok(Opened::New(Backing::Host(open_host_tty(flags)?), path));
             }
-            Kind::Device(d) => Box::new(PseudoFile { stat, body: Body::Device(d) }),
+            Kind::Device(d) => Box::new(PseudoFile {
+                stat,
+                body: Body::Device(d),
+            }),
         };
         Ok(Opened::New(Backing::File(file), path))
     }
@@ -402,15 +523,25 @@ impl File for PseudoFile {
     }
 
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
-        let Body::Dir(entries) = &self.body else { return Err(Errno::ENOTDIR) };
-        let dots = [(b".".to_vec(), libc::DT_DIR, self.stat.ino), (b"..".to_vec(), libc::DT_DIR, 1)];
+        let Body::Dir(entries) = &self.body else {
+            return Err(Errno::ENOTDIR);
+        };
+        let dots = [
+            (b".".to_vec(), libc::DT_DIR, self.stat.ino),
+            (b"..".to_vec(), libc::DT_DIR, 1),
+        ];
         Ok(dots
             .iter()
             .chain(entries.iter())
             .enumerate()
             .skip(usize::try_from(pos).unwrap_or(usize::MAX))
             .take(max)
-            .map(|(i, (name, kind, ino))| DirEntry { ino: *ino, next: i as u64 + 1, kind: *kind, name: name.clone() })
+            .map(|(i, (name, kind, ino))| DirEntry {
+                ino: *ino,
+                next: i as u64 + 1,
+                kind: *kind,
+                name: name.clone(),
+            })
             .collect())
     }
 }

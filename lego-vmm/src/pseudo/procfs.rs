@@ -16,12 +16,20 @@ pub fn host_cpus() -> Vec<usize> {
     // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid cpu_set_t of the size passed; getpid has no preconditions.
-    let ok = unsafe { libc::sched_getaffinity(libc::getpid(), std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    let ok = unsafe {
+        libc::sched_getaffinity(
+            libc::getpid(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &mut set,
+        )
+    } == 0;
     if !ok {
         return vec![0];
     }
     // SAFETY: `set` is initialised and every index is below CPU_SETSIZE.
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }
 
 /// A CPU list in the kernel's `0-3,6` form, with a newline.
@@ -49,14 +57,19 @@ pub fn cpu_list(cpus: &[usize]) -> Vec<u8> {
 
 /// The strings, each followed by a NUL (`cmdline`, `environ`).
 pub fn nul_list(items: &[Vec<u8>]) -> Vec<u8> {
-    items.iter().flat_map(|s| s.iter().copied().chain(std::iter::once(0))).collect()
+    items
+        .iter()
+        .flat_map(|s| s.iter().copied().chain(std::iter::once(0)))
+        .collect()
 }
 
 /// What a host descriptor is, as the host's `/proc/self/fd` names it (the terminal, a pipe or
 /// a file `lego run` was given as standard input or output).
 pub fn host_fd_name(fd: &OwnedFd) -> Vec<u8> {
     let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    std::fs::read_link(link).map(|p| std::os::unix::ffi::OsStringExt::into_vec(p.into_os_string())).unwrap_or_else(|_| b"anon_inode:[lego]".to_vec())
+    std::fs::read_link(link)
+        .map(|p| std::os::unix::ffi::OsStringExt::into_vec(p.into_os_string()))
+        .unwrap_or_else(|_| b"anon_inode:[lego]".to_vec())
 }
 
 /// `/proc/cpuinfo`: the blocks of the CPUs the vNode may use.
@@ -65,7 +78,15 @@ pub fn cpuinfo() -> Vec<u8> {
     let host = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut out = String::new();
     for block in host.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let n = block.lines().find_map(|l| l.strip_prefix("processor")).and_then(|r| r.trim_start_matches([' ', '\t', ':']).trim().parse::<usize>().ok());
+        let n = block
+            .lines()
+            .find_map(|l| l.strip_prefix("processor"))
+            .and_then(|r| {
+                r.trim_start_matches([' ', '\t', ':'])
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+            });
         if n.is_some_and(|n| cpus.contains(&n)) {
             out.push_str(block.trim_matches('\n'));
             out.push_str("\n\n");
@@ -76,7 +97,12 @@ pub fn cpuinfo() -> Vec<u8> {
 
 /// Every running process of the vNode as seen now (the caller's included).
 fn all_views(ctx: &Ctx<'_>) -> Vec<ProcView> {
-    ctx.p.procs.running_pids(ctx.p.pid).into_iter().filter_map(|pid| ctx.view(pid)).collect()
+    ctx.p
+        .procs
+        .running_pids(ctx.p.pid)
+        .into_iter()
+        .filter_map(|pid| ctx.view(pid))
+        .collect()
 }
 
 /// The vNode's memory: `(total, free, resident in the ExCaches, ExCache capacity)` in bytes.
@@ -159,7 +185,15 @@ pub fn load_averages() -> [f64; 3] {
 pub fn loadavg(ctx: &Ctx<'_>) -> Vec<u8> {
     let avg = load_averages();
     let threads: usize = all_views(ctx).iter().map(|v| v.threads.len()).sum();
-    format!("{:.2} {:.2} {:.2} 1/{} {}\n", avg[0], avg[1], avg[2], threads, ctx.p.procs.last_id()).into_bytes()
+    format!(
+        "{:.2} {:.2} {:.2} 1/{} {}\n",
+        avg[0],
+        avg[1],
+        avg[2],
+        threads,
+        ctx.p.procs.last_id()
+    )
+    .into_bytes()
 }
 
 /// `/proc/stat`: the CPU time of the vNode (what the VMM process used, the rest idle), when
@@ -174,7 +208,11 @@ pub fn stat(ctx: &Ctx<'_>) -> Vec<u8> {
     let _ = writeln!(out, "cpu  {} 0 {} {} 0 0 0 0 0 0", ticks(u), ticks(s), idle);
     let _ = writeln!(out, "intr 0");
     let _ = writeln!(out, "ctxt 0");
-    let _ = writeln!(out, "btime {}", super::node::wall_time(ctx.p.procs.started()).sec);
+    let _ = writeln!(
+        out,
+        "btime {}",
+        super::node::wall_time(ctx.p.procs.started()).sec
+    );
     let _ = writeln!(out, "processes {}", ctx.p.procs.last_id());
     let _ = writeln!(out, "procs_running 1");
     let _ = writeln!(out, "procs_blocked 0");
@@ -215,21 +253,19 @@ pub fn maps(v: &ProcView) -> Vec<u8> {
         out.extend_from_slice(&line);
     }
     use crate::layout::{VDSO_BASE, VDSO_PAGES, VVAR_PAGE};
-    for (start, end, perm, name) in [(VVAR_PAGE, VDSO_BASE, "r--p", "[vvar]"), (VDSO_BASE, VDSO_BASE + VDSO_PAGES * PAGE_SIZE, "r-xp", "[vdso]")] {
+    for (start, end, perm, name) in [
+        (VVAR_PAGE, VDSO_BASE, "r--p", "[vvar]"),
+        (
+            VDSO_BASE,
+            VDSO_BASE + VDSO_PAGES * PAGE_SIZE,
+            "r-xp",
+            "[vdso]",
+        ),
+    ] {
         let line = format!("{start:08x}-{end:08x} {perm} 00000000 00:00 0");
-        let _ = write!(FmtVec(&mut out), "{line:<73}{name}\n");
+        out.extend_from_slice(format!("{line:<73}{name}\n").as_bytes());
     }
     out
-}
-
-/// `fmt::Write` into a byte vector.
-struct FmtVec<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for FmtVec<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 /// Clock ticks from the vNode's start to the process's.
@@ -241,12 +277,20 @@ fn start_ticks(ctx: &Ctx<'_>, v: &ProcView) -> u64 {
 /// The one-letter state: the caller runs; the others are taken as sleeping (the VMM does not
 /// track whether a guest thread is on a CPU or waiting).
 fn state(ctx: &Ctx<'_>, v: &ProcView) -> (char, &'static str) {
-    if v.pid == ctx.p.pid { ('R', "running") } else { ('S', "sleeping") }
+    if v.pid == ctx.p.pid {
+        ('R', "running")
+    } else {
+        ('S', "sleeping")
+    }
 }
 
 fn ids(ctx: &Ctx<'_>, pid: i32) -> (i32, i32, i32) {
     let t = &ctx.p.procs;
-    (t.ppid(pid), t.pgid(pid).unwrap_or(pid), t.sid(pid).unwrap_or(pid))
+    (
+        t.ppid(pid),
+        t.pgid(pid).unwrap_or(pid),
+        t.sid(pid).unwrap_or(pid),
+    )
 }
 
 fn code_range(v: &ProcView) -> (u64, u64) {
@@ -261,7 +305,11 @@ fn code_range(v: &ProcView) -> (u64, u64) {
 pub fn pid_stat(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
     let (ppid, pgid, sid) = ids(ctx, v.pid);
     let (code_start, code_end) = code_range(v);
-    let stack = v.maps.iter().find(|m| m.kind == VmaKind::Stack).map_or(0, |m| m.end);
+    let stack = v
+        .maps
+        .iter()
+        .find(|m| m.kind == VmaKind::Stack)
+        .map_or(0, |m| m.end);
     let rss_pages = v.resident / PAGE_SIZE;
     format!(
         "{pid} ({comm}) {st} {ppid} {pgid} {sid} 0 -1 4194304 {minflt} 0 {majflt} 0 0 0 0 0 20 0 {threads} 0 {start} {vsz} {rss} 18446744073709551615 {cs} {ce} {stack} 0 0 0 {blk} {ign} {cgt} 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
@@ -286,8 +334,20 @@ pub fn pid_stat(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
 /// `/proc/PID/statm`, in pages.
 pub fn statm(v: &ProcView) -> Vec<u8> {
     let (cs, ce) = code_range(v);
-    let data: u64 = v.maps.iter().filter(|m| matches!(m.kind, VmaKind::Heap | VmaKind::Anon | VmaKind::Stack)).map(|m| m.end - m.start).sum();
-    format!("{} {} 0 {} 0 {} 0\n", v.vsz() / PAGE_SIZE, v.resident / PAGE_SIZE, (ce - cs) / PAGE_SIZE, data / PAGE_SIZE).into_bytes()
+    let data: u64 = v
+        .maps
+        .iter()
+        .filter(|m| matches!(m.kind, VmaKind::Heap | VmaKind::Anon | VmaKind::Stack))
+        .map(|m| m.end - m.start)
+        .sum();
+    format!(
+        "{} {} 0 {} 0 {} 0\n",
+        v.vsz() / PAGE_SIZE,
+        v.resident / PAGE_SIZE,
+        (ce - cs) / PAGE_SIZE,
+        data / PAGE_SIZE
+    )
+    .into_bytes()
 }
 
 /// `/proc/PID/status`.
@@ -297,24 +357,60 @@ pub fn status(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
     let c = v.creds;
     let kb = |b: u64| b / 1024;
     let (cs, ce) = code_range(v);
-    let stack: u64 = v.maps.iter().filter(|m| m.kind == VmaKind::Stack).map(|m| m.end - m.start).sum();
-    let data: u64 = v.maps.iter().filter(|m| matches!(m.kind, VmaKind::Heap | VmaKind::Anon)).map(|m| m.end - m.start).sum();
-    let fd_size = v.fds.last().map_or(64, |(fd, _)| (fd + 1).next_multiple_of(64));
+    let stack: u64 = v
+        .maps
+        .iter()
+        .filter(|m| m.kind == VmaKind::Stack)
+        .map(|m| m.end - m.start)
+        .sum();
+    let data: u64 = v
+        .maps
+        .iter()
+        .filter(|m| matches!(m.kind, VmaKind::Heap | VmaKind::Anon))
+        .map(|m| m.end - m.start)
+        .sum();
+    let fd_size = v
+        .fds
+        .last()
+        .map_or(64, |(fd, _)| (fd + 1).next_multiple_of(64));
     let mut out = String::new();
     let _ = writeln!(out, "Name:\t{}", String::from_utf8_lossy(&v.comm));
     let _ = writeln!(out, "Umask:\t{:04o}", v.umask);
     let _ = writeln!(out, "State:\t{st} ({st_name})");
-    let _ = writeln!(out, "Tgid:\t{}\nNgid:\t0\nPid:\t{}\nPPid:\t{ppid}\nTracerPid:\t0", v.pid, v.pid);
+    let _ = writeln!(
+        out,
+        "Tgid:\t{}\nNgid:\t0\nPid:\t{}\nPPid:\t{ppid}\nTracerPid:\t0",
+        v.pid, v.pid
+    );
     let _ = writeln!(out, "Uid:\t{}\t{}\t{}\t{}", c.uid, c.euid, c.suid, c.euid);
     let _ = writeln!(out, "Gid:\t{}\t{}\t{}\t{}", c.gid, c.egid, c.sgid, c.egid);
     let _ = writeln!(out, "FDSize:\t{fd_size}");
-    let _ = writeln!(out, "VmPeak:\t{:>8} kB\nVmSize:\t{:>8} kB", kb(v.vsz()), kb(v.vsz()));
+    let _ = writeln!(
+        out,
+        "VmPeak:\t{:>8} kB\nVmSize:\t{:>8} kB",
+        kb(v.vsz()),
+        kb(v.vsz())
+    );
     let _ = writeln!(out, "VmRSS:\t{:>8} kB", kb(v.resident));
-    let _ = writeln!(out, "VmData:\t{:>8} kB\nVmStk:\t{:>8} kB\nVmExe:\t{:>8} kB", kb(data), kb(stack), kb(ce - cs));
+    let _ = writeln!(
+        out,
+        "VmData:\t{:>8} kB\nVmStk:\t{:>8} kB\nVmExe:\t{:>8} kB",
+        kb(data),
+        kb(stack),
+        kb(ce - cs)
+    );
     let _ = writeln!(out, "Threads:\t{}", v.threads.len());
     let _ = writeln!(out, "SigPnd:\t{:016x}\nShdPnd:\t{:016x}", 0, v.sig_pending);
-    let _ = writeln!(out, "SigBlk:\t{:016x}\nSigIgn:\t{:016x}\nSigCgt:\t{:016x}", v.sig_blocked, v.sig_ignored, v.sig_caught);
-    let _ = writeln!(out, "Cpus_allowed_list:\t{}", String::from_utf8_lossy(&cpu_list(&host_cpus())).trim_end());
+    let _ = writeln!(
+        out,
+        "SigBlk:\t{:016x}\nSigIgn:\t{:016x}\nSigCgt:\t{:016x}",
+        v.sig_blocked, v.sig_ignored, v.sig_caught
+    );
+    let _ = writeln!(
+        out,
+        "Cpus_allowed_list:\t{}",
+        String::from_utf8_lossy(&cpu_list(&host_cpus())).trim_end()
+    );
     out.into_bytes()
 }
 
