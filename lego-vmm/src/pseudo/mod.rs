@@ -161,7 +161,7 @@ pub fn open(p: &Process, path: Vec<u8>, flags: i32, mode: u32) -> SysResult<Open
             if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
                 return Err(Errno::EEXIST);
             }
-            node.open(p, flags, path)
+            node.open(flags, path)
         }
     }
 }

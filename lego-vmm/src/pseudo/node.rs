@@ -118,7 +118,6 @@ const PROC_FILES: &[(&[u8], u8)] = &[
     (b"meminfo", libc::DT_REG),
     (b"self", libc::DT_LNK),
     (b"stat", libc::DT_REG),
-    (b"thread-self", libc::DT_LNK),
     (b"uptime", libc::DT_REG),
 ];
 
@@ -272,7 +271,6 @@ impl<'a> Ctx<'a> {
             };
             let text = match first.as_slice() {
                 b"self" => return Ok(link(self.p.pid.to_string())),
-                b"thread-self" => return Ok(link(format!("{}/task/{}", self.p.pid, self.p.pid))),
                 b"cpuinfo" => procfs::cpuinfo(),
                 b"loadavg" => procfs::loadavg(self),
                 b"meminfo" => procfs::meminfo(self),
@@ -424,7 +422,7 @@ impl Node {
     }
 
     /// Opens the node with `open(2)` `flags` (a symlink only with `O_PATH`).
-    pub fn open(self, _p: &Process, flags: i32, path: Vec<u8>) -> SysResult<Opened> {
+    pub fn open(self, flags: i32, path: Vec<u8>) -> SysResult<Opened> {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let opath = flags & libc::O_PATH != 0;
         let stat = self.stat();
