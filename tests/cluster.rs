@@ -447,6 +447,25 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(local.wait().unwrap().success());
+
+    // Every process of a run shows, the first and those it forked, each with its vNode pid.
+    let mut shell = lego(&["run", "--local", "--vnode", "demo", "/bin/busybox", "sh", "-c", "sleep 4 & sleep 4 & wait"]).stdin(std::process::Stdio::null()).spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        let p = ps()["processes"].as_array().unwrap().clone();
+        let mine: Vec<&serde_json::Value> = p.iter().filter(|p| p["who"]["pid"].as_u64() == Some(shell.id() as u64)).collect();
+        let mut vpids: Vec<i64> = mine.iter().map(|p| p["who"]["vpid"].as_i64().unwrap()).collect();
+        vpids.sort();
+        if vpids.len() == 3 {
+            assert_eq!(vpids[0], 1, "the shell is process 1 of its vNode: {mine:?}");
+            let programs: Vec<&str> = mine.iter().map(|p| p["who"]["program"].as_str().unwrap()).collect();
+            assert_eq!(programs.iter().filter(|p| **p == "sleep 4").count(), 2, "{programs:?}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the shell and its two children never showed in lego ps: {p:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(shell.wait().unwrap().success());
 }
 
 #[test]

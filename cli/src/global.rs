@@ -208,14 +208,15 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
     if !processes.is_empty() {
         println!();
         println!(
-            "{:<12} {:>8}  {:<22} {:<22} {:>10} {:>10} {:>8}  PROGRAM",
-            "VNODE", "PID", "PCOMPONENT", "HOME", "EXCACHE", "IN USE", "UPTIME"
+            "{:<12} {:>8} {:>5}  {:<22} {:<22} {:>10} {:>10} {:>8}  PROGRAM",
+            "VNODE", "PID", "VPID", "PCOMPONENT", "HOME", "EXCACHE", "IN USE", "UPTIME"
         );
         for p in &processes {
             println!(
-                "{:<12} {:>8}  {:<22} {:<22} {:>10} {:>10} {:>8}  {}",
+                "{:<12} {:>8} {:>5}  {:<22} {:<22} {:>10} {:>10} {:>8}  {}",
                 p.who.vnode,
                 p.who.pid,
+                p.who.vpid,
                 p.who.pcomp,
                 p.who.home,
                 mib(p.cache.excache_bytes),

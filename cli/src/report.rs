@@ -1,11 +1,14 @@
-//! A running vNode process's reports to the global manager, for `lego ps` and `lego top`: every
-//! [`PROCESS_REPORT_INTERVAL`] its ExCache figures, with the miss rate and the miss latency
-//! percentiles of that interval, and a last report when it ends. A manager that cannot be
-//! reached costs the process nothing but a warning: reports are best effort.
+//! The reports of a run's processes to the global manager, for `lego ps` and `lego top`: every
+//! [`PROCESS_REPORT_INTERVAL`], for each process of the run (the first and every one it forked),
+//! its ExCache figures, with the miss rate and the miss latency percentiles of that interval,
+//! and a last report when it ends. A manager that cannot be reached costs the processes nothing
+//! but a warning: reports are best effort.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use lego_proto::frame::PAGE_SIZE;
@@ -14,6 +17,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_vmm::memory::excache::{CacheStats, StatsProbe};
+use lego_vmm::proctable::ProcTable;
 
 /// Reports running on their own thread; dropping this sends the last one and stops.
 pub struct Reporter {
@@ -30,37 +34,64 @@ impl Drop for Reporter {
     }
 }
 
-/// Starts reporting the process whose ExCache `probe` reads to the global manager at `global`.
-/// `who` needs no `pid` or start time: they are this process's and now.
-pub fn start(global: String, cluster: u64, who: ProcessIdentity, probe: StatsProbe) -> std::io::Result<Reporter> {
+/// What the reporter remembers of one process: who it is, how to read its figures, and the
+/// figures of its last report.
+struct Known {
+    who: ProcessIdentity,
+    probe: StatsProbe,
+    last: (Instant, CacheStats),
+}
+
+/// Starts reporting the processes of the run whose table is `procs` to the global manager at
+/// `global`. `who` names the run (its `pid`, `vpid`, program and start time are each
+/// process's own).
+pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<ProcTable>) -> std::io::Result<Reporter> {
     let (stop, stopped) = mpsc::channel::<()>();
-    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let who = ProcessIdentity { pid: std::process::id(), started_unix_ms, ..who };
+    let who = ProcessIdentity { pid: std::process::id(), ..who };
     let thread = std::thread::Builder::new().name("process report".into()).spawn(move || {
         let hello = Hello::new(ComponentKind::Client, cluster);
         let mut conn: Option<TcpTransport> = None;
-        let mut last = (Instant::now(), CacheStats::default());
+        let mut known: BTreeMap<i32, Known> = BTreeMap::new();
         let mut warned = false;
         loop {
             let exited = match stopped.recv_timeout(PROCESS_REPORT_INTERVAL) {
                 Err(RecvTimeoutError::Timeout) => false,
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
             };
-            let now = (Instant::now(), probe.stats());
-            let report = ProcessReport { who: who.clone(), cache: figures(&last, &now), exited };
-            last = now;
-            let sent = (|| {
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => conn.insert(TcpTransport::connect(&global, hello, Duration::from_secs(2))?),
-                };
-                decode::<GlobalReply>(&c.call(0, &encode(&GlobalRequest::Process(report)))?)
-            })();
-            if let Err(e) = sent {
-                conn = None;
-                if !warned {
-                    tracing::warn!(%global, "cannot report the process to the global manager: {e}");
-                    warned = true;
+            let running = if exited { Vec::new() } else { procs.running_pids(0) };
+            for pid in &running {
+                if known.contains_key(pid) {
+                    continue;
+                }
+                if let Some(v) = procs.view(*pid) {
+                    let program = v.image.argv.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>().join(" ");
+                    let program = if program.is_empty() { who.program.clone() } else { program };
+                    let who = ProcessIdentity { vpid: *pid, program, started_unix_ms: v.started_unix_ms(), ..who.clone() };
+                    known.insert(*pid, Known { who, probe: v.probe, last: (Instant::now(), CacheStats::default()) });
+                }
+            }
+            let mut reports = Vec::new();
+            for (pid, k) in known.iter_mut() {
+                let now = (Instant::now(), k.probe.stats());
+                let ended = !running.contains(pid);
+                reports.push(ProcessReport { who: k.who.clone(), cache: figures(&k.last, &now), exited: ended });
+                k.last = now;
+            }
+            known.retain(|pid, _| running.contains(pid));
+            for report in reports {
+                let sent = (|| {
+                    let c = match &mut conn {
+                        Some(c) => c,
+                        None => conn.insert(TcpTransport::connect(&global, hello, Duration::from_secs(2))?),
+                    };
+                    decode::<GlobalReply>(&c.call(0, &encode(&GlobalRequest::Process(report)))?)
+                })();
+                if let Err(e) = sent {
+                    conn = None;
+                    if !warned {
+                        tracing::warn!(%global, "cannot report the processes to the global manager: {e}");
+                        warned = true;
+                    }
                 }
             }
             if exited {

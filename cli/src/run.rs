@@ -292,7 +292,8 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
                 home: v.process().mm.home().to_string(),
                 ..ProcessIdentity::default()
             };
-            crate::report::start(global.clone(), args.memory.cluster_id, who, v.process().mm.cache().probe())
+            let procs = v.process().procs.clone();
+            crate::report::start(global.clone(), args.memory.cluster_id, who, procs)
                 .map_err(|e| tracing::warn!("cannot start the process reports: {e}"))
                 .ok()
         }

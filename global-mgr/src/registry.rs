@@ -61,7 +61,8 @@ pub struct Registry {
     components: BTreeMap<u64, Component>,
     vnodes: BTreeMap<String, VnodeInfo>,
     /// (pComponent, pid) -> last report and when it came.
-    processes: BTreeMap<(String, u32), (ProcessReport, Instant)>,
+    /// By pComponent, VMM host pid and process id in the vNode.
+    processes: BTreeMap<(String, u32, i32), (ProcessReport, Instant)>,
     interval: Duration,
     /// Heartbeats received since the registry was opened.
     heartbeats: u64,
@@ -218,7 +219,7 @@ impl Registry {
 
     /// Records a process's report; its last one (`exited`) removes it.
     pub fn report_process(&mut self, report: ProcessReport) {
-        let key = (report.who.pcomp.clone(), report.who.pid);
+        let key = (report.who.pcomp.clone(), report.who.pid, report.who.vpid);
         if report.exited {
             self.processes.remove(&key);
         } else {
@@ -336,10 +337,12 @@ mod tests {
         r.report_process(report("p:1", 11, false));
         r.report_process(report("p:2", 10, false));
         r.report_process(report("p:1", 11, true));
-        let pids: Vec<_> = r.processes().iter().map(|p| (p.who.pcomp.clone(), p.who.pid)).collect();
-        assert_eq!(pids, [("p:1".to_string(), 10), ("p:2".to_string(), 10)]);
-        r.processes.get_mut(&("p:1".to_string(), 10)).unwrap().1 -= PROCESS_REPORT_INTERVAL * (MISSED_HEARTBEATS + 1);
-        assert_eq!(r.processes().len(), 1, "the silent one is forgotten");
+        let child = ProcessReport { who: ProcessIdentity { vpid: 2, ..report("p:2", 10, false).who }, ..report("p:2", 10, false) };
+        r.report_process(child);
+        let pids: Vec<_> = r.processes().iter().map(|p| (p.who.pcomp.clone(), p.who.pid, p.who.vpid)).collect();
+        assert_eq!(pids, [("p:1".to_string(), 10, 0), ("p:2".to_string(), 10, 0), ("p:2".to_string(), 10, 2)], "a run's processes apart");
+        r.processes.get_mut(&("p:1".to_string(), 10, 0)).unwrap().1 -= PROCESS_REPORT_INTERVAL * (MISSED_HEARTBEATS + 1);
+        assert_eq!(r.processes().len(), 2, "the silent one is forgotten");
     }
 
     #[test]

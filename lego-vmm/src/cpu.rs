@@ -180,6 +180,7 @@ pub fn hwcap() -> u64 {
 pub fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, index: u32, cr3: u64, entry: u64, rsp: u64) -> Result<(), VmmError> {
     let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(VmmError::kvm("GET_SUPPORTED_CPUID"))?;
     vcpu.set_cpuid2(&cpuid).map_err(VmmError::kvm("SET_CPUID2"))?;
+    crate::vdso::align_tsc(vcpu);
     reset_vcpu(kvm, vcpu, index, cr3, entry, rsp)
 }
 

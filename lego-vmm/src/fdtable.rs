@@ -313,6 +313,11 @@ impl FdTable {
     pub fn count(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
+
+    /// The open descriptors in ascending order, with their descriptions.
+    pub fn open_files(&self) -> impl Iterator<Item = (u64, Arc<OpenFile>)> + '_ {
+        self.slots.iter().enumerate().filter_map(|(fd, s)| s.as_ref().map(|s| (fd as u64, s.file.clone())))
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,26 @@ pub const IDT_ADDR: u64 = SYS_BASE + 0x1000;
 /// Page with the CPL0 stubs; the only executable VMM-private page, and the only one user mode
 /// can reach (read and execute).
 pub const STUB_PAGE: u64 = SYS_BASE + 0x3000;
+/// The vDSO's data page (`[vvar]`): user-readable, written by the VMM ([`crate::vdso`]).
+pub const VVAR_PAGE: u64 = SYS_BASE + 0x4000;
+/// The vDSO image (`[vdso]`, `AT_SYSINFO_EHDR`): user-readable and executable, right above
+/// its data page.
+pub const VDSO_BASE: u64 = VVAR_PAGE + PAGE_SIZE;
+/// Pages reserved for the vDSO image.
+pub const VDSO_PAGES: u64 = 2;
+
+/// Whether the VMM-private page at `va` is reachable from user mode, and if so whether it is
+/// executable: the stub page and the vDSO image are, the vDSO data page is read-only.
+pub const fn user_sys_page(va: u64) -> Option<bool> {
+    if va == STUB_PAGE || (va >= VDSO_BASE && va < VDSO_BASE + VDSO_PAGES * PAGE_SIZE) {
+        Some(true)
+    } else if va == VVAR_PAGE {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Length of the `out imm8, al` instruction each stub starts with: a genuine stub exit has RIP
 /// just past it.
 pub const STUB_OUT_LEN: u64 = 2;

@@ -29,6 +29,7 @@ pub mod memory;
 pub mod net;
 pub mod pcomp;
 pub mod proctable;
+pub mod pseudo;
 pub mod process;
 pub mod signal;
 pub mod stack;
@@ -36,6 +37,7 @@ pub mod syscall;
 pub mod sysmem;
 pub mod threads;
 pub mod timers;
+pub mod vdso;
 #[cfg(test)]
 mod testing;
 pub mod vnode;

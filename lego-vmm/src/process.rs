@@ -172,6 +172,8 @@ pub struct Process {
     pub started: Instant,
     /// Set when the process has ended.
     pub exit: Option<Termination>,
+    /// The program it runs (for `/proc/PID`).
+    pub image: crate::pseudo::ExecImage,
 }
 
 impl Creds {
@@ -199,6 +201,8 @@ impl Process {
         let group = Arc::new(ThreadGroup::new()?);
         let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
         let net = crate::net::Net::new(&hostname, crate::net::NetConfig::standalone());
+        let procs = Arc::new(ProcTable::new());
+        procs.vdso_clock().attach(mm.sys_shared());
         Ok(Process {
             pid: MAIN_TID,
             mm,
@@ -211,7 +215,7 @@ impl Process {
             hostname,
             rlimits,
             threads: BTreeMap::from([(MAIN_TID, ThreadState::default())]),
-            procs: Arc::new(ProcTable::new()),
+            procs,
             group,
             signals: Signals::default(),
             net,
@@ -226,6 +230,7 @@ impl Process {
             maps: Default::default(),
             started: Instant::now(),
             exit: None,
+            image: crate::pseudo::ExecImage::default(),
         })
     }
 
@@ -234,6 +239,7 @@ impl Process {
     /// thread with the caller's signal mask and alternate stack, nothing pending.
     pub fn fork(&mut self, tid: i32, pid: i32) -> Result<Process, crate::error::VmmError> {
         let mm = self.mm.fork()?;
+        self.procs.vdso_clock().attach(mm.sys_shared());
         let group = Arc::new(ThreadGroup::new().map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
         let caller = self.thread(tid);
         let thread = ThreadState { sigmask: caller.sigmask, altstack: caller.altstack, affinity: caller.affinity, sched: caller.sched, ..ThreadState::default() };
@@ -265,6 +271,7 @@ impl Process {
             maps: self.maps.forked(),
             started: Instant::now(),
             exit: None,
+            image: self.image.clone(),
         })
     }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::errno::{Errno, SysResult};
 use crate::hostcpu::CpuTime;
@@ -32,6 +32,10 @@ pub trait Signalable: Send + Sync {
     /// Runs `f` on the process under its lock (a timer firing, a signal for one of its
     /// threads); a signal `f` posts wakes the thread that is to take it.
     fn with_process(&self, f: &mut dyn FnMut(&mut crate::process::Process));
+    /// A snapshot of the process for `/proc` (`None` if it cannot be had now).
+    fn view(&self) -> Option<crate::pseudo::ProcView> {
+        None
+    }
 }
 
 /// A process `kill` reaches: its pid, and how to signal it (`None` once it ended).
@@ -81,6 +85,10 @@ pub struct ProcTable {
     hosts: Mutex<Vec<JoinHandle<()>>>,
     /// CPU time of ended processes (with their reaped children), until their parent reaps them.
     usage: Mutex<BTreeMap<i32, CpuTime>>,
+    /// When the run (the vNode, as its processes see it) started.
+    started: Instant,
+    /// The clock behind the vDSO data pages of the run's processes.
+    clock: crate::vdso::Clock,
 }
 
 /// Encodes how a process ended as `wait4` reports it: the exit code, or the signal.
@@ -107,6 +115,8 @@ impl ProcTable {
             changed: Condvar::new(),
             hosts: Mutex::new(Vec::new()),
             usage: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+            clock: crate::vdso::Clock::new(),
         }
     }
 
@@ -330,6 +340,33 @@ impl ProcTable {
     /// Every process still running, for ending the run.
     pub fn running(&self) -> Vec<Arc<dyn Signalable>> {
         self.lock().procs.values().filter_map(|e| e.target.as_ref().and_then(Weak::upgrade)).collect()
+    }
+
+    /// When the run started (the vNode's boot time, for `/proc`).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The clock that keeps the vDSO data pages of the run's processes current.
+    pub fn vdso_clock(&self) -> &crate::vdso::Clock {
+        &self.clock
+    }
+
+    /// The last id handed out.
+    pub fn last_id(&self) -> i32 {
+        self.lock().next - 1
+    }
+
+    /// The ids of the processes still running, `caller` among them, ascending.
+    pub fn running_pids(&self, caller: i32) -> Vec<i32> {
+        let t = self.lock();
+        t.procs.iter().filter(|(&p, e)| p == caller || e.target.as_ref().is_some_and(|w| w.strong_count() > 0)).map(|(&p, _)| p).collect()
+    }
+
+    /// A snapshot of running process `pid` for `/proc`.
+    pub fn view(&self, pid: i32) -> Option<crate::pseudo::ProcView> {
+        let target = self.lock().procs.get(&pid)?.target.as_ref()?.upgrade()?;
+        target.view()
     }
 
     /// Keeps the host thread running a process, to be joined at the end of the run.

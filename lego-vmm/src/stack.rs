@@ -26,6 +26,7 @@ pub mod at {
     pub const RANDOM: u64 = 25;
     pub const HWCAP2: u64 = 26;
     pub const EXECFN: u64 = 31;
+    pub const SYSINFO_EHDR: u64 = 33;
 }
 
 /// What the process sees of its identity and CPU in the auxiliary vector.
@@ -74,7 +75,8 @@ pub fn build(mm: &Mm, elf: &ElfInfo, argv: &[Vec<u8>], envp: &[Vec<u8>], execfn:
     let platform_at = push_bytes(b"x86_64", true)?;
     let random_at = push_bytes(&aux.random, false)?;
 
-    let auxv: [(u64, u64); 19] = [
+    let auxv: [(u64, u64); 20] = [
+        (at::SYSINFO_EHDR, crate::layout::VDSO_BASE),
         (at::HWCAP, aux.hwcap),
         (at::PAGESZ, 4096),
         (at::CLKTCK, 100),

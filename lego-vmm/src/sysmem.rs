@@ -1,5 +1,6 @@
 //! VMM-private guest memory: descriptor tables, CPL0 stubs, the exception stack and the pool the
-//! page tables are allocated from. None of it is ever mapped for user mode.
+//! page tables are allocated from. None of it is mapped for user mode but the stubs and the
+//! vDSO ([`crate::layout::user_sys_page`]).
 
 use std::sync::atomic::AtomicU64;
 
@@ -77,6 +78,7 @@ impl SysMem {
         };
         let sys = SysMem { mem, size, host };
         sys.write_descriptor_tables();
+        crate::vdso::install(&sys);
         Ok(sys)
     }
 
@@ -180,7 +182,8 @@ impl SysMem {
         debug_assert!(r.is_ok(), "sysmem write outside the slot at {gpa:#x}");
     }
 
-    fn write_bytes(&self, gpa: u64, bytes: &[u8]) {
+    /// Writes bytes at a guest-physical address inside the slot.
+    pub fn write_bytes(&self, gpa: u64, bytes: &[u8]) {
         let r = self.mem.write_slice(bytes, GuestAddress(gpa));
         debug_assert!(r.is_ok(), "sysmem write outside the slot at {gpa:#x}");
     }

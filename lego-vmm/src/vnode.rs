@@ -126,6 +126,20 @@ pub(crate) enum Image<'a> {
     Code { code: &'a [u8], load_at: u64, iopl3: bool },
 }
 
+/// The vNode path of the program (`/proc/PID/exe`, absolute as on Linux): for a host
+/// directory, the host path made absolute and taken relative to the root when it lies inside.
+fn vnode_exe(files: &Files, program: &Path) -> Vec<u8> {
+    let Files::HostDir(root) = files else {
+        let p = program.as_os_str().as_bytes();
+        return if p.starts_with(b"/") { p.to_vec() } else { [&b"/"[..], p].concat() };
+    };
+    let host = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
+    match std::fs::canonicalize(root).ok().and_then(|r| host.strip_prefix(r).ok().map(Path::to_path_buf)) {
+        Some(inside) => [&b"/"[..], inside.as_os_str().as_bytes()].concat(),
+        None => host.as_os_str().as_bytes().to_vec(),
+    }
+}
+
 /// Opens `/dev/kvm`, saying clearly why not.
 pub fn open_kvm() -> Result<Kvm, VmmError> {
     Kvm::new().map_err(|e| VmmError::KvmUnavailable(format!("/dev/kvm: {e}")))
@@ -199,6 +213,11 @@ impl Vnode {
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
         process.net = crate::net::Net::new(&config.name, config.net.clone());
+        process.image = crate::pseudo::ExecImage {
+            exe: vnode_exe(&config.files, &program.path),
+            argv: program.argv.clone(),
+            envp: program.envp.clone(),
+        };
         let (vcpu, group) = Group::new(process, entry, rsp, config.trace_syscalls)?;
         if rflags != 0x202 {
             let mut regs = vcpu.get_regs().map_err(VmmError::kvm("GET_REGS"))?;
@@ -685,6 +704,20 @@ impl Signalable for Group {
 
     fn with_process(&self, f: &mut dyn FnMut(&mut Process)) {
         f(&mut lock(&self.process));
+    }
+
+    /// The process lock is held only for the length of a system call, but the caller (reading
+    /// `/proc`) holds its own: two processes reading each other's would wait for ever, so this
+    /// tries for a while and gives up.
+    fn view(&self) -> Option<crate::pseudo::ProcView> {
+        for _ in 0..200 {
+            match self.process.try_lock() {
+                Ok(p) => return Some(crate::pseudo::ProcView::of(&p)),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(crate::pseudo::ProcView::of(&e.into_inner())),
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        None
     }
 }
 

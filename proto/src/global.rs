@@ -168,6 +168,9 @@ pub struct ProcessIdentity {
     pub home: String,
     /// Milliseconds since the Unix epoch when it started.
     pub started_unix_ms: u64,
+    /// Its process id inside the vNode (a run's processes share the VMM's `pid`).
+    #[serde(default)]
+    pub vpid: i32,
 }
 
 /// A process's ExCache figures: totals since it started, rates over the last report interval.

@@ -206,6 +206,10 @@ impl Mm {
     pub fn stack_top(&self) -> u64 {
         self.stack_top
     }
+    /// The VMM-private memory, shared (for the vDSO clock, which writes its data page).
+    pub fn sys_shared(&self) -> &Arc<SysMem> {
+        &self.sys
+    }
     /// The cached region list.
     pub fn vmas(&self) -> &VmaList {
         &self.vmas

@@ -141,7 +141,11 @@ impl PageTables {
             let chunk_end = ((va | 0x1f_ffff) + 1).min(SYS_BASE + size);
             while va < chunk_end {
                 let base = va | PRESENT | ACCESSED | DIRTY;
-                let e = if va == crate::layout::STUB_PAGE { base | USER } else { base | WRITABLE | NO_EXEC };
+                let e = match crate::layout::user_sys_page(va) {
+                    Some(true) => base | USER,
+                    Some(false) => base | USER | NO_EXEC,
+                    None => base | WRITABLE | NO_EXEC,
+                };
                 sys.write_u64(table + 8 * ((va >> 12) & 511), e);
                 va += PAGE_SIZE;
             }

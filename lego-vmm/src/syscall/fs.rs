@@ -356,12 +356,12 @@ fn canonical(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
         }
         out.push(c);
         let cur = from_components(&out);
-        if p.fs.stat(&cur, false)?.mode & S_IFMT == S_IFLNK {
+        if crate::pseudo::stat(p, &cur, false, file_stat)?.mode & S_IFMT == S_IFLNK {
             links += 1;
             if links > MAXSYMLINKS {
                 return Err(Errno::ELOOP);
             }
-            let target = p.fs.readlink(&cur)?;
+            let target = crate::pseudo::readlink(p, &cur)?;
             out.pop();
             if target.first() == Some(&b'/') {
                 out.clear();
@@ -731,7 +731,7 @@ fn stat_at(p: &Process, dirfd: u64, path_addr: u64, flags: u64) -> SysResult<Sta
             return Err(Errno::ENOENT);
         }
         if dirfd as i32 == AT_FDCWD {
-            return p.fs.stat(&p.cwd, true);
+            return crate::pseudo::stat(p, &p.cwd, true, file_stat);
         }
         if (dirfd as i32) < 0 {
             return Err(Errno::EBADF);
@@ -739,7 +739,7 @@ fn stat_at(p: &Process, dirfd: u64, path_addr: u64, flags: u64) -> SysResult<Sta
         return file_stat(p, &*p.fds.get(fdarg(dirfd))?);
     }
     let path = resolve(p, dirfd, &path)?;
-    p.fs.stat(&path, flags & AT_SYMLINK_NOFOLLOW == 0)
+    crate::pseudo::stat(p, &path, flags & AT_SYMLINK_NOFOLLOW == 0, file_stat)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -766,8 +766,10 @@ pub fn openat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     } else {
         flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC | libc::O_CLOEXEC)
     } | O_LARGEFILE;
-    let f = p.fs.open(&path, flags, mode)?;
-    let file = OpenFile::new(Backing::File(f), path, status);
+    let file = match crate::pseudo::open(p, path, flags, mode)? {
+        crate::pseudo::Opened::New(backing, path) => OpenFile::new(backing, path, status),
+        crate::pseudo::Opened::Shared(file) => file,
+    };
     p.fds.alloc(file, 0, flags & libc::O_CLOEXEC != 0)
 }
 
@@ -1348,10 +1350,10 @@ pub fn faccessat2(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     } else {
         resolve(p, a[0], &raw)?
     };
-    if flags & AT_SYMLINK_NOFOLLOW != 0 && p.fs.stat(&path, false)?.mode & S_IFMT == S_IFLNK {
+    if flags & AT_SYMLINK_NOFOLLOW != 0 && crate::pseudo::stat(p, &path, false, file_stat)?.mode & S_IFMT == S_IFLNK {
         return Ok(0);
     }
-    p.fs.access(&path, mode)?;
+    crate::pseudo::access(p, &path, mode)?;
     Ok(0)
 }
 
@@ -1366,7 +1368,7 @@ pub fn readlinkat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EINVAL);
     }
     let path = at_path(p, a[0], a[1])?;
-    let target = p.fs.readlink(&path)?;
+    let target = crate::pseudo::readlink(p, &path)?;
     let n = target.len().min(bufsiz as usize);
     p.mm.write_user(a[2], &target[..n])?;
     Ok(n as u64)
@@ -1508,10 +1510,10 @@ pub fn getcwd(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 /// directory, and search permission needed. The stored path is canonical (see [`canonical`]),
 /// so `getcwd` never shows `.`, `..` or symlinks.
 fn set_cwd(p: &mut Process, path: &[u8]) -> SysResult<u64> {
-    if !is_dir(p.fs.stat(path, true)?.mode) {
+    if !is_dir(crate::pseudo::stat(p, path, true, file_stat)?.mode) {
         return Err(Errno::ENOTDIR);
     }
-    p.fs.access(path, libc::X_OK)?;
+    crate::pseudo::access(p, path, libc::X_OK)?;
     p.cwd = canonical(p, path)?;
     Ok(0)
 }

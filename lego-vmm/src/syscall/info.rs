@@ -33,17 +33,9 @@ pub fn uname(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     p.mm.write_user(a[0], &buf).map(|()| 0)
 }
 
-/// `sysinfo`: memory figures are the vNode's (its user memory and what is mapped of it).
+/// `sysinfo`: the vNode's figures, the same as its `/proc` shows ([`crate::pseudo::sysinfo`]).
 pub fn sysinfo(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let total = p.mm.size();
-    let free = total.saturating_sub(p.mm.mapped_bytes());
-    let mut b = [0u8; 112];
-    b[..8].copy_from_slice(&p.started.elapsed().as_secs().to_le_bytes());
-    b[32..40].copy_from_slice(&total.to_le_bytes());
-    b[40..48].copy_from_slice(&free.to_le_bytes());
-    b[80..82].copy_from_slice(&1u16.to_le_bytes());
-    b[104..108].copy_from_slice(&1u32.to_le_bytes());
-    p.mm.write_user(a[0], &b).map(|()| 0)
+    p.mm.write_user(a[0], &crate::pseudo::sysinfo(p)).map(|()| 0)
 }
 
 pub fn getrandom(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {

@@ -116,7 +116,7 @@ fn read_strings(p: &Process, addr: u64, total: &mut usize) -> SysResult<Vec<Vec<
 pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [path_addr, argv_addr, envp_addr, ..] = a;
     let given = super::fs::read_path(p, path_addr)?;
-    let path = super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?;
+    let path = crate::pseudo::file_path(p, &super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?)?;
     exec(p, cpu, given, path, argv_addr, envp_addr)
 }
 
@@ -139,7 +139,7 @@ pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
         let file = p.fds.get(fd)?;
         (format!("/dev/fd/{fd}").into_bytes(), file.path.clone())
     } else {
-        let path = super::fs::resolve(p, dirfd, &raw)?;
+        let path = crate::pseudo::file_path(p, &super::fs::resolve(p, dirfd, &raw)?)?;
         if flags & AT_SYMLINK_NOFOLLOW != 0 && p.fs.stat(&path, false)?.mode & libc::S_IFMT == libc::S_IFLNK {
             return Err(Errno::ELOOP);
         }
@@ -189,6 +189,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     (t.altstack, t.saved_mask) = (AltStack::default(), None);
     p.procs.set_nocldwait(p.pid, signal::reaps_children(&p.signals.actions[libc::SIGCHLD as usize]));
     p.comm = crate::process::comm_of(&given);
+    p.image = crate::pseudo::ExecImage { exe: path, argv, envp };
     p.procs.released(p.pid);
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));

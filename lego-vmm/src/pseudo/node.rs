@@ -1,0 +1,548 @@
+//! Nodes of the pseudo tree: looking a path up, and opening or stat-ing what it names.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use super::dev::Device;
+use super::procfs;
+use super::view::ProcView;
+use super::Opened;
+use crate::errno::{Errno, SysResult};
+use crate::fdtable::{Backing, OpenFile};
+use crate::fs::{DirEntry, File, Stat, Timespec};
+use crate::process::Process;
+
+/// `st_dev` of `/proc` (an anonymous device, as Linux's procfs).
+const PROC_DEV: u64 = 0x16;
+/// `st_dev` of `/sys`.
+const SYS_DEV: u64 = 0x15;
+/// `st_dev` of `/dev` (devtmpfs).
+pub(super) const DEV_DEV: u64 = 0x5;
+
+/// Where a pseudo symlink points.
+#[derive(Clone)]
+pub enum Target {
+    /// A path (absolute, or relative to the link's directory).
+    Path(Vec<u8>),
+    /// A descriptor that is not a file of the vNode (a pipe, a host descriptor), with the name
+    /// `readlink` gives it.
+    Fd(Arc<OpenFile>, Vec<u8>),
+}
+
+impl Target {
+    /// What `readlink` reports.
+    pub fn text(&self) -> Vec<u8> {
+        match self {
+            Target::Path(p) | Target::Fd(_, p) => p.clone(),
+        }
+    }
+}
+
+/// Metadata common to every node.
+#[derive(Clone, Copy)]
+pub struct Meta {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub time: Timespec,
+}
+
+/// What a node is.
+pub enum Kind {
+    /// A directory and its entries (name, `DT_*`, inode).
+    Dir(Vec<(Vec<u8>, u8, u64)>),
+    /// A read-only text file, generated now.
+    File(Vec<u8>),
+    Link(Target),
+    Device(Device),
+}
+
+/// A node of the pseudo tree.
+pub struct Node {
+    pub meta: Meta,
+    pub kind: Kind,
+}
+
+/// `/` + the components joined.
+pub fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    if comps.is_empty() {
+        return b"/".to_vec();
+    }
+    comps
+        .iter()
+        .flat_map(|c| std::iter::once(b'/').chain(c.iter().copied()))
+        .collect()
+}
+
+/// Seconds and nanoseconds of the wall clock at `at`.
+pub fn wall_time(at: std::time::Instant) -> Timespec {
+    let ago = at.elapsed();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let t = now.saturating_sub(ago);
+    Timespec {
+        sec: t.as_secs() as i64,
+        nsec: i64::from(t.subsec_nanos()),
+    }
+}
+
+/// What a look-up needs: the calling process, and through its process table the others.
+pub struct Ctx<'a> {
+    pub p: &'a Process,
+    boot: Timespec,
+}
+
+/// The files of `/proc/PID`.
+const PID_FILES: &[(&[u8], u8)] = &[
+    (b"cmdline", libc::DT_REG),
+    (b"comm", libc::DT_REG),
+    (b"cwd", libc::DT_LNK),
+    (b"environ", libc::DT_REG),
+    (b"exe", libc::DT_LNK),
+    (b"fd", libc::DT_DIR),
+    (b"maps", libc::DT_REG),
+    (b"root", libc::DT_LNK),
+    (b"stat", libc::DT_REG),
+    (b"statm", libc::DT_REG),
+    (b"status", libc::DT_REG),
+];
+
+/// The files of `/proc` besides the process directories.
+const PROC_FILES: &[(&[u8], u8)] = &[
+    (b"cpuinfo", libc::DT_REG),
+    (b"loadavg", libc::DT_REG),
+    (b"meminfo", libc::DT_REG),
+    (b"self", libc::DT_LNK),
+    (b"stat", libc::DT_REG),
+    (b"uptime", libc::DT_REG),
+];
+
+/// The `/sys` directories leading to the CPU lists.
+const SYS_CHAIN: &[&[u8]] = &[b"sys", b"devices", b"system", b"cpu"];
+
+fn name_ino(base: u64, i: usize) -> u64 {
+    base + i as u64 + 1
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(p: &'a Process) -> Ctx<'a> {
+        Ctx {
+            p,
+            boot: wall_time(p.procs.started()),
+        }
+    }
+
+    fn meta(&self, dev: u64, ino: u64, mode: u32) -> Meta {
+        Meta {
+            dev,
+            ino,
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            time: self.boot,
+        }
+    }
+
+    fn dir(&self, dev: u64, ino: u64, entries: Vec<(Vec<u8>, u8, u64)>) -> Node {
+        Node {
+            meta: self.meta(dev, ino, libc::S_IFDIR | 0o555),
+            kind: Kind::Dir(entries),
+        }
+    }
+
+    /// The snapshot of process `pid` of the vNode (the caller's own without its table look-up).
+    pub fn view(&self, pid: i32) -> Option<ProcView> {
+        if pid == self.p.pid {
+            Some(ProcView::of(self.p))
+        } else {
+            self.p.procs.view(pid)
+        }
+    }
+
+    /// The node at `at` (components, the first a pseudo root, without `.` or `..`).
+    pub fn lookup(&self, at: &[Vec<u8>]) -> SysResult<Node> {
+        match at[0].as_slice() {
+            b"proc" => self.proc(&at[1..]),
+            b"dev" => self.dev(&at[1..]),
+            _ => self.sys(&at[1..]),
+        }
+    }
+
+    fn sys(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
+        let depth = rest.len();
+        if depth < SYS_CHAIN.len() && rest.iter().zip(&SYS_CHAIN[1..]).all(|(a, b)| a == b) {
+            let entries = if depth + 1 < SYS_CHAIN.len() {
+                vec![(
+                    SYS_CHAIN[depth + 1].to_vec(),
+                    libc::DT_DIR,
+                    name_ino(0x100, depth + 1),
+                )]
+            } else {
+                vec![
+                    (b"online".to_vec(), libc::DT_REG, 0x120),
+                    (b"possible".to_vec(), libc::DT_REG, 0x121),
+                ]
+            };
+            return Ok(self.dir(SYS_DEV, name_ino(0x100, depth), entries));
+        }
+        if depth == SYS_CHAIN.len()
+            && rest[..depth - 1]
+                .iter()
+                .zip(&SYS_CHAIN[1..])
+                .all(|(a, b)| a == b)
+        {
+            let ino = match rest[depth - 1].as_slice() {
+                b"online" => 0x120,
+                b"possible" => 0x121,
+                _ => return Err(Errno::ENOENT),
+            };
+            let text = procfs::cpu_list(&procfs::host_cpus());
+            return Ok(Node {
+                meta: self.meta(SYS_DEV, ino, libc::S_IFREG | 0o444),
+                kind: Kind::File(text),
+            });
+        }
+        Err(Errno::ENOENT)
+    }
+
+    fn dev(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
+        let Some(name) = rest.first() else {
+            let mut entries: Vec<_> = Device::ALL
+                .iter()
+                .map(|d| (d.name().to_vec(), libc::DT_CHR, d.ino()))
+                .collect();
+            entries.push((b"fd".to_vec(), libc::DT_LNK, 0x40));
+            for (i, n) in [&b"stdin"[..], b"stdout", b"stderr"].iter().enumerate() {
+                entries.push((n.to_vec(), libc::DT_LNK, 0x41 + i as u64));
+            }
+            return Ok(self.dir(DEV_DEV, 0x2, entries));
+        };
+        if rest.len() > 1 {
+            return Err(Errno::ENOENT);
+        }
+        let link = |ino: u64, target: String| Node {
+            meta: self.meta(DEV_DEV, ino, libc::S_IFLNK | 0o777),
+            kind: Kind::Link(Target::Path(target.into_bytes())),
+        };
+        match name.as_slice() {
+            b"fd" => return Ok(link(0x40, "/proc/self/fd".into())),
+            b"stdin" => return Ok(link(0x41, "/proc/self/fd/0".into())),
+            b"stdout" => return Ok(link(0x42, "/proc/self/fd/1".into())),
+            b"stderr" => return Ok(link(0x43, "/proc/self/fd/2".into())),
+            _ => {}
+        }
+        let d = Device::ALL
+            .iter()
+            .find(|d| d.name() == name.as_slice())
+            .ok_or(Errno::ENOENT)?;
+        let mut meta = self.meta(DEV_DEV, d.ino(), libc::S_IFCHR | 0o666);
+        meta.rdev = d.rdev();
+        Ok(Node {
+            meta,
+            kind: Kind::Device(*d),
+        })
+    }
+
+    fn proc(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
+        let Some(first) = rest.first() else {
+            let mut entries: Vec<_> = PROC_FILES
+                .iter()
+                .enumerate()
+                .map(|(i, (n, t))| (n.to_vec(), *t, name_ino(0x10, i)))
+                .collect();
+            for pid in self.p.procs.running_pids(self.p.pid) {
+                entries.push((pid.to_string().into_bytes(), libc::DT_DIR, pid_ino(pid, 0)));
+            }
+            return Ok(self.dir(PROC_DEV, 1, entries));
+        };
+        if let Some(i) = PROC_FILES.iter().position(|(n, _)| *n == first.as_slice()) {
+            if rest.len() > 1 {
+                return Err(Errno::ENOTDIR);
+            }
+            let meta = |mode| self.meta(PROC_DEV, name_ino(0x10, i), mode);
+            let link = |target: String| Node {
+                meta: meta(libc::S_IFLNK | 0o777),
+                kind: Kind::Link(Target::Path(target.into_bytes())),
+            };
+            let text = match first.as_slice() {
+                b"self" => return Ok(link(self.p.pid.to_string())),
+                b"cpuinfo" => procfs::cpuinfo(),
+                b"loadavg" => procfs::loadavg(self),
+                b"meminfo" => procfs::meminfo(self),
+                b"stat" => procfs::stat(self),
+                _ => procfs::uptime(self),
+            };
+            return Ok(Node {
+                meta: meta(libc::S_IFREG | 0o444),
+                kind: Kind::File(text),
+            });
+        }
+        let pid: i32 = std::str::from_utf8(first)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&p| p > 0)
+            .ok_or(Errno::ENOENT)?;
+        let v = self.view(pid).ok_or(Errno::ENOENT)?;
+        let owned = |ino: u64, mode: u32| Meta {
+            uid: v.creds.euid,
+            gid: v.creds.egid,
+            time: wall_time(v.started),
+            ..self.meta(PROC_DEV, ino, mode)
+        };
+        let Some(name) = rest.get(1) else {
+            let entries = PID_FILES
+                .iter()
+                .enumerate()
+                .map(|(i, (n, t))| (n.to_vec(), *t, pid_ino(pid, i + 1)))
+                .collect();
+            return Ok(Node {
+                meta: owned(pid_ino(pid, 0), libc::S_IFDIR | 0o555),
+                kind: Kind::Dir(entries),
+            });
+        };
+        // `task/TID` is not there; everything else of `/proc/PID` is.
+        let i = PID_FILES
+            .iter()
+            .position(|(n, _)| *n == name.as_slice())
+            .ok_or(Errno::ENOENT)?;
+        let ino = pid_ino(pid, i + 1);
+        if name.as_slice() == b"fd" {
+            return self.fd_dir(&v, &rest[2..], owned(ino, libc::S_IFDIR | 0o500));
+        }
+        if rest.len() > 2 {
+            return Err(Errno::ENOTDIR);
+        }
+        let link = |t: Vec<u8>| Node {
+            meta: owned(ino, libc::S_IFLNK | 0o777),
+            kind: Kind::Link(Target::Path(t)),
+        };
+        let text = match name.as_slice() {
+            b"cwd" => return Ok(link(v.cwd.clone())),
+            b"exe" => return Ok(link(v.image.exe.clone())),
+            b"root" => return Ok(link(b"/".to_vec())),
+            b"cmdline" => procfs::nul_list(&v.image.argv),
+            b"environ" => procfs::nul_list(&v.image.envp),
+            b"comm" => [v.comm.as_slice(), b"\n"].concat(),
+            b"maps" => procfs::maps(&v),
+            b"stat" => procfs::pid_stat(self, &v),
+            b"statm" => procfs::statm(&v),
+            _ => procfs::status(self, &v),
+        };
+        let mode = if name.as_slice() == b"environ" {
+            0o400
+        } else {
+            0o444
+        };
+        Ok(Node {
+            meta: owned(ino, libc::S_IFREG | mode),
+            kind: Kind::File(text),
+        })
+    }
+
+    fn fd_dir(&self, v: &ProcView, rest: &[Vec<u8>], meta: Meta) -> SysResult<Node> {
+        let fd_ino = |fd: u64| meta.ino.wrapping_mul(0x1_0000) + fd;
+        let Some(name) = rest.first() else {
+            let entries = v
+                .fds
+                .iter()
+                .map(|(fd, _)| (fd.to_string().into_bytes(), libc::DT_LNK, fd_ino(*fd)))
+                .collect();
+            return Ok(Node {
+                meta,
+                kind: Kind::Dir(entries),
+            });
+        };
+        if rest.len() > 1 {
+            return Err(Errno::ENOTDIR);
+        }
+        let fd: u64 = std::str::from_utf8(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(Errno::ENOENT)?;
+        let (_, file) = v.fds.iter().find(|(f, _)| *f == fd).ok_or(Errno::ENOENT)?;
+        let target = match &file.backing {
+            Backing::File(_) => Target::Path(file.path.clone()),
+            Backing::Pipe(end) => Target::Fd(
+                file.clone(),
+                format!("pipe:[{}]", end.id() >> 4).into_bytes(),
+            ),
+            Backing::Host(h) => Target::Fd(file.clone(), procfs::host_fd_name(h.as_raw_fd())),
+            Backing::Socket(s) => Target::Fd(file.clone(), procfs::host_fd_name(s.fd())),
+            Backing::Epoll(e) => Target::Fd(file.clone(), procfs::host_fd_name(e.host_fd())),
+            Backing::Anon(a) => Target::Fd(file.clone(), a.name().to_vec()),
+        };
+        let mode = libc::S_IFLNK
+            | if file.readable() { 0o500 } else { 0 }
+            | if file.writable() { 0o200 } else { 0 };
+        Ok(Node {
+            meta: Meta {
+                ino: fd_ino(fd),
+                mode,
+                ..meta
+            },
+            kind: Kind::Link(target),
+        })
+    }
+}
+
+/// Inode of entry `i` of `/proc/PID` (0 is the directory itself).
+fn pid_ino(pid: i32, i: usize) -> u64 {
+    ((pid as u64) << 8) + 0x1000 + i as u64
+}
+
+impl Node {
+    /// The node's metadata as `stat` reports it.
+    pub fn stat(&self) -> Stat {
+        let m = &self.meta;
+        let (nlink, size) = match &self.kind {
+            Kind::Dir(e) => (
+                2 + e.iter().filter(|(_, t, _)| *t == libc::DT_DIR).count() as u64,
+                0,
+            ),
+            Kind::Link(t) => (1, t.text().len() as u64),
+            _ => (1, 0),
+        };
+        Stat {
+            dev: m.dev,
+            ino: m.ino,
+            mode: m.mode,
+            nlink,
+            uid: m.uid,
+            gid: m.gid,
+            rdev: m.rdev,
+            size,
+            blksize: if self.meta.dev == DEV_DEV { 4096 } else { 1024 },
+            blocks: 0,
+            atime: m.time,
+            mtime: m.time,
+            ctime: m.time,
+        }
+    }
+
+    /// Opens the node with `open(2)` `flags` (a symlink only with `O_PATH`).
+    pub fn open(self, flags: i32, path: Vec<u8>) -> SysResult<Opened> {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let opath = flags & libc::O_PATH != 0;
+        let stat = self.stat();
+        let file: Box<dyn File> = match self.kind {
+            Kind::Link(_) if opath => Box::new(PseudoFile {
+                stat,
+                body: Body::Text(Vec::new()),
+            }),
+            Kind::Link(_) => return Err(Errno::ELOOP),
+            Kind::Dir(_) if write => return Err(Errno::EISDIR),
+            Kind::Dir(entries) => Box::new(PseudoFile {
+                stat,
+                body: Body::Dir(entries),
+            }),
+            _ if flags & libc::O_DIRECTORY != 0 && !opath => return Err(Errno::ENOTDIR),
+            Kind::File(_) if write && !opath => return Err(Errno::EACCES),
+            Kind::File(text) => Box::new(PseudoFile {
+                stat,
+                body: Body::Text(text),
+            }),
+            Kind::Device(Device::Tty) if !opath => {
+                return Ok(Opened::New(Backing::Host(open_host_tty(flags)?), path));
+            }
+            Kind::Device(d) => Box::new(PseudoFile {
+                stat,
+                body: Body::Device(d),
+            }),
+        };
+        Ok(Opened::New(Backing::File(file), path))
+    }
+}
+
+/// The controlling terminal of the vNode: the terminal of the `lego run` that started it.
+fn open_host_tty(flags: i32) -> SysResult<OwnedFd> {
+    let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_NOCTTY;
+    // SAFETY: a constant, NUL-terminated path; the descriptor returned is owned below.
+    let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), (flags & keep) | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+enum Body {
+    Text(Vec<u8>),
+    Dir(Vec<(Vec<u8>, u8, u64)>),
+    Device(Device),
+}
+
+/// An open pseudo file: its contents as generated at open time.
+struct PseudoFile {
+    stat: Stat,
+    body: Body,
+}
+
+impl File for PseudoFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> SysResult<usize> {
+        match &self.body {
+            Body::Text(t) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(t.len());
+                let n = buf.len().min(t.len() - start);
+                buf[..n].copy_from_slice(&t[start..start + n]);
+                Ok(n)
+            }
+            Body::Dir(_) => Err(Errno::EISDIR),
+            Body::Device(d) => d.read(buf),
+        }
+    }
+
+    fn write_at(&self, buf: &[u8], _offset: u64) -> SysResult<usize> {
+        match &self.body {
+            Body::Device(d) => d.write(buf),
+            Body::Dir(_) => Err(Errno::EISDIR),
+            Body::Text(_) => Err(Errno::EBADF),
+        }
+    }
+
+    fn stat(&self) -> SysResult<Stat> {
+        Ok(self.stat)
+    }
+
+    fn set_len(&self, _len: u64) -> SysResult<()> {
+        match &self.body {
+            Body::Device(_) => Ok(()),
+            Body::Dir(_) => Err(Errno::EISDIR),
+            Body::Text(_) => Err(Errno::EACCES),
+        }
+    }
+
+    fn sync(&self, _data_only: bool) -> SysResult<()> {
+        match &self.body {
+            Body::Device(_) => Err(Errno::EINVAL),
+            _ => Ok(()),
+        }
+    }
+
+    fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
+        let Body::Dir(entries) = &self.body else {
+            return Err(Errno::ENOTDIR);
+        };
+        let dots = [
+            (b".".to_vec(), libc::DT_DIR, self.stat.ino),
+            (b"..".to_vec(), libc::DT_DIR, 1),
+        ];
+        Ok(dots
+            .iter()
+            .chain(entries.iter())
+            .enumerate()
+            .skip(usize::try_from(pos).unwrap_or(usize::MAX))
+            .take(max)
+            .map(|(i, (name, kind, ino))| DirEntry {
+                ino: *ino,
+                next: i as u64 + 1,
+                kind: *kind,
+                name: name.clone(),
+            })
+            .collect())
+    }
+}
