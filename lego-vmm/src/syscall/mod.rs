@@ -435,7 +435,7 @@ mod tests {
         let all = implemented();
         assert!(all.len() >= 150, "{} calls", all.len());
         assert!(all.iter().all(|&nr| names::name(nr).is_some_and(|n| !n.is_empty())));
-        assert!(all.contains(&203) && all.contains(&15) && !all.contains(&23));
+        assert!(all.contains(&203) && all.contains(&15) && all.contains(&23) && !all.contains(&101), "ptrace is not there");
     }
 
     proptest! {
