@@ -70,9 +70,12 @@ static void selects(void) {
     sigset_t mask;
     sigemptyset(&mask);
     printf("pselect6 timeout: %d\n", pselect(sv[0] + 1, &r, NULL, NULL, &ts, &mask));
+    /* A descriptor known to be closed: whoever started us may have left fd 100 open. */
+    int closed = dup(1);
+    close(closed);
     FD_ZERO(&r);
-    FD_SET(100, &r);
-    printf("select closed fd: %s\n", select(101, &r, NULL, NULL, &tv) < 0 && errno == EBADF ? "EBADF" : "?");
+    FD_SET(closed, &r);
+    printf("select closed fd: %s\n", select(closed + 1, &r, NULL, NULL, &tv) < 0 && errno == EBADF ? "EBADF" : "?");
     close(p[0]);
     close(p[1]);
     close(sv[0]);
