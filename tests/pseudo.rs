@@ -51,7 +51,7 @@ fn busybox_root(dir: &Path) -> PathBuf {
 
 /// `busybox args` natively, with the applets of [`busybox_root`] first in `PATH`.
 fn native_bb(bb: &Path, args: &[&str], dir: &Path) -> Run {
-    let mut c = Command::new(bb);
+    let mut c = common::native_command(bb);
     c.args(args)
         .current_dir(dir)
         .env("PATH", bb.parent().unwrap());
@@ -112,6 +112,7 @@ fn proc_dev_and_sys_files_read_as_natively() {
 /// The vNode's own figures: the format Linux uses, values of the vNode.
 const VNODE_FIGURES: &str = r#"
 sleep 5 &
+until [ "$(head -c 5 /proc/2/cmdline)" = sleep ]; do :; done
 echo "== ps"; ps
 echo "== free"; free
 echo "== uptime"; uptime

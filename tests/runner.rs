@@ -47,7 +47,7 @@ fn run(mut cmd: Command, stdin: &[u8]) -> Run {
 
 /// Runs `prog args` natively in `dir`.
 fn native(prog: &Path, args: &[&str], dir: &Path, stdin: &[u8]) -> Run {
-    let mut c = Command::new(prog);
+    let mut c = common::native_command(prog);
     c.args(args).current_dir(dir).env("TZ", "UTC");
     run(c, stdin)
 }

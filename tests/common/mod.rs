@@ -37,9 +37,28 @@ pub fn kvm() -> bool {
     }
 }
 
+/// A command for a native run that starts as a vNode's first process does: with descriptors
+/// 0, 1 and 2 only. Whatever started the test binary (a CI harness, a shell) may have left
+/// others open, and a program that probes a "closed" descriptor would see them.
+pub fn native_command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(prog);
+    // SAFETY: the closure runs in the forked child before exec and makes one system call,
+    // which is async-signal-safe; CLOSE_RANGE_CLOEXEC leaves std's exec-error pipe working.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
 /// The stdout of a native run of `prog args`, which must succeed.
 pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(prog).args(args).output().expect("native run");
+    let out = native_command(prog).args(args).output().expect("native run");
     assert!(out.status.success(), "native {} failed", prog.display());
     String::from_utf8(out.stdout).unwrap()
 }
@@ -276,7 +295,7 @@ pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Run {
 
 /// The program natively, in `dir`.
 pub fn native(prog: &Path, args: &[&str], dir: &Path) -> Run {
-    let mut c = Command::new(prog);
+    let mut c = native_command(prog);
     c.args(args).current_dir(dir);
     run(c, Duration::from_secs(60), "native run")
 }
