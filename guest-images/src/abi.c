@@ -763,6 +763,40 @@ static void case_files(const char *self) {
     CHECK(mknod("abi-node.tmp", S_IFREG | 0600, 0) == -1 && errno == EEXIST);
     unlink("abi-node.tmp");
 
+    /* A FIFO: its type, Linux's open rules, and bytes from a child that opens it later. */
+    unlink("abi-fifo.tmp");
+    CHECK(mkfifo("abi-fifo.tmp", 0640) == 0);
+    CHECK(stat("abi-fifo.tmp", &st) == 0);
+    printf("mkfifo: fifo %d mode %o, again: %s\n", S_ISFIFO(st.st_mode), st.st_mode & 0777,
+           mkfifo("abi-fifo.tmp", 0640) == -1 && errno == EEXIST ? "EEXIST" : "?");
+    printf("fifo write-only, non-blocking, no reader: %s\n",
+           open("abi-fifo.tmp", O_WRONLY | O_NONBLOCK) == -1 && errno == ENXIO ? "ENXIO" : "?");
+    int fr = open("abi-fifo.tmp", O_RDONLY | O_NONBLOCK);
+    CHECK(fr >= 0);
+    char fb[64];
+    printf("fifo non-blocking read, no writer: %zd\n", read(fr, fb, sizeof fb));
+    close(fr);
+    pid_t writer = fork();
+    if (writer == 0) {
+        sleep_ms(50); /* the parent's open waits for this writer */
+        int w = open("abi-fifo.tmp", O_WRONLY);
+        if (w < 0 || write(w, "through the fifo", 16) != 16) _exit(1);
+        sleep_ms(20);
+        if (write(w, ", twice", 7) != 7) _exit(1);
+        _exit(0);
+    }
+    fr = open("abi-fifo.tmp", O_RDONLY);
+    CHECK(fr >= 0);
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fr, fb + got, sizeof fb - 1 - got)) > 0) got += r;
+    fb[got] = 0;
+    int wst;
+    CHECK(waitpid(writer, &wst, 0) == writer);
+    printf("fifo read: '%s', then EOF %zd, child %d\n", fb, r, WEXITSTATUS(wst));
+    close(fr);
+    CHECK(unlink("abi-fifo.tmp") == 0);
+
     /* pidfd_open: readable once the child ended. */
     pid_t pid = fork();
     if (pid == 0) {

@@ -167,6 +167,8 @@ pub struct Process {
     pub timers: crate::timers::Timers,
     /// The file locks of the run, one table for every process of it.
     pub locks: Arc<crate::locks::LockTable>,
+    /// The pipes of the run's FIFOs, one table for every process of it.
+    pub fifos: Arc<crate::fifo::Fifos>,
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
     pub started: Instant,
@@ -227,6 +229,7 @@ impl Process {
             children_usage: Default::default(),
             timers: Default::default(),
             locks: Default::default(),
+            fifos: Default::default(),
             maps: Default::default(),
             started: Instant::now(),
             exit: None,
@@ -268,6 +271,7 @@ impl Process {
             children_usage: Default::default(),
             timers: Default::default(),
             locks: self.locks.clone(),
+            fifos: self.fifos.clone(),
             maps: self.maps.forked(),
             started: Instant::now(),
             exit: None,
