@@ -414,6 +414,8 @@ static void *burner(void *arg) {
     return NULL;
 }
 
+static double ts_secs(struct timespec t) { return t.tv_sec + t.tv_nsec / 1e9; }
+
 static void case_usage(void) {
     pthread_t t;
     CHECK(pthread_create(&t, NULL, burner, NULL) == 0);
@@ -425,6 +427,16 @@ static void case_usage(void) {
     CHECK(getrusage(RUSAGE_SELF, &me) == 0);
     double self = secs(me.ru_utime) + secs(me.ru_stime);
     printf("process cpu >= 150ms: %d\n", self >= 0.15);
+    /* The CPU-time clocks (clock() reads the process's): the program's own time, which does
+     * not grow while it sleeps. */
+    struct timespec pc, tc, slept;
+    CHECK(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &pc) == 0);
+    CHECK(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &tc) == 0);
+    printf("clocks: process >= 150ms %d, thread >= 50ms %d, process >= thread %d\n", ts_secs(pc) >= 0.15,
+           ts_secs(tc) >= 0.05, ts_secs(pc) >= ts_secs(tc));
+    sleep_ms(200);
+    CHECK(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &slept) == 0);
+    printf("process clock over a 200 ms sleep grew < 50 ms: %d\n", ts_secs(slept) - ts_secs(pc) < 0.05);
     struct rusage ch;
     CHECK(getrusage(RUSAGE_CHILDREN, &ch) == 0);
     printf("children before: %d\n", secs(ch.ru_utime) + secs(ch.ru_stime) < 0.01);
