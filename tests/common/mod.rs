@@ -261,14 +261,37 @@ pub struct Run {
 }
 
 /// Runs `cmd` to its end, failing the test if it takes longer than `limit` (a hang).
-pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Run {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+pub fn run(cmd: Command, limit: Duration, what: &str) -> Run {
+    let r = run_input(cmd, None, limit, what);
+    Run { stdout: String::from_utf8_lossy(&r.stdout).into_owned(), stderr: r.stderr, status: r.status }
+}
+
+/// What a run printed (its output as bytes) and how it ended.
+pub struct RawRun {
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// The exit status, or 128 + the signal that ended it.
+    pub status: Option<i32>,
+}
+
+/// Runs `cmd` to its end with `stdin` as its input (none: `/dev/null`), failing the test if it
+/// takes longer than `limit` (a hang). The input is written from a thread, so a child that
+/// prints a lot before it reads cannot deadlock the test, and one that never reads is fine.
+pub fn run_input(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> RawRun {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning");
+    let feeder = stdin.map(|data| {
+        let (mut input, data) = (child.stdin.take().expect("stdin"), data.to_vec());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = input.write_all(&data);
+        })
+    });
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
     });
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -287,10 +310,13 @@ pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Run {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    if let Some(f) = feeder {
+        f.join().expect("stdin feeder");
+    }
     use std::os::unix::process::ExitStatusExt;
     // As a shell reports it: 128 + N for a death by signal N.
     let status = status.code().or(status.signal().map(|s| 128 + s));
-    Run { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
+    RawRun { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
 }
 
 /// The program natively, in `dir`.
