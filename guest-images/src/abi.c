@@ -13,7 +13,9 @@
  *   mapshared MAP_SHARED write-back seen by read() after munmap, msync, a forked child's
  *             changes, no growth past the end of the file; mincore, mlock and friends
  *   files     memfd_create, sendfile, copy_file_range, fallocate, close_range, preadv2/
- *             pwritev2, pidfd_open, execveat, mknod of a FIFO
+ *             pwritev2, pidfd_open, execveat, mknod of a regular file
+ *   fifo      mkfifo, the open rules of a FIFO (ENXIO, waiting for the other side), and
+ *             bytes from a child through it
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -775,40 +777,6 @@ static void case_files(const char *self) {
     CHECK(mknod("abi-node.tmp", S_IFREG | 0600, 0) == -1 && errno == EEXIST);
     unlink("abi-node.tmp");
 
-    /* A FIFO: its type, Linux's open rules, and bytes from a child that opens it later. */
-    unlink("abi-fifo.tmp");
-    CHECK(mkfifo("abi-fifo.tmp", 0640) == 0);
-    CHECK(stat("abi-fifo.tmp", &st) == 0);
-    printf("mkfifo: fifo %d mode %o, again: %s\n", S_ISFIFO(st.st_mode), st.st_mode & 0777,
-           mkfifo("abi-fifo.tmp", 0640) == -1 && errno == EEXIST ? "EEXIST" : "?");
-    printf("fifo write-only, non-blocking, no reader: %s\n",
-           open("abi-fifo.tmp", O_WRONLY | O_NONBLOCK) == -1 && errno == ENXIO ? "ENXIO" : "?");
-    int fr = open("abi-fifo.tmp", O_RDONLY | O_NONBLOCK);
-    CHECK(fr >= 0);
-    char fb[64];
-    printf("fifo non-blocking read, no writer: %zd\n", read(fr, fb, sizeof fb));
-    close(fr);
-    pid_t writer = fork();
-    if (writer == 0) {
-        sleep_ms(50); /* the parent's open waits for this writer */
-        int w = open("abi-fifo.tmp", O_WRONLY);
-        if (w < 0 || write(w, "through the fifo", 16) != 16) _exit(1);
-        sleep_ms(20);
-        if (write(w, ", twice", 7) != 7) _exit(1);
-        _exit(0);
-    }
-    fr = open("abi-fifo.tmp", O_RDONLY);
-    CHECK(fr >= 0);
-    size_t got = 0;
-    ssize_t r;
-    while ((r = read(fr, fb + got, sizeof fb - 1 - got)) > 0) got += r;
-    fb[got] = 0;
-    int wst;
-    CHECK(waitpid(writer, &wst, 0) == writer);
-    printf("fifo read: '%s', then EOF %zd, child %d\n", fb, r, WEXITSTATUS(wst));
-    close(fr);
-    CHECK(unlink("abi-fifo.tmp") == 0);
-
     /* pidfd_open: readable once the child ended. */
     pid_t pid = fork();
     if (pid == 0) {
@@ -846,6 +814,43 @@ static void case_files(const char *self) {
     exit(1);
 }
 
+/* A FIFO: its type, Linux's open rules, and bytes from a child that opens it later. */
+static void case_fifo(void) {
+    unlink("abi-fifo.tmp");
+    CHECK(mkfifo("abi-fifo.tmp", 0640) == 0);
+    struct stat st;
+    CHECK(stat("abi-fifo.tmp", &st) == 0);
+    printf("mkfifo: fifo %d mode %o, again: %s\n", S_ISFIFO(st.st_mode), st.st_mode & 0777,
+           mkfifo("abi-fifo.tmp", 0640) == -1 && errno == EEXIST ? "EEXIST" : "?");
+    printf("fifo write-only, non-blocking, no reader: %s\n",
+           open("abi-fifo.tmp", O_WRONLY | O_NONBLOCK) == -1 && errno == ENXIO ? "ENXIO" : "?");
+    int fr = open("abi-fifo.tmp", O_RDONLY | O_NONBLOCK);
+    CHECK(fr >= 0);
+    char fb[64];
+    printf("fifo non-blocking read, no writer: %zd\n", read(fr, fb, sizeof fb));
+    close(fr);
+    pid_t writer = fork();
+    if (writer == 0) {
+        sleep_ms(50); /* the parent's open waits for this writer */
+        int w = open("abi-fifo.tmp", O_WRONLY);
+        if (w < 0 || write(w, "through the fifo", 16) != 16) _exit(1);
+        sleep_ms(20);
+        if (write(w, ", twice", 7) != 7) _exit(1);
+        _exit(0);
+    }
+    fr = open("abi-fifo.tmp", O_RDONLY);
+    CHECK(fr >= 0);
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fr, fb + got, sizeof fb - 1 - got)) > 0) got += r;
+    fb[got] = 0;
+    int wst;
+    CHECK(waitpid(writer, &wst, 0) == writer);
+    printf("fifo read: '%s', then EOF %zd, child %d\n", fb, r, WEXITSTATUS(wst));
+    close(fr);
+    CHECK(unlink("abi-fifo.tmp") == 0);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
@@ -860,6 +865,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "locks")) case_locks();
     else if (!strcmp(c, "mapshared")) case_mapshared();
     else if (!strcmp(c, "files")) case_files(argv[0]);
+    else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "execed")) printf("running again through execveat\n");
     else {
         fprintf(stderr, "unknown case %s\n", c);
