@@ -3,7 +3,7 @@
  *   sched     pthreads workers that each pin themselves with sched_setaffinity and assert it
  *             (what a well-known map-reduce suite does), read it back, run there (getcpu);
  *             policies, priorities, personality
- *   timers    setitimer/getitimer/alarm, POSIX timers (SIGEV_SIGNAL with a value,
+ *   timers    setitimer/getitimer/alarm (ITIMER_VIRTUAL and ITIMER_PROF on CPU time), POSIX timers (SIGEV_SIGNAL with a value,
  *             SIGEV_THREAD_ID, SIGEV_NONE, overruns), timerfd reads and settings
  *   rtsig     queued real-time signals arrive in order with their values; standard ones
  *             coalesce; rt_tgsigqueueinfo; signalfd reads, polls and non-blocking reads
@@ -193,6 +193,14 @@ static void on_timer(int sig, siginfo_t *si, void *uc) {
     last_timer_tid = gettid_();
 }
 
+static volatile sig_atomic_t cpu_hits, last_cpu_sig;
+
+static void on_cpu_timer(int sig, siginfo_t *si, void *uc) {
+    (void)si, (void)uc;
+    cpu_hits++;
+    last_cpu_sig = sig;
+}
+
 static pid_t target_tid;
 static volatile int stop_target;
 
@@ -221,6 +229,26 @@ static void case_timers(void) {
     unsigned first = alarm(5);
     unsigned left = alarm(0);
     printf("alarm(5) = %u, alarm(0) = %u\n", first, left);
+
+    /* ITIMER_VIRTUAL and ITIMER_PROF count CPU time: a sleep does not bring them closer. */
+    on(SIGVTALRM, on_cpu_timer, 0);
+    on(SIGPROF, on_cpu_timer, 0);
+    struct itimerval cpu50 = {{0, 0}, {0, 50000}};
+    CHECK(setitimer(ITIMER_VIRTUAL, &cpu50, NULL) == 0);
+    sleep_ms(150);
+    CHECK(getitimer(ITIMER_VIRTUAL, &cur) == 0);
+    printf("virtual timer after a 150 ms sleep: fired %d, left > 20 ms %d\n", (int)cpu_hits,
+           cur.it_value.tv_sec == 0 && cur.it_value.tv_usec > 20000);
+    while (!cpu_hits) burn_ms(1);
+    CHECK(getitimer(ITIMER_VIRTUAL, &cur) == 0);
+    printf("virtual timer fired while computing: SIGVTALRM %d, disarmed %d\n", last_cpu_sig == SIGVTALRM,
+           cur.it_value.tv_sec == 0 && cur.it_value.tv_usec == 0);
+    struct itimerval prof = {{0, 10000}, {0, 10000}};
+    cpu_hits = 0;
+    CHECK(setitimer(ITIMER_PROF, &prof, NULL) == 0);
+    while (cpu_hits < 3) burn_ms(1);
+    CHECK(setitimer(ITIMER_PROF, &off, &cur) == 0);
+    printf("profiling timer: 3 SIGPROFs %d, old interval %ld us\n", last_cpu_sig == SIGPROF, (long)cur.it_interval.tv_usec);
 
     /* SIGEV_SIGNAL with a value. */
     on(SIGRTMIN, on_timer, 0);

@@ -196,6 +196,11 @@ impl Creds {
 }
 
 impl Process {
+    /// The CPU time of the process so far: its live threads' and its ended threads'.
+    pub fn cpu_time(&self) -> crate::hostcpu::CpuTime {
+        self.threads.values().filter_map(|t| t.host).fold(self.usage, |sum, h| sum + h.spent())
+    }
+
     /// A fresh process (pid 1 of its vNode) over `mm` and `fs`, with the host's credentials,
     /// groups and resource limits, no descriptors, `/` as cwd and umask 022. `execfn` names it
     /// (`PR_GET_NAME`). It has one thread, [`MAIN_TID`].
