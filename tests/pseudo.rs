@@ -122,6 +122,7 @@ echo "== maps"; cat /proc/1/maps
 echo "== status"; cat /proc/1/status
 echo "== meminfo"; cat /proc/meminfo
 echo "== stat"; cat /proc/stat
+echo "== task"; ls /proc/2/task; cut -d' ' -f1,3 /proc/2/task/2/stat; grep -E '^(Tgid|Pid):' /proc/2/task/2/status; ls /proc/2/task/3 2>&1 | cut -d: -f3
 echo "== sleeper"; cat /proc/2/cmdline | tr '\0' ' '; echo; readlink /proc/2/exe; readlink /proc/self/exe
 kill %1
 "#;
@@ -217,6 +218,8 @@ fn ps_free_uptime_and_top_show_the_vnode() {
     let stat = section(out, "stat");
     assert_eq!(stat[0].split_whitespace().count(), 11, "{stat:?}");
     assert!(stat.iter().any(|l| l.starts_with("btime ")), "{stat:?}");
+    // A process's threads have directories of their own below task/ (the sleeper has one).
+    assert_eq!(section(out, "task"), ["2", "2 S", "Tgid:\t2", "Pid:\t2", " No such file or directory"]);
     // Paths are the vNode's: the program is /bin/busybox below its root (the shell starts its
     // applets through /proc/self/exe, which Linux too resolves to the file).
     assert_eq!(
