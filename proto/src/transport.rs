@@ -180,6 +180,12 @@ impl TcpTransport {
         poll_readable(&self.stream, self.poll);
     }
 
+    /// Proof that this connection passed the handshake (a `TcpTransport` exists only once the
+    /// peer's hello and secret proof were accepted): what the RDMA parameter exchange needs.
+    pub fn authenticated(&self) -> crate::rdma::params::Authenticated {
+        crate::rdma::params::Authenticated::new(self.peer.clone())
+    }
+
     /// The socket, past the handshake: for tools and tests that speak raw frames.
     pub fn into_stream(self) -> TcpStream {
         self.stream
