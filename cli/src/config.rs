@@ -38,6 +38,7 @@
 //! excache_cleaner = true
 //! vregion_size = "1G"
 //! mem_timeout = 30
+//! transport = "tcp"               # or "rdma", "auto" (also a key of [mem_server])
 //! ```
 //!
 //! # Precedence
@@ -68,6 +69,8 @@ use anyhow::{anyhow, Context};
 use clap::{Command, CommandFactory, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
+
+use lego_proto::rdma::select::TransportChoice;
 
 use crate::memory::PolicyArg;
 
@@ -137,6 +140,7 @@ struct MemServer {
     capacity: Option<Size>,
     storage_server: Option<Addr>,
     buffer_cache: Option<Size>,
+    transport: Option<TransportChoice>,
     metrics: Option<Addr>,
 }
 
@@ -170,6 +174,7 @@ struct Run {
     excache_cleaner: Option<bool>,
     vregion_size: Option<Size>,
     mem_timeout: Option<u64>,
+    transport: Option<TransportChoice>,
 }
 
 /// A size: bytes, or a string as the command line takes it (`512M`, `4G`), kept as written.

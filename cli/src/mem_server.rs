@@ -20,6 +20,8 @@ pub struct MemServerArgs {
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     buffer_cache: u64,
     #[command(flatten)]
+    transport: crate::transport::TransportArgs,
+    #[command(flatten)]
     join: crate::global::JoinArgs,
     #[command(flatten)]
     metrics: crate::metrics::MetricsArgs,
@@ -27,6 +29,7 @@ pub struct MemServerArgs {
 
 /// Serves until killed.
 pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
+    args.transport.resolve(["its clients"])?;
     let config = mem_server::Config {
         storage: args.storage_server.clone(),
         buffer_cache_bytes: args.buffer_cache,

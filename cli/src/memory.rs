@@ -56,6 +56,8 @@ pub struct MemoryArgs {
     /// Seconds to wait for a mem-server before giving the process up.
     #[arg(long, default_value_t = 30)]
     pub mem_timeout: u64,
+    #[command(flatten)]
+    pub transport: crate::transport::TransportArgs,
 }
 
 /// ExCache size when neither `--excache` nor a vNode gives one.
@@ -69,6 +71,12 @@ impl MemoryArgs {
     /// front of the storage server `storage`, if any) when no server was named (keep the
     /// returned handle alive as long as the vNode runs).
     pub fn config(&self, capacity: u64, storage: Option<&str>) -> anyhow::Result<(MemoryConfig, Embedded)> {
+        // Chosen before anything starts: `--transport rdma` without a device stops here.
+        let peers: Vec<&str> = match self.mem_server.is_empty() {
+            true => vec!["the embedded mem-server"],
+            false => self.mem_server.iter().map(String::as_str).collect(),
+        };
+        self.transport.resolve(peers)?;
         let (servers, embedded) = if self.mem_server.is_empty() {
             let config = mem_server::Config {
                 storage: storage.map(str::to_string),

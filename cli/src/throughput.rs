@@ -32,6 +32,8 @@ pub struct ThroughputArgs {
     /// Distinct pages fetched (round robin).
     #[arg(long, default_value_t = 4096)]
     pages: u64,
+    #[command(flatten)]
+    transport: crate::transport::TransportArgs,
 }
 
 const PROC: u64 = 0x7e57;
@@ -225,6 +227,7 @@ fn echo_server() -> anyhow::Result<String> {
 
 /// Runs the benchmark and prints both figures and their ratio.
 pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
+    args.transport.resolve(["the benchmark's mem-server"])?;
     let server = ServerProcess::start()?;
     let base = populate(&server.addr, args.pages.max(1)).context("populating the mem-server")?;
     let served = load(args, &server.addr, base, true)?;
