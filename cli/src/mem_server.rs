@@ -29,10 +29,10 @@ pub struct MemServerArgs {
 
 /// Serves until killed.
 pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
-    args.transport.resolve(["its clients"])?;
     let config = mem_server::Config {
         storage: args.storage_server.clone(),
         buffer_cache_bytes: args.buffer_cache,
+        transport: args.transport.transport,
         ..mem_server::Config::new(args.listen, args.capacity, args.join.cluster_id)
     };
     let server = mem_server::MemServer::bind(config)?;

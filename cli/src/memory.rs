@@ -76,10 +76,11 @@ impl MemoryArgs {
             true => vec!["the embedded mem-server"],
             false => self.mem_server.iter().map(String::as_str).collect(),
         };
-        self.transport.resolve(peers)?;
+        let transport = self.transport.resolve(&peers)?;
         let (servers, embedded) = if self.mem_server.is_empty() {
             let config = mem_server::Config {
                 storage: storage.map(str::to_string),
+                transport: self.transport.transport,
                 ..mem_server::Config::new("127.0.0.1:0", capacity, self.cluster_id)
             };
             let server = mem_server::MemServer::bind(config).context("starting the embedded mem-server")?;
@@ -104,6 +105,7 @@ impl MemoryArgs {
                 prefetch: self.prefetch,
                 cleaner: self.excache_cleaner,
             },
+            transport,
         };
         Ok((config, embedded))
     }

@@ -14,16 +14,12 @@ pub struct TransportArgs {
 }
 
 impl TransportArgs {
-    /// Resolves the choice toward each of `peers`, logging what each gets; the first peer RDMA
-    /// cannot reach under `rdma` is the error.
-    pub fn resolve<'a>(&self, peers: impl IntoIterator<Item = &'a str>) -> anyhow::Result<Vec<Chosen>> {
-        peers
-            .into_iter()
-            .map(|peer| {
-                let chosen = choose(self.transport, peer, |p| probe(None, p))?;
-                tracing::info!(%peer, asked = %self.transport, transport = %chosen, "page path transport");
-                Ok(chosen)
-            })
-            .collect()
+    /// Resolves the choice for the page path to `peers` (named in messages), logging it: under
+    /// `rdma` without a usable device, the error.
+    pub fn resolve(&self, peers: &[&str]) -> anyhow::Result<Chosen> {
+        let peer = peers.join(", ");
+        let chosen = choose(self.transport, &peer, |p| probe(None, p))?;
+        tracing::info!(%peer, asked = %self.transport, transport = %chosen, "page path transport");
+        Ok(chosen)
     }
 }

@@ -186,6 +186,26 @@ impl TcpTransport {
         crate::rdma::params::Authenticated::new(self.peer.clone())
     }
 
+    /// Sends this side's RDMA connection parameters over the authenticated connection and
+    /// returns the server's (not yet validated: see [`crate::rdma::params::RtsPermit`]).
+    pub fn rdma_connect(&mut self, mine: &crate::rdma::params::ConnectParams) -> Result<crate::rdma::params::ConnectParams, ProtoError> {
+        let mut h = self.next(Op::RdmaConnect, 0, 0, 0);
+        h.len = crate::rdma::params::PARAMS_LEN as u32;
+        let mut frame = Vec::with_capacity(HEADER_LEN + crate::rdma::params::PARAMS_LEN);
+        frame.extend_from_slice(&h.encode());
+        frame.extend_from_slice(&mine.encode());
+        self.send(&frame)?;
+        let r = self.reply_header(&h)?;
+        match r.status {
+            Status::Ok => {}
+            Status::NoRdma => return Err(ProtoError::Refused(format!("the server at {} does not serve the page path over RDMA", self.peer))),
+            status => return Err(ProtoError::Remote { peer: self.peer.clone(), status }),
+        }
+        let mut body = [0u8; crate::rdma::params::PARAMS_LEN];
+        self.recv(&mut body)?;
+        crate::rdma::params::ConnectParams::decode(&body).map_err(|e| ProtoError::Malformed(format!("{}: {e}", self.peer)))
+    }
+
     /// The socket, past the handshake: for tools and tests that speak raw frames.
     pub fn into_stream(self) -> TcpStream {
         self.stream

@@ -6,6 +6,11 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::ProtoError;
+use crate::handshake::Hello;
+use crate::transport::{TcpTransport, Transport, DEFAULT_POLL};
 
 /// The transport asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,29 +79,38 @@ pub enum RdmaUnavailable {
         /// The peer.
         peer: String,
     },
-    /// This build finds the device but has no RDMA page path to drive it yet.
-    #[error("RDMA to {peer}: device {device} is usable, but this build has no RDMA page path yet (see README, \"RDMA transport\")")]
-    NoPagePath {
-        /// The device.
-        device: String,
-        /// The peer.
-        peer: String,
-    },
 }
 
-/// A usable local RDMA device.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A usable local RDMA device (only a build with the `rdma` feature finds one).
+#[derive(Clone)]
 pub struct LocalDevice {
     /// Its name (e.g. `mlx5_0`).
     pub name: String,
+    #[cfg(feature = "rdma")]
+    device: std::sync::Arc<super::verbs::Device>,
 }
 
-/// Looks for the RDMA device `wanted` (or any, if `None`) with an active port, for a connection
-/// to `peer`.
+impl fmt::Debug for LocalDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalDevice({})", self.name)
+    }
+}
+
+#[cfg(feature = "rdma")]
+impl LocalDevice {
+    /// The opened device.
+    pub fn device(&self) -> &std::sync::Arc<super::verbs::Device> {
+        &self.device
+    }
+}
+
+/// Opens the RDMA device `wanted` (or any, if `None`) and checks that its port is active, for a
+/// connection to `peer`.
 pub fn probe(wanted: Option<&str>, peer: &str) -> Result<LocalDevice, RdmaUnavailable> {
     #[cfg(feature = "rdma")]
     {
-        super::device::probe(wanted, peer)
+        let device = super::verbs::Device::open(wanted, peer)?;
+        Ok(LocalDevice { name: device.name.clone(), device })
     }
     #[cfg(not(feature = "rdma"))]
     {
@@ -106,12 +120,15 @@ pub fn probe(wanted: Option<&str>, peer: &str) -> Result<LocalDevice, RdmaUnavai
 }
 
 /// The transport a connection to `peer` uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub enum Chosen {
     /// TCP.
+    #[default]
     Tcp,
-    /// RDMA through `device`.
+    /// RDMA through a device.
     Rdma(LocalDevice),
+    /// RDMA through a device to the servers that serve it, TCP to the others (`auto`).
+    Auto(LocalDevice),
 }
 
 impl fmt::Display for Chosen {
@@ -119,6 +136,38 @@ impl fmt::Display for Chosen {
         match self {
             Chosen::Tcp => f.write_str("tcp"),
             Chosen::Rdma(d) => write!(f, "rdma ({})", d.name),
+            Chosen::Auto(d) => write!(f, "rdma ({}) where the server serves it, else tcp", d.name),
+        }
+    }
+}
+
+impl Chosen {
+    /// Connects to the server at `addr` for the page path, introducing this side as `me`. Over
+    /// TCP the caller polls for each reply ([`TcpTransport::set_poll`]): it has nothing else to do.
+    pub fn connect(&self, addr: &str, me: Hello, timeout: Duration) -> Result<Box<dyn Transport>, ProtoError> {
+        match self {
+            Chosen::Tcp => {
+                let mut t = TcpTransport::connect(addr, me, timeout)?;
+                t.set_poll(DEFAULT_POLL);
+                Ok(Box::new(t))
+            }
+            #[cfg(feature = "rdma")]
+            Chosen::Rdma(d) => {
+                let t = super::client::RdmaTransport::connect(addr, me, timeout, &d.device, super::client::DEFAULT_SLOTS)?;
+                Ok(Box::new(t))
+            }
+            #[cfg(feature = "rdma")]
+            Chosen::Auto(d) => match Chosen::Rdma(d.clone()).connect(addr, me, timeout) {
+                // The server is up but has no RDMA page path: TCP to it.
+                Err(ProtoError::Refused(why)) if why.contains("over RDMA") => {
+                    tracing::info!(peer = addr, reason = %why, "transport auto: using TCP");
+                    Chosen::Tcp.connect(addr, me, timeout)
+                }
+                other => other,
+            },
+            // Without the feature no `LocalDevice` can be made.
+            #[cfg(not(feature = "rdma"))]
+            Chosen::Rdma(d) | Chosen::Auto(d) => Err(ProtoError::Refused(format!("{} needs RDMA support, which this build lacks", d.name))),
         }
     }
 }
@@ -133,9 +182,8 @@ pub fn choose(
     if choice == TransportChoice::Tcp {
         return Ok(Chosen::Tcp);
     }
-    // The device is there; the verbs page path that would use it is not built yet.
-    let rdma = probe(peer).and_then(|d| Err(RdmaUnavailable::NoPagePath { device: d.name, peer: peer.to_string() }));
-    match rdma {
+    let rdma = |d| if choice == TransportChoice::Auto { Chosen::Auto(d) } else { Chosen::Rdma(d) };
+    match probe(peer).map(rdma) {
         Err(e) if choice == TransportChoice::Auto => {
             tracing::info!(%peer, reason = %e, "transport auto: using TCP");
             Ok(Chosen::Tcp)
@@ -165,8 +213,8 @@ mod tests {
         let e = choose(TransportChoice::Rdma, "10.0.0.9:7070", none).unwrap_err().to_string();
         assert!(e.contains(DEVICE_GLOB) && e.contains("10.0.0.9:7070"), "{e}");
         assert!(!e.contains('\n'));
-        assert_eq!(choose(TransportChoice::Auto, "10.0.0.9:7070", none).unwrap(), Chosen::Tcp);
-        assert_eq!(choose(TransportChoice::Tcp, "p", |_| unreachable!("tcp never probes")).unwrap(), Chosen::Tcp);
+        assert!(matches!(choose(TransportChoice::Auto, "10.0.0.9:7070", none), Ok(Chosen::Tcp)));
+        assert!(matches!(choose(TransportChoice::Tcp, "p", |_| unreachable!("tcp never probes")), Ok(Chosen::Tcp)));
     }
 
     #[test]

@@ -1173,6 +1173,8 @@ pub struct MemoryConfig {
     pub timeout: Duration,
     /// The ExCache.
     pub excache: ExCacheConfig,
+    /// Transport of the page path to the owners (`--transport`; control calls go over TCP).
+    pub transport: lego_proto::rdma::select::Chosen,
 }
 
 /// Default vRegion size (LegoOS: 1 GB).
