@@ -386,6 +386,7 @@ mod tests {
         prefetch = 8
         vregion_size = "2M"
         mem_timeout = 5
+        transport = "auto"
     "#;
 
     fn error(text: &str) -> String {
@@ -403,6 +404,7 @@ mod tests {
             ("[cluster]\nheartbeat_ms = 5", "cluster.heartbeat_ms = 5: not in 10..=60000 milliseconds"),
             ("[run]\nexcache_policy = \"random\"", "run.excache_policy = \"random\": unknown variant `random`, expected one of `fifo`, `clock`, `lru`"),
             ("mem_server = 5", "mem_server = 5: invalid type: integer `5`"),
+            ("[run]\ntransport = \"ib\"", "run.transport = \"ib\": unknown variant `ib`, expected one of `tcp`, `rdma`, `auto`"),
         ];
         for (text, want) in cases {
             let got = error(text);
@@ -461,6 +463,8 @@ mod tests {
         assert_eq!(servers, ["10.0.0.2:7070", "10.0.0.3:7070"]);
         assert_eq!(run.get_one::<u64>("excache"), Some(&(64 << 20)));
         assert_eq!(run.get_one::<u64>("prefetch"), Some(&8));
+        let transport = run.get_one::<lego_proto::rdma::select::TransportChoice>("transport");
+        assert_eq!(transport, Some(&lego_proto::rdma::select::TransportChoice::Auto));
     }
 
     #[test]
