@@ -196,10 +196,9 @@ impl TcpTransport {
         frame.extend_from_slice(&mine.encode());
         self.send(&frame)?;
         let r = self.reply_header(&h)?;
-        match r.status {
-            Status::Ok => {}
-            Status::NoRdma => return Err(ProtoError::Refused(format!("the server at {} does not serve the page path over RDMA", self.peer))),
-            status => return Err(ProtoError::Remote { peer: self.peer.clone(), status }),
+        if r.status != Status::Ok {
+            // `Status::NoRdma` from a server without an RDMA page path.
+            return Err(ProtoError::Remote { peer: self.peer.clone(), status: r.status });
         }
         let mut body = [0u8; crate::rdma::params::PARAMS_LEN];
         self.recv(&mut body)?;

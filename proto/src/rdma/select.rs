@@ -159,8 +159,8 @@ impl Chosen {
             #[cfg(feature = "rdma")]
             Chosen::Auto(d) => match Chosen::Rdma(d.clone()).connect(addr, me, timeout) {
                 // The server is up but has no RDMA page path: TCP to it.
-                Err(ProtoError::Refused(why)) if why.contains("over RDMA") => {
-                    tracing::info!(peer = addr, reason = %why, "transport auto: using TCP");
+                Err(e @ ProtoError::Remote { status: crate::frame::Status::NoRdma, .. }) => {
+                    tracing::info!(peer = addr, reason = %e, "transport auto: using TCP");
                     Chosen::Tcp.connect(addr, me, timeout)
                 }
                 other => other,

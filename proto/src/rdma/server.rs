@@ -164,8 +164,10 @@ impl Session {
         let n = self.qp.poll_recv(&mut wc)?;
         for w in &wc[..n] {
             let imm = w.imm_data().ok_or_else(|| io::Error::other("a receive completion without immediate"))?;
-            self.serve(u32::from_be(imm))?;
+            // Reposted before the reply goes out: a client that sees the reply may send again
+            // at once, and must find a receive request (or it is held back by RNR retries).
             self.qp.post_recv(w.wr_id())?;
+            self.serve(u32::from_be(imm))?;
         }
         Ok(())
     }
