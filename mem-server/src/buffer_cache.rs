@@ -164,6 +164,7 @@ impl BufferCache {
             StorageOp::Write { path, offset, data } => self.write(&key(path), *offset, data, storage),
             StorageOp::Stat { path } => self.stat(&key(path), storage),
             StorageOp::Fsync { path } => self.fsync(&key(path), storage),
+            StorageOp::SyncFs => self.syncfs(&req, storage),
             StorageOp::Create { path, truncate: true, .. } | StorageOp::Truncate { path, .. } => {
                 let k = key(path);
                 // A failed write-back is kept for the file's next fsync or close.
@@ -289,6 +290,28 @@ impl BufferCache {
             self.errors.entry(key.clone()).or_insert(errno::EIO);
         }
         self.errors.remove(key).map_or(synced, Err)
+    }
+
+    /// `sync`/`syncfs` of a vNode: writes back every file of it, then has storage sync them
+    /// all. Answers the first error, as syncfs(2) does; errors of earlier lost write-backs stay
+    /// for each file's own fsync or close.
+    fn syncfs(&mut self, req: &StorageRequest, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+        let keys: Vec<FileKey> = self.files.keys().filter(|k| k.0 == req.vnode).cloned().collect();
+        let mut failed = None;
+        for k in &keys {
+            if let Err(e) = self.write_back_file(k, storage) {
+                failed.get_or_insert(e);
+            }
+        }
+        let synced = forward(req, storage)?;
+        for k in &keys {
+            // As in fsync: a write-back on an older storage connection cannot be vouched for.
+            let since = self.files.get_mut(k).and_then(|f| f.unsynced.take());
+            if since.is_some_and(|g| g != storage.generation()) {
+                failed.get_or_insert(errno::EIO);
+            }
+        }
+        failed.map_or(Ok(synced), Err)
     }
 
     fn rename(&mut self, req: &StorageRequest, from: &[u8], to: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
@@ -559,7 +582,7 @@ mod tests {
                     }
                     None => missing,
                 },
-                StorageOp::Fsync { .. } => {
+                StorageOp::Fsync { .. } | StorageOp::SyncFs => {
                     self.fsyncs += 1;
                     StorageReply::Done
                 }

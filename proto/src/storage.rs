@@ -83,6 +83,9 @@ pub enum StorageOp {
     Readdir { path: Vec<u8>, cookie: u64, max: u32 },
     /// Returns once the file's data and attributes are durable on disk.
     Fsync { path: Vec<u8> },
+    /// `sync`/`syncfs`: returns once every file of the vNode and every change before the
+    /// request are durable on disk.
+    SyncFs,
 }
 
 /// What kind of object a path names.

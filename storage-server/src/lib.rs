@@ -57,6 +57,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lego_proto::service::Service;
 
 mod metrics;
+mod journal;
 mod server;
 pub mod store;
 

@@ -238,6 +238,12 @@ impl FileSystem for HostDir {
             _ => Err(Errno::EBUSY),
         }
     }
+
+    fn sync_all(&self) -> SysResult<()> {
+        // SAFETY: plain system call on the open root descriptor, no memory is passed.
+        retry(|| unsafe { libc::syncfs(self.root.as_raw_fd()) })?;
+        Ok(())
+    }
 }
 
 /// An open host file or directory, as [`HostDir::open`](FileSystem::open) returns it.

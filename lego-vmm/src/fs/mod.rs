@@ -70,6 +70,9 @@ pub trait FileSystem: Send + Sync {
     fn rmdir(&self, path: &[u8]) -> SysResult<()>;
     fn unlink(&self, path: &[u8]) -> SysResult<()>;
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()>;
+    /// `syncfs(2)`: once it returns, every file's bytes and every name of this file system
+    /// survive power loss.
+    fn sync_all(&self) -> SysResult<()>;
 }
 
 /// An open file or directory.

@@ -175,6 +175,10 @@ impl FileSystem for RemoteFs {
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()> {
         self.link.op(StorageOp::Rename { from: normal(from)?, to: normal(to)? }).map(drop)
     }
+
+    fn sync_all(&self) -> SysResult<()> {
+        self.link.op(StorageOp::SyncFs).map(drop)
+    }
 }
 
 /// An open remote file: its path, nothing else.

@@ -1239,6 +1239,21 @@ pub fn fdatasync(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     sync(p, a[0], true)
 }
 
+/// `sync(2)`: the vNode's file system syncs everything. Linux's sync cannot fail; an error is
+/// logged (and reported by the next fsync or syncfs).
+pub fn sync_fs(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    if let Err(e) = p.fs.sync_all() {
+        tracing::warn!(errno = e.0, "sync failed");
+    }
+    Ok(0)
+}
+
+/// `syncfs(2)`: every descriptor is on the vNode's one file system (or on none that keeps data).
+pub fn syncfs(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.fds.get(fdarg(a[0]))?;
+    p.fs.sync_all().map(|()| 0)
+}
+
 /// `ftruncate(fd, length)`: `EINVAL` for a negative length, a description not open for
 /// writing, or something that is not a regular file (as Linux's `do_ftruncate`).
 pub fn ftruncate(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
