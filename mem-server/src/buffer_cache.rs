@@ -40,7 +40,7 @@ pub trait Backing {
 }
 
 /// A file, as the cache names it.
-type FileKey = (String, Vec<u8>);
+pub type FileKey = (String, Vec<u8>);
 
 struct Page {
     data: Box<[u8; PAGE as usize]>,
@@ -315,36 +315,47 @@ impl BufferCache {
     }
 
     fn rename(&mut self, req: &StorageRequest, from: &[u8], to: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
-        // Everything cached at or under either name is written back and dropped: storage then
-        // holds the only copy, under whichever name the rename leaves it.
-        let under = |path: &[u8], root: &[u8]| path == root || (path.starts_with(root) && path.get(root.len()) == Some(&b'/'));
-        let affected: Vec<FileKey> = self
-            .files
-            .keys()
-            .filter(|(v, p)| *v == req.vnode && (under(p, from) || under(p, to)))
-            .cloned()
-            .collect();
+        self.release(&req.vnode, from, to, storage);
+        let reply = forward(req, storage)?;
+        for (k, e) in renamed_errors(self.take_errors(&req.vnode, from, to), from, to) {
+            self.errors.insert(k, e);
+        }
+        Ok(reply)
+    }
+
+    /// Before a rename: everything cached at or under either name is written back and dropped,
+    /// so that storage holds the only copy, under whichever name the rename leaves it. A failed
+    /// write-back is kept for the file's next fsync or close.
+    pub fn release(&mut self, vnode: &str, from: &[u8], to: &[u8], storage: &mut dyn Backing) {
+        let affected: Vec<FileKey> =
+            self.files.keys().filter(|(v, p)| v == vnode && (under(p, from) || under(p, to))).cloned().collect();
         for k in &affected {
-            // A failed write-back is kept for the file's next fsync or close.
             let _ = self.write_back_file(k, storage);
         }
         for k in &affected {
             self.forget(k);
         }
-        let reply = forward(req, storage)?;
-        // The errors not reported yet go with the files: dropped with those the rename replaced,
-        // moved with the renamed ones.
-        let affected: Vec<FileKey> = self.errors.keys().filter(|(v, p)| *v == req.vnode && (under(p, from) || under(p, to))).cloned().collect();
-        let errors: Vec<(FileKey, i32)> = affected.into_iter().filter_map(|k| self.errors.remove(&k).map(|e| (k, e))).collect();
-        for ((vnode, path), e) in errors {
-            if under(&path, from) {
-                self.errors.insert((vnode, [to, &path[from.len()..]].concat()), e);
-            }
-        }
-        Ok(reply)
+        self.forget_lost();
     }
 
-    /// The file's size as far as the cache knows it, asking storage the first time.
+    /// After a rename: the errors not reported yet of files at or under either name, taken out
+    /// (see [`renamed_errors`] for where they go).
+    pub fn take_errors(&mut self, vnode: &str, from: &[u8], to: &[u8]) -> Vec<(FileKey, i32)> {
+        let affected: Vec<FileKey> =
+            self.errors.keys().filter(|(v, p)| v == vnode && (under(p, from) || under(p, to))).cloned().collect();
+        affected.into_iter().filter_map(|k| self.errors.remove(&k).map(|e| (k, e))).collect()
+    }
+
+    /// Keeps an unreported write-back error for file `key` (moved here by a rename).
+    pub fn keep_error(&mut self, key: FileKey, e: i32) {
+        self.errors.insert(key, e);
+    }
+
+    /// Whether the cache holds any file of `vnode`.
+    pub fn holds(&self, vnode: &str) -> bool {
+        self.files.keys().any(|(v, _)| v == vnode)
+    }
+
     fn size(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<u64, i32> {
         if let Some(f) = self.files.get(key) {
             return Ok(f.attr.size);
@@ -503,8 +514,23 @@ impl BufferCache {
     }
 }
 
+/// Whether `path` is `root` or lies under it.
+fn under(path: &[u8], root: &[u8]) -> bool {
+    path == root || (path.starts_with(root) && path.get(root.len()) == Some(&b'/'))
+}
+
+/// Where the unreported errors a rename of `from` to `to` took out go: dropped with the files
+/// the rename replaced, moved with the renamed ones.
+pub fn renamed_errors(errors: Vec<(FileKey, i32)>, from: &[u8], to: &[u8]) -> Vec<(FileKey, i32)> {
+    errors
+        .into_iter()
+        .filter(|((_, path), _)| under(path, from))
+        .map(|((vnode, path), e)| ((vnode, [to, &path[from.len()..]].concat()), e))
+        .collect()
+}
+
 /// Sends a request to storage; an unreachable storage server is `EIO`, an error reply its errno.
-fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+pub fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
     match storage.call(req) {
         Ok(StorageReply::Error(e)) => Err(e),
         Ok(r) => Ok(r),
