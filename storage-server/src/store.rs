@@ -7,9 +7,9 @@
 //! cookie is a child's creation number, so paging is stable while the directory changes) and for
 //! rmdir's emptiness check; they are rebuilt from the index at start.
 //!
-//! The index lives in redb (see the crate documentation for why and for the durability rules);
-//! every change is committed there before the in-memory tables are updated, so a failed commit
-//! leaves both unchanged.
+//! Every change is appended to the journal before the in-memory tables are updated, so a failed
+//! append leaves them unchanged; checkpoints carry the journal into redb (see the crate
+//! documentation for the durability rules).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
