@@ -273,10 +273,11 @@ fn clients(remote: &mut Remote, args: &StorageBenchArgs) -> anyhow::Result<()> {
             let mut buf = [0u8; BLOCK];
             f.read_at(&mut buf, block(c, i)).map(drop).map_err(err("cold read"))
         })?;
-        // Warm: the same offsets again, now cached.
-        let warm = at_once(&files, args.ops / 4, |f, c, i| {
+        // Warm: the same offsets again, now cached, over and over (all --ops of them).
+        let cold_per = (args.ops / 4 / n as u64).max(1);
+        let warm = at_once(&files, args.ops, |f, c, i| {
             let mut buf = [0u8; BLOCK];
-            f.read_at(&mut buf, block(c, i)).map(drop).map_err(err("warm read"))
+            f.read_at(&mut buf, block(c, i % cold_per)).map(drop).map_err(err("warm read"))
         })?;
         if n == 1 {
             warm1 = warm;

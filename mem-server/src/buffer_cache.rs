@@ -17,7 +17,7 @@
 //! storage server merely restarted). An unlink forgets the error with the file; a rename moves it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use lego_proto::storage::{errno, now_ns, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
@@ -117,14 +117,29 @@ pub struct BufferCache {
     errors: HashMap<FileKey, i32>,
     /// Files whose write-back failed during the request in progress, to forget at its end.
     lost: Vec<FileKey>,
+    /// Most pages of all the caches sharing `total`.
     capacity: usize,
+    /// Pages held by every cache sharing this budget (this one included).
+    total: Arc<AtomicUsize>,
     counters: Arc<CacheCounters>,
 }
+
+/// Pages a cache may always keep, whatever the others sharing its budget hold: those of the
+/// largest request and its read-ahead, which must stay while the request copies them out.
+const FLOOR: usize = (MIN_CAPACITY / PAGE) as usize;
 
 impl BufferCache {
     /// A cache of at most `capacity_bytes`, and at least [`MIN_CAPACITY`] so that the pages of
     /// the largest request fit at once.
     pub fn new(capacity_bytes: u64) -> BufferCache {
+        BufferCache::sharing(capacity_bytes, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// One of several caches that hold at most `capacity_bytes` together, counting their pages
+    /// in `total`: when the total is over, the cache that inserts evicts its own least recently
+    /// used pages, down to [`MIN_CAPACITY`] (so the caches together may exceed `capacity_bytes`
+    /// by at most that much each).
+    pub fn sharing(capacity_bytes: u64, total: Arc<AtomicUsize>) -> BufferCache {
         let capacity = capacity_bytes.max(MIN_CAPACITY) / PAGE;
         BufferCache {
             pages: LruCache::unbounded(),
@@ -132,6 +147,7 @@ impl BufferCache {
             errors: HashMap::new(),
             lost: Vec::new(),
             capacity: capacity as usize,
+            total,
             counters: Arc::new(CacheCounters { capacity, ..CacheCounters::default() }),
         }
     }
@@ -218,8 +234,33 @@ impl BufferCache {
         if offset >= end {
             return Ok(StorageReply::Data(Vec::new()));
         }
+        self.fill(key, offset / PAGE, (end - 1) / PAGE, storage)?;
+        self.copy_out(key, offset, end)
+    }
+
+    /// A read answered from the cache alone, without storage (`None` if that cannot be: the
+    /// file is not known here or a page is missing), so that a hit need not wait for anything.
+    pub fn cached_read(&mut self, vnode: &str, path: &[u8], offset: u64, len: u32) -> Option<StorageReply> {
+        if len as usize > MAX_IO {
+            return None;
+        }
+        let key = (vnode.to_string(), path.to_vec());
+        let size = self.files.get(&key)?.attr.size;
+        let end = offset.saturating_add(u64::from(len)).min(size);
+        if offset >= end {
+            return Some(StorageReply::Data(Vec::new()));
+        }
         let (first, last) = (offset / PAGE, (end - 1) / PAGE);
-        self.fill(key, first, last, storage)?;
+        if !(first..=last).all(|i| self.pages.contains(&(key.clone(), i))) {
+            return None;
+        }
+        add(&self.counters.hits, last - first + 1);
+        self.copy_out(&key, offset, end).ok()
+    }
+
+    /// Bytes `offset..end` of a file whose pages there are all cached.
+    fn copy_out(&mut self, key: &FileKey, offset: u64, end: u64) -> Result<StorageReply, i32> {
+        let (first, last) = (offset / PAGE, (end - 1) / PAGE);
         let mut out = Vec::with_capacity((end - offset) as usize);
         for idx in first..=last {
             let page = self.pages.get(&(key.clone(), idx)).ok_or(errno::EIO)?;
@@ -422,9 +463,12 @@ impl BufferCache {
         if let Some(f) = self.files.get_mut(&k.0) {
             f.pages.insert(k.1);
         }
-        self.pages.put(k, page);
-        while self.pages.len() > self.capacity {
+        if self.pages.put(k, page).is_none() {
+            self.total.fetch_add(1, Ordering::Relaxed);
+        }
+        while self.pages.len() > FLOOR && self.total.load(Ordering::Relaxed) > self.capacity {
             let Some(((file, idx), victim)) = self.pages.pop_lru() else { break };
+            self.total.fetch_sub(1, Ordering::Relaxed);
             add(&self.counters.evictions, 1);
             let size = self.files.get(&file).map_or(0, |f| f.attr.size);
             if victim.dirty {
@@ -508,7 +552,9 @@ impl BufferCache {
     fn forget(&mut self, key: &FileKey) {
         if let Some(f) = self.files.remove(key) {
             for idx in f.pages {
-                self.pages.pop(&(key.clone(), idx));
+                if self.pages.pop(&(key.clone(), idx)).is_some() {
+                    self.total.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }

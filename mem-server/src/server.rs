@@ -215,7 +215,12 @@ impl Shared {
             Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
             Request::ForkProcess { parent } => tokio::task::block_in_place(|| self.fork(proc, parent)),
-            Request::File(req) => Ok(tokio::task::block_in_place(|| Reply::File(self.files.serve(req)))),
+            // A read of cached pages is answered on the spot; anything that may wait for storage
+            // leaves the async worker first.
+            Request::File(req) => Ok(Reply::File(match self.files.cached_read(&req) {
+                Some(reply) => reply,
+                None => tokio::task::block_in_place(|| self.files.serve(req)),
+            })),
             Request::FileClosed { vnode, path } => Ok(tokio::task::block_in_place(|| {
                 Reply::File(self.files.write_back(&vnode, &path).map_or_else(StorageReply::Error, |()| StorageReply::Done))
             })),
