@@ -704,6 +704,28 @@ mod tests {
     }
 
     #[test]
+    fn caches_sharing_a_budget_hold_it_together_and_one_file_may_fill_it() {
+        let mut d = Disk::default();
+        let big: Vec<u8> = (0..4 * MIN_CAPACITY as usize).map(|i| (i / 4096) as u8).collect();
+        d.files.insert(p("/big"), big.clone());
+        d.files.insert(p("/small"), vec![9; MIN_CAPACITY as usize]);
+        let total = Arc::new(AtomicUsize::new(0));
+        let cap = 3 * MIN_CAPACITY;
+        let (mut a, mut b) = (BufferCache::sharing(cap, total.clone()), BufferCache::sharing(cap, total.clone()));
+        for off in (0..MIN_CAPACITY).step_by(MAX_IO) {
+            read(&mut b, &mut d, "/small", off, MAX_IO as u32);
+        }
+        for off in (0..big.len() as u64).step_by(MAX_IO) {
+            assert_eq!(read(&mut a, &mut d, "/big", off, MAX_IO as u32), big[off as usize..][..MAX_IO]);
+        }
+        let pages = |c: &BufferCache| c.len() as u64;
+        assert_eq!(pages(&b), MIN_CAPACITY / PAGE, "the other cache keeps its floor");
+        assert_eq!(pages(&a) + pages(&b), cap / PAGE, "together they hold the shared capacity");
+        assert_eq!(total.load(Ordering::Relaxed) as u64, cap / PAGE);
+        assert!(pages(&a) > cap / PAGE / 2, "one file uses more than an equal share");
+    }
+
+    #[test]
     fn writes_stay_cached_until_fsync_and_stat_sees_them() {
         let mut d = Disk::default();
         d.files.insert(p("/f"), b"hello world".to_vec());
