@@ -1,7 +1,8 @@
 //! Concurrency of the storage path with real processes: 16 vNodes read and write their own files
 //! through one `lego mem-server` in front of one `lego storage-server` at once, every byte
 //! checked, while another vNode writes a large file and fsyncs it; requests of the 16 go on
-//! while that fsync runs (measured). These tests do not need /dev/kvm.
+//! while that fsync runs (measured). Then 4 processes of one vNode count in one remote file
+//! under record locks (that test needs /dev/kvm).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -13,7 +14,7 @@ use lego_proto::storage::{StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
 mod common;
-use common::Server;
+use common::{image, kvm, Server};
 
 /// A vNode's connection to a mem-server, sending file requests as its VMM does.
 struct FileClient {
@@ -122,4 +123,40 @@ fn sixteen_vnodes_at_once_while_another_fsyncs() {
     let longest = longest_end - longest_start;
     eprintln!("longest fsync of 48 MiB: {longest:?}; requests of the 16 vNodes answered within it: {during} of {}", requests.len());
     assert!(during > 0, "no request of the 16 vNodes was answered during a {longest:?} fsync of another vNode's file");
+}
+
+/// 4 processes of one vNode increment a counter in one remote file under `F_SETLKW` write locks,
+/// each logging its increments in slots after it (`lockcount`): no increment is lost, and the
+/// file on the storage server holds them all after the program closed it.
+#[test]
+fn four_processes_of_one_vnode_share_a_remote_file_under_record_locks() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Server::start(&["storage-server", "--listen", "127.0.0.1:0", "--dir", dir.path().to_str().unwrap()]);
+    let mem = Server::start(&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G", "--storage-server", &storage.addr]);
+    let img = tempfile::tempdir().unwrap();
+    std::fs::create_dir(img.path().join("bin")).unwrap();
+    std::fs::copy(image("lockcount"), img.path().join("bin/lockcount")).unwrap();
+    let lego = || std::process::Command::new(env!("CARGO_BIN_EXE_lego"));
+    let out = lego().args(["image", "push"]).arg(img.path()).args(["--vnode", "locks", "--storage-server", &storage.addr]).output().unwrap();
+    assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
+    let out = lego()
+        .args(["run", "--mem", "256M", "--vnode", "locks", "--mem-server", &mem.addr, "--storage-server", &storage.addr])
+        .args(["/bin/lockcount", "/counter", "50"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "lockcount: 200 increments, all slots distinct\n");
+    // Straight from the storage server: the counter, and 200 slots after it.
+    let mut t = TcpTransport::connect(&storage.addr, Hello::new(ComponentKind::Processor, 0), Duration::from_secs(10)).unwrap();
+    let req = StorageRequest { vnode: "locks".into(), op: StorageOp::Read { path: b"/counter".to_vec(), offset: 0, len: 4096 } };
+    match lego_proto::storage::call(&mut t, &req).unwrap() {
+        StorageReply::Data(d) => {
+            assert_eq!(d.len(), 8 + 200 * 8);
+            assert_eq!(u64::from_le_bytes(d[..8].try_into().unwrap()), 200);
+        }
+        other => panic!("{other:?}"),
+    }
 }
