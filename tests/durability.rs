@@ -245,7 +245,8 @@ fn mem_server(storage: &str) -> Server {
 
 /// The steps of issue 18: a file written by a program that then ran `sync` is there after the
 /// storage server is SIGKILLed and restarted, and so is one that was only closed (its
-/// write-back was acknowledged at close).
+/// write-back was acknowledged at close). Before the kill, `stat -f` reports the mount's space
+/// with the vNode's files as its used blocks.
 #[test]
 fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
     if !kvm() {
@@ -270,6 +271,20 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // statfs of the mount: NFS's type, 4 KB blocks, and the vNode's files (busybox, two small
+    // files) as its used blocks.
+    let out = Command::new(env!("CARGO_BIN_EXE_lego"))
+        .args(["run", "--mem", "256M", "--vnode", VNODE, "--mem-server", &mem.addr, "--storage-server", &storage.addr])
+        .args(["/bin/busybox", "stat", "-f", "-c", "%t %S %b %f %a", "/keep.txt"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<u64> = text.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
+    assert!(text.starts_with("6969 4096 ") && f.len() == 4, "stat -f: {text:?} {}", String::from_utf8_lossy(&out.stderr));
+    let used = (f[1] - f[2]) * 4096;
+    let busybox = std::fs::metadata(image("busybox")).unwrap().len();
+    assert!(used >= busybox && used < busybox + 3 * 4096 + 4096, "used {used} bytes for a busybox of {busybox}");
+    assert_eq!(f[2], f[3], "free and available blocks");
     storage.kill();
     let storage = storage_server(dir.path(), "127.0.0.1:0");
     let mut t = connect(&storage.addr);

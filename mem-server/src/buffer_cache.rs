@@ -194,9 +194,11 @@ impl BufferCache {
                 self.errors.remove(&k);
             }),
             StorageOp::Rename { from, to } => self.rename(&req, from, to, storage),
-            StorageOp::Create { .. } | StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } => {
-                forward(&req, storage)
-            }
+            StorageOp::Create { .. }
+            | StorageOp::Mkdir { .. }
+            | StorageOp::Rmdir { .. }
+            | StorageOp::Readdir { .. }
+            | StorageOp::StatFs => forward(&req, storage),
         };
         self.forget_lost();
         result.unwrap_or_else(StorageReply::Error)
@@ -658,7 +660,9 @@ mod tests {
                     self.fsyncs += 1;
                     StorageReply::Done
                 }
-                StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } => StorageReply::Error(errno::EINVAL),
+                StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } | StorageOp::StatFs => {
+                    StorageReply::Error(errno::EINVAL)
+                }
             })
         }
     }

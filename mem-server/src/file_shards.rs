@@ -110,6 +110,7 @@ impl FileShards {
         let path = match &req.op {
             StorageOp::Rename { from, to } => return self.rename(&req, from, to).unwrap_or_else(StorageReply::Error),
             StorageOp::SyncFs => return self.syncfs(req),
+            StorageOp::StatFs => b"/".as_slice(),
             StorageOp::Stat { path }
             | StorageOp::Read { path, .. }
             | StorageOp::Write { path, .. }
@@ -119,7 +120,7 @@ impl FileShards {
             | StorageOp::Mkdir { path, .. }
             | StorageOp::Rmdir { path }
             | StorageOp::Readdir { path, .. }
-            | StorageOp::Fsync { path } => path,
+            | StorageOp::Fsync { path } => path.as_slice(),
         };
         let (cache, storage) = &mut *self.shard(&req.vnode, path).lock_slow();
         cache.serve(req, storage)

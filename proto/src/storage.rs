@@ -91,6 +91,21 @@ pub enum StorageOp {
     /// `sync`/`syncfs`: returns once every file of the vNode and every change before the
     /// request are durable on disk.
     SyncFs,
+    /// `statfs`: the space of the vNode's mount ([`StorageReply::FsStat`]).
+    StatFs,
+}
+
+/// The space of a vNode's mount, as `statfs` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsStat {
+    /// Bytes the mount may hold: the storage disk's size.
+    pub capacity_bytes: u64,
+    /// Bytes still free for it: the storage disk's free bytes.
+    pub free_bytes: u64,
+    /// Bytes of the vNode's files (their sizes).
+    pub used_bytes: u64,
+    /// Files and directories of the vNode.
+    pub files: u64,
 }
 
 /// What kind of object a path names.
@@ -145,6 +160,8 @@ pub enum StorageReply {
     Done,
     /// The operation failed with this errno (see [`errno`]).
     Error(i32),
+    /// `StatFs`: the mount's space.
+    FsStat(FsStat),
 }
 
 /// File data as one byte string: the same bincode encoding as a sequence of `u8` (a length,

@@ -26,8 +26,8 @@ pub(crate) struct Shared {
 }
 
 /// Names of the storage operations, for the metrics' `op` label, in the order of [`op_index`].
-pub(crate) const OPS: [&str; 12] =
-    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs"];
+pub(crate) const OPS: [&str; 13] =
+    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs", "statfs"];
 
 fn op_index(op: &StorageOp) -> usize {
     match op {
@@ -43,6 +43,7 @@ fn op_index(op: &StorageOp) -> usize {
         StorageOp::Readdir { .. } => 9,
         StorageOp::Fsync { .. } => 10,
         StorageOp::SyncFs => 11,
+        StorageOp::StatFs => 12,
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use lego_proto::storage::{
-    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest,
+    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, FsStat, StorageOp, StorageReply, StorageRequest,
     MAX_DIRENTS, MAX_IO,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
@@ -434,7 +434,7 @@ impl Store {
             | StorageOp::Rmdir { path }
             | StorageOp::Readdir { path, .. }
             | StorageOp::Fsync { path } => check_path(path)?,
-            StorageOp::SyncFs => {}
+            StorageOp::SyncFs | StorageOp::StatFs => {}
         }
         let v = self.vnode(vnode)?;
         let v = &*v;
@@ -453,6 +453,7 @@ impl Store {
             StorageOp::Readdir { path, cookie, max } => readdir(vnode, &lock(v), &path, cookie, max),
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
             StorageOp::SyncFs => self.syncfs(vnode),
+            StorageOp::StatFs => self.statfs(v),
         }
     }
 
@@ -717,6 +718,19 @@ impl Store {
         }
         self.journal.sync()?;
         Ok(StorageReply::Done)
+    }
+
+    /// The space of the vNode's mount: the storage disk's, and what the vNode's files take.
+    fn statfs(&self, v: &Mutex<Vnode>) -> Result<StorageReply, i32> {
+        let (capacity_bytes, used_disk) = crate::disk_usage(&self.root).ok_or(errno::EIO)?;
+        let v = lock(v);
+        let used_bytes = v.entries.values().filter(|e| !e.is_dir()).map(|e| e.size).sum();
+        Ok(StorageReply::FsStat(FsStat {
+            capacity_bytes,
+            free_bytes: capacity_bytes.saturating_sub(used_disk),
+            used_bytes,
+            files: v.entries.len() as u64,
+        }))
     }
 
     /// `sync`/`syncfs` of a vNode: every file's bytes and every change survive power loss.

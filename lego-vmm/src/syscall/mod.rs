@@ -175,6 +175,8 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         73 => ("fx", Blocking(flock)),
         74 => ("f", Plain(fsync)),
         75 => ("f", Plain(fdatasync)),
+        137 => ("sx", Plain(statfs)),
+        138 => ("fx", Plain(fstatfs)),
         162 => ("", Plain(sync_fs)),
         306 => ("f", Plain(syncfs)),
         77 => ("fd", Plain(ftruncate)),
