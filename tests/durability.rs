@@ -73,12 +73,15 @@ fn names(t: &mut TcpTransport, dir: &str) -> Vec<String> {
     }
 }
 
+/// A path's contents before and after a change (`None`: no such file).
+type Change = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// What the client knows: the files it was answered for, and the one change that was in flight
 /// when the server died (its paths before and after), which may or may not have happened.
 #[derive(Default)]
 struct Model {
     files: BTreeMap<String, Vec<u8>>,
-    in_flight: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    in_flight: Vec<Change>,
 }
 
 const DIRS: [&str; 3] = ["", "/a", "/a/b"];
