@@ -5,9 +5,10 @@
 //! that shard; requests on one file are served in order, so concurrent misses on one page fetch
 //! it once (the second finds it cached).
 //!
-//! Calls that span files take every shard in order: a rename (anything cached under either name
-//! is written back and dropped, wherever it is cached; unreported write-back errors move with
-//! the files to the shard of their new name), and `sync`/`syncfs` of a vNode (each shard that
+//! Calls that span files take every shard: a rename takes them all at once, in order (anything
+//! cached under either name is written back and dropped, wherever it is cached; unreported
+//! write-back errors move with the files to the shard of their new name), and `sync`/`syncfs`
+//! of a vNode one after another (each shard that
 //! holds files of the vNode writes them back and has storage sync them over its connection, so
 //! that a restart of storage between the write-back and the sync is noticed as with fsync).
 

@@ -462,13 +462,15 @@ impl Store {
         if let Some(v) = self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode) {
             return Ok(v.clone());
         }
+        // The directories first, without the table lock (other vNodes need it; this is a disk
+        // wait, and creating them twice is harmless).
+        let dir = self.root.join("vnodes").join(vnode);
+        std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
+        sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
         let mut all = self.vnodes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = all.get(vnode) {
             return Ok(v.clone());
         }
-        let dir = self.root.join("vnodes").join(vnode);
-        std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
-        sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
         let mut v = Vnode { next_id: ROOT_INO + 1, ..Vnode::default() };
         let now = now_ns();
         let root = Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0 };
