@@ -167,6 +167,12 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::Mkdir { path: normal(path)?, mode: mode & 0o7777 }).map(drop)
     }
 
+    /// The storage server keeps files and directories only: `EPERM`, as from a file system
+    /// without special files.
+    fn mkfifo(&self, _path: &[u8], _mode: u32) -> SysResult<()> {
+        Err(Errno::EPERM)
+    }
+
     fn rmdir(&self, path: &[u8]) -> SysResult<()> {
         self.link.op(StorageOp::Rmdir { path: normal(path)? }).map(drop)
     }

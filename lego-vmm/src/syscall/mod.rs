@@ -128,7 +128,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     Some(match nr {
         0 => ("fBu", Blocking(read)),
         1 => ("fbu", Blocking(write)),
-        2 => ("sxo", Plain(open)),
+        2 => ("sxo", Blocking(open)),
         3 => ("f", Plain(close)),
         4 => ("sx", Plain(stat)),
         5 => ("fx", Plain(fstat)),
@@ -254,7 +254,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         231 => ("d", Plain(exit_group)),
         234 => ("ddd", Plain(tgkill)),
         247 => ("ddxxx", Blocking(waitid)),
-        257 => ("fsxo", Plain(openat)),
+        257 => ("fsxo", Blocking(openat)),
         258 => ("fso", Plain(mkdirat)),
         259 => ("fsox", Plain(mknodat)),
         262 => ("fsxx", Plain(newfstatat)),
