@@ -111,17 +111,7 @@ impl FileShards {
         let path = match &req.op {
             StorageOp::Rename { from, to } => return self.rename(&req, from, to).unwrap_or_else(StorageReply::Error),
             StorageOp::SyncFs => return self.syncfs(req),
-            StorageOp::StatFs => b"/".as_slice(),
-            StorageOp::Stat { path }
-            | StorageOp::Read { path, .. }
-            | StorageOp::Write { path, .. }
-            | StorageOp::Create { path, .. }
-            | StorageOp::Truncate { path, .. }
-            | StorageOp::Unlink { path }
-            | StorageOp::Mkdir { path, .. }
-            | StorageOp::Rmdir { path }
-            | StorageOp::Readdir { path, .. }
-            | StorageOp::Fsync { path } => path.as_slice(),
+            op => op.path().unwrap_or(b"/"),
         };
         let (cache, storage) = &mut *self.shard(&req.vnode, path).lock_slow();
         cache.serve(req, storage)

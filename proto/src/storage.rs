@@ -95,6 +95,26 @@ pub enum StorageOp {
     StatFs,
 }
 
+impl StorageOp {
+    /// The one path the operation names (`None` for a rename, which names two, and for the
+    /// calls about the whole mount).
+    pub fn path(&self) -> Option<&[u8]> {
+        match self {
+            StorageOp::Stat { path }
+            | StorageOp::Read { path, .. }
+            | StorageOp::Write { path, .. }
+            | StorageOp::Create { path, .. }
+            | StorageOp::Truncate { path, .. }
+            | StorageOp::Unlink { path }
+            | StorageOp::Mkdir { path, .. }
+            | StorageOp::Rmdir { path }
+            | StorageOp::Readdir { path, .. }
+            | StorageOp::Fsync { path } => Some(path),
+            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs => None,
+        }
+    }
+}
+
 /// The space of a vNode's mount, as `statfs` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsStat {

@@ -424,17 +424,7 @@ impl Store {
                 check_path(from)?;
                 check_path(to)?;
             }
-            StorageOp::Stat { path }
-            | StorageOp::Read { path, .. }
-            | StorageOp::Write { path, .. }
-            | StorageOp::Create { path, .. }
-            | StorageOp::Truncate { path, .. }
-            | StorageOp::Unlink { path }
-            | StorageOp::Mkdir { path, .. }
-            | StorageOp::Rmdir { path }
-            | StorageOp::Readdir { path, .. }
-            | StorageOp::Fsync { path } => check_path(path)?,
-            StorageOp::SyncFs | StorageOp::StatFs => {}
+            op => op.path().map_or(Ok(()), check_path)?,
         }
         let v = self.vnode(vnode)?;
         let v = &*v;
