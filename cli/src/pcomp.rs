@@ -32,6 +32,7 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
     c.args(["--prefetch", &req.excache_prefetch.to_string()]);
     c.args(["--excache-cleaner", if req.excache_cleaner { "true" } else { "false" }]);
     c.args(["--vregion-size", &req.vregion_size.to_string(), "--mem-timeout", &req.mem_timeout_s.to_string()]);
+    c.args(["--replicas", &req.replicas.to_string()]);
     if let Some(m) = req.mem {
         c.args(["--mem", &m.to_string()]);
     }
@@ -100,6 +101,7 @@ mod tests {
             excache_cleaner: false,
             vregion_size: 1 << 28,
             mem_timeout_s: 5,
+            replicas: 1,
             trace_syscalls: false,
             stats: true,
             egress: false,

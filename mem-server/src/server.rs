@@ -219,6 +219,11 @@ impl Shared {
             Request::CreateProcess(spec) => Ok(tokio::task::block_in_place(|| self.create(proc, spec))),
             Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
+            Request::ReplicaLost { index, server } => {
+                let home = self.process(proc).ok_or(Status::UnknownProcess)?;
+                lock(&home).replica_lost(index, &server);
+                Ok(Reply::Done)
+            }
             Request::ForkProcess { parent } => tokio::task::block_in_place(|| self.fork(proc, parent)),
             Request::File(req) => Ok(tokio::task::block_in_place(|| {
                 let (cache, storage) = &mut *lock(&self.files);

@@ -44,6 +44,7 @@ fn spec() -> ProcessSpec {
         space_top: TOP,
         mmap_top: MMAP_TOP,
         stack: (TOP - VS / 2, TOP),
+        replicas: 1,
     }
 }
 
@@ -52,7 +53,7 @@ fn setup() -> (HomeProcess, Fake) {
     let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
     let mut h = HomeProcess::new(PROC, spec()).unwrap();
     let out = h.start(&mut f).unwrap().unwrap();
-    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: "a".into() }]);
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: "a".into(), secondary: None }]);
     assert_eq!(
         out.effects,
         vec![Effect::Map(Vma { start: TOP - VS / 2, end: TOP, prot: Prot::RW, kind: VmaKind::Stack })]
@@ -106,7 +107,7 @@ fn mmap_places_top_down_and_spreads_vregions_over_owners() {
     let (mut h, mut f) = setup();
     let a = ok(&mut h, &mut f, mmap(0, 4096, 0));
     assert_eq!(a.value, MMAP_TOP - 4096);
-    assert_eq!(a.owners, vec![VRegionOwner { index: 59, owner: "b".into() }]);
+    assert_eq!(a.owners, vec![VRegionOwner { index: 59, owner: "b".into(), secondary: None }]);
     let b = ok(&mut h, &mut f, mmap(0, 8192, 0));
     assert_eq!(b.value, MMAP_TOP - 3 * 4096, "placed by the owner inside the same vRegion");
     assert!(b.owners.is_empty());
