@@ -496,3 +496,41 @@ mod model {
         }
     }
 }
+
+/// With two replicas every vRegion gets a primary and a secondary on two servers other than the
+/// home, every vma change reaches both, and a lost primary is replaced by its secondary.
+#[test]
+fn replicas_mirror_vma_changes_and_fail_over() {
+    let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
+    let mut h = HomeProcess::new(PROC, ProcessSpec { replicas: 2, ..spec() }).unwrap();
+    let out = h.start(&mut f).unwrap().unwrap();
+    let stack = &out.owners[0];
+    assert_ne!(stack.owner, "a", "the primary is not the home");
+    let secondary = stack.secondary.clone().expect("a secondary");
+    assert!(secondary != stack.owner && secondary != "a", "{stack:?}");
+    let (p, s) = (h.owner_of(63).unwrap(), h.secondary_of(63).unwrap());
+    let a = ok(&mut h, &mut f, mmap(TOP - VS, 8192, MAP_FIXED)).value;
+    ok(&mut h, &mut f, MemCall::Mprotect { addr: a, len: 4096, prot: Prot(1) });
+    let regions = |f: &mut Fake, i: usize| f.owners[i].call(PROC, OwnerCall::Regions { start: TOP - VS, end: TOP }).unwrap();
+    assert_eq!(regions(&mut f, p), regions(&mut f, s), "the secondary's vma tree is the primary's");
+    // The primary is unreachable: the home promotes the secondary and says so.
+    struct Down(Fake, usize);
+    impl Owners for Down {
+        fn call(&mut self, owner: usize, proc: u64, call: OwnerCall) -> Result<OwnerOutcome, OwnerFailure> {
+            if owner == self.1 {
+                return Err(OwnerFailure::Unreachable("connection refused".into()));
+            }
+            self.0.call(owner, proc, call)
+        }
+        fn stat(&mut self, owner: usize) -> Result<ServerStat, OwnerFailure> {
+            self.0.stat(owner)
+        }
+    }
+    let mut d = Down(f, p);
+    let out = h.call(MemCall::Munmap { addr: a, len: 4096 }, &mut d).unwrap().unwrap();
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: secondary.clone(), secondary: None }]);
+    assert_eq!((h.owner_of(63), h.secondary_of(63)), (Some(s), None));
+    // A pComponent's report of a lost copy for a vRegion with one copy left changes nothing.
+    h.replica_lost(63, "a");
+    assert_eq!((h.owner_of(63), h.secondary_of(63)), (Some(s), None));
+}
