@@ -174,3 +174,30 @@ fn a_stopped_primary_is_fenced_off_after_the_promotion() {
     });
     assert_eq!(page_requests(&servers[1]), after_cont, "the old primary got page requests after its promotion was over");
 }
+
+/// After a fail-over the home rebuilds a second copy at the next memory call (here on the
+/// home's server, the only one left): once the VMM writes back to it, the promoted primary can
+/// be killed too and the program still ends as natively.
+#[test]
+fn a_rebuilt_copy_survives_a_second_failure() {
+    if !kvm() {
+        return;
+    }
+    let servers = trio();
+    let prog = image("malloc");
+    let cmd = replicated(&servers, "4M", &[], &prog, &[]);
+    survives("malloc, primary killed, then the promoted secondary", cmd, &prog, &[], || {
+        running(&servers);
+        servers[1].signal(libc::SIGKILL);
+        // The home's server gets page writes only as the rebuilt secondary.
+        poll("the rebuilt secondary to receive write-backs", Duration::from_secs(30), || {
+            let n = served(&servers[0], "flush");
+            if n > 50.0 {
+                Ok(())
+            } else {
+                Err(format!("{n} write-backs"))
+            }
+        });
+        servers[2].signal(libc::SIGKILL);
+    });
+}

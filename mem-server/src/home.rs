@@ -140,6 +140,7 @@ fn call_name(c: &OwnerCall) -> &'static str {
         OwnerCall::Regions { .. } => "Regions",
         OwnerCall::MovePages { .. } => "MovePages",
         OwnerCall::TakePages { .. } => "TakePages",
+        OwnerCall::ReadPages { .. } => "ReadPages",
         OwnerCall::PutPages { .. } => "PutPages",
         OwnerCall::Release => "Release",
         OwnerCall::CopyOf { .. } => "CopyOf",
@@ -176,6 +177,8 @@ pub struct HomeProcess {
     /// vRegions whose primary or secondary changed during the current call (a copy lost), to be
     /// named in its outcome.
     changed: Vec<u64>,
+    /// Servers found failed: never chosen again for the process.
+    failed: BTreeSet<usize>,
 }
 
 impl HomeProcess {
@@ -200,7 +203,7 @@ impl HomeProcess {
         if !(1..=2).contains(&spec.replicas) || spec.replicas == 2 && spec.servers.len() < 2 {
             return Err(libc::EINVAL);
         }
-        Ok(HomeProcess { proc, spec, vregions: BTreeMap::new(), brk_start: brk, brk, changed: Vec::new() })
+        Ok(HomeProcess { proc, spec, vregions: BTreeMap::new(), brk_start: brk, brk, changed: Vec::new(), failed: BTreeSet::new() })
     }
 
     /// The spec the process was created with.
@@ -226,17 +229,70 @@ impl HomeProcess {
 
     /// The pComponent found `server` failed and stopped using it for vRegion `index`
     /// ([`lego_proto::mm::Request::ReplicaLost`]): the secondary takes over if `server` was the
-    /// primary. Unknown names and vRegions change nothing.
-    pub fn replica_lost(&mut self, index: u64, server: &str) {
+    /// primary; with `rebuild`, a new secondary gets a copy ([`Self::rebuild`]). Unknown names
+    /// and vRegions change nothing. The outcome names the vRegion's owners.
+    pub fn replica_lost(&mut self, index: u64, server: &str, rebuild: bool, o: &mut dyn Owners) -> MemOutcome {
         if let Some(i) = self.spec.servers.iter().position(|s| s == server) {
             self.lose(index, i);
-            self.changed.clear();
+        }
+        if rebuild {
+            self.rebuild(o, index);
+        }
+        self.changed.clear();
+        MemOutcome { value: 0, effects: Vec::new(), owners: self.announce(index).into_iter().collect() }
+    }
+
+    /// Gives vRegion `index`, left with one copy, a new secondary (chosen as at adoption, among
+    /// the servers that did not fail) and copies the primary's regions and pages to it, through
+    /// the home in bounded chunks. The pComponent holds its ExCache still meanwhile, so no
+    /// write-back races the copy. A failure leaves the vRegion with one copy (logged).
+    fn rebuild(&mut self, o: &mut dyn Owners, index: u64) {
+        let Some(v) = self.vregions.get(&index).copied() else { return };
+        if self.spec.replicas < 2 || v.secondary.is_some() {
+            return;
+        }
+        let Some(s) = self.adopt_secondary(o, index, v.owner) else { return };
+        let base = index * self.vs();
+        let (start, end) = (base, base.saturating_add(self.vs()));
+        let copied = (|| -> Result<(), HomeError> {
+            let OwnerOutcome::Regions(Some(regions)) = self.owner_call(o, v.owner, OwnerCall::Regions { start, end })? else {
+                return Err(self.unexpected(v.owner, "Regions"));
+            };
+            for vma in regions {
+                self.owner_call(o, s, OwnerCall::Map { vma })?;
+            }
+            let mut at = start;
+            loop {
+                let OwnerOutcome::Pages { pages, more } = self.owner_call(o, v.owner, OwnerCall::ReadPages { start: at, end, max: TAKE_MAX })? else {
+                    return Err(self.unexpected(v.owner, "ReadPages"));
+                };
+                let Some(&(last, _)) = pages.last() else { return Ok(()) };
+                self.owner_call(o, s, OwnerCall::PutPages { pages })?;
+                if !more {
+                    return Ok(());
+                }
+                at = last + P;
+            }
+        })();
+        match copied {
+            Ok(()) => {
+                tracing::info!(proc = self.proc, index, secondary = %self.spec.servers[s], "vRegion rebuilt: two copies again");
+                if let Some(v) = self.vregions.get_mut(&index) {
+                    v.secondary = Some(s);
+                }
+                self.changed.push(index);
+            }
+            Err(e) => {
+                tracing::warn!(proc = self.proc, index, error = %e, "rebuilding a secondary failed: one copy only");
+                let _ = self.owner_call(o, s, OwnerCall::Release);
+            }
         }
     }
 
     /// Stops using server `server` for vRegion `index`: a lost primary is replaced by the
     /// secondary (promoted), a lost secondary leaves one copy.
     fn lose(&mut self, index: u64, server: usize) {
+        self.failed.insert(server);
         let Some(v) = self.vregions.get_mut(&index) else { return };
         if v.owner == server {
             let Some(s) = v.secondary.take() else { return };
@@ -439,9 +495,9 @@ impl HomeProcess {
         // carries every memory call of the process: the page traffic goes elsewhere.
         let home = self.spec.home;
         let among: Vec<String> = if self.spec.replicas > 1 {
-            servers.iter().enumerate().filter(|&(i, _)| i != home).map(|(_, s)| s.clone()).collect()
+            servers.iter().enumerate().filter(|&(i, _)| i != home && !self.failed.contains(&i)).map(|(_, s)| s.clone()).collect()
         } else {
-            servers.clone()
+            servers.iter().enumerate().filter(|&(i, _)| !self.failed.contains(&i)).map(|(_, s)| s.clone()).collect()
         };
         let chosen = o.gmm_owner(&among, self.vs()).and_then(|addr| servers.iter().position(|s| *s == addr));
         let owner = match chosen {
@@ -469,10 +525,11 @@ impl HomeProcess {
     /// server can take it.
     fn adopt_secondary(&self, o: &mut dyn Owners, index: u64, owner: usize) -> Option<usize> {
         let servers = &self.spec.servers;
-        // Not the primary's server, and not the home either while a third server can take it.
+        // Not the primary's server nor a failed one, and not the home while another can take it.
         let home = self.spec.home;
-        let others: Vec<String> =
-            servers.iter().enumerate().filter(|&(i, _)| i != owner && (i != home || servers.len() < 3)).map(|(_, s)| s.clone()).collect();
+        let live: Vec<usize> = (0..servers.len()).filter(|&i| i != owner && !self.failed.contains(&i)).collect();
+        let pick = if live.iter().any(|&i| i != home) { live.into_iter().filter(|&i| i != home).collect() } else { live };
+        let others: Vec<String> = pick.into_iter().map(|i| servers[i].clone()).collect();
         let chosen = o.gmm_owner(&others, self.vs()).and_then(|addr| servers.iter().position(|s| *s == addr)).filter(|&i| others.contains(&servers[i]));
         let secondary = chosen.or_else(|| {
             let candidates: Vec<_> = (0..servers.len()).filter(|&i| others.contains(&servers[i])).filter_map(|i| o.stat(i).ok().map(|s| (i, s))).collect();

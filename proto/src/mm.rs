@@ -116,6 +116,9 @@ pub enum OwnerCall {
     MovePages { from: u64, to: u64, len: u64 },
     /// Hand out (and free) the stored pages of `[start, end)`, at most `max` of them.
     TakePages { start: u64, end: u64, max: u32 },
+    /// Copies of the stored pages of `[start, end)`, at most `max` of them, lowest first, which
+    /// stay stored (the rebuild of a secondary).
+    ReadPages { start: u64, end: u64, max: u32 },
     /// Store pages handed over from another owner.
     PutPages { pages: Vec<(u64, Vec<u8>)> },
     /// Forget the process: its regions and pages in every vRegion this server owns.
@@ -169,9 +172,11 @@ pub enum Request {
     /// pComponent -> home: the pComponent found mem-server `server` failed and stopped using it
     /// for vRegion `index`: if it was the primary, the secondary is the primary now; if it was
     /// the secondary, the vRegion has one copy left. The home never asks `server` about the
-    /// vRegion again (it is fenced off). Sent before any other request, so that the home and
-    /// the pComponent agree on every owner. Answered with [`Reply::Done`].
-    ReplicaLost { index: u64, server: String },
+    /// process again (it is fenced off). Sent before any other request, with the pComponent's
+    /// ExCache held still, so that the home and the pComponent agree on every owner. With
+    /// `rebuild`, the home gives the vRegion a new secondary on another server and copies the
+    /// primary's regions and pages to it. Answered with [`Reply::Mem`]: the vRegion's owners.
+    ReplicaLost { index: u64, server: String, rebuild: bool },
     /// pComponent -> the home of process `parent`: become the home of the process named in the
     /// frame header, a copy of `parent` (fork). The owners copy the pages among themselves; no
     /// page travels to the pComponent, which flushed `parent`'s dirty lines first. Answered with

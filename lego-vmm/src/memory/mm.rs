@@ -63,11 +63,17 @@ impl Home {
     }
 
     /// Tells the home of the copies the ExCache lost (failed-over mem-servers), so that it
-    /// never asks them again: done before any other request.
-    fn report(&mut self, cache: &mut Held<'_>) -> Result<(), String> {
+    /// never asks them again: done before any other request, with the ExCache held. With
+    /// `rebuild`, the home gives each vRegion a new secondary, which the ExCache writes to from
+    /// then on.
+    fn report(&mut self, cache: &mut Held<'_>, rebuild: bool) -> Result<(), String> {
         for (index, server) in cache.take_unreported() {
-            match self.call(&Request::ReplicaLost { index, server })? {
-                Reply::Done => {}
+            match self.call(&Request::ReplicaLost { index, server, rebuild })? {
+                Reply::Mem(Ok(outcome)) => {
+                    for o in outcome.owners {
+                        cache.set_owner(o.index, &o.owner, o.secondary.as_deref()).map_err(|e| e.to_string())?;
+                    }
+                }
                 other => return Err(format!("home mem-server answered ReplicaLost with {other:?}")),
             }
         }
@@ -190,7 +196,7 @@ impl Mm {
         let mut cache = self.cache.hold();
         cache.clean(USER_MIN, self.stack_top).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
         let remote = cache.remote_pages();
-        self.home.report(&mut cache).map_err(VmmError::MemoryServer)?;
+        self.home.report(&mut cache, true).map_err(VmmError::MemoryServer)?;
         child.start(&Request::ForkProcess { parent: self.home.proc }, "fork")?;
         drop(cache);
         child.cache.hold().set_remote_pages(remote);
@@ -276,7 +282,7 @@ impl Mm {
                 }
             }
         }
-        let reply = self.home.report(&mut cache).and_then(|()| self.home.call(&Request::Mem(call)));
+        let reply = self.home.report(&mut cache, true).and_then(|()| self.home.call(&Request::Mem(call)));
         let outcome = match reply {
             Ok(Reply::Mem(Ok(o))) => Ok(o),
             Ok(Reply::Mem(Err(errno))) => return Err(Errno(errno)),
@@ -411,7 +417,7 @@ impl Mm {
 impl Drop for Mm {
     fn drop(&mut self) {
         if self.cache.failure().is_none() {
-            let reported = self.home.report(&mut self.cache.hold());
+            let reported = self.home.report(&mut self.cache.hold(), false);
             if let Err(e) = reported.and_then(|()| self.home.call(&Request::ExitProcess)) {
                 tracing::warn!("releasing the process's memory: {e}");
             }

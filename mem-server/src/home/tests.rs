@@ -531,6 +531,29 @@ fn replicas_mirror_vma_changes_and_fail_over() {
     assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: secondary.clone(), secondary: None }]);
     assert_eq!((h.owner_of(63), h.secondary_of(63)), (Some(s), None));
     // A pComponent's report of a lost copy for a vRegion with one copy left changes nothing.
-    h.replica_lost(63, "a");
+    h.replica_lost(63, "a", false, &mut d);
     assert_eq!((h.owner_of(63), h.secondary_of(63)), (Some(s), None));
+}
+
+/// A vRegion left with one copy gets a new secondary holding the primary's regions and pages.
+#[test]
+fn a_lost_copy_is_rebuilt_on_another_server() {
+    let mut f = Fake { owners: (0..4).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
+    let servers = vec!["a".into(), "b".into(), "c".into(), "d".into()];
+    let mut h = HomeProcess::new(PROC, ProcessSpec { replicas: 2, servers, ..spec() }).unwrap();
+    h.start(&mut f).unwrap().unwrap();
+    let (p, s) = (h.owner_of(63).unwrap(), h.secondary_of(63).unwrap());
+    let page = TOP - 4096;
+    for i in [p, s] {
+        f.owners[i].call(PROC, OwnerCall::PutPages { pages: vec![(page, vec![7; 4096])] }).unwrap();
+    }
+    let name = |i: usize| ["a", "b", "c", "d"][i].to_string();
+    let out = h.replica_lost(63, &name(p), true, &mut f);
+    let fresh = h.secondary_of(63).expect("rebuilt");
+    assert!(![p, s].contains(&fresh), "not on a failed server nor on the primary");
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: name(s), secondary: Some(name(fresh)) }]);
+    let regions = |f: &mut Fake, i: usize| f.owners[i].call(PROC, OwnerCall::Regions { start: TOP - VS, end: TOP }).unwrap();
+    assert_eq!(regions(&mut f, s), regions(&mut f, fresh));
+    let read = f.owners[fresh].call(PROC, OwnerCall::ReadPages { start: TOP - VS, end: TOP, max: 8 }).unwrap();
+    assert_eq!(read, OwnerOutcome::Pages { pages: vec![(page, vec![7; 4096])], more: false });
 }
