@@ -177,6 +177,10 @@ pub struct CacheStats {
     pub owners: u64,
     /// Lines written to secondaries as well (replication, LegoOS §4.7).
     pub replicated: u64,
+    /// vRegions with two copies now.
+    pub vregions_replicated: u64,
+    /// vRegions left with one copy by a mem-server's failure.
+    pub vregions_degraded: u64,
     /// Mem-servers found failed while the process ran, whose vRegions their secondaries took
     /// over (fail-overs).
     pub failovers: u64,
@@ -209,6 +213,8 @@ impl Default for CacheStats {
             lines: 0,
             owners: 0,
             replicated: 0,
+            vregions_replicated: 0,
+            vregions_degraded: 0,
             failovers: 0,
             failover_ns: 0,
         }
@@ -668,7 +674,14 @@ impl StatsProbe {
     /// A snapshot of the statistics.
     pub fn stats(&self) -> CacheStats {
         let st = self.0.state();
-        CacheStats { resident: st.frames.resident() as u64, owners: st.owners.owners_in_use() as u64, ..st.stats.clone() }
+        let (vregions_replicated, vregions_degraded) = st.owners.copies();
+        CacheStats {
+            resident: st.frames.resident() as u64,
+            owners: st.owners.owners_in_use() as u64,
+            vregions_replicated,
+            vregions_degraded,
+            ..st.stats.clone()
+        }
     }
 }
 

@@ -221,6 +221,13 @@ impl Owners {
         Ok(promoted)
     }
 
+    /// vRegions with two copies, and vRegions left with one by a failure.
+    pub fn copies(&self) -> (u64, u64) {
+        let two = self.secondaries.len() as u64;
+        let degraded = self.by_vregion.keys().filter(|i| !self.secondaries.contains_key(i) && self.lost_copy.contains_key(i)).count() as u64;
+        (two, degraded)
+    }
+
     /// Whether any vRegion ever had a secondary (the process is replicated).
     pub fn replicated(&self) -> bool {
         !self.secondaries.is_empty() || !self.lost_copy.is_empty()
