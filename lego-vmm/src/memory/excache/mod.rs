@@ -1100,7 +1100,7 @@ impl State {
         }
         for (s, e) in lost {
             tracing::warn!(server = %self.owners.name(s), error = %e, "a secondary failed a write-back");
-            self.owners.fail_over(s)?;
+            self.fence(s)?;
         }
         done
     }
@@ -1114,12 +1114,18 @@ impl State {
             return Ok(false);
         }
         let Some(i) = self.owners.index_of(server) else { return Ok(false) };
-        let fresh = !self.owners.is_dead(i);
-        self.owners.fail_over(i)?;
+        self.fence(i)?;
+        Ok(true)
+    }
+
+    /// Fails server `server` over ([`Owners::fail_over`]), counting it the first time.
+    fn fence(&mut self, server: usize) -> Result<(), owners::NoCopyLeft> {
+        let fresh = !self.owners.is_dead(server);
+        self.owners.fail_over(server)?;
         if fresh {
             self.stats.failovers += 1;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// A request that began at `begun` was served after a fail-over.
