@@ -5,8 +5,9 @@
 //! delivering signals, timerfds; queued real-time signals in order, `rt_tgsigqueueinfo` and
 //! signalfd; `getrusage`/`times` with real CPU time; record locks across 4 processes of one
 //! vNode, `EDEADLK`, OFD locks, `flock` and an interrupted `F_SETLKW`; `MAP_SHARED` write-back
-//! seen by `read` after `munmap`; and the file calls (`memfd_create`, `sendfile`,
-//! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`).
+//! seen by `read` after `munmap`; the file calls (`memfd_create`, `sendfile`,
+//! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`); and
+//! FIFOs.
 //!
 //! Cases that make files run one after another (they share the image directory).
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
@@ -75,7 +76,7 @@ fn resource_usage_matches_native() {
 /// The cases that make files in the image directory, one after another.
 #[test]
 fn locks_shared_mappings_and_file_calls_match_native() {
-    for case in ["locks", "mapshared", "files"] {
+    for case in ["locks", "mapshared", "files", "fifo"] {
         matches_native(case);
     }
 }

@@ -93,7 +93,7 @@ fn busybox_applets_on_remote_storage_match_native() {
     let (storage, mem, img) = (&s.storage, &s.mem, &s.img);
     for args in BUSYBOX_CASES {
         // Natively, in the tree that was pushed (so `ls` sees `bin` too).
-        let mut cmd = Command::new(img.path().join("bin/busybox"));
+        let mut cmd = common::native_command(img.path().join("bin/busybox"));
         cmd.args(*args).current_dir(img.path());
         let native = output(cmd, WORDS.as_bytes());
         let remote = run(mem, storage, "bb", "/bin/busybox", args, WORDS.as_bytes());
@@ -124,7 +124,7 @@ fn private_file_mappings_work_on_remote_storage() {
     let s = setup("mm", |_| ());
     let (storage, mem) = (&s.storage, &s.mem);
     let scratch = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(image("mmapfile"));
+    let mut cmd = common::native_command(image("mmapfile"));
     cmd.arg(scratch.path());
     let native = output(cmd, b"");
     let remote = run(mem, storage, "mm", "/bin/mmapfile", &["/sub"], b"");
@@ -142,7 +142,7 @@ fn locks_shared_mappings_and_file_calls_work_on_remote_storage() {
     let s = setup("abi", |_| ());
     for case in ["locks", "mapshared", "files"] {
         let scratch = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(image("abi"));
+        let mut cmd = common::native_command(image("abi"));
         cmd.arg(case).current_dir(scratch.path());
         let native = output(cmd, b"");
         assert_eq!(native.status.code(), Some(0), "abi {case} natively: {}", String::from_utf8_lossy(&native.stdout));
@@ -237,7 +237,7 @@ fn a_storage_restart_that_loses_write_backs_fails_one_fsync_and_the_file_works_a
     let native_dir = tempfile::tempdir().unwrap();
     std::fs::write(native_dir.path().join("f"), "old\n").unwrap();
     for args in [&["cat", "f"][..], &["stat", "-c", "%s %F", "f"], &["rm", "f"], &["cat", "f"]] {
-        let mut cmd = Command::new(image("busybox"));
+        let mut cmd = common::native_command(image("busybox"));
         cmd.args(args).current_dir(native_dir.path());
         let native = output(cmd, b"");
         let remote = run(&mem, &storage, "poison", "/bin/busybox", args, b"");

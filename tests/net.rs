@@ -165,7 +165,7 @@ fn an_epoll_echo_server_serves_200_concurrent_clients_from_another_vnode() {
 /// Output of each build of a program natively and in a vNode of its own.
 fn same_as_native(builds: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
-    let native = stdout_of(Command::new(common::image(builds[0])).current_dir(dir.path()));
+    let native = stdout_of(common::native_command(common::image(builds[0])).current_dir(dir.path()));
     for build in builds {
         let prog = common::image(build);
         let got = stdout_of(lego().args(["run", "--root", dir.path().to_str().unwrap()]).arg(&prog));
@@ -211,7 +211,7 @@ fn the_hosts_own_services_are_out_of_reach() {
     let c = Cluster::new(&["a"]);
     // The global manager listens on the host's loopback; natively it is there.
     let (_, port) = c.global.addr.rsplit_once(':').unwrap();
-    let native = stdout_of(Command::new(common::image("netcheck")).args(["connect", "127.0.0.1", port]));
+    let native = stdout_of(common::native_command(common::image("netcheck")).args(["connect", "127.0.0.1", port]));
     assert_eq!(native, format!("connect 127.0.0.1:{port}: OK\n"));
     // In a vNode 127.0.0.1 is the vNode's own loopback, where nothing listens.
     assert_eq!(netcheck(&c, "a", &["connect", "127.0.0.1", port]), format!("connect 127.0.0.1:{port}: ECONNREFUSED\n"));

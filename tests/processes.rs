@@ -105,7 +105,7 @@ type Outcome = (String, Option<i32>);
 /// empty `work/`.
 fn native_sh(root: &Path, args: &[&str]) -> Outcome {
     clear_work(root);
-    let mut c = Command::new(root.join("bin/busybox"));
+    let mut c = common::native_command(root.join("bin/busybox"));
     c.arg("sh").args(args).current_dir(root).env("PATH", root.join("bin"));
     run(c, Duration::from_secs(60), "native sh").0
 }
@@ -218,7 +218,7 @@ fn procs_cases_match_native_at_full_and_small_excache() {
             .chain([(&exec_native[..], &exec_vnode[..]), (&threads_native[..], &threads_vnode[..])])
             .collect();
         for (native_args, vnode_args) in cases {
-            let mut c = Command::new(&host);
+            let mut c = common::native_command(&host);
             c.args(native_args).current_dir(root.path());
             let (native, _) = run(c, Duration::from_secs(60), "native procs");
             assert_eq!(native.1, Some(0), "native {prog} {native_args:?}: {native:?}");

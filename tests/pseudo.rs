@@ -51,7 +51,7 @@ fn busybox_root(dir: &Path) -> PathBuf {
 
 /// `busybox args` natively, with the applets of [`busybox_root`] first in `PATH`.
 fn native_bb(bb: &Path, args: &[&str], dir: &Path) -> Run {
-    let mut c = Command::new(bb);
+    let mut c = common::native_command(bb);
     c.args(args)
         .current_dir(dir)
         .env("PATH", bb.parent().unwrap());
@@ -112,6 +112,7 @@ fn proc_dev_and_sys_files_read_as_natively() {
 /// The vNode's own figures: the format Linux uses, values of the vNode.
 const VNODE_FIGURES: &str = r#"
 sleep 5 &
+until [ "$(head -c 5 /proc/2/cmdline)" = sleep ]; do :; done
 echo "== ps"; ps
 echo "== free"; free
 echo "== uptime"; uptime
@@ -121,6 +122,7 @@ echo "== maps"; cat /proc/1/maps
 echo "== status"; cat /proc/1/status
 echo "== meminfo"; cat /proc/meminfo
 echo "== stat"; cat /proc/stat
+echo "== task"; ls /proc/2/task; cut -d' ' -f1,3 /proc/2/task/2/stat; grep -E '^(Tgid|Pid):' /proc/2/task/2/status; ls /proc/2/task/3 2>&1 | cut -d: -f3
 echo "== sleeper"; cat /proc/2/cmdline | tr '\0' ' '; echo; readlink /proc/2/exe; readlink /proc/self/exe
 kill %1
 "#;
@@ -216,6 +218,8 @@ fn ps_free_uptime_and_top_show_the_vnode() {
     let stat = section(out, "stat");
     assert_eq!(stat[0].split_whitespace().count(), 11, "{stat:?}");
     assert!(stat.iter().any(|l| l.starts_with("btime ")), "{stat:?}");
+    // A process's threads have directories of their own below task/ (the sleeper has one).
+    assert_eq!(section(out, "task"), ["2", "2 S", "Tgid:\t2", "Pid:\t2", " No such file or directory"]);
     // Paths are the vNode's: the program is /bin/busybox below its root (the shell starts its
     // applets through /proc/self/exe, which Linux too resolves to the file).
     assert_eq!(

@@ -87,7 +87,7 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
         String::from_utf8_lossy(&push.stderr)
     );
     for args in RUNS {
-        let mut native = Command::new(native_dir.path().join("bin").join(args[0]));
+        let mut native = common::native_command(native_dir.path().join("bin").join(args[0]));
         native.args(&args[1..]).current_dir(native_dir.path());
         let n = run(
             native,

@@ -5,8 +5,8 @@
 //! in which case each says on stderr that it was skipped.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
 use common::{busybox_files, image, kvm, BUSYBOX_CASES, WORDS};
@@ -17,37 +17,18 @@ struct Run {
     stderr: String,
 }
 
-impl From<Output> for Run {
-    fn from(o: Output) -> Run {
-        Run {
-            status: o.status.code().unwrap_or_else(|| {
-                use std::os::unix::process::ExitStatusExt;
-                128 + o.status.signal().unwrap_or(0)
-            }),
-            stdout: o.stdout,
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
+/// How long one program may run before the test calls it a hang.
+const LIMIT: Duration = Duration::from_secs(120);
 
-fn run(mut cmd: Command, stdin: &[u8]) -> Run {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    // From a thread, so a child writing lots of output before it reads cannot deadlock us; a
-    // child that never reads its input (EPIPE here) is fine.
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("wait");
-    feeder.join().expect("stdin feeder");
-    out.into()
+fn run(cmd: Command, stdin: &[u8]) -> Run {
+    let what = format!("{cmd:?}");
+    let r = common::run_input(cmd, Some(stdin), LIMIT, &what);
+    Run { status: r.status.unwrap_or(-1), stdout: r.stdout, stderr: r.stderr }
 }
 
 /// Runs `prog args` natively in `dir`.
 fn native(prog: &Path, args: &[&str], dir: &Path, stdin: &[u8]) -> Run {
-    let mut c = Command::new(prog);
+    let mut c = common::native_command(prog);
     c.args(args).current_dir(dir).env("TZ", "UTC");
     run(c, stdin)
 }
@@ -292,9 +273,11 @@ fn bad_sizes_are_usage_errors_that_name_the_option_and_its_range() {
     ];
     for (args, message) in cases {
         // A state directory of its own, so that `lego up` could not touch a real cluster.
-        let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(*args).env("LEGO_STATE_DIR", dir.path()).output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+        c.args(*args).env("LEGO_STATE_DIR", dir.path());
+        let out = common::run_input(c, None, LIMIT, &format!("lego {args:?}"));
+        let err = &out.stderr;
+        assert_eq!(out.status, Some(2), "{args:?}: {err}");
         assert!(err.contains(message), "{args:?}: {err:?} lacks {message:?}");
         assert!(!err.contains("embedded"), "{args:?} blames the embedded mem-server: {err}");
     }

@@ -3,7 +3,7 @@
  *   sched     pthreads workers that each pin themselves with sched_setaffinity and assert it
  *             (what a well-known map-reduce suite does), read it back, run there (getcpu);
  *             policies, priorities, personality
- *   timers    setitimer/getitimer/alarm, POSIX timers (SIGEV_SIGNAL with a value,
+ *   timers    setitimer/getitimer/alarm (ITIMER_VIRTUAL and ITIMER_PROF on CPU time), POSIX timers (SIGEV_SIGNAL with a value,
  *             SIGEV_THREAD_ID, SIGEV_NONE, overruns), timerfd reads and settings
  *   rtsig     queued real-time signals arrive in order with their values; standard ones
  *             coalesce; rt_tgsigqueueinfo; signalfd reads, polls and non-blocking reads
@@ -13,7 +13,9 @@
  *   mapshared MAP_SHARED write-back seen by read() after munmap, msync, a forked child's
  *             changes, no growth past the end of the file; mincore, mlock and friends
  *   files     memfd_create, sendfile, copy_file_range, fallocate, close_range, preadv2/
- *             pwritev2, pidfd_open, execveat, mknod of a FIFO
+ *             pwritev2, pidfd_open, execveat, mknod of a regular file
+ *   fifo      mkfifo, the open rules of a FIFO (ENXIO, waiting for the other side), and
+ *             bytes from a child through it
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -191,6 +193,14 @@ static void on_timer(int sig, siginfo_t *si, void *uc) {
     last_timer_tid = gettid_();
 }
 
+static volatile sig_atomic_t cpu_hits, last_cpu_sig;
+
+static void on_cpu_timer(int sig, siginfo_t *si, void *uc) {
+    (void)si, (void)uc;
+    cpu_hits++;
+    last_cpu_sig = sig;
+}
+
 static pid_t target_tid;
 static volatile int stop_target;
 
@@ -219,6 +229,26 @@ static void case_timers(void) {
     unsigned first = alarm(5);
     unsigned left = alarm(0);
     printf("alarm(5) = %u, alarm(0) = %u\n", first, left);
+
+    /* ITIMER_VIRTUAL and ITIMER_PROF count CPU time: a sleep does not bring them closer. */
+    on(SIGVTALRM, on_cpu_timer, 0);
+    on(SIGPROF, on_cpu_timer, 0);
+    struct itimerval cpu50 = {{0, 0}, {0, 50000}};
+    CHECK(setitimer(ITIMER_VIRTUAL, &cpu50, NULL) == 0);
+    sleep_ms(150);
+    CHECK(getitimer(ITIMER_VIRTUAL, &cur) == 0);
+    printf("virtual timer after a 150 ms sleep: fired %d, left > 20 ms %d\n", (int)cpu_hits,
+           cur.it_value.tv_sec == 0 && cur.it_value.tv_usec > 20000);
+    while (!cpu_hits) burn_ms(1);
+    CHECK(getitimer(ITIMER_VIRTUAL, &cur) == 0);
+    printf("virtual timer fired while computing: SIGVTALRM %d, disarmed %d\n", last_cpu_sig == SIGVTALRM,
+           cur.it_value.tv_sec == 0 && cur.it_value.tv_usec == 0);
+    struct itimerval prof = {{0, 10000}, {0, 10000}};
+    cpu_hits = 0;
+    CHECK(setitimer(ITIMER_PROF, &prof, NULL) == 0);
+    while (cpu_hits < 3) burn_ms(1);
+    CHECK(setitimer(ITIMER_PROF, &off, &cur) == 0);
+    printf("profiling timer: 3 SIGPROFs %d, old interval %ld us\n", last_cpu_sig == SIGPROF, (long)cur.it_interval.tv_usec);
 
     /* SIGEV_SIGNAL with a value. */
     on(SIGRTMIN, on_timer, 0);
@@ -414,6 +444,8 @@ static void *burner(void *arg) {
     return NULL;
 }
 
+static double ts_secs(struct timespec t) { return t.tv_sec + t.tv_nsec / 1e9; }
+
 static void case_usage(void) {
     pthread_t t;
     CHECK(pthread_create(&t, NULL, burner, NULL) == 0);
@@ -425,6 +457,16 @@ static void case_usage(void) {
     CHECK(getrusage(RUSAGE_SELF, &me) == 0);
     double self = secs(me.ru_utime) + secs(me.ru_stime);
     printf("process cpu >= 150ms: %d\n", self >= 0.15);
+    /* The CPU-time clocks (clock() reads the process's): the program's own time, which does
+     * not grow while it sleeps. */
+    struct timespec pc, tc, slept;
+    CHECK(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &pc) == 0);
+    CHECK(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &tc) == 0);
+    printf("clocks: process >= 150ms %d, thread >= 50ms %d, process >= thread %d\n", ts_secs(pc) >= 0.15,
+           ts_secs(tc) >= 0.05, ts_secs(pc) >= ts_secs(tc));
+    sleep_ms(200);
+    CHECK(clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &slept) == 0);
+    printf("process clock over a 200 ms sleep grew < 50 ms: %d\n", ts_secs(slept) - ts_secs(pc) < 0.05);
     struct rusage ch;
     CHECK(getrusage(RUSAGE_CHILDREN, &ch) == 0);
     printf("children before: %d\n", secs(ch.ru_utime) + secs(ch.ru_stime) < 0.01);
@@ -800,6 +842,43 @@ static void case_files(const char *self) {
     exit(1);
 }
 
+/* A FIFO: its type, Linux's open rules, and bytes from a child that opens it later. */
+static void case_fifo(void) {
+    unlink("abi-fifo.tmp");
+    CHECK(mkfifo("abi-fifo.tmp", 0640) == 0);
+    struct stat st;
+    CHECK(stat("abi-fifo.tmp", &st) == 0);
+    printf("mkfifo: fifo %d mode %o, again: %s\n", S_ISFIFO(st.st_mode), st.st_mode & 0777,
+           mkfifo("abi-fifo.tmp", 0640) == -1 && errno == EEXIST ? "EEXIST" : "?");
+    printf("fifo write-only, non-blocking, no reader: %s\n",
+           open("abi-fifo.tmp", O_WRONLY | O_NONBLOCK) == -1 && errno == ENXIO ? "ENXIO" : "?");
+    int fr = open("abi-fifo.tmp", O_RDONLY | O_NONBLOCK);
+    CHECK(fr >= 0);
+    char fb[64];
+    printf("fifo non-blocking read, no writer: %zd\n", read(fr, fb, sizeof fb));
+    close(fr);
+    pid_t writer = fork();
+    if (writer == 0) {
+        sleep_ms(50); /* the parent's open waits for this writer */
+        int w = open("abi-fifo.tmp", O_WRONLY);
+        if (w < 0 || write(w, "through the fifo", 16) != 16) _exit(1);
+        sleep_ms(20);
+        if (write(w, ", twice", 7) != 7) _exit(1);
+        _exit(0);
+    }
+    fr = open("abi-fifo.tmp", O_RDONLY);
+    CHECK(fr >= 0);
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fr, fb + got, sizeof fb - 1 - got)) > 0) got += r;
+    fb[got] = 0;
+    int wst;
+    CHECK(waitpid(writer, &wst, 0) == writer);
+    printf("fifo read: '%s', then EOF %zd, child %d\n", fb, r, WEXITSTATUS(wst));
+    close(fr);
+    CHECK(unlink("abi-fifo.tmp") == 0);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
@@ -814,6 +893,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "locks")) case_locks();
     else if (!strcmp(c, "mapshared")) case_mapshared();
     else if (!strcmp(c, "files")) case_files(argv[0]);
+    else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "execed")) printf("running again through execveat\n");
     else {
         fprintf(stderr, "unknown case %s\n", c);

@@ -14,6 +14,7 @@ impl Errno {
     pub const ENOENT: Errno = Errno(libc::ENOENT);
     pub const ESRCH: Errno = Errno(libc::ESRCH);
     pub const EINTR: Errno = Errno(libc::EINTR);
+    pub const ENXIO: Errno = Errno(libc::ENXIO);
     pub const EIO: Errno = Errno(libc::EIO);
     pub const EBADF: Errno = Errno(libc::EBADF);
     pub const ECHILD: Errno = Errno(libc::ECHILD);
@@ -57,6 +58,7 @@ impl Errno {
             libc::ENOENT => "ENOENT",
             libc::ESRCH => "ESRCH",
             libc::EINTR => "EINTR",
+            libc::ENXIO => "ENXIO",
             libc::EIO => "EIO",
             libc::EBADF => "EBADF",
             libc::ECHILD => "ECHILD",

@@ -89,6 +89,16 @@ struct PipeState {
     buf: VecDeque<u8>,
     readers: usize,
     writers: usize,
+    /// How many read and write ends were ever opened (a FIFO's open waits for one of the
+    /// other kind, even if it has closed again since).
+    opened: Ends,
+}
+
+/// Counts of a pipe's ends, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ends {
+    pub read: u64,
+    pub write: u64,
 }
 
 /// A pipe shared by its two ends.
@@ -106,11 +116,43 @@ pub struct PipeEnd {
 impl Pipe {
     /// Creates a pipe and returns its (read, write) ends.
     pub fn create() -> (PipeEnd, PipeEnd) {
-        let pipe = Arc::new(Pipe {
-            state: Mutex::new(PipeState { buf: VecDeque::new(), readers: 1, writers: 1 }),
+        let pipe = Pipe::new();
+        (Pipe::end(&pipe, false), Pipe::end(&pipe, true))
+    }
+
+    /// A pipe with no ends yet (a FIFO's, [`crate::fifo`]).
+    pub fn new() -> Arc<Pipe> {
+        Arc::new(Pipe {
+            state: Mutex::new(PipeState { buf: VecDeque::new(), readers: 0, writers: 0, opened: Ends::default() }),
             changed: Condvar::new(),
-        });
-        (PipeEnd { pipe: pipe.clone(), write: false }, PipeEnd { pipe, write: true })
+        })
+    }
+
+    /// Opens one more read or write end of `pipe`.
+    pub fn end(pipe: &Arc<Pipe>, write: bool) -> PipeEnd {
+        let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+        if write {
+            st.writers += 1;
+            st.opened.write += 1;
+        } else {
+            st.readers += 1;
+            st.opened.read += 1;
+        }
+        drop(st);
+        pipe.changed.notify_all();
+        PipeEnd { pipe: pipe.clone(), write }
+    }
+
+    /// The ends open now, and how many were ever opened.
+    pub fn ends(&self) -> (Ends, Ends) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (Ends { read: st.readers as u64, write: st.writers as u64 }, st.opened)
+    }
+
+    /// Waits up to `timeout` for an end to open or close, or for data to move.
+    pub fn wait_changed(&self, timeout: std::time::Duration) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        drop(self.changed.wait_timeout(st, timeout).unwrap_or_else(|e| e.into_inner()));
     }
 }
 

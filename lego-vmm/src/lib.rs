@@ -18,6 +18,7 @@ pub mod errno;
 pub mod error;
 pub mod fault;
 pub mod fdtable;
+pub mod fifo;
 pub mod fs;
 pub mod futex;
 pub mod hostcpu;

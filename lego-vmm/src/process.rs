@@ -167,6 +167,8 @@ pub struct Process {
     pub timers: crate::timers::Timers,
     /// The file locks of the run, one table for every process of it.
     pub locks: Arc<crate::locks::LockTable>,
+    /// The pipes of the run's FIFOs, one table for every process of it.
+    pub fifos: Arc<crate::fifo::Fifos>,
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
     pub started: Instant,
@@ -194,6 +196,11 @@ impl Creds {
 }
 
 impl Process {
+    /// The CPU time of the process so far: its live threads' and its ended threads'.
+    pub fn cpu_time(&self) -> crate::hostcpu::CpuTime {
+        self.threads.values().filter_map(|t| t.host).fold(self.usage, |sum, h| sum + h.spent())
+    }
+
     /// A fresh process (pid 1 of its vNode) over `mm` and `fs`, with the host's credentials,
     /// groups and resource limits, no descriptors, `/` as cwd and umask 022. `execfn` names it
     /// (`PR_GET_NAME`). It has one thread, [`MAIN_TID`].
@@ -227,6 +234,7 @@ impl Process {
             children_usage: Default::default(),
             timers: Default::default(),
             locks: Default::default(),
+            fifos: Default::default(),
             maps: Default::default(),
             started: Instant::now(),
             exit: None,
@@ -268,6 +276,7 @@ impl Process {
             children_usage: Default::default(),
             timers: Default::default(),
             locks: self.locks.clone(),
+            fifos: self.fifos.clone(),
             maps: self.maps.forked(),
             started: Instant::now(),
             exit: None,

@@ -1,9 +1,13 @@
-//! Timers of a vNode process: `alarm`/`setitimer` (`ITIMER_REAL`) and POSIX timers
-//! (`timer_create` with `SIGEV_SIGNAL`, `SIGEV_THREAD_ID` or `SIGEV_NONE`). (A timerfd is a host
-//! timerfd: the host's clocks are the guest's.)
+//! Timers of a vNode process: `alarm`/`setitimer` (`ITIMER_REAL`, and `ITIMER_VIRTUAL` and
+//! `ITIMER_PROF` on the process's CPU time) and POSIX timers (`timer_create` with
+//! `SIGEV_SIGNAL`, `SIGEV_THREAD_ID` or `SIGEV_NONE`). (A timerfd is a host timerfd: the host's
+//! clocks are the guest's.)
 //!
 //! Every armed timer of a process is an entry in its [`TimerService`]: one host thread, started
 //! when a timer is armed and gone when none is, sleeps until the earliest expiry and fires it.
+//! A timer on CPU time has no moment to sleep until: while one is armed, the thread reads the
+//! process's CPU time every [`CPU_TICK`] (Linux counts it at the scheduler tick too) and fires
+//! the timer once that time is reached.
 //! A signal timer then posts its signal to the process under the process lock (through the
 //! [`Signalable`] the process table knows it by); a timer whose previous signal still waits is
 //! not queued again but counts an overrun, as Linux's preallocated timer signal does.
@@ -29,10 +33,40 @@ enum Action {
     Nothing,
 }
 
+/// What a timer counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Wall-clock time.
+    Wall,
+    /// The process's user CPU time (`ITIMER_VIRTUAL`).
+    User,
+    /// The process's user and system CPU time (`ITIMER_PROF`).
+    Cpu,
+}
+
+/// How often the service reads the CPU time of a process with a CPU-time timer armed.
+pub const CPU_TICK: Duration = Duration::from_millis(4);
+
+/// The reading of `clock` for a process whose CPU time is `t` (for [`Clock::Wall`]: zero).
+pub fn reading(clock: Clock, t: crate::hostcpu::CpuTime) -> Duration {
+    match clock {
+        Clock::Wall => Duration::ZERO,
+        Clock::User => t.user,
+        Clock::Cpu => t.user + t.system,
+    }
+}
+
 struct Armed {
-    next: Instant,
+    /// When it expires: the wall-clock moment, or the reading of its CPU clock.
+    next: Due,
     interval: Option<Duration>,
     action: Action,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    At(Instant),
+    Cpu(Clock, Duration),
 }
 
 #[derive(Default)]
@@ -69,12 +103,14 @@ impl TimerService {
         s.next_key
     }
 
-    /// Arms timer `key` to expire after `value` and then every `interval` (none if zero), or
-    /// disarms it (zero `value`). Returns what it was set to before.
+    /// Arms timer `key` to expire after `value` and then every `interval` (none if zero) of
+    /// `clock`, whose reading is `now` (ignored for wall-clock time), or disarms it (zero
+    /// `value`). Returns what it was set to before.
     fn set(
         self: &Arc<Self>,
         key: u64,
         action: Action,
+        (clock, now): (Clock, Duration),
         value: Duration,
         interval: Duration,
     ) -> SysResult<Setting> {
@@ -82,19 +118,16 @@ impl TimerService {
         let old = s
             .armed
             .remove(&key)
-            .map(|a| remaining(&a))
+            .map(|a| remaining(&a, now))
             .unwrap_or_default();
         if !value.is_zero() {
             // A period below the floor would keep the host thread firing without a pause.
             let interval = (!interval.is_zero()).then_some(interval.max(MIN_INTERVAL));
-            s.armed.insert(
-                key,
-                Armed {
-                    next: Instant::now() + value,
-                    interval,
-                    action,
-                },
-            );
+            let next = match clock {
+                Clock::Wall => Due::At(Instant::now() + value),
+                _ => Due::Cpu(clock, now + value),
+            };
+            s.armed.insert(key, Armed { next, interval, action });
             if !s.running {
                 let me = self.clone();
                 std::thread::Builder::new()
@@ -109,13 +142,47 @@ impl TimerService {
         Ok(old)
     }
 
-    /// What timer `key` is set to now.
-    fn get(&self, key: u64) -> Setting {
+    /// What timer `key` is set to now; `now` is the reading of its clock if that is CPU time.
+    fn get(&self, key: u64, now: Duration) -> Setting {
         self.lock()
             .armed
             .get(&key)
-            .map(remaining)
+            .map(|a| remaining(a, now))
             .unwrap_or_default()
+    }
+
+    /// The current reading of the CPU clock of every armed CPU-time timer, by key (read with
+    /// the schedule let go: a process's lock comes before it).
+    fn read_cpu_clocks<'a>(&'a self, s: MutexGuard<'a, Schedule>) -> (MutexGuard<'a, Schedule>, BTreeMap<u64, Duration>) {
+        let cpu: Vec<(u64, Clock, Action)> = s
+            .armed
+            .iter()
+            .filter_map(|(&k, a)| match a.next {
+                Due::Cpu(clock, _) => Some((k, clock, a.action.clone())),
+                Due::At(_) => None,
+            })
+            .collect();
+        if cpu.is_empty() {
+            return (s, BTreeMap::new());
+        }
+        drop(s);
+        let mut now = BTreeMap::new();
+        let mut gone = Vec::new();
+        for (key, clock, action) in cpu {
+            match action {
+                Action::Process { target, .. } => match target.upgrade() {
+                    Some(t) => t.with_process(&mut |p| {
+                        now.insert(key, reading(clock, p.cpu_time()));
+                    }),
+                    None => gone.push(key),
+                },
+                Action::Nothing => gone.push(key),
+            }
+        }
+        let mut s = self.lock();
+        // The timers of a process that is gone are dropped.
+        s.armed.retain(|k, _| !gone.contains(k));
+        (s, now)
     }
 
     /// The service thread: fires what is due, sleeps until the next expiry, and ends when
@@ -123,27 +190,34 @@ impl TimerService {
     fn serve(self: Arc<Self>) {
         let mut s = self.lock();
         loop {
-            let now = Instant::now();
-            let Some(next) = s.armed.values().map(|a| a.next).min() else {
+            if s.armed.is_empty() {
                 s.running = false;
                 return;
+            }
+            let cpu_now;
+            (s, cpu_now) = self.read_cpu_clocks(s);
+            let now = Instant::now();
+            // How far past its expiry each timer is (`None`: not due yet).
+            let overdue = |k: &u64, a: &Armed| match a.next {
+                Due::At(at) => (at <= now).then(|| now - at),
+                Due::Cpu(_, at) => cpu_now.get(k).filter(|&&t| t >= at).map(|&t| t - at),
             };
-            if next > now {
-                s = self
-                    .changed
-                    .wait_timeout(s, next - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+            let due: Vec<(u64, Duration)> = s.armed.iter().filter_map(|(k, a)| Some((*k, overdue(k, a)?))).collect();
+            if due.is_empty() {
+                let wake = s
+                    .armed
+                    .values()
+                    .map(|a| match a.next {
+                        Due::At(at) => at.saturating_duration_since(now),
+                        Due::Cpu(..) => CPU_TICK,
+                    })
+                    .min()
+                    .unwrap_or(CPU_TICK);
+                s = self.changed.wait_timeout(s, wake).unwrap_or_else(|e| e.into_inner()).0;
                 continue;
             }
-            let due: Vec<u64> = s
-                .armed
-                .iter()
-                .filter(|(_, a)| a.next <= now)
-                .map(|(&k, _)| k)
-                .collect();
             let mut fire_now = Vec::new();
-            for key in due {
+            for (key, late_by) in due {
                 let Some(a) = s.armed.get_mut(&key) else {
                     continue;
                 };
@@ -151,15 +225,13 @@ impl TimerService {
                 match a.interval {
                     Some(i) => {
                         // Expirations missed while the host was busy count too.
-                        let late = u32::try_from(
-                            now.duration_since(a.next).as_nanos() / i.as_nanos().max(1),
-                        )
-                        .unwrap_or(u32::MAX);
+                        let late = u32::try_from(late_by.as_nanos() / i.as_nanos().max(1)).unwrap_or(u32::MAX);
                         count += u64::from(late);
-                        a.next = i
-                            .checked_mul(late.saturating_add(1))
-                            .and_then(|d| a.next.checked_add(d))
-                            .unwrap_or(now + i);
+                        let step = i.checked_mul(late.saturating_add(1));
+                        a.next = match a.next {
+                            Due::At(at) => Due::At(step.and_then(|d| at.checked_add(d)).unwrap_or(now + i)),
+                            Due::Cpu(clock, at) => Due::Cpu(clock, step.and_then(|d| at.checked_add(d)).unwrap_or(at + late_by + i)),
+                        };
                         fire_now.push((a.action.clone(), count));
                     }
                     None => {
@@ -203,8 +275,12 @@ fn same(a: &Action, b: &Action) -> bool {
     }
 }
 
-fn remaining(a: &Armed) -> Setting {
-    let left = a.next.saturating_duration_since(Instant::now());
+/// The setting of armed timer `a`; `now` is the reading of its clock if that is CPU time.
+fn remaining(a: &Armed, now: Duration) -> Setting {
+    let left = match a.next {
+        Due::At(at) => at.saturating_duration_since(Instant::now()),
+        Due::Cpu(_, at) => at.saturating_sub(now),
+    };
     // An armed timer never reads as disarmed.
     (
         left.max(Duration::from_nanos(1)),
@@ -244,6 +320,9 @@ pub struct Timers {
     service: Arc<TimerService>,
     /// The key of the `ITIMER_REAL` timer, once used.
     real: Option<u64>,
+    /// The keys of the `ITIMER_VIRTUAL` and `ITIMER_PROF` timers, once used.
+    user: Option<u64>,
+    cpu: Option<u64>,
     posix: BTreeMap<i32, PosixTimer>,
 }
 
@@ -255,14 +334,40 @@ impl Timers {
         value: Duration,
         interval: Duration,
     ) -> SysResult<Setting> {
-        let key = *self.real.get_or_insert_with(|| self.service.key());
-        self.service
-            .set(key, Action::Process { target, key }, value, interval)
+        self.set_interval(target, (Clock::Wall, Duration::ZERO), value, interval)
     }
 
     /// The `ITIMER_REAL` setting.
     pub fn real(&self) -> Setting {
-        self.real.map(|k| self.service.get(k)).unwrap_or_default()
+        self.interval((Clock::Wall, Duration::ZERO))
+    }
+
+    /// The interval timer on `clock` (`ITIMER_REAL`, `ITIMER_VIRTUAL`, `ITIMER_PROF`), whose
+    /// reading is `now`: sets it (zero value disarms) and returns the old setting.
+    pub fn set_interval(
+        &mut self,
+        target: Weak<dyn Signalable>,
+        (clock, now): (Clock, Duration),
+        value: Duration,
+        interval: Duration,
+    ) -> SysResult<Setting> {
+        let slot = match clock {
+            Clock::Wall => &mut self.real,
+            Clock::User => &mut self.user,
+            Clock::Cpu => &mut self.cpu,
+        };
+        let key = *slot.get_or_insert_with(|| self.service.key());
+        self.service.set(key, Action::Process { target, key }, (clock, now), value, interval)
+    }
+
+    /// The setting of the interval timer on `clock`, whose reading is `now`.
+    pub fn interval(&self, (clock, now): (Clock, Duration)) -> Setting {
+        let key = match clock {
+            Clock::Wall => self.real,
+            Clock::User => self.user,
+            Clock::Cpu => self.cpu,
+        };
+        key.map(|k| self.service.get(k, now)).unwrap_or_default()
     }
 
     /// A new, disarmed POSIX timer; returns its id.
@@ -309,19 +414,19 @@ impl Timers {
     ) -> SysResult<Setting> {
         let key = self.posix(id)?.key;
         self.service
-            .set(key, Action::Process { target, key }, value, interval)
+            .set(key, Action::Process { target, key }, (Clock::Wall, Duration::ZERO), value, interval)
     }
 
     /// The setting of POSIX timer `id`.
     pub fn get_posix(&self, id: i32) -> SysResult<Setting> {
-        Ok(self.service.get(self.posix(id)?.key))
+        Ok(self.service.get(self.posix(id)?.key, Duration::ZERO))
     }
 
     /// Deletes POSIX timer `id`.
     pub fn delete(&mut self, id: i32) -> SysResult<()> {
         let t = self.posix.remove(&id).ok_or(Errno::EINVAL)?;
         self.service
-            .set(t.key, Action::Nothing, Duration::ZERO, Duration::ZERO)
+            .set(t.key, Action::Nothing, (Clock::Wall, Duration::ZERO), Duration::ZERO, Duration::ZERO)
             .map(drop)
     }
 
@@ -365,11 +470,12 @@ fn signal_queued(p: &mut Process, id: i32, notify: Notify) -> bool {
     }
 }
 
-/// Timer `key` of `p` expired `count` times: `SIGALRM` for `ITIMER_REAL`, the POSIX timer's
-/// notification otherwise.
+/// Timer `key` of `p` expired `count` times: `SIGALRM`, `SIGVTALRM` or `SIGPROF` for the
+/// interval timers, the POSIX timer's notification otherwise.
 fn fire(p: &mut Process, key: u64, count: u64) {
-    if p.timers.real == Some(key) {
-        signal::post_process(p, SigInfo::sent(libc::SIGALRM, SI_KERNEL, 0, 0), None);
+    let interval = [(p.timers.real, libc::SIGALRM), (p.timers.user, libc::SIGVTALRM), (p.timers.cpu, libc::SIGPROF)];
+    if let Some(&(_, signo)) = interval.iter().find(|(k, _)| *k == Some(key)) {
+        signal::post_process(p, SigInfo::sent(signo, SI_KERNEL, 0, 0), None);
         return;
     }
     let Some((&id, &t)) = p.timers.posix.iter().find(|(_, t)| t.key == key) else {

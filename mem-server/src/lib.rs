@@ -24,6 +24,7 @@ use lego_proto::frame::PAGE_SIZE;
 use lego_proto::service::Service;
 
 pub mod buffer_cache;
+mod file_shards;
 mod gmm;
 pub mod home;
 mod metrics;

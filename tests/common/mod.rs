@@ -37,9 +37,28 @@ pub fn kvm() -> bool {
     }
 }
 
+/// A command for a native run that starts as a vNode's first process does: with descriptors
+/// 0, 1 and 2 only. Whatever started the test binary (a CI harness, a shell) may have left
+/// others open, and a program that probes a "closed" descriptor would see them.
+pub fn native_command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(prog);
+    // SAFETY: the closure runs in the forked child before exec and makes one system call,
+    // which is async-signal-safe; CLOSE_RANGE_CLOEXEC leaves std's exec-error pipe working.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
 /// The stdout of a native run of `prog args`, which must succeed.
 pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(prog).args(args).output().expect("native run");
+    let out = native_command(prog).args(args).output().expect("native run");
     assert!(out.status.success(), "native {} failed", prog.display());
     String::from_utf8(out.stdout).unwrap()
 }
@@ -242,14 +261,37 @@ pub struct Run {
 }
 
 /// Runs `cmd` to its end, failing the test if it takes longer than `limit` (a hang).
-pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Run {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+pub fn run(cmd: Command, limit: Duration, what: &str) -> Run {
+    let r = run_input(cmd, None, limit, what);
+    Run { stdout: String::from_utf8_lossy(&r.stdout).into_owned(), stderr: r.stderr, status: r.status }
+}
+
+/// What a run printed (its output as bytes) and how it ended.
+pub struct RawRun {
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// The exit status, or 128 + the signal that ended it.
+    pub status: Option<i32>,
+}
+
+/// Runs `cmd` to its end with `stdin` as its input (none: `/dev/null`), failing the test if it
+/// takes longer than `limit` (a hang). The input is written from a thread, so a child that
+/// prints a lot before it reads cannot deadlock the test, and one that never reads is fine.
+pub fn run_input(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> RawRun {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawning");
+    let feeder = stdin.map(|data| {
+        let (mut input, data) = (child.stdin.take().expect("stdin"), data.to_vec());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = input.write_all(&data);
+        })
+    });
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
     let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
+        let mut b = Vec::new();
+        let _ = out.read_to_end(&mut b);
+        b
     });
     let err_reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -268,15 +310,18 @@ pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Run {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    if let Some(f) = feeder {
+        f.join().expect("stdin feeder");
+    }
     use std::os::unix::process::ExitStatusExt;
     // As a shell reports it: 128 + N for a death by signal N.
     let status = status.code().or(status.signal().map(|s| 128 + s));
-    Run { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
+    RawRun { stdout: reader.join().unwrap(), stderr: err_reader.join().unwrap(), status }
 }
 
 /// The program natively, in `dir`.
 pub fn native(prog: &Path, args: &[&str], dir: &Path) -> Run {
-    let mut c = Command::new(prog);
+    let mut c = native_command(prog);
     c.args(args).current_dir(dir);
     run(c, Duration::from_secs(60), "native run")
 }

@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use super::{DirEntry, File, FileSystem, Stat, Timespec};
+use super::{DirEntry, File, FileSystem, NodeId, Stat, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// Linux `PATH_MAX`: a path of this many bytes or more (without its NUL) is `ENAMETOOLONG`.
@@ -126,10 +126,25 @@ impl FileSystem for HostDir {
     /// Guest `O_PATH` keeps only `O_DIRECTORY` and `O_NOFOLLOW`, as `open(2)` does. Unknown
     /// flag bits are ignored, as `open(2)` ignores them. The host descriptor always has
     /// `O_CLOEXEC` and `O_NOCTTY`.
+    /// Opens on the host with `O_NONBLOCK`, so that a FIFO never blocks the VMM here (the
+    /// state layer waits on the FIFO's pipe, [`crate::fifo`]): a FIFO nobody reads on the host
+    /// refuses a write-only open with `ENXIO`, and is then opened as a node (`O_PATH`).
     fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>> {
-        let (flags, mode) = host_open_flags(flags, mode);
-        let fd = self.resolve(path, flags, mode)?;
-        Ok(Box::new(HostFile::new(fd, self.root_id)))
+        let (host_flags, mode) = host_open_flags(flags, mode);
+        let nonblock = if host_flags & libc::O_PATH == 0 { libc::O_NONBLOCK } else { 0 };
+        let fd = match self.resolve(path, host_flags | nonblock, mode) {
+            Err(Errno::ENXIO) if host_flags & libc::O_PATH == 0 => {
+                let node = self.resolve(path, libc::O_PATH | libc::O_CLOEXEC | (flags & libc::O_NOFOLLOW), 0)?;
+                if fstat(node.as_fd())?.mode & libc::S_IFMT != libc::S_IFIFO {
+                    return Err(Errno::ENXIO);
+                }
+                node
+            }
+            r => r?,
+        };
+        let st = fstat(fd.as_fd())?;
+        let fifo = (st.mode & libc::S_IFMT == libc::S_IFIFO).then_some(NodeId { dev: st.dev, ino: st.ino });
+        Ok(Box::new(HostFile { fd, root_id: self.root_id, dir_lock: Mutex::new(()), fifo }))
     }
 
     fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat> {
@@ -201,6 +216,18 @@ impl FileSystem for HostDir {
         }
     }
 
+    fn mkfifo(&self, path: &[u8], mode: u32) -> SysResult<()> {
+        match self.locate(path)? {
+            Target::Root => Err(Errno::EEXIST),
+            Target::Child { dir, name } => {
+                let mode = libc::S_IFIFO | (mode & 0o7777);
+                // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
+                retry(|| unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) })?;
+                Ok(())
+            }
+        }
+    }
+
     fn rmdir(&self, path: &[u8]) -> SysResult<()> {
         match self.locate(path)? {
             Target::Root => Err(Errno::EBUSY),
@@ -238,6 +265,29 @@ impl FileSystem for HostDir {
             _ => Err(Errno::EBUSY),
         }
     }
+
+    fn sync_all(&self) -> SysResult<()> {
+        // SAFETY: plain system call on the open root descriptor, no memory is passed.
+        retry(|| unsafe { libc::syncfs(self.root.as_raw_fd()) })?;
+        Ok(())
+    }
+
+    fn stat_fs(&self) -> SysResult<super::FsStat> {
+        // SAFETY: an all-zero statfs is a valid value for fstatfs(2) to overwrite.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a live, writable statfs; the root descriptor is open.
+        retry(|| unsafe { libc::fstatfs(self.root.as_raw_fd(), &mut st) })?;
+        Ok(super::FsStat {
+            fs_type: st.f_type as u64,
+            block_size: st.f_bsize as u64,
+            blocks: st.f_blocks,
+            free: st.f_bfree,
+            available: st.f_bavail,
+            files: st.f_files,
+            free_files: st.f_ffree,
+            name_max: st.f_namelen as u64,
+        })
+    }
 }
 
 /// An open host file or directory, as [`HostDir::open`](FileSystem::open) returns it.
@@ -249,12 +299,11 @@ pub struct HostFile {
     /// Serialises [`File::read_dir`], which moves the host descriptor's position; nothing else
     /// uses that position (reads and writes are positioned).
     dir_lock: Mutex<()>,
+    /// The node, if this is a FIFO (then `fd` is only a reference to it).
+    fifo: Option<NodeId>,
 }
 
 impl HostFile {
-    fn new(fd: OwnedFd, root_id: (u64, u64)) -> HostFile {
-        HostFile { fd, root_id, dir_lock: Mutex::new(()) }
-    }
 
     /// Whether this is the vNode root directory.
     fn is_root(&self) -> SysResult<bool> {
@@ -357,6 +406,10 @@ impl File for HostFile {
             }
         }
         Ok(out)
+    }
+
+    fn fifo(&self) -> Option<NodeId> {
+        self.fifo
     }
 }
 

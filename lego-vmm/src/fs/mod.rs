@@ -43,6 +43,13 @@ pub struct Timespec {
     pub nsec: i64,
 }
 
+/// The node a file is, as `(st_dev, st_ino)`: what names a FIFO's pipe ([`crate::fifo`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// One directory entry, as `getdents64` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
@@ -67,9 +74,35 @@ pub trait FileSystem: Send + Sync {
     /// `access(2)` check of `mode` (`F_OK`, or `R_OK|W_OK|X_OK` bits).
     fn access(&self, path: &[u8], mode: i32) -> SysResult<()>;
     fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()>;
+    /// `mknod(path, S_IFIFO | mode)`: a FIFO node; opening it gives a [`File`] whose
+    /// [`File::fifo`] names it.
+    fn mkfifo(&self, path: &[u8], mode: u32) -> SysResult<()>;
     fn rmdir(&self, path: &[u8]) -> SysResult<()>;
     fn unlink(&self, path: &[u8]) -> SysResult<()>;
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()>;
+    /// `syncfs(2)`: once it returns, every file's bytes and every name of this file system
+    /// survive power loss.
+    fn sync_all(&self) -> SysResult<()>;
+    /// `statfs(2)`: the file system's space.
+    fn stat_fs(&self) -> SysResult<FsStat>;
+}
+
+/// The space of a file system, as `statfs(2)` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsStat {
+    /// `f_type`, the file system's magic number.
+    pub fs_type: u64,
+    /// `f_bsize` and `f_frsize`.
+    pub block_size: u64,
+    /// `f_blocks`, `f_bfree`, `f_bavail`.
+    pub blocks: u64,
+    pub free: u64,
+    pub available: u64,
+    /// `f_files`, `f_ffree`.
+    pub files: u64,
+    pub free_files: u64,
+    /// `f_namelen`.
+    pub name_max: u64,
 }
 
 /// An open file or directory.
@@ -86,6 +119,10 @@ pub trait File: Send + Sync {
     /// Directory entries from position `pos` (0 = start, else a [`DirEntry::next`]), at most
     /// `max` of them, including `.` and `..`. `ENOTDIR` on a non-directory.
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>>;
+    /// The node, when this is a FIFO: the state layer opens its pipe instead of the file.
+    fn fifo(&self) -> Option<NodeId> {
+        None
+    }
 }
 
 /// All of the file at vNode path `path`, read through `fs` (a program to run).

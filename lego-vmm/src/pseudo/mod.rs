@@ -35,6 +35,9 @@ pub enum Opened {
     /// An existing description (`/proc/PID/fd/N` of a pipe or a host descriptor, or
     /// `/dev/stdin` and friends), shared as `dup` would.
     Shared(Arc<OpenFile>),
+    /// A FIFO of the vNode's files, at this path: the caller opens its pipe
+    /// ([`crate::fifo`]), which may wait.
+    Fifo(crate::fs::NodeId, Vec<u8>),
 }
 
 /// Where a path leads once the pseudo tree has had its say.
@@ -151,6 +154,9 @@ pub fn open(p: &Process, path: Vec<u8>, flags: i32, mode: u32) -> SysResult<Open
     match route(p, &path, follow)? {
         Route::Backend(real) => {
             let f = p.fs.open(&real, flags, mode)?;
+            if let Some(node) = f.fifo().filter(|_| flags & libc::O_PATH == 0) {
+                return Ok(Opened::Fifo(node, real));
+            }
             Ok(Opened::New(
                 Backing::File(f),
                 if real == path { path } else { real },

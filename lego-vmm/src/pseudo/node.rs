@@ -109,6 +109,7 @@ const PID_FILES: &[(&[u8], u8)] = &[
     (b"stat", libc::DT_REG),
     (b"statm", libc::DT_REG),
     (b"status", libc::DT_REG),
+    (b"task", libc::DT_DIR),
 ];
 
 /// The files of `/proc` besides the process directories.
@@ -305,16 +306,52 @@ impl<'a> Ctx<'a> {
                 kind: Kind::Dir(entries),
             });
         };
-        // `task/TID` is not there; everything else of `/proc/PID` is.
+        let ino = |name: &[u8]| PID_FILES.iter().position(|(n, _)| *n == name).map(|i| pid_ino(pid, i + 1));
+        if name.as_slice() == b"task" {
+            let meta = owned(ino(b"task").unwrap_or(0), libc::S_IFDIR | 0o555);
+            return self.task_dir(&v, &rest[2..], meta, &owned);
+        }
+        self.pid_file(&v, pid, &rest[1..], &owned)
+    }
+
+    /// `/proc/PID/task` (`rest` is what follows it): a directory per thread, each with the
+    /// files of `/proc/PID` as that thread shows them.
+    fn task_dir(&self, v: &ProcView, rest: &[Vec<u8>], meta: Meta, owned: &dyn Fn(u64, u32) -> Meta) -> SysResult<Node> {
+        let Some(first) = rest.first() else {
+            let entries = v.threads.iter().map(|&t| (t.to_string().into_bytes(), libc::DT_DIR, pid_ino(t, 0))).collect();
+            return Ok(Node { meta, kind: Kind::Dir(entries) });
+        };
+        let tid: i32 = std::str::from_utf8(first)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|t| v.threads.contains(t))
+            .ok_or(Errno::ENOENT)?;
+        let thread = ProcView { tid, ..v.clone() };
+        if rest.len() == 1 {
+            let entries = PID_FILES
+                .iter()
+                .enumerate()
+                .filter(|(_, (n, _))| *n != b"task")
+                .map(|(i, (n, t))| (n.to_vec(), *t, pid_ino(tid, i + 1)))
+                .collect();
+            return Ok(Node { meta: owned(pid_ino(tid, 0), libc::S_IFDIR | 0o555), kind: Kind::Dir(entries) });
+        }
+        self.pid_file(&thread, tid, &rest[1..], owned)
+    }
+
+    /// File `rest[0]` of `/proc/PID` (or of `/proc/PID/task/TID`, whose inodes are numbered
+    /// after `ino_id`), and what lies below it.
+    fn pid_file(&self, v: &ProcView, ino_id: i32, rest: &[Vec<u8>], owned: &dyn Fn(u64, u32) -> Meta) -> SysResult<Node> {
+        let name = &rest[0];
         let i = PID_FILES
             .iter()
-            .position(|(n, _)| *n == name.as_slice())
+            .position(|(n, _)| *n == name.as_slice() && *n != b"task")
             .ok_or(Errno::ENOENT)?;
-        let ino = pid_ino(pid, i + 1);
+        let ino = pid_ino(ino_id, i + 1);
         if name.as_slice() == b"fd" {
-            return self.fd_dir(&v, &rest[2..], owned(ino, libc::S_IFDIR | 0o500));
+            return self.fd_dir(v, &rest[1..], owned(ino, libc::S_IFDIR | 0o500));
         }
-        if rest.len() > 2 {
+        if rest.len() > 1 {
             return Err(Errno::ENOTDIR);
         }
         let link = |t: Vec<u8>| Node {
@@ -328,10 +365,10 @@ impl<'a> Ctx<'a> {
             b"cmdline" => procfs::nul_list(&v.image.argv),
             b"environ" => procfs::nul_list(&v.image.envp),
             b"comm" => [v.comm.as_slice(), b"\n"].concat(),
-            b"maps" => procfs::maps(&v),
-            b"stat" => procfs::pid_stat(self, &v),
-            b"statm" => procfs::statm(&v),
-            _ => procfs::status(self, &v),
+            b"maps" => procfs::maps(v),
+            b"stat" => procfs::pid_stat(self, v),
+            b"statm" => procfs::statm(v),
+            _ => procfs::status(self, v),
         };
         let mode = if name.as_slice() == b"environ" {
             0o400

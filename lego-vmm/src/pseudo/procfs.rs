@@ -312,7 +312,7 @@ pub fn pid_stat(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
     let rss_pages = v.resident / PAGE_SIZE;
     format!(
         "{pid} ({comm}) {st} {ppid} {pgid} {sid} 0 -1 4194304 {minflt} 0 {majflt} 0 0 0 0 0 20 0 {threads} 0 {start} {vsz} {rss} 18446744073709551615 {cs} {ce} {stack} 0 0 0 {blk} {ign} {cgt} 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
-        pid = v.pid,
+        pid = v.tid,
         comm = String::from_utf8_lossy(&v.comm),
         st = state(ctx, v).0,
         minflt = v.faults.0,
@@ -379,7 +379,7 @@ pub fn status(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
     let _ = writeln!(
         out,
         "Tgid:\t{}\nNgid:\t0\nPid:\t{}\nPPid:\t{ppid}\nTracerPid:\t0",
-        v.pid, v.pid
+        v.pid, v.tid
     );
     let _ = writeln!(out, "Uid:\t{}\t{}\t{}\t{}", c.uid, c.euid, c.suid, c.euid);
     let _ = writeln!(out, "Gid:\t{}\t{}\t{}\t{}", c.gid, c.egid, c.sgid, c.egid);

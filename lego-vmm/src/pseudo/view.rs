@@ -22,6 +22,8 @@ pub struct ExecImage {
 #[derive(Clone)]
 pub struct ProcView {
     pub pid: i32,
+    /// The thread it shows (`/proc/PID/task/TID`); the process's own id otherwise.
+    pub tid: i32,
     pub comm: Vec<u8>,
     pub image: ExecImage,
     pub cwd: Vec<u8>,
@@ -67,6 +69,7 @@ impl ProcView {
         let first = p.threads.get(&p.pid).or_else(|| p.threads.values().next());
         ProcView {
             pid: p.pid,
+            tid: p.pid,
             comm: p.comm[..end].to_vec(),
             image: p.image.clone(),
             cwd: p.cwd.clone(),

@@ -352,8 +352,9 @@ pub fn memfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
 }
 
 /// `mknodat(dirfd, path, mode, dev)`: a regular file (type 0 or `S_IFREG`) is created as
-/// `open(O_CREAT | O_EXCL)` makes it. FIFOs, sockets and devices would need node types the
-/// vNode file systems do not keep: `EPERM`.
+/// `open(O_CREAT | O_EXCL)` makes it, a FIFO by the file system ([`crate::fifo`] gives it its
+/// pipe). Sockets and devices would need node types the vNode file systems do not keep:
+/// `EPERM`.
 pub fn mknodat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [dirfd, addr, mode, ..] = a;
     let mode = mode as u32;
@@ -364,7 +365,8 @@ pub fn mknodat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             p.fs.open(&path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, perm)
                 .map(|_| 0)
         }
-        libc::S_IFIFO | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => Err(Errno::EPERM),
+        libc::S_IFIFO => p.fs.mkfifo(&path, mode & 0o7777 & !p.umask).map(|_| 0),
+        libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => Err(Errno::EPERM),
         _ => Err(Errno::EINVAL),
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
-use crate::fdtable::{Backing, OpenFile, Pipe};
+use crate::fdtable::{Backing, OpenFile, Pipe, PipeEnd};
 use crate::signal::{self, SigInfo, SI_USER};
 use crate::fs::{Stat, Timespec};
 use crate::process::{Locked, Process};
@@ -746,13 +746,13 @@ fn stat_at(p: &Process, dirfd: u64, path_addr: u64, flags: u64) -> SysResult<Sta
 // Opening and closing
 // ---------------------------------------------------------------------------------------------
 
-pub fn open(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn open(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     openat(p, cpu, [AT_FDCWD as u64, a[0], a[1], a[2], 0, 0])
 }
 
 /// `openat(dirfd, path, flags, mode)`. `O_PATH` descriptors refuse I/O as Linux's do;
 /// `O_TMPFILE` is not supported (`EOPNOTSUPP`, which makes libc fall back to a named file).
-pub fn openat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn openat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let flags = a[2] as i32;
     let path = at_path(p, a[0], a[1])?;
     if flags & O_TMPFILE_BIT != 0 {
@@ -769,8 +769,36 @@ pub fn openat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let file = match crate::pseudo::open(p, path, flags, mode)? {
         crate::pseudo::Opened::New(backing, path) => OpenFile::new(backing, path, status),
         crate::pseudo::Opened::Shared(file) => file,
+        crate::pseudo::Opened::Fifo(node, path) => {
+            OpenFile::new(Backing::Pipe(open_fifo(p, cpu.tid, node, flags)?), path, status)
+        }
     };
     p.fds.alloc(file, 0, flags & libc::O_CLOEXEC != 0)
+}
+
+/// Opens an end of FIFO `node`'s pipe as [`crate::fifo`] says, waiting without the process
+/// lock for the other side (`EINTR` when the process ends or a signal comes for thread `tid`).
+/// A FIFO is opened for reading or for writing: `O_RDWR` (which Linux allows, and which never
+/// waits) is refused with `EINVAL`, as a pipe end here carries one direction.
+fn open_fifo(p: &mut Locked<'_>, tid: i32, node: crate::fs::NodeId, flags: i32) -> SysResult<PipeEnd> {
+    let write = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => false,
+        libc::O_WRONLY => true,
+        _ => return Err(Errno::EINVAL),
+    };
+    let pipe = p.fifos.pipe(node);
+    let (end, wait) = crate::fifo::take_end(&pipe, write, flags & libc::O_NONBLOCK != 0)?;
+    let Some(before) = wait else { return Ok(end) };
+    let group = p.group.clone();
+    loop {
+        if crate::fifo::rendezvous(write, before, pipe.ends().1) {
+            return Ok(end);
+        }
+        p.unlocked(|| pipe.wait_changed(PIPE_SLICE));
+        if group.ending() || group.interrupted(tid) {
+            return Err(Errno::EINTR);
+        }
+    }
 }
 
 pub fn close(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
@@ -1239,6 +1267,49 @@ pub fn fdatasync(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     sync(p, a[0], true)
 }
 
+/// `sync(2)`: the vNode's file system syncs everything. Linux's sync cannot fail; an error is
+/// logged (and reported by the next fsync or syncfs).
+pub fn sync_fs(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    if let Err(e) = p.fs.sync_all() {
+        tracing::warn!(errno = e.0, "sync failed");
+    }
+    Ok(0)
+}
+
+/// Linux x86-64 `struct statfs` (120 bytes) of `st`.
+fn linux_statfs(st: &crate::fs::FsStat) -> [u8; 120] {
+    let mut b = [0u8; 120];
+    for (i, v) in [st.fs_type, st.block_size, st.blocks, st.free, st.available, st.files, st.free_files].iter().enumerate() {
+        put(&mut b, 8 * i, &v.to_le_bytes());
+    }
+    put(&mut b, 64, &st.name_max.to_le_bytes());
+    put(&mut b, 72, &st.block_size.to_le_bytes());
+    b
+}
+
+/// `statfs(path, buf)`: the space of the vNode's file system, which holds every path that
+/// exists (`/proc` and `/dev` report it too).
+pub fn statfs(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    stat_at(p, AT_FDCWD as u64, a[0], 0)?;
+    let st = p.fs.stat_fs()?;
+    p.mm.write_user(a[1], &linux_statfs(&st))?;
+    Ok(0)
+}
+
+/// `fstatfs(fd, buf)`: as `statfs`, for an open descriptor.
+pub fn fstatfs(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.fds.get(fdarg(a[0]))?;
+    let st = p.fs.stat_fs()?;
+    p.mm.write_user(a[1], &linux_statfs(&st))?;
+    Ok(0)
+}
+
+/// `syncfs(2)`: every descriptor is on the vNode's one file system (or on none that keeps data).
+pub fn syncfs(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.fds.get(fdarg(a[0]))?;
+    p.fs.sync_all().map(|()| 0)
+}
+
 /// `ftruncate(fd, length)`: `EINVAL` for a negative length, a description not open for
 /// writing, or something that is not a regular file (as Linux's `do_ftruncate`).
 pub fn ftruncate(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
@@ -1630,7 +1701,7 @@ mod tests {
 
         fn open(&mut self, path: &str, flags: i32, mode: u64) -> SysResult<u64> {
             let s = self.s(path);
-            self.call(openat, &[AT_FDCWD as u64, s, flags as u64, mode])
+            self.callb(openat, &[AT_FDCWD as u64, s, flags as u64, mode])
         }
 
         fn write_str(&mut self, fd: u64, data: &str) -> SysResult<u64> {
@@ -1745,7 +1816,7 @@ mod tests {
         assert_eq!(big, Ok(10));
         assert_eq!(t.call(pread64, &[fd, t.buf, 1, -5i64 as u64]), Err(Errno::EINVAL));
         assert_eq!(t.call(getcwd, &[0x10, 100]), Err(Errno::EFAULT));
-        assert_eq!(t.call(openat, &[AT_FDCWD as u64, 0x10, 0, 0]), Err(Errno::EFAULT));
+        assert_eq!(t.callb(openat, &[AT_FDCWD as u64, 0x10, 0, 0]), Err(Errno::EFAULT));
         // A path of PATH_MAX bytes (no NUL within 4095) is too long.
         let long = "x".repeat(4096);
         assert_eq!(t.open(&long, 0, 0), Err(Errno::ENAMETOOLONG));

@@ -38,9 +38,29 @@ pub(super) fn read_timespec(p: &Process, addr: u64) -> SysResult<libc::timespec>
     Ok(libc::timespec { tv_sec: sec, tv_nsec: nsec })
 }
 
-pub fn clock_gettime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let ts = now(host_clock(a[0])?)?;
+/// `clock_gettime(clock, ts)`. The CPU-time clocks are the guest's own: its threads' vCPU
+/// host threads (for the process, with those that ended), not the VMM process's, which also
+/// runs the other processes of the vNode and the memory path.
+pub fn clock_gettime(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let clock = host_clock(a[0])?;
+    let ts = match clock {
+        libc::CLOCK_PROCESS_CPUTIME_ID => timespec(process_clock(p)),
+        libc::CLOCK_THREAD_CPUTIME_ID => {
+            timespec(p.threads.get(&cpu.tid).and_then(|t| t.host).map(|h| h.clock()).unwrap_or_default())
+        }
+        _ => now(clock)?,
+    };
     write_timespec(p, a[1], &ts).map(|()| 0)
+}
+
+/// The process's CPU time at nanosecond precision: its live threads' and those that ended.
+fn process_clock(p: &Process) -> Duration {
+    let ended = p.usage.user + p.usage.system;
+    p.threads.values().filter_map(|t| t.host).fold(ended, |sum, h| sum + h.clock())
+}
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(d.subsec_nanos()) }
 }
 
 pub fn clock_getres(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {

@@ -1,4 +1,4 @@
-//! Timer system calls: `alarm`, `setitimer`/`getitimer` (`ITIMER_REAL`), the POSIX timers
+//! Timer system calls: `alarm`, `setitimer`/`getitimer` (all three interval timers), the POSIX timers
 //! (`timer_create`, `timer_settime`, `timer_gettime`, `timer_getoverrun`, `timer_delete`) over
 //! [`crate::timers`], and timerfds, which are host timerfds (the guest's clocks are the host's).
 
@@ -11,9 +11,11 @@ use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
 use crate::process::Process;
 use crate::proctable::Signalable;
-use crate::timers::{Notify, Setting};
+use crate::timers::{Clock, Notify, Setting};
 
 const ITIMER_REAL: u64 = 0;
+const ITIMER_VIRTUAL: u64 = 1;
+const ITIMER_PROF: u64 = 2;
 const TIMER_ABSTIME: u64 = 1;
 const SIGEV_SIGNAL: i32 = 0;
 const SIGEV_NONE: i32 = 1;
@@ -72,19 +74,21 @@ fn write_setting(
     p.mm.write_user(addr, &b)
 }
 
-/// `ITIMER_VIRTUAL` and `ITIMER_PROF` count the process's CPU time, which only the host
-/// scheduler sees: they are not provided (`EINVAL`).
-fn check_which(which: u64) -> SysResult<()> {
-    match which {
-        ITIMER_REAL => Ok(()),
-        _ => Err(Errno::EINVAL),
-    }
+/// The clock of interval timer `which`, and its reading now.
+fn interval_clock(p: &Process, which: u64) -> SysResult<(Clock, Duration)> {
+    let clock = match which {
+        ITIMER_REAL => Clock::Wall,
+        ITIMER_VIRTUAL => Clock::User,
+        ITIMER_PROF => Clock::Cpu,
+        _ => return Err(Errno::EINVAL),
+    };
+    Ok((clock, crate::timers::reading(clock, p.cpu_time())))
 }
 
 /// `setitimer(which, new, old)`.
 pub fn setitimer(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [which, new, old, ..] = a;
-    check_which(which)?;
+    let clock = interval_clock(p, which)?;
     let (interval, value) = if new == 0 {
         (Duration::ZERO, Duration::ZERO)
     } else {
@@ -94,7 +98,7 @@ pub fn setitimer(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         )
     };
     let target = me(p)?;
-    let was = p.timers.set_real(target, value, interval)?;
+    let was = p.timers.set_interval(target, clock, value, interval)?;
     if old != 0 {
         write_setting(p, old, was, true)?;
     }
@@ -103,8 +107,8 @@ pub fn setitimer(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// `getitimer(which, cur)`.
 pub fn getitimer(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    check_which(a[0])?;
-    let now = p.timers.real();
+    let clock = interval_clock(p, a[0])?;
+    let now = p.timers.interval(clock);
     write_setting(p, a[1], now, true).map(|()| 0)
 }
 

@@ -12,13 +12,6 @@ const RUSAGE_THREAD: i32 = 1;
 /// Size of `struct rusage`.
 const RUSAGE_SIZE: usize = 144;
 
-/// The CPU time of `p` so far: its live threads' and its ended threads'.
-pub fn process_time(p: &Process) -> CpuTime {
-    p.threads
-        .values()
-        .filter_map(|t| t.host)
-        .fold(p.usage, |sum, h| sum + h.spent())
-}
 
 /// A `struct rusage` with `time` and the maximum resident set (KiB).
 pub(super) fn rusage(time: CpuTime, maxrss_kib: u64) -> [u8; RUSAGE_SIZE] {
@@ -41,7 +34,7 @@ pub(super) fn rusage(time: CpuTime, maxrss_kib: u64) -> [u8; RUSAGE_SIZE] {
 pub fn getrusage(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let rss = p.mm.mapped_bytes() / 1024;
     let b = match a[0] as i32 {
-        RUSAGE_SELF => rusage(process_time(p), rss),
+        RUSAGE_SELF => rusage(p.cpu_time(), rss),
         RUSAGE_THREAD => rusage(
             p.threads
                 .get(&cpu.tid)
@@ -63,7 +56,7 @@ const USER_HZ: u128 = 100;
 pub fn times(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let ticks = |d: std::time::Duration| (d.as_nanos() * USER_HZ / 1_000_000_000) as u64;
     if a[0] != 0 {
-        let (own, children) = (process_time(p), p.children_usage);
+        let (own, children) = (p.cpu_time(), p.children_usage);
         let words = [
             ticks(own.user),
             ticks(own.system),

@@ -5,11 +5,14 @@
 //! After each sweep it looks at the frames the next few sweeps will meet (skipping those the
 //! very next one will: they may be evicted before a write-back could land). Lines accessed
 //! since the last sweep are left alone under CLOCK, as they will get a second chance. A dirty
-//! line's D bit is cleared, its frame invalidated and the line copied out, exactly as
-//! [`State::clean`] does for a fork, then written back with the lock let go, pipelined per
-//! owner over connections of the cleaner's own. Until the owner has it the line is marked as
-//! being cleaned: sweeps pass it by and changes to the address space wait, so an older copy
-//! can never overtake a newer one on its way to the owner.
+//! line's D bit is cleared, its frame invalidated and the line copied out, in the order
+//! [`State::clean`] follows for a fork, then written back, pipelined per owner over
+//! connections of the cleaner's own. From the moment its D bit is cleared until the owner has
+//! it, the line is marked as being cleaned: sweeps pass it by and changes to the address space
+//! wait, so its frame keeps it and an older copy can never overtake a newer one on its way to
+//! the owner. That is what lets the cleaner drop the state lock across the invalidation (the
+//! slow part: a few ioctls per run of frames) and the write-back; the copy itself is made
+//! under the lock, like every VMM access to a frame.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,18 +35,32 @@ fn run(mem: &Shared) {
         if mem.stop.load(Ordering::Acquire) || mem.failed.load(Ordering::Acquire) {
             return;
         }
-        let batch = match st.dirty_ahead(mem, &mut buf) {
-            Ok(batch) => batch,
+        let picked = match st.dirty_ahead(mem) {
+            Ok(picked) => picked,
             Err(e) => {
                 drop(st);
                 mem.fail(e.to_string());
                 return;
             }
         };
-        if batch.is_empty() {
+        if picked.is_empty() {
             st = mem.work.wait(st).unwrap_or_else(|e| e.into_inner());
             continue;
         }
+        // The invalidation (a few ioctls per run of frames, the slow part) needs no lock: the
+        // lines are marked as being cleaned, so their frames keep them until `cleaned`.
+        drop(st);
+        let invalidated = super::invalidate_runs(&mem.pool, picked.iter().map(|&(f, _)| u64::from(f)).collect());
+        st = mem.state();
+        let batch = match invalidated.map_err(MemError::Invalidate).and_then(|runs| st.copy_cleaning(mem, &picked, runs, &mut buf)) {
+            Ok(batch) => batch,
+            Err(e) => {
+                st.cleaned(picked.iter().map(|&(_, page)| page), false);
+                drop(st);
+                mem.fail(e.to_string());
+                return;
+            }
+        };
         let proc = st.proc;
         // Each line goes to its owner and, with replication, to its secondary, all at once.
         let mut targets: Vec<(usize, Vec<(u64, Slot)>)> = Vec::new();
@@ -98,7 +115,7 @@ fn run(mem: &Shared) {
         if ok {
             st.stats.replicated += replicas;
         }
-        st.cleaned(&batch, ok);
+        st.cleaned(batch.iter().map(|s| s.page), ok);
         mem.settled.notify_all();
         if let Some(e) = fatal {
             drop(st);
@@ -109,9 +126,10 @@ fn run(mem: &Shared) {
 }
 
 impl State {
-    /// Picks the dirty lines the next sweeps will meet, as the module documentation says, and
-    /// copies them into `buf` (at most [`MAX_RUN_PAGES`]); they are marked as being cleaned.
-    fn dirty_ahead(&mut self, mem: &Shared, buf: &mut RegisteredBuf) -> Result<Vec<Staged>, MemError> {
+    /// Picks the dirty lines the next sweeps will meet, as the module documentation says (at
+    /// most [`MAX_RUN_PAGES`]), clears their D bits and marks them as being cleaned. Returns
+    /// their frames and pages; their frames still need an invalidation before the copy.
+    fn dirty_ahead(&mut self, mem: &Shared) -> Result<Vec<(u32, u64)>, MemError> {
         let mut picked = Vec::new();
         for set in 0..self.frames.sets() {
             let next = self.frames.batch(set);
@@ -129,18 +147,12 @@ impl State {
                     continue;
                 }
                 if word.fetch_and(!super::DIRTY, Ordering::AcqRel) & super::DIRTY != 0 {
+                    self.cleaning.insert(page);
                     picked.push((f, page));
                 }
             }
         }
-        self.invalidate_frames(mem, picked.iter().map(|&(f, _)| u64::from(f)).collect())?;
-        let mut staged = Vec::with_capacity(picked.len());
-        for (i, (f, page)) in picked.into_iter().enumerate() {
-            let s = self.copy_out(mem, f, page, i, Some(&mut *buf))?;
-            self.cleaning.insert(page);
-            staged.push(s);
-        }
-        Ok(staged)
+        Ok(picked)
     }
 
     /// Marks the lines of `batch` dirty again (their write-back failed over: they go again).
@@ -152,12 +164,19 @@ impl State {
         Ok(())
     }
 
-    /// The cleaner's write-back of `batch` ended (`ok`: the owners have every line).
-    fn cleaned(&mut self, batch: &[Staged], ok: bool) {
-        for s in batch {
-            self.cleaning.remove(&s.page);
+    /// Copies the `picked` lines, whose frames were invalidated since (in `runs` runs), into
+    /// `buf`: a write after the invalidation set D again, one before it is in the copy.
+    fn copy_cleaning(&mut self, mem: &Shared, picked: &[(u32, u64)], runs: u64, buf: &mut RegisteredBuf) -> Result<Vec<Staged>, MemError> {
+        self.stats.invalidations += runs;
+        picked.iter().enumerate().map(|(i, &(f, page))| self.copy_out(mem, f, page, i, Some(&mut *buf))).collect()
+    }
+
+    /// The cleaner's write-back of `pages` ended (`ok`: the owners have every line).
+    fn cleaned(&mut self, pages: impl Iterator<Item = u64>, ok: bool) {
+        for page in pages {
+            self.cleaning.remove(&page);
             if ok {
-                self.remote.insert(s.page);
+                self.remote.insert(page);
                 self.stats.cleaned += 1;
                 self.stats.dirty_flushes += 1;
                 self.stats.bytes_out += crate::layout::PAGE_SIZE;

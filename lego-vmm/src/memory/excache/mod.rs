@@ -781,6 +781,25 @@ impl Held<'_> {
     }
 }
 
+/// Invalidates the frames numbered in `frames` in runs, as [`State::invalidate_frames`] says,
+/// and returns how many runs it took.
+fn invalidate_runs(pool: &FramePool, mut frames: Vec<u64>) -> std::io::Result<u64> {
+    frames.sort_unstable();
+    let (mut i, mut runs) = (0, 0);
+    while i < frames.len() {
+        let first = frames[i];
+        let mut last = first;
+        while i + 1 < frames.len() && frames[i + 1] <= last + 64 {
+            i += 1;
+            last = frames[i];
+        }
+        pool.invalidate(first * PAGE_SIZE, (last - first + 1) * PAGE_SIZE)?;
+        runs += 1;
+        i += 1;
+    }
+    Ok(runs)
+}
+
 impl State {
     /// The data path, top to bottom: a miss at `va` (see the module documentation). A line
     /// that exists at its owner and found a free frame comes back as a [`Step::Fetch`]: the
@@ -1006,19 +1025,8 @@ impl State {
 
     /// Invalidates the frames numbered in `frames`, in runs (gaps of up to 64 frames are
     /// covered rather than split: invalidating a frame that needs none costs only a refill).
-    fn invalidate_frames(&mut self, mem: &Shared, mut frames: Vec<u64>) -> Result<(), MemError> {
-        frames.sort_unstable();
-        let mut i = 0;
-        while i < frames.len() {
-            let first = frames[i];
-            let mut last = first;
-            while i + 1 < frames.len() && frames[i + 1] <= last + 64 {
-                i += 1;
-                last = frames[i];
-            }
-            self.invalidate(mem, first, last - first + 1)?;
-            i += 1;
-        }
+    fn invalidate_frames(&mut self, mem: &Shared, frames: Vec<u64>) -> Result<(), MemError> {
+        self.stats.invalidations += invalidate_runs(&mem.pool, frames).map_err(MemError::Invalidate)?;
         Ok(())
     }
 
