@@ -38,6 +38,7 @@
 //! excache_cleaner = true
 //! vregion_size = "1G"
 //! mem_timeout = 30
+//! replicas = 1
 //! ```
 //!
 //! # Precedence
@@ -170,6 +171,7 @@ struct Run {
     excache_cleaner: Option<bool>,
     vregion_size: Option<Size>,
     mem_timeout: Option<u64>,
+    replicas: Option<u8>,
 }
 
 /// A size: bytes, or a string as the command line takes it (`512M`, `4G`), kept as written.

@@ -214,6 +214,12 @@ impl Shared {
             Request::CreateProcess(spec) => Ok(tokio::task::block_in_place(|| self.create(proc, spec))),
             Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
+            Request::ReplicaLost { index, server, rebuild } => {
+                let home = self.process(proc).ok_or(Status::UnknownProcess)?;
+                let mut p = lock(&home);
+                let mut route = Route::new(self, &p);
+                Ok(Reply::Mem(Ok(tokio::task::block_in_place(|| p.replica_lost(index, &server, rebuild, &mut route)))))
+            }
             Request::ForkProcess { parent } => tokio::task::block_in_place(|| self.fork(proc, parent)),
             // A read of cached pages is answered on the spot; anything that may wait for storage
             // leaves the async worker first.
