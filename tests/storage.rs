@@ -161,3 +161,34 @@ fn cluster_id_and_bad_directories() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lego storage-server") && err.contains("plain-file"), "{err}");
 }
+
+/// `SyncFs` makes unsynced changes of the whole vNode survive SIGKILL too (as every answered
+/// change does), and `StatFs` counts the vNode's own files and bytes only.
+#[test]
+fn syncfs_and_statfs_cover_the_whole_vnode() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = storage_server(dir.path(), &[]);
+    let mut other = client(&server, "other", 0);
+    other.create("/elsewhere");
+    other.write_all("/elsewhere", &pattern(50_000, 1));
+    let mut c = client(&server, "demo", 0);
+    for (i, len) in [(0, 10_000usize), (1, 3 * MAX_IO)] {
+        let path = format!("/f{i}");
+        c.create(&path);
+        c.write_all(&path, &pattern(len, i as u8));
+    }
+    assert_eq!(c.call(StorageOp::SyncFs), StorageReply::Done);
+    match c.call(StorageOp::StatFs) {
+        StorageReply::FsStat(s) => {
+            assert_eq!(s.used_bytes, (10_000 + 3 * MAX_IO) as u64);
+            assert_eq!(s.files, 3, "/ and two files");
+            assert!(s.capacity_bytes >= s.free_bytes && s.free_bytes > 0, "{s:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    server.kill();
+    let server = storage_server(dir.path(), &[]);
+    let mut c = client(&server, "demo", 0);
+    assert_eq!(c.read_all("/f1").unwrap(), pattern(3 * MAX_IO, 1));
+    assert_eq!(c.read_all("/f0").unwrap(), pattern(10_000, 0));
+}

@@ -36,6 +36,9 @@ pub enum Bench {
     Net(crate::net_bench::NetBenchArgs),
     /// The guest fuzzers (system calls, instructions) for longer than `make test` runs them.
     Fuzz(crate::fuzz_bench::FuzzArgs),
+    /// Memory replication (`--replicas 2`): the applications' overhead at 25% ExCache beside
+    /// LegoOS's, and the fail-over time after a `kill -9` of the primary beside two heartbeats.
+    Replication(crate::replication_bench::ReplicationBenchArgs),
 }
 
 /// Runs one benchmark.
@@ -50,6 +53,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Apps(args) => crate::apps::run(&args),
         Bench::Fuzz(args) => crate::fuzz_bench::run(&args),
         Bench::Net(args) => crate::net_bench::run(&args),
+        Bench::Replication(args) => crate::replication_bench::run(&args),
     }
 }
 

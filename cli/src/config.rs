@@ -38,6 +38,7 @@
 //! excache_cleaner = true
 //! vregion_size = "1G"
 //! mem_timeout = 30
+//! replicas = 1
 //! transport = "tcp"               # or "rdma", "auto" (also a key of [mem_server])
 //! ```
 //!
@@ -174,6 +175,7 @@ struct Run {
     excache_cleaner: Option<bool>,
     vregion_size: Option<Size>,
     mem_timeout: Option<u64>,
+    replicas: Option<u8>,
     transport: Option<TransportChoice>,
 }
 

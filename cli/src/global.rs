@@ -208,12 +208,12 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
     if !processes.is_empty() {
         println!();
         println!(
-            "{:<12} {:>8} {:>5}  {:<22} {:<22} {:>10} {:>10} {:>8}  PROGRAM",
-            "VNODE", "PID", "VPID", "PCOMPONENT", "HOME", "EXCACHE", "IN USE", "UPTIME"
+            "{:<12} {:>8} {:>5}  {:<22} {:<22} {:>10} {:>10} {:>8}  {:<18} PROGRAM",
+            "VNODE", "PID", "VPID", "PCOMPONENT", "HOME", "EXCACHE", "IN USE", "UPTIME", "VREGIONS"
         );
         for p in &processes {
             println!(
-                "{:<12} {:>8} {:>5}  {:<22} {:<22} {:>10} {:>10} {:>8}  {}",
+                "{:<12} {:>8} {:>5}  {:<22} {:<22} {:>10} {:>10} {:>8}  {:<18} {}",
                 p.who.vnode,
                 p.who.pid,
                 p.who.vpid,
@@ -222,6 +222,7 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
                 mib(p.cache.excache_bytes),
                 mib(p.cache.resident_bytes),
                 uptime(p.who.started_unix_ms),
+                copies(&p.cache),
                 p.who.program
             );
         }
@@ -302,6 +303,17 @@ impl ManagerArgs {
     /// The cluster id to present.
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
+    }
+}
+
+/// The state of a process's vRegions: how many are replicated (two copies) and how many
+/// degraded (one copy left by a mem-server's failure, until the home rebuilds it); `-` for a
+/// process with one copy of everything (`--replicas 1`).
+fn copies(f: &lego_proto::global::ProcessFigures) -> String {
+    match (f.vregions_replicated, f.vregions_degraded) {
+        (0, 0) => "-".to_string(),
+        (r, 0) => format!("{r} replicated"),
+        (r, d) => format!("{r} repl, {d} degraded"),
     }
 }
 

@@ -15,6 +15,7 @@ mod measure;
 mod memory;
 mod metrics;
 mod net_bench;
+mod replication_bench;
 mod pcomp;
 mod remote;
 mod remote_swap;

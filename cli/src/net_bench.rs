@@ -37,7 +37,7 @@ pub struct NetBenchArgs {
 }
 
 /// A child process killed when dropped.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -47,7 +47,7 @@ impl Drop for Running {
 }
 
 /// Starts `cmd` and reads its stdout until a line containing `marker`; the line.
-fn start(mut cmd: Command, marker: &str) -> anyhow::Result<(Running, String)> {
+pub(crate) fn start(mut cmd: Command, marker: &str) -> anyhow::Result<(Running, String)> {
     let what = format!("{cmd:?}");
     let mut child = Running(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().with_context(|| what.clone())?);
     let out = child.0.stdout.take().context("piped stdout")?;

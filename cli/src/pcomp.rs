@@ -32,6 +32,7 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
     c.args(["--prefetch", &req.excache_prefetch.to_string()]);
     c.args(["--excache-cleaner", if req.excache_cleaner { "true" } else { "false" }]);
     c.args(["--vregion-size", &req.vregion_size.to_string(), "--mem-timeout", &req.mem_timeout_s.to_string()]);
+    c.args(["--replicas", &req.replicas.to_string()]);
     if let Some(m) = req.mem {
         c.args(["--mem", &m.to_string()]);
     }
@@ -100,6 +101,7 @@ mod tests {
             excache_cleaner: false,
             vregion_size: 1 << 28,
             mem_timeout_s: 5,
+            replicas: 2,
             trace_syscalls: false,
             stats: true,
             egress: false,
@@ -108,7 +110,7 @@ mod tests {
         let c = launch(&"lego".into(), "10.0.0.1:7050", "10.0.0.2:7060", 3, &req);
         let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let want = "run --local --on-pcomp 10.0.0.1:7050 --global-mgr 10.0.0.2:7060 --vnode web --cluster-id 3 --excache-ways 8 \
-                    --excache-policy clock --prefetch 8 --excache-cleaner false --vregion-size 268435456 --mem-timeout 5 --mem 1073741824 --stats --argv0 prog -- /bin/-odd name --flag";
+                    --excache-policy clock --prefetch 8 --excache-cleaner false --vregion-size 268435456 --mem-timeout 5 --replicas 2 --mem 1073741824 --stats --argv0 prog -- /bin/-odd name --flag";
         assert_eq!(args.join(" "), want);
         let env: Vec<(String, Option<String>)> =
             c.get_envs().map(|(k, v)| (k.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned()))).collect();

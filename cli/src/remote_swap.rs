@@ -106,6 +106,7 @@ impl Blocks {
             space_top: top,
             mmap_top: base + span,
             stack: (top - PAGE, top),
+            replicas: 1,
         };
         let mut b = Blocks {
             home,
@@ -134,7 +135,7 @@ impl Blocks {
             other => bail!("the home answered {other:?}"),
         };
         for o in &outcome.owners {
-            self.owners.set(o.index, &o.owner)?;
+            self.owners.set(o.index, &o.owner, o.secondary.as_deref())?;
         }
         if let Some(e) = outcome.effects.iter().find(|e| !matches!(e, Effect::Map(_))) {
             bail!("unexpected effect {e:?}");

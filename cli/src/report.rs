@@ -122,6 +122,9 @@ fn figures(last: &(Instant, CacheStats), now: &(Instant, CacheStats)) -> Process
         evictions_per_s: s.evictions.saturating_sub(prev.evictions) as f64 / secs,
         miss_p50_us: us(0.5),
         miss_p99_us: us(0.99),
+        replicated_bytes: s.replicated * PAGE_SIZE as u64,
+        vregions_replicated: s.vregions_replicated,
+        vregions_degraded: s.vregions_degraded,
     }
 }
 

@@ -178,6 +178,7 @@ fn request(args: &RunArgs) -> RunRequest {
         excache_cleaner: m.excache_cleaner,
         vregion_size: m.vregion_size,
         mem_timeout_s: m.mem_timeout,
+        replicas: m.replicas,
         trace_syscalls: args.trace_syscalls,
         stats: args.stats,
         egress: args.egress,
@@ -398,6 +399,10 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   prefetched, used        {:>10}", c.prefetch_used);
     eprintln!("lego:   prefetched, evicted unused {:>7}", c.prefetch_unused);
     eprintln!("lego:   bytes in / out          {:>10} / {}", c.bytes_in, c.bytes_out);
+    eprintln!("lego:   replicated lines        {:>10}", c.replicated);
+    if c.failovers > 0 {
+        eprintln!("lego:   fail-overs              {:>10}  (longest {:.1} ms)", c.failovers, c.failover_ns as f64 / 1e6);
+    }
     if !c.miss_ns.is_empty() {
         let us = |q: f64| c.miss_ns.value_at_quantile(q) as f64 / 1000.0;
         eprintln!(

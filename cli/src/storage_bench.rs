@@ -62,11 +62,25 @@ impl Remote {
             buffer_cache_bytes: self.buffer_cache,
             ..mem_server::Config::new("127.0.0.1:0", 1 << 20, 0)
         };
-        let mem = mem_server::MemServer::bind(config)?.spawn()?;
-        let fs = RemoteFs::connect(&mem.addr().to_string(), &self.storage.addr().to_string(), VNODE, 0, Duration::from_secs(30))
-            .map_err(anyhow::Error::msg)?;
-        self.mem = Some(mem);
-        fs.open(PATH, libc::O_RDWR, 0).map_err(|e| anyhow::anyhow!("opening {}: {e:?}", String::from_utf8_lossy(PATH)))
+        self.mem = Some(mem_server::MemServer::bind(config)?.spawn()?);
+        self.open()
+    }
+
+    /// A new connection to the current mem-server and the big file opened on it.
+    fn open(&self) -> anyhow::Result<Box<dyn File>> {
+        self.fs()?.open(PATH, libc::O_RDWR, 0).map_err(|e| anyhow::anyhow!("opening {}: {e:?}", String::from_utf8_lossy(PATH)))
+    }
+
+    /// A new connection to the current mem-server and client `c`'s own small file, created.
+    fn create(&self, c: usize) -> anyhow::Result<Box<dyn File>> {
+        let path = format!("/client{c}");
+        self.fs()?.open(path.as_bytes(), libc::O_RDWR | libc::O_CREAT, 0o644).map_err(|e| anyhow::anyhow!("creating {path}: {e:?}"))
+    }
+
+    fn fs(&self) -> anyhow::Result<RemoteFs> {
+        let mem = self.mem.as_ref().context("no mem-server running")?;
+        RemoteFs::connect(&mem.addr().to_string(), &self.storage.addr().to_string(), VNODE, 0, Duration::from_secs(30))
+            .map_err(anyhow::Error::msg)
     }
 }
 
@@ -191,5 +205,93 @@ pub fn run(args: &StorageBenchArgs) -> anyhow::Result<()> {
         native.sync_data()?;
     }
     row(&format!("4 KB write + fsync ({n} times)"), lego, rate(n, t.elapsed()));
+    // Closed while its mem-server runs (closing writes back).
+    drop(file);
+    clients(&mut remote, args)
+}
+
+/// Client counts of the concurrency rows.
+const CLIENTS: [usize; 3] = [1, 4, 16];
+
+/// `ops` operations spread over `n` clients running at once, each its own thread with its own
+/// connection (`files[i]`): `op(file, client, i)` for the client's i-th operation. Answers the
+/// total rate.
+fn at_once(files: &[Box<dyn File>], ops: u64, op: impl Fn(&dyn File, usize, u64) -> anyhow::Result<()> + Sync) -> anyhow::Result<f64> {
+    let per = (ops / files.len() as u64).max(1);
+    let start = std::sync::Barrier::new(files.len() + 1);
+    let t = std::thread::scope(|s| -> anyhow::Result<Duration> {
+        let workers: Vec<_> = files
+            .iter()
+            .enumerate()
+            .map(|(c, f)| {
+                let (start, op) = (&start, &op);
+                s.spawn(move || -> anyhow::Result<()> {
+                    start.wait();
+                    (0..per).try_for_each(|i| op(&**f, c, i))
+                })
+            })
+            .collect();
+        start.wait();
+        let t = Instant::now();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+        }
+        Ok(t.elapsed())
+    })?;
+    Ok(rate(per * files.len() as u64, t))
+}
+
+/// The raw limit of `n` clients: `n` pairs of threads doing raw TCP round trips at once.
+fn raw_at_once(n: usize, ops: u64) -> anyhow::Result<f64> {
+    let per = (ops / n as u64).max(1) as usize;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let pairs: Vec<_> = (0..n).map(|_| s.spawn(move || lego_vmm::bench::raw_round_trips("127.0.0.1", per, Duration::ZERO))).collect();
+        pairs.into_iter().try_for_each(|p| p.join().map_err(|_| anyhow::anyhow!("a round-trip thread panicked"))?.map(drop).map_err(anyhow::Error::from))
+    })?;
+    Ok(rate((per * n) as u64, t.elapsed()))
+}
+
+/// The rows of 1, 4 and 16 clients at once, each beside the raw limit of as many concurrent
+/// round trips: warm reads (every client on the one big file, cached), cold reads (a fresh
+/// buffer cache; each client its own part of the file) and 4 KB writes each followed by an
+/// fsync (each client its own file).
+fn clients(remote: &mut Remote, args: &StorageBenchArgs) -> anyhow::Result<()> {
+    let err = |what: &'static str| move |e: lego_vmm::errno::Errno| anyhow::anyhow!("{what}: {e:?}");
+    println!("  concurrent clients (each its own thread and connection to the mem-server; total ops/s):");
+    println!("  {:<34} {:>12} {:>12} {:>9} {:>9}", "pattern", "lego ops/s", "limit ops/s", "lego/lim", "vs 1 cl.");
+    let blocks = args.file_size / BLOCK as u64;
+    let mut warm1 = 0.0;
+    for n in CLIENTS {
+        let limit = raw_at_once(n, args.ops)?;
+        // Cold: a fresh cache, each client reading its own slice of the file at random.
+        remote.cold()?;
+        let files: Vec<Box<dyn File>> = (0..n).map(|_| remote.open()).collect::<anyhow::Result<_>>()?;
+        let slice = (blocks / n as u64).max(1);
+        let block = |c: usize, i: u64| ((c as u64 * slice + offsets(true, 1, slice * BLOCK as u64, i + 3)[0] / BLOCK as u64) % blocks) * BLOCK as u64;
+        let cold = at_once(&files, args.ops / 4, |f, c, i| {
+            let mut buf = [0u8; BLOCK];
+            f.read_at(&mut buf, block(c, i)).map(drop).map_err(err("cold read"))
+        })?;
+        // Warm: the same offsets again, now cached, over and over (all --ops of them).
+        let cold_per = (args.ops / 4 / n as u64).max(1);
+        let warm = at_once(&files, args.ops, |f, c, i| {
+            let mut buf = [0u8; BLOCK];
+            f.read_at(&mut buf, block(c, i % cold_per)).map(drop).map_err(err("warm read"))
+        })?;
+        if n == 1 {
+            warm1 = warm;
+        }
+        let files: Vec<Box<dyn File>> = (0..n).map(|c| remote.create(c)).collect::<anyhow::Result<_>>()?;
+        let data = [0x6bu8; BLOCK];
+        let synced = at_once(&files, (args.ops / 40).max(n as u64), |f, _, i| {
+            f.write_at(&data, (i % 64) * BLOCK as u64).map_err(err("write"))?;
+            f.sync(true).map_err(err("fsync"))
+        })?;
+        for (name, lego) in [("warm read", warm), ("cold read", cold), ("4 KB write + fsync", synced)] {
+            let vs = if name == "warm read" { format!("{:>8.2}x", warm / warm1) } else { String::new() };
+            println!("  {:<34} {lego:>12.0} {limit:>12.0} {:>8.2}x {vs:>9}", format!("{name}, {n} client(s)"), lego / limit);
+        }
+    }
     Ok(())
 }

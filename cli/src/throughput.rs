@@ -105,6 +105,7 @@ fn populate(addr: &str, pages: u64) -> anyhow::Result<u64> {
         space_top: top,
         mmap_top: top - (16 << 20),
         stack: (top - (8 << 20), top),
+        replicas: 1,
     };
     let mut call = |req: &Request| -> anyhow::Result<Reply> { Ok(msg::decode(&t.call(PROC, &msg::encode(req))?)?) };
     match call(&Request::CreateProcess(spec))? {

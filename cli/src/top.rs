@@ -86,7 +86,7 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
     let widths = [4, 15, 22, 6, 9, 9, 10, 12, 12, 8, 7].map(Constraint::Length);
     f.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title("components")), comps);
     let header = Row::new([
-        "VNODE", "PID", "PCOMPONENT", "HOME", "MISSES/S", "P50 US", "P99 US", "EVICT/S", "IN MiB", "OUT MiB", "EXCACHE", "UP", "PROGRAM",
+        "VNODE", "PID", "PCOMPONENT", "HOME", "MISSES/S", "P50 US", "P99 US", "EVICT/S", "IN MiB", "OUT MiB", "REPL MiB", "EXCACHE", "UP", "PROGRAM",
     ])
     .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = view.processes.iter().map(|p| {
@@ -101,12 +101,13 @@ fn draw(f: &mut Frame, addr: &str, view: &View) {
             format!("{:.0}", p.cache.evictions_per_s),
             (p.cache.bytes_in >> 20).to_string(),
             (p.cache.bytes_out >> 20).to_string(),
+            (p.cache.replicated_bytes >> 20).to_string(),
             format!("{}/{}", p.cache.resident_bytes >> 20, mib(p.cache.excache_bytes)),
             uptime(p.who.started_unix_ms),
             p.who.program.clone(),
         ])
     });
-    let widths = [10, 8, 22, 22, 9, 7, 7, 8, 7, 8, 14, 7].map(Constraint::Length).into_iter().chain([Constraint::Min(20)]);
+    let widths = [10, 8, 22, 22, 9, 7, 7, 8, 7, 8, 9, 14, 7].map(Constraint::Length).into_iter().chain([Constraint::Min(20)]);
     f.render_widget(Table::new(rows, widths).header(header).block(Block::bordered().title("processes (ExCache)")), procs);
     let header = Row::new(["ID", "VNODE", "VIP", "MEM", "EXCACHE", "STORAGE"]).style(Style::new().add_modifier(Modifier::BOLD));
     let rows = view.vnodes.iter().map(|v| {

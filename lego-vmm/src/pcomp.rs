@@ -384,6 +384,7 @@ mod tests {
             excache_cleaner: false,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,
+            replicas: 1,
             trace_syscalls: false,
             stats: false,
             egress: false,

@@ -24,6 +24,7 @@ pub(crate) fn memory(capacity: u64, excache: u64) -> (mem_server::Handle, Memory
         cluster: 0,
         vregion_size: DEFAULT_VREGION_SIZE,
         timeout: Duration::from_secs(10),
+        replicas: 1,
         excache: ExCacheConfig { bytes: excache, ways: 64, policy: Policy::Fifo, prefetch: DEFAULT_PREFETCH, cleaner: true },
         transport: Default::default(),
     };

@@ -17,7 +17,7 @@
 //! storage server merely restarted). An unlink forgets the error with the file; a rename moves it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use lego_proto::storage::{errno, now_ns, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
@@ -40,7 +40,7 @@ pub trait Backing {
 }
 
 /// A file, as the cache names it.
-type FileKey = (String, Vec<u8>);
+pub type FileKey = (String, Vec<u8>);
 
 struct Page {
     data: Box<[u8; PAGE as usize]>,
@@ -117,14 +117,29 @@ pub struct BufferCache {
     errors: HashMap<FileKey, i32>,
     /// Files whose write-back failed during the request in progress, to forget at its end.
     lost: Vec<FileKey>,
+    /// Most pages of all the caches sharing `total`.
     capacity: usize,
+    /// Pages held by every cache sharing this budget (this one included).
+    total: Arc<AtomicUsize>,
     counters: Arc<CacheCounters>,
 }
+
+/// Pages a cache may always keep, whatever the others sharing its budget hold: those of the
+/// largest request and its read-ahead, which must stay while the request copies them out.
+const FLOOR: usize = (MIN_CAPACITY / PAGE) as usize;
 
 impl BufferCache {
     /// A cache of at most `capacity_bytes`, and at least [`MIN_CAPACITY`] so that the pages of
     /// the largest request fit at once.
     pub fn new(capacity_bytes: u64) -> BufferCache {
+        BufferCache::sharing(capacity_bytes, Arc::new(AtomicUsize::new(0)))
+    }
+
+    /// One of several caches that hold at most `capacity_bytes` together, counting their pages
+    /// in `total`: when the total is over, the cache that inserts evicts its own least recently
+    /// used pages, down to [`MIN_CAPACITY`] (so the caches together may exceed `capacity_bytes`
+    /// by at most that much each).
+    pub fn sharing(capacity_bytes: u64, total: Arc<AtomicUsize>) -> BufferCache {
         let capacity = capacity_bytes.max(MIN_CAPACITY) / PAGE;
         BufferCache {
             pages: LruCache::unbounded(),
@@ -132,6 +147,7 @@ impl BufferCache {
             errors: HashMap::new(),
             lost: Vec::new(),
             capacity: capacity as usize,
+            total,
             counters: Arc::new(CacheCounters { capacity, ..CacheCounters::default() }),
         }
     }
@@ -164,6 +180,7 @@ impl BufferCache {
             StorageOp::Write { path, offset, data } => self.write(&key(path), *offset, data, storage),
             StorageOp::Stat { path } => self.stat(&key(path), storage),
             StorageOp::Fsync { path } => self.fsync(&key(path), storage),
+            StorageOp::SyncFs => self.syncfs(&req, storage),
             StorageOp::Create { path, truncate: true, .. } | StorageOp::Truncate { path, .. } => {
                 let k = key(path);
                 // A failed write-back is kept for the file's next fsync or close.
@@ -177,9 +194,11 @@ impl BufferCache {
                 self.errors.remove(&k);
             }),
             StorageOp::Rename { from, to } => self.rename(&req, from, to, storage),
-            StorageOp::Create { .. } | StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } => {
-                forward(&req, storage)
-            }
+            StorageOp::Create { .. }
+            | StorageOp::Mkdir { .. }
+            | StorageOp::Rmdir { .. }
+            | StorageOp::Readdir { .. }
+            | StorageOp::StatFs => forward(&req, storage),
         };
         self.forget_lost();
         result.unwrap_or_else(StorageReply::Error)
@@ -217,8 +236,33 @@ impl BufferCache {
         if offset >= end {
             return Ok(StorageReply::Data(Vec::new()));
         }
+        self.fill(key, offset / PAGE, (end - 1) / PAGE, storage)?;
+        self.copy_out(key, offset, end)
+    }
+
+    /// A read answered from the cache alone, without storage (`None` if that cannot be: the
+    /// file is not known here or a page is missing), so that a hit need not wait for anything.
+    pub fn cached_read(&mut self, vnode: &str, path: &[u8], offset: u64, len: u32) -> Option<StorageReply> {
+        if len as usize > MAX_IO {
+            return None;
+        }
+        let key = (vnode.to_string(), path.to_vec());
+        let size = self.files.get(&key)?.attr.size;
+        let end = offset.saturating_add(u64::from(len)).min(size);
+        if offset >= end {
+            return Some(StorageReply::Data(Vec::new()));
+        }
         let (first, last) = (offset / PAGE, (end - 1) / PAGE);
-        self.fill(key, first, last, storage)?;
+        if !(first..=last).all(|i| self.pages.contains(&(key.clone(), i))) {
+            return None;
+        }
+        add(&self.counters.hits, last - first + 1);
+        self.copy_out(&key, offset, end).ok()
+    }
+
+    /// Bytes `offset..end` of a file whose pages there are all cached.
+    fn copy_out(&mut self, key: &FileKey, offset: u64, end: u64) -> Result<StorageReply, i32> {
+        let (first, last) = (offset / PAGE, (end - 1) / PAGE);
         let mut out = Vec::with_capacity((end - offset) as usize);
         for idx in first..=last {
             let page = self.pages.get(&(key.clone(), idx)).ok_or(errno::EIO)?;
@@ -291,37 +335,70 @@ impl BufferCache {
         self.errors.remove(key).map_or(synced, Err)
     }
 
+    /// `sync`/`syncfs` of a vNode: writes back every file of it, then has storage sync them
+    /// all. Answers the first error, as syncfs(2) does; errors of earlier lost write-backs stay
+    /// for each file's own fsync or close.
+    fn syncfs(&mut self, req: &StorageRequest, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+        let keys: Vec<FileKey> = self.files.keys().filter(|k| k.0 == req.vnode).cloned().collect();
+        let mut failed = None;
+        for k in &keys {
+            if let Err(e) = self.write_back_file(k, storage) {
+                failed.get_or_insert(e);
+            }
+        }
+        let synced = forward(req, storage)?;
+        for k in &keys {
+            // As in fsync: a write-back on an older storage connection cannot be vouched for.
+            let since = self.files.get_mut(k).and_then(|f| f.unsynced.take());
+            if since.is_some_and(|g| g != storage.generation()) {
+                failed.get_or_insert(errno::EIO);
+            }
+        }
+        failed.map_or(Ok(synced), Err)
+    }
+
     fn rename(&mut self, req: &StorageRequest, from: &[u8], to: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
-        // Everything cached at or under either name is written back and dropped: storage then
-        // holds the only copy, under whichever name the rename leaves it.
-        let under = |path: &[u8], root: &[u8]| path == root || (path.starts_with(root) && path.get(root.len()) == Some(&b'/'));
-        let affected: Vec<FileKey> = self
-            .files
-            .keys()
-            .filter(|(v, p)| *v == req.vnode && (under(p, from) || under(p, to)))
-            .cloned()
-            .collect();
+        self.release(&req.vnode, from, to, storage);
+        let reply = forward(req, storage)?;
+        for (k, e) in renamed_errors(self.take_errors(&req.vnode, from, to), from, to) {
+            self.errors.insert(k, e);
+        }
+        Ok(reply)
+    }
+
+    /// Before a rename: everything cached at or under either name is written back and dropped,
+    /// so that storage holds the only copy, under whichever name the rename leaves it. A failed
+    /// write-back is kept for the file's next fsync or close.
+    pub fn release(&mut self, vnode: &str, from: &[u8], to: &[u8], storage: &mut dyn Backing) {
+        let affected: Vec<FileKey> =
+            self.files.keys().filter(|(v, p)| v == vnode && (under(p, from) || under(p, to))).cloned().collect();
         for k in &affected {
-            // A failed write-back is kept for the file's next fsync or close.
             let _ = self.write_back_file(k, storage);
         }
         for k in &affected {
             self.forget(k);
         }
-        let reply = forward(req, storage)?;
-        // The errors not reported yet go with the files: dropped with those the rename replaced,
-        // moved with the renamed ones.
-        let affected: Vec<FileKey> = self.errors.keys().filter(|(v, p)| *v == req.vnode && (under(p, from) || under(p, to))).cloned().collect();
-        let errors: Vec<(FileKey, i32)> = affected.into_iter().filter_map(|k| self.errors.remove(&k).map(|e| (k, e))).collect();
-        for ((vnode, path), e) in errors {
-            if under(&path, from) {
-                self.errors.insert((vnode, [to, &path[from.len()..]].concat()), e);
-            }
-        }
-        Ok(reply)
+        self.forget_lost();
     }
 
-    /// The file's size as far as the cache knows it, asking storage the first time.
+    /// After a rename: the errors not reported yet of files at or under either name, taken out
+    /// (see [`renamed_errors`] for where they go).
+    pub fn take_errors(&mut self, vnode: &str, from: &[u8], to: &[u8]) -> Vec<(FileKey, i32)> {
+        let affected: Vec<FileKey> =
+            self.errors.keys().filter(|(v, p)| v == vnode && (under(p, from) || under(p, to))).cloned().collect();
+        affected.into_iter().filter_map(|k| self.errors.remove(&k).map(|e| (k, e))).collect()
+    }
+
+    /// Keeps an unreported write-back error for file `key` (moved here by a rename).
+    pub fn keep_error(&mut self, key: FileKey, e: i32) {
+        self.errors.insert(key, e);
+    }
+
+    /// Whether the cache holds any file of `vnode`.
+    pub fn holds(&self, vnode: &str) -> bool {
+        self.files.keys().any(|(v, _)| v == vnode)
+    }
+
     fn size(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<u64, i32> {
         if let Some(f) = self.files.get(key) {
             return Ok(f.attr.size);
@@ -388,9 +465,12 @@ impl BufferCache {
         if let Some(f) = self.files.get_mut(&k.0) {
             f.pages.insert(k.1);
         }
-        self.pages.put(k, page);
-        while self.pages.len() > self.capacity {
+        if self.pages.put(k, page).is_none() {
+            self.total.fetch_add(1, Ordering::Relaxed);
+        }
+        while self.pages.len() > FLOOR && self.total.load(Ordering::Relaxed) > self.capacity {
             let Some(((file, idx), victim)) = self.pages.pop_lru() else { break };
+            self.total.fetch_sub(1, Ordering::Relaxed);
             add(&self.counters.evictions, 1);
             let size = self.files.get(&file).map_or(0, |f| f.attr.size);
             if victim.dirty {
@@ -474,14 +554,31 @@ impl BufferCache {
     fn forget(&mut self, key: &FileKey) {
         if let Some(f) = self.files.remove(key) {
             for idx in f.pages {
-                self.pages.pop(&(key.clone(), idx));
+                if self.pages.pop(&(key.clone(), idx)).is_some() {
+                    self.total.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }
 }
 
+/// Whether `path` is `root` or lies under it.
+fn under(path: &[u8], root: &[u8]) -> bool {
+    path == root || (path.starts_with(root) && path.get(root.len()) == Some(&b'/'))
+}
+
+/// Where the unreported errors a rename of `from` to `to` took out go: dropped with the files
+/// the rename replaced, moved with the renamed ones.
+pub fn renamed_errors(errors: Vec<(FileKey, i32)>, from: &[u8], to: &[u8]) -> Vec<(FileKey, i32)> {
+    errors
+        .into_iter()
+        .filter(|((_, path), _)| under(path, from))
+        .map(|((vnode, path), e)| ((vnode, [to, &path[from.len()..]].concat()), e))
+        .collect()
+}
+
 /// Sends a request to storage; an unreachable storage server is `EIO`, an error reply its errno.
-fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
+pub fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
     match storage.call(req) {
         Ok(StorageReply::Error(e)) => Err(e),
         Ok(r) => Ok(r),
@@ -559,11 +656,13 @@ mod tests {
                     }
                     None => missing,
                 },
-                StorageOp::Fsync { .. } => {
+                StorageOp::Fsync { .. } | StorageOp::SyncFs => {
                     self.fsyncs += 1;
                     StorageReply::Done
                 }
-                StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } => StorageReply::Error(errno::EINVAL),
+                StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } | StorageOp::StatFs => {
+                    StorageReply::Error(errno::EINVAL)
+                }
             })
         }
     }
@@ -606,6 +705,28 @@ mod tests {
         assert_eq!(read(&mut c, &mut d, "/f", 9990, 100).len(), 10, "short at the end of the file");
         assert!(read(&mut c, &mut d, "/f", 20_000, 100).is_empty());
         assert_eq!(c.figures().misses, 3);
+    }
+
+    #[test]
+    fn caches_sharing_a_budget_hold_it_together_and_one_file_may_fill_it() {
+        let mut d = Disk::default();
+        let big: Vec<u8> = (0..4 * MIN_CAPACITY as usize).map(|i| (i / 4096) as u8).collect();
+        d.files.insert(p("/big"), big.clone());
+        d.files.insert(p("/small"), vec![9; MIN_CAPACITY as usize]);
+        let total = Arc::new(AtomicUsize::new(0));
+        let cap = 3 * MIN_CAPACITY;
+        let (mut a, mut b) = (BufferCache::sharing(cap, total.clone()), BufferCache::sharing(cap, total.clone()));
+        for off in (0..MIN_CAPACITY).step_by(MAX_IO) {
+            read(&mut b, &mut d, "/small", off, MAX_IO as u32);
+        }
+        for off in (0..big.len() as u64).step_by(MAX_IO) {
+            assert_eq!(read(&mut a, &mut d, "/big", off, MAX_IO as u32), big[off as usize..][..MAX_IO]);
+        }
+        let pages = |c: &BufferCache| c.len() as u64;
+        assert_eq!(pages(&b), MIN_CAPACITY / PAGE, "the other cache keeps its floor");
+        assert_eq!(pages(&a) + pages(&b), cap / PAGE, "together they hold the shared capacity");
+        assert_eq!(total.load(Ordering::Relaxed) as u64, cap / PAGE);
+        assert!(pages(&a) > cap / PAGE / 2, "one file uses more than an equal share");
     }
 
     #[test]

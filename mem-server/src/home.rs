@@ -140,6 +140,7 @@ fn call_name(c: &OwnerCall) -> &'static str {
         OwnerCall::Regions { .. } => "Regions",
         OwnerCall::MovePages { .. } => "MovePages",
         OwnerCall::TakePages { .. } => "TakePages",
+        OwnerCall::ReadPages { .. } => "ReadPages",
         OwnerCall::PutPages { .. } => "PutPages",
         OwnerCall::Release => "Release",
         OwnerCall::CopyOf { .. } => "CopyOf",
@@ -149,8 +150,11 @@ fn call_name(c: &OwnerCall) -> &'static str {
 /// One entry of the vRegion array.
 #[derive(Clone, Copy, Debug)]
 struct VRegion {
-    /// Index into the spec's servers.
+    /// Index into the spec's servers: the primary.
     owner: usize,
+    /// The secondary (LegoOS §4.7), with `replicas: 2` while it is alive: every vma change goes
+    /// to it too, and the pComponent writes every flushed line to both.
+    secondary: Option<usize>,
     /// Bytes mapped in the vRegion (the free-space summary).
     mapped: u64,
 }
@@ -170,6 +174,11 @@ pub struct HomeProcess {
     vregions: BTreeMap<u64, VRegion>,
     brk_start: u64,
     brk: u64,
+    /// vRegions whose primary or secondary changed during the current call (a copy lost), to be
+    /// named in its outcome.
+    changed: Vec<u64>,
+    /// Servers found failed: never chosen again for the process.
+    failed: BTreeSet<usize>,
 }
 
 impl HomeProcess {
@@ -191,7 +200,10 @@ impl HomeProcess {
             return Err(libc::EINVAL);
         }
         let brk = spec.user_min;
-        Ok(HomeProcess { proc, spec, vregions: BTreeMap::new(), brk_start: brk, brk })
+        if !(1..=2).contains(&spec.replicas) || spec.replicas == 2 && spec.servers.len() < 2 {
+            return Err(libc::EINVAL);
+        }
+        Ok(HomeProcess { proc, spec, vregions: BTreeMap::new(), brk_start: brk, brk, changed: Vec::new(), failed: BTreeSet::new() })
     }
 
     /// The spec the process was created with.
@@ -204,9 +216,137 @@ impl HomeProcess {
         self.vregions.get(&index).map(|v| v.owner)
     }
 
-    /// Every owner the process has, without repeats.
+    /// The secondary of vRegion `index`, if it has one.
+    pub fn secondary_of(&self, index: u64) -> Option<usize> {
+        self.vregions.get(&index).and_then(|v| v.secondary)
+    }
+
+    /// Every server holding a copy of some vRegion of the process (primaries and secondaries),
+    /// without repeats.
     pub fn owners(&self) -> BTreeSet<usize> {
-        self.vregions.values().map(|v| v.owner).collect()
+        self.vregions.values().flat_map(|v| std::iter::once(v.owner).chain(v.secondary)).collect()
+    }
+
+    /// The pComponent found `server` failed and stopped using it for vRegion `index`
+    /// ([`lego_proto::mm::Request::ReplicaLost`]): the secondary takes over if `server` was the
+    /// primary; with `rebuild`, a new secondary gets a copy ([`Self::rebuild`]). Unknown names
+    /// and vRegions change nothing. The outcome names the vRegion's owners.
+    pub fn replica_lost(&mut self, index: u64, server: &str, rebuild: bool, o: &mut dyn Owners) -> MemOutcome {
+        if let Some(i) = self.spec.servers.iter().position(|s| s == server) {
+            self.lose(index, i);
+        }
+        if rebuild {
+            self.rebuild(o, index);
+        }
+        self.changed.clear();
+        MemOutcome { value: 0, effects: Vec::new(), owners: self.announce(index).into_iter().collect() }
+    }
+
+    /// Gives vRegion `index`, left with one copy, a new secondary (chosen as at adoption, among
+    /// the servers that did not fail) and copies the primary's regions and pages to it, through
+    /// the home in bounded chunks. The pComponent holds its ExCache still meanwhile, so no
+    /// write-back races the copy. A failure leaves the vRegion with one copy (logged).
+    fn rebuild(&mut self, o: &mut dyn Owners, index: u64) {
+        let Some(v) = self.vregions.get(&index).copied() else { return };
+        if self.spec.replicas < 2 || v.secondary.is_some() {
+            return;
+        }
+        let Some(s) = self.adopt_secondary(o, index, v.owner) else { return };
+        let base = index * self.vs();
+        let (start, end) = (base, base.saturating_add(self.vs()));
+        let copied = (|| -> Result<(), HomeError> {
+            let OwnerOutcome::Regions(Some(regions)) = self.owner_call(o, v.owner, OwnerCall::Regions { start, end })? else {
+                return Err(self.unexpected(v.owner, "Regions"));
+            };
+            for vma in regions {
+                self.owner_call(o, s, OwnerCall::Map { vma })?;
+            }
+            let mut at = start;
+            loop {
+                let OwnerOutcome::Pages { pages, more } = self.owner_call(o, v.owner, OwnerCall::ReadPages { start: at, end, max: TAKE_MAX })? else {
+                    return Err(self.unexpected(v.owner, "ReadPages"));
+                };
+                let Some(&(last, _)) = pages.last() else { return Ok(()) };
+                self.owner_call(o, s, OwnerCall::PutPages { pages })?;
+                if !more {
+                    return Ok(());
+                }
+                at = last + P;
+            }
+        })();
+        match copied {
+            Ok(()) => {
+                tracing::info!(proc = self.proc, index, secondary = %self.spec.servers[s], "vRegion rebuilt: two copies again");
+                if let Some(v) = self.vregions.get_mut(&index) {
+                    v.secondary = Some(s);
+                }
+                self.changed.push(index);
+            }
+            Err(e) => {
+                tracing::warn!(proc = self.proc, index, error = %e, "rebuilding a secondary failed: one copy only");
+                let _ = self.owner_call(o, s, OwnerCall::Release);
+            }
+        }
+    }
+
+    /// Stops using server `server` for vRegion `index`: a lost primary is replaced by the
+    /// secondary (promoted), a lost secondary leaves one copy.
+    fn lose(&mut self, index: u64, server: usize) {
+        self.failed.insert(server);
+        let Some(v) = self.vregions.get_mut(&index) else { return };
+        if v.owner == server {
+            let Some(s) = v.secondary.take() else { return };
+            tracing::warn!(proc = self.proc, index, lost = %self.spec.servers[server], promoted = %self.spec.servers[s], "primary lost; the secondary is the primary now");
+            v.owner = s;
+        } else if v.secondary == Some(server) {
+            tracing::warn!(proc = self.proc, index, lost = %self.spec.servers[server], "secondary lost; one copy left");
+            v.secondary = None;
+        } else {
+            return;
+        }
+        self.changed.push(index);
+    }
+
+    /// The announcement of vRegion `index`'s copies, for an outcome.
+    fn announce(&self, index: u64) -> Option<VRegionOwner> {
+        let v = self.vregions.get(&index)?;
+        Some(VRegionOwner {
+            index,
+            owner: self.spec.servers[v.owner].clone(),
+            secondary: v.secondary.map(|s| self.spec.servers[s].clone()),
+        })
+    }
+
+    /// Adds the vRegions whose copies changed during the call to `out`.
+    fn announce_changes(&mut self, out: &mut Out) {
+        for index in std::mem::take(&mut self.changed) {
+            if let Some(a) = self.announce(index) {
+                out.owners.retain(|o| o.index != index);
+                out.owners.push(a);
+            }
+        }
+    }
+
+    /// Hands `call` about vRegion `index` to its primary and, with `mirror`, to its secondary
+    /// too; the primary's answer is returned. A primary that cannot be reached is replaced by
+    /// the secondary (promoted) and the call goes there; a secondary that fails is dropped.
+    fn vcall(&mut self, o: &mut dyn Owners, index: u64, call: OwnerCall, mirror: bool) -> Result<OwnerOutcome, HomeError> {
+        let v = *self.vregions.get(&index).ok_or(HomeError::Inconsistent { index })?;
+        let r = match self.owner_call(o, v.owner, call.clone()) {
+            Err(HomeError::Owner { failure: OwnerFailure::Unreachable(why), .. }) if v.secondary.is_some() => {
+                tracing::warn!(proc = self.proc, index, server = %self.spec.servers[v.owner], %why, "primary unreachable");
+                self.lose(index, v.owner);
+                return self.vcall(o, index, call, mirror);
+            }
+            r => r?,
+        };
+        if let (true, Some(s)) = (mirror, v.secondary) {
+            if let Err(e) = self.owner_call(o, s, call) {
+                tracing::warn!(proc = self.proc, index, error = %e, "the secondary failed a vma change");
+                self.lose(index, s);
+            }
+        }
+        Ok(r)
     }
 
     /// Maps the stack: the answer to `CreateProcess`.
@@ -214,6 +354,7 @@ impl HomeProcess {
         let (start, end) = self.spec.stack;
         let mut out = Out::default();
         let r = self.map_region(o, &mut out, start, end, Prot::RW, VmaKind::Stack).map(|()| 0);
+        self.announce_changes(&mut out);
         finish(r.map_err(Fail::Home), out)
     }
 
@@ -221,7 +362,7 @@ impl HomeProcess {
     /// pages to `child`. The outcome maps every region of the copy and names every owner. If an
     /// owner fails, the owners that copied release the copy again.
     pub fn fork(&self, child: u64, o: &mut dyn Owners) -> Result<Result<(HomeProcess, MemOutcome), i32>, HomeError> {
-        let copy = HomeProcess { proc: child, ..self.clone() };
+        let mut copy = HomeProcess { proc: child, ..self.clone() };
         let mut copied = Vec::new();
         let mut failed = None;
         for owner in self.owners() {
@@ -243,13 +384,15 @@ impl HomeProcess {
             };
         }
         let mut out = Out::default();
-        for (&index, v) in &copy.vregions {
-            out.owners.push(VRegionOwner { index, owner: self.spec.servers[v.owner].clone() });
+        let indexes: Vec<u64> = copy.vregions.keys().copied().collect();
+        for index in indexes {
             let start = index * self.vs();
-            for vma in copy.regions(o, v.owner, start, start + self.vs())? {
+            for vma in copy.regions(o, index, start, start + self.vs())? {
                 out.effects.push(Effect::Map(vma));
             }
+            out.owners.extend(copy.announce(index));
         }
+        copy.changed.clear();
         Ok(Ok((copy, MemOutcome { value: 0, effects: out.effects, owners: out.owners })))
     }
 
@@ -268,6 +411,7 @@ impl HomeProcess {
             MemCall::SetBrkStart { addr } => self.set_brk_start(addr),
             MemCall::MadviseDontneed { addr, len } => self.madvise_dontneed(o, &mut out, addr, len).map(|()| 0),
         };
+        self.announce_changes(&mut out);
         finish(r, out)
     }
 
@@ -326,11 +470,18 @@ impl HomeProcess {
         HomeError::Unexpected { server: self.spec.servers[owner].clone(), what }
     }
 
-    /// The regions of `[s, e)` inside one owned vRegion.
-    fn regions(&self, o: &mut dyn Owners, owner: usize, s: u64, e: u64) -> Result<Vec<Vma>, HomeError> {
-        match self.owner_call(o, owner, OwnerCall::Regions { start: s, end: e })? {
+    /// The regions of `[s, e)` inside owned vRegion `index`.
+    fn regions(&mut self, o: &mut dyn Owners, index: u64, s: u64, e: u64) -> Result<Vec<Vma>, HomeError> {
+        match self.vcall(o, index, OwnerCall::Regions { start: s, end: e }, false)? {
             OwnerOutcome::Regions(Some(v)) => Ok(v),
-            _ => Err(self.unexpected(owner, "Regions")),
+            _ => Err(self.unexpected_at(index, "Regions")),
+        }
+    }
+
+    fn unexpected_at(&self, index: u64, what: &'static str) -> HomeError {
+        match self.owner_of(index) {
+            Some(owner) => self.unexpected(owner, what),
+            None => HomeError::Inconsistent { index },
         }
     }
 
@@ -340,12 +491,20 @@ impl HomeProcess {
             return Ok(v.owner);
         }
         let servers = &self.spec.servers;
-        let chosen = o.gmm_owner(servers, self.vs()).and_then(|addr| servers.iter().position(|s| *s == addr));
+        // With two copies the primaries go to servers other than the home, which already
+        // carries every memory call of the process: the page traffic goes elsewhere.
+        let home = self.spec.home;
+        let among: Vec<String> = if self.spec.replicas > 1 {
+            servers.iter().enumerate().filter(|&(i, _)| i != home && !self.failed.contains(&i)).map(|(_, s)| s.clone()).collect()
+        } else {
+            servers.iter().enumerate().filter(|&(i, _)| !self.failed.contains(&i)).map(|(_, s)| s.clone()).collect()
+        };
+        let chosen = o.gmm_owner(&among, self.vs()).and_then(|addr| servers.iter().position(|s| *s == addr));
         let owner = match chosen {
             Some(i) => i,
             None => {
                 let mut candidates = Vec::with_capacity(servers.len());
-                for (i, server) in servers.iter().enumerate() {
+                for (i, server) in servers.iter().enumerate().filter(|(_, s)| among.contains(s)) {
                     match o.stat(i) {
                         Ok(s) => candidates.push((i, s)),
                         Err(e) => tracing::warn!(%server, error = %e, "no statistics, not a candidate"),
@@ -355,18 +514,47 @@ impl HomeProcess {
             }
         };
         self.owner_call(o, owner, OwnerCall::Adopt { index, vregion_size: self.vs() })?;
-        self.vregions.insert(index, VRegion { owner, mapped: 0 });
-        out.owners.push(VRegionOwner { index, owner: self.spec.servers[owner].clone() });
+        let secondary = if self.spec.replicas > 1 { self.adopt_secondary(o, index, owner) } else { None };
+        self.vregions.insert(index, VRegion { owner, secondary, mapped: 0 });
+        out.owners.extend(self.announce(index));
         Ok(owner)
     }
 
+    /// A secondary for vRegion `index` on a server other than `owner`, chosen as owners are
+    /// (by the GMM if there is one); `None` (the vRegion runs with one copy, logged) if no other
+    /// server can take it.
+    fn adopt_secondary(&self, o: &mut dyn Owners, index: u64, owner: usize) -> Option<usize> {
+        let servers = &self.spec.servers;
+        // Not the primary's server nor a failed one, and not the home while another can take it.
+        let home = self.spec.home;
+        let live: Vec<usize> = (0..servers.len()).filter(|&i| i != owner && !self.failed.contains(&i)).collect();
+        let pick = if live.iter().any(|&i| i != home) { live.into_iter().filter(|&i| i != home).collect() } else { live };
+        let others: Vec<String> = pick.into_iter().map(|i| servers[i].clone()).collect();
+        let chosen = o.gmm_owner(&others, self.vs()).and_then(|addr| servers.iter().position(|s| *s == addr)).filter(|&i| others.contains(&servers[i]));
+        let secondary = chosen.or_else(|| {
+            let candidates: Vec<_> = (0..servers.len()).filter(|&i| others.contains(&servers[i])).filter_map(|i| o.stat(i).ok().map(|s| (i, s))).collect();
+            choose_owner(&candidates)
+        });
+        let adopted = secondary.filter(|&s| match self.owner_call(o, s, OwnerCall::Adopt { index, vregion_size: self.vs() }) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(proc = self.proc, index, error = %e, "no secondary");
+                false
+            }
+        });
+        if adopted.is_none() {
+            tracing::warn!(proc = self.proc, index, "vRegion has no secondary: one copy only");
+        }
+        adopted
+    }
+
     /// Whether nothing is mapped in `[start, end)`.
-    fn is_free(&self, o: &mut dyn Owners, start: u64, end: u64) -> Result<bool, HomeError> {
-        for (_, v, s, e) in self.owned_in(start, end) {
+    fn is_free(&mut self, o: &mut dyn Owners, start: u64, end: u64) -> Result<bool, HomeError> {
+        for (index, v, s, e) in self.owned_in(start, end) {
             if v.mapped == self.vs() {
                 return Ok(false);
             }
-            if v.mapped > 0 && !self.regions(o, v.owner, s, e)?.is_empty() {
+            if v.mapped > 0 && !self.regions(o, index, s, e)?.is_empty() {
                 return Ok(false);
             }
         }
@@ -374,7 +562,7 @@ impl HomeProcess {
     }
 
     /// The regions of `[start, end)`, clipped, or `None` if some of it is not mapped.
-    fn covering(&self, o: &mut dyn Owners, start: u64, end: u64) -> Result<Option<Vec<Vma>>, HomeError> {
+    fn covering(&mut self, o: &mut dyn Owners, start: u64, end: u64) -> Result<Option<Vec<Vma>>, HomeError> {
         let owned = self.owned_in(start, end);
         if start >= end {
             return Ok(Some(Vec::new()));
@@ -384,11 +572,11 @@ impl HomeProcess {
         }
         let mut all = Vec::new();
         let mut at = start;
-        for (_, v, s, e) in owned {
+        for (index, v, s, e) in owned {
             if v.mapped == 0 {
                 return Ok(None);
             }
-            for r in self.regions(o, v.owner, s, e)? {
+            for r in self.regions(o, index, s, e)? {
                 if r.start != at {
                     return Ok(None);
                 }
@@ -410,9 +598,9 @@ impl HomeProcess {
         kind: VmaKind,
     ) -> Result<(), HomeError> {
         for index in self.index(start)..=self.index(end - 1) {
-            let owner = self.adopt(o, out, index)?;
+            self.adopt(o, out, index)?;
             let (s, e) = self.clip(index, start, end);
-            self.owner_call(o, owner, OwnerCall::Map { vma: Vma { start: s, end: e, prot, kind: kind.clone() } })?;
+            self.vcall(o, index, OwnerCall::Map { vma: Vma { start: s, end: e, prot, kind: kind.clone() } }, true)?;
             if let Some(v) = self.vregions.get_mut(&index) {
                 v.mapped = (v.mapped + (e - s)).min(self.spec.vregion_size);
             }
@@ -435,9 +623,9 @@ impl HomeProcess {
             if v.mapped == 0 {
                 continue;
             }
-            let removed = match self.owner_call(o, v.owner, OwnerCall::Unmap { start: s, end: e })? {
+            let removed = match self.vcall(o, index, OwnerCall::Unmap { start: s, end: e }, true)? {
                 OwnerOutcome::Regions(Some(r)) => bytes(&r),
-                _ => return Err(self.unexpected(v.owner, "Unmap")),
+                _ => return Err(self.unexpected_at(index, "Unmap")),
             };
             removed_any |= removed > 0;
             if let Some(v) = self.vregions.get_mut(&index) {
@@ -465,7 +653,7 @@ impl HomeProcess {
     /// `mmap_top` and at or above the break, vRegion by vRegion from the top. A gap never spans
     /// a partly mapped vRegion and its neighbour; entirely free vRegions (unowned, or owned with
     /// nothing mapped) form runs that a mapping of any size may take.
-    fn place(&self, o: &mut dyn Owners, hint: u64, len: u64, low_2g: bool) -> CallResult<u64> {
+    fn place(&mut self, o: &mut dyn Owners, hint: u64, len: u64, low_2g: bool) -> CallResult<u64> {
         if hint != 0 {
             if let Ok(end) = self.check_user_range(hint, len) {
                 if self.is_free(o, hint, end)? {
@@ -484,7 +672,8 @@ impl HomeProcess {
         // Everything in [cursor, high) has been looked at.
         let mut cursor = high;
         let fits = |top: u64, bottom: u64| (top - bottom >= len).then(|| top - len);
-        for (&index, v) in self.vregions.range(self.index(low)..=self.index(high - 1)).rev() {
+        let owned: Vec<(u64, VRegion)> = self.vregions.range(self.index(low)..=self.index(high - 1)).rev().map(|(&i, &v)| (i, v)).collect();
+        for (index, v) in owned {
             let (wlow, whigh) = self.clip(index, low, high);
             if whigh < cursor {
                 // Unowned vRegions between this one and the last: entirely free.
@@ -499,10 +688,10 @@ impl HomeProcess {
             } else {
                 run_top = None;
                 if len <= vs - v.mapped && whigh - wlow >= len {
-                    match self.owner_call(o, v.owner, OwnerCall::Place { low: wlow, high: whigh, len })? {
+                    match self.vcall(o, index, OwnerCall::Place { low: wlow, high: whigh, len }, false)? {
                         OwnerOutcome::Placed(Some(a)) => return Ok(a),
                         OwnerOutcome::Placed(None) => {}
-                        _ => return Err(self.unexpected(v.owner, "Place").into()),
+                        _ => return Err(self.unexpected_at(index, "Place").into()),
                     }
                 }
             }
@@ -566,10 +755,10 @@ impl HomeProcess {
         if self.covering(o, addr, end)?.is_none() {
             return errno(libc::ENOMEM);
         }
-        for (_, v, s, e) in self.owned_in(addr, end) {
-            match self.owner_call(o, v.owner, OwnerCall::Protect { start: s, end: e, prot })? {
+        for (index, _, s, e) in self.owned_in(addr, end) {
+            match self.vcall(o, index, OwnerCall::Protect { start: s, end: e, prot }, true)? {
                 OwnerOutcome::Regions(Some(_)) => {}
-                _ => return Err(self.unexpected(v.owner, "Protect").into()),
+                _ => return Err(self.unexpected_at(index, "Protect").into()),
             }
         }
         out.effects.push(Effect::Protect { start: addr, end, prot });
@@ -587,8 +776,8 @@ impl HomeProcess {
         if self.covering(o, addr, end)?.is_none() {
             return errno(libc::ENOMEM);
         }
-        for (_, v, s, e) in self.owned_in(addr, end) {
-            self.owner_call(o, v.owner, OwnerCall::Discard { start: s, end: e })?;
+        for (index, _, s, e) in self.owned_in(addr, end) {
+            self.vcall(o, index, OwnerCall::Discard { start: s, end: e }, true)?;
         }
         out.effects.push(Effect::Discard { start: addr, end });
         Ok(())
@@ -691,39 +880,57 @@ impl HomeProcess {
     }
 
     /// Moves the stored pages of `[from, from+len)` to `[to, to+len)` (both mapped), piece by
-    /// piece: within one owner it re-keys them, between owners they pass through the home in
-    /// bounded chunks.
-    fn move_pages(&self, o: &mut dyn Owners, from: u64, to: u64, len: u64) -> Result<(), HomeError> {
+    /// piece, at the primaries and at the secondaries: within one server it re-keys them,
+    /// between servers they pass through the home in bounded chunks. A secondary that fails
+    /// the move, or that would miss the pages because the source has no secondary, is dropped.
+    fn move_pages(&mut self, o: &mut dyn Owners, from: u64, to: u64, len: u64) -> Result<(), HomeError> {
         let vs = self.vs();
         let mut off = 0;
         while off < len {
             let (f, t) = (from + off, to + off);
             let seg = (len - off).min(vs - f % vs).min(vs - t % vs);
-            let src = self.owner_of(self.index(f)).ok_or(HomeError::Inconsistent { index: self.index(f) })?;
-            let dst = self.owner_of(self.index(t)).ok_or(HomeError::Inconsistent { index: self.index(t) })?;
-            if src == dst {
-                self.owner_call(o, src, OwnerCall::MovePages { from: f, to: t, len: seg })?;
-            } else {
-                loop {
-                    let take = OwnerCall::TakePages { start: f, end: f + seg, max: TAKE_MAX };
-                    let OwnerOutcome::Pages { mut pages, more } = self.owner_call(o, src, take)? else {
-                        return Err(self.unexpected(src, "TakePages"));
-                    };
-                    if pages.is_empty() {
-                        break;
-                    }
-                    for (a, _) in &mut pages {
-                        *a = *a - f + t;
-                    }
-                    self.owner_call(o, dst, OwnerCall::PutPages { pages })?;
-                    if !more {
-                        break;
+            let (fi, ti) = (self.index(f), self.index(t));
+            let src = *self.vregions.get(&fi).ok_or(HomeError::Inconsistent { index: fi })?;
+            let dst = *self.vregions.get(&ti).ok_or(HomeError::Inconsistent { index: ti })?;
+            self.move_between(o, src.owner, dst.owner, f, t, seg)?;
+            match (src.secondary, dst.secondary) {
+                (Some(a), Some(b)) => {
+                    if let Err(e) = self.move_between(o, a, b, f, t, seg) {
+                        tracing::warn!(proc = self.proc, error = %e, "the secondaries failed a move");
+                        self.lose(fi, a);
+                        self.lose(ti, b);
                     }
                 }
+                (None, Some(b)) => self.lose(ti, b),
+                _ => {}
             }
             off += seg;
         }
         Ok(())
+    }
+
+    /// Moves the stored pages of `[f, f+seg)` at server `src` to `[t, t+seg)` at server `dst`.
+    fn move_between(&self, o: &mut dyn Owners, src: usize, dst: usize, f: u64, t: u64, seg: u64) -> Result<(), HomeError> {
+        if src == dst {
+            self.owner_call(o, src, OwnerCall::MovePages { from: f, to: t, len: seg })?;
+            return Ok(());
+        }
+        loop {
+            let take = OwnerCall::TakePages { start: f, end: f + seg, max: TAKE_MAX };
+            let OwnerOutcome::Pages { mut pages, more } = self.owner_call(o, src, take)? else {
+                return Err(self.unexpected(src, "TakePages"));
+            };
+            if pages.is_empty() {
+                return Ok(());
+            }
+            for (a, _) in &mut pages {
+                *a = *a - f + t;
+            }
+            self.owner_call(o, dst, OwnerCall::PutPages { pages })?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -173,6 +173,11 @@ impl Owner {
                 let (pages, more) = self.store.take(proc, start, end, max.clamp(1, TAKE_MAX) as usize);
                 Pages { pages, more }
             }
+            OwnerCall::ReadPages { start, end, max } => {
+                self.region(proc, start, end)?;
+                let (pages, more) = self.store.copy_out(proc, start, end, max.clamp(1, TAKE_MAX) as usize);
+                Pages { pages, more }
+            }
             OwnerCall::PutPages { pages } => {
                 self.put_pages(proc, &pages)?;
                 Done

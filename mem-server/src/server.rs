@@ -18,13 +18,13 @@ use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSp
 use lego_proto::storage::StorageReply;
 use lego_proto::transport::{poll_readable, DEFAULT_POLL};
 
-use crate::buffer_cache::{BufferCache, CacheCounters, CacheFigures};
+use crate::buffer_cache::CacheFigures;
+use crate::file_shards::FileShards;
 use crate::gmm::Gmm;
 use crate::home::{HomeProcess, OwnerFailure, Owners};
 use crate::lock;
 use crate::owner::{Owner, OwnerError};
 use crate::peers::Peers;
-use crate::storage_link::StorageLink;
 use crate::store::ZERO_PAGE;
 
 /// Kinds of peers a mem-server talks to.
@@ -34,13 +34,10 @@ pub(crate) const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, Compon
 pub(crate) struct Shared {
     me: Hello,
     owner: Mutex<Owner>,
-    /// The buffer cache and the storage server behind it, under one lock: a miss or write-back
-    /// holds it while storage answers.
-    files: Mutex<(BufferCache, StorageLink)>,
-    /// The storage server's address, for statistics (without waiting on `files`).
+    /// The buffer cache, in shards each with its own connection to the storage server.
+    files: FileShards,
+    /// The storage server's address, for statistics.
     storage: Option<String>,
-    /// The buffer cache's figures, for metrics (without waiting on `files`).
-    cache: Arc<CacheCounters>,
     homes: Mutex<HashMap<u64, Arc<Mutex<HomeProcess>>>>,
     peers: Peers,
     gmm: Option<Gmm>,
@@ -91,12 +88,10 @@ impl Shared {
     /// A server of `capacity_pages` frames in `cluster`, caching the files of `storage` in a
     /// buffer cache of `buffer_cache_bytes`, asking `gmm` for the owners of new vRegions.
     pub(crate) fn new(capacity_pages: u64, cluster: u64, storage: Option<String>, buffer_cache_bytes: u64, gmm: Option<Gmm>) -> Shared {
-        let cache = BufferCache::new(buffer_cache_bytes);
         Shared {
             me: Hello::new(ComponentKind::Memory, cluster),
             owner: Mutex::new(Owner::new(capacity_pages)),
-            cache: cache.counters(),
-            files: Mutex::new((cache, StorageLink::new(storage.clone(), cluster))),
+            files: FileShards::new(buffer_cache_bytes, storage.clone(), cluster),
             storage,
             homes: Mutex::new(HashMap::new()),
             peers: Peers::new(cluster),
@@ -118,7 +113,7 @@ impl Shared {
 
     /// The buffer cache's figures.
     pub(crate) fn cache(&self) -> CacheFigures {
-        self.cache.figures()
+        self.files.figures()
     }
 
     /// Capacity and load.
@@ -219,14 +214,21 @@ impl Shared {
             Request::CreateProcess(spec) => Ok(tokio::task::block_in_place(|| self.create(proc, spec))),
             Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
+            Request::ReplicaLost { index, server, rebuild } => {
+                let home = self.process(proc).ok_or(Status::UnknownProcess)?;
+                let mut p = lock(&home);
+                let mut route = Route::new(self, &p);
+                Ok(Reply::Mem(Ok(tokio::task::block_in_place(|| p.replica_lost(index, &server, rebuild, &mut route)))))
+            }
             Request::ForkProcess { parent } => tokio::task::block_in_place(|| self.fork(proc, parent)),
-            Request::File(req) => Ok(tokio::task::block_in_place(|| {
-                let (cache, storage) = &mut *lock(&self.files);
-                Reply::File(cache.serve(req, storage))
+            // A read of cached pages is answered on the spot; anything that may wait for storage
+            // leaves the async worker first.
+            Request::File(req) => Ok(Reply::File(match self.files.cached_read(&req) {
+                Some(reply) => reply,
+                None => tokio::task::block_in_place(|| self.files.serve(req)),
             })),
             Request::FileClosed { vnode, path } => Ok(tokio::task::block_in_place(|| {
-                let (cache, storage) = &mut *lock(&self.files);
-                Reply::File(cache.write_back(&vnode, &path, storage).map_or_else(StorageReply::Error, |()| StorageReply::Done))
+                Reply::File(self.files.write_back(&vnode, &path).map_or_else(StorageReply::Error, |()| StorageReply::Done))
             })),
         }
     }

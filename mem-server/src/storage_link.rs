@@ -3,7 +3,7 @@
 //! Storage is stateless, so a broken connection is dropped and the next request opens a new one.
 //! A request that fails on a connection opened earlier (the storage server may have restarted
 //! since) is sent once more on a new connection if sending it twice is harmless (reads, stats,
-//! writes at an offset, truncates, fsyncs, readdirs); any other answers `EIO`. Each new connection
+//! writes at an offset, truncates, fsyncs, syncs, statfs, readdirs); any other answers `EIO`. Each new connection
 //! starts a new *generation*: the buffer cache compares generations to learn that write-backs
 //! made before an fsync may not have reached the disk of the server that answers the fsync.
 
@@ -72,6 +72,8 @@ fn idempotent(op: &StorageOp) -> bool {
             | StorageOp::Write { .. }
             | StorageOp::Truncate { .. }
             | StorageOp::Fsync { .. }
+            | StorageOp::SyncFs
+            | StorageOp::StatFs
             | StorageOp::Readdir { .. }
     )
 }

@@ -167,6 +167,15 @@ impl PageStore {
         (out, more)
     }
 
+    /// Copies of the stored pages of `proc` in `[start, end)`, at most `max`, lowest first, and
+    /// whether more remain; the pages stay stored.
+    pub fn copy_out(&self, proc: u64, start: u64, end: u64, max: usize) -> (Vec<(u64, Vec<u8>)>, bool) {
+        let keys = self.keys_in(proc, start, end);
+        let more = keys.len() > max;
+        let out = keys.into_iter().take(max).filter_map(|a| self.map.get(&(proc, a)).map(|&f| (a, self.frame(f).to_vec()))).collect();
+        (out, more)
+    }
+
     /// Copies every stored page of `parent` to `child` (a fork): all or none. Pages `child`
     /// already had are replaced.
     pub fn copy_process(&mut self, parent: u64, child: u64) -> Result<u64, NoSpace> {

@@ -42,6 +42,7 @@ fn spec(servers: &[Handle]) -> ProcessSpec {
         space_top: TOP,
         mmap_top: MMAP_TOP,
         stack: (TOP - VS / 2, TOP),
+        replicas: 1,
     }
 }
 

@@ -197,6 +197,15 @@ pub struct ProcessFigures {
     pub miss_p50_us: Option<f64>,
     /// See `miss_p50_us`.
     pub miss_p99_us: Option<f64>,
+    /// Page bytes written to secondaries since it started (replication, `--replicas 2`).
+    #[serde(default)]
+    pub replicated_bytes: u64,
+    /// vRegions with two copies now.
+    #[serde(default)]
+    pub vregions_replicated: u64,
+    /// vRegions left with one copy by a mem-server's failure (degraded until rebuilt).
+    #[serde(default)]
+    pub vregions_degraded: u64,
 }
 
 /// The managers' placement for a new process of a vNode.

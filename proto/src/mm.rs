@@ -29,6 +29,9 @@ pub struct ProcessSpec {
     pub mmap_top: u64,
     /// The main stack, mapped read-write at creation.
     pub stack: (u64, u64),
+    /// Copies of each vRegion (1 or 2): with 2, every vRegion gets a secondary on another
+    /// mem-server that receives every write-back and every vma change (LegoOS §4.7).
+    pub replicas: u8,
 }
 
 /// A memory system call, already validated for argument shape by nothing: the home validates
@@ -74,8 +77,10 @@ pub enum Effect {
 pub struct VRegionOwner {
     /// vRegion number (address / vregion_size).
     pub index: u64,
-    /// Address of the owning mem-server, as in [`ProcessSpec::servers`].
+    /// Address of the owning mem-server (the primary), as in [`ProcessSpec::servers`].
     pub owner: String,
+    /// Address of the secondary, which the pComponent writes every flushed line to as well.
+    pub secondary: Option<String>,
 }
 
 /// The home's answer to a [`MemCall`].
@@ -111,6 +116,9 @@ pub enum OwnerCall {
     MovePages { from: u64, to: u64, len: u64 },
     /// Hand out (and free) the stored pages of `[start, end)`, at most `max` of them.
     TakePages { start: u64, end: u64, max: u32 },
+    /// Copies of the stored pages of `[start, end)`, at most `max` of them, lowest first, which
+    /// stay stored (the rebuild of a secondary).
+    ReadPages { start: u64, end: u64, max: u32 },
     /// Store pages handed over from another owner.
     PutPages { pages: Vec<(u64, Vec<u8>)> },
     /// Forget the process: its regions and pages in every vRegion this server owns.
@@ -161,6 +169,14 @@ pub enum Request {
     Mem(MemCall),
     /// pComponent -> home: the process ended; release it everywhere.
     ExitProcess,
+    /// pComponent -> home: the pComponent found mem-server `server` failed and stopped using it
+    /// for vRegion `index`: if it was the primary, the secondary is the primary now; if it was
+    /// the secondary, the vRegion has one copy left. The home never asks `server` about the
+    /// process again (it is fenced off). Sent before any other request, with the pComponent's
+    /// ExCache held still, so that the home and the pComponent agree on every owner. With
+    /// `rebuild`, the home gives the vRegion a new secondary on another server and copies the
+    /// primary's regions and pages to it. Answered with [`Reply::Mem`]: the vRegion's owners.
+    ReplicaLost { index: u64, server: String, rebuild: bool },
     /// pComponent -> the home of process `parent`: become the home of the process named in the
     /// frame header, a copy of `parent` (fork). The owners copy the pages among themselves; no
     /// page travels to the pComponent, which flushed `parent`'s dirty lines first. Answered with
@@ -230,7 +246,7 @@ mod tests {
         let o = Reply::Mem(Ok(MemOutcome {
             value: 7,
             effects: vec![Effect::Unmap { start: 0, end: 4096 }],
-            owners: vec![VRegionOwner { index: 1, owner: "127.0.0.1:1".into() }],
+            owners: vec![VRegionOwner { index: 1, owner: "127.0.0.1:1".into(), secondary: None }],
         }));
         assert_eq!(decode::<Reply>(&encode(&o)).unwrap(), o);
     }

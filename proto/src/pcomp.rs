@@ -47,6 +47,8 @@ pub struct RunRequest {
     pub vregion_size: u64,
     /// Seconds to wait for a mem-server before giving the process up.
     pub mem_timeout_s: u64,
+    /// Copies of the process's memory (1 or 2).
+    pub replicas: u8,
     /// Trace every system call to standard error.
     pub trace_syscalls: bool,
     /// Print system-call and ExCache statistics to standard error at exit.
@@ -146,6 +148,7 @@ mod tests {
             excache_cleaner: true,
             vregion_size: 1 << 30,
             mem_timeout_s: 30,
+            replicas: 1,
             trace_syscalls: false,
             stats: true,
             egress: false,

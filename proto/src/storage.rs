@@ -63,7 +63,12 @@ pub enum StorageOp {
     /// Up to `len` bytes of the file at `offset` (fewer at the end of the file).
     Read { path: Vec<u8>, offset: u64, len: u32 },
     /// Writes `data` at `offset`, extending the file as needed.
-    Write { path: Vec<u8>, offset: u64, data: Vec<u8> },
+    Write {
+        path: Vec<u8>,
+        offset: u64,
+        #[serde(with = "bytes")]
+        data: Vec<u8>,
+    },
     /// Creates a regular file (its parent must be a directory). With `exclusive`, an existing
     /// file is `EEXIST`; otherwise an existing file is kept, and emptied if `truncate`.
     Create { path: Vec<u8>, mode: u32, exclusive: bool, truncate: bool },
@@ -83,6 +88,44 @@ pub enum StorageOp {
     Readdir { path: Vec<u8>, cookie: u64, max: u32 },
     /// Returns once the file's data and attributes are durable on disk.
     Fsync { path: Vec<u8> },
+    /// `sync`/`syncfs`: returns once every file of the vNode and every change before the
+    /// request are durable on disk.
+    SyncFs,
+    /// `statfs`: the space of the vNode's mount ([`StorageReply::FsStat`]).
+    StatFs,
+}
+
+impl StorageOp {
+    /// The one path the operation names (`None` for a rename, which names two, and for the
+    /// calls about the whole mount).
+    pub fn path(&self) -> Option<&[u8]> {
+        match self {
+            StorageOp::Stat { path }
+            | StorageOp::Read { path, .. }
+            | StorageOp::Write { path, .. }
+            | StorageOp::Create { path, .. }
+            | StorageOp::Truncate { path, .. }
+            | StorageOp::Unlink { path }
+            | StorageOp::Mkdir { path, .. }
+            | StorageOp::Rmdir { path }
+            | StorageOp::Readdir { path, .. }
+            | StorageOp::Fsync { path } => Some(path),
+            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs => None,
+        }
+    }
+}
+
+/// The space of a vNode's mount, as `statfs` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsStat {
+    /// Bytes the mount may hold: the storage disk's size.
+    pub capacity_bytes: u64,
+    /// Bytes still free for it: the storage disk's free bytes.
+    pub free_bytes: u64,
+    /// Bytes of the vNode's files (their sizes).
+    pub used_bytes: u64,
+    /// Files and directories of the vNode.
+    pub files: u64,
 }
 
 /// What kind of object a path names.
@@ -130,13 +173,49 @@ pub enum StorageReply {
     /// `Stat`, `Create`, `Mkdir`, `Truncate`, `Write`: the object's attributes afterwards.
     Attr(FileAttr),
     /// `Read`: the bytes read (empty at or past the end).
-    Data(Vec<u8>),
+    Data(#[serde(with = "bytes")] Vec<u8>),
     /// `Readdir`: entries, and whether more follow.
     Entries { entries: Vec<DirEntry>, more: bool },
     /// `Unlink`, `Rename`, `Rmdir`, `Fsync`: done.
     Done,
     /// The operation failed with this errno (see [`errno`]).
     Error(i32),
+    /// `StatFs`: the mount's space.
+    FsStat(FsStat),
+}
+
+/// File data as one byte string: the same bincode encoding as a sequence of `u8` (a length,
+/// then the bytes), but copied at once instead of byte by byte.
+mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(data)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(super::MAX_IO));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
 }
 
 /// Sends `req` straight to a storage server over `conn` and decodes the answer.
@@ -275,6 +354,19 @@ mod tests {
             let _ = decode::<StorageRequest>(&bytes);
             let _ = decode::<StorageReply>(&bytes);
         }
+    }
+
+    /// File data keeps the encoding of a plain `Vec<u8>`, so peers of either build agree.
+    #[test]
+    fn data_is_encoded_as_a_byte_sequence() {
+        #[derive(Serialize)]
+        enum Plain {
+            _Attr(FileAttr),
+            Data(Vec<u8>),
+        }
+        let data: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+        assert_eq!(encode(&StorageReply::Data(data.clone())), encode(&Plain::Data(data.clone())));
+        assert_eq!(decode::<StorageReply>(&encode(&Plain::Data(data.clone()))).unwrap(), StorageReply::Data(data));
     }
 
     #[test]

@@ -98,7 +98,24 @@ pub trait Transport: Send {
     ) -> Result<(), ProtoError>;
     /// A two-sided control call about process `proc` (0 for none): request and reply bodies.
     fn call(&mut self, proc: u64, request: &[u8]) -> Result<Vec<u8>, ProtoError>;
+    /// The first half of [`Transport::write_pages`]: sends the writes and returns without
+    /// waiting for their replies, which [`Transport::finish_writes`] collects. Writes of the
+    /// same lines to several servers (a primary and its secondary) so travel at once. By
+    /// default the whole exchange happens here.
+    fn start_writes(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<PendingWrites, ProtoError> {
+        self.write_pages(proc, pages, buf)?;
+        Ok(PendingWrites(Vec::new()))
+    }
+    /// Waits for the replies to writes sent with [`Transport::start_writes`].
+    fn finish_writes(&mut self, pending: PendingWrites) -> Result<(), ProtoError> {
+        let _ = pending;
+        Ok(())
+    }
 }
+
+/// Writes sent by [`Transport::start_writes`] whose replies are still to come.
+#[must_use = "the replies must be collected with finish_writes"]
+pub struct PendingWrites(Vec<Header>);
 
 /// [`Transport`] over TCP.
 pub struct TcpTransport {
@@ -347,6 +364,11 @@ impl Transport for TcpTransport {
     }
 
     fn write_pages(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<(), ProtoError> {
+        let pending = self.start_writes(proc, pages, buf)?;
+        self.finish_writes(pending)
+    }
+
+    fn start_writes(&mut self, proc: u64, pages: &[(u64, Slot)], buf: &RegisteredBuf) -> Result<PendingWrites, ProtoError> {
         let mut frames = Vec::with_capacity(pages.len() * (HEADER_LEN + PAGE_SIZE));
         let mut sent = Vec::with_capacity(pages.len());
         for &(addr, slot) in pages {
@@ -356,7 +378,11 @@ impl Transport for TcpTransport {
             sent.push(h);
         }
         self.send(&frames)?;
-        for h in &sent {
+        Ok(PendingWrites(sent))
+    }
+
+    fn finish_writes(&mut self, pending: PendingWrites) -> Result<(), ProtoError> {
+        for h in &pending.0 {
             let r = self.reply_header(h)?;
             self.finish_page(r, None)?;
         }

@@ -15,6 +15,7 @@
 //!
 //! ```text
 //! DIR/index.redb                     the index: (vNode, full path) -> attributes, per-vNode id counter
+//! DIR/journal.<gen>                  the write-ahead journal of index changes not yet in the index
 //! DIR/vnodes/<vnode>/data/<ino>      the bytes of one regular file
 //! ```
 //!
@@ -22,31 +23,27 @@
 //! under the directory of the vNode named in the request, so no path a vNode sends can reach
 //! another vNode's files (or anything else on the host). Renaming is an index update.
 //!
-//! # Why redb for the index
+//! # Index and journal
 //!
-//! The index is kept in [redb](https://docs.rs/redb), an embedded copy-on-write B-tree with
-//! checksummed commit slots, rather than in a hand-written append-only journal:
-//!
-//! - a commit is atomic, and reopening after a crash (even `SIGKILL` in the middle of a
-//!   commit) yields the last durable commit, so the index can never be half-written;
-//! - commits can be non-durable ([`redb::Durability::None`]: no `fsync`) and made durable later
-//!   by one durable commit, which is exactly the split between ordinary requests and `Fsync`;
-//! - it needs no compaction or snapshotting, which a journal needs to bound its size and its
-//!   replay time.
-//!
-//! The whole index is also kept in memory (a hash table per vNode, plus each directory's
-//! children in creation order for readdir and rmdir); redb is read only at start.
+//! The whole index is kept in memory (a hash table per vNode, plus each directory's children in
+//! creation order for readdir and rmdir) and is what requests are served from. Each change is
+//! appended to the journal (`journal`) before the reply, and written to
+//! [redb](https://docs.rs/redb) (an embedded copy-on-write B-tree whose commits are atomic) in
+//! one durable commit at each checkpoint. redb is read only at start, after the journal is
+//! replayed into it.
 //!
 //! # Durability
 //!
-//! Every request commits its index changes non-durably (and a durable commit is made every few
-//! thousand requests to bound redb's pending state). `Fsync` writes the file's bytes to disk,
-//! syncs the vNode's data directory, then makes a durable commit, which also makes every earlier
-//! change durable. After a crash, the index is the last durable commit; at start, host files no
-//! entry refers to are removed and files longer than their entry are cut to it, so an entry never
-//! shows bytes written after its last durable commit beyond its size. Files whose entry is
-//! removed are deleted only after a durable commit, so a crash can never leave an entry whose
-//! bytes are gone.
+//! - A reply, once sent, survives `kill -9` of the server: its journal record was written with
+//!   `write(2)`, which the kernel keeps after the process dies, and a write's bytes were
+//!   `pwrite`n to the data file before it.
+//! - `Fsync` syncs the file's bytes and its data directory, then the journal; `SyncFs` runs
+//!   `syncfs(2)` on the vNode's data directory, then syncs the journal: what they cover survives
+//!   power loss.
+//! - At start the journal is replayed, host files no entry refers to are removed and files
+//!   longer than their entry are cut to it, so an entry never shows bytes written after its last
+//!   journalled size. Files whose entry is removed are deleted only after a checkpoint made the
+//!   removal durable in the index, so a crash can never leave an entry whose bytes are gone.
 
 #![warn(missing_docs)]
 
@@ -57,6 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lego_proto::service::Service;
 
 mod metrics;
+mod journal;
 mod server;
 pub mod store;
 
@@ -117,7 +115,8 @@ impl StorageServer {
         self.service.local_addr()
     }
 
-    /// Serves on the calling thread until SIGTERM or SIGINT, then makes every change durable.
+    /// Serves on the calling thread until SIGTERM or SIGINT, then checkpoints every change into
+    /// the index.
     pub fn run(self) -> Result<(), ServerError> {
         let shared = self.shared;
         self.service.run().map_err(ServerError::from)?;

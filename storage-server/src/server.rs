@@ -1,10 +1,11 @@
 //! The network side: accepts connections, checks their handshake and serves their frames. Each
-//! control frame carries one [`StorageRequest`]; the store is behind one lock, and a request runs
-//! under `block_in_place` since it does file I/O (and, for `Fsync`, waits for the disk).
+//! control frame carries one [`StorageRequest`]; requests of every connection run concurrently
+//! (the store locks per vNode and per inode), each under `block_in_place` since it does file I/O
+//! (and, for `Fsync`, waits for the disk).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use lego_proto::aio::{push_reply, FrameHandler};
 use lego_proto::frame::{Header, Op, Status};
@@ -12,7 +13,6 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
-use crate::lock;
 use crate::store::Store;
 
 /// Kinds of peers a storage server talks to.
@@ -21,13 +21,13 @@ pub(crate) const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, Compon
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
     me: Hello,
-    store: Mutex<Store>,
+    store: Store,
     traffic: Traffic,
 }
 
 /// Names of the storage operations, for the metrics' `op` label, in the order of [`op_index`].
-pub(crate) const OPS: [&str; 11] =
-    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync"];
+pub(crate) const OPS: [&str; 13] =
+    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs", "statfs"];
 
 fn op_index(op: &StorageOp) -> usize {
     match op {
@@ -42,6 +42,8 @@ fn op_index(op: &StorageOp) -> usize {
         StorageOp::Rmdir { .. } => 8,
         StorageOp::Readdir { .. } => 9,
         StorageOp::Fsync { .. } => 10,
+        StorageOp::SyncFs => 11,
+        StorageOp::StatFs => 12,
     }
 }
 
@@ -92,7 +94,7 @@ impl Traffic {
 
 impl Shared {
     pub(crate) fn new(store: Store, cluster: u64) -> Shared {
-        Shared { me: Hello::new(ComponentKind::Storage, cluster), store: Mutex::new(store), traffic: Traffic::default() }
+        Shared { me: Hello::new(ComponentKind::Storage, cluster), store, traffic: Traffic::default() }
     }
 
     /// How this server introduces itself.
@@ -100,9 +102,9 @@ impl Shared {
         self.me
     }
 
-    /// Makes every change durable (at shutdown).
+    /// Makes every change durable in the index (at shutdown).
     pub(crate) fn sync(&self) {
-        if let Err(e) = lock(&self.store).sync() {
+        if let Err(e) = self.store.checkpoint() {
             tracing::error!(errno = e, "making the index durable at shutdown");
         }
     }
@@ -126,7 +128,7 @@ impl Shared {
                     StorageOp::Write { data, .. } => data.len(),
                     _ => 0,
                 };
-                let reply = tokio::task::block_in_place(|| lock(&self.store).handle(req));
+                let reply = tokio::task::block_in_place(|| self.store.handle(req));
                 self.traffic.count(op, &reply, written);
                 reply
             }

@@ -7,21 +7,28 @@
 //! cookie is a child's creation number, so paging is stable while the directory changes) and for
 //! rmdir's emptiness check; they are rebuilt from the index at start.
 //!
-//! The index lives in redb (see the crate documentation for why and for the durability rules);
-//! every change is committed there before the in-memory tables are updated, so a failed commit
-//! leaves both unchanged.
+//! Every change is appended to the journal before the in-memory tables are updated, so a failed
+//! append leaves them unchanged; checkpoints carry the journal into redb (see the crate
+//! documentation for the durability rules).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::ops::Bound;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use lego_proto::storage::{
-    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest,
+    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, FsStat, StorageOp, StorageReply, StorageRequest,
     MAX_DIRENTS, MAX_IO,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Journal, JournalError};
+use crate::lock;
 
 /// (vNode, full path) -> encoded [`Entry`].
 const ENTRIES: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("entries");
@@ -36,10 +43,6 @@ const ROOT_INO: u64 = 1;
 const DIR_SIZE: u64 = 4096;
 /// Largest offset or length a file may have (`off_t` is signed).
 const MAX_OFF: u64 = i64::MAX as u64;
-/// Non-durable commits after which a durable one is made, bounding redb's pending state.
-const DURABLE_EVERY: u32 = 4096;
-/// Removed files whose deletion waits for a durable commit, after which one is made.
-const MAX_PENDING: usize = 256;
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,12 @@ pub enum StoreError {
     /// The index could not be opened or read.
     #[error("index: {0}")]
     Index(#[from] redb::Error),
+    /// The journal could not be read or started.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The journal's changes could not be written to the index (logged).
+    #[error("replaying the journal into the index failed")]
+    Replay,
     /// The index holds an entry this build cannot read.
     #[error("index: corrupt entry for vNode {vnode:?}, path {path:?}")]
     Corrupt {
@@ -67,7 +76,7 @@ pub enum StoreError {
 }
 
 /// One file or directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     kind: FileKind,
     mode: u32,
@@ -160,6 +169,15 @@ impl Vnode {
         self.entries.get(path).copied().ok_or_else(|| self.missing(path))
     }
 
+    /// The entry of regular file `path`.
+    fn file(&self, path: &[u8]) -> Result<Entry, i32> {
+        let e = self.get(path)?;
+        if e.is_dir() {
+            return Err(errno::EISDIR);
+        }
+        Ok(e)
+    }
+
     /// The directory `path` would be created in: it must exist and be a directory.
     fn parent_dir(&self, path: &[u8]) -> Result<Entry, i32> {
         match self.entries.get(parent(path)) {
@@ -226,9 +244,9 @@ impl Vnode {
     }
 }
 
-/// Index changes of one vNode, committed together.
-#[derive(Default)]
-struct Batch {
+/// Index changes of one vNode, journalled and committed together.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Batch {
     /// Paths removed (applied before `puts`).
     dels: Vec<Vec<u8>>,
     /// Paths added or changed.
@@ -250,20 +268,52 @@ impl Batch {
     }
 }
 
+/// Stripes of the per-inode locks (a write and a truncate of one file exclude each other; other
+/// files go on).
+const INODE_STRIPES: usize = 64;
+
 /// The storage of every vNode in one host directory.
+///
+/// Requests run concurrently: each vNode's tables are behind a lock of their own, held only
+/// for lookups and in-memory updates (and the journal append), never across file I/O; a write
+/// or truncate also holds its inode's lock (striped) across the host file change, so that the
+/// size it records matches the bytes.
 pub struct Store {
     root: PathBuf,
     db: Database,
-    vnodes: HashMap<String, Vnode>,
-    /// Host files to delete after the next durable commit.
-    pending: Vec<PathBuf>,
-    /// Non-durable commits since the last durable one.
-    since_durable: u32,
+    vnodes: RwLock<HashMap<String, Arc<Mutex<Vnode>>>>,
+    journal: Journal,
+    inodes: [Mutex<()>; INODE_STRIPES],
+    /// A checkpoint is due (the journal grew past its limit).
+    due: AtomicBool,
+}
+
+/// Commits `batches` to the index in one durable transaction.
+fn commit_index(db: &Database, batches: &[(String, Batch)]) -> Result<(), i32> {
+    let mut txn = db.begin_write().map_err(eio)?;
+    txn.set_durability(Durability::Immediate).map_err(eio)?;
+    {
+        let mut t = txn.open_table(ENTRIES).map_err(eio)?;
+        let mut ids = txn.open_table(NEXT_ID).map_err(eio)?;
+        for (vnode, batch) in batches {
+            for p in &batch.dels {
+                t.remove((vnode.as_str(), p.as_slice())).map_err(eio)?;
+            }
+            for (p, e) in &batch.puts {
+                t.insert((vnode.as_str(), p.as_slice()), e.encode().as_slice()).map_err(eio)?;
+            }
+            if let Some(n) = batch.next_id {
+                ids.insert(vnode.as_str(), n).map_err(eio)?;
+            }
+        }
+    }
+    txn.commit().map_err(eio)
 }
 
 impl Store {
-    /// Opens the store in `root` (creating it if need be), recovering from a crash: host files
-    /// that no entry refers to are removed and files longer than their entry are cut to its size.
+    /// Opens the store in `root` (creating it if need be), recovering from a crash: the journal
+    /// is replayed over the index, host files that no entry refers to are removed and files
+    /// longer than their entry are cut to its size.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -281,6 +331,12 @@ impl Store {
             txn.open_table(NEXT_ID).map_err(redb::Error::from)?;
             txn.commit().map_err(redb::Error::from)?;
         }
+        let (replay, last) = Journal::recover(root)?;
+        if !replay.is_empty() {
+            tracing::info!(changes = replay.len(), "replaying the journal");
+            commit_index(&db, &replay).map_err(|_| StoreError::Replay)?;
+        }
+        let journal = Journal::start(root, last)?;
         let mut vnodes: HashMap<String, Vnode> = HashMap::new();
         {
             let txn = db.begin_read().map_err(redb::Error::from)?;
@@ -314,65 +370,44 @@ impl Store {
                 }
             }
         }
-        let store = Store { root: root.to_path_buf(), db, vnodes, pending: Vec::new(), since_durable: 0 };
-        store.repair_data().map_err(|(path, source)| StoreError::Io { path, source })?;
-        Ok(store)
-    }
-
-    /// Removes host files no entry refers to, and cuts files longer than their entry.
-    fn repair_data(&self) -> Result<(), (PathBuf, std::io::Error)> {
-        let vnodes_dir = self.root.join("vnodes");
-        let at = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e| (p, e)
-        };
-        for d in std::fs::read_dir(&vnodes_dir).map_err(at(&vnodes_dir))? {
-            let d = d.map_err(at(&vnodes_dir))?;
-            let data_dir = d.path().join("data");
-            let Ok(files) = std::fs::read_dir(&data_dir) else { continue };
-            let sizes: HashMap<u64, u64> = d
-                .file_name()
-                .to_str()
-                .and_then(|name| self.vnodes.get(name))
-                .map(|v| v.entries.values().filter(|e| !e.is_dir()).map(|e| (e.ino, e.size)).collect())
-                .unwrap_or_default();
-            for f in files {
-                let f = f.map_err(at(&data_dir))?;
-                let path = f.path();
-                let size = f.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).and_then(|ino| sizes.get(&ino));
-                match size {
-                    None => {
-                        tracing::info!(path = %path.display(), "removing a file no entry refers to");
-                        std::fs::remove_file(&path).map_err(at(&path))?;
-                    }
-                    Some(&size) => {
-                        let len = f.metadata().map_err(at(&path))?.len();
-                        if len > size {
-                            let file = OpenOptions::new().write(true).open(&path).map_err(at(&path))?;
-                            file.set_len(size).map_err(at(&path))?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        repair_data(root, &vnodes).map_err(|(path, source)| StoreError::Io { path, source })?;
+        let vnodes = vnodes.into_iter().map(|(k, v)| (k, Arc::new(Mutex::new(v)))).collect();
+        Ok(Store {
+            root: root.to_path_buf(),
+            db,
+            vnodes: RwLock::new(vnodes),
+            journal,
+            inodes: std::array::from_fn(|_| Mutex::new(())),
+            due: AtomicBool::new(false),
+        })
     }
 
     /// Serves one request; never panics on any input.
-    pub fn handle(&mut self, req: StorageRequest) -> StorageReply {
-        match self.op(&req.vnode, req.op) {
+    pub fn handle(&self, req: StorageRequest) -> StorageReply {
+        let reply = match self.op(&req.vnode, req.op) {
             Ok(r) => r,
             Err(e) => StorageReply::Error(e),
+        };
+        if self.due.swap(false, Ordering::Relaxed) {
+            // The change itself is journalled; a failure here only delays the checkpoint.
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(errno = e, "checkpointing the journal failed");
+            }
         }
+        reply
     }
 
-    /// Makes every change so far durable, then deletes the host files of removed entries.
-    pub fn sync(&mut self) -> Result<(), i32> {
-        let mut txn = self.db.begin_write().map_err(eio)?;
-        txn.set_durability(Durability::Immediate).map_err(eio)?;
-        txn.commit().map_err(eio)?;
-        self.since_durable = 0;
-        for p in self.pending.drain(..) {
+    /// Writes every journalled change to the index durably, empties the journal, then deletes
+    /// the host files of removed entries.
+    pub fn checkpoint(&self) -> Result<(), i32> {
+        let mut freed = Vec::new();
+        self.journal.checkpoint(|batches| {
+            commit_index(&self.db, batches)?;
+            freed = batches.iter().flat_map(|(v, b)| b.freed.iter().map(move |&ino| (v.clone(), ino))).collect();
+            Ok(())
+        })?;
+        for (vnode, ino) in freed {
+            let p = self.data_path(&vnode, ino);
             if let Err(e) = std::fs::remove_file(&p) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(path = %p.display(), error = %e, "removing a deleted file's data");
@@ -382,100 +417,75 @@ impl Store {
         Ok(())
     }
 
-    fn op(&mut self, vnode: &str, op: StorageOp) -> Result<StorageReply, i32> {
+    fn op(&self, vnode: &str, op: StorageOp) -> Result<StorageReply, i32> {
         check_vnode(vnode)?;
         match &op {
             StorageOp::Rename { from, to } => {
                 check_path(from)?;
                 check_path(to)?;
             }
-            StorageOp::Stat { path }
-            | StorageOp::Read { path, .. }
-            | StorageOp::Write { path, .. }
-            | StorageOp::Create { path, .. }
-            | StorageOp::Truncate { path, .. }
-            | StorageOp::Unlink { path }
-            | StorageOp::Mkdir { path, .. }
-            | StorageOp::Rmdir { path }
-            | StorageOp::Readdir { path, .. }
-            | StorageOp::Fsync { path } => check_path(path)?,
+            op => op.path().map_or(Ok(()), check_path)?,
         }
-        self.ensure_vnode(vnode)?;
+        let v = self.vnode(vnode)?;
+        let v = &*v;
         match op {
-            StorageOp::Stat { path } => Ok(StorageReply::Attr(self.vnode(vnode).get(&path)?.attr())),
-            StorageOp::Read { path, offset, len } => self.read(vnode, &path, offset, len),
-            StorageOp::Write { path, offset, data } => self.write(vnode, &path, offset, &data),
+            StorageOp::Stat { path } => Ok(StorageReply::Attr(lock(v).get(&path)?.attr())),
+            StorageOp::Read { path, offset, len } => self.read(vnode, v, &path, offset, len),
+            StorageOp::Write { path, offset, data } => self.write(vnode, v, &path, offset, &data),
             StorageOp::Create { path, mode, exclusive, truncate } => {
-                self.create(vnode, &path, mode, exclusive, truncate)
+                self.create(vnode, v, &path, mode, exclusive, truncate)
             }
-            StorageOp::Truncate { path, len } => self.truncate(vnode, &path, len),
-            StorageOp::Unlink { path } => self.unlink(vnode, &path),
-            StorageOp::Rename { from, to } => self.rename(vnode, &from, &to),
-            StorageOp::Mkdir { path, mode } => self.mkdir(vnode, &path, mode),
-            StorageOp::Rmdir { path } => self.rmdir(vnode, &path),
-            StorageOp::Readdir { path, cookie, max } => self.readdir(vnode, &path, cookie, max),
-            StorageOp::Fsync { path } => self.fsync(vnode, &path),
+            StorageOp::Truncate { path, len } => self.truncate(vnode, v, &path, len),
+            StorageOp::Unlink { path } => self.unlink(vnode, v, &path),
+            StorageOp::Rename { from, to } => self.rename(vnode, v, &from, &to),
+            StorageOp::Mkdir { path, mode } => self.mkdir(vnode, v, &path, mode),
+            StorageOp::Rmdir { path } => self.rmdir(vnode, v, &path),
+            StorageOp::Readdir { path, cookie, max } => readdir(vnode, &lock(v), &path, cookie, max),
+            StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
+            StorageOp::SyncFs => self.syncfs(vnode),
+            StorageOp::StatFs => self.statfs(v),
         }
     }
 
-    fn vnode(&self, vnode: &str) -> &Vnode {
-        self.vnodes.get(vnode).expect("ensure_vnode ran first")
-    }
-
-    fn vnode_mut(&mut self, vnode: &str) -> &mut Vnode {
-        self.vnodes.get_mut(vnode).expect("ensure_vnode ran first")
-    }
-
-    /// Creates the vNode's directory and `/` on its first use.
-    fn ensure_vnode(&mut self, vnode: &str) -> Result<(), i32> {
-        if self.vnodes.contains_key(vnode) {
-            return Ok(());
+    /// The tables of `vnode`, creating its directory and `/` on its first use.
+    fn vnode(&self, vnode: &str) -> Result<Arc<Mutex<Vnode>>, i32> {
+        if let Some(v) = self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode) {
+            return Ok(v.clone());
         }
+        // The directories first, without the table lock (other vNodes need it; this is a disk
+        // wait, and creating them twice is harmless).
         let dir = self.root.join("vnodes").join(vnode);
         std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
         sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
-        self.vnodes.insert(vnode.to_string(), Vnode { next_id: ROOT_INO + 1, ..Vnode::default() });
+        let mut all = self.vnodes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = all.get(vnode) {
+            return Ok(v.clone());
+        }
+        let mut v = Vnode { next_id: ROOT_INO + 1, ..Vnode::default() };
         let now = now_ns();
         let root = Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0 };
         let batch = Batch { next_id: Some(ROOT_INO + 1), ..Batch::put(b"/", root) };
-        if let Err(e) = self.commit(vnode, batch) {
-            self.vnodes.remove(vnode);
-            return Err(e);
-        }
+        self.commit(vnode, &mut v, batch)?;
         tracing::info!(vnode, "new vNode");
+        let v = Arc::new(Mutex::new(v));
+        all.insert(vnode.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Journals `batch`, then applies it to `v` (whose lock the caller holds, so changes are
+    /// journalled in the order they are applied).
+    fn commit(&self, vnode: &str, v: &mut Vnode, batch: Batch) -> Result<(), i32> {
+        if self.journal.append(vnode, &batch)? {
+            self.due.store(true, Ordering::Relaxed);
+        }
+        v.apply(&batch);
         Ok(())
     }
 
-    /// Commits `batch` to the index (non-durably), then applies it in memory.
-    fn commit(&mut self, vnode: &str, batch: Batch) -> Result<(), i32> {
-        let mut txn = self.db.begin_write().map_err(eio)?;
-        txn.set_durability(Durability::None).map_err(eio)?;
-        {
-            let mut t = txn.open_table(ENTRIES).map_err(eio)?;
-            for p in &batch.dels {
-                t.remove((vnode, p.as_slice())).map_err(eio)?;
-            }
-            for (p, e) in &batch.puts {
-                t.insert((vnode, p.as_slice()), e.encode().as_slice()).map_err(eio)?;
-            }
-        }
-        if let Some(n) = batch.next_id {
-            txn.open_table(NEXT_ID).map_err(eio)?.insert(vnode, n).map_err(eio)?;
-        }
-        txn.commit().map_err(eio)?;
-        self.vnode_mut(vnode).apply(&batch);
-        for ino in &batch.freed {
-            let p = self.data_path(vnode, *ino);
-            self.pending.push(p);
-        }
-        self.since_durable += 1;
-        if self.since_durable >= DURABLE_EVERY || self.pending.len() >= MAX_PENDING {
-            // The change itself is committed; a failure here only delays durability.
-            if let Err(e) = self.sync() {
-                tracing::warn!(errno = e, "periodic durable commit failed");
-            }
-        }
-        Ok(())
+    /// The lock of inode `ino` of `vnode` (striped).
+    fn inode_lock(&self, vnode: &str, ino: u64) -> MutexGuard<'_, ()> {
+        let h = lego_proto::storage::vnode_hash(vnode) ^ ino.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        lock(&self.inodes[(h % INODE_STRIPES as u64) as usize])
     }
 
     fn data_path(&self, vnode: &str, ino: u64) -> PathBuf {
@@ -493,19 +503,11 @@ impl Store {
             .map_err(io_errno)
     }
 
-    fn file(&self, vnode: &str, path: &[u8]) -> Result<Entry, i32> {
-        let e = self.vnode(vnode).get(path)?;
-        if e.is_dir() {
-            return Err(errno::EISDIR);
-        }
-        Ok(e)
-    }
-
-    fn read(&mut self, vnode: &str, path: &[u8], offset: u64, len: u32) -> Result<StorageReply, i32> {
+    fn read(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], offset: u64, len: u32) -> Result<StorageReply, i32> {
         if offset > MAX_OFF || len as usize > MAX_IO {
             return Err(errno::EINVAL);
         }
-        let e = self.file(vnode, path)?;
+        let e = lock(v).file(path)?;
         if offset >= e.size {
             return Ok(StorageReply::Data(Vec::new()));
         }
@@ -531,7 +533,7 @@ impl Store {
         Ok(StorageReply::Data(buf))
     }
 
-    fn write(&mut self, vnode: &str, path: &[u8], offset: u64, data: &[u8]) -> Result<StorageReply, i32> {
+    fn write(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], offset: u64, data: &[u8]) -> Result<StorageReply, i32> {
         if data.len() > MAX_IO || offset > MAX_OFF {
             return Err(errno::EINVAL);
         }
@@ -539,90 +541,102 @@ impl Store {
         if end > MAX_OFF {
             return Err(errno::EFBIG);
         }
-        let e = self.file(vnode, path)?;
+        let e = lock(v).file(path)?;
         if data.is_empty() {
             return Ok(StorageReply::Attr(e.attr()));
         }
+        let _inode = self.inode_lock(vnode, e.ino);
         self.open_data(vnode, e.ino, false)?.write_all_at(data, offset).map_err(io_errno)?;
+        let mut v = lock(v);
+        // The name may have gone or moved to another file while the bytes were written.
+        let e = v.file(path).and_then(|now| if now.ino == e.ino { Ok(now) } else { Err(errno::ENOENT) })?;
         let now = now_ns();
         let e = Entry { size: e.size.max(end), mtime: now, ctime: now, ..e };
-        self.commit(vnode, Batch::put(path, e))?;
+        self.commit(vnode, &mut v, Batch::put(path, e))?;
         Ok(StorageReply::Attr(e.attr()))
     }
 
-    fn create(&mut self, vnode: &str, path: &[u8], mode: u32, exclusive: bool, truncate: bool) -> Result<StorageReply, i32> {
-        let v = self.vnode(vnode);
+    fn create(&self, vnode: &str, vm: &Mutex<Vnode>, path: &[u8], mode: u32, exclusive: bool, truncate: bool) -> Result<StorageReply, i32> {
+        let mut v = lock(vm);
         let now = now_ns();
         if let Some(&e) = v.entries.get(path) {
             return match (exclusive, e.kind) {
                 (true, _) => Err(errno::EEXIST),
                 (false, FileKind::Dir) => Err(errno::EISDIR),
                 (false, FileKind::File) if truncate => {
-                    self.open_data(vnode, e.ino, true)?;
-                    let e = Entry { size: 0, mtime: now, ctime: now, ..e };
-                    self.commit(vnode, Batch::put(path, e))?;
-                    Ok(StorageReply::Attr(e.attr()))
+                    drop(v);
+                    self.truncate_to(vnode, vm, path, e.ino, 0)
                 }
                 (false, FileKind::File) => Ok(StorageReply::Attr(e.attr())),
             };
         }
         let dir = v.parent_dir(path)?;
-        let id = self.vnode_mut(vnode).alloc();
-        let next_id = self.vnode(vnode).next_id;
+        let id = v.alloc();
         let e = Entry { kind: FileKind::File, mode: mode & 0o7777, size: 0, ino: id, mtime: now, ctime: now, dseq: id };
-        let mut batch = Batch { next_id: Some(next_id), ..Batch::put(path, e) };
+        let mut batch = Batch { next_id: Some(v.next_id), ..Batch::put(path, e) };
         batch.touch(parent(path), dir, now);
         // A host file left over from before a crash would show stale bytes: start empty.
         self.open_data(vnode, id, true)?;
-        self.commit(vnode, batch)?;
+        self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Attr(e.attr()))
     }
 
-    fn truncate(&mut self, vnode: &str, path: &[u8], len: u64) -> Result<StorageReply, i32> {
+    fn truncate(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], len: u64) -> Result<StorageReply, i32> {
         if len > MAX_OFF {
             return Err(errno::EINVAL);
         }
-        let e = self.file(vnode, path)?;
-        self.open_data(vnode, e.ino, false)?.set_len(len).map_err(io_errno)?;
+        let ino = lock(v).file(path)?.ino;
+        self.truncate_to(vnode, v, path, ino, len)
+    }
+
+    /// Sets the length of file `path` (inode `ino` when it was looked up) to `len`.
+    fn truncate_to(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], ino: u64, len: u64) -> Result<StorageReply, i32> {
+        let _inode = self.inode_lock(vnode, ino);
+        let mut v = lock(v);
+        let e = v.file(path).and_then(|now| if now.ino == ino { Ok(now) } else { Err(errno::ENOENT) })?;
+        // Cut to the entry's size first: bytes past it (from a write that lost a race with an
+        // unlink, or from before a crash) must not show through an extending truncate.
+        let f = self.open_data(vnode, ino, false)?;
+        f.set_len(e.size.min(len)).and_then(|()| f.set_len(len)).map_err(io_errno)?;
         let now = now_ns();
         let e = Entry { size: len, mtime: now, ctime: now, ..e };
-        self.commit(vnode, Batch::put(path, e))?;
+        self.commit(vnode, &mut v, Batch::put(path, e))?;
         Ok(StorageReply::Attr(e.attr()))
     }
 
-    fn unlink(&mut self, vnode: &str, path: &[u8]) -> Result<StorageReply, i32> {
+    fn unlink(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
         if path == b"/" {
             return Err(errno::EISDIR);
         }
-        let e = self.file(vnode, path)?;
-        let dir = self.vnode(vnode).get(parent(path))?;
+        let mut v = lock(v);
+        let e = v.file(path)?;
+        let dir = v.get(parent(path))?;
         let mut batch = Batch { dels: vec![path.to_vec()], freed: vec![e.ino], ..Batch::default() };
         batch.touch(parent(path), dir, now_ns());
-        self.commit(vnode, batch)?;
+        self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Done)
     }
 
-    fn mkdir(&mut self, vnode: &str, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
-        let v = self.vnode(vnode);
+    fn mkdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
+        let mut v = lock(v);
         if v.entries.contains_key(path) {
             return Err(errno::EEXIST);
         }
         let dir = v.parent_dir(path)?;
-        let id = self.vnode_mut(vnode).alloc();
-        let next_id = self.vnode(vnode).next_id;
+        let id = v.alloc();
         let now = now_ns();
         let e = Entry { kind: FileKind::Dir, mode: mode & 0o7777, size: DIR_SIZE, ino: id, mtime: now, ctime: now, dseq: id };
-        let mut batch = Batch { next_id: Some(next_id), ..Batch::put(path, e) };
+        let mut batch = Batch { next_id: Some(v.next_id), ..Batch::put(path, e) };
         batch.touch(parent(path), dir, now);
-        self.commit(vnode, batch)?;
+        self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Attr(e.attr()))
     }
 
-    fn rmdir(&mut self, vnode: &str, path: &[u8]) -> Result<StorageReply, i32> {
+    fn rmdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
         if path == b"/" {
             return Err(EBUSY);
         }
-        let v = self.vnode(vnode);
+        let mut v = lock(v);
         let e = v.get(path)?;
         if !e.is_dir() {
             return Err(errno::ENOTDIR);
@@ -633,12 +647,14 @@ impl Store {
         let dir = v.get(parent(path))?;
         let mut batch = Batch { dels: vec![path.to_vec()], ..Batch::default() };
         batch.touch(parent(path), dir, now_ns());
-        self.commit(vnode, batch)?;
+        self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Done)
     }
 
-    fn rename(&mut self, vnode: &str, from: &[u8], to: &[u8]) -> Result<StorageReply, i32> {
-        let v = self.vnode(vnode);
+    /// Renames under the vNode's lock: a concurrent request sees the old name or the new one,
+    /// never neither.
+    fn rename(&self, vnode: &str, v: &Mutex<Vnode>, from: &[u8], to: &[u8]) -> Result<StorageReply, i32> {
+        let mut v = lock(v);
         if from == to {
             v.get(from)?;
             return Ok(StorageReply::Done);
@@ -664,8 +680,8 @@ impl Store {
             batch.dels.push(to.to_vec());
         }
         let moved = if src.is_dir() { v.subtree(from) } else { Vec::new() };
-        let id = self.vnode_mut(vnode).alloc();
-        batch.next_id = Some(self.vnode(vnode).next_id);
+        let id = v.alloc();
+        batch.next_id = Some(v.next_id);
         let now = now_ns();
         batch.dels.push(from.to_vec());
         batch.puts.push((to.to_vec(), Entry { dseq: id, ctime: now, ..src }));
@@ -679,46 +695,110 @@ impl Store {
         if parent(from) != parent(to) {
             batch.touch(parent(to), to_dir, now);
         }
-        self.commit(vnode, batch)?;
+        self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Done)
     }
 
-    fn readdir(&mut self, vnode: &str, path: &[u8], cookie: u64, max: u32) -> Result<StorageReply, i32> {
-        if max == 0 {
-            return Err(errno::EINVAL);
-        }
-        let max = (max as usize).min(MAX_DIRENTS);
-        let v = self.vnode(vnode);
-        if !v.get(path)?.is_dir() {
-            return Err(errno::ENOTDIR);
-        }
-        let mut entries = Vec::new();
-        let mut more = false;
-        if let Some(kids) = v.children.get(path) {
-            for (&seq, name) in kids.range((Bound::Excluded(cookie), Bound::Unbounded)) {
-                if entries.len() == max {
-                    more = true;
-                    break;
-                }
-                match v.entries.get(&join(path, name)) {
-                    Some(e) => entries.push(DirEntry { name: name.clone(), kind: e.kind, ino: e.ino, cookie: seq }),
-                    None => tracing::error!(vnode, name = %String::from_utf8_lossy(name), "a child without an entry"),
-                }
-            }
-        }
-        Ok(StorageReply::Entries { entries, more })
-    }
-
-    fn fsync(&mut self, vnode: &str, path: &[u8]) -> Result<StorageReply, i32> {
-        let e = self.vnode(vnode).get(path)?;
+    /// Makes the file's bytes, its entry and every change before it survive power loss. Holds
+    /// no lock while the disk works.
+    fn fsync(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
+        let e = lock(v).get(path)?;
         if !e.is_dir() {
             self.open_data(vnode, e.ino, false)?.sync_all().map_err(io_errno)?;
             // The host file's own name, in case it was created since the last sync.
             sync_dir(&self.root.join("vnodes").join(vnode).join("data")).map_err(io_errno)?;
         }
-        self.sync()?;
+        self.journal.sync()?;
         Ok(StorageReply::Done)
     }
+
+    /// The space of the vNode's mount: the storage disk's, and what the vNode's files take.
+    fn statfs(&self, v: &Mutex<Vnode>) -> Result<StorageReply, i32> {
+        let (capacity_bytes, used_disk) = crate::disk_usage(&self.root).ok_or(errno::EIO)?;
+        let v = lock(v);
+        let used_bytes = v.entries.values().filter(|e| !e.is_dir()).map(|e| e.size).sum();
+        Ok(StorageReply::FsStat(FsStat {
+            capacity_bytes,
+            free_bytes: capacity_bytes.saturating_sub(used_disk),
+            used_bytes,
+            files: v.entries.len() as u64,
+        }))
+    }
+
+    /// `sync`/`syncfs` of a vNode: every file's bytes and every change survive power loss.
+    fn syncfs(&self, vnode: &str) -> Result<StorageReply, i32> {
+        let data = File::open(self.root.join("vnodes").join(vnode).join("data")).map_err(io_errno)?;
+        // SAFETY: syncfs(2) only reads the descriptor, which `data` keeps open for the call.
+        if unsafe { libc::syncfs(data.as_raw_fd()) } != 0 {
+            return Err(io_errno(std::io::Error::last_os_error()));
+        }
+        self.journal.sync()?;
+        Ok(StorageReply::Done)
+    }
+}
+
+fn readdir(vnode: &str, v: &Vnode, path: &[u8], cookie: u64, max: u32) -> Result<StorageReply, i32> {
+    if max == 0 {
+        return Err(errno::EINVAL);
+    }
+    let max = (max as usize).min(MAX_DIRENTS);
+    if !v.get(path)?.is_dir() {
+        return Err(errno::ENOTDIR);
+    }
+    let mut entries = Vec::new();
+    let mut more = false;
+    if let Some(kids) = v.children.get(path) {
+        for (&seq, name) in kids.range((Bound::Excluded(cookie), Bound::Unbounded)) {
+            if entries.len() == max {
+                more = true;
+                break;
+            }
+            match v.entries.get(&join(path, name)) {
+                Some(e) => entries.push(DirEntry { name: name.clone(), kind: e.kind, ino: e.ino, cookie: seq }),
+                None => tracing::error!(vnode, name = %String::from_utf8_lossy(name), "a child without an entry"),
+            }
+        }
+    }
+    Ok(StorageReply::Entries { entries, more })
+}
+
+/// Removes host files no entry refers to, and cuts files longer than their entry.
+fn repair_data(root: &Path, vnodes: &HashMap<String, Vnode>) -> Result<(), (PathBuf, std::io::Error)> {
+    let vnodes_dir = root.join("vnodes");
+    let at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| (p, e)
+    };
+    for d in std::fs::read_dir(&vnodes_dir).map_err(at(&vnodes_dir))? {
+        let d = d.map_err(at(&vnodes_dir))?;
+        let data_dir = d.path().join("data");
+        let Ok(files) = std::fs::read_dir(&data_dir) else { continue };
+        let sizes: HashMap<u64, u64> = d
+            .file_name()
+            .to_str()
+            .and_then(|name| vnodes.get(name))
+            .map(|v| v.entries.values().filter(|e| !e.is_dir()).map(|e| (e.ino, e.size)).collect())
+            .unwrap_or_default();
+        for f in files {
+            let f = f.map_err(at(&data_dir))?;
+            let path = f.path();
+            let size = f.file_name().to_str().and_then(|n| n.parse::<u64>().ok()).and_then(|ino| sizes.get(&ino));
+            match size {
+                None => {
+                    tracing::info!(path = %path.display(), "removing a file no entry refers to");
+                    std::fs::remove_file(&path).map_err(at(&path))?;
+                }
+                Some(&size) => {
+                    let len = f.metadata().map_err(at(&path))?.len();
+                    if len > size {
+                        let file = OpenOptions::new().write(true).open(&path).map_err(at(&path))?;
+                        file.set_len(size).map_err(at(&path))?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The directory part of a checked path (`/` for `/` itself).
@@ -744,7 +824,7 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

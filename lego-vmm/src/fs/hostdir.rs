@@ -265,6 +265,29 @@ impl FileSystem for HostDir {
             _ => Err(Errno::EBUSY),
         }
     }
+
+    fn sync_all(&self) -> SysResult<()> {
+        // SAFETY: plain system call on the open root descriptor, no memory is passed.
+        retry(|| unsafe { libc::syncfs(self.root.as_raw_fd()) })?;
+        Ok(())
+    }
+
+    fn stat_fs(&self) -> SysResult<super::FsStat> {
+        // SAFETY: an all-zero statfs is a valid value for fstatfs(2) to overwrite.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a live, writable statfs; the root descriptor is open.
+        retry(|| unsafe { libc::fstatfs(self.root.as_raw_fd(), &mut st) })?;
+        Ok(super::FsStat {
+            fs_type: st.f_type as u64,
+            block_size: st.f_bsize as u64,
+            blocks: st.f_blocks,
+            free: st.f_bfree,
+            available: st.f_bavail,
+            files: st.f_files,
+            free_files: st.f_ffree,
+            name_max: st.f_namelen as u64,
+        })
+    }
 }
 
 /// An open host file or directory, as [`HostDir::open`](FileSystem::open) returns it.

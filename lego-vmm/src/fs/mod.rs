@@ -80,6 +80,29 @@ pub trait FileSystem: Send + Sync {
     fn rmdir(&self, path: &[u8]) -> SysResult<()>;
     fn unlink(&self, path: &[u8]) -> SysResult<()>;
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()>;
+    /// `syncfs(2)`: once it returns, every file's bytes and every name of this file system
+    /// survive power loss.
+    fn sync_all(&self) -> SysResult<()>;
+    /// `statfs(2)`: the file system's space.
+    fn stat_fs(&self) -> SysResult<FsStat>;
+}
+
+/// The space of a file system, as `statfs(2)` reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsStat {
+    /// `f_type`, the file system's magic number.
+    pub fs_type: u64,
+    /// `f_bsize` and `f_frsize`.
+    pub block_size: u64,
+    /// `f_blocks`, `f_bfree`, `f_bavail`.
+    pub blocks: u64,
+    pub free: u64,
+    pub available: u64,
+    /// `f_files`, `f_ffree`.
+    pub files: u64,
+    pub free_files: u64,
+    /// `f_namelen`.
+    pub name_max: u64,
 }
 
 /// An open file or directory.

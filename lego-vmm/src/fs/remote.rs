@@ -23,6 +23,9 @@ use lego_proto::transport::{TcpTransport, Transport};
 use super::{DirEntry, File, FileSystem, Stat, Timespec};
 use crate::errno::{Errno, SysResult};
 
+/// `f_type` of remote storage: that of NFS, the network file system it behaves like.
+const NFS_SUPER_MAGIC: u64 = 0x6969;
+
 /// The connection to the mem-server caching the vNode's files.
 struct Link {
     vnode: String,
@@ -180,6 +183,28 @@ impl FileSystem for RemoteFs {
 
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()> {
         self.link.op(StorageOp::Rename { from: normal(from)?, to: normal(to)? }).map(drop)
+    }
+
+    fn sync_all(&self) -> SysResult<()> {
+        self.link.op(StorageOp::SyncFs).map(drop)
+    }
+
+    /// The mount's size is what the vNode's files take plus what the storage disk has free, so
+    /// that used blocks are the vNode's own.
+    fn stat_fs(&self) -> SysResult<super::FsStat> {
+        let StorageReply::FsStat(s) = self.link.op(StorageOp::StatFs)? else { return Err(Errno::EIO) };
+        const BLOCK: u64 = 4096;
+        let free = s.free_bytes / BLOCK;
+        Ok(super::FsStat {
+            fs_type: NFS_SUPER_MAGIC,
+            block_size: BLOCK,
+            blocks: s.used_bytes.div_ceil(BLOCK) + free,
+            free,
+            available: free,
+            files: s.files + free,
+            free_files: free,
+            name_max: storage::MAX_NAME as u64,
+        })
     }
 }
 

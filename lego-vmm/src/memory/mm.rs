@@ -61,6 +61,24 @@ impl Home {
         let body = self.link.call(self.proc, &msg::encode(req)).map_err(|e| format!("home mem-server: {e}"))?;
         msg::decode(&body).map_err(|e| format!("home mem-server {}: {e}", self.link.peer()))
     }
+
+    /// Tells the home of the copies the ExCache lost (failed-over mem-servers), so that it
+    /// never asks them again: done before any other request, with the ExCache held. With
+    /// `rebuild`, the home gives each vRegion a new secondary, which the ExCache writes to from
+    /// then on.
+    fn report(&mut self, cache: &mut Held<'_>, rebuild: bool) -> Result<(), String> {
+        for (index, server) in cache.take_unreported() {
+            match self.call(&Request::ReplicaLost { index, server, rebuild })? {
+                Reply::Mem(Ok(outcome)) => {
+                    for o in outcome.owners {
+                        cache.set_owner(o.index, &o.owner, o.secondary.as_deref()).map_err(|e| e.to_string())?;
+                    }
+                }
+                other => return Err(format!("home mem-server answered ReplicaLost with {other:?}")),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Picks the home of a new process: the mem-server with the most free memory (the global
@@ -121,6 +139,7 @@ impl Mm {
             space_top: mm.stack_top,
             mmap_top: mm.stack_top - STACK_MAX - STACK_GAP,
             stack: (mm.stack_top - STACK_MAX, mm.stack_top),
+            replicas: config.replicas,
         };
         mm.start(&Request::CreateProcess(spec), "create")?;
         Ok(mm)
@@ -177,6 +196,7 @@ impl Mm {
         let mut cache = self.cache.hold();
         cache.clean(USER_MIN, self.stack_top).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
         let remote = cache.remote_pages();
+        self.home.report(&mut cache, true).map_err(VmmError::MemoryServer)?;
         child.start(&Request::ForkProcess { parent: self.home.proc }, "fork")?;
         drop(cache);
         child.cache.hold().set_remote_pages(remote);
@@ -262,7 +282,7 @@ impl Mm {
                 }
             }
         }
-        let reply = self.home.call(&Request::Mem(call));
+        let reply = self.home.report(&mut cache, true).and_then(|()| self.home.call(&Request::Mem(call)));
         let outcome = match reply {
             Ok(Reply::Mem(Ok(o))) => Ok(o),
             Ok(Reply::Mem(Err(errno))) => return Err(Errno(errno)),
@@ -397,7 +417,8 @@ impl Mm {
 impl Drop for Mm {
     fn drop(&mut self) {
         if self.cache.failure().is_none() {
-            if let Err(e) = self.home.call(&Request::ExitProcess) {
+            let reported = self.home.report(&mut self.cache.hold(), false);
+            if let Err(e) = reported.and_then(|()| self.home.call(&Request::ExitProcess)) {
                 tracing::warn!("releasing the process's memory: {e}");
             }
         }
@@ -416,7 +437,7 @@ fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemO
     };
     let mem = |e: crate::memory::excache::MemError| e.to_string();
     for o in &outcome.owners {
-        cache.set_owner(o.index, &o.owner).map_err(mem)?;
+        cache.set_owner(o.index, &o.owner, o.secondary.as_deref()).map_err(mem)?;
     }
     for effect in outcome.effects {
         match effect {

@@ -1267,6 +1267,49 @@ pub fn fdatasync(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     sync(p, a[0], true)
 }
 
+/// `sync(2)`: the vNode's file system syncs everything. Linux's sync cannot fail; an error is
+/// logged (and reported by the next fsync or syncfs).
+pub fn sync_fs(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+    if let Err(e) = p.fs.sync_all() {
+        tracing::warn!(errno = e.0, "sync failed");
+    }
+    Ok(0)
+}
+
+/// Linux x86-64 `struct statfs` (120 bytes) of `st`.
+fn linux_statfs(st: &crate::fs::FsStat) -> [u8; 120] {
+    let mut b = [0u8; 120];
+    for (i, v) in [st.fs_type, st.block_size, st.blocks, st.free, st.available, st.files, st.free_files].iter().enumerate() {
+        put(&mut b, 8 * i, &v.to_le_bytes());
+    }
+    put(&mut b, 64, &st.name_max.to_le_bytes());
+    put(&mut b, 72, &st.block_size.to_le_bytes());
+    b
+}
+
+/// `statfs(path, buf)`: the space of the vNode's file system, which holds every path that
+/// exists (`/proc` and `/dev` report it too).
+pub fn statfs(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    stat_at(p, AT_FDCWD as u64, a[0], 0)?;
+    let st = p.fs.stat_fs()?;
+    p.mm.write_user(a[1], &linux_statfs(&st))?;
+    Ok(0)
+}
+
+/// `fstatfs(fd, buf)`: as `statfs`, for an open descriptor.
+pub fn fstatfs(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.fds.get(fdarg(a[0]))?;
+    let st = p.fs.stat_fs()?;
+    p.mm.write_user(a[1], &linux_statfs(&st))?;
+    Ok(0)
+}
+
+/// `syncfs(2)`: every descriptor is on the vNode's one file system (or on none that keeps data).
+pub fn syncfs(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    p.fds.get(fdarg(a[0]))?;
+    p.fs.sync_all().map(|()| 0)
+}
+
 /// `ftruncate(fd, length)`: `EINVAL` for a negative length, a description not open for
 /// writing, or something that is not a regular file (as Linux's `do_ftruncate`).
 pub fn ftruncate(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {

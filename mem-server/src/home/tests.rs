@@ -44,6 +44,7 @@ fn spec() -> ProcessSpec {
         space_top: TOP,
         mmap_top: MMAP_TOP,
         stack: (TOP - VS / 2, TOP),
+        replicas: 1,
     }
 }
 
@@ -52,7 +53,7 @@ fn setup() -> (HomeProcess, Fake) {
     let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
     let mut h = HomeProcess::new(PROC, spec()).unwrap();
     let out = h.start(&mut f).unwrap().unwrap();
-    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: "a".into() }]);
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: "a".into(), secondary: None }]);
     assert_eq!(
         out.effects,
         vec![Effect::Map(Vma { start: TOP - VS / 2, end: TOP, prot: Prot::RW, kind: VmaKind::Stack })]
@@ -106,7 +107,7 @@ fn mmap_places_top_down_and_spreads_vregions_over_owners() {
     let (mut h, mut f) = setup();
     let a = ok(&mut h, &mut f, mmap(0, 4096, 0));
     assert_eq!(a.value, MMAP_TOP - 4096);
-    assert_eq!(a.owners, vec![VRegionOwner { index: 59, owner: "b".into() }]);
+    assert_eq!(a.owners, vec![VRegionOwner { index: 59, owner: "b".into(), secondary: None }]);
     let b = ok(&mut h, &mut f, mmap(0, 8192, 0));
     assert_eq!(b.value, MMAP_TOP - 3 * 4096, "placed by the owner inside the same vRegion");
     assert!(b.owners.is_empty());
@@ -494,4 +495,65 @@ mod model {
             }
         }
     }
+}
+
+/// With two replicas every vRegion gets a primary and a secondary on two servers other than the
+/// home, every vma change reaches both, and a lost primary is replaced by its secondary.
+#[test]
+fn replicas_mirror_vma_changes_and_fail_over() {
+    let mut f = Fake { owners: (0..3).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
+    let mut h = HomeProcess::new(PROC, ProcessSpec { replicas: 2, ..spec() }).unwrap();
+    let out = h.start(&mut f).unwrap().unwrap();
+    let stack = &out.owners[0];
+    assert_ne!(stack.owner, "a", "the primary is not the home");
+    let secondary = stack.secondary.clone().expect("a secondary");
+    assert!(secondary != stack.owner && secondary != "a", "{stack:?}");
+    let (p, s) = (h.owner_of(63).unwrap(), h.secondary_of(63).unwrap());
+    let a = ok(&mut h, &mut f, mmap(TOP - VS, 8192, MAP_FIXED)).value;
+    ok(&mut h, &mut f, MemCall::Mprotect { addr: a, len: 4096, prot: Prot(1) });
+    let regions = |f: &mut Fake, i: usize| f.owners[i].call(PROC, OwnerCall::Regions { start: TOP - VS, end: TOP }).unwrap();
+    assert_eq!(regions(&mut f, p), regions(&mut f, s), "the secondary's vma tree is the primary's");
+    // The primary is unreachable: the home promotes the secondary and says so.
+    struct Down(Fake, usize);
+    impl Owners for Down {
+        fn call(&mut self, owner: usize, proc: u64, call: OwnerCall) -> Result<OwnerOutcome, OwnerFailure> {
+            if owner == self.1 {
+                return Err(OwnerFailure::Unreachable("connection refused".into()));
+            }
+            self.0.call(owner, proc, call)
+        }
+        fn stat(&mut self, owner: usize) -> Result<ServerStat, OwnerFailure> {
+            self.0.stat(owner)
+        }
+    }
+    let mut d = Down(f, p);
+    let out = h.call(MemCall::Munmap { addr: a, len: 4096 }, &mut d).unwrap().unwrap();
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: secondary.clone(), secondary: None }]);
+    assert_eq!((h.owner_of(63), h.secondary_of(63)), (Some(s), None));
+    // A pComponent's report of a lost copy for a vRegion with one copy left changes nothing.
+    h.replica_lost(63, "a", false, &mut d);
+    assert_eq!((h.owner_of(63), h.secondary_of(63)), (Some(s), None));
+}
+
+/// A vRegion left with one copy gets a new secondary holding the primary's regions and pages.
+#[test]
+fn a_lost_copy_is_rebuilt_on_another_server() {
+    let mut f = Fake { owners: (0..4).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
+    let servers = vec!["a".into(), "b".into(), "c".into(), "d".into()];
+    let mut h = HomeProcess::new(PROC, ProcessSpec { replicas: 2, servers, ..spec() }).unwrap();
+    h.start(&mut f).unwrap().unwrap();
+    let (p, s) = (h.owner_of(63).unwrap(), h.secondary_of(63).unwrap());
+    let page = TOP - 4096;
+    for i in [p, s] {
+        f.owners[i].call(PROC, OwnerCall::PutPages { pages: vec![(page, vec![7; 4096])] }).unwrap();
+    }
+    let name = |i: usize| ["a", "b", "c", "d"][i].to_string();
+    let out = h.replica_lost(63, &name(p), true, &mut f);
+    let fresh = h.secondary_of(63).expect("rebuilt");
+    assert!(![p, s].contains(&fresh), "not on a failed server nor on the primary");
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: name(s), secondary: Some(name(fresh)) }]);
+    let regions = |f: &mut Fake, i: usize| f.owners[i].call(PROC, OwnerCall::Regions { start: TOP - VS, end: TOP }).unwrap();
+    assert_eq!(regions(&mut f, s), regions(&mut f, fresh));
+    let read = f.owners[fresh].call(PROC, OwnerCall::ReadPages { start: TOP - VS, end: TOP, max: 8 }).unwrap();
+    assert_eq!(read, OwnerOutcome::Pages { pages: vec![(page, vec![7; 4096])], more: false });
 }

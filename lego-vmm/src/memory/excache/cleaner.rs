@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use lego_proto::frame::MAX_RUN_PAGES;
-use lego_proto::transport::RegisteredBuf;
+use lego_proto::transport::{RegisteredBuf, Slot};
 
 use super::{MemError, Shared, Staged, State};
 
@@ -62,44 +62,64 @@ fn run(mem: &Shared) {
             }
         };
         let proc = st.proc;
-        let mut links = Vec::new();
-        let mut failure = None;
+        // Each line goes to its owner and, with replication, to its secondary, all at once.
+        let mut targets: Vec<(usize, Vec<(u64, Slot)>)> = Vec::new();
         for s in &batch {
-            if links.iter().any(|&(o, _, _)| o == s.owner) {
-                continue;
-            }
-            match st.owners.take_link(s.owner) {
-                Ok(link) => links.push((s.owner, link, s.page)),
-                Err(source) => {
-                    failure = Some(MemError::Owner { what: "cleaning", page: s.page, server: st.owners.name(s.owner).to_string(), source });
-                    break;
+            for server in st.owners.owner_of(s.page).into_iter().chain(st.owners.secondary_of(s.page)) {
+                match targets.iter_mut().find(|(o, _)| *o == server) {
+                    Some((_, v)) => v.push((s.page, s.slot)),
+                    None => targets.push((server, vec![(s.page, s.slot)])),
                 }
             }
         }
-        if failure.is_none() {
+        let mut links = Vec::new();
+        let mut failures = Vec::new();
+        for (server, pages) in targets {
+            match st.owners.take_link(server) {
+                Ok(link) => links.push((server, link, pages)),
+                Err(source) => failures.push(MemError::Owner { what: "cleaning", page: pages[0].0, server: st.owners.name(server).to_string(), source }),
+            }
+        }
+        if failures.is_empty() {
             drop(st);
-            let sent: Vec<_> = links
-                .iter_mut()
-                .map(|(owner, link, _)| {
-                    let pages: Vec<_> = batch.iter().filter(|s| s.owner == *owner).map(|s| (s.page, s.slot)).collect();
-                    link.write_pages(proc, &pages, &buf)
-                })
-                .collect();
+            // All the writes go out before any reply is awaited.
+            let pending: Vec<_> = links.iter_mut().map(|(_, link, pages)| link.start_writes(proc, pages, &buf)).collect();
+            let sent: Vec<_> = links.iter_mut().zip(pending).map(|((_, link, _), p)| p.and_then(|p| link.finish_writes(p))).collect();
             st = mem.state();
-            for (&(owner, _, page), r) in links.iter().zip(sent) {
+            for ((server, _, pages), r) in links.iter().zip(sent) {
                 if let Err(source) = r {
-                    failure = Some(MemError::Owner { what: "cleaning", page, server: st.owners.name(owner).to_string(), source });
+                    failures.push(MemError::Owner { what: "cleaning", page: pages[0].0, server: st.owners.name(*server).to_string(), source });
                 }
             }
         }
-        for (owner, link, _) in links {
-            st.owners.put_link(owner, link);
+        let replicas: u64 = links.iter().map(|(_, _, p)| p.len() as u64).sum::<u64>() - batch.len() as u64;
+        for (server, link, _) in links {
+            st.owners.put_link(server, link);
         }
-        st.cleaned(batch.iter().map(|s| s.page), failure.is_none());
+        // A failed server is failed over and the batch stays dirty, to be written again to
+        // the owners as they are now; a failure nothing can recover from ends the memory.
+        let mut fatal = None;
+        for e in &failures {
+            match st.recover(e) {
+                Ok(true) => {}
+                Ok(false) => fatal = fatal.or(Some(e.to_string())),
+                Err(lost) => fatal = fatal.or(Some(lost.to_string())),
+            }
+        }
+        let ok = failures.is_empty();
+        if !ok && fatal.is_none() {
+            if let Err(e) = st.redirty(mem, &batch) {
+                fatal = Some(e.to_string());
+            }
+        }
+        if ok {
+            st.stats.replicated += replicas;
+        }
+        st.cleaned(batch.iter().map(|s| s.page), ok);
         mem.settled.notify_all();
-        if let Some(e) = failure {
+        if let Some(e) = fatal {
             drop(st);
-            mem.fail(e.to_string());
+            mem.fail(e);
             return;
         }
     }
@@ -133,6 +153,15 @@ impl State {
             }
         }
         Ok(picked)
+    }
+
+    /// Marks the lines of `batch` dirty again (their write-back failed over: they go again).
+    fn redirty(&mut self, mem: &Shared, batch: &[Staged]) -> Result<(), MemError> {
+        for s in batch {
+            let word = self.pt.entry(&mem.sys, s.page).ok_or(MemError::LostEntry(s.page))?;
+            word.fetch_or(super::DIRTY, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     /// Copies the `picked` lines, whose frames were invalidated since (in `runs` runs), into

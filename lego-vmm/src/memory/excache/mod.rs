@@ -175,6 +175,18 @@ pub struct CacheStats {
     pub lines: u64,
     /// Distinct mem-servers owning vRegions of the process.
     pub owners: u64,
+    /// Lines written to secondaries as well (replication, LegoOS §4.7).
+    pub replicated: u64,
+    /// vRegions with two copies now.
+    pub vregions_replicated: u64,
+    /// vRegions left with one copy by a mem-server's failure.
+    pub vregions_degraded: u64,
+    /// Mem-servers found failed while the process ran, whose vRegions their secondaries took
+    /// over (fail-overs).
+    pub failovers: u64,
+    /// The longest fail-over: from the start of the request that found the server failed to
+    /// the end of the same request served by the secondary, in nanoseconds.
+    pub failover_ns: u64,
 }
 
 impl Default for CacheStats {
@@ -200,6 +212,11 @@ impl Default for CacheStats {
             resident: 0,
             lines: 0,
             owners: 0,
+            replicated: 0,
+            vregions_replicated: 0,
+            vregions_degraded: 0,
+            failovers: 0,
+            failover_ns: 0,
         }
     }
 }
@@ -239,6 +256,15 @@ pub enum MemError {
     /// The home named an owner nobody knows.
     #[error(transparent)]
     UnknownOwner(#[from] owners::UnknownOwner),
+    /// A mem-server failed and held the only copy of a vRegion.
+    #[error(transparent)]
+    NoCopyLeft(#[from] owners::NoCopyLeft),
+}
+
+/// Whether `e` says the server is gone (the connection failed or it fell silent), as opposed
+/// to a refusal of the request.
+fn server_lost(e: &ProtoError) -> bool {
+    matches!(e, ProtoError::Io { .. } | ProtoError::Closed { .. } | ProtoError::Timeout { .. })
 }
 
 /// An access that missed.
@@ -329,10 +355,9 @@ const INSTALL: Slot = Slot(0);
 const WINDOW: Slot = Slot(1);
 const WRITE_BACK: Slot = Slot(WINDOW.0 + MAX_RUN_PAGES as usize);
 
-/// A dirty line copied out for write-back.
+/// A dirty line copied out for write-back (to its owners as they are when it is written).
 #[derive(Clone, Copy)]
 struct Staged {
-    owner: usize,
     page: u64,
     slot: Slot,
 }
@@ -383,6 +408,8 @@ impl Shared {
     /// miss that has to evict keeps the lock: its fetch rides on the write-back. The VMM's own
     /// accesses keep it throughout, as they may span several lines.
     fn serve<'a>(&'a self, mut st: MutexGuard<'a, State>, va: u64, access: Access, let_go: bool) -> (MutexGuard<'a, State>, Result<Fault, MemError>) {
+        let begun = Instant::now();
+        let mut failed_over = false;
         loop {
             let r = match st.fault(self, va, access) {
                 Ok(Step::Done(f)) => Ok(f),
@@ -410,8 +437,21 @@ impl Shared {
                 }
                 Err(e) => Err(e),
             };
+            let r = match r {
+                Err(e) => match st.recover(&e) {
+                    Ok(true) => {
+                        failed_over = true;
+                        continue;
+                    }
+                    Ok(false) => Err(e),
+                    Err(lost) => Err(lost),
+                },
+                Ok(f) => Ok(f),
+            };
             if let Err(e) = &r {
                 self.fail(e.to_string());
+            } else if failed_over {
+                st.failed_over(begun);
             }
             return (st, r);
         }
@@ -634,7 +674,14 @@ impl StatsProbe {
     /// A snapshot of the statistics.
     pub fn stats(&self) -> CacheStats {
         let st = self.0.state();
-        CacheStats { resident: st.frames.resident() as u64, owners: st.owners.owners_in_use() as u64, ..st.stats.clone() }
+        let (vregions_replicated, vregions_degraded) = st.owners.copies();
+        CacheStats {
+            resident: st.frames.resident() as u64,
+            owners: st.owners.owners_in_use() as u64,
+            vregions_replicated,
+            vregions_degraded,
+            ..st.stats.clone()
+        }
     }
 }
 
@@ -646,9 +693,14 @@ pub struct Held<'a> {
 }
 
 impl Held<'_> {
-    /// Records the owner of vRegion `index`.
-    pub fn set_owner(&mut self, index: u64, owner: &str) -> Result<(), MemError> {
-        Ok(self.st.owners.set(index, owner)?)
+    /// Records the owner of vRegion `index` and its secondary.
+    pub fn set_owner(&mut self, index: u64, owner: &str, secondary: Option<&str>) -> Result<(), MemError> {
+        Ok(self.st.owners.set(index, owner, secondary)?)
+    }
+
+    /// The copies lost (vRegion, failed mem-server) that the home has not been told of yet.
+    pub fn take_unreported(&mut self) -> Vec<(u64, String)> {
+        self.st.owners.take_unreported()
     }
 
     /// Maps `[start, end)` with `prot`: its pages become mapped, not resident; a page already
@@ -945,7 +997,7 @@ impl State {
     /// [`State::stage`] into slot `n` of `buf` (`None`: the write-back slots of the state's own
     /// buffer).
     fn copy_out(&mut self, mem: &Shared, f: u32, page: u64, n: usize, buf: Option<&mut RegisteredBuf>) -> Result<Staged, MemError> {
-        let owner = self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
+        self.owners.owner_of(page).ok_or(MemError::NoOwner(page))?;
         let (slot, buf) = match buf {
             Some(b) => (Slot(n), b),
             None => (Slot(WRITE_BACK.0 + n), &mut self.buf),
@@ -954,7 +1006,7 @@ impl State {
         // concurrent access is covered above.
         buf.page_mut(slot.0).copy_from_slice(unsafe { mem.pool.frame(u64::from(f) * PAGE_SIZE) });
         self.dirtied(f);
-        Ok(Staged { owner, page, slot })
+        Ok(Staged { page, slot })
     }
 
     /// Counts a first write to the line in frame `f`, if it was installed clean.
@@ -978,28 +1030,29 @@ impl State {
         Ok(())
     }
 
-    /// Writes back `staged` lines: one pipelined exchange per owner. With `fetch = Some((owner,
-    /// page))`, the last line of that owner carries the fetch of `page` into [`INSTALL`];
-    /// returns whether it did.
+    /// Writes back `staged` lines: one pipelined exchange per owner, and with replication the
+    /// same to each secondary, in parallel; a line counts as flushed once all have it. With
+    /// `fetch = Some((owner, page))`, the last line of that owner carries the fetch of `page`
+    /// into [`INSTALL`]; returns whether it did. An owner found failed is failed over
+    /// ([`State::recover`]) and its lines go to the promoted secondary.
     fn write_staged(&mut self, staged: &[Staged], fetch: Option<(usize, u64)>) -> Result<bool, MemError> {
-        let mut owners: Vec<usize> = staged.iter().map(|s| s.owner).collect();
-        owners.sort_unstable();
-        owners.dedup();
+        let begun = Instant::now();
+        let mut failed_over = false;
         let mut fetched = false;
-        let proc = self.proc;
-        for owner in owners {
-            let pages: Vec<(u64, Slot)> = staged.iter().filter(|s| s.owner == owner).map(|s| (s.page, s.slot)).collect();
+        let mut left = staged.to_vec();
+        while let Some(first) = left.first() {
+            let owner = self.owners.owner_of(first.page).ok_or(MemError::NoOwner(first.page))?;
+            let (group, rest): (Vec<Staged>, Vec<Staged>) = left.iter().partition(|s| self.owners.owner_of(s.page) == Some(owner));
+            let pages: Vec<(u64, Slot)> = group.iter().map(|s| (s.page, s.slot)).collect();
             let piggyback = fetch.filter(|&(o, _)| o == owner).map(|(_, want)| want);
-            self.with_link(owner, "writing back", pages[0].0, |link, buf| match (piggyback, pages.split_last()) {
-                (Some(want), Some(((last, slot), rest))) => {
-                    if !rest.is_empty() {
-                        link.write_pages(proc, rest, buf)?;
-                    }
-                    link.write_read_page(proc, *last, want, buf, *slot, INSTALL)
+            if let Err(e) = self.write_replicated(owner, &pages, piggyback) {
+                if self.recover(&e)? {
+                    failed_over = true;
+                    continue;
                 }
-                _ => link.write_pages(proc, &pages, buf),
-            })?;
-            if matches!(fetch, Some((o, _)) if o == owner) {
+                return Err(e);
+            }
+            if piggyback.is_some() {
                 fetched = true;
                 self.stats.piggybacked += 1;
             }
@@ -1008,8 +1061,86 @@ impl State {
                 self.stats.dirty_flushes += 1;
                 self.stats.bytes_out += PAGE_SIZE;
             }
+            left = rest;
+        }
+        if failed_over {
+            self.failed_over(begun);
         }
         Ok(fetched)
+    }
+
+    /// Writes `pages` (slots of the state's buffer), all of vRegions `owner` is the primary of,
+    /// to `owner` and to their secondaries at once: the secondaries' writes are sent first,
+    /// then the owner's exchange runs, then the secondaries' replies are collected. A secondary
+    /// that fails is failed over (the vRegion keeps one copy); the owner's failure is returned.
+    fn write_replicated(&mut self, owner: usize, pages: &[(u64, Slot)], piggyback: Option<u64>) -> Result<(), MemError> {
+        let proc = self.proc;
+        let first = pages[0].0;
+        let mut seconds: Vec<(usize, Vec<(u64, Slot)>)> = Vec::new();
+        for &(page, slot) in pages {
+            let Some(s) = self.owners.secondary_of(page) else { continue };
+            match seconds.iter_mut().find(|(o, _)| *o == s) {
+                Some((_, v)) => v.push((page, slot)),
+                None => seconds.push((s, vec![(page, slot)])),
+            }
+        }
+        let mut sent = Vec::with_capacity(seconds.len());
+        let mut lost = Vec::new();
+        for (s, v) in seconds {
+            let started = self.owners.take_link(s).and_then(|mut link| match link.start_writes(proc, &v, &self.buf) {
+                Ok(pending) => Ok((link, pending)),
+                Err(e) => Err(e),
+            });
+            match started {
+                Ok((link, pending)) => sent.push((s, link, pending, v.len() as u64)),
+                Err(e) => lost.push((s, e)),
+            }
+        }
+        let done = self.with_link(owner, "writing back", first, |link, buf| primary_write(link, buf, proc, pages, piggyback));
+        for (s, mut link, pending, n) in sent {
+            match link.finish_writes(pending) {
+                Ok(()) => {
+                    self.stats.replicated += n;
+                    self.owners.put_link(s, link);
+                }
+                Err(e) => lost.push((s, e)),
+            }
+        }
+        for (s, e) in lost {
+            tracing::warn!(server = %self.owners.name(s), error = %e, "a secondary failed a write-back");
+            self.fence(s)?;
+        }
+        done
+    }
+
+    /// After `e`: if it says a mem-server is gone and the process is replicated, fails that
+    /// server over ([`Owners::fail_over`]) and says the request may be retried; an error if a
+    /// vRegion had no other copy.
+    fn recover(&mut self, e: &MemError) -> Result<bool, MemError> {
+        let MemError::Owner { server, source, .. } = e else { return Ok(false) };
+        if !server_lost(source) || !self.owners.replicated() {
+            return Ok(false);
+        }
+        let Some(i) = self.owners.index_of(server) else { return Ok(false) };
+        self.fence(i)?;
+        Ok(true)
+    }
+
+    /// Fails server `server` over ([`Owners::fail_over`]), counting it the first time.
+    fn fence(&mut self, server: usize) -> Result<(), owners::NoCopyLeft> {
+        let fresh = !self.owners.is_dead(server);
+        self.owners.fail_over(server)?;
+        if fresh {
+            self.stats.failovers += 1;
+        }
+        Ok(())
+    }
+
+    /// A request that began at `begun` was served after a fail-over.
+    fn failed_over(&mut self, begun: Instant) {
+        let ns = begun.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        tracing::info!(ms = ns / 1_000_000, "served after a fail-over");
+        self.stats.failover_ns = self.stats.failover_ns.max(ns);
     }
 
     /// The resident lines of `[start, end)`, as (frame number, page).
@@ -1149,6 +1280,20 @@ impl State {
     }
 }
 
+/// Writes `pages` (slots of `buf`) to the owner at the other end of `link`; with `piggyback`,
+/// the last one carries the fetch of that page into [`INSTALL`].
+fn primary_write(link: &mut dyn Transport, buf: &mut RegisteredBuf, proc: u64, pages: &[(u64, Slot)], piggyback: Option<u64>) -> Result<(), ProtoError> {
+    match (piggyback, pages.split_last()) {
+        (Some(want), Some(((last, slot), rest))) => {
+            if !rest.is_empty() {
+                link.write_pages(proc, rest, buf)?;
+            }
+            link.write_read_page(proc, *last, want, buf, *slot, INSTALL)
+        }
+        _ => link.write_pages(proc, pages, buf),
+    }
+}
+
 /// Fills the line of `frame` with `data`, or with zeroes.
 fn fill(mem: &Shared, frame: u64, data: Option<&[u8; PAGE_SIZE as usize]>) {
     // SAFETY: the frame was taken for this line: nothing maps it yet, and the caller holds the
@@ -1171,6 +1316,8 @@ pub struct MemoryConfig {
     pub vregion_size: u64,
     /// How long to wait for a mem-server before declaring it failed.
     pub timeout: Duration,
+    /// Copies of each vRegion (1 or 2, see [`lego_proto::mm::ProcessSpec::replicas`]).
+    pub replicas: u8,
     /// The ExCache.
     pub excache: ExCacheConfig,
     /// Transport of the page path to the owners (`--transport`; control calls go over TCP).
@@ -1256,7 +1403,7 @@ mod tests {
         let config = ExCacheConfig { bytes: lines * PAGE_SIZE, ways: 0, policy, prefetch, cleaner: true };
         let c = ExCache::start(config, owners, 1, sys).unwrap();
         let mut held = c.hold();
-        held.set_owner(0, "memory").unwrap();
+        held.set_owner(0, "memory", None).unwrap();
         held.map(BASE, BASE + pages * PAGE_SIZE, Prot::RW).unwrap();
         drop(held);
         c

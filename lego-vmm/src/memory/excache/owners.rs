@@ -94,14 +94,38 @@ pub struct UnknownOwner {
     pub vregion: u64,
 }
 
+/// A mem-server failed and some vRegion it held has no other copy: the process's memory is lost.
+#[derive(Debug, thiserror::Error)]
+#[error("mem-server {server} failed and vRegion {vregion} has no other copy{}", match earlier { Some(e) => format!(" (its other mem-server {e} failed before)"), None => String::new() })]
+pub struct NoCopyLeft {
+    /// The server that failed now.
+    pub server: String,
+    /// A vRegion it held alone.
+    pub vregion: u64,
+    /// The server that held the vRegion's other copy, if it failed earlier.
+    pub earlier: Option<String>,
+}
+
 /// The vRegion array as cached by the pComponent, and the page-path connections to each owner:
 /// as many as misses were ever fetched from it at once (one per faulting vCPU at most), each
 /// used by one thread at a time.
+///
+/// With replication (LegoOS §4.7) a vRegion also has a secondary, which every write-back
+/// reaches too. A server found failed is *fenced*: never contacted again by this process, its
+/// vRegions served by their secondaries, promoted ([`Owners::fail_over`]), and the home told
+/// before its next request ([`Owners::take_unreported`]).
 pub struct Owners {
     servers: Vec<String>,
     /// Idle connections, per owner.
     links: Vec<Vec<Box<dyn Transport>>>,
     by_vregion: HashMap<u64, usize>,
+    secondaries: HashMap<u64, usize>,
+    /// Servers found failed (fenced off).
+    dead: Vec<bool>,
+    /// For a vRegion left with one copy by a failure: the server that failed.
+    lost_copy: HashMap<u64, usize>,
+    /// Copies lost that the home has not been told of: (vRegion, failed server).
+    unreported: Vec<(u64, String)>,
     vregion_shift: u32,
     connect: Connector,
 }
@@ -111,7 +135,18 @@ impl Owners {
     /// `connect`.
     pub fn new(servers: Vec<String>, vregion_size: u64, connect: Connector) -> Owners {
         let links = servers.iter().map(|_| Vec::new()).collect();
-        Owners { servers, links, by_vregion: HashMap::new(), vregion_shift: vregion_size.trailing_zeros(), connect }
+        let dead = vec![false; servers.len()];
+        Owners {
+            servers,
+            links,
+            by_vregion: HashMap::new(),
+            secondaries: HashMap::new(),
+            dead,
+            lost_copy: HashMap::new(),
+            unreported: Vec::new(),
+            vregion_shift: vregion_size.trailing_zeros(),
+            connect,
+        }
     }
 
     /// Owners reached over TCP, as a pComponent of cluster `cluster`. The faulting thread polls
@@ -127,20 +162,87 @@ impl Owners {
         Owners::new(servers, vregion_size, connect)
     }
 
-    /// Records that `owner` owns vRegion `index`; unknown owner names are an error.
-    pub fn set(&mut self, index: u64, owner: &str) -> Result<(), UnknownOwner> {
-        let i = self
-            .servers
-            .iter()
-            .position(|s| s == owner)
-            .ok_or_else(|| UnknownOwner { owner: owner.to_string(), vregion: index })?;
+    /// Records that `owner` owns vRegion `index`, with `secondary` as its second copy; unknown
+    /// names are an error.
+    pub fn set(&mut self, index: u64, owner: &str, secondary: Option<&str>) -> Result<(), UnknownOwner> {
+        let find = |name: &str| self.servers.iter().position(|s| s == name).ok_or_else(|| UnknownOwner { owner: name.to_string(), vregion: index });
+        let i = find(owner)?;
+        let s = secondary.map(find).transpose()?;
         self.by_vregion.insert(index, i);
+        match s {
+            Some(s) => self.secondaries.insert(index, s),
+            None => self.secondaries.remove(&index),
+        };
         Ok(())
     }
 
     /// The owner (server index) of the vRegion holding `page`.
     pub fn owner_of(&self, page: u64) -> Option<usize> {
         self.by_vregion.get(&(page >> self.vregion_shift)).copied()
+    }
+
+    /// The secondary (server index) of the vRegion holding `page`, if it has one.
+    pub fn secondary_of(&self, page: u64) -> Option<usize> {
+        self.secondaries.get(&(page >> self.vregion_shift)).copied()
+    }
+
+    /// The index of the server named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.servers.iter().position(|s| s == name)
+    }
+
+    /// Server `server` failed: it is fenced off (its idle connections closed, never used
+    /// again); each vRegion it was the primary of is served by its secondary from now on, and
+    /// each it was the secondary of keeps one copy. Returns how many vRegions changed primary,
+    /// or the first vRegion left without any copy.
+    pub fn fail_over(&mut self, server: usize) -> Result<usize, NoCopyLeft> {
+        if !self.dead[server] {
+            tracing::warn!(server = %self.servers[server], "mem-server failed: fenced off");
+        }
+        self.dead[server] = true;
+        self.links[server].clear();
+        let mut promoted = 0;
+        let mut indexes: Vec<u64> = self.by_vregion.keys().copied().collect();
+        indexes.sort_unstable();
+        for index in indexes {
+            if self.by_vregion[&index] == server {
+                let Some(s) = self.secondaries.remove(&index) else {
+                    let earlier = self.lost_copy.get(&index).map(|&e| self.servers[e].clone());
+                    return Err(NoCopyLeft { server: self.servers[server].clone(), vregion: index, earlier });
+                };
+                self.by_vregion.insert(index, s);
+                promoted += 1;
+            } else if self.secondaries.get(&index) == Some(&server) {
+                self.secondaries.remove(&index);
+            } else {
+                continue;
+            }
+            self.lost_copy.insert(index, server);
+            self.unreported.push((index, self.servers[server].clone()));
+        }
+        Ok(promoted)
+    }
+
+    /// vRegions with two copies, and vRegions left with one by a failure.
+    pub fn copies(&self) -> (u64, u64) {
+        let two = self.secondaries.len() as u64;
+        let degraded = self.by_vregion.keys().filter(|i| !self.secondaries.contains_key(i) && self.lost_copy.contains_key(i)).count() as u64;
+        (two, degraded)
+    }
+
+    /// Whether any vRegion ever had a secondary (the process is replicated).
+    pub fn replicated(&self) -> bool {
+        !self.secondaries.is_empty() || !self.lost_copy.is_empty()
+    }
+
+    /// Whether server `server` was found failed.
+    pub fn is_dead(&self, server: usize) -> bool {
+        self.dead[server]
+    }
+
+    /// The copies lost since the last call, (vRegion, failed server), for the home.
+    pub fn take_unreported(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.unreported)
     }
 
     /// The first address past the vRegion holding `page`.
@@ -156,6 +258,9 @@ impl Owners {
     /// An idle page-path connection to server `i` (a new one if none is idle), for the caller
     /// alone until it gives it back with [`Owners::put_link`].
     pub fn take_link(&mut self, i: usize) -> Result<Box<dyn Transport>, ProtoError> {
+        if self.dead[i] {
+            return Err(ProtoError::Closed { peer: self.servers[i].clone() });
+        }
         match self.links[i].pop() {
             Some(link) => Ok(link),
             None => (self.connect)(&self.servers[i]),
@@ -164,7 +269,9 @@ impl Owners {
 
     /// Gives back a connection to server `i` taken with [`Owners::take_link`].
     pub fn put_link(&mut self, i: usize, link: Box<dyn Transport>) {
-        self.links[i].push(link);
+        if !self.dead[i] {
+            self.links[i].push(link);
+        }
     }
 
     /// Number of distinct owners in use.

@@ -1,0 +1,203 @@
+//! Memory replication and fail-over (LegoOS §4.7) with real processes: three mem-servers (the
+//! home, which has the most memory, then the primary, then the secondary of every vRegion),
+//! a guest program at a small ExCache with `--replicas 2`, and a mem-server killed (or stopped)
+//! while it runs. The program's output must be byte-identical to native and its status 0; a
+//! process that loses both copies ends with status 125 and a message naming both servers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn out_dir() -> PathBuf {
+    image("words.txt").parent().unwrap().to_path_buf()
+}
+
+/// A mem-server of `capacity` with a metrics endpoint.
+fn mem_server(capacity: &str) -> Server {
+    Server::start(&["mem-server", "--listen", "127.0.0.1:0", "--capacity", capacity, "--metrics", "127.0.0.1:0"])
+}
+
+/// The home (most free memory: the VMM picks it), the primary (the most free of the others)
+/// and the secondary, in that order.
+fn trio() -> [Server; 3] {
+    [mem_server("1G"), mem_server("768M"), mem_server("512M")]
+}
+
+/// Page requests of `op` a mem-server has served.
+fn served(s: &Server, op: &str) -> f64 {
+    let (_, body) = scrape(s.metrics.as_deref().expect("started with --metrics"));
+    sample(&body, &format!("lego_mem_requests_total{{op=\"{op}\"}}")).unwrap_or(0.0)
+}
+
+/// `lego run --replicas 2` of `prog args` on the three servers, with a few more `options`.
+fn replicated(servers: &[Server; 3], excache: &str, options: &[&str], prog: &Path, args: &[&str]) -> std::process::Command {
+    let mut o = vec!["--replicas", "2", "--excache", excache, "--stats"];
+    for s in servers {
+        o.extend(["--mem-server", s.addr.as_str()]);
+    }
+    o.extend(options);
+    lego(&o, prog, args, &out_dir())
+}
+
+/// Waits until the primary (server 1) has served misses of the running program and the
+/// secondary (server 2) has received write-backs but served no miss: replication is under
+/// way and the servers play the roles the test gives them.
+fn running(servers: &[Server; 3]) {
+    poll("the primary to serve misses", Duration::from_secs(30), || {
+        let fetched = served(&servers[1], "fetch") + served(&servers[1], "flush_fetch");
+        let replicated = served(&servers[2], "flush");
+        if fetched > 200.0 && replicated > 50.0 {
+            Ok(())
+        } else {
+            Err(format!("primary fetched {fetched}, secondary received {replicated}"))
+        }
+    });
+    assert_eq!(served(&servers[2], "fetch") + served(&servers[2], "flush_fetch"), 0.0, "the secondary served a miss before any failure");
+}
+
+/// Runs `cmd` (which must still be running when `fault` strikes) and checks it printed what
+/// `prog args` prints natively, with status 0 and at least one fail-over.
+fn survives(what: &str, cmd: std::process::Command, prog: &Path, args: &[&str], fault: impl FnOnce() + Send) -> Run {
+    let want = native(prog, args, &out_dir());
+    assert_eq!(want.status, Some(0));
+    let begun = Instant::now();
+    let got = std::thread::scope(|s| {
+        let run = s.spawn(|| run(cmd, Duration::from_secs(90), what));
+        fault();
+        run.join().unwrap()
+    });
+    assert_eq!(got.status, Some(0), "{what}: stderr: {}", got.stderr);
+    assert_eq!(got.stdout, want.stdout, "{what}: output differs; stderr: {}", got.stderr);
+    assert!(got.stderr.contains("fail-overs"), "{what}: no fail-over happened in {:?}: {}", begun.elapsed(), got.stderr);
+    assert!(stat(&got.stderr, "replicated lines") > 0, "{what}: {}", got.stderr);
+    got
+}
+
+/// `kill -9` of the primary mem-server while `prog args` runs at `excache`.
+fn primary_killed(prog: &str, args: &[&str], excache: &str) {
+    let servers = trio();
+    let prog = image(prog);
+    let cmd = replicated(&servers, excache, &[], &prog, args);
+    let what = format!("{} {args:?} at {excache}, primary killed", prog.display());
+    survives(&what, cmd, &prog, args, || {
+        running(&servers);
+        servers[1].signal(libc::SIGKILL);
+    });
+}
+
+#[test]
+fn checksum_survives_its_primary_killed() {
+    if kvm() {
+        primary_killed("checksum", &["1"], "256K");
+    }
+}
+
+#[test]
+fn sort_survives_its_primary_killed() {
+    if kvm() {
+        primary_killed("sort", &["1048576", "3"], "1M");
+    }
+}
+
+#[test]
+fn threaded_word_count_survives_its_primary_killed() {
+    if kvm() {
+        primary_killed("wordcount", &["words.txt", "4"], "1600K");
+    }
+}
+
+#[test]
+fn sort_survives_its_secondary_killed() {
+    if !kvm() {
+        return;
+    }
+    let servers = trio();
+    let prog = image("sort");
+    let args = ["1048576", "3"];
+    let cmd = replicated(&servers, "1M", &[], &prog, &args);
+    survives("sort, secondary killed", cmd, &prog, &args, || {
+        running(&servers);
+        servers[2].signal(libc::SIGKILL);
+    });
+}
+
+#[test]
+fn losing_both_copies_ends_the_process_naming_both_servers() {
+    if !kvm() {
+        return;
+    }
+    let servers = trio();
+    let prog = image("checksum");
+    let cmd = replicated(&servers, "256K", &[], &prog, &["1"]);
+    let got = std::thread::scope(|s| {
+        let run = s.spawn(|| run(cmd, Duration::from_secs(60), "checksum, both copies killed"));
+        running(&servers);
+        servers[1].signal(libc::SIGKILL);
+        std::thread::sleep(Duration::from_millis(500));
+        servers[2].signal(libc::SIGKILL);
+        run.join().unwrap()
+    });
+    assert_eq!(got.status, Some(125), "{}", got.stderr);
+    for s in &servers[1..] {
+        assert!(got.stderr.contains(&s.addr), "the message names {}: {}", s.addr, got.stderr);
+    }
+    assert!(got.stderr.contains("no other copy"), "{}", got.stderr);
+}
+
+/// A primary stopped past `--mem-timeout` is failed over; continued after the promotion, it
+/// must not serve the process again, and no write may be lost (the output is native's).
+#[test]
+fn a_stopped_primary_is_fenced_off_after_the_promotion() {
+    if !kvm() {
+        return;
+    }
+    let servers = trio();
+    let prog = image("sort");
+    let args = ["2097152", "3"];
+    let cmd = replicated(&servers, "2M", &["--mem-timeout", "1"], &prog, &args);
+    let page_requests = |s: &Server| ["fetch", "flush_fetch", "flush"].iter().map(|op| served(s, op)).sum::<f64>();
+    let mut after_cont = 0.0;
+    survives("sort, primary stopped then continued", cmd, &prog, &args, || {
+        running(&servers);
+        servers[1].signal(libc::SIGSTOP);
+        // Past the timeout: the VMM has promoted the secondary by now.
+        std::thread::sleep(Duration::from_millis(2000));
+        let promoted = served(&servers[2], "fetch") + served(&servers[2], "flush_fetch");
+        assert!(promoted > 0.0, "the secondary serves the misses once the primary is silent");
+        servers[1].signal(libc::SIGCONT);
+        // The requests queued while it was stopped drain; after that, nothing more may come.
+        std::thread::sleep(Duration::from_millis(300));
+        after_cont = page_requests(&servers[1]);
+    });
+    assert_eq!(page_requests(&servers[1]), after_cont, "the old primary got page requests after its promotion was over");
+}
+
+/// After a fail-over the home rebuilds a second copy at the next memory call (here on the
+/// home's server, the only one left): once the VMM writes back to it, the promoted primary can
+/// be killed too and the program still ends as natively.
+#[test]
+fn a_rebuilt_copy_survives_a_second_failure() {
+    if !kvm() {
+        return;
+    }
+    let servers = trio();
+    let prog = image("malloc");
+    let cmd = replicated(&servers, "4M", &[], &prog, &[]);
+    survives("malloc, primary killed, then the promoted secondary", cmd, &prog, &[], || {
+        running(&servers);
+        servers[1].signal(libc::SIGKILL);
+        // The home's server gets page writes only as the rebuilt secondary.
+        poll("the rebuilt secondary to receive write-backs", Duration::from_secs(30), || {
+            let n = served(&servers[0], "flush");
+            if n > 50.0 {
+                Ok(())
+            } else {
+                Err(format!("{n} write-backs"))
+            }
+        });
+        servers[2].signal(libc::SIGKILL);
+    });
+}
