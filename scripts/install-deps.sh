@@ -13,9 +13,15 @@
 #   tmux             a terminal for the `lego top` test
 #   fonts-dejavu-core  the font of `lego bench apps`'s plot
 #   util-linux       losetup, mkswap, swapon for `lego bench apps`
+#   libibverbs-dev rdma-core cmake libnl-3-dev libnl-route-3-dev pkg-config libclang-dev clang
+#                    building with `--features rdma` (the RDMA transport): rdma-core's
+#                    libibverbs to link, and what ibverbs-sys needs to configure its vendored
+#                    rdma-core and generate its bindings (cmake, libnl; libclang and clang's
+#                    headers for bindgen)
 set -euo pipefail
 
-PACKAGES=(busybox-static musl-tools build-essential iproute2 tmux fonts-dejavu-core util-linux)
+PACKAGES=(busybox-static musl-tools build-essential iproute2 tmux fonts-dejavu-core util-linux
+          libibverbs-dev rdma-core cmake libnl-3-dev libnl-route-3-dev pkg-config libclang-dev clang)
 
 is_installed() {
     # dpkg -s succeeds for packages in e.g. "deinstall" state too, so check

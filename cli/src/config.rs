@@ -39,6 +39,7 @@
 //! vregion_size = "1G"
 //! mem_timeout = 30
 //! replicas = 1
+//! transport = "tcp"               # or "rdma", "auto" (also a key of [mem_server])
 //! ```
 //!
 //! # Precedence
@@ -69,6 +70,8 @@ use anyhow::{anyhow, Context};
 use clap::{Command, CommandFactory, FromArgMatches};
 use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
+
+use lego_proto::rdma::select::TransportChoice;
 
 use crate::memory::PolicyArg;
 
@@ -138,6 +141,7 @@ struct MemServer {
     capacity: Option<Size>,
     storage_server: Option<Addr>,
     buffer_cache: Option<Size>,
+    transport: Option<TransportChoice>,
     metrics: Option<Addr>,
 }
 
@@ -172,6 +176,7 @@ struct Run {
     vregion_size: Option<Size>,
     mem_timeout: Option<u64>,
     replicas: Option<u8>,
+    transport: Option<TransportChoice>,
 }
 
 /// A size: bytes, or a string as the command line takes it (`512M`, `4G`), kept as written.
@@ -383,6 +388,7 @@ mod tests {
         prefetch = 8
         vregion_size = "2M"
         mem_timeout = 5
+        transport = "auto"
     "#;
 
     fn error(text: &str) -> String {
@@ -400,6 +406,7 @@ mod tests {
             ("[cluster]\nheartbeat_ms = 5", "cluster.heartbeat_ms = 5: not in 10..=60000 milliseconds"),
             ("[run]\nexcache_policy = \"random\"", "run.excache_policy = \"random\": unknown variant `random`, expected one of `fifo`, `clock`, `lru`"),
             ("mem_server = 5", "mem_server = 5: invalid type: integer `5`"),
+            ("[run]\ntransport = \"ib\"", "run.transport = \"ib\": unknown variant `ib`, expected one of `tcp`, `rdma`, `auto`"),
         ];
         for (text, want) in cases {
             let got = error(text);
@@ -458,6 +465,8 @@ mod tests {
         assert_eq!(servers, ["10.0.0.2:7070", "10.0.0.3:7070"]);
         assert_eq!(run.get_one::<u64>("excache"), Some(&(64 << 20)));
         assert_eq!(run.get_one::<u64>("prefetch"), Some(&8));
+        let transport = run.get_one::<lego_proto::rdma::select::TransportChoice>("transport");
+        assert_eq!(transport, Some(&lego_proto::rdma::select::TransportChoice::Auto));
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn faultlat(prog: &Path, a: &FaultArgs, mode: &str, threads: u32, lines: u64, pr
     if !a.memory.mem_server.is_empty() {
         c.arg("--mem-server").arg(a.memory.mem_server.join(","));
     }
+    c.args(["--transport", &a.memory.transport.transport.to_string()]);
     c.arg(prog).args([mode, &a.pages.to_string(), &threads.to_string(), &a.lines.to_string(), &a.seed.to_string()]);
     let out = c.output().context("running faultlat")?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -28,6 +28,7 @@ mod threads_bench;
 mod storage_server;
 mod throughput;
 mod top;
+mod transport;
 
 use std::process::ExitCode;
 

@@ -20,6 +20,8 @@ pub struct MemServerArgs {
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     buffer_cache: u64,
     #[command(flatten)]
+    transport: crate::transport::TransportArgs,
+    #[command(flatten)]
     join: crate::global::JoinArgs,
     #[command(flatten)]
     metrics: crate::metrics::MetricsArgs,
@@ -30,6 +32,7 @@ pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
     let config = mem_server::Config {
         storage: args.storage_server.clone(),
         buffer_cache_bytes: args.buffer_cache,
+        transport: args.transport.transport,
         ..mem_server::Config::new(args.listen, args.capacity, args.join.cluster_id)
     };
     let server = mem_server::MemServer::bind(config)?;

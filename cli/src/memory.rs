@@ -61,6 +61,8 @@ pub struct MemoryArgs {
     /// (LegoOS §4.7; needs at least two mem-servers).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub replicas: u8,
+    #[command(flatten)]
+    pub transport: crate::transport::TransportArgs,
 }
 
 /// ExCache size when neither `--excache` nor a vNode gives one.
@@ -74,9 +76,16 @@ impl MemoryArgs {
     /// front of the storage server `storage`, if any) when no server was named (keep the
     /// returned handle alive as long as the vNode runs).
     pub fn config(&self, capacity: u64, storage: Option<&str>) -> anyhow::Result<(MemoryConfig, Embedded)> {
+        // Chosen before anything starts: `--transport rdma` without a device stops here.
+        let peers: Vec<&str> = match self.mem_server.is_empty() {
+            true => vec!["the embedded mem-server"],
+            false => self.mem_server.iter().map(String::as_str).collect(),
+        };
+        let transport = self.transport.resolve(&peers)?;
         let (servers, embedded) = if self.mem_server.is_empty() {
             let config = mem_server::Config {
                 storage: storage.map(str::to_string),
+                transport: self.transport.transport,
                 ..mem_server::Config::new("127.0.0.1:0", capacity, self.cluster_id)
             };
             let server = mem_server::MemServer::bind(config).context("starting the embedded mem-server")?;
@@ -102,6 +111,7 @@ impl MemoryArgs {
                 prefetch: self.prefetch,
                 cleaner: self.excache_cleaner,
             },
+            transport,
         };
         Ok((config, embedded))
     }

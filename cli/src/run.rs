@@ -234,6 +234,12 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
     }
     match choose_pcomp(&args) {
         Ok(Some(pcomp)) => {
+            let transport = args.memory.transport.transport;
+            if transport != lego_proto::rdma::select::TransportChoice::Tcp {
+                // The run request to a pComponent carries no transport: its runs use TCP.
+                eprintln!("lego: --transport {transport} applies to runs in this VMM; the pComponent {pcomp} runs over TCP (add --local)");
+                return ExitCode::from(STATUS_BAD_PROGRAM);
+            }
             return match crate::remote::run(&pcomp, args.memory.cluster_id, request(&args)) {
                 Ok(status) => ExitCode::from(status),
                 Err(e) => {

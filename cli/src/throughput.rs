@@ -15,6 +15,7 @@ use lego_proto::frame::{Header, Op, HEADER_LEN, PAGE_SIZE};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{self as msg, MemCall, ProcessSpec, Reply, Request};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
+use lego_proto::rdma::select::{Chosen, TransportChoice};
 use lego_proto::vma::{Prot, VmaKind};
 
 /// Options of `lego bench throughput`.
@@ -32,6 +33,8 @@ pub struct ThroughputArgs {
     /// Distinct pages fetched (round robin).
     #[arg(long, default_value_t = 4096)]
     pages: u64,
+    #[command(flatten)]
+    transport: crate::transport::TransportArgs,
 }
 
 const PROC: u64 = 0x7e57;
@@ -57,11 +60,12 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn start() -> anyhow::Result<ServerProcess> {
+    fn start(transport: TransportChoice) -> anyhow::Result<ServerProcess> {
         use std::os::unix::process::CommandExt;
         let cpu = server_cpu();
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G"]).stdout(Stdio::piped());
+        cmd.args(["--transport", &transport.to_string()]);
         // SAFETY: the closure only calls sched_setaffinity, which is async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
@@ -172,6 +176,34 @@ fn client(addr: &str, base: u64, pages: u64, depth: usize, secs: f64, handshake:
     Ok(done)
 }
 
+/// Runs `connections` clients in parallel, each fetching one page at a time through a page-path
+/// [`lego_proto::transport::Transport`] over `transport`; returns requests per second.
+fn load_transport(args: &ThroughputArgs, transport: &Chosen, addr: &str, base: u64) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let threads: Vec<_> = (0..args.connections.max(1))
+        .map(|_| {
+            let (addr, pages, secs, transport) = (addr.to_string(), args.pages.max(1), args.seconds, transport.clone());
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                pin_to(0);
+                let mut t = transport.connect(&addr, Hello::new(ComponentKind::Client, 0), Duration::from_secs(10))?;
+                let mut buf = RegisteredBuf::new(1);
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                let mut done = 0u64;
+                while Instant::now() < end {
+                    t.read_page(PROC, base + (done % pages) * PAGE_SIZE as u64, &mut buf, Slot(0))?;
+                    done += 1;
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
 /// Runs `connections` clients in parallel; returns requests per second.
 fn load(args: &ThroughputArgs, addr: &str, base: u64, handshake: bool) -> anyhow::Result<f64> {
     let started = Instant::now();
@@ -226,9 +258,13 @@ fn echo_server() -> anyhow::Result<String> {
 
 /// Runs the benchmark and prints both figures and their ratio.
 pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
-    let server = ServerProcess::start()?;
+    let transport = args.transport.resolve(&["the benchmark's mem-server"])?;
+    let server = ServerProcess::start(args.transport.transport)?;
     let base = populate(&server.addr, args.pages.max(1)).context("populating the mem-server")?;
-    let served = load(args, &server.addr, base, true)?;
+    let served = match &transport {
+        Chosen::Tcp => load(args, &server.addr, base, true)?,
+        rdma => load_transport(args, rdma, &server.addr, base)?,
+    };
     drop(server);
     let echo = load(args, &echo_server()?, 0, false)?;
     println!(
@@ -238,6 +274,9 @@ pub fn run(args: &ThroughputArgs) -> anyhow::Result<()> {
         args.seconds,
         server_cpu()
     );
+    if !matches!(transport, Chosen::Tcp) {
+        println!("  page path over {transport}: one fetch in flight per connection (the Transport API is synchronous)");
+    }
     println!("  mem-server (tokio, page store)          {:>10.0} requests/s", served);
     println!("  raw socket echo, same sizes = limit      {:>10.0} requests/s", echo);
     println!("  mem-server / limit  {:.2}x", served / echo);

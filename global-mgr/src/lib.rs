@@ -196,6 +196,7 @@ impl FrameHandler for Conn {
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
         match req.op {
             Op::Fetch | Op::Flush | Op::FlushFetch | Op::FetchRun => push_reply(out, &req.reply(Status::BadRequest), &[]),
+            Op::RdmaConnect => push_reply(out, &req.reply(Status::NoRdma), &[]),
             Op::Control => {
                 let body = encode(&self.serve(payload));
                 let mut h = req.reply(Status::Ok);

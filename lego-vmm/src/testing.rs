@@ -26,6 +26,7 @@ pub(crate) fn memory(capacity: u64, excache: u64) -> (mem_server::Handle, Memory
         timeout: Duration::from_secs(10),
         replicas: 1,
         excache: ExCacheConfig { bytes: excache, ways: 64, policy: Policy::Fifo, prefetch: DEFAULT_PREFETCH, cleaner: true },
+        transport: Default::default(),
     };
     (server, config)
 }

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lego_proto::frame::PAGE_SIZE;
+use lego_proto::rdma::select::TransportChoice;
 use lego_proto::service::Service;
 
 pub mod buffer_cache;
@@ -31,6 +32,7 @@ mod metrics;
 pub mod owner;
 mod peers;
 pub mod placement;
+mod rdma;
 mod server;
 mod storage_link;
 pub mod store;
@@ -51,6 +53,8 @@ pub struct Config {
     /// The global manager, whose GMM chooses the owner of each new vRegion of the processes this
     /// server is home for; without one the home chooses.
     pub global_mgr: Option<String>,
+    /// Transport of the page path besides TCP (`--transport`): RDMA needs a usable device.
+    pub transport: TransportChoice,
 }
 
 /// Most page memory a server may hold: 16 TiB (the store indexes frames with 32 bits).
@@ -63,7 +67,15 @@ impl Config {
     /// A server on `listen` with `capacity_bytes` of page frames in `cluster`, no storage server,
     /// the default buffer cache and no global manager.
     pub fn new(listen: impl Into<String>, capacity_bytes: u64, cluster: u64) -> Config {
-        Config { listen: listen.into(), capacity_bytes, cluster, storage: None, buffer_cache_bytes: DEFAULT_BUFFER_CACHE, global_mgr: None }
+        Config {
+            listen: listen.into(),
+            capacity_bytes,
+            cluster,
+            storage: None,
+            buffer_cache_bytes: DEFAULT_BUFFER_CACHE,
+            global_mgr: None,
+            transport: TransportChoice::Tcp,
+        }
     }
 }
 
@@ -76,11 +88,14 @@ pub enum ServerError {
     /// The network front could not start.
     #[error(transparent)]
     Service(#[from] lego_proto::service::ServiceError),
+    /// `--transport rdma` and no usable RDMA device.
+    #[error(transparent)]
+    Rdma(#[from] lego_proto::rdma::select::RdmaUnavailable),
 }
 
 /// A bound, not yet running, mem-server.
 pub struct MemServer {
-    service: Service<server::Conn>,
+    service: Service<rdma::Frames>,
     shared: Arc<server::Shared>,
 }
 
@@ -97,8 +112,9 @@ impl MemServer {
         let gmm = config.global_mgr.map(|g| gmm::Gmm::new(g, config.cluster));
         let shared = Arc::new(server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes, gmm));
         let for_conns = shared.clone();
-        let service = Service::bind("mem-server", &config.listen, shared.me(), &server::ACCEPTS, move |_, _| {
-            server::Conn::new(for_conns.clone())
+        let page_path = rdma::PagePath::start(config.transport)?;
+        let service = Service::bind("mem-server", &config.listen, shared.me(), &server::ACCEPTS, move |peer, _| {
+            page_path.frames(&for_conns, peer)
         })?;
         Ok(MemServer { service, shared })
     }

@@ -65,7 +65,7 @@ impl Traffic {
             Op::Fetch => 0,
             Op::Flush => 1,
             Op::FlushFetch => 2,
-            Op::Control => 3,
+            Op::Control | Op::RdmaConnect => 3,
             Op::FetchRun => 4,
         };
         self.requests[i].fetch_add(1, Ordering::Relaxed);
@@ -315,6 +315,8 @@ impl Conn {
                     Err(status) => push_reply(out, &req.reply(status), &[]),
                 }
             }
+            // Reached only without an RDMA service in front (`lego_proto::rdma::server`).
+            Op::RdmaConnect => push_reply(out, &req.reply(Status::NoRdma), &[]),
             Op::Control => match self.shared.control(req.proc, payload) {
                 Ok(reply) => {
                     let mut body = encode(&reply);

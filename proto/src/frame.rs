@@ -32,6 +32,11 @@ pub enum Op {
     /// the first page the server may not serve. Reply payload: the `addr2` pages read, the count
     /// echoed in the reply's `addr2` (a prefetch window, one round trip).
     FetchRun = 5,
+    /// Over the TCP connection that passed the handshake: the client's RDMA connection
+    /// parameters (payload [`crate::rdma::params::PARAMS_LEN`] bytes). Reply payload: the
+    /// server's, once its queue pair is ready; [`Status::NoRdma`] from a server without an RDMA
+    /// page path.
+    RdmaConnect = 6,
 }
 
 impl Op {
@@ -42,6 +47,7 @@ impl Op {
             3 => Op::FlushFetch,
             4 => Op::Control,
             5 => Op::FetchRun,
+            6 => Op::RdmaConnect,
             _ => return None,
         })
     }
@@ -60,6 +66,7 @@ impl Op {
     fn reply_pages(self, addr2: u64) -> u64 {
         match self {
             Op::FetchRun => addr2,
+            Op::RdmaConnect => 0,
             _ => u64::from(self.reply_has_page()),
         }
     }
@@ -81,6 +88,8 @@ pub enum Status {
     BadRequest = 4,
     /// The server failed internally (e.g. a peer it needed was unreachable).
     Internal = 5,
+    /// The server has no RDMA page path (no device, or not built with it).
+    NoRdma = 6,
 }
 
 impl Status {
@@ -92,6 +101,7 @@ impl Status {
             3 => Status::UnknownProcess,
             4 => Status::BadRequest,
             5 => Status::Internal,
+            6 => Status::NoRdma,
             _ => return None,
         })
     }
@@ -105,6 +115,7 @@ impl Status {
             Status::UnknownProcess => "the server knows no such process",
             Status::BadRequest => "bad request",
             Status::Internal => "internal server error",
+            Status::NoRdma => "the server does not serve the page path over RDMA",
         }
     }
 }
@@ -179,6 +190,7 @@ impl Header {
         let len = h.len as usize;
         let ok = match op {
             Op::Control => len <= MAX_CONTROL_LEN,
+            Op::RdmaConnect => len == 0 || len == crate::rdma::params::PARAMS_LEN,
             Op::FetchRun => len.is_multiple_of(PAGE_SIZE) && len as u64 <= MAX_RUN_PAGES * PAGE_SIZE as u64,
             _ => len == 0 || len == PAGE_SIZE,
         };
@@ -190,7 +202,11 @@ impl Header {
 
     /// Checks that a request's payload length is the one its op needs.
     pub fn check_request(&self) -> Result<(), ProtoError> {
-        let want = if self.op.request_has_page() { PAGE_SIZE } else { 0 };
+        let want = match self.op {
+            Op::RdmaConnect => crate::rdma::params::PARAMS_LEN,
+            op if op.request_has_page() => PAGE_SIZE,
+            _ => 0,
+        };
         if self.op != Op::Control && self.len as usize != want {
             return Err(ProtoError::Malformed(format!("{:?} request with a {}-byte payload", self.op, self.len)));
         }
@@ -200,7 +216,11 @@ impl Header {
     /// Checks that a reply's payload length fits its op and status.
     pub fn check_reply(&self) -> Result<(), ProtoError> {
         let pages = if self.status == Status::Ok { self.op.reply_pages(self.addr2) } else { 0 };
-        if self.op != Op::Control && u64::from(self.len) != pages.saturating_mul(PAGE_SIZE as u64) {
+        let want = match self.op {
+            Op::RdmaConnect if self.status == Status::Ok => crate::rdma::params::PARAMS_LEN as u64,
+            _ => pages.saturating_mul(PAGE_SIZE as u64),
+        };
+        if self.op != Op::Control && u64::from(self.len) != want {
             return Err(ProtoError::Malformed(format!("{:?} reply with a {}-byte payload", self.op, self.len)));
         }
         Ok(())

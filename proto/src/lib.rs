@@ -9,6 +9,7 @@
 //! - [`storage`]: stateless file requests of the storage path (LegoOS §4.5).
 //! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
+//! - [`rdma`]: the RDMA page path (ring, slot layout, parameter exchange; verbs behind `rdma`).
 //! - [`aio`]: the server side on tokio.
 //! - [`service`]: a whole server front (listener, runtime, handshake, frame loop) on top of it.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint every component can serve.
@@ -22,6 +23,7 @@ pub mod handshake;
 pub mod metrics;
 pub mod mm;
 pub mod pcomp;
+pub mod rdma;
 pub mod service;
 pub mod storage;
 pub mod transport;

@@ -197,6 +197,31 @@ impl TcpTransport {
         poll_readable(&self.stream, self.poll);
     }
 
+    /// Proof that this connection passed the handshake (a `TcpTransport` exists only once the
+    /// peer's hello and secret proof were accepted): what the RDMA parameter exchange needs.
+    pub fn authenticated(&self) -> crate::rdma::params::Authenticated {
+        crate::rdma::params::Authenticated::new(self.peer.clone())
+    }
+
+    /// Sends this side's RDMA connection parameters over the authenticated connection and
+    /// returns the server's (not yet validated: see [`crate::rdma::params::RtsPermit`]).
+    pub fn rdma_connect(&mut self, mine: &crate::rdma::params::ConnectParams) -> Result<crate::rdma::params::ConnectParams, ProtoError> {
+        let mut h = self.next(Op::RdmaConnect, 0, 0, 0);
+        h.len = crate::rdma::params::PARAMS_LEN as u32;
+        let mut frame = Vec::with_capacity(HEADER_LEN + crate::rdma::params::PARAMS_LEN);
+        frame.extend_from_slice(&h.encode());
+        frame.extend_from_slice(&mine.encode());
+        self.send(&frame)?;
+        let r = self.reply_header(&h)?;
+        if r.status != Status::Ok {
+            // `Status::NoRdma` from a server without an RDMA page path.
+            return Err(ProtoError::Remote { peer: self.peer.clone(), status: r.status });
+        }
+        let mut body = [0u8; crate::rdma::params::PARAMS_LEN];
+        self.recv(&mut body)?;
+        crate::rdma::params::ConnectParams::decode(&body).map_err(|e| ProtoError::Malformed(format!("{}: {e}", self.peer)))
+    }
+
     /// The socket, past the handshake: for tools and tests that speak raw frames.
     pub fn into_stream(self) -> TcpStream {
         self.stream

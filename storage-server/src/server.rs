@@ -159,6 +159,7 @@ impl FrameHandler for Conn {
         match req.op {
             // A storage server has no pages.
             Op::Fetch | Op::Flush | Op::FlushFetch | Op::FetchRun => push_reply(out, &req.reply(Status::BadRequest), &[]),
+            Op::RdmaConnect => push_reply(out, &req.reply(Status::NoRdma), &[]),
             Op::Control => {
                 // Replies are bounded well below the frame limit (MAX_IO bytes of data, or
                 // MAX_DIRENTS names of at most MAX_NAME bytes).

@@ -155,7 +155,7 @@ impl Mm {
                 break u64::from_le_bytes(b);
             }
         };
-        let owners = Owners::tcp(config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
+        let owners = Owners::over(config.transport.clone(), config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
         let sys = Arc::new(SysMem::new(size)?);
         let cache = ExCache::start(config.excache, owners, proc, sys.clone())?;
         Ok(Mm {

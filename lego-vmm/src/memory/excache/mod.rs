@@ -1320,6 +1320,8 @@ pub struct MemoryConfig {
     pub replicas: u8,
     /// The ExCache.
     pub excache: ExCacheConfig,
+    /// Transport of the page path to the owners (`--transport`; control calls go over TCP).
+    pub transport: lego_proto::rdma::select::Chosen,
 }
 
 /// Default vRegion size (LegoOS: 1 GB).

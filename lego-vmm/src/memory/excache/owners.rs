@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::transport::{TcpTransport, Transport};
+use lego_proto::rdma::select::Chosen;
+use lego_proto::transport::Transport;
 use lego_proto::ProtoError;
 
 const CHUNK_PAGES: u64 = 1 << 15;
@@ -149,14 +150,15 @@ impl Owners {
     }
 
     /// Owners reached over TCP, as a pComponent of cluster `cluster`. The faulting thread polls
-    /// for each reply before blocking ([`TcpTransport::set_poll`]): it has nothing else to do.
+    /// for each reply before blocking ([`lego_proto::transport::TcpTransport::set_poll`]): it has nothing else to do.
     pub fn tcp(servers: Vec<String>, vregion_size: u64, cluster: u64, timeout: Duration) -> Owners {
+        Owners::over(Chosen::Tcp, servers, vregion_size, cluster, timeout)
+    }
+
+    /// Owners reached over the `transport` chosen by `--transport` (see [`Chosen::connect`]).
+    pub fn over(transport: Chosen, servers: Vec<String>, vregion_size: u64, cluster: u64, timeout: Duration) -> Owners {
         let hello = Hello::new(ComponentKind::Processor, cluster);
-        let connect: Connector = Arc::new(move |addr: &str| {
-            let mut t = TcpTransport::connect(addr, hello, timeout)?;
-            t.set_poll(lego_proto::transport::DEFAULT_POLL);
-            Ok(Box::new(t) as Box<dyn Transport>)
-        });
+        let connect: Connector = Arc::new(move |addr: &str| transport.connect(addr, hello, timeout));
         Owners::new(servers, vregion_size, connect)
     }
 
