@@ -75,6 +75,9 @@ struct Schedule {
     /// Whether the service thread runs.
     running: bool,
     next_key: u64,
+    /// How many times each timer was set (armed or disarmed): an expiry found under an older
+    /// setting is not fired, so no signal comes after `timer_settime` or `setitimer` returned.
+    settings: BTreeMap<u64, u64>,
 }
 
 /// The timers of one process, in expiry order, and the host thread that fires them.
@@ -115,6 +118,12 @@ impl TimerService {
         interval: Duration,
     ) -> SysResult<Setting> {
         let mut s = self.lock();
+        if matches!(action, Action::Nothing) {
+            // Deleted: no expiry of it fires any more.
+            s.settings.remove(&key);
+        } else {
+            *s.settings.entry(key).or_default() += 1;
+        }
         let old = s
             .armed
             .remove(&key)
@@ -218,6 +227,7 @@ impl TimerService {
             }
             let mut fire_now = Vec::new();
             for (key, late_by) in due {
+                let setting = s.settings.get(&key).copied().unwrap_or_default();
                 let Some(a) = s.armed.get_mut(&key) else {
                     continue;
                 };
@@ -232,22 +242,29 @@ impl TimerService {
                             Due::At(at) => Due::At(step.and_then(|d| at.checked_add(d)).unwrap_or(now + i)),
                             Due::Cpu(clock, at) => Due::Cpu(clock, step.and_then(|d| at.checked_add(d)).unwrap_or(at + late_by + i)),
                         };
-                        fire_now.push((a.action.clone(), count));
+                        fire_now.push((a.action.clone(), count, setting));
                     }
                     None => {
                         if let Some(a) = s.armed.remove(&key) {
-                            fire_now.push((a.action, count));
+                            fire_now.push((a.action, count, setting));
                         }
                     }
                 }
             }
             drop(s);
             let mut gone = Vec::new();
-            for (action, count) in fire_now {
+            for (action, count, setting) in fire_now {
                 let alive = match &action {
                     Action::Process { target, key } => match target.upgrade() {
                         Some(t) => {
-                            t.with_process(&mut |p| fire(p, *key, count));
+                            // Under the process lock, which a call that sets the timer holds:
+                            // either it set the timer before (and this expiry is void), or it
+                            // comes after and drops the signal this posts.
+                            t.with_process(&mut |p| {
+                                if self.lock().settings.get(key) == Some(&setting) {
+                                    fire(p, *key, count);
+                                }
+                            });
                             true
                         }
                         None => false,
