@@ -20,7 +20,7 @@ use lego_proto::mm::{decode, encode, Reply, Request};
 use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
-use super::{DirEntry, File, FileSystem, Stat, Timespec};
+use super::{DirEntry, File, FileSystem, SetAttr, Stat, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// `f_type` of remote storage: that of NFS, the network file system it behaves like.
@@ -116,6 +116,14 @@ fn normal(path: &[u8]) -> SysResult<Vec<u8>> {
     Ok(p)
 }
 
+/// The directory holding normalised path `path` (`/` for `/`).
+fn parent(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
+    }
+}
+
 impl FileSystem for RemoteFs {
     fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>> {
         let path = normal(path)?;
@@ -183,6 +191,30 @@ impl FileSystem for RemoteFs {
 
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()> {
         self.link.op(StorageOp::Rename { from: normal(from)?, to: normal(to)? }).map(drop)
+    }
+
+    /// The storage server keeps no symbolic links yet: `EPERM`, as from a file system without
+    /// them (after the checks every file system makes).
+    fn symlink(&self, target: &[u8], path: &[u8]) -> SysResult<()> {
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        self.link.attr(&parent(&normal(path)?))?;
+        Err(Errno::EPERM)
+    }
+
+    /// The storage server keeps one name per file: `EPERM`, as from a file system without
+    /// hard links (after the source is found).
+    fn link(&self, from: &[u8], to: &[u8], _follow: bool) -> SysResult<()> {
+        self.link.attr(&normal(from)?)?;
+        self.link.attr(&parent(&normal(to)?))?;
+        Err(Errno::EPERM)
+    }
+
+    /// The storage server cannot change attributes yet: `EPERM` once the file is found.
+    fn set_attr(&self, path: &[u8], _follow: bool, _attr: SetAttr) -> SysResult<()> {
+        self.link.attr(&normal(path)?)?;
+        Err(Errno::EPERM)
     }
 
     fn sync_all(&self) -> SysResult<()> {
@@ -264,6 +296,12 @@ impl File for RemoteFile {
 
     fn sync(&self, _data_only: bool) -> SysResult<()> {
         self.link.op(StorageOp::Fsync { path: self.path.clone() }).map(drop)
+    }
+
+    /// As [`RemoteFs::set_attr`](FileSystem::set_attr).
+    fn set_attr(&self, _attr: SetAttr) -> SysResult<()> {
+        self.link.attr(&self.path)?;
+        Err(Errno::EPERM)
     }
 
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
