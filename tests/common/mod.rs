@@ -260,7 +260,8 @@ pub const BUSYBOX_LINKS_SCRIPT: &str = "export TZ=UTC; echo data > f && chmod 64
     && ln f h && touch -d '2020-01-02 03:04:05' f && cp -p f c && cp f plain && mkdir d && chmod 711 d \
     && touch -d '2019-05-06 07:08:09' d && ln -s d/../f s2 && touch -h -d '2021-01-01 00:00:00' s s2 \
     && touch -d '2018-01-01 00:00:00' plain && chmod u+s,g-r plain \
-    && stat -c '%n %a %u %g %Y %F %h %s' f s h c plain d s2; stat -L -c '%n %a %F' s s2; readlink s s2; \
+    && stat -c '%n %a %u %g %Y %F %h %s' f s h c plain s2; stat -c '%n %a %u %g %Y %F' d; \
+    stat -L -c '%n %a %F' s s2; readlink s; readlink s2; \
     ln s2 s3; stat -c '%n %F %h' s3 s2; ln -s f f 2>&1; ln f h 2>&1; ln d d2 2>&1; chmod 600 missing 2>&1; \
     rm h s3; stat -c '%n %h' f s2; echo end";
 
