@@ -76,7 +76,7 @@ fn resource_usage_matches_native() {
 /// The cases that make files in the image directory, one after another.
 #[test]
 fn locks_shared_mappings_and_file_calls_match_native() {
-    for case in ["locks", "mapshared", "files", "fifo", "links"] {
+    for case in ["locks", "mapshared", "files", "fifo", "links", "attrs"] {
         matches_native(case);
     }
 }

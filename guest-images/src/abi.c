@@ -19,6 +19,8 @@
  *   links     symlink/symlinkat, link/linkat, readlink, chmod/fchmod/fchmodat, the chown
  *             family, utimensat/futimens/futimesat/utimes/utime (UTIME_NOW, UTIME_OMIT),
  *             truncate and creat, with Linux's errors
+ *   attrs     what both file systems keep: creat, truncate, chmod/fchmod/fchmodat, and the
+ *             modification time through utimensat/futimens/utimes/futimesat/utime
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -1096,6 +1098,93 @@ static void case_links(void) {
     CHECK(unlink(f) == 0);
 }
 
+static void show_mtime(const char *what, const char *path) {
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    printf("%s: mode %o size %ld mtime %ld.%09ld\n", what, st.st_mode & 07777, (long)st.st_size, (long)st.st_mtim.tv_sec,
+           st.st_mtim.tv_nsec);
+}
+
+static void show_mode(const char *what, const char *path) {
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    printf("%s: mode %o size %ld\n", what, st.st_mode & 07777, (long)st.st_size);
+}
+
+static void case_attrs(void) {
+    const char *f = "abi-at-file.tmp", *d = "abi-at-dir.tmp";
+    unlink(f), rmdir(d);
+    umask(022);
+    int fd = creat(f, 0640);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "0123456789", 10) == 10);
+    printf("creat is write-only: read %s\n", read(fd, (char[4]){0}, 4) == -1 && errno == EBADF ? "EBADF" : "?");
+    close(fd);
+    show_mode("creat", f);
+    printf("creat of an existing file truncates: %s\n", res((fd = creat(f, 0600)) < 0 ? -1 : 0));
+    CHECK(write(fd, "abcdef", 6) == 6);
+    close(fd);
+    show_mode("creat again", f);
+    printf("truncate to 4: %s\n", res(truncate(f, 4)));
+    show_mode("truncated", f);
+    printf("truncate to 8192: %s\n", res(truncate(f, 8192)));
+    printf("truncate -1: %s\n", res(truncate(f, -1)));
+    printf("truncate missing: %s\n", res(truncate("abi-at-missing.tmp", 0)));
+    CHECK(mkdir(d, 0755) == 0);
+    printf("truncate a directory: %s\n", res(truncate(d, 0)));
+    printf("creat a directory: %s\n", res(creat(d, 0644) < 0 ? -1 : 0));
+    CHECK(truncate(f, 3) == 0);
+
+    printf("chmod 0604: %s\n", res(chmod(f, 0604)));
+    show_mode("chmod", f);
+    printf("chmod 014711: %s\n", res(chmod(f, 014711)));
+    show_mode("chmod with high bits", f);
+    fd = open(f, O_RDWR);
+    CHECK(fd >= 0);
+    printf("fchmod 0600: %s\n", res(fchmod(fd, 0600)));
+    show_mode("fchmod", f);
+    int dfd = open(d, O_RDONLY | O_DIRECTORY);
+    CHECK(dfd >= 0);
+    printf("fchmodat 0644: %s\n", res(fchmodat(dfd, "../abi-at-file.tmp", 0644, 0)));
+    show_mode("fchmodat", f);
+    printf("chmod missing: %s\n", res(chmod("abi-at-missing.tmp", 0644)));
+    printf("chmod a directory 0700: %s\n", res(chmod(d, 0700)));
+    struct stat st;
+    CHECK(stat(d, &st) == 0);
+    printf("directory mode %o\n", st.st_mode & 07777);
+
+    struct timespec ts[2] = {{1000000000, 0}, {1100000000, 987654321}};
+    printf("utimensat: %s\n", res(utimensat(AT_FDCWD, f, ts, 0)));
+    show_mtime("utimensat", f);
+    ts[1].tv_nsec = UTIME_OMIT;
+    printf("utimensat UTIME_OMIT mtime: %s\n", res(utimensat(dfd, "../abi-at-file.tmp", ts, 0)));
+    show_mtime("UTIME_OMIT", f);
+    ts[1] = (struct timespec){1200000000, 5};
+    printf("futimens: %s\n", res(futimens(fd, ts)));
+    show_mtime("futimens", f);
+    CHECK(write(fd, "x", 1) == 1);
+    struct timeval tv[2] = {{1500000000, 250000}, {1500000001, 500000}};
+    printf("utimes after a write: %s\n", res(utimes(f, tv)));
+    close(fd); /* the write-back at close must not move the time */
+    show_mtime("utimes, then close", f);
+    tv[1] = (struct timeval){1600000000, 1};
+    printf("futimesat: %s\n", res(syscall(SYS_futimesat, dfd, "../abi-at-file.tmp", tv)));
+    show_mtime("futimesat", f);
+    struct utimbuf ub = {1700000000, 1700000002};
+    printf("utime: %s\n", res(utime(f, &ub)));
+    show_mtime("utime", f);
+    printf("utime missing: %s\n", res(utime("abi-at-missing.tmp", &ub)));
+    ts[0].tv_nsec = UTIME_NOW;
+    ts[1].tv_nsec = UTIME_NOW;
+    printf("utimensat UTIME_NOW: %s\n", res(utimensat(AT_FDCWD, f, ts, 0)));
+    show_recent("UTIME_NOW", f);
+    printf("utimes NULL on a directory: %s\n", res(utimes(d, NULL)));
+    show_recent("directory", d);
+    close(dfd);
+    CHECK(rmdir(d) == 0);
+    CHECK(unlink(f) == 0);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
@@ -1112,6 +1201,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "links")) case_links();
+    else if (!strcmp(c, "attrs")) case_attrs();
     else if (!strcmp(c, "execed")) printf("running again through execveat\n");
     else {
         fprintf(stderr, "unknown case %s\n", c);

@@ -75,5 +75,6 @@ fn idempotent(op: &StorageOp) -> bool {
             | StorageOp::SyncFs
             | StorageOp::StatFs
             | StorageOp::Readdir { .. }
+            | StorageOp::SetAttr { .. }
     )
 }

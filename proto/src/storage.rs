@@ -93,6 +93,10 @@ pub enum StorageOp {
     SyncFs,
     /// `statfs`: the space of the vNode's mount ([`StorageReply::FsStat`]).
     StatFs,
+    /// `chmod`/`utimensat`: sets the permission bits (`0o7777` at most) and the modification
+    /// time (nanoseconds since the epoch) where given, and the change time to now; answers the
+    /// attributes afterwards.
+    SetAttr { path: Vec<u8>, mode: Option<u32>, mtime_ns: Option<i64> },
 }
 
 impl StorageOp {
@@ -109,7 +113,8 @@ impl StorageOp {
             | StorageOp::Mkdir { path, .. }
             | StorageOp::Rmdir { path }
             | StorageOp::Readdir { path, .. }
-            | StorageOp::Fsync { path } => Some(path),
+            | StorageOp::Fsync { path }
+            | StorageOp::SetAttr { path, .. } => Some(path),
             StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs => None,
         }
     }
@@ -170,7 +175,8 @@ pub struct DirEntry {
 /// The answer to a [`StorageRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StorageReply {
-    /// `Stat`, `Create`, `Mkdir`, `Truncate`, `Write`: the object's attributes afterwards.
+    /// `Stat`, `Create`, `Mkdir`, `Truncate`, `Write`, `SetAttr`: the object's attributes
+    /// afterwards.
     Attr(FileAttr),
     /// `Read`: the bytes read (empty at or past the end).
     Data(#[serde(with = "bytes")] Vec<u8>),

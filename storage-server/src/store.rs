@@ -444,6 +444,7 @@ impl Store {
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
             StorageOp::SyncFs => self.syncfs(vnode),
             StorageOp::StatFs => self.statfs(v),
+            StorageOp::SetAttr { path, mode, mtime_ns } => self.set_attr(vnode, v, &path, mode, mtime_ns),
         }
     }
 
@@ -697,6 +698,16 @@ impl Store {
         }
         self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Done)
+    }
+
+    /// `chmod`/`utimensat`: the entry with its new mode and modification time, journalled as
+    /// every index change is.
+    fn set_attr(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: Option<u32>, mtime: Option<i64>) -> Result<StorageReply, i32> {
+        let mut v = lock(v);
+        let e = v.get(path)?;
+        let e = Entry { mode: mode.map_or(e.mode, |m| m & 0o7777), mtime: mtime.unwrap_or(e.mtime), ctime: now_ns(), ..e };
+        self.commit(vnode, &mut v, Batch::put(path, e))?;
+        Ok(StorageReply::Attr(e.attr()))
     }
 
     /// Makes the file's bytes, its entry and every change before it survive power loss. Holds

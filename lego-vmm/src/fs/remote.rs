@@ -5,7 +5,8 @@
 //! The state layer keeps descriptors and offsets; a [`RemoteFile`] is only a normalised path.
 //! Paths are normalised here, lexically, with `..` stopping at the vNode's root as in a chroot,
 //! so no path can name anything outside the vNode's mount; the storage server checks again.
-//! Remote storage has no symbolic links.
+//! Remote storage has no symbolic links and no hard links (`EPERM`, as a file system without
+//! them); it keeps modes and modification times, not owners.
 //!
 //! Failure: once the connection to the caching mem-server fails, the data it held but had not
 //! written back is gone, so every later file call of the process answers `EIO` rather than
@@ -20,7 +21,7 @@ use lego_proto::mm::{decode, encode, Reply, Request};
 use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
-use super::{DirEntry, File, FileSystem, SetAttr, Stat, Timespec};
+use super::{DirEntry, File, FileSystem, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// `f_type` of remote storage: that of NFS, the network file system it behaves like.
@@ -62,6 +63,27 @@ impl Link {
             StorageReply::Attr(a) => Ok(a),
             _ => Err(Errno::EIO),
         }
+    }
+}
+
+impl Link {
+    /// `chmod` and `utimensat` of `path`: the storage server keeps the mode and the
+    /// modification time (the access time it reports is the modification time, so a new access
+    /// time alone changes only the change time); it keeps no owners, so `chown` is `EPERM`.
+    fn set_attr(&self, path: &[u8], attr: SetAttr) -> SysResult<()> {
+        let (mode, mtime_ns) = match attr {
+            SetAttr::Mode(m) => (Some(m & 0o7777), None),
+            SetAttr::Times { mtime, .. } => (None, match mtime {
+                TimeSet::Omit => None,
+                TimeSet::Now => Some(storage::now_ns()),
+                TimeSet::At(t) => Some(t.sec.saturating_mul(1_000_000_000).saturating_add(t.nsec)),
+            }),
+            SetAttr::Owner { .. } => {
+                self.attr(path)?;
+                return Err(Errno::EPERM);
+            }
+        };
+        self.op(StorageOp::SetAttr { path: path.to_vec(), mode, mtime_ns }).map(drop)
     }
 }
 
@@ -211,10 +233,9 @@ impl FileSystem for RemoteFs {
         Err(Errno::EPERM)
     }
 
-    /// The storage server cannot change attributes yet: `EPERM` once the file is found.
-    fn set_attr(&self, path: &[u8], _follow: bool, _attr: SetAttr) -> SysResult<()> {
-        self.link.attr(&normal(path)?)?;
-        Err(Errno::EPERM)
+    /// Remote storage has no symlinks to follow or not.
+    fn set_attr(&self, path: &[u8], _follow: bool, attr: SetAttr) -> SysResult<()> {
+        self.link.set_attr(&normal(path)?, attr)
     }
 
     fn sync_all(&self) -> SysResult<()> {
@@ -298,10 +319,8 @@ impl File for RemoteFile {
         self.link.op(StorageOp::Fsync { path: self.path.clone() }).map(drop)
     }
 
-    /// As [`RemoteFs::set_attr`](FileSystem::set_attr).
-    fn set_attr(&self, _attr: SetAttr) -> SysResult<()> {
-        self.link.attr(&self.path)?;
-        Err(Errno::EPERM)
+    fn set_attr(&self, attr: SetAttr) -> SysResult<()> {
+        self.link.set_attr(&self.path, attr)
     }
 
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
