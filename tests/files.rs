@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
 mod common;
-use common::{busybox_files, image, kvm, Server, BUSYBOX_CASES, WORDS};
+use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, WORDS};
 
 /// A `lego storage-server` process on `dir`, listening on `listen`.
 fn storage_server(dir: &Path, listen: &str) -> Server {
@@ -101,6 +101,23 @@ fn busybox_applets_on_remote_storage_match_native() {
         assert_eq!(remote.status.code(), native.status.code(), "{what}: stderr {}", String::from_utf8_lossy(&remote.stderr));
         assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{what}");
     }
+}
+
+/// busybox `chmod`, `touch -d` and `stat -c` on remote storage print what they print natively.
+#[test]
+fn busybox_modes_and_times_on_remote_storage_match_native() {
+    if !kvm() {
+        return;
+    }
+    let s = setup("bbattrs", |img| std::fs::create_dir(img.join("work")).unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = common::native_command(image("busybox"));
+    cmd.args(["sh", "-c", BUSYBOX_ATTRS_SCRIPT]).arg(scratch.path());
+    let native = output(cmd, b"");
+    assert!(String::from_utf8_lossy(&native.stdout).ends_with("end\n"), "natively: {native:?}");
+    let remote = run(&s.mem, &s.storage, "bbattrs", "/bin/busybox", &["sh", "-c", BUSYBOX_ATTRS_SCRIPT, "/work"], b"");
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(remote.status.code(), native.status.code());
 }
 
 #[test]
