@@ -469,6 +469,29 @@ mod tests {
     }
 
     #[test]
+    fn modes_and_times_are_kept_links_and_owners_are_eperm() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "attrs");
+        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        f.write_at(b"dirty", 0).unwrap();
+        let at = Timespec { sec: 1_234_567_890, nsec: 5 };
+        fs.set_attr(b"/f", true, SetAttr::Times { atime: TimeSet::Omit, mtime: TimeSet::At(at) }).unwrap();
+        f.set_attr(SetAttr::Mode(0o4600)).unwrap();
+        drop(f);
+        let st = fs.stat(b"/f", true).unwrap();
+        assert_eq!((st.mode, st.mtime, st.size), (libc::S_IFREG | 0o4600, at, 5), "the close's write-back kept the time");
+        let owner = SetAttr::Owner { uid: Some(1), gid: None };
+        assert_eq!(fs.set_attr(b"/f", true, owner), Err(Errno::EPERM));
+        assert_eq!(fs.set_attr(b"/missing", true, owner), Err(Errno::ENOENT));
+        assert_eq!(fs.set_attr(b"/missing", true, SetAttr::Mode(0o600)), Err(Errno::ENOENT));
+        assert_eq!(fs.symlink(b"f", b"/s"), Err(Errno::EPERM));
+        assert_eq!(fs.symlink(b"f", b"/missing/s"), Err(Errno::ENOENT));
+        assert_eq!(fs.symlink(b"", b"/s"), Err(Errno::ENOENT));
+        assert_eq!(fs.link(b"/f", b"/h", false), Err(Errno::EPERM));
+        assert_eq!(fs.link(b"/missing", b"/h", false), Err(Errno::ENOENT));
+    }
+
+    #[test]
     fn cache_server_is_stable_per_vnode() {
         let servers: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
         assert_eq!(cache_server(&servers, "demo"), cache_server(&servers, "demo"));
