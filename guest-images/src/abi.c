@@ -1024,6 +1024,11 @@ static void case_links(void) {
     printf("fchmod of an O_PATH fd: %s\n", res(fchmod(pfd, 0644)));
     printf("chmod a directory 0700: %s\n", res(chmod(d, 0700)));
     show_stat("directory", d, 1);
+    printf("fchmodat2 AT_SYMLINK_NOFOLLOW of a symlink: %s\n", res(syscall(452, AT_FDCWD, s, 0600, AT_SYMLINK_NOFOLLOW)));
+    printf("fchmodat2 AT_SYMLINK_NOFOLLOW of a file: %s\n", res(syscall(452, AT_FDCWD, f, 0640, AT_SYMLINK_NOFOLLOW)));
+    printf("fchmodat2 AT_EMPTY_PATH of an O_PATH fd: %s\n", res(syscall(452, pfd, "", 0644, AT_EMPTY_PATH)));
+    show_stat("fchmodat2", f, 1);
+    printf("fchmodat2 bad flags: %s\n", res(syscall(452, AT_FDCWD, f, 0644, 0x2)));
 
     /* Owners. */
     printf("chown 1234:5678: %s\n", res(chown(f, 1234, 5678)));

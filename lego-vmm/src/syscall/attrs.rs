@@ -1,4 +1,4 @@
-//! Attribute changes: `chmod`/`fchmod`/`fchmodat`, the `chown` family, `utime`/`utimes`/
+//! Attribute changes: `chmod`/`fchmod`/`fchmodat`/`fchmodat2`, the `chown` family, `utime`/`utimes`/
 //! `futimesat`/`utimensat`, and `truncate`.
 //!
 //! Owners are stored and reported, not enforced: every process of a vNode may change any file
@@ -77,11 +77,20 @@ pub fn fchmod(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     apply_fd(p, a[0], SetAttr::Mode(a[1] as u32 & 0o7777))
 }
 
-/// `fchmodat(dirfd, path, mode)`: the system call has no flags (C libraries emulate
-/// `AT_SYMLINK_NOFOLLOW`).
-pub fn fchmodat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let obj = object(p, a[0], a[1], 0)?;
-    apply(p, obj, true, SetAttr::Mode(a[2] as u32 & 0o7777))
+/// `fchmodat(dirfd, path, mode)`: the system call has no flags.
+pub fn fchmodat(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    fchmodat2(p, cpu, [a[0], a[1], a[2], 0, 0, 0])
+}
+
+/// `fchmodat2(dirfd, path, mode, flags)`: `AT_SYMLINK_NOFOLLOW` (a symlink's own mode cannot
+/// change: `EOPNOTSUPP`, as on Linux) and `AT_EMPTY_PATH`.
+pub fn fchmodat2(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let flags = a[3] as u32 as u64;
+    if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let obj = object(p, a[0], a[1], flags)?;
+    apply(p, obj, flags & AT_SYMLINK_NOFOLLOW == 0, SetAttr::Mode(a[2] as u32 & 0o7777))
 }
 
 /// An owner argument: `-1` (as a 32-bit id) leaves it.

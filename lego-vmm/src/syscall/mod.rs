@@ -314,6 +314,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         435 => ("xu", Plain(clone3)),
         436 => ("uux", Plain(close_range)),
         439 => ("fsdx", Plain(faccessat2)),
+        452 => ("fsox", Plain(fchmodat2)),
         _ => return None,
     })
 }
