@@ -295,16 +295,21 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
     assert_eq!(read_all(&mut t, "/closed.txt").as_deref(), Some(b"closed\n".as_slice()));
 }
 
-/// Modes and modification times a client was answered for survive SIGKILL of the server: they
-/// are journalled before the reply and replayed at the restart.
+/// Modes, modification times and symlinks a client was answered for survive SIGKILL of the
+/// server: they are journalled before the reply and replayed at the restart (a symlink's text
+/// is in its data file before that).
 #[test]
-fn attribute_changes_survive_sigkill() {
+fn attribute_changes_and_symlinks_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let server = storage_server(dir.path(), "127.0.0.1:0");
     let mut t = connect(&server.addr);
     let create = StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false };
     assert!(matches!(call(&mut t, create), Ok(StorageReply::Attr(_))));
     assert!(matches!(call(&mut t, StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o755 }), Ok(StorageReply::Attr(_))));
+    for (path, target) in [("/d/s", "../f"), ("/abs", "/d/s")] {
+        let op = StorageOp::Symlink { path: path.into(), target: target.into() };
+        assert!(matches!(call(&mut t, op), Ok(StorageReply::Attr(_))));
+    }
     let sets = [("/f", Some(0o4711), Some(1_500_000_000_123_456_789)), ("/d", None, Some(-5)), ("/f", Some(0o600), None)];
     for (path, mode, mtime_ns) in sets {
         match call(&mut t, StorageOp::SetAttr { path: path.into(), mode, mtime_ns }).unwrap() {
@@ -326,4 +331,7 @@ fn attribute_changes_survive_sigkill() {
     };
     assert_eq!(attr(&mut t, "/f"), (0o600, 1_500_000_000_123_456_789));
     assert_eq!(attr(&mut t, "/d"), (0o755, -5));
+    assert_eq!(call(&mut t, StorageOp::Readlink { path: b"/d/s".to_vec() }).unwrap(), StorageReply::Data(b"../f".to_vec()));
+    let resolve = StorageOp::Resolve { path: b"/abs".to_vec(), follow: true };
+    assert_eq!(call(&mut t, resolve).unwrap(), StorageReply::Data(b"/f".to_vec()));
 }

@@ -201,7 +201,11 @@ impl BufferCache {
             | StorageOp::Mkdir { .. }
             | StorageOp::Rmdir { .. }
             | StorageOp::Readdir { .. }
-            | StorageOp::StatFs => forward(&req, storage),
+            | StorageOp::StatFs
+            // Names only: nothing the cache holds changes.
+            | StorageOp::Resolve { .. }
+            | StorageOp::Symlink { .. }
+            | StorageOp::Readlink { .. } => forward(&req, storage),
         };
         self.forget_lost();
         result.unwrap_or_else(StorageReply::Error)
@@ -409,6 +413,9 @@ impl BufferCache {
         let attr = self.storage_attr(key, storage)?;
         if attr.kind == FileKind::Dir {
             return Err(errno::EISDIR);
+        }
+        if attr.kind == FileKind::Symlink {
+            return Err(errno::ELOOP);
         }
         self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, unsynced: None, stored: attr.size });
         Ok(attr.size)
@@ -664,7 +671,13 @@ mod tests {
                     StorageReply::Done
                 }
                 StorageOp::SetAttr { path, .. } => self.files.get(path).map_or(missing, |f| StorageReply::Attr(attr(f))),
-                StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } | StorageOp::StatFs => {
+                StorageOp::Mkdir { .. }
+                | StorageOp::Rmdir { .. }
+                | StorageOp::Readdir { .. }
+                | StorageOp::StatFs
+                | StorageOp::Resolve { .. }
+                | StorageOp::Symlink { .. }
+                | StorageOp::Readlink { .. } => {
                     StorageReply::Error(errno::EINVAL)
                 }
             })

@@ -76,5 +76,7 @@ fn idempotent(op: &StorageOp) -> bool {
             | StorageOp::StatFs
             | StorageOp::Readdir { .. }
             | StorageOp::SetAttr { .. }
+            | StorageOp::Resolve { .. }
+            | StorageOp::Readlink { .. }
     )
 }

@@ -44,6 +44,8 @@ pub mod errno {
     pub const ENAMETOOLONG: i32 = 36;
     /// Directory not empty.
     pub const ENOTEMPTY: i32 = 39;
+    /// Too many levels of symbolic links.
+    pub const ELOOP: i32 = 40;
 }
 
 /// One request: which vNode's mount, and what to do there.
@@ -97,6 +99,16 @@ pub enum StorageOp {
     /// time (nanoseconds since the epoch) where given, and the change time to now; answers the
     /// attributes afterwards.
     SetAttr { path: Vec<u8>, mode: Option<u32>, mtime_ns: Option<i64> },
+    /// Resolves `path` (absolute, not normalised: `.`, `..` and symlinks are resolved here, `..`
+    /// staying at `/`) inside the mount, following a final symlink if `follow` (or if the path
+    /// ends with `/`); answers the path it names, without symlinks ([`StorageReply::Data`]),
+    /// whose final component need not exist. `ELOOP` after 40 symlinks.
+    Resolve { path: Vec<u8>, follow: bool },
+    /// Creates a symbolic link at `path` whose text is `target` (stored as given).
+    Symlink { path: Vec<u8>, target: Vec<u8> },
+    /// The text of the symbolic link at `path` ([`StorageReply::Data`]); `EINVAL` for anything
+    /// else.
+    Readlink { path: Vec<u8> },
 }
 
 impl StorageOp {
@@ -114,8 +126,10 @@ impl StorageOp {
             | StorageOp::Rmdir { path }
             | StorageOp::Readdir { path, .. }
             | StorageOp::Fsync { path }
-            | StorageOp::SetAttr { path, .. } => Some(path),
-            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs => None,
+            | StorageOp::SetAttr { path, .. }
+            | StorageOp::Symlink { path, .. }
+            | StorageOp::Readlink { path } => Some(path),
+            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Resolve { .. } => None,
         }
     }
 }
@@ -140,6 +154,8 @@ pub enum FileKind {
     File,
     /// A directory.
     Dir,
+    /// A symbolic link (its size is its target's length).
+    Symlink,
 }
 
 /// Attributes of a file or directory.
