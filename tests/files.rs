@@ -103,9 +103,10 @@ fn busybox_applets_on_remote_storage_match_native() {
     }
 }
 
-/// busybox `chmod`, `touch -d` and `stat -c` on remote storage print what they print natively.
+/// busybox `chmod`, `touch -d`, `ln -s`, `readlink` and `stat -c` on remote storage print what
+/// they print natively.
 #[test]
-fn busybox_modes_and_times_on_remote_storage_match_native() {
+fn busybox_modes_times_and_symlinks_on_remote_storage_match_native() {
     if !kvm() {
         return;
     }
