@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 mod common;
-use common::{image, kvm, lego, native, run};
+use common::{image, kvm, lego, native, run, BUSYBOX_LINKS_SCRIPT};
 
 fn matches_native(case: &str) {
     if !kvm() {
@@ -76,9 +76,26 @@ fn resource_usage_matches_native() {
 /// The cases that make files in the image directory, one after another.
 #[test]
 fn locks_shared_mappings_and_file_calls_match_native() {
-    for case in ["locks", "mapshared", "files", "fifo"] {
+    for case in ["locks", "mapshared", "files", "fifo", "links", "attrs"] {
         matches_native(case);
     }
+}
+
+/// busybox `ln -s`, `ln`, `cp -p`, `touch -d`, `chmod`, `chown` and `stat -c` print in a vNode
+/// what they print natively.
+#[test]
+fn busybox_links_and_attributes_match_native() {
+    if !kvm() {
+        return;
+    }
+    let bb = image("busybox");
+    let args = ["sh", "-c", BUSYBOX_LINKS_SCRIPT];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let want = native(&bb, &args, a.path());
+    assert!(want.stdout.ends_with("end\n"), "natively: {}{}", want.stdout, want.stderr);
+    let got = run(lego(&[], &bb, &args, b.path()), Duration::from_secs(60), "busybox links");
+    assert_eq!(got.stdout, want.stdout, "stderr: {}", got.stderr);
+    assert_eq!(got.status, want.status);
 }
 
 /// `--stats` says how many system calls lego implements, and how much memory was locked.

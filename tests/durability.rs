@@ -294,3 +294,44 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
     assert_eq!(read_all(&mut t, "/keep.txt").as_deref(), Some(b"durable\n".as_slice()));
     assert_eq!(read_all(&mut t, "/closed.txt").as_deref(), Some(b"closed\n".as_slice()));
 }
+
+/// Modes, modification times and symlinks a client was answered for survive SIGKILL of the
+/// server: they are journalled before the reply and replayed at the restart (a symlink's text
+/// is in its data file before that).
+#[test]
+fn attribute_changes_and_symlinks_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = storage_server(dir.path(), "127.0.0.1:0");
+    let mut t = connect(&server.addr);
+    let create = StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false };
+    assert!(matches!(call(&mut t, create), Ok(StorageReply::Attr(_))));
+    assert!(matches!(call(&mut t, StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o755 }), Ok(StorageReply::Attr(_))));
+    for (path, target) in [("/d/s", "../f"), ("/abs", "/d/s")] {
+        let op = StorageOp::Symlink { path: path.into(), target: target.into() };
+        assert!(matches!(call(&mut t, op), Ok(StorageReply::Attr(_))));
+    }
+    let sets = [("/f", Some(0o4711), Some(1_500_000_000_123_456_789)), ("/d", None, Some(-5)), ("/f", Some(0o600), None)];
+    for (path, mode, mtime_ns) in sets {
+        match call(&mut t, StorageOp::SetAttr { path: path.into(), mode, mtime_ns }).unwrap() {
+            StorageReply::Attr(a) => {
+                assert!(mode.is_none_or(|m| a.mode == m) && mtime_ns.is_none_or(|m| a.mtime_ns == m), "{a:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let missing = StorageOp::SetAttr { path: b"/nope".to_vec(), mode: Some(0o600), mtime_ns: None };
+    assert_eq!(call(&mut t, missing).unwrap(), StorageReply::Error(errno::ENOENT));
+    drop(t);
+    server.kill();
+    let server = storage_server(dir.path(), "127.0.0.1:0");
+    let mut t = connect(&server.addr);
+    let attr = |t: &mut TcpTransport, path: &str| match call(t, StorageOp::Stat { path: path.into() }).unwrap() {
+        StorageReply::Attr(a) => (a.mode, a.mtime_ns),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(attr(&mut t, "/f"), (0o600, 1_500_000_000_123_456_789));
+    assert_eq!(attr(&mut t, "/d"), (0o755, -5));
+    assert_eq!(call(&mut t, StorageOp::Readlink { path: b"/d/s".to_vec() }).unwrap(), StorageReply::Data(b"../f".to_vec()));
+    let resolve = StorageOp::Resolve { path: b"/abs".to_vec(), follow: true };
+    assert_eq!(call(&mut t, resolve).unwrap(), StorageReply::Data(b"/f".to_vec()));
+}

@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
 mod common;
-use common::{busybox_files, image, kvm, Server, BUSYBOX_CASES, WORDS};
+use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, WORDS};
 
 /// A `lego storage-server` process on `dir`, listening on `listen`.
 fn storage_server(dir: &Path, listen: &str) -> Server {
@@ -59,7 +59,7 @@ fn image_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     busybox_files(d.path());
     std::fs::create_dir(d.path().join("bin")).unwrap();
-    for prog in ["busybox", "fileio", "mmapfile", "abi"] {
+    for prog in ["busybox", "fileio", "mmapfile", "abi", "abi.musl"] {
         std::fs::copy(image(prog), d.path().join("bin").join(prog)).unwrap();
     }
     d
@@ -103,6 +103,24 @@ fn busybox_applets_on_remote_storage_match_native() {
     }
 }
 
+/// busybox `chmod`, `touch -d`, `ln -s`, `readlink` and `stat -c` on remote storage print what
+/// they print natively.
+#[test]
+fn busybox_modes_times_and_symlinks_on_remote_storage_match_native() {
+    if !kvm() {
+        return;
+    }
+    let s = setup("bbattrs", |img| std::fs::create_dir(img.join("work")).unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = common::native_command(image("busybox"));
+    cmd.args(["sh", "-c", BUSYBOX_ATTRS_SCRIPT]).arg(scratch.path());
+    let native = output(cmd, b"");
+    assert!(String::from_utf8_lossy(&native.stdout).ends_with("end\n"), "natively: {native:?}");
+    let remote = run(&s.mem, &s.storage, "bbattrs", "/bin/busybox", &["sh", "-c", BUSYBOX_ATTRS_SCRIPT, "/work"], b"");
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(remote.status.code(), native.status.code());
+}
+
 #[test]
 fn file_round_trip_program_passes_on_remote_storage() {
     if !kvm() {
@@ -141,14 +159,33 @@ fn locks_shared_mappings_and_file_calls_work_on_remote_storage() {
     }
     let s = setup("abi", |_| ());
     for case in ["locks", "mapshared", "files"] {
-        let scratch = tempfile::tempdir().unwrap();
-        let mut cmd = common::native_command(image("abi"));
-        cmd.arg(case).current_dir(scratch.path());
-        let native = output(cmd, b"");
-        assert_eq!(native.status.code(), Some(0), "abi {case} natively: {}", String::from_utf8_lossy(&native.stdout));
-        let remote = run(&s.mem, &s.storage, "abi", "/bin/abi", &[case], b"");
-        assert_eq!(remote.status.code(), Some(0), "abi {case}: {}", String::from_utf8_lossy(&remote.stderr));
-        assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "abi {case}");
+        matches_native_remotely(&s, "abi", case);
+    }
+}
+
+/// `abi CASE` (`prog` is `abi` or `abi.musl`) prints on remote storage what it prints natively.
+fn matches_native_remotely(s: &Setup, prog: &str, case: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = common::native_command(image(prog));
+    cmd.arg(case).current_dir(scratch.path());
+    let native = output(cmd, b"");
+    assert_eq!(native.status.code(), Some(0), "{prog} {case} natively: {}", String::from_utf8_lossy(&native.stdout));
+    let remote = run(&s.mem, &s.storage, "abi", &format!("/bin/{prog}"), &[case], b"");
+    assert_eq!(remote.status.code(), Some(0), "{prog} {case}: {}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{prog} {case}");
+}
+
+/// What remote storage keeps of a file's attributes (its mode and modification time; `creat`
+/// and `truncate` too), set by every call of the `chmod` and `utimes` families, glibc and musl:
+/// as natively. A time set after a write stays when the write-back comes at close.
+#[test]
+fn modes_and_times_on_remote_storage_match_native() {
+    if !kvm() {
+        return;
+    }
+    let s = setup("abi", |_| ());
+    for prog in ["abi", "abi.musl"] {
+        matches_native_remotely(&s, prog, "attrs");
     }
 }
 

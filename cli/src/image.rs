@@ -254,7 +254,11 @@ fn list(m: &mut Mount, dir: &[u8]) -> anyhow::Result<()> {
         let StorageReply::Attr(a) = m.must("stat", &p, StorageOp::Stat { path: p.clone() })? else {
             bail!("unexpected stat answer")
         };
-        let kind = if a.kind == FileKind::Dir { 'd' } else { '-' };
+        let kind = match a.kind {
+            FileKind::Dir => 'd',
+            FileKind::Symlink => 'l',
+            FileKind::File => '-',
+        };
         println!("{kind}{:04o} {:>12} {}", a.mode, a.size, String::from_utf8_lossy(&p));
         if a.kind == FileKind::Dir {
             list(m, &p)?;

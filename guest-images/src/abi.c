@@ -16,6 +16,11 @@
  *             pwritev2, pidfd_open, execveat, mknod of a regular file
  *   fifo      mkfifo, the open rules of a FIFO (ENXIO, waiting for the other side), and
  *             bytes from a child through it
+ *   links     symlink/symlinkat, link/linkat, readlink, chmod/fchmod/fchmodat, the chown
+ *             family, utimensat/futimens/futimesat/utimes/utime (UTIME_NOW, UTIME_OMIT),
+ *             truncate and creat, with Linux's errors
+ *   attrs     what both file systems keep: creat, truncate, chmod/fchmod/fchmodat, and the
+ *             modification time through utimensat/futimens/utimes/futimesat/utime
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,6 +42,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <utime.h>
 #include <sys/timerfd.h>
 #include <sys/times.h>
 #include <sys/uio.h>
@@ -879,6 +885,311 @@ static void case_fifo(void) {
     CHECK(unlink("abi-fifo.tmp") == 0);
 }
 
+/* The errno name of the last failure, or "ok". */
+static const char *res(int r) {
+    if (r == 0) return "ok";
+    switch (errno) {
+    case ENOENT: return "ENOENT";
+    case EEXIST: return "EEXIST";
+    case EPERM: return "EPERM";
+    case EINVAL: return "EINVAL";
+    case EISDIR: return "EISDIR";
+    case ENOTDIR: return "ENOTDIR";
+    case EBADF: return "EBADF";
+    case ELOOP: return "ELOOP";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EXDEV: return "EXDEV";
+    default: return strerror(errno);
+    }
+}
+
+/* Mode, owner, link count, size, type and whole-second times of `path`. */
+static void show_stat(const char *what, const char *path, int follow) {
+    struct stat st;
+    int r = follow ? stat(path, &st) : lstat(path, &st);
+    if (r != 0) {
+        printf("%s: %s\n", what, res(r));
+        return;
+    }
+    const char *kind = S_ISLNK(st.st_mode) ? "symlink" : S_ISDIR(st.st_mode) ? "dir" : S_ISREG(st.st_mode) ? "file" : "other";
+    printf("%s: %s", what, kind);
+    if (!S_ISLNK(st.st_mode)) printf(" mode %o", st.st_mode & 07777);
+    printf(" nlink %ld size %ld uid %d gid %d\n", (long)st.st_nlink, (long)st.st_size, (int)st.st_uid, (int)st.st_gid);
+}
+
+static void show_times(const char *what, const char *path) {
+    struct stat st;
+    CHECK(lstat(path, &st) == 0);
+    printf("%s: atime %ld.%09ld mtime %ld.%09ld\n", what, (long)st.st_atim.tv_sec, st.st_atim.tv_nsec,
+           (long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+/* Whether both times of `path` are within a minute of now (UTIME_NOW and NULL times). */
+static void show_recent(const char *what, const char *path) {
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    time_t now = time(NULL);
+    printf("%s: atime recent %d mtime recent %d\n", what, labs(now - st.st_atim.tv_sec) < 60, labs(now - st.st_mtim.tv_sec) < 60);
+}
+
+static void case_links(void) {
+    const char *f = "abi-ln-file.tmp", *s = "abi-ln-sym.tmp", *h = "abi-ln-hard.tmp", *d = "abi-ln-dir.tmp";
+    unlink(f), unlink(s), unlink(h), unlink("abi-ln-sym2.tmp"), unlink("abi-ln-hard2.tmp"), unlink("abi-ln-dangling.tmp");
+    unlink("abi-ln-dir.tmp/inner"), rmdir(d);
+    umask(022);
+
+    /* creat and truncate. */
+    int fd = creat(f, 0640);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "0123456789", 10) == 10);
+    show_stat("creat", f, 1);
+    printf("creat is write-only: read %s\n", read(fd, (char[4]){0}, 4) == -1 && errno == EBADF ? "EBADF" : "?");
+    close(fd);
+    printf("truncate to 4: %s\n", res(truncate(f, 4)));
+    show_stat("truncated", f, 1);
+    printf("truncate to 4096: %s\n", res(truncate(f, 4096)));
+    show_stat("grown", f, 1);
+    CHECK(truncate(f, 10) == 0);
+    printf("truncate -1: %s\n", res(truncate(f, -1)));
+    printf("truncate missing: %s\n", res(truncate("abi-ln-missing.tmp", 0)));
+    CHECK(mkdir(d, 0755) == 0);
+    printf("truncate a directory: %s\n", res(truncate(d, 0)));
+
+    /* Symbolic links. */
+    printf("symlink: %s\n", res(symlink(f, s)));
+    printf("symlink again: %s\n", res(symlink(f, s)));
+    printf("symlink empty target: %s\n", res(symlink("", "abi-ln-empty.tmp")));
+    printf("symlink over a directory: %s\n", res(symlink(f, d)));
+    printf("symlink in a missing directory: %s\n", res(symlink(f, "abi-ln-missing.tmp/x")));
+    printf("symlink named ..: %s\n", res(symlink(f, "..")));
+    int dfd = open(d, O_RDONLY | O_DIRECTORY);
+    CHECK(dfd >= 0);
+    printf("symlinkat into a directory fd: %s\n", res(symlinkat("../abi-ln-file.tmp", dfd, "inner")));
+    char buf[256];
+    ssize_t n = readlink(s, buf, sizeof buf);
+    printf("readlink: %zd [%.*s]\n", n, (int)(n > 0 ? n : 0), buf);
+    n = readlinkat(dfd, "inner", buf, 5);
+    printf("readlinkat truncated: %zd [%.*s]\n", n, (int)(n > 0 ? n : 0), buf);
+    printf("readlink of a file: %s\n", res(readlink(f, buf, sizeof buf) < 0 ? -1 : 0));
+    show_stat("lstat symlink", s, 0);
+    show_stat("stat through symlink", s, 1);
+    show_stat("stat through relative symlink in a directory", "abi-ln-dir.tmp/inner", 1);
+    CHECK(symlink("abi-ln-nowhere.tmp", "abi-ln-dangling.tmp") == 0);
+    printf("stat dangling: %s\n", res(stat("abi-ln-dangling.tmp", &(struct stat){0})));
+    printf("open dangling O_CREAT|O_EXCL: %s\n", res(open("abi-ln-dangling.tmp", O_CREAT | O_EXCL | O_WRONLY, 0600) < 0 ? -1 : 0));
+    printf("open symlink O_NOFOLLOW: %s\n", res(open(s, O_RDONLY | O_NOFOLLOW) < 0 ? -1 : 0));
+    fd = open(s, O_RDONLY);
+    CHECK(fd >= 0);
+    n = read(fd, buf, sizeof buf);
+    printf("read through symlink: %zd [%.*s]\n", n, (int)n, buf);
+    close(fd);
+
+    /* Hard links. */
+    printf("link: %s\n", res(link(f, h)));
+    show_stat("after link", f, 1);
+    printf("link again: %s\n", res(link(f, h)));
+    printf("link a directory: %s\n", res(link(d, "abi-ln-hard2.tmp")));
+    printf("link a missing file: %s\n", res(link("abi-ln-missing.tmp", "abi-ln-hard2.tmp")));
+    printf("link to ..: %s\n", res(link(f, "..")));
+    printf("linkat of a symlink itself: %s\n", res(linkat(AT_FDCWD, s, AT_FDCWD, "abi-ln-sym2.tmp", 0)));
+    show_stat("the symlink's link", "abi-ln-sym2.tmp", 0);
+    CHECK(unlink("abi-ln-sym2.tmp") == 0);
+    printf("linkat AT_SYMLINK_FOLLOW: %s\n", res(linkat(AT_FDCWD, s, dfd, "../abi-ln-hard2.tmp", AT_SYMLINK_FOLLOW)));
+    show_stat("followed link", "abi-ln-hard2.tmp", 0);
+    printf("linkat bad flags: %s\n", res(linkat(AT_FDCWD, f, AT_FDCWD, "abi-ln-x.tmp", 0x1)));
+    fd = open(h, O_WRONLY);
+    CHECK(fd >= 0 && write(fd, "HARD", 4) == 4);
+    close(fd);
+    fd = open(f, O_RDONLY);
+    n = read(fd, buf, sizeof buf);
+    printf("written through the other name: [%.*s]\n", (int)n, buf);
+    close(fd);
+    CHECK(unlink("abi-ln-hard2.tmp") == 0);
+    CHECK(unlink(h) == 0);
+    show_stat("after unlink of a link", f, 1);
+
+    /* Modes. */
+    printf("chmod 0604: %s\n", res(chmod(f, 0604)));
+    show_stat("chmod", f, 1);
+    printf("chmod through symlink 04711: %s\n", res(chmod(s, 014711)));
+    show_stat("chmod through symlink", f, 1);
+    show_stat("the symlink itself", s, 0);
+    fd = open(f, O_RDONLY);
+    printf("fchmod 0600: %s\n", res(fchmod(fd, 0600)));
+    show_stat("fchmod", f, 1);
+    printf("fchmodat 0644: %s\n", res(fchmodat(dfd, "../abi-ln-file.tmp", 0644, 0)));
+    show_stat("fchmodat", f, 1);
+    printf("chmod missing: %s\n", res(chmod("abi-ln-missing.tmp", 0644)));
+    int pfd = open(f, O_PATH);
+    printf("fchmod of an O_PATH fd: %s\n", res(fchmod(pfd, 0644)));
+    printf("chmod a directory 0700: %s\n", res(chmod(d, 0700)));
+    show_stat("directory", d, 1);
+    printf("fchmodat2 AT_SYMLINK_NOFOLLOW of a symlink: %s\n", res(syscall(452, AT_FDCWD, s, 0600, AT_SYMLINK_NOFOLLOW)));
+    printf("fchmodat2 AT_SYMLINK_NOFOLLOW of a file: %s\n", res(syscall(452, AT_FDCWD, f, 0640, AT_SYMLINK_NOFOLLOW)));
+    printf("fchmodat2 AT_EMPTY_PATH of an O_PATH fd: %s\n", res(syscall(452, pfd, "", 0644, AT_EMPTY_PATH)));
+    show_stat("fchmodat2", f, 1);
+    printf("fchmodat2 bad flags: %s\n", res(syscall(452, AT_FDCWD, f, 0644, 0x2)));
+
+    /* Owners. */
+    printf("chown 1234:5678: %s\n", res(chown(f, 1234, 5678)));
+    show_stat("chown", f, 1);
+    printf("chown -1:42: %s\n", res(chown(f, -1, 42)));
+    show_stat("chown group only", f, 1);
+    printf("lchown 77:88: %s\n", res(lchown(s, 77, 88)));
+    show_stat("lchown: the symlink", s, 0);
+    show_stat("lchown: the file", f, 1);
+    printf("fchown 0:0: %s\n", res(fchown(fd, 0, 0)));
+    show_stat("fchown", f, 1);
+    printf("fchownat AT_EMPTY_PATH of an O_PATH fd: %s\n", res(fchownat(pfd, "", 5, 6, AT_EMPTY_PATH)));
+    show_stat("fchownat", f, 1);
+    printf("fchownat AT_SYMLINK_NOFOLLOW: %s\n", res(fchownat(AT_FDCWD, s, 9, 9, AT_SYMLINK_NOFOLLOW)));
+    show_stat("fchownat: the symlink", s, 0);
+    printf("fchownat bad flags: %s\n", res(fchownat(AT_FDCWD, f, 0, 0, 0x2)));
+    printf("fchown of an O_PATH fd: %s\n", res(fchown(pfd, 0, 0)));
+    CHECK(chown(f, 0, 0) == 0 || errno == EPERM);
+
+    /* Times. */
+    struct timespec ts[2] = {{1000000000, 123456789}, {1100000000, 987654321}};
+    printf("utimensat: %s\n", res(utimensat(AT_FDCWD, f, ts, 0)));
+    show_times("utimensat", f);
+    ts[0].tv_nsec = UTIME_OMIT;
+    ts[1] = (struct timespec){1200000000, 5};
+    printf("utimensat UTIME_OMIT atime: %s\n", res(utimensat(dfd, "../abi-ln-file.tmp", ts, 0)));
+    show_times("UTIME_OMIT", f);
+    ts[0] = (struct timespec){1300000000, 0};
+    ts[1].tv_nsec = UTIME_OMIT;
+    printf("futimens UTIME_OMIT mtime: %s\n", res(futimens(fd, ts)));
+    show_times("futimens", f);
+    ts[0].tv_nsec = UTIME_OMIT;
+    printf("both UTIME_OMIT on a missing file: %s\n", res(utimensat(AT_FDCWD, "abi-ln-missing.tmp", ts, 0)));
+    ts[0] = (struct timespec){1, 1000000000};
+    ts[1].tv_nsec = 0;
+    printf("utimensat nsec too large: %s\n", res(utimensat(AT_FDCWD, f, ts, 0)));
+    printf("utimensat bad flags: %s\n", res(utimensat(AT_FDCWD, f, NULL, 0x2)));
+    ts[0] = (struct timespec){1400000000, 0};
+    ts[1] = (struct timespec){1400000001, 0};
+    printf("utimensat AT_SYMLINK_NOFOLLOW: %s\n", res(utimensat(AT_FDCWD, s, ts, AT_SYMLINK_NOFOLLOW)));
+    show_times("the symlink", s);
+    show_times("its file", f);
+    struct timeval tv[2] = {{1500000000, 250000}, {1500000001, 500000}};
+    printf("utimes: %s\n", res(utimes(f, tv)));
+    show_times("utimes", f);
+    tv[0].tv_usec = 1000000;
+    printf("utimes usec too large: %s\n", res(utimes(f, tv)));
+    tv[0] = (struct timeval){1600000000, 1};
+    printf("futimesat: %s\n", res(syscall(SYS_futimesat, dfd, "../abi-ln-file.tmp", tv)));
+    show_times("futimesat", f);
+    struct utimbuf ub = {1700000000, 1700000002};
+    printf("utime: %s\n", res(utime(f, &ub)));
+    show_times("utime", f);
+    printf("utime missing: %s\n", res(utime("abi-ln-missing.tmp", &ub)));
+    printf("utime NULL: %s\n", res(utime(f, NULL)));
+    show_recent("utime NULL", f);
+    CHECK(utime(f, &ub) == 0);
+    ts[0].tv_nsec = UTIME_NOW;
+    ts[1].tv_nsec = UTIME_NOW;
+    printf("utimensat UTIME_NOW: %s\n", res(utimensat(AT_FDCWD, f, ts, 0)));
+    show_recent("UTIME_NOW", f);
+    printf("touch a directory: %s\n", res(utimensat(AT_FDCWD, d, NULL, 0)));
+    show_recent("directory", d);
+
+    close(fd);
+    close(pfd);
+    close(dfd);
+    CHECK(unlink("abi-ln-dir.tmp/inner") == 0);
+    CHECK(rmdir(d) == 0);
+    CHECK(unlink("abi-ln-dangling.tmp") == 0);
+    CHECK(unlink(s) == 0);
+    CHECK(unlink(f) == 0);
+}
+
+static void show_mtime(const char *what, const char *path) {
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    printf("%s: mode %o size %ld mtime %ld.%09ld\n", what, st.st_mode & 07777, (long)st.st_size, (long)st.st_mtim.tv_sec,
+           st.st_mtim.tv_nsec);
+}
+
+static void show_mode(const char *what, const char *path) {
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    printf("%s: mode %o size %ld\n", what, st.st_mode & 07777, (long)st.st_size);
+}
+
+static void case_attrs(void) {
+    const char *f = "abi-at-file.tmp", *d = "abi-at-dir.tmp";
+    unlink(f), rmdir(d);
+    umask(022);
+    int fd = creat(f, 0640);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "0123456789", 10) == 10);
+    printf("creat is write-only: read %s\n", read(fd, (char[4]){0}, 4) == -1 && errno == EBADF ? "EBADF" : "?");
+    close(fd);
+    show_mode("creat", f);
+    printf("creat of an existing file truncates: %s\n", res((fd = creat(f, 0600)) < 0 ? -1 : 0));
+    CHECK(write(fd, "abcdef", 6) == 6);
+    close(fd);
+    show_mode("creat again", f);
+    printf("truncate to 4: %s\n", res(truncate(f, 4)));
+    show_mode("truncated", f);
+    printf("truncate to 8192: %s\n", res(truncate(f, 8192)));
+    printf("truncate -1: %s\n", res(truncate(f, -1)));
+    printf("truncate missing: %s\n", res(truncate("abi-at-missing.tmp", 0)));
+    CHECK(mkdir(d, 0755) == 0);
+    printf("truncate a directory: %s\n", res(truncate(d, 0)));
+    printf("creat a directory: %s\n", res(creat(d, 0644) < 0 ? -1 : 0));
+    CHECK(truncate(f, 3) == 0);
+
+    printf("chmod 0604: %s\n", res(chmod(f, 0604)));
+    show_mode("chmod", f);
+    printf("chmod 014711: %s\n", res(chmod(f, 014711)));
+    show_mode("chmod with high bits", f);
+    fd = open(f, O_RDWR);
+    CHECK(fd >= 0);
+    printf("fchmod 0600: %s\n", res(fchmod(fd, 0600)));
+    show_mode("fchmod", f);
+    int dfd = open(d, O_RDONLY | O_DIRECTORY);
+    CHECK(dfd >= 0);
+    printf("fchmodat 0644: %s\n", res(fchmodat(dfd, "../abi-at-file.tmp", 0644, 0)));
+    show_mode("fchmodat", f);
+    printf("chmod missing: %s\n", res(chmod("abi-at-missing.tmp", 0644)));
+    printf("chmod a directory 0700: %s\n", res(chmod(d, 0700)));
+    struct stat st;
+    CHECK(stat(d, &st) == 0);
+    printf("directory mode %o\n", st.st_mode & 07777);
+
+    struct timespec ts[2] = {{1000000000, 0}, {1100000000, 987654321}};
+    printf("utimensat: %s\n", res(utimensat(AT_FDCWD, f, ts, 0)));
+    show_mtime("utimensat", f);
+    ts[1].tv_nsec = UTIME_OMIT;
+    printf("utimensat UTIME_OMIT mtime: %s\n", res(utimensat(dfd, "../abi-at-file.tmp", ts, 0)));
+    show_mtime("UTIME_OMIT", f);
+    ts[1] = (struct timespec){1200000000, 5};
+    printf("futimens: %s\n", res(futimens(fd, ts)));
+    show_mtime("futimens", f);
+    CHECK(write(fd, "x", 1) == 1);
+    struct timeval tv[2] = {{1500000000, 250000}, {1500000001, 500000}};
+    printf("utimes after a write: %s\n", res(utimes(f, tv)));
+    close(fd); /* the write-back at close must not move the time */
+    show_mtime("utimes, then close", f);
+    tv[1] = (struct timeval){1600000000, 1};
+    printf("futimesat: %s\n", res(syscall(SYS_futimesat, dfd, "../abi-at-file.tmp", tv)));
+    show_mtime("futimesat", f);
+    struct utimbuf ub = {1700000000, 1700000002};
+    printf("utime: %s\n", res(utime(f, &ub)));
+    show_mtime("utime", f);
+    printf("utime missing: %s\n", res(utime("abi-at-missing.tmp", &ub)));
+    ts[0].tv_nsec = UTIME_NOW;
+    ts[1].tv_nsec = UTIME_NOW;
+    printf("utimensat UTIME_NOW: %s\n", res(utimensat(AT_FDCWD, f, ts, 0)));
+    show_recent("UTIME_NOW", f);
+    printf("utimes NULL on a directory: %s\n", res(utimes(d, NULL)));
+    show_recent("directory", d);
+    close(dfd);
+    CHECK(rmdir(d) == 0);
+    CHECK(unlink(f) == 0);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
@@ -894,6 +1205,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "mapshared")) case_mapshared();
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
+    else if (!strcmp(c, "links")) case_links();
+    else if (!strcmp(c, "attrs")) case_attrs();
     else if (!strcmp(c, "execed")) printf("running again through execveat\n");
     else {
         fprintf(stderr, "unknown case %s\n", c);

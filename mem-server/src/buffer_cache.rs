@@ -181,7 +181,10 @@ impl BufferCache {
             StorageOp::Stat { path } => self.stat(&key(path), storage),
             StorageOp::Fsync { path } => self.fsync(&key(path), storage),
             StorageOp::SyncFs => self.syncfs(&req, storage),
-            StorageOp::Create { path, truncate: true, .. } | StorageOp::Truncate { path, .. } => {
+            // A new mode or time must not be overtaken by an older write-back (which sets the
+            // modification time), nor hidden by the attributes cached here: dirty pages go
+            // first, then the cached state.
+            StorageOp::Create { path, truncate: true, .. } | StorageOp::Truncate { path, .. } | StorageOp::SetAttr { path, .. } => {
                 let k = key(path);
                 // A failed write-back is kept for the file's next fsync or close.
                 let _ = self.write_back_file(&k, storage);
@@ -198,7 +201,11 @@ impl BufferCache {
             | StorageOp::Mkdir { .. }
             | StorageOp::Rmdir { .. }
             | StorageOp::Readdir { .. }
-            | StorageOp::StatFs => forward(&req, storage),
+            | StorageOp::StatFs
+            // Names only: nothing the cache holds changes.
+            | StorageOp::Resolve { .. }
+            | StorageOp::Symlink { .. }
+            | StorageOp::Readlink { .. } => forward(&req, storage),
         };
         self.forget_lost();
         result.unwrap_or_else(StorageReply::Error)
@@ -406,6 +413,9 @@ impl BufferCache {
         let attr = self.storage_attr(key, storage)?;
         if attr.kind == FileKind::Dir {
             return Err(errno::EISDIR);
+        }
+        if attr.kind == FileKind::Symlink {
+            return Err(errno::ELOOP);
         }
         self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, unsynced: None, stored: attr.size });
         Ok(attr.size)
@@ -660,7 +670,14 @@ mod tests {
                     self.fsyncs += 1;
                     StorageReply::Done
                 }
-                StorageOp::Mkdir { .. } | StorageOp::Rmdir { .. } | StorageOp::Readdir { .. } | StorageOp::StatFs => {
+                StorageOp::SetAttr { path, .. } => self.files.get(path).map_or(missing, |f| StorageReply::Attr(attr(f))),
+                StorageOp::Mkdir { .. }
+                | StorageOp::Rmdir { .. }
+                | StorageOp::Readdir { .. }
+                | StorageOp::StatFs
+                | StorageOp::Resolve { .. }
+                | StorageOp::Symlink { .. }
+                | StorageOp::Readlink { .. } => {
                     StorageReply::Error(errno::EINVAL)
                 }
             })
@@ -744,6 +761,24 @@ mod tests {
         let writes = d.writes;
         assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done);
         assert_eq!(d.writes, writes, "clean pages are not written again");
+    }
+
+    /// An attribute change reaches storage after the file's dirty pages, so that no later
+    /// write-back overtakes the time it sets, and the cached attributes are dropped.
+    #[test]
+    fn set_attr_writes_back_first_and_forgets_the_cached_attributes() {
+        let mut d = Disk::default();
+        d.files.insert(p("/f"), b"hello".to_vec());
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        write(&mut c, &mut d, "/f", 5, b" world");
+        assert_eq!(d.files[&p("/f")], b"hello");
+        let set = StorageOp::SetAttr { path: p("/f"), mode: Some(0o600), mtime_ns: Some(7) };
+        assert!(matches!(c.serve(req(set), &mut d), StorageReply::Attr(_)));
+        assert_eq!(d.files[&p("/f")], b"hello world", "written back before the change");
+        assert!(c.is_empty(), "nothing of the file stays cached");
+        let writes = d.writes;
+        assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done);
+        assert_eq!(d.writes, writes, "no stale write-back follows");
     }
 
     #[test]

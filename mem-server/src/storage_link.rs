@@ -75,5 +75,8 @@ fn idempotent(op: &StorageOp) -> bool {
             | StorageOp::SyncFs
             | StorageOp::StatFs
             | StorageOp::Readdir { .. }
+            | StorageOp::SetAttr { .. }
+            | StorageOp::Resolve { .. }
+            | StorageOp::Readlink { .. }
     )
 }

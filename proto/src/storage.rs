@@ -44,6 +44,8 @@ pub mod errno {
     pub const ENAMETOOLONG: i32 = 36;
     /// Directory not empty.
     pub const ENOTEMPTY: i32 = 39;
+    /// Too many levels of symbolic links.
+    pub const ELOOP: i32 = 40;
 }
 
 /// One request: which vNode's mount, and what to do there.
@@ -93,6 +95,20 @@ pub enum StorageOp {
     SyncFs,
     /// `statfs`: the space of the vNode's mount ([`StorageReply::FsStat`]).
     StatFs,
+    /// `chmod`/`utimensat`: sets the permission bits (`0o7777` at most) and the modification
+    /// time (nanoseconds since the epoch) where given, and the change time to now; answers the
+    /// attributes afterwards.
+    SetAttr { path: Vec<u8>, mode: Option<u32>, mtime_ns: Option<i64> },
+    /// Resolves `path` (absolute, not normalised: `.`, `..` and symlinks are resolved here, `..`
+    /// staying at `/`) inside the mount, following a final symlink if `follow` (or if the path
+    /// ends with `/`); answers the path it names, without symlinks ([`StorageReply::Data`]),
+    /// whose final component need not exist. `ELOOP` after 40 symlinks.
+    Resolve { path: Vec<u8>, follow: bool },
+    /// Creates a symbolic link at `path` whose text is `target` (stored as given).
+    Symlink { path: Vec<u8>, target: Vec<u8> },
+    /// The text of the symbolic link at `path` ([`StorageReply::Data`]); `EINVAL` for anything
+    /// else.
+    Readlink { path: Vec<u8> },
 }
 
 impl StorageOp {
@@ -109,8 +125,11 @@ impl StorageOp {
             | StorageOp::Mkdir { path, .. }
             | StorageOp::Rmdir { path }
             | StorageOp::Readdir { path, .. }
-            | StorageOp::Fsync { path } => Some(path),
-            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs => None,
+            | StorageOp::Fsync { path }
+            | StorageOp::SetAttr { path, .. }
+            | StorageOp::Symlink { path, .. }
+            | StorageOp::Readlink { path } => Some(path),
+            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Resolve { .. } => None,
         }
     }
 }
@@ -135,6 +154,8 @@ pub enum FileKind {
     File,
     /// A directory.
     Dir,
+    /// A symbolic link (its size is its target's length).
+    Symlink,
 }
 
 /// Attributes of a file or directory.
@@ -170,7 +191,8 @@ pub struct DirEntry {
 /// The answer to a [`StorageRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StorageReply {
-    /// `Stat`, `Create`, `Mkdir`, `Truncate`, `Write`: the object's attributes afterwards.
+    /// `Stat`, `Create`, `Mkdir`, `Truncate`, `Write`, `SetAttr`: the object's attributes
+    /// afterwards.
     Attr(FileAttr),
     /// `Read`: the bytes read (empty at or past the end).
     Data(#[serde(with = "bytes")] Vec<u8>),

@@ -26,8 +26,8 @@ pub(crate) struct Shared {
 }
 
 /// Names of the storage operations, for the metrics' `op` label, in the order of [`op_index`].
-pub(crate) const OPS: [&str; 13] =
-    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs", "statfs"];
+pub(crate) const OPS: [&str; 17] =
+    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs", "statfs", "setattr", "resolve", "symlink", "readlink"];
 
 fn op_index(op: &StorageOp) -> usize {
     match op {
@@ -44,6 +44,10 @@ fn op_index(op: &StorageOp) -> usize {
         StorageOp::Fsync { .. } => 10,
         StorageOp::SyncFs => 11,
         StorageOp::StatFs => 12,
+        StorageOp::SetAttr { .. } => 13,
+        StorageOp::Resolve { .. } => 14,
+        StorageOp::Symlink { .. } => 15,
+        StorageOp::Readlink { .. } => 16,
     }
 }
 

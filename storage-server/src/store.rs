@@ -39,6 +39,8 @@ const NEXT_ID: TableDefinition<&str, u64> = TableDefinition::new("next_id");
 const EBUSY: i32 = 16;
 /// Inode number of every vNode's `/`.
 const ROOT_INO: u64 = 1;
+/// Symlinks one path may pass through (Linux's `MAXSYMLINKS`).
+const MAX_LINKS: u32 = 40;
 /// Nominal size of a directory.
 const DIR_SIZE: u64 = 4096;
 /// Largest offset or length a file may have (`off_t` is signed).
@@ -96,6 +98,7 @@ impl Entry {
         b[0] = match self.kind {
             FileKind::File => 1,
             FileKind::Dir => 2,
+            FileKind::Symlink => 3,
         };
         b[1..5].copy_from_slice(&self.mode.to_le_bytes());
         b[5..13].copy_from_slice(&self.size.to_le_bytes());
@@ -114,6 +117,7 @@ impl Entry {
         let kind = match b[0] {
             1 => FileKind::File,
             2 => FileKind::Dir,
+            3 => FileKind::Symlink,
             _ => return None,
         };
         Some(Entry {
@@ -169,13 +173,15 @@ impl Vnode {
         self.entries.get(path).copied().ok_or_else(|| self.missing(path))
     }
 
-    /// The entry of regular file `path`.
+    /// The entry of regular file `path` (`ELOOP` for a symlink, which the sender follows
+    /// before any I/O).
     fn file(&self, path: &[u8]) -> Result<Entry, i32> {
         let e = self.get(path)?;
-        if e.is_dir() {
-            return Err(errno::EISDIR);
+        match e.kind {
+            FileKind::File => Ok(e),
+            FileKind::Dir => Err(errno::EISDIR),
+            FileKind::Symlink => Err(errno::ELOOP),
         }
-        Ok(e)
     }
 
     /// The directory `path` would be created in: it must exist and be a directory.
@@ -419,6 +425,17 @@ impl Store {
 
     fn op(&self, vnode: &str, op: StorageOp) -> Result<StorageReply, i32> {
         check_vnode(vnode)?;
+        if let StorageOp::Resolve { path, follow } = &op {
+            if path.len() > lego_proto::storage::MAX_PATH {
+                return Err(errno::ENAMETOOLONG);
+            }
+            if path.first() != Some(&b'/') || path.contains(&0) {
+                return Err(errno::EINVAL);
+            }
+            let v = self.vnode(vnode)?;
+            let v = lock(&v);
+            return Ok(StorageReply::Data(self.resolve(vnode, &v, path, *follow)?));
+        }
         match &op {
             StorageOp::Rename { from, to } => {
                 check_path(from)?;
@@ -444,6 +461,17 @@ impl Store {
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
             StorageOp::SyncFs => self.syncfs(vnode),
             StorageOp::StatFs => self.statfs(v),
+            StorageOp::SetAttr { path, mode, mtime_ns } => self.set_attr(vnode, v, &path, mode, mtime_ns),
+            StorageOp::Symlink { path, target } => self.symlink(vnode, v, &path, &target),
+            StorageOp::Readlink { path } => {
+                let e = lock(v).get(&path)?;
+                if e.kind != FileKind::Symlink {
+                    return Err(errno::EINVAL);
+                }
+                Ok(StorageReply::Data(self.link_target(vnode, &e)?))
+            }
+            // Answered above.
+            StorageOp::Resolve { .. } => Err(errno::EINVAL),
         }
     }
 
@@ -568,6 +596,7 @@ impl Store {
                     self.truncate_to(vnode, vm, path, e.ino, 0)
                 }
                 (false, FileKind::File) => Ok(StorageReply::Attr(e.attr())),
+                (false, FileKind::Symlink) => Err(errno::ELOOP),
             };
         }
         let dir = v.parent_dir(path)?;
@@ -609,7 +638,10 @@ impl Store {
             return Err(errno::EISDIR);
         }
         let mut v = lock(v);
-        let e = v.file(path)?;
+        let e = v.get(path)?;
+        if e.is_dir() {
+            return Err(errno::EISDIR);
+        }
         let dir = v.get(parent(path))?;
         let mut batch = Batch { dels: vec![path.to_vec()], freed: vec![e.ino], ..Batch::default() };
         batch.touch(parent(path), dir, now_ns());
@@ -670,12 +702,13 @@ impl Store {
         let from_dir = v.get(parent(from))?;
         let mut batch = Batch::default();
         if let Some(dst) = v.entries.get(to) {
-            match (src.kind, dst.kind) {
-                (FileKind::File, FileKind::Dir) => return Err(errno::EISDIR),
-                (FileKind::Dir, FileKind::File) => return Err(errno::ENOTDIR),
-                (FileKind::Dir, FileKind::Dir) if v.has_children(to) => return Err(errno::ENOTEMPTY),
-                (FileKind::Dir, FileKind::Dir) => {}
-                (FileKind::File, FileKind::File) => batch.freed.push(dst.ino),
+            // Symlinks move and are replaced as files are.
+            match (src.is_dir(), dst.is_dir()) {
+                (false, true) => return Err(errno::EISDIR),
+                (true, false) => return Err(errno::ENOTDIR),
+                (true, true) if v.has_children(to) => return Err(errno::ENOTEMPTY),
+                (true, true) => {}
+                (false, false) => batch.freed.push(dst.ino),
             }
             batch.dels.push(to.to_vec());
         }
@@ -697,6 +730,101 @@ impl Store {
         }
         self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Done)
+    }
+
+    /// The text of symlink `e`, kept in its data file.
+    fn link_target(&self, vnode: &str, e: &Entry) -> Result<Vec<u8>, i32> {
+        let mut buf = vec![0u8; usize::try_from(e.size).map_err(|_| errno::EIO)?.min(lego_proto::storage::MAX_PATH)];
+        let f = File::open(self.data_path(vnode, e.ino)).map_err(io_errno)?;
+        f.read_exact_at(&mut buf, 0).map_err(io_errno)?;
+        Ok(buf)
+    }
+
+    /// Resolves `path` (see [`StorageOp::Resolve`]) in `v`, whose lock the caller holds.
+    fn resolve(&self, vnode: &str, v: &Vnode, path: &[u8], follow: bool) -> Result<Vec<u8>, i32> {
+        let follow = follow || path.ends_with(b"/");
+        let comps = |p: &[u8]| -> Vec<Vec<u8>> { p.split(|&c| c == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect() };
+        let mut todo: std::collections::VecDeque<Vec<u8>> = comps(path).into();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut links = 0;
+        let here = |out: &[Vec<u8>]| -> Vec<u8> {
+            if out.is_empty() {
+                return b"/".to_vec();
+            }
+            out.iter().flat_map(|c| std::iter::once(b'/').chain(c.iter().copied())).collect()
+        };
+        while let Some(c) = todo.pop_front() {
+            match c.as_slice() {
+                b"." => continue,
+                b".." => {
+                    out.pop();
+                    continue;
+                }
+                _ => out.push(c),
+            }
+            let cur = here(&out);
+            let last = todo.is_empty();
+            match v.entries.get(&cur) {
+                None if last => break,
+                None => return Err(v.missing(&cur)),
+                Some(e) if e.kind == FileKind::Symlink && (!last || follow) => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(errno::ELOOP);
+                    }
+                    let target = self.link_target(vnode, e)?;
+                    out.pop();
+                    if target.first() == Some(&b'/') {
+                        out.clear();
+                    }
+                    for t in comps(&target).into_iter().rev() {
+                        todo.push_front(t);
+                    }
+                }
+                Some(e) if !last && !e.is_dir() => return Err(errno::ENOTDIR),
+                Some(_) => {}
+            }
+        }
+        let resolved = here(&out);
+        check_path(&resolved)?;
+        Ok(resolved)
+    }
+
+    /// A symlink at `path`: its text goes to its data file before its entry is journalled.
+    fn symlink(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], target: &[u8]) -> Result<StorageReply, i32> {
+        if target.is_empty() {
+            return Err(errno::ENOENT);
+        }
+        if target.len() > lego_proto::storage::MAX_PATH {
+            return Err(errno::ENAMETOOLONG);
+        }
+        if target.contains(&0) {
+            return Err(errno::EINVAL);
+        }
+        let mut v = lock(v);
+        if v.entries.contains_key(path) {
+            return Err(errno::EEXIST);
+        }
+        let dir = v.parent_dir(path)?;
+        let id = v.alloc();
+        let now = now_ns();
+        let size = target.len() as u64;
+        let e = Entry { kind: FileKind::Symlink, mode: 0o777, size, ino: id, mtime: now, ctime: now, dseq: id };
+        self.open_data(vnode, id, true)?.write_all_at(target, 0).map_err(io_errno)?;
+        let mut batch = Batch { next_id: Some(v.next_id), ..Batch::put(path, e) };
+        batch.touch(parent(path), dir, now);
+        self.commit(vnode, &mut v, batch)?;
+        Ok(StorageReply::Attr(e.attr()))
+    }
+
+    /// `chmod`/`utimensat`: the entry with its new mode and modification time, journalled as
+    /// every index change is.
+    fn set_attr(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: Option<u32>, mtime: Option<i64>) -> Result<StorageReply, i32> {
+        let mut v = lock(v);
+        let e = v.get(path)?;
+        let e = Entry { mode: mode.map_or(e.mode, |m| m & 0o7777), mtime: mtime.unwrap_or(e.mtime), ctime: now_ns(), ..e };
+        self.commit(vnode, &mut v, Batch::put(path, e))?;
+        Ok(StorageReply::Attr(e.attr()))
     }
 
     /// Makes the file's bytes, its entry and every change before it survive power loss. Holds

@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-use super::{DirEntry, File, FileSystem, NodeId, Stat, Timespec};
+use super::{DirEntry, File, FileSystem, NodeId, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// Linux `PATH_MAX`: a path of this many bytes or more (without its NUL) is `ENAMETOOLONG`.
@@ -266,6 +266,66 @@ impl FileSystem for HostDir {
         }
     }
 
+    /// The target is stored as given: following it later resolves it inside the root like any
+    /// guest path, so a link to `/etc/passwd` names the vNode's `/etc/passwd`.
+    fn symlink(&self, target: &[u8], path: &[u8]) -> SysResult<()> {
+        let target = c_bytes(target)?;
+        match self.locate(path)? {
+            Target::Root => Err(Errno::EEXIST),
+            Target::Child { dir, name } => {
+                // SAFETY: both strings are NUL-terminated and outlive the call; `dir` is open.
+                retry(|| unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// With `follow`, the source is resolved inside the root first and linked by its descriptor,
+    /// so a symlink at `from` is never followed by the host kernel outside the root.
+    fn link(&self, from: &[u8], to: &[u8], follow: bool) -> SysResult<()> {
+        let Target::Child { dir: tdir, name: tname } = self.locate(to)? else {
+            // Linux checks the source first: the root as a source is a directory (`EPERM`).
+            self.stat(from, follow)?;
+            return Err(Errno::EEXIST);
+        };
+        if follow {
+            let src = self.resolve(from, libc::O_PATH, 0)?;
+            // SAFETY: both names are NUL-terminated and outlive the call; both descriptors are
+            // open.
+            let by_fd = retry(|| unsafe {
+                libc::linkat(src.as_raw_fd(), c"".as_ptr(), tdir.as_raw_fd(), tname.as_ptr(), libc::AT_EMPTY_PATH)
+            });
+            return match by_fd {
+                // Without CAP_DAC_READ_SEARCH, `AT_EMPTY_PATH` is refused with ENOENT: link
+                // through the descriptor's /proc entry, a magic link the VMM made itself.
+                Err(Errno::ENOENT) => {
+                    let proc = c_bytes(format!("/proc/self/fd/{}", src.as_raw_fd()).as_bytes())?;
+                    // SAFETY: as above.
+                    retry(|| unsafe {
+                        libc::linkat(libc::AT_FDCWD, proc.as_ptr(), tdir.as_raw_fd(), tname.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+                    })
+                    .map(drop)
+                }
+                r => r.map(drop),
+            };
+        }
+        match self.locate(from)? {
+            Target::Root => Err(Errno::EPERM),
+            Target::Child { dir, name } => {
+                // SAFETY: both names are NUL-terminated and outlive the call; both descriptors
+                // are open.
+                retry(|| unsafe { libc::linkat(dir.as_raw_fd(), name.as_ptr(), tdir.as_raw_fd(), tname.as_ptr(), 0) })?;
+                Ok(())
+            }
+        }
+    }
+
+    fn set_attr(&self, path: &[u8], follow: bool, attr: SetAttr) -> SysResult<()> {
+        let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+        let fd = self.resolve(path, libc::O_PATH | nofollow, 0)?;
+        set_attr_fd(fd.as_fd(), attr)
+    }
+
     fn sync_all(&self) -> SysResult<()> {
         // SAFETY: plain system call on the open root descriptor, no memory is passed.
         retry(|| unsafe { libc::syncfs(self.root.as_raw_fd()) })?;
@@ -408,8 +468,59 @@ impl File for HostFile {
         Ok(out)
     }
 
+    fn set_attr(&self, attr: SetAttr) -> SysResult<()> {
+        set_attr_fd(self.fd.as_fd(), attr)
+    }
+
     fn fifo(&self) -> Option<NodeId> {
         self.fifo
+    }
+}
+
+/// Applies `attr` to the host file `fd` refers to (any descriptor, `O_PATH` ones included,
+/// which is how a symlink itself is changed). A symlink's mode cannot be changed on Linux
+/// (`EOPNOTSUPP`).
+pub(crate) fn set_attr_fd(fd: BorrowedFd<'_>, attr: SetAttr) -> SysResult<()> {
+    let raw = fd.as_raw_fd();
+    match attr {
+        SetAttr::Mode(mode) => {
+            // SAFETY: the path is NUL-terminated and outlives the call; `raw` is open.
+            let r = retry(|| unsafe {
+                libc::syscall(libc::SYS_fchmodat2, raw, c"".as_ptr(), mode & 0o7777, libc::AT_EMPTY_PATH)
+            });
+            match r {
+                // Before Linux 6.6: through the descriptor's /proc entry (a magic link the VMM
+                // made itself, to the file already resolved inside the root).
+                Err(Errno::ENOSYS) => {
+                    if fstat(fd)?.mode & libc::S_IFMT == libc::S_IFLNK {
+                        return Err(Errno::EOPNOTSUPP);
+                    }
+                    let proc = c_bytes(format!("/proc/self/fd/{raw}").as_bytes())?;
+                    // SAFETY: `proc` is NUL-terminated and outlives the call.
+                    retry(|| unsafe { libc::fchmodat(libc::AT_FDCWD, proc.as_ptr(), (mode & 0o7777) as libc::mode_t, 0) })?;
+                    Ok(())
+                }
+                r => r.map(drop),
+            }
+        }
+        SetAttr::Owner { uid, gid } => {
+            let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
+            // SAFETY: the path is NUL-terminated and outlives the call; `raw` is open.
+            retry(|| unsafe { libc::fchownat(raw, c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })?;
+            Ok(())
+        }
+        SetAttr::Times { atime, mtime } => {
+            let ts = |t: TimeSet| match t {
+                TimeSet::Omit => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+                TimeSet::Now => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+                TimeSet::At(t) => libc::timespec { tv_sec: t.sec, tv_nsec: t.nsec },
+            };
+            let times = [ts(atime), ts(mtime)];
+            // SAFETY: the path is NUL-terminated and `times` holds two timespecs; both outlive
+            // the call; `raw` is open.
+            retry(|| unsafe { libc::utimensat(raw, c"".as_ptr(), times.as_ptr(), libc::AT_EMPTY_PATH) })?;
+            Ok(())
+        }
     }
 }
 
@@ -875,6 +986,57 @@ mod tests {
         assert_eq!(f.fs.readlink(b"/long").unwrap(), long.as_bytes());
     }
 
+    /// Symlinks a guest makes resolve inside the root, whatever their text; hard links,
+    /// following or not, and attribute changes through symlinks never touch a host file.
+    #[test]
+    fn links_and_attributes_stay_inside() {
+        use std::os::unix::fs::MetadataExt;
+        let f = fixture();
+        let secret = f.outer.join("secret");
+        let before = std::fs::metadata(&secret).unwrap();
+        let host_secret = secret.to_str().unwrap().as_bytes();
+        f.fs.symlink(b"/etc/passwd", b"/abs").unwrap();
+        f.fs.symlink(b"../../secret", b"/up").unwrap();
+        f.fs.symlink(host_secret, b"/host").unwrap();
+        assert_eq!(std::fs::read_link(f.root.join("abs")).unwrap(), Path::new("/etc/passwd"));
+        assert_eq!(read_all(&f.fs, b"/abs").unwrap(), b"inside");
+        assert_eq!(f.fs.readlink(b"/abs").unwrap(), b"/etc/passwd");
+        assert_eq!(f.fs.symlink(b"x", b"/abs"), Err(Errno::EEXIST));
+        assert_eq!(f.fs.symlink(b"x", b"/"), Err(Errno::EEXIST));
+        assert_eq!(f.fs.symlink(b"x", b"/../../escape"), Ok(()));
+        assert!(f.root.join("escape").symlink_metadata().is_ok(), "`..` of the root is the root");
+        for (link, name) in [(&b"/up"[..], &b"/l1"[..]), (b"/host", b"/l2")] {
+            // Followed: the target does not exist inside the root.
+            assert_eq!(f.fs.link(link, name, true), Err(Errno::ENOENT));
+            assert_eq!(f.fs.set_attr(link, true, SetAttr::Mode(0o777)), Err(Errno::ENOENT));
+            let times = SetAttr::Times { atime: TimeSet::Now, mtime: TimeSet::At(Timespec { sec: 1, nsec: 0 }) };
+            assert_eq!(f.fs.set_attr(link, true, times), Err(Errno::ENOENT));
+            assert_eq!(f.fs.set_attr(link, true, SetAttr::Owner { uid: Some(1), gid: None }), Err(Errno::ENOENT));
+            // Not followed: the link itself.
+            f.fs.link(link, name, false).unwrap();
+            assert_eq!(f.fs.stat(name, false).unwrap().mode & libc::S_IFMT, libc::S_IFLNK);
+        }
+        f.fs.link(b"/abs", b"/hard", true).unwrap();
+        assert_eq!(f.fs.stat(b"/hard", false).unwrap().nlink, 2);
+        assert_eq!(f.fs.link(b"/etc", b"/d", false), Err(Errno::EPERM));
+        assert_eq!(f.fs.link(b"/", b"/d", true), Err(Errno::EPERM));
+        assert_eq!(f.fs.link(b"/etc/passwd", b"/", false), Err(Errno::EEXIST));
+        // Attributes through an in-root symlink change the in-root file; a symlink's own mode
+        // cannot change.
+        f.fs.set_attr(b"/abs", true, SetAttr::Mode(0o600)).unwrap();
+        assert_eq!(f.fs.stat(b"/etc/passwd", true).unwrap().mode & 0o7777, 0o600);
+        assert_eq!(f.fs.set_attr(b"/abs", false, SetAttr::Mode(0o600)), Err(Errno::EOPNOTSUPP));
+        let at = Timespec { sec: 1_000_000_000, nsec: 42 };
+        f.fs.set_attr(b"/abs", false, SetAttr::Times { atime: TimeSet::At(at), mtime: TimeSet::Omit }).unwrap();
+        assert_eq!(f.fs.stat(b"/abs", false).unwrap().atime, at);
+        assert_ne!(f.fs.stat(b"/etc/passwd", true).unwrap().atime, at);
+        let file = f.fs.open(b"/etc/passwd", libc::O_RDONLY, 0).unwrap();
+        file.set_attr(SetAttr::Times { atime: TimeSet::Omit, mtime: TimeSet::At(at) }).unwrap();
+        assert_eq!(file.stat().unwrap().mtime, at);
+        let after = std::fs::metadata(&secret).unwrap();
+        assert_eq!((before.mode(), before.nlink(), before.mtime(), before.uid()), (after.mode(), after.nlink(), after.mtime(), after.uid()));
+    }
+
     #[test]
     fn access_modes() {
         let f = fixture();
@@ -972,8 +1134,8 @@ mod tests {
     }
 
     /// Every file under `dir` (not following symlinks) except the `skip` subtree, with its
-    /// kind, size and modification time.
-    fn snapshot(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, (u32, u64, i64, i64)>) {
+    /// kind and mode, size, modification time, owner and link count.
+    fn snapshot(dir: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, (u32, u64, i64, i64, u32, u64)>) {
         use std::os::unix::fs::MetadataExt;
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for entry in entries.flatten() {
@@ -982,7 +1144,7 @@ mod tests {
                 continue;
             }
             if let Ok(md) = std::fs::symlink_metadata(&path) {
-                out.insert(path.clone(), (md.mode(), md.size(), md.mtime(), md.mtime_nsec()));
+                out.insert(path.clone(), (md.mode(), md.size(), md.mtime(), md.mtime_nsec(), md.uid(), md.nlink()));
                 if md.is_dir() {
                     snapshot(&path, skip, out);
                 }
@@ -1025,7 +1187,7 @@ mod tests {
         }
 
         fn op() -> impl Strategy<Value = (u8, Vec<u8>, Vec<u8>, i32, u32, u64, usize)> {
-            (0u8..12, path(), path(), any::<i32>(), any::<u32>(), 0u64..(1 << 20), 0usize..8)
+            (0u8..15, path(), path(), any::<i32>(), any::<u32>(), 0u64..(1 << 20), 0usize..8)
         }
 
         fn run(fs: &HostDir, (op, a, b, flags, mode, off, max): (u8, Vec<u8>, Vec<u8>, i32, u32, u64, usize)) {
@@ -1057,6 +1219,20 @@ mod tests {
                 }
                 8 => {
                     let _ = fs.access(&a, flags);
+                }
+                12 => {
+                    let _ = fs.symlink(&b, &a);
+                }
+                13 => {
+                    let _ = fs.link(&a, &b, flags & 1 != 0);
+                }
+                14 => {
+                    let attr = match flags & 3 {
+                        0 => SetAttr::Mode(mode),
+                        1 => SetAttr::Owner { uid: Some(mode), gid: None },
+                        _ => SetAttr::Times { atime: TimeSet::Now, mtime: TimeSet::At(Timespec { sec: 1, nsec: 0 }) },
+                    };
+                    let _ = fs.set_attr(&a, flags & 4 != 0, attr);
                 }
                 _ => {
                     // The fixture holds no FIFOs, so no open can block.

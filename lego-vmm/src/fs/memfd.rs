@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use super::{DirEntry, File, Stat, Timespec};
+use super::{DirEntry, File, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// The bytes of a memfd.
@@ -11,28 +11,36 @@ pub struct MemFile {
     data: Mutex<Vec<u8>>,
     /// Largest size: its bytes are the VMM's memory, so no more than the vNode's memory.
     max: u64,
+    /// What `fchmod`, `fchown` and `futimens` change.
+    meta: Mutex<Meta>,
+}
+
+/// The attributes of a memfd.
+struct Meta {
+    mode: u32,
     uid: u32,
     gid: u32,
-    created: Timespec,
+    atime: Timespec,
+    mtime: Timespec,
+    ctime: Timespec,
+}
+
+/// The current time.
+fn now() -> Timespec {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timespec { sec: now.as_secs() as i64, nsec: i64::from(now.subsec_nanos()) }
 }
 
 impl MemFile {
     /// An empty file owned by `uid`/`gid`, at most `max` bytes long.
     pub fn new(max: u64, uid: u32, gid: u32) -> MemFile {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let created = Timespec {
-            sec: now.as_secs() as i64,
-            nsec: i64::from(now.subsec_nanos()),
-        };
-        MemFile {
-            data: Mutex::new(Vec::new()),
-            max,
-            uid,
-            gid,
-            created,
-        }
+        let created = now();
+        let meta = Meta { mode: 0o777, uid, gid, atime: created, mtime: created, ctime: created };
+        MemFile { data: Mutex::new(Vec::new()), max, meta: Mutex::new(meta) }
+    }
+
+    fn meta(&self) -> MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn data(&self) -> MutexGuard<'_, Vec<u8>> {
@@ -69,21 +77,22 @@ impl File for MemFile {
 
     fn stat(&self) -> SysResult<Stat> {
         let size = self.data().len() as u64;
+        let m = self.meta();
         Ok(Stat {
             // The shmem file system's anonymous device.
             dev: 0x1,
             // Memfds only need to differ from each other: the address of the file does.
             ino: self as *const MemFile as u64 >> 4,
-            mode: libc::S_IFREG | 0o777,
+            mode: libc::S_IFREG | m.mode,
             nlink: 1,
-            uid: self.uid,
-            gid: self.gid,
+            uid: m.uid,
+            gid: m.gid,
             size,
             blksize: 4096,
             blocks: size.div_ceil(512),
-            atime: self.created,
-            mtime: self.created,
-            ctime: self.created,
+            atime: m.atime,
+            mtime: m.mtime,
+            ctime: m.ctime,
             ..Stat::default()
         })
     }
@@ -102,6 +111,29 @@ impl File for MemFile {
 
     fn read_dir(&self, _pos: u64, _max: usize) -> SysResult<Vec<DirEntry>> {
         Err(Errno::ENOTDIR)
+    }
+
+    fn set_attr(&self, attr: SetAttr) -> SysResult<()> {
+        let now = now();
+        let mut m = self.meta();
+        match attr {
+            SetAttr::Mode(mode) => m.mode = mode & 0o7777,
+            SetAttr::Owner { uid, gid } => {
+                m.uid = uid.unwrap_or(m.uid);
+                m.gid = gid.unwrap_or(m.gid);
+            }
+            SetAttr::Times { atime, mtime } => {
+                let pick = |t: TimeSet, old: Timespec| match t {
+                    TimeSet::Omit => old,
+                    TimeSet::Now => now,
+                    TimeSet::At(t) => t,
+                };
+                m.atime = pick(atime, m.atime);
+                m.mtime = pick(mtime, m.mtime);
+            }
+        }
+        m.ctime = now;
+        Ok(())
     }
 }
 
@@ -123,5 +155,17 @@ mod tests {
         assert_eq!(f.set_len((1 << 20) + 1), Err(Errno::EFBIG));
         let other = Box::new(MemFile::new(1 << 20, 0, 0));
         assert_ne!(other.stat().unwrap().ino, f.stat().unwrap().ino);
+    }
+
+    #[test]
+    fn attributes_change_and_omit_keeps() {
+        let f = MemFile::new(1 << 20, 0, 0);
+        f.set_attr(SetAttr::Mode(0o640)).unwrap();
+        f.set_attr(SetAttr::Owner { uid: Some(7), gid: None }).unwrap();
+        let at = Timespec { sec: 1000, nsec: 5 };
+        f.set_attr(SetAttr::Times { atime: TimeSet::At(at), mtime: TimeSet::Omit }).unwrap();
+        let st = f.stat().unwrap();
+        assert_eq!((st.mode, st.uid, st.gid, st.atime), (libc::S_IFREG | 0o640, 7, 0, at));
+        assert_ne!(st.mtime, at);
     }
 }

@@ -80,11 +80,41 @@ pub trait FileSystem: Send + Sync {
     fn rmdir(&self, path: &[u8]) -> SysResult<()>;
     fn unlink(&self, path: &[u8]) -> SysResult<()>;
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()>;
+    /// `symlink(2)`: a symbolic link at `path` whose text is `target` (stored as given; it is
+    /// resolved inside the vNode root when followed).
+    fn symlink(&self, target: &[u8], path: &[u8]) -> SysResult<()>;
+    /// `link(2)`: a new name `to` for the file at `from` (with `follow`, a symlink at `from` is
+    /// followed, as `linkat(AT_SYMLINK_FOLLOW)` does).
+    fn link(&self, from: &[u8], to: &[u8], follow: bool) -> SysResult<()>;
+    /// `chmod`, `chown`, `utimensat` of `path` (`follow == false`: of a symlink itself).
+    fn set_attr(&self, path: &[u8], follow: bool, attr: SetAttr) -> SysResult<()>;
     /// `syncfs(2)`: once it returns, every file's bytes and every name of this file system
     /// survive power loss.
     fn sync_all(&self) -> SysResult<()>;
     /// `statfs(2)`: the file system's space.
     fn stat_fs(&self) -> SysResult<FsStat>;
+}
+
+/// One timestamp of a [`SetAttr::Times`], as `utimensat(2)` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeSet {
+    /// Leave it (`UTIME_OMIT`).
+    Omit,
+    /// The current time (`UTIME_NOW`).
+    Now,
+    /// This time.
+    At(Timespec),
+}
+
+/// An attribute change: what `chmod`, `chown` and `utimensat` ask of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetAttr {
+    /// Permission bits (`0o7777` at most).
+    Mode(u32),
+    /// Owner and group; `None` leaves one as it is (`-1` in `chown(2)`).
+    Owner { uid: Option<u32>, gid: Option<u32> },
+    /// Access and modification times.
+    Times { atime: TimeSet, mtime: TimeSet },
 }
 
 /// The space of a file system, as `statfs(2)` reports it.
@@ -119,6 +149,8 @@ pub trait File: Send + Sync {
     /// Directory entries from position `pos` (0 = start, else a [`DirEntry::next`]), at most
     /// `max` of them, including `.` and `..`. `ENOTDIR` on a non-directory.
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>>;
+    /// `fchmod`, `fchown`, `futimens` of the open file.
+    fn set_attr(&self, attr: SetAttr) -> SysResult<()>;
     /// The node, when this is a FIFO: the state layer opens its pipe instead of the file.
     fn fifo(&self) -> Option<NodeId> {
         None

@@ -2,10 +2,12 @@
 //! request (vNode, full path, offset) to the mem-server whose buffer cache holds the file, which
 //! answers from its cache or asks the storage server.
 //!
-//! The state layer keeps descriptors and offsets; a [`RemoteFile`] is only a normalised path.
-//! Paths are normalised here, lexically, with `..` stopping at the vNode's root as in a chroot,
-//! so no path can name anything outside the vNode's mount; the storage server checks again.
-//! Remote storage has no symbolic links.
+//! The state layer keeps descriptors and offsets; a [`RemoteFile`] is only a resolved path.
+//! Every path is first resolved by the storage server (one `Resolve` request before each call
+//! on a path): `.`, `..` and symbolic links, with `..` stopping at the vNode's root as in a
+//! chroot, so no path (and no symlink's text) can name anything outside the vNode's mount, and
+//! every name of a file is the same key in the buffer cache. Remote storage has no hard links (`EPERM`, as a file system
+//! without them); it keeps modes and modification times, not owners.
 //!
 //! Failure: once the connection to the caching mem-server fails, the data it held but had not
 //! written back is gone, so every later file call of the process answers `EIO` rather than
@@ -20,7 +22,7 @@ use lego_proto::mm::{decode, encode, Reply, Request};
 use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
-use super::{DirEntry, File, FileSystem, Stat, Timespec};
+use super::{DirEntry, File, FileSystem, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// `f_type` of remote storage: that of NFS, the network file system it behaves like.
@@ -65,6 +67,27 @@ impl Link {
     }
 }
 
+impl Link {
+    /// `chmod` and `utimensat` of `path`: the storage server keeps the mode and the
+    /// modification time (the access time it reports is the modification time, so a new access
+    /// time alone changes only the change time); it keeps no owners, so `chown` is `EPERM`.
+    fn set_attr(&self, path: &[u8], attr: SetAttr) -> SysResult<()> {
+        let (mode, mtime_ns) = match attr {
+            SetAttr::Mode(m) => (Some(m & 0o7777), None),
+            SetAttr::Times { mtime, .. } => (None, match mtime {
+                TimeSet::Omit => None,
+                TimeSet::Now => Some(storage::now_ns()),
+                TimeSet::At(t) => Some(t.sec.saturating_mul(1_000_000_000).saturating_add(t.nsec)),
+            }),
+            SetAttr::Owner { .. } => {
+                self.attr(path)?;
+                return Err(Errno::EPERM);
+            }
+        };
+        self.op(StorageOp::SetAttr { path: path.to_vec(), mode, mtime_ns }).map(drop)
+    }
+}
+
 /// One vNode's files, through the mem-server at `server`.
 pub struct RemoteFs {
     link: Arc<Link>,
@@ -106,19 +129,39 @@ pub fn cache_server<'a>(servers: &'a [String], vnode: &str) -> Option<&'a str> {
     servers.get((storage::vnode_hash(vnode) % servers.len().max(1) as u64) as usize).map(String::as_str)
 }
 
-/// The normalised form of a vNode path, or the errno Linux gives for it.
-fn normal(path: &[u8]) -> SysResult<Vec<u8>> {
-    if path.is_empty() {
-        return Err(Errno::ENOENT);
+impl RemoteFs {
+    /// The path, without `.`, `..` or symlinks, that vNode path `path` names on the storage
+    /// server (following a final symlink if `follow`), or the errno Linux gives for it: one
+    /// `Resolve` request, so that every name of a file is the same key in the buffer cache.
+    fn walk(&self, path: &[u8], follow: bool) -> SysResult<Vec<u8>> {
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if path.len() > storage::MAX_PATH {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let path = if path.first() == Some(&b'/') { path.to_vec() } else { [b"/", path].concat() };
+        match self.link.op(StorageOp::Resolve { path, follow })? {
+            StorageReply::Data(p) => Ok(p),
+            _ => Err(Errno::EIO),
+        }
     }
-    let p = storage::normalize(b"/", path);
-    storage::check_path(&p).map_err(Errno)?;
-    Ok(p)
+}
+
+/// The directory holding normalised path `path` (`/` for `/`).
+fn parent(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
+    }
 }
 
 impl FileSystem for RemoteFs {
     fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>> {
-        let path = normal(path)?;
+        let creating = flags & libc::O_CREAT != 0;
+        // O_CREAT | O_EXCL never follows a final symlink (an existing one is EEXIST).
+        let follow = flags & libc::O_NOFOLLOW == 0 && !(creating && flags & libc::O_EXCL != 0);
+        let path = self.walk(path, follow)?;
         let access = flags & libc::O_ACCMODE;
         let attr = if flags & libc::O_CREAT != 0 {
             let op = StorageOp::Create {
@@ -143,16 +186,21 @@ impl FileSystem for RemoteFs {
         if attr.kind == FileKind::Dir && access != libc::O_RDONLY {
             return Err(Errno::EISDIR);
         }
+        if attr.kind == FileKind::Symlink && flags & libc::O_PATH == 0 {
+            return Err(Errno::ELOOP);
+        }
         Ok(Box::new(RemoteFile { link: self.link.clone(), path, kind: attr.kind, wrote: AtomicBool::new(false) }))
     }
 
-    fn stat(&self, path: &[u8], _follow: bool) -> SysResult<Stat> {
-        Ok(to_stat(&self.link.attr(&normal(path)?)?))
+    fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat> {
+        Ok(to_stat(&self.link.attr(&self.walk(path, follow)?)?))
     }
 
     fn readlink(&self, path: &[u8]) -> SysResult<Vec<u8>> {
-        self.link.attr(&normal(path)?)?;
-        Err(Errno::EINVAL)
+        match self.link.op(StorageOp::Readlink { path: self.walk(path, false)? })? {
+            StorageReply::Data(t) => Ok(t),
+            _ => Err(Errno::EIO),
+        }
     }
 
     fn access(&self, path: &[u8], mode: i32) -> SysResult<()> {
@@ -160,11 +208,11 @@ impl FileSystem for RemoteFs {
             return Err(Errno::EINVAL);
         }
         // The vNode's processes own all of its files.
-        self.link.attr(&normal(path)?).map(drop)
+        self.link.attr(&self.walk(path, true)?).map(drop)
     }
 
     fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()> {
-        self.link.op(StorageOp::Mkdir { path: normal(path)?, mode: mode & 0o7777 }).map(drop)
+        self.link.op(StorageOp::Mkdir { path: self.walk(path, false)?, mode: mode & 0o7777 }).map(drop)
     }
 
     /// The storage server keeps files and directories only: `EPERM`, as from a file system
@@ -174,15 +222,39 @@ impl FileSystem for RemoteFs {
     }
 
     fn rmdir(&self, path: &[u8]) -> SysResult<()> {
-        self.link.op(StorageOp::Rmdir { path: normal(path)? }).map(drop)
+        self.link.op(StorageOp::Rmdir { path: self.walk(path, false)? }).map(drop)
     }
 
     fn unlink(&self, path: &[u8]) -> SysResult<()> {
-        self.link.op(StorageOp::Unlink { path: normal(path)? }).map(drop)
+        self.link.op(StorageOp::Unlink { path: self.walk(path, false)? }).map(drop)
     }
 
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()> {
-        self.link.op(StorageOp::Rename { from: normal(from)?, to: normal(to)? }).map(drop)
+        self.link.op(StorageOp::Rename { from: self.walk(from, false)?, to: self.walk(to, false)? }).map(drop)
+    }
+
+    /// The target is stored as given; following it resolves it on the storage server, inside
+    /// the vNode's mount.
+    fn symlink(&self, target: &[u8], path: &[u8]) -> SysResult<()> {
+        let path = self.walk(path, false)?;
+        self.link.op(StorageOp::Symlink { path, target: target.to_vec() }).map(drop)
+    }
+
+    /// The storage server keeps one name per file: `EPERM`, as from a file system without
+    /// hard links (after the source is found).
+    fn link(&self, from: &[u8], to: &[u8], _follow: bool) -> SysResult<()> {
+        self.link.attr(&self.walk(from, false)?)?;
+        self.link.attr(&parent(&self.walk(to, false)?))?;
+        Err(Errno::EPERM)
+    }
+
+    /// A symlink's own mode cannot change (`EOPNOTSUPP`, as on Linux).
+    fn set_attr(&self, path: &[u8], follow: bool, attr: SetAttr) -> SysResult<()> {
+        let path = self.walk(path, follow)?;
+        if !follow && matches!(attr, SetAttr::Mode(_)) && self.link.attr(&path)?.kind == FileKind::Symlink {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        self.link.set_attr(&path, attr)
     }
 
     fn sync_all(&self) -> SysResult<()> {
@@ -266,6 +338,10 @@ impl File for RemoteFile {
         self.link.op(StorageOp::Fsync { path: self.path.clone() }).map(drop)
     }
 
+    fn set_attr(&self, attr: SetAttr) -> SysResult<()> {
+        self.link.set_attr(&self.path, attr)
+    }
+
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
         if self.kind != FileKind::Dir {
             return Err(Errno::ENOTDIR);
@@ -288,7 +364,11 @@ impl File for RemoteFile {
         out.extend(entries.into_iter().map(|e| DirEntry {
             ino: e.ino,
             next: e.cookie.saturating_add(2),
-            kind: if e.kind == FileKind::Dir { libc::DT_DIR } else { libc::DT_REG },
+            kind: match e.kind {
+                FileKind::Dir => libc::DT_DIR,
+                FileKind::File => libc::DT_REG,
+                FileKind::Symlink => libc::DT_LNK,
+            },
             name: e.name,
         }));
         Ok(out)
@@ -311,6 +391,7 @@ fn to_stat(a: &FileAttr) -> Stat {
     let (kind, nlink) = match a.kind {
         FileKind::File => (libc::S_IFREG, 1),
         FileKind::Dir => (libc::S_IFDIR, 2),
+        FileKind::Symlink => (libc::S_IFLNK, 1),
     };
     Stat {
         dev: 0x4c45_474f, // "LEGO": one device per vNode mount
@@ -409,6 +490,71 @@ mod tests {
         let (_dir, storage, mem) = cluster();
         let e = RemoteFs::connect(&mem.addr().to_string(), "127.0.0.1:1", "t", 0, Duration::from_secs(5)).err().unwrap();
         assert!(e.contains(&storage.addr().to_string()) && e.contains("127.0.0.1:1"), "{e}");
+    }
+
+    #[test]
+    fn modes_and_times_are_kept_hard_links_and_owners_are_eperm() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "attrs");
+        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        f.write_at(b"dirty", 0).unwrap();
+        let at = Timespec { sec: 1_234_567_890, nsec: 5 };
+        fs.set_attr(b"/f", true, SetAttr::Times { atime: TimeSet::Omit, mtime: TimeSet::At(at) }).unwrap();
+        f.set_attr(SetAttr::Mode(0o4600)).unwrap();
+        drop(f);
+        let st = fs.stat(b"/f", true).unwrap();
+        assert_eq!((st.mode, st.mtime, st.size), (libc::S_IFREG | 0o4600, at, 5), "the close's write-back kept the time");
+        let owner = SetAttr::Owner { uid: Some(1), gid: None };
+        assert_eq!(fs.set_attr(b"/f", true, owner), Err(Errno::EPERM));
+        assert_eq!(fs.set_attr(b"/missing", true, owner), Err(Errno::ENOENT));
+        assert_eq!(fs.set_attr(b"/missing", true, SetAttr::Mode(0o600)), Err(Errno::ENOENT));
+        assert_eq!(fs.link(b"/f", b"/h", false), Err(Errno::EPERM));
+        assert_eq!(fs.link(b"/missing", b"/h", false), Err(Errno::ENOENT));
+    }
+
+    /// Symlinks resolve on the storage server, inside the mount: an absolute target is the
+    /// mount's, `..` stops at its root, and every name of a file reads the same cached bytes.
+    #[test]
+    fn symlinks_resolve_inside_the_mount() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "links");
+        fs.mkdir(b"/etc", 0o755).unwrap();
+        let f = fs.open(b"/etc/passwd", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        f.write_at(b"inside", 0).unwrap();
+        fs.symlink(b"/etc/passwd", b"/abs").unwrap();
+        fs.symlink(b"../../../etc", b"/etc/up").unwrap();
+        fs.symlink(b"loop", b"/loop").unwrap();
+        fs.symlink(b"nowhere", b"/dangling").unwrap();
+        assert_eq!(fs.symlink(b"x", b"/abs"), Err(Errno::EEXIST));
+        assert_eq!(fs.symlink(b"", b"/s"), Err(Errno::ENOENT));
+        assert_eq!(fs.symlink(b"x", b"/missing/s"), Err(Errno::ENOENT));
+        assert_eq!(fs.readlink(b"/abs").unwrap(), b"/etc/passwd");
+        assert_eq!(fs.readlink(b"/etc/passwd"), Err(Errno::EINVAL));
+        // Written through one name (still cached), read through another.
+        let mut buf = [0u8; 16];
+        let n = fs.open(b"/etc/up/up/passwd", libc::O_RDONLY, 0).unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..n], b"inside");
+        assert_eq!(fs.stat(b"/abs", true).unwrap().size, 6);
+        let l = fs.stat(b"/abs", false).unwrap();
+        assert_eq!((l.mode & libc::S_IFMT, l.size), (libc::S_IFLNK, 11));
+        assert_eq!(fs.stat(b"/loop", true), Err(Errno::ELOOP));
+        assert_eq!(fs.open(b"/abs", libc::O_RDONLY | libc::O_NOFOLLOW, 0).err(), Some(Errno::ELOOP));
+        assert_eq!(fs.open(b"/abs/x", libc::O_RDONLY, 0).err(), Some(Errno::ENOTDIR));
+        // O_CREAT through a dangling symlink creates its target; with O_EXCL it is EEXIST.
+        assert_eq!(fs.open(b"/dangling", libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600).err(), Some(Errno::EEXIST));
+        fs.open(b"/dangling", libc::O_CREAT | libc::O_WRONLY, 0o600).unwrap();
+        assert_eq!(fs.stat(b"/nowhere", false).unwrap().mode, libc::S_IFREG | 0o600);
+        assert_eq!(fs.set_attr(b"/abs", false, SetAttr::Mode(0o600)), Err(Errno::EOPNOTSUPP));
+        fs.set_attr(b"/abs", true, SetAttr::Mode(0o600)).unwrap();
+        assert_eq!(fs.stat(b"/etc/passwd", true).unwrap().mode & 0o7777, 0o600);
+        // Unlink and rename act on the link itself.
+        fs.rename(b"/abs", b"/abs2").unwrap();
+        assert_eq!(fs.readlink(b"/abs2").unwrap(), b"/etc/passwd");
+        fs.unlink(b"/abs2").unwrap();
+        assert!(fs.stat(b"/etc/passwd", true).is_ok());
+        let names: Vec<_> = fs.open(b"/", libc::O_RDONLY, 0).unwrap().read_dir(0, 100).unwrap();
+        let kind = |n: &[u8]| names.iter().find(|e| e.name == n).map(|e| e.kind);
+        assert_eq!((kind(b"loop"), kind(b"etc")), (Some(libc::DT_LNK), Some(libc::DT_DIR)));
     }
 
     #[test]

@@ -244,3 +244,53 @@ pub fn access(p: &Process, path: &[u8], mode: i32) -> SysResult<()> {
         }
     }
 }
+
+/// `chmod`, `chown`, `utimensat` of `path`: the file system's, an open file's through
+/// `/proc/PID/fd/N`, and `EPERM` for a generated file (it keeps no attributes).
+pub fn set_attr(p: &Process, path: &[u8], follow: bool, attr: crate::fs::SetAttr) -> SysResult<()> {
+    match route(p, path, follow)? {
+        Route::Backend(real) => p.fs.set_attr(&real, follow, attr),
+        Route::Fd(file) => match &file.backing {
+            Backing::File(f) => f.set_attr(attr),
+            _ => Err(Errno::EPERM),
+        },
+        Route::Pseudo(_) => Err(Errno::EPERM),
+    }
+}
+
+/// The file-system path where `symlink` or `link` may make the new name `path`: `EEXIST` if it
+/// names a pseudo file, `EPERM` for a new name in a pseudo directory (they take no new names).
+pub fn new_name(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
+    match route(p, path, false) {
+        Ok(Route::Backend(real)) => Ok(real),
+        Ok(Route::Fd(_) | Route::Pseudo(_)) => Err(Errno::EEXIST),
+        Err(Errno::ENOENT) => {
+            let end = path.iter().rposition(|&c| c != b'/').map_or(0, |i| i + 1);
+            let parent = match path[..end].iter().rposition(|&c| c == b'/') {
+                Some(0) => &b"/"[..],
+                Some(i) => &path[..i],
+                None => &b"."[..],
+            };
+            match route(p, parent, true) {
+                Ok(Route::Pseudo(_)) => Err(Errno::EPERM),
+                _ => Err(Errno::ENOENT),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The file-system path of the existing file `path` for `link` (`follow`: as
+/// `AT_SYMLINK_FOLLOW`), and whether to follow it there: an open file through
+/// `/proc/PID/fd/N` is linked by the path it was opened by; a pseudo file is on another file
+/// system (`EXDEV`).
+pub fn link_source(p: &Process, path: &[u8], follow: bool) -> SysResult<(Vec<u8>, bool)> {
+    match route(p, path, follow)? {
+        Route::Backend(real) => Ok((real, follow)),
+        Route::Fd(file) => match &file.backing {
+            Backing::File(_) => Ok((file.path.clone(), false)),
+            _ => Err(Errno::EXDEV),
+        },
+        Route::Pseudo(_) => Err(Errno::EXDEV),
+    }
+}

@@ -560,6 +560,12 @@ impl File for PseudoFile {
         }
     }
 
+    /// Generated files keep no attributes of their own: `EPERM`, as Linux answers a `chmod`
+    /// of a `/proc/PID` entry.
+    fn set_attr(&self, _attr: crate::fs::SetAttr) -> SysResult<()> {
+        Err(Errno::EPERM)
+    }
+
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
         let Body::Dir(entries) = &self.body else {
             return Err(Errno::ENOTDIR);

@@ -45,12 +45,12 @@ const O_LARGEFILE: i32 = 0o100000;
 /// The bit that makes `O_TMPFILE` (together with `O_DIRECTORY`).
 const O_TMPFILE_BIT: i32 = 0o20000000;
 
-const AT_FDCWD: i32 = libc::AT_FDCWD;
-const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+pub(super) const AT_FDCWD: i32 = libc::AT_FDCWD;
+pub(super) const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_REMOVEDIR: u64 = 0x200;
 const AT_EACCESS: u64 = 0x200;
 const AT_NO_AUTOMOUNT: u64 = 0x800;
-const AT_EMPTY_PATH: u64 = 0x1000;
+pub(super) const AT_EMPTY_PATH: u64 = 0x1000;
 const AT_STATX_SYNC_TYPE: u64 = 0x6000;
 
 const RENAME_NOREPLACE: u64 = 1;
@@ -155,7 +155,7 @@ pub(super) fn check_mode(file: &OpenFile, write: bool) -> SysResult<()> {
 }
 
 /// `EBADF` for `O_PATH` descriptors, which only a few calls accept.
-fn not_opath(file: &OpenFile) -> SysResult<()> {
+pub(super) fn not_opath(file: &OpenFile) -> SysResult<()> {
     if file.status() & libc::O_PATH != 0 {
         Err(Errno::EBADF)
     } else {
@@ -300,14 +300,14 @@ pub(super) fn at_path(p: &Process, dirfd: u64, addr: u64) -> SysResult<Vec<u8>> 
 
 /// What the last component of a path is, for the calls Linux refuses on `.`, `..` and `/`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Last {
+pub(super) enum Last {
     Normal,
     Dot,
     DotDot,
     Root,
 }
 
-fn last_kind(path: &[u8]) -> Last {
+pub(super) fn last_kind(path: &[u8]) -> Last {
     let end = path.iter().rposition(|&c| c != b'/').map_or(0, |i| i + 1);
     let trimmed = &path[..end];
     if trimmed.is_empty() {
@@ -748,6 +748,12 @@ fn stat_at(p: &Process, dirfd: u64, path_addr: u64, flags: u64) -> SysResult<Sta
 
 pub fn open(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     openat(p, cpu, [AT_FDCWD as u64, a[0], a[1], a[2], 0, 0])
+}
+
+/// `creat(path, mode)`: `open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)`.
+pub fn creat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64;
+    openat(p, cpu, [AT_FDCWD as u64, a[0], flags, a[1], 0, 0])
 }
 
 /// `openat(dirfd, path, flags, mode)`. `O_PATH` descriptors refuse I/O as Linux's do;

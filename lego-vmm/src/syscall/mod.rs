@@ -6,11 +6,13 @@
 //! without KVM. They run with the process lock held; the few that may block ([`Handler::Blocking`])
 //! get the lock itself and release it while they wait.
 
-mod epoll;
 mod anon;
+mod attrs;
+mod epoll;
 mod fileops;
 mod fs;
 mod info;
+mod links;
 mod locks;
 mod mapping;
 mod mem;
@@ -107,9 +109,11 @@ type Signature = &'static str;
 /// The system calls lego implements.
 fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use anon::*;
+    use attrs::*;
     use fileops::*;
     use fs::*;
     use info::*;
+    use links::*;
     use locks::{fcntl, flock};
     use mapping::*;
     use mem::*;
@@ -179,6 +183,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         138 => ("fx", Plain(fstatfs)),
         162 => ("", Plain(sync_fs)),
         306 => ("f", Plain(syncfs)),
+        76 => ("sd", Plain(truncate)),
         77 => ("fd", Plain(ftruncate)),
         79 => ("xu", Plain(getcwd)),
         80 => ("s", Plain(chdir)),
@@ -186,8 +191,16 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         82 => ("ss", Plain(rename)),
         83 => ("so", Plain(mkdir)),
         84 => ("s", Plain(rmdir)),
+        85 => ("so", Blocking(creat)),
+        86 => ("ss", Plain(link)),
         87 => ("s", Plain(unlink)),
+        88 => ("ss", Plain(symlink)),
         89 => ("sxu", Plain(readlink)),
+        90 => ("so", Plain(chmod)),
+        91 => ("fo", Plain(fchmod)),
+        92 => ("sdd", Plain(chown)),
+        93 => ("fdd", Plain(fchown)),
+        94 => ("sdd", Plain(lchown)),
         95 => ("o", Plain(umask)),
         96 => ("xx", Plain(gettimeofday)),
         97 => ("dx", Plain(getrlimit)),
@@ -219,6 +232,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         129 => ("ddx", Blocking(rt_sigqueueinfo)),
         130 => ("xu", Blocking(rt_sigsuspend)),
         131 => ("xx", Plain(sigaltstack)),
+        132 => ("sx", Plain(utime)),
         133 => ("sox", Plain(mknod)),
         135 => ("x", Plain(personality)),
         142 => ("dx", Plain(sched_setparam)),
@@ -253,19 +267,26 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         230 => ("ddxx", Blocking(clock_nanosleep)),
         231 => ("d", Plain(exit_group)),
         234 => ("ddd", Plain(tgkill)),
+        235 => ("sx", Plain(utimes)),
         247 => ("ddxxx", Blocking(waitid)),
         257 => ("fsxo", Blocking(openat)),
         258 => ("fso", Plain(mkdirat)),
         259 => ("fsox", Plain(mknodat)),
+        260 => ("fsddx", Plain(fchownat)),
+        261 => ("fsx", Plain(futimesat)),
         262 => ("fsxx", Plain(newfstatat)),
         263 => ("fsx", Plain(unlinkat)),
         264 => ("fsfs", Plain(renameat)),
+        265 => ("fsfsx", Plain(linkat)),
+        266 => ("sfs", Plain(symlinkat)),
         267 => ("fsxu", Plain(readlinkat)),
+        268 => ("fso", Plain(fchmodat)),
         269 => ("fsd", Plain(faccessat)),
         271 => ("xuxxu", Blocking(ppoll)),
         273 => ("xu", Plain(set_robust_list)),
         274 => ("dxx", Plain(get_robust_list)),
         282 => ("fxu", Plain(signalfd)),
+        280 => ("fsxx", Plain(utimensat)),
         283 => ("dx", Plain(timerfd_create)),
         285 => ("fddd", Plain(fallocate)),
         286 => ("fdxx", Plain(timerfd_settime)),
@@ -293,6 +314,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         435 => ("xu", Plain(clone3)),
         436 => ("uux", Plain(close_range)),
         439 => ("fsdx", Plain(faccessat2)),
+        452 => ("fsox", Plain(fchmodat2)),
         _ => return None,
     })
 }

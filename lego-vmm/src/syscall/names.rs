@@ -1,7 +1,7 @@
 //! Names of the x86-64 Linux system calls, generated from `<asm/unistd_64.h>`.
 
 /// `NAMES[nr]` is the name of system call `nr` (`""` where none is assigned).
-pub const NAMES: [&str; 451] = [
+pub const NAMES: [&str; 453] = [
     "read",
     "write",
     "open",
@@ -453,6 +453,8 @@ pub const NAMES: [&str; 451] = [
     "process_mrelease",
     "futex_waitv",
     "set_mempolicy_home_node",
+    "cachestat",
+    "fchmodat2",
 ];
 
 /// Name of system call `nr`, or `None` if the number is not assigned.
