@@ -128,8 +128,9 @@ impl StorageOp {
             | StorageOp::Fsync { path }
             | StorageOp::SetAttr { path, .. }
             | StorageOp::Symlink { path, .. }
-            | StorageOp::Readlink { path } => Some(path),
-            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Resolve { .. } => None,
+            | StorageOp::Readlink { path }
+            | StorageOp::Resolve { path, .. } => Some(path),
+            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs => None,
         }
     }
 }
