@@ -23,6 +23,7 @@ pub mod fs;
 pub mod futex;
 pub mod hostcpu;
 pub mod kick;
+pub mod kvm_stats;
 pub mod layout;
 pub mod locks;
 pub mod mapstate;

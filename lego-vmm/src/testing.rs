@@ -36,3 +36,16 @@ pub(crate) fn mm(size: u64) -> TestMm {
     let (server, config) = memory(size, 16 << 20);
     TestMm { mm: Mm::new(size, &config).expect("creating a test address space"), server }
 }
+
+/// KVM for a unit test that needs it; panics with the reason if `/dev/kvm` is not usable,
+/// unless told to skip (`LEGO_SKIP_KVM_TESTS=1`), in which case the test says so on stderr.
+pub(crate) fn kvm_or_skip() -> Option<kvm_ioctls::Kvm> {
+    match kvm_ioctls::Kvm::new() {
+        Ok(kvm) => Some(kvm),
+        Err(e) if std::env::var("LEGO_SKIP_KVM_TESTS").as_deref() == Ok("1") => {
+            eprintln!("SKIPPED (LEGO_SKIP_KVM_TESTS=1): /dev/kvm is not usable: {e}");
+            None
+        }
+        Err(e) => panic!("/dev/kvm is not usable ({e}): set LEGO_SKIP_KVM_TESTS=1 to skip the tests that need it"),
+    }
+}

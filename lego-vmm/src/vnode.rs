@@ -1,7 +1,7 @@
 //! A vNode process running as a KVM guest: creation and the vCPU run loop.
 
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +21,7 @@ use crate::fault::{self, Frame};
 use crate::fdtable::{Backing, FdTable, OpenFile};
 use crate::fs::{hostdir::HostDir, remote::RemoteFs, FileSystem};
 use crate::kick::{self, Kicker};
+use crate::kvm_stats::KvmStats;
 use crate::sysmem::PAGE_FAULT;
 use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::memory::mm::Mm;
@@ -81,6 +82,8 @@ pub struct RunReport {
     pub stats: SyscallStats,
     /// What the ExCache did.
     pub cache: CacheStats,
+    /// KVM's own counters of the VM and its vCPUs: exits, and the faults KVM fixed itself.
+    pub kvm: KvmStats,
     pub elapsed: std::time::Duration,
 }
 
@@ -248,8 +251,9 @@ impl Vnode {
         // The run is the first process's: whatever it leaves running ends with it.
         procs.end_all();
         let termination = outcome?;
+        let kvm = group.kvm_stats(&vcpu);
         let mut p = lock(&group.process);
-        Ok(RunReport { termination, stats: std::mem::take(&mut p.stats), cache: p.mm.cache_stats(), elapsed })
+        Ok(RunReport { termination, stats: std::mem::take(&mut p.stats), cache: p.mm.cache_stats(), kvm, elapsed })
     }
 
     pub(crate) fn vcpu_mut(&mut self) -> &mut VcpuFd {
@@ -258,6 +262,22 @@ impl Vnode {
 }
 
 impl Group {
+    /// KVM's counters of the VM and every vCPU it made: `first` and the idle ones (the
+    /// threads that ran on the others have ended by now). Counters KVM cannot give are logged
+    /// and left out.
+    fn kvm_stats(&self, first: &VcpuFd) -> KvmStats {
+        let mut stats = KvmStats::default();
+        let idle = lock(&self.idle);
+        let fds = [&self.vm as &dyn AsRawFd, first as &dyn AsRawFd].into_iter().chain(idle.iter().map(|(_, v)| v as &dyn AsRawFd));
+        for fd in fds {
+            if let Err(e) = stats.add_from(&fd.as_raw_fd()) {
+                tracing::debug!("KVM statistics unavailable: {e}");
+                break;
+            }
+        }
+        stats
+    }
+
     /// A VM over `process`'s memory, with vCPU 0 set up to start at `entry` with stack `rsp`.
     fn new(process: Process, entry: u64, rsp: u64, trace: bool) -> Result<(VcpuFd, Group), VmmError> {
         let kvm = open_kvm()?;
