@@ -3,7 +3,8 @@
  *   sched     pthreads workers that each pin themselves with sched_setaffinity and assert it
  *             (what a well-known map-reduce suite does), read it back, run there (getcpu);
  *             policies, priorities, personality
- *   timers    setitimer/getitimer/alarm (ITIMER_VIRTUAL and ITIMER_PROF on CPU time), POSIX timers (SIGEV_SIGNAL with a value,
+ *   timers    setitimer/getitimer/alarm (ITIMER_VIRTUAL and ITIMER_PROF on CPU time), POSIX timers (on the
+ *             process and thread CPU-time clocks too; SIGEV_SIGNAL with a value,
  *             SIGEV_THREAD_ID, SIGEV_NONE, overruns), timerfd reads and settings
  *   rtsig     queued real-time signals arrive in order with their values; standard ones
  *             coalesce; rt_tgsigqueueinfo; signalfd reads, polls and non-blocking reads
@@ -255,6 +256,48 @@ static void case_timers(void) {
     while (cpu_hits < 3) burn_ms(1);
     CHECK(setitimer(ITIMER_PROF, &off, &cur) == 0);
     printf("profiling timer: 3 SIGPROFs %d, old interval %ld us\n", last_cpu_sig == SIGPROF, (long)cur.it_interval.tv_usec);
+
+    /* POSIX timers on the CPU-time clocks: a sleep does not bring them closer, computing does. */
+    for (int k = 0; k < 2; k++) {
+        clockid_t clk = k ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID;
+        struct sigevent cev;
+        memset(&cev, 0, sizeof cev);
+        cev.sigev_notify = SIGEV_SIGNAL;
+        cev.sigev_signo = SIGPROF;
+        timer_t ct;
+        CHECK(timer_create(clk, &cev, &ct) == 0);
+        struct itimerspec c40 = {{0, 0}, {0, 40000000}}, cgot;
+        cpu_hits = 0;
+        CHECK(timer_settime(ct, 0, &c40, NULL) == 0);
+        sleep_ms(120);
+        CHECK(timer_gettime(ct, &cgot) == 0);
+        printf("%s timer after a 120 ms sleep: fired %d, left > 20 ms %d\n", k ? "thread CPU" : "process CPU", (int)cpu_hits,
+               cgot.it_value.tv_sec == 0 && cgot.it_value.tv_nsec > 20000000);
+        while (!cpu_hits) burn_ms(1);
+        CHECK(timer_gettime(ct, &cgot) == 0);
+        printf("%s timer fired while computing: disarmed %d\n", k ? "thread CPU" : "process CPU",
+               cgot.it_value.tv_sec == 0 && cgot.it_value.tv_nsec == 0);
+        /* An absolute CPU time already reached fires at once. */
+        struct timespec used;
+        clock_gettime(clk, &used);
+        c40.it_value = used;
+        cpu_hits = 0;
+        CHECK(timer_settime(ct, TIMER_ABSTIME, &c40, NULL) == 0);
+        while (!cpu_hits) burn_ms(1);
+        printf("%s timer: absolute time already reached fired\n", k ? "thread CPU" : "process CPU");
+        CHECK(timer_delete(ct) == 0);
+    }
+    /* A thread's CPU clock as pthread_getcpuclockid names it (a dynamic clock id). */
+    clockid_t tclk;
+    struct timespec t0, t1;
+    CHECK(pthread_getcpuclockid(pthread_self(), &tclk) == 0);
+    CHECK(clock_gettime(tclk, &t0) == 0);
+    burn_ms(20);
+    CHECK(clock_gettime(tclk, &t1) == 0);
+    printf("pthread_getcpuclockid clock advances while computing: %d\n",
+           (t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) >= 10000000L);
+    /* The CPU clock of a process that does not exist. */
+    CHECK(timer_create((clockid_t)((~999999u << 3) | 2), NULL, &(timer_t){0}) == -1 && errno == EINVAL);
 
     /* SIGEV_SIGNAL with a value. */
     on(SIGRTMIN, on_timer, 0);

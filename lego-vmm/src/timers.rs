@@ -40,19 +40,56 @@ pub enum Clock {
     Wall,
     /// The process's user CPU time (`ITIMER_VIRTUAL`).
     User,
-    /// The process's user and system CPU time (`ITIMER_PROF`).
+    /// The process's user and system CPU time (`ITIMER_PROF`, `CLOCK_PROCESS_CPUTIME_ID`).
     Cpu,
+    /// The user and system CPU time of one thread (`CLOCK_THREAD_CPUTIME_ID`).
+    Thread(i32),
+}
+
+impl Clock {
+    /// The clock `id` names for thread `tid` of `p`, if lego provides it: the wall clocks, the
+    /// CPU-time clocks of the process and of the calling thread (2 and 3), and the dynamic
+    /// CPU-clock ids the C library makes of those and of `pthread_getcpuclockid` (negative:
+    /// `~pid << 3 | per-thread << 2 | kind`, pid 0 meaning the caller). A thread's clock counts
+    /// its user and system time whatever its kind; other processes' clocks are not provided.
+    pub fn from_id(id: i32, p: &Process, tid: i32) -> Option<Clock> {
+        const PER_THREAD: i32 = 4;
+        const VIRT: i32 = 1;
+        const FD: i32 = 3;
+        match id {
+            libc::CLOCK_REALTIME | libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME | libc::CLOCK_REALTIME_ALARM | libc::CLOCK_BOOTTIME_ALARM => {
+                Some(Clock::Wall)
+            }
+            libc::CLOCK_PROCESS_CPUTIME_ID => Some(Clock::Cpu),
+            libc::CLOCK_THREAD_CPUTIME_ID => Some(Clock::Thread(tid)),
+            c if c < 0 && c & 3 != FD => {
+                let pid = !(c >> 3);
+                if c & PER_THREAD != 0 {
+                    let t = if pid == 0 { tid } else { pid };
+                    p.threads.contains_key(&t).then_some(Clock::Thread(t))
+                } else {
+                    (pid == 0 || pid == p.pid).then_some(if c & 3 == VIRT { Clock::User } else { Clock::Cpu })
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 /// How often the service reads the CPU time of a process with a CPU-time timer armed.
 pub const CPU_TICK: Duration = Duration::from_millis(4);
 
-/// The reading of `clock` for a process whose CPU time is `t` (for [`Clock::Wall`]: zero).
-pub fn reading(clock: Clock, t: crate::hostcpu::CpuTime) -> Duration {
+/// The reading of `clock` in process `p` (for [`Clock::Wall`]: zero). A thread that ended
+/// keeps its clock at zero, so a timer on it never fires.
+pub fn reading(clock: Clock, p: &Process) -> Duration {
     match clock {
         Clock::Wall => Duration::ZERO,
-        Clock::User => t.user,
-        Clock::Cpu => t.user + t.system,
+        Clock::User => p.cpu_time().user,
+        Clock::Cpu => {
+            let t = p.cpu_time();
+            t.user + t.system
+        }
+        Clock::Thread(tid) => p.threads.get(&tid).and_then(|t| t.host).map(|h| h.clock()).unwrap_or_default(),
     }
 }
 
@@ -181,7 +218,7 @@ impl TimerService {
             match action {
                 Action::Process { target, .. } => match target.upgrade() {
                     Some(t) => t.with_process(&mut |p| {
-                        now.insert(key, reading(clock, p.cpu_time()));
+                        now.insert(key, reading(clock, p));
                     }),
                     None => gone.push(key),
                 },
@@ -320,7 +357,10 @@ pub enum Notify {
 #[derive(Debug, Clone, Copy)]
 pub struct PosixTimer {
     key: u64,
+    /// The clock id it was created on.
     pub clock: i32,
+    /// What it counts.
+    pub counts: Clock,
     pub notify: Notify,
     /// Expirations that found the timer's signal still queued, since it was queued.
     overrun_queued: u32,
@@ -372,6 +412,8 @@ impl Timers {
             Clock::Wall => &mut self.real,
             Clock::User => &mut self.user,
             Clock::Cpu => &mut self.cpu,
+            // No interval timer counts one thread's time.
+            Clock::Thread(_) => return Err(Errno::EINVAL),
         };
         let key = *slot.get_or_insert_with(|| self.service.key());
         self.service.set(key, Action::Process { target, key }, (clock, now), value, interval)
@@ -383,12 +425,13 @@ impl Timers {
             Clock::Wall => self.real,
             Clock::User => self.user,
             Clock::Cpu => self.cpu,
+            Clock::Thread(_) => None,
         };
         key.map(|k| self.service.get(k, now)).unwrap_or_default()
     }
 
     /// A new, disarmed POSIX timer; returns its id.
-    pub fn create(&mut self, clock: i32, notify: Notify) -> SysResult<i32> {
+    pub fn create(&mut self, clock: i32, counts: Clock, notify: Notify) -> SysResult<i32> {
         if self.posix.len() >= MAX_TIMERS {
             return Err(Errno::EAGAIN);
         }
@@ -401,6 +444,7 @@ impl Timers {
             PosixTimer {
                 key,
                 clock,
+                counts,
                 notify,
                 overrun_queued: 0,
                 overrun_last: 0,
@@ -421,22 +465,23 @@ impl Timers {
         self.posix.get(&id).ok_or(Errno::EINVAL)
     }
 
-    /// Arms or disarms POSIX timer `id`; returns its old setting.
+    /// Arms or disarms POSIX timer `id`, whose clock reads `now`; returns its old setting.
     pub fn set_posix(
         &mut self,
         target: Weak<dyn Signalable>,
         id: i32,
+        now: Duration,
         value: Duration,
         interval: Duration,
     ) -> SysResult<Setting> {
-        let key = self.posix(id)?.key;
-        self.service
-            .set(key, Action::Process { target, key }, (Clock::Wall, Duration::ZERO), value, interval)
+        let t = self.posix(id)?;
+        let key = t.key;
+        self.service.set(key, Action::Process { target, key }, (t.counts, now), value, interval)
     }
 
-    /// The setting of POSIX timer `id`.
-    pub fn get_posix(&self, id: i32) -> SysResult<Setting> {
-        Ok(self.service.get(self.posix(id)?.key, Duration::ZERO))
+    /// The setting of POSIX timer `id`, whose clock reads `now`.
+    pub fn get_posix(&self, id: i32, now: Duration) -> SysResult<Setting> {
+        Ok(self.service.get(self.posix(id)?.key, now))
     }
 
     /// Deletes POSIX timer `id`.
@@ -579,16 +624,16 @@ mod tests {
             .unwrap();
         assert_eq!(old.1, Duration::from_millis(5));
         assert_eq!(timers.real(), (Duration::ZERO, Duration::ZERO));
-        let id = timers.create(libc::CLOCK_MONOTONIC, Notify::None).unwrap();
+        let id = timers.create(libc::CLOCK_MONOTONIC, Clock::Wall, Notify::None).unwrap();
         let before = *counter.0.lock().unwrap();
         timers
-            .set_posix(target, id, Duration::from_millis(1), Duration::ZERO)
+            .set_posix(target, id, Duration::ZERO, Duration::from_millis(1), Duration::ZERO)
             .unwrap();
         while *counter.0.lock().unwrap() == before {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(
-            timers.get_posix(id).unwrap(),
+            timers.get_posix(id, Duration::ZERO).unwrap(),
             (Duration::ZERO, Duration::ZERO),
             "a one-shot timer disarms when it fires"
         );

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process};
+use crate::timers::Clock;
 
 fn host_clock(clock: u64) -> SysResult<libc::clockid_t> {
     // Negative ids name per-process CPU clocks of other processes; not supported.
@@ -42,13 +43,10 @@ pub(super) fn read_timespec(p: &Process, addr: u64) -> SysResult<libc::timespec>
 /// host threads (for the process, with those that ended), not the VMM process's, which also
 /// runs the other processes of the vNode and the memory path.
 pub fn clock_gettime(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let clock = host_clock(a[0])?;
-    let ts = match clock {
-        libc::CLOCK_PROCESS_CPUTIME_ID => timespec(process_clock(p)),
-        libc::CLOCK_THREAD_CPUTIME_ID => {
-            timespec(p.threads.get(&cpu.tid).and_then(|t| t.host).map(|h| h.clock()).unwrap_or_default())
-        }
-        _ => now(clock)?,
+    let ts = match Clock::from_id(a[0] as i32, p, cpu.tid) {
+        Some(Clock::Cpu) => timespec(process_clock(p)),
+        Some(c @ (Clock::User | Clock::Thread(_))) => timespec(crate::timers::reading(c, p)),
+        _ => now(host_clock(a[0])?)?,
     };
     write_timespec(p, a[1], &ts).map(|()| 0)
 }
@@ -63,8 +61,12 @@ fn timespec(d: Duration) -> libc::timespec {
     libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(d.subsec_nanos()) }
 }
 
-pub fn clock_getres(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let clock = host_clock(a[0])?;
+pub fn clock_getres(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    // A dynamic CPU clock has the resolution of the CPU-time clocks.
+    let clock = match Clock::from_id(a[0] as i32, p, cpu.tid) {
+        Some(Clock::User | Clock::Cpu | Clock::Thread(_)) => libc::CLOCK_PROCESS_CPUTIME_ID,
+        _ => host_clock(a[0])?,
+    };
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.
     if unsafe { libc::clock_getres(clock, &mut ts) } != 0 {

@@ -11,7 +11,7 @@ use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
 use crate::process::Process;
 use crate::proctable::Signalable;
-use crate::timers::{Clock, Notify, Setting};
+use crate::timers::{Clock, Notify, PosixTimer, Setting};
 
 const ITIMER_REAL: u64 = 0;
 const ITIMER_VIRTUAL: u64 = 1;
@@ -82,7 +82,7 @@ fn interval_clock(p: &Process, which: u64) -> SysResult<(Clock, Duration)> {
         ITIMER_PROF => Clock::Cpu,
         _ => return Err(Errno::EINVAL),
     };
-    Ok((clock, crate::timers::reading(clock, p.cpu_time())))
+    Ok((clock, crate::timers::reading(clock, p)))
 }
 
 /// `setitimer(which, new, old)`.
@@ -125,21 +125,12 @@ pub fn alarm(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok((left.as_secs() + u64::from(left.subsec_micros() >= 500_000)).max(1))
 }
 
-/// `timer_create(clock, sevp, timerid)`. The CPU-time clocks are not provided (`EINVAL`): only
-/// the host scheduler sees that time.
-pub fn timer_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+/// `timer_create(clock, sevp, timerid)`. The CPU-time clocks ([`Clock::from_id`]) count the
+/// guest's own CPU time (its vCPU host threads'), read every [`crate::timers::CPU_TICK`].
+pub fn timer_create(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [clock, sevp, idp, ..] = a;
     let clock = clock as i32;
-    if !matches!(
-        clock,
-        libc::CLOCK_REALTIME
-            | libc::CLOCK_MONOTONIC
-            | libc::CLOCK_BOOTTIME
-            | libc::CLOCK_REALTIME_ALARM
-            | libc::CLOCK_BOOTTIME_ALARM
-    ) {
-        return Err(Errno::EINVAL);
-    }
+    let counts = Clock::from_id(clock, p, cpu.tid).ok_or(Errno::EINVAL)?;
     let notify = if sevp == 0 {
         None
     } else {
@@ -158,7 +149,7 @@ pub fn timer_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
             _ => return Err(Errno::EINVAL),
         })
     };
-    let id = p.timers.create(clock, Notify::None)?;
+    let id = p.timers.create(clock, counts, Notify::None)?;
     // Without a sigevent: SIGALRM with the timer's id as its value.
     let notify = notify.unwrap_or(Notify::Process {
         signo: libc::SIGALRM,
@@ -177,24 +168,29 @@ pub fn timer_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
 pub fn timer_settime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [id, flags, new, old, ..] = a;
     let id = id as i32;
-    let clock = p.timers.posix(id)?.clock;
+    let PosixTimer { clock, counts, .. } = *p.timers.posix(id)?;
     let interval = read_pair(p, new, 1, 1_000_000_000)?;
     let mut value = read_pair(p, new + 16, 1, 1_000_000_000)?;
+    let reading = crate::timers::reading(counts, p);
     if flags & TIMER_ABSTIME != 0 && !value.is_zero() {
-        let host_clock = match clock {
-            libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
-            libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
-            c => c,
+        let now = if counts == Clock::Wall {
+            let host_clock = match clock {
+                libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
+                libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
+                c => c,
+            };
+            let now = super::time::now(host_clock)?;
+            Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+        } else {
+            reading
         };
-        let now = super::time::now(host_clock)?;
-        let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
         value = value
             .checked_sub(now)
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_nanos(1));
     }
     let target = me(p)?;
-    let was = p.timers.set_posix(target, id, value, interval)?;
+    let was = p.timers.set_posix(target, id, reading, value, interval)?;
     crate::timers::forget_signal(p, id);
     if old != 0 {
         write_setting(p, old, was, false)?;
@@ -204,8 +200,9 @@ pub fn timer_settime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64
 
 /// `timer_gettime(id, cur)`.
 pub fn timer_gettime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let now = p.timers.get_posix(a[0] as i32)?;
-    write_setting(p, a[1], now, false).map(|()| 0)
+    let counts = p.timers.posix(a[0] as i32)?.counts;
+    let setting = p.timers.get_posix(a[0] as i32, crate::timers::reading(counts, p))?;
+    write_setting(p, a[1], setting, false).map(|()| 0)
 }
 
 /// `timer_getoverrun(id)`.
