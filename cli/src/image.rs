@@ -90,8 +90,13 @@ impl Mount {
     }
 
     fn must(&mut self, what: &str, path: &[u8], op: StorageOp) -> anyhow::Result<StorageReply> {
-        self.op(op)?.map_err(|e| {
-            anyhow::anyhow!("{what} {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e))
+        self.op(op)?.map_err(|e| match e {
+            errno::ENOVNODE => anyhow::anyhow!(
+                "the storage server does not know vNode {} (create it with `lego vnode create {}`)",
+                self.vnode,
+                self.vnode
+            ),
+            e => anyhow::anyhow!("{what} {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e)),
         })
     }
 

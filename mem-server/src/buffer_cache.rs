@@ -209,11 +209,20 @@ impl BufferCache {
                 self.space.stale(&req.vnode);
                 forward(&req, storage)
             }
+            // Cached writes not written back yet count as used, as they do against the quota.
+            StorageOp::StatFs => forward(&req, storage).map(|r| match r {
+                StorageReply::FsStat(mut s) => {
+                    let pending = self.space.pending(&req.vnode);
+                    s.used_bytes += pending;
+                    s.free_bytes = s.free_bytes.saturating_sub(pending);
+                    StorageReply::FsStat(s)
+                }
+                other => other,
+            }),
             StorageOp::Create { .. }
             | StorageOp::Mkdir { .. }
             | StorageOp::Rmdir { .. }
             | StorageOp::Readdir { .. }
-            | StorageOp::StatFs
             // Names only: nothing the cache holds changes.
             | StorageOp::Resolve { .. }
             | StorageOp::Readlink { .. }

@@ -82,6 +82,11 @@ impl Space {
         }
     }
 
+    /// Bytes cached writes added to the vNode's files, not written back yet.
+    pub fn pending(&self, vnode: &str) -> u64 {
+        lock(&self.vnodes).get(vnode).map_or(0, |s| s.pending)
+    }
+
     /// Storage's use of the vNode changed by a call the cache passed on: ask again when needed.
     pub fn stale(&self, vnode: &str) {
         if let Some(s) = lock(&self.vnodes).get_mut(vnode) {

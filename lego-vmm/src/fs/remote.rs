@@ -268,8 +268,9 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::SyncFs).map(drop)
     }
 
-    /// The mount's size is what the vNode's files take plus what the storage disk has free, so
-    /// that used blocks are the vNode's own.
+    /// The mount's size is what the vNode's files take plus what is free for them (what its
+    /// quota leaves, or the storage disk's free space), so that used blocks are the vNode's own
+    /// and a vNode with a quota sees the quota as the size.
     fn stat_fs(&self) -> SysResult<super::FsStat> {
         let StorageReply::FsStat(s) = self.link.op(StorageOp::StatFs)? else { return Err(Errno::EIO) };
         const BLOCK: u64 = 4096;
