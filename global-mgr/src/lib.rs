@@ -181,10 +181,14 @@ impl Conn {
             GlobalRequest::Place { vnode } => match reg.place(&vnode) {
                 Ok(p) => {
                     drop(reg);
-                    match self.mount(&p.vnode) {
-                        Ok(()) => GlobalReply::Placement(p),
-                        Err(e) => GlobalReply::Failed(format!("vNode {vnode}: {e}")),
+                    // A run that keeps its files elsewhere (`--root`) needs no storage server:
+                    // the placement stands, and a run that does use the mount meets the storage
+                    // server's own error (unreachable, or a vNode it does not know). The GSM
+                    // tries again at the next placement.
+                    if let Err(e) = self.mount(&p.vnode) {
+                        tracing::warn!(%vnode, "telling the storage server about the vNode: {e}");
                     }
+                    GlobalReply::Placement(p)
                 }
                 Err(e) => GlobalReply::Failed(e.to_string()),
             },
