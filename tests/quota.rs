@@ -161,3 +161,61 @@ fn an_unknown_vnode_is_refused() {
     assert_eq!(r.status, Some(125));
     assert!(r.stderr.contains("no vNode nosuch"), "{}", r.stderr);
 }
+
+/// A full storage disk (a 16 MiB tmpfs the storage server mounts for itself in a user and mount
+/// namespace of its own): busybox `dd` writing chunks of a file with `fsync` gets `ENOSPC` at
+/// the chunk that does not fit, the chunks before it are intact, and the server goes on
+/// serving reads and `statfs` (no space free).
+#[test]
+fn a_full_storage_disk_is_enospc_and_keeps_what_fit() {
+    if !common::kvm() {
+        return;
+    }
+    if !Command::new("unshare").args(["-rm", "true"]).status().is_ok_and(|s| s.success()) {
+        eprintln!(
+            "SKIPPED: no unprivileged user and mount namespaces here (`unshare -rm true` failed) to give the storage server a small tmpfs"
+        );
+        return;
+    }
+    let disk = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("unshare");
+    let script = "mount -t tmpfs -o size=16m tmpfs \"$0\" && exec \"$1\" storage-server --listen 127.0.0.1:0 --dir \"$0\"";
+    cmd.args(["-rm", "sh", "-c", script, disk.path().to_str().unwrap(), env!("CARGO_BIN_EXE_lego")]);
+    cmd.stderr(std::process::Stdio::null());
+    let storage = Server::spawn(cmd);
+    let img = tempfile::tempdir().unwrap();
+    image(img.path());
+    ok(&["image", "push", img.path().to_str().unwrap(), "--vnode", "full", "--storage-server", &storage.addr]);
+    let run = |script: &str| {
+        let mut c = lego();
+        c.args([
+            "run",
+            "--mem",
+            "256M",
+            "--excache",
+            "16M",
+            "--vnode",
+            "full",
+            "--storage-server",
+            &storage.addr,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ]);
+        common::run(c, LIMIT, script)
+    };
+    // 2 MiB chunks at 2 MiB steps: the disk (16 MiB, of which the image takes 4 and the index
+    // some) fills within eight.
+    let r = run("for i in 0 1 2 3 4 5 6 7; do dd if=/pat of=/big bs=65536 seek=$((i*32)) conv=notrunc,fsync 2>&1 || { echo full at $i; exit 1; }; done");
+    assert_eq!(r.status, Some(1), "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("No space left on device"), "{}", r.stdout);
+    let full: u32 = r.stdout.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(full >= 2, "the disk held less than it should: {}", r.stdout);
+    let check = format!(
+        "p=$(md5sum < /pat); for i in $(seq 0 {}); do [ \"$(dd if=/big bs=65536 skip=$((i*32)) count=32 2>/dev/null | md5sum)\" = \"$p\" ] || echo bad $i; done; stat -f -c %a /",
+        full - 1
+    );
+    let r = run(&check);
+    assert_eq!((r.status, r.stdout.as_str()), (Some(0), "0\n"), "{}", r.stderr);
+}
