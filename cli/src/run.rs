@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lego_proto::auth::SECRET_ENV;
-use lego_proto::global::{ProcessIdentity, VnodeInfo};
+use lego_proto::global::{ProcessIdentity, VnodeInfo, VnodeSettings};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::QuotaChange;
 use lego_proto::pcomp::RunRequest;
@@ -163,13 +163,17 @@ fn vnode_defaults(args: &mut RunArgs) -> anyhow::Result<Option<VnodeInfo>> {
     let Some(global) = &args.global_mgr else { return Ok(None) };
     let name = args.vnode.as_deref().unwrap_or(DEFAULT_VNODE);
     let Some(v) = crate::global::vnode_info(global, args.memory.cluster_id, name)? else { return Ok(None) };
-    let s = &v.settings;
+    apply_settings(args, &v.settings);
+    Ok(Some(v))
+}
+
+/// The vNode's settings `s` where the options left them open (see [`vnode_defaults`]).
+fn apply_settings(args: &mut RunArgs, s: &VnodeSettings) {
     args.memory.replicas.get_or_insert(s.replicas);
     args.egress |= s.egress;
     if args.publish.is_empty() {
         args.publish = s.publish.clone();
     }
-    Ok(Some(v))
 }
 
 /// Tells the storage server named with `--storage-server` about the vNode (a vNode the global
@@ -451,5 +455,39 @@ fn print_stats(report: &RunReport) {
             us(0.99),
             us(0.999)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(options: &[&str]) -> RunArgs {
+        Cmd::parse_from(["lego"].iter().chain(options).chain(&["prog"])).run
+    }
+
+    /// The vNode's replicas, published ports and egress are the defaults; options given win
+    /// (a `--publish` list replaces the vNode's; `--egress` turns it on).
+    #[test]
+    fn the_vnode_settings_fill_what_the_options_leave_open() {
+        let port = |h, v| Publish { host_port: h, vport: v };
+        let s = VnodeSettings { disk_quota: Some(1 << 20), replicas: 2, publish: vec![port(8080, 80)], egress: true };
+        let mut a = args(&[]);
+        apply_settings(&mut a, &s);
+        assert_eq!((a.memory.replicas, a.publish.clone(), a.egress), (Some(2), vec![port(8080, 80)], true));
+        assert_eq!(request(&a).publish, ["8080:80"]);
+        let mut a = args(&["--replicas", "1", "--publish", "9090:90"]);
+        apply_settings(&mut a, &s);
+        assert_eq!((a.memory.replicas, a.publish, a.egress), (Some(1), vec![port(9090, 90)], true));
+        let mut a = args(&["--egress"]);
+        apply_settings(&mut a, &VnodeSettings::default());
+        assert_eq!((a.memory.replicas, a.publish.is_empty(), a.egress), (Some(1), true, true));
     }
 }
