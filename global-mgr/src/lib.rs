@@ -8,12 +8,12 @@
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
 //! - [`endpoints`]: the vNodes' listening endpoints (virtual IP and port to host address).
 //! - [`vnode_record`]: the versioned record a vNode is stored as.
+//! - `metrics`: the manager's Prometheus metrics ([`GlobalMgr::register_metrics`]).
 //!
 //! The GSM tells a vNode's storage server about it (its mount and disk quota) when the vNode is
 //! created, and again before the first placement of its processes after the manager starts;
 //! the storage server keeps its mounts in its own index, so it refuses unknown vNodes even
 //! before the manager reaches it after a restart.
-//! - `metrics`: the manager's Prometheus metrics ([`GlobalMgr::register_metrics`]).
 //!
 //! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
 //! with the components.

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use lego_proto::storage::{
-    check_path, check_vnode, errno, now_ns, DirEntry, QuotaChange, FileAttr, FileKind, FsStat, StorageOp, StorageReply, StorageRequest,
-    MAX_DIRENTS, MAX_IO,
+    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, FsStat, QuotaChange, StorageOp, StorageReply,
+    StorageRequest, MAX_DIRENTS, MAX_IO,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -350,6 +350,9 @@ pub struct Store {
     root: PathBuf,
     db: Database,
     vnodes: RwLock<HashMap<String, Arc<Mutex<Vnode>>>>,
+    /// Held by a mount across its index commit, so that mounts apply in the order they commit
+    /// while other requests go on.
+    mounting: Mutex<()>,
     journal: Journal,
     inodes: [Mutex<()>; INODE_STRIPES],
     /// A checkpoint is due (the journal grew past its limit).
@@ -407,6 +410,7 @@ impl Store {
         }
         let journal = Journal::start(root, last)?;
         let mut vnodes: HashMap<String, Vnode> = HashMap::new();
+        let mut recorded = std::collections::HashSet::new();
         {
             let txn = db.begin_read().map_err(redb::Error::from)?;
             let entries = txn.open_table(ENTRIES).map_err(redb::Error::from)?;
@@ -434,6 +438,7 @@ impl Store {
                     return Err(corrupt());
                 }
                 vnodes.entry(k.value().to_string()).or_default().quota = record.quota;
+                recorded.insert(k.value().to_string());
             }
         }
         // A mount whose root entry did not reach the journal before a power loss: its root is
@@ -441,7 +446,7 @@ impl Store {
         let mut rootless = Vec::new();
         for (name, v) in vnodes.iter_mut() {
             if !v.entries.contains_key(b"/".as_slice()) {
-                if v.entries.is_empty() {
+                if v.entries.is_empty() && recorded.contains(name) {
                     rootless.push(name.clone());
                     continue;
                 }
@@ -463,6 +468,7 @@ impl Store {
             root: root.to_path_buf(),
             db,
             vnodes: RwLock::new(vnodes),
+            mounting: Mutex::new(()),
             journal,
             inodes: std::array::from_fn(|_| Mutex::new(())),
             due: AtomicBool::new(false),
@@ -583,13 +589,8 @@ impl Store {
     /// The mounts are kept here rather than told again by the GSM after every restart of this
     /// server, so that a restarted server refuses nothing it knew and needs no manager to serve.
     fn mount(&self, vnode: &str, change: QuotaChange) -> Result<StorageReply, i32> {
-        // The directories first, without the table lock (other vNodes need it; this is a disk
-        // wait, and creating them twice is harmless).
-        let dir = self.root.join("vnodes").join(vnode);
-        std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
-        sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
-        let mut all = self.vnodes.write().unwrap_or_else(|p| p.into_inner());
-        let known = all.get(vnode).cloned();
+        let _one_at_a_time = lock(&self.mounting);
+        let known = self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode).cloned();
         let quota = match (change, &known) {
             (QuotaChange::Set(q), _) => q,
             (QuotaChange::Keep, Some(_)) => return Ok(StorageReply::Done),
@@ -597,6 +598,12 @@ impl Store {
         };
         if known.as_ref().is_some_and(|v| lock(v).quota == quota) {
             return Ok(StorageReply::Done);
+        }
+        if known.is_none() {
+            // Its directories before its record (creating them twice is harmless).
+            let dir = self.root.join("vnodes").join(vnode);
+            std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
+            sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
         }
         let mut txn = self.db.begin_write().map_err(eio)?;
         txn.set_durability(Durability::Immediate).map_err(eio)?;
@@ -607,7 +614,7 @@ impl Store {
             None => {
                 let mut v = Vnode { quota, ..Vnode::default() };
                 self.make_root(vnode, &mut v)?;
-                all.insert(vnode.to_string(), Arc::new(Mutex::new(v)));
+                self.vnodes.write().unwrap_or_else(|p| p.into_inner()).insert(vnode.to_string(), Arc::new(Mutex::new(v)));
                 tracing::info!(vnode, ?quota, "new vNode");
             }
         }

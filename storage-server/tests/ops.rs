@@ -602,3 +602,32 @@ fn vnodes_of_an_older_index_stay_mounted() {
     assert_eq!(c.read("/f", 0, 10).unwrap(), b"kept");
     assert_eq!(fs_stat(&mut c).quota_bytes, None);
 }
+
+/// A mount recorded in the index whose root entry never reached the disk (a power loss between
+/// the two) gets its root again at start, and keeps its quota.
+#[test]
+fn a_mount_without_its_root_gets_one_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "rootless");
+    c.done(StorageOp::Mount { quota: QuotaChange::Set(Some(4096)) });
+    drop(c);
+    h.shutdown();
+    {
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut entries = txn.open_table(redb::TableDefinition::<(&str, &[u8]), &[u8]>::new("entries")).unwrap();
+            assert!(entries.remove(("rootless", b"/".as_slice())).unwrap().is_some());
+            let mut ids = txn.open_table(redb::TableDefinition::<&str, u64>::new("next_id")).unwrap();
+            ids.remove("rootless").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "rootless");
+    assert_eq!(c.stat("/").unwrap().kind, FileKind::Dir);
+    assert_eq!(fs_stat(&mut c).quota_bytes, Some(4096));
+    c.create("/f");
+    assert_eq!(c.err(StorageOp::Write { path: b"/f".to_vec(), offset: 0, data: vec![1; 4097] }), ENOSPC);
+}
