@@ -24,9 +24,12 @@ struct FileClient {
 }
 
 impl FileClient {
+    /// A client of vNode `vnode`, mounted through the mem-server (a no-op once it is).
     fn new(mem: &str, vnode: &str) -> FileClient {
         let t = TcpTransport::connect(mem, Hello::new(ComponentKind::Processor, 0), Duration::from_secs(60)).unwrap();
-        FileClient { t, vnode: vnode.into() }
+        let mut c = FileClient { t, vnode: vnode.into() };
+        assert_eq!(c.file(StorageOp::Mount { quota: lego_proto::storage::QuotaChange::Keep }), StorageReply::Done);
+        c
     }
 
     fn call(&mut self, req: &Request) -> StorageReply {

@@ -43,8 +43,11 @@ fn call(t: &mut TcpTransport, op: StorageOp) -> Result<StorageReply, lego_proto:
     storage::call(t, &StorageRequest { vnode: VNODE.into(), op })
 }
 
+/// A connection to the storage server at `addr`, with the vNode mounted (a no-op once it is).
 fn connect(addr: &str) -> TcpTransport {
-    TcpTransport::connect(addr, Hello::new(ComponentKind::Processor, 0), Duration::from_secs(10)).unwrap()
+    let mut t = TcpTransport::connect(addr, Hello::new(ComponentKind::Processor, 0), Duration::from_secs(10)).unwrap();
+    assert_eq!(call(&mut t, StorageOp::Mount { quota: storage::QuotaChange::Keep }).unwrap(), StorageReply::Done);
+    t
 }
 
 /// The whole file at `path` as the server holds it (`None` if it does not exist).

@@ -228,7 +228,10 @@ impl FileClient {
         use lego_proto::handshake::{ComponentKind, Hello};
         let hello = Hello::new(ComponentKind::Processor, 0);
         let t = lego_proto::transport::TcpTransport::connect(&mem.addr, hello, std::time::Duration::from_secs(60)).unwrap();
-        FileClient { t, vnode: vnode.into() }
+        let mut c = FileClient { t, vnode: vnode.into() };
+        let mount = StorageOp::Mount { quota: lego_proto::storage::QuotaChange::Keep };
+        assert_eq!(c.file(mount), StorageReply::Done);
+        c
     }
 
     fn call(&mut self, req: &lego_proto::mm::Request) -> StorageReply {

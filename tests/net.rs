@@ -380,3 +380,31 @@ fn a_published_port_serves_the_host_and_lego_ps_lists_the_endpoint() {
     });
     assert!(reply.starts_with("HTTP/1.") && reply.ends_with("\r\n\r\nserved from a vNode\n"), "{reply}");
 }
+
+/// A vNode created with `--publish` publishes its port in every run, with no option on `lego
+/// run`; `lego vnode ls` shows the setting.
+#[test]
+fn a_vnode_publishes_the_ports_it_was_created_with() {
+    if !common::kvm() {
+        return;
+    }
+    let c = Cluster::new(&[]);
+    let port = free_port().to_string();
+    let publish = format!("{port}:80");
+    let out = lego().args(["vnode", "create", "site", "--mem", "1G", "--excache", "16M", "--publish", &publish, "--global-mgr", &c.global.addr]).output().unwrap();
+    assert!(out.status.success(), "vnode create: {}", String::from_utf8_lossy(&out.stderr));
+    let ls = stdout_of(lego().args(["vnode", "ls", "--global-mgr", &c.global.addr]));
+    assert!(ls.contains(&publish), "{ls}");
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "published by its vNode\n").unwrap();
+    let _httpd = Background::start(c.run("site", www.path(), &common::image("busybox"), &["httpd", "-f", "-p", "80", "-h", "/"]));
+    let (reply, _) = common::poll("the vNode's published port answers", Duration::from_secs(20), || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).map_err(|e| e.to_string())?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+        if reply.is_empty() { Err("an empty reply".into()) } else { Ok(reply) }
+    });
+    assert!(reply.starts_with("HTTP/1.") && reply.ends_with("\r\n\r\npublished by its vNode\n"), "{reply}");
+}

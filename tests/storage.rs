@@ -22,10 +22,12 @@ fn storage_server(dir: &Path, extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-/// A client of `server`'s mount for `vnode`.
+/// A client of `server`'s mount for `vnode`, mounted (a no-op once it is).
 fn client(server: &Server, vnode: &str, cluster: u64) -> Client {
     let t = TcpTransport::connect(&server.addr, Hello::new(ComponentKind::Processor, cluster), TIMEOUT).unwrap();
-    Client { t, vnode: vnode.into() }
+    let mut c = Client { t, vnode: vnode.into() };
+    assert_eq!(c.call(StorageOp::Mount { quota: storage::QuotaChange::Keep }), StorageReply::Done);
+    c
 }
 
 struct Client {

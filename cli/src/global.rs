@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
-use lego_proto::global::{ComponentInfo, EndpointInfo, GlobalReply, NetProto, GlobalRequest, Load, Placement, ProcessReport, Role, VnodeInfo};
+use lego_proto::global::{
+    ComponentInfo, EndpointInfo, GlobalReply, GlobalRequest, Load, NetProto, Placement, ProcessReport, PublishedPort, Role, VnodeInfo,
+    VnodeSettings,
+};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
@@ -121,6 +124,14 @@ fn ask(addr: &str, cluster: u64, req: &GlobalRequest) -> anyhow::Result<GlobalRe
 pub fn place(addr: &str, cluster: u64, vnode: &str) -> anyhow::Result<Placement> {
     match ask(addr, cluster, &GlobalRequest::Place { vnode: vnode.to_string() })? {
         GlobalReply::Placement(p) => Ok(p),
+        other => bail!("global manager answered {other:?}"),
+    }
+}
+
+/// The vNode `name`, if the global manager knows it.
+pub fn vnode_info(addr: &str, cluster: u64, name: &str) -> anyhow::Result<Option<VnodeInfo>> {
+    match ask(addr, cluster, &GlobalRequest::ListVnodes)? {
+        GlobalReply::Vnodes(v) => Ok(v.into_iter().find(|v| v.name == name)),
         other => bail!("global manager answered {other:?}"),
     }
 }
@@ -243,9 +254,25 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
 }
 
 fn print_vnodes(vnodes: &[VnodeInfo]) {
-    println!("{:>4}  {:<20} {:<15} {:>10} {:>10}", "ID", "VNODE", "VIP", "MEM", "EXCACHE");
+    println!(
+        "{:>4}  {:<20} {:<15} {:>10} {:>10} {:>10} {:>8} {:<6} PUBLISH",
+        "ID", "VNODE", "VIP", "MEM", "EXCACHE", "DISK", "REPLICAS", "EGRESS"
+    );
     for v in vnodes {
-        println!("{:>4}  {:<20} {:<15} {:>10} {:>10}", v.id, v.name, Ipv4Addr::from(v.vip).to_string(), mib(v.mem_bytes), mib(v.excache_bytes));
+        let s = &v.settings;
+        let publish: Vec<String> = s.publish.iter().map(PublishedPort::to_string).collect();
+        println!(
+            "{:>4}  {:<20} {:<15} {:>10} {:>10} {:>10} {:>8} {:<6} {}",
+            v.id,
+            v.name,
+            Ipv4Addr::from(v.vip).to_string(),
+            mib(v.mem_bytes),
+            mib(v.excache_bytes),
+            s.disk_quota.map_or_else(|| "-".to_string(), mib),
+            s.replicas,
+            if s.egress { "yes" } else { "no" },
+            if publish.is_empty() { "-".to_string() } else { publish.join(",") }
+        );
     }
 }
 
@@ -265,6 +292,20 @@ pub enum VnodeCmd {
         /// ExCache of its processes.
         #[arg(long, default_value = "256M", value_parser = crate::size::excache())]
         excache: u64,
+        /// Disk quota: most bytes of file data its storage mount may hold (file sizes); a write
+        /// past it gets ENOSPC [default: no quota].
+        #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
+        disk: Option<u64>,
+        /// Copies of its processes' memory (`lego run --replicas`, which overrides it).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        replicas: u8,
+        /// Publish its TCP port VPORT on port HOSTPORT of the host each of its processes runs on
+        /// (repeatable; `lego run --publish` replaces the list).
+        #[arg(long, value_name = "HOSTPORT:VPORT")]
+        publish: Vec<PublishedPort>,
+        /// Its processes may reach addresses outside the virtual IP space (`lego run --egress`).
+        #[arg(long)]
+        egress: bool,
         #[command(flatten)]
         at: ManagerArgs,
     },
@@ -320,8 +361,9 @@ fn copies(f: &lego_proto::global::ProcessFigures) -> String {
 /// Runs a vNode command.
 pub fn vnode(cmd: VnodeCmd, state: &StateArgs) -> anyhow::Result<()> {
     match cmd {
-        VnodeCmd::Create { name, vip, mem, excache, at } => {
-            let req = GlobalRequest::CreateVnode { name, vip: vip.map(|ip| ip.octets()), mem_bytes: mem, excache_bytes: excache };
+        VnodeCmd::Create { name, vip, mem, excache, disk, replicas, publish, egress, at } => {
+            let settings = VnodeSettings { disk_quota: disk, replicas, publish, egress };
+            let req = GlobalRequest::CreateVnode { name, vip: vip.map(|ip| ip.octets()), mem_bytes: mem, excache_bytes: excache, settings };
             let GlobalReply::Vnode(v) = ask(&at.addr(state)?, at.cluster_id, &req)? else { bail!("unexpected answer to a vNode creation") };
             println!("created vNode {} (id {}, virtual IP {})", v.name, v.id, Ipv4Addr::from(v.vip));
         }

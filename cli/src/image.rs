@@ -90,8 +90,13 @@ impl Mount {
     }
 
     fn must(&mut self, what: &str, path: &[u8], op: StorageOp) -> anyhow::Result<StorageReply> {
-        self.op(op)?.map_err(|e| {
-            anyhow::anyhow!("{what} {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e))
+        self.op(op)?.map_err(|e| match e {
+            errno::ENOVNODE => anyhow::anyhow!(
+                "the storage server does not know vNode {} (create it with `lego vnode create {}`)",
+                self.vnode,
+                self.vnode
+            ),
+            e => anyhow::anyhow!("{what} {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e)),
         })
     }
 
@@ -150,6 +155,11 @@ pub fn run(cmd: ImageCmd, state: &StateArgs) -> anyhow::Result<()> {
 
 fn push(source: &Path, target: &Target, state: &StateArgs) -> anyhow::Result<()> {
     let (mut m, addr) = Mount::open(target, state)?;
+    if target.storage_server.is_some() {
+        // A storage server named here may not know the vNode yet (the GSM tells the one it
+        // chose): its mount is made, and a quota it has is kept.
+        m.must("mounting vNode", target.vnode.as_bytes(), StorageOp::Mount { quota: storage::QuotaChange::Keep })?;
+    }
     let (mut files, mut bytes, mut skipped) = (0u64, 0u64, Vec::new());
     let meta = std::fs::metadata(source).with_context(|| format!("{}", source.display()))?;
     if meta.is_dir() {

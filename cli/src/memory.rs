@@ -59,8 +59,9 @@ pub struct MemoryArgs {
     /// Copies of the process's memory: 2 gives every vRegion a secondary on another mem-server
     /// that every write-back reaches too, so the process survives the loss of one mem-server
     /// (LegoOS §4.7; needs at least two mem-servers).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub replicas: u8,
+    /// [default: the vNode's (`lego vnode create --replicas`), else 1]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub replicas: Option<u8>,
     #[command(flatten)]
     pub transport: crate::transport::TransportArgs,
 }
@@ -103,7 +104,7 @@ impl MemoryArgs {
             cluster: self.cluster_id,
             vregion_size: self.vregion_size,
             timeout: Duration::from_secs(self.mem_timeout.max(1)),
-            replicas: self.replicas,
+            replicas: self.replicas.unwrap_or(1),
             excache: ExCacheConfig {
                 bytes: self.excache.unwrap_or(DEFAULT_EXCACHE),
                 ways: self.excache_ways,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lego_proto::auth::SECRET_ENV;
-use lego_proto::global::ProcessIdentity;
+use lego_proto::global::{ProcessIdentity, VnodeInfo, VnodeSettings};
+use lego_proto::handshake::{ComponentKind, Hello};
+use lego_proto::storage::QuotaChange;
 use lego_proto::pcomp::RunRequest;
 use lego_vmm::fault::signal_name;
 use lego_vmm::process::Termination;
@@ -75,11 +77,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", hide = true)]
     on_pcomp: Option<String>,
     /// Let the program reach addresses outside the virtual IP space (10.0.0.0/8) through the
-    /// pComponent's network; without it they are unreachable (ENETUNREACH).
+    /// pComponent's network; without it they are unreachable (ENETUNREACH) [default: the vNode's
+    /// setting (`lego vnode create --egress`)].
     #[arg(long)]
     egress: bool,
     /// Publish the vNode's TCP port VPORT on port HOSTPORT of the host it runs on (all its
-    /// addresses), as `docker run -p` does (repeatable).
+    /// addresses), as `docker run -p` does (repeatable) [default: the vNode's published ports;
+    /// any given here replace them].
     #[arg(long, value_name = "HOSTPORT:VPORT")]
     publish: Vec<Publish>,
     /// argv[0] for the program (default: PROGRAM as given).
@@ -151,6 +155,36 @@ fn find_cluster(args: &mut RunArgs, state: &StateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With a global manager, the vNode's settings (`lego vnode create`) fill in what the options
+/// left open: replicas, published ports (the options' list replaces the vNode's) and egress
+/// (either turns it on). Answers the vNode, if the manager knows it (if not, placing the process
+/// reports that).
+fn vnode_defaults(args: &mut RunArgs) -> anyhow::Result<Option<VnodeInfo>> {
+    let Some(global) = &args.global_mgr else { return Ok(None) };
+    let name = args.vnode.as_deref().unwrap_or(DEFAULT_VNODE);
+    let Some(v) = crate::global::vnode_info(global, args.memory.cluster_id, name)? else { return Ok(None) };
+    apply_settings(args, &v.settings);
+    Ok(Some(v))
+}
+
+/// The vNode's settings `s` where the options left them open (see [`vnode_defaults`]).
+fn apply_settings(args: &mut RunArgs, s: &VnodeSettings) {
+    args.memory.replicas.get_or_insert(s.replicas);
+    args.egress |= s.egress;
+    if args.publish.is_empty() {
+        args.publish = s.publish.clone();
+    }
+}
+
+/// Tells the storage server named with `--storage-server` about the vNode (a vNode the global
+/// manager knows with its quota; else the implicit vNode of this run, whose quota, if any,
+/// stays), as the GSM does for the storage server it chose.
+fn mount(storage: &str, cluster: u64, vnode: &str, known: Option<&VnodeInfo>) -> anyhow::Result<()> {
+    let quota = known.map_or(QuotaChange::Keep, |v| QuotaChange::Set(v.settings.disk_quota));
+    let me = Hello::new(ComponentKind::Client, cluster);
+    Ok(lego_proto::storage::mount(storage, me, vnode, quota, std::time::Duration::from_secs(30))?)
+}
+
 /// The pComponent the GPM chooses for the process, if the managers place it (a global manager,
 /// no address or directory given, no `--local`) and some pComponent is up.
 fn choose_pcomp(args: &RunArgs) -> anyhow::Result<Option<String>> {
@@ -178,11 +212,11 @@ fn request(args: &RunArgs) -> RunRequest {
         excache_cleaner: m.excache_cleaner,
         vregion_size: m.vregion_size,
         mem_timeout_s: m.mem_timeout,
-        replicas: m.replicas,
+        replicas: m.replicas.unwrap_or(1),
         trace_syscalls: args.trace_syscalls,
         stats: args.stats,
         egress: args.egress,
-        publish: args.publish.iter().map(|p| format!("{}:{}", p.host_port, p.vport)).collect(),
+        publish: args.publish.iter().map(Publish::to_string).collect(),
     }
 }
 
@@ -232,6 +266,13 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         eprintln!("lego: {e:#}");
         return ExitCode::from(STATUS_BAD_PROGRAM);
     }
+    let known = match vnode_defaults(&mut args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("lego: {e:#}");
+            return ExitCode::from(STATUS_VMM_FAILURE);
+        }
+    };
     match choose_pcomp(&args) {
         Ok(Some(pcomp)) => {
             let transport = args.memory.transport.transport;
@@ -273,10 +314,13 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
     let net = net_config(&args, placed.vip, &vnode);
     let files = match (placed.files, args.storage_server) {
         (Some(files), _) => files,
-        (None, Some(storage)) => Files::Remote {
-            cache: cache_server(&memory.servers, &vnode).unwrap_or_default().to_string(),
-            storage,
-        },
+        (None, Some(storage)) => {
+            if let Err(e) = mount(&storage, args.memory.cluster_id, &vnode, known.as_ref()) {
+                eprintln!("lego: {e:#}");
+                return ExitCode::from(STATUS_VMM_FAILURE);
+            }
+            Files::Remote { cache: cache_server(&memory.servers, &vnode).unwrap_or_default().to_string(), storage }
+        }
         (None, None) => Files::HostDir(args.root.unwrap_or_else(lego_vmm::vnode::default_root)),
     };
     let config = VnodeConfig {
@@ -436,5 +480,39 @@ fn print_kvm_stats(k: &lego_vmm::kvm_stats::KvmStats) {
         if k.0.contains_key(name) {
             eprintln!("lego:   {:<58} {:>10}", format!("{what} ({name})"), k.get(name));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(options: &[&str]) -> RunArgs {
+        Cmd::parse_from(["lego"].iter().chain(options).chain(&["prog"])).run
+    }
+
+    /// The vNode's replicas, published ports and egress are the defaults; options given win
+    /// (a `--publish` list replaces the vNode's; `--egress` turns it on).
+    #[test]
+    fn the_vnode_settings_fill_what_the_options_leave_open() {
+        let port = |h, v| Publish { host_port: h, vport: v };
+        let s = VnodeSettings { disk_quota: Some(1 << 20), replicas: 2, publish: vec![port(8080, 80)], egress: true };
+        let mut a = args(&[]);
+        apply_settings(&mut a, &s);
+        assert_eq!((a.memory.replicas, a.publish.clone(), a.egress), (Some(2), vec![port(8080, 80)], true));
+        assert_eq!(request(&a).publish, ["8080:80"]);
+        let mut a = args(&["--replicas", "1", "--publish", "9090:90"]);
+        apply_settings(&mut a, &s);
+        assert_eq!((a.memory.replicas, a.publish, a.egress), (Some(1), vec![port(9090, 90)], true));
+        let mut a = args(&["--egress"]);
+        apply_settings(&mut a, &VnodeSettings::default());
+        assert_eq!((a.memory.replicas, a.publish.is_empty(), a.egress), (Some(1), true, true));
     }
 }

@@ -124,6 +124,7 @@ pub fn run(args: &StorageBenchArgs) -> anyhow::Result<()> {
             r => Ok(r),
         }
     };
+    call(StorageOp::Mount { quota: storage::QuotaChange::Set(None) })?;
     call(StorageOp::Create { path: PATH.to_vec(), mode: 0o644, exclusive: false, truncate: true })?;
     let native_path = tmp.path().join("native");
     let native = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&native_path)?;

@@ -7,7 +7,13 @@
 //!   mem-servers, the storage server of a vNode's mount, the mem-server caching its files.
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
 //! - [`endpoints`]: the vNodes' listening endpoints (virtual IP and port to host address).
+//! - [`vnode_record`]: the versioned record a vNode is stored as.
 //! - `metrics`: the manager's Prometheus metrics ([`GlobalMgr::register_metrics`]).
+//!
+//! The GSM tells a vNode's storage server about it (its mount and disk quota) when the vNode is
+//! created, and again before the first placement of its processes after the manager starts;
+//! the storage server keeps its mounts in its own index, so it refuses unknown vNodes even
+//! before the manager reaches it after a restart.
 //!
 //! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
 //! with the components.
@@ -31,6 +37,7 @@ pub mod heartbeat;
 mod metrics;
 pub mod placement;
 pub mod registry;
+pub mod vnode_record;
 
 /// Default interval between heartbeats.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -87,9 +94,11 @@ impl GlobalMgr {
         let me = Hello::new(ComponentKind::Global, config.cluster);
         let for_conns = registry.clone();
         let endpoints = Arc::new(Mutex::new(endpoints::Endpoints::default()));
+        let cluster = config.cluster;
         let service = Service::bind("global-mgr", &config.listen, me, &ACCEPTS, move |_, _| Conn {
             registry: for_conns.clone(),
             endpoints: endpoints.clone(),
+            cluster,
         })?;
         Ok(GlobalMgr { service, registry })
     }
@@ -121,7 +130,12 @@ impl GlobalMgr {
 struct Conn {
     registry: Arc<Mutex<registry::Registry>>,
     endpoints: Arc<Mutex<endpoints::Endpoints>>,
+    /// The cluster id, presented to storage servers.
+    cluster: u64,
 }
+
+/// How long the GSM waits for a storage server it tells about a vNode.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Conn {
     fn serve(&self, body: &[u8]) -> GlobalReply {
@@ -146,15 +160,36 @@ impl Conn {
                 }
             }
             GlobalRequest::List => GlobalReply::Components(reg.list()),
-            GlobalRequest::CreateVnode { name, vip, mem_bytes, excache_bytes } => {
-                match reg.create_vnode(&name, vip, mem_bytes, excache_bytes) {
-                    Ok(v) => GlobalReply::Vnode(v),
-                    Err(e) => GlobalReply::Failed(e.to_string()),
+            GlobalRequest::CreateVnode { name, vip, mem_bytes, excache_bytes, settings } => {
+                let v = match reg.create_vnode(&name, vip, mem_bytes, excache_bytes, settings) {
+                    Ok(v) => v,
+                    Err(e) => return GlobalReply::Failed(e.to_string()),
+                };
+                drop(reg);
+                // A vNode its storage server refuses is not created: the user sees why and may
+                // try again.
+                if let Err(e) = self.mount(&v) {
+                    let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(undo) = reg.remove_vnode(&v.name) {
+                        tracing::error!(vnode = %v.name, "removing the vNode its storage server refused: {undo}");
+                    }
+                    return GlobalReply::Failed(format!("vNode {name} not created: {e}"));
                 }
+                GlobalReply::Vnode(v)
             }
             GlobalRequest::ListVnodes => GlobalReply::Vnodes(reg.vnodes()),
             GlobalRequest::Place { vnode } => match reg.place(&vnode) {
-                Ok(p) => GlobalReply::Placement(p),
+                Ok(p) => {
+                    drop(reg);
+                    // A run that keeps its files elsewhere (`--root`) needs no storage server:
+                    // the placement stands, and a run that does use the mount meets the storage
+                    // server's own error (unreachable, or a vNode it does not know). The GSM
+                    // tries again at the next placement.
+                    if let Err(e) = self.mount(&p.vnode) {
+                        tracing::warn!(%vnode, "telling the storage server about the vNode: {e}");
+                    }
+                    GlobalReply::Placement(p)
+                }
                 Err(e) => GlobalReply::Failed(e.to_string()),
             },
             GlobalRequest::ChoosePcomp => GlobalReply::Pcomp(reg.choose_pcomp()),
@@ -185,6 +220,20 @@ impl Conn {
             GlobalRequest::ReverseEndpoint { proto, host } => GlobalReply::EndpointOf(self.endpoints().reverse(proto, &host)),
             GlobalRequest::Endpoints => GlobalReply::Endpoints(self.endpoints().list()),
         }
+    }
+
+    /// GSM: tells `v`'s storage server about it (its mount and quota), unless it was told since
+    /// the manager started; called without the registry's lock, which other requests need
+    /// while the storage server answers.
+    fn mount(&self, v: &lego_proto::global::VnodeInfo) -> Result<(), lego_proto::storage::MountError> {
+        let reg = || self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(storage) = v.storage.as_deref().filter(|_| reg().unmounted(v)) else { return Ok(()) };
+        let me = Hello::new(ComponentKind::Global, self.cluster);
+        let quota = lego_proto::storage::QuotaChange::Set(v.settings.disk_quota);
+        lego_proto::storage::mount(storage, me, &v.name, quota, MOUNT_TIMEOUT)?;
+        tracing::info!(vnode = %v.name, %storage, quota = ?v.settings.disk_quota, "storage server told about the vNode");
+        reg().mounted(v);
+        Ok(())
     }
 
     fn endpoints(&self) -> std::sync::MutexGuard<'_, endpoints::Endpoints> {

@@ -3,20 +3,20 @@
 //! (persisted); and the running processes' last reports (in memory: a process lives no longer
 //! than the manager's view of it matters).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use std::net::Ipv4Addr;
 
-use lego_proto::global::{ComponentInfo, Load, Placement, ProcessReport, Role, VnodeInfo, PROCESS_REPORT_INTERVAL};
+use lego_proto::global::{ComponentInfo, Load, Placement, ProcessReport, Role, VnodeInfo, VnodeSettings, PROCESS_REPORT_INTERVAL};
 
-use crate::placement;
+use crate::{placement, vnode_record};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// id -> bincode of [`Known`].
 const COMPONENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("components");
-/// vNode name -> bincode of [`VnodeInfo`].
+/// vNode name -> a versioned vNode record ([`vnode_record`]).
 const VNODES: TableDefinition<&str, &[u8]> = TableDefinition::new("vnodes");
 /// Counters that only grow ("vnode_id": the last vNode id given out).
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -60,6 +60,9 @@ pub struct Registry {
     db: Database,
     components: BTreeMap<u64, Component>,
     vnodes: BTreeMap<String, VnodeInfo>,
+    /// (vNode, storage server, quota) told to that storage server since the registry opened
+    /// (see [`Registry::unmounted`]).
+    mounted: BTreeSet<(String, String, Option<u64>)>,
     /// (pComponent, pid) -> last report and when it came.
     /// By pComponent, VMM host pid and process id in the vNode.
     processes: BTreeMap<(String, u32, i32), (ProcessReport, Instant)>,
@@ -87,6 +90,7 @@ impl Registry {
         txn.open_table(COUNTERS).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         let (mut components, mut vnodes) = (BTreeMap::new(), BTreeMap::new());
+        let mut older = Vec::new();
         {
             let txn = db.begin_read().map_err(store_err)?;
             let table = txn.open_table(COMPONENTS).map_err(store_err)?;
@@ -99,12 +103,36 @@ impl Registry {
             let table = txn.open_table(VNODES).map_err(store_err)?;
             for item in table.iter().map_err(store_err)? {
                 let (name, v) = item.map_err(store_err)?;
-                let info: VnodeInfo =
-                    lego_proto::mm::decode(v.value()).map_err(|_| RegistryError::Corrupt(format!("vNode {}", name.value())))?;
+                let (info, version) = vnode_record::decode(v.value())
+                    .map_err(|e| RegistryError::Corrupt(format!("vNode {}: {e}", name.value())))?;
+                if version < vnode_record::CURRENT {
+                    older.push(info.clone());
+                }
                 vnodes.insert(name.value().to_string(), info);
             }
         }
-        Ok(Registry { db, components, vnodes, processes: BTreeMap::new(), interval, heartbeats: 0, registrations: 0 })
+        if !older.is_empty() {
+            // Rewritten in the current version at once, so the table holds one version only.
+            tracing::info!(count = older.len(), version = vnode_record::CURRENT, "migrating vNode records");
+            let txn = db.begin_write().map_err(store_err)?;
+            {
+                let mut table = txn.open_table(VNODES).map_err(store_err)?;
+                for info in &older {
+                    table.insert(info.name.as_str(), vnode_record::encode(info).as_slice()).map_err(store_err)?;
+                }
+            }
+            txn.commit().map_err(store_err)?;
+        }
+        Ok(Registry {
+            db,
+            components,
+            vnodes,
+            mounted: BTreeSet::new(),
+            processes: BTreeMap::new(),
+            interval,
+            heartbeats: 0,
+            registrations: 0,
+        })
     }
 
     /// Registers a component, or finds it again by role and address; returns its id.
@@ -142,10 +170,32 @@ impl Registry {
     }
 
     /// Creates a vNode with a new id and the given or the first free virtual IP.
-    pub fn create_vnode(&mut self, name: &str, vip: Option<[u8; 4]>, mem_bytes: u64, excache_bytes: u64) -> Result<VnodeInfo, RegistryError> {
+    pub fn create_vnode(
+        &mut self,
+        name: &str,
+        vip: Option<[u8; 4]>,
+        mem_bytes: u64,
+        excache_bytes: u64,
+        settings: VnodeSettings,
+    ) -> Result<VnodeInfo, RegistryError> {
         let refuse = |m: String| Err(RegistryError::Vnode(m));
         if lego_proto::storage::check_vnode(name).is_err() {
             return refuse(format!("vNode name {name:?} must be 1-64 bytes of [A-Za-z0-9._-]"));
+        }
+        if !(1..=2).contains(&settings.replicas) {
+            return refuse(format!("replicas must be 1 or 2, not {}", settings.replicas));
+        }
+        if settings.disk_quota == Some(0) {
+            return refuse("a disk quota of 0 bytes leaves no room for any file".into());
+        }
+        let mut host_ports = BTreeSet::new();
+        for p in &settings.publish {
+            if p.host_port == 0 || p.vport == 0 {
+                return refuse(format!("published port {p}: ports are 1-65535"));
+            }
+            if !host_ports.insert(p.host_port) {
+                return refuse(format!("host port {} is published twice", p.host_port));
+            }
         }
         if self.vnodes.contains_key(name) {
             return refuse(format!("vNode {name} exists"));
@@ -167,8 +217,8 @@ impl Registry {
             counters.insert("vnode_id", id).map_err(store_err)?;
             id
         };
-        let info = VnodeInfo { id, name: name.to_string(), vip, storage, mem_bytes, excache_bytes };
-        txn.open_table(VNODES).map_err(store_err)?.insert(name, lego_proto::mm::encode(&info).as_slice()).map_err(store_err)?;
+        let info = VnodeInfo { id, name: name.to_string(), vip, storage, mem_bytes, excache_bytes, settings };
+        txn.open_table(VNODES).map_err(store_err)?.insert(name, vnode_record::encode(&info).as_slice()).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         self.vnodes.insert(name.to_string(), info.clone());
         Ok(info)
@@ -176,7 +226,7 @@ impl Registry {
 
     fn save_vnode(&mut self, info: VnodeInfo) -> Result<(), RegistryError> {
         let txn = self.db.begin_write().map_err(store_err)?;
-        txn.open_table(VNODES).map_err(store_err)?.insert(info.name.as_str(), lego_proto::mm::encode(&info).as_slice()).map_err(store_err)?;
+        txn.open_table(VNODES).map_err(store_err)?.insert(info.name.as_str(), vnode_record::encode(&info).as_slice()).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         self.vnodes.insert(info.name.clone(), info);
         Ok(())
@@ -195,6 +245,20 @@ impl Registry {
         }
         let cache = info.storage.as_deref().and_then(|s| placement::cache(&components, s, vnode));
         Ok(Placement { mem_servers: placement::mem_servers(&components), cache, vnode: info })
+    }
+
+    /// Whether the GSM must tell `v`'s storage server about it (its mount and quota) before
+    /// a process uses its files: not yet told since the registry opened. Telling again after a
+    /// restart of either side is harmless (the storage server keeps its mounts in its index).
+    pub fn unmounted(&self, v: &VnodeInfo) -> bool {
+        v.storage.as_ref().is_some_and(|s| !self.mounted.contains(&(v.name.clone(), s.clone(), v.settings.disk_quota)))
+    }
+
+    /// Records that `v`'s storage server was told about it.
+    pub fn mounted(&mut self, v: &VnodeInfo) {
+        if let Some(s) = &v.storage {
+            self.mounted.insert((v.name.clone(), s.clone(), v.settings.disk_quota));
+        }
     }
 
     /// GPM: the pComponent for a new process, the one that is up with the fewest threads. Its
@@ -245,6 +309,7 @@ impl Registry {
         txn.open_table(VNODES).map_err(store_err)?.remove(name).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         self.vnodes.remove(name);
+        self.mounted.retain(|(v, _, _)| v != name);
         Ok(())
     }
 
@@ -308,20 +373,72 @@ mod tests {
     fn vnodes_get_unique_ids_and_vips_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
-        let a = r.create_vnode("a", None, 1 << 30, 1 << 26).unwrap();
-        let b = r.create_vnode("b", Some([10, 0, 0, 9]), 1 << 30, 1 << 26).unwrap();
+        let a = r.create_vnode("a", None, 1 << 30, 1 << 26, VnodeSettings::default()).unwrap();
+        let b = r.create_vnode("b", Some([10, 0, 0, 9]), 1 << 30, 1 << 26, VnodeSettings::default()).unwrap();
         assert_eq!(a.vip, [10, 77, 0, 1]);
-        assert!(r.create_vnode("a", None, 1, 1).is_err(), "duplicate name");
-        assert!(r.create_vnode("c", Some([10, 0, 0, 9]), 1, 1).is_err(), "duplicate VIP");
-        assert!(r.create_vnode("../x", None, 1, 1).is_err(), "bad name");
+        assert!(r.create_vnode("a", None, 1, 1, VnodeSettings::default()).is_err(), "duplicate name");
+        assert!(r.create_vnode("c", Some([10, 0, 0, 9]), 1, 1, VnodeSettings::default()).is_err(), "duplicate VIP");
+        assert!(r.create_vnode("../x", None, 1, 1, VnodeSettings::default()).is_err(), "bad name");
         r.remove_vnode("a").unwrap();
         assert!(r.remove_vnode("a").is_err());
         drop(r);
         let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
         assert_eq!(r.vnodes(), vec![b.clone()]);
-        let c = r.create_vnode("c", None, 1, 1).unwrap();
+        let c = r.create_vnode("c", None, 1, 1, VnodeSettings::default()).unwrap();
         assert!(c.id > b.id, "ids are never reused");
         assert_eq!(c.vip, [10, 77, 0, 1], "a removed vNode's VIP is free again");
+    }
+
+    #[test]
+    fn settings_are_checked_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let port = |host_port, vport| lego_proto::global::PublishedPort { host_port, vport };
+        let bad = [
+            VnodeSettings { replicas: 3, ..VnodeSettings::default() },
+            VnodeSettings { disk_quota: Some(0), ..VnodeSettings::default() },
+            VnodeSettings { publish: vec![port(8080, 80), port(8080, 81)], ..VnodeSettings::default() },
+            VnodeSettings { publish: vec![port(0, 80)], ..VnodeSettings::default() },
+        ];
+        for s in bad {
+            assert!(r.create_vnode("x", None, 1, 1, s.clone()).is_err(), "{s:?}");
+        }
+        let s = VnodeSettings { disk_quota: Some(1 << 20), replicas: 2, publish: vec![port(8080, 80)], egress: true };
+        let v = r.create_vnode("x", None, 1, 1, s.clone()).unwrap();
+        drop(r);
+        let r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        assert_eq!(r.vnodes(), vec![v.clone()]);
+        assert_eq!(r.vnodes()[0].settings, s);
+        assert!(!r.unmounted(&v), "no storage server yet: nothing to tell");
+    }
+
+    /// A registry written by the builds before vNode settings (a version 1 record) opens, the
+    /// vNode keeps everything it had and gets the default settings, and its record is rewritten
+    /// in the current version.
+    #[test]
+    fn a_version_1_vnode_record_loads_and_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("registry.redb")).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(VNODES).unwrap().insert("demo", vnode_record::tests::v1_bytes().as_slice()).unwrap();
+            txn.open_table(COUNTERS).unwrap().insert("vnode_id", 3).unwrap();
+            txn.commit().unwrap();
+        }
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let v = r.vnodes().remove(0);
+        assert_eq!((v.id, v.name.as_str(), v.vip, v.storage.as_deref()), (3, "demo", [10, 77, 0, 3], Some("127.0.0.1:7080")));
+        assert_eq!((v.mem_bytes, v.excache_bytes, &v.settings), (1 << 30, 1 << 26, &VnodeSettings::default()));
+        assert!(r.unmounted(&v), "its storage server is told once the manager runs");
+        r.mounted(&v);
+        assert!(!r.unmounted(&v));
+        let next = r.create_vnode("next", None, 1, 1, VnodeSettings::default()).unwrap();
+        assert_eq!((next.id, next.vip), (4, [10, 77, 0, 1]));
+        drop(r);
+        let db = Database::create(dir.path().join("registry.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let stored = txn.open_table(VNODES).unwrap().get("demo").unwrap().unwrap().value().to_vec();
+        assert_eq!(vnode_record::decode(&stored).unwrap(), (v, vnode_record::CURRENT), "rewritten in the current version");
     }
 
     fn report(pcomp: &str, pid: u32, exited: bool) -> ProcessReport {

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use lego_proto::storage::{errno, now_ns, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lru::LruCache;
 
+use crate::space::Space;
+
 /// Bytes per cached page.
 pub const PAGE: u64 = 4096;
 /// The smallest cache: two requests of the largest size (and their read-ahead).
@@ -122,6 +124,8 @@ pub struct BufferCache {
     /// Pages held by every cache sharing this budget (this one included).
     total: Arc<AtomicUsize>,
     counters: Arc<CacheCounters>,
+    /// The vNodes' space, for their quotas (shared by the caches of one mem-server).
+    space: Arc<Space>,
 }
 
 /// Pages a cache may always keep, whatever the others sharing its budget hold: those of the
@@ -132,14 +136,15 @@ impl BufferCache {
     /// A cache of at most `capacity_bytes`, and at least [`MIN_CAPACITY`] so that the pages of
     /// the largest request fit at once.
     pub fn new(capacity_bytes: u64) -> BufferCache {
-        BufferCache::sharing(capacity_bytes, Arc::new(AtomicUsize::new(0)))
+        BufferCache::sharing(capacity_bytes, Arc::new(AtomicUsize::new(0)), Arc::default())
     }
 
     /// One of several caches that hold at most `capacity_bytes` together, counting their pages
     /// in `total`: when the total is over, the cache that inserts evicts its own least recently
     /// used pages, down to [`MIN_CAPACITY`] (so the caches together may exceed `capacity_bytes`
-    /// by at most that much each).
-    pub fn sharing(capacity_bytes: u64, total: Arc<AtomicUsize>) -> BufferCache {
+    /// by at most that much each). They charge the vNodes' writes to `space` (see
+    /// [`crate::space`]).
+    pub fn sharing(capacity_bytes: u64, total: Arc<AtomicUsize>, space: Arc<Space>) -> BufferCache {
         let capacity = capacity_bytes.max(MIN_CAPACITY) / PAGE;
         BufferCache {
             pages: LruCache::unbounded(),
@@ -149,6 +154,7 @@ impl BufferCache {
             capacity: capacity as usize,
             total,
             counters: Arc::new(CacheCounters { capacity, ..CacheCounters::default() }),
+            space,
         }
     }
 
@@ -189,23 +195,38 @@ impl BufferCache {
                 // A failed write-back is kept for the file's next fsync or close.
                 let _ = self.write_back_file(&k, storage);
                 self.forget(&k);
+                self.space.stale(&req.vnode);
                 forward(&req, storage)
             }
             StorageOp::Unlink { path } => forward(&req, storage).inspect(|_| {
                 let k = key(path);
                 self.forget(&k);
                 self.errors.remove(&k);
+                self.space.stale(&req.vnode);
             }),
             StorageOp::Rename { from, to } => self.rename(&req, from, to, storage),
+            StorageOp::Symlink { .. } => {
+                self.space.stale(&req.vnode);
+                forward(&req, storage)
+            }
+            // Cached writes not written back yet count as used, as they do against the quota.
+            StorageOp::StatFs => forward(&req, storage).map(|r| match r {
+                StorageReply::FsStat(mut s) => {
+                    let pending = self.space.pending(&req.vnode);
+                    s.used_bytes += pending;
+                    s.free_bytes = s.free_bytes.saturating_sub(pending);
+                    StorageReply::FsStat(s)
+                }
+                other => other,
+            }),
             StorageOp::Create { .. }
             | StorageOp::Mkdir { .. }
             | StorageOp::Rmdir { .. }
             | StorageOp::Readdir { .. }
-            | StorageOp::StatFs
             // Names only: nothing the cache holds changes.
             | StorageOp::Resolve { .. }
-            | StorageOp::Symlink { .. }
-            | StorageOp::Readlink { .. } => forward(&req, storage),
+            | StorageOp::Readlink { .. }
+            | StorageOp::Mount { .. } => forward(&req, storage),
         };
         self.forget_lost();
         result.unwrap_or_else(StorageReply::Error)
@@ -286,6 +307,10 @@ impl BufferCache {
         }
         let end = offset.checked_add(data.len() as u64).filter(|&e| e <= i64::MAX as u64).ok_or(errno::EFBIG)?;
         let size = self.size(key, storage)?;
+        let growth = end.saturating_sub(size);
+        if growth > 0 && !data.is_empty() {
+            self.charge(&key.0, growth, storage)?;
+        }
         // The new size first: a page of this write evicted before the write ends is clipped to it.
         let attr = {
             let f = self.files.get_mut(key).ok_or(errno::EIO)?;
@@ -318,6 +343,18 @@ impl BufferCache {
             }
         }
         Ok(StorageReply::Attr(attr))
+    }
+
+    /// Charges `growth` bytes of a write to the vNode's quota (`ENOSPC` if they do not fit),
+    /// asking storage for its quota and use first if the cache does not know them.
+    fn charge(&mut self, vnode: &str, growth: u64, storage: &mut dyn Backing) -> Result<(), i32> {
+        if self.space.needs_refresh(vnode) {
+            match forward(&StorageRequest { vnode: vnode.to_string(), op: StorageOp::StatFs }, storage)? {
+                StorageReply::FsStat(s) => self.space.refresh(vnode, s.quota_bytes, s.used_bytes),
+                _ => return Err(errno::EIO),
+            }
+        }
+        self.space.charge(vnode, growth)
     }
 
     fn stat(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<StorageReply, i32> {
@@ -366,6 +403,8 @@ impl BufferCache {
 
     fn rename(&mut self, req: &StorageRequest, from: &[u8], to: &[u8], storage: &mut dyn Backing) -> Result<StorageReply, i32> {
         self.release(&req.vnode, from, to, storage);
+        // A rename over a file frees its space.
+        self.space.stale(&req.vnode);
         let reply = forward(req, storage)?;
         for (k, e) in renamed_errors(self.take_errors(&req.vnode, from, to), from, to) {
             self.errors.insert(k, e);
@@ -504,7 +543,9 @@ impl BufferCache {
         match (result, self.files.get_mut(file)) {
             (Ok(_), Some(f)) => {
                 f.unsynced.get_or_insert(storage.generation());
-                f.stored = f.stored.max(start + n as u64);
+                let grown = (start + n as u64).saturating_sub(f.stored);
+                f.stored += grown;
+                self.space.written(&file.0, grown);
             }
             (Ok(_), None) => {}
             (Err(e), _) => {
@@ -554,6 +595,7 @@ impl BufferCache {
             let req = StorageRequest { vnode: key.0.clone(), op: StorageOp::Truncate { path: key.1.clone(), len: size } };
             forward(&req, storage)?;
             if let Some(f) = self.files.get_mut(key) {
+                self.space.written(&key.0, size - f.stored);
                 f.stored = size;
             }
         }
@@ -563,6 +605,7 @@ impl BufferCache {
     /// Drops everything cached of a file, dirty or not.
     fn forget(&mut self, key: &FileKey) {
         if let Some(f) = self.files.remove(key) {
+            self.space.dropped(&key.0, f.attr.size.saturating_sub(f.stored));
             for idx in f.pages {
                 if self.pages.pop(&(key.clone(), idx)).is_some() {
                     self.total.fetch_sub(1, Ordering::Relaxed);
@@ -602,7 +645,7 @@ pub fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<Storag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lego_proto::storage::FileKind;
+    use lego_proto::storage::{FileKind, FsStat};
     use proptest::prelude::*;
 
     /// A storage server in memory: files only (enough for the cache), counting what it is asked.
@@ -614,6 +657,7 @@ mod tests {
         fsyncs: u64,
         down: bool,
         generation: u64,
+        quota: Option<u64>,
     }
 
     impl Backing for Disk {
@@ -671,13 +715,19 @@ mod tests {
                     StorageReply::Done
                 }
                 StorageOp::SetAttr { path, .. } => self.files.get(path).map_or(missing, |f| StorageReply::Attr(attr(f))),
+                StorageOp::StatFs => {
+                    let used = self.files.values().map(|f| f.len() as u64).sum();
+                    let capacity_bytes = self.quota.unwrap_or(u64::MAX);
+                    let free_bytes = capacity_bytes - used;
+                    StorageReply::FsStat(FsStat { capacity_bytes, free_bytes, used_bytes: used, files: 0, quota_bytes: self.quota })
+                }
                 StorageOp::Mkdir { .. }
                 | StorageOp::Rmdir { .. }
                 | StorageOp::Readdir { .. }
-                | StorageOp::StatFs
                 | StorageOp::Resolve { .. }
                 | StorageOp::Symlink { .. }
-                | StorageOp::Readlink { .. } => {
+                | StorageOp::Readlink { .. }
+                | StorageOp::Mount { .. } => {
                     StorageReply::Error(errno::EINVAL)
                 }
             })
@@ -732,7 +782,7 @@ mod tests {
         d.files.insert(p("/small"), vec![9; MIN_CAPACITY as usize]);
         let total = Arc::new(AtomicUsize::new(0));
         let cap = 3 * MIN_CAPACITY;
-        let (mut a, mut b) = (BufferCache::sharing(cap, total.clone()), BufferCache::sharing(cap, total.clone()));
+        let (mut a, mut b) = (BufferCache::sharing(cap, total.clone(), Arc::default()), BufferCache::sharing(cap, total.clone(), Arc::default()));
         for off in (0..MIN_CAPACITY).step_by(MAX_IO) {
             read(&mut b, &mut d, "/small", off, MAX_IO as u32);
         }
@@ -884,6 +934,35 @@ mod tests {
         assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Error(errno::EIO));
         write(&mut c, &mut d, "/f", 0, b"again");
         assert_eq!(c.serve(req(StorageOp::Fsync { path: p("/f") }), &mut d), StorageReply::Done, "a fresh write-back and fsync");
+    }
+
+    /// A write that would take the vNode past its quota is refused when it is made, before
+    /// anything is cached; what was written before reaches storage intact; freed space is
+    /// found again.
+    #[test]
+    fn writes_past_the_quota_fail_at_once() {
+        let mut c = BufferCache::new(MIN_CAPACITY);
+        let mut d = Disk { quota: Some(3 * PAGE), ..Disk::default() };
+        d.files.insert(p("/old"), vec![1; PAGE as usize]);
+        create(&mut c, &mut d, "/f");
+        assert!(matches!(write(&mut c, &mut d, "/f", 0, &[2; PAGE as usize]), StorageReply::Attr(_)));
+        assert_eq!(write(&mut c, &mut d, "/f", PAGE, &[3; PAGE as usize + 1]), StorageReply::Error(errno::ENOSPC));
+        assert!(matches!(write(&mut c, &mut d, "/f", PAGE, &[3; PAGE as usize]), StorageReply::Attr(_)), "exactly full");
+        assert_eq!(write(&mut c, &mut d, "/f", 2 * PAGE, &[4]), StorageReply::Error(errno::ENOSPC));
+        assert!(matches!(write(&mut c, &mut d, "/f", 10, &[5; 10]), StorageReply::Attr(_)), "overwrites need no room");
+        assert_eq!(size(&mut c, &mut d, "/f"), 2 * PAGE);
+        assert_eq!(fsync(&mut c, &mut d, "/f"), StorageReply::Done);
+        let mut want = vec![2u8; PAGE as usize];
+        want[10..20].fill(5);
+        want.extend_from_slice(&[3; PAGE as usize]);
+        assert_eq!(d.files[&p("/f")], want);
+        assert_eq!(c.serve(req(StorageOp::Unlink { path: p("/old") }), &mut d), StorageReply::Done);
+        assert!(matches!(write(&mut c, &mut d, "/f", 2 * PAGE, &[4; PAGE as usize]), StorageReply::Attr(_)), "room again");
+    }
+
+    fn create(c: &mut BufferCache, d: &mut Disk, path: &str) {
+        let r = c.serve(req(StorageOp::Create { path: p(path), mode: 0o644, exclusive: true, truncate: false }), d);
+        assert!(matches!(r, StorageReply::Attr(_)), "{r:?}");
     }
 
     #[test]

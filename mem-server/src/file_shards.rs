@@ -19,6 +19,7 @@ use lego_proto::storage::{StorageOp, StorageReply, StorageRequest};
 
 use crate::buffer_cache::{forward, renamed_errors, BufferCache, CacheCounters, CacheFigures, FileKey, MIN_CAPACITY};
 use crate::lock;
+use crate::space::Space;
 use crate::storage_link::StorageLink;
 
 /// Most shards.
@@ -78,9 +79,10 @@ impl FileShards {
     pub(crate) fn new(bytes: u64, storage: Option<String>, cluster: u64) -> FileShards {
         let n = (bytes / MIN_CAPACITY).clamp(1, MAX_SHARDS);
         let total = Arc::new(AtomicUsize::new(0));
+        let space = Arc::new(Space::default());
         let shards: Vec<Shard> = (0..n)
             .map(|_| Shard {
-                state: Mutex::new((BufferCache::sharing(bytes, total.clone()), StorageLink::new(storage.clone(), cluster))),
+                state: Mutex::new((BufferCache::sharing(bytes, total.clone(), space.clone()), StorageLink::new(storage.clone(), cluster))),
                 slow: AtomicBool::new(false),
             })
             .collect();

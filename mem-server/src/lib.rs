@@ -25,6 +25,7 @@ use lego_proto::rdma::select::TransportChoice;
 use lego_proto::service::Service;
 
 pub mod buffer_cache;
+pub mod space;
 mod file_shards;
 mod gmm;
 pub mod home;

@@ -60,8 +60,9 @@ pub enum GlobalRequest {
     Heartbeat { id: u64, load: Load },
     /// The registry, for `lego ps`.
     List,
-    /// Creates a vNode; with no `vip`, the manager assigns a free one in 10.77.0.0/16.
-    CreateVnode { name: String, vip: Option<[u8; 4]>, mem_bytes: u64, excache_bytes: u64 },
+    /// Creates a vNode; with no `vip`, the manager assigns a free one in 10.77.0.0/16. The GSM
+    /// tells the vNode's storage server about it (and its quota) before answering.
+    CreateVnode { name: String, vip: Option<[u8; 4]>, mem_bytes: u64, excache_bytes: u64, settings: VnodeSettings },
     /// Every vNode, in id order.
     ListVnodes,
     /// Removes a vNode (its storage mount is left in place on the storage servers).
@@ -221,6 +222,60 @@ pub struct Placement {
     pub cache: Option<String>,
 }
 
+/// A port of a vNode published on the host its process runs on (`--publish HOSTPORT:VPORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// The port on the pComponent host.
+    pub host_port: u16,
+    /// The vNode's TCP port.
+    pub vport: u16,
+}
+
+/// Why a `--publish` value is not one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not HOSTPORT:VPORT (two port numbers)")]
+pub struct BadPublish(String);
+
+impl std::str::FromStr for PublishedPort {
+    type Err = BadPublish;
+    fn from_str(s: &str) -> Result<PublishedPort, BadPublish> {
+        let bad = || BadPublish(s.to_string());
+        let (h, v) = s.split_once(':').ok_or_else(bad)?;
+        let host_port = h.parse().map_err(|_| bad())?;
+        let vport = v.parse().map_err(|_| bad())?;
+        if host_port == 0 || vport == 0 {
+            return Err(bad());
+        }
+        Ok(PublishedPort { host_port, vport })
+    }
+}
+
+impl std::fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host_port, self.vport)
+    }
+}
+
+/// What a vNode's processes get unless `lego run` says otherwise, and its disk quota; set by
+/// `lego vnode create` and stored with the vNode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VnodeSettings {
+    /// Most bytes of file data its storage mount may hold (`None`: no limit but the disk's).
+    pub disk_quota: Option<u64>,
+    /// Copies of its processes' memory (1 or 2, `--replicas`).
+    pub replicas: u8,
+    /// Ports published on the host of each of its processes (`--publish`).
+    pub publish: Vec<PublishedPort>,
+    /// Addresses outside the virtual IP space are reachable (`--egress`).
+    pub egress: bool,
+}
+
+impl Default for VnodeSettings {
+    fn default() -> VnodeSettings {
+        VnodeSettings { disk_quota: None, replicas: 1, publish: Vec::new(), egress: false }
+    }
+}
+
 /// A vNode (LegoOS §4.1): a named machine of its own, with a unique id and virtual IP.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VnodeInfo {
@@ -237,6 +292,8 @@ pub struct VnodeInfo {
     pub mem_bytes: u64,
     /// ExCache of its processes.
     pub excache_bytes: u64,
+    /// Its quota and its processes' defaults.
+    pub settings: VnodeSettings,
 }
 
 /// One registered component, as `lego ps` shows it.

@@ -46,6 +46,9 @@ pub mod errno {
     pub const ENOTEMPTY: i32 = 39;
     /// Too many levels of symbolic links.
     pub const ELOOP: i32 = 40;
+    /// No such device: the storage server has not been told about the vNode (see
+    /// [`super::StorageOp::Mount`]); its files are refused.
+    pub const ENOVNODE: i32 = 19;
 }
 
 /// One request: which vNode's mount, and what to do there.
@@ -109,6 +112,21 @@ pub enum StorageOp {
     /// The text of the symbolic link at `path` ([`StorageReply::Data`]); `EINVAL` for anything
     /// else.
     Readlink { path: Vec<u8> },
+    /// Tells the storage server about the vNode (the GSM when the vNode is created or placed;
+    /// `lego run` or `lego image push` for a vNode they name a storage server for): its mount
+    /// is made if new, and its quota set or kept. Answered with [`StorageReply::Done`];
+    /// requests for a vNode never mounted are refused with [`errno::ENOVNODE`].
+    Mount { quota: QuotaChange },
+}
+
+/// What a [`StorageOp::Mount`] does to the vNode's quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaChange {
+    /// Keeps it (none for a new mount): a mount by a client that does not know the quota.
+    Keep,
+    /// Sets it: most bytes of file data (sizes of its files and symlinks), `None` for no limit
+    /// but the disk's. A quota below the vNode's use only stops it from growing.
+    Set(Option<u64>),
 }
 
 impl StorageOp {
@@ -130,7 +148,7 @@ impl StorageOp {
             | StorageOp::Symlink { path, .. }
             | StorageOp::Readlink { path }
             | StorageOp::Resolve { path, .. } => Some(path),
-            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs => None,
+            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Mount { .. } => None,
         }
     }
 }
@@ -138,14 +156,17 @@ impl StorageOp {
 /// The space of a vNode's mount, as `statfs` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsStat {
-    /// Bytes the mount may hold: the storage disk's size.
+    /// Bytes the mount may hold: its quota, or else the storage disk's size.
     pub capacity_bytes: u64,
-    /// Bytes still free for it: the storage disk's free bytes.
+    /// Bytes still free for it: what its quota leaves (at most the disk's free bytes), or else
+    /// the storage disk's free bytes.
     pub free_bytes: u64,
     /// Bytes of the vNode's files (their sizes).
     pub used_bytes: u64,
     /// Files and directories of the vNode.
     pub files: u64,
+    /// The vNode's quota, if it has one (bytes of file data).
+    pub quota_bytes: Option<u64>,
 }
 
 /// What kind of object a path names.
@@ -244,6 +265,42 @@ mod bytes {
 /// Sends `req` straight to a storage server over `conn` and decodes the answer.
 pub fn call(conn: &mut dyn crate::transport::Transport, req: &StorageRequest) -> Result<StorageReply, crate::ProtoError> {
     conn.call(0, &crate::mm::encode(req)).and_then(|body| crate::mm::decode(&body))
+}
+
+/// Why a storage server was not told about a vNode ([`mount`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// It could not be reached, or did not speak the protocol.
+    #[error("storage server {addr}: {source}")]
+    Unreachable {
+        /// The storage server.
+        addr: String,
+        /// Why.
+        #[source]
+        source: crate::ProtoError,
+    },
+    /// It answered with an error.
+    #[error("storage server {addr} refused to mount vNode {vnode}: errno {errno}")]
+    Refused {
+        /// The storage server.
+        addr: String,
+        /// The vNode.
+        vnode: String,
+        /// Its answer.
+        errno: i32,
+    },
+}
+
+/// Tells the storage server at `addr` about `vnode` and its quota ([`StorageOp::Mount`]),
+/// introducing this side as `me`.
+pub fn mount(addr: &str, me: crate::handshake::Hello, vnode: &str, quota: QuotaChange, timeout: std::time::Duration) -> Result<(), MountError> {
+    let unreachable = |source| MountError::Unreachable { addr: addr.to_string(), source };
+    let mut conn = crate::transport::TcpTransport::connect(addr, me, timeout).map_err(unreachable)?;
+    match call(&mut conn, &StorageRequest { vnode: vnode.to_string(), op: StorageOp::Mount { quota } }).map_err(unreachable)? {
+        StorageReply::Done => Ok(()),
+        StorageReply::Error(errno) => Err(MountError::Refused { addr: addr.to_string(), vnode: vnode.to_string(), errno }),
+        other => Err(unreachable(crate::ProtoError::Malformed(format!("unexpected answer to a mount: {other:?}")))),
+    }
 }
 
 /// The current time in nanoseconds since the epoch, as [`FileAttr`] times are kept.

@@ -16,7 +16,9 @@ use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 use crate::store::Store;
 
 /// Kinds of peers a storage server talks to.
-pub(crate) const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client];
+/// The global manager tells it about vNodes ([`StorageOp::Mount`]).
+pub(crate) const ACCEPTS: [ComponentKind; 4] =
+    [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Global, ComponentKind::Client];
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -26,8 +28,10 @@ pub(crate) struct Shared {
 }
 
 /// Names of the storage operations, for the metrics' `op` label, in the order of [`op_index`].
-pub(crate) const OPS: [&str; 17] =
-    ["stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs", "statfs", "setattr", "resolve", "symlink", "readlink"];
+pub(crate) const OPS: [&str; 18] = [
+    "stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs", "statfs", "setattr",
+    "resolve", "symlink", "readlink", "mount",
+];
 
 fn op_index(op: &StorageOp) -> usize {
     match op {
@@ -48,6 +52,7 @@ fn op_index(op: &StorageOp) -> usize {
         StorageOp::Resolve { .. } => 14,
         StorageOp::Symlink { .. } => 15,
         StorageOp::Readlink { .. } => 16,
+        StorageOp::Mount { .. } => 17,
     }
 }
 

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use lego_proto::storage::{
-    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, FsStat, StorageOp, StorageReply, StorageRequest,
-    MAX_DIRENTS, MAX_IO,
+    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, FsStat, QuotaChange, StorageOp, StorageReply,
+    StorageRequest, MAX_DIRENTS, MAX_IO,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,33 @@ use crate::lock;
 const ENTRIES: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("entries");
 /// vNode -> next id to hand out (inode numbers and readdir cookies).
 const NEXT_ID: TableDefinition<&str, u64> = TableDefinition::new("next_id");
+/// vNode -> its mount record (see [`MountRecord`]): the vNodes this server was told about.
+const MOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mounts");
+
+/// What a storage server keeps of a vNode it was told about ([`StorageOp::Mount`]), in the
+/// `mounts` table as the bincode of `(version, record)`; version 1 is this layout. A vNode whose
+/// files are in the index but that has no record (its mount was made on first use by the builds
+/// before mounts) counts as mounted without a quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct MountRecord {
+    /// Most bytes of file data (sizes of its files and symlinks), if limited.
+    quota: Option<u64>,
+}
+
+impl MountRecord {
+    const VERSION: u16 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        lego_proto::mm::encode(&(MountRecord::VERSION, self))
+    }
+
+    fn decode(b: &[u8]) -> Option<MountRecord> {
+        match lego_proto::mm::decode::<(u16, MountRecord)>(b).ok()? {
+            (MountRecord::VERSION, r) => Some(r),
+            _ => None,
+        }
+    }
+}
 
 /// Device or resource busy (renaming or removing `/`).
 const EBUSY: i32 = 16;
@@ -149,9 +176,41 @@ struct Vnode {
     children: HashMap<Vec<u8>, BTreeMap<u64, Vec<u8>>>,
     /// Next inode number / creation number.
     next_id: u64,
+    /// Its quota, if any.
+    quota: Option<u64>,
+    /// Bytes of its files and symlinks (their sizes), kept by [`Vnode::apply`].
+    used: u64,
+    /// Bytes that writes in progress may add (checked against the quota, not yet in `used`).
+    reserved: u64,
 }
 
 impl Vnode {
+    /// Reserves `growth` bytes for a change in progress: `ENOSPC` if they would take the vNode
+    /// past its quota. The caller gives them back with [`Vnode::release`] once the change is
+    /// applied or failed.
+    fn reserve(&mut self, growth: u64) -> Result<(), i32> {
+        if let Some(q) = self.quota {
+            if self.used.saturating_add(self.reserved).saturating_add(growth) > q {
+                return Err(errno::ENOSPC);
+            }
+        }
+        self.reserved += growth;
+        Ok(())
+    }
+
+    fn release(&mut self, growth: u64) {
+        self.reserved = self.reserved.saturating_sub(growth);
+    }
+
+    /// Bytes an entry takes from the quota.
+    fn charge(e: &Entry) -> u64 {
+        if e.is_dir() {
+            0
+        } else {
+            e.size
+        }
+    }
+
     fn has_children(&self, dir: &[u8]) -> bool {
         self.children.get(dir).is_some_and(|c| !c.is_empty())
     }
@@ -220,6 +279,7 @@ impl Vnode {
     fn apply(&mut self, batch: &Batch) {
         for p in &batch.dels {
             if let Some(e) = self.entries.remove(p) {
+                self.used = self.used.saturating_sub(Vnode::charge(&e));
                 self.unlink_child(p, &e);
                 if e.is_dir() {
                     self.children.remove(p);
@@ -227,7 +287,9 @@ impl Vnode {
             }
         }
         for (p, e) in &batch.puts {
+            self.used += Vnode::charge(e);
             if let Some(old) = self.entries.insert(p.clone(), *e) {
+                self.used = self.used.saturating_sub(Vnode::charge(&old));
                 self.unlink_child(p, &old);
             }
             if p != b"/" {
@@ -288,6 +350,9 @@ pub struct Store {
     root: PathBuf,
     db: Database,
     vnodes: RwLock<HashMap<String, Arc<Mutex<Vnode>>>>,
+    /// Held by a mount across its index commit, so that mounts apply in the order they commit
+    /// while other requests go on.
+    mounting: Mutex<()>,
     journal: Journal,
     inodes: [Mutex<()>; INODE_STRIPES],
     /// A checkpoint is due (the journal grew past its limit).
@@ -335,6 +400,7 @@ impl Store {
             let txn = db.begin_write().map_err(redb::Error::from)?;
             txn.open_table(ENTRIES).map_err(redb::Error::from)?;
             txn.open_table(NEXT_ID).map_err(redb::Error::from)?;
+            txn.open_table(MOUNTS).map_err(redb::Error::from)?;
             txn.commit().map_err(redb::Error::from)?;
         }
         let (replay, last) = Journal::recover(root)?;
@@ -344,6 +410,7 @@ impl Store {
         }
         let journal = Journal::start(root, last)?;
         let mut vnodes: HashMap<String, Vnode> = HashMap::new();
+        let mut recorded = std::collections::HashSet::new();
         {
             let txn = db.begin_read().map_err(redb::Error::from)?;
             let entries = txn.open_table(ENTRIES).map_err(redb::Error::from)?;
@@ -362,14 +429,33 @@ impl Store {
                 let (k, v) = item.map_err(redb::Error::from)?;
                 vnodes.entry(k.value().to_string()).or_default().next_id = v.value();
             }
+            let mounts = txn.open_table(MOUNTS).map_err(redb::Error::from)?;
+            for item in mounts.iter().map_err(redb::Error::from)? {
+                let (k, v) = item.map_err(redb::Error::from)?;
+                let corrupt = || StoreError::Corrupt { vnode: k.value().to_string(), path: "(mount record)".into() };
+                let record = MountRecord::decode(v.value()).ok_or_else(corrupt)?;
+                if check_vnode(k.value()).is_err() {
+                    return Err(corrupt());
+                }
+                vnodes.entry(k.value().to_string()).or_default().quota = record.quota;
+                recorded.insert(k.value().to_string());
+            }
         }
+        // A mount whose root entry did not reach the journal before a power loss: its root is
+        // made again below, once the journal runs.
+        let mut rootless = Vec::new();
         for (name, v) in vnodes.iter_mut() {
             if !v.entries.contains_key(b"/".as_slice()) {
+                if v.entries.is_empty() && recorded.contains(name) {
+                    rootless.push(name.clone());
+                    continue;
+                }
                 return Err(StoreError::Corrupt { vnode: name.clone(), path: "/".into() });
             }
-            let Vnode { entries, children, next_id } = v;
+            let Vnode { entries, children, next_id, used, .. } = v;
             for (p, e) in entries.iter() {
                 *next_id = (*next_id).max(e.ino.max(e.dseq) + 1);
+                *used += Vnode::charge(e);
                 if p != b"/" {
                     let (dir, n) = split(p);
                     children.entry(dir.to_vec()).or_default().insert(e.dseq, n.to_vec());
@@ -378,14 +464,20 @@ impl Store {
         }
         repair_data(root, &vnodes).map_err(|(path, source)| StoreError::Io { path, source })?;
         let vnodes = vnodes.into_iter().map(|(k, v)| (k, Arc::new(Mutex::new(v)))).collect();
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
             db,
             vnodes: RwLock::new(vnodes),
+            mounting: Mutex::new(()),
             journal,
             inodes: std::array::from_fn(|_| Mutex::new(())),
             due: AtomicBool::new(false),
-        })
+        };
+        for name in rootless {
+            let v = store.vnode(&name).map_err(|_| StoreError::Replay)?;
+            store.make_root(&name, &mut lock(&v)).map_err(|_| StoreError::Replay)?;
+        }
+        Ok(store)
     }
 
     /// Serves one request; never panics on any input.
@@ -425,6 +517,9 @@ impl Store {
 
     fn op(&self, vnode: &str, op: StorageOp) -> Result<StorageReply, i32> {
         check_vnode(vnode)?;
+        if let StorageOp::Mount { quota } = op {
+            return self.mount(vnode, quota);
+        }
         if let StorageOp::Resolve { path, follow } = &op {
             if path.len() > lego_proto::storage::MAX_PATH {
                 return Err(errno::ENAMETOOLONG);
@@ -471,33 +566,67 @@ impl Store {
                 Ok(StorageReply::Data(self.link_target(vnode, &e)?))
             }
             // Answered above.
-            StorageOp::Resolve { .. } => Err(errno::EINVAL),
+            StorageOp::Resolve { .. } | StorageOp::Mount { .. } => Err(errno::EINVAL),
         }
     }
 
-    /// The tables of `vnode`, creating its directory and `/` on its first use.
+    /// The tables of `vnode`: `ENOVNODE` if the server was never told about it (a request
+    /// naming a vNode nobody created, or a typo, gets no mount of its own).
     fn vnode(&self, vnode: &str) -> Result<Arc<Mutex<Vnode>>, i32> {
-        if let Some(v) = self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode) {
-            return Ok(v.clone());
+        match self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode) {
+            Some(v) => Ok(v.clone()),
+            None => {
+                tracing::warn!(vnode, "refused a request for a vNode this storage server was not told about");
+                Err(errno::ENOVNODE)
+            }
         }
-        // The directories first, without the table lock (other vNodes need it; this is a disk
-        // wait, and creating them twice is harmless).
-        let dir = self.root.join("vnodes").join(vnode);
-        std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
-        sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
-        let mut all = self.vnodes.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = all.get(vnode) {
-            return Ok(v.clone());
+    }
+
+    /// `Mount`: makes the vNode's mount if it is new (its directory and `/`), and records its
+    /// quota durably in the index (not the journal, whose records keep their layout); a quota
+    /// below what the vNode holds already only stops it from growing.
+    ///
+    /// The mounts are kept here rather than told again by the GSM after every restart of this
+    /// server, so that a restarted server refuses nothing it knew and needs no manager to serve.
+    fn mount(&self, vnode: &str, change: QuotaChange) -> Result<StorageReply, i32> {
+        let _one_at_a_time = lock(&self.mounting);
+        let known = self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode).cloned();
+        let quota = match (change, &known) {
+            (QuotaChange::Set(q), _) => q,
+            (QuotaChange::Keep, Some(_)) => return Ok(StorageReply::Done),
+            (QuotaChange::Keep, None) => None,
+        };
+        if known.as_ref().is_some_and(|v| lock(v).quota == quota) {
+            return Ok(StorageReply::Done);
         }
-        let mut v = Vnode { next_id: ROOT_INO + 1, ..Vnode::default() };
+        if known.is_none() {
+            // Its directories before its record (creating them twice is harmless).
+            let dir = self.root.join("vnodes").join(vnode);
+            std::fs::create_dir_all(dir.join("data")).map_err(eio)?;
+            sync_dir(&dir).and_then(|()| sync_dir(&self.root.join("vnodes"))).map_err(eio)?;
+        }
+        let mut txn = self.db.begin_write().map_err(eio)?;
+        txn.set_durability(Durability::Immediate).map_err(eio)?;
+        txn.open_table(MOUNTS).map_err(eio)?.insert(vnode, MountRecord { quota }.encode().as_slice()).map_err(eio)?;
+        txn.commit().map_err(eio)?;
+        match known {
+            Some(v) => lock(&v).quota = quota,
+            None => {
+                let mut v = Vnode { quota, ..Vnode::default() };
+                self.make_root(vnode, &mut v)?;
+                self.vnodes.write().unwrap_or_else(|p| p.into_inner()).insert(vnode.to_string(), Arc::new(Mutex::new(v)));
+                tracing::info!(vnode, ?quota, "new vNode");
+            }
+        }
+        Ok(StorageReply::Done)
+    }
+
+    /// Journals and applies the `/` of a new mount.
+    fn make_root(&self, vnode: &str, v: &mut Vnode) -> Result<(), i32> {
         let now = now_ns();
         let root = Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0 };
         let batch = Batch { next_id: Some(ROOT_INO + 1), ..Batch::put(b"/", root) };
-        self.commit(vnode, &mut v, batch)?;
-        tracing::info!(vnode, "new vNode");
-        let v = Arc::new(Mutex::new(v));
-        all.insert(vnode.to_string(), v.clone());
-        Ok(v)
+        self.commit(vnode, v, batch)
     }
 
     /// Journals `batch`, then applies it to `v` (whose lock the caller holds, so changes are
@@ -569,13 +698,22 @@ impl Store {
         if end > MAX_OFF {
             return Err(errno::EFBIG);
         }
-        let e = lock(v).file(path)?;
-        if data.is_empty() {
-            return Ok(StorageReply::Attr(e.attr()));
-        }
+        let (e, growth) = {
+            let mut v = lock(v);
+            let e = v.file(path)?;
+            if data.is_empty() {
+                return Ok(StorageReply::Attr(e.attr()));
+            }
+            // All or nothing: a write that would pass the quota writes no byte.
+            let growth = end.saturating_sub(e.size);
+            v.reserve(growth)?;
+            (e, growth)
+        };
         let _inode = self.inode_lock(vnode, e.ino);
-        self.open_data(vnode, e.ino, false)?.write_all_at(data, offset).map_err(io_errno)?;
+        let wrote = self.open_data(vnode, e.ino, false).and_then(|f| f.write_all_at(data, offset).map_err(io_errno));
         let mut v = lock(v);
+        v.release(growth);
+        wrote?;
         // The name may have gone or moved to another file while the bytes were written.
         let e = v.file(path).and_then(|now| if now.ino == e.ino { Ok(now) } else { Err(errno::ENOENT) })?;
         let now = now_ns();
@@ -625,6 +763,11 @@ impl Store {
         let e = v.file(path).and_then(|now| if now.ino == ino { Ok(now) } else { Err(errno::ENOENT) })?;
         // Cut to the entry's size first: bytes past it (from a write that lost a race with an
         // unlink, or from before a crash) must not show through an extending truncate.
+        if let Some(q) = v.quota {
+            if len > e.size && v.used.saturating_add(v.reserved).saturating_add(len - e.size) > q {
+                return Err(errno::ENOSPC);
+            }
+        }
         let f = self.open_data(vnode, ino, false)?;
         f.set_len(e.size.min(len)).and_then(|()| f.set_len(len)).map_err(io_errno)?;
         let now = now_ns();
@@ -806,9 +949,12 @@ impl Store {
             return Err(errno::EEXIST);
         }
         let dir = v.parent_dir(path)?;
+        let size = target.len() as u64;
+        if v.quota.is_some_and(|q| v.used.saturating_add(v.reserved).saturating_add(size) > q) {
+            return Err(errno::ENOSPC);
+        }
         let id = v.alloc();
         let now = now_ns();
-        let size = target.len() as u64;
         let e = Entry { kind: FileKind::Symlink, mode: 0o777, size, ino: id, mtime: now, ctime: now, dseq: id };
         self.open_data(vnode, id, true)?.write_all_at(target, 0).map_err(io_errno)?;
         let mut batch = Batch { next_id: Some(v.next_id), ..Batch::put(path, e) };
@@ -840,16 +986,22 @@ impl Store {
         Ok(StorageReply::Done)
     }
 
-    /// The space of the vNode's mount: the storage disk's, and what the vNode's files take.
+    /// The space of the vNode's mount: its quota and what its files take, or, with no quota,
+    /// the storage disk's.
     fn statfs(&self, v: &Mutex<Vnode>) -> Result<StorageReply, i32> {
-        let (capacity_bytes, used_disk) = crate::disk_usage(&self.root).ok_or(errno::EIO)?;
+        let (disk, used_disk) = crate::disk_usage(&self.root).ok_or(errno::EIO)?;
+        let disk_free = disk.saturating_sub(used_disk);
         let v = lock(v);
-        let used_bytes = v.entries.values().filter(|e| !e.is_dir()).map(|e| e.size).sum();
+        let (capacity_bytes, free_bytes) = match v.quota {
+            Some(q) => (q, q.saturating_sub(v.used).min(disk_free)),
+            None => (disk, disk_free),
+        };
         Ok(StorageReply::FsStat(FsStat {
             capacity_bytes,
-            free_bytes: capacity_bytes.saturating_sub(used_disk),
-            used_bytes,
+            free_bytes,
+            used_bytes: v.used,
             files: v.entries.len() as u64,
+            quota_bytes: v.quota,
         }))
     }
 

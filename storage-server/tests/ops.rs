@@ -11,7 +11,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::storage::errno::*;
 use lego_proto::storage::{
-    DirEntry, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO, MAX_NAME, MAX_PATH,
+    DirEntry, FileAttr, FileKind, QuotaChange, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO, MAX_NAME, MAX_PATH,
 };
 use lego_proto::transport::{TcpTransport, Transport};
 use storage_server::{Config, Handle, StorageServer};
@@ -31,7 +31,15 @@ struct Client {
 }
 
 impl Client {
+    /// A client for `vnode`, which it first mounts (as the GSM does when the vNode is created).
     fn new(h: &Handle, vnode: &str) -> Client {
+        let mut c = Client::connect(h, vnode);
+        c.done(StorageOp::Mount { quota: QuotaChange::Keep });
+        c
+    }
+
+    /// A client for `vnode`, as the server knows it (or not).
+    fn connect(h: &Handle, vnode: &str) -> Client {
         let t = TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Processor, CLUSTER), TIMEOUT)
             .unwrap();
         Client { t, vnode: vnode.into() }
@@ -359,7 +367,8 @@ fn vnodes_are_isolated() {
         assert_eq!(b.stat(path), Err(EINVAL), "{path}");
     }
     for vnode in ["", ".", "..", "a/../a", "../a", "a/", "a b", "a\0", &"v".repeat(65)] {
-        let mut evil = Client::new(&h, vnode);
+        let mut evil = Client::connect(&h, vnode);
+        assert_eq!(evil.err(StorageOp::Mount { quota: QuotaChange::Keep }), EINVAL, "{vnode:?}");
         assert_eq!(evil.stat("/secret"), Err(EINVAL), "{vnode:?}");
         assert_eq!(evil.call(StorageOp::Readdir { path: b"/".to_vec(), cookie: 0, max: 10 }), StorageReply::Error(EINVAL));
     }
@@ -452,8 +461,10 @@ fn handshakes_from_other_clusters_and_kinds_are_refused() {
             Ok(_) => panic!("accepted {me:?}"),
         }
     }
-    // pComponents, mem-servers (which forward their vNodes' file requests) and clients are welcome.
-    for kind in [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client] {
+    // pComponents, mem-servers (which forward their vNodes' file requests), the global manager
+    // (which mounts vNodes) and clients are welcome.
+    Client::new(&h, "demo");
+    for kind in [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Global, ComponentKind::Client] {
         let t = TcpTransport::connect(&addr, Hello::new(kind, CLUSTER), TIMEOUT).unwrap();
         Client { t, vnode: "demo".into() }.stat("/").unwrap();
     }
@@ -476,7 +487,8 @@ fn restart_keeps_everything() {
     h.shutdown();
 
     let h = start(dir.path());
-    let mut c = Client::new(&h, "demo");
+    // Known after the restart without being told again.
+    let mut c = Client::connect(&h, "demo");
     assert_eq!(c.stat("/d/f").unwrap(), before);
     assert_eq!(c.read("/d/f", 0, 100).unwrap(), b"persistent");
     assert_eq!(c.stat("/gone"), Err(ENOENT));
@@ -487,4 +499,135 @@ fn restart_keeps_everything() {
     // Exactly the two live files have host files.
     let data = dir.path().join("vnodes/demo/data");
     assert_eq!(std::fs::read_dir(data).unwrap().count(), 2);
+}
+
+/// A vNode nobody told the server about is refused, whatever the request; once mounted it works.
+#[test]
+fn unknown_vnodes_are_refused_until_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "typo");
+    assert_eq!(c.stat("/"), Err(ENOVNODE));
+    assert_eq!(c.err(StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false }), ENOVNODE);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o755 }), ENOVNODE);
+    assert_eq!(c.err(StorageOp::StatFs), ENOVNODE);
+    assert_eq!(c.err(StorageOp::SyncFs), ENOVNODE);
+    assert_eq!(c.err(StorageOp::Resolve { path: b"/x".to_vec(), follow: true }), ENOVNODE);
+    assert!(!dir.path().join("vnodes/typo").exists(), "no mount is made for it");
+    c.done(StorageOp::Mount { quota: QuotaChange::Keep });
+    c.done(StorageOp::Mount { quota: QuotaChange::Keep });
+    assert_eq!(c.stat("/").unwrap().kind, FileKind::Dir);
+}
+
+fn fs_stat(c: &mut Client) -> lego_proto::storage::FsStat {
+    match c.call(StorageOp::StatFs) {
+        StorageReply::FsStat(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Writes, truncates and symlinks that would take a vNode past its quota get `ENOSPC` and change
+/// nothing; the bytes before are intact; another vNode is not affected; freeing space lets the
+/// vNode grow again; statfs reports the quota; the quota survives a restart.
+#[test]
+fn quotas_stop_a_vnode_at_its_limit_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "small");
+    c.done(StorageOp::Mount { quota: QuotaChange::Set(Some(10_000)) });
+    let mut other = Client::new(&h, "big");
+    c.create("/a");
+    c.write("/a", 0, &[1u8; 6000]);
+    c.create("/b");
+    c.write("/b", 0, &[2u8; 4000]);
+    assert_eq!(c.err(StorageOp::Write { path: b"/b".to_vec(), offset: 4000, data: vec![3] }), ENOSPC);
+    assert_eq!(c.err(StorageOp::Write { path: b"/a".to_vec(), offset: 5000, data: vec![4; 1001] }), ENOSPC, "all or nothing");
+    c.write("/a", 0, &[5u8; 6000]); // overwriting within the file needs no space
+    assert_eq!(c.err(StorageOp::Truncate { path: b"/b".to_vec(), len: 4001 }), ENOSPC);
+    assert_eq!(c.err(StorageOp::Symlink { path: b"/l".to_vec(), target: b"/a".to_vec() }), ENOSPC);
+    assert_eq!(c.read("/a", 0, 7000).unwrap(), vec![5u8; 6000]);
+    assert_eq!(c.read("/b", 0, 7000).unwrap(), vec![2u8; 4000]);
+    assert_eq!(c.stat("/b").unwrap().size, 4000);
+    let s = fs_stat(&mut c);
+    assert_eq!((s.capacity_bytes, s.used_bytes, s.free_bytes, s.quota_bytes), (10_000, 10_000, 0, Some(10_000)));
+    // The other vNode has no quota.
+    other.create("/x");
+    other.write("/x", 0, &[9u8; 20_000]);
+    assert_eq!(fs_stat(&mut other).quota_bytes, None);
+    // Space freed by an unlink and a truncate is free again.
+    c.done(StorageOp::Unlink { path: b"/b".to_vec() });
+    c.attr(StorageOp::Truncate { path: b"/a".to_vec(), len: 1000 });
+    assert_eq!(fs_stat(&mut c).used_bytes, 1000);
+    c.create("/c");
+    c.write("/c", 0, &[6u8; 9000]);
+    assert_eq!(c.err(StorageOp::Write { path: b"/c".to_vec(), offset: 9000, data: vec![7] }), ENOSPC);
+    drop((c, other));
+    h.shutdown();
+
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "small");
+    assert_eq!(c.err(StorageOp::Write { path: b"/c".to_vec(), offset: 9000, data: vec![7] }), ENOSPC, "the quota is kept");
+    assert_eq!(fs_stat(&mut c).used_bytes, 10_000);
+    // A larger quota (a mount again) lets it grow.
+    c.done(StorageOp::Mount { quota: QuotaChange::Set(Some(20_000)) });
+    c.write("/c", 9000, &[7]);
+    c.done(StorageOp::Mount { quota: QuotaChange::Keep });
+    assert_eq!(fs_stat(&mut c).quota_bytes, Some(20_000), "a mount that does not know the quota keeps it");
+    c.done(StorageOp::Mount { quota: QuotaChange::Set(None) });
+    assert_eq!(fs_stat(&mut c).quota_bytes, None);
+}
+
+/// A storage directory of the builds before mounts (files of a vNode in the index, no mount
+/// record) keeps serving that vNode, without a quota.
+#[test]
+fn vnodes_of_an_older_index_stay_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "old");
+    c.create("/f");
+    c.write("/f", 0, b"kept");
+    drop(c);
+    h.shutdown();
+    {
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut mounts = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("mounts")).unwrap();
+            assert!(mounts.remove("old").unwrap().is_some());
+        }
+        txn.commit().unwrap();
+    }
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "old");
+    assert_eq!(c.read("/f", 0, 10).unwrap(), b"kept");
+    assert_eq!(fs_stat(&mut c).quota_bytes, None);
+}
+
+/// A mount recorded in the index whose root entry never reached the disk (a power loss between
+/// the two) gets its root again at start, and keeps its quota.
+#[test]
+fn a_mount_without_its_root_gets_one_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "rootless");
+    c.done(StorageOp::Mount { quota: QuotaChange::Set(Some(4096)) });
+    drop(c);
+    h.shutdown();
+    {
+        let db = redb::Database::create(dir.path().join("index.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut entries = txn.open_table(redb::TableDefinition::<(&str, &[u8]), &[u8]>::new("entries")).unwrap();
+            assert!(entries.remove(("rootless", b"/".as_slice())).unwrap().is_some());
+            let mut ids = txn.open_table(redb::TableDefinition::<&str, u64>::new("next_id")).unwrap();
+            ids.remove("rootless").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "rootless");
+    assert_eq!(c.stat("/").unwrap().kind, FileKind::Dir);
+    assert_eq!(fs_stat(&mut c).quota_bytes, Some(4096));
+    c.create("/f");
+    assert_eq!(c.err(StorageOp::Write { path: b"/f".to_vec(), offset: 0, data: vec![1; 4097] }), ENOSPC);
 }

@@ -115,8 +115,15 @@ impl RemoteFs {
         let link = Link { vnode: vnode.to_string(), conn: Mutex::new(Some(conn)), server: server.to_string() };
         // One request through to storage now, so an unreachable storage server is a clear
         // start-up error rather than EIO from the program's first file call.
-        if let Err(e) = link.attr(b"/") {
-            return Err(format!("storage server {storage}, through mem-server {server}: the vNode's root answered {e:?}"));
+        match link.attr(b"/") {
+            Ok(_) => {}
+            Err(Errno(storage::errno::ENOVNODE)) => {
+                return Err(format!(
+                    "storage server {storage} does not know vNode {vnode}: create it with `lego vnode create {vnode}` \
+                     (or name the storage server with `lego run --storage-server`, which mounts it)"
+                ))
+            }
+            Err(e) => return Err(format!("storage server {storage}, through mem-server {server}: the vNode's root answered {e:?}")),
         }
         Ok(RemoteFs { link: Arc::new(link) })
     }
@@ -261,8 +268,9 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::SyncFs).map(drop)
     }
 
-    /// The mount's size is what the vNode's files take plus what the storage disk has free, so
-    /// that used blocks are the vNode's own.
+    /// The mount's size is what the vNode's files take plus what is free for them (what its
+    /// quota leaves, or the storage disk's free space), so that used blocks are the vNode's own
+    /// and a vNode with a quota sees the quota as the size.
     fn stat_fs(&self) -> SysResult<super::FsStat> {
         let StorageReply::FsStat(s) = self.link.op(StorageOp::StatFs)? else { return Err(Errno::EIO) };
         const BLOCK: u64 = 4096;
@@ -428,8 +436,18 @@ mod tests {
         (dir, storage, mem)
     }
 
+    /// The files of `vnode`, mounted first (as the GSM does when it is created).
     fn connect(mem: &mem_server::Handle, storage: &storage_server::Handle, vnode: &str) -> RemoteFs {
+        let me = Hello::new(ComponentKind::Client, 0);
+        storage::mount(&storage.addr().to_string(), me, vnode, storage::QuotaChange::Keep, Duration::from_secs(5)).unwrap();
         RemoteFs::connect(&mem.addr().to_string(), &storage.addr().to_string(), vnode, 0, Duration::from_secs(5)).unwrap()
+    }
+
+    #[test]
+    fn a_vnode_the_storage_server_does_not_know_is_a_clear_error() {
+        let (_dir, storage, mem) = cluster();
+        let e = RemoteFs::connect(&mem.addr().to_string(), &storage.addr().to_string(), "nobody", 0, Duration::from_secs(5)).err().unwrap();
+        assert!(e.contains("does not know vNode nobody") && e.contains("lego vnode create nobody"), "{e}");
     }
 
     #[test]

@@ -11,33 +11,8 @@ use std::thread::JoinHandle;
 
 use super::{preamble, Net, Proto};
 
-/// A published port: `HOSTPORT:VPORT`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Publish {
-    /// The port on the pComponent host.
-    pub host_port: u16,
-    /// The vNode's port.
-    pub vport: u16,
-}
-
-/// Why a `--publish` value is not one.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not HOSTPORT:VPORT (two port numbers)")]
-pub struct BadPublish(String);
-
-impl std::str::FromStr for Publish {
-    type Err = BadPublish;
-    fn from_str(s: &str) -> Result<Publish, BadPublish> {
-        let bad = || BadPublish(s.to_string());
-        let (h, v) = s.split_once(':').ok_or_else(bad)?;
-        let host_port = h.parse().map_err(|_| bad())?;
-        let vport = v.parse().map_err(|_| bad())?;
-        if host_port == 0 || vport == 0 {
-            return Err(bad());
-        }
-        Ok(Publish { host_port, vport })
-    }
-}
+/// A published port: `HOSTPORT:VPORT` (the type a vNode stores its published ports as).
+pub use lego_proto::global::{BadPublish, PublishedPort as Publish};
 
 /// A running forwarder; dropping it stops taking new connections (those open go on until they
 /// end).
