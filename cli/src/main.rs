@@ -10,6 +10,7 @@ mod fault_bench;
 mod fuzz_bench;
 mod global;
 mod image;
+mod lease;
 mod mem_server;
 mod measure;
 mod memory;

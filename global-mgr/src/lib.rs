@@ -7,6 +7,7 @@
 //!   mem-servers, the storage server of a vNode's mount, the mem-server caching its files.
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
 //! - [`endpoints`]: the vNodes' listening endpoints (virtual IP and port to host address).
+//! - [`reclaim`]: releasing the memory of processes that ended abnormally, through their home.
 //! - `metrics`: the manager's Prometheus metrics ([`GlobalMgr::register_metrics`]).
 //!
 //! The managers keep only this approximate view, as §4.6 says; every fine-grained decision stays
@@ -30,6 +31,7 @@ pub mod endpoints;
 pub mod heartbeat;
 mod metrics;
 pub mod placement;
+pub mod reclaim;
 pub mod registry;
 
 /// Default interval between heartbeats.
@@ -63,6 +65,9 @@ pub enum ServerError {
     /// The network front could not start.
     #[error(transparent)]
     Service(#[from] lego_proto::service::ServiceError),
+    /// The reclaimer's thread could not start.
+    #[error("starting the reclaimer: {0}")]
+    Reclaimer(std::io::Error),
 }
 
 /// Kinds of peers the global manager talks to.
@@ -73,6 +78,8 @@ const ACCEPTS: [ComponentKind; 4] =
 pub struct GlobalMgr {
     service: Service<Conn>,
     registry: Arc<Mutex<registry::Registry>>,
+    reclaimer: reclaim::Reclaimer,
+    reclaimed: Arc<reclaim::Figures>,
 }
 
 /// A running global manager on its own thread; dropping it stops the server.
@@ -91,7 +98,12 @@ impl GlobalMgr {
             registry: for_conns.clone(),
             endpoints: endpoints.clone(),
         })?;
-        Ok(GlobalMgr { service, registry })
+        // A silent process is noticed within a tenth of a report interval of its deadline.
+        let scan = config.heartbeat.min(lego_proto::global::PROCESS_REPORT_INTERVAL) / 10;
+        let reclaimed = Arc::new(reclaim::Figures::default());
+        let reclaimer = reclaim::start(registry.clone(), config.cluster, scan.max(Duration::from_millis(20)), reclaimed.clone())
+            .map_err(ServerError::Reclaimer)?;
+        Ok(GlobalMgr { service, registry, reclaimer, reclaimed })
     }
 
     /// The address the server listens on.
@@ -101,19 +113,23 @@ impl GlobalMgr {
 
     /// Serves on the calling thread until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ServerError> {
-        self.service.run().map_err(ServerError::from)
+        let GlobalMgr { service, reclaimer, .. } = self;
+        let served = service.run().map_err(ServerError::from);
+        drop(reclaimer);
+        served
     }
 
     /// Registers the manager's metrics (`lego_global_*`, `lego_connections_*`) with `registry`,
     /// for [`lego_proto::metrics::serve`].
     pub fn register_metrics(&self, registry: &mut lego_proto::metrics::Registry) {
-        registry.register_collector(Box::new(metrics::Metrics::new(self.registry.clone())));
+        registry.register_collector(Box::new(metrics::Metrics::new(self.registry.clone(), self.reclaimed.clone())));
         registry.register_collector(Box::new(self.service.connections()));
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
     pub fn spawn(self) -> Result<Handle, ServerError> {
-        self.service.spawn(|| ()).map_err(ServerError::from)
+        let GlobalMgr { service, reclaimer, .. } = self;
+        service.spawn(move || drop(reclaimer)).map_err(ServerError::from)
     }
 }
 
