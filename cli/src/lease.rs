@@ -42,6 +42,12 @@ pub fn start(cluster: u64, procs: Arc<ProcTable>) -> std::io::Result<Leases> {
         let mut known: BTreeMap<i32, (u64, String)> = BTreeMap::new();
         let mut links: HashMap<String, TcpTransport> = HashMap::new();
         loop {
+            // A process's lease starts fresh when its home creates it: the first renewal is
+            // due an interval later, when the process no longer starts up.
+            match stopped.recv_timeout(PROCESS_REPORT_INTERVAL) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            }
             let running = procs.running_pids(0);
             known.retain(|pid, _| running.contains(pid));
             for pid in &running {
@@ -71,10 +77,6 @@ pub fn start(cluster: u64, procs: Arc<ProcTable>) -> std::io::Result<Leases> {
                         tracing::warn!(pid, %home, "renewing the process's memory lease: {e}");
                     }
                 }
-            }
-            match stopped.recv_timeout(PROCESS_REPORT_INTERVAL) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
         }
     })?;
