@@ -16,6 +16,7 @@ mod measure;
 mod memory;
 mod metrics;
 mod net_bench;
+mod reclaim_bench;
 mod replication_bench;
 mod pcomp;
 mod remote;
