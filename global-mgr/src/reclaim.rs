@@ -8,8 +8,8 @@
 //! pComponent cut off from the manager, the manager overloaded). So the home decides: it
 //! releases only if the process did not renew its lease with the home ([`Request::Renew`],
 //! sent by the VMM on a connection of its own) within the same silence; otherwise it answers
-//! [`Reply::Alive`] and the manager asks again at the next scan, until the process reports again
-//! or its lease lapses. A home that is down (three heartbeats missed) cannot answer: then the
+//! [`Reply::Alive`] and the manager asks again when the lease could lapse at the earliest, until
+//! the process reports again or its lease lapses. A home that is down (three heartbeats missed) cannot answer: then the
 //! manager releases the process at each of its other mem-servers itself; the process cannot
 //! make a memory call without its home anyway, and owners refuse any page request of a
 //! released process, so a process that was only cut off ends with an error, never wrong data.
@@ -17,7 +17,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lego_proto::frame::Status;
 use lego_proto::global::{ProcessIdentity, Role};
@@ -26,7 +26,7 @@ use lego_proto::mm::{decode, encode, OwnerCall, Reply, Request};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 
-use crate::registry::Registry;
+use crate::registry::{Registry, MISSED_HEARTBEATS};
 
 /// How long a mem-server may take to answer a reclamation (the home releases the process at
 /// every owner before it answers).
@@ -61,6 +61,9 @@ struct Pending {
     who: ProcessIdentity,
     /// A refusal or a failure was logged already.
     logged: bool,
+    /// No attempt before this: when the lease the home last reported could lapse at the
+    /// earliest, or an interval after a failed attempt.
+    next: Instant,
 }
 
 /// What one attempt came to.
@@ -89,8 +92,12 @@ pub fn start(registry: Arc<Mutex<Registry>>, cluster: u64, scan: Duration, figur
                 pending.retain(|p| !reg.reporting(&p.who));
                 (reg.process_silence(), reg.take_silent())
             };
-            pending.extend(fresh.into_iter().filter(|w| w.mem_proc != 0).map(|who| Pending { who, logged: false }));
+            let now = Instant::now();
+            pending.extend(fresh.into_iter().filter(|w| w.mem_proc != 0).map(|who| Pending { who, logged: false, next: now }));
             pending.retain_mut(|p| {
+                if Instant::now() < p.next {
+                    return true;
+                }
                 let why = match attempt(&registry, hello, &p.who, silence) {
                     Outcome::Released => {
                         figures.reclaimed.fetch_add(1, Ordering::Relaxed);
@@ -99,9 +106,13 @@ pub fn start(registry: Arc<Mutex<Registry>>, cluster: u64, scan: Duration, figur
                     Outcome::Unknown => return false,
                     Outcome::Alive(ms) => {
                         figures.refused_alive.fetch_add(1, Ordering::Relaxed);
+                        p.next = Instant::now() + silence.saturating_sub(Duration::from_millis(ms)).max(scan);
                         format!("alive: it renewed its lease with its home {ms} ms ago")
                     }
-                    Outcome::Later(why) => why,
+                    Outcome::Later(why) => {
+                        p.next = Instant::now() + silence / MISSED_HEARTBEATS;
+                        why
+                    }
                 };
                 if !p.logged {
                     tracing::warn!(pcomp = %p.who.pcomp, pid = p.who.pid, vpid = p.who.vpid, home = %p.who.home, "not reclaimed yet: {why}");

@@ -242,7 +242,7 @@ impl Shared {
             let h = homes.get(&proc).ok_or(Status::UnknownProcess)?;
             let age = h.renewed.elapsed();
             if age < silent {
-                tracing::warn!(proc, renewed_ms_ago = age.as_millis() as u64, "reclamation refused: the process renewed its lease");
+                tracing::debug!(proc, renewed_ms_ago = age.as_millis() as u64, "reclamation refused: the process renewed its lease");
                 return Ok(Reply::Alive { renewed_ms_ago: age.as_millis() as u64 });
             }
             homes.remove(&proc).map(|h| h.process).ok_or(Status::UnknownProcess)?
