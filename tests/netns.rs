@@ -15,6 +15,10 @@
 //!   global manager logs the refusal with the client's address;
 //! - busybox `wget` in a vNode on one pComponent host fetches a 10 MiB file byte-identical from
 //!   busybox `httpd` in another vNode on the other pComponent host, over their virtual IPs.
+//! - with `--replicas 2` a process keeps a copy of its memory on each mem-server host: `kill -9`
+//!   of its VMM has the global manager release its pages on both hosts, and `kill -9` of the
+//!   mem-server holding the primary copy leaves the program's output the native one, served by
+//!   the copy on the other host (these need /dev/kvm).
 //!
 //! They need root and iproute2's `ip`. Where network namespaces cannot be made they fail and
 //! say why, unless `LEGO_SKIP_NETNS_TESTS=1`, in which case each says on stderr that it was
@@ -485,4 +489,83 @@ fn wget_in_a_vnode_on_one_pcomponent_fetches_from_httpd_in_a_vnode_on_another() 
     let local = img.path().join("big.bin");
     let native = common::native_stdout(&common::image("busybox"), &["md5sum", local.to_str().unwrap()]);
     assert_eq!(out.split_whitespace().next(), native.split_whitespace().next(), "the fetched file differs");
+}
+
+/// Fills about 1.3 MB of shell memory, waits for a file `go` in its directory, then prints a
+/// digest of that memory (see `tests/reclaim.rs`).
+const FILL_AND_WAIT: &str =
+    "x=$(./busybox seq 1 200000); while [ ! -e go ]; do ./busybox sleep 0.1; done; echo \"$x\" | ./busybox md5sum";
+
+/// Pages each mem-server holds, as its last heartbeat says, and the processes `lego ps` lists.
+fn held(c: &Cluster) -> (Vec<u64>, Vec<serde_json::Value>) {
+    let (_, v) = c.ps();
+    let used = MEM
+        .iter()
+        .map(|m| {
+            let comps = v["components"].as_array().unwrap();
+            let x = comps.iter().find(|x| x["addr"] == *m).unwrap_or_else(|| panic!("{m} is not registered"));
+            x["load"]["used_bytes"].as_u64().unwrap()
+        })
+        .collect();
+    (used, v["processes"].as_array().cloned().unwrap_or_default())
+}
+
+#[test]
+fn replicas_on_two_hosts_survive_a_killed_mem_server_and_a_killed_vmm_is_reclaimed() {
+    if !common::kvm() {
+        return;
+    }
+    let Some(mut c) = Cluster::start() else { return };
+    c.ok(&["vnode", "create", "rep", "--mem", "1G", "--excache", "256K", "--global-mgr", GLOBAL]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(common::image("busybox"), dir.path().join("busybox")).unwrap();
+    let busybox = common::image("busybox");
+    let root = dir.path().to_str().unwrap();
+    let start = || {
+        let mut run = c.net.lego("client");
+        run.args(["run", "--global-mgr", GLOBAL, "--vnode", "rep", "--root", root, "--replicas", "2", "--stats"]);
+        run.args([busybox.to_str().unwrap(), "sh", "-c", FILL_AND_WAIT]);
+        run.env("LEGO_CLUSTER_SECRET", SECRET).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        run.spawn().unwrap()
+    };
+    // Both hosts hold a copy of the process's pages, and the manager lists it: its home.
+    let holding = || {
+        common::poll("the process listed, with pages on both mem-server hosts", Duration::from_secs(60), || {
+            let (used, procs) = held(&c);
+            match procs.first() {
+                Some(p) if used.iter().all(|&u| u >= 1 << 20) => Ok(p["who"]["home"].as_str().unwrap().to_string()),
+                _ => Err(format!("used {used:?}, {} processes", procs.len())),
+            }
+        })
+        .0
+    };
+
+    // kill -9 of the VMM on the client host: the manager has the home release it on both hosts.
+    let mut killed = start();
+    holding();
+    let at = Instant::now();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    common::poll("the killed process's pages released on both hosts", Duration::from_secs(60), || {
+        let (used, procs) = held(&c);
+        if used.iter().all(|&u| u == 0) && procs.is_empty() { Ok(()) } else { Err(format!("used {used:?}, {} processes", procs.len())) }
+    });
+    eprintln!("the killed VMM's pages were released on both hosts {:.1} s after its kill -9", at.elapsed().as_secs_f64());
+
+    // kill -9 of the host holding the primary copy (with two copies on two servers, the home
+    // holds the secondary): the program goes on from the copy on the home's host.
+    let child = start();
+    let home = holding();
+    let primary = if home == MEM[0] { "mem2" } else { "mem1" };
+    c.kill(primary);
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let native_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&busybox, native_dir.path().join("busybox")).unwrap();
+    std::fs::write(native_dir.path().join("go"), "").unwrap();
+    let want = common::native(&native_dir.path().join("busybox"), &["sh", "-c", FILL_AND_WAIT], native_dir.path());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want.stdout, "{stderr}");
+    assert!(stderr.contains("fail-overs"), "no fail-over after the kill of {primary}: {stderr}");
 }

@@ -8,7 +8,9 @@
 //! printed beside LegoOS's 2-23% and the 25% target. Then the primary is killed (`kill -9`) in
 //! the middle of `--kills` runs, each on fresh servers; the fail-over time each run reports with
 //! `--stats` (from the start of the request that found the primary gone to its end, served by
-//! the secondary) gives the p50, beside two heartbeats.
+//! the secondary) gives the p50, beside two heartbeats. Last, the VMM of a running process is
+//! killed `--reclaims` times, with a global manager: the time until its memory is released on
+//! every mem-server gives the p50, beside three heartbeats (`crate::reclaim_bench`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +36,10 @@ pub struct ReplicationBenchArgs {
     /// Runs whose primary is killed, for the fail-over time.
     #[arg(long, default_value_t = 10)]
     kills: usize,
-    /// The cluster's heartbeat period, the unit of the fail-over target.
+    /// Runs whose VMM is killed, for the time until the global manager has its memory released.
+    #[arg(long, default_value_t = 5)]
+    reclaims: usize,
+    /// The cluster's heartbeat period, the unit of the fail-over and reclamation targets.
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
 }
@@ -164,6 +169,9 @@ pub fn run(args: &ReplicationBenchArgs) -> anyhow::Result<()> {
             p50 / limit,
             met(p50 < limit)
         );
+    }
+    if args.reclaims > 0 {
+        crate::reclaim_bench::run(&lego, &images, args.reclaims, args.heartbeat_ms, &interrupt)?;
     }
     Ok(())
 }

@@ -66,7 +66,9 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
                 if let Some(v) = procs.view(*pid) {
                     let program = v.image.argv.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>().join(" ");
                     let program = if program.is_empty() { who.program.clone() } else { program };
-                    let who = ProcessIdentity { vpid: *pid, program, started_unix_ms: v.started_unix_ms(), ..who.clone() };
+                    let (mem_proc, home, mem_servers) = v.memory.clone();
+                    let started_unix_ms = v.started_unix_ms();
+                    let who = ProcessIdentity { vpid: *pid, program, started_unix_ms, mem_proc, home, mem_servers, ..who.clone() };
                     known.insert(*pid, Known { who, probe: v.probe, last: (Instant::now(), CacheStats::default()) });
                 }
             }

@@ -344,9 +344,15 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
                 ..ProcessIdentity::default()
             };
             let procs = v.process().procs.clone();
-            crate::report::start(global.clone(), args.memory.cluster_id, who, procs)
+            // The leases come first: a process the manager hears of always holds one.
+            let leases = crate::lease::start(args.memory.cluster_id, procs.clone())
+                .map_err(|e| tracing::warn!("cannot start renewing the memory leases: {e}"))
+                .ok();
+            let reports = crate::report::start(global.clone(), args.memory.cluster_id, who, procs)
                 .map_err(|e| tracing::warn!("cannot start the process reports: {e}"))
-                .ok()
+                .ok();
+            // Dropped in this order: the last report, then the leases.
+            Some((reports, leases))
         }
         _ => None,
     };

@@ -8,6 +8,7 @@
 //! - [`heartbeat`]: the component side: register, then report load at a fixed interval.
 //! - [`endpoints`]: the vNodes' listening endpoints (virtual IP and port to host address).
 //! - [`vnode_record`]: the versioned record a vNode is stored as.
+//! - [`reclaim`]: releasing the memory of processes that ended abnormally, through their home.
 //! - `metrics`: the manager's Prometheus metrics ([`GlobalMgr::register_metrics`]).
 //!
 //! The GSM tells a vNode's storage server about it (its mount and disk quota) when the vNode is
@@ -36,6 +37,7 @@ pub mod endpoints;
 pub mod heartbeat;
 mod metrics;
 pub mod placement;
+pub mod reclaim;
 pub mod registry;
 pub mod vnode_record;
 
@@ -70,6 +72,9 @@ pub enum ServerError {
     /// The network front could not start.
     #[error(transparent)]
     Service(#[from] lego_proto::service::ServiceError),
+    /// The reclaimer's thread could not start.
+    #[error("starting the reclaimer: {0}")]
+    Reclaimer(std::io::Error),
 }
 
 /// Kinds of peers the global manager talks to.
@@ -80,6 +85,8 @@ const ACCEPTS: [ComponentKind; 4] =
 pub struct GlobalMgr {
     service: Service<Conn>,
     registry: Arc<Mutex<registry::Registry>>,
+    reclaimer: reclaim::Reclaimer,
+    reclaimed: Arc<reclaim::Figures>,
 }
 
 /// A running global manager on its own thread; dropping it stops the server.
@@ -100,7 +107,12 @@ impl GlobalMgr {
             endpoints: endpoints.clone(),
             cluster,
         })?;
-        Ok(GlobalMgr { service, registry })
+        // A silent process is noticed within a tenth of a report interval of its deadline.
+        let scan = config.heartbeat.min(lego_proto::global::PROCESS_REPORT_INTERVAL) / 10;
+        let reclaimed = Arc::new(reclaim::Figures::default());
+        let reclaimer = reclaim::start(registry.clone(), config.cluster, scan.max(Duration::from_millis(20)), reclaimed.clone())
+            .map_err(ServerError::Reclaimer)?;
+        Ok(GlobalMgr { service, registry, reclaimer, reclaimed })
     }
 
     /// The address the server listens on.
@@ -110,19 +122,23 @@ impl GlobalMgr {
 
     /// Serves on the calling thread until SIGTERM or SIGINT.
     pub fn run(self) -> Result<(), ServerError> {
-        self.service.run().map_err(ServerError::from)
+        let GlobalMgr { service, reclaimer, .. } = self;
+        let served = service.run().map_err(ServerError::from);
+        drop(reclaimer);
+        served
     }
 
     /// Registers the manager's metrics (`lego_global_*`, `lego_connections_*`) with `registry`,
     /// for [`lego_proto::metrics::serve`].
     pub fn register_metrics(&self, registry: &mut lego_proto::metrics::Registry) {
-        registry.register_collector(Box::new(metrics::Metrics::new(self.registry.clone())));
+        registry.register_collector(Box::new(metrics::Metrics::new(self.registry.clone(), self.reclaimed.clone())));
         registry.register_collector(Box::new(self.service.connections()));
     }
 
     /// Serves on a thread of its own until the returned [`Handle`] is shut down or dropped.
     pub fn spawn(self) -> Result<Handle, ServerError> {
-        self.service.spawn(|| ()).map_err(ServerError::from)
+        let GlobalMgr { service, reclaimer, .. } = self;
+        service.spawn(move || drop(reclaimer)).map_err(ServerError::from)
     }
 }
 

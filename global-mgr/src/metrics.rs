@@ -1,18 +1,20 @@
 //! The global manager's Prometheus metrics, read from the registry at each scrape.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use lego_proto::global::Role;
 use lego_proto::metrics::{counter, gauge, gauges, Collector, DescriptorEncoder};
 
+use crate::reclaim::Figures;
 use crate::registry::Registry;
 
 /// The collector of the manager's metrics.
-pub(crate) struct Metrics(Arc<Mutex<Registry>>);
+pub(crate) struct Metrics(Arc<Mutex<Registry>>, Arc<Figures>);
 
 impl Metrics {
-    pub(crate) fn new(registry: Arc<Mutex<Registry>>) -> Metrics {
-        Metrics(registry)
+    pub(crate) fn new(registry: Arc<Mutex<Registry>>, reclaimed: Arc<Figures>) -> Metrics {
+        Metrics(registry, reclaimed)
     }
 }
 
@@ -43,6 +45,10 @@ impl Collector for Metrics {
         gauges(e, "lego_global_components", "Registered components, by role and state (down: three heartbeats missed).", &samples)?;
         gauge(e, "lego_global_vnodes", "vNodes.", vnodes as u64)?;
         counter(e, "lego_global_heartbeats", "Heartbeats received since start.", heartbeats)?;
-        counter(e, "lego_global_registrations", "Component registrations since start (a restarted component registers again).", registrations)
+        counter(e, "lego_global_registrations", "Component registrations since start (a restarted component registers again).", registrations)?;
+        let reclaimed = self.1.reclaimed.load(Ordering::Relaxed);
+        counter(e, "lego_global_reclaimed_processes", "Silent processes whose memory was released at their mem-servers.", reclaimed)?;
+        let alive = self.1.refused_alive.load(Ordering::Relaxed);
+        counter(e, "lego_global_reclaims_refused", "Reclamations a home refused because the process had renewed its lease.", alive)
     }
 }

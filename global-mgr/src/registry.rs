@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use std::net::Ipv4Addr;
 
-use lego_proto::global::{ComponentInfo, Load, Placement, ProcessReport, Role, VnodeInfo, VnodeSettings, PROCESS_REPORT_INTERVAL};
+use lego_proto::global::{ComponentInfo, Load, Placement, ProcessIdentity, ProcessReport, Role, VnodeInfo, VnodeSettings, PROCESS_REPORT_INTERVAL};
 
 use crate::{placement, vnode_record};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -291,13 +291,45 @@ impl Registry {
         }
     }
 
-    /// The processes that reported within the last [`MISSED_HEARTBEATS`] intervals (of
-    /// heartbeats or of process reports, whichever is longer); the others (their VMM was killed,
-    /// or its host is gone) are forgotten.
-    pub fn processes(&mut self) -> Vec<ProcessReport> {
-        let limit = self.interval.max(PROCESS_REPORT_INTERVAL) * MISSED_HEARTBEATS;
-        self.processes.retain(|_, (_, seen)| seen.elapsed() <= limit);
-        self.processes.values().map(|(r, _)| r.clone()).collect()
+    /// How long a process may stay silent before it counts as ended: [`MISSED_HEARTBEATS`]
+    /// intervals of heartbeats or of process reports, whichever is longer.
+    pub fn process_silence(&self) -> Duration {
+        self.interval.max(PROCESS_REPORT_INTERVAL) * MISSED_HEARTBEATS
+    }
+
+    /// The processes that reported within [`Registry::process_silence`]; the others (their VMM
+    /// was killed, or its host is gone) are not listed, and [`Registry::take_silent`] hands them
+    /// to the reclaimer.
+    pub fn processes(&self) -> Vec<ProcessReport> {
+        let limit = self.process_silence();
+        self.processes.values().filter(|(_, seen)| seen.elapsed() <= limit).map(|(r, _)| r.clone()).collect()
+    }
+
+    /// Forgets the processes silent for longer than [`Registry::process_silence`] without a
+    /// last report, and returns who they were: their memory is to be reclaimed.
+    pub fn take_silent(&mut self) -> Vec<ProcessIdentity> {
+        let limit = self.process_silence();
+        let mut silent = Vec::new();
+        self.processes.retain(|_, (r, seen)| {
+            let keep = seen.elapsed() <= limit;
+            if !keep {
+                silent.push(r.who.clone());
+            }
+            keep
+        });
+        silent
+    }
+
+    /// Whether the process `who` names reports (again).
+    pub fn reporting(&self, who: &ProcessIdentity) -> bool {
+        self.processes.contains_key(&(who.pcomp.clone(), who.pid, who.vpid))
+    }
+
+    /// Whether the component of `role` at `addr` is registered and has missed
+    /// [`MISSED_HEARTBEATS`] heartbeats.
+    pub fn is_down(&self, role: Role, addr: &str) -> bool {
+        let limit = self.interval * MISSED_HEARTBEATS;
+        self.components.values().any(|c| c.known.role == role && c.known.addr == addr && c.last_seen.elapsed() > limit)
     }
 
     /// Removes a vNode.
@@ -459,7 +491,11 @@ mod tests {
         let pids: Vec<_> = r.processes().iter().map(|p| (p.who.pcomp.clone(), p.who.pid, p.who.vpid)).collect();
         assert_eq!(pids, [("p:1".to_string(), 10, 0), ("p:2".to_string(), 10, 0), ("p:2".to_string(), 10, 2)], "a run's processes apart");
         r.processes.get_mut(&("p:1".to_string(), 10, 0)).unwrap().1 -= PROCESS_REPORT_INTERVAL * (MISSED_HEARTBEATS + 1);
-        assert_eq!(r.processes().len(), 2, "the silent one is forgotten");
+        assert_eq!(r.processes().len(), 2, "the silent one is not listed");
+        let silent = r.take_silent();
+        assert_eq!(silent.iter().map(|w| (w.pcomp.as_str(), w.pid)).collect::<Vec<_>>(), [("p:1", 10)], "and handed over once");
+        assert!(!r.reporting(&silent[0]) && r.take_silent().is_empty());
+        assert_eq!(r.processes().len(), 2);
     }
 
     #[test]

@@ -246,6 +246,13 @@ impl HomeProcess {
     /// the servers that did not fail) and copies the primary's regions and pages to it, through
     /// the home in bounded chunks. The pComponent holds its ExCache still meanwhile, so no
     /// write-back races the copy. A failure leaves the vRegion with one copy (logged).
+    ///
+    /// LegoOS rebuilds from a backup file on the storage server and the secondary's log; here
+    /// the surviving copy is complete (every write-back was acknowledged by both copies before
+    /// it counted), so it holds the last write of every page, which is what replaying that file
+    /// and log in order would give: the copy is the same, read from memory. A backup file would
+    /// only add a copy that outlives both mem-servers, and only if written through (README,
+    /// *Why no backup file*).
     fn rebuild(&mut self, o: &mut dyn Owners, index: u64) {
         let Some(v) = self.vregions.get(&index).copied() else { return };
         if self.spec.replicas < 2 || v.secondary.is_some() {

@@ -5,11 +5,19 @@
 //! memory system calls, exit) may have to wait on other mem-servers: they run under
 //! `block_in_place` holding only the lock of their own process, never the owner's lock while a
 //! peer is being waited on.
+//!
+//! Every process this server is home for holds a *lease*, renewed by its pComponent
+//! ([`Request::Renew`]) and by each of its memory calls. The global manager reclaims the memory
+//! of a process that stopped reporting ([`Request::Reclaim`]) only through its home, which
+//! refuses while the lease is fresh: a live process whose reports to the manager are lost keeps
+//! its memory. Once reclaimed, the process is unknown to the home and to its owners, so a
+//! pComponent that was only cut off gets refusals (and ends the program), never wrong data.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
 
 use lego_proto::aio::{push_reply, FrameHandler};
 use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN, MAX_RUN_PAGES};
@@ -28,7 +36,20 @@ use crate::peers::Peers;
 use crate::store::ZERO_PAGE;
 
 /// Kinds of peers a mem-server talks to.
-pub(crate) const ACCEPTS: [ComponentKind; 3] = [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client];
+pub(crate) const ACCEPTS: [ComponentKind; 4] =
+    [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client, ComponentKind::Global];
+
+/// A process this server is home for, and when its pComponent last showed it alive.
+struct Homed {
+    process: Arc<Mutex<HomeProcess>>,
+    renewed: Instant,
+}
+
+impl Homed {
+    fn new(process: Arc<Mutex<HomeProcess>>) -> Homed {
+        Homed { process, renewed: Instant::now() }
+    }
+}
 
 /// State shared by every connection of one server.
 pub(crate) struct Shared {
@@ -38,7 +59,7 @@ pub(crate) struct Shared {
     files: FileShards,
     /// The storage server's address, for statistics.
     storage: Option<String>,
-    homes: Mutex<HashMap<u64, Arc<Mutex<HomeProcess>>>>,
+    homes: Mutex<HashMap<u64, Homed>>,
     peers: Peers,
     gmm: Option<Gmm>,
     traffic: Traffic,
@@ -133,7 +154,15 @@ impl Shared {
     }
 
     fn process(&self, proc: u64) -> Option<Arc<Mutex<HomeProcess>>> {
-        lock(&self.homes).get(&proc).cloned()
+        lock(&self.homes).get(&proc).map(|h| h.process.clone())
+    }
+
+    /// The process, its lease renewed: a request of its pComponent shows it alive.
+    fn renewed(&self, proc: u64) -> Option<Arc<Mutex<HomeProcess>>> {
+        let mut homes = lock(&self.homes);
+        let h = homes.get_mut(&proc)?;
+        h.renewed = Instant::now();
+        Some(h.process.clone())
     }
 
     fn create(&self, proc: u64, spec: ProcessSpec) -> Reply {
@@ -146,7 +175,7 @@ impl Shared {
             if homes.contains_key(&proc) {
                 return Reply::Mem(Err(libc::EEXIST));
             }
-            homes.insert(proc, home.clone());
+            homes.insert(proc, Homed::new(home.clone()));
         }
         let mut p = lock(&home);
         let mut route = Route::new(self, &p);
@@ -161,7 +190,7 @@ impl Shared {
     }
 
     fn mem(&self, proc: u64, call: MemCall) -> Result<Reply, Status> {
-        let home = self.process(proc).ok_or(Status::UnknownProcess)?;
+        let home = self.renewed(proc).ok_or(Status::UnknownProcess)?;
         let mut p = lock(&home);
         let mut route = Route::new(self, &p);
         Ok(match p.call(call, &mut route) {
@@ -172,7 +201,7 @@ impl Shared {
 
     /// Makes `child` a copy of `parent`, homed here too.
     fn fork(&self, child: u64, parent: u64) -> Result<Reply, Status> {
-        let home = self.process(parent).ok_or(Status::UnknownProcess)?;
+        let home = self.renewed(parent).ok_or(Status::UnknownProcess)?;
         if self.process(child).is_some() {
             return Ok(Reply::Mem(Err(libc::EEXIST)));
         }
@@ -180,7 +209,7 @@ impl Shared {
         let mut route = Route::new(self, &p);
         Ok(match p.fork(child, &mut route) {
             Ok(Ok((copy, outcome))) => {
-                lock(&self.homes).insert(child, Arc::new(Mutex::new(copy)));
+                lock(&self.homes).insert(child, Homed::new(Arc::new(Mutex::new(copy))));
                 Reply::Mem(Ok(outcome))
             }
             Ok(Err(errno)) => Reply::Mem(Err(errno)),
@@ -190,12 +219,36 @@ impl Shared {
 
     fn exit(&self, proc: u64) -> Result<Reply, Status> {
         let home = lock(&self.homes).remove(&proc).ok_or(Status::UnknownProcess)?;
-        let mut p = lock(&home);
+        Ok(self.release(proc, &home.process))
+    }
+
+    /// Releases `proc`, no longer in `homes`, at every owner and secondary.
+    fn release(&self, proc: u64, home: &Mutex<HomeProcess>) -> Reply {
+        let mut p = lock(home);
         let mut route = Route::new(self, &p);
-        Ok(match p.exit(&mut route) {
+        match p.exit(&mut route) {
             Ok(()) => Reply::Done,
             Err(e) => Reply::Failed(format!("releasing process {proc}: {e}")),
-        })
+        }
+    }
+
+    /// The global manager's reclamation of `proc` (see the module's documentation): released
+    /// unless its lease was renewed within `silent`. The check and the removal are one step
+    /// under the lock of `homes`, so a renewal either comes first (and keeps the process) or
+    /// finds it gone.
+    fn reclaim(&self, proc: u64, silent: Duration) -> Result<Reply, Status> {
+        let home = {
+            let mut homes = lock(&self.homes);
+            let h = homes.get(&proc).ok_or(Status::UnknownProcess)?;
+            let age = h.renewed.elapsed();
+            if age < silent {
+                tracing::debug!(proc, renewed_ms_ago = age.as_millis() as u64, "reclamation refused: the process renewed its lease");
+                return Ok(Reply::Alive { renewed_ms_ago: age.as_millis() as u64 });
+            }
+            homes.remove(&proc).map(|h| h.process).ok_or(Status::UnknownProcess)?
+        };
+        tracing::info!(proc, "reclaiming the memory of a process that fell silent");
+        Ok(self.release(proc, &home))
     }
 
     /// Serves a control request; `Err` is a status for the reply header.
@@ -215,12 +268,14 @@ impl Shared {
             Request::Mem(call) => tokio::task::block_in_place(|| self.mem(proc, call)),
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
             Request::ReplicaLost { index, server, rebuild } => {
-                let home = self.process(proc).ok_or(Status::UnknownProcess)?;
+                let home = self.renewed(proc).ok_or(Status::UnknownProcess)?;
                 let mut p = lock(&home);
                 let mut route = Route::new(self, &p);
                 Ok(Reply::Mem(Ok(tokio::task::block_in_place(|| p.replica_lost(index, &server, rebuild, &mut route)))))
             }
             Request::ForkProcess { parent } => tokio::task::block_in_place(|| self.fork(proc, parent)),
+            Request::Renew => self.renewed(proc).map(|_| Reply::Done).ok_or(Status::UnknownProcess),
+            Request::Reclaim { silent_ms } => tokio::task::block_in_place(|| self.reclaim(proc, Duration::from_millis(silent_ms))),
             // A read of cached pages is answered on the spot; anything that may wait for storage
             // leaves the async worker first.
             Request::File(req) => Ok(Reply::File(match self.files.cached_read(&req) {

@@ -172,6 +172,14 @@ pub struct ProcessIdentity {
     /// Its process id inside the vNode (a run's processes share the VMM's `pid`).
     #[serde(default)]
     pub vpid: i32,
+    /// The id the mem-servers know its memory by (0: not known), so that the global manager can
+    /// reclaim the memory of a process that falls silent (see [`crate::mm::Request::Reclaim`]).
+    #[serde(default)]
+    pub mem_proc: u64,
+    /// Every mem-server its memory may be on (the home among them): where the global manager
+    /// releases it when the home itself is down.
+    #[serde(default)]
+    pub mem_servers: Vec<String>,
 }
 
 /// A process's ExCache figures: totals since it started, rates over the last report interval.

@@ -192,6 +192,16 @@ pub enum Request {
     /// pComponent -> the mem-server caching a file: the file was closed after a write; write its
     /// dirty pages back to storage (without fsync). Answered with [`Reply::File`].
     FileClosed { vnode: String, path: Vec<u8> },
+    /// pComponent -> home: the process named in the header is alive (its lease, renewed every
+    /// report interval on a connection of its own). Answered with [`Reply::Done`], or status
+    /// `UnknownProcess` if the home no longer has it (it was reclaimed).
+    Renew,
+    /// global manager -> home: the process named in the header stopped reporting; release its
+    /// memory here and at every owner and secondary, unless it renewed its lease within the
+    /// last `silent_ms` milliseconds (then the answer is [`Reply::Alive`] and nothing changes).
+    /// Answered with [`Reply::Done`] once released, or status `UnknownProcess` if the home has
+    /// no such process.
+    Reclaim { silent_ms: u64 },
 }
 
 /// A control reply.
@@ -209,6 +219,9 @@ pub enum Reply {
     Failed(String),
     /// Answer to `File` and `FileClosed` (`Done` or an errno for the latter).
     File(crate::storage::StorageReply),
+    /// Answer to `Reclaim`: the process renewed its lease `renewed_ms_ago` milliseconds ago, so
+    /// it is alive and keeps its memory.
+    Alive { renewed_ms_ago: u64 },
 }
 
 /// Serialises a control message (infallible for these types).

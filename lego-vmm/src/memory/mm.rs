@@ -248,6 +248,11 @@ impl Mm {
         self.home.link.peer()
     }
 
+    /// Every mem-server the process's memory may be on, its home among them.
+    pub fn servers(&self) -> &[String] {
+        &self.config.servers
+    }
+
     /// The ExCache.
     pub fn cache(&self) -> &ExCache {
         &self.cache

@@ -49,6 +49,9 @@ pub struct ProcView {
     pub sig_caught: u64,
     /// Reads its ExCache's statistics later, without its lock (for process reports).
     pub probe: crate::memory::excache::StatsProbe,
+    /// The id the mem-servers know its memory by, its home mem-server, and every mem-server
+    /// its memory may be on (for its reports and the lease it holds with its home).
+    pub memory: (u64, String, Vec<String>),
 }
 
 impl ProcView {
@@ -87,6 +90,7 @@ impl ProcView {
             sig_ignored: ignored,
             sig_caught: caught,
             probe: p.mm.cache().probe(),
+            memory: (p.mm.proc_id(), p.mm.home().to_string(), p.mm.servers().to_vec()),
         }
     }
 
