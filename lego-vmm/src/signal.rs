@@ -653,24 +653,39 @@ pub fn sigreturn(p: &mut Process, vcpu: &mut VcpuFd, tid: i32) -> Result<(), End
     deliver(p, vcpu, tid, Entry::Other)
 }
 
+/// Why a signal frame cannot be restored.
+#[derive(Debug, thiserror::Error)]
+enum BadFrame {
+    #[error("the frame cannot be read")]
+    Unreadable,
+    #[error("non-canonical rip {0:#x}")]
+    Rip(u64),
+    #[error("FPU state at {0:#x} is not 64-byte aligned")]
+    FpuAlignment(u64),
+    #[error("FPU state at {0:#x} cannot be read")]
+    FpuUnreadable(u64),
+    #[error("FPU state at {at:#x} refused: {source}")]
+    FpuRefused { at: u64, source: kvm_ioctls::Error },
+}
+
 /// Restores what the `ucontext` at `uc` saved; nothing changes unless all of it is valid.
-fn restore(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, uc: u64) -> Result<(), String> {
+fn restore(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, uc: u64) -> Result<(), BadFrame> {
     let mut b = [0u8; UC_SIZE];
-    p.mm.read_user(uc, &mut b).map_err(|_| "the frame cannot be read".to_string())?;
+    p.mm.read_user(uc, &mut b).map_err(|_| BadFrame::Unreadable)?;
     let g = |i: usize| get(&b, UC_MCONTEXT + 8 * i);
     let rip = g(16);
     if rip >= 1 << 47 {
-        return Err(format!("non-canonical rip {rip:#x}"));
+        return Err(BadFrame::Rip(rip));
     }
     let fpstate = g(23);
     let xsave = if fpstate == 0 {
         clean_fpu()
     } else {
         if fpstate % 64 != 0 {
-            return Err(format!("FPU state at {fpstate:#x} is not 64-byte aligned"));
+            return Err(BadFrame::FpuAlignment(fpstate));
         }
         let mut fp = vec![0u8; fpstate_size()];
-        p.mm.read_user(fpstate, &mut fp).map_err(|_| format!("FPU state at {fpstate:#x} cannot be read"))?;
+        p.mm.read_user(fpstate, &mut fp).map_err(|_| BadFrame::FpuUnreadable(fpstate))?;
         let mut x = kvm_xsave::default();
         for (w, c) in x.region.iter_mut().zip(fp.chunks_exact(4)) {
             *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -679,7 +694,7 @@ fn restore(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, uc: u64) -> Result<(), 
         x.region[SW_RESERVED / 4..512 / 4].fill(0);
         x
     };
-    set_fpu(vcpu, &xsave).map_err(|e| format!("FPU state at {fpstate:#x} refused: {e}"))?;
+    set_fpu(vcpu, &xsave).map_err(|source| BadFrame::FpuRefused { at: fpstate, source })?;
 
     let sync = vcpu.sync_regs_mut();
     let r = &mut sync.regs;

@@ -18,8 +18,8 @@ use crate::aio::{push_reply, FrameHandler};
 use crate::frame::{Header, Op, Status, HEADER_LEN, PAGE_SIZE};
 
 use super::layout::{SlotLayout, REQUEST_PAYLOAD, STAMP_LEN};
-use super::params::{Authenticated, ConnectParams, RtsPermit, Side};
-use super::ring::{check_slots, RingReader};
+use super::params::{Authenticated, ConnectParams, ParamsError, RtsPermit, Side};
+use super::ring::{check_slots, RingError, RingReader};
 use super::verbs::{Device, Piece, QueuePair, Region, Remote};
 
 /// A source of page-path handlers, one per client session.
@@ -79,10 +79,10 @@ impl RdmaServer {
 
     /// Sets up a session for the authenticated peer that sent `theirs`; returns its id and this
     /// side's parameters.
-    fn accept(&self, auth: &Authenticated, theirs: ConnectParams, handler: Box<dyn FrameHandler>) -> Result<(u64, ConnectParams), String> {
-        let slots = check_slots(theirs.slots).map_err(|e| e.to_string())?;
-        let permit = RtsPermit::grant(auth, theirs, Side::Client, slots).map_err(|e| e.to_string())?;
-        let verbs = |e: io::Error| format!("{}: RDMA device {}: {e}", auth.peer(), self.device.name);
+    fn accept(&self, auth: &Authenticated, theirs: ConnectParams, handler: Box<dyn FrameHandler>) -> Result<(u64, ConnectParams), SessionError> {
+        let slots = check_slots(theirs.slots)?;
+        let permit = RtsPermit::grant(auth, theirs, Side::Client, slots)?;
+        let verbs = |source: io::Error| SessionError::Verbs { peer: auth.peer().to_string(), device: self.device.name.clone(), source };
         let layout = permit.layout;
         let ring = Region::new(&self.device, layout.server_len(), true).map_err(verbs)?;
         let staging = Region::new(&self.device, layout.client_len(), false).map_err(verbs)?;
@@ -101,7 +101,7 @@ impl RdmaServer {
             ring,
             staging,
             layout,
-            reader: RingReader::new(slots).map_err(|e| e.to_string())?,
+            reader: RingReader::new(slots)?,
             remote: permit.remote,
             handler,
             payload: Box::new([0; PAGE_SIZE]),
@@ -121,6 +121,20 @@ impl Drop for RdmaServer {
             let _ = t.join();
         }
     }
+}
+
+/// Why an RDMA session was refused.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    /// The peer's connection parameters cannot describe a working connection.
+    #[error("connection parameters: {0}")]
+    Params(#[from] ParamsError),
+    /// The peer asked for a ring lego cannot make.
+    #[error("ring: {0}")]
+    Ring(#[from] RingError),
+    /// The device refused a verb.
+    #[error("{peer}: RDMA device {device}: {source}")]
+    Verbs { peer: String, device: String, source: io::Error },
 }
 
 /// The polling thread: spins over the sessions' receive queues while there are sessions, and
@@ -245,7 +259,7 @@ impl<H: FrameHandler> FrameHandler for RdmaFrames<H> {
         };
         let auth = Authenticated::new(self.peer.clone());
         let accepted = ConnectParams::decode(payload)
-            .map_err(|e| e.to_string())
+            .map_err(SessionError::from)
             .and_then(|theirs| server.accept(&auth, theirs, (self.make)()));
         match accepted {
             Ok((id, mine)) => {
