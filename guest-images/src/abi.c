@@ -194,10 +194,12 @@ static void on_alarm(int sig, siginfo_t *si, void *uc) {
 
 static void on_timer(int sig, siginfo_t *si, void *uc) {
     (void)sig, (void)uc;
-    timer_hits++;
+    /* What the hit says is stored before it is counted: another thread waits for the count
+     * and then reads it (gettid is a forwarded call in a vNode, so the window is wide). */
     last_code = si->si_code;
     last_value = si->si_value.sival_int;
     last_timer_tid = gettid_();
+    __atomic_fetch_add(&timer_hits, 1, __ATOMIC_RELEASE);
 }
 
 static volatile sig_atomic_t cpu_hits, last_cpu_sig;
