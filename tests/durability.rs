@@ -315,14 +315,14 @@ fn attribute_changes_and_symlinks_survive_sigkill() {
     }
     let sets = [("/f", Some(0o4711), Some(1_500_000_000_123_456_789)), ("/d", None, Some(-5)), ("/f", Some(0o600), None)];
     for (path, mode, mtime_ns) in sets {
-        match call(&mut t, StorageOp::SetAttr { path: path.into(), mode, mtime_ns }).unwrap() {
+        match call(&mut t, StorageOp::SetAttr { path: path.into(), mode, mtime_ns, uid: None, gid: None }).unwrap() {
             StorageReply::Attr(a) => {
                 assert!(mode.is_none_or(|m| a.mode == m) && mtime_ns.is_none_or(|m| a.mtime_ns == m), "{a:?}")
             }
             other => panic!("{other:?}"),
         }
     }
-    let missing = StorageOp::SetAttr { path: b"/nope".to_vec(), mode: Some(0o600), mtime_ns: None };
+    let missing = StorageOp::SetAttr { path: b"/nope".to_vec(), mode: Some(0o600), mtime_ns: None, uid: None, gid: None };
     assert_eq!(call(&mut t, missing).unwrap(), StorageReply::Error(errno::ENOENT));
     drop(t);
     server.kill();
