@@ -224,3 +224,27 @@ impl Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lego_proto::storage::FileKind;
+
+    /// A record of the builds before owner ids (the vNode, then the batch with entries of seven
+    /// fields, encoded as bincode encodes those structs) still replays, owned by 0:0.
+    #[test]
+    fn version_1_records_replay() {
+        type EntryV1 = (FileKind, u32, u64, u64, i64, i64, u64);
+        type BatchV1 = (Vec<Vec<u8>>, Vec<(Vec<u8>, EntryV1)>, Option<u64>, Vec<u64>);
+        let old: (String, BatchV1) =
+            ("demo".into(), (vec![b"/old".to_vec()], vec![(b"/f".to_vec(), (FileKind::File, 0o644, 5, 7, 1, 2, 7))], Some(8), vec![3]));
+        let (vnode, batch) = decode_record(&lego_proto::mm::encode(&old)).expect("a version 1 record");
+        assert_eq!(vnode, "demo");
+        let new = lego_proto::mm::encode(&(RECORD_V2, &vnode, &batch));
+        let (again, same) = decode_record(&new).expect("a version 2 record");
+        assert_eq!((again, format!("{same:?}")), (vnode, format!("{batch:?}")));
+        let shown = format!("{batch:?}");
+        assert!(shown.contains("size: 5, ino: 7") && shown.contains("uid: 0, gid: 0") && shown.contains("freed: [3]"), "{shown}");
+        assert!(decode_record(b"garbage").is_none());
+    }
+}
