@@ -1122,10 +1122,11 @@ impl Store {
         }
         let mut v = lock(v);
         let size = target.len() as u64;
-        if !v.entries.contains_key(path) && v.quota.is_some_and(|q| v.used.saturating_add(v.reserved).saturating_add(size) > q) {
+        // (An id taken for a symlink refused here is skipped, which is harmless.)
+        let (e, batch) = v.new_entry(path, FileKind::Symlink, 0o777, size)?;
+        if v.quota.is_some_and(|q| v.used.saturating_add(v.reserved).saturating_add(size) > q) {
             return Err(errno::ENOSPC);
         }
-        let (e, batch) = v.new_entry(path, FileKind::Symlink, 0o777, size)?;
         self.open_data(vnode, e.ino, true)?.write_all_at(target, 0).map_err(io_errno)?;
         self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Attr(v.attr(&e)))
