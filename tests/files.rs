@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
 mod common;
-use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, WORDS};
+use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, BUSYBOX_LINKS_SCRIPT, WORDS};
 
 /// A `lego storage-server` process on `dir`, listening on `listen`.
 fn storage_server(dir: &Path, listen: &str) -> Server {
@@ -117,6 +117,26 @@ fn busybox_modes_times_and_symlinks_on_remote_storage_match_native() {
     let native = output(cmd, b"");
     assert!(String::from_utf8_lossy(&native.stdout).ends_with("end\n"), "natively: {native:?}");
     let remote = run(&s.mem, &s.storage, "bbattrs", "/bin/busybox", &["sh", "-c", BUSYBOX_ATTRS_SCRIPT, "/work"], b"");
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(remote.status.code(), native.status.code());
+}
+
+/// busybox `ln` (hard links, to a file and to a symlink), `chown`, `cp -p` and
+/// `stat -c '%h %u %g'` on remote storage print what they print natively: the whole script the
+/// host-directory test runs.
+#[test]
+fn busybox_links_and_owners_on_remote_storage_match_native() {
+    if !kvm() {
+        return;
+    }
+    let s = setup("bblinks", |img| std::fs::create_dir(img.join("work")).unwrap());
+    let script = format!("cd \"$0\" || exit 1; {BUSYBOX_LINKS_SCRIPT}");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = common::native_command(image("busybox"));
+    cmd.args(["sh", "-c", &script]).arg(scratch.path());
+    let native = output(cmd, b"");
+    assert!(String::from_utf8_lossy(&native.stdout).ends_with("end\n"), "natively: {native:?}");
+    let remote = run(&s.mem, &s.storage, "bblinks", "/bin/busybox", &["sh", "-c", &script, "/work"], b"");
     assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{}", String::from_utf8_lossy(&remote.stderr));
     assert_eq!(remote.status.code(), native.status.code());
 }

@@ -182,15 +182,29 @@ impl BufferCache {
     pub fn serve(&mut self, req: StorageRequest, storage: &mut dyn Backing) -> StorageReply {
         let key = |path: &[u8]| (req.vnode.clone(), path.to_vec());
         let result = match &req.op {
-            StorageOp::Read { path, offset, len } => self.read(&key(path), *offset, *len, storage),
-            StorageOp::Write { path, offset, data } => self.write(&key(path), *offset, data, storage),
+            // A file with several names is served by storage alone: the cache keeps files by
+            // name, and two names must not hold two copies.
+            StorageOp::Read { path, offset, len } => match self.linked(&key(path), storage) {
+                Ok(true) => forward(&req, storage),
+                Ok(false) => self.read(&key(path), *offset, *len, storage),
+                Err(e) => Err(e),
+            },
+            StorageOp::Write { path, offset, data } => match self.linked(&key(path), storage) {
+                Ok(true) => forward(&req, storage).inspect(|_| self.space.stale(&req.vnode)),
+                Ok(false) => self.write(&key(path), *offset, data, storage),
+                Err(e) => Err(e),
+            },
             StorageOp::Stat { path } => self.stat(&key(path), storage),
             StorageOp::Fsync { path } => self.fsync(&key(path), storage),
             StorageOp::SyncFs => self.syncfs(&req, storage),
             // A new mode or time must not be overtaken by an older write-back (which sets the
             // modification time), nor hidden by the attributes cached here: dirty pages go
             // first, then the cached state.
-            StorageOp::Create { path, truncate: true, .. } | StorageOp::Truncate { path, .. } | StorageOp::SetAttr { path, .. } => {
+            // A new hard link makes the file one the cache does not keep (see `linked`).
+            StorageOp::Create { path, truncate: true, .. }
+            | StorageOp::Truncate { path, .. }
+            | StorageOp::SetAttr { path, .. }
+            | StorageOp::Link { from: path, .. } => {
                 let k = key(path);
                 // A failed write-back is kept for the file's next fsync or close.
                 let _ = self.write_back_file(&k, storage);
@@ -450,6 +464,26 @@ impl BufferCache {
             return Ok(f.attr.size);
         }
         let attr = self.storage_attr(key, storage)?;
+        self.remember(key, attr)
+    }
+
+    /// Whether file `key` has more than one name (hard links), which the cache does not keep.
+    /// A file not cached yet is looked up, and remembered if it has one name. The cache never
+    /// holds a linked file: a link is made through it, and drops the file first.
+    fn linked(&mut self, key: &FileKey, storage: &mut dyn Backing) -> Result<bool, i32> {
+        if self.files.contains_key(key) {
+            return Ok(false);
+        }
+        let attr = self.storage_attr(key, storage)?;
+        if attr.kind == FileKind::File && attr.nlink > 1 {
+            return Ok(true);
+        }
+        self.remember(key, attr).map(drop)?;
+        Ok(false)
+    }
+
+    /// Starts caching file `key`, whose attributes storage gave; answers its size.
+    fn remember(&mut self, key: &FileKey, attr: FileAttr) -> Result<u64, i32> {
         if attr.kind == FileKind::Dir {
             return Err(errno::EISDIR);
         }
@@ -669,7 +703,17 @@ mod tests {
             if self.down {
                 return Err("storage is down".into());
             }
-            let attr = |f: &Vec<u8>| FileAttr { kind: FileKind::File, mode: 0o644, size: f.len() as u64, ino: 1, mtime_ns: 0, ctime_ns: 0 };
+            let attr = |f: &Vec<u8>| FileAttr {
+                kind: FileKind::File,
+                mode: 0o644,
+                size: f.len() as u64,
+                ino: 1,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                nlink: 1,
+                uid: 0,
+                gid: 0,
+            };
             let missing = StorageReply::Error(errno::ENOENT);
             Ok(match &req.op {
                 StorageOp::Stat { path } => self.files.get(path).map_or(missing, |f| StorageReply::Attr(attr(f))),
@@ -727,9 +771,8 @@ mod tests {
                 | StorageOp::Resolve { .. }
                 | StorageOp::Symlink { .. }
                 | StorageOp::Readlink { .. }
-                | StorageOp::Mount { .. } => {
-                    StorageReply::Error(errno::EINVAL)
-                }
+                | StorageOp::Link { .. }
+                | StorageOp::Mount { .. } => StorageReply::Error(errno::EINVAL),
             })
         }
     }
@@ -822,7 +865,7 @@ mod tests {
         let mut c = BufferCache::new(MIN_CAPACITY);
         write(&mut c, &mut d, "/f", 5, b" world");
         assert_eq!(d.files[&p("/f")], b"hello");
-        let set = StorageOp::SetAttr { path: p("/f"), mode: Some(0o600), mtime_ns: Some(7) };
+        let set = StorageOp::SetAttr { path: p("/f"), mode: Some(0o600), mtime_ns: Some(7), uid: None, gid: None };
         assert!(matches!(c.serve(req(set), &mut d), StorageReply::Attr(_)));
         assert_eq!(d.files[&p("/f")], b"hello world", "written back before the change");
         assert!(c.is_empty(), "nothing of the file stays cached");

@@ -113,6 +113,8 @@ impl FileShards {
         let path = match &req.op {
             StorageOp::Rename { from, to } => return self.rename(&req, from, to).unwrap_or_else(StorageReply::Error),
             StorageOp::SyncFs => return self.syncfs(req),
+            // Served where the file is cached, which drops it first.
+            StorageOp::Link { from, .. } => from,
             op => op.path().unwrap_or(b"/"),
         };
         let (cache, storage) = &mut *self.shard(&req.vnode, path).lock_slow();

@@ -24,6 +24,8 @@ pub const MAX_DIRENTS: usize = 1024;
 pub mod errno {
     /// No such file or directory.
     pub const ENOENT: i32 = 2;
+    /// Operation not permitted (a hard link to a directory).
+    pub const EPERM: i32 = 1;
     /// I/O error.
     pub const EIO: i32 = 5;
     /// Permission denied.
@@ -98,10 +100,10 @@ pub enum StorageOp {
     SyncFs,
     /// `statfs`: the space of the vNode's mount ([`StorageReply::FsStat`]).
     StatFs,
-    /// `chmod`/`utimensat`: sets the permission bits (`0o7777` at most) and the modification
-    /// time (nanoseconds since the epoch) where given, and the change time to now; answers the
-    /// attributes afterwards.
-    SetAttr { path: Vec<u8>, mode: Option<u32>, mtime_ns: Option<i64> },
+    /// `chmod`/`utimensat`/`chown`: sets the permission bits (`0o7777` at most), the
+    /// modification time (nanoseconds since the epoch) and the owner ids where given, and the
+    /// change time to now; answers the attributes afterwards. Owners are stored, not enforced.
+    SetAttr { path: Vec<u8>, mode: Option<u32>, mtime_ns: Option<i64>, uid: Option<u32>, gid: Option<u32> },
     /// Resolves `path` (absolute, not normalised: `.`, `..` and symlinks are resolved here, `..`
     /// staying at `/`) inside the mount, following a final symlink if `follow` (or if the path
     /// ends with `/`); answers the path it names, without symlinks ([`StorageReply::Data`]),
@@ -117,6 +119,9 @@ pub enum StorageOp {
     /// is made if new, and its quota set or kept. Answered with [`StorageReply::Done`];
     /// requests for a vNode never mounted are refused with [`errno::ENOVNODE`].
     Mount { quota: QuotaChange },
+    /// A hard link: `to` becomes another name of the file or symlink at `from` (`EPERM` for a
+    /// directory); answers the attributes afterwards.
+    Link { from: Vec<u8>, to: Vec<u8> },
 }
 
 /// What a [`StorageOp::Mount`] does to the vNode's quota.
@@ -130,7 +135,7 @@ pub enum QuotaChange {
 }
 
 impl StorageOp {
-    /// The one path the operation names (`None` for a rename, which names two, and for the
+    /// The one path the operation names (`None` for a rename or link, which name two, and for the
     /// calls about the whole mount).
     pub fn path(&self) -> Option<&[u8]> {
         match self {
@@ -148,7 +153,7 @@ impl StorageOp {
             | StorageOp::Symlink { path, .. }
             | StorageOp::Readlink { path }
             | StorageOp::Resolve { path, .. } => Some(path),
-            StorageOp::Rename { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Mount { .. } => None,
+            StorageOp::Rename { .. } | StorageOp::Link { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Mount { .. } => None,
         }
     }
 }
@@ -195,6 +200,12 @@ pub struct FileAttr {
     pub mtime_ns: i64,
     /// Last attribute change, nanoseconds since the epoch.
     pub ctime_ns: i64,
+    /// Names of the object (hard links; 2 for a directory).
+    pub nlink: u32,
+    /// Owner user id (stored, not enforced).
+    pub uid: u32,
+    /// Owner group id (stored, not enforced).
+    pub gid: u32,
 }
 
 /// One directory entry.

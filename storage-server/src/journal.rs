@@ -13,8 +13,10 @@
 //! replayed over the index in order (records are whole entries, not deltas, so replaying one
 //! that the index already holds changes nothing), then checkpointed.
 //!
-//! Record: `len: u32 LE | crc32(payload): u32 LE | payload` (bincode of the vNode and its
-//! batch). Replay stops at the first record that is short or fails its checksum: only a power
+//! Record: `len: u32 LE | crc32(payload): u32 LE | payload`. The payload is the bincode of
+//! `(RECORD_V2, vNode, batch)`; the builds before owner ids wrote `(vNode, batch)` with the
+//! older entry layout, which replay still reads (a vNode name's length, the first 8 bytes there,
+//! is never [`RECORD_V2`]). Replay stops at the first record that is short or fails its checksum: only a power
 //! loss can leave one, and then only after the last fsync.
 
 use std::fs::{File, OpenOptions};
@@ -26,7 +28,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use lego_proto::storage::errno;
 
 use crate::lock;
-use crate::store::Batch;
+use crate::store::{Batch, BatchV1};
+
+/// The first 8 bytes of a version 2 record's payload (entries with owner ids).
+const RECORD_V2: u64 = u64::MAX;
 
 /// Journal bytes after which a checkpoint is made.
 pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
@@ -96,9 +101,9 @@ fn read_records(path: &Path) -> Result<Vec<(String, Batch)>, JournalError> {
         if len > MAX_RECORD || end > bytes.len() || crc32fast::hash(&bytes[at + 8..end]) != crc {
             break;
         }
-        match lego_proto::mm::decode::<(String, Batch)>(&bytes[at + 8..end]) {
-            Ok(r) => out.push(r),
-            Err(_) => break,
+        match decode_record(&bytes[at + 8..end]) {
+            Some(r) => out.push(r),
+            None => break,
         }
         at = end;
     }
@@ -106,6 +111,16 @@ fn read_records(path: &Path) -> Result<Vec<(String, Batch)>, JournalError> {
         tracing::warn!(path = %path.display(), dropped = bytes.len() - at, "a torn journal tail was dropped");
     }
     Ok(out)
+}
+
+/// One record's payload, of either version.
+fn decode_record(payload: &[u8]) -> Option<(String, Batch)> {
+    if payload.get(..8) == Some(RECORD_V2.to_le_bytes().as_slice()) {
+        let (_, vnode, batch) = lego_proto::mm::decode::<(u64, String, Batch)>(payload).ok()?;
+        return Some((vnode, batch));
+    }
+    let (vnode, batch) = lego_proto::mm::decode::<(String, BatchV1)>(payload).ok()?;
+    Some((vnode, batch.into()))
 }
 
 fn open_new(dir: &Path, gen: u64) -> std::io::Result<File> {
@@ -146,7 +161,7 @@ impl Journal {
     /// process. Answers whether a checkpoint is due.
     pub(crate) fn append(&self, vnode: &str, batch: &Batch) -> Result<bool, i32> {
         let record = (vnode.to_string(), batch.clone());
-        let payload = lego_proto::mm::encode(&record);
+        let payload = lego_proto::mm::encode(&(RECORD_V2, &record.0, &record.1));
         let mut buf = Vec::with_capacity(8 + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -207,5 +222,29 @@ impl Journal {
                 tracing::warn!(error = %e, "removing a checkpointed journal file");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lego_proto::storage::FileKind;
+
+    /// A record of the builds before owner ids (the vNode, then the batch with entries of seven
+    /// fields, encoded as bincode encodes those structs) still replays, owned by 0:0.
+    #[test]
+    fn version_1_records_replay() {
+        type EntryV1 = (FileKind, u32, u64, u64, i64, i64, u64);
+        type BatchV1 = (Vec<Vec<u8>>, Vec<(Vec<u8>, EntryV1)>, Option<u64>, Vec<u64>);
+        let old: (String, BatchV1) =
+            ("demo".into(), (vec![b"/old".to_vec()], vec![(b"/f".to_vec(), (FileKind::File, 0o644, 5, 7, 1, 2, 7))], Some(8), vec![3]));
+        let (vnode, batch) = decode_record(&lego_proto::mm::encode(&old)).expect("a version 1 record");
+        assert_eq!(vnode, "demo");
+        let new = lego_proto::mm::encode(&(RECORD_V2, &vnode, &batch));
+        let (again, same) = decode_record(&new).expect("a version 2 record");
+        assert_eq!((again, format!("{same:?}")), (vnode, format!("{batch:?}")));
+        let shown = format!("{batch:?}");
+        assert!(shown.contains("size: 5, ino: 7") && shown.contains("uid: 0, gid: 0") && shown.contains("freed: [3]"), "{shown}");
+        assert!(decode_record(b"garbage").is_none());
     }
 }

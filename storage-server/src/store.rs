@@ -11,7 +11,7 @@
 //! append leaves them unchanged; checkpoints carry the journal into redb (see the crate
 //! documentation for the durability rules).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::ops::Bound;
 use std::os::fd::AsRawFd;
@@ -104,9 +104,10 @@ pub enum StoreError {
     },
 }
 
-/// One file or directory.
+/// One name of a file, symlink or directory. The names of one inode (hard links) carry the same
+/// attributes, and all change together; only `dseq` is the name's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
+pub(crate) struct Entry {
     kind: FileKind,
     mode: u32,
     size: u64,
@@ -115,10 +116,35 @@ struct Entry {
     ctime: i64,
     /// Creation number within the parent directory: orders readdir, and is its cookie.
     dseq: u64,
+    /// Owner ids (stored, not enforced).
+    uid: u32,
+    gid: u32,
+}
+
+/// An [`Entry`] as the journal records of the builds before owner ids held it (read only).
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub(crate) struct EntryV1 {
+    kind: FileKind,
+    mode: u32,
+    size: u64,
+    ino: u64,
+    mtime: i64,
+    ctime: i64,
+    dseq: u64,
+}
+
+impl From<EntryV1> for Entry {
+    fn from(e: EntryV1) -> Entry {
+        let EntryV1 { kind, mode, size, ino, mtime, ctime, dseq } = e;
+        Entry { kind, mode, size, ino, mtime, ctime, dseq, uid: 0, gid: 0 }
+    }
 }
 
 impl Entry {
-    const LEN: usize = 45;
+    /// Length of an index record: version 2, with the owner ids. Version 1 (the builds
+    /// before them) is its first [`Entry::LEN_V1`] bytes, read with owner 0:0.
+    const LEN: usize = 53;
+    const LEN_V1: usize = 45;
 
     fn encode(&self) -> [u8; Entry::LEN] {
         let mut b = [0u8; Entry::LEN];
@@ -133,13 +159,22 @@ impl Entry {
         b[21..29].copy_from_slice(&self.mtime.to_le_bytes());
         b[29..37].copy_from_slice(&self.ctime.to_le_bytes());
         b[37..45].copy_from_slice(&self.dseq.to_le_bytes());
+        b[45..49].copy_from_slice(&self.uid.to_le_bytes());
+        b[49..53].copy_from_slice(&self.gid.to_le_bytes());
         b
     }
 
     fn decode(b: &[u8]) -> Option<Entry> {
-        if b.len() != Entry::LEN {
+        if b.len() != Entry::LEN && b.len() != Entry::LEN_V1 {
             return None;
         }
+        let u32_at = |i: usize| {
+            if b.len() > i {
+                u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"))
+            } else {
+                0
+            }
+        };
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let kind = match b[0] {
             1 => FileKind::File,
@@ -155,11 +190,9 @@ impl Entry {
             mtime: u64_at(21) as i64,
             ctime: u64_at(29) as i64,
             dseq: u64_at(37),
+            uid: u32_at(45),
+            gid: u32_at(49),
         })
-    }
-
-    fn attr(&self) -> FileAttr {
-        FileAttr { kind: self.kind, mode: self.mode, size: self.size, ino: self.ino, mtime_ns: self.mtime, ctime_ns: self.ctime }
     }
 
     fn is_dir(&self) -> bool {
@@ -174,11 +207,13 @@ struct Vnode {
     entries: HashMap<Vec<u8>, Entry>,
     /// Directory path -> its children's names by creation number (absent: no children).
     children: HashMap<Vec<u8>, BTreeMap<u64, Vec<u8>>>,
+    /// Inode of a file or symlink -> its names (hard links), kept by [`Vnode::apply`].
+    names: HashMap<u64, BTreeSet<Vec<u8>>>,
     /// Next inode number / creation number.
     next_id: u64,
     /// Its quota, if any.
     quota: Option<u64>,
-    /// Bytes of its files and symlinks (their sizes), kept by [`Vnode::apply`].
+    /// Bytes of its files and symlinks (their sizes, once per inode), kept by [`Vnode::apply`].
     used: u64,
     /// Bytes that writes in progress may add (checked against the quota, not yet in `used`).
     reserved: u64,
@@ -258,6 +293,92 @@ impl Vnode {
         id
     }
 
+    /// The attributes of entry `e`, with its inode's number of names.
+    fn attr(&self, e: &Entry) -> FileAttr {
+        let nlink = if e.is_dir() { 2 } else { self.names.get(&e.ino).map_or(1, |n| n.len().max(1)) };
+        FileAttr {
+            kind: e.kind,
+            mode: e.mode,
+            size: e.size,
+            ino: e.ino,
+            mtime_ns: e.mtime,
+            ctime_ns: e.ctime,
+            nlink: u32::try_from(nlink).unwrap_or(u32::MAX),
+            uid: e.uid,
+            gid: e.gid,
+        }
+    }
+
+    /// A batch that gives every name of `e`'s inode the attributes of `e` (each keeping its own
+    /// creation number), or `path` alone if it is a directory.
+    fn put_inode(&self, path: &[u8], e: Entry) -> Batch {
+        let mut batch = Batch::default();
+        match self.names.get(&e.ino).filter(|_| !e.is_dir()) {
+            Some(names) => {
+                for p in names {
+                    let dseq = self.entries.get(p).map_or(e.dseq, |n| n.dseq);
+                    batch.puts.push((p.clone(), Entry { dseq, ..e }));
+                }
+            }
+            None => batch.puts.push((path.to_vec(), e)),
+        }
+        batch
+    }
+
+    /// Starts the batch that adds the name `path`: `EEXIST` if it is taken, its parent must be
+    /// a directory. Answers a fresh id (the new name's creation number, and the inode number of
+    /// a new object), the time, and the batch, which already records the new id counter and the
+    /// parent's change.
+    fn new_name(&mut self, path: &[u8]) -> Result<(u64, i64, Batch), i32> {
+        if self.entries.contains_key(path) {
+            return Err(errno::EEXIST);
+        }
+        let dir = self.parent_dir(path)?;
+        let id = self.alloc();
+        let now = now_ns();
+        let mut batch = Batch { next_id: Some(self.next_id), ..Batch::default() };
+        batch.touch(parent(path), dir, now);
+        Ok((id, now, batch))
+    }
+
+    /// The entry and batch of a new object of `kind` at `path` (see [`Vnode::new_name`]).
+    fn new_entry(&mut self, path: &[u8], kind: FileKind, mode: u32, size: u64) -> Result<(Entry, Batch), i32> {
+        let (id, now, mut batch) = self.new_name(path)?;
+        let e = Entry { kind, mode: mode & 0o7777, size, ino: id, mtime: now, ctime: now, dseq: id, uid: 0, gid: 0 };
+        batch.puts.push((path.to_vec(), e));
+        Ok((e, batch))
+    }
+
+    /// Whether `e` (at some path) is the last name of its inode.
+    fn last_name(&self, e: &Entry) -> bool {
+        self.names.get(&e.ino).is_none_or(|n| n.len() <= 1)
+    }
+
+    /// Counts name `path` of `e` in `names` and `used` (an inode's size once).
+    fn add_name(&mut self, path: &[u8], e: &Entry) {
+        if e.is_dir() {
+            return;
+        }
+        let set = self.names.entry(e.ino).or_default();
+        // Names of one inode carry one size: the new one replaces what the others hold (the
+        // same, or the old size while a batch updates them one by one).
+        let before = set.first().and_then(|p| self.entries.get(p)).map_or(0, Vnode::charge);
+        set.insert(path.to_vec());
+        self.used = self.used.saturating_sub(before) + Vnode::charge(e);
+    }
+
+    /// Takes name `path` of `e` out of `names`, and its inode's size out of `used` with its
+    /// last name.
+    fn remove_name(&mut self, path: &[u8], e: &Entry) {
+        if let Some(set) = self.names.get_mut(&e.ino).filter(|_| !e.is_dir()) {
+            set.remove(path);
+            if set.is_empty() {
+                self.names.remove(&e.ino);
+                self.used = self.used.saturating_sub(Vnode::charge(e));
+            }
+        }
+    }
+
     /// Every path strictly below directory `dir`, with its entry.
     fn subtree(&self, dir: &[u8]) -> Vec<(Vec<u8>, Entry)> {
         let mut out = Vec::new();
@@ -279,7 +400,7 @@ impl Vnode {
     fn apply(&mut self, batch: &Batch) {
         for p in &batch.dels {
             if let Some(e) = self.entries.remove(p) {
-                self.used = self.used.saturating_sub(Vnode::charge(&e));
+                self.remove_name(p, &e);
                 self.unlink_child(p, &e);
                 if e.is_dir() {
                     self.children.remove(p);
@@ -287,11 +408,12 @@ impl Vnode {
             }
         }
         for (p, e) in &batch.puts {
-            self.used += Vnode::charge(e);
-            if let Some(old) = self.entries.insert(p.clone(), *e) {
-                self.used = self.used.saturating_sub(Vnode::charge(&old));
+            if let Some(old) = self.entries.remove(p) {
+                self.remove_name(p, &old);
                 self.unlink_child(p, &old);
             }
+            self.add_name(p, e);
+            self.entries.insert(p.clone(), *e);
             if p != b"/" {
                 let (dir, name) = split(p);
                 self.children.entry(dir.to_vec()).or_default().insert(e.dseq, name.to_vec());
@@ -325,6 +447,22 @@ pub(crate) struct Batch {
     freed: Vec<u64>,
 }
 
+/// A [`Batch`] as the journal records of the builds before owner ids held it (read only).
+#[derive(Debug, Deserialize)]
+pub(crate) struct BatchV1 {
+    dels: Vec<Vec<u8>>,
+    puts: Vec<(Vec<u8>, EntryV1)>,
+    next_id: Option<u64>,
+    freed: Vec<u64>,
+}
+
+impl From<BatchV1> for Batch {
+    fn from(b: BatchV1) -> Batch {
+        let BatchV1 { dels, puts, next_id, freed } = b;
+        Batch { dels, puts: puts.into_iter().map(|(p, e)| (p, e.into())).collect(), next_id, freed }
+    }
+}
+
 impl Batch {
     fn put(path: &[u8], e: Entry) -> Batch {
         Batch { puts: vec![(path.to_vec(), e)], ..Batch::default() }
@@ -334,6 +472,14 @@ impl Batch {
     fn touch(&mut self, path: &[u8], e: Entry, now: i64) {
         self.puts.push((path.to_vec(), Entry { mtime: now, ctime: now, ..e }));
     }
+}
+
+/// What a [`StorageOp::SetAttr`] changes (`None`: kept).
+struct SetAttrs {
+    mode: Option<u32>,
+    mtime: Option<i64>,
+    uid: Option<u32>,
+    gid: Option<u32>,
 }
 
 /// Stripes of the per-inode locks (a write and a truncate of one file exclude each other; other
@@ -452,10 +598,16 @@ impl Store {
                 }
                 return Err(StoreError::Corrupt { vnode: name.clone(), path: "/".into() });
             }
-            let Vnode { entries, children, next_id, used, .. } = v;
+            let Vnode { entries, children, names, next_id, used, .. } = v;
             for (p, e) in entries.iter() {
                 *next_id = (*next_id).max(e.ino.max(e.dseq) + 1);
-                *used += Vnode::charge(e);
+                if !e.is_dir() {
+                    let set = names.entry(e.ino).or_default();
+                    if set.is_empty() {
+                        *used += Vnode::charge(e);
+                    }
+                    set.insert(p.clone());
+                }
                 if p != b"/" {
                     let (dir, n) = split(p);
                     children.entry(dir.to_vec()).or_default().insert(e.dseq, n.to_vec());
@@ -532,7 +684,7 @@ impl Store {
             return Ok(StorageReply::Data(self.resolve(vnode, &v, path, *follow)?));
         }
         match &op {
-            StorageOp::Rename { from, to } => {
+            StorageOp::Rename { from, to } | StorageOp::Link { from, to } => {
                 check_path(from)?;
                 check_path(to)?;
             }
@@ -541,12 +693,13 @@ impl Store {
         let v = self.vnode(vnode)?;
         let v = &*v;
         match op {
-            StorageOp::Stat { path } => Ok(StorageReply::Attr(lock(v).get(&path)?.attr())),
+            StorageOp::Stat { path } => {
+                let v = lock(v);
+                Ok(StorageReply::Attr(v.attr(&v.get(&path)?)))
+            }
             StorageOp::Read { path, offset, len } => self.read(vnode, v, &path, offset, len),
             StorageOp::Write { path, offset, data } => self.write(vnode, v, &path, offset, &data),
-            StorageOp::Create { path, mode, exclusive, truncate } => {
-                self.create(vnode, v, &path, mode, exclusive, truncate)
-            }
+            StorageOp::Create { path, mode, exclusive, truncate } => self.create(vnode, v, &path, mode, exclusive, truncate),
             StorageOp::Truncate { path, len } => self.truncate(vnode, v, &path, len),
             StorageOp::Unlink { path } => self.unlink(vnode, v, &path),
             StorageOp::Rename { from, to } => self.rename(vnode, v, &from, &to),
@@ -556,7 +709,10 @@ impl Store {
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
             StorageOp::SyncFs => self.syncfs(vnode),
             StorageOp::StatFs => self.statfs(v),
-            StorageOp::SetAttr { path, mode, mtime_ns } => self.set_attr(vnode, v, &path, mode, mtime_ns),
+            StorageOp::SetAttr { path, mode, mtime_ns, uid, gid } => {
+                self.set_attr(vnode, v, &path, SetAttrs { mode, mtime: mtime_ns, uid, gid })
+            }
+            StorageOp::Link { from, to } => self.link(vnode, v, &from, &to),
             StorageOp::Symlink { path, target } => self.symlink(vnode, v, &path, &target),
             StorageOp::Readlink { path } => {
                 let e = lock(v).get(&path)?;
@@ -624,7 +780,8 @@ impl Store {
     /// Journals and applies the `/` of a new mount.
     fn make_root(&self, vnode: &str, v: &mut Vnode) -> Result<(), i32> {
         let now = now_ns();
-        let root = Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0 };
+        let root =
+            Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0, uid: 0, gid: 0 };
         let batch = Batch { next_id: Some(ROOT_INO + 1), ..Batch::put(b"/", root) };
         self.commit(vnode, v, batch)
     }
@@ -702,7 +859,7 @@ impl Store {
             let mut v = lock(v);
             let e = v.file(path)?;
             if data.is_empty() {
-                return Ok(StorageReply::Attr(e.attr()));
+                return Ok(StorageReply::Attr(v.attr(&e)));
             }
             // All or nothing: a write that would pass the quota writes no byte.
             let growth = end.saturating_sub(e.size);
@@ -718,13 +875,13 @@ impl Store {
         let e = v.file(path).and_then(|now| if now.ino == e.ino { Ok(now) } else { Err(errno::ENOENT) })?;
         let now = now_ns();
         let e = Entry { size: e.size.max(end), mtime: now, ctime: now, ..e };
-        self.commit(vnode, &mut v, Batch::put(path, e))?;
-        Ok(StorageReply::Attr(e.attr()))
+        let batch = v.put_inode(path, e);
+        self.commit(vnode, &mut v, batch)?;
+        Ok(StorageReply::Attr(v.attr(&e)))
     }
 
     fn create(&self, vnode: &str, vm: &Mutex<Vnode>, path: &[u8], mode: u32, exclusive: bool, truncate: bool) -> Result<StorageReply, i32> {
         let mut v = lock(vm);
-        let now = now_ns();
         if let Some(&e) = v.entries.get(path) {
             return match (exclusive, e.kind) {
                 (true, _) => Err(errno::EEXIST),
@@ -733,19 +890,15 @@ impl Store {
                     drop(v);
                     self.truncate_to(vnode, vm, path, e.ino, 0)
                 }
-                (false, FileKind::File) => Ok(StorageReply::Attr(e.attr())),
+                (false, FileKind::File) => Ok(StorageReply::Attr(v.attr(&e))),
                 (false, FileKind::Symlink) => Err(errno::ELOOP),
             };
         }
-        let dir = v.parent_dir(path)?;
-        let id = v.alloc();
-        let e = Entry { kind: FileKind::File, mode: mode & 0o7777, size: 0, ino: id, mtime: now, ctime: now, dseq: id };
-        let mut batch = Batch { next_id: Some(v.next_id), ..Batch::put(path, e) };
-        batch.touch(parent(path), dir, now);
+        let (e, batch) = v.new_entry(path, FileKind::File, mode, 0)?;
         // A host file left over from before a crash would show stale bytes: start empty.
-        self.open_data(vnode, id, true)?;
+        self.open_data(vnode, e.ino, true)?;
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(e.attr()))
+        Ok(StorageReply::Attr(v.attr(&e)))
     }
 
     fn truncate(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], len: u64) -> Result<StorageReply, i32> {
@@ -772,8 +925,9 @@ impl Store {
         f.set_len(e.size.min(len)).and_then(|()| f.set_len(len)).map_err(io_errno)?;
         let now = now_ns();
         let e = Entry { size: len, mtime: now, ctime: now, ..e };
-        self.commit(vnode, &mut v, Batch::put(path, e))?;
-        Ok(StorageReply::Attr(e.attr()))
+        let batch = v.put_inode(path, e);
+        self.commit(vnode, &mut v, batch)?;
+        Ok(StorageReply::Attr(v.attr(&e)))
     }
 
     fn unlink(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
@@ -786,25 +940,41 @@ impl Store {
             return Err(errno::EISDIR);
         }
         let dir = v.get(parent(path))?;
-        let mut batch = Batch { dels: vec![path.to_vec()], freed: vec![e.ino], ..Batch::default() };
-        batch.touch(parent(path), dir, now_ns());
+        let now = now_ns();
+        let mut batch = Batch { dels: vec![path.to_vec()], ..Batch::default() };
+        if v.last_name(&e) {
+            batch.freed.push(e.ino);
+        } else {
+            // The other names stay, with one link fewer: a change of the inode.
+            batch.puts = v.put_inode(path, Entry { ctime: now, ..e }).puts;
+            batch.puts.retain(|(p, _)| p != path);
+        }
+        batch.touch(parent(path), dir, now);
         self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Done)
     }
 
     fn mkdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
         let mut v = lock(v);
-        if v.entries.contains_key(path) {
-            return Err(errno::EEXIST);
-        }
-        let dir = v.parent_dir(path)?;
-        let id = v.alloc();
-        let now = now_ns();
-        let e = Entry { kind: FileKind::Dir, mode: mode & 0o7777, size: DIR_SIZE, ino: id, mtime: now, ctime: now, dseq: id };
-        let mut batch = Batch { next_id: Some(v.next_id), ..Batch::put(path, e) };
-        batch.touch(parent(path), dir, now);
+        let (e, batch) = v.new_entry(path, FileKind::Dir, mode, DIR_SIZE)?;
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(e.attr()))
+        Ok(StorageReply::Attr(v.attr(&e)))
+    }
+
+    /// A hard link: `to` becomes another name of the inode at `from` (not a directory). The
+    /// inode's data stays until its last name goes, and counts once against the quota.
+    fn link(&self, vnode: &str, v: &Mutex<Vnode>, from: &[u8], to: &[u8]) -> Result<StorageReply, i32> {
+        let mut v = lock(v);
+        let src = v.get(from)?;
+        if src.is_dir() {
+            return Err(errno::EPERM);
+        }
+        let (id, now, mut batch) = v.new_name(to)?;
+        let e = Entry { ctime: now, ..src };
+        batch.puts.extend(v.put_inode(from, e).puts);
+        batch.puts.push((to.to_vec(), Entry { dseq: id, ..e }));
+        self.commit(vnode, &mut v, batch)?;
+        Ok(StorageReply::Attr(v.attr(&e)))
     }
 
     fn rmdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
@@ -851,7 +1021,13 @@ impl Store {
                 (true, false) => return Err(errno::ENOTDIR),
                 (true, true) if v.has_children(to) => return Err(errno::ENOTEMPTY),
                 (true, true) => {}
-                (false, false) => batch.freed.push(dst.ino),
+                // Two names of one inode: rename(2) does nothing.
+                (false, false) if dst.ino == src.ino => return Ok(StorageReply::Done),
+                (false, false) if v.last_name(dst) => batch.freed.push(dst.ino),
+                (false, false) => {
+                    let e = Entry { ctime: now_ns(), ..*dst };
+                    batch.puts.extend(v.put_inode(to, e).puts.into_iter().filter(|(p, _)| p != to));
+                }
             }
             batch.dels.push(to.to_vec());
         }
@@ -945,32 +1121,33 @@ impl Store {
             return Err(errno::EINVAL);
         }
         let mut v = lock(v);
-        if v.entries.contains_key(path) {
-            return Err(errno::EEXIST);
-        }
-        let dir = v.parent_dir(path)?;
         let size = target.len() as u64;
+        // (An id taken for a symlink refused here is skipped, which is harmless.)
+        let (e, batch) = v.new_entry(path, FileKind::Symlink, 0o777, size)?;
         if v.quota.is_some_and(|q| v.used.saturating_add(v.reserved).saturating_add(size) > q) {
             return Err(errno::ENOSPC);
         }
-        let id = v.alloc();
-        let now = now_ns();
-        let e = Entry { kind: FileKind::Symlink, mode: 0o777, size, ino: id, mtime: now, ctime: now, dseq: id };
-        self.open_data(vnode, id, true)?.write_all_at(target, 0).map_err(io_errno)?;
-        let mut batch = Batch { next_id: Some(v.next_id), ..Batch::put(path, e) };
-        batch.touch(parent(path), dir, now);
+        self.open_data(vnode, e.ino, true)?.write_all_at(target, 0).map_err(io_errno)?;
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(e.attr()))
+        Ok(StorageReply::Attr(v.attr(&e)))
     }
 
-    /// `chmod`/`utimensat`: the entry with its new mode and modification time, journalled as
-    /// every index change is.
-    fn set_attr(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: Option<u32>, mtime: Option<i64>) -> Result<StorageReply, i32> {
+    /// `chmod`/`utimensat`/`chown`: the inode with its new mode, modification time and owner
+    /// ids, journalled as every index change is.
+    fn set_attr(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], set: SetAttrs) -> Result<StorageReply, i32> {
         let mut v = lock(v);
         let e = v.get(path)?;
-        let e = Entry { mode: mode.map_or(e.mode, |m| m & 0o7777), mtime: mtime.unwrap_or(e.mtime), ctime: now_ns(), ..e };
-        self.commit(vnode, &mut v, Batch::put(path, e))?;
-        Ok(StorageReply::Attr(e.attr()))
+        let e = Entry {
+            mode: set.mode.map_or(e.mode, |m| m & 0o7777),
+            mtime: set.mtime.unwrap_or(e.mtime),
+            ctime: now_ns(),
+            uid: set.uid.unwrap_or(e.uid),
+            gid: set.gid.unwrap_or(e.gid),
+            ..e
+        };
+        let batch = v.put_inode(path, e);
+        self.commit(vnode, &mut v, batch)?;
+        Ok(StorageReply::Attr(v.attr(&e)))
     }
 
     /// Makes the file's bytes, its entry and every change before it survive power loss. Holds
@@ -1035,7 +1212,9 @@ fn readdir(vnode: &str, v: &Vnode, path: &[u8], cookie: u64, max: u32) -> Result
             }
             match v.entries.get(&join(path, name)) {
                 Some(e) => entries.push(DirEntry { name: name.clone(), kind: e.kind, ino: e.ino, cookie: seq }),
-                None => tracing::error!(vnode, name = %String::from_utf8_lossy(name), "a child without an entry"),
+                None => {
+                    tracing::error!(vnode, name = %String::from_utf8_lossy(name), "a child without an entry")
+                }
             }
         }
     }
@@ -1140,8 +1319,10 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let e = Entry { kind: FileKind::Dir, mode: 0o755, size: 9, ino: 3, mtime: -1, ctime: 7, dseq: 4 };
+        let e = Entry { kind: FileKind::Dir, mode: 0o755, size: 9, ino: 3, mtime: -1, ctime: 7, dseq: 4, uid: 5, gid: 6 };
         assert_eq!(Entry::decode(&e.encode()), Some(e));
+        // Version 1 records (no owner ids) read as owned by 0:0.
+        assert_eq!(Entry::decode(&e.encode()[..Entry::LEN_V1]), Some(Entry { uid: 0, gid: 0, ..e }));
         assert_eq!(Entry::decode(&[0u8; Entry::LEN]), None);
         assert_eq!(Entry::decode(&[1u8; 3]), None);
     }

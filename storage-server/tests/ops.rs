@@ -631,3 +631,91 @@ fn a_mount_without_its_root_gets_one_at_start() {
     c.create("/f");
     assert_eq!(c.err(StorageOp::Write { path: b"/f".to_vec(), offset: 0, data: vec![1; 4097] }), ENOSPC);
 }
+
+fn link(c: &mut Client, from: &str, to: &str) -> Result<FileAttr, i32> {
+    match c.call(StorageOp::Link { from: from.into(), to: to.into() }) {
+        StorageReply::Attr(a) => Ok(a),
+        StorageReply::Error(e) => Err(e),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn chown(c: &mut Client, path: &str, uid: Option<u32>, gid: Option<u32>) -> FileAttr {
+    c.attr(StorageOp::SetAttr { path: path.into(), mode: None, mtime_ns: None, uid, gid })
+}
+
+/// Hard links: several names of one inode with one set of attributes and one `st_nlink`; data
+/// written through one name is read through the other; unlinking a name keeps the data for the
+/// others; a rename over a linked name drops only that name; the size counts once against the
+/// quota; links and owner ids survive a restart, and the host file goes with the last name.
+#[test]
+fn hard_links_and_owners() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "links");
+    c.done(StorageOp::Mount { quota: QuotaChange::Set(Some(10_000)) });
+    c.mkdir("/d");
+    c.create("/a");
+    c.write("/a", 0, &[7u8; 6000]);
+    let l = link(&mut c, "/a", "/d/b").unwrap();
+    assert_eq!(l.nlink, 2);
+    assert_eq!(c.stat("/a").unwrap().ino, c.stat("/d/b").unwrap().ino);
+    assert_eq!(link(&mut c, "/a", "/d/b"), Err(EEXIST));
+    assert_eq!(link(&mut c, "/d", "/e"), Err(EPERM));
+    assert_eq!(link(&mut c, "/missing", "/e"), Err(ENOENT));
+    assert_eq!(link(&mut c, "/a", "/nodir/e"), Err(ENOENT));
+    // Counted once: 6000 of 10000 used, so another 6000 bytes do not fit but 4000 do.
+    assert_eq!(fs_stat(&mut c).used_bytes, 6000);
+    c.create("/big");
+    assert_eq!(c.err(StorageOp::Write { path: b"/big".to_vec(), offset: 0, data: vec![1; 4001] }), ENOSPC);
+    c.write("/d/b", 6000, b"tail");
+    assert_eq!(c.stat("/a").unwrap().size, 6004, "one inode, one size");
+    assert_eq!(fs_stat(&mut c).used_bytes, 6004);
+    // Owners are the inode's: set through one name, seen through the other.
+    let o = chown(&mut c, "/d/b", Some(1234), None);
+    assert_eq!((o.uid, o.gid), (1234, 0));
+    let o = chown(&mut c, "/a", None, Some(5678));
+    assert_eq!((o.uid, o.gid, o.nlink), (1234, 5678, 2));
+    assert_eq!(c.stat("/d/b").unwrap().gid, 5678);
+
+    // A third name; renaming one name over another of the same inode does nothing (rename(2)).
+    link(&mut c, "/a", "/c").unwrap();
+    assert_eq!(c.stat("/a").unwrap().nlink, 3);
+    c.done(StorageOp::Rename { from: b"/c".to_vec(), to: b"/a".to_vec() });
+    assert_eq!((c.stat("/a").unwrap().nlink, c.stat("/c").unwrap().nlink), (3, 3));
+    c.done(StorageOp::Unlink { path: b"/c".to_vec() });
+    assert_eq!((c.stat("/a").unwrap().nlink, c.stat("/c")), (2, Err(ENOENT)));
+    // A rename of another file over a linked name: that name goes, the inode stays.
+    c.create("/other");
+    c.write("/other", 0, b"x");
+    c.done(StorageOp::Rename { from: b"/other".to_vec(), to: b"/a".to_vec() });
+    let b = c.stat("/d/b").unwrap();
+    assert_eq!((b.nlink, b.size), (1, 6004));
+    assert_eq!(fs_stat(&mut c).used_bytes, 6005);
+    link(&mut c, "/d/b", "/again").unwrap();
+    let before = c.stat("/again").unwrap();
+    drop(c);
+    h.shutdown();
+
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "links");
+    assert_eq!(c.stat("/again").unwrap(), before);
+    assert_eq!((before.nlink, before.uid, before.gid), (2, 1234, 5678));
+    assert_eq!(fs_stat(&mut c).used_bytes, 6005);
+    c.done(StorageOp::Unlink { path: b"/d/b".to_vec() });
+    let a = c.stat("/again").unwrap();
+    assert_eq!((a.nlink, a.size), (1, 6004));
+    let data = c.read("/again", 0, 7000).unwrap();
+    assert_eq!(data.len(), 6004);
+    assert!(data[..6000].iter().all(|&b| b == 7) && &data[6000..] == b"tail");
+    c.done(StorageOp::Unlink { path: b"/again".to_vec() });
+    assert_eq!(fs_stat(&mut c).used_bytes, 1);
+    c.done(StorageOp::SyncFs);
+    drop(c);
+    h.shutdown();
+    // The checkpoint at start removes the host file of the last name's inode: /a and /big left.
+    let h = start(dir.path());
+    let data = dir.path().join("vnodes/links/data");
+    assert_eq!(std::fs::read_dir(data).unwrap().count(), 2);
+    h.shutdown();
+}

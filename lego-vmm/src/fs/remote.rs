@@ -6,8 +6,9 @@
 //! Every path is first resolved by the storage server (one `Resolve` request before each call
 //! on a path): `.`, `..` and symbolic links, with `..` stopping at the vNode's root as in a
 //! chroot, so no path (and no symlink's text) can name anything outside the vNode's mount, and
-//! every name of a file is the same key in the buffer cache. Remote storage has no hard links (`EPERM`, as a file system
-//! without them); it keeps modes and modification times, not owners.
+//! every name of a file is the same key in the buffer cache (a file with hard links, several
+//! names, is served by storage alone). Storage keeps modes, modification times and owner ids
+//! (stored, not enforced between the vNode's processes).
 //!
 //! Failure: once the connection to the caching mem-server fails, the data it held but had not
 //! written back is gone, so every later file call of the process answers `EIO` rather than
@@ -68,23 +69,23 @@ impl Link {
 }
 
 impl Link {
-    /// `chmod` and `utimensat` of `path`: the storage server keeps the mode and the
+    /// `chmod`, `utimensat` and `chown` of `path`: the storage server keeps the mode, the
     /// modification time (the access time it reports is the modification time, so a new access
-    /// time alone changes only the change time); it keeps no owners, so `chown` is `EPERM`.
+    /// time alone changes only the change time) and the owner ids.
     fn set_attr(&self, path: &[u8], attr: SetAttr) -> SysResult<()> {
-        let (mode, mtime_ns) = match attr {
-            SetAttr::Mode(m) => (Some(m & 0o7777), None),
-            SetAttr::Times { mtime, .. } => (None, match mtime {
-                TimeSet::Omit => None,
-                TimeSet::Now => Some(storage::now_ns()),
-                TimeSet::At(t) => Some(t.sec.saturating_mul(1_000_000_000).saturating_add(t.nsec)),
-            }),
-            SetAttr::Owner { .. } => {
-                self.attr(path)?;
-                return Err(Errno::EPERM);
+        let (mut mode, mut mtime_ns, mut uid, mut gid) = (None, None, None, None);
+        match attr {
+            SetAttr::Mode(m) => mode = Some(m & 0o7777),
+            SetAttr::Times { mtime, .. } => {
+                mtime_ns = match mtime {
+                    TimeSet::Omit => None,
+                    TimeSet::Now => Some(storage::now_ns()),
+                    TimeSet::At(t) => Some(t.sec.saturating_mul(1_000_000_000).saturating_add(t.nsec)),
+                }
             }
-        };
-        self.op(StorageOp::SetAttr { path: path.to_vec(), mode, mtime_ns }).map(drop)
+            SetAttr::Owner { uid: u, gid: g } => (uid, gid) = (u, g),
+        }
+        self.op(StorageOp::SetAttr { path: path.to_vec(), mode, mtime_ns, uid, gid }).map(drop)
     }
 }
 
@@ -152,14 +153,6 @@ impl RemoteFs {
             StorageReply::Data(p) => Ok(p),
             _ => Err(Errno::EIO),
         }
-    }
-}
-
-/// The directory holding normalised path `path` (`/` for `/`).
-fn parent(path: &[u8]) -> Vec<u8> {
-    match path.iter().rposition(|&c| c == b'/') {
-        Some(0) | None => b"/".to_vec(),
-        Some(i) => path[..i].to_vec(),
     }
 }
 
@@ -247,12 +240,10 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::Symlink { path, target: target.to_vec() }).map(drop)
     }
 
-    /// The storage server keeps one name per file: `EPERM`, as from a file system without
-    /// hard links (after the source is found).
-    fn link(&self, from: &[u8], to: &[u8], _follow: bool) -> SysResult<()> {
-        self.link.attr(&self.walk(from, false)?)?;
-        self.link.attr(&parent(&self.walk(to, false)?))?;
-        Err(Errno::EPERM)
+    /// A hard link, made by the storage server (`EPERM` for a directory).
+    fn link(&self, from: &[u8], to: &[u8], follow: bool) -> SysResult<()> {
+        let from = self.walk(from, follow)?;
+        self.link.op(StorageOp::Link { from, to: self.walk(to, false)? }).map(drop)
     }
 
     /// A symlink's own mode cannot change (`EOPNOTSUPP`, as on Linux).
@@ -396,16 +387,18 @@ impl Drop for RemoteFile {
 
 fn to_stat(a: &FileAttr) -> Stat {
     let ts = |ns: i64| Timespec { sec: ns.div_euclid(1_000_000_000), nsec: ns.rem_euclid(1_000_000_000) };
-    let (kind, nlink) = match a.kind {
-        FileKind::File => (libc::S_IFREG, 1),
-        FileKind::Dir => (libc::S_IFDIR, 2),
-        FileKind::Symlink => (libc::S_IFLNK, 1),
+    let kind = match a.kind {
+        FileKind::File => libc::S_IFREG,
+        FileKind::Dir => libc::S_IFDIR,
+        FileKind::Symlink => libc::S_IFLNK,
     };
     Stat {
         dev: 0x4c45_474f, // "LEGO": one device per vNode mount
         ino: a.ino,
         mode: kind | (a.mode & 0o7777),
-        nlink,
+        nlink: u64::from(a.nlink),
+        uid: a.uid,
+        gid: a.gid,
         size: a.size,
         blksize: 4096,
         // In 512-byte units, for 4 KB blocks, as a local file system reports them.
@@ -511,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn modes_and_times_are_kept_hard_links_and_owners_are_eperm() {
+    fn modes_times_owners_and_hard_links_are_kept() {
         let (_dir, storage, mem) = cluster();
         let fs = connect(&mem, &storage, "attrs");
         let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
@@ -523,11 +516,29 @@ mod tests {
         let st = fs.stat(b"/f", true).unwrap();
         assert_eq!((st.mode, st.mtime, st.size), (libc::S_IFREG | 0o4600, at, 5), "the close's write-back kept the time");
         let owner = SetAttr::Owner { uid: Some(1), gid: None };
-        assert_eq!(fs.set_attr(b"/f", true, owner), Err(Errno::EPERM));
+        fs.set_attr(b"/f", true, owner).unwrap();
+        fs.set_attr(b"/f", true, SetAttr::Owner { uid: None, gid: Some(2) }).unwrap();
         assert_eq!(fs.set_attr(b"/missing", true, owner), Err(Errno::ENOENT));
         assert_eq!(fs.set_attr(b"/missing", true, SetAttr::Mode(0o600)), Err(Errno::ENOENT));
-        assert_eq!(fs.link(b"/f", b"/h", false), Err(Errno::EPERM));
-        assert_eq!(fs.link(b"/missing", b"/h", false), Err(Errno::ENOENT));
+        // A written, cached file gets a second name: both read and write the same bytes.
+        let f = fs.open(b"/f", libc::O_RDWR, 0).unwrap();
+        f.write_at(b"DIRTY", 0).unwrap();
+        fs.link(b"/f", b"/h", false).unwrap();
+        let h = fs.open(b"/h", libc::O_RDWR, 0).unwrap();
+        let mut buf = [0u8; 5];
+        h.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"DIRTY");
+        h.write_at(b"x", 0).unwrap();
+        f.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"xIRTY");
+        let (sf, sh) = (fs.stat(b"/f", true).unwrap(), fs.stat(b"/h", true).unwrap());
+        assert_eq!((sf.ino, sf.nlink, sf.uid, sf.gid), (sh.ino, 2, 1, 2));
+        fs.unlink(b"/f").unwrap();
+        assert_eq!(fs.stat(b"/h", true).unwrap().nlink, 1);
+        fs.mkdir(b"/d", 0o755).unwrap();
+        assert_eq!(fs.link(b"/d", b"/e", false), Err(Errno::EPERM));
+        assert_eq!(fs.link(b"/missing", b"/e", false), Err(Errno::ENOENT));
+        assert_eq!(fs.link(b"/h", b"/d", false), Err(Errno::EEXIST));
     }
 
     /// Symlinks resolve on the storage server, inside the mount: an absolute target is the
