@@ -45,6 +45,46 @@ struct V2 {
     egress: bool,
 }
 
+impl From<V1> for V2 {
+    /// A version 1 record has the default settings.
+    fn from(r: V1) -> V2 {
+        let d = VnodeSettings::default();
+        let publish = d.publish.iter().map(|p| (p.host_port, p.vport)).collect();
+        V2 {
+            id: r.id,
+            name: r.name,
+            vip: r.vip,
+            storage: r.storage,
+            mem_bytes: r.mem_bytes,
+            excache_bytes: r.excache_bytes,
+            disk_quota: d.disk_quota,
+            replicas: d.replicas,
+            publish,
+            egress: d.egress,
+        }
+    }
+}
+
+impl From<V2> for VnodeInfo {
+    fn from(r: V2) -> VnodeInfo {
+        let settings = VnodeSettings {
+            disk_quota: r.disk_quota,
+            replicas: r.replicas,
+            publish: r.publish.into_iter().map(|(host_port, vport)| PublishedPort { host_port, vport }).collect(),
+            egress: r.egress,
+        };
+        VnodeInfo {
+            id: r.id,
+            name: r.name,
+            vip: r.vip,
+            storage: r.storage,
+            mem_bytes: r.mem_bytes,
+            excache_bytes: r.excache_bytes,
+            settings,
+        }
+    }
+}
+
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -79,37 +119,13 @@ pub fn decode(bytes: &[u8]) -> Result<(VnodeInfo, u16), RecordError> {
     let bad = |e: lego_proto::ProtoError| RecordError::Malformed(e.to_string());
     if bytes.len() < 10 || bytes[..8] != TAG.to_le_bytes() {
         let r: V1 = lego_proto::mm::decode(bytes).map_err(bad)?;
-        let info = VnodeInfo {
-            id: r.id,
-            name: r.name,
-            vip: r.vip,
-            storage: r.storage,
-            mem_bytes: r.mem_bytes,
-            excache_bytes: r.excache_bytes,
-            settings: VnodeSettings::default(),
-        };
-        return Ok((info, 1));
+        return Ok((V2::from(r).into(), 1));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     match version {
         2 => {
             let (_, _, r): (u64, u16, V2) = lego_proto::mm::decode(bytes).map_err(bad)?;
-            let settings = VnodeSettings {
-                disk_quota: r.disk_quota,
-                replicas: r.replicas,
-                publish: r.publish.into_iter().map(|(host_port, vport)| PublishedPort { host_port, vport }).collect(),
-                egress: r.egress,
-            };
-            let info = VnodeInfo {
-                id: r.id,
-                name: r.name,
-                vip: r.vip,
-                storage: r.storage,
-                mem_bytes: r.mem_bytes,
-                excache_bytes: r.excache_bytes,
-                settings,
-            };
-            Ok((info, 2))
+            Ok((r.into(), 2))
         }
         v if v > CURRENT => Err(RecordError::Newer(v)),
         v => Err(RecordError::Malformed(format!("unknown version {v}"))),
