@@ -105,7 +105,7 @@ fn sort_survives_its_primary_killed() {
 #[test]
 fn threaded_word_count_survives_its_primary_killed() {
     if kvm() {
-        primary_killed("wordcount", &["words.txt", "4"], "1600K");
+        primary_killed("wordcount", &["words.txt", "4"], "1M");
     }
 }
 
