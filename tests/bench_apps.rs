@@ -6,6 +6,7 @@
 
 mod common;
 
+use lego_proto::sync::LockExt;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
@@ -80,7 +81,7 @@ fn results(out: &Path) -> (std::path::PathBuf, String) {
 
 #[test]
 fn smoke_every_configuration() {
-    let _one = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = MACHINE.lock_unpoisoned();
     if !swap_tests() {
         return;
     }
@@ -119,7 +120,7 @@ fn smoke_every_configuration() {
 
 #[test]
 fn remote_swap_device_stores_blocks_and_swaps() {
-    let _one = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = MACHINE.lock_unpoisoned();
     if !swap_tests() {
         return;
     }
@@ -186,7 +187,7 @@ fn remote_swap_device_stores_blocks_and_swaps() {
 
 #[test]
 fn interrupt_restores_the_system() {
-    let _one = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = MACHINE.lock_unpoisoned();
     if !swap_tests() {
         return;
     }

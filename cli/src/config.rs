@@ -355,6 +355,7 @@ pub fn parse<C: CommandFactory + FromArgMatches>() -> anyhow::Result<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lego_proto::sync::LockExt;
 
     const FULL: &str = r#"
         [cluster]
@@ -441,7 +442,7 @@ mod tests {
 
     #[test]
     fn every_key_is_an_option_of_its_command() {
-        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let _env = ENV.lock_unpoisoned();
         let (cluster, commands) = Config::parse(FULL).unwrap().defaults().unwrap();
         let cmd = crate::Cli::command();
         for (id, _) in &cluster {
@@ -471,7 +472,7 @@ mod tests {
 
     #[test]
     fn command_line_then_environment_then_file_then_default() {
-        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let _env = ENV.lock_unpoisoned();
         let id = |text: &str, args: &[&str]| -> u64 {
             *parse_with(text, args).subcommand_matches("mem-server").unwrap().get_one::<u64>("cluster_id").unwrap()
         };

@@ -1,6 +1,7 @@
 //! The cluster's endpoint directory as a vNode's VMM sees it: the global manager's endpoint
 //! table ([`GlobalRequest::RegisterEndpoint`] and the rest), over one connection kept open.
 
+use lego_proto::sync::LockExt;
 use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -34,7 +35,7 @@ impl GlobalDirectory {
 
     /// One request, on the kept connection (made again once if it broke).
     fn ask(&self, req: &GlobalRequest) -> Result<GlobalReply, DirectoryError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = self.conn.lock_unpoisoned();
         let body = encode(req);
         let mut last = String::new();
         for _ in 0..2 {

@@ -13,6 +13,7 @@
 //! must wait for reclaim: the daemon locks its memory (`mlockall`) and is meant to run outside
 //! the memory cgroup whose pages it swaps.
 
+use lego_proto::sync::LockExt;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -243,7 +244,7 @@ impl RemoteDisk {
     }
 
     fn blocks(&self) -> std::sync::MutexGuard<'_, Blocks> {
-        self.blocks.lock().unwrap_or_else(|e| e.into_inner())
+        self.blocks.lock_unpoisoned()
     }
 }
 

@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+use lego_proto::sync::LockExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -159,7 +160,7 @@ impl Conn {
             Ok(r) => r,
             Err(e) => return GlobalReply::Failed(e.to_string()),
         };
-        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reg = self.registry.lock_unpoisoned();
         match req {
             GlobalRequest::Register { role, addr, cores, fronts, load } => match reg.register(role, &addr, cores, fronts, load) {
                 Ok(id) => {
@@ -185,7 +186,7 @@ impl Conn {
                 // A vNode its storage server refuses is not created: the user sees why and may
                 // try again.
                 if let Err(e) = self.mount(&v) {
-                    let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut reg = self.registry.lock_unpoisoned();
                     if let Err(undo) = reg.remove_vnode(&v.name) {
                         tracing::error!(vnode = %v.name, "removing the vNode its storage server refused: {undo}");
                     }
@@ -242,7 +243,7 @@ impl Conn {
     /// the manager started; called without the registry's lock, which other requests need
     /// while the storage server answers.
     fn mount(&self, v: &lego_proto::global::VnodeInfo) -> Result<(), lego_proto::storage::MountError> {
-        let reg = || self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let reg = || self.registry.lock_unpoisoned();
         let Some(storage) = v.storage.as_deref().filter(|_| reg().unmounted(v)) else { return Ok(()) };
         let me = Hello::new(ComponentKind::Global, self.cluster);
         let quota = lego_proto::storage::QuotaChange::Set(v.settings.disk_quota);
@@ -253,7 +254,7 @@ impl Conn {
     }
 
     fn endpoints(&self) -> std::sync::MutexGuard<'_, endpoints::Endpoints> {
-        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+        self.endpoints.lock_unpoisoned()
     }
 }
 

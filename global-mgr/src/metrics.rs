@@ -1,5 +1,6 @@
 //! The global manager's Prometheus metrics, read from the registry at each scrape.
 
+use lego_proto::sync::LockExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +29,7 @@ impl Collector for Metrics {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let e = &mut e;
         let (components, vnodes, (heartbeats, registrations)) = {
-            let reg = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let reg = self.0.lock_unpoisoned();
             (reg.list(), reg.vnodes().len(), reg.received())
         };
         // Every role and state, zeros included, so that each series exists from the start.

@@ -14,6 +14,7 @@
 //! make a memory call without its home anyway, and owners refuse any page request of a
 //! released process, so a process that was only cut off ends with an error, never wrong data.
 
+use lego_proto::sync::LockExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -88,7 +89,7 @@ pub fn start(registry: Arc<Mutex<Registry>>, cluster: u64, scan: Duration, figur
         let mut pending: Vec<Pending> = Vec::new();
         while !flag.load(Ordering::Acquire) {
             let (silence, fresh) = {
-                let mut reg = registry.lock().unwrap_or_else(|e| e.into_inner());
+                let mut reg = registry.lock_unpoisoned();
                 pending.retain(|p| !reg.reporting(&p.who));
                 (reg.process_silence(), reg.take_silent())
             };
@@ -148,7 +149,7 @@ fn attempt(registry: &Mutex<Registry>, hello: Hello, who: &ProcessIdentity, sile
         Err(e) => Outcome::Later(format!("the home: {e}")),
     };
     if let Outcome::Later(why) = &outcome {
-        let down = registry.lock().unwrap_or_else(|e| e.into_inner()).is_down(Role::Memory, &who.home);
+        let down = registry.lock_unpoisoned().is_down(Role::Memory, &who.home);
         if !down {
             return Outcome::Later(why.clone());
         }

@@ -1,6 +1,7 @@
 //! Descriptors the VMM answers itself from the state of the vNode (Linux's anonymous inodes):
 //! a signalfd reads the caller's pending signals, a pidfd tells of a process's end.
 
+use lego_proto::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
 use crate::fs::Stat;
@@ -30,7 +31,7 @@ impl AnonFile {
     /// The signals a signalfd takes (0 for a pidfd).
     pub fn signal_mask(&self) -> u64 {
         match self {
-            AnonFile::Signal(m) => *m.lock().unwrap_or_else(|e| e.into_inner()),
+            AnonFile::Signal(m) => *m.lock_unpoisoned(),
             AnonFile::Pid { .. } => 0,
         }
     }

@@ -7,6 +7,7 @@
 //! `EPOLLONESHOT` kept here. The host epoll descriptor also makes the instance pollable itself
 //! for its host members.
 
+use lego_proto::sync::LockExt;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -69,7 +70,7 @@ impl Epoll {
     }
 
     fn members(&self) -> MutexGuard<'_, Members> {
-        self.members.lock().unwrap_or_else(|e| e.into_inner())
+        self.members.lock_unpoisoned()
     }
 
     fn host_ctl(&self, op: i32, fd: RawFd, events: u32, key: u64) -> SysResult<()> {

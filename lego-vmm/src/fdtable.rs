@@ -3,6 +3,7 @@
 //! An open file description keeps the position and status flags itself (as Linux's `struct
 //! file` does), so the file systems underneath stay stateless.
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
@@ -54,7 +55,7 @@ impl OpenFile {
 
     /// Current status flags.
     pub fn status(&self) -> i32 {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+        *self.status.lock_unpoisoned()
     }
 
     /// Whether the description was opened for reading / writing.
@@ -78,7 +79,7 @@ impl OpenFile {
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        let table = self.locks.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let table = self.locks.get_mut_unpoisoned().take();
         if let Some(table) = table {
             table.release_owner(self.lock_owner());
         }
@@ -130,7 +131,7 @@ impl Pipe {
 
     /// Opens one more read or write end of `pipe`.
     pub fn end(pipe: &Arc<Pipe>, write: bool) -> PipeEnd {
-        let mut st = pipe.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = pipe.state.lock_unpoisoned();
         if write {
             st.writers += 1;
             st.opened.write += 1;
@@ -145,20 +146,20 @@ impl Pipe {
 
     /// The ends open now, and how many were ever opened.
     pub fn ends(&self) -> (Ends, Ends) {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.state.lock_unpoisoned();
         (Ends { read: st.readers as u64, write: st.writers as u64 }, st.opened)
     }
 
     /// Waits up to `timeout` for an end to open or close, or for data to move.
     pub fn wait_changed(&self, timeout: std::time::Duration) {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        drop(self.changed.wait_timeout(st, timeout).unwrap_or_else(|e| e.into_inner()));
+        let st = self.state.lock_unpoisoned();
+        drop(self.changed.wait_timeout_unpoisoned(st, timeout));
     }
 }
 
 impl PipeEnd {
     fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
-        self.pipe.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.pipe.state.lock_unpoisoned()
     }
 
     /// Whether this is the write end.
@@ -184,7 +185,7 @@ impl PipeEnd {
             if nonblock {
                 return Err(Errno::EAGAIN);
             }
-            st = self.pipe.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.pipe.changed.wait_unpoisoned(st);
         }
     }
 
@@ -201,7 +202,7 @@ impl PipeEnd {
                 if nonblock {
                     return if done > 0 { Ok(done) } else { Err(Errno::EAGAIN) };
                 }
-                st = self.pipe.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.pipe.changed.wait_unpoisoned(st);
                 continue;
             }
             let n = room.min(data.len() - done);
@@ -226,7 +227,7 @@ impl PipeEnd {
         if self.ready_locked(&st) {
             return;
         }
-        drop(self.pipe.changed.wait_timeout(st, timeout).unwrap_or_else(|e| e.into_inner()));
+        drop(self.pipe.changed.wait_timeout_unpoisoned(st, timeout));
     }
 
     fn ready_locked(&self, st: &PipeState) -> bool {

@@ -10,6 +10,7 @@
 //! has closed again); `O_NONBLOCK` makes a reader return at once and a writer with no reader
 //! fail with `ENXIO`.
 
+use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -26,7 +27,7 @@ pub struct Fifos {
 impl Fifos {
     /// The pipe of FIFO `node`, made if no end of it is open.
     pub fn pipe(&self, node: NodeId) -> Arc<Pipe> {
-        let mut pipes = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pipes = self.pipes.lock_unpoisoned();
         pipes.retain(|_, p| p.strong_count() > 0);
         if let Some(pipe) = pipes.get(&node).and_then(Weak::upgrade) {
             return pipe;

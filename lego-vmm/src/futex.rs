@@ -9,6 +9,7 @@
 //! All threads of a vNode process share one address space, so the key is the guest address for
 //! private and shared futexes alike.
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -75,7 +76,7 @@ pub struct Futexes {
 
 impl Futexes {
     fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.table.lock_unpoisoned()
     }
 
     /// Queues a waiter on `key` (matching wakes whose bitset meets `bitset`) if `check`, run
@@ -109,14 +110,14 @@ impl Futexes {
                 return Err(Errno::EINTR);
             }
             t = match deadline {
-                None => w.cv.wait(t).unwrap_or_else(|e| e.into_inner()),
+                None => w.cv.wait_unpoisoned(t),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         t.remove(w);
                         return Err(Errno::ETIMEDOUT);
                     }
-                    w.cv.wait_timeout(t, d - now).unwrap_or_else(|e| e.into_inner()).0
+                    w.cv.wait_timeout_unpoisoned(t, d - now).0
                 }
             };
         }

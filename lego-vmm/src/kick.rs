@@ -8,6 +8,7 @@
 //! the signal; one about to enter returns `EINTR` at once because of the flag, so no kick is
 //! ever lost between a thread's last check and its next entry.
 
+use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -46,7 +47,7 @@ pub struct Kicker {
 
 impl Kicker {
     fn lock(&self) -> MutexGuard<'_, HashMap<i32, Target>> {
-        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+        self.targets.lock_unpoisoned()
     }
 
     /// Registers the calling thread as the one running `vcpu` (guest thread `tid`). It must call

@@ -10,6 +10,7 @@
 //! the chain of owners waiting on each other is followed: one that leads back to the caller is
 //! `EDEADLK`, as Linux detects it.
 
+use lego_proto::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -83,7 +84,7 @@ pub trait Wait {
 
 impl LockTable {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// The first lock on `file` that would stop `want`, if any (`F_GETLK`).

@@ -11,6 +11,7 @@
 //! threads it runs: for each VMM, its first guest thread plus its host threads named `vcpu-*`
 //! (one per further guest thread, see `vnode.rs`), read from `/proc` at each heartbeat.
 
+use lego_proto::sync::LockExt;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -133,7 +134,7 @@ impl Pcomp {
 
 impl Counts {
     fn running(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+        self.running.lock_unpoisoned()
     }
 
     fn processes(&self) -> u64 {
@@ -199,7 +200,7 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
         Ok(s) => Arc::new(Mutex::new(s)),
         Err(e) => return tracing::warn!(%peer, error = %e, "cloning the session socket"),
     };
-    let say = |msg: &FromPcomp| send(&mut *output.lock().unwrap_or_else(|e| e.into_inner()), msg).is_ok();
+    let say = |msg: &FromPcomp| send(&mut *output.lock_unpoisoned(), msg).is_ok();
     let refuse = |why: String| {
         counts.refused.fetch_add(1, Ordering::Relaxed);
         say(&FromPcomp::Refused(why));
@@ -262,7 +263,7 @@ fn session(stream: TcpStream, peer: SocketAddr, launch: &Launch, counts: &Counts
         let status = wait(&mut child);
         // The output relays end at end of file, once nothing the VMM started holds the pipes;
         // the input relay ends here.
-        let _ = output.lock().unwrap_or_else(|e| e.into_inner()).shutdown(std::net::Shutdown::Read);
+        let _ = output.lock_unpoisoned().shutdown(std::net::Shutdown::Read);
         status
     });
     tracing::info!(%peer, %program, status, "process ended");

@@ -1,6 +1,7 @@
 //! The Linux state layer of one vNode process (LegoOS §4.3.3): everything the VMM must remember
 //! between system calls.
 
+use lego_proto::sync::LockExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -301,7 +302,7 @@ pub struct Locked<'a> {
 impl<'a> Locked<'a> {
     /// Takes the lock.
     pub fn lock(mutex: &'a Mutex<Process>) -> Locked<'a> {
-        Locked { mutex, guard: Some(mutex.lock().unwrap_or_else(|e| e.into_inner())) }
+        Locked { mutex, guard: Some(mutex.lock_unpoisoned()) }
     }
 
     /// Runs `f` without the lock and takes it again. Anything read from the process before may
@@ -309,7 +310,7 @@ impl<'a> Locked<'a> {
     pub fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
         self.guard = None;
         let r = f();
-        self.guard = Some(self.mutex.lock().unwrap_or_else(|e| e.into_inner()));
+        self.guard = Some(self.mutex.lock_unpoisoned());
         r
     }
 }

@@ -6,6 +6,7 @@
 //! (gVisor's sentry is the model: one host process, many address spaces). Thread ids come from
 //! the same counter as process ids, as in a Linux pid namespace.
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
@@ -121,7 +122,7 @@ impl ProcTable {
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.table.lock_unpoisoned()
     }
 
     /// A fresh id for a thread or a process; `EAGAIN` when they ran out.
@@ -163,7 +164,7 @@ impl ProcTable {
         let reap = t.procs.get(&ppid).is_none_or(|p| p.nocldwait || p.status.is_some());
         if reap && pid != FIRST_PID {
             t.procs.remove(&pid);
-            self.usage.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+            self.usage.lock_unpoisoned().remove(&pid);
         } else if let Some(e) = t.procs.get_mut(&pid) {
             e.status = Some(status);
             e.target = None;
@@ -187,12 +188,12 @@ impl ProcTable {
 
     /// Process `pid`, ending, spent `usage` (with its reaped children's).
     pub fn set_usage(&self, pid: i32, usage: CpuTime) {
-        self.usage.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, usage);
+        self.usage.lock_unpoisoned().insert(pid, usage);
     }
 
     /// What the child `pid` that was just reaped spent, for its parent's `RUSAGE_CHILDREN`.
     pub fn take_usage(&self, pid: i32) -> CpuTime {
-        self.usage.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid).unwrap_or_default()
+        self.usage.lock_unpoisoned().remove(&pid).unwrap_or_default()
     }
 
     /// Process `pid` has exec'd: its `vfork` parent goes on.
@@ -207,7 +208,7 @@ impl ProcTable {
     pub fn wait_vfork(&self, pid: i32, abort: impl Fn() -> bool) {
         let mut t = self.lock();
         while t.procs.get(&pid).is_some_and(|e| !e.execed && e.status.is_none()) && !abort() {
-            t = self.changed.wait_timeout(t, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
+            t = self.changed.wait_timeout_unpoisoned(t, Duration::from_millis(10)).0;
         }
     }
 
@@ -257,7 +258,7 @@ impl ProcTable {
     /// Waits up to `limit` for some process to end.
     pub fn wait_change(&self, limit: Duration) {
         let t = self.lock();
-        drop(self.changed.wait_timeout(t, limit).unwrap_or_else(|e| e.into_inner()));
+        drop(self.changed.wait_timeout_unpoisoned(t, limit));
     }
 
     /// Whether process `pid` has ended (a zombie, or reaped already).
@@ -371,7 +372,7 @@ impl ProcTable {
 
     /// Keeps the host thread running a process, to be joined at the end of the run.
     pub fn add_host(&self, handle: JoinHandle<()>) {
-        self.hosts.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+        self.hosts.lock_unpoisoned().push(handle);
     }
 
     /// Ends every process still running with `SIGKILL` and joins their host threads, until none
@@ -381,7 +382,7 @@ impl ProcTable {
             for p in self.running() {
                 p.signal(SigInfo::sent(libc::SIGKILL, SI_KERNEL, 0, 0));
             }
-            let hosts = std::mem::take(&mut *self.hosts.lock().unwrap_or_else(|e| e.into_inner()));
+            let hosts = std::mem::take(&mut *self.hosts.lock_unpoisoned());
             if hosts.is_empty() {
                 return;
             }

@@ -8,6 +8,7 @@
 //! (the wait then fails with `EINTR`, and the run loop restarts the call or not, see
 //! [`crate::signal`]).
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +53,7 @@ impl ThreadGroup {
     }
 
     fn interrupts(&self) -> MutexGuard<'_, HashMap<i32, Arc<Interrupt>>> {
-        self.interrupts.lock().unwrap_or_else(|e| e.into_inner())
+        self.interrupts.lock_unpoisoned()
     }
 
     /// Thread `tid`'s interrupt, made on first use.
@@ -79,7 +80,7 @@ impl ThreadGroup {
             }
             Err(e) => tracing::warn!(tid, "no eventfd to interrupt a poll with: {e}"),
         }
-        drop(self.sleepers.0.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(self.sleepers.0.lock_unpoisoned());
         self.sleepers.1.notify_all();
         self.futexes.interrupt();
     }
@@ -120,7 +121,7 @@ impl ThreadGroup {
     pub fn end(&self) {
         self.ending.store(true, Ordering::Release);
         self.futexes.close();
-        drop(self.sleepers.0.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(self.sleepers.0.lock_unpoisoned());
         self.sleepers.1.notify_all();
         // The counter cannot overflow from a single write of 1.
         let _ = self.ended.write(1);
@@ -129,17 +130,17 @@ impl ThreadGroup {
     /// Thread `tid` sleeps until `deadline` (`None`: until a signal); `EINTR` if the process
     /// ends or a signal waits for the thread first.
     pub fn sleep_until(&self, tid: i32, deadline: Option<Instant>) -> SysResult<()> {
-        let mut guard = self.sleepers.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.sleepers.0.lock_unpoisoned();
         loop {
             self.check(tid)?;
             guard = match deadline {
-                None => self.sleepers.1.wait(guard).unwrap_or_else(|e| e.into_inner()),
+                None => self.sleepers.1.wait_unpoisoned(guard),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return Ok(());
                     }
-                    self.sleepers.1.wait_timeout(guard, d - now).unwrap_or_else(|e| e.into_inner()).0
+                    self.sleepers.1.wait_timeout_unpoisoned(guard, d - now).0
                 }
             };
         }

@@ -12,6 +12,7 @@
 //! [`Signalable`] the process table knows it by); a timer whose previous signal still waits is
 //! not queued again but counts an overrun, as Linux's preallocated timer signal does.
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -133,7 +134,7 @@ pub type Setting = (Duration, Duration);
 
 impl TimerService {
     fn lock(&self) -> MutexGuard<'_, Schedule> {
-        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
+        self.schedule.lock_unpoisoned()
     }
 
     /// A key for a new timer.
@@ -259,7 +260,7 @@ impl TimerService {
                     })
                     .min()
                     .unwrap_or(CPU_TICK);
-                s = self.changed.wait_timeout(s, wake).unwrap_or_else(|e| e.into_inner()).0;
+                s = self.changed.wait_timeout_unpoisoned(s, wake).0;
                 continue;
             }
             let mut fire_now = Vec::new();

@@ -14,6 +14,7 @@
 //! Until the first [`MIN_BASELINE`] of the run has been measured the page says to make the
 //! system call.
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
@@ -187,10 +188,6 @@ impl Default for Clock {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Clock {
     /// A clock that starts measuring now; its thread starts with the first page.
     pub fn new() -> Clock {
@@ -199,7 +196,7 @@ impl Clock {
             pages: Mutex::new(Vec::new()),
             stopped: (Mutex::new(false), Condvar::new()),
         });
-        lock(&shared.calibration).update(Sample::now());
+        shared.calibration.lock_unpoisoned().update(Sample::now());
         Clock {
             shared,
             thread: Mutex::new(None),
@@ -208,13 +205,13 @@ impl Clock {
 
     /// Keeps the data page in `sys` current from now on (until `sys` is dropped).
     pub fn attach(&self, sys: &Arc<SysMem>) {
-        let mut pages = lock(&self.shared.pages);
+        let mut pages = self.shared.pages.lock_unpoisoned();
         pages.push(Arc::downgrade(sys));
-        if let Some(p) = lock(&self.shared.calibration).last {
+        if let Some(p) = self.shared.calibration.lock_unpoisoned().last {
             publish(sys, &p);
         }
         drop(pages);
-        let mut thread = lock(&self.thread);
+        let mut thread = self.thread.lock_unpoisoned();
         if thread.is_none() {
             let shared = self.shared.clone();
             match std::thread::Builder::new()
@@ -233,9 +230,9 @@ impl Clock {
 
 impl Drop for Clock {
     fn drop(&mut self) {
-        *lock(&self.shared.stopped.0) = true;
+        *self.shared.stopped.0.lock_unpoisoned() = true;
         self.shared.stopped.1.notify_all();
-        if let Some(h) = lock(&self.thread).take() {
+        if let Some(h) = self.thread.lock_unpoisoned().take() {
             // The loop only sleeps and writes pages; a panic there has been reported.
             let _ = h.join();
         }
@@ -244,9 +241,9 @@ impl Drop for Clock {
 
 fn refresh_loop(shared: &Shared) {
     loop {
-        let params = lock(&shared.calibration).update(Sample::now());
+        let params = shared.calibration.lock_unpoisoned().update(Sample::now());
         if let Some(p) = params {
-            let mut pages = lock(&shared.pages);
+            let mut pages = shared.pages.lock_unpoisoned();
             pages.retain(|w| match w.upgrade() {
                 Some(sys) => {
                     publish(&sys, &p);
@@ -255,12 +252,11 @@ fn refresh_loop(shared: &Shared) {
                 None => false,
             });
         }
-        let stopped = lock(&shared.stopped.0);
+        let stopped = shared.stopped.0.lock_unpoisoned();
         let (stopped, _) = shared
             .stopped
             .1
-            .wait_timeout_while(stopped, REFRESH, |s| !*s)
-            .unwrap_or_else(|e| e.into_inner());
+            .wait_timeout_while_unpoisoned(stopped, REFRESH, |s| !*s);
         if *stopped {
             return;
         }

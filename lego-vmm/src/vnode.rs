@@ -1,5 +1,6 @@
 //! A vNode process running as a KVM guest: creation and the vCPU run loop.
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -232,7 +233,7 @@ impl Vnode {
 
     /// The process state (for tests and reports).
     pub fn process(&self) -> MutexGuard<'_, Process> {
-        lock(&self.group.process)
+        self.group.process.lock_unpoisoned()
     }
 
     /// Runs the program until it ends: its first thread on the calling thread, every other
@@ -252,7 +253,7 @@ impl Vnode {
         procs.end_all();
         let termination = outcome?;
         let kvm = group.kvm_stats(&vcpu);
-        let mut p = lock(&group.process);
+        let mut p = group.process.lock_unpoisoned();
         Ok(RunReport { termination, stats: std::mem::take(&mut p.stats), cache: p.mm.cache_stats(), kvm, elapsed })
     }
 
@@ -267,7 +268,7 @@ impl Group {
     /// and left out.
     fn kvm_stats(&self, first: &VcpuFd) -> KvmStats {
         let mut stats = KvmStats::default();
-        let idle = lock(&self.idle);
+        let idle = self.idle.lock_unpoisoned();
         let fds = [&self.vm as &dyn AsRawFd, first as &dyn AsRawFd].into_iter().chain(idle.iter().map(|(_, v)| v as &dyn AsRawFd));
         for fd in fds {
             if let Err(e) = stats.add_from(&fd.as_raw_fd()) {
@@ -331,11 +332,11 @@ impl Group {
         {
             // Its shared file mappings are written back; its record locks go with it, its
             // descriptions' locks go when they close.
-            let mut p = lock(&self.process);
+            let mut p = self.process.lock_unpoisoned();
             syscall::unmapping_all(&mut p);
             p.locks.release_owner(crate::locks::Owner::Process(self.pid));
         }
-        let outcome = lock(&self.outcome).take();
+        let outcome = self.outcome.lock_unpoisoned().take();
         outcome.unwrap_or_else(|| Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into())))
     }
 
@@ -372,7 +373,7 @@ impl Group {
             }
             // Its descriptors close and its memory goes before its parent hears of its end.
             let (uid, usage) = {
-                let p = lock(&group.process);
+                let p = group.process.lock_unpoisoned();
                 (p.creds.uid, p.usage + p.children_usage)
             };
             table.set_usage(pid, usage);
@@ -402,7 +403,7 @@ impl Group {
             self.end(outcome);
         }
         // A thread that called `exit` was counted then (before a join could see it end).
-        let mut p = lock(&self.process);
+        let mut p = self.process.lock_unpoisoned();
         if let Some(h) = p.threads.get_mut(&tid).and_then(|t| t.host.take()) {
             p.usage += h.spent();
         }
@@ -414,7 +415,7 @@ impl Group {
     /// and `sched_setaffinity`), and pinned as the thread's affinity says.
     fn host_thread(&self, tid: i32) {
         let host = crate::hostcpu::HostThread::current();
-        let mut p = lock(&self.process);
+        let mut p = self.process.lock_unpoisoned();
         if let Some(t) = p.threads.get_mut(&tid) {
             t.host = Some(host);
             if let Some(mask) = t.affinity {
@@ -428,8 +429,8 @@ impl Group {
     /// Ends the process (the first outcome counts): every other thread is woken from its waits
     /// and kicked out of its vCPU, and none runs again.
     fn end(&self, outcome: Result<Termination, VmmError>) {
-        lock(&self.outcome).get_or_insert(outcome);
-        let threads = lock(&self.process).group.clone();
+        self.outcome.lock_unpoisoned().get_or_insert(outcome);
+        let threads = self.process.lock_unpoisoned().group.clone();
         threads.end();
         self.kicker.kick_all();
     }
@@ -437,12 +438,12 @@ impl Group {
     /// Waits until every thread but the first has ended, and joins their host threads.
     fn wait_for_threads(&self) {
         let (count, changed) = &self.live;
-        let mut live = lock(count);
+        let mut live = count.lock_unpoisoned();
         while *live > 0 {
-            live = changed.wait(live).unwrap_or_else(|e| e.into_inner());
+            live = changed.wait_unpoisoned(live);
         }
         drop(live);
-        for handle in std::mem::take(&mut *lock(&self.joins)) {
+        for handle in std::mem::take(&mut *self.joins.lock_unpoisoned()) {
             // A panicking vCPU thread has already ended the process (see `spawn`).
             let _ = handle.join();
         }
@@ -450,7 +451,7 @@ impl Group {
 
     /// Starts a host thread running `new` on a vCPU of its own: an idle one, or a new one.
     fn spawn(self: &Arc<Self>, new: &NewThread) -> Result<(), VmmError> {
-        let idle = lock(&self.idle).pop();
+        let idle = self.idle.lock_unpoisoned().pop();
         let reused = idle.is_some();
         let (index, mut vcpu) = match idle {
             Some(v) => v,
@@ -478,10 +479,10 @@ impl Group {
             vcpu.set_sregs(&sregs).map_err(VmmError::kvm("SET_SREGS"))
         })();
         if let Err(e) = prepared {
-            lock(&self.idle).push((index, vcpu));
+            self.idle.lock_unpoisoned().push((index, vcpu));
             return Err(e);
         }
-        *lock(&self.live.0) += 1;
+        *self.live.0.lock_unpoisoned() += 1;
         let (group, tid) = (self.clone(), new.tid);
         // The name is how a pComponent daemon counts guest threads (`pcomp.rs`).
         let started = std::thread::Builder::new().name(format!("vcpu-{tid}")).spawn(move || {
@@ -489,16 +490,16 @@ impl Group {
             if run.is_err() {
                 group.end(Err(VmmError::GuestCrashed(format!("the host thread of guest thread {tid} panicked"))));
             }
-            lock(&group.idle).push((index, vcpu));
+            group.idle.lock_unpoisoned().push((index, vcpu));
             let (count, changed) = &group.live;
-            *lock(count) -= 1;
+            *count.lock_unpoisoned() -= 1;
             changed.notify_all();
         });
         if let Err(e) = started {
-            *lock(&self.live.0) -= 1;
+            *self.live.0.lock_unpoisoned() -= 1;
             return Err(VmmError::Config(format!("starting a vCPU thread: {e}")));
         }
-        lock(&self.joins).extend(started.ok());
+        self.joins.lock_unpoisoned().extend(started.ok());
         Ok(())
     }
 
@@ -510,7 +511,7 @@ impl Group {
     fn run_loop(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) -> Option<Result<Termination, VmmError>> {
         let mut stderr = std::io::stderr();
         let mut threads = {
-            let p = lock(&self.process);
+            let p = self.process.lock_unpoisoned();
             if !p.threads.contains_key(&tid) {
                 // An execve ended the thread before it first ran.
                 return None;
@@ -528,7 +529,7 @@ impl Group {
             };
             match event {
                 GuestEvent::Syscall if vcpu.sync_regs_mut().regs.rax == signal::SYS_RT_SIGRETURN => {
-                    let mut p = lock(&self.process);
+                    let mut p = self.process.lock_unpoisoned();
                     p.stats.calls += 1;
                     *p.stats.by_nr.entry(signal::SYS_RT_SIGRETURN).or_default() += 1;
                     if let Err(end) = signal::sigreturn(&mut p, vcpu, tid) {
@@ -616,7 +617,7 @@ impl Group {
                     }
                     let sync = vcpu.sync_regs_mut();
                     let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
-                    let mut p = lock(&self.process);
+                    let mut p = self.process.lock_unpoisoned();
                     if threads.ending() {
                         // A fault of an image an execve in another thread replaced.
                         return None;
@@ -634,7 +635,7 @@ impl Group {
                     // Between user instructions only: a vCPU kicked inside a stub exits from it
                     // at once, and takes its signals on the way back.
                     if vcpu.sync_regs_mut().regs.rip < SYS_BASE {
-                        let mut p = lock(&self.process);
+                        let mut p = self.process.lock_unpoisoned();
                         if let Err(end) = signal::deliver(&mut p, vcpu, tid, signal::Entry::Other) {
                             return Some(end.into());
                         }
@@ -644,7 +645,7 @@ impl Group {
                     // A #GP: to the program's SIGSEGV handler if it has one, as on Linux.
                     let regs = &vcpu.sync_regs_mut().regs;
                     let frame = Frame { error_code: 0, rip: regs.rip, cs: 0, rflags: regs.rflags, rsp: regs.rsp };
-                    let mut p = lock(&self.process);
+                    let mut p = self.process.lock_unpoisoned();
                     if threads.ending() {
                         return None;
                     }
@@ -708,7 +709,7 @@ impl Signalable for Group {
     /// `SIGKILL` ends the process at once, wherever its threads wait, as Linux ends a process
     /// on a fatal signal before any thread takes it.
     fn signal(&self, info: SigInfo) {
-        let mut p = lock(&self.process);
+        let mut p = self.process.lock_unpoisoned();
         signal::post_process(&mut p, info, None);
         drop(p);
         if info.signo == libc::SIGKILL {
@@ -717,13 +718,13 @@ impl Signalable for Group {
     }
 
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut()) {
-        let mut p = lock(&self.process);
+        let mut p = self.process.lock_unpoisoned();
         record();
         signal::post_process(&mut p, info, None);
     }
 
     fn with_process(&self, f: &mut dyn FnMut(&mut Process)) {
-        f(&mut lock(&self.process));
+        f(&mut self.process.lock_unpoisoned());
     }
 
     /// The process lock is held only for the length of a system call, but the caller (reading
@@ -762,7 +763,7 @@ fn next_event(vcpu: &mut VcpuFd, index: u32, process: &Mutex<Process>, threads: 
                 return Ok(cpu::check_origin(event, port, &at));
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                check_memory(&lock(process))?;
+                check_memory(&process.lock_unpoisoned())?;
                 if threads.ending() {
                     return Err(VmmError::GuestCrashed("vCPU stopped: the process is ending".into()));
                 }
@@ -828,10 +829,6 @@ fn exception(p: &Process, vector: u8, kernel_rsp: u64, cr2: u64, denied: bool) -
     let fault = fault::classify(vector, &frame, cr2, &insn)
         .ok_or_else(|| VmmError::GuestCrashed(format!("exception {vector} at rip {:#x}", frame.rip)))?;
     Ok((fault, frame))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Ends the run if the process's memory failed (nothing computed since can be trusted).

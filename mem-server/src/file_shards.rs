@@ -12,13 +12,13 @@
 //! holds files of the vNode writes them back and has storage sync them over its connection, so
 //! that a restart of storage between the write-back and the sync is noticed as with fsync).
 
+use lego_proto::sync::LockExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lego_proto::storage::{StorageOp, StorageReply, StorageRequest};
 
 use crate::buffer_cache::{forward, renamed_errors, BufferCache, CacheCounters, CacheFigures, FileKey, MIN_CAPACITY};
-use crate::lock;
 use crate::space::Space;
 use crate::storage_link::StorageLink;
 
@@ -35,7 +35,7 @@ struct Shard {
 impl Shard {
     /// Locks the shard for a request that may call storage.
     fn lock_slow(&self) -> SlowGuard<'_> {
-        let guard = lock(&self.state);
+        let guard = self.state.lock_unpoisoned();
         self.slow.store(true, Ordering::Release);
         SlowGuard { guard, slow: &self.slow }
     }
@@ -86,7 +86,7 @@ impl FileShards {
                 slow: AtomicBool::new(false),
             })
             .collect();
-        let counters = shards.iter().map(|s| lock(&s.state).0.counters()).collect();
+        let counters = shards.iter().map(|s| s.state.lock_unpoisoned().0.counters()).collect();
         FileShards { shards, counters }
     }
 
@@ -130,7 +130,7 @@ impl FileShards {
         let shard = self.shard(&req.vnode, path);
         let mut state = match shard.state.try_lock() {
             Ok(s) => s,
-            Err(std::sync::TryLockError::WouldBlock) if !shard.slow.load(Ordering::Acquire) => lock(&shard.state),
+            Err(std::sync::TryLockError::WouldBlock) if !shard.slow.load(Ordering::Acquire) => shard.state.lock_unpoisoned(),
             Err(_) => return None,
         };
         // Taken after a slow request let go (it clears the flag before unlocking).
@@ -156,7 +156,7 @@ impl FileShards {
         let errors: Vec<(FileKey, i32)> = all.iter_mut().flat_map(|g| g.0.take_errors(&req.vnode, from, to)).collect();
         drop(all);
         for (key, e) in renamed_errors(errors, from, to) {
-            lock(&self.shard(&key.0, &key.1).state).0.keep_error(key, e);
+            self.shard(&key.0, &key.1).state.lock_unpoisoned().0.keep_error(key, e);
         }
         Ok(reply)
     }

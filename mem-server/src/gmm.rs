@@ -3,6 +3,7 @@
 //! reached, the home chooses itself from the statistics of the process's servers
 //! ([`crate::placement::choose_owner`]): a manager that is down never stops allocation.
 
+use lego_proto::sync::LockExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ impl Gmm {
     /// The GMM's owner for a new vRegion among `among`: `None` if it has no candidate, cannot be
     /// reached, or failed within the last [`BACKOFF`].
     pub(crate) fn choose_owner(&self, among: &[String], vregion_size: u64) -> Option<String> {
-        let mut link = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut link = self.state.lock_unpoisoned();
         if link.failed_at.is_some_and(|t| t.elapsed() < BACKOFF) {
             return None;
         }

@@ -18,7 +18,7 @@
 #![warn(missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use lego_proto::frame::PAGE_SIZE;
 use lego_proto::rdma::select::TransportChoice;
@@ -161,8 +161,3 @@ impl MemServer {
     }
 }
 
-/// Locks `m`, going on with the data if a thread panicked while holding it (every critical
-/// section leaves the data consistent before anything that could panic).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}

@@ -2,6 +2,7 @@
 //! lazily and kept in a pool per server, so that concurrent home calls each get a connection of
 //! their own and none is opened twice in a row.
 
+use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,7 +14,6 @@ use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 
 use crate::home::OwnerFailure;
-use crate::lock;
 use crate::owner::OwnerError;
 
 /// How long a peer may take to answer one call.
@@ -34,14 +34,14 @@ impl Peers {
     /// One control call to `addr`, on an idle connection or a new one. A connection that failed
     /// is dropped; one that got an answer (even a refusal) goes back to the pool.
     fn request(&self, addr: &str, proc: u64, req: &Request) -> Result<Reply, ProtoError> {
-        let pooled = lock(&self.idle).get_mut(addr).and_then(Vec::pop);
+        let pooled = self.idle.lock_unpoisoned().get_mut(addr).and_then(Vec::pop);
         let mut t = match pooled {
             Some(t) => t,
             None => TcpTransport::connect(addr, self.me, PEER_TIMEOUT)?,
         };
         let answer = t.call(proc, &encode(req));
         if matches!(answer, Ok(_) | Err(ProtoError::Remote { .. })) {
-            lock(&self.idle).entry(addr.to_string()).or_default().push(t);
+            self.idle.lock_unpoisoned().entry(addr.to_string()).or_default().push(t);
         }
         decode(&answer?)
     }

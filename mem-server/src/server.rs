@@ -13,6 +13,7 @@
 //! its memory. Once reclaimed, the process is unknown to the home and to its owners, so a
 //! pComponent that was only cut off gets refusals (and ends the program), never wrong data.
 
+use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,6 @@ use crate::buffer_cache::CacheFigures;
 use crate::file_shards::FileShards;
 use crate::gmm::Gmm;
 use crate::home::{HomeProcess, OwnerFailure, Owners};
-use crate::lock;
 use crate::owner::{Owner, OwnerError};
 use crate::peers::Peers;
 use crate::store::ZERO_PAGE;
@@ -140,26 +140,26 @@ impl Shared {
     /// Capacity and load.
     pub(crate) fn stat(&self) -> ServerStat {
         let (capacity_pages, used_pages, vregions) = {
-            let o = lock(&self.owner);
+            let o = self.owner.lock_unpoisoned();
             (o.store().capacity_pages(), o.store().used_pages(), o.vregions())
         };
         ServerStat {
             capacity_pages,
             used_pages,
             vregions,
-            homed: lock(&self.homes).len() as u64,
+            homed: self.homes.lock_unpoisoned().len() as u64,
             requests: self.traffic.requests().iter().sum(),
             storage: self.storage.clone(),
         }
     }
 
     fn process(&self, proc: u64) -> Option<Arc<Mutex<HomeProcess>>> {
-        lock(&self.homes).get(&proc).map(|h| h.process.clone())
+        self.homes.lock_unpoisoned().get(&proc).map(|h| h.process.clone())
     }
 
     /// The process, its lease renewed: a request of its pComponent shows it alive.
     fn renewed(&self, proc: u64) -> Option<Arc<Mutex<HomeProcess>>> {
-        let mut homes = lock(&self.homes);
+        let mut homes = self.homes.lock_unpoisoned();
         let h = homes.get_mut(&proc)?;
         h.renewed = Instant::now();
         Some(h.process.clone())
@@ -171,17 +171,17 @@ impl Shared {
             Err(e) => return Reply::Mem(Err(e)),
         };
         {
-            let mut homes = lock(&self.homes);
+            let mut homes = self.homes.lock_unpoisoned();
             if homes.contains_key(&proc) {
                 return Reply::Mem(Err(libc::EEXIST));
             }
             homes.insert(proc, Homed::new(home.clone()));
         }
-        let mut p = lock(&home);
+        let mut p = home.lock_unpoisoned();
         let mut route = Route::new(self, &p);
         let r = p.start(&mut route);
         if !matches!(r, Ok(Ok(_))) {
-            lock(&self.homes).remove(&proc);
+            self.homes.lock_unpoisoned().remove(&proc);
         }
         match r {
             Ok(outcome) => Reply::Mem(outcome),
@@ -191,7 +191,7 @@ impl Shared {
 
     fn mem(&self, proc: u64, call: MemCall) -> Result<Reply, Status> {
         let home = self.renewed(proc).ok_or(Status::UnknownProcess)?;
-        let mut p = lock(&home);
+        let mut p = home.lock_unpoisoned();
         let mut route = Route::new(self, &p);
         Ok(match p.call(call, &mut route) {
             Ok(outcome) => Reply::Mem(outcome),
@@ -205,11 +205,11 @@ impl Shared {
         if self.process(child).is_some() {
             return Ok(Reply::Mem(Err(libc::EEXIST)));
         }
-        let p = lock(&home);
+        let p = home.lock_unpoisoned();
         let mut route = Route::new(self, &p);
         Ok(match p.fork(child, &mut route) {
             Ok(Ok((copy, outcome))) => {
-                lock(&self.homes).insert(child, Homed::new(Arc::new(Mutex::new(copy))));
+                self.homes.lock_unpoisoned().insert(child, Homed::new(Arc::new(Mutex::new(copy))));
                 Reply::Mem(Ok(outcome))
             }
             Ok(Err(errno)) => Reply::Mem(Err(errno)),
@@ -218,13 +218,13 @@ impl Shared {
     }
 
     fn exit(&self, proc: u64) -> Result<Reply, Status> {
-        let home = lock(&self.homes).remove(&proc).ok_or(Status::UnknownProcess)?;
+        let home = self.homes.lock_unpoisoned().remove(&proc).ok_or(Status::UnknownProcess)?;
         Ok(self.release(proc, &home.process))
     }
 
     /// Releases `proc`, no longer in `homes`, at every owner and secondary.
     fn release(&self, proc: u64, home: &Mutex<HomeProcess>) -> Reply {
-        let mut p = lock(home);
+        let mut p = home.lock_unpoisoned();
         let mut route = Route::new(self, &p);
         match p.exit(&mut route) {
             Ok(()) => Reply::Done,
@@ -238,7 +238,7 @@ impl Shared {
     /// finds it gone.
     fn reclaim(&self, proc: u64, silent: Duration) -> Result<Reply, Status> {
         let home = {
-            let mut homes = lock(&self.homes);
+            let mut homes = self.homes.lock_unpoisoned();
             let h = homes.get(&proc).ok_or(Status::UnknownProcess)?;
             let age = h.renewed.elapsed();
             if age < silent {
@@ -259,7 +259,7 @@ impl Shared {
         };
         match req {
             Request::Stat => Ok(Reply::Stat(self.stat())),
-            Request::Owner(call) => match lock(&self.owner).call(proc, call) {
+            Request::Owner(call) => match self.owner.lock_unpoisoned().call(proc, call) {
                 Ok(outcome) => Ok(Reply::Owner(Ok(outcome))),
                 Err(OwnerError::NotOwner) => Err(Status::NotOwner),
                 Err(e) => Ok(Reply::Owner(Err(e.errno()))),
@@ -269,7 +269,7 @@ impl Shared {
             Request::ExitProcess => tokio::task::block_in_place(|| self.exit(proc)),
             Request::ReplicaLost { index, server, rebuild } => {
                 let home = self.renewed(proc).ok_or(Status::UnknownProcess)?;
-                let mut p = lock(&home);
+                let mut p = home.lock_unpoisoned();
                 let mut route = Route::new(self, &p);
                 Ok(Reply::Mem(Ok(tokio::task::block_in_place(|| p.replica_lost(index, &server, rebuild, &mut route)))))
             }
@@ -306,7 +306,7 @@ impl<'a> Route<'a> {
 impl Owners for Route<'_> {
     fn call(&mut self, owner: usize, proc: u64, call: OwnerCall) -> Result<OwnerOutcome, OwnerFailure> {
         if owner == self.home {
-            return Ok(lock(&self.shared.owner).call(proc, call)?);
+            return Ok(self.shared.owner.lock_unpoisoned().call(proc, call)?);
         }
         self.shared.peers.owner_call(&self.servers[owner], proc, call)
     }
@@ -341,7 +341,7 @@ impl Conn {
     fn serve(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
         match req.op {
             Op::Fetch | Op::Flush | Op::FlushFetch => {
-                let mut owner = lock(&self.shared.owner);
+                let mut owner = self.shared.owner.lock_unpoisoned();
                 let flushed = match req.op {
                     Op::Fetch => Ok(()),
                     Op::Flush => owner.flush(req.proc, req.addr, payload),
@@ -358,7 +358,7 @@ impl Conn {
                 }
             }
             Op::FetchRun => {
-                let owner = lock(&self.shared.owner);
+                let owner = self.shared.owner.lock_unpoisoned();
                 let n = req.addr2.min(MAX_RUN_PAGES);
                 match owner.fetch_run(req.proc, req.addr, n) {
                     Ok(pages) => {

@@ -14,12 +14,12 @@
 //! Shared by the shards of one mem-server ([`crate::file_shards`]); the lock is held only for
 //! the arithmetic.
 
+use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use lego_proto::storage::errno;
 
-use crate::lock;
 
 /// One vNode's space.
 #[derive(Debug, Default)]
@@ -42,12 +42,12 @@ impl Space {
     /// Whether the cache must ask storage for the vNode's quota and use before charging a
     /// write: nothing known yet, or a quota with a stale use.
     pub fn needs_refresh(&self, vnode: &str) -> bool {
-        lock(&self.vnodes).get(vnode).is_none_or(|s| s.quota.is_some() && s.stored.is_none())
+        self.vnodes.lock_unpoisoned().get(vnode).is_none_or(|s| s.quota.is_some() && s.stored.is_none())
     }
 
     /// What storage answered to a statfs of the vNode.
     pub fn refresh(&self, vnode: &str, quota: Option<u64>, stored: u64) {
-        let mut all = lock(&self.vnodes);
+        let mut all = self.vnodes.lock_unpoisoned();
         let s = all.entry(vnode.to_string()).or_default();
         s.quota = quota;
         s.stored = Some(stored);
@@ -56,7 +56,7 @@ impl Space {
     /// Charges `growth` bytes a cached write adds to the vNode's files: `ENOSPC` (and nothing
     /// charged) if that would pass its quota.
     pub fn charge(&self, vnode: &str, growth: u64) -> Result<(), i32> {
-        let mut all = lock(&self.vnodes);
+        let mut all = self.vnodes.lock_unpoisoned();
         let s = all.entry(vnode.to_string()).or_default();
         if let (Some(q), Some(stored)) = (s.quota, s.stored) {
             if stored.saturating_add(s.pending).saturating_add(growth) > q {
@@ -69,7 +69,7 @@ impl Space {
 
     /// `bytes` of growth were written back: storage holds them now.
     pub fn written(&self, vnode: &str, bytes: u64) {
-        if let Some(s) = lock(&self.vnodes).get_mut(vnode) {
+        if let Some(s) = self.vnodes.lock_unpoisoned().get_mut(vnode) {
             s.pending = s.pending.saturating_sub(bytes);
             s.stored = s.stored.map(|n| n + bytes);
         }
@@ -77,19 +77,19 @@ impl Space {
 
     /// `bytes` of growth went without reaching storage (the file was dropped from the cache).
     pub fn dropped(&self, vnode: &str, bytes: u64) {
-        if let Some(s) = lock(&self.vnodes).get_mut(vnode) {
+        if let Some(s) = self.vnodes.lock_unpoisoned().get_mut(vnode) {
             s.pending = s.pending.saturating_sub(bytes);
         }
     }
 
     /// Bytes cached writes added to the vNode's files, not written back yet.
     pub fn pending(&self, vnode: &str) -> u64 {
-        lock(&self.vnodes).get(vnode).map_or(0, |s| s.pending)
+        self.vnodes.lock_unpoisoned().get(vnode).map_or(0, |s| s.pending)
     }
 
     /// Storage's use of the vNode changed by a call the cache passed on: ask again when needed.
     pub fn stale(&self, vnode: &str) {
-        if let Some(s) = lock(&self.vnodes).get_mut(vnode) {
+        if let Some(s) = self.vnodes.lock_unpoisoned().get_mut(vnode) {
             s.stored = None;
         }
     }

@@ -13,6 +13,7 @@
 //! - [`aio`]: the server side on tokio.
 //! - [`service`]: a whole server front (listener, runtime, handshake, frame loop) on top of it.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint every component can serve.
+//! - [`sync`]: lock helpers that recover a poisoned guard, shared by every crate.
 
 pub mod aio;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod pcomp;
 pub mod rdma;
 pub mod service;
 pub mod storage;
+pub mod sync;
 pub mod transport;
 pub mod vma;
 

@@ -19,6 +19,7 @@
 //! is never [`RECORD_V2`]). Replay stops at the first record that is short or fails its checksum: only a power
 //! loss can leave one, and then only after the last fsync.
 
+use lego_proto::sync::{LockExt, RwLockExt};
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -27,7 +28,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use lego_proto::storage::errno;
 
-use crate::lock;
 use crate::store::{Batch, BatchV1};
 
 /// The first 8 bytes of a version 2 record's payload (entries with owner ids).
@@ -166,7 +166,7 @@ impl Journal {
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         buf.extend_from_slice(&payload);
-        let mut cur = lock(&self.current);
+        let mut cur = self.current.lock_unpoisoned();
         if let Err(e) = cur.file.write_all_at(&buf, cur.bytes) {
             tracing::error!(error = %e, "appending to the journal");
             // Replay stops at a partial record: cut it, so later records stay readable.
@@ -182,8 +182,8 @@ impl Journal {
 
     /// Makes every change appended so far survive power loss.
     pub(crate) fn sync(&self) -> Result<(), i32> {
-        let _no_checkpoint = self.checkpoint.read().unwrap_or_else(|p| p.into_inner());
-        let file = lock(&self.current).file.clone();
+        let _no_checkpoint = self.checkpoint.read_unpoisoned();
+        let file = self.current.lock_unpoisoned().file.clone();
         file.sync_data().map_err(|e| {
             tracing::error!(error = %e, "syncing the journal");
             errno::EIO
@@ -194,9 +194,9 @@ impl Journal {
     /// made them durable in the index, deletes the older files. If `commit` fails, its batches
     /// stay for the next checkpoint (and their files for replay).
     pub(crate) fn checkpoint(&self, commit: impl FnOnce(&[(String, Batch)]) -> Result<(), i32>) -> Result<(), i32> {
-        let _only_one = self.checkpoint.write().unwrap_or_else(|p| p.into_inner());
+        let _only_one = self.checkpoint.write_unpoisoned();
         let (batches, gen) = {
-            let mut cur = lock(&self.current);
+            let mut cur = self.current.lock_unpoisoned();
             let gen = cur.gen + 1;
             let file = open_new(&self.dir, gen).map_err(|e| {
                 tracing::error!(error = %e, "starting a journal file");
@@ -207,7 +207,7 @@ impl Journal {
             (batches, gen)
         };
         if let Err(e) = commit(&batches) {
-            let mut cur = lock(&self.current);
+            let mut cur = self.current.lock_unpoisoned();
             let newer = std::mem::replace(&mut cur.batches, batches);
             cur.batches.extend(newer);
             return Err(e);

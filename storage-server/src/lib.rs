@@ -49,7 +49,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use lego_proto::service::Service;
 
@@ -173,8 +173,3 @@ pub(crate) fn disk_usage(dir: &std::path::Path) -> Option<(u64, u64)> {
     Some((st.f_blocks as u64 * frag, (st.f_blocks - st.f_bfree) as u64 * frag))
 }
 
-/// Locks `m`, going on with the data if a thread panicked while holding it (the store changes
-/// its memory only after its index commit succeeded, so it is consistent at every panic point).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}

@@ -11,6 +11,7 @@
 //! append leaves them unchanged; checkpoints carry the journal into redb (see the crate
 //! documentation for the durability rules).
 
+use lego_proto::sync::{LockExt, RwLockExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::ops::Bound;
@@ -28,7 +29,6 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{Journal, JournalError};
-use crate::lock;
 
 /// (vNode, full path) -> encoded [`Entry`].
 const ENTRIES: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("entries");
@@ -627,7 +627,7 @@ impl Store {
         };
         for name in rootless {
             let v = store.vnode(&name).map_err(|_| StoreError::Replay)?;
-            store.make_root(&name, &mut lock(&v)).map_err(|_| StoreError::Replay)?;
+            store.make_root(&name, &mut v.lock_unpoisoned()).map_err(|_| StoreError::Replay)?;
         }
         Ok(store)
     }
@@ -680,7 +680,7 @@ impl Store {
                 return Err(errno::EINVAL);
             }
             let v = self.vnode(vnode)?;
-            let v = lock(&v);
+            let v = v.lock_unpoisoned();
             return Ok(StorageReply::Data(self.resolve(vnode, &v, path, *follow)?));
         }
         match &op {
@@ -694,7 +694,7 @@ impl Store {
         let v = &*v;
         match op {
             StorageOp::Stat { path } => {
-                let v = lock(v);
+                let v = v.lock_unpoisoned();
                 Ok(StorageReply::Attr(v.attr(&v.get(&path)?)))
             }
             StorageOp::Read { path, offset, len } => self.read(vnode, v, &path, offset, len),
@@ -705,7 +705,7 @@ impl Store {
             StorageOp::Rename { from, to } => self.rename(vnode, v, &from, &to),
             StorageOp::Mkdir { path, mode } => self.mkdir(vnode, v, &path, mode),
             StorageOp::Rmdir { path } => self.rmdir(vnode, v, &path),
-            StorageOp::Readdir { path, cookie, max } => readdir(vnode, &lock(v), &path, cookie, max),
+            StorageOp::Readdir { path, cookie, max } => readdir(vnode, &v.lock_unpoisoned(), &path, cookie, max),
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
             StorageOp::SyncFs => self.syncfs(vnode),
             StorageOp::StatFs => self.statfs(v),
@@ -715,7 +715,7 @@ impl Store {
             StorageOp::Link { from, to } => self.link(vnode, v, &from, &to),
             StorageOp::Symlink { path, target } => self.symlink(vnode, v, &path, &target),
             StorageOp::Readlink { path } => {
-                let e = lock(v).get(&path)?;
+                let e = v.lock_unpoisoned().get(&path)?;
                 if e.kind != FileKind::Symlink {
                     return Err(errno::EINVAL);
                 }
@@ -729,7 +729,7 @@ impl Store {
     /// The tables of `vnode`: `ENOVNODE` if the server was never told about it (a request
     /// naming a vNode nobody created, or a typo, gets no mount of its own).
     fn vnode(&self, vnode: &str) -> Result<Arc<Mutex<Vnode>>, i32> {
-        match self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode) {
+        match self.vnodes.read_unpoisoned().get(vnode) {
             Some(v) => Ok(v.clone()),
             None => {
                 tracing::warn!(vnode, "refused a request for a vNode this storage server was not told about");
@@ -745,14 +745,14 @@ impl Store {
     /// The mounts are kept here rather than told again by the GSM after every restart of this
     /// server, so that a restarted server refuses nothing it knew and needs no manager to serve.
     fn mount(&self, vnode: &str, change: QuotaChange) -> Result<StorageReply, i32> {
-        let _one_at_a_time = lock(&self.mounting);
-        let known = self.vnodes.read().unwrap_or_else(|p| p.into_inner()).get(vnode).cloned();
+        let _one_at_a_time = self.mounting.lock_unpoisoned();
+        let known = self.vnodes.read_unpoisoned().get(vnode).cloned();
         let quota = match (change, &known) {
             (QuotaChange::Set(q), _) => q,
             (QuotaChange::Keep, Some(_)) => return Ok(StorageReply::Done),
             (QuotaChange::Keep, None) => None,
         };
-        if known.as_ref().is_some_and(|v| lock(v).quota == quota) {
+        if known.as_ref().is_some_and(|v| v.lock_unpoisoned().quota == quota) {
             return Ok(StorageReply::Done);
         }
         if known.is_none() {
@@ -766,11 +766,11 @@ impl Store {
         txn.open_table(MOUNTS).map_err(eio)?.insert(vnode, MountRecord { quota }.encode().as_slice()).map_err(eio)?;
         txn.commit().map_err(eio)?;
         match known {
-            Some(v) => lock(&v).quota = quota,
+            Some(v) => v.lock_unpoisoned().quota = quota,
             None => {
                 let mut v = Vnode { quota, ..Vnode::default() };
                 self.make_root(vnode, &mut v)?;
-                self.vnodes.write().unwrap_or_else(|p| p.into_inner()).insert(vnode.to_string(), Arc::new(Mutex::new(v)));
+                self.vnodes.write_unpoisoned().insert(vnode.to_string(), Arc::new(Mutex::new(v)));
                 tracing::info!(vnode, ?quota, "new vNode");
             }
         }
@@ -799,7 +799,7 @@ impl Store {
     /// The lock of inode `ino` of `vnode` (striped).
     fn inode_lock(&self, vnode: &str, ino: u64) -> MutexGuard<'_, ()> {
         let h = lego_proto::storage::vnode_hash(vnode) ^ ino.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        lock(&self.inodes[(h % INODE_STRIPES as u64) as usize])
+        self.inodes[(h % INODE_STRIPES as u64) as usize].lock_unpoisoned()
     }
 
     fn data_path(&self, vnode: &str, ino: u64) -> PathBuf {
@@ -821,7 +821,7 @@ impl Store {
         if offset > MAX_OFF || len as usize > MAX_IO {
             return Err(errno::EINVAL);
         }
-        let e = lock(v).file(path)?;
+        let e = v.lock_unpoisoned().file(path)?;
         if offset >= e.size {
             return Ok(StorageReply::Data(Vec::new()));
         }
@@ -856,7 +856,7 @@ impl Store {
             return Err(errno::EFBIG);
         }
         let (e, growth) = {
-            let mut v = lock(v);
+            let mut v = v.lock_unpoisoned();
             let e = v.file(path)?;
             if data.is_empty() {
                 return Ok(StorageReply::Attr(v.attr(&e)));
@@ -868,7 +868,7 @@ impl Store {
         };
         let _inode = self.inode_lock(vnode, e.ino);
         let wrote = self.open_data(vnode, e.ino, false).and_then(|f| f.write_all_at(data, offset).map_err(io_errno));
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         v.release(growth);
         wrote?;
         // The name may have gone or moved to another file while the bytes were written.
@@ -881,7 +881,7 @@ impl Store {
     }
 
     fn create(&self, vnode: &str, vm: &Mutex<Vnode>, path: &[u8], mode: u32, exclusive: bool, truncate: bool) -> Result<StorageReply, i32> {
-        let mut v = lock(vm);
+        let mut v = vm.lock_unpoisoned();
         if let Some(&e) = v.entries.get(path) {
             return match (exclusive, e.kind) {
                 (true, _) => Err(errno::EEXIST),
@@ -905,14 +905,14 @@ impl Store {
         if len > MAX_OFF {
             return Err(errno::EINVAL);
         }
-        let ino = lock(v).file(path)?.ino;
+        let ino = v.lock_unpoisoned().file(path)?.ino;
         self.truncate_to(vnode, v, path, ino, len)
     }
 
     /// Sets the length of file `path` (inode `ino` when it was looked up) to `len`.
     fn truncate_to(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], ino: u64, len: u64) -> Result<StorageReply, i32> {
         let _inode = self.inode_lock(vnode, ino);
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         let e = v.file(path).and_then(|now| if now.ino == ino { Ok(now) } else { Err(errno::ENOENT) })?;
         // Cut to the entry's size first: bytes past it (from a write that lost a race with an
         // unlink, or from before a crash) must not show through an extending truncate.
@@ -934,7 +934,7 @@ impl Store {
         if path == b"/" {
             return Err(errno::EISDIR);
         }
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         let e = v.get(path)?;
         if e.is_dir() {
             return Err(errno::EISDIR);
@@ -955,7 +955,7 @@ impl Store {
     }
 
     fn mkdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         let (e, batch) = v.new_entry(path, FileKind::Dir, mode, DIR_SIZE)?;
         self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Attr(v.attr(&e)))
@@ -964,7 +964,7 @@ impl Store {
     /// A hard link: `to` becomes another name of the inode at `from` (not a directory). The
     /// inode's data stays until its last name goes, and counts once against the quota.
     fn link(&self, vnode: &str, v: &Mutex<Vnode>, from: &[u8], to: &[u8]) -> Result<StorageReply, i32> {
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         let src = v.get(from)?;
         if src.is_dir() {
             return Err(errno::EPERM);
@@ -981,7 +981,7 @@ impl Store {
         if path == b"/" {
             return Err(EBUSY);
         }
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         let e = v.get(path)?;
         if !e.is_dir() {
             return Err(errno::ENOTDIR);
@@ -999,7 +999,7 @@ impl Store {
     /// Renames under the vNode's lock: a concurrent request sees the old name or the new one,
     /// never neither.
     fn rename(&self, vnode: &str, v: &Mutex<Vnode>, from: &[u8], to: &[u8]) -> Result<StorageReply, i32> {
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         if from == to {
             v.get(from)?;
             return Ok(StorageReply::Done);
@@ -1120,7 +1120,7 @@ impl Store {
         if target.contains(&0) {
             return Err(errno::EINVAL);
         }
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         let size = target.len() as u64;
         // (An id taken for a symlink refused here is skipped, which is harmless.)
         let (e, batch) = v.new_entry(path, FileKind::Symlink, 0o777, size)?;
@@ -1135,7 +1135,7 @@ impl Store {
     /// `chmod`/`utimensat`/`chown`: the inode with its new mode, modification time and owner
     /// ids, journalled as every index change is.
     fn set_attr(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], set: SetAttrs) -> Result<StorageReply, i32> {
-        let mut v = lock(v);
+        let mut v = v.lock_unpoisoned();
         let e = v.get(path)?;
         let e = Entry {
             mode: set.mode.map_or(e.mode, |m| m & 0o7777),
@@ -1153,7 +1153,7 @@ impl Store {
     /// Makes the file's bytes, its entry and every change before it survive power loss. Holds
     /// no lock while the disk works.
     fn fsync(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
-        let e = lock(v).get(path)?;
+        let e = v.lock_unpoisoned().get(path)?;
         if !e.is_dir() {
             self.open_data(vnode, e.ino, false)?.sync_all().map_err(io_errno)?;
             // The host file's own name, in case it was created since the last sync.
@@ -1168,7 +1168,7 @@ impl Store {
     fn statfs(&self, v: &Mutex<Vnode>) -> Result<StorageReply, i32> {
         let (disk, used_disk) = crate::disk_usage(&self.root).ok_or(errno::EIO)?;
         let disk_free = disk.saturating_sub(used_disk);
-        let v = lock(v);
+        let v = v.lock_unpoisoned();
         let (capacity_bytes, free_bytes) = match v.quota {
             Some(q) => (q, q.saturating_sub(v.used).min(disk_free)),
             None => (disk, disk_free),

@@ -24,13 +24,14 @@
 //! opened as the host sees them, and mount points inside the root are crossed. Export a root
 //! without device nodes (or on a `nodev` mount).
 
+use lego_proto::sync::LockExt;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use super::{DirEntry, File, FileSystem, NodeId, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
@@ -424,7 +425,7 @@ impl File for HostFile {
     /// Reads entries with the host's `getdents64`, after `lseek`ing to `pos`: `next` cookies are
     /// the host's `d_off` values. `max == 0` returns no entries but still reports `ENOTDIR`.
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
-        let _guard = self.dir_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.dir_lock.lock_unpoisoned();
         let fd = self.fd.as_raw_fd();
         // Cookies are `d_off` (an `off_t`) carried bit for bit in a `u64`.
         let off = i64::from_ne_bytes(pos.to_ne_bytes());

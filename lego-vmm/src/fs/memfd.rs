@@ -1,6 +1,7 @@
 //! An anonymous file in the VMM's memory (`memfd_create`): no name in any file system, gone
 //! when its last descriptor and mapping are.
 
+use lego_proto::sync::LockExt;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{DirEntry, File, SetAttr, Stat, TimeSet, Timespec};
@@ -40,11 +41,11 @@ impl MemFile {
     }
 
     fn meta(&self) -> MutexGuard<'_, Meta> {
-        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+        self.meta.lock_unpoisoned()
     }
 
     fn data(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.data.lock().unwrap_or_else(|e| e.into_inner())
+        self.data.lock_unpoisoned()
     }
 }
 

@@ -14,6 +14,7 @@
 //! written back is gone, so every later file call of the process answers `EIO` rather than
 //! reading around the loss.
 
+use lego_proto::sync::LockExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +40,7 @@ struct Link {
 impl Link {
     /// Sends one request; a broken connection is `EIO` now and for every later call.
     fn call(&self, request: &Request) -> SysResult<StorageReply> {
-        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.conn.lock_unpoisoned();
         let conn = guard.as_mut().ok_or(Errno::EIO)?;
         match conn.call(0, &encode(request)).and_then(|body| decode::<Reply>(&body)) {
             Ok(Reply::File(StorageReply::Error(e))) => Err(Errno(e)),

@@ -4,6 +4,7 @@
 //! The global manager keeps the table of a cluster (the `lego` binary implements [`Directory`]
 //! over it); [`LocalDirectory`] keeps one in the VMM process, for a vNode run on its own.
 
+use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Mutex;
@@ -60,7 +61,7 @@ pub struct LocalDirectory {
 
 impl LocalDirectory {
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<VEndpoint, SocketAddrV4>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.table.lock_unpoisoned()
     }
 }
 

@@ -22,10 +22,11 @@ pub mod preamble;
 pub mod publish;
 pub mod socket;
 
+use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::OpenFile;
@@ -101,10 +102,6 @@ pub struct Net {
     inflight: Mutex<HashMap<u64, Arc<OpenFile>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Net {
     /// The network of the vNode `name`.
     pub fn new(name: &str, config: NetConfig) -> Arc<Net> {
@@ -159,7 +156,7 @@ impl Net {
         };
         for port in candidates {
             {
-                let mut ports = lock(&self.ports);
+                let mut ports = self.ports.lock_unpoisoned();
                 if ports.contains_key(&(proto, port)) {
                     continue;
                 }
@@ -172,7 +169,7 @@ impl Net {
             match self.config.directory.register(ep, host) {
                 Ok(()) => return Ok(Claim { proto, port, public }),
                 Err(e) => {
-                    lock(&self.ports).remove(&(proto, port));
+                    self.ports.lock_unpoisoned().remove(&(proto, port));
                     match e {
                         DirectoryError::Taken => continue,
                         DirectoryError::Unavailable(why) => {
@@ -188,7 +185,7 @@ impl Net {
 
     /// Gives back a port a socket held (it is closed).
     pub fn release(&self, c: Claim) {
-        lock(&self.ports).remove(&(c.proto, c.port));
+        self.ports.lock_unpoisoned().remove(&(c.proto, c.port));
         if c.public {
             self.config.directory.unregister(VEndpoint { proto: c.proto, ip: self.config.vip, port: c.port });
         }
@@ -200,7 +197,7 @@ impl Net {
     pub fn resolve(&self, proto: Proto, dst: SocketAddrV4) -> SysResult<Option<SocketAddrV4>> {
         let ip = *dst.ip();
         let local = |public_only: bool| {
-            lock(&self.ports).get(&(proto, dst.port())).filter(|b| b.public || !public_only).map(|b| b.host)
+            self.ports.lock_unpoisoned().get(&(proto, dst.port())).filter(|b| b.public || !public_only).map(|b| b.host)
         };
         if ip.is_loopback() {
             return Ok(local(false));
@@ -216,12 +213,12 @@ impl Net {
             };
         }
         let ep = VEndpoint { proto, ip, port: dst.port() };
-        if let Some(h) = lock(&self.resolved).get(&ep) {
+        if let Some(h) = self.resolved.lock_unpoisoned().get(&ep) {
             return Ok(Some(*h));
         }
         match self.config.directory.resolve(ep) {
             Ok(Some(h)) => {
-                lock(&self.resolved).insert(ep, h);
+                self.resolved.lock_unpoisoned().insert(ep, h);
                 Ok(Some(h))
             }
             Ok(None) => Ok(None),
@@ -234,18 +231,18 @@ impl Net {
 
     /// Drops the cached resolution of `dst` (its host address refused).
     pub fn forget(&self, proto: Proto, dst: SocketAddrV4) -> bool {
-        lock(&self.resolved).remove(&VEndpoint { proto, ip: *dst.ip(), port: dst.port() }).is_some()
+        self.resolved.lock_unpoisoned().remove(&VEndpoint { proto, ip: *dst.ip(), port: dst.port() }).is_some()
     }
 
     /// The virtual address of the host socket at `host` that sent a datagram; 0.0.0.0:0 for one
     /// no vNode owns (the host's addresses are never shown).
     pub fn source_of(&self, proto: Proto, host: SocketAddrV4) -> SocketAddrV4 {
-        let own = lock(&self.ports).iter().find(|(k, b)| k.0 == proto && b.host == host).map(|(k, b)| (k.1, b.public));
+        let own = self.ports.lock_unpoisoned().iter().find(|(k, b)| k.0 == proto && b.host == host).map(|(k, b)| (k.1, b.public));
         if let Some((port, public)) = own {
             let ip = if public { self.config.vip } else { Ipv4Addr::LOCALHOST };
             return SocketAddrV4::new(ip, port);
         }
-        if let Some(v) = lock(&self.sources).get(&(proto, host)) {
+        if let Some(v) = self.sources.lock_unpoisoned().get(&(proto, host)) {
             return *v;
         }
         let found = match self.config.directory.reverse(proto, host) {
@@ -256,7 +253,7 @@ impl Net {
                 return SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
             }
         };
-        lock(&self.sources).insert((proto, host), found);
+        self.sources.lock_unpoisoned().insert((proto, host), found);
         found
     }
 
@@ -293,21 +290,21 @@ impl Net {
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
         let token = unsafe { OwnedFd::from_raw_fd(fd) };
-        lock(&self.inflight).insert(host::inode(token.as_raw_fd())?, file);
+        self.inflight.lock_unpoisoned().insert(host::inode(token.as_raw_fd())?, file);
         Ok(token)
     }
 
     /// Forgets a token [`Net::send_rights`] made whose message was not sent.
     pub fn cancel_rights(&self, token: &OwnedFd) {
         if let Ok(ino) = host::inode(token.as_raw_fd()) {
-            lock(&self.inflight).remove(&ino);
+            self.inflight.lock_unpoisoned().remove(&ino);
         }
     }
 
     /// The description a received token stands for (`None` for a descriptor that is no token).
     pub fn take_rights(&self, token: OwnedFd) -> Option<Arc<OpenFile>> {
         let ino = host::inode(token.as_raw_fd()).ok()?;
-        lock(&self.inflight).remove(&ino)
+        self.inflight.lock_unpoisoned().remove(&ino)
     }
 }
 

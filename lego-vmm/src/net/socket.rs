@@ -1,6 +1,7 @@
 //! A socket of a vNode program: a host socket, the virtual addresses the program sees, and the
 //! port it holds in the vNode (given back when the socket is closed).
 
+use lego_proto::sync::LockExt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -65,7 +66,7 @@ impl Socket {
 
     /// The socket's state.
     pub fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Whether it is a stream (TCP, or a stream `AF_UNIX` socket).

@@ -1,6 +1,7 @@
 //! Descriptors the VMM answers itself ([`crate::anonfd`]): `signalfd`/`signalfd4`, reading
 //! them, `pidfd_open` and `pidfd_send_signal`.
 
+use lego_proto::sync::LockExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ pub fn signalfd4(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         let Backing::Anon(AnonFile::Signal(m)) = &file.backing else {
             return Err(Errno::EINVAL);
         };
-        *m.lock().unwrap_or_else(|e| e.into_inner()) = mask;
+        *m.lock_unpoisoned() = mask;
         return Ok(fd);
     }
     let status = libc::O_RDWR | (flags & SFD_NONBLOCK) as i32;

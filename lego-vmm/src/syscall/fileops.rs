@@ -1,6 +1,7 @@
 //! File calls beyond plain I/O: `preadv`/`pwritev` and their `2` forms, `sendfile`,
 //! `copy_file_range`, `fallocate`, `close_range`, `memfd_create` and `mknod`/`mknodat`.
 
+use lego_proto::sync::LockExt;
 use std::sync::Arc;
 
 use super::fs::{
@@ -99,7 +100,7 @@ fn get(file: &OpenFile, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
     match (&file.backing, pos) {
         (Backing::File(f), Some(at)) => f.read_at(buf, at),
         (Backing::File(f), None) => {
-            let mut off = file.offset.lock().unwrap_or_else(|e| e.into_inner());
+            let mut off = file.offset.lock_unpoisoned();
             let n = f.read_at(buf, *off)?;
             *off += n as u64;
             Ok(n)
@@ -116,7 +117,7 @@ fn put(file: &OpenFile, data: &[u8], pos: Option<u64>) -> SysResult<usize> {
     match (&file.backing, pos) {
         (Backing::File(f), Some(at)) => f.write_at(data, at),
         (Backing::File(f), None) => {
-            let mut off = file.offset.lock().unwrap_or_else(|e| e.into_inner());
+            let mut off = file.offset.lock_unpoisoned();
             let at = if file.status() & libc::O_APPEND != 0 {
                 f.stat()?.size
             } else {
@@ -224,8 +225,8 @@ pub fn copy_file_range(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u
     }
     let (from, to) = (read_off(p, off_in)?, read_off(p, off_out)?);
     if (si.dev, si.ino) == (so.dev, so.ino) {
-        let a_at = from.unwrap_or_else(|| *input.offset.lock().unwrap_or_else(|e| e.into_inner()));
-        let b_at = to.unwrap_or_else(|| *output.offset.lock().unwrap_or_else(|e| e.into_inner()));
+        let a_at = from.unwrap_or_else(|| *input.offset.lock_unpoisoned());
+        let b_at = to.unwrap_or_else(|| *output.offset.lock_unpoisoned());
         if a_at < b_at.saturating_add(len) && b_at < a_at.saturating_add(len) {
             return Err(Errno::EINVAL);
         }

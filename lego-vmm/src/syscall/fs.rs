@@ -15,6 +15,7 @@
 //! partly mapped gets a short transfer (as Linux's copy stopping at the fault would), an
 //! unmapped one `EFAULT`.
 
+use lego_proto::sync::LockExt;
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -134,10 +135,6 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
         a.copy_from_slice(s);
     }
     u64::from_le_bytes(a)
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks the description may be read (`write == false`) or written, as `FMODE_READ` /
@@ -532,7 +529,7 @@ pub(super) fn do_read(p: &Process, file: &OpenFile, segs: &[(u64, u64)], pos: Op
     let nonblock = file.status() & libc::O_NONBLOCK != 0;
     match &file.backing {
         Backing::File(f) => {
-            let mut off = lock(&file.offset);
+            let mut off = file.offset.lock_unpoisoned();
             let start = pos.unwrap_or(*off);
             check_range(start, total)?;
             let done = fill(p, &segs, total, true, |buf, done| f.read_at(buf, start.saturating_add(done)))?;
@@ -572,7 +569,7 @@ pub(super) fn do_write(p: &mut Process, tid: i32, file: &OpenFile, segs: &[(u64,
     let nonblock = status & libc::O_NONBLOCK != 0;
     let res = match &file.backing {
         Backing::File(f) => (|| {
-            let mut off = lock(&file.offset);
+            let mut off = file.offset.lock_unpoisoned();
             let start = if status & libc::O_APPEND != 0 { f.stat()?.size } else { pos.unwrap_or(*off) };
             check_range(start, total)?;
             let done = drain(p, &segs, total, |buf, done| f.write_at(buf, start.saturating_add(done)))?;
@@ -1041,7 +1038,7 @@ pub fn lseek(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
     };
     let st = f.stat()?;
-    let mut cur = lock(&file.offset);
+    let mut cur = file.offset.lock_unpoisoned();
     let new = if is_dir(st.mode) {
         match whence {
             SEEK_SET => off,
@@ -1086,7 +1083,7 @@ pub fn getdents64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EFAULT);
     }
     let count = usize::try_from(count).unwrap_or(usize::MAX);
-    let mut off = lock(&file.offset);
+    let mut off = file.offset.lock_unpoisoned();
     let mut pos = *off;
     let mut out: Vec<u8> = Vec::new();
     // Each record takes at least 24 bytes.
@@ -1142,7 +1139,7 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         FIONBIO => {
             let mut v = [0u8; 4];
             p.mm.read_user(arg, &mut v)?;
-            let mut st = lock(&file.status);
+            let mut st = file.status.lock_unpoisoned();
             if i32::from_le_bytes(v) != 0 {
                 *st |= libc::O_NONBLOCK;
             } else {
@@ -1194,7 +1191,7 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             if st.mode & S_IFMT != S_IFREG {
                 return Err(Errno::ENOTTY);
             }
-            let left = st.size.saturating_sub(*lock(&file.offset));
+            let left = st.size.saturating_sub(*file.offset.lock_unpoisoned());
             p.mm.write_user(arg, &i32::try_from(left).unwrap_or(i32::MAX).to_le_bytes())?;
             Ok(0)
         }
@@ -1225,7 +1222,7 @@ pub(super) fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
         F_GETFL => Ok(file.status() as u32 as u64),
         F_SETFL => {
             let changeable = libc::O_APPEND | libc::O_NONBLOCK;
-            let mut st = lock(&file.status);
+            let mut st = file.status.lock_unpoisoned();
             *st = (*st & !changeable) | (arg as i32 & changeable);
             Ok(0)
         }

@@ -2,6 +2,7 @@
 //! their `F_OFD_*` twins) and `flock`, over the vNode's [`crate::locks::LockTable`]. Every other
 //! `fcntl` command is [`super::fs::fcntl`]'s.
 
+use lego_proto::sync::LockExt;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
@@ -147,7 +148,7 @@ pub fn fcntl(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         _ => {}
     }
     if ofd {
-        *file.locks.lock().unwrap_or_else(|e| e.into_inner()) = Some(table.clone());
+        *file.locks.lock_unpoisoned() = Some(table.clone());
     }
     if matches!(cmd, F_SETLKW | F_OFD_SETLKW) && kind.is_some() {
         let mut wait = HostWait {
@@ -168,7 +169,7 @@ fn range(file: &OpenFile, fl: &[u8; FLOCK_SIZE]) -> SysResult<(u64, u64)> {
     let len = i64::from_le_bytes(fl[16..24].try_into().unwrap_or_default());
     let base: i64 = match whence as i32 {
         libc::SEEK_SET => 0,
-        libc::SEEK_CUR => *file.offset.lock().unwrap_or_else(|e| e.into_inner()) as i64,
+        libc::SEEK_CUR => *file.offset.lock_unpoisoned() as i64,
         libc::SEEK_END => match &file.backing {
             Backing::File(f) => f.stat()?.size as i64,
             _ => 0,
@@ -201,7 +202,7 @@ pub fn flock(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         _ => return Err(Errno::EINVAL),
     };
     let (fkey, owner, table) = (key(&file)?, file.lock_owner(), p.locks.clone());
-    *file.locks.lock().unwrap_or_else(|e| e.into_inner()) = Some(table.clone());
+    *file.locks.lock_unpoisoned() = Some(table.clone());
     if op & LOCK_NB == 0 && kind.is_some() {
         let mut wait = HostWait {
             group: p.group.clone(),

@@ -9,6 +9,7 @@
 //! both unsignaled but for one in every `slots` replies, which it reaps to keep the send queue
 //! from filling.
 
+use crate::sync::LockExt;
 use std::io;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -74,7 +75,7 @@ impl RdmaServer {
 
     fn send(&self, c: Command) {
         // The poller only stops when the server is dropped, after every `RdmaFrames`.
-        let _ = self.commands.lock().unwrap_or_else(|p| p.into_inner()).send(c);
+        let _ = self.commands.lock_unpoisoned().send(c);
     }
 
     /// Sets up a session for the authenticated peer that sent `theirs`; returns its id and this
@@ -116,8 +117,8 @@ impl Drop for RdmaServer {
     fn drop(&mut self) {
         // Closing the channel stops the poller.
         let (tx, _) = mpsc::channel();
-        drop(std::mem::replace(self.commands.get_mut().unwrap_or_else(|p| p.into_inner()), tx));
-        if let Some(t) = self.poller.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        drop(std::mem::replace(self.commands.get_mut_unpoisoned(), tx));
+        if let Some(t) = self.poller.get_mut_unpoisoned().take() {
             let _ = t.join();
         }
     }

@@ -14,6 +14,7 @@
 //! slow part: a few ioctls per run of frames) and the write-back; the copy itself is made
 //! under the lock, like every VMM access to a frame.
 
+use lego_proto::sync::CondvarExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -44,7 +45,7 @@ fn run(mem: &Shared) {
             }
         };
         if picked.is_empty() {
-            st = mem.work.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = mem.work.wait_unpoisoned(st);
             continue;
         }
         // The invalidation (a few ioctls per run of frames, the slow part) needs no lock: the

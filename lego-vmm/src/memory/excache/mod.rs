@@ -37,6 +37,7 @@ mod frames;
 pub mod owners;
 pub mod streams;
 
+use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -382,12 +383,12 @@ struct Shared {
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Records the first failure and kicks the vCPUs so their run loops see it.
     fn fail(&self, msg: String) {
-        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self.failure.lock_unpoisoned();
         if f.is_none() {
             // The run loop reports it as the reason the process ended; this is for traces.
             tracing::info!("{msg}");
@@ -459,7 +460,7 @@ impl Shared {
 
     /// Waits for a line fetched with the lock let go to arrive.
     fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        self.settled.wait(st).unwrap_or_else(|e| e.into_inner())
+        self.settled.wait_unpoisoned(st)
     }
 
     /// The state, once no fetch is under way with the lock let go (for changes to the address
@@ -579,7 +580,7 @@ impl ExCache {
         if !self.shared.failed.load(Ordering::Acquire) {
             return None;
         }
-        self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.failure.lock_unpoisoned().clone()
     }
 
     /// Records a failure found outside the cache (e.g. the home stopped answering).
