@@ -6,10 +6,9 @@
 //! memory. The renewals go straight to the homes and never wait on the manager.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
+use lego_proto::background::Background;
 use lego_proto::frame::Status;
 use lego_proto::global::PROCESS_REPORT_INTERVAL;
 use lego_proto::handshake::{ComponentKind, Hello};
@@ -18,25 +17,10 @@ use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 use lego_vmm::proctable::ProcTable;
 
-/// Renewals running on their own thread; dropping this stops them.
-pub struct Leases {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Leases {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Starts renewing the leases of the processes in `procs`, as a pComponent of `cluster`.
-pub fn start(cluster: u64, procs: Arc<ProcTable>) -> std::io::Result<Leases> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new().name("memory lease".into()).spawn(move || {
+/// Dropping the handle stops them.
+pub fn start(cluster: u64, procs: Arc<ProcTable>) -> std::io::Result<Background> {
+    Background::spawn("memory lease", move |stop| {
         let hello = Hello::new(ComponentKind::Processor, cluster);
         // vNode pid -> (memory id, home): fixed for the life of a process.
         let mut known: BTreeMap<i32, (u64, String)> = BTreeMap::new();
@@ -44,9 +28,8 @@ pub fn start(cluster: u64, procs: Arc<ProcTable>) -> std::io::Result<Leases> {
         loop {
             // A process's lease starts fresh when its home creates it: the first renewal is
             // due an interval later, when the process no longer starts up.
-            match stopped.recv_timeout(PROCESS_REPORT_INTERVAL) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            if stop.wait(PROCESS_REPORT_INTERVAL) {
+                return;
             }
             let running = procs.running_pids(0);
             known.retain(|pid, _| running.contains(pid));
@@ -79,6 +62,5 @@ pub fn start(cluster: u64, procs: Arc<ProcTable>) -> std::io::Result<Leases> {
                 }
             }
         }
-    })?;
-    Ok(Leases { stop: Some(stop), thread: Some(thread) })
+    })
 }

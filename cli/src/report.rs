@@ -5,12 +5,11 @@
 //! but a warning: reports are best effort.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use lego_proto::background::Background;
 use lego_proto::frame::PAGE_SIZE;
 use lego_proto::global::{GlobalReply, GlobalRequest, ProcessFigures, ProcessIdentity, ProcessReport, PROCESS_REPORT_INTERVAL};
 use lego_proto::handshake::{ComponentKind, Hello};
@@ -18,21 +17,6 @@ use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_vmm::memory::excache::{CacheStats, StatsProbe};
 use lego_vmm::proctable::ProcTable;
-
-/// Reports running on their own thread; dropping this sends the last one and stops.
-pub struct Reporter {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Reporter {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// What the reporter remembers of one process: who it is, how to read its figures, and the
 /// figures of its last report.
@@ -44,20 +28,16 @@ struct Known {
 
 /// Starts reporting the processes of the run whose table is `procs` to the global manager at
 /// `global`. `who` names the run (its `pid`, `vpid`, program and start time are each
-/// process's own).
-pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<ProcTable>) -> std::io::Result<Reporter> {
-    let (stop, stopped) = mpsc::channel::<()>();
+/// process's own). Dropping the handle sends the last report and stops.
+pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<ProcTable>) -> std::io::Result<Background> {
     let who = ProcessIdentity { pid: std::process::id(), ..who };
-    let thread = std::thread::Builder::new().name("process report".into()).spawn(move || {
+    Background::spawn("process report", move |stop| {
         let hello = Hello::new(ComponentKind::Client, cluster);
         let mut conn: Option<TcpTransport> = None;
         let mut known: BTreeMap<i32, Known> = BTreeMap::new();
         let mut warned = false;
         loop {
-            let exited = match stopped.recv_timeout(PROCESS_REPORT_INTERVAL) {
-                Err(RecvTimeoutError::Timeout) => false,
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
-            };
+            let exited = stop.wait(PROCESS_REPORT_INTERVAL);
             let running = if exited { Vec::new() } else { procs.running_pids(0) };
             for pid in &running {
                 if known.contains_key(pid) {
@@ -100,8 +80,7 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
                 return;
             }
         }
-    })?;
-    Ok(Reporter { stop: Some(stop), thread: Some(thread) })
+    })
 }
 
 /// The figures at `now`: totals, and the rates and miss percentiles of the interval since `last`.

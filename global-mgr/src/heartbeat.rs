@@ -2,11 +2,9 @@
 //! fixed interval, on a thread of its own. A global manager that is down or restarting is
 //! retried every interval; one that forgot the component is registered with again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use lego_proto::background::Background;
 use lego_proto::global::{GlobalReply, GlobalRequest, Load, Role};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
@@ -27,19 +25,7 @@ pub struct Identity {
 }
 
 /// Heartbeats running on their own thread; dropping this stops them.
-pub struct Heartbeats {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Heartbeats {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+pub type Heartbeats = Background;
 
 /// Starts sending `me`'s load (from `load`) to the global manager at `global` every `interval`.
 pub fn start(
@@ -48,9 +34,7 @@ pub fn start(
     interval: Duration,
     load: impl Fn() -> Load + Send + 'static,
 ) -> std::io::Result<Heartbeats> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::Builder::new().name("heartbeat".into()).spawn(move || {
+    Background::spawn("heartbeat", move |stop| {
         let kind = match me.role {
             Role::Processor => ComponentKind::Processor,
             Role::Memory => ComponentKind::Memory,
@@ -59,7 +43,7 @@ pub fn start(
         let hello = Hello::new(kind, me.cluster);
         let (mut conn, mut id): (Option<TcpTransport>, Option<u64>) = (None, None);
         let mut warned = false;
-        while !flag.load(Ordering::Acquire) {
+        loop {
             let req = match id {
                 Some(id) => GlobalRequest::Heartbeat { id, load: load() },
                 None => GlobalRequest::Register {
@@ -94,14 +78,9 @@ pub fn start(
                     }
                 }
             }
-            // Sleep in small steps so that a drop stops the thread promptly.
-            let mut slept = Duration::ZERO;
-            while slept < interval && !flag.load(Ordering::Acquire) {
-                let step = (interval - slept).min(Duration::from_millis(50));
-                std::thread::sleep(step);
-                slept += step;
+            if stop.wait(interval) {
+                return;
             }
         }
-    })?;
-    Ok(Heartbeats { stop, thread: Some(thread) })
+    })
 }

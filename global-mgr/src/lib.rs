@@ -86,7 +86,7 @@ const ACCEPTS: [ComponentKind; 4] =
 pub struct GlobalMgr {
     service: Service<Conn>,
     registry: Arc<Mutex<registry::Registry>>,
-    reclaimer: reclaim::Reclaimer,
+    reclaimer: lego_proto::background::Background,
     reclaimed: Arc<reclaim::Figures>,
 }
 

@@ -15,11 +15,11 @@
 //! released process, so a process that was only cut off ends with an error, never wrong data.
 
 use lego_proto::sync::LockExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use lego_proto::background::Background;
 use lego_proto::frame::Status;
 use lego_proto::global::{ProcessIdentity, Role};
 use lego_proto::handshake::{ComponentKind, Hello};
@@ -40,21 +40,6 @@ pub struct Figures {
     pub reclaimed: AtomicU64,
     /// Requests a home refused because the process had renewed its lease.
     pub refused_alive: AtomicU64,
-}
-
-/// The reclaimer's thread; dropping this stops it.
-pub struct Reclaimer {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Reclaimer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// A silent process whose memory is not released yet.
@@ -80,14 +65,13 @@ enum Outcome {
     Later(String),
 }
 
-/// Starts scanning `registry` for silent processes every `scan`, as a manager of `cluster`.
-pub fn start(registry: Arc<Mutex<Registry>>, cluster: u64, scan: Duration, figures: Arc<Figures>) -> std::io::Result<Reclaimer> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let thread = std::thread::Builder::new().name("reclaim".into()).spawn(move || {
+/// Starts scanning `registry` for silent processes every `scan`, as a manager of `cluster`;
+/// dropping the handle stops it.
+pub fn start(registry: Arc<Mutex<Registry>>, cluster: u64, scan: Duration, figures: Arc<Figures>) -> std::io::Result<Background> {
+    Background::spawn("reclaim", move |stop| {
         let hello = Hello::new(ComponentKind::Global, cluster);
         let mut pending: Vec<Pending> = Vec::new();
-        while !flag.load(Ordering::Acquire) {
+        loop {
             let (silence, fresh) = {
                 let mut reg = registry.lock_unpoisoned();
                 pending.retain(|p| !reg.reporting(&p.who));
@@ -121,10 +105,11 @@ pub fn start(registry: Arc<Mutex<Registry>>, cluster: u64, scan: Duration, figur
                 }
                 true
             });
-            std::thread::sleep(scan);
+            if stop.wait(scan) {
+                return;
+            }
         }
-    })?;
-    Ok(Reclaimer { stop, thread: Some(thread) })
+    })
 }
 
 /// One control call to the mem-server at `addr` about process `proc`.

@@ -11,11 +11,13 @@
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
 //! - [`rdma`]: the RDMA page path (ring, slot layout, parameter exchange; verbs behind `rdma`).
 //! - [`aio`]: the server side on tokio.
+//! - [`background`]: named threads that stop and are joined when their handle drops.
 //! - [`service`]: a whole server front (listener, runtime, handshake, frame loop) on top of it.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint every component can serve.
 //! - [`sync`]: lock helpers that recover a poisoned guard, shared by every crate.
 
 pub mod aio;
+pub mod background;
 pub mod auth;
 pub mod error;
 pub mod frame;
