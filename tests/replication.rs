@@ -145,6 +145,9 @@ fn losing_both_copies_ends_the_process_naming_both_servers() {
         assert!(got.stderr.contains(&s.addr), "the message names {}: {}", s.addr, got.stderr);
     }
     assert!(got.stderr.contains("no other copy"), "{}", got.stderr);
+    // The process is gone, so its home (which survived) released it, though its memory failed.
+    let (_, body) = scrape(servers[0].metrics.as_deref().expect("started with --metrics"));
+    assert_eq!(sample(&body, "lego_mem_processes"), Some(0.0), "the home still holds the process:\n{body}");
 }
 
 /// A primary stopped past `--mem-timeout` is failed over; continued after the promotion, it

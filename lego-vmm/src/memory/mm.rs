@@ -420,11 +420,23 @@ impl Mm {
 }
 
 impl Drop for Mm {
+    /// Releases the process's memory at its home, which releases it at every owner and
+    /// secondary it can reach. After a memory failure (status 125) the lines are not reported
+    /// (nothing computed since can be trusted), but the release is still asked for, so that the
+    /// surviving servers do not keep the pages of a process that is gone; a home that is the
+    /// server that failed cannot answer, and the global manager reclaims what it can.
     fn drop(&mut self) {
-        if self.cache.failure().is_none() {
-            let reported = self.home.report(&mut self.cache.hold(), false);
-            if let Err(e) = reported.and_then(|()| self.home.call(&Request::ExitProcess)) {
-                tracing::warn!("releasing the process's memory: {e}");
+        match self.cache.failure() {
+            None => {
+                let reported = self.home.report(&mut self.cache.hold(), false);
+                if let Err(e) = reported.and_then(|()| self.home.call(&Request::ExitProcess)) {
+                    tracing::warn!("releasing the process's memory: {e}");
+                }
+            }
+            Some(why) => {
+                if let Err(e) = self.home.call(&Request::ExitProcess) {
+                    tracing::debug!(%why, "releasing the memory of a process whose memory failed: {e}");
+                }
             }
         }
     }
