@@ -27,8 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lego_proto::aio::{push_reply, FrameHandler};
-use lego_proto::frame::{Header, Op, Status};
+use lego_proto::aio::{handle_control_only, FrameHandler};
+use lego_proto::frame::Header;
 use lego_proto::global::{GlobalReply, GlobalRequest};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
@@ -260,15 +260,6 @@ impl Conn {
 
 impl FrameHandler for Conn {
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
-        match req.op {
-            Op::Fetch | Op::Flush | Op::FlushFetch | Op::FetchRun => push_reply(out, &req.reply(Status::BadRequest), &[]),
-            Op::RdmaConnect => push_reply(out, &req.reply(Status::NoRdma), &[]),
-            Op::Control => {
-                let body = encode(&self.serve(payload));
-                let mut h = req.reply(Status::Ok);
-                h.len = body.len() as u32;
-                push_reply(out, &h, &body);
-            }
-        }
+        handle_control_only(req, payload, out, |body| encode(&self.serve(body)));
     }
 }

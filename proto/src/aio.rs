@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::{nonce, Secret, CLIENT_LEN};
 use crate::error::ProtoError;
-use crate::frame::{Header, HEADER_LEN, PAGE_SIZE};
+use crate::frame::{Header, Op, Status, HEADER_LEN, PAGE_SIZE};
 use crate::handshake::{ComponentKind, Hello, HELLO_LEN};
 
 /// Serves the requests of one connection.
@@ -39,6 +39,22 @@ pub fn push_reply(out: &mut Vec<u8>, header: &Header, payload: &[u8]) {
     debug_assert_eq!(header.len as usize, payload.len());
     out.extend_from_slice(&header.encode());
     out.extend_from_slice(payload);
+}
+
+/// Handles a request to a server that answers control calls only (the storage server, the
+/// global manager): page operations are bad requests, RDMA is refused, and a control call's
+/// body is answered with what `serve` makes of it.
+pub fn handle_control_only(req: &Header, payload: &[u8], out: &mut Vec<u8>, serve: impl FnOnce(&[u8]) -> Vec<u8>) {
+    match req.op {
+        Op::Fetch | Op::Flush | Op::FlushFetch | Op::FetchRun => push_reply(out, &req.reply(Status::BadRequest), &[]),
+        Op::RdmaConnect => push_reply(out, &req.reply(Status::NoRdma), &[]),
+        Op::Control => {
+            let body = serve(payload);
+            let mut h = req.reply(Status::Ok);
+            h.len = body.len() as u32;
+            push_reply(out, &h, &body);
+        }
+    }
 }
 
 /// Reads the peer's hello and answers with ours: accepted if it is of one of the `accepts` kinds,

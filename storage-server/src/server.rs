@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lego_proto::aio::{push_reply, FrameHandler};
-use lego_proto::frame::{Header, Op, Status};
+use lego_proto::aio::{handle_control_only, FrameHandler};
+use lego_proto::frame::Header;
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{decode, encode};
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
@@ -166,18 +166,8 @@ impl Conn {
 
 impl FrameHandler for Conn {
     fn handle(&mut self, req: &Header, payload: &[u8], out: &mut Vec<u8>) {
-        match req.op {
-            // A storage server has no pages.
-            Op::Fetch | Op::Flush | Op::FlushFetch | Op::FetchRun => push_reply(out, &req.reply(Status::BadRequest), &[]),
-            Op::RdmaConnect => push_reply(out, &req.reply(Status::NoRdma), &[]),
-            Op::Control => {
-                // Replies are bounded well below the frame limit (MAX_IO bytes of data, or
-                // MAX_DIRENTS names of at most MAX_NAME bytes).
-                let body = encode(&self.shared.control(self.peer, payload));
-                let mut h = req.reply(Status::Ok);
-                h.len = body.len() as u32;
-                push_reply(out, &h, &body);
-            }
-        }
+        // A storage server has no pages. Replies are bounded well below the frame limit
+        // (MAX_IO bytes of data, or MAX_DIRENTS names of at most MAX_NAME bytes).
+        handle_control_only(req, payload, out, |body| encode(&self.shared.control(self.peer, body)));
     }
 }
