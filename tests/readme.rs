@@ -18,7 +18,10 @@ mod common;
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
 }
 
 fn read(path: &Path) -> String {
@@ -40,7 +43,9 @@ fn pages() -> Vec<PathBuf> {
 
 /// The lines of the fenced `sh` blocks of README's section `## A 5-minute tour`.
 fn tour(readme: &str) -> Vec<String> {
-    let start = readme.find("\n## A 5-minute tour").expect("README has a section `## A 5-minute tour`");
+    let start = readme
+        .find("\n## A 5-minute tour")
+        .expect("README has a section `## A 5-minute tour`");
     let section = &readme[start + 1..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let mut commands = Vec::new();
@@ -73,7 +78,9 @@ fn code_texts(page: &str) -> Vec<String> {
         let indented = line.starts_with("    ") && !line.trim_start().starts_with("- ");
         if fenced || indented {
             let l = line.trim();
-            let continues = l.starts_with('[') || l.starts_with('|') || l.starts_with(|c: char| c.is_ascii_uppercase());
+            let continues = l.starts_with('[')
+                || l.starts_with('|')
+                || l.starts_with(|c: char| c.is_ascii_uppercase());
             match texts.last_mut() {
                 Some(last) if previous_code && continues => {
                     last.push(' ');
@@ -115,8 +122,17 @@ struct Help {
 impl Help {
     fn of(&mut self, path: &[String]) -> &str {
         self.texts.entry(path.to_vec()).or_insert_with(|| {
-            let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(path).arg("--help").output().expect("running lego --help");
-            assert!(out.status.success(), "lego {} --help: {}", path.join(" "), String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(env!("CARGO_BIN_EXE_lego"))
+                .args(path)
+                .arg("--help")
+                .output()
+                .expect("running lego --help");
+            assert!(
+                out.status.success(),
+                "lego {} --help: {}",
+                path.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).into_owned()
         })
     }
@@ -124,7 +140,9 @@ impl Help {
     /// The subcommands `lego PATH --help` lists (its `Commands:` section).
     fn subcommands(&mut self, path: &[String]) -> Vec<String> {
         let help = self.of(path);
-        let Some(start) = help.find("\nCommands:\n") else { return Vec::new() };
+        let Some(start) = help.find("\nCommands:\n") else {
+            return Vec::new();
+        };
         help[start + 11..]
             .lines()
             .take_while(|l| l.starts_with("  "))
@@ -162,14 +180,25 @@ fn check(words: &[String], help: &mut Help) -> Vec<String> {
         }
         // A synopsis names alternatives: `lego bench syscall|fault|...`.
         let alternatives: Vec<&str> = word.split('|').collect();
-        let unknown: Vec<&&str> = alternatives.iter().filter(|a| !subcommands.iter().any(|s| s == *a)).collect();
+        let unknown: Vec<&&str> = alternatives
+            .iter()
+            .filter(|a| !subcommands.iter().any(|s| s == *a))
+            .collect();
         if !unknown.is_empty() {
-            return vec![format!("`lego {}`: no subcommand {unknown:?}", [path.clone(), vec![word.clone()]].concat().join(" "))];
+            return vec![format!(
+                "`lego {}`: no subcommand {unknown:?}",
+                [path.clone(), vec![word.clone()]].concat().join(" ")
+            )];
         }
         if alternatives.len() > 1 {
             return alternatives
                 .iter()
-                .flat_map(|a| check(&[path.clone(), vec![a.to_string()], tail.to_vec()].concat(), help))
+                .flat_map(|a| {
+                    check(
+                        &[path.clone(), vec![a.to_string()], tail.to_vec()].concat(),
+                        help,
+                    )
+                })
                 .collect();
         }
         path.push(word.clone());
@@ -177,7 +206,9 @@ fn check(words: &[String], help: &mut Help) -> Vec<String> {
     }
     let mut problems = Vec::new();
     for word in rest {
-        let Some(start) = word.find("--") else { continue };
+        let Some(start) = word.find("--") else {
+            continue;
+        };
         let flag: String = word[start..]
             .chars()
             .enumerate()
@@ -193,7 +224,9 @@ fn check(words: &[String], help: &mut Help) -> Vec<String> {
 
 #[test]
 fn every_lego_command_in_readme_and_docs_names_existing_subcommands_and_options() {
-    let mut help = Help { texts: HashMap::new() };
+    let mut help = Help {
+        texts: HashMap::new(),
+    };
     let mut problems = Vec::new();
     let mut checked = 0;
     for page in pages() {
@@ -201,31 +234,65 @@ fn every_lego_command_in_readme_and_docs_names_existing_subcommands_and_options(
             for command in lego_commands(&text) {
                 checked += 1;
                 for p in check(&command, &mut help) {
-                    problems.push(format!("{}: {p} (in `{text}`)", page.strip_prefix(repo()).unwrap_or(&page).display()));
+                    problems.push(format!(
+                        "{}: {p} (in `{text}`)",
+                        page.strip_prefix(repo()).unwrap_or(&page).display()
+                    ));
                 }
             }
         }
     }
-    assert!(checked > 100, "only {checked} lego command lines found in README.md and docs/: is the parsing broken?");
-    assert!(problems.is_empty(), "{} stale command line(s):\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        checked > 100,
+        "only {checked} lego command lines found in README.md and docs/: is the parsing broken?"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} stale command line(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn the_checker_finds_a_missing_subcommand_and_a_missing_option() {
-    let mut help = Help { texts: HashMap::new() };
+    let mut help = Help {
+        texts: HashMap::new(),
+    };
     let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     assert!(check(&words("run --stats --excache 4M PROG"), &mut help).is_empty());
-    assert!(check(&words("vnode create demo [--disk SIZE] [--publish HOSTPORT:VPORT]..."), &mut help).is_empty());
+    assert!(check(
+        &words("vnode create demo [--disk SIZE] [--publish HOSTPORT:VPORT]..."),
+        &mut help
+    )
+    .is_empty());
     assert!(check(&words("bench syscall|fault|check"), &mut help).is_empty());
-    assert_eq!(check(&words("run --no-such-option PROG"), &mut help).len(), 1);
+    assert_eq!(
+        check(&words("run --no-such-option PROG"), &mut help).len(),
+        1
+    );
     assert_eq!(check(&words("bench fault|nothing"), &mut help).len(), 1);
     assert_eq!(check(&words("frobnicate --x"), &mut help).len(), 1);
-    assert!(check(&words("COMMAND --help"), &mut help).is_empty(), "a placeholder");
-    let synopsis = "    lego run [--vnode NAME]\n             [--bogus-flag N]\n             PROGRAM\n";
-    let commands: Vec<Vec<String>> = code_texts(synopsis).iter().flat_map(|t| lego_commands(t)).collect();
-    assert_eq!(commands.len(), 1, "a synopsis's continuation lines are one command");
+    assert!(
+        check(&words("COMMAND --help"), &mut help).is_empty(),
+        "a placeholder"
+    );
+    let synopsis =
+        "    lego run [--vnode NAME]\n             [--bogus-flag N]\n             PROGRAM\n";
+    let commands: Vec<Vec<String>> = code_texts(synopsis)
+        .iter()
+        .flat_map(|t| lego_commands(t))
+        .collect();
+    assert_eq!(
+        commands.len(),
+        1,
+        "a synopsis's continuation lines are one command"
+    );
     assert_eq!(check(&commands[0], &mut help).len(), 1);
-    assert_eq!(lego_commands("make guest-images && lego image push DIR --vnode demo").len(), 1);
+    assert_eq!(
+        lego_commands("make guest-images && lego image push DIR --vnode demo").len(),
+        1
+    );
 }
 
 /// Stops the tour's cluster when dropped, so a failing test leaves no processes behind.
@@ -233,51 +300,96 @@ struct Down<'a>(&'a Path);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_lego")).arg("down").env("LEGO_STATE_DIR", self.0).output();
+        let _ = Command::new(env!("CARGO_BIN_EXE_lego"))
+            .arg("down")
+            .env("LEGO_STATE_DIR", self.0)
+            .output();
     }
 }
 
 #[test]
 fn readme_tour_runs_as_written() {
     let commands = tour(&read(&repo().join("README.md")));
-    for needed in ["lego run ", "lego up", "lego ps", "lego top", "lego bench apps"] {
-        assert!(commands.iter().any(|c| c.starts_with(needed)), "README's tour has no `{needed}`: {commands:?}");
+    for needed in [
+        "lego run ",
+        "lego up",
+        "lego ps",
+        "lego top",
+        "lego bench apps",
+    ] {
+        assert!(
+            commands.iter().any(|c| c.starts_with(needed)),
+            "README's tour has no `{needed}`: {commands:?}"
+        );
     }
     if !common::kvm() {
         return;
     }
-    let bin = Path::new(env!("CARGO_BIN_EXE_lego")).parent().expect("the binary's directory").to_path_buf();
-    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))
-        .expect("PATH");
+    let bin = Path::new(env!("CARGO_BIN_EXE_lego"))
+        .parent()
+        .expect("the binary's directory")
+        .to_path_buf();
+    let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .expect("PATH");
     let state = tempfile::tempdir().expect("state directory");
     let _down = Down(state.path());
     let mut ran = 0;
     for command in &commands {
         // The test puts the binary on PATH itself; a terminal UI and benchmarks are not tests.
-        if command.starts_with("export PATH=") || command.starts_with("lego top") || command.starts_with("lego bench ") {
+        if command.starts_with("export PATH=")
+            || command.starts_with("lego top")
+            || command.starts_with("lego bench ")
+        {
             continue;
         }
         let mut c = Command::new("sh");
-        c.arg("-c").arg(command).current_dir(repo()).env("PATH", &path).env("LEGO_STATE_DIR", state.path());
+        c.arg("-c")
+            .arg(command)
+            .current_dir(repo())
+            .env("PATH", &path)
+            .env("LEGO_STATE_DIR", state.path());
         let r = common::run(c, LIMIT, command);
-        assert_eq!(r.status, Some(0), "`{command}` failed:\n{}\n{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.status,
+            Some(0),
+            "`{command}` failed:\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
         ran += 1;
         if command == "lego up" {
             // The tour goes on at once; the test waits until every component has registered,
             // so that a loaded machine cannot make the next command race the cluster's start.
-            let ps = || Command::new(env!("CARGO_BIN_EXE_lego")).args(["ps", "--json"]).env("LEGO_STATE_DIR", state.path()).output();
-            common::poll("the cluster's components up", Duration::from_secs(60), || {
-                let out = ps().map_err(|e| e.to_string())?;
-                let (components, _) = common::ps_json(&out);
-                match components.iter().filter(|c| c.up).count() {
-                    4.. => Ok(()),
-                    n => Err(format!("{n} of 4 up")),
-                }
-            });
+            let ps = || {
+                Command::new(env!("CARGO_BIN_EXE_lego"))
+                    .args(["ps", "--json"])
+                    .env("LEGO_STATE_DIR", state.path())
+                    .output()
+            };
+            common::poll(
+                "the cluster's components up",
+                Duration::from_secs(60),
+                || {
+                    let out = ps().map_err(|e| e.to_string())?;
+                    let (components, _) = common::ps_json(&out);
+                    match components.iter().filter(|c| c.up).count() {
+                        4.. => Ok(()),
+                        n => Err(format!("{n} of 4 up")),
+                    }
+                },
+            );
         }
         if command.starts_with("lego run --vnode demo /bin/busybox wc -l /data/lines.txt") {
-            let lines = read(&repo().join("guest-images/out/image/data/lines.txt")).lines().count();
-            assert_eq!(r.stdout.trim(), format!("{lines} /data/lines.txt"), "what the image holds");
+            let lines = read(&repo().join("guest-images/out/image/data/lines.txt"))
+                .lines()
+                .count();
+            assert_eq!(
+                r.stdout.trim(),
+                format!("{lines} /data/lines.txt"),
+                "what the image holds"
+            );
         }
     }
     assert!(ran >= 8, "only {ran} commands of the tour ran");
