@@ -295,6 +295,77 @@ fn the_checker_finds_a_missing_subcommand_and_a_missing_option() {
     );
 }
 
+/// The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_relative_link_in_readme_and_docs_reaches_its_file_and_heading() {
+    let anchors = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| slug(l.trim_start_matches('#')))
+            .collect()
+    };
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in pages() {
+        let text = read(&page);
+        for link in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+        {
+            if link.starts_with("http") || link.contains(char::is_whitespace) {
+                continue;
+            }
+            checked += 1;
+            let (file, anchor) = link.split_once('#').unwrap_or((link, ""));
+            let target = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().expect("a directory").join(file)
+            };
+            if !target.exists() {
+                broken.push(format!(
+                    "{}: {link}: no file {}",
+                    page.display(),
+                    target.display()
+                ));
+            } else if !anchor.is_empty() && !anchors(&read(&target)).iter().any(|a| a == anchor) {
+                broken.push(format!(
+                    "{}: {link}: no heading with that anchor",
+                    page.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} links found: is the parsing broken?"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn slugs_are_githubs() {
+    assert_eq!(
+        slug(" A forwarded system call: `lego bench syscall`"),
+        "a-forwarded-system-call-lego-bench-syscall"
+    );
+    assert_eq!(
+        slug("Where a vNode's memory lives"),
+        "where-a-vnodes-memory-lives"
+    );
+}
+
 /// Stops the tour's cluster when dropped, so a failing test leaves no processes behind.
 struct Down<'a>(&'a Path);
 
