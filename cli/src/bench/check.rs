@@ -146,13 +146,19 @@ pub fn run(a: &CheckArgs) -> anyhow::Result<Vec<Verdict>> {
     if !servers.is_empty() {
         fault.extend(["--mem-server", &servers]);
     }
+    // The children use the page-path transport this run was asked for.
+    let transport = a.memory.transport.transport.to_string();
+    fault.extend(["--transport", &transport]);
     verdicts.extend(fault_verdicts(&lego(&fault)?)?);
-    verdicts.extend(throughput_verdicts(&lego(&[
+    let throughput = [
         "bench",
         "throughput",
         "--seconds",
         "1",
-    ])?)?);
+        "--transport",
+        &transport,
+    ];
+    verdicts.extend(throughput_verdicts(&lego(&throughput)?)?);
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
         "bench check measured"
