@@ -3,7 +3,9 @@
 //!   written, from the repository's root, in a state directory of its own; the commands that
 //!   need a terminal or are benchmarks (timing, minutes, root) are only parsed;
 //! - every `lego ...` command line in README.md and `docs/*.md` (code blocks and inline code)
-//!   names subcommands that exist and options that `lego ... --help` lists.
+//!   names subcommands that exist and options that `lego ... --help` lists;
+//! - every repository path those pages name (`lego-vmm/src/cpu.rs`) exists, and every relative
+//!   link and anchor between them resolves.
 //!
 //! Without `/dev/kvm` the tour fails with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
@@ -295,6 +297,56 @@ fn the_checker_finds_a_missing_subcommand_and_a_missing_option() {
     );
 }
 
+/// The top-level directories of the repository: an inline code span that starts with one of
+/// them names a file or directory of the repository.
+const TOP: &[&str] = &[
+    "cli/",
+    "docs/",
+    "global-mgr/",
+    "guest-images/",
+    "lego-vmm/",
+    "mem-server/",
+    "proto/",
+    "scripts/",
+    "storage-server/",
+    "tests/",
+];
+
+/// The repository path an inline code span names, if it names one: `lego-vmm/src/cpu.rs`, or
+/// `mem-server/src/placement.rs::choose_owner` (an item in it); not a glob or a command line.
+fn repo_path(span: &str) -> Option<&str> {
+    let path = span.split("::").next()?;
+    let named = TOP.iter().any(|t| path.starts_with(t)) && !path.contains(['*', ' ', '<', '{']);
+    named.then_some(path)
+}
+
+#[test]
+fn every_repository_path_in_readme_and_docs_exists() {
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for page in pages() {
+        let texts = code_texts(&read(&page));
+        for span in texts.iter().filter_map(|t| repo_path(t)) {
+            checked += 1;
+            if !repo().join(span).exists() {
+                missing.push(format!(
+                    "{}: {span}",
+                    page.strip_prefix(repo()).unwrap_or(&page).display()
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 50,
+        "only {checked} paths found: is the parsing broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "paths named in the documentation that do not exist:\n{}",
+        missing.join("\n")
+    );
+}
+
 /// The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens.
 fn slug(heading: &str) -> String {
     heading
@@ -364,6 +416,21 @@ fn slugs_are_githubs() {
         slug("Where a vNode's memory lives"),
         "where-a-vnodes-memory-lives"
     );
+}
+
+#[test]
+fn repository_paths_are_told_from_other_code() {
+    assert_eq!(
+        repo_path("mem-server/src/placement.rs::choose_owner"),
+        Some("mem-server/src/placement.rs")
+    );
+    assert_eq!(
+        repo_path("lego-vmm/src/syscall/"),
+        Some("lego-vmm/src/syscall/")
+    );
+    assert_eq!(repo_path("tests/*.rs"), None);
+    assert_eq!(repo_path("lego run --stats"), None);
+    assert_eq!(repo_path("/proc/self"), None);
 }
 
 /// Stops the tour's cluster when dropped, so a failing test leaves no processes behind.
