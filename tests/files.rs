@@ -141,6 +141,30 @@ fn busybox_links_and_owners_on_remote_storage_match_native() {
     assert_eq!(remote.status.code(), native.status.code());
 }
 
+/// FIFOs made with busybox `mkfifo` on remote storage: their type, mode and links as `stat`
+/// and `ls` show them, data through them between two processes of the vNode (its pipe is the
+/// VMM's, found by the node), `mv`, `ln` and `rm` of them, as natively.
+const BUSYBOX_FIFO_SCRIPT: &str = "cd \"$0\" || exit 1; mkfifo -m 640 p && stat -c '%n %a %F %s %h' p && ls -l p | cut -c1-10; \
+    (echo through the fifo > p &); cat p; mv p q && ln q r && stat -c '%n %F %h' q r && ls; \
+    (sleep 0.2; echo again > r) & read line < q; echo \"$line\"; wait; rm q r; ls; mkfifo q && mkfifo q 2>&1; \
+    echo data > f; mkfifo f 2>&1; rm q f; echo end";
+
+#[test]
+fn busybox_fifos_on_remote_storage_match_native() {
+    if !kvm() {
+        return;
+    }
+    let s = setup("bbfifo", |img| std::fs::create_dir(img.join("work")).unwrap());
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cmd = common::native_command(image("busybox"));
+    cmd.args(["sh", "-c", BUSYBOX_FIFO_SCRIPT]).arg(scratch.path());
+    let native = output(cmd, b"");
+    assert!(String::from_utf8_lossy(&native.stdout).ends_with("end\n"), "natively: {native:?}");
+    let remote = run(&s.mem, &s.storage, "bbfifo", "/bin/busybox", &["sh", "-c", BUSYBOX_FIFO_SCRIPT, "/work"], b"");
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), String::from_utf8_lossy(&native.stdout), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(remote.status.code(), native.status.code());
+}
+
 #[test]
 fn file_round_trip_program_passes_on_remote_storage() {
     if !kvm() {

@@ -219,7 +219,7 @@ impl BufferCache {
                 self.space.stale(&req.vnode);
             }),
             StorageOp::Rename { from, to } => self.rename(&req, from, to, storage),
-            StorageOp::Symlink { .. } => {
+            StorageOp::Symlink { .. } | StorageOp::Mkfifo { .. } => {
                 self.space.stale(&req.vnode);
                 forward(&req, storage)
             }
@@ -489,6 +489,10 @@ impl BufferCache {
         }
         if attr.kind == FileKind::Symlink {
             return Err(errno::ELOOP);
+        }
+        // A FIFO's data is a pipe in the VMMs that open it, never file pages.
+        if attr.kind == FileKind::Fifo {
+            return Err(errno::EINVAL);
         }
         self.files.insert(key.clone(), FileState { pages: BTreeSet::new(), attr, unsynced: None, stored: attr.size });
         Ok(attr.size)
@@ -770,6 +774,7 @@ mod tests {
                 | StorageOp::Readdir { .. }
                 | StorageOp::Resolve { .. }
                 | StorageOp::Symlink { .. }
+                | StorageOp::Mkfifo { .. }
                 | StorageOp::Readlink { .. }
                 | StorageOp::Link { .. }
                 | StorageOp::Mount { .. } => StorageReply::Error(errno::EINVAL),

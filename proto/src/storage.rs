@@ -122,6 +122,9 @@ pub enum StorageOp {
     /// A hard link: `to` becomes another name of the file or symlink at `from` (`EPERM` for a
     /// directory); answers the attributes afterwards.
     Link { from: Vec<u8>, to: Vec<u8> },
+    /// `mknod(path, S_IFIFO | mode)`: a FIFO node (its parent must be a directory); answers its
+    /// attributes.
+    Mkfifo { path: Vec<u8>, mode: u32 },
 }
 
 /// What a [`StorageOp::Mount`] does to the vNode's quota.
@@ -151,6 +154,7 @@ impl StorageOp {
             | StorageOp::Fsync { path }
             | StorageOp::SetAttr { path, .. }
             | StorageOp::Symlink { path, .. }
+            | StorageOp::Mkfifo { path, .. }
             | StorageOp::Readlink { path }
             | StorageOp::Resolve { path, .. } => Some(path),
             StorageOp::Rename { .. } | StorageOp::Link { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Mount { .. } => None,
@@ -183,6 +187,9 @@ pub enum FileKind {
     Dir,
     /// A symbolic link (its size is its target's length).
     Symlink,
+    /// A FIFO (named pipe): only a name and attributes here; its pipe lives in the VMM of the
+    /// processes that open it.
+    Fifo,
 }
 
 /// Attributes of a file or directory.

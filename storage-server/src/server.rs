@@ -28,9 +28,9 @@ pub(crate) struct Shared {
 }
 
 /// Names of the storage operations, for the metrics' `op` label, in the order of [`op_index`].
-pub(crate) const OPS: [&str; 19] = [
+pub(crate) const OPS: [&str; 20] = [
     "stat", "read", "write", "create", "truncate", "unlink", "rename", "mkdir", "rmdir", "readdir", "fsync", "syncfs", "statfs", "setattr",
-    "resolve", "symlink", "readlink", "mount", "link",
+    "resolve", "symlink", "readlink", "mount", "link", "mkfifo",
 ];
 
 fn op_index(op: &StorageOp) -> usize {
@@ -54,6 +54,7 @@ fn op_index(op: &StorageOp) -> usize {
         StorageOp::Readlink { .. } => 16,
         StorageOp::Mount { .. } => 17,
         StorageOp::Link { .. } => 18,
+        StorageOp::Mkfifo { .. } => 19,
     }
 }
 

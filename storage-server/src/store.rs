@@ -152,6 +152,7 @@ impl Entry {
             FileKind::File => 1,
             FileKind::Dir => 2,
             FileKind::Symlink => 3,
+            FileKind::Fifo => 4,
         };
         b[1..5].copy_from_slice(&self.mode.to_le_bytes());
         b[5..13].copy_from_slice(&self.size.to_le_bytes());
@@ -180,6 +181,7 @@ impl Entry {
             1 => FileKind::File,
             2 => FileKind::Dir,
             3 => FileKind::Symlink,
+            4 => FileKind::Fifo,
             _ => return None,
         };
         Some(Entry {
@@ -268,13 +270,14 @@ impl Vnode {
     }
 
     /// The entry of regular file `path` (`ELOOP` for a symlink, which the sender follows
-    /// before any I/O).
+    /// before any I/O; `EINVAL` for a FIFO, whose data never reaches storage).
     fn file(&self, path: &[u8]) -> Result<Entry, i32> {
         let e = self.get(path)?;
         match e.kind {
             FileKind::File => Ok(e),
             FileKind::Dir => Err(errno::EISDIR),
             FileKind::Symlink => Err(errno::ELOOP),
+            FileKind::Fifo => Err(errno::EINVAL),
         }
     }
 
@@ -704,6 +707,7 @@ impl Store {
             StorageOp::Unlink { path } => self.unlink(vnode, v, &path),
             StorageOp::Rename { from, to } => self.rename(vnode, v, &from, &to),
             StorageOp::Mkdir { path, mode } => self.mkdir(vnode, v, &path, mode),
+            StorageOp::Mkfifo { path, mode } => self.mkfifo(vnode, v, &path, mode),
             StorageOp::Rmdir { path } => self.rmdir(vnode, v, &path),
             StorageOp::Readdir { path, cookie, max } => readdir(vnode, &v.lock_unpoisoned(), &path, cookie, max),
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
@@ -890,7 +894,8 @@ impl Store {
                     drop(v);
                     self.truncate_to(vnode, vm, path, e.ino, 0)
                 }
-                (false, FileKind::File) => Ok(StorageReply::Attr(v.attr(&e))),
+                // O_CREAT of an existing FIFO opens it, and O_TRUNC does nothing to it.
+                (false, FileKind::File | FileKind::Fifo) => Ok(StorageReply::Attr(v.attr(&e))),
                 (false, FileKind::Symlink) => Err(errno::ELOOP),
             };
         }
@@ -957,6 +962,14 @@ impl Store {
     fn mkdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
         let mut v = v.lock_unpoisoned();
         let (e, batch) = v.new_entry(path, FileKind::Dir, mode, DIR_SIZE)?;
+        self.commit(vnode, &mut v, batch)?;
+        Ok(StorageReply::Attr(v.attr(&e)))
+    }
+
+    /// A FIFO node at `path`: an entry only, with no data file.
+    fn mkfifo(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
+        let mut v = v.lock_unpoisoned();
+        let (e, batch) = v.new_entry(path, FileKind::Fifo, mode, 0)?;
         self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Attr(v.attr(&e)))
     }
@@ -1323,6 +1336,8 @@ mod tests {
         assert_eq!(Entry::decode(&e.encode()), Some(e));
         // Version 1 records (no owner ids) read as owned by 0:0.
         assert_eq!(Entry::decode(&e.encode()[..Entry::LEN_V1]), Some(Entry { uid: 0, gid: 0, ..e }));
+        let fifo = Entry { kind: FileKind::Fifo, mode: 0o600, size: 0, ..e };
+        assert_eq!(Entry::decode(&fifo.encode()), Some(fifo));
         assert_eq!(Entry::decode(&[0u8; Entry::LEN]), None);
         assert_eq!(Entry::decode(&[1u8; 3]), None);
     }

@@ -719,3 +719,44 @@ fn hard_links_and_owners() {
     assert_eq!(std::fs::read_dir(data).unwrap().count(), 2);
     h.shutdown();
 }
+
+/// FIFOs: a node with attributes and no data (reads, writes and truncation of it are refused,
+/// its pipe lives in the VMM); `O_CREAT` without `O_EXCL` opens it untouched; readdir names its
+/// kind; it can be renamed, hard-linked and removed, leaves no host file, and survives a restart.
+#[test]
+fn fifos_are_nodes_without_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "fifos");
+    c.mkdir("/d");
+    let f = c.attr(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o640 });
+    assert_eq!((f.kind, f.mode, f.size, f.nlink), (FileKind::Fifo, 0o640, 0, 1));
+    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o600 }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/none/p".to_vec(), mode: 0o600 }), ENOENT);
+    assert_eq!(c.read("/d/p", 0, 10), Err(EINVAL));
+    assert_eq!(c.err(StorageOp::Write { path: b"/d/p".to_vec(), offset: 0, data: b"x".to_vec() }), EINVAL);
+    assert_eq!(c.err(StorageOp::Truncate { path: b"/d/p".to_vec(), len: 0 }), EINVAL);
+    let opened = c.attr(StorageOp::Create { path: b"/d/p".to_vec(), mode: 0o644, exclusive: false, truncate: true });
+    assert_eq!(opened, f);
+    assert_eq!(c.err(StorageOp::Create { path: b"/d/p".to_vec(), mode: 0o644, exclusive: true, truncate: false }), EEXIST);
+    let (entries, _) = c.readdir_page("/d", 0, 10);
+    assert_eq!(entries.iter().map(|e| (e.name.clone(), e.kind)).collect::<Vec<_>>(), vec![(b"p".to_vec(), FileKind::Fifo)]);
+    c.done(StorageOp::Rename { from: b"/d/p".to_vec(), to: b"/q".to_vec() });
+    assert_eq!(link(&mut c, "/q", "/r").map(|a| (a.kind, a.nlink)), Ok((FileKind::Fifo, 2)));
+    assert_eq!(fs_stat(&mut c).used_bytes, 0);
+    let before = c.stat("/q").unwrap();
+    c.done(StorageOp::SyncFs);
+    drop(c);
+    h.shutdown();
+
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "fifos");
+    assert_eq!(c.stat("/q").unwrap(), before);
+    c.done(StorageOp::Unlink { path: b"/q".to_vec() });
+    c.done(StorageOp::Unlink { path: b"/r".to_vec() });
+    assert_eq!(c.stat("/r"), Err(ENOENT));
+    let data = dir.path().join("vnodes/fifos/data");
+    assert_eq!(std::fs::read_dir(data).map_or(0, |d| d.count()), 0, "a FIFO has no host file");
+    drop(c);
+    h.shutdown();
+}

@@ -24,7 +24,7 @@ use lego_proto::mm::{decode, encode, Reply, Request};
 use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
-use super::{DirEntry, File, FileSystem, SetAttr, Stat, TimeSet, Timespec};
+use super::{DirEntry, File, FileSystem, NodeId, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// `f_type` of remote storage: that of NFS, the network file system it behaves like.
@@ -190,7 +190,7 @@ impl FileSystem for RemoteFs {
         if attr.kind == FileKind::Symlink && flags & libc::O_PATH == 0 {
             return Err(Errno::ELOOP);
         }
-        Ok(Box::new(RemoteFile { link: self.link.clone(), path, kind: attr.kind, wrote: AtomicBool::new(false) }))
+        Ok(Box::new(RemoteFile { link: self.link.clone(), path, kind: attr.kind, ino: attr.ino, wrote: AtomicBool::new(false) }))
     }
 
     fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat> {
@@ -216,10 +216,10 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::Mkdir { path: self.walk(path, false)?, mode: mode & 0o7777 }).map(drop)
     }
 
-    /// The storage server keeps files and directories only: `EPERM`, as from a file system
-    /// without special files.
-    fn mkfifo(&self, _path: &[u8], _mode: u32) -> SysResult<()> {
-        Err(Errno::EPERM)
+    /// A FIFO node on the storage server; its pipe is the VMM's ([`crate::fifo`]), found by
+    /// the node's inode on this mount.
+    fn mkfifo(&self, path: &[u8], mode: u32) -> SysResult<()> {
+        self.link.op(StorageOp::Mkfifo { path: self.walk(path, false)?, mode: mode & 0o7777 }).map(drop)
     }
 
     fn rmdir(&self, path: &[u8]) -> SysResult<()> {
@@ -285,6 +285,8 @@ pub struct RemoteFile {
     link: Arc<Link>,
     path: Vec<u8>,
     kind: FileKind,
+    /// Its inode on the mount (what names a FIFO's pipe).
+    ino: u64,
     /// Written through this descriptor: closing it writes the dirty pages back.
     wrote: AtomicBool,
 }
@@ -342,6 +344,10 @@ impl File for RemoteFile {
         self.link.set_attr(&self.path, attr)
     }
 
+    fn fifo(&self) -> Option<NodeId> {
+        (self.kind == FileKind::Fifo).then_some(NodeId { dev: REMOTE_DEV, ino: self.ino })
+    }
+
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
         if self.kind != FileKind::Dir {
             return Err(Errno::ENOTDIR);
@@ -368,6 +374,7 @@ impl File for RemoteFile {
                 FileKind::Dir => libc::DT_DIR,
                 FileKind::File => libc::DT_REG,
                 FileKind::Symlink => libc::DT_LNK,
+                FileKind::Fifo => libc::DT_FIFO,
             },
             name: e.name,
         }));
@@ -386,15 +393,19 @@ impl Drop for RemoteFile {
     }
 }
 
+/// The `st_dev` of every file of the mount ("LEGO"): a run has one vNode mount.
+const REMOTE_DEV: u64 = 0x4c45_474f;
+
 fn to_stat(a: &FileAttr) -> Stat {
     let ts = |ns: i64| Timespec { sec: ns.div_euclid(1_000_000_000), nsec: ns.rem_euclid(1_000_000_000) };
     let kind = match a.kind {
         FileKind::File => libc::S_IFREG,
         FileKind::Dir => libc::S_IFDIR,
         FileKind::Symlink => libc::S_IFLNK,
+        FileKind::Fifo => libc::S_IFIFO,
     };
     Stat {
-        dev: 0x4c45_474f, // "LEGO": one device per vNode mount
+        dev: REMOTE_DEV,
         ino: a.ino,
         mode: kind | (a.mode & 0o7777),
         nlink: u64::from(a.nlink),
