@@ -143,14 +143,16 @@ fn busybox_links_and_owners_on_remote_storage_match_native() {
 
 /// FIFOs made with busybox `mkfifo` on remote storage: their type, mode and links as `stat`
 /// and `ls` show them, data through them between two processes of the vNode (its pipe is the
-/// VMM's, found by the node), `mv`, `ln` and `rm` of them, as natively.
+/// VMM's, found by the node), `mv`, `ln` and `rm` of them, as natively; and the link counts of
+/// directories (2 plus their subdirectories).
 const BUSYBOX_FIFO_SCRIPT: &str = "cd \"$0\" || exit 1; mkfifo -m 640 p && stat -c '%n %a %F %s %h' p && ls -l p | cut -c1-10; \
     (echo through the fifo > p &); cat p; mv p q && ln q r && stat -c '%n %F %h' q r && ls; \
     (sleep 0.2; echo again > r) & read line < q; echo \"$line\"; wait; rm q r; ls; mkfifo q && mkfifo q 2>&1; \
-    echo data > f; mkfifo f 2>&1; rm q f; echo end";
+    echo data > f; mkfifo f 2>&1; rm q f; mkdir -p dd/e dd/f/g && stat -c '%n %h' . dd dd/e dd/f; rm -r dd; \
+    stat -c '%n %h' .; echo end";
 
 #[test]
-fn busybox_fifos_on_remote_storage_match_native() {
+fn busybox_fifos_and_directory_links_on_remote_storage_match_native() {
     if !kvm() {
         return;
     }

@@ -211,6 +211,9 @@ struct Vnode {
     children: HashMap<Vec<u8>, BTreeMap<u64, Vec<u8>>>,
     /// Inode of a file or symlink -> its names (hard links), kept by [`Vnode::apply`].
     names: HashMap<u64, BTreeSet<Vec<u8>>>,
+    /// Directory path -> how many of its children are directories (absent: none), kept by
+    /// [`Vnode::apply`]: a directory's `st_nlink` is 2 plus that, as on Linux.
+    subdirs: HashMap<Vec<u8>, u32>,
     /// Next inode number / creation number.
     next_id: u64,
     /// Its quota, if any.
@@ -297,8 +300,12 @@ impl Vnode {
     }
 
     /// The attributes of entry `e`, with its inode's number of names.
-    fn attr(&self, e: &Entry) -> FileAttr {
-        let nlink = if e.is_dir() { 2 } else { self.names.get(&e.ino).map_or(1, |n| n.len().max(1)) };
+    fn attr(&self, path: &[u8], e: &Entry) -> FileAttr {
+        let nlink = if e.is_dir() {
+            2 + self.subdirs.get(path).map_or(0, |&n| n as usize)
+        } else {
+            self.names.get(&e.ino).map_or(1, |n| n.len().max(1))
+        };
         FileAttr {
             kind: e.kind,
             mode: e.mode,
@@ -407,6 +414,7 @@ impl Vnode {
                 self.unlink_child(p, &e);
                 if e.is_dir() {
                     self.children.remove(p);
+                    self.subdirs.remove(p);
                 }
             }
         }
@@ -420,6 +428,9 @@ impl Vnode {
             if p != b"/" {
                 let (dir, name) = split(p);
                 self.children.entry(dir.to_vec()).or_default().insert(e.dseq, name.to_vec());
+                if e.is_dir() {
+                    *self.subdirs.entry(dir.to_vec()).or_default() += 1;
+                }
             }
         }
         if let Some(n) = batch.next_id {
@@ -433,6 +444,11 @@ impl Vnode {
         }
         if let Some(c) = self.children.get_mut(parent(path)) {
             c.remove(&e.dseq);
+        }
+        if e.is_dir() {
+            if let Some(n) = self.subdirs.get_mut(parent(path)) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 }
@@ -601,7 +617,7 @@ impl Store {
                 }
                 return Err(StoreError::Corrupt { vnode: name.clone(), path: "/".into() });
             }
-            let Vnode { entries, children, names, next_id, used, .. } = v;
+            let Vnode { entries, children, names, subdirs, next_id, used, .. } = v;
             for (p, e) in entries.iter() {
                 *next_id = (*next_id).max(e.ino.max(e.dseq) + 1);
                 if !e.is_dir() {
@@ -614,6 +630,9 @@ impl Store {
                 if p != b"/" {
                     let (dir, n) = split(p);
                     children.entry(dir.to_vec()).or_default().insert(e.dseq, n.to_vec());
+                    if e.is_dir() {
+                        *subdirs.entry(dir.to_vec()).or_default() += 1;
+                    }
                 }
             }
         }
@@ -698,7 +717,7 @@ impl Store {
         match op {
             StorageOp::Stat { path } => {
                 let v = v.lock_unpoisoned();
-                Ok(StorageReply::Attr(v.attr(&v.get(&path)?)))
+                Ok(StorageReply::Attr(v.attr(&path, &v.get(&path)?)))
             }
             StorageOp::Read { path, offset, len } => self.read(vnode, v, &path, offset, len),
             StorageOp::Write { path, offset, data } => self.write(vnode, v, &path, offset, &data),
@@ -863,7 +882,7 @@ impl Store {
             let mut v = v.lock_unpoisoned();
             let e = v.file(path)?;
             if data.is_empty() {
-                return Ok(StorageReply::Attr(v.attr(&e)));
+                return Ok(StorageReply::Attr(v.attr(path, &e)));
             }
             // All or nothing: a write that would pass the quota writes no byte.
             let growth = end.saturating_sub(e.size);
@@ -881,7 +900,7 @@ impl Store {
         let e = Entry { size: e.size.max(end), mtime: now, ctime: now, ..e };
         let batch = v.put_inode(path, e);
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
     fn create(&self, vnode: &str, vm: &Mutex<Vnode>, path: &[u8], mode: u32, exclusive: bool, truncate: bool) -> Result<StorageReply, i32> {
@@ -895,7 +914,7 @@ impl Store {
                     self.truncate_to(vnode, vm, path, e.ino, 0)
                 }
                 // O_CREAT of an existing FIFO opens it, and O_TRUNC does nothing to it.
-                (false, FileKind::File | FileKind::Fifo) => Ok(StorageReply::Attr(v.attr(&e))),
+                (false, FileKind::File | FileKind::Fifo) => Ok(StorageReply::Attr(v.attr(path, &e))),
                 (false, FileKind::Symlink) => Err(errno::ELOOP),
             };
         }
@@ -903,7 +922,7 @@ impl Store {
         // A host file left over from before a crash would show stale bytes: start empty.
         self.open_data(vnode, e.ino, true)?;
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
     fn truncate(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], len: u64) -> Result<StorageReply, i32> {
@@ -932,7 +951,7 @@ impl Store {
         let e = Entry { size: len, mtime: now, ctime: now, ..e };
         let batch = v.put_inode(path, e);
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
     fn unlink(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
@@ -963,7 +982,7 @@ impl Store {
         let mut v = v.lock_unpoisoned();
         let (e, batch) = v.new_entry(path, FileKind::Dir, mode, DIR_SIZE)?;
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
     /// A FIFO node at `path`: an entry only, with no data file.
@@ -971,7 +990,7 @@ impl Store {
         let mut v = v.lock_unpoisoned();
         let (e, batch) = v.new_entry(path, FileKind::Fifo, mode, 0)?;
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
     /// A hard link: `to` becomes another name of the inode at `from` (not a directory). The
@@ -987,7 +1006,7 @@ impl Store {
         batch.puts.extend(v.put_inode(from, e).puts);
         batch.puts.push((to.to_vec(), Entry { dseq: id, ..e }));
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(to, &e)))
     }
 
     fn rmdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8]) -> Result<StorageReply, i32> {
@@ -1142,7 +1161,7 @@ impl Store {
         }
         self.open_data(vnode, e.ino, true)?.write_all_at(target, 0).map_err(io_errno)?;
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
     /// `chmod`/`utimensat`/`chown`: the inode with its new mode, modification time and owner
@@ -1160,7 +1179,7 @@ impl Store {
         };
         let batch = v.put_inode(path, e);
         self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(&e)))
+        Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
     /// Makes the file's bytes, its entry and every change before it survive power loss. Holds

@@ -760,3 +760,38 @@ fn fifos_are_nodes_without_data() {
     drop(c);
     h.shutdown();
 }
+
+/// A directory's `st_nlink` is 2 plus its subdirectories, as on Linux, through mkdir, rmdir,
+/// renames into and out of it, and a restart.
+#[test]
+fn directory_link_counts_follow_their_subdirectories() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "nlink");
+    let nlink = |c: &mut Client, p: &str| c.stat(p).unwrap().nlink;
+    assert_eq!(nlink(&mut c, "/"), 2);
+    c.mkdir("/a");
+    c.mkdir("/a/b");
+    c.mkdir("/a/c");
+    c.create("/a/f");
+    c.mkdir("/a/b/d");
+    assert_eq!((nlink(&mut c, "/"), nlink(&mut c, "/a"), nlink(&mut c, "/a/b"), nlink(&mut c, "/a/c")), (3, 4, 3, 2));
+    assert_eq!(c.mkdir("/x").nlink, 2);
+    c.done(StorageOp::Rename { from: b"/a/b".to_vec(), to: b"/x/b".to_vec() });
+    assert_eq!((nlink(&mut c, "/a"), nlink(&mut c, "/x"), nlink(&mut c, "/x/b")), (3, 3, 3));
+    c.done(StorageOp::Rmdir { path: b"/a/c".to_vec() });
+    assert_eq!(nlink(&mut c, "/a"), 2);
+    // A rename of a directory over an empty one replaces it: the parent counts one.
+    c.mkdir("/a/e");
+    c.done(StorageOp::Rename { from: b"/x/b".to_vec(), to: b"/a/e".to_vec() });
+    assert_eq!((nlink(&mut c, "/a"), nlink(&mut c, "/x"), nlink(&mut c, "/a/e")), (3, 2, 3));
+    c.done(StorageOp::SyncFs);
+    drop(c);
+    h.shutdown();
+
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "nlink");
+    assert_eq!((nlink(&mut c, "/"), nlink(&mut c, "/a"), nlink(&mut c, "/x"), nlink(&mut c, "/a/e")), (4, 3, 2, 3));
+    drop(c);
+    h.shutdown();
+}
