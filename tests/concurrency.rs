@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode, Reply, Request};
+use lego_proto::mm::{Reply, Request};
 use lego_proto::storage::{StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 

@@ -256,7 +256,7 @@ impl FileClient {
 
     fn call(&mut self, req: &lego_proto::mm::Request) -> StorageReply {
         use lego_proto::transport::Transport;
-        match lego_proto::mm::decode(&self.t.call(0, &lego_proto::mm::encode(req)).unwrap()).unwrap() {
+        match lego_proto::codec::decode(&self.t.call(0, &lego_proto::codec::encode(req)).unwrap()).unwrap() {
             lego_proto::mm::Reply::File(r) => r,
             other => panic!("{other:?}"),
         }

@@ -10,10 +10,11 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use lego_proto::codec::encode;
 use lego_proto::frame::Status;
 use lego_proto::global::PROCESS_REPORT_INTERVAL;
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{encode, Request};
+use lego_proto::mm::Request;
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 use lego_vmm::proctable::ProcTable;

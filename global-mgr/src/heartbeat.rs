@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::global::{GlobalReply, GlobalRequest, Load, Role};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 
 /// What a component tells the global manager about itself.

@@ -5,9 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
 use lego_proto::handshake::{ComponentKind, Hello, PROTOCOL_VERSION};
-use lego_proto::mm::{decode, encode, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
+use lego_proto::mm::{Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
 use lego_proto::ProtoError;

@@ -1,6 +1,7 @@
 //! Wire messages and transports shared by the lego components.
 //!
 //! - [`auth`]: the cluster secret, proven both ways after the hello.
+//! - [`codec`]: the bincode codec of control messages and on-disk records.
 //! - [`handshake`]: the versioned introduction every connection starts with.
 //! - [`frame`]: the fixed binary header and the page path's 4 KB payloads.
 //! - [`global`]: registration and heartbeats to the global managers (LegoOS §4.6).
@@ -17,6 +18,7 @@
 
 pub mod aio;
 pub mod auth;
+pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod global;

@@ -51,11 +51,11 @@ impl MountRecord {
     const VERSION: u16 = 1;
 
     fn encode(&self) -> Vec<u8> {
-        lego_proto::mm::encode(&(MountRecord::VERSION, self))
+        lego_proto::codec::encode(&(MountRecord::VERSION, self))
     }
 
     fn decode(b: &[u8]) -> Option<MountRecord> {
-        match lego_proto::mm::decode::<(u16, MountRecord)>(b).ok()? {
+        match lego_proto::codec::decode::<(u16, MountRecord)>(b).ok()? {
             (MountRecord::VERSION, r) => Some(r),
             _ => None,
         }
