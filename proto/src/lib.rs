@@ -7,6 +7,7 @@
 //! - [`global`]: registration and heartbeats to the global managers (LegoOS §4.6).
 //! - [`mm`]: control messages of two-level memory management (LegoOS §4.4.1).
 //! - [`pcomp`]: run sessions between `lego run` and a pComponent, streaming standard I/O.
+//! - [`status`]: the outcome of a request, in every reply header.
 //! - [`storage`]: stateless file requests of the storage path (LegoOS §4.5).
 //! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
@@ -28,6 +29,7 @@ pub mod mm;
 pub mod pcomp;
 pub mod rdma;
 pub mod service;
+pub mod status;
 pub mod storage;
 pub mod sync;
 pub mod transport;

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use lego_proto::storage::errno;
 
-use crate::store::{Batch, BatchV1};
+use crate::record::{Batch, BatchV1};
 
 /// The first 8 bytes of a version 2 record's payload (entries with owner ids).
 const RECORD_V2: u64 = u64::MAX;
@@ -125,7 +125,7 @@ fn decode_record(payload: &[u8]) -> Option<(String, Batch)> {
 
 fn open_new(dir: &Path, gen: u64) -> std::io::Result<File> {
     let f = OpenOptions::new().create(true).truncate(true).write(true).open(path_of(dir, gen))?;
-    crate::store::sync_dir(dir)?;
+    sync_dir(dir)?;
     Ok(f)
 }
 
@@ -223,6 +223,11 @@ impl Journal {
             }
         }
     }
+}
+
+/// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
