@@ -4,7 +4,10 @@
 //! is exactly as before afterwards. They need root and the cgroup v1 memory controller; they
 //! fail and say why otherwise, unless `LEGO_SKIP_SWAP_TESTS=1`.
 
-mod common;
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
+use lego_testkit as common;
 
 use lego_proto::sync::LockExt;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -5,11 +5,14 @@
 //! and `lego run` in a `lego up` cluster runs on the pComponent the GPM picks, with its standard
 //! streams and exit status carried back. The tests that run programs need /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
 use common::{Component, Server};
 
 const HEARTBEAT_MS: u64 = 200;

@@ -5,6 +5,9 @@
 //! clients. Then 4 processes of one vNode count in one remote file under record locks (that
 //! test needs /dev/kvm).
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -15,7 +18,7 @@ use lego_proto::mm::{Reply, Request};
 use lego_proto::storage::{StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, Server};
 
 /// A vNode's connection to a mem-server, sending file requests as its VMM does.

@@ -3,11 +3,14 @@
 //! the environment or the command line in that order of strength, and bad files refused at
 //! start-up with the key and the value named.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
 use common::{sample, scrape, Server};
 
 /// `lego ARGS` with exactly the `LEGO_*` variables in `env`.

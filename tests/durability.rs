@@ -3,6 +3,9 @@
 //! and the data files agree (no lost bytes, no garbage). The SIGKILL moments come from a fixed
 //! seed, so a failure replays.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +16,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::{self, errno, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, Server};
 
 const VNODE: &str = "crash";

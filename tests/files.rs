@@ -6,12 +6,15 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
-mod common;
+use lego_testkit as common;
 use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, BUSYBOX_LINKS_SCRIPT, WORDS};
 
 /// A `lego storage-server` process on `dir`, listening on `listen`.

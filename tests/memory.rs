@@ -6,10 +6,13 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, native_stdout as native, stat, Server};
 
 /// A `lego mem-server` process with `extra` options.

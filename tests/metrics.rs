@@ -4,11 +4,14 @@
 //! endpoint that keeps its address across `lego down`/`lego up`. The `lego run` part needs
 //! /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
 use common::{image, sample, scrape, Server};
 
 const HB: &str = "200";

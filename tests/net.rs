@@ -5,12 +5,15 @@
 //! `std::net`, busybox `nc`, `httpd` and `wget`, and the isolation and error cases. They need
 //! /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
 use common::Server;
 
 const HEARTBEAT_MS: &str = "200";
@@ -308,15 +311,7 @@ fn busybox_nc_both_ways() {
 
 /// A 10 MiB file of pseudo-random bytes in `dir`.
 fn big_file(dir: &Path) -> PathBuf {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let data: Vec<u8> = (0..10 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = common::pseudo_random_bytes(0x9e37_79b9_7f4a_7c15, 10 << 20);
     let p = dir.join("big.bin");
     std::fs::write(&p, data).unwrap();
     p

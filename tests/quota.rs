@@ -3,11 +3,14 @@
 //! quota, the GSM tells the storage server, and busybox in the vNode writes past it. The tests
 //! that run programs need /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-mod common;
+use lego_testkit as common;
 use common::Server;
 
 const HEARTBEAT_MS: &str = "200";

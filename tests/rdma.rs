@@ -7,10 +7,13 @@
 //! `/dev/infiniband/uverbs*` (skipped elsewhere, with a message): the checksum at 25% ExCache on
 //! two mem-servers over RDMA, byte-identical to native.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, native_stdout as native, Server};
 
 /// Whether this host has an RDMA device node.

@@ -6,11 +6,14 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, run, Server};
 
 /// A Lua script: reads the lines of a file, sorts them, and prints figures of them.

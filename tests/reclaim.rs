@@ -12,7 +12,10 @@
 //! - A VMM stopped past the silence (SIGSTOP): its memory is reclaimed, and once continued it
 //!   gets refusals and ends with status 125, never wrong output (fencing).
 
-mod common;
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
+use lego_testkit as common;
 
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -2,6 +2,9 @@
 //! SIGKILL and a restart on the same directory, byte for byte, and the restarted server serves
 //! normally. These tests do not need /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::{self, errno, FileAttr, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
-mod common;
+use lego_testkit as common;
 use common::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
