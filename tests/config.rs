@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use lego_testkit as common;
+use common::TimedOutput;
 use common::{sample, scrape, Server};
 
 /// `lego ARGS` with exactly the `LEGO_*` variables in `env`.
@@ -19,7 +20,7 @@ fn lego(env: &[(&str, &str)], args: &[&str]) -> Output {
     for var in ["LEGO_CONFIG", "LEGO_CLUSTER", "LEGO_CLUSTER_ID", "LEGO_CLUSTER_SECRET", "LEGO_STATE_DIR"] {
         c.env_remove(var);
     }
-    c.args(args).envs(env.iter().copied()).output().unwrap()
+    c.args(args).envs(env.iter().copied()).timed_output()
 }
 
 /// Components `lego ps --json` lists, as (kind, up), which must succeed.

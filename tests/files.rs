@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
 use lego_testkit as common;
+use common::TimedOutput;
 use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, BUSYBOX_LINKS_SCRIPT, WORDS};
 
 /// A `lego storage-server` process on `dir`, listening on `listen`.
@@ -33,8 +34,7 @@ fn push(storage: &str, vnode: &str, source: &Path) {
         .args(["image", "push"])
         .arg(source)
         .args(["--vnode", vnode, "--storage-server", storage])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -314,8 +314,7 @@ fn a_storage_restart_that_loses_write_backs_fails_one_fsync_and_the_file_works_a
 fn ls(storage: &str, vnode: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["image", "ls", "--vnode", vnode, "--storage-server", storage])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(out.status.success(), "image ls: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lego_testkit as common;
+use common::TimedOutput;
 use common::{Component, Server};
 
 const HEARTBEAT_MS: u64 = 200;
@@ -238,7 +239,7 @@ impl Cluster {
         if let Some(s) = secret {
             c.env("LEGO_CLUSTER_SECRET", s);
         }
-        c.output().unwrap()
+        c.timed_output()
     }
 
     /// `lego ARGS` on the client host, with the secret.

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, Server};
 
 /// What a run printed and how it ended: its stdout and status (its stderr, for messages, apart).
@@ -160,8 +161,7 @@ fn busybox_shell_on_remote_storage_matches_native() {
         .args(["image", "push"])
         .arg(root.path())
         .args(["--vnode", "sh", "--storage-server", &storage.addr])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(push.status.success(), "image push: {}", String::from_utf8_lossy(&push.stderr));
     let files = ["--vnode", "sh", "--storage-server", storage.addr.as_str()];
     // The script appends to work/fruits.txt: each run gets a fresh directory of its own.

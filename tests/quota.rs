@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lego_testkit as common;
+use common::TimedOutput;
 use common::Server;
 
 const HEARTBEAT_MS: &str = "200";
@@ -60,7 +61,7 @@ impl Cluster {
         common::poll("the components to be up", Duration::from_secs(30), || {
             let mut c = lego();
             c.args(["ps", "--json", "--global-mgr", &global.addr]);
-            let out = c.output().unwrap();
+            let out = c.timed_output();
             let (list, _) = common::ps_json(&out);
             if list.len() == 2 && list.iter().all(|c| c.up) {
                 Ok(())

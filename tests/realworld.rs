@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, run, Server};
 
 /// A Lua script: reads the lines of a file, sorts them, and prints figures of them.
@@ -82,8 +83,7 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
         .args(["image", "push"])
         .arg(pushed.path())
         .args(["--vnode", "rw", "--storage-server", &storage.addr])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(
         push.status.success(),
         "image push: {}",

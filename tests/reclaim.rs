@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used)]
 
 use lego_testkit as common;
+use common::TimedOutput;
 
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -73,7 +74,7 @@ impl Cluster {
                 ])
             })
             .collect();
-        let out = lego_cmd(&["vnode", "create", "rec", "--global-mgr", &global.addr]).output().unwrap();
+        let out = lego_cmd(&["vnode", "create", "rec", "--global-mgr", &global.addr]).timed_output();
         assert!(out.status.success(), "vnode create: {}", String::from_utf8_lossy(&out.stderr));
         let root = tempfile::tempdir().unwrap();
         std::fs::copy(image("busybox"), root.path().join("busybox")).unwrap();
@@ -109,7 +110,7 @@ impl Cluster {
 
     /// The mem-servers' used bytes (as their last heartbeats say), and the processes listed.
     fn view(&self) -> (Vec<u64>, Vec<serde_json::Value>) {
-        let out = lego_cmd(&["ps", "--json", "--global-mgr", &self.global.addr]).output().unwrap();
+        let out = lego_cmd(&["ps", "--json", "--global-mgr", &self.global.addr]).timed_output();
         let (_, v) = ps_json(&out);
         let used = v["components"].as_array().unwrap().iter().map(|c| c["load"]["used_bytes"].as_u64().unwrap()).collect();
         let procs = v["processes"].as_array().cloned().unwrap_or_default();

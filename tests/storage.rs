@@ -14,6 +14,7 @@ use lego_proto::storage::{self, errno, FileAttr, StorageOp, StorageReply, Storag
 use lego_proto::transport::TcpTransport;
 
 use lego_testkit as common;
+use common::TimedOutput;
 use common::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -160,8 +161,7 @@ fn cluster_id_and_bad_directories() {
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["storage-server", "--listen", "127.0.0.1:0", "--dir"])
         .arg(&file)
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lego storage-server") && err.contains("plain-file"), "{err}");

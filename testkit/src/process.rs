@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::paths::lego_bin;
 
-/// The deadline of [`output`]: far above any command the tests run, even on a loaded machine.
+/// The deadline of [`TimedOutput::timed_output`]: far above any command the tests run, even on a loaded machine.
 pub const DEADLINE: Duration = Duration::from_secs(300);
 
 /// A command for a native run that starts as a vNode's first process does: with descriptors
@@ -82,35 +82,31 @@ pub fn run(cmd: Command, limit: Duration, what: &str) -> Run {
 
 /// Runs `cmd` to its end with `stdin` as its input (none: `/dev/null`), failing the test if it
 /// takes longer than `limit` (a hang).
-pub fn run_input(cmd: Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> RawRun {
-    let out = output_input(cmd, stdin, limit, what);
+pub fn run_input(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> RawRun {
+    let out = output_input(&mut cmd, stdin, limit, what);
     // As a shell reports it: 128 + N for a death by signal N.
     let status = out.status.code().or(out.status.signal().map(|s| 128 + s));
     RawRun { stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned(), status }
 }
 
-/// [`Command::output`] with a deadline: runs `cmd` to its end with no input, failing the test if
-/// it takes longer than [`DEADLINE`].
-pub fn output(cmd: &mut Command) -> Output {
-    let what = format!("{cmd:?}");
-    let mut c = Command::new(cmd.get_program());
-    c.args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
+/// [`Command::output`] under a deadline, for the commands a test runs and reads the output of.
+pub trait TimedOutput {
+    /// Runs the command to its end with no input, its output captured, failing the test if it
+    /// takes longer than [`DEADLINE`] (a hang).
+    fn timed_output(&mut self) -> Output;
+}
+
+impl TimedOutput for Command {
+    fn timed_output(&mut self) -> Output {
+        let what = format!("{self:?}");
+        output_input(self, None, DEADLINE, &what)
     }
-    if let Some(d) = cmd.get_current_dir() {
-        c.current_dir(d);
-    }
-    output_input(c, None, DEADLINE, &what)
 }
 
 /// Runs `cmd` to its end with `stdin` as its input, failing the test after `limit`. The input is
 /// written from a thread, so a child that prints a lot before it reads cannot deadlock the test,
 /// and one that never reads is fine.
-pub fn output_input(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> Output {
+pub fn output_input(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> Output {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: spawning: {e}"));
     let feeder = stdin.map(|data| {
