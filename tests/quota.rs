@@ -82,15 +82,7 @@ impl Cluster {
 
 /// 2 MiB that no run of zeroes or repetition would pass for.
 fn pattern() -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::pseudo_random_bytes(0x2545_f491_4f6c_dd1d, 2 << 20)
 }
 
 fn image(dir: &Path) -> u64 {
