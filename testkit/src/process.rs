@@ -222,6 +222,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Reaped already ([`Server::kill`]): its pid may be another process's by now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         // A stopped server (SIGSTOP in a test) must run again to die.
         self.signal(libc::SIGCONT);
         let _ = self.child.kill();
