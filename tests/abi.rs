@@ -12,9 +12,12 @@
 //! Cases that make files run one after another (they share the image directory).
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, lego, native, run, BUSYBOX_LINKS_SCRIPT};
 
 fn matches_native(case: &str) {

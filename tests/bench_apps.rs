@@ -4,7 +4,11 @@
 //! is exactly as before afterwards. They need root and the cgroup v1 memory controller; they
 //! fail and say why otherwise, unless `LEGO_SKIP_SWAP_TESTS=1`.
 
-mod common;
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
+use lego_testkit as common;
+use common::TimedOutput;
 
 use lego_proto::sync::LockExt;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -89,7 +93,7 @@ fn smoke_every_configuration() {
     let out = tempfile::tempdir().unwrap();
     // checksum is left out: its random read-modify-writes at 25% take tens of seconds even
     // on 1 MiB (tests/memory.rs and `lego bench slowdown` cover it in lego).
-    let o = bench(out.path(), "0.03", &["--workloads", "wordcount,histogram,kmeans,matmul,psort"]).output().unwrap();
+    let o = bench(out.path(), "0.03", &["--workloads", "wordcount,histogram,kmeans,matmul,psort"]).timed_output();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "lego bench apps failed: {}\n{stdout}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(machine_state(), before, "the benchmark left the machine changed");
@@ -174,8 +178,7 @@ fn remote_swap_device_stores_blocks_and_swaps() {
     // One thread, and half the working set local: with a quarter of it the OOM killer
     // sometimes ended the run, when reclaim through the FUSE device fell behind.
     let o = bench(out.path(), "0.2", &["--configs", "d", "--workloads", "psort", "--threads", "1", "--percents", "50"])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(o.status.success(), "{}\n{}", String::from_utf8_lossy(&o.stderr), String::from_utf8_lossy(&o.stdout));
     let (_, csv) = results(out.path());
     let row = csv.lines().find(|l| l.starts_with("psort,Infiniswap-style remote swap (d),50,")).expect("the 50% row");

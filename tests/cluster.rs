@@ -5,11 +5,15 @@
 //! and `lego run` in a `lego up` cluster runs on the pComponent the GPM picks, with its standard
 //! streams and exit status carried back. The tests that run programs need /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{Component, Server};
 
 const HEARTBEAT_MS: u64 = 200;
@@ -84,15 +88,14 @@ fn a_client_of_another_cluster_is_refused() {
     let global = global_mgr(state.path(), "127.0.0.1:0");
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["ps", "--global-mgr", &global.addr, "--cluster-id", "5"])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cluster 0x5") && err.contains("cluster 0x0"), "{err}");
 }
 
 fn lego(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lego")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lego")).args(args).timed_output()
 }
 
 #[test]
@@ -172,7 +175,7 @@ fn lego_run_is_placed_by_the_managers() {
 
 /// `lego ARGS` with the state directory `state`, which must succeed.
 fn lego_in(state: &Path, args: &[&str]) -> std::process::Output {
-    let out = lego_at(state).args(args).output().unwrap();
+    let out = lego_at(state).args(args).timed_output();
     assert!(out.status.success(), "lego {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
@@ -230,7 +233,7 @@ fn lego_up_starts_a_cluster_the_other_commands_find_and_down_stops_it() {
     lego_in(s, &["down"]);
     // SAFETY: signal 0 only asks whether the process exists.
     assert!(pids.iter().all(|&p| unsafe { libc::kill(p, 0) } != 0), "every process is gone");
-    let refused = lego_at(s).args(["ps"]).output().unwrap();
+    let refused = lego_at(s).args(["ps"]).timed_output();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no cluster is up"));
 
     // Up again: same addresses, same registry, same files.
@@ -250,7 +253,7 @@ fn a_restarted_manager_is_found_by_its_address_and_a_run_naming_a_vnode_never_go
     let state = tempfile::tempdir().unwrap();
     let s = state.path();
     let busybox = common::image("busybox");
-    let run_note = || lego_at(s).args(["run", "--vnode", "demo", "/bin/busybox", "cat", "/note"]).current_dir(cwd.path()).output().unwrap();
+    let run_note = || lego_at(s).args(["run", "--vnode", "demo", "/bin/busybox", "cat", "/note"]).current_dir(cwd.path()).timed_output();
 
     // No cluster at all: a usage error, not a local run.
     let out = run_note();
@@ -280,7 +283,7 @@ fn a_restarted_manager_is_found_by_its_address_and_a_run_naming_a_vnode_never_go
     common::poll("the manager's end", Duration::from_secs(10), || {
         std::net::TcpStream::connect(&addr).map(|_| ()).err().ok_or_else(|| "still listening".to_string())
     });
-    let out = lego_at(s).args(["ps"]).output().unwrap();
+    let out = lego_at(s).args(["ps"]).timed_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&format!("global manager {addr}")), "{err}");
     let out = run_note();
@@ -295,7 +298,7 @@ fn a_restarted_manager_is_found_by_its_address_and_a_run_naming_a_vnode_never_go
     let _manager = Server::start(&["global-mgr", "--listen", &addr, "--state-dir", s.join("global").to_str().unwrap(), "--heartbeat-ms", &hb]);
     let components = |out: std::process::Output| common::ps_json(&out).0;
     common::poll("the components back in lego ps", Duration::from_secs(10), || {
-        let list = components(lego_at(s).args(["ps", "--json"]).output().unwrap());
+        let list = components(lego_at(s).args(["ps", "--json"]).timed_output());
         let up = list.iter().filter(|c| c.up).count();
         if up == 3 { Ok(()) } else { Err(format!("{list:?}")) }
     });
@@ -339,7 +342,7 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
         c
     };
     let ok = |args: &[&str]| {
-        let out = lego(args).output().unwrap();
+        let out = lego(args).timed_output();
         assert!(out.status.success(), "lego {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out
     };
@@ -371,11 +374,11 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
     want.sort();
     assert_eq!(String::from_utf8_lossy(&out.stdout), want.iter().map(|w| format!("{w}\n")).collect::<String>());
     // Standard error and the exit status come back too.
-    let out = lego(&["run", "--vnode", "demo", "/bin/busybox", "ls", "/no/such/file"]).output().unwrap();
+    let out = lego(&["run", "--vnode", "demo", "/bin/busybox", "ls", "/no/such/file"]).timed_output();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"), "{}", String::from_utf8_lossy(&out.stderr));
     // The environment is this shell's, with --env applied and without the cluster secret.
-    let out = lego(&["run", "--vnode", "demo", "--env", "GREETING=from the shell", "/bin/busybox", "env"]).output().unwrap();
+    let out = lego(&["run", "--vnode", "demo", "--env", "GREETING=from the shell", "/bin/busybox", "env"]).timed_output();
     let env = String::from_utf8_lossy(&out.stdout);
     assert!(env.contains("GREETING=from the shell") && env.contains("LEGO_STATE_DIR=") && !env.contains("LEGO_CLUSTER_SECRET"), "{env}");
     let vip = ps()["vnodes"][0]["vip"].as_array().unwrap().iter().map(|b| b.to_string()).collect::<Vec<_>>().join(".");
@@ -483,7 +486,7 @@ fn only_holders_of_the_cluster_secret_get_in() {
         if let Some(v) = value {
             c.env("LEGO_CLUSTER_SECRET", v);
         }
-        c.output().unwrap()
+        c.timed_output()
     };
     for wrong in [None, Some("battery staple")] {
         let out = ps_with(wrong);
@@ -511,7 +514,7 @@ fn only_holders_of_the_cluster_secret_get_in() {
 
 /// The screen of tmux session `name`.
 fn screen(name: &str) -> String {
-    let out = Command::new("tmux").args(["capture-pane", "-p", "-t", name]).output().expect("tmux (scripts/install-deps.sh installs it)");
+    let out = Command::new("tmux").args(["capture-pane", "-p", "-t", name]).timed_output();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

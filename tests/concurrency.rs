@@ -5,16 +5,21 @@
 //! clients. Then 4 processes of one vNode count in one remote file under record locks (that
 //! test needs /dev/kvm).
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode, Reply, Request};
+use lego_proto::mm::{Reply, Request};
 use lego_proto::storage::{StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, Server};
 
 /// A vNode's connection to a mem-server, sending file requests as its VMM does.
@@ -144,13 +149,12 @@ fn four_processes_of_one_vnode_share_a_remote_file_under_record_locks() {
     std::fs::create_dir(img.path().join("bin")).unwrap();
     std::fs::copy(image("lockcount"), img.path().join("bin/lockcount")).unwrap();
     let lego = || std::process::Command::new(env!("CARGO_BIN_EXE_lego"));
-    let out = lego().args(["image", "push"]).arg(img.path()).args(["--vnode", "locks", "--storage-server", &storage.addr]).output().unwrap();
+    let out = lego().args(["image", "push"]).arg(img.path()).args(["--vnode", "locks", "--storage-server", &storage.addr]).timed_output();
     assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
     let out = lego()
         .args(["run", "--mem", "256M", "--vnode", "locks", "--mem-server", &mem.addr, "--storage-server", &storage.addr])
         .args(["/bin/lockcount", "/counter", "50"])
-        .output()
-        .unwrap();
+        .timed_output();
     assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "lockcount: 200 increments, all slots distinct\n");
     // Straight from the storage server: the counter, and 200 slots after it.

@@ -3,11 +3,15 @@
 //! the environment or the command line in that order of strength, and bad files refused at
 //! start-up with the key and the value named.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{sample, scrape, Server};
 
 /// `lego ARGS` with exactly the `LEGO_*` variables in `env`.
@@ -16,7 +20,7 @@ fn lego(env: &[(&str, &str)], args: &[&str]) -> Output {
     for var in ["LEGO_CONFIG", "LEGO_CLUSTER", "LEGO_CLUSTER_ID", "LEGO_CLUSTER_SECRET", "LEGO_STATE_DIR"] {
         c.env_remove(var);
     }
-    c.args(args).envs(env.iter().copied()).output().unwrap()
+    c.args(args).envs(env.iter().copied()).timed_output()
 }
 
 /// Components `lego ps --json` lists, as (kind, up), which must succeed.

@@ -3,6 +3,9 @@
 //! and the data files agree (no lost bytes, no garbage). The SIGKILL moments come from a fixed
 //! seed, so a failure replays.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +16,8 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::{self, errno, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, Server};
 
 const VNODE: &str = "crash";
@@ -268,22 +272,19 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
         .args(["image", "push"])
         .arg(img.path())
         .args(["--vnode", VNODE, "--storage-server", &storage.addr])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["run", "--mem", "256M", "--vnode", VNODE, "--mem-server", &mem.addr, "--storage-server", &storage.addr])
         .args(["/bin/busybox", "sh", "-c", "echo durable > /keep.txt; sync && echo closed > /closed.txt"])
-        .output()
-        .unwrap();
+        .timed_output();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // statfs of the mount: NFS's type, 4 KB blocks, and the vNode's files (busybox, two small
     // files) as its used blocks.
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["run", "--mem", "256M", "--vnode", VNODE, "--mem-server", &mem.addr, "--storage-server", &storage.addr])
         .args(["/bin/busybox", "stat", "-f", "-c", "%t %S %b %f %a", "/keep.txt"])
-        .output()
-        .unwrap();
+        .timed_output();
     let text = String::from_utf8_lossy(&out.stdout);
     let f: Vec<u64> = text.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
     assert!(text.starts_with("6969 4096 ") && f.len() == 4, "stat -f: {text:?} {}", String::from_utf8_lossy(&out.stderr));

@@ -6,12 +6,16 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, BUSYBOX_LINKS_SCRIPT, WORDS};
 
 /// A `lego storage-server` process on `dir`, listening on `listen`.
@@ -30,8 +34,7 @@ fn push(storage: &str, vnode: &str, source: &Path) {
         .args(["image", "push"])
         .arg(source)
         .args(["--vnode", vnode, "--storage-server", storage])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -282,7 +285,7 @@ impl FileClient {
 
     fn call(&mut self, req: &lego_proto::mm::Request) -> StorageReply {
         use lego_proto::transport::Transport;
-        match lego_proto::mm::decode(&self.t.call(0, &lego_proto::mm::encode(req)).unwrap()).unwrap() {
+        match lego_proto::codec::decode(&self.t.call(0, &lego_proto::codec::encode(req)).unwrap()).unwrap() {
             lego_proto::mm::Reply::File(r) => r,
             other => panic!("{other:?}"),
         }
@@ -337,8 +340,7 @@ fn a_storage_restart_that_loses_write_backs_fails_one_fsync_and_the_file_works_a
 fn ls(storage: &str, vnode: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["image", "ls", "--vnode", vnode, "--storage-server", storage])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(out.status.success(), "image ls: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }

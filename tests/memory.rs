@@ -6,10 +6,14 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, native_stdout as native, stat, Server};
 
 /// A `lego mem-server` process with `extra` options.
@@ -57,8 +61,7 @@ fn matrix(prog: &str, args: &[&str], working_set: u64, runs: &[(u64, usize, &str
                          "--vregion-size", "2M", "--stats"])
             .arg(&prog)
             .args(args)
-            .output()
-            .unwrap();
+            .timed_output();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         check(out, &want, &what);
         if percent < 100 {
@@ -108,8 +111,7 @@ fn eviction_loses_no_write_while_threads_and_the_vmm_write() {
         let out = lego(&["--mem-server", &addrs(&s), "--excache", "64K", "--vregion-size", "2M", "--stats"])
             .arg(&prog)
             .args(args)
-            .output()
-            .unwrap();
+            .timed_output();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         check(out, &want, &format!("evictrace on {n} mem-server(s)"));
         assert!(stat(&stderr, "dirty flushes") > 1000, "evictrace wrote little back: {stderr}");
@@ -136,8 +138,7 @@ fn prefetch_keeps_a_sequential_scan_identical_and_saves_faults() {
         let out = lego(&["--mem-server", &addrs(&s), "--excache", "1M", "--vregion-size", "2M", "--prefetch", prefetch, "--stats"])
             .arg(&prog)
             .args(args)
-            .output()
-            .unwrap();
+            .timed_output();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         check(out, &want, &format!("scan with --prefetch {prefetch}"));
         stderr
@@ -256,7 +257,7 @@ fn cluster_mismatch_is_refused_naming_both_sides() {
         return;
     }
     let s = mem_server(&["--cluster-id", "7"]);
-    let out = lego(&["--mem-server", &s.addr, "--cluster-id", "9"]).arg(image("hello")).output().unwrap();
+    let out = lego(&["--mem-server", &s.addr, "--cluster-id", "9"]).arg(image("hello")).timed_output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "stderr: {stderr}");
     assert!(stderr.contains("cluster 0x9") && stderr.contains("cluster 0x7"), "stderr: {stderr}");
@@ -269,5 +270,5 @@ fn embedded_mem_server_is_the_default() {
     }
     let prog = image("sort");
     let want = native(&prog, &["100000", "2"]);
-    check(lego(&["--excache", "256K"]).arg(&prog).args(["100000", "2"]).output().unwrap(), &want, "embedded");
+    check(lego(&["--excache", "256K"]).arg(&prog).args(["100000", "2"]).timed_output(), &want, "embedded");
 }

@@ -4,17 +4,21 @@
 //! endpoint that keeps its address across `lego down`/`lego up`. The `lego run` part needs
 //! /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, sample, scrape, Server};
 
 const HB: &str = "200";
 
 fn lego(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lego")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lego")).args(args).timed_output()
 }
 
 /// A fresh scrape of `server`'s endpoint, which must answer 200.
@@ -101,8 +105,7 @@ fn components_serve_figures_that_follow_real_work() {
             .args(["run", "--mem", "256M", "--mem-server", &mem.addr, "--excache", "512K"])
             .arg(image("sort"))
             .args(["100000", "3"])
-            .output()
-            .unwrap();
+            .timed_output();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let m1 = metrics_of(&mem);
         for op in ["fetch", "flush_fetch", "control"] {
@@ -138,7 +141,7 @@ fn a_bad_metrics_address_stops_the_component_with_a_message() {
 
 /// `lego ARGS` with the state directory `state`, which must succeed.
 fn lego_in(state: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(args).env("LEGO_STATE_DIR", state).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lego")).args(args).env("LEGO_STATE_DIR", state).timed_output();
     assert!(out.status.success(), "lego {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     out
 }

@@ -5,12 +5,16 @@
 //! `std::net`, busybox `nc`, `httpd` and `wget`, and the isolation and error cases. They need
 //! /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::Server;
 
 const HEARTBEAT_MS: &str = "200";
@@ -37,7 +41,7 @@ impl Cluster {
         let mem = Server::start(&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "2G", "--global-mgr", &global.addr, "--heartbeat-ms", HEARTBEAT_MS]);
         let mut vips = Vec::new();
         for name in names {
-            let out = lego().args(["vnode", "create", name, "--mem", "1G", "--excache", "16M", "--global-mgr", &global.addr]).output().unwrap();
+            let out = lego().args(["vnode", "create", name, "--mem", "1G", "--excache", "16M", "--global-mgr", &global.addr]).timed_output();
             assert!(out.status.success(), "vnode create: {}", String::from_utf8_lossy(&out.stderr));
             let text = String::from_utf8(out.stdout).unwrap();
             let vip = text.trim().rsplit(' ').next().unwrap().trim_end_matches(')').to_string();
@@ -45,7 +49,7 @@ impl Cluster {
         }
         // The mem-server must be up in the manager's view before a run is placed.
         common::poll("the mem-server registers", Duration::from_secs(10), || {
-            let out = lego().args(["ps", "--json", "--global-mgr", &global.addr]).output().unwrap();
+            let out = lego().args(["ps", "--json", "--global-mgr", &global.addr]).timed_output();
             let (list, _) = common::ps_json(&out);
             if list.iter().any(|c| c.role == "Memory" && c.up) {
                 Ok(())
@@ -109,7 +113,7 @@ impl Drop for Background {
 
 /// Runs `cmd` to its end; its stdout (it must succeed).
 fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let out = cmd.stdin(Stdio::null()).timed_output();
     assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -308,15 +312,7 @@ fn busybox_nc_both_ways() {
 
 /// A 10 MiB file of pseudo-random bytes in `dir`.
 fn big_file(dir: &Path) -> PathBuf {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let data: Vec<u8> = (0..10 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = common::pseudo_random_bytes(0x9e37_79b9_7f4a_7c15, 10 << 20);
     let p = dir.join("big.bin");
     std::fs::write(&p, data).unwrap();
     p
@@ -335,7 +331,7 @@ fn busybox_wget_fetches_a_file_from_busybox_httpd_in_another_vnode() {
     let dl = tempfile::tempdir().unwrap();
     let url = format!("http://{}/big.bin", c.vip("web"));
     common::poll("wget from the vNode's httpd", Duration::from_secs(20), || {
-        let out = c.run("fetch", dl.path(), &bb, &["wget", "-q", "-O", "/got.bin", &url]).stdin(Stdio::null()).output().unwrap();
+        let out = c.run("fetch", dl.path(), &bb, &["wget", "-q", "-O", "/got.bin", &url]).stdin(Stdio::null()).timed_output();
         if out.status.success() {
             Ok(())
         } else {
@@ -358,7 +354,7 @@ fn a_published_port_serves_the_host_and_lego_ps_lists_the_endpoint() {
     let httpd = c.run_with(&["--publish", &publish], "web", www.path(), &common::image("busybox"), &["httpd", "-f", "-p", "80", "-h", "/"]);
     let _httpd = Background::start(httpd);
     let (endpoints, _) = common::poll("lego ps lists the vNode's endpoint", Duration::from_secs(20), || {
-        let out = lego().args(["ps", "--json", "--global-mgr", &c.global.addr]).output().unwrap();
+        let out = lego().args(["ps", "--json", "--global-mgr", &c.global.addr]).timed_output();
         let (_, v) = common::ps_json(&out);
         let eps = v["endpoints"].as_array().cloned().unwrap_or_default();
         if eps.is_empty() { Err(v.to_string()) } else { Ok(eps) }
@@ -391,7 +387,7 @@ fn a_vnode_publishes_the_ports_it_was_created_with() {
     let c = Cluster::new(&[]);
     let port = free_port().to_string();
     let publish = format!("{port}:80");
-    let out = lego().args(["vnode", "create", "site", "--mem", "1G", "--excache", "16M", "--publish", &publish, "--global-mgr", &c.global.addr]).output().unwrap();
+    let out = lego().args(["vnode", "create", "site", "--mem", "1G", "--excache", "16M", "--publish", &publish, "--global-mgr", &c.global.addr]).timed_output();
     assert!(out.status.success(), "vnode create: {}", String::from_utf8_lossy(&out.stderr));
     let ls = stdout_of(lego().args(["vnode", "ls", "--global-mgr", &c.global.addr]));
     assert!(ls.contains(&publish), "{ls}");

@@ -27,13 +27,17 @@
 //! processes, the namespaces and with them the veths and the bridge) is removed when a test
 //! ends, whether it passed or failed.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{Component, Server};
 
 const HEARTBEAT_MS: u64 = 200;
@@ -235,7 +239,7 @@ impl Cluster {
         if let Some(s) = secret {
             c.env("LEGO_CLUSTER_SECRET", s);
         }
-        c.output().unwrap()
+        c.timed_output()
     }
 
     /// `lego ARGS` on the client host, with the secret.
@@ -435,15 +439,7 @@ fn wget_in_a_vnode_on_one_pcomponent_fetches_from_httpd_in_a_vnode_on_another() 
         c.ok(&["vnode", "create", v, "--mem", "1G", "--excache", "16M", "--global-mgr", GLOBAL]);
     }
     // A 10 MiB file of pseudo-random bytes in the web vNode, busybox in both.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let data: Vec<u8> = (0..10 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = common::pseudo_random_bytes(0x2545_f491_4f6c_dd1d, 10 << 20);
     let img = tempfile::tempdir().unwrap();
     std::fs::create_dir(img.path().join("bin")).unwrap();
     std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();

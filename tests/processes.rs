@@ -7,12 +7,16 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, Server};
 
 /// What a run printed and how it ended: its stdout and status (its stderr, for messages, apart).
@@ -157,8 +161,7 @@ fn busybox_shell_on_remote_storage_matches_native() {
         .args(["image", "push"])
         .arg(root.path())
         .args(["--vnode", "sh", "--storage-server", &storage.addr])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(push.status.success(), "image push: {}", String::from_utf8_lossy(&push.stderr));
     let files = ["--vnode", "sh", "--storage-server", storage.addr.as_str()];
     // The script appends to work/fruits.txt: each run gets a fresh directory of its own.

@@ -6,11 +6,14 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-mod common;
+use lego_testkit as common;
 use common::{busybox_files, image, kvm, lego, native, run, Run};
 
 /// A vNode run of `prog args` with its files in `dir` (and its host path as the program).

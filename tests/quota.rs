@@ -3,11 +3,15 @@
 //! quota, the GSM tells the storage server, and busybox in the vNode writes past it. The tests
 //! that run programs need /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::Server;
 
 const HEARTBEAT_MS: &str = "200";
@@ -57,7 +61,7 @@ impl Cluster {
         common::poll("the components to be up", Duration::from_secs(30), || {
             let mut c = lego();
             c.args(["ps", "--json", "--global-mgr", &global.addr]);
-            let out = c.output().unwrap();
+            let out = c.timed_output();
             let (list, _) = common::ps_json(&out);
             if list.len() == 2 && list.iter().all(|c| c.up) {
                 Ok(())
@@ -78,15 +82,7 @@ impl Cluster {
 
 /// 2 MiB that no run of zeroes or repetition would pass for.
 fn pattern() -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::pseudo_random_bytes(0x2545_f491_4f6c_dd1d, 2 << 20)
 }
 
 fn image(dir: &Path) -> u64 {

@@ -7,10 +7,14 @@
 //! `/dev/infiniband/uverbs*` (skipped elsewhere, with a message): the checksum at 25% ExCache on
 //! two mem-servers over RDMA, byte-identical to native.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, native_stdout as native, Server};
 
 /// Whether this host has an RDMA device node.
@@ -53,7 +57,7 @@ fn rdma_without_a_device_fails_at_once_naming_the_device_and_the_peer() {
     ];
     for (args, peer) in cases {
         let started = Instant::now();
-        let out = lego(args).output().unwrap();
+        let out = lego(args).timed_output();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded without an RDMA device");
         assert!(started.elapsed() < Duration::from_secs(5), "{args:?} took {:?} to fail", started.elapsed());
@@ -84,7 +88,7 @@ fn auto_falls_back_to_tcp_says_so_and_runs_identically() {
     let excache = (512u64 << 10).to_string();
     let mut c = lego(&["run", "--mem", "256M", "--transport", "auto", "--mem-server", &addrs(&s), "--excache", &excache, "--vregion-size", "2M"]);
     c.env("RUST_LOG", "info").arg(&prog).args(["2", "2", "3"]);
-    let out = c.output().unwrap();
+    let out = c.timed_output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), want, "output differs; stderr: {stderr}");
@@ -107,7 +111,7 @@ fn checksum_over_rdma_on_two_mem_servers_is_identical_to_native() {
     let excache = (2u64 << 20).to_string();
     let mut c = lego(&["run", "--mem", "256M", "--transport", "rdma", "--mem-server", &addrs(&s), "--excache", &excache, "--vregion-size", "2M"]);
     c.arg(&prog).args(["8", "3"]);
-    let out = c.output().unwrap();
+    let out = c.timed_output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), want, "output differs; stderr: {stderr}");

@@ -6,11 +6,15 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::{image, kvm, run, Server};
 
 /// A Lua script: reads the lines of a file, sorts them, and prints figures of them.
@@ -79,8 +83,7 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
         .args(["image", "push"])
         .arg(pushed.path())
         .args(["--vnode", "rw", "--storage-server", &storage.addr])
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(
         push.status.success(),
         "image push: {}",

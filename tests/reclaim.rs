@@ -12,7 +12,11 @@
 //! - A VMM stopped past the silence (SIGSTOP): its memory is reclaimed, and once continued it
 //!   gets refusals and ends with status 125, never wrong output (fencing).
 
-mod common;
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
+use lego_testkit as common;
+use common::TimedOutput;
 
 use std::io::Read;
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -70,7 +74,7 @@ impl Cluster {
                 ])
             })
             .collect();
-        let out = lego_cmd(&["vnode", "create", "rec", "--global-mgr", &global.addr]).output().unwrap();
+        let out = lego_cmd(&["vnode", "create", "rec", "--global-mgr", &global.addr]).timed_output();
         assert!(out.status.success(), "vnode create: {}", String::from_utf8_lossy(&out.stderr));
         let root = tempfile::tempdir().unwrap();
         std::fs::copy(image("busybox"), root.path().join("busybox")).unwrap();
@@ -106,7 +110,7 @@ impl Cluster {
 
     /// The mem-servers' used bytes (as their last heartbeats say), and the processes listed.
     fn view(&self) -> (Vec<u64>, Vec<serde_json::Value>) {
-        let out = lego_cmd(&["ps", "--json", "--global-mgr", &self.global.addr]).output().unwrap();
+        let out = lego_cmd(&["ps", "--json", "--global-mgr", &self.global.addr]).timed_output();
         let (_, v) = ps_json(&out);
         let used = v["components"].as_array().unwrap().iter().map(|c| c["load"]["used_bytes"].as_u64().unwrap()).collect();
         let procs = v["processes"].as_array().cloned().unwrap_or_default();

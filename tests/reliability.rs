@@ -4,10 +4,13 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, lego, native, run, Run};
 
 /// What must never appear in what a vNode's VMM prints.

@@ -4,7 +4,10 @@
 //! while it runs. The program's output must be byte-identical to native and its status 0; a
 //! process that loses both copies ends with status 125 and a message naming both servers.
 
-mod common;
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
+use lego_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -4,11 +4,14 @@
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`,
 //! in which case each says on stderr that it was skipped.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-mod common;
+use lego_testkit as common;
 use common::{busybox_files, image, kvm, BUSYBOX_CASES, WORDS};
 
 struct Run {
@@ -35,9 +38,8 @@ fn native(prog: &Path, args: &[&str], dir: &Path, stdin: &[u8]) -> Run {
 
 /// Runs `prog args` in a vNode whose root is `dir` (also the host cwd, so argv[0] matches).
 fn vnode(prog: &Path, args: &[&str], dir: &Path, stdin: &[u8], extra: &[&str]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
-    c.arg("run").arg("--mem").arg("1G").arg("--root").arg(dir).args(extra).arg(prog).args(args);
-    c.current_dir(dir).env("TZ", "UTC");
+    let mut c = common::lego(extra, prog, args, dir);
+    c.env("TZ", "UTC");
     run(c, stdin)
 }
 
@@ -273,7 +275,7 @@ fn bad_sizes_are_usage_errors_that_name_the_option_and_its_range() {
     ];
     for (args, message) in cases {
         // A state directory of its own, so that `lego up` could not touch a real cluster.
-        let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+        let mut c = common::lego_command();
         c.args(*args).env("LEGO_STATE_DIR", dir.path());
         let out = common::run_input(c, None, LIMIT, &format!("lego {args:?}"));
         let err = &out.stderr;
@@ -289,7 +291,7 @@ fn bad_sizes_are_usage_errors_that_name_the_option_and_its_range() {
     }
     let args = ["echo", "smallest"];
     let n = native(Path::new(busybox), &args, dir.path(), b"");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lego"));
+    let mut c = common::lego_command();
     c.args(["run", "--mem", "64M", "--excache", "64K", "--root"]).arg(dir.path()).arg(busybox).args(args).current_dir(dir.path());
     assert_same("busybox echo in the smallest vNode", &n, &run(c, b""));
 }

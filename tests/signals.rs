@@ -8,9 +8,12 @@
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
-mod common;
+use lego_testkit as common;
 use common::{image, kvm, lego, native, run, Run};
 
 /// `lego run OPTIONS signals CASE` (glibc).

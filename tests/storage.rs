@@ -2,6 +2,9 @@
 //! SIGKILL and a restart on the same directory, byte for byte, and the restarted server serves
 //! normally. These tests do not need /dev/kvm.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -10,7 +13,8 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::{self, errno, FileAttr, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
-mod common;
+use lego_testkit as common;
+use common::TimedOutput;
 use common::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,8 +161,7 @@ fn cluster_id_and_bad_directories() {
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["storage-server", "--listen", "127.0.0.1:0", "--dir"])
         .arg(&file)
-        .output()
-        .unwrap();
+        .timed_output();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("lego storage-server") && err.contains("plain-file"), "{err}");

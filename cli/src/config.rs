@@ -248,13 +248,13 @@ impl Config {
     }
 
     /// Checks a configuration; the error names the key and the value.
-    fn parse(text: &str) -> Result<Config, String> {
-        let root = toml::Value::Table(text.parse::<toml::Table>().map_err(|e| e.to_string())?);
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let root = toml::Value::Table(text.parse::<toml::Table>().map_err(|e| anyhow!("{e}"))?);
         serde_path_to_error::deserialize(root.clone()).map_err(|e| {
             let (key, msg) = (e.path().to_string(), e.inner().message());
             if let Some(rest) = msg.strip_prefix("unknown field ") {
                 // "`name`, expected one of `a`, `b`": the key is in `key` already.
-                return format!("{key}: unknown key ({})", rest.split_once(", ").map_or(rest, |r| r.1));
+                return anyhow!("{key}: unknown key ({})", rest.split_once(", ").map_or(rest, |r| r.1));
             }
             let value = e.path().iter().try_fold(&root, |v, segment| match segment {
                 Segment::Map { key } => v.get(key),
@@ -262,8 +262,8 @@ impl Config {
                 _ => None,
             });
             match value {
-                Some(value) => format!("{key} = {value}: {msg}"),
-                None => format!("{key}: {msg}"),
+                Some(value) => anyhow!("{key} = {value}: {msg}"),
+                None => anyhow!("{key}: {msg}"),
             }
         })
     }
@@ -393,7 +393,7 @@ mod tests {
     "#;
 
     fn error(text: &str) -> String {
-        Config::parse(text).err().expect("an error")
+        Config::parse(text).err().expect("an error").to_string()
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::net::SocketAddrV4;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::global::{Endpoint, EndpointOwner, GlobalReply, GlobalRequest, NetProto};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_vmm::net::{Directory, DirectoryError, Proto, VEndpoint};
 

@@ -10,8 +10,8 @@ use lego_proto::global::{
     ComponentInfo, EndpointInfo, GlobalReply, GlobalRequest, Load, NetProto, Placement, ProcessReport, PublishedPort, Role, VnodeInfo,
     VnodeSettings,
 };
+use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 
 use crate::cluster::StateArgs;

@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use lego_proto::background::Background;
+use lego_proto::codec::encode;
 use lego_proto::frame::Status;
 use lego_proto::global::PROCESS_REPORT_INTERVAL;
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{encode, Request};
+use lego_proto::mm::Request;
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 use lego_vmm::proctable::ProcTable;

@@ -12,8 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode, Reply, Request};
+use lego_proto::mm::{Reply, Request};
 use lego_proto::transport::{TcpTransport, Transport};
 
 use crate::measure::Interrupt;

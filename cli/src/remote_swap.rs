@@ -24,8 +24,9 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
+use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{self as msg, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request as MemRequest};
+use lego_proto::mm::{Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request as MemRequest};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
 use lego_vmm::memory::excache::owners::Owners;
@@ -129,8 +130,8 @@ impl Blocks {
 
     /// A call to the home; records the slab owners its answer names.
     fn home_call(&mut self, req: MemRequest) -> anyhow::Result<u64> {
-        let body = self.home.call(self.proc, &msg::encode(&req))?;
-        let outcome: MemOutcome = match msg::decode(&body)? {
+        let body = self.home.call(self.proc, &encode(&req))?;
+        let outcome: MemOutcome = match decode(&body)? {
             Reply::Mem(Ok(o)) => o,
             Reply::Mem(Err(errno)) => bail!("the home answered errno {errno}"),
             other => bail!("the home answered {other:?}"),
@@ -207,8 +208,8 @@ impl Blocks {
 
     /// Releases the blocks at every mem-server.
     fn release(&mut self) -> anyhow::Result<()> {
-        let body = self.home.call(self.proc, &msg::encode(&MemRequest::ExitProcess))?;
-        match msg::decode(&body)? {
+        let body = self.home.call(self.proc, &encode(&MemRequest::ExitProcess))?;
+        match decode(&body)? {
             Reply::Done => Ok(()),
             other => bail!("the home answered {other:?}"),
         }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use lego_proto::background::Background;
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::PAGE_SIZE;
 use lego_proto::global::{GlobalReply, GlobalRequest, ProcessFigures, ProcessIdentity, ProcessReport, PROCESS_REPORT_INTERVAL};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_vmm::memory::excache::{CacheStats, StatsProbe};
 use lego_vmm::proctable::ProcTable;

@@ -105,10 +105,15 @@ const DEFAULT_VNODE: &str = "vnode";
 /// Default address space when neither `--mem` nor a vNode gives one.
 const DEFAULT_MEM: u64 = 4 << 30;
 
-fn parse_env(s: &str) -> Result<OsString, String> {
+/// An `--env` value without a name and an `=`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not KEY=VALUE")]
+struct NotKeyValue(String);
+
+fn parse_env(s: &str) -> Result<OsString, NotKeyValue> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() => Ok(s.into()),
-        _ => Err(format!("{s:?} is not KEY=VALUE")),
+        _ => Err(NotKeyValue(s.to_string())),
     }
 }
 

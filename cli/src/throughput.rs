@@ -11,11 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::{Header, Op, HEADER_LEN, PAGE_SIZE};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{self as msg, MemCall, ProcessSpec, Reply, Request};
-use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
+use lego_proto::mm::{MemCall, ProcessSpec, Reply, Request};
 use lego_proto::rdma::select::{Chosen, TransportChoice};
+use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
 
 /// Options of `lego bench throughput`.
@@ -107,7 +108,7 @@ fn populate(addr: &str, pages: u64) -> anyhow::Result<u64> {
         stack: (top - (8 << 20), top),
         replicas: 1,
     };
-    let mut call = |req: &Request| -> anyhow::Result<Reply> { Ok(msg::decode(&t.call(PROC, &msg::encode(req))?)?) };
+    let mut call = |req: &Request| -> anyhow::Result<Reply> { Ok(decode(&t.call(PROC, &encode(req))?)?) };
     match call(&Request::CreateProcess(spec))? {
         Reply::Mem(Ok(_)) => {}
         other => bail!("creating the benchmark process: {other:?}"),

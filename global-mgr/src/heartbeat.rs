@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use lego_proto::background::Background;
+use lego_proto::codec::{decode, encode};
 use lego_proto::global::{GlobalReply, GlobalRequest, Load, Role};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 
 /// What a component tells the global manager about itself.

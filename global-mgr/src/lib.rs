@@ -28,10 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lego_proto::aio::{handle_control_only, FrameHandler};
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::Header;
 use lego_proto::global::{GlobalReply, GlobalRequest};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::service::Service;
 
 pub mod endpoints;

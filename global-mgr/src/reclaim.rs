@@ -20,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lego_proto::background::Background;
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::Status;
 use lego_proto::global::{ProcessIdentity, Role};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode, OwnerCall, Reply, Request};
+use lego_proto::mm::{OwnerCall, Reply, Request};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 

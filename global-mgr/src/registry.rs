@@ -97,7 +97,7 @@ impl Registry {
             for item in table.iter().map_err(store_err)? {
                 let (id, v) = item.map_err(store_err)?;
                 let known: Known =
-                    lego_proto::mm::decode(v.value()).map_err(|_| RegistryError::Corrupt(format!("component {}", id.value())))?;
+                    lego_proto::codec::decode(v.value()).map_err(|_| RegistryError::Corrupt(format!("component {}", id.value())))?;
                 components.insert(id.value(), Component { known, last_seen: Instant::now(), load: Load::default(), rates: [0.0; 3] });
             }
             let table = txn.open_table(VNODES).map_err(store_err)?;
@@ -144,7 +144,7 @@ impl Registry {
         };
         if self.components.get(&id).map(|c| &c.known) != Some(&known) {
             let txn = self.db.begin_write().map_err(store_err)?;
-            txn.open_table(COMPONENTS).map_err(store_err)?.insert(id, lego_proto::mm::encode(&known).as_slice()).map_err(store_err)?;
+            txn.open_table(COMPONENTS).map_err(store_err)?.insert(id, lego_proto::codec::encode(&known).as_slice()).map_err(store_err)?;
             txn.commit().map_err(store_err)?;
         }
         self.components.insert(id, Component { known, last_seen: Instant::now(), load, rates: [0.0; 3] });

@@ -111,20 +111,20 @@ pub fn encode(v: &VnodeInfo) -> Vec<u8> {
         publish: s.publish.iter().map(|p| (p.host_port, p.vport)).collect(),
         egress: s.egress,
     };
-    lego_proto::mm::encode(&(TAG, CURRENT, record))
+    lego_proto::codec::encode(&(TAG, CURRENT, record))
 }
 
 /// Reads a record of any version; also answers the version it was in.
 pub fn decode(bytes: &[u8]) -> Result<(VnodeInfo, u16), RecordError> {
     let bad = |e: lego_proto::ProtoError| RecordError::Malformed(e.to_string());
     if bytes.len() < 10 || bytes[..8] != TAG.to_le_bytes() {
-        let r: V1 = lego_proto::mm::decode(bytes).map_err(bad)?;
+        let r: V1 = lego_proto::codec::decode(bytes).map_err(bad)?;
         return Ok((V2::from(r).into(), 1));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     match version {
         2 => {
-            let (_, _, r): (u64, u16, V2) = lego_proto::mm::decode(bytes).map_err(bad)?;
+            let (_, _, r): (u64, u16, V2) = lego_proto::codec::decode(bytes).map_err(bad)?;
             Ok((r.into(), 2))
         }
         v if v > CURRENT => Err(RecordError::Newer(v)),
@@ -176,7 +176,7 @@ pub(crate) mod tests {
 
     #[test]
     fn newer_and_broken_records_are_errors() {
-        let mut newer = lego_proto::mm::encode(&(TAG, 9u16));
+        let mut newer = lego_proto::codec::encode(&(TAG, 9u16));
         newer.extend_from_slice(&[0; 32]);
         assert!(matches!(decode(&newer), Err(RecordError::Newer(9))));
         assert!(matches!(decode(&[1, 2, 3]), Err(RecordError::Malformed(_))));

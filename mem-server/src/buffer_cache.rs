@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use lego_proto::storage::{errno, now_ns, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_IO};
+use lego_proto::ProtoError;
 use lru::LruCache;
 
 use crate::space::Space;
@@ -32,10 +33,21 @@ pub const MIN_CAPACITY: u64 = 2 * MAX_IO as u64;
 /// Most pages one storage read brings in on a sequential miss.
 const READAHEAD: u64 = 32;
 
+/// Why the storage server could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageUnreachable {
+    /// This mem-server was started without one.
+    #[error("this mem-server has no storage server (--storage-server)")]
+    NotConfigured,
+    /// Connecting or the request failed.
+    #[error(transparent)]
+    Link(#[from] ProtoError),
+}
+
 /// Where the cache sends what it cannot answer: the storage server.
 pub trait Backing {
     /// Sends one request. `Err` means storage could not be reached (the cache answers `EIO`).
-    fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, String>;
+    fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, StorageUnreachable>;
     /// Which connection to storage answered the last call: it changes when the connection is
     /// replaced (the storage server may have restarted and lost what was not fsync'd).
     fn generation(&self) -> u64;
@@ -673,8 +685,8 @@ pub fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<Storag
     match storage.call(req) {
         Ok(StorageReply::Error(e)) => Err(e),
         Ok(r) => Ok(r),
-        Err(msg) => {
-            tracing::warn!(vnode = %req.vnode, "storage unreachable: {msg}");
+        Err(e) => {
+            tracing::warn!(vnode = %req.vnode, "storage unreachable: {e}");
             Err(errno::EIO)
         }
     }
@@ -703,9 +715,9 @@ mod tests {
             self.generation
         }
 
-        fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, String> {
+        fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, StorageUnreachable> {
             if self.down {
-                return Err("storage is down".into());
+                return Err(ProtoError::Closed { peer: "the test's storage".into() }.into());
             }
             let attr = |f: &Vec<u8>| FileAttr {
                 kind: FileKind::File,

@@ -7,9 +7,9 @@ use lego_proto::sync::LockExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::global::{GlobalReply, GlobalRequest};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::transport::{TcpTransport, Transport};
 
 /// How long a request to the manager may take.

@@ -91,7 +91,7 @@ pub enum ServerError {
     Service(#[from] lego_proto::service::ServiceError),
     /// `--transport rdma` and no usable RDMA device.
     #[error(transparent)]
-    Rdma(#[from] lego_proto::rdma::select::RdmaUnavailable),
+    Rdma(#[from] lego_proto::rdma::unavailable::RdmaUnavailable),
 }
 
 /// A bound, not yet running, mem-server.

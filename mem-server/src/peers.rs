@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::Status;
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode, OwnerCall, OwnerOutcome, Reply, Request, ServerStat};
+use lego_proto::mm::{OwnerCall, OwnerOutcome, Reply, Request, ServerStat};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lego_proto::rdma::select::{choose, probe, RdmaUnavailable, TransportChoice};
+use lego_proto::rdma::select::{choose, probe, TransportChoice};
+use lego_proto::rdma::unavailable::RdmaUnavailable;
 
 use crate::server::{Conn, Shared};
 

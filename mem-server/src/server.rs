@@ -21,9 +21,10 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use lego_proto::aio::{push_reply, FrameHandler};
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN, MAX_RUN_PAGES};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode, MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
+use lego_proto::mm::{MemCall, OwnerCall, OwnerOutcome, ProcessSpec, Reply, Request, ServerStat};
 use lego_proto::storage::StorageReply;
 use lego_proto::transport::{poll_readable, DEFAULT_POLL};
 

@@ -13,7 +13,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::{self, StorageOp, StorageReply, StorageRequest};
 use lego_proto::transport::TcpTransport;
 
-use crate::buffer_cache::Backing;
+use crate::buffer_cache::{Backing, StorageUnreachable};
 
 /// How long a storage request may take before the storage server counts as failed.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,13 +34,13 @@ impl StorageLink {
 }
 
 impl Backing for StorageLink {
-    fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, String> {
-        let addr = self.addr.clone().ok_or("this mem-server has no storage server (--storage-server)")?;
+    fn call(&mut self, req: &StorageRequest) -> Result<StorageReply, StorageUnreachable> {
+        let addr = self.addr.clone().ok_or(StorageUnreachable::NotConfigured)?;
         let fresh = self.conn.is_none();
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {
-                let c = TcpTransport::connect(&addr, self.me, TIMEOUT).map_err(|e| e.to_string())?;
+                let c = TcpTransport::connect(&addr, self.me, TIMEOUT)?;
                 self.generation += 1;
                 self.conn.insert(c)
             }
@@ -50,7 +50,7 @@ impl Backing for StorageLink {
             Err(e) => {
                 self.conn = None;
                 if fresh || !idempotent(&req.op) {
-                    return Err(e.to_string());
+                    return Err(e.into());
                 }
                 tracing::info!(storage = %addr, "storage connection lost ({e}); retrying on a new one");
                 self.call(req)

@@ -1,16 +1,20 @@
 //! Three mem-servers on loopback, talking to each other and to a pComponent-like client over TCP.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
-use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
+use lego_proto::codec::{decode, encode};
+use lego_proto::frame::{Header, Op, Status, HEADER_LEN};
 use lego_proto::handshake::{ComponentKind, Hello, PROTOCOL_VERSION};
-use lego_proto::mm::{decode, encode, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
+use lego_proto::mm::{Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
 use lego_proto::transport::{RegisteredBuf, Slot, TcpTransport, Transport};
 use lego_proto::vma::{Prot, VmaKind};
 use lego_proto::ProtoError;
+use lego_testkit::{assert_closed, malformed_frames, refused, CONNECT_TIMEOUT};
 use mem_server::{Config, Handle, MemServer};
 
 const CLUSTER: u64 = 7;
@@ -18,7 +22,6 @@ const VS: u64 = 16 << 20;
 const TOP: u64 = 64 * VS;
 const MMAP_TOP: u64 = 60 * VS;
 const PROC: u64 = 0x1_0000_0005;
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn start(n: usize, capacity_bytes: u64) -> Vec<Handle> {
     (0..n)
@@ -30,7 +33,7 @@ fn start(n: usize, capacity_bytes: u64) -> Vec<Handle> {
 }
 
 fn connect(h: &Handle) -> TcpTransport {
-    TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Processor, CLUSTER), TIMEOUT).unwrap()
+    TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Processor, CLUSTER), CONNECT_TIMEOUT).unwrap()
 }
 
 fn spec(servers: &[Handle]) -> ProcessSpec {
@@ -226,26 +229,16 @@ fn full_server_answers_no_space() {
 
 /// A raw connection past the handshake.
 fn raw(h: &Handle) -> TcpStream {
-    TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Client, CLUSTER), TIMEOUT).unwrap().into_stream()
-}
-
-/// The server closed the connection (EOF or reset), without answering.
-fn assert_closed(mut s: TcpStream) {
-    assert!(lego_proto::transport::closed_by_peer(&mut s).unwrap(), "the connection was not closed");
+    lego_testkit::raw(&h.addr().to_string(), CLUSTER)
 }
 
 #[test]
 fn malformed_frames_close_only_their_connection() {
     let servers = start(1, 1 << 20);
     let mut good = connect(&servers[0]);
-    let mut bad_magic = Header::request(Op::Fetch, 1, 1, 0, 0).encode();
-    bad_magic[0] ^= 0xff;
-    let mut oversized = Header::request(Op::Control, 1, 1, 0, 0);
-    oversized.len = MAX_CONTROL_LEN as u32 + 1;
     let mut short_page = Header::request(Op::Flush, 1, 1, 0, 0);
     short_page.len = 0;
-    let garbage: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
-    for bytes in [bad_magic.to_vec(), oversized.encode().to_vec(), short_page.encode().to_vec(), garbage] {
+    for bytes in malformed_frames().into_iter().chain([short_page.encode().to_vec()]) {
         let mut s = raw(&servers[0]);
         s.write_all(&bytes).unwrap();
         assert_closed(s);
@@ -284,16 +277,11 @@ fn malformed_frames_close_only_their_connection() {
 fn handshakes_from_other_clusters_versions_and_kinds_are_refused() {
     let servers = start(1, 1 << 20);
     let addr = servers[0].addr().to_string();
-    let refused = |me: Hello| match TcpTransport::connect(&addr, me, TIMEOUT) {
-        Err(ProtoError::Refused(m)) => m,
-        Err(e) => panic!("not a refusal: {e}"),
-        Ok(_) => panic!("accepted {me:?}"),
-    };
-    let m = refused(Hello::new(ComponentKind::Processor, 8));
+    let m = refused(&addr, Hello::new(ComponentKind::Processor, 8));
     assert!(m.contains("0x7") && m.contains("0x8") && m.contains("mem-server") && m.contains("pComponent"), "{m}");
-    let m = refused(Hello { version: PROTOCOL_VERSION + 1, ..Hello::new(ComponentKind::Memory, CLUSTER) });
+    let m = refused(&addr, Hello { version: PROTOCOL_VERSION + 1, ..Hello::new(ComponentKind::Memory, CLUSTER) });
     assert!(m.contains(&format!("v{PROTOCOL_VERSION}")) && m.contains(&format!("v{}", PROTOCOL_VERSION + 1)), "{m}");
-    let m = refused(Hello::new(ComponentKind::Storage, CLUSTER));
+    let m = refused(&addr, Hello::new(ComponentKind::Storage, CLUSTER));
     assert!(m.contains("storage-server"), "{m}");
     // The server is still fine.
     assert!(matches!(call(&mut connect(&servers[0]), 0, &Request::Stat), Reply::Stat(_)));

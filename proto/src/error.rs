@@ -1,6 +1,6 @@
 //! Errors of the wire layer.
 
-use crate::frame::Status;
+use crate::status::Status;
 
 /// Something went wrong talking to a peer.
 #[derive(Debug, thiserror::Error)]

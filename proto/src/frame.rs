@@ -4,6 +4,7 @@
 //! control messages carry a bounded, serialised body.
 
 use crate::error::ProtoError;
+pub use crate::status::Status;
 
 /// Bytes in a page, the unit of the page path.
 pub const PAGE_SIZE: usize = 4096;
@@ -13,6 +14,9 @@ pub const HEADER_LEN: usize = 40;
 pub const MAX_CONTROL_LEN: usize = 1 << 20;
 /// Most pages one [`Op::FetchRun`] asks for.
 pub const MAX_RUN_PAGES: u64 = 64;
+/// Payload bytes of an [`Op::RdmaConnect`] frame: the encoded
+/// [`crate::rdma::params::ConnectParams`].
+pub const RDMA_PARAMS_LEN: usize = 64;
 
 const MAGIC: u16 = 0x474c; // "LG"
 
@@ -33,7 +37,7 @@ pub enum Op {
     /// echoed in the reply's `addr2` (a prefetch window, one round trip).
     FetchRun = 5,
     /// Over the TCP connection that passed the handshake: the client's RDMA connection
-    /// parameters (payload [`crate::rdma::params::PARAMS_LEN`] bytes). Reply payload: the
+    /// parameters (payload [`RDMA_PARAMS_LEN`] bytes). Reply payload: the
     /// server's, once its queue pair is ready; [`Status::NoRdma`] from a server without an RDMA
     /// page path.
     RdmaConnect = 6,
@@ -68,54 +72,6 @@ impl Op {
             Op::FetchRun => addr2,
             Op::RdmaConnect => 0,
             _ => u64::from(self.reply_has_page()),
-        }
-    }
-}
-
-/// Outcome of a request, in every reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Status {
-    /// Done.
-    Ok = 0,
-    /// The page lies in a vRegion this server does not own.
-    NotOwner = 1,
-    /// The server has no free frame left.
-    NoSpace = 2,
-    /// The server knows no such process.
-    UnknownProcess = 3,
-    /// The request was well formed but made no sense (e.g. an unaligned page address).
-    BadRequest = 4,
-    /// The server failed internally (e.g. a peer it needed was unreachable).
-    Internal = 5,
-    /// The server has no RDMA page path (no device, or not built with it).
-    NoRdma = 6,
-}
-
-impl Status {
-    fn from_u32(v: u32) -> Option<Status> {
-        Some(match v {
-            0 => Status::Ok,
-            1 => Status::NotOwner,
-            2 => Status::NoSpace,
-            3 => Status::UnknownProcess,
-            4 => Status::BadRequest,
-            5 => Status::Internal,
-            6 => Status::NoRdma,
-            _ => return None,
-        })
-    }
-
-    /// A human description.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::NotOwner => "the server does not own that vRegion",
-            Status::NoSpace => "the server is out of memory (capacity reached)",
-            Status::UnknownProcess => "the server knows no such process",
-            Status::BadRequest => "bad request",
-            Status::Internal => "internal server error",
-            Status::NoRdma => "the server does not serve the page path over RDMA",
         }
     }
 }
@@ -190,7 +146,7 @@ impl Header {
         let len = h.len as usize;
         let ok = match op {
             Op::Control => len <= MAX_CONTROL_LEN,
-            Op::RdmaConnect => len == 0 || len == crate::rdma::params::PARAMS_LEN,
+            Op::RdmaConnect => len == 0 || len == RDMA_PARAMS_LEN,
             Op::FetchRun => len.is_multiple_of(PAGE_SIZE) && len as u64 <= MAX_RUN_PAGES * PAGE_SIZE as u64,
             _ => len == 0 || len == PAGE_SIZE,
         };
@@ -203,7 +159,7 @@ impl Header {
     /// Checks that a request's payload length is the one its op needs.
     pub fn check_request(&self) -> Result<(), ProtoError> {
         let want = match self.op {
-            Op::RdmaConnect => crate::rdma::params::PARAMS_LEN,
+            Op::RdmaConnect => RDMA_PARAMS_LEN,
             op if op.request_has_page() => PAGE_SIZE,
             _ => 0,
         };
@@ -217,7 +173,7 @@ impl Header {
     pub fn check_reply(&self) -> Result<(), ProtoError> {
         let pages = if self.status == Status::Ok { self.op.reply_pages(self.addr2) } else { 0 };
         let want = match self.op {
-            Op::RdmaConnect if self.status == Status::Ok => crate::rdma::params::PARAMS_LEN as u64,
+            Op::RdmaConnect if self.status == Status::Ok => RDMA_PARAMS_LEN as u64,
             _ => pages.saturating_mul(PAGE_SIZE as u64),
         };
         if self.op != Op::Control && u64::from(self.len) != want {

@@ -1,11 +1,13 @@
 //! Wire messages and transports shared by the lego components.
 //!
 //! - [`auth`]: the cluster secret, proven both ways after the hello.
+//! - [`codec`]: the bincode codec of control messages and on-disk records.
 //! - [`handshake`]: the versioned introduction every connection starts with.
 //! - [`frame`]: the fixed binary header and the page path's 4 KB payloads.
 //! - [`global`]: registration and heartbeats to the global managers (LegoOS §4.6).
 //! - [`mm`]: control messages of two-level memory management (LegoOS §4.4.1).
 //! - [`pcomp`]: run sessions between `lego run` and a pComponent, streaming standard I/O.
+//! - [`status`]: the outcome of a request, in every reply header.
 //! - [`storage`]: stateless file requests of the storage path (LegoOS §4.5).
 //! - [`vma`]: address-space regions, as sent on the wire and as kept by both sides.
 //! - [`transport`]: the client side ([`transport::Transport`], TCP implementation).
@@ -19,6 +21,7 @@
 pub mod aio;
 pub mod background;
 pub mod auth;
+pub mod codec;
 pub mod error;
 pub mod frame;
 pub mod global;
@@ -28,6 +31,7 @@ pub mod mm;
 pub mod pcomp;
 pub mod rdma;
 pub mod service;
+pub mod status;
 pub mod storage;
 pub mod sync;
 pub mod transport;

@@ -27,6 +27,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ pub use prometheus_client::collector::Collector;
 pub use prometheus_client::encoding::DescriptorEncoder;
 pub use prometheus_client::registry::Registry;
 
-use crate::service::{bind_listener, runtime, Handle, ServiceError, Stop};
+use crate::service::{bind_listener, runtime, Connections, Handle, ServiceError, Stop};
 
 /// Most scrape connections open at once; a connection beyond that is closed straight away.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -179,6 +180,21 @@ pub fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) ->
 /// Writes a gauge without labels.
 pub fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
     gauges(e, name, help, &[(&[], value)])
+}
+
+/// A server's connection counts, read at scrape time.
+impl Collector for Connections {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        counter(&mut e, "lego_connections_accepted", "Connections accepted since start.", get(&self.accepted))?;
+        gauge(&mut e, "lego_connections_open", "Connections open now.", get(&self.open))?;
+        counter(
+            &mut e,
+            "lego_connections_refused",
+            "Connections closed at the handshake (wrong kind, version, cluster or secret, or too slow).",
+            get(&self.refused),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -224,32 +224,10 @@ pub enum Reply {
     Alive { renewed_ms_ago: u64 },
 }
 
-/// Serialises a control message (infallible for these types).
-pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    use bincode::Options;
-    options().serialize(msg).expect("control messages always serialise")
-}
-
-fn options() -> impl bincode::Options {
-    use bincode::Options;
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .allow_trailing_bytes()
-        .with_limit(crate::frame::MAX_CONTROL_LEN as u64)
-}
-
-/// Parses a control message; the size bound is the frame's, so a hostile length inside the
-/// payload cannot make the decoder allocate more than the payload it was given allows.
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, crate::error::ProtoError> {
-    use bincode::Options;
-    options()
-        .deserialize(bytes)
-        .map_err(|e| crate::error::ProtoError::Malformed(format!("bad control message: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{decode, encode};
     use proptest::prelude::*;
 
     #[test]

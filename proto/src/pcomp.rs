@@ -13,9 +13,9 @@ use std::io::{Read, Write};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+use crate::codec::{decode, encode};
 use crate::error::ProtoError;
 use crate::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
-use crate::mm::{decode, encode};
 
 /// Largest chunk of standard input or output in one message.
 pub const CHUNK: usize = 64 * 1024;

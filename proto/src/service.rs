@@ -255,12 +255,12 @@ impl Drop for Handle {
 }
 
 /// Connections of one server since it started: the figures of its `lego_connections_*`
-/// metrics.
+/// metrics (its [`crate::metrics::Collector`] is in [`crate::metrics`]).
 #[derive(Debug, Default)]
 pub struct Connections {
-    accepted: AtomicU64,
-    open: AtomicU64,
-    refused: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) open: AtomicU64,
+    pub(crate) refused: AtomicU64,
 }
 
 impl Connections {
@@ -278,21 +278,6 @@ struct OpenConnection(Arc<Connections>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl prometheus_client::collector::Collector for Connections {
-    fn encode(&self, mut e: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
-        use crate::metrics::{counter, gauge};
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        counter(&mut e, "lego_connections_accepted", "Connections accepted since start.", get(&self.accepted))?;
-        gauge(&mut e, "lego_connections_open", "Connections open now.", get(&self.open))?;
-        counter(
-            &mut e,
-            "lego_connections_refused",
-            "Connections closed at the handshake (wrong kind, version, cluster or secret, or too slow).",
-            get(&self.refused),
-        )
     }
 }
 

@@ -282,7 +282,7 @@ mod bytes {
 
 /// Sends `req` straight to a storage server over `conn` and decodes the answer.
 pub fn call(conn: &mut dyn crate::transport::Transport, req: &StorageRequest) -> Result<StorageReply, crate::ProtoError> {
-    conn.call(0, &crate::mm::encode(req)).and_then(|body| crate::mm::decode(&body))
+    conn.call(0, &crate::codec::encode(req)).and_then(|body| crate::codec::decode(&body))
 }
 
 /// Why a storage server was not told about a vNode ([`mount`]).
@@ -401,7 +401,7 @@ pub fn normalize(cwd: &[u8], path: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mm::{decode, encode};
+    use crate::codec::{decode, encode};
     use proptest::prelude::*;
 
     #[test]

@@ -207,8 +207,8 @@ impl TcpTransport {
     /// returns the server's (not yet validated: see [`crate::rdma::params::RtsPermit`]).
     pub fn rdma_connect(&mut self, mine: &crate::rdma::params::ConnectParams) -> Result<crate::rdma::params::ConnectParams, ProtoError> {
         let mut h = self.next(Op::RdmaConnect, 0, 0, 0);
-        h.len = crate::rdma::params::PARAMS_LEN as u32;
-        let mut frame = Vec::with_capacity(HEADER_LEN + crate::rdma::params::PARAMS_LEN);
+        h.len = crate::frame::RDMA_PARAMS_LEN as u32;
+        let mut frame = Vec::with_capacity(HEADER_LEN + crate::frame::RDMA_PARAMS_LEN);
         frame.extend_from_slice(&h.encode());
         frame.extend_from_slice(&mine.encode());
         self.send(&frame)?;
@@ -217,7 +217,7 @@ impl TcpTransport {
             // `Status::NoRdma` from a server without an RDMA page path.
             return Err(ProtoError::Remote { peer: self.peer.clone(), status: r.status });
         }
-        let mut body = [0u8; crate::rdma::params::PARAMS_LEN];
+        let mut body = [0u8; crate::frame::RDMA_PARAMS_LEN];
         self.recv(&mut body)?;
         crate::rdma::params::ConnectParams::decode(&body).map_err(|e| ProtoError::Malformed(format!("{}: {e}", self.peer)))
     }

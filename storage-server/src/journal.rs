@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use lego_proto::storage::errno;
 
-use crate::store::{Batch, BatchV1};
+use crate::record::{Batch, BatchV1};
 
 /// The first 8 bytes of a version 2 record's payload (entries with owner ids).
 const RECORD_V2: u64 = u64::MAX;
@@ -116,16 +116,16 @@ fn read_records(path: &Path) -> Result<Vec<(String, Batch)>, JournalError> {
 /// One record's payload, of either version.
 fn decode_record(payload: &[u8]) -> Option<(String, Batch)> {
     if payload.get(..8) == Some(RECORD_V2.to_le_bytes().as_slice()) {
-        let (_, vnode, batch) = lego_proto::mm::decode::<(u64, String, Batch)>(payload).ok()?;
+        let (_, vnode, batch) = lego_proto::codec::decode::<(u64, String, Batch)>(payload).ok()?;
         return Some((vnode, batch));
     }
-    let (vnode, batch) = lego_proto::mm::decode::<(String, BatchV1)>(payload).ok()?;
+    let (vnode, batch) = lego_proto::codec::decode::<(String, BatchV1)>(payload).ok()?;
     Some((vnode, batch.into()))
 }
 
 fn open_new(dir: &Path, gen: u64) -> std::io::Result<File> {
     let f = OpenOptions::new().create(true).truncate(true).write(true).open(path_of(dir, gen))?;
-    crate::store::sync_dir(dir)?;
+    sync_dir(dir)?;
     Ok(f)
 }
 
@@ -161,7 +161,7 @@ impl Journal {
     /// process. Answers whether a checkpoint is due.
     pub(crate) fn append(&self, vnode: &str, batch: &Batch) -> Result<bool, i32> {
         let record = (vnode.to_string(), batch.clone());
-        let payload = lego_proto::mm::encode(&(RECORD_V2, &record.0, &record.1));
+        let payload = lego_proto::codec::encode(&(RECORD_V2, &record.0, &record.1));
         let mut buf = Vec::with_capacity(8 + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -225,6 +225,11 @@ impl Journal {
     }
 }
 
+/// Makes the entries of directory `dir` (files created, renamed or removed in it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,9 +243,9 @@ mod tests {
         type BatchV1 = (Vec<Vec<u8>>, Vec<(Vec<u8>, EntryV1)>, Option<u64>, Vec<u64>);
         let old: (String, BatchV1) =
             ("demo".into(), (vec![b"/old".to_vec()], vec![(b"/f".to_vec(), (FileKind::File, 0o644, 5, 7, 1, 2, 7))], Some(8), vec![3]));
-        let (vnode, batch) = decode_record(&lego_proto::mm::encode(&old)).expect("a version 1 record");
+        let (vnode, batch) = decode_record(&lego_proto::codec::encode(&old)).expect("a version 1 record");
         assert_eq!(vnode, "demo");
-        let new = lego_proto::mm::encode(&(RECORD_V2, &vnode, &batch));
+        let new = lego_proto::codec::encode(&(RECORD_V2, &vnode, &batch));
         let (again, same) = decode_record(&new).expect("a version 2 record");
         assert_eq!((again, format!("{same:?}")), (vnode, format!("{batch:?}")));
         let shown = format!("{batch:?}");

@@ -55,6 +55,7 @@ use lego_proto::service::Service;
 
 mod metrics;
 mod journal;
+mod record;
 mod server;
 pub mod store;
 

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lego_proto::aio::{handle_control_only, FrameHandler};
+use lego_proto::codec::{decode, encode};
 use lego_proto::frame::Header;
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::storage::{errno, StorageOp, StorageReply, StorageRequest};
 
 use crate::store::Store;

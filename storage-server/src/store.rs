@@ -28,7 +28,8 @@ use lego_proto::storage::{
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::{sync_dir, Journal, JournalError};
+use crate::record::{Batch, Entry};
 
 /// (vNode, full path) -> encoded [`Entry`].
 const ENTRIES: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("entries");
@@ -51,11 +52,11 @@ impl MountRecord {
     const VERSION: u16 = 1;
 
     fn encode(&self) -> Vec<u8> {
-        lego_proto::mm::encode(&(MountRecord::VERSION, self))
+        lego_proto::codec::encode(&(MountRecord::VERSION, self))
     }
 
     fn decode(b: &[u8]) -> Option<MountRecord> {
-        match lego_proto::mm::decode::<(u16, MountRecord)>(b).ok()? {
+        match lego_proto::codec::decode::<(u16, MountRecord)>(b).ok()? {
             (MountRecord::VERSION, r) => Some(r),
             _ => None,
         }
@@ -102,104 +103,6 @@ pub enum StoreError {
         /// The path, lossily decoded.
         path: String,
     },
-}
-
-/// One name of a file, symlink or directory. The names of one inode (hard links) carry the same
-/// attributes, and all change together; only `dseq` is the name's own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Entry {
-    kind: FileKind,
-    mode: u32,
-    size: u64,
-    ino: u64,
-    mtime: i64,
-    ctime: i64,
-    /// Creation number within the parent directory: orders readdir, and is its cookie.
-    dseq: u64,
-    /// Owner ids (stored, not enforced).
-    uid: u32,
-    gid: u32,
-}
-
-/// An [`Entry`] as the journal records of the builds before owner ids held it (read only).
-#[derive(Clone, Copy, Debug, Deserialize)]
-pub(crate) struct EntryV1 {
-    kind: FileKind,
-    mode: u32,
-    size: u64,
-    ino: u64,
-    mtime: i64,
-    ctime: i64,
-    dseq: u64,
-}
-
-impl From<EntryV1> for Entry {
-    fn from(e: EntryV1) -> Entry {
-        let EntryV1 { kind, mode, size, ino, mtime, ctime, dseq } = e;
-        Entry { kind, mode, size, ino, mtime, ctime, dseq, uid: 0, gid: 0 }
-    }
-}
-
-impl Entry {
-    /// Length of an index record: version 2, with the owner ids. Version 1 (the builds
-    /// before them) is its first [`Entry::LEN_V1`] bytes, read with owner 0:0.
-    const LEN: usize = 53;
-    const LEN_V1: usize = 45;
-
-    fn encode(&self) -> [u8; Entry::LEN] {
-        let mut b = [0u8; Entry::LEN];
-        b[0] = match self.kind {
-            FileKind::File => 1,
-            FileKind::Dir => 2,
-            FileKind::Symlink => 3,
-            FileKind::Fifo => 4,
-        };
-        b[1..5].copy_from_slice(&self.mode.to_le_bytes());
-        b[5..13].copy_from_slice(&self.size.to_le_bytes());
-        b[13..21].copy_from_slice(&self.ino.to_le_bytes());
-        b[21..29].copy_from_slice(&self.mtime.to_le_bytes());
-        b[29..37].copy_from_slice(&self.ctime.to_le_bytes());
-        b[37..45].copy_from_slice(&self.dseq.to_le_bytes());
-        b[45..49].copy_from_slice(&self.uid.to_le_bytes());
-        b[49..53].copy_from_slice(&self.gid.to_le_bytes());
-        b
-    }
-
-    fn decode(b: &[u8]) -> Option<Entry> {
-        if b.len() != Entry::LEN && b.len() != Entry::LEN_V1 {
-            return None;
-        }
-        let u32_at = |i: usize| {
-            if b.len() > i {
-                u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"))
-            } else {
-                0
-            }
-        };
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        let kind = match b[0] {
-            1 => FileKind::File,
-            2 => FileKind::Dir,
-            3 => FileKind::Symlink,
-            4 => FileKind::Fifo,
-            _ => return None,
-        };
-        Some(Entry {
-            kind,
-            mode: u32::from_le_bytes(b[1..5].try_into().expect("4 bytes")),
-            size: u64_at(5),
-            ino: u64_at(13),
-            mtime: u64_at(21) as i64,
-            ctime: u64_at(29) as i64,
-            dseq: u64_at(37),
-            uid: u32_at(45),
-            gid: u32_at(49),
-        })
-    }
-
-    fn is_dir(&self) -> bool {
-        self.kind == FileKind::Dir
-    }
 }
 
 /// The in-memory tables of one vNode.
@@ -450,46 +353,6 @@ impl Vnode {
                 *n = n.saturating_sub(1);
             }
         }
-    }
-}
-
-/// Index changes of one vNode, journalled and committed together.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct Batch {
-    /// Paths removed (applied before `puts`).
-    dels: Vec<Vec<u8>>,
-    /// Paths added or changed.
-    puts: Vec<(Vec<u8>, Entry)>,
-    /// The vNode's new id counter.
-    next_id: Option<u64>,
-    /// Inode numbers whose host files go once this batch is durable.
-    freed: Vec<u64>,
-}
-
-/// A [`Batch`] as the journal records of the builds before owner ids held it (read only).
-#[derive(Debug, Deserialize)]
-pub(crate) struct BatchV1 {
-    dels: Vec<Vec<u8>>,
-    puts: Vec<(Vec<u8>, EntryV1)>,
-    next_id: Option<u64>,
-    freed: Vec<u64>,
-}
-
-impl From<BatchV1> for Batch {
-    fn from(b: BatchV1) -> Batch {
-        let BatchV1 { dels, puts, next_id, freed } = b;
-        Batch { dels, puts: puts.into_iter().map(|(p, e)| (p, e.into())).collect(), next_id, freed }
-    }
-}
-
-impl Batch {
-    fn put(path: &[u8], e: Entry) -> Batch {
-        Batch { puts: vec![(path.to_vec(), e)], ..Batch::default() }
-    }
-
-    /// Also records that directory `path` (entry `e`) changed at `now`.
-    fn touch(&mut self, path: &[u8], e: Entry, now: i64) {
-        self.puts.push((path.to_vec(), Entry { mtime: now, ctime: now, ..e }));
     }
 }
 
@@ -1313,10 +1176,6 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// An index failure: logged, and `EIO` for the client.

@@ -2,22 +2,24 @@
 //! operation's happy path and the errno Linux would give, readdir paging, isolation between
 //! vNodes, hostile paths and names, malformed frames, and a restart on the same directory.
 
+// A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
-use lego_proto::frame::{Header, Op, Status, HEADER_LEN, MAX_CONTROL_LEN};
+use lego_proto::codec::{decode, encode};
+use lego_proto::frame::{Header, Op, Status, HEADER_LEN};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode};
 use lego_proto::storage::errno::*;
 use lego_proto::storage::{
     DirEntry, FileAttr, FileKind, QuotaChange, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO, MAX_NAME, MAX_PATH,
 };
 use lego_proto::transport::{TcpTransport, Transport};
+use lego_testkit::{assert_closed, malformed_frames, refused, CONNECT_TIMEOUT};
 use storage_server::{Config, Handle, StorageServer};
 
 const CLUSTER: u64 = 3;
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn start(dir: &std::path::Path) -> Handle {
     let config = Config { listen: "127.0.0.1:0".into(), dir: dir.to_path_buf(), cluster: CLUSTER };
@@ -40,7 +42,7 @@ impl Client {
 
     /// A client for `vnode`, as the server knows it (or not).
     fn connect(h: &Handle, vnode: &str) -> Client {
-        let t = TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Processor, CLUSTER), TIMEOUT)
+        let t = TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Processor, CLUSTER), CONNECT_TIMEOUT)
             .unwrap();
         Client { t, vnode: vnode.into() }
     }
@@ -402,13 +404,9 @@ fn bad_paths_are_refused() {
     assert_eq!(names, [ok_name[1..].to_string()]);
 }
 
+/// A raw connection past the handshake.
 fn raw(h: &Handle) -> TcpStream {
-    TcpTransport::connect(&h.addr().to_string(), Hello::new(ComponentKind::Client, CLUSTER), TIMEOUT).unwrap().into_stream()
-}
-
-/// The server closed the connection (EOF or reset), without answering.
-fn assert_closed(mut s: TcpStream) {
-    assert!(lego_proto::transport::closed_by_peer(&mut s).unwrap(), "the connection was not closed");
+    lego_testkit::raw(&h.addr().to_string(), CLUSTER)
 }
 
 #[test]
@@ -417,12 +415,7 @@ fn malformed_frames_close_only_their_connection() {
     let h = start(dir.path());
     let mut good = Client::new(&h, "demo");
     good.create("/f");
-    let mut bad_magic = Header::request(Op::Control, 1, 0, 0, 0).encode();
-    bad_magic[0] ^= 0xff;
-    let mut oversized = Header::request(Op::Control, 1, 0, 0, 0);
-    oversized.len = MAX_CONTROL_LEN as u32 + 1;
-    let garbage: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
-    for bytes in [bad_magic.to_vec(), oversized.encode().to_vec(), garbage] {
+    for bytes in malformed_frames() {
         let mut s = raw(&h);
         s.write_all(&bytes).unwrap();
         assert_closed(s);
@@ -455,17 +448,14 @@ fn handshakes_from_other_clusters_and_kinds_are_refused() {
     let h = start(dir.path());
     let addr = h.addr().to_string();
     for me in [Hello::new(ComponentKind::Processor, CLUSTER + 1), Hello::new(ComponentKind::Storage, CLUSTER)] {
-        match TcpTransport::connect(&addr, me, TIMEOUT) {
-            Err(lego_proto::ProtoError::Refused(m)) => assert!(m.contains("storage-server"), "{m}"),
-            Err(e) => panic!("not a refusal: {e}"),
-            Ok(_) => panic!("accepted {me:?}"),
-        }
+        let m = refused(&addr, me);
+        assert!(m.contains("storage-server"), "{m}");
     }
     // pComponents, mem-servers (which forward their vNodes' file requests), the global manager
     // (which mounts vNodes) and clients are welcome.
     Client::new(&h, "demo");
     for kind in [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Global, ComponentKind::Client] {
-        let t = TcpTransport::connect(&addr, Hello::new(kind, CLUSTER), TIMEOUT).unwrap();
+        let t = TcpTransport::connect(&addr, Hello::new(kind, CLUSTER), CONNECT_TIMEOUT).unwrap();
         Client { t, vnode: "demo".into() }.stat("/").unwrap();
     }
 }

@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{decode, encode, Reply, Request};
+use lego_proto::mm::{Reply, Request};
 use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 

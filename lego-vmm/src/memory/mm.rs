@@ -8,8 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::mm::{self as msg, Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
+use lego_proto::mm::{Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::vma::{VmaKind, VmaList};
 
@@ -58,8 +59,8 @@ struct Home {
 impl Home {
     /// Sends a request; a failure of the home is a failure of the process's memory.
     fn call(&mut self, req: &Request) -> Result<Reply, String> {
-        let body = self.link.call(self.proc, &msg::encode(req)).map_err(|e| format!("home mem-server: {e}"))?;
-        msg::decode(&body).map_err(|e| format!("home mem-server {}: {e}", self.link.peer()))
+        let body = self.link.call(self.proc, &encode(req)).map_err(|e| format!("home mem-server: {e}"))?;
+        decode(&body).map_err(|e| format!("home mem-server {}: {e}", self.link.peer()))
     }
 
     /// Tells the home of the copies the ExCache lost (failed-over mem-servers), so that it
@@ -88,8 +89,8 @@ fn choose_home(config: &MemoryConfig, hello: Hello) -> Result<(usize, TcpTranspo
     let mut errors = Vec::new();
     for (i, addr) in config.servers.iter().enumerate() {
         let stat = TcpTransport::connect(addr, hello, config.timeout).and_then(|mut t| {
-            let body = t.call(0, &msg::encode(&Request::Stat))?;
-            Ok((msg::decode::<Reply>(&body)?, t))
+            let body = t.call(0, &encode(&Request::Stat))?;
+            Ok((decode::<Reply>(&body)?, t))
         });
         match stat {
             Ok((Reply::Stat(s), t)) => {

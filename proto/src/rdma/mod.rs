@@ -5,6 +5,7 @@
 //! - [`params`]: the connection-parameter exchange that follows the TCP handshake, and the rule
 //!   that a queue pair reaches RTS only toward an authenticated peer.
 //! - [`select`]: choosing between TCP and RDMA (`--transport tcp|rdma|auto`), probing the device.
+//! - [`unavailable`]: why RDMA cannot be used toward a peer.
 //!
 //! Behind the `rdma` feature, through rdma-core's libibverbs:
 //!
@@ -16,6 +17,7 @@ pub mod layout;
 pub mod params;
 pub mod ring;
 pub mod select;
+pub mod unavailable;
 
 #[cfg(feature = "rdma")]
 pub mod client;

@@ -4,11 +4,11 @@
 //! only the handshake code of this crate makes, and a queue pair is brought to RTS only through a
 //! [`RtsPermit`], which needs the [`Authenticated`] of the connection and validated parameters.
 
+use crate::frame::RDMA_PARAMS_LEN;
+
 use super::layout::SlotLayout;
 use super::ring::RingError;
 
-/// Encoded size of [`ConnectParams`].
-pub const PARAMS_LEN: usize = 64;
 const MAGIC: [u8; 4] = *b"RDMA";
 /// Largest valid queue pair number or packet sequence number (24 bits).
 const MAX_24: u32 = (1 << 24) - 1;
@@ -61,8 +61,8 @@ pub enum Side {
 
 impl ConnectParams {
     /// Wire form.
-    pub fn encode(&self) -> [u8; PARAMS_LEN] {
-        let mut b = [0u8; PARAMS_LEN];
+    pub fn encode(&self) -> [u8; RDMA_PARAMS_LEN] {
+        let mut b = [0u8; RDMA_PARAMS_LEN];
         b[..4].copy_from_slice(&MAGIC);
         b[4..6].copy_from_slice(&self.lid.to_le_bytes());
         b[6] = self.mtu;
@@ -78,7 +78,7 @@ impl ConnectParams {
 
     /// Parses a peer's parameters (without validating them: see [`ConnectParams::validate`]).
     pub fn decode(b: &[u8]) -> Result<ConnectParams, ParamsError> {
-        let b: &[u8; PARAMS_LEN] = b.try_into().map_err(|_| ParamsError::Malformed("wrong length"))?;
+        let b: &[u8; RDMA_PARAMS_LEN] = b.try_into().map_err(|_| ParamsError::Malformed("wrong length"))?;
         if b[..4] != MAGIC {
             return Err(ParamsError::Malformed("bad magic"));
         }
@@ -226,14 +226,14 @@ mod tests {
     #[test]
     fn garbage_is_not_parameters() {
         assert_eq!(ConnectParams::decode(&[0u8; 10]), Err(ParamsError::Malformed("wrong length")));
-        assert_eq!(ConnectParams::decode(&[0u8; PARAMS_LEN]), Err(ParamsError::Malformed("bad magic")));
+        assert_eq!(ConnectParams::decode(&[0u8; RDMA_PARAMS_LEN]), Err(ParamsError::Malformed("bad magic")));
     }
 
     proptest! {
         /// Any 64 bytes decode to an error or to parameters that encode back to the same fields;
         /// validation never panics on them.
         #[test]
-        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), PARAMS_LEN)) {
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), RDMA_PARAMS_LEN)) {
             let mut b = bytes;
             b[..4].copy_from_slice(&MAGIC);
             let p = ConnectParams::decode(&b).unwrap();

@@ -12,6 +12,8 @@ use crate::error::ProtoError;
 use crate::handshake::Hello;
 use crate::transport::{TcpTransport, Transport, DEFAULT_POLL};
 
+use super::unavailable::RdmaUnavailable;
+
 /// The transport asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,14 +27,19 @@ pub enum TransportChoice {
     Auto,
 }
 
+/// A `--transport` value that names no transport.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?} (tcp, rdma or auto)")]
+pub struct UnknownTransport(pub String);
+
 impl FromStr for TransportChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<TransportChoice, String> {
+    type Err = UnknownTransport;
+    fn from_str(s: &str) -> Result<TransportChoice, UnknownTransport> {
         match s {
             "tcp" => Ok(TransportChoice::Tcp),
             "rdma" => Ok(TransportChoice::Rdma),
             "auto" => Ok(TransportChoice::Auto),
-            other => Err(format!("unknown transport {other:?} (tcp, rdma or auto)")),
+            other => Err(UnknownTransport(other.to_string())),
         }
     }
 }
@@ -45,40 +52,6 @@ impl fmt::Display for TransportChoice {
             TransportChoice::Auto => "auto",
         })
     }
-}
-
-/// Where devices are looked for, for messages.
-pub const DEVICE_GLOB: &str = "/dev/infiniband/uverbs*";
-
-/// Why RDMA cannot be used toward a peer.
-#[derive(Debug, thiserror::Error)]
-pub enum RdmaUnavailable {
-    /// This binary has no verbs support.
-    #[error("RDMA to {peer}: this lego was built without RDMA support (build with `--features rdma`)")]
-    NotBuilt {
-        /// The peer.
-        peer: String,
-    },
-    /// No device here.
-    #[error("RDMA to {peer}: no RDMA device {device} on this host ({why})")]
-    NoDevice {
-        /// The device looked for: a name, or [`DEVICE_GLOB`] for any.
-        device: String,
-        /// What the lookup said.
-        why: String,
-        /// The peer.
-        peer: String,
-    },
-    /// The device is there but cannot be used (its port is down, it cannot be opened).
-    #[error("RDMA to {peer}: device {device}: {why}")]
-    Unusable {
-        /// The device.
-        device: String,
-        /// What failed.
-        why: String,
-        /// The peer.
-        peer: String,
-    },
 }
 
 /// A usable local RDMA device (only a build with the `rdma` feature finds one).
@@ -195,6 +168,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rdma::unavailable::DEVICE_GLOB;
 
     fn none(peer: &str) -> Result<LocalDevice, RdmaUnavailable> {
         Err(RdmaUnavailable::NoDevice { device: DEVICE_GLOB.into(), why: "none listed".into(), peer: peer.into() })
@@ -205,7 +179,7 @@ mod tests {
         for c in [TransportChoice::Tcp, TransportChoice::Rdma, TransportChoice::Auto] {
             assert_eq!(c.to_string().parse::<TransportChoice>(), Ok(c));
         }
-        assert!("ib".parse::<TransportChoice>().unwrap_err().contains("tcp, rdma or auto"));
+        assert!("ib".parse::<TransportChoice>().unwrap_err().to_string().contains("tcp, rdma or auto"));
     }
 
     #[test]

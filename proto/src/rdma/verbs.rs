@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ibverbs_sys as ffi;
 
 use super::params::{ConnectParams, RtsPermit};
-use super::select::{RdmaUnavailable, DEVICE_GLOB};
+use super::unavailable::{RdmaUnavailable, DEVICE_GLOB};
 
 /// The port every queue pair uses.
 const PORT: u8 = 1;

@@ -1,0 +1,234 @@
+//! Programs run to their end under a deadline, natively or in a vNode, and `lego` servers as real
+//! processes. A run that outlives its deadline is killed and fails the test (a hang must not hang
+//! `make test`).
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::paths::lego_bin;
+
+/// The deadline of [`TimedOutput::timed_output`]: far above any command the tests run, even on a loaded machine.
+pub const DEADLINE: Duration = Duration::from_secs(300);
+
+/// A command for a native run that starts as a vNode's first process does: with descriptors
+/// 0, 1 and 2 only. Whatever started the test binary (a CI harness, a shell) may have left
+/// others open, and a program that probes a "closed" descriptor would see them.
+pub fn native_command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(prog);
+    // SAFETY: the closure runs in the forked child before exec and makes one system call,
+    // which is async-signal-safe; CLOSE_RANGE_CLOEXEC leaves std's exec-error pipe working.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+/// The stdout of a native run of `prog args`, which must succeed within a minute.
+pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
+    let mut c = native_command(prog);
+    c.args(args);
+    let r = run(c, Duration::from_secs(60), &format!("native {}", prog.display()));
+    assert_eq!(r.status, Some(0), "native {} failed: {}", prog.display(), r.stderr);
+    r.stdout
+}
+
+/// A `lego` command (the binary cargo built), with nothing set.
+pub fn lego_command() -> Command {
+    Command::new(lego_bin())
+}
+
+/// `lego run OPTIONS PROG ARGS` with the vNode's files in `dir` (also its working directory).
+pub fn lego(options: &[&str], prog: &Path, args: &[&str], dir: &Path) -> Command {
+    let mut c = lego_command();
+    c.arg("run").arg("--mem").arg("1G").arg("--root").arg(dir).args(options).arg(prog).args(args);
+    c.current_dir(dir);
+    c
+}
+
+/// What a run printed and how it ended.
+pub struct Run {
+    /// Its standard output, lossily decoded.
+    pub stdout: String,
+    /// Its standard error, lossily decoded.
+    pub stderr: String,
+    /// The exit status, or 128 + the signal that ended it.
+    pub status: Option<i32>,
+}
+
+/// What a run printed (its output as bytes) and how it ended.
+pub struct RawRun {
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error, lossily decoded.
+    pub stderr: String,
+    /// The exit status, or 128 + the signal that ended it.
+    pub status: Option<i32>,
+}
+
+/// Runs `cmd` to its end, failing the test if it takes longer than `limit` (a hang).
+pub fn run(cmd: Command, limit: Duration, what: &str) -> Run {
+    let r = run_input(cmd, None, limit, what);
+    Run { stdout: String::from_utf8_lossy(&r.stdout).into_owned(), stderr: r.stderr, status: r.status }
+}
+
+/// Runs `cmd` to its end with `stdin` as its input (none: `/dev/null`), failing the test if it
+/// takes longer than `limit` (a hang).
+pub fn run_input(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> RawRun {
+    let out = output_input(&mut cmd, stdin, limit, what);
+    // As a shell reports it: 128 + N for a death by signal N.
+    let status = out.status.code().or(out.status.signal().map(|s| 128 + s));
+    RawRun { stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned(), status }
+}
+
+/// [`Command::output`] under a deadline, for the commands a test runs and reads the output of.
+pub trait TimedOutput {
+    /// Runs the command to its end with no input, its output captured, failing the test if it
+    /// takes longer than [`DEADLINE`] (a hang).
+    fn timed_output(&mut self) -> Output;
+}
+
+impl TimedOutput for Command {
+    fn timed_output(&mut self) -> Output {
+        let what = format!("{self:?}");
+        output_input(self, None, DEADLINE, &what)
+    }
+}
+
+/// Runs `cmd` to its end with `stdin` as its input, failing the test after `limit`. The input is
+/// written from a thread, so a child that prints a lot before it reads cannot deadlock the test,
+/// and one that never reads is fine.
+pub fn output_input(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> Output {
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: spawning: {e}"));
+    let feeder = stdin.map(|data| {
+        let (mut input, data) = (child.stdin.take().expect("stdin is piped"), data.to_vec());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            // A child that exits without reading all its input closes the pipe: not an error.
+            let _ = input.write_all(&data);
+        })
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            // A read error ends the output early; the test then sees what came before it.
+            let _ = r.read_to_end(&mut b);
+            b
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr is piped")));
+    let status = wait_within(&mut child, limit, what);
+    if let Some(f) = feeder {
+        f.join().expect("the stdin feeder does not panic");
+    }
+    Output {
+        status,
+        stdout: out.join().expect("the stdout reader does not panic"),
+        stderr: err.join().expect("the stderr reader does not panic"),
+    }
+}
+
+/// Waits for `child` to end, killing it and failing the test after `limit` (a hang).
+pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{what}: waiting: {e}")) {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?} (a hang?)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The program natively, in `dir`, within a minute.
+pub fn native(prog: &Path, args: &[&str], dir: &Path) -> Run {
+    let mut c = native_command(prog);
+    c.args(args).current_dir(dir);
+    run(c, Duration::from_secs(60), "native run")
+}
+
+/// A `lego` server process (`mem-server`, `storage-server`, `global-mgr`, `pcomp`), killed
+/// when dropped. It is up once it has printed `lego <kind> listening on ADDR` (after `lego
+/// <kind> metrics on http://ADDR/metrics` with `--metrics`).
+pub struct Server {
+    child: Child,
+    /// The address it listens on.
+    pub addr: String,
+    /// The address of its `/metrics` endpoint, if it was started with `--metrics`.
+    pub metrics: Option<String>,
+}
+
+impl Server {
+    /// Runs `lego ARGS` and waits for its "listening on" line.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Server {
+        Server::start_with_env(&[], args)
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(env: &[(&str, &str)], args: &[S]) -> Server {
+        let mut cmd = lego_command();
+        cmd.args(args).envs(env.iter().copied()).stderr(Stdio::null());
+        Server::spawn(cmd)
+    }
+
+    /// Spawns `cmd`, a `lego` server command, and waits for its "listening on" line. `cmd` may
+    /// wrap lego in a launcher that execs it (`ip netns exec NS lego ...`), so that the child is
+    /// the server itself; its stderr goes where `cmd` says.
+    pub fn spawn(mut cmd: Command) -> Server {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawning a lego server");
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let last_word = |line: &str| line.trim().rsplit(' ').next().expect("an address").to_string();
+        let mut metrics = None;
+        loop {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("reading what it prints");
+            if line.contains(" metrics on ") && metrics.is_none() {
+                metrics = Some(last_word(&line).trim_start_matches("http://").trim_end_matches("/metrics").to_string());
+                continue;
+            }
+            assert!(line.contains(" listening on "), "the server said {line:?}");
+            return Server { child, addr: last_word(&line), metrics };
+        }
+    }
+
+    /// Sends `sig` to the server.
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pids fit in pid_t");
+        // SAFETY: kill(2) on our own child, which is not reaped before `self` is dropped.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Reaped already ([`Server::kill`]): its pid may be another process's by now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // A stopped server (SIGSTOP in a test) must run again to die.
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
