@@ -173,8 +173,6 @@ pub struct Process {
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
     pub started: Instant,
-    /// Set when the process has ended.
-    pub exit: Option<Termination>,
     /// The program it runs (for `/proc/PID`).
     pub image: crate::pseudo::ExecImage,
 }
@@ -238,7 +236,6 @@ impl Process {
             fifos: Default::default(),
             maps: Default::default(),
             started: Instant::now(),
-            exit: None,
             image: crate::pseudo::ExecImage::default(),
         })
     }
@@ -280,7 +277,6 @@ impl Process {
             fifos: self.fifos.clone(),
             maps: self.maps.forked(),
             started: Instant::now(),
-            exit: None,
             image: self.image.clone(),
         })
     }

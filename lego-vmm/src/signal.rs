@@ -27,10 +27,6 @@ use crate::fault::{self, Fault};
 use crate::layout::{USER_CS, USER_DS};
 use crate::process::{default_ignores, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
 
-/// The number of `rt_sigreturn`, which the run loop handles itself (it restores every register,
-/// so it does not return like a system call).
-pub const SYS_RT_SIGRETURN: u64 = 15;
-
 /// `si_code` of a signal sent by `kill`.
 pub const SI_USER: i32 = 0;
 /// `si_code` of a signal sent by the kernel itself.

@@ -5,7 +5,7 @@
 //! replaces the image in place and asks the run loop to restart the calling vCPU at the new
 //! entry point.
 
-use super::{Args, Cpu, Forked, NewThread, ThreadRequest};
+use super::{Args, Control, Cpu, Forked, NewThread};
 use crate::elf;
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
@@ -26,14 +26,14 @@ const MAX_ARG_BYTES: usize = 2 << 20;
 const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `fork`.
-pub fn fork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+pub fn fork(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, _: Args) -> SysResult<Control> {
     fork_process(p, cpu, libc::SIGCHLD as u64, 0, 0, 0, 0)
 }
 
 /// `vfork`: the parent waits until the child has exec'd or ended. The child has a copy of the
 /// memory rather than the parent's own, which a program that only execs or exits in the child
 /// cannot tell.
-pub fn vfork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+pub fn vfork(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, _: Args) -> SysResult<Control> {
     fork_process(p, cpu, CLONE_VFORK | libc::SIGCHLD as u64, 0, 0, 0, 0)
 }
 
@@ -47,7 +47,7 @@ pub(super) fn fork_process(
     parent_tid: u64,
     child_tid: u64,
     tls: u64,
-) -> SysResult<u64> {
+) -> SysResult<Control> {
     // The low byte is the signal the parent gets when the child ends (0: none).
     let exit_signal = (flags & 0xff) as i32;
     if exit_signal > crate::process::NSIG as i32 {
@@ -82,8 +82,7 @@ pub(super) fn fork_process(
     let thread = NewThread { tid: pid, regs, fs_base, gs_base: cpu.sregs.gs.base };
     p.procs.add_child(p.pid, pid, exit_signal);
     let vfork = flags & CLONE_VFORK != 0;
-    cpu.request = Some(ThreadRequest::Fork(Box::new(Forked { process: child, thread, vfork })));
-    Ok(pid as u64)
+    Ok(Control::Fork(Box::new(Forked { process: child, thread, vfork })))
 }
 
 /// Reads a NULL-terminated array of string pointers (`argv`, `envp`); a null array is empty.
@@ -113,7 +112,7 @@ fn read_strings(p: &Process, addr: u64, total: &mut usize) -> SysResult<Vec<Vec<
 /// Until the old image is gone the errors are Linux's (`ENOENT`, `EACCES` for a directory or a
 /// file without execute permission, `ENOEXEC` for what is not a static x86-64 executable);
 /// after that, a failure ends the process with `SIGKILL`, as in Linux.
-pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     let [path_addr, argv_addr, envp_addr, ..] = a;
     let given = super::fs::read_path(p, path_addr)?;
     let path = crate::pseudo::file_path(p, &super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?)?;
@@ -123,7 +122,7 @@ pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
 /// `execveat(dirfd, path, argv, envp, flags)`: `path` relative to `dirfd`, or with
 /// `AT_EMPTY_PATH` and an empty path the file `dirfd` is open on (named `/dev/fd/N`, as Linux
 /// names it).
-pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
     const AT_EMPTY_PATH: u64 = 0x1000;
     let [dirfd, path_addr, argv_addr, envp_addr, flags, _] = a;
@@ -149,7 +148,7 @@ pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
 }
 
 /// Replaces the program with the one at vNode path `path` (`given` as the program named it).
-fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, argv_addr: u64, envp_addr: u64) -> SysResult<u64> {
+fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, argv_addr: u64, envp_addr: u64) -> SysResult<Control> {
     let mut total = 0;
     let argv = read_strings(p, argv_addr, &mut total)?;
     let envp = read_strings(p, envp_addr, &mut total)?;
@@ -174,8 +173,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
         Ok(rsp) => rsp,
         Err(why) => {
             let detail = format!("execve of {} failed after the old program was gone: {why}", String::from_utf8_lossy(&path));
-            p.exit = Some(Termination::Signaled { signal: libc::SIGKILL, detail: Some(detail) });
-            return Err(Errno::ENOMEM);
+            return Ok(Control::ExitGroup(Termination::Signaled { signal: libc::SIGKILL, detail: Some(detail) }));
         }
     };
     p.fds.close_on_exec();
@@ -194,8 +192,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));
     }
-    cpu.request = Some(ThreadRequest::Exec { entry: info.entry, rsp });
-    Ok(0)
+    Ok(Control::Exec { entry: info.entry, rsp })
 }
 
 /// Ends every thread but `keep` before an `execve` (Linux's `de_thread`): the process gets a new

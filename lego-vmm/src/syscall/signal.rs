@@ -1,14 +1,19 @@
 //! Signal system calls: sending (`kill`, `tkill`, `tgkill`), dispositions and masks
 //! (`rt_sigaction`, `rt_sigprocmask`, `rt_sigpending`, `sigaltstack`) and waiting for a signal
-//! (`rt_sigsuspend`, `pause`, `rt_sigtimedwait`). Delivery and `rt_sigreturn` are [`crate::signal`]'s, run by the
-//! run loop.
+//! (`rt_sigsuspend`, `pause`, `rt_sigtimedwait`). Delivery and the restoring of a signal frame
+//! are [`crate::signal`]'s, run by the run loop (`rt_sigreturn` asks it to).
 
 use std::time::{Duration, Instant};
 
-use super::{Args, Cpu};
+use super::{Args, Control, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process, SigAction, NSIG};
 use crate::signal::{self, SigInfo, SI_TKILL, SI_USER, UNBLOCKABLE};
+
+/// `rt_sigreturn`: the run loop restores the frame, as it needs the vCPU for the FPU state.
+pub fn rt_sigreturn(_: &mut Locked<'_>, _: &mut Cpu<'_>, _: Args) -> SysResult<Control> {
+    Ok(Control::SignalReturn)
+}
 
 /// `None` for signal 0 (only the checks are made), `EINVAL` out of range.
 fn check_sig(sig: u64) -> SysResult<Option<i32>> {

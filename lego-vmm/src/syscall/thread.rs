@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Args, Cpu, NewThread, ThreadRequest};
+use super::{Args, Control, Cpu, NewThread};
 use crate::errno::{Errno, SysResult};
 use crate::futex::MATCH_ANY;
 use crate::process::{Locked, Process, Termination, ThreadState};
@@ -78,13 +78,13 @@ pub fn check_flags(flags: u64) -> SysResult<CloneKind> {
 }
 
 /// `clone(flags, stack, parent_tid, child_tid, tls)` (the x86-64 argument order).
-pub fn clone(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn clone(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     let [flags, stack, parent_tid, child_tid, tls, _] = a;
     start_thread(p, cpu, CloneArgs { flags, stack, parent_tid, child_tid, tls })
 }
 
 /// `clone3(args, size)`: the same from a `struct clone_args`.
-pub fn clone3(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn clone3(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     const VER0: u64 = 64;
     let [addr, size, ..] = a;
     if !(VER0..=4096).contains(&size) {
@@ -116,7 +116,7 @@ pub fn clone3(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 /// Creates thread state for a clone and asks the run loop to start its vCPU.
-fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<u64> {
+fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<Control> {
     if check_flags(c.flags)? == CloneKind::Process {
         return super::procs::fork_process(p, cpu, c.flags, c.stack, c.parent_tid, c.child_tid, c.tls);
     }
@@ -148,8 +148,7 @@ fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<u
     }
     crate::cpu::emulate_sysret(&mut regs, &mut sregs);
     let fs_base = if c.flags & CLONE_SETTLS != 0 { c.tls } else { cpu.sregs.fs.base };
-    cpu.request = Some(ThreadRequest::Spawn(NewThread { tid, regs, fs_base, gs_base: cpu.sregs.gs.base }));
-    Ok(tid as u64)
+    Ok(Control::Clone(NewThread { tid, regs, fs_base, gs_base: cpu.sregs.gs.base }))
 }
 
 pub fn gettid(_: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
@@ -157,15 +156,13 @@ pub fn gettid(_: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
 }
 
 /// `exit`: ends the calling thread only; the process ends with its last thread.
-pub fn exit(_: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    cpu.request = Some(ThreadRequest::Exit((a[0] & 0xff) as i32));
-    Ok(0)
+pub fn exit(_: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
+    Ok(Control::ExitThread((a[0] & 0xff) as i32))
 }
 
 /// `exit_group`: ends every thread.
-pub fn exit_group(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    p.exit = Some(Termination::Exited((a[0] & 0xff) as i32));
-    Ok(0)
+pub fn exit_group(_: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
+    Ok(Control::ExitGroup(Termination::Exited((a[0] & 0xff) as i32)))
 }
 
 pub fn set_tid_address(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
