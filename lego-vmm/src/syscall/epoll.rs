@@ -7,7 +7,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::fs::fdarg;
+use super::fs::common::fdarg;
 use super::{Args, Cpu};
 use crate::epoll::Epoll;
 use crate::errno::{Errno, SysResult};

@@ -8,6 +8,7 @@
 
 mod anon;
 mod attrs;
+mod clone;
 mod epoll;
 mod fileops;
 mod fs;
@@ -35,7 +36,8 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process, Termination};
 pub use mapping::unmapping_all;
-pub use thread::{exit_thread, CloneArgs};
+pub use clone::CloneArgs;
+pub use thread::exit_thread;
 
 /// The calling vCPU: its registers and its thread.
 pub struct Cpu<'a> {

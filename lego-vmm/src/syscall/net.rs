@@ -10,7 +10,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fs::{clip, fdarg, gather, read_iovecs, resolve, scatter};
+use super::fs::common::fdarg;
+use super::fs::data::{clip, gather, read_iovecs, scatter};
+use super::fs::paths::resolve;
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
@@ -637,12 +639,12 @@ pub(super) fn write_socket(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, 
 pub fn sendto(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let file = socket_file(p, a[0])?;
     let to = if a[4] != 0 { Some(read_addr(p, sock(&file).domain, a[4], a[5])?) } else { None };
-    send(p, cpu.tid, a[0], &super::fs::one_seg(a[1], a[2])?, a[3] as i32, SendExtra { to, rights: Vec::new() })
+    send(p, cpu.tid, a[0], &super::fs::data::one_seg(a[1], a[2])?, a[3] as i32, SendExtra { to, rights: Vec::new() })
 }
 
 /// `recvfrom(fd, buf, len, flags, addr, addrlen)`.
 pub fn recvfrom(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let got = recv(p, cpu.tid, a[0], &super::fs::one_seg(a[1], a[2])?, a[3] as i32, 0)?;
+    let got = recv(p, cpu.tid, a[0], &super::fs::data::one_seg(a[1], a[2])?, a[3] as i32, 0)?;
     if let Some(from) = &got.from {
         write_addr(p, a[4], a[5], from)?;
     }

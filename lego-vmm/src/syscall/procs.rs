@@ -15,7 +15,7 @@ use crate::signal::{self, AltStack, SigInfo, SIGINFO_SIZE};
 use crate::stack::{self, AuxInfo};
 use crate::threads::ThreadGroup;
 
-use super::thread::{CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CLONE_VFORK};
+use super::clone::{CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CLONE_VFORK};
 
 /// Longest argument or environment vector `execve` takes (Linux's `MAX_ARG_STRINGS` is larger;
 /// the total size limit below is what bites first).
@@ -114,8 +114,8 @@ fn read_strings(p: &Process, addr: u64, total: &mut usize) -> SysResult<Vec<Vec<
 /// after that, a failure ends the process with `SIGKILL`, as in Linux.
 pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     let [path_addr, argv_addr, envp_addr, ..] = a;
-    let given = super::fs::read_path(p, path_addr)?;
-    let path = crate::pseudo::file_path(p, &super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?)?;
+    let given = super::fs::paths::read_path(p, path_addr)?;
+    let path = crate::pseudo::file_path(p, &super::fs::paths::resolve(p, libc::AT_FDCWD as u64, &given)?)?;
     exec(p, cpu, given, path, argv_addr, envp_addr)
 }
 
@@ -138,7 +138,7 @@ pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Con
         let file = p.fds.get(fd)?;
         (format!("/dev/fd/{fd}").into_bytes(), file.path.clone())
     } else {
-        let path = crate::pseudo::file_path(p, &super::fs::resolve(p, dirfd, &raw)?)?;
+        let path = crate::pseudo::file_path(p, &super::fs::paths::resolve(p, dirfd, &raw)?)?;
         if flags & AT_SYMLINK_NOFOLLOW != 0 && p.fs.stat(&path, false)?.mode & libc::S_IFMT == libc::S_IFLNK {
             return Err(Errno::ELOOP);
         }
