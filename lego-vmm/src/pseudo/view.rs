@@ -55,6 +55,16 @@ pub struct ProcView {
 }
 
 impl ProcView {
+    /// The snapshot of process `pid` of `p`'s vNode: `p`'s own, or one through its process
+    /// table.
+    pub fn find(p: &Process, pid: i32) -> Option<ProcView> {
+        if pid == p.pid {
+            Some(ProcView::of(p))
+        } else {
+            p.procs.view(pid)
+        }
+    }
+
     /// The snapshot of `p`.
     pub fn of(p: &Process) -> ProcView {
         let end = p.comm.iter().position(|&c| c == 0).unwrap_or(p.comm.len());
@@ -96,7 +106,7 @@ impl ProcView {
 
     /// When it started, in milliseconds since the Unix epoch.
     pub fn started_unix_ms(&self) -> u64 {
-        let t = super::node::wall_time(self.started);
+        let t = super::clock::wall_time(self.started);
         (t.sec as u64) * 1000 + (t.nsec as u64) / 1_000_000
     }
 
