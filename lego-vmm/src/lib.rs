@@ -27,6 +27,7 @@ pub mod hostcpu;
 pub mod kick;
 pub mod kvm_stats;
 pub mod layout;
+pub mod loader;
 pub mod locks;
 pub mod mapstate;
 pub mod memory;

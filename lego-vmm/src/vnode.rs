@@ -187,7 +187,7 @@ impl Vnode {
         let mut mm = Mm::new(config.mem_size, &config.memory)?;
         let (entry, rflags) = match &image {
             Image::Elf { info, bytes } => {
-                elf::load(info, bytes, &mut mm).map_err(|source| VmmError::BadElf {
+                crate::loader::load(info, bytes, &mut mm).map_err(|source| VmmError::BadElf {
                     path: program.path.display().to_string(),
                     source,
                 })?;

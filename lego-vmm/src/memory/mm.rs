@@ -212,6 +212,7 @@ impl Mm {
         };
         let owners = Owners::over(config.transport.clone(), config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
         let sys = Arc::new(SysMem::new(size)?);
+        crate::vdso::install(&sys);
         let cache = ExCache::start(config.excache, owners, proc, sys.clone())?;
         Ok(Mm {
             cache,

@@ -165,7 +165,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     p.timers.delete_all();
     let loaded = (|| {
         p.mm.reset().map_err(|e| format!("emptying the address space: {e}"))?;
-        elf::load(&info, &bytes, &mut p.mm).map_err(|e| e.to_string())?;
+        crate::loader::load(&info, &bytes, &mut p.mm).map_err(|e| e.to_string())?;
         let aux = AuxInfo::new(&p.creds).ok_or("no random bytes for AT_RANDOM")?;
         stack::build(&p.mm, &info, &argv, &envp, &given, &aux).map_err(|e| format!("the new stack: {e}"))
     })();
