@@ -25,7 +25,43 @@ use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
 use crate::fault::{self, Fault};
 use crate::layout::{USER_CS, USER_DS};
-use crate::process::{default_ignores, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
+use crate::process::{Process, Termination};
+
+/// Number of signals (1..=64).
+pub const NSIG: usize = 64;
+
+/// One `rt_sigaction` disposition, as the kernel stores it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// `SIG_DFL` / `SIG_IGN` handler values.
+pub const SIG_DFL: u64 = 0;
+pub const SIG_IGN: u64 = 1;
+
+/// Signal state of the process (each thread's mask, alternate stack and own pending signals
+/// are in its [`ThreadState`](crate::process::ThreadState); delivery is below).
+#[derive(Debug, Clone)]
+pub struct Signals {
+    pub actions: [SigAction; NSIG + 1],
+    /// Signals sent to the process, not yet taken by a thread.
+    pub pending: Pending,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals { actions: [SigAction::default(); NSIG + 1], pending: Pending::default() }
+    }
+}
+
+/// Whether the default action of `sig` is to ignore it.
+pub fn default_ignores(sig: i32) -> bool {
+    matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT)
+}
 
 /// `si_code` of a signal sent by `kill`.
 pub const SI_USER: i32 = 0;

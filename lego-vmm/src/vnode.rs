@@ -218,7 +218,7 @@ impl Vnode {
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
         process.net = crate::net::Net::new(&config.name, config.net.clone());
-        process.image = crate::pseudo::ExecImage {
+        process.image = crate::process::ExecImage {
             exe: vnode_exe(&config.files, &program.path),
             argv: program.argv.clone(),
             envp: program.envp.clone(),

@@ -22,7 +22,7 @@ use crate::fdtable::{Backing, OpenFile};
 use crate::fs::Stat;
 use crate::process::Process;
 
-pub use view::{ExecImage, ProcView};
+pub use view::ProcView;
 
 use node::{Kind, Node};
 

@@ -4,19 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fdtable::OpenFile;
-use crate::process::{Creds, Process};
+use crate::process::{Creds, ExecImage, Process};
 use lego_proto::vma::Vma;
-
-/// The program a process runs, as `execve` (or `lego run`) started it.
-#[derive(Debug, Clone, Default)]
-pub struct ExecImage {
-    /// vNode path of the executable (`/proc/PID/exe`).
-    pub exe: Vec<u8>,
-    /// Arguments (`/proc/PID/cmdline`).
-    pub argv: Vec<Vec<u8>>,
-    /// Environment (`/proc/PID/environ`).
-    pub envp: Vec<Vec<u8>>,
-}
 
 /// A snapshot of a process for its `/proc/PID` files.
 #[derive(Clone)]
@@ -73,8 +62,8 @@ impl ProcView {
         for (sig, a) in p.signals.actions.iter().enumerate().skip(1) {
             let bit = 1u64 << (sig - 1);
             match a.handler {
-                crate::process::SIG_DFL => {}
-                crate::process::SIG_IGN => ignored |= bit,
+                crate::signal::SIG_DFL => {}
+                crate::signal::SIG_IGN => ignored |= bit,
                 _ => caught |= bit,
             }
         }

@@ -8,10 +8,10 @@
 use super::{Args, Control, Cpu, Forked, NewThread};
 use crate::elf;
 use crate::errno::{Errno, SysResult};
-use crate::process::{Locked, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
+use crate::process::{Locked, Process, Termination};
 use crate::hostcpu::CpuTime;
 use crate::proctable::WaitFor;
-use crate::signal::{self, AltStack, SigInfo, SIGINFO_SIZE};
+use crate::signal::{self, AltStack, SigAction, SigInfo, NSIG, SIGINFO_SIZE, SIG_DFL, SIG_IGN};
 use crate::stack::{self, AuxInfo};
 use crate::threads::ThreadGroup;
 
@@ -50,7 +50,7 @@ pub(super) fn fork_process(
 ) -> SysResult<Control> {
     // The low byte is the signal the parent gets when the child ends (0: none).
     let exit_signal = (flags & 0xff) as i32;
-    if exit_signal > crate::process::NSIG as i32 {
+    if exit_signal > NSIG as i32 {
         return Err(Errno::EINVAL);
     }
     if flags & CLONE_SETTLS != 0 && tls >= 1 << 47 {
@@ -187,7 +187,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     (t.altstack, t.saved_mask) = (AltStack::default(), None);
     p.procs.set_nocldwait(p.pid, signal::reaps_children(&p.signals.actions[libc::SIGCHLD as usize]));
     p.comm = crate::process::comm_of(&given);
-    p.image = crate::pseudo::ExecImage { exe: path, argv, envp };
+    p.image = crate::process::ExecImage { exe: path, argv, envp };
     p.procs.released(p.pid);
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::{Args, Control, Cpu};
 use crate::errno::{Errno, SysResult};
-use crate::process::{Locked, Process, SigAction, NSIG};
-use crate::signal::{self, SigInfo, SI_TKILL, SI_USER, UNBLOCKABLE};
+use crate::process::{Locked, Process};
+use crate::signal::{self, SigAction, SigInfo, NSIG, SI_TKILL, SI_USER, UNBLOCKABLE};
 
 /// `rt_sigreturn`: the run loop restores the frame, as it needs the vCPU for the FPU state.
 pub fn rt_sigreturn(_: &mut Locked<'_>, _: &mut Cpu<'_>, _: Args) -> SysResult<Control> {
