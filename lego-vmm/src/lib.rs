@@ -14,6 +14,7 @@
 pub mod anonfd;
 pub mod bench;
 pub mod cpu;
+pub mod delivery;
 pub mod elf;
 pub mod epoll;
 pub mod errno;

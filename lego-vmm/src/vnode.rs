@@ -14,6 +14,7 @@ use std::time::Instant;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 
+use crate::delivery;
 use crate::cpu::{self, GuestEvent};
 use crate::elf::{self, ElfInfo};
 use crate::errno::Errno;
@@ -29,7 +30,7 @@ use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::memory::mm::Mm;
 use crate::memory::paging::Prot;
 use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
-use crate::signal::{self, SigInfo};
+use crate::signal::{SigInfo};
 use crate::stack::{self, AuxInfo};
 use crate::proctable::{ProcTable, Signalable};
 use crate::syscall::{self, Call, Control, Cpu, Forked, NewThread};
@@ -568,7 +569,7 @@ impl Group {
                 }
             }
             Resume::SignalReturn => {
-                if let Err(end) = signal::sigreturn(&mut p, vcpu, tid) {
+                if let Err(end) = delivery::sigreturn(&mut p, vcpu, tid) {
                     return Break(Some(end.into()));
                 }
                 self.trace(&p, tid, &call, vcpu.sync_regs_mut().regs.rax);
@@ -581,7 +582,7 @@ impl Group {
                 cpu::emulate_sysret(&mut sync.regs, &mut sync.sregs);
                 vcpu.set_sync_dirty_reg(SyncReg::Register);
                 vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
-                flow(signal::deliver(&mut p, vcpu, tid, signal::Entry::Syscall(call.nr)))
+                flow(delivery::deliver(&mut p, vcpu, tid, delivery::Entry::Syscall(call.nr)))
             }
         }
     }
@@ -617,7 +618,7 @@ impl Group {
             Ok(f) => f,
             Err(e) => return Break(Some(Err(e))),
         };
-        flow(signal::fault(&mut p, vcpu, tid, &fault, &frame, vector, cr2))
+        flow(delivery::fault(&mut p, vcpu, tid, &fault, &frame, vector, cr2))
     }
 
     /// The thread was kicked out of the guest because a signal waits for it.
@@ -626,7 +627,7 @@ impl Group {
         // and takes its signals on the way back.
         if vcpu.sync_regs_mut().regs.rip < SYS_BASE {
             let mut p = self.process.lock_unpoisoned();
-            return flow(signal::deliver(&mut p, vcpu, tid, signal::Entry::Other));
+            return flow(delivery::deliver(&mut p, vcpu, tid, delivery::Entry::Other));
         }
         Continue(())
     }
@@ -640,7 +641,7 @@ impl Group {
         if threads.ending() {
             return Break(None);
         }
-        flow(signal::fault(&mut p, vcpu, tid, &fault::port_io(port, frame.rip), &frame, 13, 0))
+        flow(delivery::fault(&mut p, vcpu, tid, &fault::port_io(port, frame.rip), &frame, 13, 0))
     }
 
     /// Serves a page fault of the thread on `vcpu`, on this thread: an ExCache miss is
@@ -686,7 +687,7 @@ impl Group {
 type Flow = ControlFlow<Option<Result<Termination, VmmError>>>;
 
 /// Runs on after a signal step, or leaves the loop if the thread cannot go back to its program.
-fn flow(step: Result<(), signal::Ended>) -> Flow {
+fn flow(step: Result<(), delivery::Ended>) -> Flow {
     match step {
         Ok(()) => Continue(()),
         Err(end) => Break(Some(end.into())),
@@ -784,7 +785,7 @@ impl Signalable for Group {
     /// on a fatal signal before any thread takes it.
     fn signal(&self, info: SigInfo) {
         let mut p = self.process.lock_unpoisoned();
-        signal::post_process(&mut p, info, None);
+        delivery::post_process(&mut p, info, None);
         drop(p);
         if info.signo == libc::SIGKILL {
             self.end(Ok(Termination::Signaled { signal: libc::SIGKILL, detail: None }));
@@ -794,7 +795,7 @@ impl Signalable for Group {
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut()) {
         let mut p = self.process.lock_unpoisoned();
         record();
-        signal::post_process(&mut p, info, None);
+        delivery::post_process(&mut p, info, None);
     }
 
     fn with_process(&self, f: &mut dyn FnMut(&mut Process)) {

@@ -73,7 +73,7 @@ pub enum Control {
     /// `exit_group`, or an `execve` that failed after the old image was gone: the process ends.
     ExitGroup(Termination),
     /// `rt_sigreturn`: the registers, FPU state and mask come back from the signal frame on the
-    /// stack, which the run loop reads through the vCPU (`crate::signal::sigreturn`).
+    /// stack, which the run loop reads through the vCPU (`crate::delivery::sigreturn`).
     SignalReturn,
     /// The process's memory failed during the call: nothing computed since can be trusted, and
     /// the run ends with this error.

@@ -14,13 +14,14 @@ use super::fs::common::fdarg;
 use super::fs::data::{clip, gather, read_iovecs, scatter};
 use super::fs::paths::resolve;
 use super::{Args, Cpu};
+use crate::delivery;
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
 use crate::net::addr::{self, SockAddr};
 use crate::net::host;
 use crate::net::socket::{Socket, State};
 use crate::process::{Locked, Process};
-use crate::signal::{self, SigInfo, SI_USER};
+use crate::signal::{SigInfo, SI_USER};
 
 /// Largest guest `sockaddr` accepted (`sizeof(struct sockaddr_storage)`).
 const SOCKADDR_MAX: u64 = 128;
@@ -559,7 +560,7 @@ fn send(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, u64)], flags: i32, 
             if flags & libc::MSG_NOSIGNAL == 0 {
                 let info = SigInfo::sent(libc::SIGPIPE, SI_USER, p.pid, p.creds.uid);
                 // The sender exists: it is the caller.
-                let _ = signal::post_thread(p, tid, info, Some(tid));
+                let _ = delivery::post_thread(p, tid, info, Some(tid));
             }
             Err(Errno::EPIPE)
         }

@@ -218,7 +218,7 @@ fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
 /// Thread `tid` waits for a child `which` selects to end: `(pid, wait status)`, `None` at once
 /// with `nohang` if none has ended, `ECHILD` without such children, `EINTR` if the caller's
 /// process ends or a signal comes for the thread meanwhile (a handler with `SA_RESTART`
-/// restarts the call, [`crate::signal::restartable`]). With `reap == false` the child stays a
+/// restarts the call, [`crate::delivery::restartable`]). With `reap == false` the child stays a
 /// zombie.
 fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32, CpuTime)>> {
     let (procs, group, me) = (p.procs.clone(), p.group.clone(), p.pid);

@@ -135,7 +135,7 @@ pub fn exit_thread(p: &mut Process, tid: i32) {
     if let Some(host) = state.host {
         p.usage += host.spent();
     }
-    crate::signal::thread_gone(p, tid);
+    crate::delivery::thread_gone(p, tid);
     if state.robust_list.0 != 0 {
         release_robust_list(p, tid, state.robust_list.0);
     }

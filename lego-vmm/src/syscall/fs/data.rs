@@ -5,9 +5,10 @@ use lego_proto::sync::LockExt;
 use std::os::fd::AsRawFd;
 
 use super::common::{CHUNK, MAX_RW_COUNT, Segs, UIO_MAXIOV, access_ok, host_read, host_ready, host_write, u64_at};
+use crate::delivery;
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
-use crate::signal::{self, SigInfo, SI_USER};
+use crate::signal::{SigInfo, SI_USER};
 use crate::process::Process;
 
 // ---------------------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ pub(in crate::syscall) fn do_write(p: &mut Process, tid: i32, file: &OpenFile, s
     if res == Err(Errno::EPIPE) {
         let info = SigInfo::sent(libc::SIGPIPE, SI_USER, p.pid, p.creds.uid);
         // The writer exists: it is the caller.
-        let _ = signal::post_thread(p, tid, info, Some(tid));
+        let _ = delivery::post_thread(p, tid, info, Some(tid));
     }
     res
 }
