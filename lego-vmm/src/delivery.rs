@@ -4,7 +4,7 @@
 //!
 //! The data path, top to bottom:
 //! 1. [`post_thread`] and [`post_process`] queue a signal with its `siginfo` and wake the thread
-//!    that is to take it: out of a blocking wait ([`ThreadGroup::interrupt`], the wait fails with
+//!    that is to take it: out of a blocking wait ([`ThreadGroup::interrupt`](crate::threads::ThreadGroup::interrupt), the wait fails with
 //!    `EINTR`) and out of the guest ([`crate::kick::Kicker::kick`]).
 //! 2. The thread's run loop calls [`deliver`] each time it is about to go back to the guest
 //!    after a system call or a kick. Every deliverable signal gets its disposition: ignored, the

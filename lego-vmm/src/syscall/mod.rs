@@ -1,10 +1,12 @@
 //! The Linux system-call interface of a vNode process.
 //!
-//! [`handle`] decodes the call from the guest registers, runs its handler against the
-//! [`Process`] state and puts the result in RAX. Handlers are plain functions of the process,
-//! the calling vCPU's registers and thread, and six argument words, so they can be tested
-//! without KVM. They run with the process lock held; the few that may block ([`Handler::Blocking`])
-//! get the lock itself and release it while they wait.
+//! [`handle`] runs the handler of a [`Call`] against the [`Process`] state and returns a
+//! [`Control`]: the value to put in RAX, or what only the run loop can do (start a thread or a
+//! process, restart at a new image, end the thread or the process, restore a signal frame).
+//! Handlers are plain functions of the process, the calling vCPU's registers and thread, and
+//! six argument words, so they can be tested without KVM. They run with the process lock held;
+//! the few that may block ([`Handler::Blocking`]) get the lock itself and release it while they
+//! wait, and the few that ask more of the run loop ([`Handler::Controls`]) return a [`Control`].
 
 mod anon;
 mod attrs;
