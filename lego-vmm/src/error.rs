@@ -37,7 +37,7 @@ pub enum VmmError {
     MemoryServer(String),
     /// The vNode's remote files could not be reached.
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[from] crate::fs::remote::ConnectError),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

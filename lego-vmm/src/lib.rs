@@ -3,8 +3,10 @@
 //! exits to the VMM, which acts as LegoOS's process monitor and Linux state layer.
 //!
 //! Data flow of one system call: guest `syscall` -> stub `out` -> [`vnode`] run loop ->
-//! [`syscall::handle`] against the [`process::Process`] state -> `sysret` emulated by writing
-//! RIP/RFLAGS/CS/SS back through KVM sync regs.
+//! [`syscall::handle`] against the [`process::Process`] state, which returns a
+//! [`syscall::Control`] (a value, or a thread to start, an exit, an exec, a signal return) that
+//! the run loop acts on -> `sysret` emulated by writing RIP/RFLAGS/CS/SS back through KVM sync
+//! regs.
 //!
 //! Memory: the guest's memory lives on mem-servers; only the [`excache`] is resident here, and
 //! memory system calls go to the process's home mem-server through [`mm::Mm`].
@@ -12,6 +14,7 @@
 pub mod anonfd;
 pub mod bench;
 pub mod cpu;
+pub mod delivery;
 pub mod elf;
 pub mod epoll;
 pub mod errno;
@@ -25,6 +28,7 @@ pub mod hostcpu;
 pub mod kick;
 pub mod kvm_stats;
 pub mod layout;
+pub mod loader;
 pub mod locks;
 pub mod mapstate;
 pub mod memory;

@@ -10,11 +10,8 @@ use crate::fdtable::FdTable;
 use crate::fs::FileSystem;
 use crate::memory::mm::Mm;
 use crate::proctable::ProcTable;
-use crate::signal::{AltStack, Pending};
+use crate::signal::{AltStack, Pending, Signals};
 use crate::threads::ThreadGroup;
-
-/// Number of signals (1..=64).
-pub const NSIG: usize = 64;
 
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,37 +40,15 @@ impl Termination {
     }
 }
 
-/// One `rt_sigaction` disposition, as the kernel stores it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SigAction {
-    pub handler: u64,
-    pub flags: u64,
-    pub restorer: u64,
-    pub mask: u64,
-}
-
-/// `SIG_DFL` / `SIG_IGN` handler values.
-pub const SIG_DFL: u64 = 0;
-pub const SIG_IGN: u64 = 1;
-
-/// Signal state of the process (each thread's mask, alternate stack and own pending signals
-/// are in its [`ThreadState`]; delivery is [`crate::signal`]).
-#[derive(Debug, Clone)]
-pub struct Signals {
-    pub actions: [SigAction; NSIG + 1],
-    /// Signals sent to the process, not yet taken by a thread.
-    pub pending: Pending,
-}
-
-impl Default for Signals {
-    fn default() -> Self {
-        Signals { actions: [SigAction::default(); NSIG + 1], pending: Pending::default() }
-    }
-}
-
-/// Whether the default action of `sig` is to ignore it.
-pub fn default_ignores(sig: i32) -> bool {
-    matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGCONT)
+/// The program a process runs, as `execve` (or `lego run`) started it.
+#[derive(Debug, Clone, Default)]
+pub struct ExecImage {
+    /// vNode path of the executable (`/proc/PID/exe`).
+    pub exe: Vec<u8>,
+    /// Arguments (`/proc/PID/cmdline`).
+    pub argv: Vec<Vec<u8>>,
+    /// Environment (`/proc/PID/environ`).
+    pub envp: Vec<Vec<u8>>,
 }
 
 /// User and group ids.
@@ -173,10 +148,8 @@ pub struct Process {
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
     pub started: Instant,
-    /// Set when the process has ended.
-    pub exit: Option<Termination>,
     /// The program it runs (for `/proc/PID`).
-    pub image: crate::pseudo::ExecImage,
+    pub image: ExecImage,
 }
 
 impl Creds {
@@ -238,8 +211,7 @@ impl Process {
             fifos: Default::default(),
             maps: Default::default(),
             started: Instant::now(),
-            exit: None,
-            image: crate::pseudo::ExecImage::default(),
+            image: ExecImage::default(),
         })
     }
 
@@ -280,7 +252,6 @@ impl Process {
             fifos: self.fifos.clone(),
             maps: self.maps.forked(),
             started: Instant::now(),
-            exit: None,
             image: self.image.clone(),
         })
     }

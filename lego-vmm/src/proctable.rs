@@ -21,7 +21,7 @@ pub const FIRST_PID: i32 = 1;
 
 /// A running process another one can signal.
 pub trait Signalable: Send + Sync {
-    /// Posts `info` to the process ([`crate::signal::post_process`]): a thread that can take it
+    /// Posts `info` to the process ([`crate::delivery::post_process`]): a thread that can take it
     /// is woken, and its run loop delivers it (a default action may end the process).
     fn signal(&self, info: SigInfo);
 

@@ -78,7 +78,6 @@ impl SysMem {
         };
         let sys = SysMem { mem, size, host };
         sys.write_descriptor_tables();
-        crate::vdso::install(&sys);
         Ok(sys)
     }
 

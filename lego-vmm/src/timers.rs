@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::delivery;
 use crate::errno::{Errno, SysResult};
 use crate::process::Process;
 use crate::proctable::Signalable;
-use crate::signal::{self, SigInfo, SI_KERNEL};
+use crate::signal::{SigInfo, SI_KERNEL};
 
 /// What an armed timer does when it expires.
 #[derive(Clone)]
@@ -538,7 +539,7 @@ fn signal_queued(p: &mut Process, id: i32, notify: Notify) -> bool {
 fn fire(p: &mut Process, key: u64, count: u64) {
     let interval = [(p.timers.real, libc::SIGALRM), (p.timers.user, libc::SIGVTALRM), (p.timers.cpu, libc::SIGPROF)];
     if let Some(&(_, signo)) = interval.iter().find(|(k, _)| *k == Some(key)) {
-        signal::post_process(p, SigInfo::sent(signo, SI_KERNEL, 0, 0), None);
+        delivery::post_process(p, SigInfo::sent(signo, SI_KERNEL, 0, 0), None);
         return;
     }
     let Some((&id, &t)) = p.timers.posix.iter().find(|(_, t)| t.key == key) else {
@@ -574,11 +575,11 @@ fn fire(p: &mut Process, key: u64, count: u64) {
     }
     let info = SigInfo::timer(signo, id, extra, value);
     match tid {
-        None => signal::post_process(p, info, None),
+        None => delivery::post_process(p, info, None),
         Some(tid) => {
             // A thread that ended takes no more signals: Linux sends them to the process then.
-            if signal::post_thread(p, tid, info, None).is_err() {
-                signal::post_process(p, info, None);
+            if delivery::post_thread(p, tid, info, None).is_err() {
+                delivery::post_process(p, info, None);
             }
         }
     }

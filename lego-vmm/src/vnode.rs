@@ -2,6 +2,7 @@
 
 use lego_proto::sync::{CondvarExt, LockExt};
 use std::io::Write;
+use std::ops::ControlFlow::{self, Break, Continue};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::time::Instant;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 
+use crate::delivery;
 use crate::cpu::{self, GuestEvent};
 use crate::elf::{self, ElfInfo};
 use crate::errno::Errno;
@@ -28,10 +30,10 @@ use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::memory::mm::Mm;
 use crate::memory::paging::Prot;
 use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
-use crate::signal::{self, SigInfo};
+use crate::signal::{SigInfo};
 use crate::stack::{self, AuxInfo};
 use crate::proctable::{ProcTable, Signalable};
-use crate::syscall::{self, Cpu, Forked, NewThread, ThreadRequest};
+use crate::syscall::{self, Call, Control, Cpu, Forked, NewThread};
 use crate::threads::ThreadGroup;
 use lego_proto::vma::VmaKind;
 
@@ -186,7 +188,7 @@ impl Vnode {
         let mut mm = Mm::new(config.mem_size, &config.memory)?;
         let (entry, rflags) = match &image {
             Image::Elf { info, bytes } => {
-                elf::load(info, bytes, &mut mm).map_err(|source| VmmError::BadElf {
+                crate::loader::load(info, bytes, &mut mm).map_err(|source| VmmError::BadElf {
                     path: program.path.display().to_string(),
                     source,
                 })?;
@@ -217,7 +219,7 @@ impl Vnode {
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
         process.net = crate::net::Net::new(&config.name, config.net.clone());
-        process.image = crate::pseudo::ExecImage {
+        process.image = crate::process::ExecImage {
             exe: vnode_exe(&config.files, &program.path),
             argv: program.argv.clone(),
             envp: program.envp.clone(),
@@ -509,7 +511,6 @@ impl Group {
     /// The thread's [`ThreadGroup`] is the one of the image it runs: an `execve` in another
     /// thread ends it (and the thread with it) and gives the process a new one.
     fn run_loop(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32) -> Option<Result<Termination, VmmError>> {
-        let mut stderr = std::io::stderr();
         let mut threads = {
             let p = self.process.lock_unpoisoned();
             if !p.threads.contains_key(&tid) {
@@ -527,135 +528,120 @@ impl Group {
                 Err(_) if threads.ending() => return None,
                 Err(e) => return Some(Err(e)),
             };
-            match event {
-                GuestEvent::Syscall if vcpu.sync_regs_mut().regs.rax == signal::SYS_RT_SIGRETURN => {
-                    let mut p = self.process.lock_unpoisoned();
-                    p.stats.calls += 1;
-                    *p.stats.by_nr.entry(signal::SYS_RT_SIGRETURN).or_default() += 1;
-                    if let Err(end) = signal::sigreturn(&mut p, vcpu, tid) {
-                        return Some(end.into());
-                    }
-                    if self.trace {
-                        let _ = writeln!(stderr, "[{tid}] rt_sigreturn() = {}", vcpu.sync_regs_mut().regs.rax as i64);
-                    }
-                }
-                GuestEvent::Syscall => {
-                    let sync = vcpu.sync_regs_mut();
-                    let nr = sync.regs.rax;
-                    let mut p = Locked::lock(&self.process);
-                    if threads.ending() {
-                        // The call was made in an image that is gone, or the process is ending.
-                        return None;
-                    }
-                    let mut cpu = Cpu::new(&mut sync.regs, &mut sync.sregs, tid);
-                    let trace = self.trace.then_some(&mut stderr as &mut dyn Write);
-                    syscall::handle(&mut p, &mut cpu, trace);
-                    let request = cpu.request.take();
-                    if let Err(e) = check_memory(&p) {
-                        return Some(Err(e));
-                    }
-                    if let Some(t) = p.exit.take() {
-                        return Some(Ok(t));
-                    }
-                    match request {
-                        Some(ThreadRequest::Exit(status)) => return self.thread_exit(&mut p, tid, status),
-                        Some(ThreadRequest::Spawn(new)) if threads.ending() => {
-                            // An execve in another thread is replacing the image the new thread
-                            // was made for.
-                            p.threads.remove(&new.tid);
-                        }
-                        Some(ThreadRequest::Spawn(new)) => {
-                            if let Err(e) = self.spawn(&new) {
-                                tracing::warn!(tid = new.tid, "clone: {e}");
-                                p.threads.remove(&new.tid);
-                                sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
-                            }
-                        }
-                        Some(ThreadRequest::Fork(forked)) => {
-                            let (pid, vfork) = (forked.thread.tid, forked.vfork);
-                            match Group::start_process(*forked, self.trace) {
-                                Err(e) => {
-                                    tracing::warn!(pid, "fork: {e}");
-                                    p.procs.forget(pid);
-                                    sync.regs.rax = (-Errno::EAGAIN.0 as i64) as u64;
-                                }
-                                Ok(()) if vfork => {
-                                    // A signal ends the wait, to be delivered (the child has a
-                                    // memory of its own, which the parent's handler cannot harm).
-                                    let (procs, threads) = (p.procs.clone(), threads.clone());
-                                    p.unlocked(|| procs.wait_vfork(pid, || threads.ending() || threads.interrupted(tid)));
-                                }
-                                Ok(()) => {}
-                            }
-                        }
-                        Some(ThreadRequest::Exec { entry, rsp }) => {
-                            threads = p.group.clone();
-                            drop(p);
-                            // The new program starts from a fresh vCPU state, not a return.
-                            if let Err(e) = cpu::reset_vcpu(&self.kvm, vcpu, index, self.cr3, entry, rsp) {
-                                return Some(Err(e));
-                            }
-                            continue;
-                        }
-                        None => {}
-                    }
-                    cpu::emulate_sysret(&mut sync.regs, &mut sync.sregs);
-                    vcpu.set_sync_dirty_reg(SyncReg::Register);
-                    vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
-                    if let Err(end) = signal::deliver(&mut p, vcpu, tid, signal::Entry::Syscall(nr)) {
-                        return Some(end.into());
-                    }
-                }
-                GuestEvent::Exception(vector) => {
-                    let mut denied = false;
-                    if vector == PAGE_FAULT {
-                        match self.page_fault(vcpu) {
-                            Ok(None) => continue,
-                            Ok(Some(d)) => denied = d,
-                            Err(e) => return Some(Err(e)),
-                        }
-                    }
-                    let sync = vcpu.sync_regs_mut();
-                    let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
-                    let mut p = self.process.lock_unpoisoned();
-                    if threads.ending() {
-                        // A fault of an image an execve in another thread replaced.
-                        return None;
-                    }
-                    let fault = check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2, denied));
-                    let (fault, frame) = match fault {
-                        Ok(f) => f,
-                        Err(e) => return Some(Err(e)),
-                    };
-                    if let Err(end) = signal::fault(&mut p, vcpu, tid, &fault, &frame, vector, cr2) {
-                        return Some(end.into());
-                    }
-                }
-                GuestEvent::Kicked => {
-                    // Between user instructions only: a vCPU kicked inside a stub exits from it
-                    // at once, and takes its signals on the way back.
-                    if vcpu.sync_regs_mut().regs.rip < SYS_BASE {
-                        let mut p = self.process.lock_unpoisoned();
-                        if let Err(end) = signal::deliver(&mut p, vcpu, tid, signal::Entry::Other) {
-                            return Some(end.into());
-                        }
-                    }
-                }
-                GuestEvent::UserPortIo(port) => {
-                    // A #GP: to the program's SIGSEGV handler if it has one, as on Linux.
-                    let regs = &vcpu.sync_regs_mut().regs;
-                    let frame = Frame { error_code: 0, rip: regs.rip, cs: 0, rflags: regs.rflags, rsp: regs.rsp };
-                    let mut p = self.process.lock_unpoisoned();
-                    if threads.ending() {
-                        return None;
-                    }
-                    if let Err(end) = signal::fault(&mut p, vcpu, tid, &fault::port_io(port, frame.rip), &frame, 13, 0) {
-                        return Some(end.into());
-                    }
-                }
-                GuestEvent::Unexpected(what) => return Some(Err(VmmError::GuestCrashed(what))),
+            let flow = match event {
+                GuestEvent::Syscall => self.on_syscall(vcpu, index, tid, &mut threads),
+                GuestEvent::Exception(vector) => self.on_exception(vcpu, tid, &threads, vector),
+                GuestEvent::Kicked => self.on_kick(vcpu, tid),
+                GuestEvent::UserPortIo(port) => self.on_port_io(vcpu, tid, &threads, port),
+                GuestEvent::Unexpected(what) => Break(Some(Err(VmmError::GuestCrashed(what)))),
+            };
+            if let Break(end) = flow {
+                return end;
             }
         }
+    }
+
+    /// The thread made a system call: its handler runs under the process lock, and the
+    /// control value it returns is settled in the process, then on the vCPU.
+    fn on_syscall(self: &Arc<Self>, vcpu: &mut VcpuFd, index: u32, tid: i32, threads: &mut Arc<ThreadGroup>) -> Flow {
+        let sync = vcpu.sync_regs_mut();
+        let call = Call::of(&sync.regs);
+        let mut p = Locked::lock(&self.process);
+        if threads.ending() {
+            // The call was made in an image that is gone, or the process is ending.
+            return Break(None);
+        }
+        let control = syscall::handle(&mut p, &mut Cpu::new(&mut sync.regs, &mut sync.sregs, tid), &call);
+        let next = settle(&mut p, control, tid, threads, self);
+        match next {
+            Resume::Leave(end) => {
+                self.trace(&p, tid, &call, 0);
+                Break(end)
+            }
+            Resume::Exec { entry, rsp } => {
+                self.trace(&p, tid, &call, 0);
+                *threads = p.group.clone();
+                drop(p);
+                // The new program starts from a fresh vCPU state, not a return.
+                match cpu::reset_vcpu(&self.kvm, vcpu, index, self.cr3, entry, rsp) {
+                    Ok(()) => Continue(()),
+                    Err(e) => Break(Some(Err(e))),
+                }
+            }
+            Resume::SignalReturn => {
+                if let Err(end) = delivery::sigreturn(&mut p, vcpu, tid) {
+                    return Break(Some(end.into()));
+                }
+                self.trace(&p, tid, &call, vcpu.sync_regs_mut().regs.rax);
+                Continue(())
+            }
+            Resume::Return(ret) => {
+                self.trace(&p, tid, &call, ret);
+                let sync = vcpu.sync_regs_mut();
+                sync.regs.rax = ret;
+                cpu::emulate_sysret(&mut sync.regs, &mut sync.sregs);
+                vcpu.set_sync_dirty_reg(SyncReg::Register);
+                vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+                flow(delivery::deliver(&mut p, vcpu, tid, delivery::Entry::Syscall(call.nr)))
+            }
+        }
+    }
+
+    /// With `--trace-syscalls`, prints the strace-style line of `call`, which returned `ret`.
+    fn trace(&self, p: &Process, tid: i32, call: &Call, ret: u64) {
+        if self.trace {
+            // A failing trace sink must not change what the program sees.
+            let _ = writeln!(std::io::stderr(), "[{tid}] {}", call.trace(p, ret));
+        }
+    }
+
+    /// The thread raised exception `vector`: an ExCache miss is served; anything else goes to
+    /// the program as the signal Linux would send.
+    fn on_exception(&self, vcpu: &mut VcpuFd, tid: i32, threads: &ThreadGroup, vector: u8) -> Flow {
+        let mut denied = false;
+        if vector == PAGE_FAULT {
+            match self.page_fault(vcpu) {
+                Ok(None) => return Continue(()),
+                Ok(Some(d)) => denied = d,
+                Err(e) => return Break(Some(Err(e))),
+            }
+        }
+        let sync = vcpu.sync_regs_mut();
+        let (kernel_rsp, cr2) = (sync.regs.rsp, sync.sregs.cr2);
+        let mut p = self.process.lock_unpoisoned();
+        if threads.ending() {
+            // A fault of an image an execve in another thread replaced.
+            return Break(None);
+        }
+        let fault = check_memory(&p).and_then(|()| exception(&p, vector, kernel_rsp, cr2, denied));
+        let (fault, frame) = match fault {
+            Ok(f) => f,
+            Err(e) => return Break(Some(Err(e))),
+        };
+        flow(delivery::fault(&mut p, vcpu, tid, &fault, &frame, vector, cr2))
+    }
+
+    /// The thread was kicked out of the guest because a signal waits for it.
+    fn on_kick(&self, vcpu: &mut VcpuFd, tid: i32) -> Flow {
+        // Between user instructions only: a vCPU kicked inside a stub exits from it at once,
+        // and takes its signals on the way back.
+        if vcpu.sync_regs_mut().regs.rip < SYS_BASE {
+            let mut p = self.process.lock_unpoisoned();
+            return flow(delivery::deliver(&mut p, vcpu, tid, delivery::Entry::Other));
+        }
+        Continue(())
+    }
+
+    /// The thread did port I/O itself: a #GP, to the program's `SIGSEGV` handler if it has
+    /// one, as on Linux.
+    fn on_port_io(&self, vcpu: &mut VcpuFd, tid: i32, threads: &ThreadGroup, port: u16) -> Flow {
+        let regs = &vcpu.sync_regs_mut().regs;
+        let frame = Frame { error_code: 0, rip: regs.rip, cs: 0, rflags: regs.rflags, rsp: regs.rsp };
+        let mut p = self.process.lock_unpoisoned();
+        if threads.ending() {
+            return Break(None);
+        }
+        flow(delivery::fault(&mut p, vcpu, tid, &fault::port_io(port, frame.rip), &frame, 13, 0))
     }
 
     /// Serves a page fault of the thread on `vcpu`, on this thread: an ExCache miss is
@@ -694,13 +680,102 @@ impl Group {
             Err(e) => Err(VmmError::MemoryServer(e.to_string())),
         }
     }
+}
 
-    /// Guest thread `tid` called `exit`: it leaves (see [`syscall::exit_thread`]). The process
-    /// ends with its last thread, with that thread's status (as Linux 6.x reports it to the
-    /// parent, also when the first thread exited earlier with another).
-    fn thread_exit(&self, p: &mut Process, tid: i32, status: i32) -> Option<Result<Termination, VmmError>> {
-        syscall::exit_thread(p, tid);
-        p.threads.is_empty().then_some(Ok(Termination::Exited(status)))
+/// What the run loop does after an event: run the thread on, or leave the loop (with how the
+/// process ended if this thread ended it).
+type Flow = ControlFlow<Option<Result<Termination, VmmError>>>;
+
+/// Runs on after a signal step, or leaves the loop if the thread cannot go back to its program.
+fn flow(step: Result<(), delivery::Ended>) -> Flow {
+    match step {
+        Ok(()) => Continue(()),
+        Err(end) => Break(Some(end.into())),
+    }
+}
+
+/// What settling a call's control value needs beyond the process: host threads and VMs. The
+/// run loop's [`Group`] starts them for real.
+trait Starter {
+    /// Starts a vCPU running thread `new`.
+    fn spawn(&self, new: &NewThread) -> Result<(), VmmError>;
+    /// Starts the child process of a fork in a VM of its own.
+    fn start_process(&self, forked: Forked) -> Result<(), VmmError>;
+}
+
+impl Starter for Arc<Group> {
+    fn spawn(&self, new: &NewThread) -> Result<(), VmmError> {
+        Group::spawn(self, new)
+    }
+
+    fn start_process(&self, forked: Forked) -> Result<(), VmmError> {
+        Group::start_process(forked, self.trace)
+    }
+}
+
+/// What is left for the vCPU once a call's control value is settled in the process.
+#[derive(Debug)]
+enum Resume {
+    /// Back to the program with RAX `ret` (`sysret`), taking its signals on the way.
+    Return(u64),
+    /// Restore the signal frame on the stack (`rt_sigreturn`).
+    SignalReturn,
+    /// Start over at the new image's `entry` with stack `rsp`.
+    Exec { entry: u64, rsp: u64 },
+    /// Leave the run loop; with how the process ended if this thread ended it.
+    Leave(Option<Result<Termination, VmmError>>),
+}
+
+/// Settles the control value of a call thread `tid` made in the process: threads and child
+/// processes are started (through `start`), an ending thread leaves its state behind. A thread
+/// or process that cannot be started fails the call with `EAGAIN`. `threads` is the group of
+/// the image the call was made in.
+fn settle(p: &mut Locked<'_>, control: Control, tid: i32, threads: &ThreadGroup, start: &impl Starter) -> Resume {
+    let eagain = (-Errno::EAGAIN.0 as i64) as u64;
+    match control {
+        Control::Return(ret) => Resume::Return(ret),
+        Control::SignalReturn => Resume::SignalReturn,
+        Control::Exec { entry, rsp } => Resume::Exec { entry, rsp },
+        Control::MemoryFailed(msg) => Resume::Leave(Some(Err(VmmError::MemoryServer(msg)))),
+        Control::ExitGroup(t) => Resume::Leave(Some(Ok(t))),
+        // The process ends with its last thread, with that thread's status (as Linux 6.x
+        // reports it to the parent, also when the first thread exited earlier with another).
+        Control::ExitThread(status) => {
+            syscall::exit_thread(p, tid);
+            Resume::Leave(p.threads.is_empty().then_some(Ok(Termination::Exited(status))))
+        }
+        Control::Clone(new) if threads.ending() => {
+            // An execve in another thread is replacing the image the new thread was made for.
+            p.threads.remove(&new.tid);
+            Resume::Return(new.tid as u64)
+        }
+        Control::Clone(new) => match start.spawn(&new) {
+            Ok(()) => Resume::Return(new.tid as u64),
+            Err(e) => {
+                tracing::warn!(tid = new.tid, "clone: {e}");
+                p.threads.remove(&new.tid);
+                Resume::Return(eagain)
+            }
+        },
+        Control::Fork(forked) => {
+            let (pid, vfork) = (forked.thread.tid, forked.vfork);
+            match start.start_process(*forked) {
+                Err(e) => {
+                    tracing::warn!(pid, "fork: {e}");
+                    p.procs.forget(pid);
+                    Resume::Return(eagain)
+                }
+                Ok(()) => {
+                    if vfork {
+                        // A signal ends the wait, to be delivered (the child has a memory of
+                        // its own, which the parent's handler cannot harm).
+                        let procs = p.procs.clone();
+                        p.unlocked(|| procs.wait_vfork(pid, || threads.ending() || threads.interrupted(tid)));
+                    }
+                    Resume::Return(pid as u64)
+                }
+            }
+        }
     }
 }
 
@@ -710,7 +785,7 @@ impl Signalable for Group {
     /// on a fatal signal before any thread takes it.
     fn signal(&self, info: SigInfo) {
         let mut p = self.process.lock_unpoisoned();
-        signal::post_process(&mut p, info, None);
+        delivery::post_process(&mut p, info, None);
         drop(p);
         if info.signo == libc::SIGKILL {
             self.end(Ok(Termination::Signaled { signal: libc::SIGKILL, detail: None }));
@@ -720,7 +795,7 @@ impl Signalable for Group {
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut()) {
         let mut p = self.process.lock_unpoisoned();
         record();
-        signal::post_process(&mut p, info, None);
+        delivery::post_process(&mut p, info, None);
     }
 
     fn with_process(&self, f: &mut dyn FnMut(&mut Process)) {
@@ -862,4 +937,168 @@ fn install_stdio(fds: &mut FdTable) {
 /// The default vNode root: the current directory.
 pub fn default_root() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The run loop's part of a system call over made-up calls: each is handled against a real
+    //! process (whose memory lives on an embedded mem-server), and its control value settled
+    //! with a starter that records what it was asked to start, or fails.
+
+    use super::*;
+    use kvm_bindings::{kvm_regs, kvm_sregs};
+    use std::cell::RefCell;
+
+    /// `pthread_create`'s clone flags.
+    const THREAD: u64 = 0x100 | 0x200 | 0x400 | 0x800 | 0x1_0000 | 0x4_0000;
+
+    /// Records the threads and processes it is asked to start; `fail` makes every start fail.
+    #[derive(Default)]
+    struct Recorder {
+        fail: bool,
+        threads: RefCell<Vec<i32>>,
+        processes: RefCell<Vec<i32>>,
+    }
+
+    impl Starter for Recorder {
+        fn spawn(&self, new: &NewThread) -> Result<(), VmmError> {
+            self.threads.borrow_mut().push(new.tid);
+            if self.fail {
+                return Err(VmmError::Config("no vCPU".into()));
+            }
+            Ok(())
+        }
+
+        fn start_process(&self, forked: Forked) -> Result<(), VmmError> {
+            self.processes.borrow_mut().push(forked.thread.tid);
+            if self.fail {
+                return Err(VmmError::Config("no VM".into()));
+            }
+            Ok(())
+        }
+    }
+
+    /// A process and the mem-server its memory lives on (dropped in this order).
+    struct Fixture {
+        process: Mutex<Process>,
+        _server: mem_server::Handle,
+        _root: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let root = tempfile::tempdir().expect("a temporary root");
+        let fs = Arc::new(HostDir::new(root.path()).expect("a host directory root"));
+        let crate::testing::TestMm { mm, server } = crate::testing::mm(64 << 20);
+        let process = Process::new(mm, fs, "t".into(), b"t").expect("a process");
+        Fixture { process: Mutex::new(process), _server: server, _root: root }
+    }
+
+    /// Thread `tid` makes call `nr` with `args`; what the run loop is left to do.
+    fn call(f: &Fixture, start: &Recorder, tid: i32, nr: u64, args: [u64; 6]) -> Resume {
+        let [rdi, rsi, rdx, r10, r8, r9] = args;
+        let mut regs = kvm_regs { rax: nr, rdi, rsi, rdx, r10, r8, r9, ..Default::default() };
+        let mut sregs = kvm_sregs::default();
+        let call = Call::of(&regs);
+        let mut p = Locked::lock(&f.process);
+        let threads = p.group.clone();
+        let control = syscall::handle(&mut p, &mut Cpu::new(&mut regs, &mut sregs, tid), &call);
+        settle(&mut p, control, tid, &threads, start)
+    }
+
+    fn eagain() -> u64 {
+        (-Errno::EAGAIN.0 as i64) as u64
+    }
+
+    #[test]
+    fn a_plain_call_returns_its_value_and_starts_nothing() {
+        let (f, start) = (fixture(), Recorder::default());
+        let pid = f.process.lock_unpoisoned().pid;
+        assert!(matches!(call(&f, &start, MAIN_TID, 39, [0; 6]), Resume::Return(r) if r == pid as u64));
+        assert!(start.threads.borrow().is_empty() && start.processes.borrow().is_empty());
+    }
+
+    #[test]
+    fn an_unknown_call_returns_enosys_and_is_counted() {
+        let (f, start) = (fixture(), Recorder::default());
+        let enosys = (-Errno::ENOSYS.0 as i64) as u64;
+        assert!(matches!(call(&f, &start, MAIN_TID, 100_000, [0; 6]), Resume::Return(r) if r == enosys));
+        assert_eq!(f.process.lock_unpoisoned().stats.unimplemented.get(&100_000), Some(&1));
+    }
+
+    #[test]
+    fn exit_group_ends_the_process_with_its_status() {
+        let (f, start) = (fixture(), Recorder::default());
+        let got = call(&f, &start, MAIN_TID, 231, [0x107, 0, 0, 0, 0, 0]);
+        assert!(matches!(got, Resume::Leave(Some(Ok(Termination::Exited(7))))), "{got:?}");
+    }
+
+    #[test]
+    fn exit_ends_the_process_only_with_its_last_thread() {
+        let (f, start) = (fixture(), Recorder::default());
+        let Resume::Return(tid) = call(&f, &start, MAIN_TID, 56, [THREAD, 0x10_0000, 0, 0, 0, 0]) else {
+            panic!("clone did not return")
+        };
+        let tid = tid as i32;
+        assert_eq!(*start.threads.borrow(), [tid]);
+        let got = call(&f, &start, MAIN_TID, 60, [3, 0, 0, 0, 0, 0]);
+        assert!(matches!(got, Resume::Leave(None)), "the first thread leaves alone: {got:?}");
+        assert!(!f.process.lock_unpoisoned().threads.contains_key(&MAIN_TID));
+        let got = call(&f, &start, tid, 60, [4, 0, 0, 0, 0, 0]);
+        assert!(matches!(got, Resume::Leave(Some(Ok(Termination::Exited(4))))), "the last one ends it: {got:?}");
+    }
+
+    #[test]
+    fn a_thread_that_cannot_start_fails_clone_with_eagain() {
+        let (f, start) = (fixture(), Recorder { fail: true, ..Recorder::default() });
+        let got = call(&f, &start, MAIN_TID, 56, [THREAD, 0x10_0000, 0, 0, 0, 0]);
+        assert!(matches!(got, Resume::Return(r) if r == eagain()), "{got:?}");
+        let tried = start.threads.borrow()[0];
+        assert!(!f.process.lock_unpoisoned().threads.contains_key(&tried), "its state is gone");
+    }
+
+    #[test]
+    fn a_thread_cloned_in_an_ending_image_is_not_started() {
+        let (f, start) = (fixture(), Recorder::default());
+        f.process.lock_unpoisoned().group.end();
+        let Resume::Return(tid) = call(&f, &start, MAIN_TID, 56, [THREAD, 0x10_0000, 0, 0, 0, 0]) else {
+            panic!("clone did not return")
+        };
+        assert!(start.threads.borrow().is_empty());
+        assert!(!f.process.lock_unpoisoned().threads.contains_key(&(tid as i32)));
+    }
+
+    #[test]
+    fn a_fork_starts_the_child_and_returns_its_pid() {
+        let (f, start) = (fixture(), Recorder::default());
+        let Resume::Return(pid) = call(&f, &start, MAIN_TID, 57, [0; 6]) else { panic!("fork did not return") };
+        assert_eq!(*start.processes.borrow(), [pid as i32]);
+        let p = f.process.lock_unpoisoned();
+        assert_eq!(p.procs.ppid(pid as i32), p.pid, "the child is in the process table");
+    }
+
+    #[test]
+    fn a_fork_that_cannot_start_fails_with_eagain_and_is_forgotten() {
+        let (f, start) = (fixture(), Recorder { fail: true, ..Recorder::default() });
+        let got = call(&f, &start, MAIN_TID, 57, [0; 6]);
+        assert!(matches!(got, Resume::Return(r) if r == eagain()), "{got:?}");
+        let pid = start.processes.borrow()[0];
+        assert_eq!(f.process.lock_unpoisoned().procs.ppid(pid), 0, "no such process");
+    }
+
+    #[test]
+    fn rt_sigreturn_is_left_to_the_vcpu_and_counted_once() {
+        let (f, start) = (fixture(), Recorder::default());
+        assert!(matches!(call(&f, &start, MAIN_TID, 15, [0; 6]), Resume::SignalReturn));
+        let p = f.process.lock_unpoisoned();
+        assert_eq!((p.stats.calls, p.stats.by_nr.get(&15)), (1, Some(&1)));
+    }
+
+    #[test]
+    fn an_execve_of_a_missing_program_returns_enoent() {
+        let (f, start) = (fixture(), Recorder::default());
+        let path = f.process.lock_unpoisoned().mm.mmap(0, 4096, Prot::RW, 0x22, VmaKind::Anon).expect("a page");
+        f.process.lock_unpoisoned().mm.write_user(path, b"/nothing\0").expect("the path");
+        let enoent = (-Errno::ENOENT.0 as i64) as u64;
+        assert!(matches!(call(&f, &start, MAIN_TID, 59, [path, 0, 0, 0, 0, 0]), Resume::Return(r) if r == enoent));
+    }
 }

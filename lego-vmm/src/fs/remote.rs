@@ -24,6 +24,7 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{Reply, Request};
 use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
+use lego_proto::ProtoError;
 
 use super::{DirEntry, File, FileSystem, NodeId, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
@@ -96,24 +97,82 @@ pub struct RemoteFs {
     link: Arc<Link>,
 }
 
+/// Why [`RemoteFs::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The vNode name is not one storage takes.
+    #[error("vNode name {0:?} must be 1-64 bytes of [A-Za-z0-9._-]")]
+    BadName(String),
+    /// The buffer-cache mem-server could not be reached or answered badly.
+    #[error("buffer-cache mem-server {server}: {source}")]
+    Cache {
+        /// Its address.
+        server: String,
+        #[source]
+        source: ProtoError,
+    },
+    /// The mem-server caches the files of another storage server.
+    #[error(
+        "mem-server {server} caches files of storage server {cached}, not {storage} (start it with \
+         `lego mem-server --storage-server {storage}`)"
+    )]
+    OtherStorage {
+        /// The mem-server's address.
+        server: String,
+        /// The storage server it caches, or "(none)".
+        cached: String,
+        /// The storage server asked for.
+        storage: String,
+    },
+    /// The mem-server answered a statistics request with something else.
+    #[error("mem-server {server} answered {reply} to a statistics request")]
+    Unexpected {
+        /// Its address.
+        server: String,
+        /// The answer, as debug text.
+        reply: String,
+    },
+    /// The storage server has no such vNode.
+    #[error(
+        "storage server {storage} does not know vNode {vnode}: create it with `lego vnode create {vnode}` \
+         (or name the storage server with `lego run --storage-server`, which mounts it)"
+    )]
+    UnknownVnode {
+        /// The storage server's address.
+        storage: String,
+        /// The vNode.
+        vnode: String,
+    },
+    /// The vNode's root could not be looked at.
+    #[error("storage server {storage}, through mem-server {server}: the vNode's root answered {errno:?}")]
+    Root {
+        /// The storage server's address.
+        storage: String,
+        /// The mem-server's address.
+        server: String,
+        /// What it answered.
+        errno: Errno,
+    },
+}
+
 impl RemoteFs {
     /// Connects to the mem-server at `server` for the files of vNode `vnode`, checking that its
     /// buffer cache is in front of the storage server at `storage`.
-    pub fn connect(server: &str, storage: &str, vnode: &str, cluster: u64, timeout: Duration) -> Result<RemoteFs, String> {
-        storage::check_vnode(vnode).map_err(|_| format!("vNode name {vnode:?} must be 1-64 bytes of [A-Za-z0-9._-]"))?;
-        let failed = |e: lego_proto::ProtoError| format!("buffer-cache mem-server {server}: {e}");
+    pub fn connect(server: &str, storage: &str, vnode: &str, cluster: u64, timeout: Duration) -> Result<RemoteFs, ConnectError> {
+        storage::check_vnode(vnode).map_err(|_| ConnectError::BadName(vnode.to_string()))?;
+        let failed = |source| ConnectError::Cache { server: server.to_string(), source };
         let mut conn = TcpTransport::connect(server, Hello::new(ComponentKind::Processor, cluster), timeout).map_err(failed)?;
         let stat = conn.call(0, &encode(&Request::Stat)).and_then(|body| decode::<Reply>(&body)).map_err(failed)?;
         match stat {
             Reply::Stat(s) if s.storage.as_deref() == Some(storage) => {}
             Reply::Stat(s) => {
-                return Err(format!(
-                    "mem-server {server} caches files of storage server {}, not {storage} (start it with \
-                     `lego mem-server --storage-server {storage}`)",
-                    s.storage.as_deref().unwrap_or("(none)")
-                ))
+                return Err(ConnectError::OtherStorage {
+                    server: server.to_string(),
+                    cached: s.storage.unwrap_or_else(|| "(none)".into()),
+                    storage: storage.to_string(),
+                })
             }
-            other => return Err(format!("mem-server {server} answered {other:?} to a statistics request")),
+            other => return Err(ConnectError::Unexpected { server: server.to_string(), reply: format!("{other:?}") }),
         }
         let link = Link { vnode: vnode.to_string(), conn: Mutex::new(Some(conn)), server: server.to_string() };
         // One request through to storage now, so an unreachable storage server is a clear
@@ -121,12 +180,9 @@ impl RemoteFs {
         match link.attr(b"/") {
             Ok(_) => {}
             Err(Errno(storage::errno::ENOVNODE)) => {
-                return Err(format!(
-                    "storage server {storage} does not know vNode {vnode}: create it with `lego vnode create {vnode}` \
-                     (or name the storage server with `lego run --storage-server`, which mounts it)"
-                ))
+                return Err(ConnectError::UnknownVnode { storage: storage.to_string(), vnode: vnode.to_string() })
             }
-            Err(e) => return Err(format!("storage server {storage}, through mem-server {server}: the vNode's root answered {e:?}")),
+            Err(errno) => return Err(ConnectError::Root { storage: storage.to_string(), server: server.to_string(), errno }),
         }
         Ok(RemoteFs { link: Arc::new(link) })
     }
@@ -452,7 +508,7 @@ mod tests {
     #[test]
     fn a_vnode_the_storage_server_does_not_know_is_a_clear_error() {
         let (_dir, storage, mem) = cluster();
-        let e = RemoteFs::connect(&mem.addr().to_string(), &storage.addr().to_string(), "nobody", 0, Duration::from_secs(5)).err().unwrap();
+        let e = RemoteFs::connect(&mem.addr().to_string(), &storage.addr().to_string(), "nobody", 0, Duration::from_secs(5)).err().unwrap().to_string();
         assert!(e.contains("does not know vNode nobody") && e.contains("lego vnode create nobody"), "{e}");
     }
 
@@ -512,7 +568,7 @@ mod tests {
     #[test]
     fn a_cache_server_in_front_of_another_storage_server_is_refused() {
         let (_dir, storage, mem) = cluster();
-        let e = RemoteFs::connect(&mem.addr().to_string(), "127.0.0.1:1", "t", 0, Duration::from_secs(5)).err().unwrap();
+        let e = RemoteFs::connect(&mem.addr().to_string(), "127.0.0.1:1", "t", 0, Duration::from_secs(5)).err().unwrap().to_string();
         assert!(e.contains(&storage.addr().to_string()) && e.contains("127.0.0.1:1"), "{e}");
     }
 

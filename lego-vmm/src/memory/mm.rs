@@ -12,12 +12,13 @@ use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{Effect, MemCall, MemOutcome, ProcessSpec, Reply, Request};
 use lego_proto::transport::{TcpTransport, Transport};
+use lego_proto::ProtoError;
 use lego_proto::vma::{VmaKind, VmaList};
 
 use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
 use crate::memory::excache::owners::Owners;
-use crate::memory::excache::{CacheStats, ExCache, Held, MemoryConfig};
+use crate::memory::excache::{CacheStats, ExCache, Held, MemError, MemoryConfig};
 use crate::layout::*;
 use crate::memory::paging::Prot;
 use crate::sysmem::SysMem;
@@ -50,6 +51,60 @@ pub struct Mm {
     config: MemoryConfig,
 }
 
+/// Why a call to the home mem-server, or the application of its answer, failed: any of these
+/// is a failure of the process's memory.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    /// The request or its answer did not travel.
+    #[error("home mem-server: {0}")]
+    Link(#[source] ProtoError),
+    /// The answer could not be decoded.
+    #[error("home mem-server {peer}: {source}")]
+    Decode {
+        /// The home's address.
+        peer: String,
+        #[source]
+        source: ProtoError,
+    },
+    /// The home refused to create the process (or its fork).
+    #[error("the home refused to {what} the process: {reply}")]
+    Refused {
+        /// What was asked: "create" or "fork".
+        what: &'static str,
+        /// The answer, as debug text.
+        reply: String,
+    },
+    /// The home answered something else than the request calls for.
+    #[error("home mem-server answered {request} with {reply}")]
+    Unexpected {
+        /// The request.
+        request: &'static str,
+        /// The answer, as debug text.
+        reply: String,
+    },
+    /// An effect names a range outside the user part of the address space.
+    #[error("the home sent an impossible range {start:#x}..{end:#x}")]
+    BadRange {
+        /// Start of the range.
+        start: u64,
+        /// End of the range.
+        end: u64,
+    },
+    /// A region could not be mapped in the ExCache.
+    #[error("mapping {start:#x}..{end:#x}: {source}")]
+    Map {
+        /// Start of the region.
+        start: u64,
+        /// End of the region.
+        end: u64,
+        #[source]
+        source: MemError,
+    },
+    /// The ExCache could not apply an effect.
+    #[error(transparent)]
+    Cache(#[from] MemError),
+}
+
 /// The control connection to the process's home mem-server.
 struct Home {
     link: TcpTransport,
@@ -58,24 +113,24 @@ struct Home {
 
 impl Home {
     /// Sends a request; a failure of the home is a failure of the process's memory.
-    fn call(&mut self, req: &Request) -> Result<Reply, String> {
-        let body = self.link.call(self.proc, &encode(req)).map_err(|e| format!("home mem-server: {e}"))?;
-        decode(&body).map_err(|e| format!("home mem-server {}: {e}", self.link.peer()))
+    fn call(&mut self, req: &Request) -> Result<Reply, HomeError> {
+        let body = self.link.call(self.proc, &encode(req)).map_err(HomeError::Link)?;
+        decode(&body).map_err(|source| HomeError::Decode { peer: self.link.peer().to_string(), source })
     }
 
     /// Tells the home of the copies the ExCache lost (failed-over mem-servers), so that it
     /// never asks them again: done before any other request, with the ExCache held. With
     /// `rebuild`, the home gives each vRegion a new secondary, which the ExCache writes to from
     /// then on.
-    fn report(&mut self, cache: &mut Held<'_>, rebuild: bool) -> Result<(), String> {
+    fn report(&mut self, cache: &mut Held<'_>, rebuild: bool) -> Result<(), HomeError> {
         for (index, server) in cache.take_unreported() {
             match self.call(&Request::ReplicaLost { index, server, rebuild })? {
                 Reply::Mem(Ok(outcome)) => {
                     for o in outcome.owners {
-                        cache.set_owner(o.index, &o.owner, o.secondary.as_deref()).map_err(|e| e.to_string())?;
+                        cache.set_owner(o.index, &o.owner, o.secondary.as_deref())?;
                     }
                 }
-                other => return Err(format!("home mem-server answered ReplicaLost with {other:?}")),
+                other => return Err(HomeError::Unexpected { request: "ReplicaLost", reply: format!("{other:?}") }),
             }
         }
         Ok(())
@@ -158,6 +213,7 @@ impl Mm {
         };
         let owners = Owners::over(config.transport.clone(), config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
         let sys = Arc::new(SysMem::new(size)?);
+        crate::vdso::install(&sys);
         let cache = ExCache::start(config.excache, owners, proc, sys.clone())?;
         Ok(Mm {
             cache,
@@ -171,16 +227,16 @@ impl Mm {
     }
 
     /// Sends `req` (which creates the process at the home) and applies the answer.
-    fn start(&mut self, req: &Request, what: &str) -> Result<(), VmmError> {
+    fn start(&mut self, req: &Request, what: &'static str) -> Result<(), VmmError> {
         let created = match self.home.call(req) {
             Ok(Reply::Mem(Ok(outcome))) => {
                 let Mm { cache, vmas, stack_top, .. } = self;
                 apply(vmas, &mut cache.hold(), *stack_top, outcome)
             }
-            Ok(other) => Err(format!("the home refused to {what} the process: {other:?}")),
+            Ok(other) => Err(HomeError::Refused { what, reply: format!("{other:?}") }),
             Err(e) => Err(e),
         };
-        created.map(|_| ()).map_err(VmmError::MemoryServer)
+        created.map(|_| ()).map_err(|e| VmmError::MemoryServer(e.to_string()))
     }
 
     /// A copy of this address space for a child process (fork), with a home session of its own
@@ -197,7 +253,7 @@ impl Mm {
         let mut cache = self.cache.hold();
         cache.clean(USER_MIN, self.stack_top).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
         let remote = cache.remote_pages();
-        self.home.report(&mut cache, true).map_err(VmmError::MemoryServer)?;
+        self.home.report(&mut cache, true).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
         child.start(&Request::ForkProcess { parent: self.home.proc }, "fork")?;
         drop(cache);
         child.cache.hold().set_remote_pages(remote);
@@ -283,7 +339,7 @@ impl Mm {
                     let end = old.saturating_add(page_ceil(old_len).unwrap_or(u64::MAX)).min(v.end);
                     if let Err(e) = cache.write_back(old, end) {
                         drop(cache);
-                        return Err(self.fatal(e.to_string()));
+                        return Err(self.fatal(e));
                     }
                 }
             }
@@ -292,7 +348,7 @@ impl Mm {
         let outcome = match reply {
             Ok(Reply::Mem(Ok(o))) => Ok(o),
             Ok(Reply::Mem(Err(errno))) => return Err(Errno(errno)),
-            Ok(other) => Err(format!("home mem-server answered {other:?}")),
+            Ok(other) => Err(HomeError::Unexpected { request: "a memory call", reply: format!("{other:?}") }),
             Err(e) => Err(e),
         };
         let applied = outcome.and_then(|o| apply(&mut self.vmas, &mut cache, self.stack_top, o));
@@ -300,8 +356,9 @@ impl Mm {
         applied.map_err(|e| self.fatal(e))
     }
 
-    fn fatal(&self, msg: String) -> Errno {
-        self.cache.fail(msg);
+    /// Fails the process's memory with `why`: the calling program gets `EIO`, and the run ends.
+    fn fatal(&self, why: impl std::fmt::Display) -> Errno {
+        self.cache.fail(why.to_string());
         Errno::EIO
     }
 
@@ -445,39 +502,38 @@ impl Drop for Mm {
 
 /// Applies the home's effects, in order, to the region cache and the ExCache (its page tables
 /// and lines), held still by the caller since before the request.
-fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemOutcome) -> Result<u64, String> {
+fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemOutcome) -> Result<u64, HomeError> {
     // The home may only describe the user part of this address space.
     let check_effect = |start: u64, end: u64| {
         if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || start >= end || start < USER_MIN || end > stack_top {
-            return Err(format!("the home sent an impossible range {start:#x}..{end:#x}"));
+            return Err(HomeError::BadRange { start, end });
         }
         Ok(())
     };
-    let mem = |e: crate::memory::excache::MemError| e.to_string();
     for o in &outcome.owners {
-        cache.set_owner(o.index, &o.owner, o.secondary.as_deref()).map_err(mem)?;
+        cache.set_owner(o.index, &o.owner, o.secondary.as_deref())?;
     }
     for effect in outcome.effects {
         match effect {
             Effect::Map(vma) => {
                 check_effect(vma.start, vma.end)?;
                 vmas.remove(vma.start, vma.end);
-                cache.map(vma.start, vma.end, vma.prot).map_err(|e| format!("mapping {:#x}..{:#x}: {e}", vma.start, vma.end))?;
+                cache.map(vma.start, vma.end, vma.prot).map_err(|source| HomeError::Map { start: vma.start, end: vma.end, source })?;
                 vmas.insert(vma);
             }
             Effect::Unmap { start, end } => {
                 check_effect(start, end)?;
                 vmas.remove(start, end);
-                cache.unmap(start, end).map_err(mem)?;
+                cache.unmap(start, end)?;
             }
             Effect::Protect { start, end, prot } => {
                 check_effect(start, end)?;
                 vmas.protect(start, end, prot);
-                cache.protect(start, end, prot).map_err(mem)?;
+                cache.protect(start, end, prot)?;
             }
             Effect::Discard { start, end } => {
                 check_effect(start, end)?;
-                cache.discard(start, end).map_err(mem)?;
+                cache.discard(start, end)?;
             }
             Effect::Move { from, to, len } => {
                 check_effect(from, from.saturating_add(len))?;

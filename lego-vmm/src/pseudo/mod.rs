@@ -9,6 +9,7 @@
 //! files are [`crate::fs::File`]s, so `read`, `fstat`, `getdents64` and `lseek` need nothing
 //! of their own; their contents are generated when they are opened.
 
+mod clock;
 mod dev;
 mod node;
 mod procfs;
@@ -21,7 +22,7 @@ use crate::fdtable::{Backing, OpenFile};
 use crate::fs::Stat;
 use crate::process::Process;
 
-pub use view::{ExecImage, ProcView};
+pub use view::ProcView;
 
 use node::{Kind, Node};
 
@@ -212,8 +213,7 @@ pub fn file_path(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
 /// Linux's `struct sysinfo` with the figures `/proc` shows: the vNode's uptime, memory and
 /// processes, the pComponent's load averages.
 pub fn sysinfo(p: &Process) -> [u8; 112] {
-    let ctx = node::Ctx::new(p);
-    let (total, free, _, _) = procfs::memory(&ctx);
+    let (total, free, _, _) = procfs::memory(p);
     let mut b = [0u8; 112];
     b[..8].copy_from_slice(&p.procs.started().elapsed().as_secs().to_le_bytes());
     for (i, load) in procfs::load_averages().iter().enumerate() {

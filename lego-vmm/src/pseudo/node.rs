@@ -4,6 +4,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use super::dev::Device;
+use super::clock::wall_time;
 use super::procfs;
 use super::view::ProcView;
 use super::Opened;
@@ -77,19 +78,6 @@ pub fn join(comps: &[Vec<u8>]) -> Vec<u8> {
         .collect()
 }
 
-/// Seconds and nanoseconds of the wall clock at `at`.
-pub fn wall_time(at: std::time::Instant) -> Timespec {
-    let ago = at.elapsed();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let t = now.saturating_sub(ago);
-    Timespec {
-        sec: t.as_secs() as i64,
-        nsec: i64::from(t.subsec_nanos()),
-    }
-}
-
 /// What a look-up needs: the calling process, and through its process table the others.
 pub struct Ctx<'a> {
     pub p: &'a Process,
@@ -158,11 +146,7 @@ impl<'a> Ctx<'a> {
 
     /// The snapshot of process `pid` of the vNode (the caller's own without its table look-up).
     pub fn view(&self, pid: i32) -> Option<ProcView> {
-        if pid == self.p.pid {
-            Some(ProcView::of(self.p))
-        } else {
-            self.p.procs.view(pid)
-        }
+        ProcView::find(self.p, pid)
     }
 
     /// The node at `at` (components, the first a pseudo root, without `.` or `..`).
@@ -273,10 +257,10 @@ impl<'a> Ctx<'a> {
             let text = match first.as_slice() {
                 b"self" => return Ok(link(self.p.pid.to_string())),
                 b"cpuinfo" => procfs::cpuinfo(),
-                b"loadavg" => procfs::loadavg(self),
-                b"meminfo" => procfs::meminfo(self),
-                b"stat" => procfs::stat(self),
-                _ => procfs::uptime(self),
+                b"loadavg" => procfs::loadavg(self.p),
+                b"meminfo" => procfs::meminfo(self.p),
+                b"stat" => procfs::stat(self.p),
+                _ => procfs::uptime(self.p),
             };
             return Ok(Node {
                 meta: meta(libc::S_IFREG | 0o444),
@@ -366,9 +350,9 @@ impl<'a> Ctx<'a> {
             b"environ" => procfs::nul_list(&v.image.envp),
             b"comm" => [v.comm.as_slice(), b"\n"].concat(),
             b"maps" => procfs::maps(v),
-            b"stat" => procfs::pid_stat(self, v),
+            b"stat" => procfs::pid_stat(self.p, v),
             b"statm" => procfs::statm(v),
-            _ => procfs::status(self, v),
+            _ => procfs::status(self.p, v),
         };
         let mode = if name.as_slice() == b"environ" {
             0o400

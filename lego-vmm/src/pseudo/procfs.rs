@@ -2,9 +2,10 @@
 
 use std::fmt::Write as _;
 
-use super::node::Ctx;
+use super::clock::wall_time;
 use super::view::ProcView;
 use crate::layout::PAGE_SIZE;
+use crate::process::Process;
 use lego_proto::vma::VmaKind;
 
 /// `USER_HZ`: the unit of the times in `/proc/stat` and `/proc/PID/stat`.
@@ -95,29 +96,29 @@ pub fn cpuinfo() -> Vec<u8> {
 }
 
 /// Every running process of the vNode as seen now (the caller's included).
-fn all_views(ctx: &Ctx<'_>) -> Vec<ProcView> {
-    ctx.p
+fn all_views(p: &Process) -> Vec<ProcView> {
+    p
         .procs
-        .running_pids(ctx.p.pid)
+        .running_pids(p.pid)
         .into_iter()
-        .filter_map(|pid| ctx.view(pid))
+        .filter_map(|pid| ProcView::find(p, pid))
         .collect()
 }
 
 /// The vNode's memory: `(total, free, resident in the ExCaches, ExCache capacity)` in bytes.
 /// Total is the vNode's user memory, free what no process has mapped of it.
-pub fn memory(ctx: &Ctx<'_>) -> (u64, u64, u64, u64) {
-    let views = all_views(ctx);
-    let total = ctx.p.mm.size();
+pub fn memory(p: &Process) -> (u64, u64, u64, u64) {
+    let views = all_views(p);
+    let total = p.mm.size();
     let mapped: u64 = views.iter().map(ProcView::vsz).sum();
     let resident = views.iter().map(|v| v.resident).sum();
-    let capacity = ctx.p.mm.cache().pool().size() * views.len().max(1) as u64;
+    let capacity = p.mm.cache().pool().size() * views.len().max(1) as u64;
     (total, total.saturating_sub(mapped), resident, capacity)
 }
 
 /// `/proc/meminfo`: the vNode's memory; `Cached` is what its ExCaches hold.
-pub fn meminfo(ctx: &Ctx<'_>) -> Vec<u8> {
-    let (total, free, resident, capacity) = memory(ctx);
+pub fn meminfo(p: &Process) -> Vec<u8> {
+    let (total, free, resident, capacity) = memory(p);
     let kb = |b: u64| b / 1024;
     let rows: [(&str, u64); 16] = [
         ("MemTotal", kb(total)),
@@ -145,8 +146,8 @@ pub fn meminfo(ctx: &Ctx<'_>) -> Vec<u8> {
 }
 
 /// Seconds since the vNode started.
-fn uptime_secs(ctx: &Ctx<'_>) -> f64 {
-    ctx.p.procs.started().elapsed().as_secs_f64()
+fn uptime_secs(p: &Process) -> f64 {
+    p.procs.started().elapsed().as_secs_f64()
 }
 
 /// CPU time (user, system) the VMM process has used running the vNode, in seconds.
@@ -162,8 +163,8 @@ fn vnode_cpu() -> (f64, f64) {
 }
 
 /// `/proc/uptime`: seconds since the vNode started, and the idle seconds of its CPUs.
-pub fn uptime(ctx: &Ctx<'_>) -> Vec<u8> {
-    let up = uptime_secs(ctx);
+pub fn uptime(p: &Process) -> Vec<u8> {
+    let up = uptime_secs(p);
     let (u, s) = vnode_cpu();
     let idle = (up * host_cpus().len() as f64 - u - s).max(0.0);
     format!("{up:.2} {idle:.2}\n").into_bytes()
@@ -181,24 +182,24 @@ pub fn load_averages() -> [f64; 3] {
 
 /// `/proc/loadavg`: the pComponent's load averages, then the vNode's threads (the caller
 /// running, of all) and the last id handed out.
-pub fn loadavg(ctx: &Ctx<'_>) -> Vec<u8> {
+pub fn loadavg(p: &Process) -> Vec<u8> {
     let avg = load_averages();
-    let threads: usize = all_views(ctx).iter().map(|v| v.threads.len()).sum();
+    let threads: usize = all_views(p).iter().map(|v| v.threads.len()).sum();
     format!(
         "{:.2} {:.2} {:.2} 1/{} {}\n",
         avg[0],
         avg[1],
         avg[2],
         threads,
-        ctx.p.procs.last_id()
+        p.procs.last_id()
     )
     .into_bytes()
 }
 
 /// `/proc/stat`: the CPU time of the vNode (what the VMM process used, the rest idle), when
 /// it started and its processes.
-pub fn stat(ctx: &Ctx<'_>) -> Vec<u8> {
-    let up = uptime_secs(ctx);
+pub fn stat(p: &Process) -> Vec<u8> {
+    let up = uptime_secs(p);
     let (u, s) = vnode_cpu();
     let ticks = |x: f64| (x * USER_HZ as f64) as u64;
     let ncpu = host_cpus().len() as f64;
@@ -210,9 +211,9 @@ pub fn stat(ctx: &Ctx<'_>) -> Vec<u8> {
     let _ = writeln!(
         out,
         "btime {}",
-        super::node::wall_time(ctx.p.procs.started()).sec
+        wall_time(p.procs.started()).sec
     );
-    let _ = writeln!(out, "processes {}", ctx.p.procs.last_id());
+    let _ = writeln!(out, "processes {}", p.procs.last_id());
     let _ = writeln!(out, "procs_running 1");
     let _ = writeln!(out, "procs_blocked 0");
     out.into_bytes()
@@ -268,23 +269,23 @@ pub fn maps(v: &ProcView) -> Vec<u8> {
 }
 
 /// Clock ticks from the vNode's start to the process's.
-fn start_ticks(ctx: &Ctx<'_>, v: &ProcView) -> u64 {
-    let since = v.started.saturating_duration_since(ctx.p.procs.started());
+fn start_ticks(p: &Process, v: &ProcView) -> u64 {
+    let since = v.started.saturating_duration_since(p.procs.started());
     (since.as_secs_f64() * USER_HZ as f64) as u64
 }
 
 /// The one-letter state: the caller runs; the others are taken as sleeping (the VMM does not
 /// track whether a guest thread is on a CPU or waiting).
-fn state(ctx: &Ctx<'_>, v: &ProcView) -> (char, &'static str) {
-    if v.pid == ctx.p.pid {
+fn state(p: &Process, v: &ProcView) -> (char, &'static str) {
+    if v.pid == p.pid {
         ('R', "running")
     } else {
         ('S', "sleeping")
     }
 }
 
-fn ids(ctx: &Ctx<'_>, pid: i32) -> (i32, i32, i32) {
-    let t = &ctx.p.procs;
+fn ids(p: &Process, pid: i32) -> (i32, i32, i32) {
+    let t = &p.procs;
     (
         t.ppid(pid),
         t.pgid(pid).unwrap_or(pid),
@@ -301,8 +302,8 @@ fn code_range(v: &ProcView) -> (u64, u64) {
 /// `/proc/PID/stat`, the 52 fields of Linux's `do_task_stat`. Faults are the ExCache's: minor
 /// are lines filled locally, major lines fetched from a mem-server. CPU times are not kept per
 /// process (0).
-pub fn pid_stat(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
-    let (ppid, pgid, sid) = ids(ctx, v.pid);
+pub fn pid_stat(p: &Process, v: &ProcView) -> Vec<u8> {
+    let (ppid, pgid, sid) = ids(p, v.pid);
     let (code_start, code_end) = code_range(v);
     let stack = v
         .maps
@@ -314,11 +315,11 @@ pub fn pid_stat(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
         "{pid} ({comm}) {st} {ppid} {pgid} {sid} 0 -1 4194304 {minflt} 0 {majflt} 0 0 0 0 0 20 0 {threads} 0 {start} {vsz} {rss} 18446744073709551615 {cs} {ce} {stack} 0 0 0 {blk} {ign} {cgt} 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
         pid = v.tid,
         comm = String::from_utf8_lossy(&v.comm),
-        st = state(ctx, v).0,
+        st = state(p, v).0,
         minflt = v.faults.0,
         majflt = v.faults.1,
         threads = v.threads.len(),
-        start = start_ticks(ctx, v),
+        start = start_ticks(p, v),
         vsz = v.vsz(),
         rss = rss_pages,
         cs = code_start,
@@ -350,9 +351,9 @@ pub fn statm(v: &ProcView) -> Vec<u8> {
 }
 
 /// `/proc/PID/status`.
-pub fn status(ctx: &Ctx<'_>, v: &ProcView) -> Vec<u8> {
-    let (ppid, _, _) = ids(ctx, v.pid);
-    let (st, st_name) = state(ctx, v);
+pub fn status(p: &Process, v: &ProcView) -> Vec<u8> {
+    let (ppid, _, _) = ids(p, v.pid);
+    let (st, st_name) = state(p, v);
     let c = v.creds;
     let kb = |b: u64| b / 1024;
     let (cs, ce) = code_range(v);

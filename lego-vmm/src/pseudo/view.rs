@@ -4,19 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fdtable::OpenFile;
-use crate::process::{Creds, Process};
+use crate::process::{Creds, ExecImage, Process};
 use lego_proto::vma::Vma;
-
-/// The program a process runs, as `execve` (or `lego run`) started it.
-#[derive(Debug, Clone, Default)]
-pub struct ExecImage {
-    /// vNode path of the executable (`/proc/PID/exe`).
-    pub exe: Vec<u8>,
-    /// Arguments (`/proc/PID/cmdline`).
-    pub argv: Vec<Vec<u8>>,
-    /// Environment (`/proc/PID/environ`).
-    pub envp: Vec<Vec<u8>>,
-}
 
 /// A snapshot of a process for its `/proc/PID` files.
 #[derive(Clone)]
@@ -55,6 +44,16 @@ pub struct ProcView {
 }
 
 impl ProcView {
+    /// The snapshot of process `pid` of `p`'s vNode: `p`'s own, or one through its process
+    /// table.
+    pub fn find(p: &Process, pid: i32) -> Option<ProcView> {
+        if pid == p.pid {
+            Some(ProcView::of(p))
+        } else {
+            p.procs.view(pid)
+        }
+    }
+
     /// The snapshot of `p`.
     pub fn of(p: &Process) -> ProcView {
         let end = p.comm.iter().position(|&c| c == 0).unwrap_or(p.comm.len());
@@ -63,8 +62,8 @@ impl ProcView {
         for (sig, a) in p.signals.actions.iter().enumerate().skip(1) {
             let bit = 1u64 << (sig - 1);
             match a.handler {
-                crate::process::SIG_DFL => {}
-                crate::process::SIG_IGN => ignored |= bit,
+                crate::signal::SIG_DFL => {}
+                crate::signal::SIG_IGN => ignored |= bit,
                 _ => caught |= bit,
             }
         }
@@ -96,7 +95,7 @@ impl ProcView {
 
     /// When it started, in milliseconds since the Unix epoch.
     pub fn started_unix_ms(&self) -> u64 {
-        let t = super::node::wall_time(self.started);
+        let t = super::clock::wall_time(self.started);
         (t.sec as u64) * 1000 + (t.nsec as u64) / 1_000_000
     }
 

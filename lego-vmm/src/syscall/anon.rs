@@ -6,11 +6,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Args, Cpu};
+use crate::delivery;
 use crate::anonfd::{signalfd_siginfo, AnonFile, SIGNALFD_SIZE};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
 use crate::process::{Locked, Process};
-use crate::signal::{self, UNBLOCKABLE};
+use crate::signal::{UNBLOCKABLE};
 
 const SFD_CLOEXEC: u64 = libc::O_CLOEXEC as u64;
 const SFD_NONBLOCK: u64 = libc::O_NONBLOCK as u64;
@@ -71,7 +72,7 @@ pub fn read_anon(
         let mask = anon.signal_mask();
         let mut out = Vec::new();
         while out.len() + SIGNALFD_SIZE <= len as usize {
-            let Some(info) = signal::take(p, tid, mask) else {
+            let Some(info) = delivery::take(p, tid, mask) else {
                 break;
             };
             out.extend_from_slice(&signalfd_siginfo(&info));

@@ -6,7 +6,8 @@
 
 use std::os::fd::AsFd;
 
-use super::fs::{fdarg, not_opath, read_path, resolve, AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW};
+use super::fs::common::{fdarg, not_opath, AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW};
+use super::fs::paths::{read_path, resolve};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};

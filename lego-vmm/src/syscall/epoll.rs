@@ -7,7 +7,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::fs::fdarg;
+use super::fs::common::fdarg;
 use super::{Args, Cpu};
 use crate::epoll::Epoll;
 use crate::errno::{Errno, SysResult};
@@ -88,7 +88,7 @@ fn with_mask(p: &mut Process, tid: i32, sigmask: u64, size: u64) -> SysResult<()
         return Err(Errno::EINVAL);
     }
     let mask = p.mm.read_u64(sigmask)?;
-    crate::signal::wait_with_mask(p, tid, mask)
+    crate::delivery::wait_with_mask(p, tid, mask)
 }
 
 fn wait(p: &mut Locked<'_>, tid: i32, epfd: u64, events: u64, max: u64, timeout: Option<Duration>) -> SysResult<u64> {

@@ -4,9 +4,9 @@
 use lego_proto::sync::LockExt;
 use std::sync::Arc;
 
-use super::fs::{
-    at_path, check_mode, do_read, do_write, fdarg, host_read, host_write, read_iovecs,
-};
+use super::fs::common::{check_mode, fdarg, host_read, host_write};
+use super::fs::data::{do_read, do_write, read_iovecs};
+use super::fs::paths::at_path;
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};

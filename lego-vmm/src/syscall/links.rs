@@ -4,7 +4,8 @@
 //! `/proc` or `/dev`); a symlink's text is stored as given and resolved, when followed, inside
 //! the vNode root like any guest path.
 
-use super::fs::{fdarg, last_kind, read_path, resolve, Last, AT_EMPTY_PATH, AT_FDCWD};
+use super::fs::common::{fdarg, AT_EMPTY_PATH, AT_FDCWD};
+use super::fs::paths::{last_kind, read_path, resolve, Last};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::Backing;

@@ -1,6 +1,6 @@
 //! File-lock system calls: `fcntl`'s record-lock commands (`F_GETLK`, `F_SETLK`, `F_SETLKW` and
 //! their `F_OFD_*` twins) and `flock`, over the vNode's [`crate::locks::LockTable`]. Every other
-//! `fcntl` command is [`super::fs::fcntl`]'s.
+//! `fcntl` command is [`super::fs::control::fcntl`]'s.
 
 use lego_proto::sync::LockExt;
 use std::os::fd::AsRawFd;
@@ -67,14 +67,14 @@ impl Wait for HostWait {
     }
 }
 
-/// `fcntl`: record locks here, every other command in [`super::fs::fcntl`].
+/// `fcntl`: record locks here, every other command in [`super::fs::control::fcntl`].
 pub fn fcntl(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let cmd = a[1] as i32;
     if !matches!(
         cmd,
         F_GETLK | F_SETLK | F_SETLKW | F_OFD_GETLK | F_OFD_SETLK | F_OFD_SETLKW
     ) {
-        return super::fs::fcntl(p, cpu, a);
+        return super::fs::control::fcntl(p, cpu, a);
     }
     let file = p.fds.get(u64::from(a[0] as u32))?;
     if file.status() & libc::O_PATH != 0 {

@@ -1,13 +1,16 @@
 //! The Linux system-call interface of a vNode process.
 //!
-//! [`handle`] decodes the call from the guest registers, runs its handler against the
-//! [`Process`] state and puts the result in RAX. Handlers are plain functions of the process,
-//! the calling vCPU's registers and thread, and six argument words, so they can be tested
-//! without KVM. They run with the process lock held; the few that may block ([`Handler::Blocking`])
-//! get the lock itself and release it while they wait.
+//! [`handle`] runs the handler of a [`Call`] against the [`Process`] state and returns a
+//! [`Control`]: the value to put in RAX, or what only the run loop can do (start a thread or a
+//! process, restart at a new image, end the thread or the process, restore a signal frame).
+//! Handlers are plain functions of the process, the calling vCPU's registers and thread, and
+//! six argument words, so they can be tested without KVM. They run with the process lock held;
+//! the few that may block ([`Handler::Blocking`]) get the lock itself and release it while they
+//! wait, and the few that ask more of the run loop ([`Handler::Controls`]) return a [`Control`].
 
 mod anon;
 mod attrs;
+mod clone;
 mod epoll;
 mod fileops;
 mod fs;
@@ -33,38 +36,57 @@ use std::fmt::Write as _;
 use kvm_bindings::{kvm_regs, kvm_sregs};
 
 use crate::errno::{Errno, SysResult};
-use crate::process::{Locked, Process};
+use crate::process::{Locked, Process, Termination};
 pub use mapping::unmapping_all;
-pub use thread::{exit_thread, CloneArgs};
+pub use clone::CloneArgs;
+pub use thread::exit_thread;
 
-/// The calling vCPU: its registers, its thread, and what the call asks of the run loop.
+/// The calling vCPU: its registers and its thread.
 pub struct Cpu<'a> {
     pub regs: &'a mut kvm_regs,
     pub sregs: &'a mut kvm_sregs,
     /// The calling thread's id.
     pub tid: i32,
-    /// Set by a call that needs the run loop to act beyond returning a value.
-    pub request: Option<ThreadRequest>,
 }
 
 impl<'a> Cpu<'a> {
     /// Thread `tid` making a call with these registers.
     pub fn new(regs: &'a mut kvm_regs, sregs: &'a mut kvm_sregs, tid: i32) -> Cpu<'a> {
-        Cpu { regs, sregs, tid, request: None }
+        Cpu { regs, sregs, tid }
     }
 }
 
-/// What a system call asks of the run loop of the calling thread.
-pub enum ThreadRequest {
+/// What the run loop does once a system call's handler has run, in the spirit of gVisor's
+/// `SyscallControl`: most calls return a value; the others ask for something only the run loop
+/// can do.
+pub enum Control {
+    /// Back to the caller, with this value in RAX.
+    Return(u64),
     /// `clone` of a thread: start a vCPU for it. Its state is already in the process; the
-    /// call's result is its id.
-    Spawn(NewThread),
-    /// `exit`: the calling thread ends (its state has already been cleaned up).
-    Exit(i32),
-    /// A fork: start the child process (already in the process table) in a VM of its own.
+    /// call returns its id.
+    Clone(NewThread),
+    /// A fork: start the child process (already in the process table) in a VM of its own; the
+    /// call returns its pid.
     Fork(Box<Forked>),
     /// `execve` replaced the image: the calling vCPU starts over at `entry` with stack `rsp`.
     Exec { entry: u64, rsp: u64 },
+    /// `exit`: the calling thread ends with this status (its state is still in the process).
+    ExitThread(i32),
+    /// `exit_group`, or an `execve` that failed after the old image was gone: the process ends.
+    ExitGroup(Termination),
+    /// `rt_sigreturn`: the registers, FPU state and mask come back from the signal frame on the
+    /// stack, which the run loop reads through the vCPU (`crate::delivery::sigreturn`).
+    SignalReturn,
+    /// The process's memory failed during the call: nothing computed since can be trusted, and
+    /// the run ends with this error.
+    MemoryFailed(String),
+}
+
+impl Control {
+    /// A handler's result: its value, or `-errno`, returned to the caller.
+    fn of(result: SysResult<Control>) -> Control {
+        result.unwrap_or_else(|e| Control::Return((-(e.0 as i64)) as u64))
+    }
 }
 
 /// A child process a fork made, for the run loop to start.
@@ -98,8 +120,10 @@ enum Handler {
     /// May wait (for another thread, a timer, the host): holds the lock, and releases it while
     /// it waits.
     Blocking(fn(&mut Locked<'_>, &mut Cpu<'_>, Args) -> SysResult<u64>),
+    /// Asks the run loop for more than a return value (see [`Control`]); may release the lock.
+    Controls(fn(&mut Locked<'_>, &mut Cpu<'_>, Args) -> SysResult<Control>),
 }
-use Handler::{Blocking, Plain};
+use Handler::{Blocking, Controls, Plain};
 
 /// How to print each argument in a trace: `d` signed, `u` unsigned, `x` hex, `o` octal,
 /// `f` fd (AT_FDCWD by name), `s` C string, `b` buffer whose length is the next argument,
@@ -145,7 +169,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         12 => ("x", Plain(brk)),
         13 => ("dxxu", Plain(rt_sigaction)),
         14 => ("dxxu", Plain(rt_sigprocmask)),
-        // 15, rt_sigreturn, is the run loop's (`crate::signal::sigreturn`).
+        15 => ("", Controls(rt_sigreturn)),
         16 => ("fxx", Plain(ioctl)),
         17 => ("fBud", Plain(pread64)),
         18 => ("fbud", Plain(pwrite64)),
@@ -167,11 +191,11 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         38 => ("dxx", Plain(setitimer)),
         39 => ("", Plain(getpid)),
         40 => ("ffxu", Plain(sendfile)),
-        56 => ("xxxxx", Plain(clone)),
-        57 => ("", Plain(fork)),
-        58 => ("", Plain(vfork)),
-        59 => ("sxx", Blocking(execve)),
-        60 => ("d", Plain(exit)),
+        56 => ("xxxxx", Controls(clone)),
+        57 => ("", Controls(fork)),
+        58 => ("", Controls(vfork)),
+        59 => ("sxx", Controls(execve)),
+        60 => ("d", Controls(exit)),
         61 => ("dxxx", Blocking(wait4)),
         62 => ("dd", Blocking(kill)),
         63 => ("x", Plain(uname)),
@@ -265,7 +289,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         228 => ("dx", Plain(clock_gettime)),
         229 => ("dx", Plain(clock_getres)),
         230 => ("ddxx", Blocking(clock_nanosleep)),
-        231 => ("d", Plain(exit_group)),
+        231 => ("d", Controls(exit_group)),
         234 => ("ddd", Plain(tgkill)),
         235 => ("sx", Plain(utimes)),
         247 => ("ddxxx", Blocking(waitid)),
@@ -302,7 +326,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         316 => ("fsfsx", Plain(renameat2)),
         318 => ("xux", Plain(getrandom)),
         319 => ("sx", Plain(memfd_create)),
-        322 => ("fsxxx", Blocking(execveat)),
+        322 => ("fsxxx", Controls(execveat)),
         325 => ("xux", Plain(mlock2)),
         326 => ("fxfxux", Plain(copy_file_range)),
         327 => ("fxddxx", Plain(preadv2)),
@@ -311,7 +335,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         334 => ("xudx", Plain(rseq)),
         424 => ("fdxu", Blocking(pidfd_send_signal)),
         434 => ("dx", Plain(pidfd_open)),
-        435 => ("xu", Plain(clone3)),
+        435 => ("xu", Controls(clone3)),
         436 => ("uux", Plain(close_range)),
         439 => ("fsdx", Plain(faccessat2)),
         452 => ("fsox", Plain(fchmodat2)),
@@ -319,37 +343,50 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     })
 }
 
-/// The system calls lego implements, by number: those of the dispatch table and
-/// `rt_sigreturn`, which the run loop handles (`lego run --stats` counts them).
+/// The system calls lego implements, by number (`lego run --stats` counts them).
 pub fn implemented() -> Vec<u64> {
-    (0..names::NAMES.len() as u64).filter(|&nr| nr == crate::signal::SYS_RT_SIGRETURN || lookup(nr).is_some()).collect()
+    (0..names::NAMES.len() as u64).filter(|&nr| lookup(nr).is_some()).collect()
 }
 
-/// Handles the system call the vCPU stopped on; the result is in RAX afterwards. `trace` gets
-/// one strace-style line per call.
-pub fn handle(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, trace: Option<&mut dyn std::io::Write>) {
-    let nr = cpu.regs.rax;
-    let args: Args = [cpu.regs.rdi, cpu.regs.rsi, cpu.regs.rdx, cpu.regs.r10, cpu.regs.r8, cpu.regs.r9];
+/// A system call as the vCPU made it: its number and six argument words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Call {
+    pub nr: u64,
+    pub args: Args,
+}
+
+impl Call {
+    /// The call in these registers (RAX, then RDI, RSI, RDX, R10, R8, R9).
+    pub fn of(regs: &kvm_regs) -> Call {
+        Call { nr: regs.rax, args: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9] }
+    }
+
+    /// The strace-style line of the call, which returned `ret` (a `-errno` shows as an error).
+    pub fn trace(&self, p: &Process, ret: u64) -> String {
+        let sig = lookup(self.nr).map_or("xxxxxx", |(sig, _)| sig);
+        format_call(p, self.nr, sig, &self.args, ret)
+    }
+}
+
+/// Runs the handler of `call`, which the vCPU `cpu` made, and says what the run loop does next.
+/// Every call is counted; one lego does not implement returns `ENOSYS`.
+pub fn handle(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, call: &Call) -> Control {
+    let (nr, args) = (call.nr, call.args);
     p.stats.calls += 1;
     *p.stats.by_nr.entry(nr).or_default() += 1;
-    let (sig, result) = match lookup(nr) {
-        Some((sig, Plain(handler))) => (sig, handler(p, cpu, args)),
-        Some((sig, Blocking(handler))) => (sig, handler(p, cpu, args)),
+    let control = Control::of(match lookup(nr) {
+        Some((_, Plain(handler))) => handler(p, cpu, args).map(Control::Return),
+        Some((_, Blocking(handler))) => handler(p, cpu, args).map(Control::Return),
+        Some((_, Controls(handler))) => handler(p, cpu, args),
         None => {
             *p.stats.unimplemented.entry(nr).or_default() += 1;
             tracing::debug!(nr, name = names::name(nr).unwrap_or("?"), "unimplemented system call");
-            ("xxxxxx", Err(Errno::ENOSYS))
+            Err(Errno::ENOSYS)
         }
-    };
-    let ret = match result {
-        Ok(v) => v,
-        Err(e) => (-(e.0 as i64)) as u64,
-    };
-    cpu.regs.rax = ret;
-    if let Some(out) = trace {
-        let line = format_call(p, nr, sig, &args, ret);
-        // A failing trace sink must not change what the program sees.
-        let _ = writeln!(out, "[{}] {}", cpu.tid, line);
+    });
+    match p.mm.failure() {
+        Some(msg) => Control::MemoryFailed(msg),
+        None => control,
     }
 }
 
@@ -483,11 +520,11 @@ mod tests {
                 }
                 let mut regs = kvm_regs { rax: nr, rdi: args[0], rsi: args[1], rdx: args[2], r10: args[3], r8: args[4], r9: args[5], ..Default::default() };
                 let mut sregs = kvm_sregs::default();
-                handle(p, &mut Cpu::new(&mut regs, &mut sregs, 1), None);
-                let r = regs.rax as i64;
-                prop_assert!(r >= -4095, "syscall {} returned {}", nr, r);
-                if p.exit.is_some() {
-                    break;
+                let call = Call::of(&regs);
+                match handle(p, &mut Cpu::new(&mut regs, &mut sregs, 1), &call) {
+                    Control::Return(r) => prop_assert!(r as i64 >= -4095, "syscall {} returned {}", nr, r as i64),
+                    Control::ExitGroup(_) | Control::MemoryFailed(_) => break,
+                    _ => {}
                 }
             }
         }

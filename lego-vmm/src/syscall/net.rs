@@ -10,15 +10,18 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fs::{clip, fdarg, gather, read_iovecs, resolve, scatter};
+use super::fs::common::fdarg;
+use super::fs::data::{clip, gather, read_iovecs, scatter};
+use super::fs::paths::resolve;
 use super::{Args, Cpu};
+use crate::delivery;
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
 use crate::net::addr::{self, SockAddr};
 use crate::net::host;
 use crate::net::socket::{Socket, State};
 use crate::process::{Locked, Process};
-use crate::signal::{self, SigInfo, SI_USER};
+use crate::signal::{SigInfo, SI_USER};
 
 /// Largest guest `sockaddr` accepted (`sizeof(struct sockaddr_storage)`).
 const SOCKADDR_MAX: u64 = 128;
@@ -557,7 +560,7 @@ fn send(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, u64)], flags: i32, 
             if flags & libc::MSG_NOSIGNAL == 0 {
                 let info = SigInfo::sent(libc::SIGPIPE, SI_USER, p.pid, p.creds.uid);
                 // The sender exists: it is the caller.
-                let _ = signal::post_thread(p, tid, info, Some(tid));
+                let _ = delivery::post_thread(p, tid, info, Some(tid));
             }
             Err(Errno::EPIPE)
         }
@@ -637,12 +640,12 @@ pub(super) fn write_socket(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, 
 pub fn sendto(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let file = socket_file(p, a[0])?;
     let to = if a[4] != 0 { Some(read_addr(p, sock(&file).domain, a[4], a[5])?) } else { None };
-    send(p, cpu.tid, a[0], &super::fs::one_seg(a[1], a[2])?, a[3] as i32, SendExtra { to, rights: Vec::new() })
+    send(p, cpu.tid, a[0], &super::fs::data::one_seg(a[1], a[2])?, a[3] as i32, SendExtra { to, rights: Vec::new() })
 }
 
 /// `recvfrom(fd, buf, len, flags, addr, addrlen)`.
 pub fn recvfrom(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let got = recv(p, cpu.tid, a[0], &super::fs::one_seg(a[1], a[2])?, a[3] as i32, 0)?;
+    let got = recv(p, cpu.tid, a[0], &super::fs::data::one_seg(a[1], a[2])?, a[3] as i32, 0)?;
     if let Some(from) = &got.from {
         write_addr(p, a[4], a[5], from)?;
     }

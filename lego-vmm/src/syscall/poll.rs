@@ -31,7 +31,7 @@ pub fn ppoll(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let timeout = read_timespec(p, tsp)?;
     if sigmask != 0 {
         let mask = p.mm.read_u64(sigmask)?;
-        crate::signal::wait_with_mask(p, cpu.tid, mask)?;
+        crate::delivery::wait_with_mask(p, cpu.tid, mask)?;
     }
     do_poll(p, cpu.tid, fds, nfds, timeout)
 }
@@ -178,7 +178,7 @@ pub fn pselect6(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
                 return Err(Errno::EINVAL);
             }
             let mask = p.mm.read_u64(mask_at)?;
-            crate::signal::wait_with_mask(p, cpu.tid, mask)?;
+            crate::delivery::wait_with_mask(p, cpu.tid, mask)?;
         }
     }
     do_select(p, cpu.tid, [a[0], a[1], a[2], a[3]], timeout)

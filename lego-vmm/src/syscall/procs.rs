@@ -5,17 +5,17 @@
 //! replaces the image in place and asks the run loop to restart the calling vCPU at the new
 //! entry point.
 
-use super::{Args, Cpu, Forked, NewThread, ThreadRequest};
+use super::{Args, Control, Cpu, Forked, NewThread};
 use crate::elf;
 use crate::errno::{Errno, SysResult};
-use crate::process::{Locked, Process, SigAction, Termination, SIG_DFL, SIG_IGN};
+use crate::process::{Locked, Process, Termination};
 use crate::hostcpu::CpuTime;
 use crate::proctable::WaitFor;
-use crate::signal::{self, AltStack, SigInfo, SIGINFO_SIZE};
+use crate::signal::{self, AltStack, SigAction, SigInfo, NSIG, SIGINFO_SIZE, SIG_DFL, SIG_IGN};
 use crate::stack::{self, AuxInfo};
 use crate::threads::ThreadGroup;
 
-use super::thread::{CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CLONE_VFORK};
+use super::clone::{CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CLONE_VFORK};
 
 /// Longest argument or environment vector `execve` takes (Linux's `MAX_ARG_STRINGS` is larger;
 /// the total size limit below is what bites first).
@@ -26,14 +26,14 @@ const MAX_ARG_BYTES: usize = 2 << 20;
 const WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `fork`.
-pub fn fork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+pub fn fork(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, _: Args) -> SysResult<Control> {
     fork_process(p, cpu, libc::SIGCHLD as u64, 0, 0, 0, 0)
 }
 
 /// `vfork`: the parent waits until the child has exec'd or ended. The child has a copy of the
 /// memory rather than the parent's own, which a program that only execs or exits in the child
 /// cannot tell.
-pub fn vfork(p: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
+pub fn vfork(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, _: Args) -> SysResult<Control> {
     fork_process(p, cpu, CLONE_VFORK | libc::SIGCHLD as u64, 0, 0, 0, 0)
 }
 
@@ -47,10 +47,10 @@ pub(super) fn fork_process(
     parent_tid: u64,
     child_tid: u64,
     tls: u64,
-) -> SysResult<u64> {
+) -> SysResult<Control> {
     // The low byte is the signal the parent gets when the child ends (0: none).
     let exit_signal = (flags & 0xff) as i32;
-    if exit_signal > crate::process::NSIG as i32 {
+    if exit_signal > NSIG as i32 {
         return Err(Errno::EINVAL);
     }
     if flags & CLONE_SETTLS != 0 && tls >= 1 << 47 {
@@ -82,8 +82,7 @@ pub(super) fn fork_process(
     let thread = NewThread { tid: pid, regs, fs_base, gs_base: cpu.sregs.gs.base };
     p.procs.add_child(p.pid, pid, exit_signal);
     let vfork = flags & CLONE_VFORK != 0;
-    cpu.request = Some(ThreadRequest::Fork(Box::new(Forked { process: child, thread, vfork })));
-    Ok(pid as u64)
+    Ok(Control::Fork(Box::new(Forked { process: child, thread, vfork })))
 }
 
 /// Reads a NULL-terminated array of string pointers (`argv`, `envp`); a null array is empty.
@@ -113,17 +112,17 @@ fn read_strings(p: &Process, addr: u64, total: &mut usize) -> SysResult<Vec<Vec<
 /// Until the old image is gone the errors are Linux's (`ENOENT`, `EACCES` for a directory or a
 /// file without execute permission, `ENOEXEC` for what is not a static x86-64 executable);
 /// after that, a failure ends the process with `SIGKILL`, as in Linux.
-pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     let [path_addr, argv_addr, envp_addr, ..] = a;
-    let given = super::fs::read_path(p, path_addr)?;
-    let path = crate::pseudo::file_path(p, &super::fs::resolve(p, libc::AT_FDCWD as u64, &given)?)?;
+    let given = super::fs::paths::read_path(p, path_addr)?;
+    let path = crate::pseudo::file_path(p, &super::fs::paths::resolve(p, libc::AT_FDCWD as u64, &given)?)?;
     exec(p, cpu, given, path, argv_addr, envp_addr)
 }
 
 /// `execveat(dirfd, path, argv, envp, flags)`: `path` relative to `dirfd`, or with
 /// `AT_EMPTY_PATH` and an empty path the file `dirfd` is open on (named `/dev/fd/N`, as Linux
 /// names it).
-pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
     const AT_EMPTY_PATH: u64 = 0x1000;
     let [dirfd, path_addr, argv_addr, envp_addr, flags, _] = a;
@@ -139,7 +138,7 @@ pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
         let file = p.fds.get(fd)?;
         (format!("/dev/fd/{fd}").into_bytes(), file.path.clone())
     } else {
-        let path = crate::pseudo::file_path(p, &super::fs::resolve(p, dirfd, &raw)?)?;
+        let path = crate::pseudo::file_path(p, &super::fs::paths::resolve(p, dirfd, &raw)?)?;
         if flags & AT_SYMLINK_NOFOLLOW != 0 && p.fs.stat(&path, false)?.mode & libc::S_IFMT == libc::S_IFLNK {
             return Err(Errno::ELOOP);
         }
@@ -149,7 +148,7 @@ pub fn execveat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
 }
 
 /// Replaces the program with the one at vNode path `path` (`given` as the program named it).
-fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, argv_addr: u64, envp_addr: u64) -> SysResult<u64> {
+fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, argv_addr: u64, envp_addr: u64) -> SysResult<Control> {
     let mut total = 0;
     let argv = read_strings(p, argv_addr, &mut total)?;
     let envp = read_strings(p, envp_addr, &mut total)?;
@@ -166,7 +165,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     p.timers.delete_all();
     let loaded = (|| {
         p.mm.reset().map_err(|e| format!("emptying the address space: {e}"))?;
-        elf::load(&info, &bytes, &mut p.mm).map_err(|e| e.to_string())?;
+        crate::loader::load(&info, &bytes, &mut p.mm).map_err(|e| e.to_string())?;
         let aux = AuxInfo::new(&p.creds).ok_or("no random bytes for AT_RANDOM")?;
         stack::build(&p.mm, &info, &argv, &envp, &given, &aux).map_err(|e| format!("the new stack: {e}"))
     })();
@@ -174,8 +173,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
         Ok(rsp) => rsp,
         Err(why) => {
             let detail = format!("execve of {} failed after the old program was gone: {why}", String::from_utf8_lossy(&path));
-            p.exit = Some(Termination::Signaled { signal: libc::SIGKILL, detail: Some(detail) });
-            return Err(Errno::ENOMEM);
+            return Ok(Control::ExitGroup(Termination::Signaled { signal: libc::SIGKILL, detail: Some(detail) }));
         }
     };
     p.fds.close_on_exec();
@@ -189,13 +187,12 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     (t.altstack, t.saved_mask) = (AltStack::default(), None);
     p.procs.set_nocldwait(p.pid, signal::reaps_children(&p.signals.actions[libc::SIGCHLD as usize]));
     p.comm = crate::process::comm_of(&given);
-    p.image = crate::pseudo::ExecImage { exe: path, argv, envp };
+    p.image = crate::process::ExecImage { exe: path, argv, envp };
     p.procs.released(p.pid);
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));
     }
-    cpu.request = Some(ThreadRequest::Exec { entry: info.entry, rsp });
-    Ok(0)
+    Ok(Control::Exec { entry: info.entry, rsp })
 }
 
 /// Ends every thread but `keep` before an `execve` (Linux's `de_thread`): the process gets a new
@@ -221,7 +218,7 @@ fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
 /// Thread `tid` waits for a child `which` selects to end: `(pid, wait status)`, `None` at once
 /// with `nohang` if none has ended, `ECHILD` without such children, `EINTR` if the caller's
 /// process ends or a signal comes for the thread meanwhile (a handler with `SA_RESTART`
-/// restarts the call, [`crate::signal::restartable`]). With `reap == false` the child stays a
+/// restarts the call, [`crate::delivery::restartable`]). With `reap == false` the child stays a
 /// zombie.
 fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32, CpuTime)>> {
     let (procs, group, me) = (p.procs.clone(), p.group.clone(), p.pid);

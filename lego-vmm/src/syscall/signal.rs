@@ -1,14 +1,20 @@
 //! Signal system calls: sending (`kill`, `tkill`, `tgkill`), dispositions and masks
 //! (`rt_sigaction`, `rt_sigprocmask`, `rt_sigpending`, `sigaltstack`) and waiting for a signal
-//! (`rt_sigsuspend`, `pause`, `rt_sigtimedwait`). Delivery and `rt_sigreturn` are [`crate::signal`]'s, run by the
-//! run loop.
+//! (`rt_sigsuspend`, `pause`, `rt_sigtimedwait`). Delivery and the restoring of a signal frame
+//! are [`crate::signal`]'s, run by the run loop (`rt_sigreturn` asks it to).
 
 use std::time::{Duration, Instant};
 
-use super::{Args, Cpu};
+use super::{Args, Control, Cpu};
+use crate::delivery;
 use crate::errno::{Errno, SysResult};
-use crate::process::{Locked, Process, SigAction, NSIG};
-use crate::signal::{self, SigInfo, SI_TKILL, SI_USER, UNBLOCKABLE};
+use crate::process::{Locked, Process};
+use crate::signal::{self, SigAction, SigInfo, NSIG, SI_TKILL, SI_USER, UNBLOCKABLE};
+
+/// `rt_sigreturn`: the run loop restores the frame, as it needs the vCPU for the FPU state.
+pub fn rt_sigreturn(_: &mut Locked<'_>, _: &mut Cpu<'_>, _: Args) -> SysResult<Control> {
+    Ok(Control::SignalReturn)
+}
 
 /// `None` for signal 0 (only the checks are made), `EINVAL` out of range.
 fn check_sig(sig: u64) -> SysResult<Option<i32>> {
@@ -37,7 +43,7 @@ pub fn kill(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         p.unlocked(|| others.iter().for_each(|t| t.signal(info)));
     }
     if to_self {
-        signal::post_process(p, info, Some(cpu.tid));
+        delivery::post_process(p, info, Some(cpu.tid));
     }
     Ok(0)
 }
@@ -55,7 +61,7 @@ pub fn tkill(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     match sig {
         Some(sig) => {
             let info = SigInfo::sent(sig, SI_TKILL, p.pid, p.creds.uid);
-            signal::post_thread(p, tid, info, Some(cpu.tid)).map(|()| 0)
+            delivery::post_thread(p, tid, info, Some(cpu.tid)).map(|()| 0)
         }
         None => Ok(0),
     }
@@ -139,13 +145,13 @@ pub fn rt_sigpending(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u
 }
 
 pub fn sigaltstack(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    signal::sigaltstack(p, cpu.tid, cpu.regs.rsp, a[0], a[1])
+    delivery::sigaltstack(p, cpu.tid, cpu.regs.rsp, a[0], a[1])
 }
 
 /// Waits, with `mask` as the caller's signal mask, until a signal is delivered: `EINTR` (after
 /// its handler, which runs with that mask; the old one comes back through the frame).
 fn suspend(p: &mut Locked<'_>, tid: i32, mask: u64) -> SysResult<u64> {
-    signal::wait_with_mask(p, tid, mask)?;
+    delivery::wait_with_mask(p, tid, mask)?;
     let group = p.group.clone();
     p.unlocked(|| group.sleep_until(tid, None))?;
     Err(Errno::EINTR)
@@ -172,10 +178,10 @@ pub fn rt_sigtimedwait(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysRes
     p.thread(tid).sigmask = old & !set;
     let group = p.group.clone();
     let taken = loop {
-        if let Some(got) = signal::take(p, tid, set) {
+        if let Some(got) = delivery::take(p, tid, set) {
             break Ok(got);
         }
-        if signal::deliverable(p, tid) != 0 {
+        if delivery::deliverable(p, tid) != 0 {
             break Err(Errno::EINTR);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -249,7 +255,7 @@ pub fn rt_sigqueueinfo(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysRes
     let info = queued_info(p, sig.unwrap_or(0), a[2], pid == p.pid)?;
     on_process(p, cpu.tid, pid, |q, from| {
         if let Some(sig) = sig {
-            signal::post_process(q, SigInfo { signo: sig, ..info }, from);
+            delivery::post_process(q, SigInfo { signo: sig, ..info }, from);
         }
         Ok(())
     })
@@ -268,7 +274,7 @@ pub fn rt_tgsigqueueinfo(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysR
             return Err(Errno::ESRCH);
         }
         match sig {
-            Some(sig) => signal::post_thread(q, tid, SigInfo { signo: sig, ..info }, from),
+            Some(sig) => delivery::post_thread(q, tid, SigInfo { signo: sig, ..info }, from),
             None => Ok(()),
         }
     })

@@ -4,87 +4,20 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Args, Cpu, NewThread, ThreadRequest};
+use super::clone::{check_flags, CloneArgs, CloneKind, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CSIGNAL};
+use super::{Args, Control, Cpu, NewThread};
 use crate::errno::{Errno, SysResult};
 use crate::futex::MATCH_ANY;
 use crate::process::{Locked, Process, Termination, ThreadState};
 
-const CLONE_VM: u64 = 0x100;
-const CLONE_FS: u64 = 0x200;
-const CLONE_FILES: u64 = 0x400;
-const CLONE_SIGHAND: u64 = 0x800;
-const CLONE_THREAD: u64 = 0x1_0000;
-const CLONE_SYSVSEM: u64 = 0x4_0000;
-pub(super) const CLONE_SETTLS: u64 = 0x8_0000;
-pub(super) const CLONE_PARENT_SETTID: u64 = 0x10_0000;
-pub(super) const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
-const CLONE_DETACHED: u64 = 0x40_0000;
-pub(super) const CLONE_CHILD_SETTID: u64 = 0x100_0000;
-/// The low byte: the signal sent to the parent when a child process ends (threads send none).
-const CSIGNAL: u64 = 0xff;
-
-/// What makes a clone a thread sharing everything with its creator: the set glibc's and musl's
-/// `pthread_create` pass, with `CLONE_SYSVSEM`.
-const THREAD: u64 = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
-/// Flags a thread clone may carry besides [`THREAD`].
-const THREAD_OPTIONS: u64 =
-    CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID | CLONE_DETACHED | CLONE_CHILD_SETTID | CSIGNAL;
-
-/// The arguments of `clone` and `clone3`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CloneArgs {
-    pub flags: u64,
-    /// Stack pointer of the new thread (0: the caller's).
-    pub stack: u64,
-    pub parent_tid: u64,
-    pub child_tid: u64,
-    pub tls: u64,
-}
-
-pub(super) const CLONE_VFORK: u64 = 0x4000;
-/// Flags a clone making a process may carry: its own copy of everything (`CLONE_VM` only with
-/// `CLONE_VFORK`, whose child only execs or exits), the exit signal and the id words.
-const PROCESS_OPTIONS: u64 = CLONE_VM | CLONE_VFORK | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID
-    | CLONE_CHILD_CLEARTID | CLONE_DETACHED | CLONE_CHILD_SETTID | CSIGNAL;
-
-/// What a `clone` makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloneKind {
-    /// A thread of the caller's process.
-    Thread,
-    /// A new process (a fork).
-    Process,
-}
-
-/// Checks `clone` flags: `EINVAL` for combinations Linux refuses, `ENOSYS` for clones lego
-/// does not make yet (partly shared processes, namespaces, pidfds).
-pub fn check_flags(flags: u64) -> SysResult<CloneKind> {
-    if flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0 {
-        return Err(Errno::EINVAL);
-    }
-    if flags & CLONE_SIGHAND != 0 && flags & CLONE_VM == 0 {
-        return Err(Errno::EINVAL);
-    }
-    if flags & CLONE_THREAD == 0 && (flags & CLONE_VM == 0 || flags & CLONE_VFORK != 0) {
-        if flags & !PROCESS_OPTIONS != 0 {
-            return Err(Errno::ENOSYS);
-        }
-        return Ok(CloneKind::Process);
-    }
-    if flags & THREAD != THREAD || flags & !(THREAD | THREAD_OPTIONS) != 0 {
-        return Err(Errno::ENOSYS);
-    }
-    Ok(CloneKind::Thread)
-}
-
 /// `clone(flags, stack, parent_tid, child_tid, tls)` (the x86-64 argument order).
-pub fn clone(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn clone(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     let [flags, stack, parent_tid, child_tid, tls, _] = a;
     start_thread(p, cpu, CloneArgs { flags, stack, parent_tid, child_tid, tls })
 }
 
 /// `clone3(args, size)`: the same from a `struct clone_args`.
-pub fn clone3(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn clone3(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     const VER0: u64 = 64;
     let [addr, size, ..] = a;
     if !(VER0..=4096).contains(&size) {
@@ -116,7 +49,7 @@ pub fn clone3(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 /// Creates thread state for a clone and asks the run loop to start its vCPU.
-fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<u64> {
+fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<Control> {
     if check_flags(c.flags)? == CloneKind::Process {
         return super::procs::fork_process(p, cpu, c.flags, c.stack, c.parent_tid, c.child_tid, c.tls);
     }
@@ -148,8 +81,7 @@ fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<u
     }
     crate::cpu::emulate_sysret(&mut regs, &mut sregs);
     let fs_base = if c.flags & CLONE_SETTLS != 0 { c.tls } else { cpu.sregs.fs.base };
-    cpu.request = Some(ThreadRequest::Spawn(NewThread { tid, regs, fs_base, gs_base: cpu.sregs.gs.base }));
-    Ok(tid as u64)
+    Ok(Control::Clone(NewThread { tid, regs, fs_base, gs_base: cpu.sregs.gs.base }))
 }
 
 pub fn gettid(_: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
@@ -157,15 +89,13 @@ pub fn gettid(_: &mut Process, cpu: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
 }
 
 /// `exit`: ends the calling thread only; the process ends with its last thread.
-pub fn exit(_: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    cpu.request = Some(ThreadRequest::Exit((a[0] & 0xff) as i32));
-    Ok(0)
+pub fn exit(_: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
+    Ok(Control::ExitThread((a[0] & 0xff) as i32))
 }
 
 /// `exit_group`: ends every thread.
-pub fn exit_group(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    p.exit = Some(Termination::Exited((a[0] & 0xff) as i32));
-    Ok(0)
+pub fn exit_group(_: &mut Locked<'_>, _: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
+    Ok(Control::ExitGroup(Termination::Exited((a[0] & 0xff) as i32)))
 }
 
 pub fn set_tid_address(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
@@ -205,7 +135,7 @@ pub fn exit_thread(p: &mut Process, tid: i32) {
     if let Some(host) = state.host {
         p.usage += host.spent();
     }
-    crate::signal::thread_gone(p, tid);
+    crate::delivery::thread_gone(p, tid);
     if state.robust_list.0 != 0 {
         release_robust_list(p, tid, state.robust_list.0);
     }
@@ -395,39 +325,6 @@ fn wake_op(word: &std::sync::atomic::AtomicU32, encoded: u32) -> SysResult<bool>
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
-
-    const GLIBC: u64 = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM | CLONE_SETTLS
-        | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
-
-    #[test]
-    fn pthread_create_flags_make_a_thread() {
-        assert_eq!(check_flags(GLIBC), Ok(CloneKind::Thread));
-        // musl adds CLONE_DETACHED.
-        assert_eq!(check_flags(GLIBC | CLONE_DETACHED), Ok(CloneKind::Thread));
-        assert_eq!(check_flags(THREAD), Ok(CloneKind::Thread));
-    }
-
-    #[test]
-    fn flags_linux_refuses_are_invalid() {
-        assert_eq!(check_flags(CLONE_THREAD | CLONE_VM), Err(Errno::EINVAL));
-        assert_eq!(check_flags(CLONE_SIGHAND), Err(Errno::EINVAL));
-    }
-
-    #[test]
-    fn forks_make_processes() {
-        // glibc's fork, posix_spawn's vfork-style clone.
-        let glibc_fork = CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | libc::SIGCHLD as u64;
-        assert_eq!(check_flags(glibc_fork), Ok(CloneKind::Process));
-        assert_eq!(check_flags(CLONE_VM | CLONE_VFORK | libc::SIGCHLD as u64), Ok(CloneKind::Process));
-    }
-
-    #[test]
-    fn other_clones_are_not_there_yet() {
-        // A process sharing its files, a thread with its own files, a namespace flag.
-        assert_eq!(check_flags(CLONE_FILES | libc::SIGCHLD as u64), Err(Errno::ENOSYS));
-        assert_eq!(check_flags(THREAD & !CLONE_FILES), Err(Errno::ENOSYS));
-        assert_eq!(check_flags(GLIBC | 0x2_0000), Err(Errno::ENOSYS));
-    }
 
     #[test]
     fn wake_op_applies_and_compares() {

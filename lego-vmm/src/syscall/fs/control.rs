@@ -1,0 +1,129 @@
+//! Descriptor control: `ioctl`, and `fcntl` but for the record locks.
+
+use lego_proto::sync::LockExt;
+use std::os::fd::AsRawFd;
+
+use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_GETOWN, F_GETPIPE_SZ, F_SETFD, F_SETFL, F_SETOWN, F_SETPIPE_SZ, KERNEL_TERMIOS_SIZE, S_IFMT, S_IFREG, TCGETS, TIOCGPGRP, TIOCGWINSZ, WINSIZE_SIZE, fdarg, not_opath};
+use crate::syscall::{Args, Cpu};
+use crate::errno::{Errno, SysResult};
+use crate::fdtable::Backing;
+use crate::process::Process;
+
+/// `ioctl(fd, cmd, arg)`: the terminal queries programs make on their standard descriptors
+/// (`TCGETS`, `TIOCGWINSZ`, `TIOCGPGRP`, answered by the host terminal), `FIONREAD`,
+/// `FIONBIO`, `FIOCLEX`/`FIONCLEX`; everything else is `ENOTTY`, so setting terminal modes is
+/// refused rather than applied to the host terminal.
+pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let (fd, cmd, arg) = (fdarg(a[0]), a[1] as u32, a[2]);
+    let file = p.fds.get(fd)?;
+    not_opath(&file)?;
+    match cmd {
+        FIOCLEX | FIONCLEX => {
+            p.fds.set_cloexec(fd, cmd == FIOCLEX)?;
+            return Ok(0);
+        }
+        FIONBIO => {
+            let mut v = [0u8; 4];
+            p.mm.read_user(arg, &mut v)?;
+            let mut st = file.status.lock_unpoisoned();
+            if i32::from_le_bytes(v) != 0 {
+                *st |= libc::O_NONBLOCK;
+            } else {
+                *st &= !libc::O_NONBLOCK;
+            }
+            return Ok(0);
+        }
+        _ => {}
+    }
+    match (&file.backing, cmd) {
+        (Backing::Host(h), TCGETS | TIOCGWINSZ) => {
+            let len = if cmd == TCGETS { KERNEL_TERMIOS_SIZE } else { WINSIZE_SIZE };
+            let mut buf = [0u8; 64];
+            // SAFETY: TCGETS writes a kernel `struct termios` (36 bytes) and TIOCGWINSZ a
+            // `struct winsize` (8 bytes) into `buf`, which has 64; the fd is owned by `file`.
+            let r = unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, buf.as_mut_ptr()) };
+            if r < 0 {
+                return Err(Errno::last());
+            }
+            p.mm.write_user(arg, &buf[..len])?;
+            Ok(0)
+        }
+        (Backing::Host(h), TIOCGPGRP) => {
+            // SAFETY: plain query on a descriptor `file` owns.
+            if unsafe { libc::isatty(h.as_raw_fd()) } != 1 {
+                return Err(Errno::ENOTTY);
+            }
+            // The vNode process is the foreground process group of its terminal.
+            p.mm.write_user(arg, &p.pid.to_le_bytes())?;
+            Ok(0)
+        }
+        (Backing::Host(_) | Backing::Socket(_), FIONREAD) => {
+            let fd = file.host_fd().ok_or(Errno::ENOTTY)?;
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int into `n`; the fd is owned by `file`.
+            if unsafe { libc::ioctl(fd, FIONREAD as _, &mut n) } < 0 {
+                return Err(Errno::last());
+            }
+            p.mm.write_user(arg, &n.to_le_bytes())?;
+            Ok(0)
+        }
+        (Backing::Pipe(end), FIONREAD) => {
+            let n = i32::try_from(end.available()).unwrap_or(i32::MAX);
+            p.mm.write_user(arg, &n.to_le_bytes())?;
+            Ok(0)
+        }
+        (Backing::File(f), FIONREAD) => {
+            let st = f.stat()?;
+            if st.mode & S_IFMT != S_IFREG {
+                return Err(Errno::ENOTTY);
+            }
+            let left = st.size.saturating_sub(*file.offset.lock_unpoisoned());
+            p.mm.write_user(arg, &i32::try_from(left).unwrap_or(i32::MAX).to_le_bytes())?;
+            Ok(0)
+        }
+        _ => Err(Errno::ENOTTY),
+    }
+}
+
+/// `fcntl(fd, cmd, arg)`, but for the record locks ([`crate::syscall::locks::fcntl`]).
+pub(in crate::syscall) fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let (fd, cmd, arg) = (fdarg(a[0]), a[1] as i32, a[2]);
+    let file = p.fds.get(fd)?;
+    if file.status() & libc::O_PATH != 0 && !matches!(cmd, F_DUPFD | F_DUPFD_CLOEXEC | F_GETFD | F_SETFD | F_GETFL) {
+        return Err(Errno::EBADF);
+    }
+    match cmd {
+        F_DUPFD | F_DUPFD_CLOEXEC => {
+            let from = arg as i32;
+            if from < 0 || from as usize >= p.fds.limit {
+                return Err(Errno::EINVAL);
+            }
+            p.fds.alloc(file, from as usize, cmd == F_DUPFD_CLOEXEC)
+        }
+        F_GETFD => Ok(u64::from(p.fds.cloexec(fd)?)),
+        F_SETFD => {
+            p.fds.set_cloexec(fd, arg & libc::FD_CLOEXEC as u64 != 0)?;
+            Ok(0)
+        }
+        F_GETFL => Ok(file.status() as u32 as u64),
+        F_SETFL => {
+            let changeable = libc::O_APPEND | libc::O_NONBLOCK;
+            let mut st = file.status.lock_unpoisoned();
+            *st = (*st & !changeable) | (arg as i32 & changeable);
+            Ok(0)
+        }
+        F_GETOWN => Ok(0),
+        F_SETOWN => Ok(0),
+        F_GETPIPE_SZ | F_SETPIPE_SZ => {
+            if !matches!(file.backing, Backing::Pipe(_)) {
+                return Err(Errno::EBADF);
+            }
+            // The capacity is fixed: requests it already satisfies succeed.
+            if cmd == F_SETPIPE_SZ && arg > crate::fdtable::PIPE_CAPACITY as u64 {
+                return Err(Errno::EPERM);
+            }
+            Ok(crate::fdtable::PIPE_CAPACITY as u64)
+        }
+        _ => Err(Errno::EINVAL),
+    }
+}
