@@ -71,6 +71,9 @@ pub struct Registry {
     heartbeats: u64,
     /// Registrations since the registry was opened.
     registrations: u64,
+    /// Processes placed on a pComponent (its id) that its process reports do not show yet, and
+    /// when: the GPM counts them as threads it runs, whatever its heartbeats said meanwhile.
+    placed: Vec<(u64, Instant)>,
 }
 
 fn store_err<E: Into<redb::Error>>(e: E) -> RegistryError {
@@ -132,6 +135,7 @@ impl Registry {
             interval,
             heartbeats: 0,
             registrations: 0,
+            placed: Vec::new(),
         })
     }
 
@@ -261,14 +265,21 @@ impl Registry {
         }
     }
 
-    /// GPM: the pComponent for a new process, the one that is up with the fewest threads. Its
-    /// thread count goes up by one until its next heartbeat says how many it really runs, so
-    /// processes started in quick succession spread out.
+    /// GPM: the pComponent for a new process, the one that is up with the fewest threads. A
+    /// process placed counts as one more thread there until the pComponent reports it (or, if
+    /// it never does, for [`Registry::process_silence`]): a heartbeat sent before its VMM
+    /// started would otherwise hide it, and processes started in quick succession would pile
+    /// up on one pComponent.
     pub fn choose_pcomp(&mut self) -> Option<String> {
-        let id = placement::pcomp(&self.list())?;
-        let c = self.components.get_mut(&id)?;
-        c.load.threads += 1;
-        Some(c.known.addr.clone())
+        let grace = self.process_silence();
+        self.placed.retain(|(_, at)| at.elapsed() < grace);
+        let mut list = self.list();
+        for c in &mut list {
+            c.load.threads += self.placed.iter().filter(|(id, _)| *id == c.id).count() as u64;
+        }
+        let id = placement::pcomp(&list)?;
+        self.placed.push((id, Instant::now()));
+        self.components.get(&id).map(|c| c.known.addr.clone())
     }
 
     /// GMM: the owner of a new vRegion among the mem-servers `among` (addresses), if one is up
@@ -282,13 +293,20 @@ impl Registry {
     }
 
     /// Records a process's report; its last one (`exited`) removes it.
+    /// A pComponent's first report of a process settles one placement made there.
     pub fn report_process(&mut self, report: ProcessReport) {
         let key = (report.who.pcomp.clone(), report.who.pid, report.who.vpid);
         if report.exited {
             self.processes.remove(&key);
-        } else {
-            self.processes.insert(key, (report, Instant::now()));
+            return;
         }
+        if !self.processes.contains_key(&key) {
+            let on = self.components.iter().find(|(_, c)| c.known.addr == report.who.pcomp).map(|(&id, _)| id);
+            if let Some(i) = on.and_then(|id| self.placed.iter().position(|(p, _)| *p == id)) {
+                self.placed.remove(i);
+            }
+        }
+        self.processes.insert(key, (report, Instant::now()));
     }
 
     /// How long a process may stay silent before it counts as ended: [`MISSED_HEARTBEATS`]
@@ -516,12 +534,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
         assert_eq!(r.choose_pcomp(), None, "no pComponent");
-        let a = r.register(Role::Processor, "a:1", 2, None, Load { threads: 1, ..Load::default() }).unwrap();
-        r.register(Role::Processor, "b:1", 2, None, Load::default()).unwrap();
+        r.register(Role::Processor, "a:1", 2, None, Load::default()).unwrap();
+        let b = r.register(Role::Processor, "b:1", 2, None, Load::default()).unwrap();
         let picks: Vec<_> = (0..4).map(|_| r.choose_pcomp().unwrap()).collect();
-        assert_eq!(picks, ["b:1", "a:1", "b:1", "a:1"]);
-        r.heartbeat(a, Load::default());
-        assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"), "the heartbeat's count replaces the guess");
+        assert_eq!(picks, ["a:1", "b:1", "a:1", "b:1"]);
+        // A heartbeat sent before b's VMMs started does not hide the two placed there.
+        r.heartbeat(b, Load::default());
+        assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"));
+        // Once b reports them, its heartbeats count them: 2 threads there, 3 placements on a.
+        r.report_process(report("b:1", 10, false));
+        r.report_process(report("b:1", 11, false));
+        r.heartbeat(b, Load { threads: 2, ..Load::default() });
+        assert_eq!(r.choose_pcomp().as_deref(), Some("b:1"));
     }
 
     #[test]
