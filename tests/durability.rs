@@ -299,7 +299,7 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
     assert_eq!(read_all(&mut t, "/closed.txt").as_deref(), Some(b"closed\n".as_slice()));
 }
 
-/// Modes, owner ids, modification times, symlinks and hard links a client was answered for
+/// Modes, owner ids, modification and access times, symlinks and hard links a client was answered for
 /// survive SIGKILL of the server: they are journalled before the reply and replayed at the
 /// restart (a symlink's text is in its data file before that).
 #[test]
@@ -316,14 +316,17 @@ fn attribute_changes_links_and_symlinks_survive_sigkill() {
     }
     let sets = [("/f", Some(0o4711), Some(1_500_000_000_123_456_789)), ("/d", None, Some(-5)), ("/f", Some(0o600), None)];
     for (path, mode, mtime_ns) in sets {
-        match call(&mut t, StorageOp::SetAttr { path: path.into(), mode, mtime_ns, uid: None, gid: None }).unwrap() {
+        // The access time a second before the modification time, where one is set.
+        let atime_ns = mtime_ns.map(|m| m - 1_000_000_000);
+        match call(&mut t, StorageOp::SetAttr { path: path.into(), mode, mtime_ns, atime_ns, uid: None, gid: None }).unwrap() {
             StorageReply::Attr(a) => {
-                assert!(mode.is_none_or(|m| a.mode == m) && mtime_ns.is_none_or(|m| a.mtime_ns == m), "{a:?}")
+                assert!(mode.is_none_or(|m| a.mode == m) && mtime_ns.is_none_or(|m| a.mtime_ns == m), "{a:?}");
+                assert!(atime_ns.is_none_or(|m| a.atime_ns == m), "{a:?}")
             }
             other => panic!("{other:?}"),
         }
     }
-    let missing = StorageOp::SetAttr { path: b"/nope".to_vec(), mode: Some(0o600), mtime_ns: None, uid: None, gid: None };
+    let missing = StorageOp::SetAttr { path: b"/nope".to_vec(), mode: Some(0o600), mtime_ns: None, atime_ns: None, uid: None, gid: None };
     assert_eq!(call(&mut t, missing).unwrap(), StorageReply::Error(errno::ENOENT));
     let create = StorageOp::Create { path: b"/g".to_vec(), mode: 0o600, exclusive: true, truncate: false };
     assert!(matches!(call(&mut t, create), Ok(StorageReply::Attr(_))));
@@ -332,7 +335,7 @@ fn attribute_changes_links_and_symlinks_survive_sigkill() {
     for to in ["/h", "/gone"] {
         assert!(matches!(call(&mut t, StorageOp::Link { from: b"/g".to_vec(), to: to.into() }), Ok(StorageReply::Attr(a)) if a.nlink >= 2));
     }
-    let chown = StorageOp::SetAttr { path: b"/h".to_vec(), mode: None, mtime_ns: None, uid: Some(1234), gid: Some(5678) };
+    let chown = StorageOp::SetAttr { path: b"/h".to_vec(), mode: None, mtime_ns: None, atime_ns: None, uid: Some(1234), gid: Some(5678) };
     assert!(matches!(call(&mut t, chown), Ok(StorageReply::Attr(a)) if (a.uid, a.gid, a.nlink) == (1234, 5678, 3)));
     assert_eq!(call(&mut t, StorageOp::Unlink { path: b"/gone".to_vec() }).unwrap(), StorageReply::Done);
     drop(t);
@@ -340,11 +343,11 @@ fn attribute_changes_links_and_symlinks_survive_sigkill() {
     let server = storage_server(dir.path(), "127.0.0.1:0");
     let mut t = connect(&server.addr);
     let attr = |t: &mut TcpTransport, path: &str| match call(t, StorageOp::Stat { path: path.into() }).unwrap() {
-        StorageReply::Attr(a) => (a.mode, a.mtime_ns),
+        StorageReply::Attr(a) => (a.mode, a.mtime_ns, a.atime_ns),
         other => panic!("{other:?}"),
     };
-    assert_eq!(attr(&mut t, "/f"), (0o600, 1_500_000_000_123_456_789));
-    assert_eq!(attr(&mut t, "/d"), (0o755, -5));
+    assert_eq!(attr(&mut t, "/f"), (0o600, 1_500_000_000_123_456_789, 1_499_999_999_123_456_789));
+    assert_eq!(attr(&mut t, "/d"), (0o755, -5, -1_000_000_005));
     assert_eq!(call(&mut t, StorageOp::Readlink { path: b"/d/s".to_vec() }).unwrap(), StorageReply::Data(b"../f".to_vec()));
     let resolve = StorageOp::Resolve { path: b"/abs".to_vec(), follow: true };
     assert_eq!(call(&mut t, resolve).unwrap(), StorageReply::Data(b"/f".to_vec()));

@@ -725,6 +725,7 @@ mod tests {
                 size: f.len() as u64,
                 ino: 1,
                 mtime_ns: 0,
+                atime_ns: 0,
                 ctime_ns: 0,
                 nlink: 1,
                 uid: 0,
@@ -882,7 +883,7 @@ mod tests {
         let mut c = BufferCache::new(MIN_CAPACITY);
         write(&mut c, &mut d, "/f", 5, b" world");
         assert_eq!(d.files[&p("/f")], b"hello");
-        let set = StorageOp::SetAttr { path: p("/f"), mode: Some(0o600), mtime_ns: Some(7), uid: None, gid: None };
+        let set = StorageOp::SetAttr { path: p("/f"), mode: Some(0o600), mtime_ns: Some(7), atime_ns: None, uid: None, gid: None };
         assert!(matches!(c.serve(req(set), &mut d), StorageReply::Attr(_)));
         assert_eq!(d.files[&p("/f")], b"hello world", "written back before the change");
         assert!(c.is_empty(), "nothing of the file stays cached");

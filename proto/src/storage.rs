@@ -101,9 +101,10 @@ pub enum StorageOp {
     /// `statfs`: the space of the vNode's mount ([`StorageReply::FsStat`]).
     StatFs,
     /// `chmod`/`utimensat`/`chown`: sets the permission bits (`0o7777` at most), the
-    /// modification time (nanoseconds since the epoch) and the owner ids where given, and the
-    /// change time to now; answers the attributes afterwards. Owners are stored, not enforced.
-    SetAttr { path: Vec<u8>, mode: Option<u32>, mtime_ns: Option<i64>, uid: Option<u32>, gid: Option<u32> },
+    /// modification and access times (nanoseconds since the epoch) and the owner ids where
+    /// given, and the change time to now; answers the attributes afterwards. Owners are stored,
+    /// not enforced.
+    SetAttr { path: Vec<u8>, mode: Option<u32>, mtime_ns: Option<i64>, atime_ns: Option<i64>, uid: Option<u32>, gid: Option<u32> },
     /// Resolves `path` (absolute, not normalised: `.`, `..` and symlinks are resolved here, `..`
     /// staying at `/`) inside the mount, following a final symlink if `follow` (or if the path
     /// ends with `/`); answers the path it names, without symlinks ([`StorageReply::Data`]),
@@ -205,6 +206,9 @@ pub struct FileAttr {
     pub ino: u64,
     /// Last modification, nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// Last access as set at creation or by `utimensat` (storage mounts behave as `noatime`:
+    /// reads do not change it), nanoseconds since the epoch.
+    pub atime_ns: i64,
     /// Last attribute change, nanoseconds since the epoch.
     pub ctime_ns: i64,
     /// Names of the object (hard links; 2 for a directory).

@@ -14,9 +14,10 @@
 //! that the index already holds changes nothing), then checkpointed.
 //!
 //! Record: `len: u32 LE | crc32(payload): u32 LE | payload`. The payload is the bincode of
-//! `(RECORD_V2, vNode, batch)`; the builds before owner ids wrote `(vNode, batch)` with the
-//! older entry layout, which replay still reads (a vNode name's length, the first 8 bytes there,
-//! is never [`RECORD_V2`]). Replay stops at the first record that is short or fails its checksum: only a power
+//! `(RECORD_V3, vNode, batch)`. Replay still reads the older records: `(RECORD_V2, vNode,
+//! batch)` of the builds before access times, and `(vNode, batch)` of the builds before owner
+//! ids, each with its entry layout (a vNode name's length, the first 8 bytes there, is never
+//! either tag). Replay stops at the first record that is short or fails its checksum: only a power
 //! loss can leave one, and then only after the last fsync.
 
 use lego_proto::sync::{LockExt, RwLockExt};
@@ -28,10 +29,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use lego_proto::storage::errno;
 
-use crate::record::{Batch, BatchV1};
+use crate::record::{Batch, BatchV1, BatchV2};
 
 /// The first 8 bytes of a version 2 record's payload (entries with owner ids).
 const RECORD_V2: u64 = u64::MAX;
+/// The first 8 bytes of a version 3 record's payload (entries with access times).
+const RECORD_V3: u64 = u64::MAX - 1;
 
 /// Journal bytes after which a checkpoint is made.
 pub(crate) const CHECKPOINT_BYTES: u64 = 8 << 20;
@@ -113,11 +116,15 @@ fn read_records(path: &Path) -> Result<Vec<(String, Batch)>, JournalError> {
     Ok(out)
 }
 
-/// One record's payload, of either version.
+/// One record's payload, of any version.
 fn decode_record(payload: &[u8]) -> Option<(String, Batch)> {
-    if payload.get(..8) == Some(RECORD_V2.to_le_bytes().as_slice()) {
+    if payload.get(..8) == Some(RECORD_V3.to_le_bytes().as_slice()) {
         let (_, vnode, batch) = lego_proto::codec::decode::<(u64, String, Batch)>(payload).ok()?;
         return Some((vnode, batch));
+    }
+    if payload.get(..8) == Some(RECORD_V2.to_le_bytes().as_slice()) {
+        let (_, vnode, batch) = lego_proto::codec::decode::<(u64, String, BatchV2)>(payload).ok()?;
+        return Some((vnode, batch.into()));
     }
     let (vnode, batch) = lego_proto::codec::decode::<(String, BatchV1)>(payload).ok()?;
     Some((vnode, batch.into()))
@@ -161,7 +168,7 @@ impl Journal {
     /// process. Answers whether a checkpoint is due.
     pub(crate) fn append(&self, vnode: &str, batch: &Batch) -> Result<bool, i32> {
         let record = (vnode.to_string(), batch.clone());
-        let payload = lego_proto::codec::encode(&(RECORD_V2, &record.0, &record.1));
+        let payload = lego_proto::codec::encode(&(RECORD_V3, &record.0, &record.1));
         let mut buf = Vec::with_capacity(8 + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -245,11 +252,25 @@ mod tests {
             ("demo".into(), (vec![b"/old".to_vec()], vec![(b"/f".to_vec(), (FileKind::File, 0o644, 5, 7, 1, 2, 7))], Some(8), vec![3]));
         let (vnode, batch) = decode_record(&lego_proto::codec::encode(&old)).expect("a version 1 record");
         assert_eq!(vnode, "demo");
-        let new = lego_proto::codec::encode(&(RECORD_V2, &vnode, &batch));
-        let (again, same) = decode_record(&new).expect("a version 2 record");
+        let new = lego_proto::codec::encode(&(RECORD_V3, &vnode, &batch));
+        let (again, same) = decode_record(&new).expect("a version 3 record");
         assert_eq!((again, format!("{same:?}")), (vnode, format!("{batch:?}")));
         let shown = format!("{batch:?}");
-        assert!(shown.contains("size: 5, ino: 7") && shown.contains("uid: 0, gid: 0") && shown.contains("freed: [3]"), "{shown}");
+        assert!(shown.contains("size: 5, ino: 7") && shown.contains("uid: 0, gid: 0, atime: 1") && shown.contains("freed: [3]"), "{shown}");
         assert!(decode_record(b"garbage").is_none());
+    }
+
+    /// A record of the builds before access times (entries with owner ids) replays with each
+    /// access time at the modification time.
+    #[test]
+    fn version_2_records_replay() {
+        type EntryV2 = (FileKind, u32, u64, u64, i64, i64, u64, u32, u32);
+        type BatchV2 = (Vec<Vec<u8>>, Vec<(Vec<u8>, EntryV2)>, Option<u64>, Vec<u64>);
+        let old: (u64, String, BatchV2) =
+            (RECORD_V2, "demo".into(), (vec![], vec![(b"/f".to_vec(), (FileKind::Fifo, 0o600, 0, 9, 11, 12, 9, 5, 6))], Some(10), vec![]));
+        let (vnode, batch) = decode_record(&lego_proto::codec::encode(&old)).expect("a version 2 record");
+        assert_eq!(vnode, "demo");
+        let shown = format!("{batch:?}");
+        assert!(shown.contains("kind: Fifo") && shown.contains("mtime: 11, ctime: 12") && shown.contains("uid: 5, gid: 6, atime: 11"), "{shown}");
     }
 }

@@ -1,6 +1,7 @@
 //! The records of the index and the journal: [`Entry`], one name of a file, and [`Batch`], the
-//! changes of one vNode committed together; with the version 1 layouts (before owner ids) that
-//! old journals and index rows still hold, read only.
+//! changes of one vNode committed together; with the version 1 layouts (before owner ids) and
+//! version 2 layouts (before access times) that old journals and index rows still hold, read
+//! only.
 
 use lego_proto::storage::FileKind;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,31 @@ pub(crate) struct Entry {
     /// Owner ids (stored, not enforced).
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+    /// Last access as set at creation or by `utimensat` (reads do not change it: the mount
+    /// behaves as Linux's `noatime`), nanoseconds since the epoch.
+    pub(crate) atime: i64,
+}
+
+/// An [`Entry`] as the journal records of the builds before access times held it (read only).
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub(crate) struct EntryV2 {
+    kind: FileKind,
+    mode: u32,
+    size: u64,
+    ino: u64,
+    mtime: i64,
+    ctime: i64,
+    dseq: u64,
+    uid: u32,
+    gid: u32,
+}
+
+impl From<EntryV2> for Entry {
+    /// Accessed when last modified, as far as anyone can tell.
+    fn from(e: EntryV2) -> Entry {
+        let EntryV2 { kind, mode, size, ino, mtime, ctime, dseq, uid, gid } = e;
+        Entry { kind, mode, size, ino, mtime, ctime, dseq, uid, gid, atime: mtime }
+    }
 }
 
 /// An [`Entry`] as the journal records of the builds before owner ids held it (read only).
@@ -37,14 +63,17 @@ pub(crate) struct EntryV1 {
 impl From<EntryV1> for Entry {
     fn from(e: EntryV1) -> Entry {
         let EntryV1 { kind, mode, size, ino, mtime, ctime, dseq } = e;
-        Entry { kind, mode, size, ino, mtime, ctime, dseq, uid: 0, gid: 0 }
+        EntryV2 { kind, mode, size, ino, mtime, ctime, dseq, uid: 0, gid: 0 }.into()
     }
 }
 
 impl Entry {
-    /// Length of an index record: version 2, with the owner ids. Version 1 (the builds
-    /// before them) is its first [`Entry::LEN_V1`] bytes, read with owner 0:0.
-    pub(crate) const LEN: usize = 53;
+    /// Length of an index record: version 3, with the access time. Version 2 (the builds
+    /// before it) is its first [`Entry::LEN_V2`] bytes, read with the access time at the
+    /// modification time; version 1 (before owner ids) its first [`Entry::LEN_V1`], read with
+    /// owner 0:0 too.
+    pub(crate) const LEN: usize = 61;
+    pub(crate) const LEN_V2: usize = 53;
     pub(crate) const LEN_V1: usize = 45;
 
     pub(crate) fn encode(&self) -> [u8; Entry::LEN] {
@@ -63,11 +92,12 @@ impl Entry {
         b[37..45].copy_from_slice(&self.dseq.to_le_bytes());
         b[45..49].copy_from_slice(&self.uid.to_le_bytes());
         b[49..53].copy_from_slice(&self.gid.to_le_bytes());
+        b[53..61].copy_from_slice(&self.atime.to_le_bytes());
         b
     }
 
     pub(crate) fn decode(b: &[u8]) -> Option<Entry> {
-        if b.len() != Entry::LEN && b.len() != Entry::LEN_V1 {
+        if ![Entry::LEN, Entry::LEN_V2, Entry::LEN_V1].contains(&b.len()) {
             return None;
         }
         let u32_at = |i: usize| {
@@ -95,6 +125,7 @@ impl Entry {
             dseq: u64_at(37),
             uid: u32_at(45),
             gid: u32_at(49),
+            atime: if b.len() >= Entry::LEN { u64_at(53) as i64 } else { u64_at(21) as i64 },
         })
     }
 
@@ -114,6 +145,22 @@ pub(crate) struct Batch {
     pub(crate) next_id: Option<u64>,
     /// Inode numbers whose host files go once this batch is durable.
     pub(crate) freed: Vec<u64>,
+}
+
+/// A [`Batch`] as the journal records of the builds before access times held it (read only).
+#[derive(Debug, Deserialize)]
+pub(crate) struct BatchV2 {
+    dels: Vec<Vec<u8>>,
+    puts: Vec<(Vec<u8>, EntryV2)>,
+    next_id: Option<u64>,
+    freed: Vec<u64>,
+}
+
+impl From<BatchV2> for Batch {
+    fn from(b: BatchV2) -> Batch {
+        let BatchV2 { dels, puts, next_id, freed } = b;
+        Batch { dels, puts: puts.into_iter().map(|(p, e)| (p, e.into())).collect(), next_id, freed }
+    }
 }
 
 /// A [`Batch`] as the journal records of the builds before owner ids held it (read only).

@@ -215,6 +215,7 @@ impl Vnode {
             size: e.size,
             ino: e.ino,
             mtime_ns: e.mtime,
+            atime_ns: e.atime,
             ctime_ns: e.ctime,
             nlink: u32::try_from(nlink).unwrap_or(u32::MAX),
             uid: e.uid,
@@ -257,7 +258,7 @@ impl Vnode {
     /// The entry and batch of a new object of `kind` at `path` (see [`Vnode::new_name`]).
     fn new_entry(&mut self, path: &[u8], kind: FileKind, mode: u32, size: u64) -> Result<(Entry, Batch), i32> {
         let (id, now, mut batch) = self.new_name(path)?;
-        let e = Entry { kind, mode: mode & 0o7777, size, ino: id, mtime: now, ctime: now, dseq: id, uid: 0, gid: 0 };
+        let e = Entry { kind, mode: mode & 0o7777, size, ino: id, mtime: now, ctime: now, dseq: id, uid: 0, gid: 0, atime: now };
         batch.puts.push((path.to_vec(), e));
         Ok((e, batch))
     }
@@ -360,6 +361,7 @@ impl Vnode {
 struct SetAttrs {
     mode: Option<u32>,
     mtime: Option<i64>,
+    atime: Option<i64>,
     uid: Option<u32>,
     gid: Option<u32>,
 }
@@ -595,8 +597,8 @@ impl Store {
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
             StorageOp::SyncFs => self.syncfs(vnode),
             StorageOp::StatFs => self.statfs(v),
-            StorageOp::SetAttr { path, mode, mtime_ns, uid, gid } => {
-                self.set_attr(vnode, v, &path, SetAttrs { mode, mtime: mtime_ns, uid, gid })
+            StorageOp::SetAttr { path, mode, mtime_ns, atime_ns, uid, gid } => {
+                self.set_attr(vnode, v, &path, SetAttrs { mode, mtime: mtime_ns, atime: atime_ns, uid, gid })
             }
             StorageOp::Link { from, to } => self.link(vnode, v, &from, &to),
             StorageOp::Symlink { path, target } => self.symlink(vnode, v, &path, &target),
@@ -667,7 +669,7 @@ impl Store {
     fn make_root(&self, vnode: &str, v: &mut Vnode) -> Result<(), i32> {
         let now = now_ns();
         let root =
-            Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0, uid: 0, gid: 0 };
+            Entry { kind: FileKind::Dir, mode: 0o755, size: DIR_SIZE, ino: ROOT_INO, mtime: now, ctime: now, dseq: 0, uid: 0, gid: 0, atime: now };
         let batch = Batch { next_id: Some(ROOT_INO + 1), ..Batch::put(b"/", root) };
         self.commit(vnode, v, batch)
     }
@@ -1035,6 +1037,7 @@ impl Store {
         let e = Entry {
             mode: set.mode.map_or(e.mode, |m| m & 0o7777),
             mtime: set.mtime.unwrap_or(e.mtime),
+            atime: set.atime.unwrap_or(e.atime),
             ctime: now_ns(),
             uid: set.uid.unwrap_or(e.uid),
             gid: set.gid.unwrap_or(e.gid),
@@ -1210,10 +1213,12 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        let e = Entry { kind: FileKind::Dir, mode: 0o755, size: 9, ino: 3, mtime: -1, ctime: 7, dseq: 4, uid: 5, gid: 6 };
+        let e = Entry { kind: FileKind::Dir, mode: 0o755, size: 9, ino: 3, mtime: -1, ctime: 7, dseq: 4, uid: 5, gid: 6, atime: 8 };
         assert_eq!(Entry::decode(&e.encode()), Some(e));
-        // Version 1 records (no owner ids) read as owned by 0:0.
-        assert_eq!(Entry::decode(&e.encode()[..Entry::LEN_V1]), Some(Entry { uid: 0, gid: 0, ..e }));
+        // Version 2 records (no access time) read as accessed when modified; version 1 records
+        // (no owner ids either) as owned by 0:0 too.
+        assert_eq!(Entry::decode(&e.encode()[..Entry::LEN_V2]), Some(Entry { atime: -1, ..e }));
+        assert_eq!(Entry::decode(&e.encode()[..Entry::LEN_V1]), Some(Entry { uid: 0, gid: 0, atime: -1, ..e }));
         let fifo = Entry { kind: FileKind::Fifo, mode: 0o600, size: 0, ..e };
         assert_eq!(Entry::decode(&fifo.encode()), Some(fifo));
         assert_eq!(Entry::decode(&[0u8; Entry::LEN]), None);

@@ -631,7 +631,7 @@ fn link(c: &mut Client, from: &str, to: &str) -> Result<FileAttr, i32> {
 }
 
 fn chown(c: &mut Client, path: &str, uid: Option<u32>, gid: Option<u32>) -> FileAttr {
-    c.attr(StorageOp::SetAttr { path: path.into(), mode: None, mtime_ns: None, uid, gid })
+    c.attr(StorageOp::SetAttr { path: path.into(), mode: None, mtime_ns: None, atime_ns: None, uid, gid })
 }
 
 /// Hard links: several names of one inode with one set of attributes and one `st_nlink`; data
@@ -782,6 +782,37 @@ fn directory_link_counts_follow_their_subdirectories() {
     let h = start(dir.path());
     let mut c = Client::connect(&h, "nlink");
     assert_eq!((nlink(&mut c, "/"), nlink(&mut c, "/a"), nlink(&mut c, "/x"), nlink(&mut c, "/a/e")), (4, 3, 2, 3));
+    drop(c);
+    h.shutdown();
+}
+
+/// Access times: set at creation, kept apart from the modification time by `SetAttr`, not moved
+/// by reads or writes (the mount behaves as `noatime`), and kept across a restart.
+#[test]
+fn access_times_are_set_not_moved_by_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir.path());
+    let mut c = Client::new(&h, "atime");
+    let created = c.create("/f");
+    assert_eq!(created.atime_ns, created.mtime_ns);
+    let set = |c: &mut Client, atime_ns, mtime_ns| {
+        c.attr(StorageOp::SetAttr { path: b"/f".to_vec(), mode: None, mtime_ns, atime_ns, uid: None, gid: None })
+    };
+    let a = set(&mut c, Some(1_000_000_007), None);
+    assert_eq!((a.atime_ns, a.mtime_ns), (1_000_000_007, created.mtime_ns));
+    let a = set(&mut c, None, Some(5));
+    assert_eq!((a.atime_ns, a.mtime_ns), (1_000_000_007, 5));
+    c.write("/f", 0, b"data");
+    c.read("/f", 0, 4).unwrap();
+    let st = c.stat("/f").unwrap();
+    assert_eq!(st.atime_ns, 1_000_000_007, "reads and writes leave the access time");
+    assert!(st.mtime_ns > 5, "a write moves the modification time");
+    c.done(StorageOp::SyncFs);
+    drop(c);
+    h.shutdown();
+    let h = start(dir.path());
+    let mut c = Client::connect(&h, "atime");
+    assert_eq!(c.stat("/f").unwrap().atime_ns, 1_000_000_007);
     drop(c);
     h.shutdown();
 }

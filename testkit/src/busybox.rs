@@ -60,12 +60,15 @@ pub const BUSYBOX_LINKS_SCRIPT: &str = "export TZ=UTC; echo data > f && chmod 64
     rm h s3; stat -c '%n %h' f s2; echo end";
 
 /// The part of [`BUSYBOX_LINKS_SCRIPT`] remote storage keeps: `chmod`, `touch -d`, `touch -m`,
-/// `ln -s`, `touch -h`, `readlink` and `stat -c '%a %Y %F'` of files, symlinks and a directory. Run it in a directory of its own
+/// `touch -a`, `ln -s`, `touch -h`, `readlink` and `stat -c '%a %X %Y %F'` of files, symlinks
+/// and a directory (no file is read between setting an access time and showing it: a native
+/// `relatime` mount would move it, remote storage behaves as `noatime`). Run it in a directory of its own
 /// (`sh -c SCRIPT` with the directory as `$0`).
 pub const BUSYBOX_ATTRS_SCRIPT: &str = "export TZ=UTC; cd \"$0\" && echo data > f && chmod 640 f && mkdir d && chmod 711 d \
     && touch -d '2020-01-02 03:04:05' f && touch -m -d '2019-05-06 07:08:09' d && echo more >> f \
     && touch -d '2018-01-01 00:00:00' f && chmod u+s,g-r f && touch -d '2017-01-01 00:00:01' g \
-    && stat -c '%n %a %Y %F %s' f g && stat -c '%n %a %Y %F' d; chmod 600 missing 2>&1; \
+    && stat -c '%n %a %Y %F %s' f g && stat -c '%n %a %Y %F' d; touch -a -d '2001-02-03 04:05:06' g \
+    && stat -c '%n %X %Y' g; chmod 600 missing 2>&1; \
     ln -s f s && ln -s d/../f s2 && ln -s /nowhere s3 && touch -h -d '2021-01-01 00:00:00' s s2 \
     && stat -c '%n %a %Y %F %s' s s2 && stat -L -c '%n %a %F' s s2; readlink s; readlink s2; \
     ln -s f f 2>&1; cat s3 2>&1; mv s s4 && cat s4 && rm s4 s2 && ls; echo end";

@@ -73,22 +73,21 @@ impl Link {
 
 impl Link {
     /// `chmod`, `utimensat` and `chown` of `path`: the storage server keeps the mode, the
-    /// modification time (the access time it reports is the modification time, so a new access
-    /// time alone changes only the change time) and the owner ids.
+    /// modification and access times (reads do not move the access time: the mount behaves as
+    /// `noatime`) and the owner ids.
     fn set_attr(&self, path: &[u8], attr: SetAttr) -> SysResult<()> {
-        let (mut mode, mut mtime_ns, mut uid, mut gid) = (None, None, None, None);
+        let (mut mode, mut mtime_ns, mut atime_ns, mut uid, mut gid) = (None, None, None, None, None);
+        let ns = |t: TimeSet| match t {
+            TimeSet::Omit => None,
+            TimeSet::Now => Some(storage::now_ns()),
+            TimeSet::At(t) => Some(t.sec.saturating_mul(1_000_000_000).saturating_add(t.nsec)),
+        };
         match attr {
             SetAttr::Mode(m) => mode = Some(m & 0o7777),
-            SetAttr::Times { mtime, .. } => {
-                mtime_ns = match mtime {
-                    TimeSet::Omit => None,
-                    TimeSet::Now => Some(storage::now_ns()),
-                    TimeSet::At(t) => Some(t.sec.saturating_mul(1_000_000_000).saturating_add(t.nsec)),
-                }
-            }
+            SetAttr::Times { atime, mtime } => (atime_ns, mtime_ns) = (ns(atime), ns(mtime)),
             SetAttr::Owner { uid: u, gid: g } => (uid, gid) = (u, g),
         }
-        self.op(StorageOp::SetAttr { path: path.to_vec(), mode, mtime_ns, uid, gid }).map(drop)
+        self.op(StorageOp::SetAttr { path: path.to_vec(), mode, mtime_ns, atime_ns, uid, gid }).map(drop)
     }
 }
 
@@ -472,7 +471,7 @@ fn to_stat(a: &FileAttr) -> Stat {
         blksize: 4096,
         // In 512-byte units, for 4 KB blocks, as a local file system reports them.
         blocks: a.size.div_ceil(4096) * 8,
-        atime: ts(a.mtime_ns),
+        atime: ts(a.atime_ns),
         mtime: ts(a.mtime_ns),
         ctime: ts(a.ctime_ns),
         ..Stat::default()
