@@ -338,6 +338,11 @@ impl FileSystem for HostDir {
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: `st` is a live, writable statfs; the root descriptor is open.
         retry(|| unsafe { libc::fstatfs(self.root.as_raw_fd(), &mut st) })?;
+        // SAFETY: an all-zero statvfs is a valid value for fstatvfs(3) to overwrite.
+        let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `vfs` is a live, writable statvfs; the root descriptor is open. (Its `f_flag`
+        // has the mount flags glibc's statfs does not show.)
+        retry(|| unsafe { libc::fstatvfs(self.root.as_raw_fd(), &mut vfs) })?;
         Ok(super::FsStat {
             fs_type: st.f_type as u64,
             block_size: st.f_bsize as u64,
@@ -347,6 +352,7 @@ impl FileSystem for HostDir {
             files: st.f_files,
             free_files: st.f_ffree,
             name_max: st.f_namelen as u64,
+            flags: vfs.f_flag,
         })
     }
 }

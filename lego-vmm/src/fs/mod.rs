@@ -133,6 +133,9 @@ pub struct FsStat {
     pub free_files: u64,
     /// `f_namelen`.
     pub name_max: u64,
+    /// `f_flags`: the mount's `ST_*` flags (`ST_NOATIME` for remote storage, whose reads do not
+    /// move access times).
+    pub flags: u64,
 }
 
 /// An open file or directory.

@@ -332,6 +332,7 @@ impl FileSystem for RemoteFs {
             files: s.files + free,
             free_files: free,
             name_max: storage::MAX_NAME as u64,
+            flags: libc::ST_NOATIME,
         })
     }
 }
@@ -583,6 +584,13 @@ mod tests {
         drop(f);
         let st = fs.stat(b"/f", true).unwrap();
         assert_eq!((st.mode, st.mtime, st.size), (libc::S_IFREG | 0o4600, at, 5), "the close's write-back kept the time");
+        // The access time apart, untouched by reads: the mount says noatime.
+        let seen = Timespec { sec: 1_000_000_000, nsec: 7 };
+        fs.set_attr(b"/f", true, SetAttr::Times { atime: TimeSet::At(seen), mtime: TimeSet::Omit }).unwrap();
+        fs.open(b"/f", libc::O_RDONLY, 0).unwrap().read_at(&mut [0u8; 5], 0).unwrap();
+        let st = fs.stat(b"/f", true).unwrap();
+        assert_eq!((st.atime, st.mtime), (seen, at));
+        assert_eq!(fs.stat_fs().unwrap().flags & libc::ST_NOATIME, libc::ST_NOATIME);
         let owner = SetAttr::Owner { uid: Some(1), gid: None };
         fs.set_attr(b"/f", true, owner).unwrap();
         fs.set_attr(b"/f", true, SetAttr::Owner { uid: None, gid: Some(2) }).unwrap();

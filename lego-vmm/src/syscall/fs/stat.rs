@@ -119,6 +119,7 @@ fn linux_statfs(st: &crate::fs::FsStat) -> [u8; 120] {
     }
     put(&mut b, 64, &st.name_max.to_le_bytes());
     put(&mut b, 72, &st.block_size.to_le_bytes());
+    put(&mut b, 80, &st.flags.to_le_bytes());
     b
 }
 
