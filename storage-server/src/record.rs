@@ -147,34 +147,24 @@ pub(crate) struct Batch {
     pub(crate) freed: Vec<u64>,
 }
 
-/// A [`Batch`] as the journal records of the builds before access times held it (read only).
+/// A [`Batch`] as the journal records of older builds held it, with their entry layout `E`
+/// (read only).
 #[derive(Debug, Deserialize)]
-pub(crate) struct BatchV2 {
+pub(crate) struct OldBatch<E> {
     dels: Vec<Vec<u8>>,
-    puts: Vec<(Vec<u8>, EntryV2)>,
+    puts: Vec<(Vec<u8>, E)>,
     next_id: Option<u64>,
     freed: Vec<u64>,
 }
 
-impl From<BatchV2> for Batch {
-    fn from(b: BatchV2) -> Batch {
-        let BatchV2 { dels, puts, next_id, freed } = b;
-        Batch { dels, puts: puts.into_iter().map(|(p, e)| (p, e.into())).collect(), next_id, freed }
-    }
-}
+/// A batch of the builds before access times.
+pub(crate) type BatchV2 = OldBatch<EntryV2>;
+/// A batch of the builds before owner ids.
+pub(crate) type BatchV1 = OldBatch<EntryV1>;
 
-/// A [`Batch`] as the journal records of the builds before owner ids held it (read only).
-#[derive(Debug, Deserialize)]
-pub(crate) struct BatchV1 {
-    dels: Vec<Vec<u8>>,
-    puts: Vec<(Vec<u8>, EntryV1)>,
-    next_id: Option<u64>,
-    freed: Vec<u64>,
-}
-
-impl From<BatchV1> for Batch {
-    fn from(b: BatchV1) -> Batch {
-        let BatchV1 { dels, puts, next_id, freed } = b;
+impl<E: Into<Entry>> From<OldBatch<E>> for Batch {
+    fn from(b: OldBatch<E>) -> Batch {
+        let OldBatch { dels, puts, next_id, freed } = b;
         Batch { dels, puts: puts.into_iter().map(|(p, e)| (p, e.into())).collect(), next_id, freed }
     }
 }
