@@ -20,7 +20,7 @@ use crate::signal::{SigInfo, SI_KERNEL};
 pub const FIRST_PID: i32 = 1;
 
 /// A running process another one can signal.
-pub trait Signalable: Send + Sync {
+pub trait Signalable: crate::timers::TimerOwner {
     /// Posts `info` to the process ([`crate::delivery::post_process`]): a thread that can take it
     /// is woken, and its run loop delivers it (a default action may end the process).
     fn signal(&self, info: SigInfo);
@@ -30,8 +30,8 @@ pub trait Signalable: Send + Sync {
     /// take the zombie, and a handler that waits finds it, as with Linux's `exit_notify`.
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut());
 
-    /// Runs `f` on the process under its lock (a timer firing, a signal for one of its
-    /// threads); a signal `f` posts wakes the thread that is to take it.
+    /// Runs `f` on the process under its lock (a signal for one of its threads); a signal `f`
+    /// posts wakes the thread that is to take it.
     fn with_process(&self, f: &mut dyn FnMut(&mut crate::process::Process));
     /// A snapshot of the process for `/proc` (`None` if it cannot be had now).
     fn view(&self) -> Option<crate::pseudo::ProcView> {
@@ -437,6 +437,12 @@ mod tests {
             record();
         }
         fn with_process(&self, _: &mut dyn FnMut(&mut crate::process::Process)) {}
+    }
+    impl crate::timers::TimerOwner for Quiet {
+        fn reading(&self, _: crate::timers::Clock) -> std::time::Duration {
+            std::time::Duration::ZERO
+        }
+        fn expire(&self, _: u64, _: u64, _: &mut dyn FnMut() -> bool) {}
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::stack::{self, AuxInfo};
 use crate::proctable::{ProcTable, Signalable};
 use crate::syscall::{self, Call, Control, Cpu, Forked, NewThread};
 use crate::threads::ThreadGroup;
+use crate::timers::{Clock, TimerOwner};
 use lego_proto::vma::VmaKind;
 
 /// Where a vNode's files live.
@@ -775,6 +776,19 @@ fn settle(p: &mut Locked<'_>, control: Control, tid: i32, threads: &ThreadGroup,
                     Resume::Return(pid as u64)
                 }
             }
+        }
+    }
+}
+
+impl TimerOwner for Group {
+    fn reading(&self, clock: Clock) -> std::time::Duration {
+        syscall::time::reading(clock, &self.process.lock_unpoisoned())
+    }
+
+    fn expire(&self, key: u64, count: u64, current: &mut dyn FnMut() -> bool) {
+        let mut p = self.process.lock_unpoisoned();
+        if current() {
+            syscall::timers::fire(&mut p, key, count);
         }
     }
 }
