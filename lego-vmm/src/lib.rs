@@ -25,6 +25,7 @@ pub mod fifo;
 pub mod fs;
 pub mod futex;
 pub mod hostcpu;
+pub mod identity;
 pub mod kick;
 pub mod kvm_stats;
 pub mod layout;

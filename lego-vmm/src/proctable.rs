@@ -30,11 +30,11 @@ pub trait Signalable: crate::timers::TimerOwner {
     /// take the zombie, and a handler that waits finds it, as with Linux's `exit_notify`.
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut());
 
-    /// Runs `f` on the process under its lock (a signal for one of its threads); a signal `f`
-    /// posts wakes the thread that is to take it.
-    fn with_process(&self, f: &mut dyn FnMut(&mut crate::process::Process));
+    /// Posts a signal queued with its `siginfo` to the process or one of its threads, under the
+    /// process's lock ([`crate::delivery::post_queued`]).
+    fn post_queued(&self, tid: Option<i32>, info: Option<SigInfo>) -> SysResult<()>;
     /// A snapshot of the process for `/proc` (`None` if it cannot be had now).
-    fn view(&self) -> Option<crate::pseudo::ProcView> {
+    fn view(&self) -> Option<crate::pseudo::view::ProcView> {
         None
     }
 }
@@ -365,7 +365,7 @@ impl ProcTable {
     }
 
     /// A snapshot of running process `pid` for `/proc`.
-    pub fn view(&self, pid: i32) -> Option<crate::pseudo::ProcView> {
+    pub fn view(&self, pid: i32) -> Option<crate::pseudo::view::ProcView> {
         let target = self.lock().procs.get(&pid)?.target.as_ref()?.upgrade()?;
         target.view()
     }
@@ -436,7 +436,9 @@ mod tests {
         fn child_ended(&self, _: SigInfo, record: &mut dyn FnMut()) {
             record();
         }
-        fn with_process(&self, _: &mut dyn FnMut(&mut crate::process::Process)) {}
+        fn post_queued(&self, _: Option<i32>, _: Option<SigInfo>) -> SysResult<()> {
+            Ok(())
+        }
     }
     impl crate::timers::TimerOwner for Quiet {
         fn reading(&self, _: crate::timers::Clock) -> std::time::Duration {
