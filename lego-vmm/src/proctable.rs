@@ -261,11 +261,6 @@ impl ProcTable {
         drop(self.changed.wait_timeout_unpoisoned(t, limit));
     }
 
-    /// Whether process `pid` has ended (a zombie, or reaped already).
-    pub fn ended(&self, pid: i32) -> bool {
-        self.lock().procs.get(&pid).is_none_or(|e| e.status.is_some())
-    }
-
     /// The parent of `pid` (0 for the first process).
     pub fn ppid(&self, pid: i32) -> i32 {
         self.lock().procs.get(&pid).map_or(0, |e| e.ppid)
@@ -391,6 +386,12 @@ impl ProcTable {
                 let _ = h.join();
             }
         }
+    }
+}
+
+impl crate::anonfd::Exits for ProcTable {
+    fn ended(&self, pid: i32) -> bool {
+        self.lock().procs.get(&pid).is_none_or(|e| e.status.is_some())
     }
 }
 
