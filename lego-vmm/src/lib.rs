@@ -38,6 +38,7 @@ pub mod pcomp;
 pub mod proctable;
 pub mod pseudo;
 pub mod process;
+pub mod scm_rights;
 pub mod signal;
 pub mod stack;
 pub mod syscall;

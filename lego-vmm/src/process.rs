@@ -125,6 +125,9 @@ pub struct Process {
     pub locks: Arc<crate::locks::LockTable>,
     /// The pipes of the run's FIFOs, one table for every process of it.
     pub fifos: Arc<crate::fifo::Fifos>,
+    /// The descriptions in flight in `SCM_RIGHTS` messages, one table for every process of the
+    /// run.
+    pub in_flight: Arc<crate::scm_rights::InFlight>,
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
     pub started: Instant,
@@ -222,6 +225,7 @@ impl Process {
             timers: Default::default(),
             locks: Default::default(),
             fifos: Default::default(),
+            in_flight: Default::default(),
             maps: Default::default(),
             started: Instant::now(),
             image: ExecImage::default(),
@@ -263,6 +267,7 @@ impl Process {
             timers: Default::default(),
             locks: self.locks.clone(),
             fifos: self.fifos.clone(),
+            in_flight: self.in_flight.clone(),
             maps: self.maps.forked(),
             started: Instant::now(),
             image: self.image.clone(),
