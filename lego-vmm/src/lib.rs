@@ -35,6 +35,7 @@ pub mod mapstate;
 pub mod memory;
 pub mod net;
 pub mod pcomp;
+pub mod pipe;
 pub mod proctable;
 pub mod pseudo;
 pub mod process;
