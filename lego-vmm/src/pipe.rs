@@ -48,7 +48,12 @@ impl Pipe {
     /// A pipe with no ends yet (a FIFO's, [`crate::fifo`]).
     pub fn new() -> Arc<Pipe> {
         Arc::new(Pipe {
-            state: Mutex::new(PipeState { buf: VecDeque::new(), readers: 0, writers: 0, opened: Ends::default() }),
+            state: Mutex::new(PipeState {
+                buf: VecDeque::new(),
+                readers: 0,
+                writers: 0,
+                opened: Ends::default(),
+            }),
             changed: Condvar::new(),
         })
     }
@@ -65,13 +70,22 @@ impl Pipe {
         }
         drop(st);
         pipe.changed.notify_all();
-        PipeEnd { pipe: pipe.clone(), write }
+        PipeEnd {
+            pipe: pipe.clone(),
+            write,
+        }
     }
 
     /// The ends open now, and how many were ever opened.
     pub fn ends(&self) -> (Ends, Ends) {
         let st = self.state.lock_unpoisoned();
-        (Ends { read: st.readers as u64, write: st.writers as u64 }, st.opened)
+        (
+            Ends {
+                read: st.readers as u64,
+                write: st.writers as u64,
+            },
+            st.opened,
+        )
     }
 
     /// Waits up to `timeout` for an end to open or close, or for data to move.
@@ -119,12 +133,20 @@ impl PipeEnd {
         let mut done = 0;
         while done < data.len() {
             if st.readers == 0 {
-                return if done > 0 { Ok(done) } else { Err(Errno::EPIPE) };
+                return if done > 0 {
+                    Ok(done)
+                } else {
+                    Err(Errno::EPIPE)
+                };
             }
             let room = PIPE_CAPACITY - st.buf.len();
             if room == 0 {
                 if nonblock {
-                    return if done > 0 { Ok(done) } else { Err(Errno::EAGAIN) };
+                    return if done > 0 {
+                        Ok(done)
+                    } else {
+                        Err(Errno::EAGAIN)
+                    };
                 }
                 st = self.pipe.changed.wait_unpoisoned(st);
                 continue;
@@ -142,7 +164,13 @@ impl PipeEnd {
     /// waiting (read end).
     pub fn ready(&self) -> Option<usize> {
         let st = self.lock();
-        self.ready_locked(&st).then(|| if self.write { PIPE_CAPACITY - st.buf.len() } else { st.buf.len() })
+        self.ready_locked(&st).then(|| {
+            if self.write {
+                PIPE_CAPACITY - st.buf.len()
+            } else {
+                st.buf.len()
+            }
+        })
     }
 
     /// Waits up to `timeout` for [`PipeEnd::ready`].
@@ -165,7 +193,11 @@ impl PipeEnd {
     /// Whether the other side is gone (no writers for a read end, no readers for a write end).
     pub fn peer_closed(&self) -> bool {
         let st = self.lock();
-        if self.write { st.readers == 0 } else { st.writers == 0 }
+        if self.write {
+            st.readers == 0
+        } else {
+            st.writers == 0
+        }
     }
 
     /// Whether a write would not block.

@@ -148,11 +148,10 @@ impl Process {
 
     /// The snapshot of this process for `/proc`.
     pub fn view(&self) -> ProcView {
-        let p = self;
-        let end = p.comm.iter().position(|&c| c == 0).unwrap_or(p.comm.len());
+        let end = self.comm.iter().position(|&c| c == 0).unwrap_or(self.comm.len());
         let mut ignored = 0u64;
         let mut caught = 0u64;
-        for (sig, a) in p.signals.actions.iter().enumerate().skip(1) {
+        for (sig, a) in self.signals.actions.iter().enumerate().skip(1) {
             let bit = 1u64 << (sig - 1);
             match a.handler {
                 crate::signal::SIG_DFL => {}
@@ -160,29 +159,29 @@ impl Process {
                 _ => caught |= bit,
             }
         }
-        let cache = p.mm.cache_stats();
-        let first = p.threads.get(&p.pid).or_else(|| p.threads.values().next());
+        let cache = self.mm.cache_stats();
+        let first = self.threads.get(&self.pid).or_else(|| self.threads.values().next());
         ProcView {
-            pid: p.pid,
-            tid: p.pid,
-            comm: p.comm[..end].to_vec(),
-            image: p.image.clone(),
-            cwd: p.cwd.clone(),
-            creds: p.creds,
-            umask: p.umask,
-            threads: p.threads.keys().copied().collect(),
-            maps: p.mm.vmas().iter().cloned().collect(),
+            pid: self.pid,
+            tid: self.pid,
+            comm: self.comm[..end].to_vec(),
+            image: self.image.clone(),
+            cwd: self.cwd.clone(),
+            creds: self.creds,
+            umask: self.umask,
+            threads: self.threads.keys().copied().collect(),
+            maps: self.mm.vmas().iter().cloned().collect(),
             faults: (cache.plocal_fills, cache.misses),
             resident: cache.resident * crate::layout::PAGE_SIZE,
-            mem_size: p.mm.size(),
-            fds: p.fds.open_files().collect(),
-            started: p.started,
-            sig_pending: p.signals.pending.bits() | first.map_or(0, |t| t.pending.bits()),
+            mem_size: self.mm.size(),
+            fds: self.fds.open_files().collect(),
+            started: self.started,
+            sig_pending: self.signals.pending.bits() | first.map_or(0, |t| t.pending.bits()),
             sig_blocked: first.map_or(0, |t| t.sigmask),
             sig_ignored: ignored,
             sig_caught: caught,
-            probe: p.mm.cache().probe(),
-            memory: (p.mm.proc_id(), p.mm.home().to_string(), p.mm.servers().to_vec()),
+            probe: self.mm.cache().probe(),
+            memory: (self.mm.proc_id(), self.mm.home().to_string(), self.mm.servers().to_vec()),
         }
     }
 

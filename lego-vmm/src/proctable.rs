@@ -19,7 +19,8 @@ use crate::signal::{SigInfo, SI_KERNEL};
 /// Id of the first process of a run.
 pub const FIRST_PID: i32 = 1;
 
-/// A running process another one can signal.
+/// A running process another one can signal (its timers reach it as a
+/// [`crate::timers::TimerOwner`]).
 pub trait Signalable: crate::timers::TimerOwner {
     /// Posts `info` to the process ([`crate::delivery::post_process`]): a thread that can take it
     /// is woken, and its run loop delivers it (a default action may end the process).

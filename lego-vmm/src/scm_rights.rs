@@ -31,7 +31,9 @@ impl InFlight {
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
         let token = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.files.lock_unpoisoned().insert(inode(token.as_raw_fd())?, file);
+        self.files
+            .lock_unpoisoned()
+            .insert(inode(token.as_raw_fd())?, file);
         Ok(token)
     }
 

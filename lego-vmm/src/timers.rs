@@ -58,12 +58,12 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// The clock `id` names for thread `tid` of process `pid`, whose threads are those
-    /// `is_thread` says are, if lego provides it: the wall clocks, the
-    /// CPU-time clocks of the process and of the calling thread (2 and 3), and the dynamic
-    /// CPU-clock ids the C library makes of those and of `pthread_getcpuclockid` (negative:
-    /// `~pid << 3 | per-thread << 2 | kind`, pid 0 meaning the caller). A thread's clock counts
-    /// its user and system time whatever its kind; other processes' clocks are not provided.
+    /// The clock `id` names for thread `tid` of process `pid` (whose threads `is_thread` tells),
+    /// if lego provides it: the wall clocks, the CPU-time clocks of the process and of the
+    /// calling thread (2 and 3), and the dynamic CPU-clock ids the C library makes of those and
+    /// of `pthread_getcpuclockid` (negative: `~pid << 3 | per-thread << 2 | kind`, pid 0 meaning
+    /// the caller). A thread's clock counts its user and system time whatever its kind; other
+    /// processes' clocks are not provided.
     pub fn from_id(id: i32, (pid, tid): (i32, i32), is_thread: impl Fn(i32) -> bool) -> Option<Clock> {
         const PER_THREAD: i32 = 4;
         const VIRT: i32 = 1;
