@@ -5,15 +5,20 @@ use lego_proto::sync::LockExt;
 use std::sync::{Arc, Mutex};
 
 use crate::fs::Stat;
-use crate::process::Process;
-use crate::proctable::ProcTable;
+use crate::identity::Creds;
+
+/// Tells whether a process of the run has ended (the process table).
+pub trait Exits: Send + Sync {
+    /// Whether process `pid` has ended (a zombie, or reaped already).
+    fn ended(&self, pid: i32) -> bool;
+}
 
 /// What an anonymous descriptor is.
 pub enum AnonFile {
     /// A signalfd and the signals it takes.
     Signal(Mutex<u64>),
     /// A pidfd for process `pid` of the run.
-    Pid { pid: i32, procs: Arc<ProcTable> },
+    Pid { pid: i32, procs: Arc<dyn Exits> },
 }
 
 /// Size of `struct signalfd_siginfo`.
@@ -36,27 +41,24 @@ impl AnonFile {
         }
     }
 
-    /// Whether a read (signalfd) would not wait, or the process ended (pidfd), for thread
-    /// `tid` of `p`.
-    pub fn readable(&self, p: &Process, tid: i32) -> bool {
+    /// Whether a read (signalfd) would not wait, or the process ended (pidfd), for a thread
+    /// with signals `pending` (its own and its process's).
+    pub fn readable(&self, pending: u64) -> bool {
         match self {
-            AnonFile::Signal(_) => {
-                let own = p.threads.get(&tid).map_or(0, |t| t.pending.bits());
-                (own | p.signals.pending.bits()) & self.signal_mask() != 0
-            }
+            AnonFile::Signal(_) => pending & self.signal_mask() != 0,
             AnonFile::Pid { pid, procs } => procs.ended(*pid),
         }
     }
 
-    /// `fstat` of the descriptor: the anonymous inode, owned by the caller.
-    pub fn stat(&self, p: &Process) -> Stat {
+    /// `fstat` of the descriptor: the anonymous inode, owned by the caller (`creds`).
+    pub fn stat(&self, creds: &Creds) -> Stat {
         Stat {
             dev: 0xd,
             ino: 1,
             mode: 0o600,
             nlink: 1,
-            uid: p.creds.euid,
-            gid: p.creds.egid,
+            uid: creds.euid,
+            gid: creds.egid,
             blksize: 4096,
             ..Stat::default()
         }

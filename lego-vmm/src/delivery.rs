@@ -82,6 +82,21 @@ pub fn post_thread(p: &mut Process, tid: i32, info: SigInfo, from: Option<i32>) 
     Ok(())
 }
 
+/// Posts a signal queued with its `siginfo` (`rt_sigqueueinfo`, `rt_tgsigqueueinfo`): `info`
+/// (`None` for signal 0, which only checks the target) to `p`, or to its thread `tid` (`ESRCH`
+/// if it has none). `from` as in [`post_thread`].
+pub fn post_queued(p: &mut Process, tid: Option<i32>, info: Option<SigInfo>, from: Option<i32>) -> SysResult<()> {
+    match (tid, info) {
+        (Some(tid), _) if !p.threads.contains_key(&tid) => Err(Errno::ESRCH),
+        (Some(tid), Some(info)) => post_thread(p, tid, info, from),
+        (None, Some(info)) => {
+            post_process(p, info, from);
+            Ok(())
+        }
+        (_, None) => Ok(()),
+    }
+}
+
 /// Sends `info` to the process `p`: it waits in the process's pending set for the first thread
 /// that does not block it, and one such thread is woken to take it, the sender itself if it
 /// can (Linux's `complete_signal`). `from` as in [`post_thread`].

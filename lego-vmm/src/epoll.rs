@@ -13,7 +13,15 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::errno::{Errno, SysResult};
-use crate::fdtable::{Backing, OpenFile};
+use crate::pipe::PipeEnd;
+
+/// A description an epoll instance watches (an open file description).
+pub trait Watched: Send + Sync {
+    /// The host descriptor a host epoll instance watches it by, if it has one.
+    fn host_fd(&self) -> Option<RawFd>;
+    /// The pipe end it is, if it is one (watched in the VMM).
+    fn pipe(&self) -> Option<&PipeEnd>;
+}
 
 /// `EPOLLONESHOT` and `EPOLLEXCLUSIVE` as the kernel's `u32`.
 const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
@@ -24,7 +32,7 @@ const ALWAYS: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 /// One watched descriptor.
 struct Member {
     fd: i32,
-    file: Weak<OpenFile>,
+    file: Weak<dyn Watched>,
     events: u32,
     data: u64,
     /// Watched by the host epoll instance.
@@ -48,8 +56,8 @@ pub struct Epoll {
 /// One reported event: the events and the program's data.
 pub type Event = (u32, u64);
 
-fn same(file: &Weak<OpenFile>, other: &Arc<OpenFile>) -> bool {
-    std::ptr::eq(file.as_ptr(), Arc::as_ptr(other))
+fn same<F: Watched>(file: &Weak<dyn Watched>, other: &Arc<F>) -> bool {
+    std::ptr::eq(file.as_ptr().cast::<()>(), Arc::as_ptr(other).cast::<()>())
 }
 
 impl Epoll {
@@ -83,12 +91,12 @@ impl Epoll {
     }
 
     /// `epoll_ctl(op, fd, {events, data})` for `file`, the description behind `fd`.
-    pub fn ctl(&self, op: i32, fd: i32, file: &Arc<OpenFile>, events: u32, data: u64) -> SysResult<()> {
+    pub fn ctl<F: Watched + 'static>(&self, op: i32, fd: i32, file: &Arc<F>, events: u32, data: u64) -> SysResult<()> {
         let mut m = self.members();
         m.by_key.retain(|_, v| v.file.strong_count() > 0);
         let found = m.by_key.iter().find(|(_, v)| v.fd == fd && same(&v.file, file)).map(|(k, _)| *k);
         let host = file.host_fd();
-        if host.is_none() && !matches!(file.backing, Backing::Pipe(_)) {
+        if host.is_none() && file.pipe().is_none() {
             // Regular files and directories cannot be watched.
             return Err(Errno::EPERM);
         }
@@ -102,7 +110,8 @@ impl Epoll {
                     self.host_ctl(libc::EPOLL_CTL_ADD, h, events, key)?;
                 }
                 m.next += 1;
-                m.by_key.insert(key, Member { fd, file: Arc::downgrade(file), events, data, on_host: host.is_some(), armed: true });
+                let file = Arc::downgrade(file) as Weak<dyn Watched>;
+                m.by_key.insert(key, Member { fd, file, events, data, on_host: host.is_some(), armed: true });
                 Ok(())
             }
             libc::EPOLL_CTL_MOD => {
@@ -145,7 +154,7 @@ impl Epoll {
                 break;
             }
             let Some(file) = v.file.upgrade() else { continue };
-            let r = pipe_events(&file) & (v.events | ALWAYS);
+            let r = file.pipe().map_or(0, pipe_events) & (v.events | ALWAYS);
             if r != 0 {
                 out.push((r, v.data));
                 if v.events & ONESHOT != 0 {
@@ -183,8 +192,7 @@ impl Epoll {
 }
 
 /// The epoll events of a pipe end now.
-fn pipe_events(file: &OpenFile) -> u32 {
-    let Backing::Pipe(end) = &file.backing else { return 0 };
+fn pipe_events(end: &PipeEnd) -> u32 {
     let mut r = 0;
     if end.is_write_end() {
         if end.peer_closed() {
@@ -206,7 +214,8 @@ fn pipe_events(file: &OpenFile) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fdtable::Pipe;
+    use crate::fdtable::{Backing, OpenFile};
+    use crate::pipe::Pipe;
 
     const ET: u32 = libc::EPOLLET as u32;
 

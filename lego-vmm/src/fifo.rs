@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::errno::{Errno, SysResult};
-use crate::fdtable::{Ends, Pipe, PipeEnd};
+use crate::pipe::{Ends, Pipe, PipeEnd};
 use crate::fs::NodeId;
 
 /// The pipes of the run's FIFOs, by node.

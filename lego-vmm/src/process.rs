@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use crate::fdtable::FdTable;
 use crate::fs::FileSystem;
+use crate::identity::{Creds, ExecImage};
 use crate::memory::mm::Mm;
 use crate::proctable::ProcTable;
+use crate::pseudo::view::ProcView;
 use crate::signal::{AltStack, Pending, Signals};
 use crate::threads::ThreadGroup;
 
@@ -38,28 +40,6 @@ impl Termination {
             Termination::Signaled { signal, .. } => 128 + signal,
         }
     }
-}
-
-/// The program a process runs, as `execve` (or `lego run`) started it.
-#[derive(Debug, Clone, Default)]
-pub struct ExecImage {
-    /// vNode path of the executable (`/proc/PID/exe`).
-    pub exe: Vec<u8>,
-    /// Arguments (`/proc/PID/cmdline`).
-    pub argv: Vec<Vec<u8>>,
-    /// Environment (`/proc/PID/environ`).
-    pub envp: Vec<Vec<u8>>,
-}
-
-/// User and group ids.
-#[derive(Debug, Clone, Copy)]
-pub struct Creds {
-    pub uid: u32,
-    pub euid: u32,
-    pub suid: u32,
-    pub gid: u32,
-    pub egid: u32,
-    pub sgid: u32,
 }
 
 /// Per-call counters for `--stats` and the report of unimplemented calls.
@@ -145,6 +125,9 @@ pub struct Process {
     pub locks: Arc<crate::locks::LockTable>,
     /// The pipes of the run's FIFOs, one table for every process of it.
     pub fifos: Arc<crate::fifo::Fifos>,
+    /// The descriptions in flight in `SCM_RIGHTS` messages, one table for every process of the
+    /// run.
+    pub in_flight: Arc<crate::scm_rights::InFlight>,
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
     pub started: Instant,
@@ -152,24 +135,56 @@ pub struct Process {
     pub image: ExecImage,
 }
 
-impl Creds {
-    /// The credentials of the VMM process, which a vNode process starts with.
-    pub fn of_host() -> Creds {
-        // SAFETY: these calls only read the caller's credentials.
-        unsafe {
-            Creds {
-                uid: libc::getuid(),
-                euid: libc::geteuid(),
-                suid: libc::geteuid(),
-                gid: libc::getgid(),
-                egid: libc::getegid(),
-                sgid: libc::getegid(),
-            }
+impl Process {
+    /// The snapshot of process `pid` of the vNode for `/proc`: this one's own, or one through
+    /// its process table.
+    pub fn view_of(&self, pid: i32) -> Option<ProcView> {
+        if pid == self.pid {
+            Some(self.view())
+        } else {
+            self.procs.view(pid)
         }
     }
-}
 
-impl Process {
+    /// The snapshot of this process for `/proc`.
+    pub fn view(&self) -> ProcView {
+        let end = self.comm.iter().position(|&c| c == 0).unwrap_or(self.comm.len());
+        let mut ignored = 0u64;
+        let mut caught = 0u64;
+        for (sig, a) in self.signals.actions.iter().enumerate().skip(1) {
+            let bit = 1u64 << (sig - 1);
+            match a.handler {
+                crate::signal::SIG_DFL => {}
+                crate::signal::SIG_IGN => ignored |= bit,
+                _ => caught |= bit,
+            }
+        }
+        let cache = self.mm.cache_stats();
+        let first = self.threads.get(&self.pid).or_else(|| self.threads.values().next());
+        ProcView {
+            pid: self.pid,
+            tid: self.pid,
+            comm: self.comm[..end].to_vec(),
+            image: self.image.clone(),
+            cwd: self.cwd.clone(),
+            creds: self.creds,
+            umask: self.umask,
+            threads: self.threads.keys().copied().collect(),
+            maps: self.mm.vmas().iter().cloned().collect(),
+            faults: (cache.plocal_fills, cache.misses),
+            resident: cache.resident * crate::layout::PAGE_SIZE,
+            mem_size: self.mm.size(),
+            fds: self.fds.open_files().collect(),
+            started: self.started,
+            sig_pending: self.signals.pending.bits() | first.map_or(0, |t| t.pending.bits()),
+            sig_blocked: first.map_or(0, |t| t.sigmask),
+            sig_ignored: ignored,
+            sig_caught: caught,
+            probe: self.mm.cache().probe(),
+            memory: (self.mm.proc_id(), self.mm.home().to_string(), self.mm.servers().to_vec()),
+        }
+    }
+
     /// The CPU time of the process so far: its live threads' and its ended threads'.
     pub fn cpu_time(&self) -> crate::hostcpu::CpuTime {
         self.threads.values().filter_map(|t| t.host).fold(self.usage, |sum, h| sum + h.spent())
@@ -209,6 +224,7 @@ impl Process {
             timers: Default::default(),
             locks: Default::default(),
             fifos: Default::default(),
+            in_flight: Default::default(),
             maps: Default::default(),
             started: Instant::now(),
             image: ExecImage::default(),
@@ -250,6 +266,7 @@ impl Process {
             timers: Default::default(),
             locks: self.locks.clone(),
             fifos: self.fifos.clone(),
+            in_flight: self.in_flight.clone(),
             maps: self.maps.forked(),
             started: Instant::now(),
             image: self.image.clone(),

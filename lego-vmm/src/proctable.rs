@@ -19,8 +19,9 @@ use crate::signal::{SigInfo, SI_KERNEL};
 /// Id of the first process of a run.
 pub const FIRST_PID: i32 = 1;
 
-/// A running process another one can signal.
-pub trait Signalable: Send + Sync {
+/// A running process another one can signal (its timers reach it as a
+/// [`crate::timers::TimerOwner`]).
+pub trait Signalable: crate::timers::TimerOwner {
     /// Posts `info` to the process ([`crate::delivery::post_process`]): a thread that can take it
     /// is woken, and its run loop delivers it (a default action may end the process).
     fn signal(&self, info: SigInfo);
@@ -30,11 +31,11 @@ pub trait Signalable: Send + Sync {
     /// take the zombie, and a handler that waits finds it, as with Linux's `exit_notify`.
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut());
 
-    /// Runs `f` on the process under its lock (a timer firing, a signal for one of its
-    /// threads); a signal `f` posts wakes the thread that is to take it.
-    fn with_process(&self, f: &mut dyn FnMut(&mut crate::process::Process));
+    /// Posts a signal queued with its `siginfo` to the process or one of its threads, under the
+    /// process's lock ([`crate::delivery::post_queued`]).
+    fn post_queued(&self, tid: Option<i32>, info: Option<SigInfo>) -> SysResult<()>;
     /// A snapshot of the process for `/proc` (`None` if it cannot be had now).
-    fn view(&self) -> Option<crate::pseudo::ProcView> {
+    fn view(&self) -> Option<crate::pseudo::view::ProcView> {
         None
     }
 }
@@ -261,11 +262,6 @@ impl ProcTable {
         drop(self.changed.wait_timeout_unpoisoned(t, limit));
     }
 
-    /// Whether process `pid` has ended (a zombie, or reaped already).
-    pub fn ended(&self, pid: i32) -> bool {
-        self.lock().procs.get(&pid).is_none_or(|e| e.status.is_some())
-    }
-
     /// The parent of `pid` (0 for the first process).
     pub fn ppid(&self, pid: i32) -> i32 {
         self.lock().procs.get(&pid).map_or(0, |e| e.ppid)
@@ -365,7 +361,7 @@ impl ProcTable {
     }
 
     /// A snapshot of running process `pid` for `/proc`.
-    pub fn view(&self, pid: i32) -> Option<crate::pseudo::ProcView> {
+    pub fn view(&self, pid: i32) -> Option<crate::pseudo::view::ProcView> {
         let target = self.lock().procs.get(&pid)?.target.as_ref()?.upgrade()?;
         target.view()
     }
@@ -391,6 +387,12 @@ impl ProcTable {
                 let _ = h.join();
             }
         }
+    }
+}
+
+impl crate::anonfd::Exits for ProcTable {
+    fn ended(&self, pid: i32) -> bool {
+        self.lock().procs.get(&pid).is_none_or(|e| e.status.is_some())
     }
 }
 
@@ -436,7 +438,15 @@ mod tests {
         fn child_ended(&self, _: SigInfo, record: &mut dyn FnMut()) {
             record();
         }
-        fn with_process(&self, _: &mut dyn FnMut(&mut crate::process::Process)) {}
+        fn post_queued(&self, _: Option<i32>, _: Option<SigInfo>) -> SysResult<()> {
+            Ok(())
+        }
+    }
+    impl crate::timers::TimerOwner for Quiet {
+        fn reading(&self, _: crate::timers::Clock) -> std::time::Duration {
+            std::time::Duration::ZERO
+        }
+        fn expire(&self, _: u64, _: u64, _: &mut dyn FnMut() -> bool) {}
     }
 
     #[test]

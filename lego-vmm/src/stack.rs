@@ -43,7 +43,7 @@ pub struct AuxInfo {
 impl AuxInfo {
     /// The auxiliary information of a new program run with `creds`, with fresh `AT_RANDOM`
     /// bytes; `None` if the host gives no random bytes.
-    pub fn new(creds: &crate::process::Creds) -> Option<AuxInfo> {
+    pub fn new(creds: &crate::identity::Creds) -> Option<AuxInfo> {
         let mut random = [0u8; 16];
         // SAFETY: `random` is a valid 16-byte buffer.
         let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), 16, 0) };

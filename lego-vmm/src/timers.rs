@@ -9,26 +9,35 @@
 //! process's CPU time every [`CPU_TICK`] (Linux counts it at the scheduler tick too) and fires
 //! the timer once that time is reached.
 //! A signal timer then posts its signal to the process under the process lock (through the
-//! [`Signalable`] the process table knows it by); a timer whose previous signal still waits is
-//! not queued again but counts an overrun, as Linux's preallocated timer signal does.
+//! [`TimerOwner`] the process is reached by); a timer whose previous signal still waits is not
+//! queued again but counts an overrun, as Linux's preallocated timer signal does.
 
 use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::delivery;
 use crate::errno::{Errno, SysResult};
-use crate::process::Process;
-use crate::proctable::Signalable;
 use crate::signal::{SigInfo, SI_KERNEL};
+
+/// The process timers belong to, as their service thread reaches it.
+pub trait TimerOwner: Send + Sync {
+    /// The reading of `clock` in the process now ([`Clock::Wall`]: zero). A thread that ended
+    /// keeps its clock at zero, so a timer on it never fires.
+    fn reading(&self, clock: Clock) -> Duration;
+
+    /// Timer `key` of the process expired `count` times: under the process lock, which a call
+    /// that sets the timer holds, posts what [`Timers::expiry`] says, unless `current()` (asked
+    /// under that lock) says the expiry is void.
+    fn expire(&self, key: u64, count: u64, current: &mut dyn FnMut() -> bool);
+}
 
 /// What an armed timer does when it expires.
 #[derive(Clone)]
 enum Action {
-    /// Fires timer `key` of the process (see [`fire`]).
+    /// Fires timer `key` of the process ([`TimerOwner::expire`]).
     Process {
-        target: Weak<dyn Signalable>,
+        target: Weak<dyn TimerOwner>,
         key: u64,
     },
     /// Nothing (a timer being disarmed).
@@ -49,12 +58,13 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// The clock `id` names for thread `tid` of `p`, if lego provides it: the wall clocks, the
-    /// CPU-time clocks of the process and of the calling thread (2 and 3), and the dynamic
-    /// CPU-clock ids the C library makes of those and of `pthread_getcpuclockid` (negative:
-    /// `~pid << 3 | per-thread << 2 | kind`, pid 0 meaning the caller). A thread's clock counts
-    /// its user and system time whatever its kind; other processes' clocks are not provided.
-    pub fn from_id(id: i32, p: &Process, tid: i32) -> Option<Clock> {
+    /// The clock `id` names for thread `tid` of process `pid` (whose threads `is_thread` tells),
+    /// if lego provides it: the wall clocks, the CPU-time clocks of the process and of the
+    /// calling thread (2 and 3), and the dynamic CPU-clock ids the C library makes of those and
+    /// of `pthread_getcpuclockid` (negative: `~pid << 3 | per-thread << 2 | kind`, pid 0 meaning
+    /// the caller). A thread's clock counts its user and system time whatever its kind; other
+    /// processes' clocks are not provided.
+    pub fn from_id(id: i32, (pid, tid): (i32, i32), is_thread: impl Fn(i32) -> bool) -> Option<Clock> {
         const PER_THREAD: i32 = 4;
         const VIRT: i32 = 1;
         const FD: i32 = 3;
@@ -65,12 +75,12 @@ impl Clock {
             libc::CLOCK_PROCESS_CPUTIME_ID => Some(Clock::Cpu),
             libc::CLOCK_THREAD_CPUTIME_ID => Some(Clock::Thread(tid)),
             c if c < 0 && c & 3 != FD => {
-                let pid = !(c >> 3);
+                let named = !(c >> 3);
                 if c & PER_THREAD != 0 {
-                    let t = if pid == 0 { tid } else { pid };
-                    p.threads.contains_key(&t).then_some(Clock::Thread(t))
+                    let t = if named == 0 { tid } else { named };
+                    is_thread(t).then_some(Clock::Thread(t))
                 } else {
-                    (pid == 0 || pid == p.pid).then_some(if c & 3 == VIRT { Clock::User } else { Clock::Cpu })
+                    (named == 0 || named == pid).then_some(if c & 3 == VIRT { Clock::User } else { Clock::Cpu })
                 }
             }
             _ => None,
@@ -80,20 +90,6 @@ impl Clock {
 
 /// How often the service reads the CPU time of a process with a CPU-time timer armed.
 pub const CPU_TICK: Duration = Duration::from_millis(4);
-
-/// The reading of `clock` in process `p` (for [`Clock::Wall`]: zero). A thread that ended
-/// keeps its clock at zero, so a timer on it never fires.
-pub fn reading(clock: Clock, p: &Process) -> Duration {
-    match clock {
-        Clock::Wall => Duration::ZERO,
-        Clock::User => p.cpu_time().user,
-        Clock::Cpu => {
-            let t = p.cpu_time();
-            t.user + t.system
-        }
-        Clock::Thread(tid) => p.threads.get(&tid).and_then(|t| t.host).map(|h| h.clock()).unwrap_or_default(),
-    }
-}
 
 struct Armed {
     /// When it expires: the wall-clock moment, or the reading of its CPU clock.
@@ -219,9 +215,9 @@ impl TimerService {
         for (key, clock, action) in cpu {
             match action {
                 Action::Process { target, .. } => match target.upgrade() {
-                    Some(t) => t.with_process(&mut |p| {
-                        now.insert(key, reading(clock, p));
-                    }),
+                    Some(t) => {
+                        now.insert(key, t.reading(clock));
+                    }
                     None => gone.push(key),
                 },
                 Action::Nothing => gone.push(key),
@@ -299,11 +295,7 @@ impl TimerService {
                             // Under the process lock, which a call that sets the timer holds:
                             // either it set the timer before (and this expiry is void), or it
                             // comes after and drops the signal this posts.
-                            t.with_process(&mut |p| {
-                                if self.lock().settings.get(key) == Some(&setting) {
-                                    fire(p, *key, count);
-                                }
-                            });
+                            t.expire(*key, count, &mut || self.lock().settings.get(key) == Some(&setting));
                             true
                         }
                         None => false,
@@ -370,6 +362,18 @@ pub struct PosixTimer {
     overrun_last: u32,
 }
 
+impl PosixTimer {
+    /// `timer_getoverrun`: the overruns of the signal delivered last. While the timer's signal
+    /// is `queued`, the overruns it counts are not delivered yet.
+    pub fn overrun(&self, queued: bool) -> u32 {
+        if queued {
+            self.overrun_last
+        } else {
+            self.overrun_queued
+        }
+    }
+}
+
 /// Most POSIX timers a process may have.
 const MAX_TIMERS: usize = 1024;
 
@@ -389,7 +393,7 @@ impl Timers {
     /// `ITIMER_REAL`: sets it (zero value disarms) and returns the old setting.
     pub fn set_real(
         &mut self,
-        target: Weak<dyn Signalable>,
+        target: Weak<dyn TimerOwner>,
         value: Duration,
         interval: Duration,
     ) -> SysResult<Setting> {
@@ -405,7 +409,7 @@ impl Timers {
     /// reading is `now`: sets it (zero value disarms) and returns the old setting.
     pub fn set_interval(
         &mut self,
-        target: Weak<dyn Signalable>,
+        target: Weak<dyn TimerOwner>,
         (clock, now): (Clock, Duration),
         value: Duration,
         interval: Duration,
@@ -470,7 +474,7 @@ impl Timers {
     /// Arms or disarms POSIX timer `id`, whose clock reads `now`; returns its old setting.
     pub fn set_posix(
         &mut self,
-        target: Weak<dyn Signalable>,
+        target: Weak<dyn TimerOwner>,
         id: i32,
         now: Duration,
         value: Duration,
@@ -494,6 +498,42 @@ impl Timers {
             .map(drop)
     }
 
+    /// Timer `key` expired `count` times: the signal it posts, and the thread that is to take
+    /// it (`None`: the process), if it posts one: `SIGALRM`, `SIGVTALRM` or `SIGPROF` for the
+    /// interval timers, the POSIX timer's notification otherwise. If `queued` finds the POSIX
+    /// timer's earlier signal still pending for that process or thread, that signal counts the
+    /// overruns instead.
+    pub fn expiry<'a>(
+        &mut self,
+        key: u64,
+        count: u64,
+        queued: impl FnOnce(i32, Option<i32>) -> Option<&'a mut SigInfo>,
+    ) -> Option<(SigInfo, Option<i32>)> {
+        let interval = [(self.real, libc::SIGALRM), (self.user, libc::SIGVTALRM), (self.cpu, libc::SIGPROF)];
+        if let Some(&(_, signo)) = interval.iter().find(|(k, _)| *k == Some(key)) {
+            return Some((SigInfo::sent(signo, SI_KERNEL, 0, 0), None));
+        }
+        let (&id, t) = self.posix.iter_mut().find(|(_, t)| t.key == key)?;
+        let extra = u32::try_from(count - 1).unwrap_or(u32::MAX);
+        let (signo, value, tid) = match t.notify {
+            Notify::None => return None,
+            Notify::Process { signo, value } => (signo, value, None),
+            Notify::Thread { signo, value, tid } => (signo, value, Some(tid)),
+        };
+        if let Some(info) = queued(id, tid) {
+            let overrun = info
+                .sender
+                .map_or(0, |(_, o)| o)
+                .saturating_add(1)
+                .saturating_add(extra);
+            info.sender = Some((id, overrun));
+            t.overrun_queued = overrun;
+            return None;
+        }
+        (t.overrun_last, t.overrun_queued) = (t.overrun_queued, extra);
+        Some((SigInfo::timer(signo, id, extra, value), tid))
+    }
+
     /// Deletes every POSIX timer (`execve`).
     pub fn delete_all(&mut self) {
         for id in self.posix.keys().copied().collect::<Vec<_>>() {
@@ -503,99 +543,17 @@ impl Timers {
     }
 }
 
-/// Timer `id` of `p` is set again or deleted: a signal of its earlier arming that still waits
-/// is not delivered.
-pub fn forget_signal(p: &mut Process, id: i32) {
-    p.signals.pending.drop_timer(id);
-    for t in p.threads.values_mut() {
-        t.pending.drop_timer(id);
-    }
-}
-
-/// `timer_getoverrun` of timer `id`: the overruns of the signal delivered last.
-pub fn overrun(p: &mut Process, id: i32) -> SysResult<u32> {
-    let t = *p.timers.posix(id)?;
-    let queued = signal_queued(p, id, t.notify);
-    Ok(if queued {
-        t.overrun_last
-    } else {
-        t.overrun_queued
-    })
-}
-
-fn signal_queued(p: &mut Process, id: i32, notify: Notify) -> bool {
-    match notify {
-        Notify::None => false,
-        Notify::Process { .. } => p.signals.pending.timer_mut(id).is_some(),
-        Notify::Thread { tid, .. } => p
-            .threads
-            .get_mut(&tid)
-            .is_some_and(|t| t.pending.timer_mut(id).is_some()),
-    }
-}
-
-/// Timer `key` of `p` expired `count` times: `SIGALRM`, `SIGVTALRM` or `SIGPROF` for the
-/// interval timers, the POSIX timer's notification otherwise.
-fn fire(p: &mut Process, key: u64, count: u64) {
-    let interval = [(p.timers.real, libc::SIGALRM), (p.timers.user, libc::SIGVTALRM), (p.timers.cpu, libc::SIGPROF)];
-    if let Some(&(_, signo)) = interval.iter().find(|(k, _)| *k == Some(key)) {
-        delivery::post_process(p, SigInfo::sent(signo, SI_KERNEL, 0, 0), None);
-        return;
-    }
-    let Some((&id, &t)) = p.timers.posix.iter().find(|(_, t)| t.key == key) else {
-        return;
-    };
-    let extra = u32::try_from(count - 1).unwrap_or(u32::MAX);
-    let (signo, value, tid) = match t.notify {
-        Notify::None => return,
-        Notify::Process { signo, value } => (signo, value, None),
-        Notify::Thread { signo, value, tid } => (signo, value, Some(tid)),
-    };
-    let queued = match tid {
-        None => p.signals.pending.timer_mut(id),
-        Some(tid) => p
-            .threads
-            .get_mut(&tid)
-            .and_then(|t| t.pending.timer_mut(id)),
-    };
-    if let Some(info) = queued {
-        let overrun = info
-            .sender
-            .map_or(0, |(_, o)| o)
-            .saturating_add(1)
-            .saturating_add(extra);
-        info.sender = Some((id, overrun));
-        if let Some(t) = p.timers.posix.get_mut(&id) {
-            t.overrun_queued = overrun;
-        }
-        return;
-    }
-    if let Some(t) = p.timers.posix.get_mut(&id) {
-        (t.overrun_last, t.overrun_queued) = (t.overrun_queued, extra);
-    }
-    let info = SigInfo::timer(signo, id, extra, value);
-    match tid {
-        None => delivery::post_process(p, info, None),
-        Some(tid) => {
-            // A thread that ended takes no more signals: Linux sends them to the process then.
-            if delivery::post_thread(p, tid, info, None).is_err() {
-                delivery::post_process(p, info, None);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::Process;
 
     /// A process stand-in that records what fires.
     struct Counter(Mutex<u64>);
-    impl Signalable for Counter {
-        fn signal(&self, _: SigInfo) {}
-        fn child_ended(&self, _: SigInfo, _: &mut dyn FnMut()) {}
-        fn with_process(&self, _: &mut dyn FnMut(&mut Process)) {
+    impl TimerOwner for Counter {
+        fn reading(&self, _: Clock) -> Duration {
+            Duration::ZERO
+        }
+        fn expire(&self, _: u64, _: u64, _: &mut dyn FnMut() -> bool) {
             *self.0.lock().unwrap() += 1;
         }
     }
@@ -604,7 +562,7 @@ mod tests {
     fn a_periodic_timer_repeats_and_a_one_shot_disarms() {
         let mut timers = Timers::default();
         let counter = Arc::new(Counter(Mutex::new(0)));
-        let target = Arc::downgrade(&counter) as Weak<dyn Signalable>;
+        let target = Arc::downgrade(&counter) as Weak<dyn TimerOwner>;
         assert_eq!(
             timers
                 .set_real(

@@ -17,7 +17,7 @@ use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use crate::delivery;
 use crate::cpu::{self, GuestEvent};
 use crate::elf::{self, ElfInfo};
-use crate::errno::Errno;
+use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
 use crate::memory::excache::{Access, CacheStats, Fault, MemoryConfig, Pager};
 use crate::fault::{self, Frame};
@@ -29,12 +29,14 @@ use crate::sysmem::PAGE_FAULT;
 use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
 use crate::memory::mm::Mm;
 use crate::memory::paging::Prot;
-use crate::process::{Creds, Locked, Process, SyscallStats, Termination, MAIN_TID};
+use crate::identity::Creds;
+use crate::process::{Locked, Process, SyscallStats, Termination, MAIN_TID};
 use crate::signal::{SigInfo};
 use crate::stack::{self, AuxInfo};
 use crate::proctable::{ProcTable, Signalable};
 use crate::syscall::{self, Call, Control, Cpu, Forked, NewThread};
 use crate::threads::ThreadGroup;
+use crate::timers::{Clock, TimerOwner};
 use lego_proto::vma::VmaKind;
 
 /// Where a vNode's files live.
@@ -219,7 +221,7 @@ impl Vnode {
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
         process.net = crate::net::Net::new(&config.name, config.net.clone());
-        process.image = crate::process::ExecImage {
+        process.image = crate::identity::ExecImage {
             exe: vnode_exe(&config.files, &program.path),
             argv: program.argv.clone(),
             envp: program.envp.clone(),
@@ -779,6 +781,19 @@ fn settle(p: &mut Locked<'_>, control: Control, tid: i32, threads: &ThreadGroup,
     }
 }
 
+impl TimerOwner for Group {
+    fn reading(&self, clock: Clock) -> std::time::Duration {
+        syscall::time::reading(clock, &self.process.lock_unpoisoned())
+    }
+
+    fn expire(&self, key: u64, count: u64, current: &mut dyn FnMut() -> bool) {
+        let mut p = self.process.lock_unpoisoned();
+        if current() {
+            syscall::timers::fire(&mut p, key, count);
+        }
+    }
+}
+
 impl Signalable for Group {
     /// The signal is posted, and the thread that takes it delivers it in its run loop. A
     /// `SIGKILL` ends the process at once, wherever its threads wait, as Linux ends a process
@@ -798,18 +813,18 @@ impl Signalable for Group {
         delivery::post_process(&mut p, info, None);
     }
 
-    fn with_process(&self, f: &mut dyn FnMut(&mut Process)) {
-        f(&mut self.process.lock_unpoisoned());
+    fn post_queued(&self, tid: Option<i32>, info: Option<SigInfo>) -> SysResult<()> {
+        delivery::post_queued(&mut self.process.lock_unpoisoned(), tid, info, None)
     }
 
     /// The process lock is held only for the length of a system call, but the caller (reading
     /// `/proc`) holds its own: two processes reading each other's would wait for ever, so this
     /// tries for a while and gives up.
-    fn view(&self) -> Option<crate::pseudo::ProcView> {
+    fn view(&self) -> Option<crate::pseudo::view::ProcView> {
         for _ in 0..200 {
             match self.process.try_lock() {
-                Ok(p) => return Some(crate::pseudo::ProcView::of(&p)),
-                Err(std::sync::TryLockError::Poisoned(e)) => return Some(crate::pseudo::ProcView::of(&e.into_inner())),
+                Ok(p) => return Some(p.view()),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner().view()),
                 Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(1)),
             }
         }

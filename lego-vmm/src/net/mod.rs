@@ -25,11 +25,9 @@ pub mod socket;
 use lego_proto::sync::LockExt;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 use crate::errno::{Errno, SysResult};
-use crate::fdtable::OpenFile;
 pub use directory::{Directory, DirectoryError, LocalDirectory, Proto, VEndpoint};
 
 /// The virtual IP space, 10.0.0.0/8: (network, prefix length).
@@ -98,8 +96,6 @@ pub struct Net {
     ports: Mutex<HashMap<(Proto, u16), Binding>>,
     resolved: Mutex<HashMap<VEndpoint, SocketAddrV4>>,
     sources: Mutex<HashMap<(Proto, SocketAddrV4), SocketAddrV4>>,
-    /// Descriptions sent with `SCM_RIGHTS` and not yet received, by the inode of their token.
-    inflight: Mutex<HashMap<u64, Arc<OpenFile>>>,
 }
 
 impl Net {
@@ -114,7 +110,6 @@ impl Net {
             ports: Mutex::default(),
             resolved: Mutex::default(),
             sources: Mutex::default(),
-            inflight: Mutex::default(),
         })
     }
 
@@ -277,34 +272,6 @@ impl Net {
     /// for a name outside the vNode).
     pub fn guest_unix_name(&self, host: &[u8]) -> Vec<u8> {
         host.strip_prefix(self.unix_scope.as_slice()).map(<[u8]>::to_vec).unwrap_or_default()
-    }
-
-    /// A host token standing for `file` in an `SCM_RIGHTS` message; the receiver gets the same
-    /// open file description back with [`Net::take_rights`].
-    pub fn send_rights(&self, file: Arc<OpenFile>) -> SysResult<OwnedFd> {
-        // A memfd, unlike anonymous-inode descriptors, has an inode of its own.
-        // SAFETY: the name is a NUL-terminated string; on success the descriptor is ours alone.
-        let fd = unsafe { libc::memfd_create(c"lego-scm-rights".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: `fd` was just created and is owned by nothing else.
-        let token = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.inflight.lock_unpoisoned().insert(host::inode(token.as_raw_fd())?, file);
-        Ok(token)
-    }
-
-    /// Forgets a token [`Net::send_rights`] made whose message was not sent.
-    pub fn cancel_rights(&self, token: &OwnedFd) {
-        if let Ok(ino) = host::inode(token.as_raw_fd()) {
-            self.inflight.lock_unpoisoned().remove(&ino);
-        }
-    }
-
-    /// The description a received token stands for (`None` for a descriptor that is no token).
-    pub fn take_rights(&self, token: OwnedFd) -> Option<Arc<OpenFile>> {
-        let ino = host::inode(token.as_raw_fd()).ok()?;
-        self.inflight.lock_unpoisoned().remove(&ino)
     }
 }
 

@@ -13,7 +13,7 @@ mod clock;
 mod dev;
 mod node;
 mod procfs;
-mod view;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -22,7 +22,6 @@ use crate::fdtable::{Backing, OpenFile};
 use crate::fs::Stat;
 use crate::process::Process;
 
-pub use view::ProcView;
 
 use node::{Kind, Node};
 

@@ -146,7 +146,7 @@ impl<'a> Ctx<'a> {
 
     /// The snapshot of process `pid` of the vNode (the caller's own without its table look-up).
     pub fn view(&self, pid: i32) -> Option<ProcView> {
-        ProcView::find(self.p, pid)
+        self.p.view_of(pid)
     }
 
     /// The node at `at` (components, the first a pseudo root, without `.` or `..`).

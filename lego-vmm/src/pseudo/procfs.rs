@@ -101,7 +101,7 @@ fn all_views(p: &Process) -> Vec<ProcView> {
         .procs
         .running_pids(p.pid)
         .into_iter()
-        .filter_map(|pid| ProcView::find(p, pid))
+        .filter_map(|pid| p.view_of(pid))
         .collect()
 }
 

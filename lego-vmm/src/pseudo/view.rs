@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::fdtable::OpenFile;
-use crate::process::{Creds, ExecImage, Process};
+use crate::identity::{Creds, ExecImage};
 use lego_proto::vma::Vma;
 
 /// A snapshot of a process for its `/proc/PID` files.
@@ -44,55 +44,6 @@ pub struct ProcView {
 }
 
 impl ProcView {
-    /// The snapshot of process `pid` of `p`'s vNode: `p`'s own, or one through its process
-    /// table.
-    pub fn find(p: &Process, pid: i32) -> Option<ProcView> {
-        if pid == p.pid {
-            Some(ProcView::of(p))
-        } else {
-            p.procs.view(pid)
-        }
-    }
-
-    /// The snapshot of `p`.
-    pub fn of(p: &Process) -> ProcView {
-        let end = p.comm.iter().position(|&c| c == 0).unwrap_or(p.comm.len());
-        let mut ignored = 0u64;
-        let mut caught = 0u64;
-        for (sig, a) in p.signals.actions.iter().enumerate().skip(1) {
-            let bit = 1u64 << (sig - 1);
-            match a.handler {
-                crate::signal::SIG_DFL => {}
-                crate::signal::SIG_IGN => ignored |= bit,
-                _ => caught |= bit,
-            }
-        }
-        let cache = p.mm.cache_stats();
-        let first = p.threads.get(&p.pid).or_else(|| p.threads.values().next());
-        ProcView {
-            pid: p.pid,
-            tid: p.pid,
-            comm: p.comm[..end].to_vec(),
-            image: p.image.clone(),
-            cwd: p.cwd.clone(),
-            creds: p.creds,
-            umask: p.umask,
-            threads: p.threads.keys().copied().collect(),
-            maps: p.mm.vmas().iter().cloned().collect(),
-            faults: (cache.plocal_fills, cache.misses),
-            resident: cache.resident * crate::layout::PAGE_SIZE,
-            mem_size: p.mm.size(),
-            fds: p.fds.open_files().collect(),
-            started: p.started,
-            sig_pending: p.signals.pending.bits() | first.map_or(0, |t| t.pending.bits()),
-            sig_blocked: first.map_or(0, |t| t.sigmask),
-            sig_ignored: ignored,
-            sig_caught: caught,
-            probe: p.mm.cache().probe(),
-            memory: (p.mm.proc_id(), p.mm.home().to_string(), p.mm.servers().to_vec()),
-        }
-    }
-
     /// When it started, in milliseconds since the Unix epoch.
     pub fn started_unix_ms(&self) -> u64 {
         let t = super::clock::wall_time(self.started);

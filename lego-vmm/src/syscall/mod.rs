@@ -27,8 +27,8 @@ mod procs;
 mod sched;
 mod signal;
 mod thread;
-mod time;
-mod timers;
+pub mod time;
+pub mod timers;
 mod usage;
 
 use std::fmt::Write as _;

@@ -515,10 +515,10 @@ fn send(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, u64)], flags: i32, 
     let mut tokens = Vec::new();
     for &g in &extra.rights {
         let f = p.fds.get(fdarg(g as u64))?;
-        match p.net.send_rights(f) {
+        match p.in_flight.send(f) {
             Ok(t) => tokens.push(t),
             Err(e) => {
-                tokens.iter().for_each(|t| p.net.cancel_rights(t));
+                tokens.iter().for_each(|t| p.in_flight.cancel(t));
                 return Err(e);
             }
         }
@@ -553,7 +553,7 @@ fn send(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, u64)], flags: i32, 
             Err(e) => break Err(e),
         }
     };
-    tokens.iter().for_each(|t| p.net.cancel_rights(t));
+    tokens.iter().for_each(|t| p.in_flight.cancel(t));
     match result {
         Err(_) if done > 0 => Ok(done),
         Err(Errno::EPIPE) => {
@@ -604,7 +604,7 @@ fn recv(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, u64)], flags: i32, 
                 if got.from.is_none() {
                     got.from = s.source(r.from);
                 }
-                got.files.extend(r.fds.into_iter().filter_map(|t| p.net.take_rights(t)));
+                got.files.extend(r.fds.into_iter().filter_map(|t| p.in_flight.take(t)));
                 let n = if stream { r.len } else { r.len.min(want as usize) };
                 done += n;
                 got.len = if !stream && flags & libc::MSG_TRUNC != 0 { r.len as u64 } else { done as u64 };

@@ -187,7 +187,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     (t.altstack, t.saved_mask) = (AltStack::default(), None);
     p.procs.set_nocldwait(p.pid, signal::reaps_children(&p.signals.actions[libc::SIGCHLD as usize]));
     p.comm = crate::process::comm_of(&given);
-    p.image = crate::process::ExecImage { exe: path, argv, envp };
+    p.image = crate::identity::ExecImage { exe: path, argv, envp };
     p.procs.released(p.pid);
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));

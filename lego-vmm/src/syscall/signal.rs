@@ -232,17 +232,16 @@ fn queued_info(p: &Process, sig: i32, addr: u64, to_self: bool) -> SysResult<Sig
     Ok(SigInfo { value, ..SigInfo::sent(sig, code, word(16), word(20) as u32) })
 }
 
-/// Runs `post` on process `pid` of the run: the caller's own (with the calling thread `tid`
-/// as the poster), or another one (without the caller's lock held, as in [`kill`]).
-fn on_process(p: &mut Locked<'_>, tid: i32, pid: i32, mut post: impl FnMut(&mut Process, Option<i32>) -> SysResult<()>) -> SysResult<u64> {
+/// Posts queued signal `info` to process `pid` of the run, or to its thread `to_thread`
+/// ([`delivery::post_queued`]): in the caller's own (with the calling thread `tid` as the
+/// poster), or in another one (without the caller's lock held, as in [`kill`]).
+fn queue(p: &mut Locked<'_>, tid: i32, (pid, to_thread): (i32, Option<i32>), info: Option<SigInfo>) -> SysResult<u64> {
     if pid == p.pid {
-        return post(p, Some(tid)).map(|()| 0);
+        return delivery::post_queued(p, to_thread, info, Some(tid)).map(|()| 0);
     }
     let targets = p.procs.kill_targets(p.pid, pid)?;
     let Some((_, Some(target))) = targets.into_iter().next() else { return Err(Errno::ESRCH) };
-    let mut result = Err(Errno::ESRCH);
-    p.unlocked(|| target.with_process(&mut |q| result = post(q, None)));
-    result.map(|()| 0)
+    p.unlocked(|| target.post_queued(to_thread, info)).map(|()| 0)
 }
 
 /// `rt_sigqueueinfo(pid, sig, info)`: a signal with its `siginfo` (`sigqueue`) to process `pid`.
@@ -253,12 +252,7 @@ pub fn rt_sigqueueinfo(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysRes
         return Err(Errno::ESRCH);
     }
     let info = queued_info(p, sig.unwrap_or(0), a[2], pid == p.pid)?;
-    on_process(p, cpu.tid, pid, |q, from| {
-        if let Some(sig) = sig {
-            delivery::post_process(q, SigInfo { signo: sig, ..info }, from);
-        }
-        Ok(())
-    })
+    queue(p, cpu.tid, (pid, None), sig.map(|sig| SigInfo { signo: sig, ..info }))
 }
 
 /// `rt_tgsigqueueinfo(tgid, tid, sig, info)`: the same, to one thread.
@@ -269,13 +263,5 @@ pub fn rt_tgsigqueueinfo(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysR
         return Err(Errno::EINVAL);
     }
     let info = queued_info(p, sig.unwrap_or(0), a[3], tgid == p.pid)?;
-    on_process(p, cpu.tid, tgid, |q, from| {
-        if !q.threads.contains_key(&tid) {
-            return Err(Errno::ESRCH);
-        }
-        match sig {
-            Some(sig) => delivery::post_thread(q, tid, SigInfo { signo: sig, ..info }, from),
-            None => Ok(()),
-        }
-    })
+    queue(p, cpu.tid, (tgid, Some(tid)), sig.map(|sig| SigInfo { signo: sig, ..info }))
 }

@@ -1,4 +1,5 @@
-//! Clocks and sleeping: the host's clocks, read on the guest's behalf.
+//! Clocks and sleeping: the host's clocks, read on the guest's behalf, and the CPU-time clocks of
+//! a process and its threads ([`Clock`]).
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,25 @@ fn host_clock(clock: u64) -> SysResult<libc::clockid_t> {
         c @ (0..=9 | 11) => Ok(c),
         _ => Err(Errno::EINVAL),
     }
+}
+
+/// The reading of `clock` in process `p` (for [`Clock::Wall`]: zero). A thread that ended
+/// keeps its clock at zero, so a timer on it never fires.
+pub fn reading(clock: Clock, p: &Process) -> Duration {
+    match clock {
+        Clock::Wall => Duration::ZERO,
+        Clock::User => p.cpu_time().user,
+        Clock::Cpu => {
+            let t = p.cpu_time();
+            t.user + t.system
+        }
+        Clock::Thread(tid) => p.threads.get(&tid).and_then(|t| t.host).map(|h| h.clock()).unwrap_or_default(),
+    }
+}
+
+/// The clock `id` names for thread `tid` of `p` ([`Clock::from_id`]).
+pub fn clock_of(id: i32, p: &Process, tid: i32) -> Option<Clock> {
+    Clock::from_id(id, (p.pid, tid), |t| p.threads.contains_key(&t))
 }
 
 pub(super) fn now(clock: libc::clockid_t) -> SysResult<libc::timespec> {
@@ -43,9 +63,9 @@ pub(super) fn read_timespec(p: &Process, addr: u64) -> SysResult<libc::timespec>
 /// host threads (for the process, with those that ended), not the VMM process's, which also
 /// runs the other processes of the vNode and the memory path.
 pub fn clock_gettime(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let ts = match Clock::from_id(a[0] as i32, p, cpu.tid) {
+    let ts = match clock_of(a[0] as i32, p, cpu.tid) {
         Some(Clock::Cpu) => timespec(process_clock(p)),
-        Some(c @ (Clock::User | Clock::Thread(_))) => timespec(crate::timers::reading(c, p)),
+        Some(c @ (Clock::User | Clock::Thread(_))) => timespec(reading(c, p)),
         _ => now(host_clock(a[0])?)?,
     };
     write_timespec(p, a[1], &ts).map(|()| 0)
@@ -63,7 +83,7 @@ fn timespec(d: Duration) -> libc::timespec {
 
 pub fn clock_getres(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     // A dynamic CPU clock has the resolution of the CPU-time clocks.
-    let clock = match Clock::from_id(a[0] as i32, p, cpu.tid) {
+    let clock = match clock_of(a[0] as i32, p, cpu.tid) {
         Some(Clock::User | Clock::Cpu | Clock::Thread(_)) => libc::CLOCK_PROCESS_CPUTIME_ID,
         _ => host_clock(a[0])?,
     };

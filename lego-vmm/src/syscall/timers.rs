@@ -6,12 +6,13 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Weak;
 use std::time::Duration;
 
+use super::time::{clock_of, reading};
 use super::{Args, Cpu};
+use crate::delivery;
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
 use crate::process::Process;
-use crate::proctable::Signalable;
-use crate::timers::{Clock, Notify, PosixTimer, Setting};
+use crate::timers::{Clock, Notify, PosixTimer, Setting, TimerOwner};
 
 const ITIMER_REAL: u64 = 0;
 const ITIMER_VIRTUAL: u64 = 1;
@@ -24,13 +25,57 @@ const TFD_TIMER_ABSTIME: u64 = 1;
 const TFD_TIMER_CANCEL_ON_SET: u64 = 2;
 
 /// How the process's timers reach it: its entry in the process table.
-fn me(p: &Process) -> SysResult<Weak<dyn Signalable>> {
+fn me(p: &Process) -> SysResult<Weak<dyn TimerOwner>> {
     let targets = p.procs.kill_targets(p.pid, p.pid)?;
     targets
         .into_iter()
         .find_map(|(_, t)| t)
-        .map(|t| std::sync::Arc::downgrade(&t))
+        .map(|t| std::sync::Arc::downgrade(&t) as Weak<dyn TimerOwner>)
         .ok_or(Errno::ESRCH)
+}
+
+/// Timer `key` of `p` expired `count` times: posts its signal ([`crate::timers::Timers::expiry`]).
+pub fn fire(p: &mut Process, key: u64, count: u64) {
+    let Process { timers, signals, threads, .. } = &mut *p;
+    // The closure takes the borrows (so it is `FnOnce`) to hand out the signal it finds.
+    let queued = move |id, tid: Option<i32>| {
+        let (signals, threads) = (signals, threads);
+        match tid {
+            None => signals.pending.timer_mut(id),
+            Some(tid) => threads.get_mut(&tid).and_then(|t| t.pending.timer_mut(id)),
+        }
+    };
+    let Some((info, tid)) = timers.expiry(key, count, queued) else { return };
+    match tid {
+        None => delivery::post_process(p, info, None),
+        Some(tid) => {
+            // A thread that ended takes no more signals: Linux sends them to the process then.
+            if delivery::post_thread(p, tid, info, None).is_err() {
+                delivery::post_process(p, info, None);
+            }
+        }
+    }
+}
+
+/// Timer `id` of `p` is set again or deleted: a signal of its earlier arming that still waits
+/// is not delivered.
+fn forget_signal(p: &mut Process, id: i32) {
+    p.signals.pending.drop_timer(id);
+    for t in p.threads.values_mut() {
+        t.pending.drop_timer(id);
+    }
+}
+
+/// Whether the signal of timer `id`, told as `notify`, is pending in `p`.
+fn signal_queued(p: &mut Process, id: i32, notify: Notify) -> bool {
+    match notify {
+        Notify::None => false,
+        Notify::Process { .. } => p.signals.pending.timer_mut(id).is_some(),
+        Notify::Thread { tid, .. } => p
+            .threads
+            .get_mut(&tid)
+            .is_some_and(|t| t.pending.timer_mut(id).is_some()),
+    }
 }
 
 /// Reads a `(sec, sub)` pair at `addr` with `sub` in units of `unit` nanoseconds below `max`.
@@ -82,7 +127,7 @@ fn interval_clock(p: &Process, which: u64) -> SysResult<(Clock, Duration)> {
         ITIMER_PROF => Clock::Cpu,
         _ => return Err(Errno::EINVAL),
     };
-    Ok((clock, crate::timers::reading(clock, p)))
+    Ok((clock, reading(clock, p)))
 }
 
 /// `setitimer(which, new, old)`.
@@ -130,7 +175,7 @@ pub fn alarm(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 pub fn timer_create(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [clock, sevp, idp, ..] = a;
     let clock = clock as i32;
-    let counts = Clock::from_id(clock, p, cpu.tid).ok_or(Errno::EINVAL)?;
+    let counts = clock_of(clock, p, cpu.tid).ok_or(Errno::EINVAL)?;
     let notify = if sevp == 0 {
         None
     } else {
@@ -171,7 +216,7 @@ pub fn timer_settime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64
     let PosixTimer { clock, counts, .. } = *p.timers.posix(id)?;
     let interval = read_pair(p, new, 1, 1_000_000_000)?;
     let mut value = read_pair(p, new + 16, 1, 1_000_000_000)?;
-    let reading = crate::timers::reading(counts, p);
+    let reading = reading(counts, p);
     if flags & TIMER_ABSTIME != 0 && !value.is_zero() {
         let now = if counts == Clock::Wall {
             let host_clock = match clock {
@@ -191,7 +236,7 @@ pub fn timer_settime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64
     }
     let target = me(p)?;
     let was = p.timers.set_posix(target, id, reading, value, interval)?;
-    crate::timers::forget_signal(p, id);
+    forget_signal(p, id);
     if old != 0 {
         write_setting(p, old, was, false)?;
     }
@@ -201,19 +246,21 @@ pub fn timer_settime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64
 /// `timer_gettime(id, cur)`.
 pub fn timer_gettime(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let counts = p.timers.posix(a[0] as i32)?.counts;
-    let setting = p.timers.get_posix(a[0] as i32, crate::timers::reading(counts, p))?;
+    let setting = p.timers.get_posix(a[0] as i32, reading(counts, p))?;
     write_setting(p, a[1], setting, false).map(|()| 0)
 }
 
 /// `timer_getoverrun(id)`.
 pub fn timer_getoverrun(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    crate::timers::overrun(p, a[0] as i32).map(u64::from)
+    let id = a[0] as i32;
+    let t = *p.timers.posix(id)?;
+    Ok(u64::from(t.overrun(signal_queued(p, id, t.notify))))
 }
 
 /// `timer_delete(id)`.
 pub fn timer_delete(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     p.timers.delete(a[0] as i32)?;
-    crate::timers::forget_signal(p, a[0] as i32);
+    forget_signal(p, a[0] as i32);
     Ok(0)
 }
 

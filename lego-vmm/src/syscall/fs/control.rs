@@ -119,10 +119,10 @@ pub(in crate::syscall) fn fcntl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> Sy
                 return Err(Errno::EBADF);
             }
             // The capacity is fixed: requests it already satisfies succeed.
-            if cmd == F_SETPIPE_SZ && arg > crate::fdtable::PIPE_CAPACITY as u64 {
+            if cmd == F_SETPIPE_SZ && arg > crate::pipe::PIPE_CAPACITY as u64 {
                 return Err(Errno::EPERM);
             }
-            Ok(crate::fdtable::PIPE_CAPACITY as u64)
+            Ok(crate::pipe::PIPE_CAPACITY as u64)
         }
         _ => Err(Errno::EINVAL),
     }

@@ -47,7 +47,8 @@ mod tests {
     use crate::fs::hostdir::HostDir;
     use crate::memory::mm::flags::{MAP_ANONYMOUS, MAP_PRIVATE};
     use crate::memory::paging::Prot;
-    use crate::process::{Creds, MAIN_TID};
+    use crate::identity::Creds;
+    use crate::process::MAIN_TID;
     use crate::signal::SIG_IGN;
     use lego_proto::vma::VmaKind;
 

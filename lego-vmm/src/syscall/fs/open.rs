@@ -6,7 +6,8 @@ use super::paths::at_path;
 use super::rw::PIPE_SLICE;
 use crate::syscall::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
-use crate::fdtable::{Backing, OpenFile, Pipe, PipeEnd};
+use crate::fdtable::{Backing, OpenFile};
+use crate::pipe::{Pipe, PipeEnd};
 use crate::process::{Locked, Process};
 
 // ---------------------------------------------------------------------------------------------

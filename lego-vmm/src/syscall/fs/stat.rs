@@ -21,7 +21,7 @@ pub(super) fn file_stat(p: &Process, file: &OpenFile) -> SysResult<Stat> {
         Backing::Host(h) => host_stat(h.as_raw_fd()),
         Backing::Socket(s) => host_stat(s.fd()),
         Backing::Epoll(e) => host_stat(e.host_fd()),
-        Backing::Anon(a) => Ok(a.stat(p)),
+        Backing::Anon(a) => Ok(a.stat(&p.creds)),
         Backing::Pipe(end) => Ok(Stat {
             // pipefs: an anonymous device, one inode shared by both ends, owned by the creator.
             dev: 0xc,
