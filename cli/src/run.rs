@@ -457,6 +457,7 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   replicated lines        {:>10}", c.replicated);
     if c.failovers > 0 {
         eprintln!("lego:   fail-overs              {:>10}  (longest {:.1} ms)", c.failovers, c.failover_ns as f64 / 1e6);
+        eprintln!("lego:   copies rebuilt          {:>10}  (longest {:.1} ms)", c.rebuilt, c.rebuild_ns as f64 / 1e6);
     }
     if !c.miss_ns.is_empty() {
         let us = |q: f64| c.miss_ns.value_at_quantile(q) as f64 / 1000.0;

@@ -27,6 +27,7 @@ use crate::kick::{self, Kicker};
 use crate::kvm_stats::KvmStats;
 use crate::sysmem::PAGE_FAULT;
 use crate::layout::{MAX_VCPUS, PAGE_SIZE, SYS_BASE, USER_MIN};
+use crate::memory::excache::owners::CopyLost;
 use crate::memory::mm::Mm;
 use crate::memory::paging::Prot;
 use crate::identity::Creds;
@@ -331,8 +332,20 @@ impl Group {
     /// Runs the process, its first thread on `vcpu` (vCPU 0) on the calling thread, until every
     /// thread has ended; returns how the process ended.
     fn run_process(self: &Arc<Self>, vcpu: &mut VcpuFd) -> Result<Termination, VmmError> {
-        self.run_thread(vcpu, 0, self.pid);
-        self.wait_for_threads();
+        let copy_lost = self.process.lock_unpoisoned().mm.copy_lost();
+        std::thread::scope(|s| {
+            if let Some(lost) = &copy_lost {
+                let repairer = std::thread::Builder::new().name(format!("repair-{}", self.pid));
+                if let Err(e) = repairer.spawn_scoped(s, || self.repair_copies(lost)) {
+                    tracing::warn!(pid = self.pid, "no repairer thread ({e}): lost copies are rebuilt at memory calls only");
+                }
+            }
+            self.run_thread(vcpu, 0, self.pid);
+            self.wait_for_threads();
+            if let Some(lost) = &copy_lost {
+                lost.close();
+            }
+        });
         {
             // Its shared file mappings are written back; its record locks go with it, its
             // descriptions' locks go when they close.
@@ -342,6 +355,16 @@ impl Group {
         }
         let outcome = self.outcome.lock_unpoisoned().take();
         outcome.unwrap_or_else(|| Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into())))
+    }
+
+    /// Rebuilds the copies of the process's memory lost to a mem-server's failure, each time
+    /// one is lost, until the process ends: a program that makes no more memory calls (which
+    /// rebuild too) does not keep a single copy to its end. The process is locked meanwhile, as
+    /// for a memory call.
+    fn repair_copies(&self, lost: &CopyLost) {
+        while lost.wait() {
+            self.process.lock_unpoisoned().mm.repair();
+        }
     }
 
     /// Starts a child process a fork made, in a VM of its own run by a host thread of its own.

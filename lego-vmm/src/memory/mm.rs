@@ -6,7 +6,7 @@
 //! the invalidation KVM needs (see [`crate::memory::paging`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
@@ -17,7 +17,7 @@ use lego_proto::vma::{VmaKind, VmaList};
 
 use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
-use crate::memory::excache::owners::Owners;
+use crate::memory::excache::owners::{CopyLost, Owners};
 use crate::memory::excache::{CacheStats, ExCache, Held, MemError, MemoryConfig};
 use crate::layout::*;
 use crate::memory::paging::Prot;
@@ -123,15 +123,25 @@ impl Home {
     /// `rebuild`, the home gives each vRegion a new secondary, which the ExCache writes to from
     /// then on.
     fn report(&mut self, cache: &mut Held<'_>, rebuild: bool) -> Result<(), HomeError> {
-        for (index, server) in cache.take_unreported() {
+        let lost = cache.take_unreported();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let begun = Instant::now();
+        let mut rebuilt = 0;
+        for (index, server) in lost {
             match self.call(&Request::ReplicaLost { index, server, rebuild })? {
                 Reply::Mem(Ok(outcome)) => {
                     for o in outcome.owners {
+                        rebuilt += u64::from(rebuild && o.index == index && o.secondary.is_some());
                         cache.set_owner(o.index, &o.owner, o.secondary.as_deref())?;
                     }
                 }
                 other => return Err(HomeError::Unexpected { request: "ReplicaLost", reply: format!("{other:?}") }),
             }
+        }
+        if rebuilt > 0 {
+            cache.rebuilt(rebuilt, begun.elapsed());
         }
         Ok(())
     }
@@ -321,6 +331,29 @@ impl Mm {
     /// Why the process's memory failed, if it did: the run loop ends the program then.
     pub fn failure(&self) -> Option<String> {
         self.cache.failure()
+    }
+
+    /// With replication, what is raised each time the process loses a copy of a vRegion, for
+    /// whoever calls [`Mm::repair`] then.
+    pub fn copy_lost(&self) -> Option<Arc<CopyLost>> {
+        (self.config.replicas > 1).then(|| self.cache.copy_lost())
+    }
+
+    /// Reports the copies lost since the last request to the home, which gives each vRegion
+    /// left with one copy a new secondary and copies the survivor's pages to it (with the
+    /// ExCache held, so no write-back races the copy); from then on every write-back reaches
+    /// both again. Memory calls do the same before their request; this does it when the
+    /// process makes none. A home that fails fails the process's memory (see [`Mm::failure`]).
+    pub fn repair(&mut self) {
+        if self.cache.failure().is_some() {
+            return;
+        }
+        let mut cache = self.cache.hold();
+        let reported = self.home.report(&mut cache, true);
+        drop(cache);
+        if let Err(e) = reported {
+            self.cache.fail(e.to_string());
+        }
     }
 
     /// Sends a memory system call to the home and applies the answer. A home that fails ends the

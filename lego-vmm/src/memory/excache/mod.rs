@@ -188,6 +188,11 @@ pub struct CacheStats {
     /// The longest fail-over: from the start of the request that found the server failed to
     /// the end of the same request served by the secondary, in nanoseconds.
     pub failover_ns: u64,
+    /// vRegions the home gave a new copy after a failure (two copies again).
+    pub rebuilt: u64,
+    /// The longest rebuild, from the report of the lost copies to the home's answer, with the
+    /// ExCache held (no miss served), in nanoseconds.
+    pub rebuild_ns: u64,
 }
 
 impl Default for CacheStats {
@@ -218,6 +223,8 @@ impl Default for CacheStats {
             vregions_degraded: 0,
             failovers: 0,
             failover_ns: 0,
+            rebuilt: 0,
+            rebuild_ns: 0,
         }
     }
 }
@@ -574,6 +581,11 @@ impl ExCache {
         self.shared.kicker.clone()
     }
 
+    /// What is raised each time the process loses a copy of a vRegion (a fail-over).
+    pub fn copy_lost(&self) -> Arc<owners::CopyLost> {
+        self.shared.state().owners.copy_lost()
+    }
+
     /// The failure that ended the process's memory, if any: no guest data may be trusted after
     /// one.
     pub fn failure(&self) -> Option<String> {
@@ -702,6 +714,12 @@ impl Held<'_> {
     /// The copies lost (vRegion, failed mem-server) that the home has not been told of yet.
     pub fn take_unreported(&mut self) -> Vec<(u64, String)> {
         self.st.owners.take_unreported()
+    }
+
+    /// Counts `vregions` given a new copy by a rebuild that took `took`.
+    pub fn rebuilt(&mut self, vregions: u64, took: Duration) {
+        self.st.stats.rebuilt += vregions;
+        self.st.stats.rebuild_ns = self.st.stats.rebuild_ns.max(took.as_nanos().min(u128::from(u64::MAX)) as u64);
     }
 
     /// Maps `[start, end)` with `prot`: its pages become mapped, not resident; a page already

@@ -3,8 +3,10 @@
 //! flushed has none, so its first touch is served locally with zeroes (a p-local line, §4.4.2).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+use lego_proto::sync::{CondvarExt, LockExt};
 
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::rdma::select::Chosen;
@@ -110,6 +112,45 @@ pub struct NoCopyLeft {
 /// as many as misses were ever fetched from it at once (one per faulting vCPU at most), each
 /// used by one thread at a time.
 ///
+/// Raised each time a replicated process loses a copy of a vRegion (a fail-over), so that the
+/// lost copy is rebuilt soon ([`crate::memory::mm::Mm::repair`]) rather than at the process's
+/// next memory call, which a program computing on the memory it has may never make.
+#[derive(Default)]
+pub struct CopyLost {
+    /// (a copy was lost and not yet taken by [`CopyLost::wait`], no more losses will come).
+    state: Mutex<(bool, bool)>,
+    changed: Condvar,
+}
+
+impl CopyLost {
+    fn raise(&self) {
+        self.state.lock_unpoisoned().0 = true;
+        self.changed.notify_all();
+    }
+
+    /// Says that no more losses will come (the process ended): a waiter returns `false`.
+    pub fn close(&self) {
+        self.state.lock_unpoisoned().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits for a loss not taken yet (`true`, and takes it) or for [`CopyLost::close`]
+    /// (`false`).
+    pub fn wait(&self) -> bool {
+        let mut st = self.state.lock_unpoisoned();
+        loop {
+            match *st {
+                (_, true) => return false,
+                (true, false) => {
+                    st.0 = false;
+                    return true;
+                }
+                (false, false) => st = self.changed.wait_unpoisoned(st),
+            }
+        }
+    }
+}
+
 /// With replication (LegoOS §4.7) a vRegion also has a secondary, which every write-back
 /// reaches too. A server found failed is *fenced*: never contacted again by this process, its
 /// vRegions served by their secondaries, promoted ([`Owners::fail_over`]), and the home told
@@ -126,6 +167,8 @@ pub struct Owners {
     lost_copy: HashMap<u64, usize>,
     /// Copies lost that the home has not been told of: (vRegion, failed server).
     unreported: Vec<(u64, String)>,
+    /// Raised with each entry of `unreported`.
+    copy_lost: Arc<CopyLost>,
     vregion_shift: u32,
     connect: Connector,
 }
@@ -144,6 +187,7 @@ impl Owners {
             dead,
             lost_copy: HashMap::new(),
             unreported: Vec::new(),
+            copy_lost: Arc::default(),
             vregion_shift: vregion_size.trailing_zeros(),
             connect,
         }
@@ -219,6 +263,7 @@ impl Owners {
             }
             self.lost_copy.insert(index, server);
             self.unreported.push((index, self.servers[server].clone()));
+            self.copy_lost.raise();
         }
         Ok(promoted)
     }
@@ -238,6 +283,11 @@ impl Owners {
     /// Whether server `server` was found failed.
     pub fn is_dead(&self, server: usize) -> bool {
         self.dead[server]
+    }
+
+    /// What is raised each time a copy is lost.
+    pub fn copy_lost(&self) -> Arc<CopyLost> {
+        self.copy_lost.clone()
     }
 
     /// The copies lost since the last call, (vRegion, failed server), for the home.
@@ -299,4 +349,28 @@ mod tests {
         r.clear(0, 1 << 31);
         assert!(!r.contains(1 << 30) && !r.contains((1 << 27) + 4096));
     }
+
+    #[test]
+    fn each_lost_copy_is_raised_until_taken() {
+        let connect: Connector = Arc::new(|addr: &str| Err(ProtoError::Closed { peer: addr.to_string() }));
+        let mut o = Owners::new(vec!["a".into(), "b".into(), "c".into()], 1 << 30, connect);
+        o.set(0, "a", Some("b")).unwrap();
+        o.set(1, "c", Some("a")).unwrap();
+        let lost = o.copy_lost();
+        assert_eq!(o.fail_over(0).unwrap(), 1, "vRegion 0 is served by b now");
+        assert_eq!((o.owner_of(0), o.secondary_of(1 << 30)), (Some(1), None));
+        assert!(lost.wait(), "the losses were raised");
+        assert_eq!(o.take_unreported(), vec![(0, "a".to_string()), (1, "a".to_string())]);
+        assert_eq!(o.copies(), (0, 2));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                lost.close();
+            });
+            assert!(!lost.wait(), "taken already: the wait lasts until the close");
+        });
+        let gone = o.fail_over(1).unwrap_err();
+        assert_eq!((gone.vregion, gone.earlier.as_deref()), (0, Some("a")), "b held the last copy of vRegion 0");
+    }
+
 }
