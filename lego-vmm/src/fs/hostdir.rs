@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::{DirEntry, File, FileSystem, NodeId, SetAttr, Stat, TimeSet, Timespec};
-use crate::errno::{Errno, SysResult};
+use crate::errno::{retry, Errno, SysResult};
 
 /// Linux `PATH_MAX`: a path of this many bytes or more (without its NUL) is `ENAMETOOLONG`.
 const PATH_MAX: usize = 4096;
@@ -596,43 +596,6 @@ fn host_open_flags(flags: i32, mode: u32) -> (i32, u32) {
 /// Converts an [`Errno`] for [`HostDir::new`]'s `io::Result`.
 fn errno_to_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.0)
-}
-
-/// A raw system-call return value that is `-1` on failure (with `errno` set).
-trait SysRet: Copy {
-    fn failed(self) -> bool;
-}
-
-impl SysRet for i32 {
-    fn failed(self) -> bool {
-        self == -1
-    }
-}
-
-impl SysRet for i64 {
-    fn failed(self) -> bool {
-        self == -1
-    }
-}
-
-impl SysRet for isize {
-    fn failed(self) -> bool {
-        self == -1
-    }
-}
-
-/// Runs a system call until it does not fail with `EINTR`.
-fn retry<T: SysRet>(mut call: impl FnMut() -> T) -> SysResult<T> {
-    loop {
-        let r = call();
-        if !r.failed() {
-            return Ok(r);
-        }
-        let e = Errno::last();
-        if e != Errno::EINTR {
-            return Err(e);
-        }
-    }
 }
 
 /// `openat2(dir, path, flags, mode)` with [`RESOLVE`]: `path` stays inside `dir`.
