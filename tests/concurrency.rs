@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::mm::{Reply, Request};
-use lego_proto::storage::{StorageOp, StorageReply, StorageRequest, MAX_IO};
+use lego_proto::storage::{Owner, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::{TcpTransport, Transport};
 
 use lego_testkit as common;
@@ -71,7 +71,7 @@ fn sixteen_vnodes_at_once_while_another_fsyncs() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut c = FileClient::new(&mem.addr, "slow");
-            c.file(StorageOp::Create { path: b"/big".to_vec(), mode: 0o644, exclusive: false, truncate: true });
+            c.file(StorageOp::Create { path: b"/big".to_vec(), mode: 0o644, exclusive: false, truncate: true, owner: Owner::ROOT });
             let chunk = vec![0xa5u8; MAX_IO];
             for round in 0..2u64 {
                 for i in 0..(48 << 20) / MAX_IO as u64 {
@@ -98,7 +98,7 @@ fn sixteen_vnodes_at_once_while_another_fsyncs() {
                 let mut round = 0;
                 while round < 2 || !done.load(Ordering::Relaxed) {
                     let path = format!("/f{}", round % 4).into_bytes();
-                    timed(&mut c, StorageOp::Create { path: path.clone(), mode: 0o644, exclusive: false, truncate: true });
+                    timed(&mut c, StorageOp::Create { path: path.clone(), mode: 0o644, exclusive: false, truncate: true, owner: Owner::ROOT });
                     let len = 1 + next(&mut seed) % 100_000;
                     let want: Vec<u8> = (0..len).map(|_| next(&mut seed) as u8).collect();
                     let mut at = 0;
@@ -188,7 +188,7 @@ fn exclusive_create_and_rename_are_atomic() {
                         let mut c = FileClient::new(mem, vnode);
                         let req = Request::File(StorageRequest {
                             vnode: vnode.into(),
-                            op: StorageOp::Create { path, mode: 0o644, exclusive: true, truncate: false },
+                            op: StorageOp::Create { path, mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT },
                         });
                         match decode(&c.t.call(0, &encode(&req)).unwrap()).unwrap() {
                             Reply::File(StorageReply::Attr(_)) => 1,
@@ -205,7 +205,7 @@ fn exclusive_create_and_rename_are_atomic() {
 
     let version = |v: u8| vec![v; 20_000 + v as usize];
     let mut w = FileClient::new(mem, vnode);
-    w.file(StorageOp::Create { path: b"/cur".to_vec(), mode: 0o644, exclusive: false, truncate: true });
+    w.file(StorageOp::Create { path: b"/cur".to_vec(), mode: 0o644, exclusive: false, truncate: true, owner: Owner::ROOT });
     w.file(StorageOp::Write { path: b"/cur".to_vec(), offset: 0, data: version(0) });
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -223,7 +223,7 @@ fn exclusive_create_and_rename_are_atomic() {
             reads
         });
         for v in 1..=60u8 {
-            w.file(StorageOp::Create { path: b"/next".to_vec(), mode: 0o644, exclusive: false, truncate: true });
+            w.file(StorageOp::Create { path: b"/next".to_vec(), mode: 0o644, exclusive: false, truncate: true, owner: Owner::ROOT });
             w.file(StorageOp::Write { path: b"/next".to_vec(), offset: 0, data: version(v) });
             w.file(StorageOp::Rename { from: b"/next".to_vec(), to: b"/cur".to_vec() });
         }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::storage::{self, errno, StorageOp, StorageReply, StorageRequest, MAX_IO};
+use lego_proto::storage::{self, errno, Owner, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
 use lego_testkit as common;
@@ -112,7 +112,7 @@ fn churn(addr: &str, model: &Mutex<Model>, rng: &mut Rng) {
                 }
                 after.insert(p.clone(), Some(Vec::new()));
                 paths = vec![p.clone()];
-                op = StorageOp::Create { path: p.into_bytes(), mode: 0o644, exclusive: true, truncate: false };
+                op = StorageOp::Create { path: p.into_bytes(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT };
             }
             (2..=5, Some(p)) => {
                 let old = &m.files[&p];
@@ -229,7 +229,7 @@ fn acknowledged_changes_survive_sigkill_at_20_moments() {
     {
         let mut t = connect(&server.addr);
         for d in &DIRS[1..] {
-            assert!(matches!(call(&mut t, StorageOp::Mkdir { path: d.as_bytes().to_vec(), mode: 0o755 }), Ok(StorageReply::Attr(_))));
+            assert!(matches!(call(&mut t, StorageOp::Mkdir { path: d.as_bytes().to_vec(), mode: 0o755, owner: Owner::ROOT }), Ok(StorageReply::Attr(_))));
         }
     }
     let mut changes = 0;
@@ -307,11 +307,11 @@ fn attribute_changes_links_and_symlinks_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let server = storage_server(dir.path(), "127.0.0.1:0");
     let mut t = connect(&server.addr);
-    let create = StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false };
+    let create = StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT };
     assert!(matches!(call(&mut t, create), Ok(StorageReply::Attr(_))));
-    assert!(matches!(call(&mut t, StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o755 }), Ok(StorageReply::Attr(_))));
+    assert!(matches!(call(&mut t, StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o755, owner: Owner::ROOT }), Ok(StorageReply::Attr(_))));
     for (path, target) in [("/d/s", "../f"), ("/abs", "/d/s")] {
-        let op = StorageOp::Symlink { path: path.into(), target: target.into() };
+        let op = StorageOp::Symlink { path: path.into(), target: target.into(), owner: Owner::ROOT };
         assert!(matches!(call(&mut t, op), Ok(StorageReply::Attr(_))));
     }
     let sets = [("/f", Some(0o4711), Some(1_500_000_000_123_456_789)), ("/d", None, Some(-5)), ("/f", Some(0o600), None)];
@@ -328,7 +328,7 @@ fn attribute_changes_links_and_symlinks_survive_sigkill() {
     }
     let missing = StorageOp::SetAttr { path: b"/nope".to_vec(), mode: Some(0o600), mtime_ns: None, atime_ns: None, uid: None, gid: None };
     assert_eq!(call(&mut t, missing).unwrap(), StorageReply::Error(errno::ENOENT));
-    let create = StorageOp::Create { path: b"/g".to_vec(), mode: 0o600, exclusive: true, truncate: false };
+    let create = StorageOp::Create { path: b"/g".to_vec(), mode: 0o600, exclusive: true, truncate: false, owner: Owner::ROOT };
     assert!(matches!(call(&mut t, create), Ok(StorageReply::Attr(_))));
     let write = StorageOp::Write { path: b"/g".to_vec(), offset: 0, data: b"linked".to_vec() };
     assert!(matches!(call(&mut t, write), Ok(StorageReply::Attr(_))));

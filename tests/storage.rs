@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::storage::{self, errno, FileAttr, StorageOp, StorageReply, StorageRequest, MAX_IO};
+use lego_proto::storage::{self, errno, FileAttr, Owner, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
 use lego_testkit as common;
@@ -52,7 +52,7 @@ impl Client {
     }
 
     fn create(&mut self, path: &str) {
-        self.attr(StorageOp::Create { path: path.into(), mode: 0o644, exclusive: true, truncate: false });
+        self.attr(StorageOp::Create { path: path.into(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT });
     }
 
     /// Writes `data` in MAX_IO pieces.
@@ -101,7 +101,7 @@ fn fsynced_data_survives_sigkill() {
     let overwritten = pattern(5000, 99);
     let server = storage_server(dir.path(), &[]);
     let mut c = client(&server, "demo", 0);
-    assert_eq!(c.attr(StorageOp::Mkdir { path: b"/dir".to_vec(), mode: 0o755 }).mode, 0o755);
+    assert_eq!(c.attr(StorageOp::Mkdir { path: b"/dir".to_vec(), mode: 0o755, owner: Owner::ROOT }).mode, 0o755);
     c.create("/dir/durable");
     c.write_all("/dir/durable", &durable);
     c.fsync("/dir/durable");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::storage::{self, errno, FileKind, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
+use lego_proto::storage::{self, errno, FileKind, Owner, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO};
 use lego_proto::transport::TcpTransport;
 
 use crate::cluster::StateArgs;
@@ -101,14 +101,14 @@ impl Mount {
     }
 
     fn mkdir(&mut self, path: &[u8], mode: u32) -> anyhow::Result<()> {
-        match self.op(StorageOp::Mkdir { path: path.to_vec(), mode })? {
+        match self.op(StorageOp::Mkdir { path: path.to_vec(), mode, owner: Owner::ROOT })? {
             Ok(_) | Err(errno::EEXIST) => Ok(()),
             Err(e) => bail!("mkdir {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e)),
         }
     }
 
     fn put(&mut self, path: &[u8], mode: u32, mut data: impl Read) -> anyhow::Result<u64> {
-        self.must("create", path, StorageOp::Create { path: path.to_vec(), mode, exclusive: false, truncate: true })?;
+        self.must("create", path, StorageOp::Create { path: path.to_vec(), mode, exclusive: false, truncate: true, owner: Owner::ROOT })?;
         let mut buf = vec![0u8; MAX_IO];
         let mut offset = 0u64;
         loop {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use lego_proto::handshake::{ComponentKind, Hello};
-use lego_proto::storage::{self, StorageOp, StorageReply, StorageRequest, MAX_IO};
+use lego_proto::storage::{self, Owner, StorageOp, StorageReply, StorageRequest, MAX_IO};
 use lego_proto::transport::TcpTransport;
 use lego_vmm::fs::remote::RemoteFs;
 use lego_vmm::fs::{File, FileSystem};
@@ -68,13 +68,13 @@ impl Remote {
 
     /// A new connection to the current mem-server and the big file opened on it.
     fn open(&self) -> anyhow::Result<Box<dyn File>> {
-        self.fs()?.open(PATH, libc::O_RDWR, 0).map_err(|e| anyhow::anyhow!("opening {}: {e:?}", String::from_utf8_lossy(PATH)))
+        self.fs()?.open(PATH, libc::O_RDWR, 0, Owner::ROOT).map_err(|e| anyhow::anyhow!("opening {}: {e:?}", String::from_utf8_lossy(PATH)))
     }
 
     /// A new connection to the current mem-server and client `c`'s own small file, created.
     fn create(&self, c: usize) -> anyhow::Result<Box<dyn File>> {
         let path = format!("/client{c}");
-        self.fs()?.open(path.as_bytes(), libc::O_RDWR | libc::O_CREAT, 0o644).map_err(|e| anyhow::anyhow!("creating {path}: {e:?}"))
+        self.fs()?.open(path.as_bytes(), libc::O_RDWR | libc::O_CREAT, 0o644, Owner::ROOT).map_err(|e| anyhow::anyhow!("creating {path}: {e:?}"))
     }
 
     fn fs(&self) -> anyhow::Result<RemoteFs> {
@@ -125,7 +125,7 @@ pub fn run(args: &StorageBenchArgs) -> anyhow::Result<()> {
         }
     };
     call(StorageOp::Mount { quota: storage::QuotaChange::Set(None) })?;
-    call(StorageOp::Create { path: PATH.to_vec(), mode: 0o644, exclusive: false, truncate: true })?;
+    call(StorageOp::Create { path: PATH.to_vec(), mode: 0o644, exclusive: false, truncate: true, owner: Owner::ROOT })?;
     let native_path = tmp.path().join("native");
     let native = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&native_path)?;
     let chunk: Vec<u8> = (0..MAX_IO).map(|i| (i % 253) as u8).collect();

@@ -111,3 +111,48 @@ impl From<std::io::Error> for Errno {
         Errno(e.raw_os_error().unwrap_or(libc::EIO))
     }
 }
+
+/// A host system call's raw result: `-1` on failure, with the host's `errno` set.
+pub trait SysRet: Copy {
+    /// Whether the call failed.
+    fn failed(self) -> bool;
+}
+
+impl SysRet for i32 {
+    fn failed(self) -> bool {
+        self == -1
+    }
+}
+
+impl SysRet for i64 {
+    fn failed(self) -> bool {
+        self == -1
+    }
+}
+
+impl SysRet for isize {
+    fn failed(self) -> bool {
+        self == -1
+    }
+}
+
+/// Runs a host system call until it does not fail with `EINTR`: its result, or its failure as
+/// the host's errno.
+pub fn retry<T: SysRet>(mut call: impl FnMut() -> T) -> SysResult<T> {
+    loop {
+        let r = call();
+        if !r.failed() {
+            return Ok(r);
+        }
+        let e = Errno::last();
+        if e != Errno::EINTR {
+            return Err(e);
+        }
+    }
+}
+
+/// [`retry`] of a call that answers a count of bytes: the count.
+pub fn retry_len(call: impl FnMut() -> isize) -> SysResult<usize> {
+    // Not -1, and no call answers another negative value.
+    retry(call).map(|n| n.unsigned_abs())
+}

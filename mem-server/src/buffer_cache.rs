@@ -695,7 +695,7 @@ pub fn forward(req: &StorageRequest, storage: &mut dyn Backing) -> Result<Storag
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lego_proto::storage::{FileKind, FsStat};
+    use lego_proto::storage::{FileKind, FsStat, Owner};
     use proptest::prelude::*;
 
     /// A storage server in memory: files only (enough for the cache), counting what it is asked.
@@ -1022,7 +1022,7 @@ mod tests {
     }
 
     fn create(c: &mut BufferCache, d: &mut Disk, path: &str) {
-        let r = c.serve(req(StorageOp::Create { path: p(path), mode: 0o644, exclusive: true, truncate: false }), d);
+        let r = c.serve(req(StorageOp::Create { path: p(path), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), d);
         assert!(matches!(r, StorageReply::Attr(_)), "{r:?}");
     }
 

@@ -76,9 +76,10 @@ pub enum StorageOp {
         #[serde(with = "bytes")]
         data: Vec<u8>,
     },
-    /// Creates a regular file (its parent must be a directory). With `exclusive`, an existing
-    /// file is `EEXIST`; otherwise an existing file is kept, and emptied if `truncate`.
-    Create { path: Vec<u8>, mode: u32, exclusive: bool, truncate: bool },
+    /// Creates a regular file (its parent must be a directory), owned as [`Owner::in_dir`]
+    /// says. With `exclusive`, an existing file is `EEXIST`; otherwise an existing file is kept
+    /// (its owner too), and emptied if `truncate`.
+    Create { path: Vec<u8>, mode: u32, exclusive: bool, truncate: bool, owner: Owner },
     /// Sets the file's length.
     Truncate { path: Vec<u8>, len: u64 },
     /// Removes a file.
@@ -86,8 +87,9 @@ pub enum StorageOp {
     /// Renames a file or directory, replacing a file (or an empty directory) at `to` as
     /// rename(2) does.
     Rename { from: Vec<u8>, to: Vec<u8> },
-    /// Creates a directory.
-    Mkdir { path: Vec<u8>, mode: u32 },
+    /// Creates a directory, owned as [`Owner::in_dir`] says (and set-group-ID under a
+    /// set-group-ID directory, [`new_dir_mode`]).
+    Mkdir { path: Vec<u8>, mode: u32, owner: Owner },
     /// Removes an empty directory.
     Rmdir { path: Vec<u8> },
     /// Up to `max` entries of a directory, starting after `cookie` (0 for the start), in a stable
@@ -110,8 +112,9 @@ pub enum StorageOp {
     /// ends with `/`); answers the path it names, without symlinks ([`StorageReply::Data`]),
     /// whose final component need not exist. `ELOOP` after 40 symlinks.
     Resolve { path: Vec<u8>, follow: bool },
-    /// Creates a symbolic link at `path` whose text is `target` (stored as given).
-    Symlink { path: Vec<u8>, target: Vec<u8> },
+    /// Creates a symbolic link at `path` whose text is `target` (stored as given), owned as
+    /// [`Owner::in_dir`] says.
+    Symlink { path: Vec<u8>, target: Vec<u8>, owner: Owner },
     /// The text of the symbolic link at `path` ([`StorageReply::Data`]); `EINVAL` for anything
     /// else.
     Readlink { path: Vec<u8> },
@@ -123,9 +126,42 @@ pub enum StorageOp {
     /// A hard link: `to` becomes another name of the file or symlink at `from` (`EPERM` for a
     /// directory); answers the attributes afterwards.
     Link { from: Vec<u8>, to: Vec<u8> },
-    /// `mknod(path, S_IFIFO | mode)`: a FIFO node (its parent must be a directory); answers its
-    /// attributes.
-    Mkfifo { path: Vec<u8>, mode: u32 },
+    /// `mknod(path, S_IFIFO | mode)`: a FIFO node (its parent must be a directory), owned as
+    /// [`Owner::in_dir`] says; answers its attributes.
+    Mkfifo { path: Vec<u8>, mode: u32, owner: Owner },
+}
+
+/// Who creates a file, directory, FIFO or symlink: the creating thread's file-system user and
+/// group ids (`fsuid`, `fsgid`), which every create request carries, so that the new object is
+/// owned from the start (no window in which another client sees it owned by someone else).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// The set-group-ID permission bit.
+pub const S_ISGID: u32 = 0o2000;
+
+impl Owner {
+    /// `root:root`, for what no process creates (`lego image push`, tools).
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+
+    /// The owner Linux gives (`inode_init_owner`) a new object that `self` creates in a
+    /// directory of mode `dir_mode` and group `dir_gid`: the creator's user id, and the
+    /// directory's group when the directory is set-group-ID, the creator's group otherwise.
+    pub fn in_dir(self, dir_mode: u32, dir_gid: u32) -> Owner {
+        let gid = if dir_mode & S_ISGID != 0 { dir_gid } else { self.gid };
+        Owner { uid: self.uid, gid }
+    }
+}
+
+/// The permission bits of a new directory asked for with `mode` in a directory of mode
+/// `dir_mode`: a set-group-ID directory's subdirectories are set-group-ID too, as on Linux.
+pub fn new_dir_mode(mode: u32, dir_mode: u32) -> u32 {
+    (mode & 0o7777) | (dir_mode & S_ISGID)
 }
 
 /// What a [`StorageOp::Mount`] does to the vNode's quota.
@@ -475,5 +511,21 @@ mod tests {
     fn round_trip() {
         let r = StorageRequest { vnode: "demo".into(), op: StorageOp::Write { path: b"/f".to_vec(), offset: 7, data: vec![1, 2, 3] } };
         assert_eq!(decode::<StorageRequest>(&encode(&r)).unwrap(), r);
+        let owner = Owner { uid: 1000, gid: 100 };
+        let c = StorageRequest { vnode: "demo".into(), op: StorageOp::Mkfifo { path: b"/p".to_vec(), mode: 0o600, owner } };
+        assert_eq!(decode::<StorageRequest>(&encode(&c)).unwrap(), c);
+    }
+
+    /// A new object is its creator's, but under a set-group-ID directory it takes the
+    /// directory's group, and a new subdirectory the set-group-ID bit, as on Linux.
+    #[test]
+    fn new_objects_are_owned_as_linux_owns_them() {
+        let me = Owner { uid: 1000, gid: 1000 };
+        assert_eq!(me.in_dir(0o755, 50), me);
+        assert_eq!(me.in_dir(0o2775, 50), Owner { uid: 1000, gid: 50 });
+        assert_eq!(Owner::ROOT.in_dir(0o2700, 7), Owner { uid: 0, gid: 7 });
+        assert_eq!(new_dir_mode(0o755, 0o755), 0o755);
+        assert_eq!(new_dir_mode(0o700, 0o2775), 0o2700);
+        assert_eq!(new_dir_mode(0o1777, 0o4755), 0o1777, "only the set-group-ID bit is inherited");
     }
 }

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use lego_proto::storage::{
-    check_path, check_vnode, errno, now_ns, DirEntry, FileAttr, FileKind, FsStat, QuotaChange, StorageOp, StorageReply,
-    StorageRequest, MAX_DIRENTS, MAX_IO,
+    check_path, check_vnode, errno, new_dir_mode, now_ns, DirEntry, FileAttr, FileKind, FsStat, Owner, QuotaChange, StorageOp,
+    StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO,
 };
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -241,9 +241,9 @@ impl Vnode {
 
     /// Starts the batch that adds the name `path`: `EEXIST` if it is taken, its parent must be
     /// a directory. Answers a fresh id (the new name's creation number, and the inode number of
-    /// a new object), the time, and the batch, which already records the new id counter and the
-    /// parent's change.
-    fn new_name(&mut self, path: &[u8]) -> Result<(u64, i64, Batch), i32> {
+    /// a new object), the time, the parent's entry, and the batch, which already records the
+    /// new id counter and the parent's change.
+    fn new_name(&mut self, path: &[u8]) -> Result<(u64, i64, Entry, Batch), i32> {
         if self.entries.contains_key(path) {
             return Err(errno::EEXIST);
         }
@@ -252,13 +252,18 @@ impl Vnode {
         let now = now_ns();
         let mut batch = Batch { next_id: Some(self.next_id), ..Batch::default() };
         batch.touch(parent(path), dir, now);
-        Ok((id, now, batch))
+        Ok((id, now, dir, batch))
     }
 
-    /// The entry and batch of a new object of `kind` at `path` (see [`Vnode::new_name`]).
-    fn new_entry(&mut self, path: &[u8], kind: FileKind, mode: u32, size: u64) -> Result<(Entry, Batch), i32> {
-        let (id, now, mut batch) = self.new_name(path)?;
-        let e = Entry { kind, mode: mode & 0o7777, size, ino: id, mtime: now, ctime: now, dseq: id, uid: 0, gid: 0, atime: now };
+    /// The entry and batch of a new object of `kind` at `path` (see [`Vnode::new_name`]) that
+    /// `creator` makes: owned as [`Owner::in_dir`] says from its parent directory, and a new
+    /// directory set-group-ID under a set-group-ID one, as on Linux. The owner is in the
+    /// journalled entry itself: no client ever sees the object owned by anyone else.
+    fn new_entry(&mut self, path: &[u8], kind: FileKind, mode: u32, size: u64, creator: Owner) -> Result<(Entry, Batch), i32> {
+        let (id, now, dir, mut batch) = self.new_name(path)?;
+        let Owner { uid, gid } = creator.in_dir(dir.mode, dir.gid);
+        let mode = if kind == FileKind::Dir { new_dir_mode(mode, dir.mode) } else { mode & 0o7777 };
+        let e = Entry { kind, mode, size, ino: id, mtime: now, ctime: now, dseq: id, uid, gid, atime: now };
         batch.puts.push((path.to_vec(), e));
         Ok((e, batch))
     }
@@ -355,6 +360,13 @@ impl Vnode {
             }
         }
     }
+}
+
+/// How a [`StorageOp::Create`] treats an existing file, and who creates a new one.
+struct Create {
+    exclusive: bool,
+    truncate: bool,
+    owner: Owner,
 }
 
 /// What a [`StorageOp::SetAttr`] changes (`None`: kept).
@@ -586,12 +598,14 @@ impl Store {
             }
             StorageOp::Read { path, offset, len } => self.read(vnode, v, &path, offset, len),
             StorageOp::Write { path, offset, data } => self.write(vnode, v, &path, offset, &data),
-            StorageOp::Create { path, mode, exclusive, truncate } => self.create(vnode, v, &path, mode, exclusive, truncate),
+            StorageOp::Create { path, mode, exclusive, truncate, owner } => {
+                self.create(vnode, v, &path, mode, Create { exclusive, truncate, owner })
+            }
             StorageOp::Truncate { path, len } => self.truncate(vnode, v, &path, len),
             StorageOp::Unlink { path } => self.unlink(vnode, v, &path),
             StorageOp::Rename { from, to } => self.rename(vnode, v, &from, &to),
-            StorageOp::Mkdir { path, mode } => self.mkdir(vnode, v, &path, mode),
-            StorageOp::Mkfifo { path, mode } => self.mkfifo(vnode, v, &path, mode),
+            StorageOp::Mkdir { path, mode, owner } => self.make(vnode, v, &path, FileKind::Dir, mode, owner),
+            StorageOp::Mkfifo { path, mode, owner } => self.make(vnode, v, &path, FileKind::Fifo, mode, owner),
             StorageOp::Rmdir { path } => self.rmdir(vnode, v, &path),
             StorageOp::Readdir { path, cookie, max } => readdir(vnode, &v.lock_unpoisoned(), &path, cookie, max),
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
@@ -601,7 +615,7 @@ impl Store {
                 self.set_attr(vnode, v, &path, SetAttrs { mode, mtime: mtime_ns, atime: atime_ns, uid, gid })
             }
             StorageOp::Link { from, to } => self.link(vnode, v, &from, &to),
-            StorageOp::Symlink { path, target } => self.symlink(vnode, v, &path, &target),
+            StorageOp::Symlink { path, target, owner } => self.symlink(vnode, v, &path, &target, owner),
             StorageOp::Readlink { path } => {
                 let e = v.lock_unpoisoned().get(&path)?;
                 if e.kind != FileKind::Symlink {
@@ -768,7 +782,8 @@ impl Store {
         Ok(StorageReply::Attr(v.attr(path, &e)))
     }
 
-    fn create(&self, vnode: &str, vm: &Mutex<Vnode>, path: &[u8], mode: u32, exclusive: bool, truncate: bool) -> Result<StorageReply, i32> {
+    fn create(&self, vnode: &str, vm: &Mutex<Vnode>, path: &[u8], mode: u32, how: Create) -> Result<StorageReply, i32> {
+        let Create { exclusive, truncate, owner } = how;
         let mut v = vm.lock_unpoisoned();
         if let Some(&e) = v.entries.get(path) {
             return match (exclusive, e.kind) {
@@ -783,7 +798,7 @@ impl Store {
                 (false, FileKind::Symlink) => Err(errno::ELOOP),
             };
         }
-        let (e, batch) = v.new_entry(path, FileKind::File, mode, 0)?;
+        let (e, batch) = v.new_entry(path, FileKind::File, mode, 0, owner)?;
         // A host file left over from before a crash would show stale bytes: start empty.
         self.open_data(vnode, e.ino, true)?;
         self.commit(vnode, &mut v, batch)?;
@@ -843,17 +858,11 @@ impl Store {
         Ok(StorageReply::Done)
     }
 
-    fn mkdir(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
+    /// A directory or a FIFO node at `path`: an entry only, with no data file.
+    fn make(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], kind: FileKind, mode: u32, owner: Owner) -> Result<StorageReply, i32> {
+        let size = if kind == FileKind::Dir { DIR_SIZE } else { 0 };
         let mut v = v.lock_unpoisoned();
-        let (e, batch) = v.new_entry(path, FileKind::Dir, mode, DIR_SIZE)?;
-        self.commit(vnode, &mut v, batch)?;
-        Ok(StorageReply::Attr(v.attr(path, &e)))
-    }
-
-    /// A FIFO node at `path`: an entry only, with no data file.
-    fn mkfifo(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], mode: u32) -> Result<StorageReply, i32> {
-        let mut v = v.lock_unpoisoned();
-        let (e, batch) = v.new_entry(path, FileKind::Fifo, mode, 0)?;
+        let (e, batch) = v.new_entry(path, kind, mode, size, owner)?;
         self.commit(vnode, &mut v, batch)?;
         Ok(StorageReply::Attr(v.attr(path, &e)))
     }
@@ -866,7 +875,7 @@ impl Store {
         if src.is_dir() {
             return Err(errno::EPERM);
         }
-        let (id, now, mut batch) = v.new_name(to)?;
+        let (id, now, _, mut batch) = v.new_name(to)?;
         let e = Entry { ctime: now, ..src };
         batch.puts.extend(v.put_inode(from, e).puts);
         batch.puts.push((to.to_vec(), Entry { dseq: id, ..e }));
@@ -1007,7 +1016,7 @@ impl Store {
     }
 
     /// A symlink at `path`: its text goes to its data file before its entry is journalled.
-    fn symlink(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], target: &[u8]) -> Result<StorageReply, i32> {
+    fn symlink(&self, vnode: &str, v: &Mutex<Vnode>, path: &[u8], target: &[u8], owner: Owner) -> Result<StorageReply, i32> {
         if target.is_empty() {
             return Err(errno::ENOENT);
         }
@@ -1020,7 +1029,7 @@ impl Store {
         let mut v = v.lock_unpoisoned();
         let size = target.len() as u64;
         // (An id taken for a symlink refused here is skipped, which is harmless.)
-        let (e, batch) = v.new_entry(path, FileKind::Symlink, 0o777, size)?;
+        let (e, batch) = v.new_entry(path, FileKind::Symlink, 0o777, size, owner)?;
         if v.quota.is_some_and(|q| v.used.saturating_add(v.reserved).saturating_add(size) > q) {
             return Err(errno::ENOSPC);
         }
@@ -1223,5 +1232,67 @@ mod tests {
         assert_eq!(Entry::decode(&fifo.encode()), Some(fifo));
         assert_eq!(Entry::decode(&[0u8; Entry::LEN]), None);
         assert_eq!(Entry::decode(&[1u8; 3]), None);
+    }
+
+    /// `(uid, gid, mode)` of `path` in vNode `o`.
+    fn owned(s: &Store, path: &str) -> (u32, u32, u32) {
+        match s.handle(StorageRequest { vnode: "o".into(), op: StorageOp::Stat { path: path.into() } }) {
+            StorageReply::Attr(a) => (a.uid, a.gid, a.mode),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    /// Every kind of object gets its creator's owner in the entry that creates it (under a
+    /// set-group-ID directory, the directory's group, and a subdirectory the bit), which the
+    /// journal replays after a restart and the index keeps after a checkpoint; an existing file
+    /// that is opened with `O_CREAT` keeps its owner.
+    #[test]
+    fn owners_are_set_at_creation_and_survive_replay_and_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Owner { uid: 1000, gid: 1001 };
+        let call = |s: &Store, op: StorageOp| {
+            let r = s.handle(StorageRequest { vnode: "o".into(), op: op.clone() });
+            assert!(!matches!(r, StorageReply::Error(_)), "{op:?}: {r:?}");
+        };
+        let create = |path: &str, owner| StorageOp::Create { path: path.into(), mode: 0o640, exclusive: false, truncate: false, owner };
+        let want = [
+            ("/f", (1000, 1001, 0o640)),
+            ("/d", (1000, 1001, 0o750)),
+            ("/s", (0, 50, 0o2775)),
+            ("/s/f", (1000, 50, 0o640)),
+            ("/s/d", (1000, 50, 0o2700)),
+            ("/s/p", (1000, 50, 0o600)),
+            ("/s/l", (1000, 50, 0o777)),
+            ("/root", (0, 0, 0o640)),
+        ];
+        {
+            let s = Store::open(dir.path()).unwrap();
+            call(&s, StorageOp::Mount { quota: QuotaChange::Keep });
+            call(&s, create("/f", me));
+            call(&s, StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o750, owner: me });
+            call(&s, StorageOp::Mkdir { path: b"/s".to_vec(), mode: 0o775, owner: Owner::ROOT });
+            let sgid = StorageOp::SetAttr { path: b"/s".to_vec(), mode: Some(0o2775), mtime_ns: None, atime_ns: None, uid: None, gid: Some(50) };
+            call(&s, sgid);
+            call(&s, create("/s/f", me));
+            call(&s, StorageOp::Mkdir { path: b"/s/d".to_vec(), mode: 0o700, owner: me });
+            call(&s, StorageOp::Mkfifo { path: b"/s/p".to_vec(), mode: 0o600, owner: me });
+            call(&s, StorageOp::Symlink { path: b"/s/l".to_vec(), target: b"f".to_vec(), owner: me });
+            call(&s, create("/root", Owner::ROOT));
+            call(&s, create("/root", me));
+            for (path, owner) in want {
+                assert_eq!(owned(&s, path), owner, "{path} as created");
+            }
+        }
+        {
+            let s = Store::open(dir.path()).unwrap();
+            for (path, owner) in want {
+                assert_eq!(owned(&s, path), owner, "{path} replayed from the journal");
+            }
+            s.checkpoint().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        for (path, owner) in want {
+            assert_eq!(owned(&s, path), owner, "{path} read from the index");
+        }
     }
 }

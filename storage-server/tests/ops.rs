@@ -13,7 +13,7 @@ use lego_proto::frame::{Header, Op, Status, HEADER_LEN};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::storage::errno::*;
 use lego_proto::storage::{
-    DirEntry, FileAttr, FileKind, QuotaChange, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO, MAX_NAME, MAX_PATH,
+    DirEntry, FileAttr, FileKind, Owner, QuotaChange, StorageOp, StorageReply, StorageRequest, MAX_DIRENTS, MAX_IO, MAX_NAME, MAX_PATH,
 };
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_testkit::{assert_closed, malformed_frames, refused, CONNECT_TIMEOUT};
@@ -81,11 +81,11 @@ impl Client {
     }
 
     fn create(&mut self, path: &str) -> FileAttr {
-        self.attr(StorageOp::Create { path: path.into(), mode: 0o644, exclusive: true, truncate: false })
+        self.attr(StorageOp::Create { path: path.into(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT })
     }
 
     fn mkdir(&mut self, path: &str) -> FileAttr {
-        self.attr(StorageOp::Mkdir { path: path.into(), mode: 0o755 })
+        self.attr(StorageOp::Mkdir { path: path.into(), mode: 0o755, owner: Owner::ROOT })
     }
 
     fn write(&mut self, path: &str, offset: u64, data: &[u8]) -> FileAttr {
@@ -153,10 +153,10 @@ fn files_read_write_truncate() {
     assert_eq!(c.stat("/f").unwrap().size, 8);
 
     // Create: exclusive, keep, truncate.
-    assert_eq!(c.err(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: true, truncate: false }), EEXIST);
-    let kept = c.attr(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: false, truncate: false });
+    assert_eq!(c.err(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: true, truncate: false, owner: Owner::ROOT }), EEXIST);
+    let kept = c.attr(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: false, truncate: false, owner: Owner::ROOT });
     assert_eq!((kept.size, kept.ino, kept.mode), (8, a.ino, 0o644));
-    let emptied = c.attr(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: false, truncate: true });
+    let emptied = c.attr(StorageOp::Create { path: b"/f".to_vec(), mode: 0o600, exclusive: false, truncate: true, owner: Owner::ROOT });
     assert_eq!((emptied.size, emptied.ino), (0, a.ino));
     assert_eq!(c.read("/f", 0, 100).unwrap(), b"");
 
@@ -181,12 +181,12 @@ fn files_read_write_truncate() {
     assert_eq!(c.read("/d", 0, 1), Err(EISDIR));
     assert_eq!(c.err(StorageOp::Write { path: b"/d".to_vec(), offset: 0, data: vec![1] }), EISDIR);
     assert_eq!(c.err(StorageOp::Truncate { path: b"/d".to_vec(), len: 0 }), EISDIR);
-    assert_eq!(c.err(StorageOp::Create { path: b"/d".to_vec(), mode: 0o644, exclusive: false, truncate: true }), EISDIR);
-    assert_eq!(c.err(StorageOp::Create { path: b"/d".to_vec(), mode: 0o644, exclusive: true, truncate: false }), EEXIST);
-    assert_eq!(c.err(StorageOp::Create { path: b"/".to_vec(), mode: 0o644, exclusive: false, truncate: false }), EISDIR);
+    assert_eq!(c.err(StorageOp::Create { path: b"/d".to_vec(), mode: 0o644, exclusive: false, truncate: true, owner: Owner::ROOT }), EISDIR);
+    assert_eq!(c.err(StorageOp::Create { path: b"/d".to_vec(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), EEXIST);
+    assert_eq!(c.err(StorageOp::Create { path: b"/".to_vec(), mode: 0o644, exclusive: false, truncate: false, owner: Owner::ROOT }), EISDIR);
     // The parent must exist and be a directory.
-    assert_eq!(c.err(StorageOp::Create { path: b"/no/x".to_vec(), mode: 0o644, exclusive: true, truncate: false }), ENOENT);
-    assert_eq!(c.err(StorageOp::Create { path: b"/f/x".to_vec(), mode: 0o644, exclusive: true, truncate: false }), ENOTDIR);
+    assert_eq!(c.err(StorageOp::Create { path: b"/no/x".to_vec(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), ENOENT);
+    assert_eq!(c.err(StorageOp::Create { path: b"/f/x".to_vec(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), ENOTDIR);
     assert_eq!(c.stat("/f/x"), Err(ENOTDIR));
     assert_eq!(c.stat("/f/x/y"), Err(ENOTDIR));
     assert_eq!(c.stat("/no/x/y"), Err(ENOENT));
@@ -217,15 +217,15 @@ fn directories_and_rename() {
 
     let d = c.mkdir("/a");
     assert_eq!((d.kind, d.mode), (FileKind::Dir, 0o755));
-    assert_eq!(c.err(StorageOp::Mkdir { path: b"/a".to_vec(), mode: 0o755 }), EEXIST);
-    assert_eq!(c.err(StorageOp::Mkdir { path: b"/".to_vec(), mode: 0o755 }), EEXIST);
-    assert_eq!(c.err(StorageOp::Mkdir { path: b"/x/y".to_vec(), mode: 0o755 }), ENOENT);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/a".to_vec(), mode: 0o755, owner: Owner::ROOT }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/".to_vec(), mode: 0o755, owner: Owner::ROOT }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/x/y".to_vec(), mode: 0o755, owner: Owner::ROOT }), ENOENT);
     c.mkdir("/a/b");
     c.create("/a/b/f");
     c.write("/a/b/f", 0, b"deep");
     c.create("/file");
-    assert_eq!(c.err(StorageOp::Mkdir { path: b"/file".to_vec(), mode: 0o755 }), EEXIST);
-    assert_eq!(c.err(StorageOp::Mkdir { path: b"/file/x".to_vec(), mode: 0o755 }), ENOTDIR);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/file".to_vec(), mode: 0o755, owner: Owner::ROOT }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/file/x".to_vec(), mode: 0o755, owner: Owner::ROOT }), ENOTDIR);
 
     // Rmdir.
     assert_eq!(c.err(StorageOp::Rmdir { path: b"/a".to_vec() }), ENOTEMPTY);
@@ -386,15 +386,15 @@ fn bad_paths_are_refused() {
     let long_path: String = "/x".repeat(MAX_PATH / 2 + 1);
     assert!(long_path.len() > MAX_PATH);
     assert_eq!(c.stat(&long_name), Err(ENAMETOOLONG));
-    assert_eq!(c.err(StorageOp::Create { path: long_name.clone().into(), mode: 0o644, exclusive: true, truncate: false }), ENAMETOOLONG);
-    assert_eq!(c.err(StorageOp::Mkdir { path: long_path.clone().into(), mode: 0o755 }), ENAMETOOLONG);
+    assert_eq!(c.err(StorageOp::Create { path: long_name.clone().into(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), ENAMETOOLONG);
+    assert_eq!(c.err(StorageOp::Mkdir { path: long_path.clone().into(), mode: 0o755, owner: Owner::ROOT }), ENAMETOOLONG);
     assert_eq!(c.err(StorageOp::Rename { from: b"/x".to_vec(), to: long_name.clone().into() }), ENAMETOOLONG);
     c.create(&ok_name);
     assert_eq!(c.stat(&ok_name).unwrap().size, 0);
     for bad in [&b"/a/../b"[..], b"/a\0b", b"relative", b"", b"/a//b", b"/.", b"/a/.."] {
         let path = bad.to_vec();
         assert_eq!(c.err(StorageOp::Stat { path: path.clone() }), EINVAL, "{bad:?}");
-        assert_eq!(c.err(StorageOp::Create { path: path.clone(), mode: 0o644, exclusive: true, truncate: false }), EINVAL);
+        assert_eq!(c.err(StorageOp::Create { path: path.clone(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), EINVAL);
         assert_eq!(c.err(StorageOp::Unlink { path: path.clone() }), EINVAL);
         assert_eq!(c.err(StorageOp::Rename { from: ok_name.clone().into(), to: path.clone() }), EINVAL);
         assert_eq!(c.err(StorageOp::Rename { from: path.clone(), to: b"/y".to_vec() }), EINVAL);
@@ -498,8 +498,8 @@ fn unknown_vnodes_are_refused_until_mounted() {
     let h = start(dir.path());
     let mut c = Client::connect(&h, "typo");
     assert_eq!(c.stat("/"), Err(ENOVNODE));
-    assert_eq!(c.err(StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false }), ENOVNODE);
-    assert_eq!(c.err(StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o755 }), ENOVNODE);
+    assert_eq!(c.err(StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), ENOVNODE);
+    assert_eq!(c.err(StorageOp::Mkdir { path: b"/d".to_vec(), mode: 0o755, owner: Owner::ROOT }), ENOVNODE);
     assert_eq!(c.err(StorageOp::StatFs), ENOVNODE);
     assert_eq!(c.err(StorageOp::SyncFs), ENOVNODE);
     assert_eq!(c.err(StorageOp::Resolve { path: b"/x".to_vec(), follow: true }), ENOVNODE);
@@ -534,7 +534,7 @@ fn quotas_stop_a_vnode_at_its_limit_and_nothing_else() {
     assert_eq!(c.err(StorageOp::Write { path: b"/a".to_vec(), offset: 5000, data: vec![4; 1001] }), ENOSPC, "all or nothing");
     c.write("/a", 0, &[5u8; 6000]); // overwriting within the file needs no space
     assert_eq!(c.err(StorageOp::Truncate { path: b"/b".to_vec(), len: 4001 }), ENOSPC);
-    assert_eq!(c.err(StorageOp::Symlink { path: b"/l".to_vec(), target: b"/a".to_vec() }), ENOSPC);
+    assert_eq!(c.err(StorageOp::Symlink { path: b"/l".to_vec(), target: b"/a".to_vec(), owner: Owner::ROOT }), ENOSPC);
     assert_eq!(c.read("/a", 0, 7000).unwrap(), vec![5u8; 6000]);
     assert_eq!(c.read("/b", 0, 7000).unwrap(), vec![2u8; 4000]);
     assert_eq!(c.stat("/b").unwrap().size, 4000);
@@ -719,16 +719,16 @@ fn fifos_are_nodes_without_data() {
     let h = start(dir.path());
     let mut c = Client::new(&h, "fifos");
     c.mkdir("/d");
-    let f = c.attr(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o640 });
+    let f = c.attr(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o640, owner: Owner::ROOT });
     assert_eq!((f.kind, f.mode, f.size, f.nlink), (FileKind::Fifo, 0o640, 0, 1));
-    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o600 }), EEXIST);
-    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/none/p".to_vec(), mode: 0o600 }), ENOENT);
+    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o600, owner: Owner::ROOT }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/none/p".to_vec(), mode: 0o600, owner: Owner::ROOT }), ENOENT);
     assert_eq!(c.read("/d/p", 0, 10), Err(EINVAL));
     assert_eq!(c.err(StorageOp::Write { path: b"/d/p".to_vec(), offset: 0, data: b"x".to_vec() }), EINVAL);
     assert_eq!(c.err(StorageOp::Truncate { path: b"/d/p".to_vec(), len: 0 }), EINVAL);
-    let opened = c.attr(StorageOp::Create { path: b"/d/p".to_vec(), mode: 0o644, exclusive: false, truncate: true });
+    let opened = c.attr(StorageOp::Create { path: b"/d/p".to_vec(), mode: 0o644, exclusive: false, truncate: true, owner: Owner::ROOT });
     assert_eq!(opened, f);
-    assert_eq!(c.err(StorageOp::Create { path: b"/d/p".to_vec(), mode: 0o644, exclusive: true, truncate: false }), EEXIST);
+    assert_eq!(c.err(StorageOp::Create { path: b"/d/p".to_vec(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT }), EEXIST);
     let (entries, _) = c.readdir_page("/d", 0, 10);
     assert_eq!(entries.iter().map(|e| (e.name.clone(), e.kind)).collect::<Vec<_>>(), vec![(b"p".to_vec(), FileKind::Fifo)]);
     c.done(StorageOp::Rename { from: b"/d/p".to_vec(), to: b"/q".to_vec() });

@@ -17,6 +17,16 @@
 //! with `O_PATH` (plus `O_NOFOLLOW` when the final symlink must not be followed) and work on that
 //! descriptor, so `..` as a final component is confined as well.
 //!
+//! # Owners
+//!
+//! The VMM runs as root, so the host gives what it creates to root (or to the group of a
+//! set-group-ID parent directory, with the bit on a new subdirectory: that part the host kernel
+//! does as Linux does for the guest). Right after a create, the new object is given its
+//! creator ([`FileSystem`]'s rule) with `fchownat` on a descriptor of it, when the host gave it
+//! another owner; the set-user-ID and set-group-ID bits that change of owner clears are set
+//! again. `open` with `O_CREAT` tells a file it created from one that existed (which keeps its
+//! owner) by creating exclusively first.
+//!
 //! Requires Linux 5.6 (`openat2`); [`FileSystem::access`] with `R_OK`/`W_OK`/`X_OK` uses
 //! `faccessat2` (5.8) and falls back to `/proc/self/fd` before that.
 //!
@@ -33,8 +43,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{DirEntry, File, FileSystem, NodeId, SetAttr, Stat, TimeSet, Timespec};
-use crate::errno::{Errno, SysResult};
+use super::{DirEntry, File, FileSystem, NodeId, Owner, SetAttr, Stat, TimeSet, Timespec};
+use crate::errno::{retry, Errno, SysResult};
 
 /// Linux `PATH_MAX`: a path of this many bytes or more (without its NUL) is `ENAMETOOLONG`.
 const PATH_MAX: usize = 4096;
@@ -60,6 +70,9 @@ const PASSED_OPEN_FLAGS: i32 = libc::O_CREAT
     | libc::O_NOATIME
     | libc::O_TMPFILE;
 
+
+/// Symlinks `open` with `O_CREAT` follows to the file it creates (Linux's `MAXSYMLINKS`).
+const MAXSYMLINKS: usize = 40;
 
 /// Size of `struct linux_dirent64` up to `d_name`.
 const DIRENT_HEADER: usize = 19;
@@ -104,6 +117,57 @@ impl HostDir {
         openat2(self.root.as_fd(), &c_bytes(path)?, flags | libc::O_CLOEXEC, mode)
     }
 
+    /// Opens `path` with host flags `host_flags` and `O_NONBLOCK`, so that a FIFO never blocks
+    /// the VMM here (the state layer waits on the FIFO's pipe, [`crate::fifo`]): a FIFO nobody
+    /// reads on the host refuses a write-only open with `ENXIO`, and is then opened as a node
+    /// (`O_PATH`).
+    fn open_host(&self, path: &[u8], host_flags: i32, mode: u32) -> SysResult<OwnedFd> {
+        let nonblock = if host_flags & libc::O_PATH == 0 { libc::O_NONBLOCK } else { 0 };
+        match self.resolve(path, host_flags | nonblock, mode) {
+            Err(Errno::ENXIO) if host_flags & libc::O_PATH == 0 => {
+                let node = self.resolve(path, libc::O_PATH | (host_flags & libc::O_NOFOLLOW), 0)?;
+                if fstat(node.as_fd())?.mode & libc::S_IFMT != libc::S_IFIFO {
+                    return Err(Errno::ENXIO);
+                }
+                Ok(node)
+            }
+            r => r,
+        }
+    }
+
+    /// [`HostDir::open_host`] with `O_CREAT` in `host_flags`, telling a file this call created
+    /// (`Some` of the path it was made at, the target of a final symlink when the path names a
+    /// dangling one) from one that existed. Without `O_EXCL` the file is created exclusively
+    /// first; if the name is taken, the existing file is opened, and a dangling final symlink
+    /// (which an exclusive create never follows) is followed here to create its target, as
+    /// `open(2)` does.
+    fn open_creating(&self, path: &[u8], host_flags: i32, mode: u32) -> SysResult<(OwnedFd, Option<Vec<u8>>)> {
+        if host_flags & libc::O_EXCL != 0 {
+            return Ok((self.open_host(path, host_flags, mode)?, Some(path.to_vec())));
+        }
+        let mut path = path.to_vec();
+        for _ in 0..=MAXSYMLINKS {
+            match self.open_host(&path, host_flags | libc::O_EXCL, mode) {
+                Ok(fd) => return Ok((fd, Some(path))),
+                Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+            match self.open_host(&path, host_flags & !libc::O_CREAT, 0) {
+                // `O_CREAT` refuses a directory, whatever the access mode.
+                Ok(fd) if fstat(fd.as_fd())?.mode & libc::S_IFMT == libc::S_IFDIR => return Err(Errno::EISDIR),
+                Ok(fd) => return Ok((fd, None)),
+                // A symlink to nothing; or the name went meanwhile (not a symlink): again.
+                Err(Errno::ENOENT) => {
+                    if let Ok(target) = self.readlink(&path) {
+                        path = beside(&path, &target);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Errno::ELOOP)
+    }
+
     /// Resolves the parent directory of `path`'s final component.
     fn locate(&self, path: &[u8]) -> SysResult<Target> {
         check_path(path)?;
@@ -126,22 +190,17 @@ impl FileSystem for HostDir {
     ///
     /// Guest `O_PATH` keeps only `O_DIRECTORY` and `O_NOFOLLOW`, as `open(2)` does. Unknown
     /// flag bits are ignored, as `open(2)` ignores them. The host descriptor always has
-    /// `O_CLOEXEC` and `O_NOCTTY`.
-    /// Opens on the host with `O_NONBLOCK`, so that a FIFO never blocks the VMM here (the
-    /// state layer waits on the FIFO's pipe, [`crate::fifo`]): a FIFO nobody reads on the host
-    /// refuses a write-only open with `ENXIO`, and is then opened as a node (`O_PATH`).
-    fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>> {
+    /// `O_CLOEXEC` and `O_NOCTTY`, and `O_NONBLOCK` ([`HostDir::open_host`]).
+    fn open(&self, path: &[u8], flags: i32, mode: u32, creator: Owner) -> SysResult<Box<dyn File>> {
         let (host_flags, mode) = host_open_flags(flags, mode);
-        let nonblock = if host_flags & libc::O_PATH == 0 { libc::O_NONBLOCK } else { 0 };
-        let fd = match self.resolve(path, host_flags | nonblock, mode) {
-            Err(Errno::ENXIO) if host_flags & libc::O_PATH == 0 => {
-                let node = self.resolve(path, libc::O_PATH | libc::O_CLOEXEC | (flags & libc::O_NOFOLLOW), 0)?;
-                if fstat(node.as_fd())?.mode & libc::S_IFMT != libc::S_IFIFO {
-                    return Err(Errno::ENXIO);
-                }
-                node
+        let fd = if host_flags & libc::O_CREAT != 0 {
+            let (fd, created) = self.open_creating(path, host_flags, mode)?;
+            if let Some(at) = created {
+                adopt(fd.as_fd(), || self.locate(&at).and_then(|t| t.dir_stat()), creator)?;
             }
-            r => r?,
+            fd
+        } else {
+            self.open_host(path, host_flags, mode)?
         };
         let st = fstat(fd.as_fd())?;
         let fifo = (st.mode & libc::S_IFMT == libc::S_IFIFO).then_some(NodeId { dev: st.dev, ino: st.ino });
@@ -206,25 +265,25 @@ impl FileSystem for HostDir {
 
     /// Creates directory `path`. The host umask applies on top of `mode`, as for
     /// [`FileSystem::open`].
-    fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()> {
+    fn mkdir(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
         match self.locate(path)? {
             Target::Root => Err(Errno::EEXIST),
             Target::Child { dir, name } => {
                 // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
                 retry(|| unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) })?;
-                Ok(())
+                adopt_name(dir.as_fd(), &name, creator)
             }
         }
     }
 
-    fn mkfifo(&self, path: &[u8], mode: u32) -> SysResult<()> {
+    fn mkfifo(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
         match self.locate(path)? {
             Target::Root => Err(Errno::EEXIST),
             Target::Child { dir, name } => {
                 let mode = libc::S_IFIFO | (mode & 0o7777);
                 // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
                 retry(|| unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) })?;
-                Ok(())
+                adopt_name(dir.as_fd(), &name, creator)
             }
         }
     }
@@ -269,14 +328,14 @@ impl FileSystem for HostDir {
 
     /// The target is stored as given: following it later resolves it inside the root like any
     /// guest path, so a link to `/etc/passwd` names the vNode's `/etc/passwd`.
-    fn symlink(&self, target: &[u8], path: &[u8]) -> SysResult<()> {
+    fn symlink(&self, target: &[u8], path: &[u8], creator: Owner) -> SysResult<()> {
         let target = c_bytes(target)?;
         match self.locate(path)? {
             Target::Root => Err(Errno::EEXIST),
             Target::Child { dir, name } => {
                 // SAFETY: both strings are NUL-terminated and outlive the call; `dir` is open.
                 retry(|| unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })?;
-                Ok(())
+                adopt_name(dir.as_fd(), &name, creator)
             }
         }
     }
@@ -531,12 +590,53 @@ pub(crate) fn set_attr_fd(fd: BorrowedFd<'_>, attr: SetAttr) -> SysResult<()> {
     }
 }
 
+/// Gives `fd`, an object this VMM just created in the directory whose attributes `parent`
+/// reads, the owner of [`Owner::in_dir`] for `creator` (looking at the directory only when the
+/// host did not give the object the creator's own ids, which the rule then keeps too). A change
+/// of owner clears the set-user-ID and set-group-ID bits of a non-directory: they are set again,
+/// as the creator's own file keeps them. (Changing the owner needs the VMM to run as root; else
+/// it is the host's error, but then the host gives the creator's ids already.)
+fn adopt(fd: BorrowedFd<'_>, parent: impl FnOnce() -> SysResult<Stat>, creator: Owner) -> SysResult<()> {
+    let st = fstat(fd)?;
+    if (st.uid, st.gid) == (creator.uid, creator.gid) {
+        return Ok(());
+    }
+    let dir = parent()?;
+    let owner = creator.in_dir(dir.mode, dir.gid);
+    if (st.uid, st.gid) == (owner.uid, owner.gid) {
+        return Ok(());
+    }
+    set_attr_fd(fd, SetAttr::Owner { uid: Some(owner.uid), gid: Some(owner.gid) })?;
+    let kind = st.mode & libc::S_IFMT;
+    if st.mode & (libc::S_ISUID | libc::S_ISGID) != 0 && kind != libc::S_IFDIR && kind != libc::S_IFLNK {
+        set_attr_fd(fd, SetAttr::Mode(st.mode & 0o7777))?;
+    }
+    Ok(())
+}
+
+/// [`adopt`] of entry `name` (not followed) of directory `dir`, just created by this VMM.
+fn adopt_name(dir: BorrowedFd<'_>, name: &CStr, creator: Owner) -> SysResult<()> {
+    let fd = openat2(dir, name, libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0)?;
+    adopt(fd.as_fd(), || fstat(dir), creator)
+}
+
 /// Where [`HostDir::locate`] found a path's final component.
 enum Target {
     /// The path names the root itself.
     Root,
     /// Component `name` (trailing slashes kept) of directory `dir`.
     Child { dir: OwnedFd, name: CString },
+}
+
+impl Target {
+    /// The attributes of the directory the final component is in (`EEXIST` for the root,
+    /// which is in none: nothing creates it).
+    fn dir_stat(self) -> SysResult<Stat> {
+        match self {
+            Target::Root => Err(Errno::EEXIST),
+            Target::Child { dir, .. } => fstat(dir.as_fd()),
+        }
+    }
 }
 
 /// A path cut before its final component.
@@ -558,6 +658,15 @@ fn split(path: &[u8]) -> Split<'_> {
     let start = path[..=last].iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1);
     let parent = if start == 0 { &b"."[..] } else { &path[..start] };
     Split::Child { parent, name: &path[start..] }
+}
+
+/// The path a symlink at `link` whose text is `target` leads to: `target` itself if absolute
+/// (it is resolved inside the root like any guest path), else `target` in the link's directory.
+fn beside(link: &[u8], target: &[u8]) -> Vec<u8> {
+    match split(link) {
+        Split::Child { parent, .. } if target.first() != Some(&b'/') => [parent, b"/", target].concat(),
+        _ => target.to_vec(),
+    }
 }
 
 /// Rejects paths Linux would refuse before any lookup.
@@ -596,43 +705,6 @@ fn host_open_flags(flags: i32, mode: u32) -> (i32, u32) {
 /// Converts an [`Errno`] for [`HostDir::new`]'s `io::Result`.
 fn errno_to_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.0)
-}
-
-/// A raw system-call return value that is `-1` on failure (with `errno` set).
-trait SysRet: Copy {
-    fn failed(self) -> bool;
-}
-
-impl SysRet for i32 {
-    fn failed(self) -> bool {
-        self == -1
-    }
-}
-
-impl SysRet for i64 {
-    fn failed(self) -> bool {
-        self == -1
-    }
-}
-
-impl SysRet for isize {
-    fn failed(self) -> bool {
-        self == -1
-    }
-}
-
-/// Runs a system call until it does not fail with `EINTR`.
-fn retry<T: SysRet>(mut call: impl FnMut() -> T) -> SysResult<T> {
-    loop {
-        let r = call();
-        if !r.failed() {
-            return Ok(r);
-        }
-        let e = Errno::last();
-        if e != Errno::EINTR {
-            return Err(e);
-        }
-    }
 }
 
 /// `openat2(dir, path, flags, mode)` with [`RESOLVE`]: `path` stays inside `dir`.
@@ -723,6 +795,12 @@ mod tests {
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::path::PathBuf;
 
+    /// Who the tests create as: the test process itself, as a vNode's first process is the
+    /// VMM's ids (so no owner changes, whoever runs the tests).
+    fn me() -> Owner {
+        crate::identity::Creds::of_host().creator()
+    }
+
     /// A vNode root `<tmp>/outer/root`, with `<tmp>/outer/secret` and `<tmp>/outer/dir/`
     /// outside it and `/etc/passwd` inside it.
     struct Fixture {
@@ -745,7 +823,7 @@ mod tests {
     }
 
     fn read_all(fs: &HostDir, path: &[u8]) -> SysResult<Vec<u8>> {
-        let f = fs.open(path, libc::O_RDONLY, 0)?;
+        let f = fs.open(path, libc::O_RDONLY, 0, me())?;
         let mut out = Vec::new();
         let mut buf = [0u8; 7];
         loop {
@@ -758,7 +836,7 @@ mod tests {
     }
 
     fn names(fs: &HostDir, path: &[u8], max: usize) -> Vec<Vec<u8>> {
-        let dir = fs.open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0).expect("open dir");
+        let dir = fs.open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0, me()).expect("open dir");
         let mut pos = 0;
         let mut out = Vec::new();
         loop {
@@ -817,10 +895,10 @@ mod tests {
         assert_eq!(f.fs.stat(b"/up", true).unwrap().ino, f.fs.stat(b"/", true).unwrap().ino);
         // Creating through symlinks lands inside too.
         symlink("../escaped", f.root.join("dangling")).unwrap();
-        f.fs.open(b"/dangling", libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap();
+        f.fs.open(b"/dangling", libc::O_CREAT | libc::O_WRONLY, 0o644, me()).unwrap();
         assert!(f.root.join("escaped").exists());
         assert!(!f.outer.join("escaped").exists());
-        f.fs.mkdir(b"/up/made", 0o755).unwrap();
+        f.fs.mkdir(b"/up/made", 0o755, me()).unwrap();
         assert!(f.root.join("made").is_dir());
         f.fs.rename(b"/up/made", b"/etc/parent/up/moved").unwrap();
         assert!(f.root.join("moved").is_dir());
@@ -836,10 +914,10 @@ mod tests {
         let f = fixture();
         symlink("b", f.root.join("a")).unwrap();
         symlink("a", f.root.join("b")).unwrap();
-        assert_eq!(f.fs.open(b"/a", libc::O_RDONLY, 0).err(), Some(Errno::ELOOP));
+        assert_eq!(f.fs.open(b"/a", libc::O_RDONLY, 0, me()).err(), Some(Errno::ELOOP));
         assert_eq!(f.fs.stat(b"/a", true), Err(Errno::ELOOP));
         assert_eq!(f.fs.access(b"/a", libc::F_OK), Err(Errno::ELOOP));
-        assert_eq!(f.fs.mkdir(b"/a/x", 0o755), Err(Errno::ELOOP));
+        assert_eq!(f.fs.mkdir(b"/a/x", 0o755, me()), Err(Errno::ELOOP));
         assert_eq!(f.fs.stat(b"/a", false).unwrap().mode & libc::S_IFMT, libc::S_IFLNK);
         assert_eq!(f.fs.readlink(b"/a").unwrap(), b"b");
     }
@@ -847,8 +925,8 @@ mod tests {
     #[test]
     fn round_trip() {
         let f = fixture();
-        f.fs.mkdir(b"/d", 0o755).unwrap();
-        let file = f.fs.open(b"/d/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        f.fs.mkdir(b"/d", 0o755, me()).unwrap();
+        let file = f.fs.open(b"/d/f", libc::O_CREAT | libc::O_RDWR, 0o644, me()).unwrap();
         assert_eq!(file.write_at(b"hello world", 0).unwrap(), 11);
         assert_eq!(file.write_at(b"W", 6).unwrap(), 1);
         let mut buf = [0u8; 32];
@@ -884,42 +962,42 @@ mod tests {
     fn open_flags() {
         let f = fixture();
         let p = b"/etc/passwd";
-        assert_eq!(f.fs.open(p, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644).err(), Some(Errno::EEXIST));
+        assert_eq!(f.fs.open(p, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o644, me()).err(), Some(Errno::EEXIST));
         symlink("nowhere", f.root.join("dangling")).unwrap();
         let excl = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
-        assert_eq!(f.fs.open(b"/dangling", excl, 0o644).err(), Some(Errno::EEXIST));
-        assert_eq!(f.fs.open(p, libc::O_RDONLY | libc::O_DIRECTORY, 0).err(), Some(Errno::ENOTDIR));
-        assert_eq!(f.fs.open(b"/etc/passwd/", libc::O_RDONLY, 0).err(), Some(Errno::ENOTDIR));
-        assert_eq!(f.fs.open(b"/missing", libc::O_RDONLY, 0).err(), Some(Errno::ENOENT));
-        assert_eq!(f.fs.open(b"/dangling", libc::O_RDONLY | libc::O_NOFOLLOW, 0).err(), Some(Errno::ELOOP));
-        assert_eq!(f.fs.open(b"/etc", libc::O_WRONLY, 0).err(), Some(Errno::EISDIR));
+        assert_eq!(f.fs.open(b"/dangling", excl, 0o644, me()).err(), Some(Errno::EEXIST));
+        assert_eq!(f.fs.open(p, libc::O_RDONLY | libc::O_DIRECTORY, 0, me()).err(), Some(Errno::ENOTDIR));
+        assert_eq!(f.fs.open(b"/etc/passwd/", libc::O_RDONLY, 0, me()).err(), Some(Errno::ENOTDIR));
+        assert_eq!(f.fs.open(b"/missing", libc::O_RDONLY, 0, me()).err(), Some(Errno::ENOENT));
+        assert_eq!(f.fs.open(b"/dangling", libc::O_RDONLY | libc::O_NOFOLLOW, 0, me()).err(), Some(Errno::ELOOP));
+        assert_eq!(f.fs.open(b"/etc", libc::O_WRONLY, 0, me()).err(), Some(Errno::EISDIR));
         // Access modes are enforced by the host descriptor.
-        let ro = f.fs.open(p, libc::O_RDONLY | libc::O_APPEND | libc::O_NONBLOCK, 0).unwrap();
+        let ro = f.fs.open(p, libc::O_RDONLY | libc::O_APPEND | libc::O_NONBLOCK, 0, me()).unwrap();
         assert_eq!(ro.write_at(b"x", 0), Err(Errno::EBADF));
-        let wo = f.fs.open(p, libc::O_WRONLY, 0).unwrap();
+        let wo = f.fs.open(p, libc::O_WRONLY, 0, me()).unwrap();
         assert_eq!(wo.read_at(&mut [0u8; 4], 0), Err(Errno::EBADF));
         // O_APPEND is the state layer's: positioned writes stay positioned.
-        let app = f.fs.open(p, libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
+        let app = f.fs.open(p, libc::O_WRONLY | libc::O_APPEND, 0, me()).unwrap();
         assert_eq!(app.write_at(b"I", 0).unwrap(), 1);
         assert_eq!(read_all(&f.fs, p).unwrap(), b"Inside");
-        f.fs.open(p, libc::O_WRONLY | libc::O_TRUNC, 0).unwrap();
+        f.fs.open(p, libc::O_WRONLY | libc::O_TRUNC, 0, me()).unwrap();
         assert_eq!(read_all(&f.fs, p).unwrap(), b"");
         // O_CREAT uses the mode (under the host umask, which is at most 0o022 here).
-        f.fs.open(b"/new", libc::O_CREAT | libc::O_WRONLY, 0o640).unwrap();
+        f.fs.open(b"/new", libc::O_CREAT | libc::O_WRONLY, 0o640, me()).unwrap();
         assert_eq!(f.fs.stat(b"/new", true).unwrap().mode, libc::S_IFREG | 0o640);
         // Unknown bits are ignored, as open(2) does; O_PATH drops the rest.
-        f.fs.open(p, libc::O_RDONLY | 0x4000_0000, 0).unwrap();
-        let path = f.fs.open(p, libc::O_PATH | libc::O_CREAT | libc::O_TRUNC | libc::O_RDWR, 0o777).unwrap();
+        f.fs.open(p, libc::O_RDONLY | 0x4000_0000, 0, me()).unwrap();
+        let path = f.fs.open(p, libc::O_PATH | libc::O_CREAT | libc::O_TRUNC | libc::O_RDWR, 0o777, me()).unwrap();
         assert_eq!(path.read_at(&mut [0u8; 4], 0), Err(Errno::EBADF));
         assert_eq!(path.stat().unwrap().mode & libc::S_IFMT, libc::S_IFREG);
         // O_TMPFILE creates an unnamed file in a directory of the root.
-        let tmp = f.fs.open(b"/etc", libc::O_TMPFILE | libc::O_RDWR, 0o600);
+        let tmp = f.fs.open(b"/etc", libc::O_TMPFILE | libc::O_RDWR, 0o600, me());
         match tmp {
             Ok(t) => assert_eq!(t.write_at(b"x", 0).unwrap(), 1),
             Err(e) => assert_eq!(e, Errno::EOPNOTSUPP),
         }
         // Directories open read-only (for getdents) and refuse reads.
-        let dir = f.fs.open(b"/", libc::O_RDONLY, 0).unwrap();
+        let dir = f.fs.open(b"/", libc::O_RDONLY, 0, me()).unwrap();
         assert_eq!(dir.read_at(&mut [0u8; 4], 0), Err(Errno::EISDIR));
         assert_eq!(dir.stat().unwrap().mode & libc::S_IFMT, libc::S_IFDIR);
     }
@@ -927,11 +1005,11 @@ mod tests {
     #[test]
     fn read_dir_pages() {
         let f = fixture();
-        f.fs.mkdir(b"/d", 0o755).unwrap();
+        f.fs.mkdir(b"/d", 0o755, me()).unwrap();
         let mut expected = BTreeSet::from([b".".to_vec(), b"..".to_vec()]);
         for i in 0..57 {
             let name = format!("file-{i}-{}", "x".repeat(i * 4));
-            f.fs.open(format!("/d/{name}").as_bytes(), libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap();
+            f.fs.open(format!("/d/{name}").as_bytes(), libc::O_CREAT | libc::O_WRONLY, 0o644, me()).unwrap();
             expected.insert(name.into_bytes());
         }
         for max in [1, 2, 3, 5, 8, 64, 1000] {
@@ -940,7 +1018,7 @@ mod tests {
             assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), expected, "max {max}");
         }
         // Position 0 rewinds; a cookie continues; max 0 reads nothing.
-        let dir = f.fs.open(b"/d", libc::O_RDONLY, 0).unwrap();
+        let dir = f.fs.open(b"/d", libc::O_RDONLY, 0, me()).unwrap();
         let first = dir.read_dir(0, 3).unwrap();
         let again = dir.read_dir(0, 3).unwrap();
         assert_eq!(first, again);
@@ -956,15 +1034,15 @@ mod tests {
         assert_eq!(dotdot.ino, f.fs.stat(b"/", true).unwrap().ino);
         assert!(all.iter().filter(|e| e.name.starts_with(b"file-")).all(|e| e.kind == libc::DT_REG));
         // At the root, `..` is the root.
-        let root = f.fs.open(b"/", libc::O_RDONLY, 0).unwrap().read_dir(0, usize::MAX).unwrap();
+        let root = f.fs.open(b"/", libc::O_RDONLY, 0, me()).unwrap().read_dir(0, usize::MAX).unwrap();
         let ino = |n: &[u8]| root.iter().find(|e| e.name == n).map(|e| e.ino);
         assert_eq!(ino(b".."), ino(b"."));
         assert!(ino(b"etc").is_some());
         // Not a directory.
-        let file = f.fs.open(b"/etc/passwd", libc::O_RDONLY, 0).unwrap();
+        let file = f.fs.open(b"/etc/passwd", libc::O_RDONLY, 0, me()).unwrap();
         assert_eq!(file.read_dir(0, 10), Err(Errno::ENOTDIR));
         assert_eq!(file.read_dir(0, 0), Err(Errno::ENOTDIR));
-        let path = f.fs.open(b"/d", libc::O_PATH, 0).unwrap();
+        let path = f.fs.open(b"/d", libc::O_PATH, 0, me()).unwrap();
         assert_eq!(path.read_dir(0, 10), Err(Errno::EBADF));
     }
 
@@ -1002,15 +1080,15 @@ mod tests {
         let secret = f.outer.join("secret");
         let before = std::fs::metadata(&secret).unwrap();
         let host_secret = secret.to_str().unwrap().as_bytes();
-        f.fs.symlink(b"/etc/passwd", b"/abs").unwrap();
-        f.fs.symlink(b"../../secret", b"/up").unwrap();
-        f.fs.symlink(host_secret, b"/host").unwrap();
+        f.fs.symlink(b"/etc/passwd", b"/abs", me()).unwrap();
+        f.fs.symlink(b"../../secret", b"/up", me()).unwrap();
+        f.fs.symlink(host_secret, b"/host", me()).unwrap();
         assert_eq!(std::fs::read_link(f.root.join("abs")).unwrap(), Path::new("/etc/passwd"));
         assert_eq!(read_all(&f.fs, b"/abs").unwrap(), b"inside");
         assert_eq!(f.fs.readlink(b"/abs").unwrap(), b"/etc/passwd");
-        assert_eq!(f.fs.symlink(b"x", b"/abs"), Err(Errno::EEXIST));
-        assert_eq!(f.fs.symlink(b"x", b"/"), Err(Errno::EEXIST));
-        assert_eq!(f.fs.symlink(b"x", b"/../../escape"), Ok(()));
+        assert_eq!(f.fs.symlink(b"x", b"/abs", me()), Err(Errno::EEXIST));
+        assert_eq!(f.fs.symlink(b"x", b"/", me()), Err(Errno::EEXIST));
+        assert_eq!(f.fs.symlink(b"x", b"/../../escape", me()), Ok(()));
         assert!(f.root.join("escape").symlink_metadata().is_ok(), "`..` of the root is the root");
         for (link, name) in [(&b"/up"[..], &b"/l1"[..]), (b"/host", b"/l2")] {
             // Followed: the target does not exist inside the root.
@@ -1037,11 +1115,58 @@ mod tests {
         f.fs.set_attr(b"/abs", false, SetAttr::Times { atime: TimeSet::At(at), mtime: TimeSet::Omit }).unwrap();
         assert_eq!(f.fs.stat(b"/abs", false).unwrap().atime, at);
         assert_ne!(f.fs.stat(b"/etc/passwd", true).unwrap().atime, at);
-        let file = f.fs.open(b"/etc/passwd", libc::O_RDONLY, 0).unwrap();
+        let file = f.fs.open(b"/etc/passwd", libc::O_RDONLY, 0, me()).unwrap();
         file.set_attr(SetAttr::Times { atime: TimeSet::Omit, mtime: TimeSet::At(at) }).unwrap();
         assert_eq!(file.stat().unwrap().mtime, at);
         let after = std::fs::metadata(&secret).unwrap();
         assert_eq!((before.mode(), before.nlink(), before.mtime(), before.uid()), (after.mode(), after.nlink(), after.mtime(), after.uid()));
+    }
+
+    /// What a guest creates is its creator's, of every kind (a set-user-ID file stays so), and
+    /// under a set-group-ID directory has the directory's group (a subdirectory the bit too);
+    /// a file that existed keeps its owner when opened with `O_CREAT`, and the file made through
+    /// a dangling symlink is its creator's, the symlink unchanged.
+    #[test]
+    fn new_objects_belong_to_their_creator() {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        assert_eq!(uid, 0, "giving new files their creator's ids needs root, as the VMM runs; this test runs as uid {uid}");
+        let f = fixture();
+        let me = Owner { uid: 1000, gid: 1001 };
+        let owner = |path: &[u8]| {
+            let st = f.fs.stat(path, false).unwrap();
+            (st.uid, st.gid, st.mode & 0o7777)
+        };
+        f.fs.open(b"/f", libc::O_CREAT | libc::O_WRONLY, 0o4755, me).unwrap();
+        f.fs.mkdir(b"/d", 0o750, me).unwrap();
+        f.fs.mkfifo(b"/p", 0o640, me).unwrap();
+        f.fs.symlink(b"f", b"/l", me).unwrap();
+        f.fs.mkdir(b"/s", 0o755, Owner::ROOT).unwrap();
+        f.fs.set_attr(b"/s", true, SetAttr::Owner { uid: None, gid: Some(50) }).unwrap();
+        f.fs.set_attr(b"/s", true, SetAttr::Mode(0o2775)).unwrap();
+        f.fs.open(b"/s/f", libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o640, me).unwrap();
+        f.fs.mkdir(b"/s/d", 0o700, me).unwrap();
+        f.fs.symlink(b"f", b"/s/l", me).unwrap();
+        assert_eq!(owner(b"/f"), (1000, 1001, 0o4755));
+        assert_eq!(owner(b"/d"), (1000, 1001, 0o750));
+        assert_eq!(owner(b"/p"), (1000, 1001, 0o640));
+        assert_eq!(owner(b"/l"), (1000, 1001, 0o777));
+        assert_eq!(owner(b"/s"), (0, 50, 0o2775));
+        assert_eq!(owner(b"/s/f"), (1000, 50, 0o640));
+        assert_eq!(owner(b"/s/d"), (1000, 50, 0o2700));
+        assert_eq!(owner(b"/s/l"), (1000, 50, 0o777));
+        let other = Owner { uid: 2000, gid: 2000 };
+        f.fs.open(b"/f", libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o600, other).unwrap();
+        assert_eq!(owner(b"/f"), (1000, 1001, 0o4755), "an existing file keeps its owner");
+        assert_eq!(f.fs.open(b"/d", libc::O_CREAT | libc::O_RDONLY, 0o600, other).err(), Some(Errno::EISDIR));
+        assert_eq!(f.fs.open(b"/p", libc::O_CREAT | libc::O_RDONLY, 0o600, other).map(|p| p.fifo().is_some()), Ok(true));
+        assert_eq!(owner(b"/p"), (1000, 1001, 0o640));
+        f.fs.symlink(b"s/made", b"/dangling", me).unwrap();
+        f.fs.open(b"/dangling", libc::O_CREAT | libc::O_WRONLY, 0o600, other).unwrap();
+        assert_eq!(owner(b"/s/made"), (2000, 50, 0o600), "made through the symlink, in the set-group-ID directory");
+        assert_eq!(owner(b"/dangling"), (1000, 1001, 0o777));
+        f.fs.link(b"/f", b"/s/h", false).unwrap();
+        assert_eq!(owner(b"/s/h"), (1000, 1001, 0o4755), "a hard link is the same inode");
     }
 
     #[test]
@@ -1063,12 +1188,12 @@ mod tests {
     fn linux_edge_cases() {
         let f = fixture();
         for r in [
-            f.fs.open(b"", libc::O_RDONLY, 0).err(),
+            f.fs.open(b"", libc::O_RDONLY, 0, me()).err(),
             f.fs.stat(b"", true).err(),
             f.fs.stat(b"", false).err(),
             f.fs.readlink(b"").err(),
             f.fs.access(b"", 0).err(),
-            f.fs.mkdir(b"", 0).err(),
+            f.fs.mkdir(b"", 0, me()).err(),
             f.fs.rmdir(b"").err(),
             f.fs.unlink(b"").err(),
             f.fs.rename(b"", b"/x").err(),
@@ -1076,9 +1201,9 @@ mod tests {
         ] {
             assert_eq!(r, Some(Errno::ENOENT));
         }
-        assert_eq!(f.fs.mkdir(b"/", 0o755), Err(Errno::EEXIST));
-        assert_eq!(f.fs.mkdir(b"/etc/.", 0o755), Err(Errno::EEXIST));
-        assert_eq!(f.fs.mkdir(b"/..", 0o755), Err(Errno::EEXIST));
+        assert_eq!(f.fs.mkdir(b"/", 0o755, me()), Err(Errno::EEXIST));
+        assert_eq!(f.fs.mkdir(b"/etc/.", 0o755, me()), Err(Errno::EEXIST));
+        assert_eq!(f.fs.mkdir(b"/..", 0o755, me()), Err(Errno::EEXIST));
         assert_eq!(f.fs.rmdir(b"/"), Err(Errno::EBUSY));
         assert_eq!(f.fs.rmdir(b"/etc/."), Err(Errno::EINVAL));
         assert_eq!(f.fs.rmdir(b"/.."), Err(Errno::ENOTEMPTY));
@@ -1092,11 +1217,11 @@ mod tests {
         assert_eq!(f.fs.rename(b"/etc/..", b"/x"), Err(Errno::EBUSY));
         assert_eq!(f.fs.rename(b"/etc/passwd", b"/.."), Err(Errno::EBUSY));
         assert_eq!(f.fs.rename(b"/etc/passwd", b"/etc/passwd/"), Err(Errno::ENOTDIR));
-        assert_eq!(f.fs.mkdir(b"/missing/x", 0o755), Err(Errno::ENOENT));
-        assert_eq!(f.fs.mkdir(b"/etc/passwd/x", 0o755), Err(Errno::ENOTDIR));
-        f.fs.mkdir(b"//new//dir//", 0o755).err();
-        f.fs.mkdir(b"//new", 0o755).unwrap();
-        f.fs.mkdir(b"//new//dir//", 0o755).unwrap();
+        assert_eq!(f.fs.mkdir(b"/missing/x", 0o755, me()), Err(Errno::ENOENT));
+        assert_eq!(f.fs.mkdir(b"/etc/passwd/x", 0o755, me()), Err(Errno::ENOTDIR));
+        f.fs.mkdir(b"//new//dir//", 0o755, me()).err();
+        f.fs.mkdir(b"//new", 0o755, me()).unwrap();
+        f.fs.mkdir(b"//new//dir//", 0o755, me()).unwrap();
         assert!(f.root.join("new/dir").is_dir());
         f.fs.rename(b"/new/dir/", b"/new/moved/").unwrap();
         assert!(f.root.join("new/moved").is_dir());
@@ -1104,10 +1229,10 @@ mod tests {
         // Relative paths are taken from the root too.
         assert_eq!(read_all(&f.fs, b"etc/passwd").unwrap(), b"inside");
         // Out-of-range offsets.
-        let file = f.fs.open(b"/etc/passwd", libc::O_RDWR, 0).unwrap();
+        let file = f.fs.open(b"/etc/passwd", libc::O_RDWR, 0, me()).unwrap();
         assert_eq!(file.set_len(u64::MAX), Err(Errno::EINVAL));
         assert_eq!(file.write_at(b"x", 1 << 63), Err(Errno::EINVAL));
-        assert!(f.fs.open(b"/etc\0/passwd", libc::O_RDONLY, 0).is_err());
+        assert!(f.fs.open(b"/etc\0/passwd", libc::O_RDONLY, 0, me()).is_err());
     }
 
     #[test]
@@ -1115,19 +1240,19 @@ mod tests {
         let f = fixture();
         let long = format!("/{}", "n".repeat(256));
         let lb = long.as_bytes();
-        assert_eq!(f.fs.open(lb, libc::O_CREAT | libc::O_WRONLY, 0o644).err(), Some(Errno::ENAMETOOLONG));
-        assert_eq!(f.fs.mkdir(lb, 0o755), Err(Errno::ENAMETOOLONG));
+        assert_eq!(f.fs.open(lb, libc::O_CREAT | libc::O_WRONLY, 0o644, me()).err(), Some(Errno::ENAMETOOLONG));
+        assert_eq!(f.fs.mkdir(lb, 0o755, me()), Err(Errno::ENAMETOOLONG));
         assert_eq!(f.fs.stat(lb, true), Err(Errno::ENAMETOOLONG));
         assert_eq!(f.fs.rename(b"/etc/passwd", lb), Err(Errno::ENAMETOOLONG));
         let ok = format!("/{}", "n".repeat(255));
-        f.fs.mkdir(ok.as_bytes(), 0o755).unwrap();
+        f.fs.mkdir(ok.as_bytes(), 0o755, me()).unwrap();
         let deep = "/a".repeat(2048);
         for r in [
-            f.fs.open(deep.as_bytes(), libc::O_RDONLY, 0).err(),
+            f.fs.open(deep.as_bytes(), libc::O_RDONLY, 0, me()).err(),
             f.fs.stat(deep.as_bytes(), false).err(),
             f.fs.readlink(deep.as_bytes()).err(),
             f.fs.access(deep.as_bytes(), 0).err(),
-            f.fs.mkdir(deep.as_bytes(), 0).err(),
+            f.fs.mkdir(deep.as_bytes(), 0, me()).err(),
             f.fs.rmdir(deep.as_bytes()).err(),
             f.fs.unlink(deep.as_bytes()).err(),
             f.fs.rename(deep.as_bytes(), b"/x").err(),
@@ -1213,7 +1338,7 @@ mod tests {
                     let _ = fs.access(&a, flags & 7);
                 }
                 4 => {
-                    let _ = fs.mkdir(&a, mode);
+                    let _ = fs.mkdir(&a, mode, me());
                 }
                 5 => {
                     let _ = fs.rmdir(&a);
@@ -1228,7 +1353,7 @@ mod tests {
                     let _ = fs.access(&a, flags);
                 }
                 12 => {
-                    let _ = fs.symlink(&b, &a);
+                    let _ = fs.symlink(&b, &a, me());
                 }
                 13 => {
                     let _ = fs.link(&a, &b, flags & 1 != 0);
@@ -1243,7 +1368,7 @@ mod tests {
                 }
                 _ => {
                     // The fixture holds no FIFOs, so no open can block.
-                    if let Ok(file) = fs.open(&a, flags, mode) {
+                    if let Ok(file) = fs.open(&a, flags, mode, me()) {
                         let mut buf = [0u8; 64];
                         let _ = file.read_at(&mut buf, off);
                         let _ = file.write_at(b"fuzz", off);

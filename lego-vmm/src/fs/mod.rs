@@ -16,6 +16,7 @@ pub mod memfd;
 pub mod remote;
 
 use crate::errno::SysResult;
+pub use lego_proto::storage::Owner;
 
 /// File metadata in the shape of Linux `struct stat` / `statx`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,29 +63,37 @@ pub struct DirEntry {
 }
 
 /// A file system holding one vNode's files.
+///
+/// The calls that create an object (`open` with `O_CREAT`, `mkdir`, `mkfifo`, `symlink`) take
+/// its `creator`, the calling process's file-system ids ([`crate::identity::Creds::creator`]),
+/// and give the new object the owner Linux gives it: [`Owner::in_dir`] of its parent directory
+/// (the creator, or the group of a set-group-ID parent), with a new directory set-group-ID
+/// under a set-group-ID one. An object that already exists keeps its owner.
 pub trait FileSystem: Send + Sync {
-    /// Opens (and with `O_CREAT` creates) `path`. `flags` are Linux `open(2)` flags; the access
-    /// mode, `O_CREAT`, `O_EXCL`, `O_TRUNC`, `O_DIRECTORY` and `O_NOFOLLOW` are honoured here;
-    /// `O_APPEND`, `O_CLOEXEC` and `O_NONBLOCK` are the state layer's business.
-    fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>>;
+    /// Opens (and with `O_CREAT` creates, owned by `creator`) `path`. `flags` are Linux
+    /// `open(2)` flags; the access mode, `O_CREAT`, `O_EXCL`, `O_TRUNC`, `O_DIRECTORY` and
+    /// `O_NOFOLLOW` are honoured here; `O_APPEND`, `O_CLOEXEC` and `O_NONBLOCK` are the state
+    /// layer's business.
+    fn open(&self, path: &[u8], flags: i32, mode: u32, creator: Owner) -> SysResult<Box<dyn File>>;
     /// `stat` (`follow == true`) or `lstat` of `path`.
     fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat>;
     /// Target of the symlink at `path`.
     fn readlink(&self, path: &[u8]) -> SysResult<Vec<u8>>;
     /// `access(2)` check of `mode` (`F_OK`, or `R_OK|W_OK|X_OK` bits).
     fn access(&self, path: &[u8], mode: i32) -> SysResult<()>;
-    fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()>;
-    /// `mknod(path, S_IFIFO | mode)`: a FIFO node; opening it gives a [`File`] whose
-    /// [`File::fifo`] names it.
-    fn mkfifo(&self, path: &[u8], mode: u32) -> SysResult<()>;
+    /// `mkdir(2)`: a directory owned by `creator`.
+    fn mkdir(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()>;
+    /// `mknod(path, S_IFIFO | mode)`: a FIFO node owned by `creator`; opening it gives a
+    /// [`File`] whose [`File::fifo`] names it.
+    fn mkfifo(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()>;
     fn rmdir(&self, path: &[u8]) -> SysResult<()>;
     fn unlink(&self, path: &[u8]) -> SysResult<()>;
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()>;
-    /// `symlink(2)`: a symbolic link at `path` whose text is `target` (stored as given; it is
-    /// resolved inside the vNode root when followed).
-    fn symlink(&self, target: &[u8], path: &[u8]) -> SysResult<()>;
+    /// `symlink(2)`: a symbolic link at `path`, owned by `creator`, whose text is `target`
+    /// (stored as given; it is resolved inside the vNode root when followed).
+    fn symlink(&self, target: &[u8], path: &[u8], creator: Owner) -> SysResult<()>;
     /// `link(2)`: a new name `to` for the file at `from` (with `follow`, a symlink at `from` is
-    /// followed, as `linkat(AT_SYMLINK_FOLLOW)` does).
+    /// followed, as `linkat(AT_SYMLINK_FOLLOW)` does); the file keeps its owner.
     fn link(&self, from: &[u8], to: &[u8], follow: bool) -> SysResult<()>;
     /// `chmod`, `chown`, `utimensat` of `path` (`follow == false`: of a symlink itself).
     fn set_attr(&self, path: &[u8], follow: bool, attr: SetAttr) -> SysResult<()>;
@@ -162,7 +171,8 @@ pub trait File: Send + Sync {
 
 /// All of the file at vNode path `path`, read through `fs` (a program to run).
 pub fn read_all(fs: &dyn FileSystem, path: &[u8]) -> SysResult<Vec<u8>> {
-    let file = fs.open(path, libc::O_RDONLY, 0)?;
+    // Opening creates nothing here: no one is the creator.
+    let file = fs.open(path, libc::O_RDONLY, 0, Owner::ROOT)?;
     let size = file.stat()?.size;
     let mut bytes = vec![0u8; usize::try_from(size).map_err(|_| crate::errno::Errno::EFBIG)?];
     let n = file.read_at(&mut bytes, 0)?;

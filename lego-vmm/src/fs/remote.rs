@@ -8,7 +8,8 @@
 //! chroot, so no path (and no symlink's text) can name anything outside the vNode's mount, and
 //! every name of a file is the same key in the buffer cache (a file with hard links, several
 //! names, is served by storage alone). Storage keeps modes, modification times and owner ids
-//! (stored, not enforced between the vNode's processes).
+//! (stored, not enforced between the vNode's processes); a create request carries its creator,
+//! and the storage server gives the new object its owner in the entry that creates it.
 //!
 //! Failure: once the connection to the caching mem-server fails, the data it held but had not
 //! written back is gone, so every later file call of the process answers `EIO` rather than
@@ -26,7 +27,7 @@ use lego_proto::storage::{self, FileAttr, FileKind, StorageOp, StorageReply, Sto
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_proto::ProtoError;
 
-use super::{DirEntry, File, FileSystem, NodeId, SetAttr, Stat, TimeSet, Timespec};
+use super::{DirEntry, File, FileSystem, NodeId, Owner, SetAttr, Stat, TimeSet, Timespec};
 use crate::errno::{Errno, SysResult};
 
 /// `f_type` of remote storage: that of NFS, the network file system it behaves like.
@@ -214,7 +215,7 @@ impl RemoteFs {
 }
 
 impl FileSystem for RemoteFs {
-    fn open(&self, path: &[u8], flags: i32, mode: u32) -> SysResult<Box<dyn File>> {
+    fn open(&self, path: &[u8], flags: i32, mode: u32, creator: Owner) -> SysResult<Box<dyn File>> {
         let creating = flags & libc::O_CREAT != 0;
         // O_CREAT | O_EXCL never follows a final symlink (an existing one is EEXIST).
         let follow = flags & libc::O_NOFOLLOW == 0 && !(creating && flags & libc::O_EXCL != 0);
@@ -226,6 +227,7 @@ impl FileSystem for RemoteFs {
                 mode: mode & 0o7777,
                 exclusive: flags & libc::O_EXCL != 0,
                 truncate: flags & libc::O_TRUNC != 0 && access != libc::O_RDONLY,
+                owner: creator,
             };
             // O_CREAT on an existing directory is EISDIR from storage, as from Linux.
             let StorageReply::Attr(a) = self.link.op(op)? else { return Err(Errno::EIO) };
@@ -268,14 +270,14 @@ impl FileSystem for RemoteFs {
         self.link.attr(&self.walk(path, true)?).map(drop)
     }
 
-    fn mkdir(&self, path: &[u8], mode: u32) -> SysResult<()> {
-        self.link.op(StorageOp::Mkdir { path: self.walk(path, false)?, mode: mode & 0o7777 }).map(drop)
+    fn mkdir(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
+        self.link.op(StorageOp::Mkdir { path: self.walk(path, false)?, mode: mode & 0o7777, owner: creator }).map(drop)
     }
 
     /// A FIFO node on the storage server; its pipe is the VMM's ([`crate::fifo`]), found by
     /// the node's inode on this mount.
-    fn mkfifo(&self, path: &[u8], mode: u32) -> SysResult<()> {
-        self.link.op(StorageOp::Mkfifo { path: self.walk(path, false)?, mode: mode & 0o7777 }).map(drop)
+    fn mkfifo(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
+        self.link.op(StorageOp::Mkfifo { path: self.walk(path, false)?, mode: mode & 0o7777, owner: creator }).map(drop)
     }
 
     fn rmdir(&self, path: &[u8]) -> SysResult<()> {
@@ -292,9 +294,9 @@ impl FileSystem for RemoteFs {
 
     /// The target is stored as given; following it resolves it on the storage server, inside
     /// the vNode's mount.
-    fn symlink(&self, target: &[u8], path: &[u8]) -> SysResult<()> {
+    fn symlink(&self, target: &[u8], path: &[u8], creator: Owner) -> SysResult<()> {
         let path = self.walk(path, false)?;
-        self.link.op(StorageOp::Symlink { path, target: target.to_vec() }).map(drop)
+        self.link.op(StorageOp::Symlink { path, target: target.to_vec(), owner: creator }).map(drop)
     }
 
     /// A hard link, made by the storage server (`EPERM` for a directory).
@@ -483,6 +485,9 @@ fn to_stat(a: &FileAttr) -> Stat {
 mod tests {
     use super::*;
 
+    /// Who the tests create as, unless they say.
+    const ROOT: Owner = Owner::ROOT;
+
     /// A storage server on a temporary directory and a mem-server caching it, in-process.
     fn cluster() -> (tempfile::TempDir, storage_server::Handle, mem_server::Handle) {
         let dir = tempfile::tempdir().unwrap();
@@ -516,9 +521,9 @@ mod tests {
     fn files_round_trip_through_the_cache_with_linux_errnos() {
         let (_dir, storage, mem) = cluster();
         let fs = connect(&mem, &storage, "t");
-        fs.mkdir(b"/d", 0o755).unwrap();
-        assert_eq!(fs.mkdir(b"/d", 0o755).unwrap_err(), Errno(libc::EEXIST));
-        let f = fs.open(b"/d/../d/./f", libc::O_CREAT | libc::O_RDWR, 0o600).unwrap();
+        fs.mkdir(b"/d", 0o755, ROOT).unwrap();
+        assert_eq!(fs.mkdir(b"/d", 0o755, ROOT).unwrap_err(), Errno(libc::EEXIST));
+        let f = fs.open(b"/d/../d/./f", libc::O_CREAT | libc::O_RDWR, 0o600, ROOT).unwrap();
         let data: Vec<u8> = (0..3 * MAX_IO + 77).map(|i| (i % 251) as u8).collect();
         assert_eq!(f.write_at(&data, 10).unwrap(), data.len());
         let mut back = vec![0xffu8; data.len() + 100];
@@ -528,13 +533,13 @@ mod tests {
         let st = fs.stat(b"/d/f", true).unwrap();
         assert_eq!((st.mode, st.size), (libc::S_IFREG | 0o600, data.len() as u64 + 10));
         f.sync(false).unwrap();
-        assert_eq!(fs.open(b"/d/f", libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600).err(), Some(Errno(libc::EEXIST)));
-        assert_eq!(fs.open(b"/d", libc::O_RDWR, 0).err(), Some(Errno(libc::EISDIR)));
-        assert_eq!(fs.open(b"/d/f", libc::O_RDONLY | libc::O_DIRECTORY, 0).err(), Some(Errno(libc::ENOTDIR)));
+        assert_eq!(fs.open(b"/d/f", libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600, ROOT).err(), Some(Errno(libc::EEXIST)));
+        assert_eq!(fs.open(b"/d", libc::O_RDWR, 0, ROOT).err(), Some(Errno(libc::EISDIR)));
+        assert_eq!(fs.open(b"/d/f", libc::O_RDONLY | libc::O_DIRECTORY, 0, ROOT).err(), Some(Errno(libc::ENOTDIR)));
         assert_eq!(fs.stat(b"/../../etc/passwd", true).err(), Some(Errno(libc::ENOENT)), "`..` stops at the vNode's root");
         let long = [b"/".as_slice(), &[b'x'; 256]].concat();
         assert_eq!(fs.stat(&long, true).err(), Some(Errno(libc::ENAMETOOLONG)));
-        let dir = fs.open(b"/d", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+        let dir = fs.open(b"/d", libc::O_RDONLY | libc::O_DIRECTORY, 0, ROOT).unwrap();
         let names: Vec<Vec<u8>> = dir.read_dir(0, 100).unwrap().into_iter().map(|e| e.name).collect();
         assert_eq!(names, vec![b".".to_vec(), b"..".to_vec(), b"f".to_vec()]);
         fs.rename(b"/d/f", b"/g").unwrap();
@@ -546,7 +551,7 @@ mod tests {
     fn another_vnode_sees_nothing() {
         let (_dir, storage, mem) = cluster();
         let a = connect(&mem, &storage, "a");
-        a.open(b"/secret", libc::O_CREAT | libc::O_WRONLY, 0o600).unwrap().write_at(b"key", 0).unwrap();
+        a.open(b"/secret", libc::O_CREAT | libc::O_WRONLY, 0o600, ROOT).unwrap().write_at(b"key", 0).unwrap();
         let b = connect(&mem, &storage, "b");
         assert_eq!(b.stat(b"/secret", true).err(), Some(Errno(libc::ENOENT)));
         assert_eq!(b.stat(b"/../a/secret", true).err(), Some(Errno(libc::ENOENT)));
@@ -556,7 +561,7 @@ mod tests {
     fn a_lost_cache_server_is_eio_from_then_on() {
         let (_dir, storage, mem) = cluster();
         let fs = connect(&mem, &storage, "t");
-        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644, ROOT).unwrap();
         f.write_at(b"not yet written back", 0).unwrap();
         mem.shutdown();
         // The unsynced bytes died with the mem-server: every later call says so.
@@ -576,7 +581,7 @@ mod tests {
     fn modes_times_owners_and_hard_links_are_kept() {
         let (_dir, storage, mem) = cluster();
         let fs = connect(&mem, &storage, "attrs");
-        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o644, ROOT).unwrap();
         f.write_at(b"dirty", 0).unwrap();
         let at = Timespec { sec: 1_234_567_890, nsec: 5 };
         fs.set_attr(b"/f", true, SetAttr::Times { atime: TimeSet::Omit, mtime: TimeSet::At(at) }).unwrap();
@@ -587,7 +592,7 @@ mod tests {
         // The access time apart, untouched by reads: the mount says noatime.
         let seen = Timespec { sec: 1_000_000_000, nsec: 7 };
         fs.set_attr(b"/f", true, SetAttr::Times { atime: TimeSet::At(seen), mtime: TimeSet::Omit }).unwrap();
-        fs.open(b"/f", libc::O_RDONLY, 0).unwrap().read_at(&mut [0u8; 5], 0).unwrap();
+        fs.open(b"/f", libc::O_RDONLY, 0, ROOT).unwrap().read_at(&mut [0u8; 5], 0).unwrap();
         let st = fs.stat(b"/f", true).unwrap();
         assert_eq!((st.atime, st.mtime), (seen, at));
         assert_eq!(fs.stat_fs().unwrap().flags & libc::ST_NOATIME, libc::ST_NOATIME);
@@ -597,10 +602,10 @@ mod tests {
         assert_eq!(fs.set_attr(b"/missing", true, owner), Err(Errno::ENOENT));
         assert_eq!(fs.set_attr(b"/missing", true, SetAttr::Mode(0o600)), Err(Errno::ENOENT));
         // A written, cached file gets a second name: both read and write the same bytes.
-        let f = fs.open(b"/f", libc::O_RDWR, 0).unwrap();
+        let f = fs.open(b"/f", libc::O_RDWR, 0, ROOT).unwrap();
         f.write_at(b"DIRTY", 0).unwrap();
         fs.link(b"/f", b"/h", false).unwrap();
-        let h = fs.open(b"/h", libc::O_RDWR, 0).unwrap();
+        let h = fs.open(b"/h", libc::O_RDWR, 0, ROOT).unwrap();
         let mut buf = [0u8; 5];
         h.read_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"DIRTY");
@@ -611,10 +616,37 @@ mod tests {
         assert_eq!((sf.ino, sf.nlink, sf.uid, sf.gid), (sh.ino, 2, 1, 2));
         fs.unlink(b"/f").unwrap();
         assert_eq!(fs.stat(b"/h", true).unwrap().nlink, 1);
-        fs.mkdir(b"/d", 0o755).unwrap();
+        fs.mkdir(b"/d", 0o755, ROOT).unwrap();
         assert_eq!(fs.link(b"/d", b"/e", false), Err(Errno::EPERM));
         assert_eq!(fs.link(b"/missing", b"/e", false), Err(Errno::ENOENT));
         assert_eq!(fs.link(b"/h", b"/d", false), Err(Errno::EEXIST));
+    }
+
+    /// Every create carries its creator: each kind of object is its creator's from the start,
+    /// under a set-group-ID directory with the directory's group (a subdirectory with the bit
+    /// too), and a file that existed keeps its owner when opened with `O_CREAT`.
+    #[test]
+    fn new_objects_belong_to_their_creator() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "owners");
+        let me = Owner { uid: 1000, gid: 1001 };
+        let owner = |path: &[u8]| {
+            let st = fs.stat(path, false).unwrap();
+            (st.uid, st.gid, st.mode & 0o7777)
+        };
+        fs.open(b"/f", libc::O_CREAT | libc::O_WRONLY, 0o4755, me).unwrap();
+        fs.mkdir(b"/s", 0o755, ROOT).unwrap();
+        fs.set_attr(b"/s", true, SetAttr::Owner { uid: None, gid: Some(50) }).unwrap();
+        fs.set_attr(b"/s", true, SetAttr::Mode(0o2775)).unwrap();
+        fs.mkdir(b"/s/d", 0o700, me).unwrap();
+        fs.mkfifo(b"/s/p", 0o640, me).unwrap();
+        fs.symlink(b"d", b"/s/l", me).unwrap();
+        assert_eq!(owner(b"/f"), (1000, 1001, 0o4755));
+        assert_eq!(owner(b"/s/d"), (1000, 50, 0o2700));
+        assert_eq!(owner(b"/s/p"), (1000, 50, 0o640));
+        assert_eq!(owner(b"/s/l"), (1000, 50, 0o777));
+        fs.open(b"/f", libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC, 0o600, Owner { uid: 2, gid: 2 }).unwrap();
+        assert_eq!(owner(b"/f"), (1000, 1001, 0o4755), "an existing file keeps its owner");
     }
 
     /// Symlinks resolve on the storage server, inside the mount: an absolute target is the
@@ -623,31 +655,31 @@ mod tests {
     fn symlinks_resolve_inside_the_mount() {
         let (_dir, storage, mem) = cluster();
         let fs = connect(&mem, &storage, "links");
-        fs.mkdir(b"/etc", 0o755).unwrap();
-        let f = fs.open(b"/etc/passwd", libc::O_CREAT | libc::O_RDWR, 0o644).unwrap();
+        fs.mkdir(b"/etc", 0o755, ROOT).unwrap();
+        let f = fs.open(b"/etc/passwd", libc::O_CREAT | libc::O_RDWR, 0o644, ROOT).unwrap();
         f.write_at(b"inside", 0).unwrap();
-        fs.symlink(b"/etc/passwd", b"/abs").unwrap();
-        fs.symlink(b"../../../etc", b"/etc/up").unwrap();
-        fs.symlink(b"loop", b"/loop").unwrap();
-        fs.symlink(b"nowhere", b"/dangling").unwrap();
-        assert_eq!(fs.symlink(b"x", b"/abs"), Err(Errno::EEXIST));
-        assert_eq!(fs.symlink(b"", b"/s"), Err(Errno::ENOENT));
-        assert_eq!(fs.symlink(b"x", b"/missing/s"), Err(Errno::ENOENT));
+        fs.symlink(b"/etc/passwd", b"/abs", ROOT).unwrap();
+        fs.symlink(b"../../../etc", b"/etc/up", ROOT).unwrap();
+        fs.symlink(b"loop", b"/loop", ROOT).unwrap();
+        fs.symlink(b"nowhere", b"/dangling", ROOT).unwrap();
+        assert_eq!(fs.symlink(b"x", b"/abs", ROOT), Err(Errno::EEXIST));
+        assert_eq!(fs.symlink(b"", b"/s", ROOT), Err(Errno::ENOENT));
+        assert_eq!(fs.symlink(b"x", b"/missing/s", ROOT), Err(Errno::ENOENT));
         assert_eq!(fs.readlink(b"/abs").unwrap(), b"/etc/passwd");
         assert_eq!(fs.readlink(b"/etc/passwd"), Err(Errno::EINVAL));
         // Written through one name (still cached), read through another.
         let mut buf = [0u8; 16];
-        let n = fs.open(b"/etc/up/up/passwd", libc::O_RDONLY, 0).unwrap().read_at(&mut buf, 0).unwrap();
+        let n = fs.open(b"/etc/up/up/passwd", libc::O_RDONLY, 0, ROOT).unwrap().read_at(&mut buf, 0).unwrap();
         assert_eq!(&buf[..n], b"inside");
         assert_eq!(fs.stat(b"/abs", true).unwrap().size, 6);
         let l = fs.stat(b"/abs", false).unwrap();
         assert_eq!((l.mode & libc::S_IFMT, l.size), (libc::S_IFLNK, 11));
         assert_eq!(fs.stat(b"/loop", true), Err(Errno::ELOOP));
-        assert_eq!(fs.open(b"/abs", libc::O_RDONLY | libc::O_NOFOLLOW, 0).err(), Some(Errno::ELOOP));
-        assert_eq!(fs.open(b"/abs/x", libc::O_RDONLY, 0).err(), Some(Errno::ENOTDIR));
+        assert_eq!(fs.open(b"/abs", libc::O_RDONLY | libc::O_NOFOLLOW, 0, ROOT).err(), Some(Errno::ELOOP));
+        assert_eq!(fs.open(b"/abs/x", libc::O_RDONLY, 0, ROOT).err(), Some(Errno::ENOTDIR));
         // O_CREAT through a dangling symlink creates its target; with O_EXCL it is EEXIST.
-        assert_eq!(fs.open(b"/dangling", libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600).err(), Some(Errno::EEXIST));
-        fs.open(b"/dangling", libc::O_CREAT | libc::O_WRONLY, 0o600).unwrap();
+        assert_eq!(fs.open(b"/dangling", libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600, ROOT).err(), Some(Errno::EEXIST));
+        fs.open(b"/dangling", libc::O_CREAT | libc::O_WRONLY, 0o600, ROOT).unwrap();
         assert_eq!(fs.stat(b"/nowhere", false).unwrap().mode, libc::S_IFREG | 0o600);
         assert_eq!(fs.set_attr(b"/abs", false, SetAttr::Mode(0o600)), Err(Errno::EOPNOTSUPP));
         fs.set_attr(b"/abs", true, SetAttr::Mode(0o600)).unwrap();
@@ -657,7 +689,7 @@ mod tests {
         assert_eq!(fs.readlink(b"/abs2").unwrap(), b"/etc/passwd");
         fs.unlink(b"/abs2").unwrap();
         assert!(fs.stat(b"/etc/passwd", true).is_ok());
-        let names: Vec<_> = fs.open(b"/", libc::O_RDONLY, 0).unwrap().read_dir(0, 100).unwrap();
+        let names: Vec<_> = fs.open(b"/", libc::O_RDONLY, 0, ROOT).unwrap().read_dir(0, 100).unwrap();
         let kind = |n: &[u8]| names.iter().find(|e| e.name == n).map(|e| e.kind);
         assert_eq!((kind(b"loop"), kind(b"etc")), (Some(libc::DT_LNK), Some(libc::DT_DIR)));
     }

@@ -6,7 +6,7 @@ use std::net::SocketAddrV4;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use super::addr::{from_host_v4, host_unix, host_v4};
-use crate::errno::{Errno, SysResult};
+use crate::errno::{retry, retry_len, Errno, SysResult};
 
 /// A host socket address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,20 +15,6 @@ pub enum HostAddr {
     V4(SocketAddrV4),
     /// `AF_UNIX`, as the raw `sun_path` bytes (empty: unnamed).
     Unix(Vec<u8>),
-}
-
-/// Runs a libc call returning a negative value on failure, retrying `EINTR`.
-fn retry(mut f: impl FnMut() -> isize) -> SysResult<usize> {
-    loop {
-        let r = f();
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = Errno::last();
-        if e != Errno::EINTR {
-            return Err(e);
-        }
-    }
 }
 
 /// A storage big enough for any socket address, and what the host wrote in it.
@@ -132,10 +118,10 @@ pub fn listen(fd: RawFd, backlog: i32) -> SysResult<()> {
 pub fn accept(fd: RawFd) -> SysResult<OwnedFd> {
     let r = retry(|| {
         // SAFETY: no address is asked for.
-        unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as isize }
+        unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) }
     })?;
     // SAFETY: the descriptor was just created and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
 fn name_of(fd: RawFd, peer: bool) -> SysResult<Option<HostAddr>> {
@@ -192,7 +178,7 @@ pub fn send(fd: RawFd, data: &[u8], flags: i32, to: Option<&HostAddr>, rights: &
             }
         }
         // SAFETY: `msg` points at live buffers for the duration of the call.
-        retry(|| unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) })
+        retry_len(|| unsafe { libc::sendmsg(fd, &msg, flags | libc::MSG_NOSIGNAL) })
     };
     match to {
         Some(addr) => with_addr(addr, run)?,
@@ -235,7 +221,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8], flags: i32, max_fds: usize) -> SysResult<
         msg.msg_controllen = space;
     }
     // SAFETY: `msg` points at live buffers for the duration of the call.
-    let len = retry(|| unsafe { libc::recvmsg(fd, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) })?;
+    let len = retry_len(|| unsafe { libc::recvmsg(fd, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) })?;
     let mut fds = Vec::new();
     if space > 0 {
         // SAFETY: the host filled the control buffer; the CMSG macros walk it within

@@ -153,7 +153,7 @@ pub fn open(p: &Process, path: Vec<u8>, flags: i32, mode: u32) -> SysResult<Open
     let follow = flags & libc::O_NOFOLLOW == 0;
     match route(p, &path, follow)? {
         Route::Backend(real) => {
-            let f = p.fs.open(&real, flags, mode)?;
+            let f = p.fs.open(&real, flags, mode, p.creds.creator())?;
             if let Some(node) = f.fifo().filter(|_| flags & libc::O_PATH == 0) {
                 return Ok(Opened::Fifo(node, real));
             }

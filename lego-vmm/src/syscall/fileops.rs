@@ -363,10 +363,9 @@ pub fn mknodat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     match mode & libc::S_IFMT {
         0 | libc::S_IFREG => {
             let perm = mode & 0o7777 & !p.umask;
-            p.fs.open(&path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, perm)
-                .map(|_| 0)
+            p.fs.open(&path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, perm, p.creds.creator()).map(|_| 0)
         }
-        libc::S_IFIFO => p.fs.mkfifo(&path, mode & 0o7777 & !p.umask).map(|_| 0),
+        libc::S_IFIFO => p.fs.mkfifo(&path, mode & 0o7777 & !p.umask, p.creds.creator()).map(|_| 0),
         libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => Err(Errno::EPERM),
         _ => Err(Errno::EINVAL),
     }

@@ -32,7 +32,7 @@ pub fn symlinkat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EEXIST);
     }
     let real = crate::pseudo::new_name(p, &path)?;
-    p.fs.symlink(&target, &real)?;
+    p.fs.symlink(&target, &real, p.creds.creator())?;
     Ok(0)
 }
 

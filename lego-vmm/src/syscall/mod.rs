@@ -250,6 +250,8 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         119 => ("ddd", Plain(setresgid)),
         120 => ("xxx", Plain(getresgid)),
         121 => ("d", Plain(getpgid)),
+        122 => ("d", Plain(setfsuid)),
+        123 => ("d", Plain(setfsgid)),
         124 => ("d", Plain(getsid)),
         127 => ("xu", Plain(rt_sigpending)),
         128 => ("xxxu", Blocking(rt_sigtimedwait)),

@@ -170,20 +170,47 @@ fn set_ids(privileged: bool, ids: &mut (u32, u32, u32), new: [u64; 3]) -> SysRes
     Ok(())
 }
 
+/// Sets the user ids; the file-system user id follows the effective one, as on Linux.
 fn set_uids(p: &mut Process, new: [u64; 3]) -> SysResult<u64> {
     let c = &mut p.creds;
     let mut ids = (c.uid, c.euid, c.suid);
     set_ids(c.euid == 0, &mut ids, new)?;
     (c.uid, c.euid, c.suid) = ids;
+    c.fsuid = c.euid;
     Ok(0)
 }
 
+/// Sets the group ids; the file-system group id follows the effective one.
 fn set_gids(p: &mut Process, new: [u64; 3]) -> SysResult<u64> {
     let c = &mut p.creds;
     let mut ids = (c.gid, c.egid, c.sgid);
     set_ids(c.euid == 0, &mut ids, new)?;
     (c.gid, c.egid, c.sgid) = ids;
+    c.fsgid = c.egid;
     Ok(0)
+}
+
+/// `setfs[ug]id` rules: `id` replaces `*fs` if it is valid (not -1) and the caller is
+/// privileged or `id` is one of `ids` (real, effective, saved); the old value is the answer
+/// either way (the call never fails).
+fn set_fs_id(privileged: bool, ids: [u32; 3], fs: &mut u32, id: u64) -> u64 {
+    let (old, id) = (*fs, id as u32);
+    if id != u32::MAX && (privileged || ids.contains(&id)) {
+        *fs = id;
+    }
+    u64::from(old)
+}
+
+/// `setfsuid(uid)`: who owns the files the process creates from now on.
+pub fn setfsuid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let c = &mut p.creds;
+    Ok(set_fs_id(c.euid == 0, [c.uid, c.euid, c.suid], &mut c.fsuid, a[0]))
+}
+
+/// `setfsgid(gid)`: the group of the files the process creates from now on.
+pub fn setfsgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let c = &mut p.creds;
+    Ok(set_fs_id(c.euid == 0, [c.gid, c.egid, c.sgid], &mut c.fsgid, a[0]))
 }
 
 const KEEP: u64 = u32::MAX as u64;

@@ -1,7 +1,7 @@
 //! What the file-system calls share: Linux constants, argument checks and host-descriptor I/O.
 
 
-use crate::errno::{Errno, SysResult};
+use crate::errno::{retry_len, Errno, SysResult};
 use crate::fdtable::OpenFile;
 use crate::fs::{Stat, Timespec};
 
@@ -137,20 +137,6 @@ pub(in crate::syscall) fn not_opath(file: &OpenFile) -> SysResult<()> {
     }
 }
 
-/// Runs a host libc call returning `-1`/errno on failure, retrying `EINTR`.
-fn host_retry(mut f: impl FnMut() -> isize) -> SysResult<usize> {
-    loop {
-        let r = f();
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = Errno::last();
-        if e != Errno::EINTR {
-            return Err(e);
-        }
-    }
-}
-
 /// Whether the host descriptor is ready for `events` right now (for guest `O_NONBLOCK`
 /// descriptors: lego never changes the flags of the host's own descriptors, which it shares with
 /// the shell that started it).
@@ -172,7 +158,7 @@ pub(super) fn host_ready(fd: i32, events: i16) -> SysResult<bool> {
 /// `read`/`pread` on a host descriptor.
 pub(in crate::syscall) fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -> SysResult<usize> {
     let pos = pos.map(|o| i64::try_from(o).map_err(|_| Errno::EINVAL)).transpose()?;
-    host_retry(|| match pos {
+    retry_len(|| match pos {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is owned by the open
         // file description the caller holds, so it stays open during the call.
         None => unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
@@ -184,7 +170,7 @@ pub(in crate::syscall) fn host_read(fd: i32, buf: &mut [u8], pos: Option<u64>) -
 /// `write`/`pwrite` on a host descriptor.
 pub(in crate::syscall) fn host_write(fd: i32, buf: &[u8], pos: Option<u64>) -> SysResult<usize> {
     let pos = pos.map(|o| i64::try_from(o).map_err(|_| Errno::EINVAL)).transpose()?;
-    host_retry(|| match pos {
+    retry_len(|| match pos {
         // SAFETY: `buf` is valid for reads of `buf.len()` bytes; `fd` is owned by the open file
         // description the caller holds.
         None => unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) },

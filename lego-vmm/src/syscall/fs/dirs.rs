@@ -130,7 +130,7 @@ pub fn mkdirat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EEXIST);
     }
     let mode = (a[2] as u32) & 0o1777 & !p.umask;
-    p.fs.mkdir(&path, mode)?;
+    p.fs.mkdir(&path, mode, p.creds.creator())?;
     Ok(0)
 }
 

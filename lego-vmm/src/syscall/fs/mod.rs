@@ -79,7 +79,7 @@ mod tests {
             let ro = buf + BUF_LEN;
             mm.mprotect(ro, 4096, Prot::READ).unwrap();
             let scratch = mm.mmap(0, 1 << 16, Prot::RW, flags, VmaKind::Anon).unwrap();
-            let creds = Creds { uid: 1000, euid: 1000, suid: 1000, gid: 1000, egid: 1000, sgid: 1000 };
+            let creds = Creds::new((1000, 1000), (1000, 1000));
             let mut p = Process::new(mm, fs, "t".into(), b"t").unwrap();
             p.creds = creds;
             p.groups = Vec::new();
