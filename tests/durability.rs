@@ -22,10 +22,6 @@ use common::{image, kvm, Server};
 
 const VNODE: &str = "crash";
 
-fn storage_server(dir: &Path, listen: &str) -> Server {
-    Server::start(&["storage-server", "--listen", listen, "--dir", dir.to_str().unwrap()])
-}
-
 /// splitmix64: the test's only source of randomness, from a fixed seed.
 struct Rng(u64);
 
@@ -225,7 +221,7 @@ fn acknowledged_changes_survive_sigkill_at_20_moments() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(0x1e90_5eed);
     let model = Arc::new(Mutex::new(Model::default()));
-    let mut server = storage_server(dir.path(), "127.0.0.1:0");
+    let mut server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     {
         let mut t = connect(&server.addr);
         for d in &DIRS[1..] {
@@ -240,17 +236,12 @@ fn acknowledged_changes_survive_sigkill_at_20_moments() {
         std::thread::sleep(Duration::from_millis(20 + rng.below(150)));
         server.kill();
         churner.join().unwrap();
-        server = storage_server(dir.path(), "127.0.0.1:0");
+        server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
         let mut m = model.lock().unwrap();
         changes += m.files.len();
         verify(&server.addr, dir.path(), &mut m, round);
     }
     assert!(changes > 20, "the rounds changed almost nothing ({changes} files seen)");
-}
-
-/// A `lego mem-server` caching the files of the storage server at `storage`.
-fn mem_server(storage: &str) -> Server {
-    Server::start(&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G", "--storage-server", storage])
 }
 
 /// The steps of issue 18: a file written by a program that then ran `sync` is there after the
@@ -263,8 +254,8 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
-    let mem = mem_server(&storage.addr);
+    let storage = Server::storage(dir.path(), "127.0.0.1:0", &[]);
+    let mem = Server::mem("1G", Some(&storage.addr));
     let img = tempfile::tempdir().unwrap();
     std::fs::create_dir(img.path().join("bin")).unwrap();
     std::fs::copy(image("busybox"), img.path().join("bin/busybox")).unwrap();
@@ -293,7 +284,7 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
     assert!(used >= busybox && used < busybox + 3 * 4096 + 4096, "used {used} bytes for a busybox of {busybox}");
     assert_eq!(f[2], f[3], "free and available blocks");
     storage.kill();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
+    let storage = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut t = connect(&storage.addr);
     assert_eq!(read_all(&mut t, "/keep.txt").as_deref(), Some(b"durable\n".as_slice()));
     assert_eq!(read_all(&mut t, "/closed.txt").as_deref(), Some(b"closed\n".as_slice()));
@@ -305,7 +296,7 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
 #[test]
 fn attribute_changes_links_and_symlinks_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let server = storage_server(dir.path(), "127.0.0.1:0");
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut t = connect(&server.addr);
     let create = StorageOp::Create { path: b"/f".to_vec(), mode: 0o644, exclusive: true, truncate: false, owner: Owner::ROOT };
     assert!(matches!(call(&mut t, create), Ok(StorageReply::Attr(_))));
@@ -340,7 +331,7 @@ fn attribute_changes_links_and_symlinks_survive_sigkill() {
     assert_eq!(call(&mut t, StorageOp::Unlink { path: b"/gone".to_vec() }).unwrap(), StorageReply::Done);
     drop(t);
     server.kill();
-    let server = storage_server(dir.path(), "127.0.0.1:0");
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut t = connect(&server.addr);
     let attr = |t: &mut TcpTransport, path: &str| match call(t, StorageOp::Stat { path: path.into() }).unwrap() {
         StorageReply::Attr(a) => (a.mode, a.mtime_ns, a.atime_ns),

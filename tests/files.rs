@@ -18,16 +18,6 @@ use lego_testkit as common;
 use common::TimedOutput;
 use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, BUSYBOX_LINKS_SCRIPT, WORDS};
 
-/// A `lego storage-server` process on `dir`, listening on `listen`.
-fn storage_server(dir: &Path, listen: &str) -> Server {
-    Server::start(&["storage-server", "--listen", listen, "--dir", dir.to_str().unwrap()])
-}
-
-/// A `lego mem-server` process caching the files of the storage server at `storage`.
-fn mem_server(storage: &str) -> Server {
-    Server::start(&["mem-server", "--listen", "127.0.0.1:0", "--capacity", "1G", "--storage-server", storage])
-}
-
 /// `lego image push SOURCE` into `vnode` on the storage server at `storage`.
 fn push(storage: &str, vnode: &str, source: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
@@ -79,8 +69,8 @@ struct Setup {
 
 fn setup(vnode: &str, extra: impl FnOnce(&Path)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
-    let mem = mem_server(&storage.addr);
+    let storage = Server::storage(dir.path(), "127.0.0.1:0", &[]);
+    let mem = Server::mem("1G", Some(&storage.addr));
     let img = image_dir();
     extra(img.path());
     push(&storage.addr, vnode, img.path());
@@ -254,7 +244,7 @@ fn fsynced_files_survive_a_storage_server_restart_between_programs() {
     // mem-server reconnects on its next request.
     let addr = storage.addr.clone();
     storage.kill();
-    let storage = storage_server(dir.path(), &addr);
+    let storage = Server::storage(dir.path(), &addr, &[]);
 
     let mut md5 = Command::new("md5sum");
     md5.arg(image("busybox"));
@@ -315,7 +305,7 @@ fn a_storage_restart_that_loses_write_backs_fails_one_fsync_and_the_file_works_a
 
     // Restarted, the storage server holds the file as it was; the mem-server reconnects, and the
     // file works again, as on Linux once the error was reported.
-    let storage = storage_server(dir.path(), &addr);
+    let storage = Server::storage(dir.path(), &addr, &[]);
     assert!(matches!(c.file(StorageOp::Stat { path: b"/f".to_vec() }), StorageReply::Attr(a) if a.size == 4));
     assert_eq!(c.file(StorageOp::Read { path: b"/f".to_vec(), offset: 0, len: 100 }), StorageReply::Data(b"old\n".to_vec()));
     assert_eq!(c.file(fsync()), StorageReply::Done);
@@ -349,7 +339,7 @@ fn ls(storage: &str, vnode: &str) -> String {
 fn a_tar_archive_pushes_like_its_directory() {
     // No vNode runs here: this needs no /dev/kvm.
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage_server(dir.path(), "127.0.0.1:0");
+    let storage = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let img = image_dir();
     let tar = dir.path().join("image.tar");
     let status = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(img.path()).arg(".").status().unwrap();

@@ -92,22 +92,8 @@ fn owners_on_remote_storage_match_native() {
         return;
     }
     let state = tempfile::tempdir().unwrap();
-    let storage = Server::start(&[
-        "storage-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--dir",
-        state.path().to_str().unwrap(),
-    ]);
-    let mem = Server::start(&[
-        "mem-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--capacity",
-        "1G",
-        "--storage-server",
-        &storage.addr,
-    ]);
+    let storage = Server::storage(state.path(), "127.0.0.1:0", &[]);
+    let mem = Server::mem("1G", Some(&storage.addr));
     // The programs under /bin, and a directory for each to work in.
     let img = tempfile::tempdir().unwrap();
     std::fs::create_dir(img.path().join("bin")).unwrap();

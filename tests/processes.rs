@@ -25,15 +25,6 @@ fn run(cmd: Command, limit: Duration, what: &str) -> (Outcome, String) {
     ((r.stdout, r.status), r.stderr)
 }
 
-/// A `lego mem-server` process, with a storage server behind its buffer cache if given.
-fn mem_server(storage: Option<&str>) -> Server {
-    let mut args = vec!["mem-server", "--listen", "127.0.0.1:0", "--capacity", "2G"];
-    if let Some(s) = storage {
-        args.extend(["--storage-server", s]);
-    }
-    Server::start(&args)
-}
-
 /// `lego run` of program `prog` with its memory on `mem` and an ExCache of `excache`; `files`
 /// are the options saying where the files are (with `--root`, `prog` is a host path).
 fn lego(mem: &Server, excache: &str, files: &[&str], prog: &str, args: &[&str]) -> Command {
@@ -136,7 +127,7 @@ fn busybox_shell_pipeline_and_script_match_native() {
         return;
     }
     let root = shell_root(true);
-    let mem = mem_server(None);
+    let mem = Server::mem("2G", None);
     let dir = root.path().to_str().unwrap();
     for excache in ["256M", "1M"] {
         shell_cases_match(root.path(), |args| {
@@ -156,7 +147,7 @@ fn busybox_shell_on_remote_storage_matches_native() {
     let root = shell_root(false);
     let state = tempfile::tempdir().unwrap();
     let storage = Server::start(&["storage-server", "--listen", "127.0.0.1:0", "--dir", state.path().to_str().unwrap()]);
-    let mem = mem_server(Some(&storage.addr));
+    let mem = Server::mem("2G", Some(&storage.addr));
     let push = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["image", "push"])
         .arg(root.path())
@@ -197,7 +188,7 @@ fn procs_cases_match_native_at_full_and_small_excache() {
     if !kvm() {
         return;
     }
-    let mem = mem_server(None);
+    let mem = Server::mem("2G", None);
     let root = tempfile::tempdir().unwrap();
     for prog in ["procs", "procs.musl"] {
         std::fs::copy(image(prog), root.path().join(prog)).unwrap();
@@ -242,7 +233,7 @@ fn the_run_ends_with_the_first_process() {
     if !kvm() {
         return;
     }
-    let mem = mem_server(None);
+    let mem = Server::mem("2G", None);
     let root = shell_root(true);
     let dir = root.path().to_str().unwrap();
     let busybox = root.path().join("bin/busybox");

@@ -63,22 +63,8 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
     image_dir(native_dir.path());
     image_dir(pushed.path());
     let state = tempfile::tempdir().unwrap();
-    let storage = Server::start(&[
-        "storage-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--dir",
-        state.path().to_str().unwrap(),
-    ]);
-    let mem = Server::start(&[
-        "mem-server",
-        "--listen",
-        "127.0.0.1:0",
-        "--capacity",
-        "2G",
-        "--storage-server",
-        &storage.addr,
-    ]);
+    let storage = Server::storage(state.path(), "127.0.0.1:0", &[]);
+    let mem = Server::mem("2G", Some(&storage.addr));
     let push = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["image", "push"])
         .arg(pushed.path())

@@ -5,7 +5,6 @@
 // A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,13 +17,6 @@ use common::TimedOutput;
 use common::Server;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A `lego storage-server` process on a loopback port over `dir`, with `extra` options.
-fn storage_server(dir: &Path, extra: &[&str]) -> Server {
-    let mut args = vec!["storage-server", "--listen", "127.0.0.1:0", "--dir", dir.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    Server::start(&args)
-}
 
 /// A client of `server`'s mount for `vnode`, mounted (a no-op once it is).
 fn client(server: &Server, vnode: &str, cluster: u64) -> Client {
@@ -99,7 +91,7 @@ fn fsynced_data_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let durable = pattern(3 * MAX_IO + 1234, 7);
     let overwritten = pattern(5000, 99);
-    let server = storage_server(dir.path(), &[]);
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut c = client(&server, "demo", 0);
     assert_eq!(c.attr(StorageOp::Mkdir { path: b"/dir".to_vec(), mode: 0o755, owner: Owner::ROOT }).mode, 0o755);
     c.create("/dir/durable");
@@ -112,7 +104,7 @@ fn fsynced_data_survives_sigkill() {
     c.attr(StorageOp::Write { path: b"/dir/durable".to_vec(), offset: durable.len() as u64, data: vec![1; 100] });
     server.kill();
 
-    let server = storage_server(dir.path(), &[]);
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut c = client(&server, "demo", 0);
     let got = c.read_all("/dir/durable").unwrap();
     assert!(got.len() >= durable.len(), "{} bytes after restart", got.len());
@@ -138,7 +130,7 @@ fn fsynced_data_survives_sigkill() {
     server.kill();
 
     // And once more: both fsync'd files (one renamed before its fsync) are there.
-    let server = storage_server(dir.path(), &[]);
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut c = client(&server, "demo", 0);
     assert!(c.read_all("/dir/durable").unwrap()[..durable.len()] == durable[..]);
     assert_eq!(c.read_all("/moved").unwrap(), fresh);
@@ -148,7 +140,7 @@ fn fsynced_data_survives_sigkill() {
 #[test]
 fn cluster_id_and_bad_directories() {
     let dir = tempfile::tempdir().unwrap();
-    let server = storage_server(dir.path(), &["--cluster-id", "42"]);
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &["--cluster-id", "42"]);
     let refused = TcpTransport::connect(&server.addr, Hello::new(ComponentKind::Processor, 0), TIMEOUT);
     assert!(matches!(refused, Err(lego_proto::ProtoError::Refused(_))));
     let mut c = client(&server, "demo", 42);
@@ -172,7 +164,7 @@ fn cluster_id_and_bad_directories() {
 #[test]
 fn syncfs_and_statfs_cover_the_whole_vnode() {
     let dir = tempfile::tempdir().unwrap();
-    let server = storage_server(dir.path(), &[]);
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut other = client(&server, "other", 0);
     other.create("/elsewhere");
     other.write_all("/elsewhere", &pattern(50_000, 1));
@@ -192,7 +184,7 @@ fn syncfs_and_statfs_cover_the_whole_vnode() {
         other => panic!("{other:?}"),
     }
     server.kill();
-    let server = storage_server(dir.path(), &[]);
+    let server = Server::storage(dir.path(), "127.0.0.1:0", &[]);
     let mut c = client(&server, "demo", 0);
     assert_eq!(c.read_all("/f1").unwrap(), pattern(3 * MAX_IO, 1));
     assert_eq!(c.read_all("/f0").unwrap(), pattern(10_000, 0));

@@ -178,6 +178,22 @@ impl Server {
         Server::start_with_env(&[], args)
     }
 
+    /// A `lego storage-server` over `dir`, listening on `listen`, with `extra` options.
+    pub fn storage(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        let dir = dir.to_str().expect("a UTF-8 directory");
+        let mut args = vec!["storage-server", "--listen", listen, "--dir", dir];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    /// A `lego mem-server` on a loopback port with `capacity` of memory, caching the files of
+    /// the storage server at `storage` if given.
+    pub fn mem(capacity: &str, storage: Option<&str>) -> Server {
+        let mut args = vec!["mem-server", "--listen", "127.0.0.1:0", "--capacity", capacity];
+        args.extend(storage.iter().flat_map(|s| ["--storage-server", s]));
+        Server::start(&args)
+    }
+
     /// [`Server::start`] with extra environment variables.
     pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(env: &[(&str, &str)], args: &[S]) -> Server {
         let mut cmd = lego_command();
