@@ -334,6 +334,9 @@ impl Group {
     fn run_process(self: &Arc<Self>, vcpu: &mut VcpuFd) -> Result<Termination, VmmError> {
         let copy_lost = self.process.lock_unpoisoned().mm.copy_lost();
         std::thread::scope(|s| {
+            // Closed when the threads are done, or on the way out of a panic, which would
+            // otherwise wait here for the repairer forever.
+            let _closing = copy_lost.as_deref().map(CopyLost::closing);
             if let Some(lost) = &copy_lost {
                 let repairer = std::thread::Builder::new().name(format!("repair-{}", self.pid));
                 if let Err(e) = repairer.spawn_scoped(s, || self.repair_copies(lost)) {
@@ -342,9 +345,6 @@ impl Group {
             }
             self.run_thread(vcpu, 0, self.pid);
             self.wait_for_threads();
-            if let Some(lost) = &copy_lost {
-                lost.close();
-            }
         });
         {
             // Its shared file mappings are written back; its record locks go with it, its

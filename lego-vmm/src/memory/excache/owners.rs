@@ -134,6 +134,11 @@ impl CopyLost {
         self.changed.notify_all();
     }
 
+    /// A guard that calls [`CopyLost::close`] when dropped.
+    pub fn closing(&self) -> Closing<'_> {
+        Closing(self)
+    }
+
     /// Waits for a loss not taken yet (`true`, and takes it) or for [`CopyLost::close`]
     /// (`false`).
     pub fn wait(&self) -> bool {
@@ -148,6 +153,15 @@ impl CopyLost {
                 (false, false) => st = self.changed.wait_unpoisoned(st),
             }
         }
+    }
+}
+
+/// Closes a [`CopyLost`] when dropped ([`CopyLost::closing`]).
+pub struct Closing<'a>(&'a CopyLost);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -364,8 +378,8 @@ mod tests {
         assert_eq!(o.copies(), (0, 2));
         std::thread::scope(|s| {
             s.spawn(|| {
+                let _closing = lost.closing();
                 std::thread::sleep(Duration::from_millis(20));
-                lost.close();
             });
             assert!(!lost.wait(), "taken already: the wait lasts until the close");
         });
