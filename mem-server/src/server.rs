@@ -40,16 +40,28 @@ use crate::store::ZERO_PAGE;
 pub(crate) const ACCEPTS: [ComponentKind; 4] =
     [ComponentKind::Processor, ComponentKind::Memory, ComponentKind::Client, ComponentKind::Global];
 
-/// A process this server is home for, and when its pComponent last showed it alive.
+/// A process this server is home for, when its pComponent last showed it alive, and the
+/// process here it was forked from (while that one is homed here: a process that goes leaves
+/// its children to its own parent, as `init` adopts orphans).
 struct Homed {
     process: Arc<Mutex<HomeProcess>>,
     renewed: Instant,
+    parent: Option<u64>,
 }
 
 impl Homed {
-    fn new(process: Arc<Mutex<HomeProcess>>) -> Homed {
-        Homed { process, renewed: Instant::now() }
+    fn new(process: Arc<Mutex<HomeProcess>>, parent: Option<u64>) -> Homed {
+        Homed { process, renewed: Instant::now(), parent }
     }
+}
+
+/// Removes `proc` from `homes`, leaving its children to its parent.
+fn unhome(homes: &mut HashMap<u64, Homed>, proc: u64) -> Option<Homed> {
+    let gone = homes.remove(&proc)?;
+    for h in homes.values_mut().filter(|h| h.parent == Some(proc)) {
+        h.parent = gone.parent;
+    }
+    Some(gone)
 }
 
 /// State shared by every connection of one server.
@@ -176,7 +188,7 @@ impl Shared {
             if homes.contains_key(&proc) {
                 return Reply::Mem(Err(libc::EEXIST));
             }
-            homes.insert(proc, Homed::new(home.clone()));
+            homes.insert(proc, Homed::new(home.clone(), None));
         }
         let mut p = home.lock_unpoisoned();
         let mut route = Route::new(self, &p);
@@ -210,7 +222,7 @@ impl Shared {
         let mut route = Route::new(self, &p);
         Ok(match p.fork(child, &mut route) {
             Ok(Ok((copy, outcome))) => {
-                self.homes.lock_unpoisoned().insert(child, Homed::new(Arc::new(Mutex::new(copy))));
+                self.homes.lock_unpoisoned().insert(child, Homed::new(Arc::new(Mutex::new(copy)), Some(parent)));
                 Reply::Mem(Ok(outcome))
             }
             Ok(Err(errno)) => Reply::Mem(Err(errno)),
@@ -219,7 +231,7 @@ impl Shared {
     }
 
     fn exit(&self, proc: u64) -> Result<Reply, Status> {
-        let home = self.homes.lock_unpoisoned().remove(&proc).ok_or(Status::UnknownProcess)?;
+        let home = unhome(&mut self.homes.lock_unpoisoned(), proc).ok_or(Status::UnknownProcess)?;
         Ok(self.release(proc, &home.process))
     }
 
@@ -237,8 +249,12 @@ impl Shared {
     /// unless its lease was renewed within `silent`. The check and the removal are one step
     /// under the lock of `homes`, so a renewal either comes first (and keeps the process) or
     /// finds it gone.
+    ///
+    /// The processes forked from it here (and from those) whose leases are as old go with it:
+    /// one VMM ran them all, and a child that lived less than a report interval (a shell's
+    /// `sleep`) was never reported to the manager, which would never reclaim it otherwise.
     fn reclaim(&self, proc: u64, silent: Duration) -> Result<Reply, Status> {
-        let home = {
+        let family = {
             let mut homes = self.homes.lock_unpoisoned();
             let h = homes.get(&proc).ok_or(Status::UnknownProcess)?;
             let age = h.renewed.elapsed();
@@ -246,10 +262,24 @@ impl Shared {
                 tracing::debug!(proc, renewed_ms_ago = age.as_millis() as u64, "reclamation refused: the process renewed its lease");
                 return Ok(Reply::Alive { renewed_ms_ago: age.as_millis() as u64 });
             }
-            homes.remove(&proc).map(|h| h.process).ok_or(Status::UnknownProcess)?
+            let mut family = vec![proc];
+            let mut i = 0;
+            while let Some(&p) = family.get(i) {
+                let silent_children = homes.iter().filter(|(_, h)| h.parent == Some(p) && h.renewed.elapsed() >= silent);
+                family.extend(silent_children.map(|(&child, _)| child).collect::<Vec<_>>());
+                i += 1;
+            }
+            family.into_iter().filter_map(|p| unhome(&mut homes, p).map(|h| (p, h.process))).collect::<Vec<_>>()
         };
-        tracing::info!(proc, "reclaiming the memory of a process that fell silent");
-        Ok(self.release(proc, &home))
+        let mut reply = Reply::Done;
+        for (p, home) in family {
+            tracing::info!(proc = p, of = proc, "reclaiming the memory of a process that fell silent");
+            let released = self.release(p, &home);
+            if p == proc {
+                reply = released;
+            }
+        }
+        Ok(reply)
     }
 
     /// Serves a control request; `Err` is a status for the reply header.

@@ -209,6 +209,53 @@ fn a_fork_copies_the_pages_at_their_owners() {
     }
 }
 
+/// The manager reclaims a silent process through its home, which releases the processes forked
+/// from it there too (the manager may never have heard of a short-lived child), including a
+/// grandchild whose own parent exited first; an unrelated process stays, and a process whose
+/// lease is fresh is not reclaimed.
+#[test]
+fn reclaiming_a_process_releases_what_it_forked_there() {
+    let servers = start(2, 64 << 20);
+    let mut root = Client::new(&servers);
+    let created = call(&mut root.home, PROC, &Request::CreateProcess(spec(&servers)));
+    root.learn(created);
+    let a = root.mem(mmap(2 * VS)).value;
+    root.write(a, 1);
+    root.write(a + VS, 2);
+    let fork = |proc: u64, parent: u64| {
+        let mut c = Client::new(&servers);
+        c.proc = proc;
+        let forked = call(&mut c.home, proc, &Request::ForkProcess { parent });
+        c.learn(forked);
+        c
+    };
+    let mut child = fork(PROC + 1, PROC);
+    let mut grandchild = fork(PROC + 2, PROC + 1);
+    assert_eq!(call(&mut child.home, child.proc, &Request::ExitProcess), Reply::Done);
+    let mut other = Client::new(&servers);
+    other.proc = PROC + 3;
+    let created = call(&mut other.home, other.proc, &Request::CreateProcess(spec(&servers)));
+    other.learn(created);
+    let b = other.mem(mmap(4096)).value;
+    other.write(b, 3);
+    let mut manager = connect(&servers[0]);
+    let fresh = call(&mut manager, PROC, &Request::Reclaim { silent_ms: 60_000 });
+    assert!(matches!(fresh, Reply::Alive { .. }), "{fresh:?}");
+    assert_eq!(call(&mut manager, PROC, &Request::Reclaim { silent_ms: 0 }), Reply::Done);
+    let Reply::Stat(s) = call(&mut connect(&servers[0]), 0, &Request::Stat) else { panic!() };
+    assert_eq!(s.homed, 1, "only the unrelated process is left");
+    match grandchild.home.call(grandchild.proc, &encode(&Request::Mem(mmap(4096)))) {
+        Err(ProtoError::Remote { status: Status::UnknownProcess, .. }) => {}
+        other => panic!("the grandchild was not reclaimed: {other:?}"),
+    }
+    assert_eq!(other.read(b), 3);
+    assert_eq!(call(&mut other.home, other.proc, &Request::ExitProcess), Reply::Done);
+    for h in &servers {
+        let Reply::Stat(s) = call(&mut connect(h), 0, &Request::Stat) else { panic!() };
+        assert_eq!((s.used_pages, s.vregions, s.homed), (0, 0, 0), "{}", h.addr());
+    }
+}
+
 #[test]
 fn full_server_answers_no_space() {
     let servers = start(1, 2 * 4096);
