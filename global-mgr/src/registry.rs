@@ -267,15 +267,17 @@ impl Registry {
 
     /// GPM: the pComponent for a new process, the one that is up with the fewest threads. A
     /// process placed counts as one more thread there until the pComponent reports it (or, if
-    /// it never does, for [`Registry::process_silence`]): a heartbeat sent before its VMM
-    /// started would otherwise hide it, and processes started in quick succession would pile
-    /// up on one pComponent.
+    /// it never does, for [`Registry::process_silence`]), and a process it reported as at
+    /// least one thread: a heartbeat sent before its VMM started would otherwise hide it, and
+    /// processes started in quick succession would pile up on one pComponent.
     pub fn choose_pcomp(&mut self) -> Option<String> {
         let grace = self.process_silence();
         self.placed.retain(|(_, at)| at.elapsed() < grace);
         let mut list = self.list();
         for c in &mut list {
-            c.load.threads += self.placed.iter().filter(|(id, _)| *id == c.id).count() as u64;
+            let placed = self.placed.iter().filter(|(id, _)| *id == c.id).count() as u64;
+            let reported = self.processes.keys().filter(|(pcomp, ..)| *pcomp == c.addr).count() as u64;
+            c.load.threads = c.load.threads.max(reported) + placed;
         }
         let id = placement::pcomp(&list)?;
         self.placed.push((id, Instant::now()));
@@ -541,10 +543,25 @@ mod tests {
         // A heartbeat sent before b's VMMs started does not hide the two placed there.
         r.heartbeat(b, Load::default());
         assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"));
-        // Once b reports them, its heartbeats count them: 2 threads there, 3 placements on a.
+        // Once b reports them they count as reported, even before a heartbeat of b counts
+        // their threads: 2 on b against 3 placements on a.
         r.report_process(report("b:1", 10, false));
         r.report_process(report("b:1", 11, false));
-        r.heartbeat(b, Load { threads: 2, ..Load::default() });
+        assert_eq!(r.choose_pcomp().as_deref(), Some("b:1"));
+        r.heartbeat(b, Load { threads: 3, ..Load::default() });
+        assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"), "b: 3 threads and one placement, a: 3 placements");
+    }
+
+    /// The race tests/cluster.rs met under load: a's first process reports (settling its
+    /// placement) before a's heartbeats count its threads; the next process still goes to b.
+    #[test]
+    fn a_reported_process_counts_before_its_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        r.register(Role::Processor, "a:1", 2, None, Load::default()).unwrap();
+        r.register(Role::Processor, "b:1", 2, None, Load::default()).unwrap();
+        assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"));
+        r.report_process(report("a:1", 10, false));
         assert_eq!(r.choose_pcomp().as_deref(), Some("b:1"));
     }
 
