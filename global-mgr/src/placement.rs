@@ -22,9 +22,10 @@ pub fn mem_servers(components: &[ComponentInfo]) -> Vec<String> {
 }
 
 /// GPM: the pComponent for a new process: the one that is up running the fewest guest threads,
-/// then the lowest id. Returns its id.
-pub fn pcomp(components: &[ComponentInfo]) -> Option<u64> {
-    up(components, Role::Processor).min_by_key(|c| (c.load.threads, c.id)).map(|c| c.id)
+/// then the one a process was placed on least recently (`placed_at` tells when, `None` for
+/// never), so that equally loaded pComponents take turns, then the lowest id. Returns its id.
+pub fn pcomp<T: Ord>(components: &[ComponentInfo], placed_at: impl Fn(u64) -> Option<T>) -> Option<u64> {
+    up(components, Role::Processor).min_by_key(|c| (c.load.threads, placed_at(c.id), c.id)).map(|c| c.id)
 }
 
 /// GMM: the owner of a new vRegion of `vregion_size` bytes among the mem-servers `among`: of

@@ -74,6 +74,8 @@ pub struct Registry {
     /// Processes placed on a pComponent (its id) that its process reports do not show yet, and
     /// when: the GPM counts them as threads it runs, whatever its heartbeats said meanwhile.
     placed: Vec<(u64, Instant)>,
+    /// When a process was last placed on each pComponent (its id).
+    placed_at: BTreeMap<u64, Instant>,
 }
 
 fn store_err<E: Into<redb::Error>>(e: E) -> RegistryError {
@@ -136,6 +138,7 @@ impl Registry {
             heartbeats: 0,
             registrations: 0,
             placed: Vec::new(),
+            placed_at: BTreeMap::new(),
         })
     }
 
@@ -265,7 +268,8 @@ impl Registry {
         }
     }
 
-    /// GPM: the pComponent for a new process, the one that is up with the fewest threads. A
+    /// GPM: the pComponent for a new process, the one that is up with the fewest threads (of
+    /// equally loaded ones, the one placed on least recently). A
     /// process placed counts as one more thread there until the pComponent reports it (or, if
     /// it never does, for [`Registry::process_silence`]), and a process it reported as at
     /// least one thread: a heartbeat sent before its VMM started would otherwise hide it, and
@@ -279,8 +283,9 @@ impl Registry {
             let reported = self.processes.keys().filter(|(pcomp, ..)| *pcomp == c.addr).count() as u64;
             c.load.threads = c.load.threads.max(reported) + placed;
         }
-        let id = placement::pcomp(&list)?;
+        let id = placement::pcomp(&list, |id| self.placed_at.get(&id).copied())?;
         self.placed.push((id, Instant::now()));
+        self.placed_at.insert(id, Instant::now());
         self.components.get(&id).map(|c| c.known.addr.clone())
     }
 
@@ -550,6 +555,23 @@ mod tests {
         assert_eq!(r.choose_pcomp().as_deref(), Some("b:1"));
         r.heartbeat(b, Load { threads: 3, ..Load::default() });
         assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"), "b: 3 threads and one placement, a: 3 placements");
+    }
+
+    /// A short process that ended before it ever reported (its placement still counts) must
+    /// not make the next two processes, started together, pile up on one pComponent: equal
+    /// loads take turns.
+    #[test]
+    fn equally_loaded_pcomps_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path(), Duration::from_secs(1)).unwrap();
+        r.register(Role::Processor, "a:1", 2, None, Load::default()).unwrap();
+        r.register(Role::Processor, "b:1", 2, None, Load::default()).unwrap();
+        assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"));
+        assert_eq!(r.choose_pcomp().as_deref(), Some("b:1"), "b's process never reports");
+        r.report_process(report("a:1", 10, false));
+        r.report_process(report("a:1", 10, true));
+        assert_eq!(r.choose_pcomp().as_deref(), Some("a:1"));
+        assert_eq!(r.choose_pcomp().as_deref(), Some("b:1"), "one each: b was placed on before a");
     }
 
     /// The race tests/cluster.rs met under load: a's first process reports (settling its
