@@ -269,6 +269,15 @@ pub enum MemError {
     NoCopyLeft(#[from] owners::NoCopyLeft),
 }
 
+impl From<owners::SetError> for MemError {
+    fn from(e: owners::SetError) -> MemError {
+        match e {
+            owners::SetError::Unknown(e) => MemError::UnknownOwner(e),
+            owners::SetError::NoCopyLeft(e) => MemError::NoCopyLeft(e),
+        }
+    }
+}
+
 /// Whether `e` says the server is gone (the connection failed or it fell silent), as opposed
 /// to a refusal of the request.
 fn server_lost(e: &ProtoError) -> bool {
@@ -706,9 +715,13 @@ pub struct Held<'a> {
 }
 
 impl Held<'_> {
-    /// Records the owner of vRegion `index` and its secondary.
+    /// Records the owner of vRegion `index` and its secondary. A change of primary is a
+    /// promotion the home made ([`owners::Owners::set`]): counted as a fail-over.
     pub fn set_owner(&mut self, index: u64, owner: &str, secondary: Option<&str>) -> Result<(), MemError> {
-        Ok(self.st.owners.set(index, owner, secondary)?)
+        if self.st.owners.set(index, owner, secondary)?.is_some() {
+            self.st.stats.failovers += 1;
+        }
+        Ok(())
     }
 
     /// The copies lost (vRegion, failed mem-server) that the home has not been told of yet.

@@ -112,6 +112,17 @@ pub struct NoCopyLeft {
 /// as many as misses were ever fetched from it at once (one per faulting vCPU at most), each
 /// used by one thread at a time.
 ///
+/// Why [`Owners::set`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    /// The home named a server the process does not know.
+    #[error(transparent)]
+    Unknown(#[from] UnknownOwner),
+    /// The server the home found failed held the last copy of a vRegion.
+    #[error(transparent)]
+    NoCopyLeft(#[from] NoCopyLeft),
+}
+
 /// Raised each time a replicated process loses a copy of a vRegion (a fail-over), so that the
 /// lost copy is rebuilt soon ([`crate::memory::mm::Mm::repair`]) rather than at the process's
 /// next memory call, which a program computing on the memory it has may never make.
@@ -222,16 +233,31 @@ impl Owners {
 
     /// Records that `owner` owns vRegion `index`, with `secondary` as its second copy; unknown
     /// names are an error.
-    pub fn set(&mut self, index: u64, owner: &str, secondary: Option<&str>) -> Result<(), UnknownOwner> {
+    ///
+    /// A vRegion never changes primary but by a promotion: one the home made because it found
+    /// the primary failed (during a memory call) before this process did. That server is failed
+    /// over here too ([`Owners::fail_over`]), as if this process had found it failed, and the
+    /// vRegion's lost copy is reported back, so that the home rebuilds it. Returns the failed
+    /// server then, or the first vRegion left without a copy.
+    pub fn set(&mut self, index: u64, owner: &str, secondary: Option<&str>) -> Result<Option<usize>, SetError> {
         let find = |name: &str| self.servers.iter().position(|s| s == name).ok_or_else(|| UnknownOwner { owner: name.to_string(), vregion: index });
         let i = find(owner)?;
         let s = secondary.map(find).transpose()?;
-        self.by_vregion.insert(index, i);
+        let before = self.by_vregion.insert(index, i);
         match s {
             Some(s) => self.secondaries.insert(index, s),
             None => self.secondaries.remove(&index),
         };
-        Ok(())
+        match before {
+            Some(old) if old != i && !self.dead[old] => {
+                tracing::warn!(vregion = index, failed = %self.servers[old], promoted = owner, "the home promoted a secondary");
+                self.lost_copy.insert(index, old);
+                self.unreported.push((index, self.servers[old].clone()));
+                self.fail_over(old)?;
+                Ok(Some(old))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The owner (server index) of the vRegion holding `page`.
@@ -385,6 +411,24 @@ mod tests {
         });
         let gone = o.fail_over(1).unwrap_err();
         assert_eq!((gone.vregion, gone.earlier.as_deref()), (0, Some("a")), "b held the last copy of vRegion 0");
+    }
+
+    #[test]
+    fn a_promotion_by_the_home_fails_the_old_primary_over_here_too() {
+        let connect: Connector = Arc::new(|addr: &str| Err(ProtoError::Closed { peer: addr.to_string() }));
+        let mut o = Owners::new(vec!["a".into(), "b".into(), "c".into()], 1 << 30, connect);
+        o.set(0, "a", Some("b")).unwrap();
+        o.set(1, "a", Some("c")).unwrap();
+        o.set(2, "c", Some("a")).unwrap();
+        assert_eq!(o.set(0, "a", Some("c")).unwrap(), None, "a new secondary (a rebuild) is no promotion");
+        // The home found a failed during a memory call and promoted vRegion 0's secondary.
+        assert_eq!(o.set(0, "c", None).unwrap(), Some(0));
+        assert!(o.is_dead(0));
+        assert_eq!((o.owner_of(1 << 30), o.owner_of(2 << 30), o.secondary_of(2 << 30)), (Some(2), Some(2), None));
+        assert_eq!(o.take_unreported(), vec![(0, "a".to_string()), (1, "a".to_string()), (2, "a".to_string())]);
+        assert!(o.copy_lost().wait(), "the repairer is raised");
+        assert_eq!(o.set(1, "c", None).unwrap(), None, "the home's own promotion of vRegion 1, made here already");
+        assert!(matches!(o.set(3, "d", None), Err(SetError::Unknown(_))));
     }
 
 }
