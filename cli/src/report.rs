@@ -1,5 +1,6 @@
-//! The reports of a run's processes to the global manager, for `lego ps` and `lego top`: every
-//! [`PROCESS_REPORT_INTERVAL`], for each process of the run (the first and every one it forked),
+//! The reports of a run's processes to the global manager, for `lego ps` and `lego top`: as
+//! soon as the first process runs, then every [`PROCESS_REPORT_INTERVAL`], for each process of
+//! the run (the first and every one it forked),
 //! its ExCache figures, with the miss rate and the miss latency percentiles of that interval,
 //! and a last report when it ends. A manager that cannot be reached costs the processes nothing
 //! but a warning: reports are best effort.
@@ -17,6 +18,9 @@ use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_vmm::memory::excache::{CacheStats, StatsProbe};
 use lego_vmm::proctable::ProcTable;
+
+/// How often the reporter looks for the run's first process, to report it at once.
+const FIRST_REPORT: Duration = Duration::from_millis(50);
 
 /// What the reporter remembers of one process: who it is, how to read its figures, and the
 /// figures of its last report.
@@ -37,7 +41,10 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
         let mut known: BTreeMap<i32, Known> = BTreeMap::new();
         let mut warned = false;
         loop {
-            let exited = stop.wait(PROCESS_REPORT_INTERVAL);
+            // Until the run's first process is known, every FIRST_REPORT: its first report
+            // settles its placement at the manager, which counts it as placed (one more thread)
+            // until then, and a run shorter than a report interval would never report at all.
+            let exited = stop.wait(if known.is_empty() { FIRST_REPORT } else { PROCESS_REPORT_INTERVAL });
             let running = if exited { Vec::new() } else { procs.running_pids(0) };
             for pid in &running {
                 if known.contains_key(pid) {
