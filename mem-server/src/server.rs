@@ -250,9 +250,11 @@ impl Shared {
     /// under the lock of `homes`, so a renewal either comes first (and keeps the process) or
     /// finds it gone.
     ///
-    /// The processes forked from it here (and from those) whose leases are as old go with it:
-    /// one VMM ran them all, and a child that lived less than a report interval (a shell's
-    /// `sleep`) was never reported to the manager, which would never reclaim it otherwise.
+    /// The processes forked from it here (and from those) go with it, whatever the age of their
+    /// own leases: one VMM runs a process and all it forks, so they fell silent together (a
+    /// child forked after the process's last renewal only looks younger), and a child that
+    /// lived less than a report interval (a shell's `sleep`) was never reported to the
+    /// manager, which would never reclaim it otherwise.
     fn reclaim(&self, proc: u64, silent: Duration) -> Result<Reply, Status> {
         let family = {
             let mut homes = self.homes.lock_unpoisoned();
@@ -265,8 +267,8 @@ impl Shared {
             let mut family = vec![proc];
             let mut i = 0;
             while let Some(&p) = family.get(i) {
-                let silent_children = homes.iter().filter(|(_, h)| h.parent == Some(p) && h.renewed.elapsed() >= silent);
-                family.extend(silent_children.map(|(&child, _)| child).collect::<Vec<_>>());
+                let children = homes.iter().filter(|(_, h)| h.parent == Some(p));
+                family.extend(children.map(|(&child, _)| child).collect::<Vec<_>>());
                 i += 1;
             }
             family.into_iter().filter_map(|p| unhome(&mut homes, p).map(|h| (p, h.process))).collect::<Vec<_>>()
