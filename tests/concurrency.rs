@@ -149,8 +149,7 @@ fn four_processes_of_one_vnode_share_a_remote_file_under_record_locks() {
     std::fs::create_dir(img.path().join("bin")).unwrap();
     std::fs::copy(image("lockcount"), img.path().join("bin/lockcount")).unwrap();
     let lego = || std::process::Command::new(env!("CARGO_BIN_EXE_lego"));
-    let out = lego().args(["image", "push"]).arg(img.path()).args(["--vnode", "locks", "--storage-server", &storage.addr]).timed_output();
-    assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
+    common::push_image(&storage.addr, "locks", img.path());
     let out = lego()
         .args(["run", "--mem", "256M", "--vnode", "locks", "--mem-server", &mem.addr, "--storage-server", &storage.addr])
         .args(["/bin/lockcount", "/counter", "50"])

@@ -259,12 +259,7 @@ fn a_synced_and_a_closed_file_survive_sigkill_of_the_storage_server() {
     let img = tempfile::tempdir().unwrap();
     std::fs::create_dir(img.path().join("bin")).unwrap();
     std::fs::copy(image("busybox"), img.path().join("bin/busybox")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lego"))
-        .args(["image", "push"])
-        .arg(img.path())
-        .args(["--vnode", VNODE, "--storage-server", &storage.addr])
-        .timed_output();
-    assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
+    common::push_image(&storage.addr, VNODE, img.path());
     let out = Command::new(env!("CARGO_BIN_EXE_lego"))
         .args(["run", "--mem", "256M", "--vnode", VNODE, "--mem-server", &mem.addr, "--storage-server", &storage.addr])
         .args(["/bin/busybox", "sh", "-c", "echo durable > /keep.txt; sync && echo closed > /closed.txt"])

@@ -18,16 +18,6 @@ use lego_testkit as common;
 use common::TimedOutput;
 use common::{busybox_files, image, kvm, Server, BUSYBOX_ATTRS_SCRIPT, BUSYBOX_CASES, BUSYBOX_LINKS_SCRIPT, WORDS};
 
-/// `lego image push SOURCE` into `vnode` on the storage server at `storage`.
-fn push(storage: &str, vnode: &str, source: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lego"))
-        .args(["image", "push"])
-        .arg(source)
-        .args(["--vnode", vnode, "--storage-server", storage])
-        .timed_output();
-    assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// Runs `cmd` with `stdin` as its input.
 fn output(mut cmd: Command, stdin: &[u8]) -> Output {
     use std::io::Write;
@@ -73,7 +63,7 @@ fn setup(vnode: &str, extra: impl FnOnce(&Path)) -> Setup {
     let mem = Server::mem("1G", Some(&storage.addr));
     let img = image_dir();
     extra(img.path());
-    push(&storage.addr, vnode, img.path());
+    common::push_image(&storage.addr, vnode, img.path());
     Setup { storage, mem, img, dir }
 }
 
@@ -344,8 +334,8 @@ fn a_tar_archive_pushes_like_its_directory() {
     let tar = dir.path().join("image.tar");
     let status = Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(img.path()).arg(".").status().unwrap();
     assert!(status.success());
-    push(&storage.addr, "from-dir", img.path());
-    push(&storage.addr, "from-tar", &tar);
+    common::push_image(&storage.addr, "from-dir", img.path());
+    common::push_image(&storage.addr, "from-tar", &tar);
     let listing = ls(&storage.addr, "from-dir");
     assert!(listing.contains("/bin/busybox") && listing.contains("/sub/b"), "{listing}");
     assert_eq!(ls(&storage.addr, "from-tar"), listing);

@@ -18,7 +18,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::TimedOutput;
 use common::{image, kvm, lego, run, Server};
 use lego_testkit as common;
 
@@ -101,16 +100,7 @@ fn owners_on_remote_storage_match_native() {
         std::fs::copy(image(prog), img.path().join("bin").join(prog)).unwrap();
         std::fs::create_dir(img.path().join(format!("in-{prog}"))).unwrap();
     }
-    let push = Command::new(env!("CARGO_BIN_EXE_lego"))
-        .args(["image", "push"])
-        .arg(img.path())
-        .args(["--vnode", "owners", "--storage-server", &storage.addr])
-        .timed_output();
-    assert!(
-        push.status.success(),
-        "image push: {}",
-        String::from_utf8_lossy(&push.stderr)
-    );
+    common::push_image(&storage.addr, "owners", img.path());
     for prog in PROGS {
         let want = native(prog);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lego"));

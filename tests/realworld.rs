@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use lego_testkit as common;
-use common::TimedOutput;
 use common::{image, kvm, run, Server};
 
 /// A Lua script: reads the lines of a file, sorts them, and prints figures of them.
@@ -65,16 +64,7 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
     let state = tempfile::tempdir().unwrap();
     let storage = Server::storage(state.path(), "127.0.0.1:0", &[]);
     let mem = Server::mem("2G", Some(&storage.addr));
-    let push = Command::new(env!("CARGO_BIN_EXE_lego"))
-        .args(["image", "push"])
-        .arg(pushed.path())
-        .args(["--vnode", "rw", "--storage-server", &storage.addr])
-        .timed_output();
-    assert!(
-        push.status.success(),
-        "image push: {}",
-        String::from_utf8_lossy(&push.stderr)
-    );
+    common::push_image(&storage.addr, "rw", pushed.path());
     for args in RUNS {
         let mut native = common::native_command(native_dir.path().join("bin").join(args[0]));
         native.args(&args[1..]).current_dir(native_dir.path());

@@ -284,8 +284,8 @@ impl Registry {
             c.load.threads = c.load.threads.max(reported) + placed;
         }
         let id = placement::pcomp(&list, |id| self.placed_at.get(&id).copied())?;
-        let loads: Vec<(&str, u64)> = list.iter().filter(|c| c.role == Role::Processor).map(|c| (c.addr.as_str(), c.load.threads)).collect();
-        tracing::debug!(?loads, chosen = id, "GPM placement");
+        // The field is only computed when the event is enabled.
+        tracing::debug!(loads = ?list.iter().filter(|c| c.role == Role::Processor).map(|c| (&c.addr, c.load.threads)).collect::<Vec<_>>(), chosen = id, "GPM placement");
         self.placed.push((id, Instant::now()));
         self.placed_at.insert(id, Instant::now());
         self.components.get(&id).map(|c| c.known.addr.clone())

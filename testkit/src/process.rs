@@ -46,6 +46,12 @@ pub fn lego_command() -> Command {
     Command::new(lego_bin())
 }
 
+/// `lego image push SOURCE` into `vnode` on the storage server at `storage`; it must succeed.
+pub fn push_image(storage: &str, vnode: &str, source: &Path) {
+    let out = lego_command().args(["image", "push"]).arg(source).args(["--vnode", vnode, "--storage-server", storage]).timed_output();
+    assert!(out.status.success(), "image push: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `lego run OPTIONS PROG ARGS` with the vNode's files in `dir` (also its working directory).
 pub fn lego(options: &[&str], prog: &Path, args: &[&str], dir: &Path) -> Command {
     let mut c = lego_command();

@@ -390,10 +390,15 @@ mod tests {
         assert!(!r.contains(1 << 30) && !r.contains((1 << 27) + 4096));
     }
 
+    /// Owners over servers a, b and c (never connected to) and 1 GiB vRegions.
+    fn abc() -> Owners {
+        let connect: Connector = Arc::new(|addr: &str| Err(ProtoError::Closed { peer: addr.to_string() }));
+        Owners::new(vec!["a".into(), "b".into(), "c".into()], 1 << 30, connect)
+    }
+
     #[test]
     fn each_lost_copy_is_raised_until_taken() {
-        let connect: Connector = Arc::new(|addr: &str| Err(ProtoError::Closed { peer: addr.to_string() }));
-        let mut o = Owners::new(vec!["a".into(), "b".into(), "c".into()], 1 << 30, connect);
+        let mut o = abc();
         o.set(0, "a", Some("b")).unwrap();
         o.set(1, "c", Some("a")).unwrap();
         let lost = o.copy_lost();
@@ -415,8 +420,7 @@ mod tests {
 
     #[test]
     fn a_promotion_by_the_home_fails_the_old_primary_over_here_too() {
-        let connect: Connector = Arc::new(|addr: &str| Err(ProtoError::Closed { peer: addr.to_string() }));
-        let mut o = Owners::new(vec!["a".into(), "b".into(), "c".into()], 1 << 30, connect);
+        let mut o = abc();
         o.set(0, "a", Some("b")).unwrap();
         o.set(1, "a", Some("c")).unwrap();
         o.set(2, "c", Some("a")).unwrap();
