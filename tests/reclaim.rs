@@ -11,6 +11,8 @@
 //!   program finishes with the native output.
 //! - A VMM stopped past the silence (SIGSTOP): its memory is reclaimed, and once continued it
 //!   gets refusals and ends with status 125, never wrong output (fencing).
+//! - `lego ps` shows each vRegion's copies: on two servers, then, once one of them is killed,
+//!   on the survivor and a new one, and the program's output is native.
 
 // A test: an unwrap that fails is the test failing (helpers outside #[test] functions too).
 #![allow(clippy::unwrap_used)]
@@ -115,6 +117,14 @@ impl Cluster {
         let used = v["components"].as_array().unwrap().iter().map(|c| c["load"]["used_bytes"].as_u64().unwrap()).collect();
         let procs = v["processes"].as_array().cloned().unwrap_or_default();
         (used, procs)
+    }
+
+    /// The vRegions of the run's first process (vNode pid 1), as `lego ps --json` lists them
+    /// (none while it is not listed).
+    fn vregions(&self) -> (String, Vec<serde_json::Value>) {
+        let (_, procs) = self.view();
+        let Some(p) = procs.iter().find(|p| p["who"]["vpid"] == 1) else { return (String::new(), Vec::new()) };
+        (p["who"]["home"].as_str().unwrap().to_string(), p["cache"]["vregions"].as_array().cloned().unwrap_or_default())
     }
 
     /// Waits until the run's process is listed and the mem-servers hold its pages.
@@ -346,4 +356,49 @@ fn a_vmm_stopped_past_the_silence_is_fenced_off_its_reclaimed_memory() {
     assert_eq!(got.status, Some(125), "a process whose memory was reclaimed must not go on: {}", got.stderr);
     assert_eq!(got.stdout, "", "nothing computed from reclaimed memory may come out; stderr: {}", got.stderr);
     eprintln!("fenced: {}", got.stderr.lines().last().unwrap_or(""));
+}
+
+#[test]
+fn lego_ps_shows_each_vregion_lose_a_copy_and_get_it_back() {
+    if !kvm() {
+        return;
+    }
+    let mut cluster = Cluster::start();
+    let want = cluster.native();
+    let run = cluster.run(&cluster.global.addr);
+    cluster.holding();
+    let on = |v: &serde_json::Value| [v["primary"].as_str().unwrap().to_string(), v["secondary"].as_str().unwrap_or("-").to_string()];
+    // Two copies of each vRegion, on two servers; not the home while another server can take it.
+    let (home, before) = poll("every vRegion to be listed with two copies", Duration::from_secs(30), || {
+        let (home, v) = cluster.vregions();
+        if !v.is_empty() && v.iter().all(|v| v["state"] == "Replicated") {
+            Ok((home, v))
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .0;
+    for v in &before {
+        let [p, s] = on(v);
+        assert!(p != s && p != home && s != home, "{v} (home {home})");
+    }
+    let text = lego_cmd(&["ps", "--global-mgr", &cluster.global.addr]).timed_output();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("VREGION") && text.lines().filter(|l| l.ends_with(" replicated")).count() >= before.len(), "{text}");
+    // Kill a server holding copies: each vRegion it held is copied again, to the home.
+    let victim = on(&before[0])[0].clone();
+    let i = cluster.servers.iter().position(|s| s.addr == victim).unwrap();
+    cluster.servers.remove(i).kill();
+    poll("every vRegion to have two copies again, none on the killed server", Duration::from_secs(30), || {
+        let (_, v) = cluster.vregions();
+        let again = !v.is_empty() && v.iter().all(|v| v["state"] == "Replicated" && !on(v).contains(&victim));
+        if again {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    });
+    cluster.go();
+    let got = run.finish(Duration::from_secs(120));
+    assert_eq!((got.status, got.stdout), (Some(0), want), "stderr: {}", got.stderr);
 }

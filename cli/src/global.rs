@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
 use lego_proto::global::{
-    ComponentInfo, EndpointInfo, GlobalReply, GlobalRequest, Load, NetProto, Placement, ProcessReport, PublishedPort, Role, VnodeInfo,
-    VnodeSettings,
+    ComponentInfo, CopyState, EndpointInfo, GlobalReply, GlobalRequest, Load, NetProto, Placement, ProcessFigures, ProcessReport, PublishedPort,
+    Role, VnodeInfo, VnodeSettings,
 };
 use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
@@ -237,6 +237,7 @@ pub fn ps(args: &PsArgs, state: &StateArgs) -> anyhow::Result<()> {
                 p.who.program
             );
         }
+        print_vregions(&processes);
     }
     if !endpoints.is_empty() {
         println!();
@@ -347,14 +348,34 @@ impl ManagerArgs {
     }
 }
 
-/// The state of a process's vRegions: how many are replicated (two copies) and how many
-/// degraded (one copy left by a mem-server's failure, until the home rebuilds it); `-` for a
-/// process with one copy of everything (`--replicas 1`).
-fn copies(f: &lego_proto::global::ProcessFigures) -> String {
-    match (f.vregions_replicated, f.vregions_degraded) {
-        (0, 0) => "-".to_string(),
-        (r, 0) => format!("{r} replicated"),
-        (r, d) => format!("{r} repl, {d} degraded"),
+/// The state of a process's vRegions: how many are replicated (two copies), degraded (one copy
+/// left by a mem-server's failure) and being rebuilt; `-` for a process with one copy of
+/// everything (`--replicas 1`).
+fn copies(f: &ProcessFigures) -> String {
+    let counts: Vec<String> = [(CopyState::Replicated, "replicated"), (CopyState::Degraded, "degraded"), (CopyState::Rebuilding, "rebuilding")]
+        .into_iter()
+        .filter_map(|(state, name)| Some(f.vregions_in(state)).filter(|&n| n > 0).map(|n| format!("{n} {name}")))
+        .collect();
+    if counts.is_empty() {
+        "-".to_string()
+    } else {
+        counts.join(", ")
+    }
+}
+
+/// Each vRegion of the replicated processes: where its copies are and their state.
+fn print_vregions(processes: &[ProcessReport]) {
+    let replicated: Vec<&ProcessReport> = processes.iter().filter(|p| p.cache.vregions.iter().any(|v| v.state != CopyState::Single)).collect();
+    if replicated.is_empty() {
+        return;
+    }
+    println!();
+    println!("{:<12} {:>8} {:>5} {:>7}  {:<22} {:<22} STATE", "VNODE", "PID", "VPID", "VREGION", "PRIMARY", "SECONDARY");
+    for p in replicated {
+        for v in &p.cache.vregions {
+            let secondary = v.secondary.as_deref().unwrap_or("-");
+            println!("{:<12} {:>8} {:>5} {:>7}  {:<22} {:<22} {}", p.who.vnode, p.who.pid, p.who.vpid, v.index, v.primary, secondary, v.state);
+        }
     }
 }
 

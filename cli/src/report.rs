@@ -61,9 +61,13 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
             }
             let mut reports = Vec::new();
             for (pid, k) in known.iter_mut() {
+                // The copies first: they are read without waiting for a rebuild, which the
+                // figures wait for.
+                let vregions = k.probe.vregions();
                 let now = (Instant::now(), k.probe.stats());
                 let ended = !running.contains(pid);
-                reports.push(ProcessReport { who: k.who.clone(), cache: figures(&k.last, &now), exited: ended });
+                let cache = ProcessFigures { vregions, ..figures(&k.last, &now) };
+                reports.push(ProcessReport { who: k.who.clone(), cache, exited: ended });
                 k.last = now;
             }
             known.retain(|pid, _| running.contains(pid));
@@ -90,7 +94,8 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
     })
 }
 
-/// The figures at `now`: totals, and the rates and miss percentiles of the interval since `last`.
+/// The figures at `now`: totals, and the rates and miss percentiles of the interval since `last`
+/// (no vRegions: they are not statistics).
 fn figures(last: &(Instant, CacheStats), now: &(Instant, CacheStats)) -> ProcessFigures {
     let (s, prev) = (&now.1, &last.1);
     let secs = now.0.duration_since(last.0).as_secs_f64().max(1e-3);
@@ -111,8 +116,7 @@ fn figures(last: &(Instant, CacheStats), now: &(Instant, CacheStats)) -> Process
         miss_p50_us: us(0.5),
         miss_p99_us: us(0.99),
         replicated_bytes: s.replicated * PAGE_SIZE as u64,
-        vregions_replicated: s.vregions_replicated,
-        vregions_degraded: s.vregions_degraded,
+        vregions: Vec::new(),
     }
 }
 

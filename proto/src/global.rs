@@ -209,12 +209,53 @@ pub struct ProcessFigures {
     /// Page bytes written to secondaries since it started (replication, `--replicas 2`).
     #[serde(default)]
     pub replicated_bytes: u64,
-    /// vRegions with two copies now.
+    /// Each vRegion the process has an owner for, by index: where its copies are and their state.
     #[serde(default)]
-    pub vregions_replicated: u64,
-    /// vRegions left with one copy by a mem-server's failure (degraded until rebuilt).
-    #[serde(default)]
-    pub vregions_degraded: u64,
+    pub vregions: Vec<VRegionCopies>,
+}
+
+impl ProcessFigures {
+    /// How many of its vRegions are in `state`.
+    pub fn vregions_in(&self, state: CopyState) -> usize {
+        self.vregions.iter().filter(|v| v.state == state).count()
+    }
+}
+
+/// Where the copies of one vRegion of a process are, as its pComponent knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VRegionCopies {
+    /// The vRegion's index (its address divided by the vRegion size).
+    pub index: u64,
+    /// The mem-server that serves its misses.
+    pub primary: String,
+    /// The mem-server that holds its second copy, if it has one now.
+    pub secondary: Option<String>,
+    /// See [`CopyState`].
+    pub state: CopyState,
+}
+
+/// The state of a vRegion's copies (LegoOS §4.7; `lego run --replicas`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyState {
+    /// One copy, as asked (`--replicas 1`).
+    Single,
+    /// Two copies: every write-back reaches both.
+    Replicated,
+    /// One copy left by a mem-server's failure; the rebuild has not started.
+    Degraded,
+    /// One copy left by a mem-server's failure, being copied to a new secondary now.
+    Rebuilding,
+}
+
+impl std::fmt::Display for CopyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CopyState::Single => "single",
+            CopyState::Replicated => "replicated",
+            CopyState::Degraded => "degraded",
+            CopyState::Rebuilding => "rebuilding",
+        })
+    }
 }
 
 /// The managers' placement for a new process of a vNode.

@@ -7,7 +7,7 @@ use std::fmt;
 use crate::error::ProtoError;
 
 /// Version of everything in this crate that crosses the wire. Bump it on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 const MAGIC: [u8; 4] = *b"LEGO";
 /// Encoded size of a [`Hello`].

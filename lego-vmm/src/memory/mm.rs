@@ -130,12 +130,16 @@ impl Home {
         let begun = Instant::now();
         let mut rebuilt = 0;
         for (index, server) in lost {
+            // Shown as rebuilding (lego ps) until the answer is applied: a new secondary, or
+            // none found.
+            cache.rebuilding(index, rebuild);
             match self.call(&Request::ReplicaLost { index, server, rebuild })? {
                 Reply::Mem(Ok(outcome)) => {
                     for o in outcome.owners {
                         rebuilt += u64::from(rebuild && o.index == index && o.secondary.is_some());
                         cache.set_owner(o.index, &o.owner, o.secondary.as_deref())?;
                     }
+                    cache.rebuilding(index, false);
                 }
                 other => return Err(HomeError::Unexpected { request: "ReplicaLost", reply: format!("{other:?}") }),
             }

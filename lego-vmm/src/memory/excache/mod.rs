@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use lego_proto::frame::MAX_RUN_PAGES;
+use lego_proto::global::VRegionCopies;
 use lego_proto::transport::{RegisteredBuf, Slot, Transport};
 use lego_proto::vma::Prot;
 use lego_proto::ProtoError;
@@ -178,10 +179,6 @@ pub struct CacheStats {
     pub owners: u64,
     /// Lines written to secondaries as well (replication, LegoOS §4.7).
     pub replicated: u64,
-    /// vRegions with two copies now.
-    pub vregions_replicated: u64,
-    /// vRegions left with one copy by a mem-server's failure.
-    pub vregions_degraded: u64,
     /// Mem-servers found failed while the process ran, whose vRegions their secondaries took
     /// over (fail-overs).
     pub failovers: u64,
@@ -219,8 +216,6 @@ impl Default for CacheStats {
             lines: 0,
             owners: 0,
             replicated: 0,
-            vregions_replicated: 0,
-            vregions_degraded: 0,
             failovers: 0,
             failover_ns: 0,
             rebuilt: 0,
@@ -395,6 +390,8 @@ struct Shared {
     failed: AtomicBool,
     /// The vCPU threads, kicked out of KVM_RUN when memory fails.
     kicker: Arc<Kicker>,
+    /// The owners' table of copies, read without `state`'s lock.
+    copies: Arc<owners::CopyTable>,
 }
 
 impl Shared {
@@ -536,6 +533,7 @@ impl ExCache {
         let pt = PageTables::new(&sys).map_err(|e| VmmError::Memory { size: sys.size(), reason: e.to_string() })?;
         let frames = Frames::new((config.bytes / PAGE_SIZE) as usize, config.ways);
         let stats = CacheStats { lines: frames.capacity() as u64, ..CacheStats::default() };
+        let copies = owners.copy_table();
         let state = State {
             pt,
             frames,
@@ -559,6 +557,7 @@ impl ExCache {
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             kicker: Arc::new(Kicker::default()),
+            copies,
         };
         let shared = Arc::new(shared);
         let cleaner = if config.cleaner {
@@ -696,14 +695,13 @@ impl StatsProbe {
     /// A snapshot of the statistics.
     pub fn stats(&self) -> CacheStats {
         let st = self.0.state();
-        let (vregions_replicated, vregions_degraded) = st.owners.copies();
-        CacheStats {
-            resident: st.frames.resident() as u64,
-            owners: st.owners.owners_in_use() as u64,
-            vregions_replicated,
-            vregions_degraded,
-            ..st.stats.clone()
-        }
+        CacheStats { resident: st.frames.resident() as u64, owners: st.owners.owners_in_use() as u64, ..st.stats.clone() }
+    }
+
+    /// Where each vRegion's copies are and their state. It does not wait for the ExCache, which
+    /// a rebuild holds: read while one runs, it says so.
+    pub fn vregions(&self) -> Vec<VRegionCopies> {
+        self.0.copies.snapshot()
     }
 }
 
@@ -727,6 +725,11 @@ impl Held<'_> {
     /// The copies lost (vRegion, failed mem-server) that the home has not been told of yet.
     pub fn take_unreported(&mut self) -> Vec<(u64, String)> {
         self.st.owners.take_unreported()
+    }
+
+    /// Marks vRegion `index` as being rebuilt by the home (`on`), or no longer.
+    pub fn rebuilding(&mut self, index: u64, on: bool) {
+        self.st.owners.rebuilding(index, on);
     }
 
     /// Counts `vregions` given a new copy by a rebuild that took `took`.

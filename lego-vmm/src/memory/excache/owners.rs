@@ -2,12 +2,13 @@
 //! to the owners, and which pages have a copy at their owner at all. A page that was never
 //! flushed has none, so its first touch is served locally with zeroes (a p-local line, §4.4.2).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use lego_proto::sync::{CondvarExt, LockExt};
 
+use lego_proto::global::{CopyState, VRegionCopies};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::rdma::select::Chosen;
 use lego_proto::transport::Transport;
@@ -176,6 +177,19 @@ impl Drop for Closing<'_> {
     }
 }
 
+/// Where the copies of each vRegion are and their state, published by [`Owners`] at each change
+/// apart from the ExCache's lock, so that a report made while a rebuild holds the ExCache
+/// shows the rebuild (`lego ps`).
+#[derive(Default)]
+pub struct CopyTable(Mutex<Vec<VRegionCopies>>);
+
+impl CopyTable {
+    /// The vRegions, by index.
+    pub fn snapshot(&self) -> Vec<VRegionCopies> {
+        self.0.lock_unpoisoned().clone()
+    }
+}
+
 /// With replication (LegoOS §4.7) a vRegion also has a secondary, which every write-back
 /// reaches too. A server found failed is *fenced*: never contacted again by this process, its
 /// vRegions served by their secondaries, promoted ([`Owners::fail_over`]), and the home told
@@ -192,6 +206,10 @@ pub struct Owners {
     lost_copy: HashMap<u64, usize>,
     /// Copies lost that the home has not been told of: (vRegion, failed server).
     unreported: Vec<(u64, String)>,
+    /// vRegions whose lost copy the home is rebuilding now.
+    rebuilding: HashSet<u64>,
+    /// The state of every vRegion's copies, for reports.
+    table: Arc<CopyTable>,
     /// Raised with each entry of `unreported`.
     copy_lost: Arc<CopyLost>,
     vregion_shift: u32,
@@ -212,6 +230,8 @@ impl Owners {
             dead,
             lost_copy: HashMap::new(),
             unreported: Vec::new(),
+            rebuilding: HashSet::new(),
+            table: Arc::default(),
             copy_lost: Arc::default(),
             vregion_shift: vregion_size.trailing_zeros(),
             connect,
@@ -245,9 +265,13 @@ impl Owners {
         let s = secondary.map(find).transpose()?;
         let before = self.by_vregion.insert(index, i);
         match s {
-            Some(s) => self.secondaries.insert(index, s),
+            Some(s) => {
+                self.rebuilding.remove(&index);
+                self.secondaries.insert(index, s)
+            }
             None => self.secondaries.remove(&index),
         };
+        self.publish();
         match before {
             Some(old) if old != i && !self.dead[old] => {
                 tracing::warn!(vregion = index, failed = %self.servers[old], promoted = owner, "the home promoted a secondary");
@@ -305,14 +329,43 @@ impl Owners {
             self.unreported.push((index, self.servers[server].clone()));
             self.copy_lost.raise();
         }
+        self.publish();
         Ok(promoted)
     }
 
-    /// vRegions with two copies, and vRegions left with one by a failure.
-    pub fn copies(&self) -> (u64, u64) {
-        let two = self.secondaries.len() as u64;
-        let degraded = self.by_vregion.keys().filter(|i| !self.secondaries.contains_key(i) && self.lost_copy.contains_key(i)).count() as u64;
-        (two, degraded)
+    /// Marks the lost copy of vRegion `index` as being rebuilt by the home (`on`) or no longer
+    /// (the home found no server for it); a new secondary ends the rebuild by itself.
+    pub fn rebuilding(&mut self, index: u64, on: bool) {
+        if on {
+            self.rebuilding.insert(index);
+        } else {
+            self.rebuilding.remove(&index);
+        }
+        self.publish();
+    }
+
+    /// The state of every vRegion's copies, updated at each change.
+    pub fn copy_table(&self) -> Arc<CopyTable> {
+        self.table.clone()
+    }
+
+    fn publish(&self) {
+        let mut list: Vec<VRegionCopies> = self
+            .by_vregion
+            .iter()
+            .map(|(&index, &primary)| {
+                let secondary = self.secondaries.get(&index).map(|&s| self.servers[s].clone());
+                let state = match (&secondary, self.lost_copy.contains_key(&index)) {
+                    (Some(_), _) => CopyState::Replicated,
+                    (None, false) => CopyState::Single,
+                    (None, true) if self.rebuilding.contains(&index) => CopyState::Rebuilding,
+                    (None, true) => CopyState::Degraded,
+                };
+                VRegionCopies { index, primary: self.servers[primary].clone(), secondary, state }
+            })
+            .collect();
+        list.sort_unstable_by_key(|v| v.index);
+        *self.table.0.lock_unpoisoned() = list;
     }
 
     /// Whether any vRegion ever had a secondary (the process is replicated).
@@ -406,7 +459,8 @@ mod tests {
         assert_eq!((o.owner_of(0), o.secondary_of(1 << 30)), (Some(1), None));
         assert!(lost.wait(), "the losses were raised");
         assert_eq!(o.take_unreported(), vec![(0, "a".to_string()), (1, "a".to_string())]);
-        assert_eq!(o.copies(), (0, 2));
+        let states: Vec<CopyState> = o.copy_table().snapshot().iter().map(|v| v.state).collect();
+        assert_eq!(states, [CopyState::Degraded, CopyState::Degraded]);
         std::thread::scope(|s| {
             s.spawn(|| {
                 let _closing = lost.closing();
@@ -416,6 +470,29 @@ mod tests {
         });
         let gone = o.fail_over(1).unwrap_err();
         assert_eq!((gone.vregion, gone.earlier.as_deref()), (0, Some("a")), "b held the last copy of vRegion 0");
+    }
+
+    #[test]
+    fn each_vregion_is_single_replicated_degraded_or_rebuilding() {
+        let mut o = abc();
+        let table = o.copy_table();
+        let states = || table.snapshot().iter().map(|v| (v.index, v.primary.clone(), v.secondary.clone(), v.state)).collect::<Vec<_>>();
+        o.set(2, "c", None).unwrap();
+        o.set(0, "a", Some("b")).unwrap();
+        o.set(1, "a", Some("c")).unwrap();
+        let (a, b, c) = (|| "a".to_string(), || "b".to_string(), || "c".to_string());
+        assert_eq!(
+            states(),
+            [(0, a(), Some(b()), CopyState::Replicated), (1, a(), Some(c()), CopyState::Replicated), (2, c(), None, CopyState::Single)],
+            "by index"
+        );
+        o.fail_over(0).unwrap();
+        o.rebuilding(0, true);
+        assert_eq!(states()[..2], [(0, b(), None, CopyState::Rebuilding), (1, c(), None, CopyState::Degraded)], "published at once");
+        o.set(0, "b", Some("c")).unwrap();
+        o.rebuilding(1, true);
+        o.rebuilding(1, false);
+        assert_eq!(states()[..2], [(0, b(), Some(c()), CopyState::Replicated), (1, c(), None, CopyState::Degraded)], "rebuilt; no server found for 1");
     }
 
     #[test]
