@@ -4,7 +4,8 @@
 //! calls interrupted and restarted (`SA_RESTART`) or not, `sigsuspend`, `sigwaitinfo`,
 //! `sigtimedwait` and `sigwait`, the alternate stack,
 //! handler masks, the FPU state of the interrupted code, `uc_mcontext` changes taking effect,
-//! and a garbage frame given to `rt_sigreturn`.
+//! and a garbage frame given to `rt_sigreturn`; signals ignored by the caller of `lego run`
+//! stay ignored.
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
@@ -43,6 +44,30 @@ fn every_case_matches_native() {
             assert_eq!(got.status, want.status, "{what}: status; stderr: {}", got.stderr);
         }
     }
+}
+
+/// Signals ignored by whatever starts `lego run` stay ignored in its program, as they do across
+/// `execve`: `SigIgn` in `/proc/self/status` is what it is natively, with `SIGINT` and
+/// `SIGQUIT` in it. (A `make test` started as a background job ran every test so.)
+#[test]
+fn signals_the_caller_ignored_stay_ignored() {
+    if !kvm() {
+        return;
+    }
+    let busybox = image("busybox");
+    let dir = busybox.parent().unwrap().to_path_buf();
+    let args = ["grep", "SigIgn", "/proc/self/status"];
+    let mut n = common::native_command(&busybox);
+    n.args(args).current_dir(&dir);
+    let mut l = lego(&[], &busybox, &args, &dir);
+    for c in [&mut n, &mut l] {
+        common::with_ignored(c, &[libc::SIGINT, libc::SIGQUIT]);
+    }
+    let want = run(n, Duration::from_secs(30), "native grep SigIgn");
+    let got = run(l, Duration::from_secs(30), "grep SigIgn in a vNode");
+    assert_eq!((&got.stdout, got.status), (&want.stdout, want.status), "stderr: {}", got.stderr);
+    let mask = u64::from_str_radix(want.stdout.trim().rsplit('\t').next().unwrap(), 16).unwrap();
+    assert_eq!(mask & 0b110, 0b110, "SIGINT and SIGQUIT ignored: {}", want.stdout);
 }
 
 /// A bad frame ends the program with SIGSEGV and says why; the VMM itself is fine (it reports

@@ -4,6 +4,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use anyhow::Context;
@@ -66,6 +67,26 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
         c.arg("--argv0").arg(argv0);
     }
     c.arg("--").arg(OsString::from_vec(req.program.clone())).args(argv);
+    // The VMM starts with the client's ignored signals and no others (this daemon's may
+    // differ), so its process starts as if the client had execve'd it.
+    let ignored = req.ignored_signals;
+    // SAFETY: between fork and exec the closure only makes rt_sigaction system calls (the raw
+    // call: the C library refuses the signals it reserves), which are async-signal-safe, on a
+    // kernel sigaction it owns (handler, flags, restorer, mask; no restorer is needed for
+    // SIG_IGN or SIG_DFL), and allocates nothing; SIGKILL and SIGSTOP, which cannot be set, are
+    // skipped.
+    unsafe {
+        c.pre_exec(move || {
+            for sig in (1..=lego_vmm::signal::NSIG as i32).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+                let handler = if ignored & lego_vmm::signal::bit(sig) != 0 { libc::SIG_IGN } else { libc::SIG_DFL };
+                let act: [u64; 4] = [handler as u64, 0, 0, 0];
+                if libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), std::ptr::null_mut::<u64>(), 8usize) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     c
 }
 
@@ -103,6 +124,7 @@ mod tests {
             mem_timeout_s: 5,
             replicas: 2,
             trace_syscalls: false,
+            ignored_signals: 1 << (libc::SIGINT - 1),
             stats: true,
             egress: false,
             publish: Vec::new(),

@@ -200,6 +200,15 @@ fn choose_pcomp(args: &RunArgs) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// The signals this `lego run` has ignored, which its program starts with ignored too (as
+/// across `execve`); none, with a warning, if they cannot be read.
+fn ignored_signals() -> u64 {
+    lego_vmm::signal::host_ignored().unwrap_or_else(|| {
+        tracing::warn!("cannot read the ignored signals from /proc/self/status: the program starts with none ignored");
+        0
+    })
+}
+
 /// The request that runs this command's program on a pComponent.
 fn request(args: &RunArgs) -> RunRequest {
     let m = &args.memory;
@@ -219,6 +228,7 @@ fn request(args: &RunArgs) -> RunRequest {
         mem_timeout_s: m.mem_timeout,
         replicas: m.replicas.unwrap_or(1),
         trace_syscalls: args.trace_syscalls,
+        ignored_signals: ignored_signals(),
         stats: args.stats,
         egress: args.egress,
         publish: args.publish.iter().map(Publish::to_string).collect(),
@@ -333,6 +343,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         mem_size: mem,
         files,
         trace_syscalls: args.trace_syscalls,
+        ignored_signals: ignored_signals(),
         memory,
         net,
     };

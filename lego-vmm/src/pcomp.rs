@@ -387,6 +387,7 @@ mod tests {
             mem_timeout_s: 30,
             replicas: 1,
             trace_syscalls: false,
+            ignored_signals: 0,
             stats: false,
             egress: false,
             publish: Vec::new(),

@@ -67,6 +67,17 @@ pub const fn bit(sig: i32) -> u64 {
     1 << (sig - 1)
 }
 
+/// The signals this host process has ignored (`SigIgn` of its `/proc/self/status`, the
+/// kernel's view, including the ones the C library reserves), as [`bit`]s: what a program it
+/// `execve`d would start with ignored. `SIGPIPE` is left out: the Rust runtime ignores it in
+/// every Rust program, whatever the parent gave, and a child it spawns gets it back at the
+/// default. None when the file cannot be read.
+pub fn host_ignored() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?.trim();
+    u64::from_str_radix(hex, 16).ok().map(|set| set & !bit(libc::SIGPIPE) & !UNBLOCKABLE)
+}
+
 /// What a handler learns about its signal (`siginfo_t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SigInfo {

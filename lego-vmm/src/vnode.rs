@@ -66,6 +66,10 @@ pub struct VnodeConfig {
     pub files: Files,
     /// Print every system call to stderr, strace-style.
     pub trace_syscalls: bool,
+    /// Signals the first process starts with ignored ([`crate::signal::bit`] of each), as
+    /// `execve` keeps an ignored signal ignored: those its `lego run` had ignored (see
+    /// [`crate::signal::host_ignored`]).
+    pub ignored_signals: u64,
     /// Where the memory lives and how much of it may be resident.
     pub memory: MemoryConfig,
     /// Its network: virtual IP and the cluster's endpoint directory.
@@ -221,6 +225,11 @@ impl Vnode {
         let mut process = Process::new(mm, fs, config.name.clone(), execfn)
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
+        for sig in 1..=crate::signal::NSIG as i32 {
+            if config.ignored_signals & crate::signal::bit(sig) & !crate::signal::UNBLOCKABLE != 0 {
+                process.signals.actions[sig as usize].handler = crate::signal::SIG_IGN;
+            }
+        }
         process.net = crate::net::Net::new(&config.name, config.net.clone());
         process.image = crate::identity::ExecImage {
             exe: vnode_exe(&config.files, &program.path),

@@ -51,6 +51,9 @@ pub struct RunRequest {
     pub replicas: u8,
     /// Trace every system call to standard error.
     pub trace_syscalls: bool,
+    /// Signals the client had ignored, one bit per signal (`1 << (signal - 1)`): the process
+    /// starts with them ignored, as if the client had `execve`d it.
+    pub ignored_signals: u64,
     /// Print system-call and ExCache statistics to standard error at exit.
     pub stats: bool,
     /// Addresses outside the virtual IP space are reachable (`--egress`).
@@ -150,6 +153,7 @@ mod tests {
             mem_timeout_s: 30,
             replicas: 1,
             trace_syscalls: false,
+            ignored_signals: 0b11,
             stats: true,
             egress: false,
             publish: Vec::new(),

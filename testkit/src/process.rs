@@ -32,6 +32,24 @@ pub fn native_command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
     c
 }
 
+/// Makes `cmd` start with `signals` ignored (`SIG_IGN`, which `execve` keeps), as a
+/// non-interactive shell starts its background jobs with `SIGINT` and `SIGQUIT` ignored.
+pub fn with_ignored(cmd: &mut Command, signals: &'static [i32]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls signal(2), which
+    // is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &sig in signals {
+                if libc::signal(sig, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The stdout of a native run of `prog args`, which must succeed within a minute.
 pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
     let mut c = native_command(prog);

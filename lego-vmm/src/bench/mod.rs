@@ -69,6 +69,7 @@ pub(crate) fn code_vnode(code: &[u8], iopl3: bool, iterations: u64, memory: &Mem
         mem_size: BENCH_MEM,
         files: Files::HostDir(std::env::temp_dir()),
         trace_syscalls: false,
+        ignored_signals: 0,
         memory: memory.clone(),
         net: crate::net::NetConfig::standalone(),
     };
