@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use global_mgr::heartbeat::{self, Heartbeats, Identity};
 use lego_proto::global::{
-    ComponentInfo, CopyState, EndpointInfo, GlobalReply, GlobalRequest, Load, NetProto, Placement, ProcessFigures, ProcessReport, PublishedPort,
-    Role, VnodeInfo, VnodeSettings,
+    ComponentInfo, EndpointInfo, GlobalReply, GlobalRequest, Load, NetProto, Placement, ProcessFigures, ProcessReport, PublishedPort,
+    Role, VnodeInfo, VnodeSettings, MAX_LISTED_VREGIONS,
 };
 use lego_proto::codec::{decode, encode};
 use lego_proto::handshake::{ComponentKind, Hello};
@@ -352,9 +352,11 @@ impl ManagerArgs {
 /// left by a mem-server's failure) and being rebuilt; `-` for a process with one copy of
 /// everything (`--replicas 1`).
 fn copies(f: &ProcessFigures) -> String {
-    let counts: Vec<String> = [(CopyState::Replicated, "replicated"), (CopyState::Degraded, "degraded"), (CopyState::Rebuilding, "rebuilding")]
+    let c = &f.copies;
+    let counts: Vec<String> = [(c.replicated, "replicated"), (c.degraded, "degraded"), (c.rebuilding, "rebuilding")]
         .into_iter()
-        .filter_map(|(state, name)| Some(f.vregions_in(state)).filter(|&n| n > 0).map(|n| format!("{n} {name}")))
+        .filter(|&(n, _)| n > 0)
+        .map(|(n, name)| format!("{n} {name}"))
         .collect();
     if counts.is_empty() {
         "-".to_string()
@@ -365,7 +367,7 @@ fn copies(f: &ProcessFigures) -> String {
 
 /// Each vRegion of the replicated processes: where its copies are and their state.
 fn print_vregions(processes: &[ProcessReport]) {
-    let replicated: Vec<&ProcessReport> = processes.iter().filter(|p| p.cache.vregions.iter().any(|v| v.state != CopyState::Single)).collect();
+    let replicated: Vec<&ProcessReport> = processes.iter().filter(|p| p.cache.copies.total() > p.cache.copies.single).collect();
     if replicated.is_empty() {
         return;
     }
@@ -375,6 +377,13 @@ fn print_vregions(processes: &[ProcessReport]) {
         for v in &p.cache.vregions {
             let secondary = v.secondary.as_deref().unwrap_or("-");
             println!("{:<12} {:>8} {:>5} {:>7}  {:<22} {:<22} {}", p.who.vnode, p.who.pid, p.who.vpid, v.index, v.primary, secondary, v.state);
+        }
+        let unlisted = p.cache.copies.total().saturating_sub(p.cache.vregions.len() as u64);
+        if unlisted > 0 {
+            println!(
+                "{:<12} {:>8} {:>5} {unlisted} more not listed (a report lists {MAX_LISTED_VREGIONS}, those not fully copied first)",
+                p.who.vnode, p.who.pid, p.who.vpid
+            );
         }
     }
 }

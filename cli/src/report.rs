@@ -13,7 +13,9 @@ use hdrhistogram::Histogram;
 use lego_proto::background::Background;
 use lego_proto::codec::{decode, encode};
 use lego_proto::frame::PAGE_SIZE;
-use lego_proto::global::{GlobalReply, GlobalRequest, ProcessFigures, ProcessIdentity, ProcessReport, PROCESS_REPORT_INTERVAL};
+use lego_proto::global::{
+    listed_vregions, CopyCounts, GlobalReply, GlobalRequest, ProcessFigures, ProcessIdentity, ProcessReport, PROCESS_REPORT_INTERVAL,
+};
 use lego_proto::handshake::{ComponentKind, Hello};
 use lego_proto::transport::{TcpTransport, Transport};
 use lego_vmm::memory::excache::{CacheStats, StatsProbe};
@@ -52,7 +54,7 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
                 }
                 if let Some(v) = procs.view(*pid) {
                     let program = v.image.argv.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>().join(" ");
-                    let program = if program.is_empty() { who.program.clone() } else { program };
+                    let program = shortened(if program.is_empty() { who.program.clone() } else { program });
                     let (mem_proc, home, mem_servers) = v.memory.clone();
                     let started_unix_ms = v.started_unix_ms();
                     let who = ProcessIdentity { vpid: *pid, program, started_unix_ms, mem_proc, home, mem_servers, ..who.clone() };
@@ -64,9 +66,10 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
                 // The copies first: they are read without waiting for a rebuild, which the
                 // figures wait for.
                 let vregions = k.probe.vregions();
+                let copies = CopyCounts::of(&vregions);
                 let now = (Instant::now(), k.probe.stats());
                 let ended = !running.contains(pid);
-                let cache = ProcessFigures { vregions, ..figures(&k.last, &now) };
+                let cache = ProcessFigures { vregions: listed_vregions(vregions), copies, ..figures(&k.last, &now) };
                 reports.push(ProcessReport { who: k.who.clone(), cache, exited: ended });
                 k.last = now;
             }
@@ -77,7 +80,7 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
                         Some(c) => c,
                         None => conn.insert(TcpTransport::connect(&global, hello, Duration::from_secs(2))?),
                     };
-                    decode::<GlobalReply>(&c.call(0, &encode(&GlobalRequest::Process(report)))?)
+                    decode::<GlobalReply>(&c.call(0, &encode(&GlobalRequest::Process(Box::new(report))))?)
                 })();
                 if let Err(e) = sent {
                     conn = None;
@@ -116,8 +119,25 @@ fn figures(last: &(Instant, CacheStats), now: &(Instant, CacheStats)) -> Process
         miss_p50_us: us(0.5),
         miss_p99_us: us(0.99),
         replicated_bytes: s.replicated * PAGE_SIZE as u64,
-        vregions: Vec::new(),
+        ..ProcessFigures::default()
     }
+}
+
+/// Most bytes of a command line a report carries: `lego ps` shows a line, and a program may
+/// have 2 MB of arguments, more than a report may hold.
+const MAX_PROGRAM_LEN: usize = 4096;
+
+/// `program`, cut to [`MAX_PROGRAM_LEN`] bytes (at a character boundary) with `...` if longer.
+fn shortened(mut program: String) -> String {
+    if program.len() > MAX_PROGRAM_LEN {
+        let mut end = MAX_PROGRAM_LEN;
+        while !program.is_char_boundary(end) {
+            end -= 1;
+        }
+        program.truncate(end);
+        program.push_str("...");
+    }
+    program
 }
 
 /// This host's name, for the processes of `lego run --local` (`local:HOST`).
@@ -152,5 +172,13 @@ mod tests {
         assert!((99.0..=101.0).contains(&p50), "the interval's misses took 100 us, the earlier ones 1 ms: {p50}");
         let idle = figures(&(t0, b.clone()), &(t0 + Duration::from_secs(1), b));
         assert_eq!((idle.misses_per_s, idle.miss_p50_us), (0.0, None));
+    }
+
+    #[test]
+    fn a_long_command_line_is_cut_at_a_character_boundary() {
+        assert_eq!(shortened("sort -n".into()), "sort -n");
+        let long = format!("x{}", "é".repeat(MAX_PROGRAM_LEN));
+        let cut = shortened(long);
+        assert!(cut.ends_with("...") && cut.len() <= MAX_PROGRAM_LEN + 3 && cut.len() > MAX_PROGRAM_LEN - 2, "{}", cut.len());
     }
 }

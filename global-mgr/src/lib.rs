@@ -212,7 +212,7 @@ impl Conn {
             GlobalRequest::ChoosePcomp => GlobalReply::Pcomp(reg.choose_pcomp()),
             GlobalRequest::ChooseOwner { among, vregion_size } => GlobalReply::Owner(reg.choose_owner(&among, vregion_size)),
             GlobalRequest::Process(report) => {
-                reg.report_process(report);
+                reg.report_process(*report);
                 GlobalReply::Ok
             }
             GlobalRequest::Processes => GlobalReply::Processes(reg.processes()),

@@ -13,9 +13,11 @@ use crate::error::ProtoError;
 use crate::frame::MAX_CONTROL_LEN;
 
 /// Serialises a message (infallible for the workspace's message types: plain data, no maps with
-/// non-string keys, nothing bigger than the bound).
+/// non-string keys). The size bound is not applied here: a message bigger than a frame may
+/// carry (a program's 2 MB command line, say) is refused as `Oversized` by whatever sends it,
+/// as an error, not a panic.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    options().serialize(msg).expect("control messages always serialise")
+    format().serialize(msg).expect("control messages always serialise")
 }
 
 /// Parses a message; the size bound is the frame's, so a hostile length inside the payload cannot
@@ -25,13 +27,27 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtoError> 
 }
 
 fn options() -> impl Options {
-    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes().with_limit(MAX_CONTROL_LEN as u64)
+    format().with_limit(MAX_CONTROL_LEN as u64)
+}
+
+/// The encoding, without the size bound.
+fn format() -> impl Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_message_past_the_bound_encodes_for_its_sender_to_refuse() {
+        let big = vec![7u8; MAX_CONTROL_LEN + 1];
+        assert_eq!(encode(&big).len(), 8 + big.len());
+        let mut wire = Vec::new();
+        let sent = crate::pcomp::send(&mut wire, &big);
+        assert!(matches!(sent, Err(ProtoError::Oversized { .. })) && wire.is_empty(), "{sent:?}");
+    }
 
     #[test]
     fn integers_are_fixed_width_and_trailing_bytes_are_allowed() {

@@ -76,8 +76,8 @@ pub enum GlobalRequest {
     /// decision, asked by the process's home): answered with [`GlobalReply::Owner`].
     ChooseOwner { among: Vec<String>, vregion_size: u64 },
     /// A running process's figures, sent by its VMM every heartbeat interval and once more at
-    /// exit (`exited`).
-    Process(ProcessReport),
+    /// exit (`exited`). Boxed: it is the biggest request by far (the same bytes on the wire).
+    Process(Box<ProcessReport>),
     /// Every running process, for `lego ps` and `lego top`.
     Processes,
     /// A vNode socket of the process `owner` serves `endpoint` from the host address `host`
@@ -209,16 +209,60 @@ pub struct ProcessFigures {
     /// Page bytes written to secondaries since it started (replication, `--replicas 2`).
     #[serde(default)]
     pub replicated_bytes: u64,
-    /// Each vRegion the process has an owner for, by index: where its copies are and their state.
+    /// The vRegions the process has an owner for, by index: where their copies are and their
+    /// state. At most [`MAX_LISTED_VREGIONS`], those not fully copied first.
     #[serde(default)]
     pub vregions: Vec<VRegionCopies>,
+    /// How many of all its vRegions (listed or not) are in each state.
+    #[serde(default)]
+    pub copies: CopyCounts,
 }
 
-impl ProcessFigures {
-    /// How many of its vRegions are in `state`.
-    pub fn vregions_in(&self, state: CopyState) -> usize {
-        self.vregions.iter().filter(|v| v.state == state).count()
+/// Most vRegions a process report lists (a few hundred KiB of its control message; a process
+/// with small vRegions can own many more). [`ProcessFigures::copies`] counts them all.
+pub const MAX_LISTED_VREGIONS: usize = 4096;
+
+/// How many vRegions of a process are in each [`CopyState`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyCounts {
+    /// [`CopyState::Single`].
+    pub single: u64,
+    /// [`CopyState::Replicated`].
+    pub replicated: u64,
+    /// [`CopyState::Degraded`].
+    pub degraded: u64,
+    /// [`CopyState::Rebuilding`].
+    pub rebuilding: u64,
+}
+
+impl CopyCounts {
+    /// The counts of `vregions`.
+    pub fn of(vregions: &[VRegionCopies]) -> CopyCounts {
+        let count = |state| vregions.iter().filter(|v| v.state == state).count() as u64;
+        CopyCounts {
+            single: count(CopyState::Single),
+            replicated: count(CopyState::Replicated),
+            degraded: count(CopyState::Degraded),
+            rebuilding: count(CopyState::Rebuilding),
+        }
     }
+
+    /// All vRegions counted.
+    pub fn total(&self) -> u64 {
+        self.single + self.replicated + self.degraded + self.rebuilding
+    }
+}
+
+/// What a report lists of `vregions` (by index): all of them, or, past
+/// [`MAX_LISTED_VREGIONS`], those not fully copied first (degraded, rebuilding), then the
+/// lowest indexes.
+pub fn listed_vregions(mut vregions: Vec<VRegionCopies>) -> Vec<VRegionCopies> {
+    if vregions.len() > MAX_LISTED_VREGIONS {
+        vregions.sort_by_key(|v| (matches!(v.state, CopyState::Single | CopyState::Replicated), v.index));
+        vregions.truncate(MAX_LISTED_VREGIONS);
+    }
+    vregions.sort_by_key(|v| v.index);
+    vregions
 }
 
 /// Where the copies of one vRegion of a process are, as its pComponent knows them.
@@ -408,4 +452,34 @@ pub enum GlobalReply {
     Endpoints(Vec<EndpointInfo>),
     /// The request could not be decoded or served (a duplicate name or VIP, an unknown vNode).
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_lists_at_most_its_share_of_vregions_the_degraded_first_and_fits_a_control_message() {
+        let addr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+        let all: Vec<VRegionCopies> = (0..3 * MAX_LISTED_VREGIONS as u64)
+            .map(|index| {
+                let state = if index % 5000 == 4999 { CopyState::Degraded } else { CopyState::Replicated };
+                VRegionCopies { index, primary: addr.into(), secondary: Some(addr.into()), state }
+            })
+            .collect();
+        let copies = CopyCounts::of(&all);
+        assert_eq!((copies.degraded, copies.total()), (2, all.len() as u64));
+        let listed = listed_vregions(all);
+        assert_eq!(listed.len(), MAX_LISTED_VREGIONS);
+        assert!(listed.windows(2).all(|w| w[0].index < w[1].index), "by index");
+        assert_eq!(listed.iter().filter(|v| v.state == CopyState::Degraded).map(|v| v.index).collect::<Vec<_>>(), [4999, 9999]);
+        let report = GlobalRequest::Process(Box::new(ProcessReport {
+            who: ProcessIdentity::default(),
+            cache: ProcessFigures { vregions: listed, copies, ..ProcessFigures::default() },
+            exited: false,
+        }));
+        let bytes = crate::codec::encode(&report);
+        assert!(bytes.len() < crate::frame::MAX_CONTROL_LEN / 2, "{} bytes", bytes.len());
+        assert_eq!(crate::codec::decode::<GlobalRequest>(&bytes).unwrap(), report);
+    }
 }
