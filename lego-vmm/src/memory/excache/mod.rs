@@ -712,6 +712,13 @@ pub struct Held<'a> {
     st: MutexGuard<'a, State>,
 }
 
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // The owners the home named while the ExCache was held, published once.
+        self.st.owners.publish_if_stale();
+    }
+}
+
 impl Held<'_> {
     /// Records the owner of vRegion `index` and its secondary. A change of primary is a
     /// promotion the home made ([`owners::Owners::set`]): counted as a fail-over.

@@ -210,6 +210,9 @@ pub struct Owners {
     rebuilding: HashSet<u64>,
     /// The state of every vRegion's copies, for reports.
     table: Arc<CopyTable>,
+    /// `table` is behind the owners the home named ([`Owners::set`]), until
+    /// [`Owners::publish_if_stale`].
+    stale: bool,
     /// Raised with each entry of `unreported`.
     copy_lost: Arc<CopyLost>,
     vregion_shift: u32,
@@ -232,6 +235,7 @@ impl Owners {
             unreported: Vec::new(),
             rebuilding: HashSet::new(),
             table: Arc::default(),
+            stale: false,
             copy_lost: Arc::default(),
             vregion_shift: vregion_size.trailing_zeros(),
             connect,
@@ -252,7 +256,8 @@ impl Owners {
     }
 
     /// Records that `owner` owns vRegion `index`, with `secondary` as its second copy; unknown
-    /// names are an error.
+    /// names are an error. The table of copies is published by [`Owners::publish_if_stale`]
+    /// (once for all the owners of an answer: a fork's names every vRegion).
     ///
     /// A vRegion never changes primary but by a promotion: one the home made because it found
     /// the primary failed (during a memory call) before this process did. That server is failed
@@ -271,12 +276,11 @@ impl Owners {
             }
             None => self.secondaries.remove(&index),
         };
-        self.publish();
+        self.stale = true;
         match before {
             Some(old) if old != i && !self.dead[old] => {
                 tracing::warn!(vregion = index, failed = %self.servers[old], promoted = owner, "the home promoted a secondary");
-                self.lost_copy.insert(index, old);
-                self.unreported.push((index, self.servers[old].clone()));
+                self.lose_copy(index, old);
                 self.fail_over(old)?;
                 Ok(Some(old))
             }
@@ -325,12 +329,18 @@ impl Owners {
             } else {
                 continue;
             }
-            self.lost_copy.insert(index, server);
-            self.unreported.push((index, self.servers[server].clone()));
-            self.copy_lost.raise();
+            self.lose_copy(index, server);
         }
         self.publish();
         Ok(promoted)
+    }
+
+    /// vRegion `index` lost its copy on `server`: the home is to be told, and the repairer is
+    /// raised.
+    fn lose_copy(&mut self, index: u64, server: usize) {
+        self.lost_copy.insert(index, server);
+        self.unreported.push((index, self.servers[server].clone()));
+        self.copy_lost.raise();
     }
 
     /// Marks the lost copy of vRegion `index` as being rebuilt by the home (`on`) or no longer
@@ -349,7 +359,15 @@ impl Owners {
         self.table.clone()
     }
 
-    fn publish(&self) {
+    /// Publishes the table if owners were set since it was last published.
+    pub fn publish_if_stale(&mut self) {
+        if self.stale {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        self.stale = false;
         let mut list: Vec<VRegionCopies> = self
             .by_vregion
             .iter()
@@ -480,6 +498,8 @@ mod tests {
         o.set(2, "c", None).unwrap();
         o.set(0, "a", Some("b")).unwrap();
         o.set(1, "a", Some("c")).unwrap();
+        assert!(table.snapshot().is_empty(), "not published yet");
+        o.publish_if_stale();
         let (a, b, c) = (|| "a".to_string(), || "b".to_string(), || "c".to_string());
         assert_eq!(
             states(),
@@ -490,6 +510,7 @@ mod tests {
         o.rebuilding(0, true);
         assert_eq!(states()[..2], [(0, b(), None, CopyState::Rebuilding), (1, c(), None, CopyState::Degraded)], "published at once");
         o.set(0, "b", Some("c")).unwrap();
+        o.publish_if_stale();
         o.rebuilding(1, true);
         o.rebuilding(1, false);
         assert_eq!(states()[..2], [(0, b(), Some(c()), CopyState::Replicated), (1, c(), None, CopyState::Degraded)], "rebuilt; no server found for 1");
