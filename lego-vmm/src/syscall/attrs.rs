@@ -1,8 +1,13 @@
 //! Attribute changes: `chmod`/`fchmod`/`fchmodat`/`fchmodat2`, the `chown` family, `utime`/`utimes`/
-//! `futimesat`/`utimensat`, and `truncate`.
+//! `futimesat`/`utimensat`, and `truncate`; the extended-attribute calls.
 //!
 //! Owners are stored and reported, not enforced: every process of a vNode may change any file
 //! of it (they all run as the VMM's host user on the host directory).
+//!
+//! The vNode's files keep no extended attributes, as a file system mounted without them: once
+//! the file is found, `getxattr`, `setxattr` and `removexattr` (and their `l` and `f` forms)
+//! fail with `EOPNOTSUPP`, and `listxattr` lists none. Programs that copy or show attributes
+//! (`ls -l`, `cp -a`, Python's `shutil.copystat`) take that as "nothing to copy".
 
 use std::os::fd::AsFd;
 
@@ -257,4 +262,40 @@ fn shared_truncate(file: &OpenFile, len: u64) -> SysResult<u64> {
         Backing::File(f) => f.set_len(len).map(|()| 0),
         _ => Err(Errno::EINVAL),
     }
+}
+
+/// How an extended-attribute call names its file (the const parameter of [`xattr_one`] and
+/// [`xattr_list`]): a path whose last symlink is followed (`getxattr`), one whose is not
+/// (`lgetxattr`), or a descriptor (`fgetxattr`).
+pub const XATTR_PATH: u8 = 0;
+/// See [`XATTR_PATH`].
+pub const XATTR_LPATH: u8 = 1;
+/// See [`XATTR_PATH`].
+pub const XATTR_FD: u8 = 2;
+
+/// Finds the file an extended-attribute call names as `ON` says (its first argument); the
+/// errors are those of finding it (`EBADF` for an `O_PATH` descriptor, as on Linux).
+fn xattr_file<const ON: u8>(p: &Process, target: u64) -> SysResult<()> {
+    if ON == XATTR_FD {
+        return not_opath(&*p.fds.get(fdarg(target))?);
+    }
+    let path = resolve(p, AT_FDCWD as u64, &read_path(p, target)?)?;
+    crate::pseudo::stat(p, &path, ON == XATTR_PATH, super::fs::file_stat).map(drop)
+}
+
+/// `getxattr`, `setxattr` and `removexattr`, in their three forms (`ON`): once the file is
+/// found and the name checked (`ERANGE` when empty or past Linux's 255 bytes), `EOPNOTSUPP`.
+pub fn xattr_one<const ON: u8>(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    xattr_file::<ON>(p, a[0])?;
+    let name = p.mm.read_cstr(a[1], 256).map_err(|e| if e == Errno::ENAMETOOLONG { Errno::ERANGE } else { e })?;
+    if name.is_empty() || name.len() > 255 {
+        return Err(Errno::ERANGE);
+    }
+    Err(Errno::EOPNOTSUPP)
+}
+
+/// `listxattr(target, list, size)` in its three forms (`ON`): an empty list (0 bytes) once the
+/// file is found.
+pub fn xattr_list<const ON: u8>(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    xattr_file::<ON>(p, a[0]).map(|()| 0)
 }

@@ -15,7 +15,7 @@ use crate::process::Process;
 // ---------------------------------------------------------------------------------------------
 
 /// Metadata of whatever an open file description refers to.
-pub(super) fn file_stat(p: &Process, file: &OpenFile) -> SysResult<Stat> {
+pub(in crate::syscall) fn file_stat(p: &Process, file: &OpenFile) -> SysResult<Stat> {
     match &file.backing {
         Backing::File(f) => f.stat(),
         Backing::Host(h) => host_stat(h.as_raw_fd()),
