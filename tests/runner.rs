@@ -192,9 +192,17 @@ fn bad_programs_get_a_clear_error_and_status_2() {
         assert!(l.stderr.contains(message), "{name}: {:?} lacks {message:?}", l.stderr);
         assert_eq!(l.stderr.lines().count(), 1, "{name}: {:?}", l.stderr);
     }
+    // A dynamically linked program whose interpreter is not in the vNode's files, then one
+    // whose interpreter there is no ELF file.
     let dynamic = vnode(Path::new("/bin/true"), &[], dir.path(), b"", &[]);
     assert_eq!(dynamic.status, 2);
-    assert!(dynamic.stderr.contains("only static binaries are supported"), "{}", dynamic.stderr);
+    assert!(dynamic.stderr.contains("program interpreter /lib64/ld-linux-x86-64.so.2 cannot be read from the vNode's files"), "{}", dynamic.stderr);
+    assert!(dynamic.stderr.contains("No such file"), "{}", dynamic.stderr);
+    std::fs::create_dir(dir.path().join("lib64")).unwrap();
+    std::fs::write(dir.path().join("lib64/ld-linux-x86-64.so.2"), "#!/bin/sh\n").unwrap();
+    let bad = vnode(Path::new("/bin/true"), &[], dir.path(), b"", &[]);
+    assert_eq!(bad.status, 2);
+    assert!(bad.stderr.contains("program interpreter /lib64/ld-linux-x86-64.so.2: not an ELF executable"), "{}", bad.stderr);
     let missing = vnode(&dir.path().join("nope"), &[], dir.path(), b"", &[]);
     assert_eq!(missing.status, 2);
     assert!(missing.stderr.contains("No such file"), "{}", missing.stderr);

@@ -1,6 +1,7 @@
-//! Static x86-64 ELF executables: validation (pure, so it can be fuzzed) and loading into user
-//! memory.
+//! x86-64 ELF executables and their program interpreters (`ld.so`): validation, pure so it can
+//! be fuzzed. [`crate::loader`] loads what passes.
 
+use crate::errno::Errno;
 use crate::layout::{page_ceil, PIE_BASE, USER_MIN};
 use lego_proto::vma::Prot;
 
@@ -14,6 +15,8 @@ const EM_X86_64: u16 = 62;
 const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;
 const MAX_PHNUM: usize = 256;
+/// Longest program interpreter path accepted (Linux's `PATH_MAX`).
+const MAX_INTERP: u64 = 4096;
 
 /// Why a file is not something lego can run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,12 +33,26 @@ pub enum ElfError {
     WrongArch(&'static str),
     #[error("ELF file is not an executable (type {0}): lego runs executables")]
     NotExecutable(u16),
-    #[error("dynamically linked executable (interpreter {0}): only static binaries are supported")]
-    Dynamic(String),
+    #[error("dynamically linked, and its program interpreter {0} cannot be read from the vNode's files: {1}")]
+    Interpreter(String, Errno),
+    #[error("program interpreter {0}: {1}")]
+    BadInterpreter(String, Box<ElfError>),
     #[error("malformed ELF file: {0}")]
     Malformed(String),
     #[error("ELF segment at {0:#x}..{1:#x} does not fit in the vNode's user memory")]
     DoesNotFit(u64, u64),
+}
+
+impl ElfError {
+    /// The errno `execve` fails with for this file: the interpreter's own error when it could
+    /// not be read (`ENOENT` when missing), `ELIBBAD` when it is no interpreter, else `ENOEXEC`.
+    pub fn errno(&self) -> Errno {
+        match self {
+            ElfError::Interpreter(_, e) => *e,
+            ElfError::BadInterpreter(..) => Errno::ELIBBAD,
+            _ => Errno::ENOEXEC,
+        }
+    }
 }
 
 /// One loadable segment, at its final (biased) address.
@@ -59,6 +76,33 @@ pub struct ElfInfo {
     pub segments: Vec<Segment>,
     /// End of the highest segment (where brk starts).
     pub end: u64,
+    /// The program interpreter (`PT_INTERP`, e.g. `/lib64/ld-linux-x86-64.so.2`) of a
+    /// dynamically linked executable, to be loaded beside it and started first.
+    pub interp: Option<Vec<u8>>,
+    /// Whether the file is position independent (`ET_DYN`): [`ElfInfo::moved`] may move it.
+    pub relocatable: bool,
+}
+
+impl ElfInfo {
+    /// The first and last byte (page-rounded) its segments span.
+    pub fn span(&self) -> (u64, u64) {
+        let start = self.segments.first().map_or(0, |s| crate::layout::page_floor(s.vaddr));
+        (start, page_ceil(self.end).unwrap_or(self.end))
+    }
+
+    /// The same position-independent file loaded `delta` bytes higher (wrapping: a negative
+    /// move is a large `delta`). The caller checks that the new span fits.
+    pub fn moved(&self, delta: u64) -> ElfInfo {
+        let mut info = self.clone();
+        info.entry = info.entry.wrapping_add(delta);
+        info.load_bias = info.load_bias.wrapping_add(delta);
+        info.phdr = info.phdr.wrapping_add(delta);
+        info.end = info.end.wrapping_add(delta);
+        for s in &mut info.segments {
+            s.vaddr = s.vaddr.wrapping_add(delta);
+        }
+        info
+    }
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -84,7 +128,8 @@ fn machine_name(m: u16) -> &'static str {
     }
 }
 
-/// Validates `file` as a static x86-64 executable that fits below `user_top`.
+/// Validates `file` as an x86-64 executable (static, position independent or dynamically linked)
+/// that fits below `user_top`.
 pub fn parse(file: &[u8], user_top: u64) -> Result<ElfInfo, ElfError> {
     if file.len() < 4 || &file[..4] != b"\x7fELF" {
         return Err(ElfError::NotElf);
@@ -127,6 +172,7 @@ pub fn parse(file: &[u8], user_top: u64) -> Result<ElfInfo, ElfError> {
     let mut segments = Vec::new();
     let mut phdr_vaddr = None;
     let mut has_dynamic = false;
+    let mut interp = None;
     for i in 0..phnum {
         let h = &file[phoff as usize + i * PHDR_SIZE..][..PHDR_SIZE];
         let (p_type, p_flags) = (u32_at(h, 0), u32_at(h, 4));
@@ -134,11 +180,16 @@ pub fn parse(file: &[u8], user_top: u64) -> Result<ElfInfo, ElfError> {
         let (filesz, memsz) = (u64_at(h, 32), u64_at(h, 40));
         match p_type {
             PT_INTERP => {
-                let name = file
-                    .get(offset as usize..offset.saturating_add(filesz) as usize)
-                    .map(|s| String::from_utf8_lossy(s).trim_end_matches('\0').to_string())
-                    .unwrap_or_else(|| "?".into());
-                return Err(ElfError::Dynamic(name));
+                // A path ending in its NUL, as the kernel requires.
+                let bad = || ElfError::Malformed(format!("program interpreter path of {filesz} bytes"));
+                if interp.is_some() || !(2..=MAX_INTERP).contains(&filesz) {
+                    return Err(bad());
+                }
+                let raw = file.get(offset as usize..offset.saturating_add(filesz) as usize).ok_or(ElfError::Truncated("program interpreter path"))?;
+                match raw.split_last() {
+                    Some((0, path)) if !path.contains(&0) => interp = Some(path.to_vec()),
+                    _ => return Err(bad()),
+                }
             }
             PT_DYNAMIC => has_dynamic = true,
             PT_PHDR => phdr_vaddr = Some(vaddr),
@@ -194,7 +245,7 @@ pub fn parse(file: &[u8], user_top: u64) -> Result<ElfInfo, ElfError> {
             .unwrap_or(0),
     };
     let end = segments.iter().map(|s| s.vaddr + s.memsz).max().unwrap_or(0);
-    Ok(ElfInfo { entry, load_bias: bias, phdr, phnum: phnum as u64, segments, end })
+    Ok(ElfInfo { entry, load_bias: bias, phdr, phnum: phnum as u64, segments, end, interp, relocatable: e_type == ET_DYN })
 }
 
 #[cfg(test)]
@@ -249,6 +300,62 @@ mod tests {
         small[4] = 1;
         assert_eq!(parse(&small, 1 << 32), Err(ElfError::Not64Bit));
         assert!(matches!(parse(&good, 0x40_0000), Err(ElfError::DoesNotFit(..))));
+    }
+
+    /// `tiny_elf` with a second program header: a `PT_INTERP` naming `path` (its bytes as
+    /// given, NUL included or not), stored after the code.
+    fn with_interp(path: &[u8]) -> Vec<u8> {
+        let mut f = tiny_elf(&[0xf4]);
+        let at = f.len() as u64;
+        f.extend_from_slice(path);
+        let mut ph = [0u8; PHDR_SIZE];
+        ph[0..4].copy_from_slice(&PT_INTERP.to_le_bytes());
+        ph[8..16].copy_from_slice(&at.to_le_bytes());
+        ph[32..40].copy_from_slice(&(path.len() as u64).to_le_bytes());
+        // The headers move to the end, so that the first segment's bytes stay where they are.
+        let phoff = f.len() as u64;
+        f.extend_from_within(64..120);
+        f.extend_from_slice(&ph);
+        f[32..40].copy_from_slice(&phoff.to_le_bytes());
+        f[56..58].copy_from_slice(&2u16.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn a_dynamically_linked_executable_names_its_interpreter() {
+        let info = parse(&with_interp(b"/lib64/ld-linux-x86-64.so.2\0"), 1 << 32).unwrap();
+        assert_eq!(info.interp.as_deref(), Some(&b"/lib64/ld-linux-x86-64.so.2"[..]));
+        assert!(!info.relocatable);
+        assert_eq!(parse(&tiny_elf(&[0xf4]), 1 << 32).unwrap().interp, None);
+        for bad in [&b"/lib64/ld.so"[..], b"\0", b"/lib\0/x\0"] {
+            assert!(matches!(parse(&with_interp(bad), 1 << 32), Err(ElfError::Malformed(_))), "{bad:?}");
+        }
+        let mut cut = with_interp(b"/lib64/ld.so\0");
+        let at = cut.len() - 2 * PHDR_SIZE;
+        cut[at + PHDR_SIZE + 8..at + PHDR_SIZE + 16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(parse(&cut, 1 << 32), Err(ElfError::Truncated("program interpreter path")));
+    }
+
+    #[test]
+    fn a_position_independent_file_moves_whole() {
+        let mut f = tiny_elf(&[0xf4]);
+        f[16..18].copy_from_slice(&ET_DYN.to_le_bytes());
+        // A dynamic section, as every position-independent file has.
+        let mut dynamic = [0u8; PHDR_SIZE];
+        dynamic[0..4].copy_from_slice(&PT_DYNAMIC.to_le_bytes());
+        let phoff = f.len() as u64;
+        f.extend_from_within(64..120);
+        f.extend_from_slice(&dynamic);
+        f[32..40].copy_from_slice(&phoff.to_le_bytes());
+        f[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let info = parse(&f, 1 << 32).unwrap();
+        assert!(info.relocatable);
+        assert_eq!(info.load_bias, PIE_BASE);
+        let moved = info.moved(0x1000_0000);
+        assert_eq!(moved.entry, info.entry + 0x1000_0000);
+        assert_eq!(moved.span(), (info.span().0 + 0x1000_0000, info.span().1 + 0x1000_0000));
+        assert_eq!(moved.segments[0].vaddr, info.segments[0].vaddr + 0x1000_0000);
+        assert_eq!(moved.load_bias, PIE_BASE + 0x1000_0000);
     }
 
     proptest! {

@@ -45,6 +45,7 @@ impl Errno {
     pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     pub const E2BIG: Errno = Errno(libc::E2BIG);
     pub const ENOEXEC: Errno = Errno(libc::ENOEXEC);
+    pub const ELIBBAD: Errno = Errno(libc::ELIBBAD);
 
     /// The errno of the calling host thread's last failed libc call.
     pub fn last() -> Errno {
@@ -65,6 +66,7 @@ impl Errno {
             libc::ETIMEDOUT => "ETIMEDOUT",
             libc::E2BIG => "E2BIG",
             libc::ENOEXEC => "ENOEXEC",
+            libc::ELIBBAD => "ELIBBAD",
             libc::EAGAIN => "EAGAIN",
             libc::ENOMEM => "ENOMEM",
             libc::EACCES => "EACCES",

@@ -58,8 +58,9 @@ impl AuxInfo {
     }
 }
 
-/// Writes the initial stack below `mm.stack_top()` and returns the initial RSP.
-pub fn build(mm: &Mm, elf: &ElfInfo, argv: &[Vec<u8>], envp: &[Vec<u8>], execfn: &[u8], aux: &AuxInfo) -> SysResult<u64> {
+/// Writes the initial stack below `mm.stack_top()` and returns the initial RSP; `interp_base`
+/// is where the program interpreter was loaded (`AT_BASE`, 0 without one).
+pub fn build(mm: &Mm, elf: &ElfInfo, interp_base: u64, argv: &[Vec<u8>], envp: &[Vec<u8>], execfn: &[u8], aux: &AuxInfo) -> SysResult<u64> {
     let mut sp = mm.stack_top();
     let mut push_bytes = |bytes: &[u8], nul: bool| -> SysResult<u64> {
         sp -= bytes.len() as u64 + u64::from(nul);
@@ -83,7 +84,7 @@ pub fn build(mm: &Mm, elf: &ElfInfo, argv: &[Vec<u8>], envp: &[Vec<u8>], execfn:
         (at::PHDR, elf.phdr),
         (at::PHENT, 56),
         (at::PHNUM, elf.phnum),
-        (at::BASE, 0),
+        (at::BASE, interp_base),
         (at::FLAGS, 0),
         (at::ENTRY, elf.entry),
         (at::UID, u64::from(aux.uid)),

@@ -135,7 +135,7 @@ struct Group {
 
 /// A guest image: a validated ELF, or raw code (for benchmarks and tests).
 pub(crate) enum Image<'a> {
-    Elf { info: ElfInfo, bytes: &'a [u8] },
+    Elf { info: ElfInfo, bytes: &'a [u8], interp: Option<Box<crate::loader::Interp>> },
     Code { code: &'a [u8], load_at: u64, iopl3: bool },
 }
 
@@ -177,12 +177,14 @@ impl Vnode {
             Files::Remote { .. } => crate::fs::read_all(fs.as_ref(), program.path.as_os_str().as_bytes())
                 .map_err(|e| program_error(std::io::Error::from_raw_os_error(e.0)))?,
         };
-        let info = elf::parse(&bytes, config.mem_size).map_err(|source| VmmError::BadElf { path: shown.clone(), source })?;
+        let bad_elf = |source| VmmError::BadElf { path: shown.clone(), source };
+        let info = elf::parse(&bytes, config.mem_size).map_err(bad_elf)?;
+        let interp = crate::loader::interpreter(&info, fs.as_ref(), config.mem_size).map_err(bad_elf)?.map(Box::new);
         // The state layer applies the guest's umask; the host's must not apply a second time.
         // SAFETY: umask only changes this process's file-creation mask.
         unsafe { libc::umask(0) };
         let execfn = program.argv.first().cloned().unwrap_or_else(|| shown.clone().into_bytes());
-        Vnode::create(config, fs, Image::Elf { info, bytes: &bytes }, program, &execfn)
+        Vnode::create(config, fs, Image::Elf { info, bytes: &bytes, interp }, program, &execfn)
     }
 
     pub(crate) fn create(
@@ -193,13 +195,13 @@ impl Vnode {
         execfn: &[u8],
     ) -> Result<Vnode, VmmError> {
         let mut mm = Mm::new(config.mem_size, &config.memory)?;
-        let (entry, rflags) = match &image {
-            Image::Elf { info, bytes } => {
-                crate::loader::load(info, bytes, &mut mm).map_err(|source| VmmError::BadElf {
+        let (entry, rflags, interp_base) = match &image {
+            Image::Elf { info, bytes, interp } => {
+                let start = crate::loader::load(info, bytes, interp.as_deref(), &mut mm).map_err(|source| VmmError::BadElf {
                     path: program.path.display().to_string(),
                     source,
                 })?;
-                (info.entry, 0x202)
+                (start.entry, 0x202, start.interp_base)
             }
             Image::Code { code, load_at, iopl3 } => {
                 let end = load_at + (code.len() as u64).div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
@@ -211,13 +213,13 @@ impl Vnode {
                 mm.map_region(*load_at, end, rx, VmaKind::Image).map_err(bad)?;
                 mm.load(*load_at, code).map_err(bad)?;
                 mm.set_brk_start(end).map_err(bad)?;
-                (*load_at, if *iopl3 { 0x3202 } else { 0x202 })
+                (*load_at, if *iopl3 { 0x3202 } else { 0x202 }, 0)
             }
         };
 
         let aux = AuxInfo::new(&Creds::of_host()).ok_or_else(|| VmmError::Config("getrandom failed for AT_RANDOM".into()))?;
         let rsp = match &image {
-            Image::Elf { info, .. } => stack::build(&mm, info, &program.argv, &program.envp, execfn, &aux)
+            Image::Elf { info, .. } => stack::build(&mm, info, interp_base, &program.argv, &program.envp, execfn, &aux)
                 .map_err(|e| VmmError::Config(format!("arguments and environment do not fit on the stack: {e}")))?,
             Image::Code { .. } => mm.stack_top() - 64,
         };

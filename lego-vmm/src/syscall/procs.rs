@@ -108,9 +108,11 @@ fn read_strings(p: &Process, addr: u64, total: &mut usize) -> SysResult<Vec<Vec<
     }
 }
 
-/// `execve(path, argv, envp)`: a static ELF from the vNode's files replaces the program.
-/// Until the old image is gone the errors are Linux's (`ENOENT`, `EACCES` for a directory or a
-/// file without execute permission, `ENOEXEC` for what is not a static x86-64 executable);
+/// `execve(path, argv, envp)`: an ELF executable from the vNode's files (with its interpreter
+/// from there too, when dynamically linked) replaces the program. Until the old image is gone
+/// the errors are Linux's (`ENOENT`, also for a missing interpreter, `EACCES` for a directory
+/// or a file without execute permission, `ENOEXEC` for what is not an x86-64 executable,
+/// `ELIBBAD` for an interpreter that is none);
 /// after that, a failure ends the process with `SIGKILL`, as in Linux.
 pub fn execve(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
     let [path_addr, argv_addr, envp_addr, ..] = a;
@@ -157,7 +159,8 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
         return Err(Errno::EACCES);
     }
     let bytes = crate::fs::read_all(p.fs.as_ref(), &path)?;
-    let info = elf::parse(&bytes, p.mm.size()).map_err(|_| Errno::ENOEXEC)?;
+    let info = elf::parse(&bytes, p.mm.size()).map_err(|e| e.errno())?;
+    let interp = crate::loader::interpreter(&info, p.fs.as_ref(), p.mm.size()).map_err(|e| e.errno())?;
     if p.threads.len() > 1 {
         end_other_threads(p, cpu.tid)?;
     }
@@ -165,12 +168,13 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     p.timers.delete_all();
     let loaded = (|| {
         p.mm.reset().map_err(|e| format!("emptying the address space: {e}"))?;
-        crate::loader::load(&info, &bytes, &mut p.mm).map_err(|e| e.to_string())?;
+        let start = crate::loader::load(&info, &bytes, interp.as_ref(), &mut p.mm).map_err(|e| e.to_string())?;
         let aux = AuxInfo::new(&p.creds).ok_or("no random bytes for AT_RANDOM")?;
-        stack::build(&p.mm, &info, &argv, &envp, &given, &aux).map_err(|e| format!("the new stack: {e}"))
+        let rsp = stack::build(&p.mm, &info, start.interp_base, &argv, &envp, &given, &aux).map_err(|e| format!("the new stack: {e}"))?;
+        Ok::<_, String>((start.entry, rsp))
     })();
-    let rsp = match loaded {
-        Ok(rsp) => rsp,
+    let (entry, rsp) = match loaded {
+        Ok(started) => started,
         Err(why) => {
             let detail = format!("execve of {} failed after the old program was gone: {why}", String::from_utf8_lossy(&path));
             return Ok(Control::ExitGroup(Termination::Signaled { signal: libc::SIGKILL, detail: Some(detail) }));
@@ -192,7 +196,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     for t in p.threads.values_mut() {
         (t.clear_child_tid, t.robust_list) = (0, (0, 0));
     }
-    Ok(Control::Exec { entry: info.entry, rsp })
+    Ok(Control::Exec { entry, rsp })
 }
 
 /// Ends every thread but `keep` before an `execve` (Linux's `de_thread`): the process gets a new
