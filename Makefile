@@ -28,6 +28,8 @@ demo: build guest-images
 	guest-images/out/checksum 64
 	@echo "== sorting 8 MiB through a 4 MiB ExCache: the rest lives on a mem-server (embedded, loopback)"
 	$(LEGO) run --excache 4M --stats guest-images/out/sort 1000000 3
+	@echo "== this machine's own dynamically linked bash, sort and perl (ld.so and libraries from --root /), through an 8 MiB ExCache"
+	$(LEGO) run --excache 8M --root / /bin/bash -c 'seq 1 100000 | sort -rn | head -2; perl -e "print qq(perl \$$^V\n)"'
 	@echo "== busybox sh in a vNode: a pipeline of three processes, each its own VM"
 	$(LEGO) run guest-images/out/busybox sh -c 'seq 1 1000 | sort -rn | head -3; echo status $$?'
 	@echo "== a map-reduce word count with 2 threads, each a vCPU, through a 2 MiB ExCache"
