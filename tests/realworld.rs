@@ -121,6 +121,8 @@ const DEBIAN: &[&str] = &[
     "f() { echo $(( $1 * 2 )); }; f 21; (exit 3); echo $?; x=$(seq 3 | tr '\\n' ,); echo ${x%,}; echo nope | cat -A",
     "cd DIR && ls | xargs -n 1 wc -c && cut -c1-3 numbers | sort | uniq -c | sort -rn | head -3",
     "cp -a DIR/words DIR/copy && cmp DIR/words DIR/copy && stat -c '%a %s %Y' DIR/copy; rm DIR/copy",
+    // `/proc/self/exe` is the file itself, symlinks resolved (`ld.so`'s `$ORIGIN` comes from it).
+    "ln -s /bin/readlink DIR/rl && DIR/rl /proc/self/exe; rm DIR/rl",
 ];
 
 /// Runs every line of [`DEBIAN`] natively and with `lego run --root /`; their output and

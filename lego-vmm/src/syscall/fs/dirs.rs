@@ -32,8 +32,9 @@ fn from_components(c: &[Vec<u8>]) -> Vec<u8> {
 /// The physical path of an existing directory, as Linux's `getcwd` reports it: `.`, `..`,
 /// repeated and trailing slashes and symlinks resolved. `..` is applied lexically only after the
 /// symlinks before it have been expanded, so it is the physical parent. (Used for the working
-/// directory only; every other path goes to the file system unnormalised.)
-fn canonical(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
+/// directory and the program's `/proc/PID/exe`; every other path goes to the file system
+/// unnormalised.)
+pub(in crate::syscall) fn canonical(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
     let mut todo: VecDeque<Vec<u8>> = components(path).into();
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut links = 0;
