@@ -1,7 +1,8 @@
 //! End-to-end tests of the Linux ABI breadth of issue 17: each case of `abi` (glibc and musl)
 //! prints in a vNode what it prints natively and ends with the same status. The cases:
 //! pthreads workers pinning themselves with `sched_setaffinity` (the assertion a well-known
-//! map-reduce suite aborts on), the `sched_*` calls and `personality`; interval and POSIX timers
+//! map-reduce suite aborts on), the `sched_*` calls, nice values and I/O priorities, and
+//! `personality`; interval and POSIX timers
 //! delivering signals, timerfds; queued real-time signals in order, `rt_tgsigqueueinfo` and
 //! signalfd; `getrusage`/`times` with real CPU time; record locks across 4 processes of one
 //! vNode, `EDEADLK`, OFD locks, `flock` and an interrupted `F_SETLKW`; `MAP_SHARED` write-back

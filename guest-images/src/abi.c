@@ -2,7 +2,8 @@
  * vNode (no addresses, no timings, no host CPU numbers):
  *   sched     pthreads workers that each pin themselves with sched_setaffinity and assert it
  *             (what a well-known map-reduce suite does), read it back, run there (getcpu);
- *             policies, priorities, personality
+ *             policies, priorities, nice values (per thread, inherited, clamped), I/O
+ *             priorities, personality
  *   timers    setitimer/getitimer/alarm (ITIMER_VIRTUAL and ITIMER_PROF on CPU time), POSIX timers (on the
  *             process and thread CPU-time clocks too; SIGEV_SIGNAL with a value,
  *             SIGEV_THREAD_ID, SIGEV_NONE, overruns), timerfd reads and settings
@@ -138,6 +139,14 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+static int thread_nice;
+
+static void *nice_of_thread(void *arg) {
+    (void)arg;
+    thread_nice = getpriority(PRIO_PROCESS, 0);
+    return NULL;
+}
+
 static void case_sched(void) {
     CPU_ZERO(&allowed);
     CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
@@ -175,6 +184,31 @@ static void case_sched(void) {
     struct timespec rr;
     CHECK(syscall(SYS_sched_rr_get_interval, 0, &rr) == 0);
     printf("sched_rr_get_interval: ok\n");
+
+    /* Nice values (per thread, inherited by a new thread, clamped) and I/O priorities. Only
+     * differences from the starting nice value are printed: the test may run niced. */
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, 0);
+    CHECK(errno == 0);
+    CHECK(setpriority(PRIO_PROCESS, 0, base + 3) == 0);
+    printf("nice +%d\n", getpriority(PRIO_PROCESS, 0) - base);
+    pthread_t niced;
+    CHECK(pthread_create(&niced, NULL, nice_of_thread, NULL) == 0);
+    CHECK(pthread_join(niced, NULL) == 0);
+    printf("a new thread: nice +%d\n", thread_nice - base);
+    CHECK(setpriority(PRIO_PROCESS, 0, 100) == 0);
+    printf("nice 100 is %d\n", getpriority(PRIO_PROCESS, 0));
+    CHECK(setpriority(PRIO_PROCESS, 999999, 0) == -1 && errno == ESRCH);
+    CHECK(setpriority(7, 0, 0) == -1 && errno == EINVAL);
+    if (geteuid() == 0) CHECK(setpriority(PRIO_PROCESS, 0, base) == 0);
+    printf("nice: unknown thread ESRCH, bad which EINVAL\n");
+    CHECK(syscall(SYS_ioprio_set, 1, 0, (2 << 13) | 5) == 0);
+    printf("ioprio %ld\n", syscall(SYS_ioprio_get, 1, 0));
+    CHECK(syscall(SYS_ioprio_set, 1, 0, (4 << 13)) == -1 && errno == EINVAL);
+    CHECK(syscall(SYS_ioprio_set, 1, 0, 3) == -1 && errno == EINVAL);
+    CHECK(syscall(SYS_ioprio_get, 9, 0) == -1 && errno == EINVAL);
+    printf("ioprio: bad class or level EINVAL\n");
+
     int old = personality(0xffffffff);
     printf("personality %#x\n", old);
     CHECK(personality(ADDR_NO_RANDOMIZE) == old);

@@ -154,6 +154,22 @@ pub fn pin(tid: i32, mask: u64) -> SysResult<()> {
     Ok(())
 }
 
+/// The calling host thread's nice value.
+pub fn own_nice() -> i32 {
+    // SAFETY: getpriority only reads; -1 is also a valid answer, told apart by errno, and
+    // PRIO_PROCESS 0 (the caller) cannot fail.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
+/// Gives host thread `tid` the nice value `nice`.
+pub fn renice(tid: i32, nice: i32) -> SysResult<()> {
+    // SAFETY: setpriority only changes the scheduling of the thread named.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

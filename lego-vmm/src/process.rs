@@ -55,6 +55,14 @@ pub struct SyscallStats {
     pub peak_locked: u64,
 }
 
+impl ThreadState {
+    /// A new thread made by this one (`clone`, or `fork`'s first thread): the signal mask and
+    /// the scheduling settings are inherited, nothing else.
+    pub fn child(&self) -> ThreadState {
+        ThreadState { sigmask: self.sigmask, affinity: self.affinity, sched: self.sched, nice: self.nice, ioprio: self.ioprio, ..ThreadState::default() }
+    }
+}
+
 /// What belongs to one thread of the process, kept in the process so that other threads can
 /// signal it.
 #[derive(Debug, Clone, Default)]
@@ -77,6 +85,10 @@ pub struct ThreadState {
     pub affinity: Option<u64>,
     /// `sched_setscheduler`: (policy, priority).
     pub sched: (i32, i32),
+    /// `setpriority`: the nice value, -20 to 19 (applied to the host thread too).
+    pub nice: i32,
+    /// `ioprio_set`: the I/O class and level, as `ioprio_get` returns them.
+    pub ioprio: u16,
     /// Its registered `struct rseq` (0: none), whose CPU id a pinned thread's pin sets.
     pub rseq: u64,
 }
@@ -170,6 +182,7 @@ impl Process {
             creds: self.creds,
             umask: self.umask,
             threads: self.threads.keys().copied().collect(),
+            nice: self.threads.iter().map(|(&tid, t)| (tid, t.nice)).collect(),
             maps: self.mm.vmas().iter().cloned().collect(),
             faults: (cache.plocal_fills, cache.misses),
             resident: cache.resident * crate::layout::PAGE_SIZE,
@@ -210,7 +223,8 @@ impl Process {
             groups: host_groups(),
             hostname,
             rlimits,
-            threads: BTreeMap::from([(MAIN_TID, ThreadState::default())]),
+            // The first thread starts with the VMM's nice value, as across execve.
+            threads: BTreeMap::from([(MAIN_TID, ThreadState { nice: crate::hostcpu::own_nice(), ..ThreadState::default() })]),
             procs,
             group,
             signals: Signals::default(),
@@ -239,7 +253,7 @@ impl Process {
         self.procs.vdso_clock().attach(mm.sys_shared());
         let group = Arc::new(ThreadGroup::new().map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
         let caller = self.thread(tid);
-        let thread = ThreadState { sigmask: caller.sigmask, altstack: caller.altstack, affinity: caller.affinity, sched: caller.sched, ..ThreadState::default() };
+        let thread = ThreadState { altstack: caller.altstack, ..caller.child() };
         let signals = Signals { actions: self.signals.actions, pending: Pending::default() };
         Ok(Process {
             pid,

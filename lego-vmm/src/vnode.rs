@@ -450,7 +450,7 @@ impl Group {
     }
 
     /// The calling host thread now runs guest thread `tid`: it is recorded (for `getrusage`
-    /// and `sched_setaffinity`), and pinned as the thread's affinity says.
+    /// and `sched_setaffinity`), pinned as the thread's affinity says and given its nice value.
     fn host_thread(&self, tid: i32) {
         let host = crate::hostcpu::HostThread::current();
         let mut p = self.process.lock_unpoisoned();
@@ -460,6 +460,9 @@ impl Group {
                 if let Err(e) = crate::hostcpu::pin(host.tid, mask) {
                     tracing::warn!(tid, "pinning the host thread: {e}");
                 }
+            }
+            if let Err(e) = crate::hostcpu::renice(host.tid, t.nice) {
+                tracing::warn!(tid, "the nice value of the host thread: {e}");
             }
         }
     }

@@ -311,13 +311,16 @@ pub fn pid_stat(p: &Process, v: &ProcView) -> Vec<u8> {
         .find(|m| m.kind == VmaKind::Stack)
         .map_or(0, |m| m.end);
     let rss_pages = v.resident / PAGE_SIZE;
+    let nice = v.nice.iter().find(|&&(t, _)| t == v.tid).map_or(0, |&(_, n)| n);
     format!(
-        "{pid} ({comm}) {st} {ppid} {pgid} {sid} 0 -1 4194304 {minflt} 0 {majflt} 0 0 0 0 0 20 0 {threads} 0 {start} {vsz} {rss} 18446744073709551615 {cs} {ce} {stack} 0 0 0 {blk} {ign} {cgt} 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
+        "{pid} ({comm}) {st} {ppid} {pgid} {sid} 0 -1 4194304 {minflt} 0 {majflt} 0 0 0 0 0 {prio} {nice} {threads} 0 {start} {vsz} {rss} 18446744073709551615 {cs} {ce} {stack} 0 0 0 {blk} {ign} {cgt} 0 0 0 17 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n",
         pid = v.tid,
         comm = String::from_utf8_lossy(&v.comm),
         st = state(p, v).0,
         minflt = v.faults.0,
         majflt = v.faults.1,
+        prio = 20 + nice,
+        nice = nice,
         threads = v.threads.len(),
         start = start_ticks(p, v),
         vsz = v.vsz(),

@@ -20,6 +20,8 @@ pub struct ProcView {
     pub umask: u32,
     /// Thread ids.
     pub threads: Vec<i32>,
+    /// Each thread's nice value (`setpriority`), by thread id.
+    pub nice: Vec<(i32, i32)>,
     pub maps: Vec<Vma>,
     /// ExCache misses: (lines filled locally, lines fetched from a mem-server).
     pub faults: (u64, u64),

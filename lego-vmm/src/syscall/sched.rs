@@ -1,5 +1,6 @@
 //! Scheduling: CPU affinity (`sched_setaffinity` pins the host thread that runs the vCPU,
-//! within the cores the pComponent gives the vNode), policies and priorities, `getcpu`, and
+//! within the cores the pComponent gives the vNode), policies and priorities, nice values
+//! (`setpriority` renices the host thread), I/O priorities (recorded), `getcpu`, and
 //! `personality`.
 
 use super::{Args, Cpu};
@@ -200,4 +201,100 @@ pub fn personality(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         p.personality = a[0] as u32;
     }
     Ok(u64::from(old))
+}
+
+/// `which` of `getpriority`/`setpriority`.
+const PRIO_PROCESS: u64 = 0;
+const PRIO_PGRP: u64 = 1;
+const PRIO_USER: u64 = 2;
+
+/// The threads a `getpriority`/`setpriority` call reaches. As for the `sched_*` calls, only
+/// the caller's own process is reachable (other processes of the vNode run in VMs of their
+/// own: `ESRCH`): `PRIO_PROCESS` names one thread (0: the caller), as Linux's per-thread nice
+/// does; `PRIO_PGRP` and `PRIO_USER` reach every thread of the process when they name its
+/// group or its real user (0: the caller's).
+fn prio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult<Vec<i32>> {
+    let who = who as u32 as i32;
+    let all = || p.threads.keys().copied().collect();
+    match which as u32 as u64 {
+        PRIO_PROCESS => target(p, cpu, who as u32 as u64).map(|t| vec![t]),
+        PRIO_PGRP if who == 0 || p.procs.pgid(p.pid) == Ok(who) => Ok(all()),
+        PRIO_USER if who == 0 || who as u32 == p.creds.uid => Ok(all()),
+        PRIO_PGRP | PRIO_USER => Err(Errno::ESRCH),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `getpriority(which, who)`: the highest priority (lowest nice value) of the threads it
+/// reaches, as the raw call returns it: `20 - nice`, from 1 to 40.
+pub fn getpriority(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let threads = prio_targets(p, cpu, a[0], a[1])?;
+    let nice = threads.iter().map(|&t| p.thread(t).nice).min().unwrap_or(0);
+    Ok((20 - nice) as u64)
+}
+
+/// `setpriority(which, who, nice)`: the nice value, clamped to -20..19, of every thread it
+/// reaches, applied to their host threads at once (or when they start). Lowering it needs
+/// privilege (`EACCES`), as on Linux.
+pub fn setpriority(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let threads = prio_targets(p, cpu, a[0], a[1])?;
+    let nice = (a[2] as i32).clamp(-20, 19);
+    if p.creds.euid != 0 && threads.iter().any(|&t| nice < p.thread(t).nice) {
+        return Err(Errno::EACCES);
+    }
+    for t in threads {
+        let state = p.thread(t);
+        if let Some(host) = state.host {
+            hostcpu::renice(host.tid, nice)?;
+        }
+        state.nice = nice;
+    }
+    Ok(0)
+}
+
+/// `ioprio_set`/`ioprio_get` classes: none (the nice value decides), real time, best effort,
+/// idle.
+const IOPRIO_CLASS_NONE: u16 = 0;
+const IOPRIO_CLASS_RT: u16 = 1;
+const IOPRIO_CLASS_BE: u16 = 2;
+const IOPRIO_CLASS_IDLE: u16 = 3;
+
+/// The threads an `ioprio_*` call reaches: its `which` (`IOPRIO_WHO_PROCESS`, `_PGRP`,
+/// `_USER`: 1 to 3) names what `getpriority`'s (0 to 2) does.
+fn ioprio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult<Vec<i32>> {
+    match which {
+        1..=3 => prio_targets(p, cpu, which - 1, who),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `ioprio_get(which, who)`: the I/O priority `ioprio_set` gave the thread (0, class none,
+/// until then); of several threads the highest, as Linux's `ioprio_best` picks it (a class
+/// none counts as best effort).
+pub fn ioprio_get(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let threads = ioprio_targets(p, cpu, a[0], a[1])?;
+    let rank = |v: u16| (if v >> 13 == IOPRIO_CLASS_NONE { IOPRIO_CLASS_BE } else { v >> 13 }, v & 7);
+    let best = threads.iter().map(|&t| p.thread(t).ioprio).min_by_key(|&v| rank(v)).unwrap_or(0);
+    Ok(u64::from(best))
+}
+
+/// `ioprio_set(which, who, ioprio)`: recorded for `ioprio_get`, as the class and level a
+/// program asked for. It orders nothing: the vNode's file I/O runs through the VMM and the
+/// storage servers, not the host's block-layer queues. The real-time class needs privilege
+/// (`EPERM`), as on Linux.
+pub fn ioprio_set(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let threads = ioprio_targets(p, cpu, a[0], a[1])?;
+    // The level is the low 3 bits of the data; the bits above it are hints, kept as given.
+    let value = u16::try_from(a[2]).map_err(|_| Errno::EINVAL)?;
+    let (class, level) = (value >> 13, value & 7);
+    if class > IOPRIO_CLASS_IDLE || (class == IOPRIO_CLASS_NONE && level != 0) {
+        return Err(Errno::EINVAL);
+    }
+    if class == IOPRIO_CLASS_RT && p.creds.euid != 0 {
+        return Err(Errno::EPERM);
+    }
+    for t in threads {
+        p.thread(t).ioprio = value;
+    }
+    Ok(0)
 }

@@ -66,10 +66,7 @@ fn start_thread(p: &mut Process, cpu: &mut Cpu<'_>, c: CloneArgs) -> SysResult<C
     }
     let state = ThreadState {
         clear_child_tid: if c.flags & CLONE_CHILD_CLEARTID != 0 { c.child_tid } else { 0 },
-        sigmask: p.thread(cpu.tid).sigmask,
-        affinity: p.thread(cpu.tid).affinity,
-        sched: p.thread(cpu.tid).sched,
-        ..ThreadState::default()
+        ..p.thread(cpu.tid).child()
     };
     p.threads.insert(tid, state);
     p.stats.threads_created += 1;
