@@ -7,7 +7,9 @@
  *                         and ENOEXEC for TEXT, an executable file that is not a program
  *   procs exec-threads PATH  execve of PATH from a thread, while other threads wait on a
  *                         condition variable, sleep, and spin
- *   procs echo ARGS...    prints its arguments and $PROCS_GREETING (what `exec` runs)
+ *   procs echo ARGS...    prints its arguments and $PROCS_GREETING (what `exec` runs), and
+ *                         what four threads it starts compute (after `exec-threads`, their
+ *                         vCPUs may be ones the threads of the old image ran on)
  *   procs ppid            getppid in a child, process groups
  *   procs kill            kill of a child blocked in read and of one in nanosleep; WNOHANG
  *   procs pipe            a pipe across fork, EOF when the writer exits; dup2 onto stdout
@@ -243,11 +245,29 @@ static int exec_threads_case(const char *self) {
     return 0;
 }
 
+static void *square(void *arg) {
+    long n = (long)arg;
+    return (void *)(n * n);
+}
+
 static int echo_case(int argc, char **argv) {
     for (int i = 2; i < argc; i++)
         say("argv[%d] = \"%s\"\n", i - 1, argv[i]);
     const char *g = getenv("PROCS_GREETING");
     say("PROCS_GREETING = %s\n", g ? g : "(unset)");
+    /* All at once, so that they take every vCPU the old image left. */
+    long sum = 0;
+    pthread_t t[4];
+    for (long i = 0; i < 4; i++)
+        if (pthread_create(&t[i], NULL, square, (void *)(i + 1)) != 0)
+            return 98;
+    for (int i = 0; i < 4; i++) {
+        void *got;
+        if (pthread_join(t[i], &got) != 0)
+            return 98;
+        sum += (long)got;
+    }
+    say("threads computed %ld\n", sum);
     return 7;
 }
 

@@ -511,6 +511,13 @@ impl Group {
         };
         let prepared = (|| {
             if reused {
+                // What the vCPU's last thread left in its sync area for the next KVM_RUN to
+                // load (the return value of a call an execve interrupted, a signal frame) is
+                // not the new thread's: KVM would load it over the registers set below, and
+                // the new thread would run on in the old thread's context.
+                for reg in [SyncReg::Register, SyncReg::SystemRegister, SyncReg::VcpuEvents] {
+                    vcpu.clear_sync_dirty_reg(reg);
+                }
                 cpu::reset_vcpu(&self.kvm, &vcpu, index, self.cr3, new.regs.rip, new.regs.rsp)?;
             }
             vcpu.set_kvm_immediate_exit(0);
