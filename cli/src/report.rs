@@ -28,6 +28,8 @@ const FIRST_REPORT: Duration = Duration::from_millis(50);
 /// figures of its last report.
 struct Known {
     who: ProcessIdentity,
+    /// Its exec count when `who` was read.
+    execs: u32,
     probe: StatsProbe,
     last: (Instant, CacheStats),
 }
@@ -49,16 +51,24 @@ pub fn start(global: String, cluster: u64, who: ProcessIdentity, procs: Arc<Proc
             let exited = stop.wait(if known.is_empty() { FIRST_REPORT } else { PROCESS_REPORT_INTERVAL });
             let running = if exited { Vec::new() } else { procs.running_pids(0) };
             for pid in &running {
-                if known.contains_key(pid) {
+                // A process is read when first seen, and again after each execve (the command
+                // line is the current one, as `ps` shows it: a child seen between its fork and
+                // its execve showed its parent's until then). The view waits for the process's
+                // lock, so it is not taken every round.
+                let execs = procs.execs(*pid).unwrap_or(0);
+                if known.get(pid).is_some_and(|k| k.execs == execs) {
                     continue;
                 }
-                if let Some(v) = procs.view(*pid) {
-                    let program = v.image.argv.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>().join(" ");
-                    let program = shortened(if program.is_empty() { who.program.clone() } else { program });
+                let Some(v) = procs.view(*pid) else { continue };
+                let program = v.image.argv.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>().join(" ");
+                let program = shortened(if program.is_empty() { who.program.clone() } else { program });
+                if let Some(k) = known.get_mut(pid) {
+                    (k.who.program, k.execs) = (program, execs);
+                } else {
                     let (mem_proc, home, mem_servers) = v.memory.clone();
                     let started_unix_ms = v.started_unix_ms();
                     let who = ProcessIdentity { vpid: *pid, program, started_unix_ms, mem_proc, home, mem_servers, ..who.clone() };
-                    known.insert(*pid, Known { who, probe: v.probe, last: (Instant::now(), CacheStats::default()) });
+                    known.insert(*pid, Known { who, execs, probe: v.probe, last: (Instant::now(), CacheStats::default()) });
                 }
             }
             let mut reports = Vec::new();

@@ -84,7 +84,7 @@ pub struct ElfInfo {
 }
 
 impl ElfInfo {
-    /// The first and last byte (page-rounded) its segments span.
+    /// The page-rounded range its segments span: its first byte and the end.
     pub fn span(&self) -> (u64, u64) {
         let start = self.segments.first().map_or(0, |s| crate::layout::page_floor(s.vaddr));
         (start, page_ceil(self.end).unwrap_or(self.end))

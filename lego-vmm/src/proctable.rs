@@ -55,8 +55,9 @@ struct Entry {
     target: Option<Weak<dyn Signalable>>,
     /// `SIGCHLD` is ignored (`SIG_IGN` or `SA_NOCLDWAIT`): children are reaped when they end.
     nocldwait: bool,
-    /// The process has exec'd: a parent waiting on its `vfork` goes on.
-    execed: bool,
+    /// How many times the process has exec'd: once it has, a parent waiting on its `vfork`
+    /// goes on, and its reporter reads its new command line.
+    execs: u32,
     /// The signal its parent gets when it ends (`SIGCHLD` for a fork; a `clone` names it, 0 for
     /// none).
     exit_signal: i32,
@@ -111,7 +112,7 @@ impl Default for ProcTable {
 impl ProcTable {
     /// A table holding the first process, leader of its own group and session.
     pub fn new() -> ProcTable {
-        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execed: false, exit_signal: 0 };
+        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execs: 0, exit_signal: 0 };
         ProcTable {
             table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]) }),
             changed: Condvar::new(),
@@ -138,7 +139,7 @@ impl ProcTable {
     pub fn add_child(&self, parent: i32, pid: i32, exit_signal: i32) {
         let mut t = self.lock();
         let (pgid, sid) = t.procs.get(&parent).map_or((parent, parent), |e| (e.pgid, e.sid));
-        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false, execed: false, exit_signal });
+        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false, execs: 0, exit_signal });
     }
 
     /// Forgets `pid`, a child that could not be started.
@@ -200,7 +201,7 @@ impl ProcTable {
     /// Process `pid` has exec'd: its `vfork` parent goes on.
     pub fn released(&self, pid: i32) {
         if let Some(e) = self.lock().procs.get_mut(&pid) {
-            e.execed = true;
+            e.execs += 1;
         }
         self.changed.notify_all();
     }
@@ -208,7 +209,7 @@ impl ProcTable {
     /// Waits until the `vfork` child `pid` has exec'd or ended, or `abort` says to stop.
     pub fn wait_vfork(&self, pid: i32, abort: impl Fn() -> bool) {
         let mut t = self.lock();
-        while t.procs.get(&pid).is_some_and(|e| !e.execed && e.status.is_none()) && !abort() {
+        while t.procs.get(&pid).is_some_and(|e| e.execs == 0 && e.status.is_none()) && !abort() {
             t = self.changed.wait_timeout_unpoisoned(t, Duration::from_millis(10)).0;
         }
     }
@@ -358,6 +359,13 @@ impl ProcTable {
     pub fn running_pids(&self, caller: i32) -> Vec<i32> {
         let t = self.lock();
         t.procs.iter().filter(|(&p, e)| p == caller || e.target.as_ref().is_some_and(|w| w.strong_count() > 0)).map(|(&p, _)| p).collect()
+    }
+
+    /// How many times process `pid` has exec'd (`None` if there is no such process): cheaper
+    /// than [`ProcTable::view`], which waits for the process's lock, to tell whether its command
+    /// line changed.
+    pub fn execs(&self, pid: i32) -> Option<u32> {
+        self.lock().procs.get(&pid).map(|e| e.execs)
     }
 
     /// A snapshot of running process `pid` for `/proc`.
