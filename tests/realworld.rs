@@ -6,7 +6,8 @@
 //!   (busybox `md5sum` in the vNode against native).
 //! - This machine's own dynamically linked Debian programs (bash, coreutils, perl, gzip...),
 //!   with `ld.so` and the libraries read from the vNode's files: the host's root, and a
-//!   storage server holding only the program and what `ldd` says it needs.
+//!   storage server holding only the programs and what `ldd` says they need (`lego image
+//!   add`).
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
@@ -155,39 +156,35 @@ fn debian_dynamically_linked_programs_match_native() {
     }
 }
 
-/// Copies `prog` and every file `ldd` names for it into `root`, each at its own absolute path
-/// (symlinks followed), as an image holding exactly what the program needs.
-fn with_libraries(prog: &str, root: &Path) {
-    let out = Command::new("ldd").arg(prog).output().unwrap();
-    assert!(out.status.success(), "ldd {prog}: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let libs = text.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')));
-    for file in libs.chain([prog]) {
-        let to = root.join(file.trim_start_matches('/'));
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(file, &to).unwrap();
-    }
-}
-
-/// A dynamically linked program on a storage server: `ld.so` and the libraries are read, and
-/// mapped, through the mem-server's buffer cache, and the program works as natively.
+/// Dynamically linked programs on a storage server, put there by `lego image add` with what
+/// `ldd` lists for them: `ld.so` and the libraries are read, and mapped, through the
+/// mem-server's buffer cache, and the programs work as natively. A static program is added
+/// alone; a program that is not there is an error naming it.
 #[test]
-fn a_dynamically_linked_program_runs_from_a_storage_server() {
+fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     if !kvm() {
         return;
     }
     let image_dir = tempfile::tempdir().unwrap();
-    with_libraries("/usr/bin/sort", image_dir.path());
-    with_libraries("/usr/bin/sha256sum", image_dir.path());
     let lines: String = (1..=20000).map(|i| format!("{}\n", (i * 7919) % 100003)).collect();
     std::fs::write(image_dir.path().join("in.txt"), &lines).unwrap();
     let state = tempfile::tempdir().unwrap();
     let storage = Server::storage(state.path(), "127.0.0.1:0", &[]);
     let mem = Server::mem("2G", Some(&storage.addr));
     common::push_image(&storage.addr, "dyn", image_dir.path());
+    let busybox = std::path::absolute(image("busybox")).unwrap();
+    let add = |programs: &[&Path]| common::lego_command().args(["image", "add"]).args(programs).args(["--vnode", "dyn", "--storage-server", &storage.addr]).output().unwrap();
+    let out = add(&[Path::new("/usr/bin/sort"), Path::new("/usr/bin/sha256sum"), &busybox]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "image add: {said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("/lib64/ld-linux-x86-64.so.2") && said.contains("libc.so.6"), "{said}");
+    let missing = add(&[Path::new("/no/such/program")]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/program"), "{}", String::from_utf8_lossy(&missing.stderr));
     let native_dir = tempfile::tempdir().unwrap();
     std::fs::write(native_dir.path().join("in.txt"), &lines).unwrap();
-    for args in [&["/usr/bin/sort", "-n", "-r", "in.txt", "-o", "out.txt"][..], &["/usr/bin/sha256sum", "in.txt", "out.txt"]] {
+    let busybox = busybox.to_str().unwrap();
+    for args in [&["/usr/bin/sort", "-n", "-r", "in.txt", "-o", "out.txt"][..], &["/usr/bin/sha256sum", "in.txt", "out.txt"], &[busybox, "wc", "-l", "in.txt"]] {
         let mut native = common::native_command(args[0]);
         native.args(&args[1..]).current_dir(native_dir.path()).env("LC_ALL", "C");
         let n = run(native, Duration::from_secs(60), &format!("native {args:?}"));

@@ -2,7 +2,8 @@
 //!
 //! `push` copies a host directory or a tar archive into the mount, straight to the storage
 //! server (each file created, written in `MAX_IO` pieces and fsync'd, so a pushed image survives
-//! a storage-server crash); `ls` lists the mount. Push while no program of that vNode runs: a
+//! a storage-server crash); `add` copies host programs there, each with the program interpreter
+//! and shared libraries `ldd` lists for it, at their host paths; `ls` lists the mount. Push while no program of that vNode runs: a
 //! mem-server caching the vNode's files would not see the new contents of files it holds.
 
 use std::io::Read;
@@ -24,6 +25,17 @@ pub enum ImageCmd {
     Push {
         /// Host directory, or tar archive, whose contents become the vNode's `/`.
         source: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Copy host programs into a vNode's storage mount, each at its own absolute path, with
+    /// the program interpreter and the shared libraries `ldd` lists for it (at theirs): what a
+    /// dynamically linked program needs to start there. Files a program opens by itself
+    /// (`dlopen`ed modules, data files) are not found this way: push those.
+    Add {
+        /// Host paths of the programs (static ones are copied alone).
+        #[arg(required = true)]
+        programs: Vec<PathBuf>,
         #[command(flatten)]
         target: Target,
     },
@@ -149,17 +161,24 @@ fn vnode_path(rel: &Path) -> anyhow::Result<Vec<u8>> {
 pub fn run(cmd: ImageCmd, state: &StateArgs) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Push { source, target } => push(&source, &target, state),
+        ImageCmd::Add { programs, target } => add(&programs, &target, state),
         ImageCmd::Ls { path, target } => ls(&path, &target, state),
     }
 }
 
-fn push(source: &Path, target: &Target, state: &StateArgs) -> anyhow::Result<()> {
+/// Opens the vNode's mount to write into it. A storage server named on the command line may
+/// not know the vNode yet (the GSM tells the one it chose): its mount is made, and a quota it
+/// has is kept.
+fn open_for_writing(target: &Target, state: &StateArgs) -> anyhow::Result<(Mount, String)> {
     let (mut m, addr) = Mount::open(target, state)?;
     if target.storage_server.is_some() {
-        // A storage server named here may not know the vNode yet (the GSM tells the one it
-        // chose): its mount is made, and a quota it has is kept.
         m.must("mounting vNode", target.vnode.as_bytes(), StorageOp::Mount { quota: storage::QuotaChange::Keep })?;
     }
+    Ok((m, addr))
+}
+
+fn push(source: &Path, target: &Target, state: &StateArgs) -> anyhow::Result<()> {
+    let (mut m, addr) = open_for_writing(target, state)?;
     let (mut files, mut bytes, mut skipped) = (0u64, 0u64, Vec::new());
     let meta = std::fs::metadata(source).with_context(|| format!("{}", source.display()))?;
     if meta.is_dir() {
@@ -190,6 +209,56 @@ fn push(source: &Path, target: &Target, state: &StateArgs) -> anyhow::Result<()>
         println!("skipped (remote storage holds only files and directories): {}", skipped.join(", "));
     }
     Ok(())
+}
+
+fn add(programs: &[PathBuf], target: &Target, state: &StateArgs) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = std::collections::BTreeSet::new();
+    for prog in programs {
+        // The program keeps the path it was given (made absolute), as a symlink's name is how
+        // it will be run; the libraries the paths `ldd` prints.
+        let prog = std::path::absolute(prog).with_context(|| format!("{}", prog.display()))?;
+        files.extend(libraries(&prog)?);
+        files.insert(prog);
+    }
+    let (mut m, addr) = open_for_writing(target, state)?;
+    let mut bytes = 0;
+    for file in &files {
+        let path = vnode_path(file.strip_prefix("/").unwrap_or(file))?;
+        if let Some(parent) = file.parent().filter(|p| *p != Path::new("/")) {
+            mkdir_all(&mut m, &vnode_path(parent.strip_prefix("/").unwrap_or(parent))?, 0o755)?;
+        }
+        // Symlinks followed: the file's contents and mode go under the name it was reached by.
+        let f = std::fs::File::open(file).with_context(|| format!("{}", file.display()))?;
+        let mode = f.metadata()?.permissions().mode() & 0o7777;
+        bytes += m.put(&path, mode, f)?;
+        println!("  {}", file.display());
+    }
+    println!("added {} files ({bytes} bytes) into vNode {} on {addr}", files.len(), target.vnode);
+    Ok(())
+}
+
+/// The program interpreter and shared libraries `ldd` lists for `prog`: none for a static
+/// program; an error naming a library `ldd` cannot find.
+fn libraries(prog: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = std::process::Command::new("ldd").arg(prog).output().context("running ldd (Debian's libc-bin)")?;
+    let (text, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        if text.contains("not a dynamic executable") || err.contains("not a dynamic executable") {
+            return Ok(Vec::new());
+        }
+        bail!("ldd {}: {}{}", prog.display(), err.trim(), text.trim());
+    }
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.contains("=> not found") {
+            bail!("{}: ldd finds no {}", prog.display(), line.split_whitespace().next().unwrap_or("library"));
+        }
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)`, `/lib64/ld-linux-x86-64.so.2
+        // (0x...)`; the vDSO has no path.
+        found.extend(line.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from));
+    }
+    Ok(found)
 }
 
 /// Creates `path` and its missing parents.
