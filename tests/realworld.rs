@@ -58,6 +58,15 @@ fn image_dir(dir: &Path) {
     std::fs::write(dir.join("data/s.lua"), LUA).unwrap();
 }
 
+/// Runs `native` and `vnode` (one program, natively and in a vNode) to their ends: the native
+/// run must succeed, and the vNode's must print the same and end with the same status.
+fn same_as_native(native: Command, vnode: Command, what: &str) {
+    let n = run(native, Duration::from_secs(120), &format!("native {what}"));
+    let l = run(vnode, Duration::from_secs(300), &format!("lego run {what}"));
+    assert_eq!(n.status, Some(0), "native {what}: {}", n.stderr);
+    assert_eq!((&l.stdout, &l.stderr, l.status), (&n.stdout, &n.stderr, n.status), "{what}");
+}
+
 #[test]
 fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
     if !kvm() {
@@ -73,11 +82,6 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
     for args in RUNS {
         let mut native = common::native_command(native_dir.path().join("bin").join(args[0]));
         native.args(&args[1..]).current_dir(native_dir.path());
-        let n = run(
-            native,
-            Duration::from_secs(120),
-            &format!("native {args:?}"),
-        );
         let mut vnode = Command::new(env!("CARGO_BIN_EXE_lego"));
         vnode
             .args([
@@ -92,17 +96,7 @@ fn sqlite_zstd_and_lua_on_a_storage_server_match_native() {
             .args(["--vnode", "rw", "--storage-server", &storage.addr])
             .arg(format!("/bin/{}", args[0]))
             .args(&args[1..]);
-        let l = run(
-            vnode,
-            Duration::from_secs(300),
-            &format!("lego run {args:?}"),
-        );
-        assert_eq!(n.status, Some(0), "native {args:?}: {}", n.stderr);
-        assert_eq!(
-            (&l.stdout, &l.stderr, l.status),
-            (&n.stdout, &n.stderr, n.status),
-            "{args:?}"
-        );
+        same_as_native(native, vnode, &format!("{args:?}"));
     }
 }
 
@@ -146,13 +140,10 @@ fn debian_dynamically_linked_programs_match_native() {
         let mut native = common::native_command("/bin/bash");
         native.args(["-c", &line]);
         env(&mut native);
-        let n = run(native, Duration::from_secs(60), &format!("native {line}"));
         let mut vnode = common::lego_command();
         vnode.args(["run", "--mem", "1G", "--excache", "64M", "--root", "/", "/bin/bash", "-c", &line]);
         env(&mut vnode);
-        let l = run(vnode, Duration::from_secs(300), &format!("lego run {line}"));
-        assert_eq!(n.status, Some(0), "native {line}: {}", n.stderr);
-        assert_eq!((&l.stdout, &l.stderr, l.status), (&n.stdout, &n.stderr, n.status), "{line}");
+        same_as_native(native, vnode, &line);
     }
 }
 
@@ -187,12 +178,9 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     for args in [&["/usr/bin/sort", "-n", "-r", "in.txt", "-o", "out.txt"][..], &["/usr/bin/sha256sum", "in.txt", "out.txt"], &[busybox, "wc", "-l", "in.txt"]] {
         let mut native = common::native_command(args[0]);
         native.args(&args[1..]).current_dir(native_dir.path()).env("LC_ALL", "C");
-        let n = run(native, Duration::from_secs(60), &format!("native {args:?}"));
         let mut vnode = common::lego_command();
         vnode.args(["run", "--mem", "1G", "--excache", "64M", "--mem-server", &mem.addr]);
         vnode.args(["--vnode", "dyn", "--storage-server", &storage.addr]).args(args).env("LC_ALL", "C");
-        let l = run(vnode, Duration::from_secs(300), &format!("lego run {args:?}"));
-        assert_eq!(n.status, Some(0), "native {args:?}: {}", n.stderr);
-        assert_eq!((&l.stdout, &l.stderr, l.status), (&n.stdout, &n.stderr, n.status), "{args:?}");
+        same_as_native(native, vnode, &format!("{args:?}"));
     }
 }
