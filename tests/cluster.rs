@@ -381,12 +381,15 @@ fn lego_run_is_placed_on_pcomps_which_stream_its_input_output_and_status() {
     let out = lego(&["run", "--vnode", "demo", "--env", "GREETING=from the shell", "/bin/busybox", "env"]).timed_output();
     let env = String::from_utf8_lossy(&out.stdout);
     assert!(env.contains("GREETING=from the shell") && env.contains("LEGO_STATE_DIR=") && !env.contains("LEGO_CLUSTER_SECRET"), "{env}");
-    // Signals the client ignored are ignored in the process on the pComponent, as across execve.
-    let mut c = lego(&["run", "--vnode", "demo", "/bin/busybox", "grep", "SigIgn", "/proc/self/status"]);
-    common::with_ignored(&mut c, &[libc::SIGQUIT]);
+    // Signals the client ignored or blocked are so in the process on the pComponent, as
+    // across execve.
+    let mut c = lego(&["run", "--vnode", "demo", "/bin/busybox", "grep", "-E", "Sig(Ign|Blk)", "/proc/self/status"]);
     let mut n = common::native_command(common::image("busybox"));
-    n.args(["grep", "SigIgn", "/proc/self/status"]);
-    common::with_ignored(&mut n, &[libc::SIGQUIT]);
+    n.args(["grep", "-E", "Sig(Ign|Blk)", "/proc/self/status"]);
+    for cmd in [&mut c, &mut n] {
+        common::with_ignored(cmd, &[libc::SIGQUIT]);
+        common::with_blocked(cmd, &[libc::SIGUSR2]);
+    }
     let (got, want) = (c.timed_output(), n.timed_output());
     assert_eq!(String::from_utf8_lossy(&got.stdout), String::from_utf8_lossy(&want.stdout), "{}", String::from_utf8_lossy(&got.stderr));
     let vip = ps()["vnodes"][0]["vip"].as_array().unwrap().iter().map(|b| b.to_string()).collect::<Vec<_>>().join(".");

@@ -70,6 +70,32 @@ fn signals_the_caller_ignored_stay_ignored() {
     assert_eq!(mask & 0b110, 0b110, "SIGINT and SIGQUIT ignored: {}", want.stdout);
 }
 
+/// Signals blocked by whatever starts `lego run` stay blocked in its program, as the mask does
+/// across `execve`: `SigBlk` is what it is natively. The VMM's own kick signal is among them:
+/// its vCPU threads unblock it for themselves, so an `execve` still stops a spinning thread
+/// (`procs exec-threads`, which hung before).
+#[test]
+fn signals_the_caller_blocked_stay_blocked_and_vcpus_still_stop() {
+    if !kvm() {
+        return;
+    }
+    let blocked = [libc::SIGHUP, libc::SIGUSR1, lego_vmm::kick::kick_signal()];
+    for (prog, args) in [("busybox", &["grep", "SigBlk", "/proc/self/status"][..]), ("procs", &["exec-threads", "/procs"])] {
+        let prog = image(prog);
+        let dir = prog.parent().unwrap().to_path_buf();
+        let native_args: Vec<String> = args.iter().map(|a| if *a == "/procs" { prog.display().to_string() } else { a.to_string() }).collect();
+        let mut n = common::native_command(&prog);
+        n.args(&native_args).current_dir(&dir);
+        let mut l = lego(&[], &prog, args, &dir);
+        for c in [&mut n, &mut l] {
+            common::with_blocked(c, &blocked);
+        }
+        let want = run(n, Duration::from_secs(30), &format!("native {args:?}"));
+        let got = run(l, Duration::from_secs(30), &format!("{args:?} in a vNode"));
+        assert_eq!((&got.stdout, got.status), (&want.stdout, want.status), "{args:?}: stderr: {}", got.stderr);
+    }
+}
+
 /// A bad frame ends the program with SIGSEGV and says why; the VMM itself is fine (it reports
 /// the death as a status, not an error of its own).
 #[test]

@@ -67,14 +67,14 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
         c.arg("--argv0").arg(argv0);
     }
     c.arg("--").arg(OsString::from_vec(req.program.clone())).args(argv);
-    // The VMM starts with the client's ignored signals and no others (this daemon's may
-    // differ), so its process starts as if the client had execve'd it.
-    let ignored = req.ignored_signals;
-    // SAFETY: between fork and exec the closure only makes rt_sigaction system calls (the raw
-    // call: the C library refuses the signals it reserves), which are async-signal-safe, on a
-    // kernel sigaction it owns (handler, flags, restorer, mask; no restorer is needed for
-    // SIG_IGN or SIG_DFL), and allocates nothing; SIGKILL and SIGSTOP, which cannot be set, are
-    // skipped.
+    // The VMM starts with the client's ignored and blocked signals and no others (this
+    // daemon's may differ), so its process starts as if the client had execve'd it.
+    let (ignored, blocked) = (req.ignored_signals, req.blocked_signals);
+    // SAFETY: between fork and exec the closure only makes rt_sigaction and rt_sigprocmask
+    // system calls (the raw calls: the C library refuses the signals it reserves), which are
+    // async-signal-safe, on a kernel sigaction it owns (handler, flags, restorer, mask; no
+    // restorer is needed for SIG_IGN or SIG_DFL) and a mask on its stack, and allocates
+    // nothing; SIGKILL and SIGSTOP, which cannot be set, are skipped.
     unsafe {
         c.pre_exec(move || {
             for sig in (1..=lego_vmm::signal::NSIG as i32).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
@@ -83,6 +83,9 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
                 if libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), std::ptr::null_mut::<u64>(), 8usize) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &blocked as *const u64, std::ptr::null_mut::<u64>(), 8usize) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
@@ -125,6 +128,7 @@ mod tests {
             replicas: 2,
             trace_syscalls: false,
             ignored_signals: 1 << (libc::SIGINT - 1),
+            blocked_signals: 0,
             stats: true,
             egress: false,
             publish: Vec::new(),

@@ -209,6 +209,15 @@ fn ignored_signals() -> u64 {
     })
 }
 
+/// The signals this `lego run` has blocked, which its program starts with blocked too (as
+/// across `execve`); none, with a warning, if they cannot be read.
+fn blocked_signals() -> u64 {
+    lego_vmm::signal::host_blocked().unwrap_or_else(|| {
+        tracing::warn!("cannot read the blocked signals from /proc/thread-self/status: the program starts with none blocked");
+        0
+    })
+}
+
 /// The request that runs this command's program on a pComponent.
 fn request(args: &RunArgs) -> RunRequest {
     let m = &args.memory;
@@ -229,6 +238,7 @@ fn request(args: &RunArgs) -> RunRequest {
         replicas: m.replicas.unwrap_or(1),
         trace_syscalls: args.trace_syscalls,
         ignored_signals: ignored_signals(),
+        blocked_signals: blocked_signals(),
         stats: args.stats,
         egress: args.egress,
         publish: args.publish.iter().map(Publish::to_string).collect(),
@@ -344,6 +354,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         files,
         trace_syscalls: args.trace_syscalls,
         ignored_signals: ignored_signals(),
+        blocked_signals: blocked_signals(),
         memory,
         net,
     };

@@ -52,7 +52,14 @@ impl Kicker {
 
     /// Registers the calling thread as the one running `vcpu` (guest thread `tid`). It must call
     /// [`Kicker::unregister`] before dropping `vcpu`.
+    ///
+    /// The thread unblocks [`kick_signal`] first: a signal mask is inherited across `execve`
+    /// and by new threads, and a VMM started with the kick blocked could never interrupt a
+    /// `KVM_RUN` (a spinning guest thread would hang the exit of its process).
     pub fn register(&self, tid: i32, vcpu: &mut VcpuFd) {
+        if let Err(e) = vmm_sys_util::signal::unblock_signal(kick_signal()) {
+            tracing::warn!(tid, "unblocking the vCPU kick signal: {e}");
+        }
         let run: *mut kvm_run = vcpu.get_kvm_run();
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() };

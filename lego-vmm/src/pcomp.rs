@@ -388,6 +388,7 @@ mod tests {
             replicas: 1,
             trace_syscalls: false,
             ignored_signals: 0,
+            blocked_signals: 0,
             stats: false,
             egress: false,
             publish: Vec::new(),

@@ -73,9 +73,21 @@ pub const fn bit(sig: i32) -> u64 {
 /// every Rust program, whatever the parent gave, and a child it spawns gets it back at the
 /// default. None when the file cannot be read.
 pub fn host_ignored() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?.trim();
-    u64::from_str_radix(hex, 16).ok().map(|set| set & !bit(libc::SIGPIPE) & !UNBLOCKABLE)
+    status_mask("/proc/self/status", "SigIgn:").map(|set| set & !bit(libc::SIGPIPE) & !UNBLOCKABLE)
+}
+
+/// The signals the calling host thread blocks (`SigBlk` of its `/proc/thread-self/status`), as
+/// [`bit`]s: what a program it `execve`d would start with blocked. None when the file cannot
+/// be read.
+pub fn host_blocked() -> Option<u64> {
+    status_mask("/proc/thread-self/status", "SigBlk:").map(|set| set & !UNBLOCKABLE)
+}
+
+/// The hexadecimal signal set of line `key` of the status file `path`.
+fn status_mask(path: &str, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// What a handler learns about its signal (`siginfo_t`).

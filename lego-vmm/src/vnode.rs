@@ -70,6 +70,9 @@ pub struct VnodeConfig {
     /// `execve` keeps an ignored signal ignored: those its `lego run` had ignored (see
     /// [`crate::signal::host_ignored`]).
     pub ignored_signals: u64,
+    /// Signals the first process starts with blocked, as `execve` keeps the mask: those its
+    /// `lego run` had blocked (see [`crate::signal::host_blocked`]).
+    pub blocked_signals: u64,
     /// Where the memory lives and how much of it may be resident.
     pub memory: MemoryConfig,
     /// Its network: virtual IP and the cluster's endpoint directory.
@@ -232,6 +235,7 @@ impl Vnode {
                 process.signals.actions[sig as usize].handler = crate::signal::SIG_IGN;
             }
         }
+        process.thread(MAIN_TID).sigmask = config.blocked_signals & !crate::signal::UNBLOCKABLE;
         process.net = crate::net::Net::new(&config.name, config.net.clone());
         process.image = crate::identity::ExecImage {
             exe: vnode_exe(&config.files, &program.path),

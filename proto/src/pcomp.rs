@@ -54,6 +54,8 @@ pub struct RunRequest {
     /// Signals the client had ignored, one bit per signal (`1 << (signal - 1)`): the process
     /// starts with them ignored, as if the client had `execve`d it.
     pub ignored_signals: u64,
+    /// Signals the client had blocked, the same way: the process starts with them blocked.
+    pub blocked_signals: u64,
     /// Print system-call and ExCache statistics to standard error at exit.
     pub stats: bool,
     /// Addresses outside the virtual IP space are reachable (`--egress`).
@@ -154,6 +156,7 @@ mod tests {
             replicas: 1,
             trace_syscalls: false,
             ignored_signals: 0b11,
+            blocked_signals: 0b100,
             stats: true,
             egress: false,
             publish: Vec::new(),

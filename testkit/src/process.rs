@@ -50,6 +50,23 @@ pub fn with_ignored(cmd: &mut Command, signals: &'static [i32]) {
     }
 }
 
+/// Makes `cmd` start with `signals` blocked (a signal mask, which `execve` keeps).
+pub fn with_blocked(cmd: &mut Command, signals: &[i32]) {
+    use std::os::unix::process::CommandExt;
+    let mask: u64 = signals.iter().fold(0, |m, &s| m | 1 << (s - 1));
+    // SAFETY: the closure runs in the forked child before exec and makes one rt_sigprocmask
+    // system call (the raw call: the C library refuses the signals it reserves), which is
+    // async-signal-safe, on a mask on its stack.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &mask as *const u64, std::ptr::null_mut::<u64>(), 8usize) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The stdout of a native run of `prog args`, which must succeed within a minute.
 pub fn native_stdout(prog: &Path, args: &[&str]) -> String {
     let mut c = native_command(prog);

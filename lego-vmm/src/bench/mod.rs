@@ -70,6 +70,7 @@ pub(crate) fn code_vnode(code: &[u8], iopl3: bool, iterations: u64, memory: &Mem
         files: Files::HostDir(std::env::temp_dir()),
         trace_syscalls: false,
         ignored_signals: 0,
+        blocked_signals: 0,
         memory: memory.clone(),
         net: crate::net::NetConfig::standalone(),
     };
