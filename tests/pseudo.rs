@@ -231,6 +231,45 @@ fn ps_free_uptime_and_top_show_the_vnode() {
     );
 }
 
+/// `/proc/mounts` (a link to `self/mounts`) and `mountinfo` list the vNode's files at `/`
+/// (their source the host directory, with a space escaped as Linux escapes it) and the pseudo
+/// file systems, with the devices `stat` gives their roots.
+#[test]
+fn mounts_list_the_vnode_files_and_the_pseudo_file_systems() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("a root");
+    std::fs::create_dir(&root).unwrap();
+    let bb = busybox_root(&root);
+    let script = "readlink /proc/mounts; cat /proc/mounts; cat /proc/self/mountinfo; stat -c %d / /proc /sys /dev";
+    let got = vnode_bb(&bb, &["sh", "-c", script], &root);
+    assert_eq!(got.status, Some(0), "{}", got.stderr);
+    let lines: Vec<&str> = got.stdout.lines().collect();
+    let source = std::fs::canonicalize(&root).unwrap().display().to_string().replace(' ', "\\040");
+    assert_eq!(lines[0], "self/mounts");
+    let first: Vec<&str> = lines[1].split(' ').collect();
+    assert_eq!((first[0], first[1], first[4], first[5]), (source.as_str(), "/", "0", "0"), "{lines:?}");
+    assert!(first[3].starts_with("rw,"), "{lines:?}");
+    assert_eq!(
+        lines[2..5],
+        [
+            "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0",
+            "sysfs /sys sysfs ro,nosuid,nodev,noexec,relatime 0 0",
+            "devtmpfs /dev devtmpfs rw,nosuid,relatime 0 0",
+        ],
+        "{lines:?}"
+    );
+    let devs: Vec<u64> = lines[9..13].iter().map(|d| d.parse().unwrap()).collect();
+    for (i, (line, dev)) in lines[5..9].iter().zip(devs).enumerate() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (major, minor) = ((dev >> 8) & 0xfff | (dev >> 32) & !0xfff, dev & 0xff | (dev >> 12) & !0xff);
+        assert_eq!((f[0], f[1], f[2]), (&*(i + 2).to_string(), if i == 0 { "1" } else { "2" }, &*format!("{major}:{minor}")), "{lines:?}");
+        assert_eq!((f[4], f[6]), (["/", "/proc", "/sys", "/dev"][i], "-"), "{lines:?}");
+    }
+}
+
 /// Seconds since the epoch now.
 fn now() -> f64 {
     SystemTime::now()

@@ -183,4 +183,10 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
         vnode.args(["--vnode", "dyn", "--storage-server", &storage.addr]).args(args).env("LC_ALL", "C");
         same_as_native(native, vnode, &format!("{args:?}"));
     }
+    // The vNode's `/` is the storage server's export of it, an NFS-like mount.
+    let mut vnode = common::lego_command();
+    vnode.args(["run", "--mem", "1G", "--mem-server", &mem.addr, "--vnode", "dyn", "--storage-server", &storage.addr]);
+    vnode.args([busybox, "head", "-1", "/proc/mounts"]);
+    let mounts = run(vnode, Duration::from_secs(60), "head /proc/mounts");
+    assert_eq!(mounts.stdout, format!("{}:/dyn / nfs rw,noatime 0 0\n", storage.addr), "{}", mounts.stderr);
 }

@@ -392,6 +392,11 @@ impl FileSystem for HostDir {
         Ok(())
     }
 
+    fn source(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStringExt;
+        std::fs::read_link(format!("/proc/self/fd/{}", self.root.as_raw_fd())).map_or_else(|_| b"?".to_vec(), |p| p.into_os_string().into_vec())
+    }
+
     fn stat_fs(&self) -> SysResult<super::FsStat> {
         // SAFETY: an all-zero statfs is a valid value for fstatfs(2) to overwrite.
         let mut st: libc::statfs = unsafe { std::mem::zeroed() };

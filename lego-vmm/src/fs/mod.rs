@@ -102,6 +102,9 @@ pub trait FileSystem: Send + Sync {
     fn sync_all(&self) -> SysResult<()>;
     /// `statfs(2)`: the file system's space.
     fn stat_fs(&self) -> SysResult<FsStat>;
+    /// What `/proc/mounts` names as the device of the vNode's `/`: the host directory, or the
+    /// storage server's export of the vNode (`STORAGE:/VNODE`, as NFS names one).
+    fn source(&self) -> Vec<u8>;
 }
 
 /// One timestamp of a [`SetAttr::Times`], as `utimensat(2)` takes it.

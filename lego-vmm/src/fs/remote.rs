@@ -95,6 +95,8 @@ impl Link {
 /// One vNode's files, through the mem-server at `server`.
 pub struct RemoteFs {
     link: Arc<Link>,
+    /// The storage server holding them.
+    storage: String,
 }
 
 /// Why [`RemoteFs::connect`] failed.
@@ -184,7 +186,7 @@ impl RemoteFs {
             }
             Err(errno) => return Err(ConnectError::Root { storage: storage.to_string(), server: server.to_string(), errno }),
         }
-        Ok(RemoteFs { link: Arc::new(link) })
+        Ok(RemoteFs { link: Arc::new(link), storage: storage.to_string() })
     }
 }
 
@@ -321,6 +323,10 @@ impl FileSystem for RemoteFs {
     /// The mount's size is what the vNode's files take plus what is free for them (what its
     /// quota leaves, or the storage disk's free space), so that used blocks are the vNode's own
     /// and a vNode with a quota sees the quota as the size.
+    fn source(&self) -> Vec<u8> {
+        format!("{}:/{}", self.storage, self.link.vnode).into_bytes()
+    }
+
     fn stat_fs(&self) -> SysResult<super::FsStat> {
         let StorageReply::FsStat(s) = self.link.op(StorageOp::StatFs)? else { return Err(Errno::EIO) };
         const BLOCK: u64 = 4096;

@@ -14,9 +14,9 @@ use crate::fs::{DirEntry, File, Stat, Timespec};
 use crate::process::Process;
 
 /// `st_dev` of `/proc` (an anonymous device, as Linux's procfs).
-const PROC_DEV: u64 = 0x16;
+pub(super) const PROC_DEV: u64 = 0x16;
 /// `st_dev` of `/sys`.
-const SYS_DEV: u64 = 0x15;
+pub(super) const SYS_DEV: u64 = 0x15;
 /// `st_dev` of `/dev` (devtmpfs).
 pub(super) const DEV_DEV: u64 = 0x5;
 
@@ -93,6 +93,8 @@ const PID_FILES: &[(&[u8], u8)] = &[
     (b"exe", libc::DT_LNK),
     (b"fd", libc::DT_DIR),
     (b"maps", libc::DT_REG),
+    (b"mountinfo", libc::DT_REG),
+    (b"mounts", libc::DT_REG),
     (b"root", libc::DT_LNK),
     (b"stat", libc::DT_REG),
     (b"statm", libc::DT_REG),
@@ -105,6 +107,7 @@ const PROC_FILES: &[(&[u8], u8)] = &[
     (b"cpuinfo", libc::DT_REG),
     (b"loadavg", libc::DT_REG),
     (b"meminfo", libc::DT_REG),
+    (b"mounts", libc::DT_LNK),
     (b"self", libc::DT_LNK),
     (b"stat", libc::DT_REG),
     (b"uptime", libc::DT_REG),
@@ -256,6 +259,7 @@ impl<'a> Ctx<'a> {
             };
             let text = match first.as_slice() {
                 b"self" => return Ok(link(self.p.pid.to_string())),
+                b"mounts" => return Ok(link("self/mounts".to_string())),
                 b"cpuinfo" => procfs::cpuinfo(),
                 b"loadavg" => procfs::loadavg(self.p),
                 b"meminfo" => procfs::meminfo(self.p),
@@ -350,6 +354,8 @@ impl<'a> Ctx<'a> {
             b"environ" => procfs::nul_list(&v.image.envp),
             b"comm" => [v.comm.as_slice(), b"\n"].concat(),
             b"maps" => procfs::maps(v),
+            b"mounts" => procfs::mounts(self.p),
+            b"mountinfo" => procfs::mountinfo(self.p),
             b"stat" => procfs::pid_stat(self.p, v),
             b"statm" => procfs::statm(v),
             _ => procfs::status(self.p, v),
