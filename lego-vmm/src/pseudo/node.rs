@@ -14,11 +14,18 @@ use crate::fs::{DirEntry, File, Stat, Timespec};
 use crate::process::Process;
 
 /// `st_dev` of `/proc` (an anonymous device, as Linux's procfs).
-pub(super) const PROC_DEV: u64 = 0x16;
+const PROC_DEV: u64 = 0x16;
 /// `st_dev` of `/sys`.
-pub(super) const SYS_DEV: u64 = 0x15;
+const SYS_DEV: u64 = 0x15;
 /// `st_dev` of `/dev` (devtmpfs).
 pub(super) const DEV_DEV: u64 = 0x5;
+
+/// The pseudo file systems as `/proc/PID/mounts` lists them after the vNode's files.
+const PSEUDO_MOUNTS: [procfs::PseudoMount; 3] = [
+    procfs::PseudoMount { dev: PROC_DEV, at: "/proc", kind: "proc", options: "rw,nosuid,nodev,noexec,relatime" },
+    procfs::PseudoMount { dev: SYS_DEV, at: "/sys", kind: "sysfs", options: "ro,nosuid,nodev,noexec,relatime" },
+    procfs::PseudoMount { dev: DEV_DEV, at: "/dev", kind: "devtmpfs", options: "rw,nosuid,relatime" },
+];
 
 /// Where a pseudo symlink points.
 #[derive(Clone)]
@@ -354,8 +361,8 @@ impl<'a> Ctx<'a> {
             b"environ" => procfs::nul_list(&v.image.envp),
             b"comm" => [v.comm.as_slice(), b"\n"].concat(),
             b"maps" => procfs::maps(v),
-            b"mounts" => procfs::mounts(self.p),
-            b"mountinfo" => procfs::mountinfo(self.p),
+            b"mounts" => procfs::mounts(self.p, &PSEUDO_MOUNTS),
+            b"mountinfo" => procfs::mountinfo(self.p, &PSEUDO_MOUNTS),
             b"stat" => procfs::pid_stat(self.p, v),
             b"statm" => procfs::statm(v),
             _ => procfs::status(self.p, v),

@@ -417,10 +417,21 @@ pub fn status(p: &Process, v: &ProcView) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// The vNode's mounts, as `/proc/PID/mounts` and `mountinfo` show them: its files at `/`, and
-/// the pseudo file systems at `/proc`, `/sys` and `/dev`. Each is `(st_dev, mount point,
-/// type, source, options)`.
-fn mount_table(p: &Process) -> Vec<(u64, &'static str, String, Vec<u8>, String)> {
+/// A pseudo file system as the mount table lists it.
+pub struct PseudoMount {
+    /// `st_dev` of its root.
+    pub dev: u64,
+    /// Its mount point.
+    pub at: &'static str,
+    /// Its type, also its source.
+    pub kind: &'static str,
+    /// Its mount options.
+    pub options: &'static str,
+}
+
+/// The vNode's mounts, as `/proc/PID/mounts` and `mountinfo` show them: its files at `/`, then
+/// the `pseudo` file systems. Each is `(st_dev, mount point, type, source, options)`.
+fn mount_table(p: &Process, pseudo: &[PseudoMount]) -> Vec<(u64, &'static str, String, Vec<u8>, String)> {
     let fs = p.fs.stat_fs().ok();
     let fs_type = match fs.as_ref().map_or(0, |f| f.fs_type) {
         0xEF53 => "ext4",
@@ -438,13 +449,8 @@ fn mount_table(p: &Process) -> Vec<(u64, &'static str, String, Vec<u8>, String)>
         if flags & libc::ST_NOATIME != 0 { "noatime" } else { "relatime" }
     );
     let root_dev = p.fs.stat(b"/", true).map_or(0, |s| s.dev);
-    let pseudo = |dev, at, kind: &str, opts: &str| (dev, at, kind.to_string(), kind.as_bytes().to_vec(), opts.to_string());
-    vec![
-        (root_dev, "/", fs_type.to_string(), p.fs.source(), opts),
-        pseudo(super::node::PROC_DEV, "/proc", "proc", "rw,nosuid,nodev,noexec,relatime"),
-        pseudo(super::node::SYS_DEV, "/sys", "sysfs", "ro,nosuid,nodev,noexec,relatime"),
-        pseudo(super::node::DEV_DEV, "/dev", "devtmpfs", "rw,nosuid,relatime"),
-    ]
+    let mounted = pseudo.iter().map(|m| (m.dev, m.at, m.kind.to_string(), m.kind.as_bytes().to_vec(), m.options.to_string()));
+    std::iter::once((root_dev, "/", fs_type.to_string(), p.fs.source(), opts)).chain(mounted).collect()
 }
 
 /// `name` with the bytes that separate the fields of a mount table written as octal escapes
@@ -462,9 +468,9 @@ fn mangled(name: &[u8]) -> Vec<u8> {
 }
 
 /// `/proc/PID/mounts` (and `/proc/mounts`): `source mount-point type options 0 0`.
-pub fn mounts(p: &Process) -> Vec<u8> {
+pub fn mounts(p: &Process, pseudo: &[PseudoMount]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (_, at, kind, source, opts) in mount_table(p) {
+    for (_, at, kind, source, opts) in mount_table(p, pseudo) {
         out.extend_from_slice(&mangled(&source));
         out.extend_from_slice(format!(" {at} {kind} {opts} 0 0\n").as_bytes());
     }
@@ -473,9 +479,9 @@ pub fn mounts(p: &Process) -> Vec<u8> {
 
 /// `/proc/PID/mountinfo`: mount id, parent id, `major:minor` of `st_dev`, root, mount point,
 /// options, `-`, type, source, super options (Linux's `show_mountinfo`).
-pub fn mountinfo(p: &Process) -> Vec<u8> {
+pub fn mountinfo(p: &Process, pseudo: &[PseudoMount]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (i, (dev, at, kind, source, opts)) in mount_table(p).into_iter().enumerate() {
+    for (i, (dev, at, kind, source, opts)) in mount_table(p, pseudo).into_iter().enumerate() {
         let (major, minor) = ((dev >> 8) & 0xfff | (dev >> 32) & !0xfff, dev & 0xff | (dev >> 12) & !0xff);
         let parent = if i == 0 { 1 } else { 2 };
         out.extend_from_slice(format!("{} {parent} {major}:{minor} / {at} {opts} - {kind} ", i + 2).as_bytes());
