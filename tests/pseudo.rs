@@ -264,7 +264,7 @@ fn mounts_list_the_vnode_files_and_the_pseudo_file_systems() {
     let devs: Vec<u64> = lines[9..13].iter().map(|d| d.parse().unwrap()).collect();
     for (i, (line, dev)) in lines[5..9].iter().zip(devs).enumerate() {
         let f: Vec<&str> = line.split(' ').collect();
-        let (major, minor) = ((dev >> 8) & 0xfff | (dev >> 32) & !0xfff, dev & 0xff | (dev >> 12) & !0xff);
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
         assert_eq!((f[0], f[1], f[2]), (&*(i + 2).to_string(), if i == 0 { "1" } else { "2" }, &*format!("{major}:{minor}")), "{lines:?}");
         assert_eq!((f[4], f[6]), (["/", "/proc", "/sys", "/dev"][i], "-"), "{lines:?}");
     }

@@ -31,7 +31,7 @@ use super::{DirEntry, File, FileSystem, NodeId, Owner, SetAttr, Stat, TimeSet, T
 use crate::errno::{Errno, SysResult};
 
 /// `f_type` of remote storage: that of NFS, the network file system it behaves like.
-const NFS_SUPER_MAGIC: u64 = 0x6969;
+const NFS_SUPER_MAGIC: u64 = libc::NFS_SUPER_MAGIC as u64;
 
 /// The connection to the mem-server caching the vNode's files.
 struct Link {
@@ -320,13 +320,13 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::SyncFs).map(drop)
     }
 
-    /// The mount's size is what the vNode's files take plus what is free for them (what its
-    /// quota leaves, or the storage disk's free space), so that used blocks are the vNode's own
-    /// and a vNode with a quota sees the quota as the size.
     fn source(&self) -> Vec<u8> {
         format!("{}:/{}", self.storage, self.link.vnode).into_bytes()
     }
 
+    /// The mount's size is what the vNode's files take plus what is free for them (what its
+    /// quota leaves, or the storage disk's free space), so that used blocks are the vNode's own
+    /// and a vNode with a quota sees the quota as the size.
     fn stat_fs(&self) -> SysResult<super::FsStat> {
         let StorageReply::FsStat(s) = self.link.op(StorageOp::StatFs)? else { return Err(Errno::EIO) };
         const BLOCK: u64 = 4096;

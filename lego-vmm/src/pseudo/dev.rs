@@ -37,7 +37,7 @@ impl Device {
     }
 
     /// `(major, minor)` as on Linux.
-    fn number(self) -> (u64, u64) {
+    fn number(self) -> (u32, u32) {
         match self {
             Device::Null => (1, 3),
             Device::Zero => (1, 5),
@@ -51,13 +51,13 @@ impl Device {
     /// `st_rdev` (glibc's `makedev`).
     pub fn rdev(self) -> u64 {
         let (major, minor) = self.number();
-        ((major & 0xfff) << 8) | (minor & 0xff) | ((major & !0xfff) << 32) | ((minor & !0xff) << 12)
+        libc::makedev(major, minor)
     }
 
     /// Its inode in `/dev`.
     pub fn ino(self) -> u64 {
         let (major, minor) = self.number();
-        0x100 + major * 16 + minor
+        0x100 + u64::from(major) * 16 + u64::from(minor)
     }
 
     /// `read(2)`: nothing from `null`, zeroes from `zero` and `full`, random bytes from

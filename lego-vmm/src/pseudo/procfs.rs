@@ -433,15 +433,16 @@ pub struct PseudoMount {
 /// the `pseudo` file systems. Each is `(st_dev, mount point, type, source, options)`.
 fn mount_table(p: &Process, pseudo: &[PseudoMount]) -> Vec<(u64, &'static str, String, Vec<u8>, String)> {
     let fs = p.fs.stat_fs().ok();
-    let fs_type = match fs.as_ref().map_or(0, |f| f.fs_type) {
-        0xEF53 => "ext4",
-        0x5846_5342 => "xfs",
-        0x9123_683E => "btrfs",
-        0x794C_7630 => "overlay",
-        0x0102_1994 => "tmpfs",
-        0x6969 => "nfs",
-        _ => "unknown",
-    };
+    let magic = fs.as_ref().map_or(0, |f| f.fs_type);
+    let names = [
+        (libc::EXT4_SUPER_MAGIC, "ext4"),
+        (libc::XFS_SUPER_MAGIC, "xfs"),
+        (libc::BTRFS_SUPER_MAGIC, "btrfs"),
+        (libc::OVERLAYFS_SUPER_MAGIC, "overlay"),
+        (libc::TMPFS_MAGIC, "tmpfs"),
+        (libc::NFS_SUPER_MAGIC, "nfs"),
+    ];
+    let fs_type = names.iter().find(|(m, _)| *m as u64 == magic).map_or("unknown", |&(_, name)| name);
     let flags = fs.as_ref().map_or(0, |f| f.flags);
     let opts = format!(
         "{},{}",
@@ -482,7 +483,7 @@ pub fn mounts(p: &Process, pseudo: &[PseudoMount]) -> Vec<u8> {
 pub fn mountinfo(p: &Process, pseudo: &[PseudoMount]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, (dev, at, kind, source, opts)) in mount_table(p, pseudo).into_iter().enumerate() {
-        let (major, minor) = ((dev >> 8) & 0xfff | (dev >> 32) & !0xfff, dev & 0xff | (dev >> 12) & !0xff);
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
         let parent = if i == 0 { 1 } else { 2 };
         out.extend_from_slice(format!("{} {parent} {major}:{minor} / {at} {opts} - {kind} ", i + 2).as_bytes());
         out.extend_from_slice(&mangled(&source));

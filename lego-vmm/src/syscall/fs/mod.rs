@@ -37,7 +37,6 @@ mod tests {
     use kvm_bindings::{kvm_regs, kvm_sregs};
 
     use super::common::*;
-    use super::stat::{dev_major, dev_minor};
     use super::*;
     use crate::errno::{Errno, SysResult};
     use crate::fdtable::{Backing, FdTable, OpenFile};
@@ -501,7 +500,7 @@ mod tests {
         assert_eq!(u32_at(&sx, 16), 1);
         assert_eq!(u64_at(&sx, 32), host.ino());
         assert_eq!(u64_at(&sx, 112) as i64, host.mtime());
-        assert_eq!((u32_at(&sx, 136), u32_at(&sx, 140)), (dev_major(host.dev()), dev_minor(host.dev())));
+        assert_eq!((u32_at(&sx, 136), u32_at(&sx, 140)), (libc::major(host.dev()), libc::minor(host.dev())));
         assert_eq!(t.call(statx, &[AT_FDCWD as u64, f, 0x6000, 0x7ff, out]), Err(Errno::EINVAL));
         // access
         assert_eq!(t.call(access, &[f, libc::R_OK as u64]), Ok(0));

@@ -56,14 +56,6 @@ fn linux_stat(st: &Stat) -> [u8; STAT_SIZE] {
     b
 }
 
-/// `gnu_dev_major` / `gnu_dev_minor`.
-pub(super) fn dev_major(dev: u64) -> u32 {
-    (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) as u32
-}
-pub(super) fn dev_minor(dev: u64) -> u32 {
-    (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as u32
-}
-
 /// Linux `struct statx` (256 bytes) of `st`, reporting `STATX_BASIC_STATS`.
 fn linux_statx(st: &Stat) -> [u8; STATX_SIZE] {
     let mut b = [0u8; STATX_SIZE];
@@ -83,10 +75,10 @@ fn linux_statx(st: &Stat) -> [u8; STATX_SIZE] {
         put(&mut b, at, &t.sec.to_le_bytes());
         put(&mut b, at + 8, &nsec(t).to_le_bytes());
     }
-    put(&mut b, 128, &dev_major(st.rdev).to_le_bytes());
-    put(&mut b, 132, &dev_minor(st.rdev).to_le_bytes());
-    put(&mut b, 136, &dev_major(st.dev).to_le_bytes());
-    put(&mut b, 140, &dev_minor(st.dev).to_le_bytes());
+    put(&mut b, 128, &libc::major(st.rdev).to_le_bytes());
+    put(&mut b, 132, &libc::minor(st.rdev).to_le_bytes());
+    put(&mut b, 136, &libc::major(st.dev).to_le_bytes());
+    put(&mut b, 140, &libc::minor(st.dev).to_le_bytes());
     b
 }
 
