@@ -91,6 +91,7 @@ cat /sys/devices/system/cpu/online /sys/devices/system/cpu/possible
 grep -c ^processor /proc/cpuinfo
 awk '{ print NF }' /proc/uptime /proc/loadavg
 head -1 /proc/stat | cut -c1-4
+grep -c '^cpu[0-9]' /proc/stat
 grep -cE '^(MemTotal|MemFree|MemAvailable|Cached|SwapTotal):' /proc/meminfo
 test -e /proc/no-such-file || echo no such file
 cd /proc/self && cat comm

@@ -197,15 +197,25 @@ pub fn loadavg(p: &Process) -> Vec<u8> {
 }
 
 /// `/proc/stat`: the CPU time of the vNode (what the VMM process used, the rest idle), when
-/// it started and its processes.
+/// it started and its processes. The VMM does not account its time per CPU, so each CPU the
+/// vNode may use (numbered as in `cpuinfo`) gets an equal share of the total on its own
+/// `cpuN` line; programs that count CPUs from these lines (libuv's `uv_cpu_info`, Node's
+/// `os.cpus()`) find as many as `nproc`.
 pub fn stat(p: &Process) -> Vec<u8> {
     let up = uptime_secs(p);
     let (u, s) = vnode_cpu();
     let ticks = |x: f64| (x * USER_HZ as f64) as u64;
-    let ncpu = host_cpus().len() as f64;
-    let idle = ticks((up * ncpu - u - s).max(0.0));
+    let cpus = host_cpus();
+    let n = cpus.len() as u64;
+    let (user, system) = (ticks(u), ticks(s));
+    let idle = ticks((up * n as f64 - u - s).max(0.0));
     let mut out = String::new();
-    let _ = writeln!(out, "cpu  {} 0 {} {} 0 0 0 0 0 0", ticks(u), ticks(s), idle);
+    let _ = writeln!(out, "cpu  {user} 0 {system} {idle} 0 0 0 0 0 0");
+    // The `i`th of `n` equal shares of `total`, the remainder going to the first ones.
+    let share = |total: u64, i: u64| total / n + u64::from(i < total % n);
+    for (i, cpu) in (0..).zip(&cpus) {
+        let _ = writeln!(out, "cpu{cpu} {} 0 {} {} 0 0 0 0 0 0", share(user, i), share(system, i), share(idle, i));
+    }
     let _ = writeln!(out, "intr 0");
     let _ = writeln!(out, "ctxt 0");
     let _ = writeln!(
