@@ -95,6 +95,8 @@ grep -c '^cpu[0-9]' /proc/stat
 grep -cE '^(MemTotal|MemFree|MemAvailable|Cached|SwapTotal):' /proc/meminfo
 test -e /proc/no-such-file || echo no such file
 cd /proc/self && cat comm
+cat /proc/self/limits
+(ulimit -n 100; ulimit -S -c 4096; grep -E '^Max (open files|core file size)' /proc/self/limits)
 "#;
 
 #[test]

@@ -181,6 +181,7 @@ impl Process {
             cwd: self.cwd.clone(),
             creds: self.creds,
             umask: self.umask,
+            rlimits: self.rlimits,
             threads: self.threads.keys().copied().collect(),
             nice: self.threads.iter().map(|(&tid, t)| (tid, t.nice)).collect(),
             maps: self.mm.vmas().iter().cloned().collect(),

@@ -99,6 +99,7 @@ const PID_FILES: &[(&[u8], u8)] = &[
     (b"environ", libc::DT_REG),
     (b"exe", libc::DT_LNK),
     (b"fd", libc::DT_DIR),
+    (b"limits", libc::DT_REG),
     (b"maps", libc::DT_REG),
     (b"mountinfo", libc::DT_REG),
     (b"mounts", libc::DT_REG),
@@ -122,6 +123,10 @@ const PROC_FILES: &[(&[u8], u8)] = &[
 
 /// The `/sys` directories leading to the CPU lists.
 const SYS_CHAIN: &[&[u8]] = &[b"sys", b"devices", b"system", b"cpu"];
+
+/// The CPU lists in `/sys/devices/system/cpu` and their inode numbers: each lists the CPUs the
+/// vNode may use (`lscpu` reads all three and counts the present ones).
+const CPU_LISTS: [(&[u8], u64); 3] = [(b"online", 0x120), (b"possible", 0x121), (b"present", 0x122)];
 
 fn name_ino(base: u64, i: usize) -> u64 {
     base + i as u64 + 1
@@ -178,10 +183,7 @@ impl<'a> Ctx<'a> {
                     name_ino(0x100, depth + 1),
                 )]
             } else {
-                vec![
-                    (b"online".to_vec(), libc::DT_REG, 0x120),
-                    (b"possible".to_vec(), libc::DT_REG, 0x121),
-                ]
+                CPU_LISTS.iter().map(|(name, ino)| (name.to_vec(), libc::DT_REG, *ino)).collect()
             };
             return Ok(self.dir(SYS_DEV, name_ino(0x100, depth), entries));
         }
@@ -191,11 +193,7 @@ impl<'a> Ctx<'a> {
                 .zip(&SYS_CHAIN[1..])
                 .all(|(a, b)| a == b)
         {
-            let ino = match rest[depth - 1].as_slice() {
-                b"online" => 0x120,
-                b"possible" => 0x121,
-                _ => return Err(Errno::ENOENT),
-            };
+            let &(_, ino) = CPU_LISTS.iter().find(|(name, _)| *name == rest[depth - 1].as_slice()).ok_or(Errno::ENOENT)?;
             let text = procfs::cpu_list(&procfs::host_cpus());
             return Ok(Node {
                 meta: self.meta(SYS_DEV, ino, libc::S_IFREG | 0o444),
@@ -360,6 +358,7 @@ impl<'a> Ctx<'a> {
             b"cmdline" => procfs::nul_list(&v.image.argv),
             b"environ" => procfs::nul_list(&v.image.envp),
             b"comm" => [v.comm.as_slice(), b"\n"].concat(),
+            b"limits" => procfs::limits(v),
             b"maps" => procfs::maps(v),
             b"mounts" => procfs::mounts(self.p, &PSEUDO_MOUNTS),
             b"mountinfo" => procfs::mountinfo(self.p, &PSEUDO_MOUNTS),

@@ -229,6 +229,40 @@ pub fn stat(p: &Process) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// `/proc/PID/limits`: each resource limit, soft and hard, in Linux's table (the names and
+/// units of `fs/proc/base.c`, in `RLIMIT_*` order).
+pub fn limits(v: &ProcView) -> Vec<u8> {
+    const NAMES: [(&str, &str); 16] = [
+        ("Max cpu time", "seconds"),
+        ("Max file size", "bytes"),
+        ("Max data size", "bytes"),
+        ("Max stack size", "bytes"),
+        ("Max core file size", "bytes"),
+        ("Max resident set", "bytes"),
+        ("Max processes", "processes"),
+        ("Max open files", "files"),
+        ("Max locked memory", "bytes"),
+        ("Max address space", "bytes"),
+        ("Max file locks", "locks"),
+        ("Max pending signals", "signals"),
+        ("Max msgqueue size", "bytes"),
+        ("Max nice priority", ""),
+        ("Max realtime priority", ""),
+        ("Max realtime timeout", "us"),
+    ];
+    let value = |x: u64| if x == libc::RLIM_INFINITY { "unlimited".to_string() } else { x.to_string() };
+    let mut out = format!("{:<25} {:<20} {:<20} {:<10}\n", "Limit", "Soft Limit", "Hard Limit", "Units");
+    for ((name, unit), &(soft, hard)) in NAMES.iter().zip(&v.rlimits) {
+        let _ = write!(out, "{name:<25} {:<20} {:<20} ", value(soft), value(hard));
+        if unit.is_empty() {
+            out.push('\n');
+        } else {
+            let _ = writeln!(out, "{unit:<10}");
+        }
+    }
+    out.into_bytes()
+}
+
 /// The name a region has in `maps`.
 fn region_name(v: &ProcView, kind: &VmaKind) -> Vec<u8> {
     match kind {

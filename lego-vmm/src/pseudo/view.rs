@@ -18,6 +18,8 @@ pub struct ProcView {
     pub cwd: Vec<u8>,
     pub creds: Creds,
     pub umask: u32,
+    /// Resource limits (soft, hard), by `RLIMIT_*` number.
+    pub rlimits: [(u64, u64); 16],
     /// Thread ids.
     pub threads: Vec<i32>,
     /// Each thread's nice value (`setpriority`), by thread id.
