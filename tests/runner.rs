@@ -231,6 +231,27 @@ fn files_are_confined_to_the_vnode_root() {
 }
 
 #[test]
+fn the_program_starts_in_the_callers_directory_when_it_is_inside_the_root() {
+    if !kvm() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("a/b")).unwrap();
+    std::fs::write(root.path().join("a/b/here"), "found\n").unwrap();
+    let bb = image("busybox");
+    let pwd = |cwd: &Path| {
+        let mut c = common::lego(&[], &bb, &["sh", "-c", "pwd; read -r l < here && echo $l"], root.path());
+        c.current_dir(cwd);
+        run(c, b"")
+    };
+    let inside = pwd(&root.path().join("a/b"));
+    assert_eq!((inside.status, String::from_utf8_lossy(&inside.stdout).as_ref()), (0, "/a/b\nfound\n"), "{}", inside.stderr);
+    let outside = tempfile::tempdir().unwrap();
+    let l = pwd(outside.path());
+    assert_eq!(String::from_utf8_lossy(&l.stdout).lines().next(), Some("/"), "outside the root: {}", l.stderr);
+}
+
+#[test]
 fn trace_syscalls_prints_each_call() {
     if !kvm() {
         return;

@@ -57,7 +57,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a static x86-64 Linux program in a vNode.
+    /// Run an x86-64 Linux program (static or dynamically linked) in a vNode.
     Run(run::RunArgs),
     /// Run a memory server (mComponent).
     MemServer(mem_server::MemServerArgs),

@@ -348,10 +348,15 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         }
         (None, None) => Files::HostDir(args.root.unwrap_or_else(lego_vmm::vnode::default_root)),
     };
+    let cwd = match &files {
+        Files::HostDir(root) => lego_vmm::vnode::start_dir(root),
+        Files::Remote { .. } => b"/".to_vec(),
+    };
     let config = VnodeConfig {
         name: vnode,
         mem_size: mem,
         files,
+        cwd,
         trace_syscalls: args.trace_syscalls,
         ignored_signals: ignored_signals(),
         blocked_signals: blocked_signals(),

@@ -25,7 +25,7 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
-    /// The program is not a static x86-64 Linux executable lego can run.
+    /// The program is not an x86-64 Linux executable lego can run.
     #[error("{path}: {source}")]
     BadElf {
         path: String,

@@ -1,6 +1,7 @@
-//! `lego-vmm`: the pComponent of lego. It runs an unmodified, statically linked x86-64 Linux
-//! program as a KVM guest in user mode (CPL3); `syscall` enters a one-instruction CPL0 stub that
-//! exits to the VMM, which acts as LegoOS's process monitor and Linux state layer.
+//! `lego-vmm`: the pComponent of lego. It runs an unmodified x86-64 Linux program (static, or
+//! dynamically linked with its interpreter read from the vNode's files) as a KVM guest in user
+//! mode (CPL3); `syscall` enters a one-instruction CPL0 stub that exits to the VMM, which acts
+//! as LegoOS's process monitor and Linux state layer.
 //!
 //! Data flow of one system call: guest `syscall` -> stub `out` -> [`vnode`] run loop ->
 //! [`syscall::handle`] against the [`process::Process`] state, which returns a

@@ -64,6 +64,9 @@ pub struct VnodeConfig {
     pub mem_size: u64,
     /// Where the vNode's files are.
     pub files: Files,
+    /// The directory the first process starts in, a path in the vNode's files (it starts in
+    /// `/` if that is not a directory there).
+    pub cwd: Vec<u8>,
     /// Print every system call to stderr, strace-style.
     pub trace_syscalls: bool,
     /// Signals the first process starts with ignored ([`crate::signal::bit`] of each), as
@@ -230,6 +233,9 @@ impl Vnode {
         let mut process = Process::new(mm, fs, config.name.clone(), execfn)
             .map_err(|e| VmmError::Config(format!("the process's thread group: {e}")))?;
         install_stdio(&mut process.fds);
+        if process.fs.stat(&config.cwd, true).is_ok_and(|st| st.mode & libc::S_IFMT == libc::S_IFDIR) {
+            process.cwd = config.cwd.clone();
+        }
         for sig in 1..=crate::signal::NSIG as i32 {
             if config.ignored_signals & crate::signal::bit(sig) & !crate::signal::UNBLOCKABLE != 0 {
                 process.signals.actions[sig as usize].handler = crate::signal::SIG_IGN;
@@ -1000,6 +1006,20 @@ fn install_stdio(fds: &mut FdTable) {
 /// The default vNode root: the current directory.
 pub fn default_root() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf())
+}
+
+/// Where the program of a vNode whose files are the host directory `root` starts: the
+/// caller's current directory, as a path in the vNode, when it lies inside `root` (so `lego
+/// run --root /` starts where a native run would), else `/`.
+pub fn start_dir(root: &Path) -> Vec<u8> {
+    let inside = std::env::current_dir()
+        .and_then(|d| d.canonicalize())
+        .ok()
+        .zip(root.canonicalize().ok())
+        .and_then(|(cwd, root)| cwd.strip_prefix(root).ok().map(Path::to_path_buf));
+    let mut dir = b"/".to_vec();
+    dir.extend_from_slice(inside.as_deref().unwrap_or(Path::new("")).as_os_str().as_bytes());
+    dir
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ pub(crate) fn code_vnode(code: &[u8], iopl3: bool, iterations: u64, memory: &Mem
         name: "bench".into(),
         mem_size: BENCH_MEM,
         files: Files::HostDir(std::env::temp_dir()),
+        cwd: b"/".to_vec(),
         trace_syscalls: false,
         ignored_signals: 0,
         blocked_signals: 0,
