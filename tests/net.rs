@@ -193,6 +193,16 @@ fn select_poll_epoll_and_eventfd_behave_as_natively() {
     same_as_native(&["readiness", "readiness.musl"]);
 }
 
+/// A dual-stack IPv6 server reached over `::1` and 127.0.0.1, the addresses it is shown,
+/// `IPV6_V6ONLY`, UDP on `::1` and malformed addresses (the host must have IPv6 loopback).
+#[test]
+fn ipv6_sockets_are_dual_stack_over_the_vnode_network() {
+    if !common::kvm() {
+        return;
+    }
+    same_as_native(&["inet6", "inet6.musl"]);
+}
+
 #[test]
 fn rust_std_net_tcp_and_udp_work_in_a_vnode() {
     if !common::kvm() {

@@ -27,12 +27,15 @@ pub struct State {
     pub connecting: Option<SocketAddrV4>,
     /// `listen` was called.
     pub listening: bool,
+    /// `IPV6_V6ONLY` as the program set it (an `AF_INET6` socket is dual-stack whatever it
+    /// says: the vNode network is IPv4).
+    pub v6only: bool,
 }
 
 /// A vNode socket (the backing of its open file description).
 pub struct Socket {
     fd: OwnedFd,
-    /// `AF_INET` or `AF_UNIX`.
+    /// `AF_INET`, `AF_INET6` (dual-stack, over a host `AF_INET` socket) or `AF_UNIX`.
     pub domain: i32,
     /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
     pub kind: i32,
@@ -67,6 +70,11 @@ impl Socket {
     /// The socket's state.
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock_unpoisoned()
+    }
+
+    /// Whether it is an Internet socket (`AF_INET` or `AF_INET6`).
+    pub fn is_inet(&self) -> bool {
+        matches!(self.domain, libc::AF_INET | libc::AF_INET6)
     }
 
     /// Whether it is a stream (TCP, or a stream `AF_UNIX` socket).
@@ -126,7 +134,7 @@ impl Socket {
     /// Binds an `AF_INET` socket that is not bound yet to a free port of the vNode (what a
     /// `listen` or the first `sendto` of an unbound socket does).
     pub fn autobind(&self) -> SysResult<()> {
-        if self.domain != libc::AF_INET || self.state().local.is_some() {
+        if !self.is_inet() || self.state().local.is_some() {
             return Ok(());
         }
         self.bind(&SockAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)), &[])

@@ -90,9 +90,15 @@ fn read_addr(p: &Process, domain: i32, at: u64, len: u64) -> SysResult<SockAddr>
     addr::parse(domain, &raw)
 }
 
-/// Writes `a` to the guest buffer at `at` whose length is at `lenp` (truncated to it), and its
-/// full length to `lenp`, as Linux's `move_addr_to_user` does. Nothing if `at` is NULL.
-fn write_addr(p: &Process, at: u64, lenp: u64, a: &SockAddr) -> SysResult<()> {
+/// Writes `a`, as a socket of `domain` shows it, to the guest buffer at `at` whose length is
+/// at `lenp` (truncated to it), and its full length to `lenp`, as Linux's `move_addr_to_user`
+/// does. Nothing if `at` is NULL.
+fn write_addr(p: &Process, domain: i32, at: u64, lenp: u64, a: &SockAddr) -> SysResult<()> {
+    write_name(p, at, lenp, &addr::encode(domain, a))
+}
+
+/// Writes the socket address `bytes` as [`write_addr`] does.
+fn write_name(p: &Process, at: u64, lenp: u64, bytes: &[u8]) -> SysResult<()> {
     if at == 0 || lenp == 0 {
         return Ok(());
     }
@@ -102,7 +108,6 @@ fn write_addr(p: &Process, at: u64, lenp: u64, a: &SockAddr) -> SysResult<()> {
     if room < 0 {
         return Err(Errno::EINVAL);
     }
-    let bytes = addr::encode(a);
     let n = bytes.len().min(room as usize);
     p.mm.write_user(at, &bytes[..n])?;
     p.mm.write_user(lenp, &(bytes.len() as u32).to_le_bytes())
@@ -163,23 +168,25 @@ fn settle_connect(p: &mut Locked<'_>, tid: i32, file: &Arc<OpenFile>, flags: i32
 // Creating, naming, connecting
 // ---------------------------------------------------------------------------------------------
 
-/// `socket(domain, type, protocol)`: `AF_INET` stream (TCP) and datagram (UDP) sockets, and
-/// `AF_UNIX` stream, datagram and seqpacket ones. `AF_INET6` and the rest: `EAFNOSUPPORT`.
+/// `socket(domain, type, protocol)`: `AF_INET` stream (TCP) and datagram (UDP) sockets, the
+/// same in `AF_INET6` (dual-stack over the vNode's IPv4 network, on a host `AF_INET` socket;
+/// see [`addr`]), and `AF_UNIX` stream, datagram and seqpacket ones. Other families:
+/// `EAFNOSUPPORT`.
 pub fn socket(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (domain, ty, protocol) = (a[0] as i32, a[1] as i32, a[2] as i32);
     let kind = ty & 0xf;
     let (status, cloexec) = sock_flags(ty & !0xf)?;
     match (domain, kind) {
-        (libc::AF_INET, libc::SOCK_STREAM) if matches!(protocol, 0 | libc::IPPROTO_TCP) => {}
-        (libc::AF_INET, libc::SOCK_DGRAM) if matches!(protocol, 0 | libc::IPPROTO_UDP) => {}
-        (libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_DGRAM) => return Err(Errno(libc::EPROTONOSUPPORT)),
-        (libc::AF_INET, libc::SOCK_RAW) => return Err(Errno::EPERM),
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) if matches!(protocol, 0 | libc::IPPROTO_TCP) => {}
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) if matches!(protocol, 0 | libc::IPPROTO_UDP) => {}
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_DGRAM) => return Err(Errno(libc::EPROTONOSUPPORT)),
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_RAW) => return Err(Errno::EPERM),
         (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) if protocol == 0 => {}
         (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) => return Err(Errno(libc::EPROTONOSUPPORT)),
-        (libc::AF_INET | libc::AF_UNIX, _) => return Err(Errno(libc::ESOCKTNOSUPPORT)),
+        (libc::AF_INET | libc::AF_INET6 | libc::AF_UNIX, _) => return Err(Errno(libc::ESOCKTNOSUPPORT)),
         _ => return Err(Errno(libc::EAFNOSUPPORT)),
     }
-    let fd = host::socket(domain, kind)?;
+    let fd = host::socket(if domain == libc::AF_INET6 { libc::AF_INET } else { domain }, kind)?;
     let s = Socket::new(p.net.clone(), domain, kind, fd, State::default());
     p.fds.alloc(OpenFile::new(Backing::Socket(s), b"socket:".to_vec(), status), 0, cloexec)
 }
@@ -192,7 +199,7 @@ pub fn socketpair(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     match (domain, kind) {
         (libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET) if protocol == 0 => {}
         (libc::AF_UNIX, _) => return Err(Errno(libc::EPROTONOSUPPORT)),
-        (libc::AF_INET, _) => return Err(Errno::EOPNOTSUPP),
+        (libc::AF_INET | libc::AF_INET6, _) => return Err(Errno::EOPNOTSUPP),
         _ => return Err(Errno(libc::EAFNOSUPPORT)),
     }
     if !p.mm.user_accessible(sv, 8, true) {
@@ -222,7 +229,8 @@ pub fn socketpair(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 pub fn bind(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let file = socket_file(p, a[0])?;
     let s = sock(&file);
-    let addr = read_addr(p, s.domain, a[1], a[2])?;
+    // An IPv6 address outside the IPv4 network is none of the vNode's.
+    let addr = read_addr(p, s.domain, a[1], a[2]).map_err(|e| if e.0 == libc::ENETUNREACH { Errno(libc::EADDRNOTAVAIL) } else { e })?;
     let name = unix_name(p, &addr)?;
     s.bind(&addr, &name)?;
     Ok(0)
@@ -301,7 +309,7 @@ pub fn accept4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64>
         let peer = new.state().peer.clone();
         let fd = p.fds.alloc(OpenFile::new(Backing::Socket(new), b"socket:".to_vec(), status), 0, cloexec)?;
         if let Some(peer) = peer {
-            if let Err(e) = write_addr(p, a[1], a[2], &peer) {
+            if let Err(e) = write_addr(p, s.domain, a[1], a[2], &peer) {
                 let _ = p.fds.close(fd);
                 return Err(e);
             }
@@ -348,14 +356,17 @@ pub fn shutdown(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 pub fn getsockname(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let file = socket_file(p, a[0])?;
     let s = sock(&file);
-    let local = s.state().local.clone().unwrap_or_else(|| match s.domain {
-        libc::AF_INET => SockAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)),
-        _ => SockAddr::Unix(Vec::new()),
+    let local = s.state().local.clone().unwrap_or_else(|| {
+        if s.is_inet() {
+            SockAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0))
+        } else {
+            SockAddr::Unix(Vec::new())
+        }
     });
     if a[1] == 0 {
         return Err(Errno::EFAULT);
     }
-    write_addr(p, a[1], a[2], &local)?;
+    write_addr(p, s.domain, a[1], a[2], &local)?;
     Ok(0)
 }
 
@@ -370,7 +381,7 @@ pub fn getpeername(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     if a[1] == 0 {
         return Err(Errno::EFAULT);
     }
-    write_addr(p, a[1], a[2], &peer)?;
+    write_addr(p, s.domain, a[1], a[2], &peer)?;
     Ok(0)
 }
 
@@ -406,7 +417,7 @@ fn allowed_option(s: &Socket, level: i32, name: i32) -> bool {
                 | libc::SO_PROTOCOL
                 | libc::SO_DOMAIN
         ),
-        libc::IPPROTO_TCP if s.domain == libc::AF_INET && s.is_stream() => matches!(
+        libc::IPPROTO_TCP if s.is_inet() && s.is_stream() => matches!(
             name,
             libc::TCP_NODELAY
                 | libc::TCP_MAXSEG
@@ -422,7 +433,8 @@ fn allowed_option(s: &Socket, level: i32, name: i32) -> bool {
                 | libc::TCP_QUICKACK
                 | libc::TCP_USER_TIMEOUT
         ),
-        libc::IPPROTO_IP if s.domain == libc::AF_INET => matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER | libc::IP_RECVERR),
+        libc::IPPROTO_IP if s.is_inet() => matches!(name, libc::IP_TOS | libc::IP_TTL | libc::IP_MTU_DISCOVER | libc::IP_RECVERR),
+        libc::IPPROTO_IPV6 if s.domain == libc::AF_INET6 => name == libc::IPV6_V6ONLY,
         _ => false,
     }
 }
@@ -440,6 +452,17 @@ pub fn setsockopt(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     let mut value = vec![0u8; len as usize];
     p.mm.read_user(a[3], &mut value)?;
+    if (level, name) == (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) {
+        // Recorded and reported: the socket stays dual-stack (see `addr`). As on Linux, only
+        // until it is bound.
+        let on: [u8; 4] = value.get(..4).and_then(|v| v.try_into().ok()).ok_or(Errno::EINVAL)?;
+        let mut st = s.state();
+        if st.local.is_some() || st.host_bound {
+            return Err(Errno::EINVAL);
+        }
+        st.v6only = i32::from_ne_bytes(on) != 0;
+        return Ok(0);
+    }
     host::setsockopt(s.fd(), level, name, &value)?;
     Ok(0)
 }
@@ -464,6 +487,10 @@ pub fn getsockopt(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             Err(e) => e.0,
         };
         err.to_ne_bytes().to_vec()
+    } else if (level, name) == (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) {
+        i32::from(s.state().v6only).to_ne_bytes().to_vec()
+    } else if (level, name) == (libc::SOL_SOCKET, libc::SO_DOMAIN) {
+        s.domain.to_ne_bytes().to_vec()
     } else {
         host::getsockopt(s.fd(), level, name, (room as u64).min(OPT_MAX) as usize)?
     };
@@ -573,7 +600,8 @@ struct Got {
     len: u64,
     /// `MSG_TRUNC`, `MSG_CTRUNC`.
     flags: i32,
-    from: Option<SockAddr>,
+    /// The sender, as the socket shows addresses.
+    from: Option<Vec<u8>>,
     files: Vec<Arc<OpenFile>>,
 }
 
@@ -602,7 +630,7 @@ fn recv(p: &mut Locked<'_>, tid: i32, fd: u64, segs: &[(u64, u64)], flags: i32, 
             Ok(r) => {
                 got.flags |= r.flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC);
                 if got.from.is_none() {
-                    got.from = s.source(r.from);
+                    got.from = s.source(r.from).map(|a| addr::encode(s.domain, &a));
                 }
                 got.files.extend(r.fds.into_iter().filter_map(|t| p.in_flight.take(t)));
                 let n = if stream { r.len } else { r.len.min(want as usize) };
@@ -647,7 +675,7 @@ pub fn sendto(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
 pub fn recvfrom(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let got = recv(p, cpu.tid, a[0], &super::fs::data::one_seg(a[1], a[2])?, a[3] as i32, 0)?;
     if let Some(from) = &got.from {
-        write_addr(p, a[4], a[5], from)?;
+        write_name(p, a[4], a[5], from)?;
     }
     Ok(got.len)
 }
@@ -723,8 +751,7 @@ fn recvmsg_one(p: &mut Locked<'_>, tid: i32, fd: u64, msg: u64, flags: i32) -> S
     let mut msg_flags = got.flags;
     // The sender's address.
     let namelen = match (&got.from, m.name) {
-        (Some(from), name) if name != 0 => {
-            let bytes = addr::encode(from);
+        (Some(bytes), name) if name != 0 => {
             let n = bytes.len().min(m.namelen as usize);
             p.mm.write_user(name, &bytes[..n])?;
             bytes.len() as u32
