@@ -148,6 +148,61 @@ fn debian_dynamically_linked_programs_match_native() {
     }
 }
 
+/// Runs `cmd` with a new pseudo-terminal as its standard input, output and error, and
+/// returns what it wrote there (as the terminal's output processing left it).
+fn on_a_terminal(mut cmd: Command) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the ints; the NULL name, termios and window
+    // size are allowed.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty succeeded, so both are open descriptors owned by nothing else.
+    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Reading the master fails with EIO once no descriptor of the terminal is open.
+    let reader = std::thread::spawn(move || {
+        let mut master = master;
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    });
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    reader.join().unwrap()
+}
+
+/// Terminal modes and the window size set in a vNode reach the terminal `lego run` was started
+/// on, as they do natively: `stty` (raw mode: no output processing, no echo), `tput`, and
+/// Python's `termios` and `tty`, as editors, pagers and password prompts use them.
+#[test]
+fn terminal_modes_set_in_a_vnode_apply_to_its_terminal() {
+    if !kvm() {
+        return;
+    }
+    let line = "stty rows 30 cols 99; stty size; tput cols; stty raw -echo; echo raw; stty -a | grep -o -- '-echo -echoe'; \
+                stty sane; echo sane; python3 -c 'import termios, tty; a = termios.tcgetattr(0); tty.setraw(0); \
+                print(\"setraw\", termios.tcgetattr(0)[3] & termios.ECHO); termios.tcsetattr(0, termios.TCSAFLUSH, a)'; echo done";
+    let env = |c: &mut Command| {
+        c.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").env("TERM", "xterm");
+    };
+    let mut native = common::native_command("/bin/bash");
+    native.args(["-c", line]);
+    env(&mut native);
+    let mut vnode = common::lego_command();
+    vnode.args(["run", "--mem", "1G", "--root", "/", "/bin/bash", "-c", line]);
+    env(&mut vnode);
+    let (n, l) = (on_a_terminal(native), on_a_terminal(vnode));
+    assert_eq!(String::from_utf8_lossy(&l), String::from_utf8_lossy(&n));
+    assert!(String::from_utf8_lossy(&n).contains("30 99\r\n99\r\nraw\n"), "raw mode: no CR added: {:?}", String::from_utf8_lossy(&n));
+}
+
 /// The Lua 5.4 sources the `lua-src` crate bundles (fetched into Cargo's registry by `make
 /// guest-images`, whose `rust-realworld` builds them).
 fn lua_sources() -> std::path::PathBuf {

@@ -9,10 +9,37 @@ use crate::errno::{Errno, SysResult};
 use crate::fdtable::Backing;
 use crate::process::Process;
 
-/// `ioctl(fd, cmd, arg)`: the terminal queries programs make on their standard descriptors
-/// (`TCGETS`, `TIOCGWINSZ`, `TIOCGPGRP`, answered by the host terminal), `FIONREAD`,
-/// `FIONBIO`, `FIOCLEX`/`FIONCLEX`; everything else is `ENOTTY`, so setting terminal modes is
-/// refused rather than applied to the host terminal.
+/// How a terminal request passes its argument.
+enum TermArg {
+    /// The terminal fills a structure of this size for the guest.
+    Out(usize),
+    /// The guest gives a structure of this size.
+    In(usize),
+    /// The argument is a value.
+    Value,
+}
+
+/// The terminal requests passed to a host terminal (the one `lego run` was started on, which
+/// is the vNode's): getting and setting the modes (`tcgetattr`, `tcsetattr` in its three
+/// forms, which `stty`, editors, pagers and password prompts use), the window size, flushing,
+/// flow control, breaks and the output queue. Job control requests are not among them: the
+/// vNode's process groups are not the host's.
+fn terminal_request(cmd: u32) -> Option<TermArg> {
+    let cmd = u64::from(cmd);
+    Some(match cmd {
+        _ if cmd == TCGETS as u64 => TermArg::Out(KERNEL_TERMIOS_SIZE),
+        _ if cmd == TIOCGWINSZ as u64 => TermArg::Out(WINSIZE_SIZE),
+        _ if cmd == libc::TIOCOUTQ as u64 => TermArg::Out(4),
+        _ if [libc::TCSETS, libc::TCSETSW, libc::TCSETSF].iter().any(|&c| cmd == c as u64) => TermArg::In(KERNEL_TERMIOS_SIZE),
+        _ if cmd == libc::TIOCSWINSZ as u64 => TermArg::In(WINSIZE_SIZE),
+        _ if [libc::TCSBRK, libc::TCSBRKP, libc::TCXONC, libc::TCFLSH].iter().any(|&c| cmd == c as u64) => TermArg::Value,
+        _ => return None,
+    })
+}
+
+/// `ioctl(fd, cmd, arg)`: terminal requests on a host terminal ([`terminal_request`];
+/// `TIOCGPGRP` answers the caller's process), `FIONREAD`, `FIONBIO`, `FIOCLEX`/`FIONCLEX`;
+/// everything else is `ENOTTY`.
 pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (fd, cmd, arg) = (fdarg(a[0]), a[1] as u32, a[2]);
     let file = p.fds.get(fd)?;
@@ -35,19 +62,28 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
         _ => {}
     }
-    match (&file.backing, cmd) {
-        (Backing::Host(h), TCGETS | TIOCGWINSZ) => {
-            let len = if cmd == TCGETS { KERNEL_TERMIOS_SIZE } else { WINSIZE_SIZE };
-            let mut buf = [0u8; 64];
-            // SAFETY: TCGETS writes a kernel `struct termios` (36 bytes) and TIOCGWINSZ a
-            // `struct winsize` (8 bytes) into `buf`, which has 64; the fd is owned by `file`.
-            let r = unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, buf.as_mut_ptr()) };
-            if r < 0 {
-                return Err(Errno::last());
-            }
-            p.mm.write_user(arg, &buf[..len])?;
-            Ok(0)
+    if let (Backing::Host(h), Some(how)) = (&file.backing, terminal_request(cmd)) {
+        let mut buf = [0u8; 64];
+        if let TermArg::In(len) = how {
+            p.mm.read_user(arg, &mut buf[..len])?;
         }
+        let r = match how {
+            // SAFETY: the request reads or writes at most the size `terminal_request` gives
+            // for it (a kernel `struct termios`, 36 bytes, a `struct winsize` or an int) in
+            // `buf`, which has 64; the fd is owned by `file`.
+            TermArg::Out(_) | TermArg::In(_) => unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, buf.as_mut_ptr()) },
+            // SAFETY: the argument is a value, not an address; the fd is owned by `file`.
+            TermArg::Value => unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, arg as libc::c_ulong) },
+        };
+        if r < 0 {
+            return Err(Errno::last());
+        }
+        if let TermArg::Out(len) = how {
+            p.mm.write_user(arg, &buf[..len])?;
+        }
+        return Ok(0);
+    }
+    match (&file.backing, cmd) {
         (Backing::Host(h), TIOCGPGRP) => {
             // SAFETY: plain query on a descriptor `file` owns.
             if unsafe { libc::isatty(h.as_raw_fd()) } != 1 {
