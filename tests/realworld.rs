@@ -316,4 +316,14 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     vnode.args([busybox, "head", "-1", "/proc/mounts"]);
     let mounts = run(vnode, Duration::from_secs(60), "head /proc/mounts");
     assert_eq!(mounts.stdout, format!("{}:/dyn / nfs rw,noatime 0 0\n", storage.addr), "{}", mounts.stderr);
+    // A program started through a symlink: its `/proc/PID/exe` is the file itself.
+    let in_vnode = |args: &[&str]| {
+        let mut vnode = common::lego_command();
+        vnode.args(["run", "--mem", "1G", "--mem-server", &mem.addr, "--vnode", "dyn", "--storage-server", &storage.addr]).args(args);
+        run(vnode, Duration::from_secs(60), &format!("{args:?}"))
+    };
+    let linked = in_vnode(&[busybox, "ln", "-s", busybox, "/readlink"]);
+    assert_eq!(linked.status, Some(0), "{}", linked.stderr);
+    let exe = in_vnode(&["/readlink", "/proc/self/exe"]);
+    assert_eq!(exe.stdout, format!("{busybox}\n"), "{}", exe.stderr);
 }

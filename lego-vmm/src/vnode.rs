@@ -243,8 +243,10 @@ impl Vnode {
         }
         process.thread(MAIN_TID).sigmask = config.blocked_signals & !crate::signal::UNBLOCKABLE;
         process.net = crate::net::Net::new(&config.name, config.net.clone());
+        // `/proc/PID/exe` names the file with its symlinks resolved, as after an `execve`.
+        let exe = vnode_exe(&config.files, &program.path);
         process.image = crate::identity::ExecImage {
-            exe: vnode_exe(&config.files, &program.path),
+            exe: syscall::canonical(&process, &exe).unwrap_or(exe),
             argv: program.argv.clone(),
             envp: program.envp.clone(),
         };

@@ -40,6 +40,7 @@ use crate::process::{Locked, Process, Termination};
 pub use mapping::unmapping_all;
 pub use clone::CloneArgs;
 pub use thread::exit_thread;
+pub(crate) use fs::canonical;
 
 /// The calling vCPU: its registers and its thread.
 pub struct Cpu<'a> {

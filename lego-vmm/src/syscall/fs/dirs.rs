@@ -34,7 +34,7 @@ fn from_components(c: &[Vec<u8>]) -> Vec<u8> {
 /// symlinks before it have been expanded, so it is the physical parent. (Used for the working
 /// directory and the program's `/proc/PID/exe`; every other path goes to the file system
 /// unnormalised.)
-pub(in crate::syscall) fn canonical(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
+pub(crate) fn canonical(p: &Process, path: &[u8]) -> SysResult<Vec<u8>> {
     let mut todo: VecDeque<Vec<u8>> = components(path).into();
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut links = 0;
