@@ -154,9 +154,28 @@ fn lego_run_is_placed_by_the_managers() {
     std::fs::create_dir(img.path().join("bin")).unwrap();
     std::fs::copy(common::image("busybox"), img.path().join("bin/busybox")).unwrap();
     std::fs::write(img.path().join("greeting"), "placed by the global managers\n").unwrap();
-    assert!(lego(&["image", "push", img.path().to_str().unwrap(), "--vnode", "demo", "--storage-server", &storage.addr]).status.success());
+    // Symlinks are pushed as symlinks (twice: a second push replaces them), and a tar
+    // archive's hard links as hard links.
+    std::os::unix::fs::symlink("busybox", img.path().join("bin/cat")).unwrap();
+    std::os::unix::fs::symlink("/greeting", img.path().join("link")).unwrap();
+    for _ in 0..2 {
+        let out = lego(&["image", "push", img.path().to_str().unwrap(), "--vnode", "demo", "--storage-server", &storage.addr]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("pushed 2 files and 2 symlinks"), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    let tarred = tempfile::tempdir().unwrap();
+    std::fs::write(tarred.path().join("first"), "one file, two names\n").unwrap();
+    std::fs::hard_link(tarred.path().join("first"), tarred.path().join("second")).unwrap();
+    let tar = tarred.path().join("image.tar");
+    let made = Command::new("tar").args(["-cf", tar.to_str().unwrap(), "-C", tarred.path().to_str().unwrap(), "first", "second"]).status().unwrap();
+    assert!(made.success());
+    assert!(lego(&["image", "push", tar.to_str().unwrap(), "--vnode", "demo", "--storage-server", &storage.addr]).status.success());
 
     // No --mem-server, no --storage-server, no --excache: all of it comes from the managers.
+    let linked = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "/bin/cat", "/link", "/second"]);
+    assert_eq!(String::from_utf8_lossy(&linked.stdout), "placed by the global managers\none file, two names\n", "{}", String::from_utf8_lossy(&linked.stderr));
+    let ls = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "/bin/busybox", "stat", "-c", "%h %F", "/first", "/bin/cat"]);
+    assert_eq!(String::from_utf8_lossy(&ls.stdout), "2 regular file\n1 symbolic link\n", "{}", String::from_utf8_lossy(&ls.stderr));
     let out = lego(&["run", "--global-mgr", &global.addr, "--vnode", "demo", "--stats", "/bin/busybox", "cat", "/greeting"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");

@@ -2,7 +2,7 @@
 //!
 //! `push` copies a host directory or a tar archive into the mount, straight to the storage
 //! server (each file created, written in `MAX_IO` pieces and fsync'd, so a pushed image survives
-//! a storage-server crash); `add` copies host programs there, each with the program interpreter
+//! a storage-server crash; symlinks as symlinks, a tar archive's hard links as hard links); `add` copies host programs there, each with the program interpreter
 //! and shared libraries `ldd` lists for it, at their host paths; `ls` lists the mount. Push while no program of that vNode runs: a
 //! mem-server caching the vNode's files would not see the new contents of files it holds.
 
@@ -119,6 +119,19 @@ impl Mount {
         }
     }
 
+    /// Makes `path` a symlink to `target`, replacing what a push before left there.
+    fn symlink(&mut self, path: &[u8], target: &[u8]) -> anyhow::Result<()> {
+        let op = || StorageOp::Symlink { path: path.to_vec(), target: target.to_vec(), owner: Owner::ROOT };
+        match self.op(op())? {
+            Ok(_) => Ok(()),
+            Err(errno::EEXIST) => {
+                self.must("unlink", path, StorageOp::Unlink { path: path.to_vec() })?;
+                self.must("symlink", path, op()).map(drop)
+            }
+            Err(e) => bail!("symlink {}: {}", String::from_utf8_lossy(path), std::io::Error::from_raw_os_error(e)),
+        }
+    }
+
     fn put(&mut self, path: &[u8], mode: u32, mut data: impl Read) -> anyhow::Result<u64> {
         self.must("create", path, StorageOp::Create { path: path.to_vec(), mode, exclusive: false, truncate: true, owner: Owner::ROOT })?;
         let mut buf = vec![0u8; MAX_IO];
@@ -177,12 +190,23 @@ fn open_for_writing(target: &Target, state: &StateArgs) -> anyhow::Result<(Mount
     Ok((m, addr))
 }
 
+/// What a push put into the mount.
+#[derive(Default)]
+struct Pushed {
+    files: u64,
+    links: u64,
+    bytes: u64,
+    /// Entries of kinds an image does not carry (devices, FIFOs, sockets).
+    skipped: Vec<String>,
+}
+
 fn push(source: &Path, target: &Target, state: &StateArgs) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let (mut m, addr) = open_for_writing(target, state)?;
-    let (mut files, mut bytes, mut skipped) = (0u64, 0u64, Vec::new());
+    let mut pushed = Pushed::default();
     let meta = std::fs::metadata(source).with_context(|| format!("{}", source.display()))?;
     if meta.is_dir() {
-        push_dir(&mut m, source, Path::new(""), &mut files, &mut bytes, &mut skipped)?;
+        push_dir(&mut m, source, Path::new(""), &mut pushed)?;
     } else {
         let f = std::fs::File::open(source).with_context(|| format!("{}", source.display()))?;
         let mut archive = tar::Archive::new(f);
@@ -191,22 +215,41 @@ fn push(source: &Path, target: &Target, state: &StateArgs) -> anyhow::Result<()>
             let rel = entry.path()?.into_owned();
             let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
             let path = vnode_path(&rel)?;
-            match entry.header().entry_type() {
-                tar::EntryType::Directory => mkdir_all(&mut m, &path, mode)?,
+            let kind = entry.header().entry_type();
+            if kind.is_dir() {
+                mkdir_all(&mut m, &path, mode)?;
+                continue;
+            }
+            if let Some(parent) = rel.parent() {
+                mkdir_all(&mut m, &vnode_path(parent)?, 0o755)?;
+            }
+            let link_name = || -> anyhow::Result<Vec<u8>> {
+                let name = entry.link_name()?.with_context(|| format!("{}: a link without a target", rel.display()))?;
+                Ok(name.as_os_str().as_bytes().to_vec())
+            };
+            match kind {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    if let Some(parent) = rel.parent() {
-                        mkdir_all(&mut m, &vnode_path(parent)?, 0o755)?;
-                    }
-                    bytes += m.put(&path, mode, entry)?;
-                    files += 1;
+                    pushed.bytes += m.put(&path, mode, entry)?;
+                    pushed.files += 1;
                 }
-                _ => skipped.push(rel.display().to_string()),
+                tar::EntryType::Symlink => {
+                    m.symlink(&path, &link_name()?)?;
+                    pushed.links += 1;
+                }
+                // A hard link names a file the archive holds before it.
+                tar::EntryType::Link => {
+                    let from = vnode_path(Path::new(std::ffi::OsStr::from_bytes(&link_name()?)))?;
+                    m.must("link", &path, StorageOp::Link { from, to: path.clone() })?;
+                    pushed.files += 1;
+                }
+                _ => pushed.skipped.push(rel.display().to_string()),
             }
         }
     }
-    println!("pushed {files} files ({bytes} bytes) into vNode {} on {addr}", target.vnode);
+    let Pushed { files, links, bytes, skipped } = pushed;
+    println!("pushed {files} files and {links} symlinks ({bytes} bytes) into vNode {} on {addr}", target.vnode);
     if !skipped.is_empty() {
-        println!("skipped (remote storage holds only files and directories): {}", skipped.join(", "));
+        println!("skipped (devices, FIFOs and sockets are not pushed): {}", skipped.join(", "));
     }
     Ok(())
 }
@@ -274,14 +317,8 @@ fn mkdir_all(m: &mut Mount, path: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn push_dir(
-    m: &mut Mount,
-    root: &Path,
-    rel: &Path,
-    files: &mut u64,
-    bytes: &mut u64,
-    skipped: &mut Vec<String>,
-) -> anyhow::Result<()> {
+fn push_dir(m: &mut Mount, root: &Path, rel: &Path, pushed: &mut Pushed) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     let dir = root.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))?.collect::<Result<_, _>>()?;
@@ -293,13 +330,18 @@ fn push_dir(
         let path = vnode_path(&rel)?;
         if meta.is_dir() {
             m.mkdir(&path, mode)?;
-            push_dir(m, root, &rel, files, bytes, skipped)?;
+            push_dir(m, root, &rel, pushed)?;
         } else if meta.is_file() {
             let f = std::fs::File::open(e.path()).with_context(|| format!("{}", e.path().display()))?;
-            *bytes += m.put(&path, mode, f)?;
-            *files += 1;
+            pushed.bytes += m.put(&path, mode, f)?;
+            pushed.files += 1;
+        } else if meta.is_symlink() {
+            // Its text as it is: resolved in the vNode's files when followed.
+            let to = std::fs::read_link(e.path()).with_context(|| format!("{}", e.path().display()))?;
+            m.symlink(&path, to.as_os_str().as_bytes())?;
+            pushed.links += 1;
         } else {
-            skipped.push(rel.display().to_string());
+            pushed.skipped.push(rel.display().to_string());
         }
     }
     Ok(())

@@ -65,7 +65,7 @@ pub struct StorageRequest {
 /// A storage operation. Every path is absolute within the vNode's mount.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StorageOp {
-    /// Attributes of `path` (symbolic links do not exist on this storage).
+    /// Attributes of `path` itself (a symlink's own, as `lstat` gives them).
     Stat { path: Vec<u8> },
     /// Up to `len` bytes of the file at `offset` (fewer at the end of the file).
     Read { path: Vec<u8>, offset: u64, len: u32 },
