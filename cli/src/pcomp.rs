@@ -70,13 +70,22 @@ fn launch(lego: &OsString, me: &str, global: &str, cluster: u64, req: &RunReques
     // The VMM starts with the client's ignored and blocked signals and no others (this
     // daemon's may differ), so its process starts as if the client had execve'd it.
     let (ignored, blocked) = (req.ignored_signals, req.blocked_signals);
-    // SAFETY: between fork and exec the closure only makes rt_sigaction and rt_sigprocmask
-    // system calls (the raw calls: the C library refuses the signals it reserves), which are
-    // async-signal-safe, on a kernel sigaction it owns (handler, flags, restorer, mask; no
-    // restorer is needed for SIG_IGN or SIG_DFL) and a mask on its stack, and allocates
-    // nothing; SIGKILL and SIGSTOP, which cannot be set, are skipped.
+    // SAFETY: between fork and exec the closure only makes open, ioctl, close, rt_sigaction and
+    // rt_sigprocmask system calls (the raw calls for signals: the C library refuses the signals
+    // it reserves), which are async-signal-safe, on a constant path, a descriptor it owns, a
+    // kernel sigaction it owns (handler, flags, restorer, mask; no restorer is needed for
+    // SIG_IGN or SIG_DFL) and a mask on its stack, and allocates nothing; SIGKILL and SIGSTOP,
+    // which cannot be set, are skipped.
     unsafe {
         c.pre_exec(move || {
+            // The process gives up this daemon's controlling terminal, if it has one: a placed
+            // program's `/dev/tty` is none (ENXIO), never the terminal the daemon was started
+            // on, whose modes it could otherwise set.
+            let tty = libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            if tty >= 0 {
+                libc::ioctl(tty, libc::TIOCNOTTY);
+                libc::close(tty);
+            }
             for sig in (1..=lego_vmm::signal::NSIG as i32).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
                 let handler = if ignored & lego_vmm::signal::bit(sig) != 0 { libc::SIG_IGN } else { libc::SIG_DFL };
                 let act: [u64; 4] = [handler as u64, 0, 0, 0];

@@ -3,7 +3,7 @@
 use lego_proto::sync::LockExt;
 use std::os::fd::AsRawFd;
 
-use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_GETOWN, F_GETPIPE_SZ, F_SETFD, F_SETFL, F_SETOWN, F_SETPIPE_SZ, KERNEL_TERMIOS_SIZE, S_IFMT, S_IFREG, TCGETS, TIOCGPGRP, TIOCGWINSZ, WINSIZE_SIZE, fdarg, not_opath};
+use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_GETOWN, F_GETPIPE_SZ, F_SETFD, F_SETFL, F_SETOWN, F_SETPIPE_SZ, KERNEL_TERMIOS_SIZE, S_IFMT, S_IFREG, TIOCGPGRP, WINSIZE_SIZE, fdarg, not_opath};
 use crate::syscall::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::Backing;
@@ -25,14 +25,13 @@ enum TermArg {
 /// flow control, breaks and the output queue. Job control requests are not among them: the
 /// vNode's process groups are not the host's.
 fn terminal_request(cmd: u32) -> Option<TermArg> {
-    let cmd = u64::from(cmd);
-    Some(match cmd {
-        _ if cmd == TCGETS as u64 => TermArg::Out(KERNEL_TERMIOS_SIZE),
-        _ if cmd == TIOCGWINSZ as u64 => TermArg::Out(WINSIZE_SIZE),
-        _ if cmd == libc::TIOCOUTQ as u64 => TermArg::Out(4),
-        _ if [libc::TCSETS, libc::TCSETSW, libc::TCSETSF].iter().any(|&c| cmd == c as u64) => TermArg::In(KERNEL_TERMIOS_SIZE),
-        _ if cmd == libc::TIOCSWINSZ as u64 => TermArg::In(WINSIZE_SIZE),
-        _ if [libc::TCSBRK, libc::TCSBRKP, libc::TCXONC, libc::TCFLSH].iter().any(|&c| cmd == c as u64) => TermArg::Value,
+    Some(match u64::from(cmd) {
+        libc::TCGETS => TermArg::Out(KERNEL_TERMIOS_SIZE),
+        libc::TIOCGWINSZ => TermArg::Out(WINSIZE_SIZE),
+        libc::TIOCOUTQ => TermArg::Out(4),
+        libc::TCSETS | libc::TCSETSW | libc::TCSETSF => TermArg::In(KERNEL_TERMIOS_SIZE),
+        libc::TIOCSWINSZ => TermArg::In(WINSIZE_SIZE),
+        libc::TCSBRK | libc::TCSBRKP | libc::TCXONC | libc::TCFLSH => TermArg::Value,
         _ => return None,
     })
 }

@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(t.get(t.buf + 64, 4), 3i32.to_le_bytes());
         assert_eq!(t.call(lseek, &[r, 0, 0]), Err(Errno::ESPIPE));
         assert_eq!(t.call(pread64, &[r, t.buf, 1, 0]), Err(Errno::ESPIPE));
-        assert_eq!(t.call(ioctl, &[r, u64::from(TCGETS), t.buf]), Err(Errno::ENOTTY));
+        assert_eq!(t.call(ioctl, &[r, libc::TCGETS, t.buf]), Err(Errno::ENOTTY));
         assert_eq!(t.call(fcntl, &[r, F_GETPIPE_SZ as u64]), Ok(65536));
         assert_eq!(t.read_vec(r, 10).unwrap(), b"xyz");
         let st = t.scratch + 0x8000;
@@ -340,7 +340,7 @@ mod tests {
         assert_eq!(t.read_vec(r, 10).unwrap(), b"host");
         assert_eq!(t.call(lseek, &[r, 0, 0]), Err(Errno::ESPIPE));
         assert_eq!(t.call(pread64, &[r, t.buf, 1, 0]), Err(Errno::ESPIPE));
-        assert_eq!(t.call(ioctl, &[r, u64::from(TCGETS), t.buf]), Err(Errno::ENOTTY));
+        assert_eq!(t.call(ioctl, &[r, libc::TCGETS, t.buf]), Err(Errno::ENOTTY));
         assert_eq!(t.call(ioctl, &[r, u64::from(TIOCGPGRP), t.buf]), Err(Errno::ENOTTY));
         assert_eq!(t.call(fsync, &[w]), Err(Errno::EINVAL));
         let st = t.scratch + 0x8000;
