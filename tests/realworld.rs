@@ -119,6 +119,9 @@ const DEBIAN: &[&str] = &[
     "cp -a DIR/words DIR/copy && cmp DIR/words DIR/copy && stat -c '%a %s %Y' DIR/copy; rm DIR/copy",
     // `/proc/self/exe` is the file itself, symlinks resolved (`ld.so`'s `$ORIGIN` comes from it).
     "ln -s /bin/readlink DIR/rl && DIR/rl /proc/self/exe; rm DIR/rl",
+    // GNU rm walks a deep tree back up through `..` descriptors (gnulib fts), and goes on
+    // removing through one after the directory it was reached from is gone.
+    "mkdir -p DIR/t/a/b/c/d/e/f && touch DIR/t/a/b/c/d/e/f/x DIR/t/top && rm -rf DIR/t && echo removed; ls DIR",
 ];
 
 /// Runs every line of [`DEBIAN`] natively and with `lego run --root /`; their output and
@@ -292,7 +295,7 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     common::push_image(&storage.addr, "dyn", image_dir.path());
     let busybox = std::path::absolute(image("busybox")).unwrap();
     let add = |programs: &[&Path]| common::lego_command().args(["image", "add"]).args(programs).args(["--vnode", "dyn", "--storage-server", &storage.addr]).output().unwrap();
-    let out = add(&[Path::new("/usr/bin/sort"), Path::new("/usr/bin/sha256sum"), &busybox]);
+    let out = add(&[Path::new("/usr/bin/sort"), Path::new("/usr/bin/sha256sum"), Path::new("/usr/bin/rm"), &busybox]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "image add: {said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("/lib64/ld-linux-x86-64.so.2") && said.contains("libc.so.6"), "{said}");
@@ -326,4 +329,10 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     assert_eq!(linked.status, Some(0), "{}", linked.stderr);
     let exe = in_vnode(&["/readlink", "/proc/self/exe"]);
     assert_eq!(exe.stdout, format!("{busybox}\n"), "{}", exe.stderr);
+    // GNU rm of a deep tree, which it walks back up through `..` descriptors.
+    let made = in_vnode(&[busybox, "sh", "-c", &format!("{busybox} mkdir -p /t/a/b/c/d/e/f && {busybox} touch /t/a/b/c/d/e/f/x /t/top")]);
+    assert_eq!(made.status, Some(0), "{}", made.stderr);
+    let removed = in_vnode(&["/usr/bin/rm", "-rf", "/t"]);
+    assert_eq!((removed.status, removed.stderr.as_str()), (Some(0), ""));
+    assert_eq!(in_vnode(&[busybox, "ls", "/t"]).status, Some(1), "/t is gone");
 }

@@ -1,7 +1,8 @@
 //! Opening and closing: `open`, `creat`, `openat`, `close`, `dup*`, `pipe*`.
 
 
-use super::common::{AT_FDCWD, O_LARGEFILE, O_TMPFILE_BIT, fdarg, put};
+use super::common::{AT_FDCWD, O_LARGEFILE, O_TMPFILE_BIT, fdarg, is_dir, put};
+use super::dirs::canonical;
 use super::paths::at_path;
 use super::rw::PIPE_SLICE;
 use crate::syscall::{Args, Cpu};
@@ -41,13 +42,29 @@ pub fn openat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_TRUNC | libc::O_CLOEXEC)
     } | O_LARGEFILE;
     let file = match crate::pseudo::open(p, path, flags, mode)? {
-        crate::pseudo::Opened::New(backing, path) => OpenFile::new(backing, path, status),
+        crate::pseudo::Opened::New(backing, path) => {
+            let path = kept_path(p, &backing, path);
+            OpenFile::new(backing, path, status)
+        }
         crate::pseudo::Opened::Shared(file) => file,
         crate::pseudo::Opened::Fifo(node, path) => {
             OpenFile::new(Backing::Pipe(open_fifo(p, cpu.tid, node, flags)?), path, status)
         }
     };
     p.fds.alloc(file, 0, flags & libc::O_CLOEXEC != 0)
+}
+
+/// The path a new descriptor keeps, which `*at` calls relative to it start from. A directory
+/// reached through `.` or `..` keeps its physical path (as `getcwd` would report it), so that
+/// it still names the directory itself when the path it was reached by no longer leads there,
+/// as a Linux descriptor does: `rm -rf` opens `dir/sub/..`, removes `sub`, then removes the
+/// rest of `dir` through that descriptor.
+fn kept_path(p: &Process, backing: &Backing, path: Vec<u8>) -> Vec<u8> {
+    let dotted = path.split(|&c| c == b'/').any(|c| c == b"." || c == b"..");
+    match backing {
+        Backing::File(f) if dotted && f.stat().is_ok_and(|st| is_dir(st.mode)) => canonical(p, &path).unwrap_or(path),
+        _ => path,
+    }
 }
 
 /// Opens an end of FIFO `node`'s pipe as [`crate::fifo`] says, waiting without the process
