@@ -2,9 +2,11 @@
 //!
 //! `push` copies a host directory or a tar archive into the mount, straight to the storage
 //! server (each file created, written in `MAX_IO` pieces and fsync'd, so a pushed image survives
-//! a storage-server crash; symlinks as symlinks, a tar archive's hard links as hard links); `add` copies host programs there, each with the program interpreter
-//! and shared libraries `ldd` lists for it, at their host paths; `ls` lists the mount. Push while no program of that vNode runs: a
-//! mem-server caching the vNode's files would not see the new contents of files it holds.
+//! a storage-server crash; symlinks as symlinks, a tar archive's hard links as hard links);
+//! `add` copies host programs there, each with the program interpreter and shared libraries
+//! `ldd` lists for it, at their host paths; `ls` lists the mount. Push while no program of that
+//! vNode runs: a mem-server caching the vNode's files would not see the new contents of files
+//! it holds.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -146,17 +146,22 @@ pub(crate) enum Image<'a> {
 }
 
 /// The vNode path of the program (`/proc/PID/exe`, absolute as on Linux): for a host
-/// directory, the host path made absolute and taken relative to the root when it lies inside.
+/// directory, the host path with its symlinks resolved, taken relative to the root when it lies
+/// inside.
 fn vnode_exe(files: &Files, program: &Path) -> Vec<u8> {
     let Files::HostDir(root) = files else {
         let p = program.as_os_str().as_bytes();
         return if p.starts_with(b"/") { p.to_vec() } else { [&b"/"[..], p].concat() };
     };
     let host = std::fs::canonicalize(program).unwrap_or_else(|_| program.to_path_buf());
-    match std::fs::canonicalize(root).ok().and_then(|r| host.strip_prefix(r).ok().map(Path::to_path_buf)) {
-        Some(inside) => [&b"/"[..], inside.as_os_str().as_bytes()].concat(),
-        None => host.as_os_str().as_bytes().to_vec(),
-    }
+    inside_root(root, &host).unwrap_or_else(|| host.as_os_str().as_bytes().to_vec())
+}
+
+/// The vNode path of `host` (a host path, its symlinks resolved) when it lies inside the host
+/// directory `root` of the vNode's files.
+fn inside_root(root: &Path, host: &Path) -> Option<Vec<u8>> {
+    let inside = host.strip_prefix(root.canonicalize().ok()?).ok()?;
+    Some([&b"/"[..], inside.as_os_str().as_bytes()].concat())
 }
 
 /// Opens `/dev/kvm`, saying clearly why not.
@@ -243,10 +248,15 @@ impl Vnode {
         }
         process.thread(MAIN_TID).sigmask = config.blocked_signals & !crate::signal::UNBLOCKABLE;
         process.net = crate::net::Net::new(&config.name, config.net.clone());
-        // `/proc/PID/exe` names the file with its symlinks resolved, as after an `execve`.
-        let exe = vnode_exe(&config.files, &program.path);
+        // `/proc/PID/exe` names the file with its symlinks resolved, as after an `execve`: on
+        // a host directory `vnode_exe` resolved them there, on a storage server they are
+        // resolved in the vNode's files.
+        let mut exe = vnode_exe(&config.files, &program.path);
+        if let Files::Remote { .. } = config.files {
+            exe = syscall::canonical(&process, &exe).unwrap_or(exe);
+        }
         process.image = crate::identity::ExecImage {
-            exe: syscall::canonical(&process, &exe).unwrap_or(exe),
+            exe,
             argv: program.argv.clone(),
             envp: program.envp.clone(),
         };
@@ -1014,14 +1024,8 @@ pub fn default_root() -> PathBuf {
 /// caller's current directory, as a path in the vNode, when it lies inside `root` (so `lego
 /// run --root /` starts where a native run would), else `/`.
 pub fn start_dir(root: &Path) -> Vec<u8> {
-    let inside = std::env::current_dir()
-        .and_then(|d| d.canonicalize())
-        .ok()
-        .zip(root.canonicalize().ok())
-        .and_then(|(cwd, root)| cwd.strip_prefix(root).ok().map(Path::to_path_buf));
-    let mut dir = b"/".to_vec();
-    dir.extend_from_slice(inside.as_deref().unwrap_or(Path::new("")).as_os_str().as_bytes());
-    dir
+    let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).ok();
+    cwd.and_then(|d| inside_root(root, &d)).unwrap_or_else(|| b"/".to_vec())
 }
 
 #[cfg(test)]
