@@ -122,6 +122,8 @@ const DEBIAN: &[&str] = &[
     // GNU rm walks a deep tree back up through `..` descriptors (gnulib fts), and goes on
     // removing through one after the directory it was reached from is gone.
     "mkdir -p DIR/t/a/b/c/d/e/f && touch DIR/t/a/b/c/d/e/f/x DIR/t/top && rm -rf DIR/t && echo removed; ls DIR",
+    // A file unlinked while open: its `/proc/self/fd` link says so, and opens it anew.
+    "exec 3<>DIR/u && rm DIR/u && echo kept >&3 && cat /proc/self/fd/3 && readlink /proc/self/fd/3",
 ];
 
 /// Runs every line of [`DEBIAN`] natively and with `lego run --root /`; their output and
@@ -305,7 +307,12 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     let native_dir = tempfile::tempdir().unwrap();
     std::fs::write(native_dir.path().join("in.txt"), &lines).unwrap();
     let busybox = busybox.to_str().unwrap();
-    for args in [&["/usr/bin/sort", "-n", "-r", "in.txt", "-o", "out.txt"][..], &["/usr/bin/sha256sum", "in.txt", "out.txt"], &[busybox, "wc", "-l", "in.txt"]] {
+    // Files unlinked or renamed while open (a temporary file, a log rotated under its
+    // writer, a file replaced by a rename) stay reachable through their descriptors.
+    let open_files = "mkdir w && cd w && exec 3<>tmp && rm tmp && echo kept >&3 && cat /proc/self/fd/3 && ls && \
+        exec 4>log && mv log log.1 && echo rotated >&4 && mkdir d1 && exec 5>d1/f && mv d1 d2 && echo inner >&5 && cat log.1 d2/f && \
+        echo old > c && exec 6<c && echo new > n && mv n c && cat <&6 && cat c && exec 3>&- 6<&- && ls -a && cd .. && rm -r w";
+    for args in [&["/usr/bin/sort", "-n", "-r", "in.txt", "-o", "out.txt"][..], &["/usr/bin/sha256sum", "in.txt", "out.txt"], &[busybox, "wc", "-l", "in.txt"], &[busybox, "sh", "-c", open_files]] {
         let mut native = common::native_command(args[0]);
         native.args(&args[1..]).current_dir(native_dir.path()).env("LC_ALL", "C");
         let mut vnode = common::lego_command();
@@ -335,4 +342,6 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     let removed = in_vnode(&["/usr/bin/rm", "-rf", "/t"]);
     assert_eq!((removed.status, removed.stderr.as_str()), (Some(0), ""));
     assert_eq!(in_vnode(&[busybox, "ls", "/t"]).status, Some(1), "/t is gone");
+    let hidden = in_vnode(&[busybox, "ls", "-A", "/.lego-unlinked"]);
+    assert_eq!((hidden.status, hidden.stdout.as_str()), (Some(0), ""), "closed files unlinked while open are gone: {}", hidden.stderr);
 }

@@ -472,6 +472,21 @@ impl File for HostFile {
         fstat(self.fd.as_fd())
     }
 
+    fn unlinked(&self) -> bool {
+        fstat(self.fd.as_fd()).is_ok_and(|st| st.nlink == 0)
+    }
+
+    /// Opens the host's `/proc/self/fd/N` of the descriptor, which reaches the file itself.
+    fn reopen(&self, flags: i32) -> SysResult<Box<dyn File>> {
+        let (host, _) = host_open_flags(flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW), 0);
+        let link = CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).map_err(|_| Errno::EINVAL)?;
+        // SAFETY: `link` is a NUL-terminated string that outlives the call.
+        let fd = retry(|| unsafe { libc::open(link.as_ptr(), host) })?;
+        // SAFETY: `open` just returned this descriptor, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Box::new(HostFile { fd, root_id: self.root_id, dir_lock: Mutex::new(()), fifo: self.fifo }))
+    }
+
     fn set_len(&self, len: u64) -> SysResult<()> {
         let len = to_off(len)?;
         // SAFETY: plain system call on an open descriptor, no memory is passed.

@@ -170,6 +170,16 @@ pub trait File: Send + Sync {
     fn fifo(&self) -> Option<NodeId> {
         None
     }
+    /// Whether no name leads to the file any more (unlinked while open, or a memfd):
+    /// `/proc/PID/fd` then says `(deleted)`, and opening the link reaches the descriptor.
+    fn unlinked(&self) -> bool {
+        false
+    }
+    /// A new open of this same file with `open(2)` `flags` (access mode and `O_TRUNC`), for
+    /// `/proc/PID/fd/N` of a file no name leads to ([`File::unlinked`]).
+    fn reopen(&self, _flags: i32) -> SysResult<Box<dyn File>> {
+        Err(crate::errno::Errno::ENOENT)
+    }
 }
 
 /// All of the file at vNode path `path`, read through `fs` (a program to run).

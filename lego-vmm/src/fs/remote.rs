@@ -11,13 +11,21 @@
 //! (stored, not enforced between the vNode's processes); a create request carries its creator,
 //! and the storage server gives the new object its owner in the entry that creates it.
 //!
+//! A file unlinked while this VMM has it open stays reachable through its descriptors, as NFS
+//! keeps it ("silly rename"): it is renamed to a hidden name under [`UNLINKED_DIR`] and removed
+//! when its last descriptor closes; a rename of an open file (or of a directory above it) moves
+//! its descriptors along ([`OpenNames`]). Only descriptors of this VMM are known: another
+//! pComponent's open file is gone when it is unlinked here.
+//!
 //! Failure: once the connection to the caching mem-server fails, the data it held but had not
 //! written back is gone, so every later file call of the process answers `EIO` rather than
 //! reading around the loss.
 
 use lego_proto::sync::LockExt;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use lego_proto::codec::{decode, encode};
@@ -97,6 +105,136 @@ pub struct RemoteFs {
     link: Arc<Link>,
     /// The storage server holding them.
     storage: String,
+    /// Where this VMM's open files are, for unlinks and renames of open files.
+    names: Mutex<OpenNames>,
+    /// Held shared by an open across its requests and its registration in `names`, and
+    /// exclusively by an unlink or a rename across theirs: no open slips between an unlink's
+    /// look-up of the open files and its request.
+    gate: RwLock<()>,
+}
+
+/// The directory, at the root of the vNode's mount, that holds files unlinked while open
+/// until their last descriptor closes. Listings of `/` leave it out.
+pub const UNLINKED_DIR: &[u8] = b"/.lego-unlinked";
+
+/// The open files of the mount in this VMM, by path (NFS clients keep the same).
+struct OpenNames {
+    /// Path -> the name its open descriptions share; entries whose files all closed are
+    /// pruned as the table grows.
+    by_path: HashMap<Vec<u8>, Weak<Name>>,
+    /// Size of `by_path` after the last pruning.
+    pruned_at: usize,
+    /// What makes this VMM's hidden names unlike any other's.
+    tag: u64,
+    /// Hidden names handed out so far.
+    hidden: u64,
+    /// `UNLINKED_DIR` is known to exist.
+    dir_made: bool,
+}
+
+/// Where the open descriptions of one file reach it now.
+struct Name {
+    link: Arc<Link>,
+    /// Held shared by every request on the file, exclusively to move it: no request goes to
+    /// the path it had before a move.
+    path: RwLock<Vec<u8>>,
+    dir: bool,
+    /// It was unlinked while open: `path` is its hidden name, removed with the last
+    /// description.
+    unlinked: AtomicBool,
+}
+
+impl Name {
+    /// The path, held still while the guard lives.
+    fn path(&self) -> RwLockReadGuard<'_, Vec<u8>> {
+        self.path.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path_mut(&self) -> RwLockWriteGuard<'_, Vec<u8>> {
+        self.path.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        if self.unlinked.load(Ordering::Acquire) {
+            let path = self.path().clone();
+            if let Err(e) = self.link.op(StorageOp::Unlink { path: path.clone() }) {
+                tracing::warn!(path = %String::from_utf8_lossy(&path), "removing a file unlinked while open: {e:?}");
+            }
+        }
+    }
+}
+
+impl OpenNames {
+    fn new() -> OpenNames {
+        OpenNames { by_path: HashMap::new(), pruned_at: 0, tag: RandomState::new().hash_one(std::process::id()), hidden: 0, dir_made: false }
+    }
+
+    /// The name open descriptions of `path` share, made if none is open.
+    fn name(&mut self, link: &Arc<Link>, path: Vec<u8>, dir: bool) -> Arc<Name> {
+        if let Some(n) = self.by_path.get(&path).and_then(Weak::upgrade) {
+            return n;
+        }
+        if self.by_path.len() >= 64 && self.by_path.len() >= 2 * self.pruned_at {
+            self.by_path.retain(|_, n| n.strong_count() > 0);
+            self.pruned_at = self.by_path.len();
+        }
+        let n = Arc::new(Name { link: link.clone(), path: RwLock::new(path.clone()), dir, unlinked: AtomicBool::new(false) });
+        self.by_path.insert(path, Arc::downgrade(&n));
+        n
+    }
+
+    /// The open file (not directory) at `path`, if any.
+    fn open_file(&self, path: &[u8]) -> Option<Arc<Name>> {
+        self.by_path.get(path).and_then(Weak::upgrade).filter(|n| !n.dir)
+    }
+
+    /// Moves the open file `name`, at `path`, to a new hidden name, so that `path` can go and
+    /// its descriptions keep the file.
+    fn hide(&mut self, link: &Link, name: &Name, path: &[u8]) -> SysResult<Vec<u8>> {
+        if !self.dir_made {
+            let mkdir = StorageOp::Mkdir { path: UNLINKED_DIR.to_vec(), mode: 0o700, owner: Owner::ROOT };
+            match link.op(mkdir) {
+                Ok(_) | Err(Errno::EEXIST) => self.dir_made = true,
+                Err(e) => return Err(e),
+            }
+        }
+        self.hidden += 1;
+        let hidden = format!("{}/{:016x}.{}", String::from_utf8_lossy(UNLINKED_DIR), self.tag, self.hidden).into_bytes();
+        let mut at = name.path_mut();
+        link.op(StorageOp::Rename { from: path.to_vec(), to: hidden.clone() })?;
+        *at = hidden.clone();
+        name.unlinked.store(true, Ordering::Release);
+        self.by_path.remove(path);
+        Ok(hidden)
+    }
+
+    /// Puts back a file [`OpenNames::hide`] moved to `hidden` from `path`, after the request
+    /// it made way for failed.
+    fn unhide(&mut self, link: &Link, name: &Arc<Name>, hidden: Vec<u8>, path: Vec<u8>) {
+        let mut at = name.path_mut();
+        if let Err(e) = link.op(StorageOp::Rename { from: hidden, to: path.clone() }) {
+            tracing::warn!(path = %String::from_utf8_lossy(&path), "putting back an open file: {e:?}");
+            return;
+        }
+        name.unlinked.store(false, Ordering::Release);
+        *at = path.clone();
+        drop(at);
+        self.by_path.insert(path, Arc::downgrade(name));
+    }
+
+    /// After `from` was renamed to `to`: the open files at `from` and below it are at `to`.
+    fn moved(&mut self, from: &[u8], to: &[u8]) {
+        let below = |p: &[u8]| p == from || (p.starts_with(from) && p.get(from.len()) == Some(&b'/'));
+        let keys: Vec<Vec<u8>> = self.by_path.keys().filter(|p| below(p)).cloned().collect();
+        for old in keys {
+            let Some(n) = self.by_path.remove(&old).and_then(|w| w.upgrade()) else { continue };
+            let new = [to, &old[from.len()..]].concat();
+            *n.path_mut() = new.clone();
+            self.by_path.insert(new, Arc::downgrade(&n));
+        }
+    }
 }
 
 /// Why [`RemoteFs::connect`] failed.
@@ -186,7 +324,7 @@ impl RemoteFs {
             }
             Err(errno) => return Err(ConnectError::Root { storage: storage.to_string(), server: server.to_string(), errno }),
         }
-        Ok(RemoteFs { link: Arc::new(link), storage: storage.to_string() })
+        Ok(RemoteFs { link: Arc::new(link), storage: storage.to_string(), names: Mutex::new(OpenNames::new()), gate: RwLock::new(()) })
     }
 }
 
@@ -221,6 +359,7 @@ impl FileSystem for RemoteFs {
         let creating = flags & libc::O_CREAT != 0;
         // O_CREAT | O_EXCL never follows a final symlink (an existing one is EEXIST).
         let follow = flags & libc::O_NOFOLLOW == 0 && !(creating && flags & libc::O_EXCL != 0);
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let path = self.walk(path, follow)?;
         let access = flags & libc::O_ACCMODE;
         let attr = if flags & libc::O_CREAT != 0 {
@@ -250,7 +389,8 @@ impl FileSystem for RemoteFs {
         if attr.kind == FileKind::Symlink && flags & libc::O_PATH == 0 {
             return Err(Errno::ELOOP);
         }
-        Ok(Box::new(RemoteFile { link: self.link.clone(), path, kind: attr.kind, ino: attr.ino, wrote: AtomicBool::new(false) }))
+        let name = self.names.lock_unpoisoned().name(&self.link, path, attr.kind == FileKind::Dir);
+        Ok(Box::new(RemoteFile { name, kind: attr.kind, ino: attr.ino, wrote: AtomicBool::new(false) }))
     }
 
     fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat> {
@@ -286,12 +426,39 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::Rmdir { path: self.walk(path, false)? }).map(drop)
     }
 
+    /// A file open in this VMM is moved to a hidden name instead, and removed when its last
+    /// descriptor closes.
     fn unlink(&self, path: &[u8]) -> SysResult<()> {
-        self.link.op(StorageOp::Unlink { path: self.walk(path, false)? }).map(drop)
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let path = self.walk(path, false)?;
+        let mut names = self.names.lock_unpoisoned();
+        match names.open_file(&path) {
+            Some(open) => names.hide(&self.link, &open, &path).map(drop),
+            None => self.link.op(StorageOp::Unlink { path }).map(drop),
+        }
     }
 
+    /// Open files at `from` (or below it) move along; a file open at `to`, which the rename
+    /// replaces, is hidden first, as an unlink would hide it, and put back if the rename fails.
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()> {
-        self.link.op(StorageOp::Rename { from: self.walk(from, false)?, to: self.walk(to, false)? }).map(drop)
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let (from, to) = (self.walk(from, false)?, self.walk(to, false)?);
+        let mut names = self.names.lock_unpoisoned();
+        // A rename between two names of one file changes nothing (rename(2)): nothing to hide.
+        let same_file = || matches!((self.link.attr(&from), self.link.attr(&to)), (Ok(a), Ok(b)) if a.ino == b.ino);
+        let replaced = names.open_file(&to).filter(|_| !same_file());
+        let hidden = match &replaced {
+            Some(open) => Some(names.hide(&self.link, open, &to)?),
+            None => None,
+        };
+        if let Err(e) = self.link.op(StorageOp::Rename { from: from.clone(), to: to.clone() }) {
+            if let (Some(open), Some(hidden)) = (replaced, hidden) {
+                names.unhide(&self.link, &open, hidden, to);
+            }
+            return Err(e);
+        }
+        names.moved(&from, &to);
+        Ok(())
     }
 
     /// The target is stored as given; following it resolves it on the storage server, inside
@@ -345,10 +512,10 @@ impl FileSystem for RemoteFs {
     }
 }
 
-/// An open remote file: its path, nothing else.
+/// An open remote file: where it is, nothing else.
 pub struct RemoteFile {
-    link: Arc<Link>,
-    path: Vec<u8>,
+    /// Shared by the open descriptions of the file in this VMM.
+    name: Arc<Name>,
     kind: FileKind,
     /// Its inode on the mount (what names a FIFO's pipe).
     ino: u64,
@@ -361,11 +528,12 @@ impl File for RemoteFile {
         if self.kind == FileKind::Dir {
             return Err(Errno::EISDIR);
         }
+        let path = self.name.path();
         let mut done = 0;
         while done < buf.len() {
             let len = (buf.len() - done).min(MAX_IO) as u32;
-            let op = StorageOp::Read { path: self.path.clone(), offset: offset + done as u64, len };
-            let StorageReply::Data(data) = self.link.op(op)? else { return Err(Errno::EIO) };
+            let op = StorageOp::Read { path: path.clone(), offset: offset + done as u64, len };
+            let StorageReply::Data(data) = self.name.link.op(op)? else { return Err(Errno::EIO) };
             if data.len() > len as usize {
                 return Err(Errno::EIO);
             }
@@ -383,34 +551,52 @@ impl File for RemoteFile {
             return Err(Errno::EISDIR);
         }
         self.wrote.store(true, Ordering::Relaxed);
+        let path = self.name.path();
         for (i, chunk) in buf.chunks(MAX_IO).enumerate() {
             let at = offset.checked_add((i * MAX_IO) as u64).ok_or(Errno::EFBIG)?;
-            self.link.op(StorageOp::Write { path: self.path.clone(), offset: at, data: chunk.to_vec() })?;
+            self.name.link.op(StorageOp::Write { path: path.clone(), offset: at, data: chunk.to_vec() })?;
         }
         Ok(buf.len())
     }
 
     fn stat(&self) -> SysResult<Stat> {
-        Ok(to_stat(&self.link.attr(&self.path)?))
+        let mut st = to_stat(&self.name.link.attr(&self.name.path())?);
+        // The hidden name is not a link the program made.
+        if self.name.unlinked.load(Ordering::Acquire) {
+            st.nlink = st.nlink.saturating_sub(1);
+        }
+        Ok(st)
     }
 
     fn set_len(&self, len: u64) -> SysResult<()> {
         if self.kind == FileKind::Dir {
             return Err(Errno::EISDIR);
         }
-        self.link.op(StorageOp::Truncate { path: self.path.clone(), len }).map(drop)
+        self.name.link.op(StorageOp::Truncate { path: self.name.path().clone(), len }).map(drop)
     }
 
     fn sync(&self, _data_only: bool) -> SysResult<()> {
-        self.link.op(StorageOp::Fsync { path: self.path.clone() }).map(drop)
+        self.name.link.op(StorageOp::Fsync { path: self.name.path().clone() }).map(drop)
     }
 
     fn set_attr(&self, attr: SetAttr) -> SysResult<()> {
-        self.link.set_attr(&self.path, attr)
+        self.name.link.set_attr(&self.name.path(), attr)
     }
 
     fn fifo(&self) -> Option<NodeId> {
         (self.kind == FileKind::Fifo).then_some(NodeId { dev: REMOTE_DEV, ino: self.ino })
+    }
+
+    fn unlinked(&self) -> bool {
+        self.name.unlinked.load(Ordering::Acquire)
+    }
+
+    fn reopen(&self, flags: i32) -> SysResult<Box<dyn File>> {
+        let again = RemoteFile { name: self.name.clone(), kind: self.kind, ino: self.ino, wrote: AtomicBool::new(false) };
+        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            again.set_len(0)?;
+        }
+        Ok(Box::new(again))
     }
 
     fn read_dir(&self, pos: u64, max: usize) -> SysResult<Vec<DirEntry>> {
@@ -430,9 +616,11 @@ impl File for RemoteFile {
             return Ok(out);
         }
         let cookie = pos.saturating_sub(2);
-        let op = StorageOp::Readdir { path: self.path.clone(), cookie, max: want as u32 };
-        let StorageReply::Entries { entries, .. } = self.link.op(op)? else { return Err(Errno::EIO) };
-        out.extend(entries.into_iter().map(|e| DirEntry {
+        let path = self.name.path();
+        let op = StorageOp::Readdir { path: path.clone(), cookie, max: want as u32 };
+        let StorageReply::Entries { entries, .. } = self.name.link.op(op)? else { return Err(Errno::EIO) };
+        let root = path.as_slice() == b"/";
+        out.extend(entries.into_iter().filter(|e| !(root && UNLINKED_DIR[1..] == *e.name)).map(|e| DirEntry {
             ino: e.ino,
             next: e.cookie.saturating_add(2),
             kind: match e.kind {
@@ -449,10 +637,12 @@ impl File for RemoteFile {
 
 impl Drop for RemoteFile {
     fn drop(&mut self) {
-        if self.wrote.load(Ordering::Relaxed) {
-            let req = Request::FileClosed { vnode: self.link.vnode.clone(), path: self.path.clone() };
-            if let Err(e) = self.link.call(&req) {
-                tracing::warn!(path = %String::from_utf8_lossy(&self.path), "writing back at close: {e:?}");
+        // A file unlinked while open is removed with its last description: nothing to write.
+        if self.wrote.load(Ordering::Relaxed) && !self.name.unlinked.load(Ordering::Acquire) {
+            let path = self.name.path().clone();
+            let req = Request::FileClosed { vnode: self.name.link.vnode.clone(), path: path.clone() };
+            if let Err(e) = self.name.link.call(&req) {
+                tracing::warn!(path = %String::from_utf8_lossy(&path), "writing back at close: {e:?}");
             }
         }
     }
@@ -553,6 +743,74 @@ mod tests {
         assert_eq!(fs.rmdir(b"/d"), Ok(()));
     }
 
+    /// The names in directory `path`, `.` and `..` left out.
+    fn listing(fs: &RemoteFs, path: &[u8]) -> Vec<Vec<u8>> {
+        let dir = fs.open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0, ROOT).unwrap();
+        dir.read_dir(2, 100).unwrap().into_iter().map(|e| e.name).collect()
+    }
+
+    fn contents(f: &dyn File) -> Vec<u8> {
+        let mut buf = vec![0u8; 64];
+        let n = f.read_at(&mut buf, 0).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn a_file_unlinked_while_open_lives_until_its_last_close() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "t");
+        let f = fs.open(b"/f", libc::O_CREAT | libc::O_RDWR, 0o600, ROOT).unwrap();
+        let again = fs.open(b"/f", libc::O_RDONLY, 0, ROOT).unwrap();
+        f.write_at(b"kept", 0).unwrap();
+        fs.unlink(b"/f").unwrap();
+        assert_eq!(fs.stat(b"/f", true).err(), Some(Errno(libc::ENOENT)), "the name is gone");
+        assert_eq!(fs.unlink(b"/f"), Err(Errno(libc::ENOENT)));
+        f.write_at(b"!", 4).unwrap();
+        assert_eq!(contents(&*again), b"kept!", "every description still reaches the file");
+        assert_eq!(f.stat().unwrap().nlink, 0);
+        assert!(f.unlinked() && !fs.open(b"/g", libc::O_CREAT | libc::O_RDWR, 0o600, ROOT).unwrap().unlinked());
+        assert_eq!(contents(&*f.reopen(libc::O_RDONLY).unwrap()), b"kept!", "/proc/PID/fd/N opens it anew");
+        assert_eq!(listing(&fs, b"/"), vec![b"g".to_vec()], "the hidden directory is not listed");
+        assert_eq!(listing(&fs, UNLINKED_DIR).len(), 1);
+        let new = fs.open(b"/f", libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600, ROOT).unwrap();
+        assert_eq!(contents(&*new), b"", "a new file may take the name");
+        drop(f);
+        assert_eq!(listing(&fs, UNLINKED_DIR).len(), 1, "one description is left");
+        drop(again);
+        assert!(listing(&fs, UNLINKED_DIR).is_empty(), "the last close removes it");
+    }
+
+    #[test]
+    fn open_files_follow_renames() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "t");
+        fs.mkdir(b"/d", 0o755, ROOT).unwrap();
+        let inner = fs.open(b"/d/f", libc::O_CREAT | libc::O_RDWR, 0o600, ROOT).unwrap();
+        let moved = fs.open(b"/a", libc::O_CREAT | libc::O_RDWR, 0o600, ROOT).unwrap();
+        fs.rename(b"/a", b"/b").unwrap();
+        moved.write_at(b"at b", 0).unwrap();
+        fs.rename(b"/d", b"/e").unwrap();
+        inner.write_at(b"in e", 0).unwrap();
+        let read = |path: &[u8]| contents(&*fs.open(path, libc::O_RDONLY, 0, ROOT).unwrap());
+        assert_eq!((read(b"/b"), read(b"/e/f")), (b"at b".to_vec(), b"in e".to_vec()));
+        // A rename over an open file leaves its descriptions the old file.
+        let old = fs.open(b"/b", libc::O_RDONLY, 0, ROOT).unwrap();
+        fs.rename(b"/e/f", b"/b").unwrap();
+        assert_eq!((contents(&*old), read(b"/b")), (b"at b".to_vec(), b"in e".to_vec()));
+        assert_eq!(contents(&*inner), b"in e", "the moved file is reached at its new name");
+        // A rename between two names of one open file changes nothing.
+        fs.link(b"/b", b"/b2", false).unwrap();
+        fs.rename(b"/b2", b"/b").unwrap();
+        assert_eq!((read(b"/b"), read(b"/b2"), inner.unlinked()), (b"in e".to_vec(), b"in e".to_vec(), false));
+        fs.unlink(b"/b2").unwrap();
+        // A rename that fails puts the open file it made way for back.
+        assert_eq!(fs.rename(b"/nothing", b"/b"), Err(Errno(libc::ENOENT)));
+        assert_eq!((read(b"/b"), inner.unlinked()), (b"in e".to_vec(), false));
+        drop((old, moved));
+        assert!(listing(&fs, UNLINKED_DIR).is_empty());
+    }
+
     #[test]
     fn another_vnode_sees_nothing() {
         let (_dir, storage, mem) = cluster();
@@ -620,6 +878,8 @@ mod tests {
         assert_eq!(&buf, b"xIRTY");
         let (sf, sh) = (fs.stat(b"/f", true).unwrap(), fs.stat(b"/h", true).unwrap());
         assert_eq!((sf.ino, sf.nlink, sf.uid, sf.gid), (sh.ino, 2, 1, 2));
+        // Closed first: a name unlinked while open would stay as a hidden link until closed.
+        drop(f);
         fs.unlink(b"/f").unwrap();
         assert_eq!(fs.stat(b"/h", true).unwrap().nlink, 1);
         fs.mkdir(b"/d", 0o755, ROOT).unwrap();

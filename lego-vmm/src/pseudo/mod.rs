@@ -162,7 +162,11 @@ pub fn open(p: &Process, path: Vec<u8>, flags: i32, mode: u32) -> SysResult<Open
                 if real == path { path } else { real },
             ))
         }
-        Route::Fd(file) => Ok(Opened::Shared(file)),
+        // A file no name leads to is opened anew, as Linux opens it: a description of its own.
+        Route::Fd(file) => match &file.backing {
+            Backing::File(f) => Ok(Opened::New(Backing::File(f.reopen(flags)?), file.path.clone())),
+            _ => Ok(Opened::Shared(file)),
+        },
         Route::Pseudo(node) => {
             if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
                 return Err(Errno::EEXIST);

@@ -399,6 +399,7 @@ impl<'a> Ctx<'a> {
             .ok_or(Errno::ENOENT)?;
         let (_, file) = v.fds.iter().find(|(f, _)| *f == fd).ok_or(Errno::ENOENT)?;
         let target = match &file.backing {
+            Backing::File(f) if f.unlinked() => Target::Fd(file.clone(), [file.path.as_slice(), b" (deleted)"].concat()),
             Backing::File(_) => Target::Path(file.path.clone()),
             Backing::Pipe(end) => Target::Fd(
                 file.clone(),
