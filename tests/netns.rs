@@ -524,13 +524,22 @@ fn replicas_on_two_hosts_survive_a_killed_mem_server_and_a_killed_vmm_is_reclaim
         run.env("LEGO_CLUSTER_SECRET", SECRET).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         run.spawn().unwrap()
     };
-    // Both hosts hold a copy of the process's pages, and the manager lists it: its home.
+    // Each host holds a copy of the process's vRegions, and the manager lists it: its home.
+    // The home holds the secondaries (the primaries go elsewhere while they can), which mem1,
+    // in front of the storage server, keeps in its backup log and file; the other host holds
+    // the primaries' pages in frames.
     let holding = || {
-        common::poll("the process listed, with pages on both mem-server hosts", Duration::from_secs(60), || {
+        common::poll("the process listed, each vRegion with a copy on each mem-server host", Duration::from_secs(60), || {
             let (used, procs) = held(&c);
-            match procs.first() {
-                Some(p) if used.iter().all(|&u| u >= 1 << 20) => Ok(p["who"]["home"].as_str().unwrap().to_string()),
-                _ => Err(format!("used {used:?}, {} processes", procs.len())),
+            let Some(p) = procs.first() else { return Err(format!("used {used:?}, no process")) };
+            let home = p["who"]["home"].as_str().unwrap().to_string();
+            let vregions = p["cache"]["vregions"].as_array().cloned().unwrap_or_default();
+            let on_both = |v: &serde_json::Value| v["state"] == "Replicated" && v["primary"] != home && v["secondary"] == home.as_str();
+            let primaries = MEM.iter().position(|m| *m != home).unwrap();
+            if !vregions.is_empty() && vregions.iter().all(on_both) && used[primaries] >= 1 << 20 {
+                Ok(home)
+            } else {
+                Err(format!("used {used:?}, home {home}, vRegions {vregions:?}"))
             }
         })
         .0

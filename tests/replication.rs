@@ -1,6 +1,7 @@
 //! Memory replication and fail-over (LegoOS §4.7) with real processes: three mem-servers (the
-//! home, which has the most memory, then the primary, then the secondary of every vRegion),
-//! a guest program at a small ExCache with `--replicas 2`, and a mem-server killed (or stopped)
+//! home, which has the most memory, then the primary, then the secondary of every vRegion)
+//! in front of a storage server, where the secondary's backup log goes, a guest program at a
+//! small ExCache with `--replicas 2`, and a mem-server (or the storage server) killed or stopped
 //! while it runs. The program's output must be byte-identical to native and its status 0; a
 //! process that loses both copies ends with status 125 and a message naming both servers.
 
@@ -18,21 +19,41 @@ fn out_dir() -> PathBuf {
     image("words.txt").parent().unwrap().to_path_buf()
 }
 
-/// A mem-server of `capacity` with a metrics endpoint.
-fn mem_server(capacity: &str) -> Server {
-    Server::start(&["mem-server", "--listen", "127.0.0.1:0", "--capacity", capacity, "--metrics", "127.0.0.1:0"])
+/// The storage server of the mem-servers, and its directory.
+struct Storage {
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+/// A mem-server of `capacity` with a metrics endpoint, in front of `storage`, with a backup log
+/// of `backup_log`.
+fn mem_server(capacity: &str, storage: &Storage, backup_log: &str) -> Server {
+    let args = ["--capacity", capacity, "--metrics", "127.0.0.1:0", "--storage-server", &storage.server.addr, "--backup-log", backup_log];
+    Server::start(&[&["mem-server", "--listen", "127.0.0.1:0"][..], &args].concat())
 }
 
 /// The home (most free memory: the VMM picks it), the primary (the most free of the others)
-/// and the secondary, in that order.
-fn trio() -> [Server; 3] {
-    [mem_server("1G"), mem_server("768M"), mem_server("512M")]
+/// and the secondary, in that order, with backup logs of `backup_log`, and their storage server.
+fn trio_logging(backup_log: &str) -> ([Server; 3], Storage) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage { server: Server::storage(dir.path(), "127.0.0.1:0", &[]), _dir: dir };
+    ([mem_server("1G", &storage, backup_log), mem_server("768M", &storage, backup_log), mem_server("512M", &storage, backup_log)], storage)
+}
+
+/// [`trio_logging`] with the default backup log.
+fn trio() -> ([Server; 3], Storage) {
+    trio_logging("64M")
+}
+
+/// A metric of a mem-server.
+fn metric(s: &Server, name: &str) -> f64 {
+    let (_, body) = scrape(s.metrics.as_deref().expect("started with --metrics"));
+    sample(&body, name).unwrap_or(0.0)
 }
 
 /// Page requests of `op` a mem-server has served.
 fn served(s: &Server, op: &str) -> f64 {
-    let (_, body) = scrape(s.metrics.as_deref().expect("started with --metrics"));
-    sample(&body, &format!("lego_mem_requests_total{{op=\"{op}\"}}")).unwrap_or(0.0)
+    metric(s, &format!("lego_mem_requests_total{{op=\"{op}\"}}"))
 }
 
 /// The count on the `--stats` line `name`: the first word after it.
@@ -86,9 +107,11 @@ fn survives(what: &str, cmd: std::process::Command, prog: &Path, args: &[&str], 
     got
 }
 
-/// `kill -9` of the primary mem-server while `prog args` runs at `excache`.
+/// `kill -9` of the primary mem-server while `prog args` runs at `excache`. The backup logs
+/// are small, so that most of the secondary's pages are in its backup file by then: the
+/// promoted secondary serves them from there, and the rebuild of a primary reads them there.
 fn primary_killed(prog: &str, args: &[&str], excache: &str) {
-    let servers = trio();
+    let (servers, _storage) = trio_logging("1M");
     let prog = image(prog);
     let cmd = replicated(&servers, excache, &[], &prog, args);
     let what = format!("{} {args:?} at {excache}, primary killed", prog.display());
@@ -96,6 +119,7 @@ fn primary_killed(prog: &str, args: &[&str], excache: &str) {
         running(&servers);
         servers[1].signal(libc::SIGKILL);
     });
+    assert!(metric(&servers[2], "lego_mem_backup_flushed_pages_total") > 0.0, "{what}: the secondary's log reached no backup file");
 }
 
 #[test]
@@ -119,12 +143,94 @@ fn threaded_word_count_survives_its_primary_killed() {
     }
 }
 
+/// The secondary keeps a bounded log, flushed to a backup file on the storage server: it holds
+/// no page frame, its log never holds more than its size, and it flushes more pages than the
+/// log holds. The program's output is native's, with no fail-over.
+#[test]
+fn the_secondary_keeps_a_bounded_log_flushed_to_a_backup_file() {
+    if !kvm() {
+        return;
+    }
+    let (servers, _storage) = trio_logging("1M");
+    let prog = image("sort");
+    let args = ["1048576", "3"];
+    let want = native(&prog, &args, &out_dir());
+    let cmd = replicated(&servers, "1M", &[], &prog, &args);
+    let got = std::thread::scope(|s| {
+        let run = s.spawn(|| run(cmd, Duration::from_secs(90), "sort, replicated to a backup log"));
+        running(&servers);
+        poll("the secondary to flush more pages than its log holds", Duration::from_secs(60), || {
+            let flushed = metric(&servers[2], "lego_mem_backup_flushed_pages_total");
+            if flushed > 256.0 {
+                Ok(())
+            } else {
+                Err(format!("{flushed} pages flushed"))
+            }
+        });
+        assert!(metric(&servers[2], "lego_mem_backup_log_unflushed_bytes") <= f64::from(1 << 20));
+        assert_eq!(metric(&servers[2], "lego_mem_stored_bytes"), 0.0, "the secondary holds no page frame");
+        run.join().unwrap()
+    });
+    assert_eq!((got.status, &got.stdout), (Some(0), &want.stdout), "{}", got.stderr);
+    assert!(!got.stderr.contains("fail-overs"), "{}", got.stderr);
+}
+
+/// The storage server under the secondary's backup log is killed while the program runs: the
+/// log fills, replication is suspended (said in `--stats`), and the program goes on to print
+/// what it prints natively.
+#[test]
+fn a_storage_server_lost_under_the_backup_log_suspends_replication_and_the_program_goes_on() {
+    if !kvm() {
+        return;
+    }
+    let (servers, storage) = trio_logging("1M");
+    let prog = image("sort");
+    let args = ["1048576", "3"];
+    let cmd = replicated(&servers, "1M", &[], &prog, &args);
+    let got = survives("sort, storage server killed", cmd, &prog, &args, || {
+        running(&servers);
+        storage.server.signal(libc::SIGKILL);
+    });
+    assert!(count(&got.stderr, "replication suspended") >= 1, "{}", got.stderr);
+    assert!(metric(&servers[2], "lego_mem_backup_refused_writes_total") > 0.0);
+}
+
+/// A primary lost while replication is suspended (its secondary's backup log full, the storage
+/// server gone) is reported as any loss of the last copy: status 125, naming the server that
+/// failed and the one replication was suspended to.
+#[test]
+fn a_primary_lost_while_replication_is_suspended_ends_the_process_saying_so() {
+    if !kvm() {
+        return;
+    }
+    let (servers, storage) = trio_logging("1M");
+    let prog = image("sort");
+    let cmd = replicated(&servers, "1M", &[], &prog, &["2097152", "3"]);
+    let got = std::thread::scope(|s| {
+        let run = s.spawn(|| run(cmd, Duration::from_secs(90), "sort, storage then primary killed"));
+        running(&servers);
+        storage.server.signal(libc::SIGKILL);
+        poll("the secondary to refuse write-backs", Duration::from_secs(30), || {
+            let refused = metric(&servers[2], "lego_mem_backup_refused_writes_total");
+            if refused > 0.0 {
+                Ok(())
+            } else {
+                Err("none refused".into())
+            }
+        });
+        servers[1].signal(libc::SIGKILL);
+        run.join().unwrap()
+    });
+    assert_eq!(got.status, Some(125), "{}", got.stderr);
+    assert!(got.stderr.contains(&servers[1].addr) && got.stderr.contains("was suspended before"), "{}", got.stderr);
+}
+
 #[test]
 fn sort_survives_its_secondary_killed() {
     if !kvm() {
         return;
     }
-    let servers = trio();
+    let (servers, _storage) = trio();
     let prog = image("sort");
     let args = ["1048576", "3"];
     let cmd = replicated(&servers, "1M", &[], &prog, &args);
@@ -139,7 +245,7 @@ fn losing_both_copies_ends_the_process_naming_both_servers() {
     if !kvm() {
         return;
     }
-    let servers = trio();
+    let (servers, _storage) = trio();
     let prog = image("checksum");
     let cmd = replicated(&servers, "256K", &[], &prog, &["1"]);
     let got = std::thread::scope(|s| {
@@ -167,7 +273,7 @@ fn a_stopped_primary_is_fenced_off_after_the_promotion() {
     if !kvm() {
         return;
     }
-    let servers = trio();
+    let (servers, _storage) = trio();
     let prog = image("sort");
     let args = ["2097152", "3"];
     // A timeout of 3 s, not 1: under load the home's own answers (a rebuild copies a vRegion
@@ -196,7 +302,7 @@ fn a_stopped_primary_is_fenced_off_after_the_promotion() {
 /// that makes memory calls as it runs (which report the loss too) or one that makes none after
 /// its start (the process's repairer thread reports it).
 fn rebuilt_copy_survives(prog: &str, args: &[&str], excache: &str) {
-    let servers = trio();
+    let (servers, _storage) = trio();
     let prog = image(prog);
     let cmd = replicated(&servers, excache, &[], &prog, args);
     let what = format!("{} {args:?}: primary killed, then the promoted secondary", prog.display());

@@ -17,6 +17,7 @@
 //! capacity = "8G"
 //! storage_server = "10.0.0.4:7080"
 //! buffer_cache = "256M"
+//! backup_log = "64M"
 //! metrics = "127.0.0.1:9464"
 //!
 //! [storage_server]                # lego storage-server
@@ -141,6 +142,7 @@ struct MemServer {
     capacity: Option<Size>,
     storage_server: Option<Addr>,
     buffer_cache: Option<Size>,
+    backup_log: Option<Size>,
     transport: Option<TransportChoice>,
     metrics: Option<Addr>,
 }

@@ -19,6 +19,11 @@ pub struct MemServerArgs {
     /// Most file data the buffer cache holds (at least 1M).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     buffer_cache: u64,
+    /// Size of the backup log of the secondary copies this server keeps (`lego run --replicas
+    /// 2`), flushed to backup files on the storage server; when it is full, replication to this
+    /// server stops for the processes that fill it.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    backup_log: u64,
     #[command(flatten)]
     transport: crate::transport::TransportArgs,
     #[command(flatten)]
@@ -32,6 +37,7 @@ pub fn run(args: MemServerArgs) -> anyhow::Result<()> {
     let config = mem_server::Config {
         storage: args.storage_server.clone(),
         buffer_cache_bytes: args.buffer_cache,
+        backup_log_bytes: args.backup_log,
         transport: args.transport.transport,
         ..mem_server::Config::new(args.listen, args.capacity, args.join.cluster_id)
     };

@@ -2,7 +2,8 @@
 //! how fast it fails over, in the same invocation.
 //!
 //! Three mem-servers run on loopback as separate processes: the home (the most memory, so the
-//! VMM picks it), the primary and the secondary of every vRegion. Each application runs at 25%
+//! VMM picks it), the primary and the secondary of every vRegion, in front of a storage server,
+//! where the secondary's backup log goes. Each application runs at 25%
 //! of its working set (what its 100% run left resident) with `--replicas 1` and with
 //! `--replicas 2`, interleaved; the overhead is the second's median time over the first's,
 //! printed beside LegoOS's 2-23% and the 25% target. Then the primary is killed (`kill -9`) in
@@ -55,15 +56,21 @@ fn workload(name: &str) -> anyhow::Result<&'static [&'static str]> {
     })
 }
 
-/// The home, the primary and the secondary: started in that order, each with less memory.
-fn servers(lego: &Path) -> anyhow::Result<Vec<(Running, String)>> {
+/// A lego server started by `c`, and its address.
+fn server(c: Command) -> anyhow::Result<(Running, String)> {
+    let (child, line) = start(c, " listening on ")?;
+    Ok((child, line.rsplit(' ').next().unwrap_or_default().to_string()))
+}
+
+/// The home, the primary and the secondary, in front of the storage server at `storage`:
+/// started in that order, each with less memory.
+fn servers(lego: &Path, storage: &str) -> anyhow::Result<Vec<(Running, String)>> {
     ["1G", "768M", "512M"]
         .iter()
         .map(|capacity| {
             let mut c = Command::new(lego);
-            c.args(["mem-server", "--listen", "127.0.0.1:0", "--capacity", capacity]);
-            let (child, line) = start(c, " listening on ")?;
-            Ok((child, line.rsplit(' ').next().unwrap_or_default().to_string()))
+            c.args(["mem-server", "--listen", "127.0.0.1:0", "--capacity", capacity, "--storage-server", storage]);
+            server(c)
         })
         .collect()
 }
@@ -106,8 +113,12 @@ pub fn run(args: &ReplicationBenchArgs) -> anyhow::Result<()> {
     let lego = std::env::current_exe().context("finding the lego executable")?;
     let images = args.images.canonicalize().with_context(|| format!("{}: run `make guest-images` first", args.images.display()))?;
     let interrupt = Interrupt::on_ctrl_c()?;
+    let dir = tempfile::tempdir().context("a directory for the storage server")?;
+    let mut c = Command::new(&lego);
+    c.args(["storage-server", "--listen", "127.0.0.1:0", "--dir"]).arg(dir.path());
+    let (_storage, storage) = server(c)?;
     println!(
-        "lego bench replication: 3 mem-servers on loopback (home, primary, secondary), 25% ExCache, median of {} runs, {} cores",
+        "lego bench replication: 3 mem-servers on loopback (home, primary, secondary; the secondary's backup log on a storage server), 25% ExCache, median of {} runs, {} cores",
         args.runs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -116,7 +127,7 @@ pub fn run(args: &ReplicationBenchArgs) -> anyhow::Result<()> {
     for name in &args.workloads {
         let wargs = workload(name)?;
         let want = Command::new(images.join(name)).args(wargs).current_dir(&images).output()?.stdout;
-        let servers = servers(&lego)?;
+        let servers = servers(&lego, &storage)?;
         let full = measure(lego_run(&lego, &images, &servers, 1, 256 << 20, name, wargs), None, &interrupt)?;
         let lines = resident(&full.stats).context("no resident lines in --stats")?;
         let excache = (lines / 4).max(16) * 4096;
@@ -150,7 +161,7 @@ pub fn run(args: &ReplicationBenchArgs) -> anyhow::Result<()> {
         let (mut ms, mut rebuild_ms) = (Vec::new(), Vec::new());
         for _ in 0..args.kills {
             interrupt.check()?;
-            let mut servers = servers(&lego)?;
+            let mut servers = servers(&lego, &storage)?;
             let cmd = lego_run(&lego, &images, &servers, 2, 1 << 20, name, wargs);
             let interrupt = &interrupt;
             let out = std::thread::scope(|s| {

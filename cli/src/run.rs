@@ -482,7 +482,11 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   prefetched, evicted unused {:>7}", c.prefetch_unused);
     eprintln!("lego:   bytes in / out          {:>10} / {}", c.bytes_in, c.bytes_out);
     eprintln!("lego:   replicated lines        {:>10}", c.replicated);
-    if c.failovers > 0 {
+    if c.suspended > 0 || c.log_full_waits > 0 {
+        eprintln!("lego:   replication suspended   {:>10}  (secondaries whose backup log was full)", c.suspended);
+        eprintln!("lego:   waits on a full log     {:>10}  (write-backs a promoted primary refused, retried)", c.log_full_waits);
+    }
+    if c.failovers > 0 || c.suspended > 0 {
         eprintln!("lego:   fail-overs              {:>10}  (longest {:.1} ms)", c.failovers, c.failover_ns as f64 / 1e6);
         eprintln!("lego:   copies rebuilt          {:>10}  (longest {:.1} ms)", c.rebuilt, c.rebuild_ns as f64 / 1e6);
     }

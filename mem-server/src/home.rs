@@ -155,6 +155,9 @@ struct VRegion {
     /// The secondary (LegoOS §4.7), with `replicas: 2` while it is alive: every vma change goes
     /// to it too, and the pComponent writes every flushed line to both.
     secondary: Option<usize>,
+    /// The primary is a secondary promoted after its primary was lost: its pages may be in a
+    /// backup log and file, so the rebuild makes a new primary and makes it the secondary again.
+    promoted: bool,
     /// Bytes mapped in the vRegion (the free-space summary).
     mapped: u64,
 }
@@ -242,23 +245,22 @@ impl HomeProcess {
         MemOutcome { value: 0, effects: Vec::new(), owners: self.announce(index).into_iter().collect() }
     }
 
-    /// Gives vRegion `index`, left with one copy, a new secondary (chosen as at adoption, among
-    /// the servers that did not fail) and copies the primary's regions and pages to it, through
-    /// the home in bounded chunks. The pComponent holds its ExCache still meanwhile, so no
-    /// write-back races the copy. A failure leaves the vRegion with one copy (logged).
+    /// Gives vRegion `index`, left with one copy, a second copy again on a server that did not
+    /// fail (chosen as at adoption), through the home in bounded chunks: the surviving copy's
+    /// regions, then its pages (`ReadPages`, `PutPages`). The pComponent holds its ExCache still
+    /// meanwhile, so no write-back races the copy. A failure leaves the vRegion with one copy
+    /// (logged).
     ///
-    /// LegoOS rebuilds from a backup file on the storage server and the secondary's log; here
-    /// the surviving copy is complete (every write-back was acknowledged by both copies before
-    /// it counted), so it holds the last write of every page, which is what replaying that file
-    /// and log in order would give: the copy is the same, read from memory. A backup file would
-    /// only add a copy that outlives both mem-servers, and only if written through (README,
-    /// *Why no backup file*).
+    /// A lost secondary gets a new one, with a fresh backup log. A lost primary leaves the
+    /// promoted secondary, whose pages are in its log and backup file: as LegoOS does, a new
+    /// primary is rebuilt from them (its `ReadPages` reads the log, then the file), and the
+    /// promoted server goes back to being the secondary.
     fn rebuild(&mut self, o: &mut dyn Owners, index: u64) {
         let Some(v) = self.vregions.get(&index).copied() else { return };
         if self.spec.replicas < 2 || v.secondary.is_some() {
             return;
         }
-        let Some(s) = self.adopt_secondary(o, index, v.owner) else { return };
+        let Some(s) = self.adopt_copy(o, index, v.owner, !v.promoted) else { return };
         let base = index * self.vs();
         let (start, end) = (base, base.saturating_add(self.vs()));
         let copied = (|| -> Result<(), HomeError> {
@@ -283,15 +285,23 @@ impl HomeProcess {
         })();
         match copied {
             Ok(()) => {
-                tracing::info!(proc = self.proc, index, secondary = %self.spec.servers[s], "vRegion rebuilt: two copies again");
                 if let Some(v) = self.vregions.get_mut(&index) {
-                    v.secondary = Some(s);
+                    if v.promoted {
+                        tracing::info!(proc = self.proc, index, primary = %self.spec.servers[s], secondary = %self.spec.servers[v.owner], "vRegion rebuilt: a new primary, two copies again");
+                        v.secondary = Some(v.owner);
+                        v.owner = s;
+                        v.promoted = false;
+                    } else {
+                        tracing::info!(proc = self.proc, index, secondary = %self.spec.servers[s], "vRegion rebuilt: two copies again");
+                        v.secondary = Some(s);
+                    }
                 }
                 self.changed.push(index);
             }
             Err(e) => {
-                tracing::warn!(proc = self.proc, index, error = %e, "rebuilding a secondary failed: one copy only");
-                let _ = self.owner_call(o, s, OwnerCall::Release);
+                tracing::warn!(proc = self.proc, index, error = %e, "rebuilding a copy failed: one copy only");
+                // Only this vRegion: the server may hold others of the process.
+                let _ = self.owner_call(o, s, OwnerCall::Unmap { start, end });
             }
         }
     }
@@ -305,6 +315,7 @@ impl HomeProcess {
             let Some(s) = v.secondary.take() else { return };
             tracing::warn!(proc = self.proc, index, lost = %self.spec.servers[server], promoted = %self.spec.servers[s], "primary lost; the secondary is the primary now");
             v.owner = s;
+            v.promoted = true;
         } else if v.secondary == Some(server) {
             tracing::warn!(proc = self.proc, index, lost = %self.spec.servers[server], "secondary lost; one copy left");
             v.secondary = None;
@@ -520,17 +531,17 @@ impl HomeProcess {
                 choose_owner(&candidates).ok_or(HomeError::NoCandidate { index, tried: servers.len() })?
             }
         };
-        self.owner_call(o, owner, OwnerCall::Adopt { index, vregion_size: self.vs() })?;
-        let secondary = if self.spec.replicas > 1 { self.adopt_secondary(o, index, owner) } else { None };
-        self.vregions.insert(index, VRegion { owner, secondary, mapped: 0 });
+        self.owner_call(o, owner, OwnerCall::Adopt { index, vregion_size: self.vs(), secondary: false })?;
+        let secondary = if self.spec.replicas > 1 { self.adopt_copy(o, index, owner, true) } else { None };
+        self.vregions.insert(index, VRegion { owner, secondary, promoted: false, mapped: 0 });
         out.owners.extend(self.announce(index));
         Ok(owner)
     }
 
-    /// A secondary for vRegion `index` on a server other than `owner`, chosen as owners are
-    /// (by the GMM if there is one); `None` (the vRegion runs with one copy, logged) if no other
-    /// server can take it.
-    fn adopt_secondary(&self, o: &mut dyn Owners, index: u64, owner: usize) -> Option<usize> {
+    /// A second copy of vRegion `index` (a `secondary` one, or a new primary) on a server other
+    /// than `owner`, chosen as owners are (by the GMM if there is one); `None` (the vRegion runs
+    /// with one copy, logged) if no other server can take it.
+    fn adopt_copy(&self, o: &mut dyn Owners, index: u64, owner: usize, secondary: bool) -> Option<usize> {
         let servers = &self.spec.servers;
         // Not the primary's server nor a failed one, and not the home while another can take it.
         let home = self.spec.home;
@@ -538,19 +549,19 @@ impl HomeProcess {
         let pick = if live.iter().any(|&i| i != home) { live.into_iter().filter(|&i| i != home).collect() } else { live };
         let others: Vec<String> = pick.into_iter().map(|i| servers[i].clone()).collect();
         let chosen = o.gmm_owner(&others, self.vs()).and_then(|addr| servers.iter().position(|s| *s == addr)).filter(|&i| others.contains(&servers[i]));
-        let secondary = chosen.or_else(|| {
+        let copy = chosen.or_else(|| {
             let candidates: Vec<_> = (0..servers.len()).filter(|&i| others.contains(&servers[i])).filter_map(|i| o.stat(i).ok().map(|s| (i, s))).collect();
             choose_owner(&candidates)
         });
-        let adopted = secondary.filter(|&s| match self.owner_call(o, s, OwnerCall::Adopt { index, vregion_size: self.vs() }) {
+        let adopted = copy.filter(|&s| match self.owner_call(o, s, OwnerCall::Adopt { index, vregion_size: self.vs(), secondary }) {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(proc = self.proc, index, error = %e, "no secondary");
+                tracing::warn!(proc = self.proc, index, error = %e, "no second copy");
                 false
             }
         });
         if adopted.is_none() {
-            tracing::warn!(proc = self.proc, index, "vRegion has no secondary: one copy only");
+            tracing::warn!(proc = self.proc, index, "vRegion has no second copy: one copy only");
         }
         adopted
     }

@@ -7,6 +7,7 @@
 //! - [`home`]: the memory system calls of the processes this server is home for.
 //! - [`placement`]: which server owns a new vRegion when the home decides alone; `gmm`: asking
 //!   the global memory manager instead.
+//! - [`backup`]: the secondary copy of replicated vRegions, a log flushed to backup files.
 //! - [`buffer_cache`]: file pages cached in front of the storage server (§4.5).
 //! - `peers` and `server`: the network, as client of the other mem-servers and as server.
 //! - `metrics`: the server's Prometheus metrics ([`MemServer::register_metrics`]).
@@ -26,6 +27,7 @@ use lego_proto::service::Service;
 
 pub mod buffer_cache;
 pub mod space;
+pub mod backup;
 mod file_shards;
 mod gmm;
 pub mod home;
@@ -51,6 +53,10 @@ pub struct Config {
     pub storage: Option<String>,
     /// Bytes of file pages the buffer cache may hold.
     pub buffer_cache_bytes: u64,
+    /// Bytes of the backup log of the secondary copies this server keeps (`--replicas 2`),
+    /// flushed to backup files on `storage`; without a storage server, secondary copies are
+    /// kept in the page store.
+    pub backup_log_bytes: u64,
     /// The global manager, whose GMM chooses the owner of each new vRegion of the processes this
     /// server is home for; without one the home chooses.
     pub global_mgr: Option<String>,
@@ -64,6 +70,9 @@ pub const MAX_CAPACITY: u64 = 1 << 44;
 /// Default size of the buffer cache.
 pub const DEFAULT_BUFFER_CACHE: u64 = 256 << 20;
 
+/// Default size of the backup log.
+pub const DEFAULT_BACKUP_LOG: u64 = 64 << 20;
+
 impl Config {
     /// A server on `listen` with `capacity_bytes` of page frames in `cluster`, no storage server,
     /// the default buffer cache and no global manager.
@@ -74,6 +83,7 @@ impl Config {
             cluster,
             storage: None,
             buffer_cache_bytes: DEFAULT_BUFFER_CACHE,
+            backup_log_bytes: DEFAULT_BACKUP_LOG,
             global_mgr: None,
             transport: TransportChoice::Tcp,
         }
@@ -100,6 +110,13 @@ pub struct MemServer {
     shared: Arc<server::Shared>,
 }
 
+/// The directory of this server's backup files: its host name and address, which stay the
+/// same across its restarts, so that a restarted server removes what it left.
+fn backup_dir_name(addr: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{addr}", host.trim()).chars().map(|c| if c.is_ascii_alphanumeric() || ".-".contains(c) { c } else { '_' }).collect()
+}
+
 /// A running mem-server on its own thread; dropping it stops the server.
 pub type Handle = lego_proto::service::Handle;
 
@@ -111,12 +128,18 @@ impl MemServer {
             return Err(ServerError::Capacity(config.capacity_bytes));
         }
         let gmm = config.global_mgr.map(|g| gmm::Gmm::new(g, config.cluster));
-        let shared = Arc::new(server::Shared::new(pages, config.cluster, config.storage, config.buffer_cache_bytes, gmm));
+        let shared = Arc::new(server::Shared::new(pages, config.cluster, config.storage.clone(), config.buffer_cache_bytes, gmm));
         let for_conns = shared.clone();
         let page_path = rdma::PagePath::start(config.transport)?;
         let service = Service::bind("mem-server", &config.listen, shared.me(), &server::ACCEPTS, move |peer, _| {
             page_path.frames(&for_conns, peer)
         })?;
+        if let Some(storage) = config.storage {
+            let link = || Box::new(storage_link::StorageLink::new(Some(storage.clone()), config.cluster));
+            let slots = (config.backup_log_bytes / PAGE_SIZE as u64).max(1) as usize;
+            let log = backup::BackupLog::start(slots, &backup_dir_name(service.local_addr()), link(), link());
+            shared.set_backup(log);
+        }
         Ok(MemServer { service, shared })
     }
 

@@ -52,6 +52,15 @@ impl Collector for Metrics {
         counter(e, "lego_mem_buffer_cache_hits", "File pages answered from the buffer cache.", c.hits)?;
         counter(e, "lego_mem_buffer_cache_misses", "File pages read from the storage server into the buffer cache.", c.misses)?;
         counter(e, "lego_mem_buffer_cache_write_backs", "Dirty file pages written back to the storage server.", c.write_backs)?;
-        counter(e, "lego_mem_buffer_cache_evictions", "File pages evicted from the buffer cache.", c.evictions)
+        counter(e, "lego_mem_buffer_cache_evictions", "File pages evicted from the buffer cache.", c.evictions)?;
+        if let Some(b) = self.0.backup() {
+            gauge(e, "lego_mem_backup_log_capacity_bytes", "Bytes of the backup log of the secondary copies this server keeps.", b.slots * page)?;
+            gauge(e, "lego_mem_backup_log_unflushed_bytes", "Bytes in the backup log not yet appended to a backup file.", b.unflushed * page)?;
+            counter(e, "lego_mem_backup_flushed_pages", "Pages appended to backup files on the storage server.", b.flushed)?;
+            counter(e, "lego_mem_backup_file_bytes", "Bytes appended to backup files on the storage server.", b.file_bytes)?;
+            counter(e, "lego_mem_backup_refused_writes", "Writes of secondary copies refused because the backup log was full.", b.refused)?;
+            counter(e, "lego_mem_backup_storage_errors", "Failed attempts to reach the storage server with the backup log (retried).", b.storage_errors)?;
+        }
+        Ok(())
     }
 }

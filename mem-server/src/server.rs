@@ -14,6 +14,7 @@
 //! pComponent that was only cut off gets refusals (and ends the program), never wrong data.
 
 use lego_proto::sync::LockExt;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,6 +134,16 @@ impl Shared {
             traffic: Traffic::default(),
             pollers: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps the secondary copies in `log` from now on (before the server serves anything).
+    pub(crate) fn set_backup(&self, log: crate::backup::BackupLog) {
+        self.owner.lock_unpoisoned().set_backup(log);
+    }
+
+    /// What the backup log has done, if the server has one.
+    pub(crate) fn backup(&self) -> Option<crate::backup::BackupFigures> {
+        self.owner.lock_unpoisoned().backup().map(|b| b.figures())
     }
 
     /// How this server introduces itself.
@@ -382,10 +393,10 @@ impl Conn {
                 };
                 let page = flushed.and_then(|()| match req.op {
                     Op::Flush => Ok(None),
-                    _ => owner.fetch(req.proc, req.addr).map(|p| Some(p.unwrap_or(&ZERO_PAGE))),
+                    _ => owner.fetch(req.proc, req.addr).map(|p| Some(p.unwrap_or(Cow::Borrowed(&ZERO_PAGE)))),
                 });
                 match page {
-                    Ok(Some(p)) => push_reply(out, &req.reply(Status::Ok), p),
+                    Ok(Some(p)) => push_reply(out, &req.reply(Status::Ok), &p[..]),
                     Ok(None) => push_reply(out, &req.reply(Status::Ok), &[]),
                     Err(status) => push_reply(out, &req.reply(status), &[]),
                 }
@@ -397,7 +408,7 @@ impl Conn {
                     Ok(pages) => {
                         out.extend_from_slice(&req.run_reply(pages.len() as u64).encode());
                         for p in pages {
-                            out.extend_from_slice(p.unwrap_or(&ZERO_PAGE));
+                            out.extend_from_slice(&p.unwrap_or(Cow::Borrowed(&ZERO_PAGE))[..]);
                         }
                     }
                     Err(status) => push_reply(out, &req.reply(status), &[]),

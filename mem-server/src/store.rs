@@ -16,6 +16,9 @@ pub type Page = [u8; PAGE_SIZE];
 /// Frames per arena chunk (2 MiB).
 const CHUNK_FRAMES: usize = 512;
 
+/// Pages handed out, with their addresses, lowest first, and whether more remain.
+pub type PageBatch = (Vec<(u64, Vec<u8>)>, bool);
+
 /// A page of zeroes, what a page never written reads as.
 pub const ZERO_PAGE: Page = [0; PAGE_SIZE];
 
@@ -154,7 +157,7 @@ impl PageStore {
 
     /// Removes up to `max` stored pages of `proc` in `[start, end)`, lowest first, returning
     /// their addresses and contents and whether more remain.
-    pub fn take(&mut self, proc: u64, start: u64, end: u64, max: usize) -> (Vec<(u64, Vec<u8>)>, bool) {
+    pub fn take(&mut self, proc: u64, start: u64, end: u64, max: usize) -> PageBatch {
         let keys = self.keys_in(proc, start, end);
         let more = keys.len() > max;
         let mut out = Vec::with_capacity(keys.len().min(max));
@@ -169,7 +172,7 @@ impl PageStore {
 
     /// Copies of the stored pages of `proc` in `[start, end)`, at most `max`, lowest first, and
     /// whether more remain; the pages stay stored.
-    pub fn copy_out(&self, proc: u64, start: u64, end: u64, max: usize) -> (Vec<(u64, Vec<u8>)>, bool) {
+    pub fn copy_out(&self, proc: u64, start: u64, end: u64, max: usize) -> PageBatch {
         let keys = self.keys_in(proc, start, end);
         let more = keys.len() > max;
         let out = keys.into_iter().take(max).filter_map(|a| self.map.get(&(proc, a)).map(|&f| (a, self.frame(f).to_vec()))).collect();

@@ -98,8 +98,11 @@ pub struct MemOutcome {
 /// vRegion the owner has adopted; anything else is refused with [`crate::frame::Status::NotOwner`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OwnerCall {
-    /// Become the owner of vRegion `index` of the process (size from the spec).
-    Adopt { index: u64, vregion_size: u64 },
+    /// Become the owner of vRegion `index` of the process (size from the spec). With
+    /// `secondary`, as its secondary copy (`--replicas 2`): a server with a storage server keeps
+    /// its pages in a bounded log flushed to a backup file there (LegoOS §4.7), one without
+    /// keeps them in memory as a primary does.
+    Adopt { index: u64, vregion_size: u64, secondary: bool },
     /// The highest free gap of `len` bytes in `[low, high)` (inside the vRegion), top-down.
     Place { low: u64, high: u64, len: u64 },
     /// Insert a region; whatever overlapped it is removed first and its pages freed.

@@ -18,6 +18,9 @@ pub enum Status {
     Internal = 5,
     /// The server has no RDMA page path (no device, or not built with it).
     NoRdma = 6,
+    /// The server, a secondary, has no room left in its backup log: its storage server is
+    /// slower than the write-backs, or unreachable.
+    LogFull = 7,
 }
 
 impl Status {
@@ -31,6 +34,7 @@ impl Status {
             4 => Status::BadRequest,
             5 => Status::Internal,
             6 => Status::NoRdma,
+            7 => Status::LogFull,
             _ => return None,
         })
     }
@@ -45,6 +49,7 @@ impl Status {
             Status::BadRequest => "bad request",
             Status::Internal => "internal server error",
             Status::NoRdma => "the server does not serve the page path over RDMA",
+            Status::LogFull => "the server's backup log is full (its storage server is slow or unreachable)",
         }
     }
 }

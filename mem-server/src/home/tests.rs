@@ -535,7 +535,10 @@ fn replicas_mirror_vma_changes_and_fail_over() {
     assert_eq!((h.owner_of(63), h.secondary_of(63)), (Some(s), None));
 }
 
-/// A vRegion left with one copy gets a new secondary holding the primary's regions and pages.
+/// A vRegion left with one copy gets a second one on another server holding the survivor's
+/// regions and pages: after a lost primary, a new primary, and the promoted secondary is the
+/// secondary again (as LegoOS rebuilds a primary from the secondary's log and backup file);
+/// after a lost secondary, a new secondary.
 #[test]
 fn a_lost_copy_is_rebuilt_on_another_server() {
     let mut f = Fake { owners: (0..4).map(|_| Owner::new(1 << 16)).collect(), gmm: None };
@@ -549,11 +552,17 @@ fn a_lost_copy_is_rebuilt_on_another_server() {
     }
     let name = |i: usize| ["a", "b", "c", "d"][i].to_string();
     let out = h.replica_lost(63, &name(p), true, &mut f);
-    let fresh = h.secondary_of(63).expect("rebuilt");
-    assert!(![p, s].contains(&fresh), "not on a failed server nor on the primary");
-    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: name(s), secondary: Some(name(fresh)) }]);
+    let fresh = h.owner_of(63).expect("an owner");
+    assert!(![p, s].contains(&fresh), "not on a failed server nor on the survivor");
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: name(fresh), secondary: Some(name(s)) }]);
     let regions = |f: &mut Fake, i: usize| f.owners[i].call(PROC, OwnerCall::Regions { start: TOP - VS, end: TOP }).unwrap();
     assert_eq!(regions(&mut f, s), regions(&mut f, fresh));
-    let read = f.owners[fresh].call(PROC, OwnerCall::ReadPages { start: TOP - VS, end: TOP, max: 8 }).unwrap();
-    assert_eq!(read, OwnerOutcome::Pages { pages: vec![(page, vec![7; 4096])], more: false });
+    let read = |f: &mut Fake, i: usize| f.owners[i].call(PROC, OwnerCall::ReadPages { start: TOP - VS, end: TOP, max: 8 }).unwrap();
+    assert_eq!(read(&mut f, fresh), OwnerOutcome::Pages { pages: vec![(page, vec![7; 4096])], more: false });
+    // Now the secondary is lost: the primary stays, and the last server left takes a copy.
+    let out = h.replica_lost(63, &name(s), true, &mut f);
+    let last = h.secondary_of(63).expect("rebuilt");
+    assert!(![p, s, fresh].contains(&last));
+    assert_eq!(out.owners, vec![VRegionOwner { index: 63, owner: name(fresh), secondary: Some(name(last)) }]);
+    assert_eq!(read(&mut f, last), read(&mut f, fresh));
 }

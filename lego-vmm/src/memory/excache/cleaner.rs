@@ -115,6 +115,7 @@ fn run(mem: &Shared) {
         }
         if ok {
             st.stats.replicated += replicas;
+            st.log_full_since = None;
         }
         st.cleaned(batch.iter().map(|s| s.page), ok);
         mem.settled.notify_all();

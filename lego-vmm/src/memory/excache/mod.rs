@@ -185,6 +185,12 @@ pub struct CacheStats {
     /// The longest fail-over: from the start of the request that found the server failed to
     /// the end of the same request served by the secondary, in nanoseconds.
     pub failover_ns: u64,
+    /// Secondaries whose backup log was full (their storage server slower than the
+    /// write-backs, or unreachable): replication to them stopped, as a failed one's does.
+    pub suspended: u64,
+    /// Write-backs a primary refused for a full backup log (a promoted secondary with no
+    /// other copy), retried after a pause.
+    pub log_full_waits: u64,
     /// vRegions the home gave a new copy after a failure (two copies again).
     pub rebuilt: u64,
     /// The longest rebuild, from the report of the lost copies to the home's answer, with the
@@ -218,6 +224,8 @@ impl Default for CacheStats {
             replicated: 0,
             failovers: 0,
             failover_ns: 0,
+            suspended: 0,
+            log_full_waits: 0,
             rebuilt: 0,
             rebuild_ns: 0,
         }
@@ -279,6 +287,17 @@ fn server_lost(e: &ProtoError) -> bool {
     matches!(e, ProtoError::Io { .. } | ProtoError::Closed { .. } | ProtoError::Timeout { .. })
 }
 
+/// Whether `e` says the server's backup log is full ([`lego_proto::frame::Status::LogFull`]).
+fn log_full(e: &ProtoError) -> bool {
+    matches!(e, ProtoError::Remote { status: lego_proto::frame::Status::LogFull, .. })
+}
+
+/// How long write-backs refused by a primary for a full backup log are retried before the
+/// memory counts as failed.
+const LOG_FULL_PATIENCE: Duration = Duration::from_secs(10);
+/// The pause between two of those retries.
+const LOG_FULL_PAUSE: Duration = Duration::from_millis(20);
+
 /// An access that missed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Access {
@@ -331,6 +350,9 @@ pub(crate) struct State {
     fetching: HashSet<u64>,
     /// Resident pages the cleaner is writing back with the lock let go: sweeps pass them by.
     cleaning: HashSet<u64>,
+    /// Since when a primary (a promoted secondary) has refused write-backs for a full backup
+    /// log, while it does.
+    log_full_since: Option<Instant>,
 }
 
 /// A miss whose fetch runs with the state lock let go: the page, the frame taken for it, and
@@ -546,6 +568,7 @@ impl ExCache {
             proc,
             fetching: HashSet::new(),
             cleaning: HashSet::new(),
+            log_full_since: None,
         };
         let shared = Shared {
             state: Mutex::new(state),
@@ -1094,6 +1117,7 @@ impl State {
                 }
                 return Err(e);
             }
+            self.log_full_since = None;
             if piggyback.is_some() {
                 fetched = true;
                 self.stats.piggybacked += 1;
@@ -1149,21 +1173,43 @@ impl State {
             }
         }
         for (s, e) in lost {
-            tracing::warn!(server = %self.owners.name(s), error = %e, "a secondary failed a write-back");
-            self.fence(s)?;
+            if log_full(&e) {
+                self.suspend(s)?;
+            } else {
+                tracing::warn!(server = %self.owners.name(s), error = %e, "a secondary failed a write-back");
+                self.fence(s)?;
+            }
         }
         done
     }
 
     /// After `e`: if it says a mem-server is gone and the process is replicated, fails that
     /// server over ([`Owners::fail_over`]) and says the request may be retried; an error if a
-    /// vRegion had no other copy.
+    /// vRegion had no other copy. A full backup log stops replication to a secondary
+    /// ([`State::suspend`]); at a primary (a promoted secondary) the request is retried after
+    /// a pause, for [`LOG_FULL_PATIENCE`] at most, while its log drains to storage.
     fn recover(&mut self, e: &MemError) -> Result<bool, MemError> {
-        let MemError::Owner { server, source, .. } = e else { return Ok(false) };
-        if !server_lost(source) || !self.owners.replicated() {
+        let MemError::Owner { server, source, page, .. } = e else { return Ok(false) };
+        if !self.owners.replicated() {
             return Ok(false);
         }
         let Some(i) = self.owners.index_of(server) else { return Ok(false) };
+        if log_full(source) {
+            if self.owners.owner_of(*page) != Some(i) {
+                self.suspend(i)?;
+                return Ok(true);
+            }
+            let since = *self.log_full_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > LOG_FULL_PATIENCE {
+                return Ok(false);
+            }
+            self.stats.log_full_waits += 1;
+            std::thread::sleep(LOG_FULL_PAUSE);
+            return Ok(true);
+        }
+        if !server_lost(source) {
+            return Ok(false);
+        }
         self.fence(i)?;
         Ok(true)
     }
@@ -1176,6 +1222,19 @@ impl State {
             self.stats.failovers += 1;
         }
         Ok(())
+    }
+
+    /// A secondary's backup log is full: replication to it stops, as to a failed server (it is
+    /// fenced off, its vRegions keep one copy, and the home is told, which gives them a new
+    /// copy elsewhere if it can), counted as a suspension rather than a fail-over (LegoOS
+    /// skips replicating then; a primary failure before a new copy ends the process, naming
+    /// both servers).
+    fn suspend(&mut self, server: usize) -> Result<(), owners::NoCopyLeft> {
+        if !self.owners.is_dead(server) {
+            tracing::warn!(server = %self.owners.name(server), "a secondary's backup log is full (its storage server is slower than the write-backs, or unreachable): replication to it is suspended");
+            self.stats.suspended += 1;
+        }
+        self.owners.suspend(server).map(drop)
     }
 
     /// A request that began at `begun` was served after a fail-over.

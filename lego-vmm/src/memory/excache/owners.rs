@@ -99,7 +99,11 @@ pub struct UnknownOwner {
 
 /// A mem-server failed and some vRegion it held has no other copy: the process's memory is lost.
 #[derive(Debug, thiserror::Error)]
-#[error("mem-server {server} failed and vRegion {vregion} has no other copy{}", match earlier { Some(e) => format!(" (its other mem-server {e} failed before)"), None => String::new() })]
+#[error("mem-server {server} failed and vRegion {vregion} has no other copy{}", match (earlier, suspended) {
+    (Some(e), false) => format!(" (its other mem-server {e} failed before)"),
+    (Some(e), true) => format!(" (replication to its other mem-server {e} was suspended before: its backup log was full)"),
+    (None, _) => String::new(),
+})]
 pub struct NoCopyLeft {
     /// The server that failed now.
     pub server: String,
@@ -107,6 +111,8 @@ pub struct NoCopyLeft {
     pub vregion: u64,
     /// The server that held the vRegion's other copy, if it failed earlier.
     pub earlier: Option<String>,
+    /// The earlier one did not fail: replication to it was suspended.
+    pub suspended: bool,
 }
 
 /// The vRegion array as cached by the pComponent, and the page-path connections to each owner:
@@ -202,6 +208,8 @@ pub struct Owners {
     secondaries: HashMap<u64, usize>,
     /// Servers found failed (fenced off).
     dead: Vec<bool>,
+    /// Of those, the ones fenced off because their backup log was full.
+    suspended: Vec<bool>,
     /// For a vRegion left with one copy by a failure: the server that failed.
     lost_copy: HashMap<u64, usize>,
     /// Copies lost that the home has not been told of: (vRegion, failed server).
@@ -226,6 +234,7 @@ impl Owners {
         let links = servers.iter().map(|_| Vec::new()).collect();
         let dead = vec![false; servers.len()];
         Owners {
+            suspended: dead.clone(),
             servers,
             links,
             by_vregion: HashMap::new(),
@@ -259,11 +268,13 @@ impl Owners {
     /// names are an error. The table of copies is published by [`Owners::publish_if_stale`]
     /// (once for all the owners of an answer: a fork's names every vRegion).
     ///
-    /// A vRegion never changes primary but by a promotion: one the home made because it found
-    /// the primary failed (during a memory call) before this process did. That server is failed
-    /// over here too ([`Owners::fail_over`]), as if this process had found it failed, and the
-    /// vRegion's lost copy is reported back, so that the home rebuilds it. Returns the failed
-    /// server then, or the first vRegion left without a copy.
+    /// A vRegion changes primary by a rebuild after a promotion, which makes the new copy the
+    /// primary and the promoted server the secondary again (a role swap), or by a promotion
+    /// the home made because it found the primary failed (during a memory call) before this
+    /// process did. That server is failed over here too ([`Owners::fail_over`]), as if this
+    /// process had found it failed, and the vRegion's lost copy is reported back, so that the
+    /// home rebuilds it. Returns the failed server then, or the first vRegion left without a
+    /// copy.
     pub fn set(&mut self, index: u64, owner: &str, secondary: Option<&str>) -> Result<Option<usize>, SetError> {
         let find = |name: &str| self.servers.iter().position(|s| s == name).ok_or_else(|| UnknownOwner { owner: name.to_string(), vregion: index });
         let i = find(owner)?;
@@ -278,7 +289,7 @@ impl Owners {
         };
         self.stale = true;
         match before {
-            Some(old) if old != i && !self.dead[old] => {
+            Some(old) if old != i && !self.dead[old] && s != Some(old) => {
                 tracing::warn!(vregion = index, failed = %self.servers[old], promoted = owner, "the home promoted a secondary");
                 self.lose_copy(index, old);
                 self.fail_over(old)?;
@@ -319,8 +330,13 @@ impl Owners {
         for index in indexes {
             if self.by_vregion[&index] == server {
                 let Some(s) = self.secondaries.remove(&index) else {
-                    let earlier = self.lost_copy.get(&index).map(|&e| self.servers[e].clone());
-                    return Err(NoCopyLeft { server: self.servers[server].clone(), vregion: index, earlier });
+                    let earlier = self.lost_copy.get(&index).copied();
+                    return Err(NoCopyLeft {
+                        server: self.servers[server].clone(),
+                        vregion: index,
+                        earlier: earlier.map(|e| self.servers[e].clone()),
+                        suspended: earlier.is_some_and(|e| self.suspended[e]),
+                    });
                 };
                 self.by_vregion.insert(index, s);
                 promoted += 1;
@@ -333,6 +349,13 @@ impl Owners {
         }
         self.publish();
         Ok(promoted)
+    }
+
+    /// Replication to `server` stops because its backup log is full: it is fenced off as a
+    /// failed server is ([`Owners::fail_over`]), and messages say why.
+    pub fn suspend(&mut self, server: usize) -> Result<usize, NoCopyLeft> {
+        self.suspended[server] = true;
+        self.fail_over(server)
     }
 
     /// vRegion `index` lost its copy on `server`: the home is to be told, and the repairer is
@@ -523,6 +546,9 @@ mod tests {
         o.set(1, "a", Some("c")).unwrap();
         o.set(2, "c", Some("a")).unwrap();
         assert_eq!(o.set(0, "a", Some("c")).unwrap(), None, "a new secondary (a rebuild) is no promotion");
+        assert_eq!(o.set(1, "c", Some("a")).unwrap(), None, "nor is a new primary with the old one as secondary");
+        assert_eq!((o.owner_of(1 << 30), o.secondary_of(1 << 30), o.is_dead(0)), (Some(2), Some(0), false));
+        o.set(1, "a", Some("c")).unwrap();
         // The home found a failed during a memory call and promoted vRegion 0's secondary.
         assert_eq!(o.set(0, "c", None).unwrap(), Some(0));
         assert!(o.is_dead(0));
