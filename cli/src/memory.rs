@@ -105,6 +105,7 @@ impl MemoryArgs {
             vregion_size: self.vregion_size,
             timeout: Duration::from_secs(self.mem_timeout.max(1)),
             replicas: self.replicas.unwrap_or(1),
+            backup_storage: storage.map(str::to_string),
             excache: ExCacheConfig {
                 bytes: self.excache.unwrap_or(DEFAULT_EXCACHE),
                 ways: self.excache_ways,

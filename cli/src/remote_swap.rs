@@ -109,6 +109,7 @@ impl Blocks {
             mmap_top: base + span,
             stack: (top - PAGE, top),
             replicas: 1,
+            backup_storage: None,
         };
         let mut b = Blocks {
             home,

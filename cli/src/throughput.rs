@@ -107,6 +107,7 @@ fn populate(addr: &str, pages: u64) -> anyhow::Result<u64> {
         mmap_top: top - (16 << 20),
         stack: (top - (8 << 20), top),
         replicas: 1,
+        backup_storage: None,
     };
     let mut call = |req: &Request| -> anyhow::Result<Reply> { Ok(decode(&t.call(PROC, &encode(req))?)?) };
     match call(&Request::CreateProcess(spec))? {

@@ -25,6 +25,7 @@ pub(crate) fn memory(capacity: u64, excache: u64) -> (mem_server::Handle, Memory
         vregion_size: DEFAULT_VREGION_SIZE,
         timeout: Duration::from_secs(10),
         replicas: 1,
+        backup_storage: None,
         excache: ExCacheConfig { bytes: excache, ways: 64, policy: Policy::Fifo, prefetch: DEFAULT_PREFETCH, cleaner: true },
         transport: Default::default(),
     };

@@ -18,10 +18,12 @@
 //! pComponent then stops counting on this copy (LegoOS "skip[s] replicating"), rather than
 //! waiting on storage while it holds the page path.
 //!
-//! Backup files live in the storage server's mount of the vNode [`BACKUP_VNODE`], under a
-//! directory named after this server; the files an earlier run of the server left there are
-//! removed when it starts, since the index that made sense of them died with it. A file is
-//! removed once no page of it is referred to and its process is released.
+//! Backup files live on the storage server of the process's vNode (the one its pComponent
+//! names in the process's spec; this server's own when it names none), in that server's mount
+//! of the vNode [`BACKUP_VNODE`], under a directory named after this server; the files an
+//! earlier run of the server left there are removed when this run first writes there, since
+//! the index that made sense of them died with it. A file is removed once no page of it is
+//! referred to and its process is released.
 
 use lego_proto::sync::LockExt;
 use std::collections::{HashMap, VecDeque};
@@ -104,6 +106,8 @@ struct Slot {
 }
 
 struct BackupFile {
+    /// The storage server holding it.
+    storage: String,
     path: Vec<u8>,
     /// Bytes appended or reserved for an append under way.
     len: u64,
@@ -127,11 +131,13 @@ struct State {
     files: HashMap<u32, BackupFile>,
     /// Process -> the file it appends to.
     appending: HashMap<u64, u32>,
+    /// Process -> the storage server of its backup files.
+    storage_of: HashMap<u64, String>,
     next_file: u32,
     /// Directory of this server's files.
     dir: Vec<u8>,
-    /// Files to remove from storage.
-    doomed: Vec<Vec<u8>>,
+    /// Files to remove from storage: (storage server, path).
+    doomed: Vec<(String, Vec<u8>)>,
     figures: BackupFigures,
     stop: bool,
 }
@@ -157,6 +163,7 @@ impl State {
             draining: false,
             files: HashMap::new(),
             appending: HashMap::new(),
+            storage_of: HashMap::new(),
             next_file: 0,
             dir,
             doomed: Vec::new(),
@@ -235,7 +242,7 @@ impl State {
     fn doom_if_unused(&mut self, file: u32) {
         if self.files.get(&file).is_some_and(|f| f.refs == 0 && !f.open) {
             if let Some(f) = self.files.remove(&file) {
-                self.doomed.push(f.path);
+                self.doomed.push((f.storage, f.path));
             }
         }
     }
@@ -278,6 +285,9 @@ impl State {
     /// Gives `child` every page of `parent` (a fork): pages in files are shared (the files only
     /// grow), pages in the log are copied to new slots. All or none.
     fn copy_process(&mut self, parent: u64, child: u64) -> Result<(), BackupError> {
+        if let Some(storage) = self.storage_of.get(&parent).cloned() {
+            self.storage_of.insert(child, storage);
+        }
         let entries: Vec<(u64, Loc)> = self.index.iter().filter(|((p, _), _)| *p == parent).map(|((_, a), l)| (*a, *l)).collect();
         for (a, loc) in entries {
             let key = (child, a);
@@ -306,6 +316,7 @@ impl State {
 
     /// Forgets every page of `proc`, and closes its file.
     fn release(&mut self, proc: u64) {
+        self.storage_of.remove(&proc);
         let keys: Vec<(u64, u64)> = self.index.keys().filter(|(p, _)| *p == proc).copied().collect();
         for key in keys {
             self.remove(key);
@@ -326,7 +337,8 @@ impl State {
         let id = self.next_file;
         self.next_file = self.next_file.wrapping_add(1);
         let path = [self.dir.as_slice(), format!("/{proc:x}.{id}").as_bytes()].concat();
-        self.files.insert(id, BackupFile { path, len: 0, refs: 0, open: true, created: false });
+        let storage = self.storage_of.get(&proc).cloned().unwrap_or_default();
+        self.files.insert(id, BackupFile { storage, path, len: 0, refs: 0, open: true, created: false });
         self.appending.insert(proc, id);
         id
     }
@@ -431,25 +443,51 @@ struct Shared {
 /// The backup log of one mem-server, with its flusher thread.
 pub struct BackupLog {
     shared: Arc<Shared>,
-    /// The connection reads of backup files take (the flusher has its own).
-    reader: Mutex<Box<dyn Backing + Send>>,
+    /// This server's own storage server, for processes whose spec names none.
+    default: Option<String>,
+    connect: Arc<Connect>,
+    /// The connections reads of backup files take, by storage server (the flusher has its
+    /// own).
+    readers: Mutex<HashMap<String, Box<dyn Backing + Send>>>,
     flusher: Option<JoinHandle<()>>,
 }
 
+/// Opens a connection to the storage server at an address.
+pub type Connect = dyn Fn(&str) -> Box<dyn Backing + Send> + Send + Sync;
+
 impl BackupLog {
-    /// A log of `slots` pages whose files go to the storage server behind `writer` and are read
-    /// back through `reader` (two connections to it), in directory `/<name>` of the mount of
-    /// [`BACKUP_VNODE`].
-    pub fn start(slots: usize, name: &str, writer: Box<dyn Backing + Send>, reader: Box<dyn Backing + Send>) -> BackupLog {
+    /// A log of `slots` pages whose files go to storage servers reached through `connect`, in
+    /// directory `/<name>` of their mount of [`BACKUP_VNODE`]: the process's vNode's, or
+    /// `default`.
+    pub fn start(slots: usize, name: &str, default: Option<String>, connect: Box<Connect>) -> BackupLog {
         let dir = format!("/{name}").into_bytes();
         let shared = Arc::new(Shared { state: Mutex::new(State::new(slots.max(1), dir.clone())), work: Condvar::new() });
         let for_thread = shared.clone();
+        let connect: Arc<Connect> = Arc::from(connect);
+        let for_flusher = connect.clone();
         let flusher = std::thread::Builder::new()
             .name("backup-flusher".into())
-            .spawn(move || flush_loop(&for_thread, writer, &dir))
+            .spawn(move || flush_loop(&for_thread, &*for_flusher, &dir))
             .map_err(|e| tracing::error!("the backup log's flusher did not start: {e}"))
             .ok();
-        BackupLog { shared, reader: Mutex::new(reader), flusher }
+        BackupLog { shared, default, connect, readers: Mutex::new(HashMap::new()), flusher }
+    }
+
+    /// Keeps the backup files of `proc` on `storage` (its vNode's storage server), or on this
+    /// server's own if `None`: a process keeps the first it was given. False if there is none:
+    /// its pages cannot be logged.
+    pub fn assign(&self, proc: u64, storage: Option<String>) -> bool {
+        let mut s = self.state();
+        if s.storage_of.contains_key(&proc) {
+            return true;
+        }
+        match storage.or_else(|| self.default.clone()) {
+            Some(st) => {
+                s.storage_of.insert(proc, st);
+                true
+            }
+            None => false,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -482,13 +520,13 @@ impl BackupLog {
 
     /// The page at `addr` of `proc`, or `None` if none was stored (it reads as zeroes).
     pub fn read(&self, proc: u64, addr: u64) -> Result<Option<Box<Page>>, BackupError> {
-        let (path, offset, recorded) = {
+        let (storage, path, offset, recorded) = {
             let s = self.state();
             match s.index.get(&(proc, addr)) {
                 None => return Ok(None),
                 Some(Loc::Log(slot)) => return Ok(Some(s.slots[*slot as usize].page.clone())),
                 Some(Loc::File { file, offset, recorded }) => match s.files.get(file) {
-                    Some(f) => (f.path.clone(), *offset, *recorded),
+                    Some(f) => (f.storage.clone(), f.path.clone(), *offset, *recorded),
                     None => return Err(BackupError::Read { path: format!("#{file}"), why: "no such backup file".into() }),
                 },
             }
@@ -497,7 +535,9 @@ impl BackupLog {
         // without holding the log.
         let failed = |why: String| BackupError::Read { path: String::from_utf8_lossy(&path).into_owned(), why };
         let op = StorageOp::Read { path: path.clone(), offset, len: RECORD as u32 };
-        let data = match self.reader.lock_unpoisoned().call(&StorageRequest { vnode: BACKUP_VNODE.into(), op }) {
+        let mut readers = self.readers.lock_unpoisoned();
+        let reader = readers.entry(storage.clone()).or_insert_with(|| (self.connect)(&storage));
+        let data = match reader.call(&StorageRequest { vnode: BACKUP_VNODE.into(), op }) {
             Ok(StorageReply::Data(d)) => d,
             Ok(other) => return Err(failed(format!("answered {other:?}"))),
             Err(e) => return Err(failed(e.to_string())),
@@ -630,14 +670,16 @@ fn append(link: &mut dyn Backing, path: &[u8], create: bool, offset: u64, record
     call(link, StorageOp::Write { path: path.to_vec(), offset, data }).map(drop)
 }
 
-/// The flusher: appends queued pages to their files until the log is dropped.
-fn flush_loop(shared: &Shared, mut link: Box<dyn Backing + Send>, dir: &[u8]) {
+/// The flusher: appends queued pages to their files until the log is dropped, each storage
+/// server through a connection of its own, prepared ([`prepare`]) before its first append.
+fn flush_loop(shared: &Shared, connect: &Connect, dir: &[u8]) {
+    let mut links: HashMap<String, Box<dyn Backing + Send>> = HashMap::new();
+    let mut prepared: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut backoff = Duration::from_millis(50);
-    let mut prepared = false;
     loop {
         let (doomed, groups) = {
             let mut s = shared.state.lock_unpoisoned();
-            while !s.stop && prepared && s.doomed.is_empty() {
+            while !s.stop && s.doomed.is_empty() {
                 match s.due() {
                     Ok(()) => break,
                     Err(Duration::MAX) => s = shared.work.wait(s).unwrap_or_else(|e| e.into_inner()),
@@ -647,38 +689,42 @@ fn flush_loop(shared: &Shared, mut link: Box<dyn Backing + Send>, dir: &[u8]) {
             if s.stop {
                 return;
             }
-            let groups = if prepared { s.take_batch() } else { Vec::new() };
-            let groups: Vec<_> = groups
+            let groups: Vec<_> = s
+                .take_batch()
                 .into_iter()
                 .map(|(file, offset, records)| {
                     let f = s.files.get(&file);
-                    (file, f.map(|f| f.path.clone()).unwrap_or_default(), f.is_some_and(|f| !f.created), offset, records)
+                    let (storage, path) = f.map(|f| (f.storage.clone(), f.path.clone())).unwrap_or_default();
+                    (file, storage, path, f.is_some_and(|f| !f.created), offset, records)
                 })
                 .collect();
             (std::mem::take(&mut s.doomed), groups)
         };
-        let mut failed = None;
-        if !prepared {
-            match prepare(&mut *link, dir) {
-                Ok(()) => prepared = true,
-                Err(e) => failed = Some(format!("preparing {}: {e}", String::from_utf8_lossy(dir))),
-            }
-        }
-        for path in doomed {
+        for (storage, path) in doomed {
+            let link = links.entry(storage.clone()).or_insert_with(|| connect(&storage));
             match link.call(&StorageRequest { vnode: BACKUP_VNODE.into(), op: StorageOp::Unlink { path: path.clone() } }) {
                 Ok(StorageReply::Error(libc::ENOENT)) | Ok(StorageReply::Done) => {}
                 Ok(other) => tracing::warn!(path = %String::from_utf8_lossy(&path), "removing a backup file: {other:?}"),
                 Err(e) => tracing::warn!(path = %String::from_utf8_lossy(&path), "removing a backup file: {e}"),
             }
         }
-        for (file, path, create, offset, records) in groups {
-            let done = append(&mut *link, &path, create, offset, &records);
+        let mut failed = None;
+        for (file, storage, path, create, offset, records) in groups {
+            let link = links.entry(storage.clone()).or_insert_with(|| connect(&storage));
+            let mut done = Ok(());
+            if !prepared.contains(&storage) {
+                done = prepare(&mut **link, dir).map_err(|e| format!("preparing {} on {storage}: {e}", String::from_utf8_lossy(dir)));
+                if done.is_ok() {
+                    prepared.insert(storage.clone());
+                }
+            }
+            let done = done.and_then(|()| append(&mut **link, &path, create, offset, &records).map_err(|e| format!("appending to {} on {storage}: {e}", String::from_utf8_lossy(&path))));
             let mut s = shared.state.lock_unpoisoned();
             match done {
                 Ok(()) => s.appended(file, offset, records),
                 Err(e) => {
                     s.not_appended(records);
-                    failed = Some(format!("appending to {}: {e}", String::from_utf8_lossy(&path)));
+                    failed = Some(e);
                 }
             }
         }
@@ -710,6 +756,8 @@ pub(crate) mod testing {
     pub(crate) struct Fake {
         pub(crate) files: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>>,
         pub(crate) down: Arc<AtomicBool>,
+        /// The addresses connections were opened to.
+        pub(crate) connected: Arc<Mutex<Vec<String>>>,
     }
 
     impl Backing for Fake {
@@ -751,10 +799,16 @@ pub(crate) mod testing {
         }
     }
 
-    /// A log of `slots` pages on a [`Fake`] storage, and the storage.
+    /// A log of `slots` pages on a [`Fake`] storage (its default, "fake", and every other
+    /// address it is asked for), and the storage.
     pub(crate) fn log(slots: usize) -> (BackupLog, Fake) {
         let fake = Fake::default();
-        (BackupLog::start(slots, "t", Box::new(fake.clone()), Box::new(fake.clone())), fake)
+        let for_log = fake.clone();
+        let connect = move |addr: &str| -> Box<dyn Backing + Send> {
+            for_log.connected.lock_unpoisoned().push(addr.to_string());
+            Box::new(for_log.clone())
+        };
+        (BackupLog::start(slots, "t", Some("fake".into()), Box::new(connect)), fake)
     }
 }
 
@@ -783,8 +837,27 @@ mod tests {
     }
 
     #[test]
+    fn each_process_logs_to_its_vnodes_storage_server_or_the_default() {
+        let (l, fake) = log(4);
+        assert!(l.assign(1, Some("vnode-storage".into())) && l.assign(2, None));
+        assert!(l.assign(1, None), "a process keeps the storage server it was given");
+        l.write(1, 0, &page(1)).unwrap();
+        l.write(2, 0, &page(2)).unwrap();
+        drained(&l);
+        assert_eq!((l.read(1, 0).unwrap().unwrap()[0], l.read(2, 0).unwrap().unwrap()[0]), (1, 2));
+        let mut asked = fake.connected.lock_unpoisoned().clone();
+        asked.sort();
+        asked.dedup();
+        assert_eq!(asked, vec!["fake".to_string(), "vnode-storage".to_string()]);
+        let bare = BackupLog::start(4, "u", None, Box::new(|_: &str| -> Box<dyn Backing + Send> { Box::new(super::testing::Fake::default()) }));
+        assert!(!bare.assign(1, None), "no storage server at all: nothing to log to");
+        assert!(bare.assign(1, Some("s".into())));
+    }
+
+    #[test]
     fn pages_go_to_the_file_and_read_back_from_it() {
         let (l, fake) = log(4);
+        l.assign(1, None);
         for i in 0..10u8 {
             l.write(1, u64::from(i) * P, &page(i)).or_else(|_| {
                 drained(&l);
@@ -807,6 +880,7 @@ mod tests {
     #[test]
     fn a_full_log_refuses_writes_until_storage_catches_up() {
         let (l, fake) = log(2);
+        l.assign(1, None);
         fake.down.store(true, Ordering::SeqCst);
         l.write(1, 0, &page(1)).unwrap();
         l.write(1, P, &page(2)).unwrap();
@@ -826,6 +900,8 @@ mod tests {
     #[test]
     fn moves_forks_takes_and_releases() {
         let (l, fake) = log(8);
+        l.assign(1, None);
+        l.assign(3, None);
         l.write(1, 0, &page(1)).unwrap();
         l.write(1, P, &page(2)).unwrap();
         drained(&l);

@@ -531,7 +531,7 @@ impl HomeProcess {
                 choose_owner(&candidates).ok_or(HomeError::NoCandidate { index, tried: servers.len() })?
             }
         };
-        self.owner_call(o, owner, OwnerCall::Adopt { index, vregion_size: self.vs(), secondary: false })?;
+        self.owner_call(o, owner, OwnerCall::Adopt { index, vregion_size: self.vs(), secondary: false, backup_storage: None })?;
         let secondary = if self.spec.replicas > 1 { self.adopt_copy(o, index, owner, true) } else { None };
         self.vregions.insert(index, VRegion { owner, secondary, promoted: false, mapped: 0 });
         out.owners.extend(self.announce(index));
@@ -553,7 +553,7 @@ impl HomeProcess {
             let candidates: Vec<_> = (0..servers.len()).filter(|&i| others.contains(&servers[i])).filter_map(|i| o.stat(i).ok().map(|s| (i, s))).collect();
             choose_owner(&candidates)
         });
-        let adopted = copy.filter(|&s| match self.owner_call(o, s, OwnerCall::Adopt { index, vregion_size: self.vs(), secondary }) {
+        let adopted = copy.filter(|&s| match self.owner_call(o, s, OwnerCall::Adopt { index, vregion_size: self.vs(), secondary, backup_storage: self.spec.backup_storage.clone() }) {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(proc = self.proc, index, error = %e, "no second copy");

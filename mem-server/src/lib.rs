@@ -54,8 +54,8 @@ pub struct Config {
     /// Bytes of file pages the buffer cache may hold.
     pub buffer_cache_bytes: u64,
     /// Bytes of the backup log of the secondary copies this server keeps (`--replicas 2`),
-    /// flushed to backup files on `storage`; without a storage server, secondary copies are
-    /// kept in the page store.
+    /// flushed to backup files on the storage server of each process's vNode, or on `storage`;
+    /// with neither, a secondary copy is kept in the page store.
     pub backup_log_bytes: u64,
     /// The global manager, whose GMM chooses the owner of each new vRegion of the processes this
     /// server is home for; without one the home chooses.
@@ -134,12 +134,10 @@ impl MemServer {
         let service = Service::bind("mem-server", &config.listen, shared.me(), &server::ACCEPTS, move |peer, _| {
             page_path.frames(&for_conns, peer)
         })?;
-        if let Some(storage) = config.storage {
-            let link = || Box::new(storage_link::StorageLink::new(Some(storage.clone()), config.cluster));
-            let slots = (config.backup_log_bytes / PAGE_SIZE as u64).max(1) as usize;
-            let log = backup::BackupLog::start(slots, &backup_dir_name(service.local_addr()), link(), link());
-            shared.set_backup(log);
-        }
+        let cluster = config.cluster;
+        let connect = move |addr: &str| -> Box<dyn buffer_cache::Backing + Send> { Box::new(storage_link::StorageLink::new(Some(addr.to_string()), cluster)) };
+        let slots = (config.backup_log_bytes / PAGE_SIZE as u64).max(1) as usize;
+        shared.set_backup(backup::BackupLog::start(slots, &backup_dir_name(service.local_addr()), config.storage, Box::new(connect)));
         Ok(MemServer { service, shared })
     }
 

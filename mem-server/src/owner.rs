@@ -221,8 +221,8 @@ impl Owner {
     pub fn call(&mut self, proc: u64, call: OwnerCall) -> Result<OwnerOutcome, OwnerError> {
         use OwnerOutcome::*;
         Ok(match call {
-            OwnerCall::Adopt { index, vregion_size, secondary } => {
-                self.adopt(proc, index, vregion_size, secondary)?;
+            OwnerCall::Adopt { index, vregion_size, secondary, backup_storage } => {
+                self.adopt(proc, index, vregion_size, secondary, backup_storage)?;
                 Done
             }
             OwnerCall::Place { low, high, len } => {
@@ -310,9 +310,10 @@ impl Owner {
         })
     }
 
-    /// Adopts vRegion `index`; a secondary's pages go to the backup log if there is one. A
+    /// Adopts vRegion `index`; a secondary's pages go to the backup log if there is one and a
+    /// storage server for the process's files (`backup_storage`, or the server's own). A
     /// vRegion adopted already stays as it was.
-    fn adopt(&mut self, proc: u64, index: u64, vregion_size: u64, secondary: bool) -> Result<(), OwnerError> {
+    fn adopt(&mut self, proc: u64, index: u64, vregion_size: u64, secondary: bool, backup_storage: Option<String>) -> Result<(), OwnerError> {
         let fits = index.checked_add(1).and_then(|n| n.checked_mul(vregion_size)).is_some();
         if !vregion_size.is_power_of_two() || vregion_size < P || !fits {
             return Err(OwnerError::Invalid);
@@ -323,7 +324,7 @@ impl Owner {
         }
         if let std::collections::hash_map::Entry::Vacant(v) = p.regions.entry(index) {
             v.insert(VmaList::default());
-            if secondary && self.backup.is_some() {
+            if secondary && self.backup.as_ref().is_some_and(|l| l.assign(proc, backup_storage)) {
                 p.logged.insert(index);
             }
         }
@@ -380,7 +381,7 @@ mod tests {
 
     fn owner_with_region() -> Owner {
         let mut o = Owner::new(64);
-        o.call(1, OwnerCall::Adopt { index: 2, vregion_size: VS, secondary: false }).unwrap();
+        o.call(1, OwnerCall::Adopt { index: 2, vregion_size: VS, secondary: false, backup_storage: None }).unwrap();
         o.call(1, OwnerCall::Map { vma: vma(2 * VS + 0x1000, 2 * VS + 0x5000) }).unwrap();
         o
     }
@@ -471,14 +472,14 @@ mod tests {
         assert_eq!(pages[0].0, base + 0x10000);
         assert!(o.fetch(1, base + 0x10000).unwrap().is_none(), "taken pages are freed");
         let mut other = Owner::new(1);
-        other.call(1, OwnerCall::Adopt { index: 0, vregion_size: VS, secondary: false }).unwrap();
+        other.call(1, OwnerCall::Adopt { index: 0, vregion_size: VS, secondary: false, backup_storage: None }).unwrap();
         let put = |o: &mut Owner, addr: u64| o.call(1, OwnerCall::PutPages { pages: vec![(addr, vec![5; PAGE_SIZE])] });
         assert_eq!(put(&mut other, 0x1000), Err(OwnerError::Invalid), "not mapped there");
         other.call(1, OwnerCall::Map { vma: vma(0x1000, 0x3000) }).unwrap();
         put(&mut other, 0x1000).unwrap();
         assert_eq!(put(&mut other, 0x2000), Err(OwnerError::NoSpace));
         assert_eq!(other.fetch(1, 0x1000).unwrap().unwrap()[0], 5);
-        assert_eq!(other.call(1, OwnerCall::Adopt { index: 1, vregion_size: VS * 2, secondary: false }), Err(OwnerError::Invalid));
+        assert_eq!(other.call(1, OwnerCall::Adopt { index: 1, vregion_size: VS * 2, secondary: false, backup_storage: None }), Err(OwnerError::Invalid));
     }
 
     /// A vRegion adopted as a secondary keeps its pages in the backup log, not in frames; every
@@ -492,8 +493,8 @@ mod tests {
         let mut o = Owner::new(64);
         o.set_backup(log);
         let (sec, pri) = (2 * VS, 3 * VS);
-        o.call(1, OwnerCall::Adopt { index: 2, vregion_size: VS, secondary: true }).unwrap();
-        o.call(1, OwnerCall::Adopt { index: 3, vregion_size: VS, secondary: false }).unwrap();
+        o.call(1, OwnerCall::Adopt { index: 2, vregion_size: VS, secondary: true, backup_storage: None }).unwrap();
+        o.call(1, OwnerCall::Adopt { index: 3, vregion_size: VS, secondary: false, backup_storage: None }).unwrap();
         o.call(1, OwnerCall::Map { vma: vma(sec, sec + 0x8000) }).unwrap();
         o.call(1, OwnerCall::Map { vma: vma(pri, pri + 0x8000) }).unwrap();
         o.flush(1, sec, &[1u8; PAGE_SIZE]).unwrap();

@@ -46,6 +46,7 @@ fn spec(servers: &[Handle]) -> ProcessSpec {
         mmap_top: MMAP_TOP,
         stack: (TOP - VS / 2, TOP),
         replicas: 1,
+        backup_storage: None,
     }
 }
 

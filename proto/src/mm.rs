@@ -32,6 +32,9 @@ pub struct ProcessSpec {
     /// Copies of each vRegion (1 or 2): with 2, every vRegion gets a secondary on another
     /// mem-server that receives every write-back and every vma change (LegoOS §4.7).
     pub replicas: u8,
+    /// The storage server of the process's vNode, where its secondaries keep their backup
+    /// files; `None`: each secondary's own.
+    pub backup_storage: Option<String>,
 }
 
 /// A memory system call, already validated for argument shape by nothing: the home validates
@@ -99,10 +102,10 @@ pub struct MemOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OwnerCall {
     /// Become the owner of vRegion `index` of the process (size from the spec). With
-    /// `secondary`, as its secondary copy (`--replicas 2`): a server with a storage server keeps
-    /// its pages in a bounded log flushed to a backup file there (LegoOS §4.7), one without
-    /// keeps them in memory as a primary does.
-    Adopt { index: u64, vregion_size: u64, secondary: bool },
+    /// `secondary`, as its secondary copy (`--replicas 2`): its pages go to a bounded log
+    /// flushed to a backup file on `backup_storage` (the vNode's storage server) or else the
+    /// server's own (LegoOS §4.7); with neither, they are kept in memory as a primary's are.
+    Adopt { index: u64, vregion_size: u64, secondary: bool, backup_storage: Option<String> },
     /// The highest free gap of `len` bytes in `[low, high)` (inside the vRegion), top-down.
     Place { low: u64, high: u64, len: u64 },
     /// Insert a region; whatever overlapped it is removed first and its pages freed.

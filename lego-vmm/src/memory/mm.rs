@@ -210,6 +210,7 @@ impl Mm {
             mmap_top: mm.stack_top - STACK_MAX - STACK_GAP,
             stack: (mm.stack_top - STACK_MAX, mm.stack_top),
             replicas: config.replicas,
+            backup_storage: config.backup_storage.clone(),
         };
         mm.start(&Request::CreateProcess(spec), "create")?;
         Ok(mm)

@@ -45,6 +45,7 @@ fn spec() -> ProcessSpec {
         mmap_top: MMAP_TOP,
         stack: (TOP - VS / 2, TOP),
         replicas: 1,
+        backup_storage: None,
     }
 }
 

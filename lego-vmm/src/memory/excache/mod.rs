@@ -1419,6 +1419,9 @@ pub struct MemoryConfig {
     pub timeout: Duration,
     /// Copies of each vRegion (1 or 2, see [`lego_proto::mm::ProcessSpec::replicas`]).
     pub replicas: u8,
+    /// The vNode's storage server, where secondaries keep their backup files (see
+    /// [`lego_proto::mm::ProcessSpec::backup_storage`]).
+    pub backup_storage: Option<String>,
     /// The ExCache.
     pub excache: ExCacheConfig,
     /// Transport of the page path to the owners (`--transport`; control calls go over TCP).
