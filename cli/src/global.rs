@@ -349,11 +349,11 @@ impl ManagerArgs {
 }
 
 /// The state of a process's vRegions: how many are replicated (two copies), degraded (one copy
-/// left by a mem-server's failure) and being rebuilt; `-` for a process with one copy of
-/// everything (`--replicas 1`).
+/// left by a mem-server's failure), being rebuilt and suspended (one copy left by a full backup
+/// log); `-` for a process with one copy of everything (`--replicas 1`).
 fn copies(f: &ProcessFigures) -> String {
     let c = &f.copies;
-    let counts: Vec<String> = [(c.replicated, "replicated"), (c.degraded, "degraded"), (c.rebuilding, "rebuilding")]
+    let counts: Vec<String> = [(c.replicated, "replicated"), (c.degraded, "degraded"), (c.rebuilding, "rebuilding"), (c.suspended, "suspended")]
         .into_iter()
         .filter(|&(n, _)| n > 0)
         .map(|(n, name)| format!("{n} {name}"))

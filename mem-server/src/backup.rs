@@ -13,10 +13,12 @@
 //! secondary, the copy of a rebuild) is a slot copy or one storage read of a record written
 //! earlier and never changed since: the files are only appended to.
 //!
-//! When every slot holds a page not yet flushed (the storage server is slower than the
-//! write-backs, or unreachable), a write is refused with [`BackupError::LogFull`] at once: the
-//! pComponent then stops counting on this copy (LegoOS "skip[s] replicating"), rather than
-//! waiting on storage while it holds the page path.
+//! When every slot holds a page not yet flushed, a write waits for the flusher to free one for
+//! [`ROOM_WAIT`] at most while storage answers (a burst of write-backs larger than the log),
+//! and is refused with [`BackupError::LogFull`] after that, or at once while the flusher's last
+//! attempt failed (the storage server slow or unreachable): the pComponent then stops counting
+//! on this copy (LegoOS "skip[s] replicating"), rather than wait on storage while it holds the
+//! page path.
 //!
 //! Backup files live on the storage server of the process's vNode (the one its pComponent
 //! names in the process's spec; this server's own when it names none), in that server's mount
@@ -45,6 +47,9 @@ pub const BACKUP_VNODE: &str = "lego-backup";
 
 /// Slots the flusher takes at once: one append of at most this many records per file.
 const BATCH: usize = (MAX_IO as u64 / RECORD) as usize;
+
+/// Longest a write waits for a free slot while the storage server answers.
+pub const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 /// Longest a page waits in the log before the flusher takes it.
 pub const FLUSH_AGE: Duration = Duration::from_secs(1);
@@ -139,6 +144,8 @@ struct State {
     /// Files to remove from storage: (storage server, path).
     doomed: Vec<(String, Vec<u8>)>,
     figures: BackupFigures,
+    /// The flusher's last attempt failed.
+    failing: bool,
     stop: bool,
 }
 
@@ -168,6 +175,7 @@ impl State {
             dir,
             doomed: Vec::new(),
             figures: BackupFigures { slots: capacity as u64, ..BackupFigures::default() },
+            failing: false,
             stop: false,
         }
     }
@@ -202,7 +210,6 @@ impl State {
             Some(Loc::Log(s)) => self.fill(s, key, page),
             old => {
                 let Some(s) = self.alloc() else {
-                    self.figures.refused += 1;
                     return Err(BackupError::LogFull);
                 };
                 if let Some(Loc::File { file, .. }) = old {
@@ -438,6 +445,8 @@ struct Shared {
     state: Mutex<State>,
     /// Raised when there is work for the flusher, or when it should stop.
     work: Condvar,
+    /// Raised when the flusher freed slots, or failed.
+    room: Condvar,
 }
 
 /// The backup log of one mem-server, with its flusher thread.
@@ -461,7 +470,7 @@ impl BackupLog {
     /// `default`.
     pub fn start(slots: usize, name: &str, default: Option<String>, connect: Box<Connect>) -> BackupLog {
         let dir = format!("/{name}").into_bytes();
-        let shared = Arc::new(Shared { state: Mutex::new(State::new(slots.max(1), dir.clone())), work: Condvar::new() });
+        let shared = Arc::new(Shared { state: Mutex::new(State::new(slots.max(1), dir.clone())), work: Condvar::new(), room: Condvar::new() });
         let for_thread = shared.clone();
         let connect: Arc<Connect> = Arc::from(connect);
         let for_flusher = connect.clone();
@@ -497,7 +506,16 @@ impl BackupLog {
     /// Stores `page` at `addr` of `proc`.
     pub fn write(&self, proc: u64, addr: u64, page: &Page) -> Result<(), BackupError> {
         let mut s = self.state();
-        s.write((proc, addr), page)?;
+        let until = Instant::now() + ROOM_WAIT;
+        while let Err(e) = s.write((proc, addr), page) {
+            let now = Instant::now();
+            if s.failing || now >= until {
+                s.figures.refused += 1;
+                return Err(e);
+            }
+            self.shared.work.notify_one();
+            s = self.shared.room.wait_timeout(s, until - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
         // The flusher waits for the first page (to time its age) or for the high watermark.
         let wake = s.queue.len() == 1 || s.unflushed() as usize * 4 >= s.capacity;
         drop(s);
@@ -721,12 +739,17 @@ fn flush_loop(shared: &Shared, connect: &Connect, dir: &[u8]) {
             let done = done.and_then(|()| append(&mut **link, &path, create, offset, &records).map_err(|e| format!("appending to {} on {storage}: {e}", String::from_utf8_lossy(&path))));
             let mut s = shared.state.lock_unpoisoned();
             match done {
-                Ok(()) => s.appended(file, offset, records),
+                Ok(()) => {
+                    s.failing = false;
+                    s.appended(file, offset, records);
+                }
                 Err(e) => {
+                    s.failing = true;
                     s.not_appended(records);
                     failed = Some(e);
                 }
             }
+            shared.room.notify_all();
         }
         match failed {
             Some(e) => {

@@ -233,6 +233,8 @@ pub struct CopyCounts {
     pub degraded: u64,
     /// [`CopyState::Rebuilding`].
     pub rebuilding: u64,
+    /// [`CopyState::Suspended`].
+    pub suspended: u64,
 }
 
 impl CopyCounts {
@@ -244,17 +246,18 @@ impl CopyCounts {
             replicated: count(CopyState::Replicated),
             degraded: count(CopyState::Degraded),
             rebuilding: count(CopyState::Rebuilding),
+            suspended: count(CopyState::Suspended),
         }
     }
 
     /// All vRegions counted.
     pub fn total(&self) -> u64 {
-        self.single + self.replicated + self.degraded + self.rebuilding
+        self.single + self.replicated + self.degraded + self.rebuilding + self.suspended
     }
 }
 
 /// What a report lists of `vregions` (by index): all of them, or, past
-/// [`MAX_LISTED_VREGIONS`], those not fully copied first (degraded, rebuilding), then the
+/// [`MAX_LISTED_VREGIONS`], those not fully copied first (degraded, rebuilding, suspended), then the
 /// lowest indexes.
 pub fn listed_vregions(mut vregions: Vec<VRegionCopies>) -> Vec<VRegionCopies> {
     if vregions.len() > MAX_LISTED_VREGIONS {
@@ -289,6 +292,9 @@ pub enum CopyState {
     Degraded,
     /// One copy left by a mem-server's failure, being copied to a new secondary now.
     Rebuilding,
+    /// One copy left because replication to the secondary was suspended (its backup log was
+    /// full: its storage server slow or gone); the rebuild has not started.
+    Suspended,
 }
 
 impl std::fmt::Display for CopyState {
@@ -298,6 +304,7 @@ impl std::fmt::Display for CopyState {
             CopyState::Replicated => "replicated",
             CopyState::Degraded => "degraded",
             CopyState::Rebuilding => "rebuilding",
+            CopyState::Suspended => "suspended",
         })
     }
 }

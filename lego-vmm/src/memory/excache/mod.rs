@@ -1174,7 +1174,7 @@ impl State {
         }
         for (s, e) in lost {
             if log_full(&e) {
-                self.suspend(s)?;
+                self.suspend(s);
             } else {
                 tracing::warn!(server = %self.owners.name(s), error = %e, "a secondary failed a write-back");
                 self.fence(s)?;
@@ -1196,7 +1196,7 @@ impl State {
         let Some(i) = self.owners.index_of(server) else { return Ok(false) };
         if log_full(source) {
             if self.owners.owner_of(*page) != Some(i) {
-                self.suspend(i)?;
+                self.suspend(i);
                 return Ok(true);
             }
             let since = *self.log_full_since.get_or_insert_with(Instant::now);
@@ -1224,17 +1224,15 @@ impl State {
         Ok(())
     }
 
-    /// A secondary's backup log is full: replication to it stops, as to a failed server (it is
-    /// fenced off, its vRegions keep one copy, and the home is told, which gives them a new
-    /// copy elsewhere if it can), counted as a suspension rather than a fail-over (LegoOS
-    /// skips replicating then; a primary failure before a new copy ends the process, naming
-    /// both servers).
-    fn suspend(&mut self, server: usize) -> Result<(), owners::NoCopyLeft> {
-        if !self.owners.is_dead(server) {
+    /// A secondary's backup log is full: replication to it stops ([`Owners::suspend`]: the
+    /// vRegions it is the secondary of keep one copy, and the home is told, which gives them a
+    /// new copy elsewhere if it can), counted as a suspension (LegoOS skips replicating then; a
+    /// primary failure before a new copy ends the process, naming both servers).
+    fn suspend(&mut self, server: usize) {
+        if !self.owners.suspend(server) {
             tracing::warn!(server = %self.owners.name(server), "a secondary's backup log is full (its storage server is slower than the write-backs, or unreachable): replication to it is suspended");
             self.stats.suspended += 1;
         }
-        self.owners.suspend(server).map(drop)
     }
 
     /// A request that began at `begun` was served after a fail-over.

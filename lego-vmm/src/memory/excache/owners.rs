@@ -208,7 +208,7 @@ pub struct Owners {
     secondaries: HashMap<u64, usize>,
     /// Servers found failed (fenced off).
     dead: Vec<bool>,
-    /// Of those, the ones fenced off because their backup log was full.
+    /// Servers replication stopped to because their backup log was full.
     suspended: Vec<bool>,
     /// For a vRegion left with one copy by a failure: the server that failed.
     lost_copy: HashMap<u64, usize>,
@@ -351,11 +351,20 @@ impl Owners {
         Ok(promoted)
     }
 
-    /// Replication to `server` stops because its backup log is full: it is fenced off as a
-    /// failed server is ([`Owners::fail_over`]), and messages say why.
-    pub fn suspend(&mut self, server: usize) -> Result<usize, NoCopyLeft> {
-        self.suspended[server] = true;
-        self.fail_over(server)
+    /// Replication to `server` stops because its backup log is full: every vRegion it is the
+    /// secondary of keeps one copy (reported to the home, raising the repairer, as a lost copy
+    /// is), and it stays the primary of those it serves. Returns whether it was suspended
+    /// before.
+    pub fn suspend(&mut self, server: usize) -> bool {
+        let before = std::mem::replace(&mut self.suspended[server], true);
+        let mut indexes: Vec<u64> = self.secondaries.iter().filter(|&(_, &s)| s == server).map(|(&i, _)| i).collect();
+        indexes.sort_unstable();
+        for index in indexes {
+            self.secondaries.remove(&index);
+            self.lose_copy(index, server);
+        }
+        self.publish();
+        before
     }
 
     /// vRegion `index` lost its copy on `server`: the home is to be told, and the repairer is
@@ -396,11 +405,12 @@ impl Owners {
             .iter()
             .map(|(&index, &primary)| {
                 let secondary = self.secondaries.get(&index).map(|&s| self.servers[s].clone());
-                let state = match (&secondary, self.lost_copy.contains_key(&index)) {
+                let state = match (&secondary, self.lost_copy.get(&index)) {
                     (Some(_), _) => CopyState::Replicated,
-                    (None, false) => CopyState::Single,
-                    (None, true) if self.rebuilding.contains(&index) => CopyState::Rebuilding,
-                    (None, true) => CopyState::Degraded,
+                    (None, None) => CopyState::Single,
+                    (None, Some(_)) if self.rebuilding.contains(&index) => CopyState::Rebuilding,
+                    (None, Some(&lost)) if self.suspended[lost] => CopyState::Suspended,
+                    (None, Some(_)) => CopyState::Degraded,
                 };
                 VRegionCopies { index, primary: self.servers[primary].clone(), secondary, state }
             })
@@ -537,6 +547,12 @@ mod tests {
         o.rebuilding(1, true);
         o.rebuilding(1, false);
         assert_eq!(states()[..2], [(0, b(), Some(c()), CopyState::Replicated), (1, c(), None, CopyState::Degraded)], "rebuilt; no server found for 1");
+        // c's backup log is full: vRegion 0 keeps its copy on b alone, and c stays vRegion 1's
+        // primary.
+        assert!(!o.suspend(2) && o.suspend(2), "suspended once");
+        assert_eq!(states()[..2], [(0, b(), None, CopyState::Suspended), (1, c(), None, CopyState::Degraded)]);
+        assert!(!o.is_dead(2));
+        assert!(o.fail_over(1).unwrap_err().to_string().contains("replication to its other mem-server c was suspended"));
     }
 
     #[test]
