@@ -73,17 +73,15 @@ pub enum BackupError {
     },
 }
 
-/// What the log has done, for `lego top` and the metrics.
+/// What the log has done, for the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackupFigures {
     /// Slots of the log (its capacity, in pages).
     pub slots: u64,
     /// Slots holding a page not yet in a backup file.
     pub unflushed: u64,
-    /// Pages appended to backup files.
+    /// Pages appended to backup files (a record of [`RECORD`] bytes each).
     pub flushed: u64,
-    /// Bytes appended to backup files.
-    pub file_bytes: u64,
     /// Writes refused because the log was full.
     pub refused: u64,
     /// Appends to storage that failed (retried).
@@ -384,7 +382,6 @@ impl State {
             f.created = true;
         }
         self.figures.flushed += records.len() as u64;
-        self.figures.file_bytes += RECORD * records.len() as u64;
         for (i, t) in records.into_iter().enumerate() {
             let slot = &self.slots[t.slot as usize];
             let current = slot.key == Some(t.key) && slot.generation == t.generation && self.index.get(&t.key) == Some(&Loc::Log(t.slot));
@@ -523,11 +520,6 @@ impl BackupLog {
             self.shared.work.notify_one();
         }
         Ok(())
-    }
-
-    /// Whether a page is stored at `addr` of `proc`.
-    pub fn holds(&self, proc: u64, addr: u64) -> bool {
-        self.state().index.contains_key(&(proc, addr))
     }
 
     /// Whether `n` more pages fit in the log now.
@@ -930,7 +922,7 @@ mod tests {
         drained(&l);
         l.write(1, 2 * P, &page(3)).unwrap();
         l.rekey(1, 0, 16 * P, 3 * P);
-        assert!(!l.holds(1, 0));
+        assert!(l.read(1, 0).unwrap().is_none());
         assert_eq!(l.read(1, 17 * P).unwrap().unwrap()[0], 2, "moved while in the file");
         assert_eq!(l.read(1, 18 * P).unwrap().unwrap()[0], 3, "moved while in the log");
         l.copy_process(1, 2).unwrap();
@@ -938,7 +930,7 @@ mod tests {
         assert_eq!(l.read(2, 16 * P).unwrap().unwrap()[0], 1, "the child keeps the fork's page");
         let (pages, more) = l.take(2, 16 * P, 19 * P, 2).unwrap();
         assert_eq!((pages.iter().map(|(a, p)| (*a, p[0])).collect::<Vec<_>>(), more), (vec![(16 * P, 1), (17 * P, 2)], true));
-        assert!(!l.holds(2, 16 * P), "taken pages are forgotten");
+        assert!(l.read(2, 16 * P).unwrap().is_none(), "taken pages are forgotten");
         drained(&l);
         l.release(1);
         assert_eq!(l.read(2, 18 * P).unwrap().unwrap()[0], 3, "the parent's file stays while the child points into it");

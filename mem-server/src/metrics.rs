@@ -56,8 +56,7 @@ impl Collector for Metrics {
         if let Some(b) = self.0.backup() {
             gauge(e, "lego_mem_backup_log_capacity_bytes", "Bytes of the backup log of the secondary copies this server keeps.", b.slots * page)?;
             gauge(e, "lego_mem_backup_log_unflushed_bytes", "Bytes in the backup log not yet appended to a backup file.", b.unflushed * page)?;
-            counter(e, "lego_mem_backup_flushed_pages", "Pages appended to backup files on the storage server.", b.flushed)?;
-            counter(e, "lego_mem_backup_file_bytes", "Bytes appended to backup files on the storage server.", b.file_bytes)?;
+            counter(e, "lego_mem_backup_flushed_pages", "Pages appended to backup files on the storage server (4104-byte records).", b.flushed)?;
             counter(e, "lego_mem_backup_refused_writes", "Writes of secondary copies refused because the backup log was full.", b.refused)?;
             counter(e, "lego_mem_backup_storage_errors", "Failed attempts to reach the storage server with the backup log (retried).", b.storage_errors)?;
         }

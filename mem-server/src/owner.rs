@@ -333,7 +333,8 @@ impl Owner {
 
     /// Stores pages handed over from another owner: all or none.
     fn put_pages(&mut self, proc: u64, pages: &[(u64, Vec<u8>)]) -> Result<(), OwnerError> {
-        let mut new = 0;
+        // New frames the store needs, and pages that go to the log (each may take a slot).
+        let (mut frames, mut logged) = (0, 0);
         for (addr, data) in pages {
             if data.len() != PAGE_SIZE {
                 return Err(OwnerError::Invalid);
@@ -343,12 +344,12 @@ impl Owner {
                 Err(Status::NotOwner) => return Err(OwnerError::NotOwner),
                 Err(_) => return Err(OwnerError::Invalid),
             }
-            new += u64::from(match self.log_of(proc, *addr) {
-                Some(log) => !log.holds(proc, *addr),
-                None => self.store.read(proc, *addr).is_none(),
-            });
+            match self.log_of(proc, *addr) {
+                Some(_) => logged += 1,
+                None => frames += u64::from(self.store.read(proc, *addr).is_none()),
+            }
         }
-        if !self.store.can_hold(new) || self.backup.as_ref().is_some_and(|l| !l.can_take(pages.len() as u64)) {
+        if !self.store.can_hold(frames) || self.backup.as_ref().is_some_and(|l| logged > 0 && !l.can_take(logged)) {
             return Err(OwnerError::NoSpace);
         }
         for (addr, data) in pages {
@@ -510,8 +511,9 @@ mod tests {
         assert_eq!((o.store().used_pages(), o.fetch(1, sec + 0x5000).unwrap().unwrap()[0]), (0, 2), "and back into the log");
         o.flush(1, sec + 0x6000, &[3u8; PAGE_SIZE]).unwrap();
         assert_eq!(o.flush(1, sec + 0x7000, &[4u8; PAGE_SIZE]), Err(Status::LogFull), "three slots, all unflushed");
-        let put = OwnerCall::PutPages { pages: vec![(sec + 0x7000, vec![4; PAGE_SIZE])] };
-        assert_eq!(o.call(1, put), Err(OwnerError::NoSpace));
+        let put = |addr: u64| OwnerCall::PutPages { pages: vec![(addr, vec![4; PAGE_SIZE])] };
+        assert_eq!(o.call(1, put(sec + 0x7000)), Err(OwnerError::NoSpace));
+        assert_eq!(o.call(1, put(pri + 0x7000)), Ok(OwnerOutcome::Done), "pages for frames need no slot");
         assert_eq!(o.call(2, OwnerCall::CopyOf { parent: 1 }), Err(OwnerError::NoSpace), "a fork needs slots too");
         assert!(o.fetch(2, sec + 0x6000).is_err(), "a failed fork leaves nothing");
         o.call(1, OwnerCall::Release).unwrap();
