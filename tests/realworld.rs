@@ -208,6 +208,81 @@ fn terminal_modes_set_in_a_vnode_apply_to_its_terminal() {
     assert!(String::from_utf8_lossy(&n).contains("30 99\r\n99\r\nraw\n"), "raw mode: no CR added: {:?}", String::from_utf8_lossy(&n));
 }
 
+/// Python's `pty` module: a child on a new pty with it as controlling terminal (`forkpty`:
+/// `TIOCGPTPEER`, `setsid`, `TIOCSCTTY`), its output through the line discipline, its input
+/// from the master, and `openpty` with raw mode.
+const PYTHON_PTY: &str = r#"
+import os, pty, re, termios, tty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    print("child:", re.sub(r"\d+$", "N", os.ttyname(0)), os.isatty(1), os.getsid(0) == os.getpid())
+    print("ctty:", os.ttyname(os.open("/dev/tty", os.O_RDWR)) == os.ttyname(0))
+    print("got:", sys.stdin.readline().strip())
+    os._exit(3)
+os.write(fd, b"hello there\n")
+out = b""
+while True:
+    try:
+        b = os.read(fd, 1024)
+    except OSError:
+        break
+    if not b:
+        break
+    out += b
+_, st = os.waitpid(pid, 0)
+print(out.decode().replace("\r", "<CR>"), "status", os.waitstatus_to_exitcode(st))
+m, s = os.openpty()
+a = termios.tcgetattr(s)
+tty.setraw(s)
+print("raw", termios.tcgetattr(s) != a, re.sub(r"\d+$", "N", os.ttyname(s)))
+os.write(m, b"abc\n")
+print(os.read(s, 4))
+"#;
+
+/// Pseudo-terminals made in a vNode work as natively: `script` runs a shell on one, Python's
+/// `pty` forks a child onto one and talks to it, and `/proc` and `stat` show them as Linux
+/// does. A host pty the vNode did not make stays out of its reach.
+#[test]
+fn pseudo_terminals_made_in_a_vnode_work_as_natively() {
+    if !kvm() {
+        return;
+    }
+    let script = "script -qec 'tty | sed s/[0-9]*$/N/; test -t 0 && echo on a tty; stty size; \
+                  readlink /proc/self/fd/0 | sed s/[0-9]*$/N/; stat -c \"%n %s\" /proc/self /proc/self/fd/0; \
+                  echo $((6 * 7)); exit 3' /dev/null; echo status $?";
+    let env = |c: &mut Command| {
+        c.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").env("TERM", "xterm");
+    };
+    for args in [["/bin/bash", "-c", script], ["/usr/bin/python3", "-c", PYTHON_PTY]] {
+        let mut native = common::native_command(args[0]);
+        native.args(&args[1..]).stdin(std::process::Stdio::null());
+        env(&mut native);
+        let mut vnode = common::lego_command();
+        vnode.args(["run", "--mem", "1G", "--root", "/"]).args(args).stdin(std::process::Stdio::null());
+        env(&mut vnode);
+        same_as_native(native, vnode, args[0]);
+    }
+    // A pty of the host's: its slave is not in the vNode's /dev/pts, and opening it by name
+    // fails as if it were not there.
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the ints; the NULL name, termios and window
+    // size are allowed.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: openpty succeeded, so both are open descriptors owned by nothing else.
+    let (_master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let name = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
+    let probe = format!(
+        "import os\ntry:\n    os.open({name:?}, os.O_RDWR)\n    print('opened')\nexcept FileNotFoundError:\n    print('hidden')\nprint(os.listdir('/dev/pts'))"
+    );
+    let out = common::lego_command()
+        .args(["run", "--mem", "1G", "--root", "/", "/usr/bin/python3", "-c", &probe])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hidden\n['ptmx']\n", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// The Lua 5.4 sources the `lua-src` crate bundles (fetched into Cargo's registry by `make
 /// guest-images`, whose `rust-realworld` builds them).
 fn lua_sources() -> std::path::PathBuf {

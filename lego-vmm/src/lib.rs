@@ -39,6 +39,7 @@ pub mod pcomp;
 pub mod pipe;
 pub mod proctable;
 pub mod pseudo;
+pub mod pty;
 pub mod process;
 pub mod scm_rights;
 pub mod signal;

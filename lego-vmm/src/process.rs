@@ -140,6 +140,9 @@ pub struct Process {
     /// The descriptions in flight in `SCM_RIGHTS` messages, one table for every process of the
     /// run.
     pub in_flight: Arc<crate::scm_rights::InFlight>,
+    /// The pseudo-terminals of the run and its sessions' controlling terminals, one table for
+    /// every process of it.
+    pub ptys: Arc<crate::pty::Ptys>,
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
     pub started: Instant,
@@ -240,6 +243,7 @@ impl Process {
             locks: Default::default(),
             fifos: Default::default(),
             in_flight: Default::default(),
+            ptys: Default::default(),
             maps: Default::default(),
             started: Instant::now(),
             image: ExecImage::default(),
@@ -282,6 +286,7 @@ impl Process {
             locks: self.locks.clone(),
             fifos: self.fifos.clone(),
             in_flight: self.in_flight.clone(),
+            ptys: self.ptys.clone(),
             maps: self.maps.forked(),
             started: Instant::now(),
             image: self.image.clone(),

@@ -764,11 +764,22 @@ fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: i32, mode: u32) -> SysResult
 }
 
 /// `fstat(2)` of `fd` (also works on `O_PATH` descriptors).
-fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
+pub(crate) fn fstat(fd: BorrowedFd<'_>) -> SysResult<Stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable memory for one `struct stat` that outlives the call; `fd` is open.
     retry(|| unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: `fstat` succeeded, so the kernel filled in all of `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(to_stat(&st))
+}
+
+/// `stat(2)` of the host path `path`.
+pub(crate) fn stat_path(path: &std::ffi::CStr) -> SysResult<Stat> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated; `st` is writable memory for one `struct stat` that
+    // outlives the call.
+    retry(|| unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: `stat` succeeded, so the kernel filled in all of `st`.
     let st = unsafe { st.assume_init() };
     Ok(to_stat(&st))
 }

@@ -11,13 +11,16 @@ pub enum Device {
     Random,
     Urandom,
     Tty,
+    /// The pseudo-terminal multiplexer: opening it makes a new pty ([`crate::pty`]).
+    Ptmx,
 }
 
 impl Device {
     /// Every device, in `ls /dev` order.
-    pub const ALL: [Device; 6] = [
+    pub const ALL: [Device; 7] = [
         Device::Full,
         Device::Null,
+        Device::Ptmx,
         Device::Random,
         Device::Tty,
         Device::Urandom,
@@ -33,6 +36,7 @@ impl Device {
             Device::Random => b"random",
             Device::Urandom => b"urandom",
             Device::Tty => b"tty",
+            Device::Ptmx => b"ptmx",
         }
     }
 
@@ -45,6 +49,7 @@ impl Device {
             Device::Random => (1, 8),
             Device::Urandom => (1, 9),
             Device::Tty => (5, 0),
+            Device::Ptmx => (5, 2),
         }
     }
 
@@ -77,8 +82,8 @@ impl Device {
                 }
                 Ok(n as usize)
             }
-            // Opened as the host terminal; never read through here.
-            Device::Tty => Err(Errno(libc::ENXIO)),
+            // Opened as host terminals; never read through here.
+            Device::Tty | Device::Ptmx => Err(Errno(libc::ENXIO)),
         }
     }
 
@@ -86,7 +91,7 @@ impl Device {
     pub fn write(self, buf: &[u8]) -> SysResult<usize> {
         match self {
             Device::Full => Err(Errno(libc::ENOSPC)),
-            Device::Tty => Err(Errno(libc::ENXIO)),
+            Device::Tty | Device::Ptmx => Err(Errno(libc::ENXIO)),
             _ => Ok(buf.len()),
         }
     }

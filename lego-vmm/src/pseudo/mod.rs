@@ -38,6 +38,9 @@ pub enum Opened {
     /// A FIFO of the vNode's files, at this path: the caller opens its pipe
     /// ([`crate::fifo`]), which may wait.
     Fifo(crate::fs::NodeId, Vec<u8>),
+    /// A new pseudo-terminal master (`/dev/ptmx`) and its number: the caller makes its
+    /// description and adopts it into the run's [`crate::pty::Ptys`].
+    Master(std::os::fd::OwnedFd, u32),
 }
 
 /// Where a path leads once the pseudo tree has had its say.
@@ -171,7 +174,7 @@ pub fn open(p: &Process, path: Vec<u8>, flags: i32, mode: u32) -> SysResult<Open
             if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
                 return Err(Errno::EEXIST);
             }
-            node.open(flags, path)
+            node.open(p, flags, path)
         }
     }
 }

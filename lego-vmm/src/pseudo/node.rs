@@ -19,6 +19,8 @@ const PROC_DEV: u64 = 0x16;
 const SYS_DEV: u64 = 0x15;
 /// `st_dev` of `/dev` (devtmpfs).
 pub(super) const DEV_DEV: u64 = 0x5;
+/// The inode of `/dev/pts`; its entries follow it.
+const PTS_INO: u64 = 0x200;
 
 /// The pseudo file systems as `/proc/PID/mounts` lists them after the vNode's files.
 const PSEUDO_MOUNTS: [procfs::PseudoMount; 3] = [
@@ -56,6 +58,9 @@ pub struct Meta {
     pub gid: u32,
     pub rdev: u64,
     pub time: Timespec,
+    /// The size `stat` reports where it is not the node's own (procfs gives its symlinks 0,
+    /// and those of `fd/` 64, whatever their target).
+    pub size: Option<u64>,
 }
 
 /// What a node is.
@@ -66,6 +71,8 @@ pub enum Kind {
     File(Vec<u8>),
     Link(Target),
     Device(Device),
+    /// The slave of the run's pty of this number (`/dev/pts/N`), a host terminal.
+    Pty(u32),
 }
 
 /// A node of the pseudo tree.
@@ -149,6 +156,7 @@ impl<'a> Ctx<'a> {
             gid: 0,
             rdev: 0,
             time: self.boot,
+            size: None,
         }
     }
 
@@ -210,11 +218,15 @@ impl<'a> Ctx<'a> {
                 .map(|d| (d.name().to_vec(), libc::DT_CHR, d.ino()))
                 .collect();
             entries.push((b"fd".to_vec(), libc::DT_LNK, 0x40));
+            entries.push((b"pts".to_vec(), libc::DT_DIR, PTS_INO));
             for (i, n) in [&b"stdin"[..], b"stdout", b"stderr"].iter().enumerate() {
                 entries.push((n.to_vec(), libc::DT_LNK, 0x41 + i as u64));
             }
             return Ok(self.dir(DEV_DEV, 0x2, entries));
         };
+        if name.as_slice() == b"pts" {
+            return self.pts(&rest[1..]);
+        }
         if rest.len() > 1 {
             return Err(Errno::ENOENT);
         }
@@ -241,6 +253,34 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// `/dev/pts` (`rest` is what follows it): the slaves of the run's ptys, with the host's
+    /// metadata, so that `ttyname` finds a slave descriptor's name, and `ptmx`.
+    fn pts(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
+        let Some(name) = rest.first() else {
+            let mut entries: Vec<_> = self.p.ptys.numbers().into_iter().map(|n| (n.to_string().into_bytes(), libc::DT_CHR, PTS_INO + 2 + u64::from(n))).collect();
+            entries.push((Device::Ptmx.name().to_vec(), libc::DT_CHR, PTS_INO + 1));
+            return Ok(Node {
+                meta: self.meta(DEV_DEV, PTS_INO, libc::S_IFDIR | 0o755),
+                kind: Kind::Dir(entries),
+            });
+        };
+        if rest.len() > 1 {
+            return Err(Errno::ENOTDIR);
+        }
+        if name.as_slice() == Device::Ptmx.name() {
+            // devpts's own multiplexer, as Linux mounts it (`ptmxmode=000`).
+            let mut meta = self.meta(DEV_DEV, PTS_INO + 1, libc::S_IFCHR);
+            meta.rdev = Device::Ptmx.rdev();
+            return Ok(Node { meta, kind: Kind::Device(Device::Ptmx) });
+        }
+        let n: u32 = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok()).ok_or(Errno::ENOENT)?;
+        let st = self.p.ptys.slave_stat(n)?;
+        Ok(Node {
+            meta: Meta { dev: st.dev, ino: st.ino, mode: st.mode, uid: st.uid, gid: st.gid, rdev: st.rdev, time: st.mtime, size: None },
+            kind: Kind::Pty(n),
+        })
+    }
+
     fn proc(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
         let Some(first) = rest.first() else {
             let mut entries: Vec<_> = PROC_FILES
@@ -263,7 +303,11 @@ impl<'a> Ctx<'a> {
                 kind: Kind::Link(Target::Path(target.into_bytes())),
             };
             let text = match first.as_slice() {
-                b"self" => return Ok(link(self.p.pid.to_string())),
+                b"self" => {
+                    let mut node = link(self.p.pid.to_string());
+                    node.meta.size = Some(0);
+                    return Ok(node);
+                }
                 b"mounts" => return Ok(link("self/mounts".to_string())),
                 b"cpuinfo" => procfs::cpuinfo(),
                 b"loadavg" => procfs::loadavg(self.p),
@@ -348,7 +392,7 @@ impl<'a> Ctx<'a> {
             return Err(Errno::ENOTDIR);
         }
         let link = |t: Vec<u8>| Node {
-            meta: owned(ino, libc::S_IFLNK | 0o777),
+            meta: Meta { size: Some(0), ..owned(ino, libc::S_IFLNK | 0o777) },
             kind: Kind::Link(Target::Path(t)),
         };
         let text = match name.as_slice() {
@@ -417,6 +461,7 @@ impl<'a> Ctx<'a> {
             meta: Meta {
                 ino: fd_ino(fd),
                 mode,
+                size: Some(64),
                 ..meta
             },
             kind: Kind::Link(target),
@@ -441,6 +486,7 @@ impl Node {
             Kind::Link(t) => (1, t.text().len() as u64),
             _ => (1, 0),
         };
+        let size = m.size.unwrap_or(size);
         Stat {
             dev: m.dev,
             ino: m.ino,
@@ -458,8 +504,8 @@ impl Node {
         }
     }
 
-    /// Opens the node with `open(2)` `flags` (a symlink only with `O_PATH`).
-    pub fn open(self, flags: i32, path: Vec<u8>) -> SysResult<Opened> {
+    /// Opens the node for process `p` with `open(2)` `flags` (a symlink only with `O_PATH`).
+    pub fn open(self, p: &Process, flags: i32, path: Vec<u8>) -> SysResult<Opened> {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let opath = flags & libc::O_PATH != 0;
         let stat = self.stat();
@@ -481,8 +527,27 @@ impl Node {
                 body: Body::Text(text),
             }),
             Kind::Device(Device::Tty) if !opath => {
-                return Ok(Opened::New(Backing::Host(open_host_tty(flags)?), path));
+                return Ok(Opened::New(Backing::Host(open_tty(p, flags)?), path));
             }
+            Kind::Device(Device::Ptmx) if !opath => {
+                let (master, n) = crate::pty::Ptys::open_master(flags)?;
+                return Ok(Opened::Master(master, n));
+            }
+            Kind::Pty(n) if !opath => {
+                let slave = p.ptys.open_slave(n, flags)?;
+                if flags & libc::O_NOCTTY == 0 {
+                    // A session leader without a controlling terminal takes the first it opens.
+                    let sid = p.procs.sid(p.pid)?;
+                    if sid == p.pid && p.ptys.ctty(sid).is_none() {
+                        let _ = p.ptys.set_ctty(sid, n);
+                    }
+                }
+                return Ok(Opened::New(Backing::Host(slave), path));
+            }
+            Kind::Pty(_) => Box::new(PseudoFile {
+                stat,
+                body: Body::Text(Vec::new()),
+            }),
             Kind::Device(d) => Box::new(PseudoFile {
                 stat,
                 body: Body::Device(d),
@@ -492,7 +557,21 @@ impl Node {
     }
 }
 
-/// The controlling terminal of the vNode: the terminal of the `lego run` that started it.
+/// `/dev/tty`: the controlling terminal of the caller's session. That is a pty of the run's if
+/// the session took one, else the terminal of the `lego run` that started the first session;
+/// a session made later by `setsid` has none (`ENXIO`), as on Linux.
+fn open_tty(p: &Process, flags: i32) -> SysResult<OwnedFd> {
+    let sid = p.procs.sid(p.pid)?;
+    if let Some(n) = p.ptys.ctty(sid) {
+        return p.ptys.open_slave(n, flags);
+    }
+    if sid != crate::proctable::FIRST_PID {
+        return Err(Errno::ENXIO);
+    }
+    open_host_tty(flags)
+}
+
+/// The terminal of the `lego run` that started the vNode.
 fn open_host_tty(flags: i32) -> SysResult<OwnedFd> {
     let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_NOCTTY;
     // SAFETY: a constant, NUL-terminated path; the descriptor returned is owned below.

@@ -247,7 +247,7 @@ pub fn truncate(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let backing = match crate::pseudo::open(p, path, libc::O_WRONLY, 0)? {
         crate::pseudo::Opened::New(backing, _) => backing,
         crate::pseudo::Opened::Shared(file) => return shared_truncate(&file, len as u64),
-        crate::pseudo::Opened::Fifo(..) => return Err(Errno::EINVAL),
+        crate::pseudo::Opened::Fifo(..) | crate::pseudo::Opened::Master(..) => return Err(Errno::EINVAL),
     };
     match backing {
         Backing::File(f) => f.set_len(len as u64)?,

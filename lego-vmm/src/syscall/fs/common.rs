@@ -3,7 +3,7 @@
 
 use crate::errno::{retry_len, Errno, SysResult};
 use crate::fdtable::OpenFile;
-use crate::fs::{Stat, Timespec};
+use crate::fs::Stat;
 
 /// Largest host buffer one transfer step uses.
 pub(super) const CHUNK: u64 = 1 << 20;
@@ -179,25 +179,6 @@ pub(in crate::syscall) fn host_write(fd: i32, buf: &[u8], pos: Option<u64>) -> S
 
 /// `fstat` of a host descriptor, in vNode form.
 pub(super) fn host_stat(fd: i32) -> SysResult<Stat> {
-    // SAFETY: `libc::stat` is plain integers, for which all-zero is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid, writable `struct stat`; `fd` is owned by the caller's description.
-    if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return Err(Errno::last());
-    }
-    Ok(Stat {
-        dev: st.st_dev,
-        ino: st.st_ino,
-        mode: st.st_mode,
-        nlink: st.st_nlink as u64,
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev,
-        size: st.st_size as u64,
-        blksize: st.st_blksize as u64,
-        blocks: st.st_blocks as u64,
-        atime: Timespec { sec: st.st_atime, nsec: st.st_atime_nsec },
-        mtime: Timespec { sec: st.st_mtime, nsec: st.st_mtime_nsec },
-        ctime: Timespec { sec: st.st_ctime, nsec: st.st_ctime_nsec },
-    })
+    // SAFETY: `fd` is owned by the caller's description, which outlives the call.
+    crate::fs::hostdir::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
 }

@@ -1,12 +1,12 @@
 //! Descriptor control: `ioctl`, and `fcntl` but for the record locks.
 
 use lego_proto::sync::LockExt;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_GETOWN, F_GETPIPE_SZ, F_SETFD, F_SETFL, F_SETOWN, F_SETPIPE_SZ, KERNEL_TERMIOS_SIZE, S_IFMT, S_IFREG, TIOCGPGRP, WINSIZE_SIZE, fdarg, not_opath};
+use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_GETOWN, F_GETPIPE_SZ, F_SETFD, F_SETFL, F_SETOWN, F_SETPIPE_SZ, KERNEL_TERMIOS_SIZE, O_LARGEFILE, S_IFMT, S_IFREG, TIOCGPGRP, WINSIZE_SIZE, fdarg, not_opath};
 use crate::syscall::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
-use crate::fdtable::Backing;
+use crate::fdtable::{Backing, OpenFile};
 use crate::process::Process;
 
 /// How a terminal request passes its argument.
@@ -20,15 +20,18 @@ enum TermArg {
 }
 
 /// The terminal requests passed to a host terminal (the one `lego run` was started on, which
-/// is the vNode's): getting and setting the modes (`tcgetattr`, `tcsetattr` in its three
-/// forms, which `stty`, editors, pagers and password prompts use), the window size, flushing,
-/// flow control, breaks and the output queue. Job control requests are not among them: the
-/// vNode's process groups are not the host's.
+/// is the vNode's, or a pty of the run's): getting and setting the modes (`tcgetattr`,
+/// `tcsetattr` in its three forms, which `stty`, editors, pagers and password prompts use), the
+/// window size, flushing, flow control, breaks and the output queue, exclusive mode, and on a
+/// pty master its number, lock and packet mode (`grantpt`, `unlockpt`, `ptsname`). Job control
+/// requests are not among them: the vNode's process groups are not the host's.
 fn terminal_request(cmd: u32) -> Option<TermArg> {
     Some(match u64::from(cmd) {
         libc::TCGETS => TermArg::Out(KERNEL_TERMIOS_SIZE),
         libc::TIOCGWINSZ => TermArg::Out(WINSIZE_SIZE),
-        libc::TIOCOUTQ => TermArg::Out(4),
+        libc::TIOCOUTQ | libc::TIOCGPTN | libc::TIOCGPTLCK | libc::TIOCGPKT | libc::TIOCGEXCL => TermArg::Out(4),
+        libc::TIOCSPTLCK | libc::TIOCPKT => TermArg::In(4),
+        libc::TIOCEXCL | libc::TIOCNXCL => TermArg::Value,
         libc::TCSETS | libc::TCSETSW | libc::TCSETSF => TermArg::In(KERNEL_TERMIOS_SIZE),
         libc::TIOCSWINSZ => TermArg::In(WINSIZE_SIZE),
         libc::TCSBRK | libc::TCSBRKP | libc::TCXONC | libc::TCFLSH => TermArg::Value,
@@ -37,8 +40,9 @@ fn terminal_request(cmd: u32) -> Option<TermArg> {
 }
 
 /// `ioctl(fd, cmd, arg)`: terminal requests on a host terminal ([`terminal_request`];
-/// `TIOCGPGRP` answers the caller's process), `FIONREAD`, `FIONBIO`, `FIOCLEX`/`FIONCLEX`;
-/// everything else is `ENOTTY`.
+/// `TIOCGPGRP` answers the caller's process), the controlling-terminal requests on a pty of
+/// the run's ([`pty_request`]), `FIONREAD`, `FIONBIO`, `FIOCLEX`/`FIONCLEX`; everything else
+/// is `ENOTTY`.
 pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (fd, cmd, arg) = (fdarg(a[0]), a[1] as u32, a[2]);
     let file = p.fds.get(fd)?;
@@ -82,6 +86,11 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
         return Ok(0);
     }
+    if let Backing::Host(h) = &file.backing {
+        if let Some(r) = pty_request(p, h.as_fd(), cmd, arg) {
+            return r;
+        }
+    }
     match (&file.backing, cmd) {
         (Backing::Host(h), TIOCGPGRP) => {
             // SAFETY: plain query on a descriptor `file` owns.
@@ -118,6 +127,58 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
         _ => Err(Errno::ENOTTY),
     }
+}
+
+/// The requests that concern a pty of the run's as a controlling terminal, or that open its
+/// slave, on host descriptor `fd`; `None` for any other request or descriptor.
+/// - `TIOCGPTPEER` on a master: a new descriptor of its slave, opened with the flags `arg`.
+/// - `TIOCSCTTY` on a slave: it becomes the controlling terminal of the caller's session
+///   (`EPERM` unless the caller leads it; see [`crate::pty::Ptys::set_ctty`]).
+/// - `TIOCNOTTY` and `TIOCGSID` on the caller's controlling pty: a leader gives it up; the
+///   session's id. Any other terminal is `ENOTTY` for them.
+fn pty_request(p: &mut Process, fd: BorrowedFd<'_>, cmd: u32, arg: u64) -> Option<SysResult<u64>> {
+    let cmd = u64::from(cmd);
+    if cmd == libc::TIOCGPTPEER {
+        return Some(open_peer(p, fd, arg as i32));
+    }
+    if ![libc::TIOCSCTTY, libc::TIOCNOTTY, libc::TIOCGSID].contains(&cmd) {
+        return None;
+    }
+    let n = crate::pty::slave_number(fd).filter(|&n| p.ptys.is_ours(n))?;
+    let sid = match p.procs.sid(p.pid) {
+        Ok(sid) => sid,
+        Err(e) => return Some(Err(e)),
+    };
+    let controls = p.ptys.ctty(sid) == Some(n);
+    Some(match cmd {
+        libc::TIOCSCTTY if sid != p.pid => Err(Errno::EPERM),
+        libc::TIOCSCTTY => p.ptys.set_ctty(sid, n).map(|()| 0),
+        _ if !controls => Err(Errno::ENOTTY),
+        libc::TIOCNOTTY => {
+            if sid == p.pid {
+                p.ptys.drop_ctty(sid);
+            }
+            Ok(0)
+        }
+        _ => p.mm.write_user(arg, &sid.to_le_bytes()).map(|()| 0),
+    })
+}
+
+/// `TIOCGPTPEER`: the slave of the run's pty whose master is `master`, as a new descriptor
+/// opened with `flags` (access mode, `O_NONBLOCK`, `O_CLOEXEC`).
+fn open_peer(p: &mut Process, master: BorrowedFd<'_>, flags: i32) -> SysResult<u64> {
+    let keep = libc::O_ACCMODE | libc::O_NONBLOCK;
+    // SAFETY: `TIOCGPTPEER` takes open flags as a value and returns a new descriptor, owned
+    // below; `master` is owned by the caller's description.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER as _, (flags & keep) | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+    let n = crate::pty::slave_number(slave.as_fd()).filter(|&n| p.ptys.is_ours(n)).ok_or(Errno::ENOTTY)?;
+    let file = OpenFile::new(Backing::Host(slave), format!("/dev/pts/{n}").into_bytes(), (flags & keep) | O_LARGEFILE);
+    p.fds.alloc(file, 0, flags & libc::O_CLOEXEC != 0)
 }
 
 /// `fcntl(fd, cmd, arg)`, but for the record locks ([`crate::syscall::locks::fcntl`]).

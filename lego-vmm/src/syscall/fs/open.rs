@@ -47,6 +47,11 @@ pub fn openat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
             OpenFile::new(backing, path, status)
         }
         crate::pseudo::Opened::Shared(file) => file,
+        crate::pseudo::Opened::Master(master, n) => {
+            let file = OpenFile::new(Backing::Host(master), b"/dev/ptmx".to_vec(), status);
+            p.ptys.adopt(n, &file);
+            file
+        }
         crate::pseudo::Opened::Fifo(node, path) => {
             OpenFile::new(Backing::Pipe(open_fifo(p, cpu.tid, node, flags)?), path, status)
         }
