@@ -283,6 +283,68 @@ fn pseudo_terminals_made_in_a_vnode_work_as_natively() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hidden\n['ptmx']\n", "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `SO_PEERCRED` of a pair, of both ends of a connection across a fork, of an unconnected and
+/// of a TCP socket.
+const PYTHON_PEERCRED: &str = r#"
+import os, socket, struct, tempfile
+def cred(s):
+    return struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+a, b = socket.socketpair()
+print("pair", cred(a) == (os.getpid(), os.geteuid(), os.getegid()), cred(b) == cred(a))
+path = tempfile.mkdtemp() + "/s"
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen()
+print("unconnected", cred(socket.socket(socket.AF_UNIX)))
+pid = os.fork()
+if pid == 0:
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    c.sendall(("client sees the listener %s" % (cred(c)[0] == os.getppid())).encode())
+    c.recv(1)
+    os._exit(0)
+conn, _ = srv.accept()
+print("server sees the client", cred(conn)[0] == pid, cred(conn)[1:] == (os.geteuid(), os.getegid()))
+print(conn.recv(100).decode())
+conn.send(b"x")
+os.waitpid(pid, 0)
+t = socket.socket(socket.AF_INET)
+t.bind(("127.0.0.1", 0))
+t.listen()
+print("tcp", cred(socket.create_connection(t.getsockname())))
+"#;
+
+/// tmux: a server forked off in the background (a pty, `SO_PEERCRED` on its socket) runs a
+/// shell; keys are sent to it and its screen is read back.
+const TMUX: &str = r#"S=DIR/tmux
+tmux -S $S -f /dev/null new-session -d -x 60 -y 10 'bash --norc --noprofile'
+tmux -S $S send-keys 'PS1="$ "; clear; echo $((6*7)); tty | cut -c1-9; stty size' Enter
+for i in $(seq 150); do tmux -S $S capture-pane -p | grep -q '^10 60' && break; sleep 0.2; done
+tmux -S $S capture-pane -p | grep -v '^$'
+tmux -S $S list-sessions -F '#{session_windows} #{window_width}x#{window_height}'
+tmux -S $S kill-server
+"#;
+
+/// The guest's credentials reach the other end of its `AF_UNIX` sockets as natively, not the
+/// VMM's (the host process behind every socket), and tmux, which checks them, serves its
+/// client in a vNode.
+#[test]
+fn unix_socket_peers_see_the_guests_credentials_and_tmux_runs() {
+    if !kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmux = TMUX.replace("DIR", dir.path().to_str().unwrap());
+    for args in [["/usr/bin/python3", "-c", PYTHON_PEERCRED], ["/bin/bash", "-c", tmux.as_str()]] {
+        let mut native = common::native_command(args[0]);
+        native.args(&args[1..]).env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").env("TERM", "xterm");
+        let mut vnode = common::lego_command();
+        vnode.args(["run", "--mem", "1G", "--root", "/"]).args(args);
+        vnode.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").env("TERM", "xterm");
+        same_as_native(native, vnode, args[0]);
+    }
+}
+
 /// The Lua 5.4 sources the `lua-src` crate bundles (fetched into Cargo's registry by `make
 /// guest-images`, whose `rust-realworld` builds them).
 fn lua_sources() -> std::path::PathBuf {

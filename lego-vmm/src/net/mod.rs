@@ -18,6 +18,7 @@
 pub mod addr;
 pub mod directory;
 pub mod host;
+pub mod peercred;
 pub mod preamble;
 pub mod publish;
 pub mod socket;
@@ -96,6 +97,8 @@ pub struct Net {
     ports: Mutex<HashMap<(Proto, u16), Binding>>,
     resolved: Mutex<HashMap<VEndpoint, SocketAddrV4>>,
     sources: Mutex<HashMap<(Proto, SocketAddrV4), SocketAddrV4>>,
+    /// Who is behind the vNode's `AF_UNIX` sockets, for `SO_PEERCRED`.
+    creds: peercred::PeerCreds,
 }
 
 impl Net {
@@ -110,7 +113,13 @@ impl Net {
             ports: Mutex::default(),
             resolved: Mutex::default(),
             sources: Mutex::default(),
+            creds: peercred::PeerCreds::default(),
         })
+    }
+
+    /// Who is behind the vNode's `AF_UNIX` sockets ([`peercred`]).
+    pub fn creds(&self) -> &peercred::PeerCreds {
+        &self.creds
     }
 
     /// The vNode's virtual IP.

@@ -3,11 +3,12 @@
 
 use lego_proto::sync::LockExt;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::addr::SockAddr;
 use super::host::{self, HostAddr};
+use super::peercred::PeerCred;
 use super::{preamble, Claim, Net, Proto};
 use crate::errno::{Errno, SysResult};
 
@@ -30,11 +31,17 @@ pub struct State {
     /// `IPV6_V6ONLY` as the program set it (an `AF_INET6` socket is dual-stack whatever it
     /// says: the vNode network is IPv4).
     pub v6only: bool,
+    /// The host name an `AF_UNIX` socket is bound to.
+    pub host_name: Option<Vec<u8>>,
+    /// Who is at the other end, as `SO_PEERCRED` reports it ([`super::peercred`]).
+    pub peer_cred: Option<PeerCred>,
 }
 
 /// A vNode socket (the backing of its open file description).
 pub struct Socket {
     fd: OwnedFd,
+    /// The host socket's inode (`AF_UNIX` only, 0 otherwise), which `sock_diag` names it by.
+    ino: u64,
     /// `AF_INET`, `AF_INET6` (dual-stack, over a host `AF_INET` socket) or `AF_UNIX`.
     pub domain: i32,
     /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
@@ -45,8 +52,13 @@ pub struct Socket {
 
 impl Drop for Socket {
     fn drop(&mut self) {
-        if let Some(c) = self.state().claim.take() {
+        let mut st = self.state();
+        if let Some(c) = st.claim.take() {
             self.net.release(c);
+        }
+        if self.domain == libc::AF_UNIX {
+            let listened = st.host_name.take().filter(|_| st.listening);
+            self.net.creds().forget(self.ino, listened.as_deref());
         }
     }
 }
@@ -54,7 +66,8 @@ impl Drop for Socket {
 impl Socket {
     /// A socket over the host socket `fd`.
     pub fn new(net: Arc<Net>, domain: i32, kind: i32, fd: OwnedFd, state: State) -> Socket {
-        Socket { fd, domain, kind, net, state: Mutex::new(state) }
+        let ino = if domain == libc::AF_UNIX { crate::fs::hostdir::fstat(fd.as_fd()).map_or(0, |st| st.ino) } else { 0 };
+        Socket { fd, ino, domain, kind, net, state: Mutex::new(state) }
     }
 
     /// The host descriptor.
@@ -110,7 +123,9 @@ impl Socket {
                     st.local = Some(SockAddr::Unix(Vec::new()));
                     return Ok(());
                 }
-                host::bind(self.fd(), &HostAddr::Unix(self.net.unix_name(name)))?;
+                let host_name = self.net.unix_name(name);
+                host::bind(self.fd(), &HostAddr::Unix(host_name.clone()))?;
+                st.host_name = Some(host_name);
                 st.host_bound = true;
                 st.local = Some(SockAddr::Unix(guest.clone()));
             }
@@ -140,21 +155,26 @@ impl Socket {
         self.bind(&SockAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)), &[])
     }
 
-    /// `listen`.
-    pub fn listen(&self, backlog: i32) -> SysResult<()> {
+    /// `listen` by a process with credentials `cred` (what its clients' `SO_PEERCRED` shows).
+    pub fn listen(&self, backlog: i32, cred: PeerCred) -> SysResult<()> {
         if !self.is_stream() && self.kind != libc::SOCK_SEQPACKET {
             return Err(Errno::EOPNOTSUPP);
         }
         self.autobind()?;
         host::listen(self.fd(), backlog)?;
-        self.state().listening = true;
+        let mut st = self.state();
+        st.listening = true;
+        if let Some(name) = &st.host_name {
+            self.net.creds().listening(name, self.ino, cred);
+        }
         Ok(())
     }
 
     /// Starts or goes on with a `connect` to the virtual address `to` (`name`: the vNode name
-    /// of an `AF_UNIX` path). `Ok(true)`: connected; `Ok(false)`: the host connection is being
-    /// made, call [`Socket::finish_connect`] once the socket is writable.
-    pub fn connect(&self, to: &SockAddr, name: &[u8]) -> SysResult<bool> {
+    /// of an `AF_UNIX` path) by a process with credentials `cred`. `Ok(true)`: connected;
+    /// `Ok(false)`: the host connection is being made, call [`Socket::finish_connect`] once the
+    /// socket is writable.
+    pub fn connect(&self, to: &SockAddr, name: &[u8], cred: PeerCred) -> SysResult<bool> {
         match to {
             SockAddr::Unspec if !self.is_stream() => {
                 host::connect(self.fd(), None)?;
@@ -163,14 +183,29 @@ impl Socket {
             }
             SockAddr::Unspec => Err(Errno(libc::EAFNOSUPPORT)),
             SockAddr::Unix(_) => {
-                let r = host::connect(self.fd(), Some(&HostAddr::Unix(self.net.unix_name(name))));
+                let host_name = self.net.unix_name(name);
+                // A connection carries credentials both ways (not a datagram socket's). The
+                // client is known before the host connects it, so that the server's accept,
+                // which may come first, finds it.
+                let creds = (self.kind != libc::SOCK_DGRAM).then(|| self.net.creds());
+                if let Some(creds) = creds {
+                    creds.connecting(self.ino, cred);
+                }
+                let r = host::connect(self.fd(), Some(&HostAddr::Unix(host_name.clone())));
+                if r.is_err() {
+                    if let Some(creds) = creds {
+                        creds.forget(self.ino, None);
+                    }
+                }
                 match r {
                     // No such name in the vNode.
                     Err(Errno(libc::ECONNREFUSED)) if name.first() != Some(&0) => Err(Errno::ENOENT),
                     Err(Errno::EAGAIN) => Err(Errno::EAGAIN),
                     Err(e) => Err(e),
                     Ok(()) => {
-                        self.state().peer = Some(to.clone());
+                        let mut st = self.state();
+                        st.peer = Some(to.clone());
+                        st.peer_cred = creds.and_then(|c| c.listener(&host_name));
                         Ok(true)
                     }
                 }
@@ -277,7 +312,10 @@ impl Socket {
     pub fn take_accepted(&self, conn: &OwnedFd) -> SysResult<State> {
         let local = self.state().local.clone();
         if self.domain == libc::AF_UNIX {
-            return Ok(State { local, peer: Some(SockAddr::Unix(Vec::new())), host_bound: true, ..State::default() });
+            // The connection's host peer is the client socket, recorded by its connect.
+            let client = crate::fs::hostdir::fstat(conn.as_fd()).ok().and_then(|st| super::peercred::peer_inode(st.ino).ok().flatten());
+            let peer_cred = client.and_then(|c| self.net.creds().connector(c));
+            return Ok(State { local, peer: Some(SockAddr::Unix(Vec::new())), host_bound: true, peer_cred, ..State::default() });
         }
         let mut b = [0u8; preamble::LEN];
         let got = host::recv(conn.as_raw_fd(), &mut b, libc::MSG_PEEK, 0)?;

@@ -17,6 +17,7 @@ use super::{Args, Cpu};
 use crate::delivery;
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
+use crate::net::peercred::PeerCred;
 use crate::net::addr::{self, SockAddr};
 use crate::net::host;
 use crate::net::socket::{Socket, State};
@@ -206,7 +207,13 @@ pub fn socketpair(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EFAULT);
     }
     let (x, y) = host::socketpair(domain, kind)?;
-    let state = State { local: Some(SockAddr::Unix(Vec::new())), peer: Some(SockAddr::Unix(Vec::new())), host_bound: true, ..State::default() };
+    let state = State {
+        local: Some(SockAddr::Unix(Vec::new())),
+        peer: Some(SockAddr::Unix(Vec::new())),
+        host_bound: true,
+        peer_cred: Some(cred_of(p)),
+        ..State::default()
+    };
     let mut fds = [0i32; 2];
     for (i, fd) in [x, y].into_iter().enumerate() {
         let s = Socket::new(p.net.clone(), domain, kind, fd, state.clone());
@@ -236,10 +243,15 @@ pub fn bind(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(0)
 }
 
+/// The credentials `SO_PEERCRED` shows of process `p` at the other end of a socket.
+fn cred_of(p: &Process) -> PeerCred {
+    PeerCred { pid: p.pid, uid: p.creds.euid, gid: p.creds.egid }
+}
+
 /// `listen(fd, backlog)`.
 pub fn listen(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let file = socket_file(p, a[0])?;
-    sock(&file).listen((a[1] as i32).clamp(0, libc::SOMAXCONN))?;
+    sock(&file).listen((a[1] as i32).clamp(0, libc::SOMAXCONN), cred_of(p))?;
     Ok(0)
 }
 
@@ -259,7 +271,7 @@ pub fn connect(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64>
             Err(e) => return Err(e),
         }
     } else {
-        match s.connect(&addr, &name) {
+        match s.connect(&addr, &name, cred_of(p)) {
             Err(Errno::EAGAIN) if s.domain == libc::AF_UNIX => return Err(Errno::EAGAIN),
             r => r?,
         }
@@ -416,6 +428,7 @@ fn allowed_option(s: &Socket, level: i32, name: i32) -> bool {
                 | libc::SO_ACCEPTCONN
                 | libc::SO_PROTOCOL
                 | libc::SO_DOMAIN
+                | libc::SO_PEERCRED
         ),
         libc::IPPROTO_TCP if s.is_inet() && s.is_stream() => matches!(
             name,
@@ -491,6 +504,9 @@ pub fn getsockopt(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         i32::from(s.state().v6only).to_ne_bytes().to_vec()
     } else if (level, name) == (libc::SOL_SOCKET, libc::SO_DOMAIN) {
         s.domain.to_ne_bytes().to_vec()
+    } else if (level, name) == (libc::SOL_SOCKET, libc::SO_PEERCRED) {
+        // The guest's credentials, never the host's (the VMM's own, for every socket).
+        s.state().peer_cred.unwrap_or(PeerCred::NONE).to_bytes().to_vec()
     } else {
         host::getsockopt(s.fd(), level, name, (room as u64).min(OPT_MAX) as usize)?
     };
