@@ -185,6 +185,23 @@ fn a_socketpair_passes_descriptors_with_scm_rights_across_a_fork_and_unix_names_
     same_as_native(&["sockpass", "sockpass.musl"]);
 }
 
+/// The socket nodes `bind` makes are nodes of a storage server too, with the same behaviour.
+#[test]
+fn unix_socket_names_are_nodes_of_remote_storage_too() {
+    if !common::kvm() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let native = stdout_of(common::native_command(common::image("sockpass")).current_dir(dir.path()));
+    let (state, pushed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::copy(common::image("sockpass"), pushed.path().join("sockpass")).unwrap();
+    let storage = Server::storage(state.path(), "127.0.0.1:0", &[]);
+    let mem = Server::mem("1G", Some(&storage.addr));
+    common::push_image(&storage.addr, "socks", pushed.path());
+    let got = stdout_of(lego().args(["run", "--mem", "1G", "--mem-server", &mem.addr, "--vnode", "socks", "--storage-server", &storage.addr, "/sockpass"]));
+    assert_eq!(got, native);
+}
+
 #[test]
 fn select_poll_epoll_and_eventfd_behave_as_natively() {
     if !common::kvm() {

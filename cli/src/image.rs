@@ -382,6 +382,7 @@ fn list(m: &mut Mount, dir: &[u8]) -> anyhow::Result<()> {
             FileKind::Symlink => 'l',
             FileKind::File => '-',
             FileKind::Fifo => 'p',
+            FileKind::Socket => 's',
         };
         println!("{kind}{:04o} {:>12} {}", a.mode, a.size, String::from_utf8_lossy(&p));
         if a.kind == FileKind::Dir {

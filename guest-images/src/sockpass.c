@@ -1,12 +1,15 @@
 /* AF_UNIX sockets: a socketpair across a fork with SCM_RIGHTS passing a pipe's write end and
- * a socket, a named stream socket and a named datagram socket in the file name space.
- * Prints the same natively and in a vNode. */
+ * a socket, a named stream socket and a named datagram socket in the file name space (their
+ * socket nodes: stat, open, unlink and bind anew, a regular file in their place), and the
+ * source address of a datagram. Prints the same natively and in a vNode. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,6 +115,29 @@ static void named_sockets(void) {
     char buf[8] = {0};
     if (read(s, buf, sizeof buf) != 4) die("read");
     printf("stream: %s\n", buf);
+    struct stat st;
+    int got_stat = stat(path, &st);
+    printf("its name: %s, mode %o\n", got_stat == 0 && S_ISSOCK(st.st_mode) ? "a socket" : "?", st.st_mode & 07777);
+    printf("open of it: %s\n", open(path, O_RDWR) < 0 && errno == ENXIO ? "ENXIO" : "?");
+    /* Unlinked, the name leads nowhere; bound again, it is a new socket beside the old one. */
+    unlink(path);
+    int c2 = socket(AF_UNIX, SOCK_STREAM, 0);
+    printf("connect after unlink: %s\n", connect(c2, (struct sockaddr *)&a, sizeof a) < 0 && errno == ENOENT ? "ENOENT" : "?");
+    int l2 = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(l2, (struct sockaddr *)&a, sizeof a) < 0 || listen(l2, 4) < 0) die("bind anew");
+    if (connect(c2, (struct sockaddr *)&a, sizeof a) < 0) die("connect anew");
+    int s2 = accept(l2, NULL, NULL);
+    printf("the new listener takes it: %s\n", s2 >= 0 ? "yes" : "no");
+    close(s2);
+    close(c2);
+    close(l2);
+    unlink(path);
+    int f = open(path, O_CREAT | O_WRONLY, 0600);
+    close(f);
+    int c3 = socket(AF_UNIX, SOCK_STREAM, 0);
+    printf("connect to a file: %s\n", connect(c3, (struct sockaddr *)&a, sizeof a) < 0 && errno == ECONNREFUSED ? "ECONNREFUSED" : "?");
+    printf("bind over a file: %s\n", bind(c3, (struct sockaddr *)&a, sizeof a) < 0 && errno == EADDRINUSE ? "EADDRINUSE" : "?");
+    close(c3);
     close(c);
     close(s);
     close(l);
@@ -124,13 +150,21 @@ static void named_sockets(void) {
     struct sockaddr_un da = {.sun_family = AF_UNIX};
     strcpy(da.sun_path, dpath);
     if (bind(d, (struct sockaddr *)&da, sizeof da) < 0) die("bind dgram");
+    const char *spath = "lego-sockpass.src";
+    unlink(spath);
     int sender = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, spath);
+    if (bind(sender, (struct sockaddr *)&sa, sizeof sa) < 0) die("bind sender");
     if (sendto(sender, "hello datagram", 14, 0, (struct sockaddr *)&da, sizeof da) != 14) die("sendto");
     memset(buf, 0, sizeof buf);
     char big[32] = {0};
-    if (recvfrom(d, big, sizeof big, 0, NULL, NULL) != 14) die("recvfrom");
-    printf("datagram: %s\n", big);
+    struct sockaddr_un from = {0};
+    socklen_t flen = sizeof from;
+    if (recvfrom(d, big, sizeof big, 0, (struct sockaddr *)&from, &flen) != 14) die("recvfrom");
+    printf("datagram: %s, from %s\n", big, from.sun_path);
     unlink(dpath);
+    unlink(spath);
 }
 
 int main(void) {

@@ -231,7 +231,7 @@ impl BufferCache {
                 self.space.stale(&req.vnode);
             }),
             StorageOp::Rename { from, to } => self.rename(&req, from, to, storage),
-            StorageOp::Symlink { .. } | StorageOp::Mkfifo { .. } => {
+            StorageOp::Symlink { .. } | StorageOp::Mknod { .. } => {
                 self.space.stale(&req.vnode);
                 forward(&req, storage)
             }
@@ -787,7 +787,7 @@ mod tests {
                 | StorageOp::Readdir { .. }
                 | StorageOp::Resolve { .. }
                 | StorageOp::Symlink { .. }
-                | StorageOp::Mkfifo { .. }
+                | StorageOp::Mknod { .. }
                 | StorageOp::Readlink { .. }
                 | StorageOp::Link { .. }
                 | StorageOp::Mount { .. } => StorageReply::Error(errno::EINVAL),

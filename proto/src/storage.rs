@@ -126,9 +126,10 @@ pub enum StorageOp {
     /// A hard link: `to` becomes another name of the file or symlink at `from` (`EPERM` for a
     /// directory); answers the attributes afterwards.
     Link { from: Vec<u8>, to: Vec<u8> },
-    /// `mknod(path, S_IFIFO | mode)`: a FIFO node (its parent must be a directory), owned as
-    /// [`Owner::in_dir`] says; answers its attributes.
-    Mkfifo { path: Vec<u8>, mode: u32, owner: Owner },
+    /// `mknod(path, S_IFIFO | mode)`, or the name `bind(2)` gives an `AF_UNIX` socket: a FIFO
+    /// or socket node (`kind`; any other kind is `EINVAL`) whose parent must be a directory,
+    /// owned as [`Owner::in_dir`] says; answers its attributes.
+    Mknod { path: Vec<u8>, kind: FileKind, mode: u32, owner: Owner },
 }
 
 /// Who creates a file, directory, FIFO or symlink: the creating thread's file-system user and
@@ -191,7 +192,7 @@ impl StorageOp {
             | StorageOp::Fsync { path }
             | StorageOp::SetAttr { path, .. }
             | StorageOp::Symlink { path, .. }
-            | StorageOp::Mkfifo { path, .. }
+            | StorageOp::Mknod { path, .. }
             | StorageOp::Readlink { path }
             | StorageOp::Resolve { path, .. } => Some(path),
             StorageOp::Rename { .. } | StorageOp::Link { .. } | StorageOp::SyncFs | StorageOp::StatFs | StorageOp::Mount { .. } => None,
@@ -227,6 +228,9 @@ pub enum FileKind {
     /// A FIFO (named pipe): only a name and attributes here; its pipe lives in the VMM of the
     /// processes that open it.
     Fifo,
+    /// A socket's name (an `AF_UNIX` path a process bound): only a name and attributes here;
+    /// the socket lives in the VMM of the process that bound it.
+    Socket,
 }
 
 /// Attributes of a file or directory.
@@ -512,7 +516,7 @@ mod tests {
         let r = StorageRequest { vnode: "demo".into(), op: StorageOp::Write { path: b"/f".to_vec(), offset: 7, data: vec![1, 2, 3] } };
         assert_eq!(decode::<StorageRequest>(&encode(&r)).unwrap(), r);
         let owner = Owner { uid: 1000, gid: 100 };
-        let c = StorageRequest { vnode: "demo".into(), op: StorageOp::Mkfifo { path: b"/p".to_vec(), mode: 0o600, owner } };
+        let c = StorageRequest { vnode: "demo".into(), op: StorageOp::Mknod { path: b"/p".to_vec(), kind: FileKind::Socket, mode: 0o600, owner } };
         assert_eq!(decode::<StorageRequest>(&encode(&c)).unwrap(), c);
     }
 

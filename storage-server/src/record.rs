@@ -83,6 +83,7 @@ impl Entry {
             FileKind::Dir => 2,
             FileKind::Symlink => 3,
             FileKind::Fifo => 4,
+            FileKind::Socket => 5,
         };
         b[1..5].copy_from_slice(&self.mode.to_le_bytes());
         b[5..13].copy_from_slice(&self.size.to_le_bytes());
@@ -113,6 +114,7 @@ impl Entry {
             2 => FileKind::Dir,
             3 => FileKind::Symlink,
             4 => FileKind::Fifo,
+            5 => FileKind::Socket,
             _ => return None,
         };
         Some(Entry {

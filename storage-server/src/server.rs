@@ -54,7 +54,7 @@ fn op_index(op: &StorageOp) -> usize {
         StorageOp::Readlink { .. } => 16,
         StorageOp::Mount { .. } => 17,
         StorageOp::Link { .. } => 18,
-        StorageOp::Mkfifo { .. } => 19,
+        StorageOp::Mknod { .. } => 19,
     }
 }
 

@@ -176,14 +176,14 @@ impl Vnode {
     }
 
     /// The entry of regular file `path` (`ELOOP` for a symlink, which the sender follows
-    /// before any I/O; `EINVAL` for a FIFO, whose data never reaches storage).
+    /// before any I/O; `EINVAL` for a FIFO or socket, whose data never reaches storage).
     fn file(&self, path: &[u8]) -> Result<Entry, i32> {
         let e = self.get(path)?;
         match e.kind {
             FileKind::File => Ok(e),
             FileKind::Dir => Err(errno::EISDIR),
             FileKind::Symlink => Err(errno::ELOOP),
-            FileKind::Fifo => Err(errno::EINVAL),
+            FileKind::Fifo | FileKind::Socket => Err(errno::EINVAL),
         }
     }
 
@@ -605,7 +605,8 @@ impl Store {
             StorageOp::Unlink { path } => self.unlink(vnode, v, &path),
             StorageOp::Rename { from, to } => self.rename(vnode, v, &from, &to),
             StorageOp::Mkdir { path, mode, owner } => self.make(vnode, v, &path, FileKind::Dir, mode, owner),
-            StorageOp::Mkfifo { path, mode, owner } => self.make(vnode, v, &path, FileKind::Fifo, mode, owner),
+            StorageOp::Mknod { path, kind: kind @ (FileKind::Fifo | FileKind::Socket), mode, owner } => self.make(vnode, v, &path, kind, mode, owner),
+            StorageOp::Mknod { .. } => Err(errno::EINVAL),
             StorageOp::Rmdir { path } => self.rmdir(vnode, v, &path),
             StorageOp::Readdir { path, cookie, max } => readdir(vnode, &v.lock_unpoisoned(), &path, cookie, max),
             StorageOp::Fsync { path } => self.fsync(vnode, v, &path),
@@ -793,8 +794,9 @@ impl Store {
                     drop(v);
                     self.truncate_to(vnode, vm, path, e.ino, 0)
                 }
-                // O_CREAT of an existing FIFO opens it, and O_TRUNC does nothing to it.
-                (false, FileKind::File | FileKind::Fifo) => Ok(StorageReply::Attr(v.attr(path, &e))),
+                // O_CREAT of an existing FIFO opens it, and O_TRUNC does nothing to it (the
+                // client refuses to open a socket, `ENXIO`).
+                (false, FileKind::File | FileKind::Fifo | FileKind::Socket) => Ok(StorageReply::Attr(v.attr(path, &e))),
                 (false, FileKind::Symlink) => Err(errno::ELOOP),
             };
         }
@@ -1275,7 +1277,7 @@ mod tests {
             call(&s, sgid);
             call(&s, create("/s/f", me));
             call(&s, StorageOp::Mkdir { path: b"/s/d".to_vec(), mode: 0o700, owner: me });
-            call(&s, StorageOp::Mkfifo { path: b"/s/p".to_vec(), mode: 0o600, owner: me });
+            call(&s, StorageOp::Mknod { path: b"/s/p".to_vec(), kind: FileKind::Fifo, mode: 0o600, owner: me });
             call(&s, StorageOp::Symlink { path: b"/s/l".to_vec(), target: b"f".to_vec(), owner: me });
             call(&s, create("/root", Owner::ROOT));
             call(&s, create("/root", me));

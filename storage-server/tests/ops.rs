@@ -710,19 +710,24 @@ fn hard_links_and_owners() {
     h.shutdown();
 }
 
-/// FIFOs: a node with attributes and no data (reads, writes and truncation of it are refused,
-/// its pipe lives in the VMM); `O_CREAT` without `O_EXCL` opens it untouched; readdir names its
-/// kind; it can be renamed, hard-linked and removed, leaves no host file, and survives a restart.
+/// FIFOs and sockets: a node with attributes and no data (reads, writes and truncation of it
+/// are refused, its pipe or socket lives in the VMM); `O_CREAT` without `O_EXCL` opens it
+/// untouched; readdir names its kind; it can be renamed, hard-linked and removed, leaves no host
+/// file, and survives a restart. No other kind is made by `Mknod`.
 #[test]
-fn fifos_are_nodes_without_data() {
+fn fifos_and_sockets_are_nodes_without_data() {
     let dir = tempfile::tempdir().unwrap();
     let h = start(dir.path());
     let mut c = Client::new(&h, "fifos");
     c.mkdir("/d");
-    let f = c.attr(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o640, owner: Owner::ROOT });
+    let f = c.attr(StorageOp::Mknod { path: b"/d/p".to_vec(), kind: FileKind::Fifo, mode: 0o640, owner: Owner::ROOT });
     assert_eq!((f.kind, f.mode, f.size, f.nlink), (FileKind::Fifo, 0o640, 0, 1));
-    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/d/p".to_vec(), mode: 0o600, owner: Owner::ROOT }), EEXIST);
-    assert_eq!(c.err(StorageOp::Mkfifo { path: b"/none/p".to_vec(), mode: 0o600, owner: Owner::ROOT }), ENOENT);
+    assert_eq!(c.err(StorageOp::Mknod { path: b"/d/p".to_vec(), kind: FileKind::Fifo, mode: 0o600, owner: Owner::ROOT }), EEXIST);
+    assert_eq!(c.err(StorageOp::Mknod { path: b"/none/p".to_vec(), kind: FileKind::Fifo, mode: 0o600, owner: Owner::ROOT }), ENOENT);
+    assert_eq!(c.err(StorageOp::Mknod { path: b"/d/f".to_vec(), kind: FileKind::File, mode: 0o600, owner: Owner::ROOT }), EINVAL);
+    let sock = c.attr(StorageOp::Mknod { path: b"/sock".to_vec(), kind: FileKind::Socket, mode: 0o755, owner: Owner::ROOT });
+    assert_eq!((sock.kind, sock.mode, sock.size), (FileKind::Socket, 0o755, 0));
+    assert_eq!(c.read("/sock", 0, 10), Err(EINVAL));
     assert_eq!(c.read("/d/p", 0, 10), Err(EINVAL));
     assert_eq!(c.err(StorageOp::Write { path: b"/d/p".to_vec(), offset: 0, data: b"x".to_vec() }), EINVAL);
     assert_eq!(c.err(StorageOp::Truncate { path: b"/d/p".to_vec(), len: 0 }), EINVAL);
@@ -742,11 +747,13 @@ fn fifos_are_nodes_without_data() {
     let h = start(dir.path());
     let mut c = Client::connect(&h, "fifos");
     assert_eq!(c.stat("/q").unwrap(), before);
+    assert_eq!(c.stat("/sock").map(|a| a.kind), Ok(FileKind::Socket));
+    c.done(StorageOp::Unlink { path: b"/sock".to_vec() });
     c.done(StorageOp::Unlink { path: b"/q".to_vec() });
     c.done(StorageOp::Unlink { path: b"/r".to_vec() });
     assert_eq!(c.stat("/r"), Err(ENOENT));
     let data = dir.path().join("vnodes/fifos/data");
-    assert_eq!(std::fs::read_dir(data).map_or(0, |d| d.count()), 0, "a FIFO has no host file");
+    assert_eq!(std::fs::read_dir(data).map_or(0, |d| d.count()), 0, "a FIFO or socket has no host file");
     drop(c);
     h.shutdown();
 }

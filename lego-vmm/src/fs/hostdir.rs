@@ -276,11 +276,14 @@ impl FileSystem for HostDir {
         }
     }
 
-    fn mkfifo(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
+    fn mknod(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
+        if !matches!(mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK) {
+            return Err(Errno::EINVAL);
+        }
         match self.locate(path)? {
             Target::Root => Err(Errno::EEXIST),
             Target::Child { dir, name } => {
-                let mode = libc::S_IFIFO | (mode & 0o7777);
+                let mode = mode & (libc::S_IFMT | 0o7777);
                 // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
                 retry(|| unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) })?;
                 adopt_name(dir.as_fd(), &name, creator)
@@ -1170,7 +1173,7 @@ mod tests {
         };
         f.fs.open(b"/f", libc::O_CREAT | libc::O_WRONLY, 0o4755, me).unwrap();
         f.fs.mkdir(b"/d", 0o750, me).unwrap();
-        f.fs.mkfifo(b"/p", 0o640, me).unwrap();
+        f.fs.mknod(b"/p", libc::S_IFIFO | 0o640, me).unwrap();
         f.fs.symlink(b"f", b"/l", me).unwrap();
         f.fs.mkdir(b"/s", 0o755, Owner::ROOT).unwrap();
         f.fs.set_attr(b"/s", true, SetAttr::Owner { uid: None, gid: Some(50) }).unwrap();

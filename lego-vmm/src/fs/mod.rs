@@ -83,9 +83,10 @@ pub trait FileSystem: Send + Sync {
     fn access(&self, path: &[u8], mode: i32) -> SysResult<()>;
     /// `mkdir(2)`: a directory owned by `creator`.
     fn mkdir(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()>;
-    /// `mknod(path, S_IFIFO | mode)`: a FIFO node owned by `creator`; opening it gives a
-    /// [`File`] whose [`File::fifo`] names it.
-    fn mkfifo(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()>;
+    /// `mknod(path, mode)` of a FIFO (`S_IFIFO` in `mode`: opening it gives a [`File`] whose
+    /// [`File::fifo`] names it) or a socket's name (`S_IFSOCK`: opening it is `ENXIO`), owned
+    /// by `creator`; any other type is `EINVAL`.
+    fn mknod(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()>;
     fn rmdir(&self, path: &[u8]) -> SysResult<()>;
     fn unlink(&self, path: &[u8]) -> SysResult<()>;
     fn rename(&self, from: &[u8], to: &[u8]) -> SysResult<()>;

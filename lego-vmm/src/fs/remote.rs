@@ -389,6 +389,9 @@ impl FileSystem for RemoteFs {
         if attr.kind == FileKind::Symlink && flags & libc::O_PATH == 0 {
             return Err(Errno::ELOOP);
         }
+        if attr.kind == FileKind::Socket && flags & libc::O_PATH == 0 {
+            return Err(Errno::ENXIO);
+        }
         let name = self.names.lock_unpoisoned().name(&self.link, path, attr.kind == FileKind::Dir);
         Ok(Box::new(RemoteFile { name, kind: attr.kind, ino: attr.ino, wrote: AtomicBool::new(false) }))
     }
@@ -416,10 +419,15 @@ impl FileSystem for RemoteFs {
         self.link.op(StorageOp::Mkdir { path: self.walk(path, false)?, mode: mode & 0o7777, owner: creator }).map(drop)
     }
 
-    /// A FIFO node on the storage server; its pipe is the VMM's ([`crate::fifo`]), found by
-    /// the node's inode on this mount.
-    fn mkfifo(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
-        self.link.op(StorageOp::Mkfifo { path: self.walk(path, false)?, mode: mode & 0o7777, owner: creator }).map(drop)
+    /// A FIFO or socket node on the storage server; a FIFO's pipe is the VMM's
+    /// ([`crate::fifo`]), found by the node's inode on this mount, and so is a socket.
+    fn mknod(&self, path: &[u8], mode: u32, creator: Owner) -> SysResult<()> {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            _ => return Err(Errno::EINVAL),
+        };
+        self.link.op(StorageOp::Mknod { path: self.walk(path, false)?, kind, mode: mode & 0o7777, owner: creator }).map(drop)
     }
 
     fn rmdir(&self, path: &[u8]) -> SysResult<()> {
@@ -628,6 +636,7 @@ impl File for RemoteFile {
                 FileKind::File => libc::DT_REG,
                 FileKind::Symlink => libc::DT_LNK,
                 FileKind::Fifo => libc::DT_FIFO,
+                FileKind::Socket => libc::DT_SOCK,
             },
             name: e.name,
         }));
@@ -658,6 +667,7 @@ fn to_stat(a: &FileAttr) -> Stat {
         FileKind::Dir => libc::S_IFDIR,
         FileKind::Symlink => libc::S_IFLNK,
         FileKind::Fifo => libc::S_IFIFO,
+        FileKind::Socket => libc::S_IFSOCK,
     };
     Stat {
         dev: REMOTE_DEV,
@@ -905,7 +915,7 @@ mod tests {
         fs.set_attr(b"/s", true, SetAttr::Owner { uid: None, gid: Some(50) }).unwrap();
         fs.set_attr(b"/s", true, SetAttr::Mode(0o2775)).unwrap();
         fs.mkdir(b"/s/d", 0o700, me).unwrap();
-        fs.mkfifo(b"/s/p", 0o640, me).unwrap();
+        fs.mknod(b"/s/p", libc::S_IFIFO | 0o640, me).unwrap();
         fs.symlink(b"d", b"/s/l", me).unwrap();
         assert_eq!(owner(b"/f"), (1000, 1001, 0o4755));
         assert_eq!(owner(b"/s/d"), (1000, 50, 0o2700));

@@ -13,6 +13,8 @@
 //!   before `accept` returns, so `accept` and `getpeername` report virtual addresses; a
 //!   datagram's source is translated back through the directory.
 //! - `AF_UNIX` names are abstract host names scoped by the vNode's name ([`Net::unix_name`]).
+//!   A path name is a socket node in the vNode's files (made by `bind`), and its host name
+//!   is that node's ([`socket_key`]), so a path unlinked and bound again is a new socket.
 //! - Descriptors passed with `SCM_RIGHTS` travel as host tokens ([`Net::send_rights`]).
 
 pub mod addr;
@@ -99,6 +101,26 @@ pub struct Net {
     sources: Mutex<HashMap<(Proto, SocketAddrV4), SocketAddrV4>>,
     /// Who is behind the vNode's `AF_UNIX` sockets, for `SO_PEERCRED`.
     creds: peercred::PeerCreds,
+    /// The path each `AF_UNIX` socket of this VMM bound to a socket node, by host name: the
+    /// source address of its datagrams.
+    bound_paths: Mutex<HashMap<Vec<u8>, BoundPath>>,
+}
+
+/// A path an `AF_UNIX` socket bound ([`Net::bound_path`]).
+struct BoundPath {
+    /// The socket's host inode.
+    ino: u64,
+    /// The path as the program gave it.
+    path: Vec<u8>,
+}
+
+/// The vNode name ([`Net::unix_name`] scopes it) of the socket node `st`: what an `AF_UNIX`
+/// path that leads to that node stands for. Its device and inode, and its modification time,
+/// which tells apart nodes that reuse an inode (a host file system reuses the inode of a node
+/// unlinked while its socket is still bound) and which nothing changes but writes, which a
+/// socket node takes none of, and `utimensat`.
+pub fn socket_key(st: &crate::fs::Stat) -> Vec<u8> {
+    format!("={:x}.{:x}.{:x}.{:x}", st.dev, st.ino, st.mtime.sec, st.mtime.nsec).into_bytes()
 }
 
 impl Net {
@@ -114,6 +136,7 @@ impl Net {
             resolved: Mutex::default(),
             sources: Mutex::default(),
             creds: peercred::PeerCreds::default(),
+            bound_paths: Mutex::default(),
         })
     }
 
@@ -277,10 +300,28 @@ impl Net {
         out
     }
 
-    /// The vNode name of the host abstract name `host` ([`Net::unix_name`]'s inverse; empty
-    /// for a name outside the vNode).
+    /// Records that socket `ino` of this VMM bound the socket node of host name `host`
+    /// through `path` (as the program gave it).
+    pub fn bound_path(&self, host: &[u8], ino: u64, path: &[u8]) {
+        self.bound_paths.lock_unpoisoned().insert(host.to_vec(), BoundPath { ino, path: path.to_vec() });
+    }
+
+    /// Forgets socket `ino`'s name `host` (closed).
+    pub fn unbound(&self, host: &[u8], ino: u64) {
+        let mut paths = self.bound_paths.lock_unpoisoned();
+        if paths.get(host).is_some_and(|b| b.ino == ino) {
+            paths.remove(host);
+        }
+    }
+
+    /// The vNode name of the host abstract name `host` ([`Net::unix_name`]'s inverse): the
+    /// path a socket node was bound through, or the abstract name; empty for a name outside
+    /// the vNode, or a node a socket of another VMM bound.
     pub fn guest_unix_name(&self, host: &[u8]) -> Vec<u8> {
-        host.strip_prefix(self.unix_scope.as_slice()).map(<[u8]>::to_vec).unwrap_or_default()
+        if let Some(b) = self.bound_paths.lock_unpoisoned().get(host) {
+            return b.path.clone();
+        }
+        host.strip_prefix(self.unix_scope.as_slice()).filter(|n| n.first() == Some(&0)).map(<[u8]>::to_vec).unwrap_or_default()
     }
 }
 

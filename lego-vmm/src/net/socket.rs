@@ -57,8 +57,11 @@ impl Drop for Socket {
             self.net.release(c);
         }
         if self.domain == libc::AF_UNIX {
-            let listened = st.host_name.take().filter(|_| st.listening);
-            self.net.creds().forget(self.ino, listened.as_deref());
+            let name = st.host_name.take();
+            self.net.creds().forget(self.ino, name.as_deref().filter(|_| st.listening));
+            if let Some(name) = name {
+                self.net.unbound(&name, self.ino);
+            }
         }
     }
 }
@@ -103,8 +106,8 @@ impl Socket {
         }
     }
 
-    /// `bind` to `addr`; for `AF_UNIX`, `name` is the vNode name it stands for (the path made
-    /// absolute).
+    /// `bind` to `addr`; for `AF_UNIX`, `name` is the vNode name it stands for (the socket
+    /// node's [`super::socket_key`] for a path, which the caller has made).
     pub fn bind(&self, addr: &SockAddr, name: &[u8]) -> SysResult<()> {
         let mut st = self.state();
         if st.local.is_some() {
@@ -125,6 +128,9 @@ impl Socket {
                 }
                 let host_name = self.net.unix_name(name);
                 host::bind(self.fd(), &HostAddr::Unix(host_name.clone()))?;
+                if guest.first() != Some(&0) {
+                    self.net.bound_path(&host_name, self.ino, guest);
+                }
                 st.host_name = Some(host_name);
                 st.host_bound = true;
                 st.local = Some(SockAddr::Unix(guest.clone()));
@@ -171,7 +177,7 @@ impl Socket {
     }
 
     /// Starts or goes on with a `connect` to the virtual address `to` (`name`: the vNode name
-    /// of an `AF_UNIX` path) by a process with credentials `cred`. `Ok(true)`: connected;
+    /// of an `AF_UNIX` address, see [`Socket::bind`]) by a process with credentials `cred`. `Ok(true)`: connected;
     /// `Ok(false)`: the host connection is being made, call [`Socket::finish_connect`] once the
     /// socket is writable.
     pub fn connect(&self, to: &SockAddr, name: &[u8], cred: PeerCred) -> SysResult<bool> {
@@ -198,9 +204,6 @@ impl Socket {
                     }
                 }
                 match r {
-                    // No such name in the vNode.
-                    Err(Errno(libc::ECONNREFUSED)) if name.first() != Some(&0) => Err(Errno::ENOENT),
-                    Err(Errno::EAGAIN) => Err(Errno::EAGAIN),
                     Err(e) => Err(e),
                     Ok(()) => {
                         let mut st = self.state();

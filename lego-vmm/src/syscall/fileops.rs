@@ -353,8 +353,8 @@ pub fn memfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
 }
 
 /// `mknodat(dirfd, path, mode, dev)`: a regular file (type 0 or `S_IFREG`) is created as
-/// `open(O_CREAT | O_EXCL)` makes it, a FIFO by the file system ([`crate::fifo`] gives it its
-/// pipe). Sockets and devices would need node types the vNode file systems do not keep:
+/// `open(O_CREAT | O_EXCL)` makes it, a FIFO ([`crate::fifo`] gives it its pipe) or a socket
+/// node by the file system. Devices would need node types the vNode file systems do not keep:
 /// `EPERM`.
 pub fn mknodat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [dirfd, addr, mode, ..] = a;
@@ -365,8 +365,8 @@ pub fn mknodat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             let perm = mode & 0o7777 & !p.umask;
             p.fs.open(&path, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, perm, p.creds.creator()).map(|_| 0)
         }
-        libc::S_IFIFO => p.fs.mkfifo(&path, mode & 0o7777 & !p.umask, p.creds.creator()).map(|_| 0),
-        libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => Err(Errno::EPERM),
+        kind @ (libc::S_IFIFO | libc::S_IFSOCK) => p.fs.mknod(&path, kind | (mode & 0o7777 & !p.umask), p.creds.creator()).map(|_| 0),
+        libc::S_IFCHR | libc::S_IFBLK => Err(Errno::EPERM),
         _ => Err(Errno::EINVAL),
     }
 }

@@ -114,14 +114,33 @@ fn write_name(p: &Process, at: u64, lenp: u64, bytes: &[u8]) -> SysResult<()> {
     p.mm.write_user(lenp, &(bytes.len() as u32).to_le_bytes())
 }
 
-/// The vNode name an `AF_UNIX` address stands for: a path made absolute against the working
-/// directory, or the abstract name as it is.
+/// The vNode name an `AF_UNIX` address that a `connect` or `sendto` names stands for: the
+/// abstract name as it is, or for a path the socket node it leads to ([`crate::net::socket_key`]:
+/// `ENOENT` if there is none, `ECONNREFUSED` if it is not a socket, as on Linux).
 fn unix_name(p: &Process, a: &SockAddr) -> SysResult<Vec<u8>> {
     match a {
-        SockAddr::Unix(n) if n.first().is_some_and(|&b| b != 0) => resolve(p, libc::AT_FDCWD as u64, n),
+        SockAddr::Unix(n) if n.first().is_some_and(|&b| b != 0) => {
+            let path = resolve(p, libc::AT_FDCWD as u64, n)?;
+            let st = crate::pseudo::stat(p, &path, true, |_, _| Err(Errno(libc::ECONNREFUSED)))?;
+            if st.mode & libc::S_IFMT != libc::S_IFSOCK {
+                return Err(Errno(libc::ECONNREFUSED));
+            }
+            Ok(crate::net::socket_key(&st))
+        }
         SockAddr::Unix(n) => Ok(n.clone()),
         _ => Ok(Vec::new()),
     }
+}
+
+/// For `bind` of an `AF_UNIX` path `n`: makes its socket node in the vNode's files (mode
+/// `0777` less the umask, as Linux; `EADDRINUSE` if the name is taken, a dangling symlink
+/// included); returns the node's path and vNode name.
+fn make_socket_node(p: &Process, n: &[u8]) -> SysResult<(Vec<u8>, Vec<u8>)> {
+    let in_use = |e: Errno| if e == Errno::EEXIST { Errno(libc::EADDRINUSE) } else { e };
+    let path = crate::pseudo::new_name(p, &resolve(p, libc::AT_FDCWD as u64, n)?).map_err(in_use)?;
+    p.fs.mknod(&path, libc::S_IFSOCK | (0o777 & !p.umask), p.creds.creator()).map_err(in_use)?;
+    let st = p.fs.stat(&path, false)?;
+    Ok((path, crate::net::socket_key(&st)))
 }
 
 /// A `SO_RCVTIMEO`/`SO_SNDTIMEO` of the host socket (`None`: no limit).
@@ -238,8 +257,23 @@ pub fn bind(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let s = sock(&file);
     // An IPv6 address outside the IPv4 network is none of the vNode's.
     let addr = read_addr(p, s.domain, a[1], a[2]).map_err(|e| if e.0 == libc::ENETUNREACH { Errno(libc::EADDRNOTAVAIL) } else { e })?;
-    let name = unix_name(p, &addr)?;
-    s.bind(&addr, &name)?;
+    let SockAddr::Unix(n) = &addr else {
+        s.bind(&addr, &[])?;
+        return Ok(0);
+    };
+    if n.first().is_none_or(|&b| b == 0) {
+        s.bind(&addr, n)?;
+        return Ok(0);
+    }
+    if s.state().local.is_some() {
+        return Err(Errno::EINVAL);
+    }
+    let (path, name) = make_socket_node(p, n)?;
+    if let Err(e) = s.bind(&addr, &name) {
+        // The name was this bind's to give: take it back.
+        let _ = p.fs.unlink(&path);
+        return Err(e);
+    }
     Ok(0)
 }
 
