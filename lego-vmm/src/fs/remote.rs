@@ -130,11 +130,39 @@ struct OpenNames {
     hidden: u64,
     /// `UNLINKED_DIR` is known to exist.
     dir_made: bool,
+    /// The names hidden so far.
+    hidden_names: Arc<HiddenNames>,
+}
+
+/// The hidden names of this VMM's files unlinked while open: by inode, the links of a file that
+/// `stat` leaves out, as the program removed them.
+#[derive(Default)]
+struct HiddenNames(Mutex<Vec<(u64, Weak<Name>)>>);
+
+impl HiddenNames {
+    /// How many of file `ino`'s links are hidden names of files still open.
+    fn links(&self, ino: u64) -> u64 {
+        let mut names = self.0.lock_unpoisoned();
+        names.retain(|(_, n)| n.strong_count() > 0);
+        names.iter().filter(|(i, _)| *i == ino).count() as u64
+    }
+
+    fn add(&self, ino: u64, name: &Arc<Name>) {
+        self.0.lock_unpoisoned().push((ino, Arc::downgrade(name)));
+    }
+
+    fn remove(&self, name: &Arc<Name>) {
+        self.0.lock_unpoisoned().retain(|(_, n)| !std::ptr::eq(n.as_ptr(), Arc::as_ptr(name)));
+    }
 }
 
 /// Where the open descriptions of one file reach it now.
 struct Name {
     link: Arc<Link>,
+    /// The file's inode on the mount.
+    ino: u64,
+    /// This VMM's hidden names, which `stat` of the file leaves out of its links.
+    hidden: Arc<HiddenNames>,
     /// Held shared by every request on the file, exclusively to move it: no request goes to
     /// the path it had before a move.
     path: RwLock<Vec<u8>>,
@@ -168,11 +196,18 @@ impl Drop for Name {
 
 impl OpenNames {
     fn new() -> OpenNames {
-        OpenNames { by_path: HashMap::new(), pruned_at: 0, tag: RandomState::new().hash_one(std::process::id()), hidden: 0, dir_made: false }
+        OpenNames {
+            by_path: HashMap::new(),
+            pruned_at: 0,
+            tag: RandomState::new().hash_one(std::process::id()),
+            hidden: 0,
+            dir_made: false,
+            hidden_names: Arc::default(),
+        }
     }
 
-    /// The name open descriptions of `path` share, made if none is open.
-    fn name(&mut self, link: &Arc<Link>, path: Vec<u8>, dir: bool) -> Arc<Name> {
+    /// The name open descriptions of `path` (inode `ino`) share, made if none is open.
+    fn name(&mut self, link: &Arc<Link>, path: Vec<u8>, ino: u64, dir: bool) -> Arc<Name> {
         if let Some(n) = self.by_path.get(&path).and_then(Weak::upgrade) {
             return n;
         }
@@ -180,7 +215,14 @@ impl OpenNames {
             self.by_path.retain(|_, n| n.strong_count() > 0);
             self.pruned_at = self.by_path.len();
         }
-        let n = Arc::new(Name { link: link.clone(), path: RwLock::new(path.clone()), dir, unlinked: AtomicBool::new(false) });
+        let n = Arc::new(Name {
+            link: link.clone(),
+            ino,
+            hidden: self.hidden_names.clone(),
+            path: RwLock::new(path.clone()),
+            dir,
+            unlinked: AtomicBool::new(false),
+        });
         self.by_path.insert(path, Arc::downgrade(&n));
         n
     }
@@ -192,7 +234,7 @@ impl OpenNames {
 
     /// Moves the open file `name`, at `path`, to a new hidden name, so that `path` can go and
     /// its descriptions keep the file.
-    fn hide(&mut self, link: &Link, name: &Name, path: &[u8]) -> SysResult<Vec<u8>> {
+    fn hide(&mut self, link: &Link, name: &Arc<Name>, path: &[u8]) -> SysResult<Vec<u8>> {
         if !self.dir_made {
             let mkdir = StorageOp::Mkdir { path: UNLINKED_DIR.to_vec(), mode: 0o700, owner: Owner::ROOT };
             match link.op(mkdir) {
@@ -206,6 +248,7 @@ impl OpenNames {
         link.op(StorageOp::Rename { from: path.to_vec(), to: hidden.clone() })?;
         *at = hidden.clone();
         name.unlinked.store(true, Ordering::Release);
+        self.hidden_names.add(name.ino, name);
         self.by_path.remove(path);
         Ok(hidden)
     }
@@ -219,6 +262,7 @@ impl OpenNames {
             return;
         }
         name.unlinked.store(false, Ordering::Release);
+        self.hidden_names.remove(name);
         *at = path.clone();
         drop(at);
         self.by_path.insert(path, Arc::downgrade(name));
@@ -392,12 +436,16 @@ impl FileSystem for RemoteFs {
         if attr.kind == FileKind::Socket && flags & libc::O_PATH == 0 {
             return Err(Errno::ENXIO);
         }
-        let name = self.names.lock_unpoisoned().name(&self.link, path, attr.kind == FileKind::Dir);
+        let name = self.names.lock_unpoisoned().name(&self.link, path, attr.ino, attr.kind == FileKind::Dir);
         Ok(Box::new(RemoteFile { name, kind: attr.kind, ino: attr.ino, wrote: AtomicBool::new(false) }))
     }
 
+    /// A file unlinked here while open has a hidden name, which its link count leaves out.
     fn stat(&self, path: &[u8], follow: bool) -> SysResult<Stat> {
-        Ok(to_stat(&self.link.attr(&self.walk(path, follow)?)?))
+        let mut st = to_stat(&self.link.attr(&self.walk(path, follow)?)?);
+        let hidden = self.names.lock_unpoisoned().hidden_names.links(st.ino);
+        st.nlink = st.nlink.saturating_sub(hidden);
+        Ok(st)
     }
 
     fn readlink(&self, path: &[u8]) -> SysResult<Vec<u8>> {
@@ -569,10 +617,8 @@ impl File for RemoteFile {
 
     fn stat(&self) -> SysResult<Stat> {
         let mut st = to_stat(&self.name.link.attr(&self.name.path())?);
-        // The hidden name is not a link the program made.
-        if self.name.unlinked.load(Ordering::Acquire) {
-            st.nlink = st.nlink.saturating_sub(1);
-        }
+        // Hidden names are not links the program made.
+        st.nlink = st.nlink.saturating_sub(self.name.hidden.links(st.ino));
         Ok(st)
     }
 
@@ -789,6 +835,26 @@ mod tests {
         assert_eq!(listing(&fs, UNLINKED_DIR).len(), 1, "one description is left");
         drop(again);
         assert!(listing(&fs, UNLINKED_DIR).is_empty(), "the last close removes it");
+    }
+
+    /// A file unlinked while open keeps its other names, and their link count is Linux's: the
+    /// hidden name is not counted.
+    #[test]
+    fn a_hidden_name_is_no_link_of_the_file() {
+        let (_dir, storage, mem) = cluster();
+        let fs = connect(&mem, &storage, "t");
+        let f = fs.open(b"/a", libc::O_CREAT | libc::O_RDWR, 0o600, ROOT).unwrap();
+        fs.link(b"/a", b"/b", false).unwrap();
+        assert_eq!(fs.stat(b"/b", true).unwrap().nlink, 2);
+        fs.unlink(b"/a").unwrap();
+        assert_eq!((fs.stat(b"/b", true).unwrap().nlink, f.stat().unwrap().nlink), (1, 1));
+        let g = fs.open(b"/b", libc::O_RDWR, 0, ROOT).unwrap();
+        fs.unlink(b"/b").unwrap();
+        assert_eq!((f.stat().unwrap().nlink, g.stat().unwrap().nlink), (0, 0), "no name is left");
+        drop(g);
+        assert_eq!(f.stat().unwrap().nlink, 0);
+        drop(f);
+        assert!(listing(&fs, UNLINKED_DIR).is_empty());
     }
 
     #[test]
