@@ -209,6 +209,31 @@ static void case_sched(void) {
     CHECK(syscall(SYS_ioprio_get, 9, 0) == -1 && errno == EINVAL);
     printf("ioprio: bad class or level EINVAL\n");
 
+    /* Another process of the vNode is reachable by its pid, as on Linux. */
+    int gate[2];
+    CHECK(pipe(gate) == 0);
+    pid_t other = fork();
+    CHECK(other >= 0);
+    if (other == 0) {
+        char c;
+        close(gate[1]);
+        _exit(read(gate[0], &c, 1) == 0 ? 0 : 1);
+    }
+    close(gate[0]);
+    cpu_set_t mine, theirs;
+    CHECK(sched_getaffinity(0, sizeof mine, &mine) == 0 && sched_getaffinity(other, sizeof theirs, &theirs) == 0);
+    printf("another process: same cores %d\n", CPU_EQUAL(&mine, &theirs));
+    CHECK(setpriority(PRIO_PROCESS, other, base + 2) == 0);
+    printf("another process: nice +%d\n", getpriority(PRIO_PROCESS, other) - base);
+    struct sched_param zero = {0};
+    CHECK(syscall(SYS_sched_setscheduler, other, SCHED_BATCH, &zero) == 0);
+    printf("another process: policy %ld\n", syscall(SYS_sched_getscheduler, other));
+    CHECK(syscall(SYS_ioprio_set, 1, other, (3 << 13)) == 0);
+    printf("another process: ioprio %ld\n", syscall(SYS_ioprio_get, 1, other));
+    close(gate[1]);
+    int st;
+    CHECK(waitpid(other, &st, 0) == other && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
     int old = personality(0xffffffff);
     printf("personality %#x\n", old);
     CHECK(personality(ADDR_NO_RANDOMIZE) == old);

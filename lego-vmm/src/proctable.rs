@@ -34,6 +34,14 @@ pub trait Signalable: crate::timers::TimerOwner {
     /// Posts a signal queued with its `siginfo` to the process or one of its threads, under the
     /// process's lock ([`crate::delivery::post_queued`]).
     fn post_queued(&self, tid: Option<i32>, info: Option<SigInfo>) -> SysResult<()>;
+    /// Runs `f` on the process (a [`crate::process::Process`], which `f` downcasts: the table
+    /// does not know processes' insides) under its lock; `false` if the lock cannot be had now
+    /// (the caller holds its own process's lock, and two processes reaching each other must
+    /// not wait for ever).
+    fn with_process(&self, _f: &mut dyn FnMut(&mut dyn std::any::Any)) -> bool {
+        false
+    }
+
     /// A snapshot of the process for `/proc` (`None` if it cannot be had now).
     fn view(&self) -> Option<crate::pseudo::view::ProcView> {
         None
@@ -368,10 +376,14 @@ impl ProcTable {
         self.lock().procs.get(&pid).map(|e| e.execs)
     }
 
+    /// Running process `pid`, to act on it.
+    pub fn process(&self, pid: i32) -> Option<Arc<dyn Signalable>> {
+        self.lock().procs.get(&pid)?.target.as_ref()?.upgrade()
+    }
+
     /// A snapshot of running process `pid` for `/proc`.
     pub fn view(&self, pid: i32) -> Option<crate::pseudo::view::ProcView> {
-        let target = self.lock().procs.get(&pid)?.target.as_ref()?.upgrade()?;
-        target.view()
+        self.process(pid)?.view()
     }
 
     /// Keeps the host thread running a process, to be joined at the end of the run.

@@ -860,6 +860,23 @@ impl TimerOwner for Group {
     }
 }
 
+impl Group {
+    /// Runs `f` on the process under its lock. The lock is held only for the length of a
+    /// system call, but the caller (reading `/proc`, or setting a thread's scheduling) holds
+    /// its own: two processes reaching each other's would wait for ever, so this tries for a
+    /// while and gives up (`None`).
+    fn try_process<R>(&self, f: impl FnOnce(&mut Process) -> R) -> Option<R> {
+        for _ in 0..200 {
+            match self.process.try_lock() {
+                Ok(mut p) => return Some(f(&mut p)),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(f(&mut e.into_inner())),
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        None
+    }
+}
+
 impl Signalable for Group {
     /// The signal is posted, and the thread that takes it delivers it in its run loop. A
     /// `SIGKILL` ends the process at once, wherever its threads wait, as Linux ends a process
@@ -883,18 +900,12 @@ impl Signalable for Group {
         delivery::post_queued(&mut self.process.lock_unpoisoned(), tid, info, None)
     }
 
-    /// The process lock is held only for the length of a system call, but the caller (reading
-    /// `/proc`) holds its own: two processes reading each other's would wait for ever, so this
-    /// tries for a while and gives up.
+    fn with_process(&self, f: &mut dyn FnMut(&mut dyn std::any::Any)) -> bool {
+        self.try_process(|p| f(p)).is_some()
+    }
+
     fn view(&self) -> Option<crate::pseudo::view::ProcView> {
-        for _ in 0..200 {
-            match self.process.try_lock() {
-                Ok(p) => return Some(p.view()),
-                Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner().view()),
-                Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(1)),
-            }
-        }
-        None
+        self.try_process(|p| p.view())
     }
 }
 

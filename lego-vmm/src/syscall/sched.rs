@@ -3,20 +3,64 @@
 //! (`setpriority` renices the host thread), I/O priorities (recorded), `getcpu`, and
 //! `personality`.
 
+use std::sync::Arc;
+
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::hostcpu;
+use crate::identity::Creds;
 use crate::process::Process;
+use crate::proctable::Signalable;
 
-/// The thread a `sched_*` call names: 0 is the caller; another id must be a thread of the
-/// process (other processes of the vNode run in VMs of their own: `ESRCH`).
-fn target(p: &Process, cpu: &Cpu<'_>, pid: u64) -> SysResult<i32> {
+/// The thread a `sched_*`, `*priority` or `ioprio_*` call names.
+enum Target {
+    /// A thread of the caller's process.
+    Own(i32),
+    /// The first thread of another process of the vNode (its pid), which runs in a VM of its
+    /// own and is reached under its lock ([`Signalable::with_process`]).
+    Other(Arc<dyn Signalable>, i32),
+}
+
+/// The thread `pid` names: 0 is the caller; then a thread of its process, or another process
+/// of the vNode; `ESRCH` for anything else.
+fn target(p: &Process, cpu: &Cpu<'_>, pid: u64) -> SysResult<Target> {
     let pid = pid as i32;
     match pid {
-        0 => Ok(cpu.tid),
+        0 => Ok(Target::Own(cpu.tid)),
         t if t < 0 => Err(Errno::EINVAL),
-        t if p.threads.contains_key(&t) => Ok(t),
-        _ => Err(Errno::ESRCH),
+        t if p.threads.contains_key(&t) => Ok(Target::Own(t)),
+        t => p.procs.process(t).map(|q| Target::Other(q, t)).ok_or(Errno::ESRCH),
+    }
+}
+
+/// Runs `f` on the target thread's process and id: `ESRCH` if another process's first thread
+/// has ended, `EAGAIN` if its lock cannot be had now.
+fn on_thread<R>(p: &mut Process, t: &Target, mut f: impl FnMut(&mut Process, i32) -> SysResult<R>) -> SysResult<R> {
+    match t {
+        Target::Own(tid) => f(p, *tid),
+        Target::Other(q, tid) => {
+            let mut out = Err(Errno::ESRCH);
+            let reached = q.with_process(&mut |q| {
+                if let Some(q) = q.downcast_mut::<Process>().filter(|q| q.threads.contains_key(tid)) {
+                    out = f(q, *tid);
+                }
+            });
+            if !reached {
+                return Err(Errno::EAGAIN);
+            }
+            out
+        }
+    }
+}
+
+/// Whether a process with credentials `caller` may change the scheduling of one with
+/// `target`'s: its own user's, or any with privilege (Linux's `check_same_owner`, with
+/// `CAP_SYS_NICE` as root).
+fn may_change(caller: &Creds, target: &Creds) -> SysResult<()> {
+    if caller.euid == 0 || caller.euid == target.euid || caller.euid == target.uid {
+        Ok(())
+    } else {
+        Err(Errno::EPERM)
     }
 }
 
@@ -27,7 +71,7 @@ const MASK_BYTES: u64 = 8;
 /// vNode has (`EINVAL` if none is left); its host thread is pinned at once (or when it starts).
 pub fn sched_setaffinity(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [pid, len, addr, ..] = a;
-    let tid = target(p, cpu, pid)?;
+    let t = target(p, cpu, pid)?;
     let mut raw = [0u8; 8];
     let n = len.min(MASK_BYTES) as usize;
     p.mm.read_user(addr, &mut raw[..n])?;
@@ -35,13 +79,17 @@ pub fn sched_setaffinity(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResu
     if mask == 0 {
         return Err(Errno::EINVAL);
     }
-    let t = p.thread(tid);
-    if let Some(host) = t.host {
-        hostcpu::pin(host.tid, mask)?;
-    }
-    t.affinity = Some(mask);
-    pinned_cpu_to_rseq(p, tid);
-    Ok(0)
+    let creds = p.creds;
+    on_thread(p, &t, |q, tid| {
+        may_change(&creds, &q.creds)?;
+        let th = q.thread(tid);
+        if let Some(host) = th.host {
+            hostcpu::pin(host.tid, mask)?;
+        }
+        th.affinity = Some(mask);
+        pinned_cpu_to_rseq(q, tid);
+        Ok(0)
+    })
 }
 
 /// A thread pinned to one core has its registered `struct rseq` say so (`cpu_id_start`,
@@ -62,12 +110,11 @@ pub(super) fn pinned_cpu_to_rseq(p: &mut Process, tid: i32) {
 /// `sched_getaffinity(pid, len, mask)`: the thread's cores; returns the mask's size.
 pub fn sched_getaffinity(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [pid, len, addr, ..] = a;
-    let tid = target(p, cpu, pid)?;
+    let t = target(p, cpu, pid)?;
     if len < MASK_BYTES || len % 8 != 0 {
         return Err(Errno::EINVAL);
     }
-    let cores = p.cores;
-    let mask = p.thread(tid).affinity.unwrap_or(cores);
+    let mask = on_thread(p, &t, |q, tid| Ok(q.thread(tid).affinity.unwrap_or(q.cores)))?;
     p.mm.write_u64(addr, mask)?;
     Ok(MASK_BYTES)
 }
@@ -96,73 +143,78 @@ pub fn sched_get_priority_min(_: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysR
     priorities(a[0] as i32).map(|(min, _)| min as u64)
 }
 
-/// Sets `tid`'s policy and priority. The normal policies (`SCHED_OTHER`, `SCHED_BATCH`,
-/// `SCHED_IDLE`) are applied to its host thread; the real-time ones are allowed only to a
-/// privileged caller (as on Linux) and recorded, but the host thread stays a normal one: a
-/// guest spinning at real-time priority must not starve the pComponent's other vNodes.
-fn set_policy(p: &mut Process, tid: i32, policy: i32, param: u64) -> SysResult<()> {
+/// Sets the target thread's policy (`None`: the one it has) and the priority at `param` in
+/// the caller's memory. The normal policies (`SCHED_OTHER`, `SCHED_BATCH`, `SCHED_IDLE`) are
+/// applied to its host thread; the real-time ones are allowed only to a privileged caller (as
+/// on Linux) and recorded, but the host thread stays a normal one: a guest spinning at
+/// real-time priority must not starve the pComponent's other vNodes.
+fn set_policy(p: &mut Process, t: &Target, policy: Option<i32>, param: u64) -> SysResult<u64> {
     let mut raw = [0u8; 4];
     p.mm.read_user(param, &mut raw)?;
     let prio = i32::from_le_bytes(raw);
-    let (min, max) = priorities(policy)?;
-    if prio < min || prio > max {
-        return Err(Errno::EINVAL);
-    }
-    if matches!(policy, SCHED_FIFO | SCHED_RR) && p.creds.euid != 0 {
-        return Err(Errno::EPERM);
-    }
-    if !matches!(policy, SCHED_FIFO | SCHED_RR) {
-        if let Some(host) = p.thread(tid).host {
-            let sp = libc::sched_param { sched_priority: 0 };
-            // SAFETY: `sp` is a valid sched_param; the host thread id is one of this process.
-            if unsafe { libc::sched_setscheduler(host.tid, policy, &sp) } != 0 {
-                return Err(Errno::last());
+    let creds = p.creds;
+    on_thread(p, t, |q, tid| {
+        let policy = policy.unwrap_or(q.thread(tid).sched.0);
+        let (min, max) = priorities(policy)?;
+        if prio < min || prio > max {
+            return Err(Errno::EINVAL);
+        }
+        if matches!(policy, SCHED_FIFO | SCHED_RR) && creds.euid != 0 {
+            return Err(Errno::EPERM);
+        }
+        may_change(&creds, &q.creds)?;
+        if !matches!(policy, SCHED_FIFO | SCHED_RR) {
+            if let Some(host) = q.thread(tid).host {
+                let sp = libc::sched_param { sched_priority: 0 };
+                // SAFETY: `sp` is a valid sched_param; the host thread id is one of the VMM's.
+                if unsafe { libc::sched_setscheduler(host.tid, policy, &sp) } != 0 {
+                    return Err(Errno::last());
+                }
             }
         }
-    }
-    p.thread(tid).sched = (policy, prio);
-    Ok(())
+        q.thread(tid).sched = (policy, prio);
+        Ok(0)
+    })
 }
 
 /// `sched_setscheduler(pid, policy, param)`.
 pub fn sched_setscheduler(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let tid = target(p, cpu, a[0])?;
+    let t = target(p, cpu, a[0])?;
     if a[2] == 0 {
         return Err(Errno::EINVAL);
     }
-    set_policy(p, tid, (a[1] as i32) & !SCHED_RESET_ON_FORK, a[2]).map(|()| 0)
+    set_policy(p, &t, Some((a[1] as i32) & !SCHED_RESET_ON_FORK), a[2])
 }
 
 /// `sched_getscheduler(pid)`.
 pub fn sched_getscheduler(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let tid = target(p, cpu, a[0])?;
-    Ok(p.thread(tid).sched.0 as u64)
+    let t = target(p, cpu, a[0])?;
+    on_thread(p, &t, |q, tid| Ok(q.thread(tid).sched.0 as u64))
 }
 
 /// `sched_setparam(pid, param)`: a new priority within the thread's policy.
 pub fn sched_setparam(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let tid = target(p, cpu, a[0])?;
+    let t = target(p, cpu, a[0])?;
     if a[1] == 0 {
         return Err(Errno::EINVAL);
     }
-    let policy = p.thread(tid).sched.0;
-    set_policy(p, tid, policy, a[1]).map(|()| 0)
+    set_policy(p, &t, None, a[1])
 }
 
 /// `sched_getparam(pid, param)`.
 pub fn sched_getparam(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let tid = target(p, cpu, a[0])?;
+    let t = target(p, cpu, a[0])?;
     if a[1] == 0 {
         return Err(Errno::EINVAL);
     }
-    let prio = p.thread(tid).sched.1;
+    let prio = on_thread(p, &t, |q, tid| Ok(q.thread(tid).sched.1))?;
     p.mm.write_user(a[1], &prio.to_le_bytes()).map(|()| 0)
 }
 
 /// `sched_rr_get_interval(pid, ts)`: the host's time slice for the thread's host thread.
 pub fn sched_rr_get_interval(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let tid = target(p, cpu, a[0])?;
-    let host = p.thread(tid).host.map_or(0, |h| h.tid);
+    let t = target(p, cpu, a[0])?;
+    let host = on_thread(p, &t, |q, tid| Ok(q.thread(tid).host.map_or(0, |h| h.tid)))?;
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -208,14 +260,14 @@ const PRIO_PROCESS: u64 = 0;
 const PRIO_PGRP: u64 = 1;
 const PRIO_USER: u64 = 2;
 
-/// The threads a `getpriority`/`setpriority` call reaches. As for the `sched_*` calls, only
-/// the caller's own process is reachable (other processes of the vNode run in VMs of their
-/// own: `ESRCH`): `PRIO_PROCESS` names one thread (0: the caller), as Linux's per-thread nice
-/// does; `PRIO_PGRP` and `PRIO_USER` reach every thread of the process when they name its
-/// group or its real user (0: the caller's).
-fn prio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult<Vec<i32>> {
+/// The threads a `getpriority`/`setpriority` call reaches: `PRIO_PROCESS` names one thread
+/// (0: the caller), as Linux's per-thread nice does, of the caller's process or (by its pid)
+/// the first of another process of the vNode; `PRIO_PGRP` and `PRIO_USER` reach every thread
+/// of the caller's process when they name its group or its real user (0: the caller's), and
+/// no other process (`ESRCH`).
+fn prio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult<Vec<Target>> {
     let who = who as u32 as i32;
-    let all = || p.threads.keys().copied().collect();
+    let all = || p.threads.keys().map(|&t| Target::Own(t)).collect();
     match which as u32 as u64 {
         PRIO_PROCESS => target(p, cpu, who as u32 as u64).map(|t| vec![t]),
         PRIO_PGRP if who == 0 || p.procs.pgid(p.pid) == Ok(who) => Ok(all()),
@@ -228,9 +280,11 @@ fn prio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult<V
 /// `getpriority(which, who)`: the highest priority (lowest nice value) of the threads it
 /// reaches, as the raw call returns it: `20 - nice`, from 1 to 40.
 pub fn getpriority(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let threads = prio_targets(p, cpu, a[0], a[1])?;
-    let nice = threads.iter().map(|&t| p.thread(t).nice).min().unwrap_or(0);
-    Ok((20 - nice) as u64)
+    let mut nice = i32::MAX;
+    for t in prio_targets(p, cpu, a[0], a[1])? {
+        nice = nice.min(on_thread(p, &t, |q, tid| Ok(q.thread(tid).nice))?);
+    }
+    Ok((20 - if nice == i32::MAX { 0 } else { nice }) as u64)
 }
 
 /// `setpriority(which, who, nice)`: the nice value, clamped to -20..19, of every thread it
@@ -239,15 +293,25 @@ pub fn getpriority(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
 pub fn setpriority(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let threads = prio_targets(p, cpu, a[0], a[1])?;
     let nice = (a[2] as i32).clamp(-20, 19);
-    if p.creds.euid != 0 && threads.iter().any(|&t| nice < p.thread(t).nice) {
-        return Err(Errno::EACCES);
+    let creds = p.creds;
+    for t in &threads {
+        on_thread(p, t, |q, tid| {
+            may_change(&creds, &q.creds)?;
+            if creds.euid != 0 && nice < q.thread(tid).nice {
+                return Err(Errno::EACCES);
+            }
+            Ok(())
+        })?;
     }
-    for t in threads {
-        let state = p.thread(t);
-        if let Some(host) = state.host {
-            hostcpu::renice(host.tid, nice)?;
-        }
-        state.nice = nice;
+    for t in &threads {
+        on_thread(p, t, |q, tid| {
+            let state = q.thread(tid);
+            if let Some(host) = state.host {
+                hostcpu::renice(host.tid, nice)?;
+            }
+            state.nice = nice;
+            Ok(())
+        })?;
     }
     Ok(0)
 }
@@ -261,7 +325,7 @@ const IOPRIO_CLASS_IDLE: u16 = 3;
 
 /// The threads an `ioprio_*` call reaches: its `which` (`IOPRIO_WHO_PROCESS`, `_PGRP`,
 /// `_USER`: 1 to 3) names what `getpriority`'s (0 to 2) does.
-fn ioprio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult<Vec<i32>> {
+fn ioprio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult<Vec<Target>> {
     match which {
         1..=3 => prio_targets(p, cpu, which - 1, who),
         _ => Err(Errno::EINVAL),
@@ -272,10 +336,13 @@ fn ioprio_targets(p: &Process, cpu: &Cpu<'_>, which: u64, who: u64) -> SysResult
 /// until then); of several threads the highest, as Linux's `ioprio_best` picks it (a class
 /// none counts as best effort).
 pub fn ioprio_get(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    let threads = ioprio_targets(p, cpu, a[0], a[1])?;
     let rank = |v: u16| (if v >> 13 == IOPRIO_CLASS_NONE { IOPRIO_CLASS_BE } else { v >> 13 }, v & 7);
-    let best = threads.iter().map(|&t| p.thread(t).ioprio).min_by_key(|&v| rank(v)).unwrap_or(0);
-    Ok(u64::from(best))
+    let mut best = None;
+    for t in ioprio_targets(p, cpu, a[0], a[1])? {
+        let v = on_thread(p, &t, |q, tid| Ok(q.thread(tid).ioprio))?;
+        best = best.into_iter().chain([v]).min_by_key(|&v| rank(v));
+    }
+    Ok(u64::from(best.unwrap_or(0)))
 }
 
 /// `ioprio_set(which, who, ioprio)`: recorded for `ioprio_get`, as the class and level a
@@ -293,8 +360,13 @@ pub fn ioprio_set(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64>
     if class == IOPRIO_CLASS_RT && p.creds.euid != 0 {
         return Err(Errno::EPERM);
     }
-    for t in threads {
-        p.thread(t).ioprio = value;
+    let creds = p.creds;
+    for t in &threads {
+        on_thread(p, t, |q, tid| {
+            may_change(&creds, &q.creds)?;
+            q.thread(tid).ioprio = value;
+            Ok(())
+        })?;
     }
     Ok(0)
 }
