@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// How long a replicated run may take before it counts as hung. Far above what the runs need
+/// alone (checksum at 256K, the longest, takes ~50 s on these nested-virtualisation machines,
+/// every miss an exit), since `make test` runs two tests at once: a deadline of 90 s failed a
+/// run that was only slow.
+const RUN_DEADLINE: Duration = common::process::DEADLINE;
+
 fn out_dir() -> PathBuf {
     image("words.txt").parent().unwrap().to_path_buf()
 }
@@ -96,7 +102,7 @@ fn survives(what: &str, cmd: std::process::Command, prog: &Path, args: &[&str], 
     assert_eq!(want.status, Some(0));
     let begun = Instant::now();
     let got = std::thread::scope(|s| {
-        let run = s.spawn(|| run(cmd, Duration::from_secs(90), what));
+        let run = s.spawn(|| run(cmd, RUN_DEADLINE, what));
         fault();
         run.join().unwrap()
     });
@@ -157,7 +163,7 @@ fn the_secondary_keeps_a_bounded_log_flushed_to_a_backup_file() {
     let want = native(&prog, &args, &out_dir());
     let cmd = replicated(&servers, "1M", &[], &prog, &args);
     let got = std::thread::scope(|s| {
-        let run = s.spawn(|| run(cmd, Duration::from_secs(90), "sort, replicated to a backup log"));
+        let run = s.spawn(|| run(cmd, RUN_DEADLINE, "sort, replicated to a backup log"));
         running(&servers);
         poll("the secondary to flush more pages than its log holds", Duration::from_secs(60), || {
             let flushed = metric(&servers[2], "lego_mem_backup_flushed_pages_total");
@@ -207,7 +213,7 @@ fn a_primary_lost_while_replication_is_suspended_ends_the_process_saying_so() {
     let prog = image("sort");
     let cmd = replicated(&servers, "1M", &[], &prog, &["2097152", "3"]);
     let got = std::thread::scope(|s| {
-        let run = s.spawn(|| run(cmd, Duration::from_secs(90), "sort, storage then primary killed"));
+        let run = s.spawn(|| run(cmd, RUN_DEADLINE, "sort, storage then primary killed"));
         running(&servers);
         storage.server.signal(libc::SIGKILL);
         poll("the secondary to refuse write-backs", Duration::from_secs(30), || {
