@@ -257,7 +257,9 @@ impl<'a> Ctx<'a> {
     /// metadata, so that `ttyname` finds a slave descriptor's name, and `ptmx`.
     fn pts(&self, rest: &[Vec<u8>]) -> SysResult<Node> {
         let Some(name) = rest.first() else {
-            let mut entries: Vec<_> = self.p.ptys.numbers().into_iter().map(|n| (n.to_string().into_bytes(), libc::DT_CHR, PTS_INO + 2 + u64::from(n))).collect();
+            let ptys = &self.p.ptys;
+            let slave = |n: u32| (n.to_string().into_bytes(), libc::DT_CHR, ptys.slave_stat(n).map_or(PTS_INO + 2 + u64::from(n), |st| st.ino));
+            let mut entries: Vec<_> = ptys.numbers().into_iter().map(slave).collect();
             entries.push((Device::Ptmx.name().to_vec(), libc::DT_CHR, PTS_INO + 1));
             return Ok(Node {
                 meta: self.meta(DEV_DEV, PTS_INO, libc::S_IFDIR | 0o755),
