@@ -122,3 +122,103 @@ fn sigreturn_is_traced_and_counted() {
     let counted = signals_in_lego(&["--stats"], "info");
     assert_eq!(common::stat(&counted.stderr, "rt_sigreturn"), 3, "{}", counted.stderr);
 }
+
+/// What a test does to a program on its terminal.
+enum Step {
+    /// Sends it this signal with `kill`.
+    Signal(i32),
+    /// Types these bytes at its terminal.
+    Type(&'static [u8]),
+}
+
+/// Starts `cmd` with a new pseudo-terminal as its standard input, output and error and as its
+/// controlling terminal (its own session), waits until it printed the line `ready`, then
+/// takes each step and waits for the output that follows it (`^C` discards what the
+/// terminal has not delivered yet, so each step's output is read before the next step), and
+/// returns all it printed (without CRs) and its status.
+fn on_its_own_terminal(mut cmd: std::process::Command, steps: &[(Step, &str)]) -> (String, Option<i32>) {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into the ints; the NULL name, termios and window
+    // size are allowed.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty succeeded, so both are open descriptors owned by nothing else.
+    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
+    // SAFETY: the closure runs in the forked child before exec and makes two system calls,
+    // which are async-signal-safe: a new session, whose controlling terminal is its stdin.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let what = format!("{:?}", cmd.get_program());
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let started = std::time::Instant::now();
+    let mut wait_for = |master: &mut std::fs::File, out: &mut Vec<u8>, text: &str| {
+        let want = text.replace('\n', "\r\n");
+        while !String::from_utf8_lossy(out).contains(&want) {
+            assert!(started.elapsed() < Duration::from_secs(120), "{what}: no {text:?} in {:?}", String::from_utf8_lossy(out));
+            match master.read(&mut buf) {
+                Ok(n @ 1..) => out.extend_from_slice(&buf[..n]),
+                _ => panic!("{what}: the terminal closed before {text:?}: {:?}", String::from_utf8_lossy(out)),
+            }
+        }
+    };
+    wait_for(&mut master, &mut out, "ready\n");
+    for (step, then) in steps {
+        match step {
+            // SAFETY: plain system call on the child's pid.
+            Step::Signal(sig) => assert_eq!(unsafe { libc::kill(child.id() as i32, *sig) }, 0),
+            Step::Type(bytes) => master.write_all(bytes).unwrap(),
+        }
+        wait_for(&mut master, &mut out, then);
+    }
+    // Reading the master fails with EIO once no descriptor of the terminal is open.
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    let status = child.wait().unwrap();
+    (String::from_utf8_lossy(&out).replace('\r', ""), status.code())
+}
+
+/// Signals sent to `lego run` reach its program, as `docker run` passes them on (`sigreport`,
+/// glibc and musl, against its native run): a window change, and `^C` at its terminal, which
+/// the terminal sends to its foreground job, and which interrupts the program (its handler
+/// runs), not the VMM; `kill -TERM` of `lego run`; and a program that does not catch
+/// `SIGTERM` ends with the status a native run gives.
+#[test]
+fn signals_sent_to_lego_run_reach_its_program() {
+    if !kvm() {
+        return;
+    }
+    let steps = [(Step::Signal(libc::SIGWINCH), "got SIGWINCH\n"), (Step::Type(b"\x03"), "got SIGINT\n")];
+    let killed = [(Step::Signal(libc::SIGTERM), "got SIGTERM\n")];
+    for prog in ["sigreport", "sigreport.musl"] {
+        let prog = image(prog);
+        let dir = prog.parent().unwrap().to_path_buf();
+        for (steps, want) in [(&steps[..], "ready\ngot SIGWINCH\n^Cgot SIGINT\n"), (&killed[..], "ready\ngot SIGTERM\n")] {
+            let mut native = common::native_command(&prog);
+            native.current_dir(&dir);
+            let (n, l) = (on_its_own_terminal(native, steps), on_its_own_terminal(lego(&[], &prog, &[], &dir), steps));
+            assert_eq!(n, (want.to_string(), Some(3)), "{} natively", prog.display());
+            assert_eq!(l, n, "{} in a vNode", prog.display());
+        }
+    }
+    let busybox = image("busybox");
+    let dir = busybox.parent().unwrap().to_path_buf();
+    let started = std::time::Instant::now();
+    let sleeper = lego(&[], &busybox, &["sh", "-c", "echo ready; exec /busybox sleep 60"], &dir);
+    let (out, status) = on_its_own_terminal(sleeper, &[(Step::Signal(libc::SIGTERM), "")]);
+    assert_eq!((out.as_str(), status), ("ready\n", Some(128 + libc::SIGTERM)), "a sleep in a vNode, sent SIGTERM");
+    assert!(started.elapsed() < Duration::from_secs(50), "SIGTERM ended the sleep at once: {:?}", started.elapsed());
+}

@@ -320,6 +320,12 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
             return ExitCode::from(STATUS_VMM_FAILURE);
         }
     }
+    // The program starts with the signals this process ignores and blocks now; then the ones
+    // passed on to it are blocked, before any thread of the VMM starts.
+    let (ignored, blocked) = (ignored_signals(), blocked_signals());
+    let passed = lego_vmm::hostsig::block()
+        .map_err(|e| tracing::warn!("cannot block the signals passed on to the program (^C ends the VMM): {e}"))
+        .ok();
     let placed = match place(&mut args) {
         Ok(p) => p,
         Err(e) => {
@@ -358,8 +364,8 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         files,
         cwd,
         trace_syscalls: args.trace_syscalls,
-        ignored_signals: ignored_signals(),
-        blocked_signals: blocked_signals(),
+        ignored_signals: ignored,
+        blocked_signals: blocked,
         memory,
         net,
     };
@@ -388,6 +394,13 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
         }
         _ => None,
     };
+    let passing = match (&vnode, passed) {
+        (Ok(v), Some(passed)) => {
+            let procs = v.process().procs.clone();
+            lego_vmm::hostsig::start(procs, passed).map_err(|e| tracing::warn!("cannot pass signals on to the program: {e}")).ok()
+        }
+        _ => None,
+    };
     let mut forwarders = Vec::new();
     if let Ok(v) = &vnode {
         let net = v.process().net.clone();
@@ -401,7 +414,9 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
             }
         }
     }
-    let report = match vnode.and_then(Vnode::run) {
+    let report = vnode.and_then(Vnode::run);
+    let _stopped = passing.as_ref().map(lego_vmm::hostsig::Passing::stop);
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lego: {e}");

@@ -26,6 +26,7 @@ pub mod fifo;
 pub mod fs;
 pub mod futex;
 pub mod hostcpu;
+pub mod hostsig;
 pub mod identity;
 pub mod kick;
 pub mod kvm_stats;

@@ -324,23 +324,28 @@ impl ProcTable {
     /// group `-pid`. Zombies count (a signal to one does nothing), so an empty answer is `ESRCH`.
     /// Each comes with how to signal it, `None` once it ended.
     pub fn kill_targets(&self, caller: i32, pid: i32) -> SysResult<Vec<KillTarget>> {
-        let t = self.lock();
-        let caller_pgid = t.procs.get(&caller).map_or(caller, |e| e.pgid);
-        let selected: Vec<_> = t
-            .procs
-            .iter()
-            .filter(|(&p, e)| match pid {
-                0 => e.pgid == caller_pgid,
-                -1 => p != FIRST_PID && p != caller,
-                p2 if p2 > 0 => p == p2,
-                g => e.pgid == -g,
-            })
-            .map(|(&p, e)| (p, e.target.as_ref().and_then(Weak::upgrade)))
-            .collect();
+        let caller_pgid = self.lock().procs.get(&caller).map_or(caller, |e| e.pgid);
+        let selected = self.targets(|p, e| match pid {
+            0 => e.pgid == caller_pgid,
+            -1 => p != FIRST_PID && p != caller,
+            p2 if p2 > 0 => p == p2,
+            g => e.pgid == -g,
+        });
         if selected.is_empty() {
             return Err(Errno::ESRCH);
         }
         Ok(selected)
+    }
+
+    /// The processes of process group `pgid` (what a terminal signals), none if it has none.
+    pub fn group_targets(&self, pgid: i32) -> Vec<KillTarget> {
+        self.targets(|_, e| e.pgid == pgid)
+    }
+
+    /// The processes `select` picks (by pid and entry), with how to signal each.
+    fn targets(&self, select: impl Fn(i32, &Entry) -> bool) -> Vec<KillTarget> {
+        let t = self.lock();
+        t.procs.iter().filter(|(&p, e)| select(p, e)).map(|(&p, e)| (p, e.target.as_ref().and_then(Weak::upgrade))).collect()
     }
 
     /// Every process still running, for ending the run.
