@@ -177,9 +177,9 @@ impl Socket {
     }
 
     /// Starts or goes on with a `connect` to the virtual address `to` (`name`: the vNode name
-    /// of an `AF_UNIX` address, see [`Socket::bind`]) by a process with credentials `cred`. `Ok(true)`: connected;
-    /// `Ok(false)`: the host connection is being made, call [`Socket::finish_connect`] once the
-    /// socket is writable.
+    /// of an `AF_UNIX` address, see [`Socket::bind`]) by a process with credentials `cred`.
+    /// `Ok(true)`: connected; `Ok(false)`: the host connection is being made, call
+    /// [`Socket::finish_connect`] once the socket is writable.
     pub fn connect(&self, to: &SockAddr, name: &[u8], cred: PeerCred) -> SysResult<bool> {
         match to {
             SockAddr::Unspec if !self.is_stream() => {
