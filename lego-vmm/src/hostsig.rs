@@ -26,9 +26,6 @@ pub struct Passed {
     set: libc::sigset_t,
 }
 
-// SAFETY: a `sigset_t` is plain data, read only by the thread [`start`] makes.
-unsafe impl Send for Passed {}
-
 /// Blocks the signals of [`PASSED`] in the calling thread, whose threads started later
 /// inherit the mask, and gives this process their default actions (an ignored signal would
 /// never reach [`start`]'s thread; a blocked one waits for it). Read the caller's ignored and
