@@ -144,12 +144,28 @@ impl TimedOutput for Command {
     }
 }
 
+/// Spawns `cmd`, again for a second at most while its program is busy (`ETXTBSY`): a test
+/// that has just copied the program may still see it open for writing in a child another
+/// test thread forked before the copy closed it, until that child execs.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs `cmd` to its end with `stdin` as its input, failing the test after `limit`. The input is
 /// written from a thread, so a child that prints a lot before it reads cannot deadlock the test,
 /// and one that never reads is fine.
 pub fn output_input(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration, what: &str) -> Output {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: spawning: {e}"));
+    let mut child = spawn(cmd).unwrap_or_else(|e| panic!("{what}: spawning: {e}"));
     let feeder = stdin.map(|data| {
         let (mut input, data) = (child.stdin.take().expect("stdin is piped"), data.to_vec());
         std::thread::spawn(move || {
