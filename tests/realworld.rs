@@ -157,14 +157,7 @@ fn debian_dynamically_linked_programs_match_native() {
 /// returns what it wrote there (as the terminal's output processing left it).
 fn on_a_terminal(mut cmd: Command) -> Vec<u8> {
     use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two descriptors into the ints; the NULL name, termios and window
-    // size are allowed.
-    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty succeeded, so both are open descriptors owned by nothing else.
-    let (master, slave) = unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (master, slave) = common::openpty();
     cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
     let mut child = cmd.spawn().unwrap();
     drop(cmd);
@@ -264,14 +257,8 @@ fn pseudo_terminals_made_in_a_vnode_work_as_natively() {
     }
     // A pty of the host's: its slave is not in the vNode's /dev/pts, and opening it by name
     // fails as if it were not there.
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two descriptors into the ints; the NULL name, termios and window
-    // size are allowed.
-    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: openpty succeeded, so both are open descriptors owned by nothing else.
-    let (_master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (_master, slave) = common::openpty();
+    use std::os::fd::AsRawFd;
     let name = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd())).unwrap();
     let probe = format!(
         "import os\ntry:\n    os.open({name:?}, os.O_RDWR)\n    print('opened')\nexcept FileNotFoundError:\n    print('hidden')\nprint(os.listdir('/dev/pts'))"

@@ -138,15 +138,8 @@ enum Step {
 /// returns all it printed (without CRs) and its status.
 fn on_its_own_terminal(mut cmd: std::process::Command, steps: &[(Step, &str)]) -> (String, Option<i32>) {
     use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two descriptors into the ints; the NULL name, termios and window
-    // size are allowed.
-    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
-    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: openpty succeeded, so both are open descriptors owned by nothing else.
-    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let (mut master, slave) = common::openpty();
     cmd.stdin(slave.try_clone().unwrap()).stdout(slave.try_clone().unwrap()).stderr(slave);
     // SAFETY: the closure runs in the forked child before exec and makes two system calls,
     // which are async-signal-safe: a new session, whose controlling terminal is its stdin.
