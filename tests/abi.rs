@@ -7,8 +7,8 @@
 //! signalfd; `getrusage`/`times` with real CPU time; record locks across 4 processes of one
 //! vNode, `EDEADLK`, OFD locks, `flock` and an interrupted `F_SETLKW`; `MAP_SHARED` write-back
 //! seen by `read` after `munmap`; the file calls (`memfd_create`, `sendfile`,
-//! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`); and
-//! FIFOs.
+//! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`);
+//! FIFOs; and `PROT_NONE` pages.
 //!
 //! Cases that make files run one after another (they share the image directory).
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
@@ -75,6 +75,13 @@ fn queued_signals_and_signalfd_match_native() {
 #[test]
 fn resource_usage_matches_native() {
     matches_native("usage");
+}
+
+/// `PROT_NONE` pages fault on every access (`SEGV_ACCERR`), resident or not, and keep their
+/// contents for when `mprotect` gives access back.
+#[test]
+fn prot_none_pages_fault_as_natively() {
+    matches_native("protnone");
 }
 
 /// The cases that make files in the image directory, one after another.

@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -811,6 +812,65 @@ static void case_mapshared(void) {
 
 /* ------------------------------------------------------------------------------------------ */
 
+static sigjmp_buf fault_jump;
+static volatile int fault_code;
+static void *volatile fault_addr;
+
+static void on_fault(int sig, siginfo_t *si, void *uc) {
+    (void)sig, (void)uc;
+    fault_code = si->si_code;
+    fault_addr = si->si_addr;
+    siglongjmp(fault_jump, 1);
+}
+
+/* Reads (or writes) *p; says whether it faulted, and how. */
+static void touch(const char *what, volatile char *p, int write) {
+    fault_code = 0;
+    fault_addr = NULL;
+    if (!sigsetjmp(fault_jump, 1)) {
+        if (write) *p = 7;
+        printf("%s: %d\n", what, *p);
+    } else {
+        printf("%s: SIGSEGV %s at the page %s\n", what,
+               fault_code == SEGV_ACCERR ? "SEGV_ACCERR" : fault_code == SEGV_MAPERR ? "SEGV_MAPERR" : "?",
+               fault_addr == (void *)p ? "itself" : "elsewhere");
+    }
+}
+
+/* PROT_NONE pages (guard pages) fault on every access, resident or not, and keep their
+   contents for when access comes back. */
+static void case_protnone(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    on(SIGSEGV, on_fault, SA_NODEFER);
+    char *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(p != MAP_FAILED);
+    p[0] = 5;
+    CHECK(mprotect(p, page, PROT_NONE) == 0);
+    touch("resident page after mprotect(PROT_NONE), read", p, 0);
+    touch("and written", p, 1);
+    touch("its neighbour", p + page, 0);
+    CHECK(mprotect(p, page, PROT_READ) == 0);
+    touch("after mprotect(PROT_READ)", p, 0);
+    touch("written", p, 1);
+    char *none = mmap(NULL, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(none != MAP_FAILED);
+    touch("fresh PROT_NONE mapping, read", none, 0);
+    touch("and written", none, 1);
+    CHECK(mprotect(none, page, PROT_READ | PROT_WRITE) == 0);
+    touch("made writable", none, 1);
+    /* The guard page below a thread's stack. */
+    pthread_attr_t attr;
+    CHECK(pthread_attr_init(&attr) == 0);
+    size_t guard = 0;
+    CHECK(pthread_attr_getguardsize(&attr, &guard) == 0);
+    printf("default guard size %s\n", guard >= (size_t)page ? "at least a page" : "none");
+    CHECK(munmap(p, 2 * page) == 0 && munmap(none, page) == 0);
+    touch("unmapped", p, 0);
+    signal(SIGSEGV, SIG_DFL);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
 #define SRCFILE "abi-src.tmp"
 #define DSTFILE "abi-dst.tmp"
 
@@ -1307,6 +1367,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "usage")) case_usage();
     else if (!strcmp(c, "locks")) case_locks();
     else if (!strcmp(c, "mapshared")) case_mapshared();
+    else if (!strcmp(c, "protnone")) case_protnone();
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "links")) case_links();

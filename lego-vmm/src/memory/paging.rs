@@ -5,7 +5,9 @@
 //! address. A page that belongs to a region but is not resident has a non-present entry with the
 //! software bit [`MAPPED`] and the region's rights, so a guest #PF on it is told apart from a
 //! wild access with one look at the entry ([`Pte`]). When present bit is clear, the CPU and KVM
-//! ignore every other bit, so the entry is free to carry this.
+//! ignore every other bit, so the entry is free to carry this. A page of a `PROT_NONE` region
+//! has no [`USER`] bit: resident or not, any access from user mode faults, and the fault is
+//! told apart as a denied one by that bit.
 //!
 //! KVM's shadow MMU sets the accessed (A) bit of a present entry when it builds a shadow entry
 //! for it, and the dirty (D) bit on the first write through it, with no exit to the VMM. The
@@ -24,7 +26,7 @@ use crate::sysmem::SysMem;
 pub const PRESENT: u64 = 1;
 /// Writable.
 pub const WRITABLE: u64 = 1 << 1;
-/// User-accessible.
+/// User-accessible: every page of a region but a `PROT_NONE` one.
 pub const USER: u64 = 1 << 2;
 /// Accessed: set by KVM when it builds a shadow entry for the page.
 pub const ACCESSED: u64 = 1 << 5;
@@ -47,14 +49,7 @@ pub struct Pte(pub u64);
 impl Pte {
     /// The entry of a page of a region with rights `prot`, not resident.
     pub fn absent(prot: Prot) -> Pte {
-        let mut e = MAPPED | USER;
-        if prot.writable() {
-            e |= WRITABLE;
-        }
-        if !prot.executable() {
-            e |= NO_EXEC;
-        }
-        Pte(e)
+        Pte(MAPPED).with_rights(prot)
     }
     /// Whether the page belongs to a user region (resident or not).
     pub fn mapped(self) -> bool {
@@ -67,6 +62,10 @@ impl Pte {
     /// Guest-physical address of the frame (meaningful when present).
     pub fn frame(self) -> u64 {
         self.0 & ADDR_MASK
+    }
+    /// Whether user mode may access the page at all (not `PROT_NONE`).
+    pub fn user(self) -> bool {
+        self.0 & USER != 0
     }
     /// Whether the guest may write the page.
     pub fn writable(self) -> bool {
@@ -86,8 +85,8 @@ impl Pte {
     }
     /// The same page made resident in `frame`: accessed if `accessed`, dirty if `dirty`.
     pub fn resident(self, frame: u64, accessed: bool, dirty: bool) -> Pte {
-        let rights = self.0 & (WRITABLE | NO_EXEC);
-        let mut e = MAPPED | USER | PRESENT | rights | (frame & ADDR_MASK);
+        let rights = self.0 & (USER | WRITABLE | NO_EXEC);
+        let mut e = MAPPED | PRESENT | rights | (frame & ADDR_MASK);
         if accessed {
             e |= ACCESSED;
         }
@@ -102,7 +101,10 @@ impl Pte {
     }
     /// The same entry with the rights of `prot` (frame, A and D kept).
     pub fn with_rights(self, prot: Prot) -> Pte {
-        let mut e = self.0 & !(WRITABLE | NO_EXEC);
+        let mut e = self.0 & !(USER | WRITABLE | NO_EXEC);
+        if prot.readable() {
+            e |= USER;
+        }
         if prot.writable() {
             e |= WRITABLE;
         }
@@ -258,6 +260,12 @@ mod tests {
         assert_eq!(r.evicted(), e);
         let ro = r.with_rights(Prot(Prot::READ.0 | Prot::EXEC.0));
         assert!(!ro.writable() && ro.executable() && ro.present() && ro.frame() == 0x7000);
+        // PROT_NONE: mapped, resident or not, and out of user mode's reach.
+        let none = r.with_rights(Prot::NONE);
+        assert!(none.present() && none.mapped() && !none.user() && !none.writable() && !none.executable());
+        assert!(!Pte::absent(Prot::NONE).user() && Pte::absent(Prot::NONE).mapped());
+        assert!(Pte::absent(Prot::NONE).resident(0x7000, true, false).0 & USER == 0);
+        assert!(r.user() && e.user());
         // The private slot is mapped, but not for user mode, except the read-only stub page.
         assert!(!pt.pte(&sys, SYS_BASE).mapped());
         assert!(pt.entry(&sys, SYS_BASE).is_none());

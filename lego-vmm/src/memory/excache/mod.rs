@@ -793,7 +793,7 @@ impl Held<'_> {
             }
             let new = old.with_rights(prot);
             let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).with_rights(prot).0));
-            if (old.writable() && !new.writable()) || (old.executable() && !new.executable()) {
+            if (old.user() && !new.user()) || (old.writable() && !new.writable()) || (old.executable() && !new.executable()) {
                 lost.push(old.frame() / PAGE_SIZE);
             }
         })?;
@@ -876,7 +876,7 @@ impl State {
         if !pte.mapped() {
             return Ok(Step::Done(Fault::Unmapped));
         }
-        if !access.by_vmm && ((access.write && !pte.writable()) || (access.exec && !pte.executable())) {
+        if !access.by_vmm && (!pte.user() || (access.write && !pte.writable()) || (access.exec && !pte.executable())) {
             return Ok(Step::Done(Fault::Denied));
         }
         if pte.present() {
