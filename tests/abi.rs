@@ -8,7 +8,7 @@
 //! vNode, `EDEADLK`, OFD locks, `flock` and an interrupted `F_SETLKW`; `MAP_SHARED` write-back
 //! seen by `read` after `munmap`; the file calls (`memfd_create`, `sendfile`,
 //! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`);
-//! FIFOs; and `PROT_NONE` pages.
+//! FIFOs; `PROT_NONE` pages; and memory shared between processes.
 //!
 //! Cases that make files run one after another (they share the image directory).
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
@@ -82,6 +82,14 @@ fn resource_usage_matches_native() {
 #[test]
 fn prot_none_pages_fault_as_natively() {
     matches_native("protnone");
+}
+
+/// `MAP_SHARED | MAP_ANONYMOUS` memory is shared with children: writes both ways,
+/// process-shared semaphores and mutexes (futex waits and wakes across processes), and
+/// `mprotect`, `munmap`, `MADV_DONTNEED` and `mremap` of it.
+#[test]
+fn shared_anonymous_memory_matches_native() {
+    matches_native("shared");
 }
 
 /// The cases that make files in the image directory, one after another.

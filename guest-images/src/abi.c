@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -871,6 +872,109 @@ static void case_protnone(void) {
 
 /* ------------------------------------------------------------------------------------------ */
 
+struct shared_area {
+    sem_t ready, done;
+    pthread_mutex_t lock;
+    long counter;
+    char text[64];
+};
+
+static void *count_up(void *arg) {
+    struct shared_area *a = arg;
+    for (int i = 0; i < 20000; i++) {
+        CHECK(pthread_mutex_lock(&a->lock) == 0);
+        a->counter++;
+        CHECK(pthread_mutex_unlock(&a->lock) == 0);
+    }
+    return NULL;
+}
+
+/* Two processes with two threads each add under one process-shared mutex. */
+static void count_in(struct shared_area *a) {
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, count_up, a) == 0);
+    count_up(a);
+    CHECK(pthread_join(t, NULL) == 0);
+}
+
+/* MAP_SHARED | MAP_ANONYMOUS memory is shared with children: writes both ways, process-shared
+   semaphores and mutexes (futexes across processes), mprotect, munmap, MADV_DONTNEED and
+   mremap of it in one process. */
+static void case_shared(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    struct shared_area *a = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(a != MAP_FAILED);
+    char *more = (char *)a + page;
+    CHECK(sem_init(&a->ready, 1, 0) == 0 && sem_init(&a->done, 1, 0) == 0);
+    pthread_mutexattr_t ma;
+    CHECK(pthread_mutexattr_init(&ma) == 0 && pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED) == 0);
+    CHECK(pthread_mutex_init(&a->lock, &ma) == 0);
+    strcpy(a->text, "from the parent");
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        printf("child sees: %s\n", a->text);
+        strcpy(a->text, "from the child");
+        more[0] = 'c';
+        CHECK(sem_post(&a->ready) == 0);
+        /* Waits (a futex wait in this process) until the parent posts. */
+        CHECK(sem_wait(&a->done) == 0);
+        printf("child sees after the parent's post: %c\n", more[1]);
+        count_in(a);
+        /* Read-only here; the parent still writes. */
+        CHECK(mprotect(more, page, PROT_READ) == 0);
+        on(SIGSEGV, on_fault, SA_NODEFER);
+        touch("child writes its read-only view", more + 2, 1);
+        signal(SIGSEGV, SIG_DFL);
+        /* Gone here, not in the parent. */
+        CHECK(munmap((char *)a + 2 * page, page) == 0);
+        CHECK(sem_post(&a->ready) == 0);
+        _exit(0);
+    }
+    CHECK(sem_wait(&a->ready) == 0);
+    printf("parent sees: %s, %c\n", a->text, more[0]);
+    /* The child waits on `done` for a while before this post wakes it. */
+    sleep_ms(50);
+    more[1] = 'p';
+    CHECK(sem_post(&a->done) == 0);
+    count_in(a);
+    CHECK(sem_wait(&a->ready) == 0);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    printf("child ended with %d, counter %ld\n", WEXITSTATUS(status), a->counter);
+    more[2] = 'w';
+    char *third = (char *)a + 2 * page;
+    third[0] = 't';
+    printf("parent writes after the child's mprotect and munmap: %c %c\n", more[2], third[0]);
+    CHECK(madvise(more, page, MADV_DONTNEED) == 0);
+    printf("after MADV_DONTNEED the shared page keeps %c%c\n", more[0], more[1]);
+    /* Moved elsewhere, still shared with a new child. */
+    char *moved = mremap(a, 4 * page, 4 * page, MREMAP_MAYMOVE | MREMAP_FIXED, (char *)a + 64 * page);
+    CHECK(moved != MAP_FAILED);
+    a = (struct shared_area *)moved;
+    pid = fork();
+    if (pid == 0) {
+        strcpy(a->text, "moved and shared");
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid);
+    printf("after mremap: %s, %c\n", a->text, moved[page]);
+    CHECK(munmap(moved, 4 * page) == 0);
+    /* A private mapping stays private. */
+    char *priv = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(priv != MAP_FAILED);
+    priv[0] = 'a';
+    pid = fork();
+    if (pid == 0) {
+        priv[0] = 'b';
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid);
+    printf("private page after the child wrote: %c\n", priv[0]);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
 #define SRCFILE "abi-src.tmp"
 #define DSTFILE "abi-dst.tmp"
 
@@ -1368,6 +1472,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "locks")) case_locks();
     else if (!strcmp(c, "mapshared")) case_mapshared();
     else if (!strcmp(c, "protnone")) case_protnone();
+    else if (!strcmp(c, "shared")) case_shared();
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "links")) case_links();

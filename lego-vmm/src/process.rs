@@ -211,7 +211,7 @@ impl Process {
     /// groups and resource limits, no descriptors, `/` as cwd and umask 022. `execfn` names it
     /// (`PR_GET_NAME`). It has one thread, [`MAIN_TID`].
     pub fn new(mm: Mm, fs: Arc<dyn FileSystem>, hostname: String, execfn: &[u8]) -> std::io::Result<Process> {
-        let group = Arc::new(ThreadGroup::new()?);
+        let group = Arc::new(ThreadGroup::new(Arc::default())?);
         let rlimits = std::array::from_fn(|r| host_rlimit(r as libc::__rlimit_resource_t));
         let net = crate::net::Net::new(&hostname, crate::net::NetConfig::standalone());
         let procs = Arc::new(ProcTable::new());
@@ -256,7 +256,7 @@ impl Process {
     pub fn fork(&mut self, tid: i32, pid: i32) -> Result<Process, crate::error::VmmError> {
         let mm = self.mm.fork()?;
         self.procs.vdso_clock().attach(mm.sys_shared());
-        let group = Arc::new(ThreadGroup::new().map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
+        let group = Arc::new(ThreadGroup::new(self.group.shared_futexes.clone()).map_err(|e| crate::error::VmmError::Config(format!("a thread group: {e}")))?);
         let caller = self.thread(tid);
         let thread = ThreadState { altstack: caller.altstack, ..caller.child() };
         let signals = Signals { actions: self.signals.actions, pending: Pending::default() };

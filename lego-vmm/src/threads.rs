@@ -24,6 +24,9 @@ use crate::futex::Futexes;
 pub struct ThreadGroup {
     /// Futex wait queues.
     pub futexes: Futexes,
+    /// The run's wait queues of futex words in memory shared between processes, one table for
+    /// every process of it (see [`crate::memory::shared`]).
+    pub shared_futexes: Arc<Futexes>,
     ending: AtomicBool,
     /// Sleepers wait on this condition variable, notified when the process ends.
     sleepers: (Mutex<()>, Condvar),
@@ -41,10 +44,11 @@ struct Interrupt {
 }
 
 impl ThreadGroup {
-    /// A group whose process is running.
-    pub fn new() -> std::io::Result<ThreadGroup> {
+    /// A group whose process is running, in the run whose shared futexes are `shared_futexes`.
+    pub fn new(shared_futexes: Arc<Futexes>) -> std::io::Result<ThreadGroup> {
         Ok(ThreadGroup {
             futexes: Futexes::default(),
+            shared_futexes,
             ending: AtomicBool::new(false),
             sleepers: (Mutex::new(()), Condvar::new()),
             ended: EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)?,
@@ -83,6 +87,7 @@ impl ThreadGroup {
         drop(self.sleepers.0.lock_unpoisoned());
         self.sleepers.1.notify_all();
         self.futexes.interrupt();
+        self.shared_futexes.interrupt();
     }
 
     /// Whether a signal waits for thread `tid` (see [`ThreadGroup::interrupt`]).
@@ -121,6 +126,8 @@ impl ThreadGroup {
     pub fn end(&self) {
         self.ending.store(true, Ordering::Release);
         self.futexes.close();
+        // Its threads waiting on shared words look, and leave (see `ending`).
+        self.shared_futexes.interrupt();
         drop(self.sleepers.0.lock_unpoisoned());
         self.sleepers.1.notify_all();
         // The counter cannot overflow from a single write of 1.
@@ -183,7 +190,7 @@ mod tests {
 
     #[test]
     fn a_signal_for_a_thread_ends_its_sleep_and_its_poll() {
-        let g = Arc::new(ThreadGroup::new().unwrap());
+        let g = Arc::new(ThreadGroup::new(Arc::default()).unwrap());
         let g2 = g.clone();
         let sleeper = std::thread::spawn(move || g2.sleep_until(2, None));
         std::thread::sleep(Duration::from_millis(20));

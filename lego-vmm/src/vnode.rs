@@ -20,6 +20,7 @@ use crate::elf::{self, ElfInfo};
 use crate::errno::{Errno, SysResult};
 use crate::error::VmmError;
 use crate::memory::excache::{Access, CacheStats, Fault, MemoryConfig, Pager};
+use crate::memory::shared::{SHARED_GPA, WINDOW_SIZE};
 use crate::fault::{self, Frame};
 use crate::fdtable::{Backing, FdTable, OpenFile};
 use crate::fs::{hostdir::HostDir, remote::RemoteFs, FileSystem};
@@ -325,6 +326,7 @@ impl Group {
         let slots = [
             (0, 0, mm.cache().pool().size(), mm.cache().pool().host_addr()),
             (1, SYS_BASE, mm.sys().size(), mm.sys().host_addr()),
+            (2, SHARED_GPA, WINDOW_SIZE, mm.window().host_addr()),
         ];
         for (slot, gpa, size, host) in slots {
             let region = kvm_userspace_memory_region {
@@ -334,8 +336,9 @@ impl Group {
                 memory_size: size,
                 userspace_addr: host,
             };
-            // SAFETY: `host..host+size` is a mapping owned by `mm`, which outlives the VM: the
-            // process (holding `mm`) is dropped after the VM fd (field order of `Group`).
+            // SAFETY: `host..host+size` is a mapping owned by `mm` (the window: shared with the
+            // run's other processes, and held by `mm`), which outlives the VM: the process
+            // (holding `mm`) is dropped after the VM fd (field order of `Group`).
             unsafe { vm.set_user_memory_region(region) }.map_err(VmmError::kvm("SET_USER_MEMORY_REGION"))?;
         }
         let cr3 = mm.cr3();

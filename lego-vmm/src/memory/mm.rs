@@ -21,6 +21,7 @@ use crate::memory::excache::owners::{CopyLost, Owners};
 use crate::memory::excache::{CacheStats, ExCache, Held, MemError, MemoryConfig};
 use crate::layout::*;
 use crate::memory::paging::Prot;
+use crate::memory::shared::{SharedFile, SharedMaps, View, Window};
 use crate::sysmem::SysMem;
 
 /// `mmap(2)` flags the memory manager looks at.
@@ -46,6 +47,9 @@ pub struct Mm {
     /// Bytes of user address space.
     size: u64,
     vmas: VmaList,
+    /// The shared mappings, and the run's window they are in.
+    shared: SharedMaps,
+    window: Arc<Window>,
     stack_top: u64,
     /// Where the memory lives, for a fork's copy.
     config: MemoryConfig,
@@ -200,7 +204,8 @@ impl Mm {
         }
         let hello = Hello::new(ComponentKind::Processor, config.cluster);
         let (home_index, link) = choose_home(config, hello)?;
-        let mut mm = Mm::unmapped(size, config, link)?;
+        let window = Window::new().map_err(|e| VmmError::Memory { size: crate::memory::shared::WINDOW_SIZE, reason: format!("reserving the shared-memory window: {e}") })?;
+        let mut mm = Mm::unmapped(size, config, link, window)?;
         let spec = ProcessSpec {
             servers: config.servers.clone(),
             home: home_index,
@@ -217,8 +222,9 @@ impl Mm {
     }
 
     /// The memory side of a process with a fresh process id whose home is at the other end of
-    /// `link`: nothing mapped, nothing asked of the home yet.
-    fn unmapped(size: u64, config: &MemoryConfig, link: TcpTransport) -> Result<Mm, VmmError> {
+    /// `link`, in the run of shared-memory `window`: nothing mapped, nothing asked of the home
+    /// yet.
+    fn unmapped(size: u64, config: &MemoryConfig, link: TcpTransport, window: Arc<Window>) -> Result<Mm, VmmError> {
         let proc = loop {
             let mut b = [0u8; 8];
             // SAFETY: `b` is a valid 8-byte buffer.
@@ -229,13 +235,15 @@ impl Mm {
         let owners = Owners::over(config.transport.clone(), config.servers.clone(), config.vregion_size, config.cluster, config.timeout);
         let sys = Arc::new(SysMem::new(size)?);
         crate::vdso::install(&sys);
-        let cache = ExCache::start(config.excache, owners, proc, sys.clone())?;
+        let cache = ExCache::start(config.excache, owners, proc, sys.clone(), window.clone())?;
         Ok(Mm {
             cache,
             home: Home { link, proc },
             sys,
             size,
             vmas: VmaList::default(),
+            shared: SharedMaps::default(),
+            window,
             stack_top: size,
             config: config.clone(),
         })
@@ -245,8 +253,8 @@ impl Mm {
     fn start(&mut self, req: &Request, what: &'static str) -> Result<(), VmmError> {
         let created = match self.home.call(req) {
             Ok(Reply::Mem(Ok(outcome))) => {
-                let Mm { cache, vmas, stack_top, .. } = self;
-                apply(vmas, &mut cache.hold(), *stack_top, outcome)
+                let Mm { cache, vmas, shared, stack_top, .. } = self;
+                apply(vmas, shared, &mut cache.hold(), *stack_top, outcome)
             }
             Ok(other) => Err(HomeError::Refused { what, reply: format!("{other:?}") }),
             Err(e) => Err(e),
@@ -257,12 +265,13 @@ impl Mm {
     /// A copy of this address space for a child process (fork), with a home session of its own
     /// at the same home. The dirty lines are written back first; then the home has the owners
     /// copy the pages among themselves, so no page data passes through here. The parent keeps
-    /// its lines (now clean); the child faults its own in.
+    /// its lines (now clean); the child faults its own in. Shared mappings are shared with the
+    /// child.
     pub fn fork(&mut self) -> Result<Mm, VmmError> {
         let hello = Hello::new(ComponentKind::Processor, self.config.cluster);
         let link = TcpTransport::connect(self.home.link.peer(), hello, self.config.timeout)
             .map_err(|e| VmmError::MemoryServer(format!("home mem-server {}: {e}", self.home.link.peer())))?;
-        let mut child = Mm::unmapped(self.size, &self.config, link)?;
+        let mut child = Mm::unmapped(self.size, &self.config, link, self.window.clone())?;
         // Held from the write-back until the copy is made: no line of the parent goes back
         // to its owner in between.
         let mut cache = self.cache.hold();
@@ -271,7 +280,15 @@ impl Mm {
         self.home.report(&mut cache, true).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
         child.start(&Request::ForkProcess { parent: self.home.proc }, "fork")?;
         drop(cache);
-        child.cache.hold().set_remote_pages(remote);
+        let mut held = child.cache.hold();
+        held.set_remote_pages(remote);
+        for (start, end, gpa) in self.shared.pieces() {
+            for v in child.vmas.clipped(start, end) {
+                held.map_shared(v.start, v.end, gpa + (v.start - start), v.prot).map_err(|e| VmmError::MemoryServer(e.to_string()))?;
+            }
+        }
+        drop(held);
+        child.shared = self.shared.clone();
         Ok(child)
     }
 
@@ -285,6 +302,10 @@ impl Mm {
     /// Bytes of user address space.
     pub fn size(&self) -> u64 {
         self.size
+    }
+    /// The run's shared-memory window (for its memslot).
+    pub fn window(&self) -> &Window {
+        &self.window
     }
     /// The VMM-private slot.
     pub fn sys(&self) -> &SysMem {
@@ -389,7 +410,7 @@ impl Mm {
             Ok(other) => Err(HomeError::Unexpected { request: "a memory call", reply: format!("{other:?}") }),
             Err(e) => Err(e),
         };
-        let applied = outcome.and_then(|o| apply(&mut self.vmas, &mut cache, self.stack_top, o));
+        let applied = outcome.and_then(|o| apply(&mut self.vmas, &mut self.shared, &mut cache, self.stack_top, o));
         drop(cache);
         applied.map_err(|e| self.fatal(e))
     }
@@ -416,6 +437,35 @@ impl Mm {
         self.call(MemCall::Mmap { addr, len, prot, flags, kind })
     }
 
+    /// `mmap(2)` of `MAP_SHARED | MAP_ANONYMOUS` memory: a new shared object, which the
+    /// process's children share too (see [`crate::memory::shared`]). `ENOMEM` when the run's
+    /// shared-memory window has no room for it.
+    pub fn mmap_shared(&mut self, addr: u64, len: u64, prot: Prot, flags: u32) -> SysResult<u64> {
+        let pages = page_ceil(len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
+        let view = SharedFile::new(&self.window).map_err(|e| e.into()).and_then(|f| View::new(&self.window, &f, 0, pages));
+        let view = match view {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::info!("mmap(MAP_SHARED | MAP_ANONYMOUS) of {len} bytes: {e}");
+                return Err(Errno::ENOMEM);
+            }
+        };
+        let start = self.mmap(addr, len, prot, flags, VmaKind::Anon)?;
+        let mut cache = self.cache.hold();
+        if let Err(e) = cache.map_shared(start, start + pages, view.gpa(), prot) {
+            drop(cache);
+            return Err(self.fatal(e));
+        }
+        drop(cache);
+        self.shared.insert(start, start + pages, view, 0);
+        Ok(start)
+    }
+
+    /// Whether any page of `[addr, addr + len)` is shared memory.
+    pub fn has_shared(&self, addr: u64, len: u64) -> bool {
+        self.shared.overlaps(addr, addr.saturating_add(len))
+    }
+
     /// `munmap(2)`.
     pub fn munmap(&mut self, addr: u64, len: u64) -> SysResult<()> {
         self.call(MemCall::Munmap { addr, len }).map(|_| ())
@@ -431,9 +481,31 @@ impl Mm {
         self.call(MemCall::MadviseDontneed { addr, len }).map(|_| ())
     }
 
-    /// `mremap(2)` (see [`Mm::call`] for the lines of a region that may move).
+    /// `mremap(2)` (see [`Mm::call`] for the lines of a region that may move). A shared
+    /// mapping keeps its pages where it goes; pages it grows by are not shared (Linux gives
+    /// `SIGBUS` there, past the end of the object).
     pub fn mremap(&mut self, old: u64, old_len: u64, new_len: u64, flags: u32, new_addr: u64) -> SysResult<u64> {
-        self.call(MemCall::Mremap { old, old_len, new_len, flags, new_addr })
+        let call = MemCall::Mremap { old, old_len, new_len, flags, new_addr };
+        if !self.has_shared(old, old_len.max(1)) {
+            return self.call(call);
+        }
+        // One shared mapping, all of whose pages are shared.
+        let (start, end, view, off) = self.shared.piece(old).ok_or(Errno::EFAULT)?;
+        let keep = page_ceil(old_len.min(new_len)).ok_or(Errno::EINVAL)?;
+        if flags & MREMAP_DONTUNMAP != 0 || old.saturating_add(page_ceil(old_len).ok_or(Errno::EINVAL)?) > end {
+            return Err(if flags & MREMAP_DONTUNMAP != 0 { Errno::EINVAL } else { Errno::EFAULT });
+        }
+        let moved = self.call(call)?;
+        let prot = self.vmas.find(moved).map(|v| v.prot).ok_or(Errno::EFAULT)?;
+        let off = off + (old - start);
+        let mut cache = self.cache.hold();
+        if let Err(e) = cache.map_shared(moved, moved + keep, view.gpa() + off, prot) {
+            drop(cache);
+            return Err(self.fatal(e));
+        }
+        drop(cache);
+        self.shared.insert(moved, moved + keep, view, off);
+        Ok(moved)
     }
 
     /// `brk(2)`: returns the new break (the old one if the request cannot be met).
@@ -490,6 +562,12 @@ impl Mm {
         }
     }
 
+    /// The key of the futex word at `addr` when it is in shared memory: the same in every
+    /// process that maps it (see [`crate::memory::shared::View::key`]).
+    pub fn shared_futex_key(&self, addr: u64) -> Option<u64> {
+        self.shared.find(addr).map(|(_, key)| key)
+    }
+
     /// Runs `f` on the futex word at `addr` (which must not block): `EINVAL` if unaligned,
     /// `EFAULT` unless the program could read it (and write it, with `write`).
     pub fn with_futex_word<R>(&self, addr: u64, write: bool, f: impl FnOnce(&std::sync::atomic::AtomicU32) -> R) -> SysResult<R> {
@@ -538,9 +616,9 @@ impl Drop for Mm {
     }
 }
 
-/// Applies the home's effects, in order, to the region cache and the ExCache (its page tables
-/// and lines), held still by the caller since before the request.
-fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemOutcome) -> Result<u64, HomeError> {
+/// Applies the home's effects, in order, to the region cache, the shared mappings and the
+/// ExCache (its page tables and lines), held still by the caller since before the request.
+fn apply(vmas: &mut VmaList, shared: &mut SharedMaps, cache: &mut Held<'_>, stack_top: u64, outcome: MemOutcome) -> Result<u64, HomeError> {
     // The home may only describe the user part of this address space.
     let check_effect = |start: u64, end: u64| {
         if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || start >= end || start < USER_MIN || end > stack_top {
@@ -556,6 +634,10 @@ fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemO
             Effect::Map(vma) => {
                 check_effect(vma.start, vma.end)?;
                 vmas.remove(vma.start, vma.end);
+                if shared.overlaps(vma.start, vma.end) {
+                    cache.unshare(vma.start, vma.end)?;
+                    shared.remove(vma.start, vma.end);
+                }
                 cache.map(vma.start, vma.end, vma.prot).map_err(|source| HomeError::Map { start: vma.start, end: vma.end, source })?;
                 vmas.insert(vma);
             }
@@ -563,6 +645,7 @@ fn apply(vmas: &mut VmaList, cache: &mut Held<'_>, stack_top: u64, outcome: MemO
                 check_effect(start, end)?;
                 vmas.remove(start, end);
                 cache.unmap(start, end)?;
+                shared.remove(start, end);
             }
             Effect::Protect { start, end, prot } => {
                 check_effect(start, end)?;

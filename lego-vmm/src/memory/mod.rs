@@ -7,6 +7,8 @@
 //!   write back), with its frames, owners and prefetch streams.
 //! - [`paging`]: the guest page-table entries that map resident lines onto frames.
 //! - [`frame_pool`]: the frames themselves and their invalidation in KVM.
+//! - [`shared`]: memory shared between the processes of a run (`MAP_SHARED` anonymous
+//!   mappings), outside the ExCache.
 //! - [`uffd`]: the userfaultfd write-protection the invalidation uses.
 //!
 //! Outside this module, code uses [`mm::Mm`] (memory calls, copies to and from guest
@@ -17,4 +19,5 @@ pub mod excache;
 pub mod frame_pool;
 pub mod mm;
 pub mod paging;
+pub mod shared;
 pub mod uffd;

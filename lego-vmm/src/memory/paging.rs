@@ -35,6 +35,9 @@ pub const DIRTY: u64 = 1 << 6;
 /// Software bit (ignored by the CPU): the page belongs to a user region. A non-present entry
 /// with it is a page that is not resident; without it, an address nothing is mapped at.
 pub const MAPPED: u64 = 1 << 9;
+/// Software bit: a present entry that maps a page of memory shared between processes
+/// ([`crate::memory::shared`]), not a frame of the ExCache.
+pub const SHARED: u64 = 1 << 10;
 /// No execute.
 pub const NO_EXEC: u64 = 1 << 63;
 /// The frame address bits.
@@ -54,6 +57,19 @@ impl Pte {
     /// Whether the page belongs to a user region (resident or not).
     pub fn mapped(self) -> bool {
         self.0 & MAPPED != 0
+    }
+    /// The entry of a page of shared memory at guest-physical `gpa`, with rights `prot`:
+    /// present from the start, A and D preset (nothing reads them).
+    pub fn shared(gpa: u64, prot: Prot) -> Pte {
+        Pte(MAPPED | SHARED | PRESENT | ACCESSED | DIRTY | (gpa & ADDR_MASK)).with_rights(prot)
+    }
+    /// Whether the entry maps shared memory rather than a line of the ExCache.
+    pub fn is_shared(self) -> bool {
+        self.0 & (PRESENT | SHARED) == PRESENT | SHARED
+    }
+    /// Whether the entry is a resident line of the ExCache (present, not shared).
+    pub fn line(self) -> bool {
+        self.0 & (PRESENT | SHARED) == PRESENT
     }
     /// Whether the line is resident.
     pub fn present(self) -> bool {
@@ -95,7 +111,7 @@ impl Pte {
         }
         Pte(e)
     }
-    /// The same page, no longer resident (rights kept).
+    /// The same page, no longer resident (rights kept; never a shared entry).
     pub fn evicted(self) -> Pte {
         Pte(self.0 & (MAPPED | USER | WRITABLE | NO_EXEC))
     }

@@ -17,7 +17,8 @@ pub fn brk(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(p.mm.brk(a[0]))
 }
 
-/// `mmap`: anonymous memory, or a copy of a file's contents. A writable shared file mapping
+/// `mmap`: anonymous memory (shared with the process's children when `MAP_SHARED`, see
+/// [`crate::memory::shared`]), or a copy of a file's contents. A writable shared file mapping
 /// is written back to its file on `msync`, `munmap` and exit ([`super::mapping`]).
 pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [addr, len, prot, flags, fd, off] = a;
@@ -33,7 +34,11 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         super::mapping::unmapping(p, addr, addr.saturating_add(len));
     }
     if flags & MAP_ANONYMOUS != 0 {
-        let start = p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::Anon)?;
+        let start = if map_type == MAP_PRIVATE {
+            p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::Anon)?
+        } else {
+            p.mm.mmap_shared(addr, len, Prot(prot), flags)?
+        };
         super::mapping::mapped(p, start, len, None);
         return Ok(start);
     }

@@ -208,7 +208,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
 /// are kicked out of `KVM_RUN`, and their run loops, seeing their group ended, leave without
 /// running anything more. Returns once no other vCPU runs, so none touches the new image.
 fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
-    let fresh = ThreadGroup::new().map_err(|_| Errno::ENOMEM)?;
+    let fresh = ThreadGroup::new(p.group.shared_futexes.clone()).map_err(|_| Errno::ENOMEM)?;
     // A signal on its way to the caller stays on its way in the new group; the interrupt state
     // of the threads that end goes with the old one.
     if p.group.interrupted(keep) {

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use super::clone::{check_flags, CloneArgs, CloneKind, CLONE_CHILD_CLEARTID, CLONE_CHILD_SETTID, CLONE_PARENT_SETTID, CLONE_SETTLS, CSIGNAL};
 use super::{Args, Control, Cpu, NewThread};
 use crate::errno::{Errno, SysResult};
-use crate::futex::MATCH_ANY;
+use crate::futex::{Futexes, MATCH_ANY};
 use crate::process::{Locked, Process, Termination, ThreadState};
+use crate::threads::ThreadGroup;
 
 /// `clone(flags, stack, parent_tid, child_tid, tls)` (the x86-64 argument order).
 pub fn clone(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<Control> {
@@ -138,7 +139,18 @@ pub fn exit_thread(p: &mut Process, tid: i32) {
     }
     let addr = state.clear_child_tid;
     if addr != 0 && p.mm.with_futex_word(addr, true, |word| word.store(0, Ordering::SeqCst)).is_ok() {
-        let _ = p.group.futexes.wake(addr, 1, MATCH_ANY);
+        let (table, key) = futex_of(p, &p.group, addr, false);
+        let _ = table.wake(key, 1, MATCH_ANY);
+    }
+}
+
+/// The table and key of the futex word at `addr`: a word in memory shared between processes
+/// is known by its object and offset in the run's table, unless the operation is private
+/// (`FUTEX_PRIVATE_FLAG`), which keys it by address in the process's own, as Linux does.
+fn futex_of<'g>(p: &Process, group: &'g ThreadGroup, addr: u64, private: bool) -> (&'g Futexes, u64) {
+    match p.mm.shared_futex_key(addr) {
+        Some(key) if !private => (&group.shared_futexes, key),
+        _ => (&group.futexes, addr),
     }
 }
 
@@ -193,7 +205,8 @@ fn owner_died(p: &Process, tid: i32, addr: u64) {
     };
     let Ok(Some(old)) = p.mm.with_futex_word(addr, true, mark) else { return };
     if old & FUTEX_WAITERS != 0 {
-        let _ = p.group.futexes.wake(addr, 1, MATCH_ANY);
+        let (table, key) = futex_of(p, &p.group, addr, false);
+        let _ = table.wake(key, 1, MATCH_ANY);
     }
 }
 
@@ -223,7 +236,8 @@ pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::ENOSYS);
     }
     let group = p.group.clone();
-    let futexes = &group.futexes;
+    let private = op & FUTEX_PRIVATE_FLAG != 0;
+    let (futexes, key) = futex_of(p, &group, uaddr, private);
     // The word as it is now, compared with what the caller expects.
     let expect = |p: &Process, addr: u64, want: u64| -> SysResult<()> {
         let now = p.mm.with_futex_word(addr, false, |word| word.load(Ordering::SeqCst))?;
@@ -249,8 +263,9 @@ pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
                     Instant::now() + d.saturating_sub(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
                 })
             };
-            let waiter = futexes.enqueue(uaddr, bitset, || expect(p, uaddr, val))?;
-            p.unlocked(|| futexes.wait(&waiter, deadline, || group.interrupted(cpu.tid))).map(|()| 0)
+            let waiter = futexes.enqueue(key, bitset, || expect(p, uaddr, val))?;
+            // A wait in the run's table is not closed when the process ends: it looks.
+            p.unlocked(|| futexes.wait(&waiter, deadline, || group.ending() || group.interrupted(cpu.tid))).map(|()| 0)
         }
         FUTEX_WAKE | FUTEX_WAKE_BITSET => {
             if uaddr % 4 != 0 {
@@ -259,7 +274,7 @@ pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             let bitset = if cmd == FUTEX_WAKE { MATCH_ANY } else { val3 as u32 };
             // Linux wakes at least one waiter whatever the count.
             let n = count(val).unwrap_or(0).max(1);
-            futexes.wake(uaddr, n, bitset).map(|n| n as u64)
+            futexes.wake(key, n, bitset).map(|n| n as u64)
         }
         FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
             let (n, moved) = (count(val)?, count(timeout)?);
@@ -267,7 +282,12 @@ pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
                 return Err(Errno::EINVAL);
             }
             let check = || if cmd == FUTEX_CMP_REQUEUE { expect(p, uaddr, val3) } else { Ok(()) };
-            futexes.requeue(uaddr, n, moved, uaddr2, check).map(|n| n as u64)
+            let (to_table, to) = futex_of(p, &group, uaddr2, private);
+            if !std::ptr::eq(futexes, to_table) {
+                // Between a word in shared memory and a private one: not provided.
+                return Err(Errno::EINVAL);
+            }
+            futexes.requeue(key, n, moved, to, check).map(|n| n as u64)
         }
         FUTEX_WAKE_OP => {
             let (n, n2) = (count(val).unwrap_or(0).max(1), count(timeout).unwrap_or(0));
@@ -275,7 +295,14 @@ pub fn futex(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
                 return Err(Errno::EINVAL);
             }
             let op = || p.mm.with_futex_word(uaddr2, true, |word| wake_op(word, val3 as u32))?;
-            futexes.wake_op(uaddr, n, uaddr2, n2, op).map(|n| n as u64)
+            let (table2, key2) = futex_of(p, &group, uaddr2, private);
+            if std::ptr::eq(futexes, table2) {
+                return futexes.wake_op(key, n, key2, n2, op).map(|n| n as u64);
+            }
+            // The words are in different tables: the operation and the second wake under the
+            // second word's table lock, then the first wake.
+            let second = table2.wake_op(key2, 0, key2, n2, op)?;
+            Ok((second + futexes.wake(key, n, MATCH_ANY)?) as u64)
         }
         _ => Err(Errno::ENOSYS),
     }

@@ -58,6 +58,7 @@ use crate::layout::{page_floor, PAGE_SIZE};
 use crate::memory::paging::{PageTables, PoolExhausted, Pte, ACCESSED, DIRTY};
 use crate::sysmem::SysMem;
 use crate::memory::frame_pool::FramePool;
+use crate::memory::shared::Window;
 use frames::{Frames, Install, Prefetch, Swept};
 use owners::{Owners, RemotePages};
 use streams::Streams;
@@ -407,6 +408,8 @@ struct Shared {
     /// Tells the cleaner to end.
     stop: AtomicBool,
     pool: FramePool,
+    /// The run's shared-memory window, which entries of shared mappings point into.
+    window: Arc<Window>,
     sys: Arc<SysMem>,
     failure: Mutex<Option<String>>,
     failed: AtomicBool,
@@ -419,6 +422,38 @@ struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock_unpoisoned()
+    }
+
+    /// The page at guest-physical `gpa`: a frame of the pool, or a page of the shared window.
+    ///
+    /// # Safety
+    /// The caller holds the state lock, and a present entry maps `gpa` (so the frame is a
+    /// resident line, or the shared page's view is alive) for as long as it uses the slice.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn page(&self, gpa: u64) -> &mut [u8] {
+        if Window::contains(gpa) {
+            // SAFETY: the caller's promise: the process maps the view, and only a change of
+            // its page tables, under the state lock, lets it go.
+            unsafe { self.window.page(gpa) }
+        } else {
+            // SAFETY: the caller's promise: a resident line stays so while the lock is held.
+            unsafe { self.pool.frame(gpa) }
+        }
+    }
+
+    /// Drops the translations of the shared pages at `gpas` (in runs of contiguous pages).
+    fn zap(&self, mut gpas: Vec<u64>) -> Result<(), MemError> {
+        gpas.sort_unstable();
+        let mut i = 0;
+        while i < gpas.len() {
+            let first = gpas[i];
+            while i + 1 < gpas.len() && gpas[i + 1] == gpas[i] + PAGE_SIZE {
+                i += 1;
+            }
+            self.window.zap(first, gpas[i] + PAGE_SIZE - first).map_err(MemError::Invalidate)?;
+            i += 1;
+        }
+        Ok(())
     }
 
     /// Records the first failure and kicks the vCPUs so their run loops see it.
@@ -549,7 +584,8 @@ impl Pager {
 impl ExCache {
     /// A cache of `config.bytes` of frames for process `proc`, with page tables in `sys` and
     /// the pages of vRegions found through `owners`.
-    pub fn start(config: ExCacheConfig, owners: Owners, proc: u64, sys: Arc<SysMem>) -> Result<ExCache, VmmError> {
+    /// Shared mappings point into `window`.
+    pub fn start(config: ExCacheConfig, owners: Owners, proc: u64, sys: Arc<SysMem>, window: Arc<Window>) -> Result<ExCache, VmmError> {
         config.validate()?;
         let pool = FramePool::new(config.bytes)?;
         let pt = PageTables::new(&sys).map_err(|e| VmmError::Memory { size: sys.size(), reason: e.to_string() })?;
@@ -576,6 +612,7 @@ impl ExCache {
             work: Condvar::new(),
             stop: AtomicBool::new(false),
             pool,
+            window,
             sys,
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
@@ -653,9 +690,9 @@ impl ExCache {
             let frame;
             (st, frame) = self.resident_frame(st, page, write);
             let frame = frame?;
-            // SAFETY: the line is resident and stays so while we hold the state lock, which
-            // serialises every VMM access to frames.
-            let bytes = unsafe { self.shared.pool.frame(frame) };
+            // SAFETY: the page is mapped (a resident line, or shared) and stays so while we hold
+            // the state lock, which serialises every VMM access to frames.
+            let bytes = unsafe { self.shared.page(frame) };
             let off = (at - page) as usize;
             f(&mut bytes[off..off + n as usize], (at - addr) as usize);
             at += n;
@@ -674,7 +711,7 @@ impl ExCache {
         let frame = frame?;
         // SAFETY: as in `access`; the word is aligned and inside the frame, and the guest shares
         // it, which is why it is only accessed atomically.
-        let word = unsafe { &*self.shared.pool.frame(frame)[(addr - page) as usize..].as_ptr().cast::<AtomicU32>() };
+        let word = unsafe { &*self.shared.page(frame)[(addr - page) as usize..].as_ptr().cast::<AtomicU32>() };
         Ok(f(word))
     }
 
@@ -782,7 +819,7 @@ impl Held<'_> {
 
     fn set_rights(&mut self, start: u64, end: u64, prot: Prot, create: bool) -> Result<(), MemError> {
         let sys = &self.shared.sys;
-        let mut lost = Vec::new();
+        let (mut lost, mut lost_shared) = (Vec::new(), Vec::new());
         self.st.pt.for_each(sys, start, end, create, |_, w| {
             let old = Pte(w.load(Ordering::Acquire));
             if !old.present() {
@@ -794,16 +831,46 @@ impl Held<'_> {
             let new = old.with_rights(prot);
             let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).with_rights(prot).0));
             if (old.user() && !new.user()) || (old.writable() && !new.writable()) || (old.executable() && !new.executable()) {
-                lost.push(old.frame() / PAGE_SIZE);
+                if old.is_shared() {
+                    lost_shared.push(old.frame());
+                } else {
+                    lost.push(old.frame() / PAGE_SIZE);
+                }
             }
         })?;
+        self.shared.zap(lost_shared)?;
         self.st.invalidate_frames(self.shared, lost)
+    }
+
+    /// Maps `[start, end)` onto the shared pages from guest-physical `gpa` with `prot` (see
+    /// [`crate::memory::shared`]). Lines of the ExCache there go unwritten: the range was
+    /// just mapped anew.
+    pub fn map_shared(&mut self, start: u64, end: u64, gpa: u64, prot: Prot) -> Result<(), MemError> {
+        self.st.drop_lines(self.shared, start, end, false)?;
+        self.unshare(start, end)?;
+        self.st.pt.for_each(&self.shared.sys, start, end, true, |va, w| w.store(Pte::shared(gpa + (va - start), prot).0, Ordering::Release))?;
+        Ok(())
+    }
+
+    /// Unmaps the shared pages of `[start, end)` (nothing is mapped there afterwards) and
+    /// drops their translations.
+    pub fn unshare(&mut self, start: u64, end: u64) -> Result<(), MemError> {
+        let mut gone = Vec::new();
+        self.st.pt.for_each(&self.shared.sys, start, end, false, |_, w| {
+            let e = Pte(w.load(Ordering::Acquire));
+            if e.is_shared() {
+                w.store(0, Ordering::Release);
+                gone.push(e.frame());
+            }
+        })?;
+        self.shared.zap(gone)
     }
 
     /// Unmaps `[start, end)`: its lines go without being written back (their pages are gone at
     /// the owners, or are about to be), and nothing is mapped there any more.
     pub fn unmap(&mut self, start: u64, end: u64) -> Result<(), MemError> {
         self.st.drop_lines(self.shared, start, end, false)?;
+        self.unshare(start, end)?;
         self.st.pt.for_each(&self.shared.sys, start, end, false, |_, w| w.store(0, Ordering::Release))?;
         self.st.remote.clear(start, end);
         Ok(())
@@ -1251,7 +1318,7 @@ impl State {
         let mut found = Vec::new();
         self.pt.for_each(&mem.sys, start, end, false, |va, w| {
             let e = Pte(w.load(Ordering::Acquire));
-            if e.present() {
+            if e.line() {
                 found.push(((e.frame() / PAGE_SIZE) as u32, va));
             }
         })?;
@@ -1316,7 +1383,7 @@ impl State {
         for at in (w.passed.0..w.passed.1).step_by(PAGE_SIZE as usize) {
             let e = self.pt.pte(&mem.sys, at);
             let f = (e.frame() / PAGE_SIZE) as u32;
-            if e.present() && self.frames.prefetch(f) != Prefetch::No {
+            if e.line() && self.frames.prefetch(f) != Prefetch::No {
                 self.frames.set_prefetch(f, Prefetch::No);
                 self.stats.prefetch_used += 1;
             }
@@ -1503,7 +1570,7 @@ mod tests {
         let owners = Owners::new(vec!["memory".into()], 1 << 30, connect);
         let sys = Arc::new(SysMem::new(1 << 30).unwrap());
         let config = ExCacheConfig { bytes: lines * PAGE_SIZE, ways: 0, policy, prefetch, cleaner: true };
-        let c = ExCache::start(config, owners, 1, sys).unwrap();
+        let c = ExCache::start(config, owners, 1, sys, crate::memory::shared::Window::new().unwrap()).unwrap();
         let mut held = c.hold();
         held.set_owner(0, "memory", None).unwrap();
         held.map(BASE, BASE + pages * PAGE_SIZE, Prot::RW).unwrap();

@@ -1,0 +1,392 @@
+//! Memory shared between the processes of a run: `MAP_SHARED` anonymous mappings, which a
+//! fork passes on.
+//!
+//! LegoOS keeps no writable memory shared between processes (§3.2): its components are not
+//! coherent with each other. Every process of a vNode here is a VM in one VMM process on one
+//! pComponent, and within one component the hardware is coherent, as the paper keeps it. So the
+//! pages of a shared mapping live in the pComponent, in a host memfd; they are neither lines of
+//! the ExCache nor pages at the mem-servers, and they never miss.
+//!
+//! - The **window** ([`Window`]): guest-physical `[SHARED_GPA, SHARED_GPA + WINDOW_SIZE)`, one
+//!   memslot that every VM of the run has over the same host range.
+//! - A **view** ([`View`]) is a piece of the window where a shared object's memfd
+//!   ([`SharedFile`]) is mapped `MAP_SHARED`: every view of one object, in any process, reaches
+//!   the same host pages. A process maps a view with guest page-table entries pointing into the
+//!   window, present from the start.
+//! - Taking a translation away (`munmap`, `mprotect`) reaches KVM through
+//!   [`Window::zap`]: `MADV_DONTNEED` on the view's host range drops the host's page-table
+//!   entries (not the memfd's pages), and with them every shadow entry KVM built from them. VMs
+//!   that still map the view build theirs again without an exit to the VMM.
+//! - A futex word in shared memory is known by its object and offset ([`View::key`]), so a
+//!   wake in one process finds the waiters of another.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lego_proto::sync::LockExt;
+
+use crate::layout::PAGE_SIZE;
+
+/// Guest-physical base of the window (above any ExCache, below the VMM-private slot).
+pub const SHARED_GPA: u64 = 1 << 39;
+/// Bytes of the window: the most memory the processes of a run share at once. KVM keeps 8
+/// bytes per page of it for each VM (2 MiB).
+pub const WINDOW_SIZE: u64 = 1 << 30;
+
+/// The window of a run (see the module documentation).
+pub struct Window {
+    host: *mut u8,
+    /// Free pieces, offset -> length, coalesced.
+    free: Mutex<BTreeMap<u64, u64>>,
+    next_id: AtomicU64,
+}
+
+// SAFETY: `host` is a reservation the window owns for its whole life; the views mapped into it
+// are shared memory by design, accessed by the guests and by the VMM under the ExCache locks of
+// the processes mapping them.
+unsafe impl Send for Window {}
+// SAFETY: as above.
+unsafe impl Sync for Window {}
+
+impl Window {
+    /// Reserves the window's host range (no memory until views are mapped into it).
+    pub fn new() -> std::io::Result<Arc<Window>> {
+        let host = reserve(std::ptr::null_mut(), WINDOW_SIZE, 0)?;
+        Ok(Arc::new(Window { host, free: Mutex::new(BTreeMap::from([(0, WINDOW_SIZE)])), next_id: AtomicU64::new(1) }))
+    }
+
+    /// Host virtual address of the window's first byte (for the memslot).
+    pub fn host_addr(&self) -> u64 {
+        self.host as u64
+    }
+
+    /// Whether guest-physical `gpa` is in the window.
+    pub fn contains(gpa: u64) -> bool {
+        (SHARED_GPA..SHARED_GPA + WINDOW_SIZE).contains(&gpa)
+    }
+
+    /// The page at guest-physical `gpa` in the window.
+    ///
+    /// # Safety
+    /// A view must be mapped there for as long as the slice is used: the caller holds a
+    /// page-table entry to it, under the lock that serialises that entry's removal.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn page(&self, gpa: u64) -> &mut [u8] {
+        assert!(Window::contains(gpa) && gpa.is_multiple_of(PAGE_SIZE), "shared page {gpa:#x}");
+        // SAFETY: inside the reservation (asserted); a view is mapped there (the caller's
+        // promise).
+        unsafe { std::slice::from_raw_parts_mut(self.host.add((gpa - SHARED_GPA) as usize), PAGE_SIZE as usize) }
+    }
+
+    /// Drops every translation of `[gpa, gpa + len)` (host page-table entries and the KVM
+    /// shadow entries built from them), keeping the contents.
+    pub fn zap(&self, gpa: u64, len: u64) -> std::io::Result<()> {
+        assert!(Window::contains(gpa) && gpa + len <= SHARED_GPA + WINDOW_SIZE, "zapping {gpa:#x}+{len:#x}");
+        // SAFETY: a range of our reservation; for a shared mapping MADV_DONTNEED only unmaps,
+        // and for the reserved parts it does nothing.
+        let r = unsafe { libc::madvise(self.host.add((gpa - SHARED_GPA) as usize).cast(), len as usize, libc::MADV_DONTNEED) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A free piece of `len` bytes (first fit), as an offset in the window.
+    fn take(&self, len: u64) -> Option<u64> {
+        let mut free = self.free.lock_unpoisoned();
+        let (&at, &have) = free.iter().find(|(_, &l)| l >= len)?;
+        free.remove(&at);
+        if have > len {
+            free.insert(at + len, have - len);
+        }
+        Some(at)
+    }
+
+    /// Gives `[at, at + len)` back, merged with its free neighbours.
+    fn give_back(&self, at: u64, len: u64) {
+        let mut free = self.free.lock_unpoisoned();
+        let (mut start, mut end) = (at, at + len);
+        if let Some((&s, &l)) = free.range(..at).next_back() {
+            if s + l == at {
+                free.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(l) = free.remove(&end) {
+            end += l;
+        }
+        free.insert(start, end - start);
+    }
+
+    /// Bytes of the window in use (for tests and `--stats`).
+    pub fn in_use(&self) -> u64 {
+        WINDOW_SIZE - self.free.lock_unpoisoned().values().sum::<u64>()
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: our own reservation; every view holds the window, so none is left, and the
+        // VMs using the memslot are gone first.
+        unsafe { libc::munmap(self.host.cast(), WINDOW_SIZE as usize) };
+    }
+}
+
+/// Maps `len` bytes of inaccessible, unbacked memory at `at` (anywhere if null; `flags` adds
+/// `MAP_FIXED`).
+fn reserve(at: *mut u8, len: u64, flags: i32) -> std::io::Result<*mut u8> {
+    // SAFETY: an anonymous mapping with no access; with MAP_FIXED, `at` is a range of the
+    // window the caller owns.
+    let p = unsafe {
+        libc::mmap(at.cast(), len as usize, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | flags, -1, 0)
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
+/// A shared object: the host memfd its pages are in.
+pub struct SharedFile {
+    fd: OwnedFd,
+    id: u64,
+    /// Bytes the memfd has (views never reach past them).
+    len: Mutex<u64>,
+}
+
+impl SharedFile {
+    /// An empty object of the run of `window`.
+    pub fn new(window: &Window) -> std::io::Result<Arc<SharedFile>> {
+        // SAFETY: a NUL-terminated name and valid flags.
+        let fd = unsafe { libc::memfd_create(c"lego-shared".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just made, owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Arc::new(SharedFile { fd, id: window.next_id.fetch_add(1, Ordering::Relaxed), len: Mutex::new(0) }))
+    }
+
+    /// Makes the memfd at least `len` bytes long.
+    fn reach(&self, len: u64) -> std::io::Result<()> {
+        let mut have = self.len.lock_unpoisoned();
+        if *have < len {
+            // SAFETY: our own descriptor.
+            if unsafe { libc::ftruncate(self.fd.as_raw_fd(), len as i64) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            *have = len;
+        }
+        Ok(())
+    }
+}
+
+/// Why a view could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// The window has no free piece that large.
+    #[error("the shared-memory window ({window} MiB for the run) has no room for {0} more bytes", window = WINDOW_SIZE >> 20)]
+    Full(u64),
+    /// The host refused.
+    #[error("mapping shared memory: {0}")]
+    Host(#[from] std::io::Error),
+}
+
+/// A piece of the window where `[file_off, file_off + len)` of a shared object is mapped.
+pub struct View {
+    window: Arc<Window>,
+    file: Arc<SharedFile>,
+    /// Offset in the window.
+    at: u64,
+    file_off: u64,
+    len: u64,
+}
+
+impl View {
+    /// Maps `len` bytes (page multiple) of `file` from `file_off` into a free piece of
+    /// `window`.
+    pub fn new(window: &Arc<Window>, file: &Arc<SharedFile>, file_off: u64, len: u64) -> Result<Arc<View>, ViewError> {
+        assert!(len > 0 && len.is_multiple_of(PAGE_SIZE) && file_off.is_multiple_of(PAGE_SIZE), "view {file_off:#x}+{len:#x}");
+        let at = window.take(len).ok_or(ViewError::Full(len))?;
+        let view = View { window: window.clone(), file: file.clone(), at, file_off, len };
+        // From here on, dropping `view` gives the piece back.
+        file.reach(file_off + len)?;
+        // SAFETY: replaces a reserved piece of the window that this view owns.
+        let p = unsafe {
+            libc::mmap(
+                window.host.add(at as usize).cast(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                file.fd.as_raw_fd(),
+                file_off as i64,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(ViewError::Host(std::io::Error::last_os_error()));
+        }
+        Ok(Arc::new(view))
+    }
+
+    /// Guest-physical address of the view's first page.
+    pub fn gpa(&self) -> u64 {
+        SHARED_GPA + self.at
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing is mapped (never: views are at least a page).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The futex key of the word at offset `off` of the view: its object and offset in it,
+    /// the same through every view of the object (bit 63 keeps it apart from guest addresses).
+    pub fn key(&self, off: u64) -> u64 {
+        1 << 63 | self.file.id << 40 | (self.file_off + off)
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // SAFETY: the piece is this view's; reserving it again unmaps the memfd (and drops
+        // every translation of it). No page-table entry points here any more: each process
+        // mapping the view held it.
+        match reserve(unsafe { self.window.host.add(self.at as usize) }, self.len, libc::MAP_FIXED) {
+            Ok(_) => self.window.give_back(self.at, self.len),
+            // The piece stays unusable rather than reused while something may map it.
+            Err(e) => tracing::warn!("unmapping a shared view: {e}"),
+        }
+    }
+}
+
+/// The shared mappings of one process: address ranges and the views they show.
+#[derive(Clone, Default)]
+pub struct SharedMaps {
+    /// start -> piece.
+    map: BTreeMap<u64, Piece>,
+}
+
+/// `[start, end)` shows the view from offset `off`.
+#[derive(Clone)]
+struct Piece {
+    end: u64,
+    view: Arc<View>,
+    off: u64,
+}
+
+impl SharedMaps {
+    /// Records that `[start, end)` shows `view` from offset `off`.
+    pub fn insert(&mut self, start: u64, end: u64, view: Arc<View>, off: u64) {
+        assert!(off + (end - start) <= view.len(), "a piece past its view");
+        self.remove(start, end);
+        self.map.insert(start, Piece { end, view, off });
+    }
+
+    /// The piece `addr` is in: its start and end, its view and the view offset of its start.
+    pub fn piece(&self, addr: u64) -> Option<(u64, u64, Arc<View>, u64)> {
+        let (&s, p) = self.map.range(..=addr).next_back().filter(|(_, p)| addr < p.end)?;
+        Some((s, p.end, p.view.clone(), p.off))
+    }
+
+    /// Forgets what is mapped in `[start, end)`, splitting pieces that reach out of it. A view
+    /// no process maps any more goes with its last piece.
+    pub fn remove(&mut self, start: u64, end: u64) {
+        let hit: Vec<u64> = self.overlapping(start, end).collect();
+        for s in hit {
+            let p = self.map.remove(&s).expect("listed");
+            if s < start {
+                self.map.insert(s, Piece { end: start, ..p.clone() });
+            }
+            if p.end > end {
+                self.map.insert(end, Piece { end: p.end, view: p.view, off: p.off + (end - s) });
+            }
+        }
+    }
+
+    fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = u64> + '_ {
+        let first = self.map.range(..start).next_back().filter(|(_, p)| p.end > start).map(|(&s, _)| s);
+        first.into_iter().chain(self.map.range(start..end).map(|(&s, _)| s))
+    }
+
+    /// Whether anything in `[start, end)` is shared.
+    pub fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.overlapping(start, end).next().is_some()
+    }
+
+    /// The shared page at `addr`: its guest-physical address and its futex key.
+    pub fn find(&self, addr: u64) -> Option<(u64, u64)> {
+        let (&s, p) = self.map.range(..=addr).next_back().filter(|(_, p)| addr < p.end)?;
+        let off = p.off + (addr - s);
+        Some((p.view.gpa() + off, p.view.key(off)))
+    }
+
+    /// Every piece as (start, end, guest-physical address of its first page).
+    pub fn pieces(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.map.iter().map(|(&s, p)| (s, p.end, p.view.gpa() + p.off))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_of_one_object_share_pages_and_keys() {
+        let w = Window::new().unwrap();
+        let f = SharedFile::new(&w).unwrap();
+        let a = View::new(&w, &f, 0, 2 * PAGE_SIZE).unwrap();
+        let b = View::new(&w, &f, PAGE_SIZE, PAGE_SIZE).unwrap();
+        assert_ne!(a.gpa(), b.gpa());
+        // SAFETY: both views are alive and nothing else uses them.
+        unsafe {
+            w.page(a.gpa() + PAGE_SIZE)[8] = 42;
+            assert_eq!(w.page(b.gpa())[8], 42);
+        }
+        assert_eq!(a.key(PAGE_SIZE + 8), b.key(8));
+        assert_ne!(a.key(8), b.key(8));
+        // Zapping keeps the contents.
+        w.zap(a.gpa(), 2 * PAGE_SIZE).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { w.page(b.gpa())[8] }, 42);
+        assert_eq!(w.in_use(), 3 * PAGE_SIZE);
+        drop(a);
+        drop(b);
+        assert_eq!(w.in_use(), 0);
+        assert_eq!(w.free.lock_unpoisoned().len(), 1, "the pieces merged again");
+    }
+
+    #[test]
+    fn a_full_window_refuses() {
+        let w = Window::new().unwrap();
+        let f = SharedFile::new(&w).unwrap();
+        assert!(matches!(View::new(&w, &f, 0, WINDOW_SIZE + PAGE_SIZE), Err(ViewError::Full(_))));
+    }
+
+    #[test]
+    fn maps_split_and_find() {
+        let w = Window::new().unwrap();
+        let f = SharedFile::new(&w).unwrap();
+        let v = View::new(&w, &f, 0, 4 * PAGE_SIZE).unwrap();
+        let mut m = SharedMaps::default();
+        m.insert(0x10000, 0x14000, v.clone(), 0);
+        assert!(m.overlaps(0x13000, 0x20000) && !m.overlaps(0x14000, 0x20000));
+        m.remove(0x11000, 0x12000);
+        let pieces: Vec<_> = m.pieces().collect();
+        assert_eq!(pieces, vec![(0x10000, 0x11000, v.gpa()), (0x12000, 0x14000, v.gpa() + 2 * PAGE_SIZE)]);
+        assert_eq!(m.find(0x12008), Some((v.gpa() + 2 * PAGE_SIZE + 8, v.key(2 * PAGE_SIZE + 8))));
+        assert_eq!(m.find(0x11000), None);
+        let (s, e, pv, off) = m.piece(0x13000).unwrap();
+        assert_eq!((s, e, pv.gpa(), off), (0x12000, 0x14000, v.gpa(), 2 * PAGE_SIZE));
+        let forked = m.clone();
+        m.remove(0, u64::MAX);
+        assert!(m.find(0x10000).is_none() && forked.find(0x10000).is_some());
+        drop((v, pv, forked));
+        assert_eq!(w.in_use(), 0, "the view went with its last piece");
+    }
+}
