@@ -92,6 +92,13 @@ fn shared_anonymous_memory_matches_native() {
     matches_native("shared");
 }
 
+/// POSIX shared memory and named semaphores (`shm_open`, `sem_open`: files of `/dev/shm`, made
+/// in the vNode's files) and memfds, each mapped by both processes on their own.
+#[test]
+fn posix_shared_memory_matches_native() {
+    matches_native("posixshm");
+}
+
 /// The cases that make files in the image directory, one after another.
 #[test]
 fn locks_shared_mappings_and_file_calls_match_native() {

@@ -43,13 +43,15 @@ const RUNS: &[&[&str]] = &[
     &["rust-realworld", "unzstd", "data/in.zst", "data/out.txt"],
     &["rust-realworld", "lua", "data/s.lua", "data/in.txt"],
     &["busybox", "md5sum", "data/t.db", "data/in.zst", "data/out.txt"],
+    // `/dev/shm` made in the vNode's storage, its files mapped shared between processes.
+    &["abi", "posixshm"],
 ];
 
-/// The image: the two programs in `bin/`, the inputs in `data/`.
+/// The image: the programs in `bin/`, the inputs in `data/`.
 fn image_dir(dir: &Path) {
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    for prog in ["rust-realworld", "busybox"] {
+    for prog in ["rust-realworld", "busybox", "abi"] {
         std::fs::copy(image(prog), dir.join("bin").join(prog)).unwrap();
     }
     let lines: String = (1..=20000)
@@ -124,6 +126,18 @@ const DEBIAN: &[&str] = &[
     "mkdir -p DIR/t/a/b/c/d/e/f && touch DIR/t/a/b/c/d/e/f/x DIR/t/top && rm -rf DIR/t && echo removed; ls DIR",
     // A file unlinked while open: its `/proc/self/fd` link says so, and opens it anew.
     "exec 3<>DIR/u && rm DIR/u && echo kept >&3 && cat /proc/self/fd/3 && readlink /proc/self/fd/3",
+    // Python's multiprocessing: a pool (named semaphores in `/dev/shm`, pipes), and a value,
+    // an array and a lock in memory shared with the workers.
+    "python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2, -3]))'",
+    "python3 -c 'import multiprocessing as m
+def add(v, a, l, i):
+    for _ in range(100):
+        with l: v.value += 1
+    a[i] = i * i
+if __name__ == \"__main__\":
+    v, a, l = m.Value(\"i\", 0, lock=False), m.Array(\"i\", 3), m.Lock()
+    ps = [m.Process(target=add, args=(v, a, l, i)) for i in range(3)]
+    [p.start() for p in ps]; [p.join() for p in ps]; print(v.value, a[:])'",
 ];
 
 /// Runs every line of [`DEBIAN`] natively and with `lego run --root /`; their output and

@@ -975,6 +975,69 @@ static void case_shared(void) {
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* POSIX shared memory and named semaphores (files of /dev/shm), and memfds: each process
+   maps the object itself, and every mapping of it shares its pages. */
+static void case_posixshm(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    char shm_name[64], sem_name[64];
+    snprintf(shm_name, sizeof shm_name, "/abi-shm-%d", (int)getpid());
+    snprintf(sem_name, sizeof sem_name, "/abi-sem-%d", (int)getpid());
+    int fd = shm_open(shm_name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0);
+    CHECK(ftruncate(fd, 2 * page) == 0);
+    sem_t *sem = sem_open(sem_name, O_CREAT | O_EXCL, 0600, 0);
+    CHECK(sem != SEM_FAILED);
+    struct stat st;
+    CHECK(stat("/dev/shm", &st) == 0);
+    printf("/dev/shm is a directory: %d, sticky and world-writable: %d\n", S_ISDIR(st.st_mode) != 0,
+           (st.st_mode & 01777) == 01777);
+    int memfd = (int)syscall(SYS_memfd_create, "abi", 0);
+    CHECK(memfd >= 0 && ftruncate(memfd, page) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* A mapping of its own, by name. */
+        int cfd = shm_open(shm_name, O_RDWR, 0);
+        CHECK(cfd >= 0);
+        char *m = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
+        CHECK(m != MAP_FAILED);
+        sem_t *csem = sem_open(sem_name, 0);
+        CHECK(csem != SEM_FAILED);
+        CHECK(sem_wait(csem) == 0);
+        printf("child reads the parent's write: %s\n", m + page);
+        strcpy(m, "child was here");
+        char *mm = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+        CHECK(mm != MAP_FAILED);
+        strcpy(mm, "memfd by the child");
+        CHECK(sem_post(csem) == 0);
+        _exit(0);
+    }
+    char *m = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(m != MAP_FAILED);
+    sleep_ms(30);
+    strcpy(m + page, "parent wrote this");
+    CHECK(sem_post(sem) == 0);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(sem_wait(sem) == 0);
+    printf("parent reads the child's write: %s\n", m);
+    char *mm = mmap(NULL, page, PROT_READ, MAP_SHARED, memfd, 0);
+    CHECK(mm != MAP_FAILED);
+    printf("parent maps the memfd after the child: %s\n", mm);
+    char back[32] = {0};
+    CHECK(munmap(m, 2 * page) == 0);
+    CHECK(pread(fd, back, 14, 0) == 14);
+    printf("the file has it after munmap: %s\n", back);
+    CHECK(sem_close(sem) == 0 && sem_unlink(sem_name) == 0);
+    CHECK(shm_unlink(shm_name) == 0);
+    CHECK(shm_open(shm_name, O_RDWR, 0) == -1 && errno == ENOENT);
+    close(fd);
+    close(memfd);
+    munmap(mm, page);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
 #define SRCFILE "abi-src.tmp"
 #define DSTFILE "abi-dst.tmp"
 
@@ -1473,6 +1536,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "mapshared")) case_mapshared();
     else if (!strcmp(c, "protnone")) case_protnone();
     else if (!strcmp(c, "shared")) case_shared();
+    else if (!strcmp(c, "posixshm")) case_posixshm();
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "links")) case_links();

@@ -2,11 +2,11 @@
 //! writable shared file mappings (`MAP_SHARED` with `PROT_WRITE`) that are written back to
 //! their files on `msync`, `munmap`, `execve` and exit.
 //!
-//! A shared mapping's memory is the process's own (the ExCache holds it like any other); it
-//! keeps a copy of the file's bytes as last read or written back, and write-back sends only the
-//! pages that differ from it, so a forked child that did not touch a page does not overwrite
-//! what its parent wrote there. Processes see each other's changes through the file, at those
-//! write-back points: a mapping is not coherent with `write` calls to the file while it lives.
+//! A shared mapping's memory is the run's object of the file ([`crate::memory::shared`]), which
+//! every process mapping the file sees at once. Each mapping keeps a copy of the file's bytes as
+//! last read or written back, and write-back sends only the pages that differ from it. The
+//! object is not coherent with `write` calls to the file while some process maps it: they reach
+//! mappings made after the last one goes.
 
 use std::sync::Arc;
 

@@ -188,6 +188,7 @@ impl Process {
             threads: self.threads.keys().copied().collect(),
             nice: self.threads.iter().map(|(&tid, t)| (tid, t.nice)).collect(),
             maps: self.mm.vmas().iter().cloned().collect(),
+            shared: self.mm.shared_ranges(),
             faults: (cache.plocal_fills, cache.misses),
             resident: cache.resident * crate::layout::PAGE_SIZE,
             mem_size: self.mm.size(),

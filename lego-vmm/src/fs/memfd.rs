@@ -14,6 +14,8 @@ pub struct MemFile {
     max: u64,
     /// What `fchmod`, `fchown` and `futimens` change.
     meta: Mutex<Meta>,
+    /// Its inode number, unique in the run (a shared mapping finds its object by it).
+    ino: u64,
 }
 
 /// The attributes of a memfd.
@@ -33,11 +35,11 @@ fn now() -> Timespec {
 }
 
 impl MemFile {
-    /// An empty file owned by `uid`/`gid`, at most `max` bytes long.
-    pub fn new(max: u64, uid: u32, gid: u32) -> MemFile {
+    /// An empty file with inode number `ino` owned by `uid`/`gid`, at most `max` bytes long.
+    pub fn new(ino: u64, max: u64, uid: u32, gid: u32) -> MemFile {
         let created = now();
         let meta = Meta { mode: 0o777, uid, gid, atime: created, mtime: created, ctime: created };
-        MemFile { data: Mutex::new(Vec::new()), max, meta: Mutex::new(meta) }
+        MemFile { data: Mutex::new(Vec::new()), max, meta: Mutex::new(meta), ino }
     }
 
     fn meta(&self) -> MutexGuard<'_, Meta> {
@@ -82,8 +84,7 @@ impl File for MemFile {
         Ok(Stat {
             // The shmem file system's anonymous device.
             dev: 0x1,
-            // Memfds only need to differ from each other: the address of the file does.
-            ino: self as *const MemFile as u64 >> 4,
+            ino: self.ino,
             mode: libc::S_IFREG | m.mode,
             nlink: 1,
             uid: m.uid,
@@ -144,7 +145,7 @@ mod tests {
 
     #[test]
     fn grows_reads_back_and_truncates() {
-        let f = MemFile::new(1 << 20, 0, 0);
+        let f = MemFile::new(1, 1 << 20, 0, 0);
         assert_eq!(f.write_at(b"abc", 5), Ok(3));
         let mut b = [9u8; 10];
         assert_eq!(f.read_at(&mut b, 0), Ok(8));
@@ -154,13 +155,13 @@ mod tests {
         assert_eq!(f.read_at(&mut b, 7), Ok(0));
         assert_eq!(f.write_at(b"x", 1 << 20), Err(Errno::EFBIG));
         assert_eq!(f.set_len((1 << 20) + 1), Err(Errno::EFBIG));
-        let other = Box::new(MemFile::new(1 << 20, 0, 0));
+        let other = Box::new(MemFile::new(2, 1 << 20, 0, 0));
         assert_ne!(other.stat().unwrap().ino, f.stat().unwrap().ino);
     }
 
     #[test]
     fn attributes_change_and_omit_keeps() {
-        let f = MemFile::new(1 << 20, 0, 0);
+        let f = MemFile::new(1, 1 << 20, 0, 0);
         f.set_attr(SetAttr::Mode(0o640)).unwrap();
         f.set_attr(SetAttr::Owner { uid: Some(7), gid: None }).unwrap();
         let at = Timespec { sec: 1000, nsec: 5 };

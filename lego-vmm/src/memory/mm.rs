@@ -438,19 +438,26 @@ impl Mm {
     }
 
     /// `mmap(2)` of `MAP_SHARED | MAP_ANONYMOUS` memory: a new shared object, which the
-    /// process's children share too (see [`crate::memory::shared`]). `ENOMEM` when the run's
-    /// shared-memory window has no room for it.
+    /// process's children share too (see [`crate::memory::shared`]).
     pub fn mmap_shared(&mut self, addr: u64, len: u64, prot: Prot, flags: u32) -> SysResult<u64> {
+        let obj = SharedFile::new(&self.window).map_err(|e| {
+            tracing::info!("a shared object for mmap(MAP_SHARED | MAP_ANONYMOUS): {e}");
+            Errno::ENOMEM
+        })?;
+        self.mmap_object(addr, len, prot, flags, VmaKind::Anon, &obj, 0)
+    }
+
+    /// `mmap(2)` of `len` bytes of shared object `obj` from offset `off` (page aligned):
+    /// every process mapping `obj` sees the same pages. `ENOMEM` when the run's shared-memory
+    /// window has no room for them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmap_object(&mut self, addr: u64, len: u64, prot: Prot, flags: u32, kind: VmaKind, obj: &Arc<SharedFile>, off: u64) -> SysResult<u64> {
         let pages = page_ceil(len).filter(|&l| l > 0).ok_or(Errno::EINVAL)?;
-        let view = SharedFile::new(&self.window).map_err(|e| e.into()).and_then(|f| View::new(&self.window, &f, 0, pages));
-        let view = match view {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::info!("mmap(MAP_SHARED | MAP_ANONYMOUS) of {len} bytes: {e}");
-                return Err(Errno::ENOMEM);
-            }
-        };
-        let start = self.mmap(addr, len, prot, flags, VmaKind::Anon)?;
+        let view = View::new(&self.window, obj, off, pages).map_err(|e| {
+            tracing::info!("mmap(MAP_SHARED) of {len} bytes: {e}");
+            Errno::ENOMEM
+        })?;
+        let start = self.mmap(addr, len, prot, flags, kind)?;
         let mut cache = self.cache.hold();
         if let Err(e) = cache.map_shared(start, start + pages, view.gpa(), prot) {
             drop(cache);
@@ -459,6 +466,11 @@ impl Mm {
         drop(cache);
         self.shared.insert(start, start + pages, view, 0);
         Ok(start)
+    }
+
+    /// The ranges of shared memory, in address order.
+    pub fn shared_ranges(&self) -> Vec<(u64, u64)> {
+        self.shared.pieces().map(|(s, e, _)| (s, e)).collect()
     }
 
     /// Whether any page of `[addr, addr + len)` is shared memory.

@@ -1,5 +1,6 @@
 //! Memory shared between the processes of a run: `MAP_SHARED` anonymous mappings, which a
-//! fork passes on.
+//! fork passes on, and `MAP_SHARED` mappings of files (`/dev/shm` and memfds among them), which
+//! every process mapping the same file shares.
 //!
 //! LegoOS keeps no writable memory shared between processes (§3.2): its components are not
 //! coherent with each other. Every process of a vNode here is a VM in one VMM process on one
@@ -19,11 +20,15 @@
 //!   that still map the view build theirs again without an exit to the VMM.
 //! - A futex word in shared memory is known by its object and offset ([`View::key`]), so a
 //!   wake in one process finds the waiters of another.
+//! - A file mapped shared has one object per run while some process maps it
+//!   ([`Window::file_object`], by device and inode), its pages read from the file as mappings
+//!   first reach them ([`SharedFile::load`]). Writing changes back to the file stays with the
+//!   mappings (`crate::mapstate`), at `msync`, `munmap`, `execve` and exit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use lego_proto::sync::LockExt;
 
@@ -41,6 +46,8 @@ pub struct Window {
     /// Free pieces, offset -> length, coalesced.
     free: Mutex<BTreeMap<u64, u64>>,
     next_id: AtomicU64,
+    /// The objects of files mapped shared, by device and inode, while some view holds them.
+    files: Mutex<HashMap<(u64, u64), Weak<SharedFile>>>,
 }
 
 // SAFETY: `host` is a reservation the window owns for its whole life; the views mapped into it
@@ -54,7 +61,30 @@ impl Window {
     /// Reserves the window's host range (no memory until views are mapped into it).
     pub fn new() -> std::io::Result<Arc<Window>> {
         let host = reserve(std::ptr::null_mut(), WINDOW_SIZE, 0)?;
-        Ok(Arc::new(Window { host, free: Mutex::new(BTreeMap::from([(0, WINDOW_SIZE)])), next_id: AtomicU64::new(1) }))
+        Ok(Arc::new(Window {
+            host,
+            free: Mutex::new(BTreeMap::from([(0, WINDOW_SIZE)])),
+            next_id: AtomicU64::new(1),
+            files: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// A number no other caller in the run gets (shared objects, memfd inodes).
+    pub fn unique_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The object of the file with device and inode `file`: the one some process of the run
+    /// maps, or a new, empty one.
+    pub fn file_object(&self, file: (u64, u64)) -> std::io::Result<Arc<SharedFile>> {
+        let mut files = self.files.lock_unpoisoned();
+        if let Some(obj) = files.get(&file).and_then(Weak::upgrade) {
+            return Ok(obj);
+        }
+        files.retain(|_, w| w.strong_count() > 0);
+        let obj = SharedFile::new(self)?;
+        files.insert(file, Arc::downgrade(&obj));
+        Ok(obj)
     }
 
     /// Host virtual address of the window's first byte (for the memslot).
@@ -154,6 +184,8 @@ pub struct SharedFile {
     id: u64,
     /// Bytes the memfd has (views never reach past them).
     len: Mutex<u64>,
+    /// For a file's object: the pages read from the file so far.
+    loaded: Mutex<BTreeSet<u64>>,
 }
 
 impl SharedFile {
@@ -166,7 +198,57 @@ impl SharedFile {
         }
         // SAFETY: a descriptor just made, owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(SharedFile { fd, id: window.next_id.fetch_add(1, Ordering::Relaxed), len: Mutex::new(0) }))
+        Ok(Arc::new(SharedFile { fd, id: window.unique_id(), len: Mutex::new(0), loaded: Mutex::new(BTreeSet::new()) }))
+    }
+
+    /// Reads the pages of `[off, off + len)` that no mapping has reached yet from the file
+    /// (`read_at`, which returns 0 at its end); the pages past its end stay zero, and are read
+    /// again by a later mapping.
+    pub fn load<E: From<std::io::Error>>(&self, off: u64, len: u64, mut read_at: impl FnMut(&mut [u8], u64) -> Result<usize, E>) -> Result<(), E> {
+        let mut loaded = self.loaded.lock_unpoisoned();
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        let first = off / PAGE_SIZE;
+        for n in first..(off + len).div_ceil(PAGE_SIZE) {
+            if loaded.contains(&n) {
+                continue;
+            }
+            let mut got = 0;
+            while got < page.len() {
+                let r = read_at(&mut page[got..], n * PAGE_SIZE + got as u64)?;
+                if r == 0 {
+                    break;
+                }
+                got += r;
+            }
+            if got == 0 {
+                break;
+            }
+            page[got..].fill(0);
+            self.reach((n + 1) * PAGE_SIZE)?;
+            self.write_at(&page, n * PAGE_SIZE)?;
+            loaded.insert(n);
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `off` (zeroes past what the object has).
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        buf.fill(0);
+        // SAFETY: `buf` is valid for its length; our own descriptor.
+        let r = unsafe { libc::pread(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off as i64) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        // SAFETY: `buf` is valid for its length; our own descriptor.
+        let r = unsafe { libc::pwrite(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as i64) };
+        if r != buf.len() as isize {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Makes the memfd at least `len` bytes long.
@@ -359,6 +441,34 @@ mod tests {
         drop(b);
         assert_eq!(w.in_use(), 0);
         assert_eq!(w.free.lock_unpoisoned().len(), 1, "the pieces merged again");
+    }
+
+    #[test]
+    fn a_file_object_is_one_per_file_and_loads_pages_once() {
+        let w = Window::new().unwrap();
+        let a = w.file_object((5, 9)).unwrap();
+        assert!(Arc::ptr_eq(&a, &w.file_object((5, 9)).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &w.file_object((5, 10)).unwrap()));
+        let file = b"0123456789".repeat(500);
+        let mut reads = 0;
+        let mut read = |buf: &mut [u8], at: u64| -> std::io::Result<usize> {
+            reads += 1;
+            let at = (at as usize).min(file.len());
+            let n = buf.len().min(file.len() - at);
+            buf[..n].copy_from_slice(&file[at..at + n]);
+            Ok(n)
+        };
+        a.load(0, 3 * PAGE_SIZE, &mut read).unwrap();
+        a.load(PAGE_SIZE, PAGE_SIZE, &mut read).unwrap();
+        let mut back = vec![0u8; 5010];
+        a.read_at(&mut back, 0).unwrap();
+        assert_eq!(&back[..5000], &file[..]);
+        assert_eq!(&back[5000..], &[0u8; 10]);
+        // Page 0 in one read, page 1 in two (the second finds the end), page 2 finds only the
+        // end; the second load reads nothing again.
+        assert_eq!(reads, 4);
+        drop(a);
+        assert_ne!(w.file_object((5, 9)).unwrap().id, 0, "a new object once the last went");
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! vNode's files (`/proc/PID/cwd`, `exe`, `fd/N` of a file) is followed there. Open pseudo
 //! files are [`crate::fs::File`]s, so `read`, `fstat`, `getdents64` and `lseek` need nothing
 //! of their own; their contents are generated when they are opened.
+//!
+//! `/dev/shm` (Linux's tmpfs for POSIX shared memory and named semaphores) is a directory of
+//! the vNode's files instead, made on first use ([`SHM_DIR`]): its files are mapped shared
+//! between processes as any file is ([`crate::memory::shared`]).
 
 mod clock;
 mod dev;
@@ -54,6 +58,24 @@ enum Route {
     Fd(Arc<OpenFile>),
 }
 
+/// The directory of the vNode's files that `/dev/shm` is.
+pub const SHM_DIR: &[u8] = b"/dev/shm";
+
+/// Makes [`SHM_DIR`] in the vNode's files if it is not there: world-writable and sticky, as
+/// a tmpfs mounted there is.
+fn ensure_shm_dir(p: &Process) -> SysResult<()> {
+    if p.fs.stat(SHM_DIR, true).is_ok() {
+        return Ok(());
+    }
+    for dir in [&b"/dev"[..], SHM_DIR] {
+        match p.fs.mkdir(dir, 0o755, crate::fs::Owner::ROOT) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    p.fs.set_attr(SHM_DIR, true, crate::fs::SetAttr::Mode(0o1777))
+}
+
 /// The roots the layer answers for.
 fn pseudo_root(first: &[u8]) -> bool {
     matches!(first, b"proc" | b"dev" | b"sys")
@@ -72,6 +94,10 @@ fn route(p: &Process, path: &[u8], follow: bool) -> SysResult<Route> {
     // `.` and `..`) enters the tree.
     let first = comps.iter().find(|c| **c != b"." && **c != b"..");
     if !first.is_some_and(|c| pseudo_root(c)) {
+        return Ok(Route::Backend(path.to_vec()));
+    }
+    if comps.len() >= 2 && comps[0] == b"dev" && comps[1] == b"shm" {
+        ensure_shm_dir(p)?;
         return Ok(Route::Backend(path.to_vec()));
     }
     let ctx = node::Ctx::new(p);

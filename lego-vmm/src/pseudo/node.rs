@@ -21,6 +21,8 @@ const SYS_DEV: u64 = 0x15;
 pub(super) const DEV_DEV: u64 = 0x5;
 /// The inode of `/dev/pts`; its entries follow it.
 const PTS_INO: u64 = 0x200;
+/// What `/dev` lists for `shm` (a directory of the vNode's files: `stat` gives its own inode).
+const SHM_INO: u64 = 0x1f0;
 
 /// The pseudo file systems as `/proc/PID/mounts` lists them after the vNode's files.
 const PSEUDO_MOUNTS: [procfs::PseudoMount; 3] = [
@@ -219,6 +221,7 @@ impl<'a> Ctx<'a> {
                 .collect();
             entries.push((b"fd".to_vec(), libc::DT_LNK, 0x40));
             entries.push((b"pts".to_vec(), libc::DT_DIR, PTS_INO));
+            entries.push((b"shm".to_vec(), libc::DT_DIR, SHM_INO));
             for (i, n) in [&b"stdin"[..], b"stdout", b"stderr"].iter().enumerate() {
                 entries.push((n.to_vec(), libc::DT_LNK, 0x41 + i as u64));
             }

@@ -278,15 +278,21 @@ fn region_name(v: &ProcView, kind: &VmaKind) -> Vec<u8> {
 pub fn maps(v: &ProcView) -> Vec<u8> {
     let mut out = Vec::new();
     for m in &v.maps {
-        let name = region_name(v, &m.kind);
+        let shared = v.shared.iter().any(|&(s, e)| s <= m.start && m.start < e);
+        let name = match m.kind {
+            // What Linux names a shared anonymous mapping (its shmem file).
+            VmaKind::Anon if shared => b"/dev/zero (deleted)".to_vec(),
+            _ => region_name(v, &m.kind),
+        };
         let prot = m.prot;
         let mut line = format!(
-            "{:08x}-{:08x} {}{}{}p 00000000 00:00 0",
+            "{:08x}-{:08x} {}{}{}{} 00000000 00:00 0",
             m.start,
             m.end,
             if prot.readable() { 'r' } else { '-' },
             if prot.writable() { 'w' } else { '-' },
             if prot.executable() { 'x' } else { '-' },
+            if shared { 's' } else { 'p' },
         )
         .into_bytes();
         if !name.is_empty() {

@@ -25,6 +25,8 @@ pub struct ProcView {
     /// Each thread's nice value (`setpriority`), by thread id.
     pub nice: Vec<(i32, i32)>,
     pub maps: Vec<Vma>,
+    /// The ranges of `maps` that are shared memory (`MAP_SHARED`).
+    pub shared: Vec<(u64, u64)>,
     /// ExCache misses: (lines filled locally, lines fetched from a mem-server).
     pub faults: (u64, u64),
     /// Bytes of ExCache lines resident for it.

@@ -343,7 +343,7 @@ pub fn memfd_create(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64>
     let mut path = b"/memfd:".to_vec();
     path.extend_from_slice(&name);
     path.extend_from_slice(b" (deleted)");
-    let file = MemFile::new(p.mm.size(), p.creds.euid, p.creds.egid);
+    let file = MemFile::new(p.mm.window().unique_id(), p.mm.size(), p.creds.euid, p.creds.egid);
     let status = libc::O_RDWR | 0o100000;
     p.fds.alloc(
         OpenFile::new(Backing::File(Box::new(file)), path, status),

@@ -57,26 +57,47 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     if f.stat()?.mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Errno::ENODEV);
     }
-    let start = p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::File(file.path.clone()))?;
-    // A shared mapping of a file open for writing may be written (now, or after mprotect).
-    let track = shared && file.writable();
-    let mut clean = Vec::new();
-    let mut done = 0;
-    while done < len {
-        let want = (len - done).min(FILE_CHUNK) as usize;
-        let mut buf = vec![0u8; want];
-        let n = f.read_at(&mut buf, off.saturating_add(done))?;
-        if n == 0 {
-            break;
+    // A shared mapping shows the run's object of the file, which every process mapping the
+    // file shares; a private one a copy of its contents.
+    let size = f.stat()?.size;
+    let (start, obj) = if shared {
+        let st = f.stat()?;
+        let obj = p.mm.window().file_object((st.dev, st.ino)).map_err(|e| {
+            tracing::info!("a shared object for mmap(MAP_SHARED) of a file: {e}");
+            Errno::ENOMEM
+        })?;
+        obj.load(off, len, |buf, at| f.read_at(buf, at))?;
+        let kind = VmaKind::File(file.path.clone());
+        (p.mm.mmap_object(addr, len, Prot(prot), flags, kind, &obj, off)?, Some(obj))
+    } else {
+        (p.mm.mmap(addr, len, Prot(prot), flags, VmaKind::File(file.path.clone()))?, None)
+    };
+    // A shared mapping of a file open for writing may be written (now, or after mprotect),
+    // and is written back from the bytes the file has for it now.
+    let within = size.saturating_sub(off).min(len);
+    let tracked = match &obj {
+        Some(obj) if file.writable() => {
+            let mut clean = vec![0u8; within as usize];
+            obj.read_at(&mut clean, off).map_err(|_| Errno::EIO)?;
+            Some((file.clone(), off, clean))
         }
-        p.mm.load(start + done, &buf[..n])?;
-        if track {
-            clean.extend_from_slice(&buf[..n]);
+        Some(_) => None,
+        None => {
+            let mut done = 0;
+            while done < len {
+                let want = (len - done).min(FILE_CHUNK) as usize;
+                let mut buf = vec![0u8; want];
+                let n = f.read_at(&mut buf, off.saturating_add(done))?;
+                if n == 0 {
+                    break;
+                }
+                p.mm.load(start + done, &buf[..n])?;
+                done += n as u64;
+            }
+            None
         }
-        done += n as u64;
-    }
-    let shared = track.then(|| (file.clone(), off, clean));
-    super::mapping::mapped(p, start, len, shared);
+    };
+    super::mapping::mapped(p, start, len, tracked);
     Ok(start)
 }
 
