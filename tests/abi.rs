@@ -8,7 +8,8 @@
 //! vNode, `EDEADLK`, OFD locks, `flock` and an interrupted `F_SETLKW`; `MAP_SHARED` write-back
 //! seen by `read` after `munmap`; the file calls (`memfd_create`, `sendfile`,
 //! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`);
-//! FIFOs; `PROT_NONE` pages; and memory shared between processes.
+//! FIFOs; `PROT_NONE` pages; and memory shared between processes (anonymous, POSIX and
+//! System V).
 //!
 //! Cases that make files run one after another (they share the image directory).
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
@@ -97,6 +98,14 @@ fn shared_anonymous_memory_matches_native() {
 #[test]
 fn posix_shared_memory_matches_native() {
     matches_native("posixshm");
+}
+
+/// System V shared memory: a keyed segment attached by a parent and its child (`nattch`
+/// follows attaches, the fork and the child's exit), `SHM_RND`, `IPC_SET`, and `IPC_RMID`
+/// while attached.
+#[test]
+fn system_v_shared_memory_matches_native() {
+    matches_native("sysvshm");
 }
 
 /// The cases that make files in the image directory, one after another.

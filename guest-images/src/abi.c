@@ -41,6 +41,7 @@
 #include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/sendfile.h>
+#include <sys/shm.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -1038,6 +1039,66 @@ static void case_posixshm(void) {
 
 /* ------------------------------------------------------------------------------------------ */
 
+/* System V shared memory: a keyed segment attached by a parent and its child (nattch follows
+   attaches, a fork and the child's exit), SHM_RND, IPC_SET, and IPC_RMID while attached. */
+static void case_sysvshm(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    key_t key = 0x4c000000 | (getpid() & 0x7fffff);
+    int id = shmget(key, 3 * page + 100, IPC_CREAT | IPC_EXCL | 0600);
+    CHECK(id >= 0);
+    CHECK(shmget(key, 10, IPC_CREAT | IPC_EXCL | 0600) == -1 && errno == EEXIST);
+    CHECK(shmget(key, 10, 0600) == id);
+    CHECK(shmget(key, 4 * page, 0600) == -1 && errno == EINVAL);
+    CHECK(shmget(key | 0x00800000, 10, 0600) == -1 && errno == ENOENT);
+    char *a = shmat(id, NULL, 0);
+    CHECK(a != (void *)-1);
+    struct shmid_ds ds;
+    CHECK(shmctl(id, IPC_STAT, &ds) == 0);
+    printf("size %ld, nattch %lu, mode %o, made by me %d\n", (long)ds.shm_segsz - 3 * page,
+           (unsigned long)ds.shm_nattch, ds.shm_perm.mode & 0777, ds.shm_cpid == getpid());
+    strcpy(a, "parent");
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        CHECK(shmctl(id, IPC_STAT, &ds) == 0);
+        printf("in the child: nattch %lu\n", (unsigned long)ds.shm_nattch);
+        char *b = shmat(id, NULL, SHM_RDONLY);
+        CHECK(b != (void *)-1 && b != a);
+        printf("the child reads %s through a second attachment\n", b);
+        strcpy(a + page, "child");
+        CHECK(shmdt(b) == 0);
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    printf("the parent reads %s\n", a + page);
+    CHECK(shmctl(id, IPC_STAT, &ds) == 0);
+    printf("after the child: nattch %lu, last by the child %d\n", (unsigned long)ds.shm_nattch, ds.shm_lpid == pid);
+    char *spot = mmap(NULL, 8 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(spot != MAP_FAILED && munmap(spot, 8 * page) == 0);
+    CHECK(shmat(id, spot + 5, 0) == (void *)-1 && errno == EINVAL);
+    char *c = shmat(id, spot + 5, SHM_RND);
+    printf("SHM_RND attaches at the page below: %d, and sees %s\n", c == spot, c);
+    CHECK(shmdt(c) == 0);
+    CHECK(shmdt(c) == -1 && errno == EINVAL);
+    ds.shm_perm.mode = 0640;
+    CHECK(shmctl(id, IPC_SET, &ds) == 0 && shmctl(id, IPC_STAT, &ds) == 0);
+    printf("mode now %o\n", ds.shm_perm.mode & 0777);
+    CHECK(shmctl(id, IPC_RMID, NULL) == 0);
+    CHECK(shmget(key, 10, 0600) == -1 && errno == ENOENT);
+    strcpy(a + 2 * page, "still there after IPC_RMID");
+    printf("%s\n", a + 2 * page);
+    CHECK(shmctl(id, IPC_STAT, &ds) == 0);
+    printf("marked for removal: %d, nattch %lu\n", (ds.shm_perm.mode & 01000) != 0, (unsigned long)ds.shm_nattch);
+    CHECK(shmdt(a) == 0);
+    CHECK(shmctl(id, IPC_STAT, &ds) == -1 && errno == EINVAL);
+    printf("gone with its last attachment\n");
+    int other = shmget(IPC_PRIVATE, page, 0600);
+    CHECK(other >= 0 && shmctl(other, IPC_RMID, NULL) == 0);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
 #define SRCFILE "abi-src.tmp"
 #define DSTFILE "abi-dst.tmp"
 
@@ -1537,6 +1598,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "protnone")) case_protnone();
     else if (!strcmp(c, "shared")) case_shared();
     else if (!strcmp(c, "posixshm")) case_posixshm();
+    else if (!strcmp(c, "sysvshm")) case_sysvshm();
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "links")) case_links();

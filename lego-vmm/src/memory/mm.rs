@@ -468,6 +468,12 @@ impl Mm {
         Ok(start)
     }
 
+    /// The view of shared memory whose mapping starts at `addr` with its first page: the view
+    /// and the length of the mapping.
+    pub fn view_at(&self, addr: u64) -> Option<(Arc<View>, u64)> {
+        self.shared.piece(addr).filter(|&(start, _, _, off)| start == addr && off == 0).map(|(start, end, view, _)| (view, end - start))
+    }
+
     /// The ranges of shared memory, in address order.
     pub fn shared_ranges(&self) -> Vec<(u64, u64)> {
         self.shared.pieces().map(|(s, e, _)| (s, e)).collect()

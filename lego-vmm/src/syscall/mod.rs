@@ -26,6 +26,7 @@ mod proc;
 mod procs;
 mod sched;
 mod signal;
+mod sysvipc;
 mod thread;
 pub mod time;
 pub mod timers;
@@ -147,6 +148,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use procs::*;
     use sched::*;
     use signal::*;
+    use sysvipc::*;
     use thread::*;
     use time::*;
     use timers::*;
@@ -183,6 +185,9 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         26 => ("xux", Plain(msync)),
         27 => ("xux", Plain(mincore)),
         28 => ("xud", Plain(madvise)),
+        29 => ("xux", Plain(shmget)),
+        30 => ("dxx", Plain(shmat)),
+        31 => ("ddx", Plain(shmctl)),
         32 => ("f", Plain(dup)),
         33 => ("ff", Plain(dup2)),
         34 => ("", Blocking(pause)),
@@ -198,6 +203,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         59 => ("sxx", Controls(execve)),
         60 => ("d", Controls(exit)),
         61 => ("dxxx", Blocking(wait4)),
+        67 => ("x", Plain(shmdt)),
         62 => ("dd", Blocking(kill)),
         63 => ("x", Plain(uname)),
         72 => ("fdx", Blocking(fcntl)),
