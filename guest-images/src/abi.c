@@ -1130,6 +1130,19 @@ static void case_files(const char *self) {
     CHECK(write(src, "0123456789abcdefghij", 20) == 20);
     int dst = open(DSTFILE, O_RDWR | O_CREAT | O_TRUNC, 0644);
     CHECK(dst >= 0);
+    /* Advice and write-out hints on a file, a pipe and a closed descriptor. */
+    int ap[2];
+    CHECK(pipe(ap) == 0);
+    printf("posix_fadvise: file %d, pipe %s, bad advice %s, closed %s\n", posix_fadvise(src, 0, 0, POSIX_FADV_SEQUENTIAL),
+           posix_fadvise(ap[0], 0, 0, POSIX_FADV_WILLNEED) == ESPIPE ? "ESPIPE" : "?",
+           posix_fadvise(src, 0, 0, 99) == EINVAL ? "EINVAL" : "?", posix_fadvise(ap[1] + 100, 0, 0, 0) == EBADF ? "EBADF" : "?");
+    printf("readahead: file %zd, pipe %s\n", readahead(src, 0, 4096), readahead(ap[0], 0, 10) == -1 && errno == EINVAL ? "EINVAL" : "?");
+    printf("sync_file_range: file %d, pipe %s, bad flags %s\n",
+           sync_file_range(src, 0, 0, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER),
+           sync_file_range(ap[0], 0, 0, SYNC_FILE_RANGE_WRITE) == -1 && errno == ESPIPE ? "ESPIPE" : "?",
+           sync_file_range(src, 0, 0, 8) == -1 && errno == EINVAL ? "EINVAL" : "?");
+    close(ap[0]);
+    close(ap[1]);
     off_t off = 5;
     ssize_t n;
     n = sendfile(dst, src, &off, 8);

@@ -234,6 +234,69 @@ pub fn fsync(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     sync(p, a[0], false)
 }
 
+/// Whether `file` is a pipe or a socket (`ESPIPE` for the calls that take file offsets).
+fn is_pipe(file: &OpenFile) -> bool {
+    match &file.backing {
+        Backing::Pipe(_) | Backing::Socket(_) => true,
+        Backing::Host(h) => {
+            // SAFETY: a stat buffer is plain data, valid all zeroes.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: `st` is a valid stat buffer; plain fstat of a descriptor `file` owns.
+            let r = unsafe { libc::fstat(h.as_raw_fd(), &mut st) };
+            r == 0 && matches!(st.st_mode & S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
+        }
+        _ => false,
+    }
+}
+
+/// `fadvise64(fd, offset, len, advice)`: advice is checked and taken as given; the vNode's
+/// files are read through the VMM, which keeps no page cache to act on it.
+pub fn fadvise64(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let [fd, _, len, advice, ..] = a;
+    let file = p.fds.get(fdarg(fd))?;
+    not_opath(&file).map_err(|_| Errno::EBADF)?;
+    if is_pipe(&file) {
+        return Err(Errno::ESPIPE);
+    }
+    if (len as i64) < 0 || advice > 5 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(0)
+}
+
+/// `readahead(fd, offset, count)`: a regular file open for reading; nothing to read ahead
+/// into (see [`fadvise64`]).
+pub fn readahead(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    let file = p.fds.get(fdarg(a[0]))?;
+    if !file.readable() {
+        return Err(Errno::EBADF);
+    }
+    match &file.backing {
+        Backing::File(f) if f.stat()?.mode & S_IFMT == S_IFREG => Ok(0),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `sync_file_range(fd, offset, nbytes, flags)`: with `SYNC_FILE_RANGE_WRITE`, the file's data
+/// is synced (all of it, which is more than asked); the wait flags then have nothing left to
+/// wait for.
+pub fn sync_file_range(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+    const SYNC_FILE_RANGE_WRITE: u64 = 2;
+    let [fd, offset, nbytes, flags, ..] = a;
+    if flags & !7 != 0 || (offset as i64) < 0 || (nbytes as i64) < 0 {
+        return Err(Errno::EINVAL);
+    }
+    let file = p.fds.get(fdarg(fd))?;
+    not_opath(&file).map_err(|_| Errno::EBADF)?;
+    if is_pipe(&file) {
+        return Err(Errno::ESPIPE);
+    }
+    match &file.backing {
+        Backing::File(f) if flags & SYNC_FILE_RANGE_WRITE != 0 => f.sync(true).map(|()| 0),
+        _ => Ok(0),
+    }
+}
+
 pub fn fdatasync(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     sync(p, a[0], true)
 }
