@@ -45,6 +45,10 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     if off % PAGE_SIZE != 0 {
         return Err(Errno::EINVAL);
     }
+    // The file offsets the mapping covers must exist (Linux's check in `do_mmap`).
+    if off.checked_add(len).is_none_or(|end| end > i64::MAX as u64) {
+        return Err(Errno::EOVERFLOW);
+    }
     let file = p.fds.get(fd as u32 as u64)?;
     if !file.readable() {
         return Err(Errno::EACCES);
