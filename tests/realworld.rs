@@ -316,11 +316,12 @@ print("tcp", cred(socket.create_connection(t.getsockname())))
 "#;
 
 /// tmux: a server forked off in the background (a pty, `SO_PEERCRED` on its socket) runs a
-/// shell; keys are sent to it and its screen is read back.
+/// shell; keys are sent to it and its screen is read back once the shell's next prompt is on
+/// it (before, a native run and a vNode's could differ by whether the prompt was drawn yet).
 const TMUX: &str = r#"S=DIR/tmux
 tmux -S $S -f /dev/null new-session -d -x 60 -y 10 'bash --norc --noprofile'
 tmux -S $S send-keys 'PS1="$ "; clear; echo $((6*7)); tty | cut -c1-9; stty size' Enter
-for i in $(seq 150); do tmux -S $S capture-pane -p | grep -q '^10 60' && break; sleep 0.2; done
+for i in $(seq 150); do tmux -S $S capture-pane -p | grep -v '^$' | tail -n 2 | tr '\n' ' ' | grep -q '^10 60 \$ $' && break; sleep 0.2; done
 tmux -S $S capture-pane -p | grep -v '^$'
 tmux -S $S list-sessions -F '#{session_windows} #{window_width}x#{window_height}'
 tmux -S $S kill-server
