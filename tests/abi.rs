@@ -133,7 +133,8 @@ fn busybox_links_and_attributes_match_native() {
     assert_eq!(got.status, want.status);
 }
 
-/// `--stats` says how many system calls lego implements, and how much memory was locked.
+/// `--stats` says how many system calls lego implements, how much memory was locked, and how
+/// much was shared between processes (`abi mapshared` maps a file shared).
 #[test]
 fn stats_count_the_implemented_calls() {
     if !kvm() {
@@ -159,4 +160,5 @@ fn stats_count_the_implemented_calls() {
         "{}",
         got.stderr
     );
+    assert!(got.stderr.contains("lego: memory shared between processes at most 12 KiB at once"), "{}", got.stderr);
 }

@@ -466,6 +466,9 @@ fn print_stats(report: &RunReport) {
     if s.peak_locked > 0 {
         eprintln!("lego: mlock'd memory at most {} KiB", s.peak_locked / 1024);
     }
+    if s.peak_shared > 0 {
+        eprintln!("lego: memory shared between processes at most {} KiB at once (in the pComponent, not the ExCache)", s.peak_shared / 1024);
+    }
     for (nr, n) in &s.by_nr {
         let name = names::name(*nr).unwrap_or("?");
         let note = if s.unimplemented.contains_key(nr) { "  (unimplemented: ENOSYS)" } else { "" };

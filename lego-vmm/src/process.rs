@@ -53,6 +53,9 @@ pub struct SyscallStats {
     pub threads_created: u64,
     /// Most memory `mlock`ed at once (bytes).
     pub peak_locked: u64,
+    /// Most memory shared between processes mapped at once in the run (bytes), filled in at
+    /// its end.
+    pub peak_shared: u64,
 }
 
 impl ThreadState {

@@ -293,7 +293,8 @@ impl Vnode {
         let termination = outcome?;
         let kvm = group.kvm_stats(&vcpu);
         let mut p = group.process.lock_unpoisoned();
-        Ok(RunReport { termination, stats: std::mem::take(&mut p.stats), cache: p.mm.cache_stats(), kvm, elapsed })
+        let stats = SyscallStats { peak_shared: p.mm.window().peak(), ..std::mem::take(&mut p.stats) };
+        Ok(RunReport { termination, stats, cache: p.mm.cache_stats(), kvm, elapsed })
     }
 
     pub(crate) fn vcpu_mut(&mut self) -> &mut VcpuFd {

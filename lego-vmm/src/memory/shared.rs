@@ -46,6 +46,8 @@ pub struct Window {
     /// Free pieces, offset -> length, coalesced.
     free: Mutex<BTreeMap<u64, u64>>,
     next_id: AtomicU64,
+    /// The most bytes of views mapped at once.
+    peak: AtomicU64,
     /// The objects of files mapped shared, by device and inode, while some view holds them.
     files: Mutex<HashMap<(u64, u64), Weak<SharedFile>>>,
 }
@@ -65,6 +67,7 @@ impl Window {
             host,
             free: Mutex::new(BTreeMap::from([(0, WINDOW_SIZE)])),
             next_id: AtomicU64::new(1),
+            peak: AtomicU64::new(0),
             files: Mutex::new(HashMap::new()),
         }))
     }
@@ -131,6 +134,7 @@ impl Window {
         if have > len {
             free.insert(at + len, have - len);
         }
+        self.peak.fetch_max(WINDOW_SIZE - free.values().sum::<u64>(), Ordering::Relaxed);
         Some(at)
     }
 
@@ -150,9 +154,14 @@ impl Window {
         free.insert(start, end - start);
     }
 
-    /// Bytes of the window in use (for tests and `--stats`).
+    /// Bytes of the window in use.
     pub fn in_use(&self) -> u64 {
         WINDOW_SIZE - self.free.lock_unpoisoned().values().sum::<u64>()
+    }
+
+    /// The most bytes of the window in use at once so far (`--stats`).
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
     }
 }
 
@@ -437,6 +446,7 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { w.page(b.gpa())[8] }, 42);
         assert_eq!(w.in_use(), 3 * PAGE_SIZE);
+        assert_eq!(w.peak(), 3 * PAGE_SIZE);
         drop(a);
         drop(b);
         assert_eq!(w.in_use(), 0);
