@@ -187,8 +187,9 @@ fn on_its_own_terminal(mut cmd: std::process::Command, steps: &[(Step, &str)]) -
 /// Signals sent to `lego run` reach its program, as `docker run` passes them on (`sigreport`,
 /// glibc and musl, against its native run): a window change, and `^C` at its terminal, which
 /// the terminal sends to its foreground job, and which interrupts the program (its handler
-/// runs), not the VMM; `kill -TERM` of `lego run`; and a program that does not catch
-/// `SIGTERM` ends with the status a native run gives.
+/// runs), not the VMM; `^C` at an interactive shell, which reaches the job the shell gave the
+/// terminal to; `kill -TERM` of `lego run`; and a program that does not catch `SIGTERM` ends
+/// with the status a native run gives.
 #[test]
 fn signals_sent_to_lego_run_reach_its_program() {
     if !kvm() {
@@ -209,6 +210,19 @@ fn signals_sent_to_lego_run_reach_its_program() {
     }
     let busybox = image("busybox");
     let dir = busybox.parent().unwrap().to_path_buf();
+    // An interactive shell with job control gives the terminal to its foreground job
+    // (`tcsetpgrp`): `^C` interrupts the job and not the shell, which goes on. The job says
+    // when it runs (the shell's child gives itself the terminal before it runs the command).
+    let shell = [(Step::Type(b"sh -c 'echo started; exec sleep 100'\n"), "started\n"), (Step::Type(b"\x03"), "^C"), (Step::Type(b"echo after $?; exit\n"), "after 130\n")];
+    let interactive = ["sh", "-c", "echo ready; exec /busybox sh -i"];
+    let mut native = common::native_command(&busybox);
+    native.args(["sh", "-c", &format!("echo ready; exec {} sh -i", busybox.display())]).current_dir(&dir);
+    for (what, cmd) in [("natively", native), ("in a vNode", lego(&[], &busybox, &interactive, &dir))] {
+        let started = std::time::Instant::now();
+        let (out, status) = on_its_own_terminal(cmd, &shell);
+        assert_eq!(status, Some(0), "busybox sh -i {what}: {out}");
+        assert!(started.elapsed() < Duration::from_secs(60), "^C ended the foreground sleep {what} at once: {:?}", started.elapsed());
+    }
     let started = std::time::Instant::now();
     let sleeper = lego(&[], &busybox, &["sh", "-c", "echo ready; exec /busybox sleep 60"], &dir);
     let (out, status) = on_its_own_terminal(sleeper, &[(Step::Signal(libc::SIGTERM), "")]);

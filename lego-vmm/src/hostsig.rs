@@ -4,8 +4,9 @@
 //! The VMM's threads all block the signals passed on ([`block`], called before any thread
 //! starts, so that every thread inherits the mask), and one thread takes them
 //! ([`start`]) and posts each to the vNode's processes: a signal the terminal sent (`^C`,
-//! `^\`, a window change, a hang-up; `si_code` `SI_KERNEL`) to the process group of the first
-//! process, as the terminal sends it to its foreground job; one a host process sent (`kill`,
+//! `^\`, a window change, a hang-up; `si_code` `SI_KERNEL`) to the terminal's foreground
+//! process group ([`ProcTable::foreground`]: the first process's, until a shell with job
+//! control gives the terminal to a job), as the terminal sends it; one a host process sent (`kill`,
 //! `timeout`; `SI_USER`) to the first process alone. A signal the caller ignored is passed on
 //! too (the VMM takes it back to the default action, blocked): the program starts with it
 //! ignored, and a program that sets a handler anyway, as Python does for `SIGINT`, gets it, as
@@ -94,8 +95,14 @@ pub fn start(procs: Arc<ProcTable>, passed: Passed) -> std::io::Result<Passing> 
 /// Posts host signal `sig`, sent with `si_code` `code`, to the vNode's processes.
 fn pass(procs: &ProcTable, sig: i32, code: i32) {
     let (targets, info) = if code == SI_KERNEL {
-        let Ok(pgid) = procs.pgid(FIRST_PID) else { return };
-        (procs.group_targets(pgid), SigInfo { signo: sig, code: SI_KERNEL, sender: None, addr: 0, status: 0, value: 0 })
+        // The terminal's foreground job, as the program set it; the first process's group
+        // if that job has ended.
+        let mut targets = procs.group_targets(procs.foreground());
+        if targets.is_empty() {
+            let Ok(pgid) = procs.pgid(FIRST_PID) else { return };
+            targets = procs.group_targets(pgid);
+        }
+        (targets, SigInfo { signo: sig, code: SI_KERNEL, sender: None, addr: 0, status: 0, value: 0 })
     } else {
         // Sent from outside the vNode: no process of it is the sender.
         (procs.kill_targets(FIRST_PID, FIRST_PID).unwrap_or_default(), SigInfo::sent(sig, SI_USER, 0, 0))

@@ -74,6 +74,8 @@ struct Entry {
 struct Table {
     next: i32,
     procs: BTreeMap<i32, Entry>,
+    /// The foreground process group of the run's terminal, once a `tcsetpgrp` set it.
+    foreground: Option<i32>,
 }
 
 /// Which children a `wait4`/`waitid` waits for.
@@ -122,7 +124,7 @@ impl ProcTable {
     pub fn new() -> ProcTable {
         let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execs: 0, exit_signal: 0 };
         ProcTable {
-            table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]) }),
+            table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]), foreground: None }),
             changed: Condvar::new(),
             hosts: Mutex::new(Vec::new()),
             usage: Mutex::new(BTreeMap::new()),
@@ -284,6 +286,36 @@ impl ProcTable {
     /// The session of `pid`; `ESRCH` if there is no such process.
     pub fn sid(&self, pid: i32) -> SysResult<i32> {
         self.lock().procs.get(&pid).map(|e| e.sid).ok_or(Errno::ESRCH)
+    }
+
+    /// Whether `pid` is in the first process's session, whose controlling terminal is the
+    /// run's (the one `lego run` was started on).
+    pub fn on_run_terminal(&self, pid: i32) -> bool {
+        let t = self.lock();
+        let first = t.procs.get(&FIRST_PID).map_or(FIRST_PID, |e| e.sid);
+        t.procs.get(&pid).is_some_and(|e| e.sid == first)
+    }
+
+    /// The foreground process group of the run's terminal (`tcgetpgrp`): the one `tcsetpgrp`
+    /// last set, or else the first process's group. Terminal signals (`^C`) go to it.
+    pub fn foreground(&self) -> i32 {
+        let t = self.lock();
+        t.foreground.unwrap_or_else(|| t.procs.get(&FIRST_PID).map_or(FIRST_PID, |e| e.pgid))
+    }
+
+    /// `tcsetpgrp` of the run's terminal by `caller`, of its session: `pgid` must be a group
+    /// of that session with a process in it (`EPERM`; `EINVAL` if negative).
+    pub fn set_foreground(&self, caller: i32, pgid: i32) -> SysResult<()> {
+        if pgid < 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut t = self.lock();
+        let sid = t.procs.get(&caller).map(|e| e.sid).ok_or(Errno::ESRCH)?;
+        if !t.procs.values().any(|e| e.pgid == pgid && e.sid == sid && e.status.is_none()) {
+            return Err(Errno::EPERM);
+        }
+        t.foreground = Some(pgid);
+        Ok(())
     }
 
     /// `setpgid(pid, pgid)` called by `caller` (`pid` and `pgid` already made non-zero): `pid`

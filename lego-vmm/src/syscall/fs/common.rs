@@ -43,6 +43,7 @@ pub(super) const SEEK_DATA: u32 = 3;
 pub(super) const SEEK_HOLE: u32 = 4;
 
 pub(super) const TIOCGPGRP: u32 = 0x540f;
+pub(super) const TIOCSPGRP: u32 = 0x5410;
 pub(super) const FIONREAD: u32 = 0x541b;
 pub(super) const FIONBIO: u32 = 0x5421;
 pub(super) const FIONCLEX: u32 = 0x5450;

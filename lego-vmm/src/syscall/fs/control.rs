@@ -3,7 +3,7 @@
 use lego_proto::sync::LockExt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_GETOWN, F_GETPIPE_SZ, F_SETFD, F_SETFL, F_SETOWN, F_SETPIPE_SZ, KERNEL_TERMIOS_SIZE, O_LARGEFILE, S_IFMT, S_IFREG, TIOCGPGRP, WINSIZE_SIZE, fdarg, not_opath};
+use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_GETFL, F_GETOWN, F_GETPIPE_SZ, F_SETFD, F_SETFL, F_SETOWN, F_SETPIPE_SZ, KERNEL_TERMIOS_SIZE, O_LARGEFILE, S_IFMT, S_IFREG, TIOCGPGRP, TIOCSPGRP, WINSIZE_SIZE, fdarg, not_opath};
 use crate::syscall::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
@@ -40,7 +40,8 @@ fn terminal_request(cmd: u32) -> Option<TermArg> {
 }
 
 /// `ioctl(fd, cmd, arg)`: terminal requests on a host terminal ([`terminal_request`];
-/// `TIOCGPGRP` answers the caller's process), the controlling-terminal requests on a pty of
+/// `TIOCGPGRP` and `TIOCSPGRP` get and set the foreground process group of the run's
+/// terminal, to which `lego run` passes `^C`), the controlling-terminal requests on a pty of
 /// the run's ([`pty_request`]), `FIONREAD`, `FIONBIO`, `FIOCLEX`/`FIONCLEX`; everything else
 /// is `ENOTTY`.
 pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
@@ -97,9 +98,19 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             if unsafe { libc::isatty(h.as_raw_fd()) } != 1 {
                 return Err(Errno::ENOTTY);
             }
-            // The vNode process is the foreground process group of its terminal.
-            p.mm.write_user(arg, &p.pid.to_le_bytes())?;
+            // The run's terminal has the foreground group its session set; on any other the
+            // caller is the foreground (nothing signals it from there).
+            let pgrp = if run_terminal(p, &file, h.as_fd()) && p.procs.on_run_terminal(p.pid) { p.procs.foreground() } else { p.pid };
+            p.mm.write_user(arg, &pgrp.to_le_bytes())?;
             Ok(0)
+        }
+        (Backing::Host(h), TIOCSPGRP) => {
+            if !run_terminal(p, &file, h.as_fd()) || !p.procs.on_run_terminal(p.pid) {
+                return Err(Errno::ENOTTY);
+            }
+            let mut v = [0u8; 4];
+            p.mm.read_user(arg, &mut v)?;
+            p.procs.set_foreground(p.pid, i32::from_le_bytes(v)).map(|()| 0)
         }
         (Backing::Host(_) | Backing::Socket(_), FIONREAD) => {
             let fd = file.host_fd().ok_or(Errno::ENOTTY)?;
@@ -162,6 +173,15 @@ fn pty_request(p: &mut Process, fd: BorrowedFd<'_>, cmd: u32, arg: u64) -> Optio
         }
         _ => p.mm.write_user(arg, &sid.to_le_bytes()).map(|()| 0),
     })
+}
+
+/// Whether host descriptor `fd` of `file` is the run's terminal (the one `lego run` was
+/// started on, or `/dev/tty` of it): a terminal that is neither a pty master nor a slave of
+/// the run's ptys.
+fn run_terminal(p: &Process, file: &OpenFile, fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: plain query on a descriptor the caller's description owns.
+    let tty = unsafe { libc::isatty(fd.as_raw_fd()) } == 1;
+    tty && file.path.as_slice() != b"/dev/ptmx" && !crate::pty::slave_number(fd).is_some_and(|n| p.ptys.is_ours(n))
 }
 
 /// `TIOCGPTPEER`: the slave of the run's pty whose master is `master`, as a new descriptor
