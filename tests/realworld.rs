@@ -246,9 +246,46 @@ os.write(m, b"abc\n")
 print(os.read(s, 4))
 "#;
 
+/// Python's `pty` forks a child onto a pty; what the parent types and a window change signal
+/// the child, the pty's foreground group, as the line discipline would.
+const PYTHON_PTY_SIGNALS: &str = r#"
+import os, pty, signal, struct, fcntl, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    got = []
+    signal.signal(signal.SIGWINCH, lambda *a: got.append("SIGWINCH"))
+    signal.signal(signal.SIGQUIT, lambda *a: got.append("SIGQUIT"))
+    print("ready", flush=True)
+    try:
+        while True:
+            time.sleep(0.05)
+            if got:
+                print("child got", got.pop(0), flush=True)
+    except KeyboardInterrupt:
+        print("child got SIGINT", flush=True)
+        os._exit(5)
+def expect(text):
+    out = b""
+    while text.encode() not in out:
+        out += os.read(fd, 1024)
+    return text
+print(expect("ready"))
+print("foreground is the child:", os.tcgetpgrp(fd) == pid)
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+print(expect("child got SIGWINCH"))
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+os.write(fd, b"\x1c")
+print(expect("child got SIGQUIT"))
+os.write(fd, b"abc\x03")
+print(expect("child got SIGINT"))
+_, st = os.waitpid(pid, 0)
+print("status", os.waitstatus_to_exitcode(st))
+"#;
+
 /// Pseudo-terminals made in a vNode work as natively: `script` runs a shell on one, Python's
-/// `pty` forks a child onto one and talks to it, and `/proc` and `stat` show them as Linux
-/// does. A host pty the vNode did not make stays out of its reach.
+/// `pty` forks a child onto one and talks to it, `^C`, `^\` and a window change typed or made
+/// on the master signal the child, and `/proc` and `stat` show them as Linux does. A host pty
+/// the vNode did not make stays out of its reach.
 #[test]
 fn pseudo_terminals_made_in_a_vnode_work_as_natively() {
     if !kvm() {
@@ -260,7 +297,7 @@ fn pseudo_terminals_made_in_a_vnode_work_as_natively() {
     let env = |c: &mut Command| {
         c.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").env("TERM", "xterm");
     };
-    for args in [["/bin/bash", "-c", script], ["/usr/bin/python3", "-c", PYTHON_PTY]] {
+    for args in [["/bin/bash", "-c", script], ["/usr/bin/python3", "-c", PYTHON_PTY], ["/usr/bin/python3", "-c", PYTHON_PTY_SIGNALS]] {
         let mut native = common::native_command(args[0]);
         native.args(&args[1..]).stdin(std::process::Stdio::null());
         env(&mut native);

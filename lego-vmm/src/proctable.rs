@@ -309,13 +309,17 @@ impl ProcTable {
         if pgid < 0 {
             return Err(Errno::EINVAL);
         }
-        let mut t = self.lock();
-        let sid = t.procs.get(&caller).map(|e| e.sid).ok_or(Errno::ESRCH)?;
-        if !t.procs.values().any(|e| e.pgid == pgid && e.sid == sid && e.status.is_none()) {
+        let sid = self.sid(caller)?;
+        if !self.group_in_session(pgid, sid) {
             return Err(Errno::EPERM);
         }
-        t.foreground = Some(pgid);
+        self.lock().foreground = Some(pgid);
         Ok(())
+    }
+
+    /// Whether a running process of session `sid` is in group `pgid`.
+    pub fn group_in_session(&self, pgid: i32, sid: i32) -> bool {
+        self.lock().procs.values().any(|e| e.pgid == pgid && e.sid == sid && e.status.is_none())
     }
 
     /// `setpgid(pid, pgid)` called by `caller` (`pid` and `pgid` already made non-zero): `pid`

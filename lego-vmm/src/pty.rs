@@ -12,8 +12,15 @@
 //! a session is kept here: `TIOCSCTTY` by a session leader (or its first open of a slave without
 //! `O_NOCTTY`) records it, `/dev/tty` then opens that pty's slave, and a session made by
 //! `setsid` has none until then (`ENXIO`). The first session keeps the terminal `lego run` was
-//! started on. What needs host process groups is not there: the line discipline's signals
-//! (`^C`, `^Z`, `SIGWINCH`, the hang-up when the master closes) reach no guest process.
+//! started on.
+//!
+//! Process groups are the run's too, so the host line discipline, which signals the host
+//! foreground group of a pty, signals nobody. The VMM stands in for it ([`Ptys::foreground`],
+//! [`typed`]): a session's `tcsetpgrp` on its pty is kept here, and when a program types the
+//! interrupt or quit character into a master (`write`) of a slave with `ISIG` set, or changes
+//! a pty's window size, the VMM sends `SIGINT`, `SIGQUIT` or `SIGWINCH` to the pty's foreground
+//! group, as the kernel would. Not there: `^Z` (no job control stops), and the hang-up when the
+//! master closes.
 
 use lego_proto::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +47,8 @@ struct Inner {
     masters: BTreeMap<u32, Weak<OpenFile>>,
     /// The controlling terminal of each session that has a pty as one, by session id.
     ctty: HashMap<i32, u32>,
+    /// The foreground process group of each pty whose session set one (`tcsetpgrp`).
+    foreground: HashMap<u32, i32>,
 }
 
 impl Inner {
@@ -48,6 +57,8 @@ impl Inner {
         self.masters.retain(|_, m| m.strong_count() > 0);
         let masters = &self.masters;
         self.ctty.retain(|_, n| masters.contains_key(n));
+        let ctty = &self.ctty;
+        self.foreground.retain(|n, _| ctty.values().any(|m| m == n));
     }
 }
 
@@ -142,13 +153,66 @@ impl Ptys {
             return Err(Errno::EPERM);
         }
         inner.ctty.insert(sid, n);
+        inner.foreground.remove(&n);
         Ok(())
     }
 
     /// `TIOCNOTTY` by the leader of session `sid`: the session gives up its controlling pty.
     pub fn drop_ctty(&self, sid: i32) {
-        self.inner.lock_unpoisoned().ctty.remove(&sid);
+        let mut inner = self.inner.lock_unpoisoned();
+        if let Some(n) = inner.ctty.remove(&sid) {
+            inner.foreground.remove(&n);
+        }
     }
+
+    /// The number of the pty whose master is `file`, if it is one of the run's.
+    pub fn master_number(&self, file: &OpenFile) -> Option<u32> {
+        let inner = self.inner.lock_unpoisoned();
+        inner.masters.iter().find(|(_, m)| std::ptr::eq(m.as_ptr(), file)).map(|(&n, _)| n)
+    }
+
+    /// The foreground process group of pty `n`: the one its session set, or else the group of
+    /// the session leader whose controlling terminal it is (`None`: it controls no session).
+    pub fn foreground(&self, n: u32) -> Option<i32> {
+        let mut inner = self.inner.lock_unpoisoned();
+        inner.prune();
+        let sid = inner.ctty.iter().find(|(_, &m)| m == n).map(|(&sid, _)| sid)?;
+        Some(inner.foreground.get(&n).copied().unwrap_or(sid))
+    }
+
+    /// `tcsetpgrp` of pty `n` by a process of session `sid` to group `pgid` (which the caller
+    /// has checked is a group of that session): `ENOTTY` unless `n` is the session's terminal.
+    pub fn set_foreground(&self, n: u32, sid: i32, pgid: i32) -> SysResult<()> {
+        let mut inner = self.inner.lock_unpoisoned();
+        inner.prune();
+        if inner.ctty.get(&sid) != Some(&n) {
+            return Err(Errno::ENOTTY);
+        }
+        inner.foreground.insert(n, pgid);
+        Ok(())
+    }
+}
+
+/// The signals the line discipline of a slave with `ISIG` raises for `bytes` typed into its
+/// master `master`: `SIGINT` for its interrupt character, `SIGQUIT` for its quit character.
+pub fn typed(master: BorrowedFd<'_>, bytes: &[u8]) -> Vec<i32> {
+    // SAFETY: `termios` is plain data, filled in by the call.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a valid termios; on a master, the call reads its slave's modes.
+    if unsafe { libc::tcgetattr(master.as_raw_fd(), &mut t) } != 0 || t.c_lflag & libc::ISIG == 0 {
+        return Vec::new();
+    }
+    let (intr, quit) = (t.c_cc[libc::VINTR], t.c_cc[libc::VQUIT]);
+    bytes
+        .iter()
+        .filter_map(|&b| match b {
+            // Linux's `_POSIX_VDISABLE`: a character set to it is off.
+            0 => None,
+            b if b == intr => Some(libc::SIGINT),
+            b if b == quit => Some(libc::SIGQUIT),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The host path of pty `n`'s slave.

@@ -173,7 +173,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         13 => ("dxxu", Plain(rt_sigaction)),
         14 => ("dxxu", Plain(rt_sigprocmask)),
         15 => ("", Controls(rt_sigreturn)),
-        16 => ("fxx", Plain(ioctl)),
+        16 => ("fxx", Blocking(ioctl)),
         17 => ("fBud", Plain(pread64)),
         18 => ("fbud", Plain(pwrite64)),
         19 => ("fxd", Blocking(readv)),

@@ -9,6 +9,7 @@ use super::{Args, Control, Cpu};
 use crate::delivery;
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process};
+use crate::proctable::KillTarget;
 use crate::signal::{self, SigAction, SigInfo, NSIG, SI_TKILL, SI_USER, UNBLOCKABLE};
 
 /// `rt_sigreturn`: the run loop restores the frame, as it needs the vCPU for the FPU state.
@@ -36,16 +37,30 @@ pub fn kill(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     }
     let targets = p.procs.kill_targets(p.pid, pid)?;
     let Some(sig) = sig else { return Ok(0) };
-    let (me, info) = (p.pid, SigInfo::sent(sig, SI_USER, p.pid, p.creds.uid));
+    let info = SigInfo::sent(sig, SI_USER, p.pid, p.creds.uid);
+    send(p, cpu.tid, targets, info);
+    Ok(0)
+}
+
+/// Posts `info` to `targets`: to the caller's own process (thread `tid` posting) under its
+/// lock, to the others without it.
+fn send(p: &mut Locked<'_>, tid: i32, targets: Vec<KillTarget>, info: SigInfo) {
+    let me = p.pid;
     let to_self = targets.iter().any(|(pid, _)| *pid == me);
     let others: Vec<_> = targets.into_iter().filter(|(pid, _)| *pid != me).filter_map(|(_, t)| t).collect();
     if !others.is_empty() {
         p.unlocked(|| others.iter().for_each(|t| t.signal(info)));
     }
     if to_self {
-        delivery::post_process(p, info, Some(cpu.tid));
+        delivery::post_process(p, info, Some(tid));
     }
-    Ok(0)
+}
+
+/// A signal the kernel raises for a terminal (`SIGINT`, `SIGQUIT`, `SIGWINCH`; `SI_KERNEL`) to
+/// every process of group `pgid`, as [`kill`] sends it, by thread `tid` of the caller.
+pub(in crate::syscall) fn terminal_signal(p: &mut Locked<'_>, tid: i32, pgid: i32, sig: i32) {
+    let targets = p.procs.group_targets(pgid);
+    send(p, tid, targets, SigInfo { signo: sig, code: signal::SI_KERNEL, sender: None, addr: 0, status: 0, value: 0 });
 }
 
 /// `tkill`: a signal for one thread of the process.

@@ -7,7 +7,7 @@ use super::common::{FIOCLEX, FIONBIO, FIONCLEX, FIONREAD, F_DUPFD, F_DUPFD_CLOEX
 use crate::syscall::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
-use crate::process::Process;
+use crate::process::{Locked, Process};
 
 /// How a terminal request passes its argument.
 enum TermArg {
@@ -44,10 +44,29 @@ fn terminal_request(cmd: u32) -> Option<TermArg> {
 /// terminal, to which `lego run` passes `^C`), the controlling-terminal requests on a pty of
 /// the run's ([`pty_request`]), `FIONREAD`, `FIONBIO`, `FIOCLEX`/`FIONCLEX`; everything else
 /// is `ENOTTY`.
-pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
+pub fn ioctl(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (fd, cmd, arg) = (fdarg(a[0]), a[1] as u32, a[2]);
     let file = p.fds.get(fd)?;
     not_opath(&file)?;
+    // A pty of the run: the VMM keeps its foreground group and raises its signals.
+    let pty = match &file.backing {
+        Backing::Host(h) => p.ptys.master_number(&file).or_else(|| crate::pty::slave_number(h.as_fd()).filter(|&n| p.ptys.is_ours(n))),
+        _ => None,
+    };
+    if let (Some(n), TIOCGPGRP | TIOCSPGRP) = (pty, cmd) {
+        return pty_foreground(p, n, cmd == TIOCSPGRP, arg);
+    }
+    if let (Some(n), Backing::Host(h), libc::TIOCSWINSZ) = (pty, &file.backing, u64::from(cmd)) {
+        // The kernel signals the foreground group when the size changes; the VMM does for it.
+        let before = window_size(h.as_fd());
+        let r = host_terminal_request(p, &file, cmd, arg).unwrap_or(Err(Errno::ENOTTY));
+        if r.is_ok() && window_size(h.as_fd()) != before {
+            if let Some(pgid) = p.ptys.foreground(n) {
+                crate::syscall::signal::terminal_signal(p, cpu.tid, pgid, libc::SIGWINCH);
+            }
+        }
+        return r;
+    }
     match cmd {
         FIOCLEX | FIONCLEX => {
             p.fds.set_cloexec(fd, cmd == FIOCLEX)?;
@@ -66,26 +85,8 @@ pub fn ioctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
         _ => {}
     }
-    if let (Backing::Host(h), Some(how)) = (&file.backing, terminal_request(cmd)) {
-        let mut buf = [0u8; 64];
-        if let TermArg::In(len) = how {
-            p.mm.read_user(arg, &mut buf[..len])?;
-        }
-        let r = match how {
-            // SAFETY: the request reads or writes at most the size `terminal_request` gives
-            // for it (a kernel `struct termios`, 36 bytes, a `struct winsize` or an int) in
-            // `buf`, which has 64; the fd is owned by `file`.
-            TermArg::Out(_) | TermArg::In(_) => unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, buf.as_mut_ptr()) },
-            // SAFETY: the argument is a value, not an address; the fd is owned by `file`.
-            TermArg::Value => unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, arg as libc::c_ulong) },
-        };
-        if r < 0 {
-            return Err(Errno::last());
-        }
-        if let TermArg::Out(len) = how {
-            p.mm.write_user(arg, &buf[..len])?;
-        }
-        return Ok(0);
+    if let Some(r) = host_terminal_request(p, &file, cmd, arg) {
+        return r;
     }
     if let Backing::Host(h) = &file.backing {
         if let Some(r) = pty_request(p, h.as_fd(), cmd, arg) {
@@ -173,6 +174,65 @@ fn pty_request(p: &mut Process, fd: BorrowedFd<'_>, cmd: u32, arg: u64) -> Optio
         }
         _ => p.mm.write_user(arg, &sid.to_le_bytes()).map(|()| 0),
     })
+}
+
+/// A terminal request ([`terminal_request`]) on a host descriptor, passed to the host
+/// terminal; `None` if it is not one.
+fn host_terminal_request(p: &mut Process, file: &OpenFile, cmd: u32, arg: u64) -> Option<SysResult<u64>> {
+    let (Backing::Host(h), Some(how)) = (&file.backing, terminal_request(cmd)) else { return None };
+    let mut buf = [0u8; 64];
+    if let TermArg::In(len) = how {
+        if let Err(e) = p.mm.read_user(arg, &mut buf[..len]) {
+            return Some(Err(e));
+        }
+    }
+    let r = match how {
+        // SAFETY: the request reads or writes at most the size `terminal_request` gives for
+        // it (a kernel `struct termios`, 36 bytes, a `struct winsize` or an int) in `buf`,
+        // which has 64; the fd is owned by `file`.
+        TermArg::Out(_) | TermArg::In(_) => unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, buf.as_mut_ptr()) },
+        // SAFETY: the argument is a value, not an address; the fd is owned by `file`.
+        TermArg::Value => unsafe { libc::ioctl(h.as_raw_fd(), cmd as _, arg as libc::c_ulong) },
+    };
+    if r < 0 {
+        return Some(Err(Errno::last()));
+    }
+    if let TermArg::Out(len) = how {
+        if let Err(e) = p.mm.write_user(arg, &buf[..len]) {
+            return Some(Err(e));
+        }
+    }
+    Some(Ok(0))
+}
+
+/// The window size of terminal `fd`, if it has one.
+fn window_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: `winsize` is plain data, filled in by the call.
+    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: `TIOCGWINSZ` writes one `winsize` into `w`; the caller's description owns `fd`.
+    (unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut w) } == 0).then_some((w.ws_row, w.ws_col))
+}
+
+/// `tcgetpgrp` (`set`: `tcsetpgrp`) of pty `n` of the run, by its master or its slave: the
+/// foreground group the VMM keeps for it (see [`crate::pty`]). Setting it takes a group of the
+/// caller's session (`EPERM`), whose terminal the pty is (`ENOTTY`).
+fn pty_foreground(p: &mut Process, n: u32, set: bool, arg: u64) -> SysResult<u64> {
+    if set {
+        let mut v = [0u8; 4];
+        p.mm.read_user(arg, &mut v)?;
+        let pgid = i32::from_le_bytes(v);
+        let sid = p.procs.sid(p.pid)?;
+        if pgid < 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !p.procs.group_in_session(pgid, sid) {
+            return Err(Errno::EPERM);
+        }
+        return p.ptys.set_foreground(n, sid, pgid).map(|()| 0);
+    }
+    // A pty that controls no session has no foreground group (Linux answers 0 on its master).
+    let pgid = p.ptys.foreground(n).unwrap_or(0);
+    p.mm.write_user(arg, &pgid.to_le_bytes()).map(|()| 0)
 }
 
 /// Whether host descriptor `fd` of `file` is the run's terminal (the one `lego run` was

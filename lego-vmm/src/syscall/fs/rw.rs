@@ -2,7 +2,7 @@
 //! the `fsync` family and `ftruncate`.
 
 use lego_proto::sync::LockExt;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
 use super::common::{SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET, S_IFMT, S_IFREG, check_mode, fdarg, is_dir, not_opath};
@@ -79,6 +79,13 @@ pub fn write(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     if crate::syscall::net::is_socket(p, fd) {
         return crate::syscall::net::write_socket(p, cpu.tid, fd, &one_seg(buf, count)?);
     }
+    let done = write_as_ready(p, cpu, fd, buf, count)?;
+    pty_typed(p, cpu.tid, fd, &one_seg(buf, done)?);
+    Ok(done)
+}
+
+/// The writes of `write(fd, buf, count)` to anything but a socket, as the file takes them.
+fn write_as_ready(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, fd: u64, buf: u64, count: u64) -> SysResult<u64> {
     let mut done = 0u64;
     loop {
         let room = match wait_ready(p, cpu.tid, fd, true) {
@@ -153,7 +160,44 @@ pub fn writev(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
     let file = p.fds.get(fdarg(a[0]))?;
     check_mode(&file, true)?;
     let segs = read_iovecs(p, a[1], a[2])?;
-    do_write(p, cpu.tid, &file, &segs, None)
+    let done = do_write(p, cpu.tid, &file, &segs, None)?;
+    let mut left = done;
+    let written: Vec<(u64, u64)> = segs
+        .iter()
+        .map(|&(at, len)| {
+            let n = len.min(left);
+            left -= n;
+            (at, n)
+        })
+        .collect();
+    pty_typed(p, cpu.tid, a[0], &written);
+    Ok(done)
+}
+
+/// `written` (guest buffers) went into descriptor `fd` by thread `tid`: if it is the master of
+/// one of the run's ptys, the line discipline of its slave takes the bytes as typed, and the
+/// VMM raises the signals the interrupt and quit characters call for in the pty's foreground
+/// group, as the kernel would for host processes (see [`crate::pty`]).
+fn pty_typed(p: &mut Locked<'_>, tid: i32, fd: u64, written: &[(u64, u64)]) {
+    let Ok(file) = p.fds.get(fdarg(fd)) else { return };
+    let Backing::Host(h) = &file.backing else { return };
+    if file.path.as_slice() != b"/dev/ptmx" {
+        return;
+    }
+    let Some(n) = p.ptys.master_number(&file) else { return };
+    let mut bytes = Vec::new();
+    for &(at, len) in written.iter().filter(|s| s.1 > 0) {
+        let mut b = vec![0u8; len as usize];
+        if p.mm.read_user(at, &mut b).is_err() {
+            return;
+        }
+        bytes.extend_from_slice(&b);
+    }
+    let signals = crate::pty::typed(h.as_fd(), &bytes);
+    let Some(pgid) = p.ptys.foreground(n).filter(|_| !signals.is_empty()) else { return };
+    for sig in signals {
+        crate::syscall::signal::terminal_signal(p, tid, pgid, sig);
+    }
 }
 
 /// `lseek(fd, offset, whence)`. Regular files support `SEEK_DATA`/`SEEK_HOLE` (the whole file
