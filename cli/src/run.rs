@@ -218,8 +218,9 @@ fn blocked_signals() -> u64 {
     })
 }
 
-/// The request that runs this command's program on a pComponent.
-fn request(args: &RunArgs) -> RunRequest {
+/// The request that runs this command's program on a pComponent, which starts it with the
+/// signals `ignored` and `blocked` (this process's: see [`ignored_signals`]).
+fn request(args: &RunArgs, ignored: u64, blocked: u64) -> RunRequest {
     let m = &args.memory;
     let argv0 = args.argv0.clone().unwrap_or_else(|| args.program.clone().into_os_string());
     RunRequest {
@@ -237,8 +238,8 @@ fn request(args: &RunArgs) -> RunRequest {
         mem_timeout_s: m.mem_timeout,
         replicas: m.replicas.unwrap_or(1),
         trace_syscalls: args.trace_syscalls,
-        ignored_signals: ignored_signals(),
-        blocked_signals: blocked_signals(),
+        ignored_signals: ignored,
+        blocked_signals: blocked,
         stats: args.stats,
         egress: args.egress,
         publish: args.publish.iter().map(Publish::to_string).collect(),
@@ -306,7 +307,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
                 eprintln!("lego: --transport {transport} applies to runs in this VMM; the pComponent {pcomp} runs over TCP (add --local)");
                 return ExitCode::from(STATUS_BAD_PROGRAM);
             }
-            return match crate::remote::run(&pcomp, args.memory.cluster_id, request(&args)) {
+            return match crate::remote::run(&pcomp, args.memory.cluster_id, request(&args, ignored_signals(), blocked_signals())) {
                 Ok(status) => ExitCode::from(status),
                 Err(e) => {
                     eprintln!("lego: {e:#}");
@@ -341,7 +342,7 @@ pub fn run(mut args: RunArgs, state: &StateArgs) -> ExitCode {
             return ExitCode::from(STATUS_VMM_FAILURE);
         }
     };
-    let RunRequest { vnode, argv, envp, .. } = request(&args);
+    let RunRequest { vnode, argv, envp, .. } = request(&args, ignored, blocked);
     let net = net_config(&args, placed.vip, &vnode);
     let files = match (placed.files, args.storage_server) {
         (Some(files), _) => files,
@@ -568,7 +569,7 @@ mod tests {
         let mut a = args(&[]);
         apply_settings(&mut a, &s);
         assert_eq!((a.memory.replicas, a.publish.clone(), a.egress), (Some(2), vec![port(8080, 80)], true));
-        assert_eq!(request(&a).publish, ["8080:80"]);
+        assert_eq!(request(&a, 0, 0).publish, ["8080:80"]);
         let mut a = args(&["--replicas", "1", "--publish", "9090:90"]);
         apply_settings(&mut a, &s);
         assert_eq!((a.memory.replicas, a.publish, a.egress), (Some(1), vec![port(9090, 90)], true));
