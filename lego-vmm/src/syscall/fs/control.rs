@@ -40,10 +40,11 @@ fn terminal_request(cmd: u32) -> Option<TermArg> {
 }
 
 /// `ioctl(fd, cmd, arg)`: terminal requests on a host terminal ([`terminal_request`];
-/// `TIOCGPGRP` and `TIOCSPGRP` get and set the foreground process group of the run's
-/// terminal, to which `lego run` passes `^C`), the controlling-terminal requests on a pty of
-/// the run's ([`pty_request`]), `FIONREAD`, `FIONBIO`, `FIOCLEX`/`FIONCLEX`; everything else
-/// is `ENOTTY`.
+/// `TIOCGPGRP` and `TIOCSPGRP` get and set the foreground process group that the VMM keeps
+/// for the run's terminal, to which `lego run` passes `^C`, and for each pty of the run, to
+/// which it raises the pty's signals), the controlling-terminal requests on a pty of the
+/// run's ([`pty_request`]), `FIONREAD`, `FIONBIO`, `FIOCLEX`/`FIONCLEX`; everything else is
+/// `ENOTTY`.
 pub fn ioctl(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let (fd, cmd, arg) = (fdarg(a[0]), a[1] as u32, a[2]);
     let file = p.fds.get(fd)?;
