@@ -442,16 +442,9 @@ impl Shared {
     }
 
     /// Drops the translations of the shared pages at `gpas` (in runs of contiguous pages).
-    fn zap(&self, mut gpas: Vec<u64>) -> Result<(), MemError> {
-        gpas.sort_unstable();
-        let mut i = 0;
-        while i < gpas.len() {
-            let first = gpas[i];
-            while i + 1 < gpas.len() && gpas[i + 1] == gpas[i] + PAGE_SIZE {
-                i += 1;
-            }
-            self.window.zap(first, gpas[i] + PAGE_SIZE - first).map_err(MemError::Invalidate)?;
-            i += 1;
+    fn zap(&self, gpas: Vec<u64>) -> Result<(), MemError> {
+        for (first, last) in runs(gpas.into_iter().map(|g| g / PAGE_SIZE).collect(), 1) {
+            self.window.zap(first * PAGE_SIZE, (last - first + 1) * PAGE_SIZE).map_err(MemError::Invalidate)?;
         }
         Ok(())
     }
@@ -915,21 +908,26 @@ impl Held<'_> {
 
 /// Invalidates the frames numbered in `frames` in runs, as [`State::invalidate_frames`] says,
 /// and returns how many runs it took.
-fn invalidate_runs(pool: &FramePool, mut frames: Vec<u64>) -> std::io::Result<u64> {
-    frames.sort_unstable();
-    let (mut i, mut runs) = (0, 0);
-    while i < frames.len() {
-        let first = frames[i];
-        let mut last = first;
-        while i + 1 < frames.len() && frames[i + 1] <= last + 64 {
-            i += 1;
-            last = frames[i];
-        }
+fn invalidate_runs(pool: &FramePool, frames: Vec<u64>) -> std::io::Result<u64> {
+    let runs = runs(frames, 64);
+    for &(first, last) in &runs {
         pool.invalidate(first * PAGE_SIZE, (last - first + 1) * PAGE_SIZE)?;
-        runs += 1;
-        i += 1;
     }
-    Ok(runs)
+    Ok(runs.len() as u64)
+}
+
+/// The page numbers of `pages` as runs (first, last), in order: a run takes the next page
+/// while it is at most `gap` pages past the run's last (1: only contiguous pages).
+fn runs(mut pages: Vec<u64>, gap: u64) -> Vec<(u64, u64)> {
+    pages.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for p in pages {
+        match out.last_mut() {
+            Some((_, last)) if p <= *last + gap => *last = p.max(*last),
+            _ => out.push((p, p)),
+        }
+    }
+    out
 }
 
 impl State {
@@ -1690,6 +1688,13 @@ mod tests {
         // Clean now: a second clean has nothing to send.
         c.hold().clean(BASE, BASE + 32 * PAGE_SIZE).unwrap();
         assert_eq!(c.stats().dirty_flushes, 32);
+    }
+
+    #[test]
+    fn runs_join_pages_within_the_gap() {
+        assert_eq!(runs(vec![9, 1, 2, 4, 70, 200], 1), vec![(1, 2), (4, 4), (9, 9), (70, 70), (200, 200)]);
+        assert_eq!(runs(vec![9, 1, 2, 4, 70, 200], 64), vec![(1, 70), (200, 200)]);
+        assert_eq!(runs(Vec::new(), 64), Vec::new());
     }
 
     #[test]
