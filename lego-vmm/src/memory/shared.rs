@@ -27,6 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -189,7 +190,7 @@ fn reserve(at: *mut u8, len: u64, flags: i32) -> std::io::Result<*mut u8> {
 
 /// A shared object: the host memfd its pages are in.
 pub struct SharedFile {
-    fd: OwnedFd,
+    file: std::fs::File,
     id: u64,
     /// Bytes the memfd has (views never reach past them).
     len: Mutex<u64>,
@@ -206,8 +207,8 @@ impl SharedFile {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: a descriptor just made, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(SharedFile { fd, id: window.unique_id(), len: Mutex::new(0), loaded: Mutex::new(BTreeSet::new()) }))
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(Arc::new(SharedFile { file, id: window.unique_id(), len: Mutex::new(0), loaded: Mutex::new(BTreeSet::new()) }))
     }
 
     /// Reads the pages of `[off, off + len)` that no mapping has reached yet from the file
@@ -234,7 +235,7 @@ impl SharedFile {
             }
             page[got..].fill(0);
             self.reach((n + 1) * PAGE_SIZE)?;
-            self.write_at(&page, n * PAGE_SIZE)?;
+            self.file.write_all_at(&page, n * PAGE_SIZE)?;
             loaded.insert(n);
         }
         Ok(())
@@ -243,19 +244,14 @@ impl SharedFile {
     /// Reads `buf.len()` bytes at `off` (zeroes past what the object has).
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
         buf.fill(0);
-        // SAFETY: `buf` is valid for its length; our own descriptor.
-        let r = unsafe { libc::pread(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off as i64) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
-        // SAFETY: `buf` is valid for its length; our own descriptor.
-        let r = unsafe { libc::pwrite(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off as i64) };
-        if r != buf.len() as isize {
-            return Err(std::io::Error::last_os_error());
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], off + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -264,10 +260,7 @@ impl SharedFile {
     fn reach(&self, len: u64) -> std::io::Result<()> {
         let mut have = self.len.lock_unpoisoned();
         if *have < len {
-            // SAFETY: our own descriptor.
-            if unsafe { libc::ftruncate(self.fd.as_raw_fd(), len as i64) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            self.file.set_len(len)?;
             *have = len;
         }
         Ok(())
@@ -311,7 +304,7 @@ impl View {
                 len as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_FIXED,
-                file.fd.as_raw_fd(),
+                file.file.as_raw_fd(),
                 file_off as i64,
             )
         };
