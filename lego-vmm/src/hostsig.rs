@@ -102,7 +102,7 @@ fn pass(procs: &ProcTable, sig: i32, code: i32) {
             let Ok(pgid) = procs.pgid(FIRST_PID) else { return };
             targets = procs.group_targets(pgid);
         }
-        (targets, SigInfo { signo: sig, code: SI_KERNEL, sender: None, addr: 0, status: 0, value: 0 })
+        (targets, SigInfo::kernel(sig))
     } else {
         // Sent from outside the vNode: no process of it is the sender.
         (procs.kill_targets(FIRST_PID, FIRST_PID).unwrap_or_default(), SigInfo::sent(sig, SI_USER, 0, 0))

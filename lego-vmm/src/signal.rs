@@ -123,6 +123,12 @@ impl SigInfo {
         SigInfo { status, ..SigInfo::sent(signo, code, pid, uid) }
     }
 
+    /// A signal the kernel raises (`SI_KERNEL`): a terminal's `^C`, `^\`, window change or
+    /// hang-up.
+    pub fn kernel(signo: i32) -> SigInfo {
+        SigInfo { signo, code: SI_KERNEL, sender: None, addr: 0, status: 0, value: 0 }
+    }
+
     /// A fault at `addr`.
     pub fn fault(signo: i32, code: i32, addr: u64) -> SigInfo {
         SigInfo { signo, code, sender: None, addr, status: 0, value: 0 }

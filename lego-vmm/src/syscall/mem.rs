@@ -58,14 +58,13 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EACCES);
     }
     let Backing::File(f) = &file.backing else { return Err(Errno::ENODEV) };
-    if f.stat()?.mode & libc::S_IFMT != libc::S_IFREG {
+    let st = f.stat()?;
+    if st.mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Errno::ENODEV);
     }
     // A shared mapping shows the run's object of the file, which every process mapping the
     // file shares; a private one a copy of its contents.
-    let size = f.stat()?.size;
     let (start, obj) = if shared {
-        let st = f.stat()?;
         let obj = p.mm.window().file_object((st.dev, st.ino)).map_err(|e| {
             tracing::info!("a shared object for mmap(MAP_SHARED) of a file: {e}");
             Errno::ENOMEM
@@ -78,7 +77,7 @@ pub fn mmap(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     };
     // A shared mapping of a file open for writing may be written (now, or after mprotect),
     // and is written back from the bytes the file has for it now.
-    let within = size.saturating_sub(off).min(len);
+    let within = st.size.saturating_sub(off).min(len);
     let tracked = match &obj {
         Some(obj) if file.writable() => {
             let mut clean = vec![0u8; within as usize];

@@ -60,7 +60,7 @@ fn send(p: &mut Locked<'_>, tid: i32, targets: Vec<KillTarget>, info: SigInfo) {
 /// every process of group `pgid`, as [`kill`] sends it, by thread `tid` of the caller.
 pub(in crate::syscall) fn terminal_signal(p: &mut Locked<'_>, tid: i32, pgid: i32, sig: i32) {
     let targets = p.procs.group_targets(pgid);
-    send(p, tid, targets, SigInfo { signo: sig, code: signal::SI_KERNEL, sender: None, addr: 0, status: 0, value: 0 });
+    send(p, tid, targets, SigInfo::kernel(sig));
 }
 
 /// `tkill`: a signal for one thread of the process.

@@ -5,7 +5,7 @@ use lego_proto::sync::LockExt;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use super::common::{SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET, S_IFMT, S_IFREG, check_mode, fdarg, is_dir, not_opath};
+use super::common::{SEEK_CUR, SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET, S_IFMT, S_IFREG, check_mode, fdarg, host_stat, is_dir, not_opath};
 use super::data::{do_read, do_write, one_seg, read_iovecs};
 use crate::syscall::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
@@ -282,13 +282,7 @@ pub fn fsync(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 fn is_pipe(file: &OpenFile) -> bool {
     match &file.backing {
         Backing::Pipe(_) | Backing::Socket(_) => true,
-        Backing::Host(h) => {
-            // SAFETY: a stat buffer is plain data, valid all zeroes.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: `st` is a valid stat buffer; plain fstat of a descriptor `file` owns.
-            let r = unsafe { libc::fstat(h.as_raw_fd(), &mut st) };
-            r == 0 && matches!(st.st_mode & S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)
-        }
+        Backing::Host(h) => host_stat(h.as_raw_fd()).is_ok_and(|st| matches!(st.mode & S_IFMT, libc::S_IFIFO | libc::S_IFSOCK)),
         _ => false,
     }
 }
