@@ -489,6 +489,8 @@ fn print_stats(report: &RunReport) {
     eprintln!("lego:   dirty flushes           {:>10}", c.dirty_flushes);
     eprintln!("lego:   piggybacked flushes     {:>10}", c.piggybacked);
     eprintln!("lego:   first writes (dirtied)  {:>10}", c.dirtied);
+    eprintln!("lego:   dirty on prediction     {:>10}", c.predicted_dirty);
+    eprintln!("lego:     found unwritten       {:>10}", c.predicted_unwritten);
     eprintln!("lego:   waits on write-back     {:>10}", c.writeback_waits);
     eprintln!("lego:   cleaned ahead (cleaner) {:>10}", c.cleaned);
     eprintln!("lego:   second chances (CLOCK)  {:>10}", c.second_chances);

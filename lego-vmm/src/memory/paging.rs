@@ -38,6 +38,20 @@ pub const MAPPED: u64 = 1 << 9;
 /// Software bit: a present entry that maps a page of memory shared between processes
 /// ([`crate::memory::shared`]), not a frame of the ExCache.
 pub const SHARED: u64 = 1 << 10;
+/// Software bit (ignored by the CPU and KVM: bits 52 to 58 of a leaf entry are free): the
+/// entry's D bit was preset on a read, as a prediction ([`Pte::installed`]), not set by a write.
+pub const PREDICTED: u64 = 1 << 52;
+/// Software bits 53-54: the line's *write credit*, 0 to [`MAX_CREDIT`], kept across
+/// residencies. A line with credit left is installed dirty even on a read miss: a line written
+/// in its recent residencies is likely written again, and a preset D saves the write-protect
+/// fault KVM takes to set it (~15 us here, `ptprobe`). A write seen renews the credit: D set by
+/// KVM, or, for a predicted D, contents that changed (the ExCache keeps a digest of what such
+/// a line came in with, and a write-back that finds them unchanged is skipped). A residency
+/// that saw no write uses one up.
+pub const CREDIT: u64 = MAX_CREDIT << CREDIT_SHIFT;
+const CREDIT_SHIFT: u32 = 53;
+/// The credit a write seen gives.
+pub const MAX_CREDIT: u64 = 3;
 /// No execute.
 pub const NO_EXEC: u64 = 1 << 63;
 /// The frame address bits.
@@ -99,10 +113,11 @@ impl Pte {
     pub fn dirty(self) -> bool {
         self.0 & DIRTY != 0
     }
-    /// The same page made resident in `frame`: accessed if `accessed`, dirty if `dirty`.
+    /// The same page made resident in `frame`: accessed if `accessed`, dirty if `dirty` (the
+    /// write credit kept).
     pub fn resident(self, frame: u64, accessed: bool, dirty: bool) -> Pte {
-        let rights = self.0 & (USER | WRITABLE | NO_EXEC);
-        let mut e = MAPPED | PRESENT | rights | (frame & ADDR_MASK);
+        let kept = self.0 & (USER | WRITABLE | NO_EXEC | CREDIT);
+        let mut e = MAPPED | PRESENT | kept | (frame & ADDR_MASK);
         if accessed {
             e |= ACCESSED;
         }
@@ -111,9 +126,52 @@ impl Pte {
         }
         Pte(e)
     }
-    /// The same page, no longer resident (rights kept; never a shared entry).
+    /// The line's write credit (see [`CREDIT`]).
+    pub fn credit(self) -> u64 {
+        (self.0 & CREDIT) >> CREDIT_SHIFT
+    }
+    /// Whether a line installed in this (absent) entry starts dirty: after a write miss
+    /// (`written`), or when a write is predicted, because the caller expects one (`likely`: a
+    /// writing stream) or the line has write credit left. Never for a read-only page.
+    pub fn starts_dirty(self, written: bool, likely: bool) -> bool {
+        written || (self.writable() && (likely || self.credit() > 0))
+    }
+    /// The same page made resident in `frame` by a miss (a write if `written`) or a prefetch
+    /// (`likely`: of a writing stream), dirty as [`Pte::starts_dirty`] says; a D that no write
+    /// set is marked [`PREDICTED`].
+    pub fn installed(self, frame: u64, accessed: bool, written: bool, likely: bool) -> Pte {
+        let e = self.resident(frame, accessed, self.starts_dirty(written, likely));
+        if e.dirty() && !written {
+            Pte(e.0 | PREDICTED)
+        } else {
+            e
+        }
+    }
+    /// Whether the entry's D bit is a prediction ([`PREDICTED`]).
+    pub fn predicted(self) -> bool {
+        self.0 & PREDICTED != 0
+    }
+    /// The same entry with D cleared, as for a write-back, and its write credit brought up to
+    /// date: a D KVM set renews it, a predicted D uses one up (until the write-back finds the
+    /// line written, see [`Pte::renewed`]); from here on D is KVM's again.
+    pub fn cleaned(self) -> Pte {
+        let credit = if self.predicted() {
+            self.credit().saturating_sub(1)
+        } else if self.dirty() {
+            MAX_CREDIT
+        } else {
+            self.credit()
+        };
+        Pte((self.0 & !(DIRTY | PREDICTED | CREDIT)) | credit << CREDIT_SHIFT)
+    }
+    /// The same entry with full write credit (a write was seen).
+    pub fn renewed(self) -> Pte {
+        Pte(self.0 | CREDIT)
+    }
+    /// The same page, no longer resident (rights and write credit kept, brought up to date as
+    /// [`Pte::cleaned`] says; never a shared entry).
     pub fn evicted(self) -> Pte {
-        Pte(self.0 & (MAPPED | USER | WRITABLE | NO_EXEC))
+        Pte(self.cleaned().0 & (MAPPED | USER | WRITABLE | NO_EXEC | CREDIT))
     }
     /// The same entry with the rights of `prot` (frame, A and D kept).
     pub fn with_rights(self, prot: Prot) -> Pte {
@@ -285,6 +343,43 @@ mod tests {
         // The private slot is mapped, but not for user mode, except the read-only stub page.
         assert!(!pt.pte(&sys, SYS_BASE).mapped());
         assert!(pt.entry(&sys, SYS_BASE).is_none());
+    }
+
+    #[test]
+    fn write_credit_predicts_dirty_lines() {
+        let frame = 0x7000;
+        // A read miss of a line never written installs it clean; a write KVM marked gives it
+        // full credit when it leaves.
+        let e = Pte::absent(Prot::RW);
+        let r = e.installed(frame, true, false, false);
+        assert!(r.present() && !r.dirty() && !r.predicted());
+        assert_eq!(r.evicted(), e, "no write, no credit");
+        let mut e = Pte(r.0 | DIRTY).evicted();
+        assert!(!e.present() && e.credit() == MAX_CREDIT);
+        // Each residency with a predicted D spends one credit; then a read installs clean.
+        for left in (0..MAX_CREDIT).rev() {
+            let r = e.installed(frame, true, false, false);
+            assert!(r.dirty() && r.predicted() && r.frame() == frame);
+            e = r.evicted();
+            assert_eq!(e.credit(), left);
+        }
+        let r = e.installed(frame, true, false, false);
+        assert!(!r.dirty() && !r.predicted());
+        // A write miss's D is the write's, not a prediction.
+        let w = e.installed(frame, true, true, false);
+        assert!(w.dirty() && !w.predicted());
+        // A write-back mid-residency updates the credit and hands D back to KVM.
+        let c = w.cleaned();
+        assert!(c.present() && !c.dirty() && c.credit() == MAX_CREDIT);
+        let p = c.evicted().installed(frame, true, false, false).cleaned();
+        assert!(p.present() && !p.dirty() && !p.predicted() && p.credit() == MAX_CREDIT - 1);
+        assert_eq!(p.evicted().credit(), MAX_CREDIT - 1, "nothing written since the write-back");
+        assert_eq!(Pte(p.0 | DIRTY).evicted().credit(), MAX_CREDIT, "a write since it");
+        assert_eq!(p.evicted().renewed().credit(), MAX_CREDIT, "a write the contents show");
+        // Never on a read-only page; always for a writing stream.
+        assert!(!c.with_rights(Prot::READ).evicted().installed(frame, true, false, true).dirty());
+        assert!(Pte::absent(Prot::RW).installed(frame, true, false, true).predicted());
+        assert_eq!(c.with_rights(Prot::RW).frame(), frame);
     }
 
     #[test]

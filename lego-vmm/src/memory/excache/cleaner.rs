@@ -51,12 +51,12 @@ fn run(mem: &Shared) {
         // The invalidation (a few ioctls per run of frames, the slow part) needs no lock: the
         // lines are marked as being cleaned, so their frames keep them until `cleaned`.
         drop(st);
-        let invalidated = super::invalidate_runs(&mem.pool, picked.iter().map(|&(f, _)| u64::from(f)).collect());
+        let invalidated = super::invalidate_runs(&mem.pool, picked.iter().map(|&(f, _, _)| u64::from(f)).collect());
         st = mem.state();
         let batch = match invalidated.map_err(MemError::Invalidate).and_then(|runs| st.copy_cleaning(mem, &picked, runs, &mut buf)) {
             Ok(batch) => batch,
             Err(e) => {
-                st.cleaned(picked.iter().map(|&(_, page)| page), false);
+                st.cleaned(picked.iter().map(|&(_, page, _)| page), false);
                 drop(st);
                 mem.fail(e.to_string());
                 return;
@@ -130,8 +130,9 @@ fn run(mem: &Shared) {
 impl State {
     /// Picks the dirty lines the next sweeps will meet, as the module documentation says (at
     /// most [`MAX_RUN_PAGES`]), clears their D bits and marks them as being cleaned. Returns
-    /// their frames and pages; their frames still need an invalidation before the copy.
-    fn dirty_ahead(&mut self, mem: &Shared) -> Result<Vec<(u32, u64)>, MemError> {
+    /// their frames, pages and entries before; their frames still need an invalidation before
+    /// the copy.
+    fn dirty_ahead(&mut self, mem: &Shared) -> Result<Vec<(u32, u64, super::Pte)>, MemError> {
         let mut picked = Vec::new();
         for set in 0..self.frames.sets() {
             let next = self.frames.batch(set);
@@ -148,9 +149,10 @@ impl State {
                 if !pte.present() || !pte.dirty() || (self.policy == super::Policy::Clock && pte.accessed()) {
                     continue;
                 }
-                if word.fetch_and(!super::DIRTY, Ordering::AcqRel) & super::DIRTY != 0 {
+                let old = super::Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(super::Pte(v).cleaned().0)).expect("always Some"));
+                if old.dirty() {
                     self.cleaning.insert(page);
-                    picked.push((f, page));
+                    picked.push((f, page, old));
                 }
             }
         }
@@ -167,10 +169,19 @@ impl State {
     }
 
     /// Copies the `picked` lines, whose frames were invalidated since (in `runs` runs), into
-    /// `buf`: a write after the invalidation set D again, one before it is in the copy.
-    fn copy_cleaning(&mut self, mem: &Shared, picked: &[(u32, u64)], runs: u64, buf: &mut RegisteredBuf) -> Result<Vec<Staged>, MemError> {
+    /// `buf`: a write after the invalidation set D again, one before it is in the copy. A line
+    /// installed dirty on a prediction and unwritten since is clean already: it is let go.
+    fn copy_cleaning(&mut self, mem: &Shared, picked: &[(u32, u64, super::Pte)], runs: u64, buf: &mut RegisteredBuf) -> Result<Vec<Staged>, MemError> {
         self.stats.invalidations += runs;
-        picked.iter().enumerate().map(|(i, &(f, page))| self.copy_out(mem, f, page, i, Some(&mut *buf))).collect()
+        let mut batch = Vec::with_capacity(picked.len());
+        for &(f, page, old) in picked {
+            if self.unwritten(mem, f, page, old)? {
+                self.cleaning.remove(&page);
+            } else {
+                batch.push(self.copy_out(mem, f, page, batch.len(), Some(&mut *buf))?);
+            }
+        }
+        Ok(batch)
     }
 
     /// The cleaner's write-back of `pages` ended (`ok`: the owners have every line).

@@ -58,6 +58,9 @@ pub struct Frames {
     prefetched: Vec<Prefetch>,
     /// Installed dirty (a write miss, or a writing stream): its D bit is no first write.
     born_dirty: Vec<bool>,
+    /// Digest of the contents a line installed dirty on a prediction came in with (see
+    /// [`crate::memory::paging::CREDIT`]): a write-back finds it unwritten when they match.
+    digests: Vec<u128>,
     sets: Vec<Set>,
     resident: usize,
 }
@@ -87,7 +90,7 @@ impl Frames {
                 Set { first, len, hand: 0, free: (first..first + len).rev().collect() }
             })
             .collect();
-        Frames { pages: vec![FREE; lines], prefetched: vec![Prefetch::No; lines], born_dirty: vec![false; lines], sets, resident: 0 }
+        Frames { pages: vec![FREE; lines], prefetched: vec![Prefetch::No; lines], born_dirty: vec![false; lines], digests: vec![0; lines], sets, resident: 0 }
     }
 
     /// Number of frames.
@@ -151,6 +154,16 @@ impl Frames {
     /// its next write-back on).
     pub fn take_born_dirty(&mut self, f: u32) -> bool {
         std::mem::take(&mut self.born_dirty[f as usize])
+    }
+
+    /// Records `digest` as the contents the line of frame `f` came in with.
+    pub fn set_digest(&mut self, f: u32, digest: u128) {
+        self.digests[f as usize] = digest;
+    }
+
+    /// The digest [`Frames::set_digest`] recorded for frame `f`.
+    pub fn digest(&self, f: u32) -> u128 {
+        self.digests[f as usize]
     }
 
     /// Where the prefetched line of frame `f` stands.
