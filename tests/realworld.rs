@@ -9,6 +9,8 @@
 //!   storage server holding only the programs and what `ldd` says they need (`lego image
 //!   add`).
 //! - Lua's C sources built with this machine's make and gcc, byte-identical to a native build.
+//! - Debian's PostgreSQL 15: `initdb`, the server with its worker processes (memory shared
+//!   between them, latches on signalfds in epoll), `psql` over a Unix socket.
 //!
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
 
@@ -520,4 +522,62 @@ fn dynamically_linked_programs_added_to_a_storage_server_run_there() {
     assert_eq!(in_vnode(&[busybox, "ls", "/t"]).status, Some(1), "/t is gone");
     let hidden = in_vnode(&[busybox, "ls", "-A", "/.lego-unlinked"]);
     assert_eq!((hidden.status, hidden.stdout.as_str()), (Some(0), ""), "closed files unlinked while open are gone: {}", hidden.stderr);
+}
+
+/// What the PostgreSQL test runs as the `postgres` user, in the directory `$1`: `initdb`, the
+/// server (Unix socket only), a few statements through `psql`, and a fast shutdown.
+const POSTGRES: &str = r#"B=/usr/lib/postgresql/15/bin
+D=$1
+$B/initdb -D $D/data -A trust --no-instructions >/dev/null || exit 1
+$B/pg_ctl -s -D $D/data -l $D/log -o "-k $D -c listen_addresses=''" -w start || { cat $D/log; exit 1; }
+$B/psql -h $D -d postgres -X -q -c "create table t (k int primary key, v text)" \
+  -c "insert into t select g, md5(g::text) from generate_series(1, 20000) g" \
+  -c "select count(*), sum(k), min(v), max(v) from t" \
+  -c "update t set v = 'x' || v where k % 3 = 0" \
+  -c "create index on t (v)" -c "select k from t where v = 'x' || md5('300')" \
+  -c "select count(*) from t where v like 'x%'" -c "vacuum analyze t" \
+  -c "select relname, reltuples from pg_class where relname = 't'"
+rc=$?
+$B/pg_ctl -s -D $D/data -w stop -m fast || rc=1
+exit $rc
+"#;
+
+/// Debian's PostgreSQL 15 in a vNode, as the `postgres` user (busybox `su`): `initdb`, then
+/// the server and its worker processes, which share their buffers and wake each other through
+/// latches (signalfds watched by epoll), queried by `psql` over a Unix socket; the same
+/// output as natively, in the same directory.
+#[test]
+fn postgresql_initdb_server_and_queries_match_native() {
+    if !kvm() {
+        return;
+    }
+    let bin = Path::new("/usr/lib/postgresql/15/bin/postgres");
+    assert!(bin.exists(), "{} is missing: `make test` installs Debian's postgresql (scripts/install-deps.sh)", bin.display());
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run.sh");
+    std::fs::write(&script, POSTGRES).unwrap();
+    let work = dir.path().join("pg");
+    let shown = work.to_str().unwrap();
+    let su = format!("/bin/sh {} {shown}", script.display());
+    let command = |mut c: Command| {
+        c.args(["su", "-s", "/bin/sh", "postgres", "-c", &su]).env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").env("TZ", "UTC");
+        c
+    };
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir(&work).unwrap();
+        let chown = Command::new("chown").args(["postgres:postgres", shown]).status().unwrap();
+        assert!(chown.success(), "chown postgres {shown}");
+    };
+    fresh();
+    let n = run(command(common::native_command("/bin/busybox")), Duration::from_secs(120), "native PostgreSQL");
+    let native_log = std::fs::read_to_string(work.join("log")).unwrap_or_default();
+    fresh();
+    let mut vnode = common::lego_command();
+    vnode.args(["run", "--root", "/", "/bin/busybox"]);
+    let l = run(command(vnode), Duration::from_secs(300), "PostgreSQL in a vNode");
+    let log = std::fs::read_to_string(work.join("log")).unwrap_or_default();
+    assert_eq!(n.status, Some(0), "native: {}{}\n{native_log}", n.stdout, n.stderr);
+    assert!(n.stdout.contains("20000 | 200010000") && n.stdout.contains(" 300\n"), "native: {}", n.stdout);
+    assert_eq!((&l.stdout, &l.stderr, l.status), (&n.stdout, &n.stderr, n.status), "server log in the vNode:\n{log}");
 }

@@ -8,7 +8,7 @@
  *             process and thread CPU-time clocks too; SIGEV_SIGNAL with a value,
  *             SIGEV_THREAD_ID, SIGEV_NONE, overruns), timerfd reads and settings
  *   rtsig     queued real-time signals arrive in order with their values; standard ones
- *             coalesce; rt_tgsigqueueinfo; signalfd reads, polls and non-blocking reads
+ *             coalesce; rt_tgsigqueueinfo; signalfd reads, polls, epoll waits and non-blocking reads
  *   usage     getrusage (self, thread, children) and times() show CPU time that was spent
  *   locks     record locks across 4 processes (a shared counter), F_GETLK names the holder,
  *             EDEADLK, OFD locks, flock, and F_SETLKW interrupted by a signal
@@ -43,6 +43,7 @@
 #include <sys/sendfile.h>
 #include <sys/shm.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -541,6 +542,22 @@ static void case_rtsig(void) {
     n = read(fd, ssi, sizeof ssi);
     printf("blocking signalfd read got %s\n", n == sizeof ssi[0] && ssi[0].ssi_signo == SIGUSR2 ? "SIGUSR2" : "?");
     wait(NULL);
+    /* In epoll, as PostgreSQL's latches use it: a wait that a signal from another process ends. */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 5}, got[2];
+    CHECK(ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0);
+    printf("signalfd epoll before: %d\n", epoll_wait(ep, got, 2, 0));
+    if (fork() == 0) {
+        sleep_ms(20);
+        kill(getppid(), SIGUSR2);
+        _exit(0);
+    }
+    int k = epoll_wait(ep, got, 2, 5000);
+    printf("signalfd epoll wait: %d events %#x data %u\n", k, k > 0 ? got[0].events : 0, k > 0 ? got[0].data.u32 : 0);
+    CHECK(read(fd, ssi, sizeof ssi) == sizeof ssi[0]);
+    printf("signalfd epoll after its read: %d\n", epoll_wait(ep, got, 2, 0));
+    wait(NULL);
+    close(ep);
     sigaddset(&sfd_set, SIGUSR1);
     CHECK(signalfd(fd, &sfd_set, 0) == fd);
     CHECK(signalfd(1, &sfd_set, 0) == -1 && errno == EINVAL);

@@ -155,6 +155,12 @@ fn next(p: &mut Process, tid: i32) -> Option<SigInfo> {
     take(p, tid, !mask)
 }
 
+/// The signals pending for thread `tid`: its own and its process's (what a signalfd of it would
+/// read).
+pub fn pending(p: &Process, tid: i32) -> u64 {
+    p.threads.get(&tid).map_or(0, |t| t.pending.bits()) | p.signals.pending.bits()
+}
+
 /// Takes the lowest signal of `set` pending for thread `tid` (its own first). `rt_sigtimedwait`
 /// takes its signal so, without running its handler.
 pub fn take(p: &mut Process, tid: i32, set: u64) -> Option<SigInfo> {

@@ -2,16 +2,17 @@
 //!
 //! Descriptors with a host descriptor underneath (sockets, eventfds, the terminal, other epoll
 //! instances) are watched by a host epoll instance, which gives level- and edge-triggered and
-//! one-shot semantics exactly; pipes, which live in the VMM, are looked at on each wait, level
-//! triggered (an edge-triggered program, which reads until `EAGAIN`, sees no difference), with
-//! `EPOLLONESHOT` kept here. The host epoll descriptor also makes the instance pollable itself
-//! for its host members.
+//! one-shot semantics exactly; pipes, signalfds and pidfds, which live in the VMM, are looked at
+//! on each wait, level triggered (an edge-triggered program, which reads until `EAGAIN`, sees no
+//! difference), with `EPOLLONESHOT` kept here. The host epoll descriptor also makes the instance
+//! pollable itself for its host members.
 
 use lego_proto::sync::LockExt;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::anonfd::AnonFile;
 use crate::errno::{Errno, SysResult};
 use crate::pipe::PipeEnd;
 
@@ -21,6 +22,8 @@ pub trait Watched: Send + Sync {
     fn host_fd(&self) -> Option<RawFd>;
     /// The pipe end it is, if it is one (watched in the VMM).
     fn pipe(&self) -> Option<&PipeEnd>;
+    /// The signalfd or pidfd it is, if it is one (watched in the VMM).
+    fn anon(&self) -> Option<&AnonFile>;
 }
 
 /// `EPOLLONESHOT` and `EPOLLEXCLUSIVE` as the kernel's `u32`.
@@ -96,7 +99,7 @@ impl Epoll {
         m.by_key.retain(|_, v| v.file.strong_count() > 0);
         let found = m.by_key.iter().find(|(_, v)| v.fd == fd && same(&v.file, file)).map(|(k, _)| *k);
         let host = file.host_fd();
-        if host.is_none() && file.pipe().is_none() {
+        if host.is_none() && file.pipe().is_none() && file.anon().is_none() {
             // Regular files and directories cannot be watched.
             return Err(Errno::EPERM);
         }
@@ -140,13 +143,15 @@ impl Epoll {
         }
     }
 
-    /// Whether pipes are watched (a wait then has to look at them again now and then).
-    pub fn watches_pipes(&self) -> bool {
+    /// Whether descriptors of the VMM (pipes, signalfds, pidfds) are watched: a wait then has
+    /// to look at them again now and then.
+    pub fn watches_vmm_files(&self) -> bool {
         self.members().by_key.values().any(|v| !v.on_host && v.armed)
     }
 
-    /// The events ready now, at most `max`.
-    pub fn ready(&self, max: usize) -> SysResult<Vec<Event>> {
+    /// The events ready now, at most `max`, for a waiting thread with signals `pending` (its
+    /// own and its process's: what a signalfd would read).
+    pub fn ready(&self, max: usize, pending: u64) -> SysResult<Vec<Event>> {
         let mut m = self.members();
         let mut out = Vec::new();
         for v in m.by_key.values_mut().filter(|v| !v.on_host && v.armed) {
@@ -154,7 +159,7 @@ impl Epoll {
                 break;
             }
             let Some(file) = v.file.upgrade() else { continue };
-            let r = file.pipe().map_or(0, pipe_events) & (v.events | ALWAYS);
+            let r = vmm_events(&*file, pending) & (v.events | ALWAYS);
             if r != 0 {
                 out.push((r, v.data));
                 if v.events & ONESHOT != 0 {
@@ -188,6 +193,15 @@ impl Epoll {
             }
         }
         Ok(out)
+    }
+}
+
+/// The epoll events now of a descriptor of the VMM, for a thread with signals `pending`.
+fn vmm_events(file: &dyn Watched, pending: u64) -> u32 {
+    match (file.pipe(), file.anon()) {
+        (Some(end), _) => pipe_events(end),
+        (None, Some(anon)) if anon.readable(pending) => (libc::EPOLLIN | libc::EPOLLRDNORM) as u32,
+        _ => 0,
     }
 }
 
@@ -226,15 +240,27 @@ mod tests {
         let rf = OpenFile::new(Backing::Pipe(r), b"pipe:".to_vec(), libc::O_RDONLY);
         ep.ctl(libc::EPOLL_CTL_ADD, 3, &rf, libc::EPOLLIN as u32 | ONESHOT, 7).unwrap();
         assert_eq!(ep.ctl(libc::EPOLL_CTL_ADD, 3, &rf, libc::EPOLLIN as u32, 7), Err(Errno::EEXIST));
-        assert_eq!(ep.ready(8).unwrap(), vec![]);
+        assert_eq!(ep.ready(8, 0).unwrap(), vec![]);
         w.write(b"x", false).unwrap();
-        assert_eq!(ep.ready(8).unwrap(), vec![(libc::EPOLLIN as u32, 7)], "only the events asked for");
-        assert_eq!(ep.ready(8).unwrap(), vec![], "one shot");
+        assert_eq!(ep.ready(8, 0).unwrap(), vec![(libc::EPOLLIN as u32, 7)], "only the events asked for");
+        assert_eq!(ep.ready(8, 0).unwrap(), vec![], "one shot");
         ep.ctl(libc::EPOLL_CTL_MOD, 3, &rf, libc::EPOLLIN as u32, 9).unwrap();
-        assert_eq!(ep.ready(8).unwrap().len(), 1);
-        assert_eq!(ep.ready(8).unwrap().len(), 1, "level triggered");
+        assert_eq!(ep.ready(8, 0).unwrap().len(), 1);
+        assert_eq!(ep.ready(8, 0).unwrap().len(), 1, "level triggered");
         ep.ctl(libc::EPOLL_CTL_DEL, 3, &rf, 0, 0).unwrap();
         assert_eq!(ep.ctl(libc::EPOLL_CTL_DEL, 3, &rf, 0, 0), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn signalfds_are_watched_in_the_vmm() {
+        let ep = Epoll::new().unwrap();
+        let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+        let f = OpenFile::new(Backing::Anon(AnonFile::Signal(Mutex::new(usr1))), b"anon_inode:[signalfd]".to_vec(), libc::O_RDWR);
+        ep.ctl(libc::EPOLL_CTL_ADD, 5, &f, libc::EPOLLIN as u32, 3).unwrap();
+        assert!(ep.watches_vmm_files());
+        assert_eq!(ep.ready(8, 0).unwrap(), vec![]);
+        assert_eq!(ep.ready(8, 1 << (libc::SIGUSR2 - 1)).unwrap(), vec![], "not a signal of its mask");
+        assert_eq!(ep.ready(8, usr1).unwrap(), vec![(libc::EPOLLIN as u32, 3)], "only the events asked for");
     }
 
     #[test]
@@ -246,10 +272,10 @@ mod tests {
         // SAFETY: just created.
         let f = OpenFile::new(Backing::Host(unsafe { OwnedFd::from_raw_fd(efd) }), b"anon_inode:[eventfd]".to_vec(), libc::O_RDWR);
         ep.ctl(libc::EPOLL_CTL_ADD, 4, &f, (libc::EPOLLIN as u32) | ET, 1).unwrap();
-        assert_eq!(ep.ready(8).unwrap(), vec![]);
+        assert_eq!(ep.ready(8, 0).unwrap(), vec![]);
         // SAFETY: writes 8 bytes from a valid u64.
         assert_eq!(unsafe { libc::write(efd, (&1u64 as *const u64).cast(), 8) }, 8);
-        assert_eq!(ep.ready(8).unwrap(), vec![(libc::EPOLLIN as u32, 1)]);
-        assert_eq!(ep.ready(8).unwrap(), vec![], "edge triggered: no new edge");
+        assert_eq!(ep.ready(8, 0).unwrap(), vec![(libc::EPOLLIN as u32, 1)]);
+        assert_eq!(ep.ready(8, 0).unwrap(), vec![], "edge triggered: no new edge");
     }
 }

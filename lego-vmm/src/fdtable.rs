@@ -85,6 +85,13 @@ impl crate::epoll::Watched for OpenFile {
             _ => None,
         }
     }
+
+    fn anon(&self) -> Option<&crate::anonfd::AnonFile> {
+        match &self.backing {
+            Backing::Anon(a) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 impl Drop for OpenFile {

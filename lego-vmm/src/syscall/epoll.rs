@@ -2,7 +2,8 @@
 //! [`crate::epoll::Epoll`], and `eventfd`/`eventfd2` (a host eventfd).
 //!
 //! A wait with nothing ready polls the host epoll descriptor without the process lock; when
-//! pipes are watched too it looks at them again every [`PIPE_SLICE`], as `poll` does.
+//! descriptors of the VMM (pipes, signalfds, pidfds) are watched too it looks at them again
+//! every [`PIPE_SLICE`], as `poll` does.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::errno::{Errno, SysResult};
 use crate::fdtable::{Backing, OpenFile};
 use crate::process::{Locked, Process};
 
-/// How often a wait that watches pipes looks at them again.
+/// How often a wait that watches descriptors of the VMM looks at them again.
 const PIPE_SLICE: Duration = Duration::from_millis(5);
 /// `sizeof(struct epoll_event)` (packed on x86-64).
 const EVENT_LEN: usize = 12;
@@ -103,7 +104,7 @@ fn wait(p: &mut Locked<'_>, tid: i32, epfd: u64, events: u64, max: u64, timeout:
     let deadline = timeout.map(|t| Instant::now() + t);
     let group = p.group.clone();
     loop {
-        let ready = ep.ready(max.min(1024) as usize)?;
+        let ready = ep.ready(max.min(1024) as usize, crate::delivery::pending(p, tid))?;
         if !ready.is_empty() {
             let mut out = Vec::with_capacity(ready.len() * EVENT_LEN);
             for (ev, data) in &ready {
@@ -117,7 +118,7 @@ fn wait(p: &mut Locked<'_>, tid: i32, epfd: u64, events: u64, max: u64, timeout:
         if left == Some(Duration::ZERO) {
             return Ok(0);
         }
-        let slice = if ep.watches_pipes() { Some(left.map_or(PIPE_SLICE, |l| l.min(PIPE_SLICE))) } else { left };
+        let slice = if ep.watches_vmm_files() { Some(left.map_or(PIPE_SLICE, |l| l.min(PIPE_SLICE))) } else { left };
         let fds = [libc::pollfd { fd: ep.host_fd(), events: libc::POLLIN, revents: 0 }];
         p.unlocked(|| group.poll_host(tid, &fds, slice))?;
     }

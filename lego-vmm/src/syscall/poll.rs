@@ -81,8 +81,7 @@ fn scan(p: &Process, tid: i32, entries: &mut [libc::pollfd]) -> (Vec<(usize, lib
             Backing::Anon(a) => {
                 // Looked at again after each slice, as pipes are.
                 pipes = true;
-                let pending = p.threads.get(&tid).map_or(0, |t| t.pending.bits()) | p.signals.pending.bits();
-                e.revents = if a.readable(pending) { e.events & libc::POLLIN } else { 0 };
+                e.revents = if a.readable(crate::delivery::pending(p, tid)) { e.events & libc::POLLIN } else { 0 };
             }
             Backing::Host(_) | Backing::Socket(_) | Backing::Epoll(_) => {
                 if let Some(fd) = file.host_fd() {
