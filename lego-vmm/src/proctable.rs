@@ -303,23 +303,26 @@ impl ProcTable {
         t.foreground.unwrap_or_else(|| t.procs.get(&FIRST_PID).map_or(FIRST_PID, |e| e.pgid))
     }
 
-    /// `tcsetpgrp` of the run's terminal by `caller`, of its session: `pgid` must be a group
-    /// of that session with a process in it (`EPERM`; `EINVAL` if negative).
+    /// `tcsetpgrp` of the run's terminal by `caller`, as [`ProcTable::foreground_session`]
+    /// checks it.
     pub fn set_foreground(&self, caller: i32, pgid: i32) -> SysResult<()> {
-        if pgid < 0 {
-            return Err(Errno::EINVAL);
-        }
-        let sid = self.sid(caller)?;
-        if !self.group_in_session(pgid, sid) {
-            return Err(Errno::EPERM);
-        }
+        self.foreground_session(caller, pgid)?;
         self.lock().foreground = Some(pgid);
         Ok(())
     }
 
-    /// Whether a running process of session `sid` is in group `pgid`.
-    pub fn group_in_session(&self, pgid: i32, sid: i32) -> bool {
-        self.lock().procs.values().any(|e| e.pgid == pgid && e.sid == sid && e.status.is_none())
+    /// The session of `caller`, whose terminal's foreground group `tcsetpgrp` by it may make
+    /// `pgid`: a group of that session with a process in it (`EPERM`; `EINVAL` if negative).
+    pub fn foreground_session(&self, caller: i32, pgid: i32) -> SysResult<i32> {
+        if pgid < 0 {
+            return Err(Errno::EINVAL);
+        }
+        let t = self.lock();
+        let sid = t.procs.get(&caller).map(|e| e.sid).ok_or(Errno::ESRCH)?;
+        if !t.procs.values().any(|e| e.pgid == pgid && e.sid == sid && e.status.is_none()) {
+            return Err(Errno::EPERM);
+        }
+        Ok(sid)
     }
 
     /// `setpgid(pid, pgid)` called by `caller` (`pid` and `pgid` already made non-zero): `pid`

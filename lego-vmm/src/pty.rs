@@ -180,8 +180,9 @@ impl Ptys {
         Some(inner.foreground.get(&n).copied().unwrap_or(sid))
     }
 
-    /// `tcsetpgrp` of pty `n` by a process of session `sid` to group `pgid` (which the caller
-    /// has checked is a group of that session): `ENOTTY` unless `n` is the session's terminal.
+    /// `tcsetpgrp` of pty `n` by a process of session `sid` to group `pgid` (which
+    /// [`crate::proctable::ProcTable::foreground_session`] has checked is a group of that
+    /// session): `ENOTTY` unless `n` is the session's terminal.
     pub fn set_foreground(&self, n: u32, sid: i32, pgid: i32) -> SysResult<()> {
         let mut inner = self.inner.lock_unpoisoned();
         inner.prune();

@@ -126,6 +126,11 @@ impl Pte {
         }
         Pte(e)
     }
+    /// Changes the entry in `word` by `f`, atomically against KVM's setting of A and D (a
+    /// compare-exchange loop on the word), and returns the entry as it was.
+    pub fn update(word: &AtomicU64, f: impl Fn(Pte) -> Pte) -> Pte {
+        Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(f(Pte(v)).0)).unwrap_or_else(|v| v))
+    }
     /// The line's write credit (see [`CREDIT`]).
     pub fn credit(self) -> u64 {
         (self.0 & CREDIT) >> CREDIT_SHIFT

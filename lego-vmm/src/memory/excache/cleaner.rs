@@ -149,7 +149,7 @@ impl State {
                 if !pte.present() || !pte.dirty() || (self.policy == super::Policy::Clock && pte.accessed()) {
                     continue;
                 }
-                let old = super::Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(super::Pte(v).cleaned().0)).expect("always Some"));
+                let old = super::Pte::update(word, super::Pte::cleaned);
                 if old.dirty() {
                     self.cleaning.insert(page);
                     picked.push((f, page, old));

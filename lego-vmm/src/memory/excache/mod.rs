@@ -833,7 +833,7 @@ impl Held<'_> {
                 return;
             }
             let new = old.with_rights(prot);
-            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).with_rights(prot).0));
+            Pte::update(w, |e| e.with_rights(prot));
             if (old.user() && !new.user()) || (old.writable() && !new.writable()) || (old.executable() && !new.executable()) {
                 if old.is_shared() {
                     lost_shared.push(old.frame());
@@ -1046,7 +1046,7 @@ impl State {
             return Ok(true);
         }
         let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
-        let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).renewed().0));
+        Pte::update(word, Pte::renewed);
         Ok(false)
     }
 
@@ -1123,7 +1123,7 @@ impl State {
                 }
                 continue;
             }
-            let old = Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).evicted().0)).expect("always Some"));
+            let old = Pte::update(word, Pte::evicted);
             victims.push((f, page, old));
         }
         for (first, n) in self.frames.runs(Swept { set, from, len: passed.min(len) }) {
@@ -1369,7 +1369,7 @@ impl State {
         let mut gone = Vec::with_capacity(lines.len());
         for (f, page) in lines {
             let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
-            let old = Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).evicted().0)).expect("always Some"));
+            let old = Pte::update(word, Pte::evicted);
             gone.push((f, page, old));
         }
         self.invalidate_frames(mem, gone.iter().map(|g| u64::from(g.0)).collect())?;
@@ -1393,7 +1393,7 @@ impl State {
         let mut dirty = Vec::new();
         for (f, page) in self.lines_in(mem, start, end)? {
             let word = self.pt.entry(&mem.sys, page).ok_or(MemError::LostEntry(page))?;
-            let old = Pte(word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| Some(Pte(v).cleaned().0)).expect("always Some"));
+            let old = Pte::update(word, Pte::cleaned);
             if old.dirty() {
                 dirty.push((f, page, old));
             }

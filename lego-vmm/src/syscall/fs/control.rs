@@ -222,13 +222,7 @@ fn pty_foreground(p: &mut Process, n: u32, set: bool, arg: u64) -> SysResult<u64
         let mut v = [0u8; 4];
         p.mm.read_user(arg, &mut v)?;
         let pgid = i32::from_le_bytes(v);
-        let sid = p.procs.sid(p.pid)?;
-        if pgid < 0 {
-            return Err(Errno::EINVAL);
-        }
-        if !p.procs.group_in_session(pgid, sid) {
-            return Err(Errno::EPERM);
-        }
+        let sid = p.procs.foreground_session(p.pid, pgid)?;
         return p.ptys.set_foreground(n, sid, pgid).map(|()| 0);
     }
     // A pty that controls no session has no foreground group (Linux answers 0 on its master).
