@@ -9,7 +9,8 @@
 //!   the global memory manager instead.
 //! - [`backup`]: the secondary copy of replicated vRegions, a log flushed to backup files.
 //! - [`buffer_cache`]: file pages cached in front of the storage server (§4.5).
-//! - `peers` and `server`: the network, as client of the other mem-servers and as server.
+//! - `peers` and `server`: the network, as client of the other mem-servers and as server;
+//!   `poll_gate`: whether page-path connections poll for their next request.
 //! - `metrics`: the server's Prometheus metrics ([`MemServer::register_metrics`]).
 //!
 //! [`MemServer::bind`] then [`MemServer::run`] (the `lego mem-server` command) or
@@ -34,6 +35,7 @@ pub mod home;
 mod metrics;
 pub mod owner;
 mod peers;
+mod poll_gate;
 pub mod placement;
 mod rdma;
 mod server;

@@ -46,6 +46,9 @@ impl Collector for Metrics {
         let (received, sent) = traffic.bytes();
         counter(e, "lego_mem_received_bytes", "Bytes of request frames received, headers included.", received)?;
         counter(e, "lego_mem_sent_bytes", "Bytes of reply frames sent, headers included.", sent)?;
+        let gate = self.0.poll_gate();
+        gauge(e, "lego_mem_polling", "1 while page-path connections poll for their next request (the host has a core to spare), else 0.", u64::from(gate.is_open()))?;
+        counter(e, "lego_mem_poll_cpu_microseconds", "CPU time spent polling for page-path requests.", gate.polled().as_micros() as u64)?;
         let c = self.0.cache();
         gauge(e, "lego_mem_buffer_cache_bytes", "Bytes of file pages in the buffer cache.", c.pages * page)?;
         gauge(e, "lego_mem_buffer_cache_capacity_bytes", "Most bytes of file pages the buffer cache holds.", c.capacity * page)?;

@@ -35,6 +35,7 @@ use crate::gmm::Gmm;
 use crate::home::{HomeProcess, OwnerFailure, Owners};
 use crate::owner::{Owner, OwnerError};
 use crate::peers::Peers;
+use crate::poll_gate::PollGate;
 use crate::store::ZERO_PAGE;
 
 /// Kinds of peers a mem-server talks to.
@@ -79,6 +80,8 @@ pub(crate) struct Shared {
     traffic: Traffic,
     /// A page-path connection is polling for its next request (see `Conn::idle`).
     pollers: AtomicBool,
+    /// Whether the host has a core to spare for that polling.
+    poll_gate: PollGate,
 }
 
 /// Requests served since start, by operation, and the bytes of their frames: the `requests` of
@@ -133,6 +136,7 @@ impl Shared {
             gmm,
             traffic: Traffic::default(),
             pollers: AtomicBool::new(false),
+            poll_gate: PollGate::new(),
         }
     }
 
@@ -154,6 +158,12 @@ impl Shared {
     /// Requests served and their bytes.
     pub(crate) fn traffic(&self) -> &Traffic {
         &self.traffic
+    }
+
+    /// Whether page-path connections may poll for their next request, and how much of its
+    /// CPU time polling has taken.
+    pub(crate) fn poll_gate(&self) -> &PollGate {
+        &self.poll_gate
     }
 
     /// The buffer cache's figures.
@@ -440,12 +450,13 @@ impl FrameHandler for Conn {
         self.shared.traffic.count(req.op, HEADER_LEN + payload.len(), out.len() - before);
     }
 
-    /// A page-path connection polls for its next request, unless another one already does:
-    /// a poller holds a core, and on a small machine the pComponent's vCPUs need the others.
+    /// A page-path connection polls for its next request, unless another one already does
+    /// or the host has no core to spare ([`PollGate`]): a poller holds a core, and on a small
+    /// machine the pComponent's vCPUs need the others.
     fn idle(&mut self, socket: BorrowedFd<'_>) {
         let pollers = &self.shared.pollers;
         if self.page_path && pollers.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            poll_readable(&socket, DEFAULT_POLL);
+            self.shared.poll_gate.poll(|| poll_readable(&socket, DEFAULT_POLL));
             pollers.store(false, Ordering::Release);
         }
     }
