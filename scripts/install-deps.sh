@@ -14,6 +14,7 @@
 #   fonts-dejavu-core  the font of `lego bench apps`'s plot
 #   util-linux       losetup, mkswap, swapon for `lego bench apps`
 #   postgresql       Debian's PostgreSQL 15, run in a vNode by tests/realworld.rs
+#   libcap2-bin      capsh, run in a vNode by tests/realworld.rs
 #   libibverbs-dev rdma-core cmake libnl-3-dev libnl-route-3-dev pkg-config libclang-dev clang
 #                    building with `--features rdma` (the RDMA transport): rdma-core's
 #                    libibverbs to link, and what ibverbs-sys needs to configure its vendored
@@ -21,7 +22,7 @@
 #                    headers for bindgen)
 set -euo pipefail
 
-PACKAGES=(busybox-static musl-tools build-essential iproute2 tmux fonts-dejavu-core util-linux postgresql
+PACKAGES=(busybox-static musl-tools build-essential iproute2 tmux fonts-dejavu-core util-linux postgresql libcap2-bin
           libibverbs-dev rdma-core cmake libnl-3-dev libnl-route-3-dev pkg-config libclang-dev clang)
 
 is_installed() {

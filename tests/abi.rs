@@ -8,8 +8,9 @@
 //! vNode, `EDEADLK`, OFD locks, `flock` and an interrupted `F_SETLKW`; `MAP_SHARED` write-back
 //! seen by `read` after `munmap`; the file calls (`memfd_create`, `sendfile`,
 //! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`);
-//! FIFOs; `PROT_NONE` pages; and memory shared between processes (anonymous, POSIX and
-//! System V).
+//! FIFOs; `PROT_NONE` pages; memory shared between processes (anonymous, POSIX and
+//! System V); and capabilities (`capget`/`capset`, the `prctl` options, and what `setresuid`,
+//! `setfsuid`, `seteuid` and `execve` do to the sets).
 //!
 //! Cases that make files run one after another (they share the image directory).
 //! Without `/dev/kvm` these tests fail with a clear message, unless `LEGO_SKIP_KVM_TESTS=1`.
@@ -71,6 +72,11 @@ fn timers_match_native() {
 #[test]
 fn queued_signals_and_signalfd_match_native() {
     matches_native("rtsig");
+}
+
+#[test]
+fn capabilities_and_their_changes_match_native() {
+    matches_native("caps");
 }
 
 #[test]

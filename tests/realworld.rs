@@ -128,6 +128,12 @@ const DEBIAN: &[&str] = &[
     "mkdir -p DIR/t/a/b/c/d/e/f && touch DIR/t/a/b/c/d/e/f/x DIR/t/top && rm -rf DIR/t && echo removed; ls DIR",
     // A file unlinked while open: its `/proc/self/fd` link says so, and opens it anew.
     "exec 3<>DIR/u && rm DIR/u && echo kept >&3 && cat /proc/self/fd/3 && readlink /proc/self/fd/3",
+    // Dropping privileges as services do: util-linux `setpriv` and `runuser`, libcap's `capsh`
+    // (ambient capabilities across a change of user and an `execve`, keep-caps, securebits).
+    "setpriv -d; setpriv --reuid=nobody --regid=nogroup --clear-groups id; /usr/sbin/runuser -u nobody -- id",
+    "/usr/sbin/capsh --print; /usr/sbin/capsh --keep=1 --user=nobody --print | head -1",
+    "setpriv --inh-caps=-all,+net_raw --ambient-caps=+net_raw --reuid=1000 --regid=1000 --clear-groups /usr/sbin/capsh --print",
+    "/usr/sbin/capsh --drop=cap_net_raw --secbits=0x2f -- -c 'setpriv -d; grep Cap /proc/self/status'",
     // Python's multiprocessing: a pool (named semaphores in `/dev/shm`, pipes), and a value,
     // an array and a lock in memory shared with the workers.
     "python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2, -3]))'",

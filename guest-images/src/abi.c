@@ -23,6 +23,9 @@
  *             truncate and creat, with Linux's errors
  *   attrs     what both file systems keep: creat, truncate, chmod/fchmod/fchmodat, and the
  *             modification time through utimensat/futimens/utimes/futimesat/utime
+ *   caps      capget/capset and their rules, the ambient and bounding sets, keep-caps,
+ *             securebits and no-new-privs; what setresuid, setfsuid, seteuid and execve do to
+ *             the sets (run as root)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,6 +43,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/personality.h>
+#include <sys/fsuid.h>
+#include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/shm.h>
 #include <sys/resource.h>
@@ -1612,6 +1617,165 @@ static void case_attrs(void) {
     CHECK(unlink(f) == 0);
 }
 
+/* ---- caps: capability sets, their rules, and what uid changes and execve do to them ---- */
+
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_IS_SET 1
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_LOWER 3
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+#define CAP_V3 0x20080522u
+#define CAP_NET_BIND 10
+#define CAP_NET_RAW_ 13
+
+struct cap_header { uint32_t version; int pid; };
+struct cap_data { uint32_t effective, permitted, inheritable; };
+
+static int cap_get(uint64_t *eff, uint64_t *prm, uint64_t *inh) {
+    struct cap_header h = {CAP_V3, 0};
+    struct cap_data d[2];
+    if (syscall(SYS_capget, &h, d) != 0) return -1;
+    *eff = d[0].effective | (uint64_t)d[1].effective << 32;
+    *prm = d[0].permitted | (uint64_t)d[1].permitted << 32;
+    *inh = d[0].inheritable | (uint64_t)d[1].inheritable << 32;
+    return 0;
+}
+
+static int cap_set(uint64_t eff, uint64_t prm, uint64_t inh) {
+    struct cap_header h = {CAP_V3, 0};
+    struct cap_data d[2] = {{(uint32_t)eff, (uint32_t)prm, (uint32_t)inh}, {(uint32_t)(eff >> 32), (uint32_t)(prm >> 32), (uint32_t)(inh >> 32)}};
+    return (int)syscall(SYS_capset, &h, d);
+}
+
+static const char *rc(long r) {
+    static char buf[32];
+    if (r >= 0) {
+        snprintf(buf, sizeof buf, "%ld", r);
+        return buf;
+    }
+    return errno == EPERM ? "EPERM" : errno == EINVAL ? "EINVAL" : errno == ESRCH ? "ESRCH" : "other error";
+}
+
+static void show_caps(const char *what) {
+    uint64_t e, p, i;
+    if (cap_get(&e, &p, &i) != 0) {
+        printf("%s: capget %s\n", what, rc(-1));
+        return;
+    }
+    uid_t r, ef, sv;
+    getresuid(&r, &ef, &sv);
+    printf("%s: uids %u/%u/%u eff %llx prm %llx inh %llx ambient(net_bind) %ld keepcaps %ld\n", what, r, ef, sv,
+           (unsigned long long)e, (unsigned long long)p, (unsigned long long)i,
+           (long)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_NET_BIND, 0, 0), (long)prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0));
+}
+
+static void show_status_caps(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f != NULL);
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "Cap", 3) || !strncmp(line, "NoNewPrivs", 10)) printf("status %s", line);
+    fclose(f);
+}
+
+static void case_caps(const char *started) {
+    /* The program as it was started, or (a host path a vNode does not have) by its name. */
+    const char *base = strrchr(started, '/') ? strrchr(started, '/') + 1 : started;
+    const char *self = access(started, F_OK) == 0 ? started : base;
+    show_caps("start");
+    struct cap_header h = {0, 0};
+    const char *r = rc(syscall(SYS_capget, &h, NULL));
+    printf("capget version 0, no data: %s, version %x\n", r, h.version);
+    struct cap_data d[2];
+    h.version = 0x12345678;
+    r = rc(syscall(SYS_capget, &h, d));
+    printf("capget bad version: %s, version %x\n", r, h.version);
+    h = (struct cap_header){CAP_V3, 999999};
+    printf("capget of no such pid: %s\n", rc(syscall(SYS_capget, &h, d)));
+    h = (struct cap_header){0x19980330, 0};
+    printf("capget version 1: %s\n", rc(syscall(SYS_capget, &h, d)));
+
+    uint64_t e, p, i;
+    CHECK(cap_get(&e, &p, &i) == 0);
+    uint64_t raw = 1ull << CAP_NET_RAW_, bind = 1ull << CAP_NET_BIND;
+    printf("drop net_raw: %s\n", rc(cap_set(e & ~raw, p & ~raw, i)));
+    printf("take net_raw back: %s\n", rc(cap_set(e & ~raw, p, i)));
+    printf("effective beyond permitted: %s\n", rc(cap_set(e, p & ~raw, i)));
+    printf("inheritable net_bind: %s\n", rc(cap_set(e & ~raw, p & ~raw, i | bind)));
+    printf("ambient raise net_bind: %s\n", rc(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND, 0, 0)));
+    printf("ambient raise net_raw: %s\n", rc(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_RAW_, 0, 0)));
+    printf("ambient with a stray argument: %s\n", rc(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, CAP_NET_BIND, 1, 0)));
+    printf("ambient of cap 99: %s\n", rc(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, 99, 0, 0)));
+    show_caps("after capset");
+    printf("bounding net_raw: %s\n", rc(prctl(PR_CAPBSET_READ, CAP_NET_RAW_, 0, 0, 0)));
+    printf("bounding cap 99: %s\n", rc(prctl(PR_CAPBSET_READ, 99, 0, 0, 0)));
+    printf("bounding drop net_raw: %s\n", rc(prctl(PR_CAPBSET_DROP, CAP_NET_RAW_, 0, 0, 0)));
+    printf("bounding net_raw now: %s\n", rc(prctl(PR_CAPBSET_READ, CAP_NET_RAW_, 0, 0, 0)));
+    printf("no_new_privs: %s", rc(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)));
+    printf(", set 2: %s", rc(prctl(PR_SET_NO_NEW_PRIVS, 2, 0, 0, 0)));
+    printf(", set 1: %s", rc(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)));
+    printf(", now %s\n", rc(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)));
+
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* Keep-caps: every uid leaves 0, the permitted set stays, effective and ambient go. */
+        printf("keepcaps 2: %s, 1: %s\n", rc(prctl(PR_SET_KEEPCAPS, 2, 0, 0, 0)), rc(prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)));
+        printf("setresuid 1000: %s\n", rc(setresuid(1000, 1000, 1000)));
+        show_caps("keepcaps, uid 1000");
+        printf("setresuid back to 0 without CAP_SETUID: %s\n", rc(setresuid(0, 0, 0)));
+        CHECK(cap_get(&e, &p, &i) == 0);
+        printf("effective from permitted: %s\n", rc(cap_set(p, p, i)));
+        printf("ambient raise net_bind as uid 1000: %s\n", rc(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND, 0, 0)));
+        printf("setresuid 0 with CAP_SETUID: %s\n", rc(setresuid(0, 0, 0)));
+        show_caps("root again");
+        printf("setfsuid 1000: %d\n", setfsuid(1000));
+        show_caps("fsuid 1000");
+        printf("setfsuid 0: %d\n", setfsuid(0));
+        show_caps("fsuid 0");
+        printf("seteuid 1000: %s\n", rc(seteuid(1000)));
+        show_caps("euid 1000");
+        printf("seteuid 0: %s\n", rc(seteuid(0)));
+        show_caps("euid 0");
+        printf("securebits: %s", rc(prctl(PR_GET_SECUREBITS, 0, 0, 0, 0)));
+        printf(", unknown bit: %s", rc(prctl(PR_SET_SECUREBITS, 1 << 20, 0, 0, 0)));
+        printf(", keep-caps locked: %s", rc(prctl(PR_SET_SECUREBITS, 0x30, 0, 0, 0)));
+        printf(", now %s", rc(prctl(PR_GET_SECUREBITS, 0, 0, 0, 0)));
+        printf(", unlock: %s", rc(prctl(PR_SET_SECUREBITS, 0x10, 0, 0, 0)));
+        printf(", keepcaps 0: %s\n", rc(prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)));
+        /* A non-root program keeps its ambient set through execve, and only that. */
+        printf("setresuid 1000 again: %s\n", rc(setresuid(1000, 1000, 1000)));
+        CHECK(cap_get(&e, &p, &i) == 0);
+        printf("ambient raise net_bind: %s\n", rc(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_BIND, 0, 0)));
+        show_caps("before execve");
+        /* Search and read permission on the program's path, whoever owns its directories. */
+        CHECK(cap_get(&e, &p, &i) == 0);
+        printf("effective dac_override, dac_read_search: %s\n", rc(cap_set(6, p, i)));
+        fflush(stdout);
+        execl(self, self, "capsexec", (char *)NULL);
+        printf("execve: %s\n", rc(-1));
+        _exit(1);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* Real uid 0, effective 1000: root's permitted set at execve, an empty effective one. */
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        printf("setresuid 0/1000/1000: %s\n", rc(setresuid(0, 1000, 1000)));
+        show_caps("real root");
+        CHECK(cap_get(&e, &p, &i) == 0);
+        printf("effective dac_override, dac_read_search: %s\n", rc(cap_set(6, p, i)));
+        fflush(stdout);
+        execl(self, self, "capsexec", (char *)NULL);
+        _exit(1);
+    }
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    show_status_caps();
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
@@ -1634,6 +1798,12 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "links")) case_links();
     else if (!strcmp(c, "attrs")) case_attrs();
     else if (!strcmp(c, "execed")) printf("running again through execveat\n");
+    else if (!strcmp(c, "caps")) case_caps(argv[0]);
+    else if (!strcmp(c, "capsexec")) {
+        show_caps("after execve");
+        show_status_caps();
+        return 0;
+    }
     else {
         fprintf(stderr, "unknown case %s\n", c);
         return 2;

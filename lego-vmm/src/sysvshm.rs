@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use lego_proto::sync::LockExt;
 
 use crate::errno::{Errno, SysResult};
-use crate::identity::Creds;
+use crate::identity::{cap, Creds};
 use crate::memory::shared::{SharedFile, View, WINDOW_SIZE};
 
 /// `IPC_PRIVATE`: a key no other `shmget` finds.
@@ -66,7 +66,7 @@ impl Segment {
     /// Whether `creds` may access it for reading (and writing, with `write`), as Linux's
     /// `ipcperms` says.
     pub fn permits(&self, creds: &Creds, write: bool) -> bool {
-        if creds.euid == 0 {
+        if creds.capable(cap::IPC_OWNER) {
             return true;
         }
         let bits = if creds.euid == self.uid || creds.euid == self.cuid {
@@ -213,9 +213,9 @@ impl Segments {
 }
 
 /// The `ipc_perm` changes `IPC_SET` makes, and `IPC_RMID`: only the owner, the creator or
-/// root may.
+/// a process with `CAP_SYS_ADMIN` may.
 pub fn may_change(s: &Segment, creds: &Creds) -> SysResult<()> {
-    if creds.euid == 0 || creds.euid == s.uid || creds.euid == s.cuid {
+    if creds.capable(cap::SYS_ADMIN) || creds.euid == s.uid || creds.euid == s.cuid {
         Ok(())
     } else {
         Err(Errno::EPERM)
@@ -265,7 +265,7 @@ mod tests {
     use crate::memory::shared::Window;
 
     fn creds(uid: u32) -> Creds {
-        Creds { uid, euid: uid, suid: uid, fsuid: uid, gid: uid, egid: uid, sgid: uid, fsgid: uid }
+        Creds::new((uid, uid), (uid, uid))
     }
 
     #[test]

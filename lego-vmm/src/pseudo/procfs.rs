@@ -459,6 +459,12 @@ pub fn status(p: &Process, v: &ProcView) -> Vec<u8> {
         "SigBlk:\t{:016x}\nSigIgn:\t{:016x}\nSigCgt:\t{:016x}",
         v.sig_blocked, v.sig_ignored, v.sig_caught
     );
+    let k = &c.caps;
+    let _ = writeln!(
+        out,
+        "CapInh:\t{:016x}\nCapPrm:\t{:016x}\nCapEff:\t{:016x}\nCapBnd:\t{:016x}\nCapAmb:\t{:016x}\nNoNewPrivs:\t{}",
+        k.inheritable, k.permitted, k.effective, k.bounding, k.ambient, u8::from(k.no_new_privs)
+    );
     let _ = writeln!(
         out,
         "Cpus_allowed_list:\t{}",

@@ -159,7 +159,7 @@ fn lock_range(p: &mut Process, addr: u64, len: u64, on: bool) -> SysResult<u64> 
     let before = p.maps.locked_bytes();
     p.maps.set_locked(start, end, on);
     let limit = p.rlimits[libc::RLIMIT_MEMLOCK as usize].0;
-    if on && p.creds.euid != 0 && p.maps.locked_bytes() > limit && p.maps.locked_bytes() > before {
+    if on && !p.creds.capable(crate::identity::cap::IPC_LOCK) && p.maps.locked_bytes() > limit && p.maps.locked_bytes() > before {
         p.maps.set_locked(start, end, false);
         return Err(if limit == 0 {
             Errno::EPERM

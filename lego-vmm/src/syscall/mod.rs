@@ -10,6 +10,7 @@
 
 mod anon;
 mod attrs;
+mod caps;
 mod clone;
 mod epoll;
 mod fileops;
@@ -136,6 +137,7 @@ type Signature = &'static str;
 fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use anon::*;
     use attrs::*;
+    use caps::{capget, capset};
     use fileops::*;
     use fs::*;
     use info::*;
@@ -263,6 +265,8 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         122 => ("d", Plain(setfsuid)),
         123 => ("d", Plain(setfsgid)),
         124 => ("d", Plain(getsid)),
+        125 => ("xx", Plain(capget)),
+        126 => ("xx", Plain(capset)),
         127 => ("xu", Plain(rt_sigpending)),
         128 => ("xxxu", Blocking(rt_sigtimedwait)),
         129 => ("ddx", Blocking(rt_sigqueueinfo)),

@@ -2,6 +2,7 @@
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
+use crate::identity::cap;
 use crate::process::Process;
 
 pub fn getpid(p: &mut Process, _: &mut Cpu<'_>, _: Args) -> SysResult<u64> {
@@ -76,11 +77,18 @@ pub fn prctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         }
         libc::PR_GET_NAME => p.mm.write_user(a[1], &p.comm).map(|()| 0),
         libc::PR_GET_DUMPABLE => Ok(1),
-        libc::PR_SET_DUMPABLE | libc::PR_SET_PDEATHSIG | libc::PR_SET_NO_NEW_PRIVS
-        | libc::PR_SET_THP_DISABLE | libc::PR_SET_TIMERSLACK => Ok(0),
-        libc::PR_GET_NO_NEW_PRIVS | libc::PR_GET_THP_DISABLE => Ok(0),
+        libc::PR_SET_DUMPABLE | libc::PR_SET_PDEATHSIG | libc::PR_SET_THP_DISABLE | libc::PR_SET_TIMERSLACK => Ok(0),
+        libc::PR_GET_THP_DISABLE => Ok(0),
         libc::PR_GET_PDEATHSIG => p.mm.write_user(a[1], &0i32.to_le_bytes()).map(|()| 0),
-        libc::PR_CAPBSET_READ => Ok(0),
+        libc::PR_SET_NO_NEW_PRIVS
+        | libc::PR_GET_NO_NEW_PRIVS
+        | libc::PR_CAPBSET_READ
+        | libc::PR_CAPBSET_DROP
+        | libc::PR_GET_KEEPCAPS
+        | libc::PR_SET_KEEPCAPS
+        | libc::PR_GET_SECUREBITS
+        | libc::PR_SET_SECUREBITS
+        | libc::PR_CAP_AMBIENT => super::caps::prctl(&mut p.creds.caps, a),
         // PR_SET_VMA (naming anonymous regions) is advisory.
         0x5356_4d41 => Ok(0),
         _ => Err(Errno::EINVAL),
@@ -99,7 +107,7 @@ fn set_limit(p: &mut Process, r: usize, cur: u64, max: u64) -> SysResult<()> {
     if cur > max {
         return Err(Errno::EINVAL);
     }
-    if max > p.rlimits[r].1 && p.creds.euid != 0 {
+    if max > p.rlimits[r].1 && !p.creds.capable(cap::SYS_RESOURCE) {
         return Err(Errno::EPERM);
     }
     if r == libc::RLIMIT_NOFILE as usize {
@@ -174,9 +182,8 @@ fn set_ids(privileged: bool, ids: &mut (u32, u32, u32), new: [u64; 3]) -> SysRes
 fn set_uids(p: &mut Process, new: [u64; 3]) -> SysResult<u64> {
     let c = &mut p.creds;
     let mut ids = (c.uid, c.euid, c.suid);
-    set_ids(c.euid == 0, &mut ids, new)?;
-    (c.uid, c.euid, c.suid) = ids;
-    c.fsuid = c.euid;
+    set_ids(c.capable(cap::SETUID), &mut ids, new)?;
+    c.set_uids(ids);
     Ok(0)
 }
 
@@ -184,7 +191,7 @@ fn set_uids(p: &mut Process, new: [u64; 3]) -> SysResult<u64> {
 fn set_gids(p: &mut Process, new: [u64; 3]) -> SysResult<u64> {
     let c = &mut p.creds;
     let mut ids = (c.gid, c.egid, c.sgid);
-    set_ids(c.euid == 0, &mut ids, new)?;
+    set_ids(c.capable(cap::SETGID), &mut ids, new)?;
     (c.gid, c.egid, c.sgid) = ids;
     c.fsgid = c.egid;
     Ok(0)
@@ -204,26 +211,29 @@ fn set_fs_id(privileged: bool, ids: [u32; 3], fs: &mut u32, id: u64) -> u64 {
 /// `setfsuid(uid)`: who owns the files the process creates from now on.
 pub fn setfsuid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let c = &mut p.creds;
-    Ok(set_fs_id(c.euid == 0, [c.uid, c.euid, c.suid], &mut c.fsuid, a[0]))
+    let mut fsuid = c.fsuid;
+    let old = set_fs_id(c.capable(cap::SETUID), [c.uid, c.euid, c.suid], &mut fsuid, a[0]);
+    c.set_fsuid(fsuid);
+    Ok(old)
 }
 
 /// `setfsgid(gid)`: the group of the files the process creates from now on.
 pub fn setfsgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let c = &mut p.creds;
-    Ok(set_fs_id(c.euid == 0, [c.gid, c.egid, c.sgid], &mut c.fsgid, a[0]))
+    Ok(set_fs_id(c.capable(cap::SETGID), [c.gid, c.egid, c.sgid], &mut c.fsgid, a[0]))
 }
 
 const KEEP: u64 = u32::MAX as u64;
 
 pub fn setuid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    if p.creds.euid == 0 {
+    if p.creds.capable(cap::SETUID) {
         set_uids(p, [a[0], a[0], a[0]])
     } else {
         set_uids(p, [KEEP, a[0], KEEP])
     }
 }
 pub fn setgid(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    if p.creds.euid == 0 {
+    if p.creds.capable(cap::SETGID) {
         set_gids(p, [a[0], a[0], a[0]])
     } else {
         set_gids(p, [KEEP, a[0], KEEP])
@@ -273,7 +283,7 @@ pub fn getgroups(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 }
 
 pub fn setgroups(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
-    if p.creds.euid != 0 {
+    if !p.creds.capable(cap::SETGID) {
         return Err(Errno::EPERM);
     }
     let n = a[0] as usize;

@@ -191,6 +191,7 @@ fn exec(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, given: Vec<u8>, path: Vec<u8>, ar
     (t.altstack, t.saved_mask) = (AltStack::default(), None);
     p.procs.set_nocldwait(p.pid, signal::reaps_children(&p.signals.actions[libc::SIGCHLD as usize]));
     p.comm = crate::process::comm_of(&given);
+    p.creds.exec();
     // `/proc/PID/exe` names the file itself, its symlinks resolved, as on Linux: `ld.so` takes
     // `$ORIGIN` from it (a program reached through `/usr/bin/java -> /etc/alternatives/java ->
     // /usr/lib/jvm/.../bin/java` finds its libraries beside the last).

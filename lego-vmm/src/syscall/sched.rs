@@ -8,12 +8,12 @@ use std::sync::Arc;
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::hostcpu;
-use crate::identity::Creds;
+use crate::identity::{cap, Creds};
 use crate::process::Process;
 use crate::proctable::Signalable;
 
 /// The thread a `sched_*`, `*priority` or `ioprio_*` call names.
-enum Target {
+pub(super) enum Target {
     /// A thread of the caller's process.
     Own(i32),
     /// The first thread of another process of the vNode (its pid), which runs in a VM of its
@@ -23,7 +23,7 @@ enum Target {
 
 /// The thread `pid` names: 0 is the caller; then a thread of its process, or another process
 /// of the vNode; `ESRCH` for anything else.
-fn target(p: &Process, cpu: &Cpu<'_>, pid: u64) -> SysResult<Target> {
+pub(super) fn target(p: &Process, cpu: &Cpu<'_>, pid: u64) -> SysResult<Target> {
     let pid = pid as i32;
     match pid {
         0 => Ok(Target::Own(cpu.tid)),
@@ -35,7 +35,7 @@ fn target(p: &Process, cpu: &Cpu<'_>, pid: u64) -> SysResult<Target> {
 
 /// Runs `f` on the target thread's process and id: `ESRCH` if another process's first thread
 /// has ended, `EAGAIN` if its lock cannot be had now.
-fn on_thread<R>(p: &mut Process, t: &Target, mut f: impl FnMut(&mut Process, i32) -> SysResult<R>) -> SysResult<R> {
+pub(super) fn on_thread<R>(p: &mut Process, t: &Target, mut f: impl FnMut(&mut Process, i32) -> SysResult<R>) -> SysResult<R> {
     match t {
         Target::Own(tid) => f(p, *tid),
         Target::Other(q, tid) => {
@@ -54,10 +54,9 @@ fn on_thread<R>(p: &mut Process, t: &Target, mut f: impl FnMut(&mut Process, i32
 }
 
 /// Whether a process with credentials `caller` may change the scheduling of one with
-/// `target`'s: its own user's, or any with privilege (Linux's `check_same_owner`, with
-/// `CAP_SYS_NICE` as root).
+/// `target`'s: its own user's, or any with `CAP_SYS_NICE` (Linux's `check_same_owner`).
 fn may_change(caller: &Creds, target: &Creds) -> SysResult<()> {
-    if caller.euid == 0 || caller.euid == target.euid || caller.euid == target.uid {
+    if caller.capable(cap::SYS_NICE) || caller.euid == target.euid || caller.euid == target.uid {
         Ok(())
     } else {
         Err(Errno::EPERM)
@@ -159,7 +158,7 @@ fn set_policy(p: &mut Process, t: &Target, policy: Option<i32>, param: u64) -> S
         if prio < min || prio > max {
             return Err(Errno::EINVAL);
         }
-        if matches!(policy, SCHED_FIFO | SCHED_RR) && creds.euid != 0 {
+        if matches!(policy, SCHED_FIFO | SCHED_RR) && !creds.capable(cap::SYS_NICE) {
             return Err(Errno::EPERM);
         }
         may_change(&creds, &q.creds)?;
@@ -297,7 +296,7 @@ pub fn setpriority(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64
     for t in &threads {
         on_thread(p, t, |q, tid| {
             may_change(&creds, &q.creds)?;
-            if creds.euid != 0 && nice < q.thread(tid).nice {
+            if !creds.capable(cap::SYS_NICE) && nice < q.thread(tid).nice {
                 return Err(Errno::EACCES);
             }
             Ok(())
@@ -357,7 +356,7 @@ pub fn ioprio_set(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64>
     if class > IOPRIO_CLASS_IDLE || (class == IOPRIO_CLASS_NONE && level != 0) {
         return Err(Errno::EINVAL);
     }
-    if class == IOPRIO_CLASS_RT && p.creds.euid != 0 {
+    if class == IOPRIO_CLASS_RT && !p.creds.capable(cap::SYS_NICE) && !p.creds.capable(cap::SYS_ADMIN) {
         return Err(Errno::EPERM);
     }
     let creds = p.creds;
