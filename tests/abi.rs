@@ -9,7 +9,8 @@
 //! seen by `read` after `munmap`; the file calls (`memfd_create`, `sendfile`,
 //! `copy_file_range`, `fallocate`, `close_range`, `preadv2`, `pidfd_open`, `execveat`);
 //! FIFOs; `PROT_NONE` pages; memory shared between processes (anonymous, POSIX and
-//! System V); and capabilities (`capget`/`capset`, the `prctl` options, and what `setresuid`,
+//! System V); job control (stop and continue, what `wait4`, `waitid` and `SIGCHLD` say of it);
+//! and capabilities (`capget`/`capset`, the `prctl` options, and what `setresuid`,
 //! `setfsuid`, `seteuid` and `execve` do to the sets).
 //!
 //! Cases that make files run one after another (they share the image directory).
@@ -72,6 +73,11 @@ fn timers_match_native() {
 #[test]
 fn queued_signals_and_signalfd_match_native() {
     matches_native("rtsig");
+}
+
+#[test]
+fn job_control_stop_and_continue_match_native() {
+    matches_native("jobs");
 }
 
 #[test]

@@ -134,6 +134,9 @@ const DEBIAN: &[&str] = &[
     "/usr/sbin/capsh --print; /usr/sbin/capsh --keep=1 --user=nobody --print | head -1",
     "setpriv --inh-caps=-all,+net_raw --ambient-caps=+net_raw --reuid=1000 --regid=1000 --clear-groups /usr/sbin/capsh --print",
     "/usr/sbin/capsh --drop=cap_net_raw --secbits=0x2f -- -c 'setpriv -d; grep Cap /proc/self/status'",
+    // Job control in a script: bash sees its job stop and continue (wait4 WUNTRACED and
+    // WCONTINUED, SIGCHLD), and a stopped process's /proc state.
+    "set -m; sleep 2 & p=$!; kill -STOP $p; sleep 0.3; jobs -l | sed 's/ *[0-9][0-9]* / PID /'; cut -d' ' -f3 /proc/$p/stat; kill -CONT $p; sleep 0.2; jobs -l | sed 's/ *[0-9][0-9]* / PID /'; wait $p; echo done $?",
     // Python's multiprocessing: a pool (named semaphores in `/dev/shm`, pipes), and a value,
     // an array and a lock in memory shared with the workers.
     "python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2, -3]))'",
@@ -263,6 +266,7 @@ if pid == 0:
     got = []
     signal.signal(signal.SIGWINCH, lambda *a: got.append("SIGWINCH"))
     signal.signal(signal.SIGQUIT, lambda *a: got.append("SIGQUIT"))
+    signal.signal(signal.SIGTSTP, lambda *a: got.append("SIGTSTP"))
     print("ready", flush=True)
     try:
         while True:
@@ -284,6 +288,8 @@ print(expect("child got SIGWINCH"))
 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
 os.write(fd, b"\x1c")
 print(expect("child got SIGQUIT"))
+os.write(fd, b"\x1a")
+print(expect("child got SIGTSTP"))
 os.write(fd, b"abc\x03")
 print(expect("child got SIGINT"))
 _, st = os.waitpid(pid, 0)
@@ -291,7 +297,7 @@ print("status", os.waitstatus_to_exitcode(st))
 "#;
 
 /// Pseudo-terminals made in a vNode work as natively: `script` runs a shell on one, Python's
-/// `pty` forks a child onto one and talks to it, `^C`, `^\` and a window change typed or made
+/// `pty` forks a child onto one and talks to it, `^C`, `^\`, `^Z` and a window change typed or made
 /// on the master signal the child, and `/proc` and `stat` show them as Linux does. A host pty
 /// the vNode did not make stays out of its reach.
 #[test]

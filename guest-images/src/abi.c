@@ -23,6 +23,9 @@
  *             truncate and creat, with Linux's errors
  *   attrs     what both file systems keep: creat, truncate, chmod/fchmod/fchmodat, and the
  *             modification time through utimensat/futimens/utimes/futimesat/utime
+ *   jobs      SIGSTOP/SIGTSTP stop a process of two threads, SIGCONT continues it: wait4
+ *             WUNTRACED/WCONTINUED, waitid WSTOPPED with WNOWAIT, SIGCHLD's codes and
+ *             SA_NOCLDSTOP, signals held while stopped, SIGKILL of a stopped process
  *   caps      capget/capset and their rules, the ambient and bounding sets, keep-caps,
  *             securebits and no-new-privs; what setresuid, setfsuid, seteuid and execve do to
  *             the sets (run as root)
@@ -1776,6 +1779,168 @@ static void case_caps(const char *started) {
     show_status_caps();
 }
 
+static int jobs_pipe = -1;
+
+static void *count_forever(void *arg) {
+    volatile long *counter = arg;
+    for (;;) __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+/* ---- jobs: stop and continue (job control) ---- */
+
+static volatile sig_atomic_t chld_code, chld_status, chld_count;
+
+static void on_chld(int sig, siginfo_t *si, void *uc) {
+    (void)sig;
+    (void)uc;
+    chld_code = si->si_code;
+    chld_status = si->si_status;
+    chld_count++;
+}
+
+static const char *cld(int code) {
+    switch (code) {
+    case CLD_STOPPED: return "CLD_STOPPED";
+    case CLD_CONTINUED: return "CLD_CONTINUED";
+    case CLD_EXITED: return "CLD_EXITED";
+    case CLD_KILLED: return "CLD_KILLED";
+    default: return "other";
+    }
+}
+
+static void show_wait(const char *what, pid_t child, int options) {
+    int st = 0;
+    pid_t r = waitpid(child, &st, options);
+    if (r == 0) printf("%s: nothing to report\n", what);
+    else if (r != child) printf("%s: waitpid %s\n", what, strerror(errno));
+    else if (WIFSTOPPED(st)) printf("%s: stopped by %d\n", what, WSTOPSIG(st));
+    else if (WIFCONTINUED(st)) printf("%s: continued\n", what);
+    else if (WIFSIGNALED(st)) printf("%s: killed by %d\n", what, WTERMSIG(st));
+    else printf("%s: exited %d\n", what, WEXITSTATUS(st));
+}
+
+static char proc_state(pid_t pid) {
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return '?';
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return '?';
+    buf[n] = 0;
+    char *paren = strrchr(buf, ')');
+    return paren && paren[1] ? paren[2] : '?';
+}
+
+static void settle(void) {
+    struct timespec ts = {0, 150 * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void usr1_writes(int sig) {
+    (void)sig;
+    static const char c = 'u';
+    if (write(jobs_pipe, &c, 1) != 1) _exit(3);
+}
+
+static void case_jobs(void) {
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_chld;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    CHECK(sigaction(SIGCHLD, &sa, NULL) == 0);
+    volatile long *counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(counter != MAP_FAILED);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+
+    /* A child of two threads counting, with a SIGUSR1 handler that writes to a pipe. */
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        close(fds[0]);
+        jobs_pipe = fds[1];
+        signal(SIGUSR1, usr1_writes);
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, count_forever, (void *)counter) == 0);
+        count_forever((void *)counter);
+    }
+    close(fds[1]);
+    while (*counter < 1000) sched_yield();
+    CHECK(kill(child, SIGSTOP) == 0);
+    show_wait("after SIGSTOP, WUNTRACED", child, WUNTRACED);
+    printf("SIGCHLD: %s, status %d, count %d\n", cld(chld_code), chld_status, chld_count);
+    long a = *counter;
+    settle();
+    printf("counting while stopped: %s; state %c\n", *counter == a ? "no" : "yes", proc_state(child));
+    CHECK(kill(child, SIGUSR1) == 0);
+    struct pollfd pfd = {fds[0], POLLIN, 0};
+    printf("handler ran while stopped: %s\n", poll(&pfd, 1, 150) == 1 ? "yes" : "no");
+    show_wait("a stop reported once", child, WUNTRACED | WNOHANG);
+    CHECK(kill(child, SIGCONT) == 0);
+    char c = 0;
+    printf("after SIGCONT, the handler wrote: %c\n", read(fds[0], &c, 1) == 1 ? c : '-');
+    show_wait("WCONTINUED", child, WCONTINUED);
+    while (chld_count < 2) sched_yield();
+    printf("SIGCHLD: %s, status %d, count %d\n", cld(chld_code), chld_status, chld_count);
+    a = *counter;
+    settle();
+    printf("counting again: %s; %s\n", *counter != a ? "yes" : "no", proc_state(child) == 'T' ? "stopped" : "not stopped");
+
+    /* waitid: WNOWAIT leaves the report, a second wait takes it. */
+    CHECK(kill(child, SIGTSTP) == 0);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    CHECK(waitid(P_PID, child, &si, WSTOPPED | WNOWAIT) == 0);
+    printf("waitid WNOWAIT: %s, status %d\n", cld(si.si_code), si.si_status);
+    memset(&si, 0, sizeof si);
+    CHECK(waitid(P_PID, child, &si, WSTOPPED) == 0);
+    printf("waitid: %s, status %d\n", cld(si.si_code), si.si_status);
+    memset(&si, 0, sizeof si);
+    CHECK(waitid(P_PID, child, &si, WSTOPPED | WNOHANG) == 0);
+    printf("waitid again: pid %s\n", si.si_pid == 0 ? "0 (nothing)" : "set");
+
+    /* A SIGTERM sent while stopped waits for SIGCONT. */
+    CHECK(kill(child, SIGTERM) == 0);
+    show_wait("SIGTERM while stopped", child, WNOHANG);
+    CHECK(kill(child, SIGCONT) == 0);
+    show_wait("after SIGCONT", child, 0);
+
+    /* A child in a session of its own leads an orphaned group: SIGTSTP does not stop it,
+     * SIGSTOP does. */
+    child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        setsid();
+        for (;;) pause();
+    }
+    settle();
+    CHECK(kill(child, SIGTSTP) == 0);
+    settle();
+    show_wait("SIGTSTP to an orphaned group", child, WUNTRACED | WNOHANG);
+    CHECK(kill(child, SIGSTOP) == 0);
+    show_wait("SIGSTOP to it", child, WUNTRACED);
+    CHECK(kill(child, SIGKILL) == 0);
+    show_wait("then SIGKILL", child, 0);
+
+    /* SA_NOCLDSTOP: no SIGCHLD for a stop, which wait4 still reports; SIGKILL ends a stopped child. */
+    sa.sa_flags |= SA_NOCLDSTOP;
+    CHECK(sigaction(SIGCHLD, &sa, NULL) == 0);
+    chld_count = 0;
+    child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        for (;;) pause();
+    }
+    CHECK(kill(child, SIGSTOP) == 0);
+    show_wait("SA_NOCLDSTOP", child, WUNTRACED);
+    settle();
+    printf("SIGCHLD count with SA_NOCLDSTOP: %d\n", chld_count);
+    CHECK(kill(child, SIGKILL) == 0);
+    show_wait("SIGKILL while stopped", child, 0);
+    printf("SIGCHLD: %s, status %d\n", cld(chld_code), chld_status);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) {
@@ -1799,6 +1964,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "attrs")) case_attrs();
     else if (!strcmp(c, "execed")) printf("running again through execveat\n");
     else if (!strcmp(c, "caps")) case_caps(argv[0]);
+    else if (!strcmp(c, "jobs")) case_jobs();
     else if (!strcmp(c, "capsexec")) {
         show_caps("after execve");
         show_status_caps();

@@ -71,6 +71,7 @@ pub fn post_thread(p: &mut Process, tid: i32, info: SigInfo, from: Option<i32>) 
     if !p.threads.contains_key(&tid) {
         return Err(Errno::ESRCH);
     }
+    prepare(p, info.signo);
     let blocked = blocks(p, tid, info.signo);
     if ignored(p, info.signo) && !blocked {
         return Ok(());
@@ -102,6 +103,11 @@ pub fn post_queued(p: &mut Process, tid: Option<i32>, info: Option<SigInfo>, fro
 /// can (Linux's `complete_signal`). `from` as in [`post_thread`].
 pub fn post_process(p: &mut Process, info: SigInfo, from: Option<i32>) {
     let sig = info.signo;
+    let job_change = sig == libc::SIGCHLD && matches!(info.code, libc::CLD_STOPPED | libc::CLD_CONTINUED);
+    if job_change && p.signals.actions[sig as usize].flags & SA_NOCLDSTOP != 0 {
+        return;
+    }
+    prepare(p, sig);
     let taker = from
         .filter(|&t| !blocks(p, t, sig))
         .or_else(|| p.threads.iter().find(|(_, t)| t.sigmask & bit(sig) == 0).map(|(&tid, _)| tid));
@@ -111,6 +117,39 @@ pub fn post_process(p: &mut Process, info: SigInfo, from: Option<i32>) {
     p.signals.pending.add(info);
     if let Some(tid) = taker {
         wake(p, tid, from);
+    }
+}
+
+/// What sending `sig` does at once, before it is pending (Linux's `prepare_signal`): a stop
+/// signal discards a pending `SIGCONT`; `SIGCONT` discards pending stop signals and resumes a
+/// stopped process, whatever its disposition.
+fn prepare(p: &mut Process, sig: i32) {
+    let discard = |p: &mut Process, which: &dyn Fn(i32) -> bool| {
+        for s in (1..=64).filter(|&s| which(s)) {
+            while p.signals.pending.take(s).is_some() {}
+            for t in p.threads.values_mut() {
+                while t.pending.take(s).is_some() {}
+            }
+        }
+    };
+    if stops(sig) {
+        discard(p, &|s| s == libc::SIGCONT);
+    } else if sig == libc::SIGCONT {
+        discard(p, &stops);
+        p.group.resume();
+    }
+}
+
+/// A stop signal `sig` took effect on thread `tid` (its default action): the process stops.
+/// Its other threads are woken out of their waits and kicked out of the guest, and each waits
+/// in its run loop, as `tid` does once it has taken its other signals, until `SIGCONT` or
+/// `SIGKILL`.
+fn stop(p: &mut Process, tid: i32, sig: i32) {
+    if p.group.stop(sig) {
+        let others: Vec<i32> = p.threads.keys().copied().filter(|&t| t != tid).collect();
+        for t in others {
+            wake(p, t, None);
+        }
     }
 }
 
@@ -218,14 +257,17 @@ pub fn deliver(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, entry: Entry) -> Re
         Entry::Syscall(nr) if interrupted && vcpu.sync_regs_mut().regs.rax == eintr => Some(nr),
         _ => None,
     };
-    while let Some(info) = next(p, tid) {
+    // A stopped process takes no signal until it continues (SIGKILL ends it anyway).
+    while let Some(info) = if p.group.stopped() { None } else { next(p, tid) } {
         let sig = info.signo;
         let action = p.signals.actions[sig as usize];
         match action.handler {
             SIG_IGN if sig != libc::SIGKILL => continue,
             SIG_DFL if default_ignores(sig) => continue,
-            SIG_DFL if matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => {
-                tracing::warn!(sig, "stop signal ignored: a vNode has no job control");
+            SIG_DFL if stops(sig) => {
+                if sig == libc::SIGSTOP || !p.procs.orphaned_group_of(p.pid) {
+                    stop(p, tid, sig);
+                }
                 continue;
             }
             SIG_DFL | SIG_IGN => return Err(Ended::Process(Termination::Signaled { signal: sig, detail: None })),

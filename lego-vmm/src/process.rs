@@ -191,6 +191,7 @@ impl Process {
             umask: self.umask,
             rlimits: self.rlimits,
             threads: self.threads.keys().copied().collect(),
+            stopped: self.group.stopped(),
             nice: self.threads.iter().map(|(&tid, t)| (tid, t.nice)).collect(),
             maps: self.mm.vmas().iter().cloned().collect(),
             shared: self.mm.shared_ranges(),

@@ -14,7 +14,20 @@ use std::time::{Duration, Instant};
 
 use crate::errno::{Errno, SysResult};
 use crate::hostcpu::CpuTime;
-use crate::signal::{SigInfo, SI_KERNEL};
+use crate::signal::{SigInfo, CONTINUED_STATUS, SI_KERNEL};
+
+/// What a wait asks for (`WEXITED`, `WUNTRACED`/`WSTOPPED`, `WCONTINUED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitWhat {
+    pub exited: bool,
+    pub stopped: bool,
+    pub continued: bool,
+}
+
+impl WaitWhat {
+    /// Children that ended only.
+    pub const EXITED: WaitWhat = WaitWhat { exited: true, stopped: false, continued: false };
+}
 
 /// Id of the first process of a run.
 pub const FIRST_PID: i32 = 1;
@@ -26,9 +39,10 @@ pub trait Signalable: crate::timers::TimerOwner {
     /// is woken, and its run loop delivers it (a default action may end the process).
     fn signal(&self, info: SigInfo);
 
-    /// Runs `record` (which makes a child of the process a zombie) and posts the child's
-    /// `SIGCHLD` `info`, both under the process's lock: the signal is pending before a wait can
-    /// take the zombie, and a handler that waits finds it, as with Linux's `exit_notify`.
+    /// Runs `record` (which makes a child of the process a zombie, or records that it stopped
+    /// or continued) and posts the child's `SIGCHLD` `info`, both under the process's lock: the
+    /// signal is pending before a wait can take the change, and a handler that waits finds it,
+    /// as with Linux's `exit_notify`.
     fn child_ended(&self, info: SigInfo, record: &mut dyn FnMut());
 
     /// Posts a signal queued with its `siginfo` to the process or one of its threads, under the
@@ -69,6 +83,8 @@ struct Entry {
     /// The signal its parent gets when it ends (`SIGCHLD` for a fork; a `clone` names it, 0 for
     /// none).
     exit_signal: i32,
+    /// Its last stop or continue (as `wait4` reports it), until a parent's wait takes it.
+    job: Option<i32>,
 }
 
 struct Table {
@@ -122,7 +138,7 @@ impl Default for ProcTable {
 impl ProcTable {
     /// A table holding the first process, leader of its own group and session.
     pub fn new() -> ProcTable {
-        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execs: 0, exit_signal: 0 };
+        let first = Entry { ppid: 0, pgid: FIRST_PID, sid: FIRST_PID, status: None, target: None, nocldwait: false, execs: 0, exit_signal: 0, job: None };
         ProcTable {
             table: Mutex::new(Table { next: FIRST_PID + 1, procs: BTreeMap::from([(FIRST_PID, first)]), foreground: None }),
             changed: Condvar::new(),
@@ -149,7 +165,7 @@ impl ProcTable {
     pub fn add_child(&self, parent: i32, pid: i32, exit_signal: i32) {
         let mut t = self.lock();
         let (pgid, sid) = t.procs.get(&parent).map_or((parent, parent), |e| (e.pgid, e.sid));
-        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false, execs: 0, exit_signal });
+        t.procs.insert(pid, Entry { ppid: parent, pgid, sid, status: None, target: None, nocldwait: false, execs: 0, exit_signal, job: None });
     }
 
     /// Forgets `pid`, a child that could not be started.
@@ -188,6 +204,34 @@ impl ProcTable {
         }
         drop(t);
         self.changed.notify_all();
+    }
+
+    /// Process `pid` stopped or continued (wait status `status`): a parent waiting with
+    /// `WUNTRACED` or `WCONTINUED` can take it.
+    pub fn job_changed(&self, pid: i32, status: i32) {
+        if let Some(e) = self.lock().procs.get_mut(&pid) {
+            e.job = Some(status);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Whether the process group of `pid` is orphaned: no live member has its parent in
+    /// another group of the same session. The first process counts as having one (it runs as
+    /// a job of the shell that started `lego run`). Job-control stops from `SIGTSTP`,
+    /// `SIGTTIN` and `SIGTTOU` do not stop an orphaned group, as on Linux: nobody would
+    /// continue it.
+    pub fn orphaned_group_of(&self, pid: i32) -> bool {
+        let t = self.lock();
+        let Some(pgid) = t.procs.get(&pid).map(|e| e.pgid) else { return true };
+        !t.procs.iter().filter(|(_, e)| e.pgid == pgid && e.status.is_none()).any(|(&m, e)| {
+            m == FIRST_PID || t.procs.get(&e.ppid).is_some_and(|p| p.status.is_none() && p.pgid != pgid && p.sid == e.sid)
+        })
+    }
+
+    /// The parent of `pid`, if it runs.
+    pub fn parent_of(&self, pid: i32) -> Option<Arc<dyn Signalable>> {
+        let t = self.lock();
+        t.procs.get(&t.procs.get(&pid)?.ppid)?.target.as_ref()?.upgrade()
     }
 
     /// The parent of `pid` if it runs and is to hear of `pid`'s end, with the signal to send.
@@ -231,10 +275,11 @@ impl ProcTable {
         }
     }
 
-    /// A child of `parent` that `which` selects and that has ended, reaped: `(pid, status)`.
-    /// `Ok(None)` if such children exist but none has ended, `ECHILD` if there is none.
-    /// With `reap == false` the zombie stays (`waitid` with `WNOWAIT`).
-    pub fn try_wait(&self, parent: i32, which: WaitFor, reap: bool) -> SysResult<Option<(i32, i32)>> {
+    /// A child of `parent` that `which` selects and that has changed as `what` asks (ended,
+    /// reaped; or stopped or continued, the report taken): `(pid, wait status)`. `Ok(None)` if
+    /// such children exist but none has, `ECHILD` if there is none. With `reap == false` the
+    /// zombie or the report stays (`waitid` with `WNOWAIT`).
+    pub fn try_wait(&self, parent: i32, which: WaitFor, what: WaitWhat, reap: bool) -> SysResult<Option<(i32, i32)>> {
         let mut t = self.lock();
         let selected = |pid: i32, e: &Entry| {
             e.ppid == parent
@@ -249,16 +294,21 @@ impl ProcTable {
         for (&pid, e) in &t.procs {
             if selected(pid, e) {
                 any = true;
-                if let Some(status) = e.status {
-                    found = Some((pid, status));
-                    break;
+                let job = e.job.filter(|&s| if s == CONTINUED_STATUS { what.continued } else { what.stopped });
+                match (e.status, job) {
+                    (Some(status), _) if what.exited => found = Some((pid, status, true)),
+                    (None, Some(status)) => found = Some((pid, status, false)),
+                    _ => continue,
                 }
+                break;
             }
         }
         match found {
-            Some((pid, status)) => {
-                if reap {
+            Some((pid, status, ended)) => {
+                if reap && ended {
                     t.procs.remove(&pid);
+                } else if let Some(e) = t.procs.get_mut(&pid).filter(|_| reap) {
+                    e.job = None;
                 }
                 Ok(Some((pid, status)))
             }
@@ -470,15 +520,38 @@ mod tests {
         let (a, b) = (t.alloc_id().unwrap(), t.alloc_id().unwrap());
         t.add_child(FIRST_PID, a, libc::SIGCHLD);
         t.add_child(a, b, libc::SIGCHLD);
-        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Any, true), Ok(None), "a child, still running");
-        assert_eq!(t.try_wait(a, WaitFor::Pid(FIRST_PID), true), Err(Errno::ECHILD));
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Any, WaitWhat::EXITED, true), Ok(None), "a child, still running");
+        assert_eq!(t.try_wait(a, WaitFor::Pid(FIRST_PID), WaitWhat::EXITED, true), Err(Errno::ECHILD));
         t.exited(a, wait_status(Some(3), None));
         assert_eq!(t.ppid(b), FIRST_PID, "reparented");
-        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), true), Ok(Some((a, 3 << 8))));
-        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), true), Err(Errno::ECHILD), "reaped once");
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), WaitWhat::EXITED, true), Ok(Some((a, 3 << 8))));
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), WaitWhat::EXITED, true), Err(Errno::ECHILD), "reaped once");
         t.set_nocldwait(FIRST_PID, true);
         t.exited(b, wait_status(None, Some(libc::SIGKILL)));
-        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Any, true), Err(Errno::ECHILD), "SIGCHLD ignored: reaped at exit");
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Any, WaitWhat::EXITED, true), Err(Errno::ECHILD), "SIGCHLD ignored: reaped at exit");
+    }
+
+    #[test]
+    fn stops_and_continues_are_waited_for_when_asked() {
+        use crate::signal::{stopped_status, CONTINUED_STATUS};
+        let t = ProcTable::new();
+        let a = t.alloc_id().unwrap();
+        t.add_child(FIRST_PID, a, libc::SIGCHLD);
+        t.job_changed(a, stopped_status(libc::SIGTSTP));
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Any, WaitWhat::EXITED, true), Ok(None), "not asked for");
+        let all = WaitWhat { exited: true, stopped: true, continued: true };
+        let stopped = WaitWhat { continued: false, ..all };
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), stopped, false), Ok(Some((a, stopped_status(libc::SIGTSTP)))));
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), stopped, true), Ok(Some((a, stopped_status(libc::SIGTSTP)))), "WNOWAIT left it");
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), all, true), Ok(None), "taken once");
+        t.job_changed(a, CONTINUED_STATUS);
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), stopped, true), Ok(None), "WCONTINUED not asked for");
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), all, true), Ok(Some((a, CONTINUED_STATUS))));
+        // An end is reported before a change nobody took, and reaps the child.
+        t.job_changed(a, stopped_status(libc::SIGSTOP));
+        t.exited(a, wait_status(None, Some(libc::SIGKILL)));
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), all, true), Ok(Some((a, wait_status(None, Some(libc::SIGKILL))))));
+        assert_eq!(t.try_wait(FIRST_PID, WaitFor::Pid(a), all, true), Err(Errno::ECHILD));
     }
 
     #[test]

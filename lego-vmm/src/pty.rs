@@ -17,10 +17,10 @@
 //! Process groups are the run's too, so the host line discipline, which signals the host
 //! foreground group of a pty, signals nobody. The VMM stands in for it ([`Ptys::foreground`],
 //! [`typed`]): a session's `tcsetpgrp` on its pty is kept here, and when a program types the
-//! interrupt or quit character into a master (`write`) of a slave with `ISIG` set, or changes
-//! a pty's window size, the VMM sends `SIGINT`, `SIGQUIT` or `SIGWINCH` to the pty's foreground
-//! group, as the kernel would. Not there: `^Z` (no job control stops), and the hang-up when the
-//! master closes.
+//! interrupt, quit or suspend character into a master (`write`) of a slave with `ISIG` set, or
+//! changes a pty's window size, the VMM sends `SIGINT`, `SIGQUIT`, `SIGTSTP` or `SIGWINCH` to
+//! the pty's foreground group, as the kernel would. Not there: the hang-up when the master
+//! closes.
 
 use lego_proto::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
@@ -195,7 +195,8 @@ impl Ptys {
 }
 
 /// The signals the line discipline of a slave with `ISIG` raises for `bytes` typed into its
-/// master `master`: `SIGINT` for its interrupt character, `SIGQUIT` for its quit character.
+/// master `master`: `SIGINT` for its interrupt character, `SIGQUIT` for its quit character,
+/// `SIGTSTP` for its suspend character.
 pub fn typed(master: BorrowedFd<'_>, bytes: &[u8]) -> Vec<i32> {
     // SAFETY: `termios` is plain data, filled in by the call.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
@@ -203,7 +204,7 @@ pub fn typed(master: BorrowedFd<'_>, bytes: &[u8]) -> Vec<i32> {
     if unsafe { libc::tcgetattr(master.as_raw_fd(), &mut t) } != 0 || t.c_lflag & libc::ISIG == 0 {
         return Vec::new();
     }
-    let (intr, quit) = (t.c_cc[libc::VINTR], t.c_cc[libc::VQUIT]);
+    let (intr, quit, susp) = (t.c_cc[libc::VINTR], t.c_cc[libc::VQUIT], t.c_cc[libc::VSUSP]);
     bytes
         .iter()
         .filter_map(|&b| match b {
@@ -211,6 +212,7 @@ pub fn typed(master: BorrowedFd<'_>, bytes: &[u8]) -> Vec<i32> {
             0 => None,
             b if b == intr => Some(libc::SIGINT),
             b if b == quit => Some(libc::SIGQUIT),
+            b if b == susp => Some(libc::SIGTSTP),
             _ => None,
         })
         .collect()

@@ -113,10 +113,13 @@ impl SigInfo {
 
     /// What the parent of child `pid` (of user `uid`) that ended with wait status
     /// `wait_status` (as `wait4` encodes it) gets, as signal `signo` (its exit signal, normally
-    /// `SIGCHLD`): `CLD_EXITED` with the exit code, or `CLD_KILLED` with the signal. `waitid`
-    /// reports a child so too.
+    /// `SIGCHLD`): `CLD_EXITED` with the exit code, or `CLD_KILLED` with the signal; for the
+    /// wait status of a stopped or continued child, `CLD_STOPPED` with the stop signal or
+    /// `CLD_CONTINUED`. `waitid` reports a child so too.
     pub fn child(signo: i32, pid: i32, uid: u32, wait_status: i32) -> SigInfo {
         let (code, status) = match wait_status & 0x7f {
+            _ if wait_status == CONTINUED_STATUS => (libc::CLD_CONTINUED, libc::SIGCONT),
+            0x7f => (libc::CLD_STOPPED, (wait_status >> 8) & 0xff),
             0 => (libc::CLD_EXITED, (wait_status >> 8) & 0xff),
             sig => (libc::CLD_KILLED, sig),
         };
@@ -285,6 +288,21 @@ impl AltStack {
 
 /// `sa_flags` bit: the children of a process whose `SIGCHLD` has it are reaped when they end.
 pub const SA_NOCLDWAIT: u64 = 2;
+/// `sa_flags` bit of a `SIGCHLD` action: no signal when a child stops or continues.
+pub const SA_NOCLDSTOP: u64 = 1;
+
+/// The signals whose default action stops the process (job control).
+pub fn stops(sig: i32) -> bool {
+    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+/// The wait status of a process stopped by `sig` (`WIFSTOPPED`).
+pub fn stopped_status(sig: i32) -> i32 {
+    sig << 8 | 0x7f
+}
+
+/// The wait status of a stopped process that continued (`WIFCONTINUED`).
+pub const CONTINUED_STATUS: i32 = 0xffff;
 
 /// Whether a process whose `SIGCHLD` disposition is `action` leaves no zombies: `SIG_IGN` or
 /// [`SA_NOCLDWAIT`] (its children are reaped when they end).

@@ -11,7 +11,7 @@
 use lego_proto::sync::{CondvarExt, LockExt};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,13 @@ pub struct ThreadGroup {
     ended: EventFd,
     /// Threads with a signal to take, by id.
     interrupts: Mutex<HashMap<i32, Arc<Interrupt>>>,
+    /// The signal that stopped the process (job control), 0 while it runs.
+    stopped: AtomicI32,
+    /// A change of the process's job-control state its parent has not heard of yet, as
+    /// `wait4` reports it (`WIFSTOPPED` or `WIFCONTINUED`), 0 if none.
+    job_report: AtomicI32,
+    /// Threads waiting in [`ThreadGroup::wait_while_stopped`].
+    parked: AtomicUsize,
 }
 
 /// That a signal waits for one thread: a flag for the waits that look, and an eventfd for a
@@ -53,6 +60,9 @@ impl ThreadGroup {
             sleepers: (Mutex::new(()), Condvar::new()),
             ended: EventFd::new(libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)?,
             interrupts: Mutex::new(HashMap::new()),
+            stopped: AtomicI32::new(0),
+            job_report: AtomicI32::new(0),
+            parked: AtomicUsize::new(0),
         })
     }
 
@@ -132,6 +142,53 @@ impl ThreadGroup {
         self.sleepers.1.notify_all();
         // The counter cannot overflow from a single write of 1.
         let _ = self.ended.write(1);
+    }
+
+    /// A stop signal `sig` took effect (its default action): no thread runs guest code until
+    /// [`ThreadGroup::resume`]. `false` if the process was stopped already.
+    pub fn stop(&self, sig: i32) -> bool {
+        if self.stopped.swap(sig, Ordering::AcqRel) != 0 {
+            return false;
+        }
+        self.job_report.store(sig << 8 | 0x7f, Ordering::Release);
+        true
+    }
+
+    /// `SIGCONT` (or `SIGKILL`) came: the threads run again. `true` if the process was stopped.
+    pub fn resume(&self) -> bool {
+        if self.stopped.swap(0, Ordering::AcqRel) == 0 {
+            return false;
+        }
+        self.job_report.store(0xffff, Ordering::Release);
+        drop(self.sleepers.0.lock_unpoisoned());
+        self.sleepers.1.notify_all();
+        true
+    }
+
+    /// Whether the process is stopped.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) != 0
+    }
+
+    /// Takes the job-control change the parent has not heard of, as a wait status.
+    pub fn take_job_report(&self) -> Option<i32> {
+        Some(self.job_report.swap(0, Ordering::AcqRel)).filter(|&s| s != 0)
+    }
+
+    /// A thread of the stopped process is out of the guest for good, and is to wait: how many
+    /// are now (the last of the process's threads to get here completes the stop).
+    pub fn park(&self) -> usize {
+        self.parked.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Waits while the process is stopped and not ending, then counts the thread out of
+    /// [`ThreadGroup::park`].
+    pub fn wait_while_stopped(&self) {
+        let mut guard = self.sleepers.0.lock_unpoisoned();
+        while self.stopped() && !self.ending() {
+            guard = self.sleepers.1.wait_unpoisoned(guard);
+        }
+        self.parked.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Thread `tid` sleeps until `deadline` (`None`: until a signal); `EINTR` if the process

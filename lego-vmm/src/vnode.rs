@@ -33,7 +33,7 @@ use crate::memory::mm::Mm;
 use crate::memory::paging::Prot;
 use crate::identity::Creds;
 use crate::process::{Locked, Process, SyscallStats, Termination, MAIN_TID};
-use crate::signal::{SigInfo};
+use crate::signal::SigInfo;
 use crate::stack::{self, AuxInfo};
 use crate::proctable::{ProcTable, Signalable};
 use crate::syscall::{self, Call, Control, Cpu, Forked, NewThread};
@@ -595,6 +595,23 @@ impl Group {
             if threads.ending() {
                 return None;
             }
+            if threads.stopped() {
+                // Job control: no guest code runs until SIGCONT or SIGKILL. The last thread
+                // out of the guest completes the stop, and the parent hears of it.
+                let threads_of_process = self.process.lock_unpoisoned().threads.len();
+                if threads.park() >= threads_of_process {
+                    if let Some(status) = threads.take_job_report() {
+                        self.report_job_change(status);
+                    }
+                }
+                threads.wait_while_stopped();
+                // The signals that came meanwhile are taken before the guest runs again.
+                vcpu.set_kvm_immediate_exit(1);
+                continue;
+            }
+            if let Some(status) = threads.take_job_report() {
+                self.report_job_change(status);
+            }
             let event = match next_event(vcpu, index, &self.process, &threads) {
                 Ok(e) => e,
                 Err(_) if threads.ending() => return None,
@@ -610,6 +627,19 @@ impl Group {
             if let Break(end) = flow {
                 return end;
             }
+        }
+    }
+
+    /// The process stopped or continued (wait status `status`): its parent can wait for that
+    /// (`WUNTRACED`, `WCONTINUED`) and gets a `SIGCHLD` (unless its action has `SA_NOCLDSTOP`).
+    /// Run without the process lock, which the parent's may not be taken under.
+    fn report_job_change(&self, status: i32) {
+        let uid = self.process.lock_unpoisoned().creds.uid;
+        // As for an exit, the SIGCHLD is pending before a wait can take the change.
+        let mut record = || self.procs.job_changed(self.pid, status);
+        match self.procs.parent_of(self.pid) {
+            Some(parent) => parent.child_ended(SigInfo::child(libc::SIGCHLD, self.pid, uid, status), &mut record),
+            None => record(),
         }
     }
 

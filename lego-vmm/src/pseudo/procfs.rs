@@ -327,7 +327,9 @@ fn start_ticks(p: &Process, v: &ProcView) -> u64 {
 /// The one-letter state: the caller runs; the others are taken as sleeping (the VMM does not
 /// track whether a guest thread is on a CPU or waiting).
 fn state(p: &Process, v: &ProcView) -> (char, &'static str) {
-    if v.pid == p.pid {
+    if v.stopped {
+        ('T', "stopped")
+    } else if v.pid == p.pid {
         ('R', "running")
     } else {
         ('S', "sleeping")

@@ -22,6 +22,8 @@ pub struct ProcView {
     pub rlimits: [(u64, u64); 16],
     /// Thread ids.
     pub threads: Vec<i32>,
+    /// Stopped by a stop signal (job control).
+    pub stopped: bool,
     /// Each thread's nice value (`setpriority`), by thread id.
     pub nice: Vec<(i32, i32)>,
     pub maps: Vec<Vma>,

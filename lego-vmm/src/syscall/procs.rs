@@ -10,8 +10,8 @@ use crate::elf;
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process, Termination};
 use crate::hostcpu::CpuTime;
-use crate::proctable::WaitFor;
-use crate::signal::{self, AltStack, SigAction, SigInfo, NSIG, SIGINFO_SIZE, SIG_DFL, SIG_IGN};
+use crate::proctable::{WaitFor, WaitWhat};
+use crate::signal::{self, AltStack, SigAction, SigInfo, CONTINUED_STATUS, NSIG, SIGINFO_SIZE, SIG_DFL, SIG_IGN};
 use crate::stack::{self, AuxInfo};
 use crate::threads::ThreadGroup;
 
@@ -229,11 +229,12 @@ fn end_other_threads(p: &mut Locked<'_>, keep: i32) -> SysResult<()> {
 /// process ends or a signal comes for the thread meanwhile (a handler with `SA_RESTART`
 /// restarts the call, [`crate::delivery::restartable`]). With `reap == false` the child stays a
 /// zombie.
-fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32, CpuTime)>> {
+fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, what: WaitWhat, nohang: bool, reap: bool) -> SysResult<Option<(i32, i32, CpuTime)>> {
     let (procs, group, me) = (p.procs.clone(), p.group.clone(), p.pid);
     loop {
-        if let Some((pid, status)) = procs.try_wait(me, which, reap)? {
-            let spent = if reap { procs.take_usage(pid) } else { CpuTime::default() };
+        if let Some((pid, status)) = procs.try_wait(me, which, what, reap)? {
+            let ended = status & 0x7f != 0x7f && status != CONTINUED_STATUS;
+            let spent = if reap && ended { procs.take_usage(pid) } else { CpuTime::default() };
             p.children_usage += spent;
             return Ok(Some((pid, status, spent)));
         }
@@ -247,9 +248,9 @@ fn wait_child(p: &mut Locked<'_>, tid: i32, which: WaitFor, nohang: bool, reap: 
     }
 }
 
-/// `wait4(pid, status, options, rusage)`. Stopped and continued children do not exist in a
-/// vNode, so `WUNTRACED` and `WCONTINUED` change nothing; the resource usage is the child's CPU
-/// time (with its reaped children's).
+/// `wait4(pid, status, options, rusage)`: a child that ended, or with `WUNTRACED` one that
+/// stopped and with `WCONTINUED` one that continued (job control); the resource usage is the
+/// child's CPU time (with its reaped children's).
 pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [pid, status_addr, options, rusage, ..] = a;
     let (pid, options) = (pid as i32, options as i32);
@@ -265,7 +266,8 @@ pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         g if g < -1 => WaitFor::Group(-g),
         pid => WaitFor::Pid(pid),
     };
-    let Some((child, status, spent)) = wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
+    let what = WaitWhat { exited: true, stopped: options & libc::WUNTRACED != 0, continued: options & libc::WCONTINUED != 0 };
+    let Some((child, status, spent)) = wait_child(p, cpu.tid, which, what, options & libc::WNOHANG != 0, true)? else { return Ok(0) };
     if status_addr != 0 {
         p.mm.write_user(status_addr, &status.to_le_bytes())?;
     }
@@ -275,8 +277,8 @@ pub fn wait4(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     Ok(child as u64)
 }
 
-/// `waitid(idtype, id, infop, options, rusage)`: `WEXITED` only (stopped and continued children
-/// do not exist in a vNode), with `WNOHANG` and `WNOWAIT`.
+/// `waitid(idtype, id, infop, options, rusage)`: `WEXITED`, `WSTOPPED` and `WCONTINUED`, with
+/// `WNOHANG` and `WNOWAIT`.
 pub fn waitid(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [idtype, id, infop, options, rusage, ..] = a;
     let options = options as i32;
@@ -291,13 +293,12 @@ pub fn waitid(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         libc::P_PGID if (id as i32) > 0 => WaitFor::Group(id as i32),
         _ => return Err(Errno::EINVAL),
     };
-    let found = if options & libc::WEXITED != 0 {
-        wait_child(p, cpu.tid, which, options & libc::WNOHANG != 0, options & libc::WNOWAIT == 0)?
-    } else {
-        // Only stopped or continued children are asked for: there are none to wait for.
-        p.procs.try_wait(p.pid, which, false)?;
-        None
+    let what = WaitWhat {
+        exited: options & libc::WEXITED != 0,
+        stopped: options & libc::WSTOPPED != 0,
+        continued: options & libc::WCONTINUED != 0,
     };
+    let found = wait_child(p, cpu.tid, which, what, options & libc::WNOHANG != 0, options & libc::WNOWAIT == 0)?;
     if infop != 0 {
         let info = found.map_or([0u8; SIGINFO_SIZE], |(child, status, _)| SigInfo::child(libc::SIGCHLD, child, p.creds.uid, status).bytes());
         p.mm.write_user(infop, &info)?;
