@@ -1854,10 +1854,13 @@ static void case_jobs(void) {
     int fds[2];
     CHECK(pipe(fds) == 0);
 
-    /* A child of two threads counting, with a SIGUSR1 handler that writes to a pipe. */
+    /* A child of two threads counting, with a SIGUSR1 handler that writes to a pipe. It gets
+     * a process group of its own, as a shell gives a job: with its parent in another group of
+     * the session, the group is not orphaned, wherever this program runs (SIGTSTP stops it). */
     pid_t child = fork();
     CHECK(child >= 0);
     if (child == 0) {
+        CHECK(setpgid(0, 0) == 0);
         close(fds[0]);
         jobs_pipe = fds[1];
         signal(SIGUSR1, usr1_writes);
@@ -1866,6 +1869,7 @@ static void case_jobs(void) {
         count_forever((void *)counter);
     }
     close(fds[1]);
+    setpgid(child, child); /* as a shell does, so that it is so before the first signal */
     while (*counter < 1000) sched_yield();
     CHECK(kill(child, SIGSTOP) == 0);
     show_wait("after SIGSTOP, WUNTRACED", child, WUNTRACED);

@@ -19,6 +19,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::errno::{Errno, SysResult};
 use crate::futex::Futexes;
+use crate::signal::{stopped_status, CONTINUED_STATUS};
 
 /// The shared, lock-free side of a thread group.
 pub struct ThreadGroup {
@@ -150,16 +151,16 @@ impl ThreadGroup {
         if self.stopped.swap(sig, Ordering::AcqRel) != 0 {
             return false;
         }
-        self.job_report.store(sig << 8 | 0x7f, Ordering::Release);
+        self.job_report.store(stopped_status(sig), Ordering::Release);
         true
     }
 
-    /// `SIGCONT` (or `SIGKILL`) came: the threads run again. `true` if the process was stopped.
+    /// `SIGCONT` came: the threads run again. `true` if the process was stopped.
     pub fn resume(&self) -> bool {
         if self.stopped.swap(0, Ordering::AcqRel) == 0 {
             return false;
         }
-        self.job_report.store(0xffff, Ordering::Release);
+        self.job_report.store(CONTINUED_STATUS, Ordering::Release);
         drop(self.sleepers.0.lock_unpoisoned());
         self.sleepers.1.notify_all();
         true

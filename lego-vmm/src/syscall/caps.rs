@@ -70,7 +70,7 @@ pub fn capset(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [header, data, ..] = a;
     let n = words(p, header)?;
     let pid = read_u32(p, header + 4)? as i32;
-    if pid != 0 && pid != cpu.tid && pid != p.pid {
+    if pid != 0 && pid != cpu.tid {
         return Err(Errno::EPERM);
     }
     let mut raw = vec![0u8; 12 * n];
