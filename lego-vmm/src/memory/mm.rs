@@ -598,6 +598,13 @@ impl Mm {
         self.cache.with_word(addr, write, f)
     }
 
+    /// Reads a little-endian u32.
+    pub fn read_u32(&self, addr: u64) -> SysResult<u32> {
+        let mut b = [0u8; 4];
+        self.read_user(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
     /// Reads a little-endian u64.
     pub fn read_u64(&self, addr: u64) -> SysResult<u64> {
         let mut b = [0u8; 8];

@@ -14,17 +14,10 @@ const VERSION_1: u32 = 0x1998_0330;
 const VERSION_2: u32 = 0x2007_1026;
 const VERSION_3: u32 = 0x2008_0522;
 
-/// The 32-bit word at `addr` of the caller's memory.
-fn read_u32(p: &Process, addr: u64) -> SysResult<u32> {
-    let mut b = [0u8; 4];
-    p.mm.read_user(addr, &mut b)?;
-    Ok(u32::from_le_bytes(b))
-}
-
 /// The words per set a header's version asks for; an unknown version is answered with the
 /// preferred one written back and `EINVAL`.
 fn words(p: &Process, header: u64) -> SysResult<usize> {
-    match read_u32(p, header)? {
+    match p.mm.read_u32(header)? {
         VERSION_1 => Ok(1),
         VERSION_2 | VERSION_3 => Ok(2),
         _ => {
@@ -43,7 +36,7 @@ pub fn capget(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         Err(Errno::EINVAL) if data == 0 => return Ok(0),
         r => r?,
     };
-    let pid = read_u32(p, header + 4)? as i32;
+    let pid = p.mm.read_u32(header + 4)? as i32;
     if pid < 0 {
         return Err(Errno::EINVAL);
     }
@@ -69,7 +62,7 @@ pub fn capget(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 pub fn capset(p: &mut Process, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [header, data, ..] = a;
     let n = words(p, header)?;
-    let pid = read_u32(p, header + 4)? as i32;
+    let pid = p.mm.read_u32(header + 4)? as i32;
     if pid != 0 && pid != cpu.tid {
         return Err(Errno::EPERM);
     }
