@@ -4,7 +4,7 @@
  * Works inside DIR/lego_fileio.d (created, and removed at the end) and
  * checks: write/pwrite of a ~200 KB pattern, lseek SEEK_SET/CUR/END,
  * read/pread back and verify, read at EOF, fstat/stat sizes, ftruncate
- * shrink and sparse extend, fsync, rename, O_EXCL, O_APPEND, dup/dup2
+ * shrink and sparse extend, fsync, syncfs, rename, O_EXCL, O_APPEND, dup/dup2
  * sharing the file offset, mkdir/rmdir, a sorted readdir (getdents64)
  * listing, unlink and ENOENT afterwards. Each check prints one line; output
  * does not depend on DIR, so a vNode run can be compared with a native one.
@@ -164,6 +164,8 @@ static void test_data(void)
     check(ok, "pwrite second half backwards");
     check(lseek(fd, 0, SEEK_CUR) == (off_t)half, "pwrite leaves offset alone");
     check(fsync(fd) == 0, "fsync");
+    check(syncfs(fd) == 0, "syncfs");
+    sync();
 
     struct stat st;
     check(fstat(fd, &st) == 0 && st.st_size == FILE_SIZE, "fstat size == 204800");

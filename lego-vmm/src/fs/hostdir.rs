@@ -390,8 +390,10 @@ impl FileSystem for HostDir {
     }
 
     fn sync_all(&self) -> SysResult<()> {
-        // SAFETY: plain system call on the open root descriptor, no memory is passed.
-        retry(|| unsafe { libc::syncfs(self.root.as_raw_fd()) })?;
+        // `syncfs` refuses the `O_PATH` root (EBADF), so it gets a readable descriptor of it.
+        let dir = openat2(self.root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
+        // SAFETY: plain system call on an open descriptor, no memory is passed.
+        retry(|| unsafe { libc::syncfs(dir.as_raw_fd()) })?;
         Ok(())
     }
 
@@ -891,6 +893,13 @@ mod tests {
         assert_eq!(split(b"/a/b//"), Split::Child { parent: b"/a/", name: b"b//" });
         assert_eq!(split(b"//a//b"), Split::Child { parent: b"//a//", name: b"b" });
         assert_eq!(split(b"/a/.."), Split::Child { parent: b"/a/", name: b".." });
+    }
+
+    /// `sync`/`syncfs` work on a mount whose root is held as an `O_PATH` descriptor.
+    #[test]
+    fn sync_all_syncs_the_mount() {
+        let f = fixture();
+        assert_eq!(f.fs.sync_all(), Ok(()));
     }
 
     #[test]
