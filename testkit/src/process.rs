@@ -6,6 +6,7 @@ use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::paths::lego_bin;
@@ -174,38 +175,56 @@ pub fn output_input(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration, wh
             let _ = input.write_all(&data);
         })
     });
+    // Each reader keeps what it has read where a hung run's output can be shown, without
+    // waiting for a descendant that may still hold the pipe open.
     let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
             // A read error ends the output early; the test then sees what came before it.
-            let _ = r.read_to_end(&mut b);
-            b
-        })
+            while let Ok(n @ 1..) = r.read(&mut chunk) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(&chunk[..n]);
+            }
+        });
+        (reader, got)
     };
     let out = drain(Box::new(child.stdout.take().expect("stdout is piped")));
     let err = drain(Box::new(child.stderr.take().expect("stderr is piped")));
-    let status = wait_within(&mut child, limit, what);
+    let Some(status) = wait_within(&mut child, limit) else {
+        // What the killed child wrote last is in the pipes still.
+        std::thread::sleep(Duration::from_millis(200));
+        let shown = |got: &Mutex<Vec<u8>>| tail(&got.lock().unwrap_or_else(|e| e.into_inner()));
+        panic!("{what}: still running after {limit:?} (a hang?), killed; its stdout ended:\n{}\nits stderr ended:\n{}", shown(&out.1), shown(&err.1));
+    };
     if let Some(f) = feeder {
         f.join().expect("the stdin feeder does not panic");
     }
-    Output {
-        status,
-        stdout: out.join().expect("the stdout reader does not panic"),
-        stderr: err.join().expect("the stderr reader does not panic"),
-    }
+    let take = |(reader, got): (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u8>>>)| {
+        reader.join().expect("a pipe reader does not panic");
+        std::mem::take(&mut *got.lock().unwrap_or_else(|e| e.into_inner()))
+    };
+    Output { status, stdout: take(out), stderr: take(err) }
 }
 
-/// Waits for `child` to end, killing it and failing the test after `limit` (a hang).
-pub fn wait_within(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+/// The last 4 KiB of `b`, lossily decoded: enough of a hung run's output to see where it was.
+fn tail(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[b.len().saturating_sub(4096)..]).into_owned()
+}
+
+/// Waits for `child` to end, or kills it after `limit` (a hang) and gives `None`.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let start = Instant::now();
     loop {
-        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{what}: waiting: {e}")) {
-            return s;
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) => {}
+            Err(e) => panic!("waiting for a child: {e}"),
         }
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{what}: still running after {limit:?} (a hang?)");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -316,4 +335,29 @@ pub fn openpty() -> (std::fs::File, std::os::fd::OwnedFd) {
     assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: openpty succeeded, so both are open descriptors owned by nothing else.
     unsafe { (std::fs::File::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hung run is killed, and the failure shows what it printed, even while a descendant
+    /// still holds its pipes open.
+    #[test]
+    #[should_panic(expected = "its stdout ended:\nbefore the hang\n")]
+    fn a_hang_fails_showing_the_output_so_far() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo before the hang; sleep 30"]);
+        output_input(&mut c, None, Duration::from_millis(300), "sleeper");
+    }
+
+    #[test]
+    fn a_run_in_time_gives_all_its_output() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "seq 1 20000; echo done >&2"]);
+        let out = output_input(&mut c, None, Duration::from_secs(20), "seq");
+        assert!(out.status.success());
+        assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 20000);
+        assert_eq!(out.stderr, b"done\n");
+    }
 }
