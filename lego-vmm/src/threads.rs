@@ -182,6 +182,11 @@ impl ThreadGroup {
         self.parked.fetch_add(1, Ordering::AcqRel) + 1
     }
 
+    /// How many threads are parked (see [`ThreadGroup::park`]).
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Acquire)
+    }
+
     /// Waits while the process is stopped and not ending, then counts the thread out of
     /// [`ThreadGroup::park`].
     pub fn wait_while_stopped(&self) {

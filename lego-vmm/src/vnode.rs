@@ -596,14 +596,8 @@ impl Group {
                 return None;
             }
             if threads.stopped() {
-                // Job control: no guest code runs until SIGCONT or SIGKILL. The last thread
-                // out of the guest completes the stop, and the parent hears of it.
-                let threads_of_process = self.process.lock_unpoisoned().threads.len();
-                if threads.park() >= threads_of_process {
-                    if let Some(status) = threads.take_job_report() {
-                        self.report_job_change(status);
-                    }
-                }
+                // Job control: no guest code runs until SIGCONT or SIGKILL.
+                self.complete_stop(&threads, true);
                 threads.wait_while_stopped();
                 // The signals that came meanwhile are taken before the guest runs again.
                 vcpu.set_kvm_immediate_exit(1);
@@ -625,7 +619,28 @@ impl Group {
                 GuestEvent::Unexpected(what) => Break(Some(Err(VmmError::GuestCrashed(what)))),
             };
             if let Break(end) = flow {
+                if end.is_none() {
+                    // A thread that ends while the others park may be the last they wait for.
+                    self.complete_stop(&threads, false);
+                }
                 return end;
+            }
+        }
+    }
+
+    /// The last thread of a stopping process out of the guest completes the stop, and the
+    /// parent hears of it. `parking`: the calling thread is out, and waits; otherwise it has
+    /// just ended. Counting under the process lock, against the thread list under the same
+    /// lock, one of two threads parking and ending at once sees the other.
+    fn complete_stop(&self, threads: &ThreadGroup, parking: bool) {
+        let complete = {
+            let p = self.process.lock_unpoisoned();
+            let parked = if parking { threads.park() } else { threads.parked() };
+            threads.stopped() && !p.threads.is_empty() && parked >= p.threads.len()
+        };
+        if complete {
+            if let Some(status) = threads.take_job_report() {
+                self.report_job_change(status);
             }
         }
     }
