@@ -120,6 +120,16 @@ fn system_v_shared_memory_matches_native() {
     matches_native("sysvshm");
 }
 
+#[test]
+fn system_v_semaphores_match_native() {
+    matches_native("sysvsem");
+}
+
+#[test]
+fn system_v_message_queues_match_native() {
+    matches_native("sysvmsg");
+}
+
 /// The cases that make files in the image directory, one after another.
 #[test]
 fn locks_shared_mappings_and_file_calls_match_native() {

@@ -137,6 +137,8 @@ const DEBIAN: &[&str] = &[
     // Job control in a script: bash sees its job stop and continue (wait4 WUNTRACED and
     // WCONTINUED, SIGCHLD), and a stopped process's /proc state.
     "set -m; sleep 2 & p=$!; kill -STOP $p; sleep 0.3; jobs -l | sed 's/ *[0-9][0-9]* / PID /'; cut -d' ' -f3 /proc/$p/stat; kill -CONT $p; sleep 0.2; jobs -l | sed 's/ *[0-9][0-9]* / PID /'; wait $p; echo done $?",
+    // util-linux's System V IPC tools on a semaphore set and a message queue.
+    "s=$(ipcmk -S 2 -p 0600 | awk '{print $NF}'); q=$(ipcmk -Q -p 0640 | awk '{print $NF}'); ipcs -s -i $s | grep -E 'mode|nsems|^[0-9]'; ipcs -q -i $q | grep -E 'mode|qnum'; ipcrm -s $s -q $q && echo removed; ipcs -s -i $s >/dev/null 2>&1 || echo gone",
     // Python's multiprocessing: a pool (named semaphores in `/dev/shm`, pipes), and a value,
     // an array and a lock in memory shared with the workers.
     "python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2, -3]))'",

@@ -50,6 +50,8 @@
 #include <sys/prctl.h>
 #include <sys/sendfile.h>
 #include <sys/shm.h>
+#include <sys/sem.h>
+#include <sys/msg.h>
 #include <sys/resource.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -1122,6 +1124,215 @@ static void case_sysvshm(void) {
     CHECK(other >= 0 && shmctl(other, IPC_RMID, NULL) == 0);
 }
 
+/* System V semaphores: errors, values, a wait across fork, counts, SEM_UNDO at exit, timeouts,
+ * signals and removal while waiting. */
+#ifndef SEM_STAT_ANY
+#define SEM_STAT_ANY 20
+#endif
+union semun_ { int val; struct semid_ds *buf; unsigned short *array; };
+static void on_nothing(int sig, siginfo_t *si, void *uc) { (void)sig; (void)si; (void)uc; }
+
+static int sem_do(int id, unsigned short num, short op, short flags) {
+    struct sembuf b = { num, op, flags };
+    return semop(id, &b, 1);
+}
+
+/* Waits (up to 2 s) until `cmd` (GETNCNT or GETZCNT) of semaphore `num` is `want`. */
+static int sem_count_reaches(int id, int num, int cmd, int want) {
+    for (int i = 0; i < 200; i++) {
+        if (semctl(id, num, cmd) == want) return 1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+static void case_sysvsem(void) {
+    key_t key = 0x4d000000 | (getpid() & 0x7fffff);
+    int id = semget(key, 3, IPC_CREAT | IPC_EXCL | 0600);
+    CHECK(id >= 0);
+    CHECK(semget(key, 3, IPC_CREAT | IPC_EXCL | 0600) == -1 && errno == EEXIST);
+    CHECK(semget(key, 2, 0600) == id);
+    CHECK(semget(key, 4, 0600) == -1 && errno == EINVAL);
+    CHECK(semget(key | 0x00800000, 1, 0600) == -1 && errno == ENOENT);
+    CHECK(semget(IPC_PRIVATE, 0, 0600) == -1 && errno == EINVAL);
+    struct semid_ds ds;
+    union semun_ arg = { .buf = &ds };
+    CHECK(semctl(id, 0, IPC_STAT, arg) == 0);
+    printf("nsems %lu, mode %o, never operated on: %d\n", (unsigned long)ds.sem_nsems, ds.sem_perm.mode & 0777, ds.sem_otime == 0);
+    unsigned short vals[3] = { 1, 0, 5 };
+    arg.array = vals;
+    CHECK(semctl(id, 0, SETALL, arg) == 0);
+    CHECK(semctl(id, 1, SETVAL, (union semun_){ .val = 32768 }) == -1 && errno == ERANGE);
+    CHECK(semctl(id, 3, GETVAL) == -1 && errno == EINVAL);
+    struct sembuf many[2] = { { 0, -1, 0 }, { 1, -1, IPC_NOWAIT } };
+    CHECK(semop(id, many, 2) == -1 && errno == EAGAIN);
+    printf("all or nothing: sem 0 still %d\n", semctl(id, 0, GETVAL));
+    CHECK(sem_do(id, 3, 1, 0) == -1 && errno == EFBIG);
+    CHECK(sem_do(id, 2, 32767, 0) == -1 && errno == ERANGE);
+    CHECK(semop(id, many, 0) == -1 && errno == EINVAL);
+    struct timespec short_wait = { 0, 50000000 };
+    struct sembuf down1 = { 1, -1, 0 };
+    CHECK(semtimedop(id, &down1, 1, &short_wait) == -1 && errno == EAGAIN);
+    printf("semtimedop times out with EAGAIN\n");
+
+    /* A child waits for semaphore 1, counted in GETNCNT, until the parent raises it. */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        CHECK(sem_do(id, 1, -1, 0) == 0);
+        CHECK(sem_do(id, 2, -2, SEM_UNDO) == 0);
+        _exit(0);
+    }
+    CHECK(sem_count_reaches(id, 1, GETNCNT, 1));
+    printf("a waiting child counts in GETNCNT: %d\n", semctl(id, 1, GETNCNT));
+    CHECK(sem_do(id, 1, 1, 0) == 0);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    printf("after the child: sem 1 = %d, sem 2 = %d (its SEM_UNDO undone), last by the child %d\n",
+           semctl(id, 1, GETVAL), semctl(id, 2, GETVAL), semctl(id, 2, GETPID) == pid);
+    CHECK(semctl(id, 1, GETNCNT) == 0);
+
+    /* Waiting for zero, then a signal with a handler: EINTR, not restarted. */
+    on(SIGUSR1, on_nothing, SA_RESTART);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int r = sem_do(id, 0, 0, 0);
+        printf("a wait for zero interrupted by a handler: %d %s\n", r, r ? strerror(errno) : "");
+        _exit(0);
+    }
+    CHECK(sem_count_reaches(id, 0, GETZCNT, 1));
+    printf("GETZCNT %d\n", semctl(id, 0, GETZCNT));
+    CHECK(kill(pid, SIGUSR1) == 0);
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+
+    /* Removal wakes a waiter with EIDRM. */
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int r = sem_do(id, 1, -5, 0);
+        printf("a waiter when the set goes: %d %s\n", r, strerror(errno));
+        _exit(0);
+    }
+    CHECK(sem_count_reaches(id, 1, GETNCNT, 1));
+    ds.sem_perm.mode = 0640;
+    arg.buf = &ds;
+    CHECK(semctl(id, 0, IPC_SET, arg) == 0 && semctl(id, 0, IPC_STAT, arg) == 0);
+    printf("mode now %o, operated on: %d\n", ds.sem_perm.mode & 0777, ds.sem_otime != 0);
+    CHECK(semctl(id, 0, IPC_RMID) == 0);
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+    CHECK(semctl(id, 0, GETVAL) == -1 && errno == EINVAL);
+    CHECK(semget(key, 1, 0600) == -1 && errno == ENOENT);
+    printf("gone\n");
+}
+
+/* System V message queues: types, sizes, copies, a blocked receiver and sender across fork,
+ * the queue's figures, removal while waiting. */
+#ifndef MSG_COPY
+#define MSG_COPY 040000
+#endif
+#ifndef MSG_EXCEPT
+#define MSG_EXCEPT 020000
+#endif
+struct msg_ { long type; char text[64]; };
+
+static void msg_put(int id, long type, const char *text) {
+    struct msg_ m = { .type = type };
+    strcpy(m.text, text);
+    CHECK(msgsnd(id, &m, strlen(text) + 1, 0) == 0);
+}
+
+static void msg_take(const char *what, int id, size_t size, long type, int flags) {
+    struct msg_ m;
+    memset(&m, 0, sizeof m);
+    ssize_t n = msgrcv(id, &m, size, type, flags);
+    if (n < 0) printf("%s: %s\n", what, strerror(errno));
+    else printf("%s: type %ld, %zd bytes, '%.*s'\n", what, m.type, n, (int)n, m.text);
+}
+
+static void show_queue(const char *what, int id) {
+    struct msqid_ds ds;
+    CHECK(msgctl(id, IPC_STAT, &ds) == 0);
+#ifdef __GLIBC__
+    unsigned long bytes = ds.__msg_cbytes;
+#else
+    unsigned long bytes = ds.msg_cbytes;
+#endif
+    printf("%s: %lu messages, %lu bytes, at most %lu\n", what, (unsigned long)ds.msg_qnum, bytes,
+           (unsigned long)ds.msg_qbytes);
+}
+
+static void case_sysvmsg(void) {
+    key_t key = 0x4e000000 | (getpid() & 0x7fffff);
+    int id = msgget(key, IPC_CREAT | IPC_EXCL | 0600);
+    CHECK(id >= 0);
+    CHECK(msgget(key, IPC_CREAT | IPC_EXCL | 0600) == -1 && errno == EEXIST);
+    CHECK(msgget(key, 0) == id);
+    struct msg_ m = { .type = 0 };
+    CHECK(msgsnd(id, &m, 1, 0) == -1 && errno == EINVAL);
+    m.type = 1;
+    CHECK(msgsnd(id, &m, 8193, 0) == -1 && errno == EINVAL);
+    msg_put(id, 3, "c1");
+    msg_put(id, 1, "a");
+    msg_put(id, 2, "b");
+    msg_put(id, 1, "a2");
+    msg_put(id, 3, "c2 longer");
+    show_queue("five sent", id);
+    msg_take("MSG_COPY of the second", id, 64, 1, MSG_COPY | IPC_NOWAIT);
+    msg_take("MSG_COPY without IPC_NOWAIT", id, 64, 1, MSG_COPY);
+    msg_take("lowest type up to 2", id, 64, -2, 0);
+    msg_take("type 3", id, 64, 3, 0);
+    msg_take("not type 2", id, 64, 2, MSG_EXCEPT);
+    msg_take("type 9, no wait", id, 64, 9, IPC_NOWAIT);
+    msg_take("too long", id, 2, 3, IPC_NOWAIT);
+    msg_take("truncated", id, 2, 3, MSG_NOERROR | IPC_NOWAIT);
+    msg_take("first", id, 64, 0, 0);
+    show_queue("all taken", id);
+
+    /* A receiver waits for type 7; a sender waits for room. */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        msg_take("the child's wait for type 7", id, 64, 7, 0);
+        _exit(0);
+    }
+    sleep_ms(100);
+    msg_put(id, 6, "not for the child");
+    msg_put(id, 7, "for the child");
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+    struct msqid_ds ds;
+    CHECK(msgctl(id, IPC_STAT, &ds) == 0);
+    printf("last receiver the child: %d, last sender me: %d\n", ds.msg_lrpid == pid, ds.msg_lspid == getpid());
+    ds.msg_qbytes = 40;
+    CHECK(msgctl(id, IPC_SET, &ds) == 0);
+    show_queue("smaller", id);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        msg_put(id, 8, "a long message of thirty bytes");
+        _exit(0);
+    }
+    sleep_ms(100);
+    show_queue("while the child waits for room", id);
+    msg_take("making room", id, 64, 6, 0);
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+    printf("the child's send went through: %d\n", WEXITSTATUS(status) == 0);
+    show_queue("after the child", id);
+
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        msg_take("a waiter when the queue goes", id, 64, 99, 0);
+        _exit(0);
+    }
+    sleep_ms(100);
+    CHECK(msgctl(id, IPC_RMID, NULL) == 0);
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+    CHECK(msgget(key, 0) == -1 && errno == ENOENT);
+    printf("gone\n");
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 #define SRCFILE "abi-src.tmp"
@@ -1962,6 +2173,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "shared")) case_shared();
     else if (!strcmp(c, "posixshm")) case_posixshm();
     else if (!strcmp(c, "sysvshm")) case_sysvshm();
+    else if (!strcmp(c, "sysvsem")) case_sysvsem();
+    else if (!strcmp(c, "sysvmsg")) case_sysvmsg();
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "links")) case_links();

@@ -46,6 +46,8 @@ impl Errno {
     pub const E2BIG: Errno = Errno(libc::E2BIG);
     pub const ENOEXEC: Errno = Errno(libc::ENOEXEC);
     pub const ELIBBAD: Errno = Errno(libc::ELIBBAD);
+    pub const EIDRM: Errno = Errno(libc::EIDRM);
+    pub const ENOMSG: Errno = Errno(libc::ENOMSG);
 
     /// The errno of the calling host thread's last failed libc call.
     pub fn last() -> Errno {
@@ -91,6 +93,8 @@ impl Errno {
             libc::ENODATA => "ENODATA",
             libc::EOVERFLOW => "EOVERFLOW",
             libc::EOPNOTSUPP => "EOPNOTSUPP",
+            libc::EIDRM => "EIDRM",
+            libc::ENOMSG => "ENOMSG",
             _ => "E?",
         }
     }

@@ -47,7 +47,7 @@ pub mod signal;
 pub mod stack;
 pub mod syscall;
 pub mod sysmem;
-pub mod sysvshm;
+pub mod sysv;
 pub mod threads;
 pub mod timers;
 pub mod vdso;

@@ -148,8 +148,8 @@ pub struct Process {
     pub ptys: Arc<crate::pty::Ptys>,
     /// `mlock` state and the writable shared file mappings.
     pub maps: crate::mapstate::MapState,
-    /// The System V shared memory segments of the run, one table for every process of it.
-    pub shm: Arc<crate::sysvshm::Segments>,
+    /// The System V IPC objects of the run, one table of each kind for every process of it.
+    pub ipc: Arc<crate::sysv::Ipc>,
     pub started: Instant,
     /// The program it runs (for `/proc/PID`).
     pub image: ExecImage,
@@ -252,7 +252,7 @@ impl Process {
             in_flight: Default::default(),
             ptys: Default::default(),
             maps: Default::default(),
-            shm: Default::default(),
+            ipc: Default::default(),
             started: Instant::now(),
             image: ExecImage::default(),
         })
@@ -296,7 +296,7 @@ impl Process {
             in_flight: self.in_flight.clone(),
             ptys: self.ptys.clone(),
             maps: self.maps.forked(),
-            shm: self.shm.clone(),
+            ipc: self.ipc.clone(),
             started: Instant::now(),
             image: self.image.clone(),
         })

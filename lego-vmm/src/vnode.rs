@@ -385,10 +385,11 @@ impl Group {
         });
         {
             // Its shared file mappings are written back; its record locks go with it, its
-            // descriptions' locks go when they close.
+            // descriptions' locks go when they close; its semaphore adjustments are made.
             let mut p = self.process.lock_unpoisoned();
             syscall::unmapping_all(&mut p);
             p.locks.release_owner(crate::locks::Owner::Process(self.pid));
+            syscall::sysvsem::exit(&p);
         }
         let outcome = self.outcome.lock_unpoisoned().take();
         outcome.unwrap_or_else(|| Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into())))

@@ -16,6 +16,7 @@ mod epoll;
 mod fileops;
 mod fs;
 mod info;
+mod ipcwait;
 mod links;
 mod locks;
 mod mapping;
@@ -28,6 +29,8 @@ mod procs;
 mod sched;
 mod signal;
 mod sysvipc;
+mod sysvmsg;
+pub mod sysvsem;
 mod thread;
 pub mod time;
 pub mod timers;
@@ -151,6 +154,8 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use sched::*;
     use signal::*;
     use sysvipc::*;
+    use sysvmsg::*;
+    use sysvsem::{semctl, semget, semop, semtimedop};
     use thread::*;
     use time::*;
     use timers::*;
@@ -205,7 +210,14 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         59 => ("sxx", Controls(execve)),
         60 => ("d", Controls(exit)),
         61 => ("dxxx", Blocking(wait4)),
+        64 => ("xdx", Plain(semget)),
+        65 => ("dxu", Blocking(semop)),
+        66 => ("dddx", Plain(semctl)),
         67 => ("x", Plain(shmdt)),
+        68 => ("xx", Plain(msgget)),
+        69 => ("dxux", Blocking(msgsnd)),
+        70 => ("dxudx", Blocking(msgrcv)),
+        71 => ("ddx", Plain(msgctl)),
         62 => ("dd", Blocking(kill)),
         63 => ("x", Plain(uname)),
         72 => ("fdx", Blocking(fcntl)),
@@ -213,6 +225,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         74 => ("f", Plain(fsync)),
         75 => ("f", Plain(fdatasync)),
         187 => ("fxu", Plain(readahead)),
+        220 => ("dxux", Blocking(semtimedop)),
         221 => ("fxud", Plain(fadvise64)),
         277 => ("fxxx", Plain(sync_file_range)),
         137 => ("sx", Plain(statfs)),

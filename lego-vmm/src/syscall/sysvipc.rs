@@ -1,5 +1,5 @@
 //! System V shared memory: `shmget`, `shmat`, `shmdt` and `shmctl` over the run's table of
-//! segments ([`crate::sysvshm`]), whose pages are shared memory ([`crate::memory::shared`]).
+//! segments ([`crate::sysv::shm`]), whose pages are shared memory ([`crate::memory::shared`]).
 
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
@@ -8,17 +8,10 @@ use crate::memory::mm::flags::{MAP_FIXED, MAP_SHARED};
 use crate::memory::paging::Prot;
 use crate::memory::shared::{SharedFile, WINDOW_SIZE};
 use crate::process::Process;
-use crate::sysvshm::{self, Get, SHMMNI};
+use crate::sysv::shm::{self, SHMMNI};
+use crate::sysv::{now, seq, Get, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 use lego_proto::vma::VmaKind;
 
-const IPC_CREAT: u64 = 0o1000;
-const IPC_EXCL: u64 = 0o2000;
-const IPC_RMID: u64 = 0;
-const IPC_SET: u64 = 1;
-const IPC_STAT: u64 = 2;
-const IPC_INFO: u64 = 3;
-/// The flag of the 64-bit structures, which x86-64 always uses.
-const IPC_64: u64 = 0x100;
 const SHM_LOCK: u64 = 11;
 const SHM_UNLOCK: u64 = 12;
 const SHM_STAT: u64 = 13;
@@ -34,14 +27,13 @@ const SHMLBA: u64 = PAGE_SIZE;
 /// `shmget(key, size, flags)`.
 pub fn shmget(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [key, size, flags, ..] = a;
-    let get = Get { key: key as i32, size, create: flags & IPC_CREAT != 0, exclusive: flags & IPC_EXCL != 0, mode: (flags & 0o777) as u32 };
     let make = || {
         SharedFile::new(p.mm.window()).map_err(|e| {
             tracing::info!("a System V shared memory segment: {e}");
             Errno::ENOMEM
         })
     };
-    p.shm.get(&get, &p.creds, p.pid, make).map(|id| id as u64)
+    p.ipc.shm.get(&Get::new(key, flags), size, &p.creds, p.pid, make).map(|id| id as u64)
 }
 
 /// `shmat(id, addr, flags)`: maps segment `id` (at `addr`, or where the process has room) and
@@ -50,11 +42,11 @@ pub fn shmat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [id, addr, flags, ..] = a;
     let id = i32::try_from(id as i64).map_err(|_| Errno::EINVAL)?;
     let write = flags & SHM_RDONLY == 0;
-    let (obj, size, key) = p.shm.with(id, |s| {
-        if !s.permits(&p.creds, write) {
+    let (obj, size, key) = p.ipc.shm.with(id, |e| {
+        if !e.perm.grants(&p.creds, shm::access(write)) {
             return Err(Errno::EACCES);
         }
-        Ok((s.obj.clone(), s.size, s.key))
+        Ok((e.obj.obj.clone(), e.obj.size, e.perm.key))
     })?;
     let addr = match addr % SHMLBA {
         0 => addr,
@@ -79,7 +71,7 @@ pub fn shmat(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let name = format!("/SYSV{:08x} (deleted)", key as u32).into_bytes();
     let start = p.mm.mmap_object(addr, len, prot, map, VmaKind::File(name), &obj, 0)?;
     let (view, _) = p.mm.view_at(start).ok_or(Errno::EFAULT)?;
-    p.shm.attached(id, &view, p.pid);
+    p.ipc.shm.attached(id, &view, p.pid);
     super::mapping::mapped(p, start, len, None);
     Ok(start)
 }
@@ -91,11 +83,11 @@ pub fn shmdt(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         return Err(Errno::EINVAL);
     }
     let (view, len) = p.mm.view_at(addr).ok_or(Errno::EINVAL)?;
-    let id = p.shm.segment_of(&view).ok_or(Errno::EINVAL)?;
+    let id = p.ipc.shm.segment_of(&view).ok_or(Errno::EINVAL)?;
     drop(view);
     super::mapping::unmapping(p, addr, addr + len);
     p.mm.munmap(addr, len)?;
-    p.shm.detached(id, p.pid);
+    p.ipc.shm.detached(id, p.pid);
     Ok(0)
 }
 
@@ -105,7 +97,6 @@ pub fn shmctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let cmd = cmd & !IPC_64;
     let index = id as u32 as usize;
     let id = id as i32;
-    let seq = |id: i32| (id as u32 / SHMMNI as u32) as u16;
     match cmd {
         IPC_INFO => {
             // struct shminfo: shmmax, shmmin, shmmni, shmseg, shmall, and four unused words.
@@ -114,11 +105,11 @@ pub fn shmctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
                 b[8 * i..8 * i + 8].copy_from_slice(&v.to_le_bytes());
             }
             p.mm.write_user(buf, &b)?;
-            Ok(p.shm.usage().2 as u64)
+            Ok(p.ipc.shm.usage().2 as u64)
         }
         SHM_INFO => {
             // struct shm_info: used_ids, then shm_tot and shm_rss in pages, the rest zero.
-            let (n, bytes, highest) = p.shm.usage();
+            let (n, bytes, highest) = p.ipc.shm.usage();
             let mut b = [0u8; 48];
             b[..4].copy_from_slice(&(n as i32).to_le_bytes());
             let pages = bytes.div_ceil(PAGE_SIZE);
@@ -128,12 +119,12 @@ pub fn shmctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             Ok(highest as u64)
         }
         IPC_STAT | SHM_STAT | SHM_STAT_ANY => {
-            let id = if cmd == IPC_STAT { id } else { p.shm.id_at(index)? };
-            let ds = p.shm.with(id, |s| {
-                if cmd != SHM_STAT_ANY && !s.permits(&p.creds, false) {
+            let id = if cmd == IPC_STAT { id } else { p.ipc.shm.id_at(index)? };
+            let ds = p.ipc.shm.with(id, |e| {
+                if cmd != SHM_STAT_ANY && !e.perm.grants(&p.creds, shm::access(false)) {
                     return Err(Errno::EACCES);
                 }
-                Ok(sysvshm::shmid_ds(s, seq(id)))
+                Ok(shm::shmid_ds(e, seq(id, SHMMNI)))
             })?;
             p.mm.write_user(buf, &ds)?;
             Ok(if cmd == IPC_STAT { 0 } else { id as u64 })
@@ -141,23 +132,22 @@ pub fn shmctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
         IPC_SET => {
             let mut b = [0u8; 112];
             p.mm.read_user(buf, &mut b)?;
-            let word = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-            let (uid, gid, mode) = (word(4), word(8), u32::from(u16::from_le_bytes([b[20], b[21]])));
-            p.shm.with(id, |s| {
-                sysvshm::may_change(s, &p.creds)?;
-                (s.uid, s.gid, s.mode, s.ctime) = (uid, gid, (s.mode & !0o777) | (mode & 0o777), sysvshm::now());
+            p.ipc.shm.with(id, |e| {
+                e.perm.may_change(&p.creds)?;
+                e.perm.set(&b);
+                e.obj.ctime = now();
                 Ok(0)
             })
         }
-        IPC_RMID => p.shm.with(id, |s| {
-            sysvshm::may_change(s, &p.creds)?;
-            sysvshm::remove(s);
-            s.ctime = sysvshm::now();
+        IPC_RMID => p.ipc.shm.with(id, |e| {
+            e.perm.may_change(&p.creds)?;
+            shm::remove(e);
+            e.obj.ctime = now();
             Ok(0)
         }),
-        SHM_LOCK | SHM_UNLOCK => p.shm.with(id, |s| {
-            sysvshm::may_change(s, &p.creds)?;
-            sysvshm::set_locked(s, cmd == SHM_LOCK);
+        SHM_LOCK | SHM_UNLOCK => p.ipc.shm.with(id, |e| {
+            e.perm.may_change(&p.creds)?;
+            shm::set_locked(e, cmd == SHM_LOCK);
             Ok(0)
         }),
         _ => Err(Errno::EINVAL),
