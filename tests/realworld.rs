@@ -139,6 +139,9 @@ const DEBIAN: &[&str] = &[
     "set -m; sleep 2 & p=$!; kill -STOP $p; sleep 0.3; jobs -l | sed 's/ *[0-9][0-9]* / PID /'; cut -d' ' -f3 /proc/$p/stat; kill -CONT $p; sleep 0.2; jobs -l | sed 's/ *[0-9][0-9]* / PID /'; wait $p; echo done $?",
     // util-linux's System V IPC tools on a semaphore set and a message queue.
     "s=$(ipcmk -S 2 -p 0600 | awk '{print $NF}'); q=$(ipcmk -Q -p 0640 | awk '{print $NF}'); ipcs -s -i $s | grep -E 'mode|nsems|^[0-9]'; ipcs -q -i $q | grep -E 'mode|qnum'; ipcrm -s $s -q $q && echo removed; ipcs -s -i $s >/dev/null 2>&1 || echo gone",
+    // Perl's IPC::Semaphore and IPC::Msg: values, an operation that would block, picking by
+    // type, and a child blocked in msgrcv until its message comes.
+    "perl -MIPC::Semaphore -MIPC::Msg -MIPC::SysV=IPC_PRIVATE,S_IRUSR,S_IWUSR,IPC_NOWAIT -e '$s = IPC::Semaphore->new(IPC_PRIVATE, 2, S_IRUSR | S_IWUSR); $s->setall(3, 4); print join(\",\", $s->getall), \"\\n\"; $s->op(0, -1, 0, 1, 2, 0); print join(\",\", $s->getall), \" \", $s->stat->nsems, \"\\n\"; print $s->op(0, -5, IPC_NOWAIT) ? \"went\\n\" : \"would block: $!\\n\"; $s->remove; $q = IPC::Msg->new(IPC_PRIVATE, S_IRUSR | S_IWUSR); $q->snd(2, \"two\"); $q->snd(1, \"one\"); $q->rcv($b, 10, -2); print \"$b \", $q->stat->qnum, \"\\n\"; if (!fork) { $q->rcv($c, 10, 5); exit($c eq \"five\" ? 0 : 1) } select(undef, undef, undef, 0.2); $q->snd(5, \"five\"); wait; print \"child got it: \", $? == 0 ? \"yes\" : \"no\", \"\\n\"; $q->remove'",
     // Python's multiprocessing: a pool (named semaphores in `/dev/shm`, pipes), and a value,
     // an array and a lock in memory shared with the workers.
     "python3 -c 'import multiprocessing as m; print(m.Pool(2).map(abs, [-1, -2, -3]))'",
