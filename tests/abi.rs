@@ -130,6 +130,11 @@ fn system_v_message_queues_match_native() {
     matches_native("sysvmsg");
 }
 
+#[test]
+fn posix_message_queues_match_native() {
+    matches_native("mqueue");
+}
+
 /// The cases that make files in the image directory, one after another.
 #[test]
 fn locks_shared_mappings_and_file_calls_match_native() {

@@ -52,6 +52,7 @@
 #include <sys/shm.h>
 #include <sys/sem.h>
 #include <sys/msg.h>
+#include <mqueue.h>
 #include <sys/resource.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -1333,6 +1334,110 @@ static void case_sysvmsg(void) {
     printf("gone\n");
 }
 
+/* POSIX message queues: sizes and errors, priority order, timeouts, O_NONBLOCK, poll, a
+ * receiver blocked across fork, a notification by signal, unlink while open. */
+static void mq_show(const char *what, mqd_t q) {
+    struct mq_attr at;
+    CHECK(mq_getattr(q, &at) == 0);
+    printf("%s: maxmsg %ld, msgsize %ld, curmsgs %ld, nonblocking %d\n", what, at.mq_maxmsg, at.mq_msgsize,
+           at.mq_curmsgs, (at.mq_flags & O_NONBLOCK) != 0);
+}
+
+static void mq_take(const char *what, mqd_t q, size_t len) {
+    char buf[128];
+    unsigned prio = 99;
+    ssize_t n = mq_receive(q, buf, len, &prio);
+    if (n < 0) printf("%s: %s\n", what, strerror(errno));
+    else printf("%s: '%.*s' at %u\n", what, (int)n, buf, prio);
+}
+
+static void case_mqueue(void) {
+    char name[64];
+    snprintf(name, sizeof name, "/lego-abi-%d", getpid());
+    struct mq_attr at = { .mq_maxmsg = 4, .mq_msgsize = 64 };
+    mqd_t q = mq_open(name, O_RDWR | O_CREAT | O_EXCL, 0600, &at);
+    CHECK(q != (mqd_t)-1);
+    CHECK(mq_open(name, O_RDWR | O_CREAT | O_EXCL, 0600, &at) == (mqd_t)-1 && errno == EEXIST);
+    CHECK(mq_open("/lego-abi/x", O_RDWR | O_CREAT, 0600, &at) == (mqd_t)-1 && errno == EACCES);
+    printf("close-on-exec: %d\n", (fcntl(q, F_GETFD) & FD_CLOEXEC) != 0);
+    mq_show("new", q);
+    struct pollfd pf = { .fd = q, .events = POLLIN | POLLOUT };
+    CHECK(poll(&pf, 1, 0) == 1);
+    printf("empty: readable %d, writable %d\n", (pf.revents & POLLIN) != 0, (pf.revents & POLLOUT) != 0);
+    CHECK(mq_send(q, "low", 3, 1) == 0 && mq_send(q, "high", 4, 5) == 0);
+    CHECK(mq_send(q, "high2", 5, 5) == 0 && mq_send(q, "zero", 4, 0) == 0);
+    CHECK(mq_send(q, "x", 1, 32768) == -1 && errno == EINVAL);
+    char big[65] = { 0 };
+    CHECK(mq_send(q, big, 65, 0) == -1 && errno == EMSGSIZE);
+    CHECK(poll(&pf, 1, 0) == 1);
+    printf("full: readable %d, writable %d\n", (pf.revents & POLLIN) != 0, (pf.revents & POLLOUT) != 0);
+    struct timespec past = { 1, 0 };
+    CHECK(mq_timedsend(q, "late", 4, 0, &past) == -1 && errno == ETIMEDOUT);
+    struct mq_attr nb = { .mq_flags = O_NONBLOCK };
+    CHECK(mq_setattr(q, &nb, NULL) == 0);
+    CHECK(mq_send(q, "more", 4, 0) == -1 && errno == EAGAIN);
+    mq_show("full, nonblocking", q);
+    char text[32] = { 0 };
+    CHECK(read(q, text, 16) == 16);
+    printf("its file: %.16s\n", text);
+    mq_take("too small a buffer", q, 63);
+    for (int i = 0; i < 4; i++) mq_take("in order", q, 64);
+    mq_take("empty, nonblocking", q, 64);
+    nb.mq_flags = 0;
+    CHECK(mq_setattr(q, &nb, NULL) == 0);
+    struct timespec soon;
+    clock_gettime(CLOCK_REALTIME, &soon);
+    soon.tv_nsec += 50000000;
+    if (soon.tv_nsec >= 1000000000) { soon.tv_sec++; soon.tv_nsec -= 1000000000; }
+    char buf[64];
+    CHECK(mq_timedreceive(q, buf, 64, NULL, &soon) == -1 && errno == ETIMEDOUT);
+    printf("an empty queue's timed receive times out\n");
+
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        mq_take("the child's wait", q, 64);
+        _exit(0);
+    }
+    sleep_ms(100);
+    CHECK(mq_send(q, "for the child", 13, 3) == 0);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+
+    /* A notification: once, by signal, with its value. */
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    CHECK(sigprocmask(SIG_BLOCK, &usr2, NULL) == 0);
+    struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGUSR2 };
+    ev.sigev_value.sival_int = 42;
+    CHECK(mq_notify(q, &ev) == 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int r = mq_notify(q, &ev);
+        printf("another process registering: %d %s\n", r, r ? strerror(errno) : "");
+        _exit(0);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(mq_send(q, "ping", 4, 0) == 0);
+    siginfo_t si;
+    struct timespec wait_for = { 1, 0 };
+    CHECK(sigtimedwait(&usr2, &si, &wait_for) == SIGUSR2);
+    printf("notified: SI_MESGQ %d, value %d, by me %d\n", si.si_code == SI_MESGQ, si.si_value.sival_int, si.si_pid == getpid());
+    mq_take("the message", q, 64);
+    CHECK(mq_send(q, "again", 5, 0) == 0);
+    wait_for.tv_sec = 0;
+    wait_for.tv_nsec = 50000000;
+    CHECK(sigtimedwait(&usr2, &si, &wait_for) == -1 && errno == EAGAIN);
+    printf("only once\n");
+    CHECK(mq_unlink(name) == 0);
+    CHECK(mq_unlink(name) == -1 && errno == ENOENT);
+    CHECK(mq_open(name, O_RDWR) == (mqd_t)-1 && errno == ENOENT);
+    mq_take("after unlink, through the descriptor", q, 64);
+    CHECK(mq_close(q) == 0);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 
 #define SRCFILE "abi-src.tmp"
@@ -2175,6 +2280,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "sysvshm")) case_sysvshm();
     else if (!strcmp(c, "sysvsem")) case_sysvsem();
     else if (!strcmp(c, "sysvmsg")) case_sysvmsg();
+    else if (!strcmp(c, "mqueue")) case_mqueue();
     else if (!strcmp(c, "files")) case_files(argv[0]);
     else if (!strcmp(c, "fifo")) case_fifo();
     else if (!strcmp(c, "links")) case_links();

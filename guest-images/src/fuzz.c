@@ -47,7 +47,7 @@ static int skip(long n) {
     case 7: case 22: case 23: case 34: case 35: case 37: case 38: case 41: case 43: case 45:
     case 47: case 53: case 56: case 57: case 58: case 59: case 60: case 61: case 62: case 65: case 69:
     case 70: case 101: case 128: case 129: case 130: case 133: case 169: case 200: case 202:
-    case 208: case 220: case 230: case 231: case 232: case 234: case 243: case 247: case 253:
+    case 208: case 220: case 230: case 231: case 232: case 234: case 242: case 243: case 247: case 253:
     case 259: case 270: case 271: case 281: case 282: case 283: case 284: case 288: case 289:
     case 290: case 293: case 294: case 297: case 299: case 300: case 322: case 323:
         return 1;

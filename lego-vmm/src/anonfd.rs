@@ -19,6 +19,8 @@ pub enum AnonFile {
     Signal(Mutex<u64>),
     /// A pidfd for process `pid` of the run.
     Pid { pid: i32, procs: Arc<dyn Exits> },
+    /// A POSIX message queue (`mq_open`).
+    Mqueue(Arc<crate::mqueue::Mq>),
 }
 
 /// Size of `struct signalfd_siginfo`.
@@ -30,24 +32,31 @@ impl AnonFile {
         match self {
             AnonFile::Signal(_) => b"anon_inode:[signalfd]",
             AnonFile::Pid { .. } => b"anon_inode:[pidfd]",
+            AnonFile::Mqueue(_) => b"/dev/mqueue",
         }
     }
 
-    /// The signals a signalfd takes (0 for a pidfd).
+    /// The signals a signalfd takes (0 for the others).
     pub fn signal_mask(&self) -> u64 {
         match self {
             AnonFile::Signal(m) => *m.lock_unpoisoned(),
-            AnonFile::Pid { .. } => 0,
+            AnonFile::Pid { .. } | AnonFile::Mqueue(_) => 0,
         }
     }
 
-    /// Whether a read (signalfd) would not wait, or the process ended (pidfd), for a thread
-    /// with signals `pending` (its own and its process's).
+    /// Whether a read (signalfd) or a receive (message queue) would not wait, or the process
+    /// ended (pidfd), for a thread with signals `pending` (its own and its process's).
     pub fn readable(&self, pending: u64) -> bool {
         match self {
             AnonFile::Signal(_) => pending & self.signal_mask() != 0,
             AnonFile::Pid { pid, procs } => procs.ended(*pid),
+            AnonFile::Mqueue(q) => !q.is_empty(),
         }
+    }
+
+    /// Whether a send would not wait (a message queue with room).
+    pub fn writable(&self) -> bool {
+        matches!(self, AnonFile::Mqueue(q) if q.has_room())
     }
 
     /// `fstat` of the descriptor: the anonymous inode, owned by the caller (`creds`).

@@ -200,7 +200,10 @@ impl Epoll {
 fn vmm_events(file: &dyn Watched, pending: u64) -> u32 {
     match (file.pipe(), file.anon()) {
         (Some(end), _) => pipe_events(end),
-        (None, Some(anon)) if anon.readable(pending) => (libc::EPOLLIN | libc::EPOLLRDNORM) as u32,
+        (None, Some(anon)) => {
+            let readable = if anon.readable(pending) { libc::EPOLLIN | libc::EPOLLRDNORM } else { 0 };
+            (readable | if anon.writable() { libc::EPOLLOUT | libc::EPOLLWRNORM } else { 0 }) as u32
+        }
         _ => 0,
     }
 }

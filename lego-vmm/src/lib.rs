@@ -35,6 +35,7 @@ pub mod loader;
 pub mod locks;
 pub mod mapstate;
 pub mod memory;
+pub mod mqueue;
 pub mod net;
 pub mod pcomp;
 pub mod pipe;

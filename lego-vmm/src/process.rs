@@ -150,6 +150,8 @@ pub struct Process {
     pub maps: crate::mapstate::MapState,
     /// The System V IPC objects of the run, one table of each kind for every process of it.
     pub ipc: Arc<crate::sysv::Ipc>,
+    /// The POSIX message queues of the run, one table for every process of it.
+    pub mqueues: Arc<crate::mqueue::MqTable>,
     pub started: Instant,
     /// The program it runs (for `/proc/PID`).
     pub image: ExecImage,
@@ -253,6 +255,7 @@ impl Process {
             ptys: Default::default(),
             maps: Default::default(),
             ipc: Default::default(),
+            mqueues: Default::default(),
             started: Instant::now(),
             image: ExecImage::default(),
         })
@@ -297,6 +300,7 @@ impl Process {
             ptys: self.ptys.clone(),
             maps: self.maps.forked(),
             ipc: self.ipc.clone(),
+            mqueues: self.mqueues.clone(),
             started: Instant::now(),
             image: self.image.clone(),
         })

@@ -172,6 +172,8 @@ impl SigInfo {
 pub const SI_QUEUE: i32 = -1;
 /// `si_code` of a POSIX timer's signal.
 pub const SI_TIMER: i32 = -2;
+/// `si_code` of a POSIX message queue's notification.
+pub const SI_MESGQ: i32 = -3;
 /// The first real-time signal (`SIGRTMIN` of the kernel; C libraries keep a few for themselves).
 pub const SIGRTMIN: i32 = 32;
 /// Most signals queued for one thread or process, as a default `RLIMIT_SIGPENDING` would allow.

@@ -62,6 +62,9 @@ pub fn read_anon(
     (addr, len): (u64, u64),
 ) -> SysResult<u64> {
     let AnonFile::Signal(_) = anon else {
+        if let AnonFile::Mqueue(q) = anon {
+            return read_text(p, file, &q.describe(), addr, len);
+        }
         return Err(Errno::EINVAL);
     };
     if len < SIGNALFD_SIZE as u64 {
@@ -124,4 +127,14 @@ pub fn pidfd_send_signal(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysR
         return Err(Errno::ESRCH);
     }
     super::signal::kill(p, cpu, [*pid as u64, sig, 0, 0, 0, 0])
+}
+
+/// A read at the description's offset of `text` (what a message queue's descriptor reads).
+fn read_text(p: &Locked<'_>, file: &OpenFile, text: &[u8], addr: u64, len: u64) -> SysResult<u64> {
+    let mut offset = file.offset.lock_unpoisoned();
+    let rest = text.get(*offset as usize..).unwrap_or_default();
+    let n = rest.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+    p.mm.write_user(addr, &rest[..n])?;
+    *offset += n as u64;
+    Ok(n as u64)
 }

@@ -21,6 +21,7 @@ mod links;
 mod locks;
 mod mapping;
 mod mem;
+mod mqueue;
 pub mod names;
 mod net;
 mod poll;
@@ -148,6 +149,7 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
     use locks::{fcntl, flock};
     use mapping::*;
     use mem::*;
+    use mqueue::*;
     use poll::*;
     use proc::*;
     use procs::*;
@@ -337,6 +339,12 @@ fn lookup(nr: u64) -> Option<(Signature, Handler)> {
         231 => ("d", Controls(exit_group)),
         234 => ("ddd", Plain(tgkill)),
         235 => ("sx", Plain(utimes)),
+        240 => ("sxxx", Plain(mq_open)),
+        241 => ("s", Plain(mq_unlink)),
+        242 => ("dxuux", Blocking(mq_timedsend)),
+        243 => ("dxuxx", Blocking(mq_timedreceive)),
+        244 => ("dx", Plain(mq_notify)),
+        245 => ("dxx", Plain(mq_getsetattr)),
         247 => ("ddxxx", Blocking(waitid)),
         257 => ("fsxo", Blocking(openat)),
         258 => ("fso", Plain(mkdirat)),

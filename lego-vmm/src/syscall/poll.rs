@@ -81,7 +81,8 @@ fn scan(p: &Process, tid: i32, entries: &mut [libc::pollfd]) -> (Vec<(usize, lib
             Backing::Anon(a) => {
                 // Looked at again after each slice, as pipes are.
                 pipes = true;
-                e.revents = if a.readable(crate::delivery::pending(p, tid)) { e.events & libc::POLLIN } else { 0 };
+                let readable = if a.readable(crate::delivery::pending(p, tid)) { libc::POLLIN } else { 0 };
+                e.revents = e.events & (readable | if a.writable() { libc::POLLOUT } else { 0 });
             }
             Backing::Host(_) | Backing::Socket(_) | Backing::Epoll(_) => {
                 if let Some(fd) = file.host_fd() {

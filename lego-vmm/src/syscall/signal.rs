@@ -44,7 +44,7 @@ pub fn kill(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// Posts `info` to `targets`: to the caller's own process (thread `tid` posting) under its
 /// lock, to the others without it.
-fn send(p: &mut Locked<'_>, tid: i32, targets: Vec<KillTarget>, info: SigInfo) {
+pub(super) fn send(p: &mut Locked<'_>, tid: i32, targets: Vec<KillTarget>, info: SigInfo) {
     let me = p.pid;
     let to_self = targets.iter().any(|(pid, _)| *pid == me);
     let others: Vec<_> = targets.into_iter().filter(|(pid, _)| *pid != me).filter_map(|(_, t)| t).collect();
