@@ -1,6 +1,6 @@
-//! The waits of the System V IPC calls that block (`semop`, `semtimedop`, `msgsnd`,
-//! `msgrcv`): on the run's shared futex table, keyed by object, so that a change in any
-//! process of the run wakes the waiters in every other.
+//! The waits of the IPC calls that block (`semop`, `semtimedop`, `msgsnd`, `msgrcv`,
+//! `mq_timedsend`, `mq_timedreceive`): on the run's shared futex table, keyed by object, so
+//! that a change in any process of the run wakes the waiters in every other.
 
 use std::time::Instant;
 

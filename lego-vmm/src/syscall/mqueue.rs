@@ -76,14 +76,15 @@ fn deadline(p: &Process, at: u64) -> SysResult<Option<Instant>> {
 /// `mq_timedsend(fd, msg, len, prio, timeout)`.
 pub fn mq_timedsend(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [fd, msg, len, prio, timeout, ..] = a;
-    let (file, q) = queue_of(p, fd)?;
-    if file.status() & libc::O_ACCMODE == libc::O_RDONLY {
-        return Err(Errno::EBADF);
-    }
+    // In Linux's order: the priority, the timeout, the descriptor, the length.
     if prio >= u64::from(MQ_PRIO_MAX) {
         return Err(Errno::EINVAL);
     }
     let until = deadline(p, timeout)?;
+    let (file, q) = queue_of(p, fd)?;
+    if file.status() & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(Errno::EBADF);
+    }
     if len > q.msgsize as u64 {
         return Err(Errno(libc::EMSGSIZE));
     }
@@ -107,6 +108,7 @@ pub fn mq_timedsend(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult
 /// returns its length.
 pub fn mq_timedreceive(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [fd, msg, len, prio_at, timeout, ..] = a;
+    let until = deadline(p, timeout)?;
     let (file, q) = queue_of(p, fd)?;
     if file.status() & libc::O_ACCMODE == libc::O_WRONLY {
         return Err(Errno::EBADF);
@@ -114,7 +116,6 @@ pub fn mq_timedreceive(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysRes
     if len < q.msgsize as u64 {
         return Err(Errno(libc::EMSGSIZE));
     }
-    let until = deadline(p, timeout)?;
     let key = wait_key(WAITS, q.id as i32);
     let nowait = (file.status() & libc::O_NONBLOCK != 0).then_some(Errno::EAGAIN);
     let (text, prio) = block_on(p, cpu.tid, key, until, nowait, || q.try_receive().map(Ok).map_err(|_| Receiving::new(q.clone())))?;
@@ -130,7 +131,6 @@ pub fn mq_timedreceive(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysRes
 /// to the empty queue; a null `sevp` takes the registration back.
 pub fn mq_notify(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let [fd, sevp, ..] = a;
-    let (_, q) = queue_of(p, fd)?;
     let notify = if sevp == 0 {
         None
     } else {
@@ -143,6 +143,7 @@ pub fn mq_notify(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             _ => return Err(Errno::EINVAL),
         }
     };
+    let (_, q) = queue_of(p, fd)?;
     // A registration goes with its process (Linux takes it back when the process closes the
     // descriptor it registered by).
     let procs = p.procs.clone();

@@ -3,12 +3,12 @@
 //! fitting message wait without the process lock until the queue changes, it is removed
 //! (`EIDRM`) or a signal comes (`EINTR`).
 
+use super::ipcwait::{block_on, wait_key, wake_all};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::identity::cap;
 use crate::process::{Locked, Process};
 use crate::sysv::msg::{self, Pick, MSGMAX, MSGMNB, MSGMNI};
-use super::ipcwait::{block_on, wait_key, wake_all};
 use crate::sysv::{now, seq, Entry, Get, IPC_64, IPC_INFO, IPC_NOWAIT, IPC_RMID, IPC_SET, IPC_STAT};
 
 const MSG_STAT: u64 = 11;

@@ -5,11 +5,11 @@
 
 use std::time::Instant;
 
+use super::ipcwait::{block_on, wait_key, wake_all};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process};
 use crate::sysv::sem::{self, Op, Values, Waiting, SEMMNI, SEMMNS, SEMMSL, SEMOPM, SEMVMX};
-use super::ipcwait::{block_on, wait_key, wake_all};
 use crate::sysv::{now, seq, Get, IPC_64, IPC_INFO, IPC_RMID, IPC_SET, IPC_STAT};
 
 const GETPID: u64 = 11;
