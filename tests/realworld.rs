@@ -301,10 +301,63 @@ _, st = os.waitpid(pid, 0)
 print("status", os.waitstatus_to_exitcode(st))
 "#;
 
+/// Hang-ups, as the kernel makes them: a pty's master closed for good sends the session
+/// leader `SIGHUP` (which ends it, or runs its handler) and `SIGCONT`; a session leader's end
+/// sends `SIGHUP` to its pty's foreground group.
+const PYTHON_PTY_HANGUP: &str = r#"
+import os, pty, signal, time
+def ready(fd):
+    got = b""
+    while b"ready\r\n" not in got:
+        got += os.read(fd, 100)
+# The master closes: the session leader gets SIGHUP (and dies of it), or runs its handlers.
+pid, fd = pty.fork()
+if pid == 0:
+    print("ready", flush=True)
+    time.sleep(5)
+    os._exit(0)
+ready(fd)
+os.close(fd)
+_, st = os.waitpid(pid, 0)
+print("master closed: the leader ended by signal", os.WTERMSIG(st) if os.WIFSIGNALED(st) else None)
+r, w = os.pipe()
+pid, fd = pty.fork()
+if pid == 0:
+    os.close(r)
+    got = []
+    signal.signal(signal.SIGHUP, lambda s, f: got.append("HUP"))
+    signal.signal(signal.SIGCONT, lambda s, f: got.append("CONT"))
+    print("ready", flush=True)
+    while len(got) < 2:
+        time.sleep(0.01)
+    os.write(w, " ".join(got).encode())
+    os._exit(0)
+os.close(w)
+ready(fd)
+os.close(fd)
+print("the leader's handlers saw:", os.read(r, 100).decode())
+os.waitpid(pid, 0)
+# The session leader ends: its foreground group (a grandchild) gets SIGHUP.
+r, w = os.pipe()
+pid, fd = pty.fork()
+if pid == 0:
+    os.close(r)
+    if os.fork() == 0:
+        time.sleep(5)
+        os._exit(0)
+    os._exit(0)
+os.close(w)
+os.waitpid(pid, 0)
+t = time.time()
+os.read(r, 1)
+print("leader gone: the grandchild ended before its sleep:", time.time() - t < 4)
+os.close(fd)
+"#;
+
 /// Pseudo-terminals made in a vNode work as natively: `script` runs a shell on one, Python's
 /// `pty` forks a child onto one and talks to it, `^C`, `^\`, `^Z` and a window change typed or made
-/// on the master signal the child, and `/proc` and `stat` show them as Linux does. A host pty
-/// the vNode did not make stays out of its reach.
+/// on the master signal the child, closing the master hangs up, and `/proc` and `stat` show
+/// them as Linux does. A host pty the vNode did not make stays out of its reach.
 #[test]
 fn pseudo_terminals_made_in_a_vnode_work_as_natively() {
     if !kvm() {
@@ -316,7 +369,8 @@ fn pseudo_terminals_made_in_a_vnode_work_as_natively() {
     let env = |c: &mut Command| {
         c.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C").env("TERM", "xterm");
     };
-    for args in [["/bin/bash", "-c", script], ["/usr/bin/python3", "-c", PYTHON_PTY], ["/usr/bin/python3", "-c", PYTHON_PTY_SIGNALS]] {
+    let pythons = [PYTHON_PTY, PYTHON_PTY_SIGNALS, PYTHON_PTY_HANGUP].map(|p| ["/usr/bin/python3", "-c", p]);
+    for args in [["/bin/bash", "-c", script]].into_iter().chain(pythons) {
         let mut native = common::native_command(args[0]);
         native.args(&args[1..]).stdin(std::process::Stdio::null());
         env(&mut native);

@@ -37,12 +37,14 @@ pub struct OpenFile {
     pub offset: Mutex<u64>,
     /// The lock table it took an OFD lock or a `flock` in: they go when it is closed for good.
     pub locks: Mutex<Option<Arc<crate::locks::LockTable>>>,
+    /// What happens when it is closed for good (a pty master's hang-up).
+    pub on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl OpenFile {
     /// A new description at offset 0.
     pub fn new(backing: Backing, path: Vec<u8>, status: i32) -> Arc<OpenFile> {
-        Arc::new(OpenFile { backing, path, status: Mutex::new(status), offset: Mutex::new(0), locks: Mutex::new(None) })
+        Arc::new(OpenFile { backing, path, status: Mutex::new(status), offset: Mutex::new(0), locks: Mutex::new(None), on_close: Mutex::new(None) })
     }
 
     /// The owner of the locks the description holds itself (OFD locks, `flock`).
@@ -99,6 +101,9 @@ impl Drop for OpenFile {
         let table = self.locks.get_mut_unpoisoned().take();
         if let Some(table) = table {
             table.release_owner(self.lock_owner());
+        }
+        if let Some(closed) = self.on_close.get_mut_unpoisoned().take() {
+            closed();
         }
     }
 }

@@ -65,6 +65,26 @@ pub trait Signalable: crate::timers::TimerOwner {
 /// A process `kill` reaches: its pid, and how to signal it (`None` once it ended).
 pub type KillTarget = (i32, Option<Arc<dyn Signalable>>);
 
+/// Sends the kernel's signals `sigs` (`SI_KERNEL`), in order, to `targets` from a thread of
+/// its own, so that the caller may hold any lock: a description closed for good (a pty
+/// master's hang-up) may be dropped under a process lock, even the target's.
+pub fn signal_in_background(targets: Vec<KillTarget>, sigs: &'static [i32]) {
+    let targets: Vec<Arc<dyn Signalable>> = targets.into_iter().filter_map(|(_, t)| t).collect();
+    if targets.is_empty() {
+        return;
+    }
+    let sender = std::thread::Builder::new().name("signal".into()).spawn(move || {
+        for t in &targets {
+            for &sig in sigs {
+                t.signal(SigInfo::kernel(sig));
+            }
+        }
+    });
+    if let Err(e) = sender {
+        tracing::warn!("no thread to send {sigs:?} with: {e}");
+    }
+}
+
 /// One process of the run.
 struct Entry {
     ppid: i32,

@@ -19,8 +19,10 @@
 //! [`typed`]): a session's `tcsetpgrp` on its pty is kept here, and when a program types the
 //! interrupt, quit or suspend character into a master (`write`) of a slave with `ISIG` set, or
 //! changes a pty's window size, the VMM sends `SIGINT`, `SIGQUIT`, `SIGTSTP` or `SIGWINCH` to
-//! the pty's foreground group, as the kernel would. Not there: the hang-up when the master
-//! closes.
+//! the pty's foreground group, as the kernel would. It hangs up as the kernel does too: when a
+//! pty's master is closed for good, the leader of the session it controlled gets `SIGHUP` and
+//! `SIGCONT` ([`Ptys::hang_up`]), and when a session leader ends, its pty's foreground group
+//! gets `SIGHUP` ([`Ptys::leader_ended`]); the session has no controlling terminal then.
 
 use lego_proto::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
@@ -88,6 +90,25 @@ impl Ptys {
         let mut inner = self.inner.lock_unpoisoned();
         inner.prune();
         inner.masters.insert(n, Arc::downgrade(master));
+    }
+
+    /// Pty `n`'s master was closed for good: the session it controlled, which now has no
+    /// controlling terminal, and whose leader the caller is to send `SIGHUP` and `SIGCONT`.
+    pub fn hang_up(&self, n: u32) -> Option<i32> {
+        let mut inner = self.inner.lock_unpoisoned();
+        let sid = inner.ctty.iter().find(|(_, &m)| m == n).map(|(&sid, _)| sid);
+        inner.masters.remove(&n);
+        inner.prune();
+        sid
+    }
+
+    /// The leader of session `sid` ended: the foreground group of the pty it controlled, to
+    /// which the caller is to send `SIGHUP`; the session gives the pty up.
+    pub fn leader_ended(&self, sid: i32) -> Option<i32> {
+        let n = self.ctty(sid)?;
+        let group = self.foreground(n);
+        self.drop_ctty(sid);
+        group
     }
 
     /// The numbers of the run's ptys whose master is open, in ascending order.
@@ -296,5 +317,22 @@ mod tests {
         drop(a);
         assert_eq!(ptys.ctty(7), None, "a closed master controls nothing");
         assert_eq!(ptys.set_ctty(9, na), Err(Errno::ENOTTY), "not one of the run's");
+    }
+
+    #[test]
+    fn hang_ups_name_who_is_signalled() {
+        let ptys = Ptys::default();
+        let (_a, na) = master(&ptys);
+        let (_b, nb) = master(&ptys);
+        ptys.set_ctty(7, na).unwrap();
+        ptys.set_ctty(8, nb).unwrap();
+        ptys.set_foreground(nb, 8, 12).unwrap();
+        assert_eq!(ptys.leader_ended(8), Some(12), "the foreground group of its pty");
+        assert_eq!(ptys.ctty(8), None, "the session gave the pty up");
+        assert_eq!(ptys.leader_ended(8), None);
+        assert_eq!(ptys.hang_up(na), Some(7), "the session the pty controlled");
+        assert_eq!(ptys.ctty(7), None);
+        assert_eq!(ptys.set_ctty(9, na), Err(Errno::ENOTTY), "a hung-up pty is the run's no more");
+        assert_eq!(ptys.hang_up(nb), None, "a pty that controls nothing");
     }
 }

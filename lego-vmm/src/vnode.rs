@@ -390,6 +390,13 @@ impl Group {
             syscall::unmapping_all(&mut p);
             p.locks.release_owner(crate::locks::Owner::Process(self.pid));
             syscall::sysvsem::exit(&p);
+            // A session leader's end hangs up its pty: the foreground group gets SIGHUP.
+            let leader = p.procs.sid(self.pid) == Ok(self.pid);
+            let hung_up = if leader { p.ptys.leader_ended(self.pid) } else { None };
+            let targets = hung_up.map(|g| p.procs.group_targets(g)).unwrap_or_default();
+            drop(p);
+            let others = targets.into_iter().filter(|(pid, _)| *pid != self.pid).collect();
+            crate::proctable::signal_in_background(others, &[libc::SIGHUP]);
         }
         let outcome = self.outcome.lock_unpoisoned().take();
         outcome.unwrap_or_else(|| Err(VmmError::GuestCrashed("every thread ended but nothing ended the process: a VMM bug".into())))

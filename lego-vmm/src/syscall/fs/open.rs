@@ -1,5 +1,6 @@
 //! Opening and closing: `open`, `creat`, `openat`, `close`, `dup*`, `pipe*`.
 
+use lego_proto::sync::LockExt;
 
 use super::common::{AT_FDCWD, O_LARGEFILE, O_TMPFILE_BIT, fdarg, is_dir, put};
 use super::dirs::canonical;
@@ -50,6 +51,12 @@ pub fn openat(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> 
         crate::pseudo::Opened::Master(master, n) => {
             let file = OpenFile::new(Backing::Host(master), b"/dev/ptmx".to_vec(), status);
             p.ptys.adopt(n, &file);
+            let (ptys, procs) = (p.ptys.clone(), p.procs.clone());
+            *file.on_close.lock_unpoisoned() = Some(Box::new(move || {
+                if let Some(sid) = ptys.hang_up(n) {
+                    crate::proctable::signal_in_background(procs.kill_targets(sid, sid).unwrap_or_default(), &[libc::SIGHUP, libc::SIGCONT]);
+                }
+            }));
             file
         }
         crate::pseudo::Opened::Fifo(node, path) => {
