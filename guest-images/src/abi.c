@@ -2259,6 +2259,38 @@ static void case_jobs(void) {
     CHECK(kill(child, SIGKILL) == 0);
     show_wait("SIGKILL while stopped", child, 0);
     printf("SIGCHLD: %s, status %d\n", cld(chld_code), chld_status);
+
+    /* A sleep stopped and continued sleeps what is left of it (the stop counts as slept), and
+     * one a handler interrupts tells what is left in its second argument. */
+    child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        struct timespec t0, t1, req = { 0, 900000000 };
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int r = nanosleep(&req, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double slept = ts_secs(t1) - ts_secs(t0);
+        printf("a sleep of 0.9 s, stopped for 0.5 s: returns %d, within 1.3 s: %d\n", r, slept < 1.3);
+        on(SIGUSR1, on_nothing, 0);
+        struct timespec rem = { -1, -1 };
+        req.tv_sec = 2;
+        req.tv_nsec = 0;
+        pid_t me = getpid();
+        if (fork() == 0) {
+            sleep_ms(200);
+            kill(me, SIGUSR1);
+            _exit(0);
+        }
+        r = nanosleep(&req, &rem);
+        printf("interrupted by a handler: %d %s, left between 1 s and 2 s: %d\n", r, strerror(errno), rem.tv_sec == 1);
+        _exit(0);
+    }
+    sleep_ms(100);
+    CHECK(kill(child, SIGSTOP) == 0);
+    sleep_ms(500);
+    CHECK(kill(child, SIGCONT) == 0);
+    int st;
+    CHECK(waitpid(child, &st, 0) == child);
 }
 
 int main(int argc, char **argv) {

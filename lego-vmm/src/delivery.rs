@@ -281,8 +281,12 @@ pub fn deliver(p: &mut Process, vcpu: &mut VcpuFd, tid: i32, entry: Entry) -> Re
         }
         setup_frame(p, vcpu, tid, &info, &action, Trap::default())?;
     }
-    if let Some(nr) = restart {
-        back_to_syscall(&mut vcpu.sync_regs_mut().regs, nr);
+    match restart {
+        Some(nr) => back_to_syscall(&mut vcpu.sync_regs_mut().regs, nr),
+        // A sleep that returns (EINTR: a handler ran) starts afresh when called again. A kick
+        // (after a stop) leaves a restarted sleep's deadline alone.
+        None if matches!(entry, Entry::Syscall(_)) => p.thread(tid).sleep_until = None,
+        None => {}
     }
     // A wait with a mask of its own that no handler ended gets the old mask back.
     let t = p.thread(tid);

@@ -82,6 +82,10 @@ pub struct ThreadState {
     pub altstack: AltStack,
     /// The mask `rt_sigsuspend` replaced, given back when its handler returns.
     pub saved_mask: Option<u64>,
+    /// When an interrupted sleep (`nanosleep`, relative `clock_nanosleep`) is due: the call,
+    /// restarted after a signal that ran no handler (a stop, an ignored signal), sleeps only
+    /// what is left, as Linux's restart block has it.
+    pub sleep_until: Option<std::time::Instant>,
     /// The host thread running it, once it runs.
     pub host: Option<crate::hostcpu::HostThread>,
     /// `sched_setaffinity`: the host cores it may run on (`None`: all of the vNode's).

@@ -122,20 +122,34 @@ pub fn time(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// Sleeps until `clock` reads `req` (`TIMER_ABSTIME` in `flags`) or for `req`, without the
 /// process lock; `EINTR` when the process ends or a signal comes for thread `tid` meanwhile.
-fn sleep(p: &mut Locked<'_>, tid: i32, clock: libc::clockid_t, flags: i32, req: &libc::timespec) -> SysResult<u64> {
+/// Thread `tid` sleeps for `req` on `clock` (until it, with `TIMER_ABSTIME` in `flags`). A
+/// relative sleep that a signal interrupts writes what is left at `rem` (if not null), and
+/// keeps its deadline for the restart of the call if no handler runs ([`ThreadState::sleep_until`]).
+///
+/// [`ThreadState::sleep_until`]: crate::process::ThreadState::sleep_until
+fn sleep(p: &mut Locked<'_>, tid: i32, clock: libc::clockid_t, flags: i32, req: &libc::timespec, rem: u64) -> SysResult<u64> {
     let mut d = Duration::new(req.tv_sec as u64, req.tv_nsec as u32);
-    if flags & libc::TIMER_ABSTIME != 0 {
+    let relative = flags & libc::TIMER_ABSTIME == 0;
+    if !relative {
         let now = now(clock)?;
         d = d.saturating_sub(Duration::new(now.tv_sec as u64, now.tv_nsec as u32));
     }
-    let deadline = Instant::now() + d;
+    let resumed = p.thread(tid).sleep_until.take();
+    let deadline = resumed.filter(|_| relative).unwrap_or_else(|| Instant::now() + d);
     let group = p.group.clone();
-    p.unlocked(|| group.sleep_until(tid, Some(deadline))).map(|()| 0)
+    let slept = p.unlocked(|| group.sleep_until(tid, Some(deadline)));
+    if slept == Err(Errno::EINTR) && relative {
+        p.thread(tid).sleep_until = Some(deadline);
+        if rem != 0 {
+            write_timespec(p, rem, &timespec(deadline.saturating_duration_since(Instant::now())))?;
+        }
+    }
+    slept.map(|()| 0)
 }
 
 pub fn nanosleep(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let req = read_timespec(p, a[0])?;
-    sleep(p, cpu.tid, libc::CLOCK_MONOTONIC, 0, &req)
+    sleep(p, cpu.tid, libc::CLOCK_MONOTONIC, 0, &req, a[1])
 }
 
 pub fn clock_nanosleep(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
@@ -144,5 +158,5 @@ pub fn clock_nanosleep(p: &mut Locked<'_>, cpu: &mut Cpu<'_>, a: Args) -> SysRes
         return Err(Errno::EINVAL);
     }
     let req = read_timespec(p, a[2])?;
-    sleep(p, cpu.tid, clock, (a[1] as i32) & libc::TIMER_ABSTIME, &req)
+    sleep(p, cpu.tid, clock, (a[1] as i32) & libc::TIMER_ABSTIME, &req, a[3])
 }
