@@ -118,17 +118,12 @@ pub fn shmctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             p.mm.write_user(buf, &b)?;
             Ok(highest as u64)
         }
-        IPC_STAT | SHM_STAT | SHM_STAT_ANY => {
-            let id = if cmd == IPC_STAT { id } else { p.ipc.shm.id_at(index)? };
-            let ds = p.ipc.shm.with(id, |e| {
-                if cmd != SHM_STAT_ANY && !e.perm.grants(&p.creds, shm::access(false)) {
-                    return Err(Errno::EACCES);
-                }
+        IPC_STAT | SHM_STAT | SHM_STAT_ANY => ipc_stat(p, cmd != IPC_STAT, id, index, buf, |i| p.ipc.shm.id_at(i), |id| {
+            p.ipc.shm.with(id, |e| {
+                permitted(cmd == SHM_STAT_ANY || e.perm.grants(&p.creds, shm::access(false)))?;
                 Ok(shm::shmid_ds(e, seq(id, SHMMNI)))
-            })?;
-            p.mm.write_user(buf, &ds)?;
-            Ok(if cmd == IPC_STAT { 0 } else { id as u64 })
-        }
+            })
+        }),
         IPC_SET => {
             let mut b = [0u8; 112];
             p.mm.read_user(buf, &mut b)?;
@@ -151,5 +146,30 @@ pub fn shmctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             Ok(0)
         }),
         _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `IPC_STAT` of object `id`, or (`by_index`) a `*_STAT` of the object at index `index`, whose
+/// id `id_at` finds: what `ds_of` gives for the object goes to `buf`. Returns 0, or the id.
+pub(super) fn ipc_stat<const N: usize>(
+    p: &Process,
+    by_index: bool,
+    id: i32,
+    index: usize,
+    buf: u64,
+    id_at: impl FnOnce(usize) -> SysResult<i32>,
+    ds_of: impl FnOnce(i32) -> SysResult<[u8; N]>,
+) -> SysResult<u64> {
+    let id = if by_index { id_at(index)? } else { id };
+    p.mm.write_user(buf, &ds_of(id)?)?;
+    Ok(if by_index { id as u64 } else { 0 })
+}
+
+/// `EACCES` unless the access asked of an object is `allowed`.
+pub(super) fn permitted(allowed: bool) -> SysResult<()> {
+    if allowed {
+        Ok(())
+    } else {
+        Err(Errno::EACCES)
     }
 }

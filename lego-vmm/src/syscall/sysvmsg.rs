@@ -4,6 +4,7 @@
 //! (`EIDRM`) or a signal comes (`EINTR`).
 
 use super::ipcwait::{block_on, wait_key, wake_all};
+use super::sysvipc::{ipc_stat, permitted};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::identity::cap;
@@ -29,7 +30,7 @@ pub fn msgget(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
 
 /// Fails with `EACCES` unless the caller has access `need` to queue `id`.
 fn check_access(p: &Process, id: i32, need: u32) -> SysResult<()> {
-    p.ipc.msg.with(id, |e| if e.perm.grants(&p.creds, need) { Ok(()) } else { Err(Errno::EACCES) })
+    p.ipc.msg.with(id, |e| permitted(e.perm.grants(&p.creds, need)))
 }
 
 /// `msgsnd(id, msgp, size, flags)`: `msgp` holds the type (a `long`, at least 1), then the
@@ -113,17 +114,12 @@ pub fn msgctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             p.mm.write_user(buf, &b)?;
             Ok(highest as u64)
         }
-        IPC_STAT | MSG_STAT | MSG_STAT_ANY => {
-            let id = if cmd == IPC_STAT { id } else { p.ipc.msg.id_at(index)? };
-            let ds = p.ipc.msg.with(id, |e| {
-                if cmd != MSG_STAT_ANY && !e.perm.grants(&creds, READ) {
-                    return Err(Errno::EACCES);
-                }
+        IPC_STAT | MSG_STAT | MSG_STAT_ANY => ipc_stat(p, cmd != IPC_STAT, id, index, buf, |i| p.ipc.msg.id_at(i), |id| {
+            p.ipc.msg.with(id, |e| {
+                permitted(cmd == MSG_STAT_ANY || e.perm.grants(&creds, READ))?;
                 Ok(msg::msqid_ds(e, seq(id, MSGMNI)))
-            })?;
-            p.mm.write_user(buf, &ds)?;
-            Ok(if cmd == IPC_STAT { 0 } else { id as u64 })
-        }
+            })
+        }),
         IPC_SET => {
             let mut b = [0u8; 120];
             p.mm.read_user(buf, &mut b)?;

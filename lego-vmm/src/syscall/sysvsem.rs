@@ -6,6 +6,7 @@
 use std::time::Instant;
 
 use super::ipcwait::{block_on, wait_key, wake_all};
+use super::sysvipc::{ipc_stat, permitted};
 use super::{Args, Cpu};
 use crate::errno::{Errno, SysResult};
 use crate::process::{Locked, Process};
@@ -86,7 +87,7 @@ pub fn semctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
     let cmd = cmd & !IPC_64;
     let (index, id, num) = (id as u32 as usize, id as i32, num as i32);
     let creds = p.creds;
-    let allowed = |e: &crate::sysv::Entry<sem::Set>, need: u32| if e.perm.grants(&creds, need) { Ok(()) } else { Err(Errno::EACCES) };
+    let allowed = |e: &crate::sysv::Entry<sem::Set>, need: u32| permitted(e.perm.grants(&creds, need));
     let one = |e: &crate::sysv::Entry<sem::Set>| usize::try_from(num).ok().and_then(|n| e.obj.sems.get(n).copied()).ok_or(Errno::EINVAL);
     match cmd {
         IPC_INFO | SEM_INFO => {
@@ -100,17 +101,12 @@ pub fn semctl(p: &mut Process, _: &mut Cpu<'_>, a: Args) -> SysResult<u64> {
             p.mm.write_user(arg, &bytes)?;
             Ok(highest as u64)
         }
-        IPC_STAT | SEM_STAT | SEM_STAT_ANY => {
-            let id = if cmd == IPC_STAT { id } else { p.ipc.sem.id_at(index)? };
-            let ds = p.ipc.sem.with(id, |e| {
-                if cmd != SEM_STAT_ANY {
-                    allowed(e, READ)?;
-                }
+        IPC_STAT | SEM_STAT | SEM_STAT_ANY => ipc_stat(p, cmd != IPC_STAT, id, index, arg, |i| p.ipc.sem.id_at(i), |id| {
+            p.ipc.sem.with(id, |e| {
+                permitted(cmd == SEM_STAT_ANY || e.perm.grants(&creds, READ))?;
                 Ok(sem::semid_ds(e, seq(id, SEMMNI)))
-            })?;
-            p.mm.write_user(arg, &ds)?;
-            Ok(if cmd == IPC_STAT { 0 } else { id as u64 })
-        }
+            })
+        }),
         IPC_SET => {
             let mut b = [0u8; 104];
             p.mm.read_user(arg, &mut b)?;

@@ -197,11 +197,6 @@ impl<T> Ids<T> {
         self.by_id.iter().map(|(&id, e)| (id, e))
     }
 
-    /// Every object, by id, to change.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut Entry<T>)> {
-        self.by_id.iter_mut().map(|(&id, e)| (id, e))
-    }
-
     /// How many objects there are.
     pub fn len(&self) -> usize {
         self.by_id.len()

@@ -234,6 +234,15 @@ impl Semaphores {
         changed
     }
 
+    /// One more (`more`) or one fewer caller blocked as `b` on set `id` ([`Waiting`]).
+    fn count(&self, id: i32, b: Blocked, more: bool) {
+        let mut inner = self.lock();
+        let Ok(e) = inner.sets.entry(id) else { return };
+        let Some(s) = e.obj.sems.get_mut(usize::from(b.num)) else { return };
+        let c = if b.zero { &mut s.zcnt } else { &mut s.ncnt };
+        *c = if more { c.saturating_add(1) } else { c.saturating_sub(1) };
+    }
+
     /// The id of the set at index `index` of the table (`SEM_STAT`).
     pub fn id_at(&self, index: usize) -> SysResult<i32> {
         self.lock().sets.id_at(index)
@@ -265,16 +274,6 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         self.ipc.sem.count(self.id, self.blocked, false);
-    }
-}
-
-impl Semaphores {
-    fn count(&self, id: i32, b: Blocked, more: bool) {
-        let mut inner = self.lock();
-        let Ok(e) = inner.sets.entry(id) else { return };
-        let Some(s) = e.obj.sems.get_mut(usize::from(b.num)) else { return };
-        let c = if b.zero { &mut s.zcnt } else { &mut s.ncnt };
-        *c = if more { c.saturating_add(1) } else { c.saturating_sub(1) };
     }
 }
 

@@ -66,11 +66,16 @@ pub fn access(write: bool) -> u32 {
     }
 }
 
+/// Forgets the removed segments nothing maps any more.
+fn purge(t: &mut Ids<Segment>) {
+    t.retain(|e| e.perm.mode & SHM_DEST == 0 || e.obj.attached() > 0);
+}
+
 impl Segments {
     /// The table, without the removed segments nothing maps any more.
     fn lock(&self) -> MutexGuard<'_, Ids<Segment>> {
         let mut t = self.table.lock_unpoisoned();
-        t.retain(|e| e.perm.mode & SHM_DEST == 0 || e.obj.attached() > 0);
+        purge(&mut t);
         t
     }
 
@@ -115,7 +120,7 @@ impl Segments {
     pub fn with<R>(&self, id: i32, f: impl FnOnce(&mut Entry<Segment>) -> SysResult<R>) -> SysResult<R> {
         let mut t = self.lock();
         let r = f(t.entry(id)?);
-        t.retain(|e| e.perm.mode & SHM_DEST == 0 || e.obj.attached() > 0);
+        purge(&mut t);
         r
     }
 
