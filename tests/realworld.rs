@@ -305,7 +305,9 @@ print("status", os.waitstatus_to_exitcode(st))
 /// leader `SIGHUP` (which ends it, or runs its handler) and `SIGCONT`; a session leader's end
 /// sends `SIGHUP` to its pty's foreground group.
 const PYTHON_PTY_HANGUP: &str = r#"
-import os, pty, signal, time
+import os, pty, signal, sys, time
+# Each line is out at once, so a run killed as hung shows how far it got.
+sys.stdout.reconfigure(line_buffering=True)
 def ready(fd):
     got = b""
     while b"ready\r\n" not in got:
@@ -328,7 +330,8 @@ if pid == 0:
     signal.signal(signal.SIGHUP, lambda s, f: got.append("HUP"))
     signal.signal(signal.SIGCONT, lambda s, f: got.append("CONT"))
     print("ready", flush=True)
-    while len(got) < 2:
+    until = time.time() + 20
+    while len(got) < 2 and time.time() < until:
         time.sleep(0.01)
     os.write(w, " ".join(got).encode())
     os._exit(0)
